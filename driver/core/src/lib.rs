@@ -1,0 +1,25 @@
+//! gvt-core: the mediation core of gvt-rs (gVirt, USENIX ATC'14, sections 3.1–3.6).
+//!
+//! Everything here is `no_std`, allocation-free and free of `unsafe`: state lives
+//! in borrowed slices and every side effect (guest memory, host pages, the
+//! physical GPU, interrupts, the clock) goes through the small traits of
+//! [`mem`] and [`backend`].  The crate is compiled twice from the same files:
+//! by cargo on the host (unit, property and fuzz tests) and by Kbuild inside the
+//! kernel module (`#[path = "../core/src/lib.rs"] mod gvt_core;` with
+//! `--cfg gvt_kmod`).
+//!
+//! Rules that keep both builds working (checked by `cargo xtask lint-core`):
+//! - refer to sibling modules with `super::`, never `crate::` (inside the
+//!   module `crate` is the kernel module);
+//! - Rust 1.85, edition 2021: the kernel's compiler;
+//! - no `std`, no `alloc`, no `unsafe`, no panics on guest-controlled input
+//!   (index with `get`, do arithmetic with `checked_*`/`wrapping_*`).
+#![cfg_attr(not(gvt_kmod), no_std)]
+#![forbid(unsafe_code)]
+#![allow(clippy::new_without_default)]
+
+#[cfg(all(test, not(gvt_kmod)))]
+extern crate std;
+
+pub mod backend;
+pub mod mem;

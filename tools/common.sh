@@ -1,0 +1,67 @@
+# Shared settings for the gvt-rs toolchain and VM rig scripts.  Sourced, not run.
+# The kernel version lives here and only here: bump KVER_PKG and KREL together
+# (the five Debian packages below share that version).
+set -euo pipefail
+
+KVER_PKG="${GVT_KVER_PKG:-7.3.4-1~bpo13+1}"   # Debian package version
+KREL="${GVT_KREL:-7.3.4+deb13-amd64}"         # uname -r of that kernel
+KSERIES="${KREL%%.[0-9]*+*}"                 # e.g. 7.3 (for linux-source-7.3)
+KSERIES="$(echo "$KREL" | cut -d. -f1-2)"
+KRUSTC="1.85.1"                               # rustc the kernel was built with
+
+CACHE="${GVT_CACHE:-$HOME/.cache/gvt-rs}"
+CHROOT="$CACHE/chroot-trixie"
+DEBS="$CACHE/debs"
+KSRC="$CACHE/linux-$KREL"                     # prepared kernel tree
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+
+log()  { printf '[gvt-rs %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die()  { printf '[gvt-rs] error: %s\n' "$*" >&2; exit 1; }
+
+# step NAME CMD...: run a long step, say what it is and how long it took.
+step() {
+  local name="$1"; shift
+  local t0=$SECONDS
+  log "$name ..."
+  "$@"
+  log "$name done in $((SECONDS - t0)) s"
+}
+
+# The Debian mirror the host's apt already uses (never hard-coded here).
+debian_mirror() {
+  local m=""
+  if [ -f /etc/apt/sources.list.d/debian.sources ]; then
+    m=$(awk '/^URIs:/ {print $2; exit}' /etc/apt/sources.list.d/debian.sources)
+  fi
+  if [ -z "$m" ] && [ -f /etc/apt/sources.list ]; then
+    m=$(awk '$1=="deb" && $2 !~ /security/ {print $2; exit}' /etc/apt/sources.list)
+  fi
+  [ -n "$m" ] || die "cannot find the Debian mirror in /etc/apt (sources.list or sources.list.d/debian.sources)"
+  echo "$m"
+}
+
+need_root() { [ "$(id -u)" = 0 ] || die "this step needs root (apt-get, debootstrap, chroot)"; }
+
+# in_chroot CMD: run a shell command inside the trixie chroot, with the cache
+# and the repository bind-mounted at the same paths.
+in_chroot() {
+  mount_chroot
+  chroot "$CHROOT" /usr/bin/env -i HOME=/root PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+    bash -c "$1"
+}
+
+mount_chroot() {
+  local d
+  for d in proc dev sys; do
+    mountpoint -q "$CHROOT/$d" || mount --bind "/$d" "$CHROOT/$d"
+  done
+  for d in "$CACHE" "$REPO"; do
+    mkdir -p "$CHROOT$d"
+    mountpoint -q "$CHROOT$d" || mount --bind "$d" "$CHROOT$d"
+  done
+}
+
+# Make variables that keep the kernel config identical to Debian's.
+kmake_vars() {
+  echo "CC=x86_64-linux-gnu-gcc-14 HOSTCC=gcc RUSTC=rustc BINDGEN=bindgen KERNELRELEASE=$KREL"
+}

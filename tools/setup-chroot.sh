@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The Debian trixie build chroot: the kernel's exact rustc (1.85.1), rust-src,
+# bindgen, clang/lld, gcc-14, pahole.  Also trixie's QEMU 10, packed into the
+# VM image for nested tests.  Idempotent: a stamp file records a finished setup.
+source "$(dirname "$0")/common.sh"
+need_root
+PKGS="rustc rust-src rustfmt bindgen clang libclang-dev lld llvm gcc-14 gcc make flex bison bc \
+libelf-dev libssl-dev dwarves python3 kmod cpio xz-utils zstd perl rsync file \
+qemu-system-x86 qemu-system-data seabios ipxe-qemu"
+stamp="$CHROOT/.gvt-rs-ready"
+want="$(echo $PKGS | md5sum | cut -c1-12)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  log "trixie chroot ready at $CHROOT"; exit 0
+fi
+mirror="$(debian_mirror)"
+mkdir -p "$CACHE"
+if [ ! -x "$CHROOT/usr/bin/apt-get" ]; then
+  rm -rf "$CHROOT"
+  step "debootstrap trixie (minbase) into $CHROOT" \
+    debootstrap --variant=minbase trixie "$CHROOT" "$mirror"
+fi
+echo "deb $mirror trixie main" > "$CHROOT/etc/apt/sources.list"
+in_chroot "apt-get update -qq"
+step "installing build packages in the chroot" \
+  in_chroot "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $PKGS >/dev/null"
+v=$(in_chroot "rustc --version")
+case "$v" in *"$KRUSTC"*) ;; *) die "chroot rustc is '$v', the kernel needs $KRUSTC: trixie moved on; pin a snapshot or bump the kernel (tools/common.sh)";; esac
+log "chroot: $v"
+echo "$want" > "$stamp"
