@@ -23,3 +23,6 @@ extern crate std;
 
 pub mod backend;
 pub mod mem;
+
+#[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
+pub mod fakes;
