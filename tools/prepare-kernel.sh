@@ -34,16 +34,13 @@ fi
 log ".config identical to Debian's $KREL config ($(grep -c '=' "$KSRC/.config") settings)"
 cp "$HDR/Module.symvers" "$KSRC/Module.symvers"
 cp "$HDR/vmlinux" "$KSRC/vmlinux"
-# Every Rust symbol the kernel crate exports must be one Debian's kernel exports.
-gen="$KSRC/rust/exports_kernel_generated.h"
-[ -f "$gen" ] || in_chroot "$KMAKE rust/exports_kernel_generated.h >/dev/null" || true
-if [ -f "$gen" ]; then
-  total=$(grep -c EXPORT "$gen")
-  missing=$(grep -o '(_R[A-Za-z0-9_]*)' "$gen" | tr -d '()' | sort -u \
-    | comm -23 - <(awk '{print $2}' "$KSRC/Module.symvers" | sort -u) | wc -l)
-  [ "$missing" = 0 ] || die "$missing of $total kernel-crate Rust exports are not in Debian's Module.symvers: rustc differs from $KRUSTC"
-  log "all $total kernel-crate Rust exports are in Debian's Module.symvers"
-else
-  die "rust/exports_kernel_generated.h was not generated: Rust support did not come up (see make rustavailable)"
-fi
+# Every symbol the Rust side of the tree exports (kernel, core, bindings,
+# helpers) must be one Debian's kernel exports: same rustc, same config.
+ls "$KSRC"/rust/exports_*_generated.h >/dev/null 2>&1 \
+  || die "rust/exports_*_generated.h were not generated: Rust support did not come up (see make rustavailable)"
+total=$(cat "$KSRC"/rust/exports_*_generated.h | grep -c EXPORT)
+missing=$(cat "$KSRC"/rust/exports_*_generated.h | grep -o 'EXPORT[A-Z_]*([A-Za-z0-9_]*)' \
+  | sed 's/.*(\(.*\))/\1/' | sort -u | comm -23 - <(awk '{print $2}' "$KSRC/Module.symvers" | sort -u) | wc -l)
+[ "$missing" = 0 ] || die "$missing of $total Rust-side exports are not in Debian's Module.symvers: rustc differs from $KRUSTC"
+log "all $total Rust-side exports (kernel, core, bindings, helpers) are in Debian's Module.symvers"
 echo "$KVER_PKG" > "$stamp"

@@ -5,7 +5,7 @@
 source "$(dirname "$0")/common.sh"
 need_root
 PKGS="rustc rust-src rustfmt bindgen clang libclang-dev lld llvm gcc-14 gcc make flex bison bc \
-libelf-dev libssl-dev dwarves python3 kmod cpio xz-utils zstd perl rsync file \
+libelf-dev libssl-dev openssl dwarves python3 kmod cpio xz-utils zstd perl rsync file \
 qemu-system-x86 qemu-system-data seabios ipxe-qemu"
 stamp="$CHROOT/.gvt-rs-ready"
 want="$(echo $PKGS | md5sum | cut -c1-12)"

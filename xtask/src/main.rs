@@ -1,1 +1,209 @@
-fn main() { println!("xtask: todo"); }
+//! `cargo xtask`: the one entry point for developers and CI.
+//!
+//! The long steps (apt, debootstrap, kernel preparation, QEMU) are small shell
+//! scripts in `tools/`; this program orders them, builds the statically linked
+//! in-guest test binaries, and prints how long every phase took.
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{exit, Command};
+use std::time::{Duration, Instant};
+
+const HELP: &str = "\
+cargo xtask <command> [args]
+
+Commands:
+  setup            install host packages, the Debian trixie build chroot, the
+                   pinned Debian kernel packages, a prepared kernel tree and the
+                   L2 kernel (cached in ~/.cache/gvt-rs, idempotent)
+  kmod             build the gvt_rs kernel module (and the mtty peer sample)
+  vm-test [FILTER] build everything and run the in-guest tests whose name
+                   contains FILTER (all when omitted) in a QEMU TCG guest
+  demo             boot the VM, load the driver, show it working
+  test             all tests: host `cargo test --workspace`, the gvt-core
+                   build with the kernel's rustc 1.85.1, then every VM test
+  bench            benchmarks (host and in-guest), printing ratios
+  lint-core        check gvt-core with the kernel's compiler and rules
+
+Environment:
+  GVT_CACHE        cache directory (default ~/.cache/gvt-rs)
+  GVT_VM_TIMEOUT   seconds before a VM run is killed (default 1200)
+";
+
+struct Phases {
+    done: Vec<(String, Duration)>,
+}
+
+impl Phases {
+    fn run(&mut self, name: &str, f: impl FnOnce() -> Result<(), String>) {
+        let t0 = Instant::now();
+        eprintln!("==> {name}");
+        let r = f();
+        self.done.push((name.to_string(), t0.elapsed()));
+        if let Err(e) = r {
+            self.report();
+            eprintln!("xtask: {name} failed: {e}");
+            exit(1);
+        }
+    }
+    fn report(&self) {
+        eprintln!("\nphase timings:");
+        let mut total = Duration::ZERO;
+        for (n, d) in &self.done {
+            eprintln!("  {:<40} {:>7.1} s", n, d.as_secs_f64());
+            total += *d;
+        }
+        eprintln!("  {:<40} {:>7.1} s", "total", total.as_secs_f64());
+    }
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn cache() -> PathBuf {
+    match env::var_os("GVT_CACHE") {
+        Some(c) => PathBuf::from(c),
+        None => PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/gvt-rs"),
+    }
+}
+
+fn sh(cmd: &mut Command) -> Result<(), String> {
+    let st = cmd.current_dir(repo()).status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    if st.success() {
+        Ok(())
+    } else {
+        Err(format!("{cmd:?} exited with {st}"))
+    }
+}
+
+fn tool(script: &str) -> Command {
+    let mut c = Command::new("bash");
+    c.arg(repo().join("tools").join(script));
+    c
+}
+
+fn cargo() -> Command {
+    Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+/// Build the in-guest test binaries statically and return their paths.
+fn build_guest_binaries() -> Result<Vec<PathBuf>, String> {
+    let target = "x86_64-unknown-linux-gnu";
+    let mut c = cargo();
+    c.args(["test", "-p", "gvt-vmtests", "--no-run", "--release", "--target", target, "--message-format=json-render-diagnostics"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", repo().join("target/vm"))
+        .current_dir(repo());
+    let out = c.output().map_err(|e| format!("cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("building guest test binaries failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    let mut bins = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        // "executable":"/path" (null for non-test artifacts)
+        if let Some(i) = line.find("\"executable\":\"") {
+            let rest = &line[i + 14..];
+            if let Some(j) = rest.find('"') {
+                bins.push(PathBuf::from(&rest[..j]));
+            }
+        }
+    }
+    // The guest's own programs (demo, benchmarks, L2 programs): plain binaries.
+    let mut c = cargo();
+    c.args(["build", "-p", "gvt-vmtests", "--bins", "--release", "--target", target, "--message-format=json-render-diagnostics"])
+        .env("RUSTFLAGS", "-C target-feature=+crt-static")
+        .env("CARGO_TARGET_DIR", repo().join("target/vm"))
+        .current_dir(repo());
+    let out = c.output().map_err(|e| format!("cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("building guest programs failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if let Some(i) = line.find("\"executable\":\"") {
+            let rest = &line[i + 14..];
+            if let Some(j) = rest.find('"') {
+                bins.push(PathBuf::from(&rest[..j]));
+            }
+        }
+    }
+    if bins.is_empty() {
+        return Err("no guest test binaries were built".into());
+    }
+    Ok(bins)
+}
+
+fn setup(p: &mut Phases) {
+    p.run("setup: host packages", || sh(&mut tool("setup-host.sh")));
+    p.run("setup: trixie chroot (rustc 1.85.1)", || sh(&mut tool("setup-chroot.sh")));
+    p.run("setup: Debian kernel packages", || sh(&mut tool("fetch-kernel.sh")));
+    p.run("setup: prepared kernel tree", || sh(&mut tool("prepare-kernel.sh")));
+    p.run("setup: L2 kernel", || sh(&mut tool("build-l2-kernel.sh")));
+}
+
+fn vm_run(p: &mut Phases, filter: &str, what: &str) {
+    let mut bins = Vec::new();
+    p.run("build: static guest binaries", || {
+        bins = build_guest_binaries()?;
+        Ok(())
+    });
+    let initrd = cache().join("vm/initrd.cpio.gz");
+    p.run("build: VM initramfs", || {
+        let mut c = tool("vm-image.sh");
+        c.arg(&initrd).args(&bins);
+        sh(&mut c)
+    });
+    p.run(what, || {
+        let mut c = tool("vm-run.sh");
+        c.arg(&initrd).arg(filter);
+        sh(&mut c)
+    });
+}
+
+fn host_tests(p: &mut Phases) {
+    p.run("host: cargo test --workspace", || sh(cargo().args(["test", "--workspace"])));
+    p.run("host: gvt-core with the kernel's rustc", || sh(&mut tool("check-core-msrv.sh")));
+}
+
+fn main() {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let mut p = Phases { done: Vec::new() };
+    match args.first().map(String::as_str) {
+        Some("setup") => setup(&mut p),
+        Some("kmod") => {
+            setup(&mut p);
+            p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
+        }
+        Some("vm-test") => {
+            setup(&mut p);
+            p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
+            vm_run(&mut p, args.get(1).map(String::as_str).unwrap_or(""), "vm: tests");
+        }
+        Some("demo") => {
+            setup(&mut p);
+            p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
+            vm_run(&mut p, "demo", "vm: demo");
+        }
+        Some("test") => {
+            host_tests(&mut p);
+            setup(&mut p);
+            p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
+            vm_run(&mut p, "", "vm: tests");
+        }
+        Some("bench") => {
+            setup(&mut p);
+            p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
+            vm_run(&mut p, "bench_", "vm: benchmarks");
+        }
+        Some("lint-core") => p.run("gvt-core with the kernel's rustc", || sh(&mut tool("check-core-msrv.sh"))),
+        Some("-h") | Some("--help") | Some("help") | None => {
+            print!("{HELP}");
+            return;
+        }
+        Some(other) => {
+            eprintln!("xtask: unknown command '{other}'\n\n{HELP}");
+            exit(2);
+        }
+    }
+    p.report();
+}

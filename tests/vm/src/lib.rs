@@ -1,0 +1,133 @@
+//! Helpers shared by the tests that run inside the VM rig's guest (L1).
+//!
+//! The rig boots the stock Debian kernel under QEMU TCG with an initramfs that
+//! holds these statically linked test binaries, the project's modules, VFIO,
+//! mdev and (for nested tests) an unmodified QEMU 10 plus a small L2 kernel.
+//! Every test here is `#[ignore]`d on the host (there is no mdev parent there)
+//! and run by the rig with `--ignored`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where the rig puts the L2 kernel, its initramfs and QEMU's firmware.
+pub const L2_DIR: &str = "/l2";
+
+/// A fresh random (v4) UUID from the kernel.
+pub fn new_uuid() -> String {
+    fs::read_to_string("/proc/sys/kernel/random/uuid").expect("kernel uuid").trim().to_string()
+}
+
+/// The mdev parent whose `/sys/class/mdev_bus/<parent>` entry exists.
+pub fn parent_dir(parent: &str) -> PathBuf {
+    Path::new("/sys/class/mdev_bus").join(parent)
+}
+
+/// Type directories a parent offers (full names, e.g. `mtty-2`).
+pub fn types_of(parent: &str) -> Vec<String> {
+    let dir = parent_dir(parent).join("mdev_supported_types");
+    let mut v: Vec<String> = fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// An mdev instance, removed again when dropped.
+pub struct Mdev {
+    pub uuid: String,
+    removed: bool,
+}
+
+impl Mdev {
+    /// `echo $uuid > /sys/class/mdev_bus/<parent>/mdev_supported_types/<ty>/create`
+    pub fn create(parent: &str, ty: &str) -> io::Result<Mdev> {
+        Self::create_with_uuid(parent, ty, &new_uuid())
+    }
+
+    pub fn create_with_uuid(parent: &str, ty: &str, uuid: &str) -> io::Result<Mdev> {
+        let create = parent_dir(parent).join("mdev_supported_types").join(ty).join("create");
+        fs::write(&create, uuid)?;
+        Ok(Mdev { uuid: uuid.to_string(), removed: false })
+    }
+
+    /// `/sys/bus/mdev/devices/<uuid>`
+    pub fn sysfs_path(&self) -> PathBuf {
+        Path::new("/sys/bus/mdev/devices").join(&self.uuid)
+    }
+
+    /// `echo 1 > /sys/bus/mdev/devices/<uuid>/remove`
+    pub fn remove(mut self) -> io::Result<()> {
+        self.removed = true;
+        fs::write(self.sysfs_path().join("remove"), "1")
+    }
+}
+
+impl Drop for Mdev {
+    fn drop(&mut self) {
+        if !self.removed {
+            let _ = fs::write(self.sysfs_path().join("remove"), "1");
+        }
+    }
+}
+
+/// Output of a command run with a deadline.
+pub struct Ran {
+    pub status: Option<i32>,
+    pub output: String,
+    pub elapsed: Duration,
+}
+
+/// Run `cmd` with its stdout+stderr captured, killing it after `limit`.
+pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Ran {
+    let t0 = Instant::now();
+    let out_path = format!("/tmp/run-{}.log", std::process::id() as u64 * 1000 + t0.elapsed().as_nanos() as u64 % 1000);
+    let out = fs::File::create(&out_path).expect("log file");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(out.try_clone().expect("dup"))
+        .stderr(out)
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s.code();
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let output = fs::read_to_string(&out_path).unwrap_or_default();
+    let _ = fs::remove_file(&out_path);
+    Ran { status, output, elapsed: t0.elapsed() }
+}
+
+/// How the nested (L2) QEMU runs: `-accel kvm` when the rig loaded kvm-amd
+/// (TCG's emulated SVM), TCG inside TCG otherwise.
+pub fn nested_accel() -> &'static str {
+    if Path::new("/dev/kvm").exists() { "kvm" } else { "tcg" }
+}
+
+/// Boot the rig's L2 kernel in an unmodified QEMU 10 with `extra` devices,
+/// and return its serial console output.  The L2 initramfs's `/init` prints
+/// `L2: ...` lines and powers off; `l2_cmd` is passed as `gvt.l2=` on its
+/// kernel command line.
+pub fn run_l2(extra: &[&str], l2_cmd: &str, limit: Duration) -> Ran {
+    let accel = nested_accel();
+    let mut c = Command::new("qemu-system-x86_64");
+    c.args(["-L", &format!("{L2_DIR}/fw"), "-nodefaults", "-no-user-config", "-display", "none"])
+        .args(["-serial", "stdio", "-no-reboot", "-m", "128M"])
+        .args(["-accel", accel, "-cpu", if accel == "kvm" { "host,-xsave" } else { "qemu64" }])
+        .args(["-kernel", &format!("{L2_DIR}/bzImage"), "-initrd", &format!("{L2_DIR}/initrd.gz")])
+        .args(["-append", &format!("console=ttyS0 panic=-1 noxsave gvt.l2={l2_cmd}")])
+        .args(extra);
+    let r = run_with_timeout(&mut c, limit);
+    eprintln!("nested QEMU ({accel}) ran {:.1} s, exit {:?}", r.elapsed.as_secs_f64(), r.status);
+    r
+}

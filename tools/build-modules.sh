@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Build the project's kernel module (driver/kmod) and the kernel's C sample
+# mtty (the peer baseline) against the prepared tree, in the chroot.
+# Output: $CACHE/modules/*.ko
+source "$(dirname "$0")/common.sh"
+need_root
+[ -f "$KSRC/.gvt-rs-prepared" ] || die "kernel tree not prepared: run 'cargo xtask setup'"
+outdir="$CACHE/modules"; mkdir -p "$outdir"
+KMAKE="make -C $KSRC $(kmake_vars)"
+# mtty: the C sample, built as an external module from the same tree.
+mtty="$CACHE/mtty-build"
+if [ ! -f "$outdir/mtty.ko" ] || [ "$KSRC/samples/vfio-mdev/mtty.c" -nt "$outdir/mtty.ko" ]; then
+  mkdir -p "$mtty"; cp "$KSRC/samples/vfio-mdev/mtty.c" "$mtty/"
+  echo 'obj-m := mtty.o' > "$mtty/Kbuild"
+  step "building the mtty sample module" in_chroot "$KMAKE M=$mtty modules >/dev/null"
+  cp "$mtty/mtty.ko" "$outdir/"
+fi
+# The gvt-rs driver, when present.
+if [ -f "$REPO/driver/kmod/Kbuild" ]; then
+  step "building gvt_rs.ko" in_chroot "$KMAKE M=$REPO/driver/kmod modules"
+  cp "$REPO/driver/kmod/gvt_rs.ko" "$outdir/"
+fi
+ls -la "$outdir" >&2

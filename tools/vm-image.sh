@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Build the VM rig's initramfs: static busybox, Debian's vfio/vfio_iommu_type1/
+# mdev (+ kvm/kvm-amd for nested guests), the project's modules, the static
+# test binaries given as arguments, and the nested-guest kit (trixie's QEMU 10
+# with its libraries and firmware, the L2 kernel and the L2 initramfs).
+#   tools/vm-image.sh OUT.cpio.gz TEST_BINARY...
+source "$(dirname "$0")/common.sh"
+out="$1"; shift
+MODDIR="$CACHE/extract-$KREL/usr/lib/modules/$KREL"
+[ -d "$MODDIR" ] || die "kernel packages not unpacked: run 'cargo xtask setup'"
+root="$CACHE/vm/root"
+rm -rf "$root"; mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib/modules,etc/rig,proc,sys,dev,tmp,run,root,tests,l2/fw}
+cp /bin/busybox "$root/bin/busybox"
+
+# Kernel modules, dependencies first (modinfo -F depends, depth first).
+declare -A seen=()
+order=()
+modpath() { find "$MODDIR/kernel" -name "$1.ko*" -print -quit; }
+add_mod() {
+  local m="$1" f d
+  [ -n "${seen[$m]:-}" ] && return 0
+  seen[$m]=1
+  f=$(modpath "$m"); [ -n "$f" ] || die "module $m not found in $MODDIR"
+  for d in $(modinfo -F depends "$f" | tr ',' ' '); do add_mod "$d"; done
+  case "$f" in
+    *.xz) xz -dc "$f" > "$root/lib/modules/$m.ko" ;;
+    *.zst) zstd -qdc "$f" > "$root/lib/modules/$m.ko" ;;
+    *) cp "$f" "$root/lib/modules/$m.ko" ;;
+  esac
+  order+=("$m")
+}
+for m in vfio vfio_iommu_type1 mdev; do add_mod "$m"; done
+printf '%s\n' "${order[@]}" > "$root/etc/rig/modules"
+order=()
+for m in kvm-amd; do add_mod "$m"; done      # nested VMMs: KVM on TCG's emulated SVM
+printf '%s\n' "${order[@]}" > "$root/etc/rig/kvm-modules"
+# The project's modules (built by tools/build-modules.sh); loaded by the tests.
+cp "$CACHE"/modules/*.ko "$root/lib/modules/" 2>/dev/null || true
+
+for t in "$@"; do cp "$t" "$root/tests/"; done
+
+# Nested-guest kit: QEMU 10 from the trixie chroot with every library it links.
+qemu="$CHROOT/usr/bin/qemu-system-x86_64"
+[ -x "$qemu" ] || die "no QEMU in the chroot: run tools/setup-chroot.sh"
+cp "$qemu" "$root/usr/bin/"
+for lib in $(chroot "$CHROOT" ldd /usr/bin/qemu-system-x86_64 | grep -o '/[^ ]*'); do
+  mkdir -p "$root$(dirname "$lib")"; cp -L "$CHROOT$lib" "$root$lib"
+done
+mkdir -p "$root/lib64"; [ -e "$root/lib64/ld-linux-x86-64.so.2" ] || cp -L "$CHROOT/lib64/ld-linux-x86-64.so.2" "$root/lib64/"
+for fw in bios-256k.bin linuxboot_dma.bin kvmvapic.bin multiboot_dma.bin; do
+  f=$(find -L "$CHROOT/usr/share/qemu" "$CHROOT/usr/share/seabios" -name "$fw" -print -quit 2>/dev/null)
+  [ -n "$f" ] && cp -L "$f" "$root/l2/fw/$fw"
+done
+[ -f "$root/l2/fw/bios-256k.bin" ] || die "bios-256k.bin not found in the chroot (seabios)"
+if [ -f "$CACHE/l2-bzImage" ]; then
+  cp "$CACHE/l2-bzImage" "$root/l2/bzImage"
+  # The L2 initramfs: busybox, an /init that reports what L2 sees, and the
+  # L2 programs the tests ship (static binaries named l2-*).
+  l2="$CACHE/vm/l2root"; rm -rf "$l2"; mkdir -p "$l2"/{bin,proc,sys,dev}
+  cp /bin/busybox "$l2/bin/"
+  for t in "$@"; do case "$(basename "$t")" in l2-*) cp "$t" "$l2/bin/";; esac; done
+  cp "$REPO/tools/vm/l2-init" "$l2/init"; chmod +x "$l2/init"
+  (cd "$l2" && find . | cpio -o -H newc --quiet | gzip -1) > "$root/l2/initrd.gz"
+fi
+cp "$REPO/tools/vm/init" "$root/init"; chmod +x "$root/init"
+mkdir -p "$(dirname "$out")"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
+log "initramfs $out: $(du -h "$out" | cut -f1), ${#@} test binaries"

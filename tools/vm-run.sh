@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Boot the stock Debian kernel under QEMU TCG (-cpu max, no KVM on the host)
+# with the rig's initramfs, stream the tests' output, and judge the run:
+# non-zero exit on any failed test, missing exit marker (crash, hang,
+# timeout), or a kernel splat (WARNING:/BUG:/Oops/KASAN/panic) in the log.
+#   tools/vm-run.sh INITRD [FILTER]
+source "$(dirname "$0")/common.sh"
+initrd="$1"; filter="${2:-}"
+kernel="$CACHE/extract-$KREL/usr/lib/modules/$KREL/vmlinuz"
+[ -f "$kernel" ] || die "no kernel at $kernel: run 'cargo xtask setup'"
+limit="${GVT_VM_TIMEOUT:-1200}"
+mkdir -p "$CACHE/vm"; logf="$CACHE/vm/last-run.log"
+append="console=ttyS0 panic=-1 oops=panic loglevel=4 quiet"
+[ -n "$filter" ] && append="$append gvt.filter=$filter"
+t0=$SECONDS
+log "booting the VM (QEMU TCG, -cpu max, 2 vCPUs, 2 GiB; timeout ${limit} s)"
+set +e
+timeout --foreground -k 10 "$limit" qemu-system-x86_64 -accel tcg -cpu max -smp 2 -m 2G \
+  -nographic -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append" </dev/null 2>&1 \
+  | tr -d '\r' | tee "$logf" | awk '/GVT-RIG: dmesg-begin/ {q=1} !q {print; fflush()} /GVT-RIG: dmesg-end/ {q=0}'
+qrc=${PIPESTATUS[0]}
+set -e
+elapsed=$((SECONDS - t0))
+fail=()
+if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then fail+=("the VM timed out after ${limit} s"); fi
+exit_line=$(grep -a 'GVT-RIG: exit=' "$logf" | tail -1)
+case "$exit_line" in
+  *exit=0) ;;
+  *exit=*) fail+=("tests failed inside the VM") ;;
+  *) fail+=("the guest never reported its exit status (kernel crash, hang or timeout)") ;;
+esac
+if grep -a -n -E 'WARNING:|BUG:|Oops|KASAN|Kernel panic|general protection fault|Call Trace' "$logf" > "$CACHE/vm/splats"; then
+  fail+=("kernel splat in the guest log: $(head -1 "$CACHE/vm/splats")")
+fi
+passed=$(grep -a -o -E '^test result: [a-zA-Z]+\. [0-9]+ passed' "$logf" | awk '{s+=$4} END {print s+0}')
+failed=$(grep -a -o -E '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$logf" | awk '{s+=$6} END {print s+0}')
+if [ ${#fail[@]} -gt 0 ]; then
+  echo "---- guest kernel log ($logf) ----"
+  sed -n '/GVT-RIG: dmesg-begin/,/GVT-RIG: dmesg-end/p' "$logf" | tail -200
+  grep -a -q 'GVT-RIG: dmesg-begin' "$logf" || tail -100 "$logf"
+  for f in "${fail[@]}"; do echo "vm-test: FAILED: $f"; done
+  [ "$failed" -gt 0 ] || failed=1
+fi
+echo "vm-tests: $passed passed, $failed failed"
+log "VM run took ${elapsed} s"
+[ ${#fail[@]} -eq 0 ]
