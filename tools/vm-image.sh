@@ -37,7 +37,7 @@ printf '%s\n' "${order[@]}" > "$root/etc/rig/kvm-modules"
 # The project's modules (built by tools/build-modules.sh); loaded by the tests.
 cp "$CACHE"/modules/*.ko "$root/lib/modules/" 2>/dev/null || true
 
-for t in "$@"; do cp "$t" "$root/tests/"; done
+for t in "$@"; do cp "$t" "$root/tests/$(basename "$t" | sed 's/-[0-9a-f]\{16\}$//')"; done
 
 # Nested-guest kit: QEMU 10 from the trixie chroot with every library it links.
 qemu="$CHROOT/usr/bin/qemu-system-x86_64"

@@ -35,3 +35,121 @@ void gvt_rs_vfio_put_device(struct vfio_device *vdev)
 {
 	vfio_put_device(vdev);
 }
+
+bool gvt_rs_vma_is_shared(struct vm_area_struct *vma)
+{
+	return vma->vm_flags & VM_SHARED;
+}
+
+unsigned long gvt_rs_vma_pgoff(struct vm_area_struct *vma)
+{
+	return vma->vm_pgoff;
+}
+
+unsigned long gvt_rs_vma_len(struct vm_area_struct *vma)
+{
+	return vma->vm_end - vma->vm_start;
+}
+
+void gvt_rs_vma_setup(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
+		      void *priv)
+{
+	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
+	vma->vm_ops = ops;
+	vma->vm_private_data = priv;
+}
+
+void *gvt_rs_vmf_private(struct vm_fault *vmf)
+{
+	return vmf->vma->vm_private_data;
+}
+
+unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf)
+{
+	return vmf->pgoff;
+}
+
+void gvt_rs_vmf_set_page(struct vm_fault *vmf, struct page *page)
+{
+	get_page(page);
+	vmf->page = page;
+}
+
+void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx)
+{
+	eventfd_signal(ctx);
+}
+
+bool gvt_rs_is_err(const void *ptr)
+{
+	return IS_ERR(ptr);
+}
+
+long gvt_rs_ptr_err(const void *ptr)
+{
+	return PTR_ERR(ptr);
+}
+
+struct module *gvt_rs_this_module(void)
+{
+	return THIS_MODULE;
+}
+
+#define GVT_RS_RO(_name, _id)                                                    \
+	static ssize_t _name##_show(struct device *dev, struct device_attribute *a, \
+				    char *buf)                                   \
+	{                                                                        \
+		return gvt_rs_attr_show(dev, _id, buf);                          \
+	}                                                                        \
+	static DEVICE_ATTR_RO(_name)
+#define GVT_RS_RW(_name, _id)                                                    \
+	GVT_RS_RO_SHOW(_name, _id)                                               \
+	static ssize_t _name##_store(struct device *dev, struct device_attribute *a, \
+				     const char *buf, size_t count)              \
+	{                                                                        \
+		return gvt_rs_attr_store(dev, _id, buf, count);                  \
+	}                                                                        \
+	static DEVICE_ATTR_RW(_name)
+#define GVT_RS_RO_SHOW(_name, _id)                                               \
+	static ssize_t _name##_show(struct device *dev, struct device_attribute *a, \
+				    char *buf)                                   \
+	{                                                                        \
+		return gvt_rs_attr_show(dev, _id, buf);                          \
+	}
+
+GVT_RS_RO(vgpu_id, GVT_RS_ATTR_VGPU_ID);
+GVT_RS_RO(aperture_base, GVT_RS_ATTR_APERTURE_BASE);
+GVT_RS_RO(aperture_size, GVT_RS_ATTR_APERTURE_SIZE);
+GVT_RS_RO(high_gm_base, GVT_RS_ATTR_HIGH_GM_BASE);
+GVT_RS_RO(high_gm_size, GVT_RS_ATTR_HIGH_GM_SIZE);
+GVT_RS_RO(fence_base, GVT_RS_ATTR_FENCE_BASE);
+GVT_RS_RO(fence_count, GVT_RS_ATTR_FENCE_COUNT);
+GVT_RS_RW(weight, GVT_RS_ATTR_WEIGHT);
+GVT_RS_RO(state, GVT_RS_ATTR_STATE);
+GVT_RS_RO(stats, GVT_RS_ATTR_STATS);
+GVT_RS_RO(ballooned, GVT_RS_ATTR_BALLOONED);
+
+static struct attribute *gvt_rs_vgpu_attrs[] = {
+	&dev_attr_vgpu_id.attr,
+	&dev_attr_aperture_base.attr,
+	&dev_attr_aperture_size.attr,
+	&dev_attr_high_gm_base.attr,
+	&dev_attr_high_gm_size.attr,
+	&dev_attr_fence_base.attr,
+	&dev_attr_fence_count.attr,
+	&dev_attr_weight.attr,
+	&dev_attr_state.attr,
+	&dev_attr_stats.attr,
+	&dev_attr_ballooned.attr,
+	NULL,
+};
+
+static const struct attribute_group gvt_rs_vgpu_group = {
+	.name = "gvt",
+	.attrs = gvt_rs_vgpu_attrs,
+};
+
+const struct attribute_group *gvt_rs_vgpu_groups[] = {
+	&gvt_rs_vgpu_group,
+	NULL,
+};

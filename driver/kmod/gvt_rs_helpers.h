@@ -13,3 +13,42 @@ struct vfio_device *gvt_rs_vfio_alloc_device(size_t size, struct device *dev,
 					     const struct vfio_device_ops *ops);
 void gvt_rs_vfio_put_device(struct vfio_device *vdev);
 #endif
+
+#include <linux/mm.h>
+#include <linux/eventfd.h>
+
+/* vm_area_struct / vm_fault accessors (flag helpers and anonymous members). */
+bool gvt_rs_vma_is_shared(struct vm_area_struct *vma);
+unsigned long gvt_rs_vma_pgoff(struct vm_area_struct *vma);
+unsigned long gvt_rs_vma_len(struct vm_area_struct *vma);
+void gvt_rs_vma_setup(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
+		      void *priv);
+void *gvt_rs_vmf_private(struct vm_fault *vmf);
+unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf);
+/* Hand @page to the faulting mapping (takes a page reference). */
+void gvt_rs_vmf_set_page(struct vm_fault *vmf, struct page *page);
+void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx);
+bool gvt_rs_is_err(const void *ptr);
+long gvt_rs_ptr_err(const void *ptr);
+struct module *gvt_rs_this_module(void);
+
+/* Per-vGPU sysfs group "gvt" (/sys/bus/mdev/devices/UUID/gvt/*): the table is
+ * built with the DEVICE_ATTR macros in C; show/store are implemented in Rust. */
+enum gvt_rs_attr {
+	GVT_RS_ATTR_VGPU_ID,
+	GVT_RS_ATTR_APERTURE_BASE,
+	GVT_RS_ATTR_APERTURE_SIZE,
+	GVT_RS_ATTR_HIGH_GM_BASE,
+	GVT_RS_ATTR_HIGH_GM_SIZE,
+	GVT_RS_ATTR_FENCE_BASE,
+	GVT_RS_ATTR_FENCE_COUNT,
+	GVT_RS_ATTR_WEIGHT,
+	GVT_RS_ATTR_STATE,
+	GVT_RS_ATTR_STATS,
+	GVT_RS_ATTR_BALLOONED,
+	GVT_RS_ATTR_NR,
+};
+extern const struct attribute_group *gvt_rs_vgpu_groups[];
+ssize_t gvt_rs_attr_show(struct device *dev, unsigned int attr, char *buf);
+ssize_t gvt_rs_attr_store(struct device *dev, unsigned int attr, const char *buf,
+			  size_t count);

@@ -1,14 +1,30 @@
 // SPDX-License-Identifier: GPL-2.0
-//! gvt_rs: a mediated pass-through vGPU (VFIO mdev vendor driver) over gvt-sim.
+//! gvt_rs: a mediated pass-through vGPU (a VFIO mdev vendor driver) over the
+//! gvt-sim GPU.
+//!
+//! This crate is the thin kernel glue.  It owns every `unsafe` block of the
+//! project and reads like a table from kernel callbacks to `gvt-core` calls:
+//!
+//! | kernel callback                     | glue                  | core                          |
+//! |-------------------------------------|-----------------------|-------------------------------|
+//! | module init / exit                  | [`parent`]            | `partition::Partitioner`, `vgpu_types` |
+//! | mdev type `available_instances` / `description` | [`parent`] | `vgpu_types`            |
+//! | mdev `probe` / `remove`, vfio `init` / `release` | [`vgpu`]  | `vgpu::Vgpu::new`            |
+//! | vfio `read` / `write`               | [`vgpu`]              | `vgpu::Vgpu::{cfg,bar0}_*`    |
+//! | vfio `mmap` + page fault            | [`vgpu`]              | `vgpu::Vgpu::aperture_page`   |
+//! | vfio `ioctl` (info, irqs, reset)    | [`vgpu`]              | `vgpu::Vgpu::reset`           |
+//! | vfio `request`                      | [`vgpu`]              | (REQ eventfd)                 |
+//! | sysfs `gvt/*`                       | [`vgpu`]              | partition, stats              |
 
 use kernel::prelude::*;
 
 #[path = "../core/src/lib.rs"]
-#[allow(dead_code, unreachable_pub)]
+#[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
 mod gvt_core;
 
+/// Module-local bindings for `linux/vfio.h`, `linux/mdev.h` and the C shims.
 #[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, unreachable_pub)]
-#[allow(clippy::all, unsafe_op_in_unsafe_fn, missing_docs)]
+#[allow(clippy::all, unsafe_op_in_unsafe_fn, missing_docs, improper_ctypes)]
 mod vfio {
     use kernel::bindings::*;
     use kernel::ffi;
@@ -16,19 +32,54 @@ mod vfio {
     include!("vfio_bindings_generated.rs");
 }
 
+mod parent;
+mod vgpu;
+
 module! {
     type: GvtRs,
     name: "gvt_rs",
     authors: ["gvt-rs developers"],
     description: "gvt-rs: mediated pass-through vGPU over the gvt-sim GPU",
     license: "GPL",
+    params: {
+        aperture_mb: u32 {
+            default: 256,
+            description: "Mappable graphics memory (aperture, BAR2) of the gvt-sim parent in MiB (power of two, 16..=4096)",
+        },
+        gm_mb: u32 {
+            default: 4096,
+            description: "Total graphics memory (GGTT space) in MiB (aperture + non-mappable, <= 4096)",
+        },
+        fences: u32 {
+            default: 16,
+            description: "Fence registers of the parent (1..=16)",
+        },
+        max_vgpus: u32 {
+            default: 8,
+            description: "Most vGPUs that may exist at once (1..=8)",
+        },
+    },
 }
 
-struct GvtRs;
+struct GvtRs {
+    parent: Pin<KBox<parent::Parent>>,
+}
 
 impl kernel::Module for GvtRs {
-    fn init(_module: &'static ThisModule) -> Result<Self> {
-        pr_info!("gvt_rs: loaded (vfio_device_ops is {} bytes)\n", core::mem::size_of::<vfio::vfio_device_ops>());
-        Ok(GvtRs)
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let cfg = parent::ParentConfig {
+            aperture_mb: *module_parameters::aperture_mb.value(),
+            gm_mb: *module_parameters::gm_mb.value(),
+            fences: *module_parameters::fences.value(),
+            max_vgpus: *module_parameters::max_vgpus.value(),
+        };
+        let parent = parent::Parent::register(module, cfg)?;
+        Ok(GvtRs { parent })
+    }
+}
+
+impl Drop for GvtRs {
+    fn drop(&mut self) {
+        self.parent.as_ref().unregister();
     }
 }

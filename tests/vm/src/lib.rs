@@ -131,3 +131,16 @@ pub fn run_l2(extra: &[&str], l2_cmd: &str, limit: Duration) -> Ran {
     eprintln!("nested QEMU ({accel}) ran {:.1} s, exit {:?}", r.elapsed.as_secs_f64(), r.status);
     r
 }
+
+/// Load `/lib/modules/<name>.ko` (with `params`) unless it is loaded already.
+pub fn ensure_module(name: &str, params: &[&str]) {
+    if Path::new("/sys/module").join(name.replace('-', "_")).exists() {
+        return;
+    }
+    let st = Command::new("insmod")
+        .arg(format!("/lib/modules/{name}.ko"))
+        .args(params)
+        .status()
+        .expect("run insmod");
+    assert!(st.success(), "insmod {name} failed: {st}");
+}

@@ -5,12 +5,13 @@ use std::fs;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gvt_vmtests::{run_l2, types_of, Mdev};
+use gvt_vmtests::{ensure_module, run_l2, types_of, Mdev};
 use vfio_ioctls::{VfioContainer, VfioDevice};
 
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn demo_mdev_to_unmodified_qemu() {
+    ensure_module("mtty", &[]);
     println!("demo: mdev parents: {:?}", fs::read_dir("/sys/class/mdev_bus").unwrap().map(|e| e.unwrap().file_name()).collect::<Vec<_>>());
     for t in types_of("mtty") {
         let d = format!("/sys/class/mdev_bus/mtty/mdev_supported_types/{t}");

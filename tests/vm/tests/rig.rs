@@ -5,12 +5,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use gvt_vmtests::{run_l2, types_of, Mdev};
+use gvt_vmtests::{ensure_module, run_l2, types_of, Mdev};
 use vfio_ioctls::{VfioContainer, VfioDevice};
 
 const CONFIG_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 
 fn mtty_type() -> String {
+    ensure_module("mtty", &[]);
     types_of("mtty").into_iter().find(|t| t.ends_with("-2")).expect("mtty type with 2 ports")
 }
 

@@ -1,0 +1,764 @@
+// SPDX-License-Identifier: GPL-2.0
+//! One vGPU as a VFIO device: the mdev probe/remove pair, the
+//! `vfio_device_ops` table, and the per-vGPU sysfs group.  Region accesses go
+//! to `gvt_core::vgpu::Vgpu`; this file only moves bytes across the
+//! user/kernel boundary and manages kernel objects (pages, eventfds).
+//!
+//! Region layout (vfio-pci convention): region `i` starts at file offset
+//! `i << 40`.  Lock rule: never touch user memory while holding a vGPU's
+//! state lock (a user buffer may be the vGPU's own aperture mapping, whose
+//! fault handler takes that lock).
+
+use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use kernel::page::Page;
+use kernel::prelude::*;
+use kernel::sync::Mutex;
+use kernel::uaccess::{UserPtr, UserSlice};
+use kernel::{bindings, new_mutex};
+
+use crate::gvt_core::mem::PAGE_SIZE;
+use crate::gvt_core::partition::{Partition, PartitionId};
+use crate::gvt_core::vgpu::{AccessError, Vgpu as CoreVgpu, BAR0_SIZE, CONFIG_SIZE, VREG_DWORDS};
+use crate::parent::{self, ByteWriter};
+use crate::vfio;
+
+const REGION_SHIFT: u32 = 40;
+const REGION_MASK: u64 = (1u64 << REGION_SHIFT) - 1;
+const BAR0: u32 = vfio::VFIO_PCI_BAR0_REGION_INDEX;
+const BAR2: u32 = vfio::VFIO_PCI_BAR2_REGION_INDEX;
+const CONFIG: u32 = vfio::VFIO_PCI_CONFIG_REGION_INDEX;
+const NUM_REGIONS: u32 = vfio::VFIO_PCI_NUM_REGIONS;
+const NUM_IRQS: u32 = vfio::VFIO_PCI_NUM_IRQS;
+/// Bytes moved per bounce through the kernel (kept off the stack).
+const CHUNK: usize = 256;
+
+// VFIO ioctl numbers: _IO(VFIO_TYPE, VFIO_BASE + n) (linux/vfio.h).
+const fn vfio_io(n: u32) -> u32 {
+    ((vfio::VFIO_TYPE as u32) << 8) | (vfio::VFIO_BASE + n)
+}
+const VFIO_DEVICE_GET_INFO: u32 = vfio_io(7);
+const VFIO_DEVICE_GET_IRQ_INFO: u32 = vfio_io(9);
+const VFIO_DEVICE_SET_IRQS: u32 = vfio_io(10);
+const VFIO_DEVICE_RESET: u32 = vfio_io(11);
+
+/// The object `vfio_alloc_device` allocates: `vfio_device` first.
+#[repr(C)]
+pub(crate) struct VgpuDev {
+    vdev: vfio::vfio_device,
+    vgpu: *mut Vgpu,
+}
+
+/// Interrupt eventfds the VMM wired with `VFIO_DEVICE_SET_IRQS`.
+struct Irqs {
+    ctx: [*mut bindings::eventfd_ctx; NUM_IRQS as usize],
+    intx_masked: bool,
+}
+
+// SAFETY: eventfd contexts are refcounted kernel objects usable from any thread.
+unsafe impl Send for Irqs {}
+
+struct State {
+    core: CoreVgpu,
+    /// Virtual registers: 2 MiB, as GVT-g's vreg.
+    vregs: KVVec<u32>,
+    /// The guest's GGTT entries for its own slices (aperture, then high GM).
+    ggtt: KVVec<u64>,
+    /// Backing pages of the aperture slice, allocated on first touch.
+    aperture: KVVec<Option<Page>>,
+    weight: u32,
+}
+
+#[pin_data]
+pub(crate) struct Vgpu {
+    id: u32,
+    pid: PartitionId,
+    part: Partition,
+    type_idx: usize,
+    /// Aperture accesses outside this vGPU's slice (reads 0, writes dropped).
+    ballooned: AtomicU64,
+    #[pin]
+    state: Mutex<State>,
+    #[pin]
+    irqs: Mutex<Irqs>,
+}
+
+impl Vgpu {
+    fn signal(&self, index: u32) {
+        let irqs = self.irqs.lock();
+        if index == vfio::VFIO_PCI_INTX_IRQ_INDEX && irqs.intx_masked {
+            return;
+        }
+        if let Some(&ctx) = irqs.ctx.get(index as usize) {
+            if !ctx.is_null() {
+                // SAFETY: `ctx` holds a reference taken by eventfd_ctx_fdget.
+                unsafe { vfio::gvt_rs_eventfd_signal(ctx) };
+            }
+        }
+    }
+
+    fn set_eventfd(&self, index: u32, ctx: *mut bindings::eventfd_ctx) {
+        let mut irqs = self.irqs.lock();
+        if let Some(slot) = irqs.ctx.get_mut(index as usize) {
+            let old = core::mem::replace(slot, ctx);
+            if !old.is_null() {
+                // SAFETY: `old` held the reference taken when it was set.
+                unsafe { bindings::eventfd_ctx_put(old) };
+            }
+        } else if !ctx.is_null() {
+            // SAFETY: as above, for the reference we were handed.
+            unsafe { bindings::eventfd_ctx_put(ctx) };
+        }
+    }
+
+    fn disable_irqs(&self) {
+        for i in 0..NUM_IRQS {
+            self.set_eventfd(i, ptr::null_mut());
+        }
+        self.irqs.lock().intx_masked = false;
+    }
+}
+
+/// # Safety
+/// `vdev` must be the `vfio_device` of a `VgpuDev` whose `init` succeeded and
+/// whose `release` has not run (true for every vfio op and sysfs callback).
+unsafe fn vgpu_of<'a>(vdev: *mut vfio::vfio_device) -> &'a Vgpu {
+    // SAFETY: `vdev` is the first field of `VgpuDev` (repr(C)); `vgpu` was set
+    // by `init` and stays valid until `release`.
+    unsafe { &*(*vdev.cast::<VgpuDev>()).vgpu }
+}
+
+fn errno(e: Error) -> isize {
+    e.to_errno() as isize
+}
+
+fn access_err(e: AccessError) -> Error {
+    match e {
+        AccessError::Fault => EFAULT,
+        _ => EINVAL,
+    }
+}
+
+// ---- mdev driver ---------------------------------------------------------
+
+static OPS: vfio::vfio_device_ops = vfio::vfio_device_ops {
+    name: c"gvt_rs".as_ptr().cast_mut(),
+    init: Some(vgpu_init),
+    release: Some(vgpu_release),
+    open_device: Some(vgpu_open),
+    close_device: Some(vgpu_close),
+    read: Some(vgpu_read),
+    write: Some(vgpu_write),
+    ioctl: Some(vgpu_ioctl),
+    get_region_info_caps: Some(vgpu_region_info),
+    mmap: Some(vgpu_mmap),
+    request: Some(vgpu_request),
+    dma_unmap: Some(vgpu_dma_unmap),
+    bind_iommufd: None,
+    unbind_iommufd: None,
+    attach_ioas: None,
+    detach_ioas: None,
+    pasid_attach_ioas: None,
+    pasid_detach_ioas: None,
+    match_: None,
+    match_token_uuid: None,
+    device_feature: None,
+};
+
+/// `mdev_driver.probe`: allocate the VFIO device (its `init` allocates the
+/// partition) and register it with an emulated IOMMU.
+pub(crate) unsafe extern "C" fn mdev_probe(mdev: *mut vfio::mdev_device) -> i32 {
+    // SAFETY: the mdev core passes a live device.
+    let dev = unsafe { vfio::gvt_rs_mdev_dev(mdev) };
+    // SAFETY: `OPS` is 'static; the size covers `VgpuDev`, whose first field
+    // is the `vfio_device`.
+    let vdev = unsafe { vfio::gvt_rs_vfio_alloc_device(core::mem::size_of::<VgpuDev>(), dev, &OPS) };
+    // SAFETY: checking an ERR_PTR-or-pointer value.
+    if unsafe { vfio::gvt_rs_is_err(vdev.cast()) } {
+        // SAFETY: as above.
+        return unsafe { vfio::gvt_rs_ptr_err(vdev.cast()) } as i32;
+    }
+    // SAFETY: `vdev` is initialised (its `init` succeeded).
+    let ret = unsafe { vfio::vfio_register_emulated_iommu_dev(vdev) };
+    if ret != 0 {
+        // SAFETY: drops the allocation reference; `release` frees our state.
+        unsafe { vfio::gvt_rs_vfio_put_device(vdev) };
+        return ret;
+    }
+    // SAFETY: `dev` is the mdev's device; drvdata is ours.
+    unsafe { vfio::gvt_rs_set_drvdata(dev, vdev.cast()) };
+    0
+}
+
+/// `mdev_driver.remove`: waits (signalling REQ through `request`) until the
+/// VMM has released the device, then drops it.
+pub(crate) unsafe extern "C" fn mdev_remove(mdev: *mut vfio::mdev_device) {
+    // SAFETY: drvdata was set to our `vfio_device` by `mdev_probe`.
+    let vdev = unsafe { vfio::gvt_rs_get_drvdata(vfio::gvt_rs_mdev_dev(mdev)) }.cast::<vfio::vfio_device>();
+    // SAFETY: registered by `mdev_probe`; put pairs with the allocation.
+    unsafe {
+        vfio::vfio_unregister_group_dev(vdev);
+        vfio::gvt_rs_vfio_put_device(vdev);
+    }
+}
+
+/// `vfio_device_ops.init`: partition, id, core state.
+unsafe extern "C" fn vgpu_init(vdev: *mut vfio::vfio_device) -> i32 {
+    let p = parent::get();
+    // SAFETY: `vdev->dev` is the mdev device passed to vfio_alloc_device.
+    let mdev = unsafe { vfio::gvt_rs_to_mdev_device((*vdev).dev) };
+    // SAFETY: the mdev core set `type` before probing.
+    let Some(type_idx) = p.type_index(unsafe { (*mdev).type_ }) else {
+        return EINVAL.to_errno();
+    };
+    let Some(ty) = p.vgpu_type(type_idx) else {
+        return EINVAL.to_errno();
+    };
+    let (id, pid, part) = match p.alloc_vgpu(ty) {
+        Ok(v) => v,
+        Err(e) => {
+            pr_warn!("gvt_rs: cannot create a {} vGPU: not enough graphics memory or fences left\n", ty.aperture_mib());
+            return e.to_errno();
+        }
+    };
+    match new_vgpu(id, pid, part, type_idx, ty.weight) {
+        Ok(v) => {
+            // SAFETY: `vdev` is the first field of a zeroed `VgpuDev`.
+            unsafe { (*vdev.cast::<VgpuDev>()).vgpu = v };
+            pr_info!(
+                "gvt_rs: vGPU {id}: aperture {:#x}+{:#x}, high GM {:#x}+{:#x}, fences {}+{}\n",
+                part.aperture.base,
+                part.aperture.size,
+                part.high.base,
+                part.high.size,
+                part.fence_base,
+                part.fence_count
+            );
+            0
+        }
+        Err(e) => {
+            p.free_vgpu(id, pid);
+            e.to_errno()
+        }
+    }
+}
+
+fn new_vgpu(id: u32, pid: PartitionId, part: Partition, type_idx: usize, weight: u32) -> Result<*mut Vgpu> {
+    let p = parent::get();
+    let mut vregs = KVVec::with_capacity(VREG_DWORDS, GFP_KERNEL)?;
+    vregs.resize(VREG_DWORDS, 0, GFP_KERNEL)?;
+    let entries = ((part.aperture.size + part.high.size) / PAGE_SIZE) as usize;
+    let mut ggtt = KVVec::with_capacity(entries, GFP_KERNEL)?;
+    ggtt.resize(entries, 0, GFP_KERNEL)?;
+    let pages = (part.aperture.size / PAGE_SIZE) as usize;
+    let mut aperture = KVVec::with_capacity(pages, GFP_KERNEL)?;
+    for _ in 0..pages {
+        aperture.push(None, GFP_KERNEL)?;
+    }
+    let mut core = CoreVgpu::new(id, part, p.layout.aperture_size);
+    core.reset(&mut vregs, &mut ggtt);
+    let v = KBox::pin_init(
+        try_pin_init!(Vgpu {
+            id,
+            pid,
+            part,
+            type_idx,
+            ballooned: AtomicU64::new(0),
+            state <- new_mutex!(State { core, vregs, ggtt, aperture, weight }),
+            irqs <- new_mutex!(Irqs { ctx: [ptr::null_mut(); NUM_IRQS as usize], intx_masked: false }),
+        }),
+        GFP_KERNEL,
+    )?;
+    // SAFETY: ownership moves to the raw pointer; `vgpu_release` rebuilds the
+    // box, and nothing moves the value in between.
+    Ok(KBox::into_raw(unsafe { Pin::into_inner_unchecked(v) }))
+}
+
+/// `vfio_device_ops.release`: last reference gone; free everything.
+unsafe extern "C" fn vgpu_release(vdev: *mut vfio::vfio_device) {
+    // SAFETY: `vdev` is the first field of our `VgpuDev`.
+    let raw = unsafe { (*vdev.cast::<VgpuDev>()).vgpu };
+    if raw.is_null() {
+        return;
+    }
+    // SAFETY: `raw` came from `KBox::into_raw` in `new_vgpu`; no op runs
+    // after release.
+    let v = unsafe { KBox::from_raw(raw) };
+    v.disable_irqs();
+    parent::get().free_vgpu(v.id, v.pid);
+    pr_info!("gvt_rs: vGPU {} destroyed\n", v.id);
+}
+
+unsafe extern "C" fn vgpu_open(vdev: *mut vfio::vfio_device) -> i32 {
+    // SAFETY: called between init and release.
+    let v = unsafe { vgpu_of(vdev) };
+    let mut st = v.state.lock();
+    let State { core, vregs, ggtt, .. } = &mut *st;
+    core.reset(vregs, ggtt);
+    0
+}
+
+unsafe extern "C" fn vgpu_close(vdev: *mut vfio::vfio_device) {
+    // SAFETY: called between init and release.
+    unsafe { vgpu_of(vdev) }.disable_irqs();
+}
+
+/// `vfio_device_ops.request`: the device is being removed while a VMM holds
+/// it: ask the VMM (REQ irq) to let go.
+unsafe extern "C" fn vgpu_request(vdev: *mut vfio::vfio_device, count: u32) {
+    // SAFETY: called between init and release.
+    let v = unsafe { vgpu_of(vdev) };
+    if count == 0 {
+        pr_info!("gvt_rs: vGPU {}: remove requested, asking the VMM to release it\n", v.id);
+    }
+    v.signal(vfio::VFIO_PCI_REQ_IRQ_INDEX);
+}
+
+/// `vfio_device_ops.dma_unmap`: no guest page is pinned yet, nothing to drop.
+unsafe extern "C" fn vgpu_dma_unmap(_vdev: *mut vfio::vfio_device, _iova: u64, _len: u64) {}
+
+// ---- region read / write ---------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq)]
+enum Dir {
+    Read,
+    Write,
+}
+
+/// One region access of at most `CHUNK` bytes, on a kernel buffer.
+fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result {
+    let len = buf.len() as u64;
+    match index {
+        CONFIG => {
+            let end = off.checked_add(len).ok_or(EINVAL)?;
+            if end > CONFIG_SIZE {
+                return Err(EINVAL);
+            }
+            let mut st = v.state.lock();
+            match dir {
+                Dir::Read => st.core.cfg_read_span(off as u32, buf).map_err(access_err),
+                Dir::Write => st.core.cfg_write(off as u32, buf).map_err(access_err),
+            }
+        }
+        BAR0 => {
+            let mut st = v.state.lock();
+            let State { core, vregs, ggtt, .. } = &mut *st;
+            match dir {
+                Dir::Read => core.bar0_read(vregs, ggtt, off, buf).map_err(access_err),
+                Dir::Write => core.bar0_write(vregs, ggtt, off, buf).map_err(access_err),
+            }
+        }
+        BAR2 => aperture_access(v, off, buf, dir),
+        _ => Err(EINVAL),
+    }
+}
+
+/// Aperture (BAR2) access through the region instead of the mapping: the same
+/// pages; outside the vGPU's slice reads return 0 and writes are dropped.
+fn aperture_access(v: &Vgpu, off: u64, buf: &mut [u8], dir: Dir) -> Result {
+    let p = parent::get();
+    let len = buf.len() as u64;
+    let end = off.checked_add(len).ok_or(EINVAL)?;
+    if end > p.layout.aperture_size {
+        return Err(EINVAL);
+    }
+    let mut done = 0usize;
+    while done < buf.len() {
+        let a = off + done as u64;
+        let in_page = (PAGE_SIZE - a % PAGE_SIZE).min((buf.len() - done) as u64) as usize;
+        let piece = &mut buf[done..done + in_page];
+        if v.part.aperture.contains(a, in_page as u64) {
+            let idx = ((a - v.part.aperture.base) / PAGE_SIZE) as usize;
+            let po = (a % PAGE_SIZE) as usize;
+            let mut st = v.state.lock();
+            match dir {
+                Dir::Read => match st.aperture.get(idx).and_then(|p| p.as_ref()) {
+                    // SAFETY: `piece` is a valid kernel buffer of `in_page`
+                    // bytes and `po + in_page <= PAGE_SIZE`.
+                    Some(page) => unsafe { page.read_raw(piece.as_mut_ptr(), po, in_page)? },
+                    None => piece.fill(0),
+                },
+                Dir::Write => {
+                    let page = aperture_page(&mut st, idx)?;
+                    // SAFETY: as above, for a write into the page.
+                    unsafe { page.write_raw(piece.as_ptr(), po, in_page)? };
+                }
+            }
+        } else {
+            v.ballooned.fetch_add(1, Ordering::Relaxed);
+            if dir == Dir::Read {
+                piece.fill(0);
+            }
+        }
+        done += in_page;
+    }
+    Ok(())
+}
+
+/// The backing page of aperture-slice page `idx`, allocated (zeroed) on first use.
+fn aperture_page(st: &mut State, idx: usize) -> Result<&Page> {
+    let slot = st.aperture.get_mut(idx).ok_or(EINVAL)?;
+    if slot.is_none() {
+        *slot = Some(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?);
+    }
+    slot.as_ref().ok_or(ENOMEM)
+}
+
+/// Split a VFIO read/write into region accesses, bouncing through a kernel
+/// buffer so no user memory is touched under the state lock.
+fn rw(vdev: *mut vfio::vfio_device, ubuf: usize, count: usize, ppos: *mut i64, dir: Dir) -> isize {
+    // SAFETY: called between init and release.
+    let v = unsafe { vgpu_of(vdev) };
+    // SAFETY: the VFIO core passes a valid position pointer.
+    let pos = unsafe { *ppos } as u64;
+    let index = (pos >> REGION_SHIFT) as u32;
+    let off = pos & REGION_MASK;
+    if index >= NUM_REGIONS || count == 0 {
+        return errno(EINVAL);
+    }
+    // Register-like regions take single, naturally aligned accesses; memory
+    // and the config space's read path take spans.
+    if index == BAR0 && !matches!(count, 1 | 2 | 4 | 8) {
+        return errno(EINVAL);
+    }
+    if index == CONFIG && dir == Dir::Write && !matches!(count, 1 | 2 | 4) {
+        return errno(EINVAL);
+    }
+    let mut bounce = [0u8; CHUNK];
+    let mut done = 0usize;
+    while done < count {
+        let n = (count - done).min(CHUNK);
+        let user = UserSlice::new(UserPtr::from_addr(ubuf + done), n);
+        let piece = &mut bounce[..n];
+        let r = match dir {
+            Dir::Read => access(v, index, off + done as u64, piece, dir).and_then(|()| user.writer().write_slice(piece)),
+            Dir::Write => user.reader().read_slice(piece).and_then(|()| access(v, index, off + done as u64, piece, dir)),
+        };
+        if let Err(e) = r {
+            return if done > 0 { done as isize } else { errno(e) };
+        }
+        done += n;
+    }
+    // SAFETY: as above.
+    unsafe { *ppos += done as i64 };
+    done as isize
+}
+
+unsafe extern "C" fn vgpu_read(vdev: *mut vfio::vfio_device, buf: *mut u8, count: usize, ppos: *mut i64) -> isize {
+    rw(vdev, buf as usize, count, ppos, Dir::Read)
+}
+
+unsafe extern "C" fn vgpu_write(vdev: *mut vfio::vfio_device, buf: *const u8, count: usize, ppos: *mut i64) -> isize {
+    rw(vdev, buf as usize, count, ppos, Dir::Write)
+}
+
+// ---- region info -------------------------------------------------------------
+
+/// `vfio_device_ops.get_region_info_caps`: the VFIO core validated argsz and
+/// copies `info` and the capability chain back.
+unsafe extern "C" fn vgpu_region_info(
+    vdev: *mut vfio::vfio_device,
+    info: *mut vfio::vfio_region_info,
+    caps: *mut vfio::vfio_info_cap,
+) -> i32 {
+    // SAFETY: called between init and release.
+    let v = unsafe { vgpu_of(vdev) };
+    let p = parent::get();
+    // SAFETY: the VFIO core passes a valid info struct.
+    let info = unsafe { &mut *info };
+    let rw = vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_WRITE;
+    let (size, flags) = match info.index {
+        CONFIG => (CONFIG_SIZE, rw),
+        BAR0 => (BAR0_SIZE, rw),
+        BAR2 => (p.layout.aperture_size, rw | vfio::VFIO_REGION_INFO_FLAG_MMAP | vfio::VFIO_REGION_INFO_FLAG_CAPS),
+        i if i < NUM_REGIONS => (0, 0),
+        _ => return EINVAL.to_errno(),
+    };
+    info.offset = u64::from(info.index) << REGION_SHIFT;
+    info.size = size;
+    info.flags = flags;
+    if info.index == BAR2 {
+        // Only this vGPU's slice may be mapped: everything else is ballooned.
+        #[repr(C)]
+        struct Sparse {
+            hdr: vfio::vfio_region_info_cap_sparse_mmap,
+            area: vfio::vfio_region_sparse_mmap_area,
+        }
+        let mut cap = Sparse {
+            hdr: Default::default(),
+            area: vfio::vfio_region_sparse_mmap_area { offset: v.part.aperture.base, size: v.part.aperture.size },
+        };
+        cap.hdr.header.id = vfio::VFIO_REGION_INFO_CAP_SPARSE_MMAP as u16;
+        cap.hdr.header.version = 1;
+        cap.hdr.nr_areas = 1;
+        // SAFETY: `caps` is the core's chain; the header is the start of a
+        // `size`-byte capability that the core copies.
+        let ret = unsafe { vfio::vfio_info_add_capability(caps, &mut cap.hdr.header, core::mem::size_of::<Sparse>()) };
+        if ret != 0 {
+            return ret;
+        }
+    }
+    0
+}
+
+// ---- ioctl -------------------------------------------------------------------
+
+fn copy_in<T: Default>(arg: usize, minsz: usize) -> Result<T> {
+    let mut t = T::default();
+    // SAFETY: `T` is a plain `#[repr(C)]` uapi struct of at least `minsz`
+    // bytes; every bit pattern is valid.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(ptr::from_mut(&mut t).cast::<u8>(), minsz) };
+    UserSlice::new(UserPtr::from_addr(arg), minsz).reader().read_slice(bytes)?;
+    Ok(t)
+}
+
+fn copy_out<T>(arg: usize, t: &T, minsz: usize) -> Result {
+    // SAFETY: `T` is a plain uapi struct of at least `minsz` bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr::from_ref(t).cast::<u8>(), minsz) };
+    UserSlice::new(UserPtr::from_addr(arg), minsz).writer().write_slice(bytes)
+}
+
+/// How many vectors each IRQ index offers: INTx 1, MSI 1, MSI-X 0, ERR 0, REQ 1.
+fn irq_count(index: u32) -> u32 {
+    match index {
+        vfio::VFIO_PCI_INTX_IRQ_INDEX | vfio::VFIO_PCI_MSI_IRQ_INDEX | vfio::VFIO_PCI_REQ_IRQ_INDEX => 1,
+        _ => 0,
+    }
+}
+
+unsafe extern "C" fn vgpu_ioctl(vdev: *mut vfio::vfio_device, cmd: u32, arg: usize) -> isize {
+    // SAFETY: called between init and release.
+    let v = unsafe { vgpu_of(vdev) };
+    let r = match cmd {
+        VFIO_DEVICE_GET_INFO => ioctl_get_info(arg),
+        VFIO_DEVICE_GET_IRQ_INFO => ioctl_irq_info(arg),
+        VFIO_DEVICE_SET_IRQS => ioctl_set_irqs(v, arg),
+        VFIO_DEVICE_RESET => {
+            let mut st = v.state.lock();
+            let State { core, vregs, ggtt, .. } = &mut *st;
+            core.reset(vregs, ggtt);
+            Ok(())
+        }
+        _ => Err(ENOTTY),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => errno(e),
+    }
+}
+
+fn ioctl_get_info(arg: usize) -> Result {
+    let minsz = core::mem::offset_of!(vfio::vfio_device_info, num_irqs) + 4;
+    let mut info: vfio::vfio_device_info = copy_in(arg, minsz)?;
+    if (info.argsz as usize) < minsz {
+        return Err(EINVAL);
+    }
+    info.flags = vfio::VFIO_DEVICE_FLAGS_PCI | vfio::VFIO_DEVICE_FLAGS_RESET;
+    info.num_regions = NUM_REGIONS;
+    info.num_irqs = NUM_IRQS;
+    copy_out(arg, &info, minsz)
+}
+
+fn ioctl_irq_info(arg: usize) -> Result {
+    let minsz = core::mem::offset_of!(vfio::vfio_irq_info, count) + 4;
+    let mut info: vfio::vfio_irq_info = copy_in(arg, minsz)?;
+    if (info.argsz as usize) < minsz || info.index >= NUM_IRQS {
+        return Err(EINVAL);
+    }
+    info.count = irq_count(info.index);
+    info.flags = match info.index {
+        vfio::VFIO_PCI_INTX_IRQ_INDEX => {
+            vfio::VFIO_IRQ_INFO_EVENTFD | vfio::VFIO_IRQ_INFO_MASKABLE | vfio::VFIO_IRQ_INFO_AUTOMASKED
+        }
+        vfio::VFIO_PCI_MSI_IRQ_INDEX => vfio::VFIO_IRQ_INFO_EVENTFD | vfio::VFIO_IRQ_INFO_NORESIZE,
+        vfio::VFIO_PCI_REQ_IRQ_INDEX => vfio::VFIO_IRQ_INFO_EVENTFD,
+        _ => 0,
+    };
+    copy_out(arg, &info, minsz)
+}
+
+fn ioctl_set_irqs(v: &Vgpu, arg: usize) -> Result {
+    let minsz = core::mem::offset_of!(vfio::vfio_irq_set, count) + 4;
+    let mut hdr: vfio::vfio_irq_set = copy_in(arg, minsz)?;
+    let mut data_size: usize = 0;
+    let max = if hdr.index < NUM_IRQS { irq_count(hdr.index) } else { 0 };
+    // SAFETY: `hdr` is a valid header; the helper only reads it.
+    to_result(unsafe { vfio::vfio_set_irqs_validate_and_prepare(&mut hdr, max as i32, NUM_IRQS as i32, &mut data_size) })?;
+    let mut data = [0u8; 4];
+    if data_size > data.len() {
+        return Err(EINVAL);
+    }
+    if data_size > 0 {
+        UserSlice::new(UserPtr::from_addr(arg + minsz), data_size).reader().read_slice(&mut data[..data_size])?;
+    }
+    let action = hdr.flags & vfio::VFIO_IRQ_SET_ACTION_TYPE_MASK;
+    let kind = hdr.flags & vfio::VFIO_IRQ_SET_DATA_TYPE_MASK;
+    match action {
+        vfio::VFIO_IRQ_SET_ACTION_MASK | vfio::VFIO_IRQ_SET_ACTION_UNMASK => {
+            if hdr.index != vfio::VFIO_PCI_INTX_IRQ_INDEX {
+                return Err(EINVAL);
+            }
+            let set = kind == vfio::VFIO_IRQ_SET_DATA_NONE || data[0] != 0;
+            if set && hdr.count > 0 {
+                v.irqs.lock().intx_masked = action == vfio::VFIO_IRQ_SET_ACTION_MASK;
+            }
+            Ok(())
+        }
+        vfio::VFIO_IRQ_SET_ACTION_TRIGGER => match kind {
+            vfio::VFIO_IRQ_SET_DATA_EVENTFD => {
+                if hdr.count == 0 {
+                    v.set_eventfd(hdr.index, ptr::null_mut());
+                    return Ok(());
+                }
+                let fd = i32::from_ne_bytes(data);
+                if fd < 0 {
+                    v.set_eventfd(hdr.index, ptr::null_mut());
+                    return Ok(());
+                }
+                // SAFETY: eventfd_ctx_fdget validates `fd` itself.
+                let ctx = unsafe { bindings::eventfd_ctx_fdget(fd) };
+                // SAFETY: checking an ERR_PTR-or-pointer value.
+                if unsafe { vfio::gvt_rs_is_err(ctx.cast()) } {
+                    return Err(EINVAL);
+                }
+                v.set_eventfd(hdr.index, ctx);
+                Ok(())
+            }
+            vfio::VFIO_IRQ_SET_DATA_NONE => {
+                if hdr.count == 0 {
+                    v.set_eventfd(hdr.index, ptr::null_mut());
+                } else {
+                    v.signal(hdr.index);
+                }
+                Ok(())
+            }
+            vfio::VFIO_IRQ_SET_DATA_BOOL => {
+                if hdr.count > 0 && data[0] != 0 {
+                    v.signal(hdr.index);
+                }
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        },
+        _ => Err(EINVAL),
+    }
+}
+
+// ---- aperture mmap -----------------------------------------------------------
+
+static APERTURE_VM_OPS: bindings::vm_operations_struct = {
+    // SAFETY: all-zero is a valid `vm_operations_struct` (every field is an
+    // optional function pointer or a plain value).
+    let mut ops: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
+    ops.fault = Some(aperture_fault);
+    ops
+};
+
+/// `vfio_device_ops.mmap`: only BAR2, only inside this vGPU's slice, shared.
+unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings::vm_area_struct) -> i32 {
+    // SAFETY: called between init and release.
+    let v = unsafe { vgpu_of(vdev) };
+    // SAFETY: `vma` is the VMA being set up by mmap(2).
+    let (pgoff, len, shared) =
+        unsafe { (vfio::gvt_rs_vma_pgoff(vma) as u64, vfio::gvt_rs_vma_len(vma) as u64, vfio::gvt_rs_vma_is_shared(vma)) };
+    let pos = pgoff << 12;
+    if pos >> REGION_SHIFT != u64::from(BAR2) || !shared {
+        return EINVAL.to_errno();
+    }
+    let off = pos & REGION_MASK;
+    if len == 0 || !v.part.aperture.contains(off, len) {
+        return EINVAL.to_errno();
+    }
+    // SAFETY: the ops table is 'static; the private pointer stays valid while
+    // the mapping exists (it holds the device file open, so no `release`).
+    unsafe { vfio::gvt_rs_vma_setup(vma, &APERTURE_VM_OPS, ptr::from_ref(v).cast_mut().cast()) };
+    0
+}
+
+/// Fault on the aperture mapping: hand the slice's backing page to the CPU;
+/// afterwards CPU accesses go straight to memory, no trap.
+unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: `vm_private_data` was set to our `Vgpu` by `vgpu_mmap`.
+    let v = unsafe { &*vfio::gvt_rs_vmf_private(vmf).cast::<Vgpu>() };
+    // SAFETY: `vmf` is the fault being handled.
+    let pos = (unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64) << 12;
+    let off = pos & REGION_MASK;
+    if !v.part.aperture.contains(off, PAGE_SIZE) {
+        return bindings::VM_FAULT_SIGBUS as bindings::vm_fault_t;
+    }
+    let idx = ((off - v.part.aperture.base) / PAGE_SIZE) as usize;
+    let mut st = v.state.lock();
+    match aperture_page(&mut st, idx) {
+        Ok(page) => {
+            // SAFETY: takes a reference for the mapping; the page stays
+            // allocated until the vGPU is released.
+            unsafe { vfio::gvt_rs_vmf_set_page(vmf, page.as_ptr()) };
+            0
+        }
+        Err(_) => bindings::VM_FAULT_OOM as bindings::vm_fault_t,
+    }
+}
+
+// ---- sysfs: /sys/bus/mdev/devices/UUID/gvt/* ---------------------------------
+
+fn vgpu_of_dev(dev: *mut bindings::device) -> Option<&'static Vgpu> {
+    // SAFETY: the attributes live on the mdev device; drvdata is our
+    // `vfio_device` while the driver is bound (the group exists only then).
+    let vdev = unsafe { vfio::gvt_rs_get_drvdata(dev.cast()) }.cast::<vfio::vfio_device>();
+    if vdev.is_null() {
+        return None;
+    }
+    // SAFETY: as above.
+    Some(unsafe { vgpu_of(vdev) })
+}
+
+#[no_mangle]
+unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf: *mut u8) -> isize {
+    let Some(v) = vgpu_of_dev(dev) else {
+        return errno(ENODEV);
+    };
+    // SAFETY: sysfs show buffers are PAGE_SIZE bytes.
+    let out = unsafe { core::slice::from_raw_parts_mut(buf, bindings::PAGE_SIZE as usize) };
+    let mut w = ByteWriter::new(out);
+    use core::fmt::Write;
+    let p = &v.part;
+    let _ = match attr {
+        vfio::gvt_rs_attr_GVT_RS_ATTR_VGPU_ID => writeln!(w, "{}", v.id),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_APERTURE_BASE => writeln!(w, "{}", p.aperture.base),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_APERTURE_SIZE => writeln!(w, "{}", p.aperture.size),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_HIGH_GM_BASE => writeln!(w, "{}", p.high.base),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_HIGH_GM_SIZE => writeln!(w, "{}", p.high.size),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_FENCE_BASE => writeln!(w, "{}", p.fence_base),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_FENCE_COUNT => writeln!(w, "{}", p.fence_count),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => writeln!(w, "{}", v.state.lock().weight),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_STATE => writeln!(w, "running"),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_BALLOONED => writeln!(w, "{}", v.ballooned.load(Ordering::Relaxed)),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_STATS => {
+            let st = v.state.lock();
+            st.core.write_stats(&mut w)
+        }
+        _ => return errno(EINVAL),
+    };
+    w.len as isize
+}
+
+#[no_mangle]
+unsafe extern "C" fn gvt_rs_attr_store(dev: *mut bindings::device, attr: u32, buf: *const u8, count: usize) -> isize {
+    let Some(v) = vgpu_of_dev(dev) else {
+        return errno(ENODEV);
+    };
+    // SAFETY: sysfs passes `count` valid bytes.
+    let input = unsafe { core::slice::from_raw_parts(buf, count) };
+    let text = core::str::from_utf8(input).map(|s| s.trim()).unwrap_or("");
+    match attr {
+        vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => match text.parse::<u32>() {
+            Ok(w) if (1..=100).contains(&w) => {
+                v.state.lock().weight = w;
+                count as isize
+            }
+            _ => errno(EINVAL),
+        },
+        _ => errno(EINVAL),
+    }
+}
