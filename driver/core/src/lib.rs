@@ -24,5 +24,9 @@ extern crate std;
 pub mod backend;
 pub mod mem;
 
+pub mod partition;
+pub mod pvinfo;
+pub mod regs;
+
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;
