@@ -24,6 +24,7 @@ extern crate std;
 pub mod backend;
 pub mod mem;
 
+pub mod mmio;
 pub mod partition;
 pub mod pvinfo;
 pub mod regs;
