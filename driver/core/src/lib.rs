@@ -24,5 +24,12 @@ extern crate std;
 pub mod backend;
 pub mod mem;
 
+pub mod cfgspace;
+pub mod mmio;
+pub mod partition;
+pub mod pvinfo;
+pub mod regs;
+pub mod vgpu_types;
+
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;

@@ -1,0 +1,937 @@
+//! BAR0 trap-and-emulate (paper §3.3: "MMIO ... accesses are trapped and
+//! emulated"; §3.6: PM registers emulated, never reaching hardware).
+//!
+//! BAR0 of a vGPU is 16 MiB:
+//!
+//! | range | content | accesses |
+//! |---|---|---|
+//! | `[0, 2 MiB)` | registers ([`super::regs`]), virtual state in the vreg file | 1/2/4/8 bytes, naturally aligned |
+//! | `[0x78000, 0x79000)` | the PVINFO page ([`super::pvinfo`]) | same |
+//! | `[2 MiB, 8 MiB)` | nothing | rejected |
+//! | `[8 MiB, 16 MiB)` | the guest's view of the GGTT, 8-byte PTEs | 8 bytes, or an aligned 4-byte half |
+//!
+//! Everything else (other sizes, misaligned, beyond the BAR) is a
+//! [`MmioError`], which the glue turns into `-EINVAL`.
+//!
+//! State is borrowed, never owned: the vreg file is a `&mut [u32]` of
+//! [`VREG_DWORDS`] dwords (2 MiB, GVT-g's `vreg`), the guest GGTT view a
+//! `&mut [u64]` (one entry per GM page; entries beyond it read 0 and ignore
+//! writes).  A sub-dword register read extracts from the dword, a sub-dword
+//! write is a read-modify-write of it; an 8-byte register access is two dword
+//! accesses, low first.
+//!
+//! A write that another mediator must act on — ring TAIL (submission), a GGTT
+//! PTE (shadowing), GDRST, PP_DIR_BASE, IIR/IMR/IER, fences, display
+//! registers, PVINFO `display_ready`/`g2v_notify` — first updates the virtual
+//! state, then comes back to the caller as a [`TrapEvent`] inside
+//! [`MmioOutcome`]; the glue routes it.  Nothing here touches hardware.
+//! [`TrapStats`] counts traps by the paper's breakdown (PM, TAIL, PTE, other).
+
+use super::backend::EngineId;
+use super::pvinfo::{PvEvent, PvInfo, PvWrite, PVINFO_BASE, PVINFO_DWORDS, PVINFO_SIZE};
+use super::regs::{self, DisplayReg, Gdrst, RegKind, RingCtl, RingOffsets, REG_RANGE, VREG_DWORDS};
+
+/// Size of BAR0.
+pub const BAR0_SIZE: u64 = 16 << 20;
+/// Start of the guest GGTT view in BAR0.
+pub const GGTT_VIEW_BASE: u64 = 8 << 20;
+/// Size of the guest GGTT view (1 Mi entries: 4 GiB of GM).
+pub const GGTT_VIEW_SIZE: u64 = 8 << 20;
+/// Entries the view can address.
+pub const GGTT_VIEW_ENTRIES: usize = (GGTT_VIEW_SIZE / 8) as usize;
+
+/// Why an access was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioError {
+    /// Size not 1, 2, 4 or 8 (or, in the GGTT view, not 4 or 8).
+    BadSize,
+    /// Not naturally aligned.
+    Misaligned,
+    /// Beyond BAR0.
+    OutOfRange,
+    /// Inside BAR0 but in the unbacked hole `[2 MiB, 8 MiB)`.
+    Unbacked,
+    /// The vreg slice is shorter than [`VREG_DWORDS`] (a glue bug).
+    BadState,
+}
+
+/// Which half of a PTE a 4-byte GGTT write touched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PteHalf {
+    Lo,
+    Hi,
+}
+
+/// Which GT interrupt register was written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IrqReg {
+    Iir,
+    Imr,
+    Ier,
+}
+
+/// A guest write another mediator must act on.  The virtual state is
+/// already updated when the caller sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapEvent {
+    /// Ring TAIL written: new work in `[HEAD, tail)` (paper §3.4).
+    RingTail { engine: EngineId, tail: u32 },
+    /// PP_DIR_BASE written: a new PPGTT root (paper §3.3.2).
+    PpDirBase { engine: EngineId, value: u32 },
+    /// A guest GGTT entry written (paper §3.3.2): `value` is the whole entry
+    /// now in the guest view (after merging a 4-byte `half`), `old` the one
+    /// before.
+    GgttWrite { index: u32, old: u64, value: u64, half: Option<PteHalf> },
+    /// GDRST written with these bits; the register already reads 0 again.
+    Reset(Gdrst),
+    /// IIR (after write-one-to-clear), IMR or IER changed; `value` is the new
+    /// virtual value.
+    Irq { reg: IrqReg, value: u32 },
+    /// Guest fence `index` (< the vGPU's fence count) now holds `value`; the
+    /// physical fence is `fence_base + index`.
+    Fence { index: u32, value: u64 },
+    /// A display register written.
+    Display { reg: DisplayReg, value: u32 },
+    /// A PVINFO notification.
+    PvInfo(PvEvent),
+}
+
+/// The result of an access.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MmioOutcome {
+    /// A read's value (little-endian, `size` bytes in the low bits).
+    Read(u64),
+    /// The virtual state was updated; nothing else to do.
+    Written,
+    /// The write was ignored (read-only, reserved, outside the vGPU's
+    /// resources).
+    Dropped,
+    /// The virtual state was updated; route the event.
+    Event(TrapEvent),
+    /// An 8-byte write that hit two separately mediated registers.
+    Events(TrapEvent, TrapEvent),
+}
+
+impl MmioOutcome {
+    /// The events to route, in order.
+    pub fn events(&self) -> impl Iterator<Item = TrapEvent> {
+        let (a, b) = match *self {
+            MmioOutcome::Event(e) => (Some(e), None),
+            MmioOutcome::Events(e, f) => (Some(e), Some(f)),
+            _ => (None, None),
+        };
+        a.into_iter().chain(b)
+    }
+}
+
+/// Trap counters (paper §4: PM, TAIL, PTE and other accesses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TrapStats {
+    /// Power-management (forcewake) register accesses.
+    pub pm: u64,
+    /// Ring TAIL accesses.
+    pub tail: u64,
+    /// Guest GGTT (PTE) accesses.
+    pub pte: u64,
+    /// Everything else that was accepted.
+    pub other: u64,
+    /// Accesses (in `other`) to offsets that the register table does not
+    /// name: treated as scratch, counted here.
+    pub unknown: u64,
+    pub reads: u64,
+    pub writes: u64,
+    /// Writes ignored.
+    pub dropped: u64,
+    /// Events handed to the caller.
+    pub events: u64,
+    /// Accesses refused with an error.
+    pub rejected: u64,
+}
+
+impl TrapStats {
+    /// Accepted traps.
+    pub fn total(&self) -> u64 {
+        self.pm + self.tail + self.pte + self.other
+    }
+}
+
+/// Where in BAR0 an (already validated) access goes.
+enum Region {
+    Regs(u32),
+    Ggtt(u64),
+}
+
+/// Check size, alignment and range of an access.
+fn decode(offset: u64, size: u32) -> Result<Region, MmioError> {
+    if !matches!(size, 1 | 2 | 4 | 8) {
+        return Err(MmioError::BadSize);
+    }
+    if offset % (size as u64) != 0 {
+        return Err(MmioError::Misaligned);
+    }
+    let end = offset.checked_add(size as u64).ok_or(MmioError::OutOfRange)?;
+    if end > BAR0_SIZE {
+        return Err(MmioError::OutOfRange);
+    }
+    if end <= REG_RANGE as u64 {
+        return Ok(Region::Regs(offset as u32));
+    }
+    if offset >= GGTT_VIEW_BASE {
+        if size < 4 {
+            return Err(MmioError::BadSize);
+        }
+        return Ok(Region::Ggtt(offset - GGTT_VIEW_BASE));
+    }
+    Err(MmioError::Unbacked)
+}
+
+enum Category {
+    Pm,
+    Tail,
+    Other { unknown: bool },
+}
+
+fn category(off: u32) -> Category {
+    if (PVINFO_BASE..PVINFO_BASE + PVINFO_SIZE).contains(&off) {
+        return Category::Other { unknown: false };
+    }
+    match regs::lookup(off).map(|h| h.kind()) {
+        Some(RegKind::ForcewakeReq) | Some(RegKind::ForcewakeAck) => Category::Pm,
+        Some(RegKind::RingTail(_)) => Category::Tail,
+        Some(_) => Category::Other { unknown: false },
+        None => Category::Other { unknown: true },
+    }
+}
+
+/// Result of one dword write.
+enum DwordWrite {
+    Stored,
+    Dropped,
+    Event(TrapEvent),
+}
+
+const fn merge(old: u32, value: u32, mask: u32) -> u32 {
+    (old & !mask) | (value & mask)
+}
+
+/// Byte mask of a `size`-byte access at byte `shift` of a dword.
+const fn lane_mask(size: u32, byte: u32) -> u32 {
+    let m: u32 = match size {
+        1 => 0xFF,
+        2 => 0xFFFF,
+        _ => 0xFFFF_FFFF,
+    };
+    m << (byte * 8)
+}
+
+/// The vreg at BAR0 offset `offset` (its dword); 0 if outside the file.
+pub fn vreg(vregs: &[u32], offset: u32) -> u32 {
+    vregs.get((offset / 4) as usize).copied().unwrap_or(0)
+}
+
+/// Set the vreg at `offset` (for mediators that update virtual state, e.g.
+/// HEAD after execution or IIR bits on an interrupt); `false` if outside.
+pub fn set_vreg(vregs: &mut [u32], offset: u32, value: u32) -> bool {
+    match vregs.get_mut((offset / 4) as usize) {
+        Some(v) => {
+            *v = value;
+            true
+        }
+        None => false,
+    }
+}
+
+/// The ring registers of one engine as the guest programmed them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingRegs {
+    pub head: u32,
+    pub tail: u32,
+    pub start: u32,
+    pub ctl: RingCtl,
+    pub hws_pga: u32,
+    pub pp_dir_base: u32,
+}
+
+/// Read `engine`'s ring registers from the vreg file.
+pub fn ring_regs(vregs: &[u32], engine: EngineId) -> RingRegs {
+    let o = RingOffsets::of(engine);
+    RingRegs {
+        head: vreg(vregs, o.head),
+        tail: vreg(vregs, o.tail),
+        start: vreg(vregs, o.start),
+        ctl: RingCtl(vreg(vregs, o.ctl)),
+        hws_pga: vreg(vregs, o.hws_pga),
+        pp_dir_base: vreg(vregs, o.pp_dir_base),
+    }
+}
+
+/// The BAR0 emulation of one vGPU: its PVINFO content, its fence count and
+/// its trap counters.  The vreg file and GGTT view are passed to every call.
+#[derive(Clone, Debug)]
+pub struct VgpuMmio {
+    pvinfo: PvInfo,
+    stats: TrapStats,
+}
+
+impl VgpuMmio {
+    pub fn new(pvinfo: PvInfo) -> Self {
+        Self { pvinfo, stats: TrapStats::default() }
+    }
+    pub fn pvinfo(&self) -> &PvInfo {
+        &self.pvinfo
+    }
+    pub fn stats(&self) -> &TrapStats {
+        &self.stats
+    }
+    pub fn reset_stats(&mut self) {
+        self.stats = TrapStats::default();
+    }
+    fn fence_count(&self) -> u32 {
+        self.pvinfo.fence_num
+    }
+
+    /// Bring the vreg file to its power-on state: all zero except the
+    /// read-only registers and the PVINFO page.
+    pub fn reset_vregs(&self, vregs: &mut [u32]) {
+        vregs.iter_mut().for_each(|v| *v = 0);
+        for r in regs::REGISTERS {
+            if let RegKind::ReadOnly(v) = r.kind {
+                for i in 0..r.count {
+                    for d in 0..r.width.dwords() {
+                        set_vreg(vregs, r.offset + i * r.stride + 4 * d, v);
+                    }
+                }
+            }
+        }
+        if let Some(page) = pvinfo_page_mut(vregs) {
+            self.pvinfo.fill(page);
+        }
+    }
+
+    fn read_dword(&self, vregs: &[u32], off: u32) -> u32 {
+        if let Some(rel) = off.checked_sub(PVINFO_BASE).filter(|r| *r < PVINFO_SIZE) {
+            return self.pvinfo.read(pvinfo_page(vregs).unwrap_or(&[]), rel);
+        }
+        match regs::lookup(off) {
+            Some(h) => match h.kind() {
+                RegKind::ReadOnly(v) => v,
+                RegKind::Fence if h.index >= self.fence_count() => 0,
+                _ => vreg(vregs, off),
+            },
+            None => vreg(vregs, off),
+        }
+    }
+
+    fn write_dword(&self, vregs: &mut [u32], off: u32, value: u32, mask: u32) -> DwordWrite {
+        if let Some(rel) = off.checked_sub(PVINFO_BASE).filter(|r| *r < PVINFO_SIZE) {
+            let Some(page) = pvinfo_page_mut(vregs) else { return DwordWrite::Dropped };
+            return match self.pvinfo.write(page, rel, value, mask) {
+                PvWrite::Stored => DwordWrite::Stored,
+                PvWrite::Dropped => DwordWrite::Dropped,
+                PvWrite::Event(e) => DwordWrite::Event(TrapEvent::PvInfo(e)),
+            };
+        }
+        let old = vreg(vregs, off);
+        let new = merge(old, value, mask);
+        let Some(hit) = regs::lookup(off) else {
+            set_vreg(vregs, off, new);
+            return DwordWrite::Stored;
+        };
+        let store = |vregs: &mut [u32], v: u32| {
+            set_vreg(vregs, off, v);
+        };
+        match hit.kind() {
+            RegKind::Scratch
+            | RegKind::RingHead(_)
+            | RegKind::RingStart(_)
+            | RegKind::RingCtl(_)
+            | RegKind::HwsPga(_) => {
+                store(vregs, new);
+                DwordWrite::Stored
+            }
+            RegKind::ReadOnly(_) | RegKind::ForcewakeAck => DwordWrite::Dropped,
+            RegKind::RingTail(engine) => {
+                store(vregs, new);
+                DwordWrite::Event(TrapEvent::RingTail { engine, tail: new })
+            }
+            RegKind::PpDirBase(engine) => {
+                store(vregs, new);
+                DwordWrite::Event(TrapEvent::PpDirBase { engine, value: new })
+            }
+            RegKind::Iir => {
+                // write one to clear, only in the written bytes
+                let v = old & !(value & mask);
+                store(vregs, v);
+                DwordWrite::Event(TrapEvent::Irq { reg: IrqReg::Iir, value: v })
+            }
+            RegKind::Imr => {
+                store(vregs, new);
+                DwordWrite::Event(TrapEvent::Irq { reg: IrqReg::Imr, value: new })
+            }
+            RegKind::Ier => {
+                store(vregs, new);
+                DwordWrite::Event(TrapEvent::Irq { reg: IrqReg::Ier, value: new })
+            }
+            RegKind::Gdrst => {
+                // the reset completes before the write returns: reads see 0
+                store(vregs, 0);
+                let g = Gdrst(value & mask);
+                if g.full() | g.render() | g.blitter() != 0 {
+                    DwordWrite::Event(TrapEvent::Reset(g))
+                } else {
+                    DwordWrite::Stored
+                }
+            }
+            RegKind::ForcewakeReq => {
+                // masked register: bytes not written carry no mask bits
+                let v = regs::masked_write(old, value & mask);
+                store(vregs, v);
+                set_vreg(vregs, regs::FORCEWAKE_ACK, v & 0xFFFF);
+                DwordWrite::Stored
+            }
+            RegKind::Fence => {
+                if hit.index >= self.fence_count() {
+                    return DwordWrite::Dropped;
+                }
+                store(vregs, new);
+                let base = hit.element_offset();
+                let value = (vreg(vregs, base) as u64) | ((vreg(vregs, base.wrapping_add(4)) as u64) << 32);
+                DwordWrite::Event(TrapEvent::Fence { index: hit.index, value })
+            }
+            RegKind::Display(reg) => {
+                store(vregs, new);
+                DwordWrite::Event(TrapEvent::Display { reg, value: new })
+            }
+        }
+    }
+
+    fn count(&mut self, region: &Region, write: bool) {
+        match region {
+            Region::Ggtt(_) => self.stats.pte += 1,
+            Region::Regs(off) => match category(*off) {
+                Category::Pm => self.stats.pm += 1,
+                Category::Tail => self.stats.tail += 1,
+                Category::Other { unknown } => {
+                    self.stats.other += 1;
+                    self.stats.unknown += unknown as u64;
+                }
+            },
+        }
+        if write {
+            self.stats.writes += 1;
+        } else {
+            self.stats.reads += 1;
+        }
+    }
+
+    fn decode_checked(&mut self, vregs: &[u32], offset: u64, size: u32) -> Result<Region, MmioError> {
+        let r = decode(offset, size).and_then(|r| {
+            if vregs.len() < VREG_DWORDS {
+                Err(MmioError::BadState)
+            } else {
+                Ok(r)
+            }
+        });
+        if r.is_err() {
+            self.stats.rejected += 1;
+        }
+        r
+    }
+
+    /// A guest read of `size` bytes at BAR0 `offset`.
+    pub fn read(&mut self, vregs: &[u32], ggtt: &[u64], offset: u64, size: u32) -> Result<u64, MmioError> {
+        let region = self.decode_checked(vregs, offset, size)?;
+        self.count(&region, false);
+        Ok(match region {
+            Region::Regs(off) => {
+                if size == 8 {
+                    (self.read_dword(vregs, off) as u64) | ((self.read_dword(vregs, off + 4) as u64) << 32)
+                } else {
+                    let byte = off & 3;
+                    let d = self.read_dword(vregs, off & !3);
+                    ((d & lane_mask(size, byte)) >> (byte * 8)) as u64
+                }
+            }
+            Region::Ggtt(rel) => {
+                let e = ggtt.get((rel / 8) as usize).copied().unwrap_or(0);
+                if size == 8 {
+                    e
+                } else {
+                    (e >> ((rel % 8) * 8)) & 0xFFFF_FFFF
+                }
+            }
+        })
+    }
+
+    /// A guest write of the low `size` bytes of `value` at BAR0 `offset`.
+    pub fn write(
+        &mut self,
+        vregs: &mut [u32],
+        ggtt: &mut [u64],
+        offset: u64,
+        size: u32,
+        value: u64,
+    ) -> Result<MmioOutcome, MmioError> {
+        let region = self.decode_checked(vregs, offset, size)?;
+        self.count(&region, true);
+        let out = match region {
+            Region::Regs(off) => {
+                if size == 8 {
+                    let a = self.write_dword(vregs, off, value as u32, !0);
+                    let b = self.write_dword(vregs, off + 4, (value >> 32) as u32, !0);
+                    combine(a, b)
+                } else {
+                    let byte = off & 3;
+                    let v = (value as u32) << (byte * 8);
+                    combine(self.write_dword(vregs, off & !3, v, lane_mask(size, byte)), DwordWrite::Dropped)
+                }
+            }
+            Region::Ggtt(rel) => write_pte(ggtt, rel, size, value),
+        };
+        match out {
+            MmioOutcome::Dropped => self.stats.dropped += 1,
+            MmioOutcome::Event(_) => self.stats.events += 1,
+            MmioOutcome::Events(..) => self.stats.events += 2,
+            _ => {}
+        }
+        Ok(out)
+    }
+
+    /// [`read`](Self::read) into a little-endian byte buffer of 1, 2, 4 or 8
+    /// bytes (what a VFIO region read hands over).
+    pub fn read_bytes(&mut self, vregs: &[u32], ggtt: &[u64], offset: u64, buf: &mut [u8]) -> Result<(), MmioError> {
+        let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
+        let v = self.read(vregs, ggtt, offset, size)?;
+        let bytes = v.to_le_bytes();
+        for (d, s) in buf.iter_mut().zip(bytes.iter()) {
+            *d = *s;
+        }
+        Ok(())
+    }
+
+    /// [`write`](Self::write) from a little-endian byte buffer of 1, 2, 4 or 8
+    /// bytes (what a VFIO region write hands over).
+    pub fn write_bytes(
+        &mut self,
+        vregs: &mut [u32],
+        ggtt: &mut [u64],
+        offset: u64,
+        buf: &[u8],
+    ) -> Result<MmioOutcome, MmioError> {
+        let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
+        if size > 8 {
+            self.stats.rejected += 1;
+            return Err(MmioError::BadSize);
+        }
+        let mut bytes = [0u8; 8];
+        for (d, s) in bytes.iter_mut().zip(buf.iter()) {
+            *d = *s;
+        }
+        self.write(vregs, ggtt, offset, size, u64::from_le_bytes(bytes))
+    }
+}
+
+fn pvinfo_page(vregs: &[u32]) -> Option<&[u32]> {
+    let lo = (PVINFO_BASE / 4) as usize;
+    vregs.get(lo..lo + PVINFO_DWORDS)
+}
+
+fn pvinfo_page_mut(vregs: &mut [u32]) -> Option<&mut [u32]> {
+    let lo = (PVINFO_BASE / 4) as usize;
+    vregs.get_mut(lo..lo + PVINFO_DWORDS)
+}
+
+fn write_pte(ggtt: &mut [u64], rel: u64, size: u32, value: u64) -> MmioOutcome {
+    let index = rel / 8;
+    let Some(e) = ggtt.get_mut(index as usize) else {
+        return MmioOutcome::Dropped;
+    };
+    let old = *e;
+    let (new, half) = if size == 8 {
+        (value, None)
+    } else if rel % 8 == 0 {
+        ((old & !0xFFFF_FFFF) | (value & 0xFFFF_FFFF), Some(PteHalf::Lo))
+    } else {
+        ((old & 0xFFFF_FFFF) | (value << 32), Some(PteHalf::Hi))
+    };
+    *e = new;
+    // index < GGTT_VIEW_ENTRIES (2^20): fits.
+    MmioOutcome::Event(TrapEvent::GgttWrite { index: index as u32, old, value: new, half })
+}
+
+fn combine(a: DwordWrite, b: DwordWrite) -> MmioOutcome {
+    use DwordWrite::*;
+    match (a, b) {
+        (Event(TrapEvent::Fence { index: i, .. }), Event(f @ TrapEvent::Fence { index: j, .. })) if i == j => {
+            MmioOutcome::Event(f)
+        }
+        (Event(e), Event(f)) => MmioOutcome::Events(e, f),
+        (Event(e), _) | (_, Event(e)) => MmioOutcome::Event(e),
+        (Dropped, Dropped) => MmioOutcome::Dropped,
+        _ => MmioOutcome::Written,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::mem::GmRange;
+    use super::super::partition::Partition;
+    use super::super::pvinfo::{vgtif, VGT_MAGIC};
+    use super::regs::*;
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    const MIB: u64 = 1 << 20;
+
+    struct Vgpu {
+        m: VgpuMmio,
+        vregs: Vec<u32>,
+        ggtt: Vec<u64>,
+    }
+
+    impl Vgpu {
+        fn new() -> Self {
+            let part = Partition {
+                aperture: GmRange::new(0, 64 * MIB),
+                high: GmRange::new(256 * MIB, 128 * MIB),
+                fence_base: 8,
+                fence_count: 4,
+            };
+            let m = VgpuMmio::new(PvInfo::new(1, 0, &part).unwrap());
+            let mut vregs = vec![0xAAAA_AAAA; VREG_DWORDS];
+            m.reset_vregs(&mut vregs);
+            Vgpu { m, vregs, ggtt: vec![0; 4096] }
+        }
+        fn r(&mut self, off: u64, size: u32) -> Result<u64, MmioError> {
+            self.m.read(&self.vregs, &self.ggtt, off, size)
+        }
+        fn w(&mut self, off: u64, size: u32, v: u64) -> Result<MmioOutcome, MmioError> {
+            self.m.write(&mut self.vregs, &mut self.ggtt, off, size, v)
+        }
+    }
+
+    #[test]
+    fn access_validation() {
+        let mut g = Vgpu::new();
+        assert_eq!(g.r(0x1000, 3), Err(MmioError::BadSize));
+        assert_eq!(g.r(0x1000, 16), Err(MmioError::BadSize));
+        assert_eq!(g.r(0x1000, 0), Err(MmioError::BadSize));
+        assert_eq!(g.r(0x1002, 4), Err(MmioError::Misaligned));
+        assert_eq!(g.r(0x1004, 8), Err(MmioError::Misaligned));
+        assert_eq!(g.w(0x1001, 2, 0), Err(MmioError::Misaligned));
+        assert_eq!(g.r(BAR0_SIZE, 4), Err(MmioError::OutOfRange));
+        assert_eq!(g.r(u64::MAX - 7, 8), Err(MmioError::OutOfRange));
+        assert_eq!(g.r(2 * MIB, 4), Err(MmioError::Unbacked));
+        assert_eq!(g.w(8 * MIB - 4, 4, 1), Err(MmioError::Unbacked));
+        assert_eq!(g.r(GGTT_VIEW_BASE, 2), Err(MmioError::BadSize));
+        assert_eq!(g.w(GGTT_VIEW_BASE + 1, 1, 0), Err(MmioError::BadSize));
+        assert_eq!(g.r(GGTT_VIEW_BASE + 4, 8), Err(MmioError::Misaligned));
+        assert!(g.r(2 * MIB - 8, 8).is_ok());
+        assert!(g.r(BAR0_SIZE - 8, 8).is_ok());
+        assert_eq!(g.m.stats().rejected, 13);
+        // byte-buffer entry points
+        let mut b = [0u8; 3];
+        assert_eq!(g.m.read_bytes(&g.vregs, &g.ggtt, 0, &mut b), Err(MmioError::BadSize));
+        assert_eq!(g.m.write_bytes(&mut g.vregs, &mut g.ggtt, 0, &[0; 9]), Err(MmioError::BadSize));
+        assert_eq!(g.m.write_bytes(&mut g.vregs, &mut g.ggtt, 0, &[]), Err(MmioError::BadSize));
+        // a short vreg file is a reported error, not a panic
+        let mut short = vec![0u32; 16];
+        assert_eq!(g.m.read(&short, &g.ggtt, 0x2030, 4), Err(MmioError::BadState));
+        assert_eq!(g.m.write(&mut short, &mut g.ggtt, 0x2030, 4, 1), Err(MmioError::BadState));
+    }
+
+    #[test]
+    fn scratch_and_unknown_registers() {
+        let mut g = Vgpu::new();
+        assert_eq!(g.r(0x1234 * 4, 4), Ok(0), "reset cleared the vregs");
+        assert_eq!(g.w(0x4000, 4, 0x1122_3344), Ok(MmioOutcome::Written));
+        assert_eq!(g.r(0x4000, 4), Ok(0x1122_3344));
+        assert_eq!(g.r(0x4001, 1), Ok(0x33));
+        assert_eq!(g.r(0x4002, 2), Ok(0x1122));
+        assert_eq!(g.w(0x4003, 1, 0xFF), Ok(MmioOutcome::Written));
+        assert_eq!(g.r(0x4000, 4), Ok(0xFF22_3344), "sub-dword write is read-modify-write");
+        assert_eq!(g.w(0x4008, 8, 0x0102_0304_0506_0708), Ok(MmioOutcome::Written));
+        assert_eq!(g.r(0x4008, 4), Ok(0x0506_0708));
+        assert_eq!(g.r(0x400C, 4), Ok(0x0102_0304));
+        assert_eq!(g.r(0x4008, 8), Ok(0x0102_0304_0506_0708));
+        let s = *g.m.stats();
+        assert_eq!(s.unknown, s.other, "all these are unnamed offsets");
+        assert_eq!(s.unknown, 11);
+        // a named scratch register is not "unknown"
+        g.w(RCS_HWSTAM as u64, 4, 7).unwrap();
+        assert_eq!(g.m.stats().unknown, 11);
+        assert_eq!(g.r(RCS_HWSTAM as u64, 4), Ok(7));
+    }
+
+    #[test]
+    fn read_only_registers() {
+        let mut g = Vgpu::new();
+        g.vregs[(GT_THREAD_STATUS / 4) as usize] = 0x55; // even a corrupted vreg reads right
+        assert_eq!(g.w(GT_THREAD_STATUS as u64, 4, 0xFFFF), Ok(MmioOutcome::Dropped));
+        assert_eq!(g.r(GT_THREAD_STATUS as u64, 4), Ok(0));
+        assert_eq!(g.m.stats().dropped, 1);
+    }
+
+    #[test]
+    fn ring_tail_is_a_submission_event() {
+        let mut g = Vgpu::new();
+        g.w(RCS_RING_START as u64, 4, 0x10_0000).unwrap();
+        g.w(RCS_RING_CTL as u64, 4, RingCtl(0).with_enable(1).with_length(0).0 as u64).unwrap();
+        assert_eq!(
+            g.w(RCS_RING_TAIL as u64, 4, 0x40),
+            Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x40 }))
+        );
+        assert_eq!(
+            g.w(BCS_RING_TAIL as u64, 4, 0x80),
+            Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Bcs, tail: 0x80 }))
+        );
+        let r = ring_regs(&g.vregs, EngineId::Rcs);
+        assert_eq!((r.start, r.tail, r.ctl.enable(), r.ctl.size_bytes()), (0x10_0000, 0x40, 1, 4096));
+        assert_eq!(ring_regs(&g.vregs, EngineId::Bcs).tail, 0x80);
+        // an 8-byte write to TAIL+HEAD: one event (HEAD is not mediated)
+        assert_eq!(
+            g.w(RCS_RING_TAIL as u64, 8, (0x20u64 << 32) | 0x60),
+            Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x60 }))
+        );
+        assert_eq!(ring_regs(&g.vregs, EngineId::Rcs).head, 0x20);
+        assert_eq!(g.m.stats().tail, 3);
+        assert_eq!(g.m.stats().events, 3);
+        // a byte write to TAIL still reports the whole merged tail
+        assert_eq!(
+            g.w(RCS_RING_TAIL as u64 + 1, 1, 0x01),
+            Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x160 }))
+        );
+    }
+
+    #[test]
+    fn forcewake_is_emulated() {
+        let mut g = Vgpu::new();
+        assert_eq!(g.w(FORCEWAKE_REQ as u64, 4, 0x0001_0001), Ok(MmioOutcome::Written));
+        assert_eq!(g.r(FORCEWAKE_ACK as u64, 4), Ok(1));
+        assert_eq!(g.w(FORCEWAKE_REQ as u64, 4, 0x0002_0002), Ok(MmioOutcome::Written));
+        assert_eq!(g.r(FORCEWAKE_ACK as u64, 4), Ok(3));
+        assert_eq!(g.w(FORCEWAKE_REQ as u64, 4, 0x0001_0000), Ok(MmioOutcome::Written));
+        assert_eq!(g.r(FORCEWAKE_ACK as u64, 4), Ok(2));
+        // low-half-only write carries no mask bits: no change
+        g.w(FORCEWAKE_REQ as u64, 2, 0xFFFF).unwrap();
+        assert_eq!(g.r(FORCEWAKE_ACK as u64, 4), Ok(2));
+        assert_eq!(g.w(FORCEWAKE_ACK as u64, 4, 0), Ok(MmioOutcome::Dropped));
+        assert_eq!(g.r(FORCEWAKE_ACK as u64, 4), Ok(2));
+        assert_eq!(g.m.stats().pm, 10);
+        assert_eq!(g.m.stats().events, 0, "PM never leaves the vGPU");
+    }
+
+    #[test]
+    fn interrupt_registers() {
+        let mut g = Vgpu::new();
+        set_vreg(&mut g.vregs, GT_IIR, GtIrq::RCS_USER | GtIrq::BCS_USER);
+        assert_eq!(
+            g.w(GT_IIR as u64, 4, GtIrq::RCS_USER as u64),
+            Ok(MmioOutcome::Event(TrapEvent::Irq { reg: IrqReg::Iir, value: GtIrq::BCS_USER }))
+        );
+        // a byte write clears only within its byte
+        set_vreg(&mut g.vregs, GT_IIR, 0xFFFF_FFFF);
+        g.w(GT_IIR as u64 + 1, 1, 0xFF).unwrap();
+        assert_eq!(g.r(GT_IIR as u64, 4), Ok(0xFFFF_00FF));
+        assert_eq!(
+            g.w(GT_IMR as u64, 4, 0xFFFF_FFFE),
+            Ok(MmioOutcome::Event(TrapEvent::Irq { reg: IrqReg::Imr, value: 0xFFFF_FFFE }))
+        );
+        assert_eq!(g.w(GT_IER as u64, 4, 1), Ok(MmioOutcome::Event(TrapEvent::Irq { reg: IrqReg::Ier, value: 1 })));
+        assert_eq!(g.r(GT_IER as u64, 4), Ok(1));
+    }
+
+    #[test]
+    fn reset_register() {
+        let mut g = Vgpu::new();
+        assert_eq!(g.w(GDRST as u64, 4, 0b1000), Ok(MmioOutcome::Event(TrapEvent::Reset(Gdrst(0b1000)))));
+        assert_eq!(g.r(GDRST as u64, 4), Ok(0), "reset acked at once");
+        assert_eq!(g.w(GDRST as u64, 4, 1), Ok(MmioOutcome::Event(TrapEvent::Reset(Gdrst(1)))));
+        assert_eq!(g.w(GDRST as u64, 4, 0b100), Ok(MmioOutcome::Written), "no known domain");
+        assert_eq!(g.r(GDRST as u64, 4), Ok(0));
+    }
+
+    #[test]
+    fn pp_dir_base_and_display() {
+        let mut g = Vgpu::new();
+        assert_eq!(
+            g.w(RCS_PP_DIR_BASE as u64, 4, 0x1234_0000),
+            Ok(MmioOutcome::Event(TrapEvent::PpDirBase { engine: EngineId::Rcs, value: 0x1234_0000 }))
+        );
+        assert_eq!(
+            g.w(DSPASURF as u64, 4, 0x20_0000),
+            Ok(MmioOutcome::Event(TrapEvent::Display { reg: DisplayReg::PlaneSurf, value: 0x20_0000 }))
+        );
+        assert_eq!(
+            g.w(PIPEASRC as u64, 4, (1023 << 16) | 767),
+            Ok(MmioOutcome::Event(TrapEvent::Display { reg: DisplayReg::PipeSrc, value: (1023 << 16) | 767 }))
+        );
+        // an 8-byte write to DSPACNTR + DSPALINOFF(unknown): one event
+        assert!(matches!(
+            g.w(DSPACNTR as u64, 8, 0x8000_0000),
+            Ok(MmioOutcome::Event(TrapEvent::Display { reg: DisplayReg::PlaneCtl, .. }))
+        ));
+        assert_eq!(g.r(DSPASTRIDE as u64, 4), Ok(0));
+    }
+
+    #[test]
+    fn two_events_in_one_qword() {
+        let mut g = Vgpu::new();
+        // GT_IIR (0x44018) + GT_IER (0x4401C)
+        let out = g.w(GT_IIR as u64, 8, 1u64 << 32).unwrap();
+        assert_eq!(
+            out,
+            MmioOutcome::Events(
+                TrapEvent::Irq { reg: IrqReg::Iir, value: 0 },
+                TrapEvent::Irq { reg: IrqReg::Ier, value: 1 }
+            )
+        );
+        assert_eq!(out.events().count(), 2);
+        assert_eq!(MmioOutcome::Written.events().count(), 0);
+    }
+
+    #[test]
+    fn fences_within_the_partition() {
+        let mut g = Vgpu::new();
+        assert_eq!(
+            g.w(fence_offset(3) as u64, 8, 0x1234_5678_9ABC_D001),
+            Ok(MmioOutcome::Event(TrapEvent::Fence { index: 3, value: 0x1234_5678_9ABC_D001 }))
+        );
+        assert_eq!(g.r(fence_offset(3) as u64, 8), Ok(0x1234_5678_9ABC_D001));
+        assert_eq!(
+            g.w(fence_offset(3) as u64 + 4, 4, 0x42),
+            Ok(MmioOutcome::Event(TrapEvent::Fence { index: 3, value: 0x42_9ABC_D001 }))
+        );
+        // fence 4 is not this vGPU's (fence_count 4)
+        assert_eq!(g.w(fence_offset(4) as u64, 8, 1), Ok(MmioOutcome::Dropped));
+        assert_eq!(g.r(fence_offset(4) as u64, 8), Ok(0));
+        g.vregs[(fence_offset(15) / 4) as usize] = 9;
+        assert_eq!(g.r(fence_offset(15) as u64, 4), Ok(0));
+    }
+
+    #[test]
+    fn pvinfo_window() {
+        let mut g = Vgpu::new();
+        let base = PVINFO_BASE as u64;
+        assert_eq!(g.r(base, 8), Ok(VGT_MAGIC));
+        assert_eq!(g.r(base + 8, 2), Ok(1));
+        assert_eq!(g.r(base + vgtif::MAPPABLE_SIZE as u64, 4), Ok(64 * MIB));
+        assert_eq!(g.r(base + vgtif::NONMAPPABLE_BASE as u64, 4), Ok(256 * MIB));
+        assert_eq!(g.r(base + vgtif::FENCE_NUM as u64, 4), Ok(4));
+        assert_eq!(g.w(base, 8, 0), Ok(MmioOutcome::Dropped));
+        assert_eq!(g.r(base, 8), Ok(VGT_MAGIC));
+        assert_eq!(
+            g.w(base + vgtif::DISPLAY_READY as u64, 4, 1),
+            Ok(MmioOutcome::Event(TrapEvent::PvInfo(PvEvent::DisplayReady(true))))
+        );
+        assert_eq!(
+            g.w(base + vgtif::G2V_NOTIFY as u64, 4, 4),
+            Ok(MmioOutcome::Event(TrapEvent::PvInfo(PvEvent::G2vNotify(4))))
+        );
+        assert_eq!(g.w(base + vgtif::PDP as u64, 8, 0xAB_0000_1000), Ok(MmioOutcome::Written));
+        assert_eq!(PvInfo::pdp(pvinfo_page(&g.vregs).unwrap(), 0), Some(0xAB_0000_1000));
+    }
+
+    #[test]
+    fn ggtt_view() {
+        let mut g = Vgpu::new();
+        let pte = GGTT_VIEW_BASE + 8 * 5;
+        assert_eq!(
+            g.w(pte, 8, 0x1_2345_6001),
+            Ok(MmioOutcome::Event(TrapEvent::GgttWrite { index: 5, old: 0, value: 0x1_2345_6001, half: None }))
+        );
+        assert_eq!(g.r(pte, 8), Ok(0x1_2345_6001));
+        assert_eq!(g.r(pte, 4), Ok(0x2345_6001));
+        assert_eq!(g.r(pte + 4, 4), Ok(1));
+        assert_eq!(
+            g.w(pte + 4, 4, 7),
+            Ok(MmioOutcome::Event(TrapEvent::GgttWrite {
+                index: 5,
+                old: 0x1_2345_6001,
+                value: 0x7_2345_6001,
+                half: Some(PteHalf::Hi)
+            }))
+        );
+        assert_eq!(
+            g.w(pte, 4, 0),
+            Ok(MmioOutcome::Event(TrapEvent::GgttWrite {
+                index: 5,
+                old: 0x7_2345_6001,
+                value: 0x7_0000_0000,
+                half: Some(PteHalf::Lo)
+            }))
+        );
+        // beyond the guest's GGTT (4096 entries here): reads 0, writes dropped
+        let far = GGTT_VIEW_BASE + 8 * 4096;
+        assert_eq!(g.w(far, 8, 1), Ok(MmioOutcome::Dropped));
+        assert_eq!(g.r(far, 8), Ok(0));
+        assert_eq!(g.r(BAR0_SIZE - 4, 4), Ok(0));
+        assert_eq!(g.m.stats().pte, 9);
+    }
+
+    #[test]
+    fn byte_buffer_entry_points() {
+        let mut g = Vgpu::new();
+        let out = g.m.write_bytes(&mut g.vregs, &mut g.ggtt, RCS_RING_TAIL as u64, &[0x10, 0, 0, 0]);
+        assert_eq!(out, Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x10 })));
+        let mut b = [0u8; 2];
+        g.m.read_bytes(&g.vregs, &g.ggtt, PVINFO_BASE as u64, &mut b).unwrap();
+        assert_eq!(b, [0x76, 0x47]);
+    }
+
+    #[test]
+    fn stats_breakdown() {
+        let mut g = Vgpu::new();
+        g.w(FORCEWAKE_REQ as u64, 4, 0x10001).unwrap();
+        g.r(FORCEWAKE_ACK as u64, 4).unwrap();
+        g.w(RCS_RING_TAIL as u64, 4, 8).unwrap();
+        g.w(GGTT_VIEW_BASE, 8, 1).unwrap();
+        g.r(RCS_RING_HEAD as u64, 4).unwrap();
+        let _ = g.r(3, 4);
+        let s = *g.m.stats();
+        assert_eq!((s.pm, s.tail, s.pte, s.other, s.rejected), (2, 1, 1, 1, 1));
+        assert_eq!((s.reads, s.writes, s.total()), (2, 3, 5));
+        g.m.reset_stats();
+        assert_eq!(g.m.stats().total(), 0);
+    }
+
+    proptest! {
+        /// Arbitrary accesses anywhere (including bad ones) never panic, never
+        /// change read-only state, and reads after writes of scratch
+        /// registers return what was written.
+        #[test]
+        fn arbitrary_accesses(ops in proptest::collection::vec(
+            (any::<bool>(), prop_oneof![0u64..0x20_0010, 0x78000u64..0x79000, 0x7F_FFF0u64..0x100_0010, any::<u64>()],
+             prop_oneof![Just(1u32), Just(2), Just(4), Just(8), 0u32..20], any::<u64>()), 1..300)) {
+            let mut g = Vgpu::new();
+            for (write, off, size, v) in ops {
+                if write {
+                    let _ = g.w(off, size, v);
+                } else {
+                    let _ = g.r(off, size);
+                }
+            }
+            prop_assert_eq!(g.r(PVINFO_BASE as u64, 8), Ok(VGT_MAGIC));
+            prop_assert_eq!(g.r(PVINFO_BASE as u64 + vgtif::FENCE_NUM as u64, 4), Ok(4));
+            prop_assert_eq!(g.r(GT_THREAD_STATUS as u64, 4), Ok(0));
+            prop_assert_eq!(g.r(GDRST as u64, 4), Ok(0));
+            prop_assert_eq!(g.r(fence_offset(7) as u64, 8), Ok(0));
+            let ack = g.r(FORCEWAKE_ACK as u64, 4).unwrap();
+            let req = g.r(FORCEWAKE_REQ as u64, 4).unwrap();
+            prop_assert_eq!(ack, req & 0xFFFF);
+        }
+
+        #[test]
+        fn scratch_round_trip(dw in 0x1000u32..0x1_0000, v in any::<u64>(), size in prop_oneof![Just(1u32), Just(2), Just(4), Just(8)]) {
+            let mut g = Vgpu::new();
+            let off = ((dw * 4) as u64) & !((size as u64) - 1);
+            prop_assume!(regs::lookup(off as u32).is_none() && regs::lookup(off as u32 + 4).is_none());
+            prop_assume!(!(PVINFO_BASE as u64..(PVINFO_BASE + PVINFO_SIZE) as u64).contains(&off));
+            let mask = if size == 8 { u64::MAX } else { (1u64 << (size * 8)) - 1 };
+            g.w(off, size, v).unwrap();
+            prop_assert_eq!(g.r(off, size), Ok(v & mask));
+        }
+    }
+}
