@@ -32,7 +32,7 @@ bool gvt_rs_is_err(const void *ptr);
 long gvt_rs_ptr_err(const void *ptr);
 struct module *gvt_rs_this_module(void);
 
-/* Per-vGPU sysfs group "gvt" (/sys/bus/mdev/devices/UUID/gvt/*): the table is
+/* Per-vGPU sysfs group "gvt" (/sys/bus/mdev/devices/UUID/gvt/...): the table is
  * built with the DEVICE_ATTR macros in C; show/store are implemented in Rust. */
 enum gvt_rs_attr {
 	GVT_RS_ATTR_VGPU_ID,

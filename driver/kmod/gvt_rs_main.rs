@@ -68,10 +68,10 @@ struct GvtRs {
 impl kernel::Module for GvtRs {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let cfg = parent::ParentConfig {
-            aperture_mb: *module_parameters::aperture_mb.value(),
-            gm_mb: *module_parameters::gm_mb.value(),
-            fences: *module_parameters::fences.value(),
-            max_vgpus: *module_parameters::max_vgpus.value(),
+            aperture_mb: module_parameters::aperture_mb.value(),
+            gm_mb: module_parameters::gm_mb.value(),
+            fences: module_parameters::fences.value(),
+            max_vgpus: module_parameters::max_vgpus.value(),
         };
         let parent = parent::Parent::register(module, cfg)?;
         Ok(GvtRs { parent })

@@ -10,18 +10,18 @@ use core::sync::atomic::{AtomicPtr, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Mutex;
 use kernel::types::Opaque;
+use kernel::error::to_result;
 use kernel::{bindings, c_str, new_mutex};
 
-use crate::gvt_core::mem::GmRange;
 use crate::gvt_core::partition::{GmLayout, Partition, PartitionError, PartitionId, Partitioner};
-use crate::gvt_core::vgpu_types::{self, VgpuType};
+use crate::gvt_core::vgpu_types::{self, VgpuType, VgpuTypes};
 use crate::vfio;
 use crate::vgpu;
 
 /// Most vGPUs (and so partition slots) a parent can hold.
 pub(crate) const MAX_VGPUS: usize = 8;
 /// Most vGPU types (1, 2, 4, 8 instances' worth of aperture).
-const MAX_TYPES: usize = 4;
+const MAX_TYPES: usize = vgpu_types::MAX_TYPES;
 const NAME_LEN: usize = 32;
 /// Bytes at the top of the non-mappable GM that stay with the host.
 const HOST_RESERVED_HIGH: u64 = 16 << 20;
@@ -85,7 +85,7 @@ pub(crate) struct Parent {
     types: [Opaque<vfio::mdev_type>; MAX_TYPES],
     type_ptrs: Opaque<[*mut vfio::mdev_type; MAX_TYPES]>,
     type_names: [[u8; NAME_LEN]; MAX_TYPES],
-    type_info: [VgpuType; MAX_TYPES],
+    type_info: VgpuTypes,
     ntypes: usize,
     pub(crate) cfg: ParentConfig,
     pub(crate) layout: GmLayout,
@@ -124,14 +124,14 @@ impl Parent {
             pr_err!("gvt_rs: unusable graphics memory layout: {e:?}\n");
             EINVAL
         })?;
-        let mut type_info = [VgpuType::default(); MAX_TYPES];
-        let ntypes = vgpu_types::derive(&layout, cfg.max_vgpus, &mut type_info);
+        let type_info = VgpuTypes::derive(&layout, cfg.max_vgpus);
+        let ntypes = type_info.len().min(MAX_TYPES);
         if ntypes == 0 {
             pr_err!("gvt_rs: no vGPU type fits aperture_mb={} gm_mb={}\n", cfg.aperture_mb, cfg.gm_mb);
             return Err(EINVAL);
         }
         let mut type_names = [[0u8; NAME_LEN]; MAX_TYPES];
-        for (t, name) in type_info.iter().zip(type_names.iter_mut()).take(ntypes) {
+        for (t, name) in type_info.iter().zip(type_names.iter_mut()) {
             let mut w = ByteWriter::new(&mut name[..NAME_LEN - 1]);
             let _ = t.write_sysfs_name(&mut w);
         }
@@ -183,7 +183,7 @@ impl Parent {
             (*drv).driver.name = c_str!("gvt_rs").as_char_ptr();
             (*drv).driver.owner = module.as_ptr();
             (*drv).driver.mod_name = c_str!("gvt_rs").as_char_ptr();
-            (*drv).driver.dev_groups = vfio::gvt_rs_vgpu_groups.as_ptr().cast();
+            (*drv).driver.dev_groups = ptr::addr_of!(vfio::gvt_rs_vgpu_groups).cast();
         }
         // SAFETY: `drv` is fully initialised above and stays pinned.
         to_result(unsafe { vfio::mdev_register_driver(drv) })?;
@@ -272,7 +272,7 @@ impl Parent {
     }
 
     pub(crate) fn vgpu_type(&self, i: usize) -> Option<&VgpuType> {
-        self.type_info[..self.ntypes].get(i)
+        self.type_info.get(i)
     }
 
     /// Allocate a vGPU id and partition for type `ty` (all or nothing).
@@ -301,9 +301,6 @@ impl Parent {
         }
     }
 
-    pub(crate) fn aperture(&self) -> GmRange {
-        GmRange::new(0, self.layout.aperture_size)
-    }
 }
 
 /// `available_instances` of a type: what really fits in what is left.
@@ -313,7 +310,7 @@ unsafe extern "C" fn type_get_available(mtype: *mut vfio::mdev_type) -> u32 {
         return 0;
     };
     let st = p.state.lock();
-    vgpu_types::available_instances(ty, &st.partitioner, p.cfg.max_vgpus)
+    vgpu_types::available_instances(ty, &st.partitioner, st.partitioner.live() as u32, p.cfg.max_vgpus)
 }
 
 /// `description` of a type, in i915 GVT-g's format.

@@ -1870,6 +1870,70 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn gvt_rs_vfio_put_device(vdev: *mut vfio_device);
 }
+unsafe extern "C" {
+    pub fn gvt_rs_vma_is_shared(vma: *mut vm_area_struct) -> bool_;
+}
+unsafe extern "C" {
+    pub fn gvt_rs_vma_pgoff(vma: *mut vm_area_struct) -> ffi::c_ulong;
+}
+unsafe extern "C" {
+    pub fn gvt_rs_vma_len(vma: *mut vm_area_struct) -> ffi::c_ulong;
+}
+unsafe extern "C" {
+    pub fn gvt_rs_vma_setup(
+        vma: *mut vm_area_struct,
+        ops: *const vm_operations_struct,
+        priv_: *mut ffi::c_void,
+    );
+}
+unsafe extern "C" {
+    pub fn gvt_rs_vmf_private(vmf: *mut vm_fault) -> *mut ffi::c_void;
+}
+unsafe extern "C" {
+    pub fn gvt_rs_vmf_pgoff(vmf: *mut vm_fault) -> ffi::c_ulong;
+}
+unsafe extern "C" {
+    pub fn gvt_rs_vmf_set_page(vmf: *mut vm_fault, page: *mut page);
+}
+unsafe extern "C" {
+    pub fn gvt_rs_eventfd_signal(ctx: *mut eventfd_ctx);
+}
+unsafe extern "C" {
+    pub fn gvt_rs_is_err(ptr: *const ffi::c_void) -> bool_;
+}
+unsafe extern "C" {
+    pub fn gvt_rs_ptr_err(ptr: *const ffi::c_void) -> ffi::c_long;
+}
+unsafe extern "C" {
+    pub fn gvt_rs_this_module() -> *mut module;
+}
+pub const gvt_rs_attr_GVT_RS_ATTR_VGPU_ID: gvt_rs_attr = 0;
+pub const gvt_rs_attr_GVT_RS_ATTR_APERTURE_BASE: gvt_rs_attr = 1;
+pub const gvt_rs_attr_GVT_RS_ATTR_APERTURE_SIZE: gvt_rs_attr = 2;
+pub const gvt_rs_attr_GVT_RS_ATTR_HIGH_GM_BASE: gvt_rs_attr = 3;
+pub const gvt_rs_attr_GVT_RS_ATTR_HIGH_GM_SIZE: gvt_rs_attr = 4;
+pub const gvt_rs_attr_GVT_RS_ATTR_FENCE_BASE: gvt_rs_attr = 5;
+pub const gvt_rs_attr_GVT_RS_ATTR_FENCE_COUNT: gvt_rs_attr = 6;
+pub const gvt_rs_attr_GVT_RS_ATTR_WEIGHT: gvt_rs_attr = 7;
+pub const gvt_rs_attr_GVT_RS_ATTR_STATE: gvt_rs_attr = 8;
+pub const gvt_rs_attr_GVT_RS_ATTR_STATS: gvt_rs_attr = 9;
+pub const gvt_rs_attr_GVT_RS_ATTR_BALLOONED: gvt_rs_attr = 10;
+pub const gvt_rs_attr_GVT_RS_ATTR_NR: gvt_rs_attr = 11;
+pub type gvt_rs_attr = ffi::c_uint;
+unsafe extern "C" {
+    pub static mut gvt_rs_vgpu_groups: [*const attribute_group; 0usize];
+}
+unsafe extern "C" {
+    pub fn gvt_rs_attr_show(dev: *mut device, attr: ffi::c_uint, buf: *mut ffi::c_char) -> isize;
+}
+unsafe extern "C" {
+    pub fn gvt_rs_attr_store(
+        dev: *mut device,
+        attr: ffi::c_uint,
+        buf: *const ffi::c_char,
+        count: usize,
+    ) -> isize;
+}
 #[repr(C)]
 #[derive(Default, Copy, Clone, MaybeZeroable)]
 pub struct vfio_group {

@@ -16,11 +16,12 @@ use kernel::page::Page;
 use kernel::prelude::*;
 use kernel::sync::Mutex;
 use kernel::uaccess::{UserPtr, UserSlice};
+use kernel::error::to_result;
 use kernel::{bindings, new_mutex};
 
 use crate::gvt_core::mem::PAGE_SIZE;
 use crate::gvt_core::partition::{Partition, PartitionId};
-use crate::gvt_core::vgpu::{AccessError, Vgpu as CoreVgpu, BAR0_SIZE, CONFIG_SIZE, VREG_DWORDS};
+use crate::gvt_core::vgpu::{AccessError, Vgpu as CoreVgpu, BAR0_SIZE, CONFIG_SIZE, GGTT_VIEW_ENTRIES, VREG_DWORDS};
 use crate::parent::{self, ByteWriter};
 use crate::vfio;
 
@@ -63,7 +64,7 @@ struct State {
     core: CoreVgpu,
     /// Virtual registers: 2 MiB, as GVT-g's vreg.
     vregs: KVVec<u32>,
-    /// The guest's GGTT entries for its own slices (aperture, then high GM).
+    /// The guest's view of the GGTT (what it wrote; 8 MiB, 1M entries).
     ggtt: KVVec<u64>,
     /// Backing pages of the aperture slice, allocated on first touch.
     aperture: KVVec<Option<Page>>,
@@ -142,8 +143,15 @@ fn access_err(e: AccessError) -> Error {
 
 // ---- mdev driver ---------------------------------------------------------
 
-static OPS: vfio::vfio_device_ops = vfio::vfio_device_ops {
-    name: c"gvt_rs".as_ptr().cast_mut(),
+/// A C ops table in a `static`: read-only after compilation.
+#[repr(transparent)]
+struct Ops<T>(T);
+// SAFETY: the tables are never written; their raw pointers point to 'static
+// data and functions.
+unsafe impl<T> Sync for Ops<T> {}
+
+static OPS: Ops<vfio::vfio_device_ops> = Ops(vfio::vfio_device_ops {
+    name: c"gvt_rs".as_ptr().cast_mut().cast(),
     init: Some(vgpu_init),
     release: Some(vgpu_release),
     open_device: Some(vgpu_open),
@@ -164,7 +172,7 @@ static OPS: vfio::vfio_device_ops = vfio::vfio_device_ops {
     match_: None,
     match_token_uuid: None,
     device_feature: None,
-};
+});
 
 /// `mdev_driver.probe`: allocate the VFIO device (its `init` allocates the
 /// partition) and register it with an emulated IOMMU.
@@ -173,7 +181,7 @@ pub(crate) unsafe extern "C" fn mdev_probe(mdev: *mut vfio::mdev_device) -> i32 
     let dev = unsafe { vfio::gvt_rs_mdev_dev(mdev) };
     // SAFETY: `OPS` is 'static; the size covers `VgpuDev`, whose first field
     // is the `vfio_device`.
-    let vdev = unsafe { vfio::gvt_rs_vfio_alloc_device(core::mem::size_of::<VgpuDev>(), dev, &OPS) };
+    let vdev = unsafe { vfio::gvt_rs_vfio_alloc_device(core::mem::size_of::<VgpuDev>(), dev, &OPS.0) };
     // SAFETY: checking an ERR_PTR-or-pointer value.
     if unsafe { vfio::gvt_rs_is_err(vdev.cast()) } {
         // SAFETY: as above.
@@ -218,7 +226,7 @@ unsafe extern "C" fn vgpu_init(vdev: *mut vfio::vfio_device) -> i32 {
     let (id, pid, part) = match p.alloc_vgpu(ty) {
         Ok(v) => v,
         Err(e) => {
-            pr_warn!("gvt_rs: cannot create a {} vGPU: not enough graphics memory or fences left\n", ty.aperture_mib());
+            pr_warn!("gvt_rs: cannot create a {} vGPU: not enough graphics memory or fences left\n", ty.low_gm_size >> 20);
             return e.to_errno();
         }
     };
@@ -248,15 +256,14 @@ fn new_vgpu(id: u32, pid: PartitionId, part: Partition, type_idx: usize, weight:
     let p = parent::get();
     let mut vregs = KVVec::with_capacity(VREG_DWORDS, GFP_KERNEL)?;
     vregs.resize(VREG_DWORDS, 0, GFP_KERNEL)?;
-    let entries = ((part.aperture.size + part.high.size) / PAGE_SIZE) as usize;
-    let mut ggtt = KVVec::with_capacity(entries, GFP_KERNEL)?;
-    ggtt.resize(entries, 0, GFP_KERNEL)?;
+    let mut ggtt = KVVec::with_capacity(GGTT_VIEW_ENTRIES, GFP_KERNEL)?;
+    ggtt.resize(GGTT_VIEW_ENTRIES, 0, GFP_KERNEL)?;
     let pages = (part.aperture.size / PAGE_SIZE) as usize;
     let mut aperture = KVVec::with_capacity(pages, GFP_KERNEL)?;
     for _ in 0..pages {
         aperture.push(None, GFP_KERNEL)?;
     }
-    let mut core = CoreVgpu::new(id, part, p.layout.aperture_size);
+    let mut core = CoreVgpu::new(id, part, p.layout.aperture_size).map_err(|_| EINVAL)?;
     core.reset(&mut vregs, &mut ggtt);
     let v = KBox::pin_init(
         try_pin_init!(Vgpu {
@@ -346,7 +353,7 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result {
             let State { core, vregs, ggtt, .. } = &mut *st;
             match dir {
                 Dir::Read => core.bar0_read(vregs, ggtt, off, buf).map_err(access_err),
-                Dir::Write => core.bar0_write(vregs, ggtt, off, buf).map_err(access_err),
+                Dir::Write => core.bar0_write(vregs, ggtt, off, buf).map(|_events| ()).map_err(access_err),
             }
         }
         BAR2 => aperture_access(v, off, buf, dir),
@@ -647,13 +654,13 @@ fn ioctl_set_irqs(v: &Vgpu, arg: usize) -> Result {
 
 // ---- aperture mmap -----------------------------------------------------------
 
-static APERTURE_VM_OPS: bindings::vm_operations_struct = {
+static APERTURE_VM_OPS: Ops<bindings::vm_operations_struct> = Ops({
     // SAFETY: all-zero is a valid `vm_operations_struct` (every field is an
     // optional function pointer or a plain value).
     let mut ops: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
     ops.fault = Some(aperture_fault);
     ops
-};
+});
 
 /// `vfio_device_ops.mmap`: only BAR2, only inside this vGPU's slice, shared.
 unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings::vm_area_struct) -> i32 {
@@ -672,7 +679,7 @@ unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings:
     }
     // SAFETY: the ops table is 'static; the private pointer stays valid while
     // the mapping exists (it holds the device file open, so no `release`).
-    unsafe { vfio::gvt_rs_vma_setup(vma, &APERTURE_VM_OPS, ptr::from_ref(v).cast_mut().cast()) };
+    unsafe { vfio::gvt_rs_vma_setup(vma, &APERTURE_VM_OPS.0, ptr::from_ref(v).cast_mut().cast()) };
     0
 }
 
@@ -685,7 +692,7 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
     let pos = (unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64) << 12;
     let off = pos & REGION_MASK;
     if !v.part.aperture.contains(off, PAGE_SIZE) {
-        return bindings::VM_FAULT_SIGBUS as bindings::vm_fault_t;
+        return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
     let idx = ((off - v.part.aperture.base) / PAGE_SIZE) as usize;
     let mut st = v.state.lock();
@@ -696,7 +703,7 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
             unsafe { vfio::gvt_rs_vmf_set_page(vmf, page.as_ptr()) };
             0
         }
-        Err(_) => bindings::VM_FAULT_OOM as bindings::vm_fault_t,
+        Err(_) => bindings::vm_fault_reason_VM_FAULT_OOM as bindings::vm_fault_t,
     }
 }
 

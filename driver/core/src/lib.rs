@@ -29,6 +29,7 @@ pub mod mmio;
 pub mod partition;
 pub mod pvinfo;
 pub mod regs;
+pub mod vgpu;
 pub mod vgpu_types;
 
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
