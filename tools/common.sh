@@ -13,6 +13,7 @@ CACHE="${GVT_CACHE:-$HOME/.cache/gvt-rs}"
 CHROOT="$CACHE/chroot-trixie"
 DEBS="$CACHE/debs"
 KSRC="$CACHE/linux-$KREL"                     # prepared kernel tree
+VMDIR="${GVT_VM_DIR:-$CACHE/vm}"              # VM images and logs (one rig user at a time per dir)
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log()  { printf '[gvt-rs %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }

@@ -8,7 +8,7 @@ source "$(dirname "$0")/common.sh"
 out="$1"; shift
 MODDIR="$CACHE/extract-$KREL/usr/lib/modules/$KREL"
 [ -d "$MODDIR" ] || die "kernel packages not unpacked: run 'cargo xtask setup'"
-root="$CACHE/vm/root"
+root="$VMDIR/root"
 rm -rf "$root"; mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib/modules,etc/rig,proc,sys,dev,tmp,run,root,tests,l2/fw}
 cp /bin/busybox "$root/bin/busybox"
 
@@ -56,7 +56,7 @@ if [ -f "$CACHE/l2-bzImage" ]; then
   cp "$CACHE/l2-bzImage" "$root/l2/bzImage"
   # The L2 initramfs: busybox, an /init that reports what L2 sees, and the
   # L2 programs the tests ship (static binaries named l2-*).
-  l2="$CACHE/vm/l2root"; rm -rf "$l2"; mkdir -p "$l2"/{bin,proc,sys,dev}
+  l2="$VMDIR/l2root"; rm -rf "$l2"; mkdir -p "$l2"/{bin,proc,sys,dev}
   cp /bin/busybox "$l2/bin/"
   for t in "$@"; do case "$(basename "$t")" in l2-*) cp "$t" "$l2/bin/";; esac; done
   cp "$REPO/tools/vm/l2-init" "$l2/init"; chmod +x "$l2/init"

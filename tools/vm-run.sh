@@ -9,7 +9,7 @@ initrd="$1"; filter="${2:-}"
 kernel="$CACHE/extract-$KREL/usr/lib/modules/$KREL/vmlinuz"
 [ -f "$kernel" ] || die "no kernel at $kernel: run 'cargo xtask setup'"
 limit="${GVT_VM_TIMEOUT:-1200}"
-mkdir -p "$CACHE/vm"; logf="$CACHE/vm/last-run.log"
+mkdir -p "$VMDIR"; logf="$VMDIR/last-run.log"
 append="console=ttyS0 panic=-1 oops=panic loglevel=4 quiet"
 [ -n "$filter" ] && append="$append gvt.filter=$filter"
 t0=$SECONDS
@@ -29,8 +29,8 @@ case "$exit_line" in
   *exit=*) fail+=("tests failed inside the VM") ;;
   *) fail+=("the guest never reported its exit status (kernel crash, hang or timeout)") ;;
 esac
-if grep -a -n -E 'WARNING:|BUG:|Oops|KASAN|Kernel panic|general protection fault|Call Trace' "$logf" > "$CACHE/vm/splats"; then
-  fail+=("kernel splat in the guest log: $(head -1 "$CACHE/vm/splats")")
+if grep -a -n -E 'WARNING:|BUG:|Oops|KASAN|Kernel panic|general protection fault|Call Trace' "$logf" > "$VMDIR/splats"; then
+  fail+=("kernel splat in the guest log: $(head -1 "$VMDIR/splats")")
 fi
 passed=$(grep -a -o -E '^test result: [a-zA-Z]+\. [0-9]+ passed' "$logf" | awk '{s+=$4} END {print s+0}')
 failed=$(grep -a -o -E '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$logf" | awk '{s+=$6} END {print s+0}')

@@ -28,6 +28,7 @@ Commands:
 Environment:
   GVT_CACHE        cache directory (default ~/.cache/gvt-rs)
   GVT_VM_TIMEOUT   seconds before a VM run is killed (default 1200)
+  GVT_VM_DIR       where VM images and logs go (default $GVT_CACHE/vm)
 ";
 
 struct Phases {
@@ -147,7 +148,8 @@ fn vm_run(p: &mut Phases, filter: &str, what: &str) {
         bins = build_guest_binaries()?;
         Ok(())
     });
-    let initrd = cache().join("vm/initrd.cpio.gz");
+    let vmdir = env::var_os("GVT_VM_DIR").map(PathBuf::from).unwrap_or_else(|| cache().join("vm"));
+    let initrd = vmdir.join("initrd.cpio.gz");
     p.run("build: VM initramfs", || {
         let mut c = tool("vm-image.sh");
         c.arg(&initrd).args(&bins);
