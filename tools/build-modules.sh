@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Build the project's kernel module (driver/kmod) and the kernel's C sample
 # mtty (the peer baseline) against the prepared tree, in the chroot.
-# Output: $CACHE/modules/*.ko
+# Output: $VMDIR/modules/*.ko ($GVT_VM_DIR, default $CACHE/vm)
 source "$(dirname "$0")/common.sh"
 need_root
 [ -f "$KSRC/.gvt-rs-prepared" ] || die "kernel tree not prepared: run 'cargo xtask setup'"
-outdir="$CACHE/modules"; mkdir -p "$outdir"
+outdir="$VMDIR/modules"; mkdir -p "$outdir"
 KMAKE="make -C $KSRC $(kmake_vars)"
 # mtty: the C sample, built as an external module from the same tree.
 mtty="$CACHE/mtty-build"

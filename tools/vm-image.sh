@@ -35,7 +35,7 @@ order=()
 for m in kvm-amd; do add_mod "$m"; done      # nested VMMs: KVM on TCG's emulated SVM
 printf '%s\n' "${order[@]}" > "$root/etc/rig/kvm-modules"
 # The project's modules (built by tools/build-modules.sh); loaded by the tests.
-cp "$CACHE"/modules/*.ko "$root/lib/modules/" 2>/dev/null || true
+cp "$VMDIR"/modules/*.ko "$root/lib/modules/" 2>/dev/null || true
 
 for t in "$@"; do cp "$t" "$root/tests/$(basename "$t" | sed 's/-[0-9a-f]\{16\}$//')"; done
 
