@@ -3,6 +3,7 @@
 # unmodified QEMU: tinyconfig + 64-bit + PCI/MSI + serial console + initramfs.
 # Built once from the same linux-source and cached ($CACHE/l2-bzImage).
 source "$(dirname "$0")/common.sh"
+serialize build-l2-kernel
 need_root
 out="$CACHE/l2-bzImage"
 cfg_id="l2-v2-$KVER_PKG"

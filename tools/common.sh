@@ -66,3 +66,11 @@ mount_chroot() {
 kmake_vars() {
   echo "CC=x86_64-linux-gnu-gcc-14 HOSTCC=gcc RUSTC=rustc BINDGEN=bindgen KERNELRELEASE=$KREL"
 }
+
+# serialize NAME: hold an exclusive lock for the rest of the calling script,
+# so concurrent runs of the same setup step wait and then find it done.
+serialize() {
+  mkdir -p "$CACHE"
+  exec 9>"$CACHE/.lock-$1"
+  flock 9
+}

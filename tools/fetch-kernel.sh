@@ -3,6 +3,7 @@
 # with a private apt configuration for trixie + trixie-backports that leaves the
 # host's own apt sources alone.
 source "$(dirname "$0")/common.sh"
+serialize fetch-kernel
 PKGS=(linux-source-$KSERIES linux-headers-$KREL linux-headers-${KREL%-amd64}-common
       linux-binary-$KREL linux-modules-$KREL)
 mkdir -p "$DEBS"

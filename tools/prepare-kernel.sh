@@ -5,6 +5,7 @@
 # BTF-only vmlinux.  Proves the .config is unchanged and that every Rust export
 # of the `kernel` crate is in Debian's Module.symvers.  Idempotent (stamp).
 source "$(dirname "$0")/common.sh"
+serialize prepare-kernel
 need_root
 EXTRACT="$CACHE/extract-$KREL"
 HDR="$EXTRACT/usr/src/linux-headers-$KREL"

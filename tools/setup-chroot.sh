@@ -3,6 +3,7 @@
 # bindgen, clang/lld, gcc-14, pahole.  Also trixie's QEMU 10, packed into the
 # VM image for nested tests.  Idempotent: a stamp file records a finished setup.
 source "$(dirname "$0")/common.sh"
+serialize setup-chroot
 need_root
 PKGS="rustc rust-src rustfmt bindgen clang libclang-dev lld llvm gcc-14 gcc make flex bison bc \
 libelf-dev libssl-dev openssl dwarves python3 kmod cpio xz-utils zstd perl rsync file \

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Host packages the rig needs (Debian 12).  Idempotent: installs only what is missing.
 source "$(dirname "$0")/common.sh"
+serialize setup-host
 need_root
 pkgs=(debootstrap qemu-system-x86 busybox-static cpio xz-utils zstd kmod file)
 missing=()
