@@ -21,8 +21,11 @@
 #[cfg(all(test, not(gvt_kmod)))]
 extern crate std;
 
+pub mod aperture;
 pub mod backend;
+pub mod ggtt;
 pub mod mem;
+pub mod ppgtt;
 
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;
