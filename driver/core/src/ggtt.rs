@@ -183,7 +183,7 @@ impl<'a> Ggtt<'a> {
         }
         let limit = u64::from(be.ggtt_entries()) << PAGE_SHIFT;
         for r in [gm.aperture, gm.high] {
-            if r.base.checked_add(r.size).map_or(true, |e| e > limit) {
+            if r.base.checked_add(r.size).is_none_or(|e| e > limit) {
                 return Err(GgttError::OutsidePhysical);
             }
         }
@@ -507,7 +507,7 @@ pub(super) fn frame_range(iova: u64, size: u64) -> Option<(Gfn, Gfn)> {
     if size == 0 {
         return None;
     }
-    let last = iova.checked_add(size - 1).unwrap_or(u64::MAX);
+    let last = iova.saturating_add(size - 1);
     Some((iova >> PAGE_SHIFT, (last >> PAGE_SHIFT).saturating_add(1)))
 }
 
@@ -576,14 +576,15 @@ pub(super) mod tests {
         let mut be = FakePhysGgtt::new(32);
         be.entries.iter_mut().for_each(|p| *p = Pte(0xdead_0001));
         let (mut gs, mut ss) = (vec![5; 8], vec![5; 8]);
-        let g = Ggtt::new(slices(), SCRATCH, &mut gs, &mut ss, &mut be).unwrap();
-        assert_eq!(g.mapped_entries(), 0);
-        for i in 0..32u64 {
-            let inside = (2..6).contains(&i) || (20..24).contains(&i);
-            let want = if inside { Pte::new(SCRATCH) } else { Pte(0xdead_0001) };
-            assert_eq!(be.read(i), want, "entry {i}");
+        {
+            let g = Ggtt::new(slices(), SCRATCH, &mut gs, &mut ss, &mut be).unwrap();
+            assert_eq!(g.mapped_entries(), 0);
+            for i in 0..32u64 {
+                let inside = (2..6).contains(&i) || (20..24).contains(&i);
+                let want = if inside { Pte::new(SCRATCH) } else { Pte(0xdead_0001) };
+                assert_eq!(be.read(i), want, "entry {i}");
+            }
         }
-        drop(g);
         assert!(gs.iter().all(|&v| v == 0) && ss.iter().all(|&v| v == 0));
 
         let mut st = |gm: VgpuGm, n: usize| {
@@ -597,7 +598,7 @@ pub(super) mod tests {
         assert_eq!(st(ovl, 5), Some(GgttError::Overlap));
         let big = VgpuGm { aperture: GmRange::new(0, 4 * PAGE_SIZE), high: GmRange::new(30 * PAGE_SIZE, 4 * PAGE_SIZE) };
         assert_eq!(st(big, 8), Some(GgttError::OutsidePhysical));
-        let wrap = VgpuGm { aperture: GmRange::new(u64::MAX & !0xfff, 1 << 20), high: GmRange::default() };
+        let wrap = VgpuGm { aperture: GmRange::new(!0xfff, 1 << 20), high: GmRange::default() };
         assert_eq!(st(wrap, 256), Some(GgttError::OutsidePhysical));
     }
 
