@@ -316,9 +316,12 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         let pt_page = match gmem.pin(gpt) {
             Ok(p) => p,
             Err(_) => {
-                // A PDE naming a frame that is not guest memory: the shadow
-                // PDE stays not present (any old shadow PT was dropped above).
+                // A PDE naming a frame that is not (or no longer) guest
+                // memory: the shadow PDE becomes not present.
                 self.stats.reject_pt_frame = self.stats.reject_pt_frame.wrapping_add(1);
+                if let Some(s) = self.slot_of(i) {
+                    self.release_slot(root, s, gmem, host, alloc)?;
+                }
                 return Ok(());
             }
         };
@@ -760,6 +763,18 @@ mod tests {
         assert_eq!(pp.pinned_pages(), 2);
         assert_eq!(r.gm.outstanding_pins(), 3);
 
+        // The VMM unmaps the guest PT page itself: the next sync drops the
+        // shadow PT (found by the property test below).
+        put(&mut r.host, HostPage(101), 1, (0x10e << 12) | 1);
+        put(&mut r.host, HostPage(114), 0, (0x108 << 12) | 1);
+        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        assert_eq!(walk(&r.host, root, 1 << 21), Some(HostPage(108)));
+        r.gm.unmap(0x10e, 1);
+        assert_eq!(pp.dma_unmap(&mut r.gm, &mut r.host, &mut r.alloc, 0x10e << 12, PAGE_SIZE), 0);
+        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        assert_eq!(walk(&r.host, root, 1 << 21), None);
+        assert_eq!(pp.pinned_pages(), 2);
+
         // The guest moves PP_DIR_BASE: the whole shadow is rebuilt.
         ggtt.write_pte(&mut r.gm, &mut r.be, &mut r.cpu, 3, (0x104 << 12) | 1);
         put(&mut r.host, HostPage(104), 5, (0x102 << 12) | 1);
@@ -850,7 +865,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
         #[test]
         fn shadow_ppgtt_walks_only_yield_the_owners_pages(ops in proptest::collection::vec(op(), 1..100)) {
             let mut be = FakePhysGgtt::new(16);
