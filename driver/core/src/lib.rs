@@ -21,8 +21,11 @@
 #[cfg(all(test, not(gvt_kmod)))]
 extern crate std;
 
+pub mod aperture;
 pub mod backend;
+pub mod ggtt;
 pub mod mem;
+pub mod ppgtt;
 
 pub mod cfgspace;
 pub mod mmio;
