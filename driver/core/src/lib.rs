@@ -24,5 +24,11 @@ extern crate std;
 pub mod backend;
 pub mod mem;
 
+pub mod ctx;
+pub mod reset;
+pub mod sched;
+pub mod sched_policy;
+pub mod stats;
+
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;
