@@ -35,5 +35,11 @@ pub mod regs;
 pub mod vgpu;
 pub mod vgpu_types;
 
+pub mod ctx;
+pub mod reset;
+pub mod sched;
+pub mod sched_policy;
+pub mod stats;
+
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;

@@ -1,0 +1,287 @@
+//! Per-vGPU statistics (paper §4: the trap break-down of Figure 13, the
+//! command rates of Figure 11, and the scheduler's own figures of §3.2).
+//!
+//! One [`VgpuStats`] per vGPU.  The scheduler ([`super::sched`]) keeps the
+//! table and updates the fields it owns (engine time, context switches, hangs,
+//! submissions, flow-control refusals, state); the trap handlers and the
+//! command auditor update theirs through `Scheduler::stats_mut` with
+//! [`VgpuStats::count_trap`], [`VgpuStats::count_audited`] and
+//! [`VgpuStats::count_reject`].  [`VgpuStats::format`] renders everything as
+//! `key value` lines into any [`core::fmt::Write`]; [`FixedBuf`] is a
+//! fixed-size, allocation-free one for sysfs `show` callbacks (a page).
+
+use core::fmt::{self, Write};
+
+use super::backend::EngineId;
+
+/// Trap classes of the paper's Figure 13.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrapKind {
+    /// Power-management registers (forcewake and friends, paper §3.6).
+    Pm = 0,
+    /// Ring TAIL writes: command submissions.
+    Tail = 1,
+    /// GGTT PTE writes (and write-protected PPGTT page-table pages).
+    Pte = 2,
+    /// Every other trapped access.
+    Other = 3,
+}
+
+impl TrapKind {
+    pub const COUNT: usize = 4;
+    pub const ALL: [TrapKind; 4] = [TrapKind::Pm, TrapKind::Tail, TrapKind::Pte, TrapKind::Other];
+    pub const fn name(self) -> &'static str {
+        match self {
+            TrapKind::Pm => "pm",
+            TrapKind::Tail => "tail",
+            TrapKind::Pte => "pte",
+            TrapKind::Other => "other",
+        }
+    }
+}
+
+/// Why a submission or a command was refused (paper §3.5: isolation, DoS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RejectClass {
+    /// Unknown or unsupported opcode.
+    UnknownCommand = 0,
+    /// Privileged command or register (LRI outside the whitelist, ...).
+    Privileged = 1,
+    /// A graphics address outside the vGPU's own memory.
+    BadAddress = 2,
+    /// Bad length, truncated command, batch nesting too deep, ring overrun.
+    Malformed = 3,
+    /// Flow control: the vGPU already has as much work queued as allowed.
+    Backpressure = 4,
+    /// The vGPU is in the Failed state (too many hangs).
+    Failed = 5,
+}
+
+impl RejectClass {
+    pub const COUNT: usize = 6;
+    pub const ALL: [RejectClass; 6] = [
+        RejectClass::UnknownCommand,
+        RejectClass::Privileged,
+        RejectClass::BadAddress,
+        RejectClass::Malformed,
+        RejectClass::Backpressure,
+        RejectClass::Failed,
+    ];
+    pub const fn name(self) -> &'static str {
+        match self {
+            RejectClass::UnknownCommand => "unknown_cmd",
+            RejectClass::Privileged => "privileged",
+            RejectClass::BadAddress => "bad_address",
+            RejectClass::Malformed => "malformed",
+            RejectClass::Backpressure => "backpressure",
+            RejectClass::Failed => "failed",
+        }
+    }
+}
+
+/// Scheduling state of a vGPU as the host shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VgpuState {
+    /// Slot not in use.
+    #[default]
+    Absent,
+    /// No queued work.
+    Idle,
+    /// Queued work, waiting for an engine.
+    Runnable,
+    /// Owns at least one engine.
+    Running,
+    /// Hung too often: submissions refused until the vGPU is reset or destroyed.
+    Failed,
+}
+
+impl VgpuState {
+    pub const fn name(self) -> &'static str {
+        match self {
+            VgpuState::Absent => "absent",
+            VgpuState::Idle => "idle",
+            VgpuState::Runnable => "runnable",
+            VgpuState::Running => "running",
+            VgpuState::Failed => "failed",
+        }
+    }
+}
+
+/// Counters of one vGPU.  All counters saturate; none is guest-resettable.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VgpuStats {
+    /// Engine time charged to the vGPU, per engine (ns).
+    pub engine_ns: [u64; EngineId::COUNT],
+    /// Submissions admitted by flow control.
+    pub submissions: u64,
+    /// Commands audited (and admitted) for the vGPU.
+    pub cmds_audited: u64,
+    /// Refusals per [`RejectClass`].
+    pub rejections: [u64; RejectClass::COUNT],
+    /// Trapped accesses per [`TrapKind`].
+    pub traps: [u64; TrapKind::COUNT],
+    /// Render/blitter context switches into this vGPU.
+    pub ctx_switches: u64,
+    /// Engine hangs this vGPU was found guilty of (since its last reset).
+    pub hangs: u32,
+    /// Hangs, all time.
+    pub hangs_total: u64,
+    /// Current state.
+    pub state: VgpuState,
+}
+
+impl VgpuStats {
+    pub const EMPTY: VgpuStats = VgpuStats {
+        engine_ns: [0; EngineId::COUNT],
+        submissions: 0,
+        cmds_audited: 0,
+        rejections: [0; RejectClass::COUNT],
+        traps: [0; TrapKind::COUNT],
+        ctx_switches: 0,
+        hangs: 0,
+        hangs_total: 0,
+        state: VgpuState::Absent,
+    };
+
+    pub fn count_trap(&mut self, kind: TrapKind) {
+        if let Some(c) = self.traps.get_mut(kind as usize) {
+            *c = c.saturating_add(1);
+        }
+    }
+    pub fn count_reject(&mut self, class: RejectClass) {
+        if let Some(c) = self.rejections.get_mut(class as usize) {
+            *c = c.saturating_add(1);
+        }
+    }
+    pub fn count_audited(&mut self, cmds: u64) {
+        self.cmds_audited = self.cmds_audited.saturating_add(cmds);
+    }
+    pub fn add_engine_time(&mut self, e: EngineId, ns: u64) {
+        if let Some(t) = self.engine_ns.get_mut(e.index()) {
+            *t = t.saturating_add(ns);
+        }
+    }
+    /// All trapped accesses.
+    pub fn traps_total(&self) -> u64 {
+        self.traps.iter().fold(0u64, |a, b| a.saturating_add(*b))
+    }
+    /// All refusals.
+    pub fn rejections_total(&self) -> u64 {
+        self.rejections.iter().fold(0u64, |a, b| a.saturating_add(*b))
+    }
+
+    /// `key value` lines, one counter a line (sysfs style).
+    pub fn format<W: Write>(&self, w: &mut W) -> fmt::Result {
+        writeln!(w, "state {}", self.state.name())?;
+        writeln!(w, "rcs_time_ns {}", self.engine_ns[EngineId::Rcs.index()])?;
+        writeln!(w, "bcs_time_ns {}", self.engine_ns[EngineId::Bcs.index()])?;
+        writeln!(w, "submissions {}", self.submissions)?;
+        writeln!(w, "cmds_audited {}", self.cmds_audited)?;
+        for c in RejectClass::ALL {
+            writeln!(w, "reject_{} {}", c.name(), self.rejections[c as usize])?;
+        }
+        for k in TrapKind::ALL {
+            writeln!(w, "trap_{} {}", k.name(), self.traps[k as usize])?;
+        }
+        writeln!(w, "ctx_switches {}", self.ctx_switches)?;
+        writeln!(w, "hangs {}", self.hangs)?;
+        writeln!(w, "hangs_total {}", self.hangs_total)
+    }
+}
+
+/// A fixed-capacity UTF-8 buffer implementing [`core::fmt::Write`].  A write
+/// that does not fit is refused as a whole (`fmt::Error`) and the buffer keeps
+/// what was written before it, so output is truncated at a piece boundary,
+/// never inside a character.
+pub struct FixedBuf<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+}
+
+impl<const N: usize> FixedBuf<N> {
+    pub const fn new() -> Self {
+        Self { buf: [0; N], len: 0 }
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        self.buf.get(..self.len).unwrap_or(&[])
+    }
+    pub fn as_str(&self) -> &str {
+        // Only whole `&str`s are ever copied in, so this cannot fail.
+        core::str::from_utf8(self.as_bytes()).unwrap_or("")
+    }
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+impl<const N: usize> Write for FixedBuf<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
+        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_and_format() {
+        let mut s = VgpuStats::EMPTY;
+        s.state = VgpuState::Running;
+        s.count_trap(TrapKind::Pm);
+        s.count_trap(TrapKind::Pm);
+        s.count_trap(TrapKind::Tail);
+        s.count_reject(RejectClass::BadAddress);
+        s.count_audited(17);
+        s.add_engine_time(EngineId::Bcs, 1234);
+        assert_eq!(s.traps_total(), 3);
+        assert_eq!(s.rejections_total(), 1);
+        let mut b = FixedBuf::<1024>::new();
+        s.format(&mut b).unwrap();
+        let t = b.as_str();
+        assert!(t.starts_with("state running\n"));
+        assert!(t.contains("\nbcs_time_ns 1234\n"));
+        assert!(t.contains("\ncmds_audited 17\n"));
+        assert!(t.contains("\ntrap_pm 2\n"));
+        assert!(t.contains("\ntrap_tail 1\n"));
+        assert!(t.contains("\ntrap_pte 0\n"));
+        assert!(t.contains("\nreject_bad_address 1\n"));
+        assert!(t.ends_with("hangs_total 0\n"));
+    }
+
+    #[test]
+    fn fixed_buf_refuses_overflow_and_keeps_prefix() {
+        let mut b = FixedBuf::<8>::new();
+        assert!(b.write_str("abcd").is_ok());
+        assert!(b.write_str("efghi").is_err());
+        assert_eq!(b.as_str(), "abcd");
+        assert!(b.write_str("efgh").is_ok());
+        assert_eq!(b.as_str(), "abcdefgh");
+        let mut s = VgpuStats::EMPTY;
+        s.state = VgpuState::Idle;
+        let mut small = FixedBuf::<20>::new();
+        assert!(s.format(&mut small).is_err());
+        assert!(small.as_str().starts_with("state idle\n"));
+    }
+
+    #[test]
+    fn counters_saturate() {
+        let mut s = VgpuStats::EMPTY;
+        s.traps[TrapKind::Other as usize] = u64::MAX;
+        s.count_trap(TrapKind::Other);
+        s.count_audited(u64::MAX);
+        s.count_audited(5);
+        assert_eq!(s.traps[3], u64::MAX);
+        assert_eq!(s.cmds_audited, u64::MAX);
+    }
+}
