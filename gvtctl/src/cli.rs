@@ -114,6 +114,9 @@ pub enum Command {
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
+    /// For udev: succeed (and print the UUIDs) if IOMMU group N holds a gvt-rs vGPU
+    #[command(hide = true)]
+    UdevMatchGroup { group: String },
     /// Simulated mdev core for tests and demos (see README.md)
     #[command(subcommand, hide = true)]
     Sim(SimCommand),

@@ -173,6 +173,12 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
             });
             out.vmm_args(&u, vmm);
         }
+        Command::UdevMatchGroup { group } => {
+            let found = ctl.gvt_rs_in_group(group);
+            let names: Vec<String> = found.iter().map(|u| u.to_string()).collect();
+            out.value(&json!({"group": group, "gvt_rs": names}), &names.join(" "));
+            return Ok(if found.is_empty() { exit::FAILURE } else { exit::OK });
+        }
         Command::Completions { shell } => {
             clap_complete::generate(*shell, &mut Cli::command(), "gvtctl", &mut std::io::stdout());
         }

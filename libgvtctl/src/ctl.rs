@@ -720,6 +720,24 @@ impl Gvtctl {
         out
     }
 
+    /// The gvt-rs vGPUs in IOMMU group `group` (what the udev rule for `/dev/vfio/N` asks).
+    pub fn gvt_rs_in_group(&self, group: &str) -> Vec<Uuid> {
+        if group.is_empty() || !group.bytes().all(|b| b.is_ascii_digit()) {
+            return Vec::new();
+        }
+        let dir = self.root.join("sys/kernel/iommu_groups").join(group).join("devices");
+        self.fs
+            .read_dir(&dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| Uuid::parse(&n).ok())
+            .filter(|u| {
+                self.link_name(&dir.join(u.as_str()).join("mdev_type"))
+                    .is_some_and(|t| TypeKind::of(&t) == TypeKind::GvtRs)
+            })
+            .collect()
+    }
+
     /// Stop (remove) an active vGPU; its definition stays.
     pub fn stop(&self, uuid: &Uuid) -> Result<Instance, Error> {
         self.destroy(uuid)

@@ -89,6 +89,13 @@ impl SimMdevCore {
             return Err(errno(ENOSPC));
         }
         let dev = parent_dir.join(uuid.as_str());
+        // gvt-rs places the partition before anything becomes visible (ENOSPC when the
+        // free space is fragmented or gone, whatever available_instances said).
+        let gvt_attrs = if type_id.starts_with("gvt_rs-") {
+            Some(self.place_gvt(&parent_dir, type_dir)?)
+        } else {
+            None
+        };
         std::fs::create_dir(&dev)?;
         symlink(rel(&dev, &type_dir.to_path_buf()), dev.join("mdev_type"))?;
         std::fs::write(dev.join("remove"), "")?;
@@ -108,14 +115,21 @@ impl SimMdevCore {
         symlink(rel(&type_dir.join("devices"), &dev), type_dir.join("devices").join(uuid.as_str()))?;
         std::fs::create_dir_all(&bus)?;
         symlink(rel(&bus, &dev), bus.join(uuid.as_str()))?;
-        if type_id.starts_with("gvt_rs-") {
-            self.make_gvt_group(&parent_dir, &dev, type_dir)?;
+        if let Some(attrs) = gvt_attrs {
+            let g = dev.join("gvt");
+            std::fs::create_dir(&g)?;
+            for (k, v) in attrs {
+                std::fs::write(g.join(k), format!("{v}\n"))?;
+                if k != "weight" {
+                    std::fs::set_permissions(g.join(k), std::fs::Permissions::from_mode(0o444))?;
+                }
+            }
         }
         recompute(&parent_dir)
     }
 
     /// The gvt-rs driver's `gvt/` attribute group, with first-fit placement.
-    fn make_gvt_group(&self, parent_dir: &Path, dev: &Path, type_dir: &Path) -> io::Result<()> {
+    fn place_gvt(&self, parent_dir: &Path, type_dir: &Path) -> io::Result<[(&'static str, String); 9]> {
         let desc = std::fs::read_to_string(type_dir.join("description")).unwrap_or_default();
         let p = Partition::from_description(&desc).ok_or_else(|| errno(EINVAL))?;
         let pool = read_pool(parent_dir);
@@ -125,9 +139,6 @@ impl SimMdevCore {
         let mut hi = Vec::new();
         let mut fe = Vec::new();
         for d in devices_of(parent_dir) {
-            if d == dev {
-                continue;
-            }
             let g = d.join("gvt");
             let r = |a: &str| std::fs::read_to_string(g.join(a)).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
             ids.push(r("vgpu_id"));
@@ -140,9 +151,7 @@ impl SimMdevCore {
         let hb = first_fit(&hi, p.high_gm, ap_cap, ap_cap.saturating_add(cap("high_gm"))).ok_or_else(|| errno(ENOSPC))?;
         let fb = first_fit(&fe, u64::from(p.fences), 0, cap("fences")).ok_or_else(|| errno(ENOSPC))?;
         let id = (1u64..).find(|n| !ids.contains(n)).unwrap_or(1);
-        let g = dev.join("gvt");
-        std::fs::create_dir(&g)?;
-        let attrs: [(&str, String); 9] = [
+        Ok([
             ("vgpu_id", id.to_string()),
             ("aperture_base", ab.to_string()),
             ("aperture_size", p.aperture.to_string()),
@@ -152,14 +161,7 @@ impl SimMdevCore {
             ("fence_count", p.fences.to_string()),
             ("weight", p.weight.unwrap_or(1).to_string()),
             ("state", "running".to_string()),
-        ];
-        for (k, v) in attrs {
-            std::fs::write(g.join(k), format!("{v}\n"))?;
-            if k != "weight" {
-                std::fs::set_permissions(g.join(k), std::fs::Permissions::from_mode(0o444))?;
-            }
-        }
-        Ok(())
+        ])
     }
 
     fn remove(&self, dev: &Path, data: &[u8]) -> io::Result<()> {
