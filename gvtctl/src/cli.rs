@@ -30,7 +30,13 @@ the schema is in gvtctl's README.md.";
 #[command(name = "gvtctl", version, about = "Manage gvt-rs vGPUs (VFIO mediated devices)", after_help = AFTER_HELP)]
 pub struct Cli {
     /// Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)
-    #[arg(long, global = true, value_name = "DIR", env = "GVTCTL_ROOT", default_value = "/")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "GVTCTL_ROOT",
+        default_value = "/"
+    )]
     pub root: PathBuf,
 
     /// Print machine-readable JSON (stable schema, see README.md)

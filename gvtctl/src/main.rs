@@ -8,7 +8,8 @@ use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, SimCommand, VmmArg};
 use libgvtctl::sim::{self, Fixture};
 use libgvtctl::{
-    exit, parse_size, CreateRequest, DefineRequest, Error, Gvtctl, PartitionRequest, StartMode, Uuid,
+    exit, parse_size, CreateRequest, DefineRequest, Error, Gvtctl, PartitionRequest, StartMode,
+    Uuid,
 };
 use output::Out;
 use serde_json::json;
@@ -22,7 +23,11 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            eprintln!("gvtctl: {}: {}", r.level().as_str().to_lowercase(), r.args());
+            eprintln!(
+                "gvtctl: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
         }
     }
     fn flush(&self) {}
@@ -53,7 +58,11 @@ fn uuid_arg(s: &str) -> Result<Uuid, Error> {
     Uuid::parse(s)
 }
 
-fn partition(aperture: &Option<String>, high_gm: &Option<String>, fences: Option<u32>) -> Result<PartitionRequest, Error> {
+fn partition(
+    aperture: &Option<String>,
+    high_gm: &Option<String>,
+    fences: Option<u32>,
+) -> Result<PartitionRequest, Error> {
     Ok(PartitionRequest {
         aperture: aperture.as_deref().map(parse_size).transpose()?,
         high_gm: high_gm.as_deref().map(parse_size).transpose()?,
@@ -64,7 +73,9 @@ fn partition(aperture: &Option<String>, high_gm: &Option<String>, fences: Option
 fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
     let mut ctl = Gvtctl::new(&cli.root);
     if !(cli.timeout.is_finite() && cli.timeout >= 0.0 && cli.timeout <= 3600.0) {
-        return Err(Error::InvalidArgument("--timeout takes seconds between 0 and 3600".into()));
+        return Err(Error::InvalidArgument(
+            "--timeout takes seconds between 0 and 3600".into(),
+        ));
     }
     ctl.set_timeout(Duration::from_secs_f64(cli.timeout));
     match &cli.command {

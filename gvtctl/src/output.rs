@@ -1,6 +1,8 @@
 //! Human tables and the `--json` objects (schema documented in README.md).
 
-use libgvtctl::{format_size, Definition, Error, Instance, MdevType, StartOutcome, Uuid, Vmm, VmmArgs};
+use libgvtctl::{
+    format_size, Definition, Error, Instance, MdevType, StartOutcome, Uuid, Vmm, VmmArgs,
+};
 use serde_json::{json, Value};
 
 pub struct Out {
@@ -23,7 +25,11 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
             if i + 1 == n {
                 s.push_str(&c);
             } else {
-                let pad = w.get(i).copied().unwrap_or(0).saturating_sub(c.chars().count());
+                let pad = w
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(c.chars().count());
                 s.push_str(&c);
                 s.push_str(&" ".repeat(pad + 2));
             }
@@ -93,7 +99,11 @@ impl Out {
                     if p.is_some() {
                         dash(t.name.clone())
                     } else {
-                        let d = t.description.as_deref().and_then(|d| d.lines().next()).map(str::to_string);
+                        let d = t
+                            .description
+                            .as_deref()
+                            .and_then(|d| d.lines().next())
+                            .map(str::to_string);
                         match (&t.name, d) {
                             (Some(n), Some(d)) if !d.is_empty() => format!("{n}: {d}"),
                             (n, d) => dash(n.clone().or(d)),
@@ -103,7 +113,17 @@ impl Out {
             })
             .collect();
         let human = table(
-            &["PARENT", "TYPE", "AVAIL", "APERTURE", "HIGH-GM", "FENCES", "RESOLUTION", "WEIGHT", "NAME"],
+            &[
+                "PARENT",
+                "TYPE",
+                "AVAIL",
+                "APERTURE",
+                "HIGH-GM",
+                "FENCES",
+                "RESOLUTION",
+                "WEIGHT",
+                "NAME",
+            ],
             &rows,
         );
         self.emit(&json!({ "types": types }), &human);
@@ -118,7 +138,11 @@ impl Out {
             h.push_str(&format!("\nVFIO group node: {n}"));
         }
         if let Some(d) = &i.definition {
-            h.push_str(&format!("\ndefined in {} (start {})", d.path, d.start.as_str()));
+            h.push_str(&format!(
+                "\ndefined in {} (start {})",
+                d.path,
+                d.start.as_str()
+            ));
         }
         h.push_str(&format!(
             "\n\nQEMU:\n  {}\ncloud-hypervisor:\n  {}\nlibvirt (<devices> of the domain XML; `gvtctl vmm-args {} --vmm libvirt`)",
@@ -132,7 +156,10 @@ impl Out {
         if undefined {
             h.push_str("; definition deleted");
         } else if let Some(d) = &i.definition {
-            h.push_str(&format!("; still defined in {} (`gvtctl start {}`)", d.path, i.uuid));
+            h.push_str(&format!(
+                "; still defined in {} (`gvtctl start {}`)",
+                d.path, i.uuid
+            ));
         }
         self.emit(
             &json!({"uuid": i.uuid, "parent": i.parent, "type": i.type_id, "action": action, "undefined": undefined}),
@@ -160,7 +187,13 @@ impl Out {
         let human = if rows.is_empty() {
             "no vGPUs (create one with `gvtctl create --aperture 64M`)".to_string()
         } else {
-            table(&["UUID", "PARENT", "TYPE", "STATE", "APERTURE", "FENCES", "VFIO", "IN-USE", "DEFINED"], &rows)
+            table(
+                &[
+                    "UUID", "PARENT", "TYPE", "STATE", "APERTURE", "FENCES", "VFIO", "IN-USE",
+                    "DEFINED",
+                ],
+                &rows,
+            )
         };
         self.emit(&json!({ "instances": list }), &human);
     }
@@ -170,8 +203,25 @@ impl Out {
         let mut kv = |k: &str, v: String| h.push_str(&format!("{k:<19} {v}\n"));
         kv("uuid:", i.uuid.to_string());
         kv("parent:", i.parent.clone());
-        kv("type:", format!("{}{}", i.type_id, i.type_name.as_ref().map(|n| format!(" ({n})")).unwrap_or_default()));
-        kv("state:", if i.active { "active".into() } else { "stopped".into() });
+        kv(
+            "type:",
+            format!(
+                "{}{}",
+                i.type_id,
+                i.type_name
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            ),
+        );
+        kv(
+            "state:",
+            if i.active {
+                "active".into()
+            } else {
+                "stopped".into()
+            },
+        );
         if let Some(p) = &i.partition {
             kv("partition:", p.to_string());
             if let Some(r) = &p.resolution {
@@ -181,8 +231,13 @@ impl Out {
         if let Some(g) = &i.gvt {
             for (k, v) in g {
                 let shown = match (k.as_str(), v.as_u64()) {
-                    (k2, Some(n)) if k2.ends_with("_base") || k2.ends_with("_size") => format!("{n} ({})", hex_or_size(k2, n)),
-                    _ => v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()),
+                    (k2, Some(n)) if k2.ends_with("_base") || k2.ends_with("_size") => {
+                        format!("{n} ({})", hex_or_size(k2, n))
+                    }
+                    _ => v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
                 };
                 kv(&format!("gvt/{k}:"), shown);
             }
@@ -194,7 +249,10 @@ impl Out {
             kv("in use:", in_use_text(i));
         }
         match &i.definition {
-            Some(d) => kv("defined:", format!("{} (start {})", d.path, d.start.as_str())),
+            Some(d) => kv(
+                "defined:",
+                format!("{} (start {})", d.path, d.start.as_str()),
+            ),
             None => kv("defined:", "no".into()),
         }
         h.push_str(&format!(
@@ -209,7 +267,11 @@ impl Out {
     pub fn defined(&self, d: &Definition) {
         let h = format!(
             "{}\n\ndefined {} on {} in {} (start {})",
-            d.uuid, d.mdev_type, d.parent, d.path, d.start.as_str()
+            d.uuid,
+            d.mdev_type,
+            d.parent,
+            d.path,
+            d.start.as_str()
         );
         self.emit(&json!({ "definition": d }), &h);
     }
@@ -238,11 +300,19 @@ impl Out {
             let d = &r.definition;
             let (status, err) = match &r.result {
                 Ok(s) => (serde_json::to_value(s).unwrap_or(Value::Null), Value::Null),
-                Err(e) => (json!("failed"), json!({"kind": e.kind(), "message": e.to_string()})),
+                Err(e) => (
+                    json!("failed"),
+                    json!({"kind": e.kind(), "message": e.to_string()}),
+                ),
             };
             lines.push(match &r.result {
-                Ok(libgvtctl::StartStatus::Started) => format!("started {} ({} on {})", d.uuid, d.mdev_type, d.parent),
-                Ok(libgvtctl::StartStatus::AlreadyActive) => format!("already active {} ({} on {})", d.uuid, d.mdev_type, d.parent),
+                Ok(libgvtctl::StartStatus::Started) => {
+                    format!("started {} ({} on {})", d.uuid, d.mdev_type, d.parent)
+                }
+                Ok(libgvtctl::StartStatus::AlreadyActive) => format!(
+                    "already active {} ({} on {})",
+                    d.uuid, d.mdev_type, d.parent
+                ),
                 Err(e) => format!("failed {} ({} on {}): {e}", d.uuid, d.mdev_type, d.parent),
             });
             js.push(json!({"uuid": d.uuid, "parent": d.parent, "type": d.mdev_type, "status": status, "error": err}));
@@ -282,7 +352,10 @@ impl Out {
 }
 
 fn indent(s: &str) -> String {
-    s.lines().map(|l| format!("  {l}")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn hex_or_size(key: &str, n: u64) -> String {

@@ -40,7 +40,10 @@ fn run_rule(t: &Tree, cmd: &str, kernel: &str) -> std::process::Output {
     assert_eq!(a[0], "/usr/bin/gvtctl", "rules run the installed gvtctl");
     let mut c = assert_cmd::Command::cargo_bin("gvtctl").unwrap();
     // The rule has no --root: GVTCTL_ROOT points it at the simulated tree.
-    c.env("GVTCTL_ROOT", t.root()).args(&a[1..]).output().expect("run")
+    c.env("GVTCTL_ROOT", t.root())
+        .args(&a[1..])
+        .output()
+        .expect("run")
 }
 
 #[test]
@@ -52,11 +55,24 @@ fn autostart_rule_starts_auto_definitions_of_the_parent() {
     assert!(rules.contains(r#"TEST=="/etc/mdevctl.d/$kernel""#));
     for cmd in &runs {
         let t = all();
-        t.cmd().args(["define", U1, "--type", "gvt_rs-GVTsim_64M", "--auto"]).assert().success();
-        t.cmd().args(["define", U2, "--type", "gvt_rs-GVTsim_128M"]).assert().success();
-        t.cmd().args(["define", U3, "--type", "mtty-1", "--auto"]).assert().success();
+        t.cmd()
+            .args(["define", U1, "--type", "gvt_rs-GVTsim_64M", "--auto"])
+            .assert()
+            .success();
+        t.cmd()
+            .args(["define", U2, "--type", "gvt_rs-GVTsim_128M"])
+            .assert()
+            .success();
+        t.cmd()
+            .args(["define", U3, "--type", "mtty-1", "--auto"])
+            .assert()
+            .success();
         let out = run_rule(&t, cmd, "gvt-sim0");
-        assert!(out.status.success(), "{cmd}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(t.dev(U1).exists(), "auto definition started");
         assert!(!t.dev(U2).exists(), "manual definition left alone");
         assert!(!t.dev(U3).exists(), "other parent's definitions left alone");
@@ -79,7 +95,12 @@ fn autostart_after_module_reload() {
     let out = run_rule(&t, cmd, "gvt-sim0");
     assert!(out.status.success());
     assert!(t.dev(&a).exists(), "defined vGPU is back");
-    assert_eq!(std::fs::read_to_string(t.dev(&a).join("gvt/weight")).unwrap().trim(), "7");
+    assert_eq!(
+        std::fs::read_to_string(t.dev(&a).join("gvt/weight"))
+            .unwrap()
+            .trim(),
+        "7"
+    );
     assert!(!t.dev(&b).exists(), "transient vGPU stays gone");
 }
 
@@ -104,11 +125,17 @@ fn vfio_rule_program_matches_gvt_rs_groups_only() {
 #[test]
 fn rules_syntax_with_udevadm() {
     let script = udev_dir().join("check-rules.sh");
-    let out = std::process::Command::new("bash").arg(&script).output().expect("bash");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .output()
+        .expect("bash");
     let err = String::from_utf8_lossy(&out.stderr);
     match out.status.code() {
         Some(0) => eprintln!("{}", String::from_utf8_lossy(&out.stdout)),
         Some(77) => eprintln!("udev rule syntax NOT verified: {err}"),
-        _ => panic!("udev rules rejected:\n{}\n{err}", String::from_utf8_lossy(&out.stdout)),
+        _ => panic!(
+            "udev rules rejected:\n{}\n{err}",
+            String::from_utf8_lossy(&out.stdout)
+        ),
     }
 }

@@ -116,7 +116,11 @@ impl Gvtctl {
     }
 
     pub fn with_sysfs(root: impl Into<PathBuf>, fs: Box<dyn Sysfs>) -> Gvtctl {
-        Gvtctl { root: root.into(), fs, timeout: DEFAULT_TIMEOUT }
+        Gvtctl {
+            root: root.into(),
+            fs,
+            timeout: DEFAULT_TIMEOUT,
+        }
     }
 
     /// Bound on waiting for devices to appear or go.
@@ -141,7 +145,10 @@ impl Gvtctl {
     }
 
     fn type_dir(&self, parent: &str, type_id: &str) -> PathBuf {
-        self.parent_base().join(parent).join("mdev_supported_types").join(type_id)
+        self.parent_base()
+            .join(parent)
+            .join("mdev_supported_types")
+            .join(type_id)
     }
 
     // ---- discovery -------------------------------------------------------------------
@@ -152,7 +159,10 @@ impl Gvtctl {
             .read_dir(&self.parent_base())
             .unwrap_or_default()
             .into_iter()
-            .filter(|p| self.fs.is_dir(&self.parent_base().join(p).join("mdev_supported_types")))
+            .filter(|p| {
+                self.fs
+                    .is_dir(&self.parent_base().join(p).join("mdev_supported_types"))
+            })
             .collect()
     }
 
@@ -162,13 +172,18 @@ impl Gvtctl {
         let parents = match parent {
             Some(p) => {
                 if !present.iter().any(|x| x == p) {
-                    return Err(Error::UnknownParent { name: p.to_string(), present });
+                    return Err(Error::UnknownParent {
+                        name: p.to_string(),
+                        present,
+                    });
                 }
                 vec![p.to_string()]
             }
             None => {
                 if present.is_empty() {
-                    return Err(Error::NoParent { dir: self.parent_base() });
+                    return Err(Error::NoParent {
+                        dir: self.parent_base(),
+                    });
                 }
                 present
             }
@@ -182,11 +197,28 @@ impl Gvtctl {
                 }
             }
         }
+        // Per parent, smallest partition first (free-text types after, by name).
+        out.sort_by(|a, b| {
+            let key = |t: &MdevType| {
+                t.partition
+                    .as_ref()
+                    .map(|p| (p.aperture, p.high_gm, p.fences))
+            };
+            (&a.parent, key(a).is_none(), key(a), &a.id).cmp(&(
+                &b.parent,
+                key(b).is_none(),
+                key(b),
+                &b.id,
+            ))
+        });
         Ok(out)
     }
 
     fn read_attr(&self, p: &Path) -> Option<String> {
-        self.fs.read_to_string(p).ok().map(|s| s.trim_end_matches('\n').to_string())
+        self.fs
+            .read_to_string(p)
+            .ok()
+            .map(|s| s.trim_end_matches('\n').to_string())
     }
 
     fn read_type(&self, parent: &str, type_id: &str) -> MdevType {
@@ -200,8 +232,12 @@ impl Gvtctl {
             parent: parent.to_string(),
             id: type_id.to_string(),
             kind: TypeKind::of(type_id),
-            name: self.read_attr(&dir.join("name")).map(|s| s.trim().to_string()),
-            device_api: self.read_attr(&dir.join("device_api")).map(|s| s.trim().to_string()),
+            name: self
+                .read_attr(&dir.join("name"))
+                .map(|s| s.trim().to_string()),
+            device_api: self
+                .read_attr(&dir.join("device_api"))
+                .map(|s| s.trim().to_string()),
             available_instances: self
                 .read_attr(&dir.join("available_instances"))
                 .and_then(|s| s.trim().parse().ok()),
@@ -239,10 +275,17 @@ impl Gvtctl {
         // `.../<parent>/mdev_supported_types/<type>`; else the device link `.../<parent>/<uuid>`.
         let parent = type_link
             .as_ref()
-            .and_then(|t| t.parent()?.parent()?.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .and_then(|t| {
+                t.parent()?
+                    .parent()?
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
             .or_else(|| {
                 let l = self.fs.read_link(&dev).ok()?;
-                l.parent()?.file_name().map(|n| n.to_string_lossy().into_owned())
+                l.parent()?
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
             })
             .unwrap_or_else(|| "unknown".to_string());
         let gdir = dev.join("gvt");
@@ -262,7 +305,9 @@ impl Gvtctl {
         } else {
             None
         };
-        let iommu_group = self.link_name(&dev.join("iommu_group")).and_then(|n| n.parse().ok());
+        let iommu_group = self
+            .link_name(&dev.join("iommu_group"))
+            .and_then(|n| n.parse().ok());
         let mut nodes = Vec::new();
         if let Some(g) = iommu_group {
             nodes.push(format!("/dev/vfio/{g}"));
@@ -270,10 +315,22 @@ impl Gvtctl {
         for c in self.fs.read_dir(&dev.join("vfio-dev")).unwrap_or_default() {
             nodes.push(format!("/dev/vfio/devices/{c}"));
         }
-        Some(Active { parent, type_id, gvt, iommu_group, nodes })
+        Some(Active {
+            parent,
+            type_id,
+            gvt,
+            iommu_group,
+            nodes,
+        })
     }
 
-    fn build(&self, uuid: &Uuid, active: Option<Active>, def: Option<Definition>, scan: &holders::Scan) -> Instance {
+    fn build(
+        &self,
+        uuid: &Uuid,
+        active: Option<Active>,
+        def: Option<Definition>,
+        scan: &holders::Scan,
+    ) -> Instance {
         let (parent, type_id) = match (&active, &def) {
             (Some(a), _) => (a.parent.clone(), a.type_id.clone()),
             (None, Some(d)) => (d.parent.clone(), d.mdev_type.clone()),
@@ -286,8 +343,19 @@ impl Gvtctl {
         };
         let (holders, in_use) = match &active {
             Some(a) => {
-                let h: Vec<Holder> = scan.holders.iter().filter(|h| a.nodes.contains(&h.node)).cloned().collect();
-                let in_use = if !h.is_empty() { Some(true) } else if scan.incomplete { None } else { Some(false) };
+                let h: Vec<Holder> = scan
+                    .holders
+                    .iter()
+                    .filter(|h| a.nodes.contains(&h.node))
+                    .cloned()
+                    .collect();
+                let in_use = if !h.is_empty() {
+                    Some(true)
+                } else if scan.incomplete {
+                    None
+                } else {
+                    Some(false)
+                };
                 (h, in_use)
             }
             None => (Vec::new(), Some(false)),
@@ -300,7 +368,10 @@ impl Gvtctl {
             active: active.is_some(),
             partition: ty.as_ref().and_then(|t| t.partition.clone()),
             iommu_group: active.as_ref().and_then(|a| a.iommu_group),
-            vfio_group_node: active.as_ref().and_then(|a| a.iommu_group).map(|g| format!("/dev/vfio/{g}")),
+            vfio_group_node: active
+                .as_ref()
+                .and_then(|a| a.iommu_group)
+                .map(|g| format!("/dev/vfio/{g}")),
             gvt: active.and_then(|a| a.gvt),
             in_use,
             holders,
@@ -310,7 +381,10 @@ impl Gvtctl {
     }
 
     fn scan_nodes(&self, actives: &[(Uuid, Active)]) -> holders::Scan {
-        let nodes: Vec<String> = actives.iter().flat_map(|(_, a)| a.nodes.iter().cloned()).collect();
+        let nodes: Vec<String> = actives
+            .iter()
+            .flat_map(|(_, a)| a.nodes.iter().cloned())
+            .collect();
         holders::scan(self.fs.as_ref(), &self.root, &nodes)
     }
 
@@ -351,7 +425,9 @@ impl Gvtctl {
             None => defs.first().cloned(),
         };
         if active.is_none() && def.is_none() {
-            return Err(Error::UnknownUuid { uuid: uuid.to_string() });
+            return Err(Error::UnknownUuid {
+                uuid: uuid.to_string(),
+            });
         }
         let scan = match &active {
             Some(a) => holders::scan(self.fs.as_ref(), &self.root, &a.nodes),
@@ -397,7 +473,11 @@ impl Gvtctl {
             parents.dedup();
             Error::Exhausted {
                 what,
-                left: types.iter().filter(|t| t.left() > 0).map(TypeSummary::from).collect(),
+                left: types
+                    .iter()
+                    .filter(|t| t.left() > 0)
+                    .map(TypeSummary::from)
+                    .collect(),
                 existing: self.existing_on(&parents),
             }
         };
@@ -410,14 +490,22 @@ impl Gvtctl {
                 let mut present: Vec<String> = types.iter().map(|t| t.id.clone()).collect();
                 present.sort();
                 present.dedup();
-                return Err(Error::UnknownType { type_id: tid.to_string(), parent: parent.map(str::to_string), present });
+                return Err(Error::UnknownType {
+                    type_id: tid.to_string(),
+                    parent: parent.map(str::to_string),
+                    present,
+                });
             }
             if !req.is_empty() {
                 named.retain(|t| t.partition.as_ref().is_some_and(|p| p.satisfies(req)));
                 if named.is_empty() {
                     return Err(Error::NoTypeFits {
                         request: *req,
-                        offered: types.iter().filter(|t| t.id == tid || t.name.as_deref() == Some(tid)).map(TypeSummary::from).collect(),
+                        offered: types
+                            .iter()
+                            .filter(|t| t.id == tid || t.name.as_deref() == Some(tid))
+                            .map(TypeSummary::from)
+                            .collect(),
                     });
                 }
             }
@@ -432,7 +520,10 @@ impl Gvtctl {
                 .filter(|t| named.iter().any(|n| n.parent == t.parent))
                 .cloned()
                 .collect();
-            return Err(exhausted(format!("type {} on {}", named[0].id, named[0].parent), &same_parents));
+            return Err(exhausted(
+                format!("type {} on {}", named[0].id, named[0].parent),
+                &same_parents,
+            ));
         }
         if req.is_empty() {
             return Err(Error::InvalidArgument(
@@ -448,12 +539,29 @@ impl Gvtctl {
         if fitting.is_empty() {
             return Err(Error::NoTypeFits {
                 request: *req,
-                offered: types.iter().filter(|t| t.partition.is_some()).map(TypeSummary::from).collect(),
+                offered: types
+                    .iter()
+                    .filter(|t| t.partition.is_some())
+                    .map(TypeSummary::from)
+                    .collect(),
             });
         }
         fitting.sort_by_key(|t| {
-            let p = t.partition.clone().unwrap_or(Partition { aperture: 0, high_gm: 0, fences: 0, resolution: None, weight: None });
-            (p.aperture, p.high_gm, p.fences, t.kind != TypeKind::GvtRs, t.parent.clone(), t.id.clone())
+            let p = t.partition.clone().unwrap_or(Partition {
+                aperture: 0,
+                high_gm: 0,
+                fences: 0,
+                resolution: None,
+                weight: None,
+            });
+            (
+                p.aperture,
+                p.high_gm,
+                p.fences,
+                t.kind != TypeKind::GvtRs,
+                t.parent.clone(),
+                t.id.clone(),
+            )
         });
         if !need_instance {
             return Ok(fitting[0].clone());
@@ -461,7 +569,11 @@ impl Gvtctl {
         match fitting.iter().find(|t| t.left() > 0) {
             Some(t) => Ok((*t).clone()),
             None => {
-                let gvt_types: Vec<MdevType> = types.iter().filter(|t| t.partition.is_some()).cloned().collect();
+                let gvt_types: Vec<MdevType> = types
+                    .iter()
+                    .filter(|t| t.partition.is_some())
+                    .cloned()
+                    .collect();
                 Err(exhausted(format!("{req}"), &gvt_types))
             }
         }
@@ -471,7 +583,13 @@ impl Gvtctl {
 
     /// Create a vGPU and wait for it to appear; optionally define it persistently.
     pub fn create(&self, req: &CreateRequest) -> Result<Instance, Error> {
-        let ty = self.select_type(req.parent.as_deref(), req.type_id.as_deref(), &req.partition, true, req.weight.is_some())?;
+        let ty = self.select_type(
+            req.parent.as_deref(),
+            req.type_id.as_deref(),
+            &req.partition,
+            true,
+            req.weight.is_some(),
+        )?;
         let uuid = match &req.uuid {
             Some(u) => u.clone(),
             None => Uuid::new_v4()?,
@@ -479,7 +597,10 @@ impl Gvtctl {
         let attrs = weight_attrs(&ty, req.weight)?;
         if req.define.is_some() {
             if let Some(d) = self.definitions_of(&uuid, None).into_iter().next() {
-                return Err(Error::AlreadyDefined { uuid: uuid.to_string(), path: PathBuf::from(d.path) });
+                return Err(Error::AlreadyDefined {
+                    uuid: uuid.to_string(),
+                    path: PathBuf::from(d.path),
+                });
             }
         }
         self.create_on(&ty, &uuid, &attrs)?;
@@ -497,9 +618,18 @@ impl Gvtctl {
         self.instance(&uuid)
     }
 
-    fn create_on(&self, ty: &MdevType, uuid: &Uuid, attrs: &[(String, String)]) -> Result<(), Error> {
+    fn create_on(
+        &self,
+        ty: &MdevType,
+        uuid: &Uuid,
+        attrs: &[(String, String)],
+    ) -> Result<(), Error> {
         if let Some(a) = self.read_active(uuid) {
-            return Err(Error::AlreadyExists { uuid: uuid.to_string(), parent: a.parent, type_id: a.type_id });
+            return Err(Error::AlreadyExists {
+                uuid: uuid.to_string(),
+                parent: a.parent,
+                type_id: a.type_id,
+            });
         }
         let create = self.type_dir(&ty.parent, &ty.id).join("create");
         log::info!("creating {uuid}: {} -> {}", ty.id, create.display());
@@ -510,13 +640,28 @@ impl Gvtctl {
                     let types = self.types(Some(&ty.parent)).unwrap_or_default();
                     Error::Exhausted {
                         what: format!("type {} on {}", ty.id, ty.parent),
-                        left: types.iter().filter(|t| t.left() > 0 && t.id != ty.id).map(TypeSummary::from).collect(),
+                        left: types
+                            .iter()
+                            .filter(|t| t.left() > 0 && t.id != ty.id)
+                            .map(TypeSummary::from)
+                            .collect(),
                         existing: self.existing_on(std::slice::from_ref(&ty.parent)),
                     }
                 }
-                Some(17) => Error::AlreadyExists { uuid: uuid.to_string(), parent: ty.parent.clone(), type_id: ty.id.clone() },
-                Some(1) | Some(13) => Error::PermissionDenied { path: create, action: "write".into() },
-                _ => Error::CreateRefused { uuid: uuid.to_string(), type_id: ty.id.clone(), source: e },
+                Some(17) => Error::AlreadyExists {
+                    uuid: uuid.to_string(),
+                    parent: ty.parent.clone(),
+                    type_id: ty.id.clone(),
+                },
+                Some(1) | Some(13) => Error::PermissionDenied {
+                    path: create,
+                    action: "write".into(),
+                },
+                _ => Error::CreateRefused {
+                    uuid: uuid.to_string(),
+                    type_id: ty.id.clone(),
+                    source: e,
+                },
             });
         }
         let dev = self.dev_dir(uuid);
@@ -525,7 +670,10 @@ impl Gvtctl {
         if !self.wait_for(|| self.fs.exists(&dev.join("mdev_type"))) {
             return Err(Error::Timeout {
                 uuid: uuid.to_string(),
-                what: format!("was accepted by {} but did not appear in /sys/bus/mdev/devices", defs::host_path(&self.root, &create)),
+                what: format!(
+                    "was accepted by {} but did not appear in /sys/bus/mdev/devices",
+                    defs::host_path(&self.root, &create)
+                ),
                 secs: self.timeout.as_secs_f64(),
             });
         }
@@ -539,7 +687,12 @@ impl Gvtctl {
             if let Err(reason) = r {
                 log::warn!("attribute {k} failed ({reason}); removing {uuid} again");
                 let _ = self.fs.write(&dev.join("remove"), b"1");
-                return Err(Error::AttrFailed { uuid: uuid.to_string(), attr: k.clone(), value: v.clone(), reason });
+                return Err(Error::AttrFailed {
+                    uuid: uuid.to_string(),
+                    attr: k.clone(),
+                    value: v.clone(),
+                    reason,
+                });
             }
         }
         Ok(())
@@ -563,17 +716,28 @@ impl Gvtctl {
     pub fn destroy(&self, uuid: &Uuid) -> Result<Instance, Error> {
         let inst = self.instance(uuid)?;
         if !inst.active {
-            return Err(Error::NotActive { uuid: uuid.to_string(), parent: inst.parent });
+            return Err(Error::NotActive {
+                uuid: uuid.to_string(),
+                parent: inst.parent,
+            });
         }
         if !inst.holders.is_empty() {
-            return Err(Error::Busy { uuid: uuid.to_string(), holders: inst.holders, driver_refused: false });
+            return Err(Error::Busy {
+                uuid: uuid.to_string(),
+                holders: inst.holders,
+                driver_refused: false,
+            });
         }
         let dev = self.dev_dir(uuid);
         let remove = dev.join("remove");
         log::info!("removing {uuid}");
         if let Err(e) = self.fs.write(&remove, b"1") {
             return Err(match e.raw_os_error() {
-                Some(16) => Error::Busy { uuid: uuid.to_string(), holders: Vec::new(), driver_refused: true },
+                Some(16) => Error::Busy {
+                    uuid: uuid.to_string(),
+                    holders: Vec::new(),
+                    driver_refused: true,
+                },
                 Some(2) => return Ok(inst), // already gone
                 _ => Error::io_doing(remove, "write", e),
             });
@@ -610,12 +774,18 @@ impl Gvtctl {
                 if let Some(p) = parent {
                     defs::load_one(self.fs.as_ref(), &self.root, p, uuid)?;
                 }
-                Err(Error::NotDefined { uuid: uuid.to_string(), parent: parent.map(str::to_string) })
+                Err(Error::NotDefined {
+                    uuid: uuid.to_string(),
+                    parent: parent.map(str::to_string),
+                })
             }
             1 => Ok(ds.remove(0)),
             _ => Err(Error::InvalidArgument(format!(
                 "{uuid} is defined for several parents ({}); pick one with --parent",
-                ds.iter().map(|d| d.parent.as_str()).collect::<Vec<_>>().join(", ")
+                ds.iter()
+                    .map(|d| d.parent.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))),
         }
     }
@@ -628,7 +798,10 @@ impl Gvtctl {
             None => Uuid::new_v4()?,
         };
         if let Some(d) = self.definitions_of(&uuid, None).into_iter().next() {
-            return Err(Error::AlreadyDefined { uuid: uuid.to_string(), path: PathBuf::from(d.path) });
+            return Err(Error::AlreadyDefined {
+                uuid: uuid.to_string(),
+                path: PathBuf::from(d.path),
+            });
         }
         let active = self.read_active(&uuid);
         let (parent, type_id, ty) = match (&active, &req.type_id, &req.parent) {
@@ -642,18 +815,30 @@ impl Gvtctl {
                     }
                 }
                 let ty = self.type_dir(&a.parent, &a.type_id);
-                let ty = self.fs.is_dir(&ty).then(|| self.read_type(&a.parent, &a.type_id));
+                let ty = self
+                    .fs
+                    .is_dir(&ty)
+                    .then(|| self.read_type(&a.parent, &a.type_id));
                 (a.parent.clone(), a.type_id.clone(), ty)
             }
             (_, Some(t), Some(p)) if !self.parent_names().contains(p) => {
                 // Parent absent (module not loaded): define blindly, as mdevctl does.
                 if !req.partition.is_empty() {
-                    return Err(Error::UnknownParent { name: p.clone(), present: self.parent_names() });
+                    return Err(Error::UnknownParent {
+                        name: p.clone(),
+                        present: self.parent_names(),
+                    });
                 }
                 (p.clone(), t.clone(), None)
             }
             _ => {
-                let t = self.select_type(req.parent.as_deref(), req.type_id.as_deref(), &req.partition, false, req.weight.is_some())?;
+                let t = self.select_type(
+                    req.parent.as_deref(),
+                    req.type_id.as_deref(),
+                    &req.partition,
+                    false,
+                    req.weight.is_some(),
+                )?;
                 (t.parent.clone(), t.id.clone(), Some(t))
             }
         };
@@ -662,7 +847,14 @@ impl Gvtctl {
             (None, Some(w)) => vec![("gvt/weight".to_string(), w.to_string())],
             (None, None) => Vec::new(),
         };
-        let mut def = Definition { uuid, parent, mdev_type: type_id, start: req.start, attrs, path: String::new() };
+        let mut def = Definition {
+            uuid,
+            parent,
+            mdev_type: type_id,
+            start: req.start,
+            attrs,
+            path: String::new(),
+        };
         let path = defs::store(self.fs.as_ref(), &self.root, &def)?;
         def.path = defs::host_path(&self.root, &path);
         Ok(def)
@@ -672,17 +864,29 @@ impl Gvtctl {
     pub fn undefine(&self, uuid: &Uuid, parent: Option<&str>) -> Result<Vec<Definition>, Error> {
         let ds = self.definitions_of(uuid, parent);
         if ds.is_empty() {
-            return Err(Error::NotDefined { uuid: uuid.to_string(), parent: parent.map(str::to_string) });
+            return Err(Error::NotDefined {
+                uuid: uuid.to_string(),
+                parent: parent.map(str::to_string),
+            });
         }
         for d in &ds {
-            let p = defs::config_base(&self.root).join(&d.parent).join(d.uuid.as_str());
-            self.fs.remove_file(&p).map_err(|e| Error::io_doing(&p, "remove", e))?;
+            let p = defs::config_base(&self.root)
+                .join(&d.parent)
+                .join(d.uuid.as_str());
+            self.fs
+                .remove_file(&p)
+                .map_err(|e| Error::io_doing(&p, "remove", e))?;
         }
         Ok(ds)
     }
 
     /// Change a definition's start mode.
-    pub fn set_autostart(&self, uuid: &Uuid, parent: Option<&str>, start: StartMode) -> Result<Definition, Error> {
+    pub fn set_autostart(
+        &self,
+        uuid: &Uuid,
+        parent: Option<&str>,
+        start: StartMode,
+    ) -> Result<Definition, Error> {
         let mut d = self.one_definition(uuid, parent)?;
         d.start = start;
         defs::store(self.fs.as_ref(), &self.root, &d)?;
@@ -698,7 +902,13 @@ impl Gvtctl {
     }
 
     fn start_def(&self, d: &Definition) -> Result<(), Error> {
-        let ty = self.select_type(Some(&d.parent), Some(&d.mdev_type), &PartitionRequest::default(), true, false)?;
+        let ty = self.select_type(
+            Some(&d.parent),
+            Some(&d.mdev_type),
+            &PartitionRequest::default(),
+            true,
+            false,
+        )?;
         self.create_on(&ty, &d.uuid, &d.attrs)
     }
 
@@ -711,11 +921,20 @@ impl Gvtctl {
                 continue;
             }
             let result = match self.read_active(&d.uuid) {
-                Some(a) if a.parent == d.parent && a.type_id == d.mdev_type => Ok(StartStatus::AlreadyActive),
-                Some(a) => Err(Error::AlreadyExists { uuid: d.uuid.to_string(), parent: a.parent, type_id: a.type_id }),
+                Some(a) if a.parent == d.parent && a.type_id == d.mdev_type => {
+                    Ok(StartStatus::AlreadyActive)
+                }
+                Some(a) => Err(Error::AlreadyExists {
+                    uuid: d.uuid.to_string(),
+                    parent: a.parent,
+                    type_id: a.type_id,
+                }),
                 None => self.start_def(&d).map(|()| StartStatus::Started),
             };
-            out.push(StartOutcome { definition: d, result });
+            out.push(StartOutcome {
+                definition: d,
+                result,
+            });
         }
         out
     }
@@ -725,7 +944,11 @@ impl Gvtctl {
         if group.is_empty() || !group.bytes().all(|b| b.is_ascii_digit()) {
             return Vec::new();
         }
-        let dir = self.root.join("sys/kernel/iommu_groups").join(group).join("devices");
+        let dir = self
+            .root
+            .join("sys/kernel/iommu_groups")
+            .join(group)
+            .join("devices");
         self.fs
             .read_dir(&dir)
             .unwrap_or_default()

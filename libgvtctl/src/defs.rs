@@ -94,10 +94,22 @@ impl Definition {
     }
 
     /// Parse a definition file body (mdevctl's rules: `mdev_type` and `start` required).
-    pub fn from_mdevctl_json(uuid: Uuid, parent: &str, text: &str, file: &Path, shown: String) -> Result<Definition, Error> {
-        let bad = |reason: String| Error::InvalidDefinition { path: file.to_path_buf(), reason };
-        let v: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
-        let obj = v.as_object().ok_or_else(|| bad("not a JSON object".into()))?;
+    pub fn from_mdevctl_json(
+        uuid: Uuid,
+        parent: &str,
+        text: &str,
+        file: &Path,
+        shown: String,
+    ) -> Result<Definition, Error> {
+        let bad = |reason: String| Error::InvalidDefinition {
+            path: file.to_path_buf(),
+            reason,
+        };
+        let v: serde_json::Value =
+            serde_json::from_str(text).map_err(|e| bad(format!("not JSON: {e}")))?;
+        let obj = v
+            .as_object()
+            .ok_or_else(|| bad("not a JSON object".into()))?;
         let mdev_type = obj
             .get("mdev_type")
             .and_then(|t| t.as_str())
@@ -105,7 +117,9 @@ impl Definition {
             .to_string();
         let start = match obj.get("start") {
             Some(serde_json::Value::String(s)) if s == "auto" => StartMode::Auto,
-            Some(serde_json::Value::Null) | None => return Err(bad("missing field \"start\"".into())),
+            Some(serde_json::Value::Null) | None => {
+                return Err(bad("missing field \"start\"".into()))
+            }
             Some(_) => StartMode::Manual,
         };
         let mut attrs = Vec::new();
@@ -120,16 +134,23 @@ impl Definition {
                         return Err(bad("attribute object must have exactly one field".into()));
                     }
                     for (k, val) in o {
-                        let s = val
-                            .as_str()
-                            .ok_or_else(|| bad(format!("value of attribute '{k}' is not a string")))?;
+                        let s = val.as_str().ok_or_else(|| {
+                            bad(format!("value of attribute '{k}' is not a string"))
+                        })?;
                         attrs.push((k.clone(), s.to_string()));
                     }
                 }
             }
             Some(_) => return Err(bad("\"attrs\" is not an array".into())),
         }
-        Ok(Definition { uuid, parent: parent.to_string(), mdev_type, start, attrs, path: shown })
+        Ok(Definition {
+            uuid,
+            parent: parent.to_string(),
+            mdev_type,
+            start,
+            attrs,
+            path: shown,
+        })
     }
 }
 
@@ -149,7 +170,9 @@ pub fn load_all(fs: &dyn Sysfs, root: &Path, parent: Option<&str>) -> Vec<Defini
             continue;
         }
         for name in fs.read_dir(&dir).unwrap_or_default() {
-            let Ok(uuid) = Uuid::parse(&name) else { continue };
+            let Ok(uuid) = Uuid::parse(&name) else {
+                continue;
+            };
             if uuid.as_str() != name {
                 continue;
             }
@@ -164,12 +187,19 @@ pub fn load_all(fs: &dyn Sysfs, root: &Path, parent: Option<&str>) -> Vec<Defini
 }
 
 /// Load `/etc/mdevctl.d/<parent>/<uuid>` if it exists.
-pub fn load_one(fs: &dyn Sysfs, root: &Path, parent: &str, uuid: &Uuid) -> Result<Option<Definition>, Error> {
+pub fn load_one(
+    fs: &dyn Sysfs,
+    root: &Path,
+    parent: &str,
+    uuid: &Uuid,
+) -> Result<Option<Definition>, Error> {
     let path = config_base(root).join(parent).join(uuid.as_str());
     if !fs.exists(&path) {
         return Ok(None);
     }
-    let text = fs.read_to_string(&path).map_err(|e| Error::io_doing(&path, "read", e))?;
+    let text = fs
+        .read_to_string(&path)
+        .map_err(|e| Error::io_doing(&path, "read", e))?;
     let shown = host_path(root, &path);
     Definition::from_mdevctl_json(uuid.clone(), parent, &text, &path, shown).map(Some)
 }
@@ -177,7 +207,8 @@ pub fn load_one(fs: &dyn Sysfs, root: &Path, parent: &str, uuid: &Uuid) -> Resul
 /// Write a definition file (creating `/etc/mdevctl.d/<parent>/`).
 pub fn store(fs: &dyn Sysfs, root: &Path, def: &Definition) -> Result<PathBuf, Error> {
     let dir = config_base(root).join(&def.parent);
-    fs.create_dir_all(&dir).map_err(|e| Error::io_doing(&dir, "create directory", e))?;
+    fs.create_dir_all(&dir)
+        .map_err(|e| Error::io_doing(&dir, "create directory", e))?;
     let path = dir.join(def.uuid.as_str());
     fs.write_file(&path, def.to_mdevctl_json().as_bytes())
         .map_err(|e| Error::io_doing(&path, "write", e))?;
@@ -210,8 +241,15 @@ mod tests {
             attrs: vec![],
             path: String::new(),
         };
-        assert_eq!(d.to_mdevctl_json(), "{\n  \"mdev_type\": \"i915-GVTg_V5_4\",\n  \"start\": \"manual\",\n  \"attrs\": []\n}");
-        let d = Definition { start: StartMode::Auto, attrs: vec![("gvt/weight".into(), "8".into())], ..d };
+        assert_eq!(
+            d.to_mdevctl_json(),
+            "{\n  \"mdev_type\": \"i915-GVTg_V5_4\",\n  \"start\": \"manual\",\n  \"attrs\": []\n}"
+        );
+        let d = Definition {
+            start: StartMode::Auto,
+            attrs: vec![("gvt/weight".into(), "8".into())],
+            ..d
+        };
         assert_eq!(
             d.to_mdevctl_json(),
             "{\n  \"mdev_type\": \"i915-GVTg_V5_4\",\n  \"start\": \"auto\",\n  \"attrs\": [\n    {\n      \"gvt/weight\": \"8\"\n    }\n  ]\n}"
@@ -222,22 +260,48 @@ mod tests {
     fn reads_what_mdevctl_writes() {
         // Verbatim shapes mdevctl produces (with and without attrs).
         let p = Path::new("/x");
-        let d = Definition::from_mdevctl_json(u(), "p", "{\n  \"mdev_type\": \"i915-GVTg_V5_4\",\n  \"start\": \"manual\"\n}", p, String::new()).unwrap();
-        assert_eq!((d.mdev_type.as_str(), d.start, d.attrs.len()), ("i915-GVTg_V5_4", StartMode::Manual, 0));
+        let d = Definition::from_mdevctl_json(
+            u(),
+            "p",
+            "{\n  \"mdev_type\": \"i915-GVTg_V5_4\",\n  \"start\": \"manual\"\n}",
+            p,
+            String::new(),
+        )
+        .unwrap();
+        assert_eq!(
+            (d.mdev_type.as_str(), d.start, d.attrs.len()),
+            ("i915-GVTg_V5_4", StartMode::Manual, 0)
+        );
         let d = Definition::from_mdevctl_json(u(), "p",
             r#"{"mdev_type":"vfio_ap-passthrough","start":"auto","attrs":[{"assign_adapter":"5"},{"assign_domain":"0xab"}]}"#, p, String::new()).unwrap();
         assert_eq!(d.start, StartMode::Auto);
-        assert_eq!(d.attrs, vec![("assign_adapter".into(), "5".into()), ("assign_domain".into(), "0xab".into())]);
-        let back = Definition::from_mdevctl_json(u(), "p", &d.to_mdevctl_json(), p, String::new()).unwrap();
+        assert_eq!(
+            d.attrs,
+            vec![
+                ("assign_adapter".into(), "5".into()),
+                ("assign_domain".into(), "0xab".into())
+            ]
+        );
+        let back = Definition::from_mdevctl_json(u(), "p", &d.to_mdevctl_json(), p, String::new())
+            .unwrap();
         assert_eq!(back, d);
     }
 
     #[test]
     fn rejects_malformed() {
         let p = Path::new("/x");
-        for bad in ["", "[]", "{}", r#"{"mdev_type":"t"}"#, r#"{"start":"auto"}"#, r#"{"mdev_type":1,"start":"auto"}"#,
-                    r#"{"mdev_type":"t","start":"auto","attrs":{}}"#, r#"{"mdev_type":"t","start":"auto","attrs":[1]}"#,
-                    r#"{"mdev_type":"t","start":"auto","attrs":[{"a":"1","b":"2"}]}"#, r#"{"mdev_type":"t","start":"auto","attrs":[{"a":1}]}"#] {
+        for bad in [
+            "",
+            "[]",
+            "{}",
+            r#"{"mdev_type":"t"}"#,
+            r#"{"start":"auto"}"#,
+            r#"{"mdev_type":1,"start":"auto"}"#,
+            r#"{"mdev_type":"t","start":"auto","attrs":{}}"#,
+            r#"{"mdev_type":"t","start":"auto","attrs":[1]}"#,
+            r#"{"mdev_type":"t","start":"auto","attrs":[{"a":"1","b":"2"}]}"#,
+            r#"{"mdev_type":"t","start":"auto","attrs":[{"a":1}]}"#,
+        ] {
             let e = Definition::from_mdevctl_json(u(), "p", bad, p, String::new()).unwrap_err();
             assert!(matches!(e, Error::InvalidDefinition { .. }), "{bad}");
         }

@@ -51,55 +51,102 @@ pub enum Error {
 
     #[error("mdev type '{type_id}' not found{}; types present: {}",
         parent.as_ref().map(|p| format!(" on {p}")).unwrap_or_default(), list_or_none(present))]
-    UnknownType { type_id: String, parent: Option<String>, present: Vec<String> },
+    UnknownType {
+        type_id: String,
+        parent: Option<String>,
+        present: Vec<String>,
+    },
 
     #[error("{}", no_type_fits(request, offered))]
-    NoTypeFits { request: PartitionRequest, offered: Vec<TypeSummary> },
+    NoTypeFits {
+        request: PartitionRequest,
+        offered: Vec<TypeSummary>,
+    },
 
     #[error("{}", exhausted(what, left, existing))]
-    Exhausted { what: String, left: Vec<TypeSummary>, existing: Vec<ExistingInstance> },
+    Exhausted {
+        what: String,
+        left: Vec<TypeSummary>,
+        existing: Vec<ExistingInstance>,
+    },
 
     #[error("permission denied: cannot {action} {}: run gvtctl as root (sudo gvtctl ...); \
         a VMM run as a user needs read/write access to /dev/vfio/N, which the udev rule \
         70-gvt-rs-vfio.rules gives to a group (add the user to it)", path.display())]
     PermissionDenied { path: PathBuf, action: String },
 
-    #[error("no mediated device {uuid}: it is neither active (/sys/bus/mdev/devices) nor defined \
-        (/etc/mdevctl.d); `gvtctl list` shows the known ones")]
+    #[error(
+        "no mediated device {uuid}: it is neither active (/sys/bus/mdev/devices) nor defined \
+        (/etc/mdevctl.d); `gvtctl list` shows the known ones"
+    )]
     UnknownUuid { uuid: String },
 
-    #[error("invalid UUID '{input}': expected the form 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001 \
-        (leave it out and gvtctl generates one)")]
+    #[error(
+        "invalid UUID '{input}': expected the form 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001 \
+        (leave it out and gvtctl generates one)"
+    )]
     InvalidUuid { input: String },
 
     #[error("{}", busy(uuid, holders, *driver_refused))]
-    Busy { uuid: String, holders: Vec<Holder>, driver_refused: bool },
+    Busy {
+        uuid: String,
+        holders: Vec<Holder>,
+        driver_refused: bool,
+    },
 
-    #[error("mediated device {uuid} already exists (on {parent}, type {type_id}); pick another UUID \
-        or leave --uuid out")]
-    AlreadyExists { uuid: String, parent: String, type_id: String },
+    #[error(
+        "mediated device {uuid} already exists (on {parent}, type {type_id}); pick another UUID \
+        or leave --uuid out"
+    )]
+    AlreadyExists {
+        uuid: String,
+        parent: String,
+        type_id: String,
+    },
 
     #[error("{uuid} is not defined{}; `gvtctl list` shows definitions (DEFINED column)",
         parent.as_ref().map(|p| format!(" for parent {p}")).unwrap_or_default())]
-    NotDefined { uuid: String, parent: Option<String> },
+    NotDefined {
+        uuid: String,
+        parent: Option<String>,
+    },
 
     #[error("{uuid} is already defined in {}; `gvtctl undefine {uuid}` first to redefine it", path.display())]
     AlreadyDefined { uuid: String, path: PathBuf },
 
     #[error("{uuid} {what} within {secs}s; check `dmesg` for the driver's message")]
-    Timeout { uuid: String, what: String, secs: f64 },
+    Timeout {
+        uuid: String,
+        what: String,
+        secs: f64,
+    },
 
-    #[error("{uuid} is defined (for {parent}) but not running: `gvtctl start {uuid}` starts it, \
-        `gvtctl undefine {uuid}` forgets it")]
+    #[error(
+        "{uuid} is defined (for {parent}) but not running: `gvtctl start {uuid}` starts it, \
+        `gvtctl undefine {uuid}` forgets it"
+    )]
     NotActive { uuid: String, parent: String },
 
     #[error("the driver refused to create {uuid} of type {type_id} ({source}); check `dmesg` for its reason")]
-    CreateRefused { uuid: String, type_id: String, #[source] source: std::io::Error },
+    CreateRefused {
+        uuid: String,
+        type_id: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     #[error("could not set attribute '{attr}' of {uuid} to '{value}': {reason}")]
-    AttrFailed { uuid: String, attr: String, value: String, reason: String },
+    AttrFailed {
+        uuid: String,
+        attr: String,
+        value: String,
+        reason: String,
+    },
 
-    #[error("invalid size '{input}' ({reason}): accepted forms are {}", crate::size::ACCEPTED_SIZE_FORMS)]
+    #[error(
+        "invalid size '{input}' ({reason}): accepted forms are {}",
+        crate::size::ACCEPTED_SIZE_FORMS
+    )]
     InvalidSize { input: String, reason: String },
 
     #[error("invalid mdevctl definition {}: {reason}", path.display())]
@@ -109,7 +156,11 @@ pub enum Error {
     InvalidArgument(String),
 
     #[error("{}: {source}", path.display())]
-    Io { path: PathBuf, #[source] source: std::io::Error },
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 impl Error {
@@ -122,7 +173,10 @@ impl Error {
     pub fn io_doing(path: impl Into<PathBuf>, action: &str, source: std::io::Error) -> Error {
         let path = path.into();
         if source.kind() == std::io::ErrorKind::PermissionDenied {
-            Error::PermissionDenied { path, action: action.to_string() }
+            Error::PermissionDenied {
+                path,
+                action: action.to_string(),
+            }
         } else {
             Error::Io { path, source }
         }
@@ -142,7 +196,9 @@ impl Error {
             Error::PermissionDenied { .. } => exit::PERMISSION,
             Error::Timeout { .. } => exit::TIMEOUT,
             Error::AlreadyExists { .. } | Error::AlreadyDefined { .. } => exit::CONFLICT,
-            Error::InvalidUuid { .. } | Error::InvalidSize { .. } | Error::InvalidArgument(_) => exit::USAGE,
+            Error::InvalidUuid { .. } | Error::InvalidSize { .. } | Error::InvalidArgument(_) => {
+                exit::USAGE
+            }
             Error::CreateRefused { .. }
             | Error::AttrFailed { .. }
             | Error::InvalidDefinition { .. }
@@ -207,7 +263,8 @@ fn no_type_fits(request: &PartitionRequest, offered: &[TypeSummary]) -> String {
 }
 
 fn exhausted(what: &str, left: &[TypeSummary], existing: &[ExistingInstance]) -> String {
-    let mut s = format!("no instances left for {what} (the kernel would answer 'No space left on device')");
+    let mut s =
+        format!("no instances left for {what} (the kernel would answer 'No space left on device')");
     if left.is_empty() {
         s.push_str("\nstill available: nothing");
     } else {
@@ -224,7 +281,11 @@ fn exhausted(what: &str, left: &[TypeSummary], existing: &[ExistingInstance]) ->
                 Some(false) => "idle".to_string(),
                 None => "in use: unknown (run as root to see)".to_string(),
             };
-            let _ = write!(s, "\n  {} {} on {}: {}", e.uuid, e.type_id, e.parent, use_text);
+            let _ = write!(
+                s,
+                "\n  {} {} on {}: {}",
+                e.uuid, e.type_id, e.parent, use_text
+            );
         }
         if existing.iter().any(|e| e.in_use == Some(false)) {
             s.push_str("\nfree resources with `gvtctl destroy UUID` on an idle vGPU, or ask for a smaller partition");

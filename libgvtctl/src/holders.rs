@@ -48,7 +48,9 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
         return out;
     };
     for name in pids {
-        let Ok(pid) = name.parse::<u32>() else { continue };
+        let Ok(pid) = name.parse::<u32>() else {
+            continue;
+        };
         let pdir = proc_dir.join(&name);
         let fds = match fs.read_dir(&pdir.join("fd")) {
             Ok(f) => f,
@@ -61,19 +63,26 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
             }
         };
         for fd in fds {
-            let Ok(target) = fs.read_link(&pdir.join("fd").join(&fd)) else { continue };
+            let Ok(target) = fs.read_link(&pdir.join("fd").join(&fd)) else {
+                continue;
+            };
             let target = target.to_string_lossy().into_owned();
-            if nodes.iter().any(|n| *n == target) {
+            if nodes.contains(&target) {
                 let command = fs
                     .read_to_string(&pdir.join("comm"))
                     .map(|c| c.trim().to_string())
                     .unwrap_or_else(|_| "?".to_string());
                 if !out.holders.iter().any(|h| h.pid == pid && h.node == target) {
-                    out.holders.push(Holder { pid, command, node: target });
+                    out.holders.push(Holder {
+                        pid,
+                        command,
+                        node: target,
+                    });
                 }
             }
         }
     }
-    out.holders.sort_by(|a, b| (a.pid, &a.node).cmp(&(b.pid, &b.node)));
+    out.holders
+        .sort_by(|a, b| (a.pid, &a.node).cmp(&(b.pid, &b.node)));
     out
 }

@@ -22,7 +22,9 @@ pub mod types;
 pub mod uuid;
 pub mod vmm;
 
-pub use ctl::{CreateRequest, DefineRequest, Gvtctl, Instance, StartOutcome, StartStatus, DEFAULT_TIMEOUT};
+pub use ctl::{
+    CreateRequest, DefineRequest, Gvtctl, Instance, StartOutcome, StartStatus, DEFAULT_TIMEOUT,
+};
 pub use defs::{Definition, StartMode};
 pub use error::{exit, Error, ExistingInstance};
 pub use holders::Holder;

@@ -72,7 +72,11 @@ impl SimMdevCore {
     fn create(&self, type_dir: &Path, data: &[u8]) -> io::Result<()> {
         let text = std::str::from_utf8(data).map_err(|_| errno(EINVAL))?;
         let uuid = Uuid::parse(text).map_err(|_| errno(EINVAL))?;
-        let parent_dir = type_dir.parent().and_then(Path::parent).ok_or_else(|| errno(EINVAL))?.to_path_buf();
+        let parent_dir = type_dir
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(|| errno(EINVAL))?
+            .to_path_buf();
         let type_id = file_name(type_dir);
         let bus = self.root.join("sys/bus/mdev/devices");
         if bus.join(uuid.as_str()).symlink_metadata().is_ok() {
@@ -97,22 +101,31 @@ impl SimMdevCore {
             None
         };
         std::fs::create_dir(&dev)?;
-        symlink(rel(&dev, &type_dir.to_path_buf()), dev.join("mdev_type"))?;
+        symlink(rel(&dev, type_dir), dev.join("mdev_type"))?;
         std::fs::write(dev.join("remove"), "")?;
         std::fs::set_permissions(dev.join("remove"), std::fs::Permissions::from_mode(0o200))?;
         // IOMMU group: smallest free number.
         let groups = self.root.join("sys/kernel/iommu_groups");
         std::fs::create_dir_all(&groups)?;
-        let used: Vec<u32> = names(&groups).iter().filter_map(|n| n.parse().ok()).collect();
+        let used: Vec<u32> = names(&groups)
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
         let g = (0u32..).find(|n| !used.contains(n)).unwrap_or(0);
         let gdir = groups.join(g.to_string());
         std::fs::create_dir_all(gdir.join("devices"))?;
-        symlink(rel(&gdir.join("devices"), &dev), gdir.join("devices").join(uuid.as_str()))?;
+        symlink(
+            rel(&gdir.join("devices"), &dev),
+            gdir.join("devices").join(uuid.as_str()),
+        )?;
         symlink(rel(&dev, &gdir), dev.join("iommu_group"))?;
         std::fs::create_dir_all(self.root.join("dev/vfio"))?;
         std::fs::write(self.root.join("dev/vfio").join(g.to_string()), "")?;
         std::fs::create_dir_all(type_dir.join("devices"))?;
-        symlink(rel(&type_dir.join("devices"), &dev), type_dir.join("devices").join(uuid.as_str()))?;
+        symlink(
+            rel(&type_dir.join("devices"), &dev),
+            type_dir.join("devices").join(uuid.as_str()),
+        )?;
         std::fs::create_dir_all(&bus)?;
         symlink(rel(&bus, &dev), bus.join(uuid.as_str()))?;
         if let Some(attrs) = gvt_attrs {
@@ -129,7 +142,11 @@ impl SimMdevCore {
     }
 
     /// The gvt-rs driver's `gvt/` attribute group, with first-fit placement.
-    fn place_gvt(&self, parent_dir: &Path, type_dir: &Path) -> io::Result<[(&'static str, String); 9]> {
+    fn place_gvt(
+        &self,
+        parent_dir: &Path,
+        type_dir: &Path,
+    ) -> io::Result<[(&'static str, String); 9]> {
         let desc = std::fs::read_to_string(type_dir.join("description")).unwrap_or_default();
         let p = Partition::from_description(&desc).ok_or_else(|| errno(EINVAL))?;
         let pool = read_pool(parent_dir);
@@ -140,7 +157,12 @@ impl SimMdevCore {
         let mut fe = Vec::new();
         for d in devices_of(parent_dir) {
             let g = d.join("gvt");
-            let r = |a: &str| std::fs::read_to_string(g.join(a)).ok().and_then(|s| s.trim().parse::<u64>().ok()).unwrap_or(0);
+            let r = |a: &str| {
+                std::fs::read_to_string(g.join(a))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
             ids.push(r("vgpu_id"));
             ap.push((r("aperture_base"), r("aperture_size")));
             hi.push((r("high_gm_base"), r("high_gm_size")));
@@ -148,8 +170,15 @@ impl SimMdevCore {
         }
         let ap_cap = cap("aperture");
         let ab = first_fit(&ap, p.aperture, 0, ap_cap).ok_or_else(|| errno(ENOSPC))?;
-        let hb = first_fit(&hi, p.high_gm, ap_cap, ap_cap.saturating_add(cap("high_gm"))).ok_or_else(|| errno(ENOSPC))?;
-        let fb = first_fit(&fe, u64::from(p.fences), 0, cap("fences")).ok_or_else(|| errno(ENOSPC))?;
+        let hb = first_fit(
+            &hi,
+            p.high_gm,
+            ap_cap,
+            ap_cap.saturating_add(cap("high_gm")),
+        )
+        .ok_or_else(|| errno(ENOSPC))?;
+        let fb =
+            first_fit(&fe, u64::from(p.fences), 0, cap("fences")).ok_or_else(|| errno(ENOSPC))?;
         let id = (1u64..).find(|n| !ids.contains(n)).unwrap_or(1);
         Ok([
             ("vgpu_id", id.to_string()),
@@ -203,14 +232,19 @@ impl Sysfs for SimMdevCore {
         let path = self.canon(path)?;
         let name = file_name(&path);
         let dir = path.parent().ok_or_else(|| errno(EINVAL))?;
-        if name == "create" && dir.parent().map(file_name).as_deref() == Some("mdev_supported_types") {
+        if name == "create"
+            && dir.parent().map(file_name).as_deref() == Some("mdev_supported_types")
+        {
             return self.create(dir, data);
         }
         if name == "remove" && dir.join("mdev_type").symlink_metadata().is_ok() {
             return self.remove(dir, data);
         }
         if name == "weight" && file_name(dir) == "gvt" {
-            let w: u32 = std::str::from_utf8(data).ok().and_then(|s| s.trim().parse().ok()).ok_or_else(|| errno(EINVAL))?;
+            let w: u32 = std::str::from_utf8(data)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| errno(EINVAL))?;
             if !(1..=16).contains(&w) {
                 return Err(errno(EINVAL));
             }
@@ -266,7 +300,9 @@ impl Sysfs for SimMdevCore {
 }
 
 fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn names(dir: &Path) -> Vec<String> {
@@ -327,14 +363,18 @@ fn recompute(parent_dir: &Path) -> io::Result<()> {
     let pool = read_pool(parent_dir);
     let mut used: BTreeMap<String, u64> = BTreeMap::new();
     for d in devices_of(parent_dir) {
-        let t = std::fs::read_link(d.join("mdev_type")).map(|l| file_name(&l)).unwrap_or_default();
+        let t = std::fs::read_link(d.join("mdev_type"))
+            .map(|l| file_name(&l))
+            .unwrap_or_default();
         for (res, c) in pool.costs.get(&t).into_iter().flatten() {
             *used.entry(res.clone()).or_default() += c;
         }
     }
     let types = parent_dir.join("mdev_supported_types");
     for t in names(&types) {
-        let Some(cost) = pool.costs.get(&t) else { continue };
+        let Some(cost) = pool.costs.get(&t) else {
+            continue;
+        };
         let mut n = u64::from(u32::MAX);
         for (res, c) in cost {
             if *c == 0 {
@@ -380,7 +420,15 @@ struct SimType {
     cost: Vec<(&'static str, u64)>,
 }
 
-fn gvt_type(id: &'static str, name: &'static str, low: u64, high: u64, fence: u64, res: &str, weight: u32) -> SimType {
+fn gvt_type(
+    id: &'static str,
+    name: &'static str,
+    low: u64,
+    high: u64,
+    fence: u64,
+    res: &str,
+    weight: u32,
+) -> SimType {
     SimType {
         id,
         name,
@@ -391,7 +439,13 @@ fn gvt_type(id: &'static str, name: &'static str, low: u64, high: u64, fence: u6
     }
 }
 
-fn add_parent(root: &Path, devpath: &str, name: &str, resources: &[(&str, u64)], types: Vec<SimType>) -> io::Result<()> {
+fn add_parent(
+    root: &Path,
+    devpath: &str,
+    name: &str,
+    resources: &[(&str, u64)],
+    types: Vec<SimType>,
+) -> io::Result<()> {
     let pdir = root.join("sys/devices").join(devpath);
     let tdir = pdir.join("mdev_supported_types");
     std::fs::create_dir_all(&tdir)?;
@@ -408,9 +462,15 @@ fn add_parent(root: &Path, devpath: &str, name: &str, resources: &[(&str, u64)],
         std::fs::write(d.join("available_instances"), "0\n")?;
         std::fs::write(d.join("create"), "")?;
         std::fs::set_permissions(d.join("create"), std::fs::Permissions::from_mode(0o200))?;
-        pool.costs.insert(t.id.to_string(), t.cost.iter().map(|(k, v)| (k.to_string(), *v)).collect());
+        pool.costs.insert(
+            t.id.to_string(),
+            t.cost.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        );
     }
-    std::fs::write(pdir.join(POOL), serde_json::to_string_pretty(&pool).unwrap_or_default())?;
+    std::fs::write(
+        pdir.join(POOL),
+        serde_json::to_string_pretty(&pool).unwrap_or_default(),
+    )?;
     let class = root.join("sys/class/mdev_bus");
     std::fs::create_dir_all(&class)?;
     let canon_class = std::fs::canonicalize(&class)?;
@@ -425,23 +485,56 @@ fn add_parent(root: &Path, devpath: &str, name: &str, resources: &[(&str, u64)],
 /// Build a simulated tree under `root` with the given parents (idempotent per parent).
 pub fn init(root: &Path, fixtures: &[Fixture]) -> io::Result<()> {
     if root == Path::new("/") {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "refusing to simulate on /"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to simulate on /",
+        ));
     }
-    for d in ["sys/bus/mdev/devices", "sys/class/mdev_bus", "sys/kernel/iommu_groups", "dev/vfio", "proc", "etc/mdevctl.d"] {
+    for d in [
+        "sys/bus/mdev/devices",
+        "sys/class/mdev_bus",
+        "sys/kernel/iommu_groups",
+        "dev/vfio",
+        "proc",
+        "etc/mdevctl.d",
+    ] {
         std::fs::create_dir_all(root.join(d))?;
     }
-    std::fs::write(root.join(MARKER), "simulated mdev core tree (gvtctl sim init)\n")?;
+    std::fs::write(
+        root.join(MARKER),
+        "simulated mdev core tree (gvtctl sim init)\n",
+    )?;
     for f in fixtures {
         match f {
             Fixture::GvtRs => add_parent(
                 root,
                 "virtual/gvt/gvt-sim0",
                 "gvt-sim0",
-                &[("aperture", 512 << 20), ("high_gm", 2 << 30), ("fences", 16)],
+                &[
+                    ("aperture", 512 << 20),
+                    ("high_gm", 2 << 30),
+                    ("fences", 16),
+                ],
                 vec![
                     gvt_type("gvt_rs-GVTsim_64M", "GVTsim_64M", 64, 384, 4, "1024x768", 4),
-                    gvt_type("gvt_rs-GVTsim_128M", "GVTsim_128M", 128, 512, 4, "1920x1200", 8),
-                    gvt_type("gvt_rs-GVTsim_256M", "GVTsim_256M", 256, 1024, 4, "1920x1200", 16),
+                    gvt_type(
+                        "gvt_rs-GVTsim_128M",
+                        "GVTsim_128M",
+                        128,
+                        512,
+                        4,
+                        "1920x1200",
+                        8,
+                    ),
+                    gvt_type(
+                        "gvt_rs-GVTsim_256M",
+                        "GVTsim_256M",
+                        256,
+                        1024,
+                        4,
+                        "1920x1200",
+                        16,
+                    ),
                 ],
             )?,
             Fixture::I915 => add_parent(
@@ -462,8 +555,18 @@ pub fn init(root: &Path, fixtures: &[Fixture]) -> io::Result<()> {
                 "mtty",
                 &[("ports", 4)],
                 vec![
-                    SimType { id: "mtty-1", name: "Single port serial", description: "1 serial port\n".into(), cost: vec![("ports", 1)] },
-                    SimType { id: "mtty-2", name: "Dual port serial", description: "2 serial ports\n".into(), cost: vec![("ports", 2)] },
+                    SimType {
+                        id: "mtty-1",
+                        name: "Single port serial",
+                        description: "1 serial port\n".into(),
+                        cost: vec![("ports", 1)],
+                    },
+                    SimType {
+                        id: "mtty-2",
+                        name: "Dual port serial",
+                        description: "2 serial ports\n".into(),
+                        cost: vec![("ports", 2)],
+                    },
                 ],
             )?,
         }
@@ -486,9 +589,17 @@ mod tests {
 
     #[test]
     fn rel_paths() {
-        assert_eq!(rel(Path::new("/r/sys/bus/mdev/devices"), Path::new("/r/sys/devices/virtual/gvt/g/u")),
-                   PathBuf::from("../../../devices/virtual/gvt/g/u"));
-        assert_eq!(rel(Path::new("/a/b"), Path::new("/a/b/c")), PathBuf::from("c"));
+        assert_eq!(
+            rel(
+                Path::new("/r/sys/bus/mdev/devices"),
+                Path::new("/r/sys/devices/virtual/gvt/g/u")
+            ),
+            PathBuf::from("../../../devices/virtual/gvt/g/u")
+        );
+        assert_eq!(
+            rel(Path::new("/a/b"), Path::new("/a/b/c")),
+            PathBuf::from("c")
+        );
     }
 
     #[test]

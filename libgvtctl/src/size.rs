@@ -25,7 +25,10 @@ pub fn parse_size(input: &str) -> Result<u64, Error> {
         }
         return u64::from_str_radix(hex, 16).map_err(|_| bad("too large"));
     }
-    let digits_end = s.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(s.len());
+    let digits_end = s
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(s.len());
     let (num, unit) = s.split_at(digits_end);
     if num.is_empty() {
         return Err(bad("does not start with a number"));
@@ -78,8 +81,20 @@ mod tests {
 
     #[test]
     fn rejected_forms_name_accepted_ones() {
-        for bad in ["", "M", "12Q", "0x", "0xZZ", "-1", "1.5G", "99999999999999999999",
-                    "0x1ffffffffffffffff", "17179869184G", "1 T", "é"] {
+        for bad in [
+            "",
+            "M",
+            "12Q",
+            "0x",
+            "0xZZ",
+            "-1",
+            "1.5G",
+            "99999999999999999999",
+            "0x1ffffffffffffffff",
+            "17179869184G",
+            "1 T",
+            "é",
+        ] {
             let e = parse_size(bad).unwrap_err();
             assert!(matches!(e, Error::InvalidSize { .. }), "{bad}");
             assert!(e.to_string().contains("0x20000000"), "{e}");
@@ -89,8 +104,24 @@ mod tests {
 
     #[test]
     fn format_roundtrips() {
-        for v in [0u64, 1, 1023, 1024, 4096, 512 << 20, 1 << 30, 3 << 30, (1 << 30) + 4096, u64::MAX] {
-            assert_eq!(parse_size(&format_size(v)).unwrap(), v, "{}", format_size(v));
+        for v in [
+            0u64,
+            1,
+            1023,
+            1024,
+            4096,
+            512 << 20,
+            1 << 30,
+            3 << 30,
+            (1 << 30) + 4096,
+            u64::MAX,
+        ] {
+            assert_eq!(
+                parse_size(&format_size(v)).unwrap(),
+                v,
+                "{}",
+                format_size(v)
+            );
         }
         assert_eq!(format_size(512 << 20), "512M");
         assert_eq!(format_size(1 << 30), "1G");

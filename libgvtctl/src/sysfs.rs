@@ -33,10 +33,16 @@ impl Sysfs for RealSysfs {
 
     fn write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         use std::io::Write;
-        let mut f = std::fs::OpenOptions::new().write(true).truncate(true).open(path)?;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(path)?;
         let n = f.write(data)?;
         if n != data.len() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "short write to sysfs attribute"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "short write to sysfs attribute",
+            ));
         }
         Ok(())
     }

@@ -106,7 +106,10 @@ impl fmt::Display for Partition {
 /// GVT-g prints sizes as `%dMB` (meaning MiB); accept KB/MB/GB and plain bytes.
 fn parse_gvt_size(v: &str) -> Option<u64> {
     let v = v.trim();
-    let digits_end = v.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(v.len());
+    let digits_end = v
+        .bytes()
+        .position(|b| !b.is_ascii_digit())
+        .unwrap_or(v.len());
     let (num, unit) = v.split_at(digits_end);
     let n: u64 = num.parse().ok()?;
     let shift = match unit.trim().to_ascii_uppercase().as_str() {
@@ -233,16 +236,28 @@ mod tests {
             "low_gm_size: 512MB\nhigh_gm_size: 2048MB\nfence: 4\nresolution: 1920x1200\nweight: 16\n",
         )
         .unwrap();
-        assert_eq!((p.aperture, p.high_gm, p.weight), (512 << 20, 2 << 30, Some(16)));
+        assert_eq!(
+            (p.aperture, p.high_gm, p.weight),
+            (512 << 20, 2 << 30, Some(16))
+        );
         // Older GVT-g (no weight line).
-        let p = Partition::from_description("low_gm_size: 128MB\nhigh_gm_size: 512MB\nfence: 4\nresolution: 1920x1200\n").unwrap();
+        let p = Partition::from_description(
+            "low_gm_size: 128MB\nhigh_gm_size: 512MB\nfence: 4\nresolution: 1920x1200\n",
+        )
+        .unwrap();
         assert_eq!(p.weight, None);
     }
 
     #[test]
     fn free_text_is_not_a_partition() {
-        for d in ["1 serial port", "", "low_gm_size: lots\nhigh_gm_size: 1MB\nfence: 1",
-                  "low_gm_size: 99999999999999999999MB\nhigh_gm_size: 1MB\nfence: 1", "::::\n:\n", "\u{0}\u{ff}"] {
+        for d in [
+            "1 serial port",
+            "",
+            "low_gm_size: lots\nhigh_gm_size: 1MB\nfence: 1",
+            "low_gm_size: 99999999999999999999MB\nhigh_gm_size: 1MB\nfence: 1",
+            "::::\n:\n",
+            "\u{0}\u{ff}",
+        ] {
             assert_eq!(Partition::from_description(d), None, "{d:?}");
         }
     }
@@ -256,11 +271,29 @@ mod tests {
 
     #[test]
     fn satisfies() {
-        let p = Partition { aperture: 128 << 20, high_gm: 512 << 20, fences: 4, resolution: None, weight: None };
+        let p = Partition {
+            aperture: 128 << 20,
+            high_gm: 512 << 20,
+            fences: 4,
+            resolution: None,
+            weight: None,
+        };
         assert!(p.satisfies(&PartitionRequest::default()));
-        assert!(p.satisfies(&PartitionRequest { aperture: Some(128 << 20), ..Default::default() }));
-        assert!(!p.satisfies(&PartitionRequest { aperture: Some(129 << 20), ..Default::default() }));
-        assert!(!p.satisfies(&PartitionRequest { high_gm: Some(1 << 30), ..Default::default() }));
-        assert!(!p.satisfies(&PartitionRequest { fences: Some(5), ..Default::default() }));
+        assert!(p.satisfies(&PartitionRequest {
+            aperture: Some(128 << 20),
+            ..Default::default()
+        }));
+        assert!(!p.satisfies(&PartitionRequest {
+            aperture: Some(129 << 20),
+            ..Default::default()
+        }));
+        assert!(!p.satisfies(&PartitionRequest {
+            high_gm: Some(1 << 30),
+            ..Default::default()
+        }));
+        assert!(!p.satisfies(&PartitionRequest {
+            fences: Some(5),
+            ..Default::default()
+        }));
     }
 }

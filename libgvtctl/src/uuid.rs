@@ -42,7 +42,14 @@ impl Uuid {
         b[6] = (b[6] & 0x0f) | 0x40;
         b[8] = (b[8] & 0x3f) | 0x80;
         let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        Uuid(format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32]))
+        Uuid(format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        ))
     }
 
     pub fn as_str(&self) -> &str {
@@ -68,9 +75,15 @@ mod tests {
 
     #[test]
     fn parse_rejects_junk() {
-        for bad in ["", "x", "83b8f4f2509f382f3c1ee6bfe0fa1001", "83b8f4f2-509f-382f-3c1e-e6bfe0fa100g",
-                    "83b8f4f2-509f-382f-3c1e-e6bfe0fa10011", "83b8f4f2_509f-382f-3c1e-e6bfe0fa1001",
-                    "83b8f4f2-509f-382f-3c1e-e6bfe0fa10é"] {
+        for bad in [
+            "",
+            "x",
+            "83b8f4f2509f382f3c1ee6bfe0fa1001",
+            "83b8f4f2-509f-382f-3c1e-e6bfe0fa100g",
+            "83b8f4f2-509f-382f-3c1e-e6bfe0fa10011",
+            "83b8f4f2_509f-382f-3c1e-e6bfe0fa1001",
+            "83b8f4f2-509f-382f-3c1e-e6bfe0fa10é",
+        ] {
             assert!(Uuid::parse(bad).is_err(), "{bad}");
         }
     }

@@ -54,8 +54,14 @@ mod tests {
     #[test]
     fn exact_strings() {
         let u = Uuid::parse("83b8f4f2-509f-382f-3c1e-e6bfe0fa1001").unwrap();
-        assert_eq!(vmm_args(&u, Vmm::Qemu), "-device vfio-pci,sysfsdev=/sys/bus/mdev/devices/83b8f4f2-509f-382f-3c1e-e6bfe0fa1001");
-        assert_eq!(vmm_args(&u, Vmm::CloudHypervisor), "--device path=/sys/bus/mdev/devices/83b8f4f2-509f-382f-3c1e-e6bfe0fa1001/");
+        assert_eq!(
+            vmm_args(&u, Vmm::Qemu),
+            "-device vfio-pci,sysfsdev=/sys/bus/mdev/devices/83b8f4f2-509f-382f-3c1e-e6bfe0fa1001"
+        );
+        assert_eq!(
+            vmm_args(&u, Vmm::CloudHypervisor),
+            "--device path=/sys/bus/mdev/devices/83b8f4f2-509f-382f-3c1e-e6bfe0fa1001/"
+        );
         assert_eq!(
             vmm_args(&u, Vmm::Libvirt),
             "<hostdev mode='subsystem' type='mdev' model='vfio-pci'>\n  <source>\n    <address uuid='83b8f4f2-509f-382f-3c1e-e6bfe0fa1001'/>\n  </source>\n</hostdev>"

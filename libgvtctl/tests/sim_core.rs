@@ -13,15 +13,31 @@ fn tree(f: &[Fixture]) -> (tempfile::TempDir, Gvtctl) {
 }
 
 fn req(aperture: u64) -> CreateRequest {
-    CreateRequest { partition: PartitionRequest { aperture: Some(aperture << 20), ..Default::default() }, ..Default::default() }
+    CreateRequest {
+        partition: PartitionRequest {
+            aperture: Some(aperture << 20),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
 }
 
 #[test]
 fn selection_order_smallest_then_gvt_rs_then_parent() {
     let (_d, ctl) = tree(&[Fixture::GvtRs, Fixture::I915]);
     let pick = |mib: u64, high: Option<u64>| {
-        ctl.select_type(None, None, &PartitionRequest { aperture: Some(mib << 20), high_gm: high, fences: None }, true, false)
-            .map(|t| t.id)
+        ctl.select_type(
+            None,
+            None,
+            &PartitionRequest {
+                aperture: Some(mib << 20),
+                high_gm: high,
+                fences: None,
+            },
+            true,
+            false,
+        )
+        .map(|t| t.id)
     };
     assert_eq!(pick(1, None).unwrap(), "gvt_rs-GVTsim_64M");
     assert_eq!(pick(65, None).unwrap(), "gvt_rs-GVTsim_128M");
@@ -33,30 +49,55 @@ fn selection_order_smallest_then_gvt_rs_then_parent() {
 #[test]
 fn create_destroy_roundtrip_restores_counts() {
     let (d, ctl) = tree(&[Fixture::GvtRs, Fixture::I915, Fixture::Mtty]);
-    let before: Vec<_> = ctl.types(None).unwrap().into_iter().map(|t| (t.id, t.available_instances)).collect();
+    let before: Vec<_> = ctl
+        .types(None)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.available_instances))
+        .collect();
     let mut made = Vec::new();
     for _ in 0..4 {
         made.push(ctl.create(&req(64)).unwrap());
     }
-    assert!(matches!(ctl.create(&CreateRequest { parent: Some("gvt-sim0".into()), ..req(64) }), Err(Error::Exhausted { .. })));
+    assert!(matches!(
+        ctl.create(&CreateRequest {
+            parent: Some("gvt-sim0".into()),
+            ..req(64)
+        }),
+        Err(Error::Exhausted { .. })
+    ));
     assert_eq!(ctl.instances().len(), 4);
     // Partitions do not overlap.
-    let mut bases: Vec<u64> = made.iter().map(|i| i.gvt.as_ref().unwrap()["aperture_base"].as_u64().unwrap()).collect();
+    let mut bases: Vec<u64> = made
+        .iter()
+        .map(|i| i.gvt.as_ref().unwrap()["aperture_base"].as_u64().unwrap())
+        .collect();
     bases.sort();
     assert_eq!(bases, vec![0, 64 << 20, 128 << 20, 192 << 20]);
     for i in &made {
         ctl.destroy(&i.uuid).unwrap();
     }
-    let after: Vec<_> = ctl.types(None).unwrap().into_iter().map(|t| (t.id, t.available_instances)).collect();
+    let after: Vec<_> = ctl
+        .types(None)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.available_instances))
+        .collect();
     assert_eq!(before, after);
-    assert!(std::fs::read_dir(d.path().join("sys/kernel/iommu_groups")).unwrap().next().is_none());
+    assert!(std::fs::read_dir(d.path().join("sys/kernel/iommu_groups"))
+        .unwrap()
+        .next()
+        .is_none());
 }
 
 #[test]
 fn start_auto_reports_each_definition() {
     let (_d, ctl) = tree(&[Fixture::Mtty]);
-    for (u, t) in [("00000000-0000-4000-8000-000000000001", "mtty-2"), ("00000000-0000-4000-8000-000000000002", "mtty-2"),
-                   ("00000000-0000-4000-8000-000000000003", "mtty-2")] {
+    for (u, t) in [
+        ("00000000-0000-4000-8000-000000000001", "mtty-2"),
+        ("00000000-0000-4000-8000-000000000002", "mtty-2"),
+        ("00000000-0000-4000-8000-000000000003", "mtty-2"),
+    ] {
         ctl.define(&DefineRequest {
             uuid: Some(Uuid::parse(u).unwrap()),
             parent: None,
@@ -68,8 +109,14 @@ fn start_auto_reports_each_definition() {
         .unwrap();
     }
     let r = ctl.start_auto(Some("mtty"));
-    let ok = r.iter().filter(|o| matches!(o.result, Ok(StartStatus::Started))).count();
-    let full = r.iter().filter(|o| matches!(o.result, Err(Error::Exhausted { .. }))).count();
+    let ok = r
+        .iter()
+        .filter(|o| matches!(o.result, Ok(StartStatus::Started)))
+        .count();
+    let full = r
+        .iter()
+        .filter(|o| matches!(o.result, Err(Error::Exhausted { .. })))
+        .count();
     assert_eq!((ok, full), (2, 1), "4 ports: two dual-port devices fit");
 }
 
@@ -77,20 +124,36 @@ fn start_auto_reports_each_definition() {
 struct NoProc(SimMdevCore);
 
 impl Sysfs for NoProc {
-    fn read_to_string(&self, p: &Path) -> io::Result<String> { self.0.read_to_string(p) }
-    fn write(&self, p: &Path, d: &[u8]) -> io::Result<()> { self.0.write(p, d) }
-    fn write_file(&self, p: &Path, d: &[u8]) -> io::Result<()> { self.0.write_file(p, d) }
+    fn read_to_string(&self, p: &Path) -> io::Result<String> {
+        self.0.read_to_string(p)
+    }
+    fn write(&self, p: &Path, d: &[u8]) -> io::Result<()> {
+        self.0.write(p, d)
+    }
+    fn write_file(&self, p: &Path, d: &[u8]) -> io::Result<()> {
+        self.0.write_file(p, d)
+    }
     fn read_dir(&self, p: &Path) -> io::Result<Vec<String>> {
         if p.ends_with("fd") {
             return Err(io::Error::from_raw_os_error(13));
         }
         self.0.read_dir(p)
     }
-    fn read_link(&self, p: &Path) -> io::Result<PathBuf> { self.0.read_link(p) }
-    fn exists(&self, p: &Path) -> bool { self.0.exists(p) }
-    fn is_dir(&self, p: &Path) -> bool { self.0.is_dir(p) }
-    fn create_dir_all(&self, p: &Path) -> io::Result<()> { self.0.create_dir_all(p) }
-    fn remove_file(&self, p: &Path) -> io::Result<()> { self.0.remove_file(p) }
+    fn read_link(&self, p: &Path) -> io::Result<PathBuf> {
+        self.0.read_link(p)
+    }
+    fn exists(&self, p: &Path) -> bool {
+        self.0.exists(p)
+    }
+    fn is_dir(&self, p: &Path) -> bool {
+        self.0.is_dir(p)
+    }
+    fn create_dir_all(&self, p: &Path) -> io::Result<()> {
+        self.0.create_dir_all(p)
+    }
+    fn remove_file(&self, p: &Path) -> io::Result<()> {
+        self.0.remove_file(p)
+    }
 }
 
 #[test]

@@ -37,23 +37,38 @@ impl Tree {
         let out = self.cmd().arg("--json").args(args).output().expect("run");
         let code = out.status.code().unwrap_or(-1);
         let text = String::from_utf8_lossy(&out.stdout);
-        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}\nstderr: {}", String::from_utf8_lossy(&out.stderr)));
+        let v = serde_json::from_str(&text).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): {text}\nstderr: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
         (code, v)
     }
 
     /// Create by args, return the UUID (first line of human output).
     pub fn create(&self, args: &[&str]) -> String {
         let out = self.cmd().arg("create").args(args).output().expect("run");
-        assert!(out.status.success(), "create {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or_default().to_string()
+        assert!(
+            out.status.success(),
+            "create {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
     }
 
     pub fn avail(&self, parent: &str, ty: &str) -> u32 {
-        std::fs::read_to_string(self.p(&format!("sys/class/mdev_bus/{parent}/mdev_supported_types/{ty}/available_instances")))
-            .expect("available_instances")
-            .trim()
-            .parse()
-            .expect("number")
+        std::fs::read_to_string(self.p(&format!(
+            "sys/class/mdev_bus/{parent}/mdev_supported_types/{ty}/available_instances"
+        )))
+        .expect("available_instances")
+        .trim()
+        .parse()
+        .expect("number")
     }
 
     pub fn dev(&self, uuid: &str) -> PathBuf {
