@@ -134,6 +134,15 @@ fn damaged_and_foreign_trees() {
     for args in COMMANDS {
         no_panic(&t, args);
     }
+    // Names never escape their directories.
+    t.cmd()
+        .args(["define", U2, "--parent", "../../tmp", "--type", "x"])
+        .assert()
+        .code(2);
+    t.cmd()
+        .args(["define", U2, "--parent", "gvt-sim0", "--type", "../x"])
+        .assert()
+        .code(2);
     no_panic(&t, &["start", U2, "--parent", "gvt-sim0"]);
     no_panic(&t, &["start", U3, "--parent", "gvt-sim0"]);
     no_panic(&t, &["info", "83b8f4f2-509f-382f-3c1e-e6bfe0fa1009"]);

@@ -679,7 +679,9 @@ impl Gvtctl {
         }
         for (k, v) in attrs {
             let p = dev.join(k);
-            let r = if self.fs.exists(&p) {
+            let r = if !attr_path_ok(k) {
+                Err("attribute paths must stay inside the device directory".to_string())
+            } else if self.fs.exists(&p) {
                 self.fs.write(&p, v.as_bytes()).map_err(|e| e.to_string())
             } else {
                 Err("the device has no such attribute".to_string())
@@ -755,6 +757,9 @@ impl Gvtctl {
     // ---- definitions -----------------------------------------------------------------
 
     fn definitions_of(&self, uuid: &Uuid, parent: Option<&str>) -> Vec<Definition> {
+        if parent.is_some_and(|p| check_name("parent", p).is_err()) {
+            return Vec::new();
+        }
         defs::load_all(self.fs.as_ref(), &self.root, parent)
             .into_iter()
             .filter(|d| &d.uuid == uuid)
@@ -793,6 +798,12 @@ impl Gvtctl {
     /// Write a persistent definition (mdevctl format). An active device's parent and
     /// type are taken from sysfs when the request names none.
     pub fn define(&self, req: &DefineRequest) -> Result<Definition, Error> {
+        if let Some(p) = &req.parent {
+            check_name("parent", p)?;
+        }
+        if let Some(t) = &req.type_id {
+            check_name("type", t)?;
+        }
         let uuid = match &req.uuid {
             Some(u) => u.clone(),
             None => Uuid::new_v4()?,
@@ -965,6 +976,25 @@ impl Gvtctl {
     pub fn stop(&self, uuid: &Uuid) -> Result<Instance, Error> {
         self.destroy(uuid)
     }
+}
+
+/// A parent or type name must be one path component (they become directory names).
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "invalid {what} name '{name}'"
+        )));
+    }
+    Ok(())
+}
+
+/// Attribute paths stay inside the device directory.
+fn attr_path_ok(attr: &str) -> bool {
+    !attr.is_empty()
+        && !attr.starts_with('/')
+        && attr
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// The attribute list that sets a gvt-rs vGPU's scheduler weight.
