@@ -1,0 +1,212 @@
+//! Command line (clap derive).
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+const AFTER_HELP: &str = "\
+Examples:
+  gvtctl types                                  # what the parents offer, instances left
+  gvtctl create --aperture 128M                 # smallest type with >= 128M aperture
+  gvtctl create --type gvt_rs-GVTsim_64M --define   # and start it again after reboots
+  gvtctl list                                   # vGPUs, VFIO nodes, who uses them
+  gvtctl vmm-args UUID --vmm qemu               # paste into the QEMU command line
+  gvtctl destroy UUID
+  gvtctl completions bash > /etc/bash_completion.d/gvtctl
+
+Sizes: 536870912, 0x20000000, 512M, 1G, 64K (binary units).
+Definitions are mdevctl's: /etc/mdevctl.d/<parent>/<uuid>, shared with mdevctl.
+
+Exit codes:
+  0 ok                  1 I/O or driver failure      2 bad arguments (size, UUID)
+  3 not found (parent/module, type, UUID, definition)
+  4 no type fits / no instances left                 5 vGPU in use by a VMM
+  6 permission denied (root / VFIO group)            7 device did not appear in time
+  8 already exists / already defined
+
+--json prints one JSON object per command on stdout (errors: {\"error\": {...}});
+the schema is in gvtctl's README.md.";
+
+#[derive(Parser, Debug)]
+#[command(name = "gvtctl", version, about = "Manage gvt-rs vGPUs (VFIO mediated devices)", after_help = AFTER_HELP)]
+pub struct Cli {
+    /// Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "GVTCTL_ROOT",
+        default_value = "/"
+    )]
+    pub root: PathBuf,
+
+    /// Print machine-readable JSON (stable schema, see README.md)
+    #[arg(long, global = true)]
+    pub json: bool,
+
+    /// Seconds to wait for a created device to appear (or a removed one to go)
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
+    pub timeout: f64,
+
+    /// More log output on stderr (-v info, -vv debug)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// List parents and their mdev types: partition, instances left
+    Types {
+        /// Only this parent (e.g. gvt-sim0, 0000:00:02.0)
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Create a vGPU by requested partition or by type; prints its UUID and VMM arguments
+    Create(CreateArgs),
+    /// Remove an active vGPU (refused while a VMM holds it)
+    Destroy {
+        uuid: String,
+        /// Also delete its persistent definition
+        #[arg(long)]
+        undefine: bool,
+    },
+    /// List vGPUs: active and defined, with partition, VFIO node and users
+    List {
+        #[arg(long)]
+        parent: Option<String>,
+        /// Only active (running) ones
+        #[arg(long, conflicts_with = "defined")]
+        active: bool,
+        /// Only ones with a persistent definition
+        #[arg(long)]
+        defined: bool,
+    },
+    /// Everything about one vGPU
+    Info { uuid: String },
+    /// Write a persistent definition (mdevctl format) without starting it
+    Define(DefineArgs),
+    /// Delete a persistent definition (a running vGPU keeps running)
+    Undefine {
+        uuid: String,
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Start a defined vGPU, or (--auto) every auto-start definition
+    Start {
+        uuid: Option<String>,
+        /// Restrict to this parent
+        #[arg(long)]
+        parent: Option<String>,
+        /// Start every definition with start=auto that is not running (what udev runs)
+        #[arg(long)]
+        auto: bool,
+    },
+    /// Stop (remove) a running vGPU, keeping its definition
+    Stop { uuid: String },
+    /// Turn starting at boot / parent registration on or off for a definition
+    Autostart {
+        uuid: String,
+        state: OnOff,
+        #[arg(long)]
+        parent: Option<String>,
+    },
+    /// Print the VMM argument for a vGPU (all three VMMs unless --vmm)
+    VmmArgs {
+        uuid: String,
+        #[arg(long, value_enum)]
+        vmm: Option<VmmArg>,
+    },
+    /// Print shell completions (bash, zsh, fish, elvish, powershell)
+    Completions { shell: clap_complete::Shell },
+    /// For udev: succeed (and print the UUIDs) if IOMMU group N holds a gvt-rs vGPU
+    #[command(hide = true)]
+    UdevMatchGroup { group: String },
+    /// Simulated mdev core for tests and demos (see README.md)
+    #[command(subcommand, hide = true)]
+    Sim(SimCommand),
+}
+
+#[derive(Args, Debug)]
+pub struct CreateArgs {
+    /// Minimum aperture (mappable GM), e.g. 128M, 0x8000000
+    #[arg(long, value_name = "SIZE")]
+    pub aperture: Option<String>,
+    /// Minimum high (non-mappable) GM, e.g. 512M
+    #[arg(long, value_name = "SIZE")]
+    pub high_gm: Option<String>,
+    /// Minimum number of fence registers
+    #[arg(long, value_name = "N")]
+    pub fences: Option<u32>,
+    /// Parent device (default: any with room)
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Exact mdev type (e.g. gvt_rs-GVTsim_64M, i915-GVTg_V5_4, mtty-1)
+    #[arg(long, value_name = "TYPE")]
+    pub r#type: Option<String>,
+    /// Use this UUID instead of a random one
+    #[arg(long)]
+    pub uuid: Option<String>,
+    /// Scheduler weight (gvt-rs types)
+    #[arg(long)]
+    pub weight: Option<u32>,
+    /// Also write a persistent definition that starts it automatically
+    #[arg(long, alias = "persist")]
+    pub define: bool,
+    /// With --define: do not start automatically
+    #[arg(long)]
+    pub manual: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct DefineArgs {
+    /// UUID (default: random; an active device's UUID defines that device)
+    pub uuid: Option<String>,
+    #[arg(long)]
+    pub parent: Option<String>,
+    #[arg(long, value_name = "TYPE")]
+    pub r#type: Option<String>,
+    #[arg(long, value_name = "SIZE")]
+    pub aperture: Option<String>,
+    #[arg(long, value_name = "SIZE")]
+    pub high_gm: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub fences: Option<u32>,
+    #[arg(long)]
+    pub weight: Option<u32>,
+    /// Start automatically when the parent appears (default: manual, as mdevctl)
+    #[arg(long)]
+    pub auto: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum SimCommand {
+    /// Build a simulated sysfs tree under --root
+    Init {
+        /// Comma-separated: gvt-rs, i915, mtty
+        #[arg(long, default_value = "gvt-rs")]
+        fixture: String,
+    },
+    /// Pretend process PID holds the vGPU's VFIO node
+    Hold {
+        uuid: String,
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value = "qemu-system-x86_64")]
+        command: String,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum VmmArg {
+    Qemu,
+    CloudHypervisor,
+    Libvirt,
+}

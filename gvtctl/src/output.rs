@@ -1,0 +1,367 @@
+//! Human tables and the `--json` objects (schema documented in README.md).
+
+use libgvtctl::{
+    format_size, Definition, Error, Instance, MdevType, StartOutcome, Uuid, Vmm, VmmArgs,
+};
+use serde_json::{json, Value};
+
+pub struct Out {
+    pub json: bool,
+}
+
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut w: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if let Some(x) = w.get_mut(i) {
+                *x = (*x).max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let n = cells.len();
+        let mut s = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                s.push_str(&c);
+            } else {
+                let pad = w
+                    .get(i)
+                    .copied()
+                    .unwrap_or(0)
+                    .saturating_sub(c.chars().count());
+                s.push_str(&c);
+                s.push_str(&" ".repeat(pad + 2));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    let mut out = line(header.iter().map(|h| h.to_string()).collect());
+    for r in rows {
+        out.push('\n');
+        out.push_str(&line(r.clone()));
+    }
+    out
+}
+
+fn dash(o: Option<String>) -> String {
+    o.unwrap_or_else(|| "-".to_string())
+}
+
+fn in_use_text(i: &Instance) -> String {
+    match i.in_use {
+        Some(true) => i
+            .holders
+            .iter()
+            .map(|h| format!("{}({})", h.command, h.pid))
+            .collect::<Vec<_>>()
+            .join(","),
+        Some(false) => "no".into(),
+        None => "?".into(),
+    }
+}
+
+impl Out {
+    fn emit(&self, v: &Value, human: &str) {
+        if self.json {
+            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+        } else if !human.is_empty() {
+            println!("{human}");
+        }
+    }
+
+    pub fn value(&self, v: &Value, human: &str) {
+        self.emit(v, human)
+    }
+
+    pub fn error(&self, e: &Error) {
+        if self.json {
+            let v = json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        }
+        eprintln!("gvtctl: error: {e}");
+    }
+
+    pub fn types(&self, types: &[MdevType]) {
+        let rows: Vec<Vec<String>> = types
+            .iter()
+            .map(|t| {
+                let p = t.partition.as_ref();
+                vec![
+                    t.parent.clone(),
+                    t.id.clone(),
+                    dash(t.available_instances.map(|n| n.to_string())),
+                    dash(p.map(|p| format_size(p.aperture))),
+                    dash(p.map(|p| format_size(p.high_gm))),
+                    dash(p.map(|p| p.fences.to_string())),
+                    dash(p.and_then(|p| p.resolution.clone())),
+                    dash(p.and_then(|p| p.weight).map(|w| w.to_string())),
+                    if p.is_some() {
+                        dash(t.name.clone())
+                    } else {
+                        let d = t
+                            .description
+                            .as_deref()
+                            .and_then(|d| d.lines().next())
+                            .map(str::to_string);
+                        match (&t.name, d) {
+                            (Some(n), Some(d)) if !d.is_empty() => format!("{n}: {d}"),
+                            (n, d) => dash(n.clone().or(d)),
+                        }
+                    },
+                ]
+            })
+            .collect();
+        let human = table(
+            &[
+                "PARENT",
+                "TYPE",
+                "AVAIL",
+                "APERTURE",
+                "HIGH-GM",
+                "FENCES",
+                "RESOLUTION",
+                "WEIGHT",
+                "NAME",
+            ],
+            &rows,
+        );
+        self.emit(&json!({ "types": types }), &human);
+    }
+
+    pub fn created(&self, i: &Instance) {
+        let mut h = format!("{}\n\ncreated {} on {}", i.uuid, i.type_id, i.parent);
+        if let Some(p) = &i.partition {
+            h.push_str(&format!(": {p}"));
+        }
+        if let Some(n) = &i.vfio_group_node {
+            h.push_str(&format!("\nVFIO group node: {n}"));
+        }
+        if let Some(d) = &i.definition {
+            h.push_str(&format!(
+                "\ndefined in {} (start {})",
+                d.path,
+                d.start.as_str()
+            ));
+        }
+        h.push_str(&format!(
+            "\n\nQEMU:\n  {}\ncloud-hypervisor:\n  {}\nlibvirt (<devices> of the domain XML; `gvtctl vmm-args {} --vmm libvirt`)",
+            i.vmm_args.qemu, i.vmm_args.cloud_hypervisor, i.uuid
+        ));
+        self.emit(&serde_json::to_value(i).unwrap_or(Value::Null), &h);
+    }
+
+    pub fn removed(&self, i: &Instance, action: &str, undefined: bool) {
+        let mut h = format!("{action} {} ({} on {})", i.uuid, i.type_id, i.parent);
+        if undefined {
+            h.push_str("; definition deleted");
+        } else if let Some(d) = &i.definition {
+            h.push_str(&format!(
+                "; still defined in {} (`gvtctl start {}`)",
+                d.path, i.uuid
+            ));
+        }
+        self.emit(
+            &json!({"uuid": i.uuid, "parent": i.parent, "type": i.type_id, "action": action, "undefined": undefined}),
+            &h,
+        );
+    }
+
+    pub fn list(&self, list: &[Instance]) {
+        let rows: Vec<Vec<String>> = list
+            .iter()
+            .map(|i| {
+                vec![
+                    i.uuid.to_string(),
+                    i.parent.clone(),
+                    i.type_id.clone(),
+                    if i.active { "active" } else { "stopped" }.to_string(),
+                    dash(i.partition.as_ref().map(|p| format_size(p.aperture))),
+                    dash(i.partition.as_ref().map(|p| p.fences.to_string())),
+                    dash(i.vfio_group_node.clone()),
+                    if i.active { in_use_text(i) } else { "-".into() },
+                    dash(i.definition.as_ref().map(|d| d.start.as_str().to_string())),
+                ]
+            })
+            .collect();
+        let human = if rows.is_empty() {
+            "no vGPUs (create one with `gvtctl create --aperture 64M`)".to_string()
+        } else {
+            table(
+                &[
+                    "UUID", "PARENT", "TYPE", "STATE", "APERTURE", "FENCES", "VFIO", "IN-USE",
+                    "DEFINED",
+                ],
+                &rows,
+            )
+        };
+        self.emit(&json!({ "instances": list }), &human);
+    }
+
+    pub fn info(&self, i: &Instance) {
+        let mut h = String::new();
+        let mut kv = |k: &str, v: String| h.push_str(&format!("{k:<19} {v}\n"));
+        kv("uuid:", i.uuid.to_string());
+        kv("parent:", i.parent.clone());
+        kv(
+            "type:",
+            format!(
+                "{}{}",
+                i.type_id,
+                i.type_name
+                    .as_ref()
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default()
+            ),
+        );
+        kv(
+            "state:",
+            if i.active {
+                "active".into()
+            } else {
+                "stopped".into()
+            },
+        );
+        if let Some(p) = &i.partition {
+            kv("partition:", p.to_string());
+            if let Some(r) = &p.resolution {
+                kv("resolution:", r.clone());
+            }
+        }
+        if let Some(g) = &i.gvt {
+            for (k, v) in g {
+                let shown = match (k.as_str(), v.as_u64()) {
+                    (k2, Some(n)) if k2.ends_with("_base") || k2.ends_with("_size") => {
+                        format!("{n} ({})", hex_or_size(k2, n))
+                    }
+                    _ => v
+                        .as_str()
+                        .map(str::to_string)
+                        .unwrap_or_else(|| v.to_string()),
+                };
+                kv(&format!("gvt/{k}:"), shown);
+            }
+        }
+        if let Some(n) = &i.vfio_group_node {
+            kv("vfio:", n.clone());
+        }
+        if i.active {
+            kv("in use:", in_use_text(i));
+        }
+        match &i.definition {
+            Some(d) => kv(
+                "defined:",
+                format!("{} (start {})", d.path, d.start.as_str()),
+            ),
+            None => kv("defined:", "no".into()),
+        }
+        h.push_str(&format!(
+            "\nQEMU:\n  {}\ncloud-hypervisor:\n  {}\nlibvirt:\n{}",
+            i.vmm_args.qemu,
+            i.vmm_args.cloud_hypervisor,
+            indent(&i.vmm_args.libvirt)
+        ));
+        self.emit(&serde_json::to_value(i).unwrap_or(Value::Null), &h);
+    }
+
+    pub fn defined(&self, d: &Definition) {
+        let h = format!(
+            "{}\n\ndefined {} on {} in {} (start {})",
+            d.uuid,
+            d.mdev_type,
+            d.parent,
+            d.path,
+            d.start.as_str()
+        );
+        self.emit(&json!({ "definition": d }), &h);
+    }
+
+    pub fn undefined(&self, ds: &[Definition]) {
+        let h = ds
+            .iter()
+            .map(|d| format!("undefined {} (deleted {})", d.uuid, d.path))
+            .collect::<Vec<_>>()
+            .join("\n");
+        self.emit(&json!({ "undefined": ds }), &h);
+    }
+
+    pub fn started(&self, i: &Instance) {
+        let h = format!(
+            "started {} ({} on {})\nQEMU:\n  {}\ncloud-hypervisor:\n  {}",
+            i.uuid, i.type_id, i.parent, i.vmm_args.qemu, i.vmm_args.cloud_hypervisor
+        );
+        self.emit(&serde_json::to_value(i).unwrap_or(Value::Null), &h);
+    }
+
+    pub fn start_auto(&self, results: &[StartOutcome]) {
+        let mut lines = Vec::new();
+        let mut js = Vec::new();
+        for r in results {
+            let d = &r.definition;
+            let (status, err) = match &r.result {
+                Ok(s) => (serde_json::to_value(s).unwrap_or(Value::Null), Value::Null),
+                Err(e) => (
+                    json!("failed"),
+                    json!({"kind": e.kind(), "message": e.to_string()}),
+                ),
+            };
+            lines.push(match &r.result {
+                Ok(libgvtctl::StartStatus::Started) => {
+                    format!("started {} ({} on {})", d.uuid, d.mdev_type, d.parent)
+                }
+                Ok(libgvtctl::StartStatus::AlreadyActive) => format!(
+                    "already active {} ({} on {})",
+                    d.uuid, d.mdev_type, d.parent
+                ),
+                Err(e) => format!("failed {} ({} on {}): {e}", d.uuid, d.mdev_type, d.parent),
+            });
+            js.push(json!({"uuid": d.uuid, "parent": d.parent, "type": d.mdev_type, "status": status, "error": err}));
+        }
+        if lines.is_empty() {
+            lines.push("no auto-start definitions to start".into());
+        }
+        self.emit(&json!({ "results": js }), &lines.join("\n"));
+    }
+
+    pub fn vmm_args(&self, uuid: &Uuid, vmm: Option<Vmm>) {
+        let all = VmmArgs::for_uuid(uuid);
+        match vmm {
+            Some(v) => {
+                let s = libgvtctl::vmm_args(uuid, v);
+                let key = match v {
+                    Vmm::Qemu => "qemu",
+                    Vmm::CloudHypervisor => "cloud_hypervisor",
+                    Vmm::Libvirt => "libvirt",
+                };
+                self.emit(&json!({"uuid": uuid, key: s}), &s);
+            }
+            None => {
+                let h = format!(
+                    "QEMU:\n  {}\ncloud-hypervisor:\n  {}\nlibvirt:\n{}",
+                    all.qemu,
+                    all.cloud_hypervisor,
+                    indent(&all.libvirt)
+                );
+                self.emit(
+                    &json!({"uuid": uuid, "qemu": all.qemu, "cloud_hypervisor": all.cloud_hypervisor, "libvirt": all.libvirt}),
+                    &h,
+                );
+            }
+        }
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.lines()
+        .map(|l| format!("  {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn hex_or_size(key: &str, n: u64) -> String {
+    if key.ends_with("_base") {
+        format!("{n:#x}")
+    } else {
+        format_size(n)
+    }
+}

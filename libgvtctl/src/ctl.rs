@@ -1,0 +1,1015 @@
+//! The operations: discover, create, destroy, list, define/undefine/start/stop.
+//!
+//! Layout read and written (all under the root, `/` on a host):
+//! - parents: `sys/class/mdev_bus/<parent>/mdev_supported_types/<type>/{name,description,
+//!   available_instances,device_api,create,devices/}`
+//! - instances: `sys/bus/mdev/devices/<uuid>/{mdev_type -> type dir, remove, iommu_group ->
+//!   /sys/kernel/iommu_groups/N, gvt/*}`; the VFIO group node is `dev/vfio/N`
+//! - holders: `proc/<pid>/fd/*` links; definitions: `etc/mdevctl.d/<parent>/<uuid>`.
+
+use crate::defs::{self, Definition, StartMode};
+use crate::error::{Error, ExistingInstance};
+use crate::holders::{self, Holder};
+use crate::sysfs::{RealSysfs, Sysfs};
+use crate::types::{MdevType, Partition, PartitionRequest, TypeKind, TypeSummary};
+use crate::uuid::Uuid;
+use crate::vmm::VmmArgs;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// Default bound on waiting for a created device to appear / a removed one to go.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A vGPU (or any mdev) as `list`/`info` show it: active in sysfs, defined, or both.
+#[derive(Debug, Clone, Serialize)]
+pub struct Instance {
+    pub uuid: Uuid,
+    pub parent: String,
+    #[serde(rename = "type")]
+    pub type_id: String,
+    /// The type's `name`, when the type is present.
+    pub type_name: Option<String>,
+    /// Present in `/sys/bus/mdev/devices`.
+    pub active: bool,
+    /// The type's GM partition (GVT types).
+    pub partition: Option<Partition>,
+    /// The driver's `gvt/` attribute group (gvt-rs): decimal values as numbers.
+    pub gvt: Option<BTreeMap<String, serde_json::Value>>,
+    pub iommu_group: Option<u32>,
+    /// The VFIO group node a VMM opens (`/dev/vfio/N`).
+    pub vfio_group_node: Option<String>,
+    /// `true` held by a process, `false` idle or stopped, `null` unknown (no permission).
+    pub in_use: Option<bool>,
+    pub holders: Vec<Holder>,
+    /// The persistent definition, if any.
+    pub definition: Option<Definition>,
+    pub vmm_args: VmmArgs,
+}
+
+/// What `create` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub parent: Option<String>,
+    pub type_id: Option<String>,
+    pub partition: PartitionRequest,
+    pub uuid: Option<Uuid>,
+    pub weight: Option<u32>,
+    /// Also write a persistent definition with this start mode.
+    pub define: Option<StartMode>,
+}
+
+/// What `define` asks for.
+#[derive(Debug, Clone)]
+pub struct DefineRequest {
+    pub uuid: Option<Uuid>,
+    pub parent: Option<String>,
+    pub type_id: Option<String>,
+    pub partition: PartitionRequest,
+    pub weight: Option<u32>,
+    pub start: StartMode,
+}
+
+/// Outcome of starting one definition in [`Gvtctl::start_auto`].
+#[derive(Debug)]
+pub struct StartOutcome {
+    pub definition: Definition,
+    pub result: Result<StartStatus, Error>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartStatus {
+    Started,
+    AlreadyActive,
+}
+
+/// Facts read from an active device's sysfs directory.
+struct Active {
+    parent: String,
+    type_id: String,
+    gvt: Option<BTreeMap<String, serde_json::Value>>,
+    iommu_group: Option<u32>,
+    nodes: Vec<String>,
+}
+
+/// Entry point: everything under `root`, through a [`Sysfs`].
+pub struct Gvtctl {
+    root: PathBuf,
+    fs: Box<dyn Sysfs>,
+    timeout: Duration,
+}
+
+impl Gvtctl {
+    /// Operate on `root` (`/` on a host). A tree made by [`crate::sim::init`] (it carries
+    /// the [`crate::sim::MARKER`] file, never on `/`) gets the simulated mdev core.
+    pub fn new(root: impl Into<PathBuf>) -> Gvtctl {
+        let root = root.into();
+        let fs: Box<dyn Sysfs> = if crate::sim::is_sim_root(&root) {
+            log::debug!("{}: simulated mdev core", root.display());
+            Box::new(crate::sim::SimMdevCore::new(&root))
+        } else {
+            Box::new(RealSysfs)
+        };
+        Gvtctl::with_sysfs(root, fs)
+    }
+
+    pub fn with_sysfs(root: impl Into<PathBuf>, fs: Box<dyn Sysfs>) -> Gvtctl {
+        Gvtctl {
+            root: root.into(),
+            fs,
+            timeout: DEFAULT_TIMEOUT,
+        }
+    }
+
+    /// Bound on waiting for devices to appear or go.
+    pub fn set_timeout(&mut self, t: Duration) {
+        self.timeout = t;
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn parent_base(&self) -> PathBuf {
+        self.root.join("sys/class/mdev_bus")
+    }
+
+    fn mdev_base(&self) -> PathBuf {
+        self.root.join("sys/bus/mdev/devices")
+    }
+
+    fn dev_dir(&self, uuid: &Uuid) -> PathBuf {
+        self.mdev_base().join(uuid.as_str())
+    }
+
+    fn type_dir(&self, parent: &str, type_id: &str) -> PathBuf {
+        self.parent_base()
+            .join(parent)
+            .join("mdev_supported_types")
+            .join(type_id)
+    }
+
+    // ---- discovery -------------------------------------------------------------------
+
+    /// Names of the parents registered with the mdev core (may be empty).
+    pub fn parent_names(&self) -> Vec<String> {
+        self.fs
+            .read_dir(&self.parent_base())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|p| {
+                self.fs
+                    .is_dir(&self.parent_base().join(p).join("mdev_supported_types"))
+            })
+            .collect()
+    }
+
+    /// Types of all parents, or of one. Errors: no parent at all, or `parent` unknown.
+    pub fn types(&self, parent: Option<&str>) -> Result<Vec<MdevType>, Error> {
+        let present = self.parent_names();
+        let parents = match parent {
+            Some(p) => {
+                if !present.iter().any(|x| x == p) {
+                    return Err(Error::UnknownParent {
+                        name: p.to_string(),
+                        present,
+                    });
+                }
+                vec![p.to_string()]
+            }
+            None => {
+                if present.is_empty() {
+                    return Err(Error::NoParent {
+                        dir: self.parent_base(),
+                    });
+                }
+                present
+            }
+        };
+        let mut out = Vec::new();
+        for p in parents {
+            let tdir = self.parent_base().join(&p).join("mdev_supported_types");
+            for t in self.fs.read_dir(&tdir).unwrap_or_default() {
+                if self.fs.is_dir(&tdir.join(&t)) {
+                    out.push(self.read_type(&p, &t));
+                }
+            }
+        }
+        // Per parent, smallest partition first (free-text types after, by name).
+        out.sort_by(|a, b| {
+            let key = |t: &MdevType| {
+                t.partition
+                    .as_ref()
+                    .map(|p| (p.aperture, p.high_gm, p.fences))
+            };
+            (&a.parent, key(a).is_none(), key(a), &a.id).cmp(&(
+                &b.parent,
+                key(b).is_none(),
+                key(b),
+                &b.id,
+            ))
+        });
+        Ok(out)
+    }
+
+    fn read_attr(&self, p: &Path) -> Option<String> {
+        self.fs
+            .read_to_string(p)
+            .ok()
+            .map(|s| s.trim_end_matches('\n').to_string())
+    }
+
+    fn read_type(&self, parent: &str, type_id: &str) -> MdevType {
+        let dir = self.type_dir(parent, type_id);
+        let description = self.read_attr(&dir.join("description"));
+        let partition = match TypeKind::of(type_id) {
+            TypeKind::Generic => None,
+            _ => description.as_deref().and_then(Partition::from_description),
+        };
+        MdevType {
+            parent: parent.to_string(),
+            id: type_id.to_string(),
+            kind: TypeKind::of(type_id),
+            name: self
+                .read_attr(&dir.join("name"))
+                .map(|s| s.trim().to_string()),
+            device_api: self
+                .read_attr(&dir.join("device_api"))
+                .map(|s| s.trim().to_string()),
+            available_instances: self
+                .read_attr(&dir.join("available_instances"))
+                .and_then(|s| s.trim().parse().ok()),
+            description,
+            partition,
+        }
+    }
+
+    /// UUIDs present in `/sys/bus/mdev/devices`.
+    pub fn active_uuids(&self) -> Vec<Uuid> {
+        self.fs
+            .read_dir(&self.mdev_base())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| Uuid::parse(&n).ok().filter(|u| u.as_str() == n))
+            .collect()
+    }
+
+    fn link_name(&self, p: &Path) -> Option<String> {
+        let t = self.fs.read_link(p).ok()?;
+        t.file_name().map(|n| n.to_string_lossy().into_owned())
+    }
+
+    fn read_active(&self, uuid: &Uuid) -> Option<Active> {
+        let dev = self.dev_dir(uuid);
+        if !self.fs.exists(&dev) {
+            return None;
+        }
+        let type_link = self.fs.read_link(&dev.join("mdev_type")).ok();
+        let type_id = type_link
+            .as_ref()
+            .and_then(|t| t.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "unknown".to_string());
+        // `.../<parent>/mdev_supported_types/<type>`; else the device link `.../<parent>/<uuid>`.
+        let parent = type_link
+            .as_ref()
+            .and_then(|t| {
+                t.parent()?
+                    .parent()?
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .or_else(|| {
+                let l = self.fs.read_link(&dev).ok()?;
+                l.parent()?
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+            })
+            .unwrap_or_else(|| "unknown".to_string());
+        let gdir = dev.join("gvt");
+        let gvt = if self.fs.is_dir(&gdir) {
+            let mut m = BTreeMap::new();
+            for a in self.fs.read_dir(&gdir).unwrap_or_default() {
+                if let Some(v) = self.read_attr(&gdir.join(&a)) {
+                    let v = v.trim().to_string();
+                    let jv = match v.parse::<u64>() {
+                        Ok(n) => serde_json::Value::from(n),
+                        Err(_) => serde_json::Value::from(v),
+                    };
+                    m.insert(a, jv);
+                }
+            }
+            Some(m)
+        } else {
+            None
+        };
+        let iommu_group = self
+            .link_name(&dev.join("iommu_group"))
+            .and_then(|n| n.parse().ok());
+        let mut nodes = Vec::new();
+        if let Some(g) = iommu_group {
+            nodes.push(format!("/dev/vfio/{g}"));
+        }
+        for c in self.fs.read_dir(&dev.join("vfio-dev")).unwrap_or_default() {
+            nodes.push(format!("/dev/vfio/devices/{c}"));
+        }
+        Some(Active {
+            parent,
+            type_id,
+            gvt,
+            iommu_group,
+            nodes,
+        })
+    }
+
+    fn build(
+        &self,
+        uuid: &Uuid,
+        active: Option<Active>,
+        def: Option<Definition>,
+        scan: &holders::Scan,
+    ) -> Instance {
+        let (parent, type_id) = match (&active, &def) {
+            (Some(a), _) => (a.parent.clone(), a.type_id.clone()),
+            (None, Some(d)) => (d.parent.clone(), d.mdev_type.clone()),
+            (None, None) => ("unknown".into(), "unknown".into()),
+        };
+        let ty = if self.fs.is_dir(&self.type_dir(&parent, &type_id)) {
+            Some(self.read_type(&parent, &type_id))
+        } else {
+            None
+        };
+        let (holders, in_use) = match &active {
+            Some(a) => {
+                let h: Vec<Holder> = scan
+                    .holders
+                    .iter()
+                    .filter(|h| a.nodes.contains(&h.node))
+                    .cloned()
+                    .collect();
+                let in_use = if !h.is_empty() {
+                    Some(true)
+                } else if scan.incomplete {
+                    None
+                } else {
+                    Some(false)
+                };
+                (h, in_use)
+            }
+            None => (Vec::new(), Some(false)),
+        };
+        Instance {
+            uuid: uuid.clone(),
+            parent,
+            type_id,
+            type_name: ty.as_ref().and_then(|t| t.name.clone()),
+            active: active.is_some(),
+            partition: ty.as_ref().and_then(|t| t.partition.clone()),
+            iommu_group: active.as_ref().and_then(|a| a.iommu_group),
+            vfio_group_node: active
+                .as_ref()
+                .and_then(|a| a.iommu_group)
+                .map(|g| format!("/dev/vfio/{g}")),
+            gvt: active.and_then(|a| a.gvt),
+            in_use,
+            holders,
+            definition: def,
+            vmm_args: VmmArgs::for_uuid(uuid),
+        }
+    }
+
+    fn scan_nodes(&self, actives: &[(Uuid, Active)]) -> holders::Scan {
+        let nodes: Vec<String> = actives
+            .iter()
+            .flat_map(|(_, a)| a.nodes.iter().cloned())
+            .collect();
+        holders::scan(self.fs.as_ref(), &self.root, &nodes)
+    }
+
+    /// Every vGPU: active ones and defined ones, sorted by parent then UUID.
+    pub fn instances(&self) -> Vec<Instance> {
+        let actives: Vec<(Uuid, Active)> = self
+            .active_uuids()
+            .into_iter()
+            .filter_map(|u| self.read_active(&u).map(|a| (u, a)))
+            .collect();
+        let scan = self.scan_nodes(&actives);
+        let mut defs = defs::load_all(self.fs.as_ref(), &self.root, None);
+        let mut out = Vec::new();
+        for (u, a) in actives {
+            let d = defs
+                .iter()
+                .position(|d| d.uuid == u && d.parent == a.parent)
+                .map(|i| defs.remove(i));
+            out.push(self.build(&u, Some(a), d, &scan));
+        }
+        for d in defs {
+            let u = d.uuid.clone();
+            out.push(self.build(&u, None, Some(d), &scan));
+        }
+        out.sort_by(|a, b| (&a.parent, &a.uuid).cmp(&(&b.parent, &b.uuid)));
+        out
+    }
+
+    /// One vGPU by UUID (active or defined).
+    pub fn instance(&self, uuid: &Uuid) -> Result<Instance, Error> {
+        let active = self.read_active(uuid);
+        let defs: Vec<Definition> = defs::load_all(self.fs.as_ref(), &self.root, None)
+            .into_iter()
+            .filter(|d| &d.uuid == uuid)
+            .collect();
+        let def = match &active {
+            Some(a) => defs.iter().find(|d| d.parent == a.parent).cloned(),
+            None => defs.first().cloned(),
+        };
+        if active.is_none() && def.is_none() {
+            return Err(Error::UnknownUuid {
+                uuid: uuid.to_string(),
+            });
+        }
+        let scan = match &active {
+            Some(a) => holders::scan(self.fs.as_ref(), &self.root, &a.nodes),
+            None => holders::Scan::default(),
+        };
+        Ok(self.build(uuid, active, def, &scan))
+    }
+
+    fn existing_on(&self, parents: &[String]) -> Vec<ExistingInstance> {
+        self.instances()
+            .into_iter()
+            .filter(|i| i.active && parents.contains(&i.parent))
+            .map(|i| ExistingInstance {
+                uuid: i.uuid.to_string(),
+                parent: i.parent,
+                type_id: i.type_id,
+                holders: i.holders,
+                in_use: i.in_use,
+            })
+            .collect()
+    }
+
+    // ---- type selection --------------------------------------------------------------
+
+    /// Pick the type to create: the named one, or the smallest whose partition satisfies
+    /// `req` (ordered by aperture, then high GM, then fences; gvt-rs first among equals)
+    /// on a parent with instances left (when `need_instance`). `gvt_rs_only` restricts the
+    /// choice to gvt-rs types (a weight was asked for).
+    pub fn select_type(
+        &self,
+        parent: Option<&str>,
+        type_id: Option<&str>,
+        req: &PartitionRequest,
+        need_instance: bool,
+        gvt_rs_only: bool,
+    ) -> Result<MdevType, Error> {
+        let mut types = self.types(parent)?;
+        if gvt_rs_only && type_id.is_none() {
+            types.retain(|t| t.kind == TypeKind::GvtRs);
+        }
+        let exhausted = |what: String, types: &[MdevType]| {
+            let mut parents: Vec<String> = types.iter().map(|t| t.parent.clone()).collect();
+            parents.dedup();
+            Error::Exhausted {
+                what,
+                left: types
+                    .iter()
+                    .filter(|t| t.left() > 0)
+                    .map(TypeSummary::from)
+                    .collect(),
+                existing: self.existing_on(&parents),
+            }
+        };
+        if let Some(tid) = type_id {
+            let mut named: Vec<&MdevType> = types
+                .iter()
+                .filter(|t| t.id == tid || t.name.as_deref() == Some(tid))
+                .collect();
+            if named.is_empty() {
+                let mut present: Vec<String> = types.iter().map(|t| t.id.clone()).collect();
+                present.sort();
+                present.dedup();
+                return Err(Error::UnknownType {
+                    type_id: tid.to_string(),
+                    parent: parent.map(str::to_string),
+                    present,
+                });
+            }
+            if !req.is_empty() {
+                named.retain(|t| t.partition.as_ref().is_some_and(|p| p.satisfies(req)));
+                if named.is_empty() {
+                    return Err(Error::NoTypeFits {
+                        request: *req,
+                        offered: types
+                            .iter()
+                            .filter(|t| t.id == tid || t.name.as_deref() == Some(tid))
+                            .map(TypeSummary::from)
+                            .collect(),
+                    });
+                }
+            }
+            if !need_instance {
+                return Ok(named[0].clone());
+            }
+            if let Some(t) = named.iter().find(|t| t.left() > 0) {
+                return Ok((*t).clone());
+            }
+            let same_parents: Vec<MdevType> = types
+                .iter()
+                .filter(|t| named.iter().any(|n| n.parent == t.parent))
+                .cloned()
+                .collect();
+            return Err(exhausted(
+                format!("type {} on {}", named[0].id, named[0].parent),
+                &same_parents,
+            ));
+        }
+        if req.is_empty() {
+            return Err(Error::InvalidArgument(
+                "say what to create: --aperture SIZE (optionally --high-gm SIZE, --fences N) or --type TYPE; \
+                 `gvtctl types` lists the types"
+                    .to_string(),
+            ));
+        }
+        let mut fitting: Vec<&MdevType> = types
+            .iter()
+            .filter(|t| t.partition.as_ref().is_some_and(|p| p.satisfies(req)))
+            .collect();
+        if fitting.is_empty() {
+            return Err(Error::NoTypeFits {
+                request: *req,
+                offered: types
+                    .iter()
+                    .filter(|t| t.partition.is_some())
+                    .map(TypeSummary::from)
+                    .collect(),
+            });
+        }
+        fitting.sort_by_key(|t| {
+            let p = t.partition.clone().unwrap_or(Partition {
+                aperture: 0,
+                high_gm: 0,
+                fences: 0,
+                resolution: None,
+                weight: None,
+            });
+            (
+                p.aperture,
+                p.high_gm,
+                p.fences,
+                t.kind != TypeKind::GvtRs,
+                t.parent.clone(),
+                t.id.clone(),
+            )
+        });
+        if !need_instance {
+            return Ok(fitting[0].clone());
+        }
+        match fitting.iter().find(|t| t.left() > 0) {
+            Some(t) => Ok((*t).clone()),
+            None => {
+                let gvt_types: Vec<MdevType> = types
+                    .iter()
+                    .filter(|t| t.partition.is_some())
+                    .cloned()
+                    .collect();
+                Err(exhausted(format!("{req}"), &gvt_types))
+            }
+        }
+    }
+
+    // ---- create / destroy ------------------------------------------------------------
+
+    /// Create a vGPU and wait for it to appear; optionally define it persistently.
+    pub fn create(&self, req: &CreateRequest) -> Result<Instance, Error> {
+        let ty = self.select_type(
+            req.parent.as_deref(),
+            req.type_id.as_deref(),
+            &req.partition,
+            true,
+            req.weight.is_some(),
+        )?;
+        let uuid = match &req.uuid {
+            Some(u) => u.clone(),
+            None => Uuid::new_v4()?,
+        };
+        let attrs = weight_attrs(&ty, req.weight)?;
+        if req.define.is_some() {
+            if let Some(d) = self.definitions_of(&uuid, None).into_iter().next() {
+                return Err(Error::AlreadyDefined {
+                    uuid: uuid.to_string(),
+                    path: PathBuf::from(d.path),
+                });
+            }
+        }
+        self.create_on(&ty, &uuid, &attrs)?;
+        if let Some(start) = req.define {
+            let def = Definition {
+                uuid: uuid.clone(),
+                parent: ty.parent.clone(),
+                mdev_type: ty.id.clone(),
+                start,
+                attrs,
+                path: String::new(),
+            };
+            defs::store(self.fs.as_ref(), &self.root, &def)?;
+        }
+        self.instance(&uuid)
+    }
+
+    fn create_on(
+        &self,
+        ty: &MdevType,
+        uuid: &Uuid,
+        attrs: &[(String, String)],
+    ) -> Result<(), Error> {
+        if let Some(a) = self.read_active(uuid) {
+            return Err(Error::AlreadyExists {
+                uuid: uuid.to_string(),
+                parent: a.parent,
+                type_id: a.type_id,
+            });
+        }
+        let create = self.type_dir(&ty.parent, &ty.id).join("create");
+        log::info!("creating {uuid}: {} -> {}", ty.id, create.display());
+        if let Err(e) = self.fs.write(&create, uuid.as_str().as_bytes()) {
+            return Err(match e.raw_os_error() {
+                Some(28) => {
+                    // ENOSPC: the driver has no room (maybe fragmentation), whatever the count said.
+                    let types = self.types(Some(&ty.parent)).unwrap_or_default();
+                    Error::Exhausted {
+                        what: format!("type {} on {}", ty.id, ty.parent),
+                        left: types
+                            .iter()
+                            .filter(|t| t.left() > 0 && t.id != ty.id)
+                            .map(TypeSummary::from)
+                            .collect(),
+                        existing: self.existing_on(std::slice::from_ref(&ty.parent)),
+                    }
+                }
+                Some(17) => Error::AlreadyExists {
+                    uuid: uuid.to_string(),
+                    parent: ty.parent.clone(),
+                    type_id: ty.id.clone(),
+                },
+                Some(1) | Some(13) => Error::PermissionDenied {
+                    path: create,
+                    action: "write".into(),
+                },
+                _ => Error::CreateRefused {
+                    uuid: uuid.to_string(),
+                    type_id: ty.id.clone(),
+                    source: e,
+                },
+            });
+        }
+        let dev = self.dev_dir(uuid);
+        // The device directory appears first, the mdev_type link right after (mdevctl waits
+        // for the link too).
+        if !self.wait_for(|| self.fs.exists(&dev.join("mdev_type"))) {
+            return Err(Error::Timeout {
+                uuid: uuid.to_string(),
+                what: format!(
+                    "was accepted by {} but did not appear in /sys/bus/mdev/devices",
+                    defs::host_path(&self.root, &create)
+                ),
+                secs: self.timeout.as_secs_f64(),
+            });
+        }
+        for (k, v) in attrs {
+            let p = dev.join(k);
+            let r = if !attr_path_ok(k) {
+                Err("attribute paths must stay inside the device directory".to_string())
+            } else if self.fs.exists(&p) {
+                self.fs.write(&p, v.as_bytes()).map_err(|e| e.to_string())
+            } else {
+                Err("the device has no such attribute".to_string())
+            };
+            if let Err(reason) = r {
+                log::warn!("attribute {k} failed ({reason}); removing {uuid} again");
+                let _ = self.fs.write(&dev.join("remove"), b"1");
+                return Err(Error::AttrFailed {
+                    uuid: uuid.to_string(),
+                    attr: k.clone(),
+                    value: v.clone(),
+                    reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn wait_for(&self, mut cond: impl FnMut() -> bool) -> bool {
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            if cond() {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Remove an active vGPU. Refuses (without writing `remove`, which blocks in the
+    /// kernel for drivers other than gvt-rs) while a process holds its VFIO node.
+    pub fn destroy(&self, uuid: &Uuid) -> Result<Instance, Error> {
+        let inst = self.instance(uuid)?;
+        if !inst.active {
+            return Err(Error::NotActive {
+                uuid: uuid.to_string(),
+                parent: inst.parent,
+            });
+        }
+        if !inst.holders.is_empty() {
+            return Err(Error::Busy {
+                uuid: uuid.to_string(),
+                holders: inst.holders,
+                driver_refused: false,
+            });
+        }
+        let dev = self.dev_dir(uuid);
+        let remove = dev.join("remove");
+        log::info!("removing {uuid}");
+        if let Err(e) = self.fs.write(&remove, b"1") {
+            return Err(match e.raw_os_error() {
+                Some(16) => Error::Busy {
+                    uuid: uuid.to_string(),
+                    holders: Vec::new(),
+                    driver_refused: true,
+                },
+                Some(2) => return Ok(inst), // already gone
+                _ => Error::io_doing(remove, "write", e),
+            });
+        }
+        if !self.wait_for(|| !self.fs.exists(&dev)) {
+            return Err(Error::Timeout {
+                uuid: uuid.to_string(),
+                what: "accepted `remove` but is still present".into(),
+                secs: self.timeout.as_secs_f64(),
+            });
+        }
+        Ok(inst)
+    }
+
+    // ---- definitions -----------------------------------------------------------------
+
+    fn definitions_of(&self, uuid: &Uuid, parent: Option<&str>) -> Vec<Definition> {
+        if parent.is_some_and(|p| check_name("parent", p).is_err()) {
+            return Vec::new();
+        }
+        defs::load_all(self.fs.as_ref(), &self.root, parent)
+            .into_iter()
+            .filter(|d| &d.uuid == uuid)
+            .collect()
+    }
+
+    /// All definitions (optionally of one parent).
+    pub fn definitions(&self, parent: Option<&str>) -> Vec<Definition> {
+        defs::load_all(self.fs.as_ref(), &self.root, parent)
+    }
+
+    fn one_definition(&self, uuid: &Uuid, parent: Option<&str>) -> Result<Definition, Error> {
+        let mut ds = self.definitions_of(uuid, parent);
+        match ds.len() {
+            0 => {
+                // A malformed file is worth reporting rather than "not defined".
+                if let Some(p) = parent {
+                    defs::load_one(self.fs.as_ref(), &self.root, p, uuid)?;
+                }
+                Err(Error::NotDefined {
+                    uuid: uuid.to_string(),
+                    parent: parent.map(str::to_string),
+                })
+            }
+            1 => Ok(ds.remove(0)),
+            _ => Err(Error::InvalidArgument(format!(
+                "{uuid} is defined for several parents ({}); pick one with --parent",
+                ds.iter()
+                    .map(|d| d.parent.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Write a persistent definition (mdevctl format). An active device's parent and
+    /// type are taken from sysfs when the request names none.
+    pub fn define(&self, req: &DefineRequest) -> Result<Definition, Error> {
+        if let Some(p) = &req.parent {
+            check_name("parent", p)?;
+        }
+        if let Some(t) = &req.type_id {
+            check_name("type", t)?;
+        }
+        let uuid = match &req.uuid {
+            Some(u) => u.clone(),
+            None => Uuid::new_v4()?,
+        };
+        if let Some(d) = self.definitions_of(&uuid, None).into_iter().next() {
+            return Err(Error::AlreadyDefined {
+                uuid: uuid.to_string(),
+                path: PathBuf::from(d.path),
+            });
+        }
+        let active = self.read_active(&uuid);
+        let (parent, type_id, ty) = match (&active, &req.type_id, &req.parent) {
+            (Some(a), None, p) if req.partition.is_empty() => {
+                if let Some(p) = p {
+                    if *p != a.parent {
+                        return Err(Error::InvalidArgument(format!(
+                            "{uuid} is active on {}, not {p}",
+                            a.parent
+                        )));
+                    }
+                }
+                let ty = self.type_dir(&a.parent, &a.type_id);
+                let ty = self
+                    .fs
+                    .is_dir(&ty)
+                    .then(|| self.read_type(&a.parent, &a.type_id));
+                (a.parent.clone(), a.type_id.clone(), ty)
+            }
+            (_, Some(t), Some(p)) if !self.parent_names().contains(p) => {
+                // Parent absent (module not loaded): define blindly, as mdevctl does.
+                if !req.partition.is_empty() {
+                    return Err(Error::UnknownParent {
+                        name: p.clone(),
+                        present: self.parent_names(),
+                    });
+                }
+                (p.clone(), t.clone(), None)
+            }
+            _ => {
+                let t = self.select_type(
+                    req.parent.as_deref(),
+                    req.type_id.as_deref(),
+                    &req.partition,
+                    false,
+                    req.weight.is_some(),
+                )?;
+                (t.parent.clone(), t.id.clone(), Some(t))
+            }
+        };
+        let attrs = match (&ty, req.weight) {
+            (Some(t), w) => weight_attrs(t, w)?,
+            (None, Some(w)) => vec![("gvt/weight".to_string(), w.to_string())],
+            (None, None) => Vec::new(),
+        };
+        let mut def = Definition {
+            uuid,
+            parent,
+            mdev_type: type_id,
+            start: req.start,
+            attrs,
+            path: String::new(),
+        };
+        let path = defs::store(self.fs.as_ref(), &self.root, &def)?;
+        def.path = defs::host_path(&self.root, &path);
+        Ok(def)
+    }
+
+    /// Delete definitions of `uuid` (all parents, or one). Active devices keep running.
+    pub fn undefine(&self, uuid: &Uuid, parent: Option<&str>) -> Result<Vec<Definition>, Error> {
+        let ds = self.definitions_of(uuid, parent);
+        if ds.is_empty() {
+            return Err(Error::NotDefined {
+                uuid: uuid.to_string(),
+                parent: parent.map(str::to_string),
+            });
+        }
+        for d in &ds {
+            let p = defs::config_base(&self.root)
+                .join(&d.parent)
+                .join(d.uuid.as_str());
+            self.fs
+                .remove_file(&p)
+                .map_err(|e| Error::io_doing(&p, "remove", e))?;
+        }
+        Ok(ds)
+    }
+
+    /// Change a definition's start mode.
+    pub fn set_autostart(
+        &self,
+        uuid: &Uuid,
+        parent: Option<&str>,
+        start: StartMode,
+    ) -> Result<Definition, Error> {
+        let mut d = self.one_definition(uuid, parent)?;
+        d.start = start;
+        defs::store(self.fs.as_ref(), &self.root, &d)?;
+        Ok(d)
+    }
+
+    /// Start a defined vGPU: create it with its type and write its attributes (if one
+    /// fails the device is removed again, as mdevctl does).
+    pub fn start(&self, uuid: &Uuid, parent: Option<&str>) -> Result<Instance, Error> {
+        let d = self.one_definition(uuid, parent)?;
+        self.start_def(&d)?;
+        self.instance(uuid)
+    }
+
+    fn start_def(&self, d: &Definition) -> Result<(), Error> {
+        let ty = self.select_type(
+            Some(&d.parent),
+            Some(&d.mdev_type),
+            &PartitionRequest::default(),
+            true,
+            false,
+        )?;
+        self.create_on(&ty, &d.uuid, &d.attrs)
+    }
+
+    /// Start every `auto` definition (of one parent, or all) that is not running yet.
+    /// This is what the udev rule runs when a parent appears.
+    pub fn start_auto(&self, parent: Option<&str>) -> Vec<StartOutcome> {
+        let mut out = Vec::new();
+        for d in defs::load_all(self.fs.as_ref(), &self.root, parent) {
+            if d.start != StartMode::Auto {
+                continue;
+            }
+            let result = match self.read_active(&d.uuid) {
+                Some(a) if a.parent == d.parent && a.type_id == d.mdev_type => {
+                    Ok(StartStatus::AlreadyActive)
+                }
+                Some(a) => Err(Error::AlreadyExists {
+                    uuid: d.uuid.to_string(),
+                    parent: a.parent,
+                    type_id: a.type_id,
+                }),
+                None => self.start_def(&d).map(|()| StartStatus::Started),
+            };
+            out.push(StartOutcome {
+                definition: d,
+                result,
+            });
+        }
+        out
+    }
+
+    /// The gvt-rs vGPUs in IOMMU group `group` (what the udev rule for `/dev/vfio/N` asks).
+    pub fn gvt_rs_in_group(&self, group: &str) -> Vec<Uuid> {
+        if group.is_empty() || !group.bytes().all(|b| b.is_ascii_digit()) {
+            return Vec::new();
+        }
+        let dir = self
+            .root
+            .join("sys/kernel/iommu_groups")
+            .join(group)
+            .join("devices");
+        self.fs
+            .read_dir(&dir)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|n| Uuid::parse(&n).ok())
+            .filter(|u| {
+                self.link_name(&dir.join(u.as_str()).join("mdev_type"))
+                    .is_some_and(|t| TypeKind::of(&t) == TypeKind::GvtRs)
+            })
+            .collect()
+    }
+
+    /// Stop (remove) an active vGPU; its definition stays.
+    pub fn stop(&self, uuid: &Uuid) -> Result<Instance, Error> {
+        self.destroy(uuid)
+    }
+}
+
+/// A parent or type name must be one path component (they become directory names).
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
+    if name.is_empty() || name == "." || name == ".." || name.contains('/') || name.contains('\0') {
+        return Err(Error::InvalidArgument(format!(
+            "invalid {what} name '{name}'"
+        )));
+    }
+    Ok(())
+}
+
+/// Attribute paths stay inside the device directory.
+fn attr_path_ok(attr: &str) -> bool {
+    !attr.is_empty()
+        && !attr.starts_with('/')
+        && attr
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// The attribute list that sets a gvt-rs vGPU's scheduler weight.
+fn weight_attrs(ty: &MdevType, weight: Option<u32>) -> Result<Vec<(String, String)>, Error> {
+    match weight {
+        None => Ok(Vec::new()),
+        Some(w) if ty.kind == TypeKind::GvtRs => {
+            if w == 0 {
+                return Err(Error::InvalidArgument("--weight must be at least 1".into()));
+            }
+            Ok(vec![("gvt/weight".to_string(), w.to_string())])
+        }
+        Some(_) => Err(Error::InvalidArgument(format!(
+            "--weight applies to gvt-rs types only; {} has no writable weight (its weight is fixed by the type)",
+            ty.id
+        ))),
+    }
+}

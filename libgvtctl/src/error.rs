@@ -1,0 +1,308 @@
+//! Errors that say what to do next. Each maps to a documented process exit code
+//! ([`Error::exit_code`]) and a stable machine-readable [`Error::kind`].
+
+use crate::holders::Holder;
+use crate::types::{PartitionRequest, TypeSummary};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+/// An existing vGPU, as shown when resources are exhausted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExistingInstance {
+    pub uuid: String,
+    pub parent: String,
+    #[serde(rename = "type")]
+    pub type_id: String,
+    /// Processes holding its VFIO node; empty when idle or unknown.
+    pub holders: Vec<Holder>,
+    /// `Some(false)` idle, `Some(true)` in use, `None` could not tell (no permission).
+    pub in_use: Option<bool>,
+}
+
+/// Exit codes of the `gvtctl` binary (documented in its README and `--help`).
+pub mod exit {
+    pub const OK: i32 = 0;
+    /// I/O or other unexpected failure.
+    pub const FAILURE: i32 = 1;
+    /// Bad command line or bad value (size, UUID).
+    pub const USAGE: i32 = 2;
+    /// Something named does not exist: parent (module not loaded), type, UUID, definition.
+    pub const NOT_FOUND: i32 = 3;
+    /// No type fits the request, or no instances left.
+    pub const NO_RESOURCES: i32 = 4;
+    /// The vGPU is in use by a VMM.
+    pub const BUSY: i32 = 5;
+    /// Permission denied (needs root, or membership of the VFIO group).
+    pub const PERMISSION: i32 = 6;
+    /// The device did not appear in time after `create`.
+    pub const TIMEOUT: i32 = 7;
+    /// Already exists / already defined.
+    pub const CONFLICT: i32 = 8;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no mdev parent device found in {}: is the gvt_rs module loaded? (modprobe gvt_rs)", dir.display())]
+    NoParent { dir: PathBuf },
+
+    #[error("mdev parent '{name}' not found; parents present: {}{}", list_or_none(present),
+        if present.is_empty() { " (is the gvt_rs module loaded? modprobe gvt_rs)" } else { "" })]
+    UnknownParent { name: String, present: Vec<String> },
+
+    #[error("mdev type '{type_id}' not found{}; types present: {}",
+        parent.as_ref().map(|p| format!(" on {p}")).unwrap_or_default(), list_or_none(present))]
+    UnknownType {
+        type_id: String,
+        parent: Option<String>,
+        present: Vec<String>,
+    },
+
+    #[error("{}", no_type_fits(request, offered))]
+    NoTypeFits {
+        request: PartitionRequest,
+        offered: Vec<TypeSummary>,
+    },
+
+    #[error("{}", exhausted(what, left, existing))]
+    Exhausted {
+        what: String,
+        left: Vec<TypeSummary>,
+        existing: Vec<ExistingInstance>,
+    },
+
+    #[error("permission denied: cannot {action} {}: run gvtctl as root (sudo gvtctl ...); \
+        a VMM run as a user needs read/write access to /dev/vfio/N, which the udev rule \
+        70-gvt-rs-vfio.rules gives to a group (add the user to it)", path.display())]
+    PermissionDenied { path: PathBuf, action: String },
+
+    #[error(
+        "no mediated device {uuid}: it is neither active (/sys/bus/mdev/devices) nor defined \
+        (/etc/mdevctl.d); `gvtctl list` shows the known ones"
+    )]
+    UnknownUuid { uuid: String },
+
+    #[error(
+        "invalid UUID '{input}': expected the form 83b8f4f2-509f-382f-3c1e-e6bfe0fa1001 \
+        (leave it out and gvtctl generates one)"
+    )]
+    InvalidUuid { input: String },
+
+    #[error("{}", busy(uuid, holders, *driver_refused))]
+    Busy {
+        uuid: String,
+        holders: Vec<Holder>,
+        driver_refused: bool,
+    },
+
+    #[error(
+        "mediated device {uuid} already exists (on {parent}, type {type_id}); pick another UUID \
+        or leave --uuid out"
+    )]
+    AlreadyExists {
+        uuid: String,
+        parent: String,
+        type_id: String,
+    },
+
+    #[error("{uuid} is not defined{}; `gvtctl list` shows definitions (DEFINED column)",
+        parent.as_ref().map(|p| format!(" for parent {p}")).unwrap_or_default())]
+    NotDefined {
+        uuid: String,
+        parent: Option<String>,
+    },
+
+    #[error("{uuid} is already defined in {}; `gvtctl undefine {uuid}` first to redefine it", path.display())]
+    AlreadyDefined { uuid: String, path: PathBuf },
+
+    #[error("{uuid} {what} within {secs}s; check `dmesg` for the driver's message")]
+    Timeout {
+        uuid: String,
+        what: String,
+        secs: f64,
+    },
+
+    #[error(
+        "{uuid} is defined (for {parent}) but not running: `gvtctl start {uuid}` starts it, \
+        `gvtctl undefine {uuid}` forgets it"
+    )]
+    NotActive { uuid: String, parent: String },
+
+    #[error("the driver refused to create {uuid} of type {type_id} ({source}); check `dmesg` for its reason")]
+    CreateRefused {
+        uuid: String,
+        type_id: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("could not set attribute '{attr}' of {uuid} to '{value}': {reason}")]
+    AttrFailed {
+        uuid: String,
+        attr: String,
+        value: String,
+        reason: String,
+    },
+
+    #[error(
+        "invalid size '{input}' ({reason}): accepted forms are {}",
+        crate::size::ACCEPTED_SIZE_FORMS
+    )]
+    InvalidSize { input: String, reason: String },
+
+    #[error("invalid mdevctl definition {}: {reason}", path.display())]
+    InvalidDefinition { path: PathBuf, reason: String },
+
+    #[error("{0}")]
+    InvalidArgument(String),
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// An I/O error at `path`; permission errors become [`Error::PermissionDenied`].
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
+        Self::io_doing(path, "access", source)
+    }
+
+    /// Like [`Error::io`], naming what was attempted (`"write"`, `"read"`).
+    pub fn io_doing(path: impl Into<PathBuf>, action: &str, source: std::io::Error) -> Error {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::PermissionDenied {
+            Error::PermissionDenied {
+                path,
+                action: action.to_string(),
+            }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+
+    /// Process exit code for this error (see [`exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NoParent { .. }
+            | Error::UnknownParent { .. }
+            | Error::UnknownType { .. }
+            | Error::UnknownUuid { .. }
+            | Error::NotDefined { .. }
+            | Error::NotActive { .. } => exit::NOT_FOUND,
+            Error::NoTypeFits { .. } | Error::Exhausted { .. } => exit::NO_RESOURCES,
+            Error::Busy { .. } => exit::BUSY,
+            Error::PermissionDenied { .. } => exit::PERMISSION,
+            Error::Timeout { .. } => exit::TIMEOUT,
+            Error::AlreadyExists { .. } | Error::AlreadyDefined { .. } => exit::CONFLICT,
+            Error::InvalidUuid { .. } | Error::InvalidSize { .. } | Error::InvalidArgument(_) => {
+                exit::USAGE
+            }
+            Error::CreateRefused { .. }
+            | Error::AttrFailed { .. }
+            | Error::InvalidDefinition { .. }
+            | Error::Io { .. } => exit::FAILURE,
+        }
+    }
+
+    /// Stable machine-readable name, used as `error.kind` in `--json` output.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::NoParent { .. } => "no-parent",
+            Error::UnknownParent { .. } => "unknown-parent",
+            Error::UnknownType { .. } => "unknown-type",
+            Error::NoTypeFits { .. } => "no-type-fits",
+            Error::Exhausted { .. } => "exhausted",
+            Error::PermissionDenied { .. } => "permission-denied",
+            Error::UnknownUuid { .. } => "unknown-uuid",
+            Error::InvalidUuid { .. } => "invalid-uuid",
+            Error::Busy { .. } => "busy",
+            Error::AlreadyExists { .. } => "already-exists",
+            Error::NotDefined { .. } => "not-defined",
+            Error::AlreadyDefined { .. } => "already-defined",
+            Error::Timeout { .. } => "timeout",
+            Error::NotActive { .. } => "not-active",
+            Error::CreateRefused { .. } => "create-refused",
+            Error::AttrFailed { .. } => "attribute-failed",
+            Error::InvalidSize { .. } => "invalid-size",
+            Error::InvalidDefinition { .. } => "invalid-definition",
+            Error::InvalidArgument(_) => "invalid-argument",
+            Error::Io { .. } => "io",
+        }
+    }
+}
+
+fn list_or_none(v: &[String]) -> String {
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn holders_text(h: &[Holder]) -> String {
+    h.iter()
+        .map(|h| format!("{} (pid {})", h.command, h.pid))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn no_type_fits(request: &PartitionRequest, offered: &[TypeSummary]) -> String {
+    let mut s = format!("no mdev type provides {request}");
+    if offered.is_empty() {
+        s.push_str("; no parent offers a type with a graphics-memory partition (is the gvt_rs module loaded? modprobe gvt_rs)");
+        return s;
+    }
+    s.push_str("; types offered:");
+    for t in offered {
+        let _ = write!(s, "\n  {t}");
+    }
+    s.push_str("\nask for at most what one of these gives, or name one with --type");
+    s
+}
+
+fn exhausted(what: &str, left: &[TypeSummary], existing: &[ExistingInstance]) -> String {
+    let mut s =
+        format!("no instances left for {what} (the kernel would answer 'No space left on device')");
+    if left.is_empty() {
+        s.push_str("\nstill available: nothing");
+    } else {
+        s.push_str("\nstill available:");
+        for t in left {
+            let _ = write!(s, "\n  {t}");
+        }
+    }
+    if !existing.is_empty() {
+        s.push_str("\nexisting vGPUs holding the resources:");
+        for e in existing {
+            let use_text = match e.in_use {
+                Some(true) => format!("in use by {}", holders_text(&e.holders)),
+                Some(false) => "idle".to_string(),
+                None => "in use: unknown (run as root to see)".to_string(),
+            };
+            let _ = write!(
+                s,
+                "\n  {} {} on {}: {}",
+                e.uuid, e.type_id, e.parent, use_text
+            );
+        }
+        if existing.iter().any(|e| e.in_use == Some(false)) {
+            s.push_str("\nfree resources with `gvtctl destroy UUID` on an idle vGPU, or ask for a smaller partition");
+        } else {
+            s.push_str("\nshut down a VM using one of them, or ask for a smaller partition");
+        }
+    }
+    s
+}
+
+fn busy(uuid: &str, holders: &[Holder], driver_refused: bool) -> String {
+    let mut s = format!("vGPU {uuid} is in use");
+    if !holders.is_empty() {
+        let _ = write!(s, " by {}", holders_text(holders));
+    } else if driver_refused {
+        s.push_str(" (the driver refused removal with EBUSY)");
+    }
+    s.push_str(": shut down the VM or hot-unplug the device first, then retry");
+    s
+}

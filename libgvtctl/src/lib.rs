@@ -1,0 +1,35 @@
+//! libgvtctl: the control plane of gvt-rs, usable with any VFIO mdev driver.
+//!
+//! - discover parents and types ([`Gvtctl::types`]), including GVT-format partitions;
+//! - create a vGPU by type or by requested partition ([`Gvtctl::create`]), destroy it
+//!   (refusing while a VMM holds it, [`Gvtctl::destroy`]);
+//! - list instances with their partition, IOMMU group, VFIO node and holders;
+//! - persistent definitions in mdevctl's format ([`defs`]): define, undefine, start,
+//!   stop, autostart;
+//! - VMM arguments ([`vmm`]); sizes ([`size`]); errors that say what to do ([`Error`]).
+//!
+//! Every path is resolved under a root (`/` on a host), and every filesystem access goes
+//! through [`Sysfs`], so tests run against a simulated mdev core ([`sim`]).
+
+pub mod ctl;
+pub mod defs;
+pub mod error;
+pub mod holders;
+pub mod sim;
+pub mod size;
+pub mod sysfs;
+pub mod types;
+pub mod uuid;
+pub mod vmm;
+
+pub use ctl::{
+    CreateRequest, DefineRequest, Gvtctl, Instance, StartOutcome, StartStatus, DEFAULT_TIMEOUT,
+};
+pub use defs::{Definition, StartMode};
+pub use error::{exit, Error, ExistingInstance};
+pub use holders::Holder;
+pub use size::{format_size, parse_size};
+pub use sysfs::{RealSysfs, Sysfs};
+pub use types::{MdevType, Partition, PartitionRequest, TypeKind, TypeSummary};
+pub use uuid::Uuid;
+pub use vmm::{vmm_args, Vmm, VmmArgs};

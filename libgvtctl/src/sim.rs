@@ -1,0 +1,613 @@
+//! A simulated mdev core over a plain directory tree, for tests and demos without the
+//! driver. [`init`] builds a tree with parents shaped like gvt-rs (`gvt-sim0`), i915
+//! GVT-g (`0000:00:02.0`, its four `i915-GVTg_V5_*` types) and the `mtty` sample;
+//! [`SimMdevCore`] is a [`Sysfs`] that reacts to writes as the kernel does:
+//!
+//! - `<type>/create` ← UUID: EINVAL for a bad UUID, EEXIST if taken, ENOSPC when
+//!   `available_instances` is 0; otherwise makes the device directory (with `mdev_type`,
+//!   `remove`, `iommu_group` → `/sys/kernel/iommu_groups/N`, and for gvt-rs types a `gvt/`
+//!   group with allocated `aperture_base`, `fence_base`, ...), the links in
+//!   `/sys/bus/mdev/devices` and `<type>/devices`, the node `/dev/vfio/N`, and recomputes
+//!   every type's `available_instances` from the parent's resource pool.
+//! - `<device>/remove` ← `1`: EBUSY if the device holds a `.sim-busy` file (the driver
+//!   refusing while a VMM holds it), otherwise undoes all of the above.
+//! - any write to a file with no write permission bits fails with EACCES, as sysfs does
+//!   even for root.
+//!
+//! The pool of a parent lives in `<parent>/.sim-pool.json`:
+//! `{"resources": {"aperture": N, ...}, "costs": {"<type>": {"aperture": N, ...}}}`.
+//! [`is_sim_root`] (a `.gvtctl-sim` marker, never honoured on `/`) is how
+//! [`crate::Gvtctl::new`] picks it.
+
+use crate::sysfs::{RealSysfs, Sysfs};
+use crate::types::Partition;
+use crate::uuid::Uuid;
+use std::collections::BTreeMap;
+use std::io;
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+/// Marker file at the root of a simulated tree.
+pub const MARKER: &str = ".gvtctl-sim";
+const POOL: &str = ".sim-pool.json";
+
+/// Whether `root` is a simulated tree (never true for `/`).
+pub fn is_sim_root(root: &Path) -> bool {
+    root != Path::new("/") && root.join(MARKER).is_file()
+}
+
+fn errno(n: i32) -> io::Error {
+    io::Error::from_raw_os_error(n)
+}
+
+const EEXIST: i32 = 17;
+const EINVAL: i32 = 22;
+const EACCES: i32 = 13;
+const EBUSY: i32 = 16;
+const ENOSPC: i32 = 28;
+
+/// The simulated mdev core.
+pub struct SimMdevCore {
+    root: PathBuf,
+}
+
+impl SimMdevCore {
+    pub fn new(root: &Path) -> SimMdevCore {
+        let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        SimMdevCore { root }
+    }
+
+    fn canon(&self, p: &Path) -> io::Result<PathBuf> {
+        std::fs::canonicalize(p)
+    }
+
+    fn check_writable(p: &Path) -> io::Result<()> {
+        let m = std::fs::metadata(p)?;
+        if m.permissions().mode() & 0o222 == 0 {
+            return Err(errno(EACCES));
+        }
+        Ok(())
+    }
+
+    fn create(&self, type_dir: &Path, data: &[u8]) -> io::Result<()> {
+        let text = std::str::from_utf8(data).map_err(|_| errno(EINVAL))?;
+        let uuid = Uuid::parse(text).map_err(|_| errno(EINVAL))?;
+        let parent_dir = type_dir
+            .parent()
+            .and_then(Path::parent)
+            .ok_or_else(|| errno(EINVAL))?
+            .to_path_buf();
+        let type_id = file_name(type_dir);
+        let bus = self.root.join("sys/bus/mdev/devices");
+        if bus.join(uuid.as_str()).symlink_metadata().is_ok() {
+            return Err(errno(EEXIST));
+        }
+        if type_dir.join(".sim-no-device").exists() {
+            return Ok(()); // accepted, but the device never shows up (a broken driver)
+        }
+        let avail: u32 = std::fs::read_to_string(type_dir.join("available_instances"))?
+            .trim()
+            .parse()
+            .map_err(|_| errno(EINVAL))?;
+        if avail == 0 {
+            return Err(errno(ENOSPC));
+        }
+        let dev = parent_dir.join(uuid.as_str());
+        // gvt-rs places the partition before anything becomes visible (ENOSPC when the
+        // free space is fragmented or gone, whatever available_instances said).
+        let gvt_attrs = if type_id.starts_with("gvt_rs-") {
+            Some(self.place_gvt(&parent_dir, type_dir)?)
+        } else {
+            None
+        };
+        std::fs::create_dir(&dev)?;
+        symlink(rel(&dev, type_dir), dev.join("mdev_type"))?;
+        std::fs::write(dev.join("remove"), "")?;
+        std::fs::set_permissions(dev.join("remove"), std::fs::Permissions::from_mode(0o200))?;
+        // IOMMU group: smallest free number.
+        let groups = self.root.join("sys/kernel/iommu_groups");
+        std::fs::create_dir_all(&groups)?;
+        let used: Vec<u32> = names(&groups)
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+        let g = (0u32..).find(|n| !used.contains(n)).unwrap_or(0);
+        let gdir = groups.join(g.to_string());
+        std::fs::create_dir_all(gdir.join("devices"))?;
+        symlink(
+            rel(&gdir.join("devices"), &dev),
+            gdir.join("devices").join(uuid.as_str()),
+        )?;
+        symlink(rel(&dev, &gdir), dev.join("iommu_group"))?;
+        std::fs::create_dir_all(self.root.join("dev/vfio"))?;
+        std::fs::write(self.root.join("dev/vfio").join(g.to_string()), "")?;
+        std::fs::create_dir_all(type_dir.join("devices"))?;
+        symlink(
+            rel(&type_dir.join("devices"), &dev),
+            type_dir.join("devices").join(uuid.as_str()),
+        )?;
+        std::fs::create_dir_all(&bus)?;
+        symlink(rel(&bus, &dev), bus.join(uuid.as_str()))?;
+        if let Some(attrs) = gvt_attrs {
+            let g = dev.join("gvt");
+            std::fs::create_dir(&g)?;
+            for (k, v) in attrs {
+                std::fs::write(g.join(k), format!("{v}\n"))?;
+                if k != "weight" {
+                    std::fs::set_permissions(g.join(k), std::fs::Permissions::from_mode(0o444))?;
+                }
+            }
+        }
+        recompute(&parent_dir)
+    }
+
+    /// The gvt-rs driver's `gvt/` attribute group, with first-fit placement.
+    fn place_gvt(
+        &self,
+        parent_dir: &Path,
+        type_dir: &Path,
+    ) -> io::Result<[(&'static str, String); 9]> {
+        let desc = std::fs::read_to_string(type_dir.join("description")).unwrap_or_default();
+        let p = Partition::from_description(&desc).ok_or_else(|| errno(EINVAL))?;
+        let pool = read_pool(parent_dir);
+        let cap = |k: &str| pool.resources.get(k).copied().unwrap_or(u64::MAX);
+        let mut ids = Vec::new();
+        let mut ap = Vec::new();
+        let mut hi = Vec::new();
+        let mut fe = Vec::new();
+        for d in devices_of(parent_dir) {
+            let g = d.join("gvt");
+            let r = |a: &str| {
+                std::fs::read_to_string(g.join(a))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            ids.push(r("vgpu_id"));
+            ap.push((r("aperture_base"), r("aperture_size")));
+            hi.push((r("high_gm_base"), r("high_gm_size")));
+            fe.push((r("fence_base"), r("fence_count")));
+        }
+        let ap_cap = cap("aperture");
+        let ab = first_fit(&ap, p.aperture, 0, ap_cap).ok_or_else(|| errno(ENOSPC))?;
+        let hb = first_fit(
+            &hi,
+            p.high_gm,
+            ap_cap,
+            ap_cap.saturating_add(cap("high_gm")),
+        )
+        .ok_or_else(|| errno(ENOSPC))?;
+        let fb =
+            first_fit(&fe, u64::from(p.fences), 0, cap("fences")).ok_or_else(|| errno(ENOSPC))?;
+        let id = (1u64..).find(|n| !ids.contains(n)).unwrap_or(1);
+        Ok([
+            ("vgpu_id", id.to_string()),
+            ("aperture_base", ab.to_string()),
+            ("aperture_size", p.aperture.to_string()),
+            ("high_gm_base", hb.to_string()),
+            ("high_gm_size", p.high_gm.to_string()),
+            ("fence_base", fb.to_string()),
+            ("fence_count", p.fences.to_string()),
+            ("weight", p.weight.unwrap_or(1).to_string()),
+            ("state", "running".to_string()),
+        ])
+    }
+
+    fn remove(&self, dev: &Path, data: &[u8]) -> io::Result<()> {
+        let v = std::str::from_utf8(data).map_err(|_| errno(EINVAL))?.trim();
+        let v: u64 = v.parse().map_err(|_| errno(EINVAL))?;
+        if v == 0 {
+            return Ok(());
+        }
+        if dev.join(".sim-busy").exists() {
+            return Err(errno(EBUSY));
+        }
+        let uuid = file_name(dev);
+        let parent_dir = dev.parent().ok_or_else(|| errno(EINVAL))?.to_path_buf();
+        if let Ok(t) = self.canon(&dev.join("mdev_type")) {
+            let _ = std::fs::remove_file(t.join("devices").join(&uuid));
+        }
+        if let Ok(g) = self.canon(&dev.join("iommu_group")) {
+            let _ = std::fs::remove_file(self.root.join("dev/vfio").join(file_name(&g)));
+            let _ = std::fs::remove_dir_all(&g);
+        }
+        let _ = std::fs::remove_file(self.root.join("sys/bus/mdev/devices").join(&uuid));
+        std::fs::remove_dir_all(dev)?;
+        recompute(&parent_dir)
+    }
+}
+
+impl Sysfs for SimMdevCore {
+    fn read_to_string(&self, path: &Path) -> io::Result<String> {
+        let m = std::fs::metadata(path)?;
+        if m.is_file() && m.permissions().mode() & 0o444 == 0 {
+            // Write-only attributes (create, remove) cannot be read.
+            return Err(errno(EACCES));
+        }
+        RealSysfs.read_to_string(path)
+    }
+
+    fn write(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        Self::check_writable(path)?;
+        let path = self.canon(path)?;
+        let name = file_name(&path);
+        let dir = path.parent().ok_or_else(|| errno(EINVAL))?;
+        if name == "create"
+            && dir.parent().map(file_name).as_deref() == Some("mdev_supported_types")
+        {
+            return self.create(dir, data);
+        }
+        if name == "remove" && dir.join("mdev_type").symlink_metadata().is_ok() {
+            return self.remove(dir, data);
+        }
+        if name == "weight" && file_name(dir) == "gvt" {
+            let w: u32 = std::str::from_utf8(data)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+                .ok_or_else(|| errno(EINVAL))?;
+            if !(1..=16).contains(&w) {
+                return Err(errno(EINVAL));
+            }
+        }
+        RealSysfs.write(&path, data)
+    }
+
+    fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
+        match path.parent() {
+            Some(d) if !path.exists() => Self::check_writable(d)?,
+            _ => Self::check_writable(path)?,
+        }
+        RealSysfs.write_file(path, data)
+    }
+
+    fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
+        RealSysfs.read_dir(path)
+    }
+
+    fn read_link(&self, path: &Path) -> io::Result<PathBuf> {
+        RealSysfs.read_link(path)
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        RealSysfs.exists(path)
+    }
+
+    fn is_dir(&self, path: &Path) -> bool {
+        RealSysfs.is_dir(path)
+    }
+
+    fn create_dir_all(&self, path: &Path) -> io::Result<()> {
+        if !path.exists() {
+            // The nearest existing ancestor must be writable.
+            let mut a = path;
+            while let Some(p) = a.parent() {
+                if p.exists() {
+                    Self::check_writable(p)?;
+                    break;
+                }
+                a = p;
+            }
+        }
+        RealSysfs.create_dir_all(path)
+    }
+
+    fn remove_file(&self, path: &Path) -> io::Result<()> {
+        if let Some(d) = path.parent() {
+            Self::check_writable(d)?;
+        }
+        RealSysfs.remove_file(path)
+    }
+}
+
+fn file_name(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    RealSysfs.read_dir(dir).unwrap_or_default()
+}
+
+/// Relative symlink target from directory `from` to `to` (both canonical).
+fn rel(from: &Path, to: &Path) -> PathBuf {
+    let f: Vec<Component> = from.components().collect();
+    let t: Vec<Component> = to.components().collect();
+    let common = f.iter().zip(t.iter()).take_while(|(a, b)| a == b).count();
+    let mut r = PathBuf::new();
+    for _ in common..f.len() {
+        r.push("..");
+    }
+    for c in &t[common..] {
+        r.push(c.as_os_str());
+    }
+    r
+}
+
+fn first_fit(used: &[(u64, u64)], size: u64, start: u64, end: u64) -> Option<u64> {
+    let mut v: Vec<(u64, u64)> = used.iter().copied().filter(|&(_, s)| s > 0).collect();
+    v.sort();
+    let mut cur = start;
+    for (b, s) in v {
+        if b >= cur.checked_add(size)? {
+            break;
+        }
+        cur = cur.max(b.checked_add(s)?);
+    }
+    (cur.checked_add(size)? <= end).then_some(cur)
+}
+
+#[derive(Default, serde::Deserialize, serde::Serialize)]
+struct Pool {
+    resources: BTreeMap<String, u64>,
+    costs: BTreeMap<String, BTreeMap<String, u64>>,
+}
+
+fn read_pool(parent_dir: &Path) -> Pool {
+    std::fs::read_to_string(parent_dir.join(POOL))
+        .ok()
+        .and_then(|s| serde_json::from_str(&s).ok())
+        .unwrap_or_default()
+}
+
+fn devices_of(parent_dir: &Path) -> Vec<PathBuf> {
+    names(parent_dir)
+        .into_iter()
+        .map(|n| parent_dir.join(n))
+        .filter(|d| d.join("mdev_type").symlink_metadata().is_ok())
+        .collect()
+}
+
+/// Recompute every type's `available_instances` from the pool and the live devices.
+fn recompute(parent_dir: &Path) -> io::Result<()> {
+    let pool = read_pool(parent_dir);
+    let mut used: BTreeMap<String, u64> = BTreeMap::new();
+    for d in devices_of(parent_dir) {
+        let t = std::fs::read_link(d.join("mdev_type"))
+            .map(|l| file_name(&l))
+            .unwrap_or_default();
+        for (res, c) in pool.costs.get(&t).into_iter().flatten() {
+            *used.entry(res.clone()).or_default() += c;
+        }
+    }
+    let types = parent_dir.join("mdev_supported_types");
+    for t in names(&types) {
+        let Some(cost) = pool.costs.get(&t) else {
+            continue;
+        };
+        let mut n = u64::from(u32::MAX);
+        for (res, c) in cost {
+            if *c == 0 {
+                continue;
+            }
+            let cap = pool.resources.get(res).copied().unwrap_or(0);
+            let free = cap.saturating_sub(used.get(res).copied().unwrap_or(0));
+            n = n.min(free / c);
+        }
+        std::fs::write(types.join(&t).join("available_instances"), format!("{n}\n"))?;
+    }
+    Ok(())
+}
+
+// ---- fixtures ------------------------------------------------------------------------
+
+/// Which simulated parents [`init`] creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fixture {
+    /// `gvt-sim0`, types `gvt_rs-GVTsim_{64,128,256}M`; pool: 512M aperture, 2G high GM, 16 fences.
+    GvtRs,
+    /// `0000:00:02.0`, types `i915-GVTg_V5_{1,2,4,8}`; pool: 1G aperture, 4G high GM, 28 fences.
+    I915,
+    /// `mtty`, types `mtty-1` and `mtty-2`; 4 ports.
+    Mtty,
+}
+
+impl Fixture {
+    pub fn parse(s: &str) -> Option<Fixture> {
+        match s {
+            "gvt-rs" => Some(Fixture::GvtRs),
+            "i915" => Some(Fixture::I915),
+            "mtty" => Some(Fixture::Mtty),
+            _ => None,
+        }
+    }
+}
+
+struct SimType {
+    id: &'static str,
+    name: &'static str,
+    description: String,
+    cost: Vec<(&'static str, u64)>,
+}
+
+fn gvt_type(
+    id: &'static str,
+    name: &'static str,
+    low: u64,
+    high: u64,
+    fence: u64,
+    res: &str,
+    weight: u32,
+) -> SimType {
+    SimType {
+        id,
+        name,
+        description: format!(
+            "low_gm_size: {low}MB\nhigh_gm_size: {high}MB\nfence: {fence}\nresolution: {res}\nweight: {weight}\n"
+        ),
+        cost: vec![("aperture", low << 20), ("high_gm", high << 20), ("fences", fence)],
+    }
+}
+
+fn add_parent(
+    root: &Path,
+    devpath: &str,
+    name: &str,
+    resources: &[(&str, u64)],
+    types: Vec<SimType>,
+) -> io::Result<()> {
+    let pdir = root.join("sys/devices").join(devpath);
+    let tdir = pdir.join("mdev_supported_types");
+    std::fs::create_dir_all(&tdir)?;
+    let mut pool = Pool::default();
+    for (k, v) in resources {
+        pool.resources.insert(k.to_string(), *v);
+    }
+    for t in types {
+        let d = tdir.join(t.id);
+        std::fs::create_dir_all(d.join("devices"))?;
+        std::fs::write(d.join("name"), format!("{}\n", t.name))?;
+        std::fs::write(d.join("description"), &t.description)?;
+        std::fs::write(d.join("device_api"), "vfio-pci\n")?;
+        std::fs::write(d.join("available_instances"), "0\n")?;
+        std::fs::write(d.join("create"), "")?;
+        std::fs::set_permissions(d.join("create"), std::fs::Permissions::from_mode(0o200))?;
+        pool.costs.insert(
+            t.id.to_string(),
+            t.cost.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+        );
+    }
+    std::fs::write(
+        pdir.join(POOL),
+        serde_json::to_string_pretty(&pool).unwrap_or_default(),
+    )?;
+    let class = root.join("sys/class/mdev_bus");
+    std::fs::create_dir_all(&class)?;
+    let canon_class = std::fs::canonicalize(&class)?;
+    let canon_p = std::fs::canonicalize(&pdir)?;
+    let link = class.join(name);
+    if link.symlink_metadata().is_err() {
+        symlink(rel(&canon_class, &canon_p), link)?;
+    }
+    recompute(&canon_p)
+}
+
+/// Build a simulated tree under `root` with the given parents (idempotent per parent).
+pub fn init(root: &Path, fixtures: &[Fixture]) -> io::Result<()> {
+    if root == Path::new("/") {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "refusing to simulate on /",
+        ));
+    }
+    for d in [
+        "sys/bus/mdev/devices",
+        "sys/class/mdev_bus",
+        "sys/kernel/iommu_groups",
+        "dev/vfio",
+        "proc",
+        "etc/mdevctl.d",
+    ] {
+        std::fs::create_dir_all(root.join(d))?;
+    }
+    std::fs::write(
+        root.join(MARKER),
+        "simulated mdev core tree (gvtctl sim init)\n",
+    )?;
+    for f in fixtures {
+        match f {
+            Fixture::GvtRs => add_parent(
+                root,
+                "virtual/gvt/gvt-sim0",
+                "gvt-sim0",
+                &[
+                    ("aperture", 512 << 20),
+                    ("high_gm", 2 << 30),
+                    ("fences", 16),
+                ],
+                vec![
+                    gvt_type("gvt_rs-GVTsim_64M", "GVTsim_64M", 64, 384, 4, "1024x768", 4),
+                    gvt_type(
+                        "gvt_rs-GVTsim_128M",
+                        "GVTsim_128M",
+                        128,
+                        512,
+                        4,
+                        "1920x1200",
+                        8,
+                    ),
+                    gvt_type(
+                        "gvt_rs-GVTsim_256M",
+                        "GVTsim_256M",
+                        256,
+                        1024,
+                        4,
+                        "1920x1200",
+                        16,
+                    ),
+                ],
+            )?,
+            Fixture::I915 => add_parent(
+                root,
+                "pci0000:00/0000:00:02.0",
+                "0000:00:02.0",
+                &[("aperture", 1 << 30), ("high_gm", 4 << 30), ("fences", 28)],
+                vec![
+                    gvt_type("i915-GVTg_V5_1", "GVTg_V5_1", 512, 2048, 4, "1920x1200", 16),
+                    gvt_type("i915-GVTg_V5_2", "GVTg_V5_2", 256, 1024, 4, "1920x1200", 8),
+                    gvt_type("i915-GVTg_V5_4", "GVTg_V5_4", 128, 512, 4, "1920x1200", 4),
+                    gvt_type("i915-GVTg_V5_8", "GVTg_V5_8", 64, 384, 4, "1024x768", 2),
+                ],
+            )?,
+            Fixture::Mtty => add_parent(
+                root,
+                "virtual/mtty/mtty",
+                "mtty",
+                &[("ports", 4)],
+                vec![
+                    SimType {
+                        id: "mtty-1",
+                        name: "Single port serial",
+                        description: "1 serial port\n".into(),
+                        cost: vec![("ports", 1)],
+                    },
+                    SimType {
+                        id: "mtty-2",
+                        name: "Dual port serial",
+                        description: "2 serial ports\n".into(),
+                        cost: vec![("ports", 2)],
+                    },
+                ],
+            )?,
+        }
+    }
+    Ok(())
+}
+
+/// Make process `pid` (named `command`) hold `node` open, as `/proc/<pid>/fd/<n>` shows it.
+pub fn hold(root: &Path, pid: u32, command: &str, node: &str) -> io::Result<()> {
+    let p = root.join("proc").join(pid.to_string());
+    std::fs::create_dir_all(p.join("fd"))?;
+    std::fs::write(p.join("comm"), format!("{command}\n"))?;
+    let n = names(&p.join("fd")).len() + 3;
+    symlink(node, p.join("fd").join(n.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rel_paths() {
+        assert_eq!(
+            rel(
+                Path::new("/r/sys/bus/mdev/devices"),
+                Path::new("/r/sys/devices/virtual/gvt/g/u")
+            ),
+            PathBuf::from("../../../devices/virtual/gvt/g/u")
+        );
+        assert_eq!(
+            rel(Path::new("/a/b"), Path::new("/a/b/c")),
+            PathBuf::from("c")
+        );
+    }
+
+    #[test]
+    fn first_fit_fills_holes() {
+        assert_eq!(first_fit(&[], 64, 0, 512), Some(0));
+        assert_eq!(first_fit(&[(0, 64), (128, 64)], 64, 0, 512), Some(64));
+        assert_eq!(first_fit(&[(0, 64), (128, 64)], 128, 0, 512), Some(192));
+        assert_eq!(first_fit(&[(0, 512)], 1, 0, 512), None);
+        assert_eq!(first_fit(&[(u64::MAX - 1, 2)], 1, 0, u64::MAX), Some(0));
+    }
+}

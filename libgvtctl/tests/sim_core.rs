@@ -1,0 +1,180 @@
+//! The library against the simulated mdev core, and through a custom `Sysfs`.
+
+use libgvtctl::sim::{self, Fixture, SimMdevCore};
+use libgvtctl::*;
+use std::io;
+use std::path::{Path, PathBuf};
+
+fn tree(f: &[Fixture]) -> (tempfile::TempDir, Gvtctl) {
+    let d = tempfile::tempdir().unwrap();
+    sim::init(d.path(), f).unwrap();
+    let ctl = Gvtctl::new(d.path());
+    (d, ctl)
+}
+
+fn req(aperture: u64) -> CreateRequest {
+    CreateRequest {
+        partition: PartitionRequest {
+            aperture: Some(aperture << 20),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[test]
+fn selection_order_smallest_then_gvt_rs_then_parent() {
+    let (_d, ctl) = tree(&[Fixture::GvtRs, Fixture::I915]);
+    let pick = |mib: u64, high: Option<u64>| {
+        ctl.select_type(
+            None,
+            None,
+            &PartitionRequest {
+                aperture: Some(mib << 20),
+                high_gm: high,
+                fences: None,
+            },
+            true,
+            false,
+        )
+        .map(|t| t.id)
+    };
+    assert_eq!(pick(1, None).unwrap(), "gvt_rs-GVTsim_64M");
+    assert_eq!(pick(65, None).unwrap(), "gvt_rs-GVTsim_128M");
+    assert_eq!(pick(300, None).unwrap(), "i915-GVTg_V5_1");
+    assert_eq!(pick(64, Some(2 << 30)).unwrap(), "i915-GVTg_V5_1");
+    assert!(matches!(pick(1024, None), Err(Error::NoTypeFits { .. })));
+}
+
+#[test]
+fn create_destroy_roundtrip_restores_counts() {
+    let (d, ctl) = tree(&[Fixture::GvtRs, Fixture::I915, Fixture::Mtty]);
+    let before: Vec<_> = ctl
+        .types(None)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.available_instances))
+        .collect();
+    let mut made = Vec::new();
+    for _ in 0..4 {
+        made.push(ctl.create(&req(64)).unwrap());
+    }
+    assert!(matches!(
+        ctl.create(&CreateRequest {
+            parent: Some("gvt-sim0".into()),
+            ..req(64)
+        }),
+        Err(Error::Exhausted { .. })
+    ));
+    assert_eq!(ctl.instances().len(), 4);
+    // Partitions do not overlap.
+    let mut bases: Vec<u64> = made
+        .iter()
+        .map(|i| i.gvt.as_ref().unwrap()["aperture_base"].as_u64().unwrap())
+        .collect();
+    bases.sort();
+    assert_eq!(bases, vec![0, 64 << 20, 128 << 20, 192 << 20]);
+    for i in &made {
+        ctl.destroy(&i.uuid).unwrap();
+    }
+    let after: Vec<_> = ctl
+        .types(None)
+        .unwrap()
+        .into_iter()
+        .map(|t| (t.id, t.available_instances))
+        .collect();
+    assert_eq!(before, after);
+    assert!(std::fs::read_dir(d.path().join("sys/kernel/iommu_groups"))
+        .unwrap()
+        .next()
+        .is_none());
+}
+
+#[test]
+fn start_auto_reports_each_definition() {
+    let (_d, ctl) = tree(&[Fixture::Mtty]);
+    for (u, t) in [
+        ("00000000-0000-4000-8000-000000000001", "mtty-2"),
+        ("00000000-0000-4000-8000-000000000002", "mtty-2"),
+        ("00000000-0000-4000-8000-000000000003", "mtty-2"),
+    ] {
+        ctl.define(&DefineRequest {
+            uuid: Some(Uuid::parse(u).unwrap()),
+            parent: None,
+            type_id: Some(t.into()),
+            partition: PartitionRequest::default(),
+            weight: None,
+            start: StartMode::Auto,
+        })
+        .unwrap();
+    }
+    let r = ctl.start_auto(Some("mtty"));
+    let ok = r
+        .iter()
+        .filter(|o| matches!(o.result, Ok(StartStatus::Started)))
+        .count();
+    let full = r
+        .iter()
+        .filter(|o| matches!(o.result, Err(Error::Exhausted { .. })))
+        .count();
+    assert_eq!((ok, full), (2, 1), "4 ports: two dual-port devices fit");
+}
+
+/// The real sysfs with /proc unreadable (not root): holders unknown, not "idle".
+struct NoProc(SimMdevCore);
+
+impl Sysfs for NoProc {
+    fn read_to_string(&self, p: &Path) -> io::Result<String> {
+        self.0.read_to_string(p)
+    }
+    fn write(&self, p: &Path, d: &[u8]) -> io::Result<()> {
+        self.0.write(p, d)
+    }
+    fn write_file(&self, p: &Path, d: &[u8]) -> io::Result<()> {
+        self.0.write_file(p, d)
+    }
+    fn read_dir(&self, p: &Path) -> io::Result<Vec<String>> {
+        if p.ends_with("fd") {
+            return Err(io::Error::from_raw_os_error(13));
+        }
+        self.0.read_dir(p)
+    }
+    fn read_link(&self, p: &Path) -> io::Result<PathBuf> {
+        self.0.read_link(p)
+    }
+    fn exists(&self, p: &Path) -> bool {
+        self.0.exists(p)
+    }
+    fn is_dir(&self, p: &Path) -> bool {
+        self.0.is_dir(p)
+    }
+    fn create_dir_all(&self, p: &Path) -> io::Result<()> {
+        self.0.create_dir_all(p)
+    }
+    fn remove_file(&self, p: &Path) -> io::Result<()> {
+        self.0.remove_file(p)
+    }
+}
+
+#[test]
+fn unreadable_proc_means_in_use_unknown() {
+    let d = tempfile::tempdir().unwrap();
+    sim::init(d.path(), &[Fixture::GvtRs]).unwrap();
+    let ctl = Gvtctl::with_sysfs(d.path(), Box::new(NoProc(SimMdevCore::new(d.path()))));
+    let i = ctl.create(&req(64)).unwrap();
+    sim::hold(d.path(), 99, "qemu", i.vfio_group_node.as_deref().unwrap()).unwrap();
+    let i = ctl.instance(&i.uuid).unwrap();
+    assert_eq!(i.in_use, None);
+    assert!(i.holders.is_empty());
+    // With full visibility the same holder is found.
+    let ctl = Gvtctl::new(d.path());
+    let i = ctl.instance(&i.uuid).unwrap();
+    assert_eq!(i.in_use, Some(true));
+    assert_eq!(i.holders[0].command, "qemu");
+}
+
+#[test]
+fn sim_is_never_used_on_slash() {
+    assert!(!sim::is_sim_root(Path::new("/")));
+    assert!(sim::init(Path::new("/"), &[]).is_err());
+}
