@@ -3,7 +3,7 @@
 source "$(dirname "$0")/common.sh"
 serialize setup-host
 need_root
-pkgs=(debootstrap qemu-system-x86 busybox-static cpio xz-utils zstd kmod file)
+pkgs=(debootstrap qemu-system-x86 busybox-static cpio xz-utils zstd kmod file udev)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -187,8 +187,8 @@ fn main() {
             vm_run(&mut p, "demo", "vm: demo");
         }
         Some("test") => {
-            host_tests(&mut p);
             setup(&mut p);
+            host_tests(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             vm_run(&mut p, "", "vm: tests");
         }
