@@ -24,5 +24,11 @@ extern crate std;
 pub mod backend;
 pub mod mem;
 
+pub mod cmd;
+pub mod engine;
+pub mod irq;
+pub mod ring;
+pub mod sim;
+
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;
