@@ -858,3 +858,390 @@ pub mod encode {
         [PIPE_CONTROL | 4, PIPE_CONTROL_QW_WRITE | g, lo(addr), hi(addr), data[0], data[1]]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::collections::BTreeMap;
+    use std::vec;
+    use std::vec::Vec;
+
+    use super::encode::*;
+    use super::*;
+    use crate_mem::GmRange;
+
+    use super::super::mem as crate_mem;
+
+    const RING: u64 = 0;
+    const RING_SIZE: u32 = 4 * 4096;
+    const BB: u64 = 0x10000;
+    const DATA: u64 = 0x20000;
+    const GM: GmRange = GmRange::new(0, 0x40000);
+    const HIGH: GmRange = GmRange::new(0x100000, 0x10000);
+    const SHADOW: [u64; 3] = [0x8000_0000, 0x9000_0000, 0xa000_0000];
+
+    struct Env {
+        engine: EngineId,
+        ggtt: BTreeMap<u64, u32>,
+        ppgtt: BTreeMap<u64, u32>,
+        pp_mapped: Vec<(u64, u64)>,
+        ranges: Vec<GmRange>,
+        out: [Vec<u32>; 3],
+        cap: usize,
+    }
+
+    impl Env {
+        fn new(engine: EngineId) -> Self {
+            Self { engine, ggtt: BTreeMap::new(), ppgtt: BTreeMap::new(), pp_mapped: vec![], ranges: vec![GM, HIGH], out: [vec![], vec![], vec![]], cap: usize::MAX }
+        }
+        fn put(&mut self, addr: u64, d: &[u32]) {
+            for (i, w) in d.iter().enumerate() {
+                self.ggtt.insert(addr + 4 * i as u64, *w);
+            }
+        }
+        /// Submit `cmds` as the ring range [0, len).
+        fn run(&mut self, cmds: &[u32]) -> Result<AuditSummary, AuditError> {
+            self.run_limits(cmds, &Limits::DEFAULT)
+        }
+        fn run_limits(&mut self, cmds: &[u32], l: &Limits) -> Result<AuditSummary, AuditError> {
+            let mut c = cmds.to_vec();
+            if c.len() % 2 == 1 {
+                c.push(MI_NOOP);
+            }
+            self.put(RING, &c);
+            audit_ring(self, RingWindow { start: RING, size: RING_SIZE }, 0, 4 * c.len() as u32, l)
+        }
+    }
+
+    impl AuditEnv for Env {
+        fn engine(&self) -> EngineId {
+            self.engine
+        }
+        fn gm_allowed(&self, addr: Gma, len: u64) -> bool {
+            self.ranges.iter().any(|r| r.contains(addr, len))
+        }
+        fn ppgtt_mapped(&self, addr: u64, len: u64) -> bool {
+            self.pp_mapped.iter().any(|&(b, l)| GmRange::new(b, l).contains(addr, len))
+        }
+        fn read_dword(&mut self, space: Space, addr: u64) -> Option<u32> {
+            let m = if space == Space::Ggtt { &self.ggtt } else { &self.ppgtt };
+            Some(m.get(&addr).copied().unwrap_or(0))
+        }
+        fn emit(&mut self, level: Level, dwords: &[u32]) -> Result<(), SinkFull> {
+            if self.out.iter().map(|o| o.len()).sum::<usize>() + dwords.len() > self.cap {
+                return Err(SinkFull);
+            }
+            self.out[level as usize].extend_from_slice(dwords);
+            Ok(())
+        }
+        fn next_addr(&self, level: Level) -> Gma {
+            SHADOW[level as usize] + 4 * self.out[level as usize].len() as u64
+        }
+    }
+
+    fn rej(r: Reject) -> Result<AuditSummary, AuditError> {
+        Err(AuditError::Rejected(r))
+    }
+    fn cat(parts: &[&[u32]]) -> Vec<u32> {
+        parts.iter().flat_map(|p| p.iter().copied()).collect()
+    }
+    fn ok(r: Result<AuditSummary, AuditError>) -> AuditSummary {
+        r.expect("accepted")
+    }
+
+    #[test]
+    fn decode_lengths() {
+        assert_eq!(decode(MI_NOOP | 0x1234), Ok((Opcode::Noop, 1)));
+        assert_eq!(decode(MI_STORE_DATA_IMM | 2), Ok((Opcode::StoreDataImm, 4)));
+        assert_eq!(decode(MI_STORE_DATA_IMM | 3), Ok((Opcode::StoreDataImm, 5)));
+        assert_eq!(decode(MI_STORE_DATA_IMM | 4), Err(Reject::BadLength));
+        assert_eq!(decode(MI_LOAD_REGISTER_IMM | 1), Ok((Opcode::LoadRegisterImm, 3)));
+        assert_eq!(decode(MI_LOAD_REGISTER_IMM | 2), Err(Reject::BadLength));
+        assert_eq!(decode(MI_LOAD_REGISTER_IMM | 63), Ok((Opcode::LoadRegisterImm, 65)));
+        assert_eq!(decode(MI_LOAD_REGISTER_IMM | 65), Err(Reject::BadLength));
+        assert_eq!(decode(MI_BATCH_BUFFER_START | 2), Err(Reject::BadLength));
+        assert_eq!(decode(XY_COLOR_BLT | 4), Ok((Opcode::XyColorBlt, 6)));
+        assert_eq!(decode(XY_COLOR_BLT | 6), Err(Reject::BadLength));
+        assert_eq!(decode(XY_SRC_COPY_BLT | 6), Ok((Opcode::XySrcCopyBlt, 8)));
+        assert_eq!(decode(XY_SRC_COPY_BLT | 7), Err(Reject::BadLength));
+        assert_eq!(decode(PIPE_CONTROL | 4), Ok((Opcode::PipeControl, 6)));
+        assert_eq!(decode(PIPE_CONTROL | 3), Err(Reject::BadLength));
+        assert_eq!(decode(0x1f << 23), Err(Reject::UnknownOpcode));
+        assert_eq!(decode(1 << 29), Err(Reject::UnknownOpcode));
+        assert_eq!(decode((2 << 29) | (0x51 << 22)), Err(Reject::UnknownOpcode));
+        assert_eq!(decode((3 << 29) | (3 << 27) | (1 << 24)), Err(Reject::UnknownOpcode));
+        assert_eq!(decode(7 << 29), Err(Reject::UnknownOpcode));
+    }
+
+    #[test]
+    fn accepts_and_emits_ring_commands_in_place() {
+        let mut e = Env::new(EngineId::Rcs);
+        let s = cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_USER_INTERRUPT], &lri(0x2600, 5), &pipe_control_qw(Space::Ggtt, HIGH.base, [1, 2])]);
+        assert_eq!(s.len() % 2, 0);
+        let sum = ok(e.run(&s));
+        assert_eq!(sum.commands, 4);
+        assert_eq!(e.out[0], s);
+        assert_eq!(sum.dwords, s.len() as u64);
+    }
+
+    #[test]
+    fn rejects_unknown_opcode_and_bad_length() {
+        let mut e = Env::new(EngineId::Rcs);
+        assert_eq!(e.run(&[0x1f << 23]), rej(Reject::UnknownOpcode));
+        assert_eq!(e.run(&[MI_STORE_DATA_IMM | MI_USE_GGTT | 5, DATA as u32, 0, 0, 0, 0, 0]), rej(Reject::BadLength));
+    }
+
+    #[test]
+    fn rejects_wrong_engine() {
+        assert_eq!(Env::new(EngineId::Rcs).run(&color_blt(DATA, 64, (0, 0, 1, 1), 0)), rej(Reject::WrongEngine));
+        assert_eq!(Env::new(EngineId::Rcs).run(&src_copy_blt(DATA, 64, (0, 0, 1, 1), DATA, 64, (0, 0))), rej(Reject::WrongEngine));
+        assert_eq!(Env::new(EngineId::Bcs).run(&pipe_control_qw(Space::Ggtt, DATA, [0, 0])), rej(Reject::WrongEngine));
+    }
+
+    #[test]
+    fn rejects_unsupported_modes() {
+        let b = |f: &dyn Fn(&mut [u32])| {
+            let mut c = color_blt(DATA, 64, (0, 0, 1, 1), 0);
+            f(&mut c);
+            Env::new(EngineId::Bcs).run(&c)
+        };
+        assert_eq!(b(&|c| c[0] |= BLT_DST_TILED), rej(Reject::UnsupportedMode));
+        assert_eq!(b(&|c| c[1] = (c[1] & !(0xff << 16)) | BLT_ROP_SRC_COPY), rej(Reject::UnsupportedMode));
+        assert_eq!(b(&|c| c[1] |= 0x8000), rej(Reject::UnsupportedMode), "negative pitch");
+        assert_eq!(b(&|c| c[0] &= !(1 << 21)), rej(Reject::UnsupportedMode), "32 bpp without alpha");
+        let mut c = src_copy_blt(DATA, 64, (0, 0, 1, 1), DATA + 64, 64, (0, 0));
+        c[0] |= BLT_SRC_TILED;
+        assert_eq!(Env::new(EngineId::Bcs).run(&c), rej(Reject::UnsupportedMode));
+        let mut c = flush_dw_store(Space::Ggtt, DATA, 0, false);
+        c[0] |= MI_FLUSH_DW_STORE_INDEX;
+        assert_eq!(Env::new(EngineId::Bcs).run(&c), rej(Reject::UnsupportedMode));
+        let mut c = flush_dw_store(Space::Ggtt, DATA, 0, false);
+        c[0] = (c[0] & !(3 << 14)) | (2 << 14);
+        assert_eq!(Env::new(EngineId::Bcs).run(&c), rej(Reject::UnsupportedMode), "depth-count post-sync");
+        let mut c = pipe_control_qw(Space::Ggtt, DATA, [0, 0]);
+        c[1] |= PIPE_CONTROL_MMIO_WRITE;
+        assert_eq!(Env::new(EngineId::Rcs).run(&c), rej(Reject::UnsupportedMode));
+        let mut c = pipe_control_qw(Space::Ggtt, DATA, [0, 0]);
+        c[1] |= PIPE_CONTROL_STORE_DATA_INDEX;
+        assert_eq!(Env::new(EngineId::Rcs).run(&c), rej(Reject::UnsupportedMode));
+    }
+
+    #[test]
+    fn rejects_addresses_outside_the_vgpu() {
+        let mut e = Env::new(EngineId::Bcs);
+        let end = GM.end();
+        assert!(e.run(&sdi(Space::Ggtt, end - 4, 0)).is_ok());
+        assert_eq!(e.run(&sdi(Space::Ggtt, end, 0)), rej(Reject::AddressNotAllowed));
+        assert_eq!(e.run(&sdi_qw(Space::Ggtt, end - 4, [0, 0])), rej(Reject::AddressNotAllowed), "straddles the end");
+        assert_eq!(e.run(&sdi(Space::Ggtt, (1 << 32) | DATA, 0)), rej(Reject::AddressNotAllowed), "high dword");
+        assert_eq!(e.run(&flush_dw_store(Space::Ggtt, end, 0, false)), rej(Reject::AddressNotAllowed));
+        // MI_FLUSH_DW addresses are qword-aligned (bits 2:0 masked): a qword
+        // timestamp at end - 4 lands at end - 8 and fits.
+        let mut ts = flush_dw_store(Space::Ggtt, end - 4, 0, false);
+        ts[0] |= MI_FLUSH_DW_OP_TIMESTAMP;
+        let (op, n) = decode(ts[0]).unwrap();
+        assert_eq!(parse(op, &ts[..n]).unwrap(), Command::FlushDw { post: PostSync::Timestamp { space: Space::Ggtt, addr: end - 8 }, notify: false });
+        assert!(e.run(&ts).is_ok());
+        let mut ts = flush_dw_store(Space::Ggtt, end, 0, false);
+        ts[0] |= MI_FLUSH_DW_OP_TIMESTAMP;
+        assert_eq!(e.run(&ts), rej(Reject::AddressNotAllowed));
+        assert_eq!(Env::new(EngineId::Rcs).run(&pipe_control_qw(Space::Ggtt, end - 8, [0, 0])).map(|_| ()), Ok(()));
+        assert_eq!(Env::new(EngineId::Rcs).run(&pipe_control_qw(Space::Ggtt, end, [0, 0])), rej(Reject::AddressNotAllowed));
+    }
+
+    #[test]
+    fn blits_check_both_ends_of_the_rectangle() {
+        let mut e = Env::new(EngineId::Bcs);
+        // 16 rows of 256 bytes pitch, 8 pixels wide, ending exactly at the end of HIGH.
+        let base = HIGH.end() - 15 * 256 - 32;
+        assert!(e.run(&color_blt(base, 256, (0, 0, 8, 16), 1)).is_ok());
+        assert_eq!(e.run(&color_blt(base, 256, (0, 0, 9, 16), 1)), rej(Reject::AddressNotAllowed), "last pixel one past");
+        assert_eq!(e.run(&color_blt(base, 256, (0, 0, 8, 17), 1)), rej(Reject::AddressNotAllowed), "one more row");
+        assert_eq!(e.run(&color_blt(HIGH.base - 4, 256, (1, 0, 8, 2), 1)).map(|_| ()), Ok(()), "x offset moves first byte in");
+        assert_eq!(e.run(&color_blt(HIGH.base - 4, 256, (0, 0, 8, 2), 1)), rej(Reject::AddressNotAllowed), "first byte before");
+        // Huge coordinates and pitch: stays far outside, no overflow.
+        assert_eq!(e.run(&color_blt(0xffff_fff0, 0x7fff, (0xffff, 0xfff0, 0xffff, 0xffff), 1)).map(|_| ()), Ok(()), "empty: w = 0");
+        assert_eq!(e.run(&color_blt(0xffff_0000_0000, 0x7fff, (0, 0, 0xffff, 0xffff), 1)), rej(Reject::AddressNotAllowed));
+        assert_eq!(e.run(&color_blt(DATA, 0x7fff, (0, 0, 4, 0x100), 1)), rej(Reject::AddressNotAllowed), "pitch × height");
+        // Copies check the source too.
+        assert!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 64, (0, 0))).is_ok());
+        assert_eq!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), 0x50000, 64, (0, 0))), rej(Reject::AddressNotAllowed));
+        assert_eq!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 64, (0, 0x3ff))), rej(Reject::AddressNotAllowed));
+        // A rectangle spanning two separate ranges is refused even if both are the vGPU's.
+        let mut e2 = Env::new(EngineId::Bcs);
+        e2.ranges = vec![GmRange::new(0, 0x8000), GmRange::new(0x8000, 0x1000)];
+        assert!(e2.run(&color_blt(0x7e00, 256, (0, 0, 4, 2), 1)).is_ok());
+        assert_eq!(e2.run(&color_blt(0x7f00, 256, (0, 0, 4, 2), 1)), rej(Reject::AddressNotAllowed));
+    }
+
+    #[test]
+    fn ppgtt_addresses_must_be_mapped_and_render_only() {
+        let mut e = Env::new(EngineId::Rcs);
+        e.pp_mapped.push((0x1000, 0x1000));
+        assert!(e.run(&sdi(Space::Ppgtt, 0x1ffc, 0)).is_ok());
+        assert_eq!(e.run(&sdi_qw(Space::Ppgtt, 0x1ffc, [0, 0])), rej(Reject::PpgttNotMapped));
+        assert_eq!(e.run(&pipe_control_qw(Space::Ppgtt, 0x3000, [0, 0])), rej(Reject::PpgttNotMapped));
+        let mut b = Env::new(EngineId::Bcs);
+        b.pp_mapped.push((0x1000, 0x1000));
+        assert_eq!(b.run(&sdi(Space::Ppgtt, 0x1000, 0)), rej(Reject::PpgttNotMapped), "blitter has no PPGTT");
+        // A PPGTT batch: fetched from PPGTT, must be mapped.
+        e.ppgtt.insert(0x1000, MI_BATCH_BUFFER_END);
+        assert!(e.run(&bb_start(Space::Ppgtt, 0x1000, false)).is_ok());
+        assert_eq!(e.run(&bb_start(Space::Ppgtt, 0x5000, false)), rej(Reject::PpgttNotMapped));
+    }
+
+    #[test]
+    fn rejects_lri_outside_the_whitelist() {
+        let mut e = Env::new(EngineId::Rcs);
+        assert!(e.run(&lri(0x2600, 1)).is_ok());
+        assert!(e.run(&lri(0x2430, 1)).is_ok());
+        for reg in [0x2034, 0x2030, 0x941C, 0x44018, 0x22600, 0x2680, 0x2601, 0x100000] {
+            assert_eq!(e.run(&lri(reg, 1)), rej(Reject::RegisterNotAllowed), "reg {reg:#x}");
+        }
+        // One bad register among several.
+        assert_eq!(e.run(&[MI_LOAD_REGISTER_IMM | 3, 0x2600, 1, 0x2034, 2]), rej(Reject::RegisterNotAllowed));
+        assert!(Env::new(EngineId::Bcs).run(&lri(0x22600, 1)).is_ok());
+        assert_eq!(Env::new(EngineId::Bcs).run(&lri(0x2400, 1)), rej(Reject::RegisterNotAllowed));
+    }
+
+    #[test]
+    fn batches_are_rewritten_to_shadows_and_chains_flattened() {
+        let mut e = Env::new(EngineId::Rcs);
+        let (b1, b2, b3) = (BB, BB + 0x100, HIGH.base);
+        e.put(b1, &cat(&[&sdi(Space::Ggtt, DATA, 1), &bb_start(Space::Ggtt, b2, true), &bb_start(Space::Ggtt, b3, false)]));
+        e.put(b2, &cat(&[&sdi(Space::Ggtt, DATA, 2), &[MI_BATCH_BUFFER_END]]));
+        e.put(b3, &cat(&[&sdi(Space::Ggtt, DATA, 3), &[MI_BATCH_BUFFER_END]]));
+        let sum = ok(e.run(&cat(&[&bb_start(Space::Ggtt, b1, false), &bb_start(Space::Ggtt, b1, false)])));
+        assert_eq!(sum.batches, 6);
+        // Ring: two BB_STARTs to consecutive first-level copies.
+        let l1_len = 4 + 3 + 4 + 1; // SDI, BB_START(2nd), [chain flattened] SDI, BBE
+        assert_eq!(e.out[0], cat(&[&bb_start(Space::Ggtt, SHADOW[1], false), &bb_start(Space::Ggtt, SHADOW[1] + 4 * l1_len, false)]));
+        let l1 = cat(&[&sdi(Space::Ggtt, DATA, 1), &bb_start(Space::Ggtt, SHADOW[2], true), &sdi(Space::Ggtt, DATA, 3), &[MI_BATCH_BUFFER_END]]);
+        assert_eq!(&e.out[1][..l1_len as usize], &l1[..]);
+        assert_eq!(e.out[1].len(), 2 * l1_len as usize);
+        assert_eq!(e.out[2][..5], cat(&[&sdi(Space::Ggtt, DATA, 2), &[MI_BATCH_BUFFER_END]])[..]);
+        // The second call's second-level copy is a fresh one.
+        assert_eq!(e.out[1][l1_len as usize + 5], SHADOW[2] as u32 + 20);
+        // PPGTT bit is cleared in the rewritten start (shadows are GGTT).
+        let mut p = Env::new(EngineId::Rcs);
+        p.pp_mapped.push((0, 0x1000));
+        p.ppgtt.insert(0, MI_BATCH_BUFFER_END);
+        ok(p.run(&bb_start(Space::Ppgtt, 0, false)));
+        assert_eq!(p.out[0][..3], bb_start(Space::Ggtt, SHADOW[1], false));
+    }
+
+    #[test]
+    fn rejects_nesting_too_deep() {
+        let mut e = Env::new(EngineId::Rcs);
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, true)), rej(Reject::ChainTooDeep), "second level from the ring");
+        e.put(BB, &bb_start(Space::Ggtt, BB + 0x100, true));
+        e.put(BB + 0x100, &bb_start(Space::Ggtt, BB + 0x200, true));
+        e.put(BB + 0x200, &[MI_BATCH_BUFFER_END]);
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainTooDeep));
+        // Chaining inside the second level is fine.
+        e.put(BB + 0x100, &bb_start(Space::Ggtt, BB + 0x200, false));
+        e.put(BB + 0x10, &[MI_BATCH_BUFFER_END]);
+        e.put(BB + 12, &[MI_NOOP]);
+        assert!(e.run(&bb_start(Space::Ggtt, BB, false)).is_ok());
+    }
+
+    #[test]
+    fn rejects_loops_but_not_reuse() {
+        let mut e = Env::new(EngineId::Rcs);
+        e.put(BB, &bb_start(Space::Ggtt, BB, false));
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainLoop), "self loop");
+        e.put(BB, &cat(&[&sdi(Space::Ggtt, DATA, 0), &bb_start(Space::Ggtt, HIGH.base, false)]));
+        e.put(HIGH.base, &bb_start(Space::Ggtt, BB, false));
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainLoop), "A → B → A");
+        // Second level loop.
+        e.put(BB, &cat(&[&bb_start(Space::Ggtt, HIGH.base, true), &[MI_BATCH_BUFFER_END, 0]]));
+        e.put(HIGH.base, &bb_start(Space::Ggtt, HIGH.base + 0x40, false));
+        e.put(HIGH.base + 0x40, &bb_start(Space::Ggtt, HIGH.base, false));
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainLoop));
+        // Calling the same subroutine twice, and the same batch from the ring twice, is no loop.
+        e.put(HIGH.base, &[MI_BATCH_BUFFER_END]);
+        e.put(BB, &cat(&[&bb_start(Space::Ggtt, HIGH.base, true), &bb_start(Space::Ggtt, HIGH.base, true), &[MI_BATCH_BUFFER_END]]));
+        assert!(e.run(&cat(&[&bb_start(Space::Ggtt, BB, false), &bb_start(Space::Ggtt, BB, false)])).is_ok());
+    }
+
+    #[test]
+    fn rejects_too_many_chain_targets() {
+        let mut e = Env::new(EngineId::Rcs);
+        for i in 0..=MAX_CHAIN_TARGETS as u64 {
+            e.put(BB + 0x100 * i, &bb_start(Space::Ggtt, BB + 0x100 * (i + 1), false));
+        }
+        e.put(BB + 0x100 * (MAX_CHAIN_TARGETS as u64 + 1), &[MI_BATCH_BUFFER_END]);
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::TooManyChains));
+        e.put(BB + 0x100 * (MAX_CHAIN_TARGETS as u64 - 1), &[MI_BATCH_BUFFER_END]);
+        assert!(e.run(&bb_start(Space::Ggtt, BB, false)).is_ok());
+    }
+
+    #[test]
+    fn rejects_batch_end_in_ring_truncation_and_runaway() {
+        let mut e = Env::new(EngineId::Rcs);
+        assert_eq!(e.run(&[MI_BATCH_BUFFER_END]), rej(Reject::BatchEndInRing));
+        let c = sdi(Space::Ggtt, DATA, 0);
+        e.put(RING, &c);
+        assert_eq!(audit_ring(&mut e, RingWindow { start: RING, size: RING_SIZE }, 0, 8, &Limits::DEFAULT), rej(Reject::Truncated));
+        // A batch of NOOPs without an end runs until the budget.
+        for i in 0..64 {
+            e.put(BB + 4 * i, &[MI_NOOP]);
+        }
+        let l = Limits { max_commands: 32 };
+        assert_eq!(e.run_limits(&bb_start(Space::Ggtt, BB, false), &l), rej(Reject::Runaway));
+        // BB_START + 28 NOOPs + BB_END + the ring's NOOP pad = 31 commands.
+        e.put(BB + 4 * 28, &[MI_BATCH_BUFFER_END]);
+        assert!(e.run_limits(&bb_start(Space::Ggtt, BB, false), &l).is_ok());
+        // A batch running off the end of the vGPU's memory.
+        for i in 0..8 {
+            e.put(GM.end() - 32 + 4 * i, &[MI_NOOP]);
+        }
+        assert_eq!(e.run(&bb_start(Space::Ggtt, GM.end() - 32, false)), rej(Reject::AddressNotAllowed));
+        assert_eq!(e.run(&bb_start(Space::Ggtt, 0x7000_0000, false)), rej(Reject::AddressNotAllowed));
+    }
+
+    #[test]
+    fn rejects_bad_ring_and_tail() {
+        let mut e = Env::new(EngineId::Rcs);
+        let w = |start, size| RingWindow { start, size };
+        let l = Limits::DEFAULT;
+        assert_eq!(audit_ring(&mut e, w(GM.end() - 0x1000, 0x2000), 0, 8, &l), rej(Reject::BadRing));
+        assert_eq!(audit_ring(&mut e, w(0x10, 0x1000), 0, 8, &l), rej(Reject::BadRing));
+        assert_eq!(audit_ring(&mut e, w(0, 0), 0, 0, &l), rej(Reject::BadRing));
+        assert_eq!(audit_ring(&mut e, w(0, 0x1000), 0, 4, &l), rej(Reject::BadTail));
+        assert_eq!(audit_ring(&mut e, w(0, 0x1000), 0, 0x1000, &l), rej(Reject::BadTail));
+        assert_eq!(audit_ring(&mut e, w(0, 0x1000), 2, 8, &l), rej(Reject::BadTail));
+    }
+
+    #[test]
+    fn ring_range_wraps() {
+        let mut e = Env::new(EngineId::Rcs);
+        let c = sdi(Space::Ggtt, DATA, 0x55);
+        e.put(RING + RING_SIZE as u64 - 8, &c[..2]);
+        e.put(RING, &[c[2], c[3], MI_NOOP, MI_NOOP]);
+        let sum = audit_ring(&mut e, RingWindow { start: RING, size: RING_SIZE }, RING_SIZE - 8, 16, &Limits::DEFAULT).expect("ok");
+        assert_eq!(sum.commands, 3);
+        assert_eq!(e.out[0], cat(&[&c, &[MI_NOOP, MI_NOOP]]));
+    }
+
+    #[test]
+    fn shadow_full_is_not_a_rejection() {
+        let mut e = Env::new(EngineId::Rcs);
+        e.cap = 4;
+        e.put(BB, &cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_BATCH_BUFFER_END]]));
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), Err(AuditError::ShadowFull));
+    }
+
+    #[test]
+    fn reject_counters_count_per_class() {
+        let mut c = RejectCounters::new();
+        for r in Reject::ALL {
+            assert_eq!(Reject::ALL[r.index()], r);
+            c.record(r);
+        }
+        c.record(Reject::ChainLoop);
+        assert_eq!(c.get(Reject::ChainLoop), 2);
+        assert_eq!(c.get(Reject::BadLength), 1);
+        assert_eq!(c.total(), Reject::COUNT as u64 + 1);
+    }
+}
