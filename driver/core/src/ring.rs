@@ -488,3 +488,421 @@ impl RingShadow {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
+    use proptest::prelude::*;
+
+    use super::super::backend::Backend;
+    use super::super::cmd::encode::*;
+    use super::super::cmd::{MI_BATCH_BUFFER_END, MI_NOOP, MI_USER_INTERRUPT};
+    use super::super::engine::{NoPpgtt, StepStatus};
+    use super::super::sim::kit::*;
+    use super::super::sim::GvtSim;
+    use super::*;
+
+    const RCS: EngineId = EngineId::Rcs;
+    const BCS: EngineId = EngineId::Bcs;
+    const DATA: u64 = 0x20000; // offset inside a vGPU's aperture
+    const BB: u64 = 0x10000;
+
+    fn base(v: usize) -> u64 {
+        VGPU_GM[v][0].base
+    }
+    fn cat(parts: &[&[u32]]) -> Vec<u32> {
+        let mut v: Vec<u32> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        if v.len() % 2 == 1 {
+            v.push(MI_NOOP);
+        }
+        v
+    }
+
+    #[test]
+    fn guest_rewriting_its_ring_after_submission_changes_nothing() {
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        map_shadows(&mut sim);
+        let mut g = Guest::new(0);
+        g.push(&mut host, RCS, &sdi(Space::Ggtt, DATA, 1));
+        g.submit(&sim, &mut host, RCS).expect("accepted");
+        // TOCTOU: the guest rewrites the submitted command to hit vGPU 1.
+        write_dwords(&mut host, g.ring_gma(RCS), &sdi(Space::Ggtt, base(1) + DATA, 0x666));
+        let r = g.execute(&mut sim, &mut host, RCS, 100);
+        assert_eq!(r.status, StepStatus::Idle);
+        assert_eq!(read_dword(&host, DATA), 1);
+        assert_eq!(read_dword(&host, base(1) + DATA), 0);
+        assert_eq!(g.shadows[0].head(), 16, "virtual HEAD = guest offset");
+    }
+
+    #[test]
+    fn guest_rewriting_an_audited_batch_changes_nothing() {
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        map_shadows(&mut sim);
+        let mut g = Guest::new(0);
+        write_dwords(&mut host, BB, &cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_BATCH_BUFFER_END]]));
+        write_dwords(&mut host, BB + 0x100, &cat(&[&sdi(Space::Ggtt, DATA + 4, 2), &[MI_BATCH_BUFFER_END]]));
+        write_dwords(&mut host, BB + 0x40, &cat(&[&bb_start(Space::Ggtt, BB + 0x100, true), &[MI_BATCH_BUFFER_END]]));
+        g.push(&mut host, BCS, &cat(&[&bb_start(Space::Ggtt, BB, false), &bb_start(Space::Ggtt, BB + 0x40, false)]));
+        let sum = g.submit(&sim, &mut host, BCS).expect("accepted");
+        assert_eq!(sum.batches, 3);
+        // After the audit the guest turns both batches into attacks on vGPU 1.
+        write_dwords(&mut host, BB, &sdi(Space::Ggtt, base(1) + DATA, 0x666));
+        write_dwords(&mut host, BB + 0x100, &color_blt(base(1), 4096, (0, 0, 1024, 256), 0x666));
+        let r = g.execute(&mut sim, &mut host, BCS, 1000);
+        assert_eq!(r.status, StepStatus::Idle);
+        assert_eq!((read_dword(&host, DATA), read_dword(&host, DATA + 4)), (1, 2));
+        assert_eq!(read_dword(&host, base(1) + DATA), 0);
+        assert_eq!(read_dword(&host, base(1)), 0);
+        assert!(g.shadows[1].idle());
+    }
+
+    #[test]
+    fn rejected_submission_is_never_executed_and_is_counted() {
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        map_shadows(&mut sim);
+        let mut g = Guest::new(0);
+        g.push(&mut host, RCS, &cat(&[&sdi(Space::Ggtt, DATA, 1), &sdi(Space::Ggtt, base(1) + DATA, 2)]));
+        assert_eq!(g.submit(&sim, &mut host, RCS), Err(SubmitError::Rejected(Reject::AddressNotAllowed)));
+        assert_eq!(g.shadows[0].tail(), 0);
+        let r = g.execute(&mut sim, &mut host, RCS, 100);
+        assert_eq!(r.executed, 0);
+        assert_eq!(read_dword(&host, DATA), 0, "the good half did not run either");
+        assert_eq!(g.shadows[0].rejects().get(Reject::AddressNotAllowed), 1);
+        // The guest resets its ring and submits something valid.
+        g.shadows[0].configure(g.ring_gma(RCS) as u32, engine::ring_ctl(GUEST_RING_PAGES), 0).unwrap();
+        g.tail[0] = 0;
+        g.push(&mut host, RCS, &sdi(Space::Ggtt, DATA, 3));
+        g.submit(&sim, &mut host, RCS).unwrap();
+        g.execute(&mut sim, &mut host, RCS, 100);
+        assert_eq!(read_dword(&host, DATA), 3);
+        assert_eq!(g.shadows[0].stats().submissions, 1);
+    }
+
+    #[test]
+    fn two_vgpus_submissions_are_isolated() {
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        map_shadows(&mut sim);
+        let mut gs = [Guest::new(0), Guest::new(1)];
+        for (v, g) in gs.iter_mut().enumerate() {
+            let b = base(v);
+            g.push(&mut host, BCS, &cat(&[&color_blt(b + DATA, 256, (0, 0, 16, 4), 0x100 + v as u32), &flush_dw_store(Space::Ggtt, b + DATA + 0x1000, 0x200 + v as u32, false), &[MI_USER_INTERRUPT]]));
+            g.push(&mut host, RCS, &sdi(Space::Ggtt, VGPU_GM[v][1].base, 0x300 + v as u32));
+        }
+        // Both submit before either runs (lazy shadowing per vGPU).
+        for g in gs.iter_mut() {
+            g.submit(&sim, &mut host, BCS).unwrap();
+            g.submit(&sim, &mut host, RCS).unwrap();
+        }
+        // vGPU 0 tries to reach vGPU 1 in every way it can: rejected.
+        let attacks: [&[u32]; 4] = [
+            &sdi(Space::Ggtt, base(1) + DATA, 0x666),
+            &color_blt(base(0) + 0xff000, 4096, (0, 0, 1024, 2), 0x666),
+            &src_copy_blt(base(0) + DATA, 64, (0, 0, 4, 4), base(1) + DATA, 64, (0, 0)),
+            &bb_start(Space::Ggtt, base(1) + BB, false),
+        ];
+        for a in attacks {
+            let g = &mut gs[0];
+            let t = g.tail[BCS.index()];
+            g.push(&mut host, BCS, &cat(&[a]));
+            assert_eq!(g.submit(&sim, &mut host, BCS), Err(SubmitError::Rejected(Reject::AddressNotAllowed)));
+            g.tail[BCS.index()] = t; // the guest gives up on it
+        }
+        assert_eq!(gs[0].shadows[BCS.index()].rejects().get(Reject::AddressNotAllowed), 4);
+        sim.write_reg(super::super::irq::GTIMR, 0);
+        for g in gs.iter_mut() {
+            assert_eq!(g.execute(&mut sim, &mut host, BCS, 100).status, StepStatus::Idle);
+            assert_eq!(g.execute(&mut sim, &mut host, RCS, 100).status, StepStatus::Idle);
+        }
+        for v in 0..2 {
+            let b = base(v);
+            assert_eq!(read_dword(&host, b + DATA + 3 * 256 + 60), 0x100 + v as u32);
+            assert_eq!(read_dword(&host, b + DATA + 64), 0);
+            assert_eq!(read_dword(&host, b + DATA + 0x1000), 0x200 + v as u32);
+            assert_eq!(read_dword(&host, VGPU_GM[v][1].base), 0x300 + v as u32);
+        }
+        assert_eq!(sim.read_reg(super::super::irq::GTIIR), super::super::irq::BCS_USER_INTERRUPT);
+    }
+
+    #[test]
+    fn submissions_wrap_around_the_ring() {
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        map_shadows(&mut sim);
+        let mut g = Guest::new(0);
+        let size = GUEST_RING_PAGES * PAGE_SIZE as u32;
+        g.push(&mut host, RCS, &vec![MI_NOOP; (size as usize - 8) / 4]);
+        g.submit(&sim, &mut host, RCS).unwrap();
+        g.execute(&mut sim, &mut host, RCS, 10_000);
+        g.push(&mut host, RCS, &cat(&[&sdi(Space::Ggtt, DATA, 0x99), &[MI_NOOP, MI_NOOP]]));
+        assert_eq!(g.tail[0], 16);
+        g.submit(&sim, &mut host, RCS).unwrap();
+        let r = g.execute(&mut sim, &mut host, RCS, 100);
+        assert_eq!(r, super::super::engine::StepResult { executed: 3, status: StepStatus::Idle });
+        assert_eq!(read_dword(&host, DATA), 0x99);
+        assert_eq!(g.shadows[0].head(), 16);
+    }
+
+    #[test]
+    fn overrunning_pending_commands_is_rejected() {
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        map_shadows(&mut sim);
+        let mut g = Guest::new(0);
+        let size = GUEST_RING_PAGES * PAGE_SIZE as u32;
+        g.push(&mut host, RCS, &vec![MI_NOOP; (size as usize - 8) / 4]);
+        g.submit(&sim, &mut host, RCS).unwrap();
+        g.push(&mut host, RCS, &[MI_NOOP, MI_NOOP]);
+        assert_eq!(g.submit(&sim, &mut host, RCS), Err(SubmitError::Rejected(Reject::BadTail)));
+        assert_eq!(g.shadows[0].submit(&sim, &mut host, None::<&NoPpgtt>, g.gm(), size, &Limits::DEFAULT), Err(SubmitError::Rejected(Reject::BadTail)));
+        assert_eq!(g.shadows[0].submit(&sim, &mut host, None::<&NoPpgtt>, g.gm(), size - 8, &Limits::DEFAULT), Ok(AuditSummary::default()), "same tail again: nothing new");
+    }
+
+    #[test]
+    fn bad_rings_are_rejected() {
+        let mut s = RingShadow::new(RCS, layout(0, RCS));
+        assert_eq!(s.configure(0, engine::ring_ctl(9), 0), Err(Reject::BadRing), "larger than the shadow");
+        assert_eq!(s.configure(0, engine::ring_ctl(1), 0x1000), Err(Reject::BadRing), "head past the end");
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let sim = GvtSim::new(&mut ggtt);
+        assert_eq!(s.configure(0, 0, 0), Ok(()));
+        assert_eq!(s.submit(&sim, &mut host, None::<&NoPpgtt>, &VGPU_GM[0], 8, &Limits::DEFAULT), Err(SubmitError::Rejected(Reject::BadRing)), "disabled");
+        s.configure(base(1) as u32, engine::ring_ctl(1), 0).unwrap();
+        assert_eq!(s.submit(&sim, &mut host, None::<&NoPpgtt>, &VGPU_GM[0], 8, &Limits::DEFAULT), Err(SubmitError::Rejected(Reject::BadRing)), "ring in vGPU 1's memory");
+        assert_eq!(s.rejects().get(Reject::BadRing), 4);
+    }
+
+    #[test]
+    fn shadow_area_is_off_limits_even_if_misconfigured() {
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        map_shadows(&mut sim);
+        let mut g = Guest::new(0);
+        let lay = layout(0, RCS);
+        let bad_gm = [VGPU_GM[0][0], VGPU_GM[0][1], host_reserved_range(GM_SIZE)];
+        g.push(&mut host, RCS, &sdi(Space::Ggtt, lay.base + 0x100, 0x666));
+        let r = g.shadows[0].submit(&sim, &mut host, None::<&NoPpgtt>, &bad_gm, g.tail[0], &Limits::DEFAULT);
+        assert_eq!(r, Err(SubmitError::Rejected(Reject::AddressNotAllowed)));
+    }
+
+    #[test]
+    fn pools_busy_while_pending_and_too_large_when_empty() {
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        map_shadows(&mut sim);
+        let mut g = Guest::new(0);
+        // A 40 KiB batch: fits the 64 KiB first-level pool once, not twice.
+        let n = 10 * 1024 - 2;
+        let mut big = vec![MI_NOOP; n];
+        big.push(MI_BATCH_BUFFER_END);
+        write_dwords(&mut host, BB, &big);
+        g.push(&mut host, RCS, &cat(&[&bb_start(Space::Ggtt, BB, false)]));
+        g.submit(&sim, &mut host, RCS).unwrap();
+        g.push(&mut host, RCS, &cat(&[&bb_start(Space::Ggtt, BB, false)]));
+        assert_eq!(g.submit(&sim, &mut host, RCS), Err(SubmitError::Busy));
+        assert_eq!(g.shadows[0].stats().busy, 1);
+        assert_eq!(g.execute(&mut sim, &mut host, RCS, 100_000).status, StepStatus::Idle);
+        g.submit(&sim, &mut host, RCS).expect("pool reset once idle");
+        assert_eq!(g.execute(&mut sim, &mut host, RCS, 100_000).status, StepStatus::Idle);
+        // 70 KiB never fits.
+        let mut huge = vec![MI_NOOP; 70 * 256];
+        huge.push(MI_BATCH_BUFFER_END);
+        write_dwords(&mut host, VGPU_GM[0][1].base, &huge);
+        g.push(&mut host, RCS, &cat(&[&bb_start(Space::Ggtt, VGPU_GM[0][1].base, false)]));
+        assert_eq!(g.submit(&sim, &mut host, RCS), Err(SubmitError::Rejected(Reject::TooLarge)));
+    }
+
+    struct PageLog {
+        pages: Vec<(Space, u64)>,
+        released: u32,
+    }
+    impl BatchGuard for PageLog {
+        fn protect(&mut self, space: Space, page: u64) {
+            self.pages.push((space, page));
+        }
+        fn release(&mut self) {
+            self.released += 1;
+        }
+    }
+
+    #[test]
+    fn batch_guard_sees_batch_pages_and_is_released_on_retire() {
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        map_shadows(&mut sim);
+        let mut g = Guest::new(0);
+        // A batch straddling a page boundary.
+        write_dwords(&mut host, BB + 0xff8, &cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_BATCH_BUFFER_END]]));
+        g.push(&mut host, RCS, &cat(&[&bb_start(Space::Ggtt, BB + 0xff8, false)]));
+        let mut log = PageLog { pages: vec![], released: 0 };
+        let t = g.tail[0];
+        g.shadows[0].submit_guarded(&sim, &mut host, None::<&NoPpgtt>, &VGPU_GM[0], t, &Limits::DEFAULT, &mut log).unwrap();
+        assert_eq!(log.pages, vec![(Space::Ggtt, BB), (Space::Ggtt, BB + 0x1000)]);
+        g.shadows[0].load(&mut sim);
+        sim.run(RCS, &mut host, None::<&NoPpgtt>, 2);
+        g.shadows[0].retire_guarded(sim.read_reg(RCS.mmio_base() + engine::RING_HEAD), &mut log);
+        assert_eq!(log.released, 0, "batch still running");
+        sim.run(RCS, &mut host, None::<&NoPpgtt>, 100);
+        g.shadows[0].retire_guarded(sim.read_reg(RCS.mmio_base() + engine::RING_HEAD), &mut log);
+        assert_eq!(log.released, 1);
+        assert_eq!(read_dword(&host, DATA), 1);
+    }
+
+    #[test]
+    fn map_shadow_checks_its_arguments() {
+        let mut ggtt = new_ggtt();
+        let mut sim = GvtSim::new(&mut ggtt);
+        let l = layout(0, RCS);
+        assert_eq!(map_shadow(&mut sim, &l, &[HostPage(1)]), Err(MapError::PageCount));
+        let far = ShadowLayout { base: GM_SIZE - PAGE_SIZE, ..l };
+        let pages = vec![HostPage(1); far.pages() as usize];
+        assert_eq!(map_shadow(&mut sim, &far, &pages), Err(MapError::OutOfGgtt));
+        assert_eq!(host_reserved_range(GM_SIZE), GmRange::new(16 << 20, 16 << 20));
+    }
+
+    #[test]
+    fn the_page_oracle_catches_an_unaudited_escape() {
+        // Sanity check of the property test's oracle: without the auditor, a
+        // stream does reach vGPU 1's pages.
+        let (host, mut ggtt) = (new_host(), new_ggtt());
+        let mut host = Recording::new(host);
+        let mut sim = GvtSim::new(&mut ggtt);
+        let c = cat(&[&sdi(Space::Ggtt, base(1) + DATA, 1)]);
+        write_dwords(&mut host, 0, &c);
+        sim.write_reg(RCS.mmio_base() + engine::RING_START, 0);
+        sim.write_reg(RCS.mmio_base() + engine::RING_TAIL, 4 * c.len() as u32);
+        sim.write_reg(RCS.mmio_base() + engine::RING_CTL, engine::ring_ctl(1));
+        host.clear();
+        sim.run(RCS, &mut host, None::<&NoPpgtt>, 10);
+        assert!(host.writes.iter().any(|p| vgpu_pages(1).contains(p)));
+    }
+
+    // ---- property test: accepted streams never leave the submitter's pages ----
+
+    const BATCH: [u64; 3] = [0x40000, 0x41000, 0x80_0000 + 0x2000];
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Noop,
+        Irq,
+        Sdi(u64, bool),
+        Flush(u64, bool),
+        Lri(u32),
+        Fill(u64, u32, (u32, u32, u32, u32)),
+        Copy(u64, u64, u32, (u32, u32, u32, u32), (u32, u32)),
+        Pipe(u64),
+        Call(usize, bool),
+        Jump(u64),
+        End,
+        Raw(u32),
+    }
+
+    fn addr() -> impl Strategy<Value = u64> {
+        prop_oneof![
+            6 => (0u64..(1 << 20)).prop_map(|a| a & !3),
+            6 => (0u64..(1 << 20)).prop_map(|a| (8 << 20) + (a & !3)),
+            1 => (0u64..(1 << 20)).prop_map(|a| (1 << 20) + (a & !3)),
+            1 => (0u64..(16 << 20)).prop_map(|a| (16 << 20) + (a & !3)),
+            2 => (0u64..128).prop_map(|a| (1 << 20) - 64 + a),
+            2 => (0u64..128).prop_map(|a| (9 << 20) - 64 + a),
+            1 => any::<u64>().prop_map(|a| a & 0xffff_ffff_fffc),
+        ]
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let rect = (0u32..64, 0u32..64, 0u32..80, 0u32..80);
+        prop_oneof![
+            2 => Just(Op::Noop),
+            2 => Just(Op::Irq),
+            6 => (addr(), any::<bool>()).prop_map(|(a, q)| Op::Sdi(a, q)),
+            3 => (addr(), any::<bool>()).prop_map(|(a, n)| Op::Flush(a, n)),
+            2 => prop_oneof![Just(0x2600u32), Just(0x22600), Just(0x2034), Just(0x941C), Just(0x44018), any::<u32>()].prop_map(Op::Lri),
+            4 => (addr(), 0u32..0x400, rect.clone()).prop_map(|(a, p, r)| Op::Fill(a, p, r)),
+            4 => (addr(), addr(), 0u32..0x400, rect, (0u32..64, 0u32..64)).prop_map(|(d, s, p, r, o)| Op::Copy(d, s, p, r, o)),
+            3 => addr().prop_map(Op::Pipe),
+            4 => (0usize..3, any::<bool>()).prop_map(|(k, s)| Op::Call(k, s)),
+            1 => addr().prop_map(Op::Jump),
+            1 => Just(Op::End),
+            1 => any::<u32>().prop_map(Op::Raw),
+        ]
+    }
+
+    fn encode_ops(ops: &[Op]) -> Vec<u32> {
+        let mut v = Vec::new();
+        for o in ops {
+            match *o {
+                Op::Noop => v.push(MI_NOOP),
+                Op::Irq => v.push(MI_USER_INTERRUPT),
+                Op::Sdi(a, false) => v.extend(sdi(Space::Ggtt, a, 0x5d1)),
+                Op::Sdi(a, true) => v.extend(sdi_qw(Space::Ggtt, a, [1, 2])),
+                Op::Flush(a, n) => v.extend(flush_dw_store(Space::Ggtt, a, 0xf1, n)),
+                Op::Lri(r) => v.extend(lri(r, 7)),
+                Op::Fill(a, p, r) => v.extend(color_blt(a, p, r, 0xc0c0)),
+                Op::Copy(d, s, p, r, o) => v.extend(src_copy_blt(d, p, r, s, p, o)),
+                Op::Pipe(a) => v.extend(pipe_control_qw(Space::Ggtt, a, [3, 4])),
+                Op::Call(k, s) => v.extend(bb_start(Space::Ggtt, BATCH[k], s)),
+                Op::Jump(a) => v.extend(bb_start(Space::Ggtt, a, false)),
+                Op::End => v.push(MI_BATCH_BUFFER_END),
+                Op::Raw(x) => v.push(x),
+            }
+        }
+        v
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+        #[test]
+        fn accepted_streams_stay_inside_the_submitter(
+            bcs in any::<bool>(),
+            call_first in prop::option::of(0usize..3),
+            ring in prop::collection::vec(op(), 1..6),
+            batches in prop::collection::vec((prop::collection::vec(op(), 0..4), prop::bool::weighted(0.9)), 3),
+        ) {
+            let e = if bcs { BCS } else { RCS };
+            let (host, mut ggtt) = (new_host(), new_ggtt());
+            let mut host = Recording::new(host);
+            let mut sim = GvtSim::new(&mut ggtt);
+            map_shadows(&mut sim);
+            for (k, (ops, end)) in batches.iter().enumerate() {
+                let mut d = encode_ops(ops);
+                if *end {
+                    d.push(MI_BATCH_BUFFER_END);
+                }
+                write_dwords(&mut host, BATCH[k], &d);
+            }
+            let mut g = Guest::new(0);
+            let mut ring = ring;
+            if let Some(k) = call_first {
+                ring.insert(0, Op::Call(k, false));
+            }
+            g.push(&mut host, e, &cat(&[&encode_ops(&ring)]));
+            match g.submit(&sim, &mut host, e) {
+                Ok(_) => {
+                    host.clear();
+                    let r = g.execute(&mut sim, &mut host, e, 1_000_000);
+                    prop_assert_eq!(r.status, StepStatus::Idle, "accepted streams execute cleanly");
+                    prop_assert!(g.shadows[e.index()].idle());
+                    for p in host.writes.iter() {
+                        prop_assert!(vgpu_pages(0).contains(p), "wrote host page {} outside vGPU 0", p);
+                    }
+                    for p in host.reads.borrow().iter() {
+                        prop_assert!(vgpu_pages(0).contains(p) || shadow_pages(0).contains(p), "read host page {}", p);
+                    }
+                }
+                Err(SubmitError::Busy) => prop_assert!(false, "an idle ring is never busy"),
+                Err(SubmitError::Rejected(_)) => {
+                    host.clear();
+                    let r = g.execute(&mut sim, &mut host, e, 1000);
+                    prop_assert_eq!(r.executed, 0);
+                    prop_assert!(host.writes.is_empty());
+                }
+            }
+        }
+    }
+}
