@@ -5,6 +5,7 @@
 //! 2. end-to-end audit + shadow copy + execute vs executing the same guest
 //!    ring unaudited (the engine pointed straight at the guest's ring and
 //!    batches), as a ratio.
+//!
 //! Run: `cargo bench -p gvt-core --features fakes --bench cmd`.
 //! Nothing is asserted on time.
 

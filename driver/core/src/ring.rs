@@ -620,12 +620,12 @@ mod tests {
             assert_eq!(g.execute(&mut sim, &mut host, BCS, 100).status, StepStatus::Idle);
             assert_eq!(g.execute(&mut sim, &mut host, RCS, 100).status, StepStatus::Idle);
         }
-        for v in 0..2 {
+        for (v, gm) in VGPU_GM.iter().enumerate() {
             let b = base(v);
             assert_eq!(read_dword(&host, b + DATA + 3 * 256 + 60), 0x100 + v as u32);
             assert_eq!(read_dword(&host, b + DATA + 64), 0);
             assert_eq!(read_dword(&host, b + DATA + 0x1000), 0x200 + v as u32);
-            assert_eq!(read_dword(&host, VGPU_GM[v][1].base), 0x300 + v as u32);
+            assert_eq!(read_dword(&host, gm[1].base), 0x300 + v as u32);
         }
         assert_eq!(sim.read_reg(super::super::irq::GTIIR), super::super::irq::BCS_USER_INTERRUPT);
     }
