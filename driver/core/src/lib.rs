@@ -41,5 +41,11 @@ pub mod sched;
 pub mod sched_policy;
 pub mod stats;
 
+pub mod cmd;
+pub mod engine;
+pub mod irq;
+pub mod ring;
+pub mod sim;
+
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;

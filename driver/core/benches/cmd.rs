@@ -1,0 +1,153 @@
+//! Command submission costs (paper §3.5.2, §4: smart shadowing overhead),
+//! measured in one run on gvt-sim:
+//! 1. audit throughput: the parser/auditor alone over a ring that calls
+//!    batch buffers (commands/s, MB/s of command stream);
+//! 2. end-to-end audit + shadow copy + execute vs executing the same guest
+//!    ring unaudited (the engine pointed straight at the guest's ring and
+//!    batches), as a ratio.
+//!
+//! Run: `cargo bench -p gvt-core --features fakes --bench cmd`.
+//! Nothing is asserted on time.
+
+use std::time::{Duration, Instant};
+
+use gvt_core::backend::{Backend, EngineId};
+use gvt_core::cmd::encode::*;
+use gvt_core::cmd::{self, AuditEnv, Level, Limits, RingWindow, SinkFull, Space, MI_BATCH_BUFFER_END, MI_NOOP};
+use gvt_core::engine::{self, AddressSpace, BackendGgtt, NoPpgtt, StepStatus};
+use gvt_core::fakes::FakeHostMemory;
+use gvt_core::mem::{Gma, GmRange, HostMemory};
+use gvt_core::sim::kit::*;
+use gvt_core::sim::GvtSim;
+
+const E: EngineId = EngineId::Bcs;
+const BATCH: u64 = 0x40000;
+const DATA: u64 = 0x80000;
+const BATCHES: u64 = 4;
+const BATCH_STRIDE: u64 = 0x3000;
+
+/// One batch: a mix of stores, flushes, register loads, small fills, noops.
+fn batch(k: u64) -> Vec<u32> {
+    let mut v = Vec::new();
+    for i in 0..96u64 {
+        let a = DATA + ((k * 96 + i) * 8) % 0x10000;
+        match i % 6 {
+            0 => v.extend(sdi(Space::Ggtt, a, i as u32)),
+            1 => v.extend(flush_dw_store(Space::Ggtt, a + 4, i as u32, false)),
+            2 => v.extend(lri(0x22600 + 4 * (i as u32 % 32), i as u32)),
+            3 => v.extend(color_blt(DATA + 0x20000, 256, (0, 0, 8, 8), i as u32)),
+            4 => v.extend(sdi_qw(Space::Ggtt, a, [1, 2])),
+            _ => v.extend([MI_NOOP, MI_NOOP]),
+        }
+    }
+    v.push(MI_BATCH_BUFFER_END);
+    v
+}
+
+/// Audit-only environment: reads through the GGTT, emits nowhere.
+struct Audit<'a> {
+    sim: &'a GvtSim<'a>,
+    host: &'a FakeHostMemory,
+    gm: &'a [GmRange],
+}
+
+impl AuditEnv for Audit<'_> {
+    fn engine(&self) -> EngineId {
+        E
+    }
+    fn gm_allowed(&self, addr: Gma, len: u64) -> bool {
+        self.gm.iter().any(|r| r.contains(addr, len))
+    }
+    fn ppgtt_mapped(&self, _addr: u64, _len: u64) -> bool {
+        false
+    }
+    fn read_dword(&mut self, _space: Space, addr: u64) -> Option<u32> {
+        let (p, o) = BackendGgtt(self.sim).translate(self.host, addr)?;
+        let mut b = [0u8; 4];
+        self.host.read(p, o, &mut b).ok()?;
+        Some(u32::from_le_bytes(b))
+    }
+    fn emit(&mut self, _level: Level, _d: &[u32]) -> Result<(), SinkFull> {
+        Ok(())
+    }
+    fn next_addr(&self, _level: Level) -> Gma {
+        0
+    }
+}
+
+fn time<F: FnMut()>(min: Duration, mut f: F) -> (u64, Duration) {
+    f(); // warm-up
+    let t = Instant::now();
+    let mut n = 0;
+    while t.elapsed() < min {
+        f();
+        n += 1;
+    }
+    (n, t.elapsed())
+}
+
+fn main() {
+    let (mut host, mut ggtt) = (new_host(), new_ggtt());
+    let mut sim = GvtSim::new(&mut ggtt);
+    map_shadows(&mut sim);
+    let mut g = Guest::new(0);
+    let mut ring = Vec::new();
+    for k in 0..BATCHES {
+        write_dwords(&mut host, BATCH + k * BATCH_STRIDE, &batch(k));
+        ring.extend(bb_start(Space::Ggtt, BATCH + k * BATCH_STRIDE, false));
+        ring.push(MI_NOOP);
+    }
+    g.push(&mut host, E, &ring);
+    let tail = g.tail[E.index()];
+    let window = RingWindow { start: g.ring_gma(E), size: GUEST_RING_PAGES * 4096 };
+    let gm = VGPU_GM[0];
+
+    // 1. Audit only.
+    let mut sum = cmd::AuditSummary::default();
+    let (n, d) = time(Duration::from_millis(800), || {
+        let mut env = Audit { sim: &sim, host: &host, gm: &gm };
+        sum = cmd::audit_ring(&mut env, window, 0, tail, &Limits::DEFAULT).expect("valid stream");
+    });
+    let secs = d.as_secs_f64();
+    let cmds_s = (n * sum.commands as u64) as f64 / secs;
+    let mb_s = (n * sum.dwords * 4) as f64 / secs / 1e6;
+    println!("stream: {} commands, {} dwords ({} batches) per submission", sum.commands, sum.dwords, sum.batches);
+    println!("audit only:              {:>12.0} commands/s  {:>8.1} MB/s", cmds_s, mb_s);
+
+    // 2. Audit + shadow + execute.
+    let ring_gma = g.ring_gma(E) as u32;
+    let (n2, d2) = time(Duration::from_millis(800), || {
+        let s = &mut g.shadows[E.index()];
+        s.configure(ring_gma, engine::ring_ctl(GUEST_RING_PAGES), 0).unwrap();
+        s.submit(&sim, &mut host, None::<&NoPpgtt>, &gm, tail, &Limits::DEFAULT).expect("accepted");
+        let r = g.execute(&mut sim, &mut host, E, u32::MAX);
+        assert_eq!(r.status, StepStatus::Idle);
+    });
+    let per_mediated = d2.as_secs_f64() / n2 as f64;
+
+    // 3. Unaudited: the engine runs the guest ring and batches directly.
+    let b = E.mmio_base();
+    let (n3, d3) = time(Duration::from_millis(800), || {
+        sim.write_reg(b + engine::RING_CTL, 0);
+        sim.write_reg(b + engine::RING_START, ring_gma);
+        sim.write_reg(b + engine::RING_HEAD, 0);
+        sim.write_reg(b + engine::RING_TAIL, tail);
+        sim.write_reg(b + engine::RING_CTL, engine::ring_ctl(GUEST_RING_PAGES));
+        let r = sim.run(E, &mut host, None::<&NoPpgtt>, u32::MAX);
+        assert_eq!(r.status, StepStatus::Idle);
+    });
+    let per_direct = d3.as_secs_f64() / n3 as f64;
+
+    // Audit + shadow without executing, for the breakdown.
+    let (n4, d4) = time(Duration::from_millis(800), || {
+        let s = &mut g.shadows[E.index()];
+        s.configure(ring_gma, engine::ring_ctl(GUEST_RING_PAGES), 0).unwrap();
+        s.submit(&sim, &mut host, None::<&NoPpgtt>, &gm, tail, &Limits::DEFAULT).expect("accepted");
+    });
+    let per_shadow = d4.as_secs_f64() / n4 as f64;
+
+    println!("audit + shadow copy:     {:>12.0} commands/s  {:>8.1} MB/s", sum.commands as f64 / per_shadow, (sum.dwords * 4) as f64 / per_shadow / 1e6);
+    println!("execute unaudited:       {:>10.1} us per submission", per_direct * 1e6);
+    println!("audit+shadow+execute:    {:>10.1} us per submission", per_mediated * 1e6);
+    println!("ratio mediated/unaudited: {:.2}x", per_mediated / per_direct);
+}

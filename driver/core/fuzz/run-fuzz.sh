@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Coverage-guided fuzzing of command submission for a bounded time.
+#   driver/core/fuzz/run-fuzz.sh [SECONDS]   (default 60)
+# Builds the libFuzzer target with SanitizerCoverage instrumentation on the
+# stable toolchain (the flags cargo-fuzz passes; no ASan: gvt-core forbids
+# unsafe code, so coverage and the target's own oracle do the work), seeds
+# the corpus with valid streams, and runs.  Needs cargo and a C++ compiler
+# (libfuzzer-sys builds libFuzzer from source).  Crashes land in artifacts/.
+set -euo pipefail
+secs="${1:-60}"
+here="$(cd "$(dirname "$0")" && pwd)"
+cd "$here"
+command -v c++ >/dev/null || { echo "run-fuzz: needs a C++ compiler (apt-get install g++)" >&2; exit 1; }
+python3 gen-seeds.py seeds >/dev/null
+mkdir -p corpus/submit artifacts
+export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+ -Cllvm-args=-sanitizer-coverage-inline-8bit-counters -Cllvm-args=-sanitizer-coverage-pc-table \
+ -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
+# An explicit --target keeps RUSTFLAGS away from build scripts (as cargo-fuzz does).
+triple="$(rustc -vV | sed -n 's/^host: //p')"
+cargo build --release --bin submit --target "$triple"
+"./target/$triple/release/submit" corpus/submit seeds \
+  -max_total_time="$secs" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
+  -artifact_prefix=artifacts/ -print_final_stats=1

@@ -1,0 +1,1247 @@
+//! Command parser and auditor (paper §3.5: "all the GPU registers and commands,
+//! programmed by a VM, must be validated to only contain authorized graphics
+//! memory addresses"; §3.5.2 command protection).
+//!
+//! This module owns the command encodings of gvt-sim (the engine in
+//! [`super::engine`] decodes through the same [`decode`] / [`parse`]) and the
+//! auditor that walks a submitted ring range, follows batch buffers and
+//! rejects anything that could reach outside the submitting vGPU.
+//!
+//! # Dword layouts (Intel gen8 encodings, `intel_gpu_commands.h`)
+//! Header bits 31–29 are the client: 0 MI, 2 2D (blitter), 3 3D.  "len" is the
+//! header's DWord Length field = total dwords − 2.
+//!
+//! | command | header | dwords |
+//! |---|---|---|
+//! | MI_NOOP | `0x00 << 23` (bits 22–0 ignored) | 1 |
+//! | MI_USER_INTERRUPT | `0x02 << 23` | 1 |
+//! | MI_BATCH_BUFFER_END | `0x0A << 23` | 1 |
+//! | MI_STORE_DATA_IMM | `0x20 << 23`, bit 22 GGTT, len bits 5–0 = 2 or 3 | DW1 address 31:2, DW2 address 47:32, DW3 data, \[DW4 data (qword)\] |
+//! | MI_LOAD_REGISTER_IMM | `0x22 << 23`, len bits 7–0 = 2n−1, n ≤ 32 | n × (register offset 22:2, value) |
+//! | MI_FLUSH_DW | `0x26 << 23`, bits 15–14 post-sync op (0 none, 1 store data, 3 timestamp), bit 21 store-index (unsupported), bit 8 notify, len 2 or 3 | DW1 address 31:3 and bit 2 = GGTT, DW2 address 47:32, DW3 data, \[DW4 data\] |
+//! | MI_BATCH_BUFFER_START | `0x31 << 23`, bit 22 second level, bit 8 PPGTT, len 1 | DW1 address 31:2, DW2 address 47:32 |
+//! | XY_COLOR_BLT | `2<<29 \| 0x50<<22`, bits 21–20 write A/RGB, bit 11 dst tiled (unsupported), len bits 7–0 = 4 or 5 | DW1 depth 25:24, ROP 23:16 (0xF0 only), pitch 15:0 (signed, ≥ 0); DW2 y1:x1; DW3 y2:x2 (exclusive); DW4 address \[DW5 address 47:32\]; last: colour |
+//! | XY_SRC_COPY_BLT | `2<<29 \| 0x53<<22`, bit 15 src tiled, bit 11 dst tiled (unsupported), len 6 or 8 | DW1 depth, ROP (0xCC only), dst pitch; DW2 dst y1:x1; DW3 dst y2:x2; dst address (1 or 2 dw); src y1:x1; src pitch 15:0; src address (1 or 2 dw) |
+//! | PIPE_CONTROL | `3<<29 \| 3<<27 \| 2<<24`, len 4 | DW1 flags: 15–14 post-sync op (0 none, 1 write immediate qword, 3 timestamp), 24 GGTT, 23 MMIO write and 21 store-index (unsupported), 8 notify; DW2 address 31:3; DW3 address 47:32; DW4–5 data |
+//!
+//! Depth codes 0 (8 bpp), 1 (565), 2 (1555), 3 (32 bpp); 32-bpp blits must
+//! write all channels (bits 21–20 both set: i915's `BLT_WRITE_RGBA`).  Blit
+//! coordinates are unsigned 16-bit; a rectangle with `x2 <= x1` or `y2 <= y1`
+//! is empty and touches nothing.
+//!
+//! # Engines and address spaces
+//! MI commands run on both engines; blits only on the blitter (BCS), PIPE_CONTROL
+//! only on render (RCS).  Addresses are GGTT addresses when the command's GGTT
+//! bit is set, otherwise PPGTT (local graphics memory, §3.4), which only the
+//! render engine has.  Blits address the GGTT.
+//!
+//! # Batch buffer levels (Intel semantics, as upstream GVT-g's parser)
+//! - ring (level 0): MI_BATCH_BUFFER_START calls a first-level batch; the
+//!   second-level bit must be clear; MI_BATCH_BUFFER_END is invalid.
+//! - first level: BB_START with the second-level bit calls a second-level batch
+//!   (MI_BATCH_BUFFER_END there returns after the BB_START); without it, it
+//!   chains (jumps) within the first level; BB_END returns to the ring.
+//! - second level: BB_START without the bit chains within the second level;
+//!   with it, it is rejected (deeper than the hardware allows).
+//!
+//! # What the auditor rejects ([`Reject`])
+//! Unknown opcodes, bad lengths, commands on the wrong engine, unsupported
+//! modes, GGTT ranges outside the vGPU's graphics memory, PPGTT ranges not
+//! mapped in its shadow PPGTT, LRI to a register outside [`LRI_WHITELIST`],
+//! batch nesting too deep, chains that loop, commands cut by the tail, and
+//! submissions longer than [`Limits::max_commands`] commands (runaway).
+//!
+//! Loop detection is exact: the command set has no conditionals, so the
+//! control flow is a function of the (shadowed) content; re-entering the same
+//! batch address at the same level under the same call frames is an infinite
+//! loop.  Each level keeps the chain targets entered since the frame began.
+
+use super::backend::EngineId;
+use super::mem::{Gma, PAGE_SIZE};
+
+/// Longest command gvt-sim accepts (LRI with 32 registers).
+pub const MAX_CMD_DWORDS: usize = 1 + 2 * MAX_LRI_REGS;
+/// Most registers one MI_LOAD_REGISTER_IMM may write.
+pub const MAX_LRI_REGS: usize = 32;
+/// Chain targets remembered per batch level (loop detection).
+pub const MAX_CHAIN_TARGETS: usize = 16;
+
+pub const MI_NOOP: u32 = 0;
+pub const MI_USER_INTERRUPT: u32 = 0x02 << 23;
+pub const MI_BATCH_BUFFER_END: u32 = 0x0A << 23;
+pub const MI_STORE_DATA_IMM: u32 = 0x20 << 23;
+pub const MI_LOAD_REGISTER_IMM: u32 = 0x22 << 23;
+pub const MI_FLUSH_DW: u32 = 0x26 << 23;
+pub const MI_BATCH_BUFFER_START: u32 = 0x31 << 23;
+pub const XY_COLOR_BLT: u32 = (2 << 29) | (0x50 << 22);
+pub const XY_SRC_COPY_BLT: u32 = (2 << 29) | (0x53 << 22);
+pub const PIPE_CONTROL: u32 = (3 << 29) | (3 << 27) | (2 << 24);
+
+/// MI_STORE_DATA_IMM: address is GGTT.
+pub const MI_USE_GGTT: u32 = 1 << 22;
+/// MI_BATCH_BUFFER_START: second-level batch.
+pub const MI_BATCH_SECOND_LEVEL: u32 = 1 << 22;
+/// MI_BATCH_BUFFER_START: the batch is in PPGTT space.
+pub const MI_BATCH_PPGTT: u32 = 1 << 8;
+/// MI_FLUSH_DW: post-sync store of the immediate data.
+pub const MI_FLUSH_DW_OP_STOREDW: u32 = 1 << 14;
+/// MI_FLUSH_DW: post-sync timestamp write.
+pub const MI_FLUSH_DW_OP_TIMESTAMP: u32 = 3 << 14;
+pub const MI_FLUSH_DW_STORE_INDEX: u32 = 1 << 21;
+pub const MI_FLUSH_DW_NOTIFY: u32 = 1 << 8;
+/// MI_FLUSH_DW DW1: the address is GGTT.
+pub const MI_FLUSH_DW_USE_GTT: u32 = 1 << 2;
+pub const BLT_WRITE_RGBA: u32 = 3 << 20;
+pub const BLT_DEPTH_32: u32 = 3 << 24;
+pub const BLT_ROP_SRC_COPY: u32 = 0xCC << 16;
+pub const BLT_ROP_COLOR_COPY: u32 = 0xF0 << 16;
+pub const BLT_SRC_TILED: u32 = 1 << 15;
+pub const BLT_DST_TILED: u32 = 1 << 11;
+pub const PIPE_CONTROL_GLOBAL_GTT: u32 = 1 << 24;
+pub const PIPE_CONTROL_MMIO_WRITE: u32 = 1 << 23;
+pub const PIPE_CONTROL_STORE_DATA_INDEX: u32 = 1 << 21;
+pub const PIPE_CONTROL_QW_WRITE: u32 = 1 << 14;
+pub const PIPE_CONTROL_WRITE_TIMESTAMP: u32 = 3 << 14;
+pub const PIPE_CONTROL_NOTIFY: u32 = 1 << 8;
+
+/// Registers a guest may write with MI_LOAD_REGISTER_IMM: `(engine, first
+/// offset, last offset)`, inclusive, dword-aligned offsets only.  They are
+/// per-context state of the submitting engine with no reach into memory or
+/// other vGPUs:
+/// - the command streamer general-purpose registers `CS_GPR(0..15)` (base +
+///   0x600 ..= base + 0x67C) of both engines;
+/// - on RCS, `MI_PREDICATE_SRC0/1` (0x2400 ..= 0x240C) and the indirect-draw
+///   `3DPRIM_*` registers (0x2430 ..= 0x2440), which i915's own command
+///   parser lets unprivileged userspace load on gen7.
+pub const LRI_WHITELIST: &[(EngineId, u32, u32)] = &[
+    (EngineId::Rcs, 0x2600, 0x267C),
+    (EngineId::Bcs, 0x22600, 0x2267C),
+    (EngineId::Rcs, 0x2400, 0x240C),
+    (EngineId::Rcs, 0x2430, 0x2440),
+];
+
+/// Whether `reg` is on the LRI whitelist for `engine`.
+pub fn lri_allowed(engine: EngineId, reg: u32) -> bool {
+    reg & 3 == 0 && LRI_WHITELIST.iter().any(|&(e, lo, hi)| e == engine && reg >= lo && reg <= hi)
+}
+
+/// Why a submission was rejected.  Every class is counted ([`RejectCounters`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reject {
+    /// Client/opcode not in gvt-sim's command set.
+    UnknownOpcode,
+    /// Length field not allowed for the command.
+    BadLength,
+    /// The command does not exist on the submitting engine.
+    WrongEngine,
+    /// A mode gvt-sim does not implement (tiling, store-index, MMIO write,
+    /// depth-count post-sync, ROP other than copy/fill, negative pitch,
+    /// partial 32-bpp write mask).
+    UnsupportedMode,
+    /// A GGTT range outside the vGPU's graphics memory (aperture + high slices).
+    AddressNotAllowed,
+    /// A PPGTT range not mapped in the vGPU's shadow PPGTT (or PPGTT on an
+    /// engine that has none).
+    PpgttNotMapped,
+    /// MI_LOAD_REGISTER_IMM to a register outside [`LRI_WHITELIST`].
+    RegisterNotAllowed,
+    /// Batch buffers nested deeper than ring → first → second level.
+    ChainTooDeep,
+    /// A batch chain that loops forever.
+    ChainLoop,
+    /// More chain targets in one frame than [`MAX_CHAIN_TARGETS`].
+    TooManyChains,
+    /// MI_BATCH_BUFFER_END in the ring.
+    BatchEndInRing,
+    /// A ring command runs past the submitted tail.
+    Truncated,
+    /// More commands than the per-submission budget.
+    Runaway,
+    /// The ring is disabled, misplaced (outside the vGPU's GM) or larger than
+    /// its shadow.
+    BadRing,
+    /// Tail not qword-aligned, beyond the ring, or overrunning the commands
+    /// still pending in it.
+    BadTail,
+    /// The submission's batch buffers do not fit the shadow even when it is
+    /// empty.
+    TooLarge,
+}
+
+impl Reject {
+    pub const COUNT: usize = 16;
+    pub const ALL: [Reject; Reject::COUNT] = [
+        Reject::UnknownOpcode,
+        Reject::BadLength,
+        Reject::WrongEngine,
+        Reject::UnsupportedMode,
+        Reject::AddressNotAllowed,
+        Reject::PpgttNotMapped,
+        Reject::RegisterNotAllowed,
+        Reject::ChainTooDeep,
+        Reject::ChainLoop,
+        Reject::TooManyChains,
+        Reject::BatchEndInRing,
+        Reject::Truncated,
+        Reject::Runaway,
+        Reject::BadRing,
+        Reject::BadTail,
+        Reject::TooLarge,
+    ];
+    pub const fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Rejections counted per class.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RejectCounters([u64; Reject::COUNT]);
+
+impl RejectCounters {
+    pub const fn new() -> Self {
+        Self([0; Reject::COUNT])
+    }
+    pub fn record(&mut self, r: Reject) {
+        if let Some(c) = self.0.get_mut(r.index()) {
+            *c = c.saturating_add(1);
+        }
+    }
+    pub fn get(&self, r: Reject) -> u64 {
+        self.0.get(r.index()).copied().unwrap_or(0)
+    }
+    pub fn total(&self) -> u64 {
+        self.0.iter().fold(0u64, |a, &b| a.saturating_add(b))
+    }
+}
+
+/// The commands of gvt-sim's command set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Opcode {
+    Noop,
+    UserInterrupt,
+    BatchBufferEnd,
+    StoreDataImm,
+    LoadRegisterImm,
+    FlushDw,
+    BatchBufferStart,
+    XyColorBlt,
+    XySrcCopyBlt,
+    PipeControl,
+}
+
+/// Decode a header dword: the command and its total length in dwords.
+pub fn decode(header: u32) -> Result<(Opcode, usize), Reject> {
+    let len8 = (header & 0xff) as usize + 2;
+    let len6 = (header & 0x3f) as usize + 2;
+    let (op, len, ok) = match header >> 29 {
+        0 => match (header >> 23) & 0x3f {
+            0x00 => (Opcode::Noop, 1, true),
+            0x02 => (Opcode::UserInterrupt, 1, true),
+            0x0A => (Opcode::BatchBufferEnd, 1, true),
+            0x20 => (Opcode::StoreDataImm, len6, len6 == 4 || len6 == 5),
+            0x22 => (Opcode::LoadRegisterImm, len8, len8 % 2 == 1 && len8 <= MAX_CMD_DWORDS),
+            0x26 => (Opcode::FlushDw, len6, len6 == 4 || len6 == 5),
+            0x31 => (Opcode::BatchBufferStart, len8, len8 == 3),
+            _ => return Err(Reject::UnknownOpcode),
+        },
+        2 => match (header >> 22) & 0x7f {
+            0x50 => (Opcode::XyColorBlt, len8, len8 == 6 || len8 == 7),
+            0x53 => (Opcode::XySrcCopyBlt, len8, len8 == 8 || len8 == 10),
+            _ => return Err(Reject::UnknownOpcode),
+        },
+        3 if header & 0x1fff_0000 == PIPE_CONTROL & 0x1fff_0000 => (Opcode::PipeControl, len8, len8 == 6),
+        _ => return Err(Reject::UnknownOpcode),
+    };
+    if ok {
+        Ok((op, len))
+    } else {
+        Err(Reject::BadLength)
+    }
+}
+
+/// Graphics address space of an address in a command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Space {
+    /// The global GTT (global graphics memory).
+    Ggtt,
+    /// The render engine's per-process GTT (local graphics memory).
+    Ppgtt,
+}
+
+/// A post-sync write of MI_FLUSH_DW / PIPE_CONTROL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PostSync {
+    None,
+    /// Write `n` (1 or 2) dwords of `data`.
+    Imm { space: Space, addr: u64, data: [u32; 2], n: u8 },
+    /// Write the engine's 64-bit timestamp.
+    Timestamp { space: Space, addr: u64 },
+}
+
+impl PostSync {
+    /// The range written, if any.
+    pub fn target(&self) -> Option<(Space, u64, u64)> {
+        match *self {
+            PostSync::None => None,
+            PostSync::Imm { space, addr, n, .. } => Some((space, addr, 4 * n as u64)),
+            PostSync::Timestamp { space, addr } => Some((space, addr, 8)),
+        }
+    }
+}
+
+/// A linear surface position of a blit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Surface {
+    /// Base GGTT address.
+    pub base: u64,
+    /// Bytes per row (≥ 0).
+    pub pitch: u32,
+    pub x: u32,
+    pub y: u32,
+}
+
+impl Surface {
+    /// Address of byte column `x*cpp` of row `y + row` (overflow-checked).
+    pub fn row_addr(&self, row: u32, cpp: u32) -> Option<u64> {
+        let y = (self.y as u64).checked_add(row as u64)?;
+        self.base.checked_add(y.checked_mul(self.pitch as u64)?)?.checked_add((self.x as u64).checked_mul(cpp as u64)?)
+    }
+    /// The byte range `[first, first + len)` that holds every byte of a
+    /// `w × h` rectangle of `cpp`-byte pixels (None when empty or overflowing).
+    pub fn span(&self, w: u32, h: u32, cpp: u32) -> Option<(u64, u64)> {
+        if w == 0 || h == 0 {
+            return None;
+        }
+        let first = self.row_addr(0, cpp)?;
+        let last_row = self.row_addr(h - 1, cpp)?;
+        let end = last_row.checked_add((w as u64).checked_mul(cpp as u64)?)?;
+        Some((first, end - first))
+    }
+}
+
+/// A decoded command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Noop,
+    UserInterrupt,
+    BatchEnd,
+    StoreData { space: Space, addr: u64, data: [u32; 2], n: u8 },
+    /// `count` (register, value) pairs follow the header.
+    LoadRegs { count: usize },
+    FlushDw { post: PostSync, notify: bool },
+    BatchStart { space: Space, addr: u64, second_level: bool },
+    ColorBlt { dst: Surface, w: u32, h: u32, cpp: u32, color: u32 },
+    SrcCopyBlt { dst: Surface, src: Surface, w: u32, h: u32, cpp: u32 },
+    PipeControl { post: PostSync, notify: bool },
+}
+
+fn addr48(lo: u32, hi: u32, mask: u32) -> u64 {
+    (lo & !mask) as u64 | (((hi & 0xffff) as u64) << 32)
+}
+
+fn cpp_of(br13: u32) -> u32 {
+    match (br13 >> 24) & 3 {
+        0 => 1,
+        3 => 4,
+        _ => 2,
+    }
+}
+
+fn blt_pitch(v: u32) -> Result<u32, Reject> {
+    let p = v & 0xffff;
+    if p & 0x8000 != 0 {
+        Err(Reject::UnsupportedMode)
+    } else {
+        Ok(p)
+    }
+}
+
+fn blt_common(h: u32, br13: u32, rop: u32) -> Result<u32, Reject> {
+    if br13 & (0xff << 16) != rop {
+        return Err(Reject::UnsupportedMode);
+    }
+    let cpp = cpp_of(br13);
+    if cpp == 4 && h & BLT_WRITE_RGBA != BLT_WRITE_RGBA {
+        return Err(Reject::UnsupportedMode);
+    }
+    Ok(cpp)
+}
+
+fn rect(tl: u32, br: u32) -> (u32, u32, u32, u32) {
+    let (x1, y1, x2, y2) = (tl & 0xffff, tl >> 16, br & 0xffff, br >> 16);
+    (x1, y1, x2.saturating_sub(x1), y2.saturating_sub(y1))
+}
+
+fn post_sync(op: u32, space: Space, addr: u64, data: [u32; 2], n: u8) -> Result<PostSync, Reject> {
+    match op & 3 {
+        0 => Ok(PostSync::None),
+        1 => Ok(PostSync::Imm { space, addr, data, n }),
+        3 => Ok(PostSync::Timestamp { space, addr }),
+        _ => Err(Reject::UnsupportedMode),
+    }
+}
+
+fn dw(d: &[u32], i: usize) -> u32 {
+    d.get(i).copied().unwrap_or(0)
+}
+
+/// Parse a whole command (`d` holds exactly the dwords [`decode`] asked for).
+pub fn parse(op: Opcode, d: &[u32]) -> Result<Command, Reject> {
+    let h = dw(d, 0);
+    let n = d.len();
+    Ok(match op {
+        Opcode::Noop => Command::Noop,
+        Opcode::UserInterrupt => Command::UserInterrupt,
+        Opcode::BatchBufferEnd => Command::BatchEnd,
+        Opcode::StoreDataImm => Command::StoreData {
+            space: if h & MI_USE_GGTT != 0 { Space::Ggtt } else { Space::Ppgtt },
+            addr: addr48(dw(d, 1), dw(d, 2), 3),
+            data: [dw(d, 3), dw(d, 4)],
+            n: (n - 3) as u8,
+        },
+        Opcode::LoadRegisterImm => Command::LoadRegs { count: (n - 1) / 2 },
+        Opcode::FlushDw => {
+            if h & MI_FLUSH_DW_STORE_INDEX != 0 {
+                return Err(Reject::UnsupportedMode);
+            }
+            let space = if dw(d, 1) & MI_FLUSH_DW_USE_GTT != 0 { Space::Ggtt } else { Space::Ppgtt };
+            let addr = addr48(dw(d, 1), dw(d, 2), 7);
+            Command::FlushDw {
+                post: post_sync(h >> 14, space, addr, [dw(d, 3), dw(d, 4)], (n - 3) as u8)?,
+                notify: h & MI_FLUSH_DW_NOTIFY != 0,
+            }
+        }
+        Opcode::BatchBufferStart => Command::BatchStart {
+            space: if h & MI_BATCH_PPGTT != 0 { Space::Ppgtt } else { Space::Ggtt },
+            addr: addr48(dw(d, 1), dw(d, 2), 3),
+            second_level: h & MI_BATCH_SECOND_LEVEL != 0,
+        },
+        Opcode::XyColorBlt => {
+            if h & BLT_DST_TILED != 0 {
+                return Err(Reject::UnsupportedMode);
+            }
+            let br13 = dw(d, 1);
+            let cpp = blt_common(h, br13, BLT_ROP_COLOR_COPY)?;
+            let (x, y, w, hh) = rect(dw(d, 2), dw(d, 3));
+            let base = if n == 7 { addr48(dw(d, 4), dw(d, 5), 0) } else { dw(d, 4) as u64 };
+            Command::ColorBlt { dst: Surface { base, pitch: blt_pitch(br13)?, x, y }, w, h: hh, cpp, color: dw(d, n - 1) }
+        }
+        Opcode::XySrcCopyBlt => {
+            if h & (BLT_DST_TILED | BLT_SRC_TILED) != 0 {
+                return Err(Reject::UnsupportedMode);
+            }
+            let br13 = dw(d, 1);
+            let cpp = blt_common(h, br13, BLT_ROP_SRC_COPY)?;
+            let (x, y, w, hh) = rect(dw(d, 2), dw(d, 3));
+            let wide = n == 10;
+            let (dst_base, s) = if wide { (addr48(dw(d, 4), dw(d, 5), 0), 6) } else { (dw(d, 4) as u64, 5) };
+            let src_xy = dw(d, s);
+            let src_pitch = blt_pitch(dw(d, s + 1))?;
+            let src_base = if wide { addr48(dw(d, s + 2), dw(d, s + 3), 0) } else { dw(d, s + 2) as u64 };
+            Command::SrcCopyBlt {
+                dst: Surface { base: dst_base, pitch: blt_pitch(br13)?, x, y },
+                src: Surface { base: src_base, pitch: src_pitch, x: src_xy & 0xffff, y: src_xy >> 16 },
+                w,
+                h: hh,
+                cpp,
+            }
+        }
+        Opcode::PipeControl => {
+            let f = dw(d, 1);
+            if f & (PIPE_CONTROL_MMIO_WRITE | PIPE_CONTROL_STORE_DATA_INDEX) != 0 {
+                return Err(Reject::UnsupportedMode);
+            }
+            let space = if f & PIPE_CONTROL_GLOBAL_GTT != 0 { Space::Ggtt } else { Space::Ppgtt };
+            Command::PipeControl {
+                post: post_sync(f >> 14, space, addr48(dw(d, 2), dw(d, 3), 7), [dw(d, 4), dw(d, 5)], 2)?,
+                notify: f & PIPE_CONTROL_NOTIFY != 0,
+            }
+        }
+    })
+}
+
+/// Per-submission limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Most commands (ring and batches together) one submission may hold.
+    pub max_commands: u32,
+}
+
+impl Limits {
+    pub const DEFAULT: Limits = Limits { max_commands: 1 << 16 };
+}
+
+/// Batch nesting level.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Level {
+    Ring = 0,
+    First = 1,
+    Second = 2,
+}
+
+/// The shadow copy cannot take more commands right now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SinkFull;
+
+/// Everything the auditor needs from its surroundings: what the vGPU may
+/// touch, how to read the commands, and where the audited copy goes.
+pub trait AuditEnv {
+    /// The engine the commands were submitted to.
+    fn engine(&self) -> EngineId;
+    /// Whether `[addr, addr + len)` lies in the vGPU's graphics memory.
+    fn gm_allowed(&self, addr: Gma, len: u64) -> bool;
+    /// Whether every page of `[addr, addr + len)` is mapped in the vGPU's
+    /// shadow PPGTT.
+    fn ppgtt_mapped(&self, addr: u64, len: u64) -> bool;
+    /// Read one command dword (called only for ranges already allowed).
+    fn read_dword(&mut self, space: Space, addr: u64) -> Option<u32>;
+    /// Append an audited command to the shadow of `level` (for the ring: at
+    /// the ring offset it came from).
+    fn emit(&mut self, level: Level, dwords: &[u32]) -> Result<(), SinkFull>;
+    /// GGTT address where the next command emitted at `level` will land.
+    fn next_addr(&self, level: Level) -> Gma;
+}
+
+/// A guest ring buffer as the auditor reads it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingWindow {
+    /// GGTT address of the ring (page-aligned).
+    pub start: Gma,
+    /// Size in bytes (whole pages).
+    pub size: u32,
+}
+
+/// What an accepted submission held.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AuditSummary {
+    /// Commands audited (ring and batches).
+    pub commands: u32,
+    /// Dwords audited.
+    pub dwords: u64,
+    /// Batch buffers entered (calls and chains).
+    pub batches: u32,
+}
+
+/// Why an audit did not complete.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditError {
+    Rejected(Reject),
+    /// The shadow ran out of space; nothing is wrong with the commands.
+    ShadowFull,
+}
+
+impl From<Reject> for AuditError {
+    fn from(r: Reject) -> Self {
+        AuditError::Rejected(r)
+    }
+}
+
+/// Check one range a command touches.
+fn check_touch<E: AuditEnv + ?Sized>(env: &E, space: Space, addr: u64, len: u64) -> Result<(), Reject> {
+    match space {
+        Space::Ggtt if env.gm_allowed(addr, len) => Ok(()),
+        Space::Ggtt => Err(Reject::AddressNotAllowed),
+        Space::Ppgtt if env.engine() == EngineId::Rcs && env.ppgtt_mapped(addr, len) => Ok(()),
+        Space::Ppgtt => Err(Reject::PpgttNotMapped),
+    }
+}
+
+/// Audit one parsed command's side effects (everything but control flow).
+pub fn audit_command<E: AuditEnv + ?Sized>(env: &E, cmd: &Command, d: &[u32]) -> Result<(), Reject> {
+    let engine = env.engine();
+    match *cmd {
+        Command::Noop | Command::UserInterrupt | Command::BatchEnd | Command::BatchStart { .. } => Ok(()),
+        Command::StoreData { space, addr, n, .. } => check_touch(env, space, addr, 4 * n as u64),
+        Command::LoadRegs { count } => {
+            for i in 0..count {
+                if !lri_allowed(engine, dw(d, 1 + 2 * i)) {
+                    return Err(Reject::RegisterNotAllowed);
+                }
+            }
+            Ok(())
+        }
+        Command::FlushDw { post, .. } => match post.target() {
+            Some((s, a, l)) => check_touch(env, s, a, l),
+            None => Ok(()),
+        },
+        Command::PipeControl { post, .. } => {
+            if engine != EngineId::Rcs {
+                return Err(Reject::WrongEngine);
+            }
+            match post.target() {
+                Some((s, a, l)) => check_touch(env, s, a, l),
+                None => Ok(()),
+            }
+        }
+        Command::ColorBlt { dst, w, h, cpp, .. } => {
+            if engine != EngineId::Bcs {
+                return Err(Reject::WrongEngine);
+            }
+            check_rect(env, &dst, w, h, cpp)
+        }
+        Command::SrcCopyBlt { dst, src, w, h, cpp } => {
+            if engine != EngineId::Bcs {
+                return Err(Reject::WrongEngine);
+            }
+            check_rect(env, &dst, w, h, cpp)?;
+            check_rect(env, &src, w, h, cpp)
+        }
+    }
+}
+
+fn check_rect<E: AuditEnv + ?Sized>(env: &E, s: &Surface, w: u32, h: u32, cpp: u32) -> Result<(), Reject> {
+    if w == 0 || h == 0 {
+        return Ok(());
+    }
+    match s.span(w, h, cpp) {
+        Some((first, len)) => check_touch(env, Space::Ggtt, first, len),
+        None => Err(Reject::AddressNotAllowed),
+    }
+}
+
+/// Where the walker fetches from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Cursor {
+    space: Space,
+    addr: u64,
+}
+
+/// Chain targets entered at one level since its frame began.
+struct Visited {
+    n: usize,
+    set: [(Space, u64); MAX_CHAIN_TARGETS],
+}
+
+impl Visited {
+    const fn new() -> Self {
+        Self { n: 0, set: [(Space::Ggtt, 0); MAX_CHAIN_TARGETS] }
+    }
+    fn reset(&mut self) {
+        self.n = 0;
+    }
+    fn enter(&mut self, c: Cursor) -> Result<(), Reject> {
+        let seen = self.set.get(..self.n).unwrap_or(&[]);
+        if seen.iter().any(|&(s, a)| s == c.space && a == c.addr) {
+            return Err(Reject::ChainLoop);
+        }
+        let slot = self.set.get_mut(self.n).ok_or(Reject::TooManyChains)?;
+        *slot = (c.space, c.addr);
+        self.n += 1;
+        Ok(())
+    }
+}
+
+fn fetch_batch<E: AuditEnv + ?Sized>(env: &mut E, c: Cursor, buf: &mut [u32; MAX_CMD_DWORDS]) -> Result<usize, Reject> {
+    let fetch_ok = |env: &E, len: u64| match c.space {
+        Space::Ggtt => env.gm_allowed(c.addr, len),
+        Space::Ppgtt => env.engine() == EngineId::Rcs && env.ppgtt_mapped(c.addr, len),
+    };
+    let denied = match c.space {
+        Space::Ggtt => Reject::AddressNotAllowed,
+        Space::Ppgtt => Reject::PpgttNotMapped,
+    };
+    if !fetch_ok(env, 4) {
+        return Err(denied);
+    }
+    let h = env.read_dword(c.space, c.addr).ok_or(denied)?;
+    let (_, n) = decode(h)?;
+    if !fetch_ok(env, 4 * n as u64) {
+        return Err(denied);
+    }
+    buf[0] = h;
+    for i in 1..n {
+        let a = c.addr.checked_add(4 * i as u64).ok_or(denied)?;
+        let v = env.read_dword(c.space, a).ok_or(denied)?;
+        if let Some(s) = buf.get_mut(i) {
+            *s = v;
+        }
+    }
+    Ok(n)
+}
+
+/// Audit the ring range `[head, tail)` (byte offsets, wrapping at the ring
+/// size) and every batch buffer it reaches, emitting the audited commands
+/// into `env`'s shadow.  Commands are read exactly once: what is emitted is
+/// what was audited.  Batch buffer starts are emitted rewritten to the shadow
+/// copy (GGTT, level preserved); chains within a level are flattened (the
+/// target is copied in place of the chaining BB_START, which executes the
+/// same).
+pub fn audit_ring<E: AuditEnv + ?Sized>(
+    env: &mut E,
+    ring: RingWindow,
+    head: u32,
+    tail: u32,
+    limits: &Limits,
+) -> Result<AuditSummary, AuditError> {
+    let size = ring.size;
+    if size == 0 || size as u64 % PAGE_SIZE != 0 || ring.start % PAGE_SIZE != 0 || !env.gm_allowed(ring.start, size as u64) {
+        return Err(Reject::BadRing.into());
+    }
+    if head % 4 != 0 || tail % 8 != 0 || head >= size || tail >= size {
+        return Err(Reject::BadTail.into());
+    }
+    let mut sum = AuditSummary::default();
+    let mut remaining = if tail >= head { tail - head } else { size - head + tail };
+    let mut off = head;
+    let mut buf = [0u32; MAX_CMD_DWORDS];
+    let mut level = Level::Ring;
+    let mut b1 = Cursor { space: Space::Ggtt, addr: 0 };
+    let mut b2 = b1;
+    let mut v1 = Visited::new();
+    let mut v2 = Visited::new();
+    loop {
+        if level == Level::Ring && remaining == 0 {
+            return Ok(sum);
+        }
+        if sum.commands >= limits.max_commands {
+            return Err(Reject::Runaway.into());
+        }
+        let n = match level {
+            Level::Ring => {
+                let rd = |env: &mut E, i: u32| {
+                    let o = (off as u64 + 4 * i as u64) % size as u64;
+                    env.read_dword(Space::Ggtt, ring.start + o).ok_or(Reject::BadRing)
+                };
+                let h = rd(env, 0)?;
+                let (_, n) = decode(h)?;
+                if 4 * n as u32 > remaining {
+                    return Err(Reject::Truncated.into());
+                }
+                buf[0] = h;
+                for i in 1..n {
+                    let v = rd(env, i as u32)?;
+                    if let Some(s) = buf.get_mut(i) {
+                        *s = v;
+                    }
+                }
+                n
+            }
+            Level::First => fetch_batch(env, b1, &mut buf)?,
+            Level::Second => fetch_batch(env, b2, &mut buf)?,
+        };
+        let d = buf.get(..n).unwrap_or(&[]);
+        let (op, _) = decode(d[0])?;
+        let cmd = parse(op, d)?;
+        audit_command(env, &cmd, d)?;
+        sum.commands += 1;
+        sum.dwords += n as u64;
+        let step = 4 * n as u64;
+        // Control flow and emission.
+        match (cmd, level) {
+            (Command::BatchEnd, Level::Ring) => return Err(Reject::BatchEndInRing.into()),
+            (Command::BatchEnd, Level::First) => {
+                env.emit(level, d).map_err(|_| AuditError::ShadowFull)?;
+                level = Level::Ring;
+            }
+            (Command::BatchEnd, Level::Second) => {
+                env.emit(level, d).map_err(|_| AuditError::ShadowFull)?;
+                level = Level::First;
+            }
+            (Command::BatchStart { space, addr, second_level }, _) => {
+                let target = Cursor { space, addr };
+                sum.batches += 1;
+                let call_into = match (level, second_level) {
+                    (Level::Ring, false) => Some(Level::First),
+                    (Level::Ring, true) => return Err(Reject::ChainTooDeep.into()),
+                    (Level::First, true) => Some(Level::Second),
+                    (Level::Second, true) => return Err(Reject::ChainTooDeep.into()),
+                    (_, false) => None,
+                };
+                match call_into {
+                    Some(child) => {
+                        let shadow = env.next_addr(child);
+                        let hdr = d[0] & !MI_BATCH_PPGTT;
+                        let patched = [hdr, shadow as u32, ((shadow >> 32) & 0xffff) as u32];
+                        env.emit(level, &patched).map_err(|_| AuditError::ShadowFull)?;
+                        if level == Level::First {
+                            b1.addr = b1.addr.wrapping_add(step);
+                        }
+                        if child == Level::First {
+                            v1.reset();
+                            v1.enter(target)?;
+                            b1 = target;
+                        } else {
+                            v2.reset();
+                            v2.enter(target)?;
+                            b2 = target;
+                        }
+                    }
+                    None if level == Level::First => {
+                        v1.enter(target)?;
+                        b1 = target;
+                    }
+                    None => {
+                        v2.enter(target)?;
+                        b2 = target;
+                    }
+                }
+                if level == Level::Ring {
+                    off = ((off as u64 + step) % size as u64) as u32;
+                    remaining -= step as u32;
+                }
+                level = call_into.unwrap_or(level);
+                continue;
+            }
+            _ => env.emit(level, d).map_err(|_| AuditError::ShadowFull)?,
+        }
+        // Advance the cursor of the level the command came from.
+        match (cmd, level) {
+            (Command::BatchEnd, _) => {}
+            (_, Level::Ring) => {
+                off = ((off as u64 + step) % size as u64) as u32;
+                remaining -= step as u32;
+            }
+            (_, Level::First) => b1.addr = b1.addr.wrapping_add(step),
+            (_, Level::Second) => b2.addr = b2.addr.wrapping_add(step),
+        }
+    }
+}
+
+/// Encoders for the command set (guest-side helpers, test streams, fuzz seeds).
+pub mod encode {
+    use super::*;
+
+    fn lo(a: u64) -> u32 {
+        a as u32
+    }
+    fn hi(a: u64) -> u32 {
+        ((a >> 32) & 0xffff) as u32
+    }
+    /// MI_STORE_DATA_IMM of one dword.
+    pub fn sdi(space: Space, addr: u64, data: u32) -> [u32; 4] {
+        let g = if space == Space::Ggtt { MI_USE_GGTT } else { 0 };
+        [MI_STORE_DATA_IMM | g | 2, lo(addr), hi(addr), data]
+    }
+    /// MI_STORE_DATA_IMM of a qword.
+    pub fn sdi_qw(space: Space, addr: u64, data: [u32; 2]) -> [u32; 5] {
+        let g = if space == Space::Ggtt { MI_USE_GGTT } else { 0 };
+        [MI_STORE_DATA_IMM | g | 3, lo(addr), hi(addr), data[0], data[1]]
+    }
+    /// MI_LOAD_REGISTER_IMM of one register.
+    pub fn lri(reg: u32, value: u32) -> [u32; 3] {
+        [MI_LOAD_REGISTER_IMM | 1, reg, value]
+    }
+    /// MI_FLUSH_DW with a post-sync dword store.
+    pub fn flush_dw_store(space: Space, addr: u64, data: u32, notify: bool) -> [u32; 4] {
+        let g = if space == Space::Ggtt { MI_FLUSH_DW_USE_GTT } else { 0 };
+        let n = if notify { MI_FLUSH_DW_NOTIFY } else { 0 };
+        [MI_FLUSH_DW | MI_FLUSH_DW_OP_STOREDW | n | 2, lo(addr) | g, hi(addr), data]
+    }
+    /// MI_BATCH_BUFFER_START.
+    pub fn bb_start(space: Space, addr: u64, second_level: bool) -> [u32; 3] {
+        let p = if space == Space::Ppgtt { MI_BATCH_PPGTT } else { 0 };
+        let s = if second_level { MI_BATCH_SECOND_LEVEL } else { 0 };
+        [MI_BATCH_BUFFER_START | p | s | 1, lo(addr), hi(addr)]
+    }
+    /// XY_COLOR_BLT, 32 bpp, rectangle `[x1, x2) × [y1, y2)`.
+    pub fn color_blt(dst: u64, pitch: u32, (x1, y1, x2, y2): (u32, u32, u32, u32), color: u32) -> [u32; 7] {
+        [XY_COLOR_BLT | BLT_WRITE_RGBA | 5, BLT_DEPTH_32 | BLT_ROP_COLOR_COPY | (pitch & 0xffff), (y1 << 16) | x1, (y2 << 16) | x2, lo(dst), hi(dst), color]
+    }
+    /// XY_SRC_COPY_BLT, 32 bpp.
+    pub fn src_copy_blt(dst: u64, dst_pitch: u32, (x1, y1, x2, y2): (u32, u32, u32, u32), src: u64, src_pitch: u32, (sx, sy): (u32, u32)) -> [u32; 10] {
+        [
+            XY_SRC_COPY_BLT | BLT_WRITE_RGBA | 8,
+            BLT_DEPTH_32 | BLT_ROP_SRC_COPY | (dst_pitch & 0xffff),
+            (y1 << 16) | x1,
+            (y2 << 16) | x2,
+            lo(dst),
+            hi(dst),
+            (sy << 16) | sx,
+            src_pitch & 0xffff,
+            lo(src),
+            hi(src),
+        ]
+    }
+    /// PIPE_CONTROL with a post-sync qword write.
+    pub fn pipe_control_qw(space: Space, addr: u64, data: [u32; 2]) -> [u32; 6] {
+        let g = if space == Space::Ggtt { PIPE_CONTROL_GLOBAL_GTT } else { 0 };
+        [PIPE_CONTROL | 4, PIPE_CONTROL_QW_WRITE | g, lo(addr), hi(addr), data[0], data[1]]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use std::collections::BTreeMap;
+    use std::vec;
+    use std::vec::Vec;
+
+    use super::encode::*;
+    use super::*;
+    use crate_mem::GmRange;
+
+    use super::super::mem as crate_mem;
+
+    const RING: u64 = 0;
+    const RING_SIZE: u32 = 4 * 4096;
+    const BB: u64 = 0x10000;
+    const DATA: u64 = 0x20000;
+    const GM: GmRange = GmRange::new(0, 0x40000);
+    const HIGH: GmRange = GmRange::new(0x100000, 0x10000);
+    const SHADOW: [u64; 3] = [0x8000_0000, 0x9000_0000, 0xa000_0000];
+
+    struct Env {
+        engine: EngineId,
+        ggtt: BTreeMap<u64, u32>,
+        ppgtt: BTreeMap<u64, u32>,
+        pp_mapped: Vec<(u64, u64)>,
+        ranges: Vec<GmRange>,
+        out: [Vec<u32>; 3],
+        cap: usize,
+    }
+
+    impl Env {
+        fn new(engine: EngineId) -> Self {
+            Self { engine, ggtt: BTreeMap::new(), ppgtt: BTreeMap::new(), pp_mapped: vec![], ranges: vec![GM, HIGH], out: [vec![], vec![], vec![]], cap: usize::MAX }
+        }
+        fn put(&mut self, addr: u64, d: &[u32]) {
+            for (i, w) in d.iter().enumerate() {
+                self.ggtt.insert(addr + 4 * i as u64, *w);
+            }
+        }
+        /// Submit `cmds` as the ring range [0, len).
+        fn run(&mut self, cmds: &[u32]) -> Result<AuditSummary, AuditError> {
+            self.run_limits(cmds, &Limits::DEFAULT)
+        }
+        fn run_limits(&mut self, cmds: &[u32], l: &Limits) -> Result<AuditSummary, AuditError> {
+            let mut c = cmds.to_vec();
+            if c.len() % 2 == 1 {
+                c.push(MI_NOOP);
+            }
+            self.put(RING, &c);
+            audit_ring(self, RingWindow { start: RING, size: RING_SIZE }, 0, 4 * c.len() as u32, l)
+        }
+    }
+
+    impl AuditEnv for Env {
+        fn engine(&self) -> EngineId {
+            self.engine
+        }
+        fn gm_allowed(&self, addr: Gma, len: u64) -> bool {
+            self.ranges.iter().any(|r| r.contains(addr, len))
+        }
+        fn ppgtt_mapped(&self, addr: u64, len: u64) -> bool {
+            self.pp_mapped.iter().any(|&(b, l)| GmRange::new(b, l).contains(addr, len))
+        }
+        fn read_dword(&mut self, space: Space, addr: u64) -> Option<u32> {
+            let m = if space == Space::Ggtt { &self.ggtt } else { &self.ppgtt };
+            Some(m.get(&addr).copied().unwrap_or(0))
+        }
+        fn emit(&mut self, level: Level, dwords: &[u32]) -> Result<(), SinkFull> {
+            if self.out.iter().map(|o| o.len()).sum::<usize>() + dwords.len() > self.cap {
+                return Err(SinkFull);
+            }
+            self.out[level as usize].extend_from_slice(dwords);
+            Ok(())
+        }
+        fn next_addr(&self, level: Level) -> Gma {
+            SHADOW[level as usize] + 4 * self.out[level as usize].len() as u64
+        }
+    }
+
+    fn rej(r: Reject) -> Result<AuditSummary, AuditError> {
+        Err(AuditError::Rejected(r))
+    }
+    fn cat(parts: &[&[u32]]) -> Vec<u32> {
+        parts.iter().flat_map(|p| p.iter().copied()).collect()
+    }
+    fn ok(r: Result<AuditSummary, AuditError>) -> AuditSummary {
+        r.expect("accepted")
+    }
+
+    #[test]
+    fn decode_lengths() {
+        assert_eq!(decode(MI_NOOP | 0x1234), Ok((Opcode::Noop, 1)));
+        assert_eq!(decode(MI_STORE_DATA_IMM | 2), Ok((Opcode::StoreDataImm, 4)));
+        assert_eq!(decode(MI_STORE_DATA_IMM | 3), Ok((Opcode::StoreDataImm, 5)));
+        assert_eq!(decode(MI_STORE_DATA_IMM | 4), Err(Reject::BadLength));
+        assert_eq!(decode(MI_LOAD_REGISTER_IMM | 1), Ok((Opcode::LoadRegisterImm, 3)));
+        assert_eq!(decode(MI_LOAD_REGISTER_IMM | 2), Err(Reject::BadLength));
+        assert_eq!(decode(MI_LOAD_REGISTER_IMM | 63), Ok((Opcode::LoadRegisterImm, 65)));
+        assert_eq!(decode(MI_LOAD_REGISTER_IMM | 65), Err(Reject::BadLength));
+        assert_eq!(decode(MI_BATCH_BUFFER_START | 2), Err(Reject::BadLength));
+        assert_eq!(decode(XY_COLOR_BLT | 4), Ok((Opcode::XyColorBlt, 6)));
+        assert_eq!(decode(XY_COLOR_BLT | 6), Err(Reject::BadLength));
+        assert_eq!(decode(XY_SRC_COPY_BLT | 6), Ok((Opcode::XySrcCopyBlt, 8)));
+        assert_eq!(decode(XY_SRC_COPY_BLT | 7), Err(Reject::BadLength));
+        assert_eq!(decode(PIPE_CONTROL | 4), Ok((Opcode::PipeControl, 6)));
+        assert_eq!(decode(PIPE_CONTROL | 3), Err(Reject::BadLength));
+        assert_eq!(decode(0x1f << 23), Err(Reject::UnknownOpcode));
+        assert_eq!(decode(1 << 29), Err(Reject::UnknownOpcode));
+        assert_eq!(decode((2 << 29) | (0x51 << 22)), Err(Reject::UnknownOpcode));
+        assert_eq!(decode((3 << 29) | (3 << 27) | (1 << 24)), Err(Reject::UnknownOpcode));
+        assert_eq!(decode(7 << 29), Err(Reject::UnknownOpcode));
+    }
+
+    #[test]
+    fn accepts_and_emits_ring_commands_in_place() {
+        let mut e = Env::new(EngineId::Rcs);
+        let s = cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_USER_INTERRUPT], &lri(0x2600, 5), &pipe_control_qw(Space::Ggtt, HIGH.base, [1, 2])]);
+        assert_eq!(s.len() % 2, 0);
+        let sum = ok(e.run(&s));
+        assert_eq!(sum.commands, 4);
+        assert_eq!(e.out[0], s);
+        assert_eq!(sum.dwords, s.len() as u64);
+    }
+
+    #[test]
+    fn rejects_unknown_opcode_and_bad_length() {
+        let mut e = Env::new(EngineId::Rcs);
+        assert_eq!(e.run(&[0x1f << 23]), rej(Reject::UnknownOpcode));
+        assert_eq!(e.run(&[MI_STORE_DATA_IMM | MI_USE_GGTT | 5, DATA as u32, 0, 0, 0, 0, 0]), rej(Reject::BadLength));
+    }
+
+    #[test]
+    fn rejects_wrong_engine() {
+        assert_eq!(Env::new(EngineId::Rcs).run(&color_blt(DATA, 64, (0, 0, 1, 1), 0)), rej(Reject::WrongEngine));
+        assert_eq!(Env::new(EngineId::Rcs).run(&src_copy_blt(DATA, 64, (0, 0, 1, 1), DATA, 64, (0, 0))), rej(Reject::WrongEngine));
+        assert_eq!(Env::new(EngineId::Bcs).run(&pipe_control_qw(Space::Ggtt, DATA, [0, 0])), rej(Reject::WrongEngine));
+    }
+
+    #[test]
+    fn rejects_unsupported_modes() {
+        let b = |f: &dyn Fn(&mut [u32])| {
+            let mut c = color_blt(DATA, 64, (0, 0, 1, 1), 0);
+            f(&mut c);
+            Env::new(EngineId::Bcs).run(&c)
+        };
+        assert_eq!(b(&|c| c[0] |= BLT_DST_TILED), rej(Reject::UnsupportedMode));
+        assert_eq!(b(&|c| c[1] = (c[1] & !(0xff << 16)) | BLT_ROP_SRC_COPY), rej(Reject::UnsupportedMode));
+        assert_eq!(b(&|c| c[1] |= 0x8000), rej(Reject::UnsupportedMode), "negative pitch");
+        assert_eq!(b(&|c| c[0] &= !(1 << 21)), rej(Reject::UnsupportedMode), "32 bpp without alpha");
+        let mut c = src_copy_blt(DATA, 64, (0, 0, 1, 1), DATA + 64, 64, (0, 0));
+        c[0] |= BLT_SRC_TILED;
+        assert_eq!(Env::new(EngineId::Bcs).run(&c), rej(Reject::UnsupportedMode));
+        let mut c = flush_dw_store(Space::Ggtt, DATA, 0, false);
+        c[0] |= MI_FLUSH_DW_STORE_INDEX;
+        assert_eq!(Env::new(EngineId::Bcs).run(&c), rej(Reject::UnsupportedMode));
+        let mut c = flush_dw_store(Space::Ggtt, DATA, 0, false);
+        c[0] = (c[0] & !(3 << 14)) | (2 << 14);
+        assert_eq!(Env::new(EngineId::Bcs).run(&c), rej(Reject::UnsupportedMode), "depth-count post-sync");
+        let mut c = pipe_control_qw(Space::Ggtt, DATA, [0, 0]);
+        c[1] |= PIPE_CONTROL_MMIO_WRITE;
+        assert_eq!(Env::new(EngineId::Rcs).run(&c), rej(Reject::UnsupportedMode));
+        let mut c = pipe_control_qw(Space::Ggtt, DATA, [0, 0]);
+        c[1] |= PIPE_CONTROL_STORE_DATA_INDEX;
+        assert_eq!(Env::new(EngineId::Rcs).run(&c), rej(Reject::UnsupportedMode));
+    }
+
+    #[test]
+    fn rejects_addresses_outside_the_vgpu() {
+        let mut e = Env::new(EngineId::Bcs);
+        let end = GM.end();
+        assert!(e.run(&sdi(Space::Ggtt, end - 4, 0)).is_ok());
+        assert_eq!(e.run(&sdi(Space::Ggtt, end, 0)), rej(Reject::AddressNotAllowed));
+        assert_eq!(e.run(&sdi_qw(Space::Ggtt, end - 4, [0, 0])), rej(Reject::AddressNotAllowed), "straddles the end");
+        assert_eq!(e.run(&sdi(Space::Ggtt, (1 << 32) | DATA, 0)), rej(Reject::AddressNotAllowed), "high dword");
+        assert_eq!(e.run(&flush_dw_store(Space::Ggtt, end, 0, false)), rej(Reject::AddressNotAllowed));
+        // MI_FLUSH_DW addresses are qword-aligned (bits 2:0 masked): a qword
+        // timestamp at end - 4 lands at end - 8 and fits.
+        let mut ts = flush_dw_store(Space::Ggtt, end - 4, 0, false);
+        ts[0] |= MI_FLUSH_DW_OP_TIMESTAMP;
+        let (op, n) = decode(ts[0]).unwrap();
+        assert_eq!(parse(op, &ts[..n]).unwrap(), Command::FlushDw { post: PostSync::Timestamp { space: Space::Ggtt, addr: end - 8 }, notify: false });
+        assert!(e.run(&ts).is_ok());
+        let mut ts = flush_dw_store(Space::Ggtt, end, 0, false);
+        ts[0] |= MI_FLUSH_DW_OP_TIMESTAMP;
+        assert_eq!(e.run(&ts), rej(Reject::AddressNotAllowed));
+        assert_eq!(Env::new(EngineId::Rcs).run(&pipe_control_qw(Space::Ggtt, end - 8, [0, 0])).map(|_| ()), Ok(()));
+        assert_eq!(Env::new(EngineId::Rcs).run(&pipe_control_qw(Space::Ggtt, end, [0, 0])), rej(Reject::AddressNotAllowed));
+    }
+
+    #[test]
+    fn blits_check_both_ends_of_the_rectangle() {
+        let mut e = Env::new(EngineId::Bcs);
+        // 16 rows of 256 bytes pitch, 8 pixels wide, ending exactly at the end of HIGH.
+        let base = HIGH.end() - 15 * 256 - 32;
+        assert!(e.run(&color_blt(base, 256, (0, 0, 8, 16), 1)).is_ok());
+        assert_eq!(e.run(&color_blt(base, 256, (0, 0, 9, 16), 1)), rej(Reject::AddressNotAllowed), "last pixel one past");
+        assert_eq!(e.run(&color_blt(base, 256, (0, 0, 8, 17), 1)), rej(Reject::AddressNotAllowed), "one more row");
+        assert_eq!(e.run(&color_blt(HIGH.base - 4, 256, (1, 0, 8, 2), 1)).map(|_| ()), Ok(()), "x offset moves first byte in");
+        assert_eq!(e.run(&color_blt(HIGH.base - 4, 256, (0, 0, 8, 2), 1)), rej(Reject::AddressNotAllowed), "first byte before");
+        // Huge coordinates and pitch: stays far outside, no overflow.
+        assert_eq!(e.run(&color_blt(0xffff_fff0, 0x7fff, (0xffff, 0xfff0, 0xffff, 0xffff), 1)).map(|_| ()), Ok(()), "empty: w = 0");
+        assert_eq!(e.run(&color_blt(0xffff_0000_0000, 0x7fff, (0, 0, 0xffff, 0xffff), 1)), rej(Reject::AddressNotAllowed));
+        assert_eq!(e.run(&color_blt(DATA, 0x7fff, (0, 0, 4, 0x100), 1)), rej(Reject::AddressNotAllowed), "pitch × height");
+        // Copies check the source too.
+        assert!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 64, (0, 0))).is_ok());
+        assert_eq!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), 0x50000, 64, (0, 0))), rej(Reject::AddressNotAllowed));
+        assert_eq!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 64, (0, 0x3ff))), rej(Reject::AddressNotAllowed));
+        // A rectangle spanning two separate ranges is refused even if both are the vGPU's.
+        let mut e2 = Env::new(EngineId::Bcs);
+        e2.ranges = vec![GmRange::new(0, 0x8000), GmRange::new(0x8000, 0x1000)];
+        assert!(e2.run(&color_blt(0x7e00, 256, (0, 0, 4, 2), 1)).is_ok());
+        assert_eq!(e2.run(&color_blt(0x7f00, 256, (0, 0, 4, 2), 1)), rej(Reject::AddressNotAllowed));
+    }
+
+    #[test]
+    fn ppgtt_addresses_must_be_mapped_and_render_only() {
+        let mut e = Env::new(EngineId::Rcs);
+        e.pp_mapped.push((0x1000, 0x1000));
+        assert!(e.run(&sdi(Space::Ppgtt, 0x1ffc, 0)).is_ok());
+        assert_eq!(e.run(&sdi_qw(Space::Ppgtt, 0x1ffc, [0, 0])), rej(Reject::PpgttNotMapped));
+        assert_eq!(e.run(&pipe_control_qw(Space::Ppgtt, 0x3000, [0, 0])), rej(Reject::PpgttNotMapped));
+        let mut b = Env::new(EngineId::Bcs);
+        b.pp_mapped.push((0x1000, 0x1000));
+        assert_eq!(b.run(&sdi(Space::Ppgtt, 0x1000, 0)), rej(Reject::PpgttNotMapped), "blitter has no PPGTT");
+        // A PPGTT batch: fetched from PPGTT, must be mapped.
+        e.ppgtt.insert(0x1000, MI_BATCH_BUFFER_END);
+        assert!(e.run(&bb_start(Space::Ppgtt, 0x1000, false)).is_ok());
+        assert_eq!(e.run(&bb_start(Space::Ppgtt, 0x5000, false)), rej(Reject::PpgttNotMapped));
+    }
+
+    #[test]
+    fn rejects_lri_outside_the_whitelist() {
+        let mut e = Env::new(EngineId::Rcs);
+        assert!(e.run(&lri(0x2600, 1)).is_ok());
+        assert!(e.run(&lri(0x2430, 1)).is_ok());
+        for reg in [0x2034, 0x2030, 0x941C, 0x44018, 0x22600, 0x2680, 0x2601, 0x100000] {
+            assert_eq!(e.run(&lri(reg, 1)), rej(Reject::RegisterNotAllowed), "reg {reg:#x}");
+        }
+        // One bad register among several.
+        assert_eq!(e.run(&[MI_LOAD_REGISTER_IMM | 3, 0x2600, 1, 0x2034, 2]), rej(Reject::RegisterNotAllowed));
+        assert!(Env::new(EngineId::Bcs).run(&lri(0x22600, 1)).is_ok());
+        assert_eq!(Env::new(EngineId::Bcs).run(&lri(0x2400, 1)), rej(Reject::RegisterNotAllowed));
+    }
+
+    #[test]
+    fn batches_are_rewritten_to_shadows_and_chains_flattened() {
+        let mut e = Env::new(EngineId::Rcs);
+        let (b1, b2, b3) = (BB, BB + 0x100, HIGH.base);
+        e.put(b1, &cat(&[&sdi(Space::Ggtt, DATA, 1), &bb_start(Space::Ggtt, b2, true), &bb_start(Space::Ggtt, b3, false)]));
+        e.put(b2, &cat(&[&sdi(Space::Ggtt, DATA, 2), &[MI_BATCH_BUFFER_END]]));
+        e.put(b3, &cat(&[&sdi(Space::Ggtt, DATA, 3), &[MI_BATCH_BUFFER_END]]));
+        let sum = ok(e.run(&cat(&[&bb_start(Space::Ggtt, b1, false), &bb_start(Space::Ggtt, b1, false)])));
+        assert_eq!(sum.batches, 6);
+        // Ring: two BB_STARTs to consecutive first-level copies.
+        let l1_len = 4 + 3 + 4 + 1; // SDI, BB_START(2nd), [chain flattened] SDI, BBE
+        assert_eq!(e.out[0], cat(&[&bb_start(Space::Ggtt, SHADOW[1], false), &bb_start(Space::Ggtt, SHADOW[1] + 4 * l1_len, false)]));
+        let l1 = cat(&[&sdi(Space::Ggtt, DATA, 1), &bb_start(Space::Ggtt, SHADOW[2], true), &sdi(Space::Ggtt, DATA, 3), &[MI_BATCH_BUFFER_END]]);
+        assert_eq!(&e.out[1][..l1_len as usize], &l1[..]);
+        assert_eq!(e.out[1].len(), 2 * l1_len as usize);
+        assert_eq!(e.out[2][..5], cat(&[&sdi(Space::Ggtt, DATA, 2), &[MI_BATCH_BUFFER_END]])[..]);
+        // The second call's second-level copy is a fresh one.
+        assert_eq!(e.out[1][l1_len as usize + 5], SHADOW[2] as u32 + 20);
+        // PPGTT bit is cleared in the rewritten start (shadows are GGTT).
+        let mut p = Env::new(EngineId::Rcs);
+        p.pp_mapped.push((0, 0x1000));
+        p.ppgtt.insert(0, MI_BATCH_BUFFER_END);
+        ok(p.run(&bb_start(Space::Ppgtt, 0, false)));
+        assert_eq!(p.out[0][..3], bb_start(Space::Ggtt, SHADOW[1], false));
+    }
+
+    #[test]
+    fn rejects_nesting_too_deep() {
+        let mut e = Env::new(EngineId::Rcs);
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, true)), rej(Reject::ChainTooDeep), "second level from the ring");
+        e.put(BB, &bb_start(Space::Ggtt, BB + 0x100, true));
+        e.put(BB + 0x100, &bb_start(Space::Ggtt, BB + 0x200, true));
+        e.put(BB + 0x200, &[MI_BATCH_BUFFER_END]);
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainTooDeep));
+        // Chaining inside the second level is fine.
+        e.put(BB + 0x100, &bb_start(Space::Ggtt, BB + 0x200, false));
+        e.put(BB + 0x10, &[MI_BATCH_BUFFER_END]);
+        e.put(BB + 12, &[MI_NOOP]);
+        assert!(e.run(&bb_start(Space::Ggtt, BB, false)).is_ok());
+    }
+
+    #[test]
+    fn rejects_loops_but_not_reuse() {
+        let mut e = Env::new(EngineId::Rcs);
+        e.put(BB, &bb_start(Space::Ggtt, BB, false));
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainLoop), "self loop");
+        e.put(BB, &cat(&[&sdi(Space::Ggtt, DATA, 0), &bb_start(Space::Ggtt, HIGH.base, false)]));
+        e.put(HIGH.base, &bb_start(Space::Ggtt, BB, false));
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainLoop), "A → B → A");
+        // Second level loop.
+        e.put(BB, &cat(&[&bb_start(Space::Ggtt, HIGH.base, true), &[MI_BATCH_BUFFER_END, 0]]));
+        e.put(HIGH.base, &bb_start(Space::Ggtt, HIGH.base + 0x40, false));
+        e.put(HIGH.base + 0x40, &bb_start(Space::Ggtt, HIGH.base, false));
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainLoop));
+        // Calling the same subroutine twice, and the same batch from the ring twice, is no loop.
+        e.put(HIGH.base, &[MI_BATCH_BUFFER_END]);
+        e.put(BB, &cat(&[&bb_start(Space::Ggtt, HIGH.base, true), &bb_start(Space::Ggtt, HIGH.base, true), &[MI_BATCH_BUFFER_END]]));
+        assert!(e.run(&cat(&[&bb_start(Space::Ggtt, BB, false), &bb_start(Space::Ggtt, BB, false)])).is_ok());
+    }
+
+    #[test]
+    fn rejects_too_many_chain_targets() {
+        let mut e = Env::new(EngineId::Rcs);
+        for i in 0..=MAX_CHAIN_TARGETS as u64 {
+            e.put(BB + 0x100 * i, &bb_start(Space::Ggtt, BB + 0x100 * (i + 1), false));
+        }
+        e.put(BB + 0x100 * (MAX_CHAIN_TARGETS as u64 + 1), &[MI_BATCH_BUFFER_END]);
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::TooManyChains));
+        e.put(BB + 0x100 * (MAX_CHAIN_TARGETS as u64 - 1), &[MI_BATCH_BUFFER_END]);
+        assert!(e.run(&bb_start(Space::Ggtt, BB, false)).is_ok());
+    }
+
+    #[test]
+    fn rejects_batch_end_in_ring_truncation_and_runaway() {
+        let mut e = Env::new(EngineId::Rcs);
+        assert_eq!(e.run(&[MI_BATCH_BUFFER_END]), rej(Reject::BatchEndInRing));
+        let c = sdi(Space::Ggtt, DATA, 0);
+        e.put(RING, &c);
+        assert_eq!(audit_ring(&mut e, RingWindow { start: RING, size: RING_SIZE }, 0, 8, &Limits::DEFAULT), rej(Reject::Truncated));
+        // A batch of NOOPs without an end runs until the budget.
+        for i in 0..64 {
+            e.put(BB + 4 * i, &[MI_NOOP]);
+        }
+        let l = Limits { max_commands: 32 };
+        assert_eq!(e.run_limits(&bb_start(Space::Ggtt, BB, false), &l), rej(Reject::Runaway));
+        // BB_START + 28 NOOPs + BB_END + the ring's NOOP pad = 31 commands.
+        e.put(BB + 4 * 28, &[MI_BATCH_BUFFER_END]);
+        assert!(e.run_limits(&bb_start(Space::Ggtt, BB, false), &l).is_ok());
+        // A batch running off the end of the vGPU's memory.
+        for i in 0..8 {
+            e.put(GM.end() - 32 + 4 * i, &[MI_NOOP]);
+        }
+        assert_eq!(e.run(&bb_start(Space::Ggtt, GM.end() - 32, false)), rej(Reject::AddressNotAllowed));
+        assert_eq!(e.run(&bb_start(Space::Ggtt, 0x7000_0000, false)), rej(Reject::AddressNotAllowed));
+    }
+
+    #[test]
+    fn rejects_bad_ring_and_tail() {
+        let mut e = Env::new(EngineId::Rcs);
+        let w = |start, size| RingWindow { start, size };
+        let l = Limits::DEFAULT;
+        assert_eq!(audit_ring(&mut e, w(GM.end() - 0x1000, 0x2000), 0, 8, &l), rej(Reject::BadRing));
+        assert_eq!(audit_ring(&mut e, w(0x10, 0x1000), 0, 8, &l), rej(Reject::BadRing));
+        assert_eq!(audit_ring(&mut e, w(0, 0), 0, 0, &l), rej(Reject::BadRing));
+        assert_eq!(audit_ring(&mut e, w(0, 0x1000), 0, 4, &l), rej(Reject::BadTail));
+        assert_eq!(audit_ring(&mut e, w(0, 0x1000), 0, 0x1000, &l), rej(Reject::BadTail));
+        assert_eq!(audit_ring(&mut e, w(0, 0x1000), 2, 8, &l), rej(Reject::BadTail));
+    }
+
+    #[test]
+    fn ring_range_wraps() {
+        let mut e = Env::new(EngineId::Rcs);
+        let c = sdi(Space::Ggtt, DATA, 0x55);
+        e.put(RING + RING_SIZE as u64 - 8, &c[..2]);
+        e.put(RING, &[c[2], c[3], MI_NOOP, MI_NOOP]);
+        let sum = audit_ring(&mut e, RingWindow { start: RING, size: RING_SIZE }, RING_SIZE - 8, 16, &Limits::DEFAULT).expect("ok");
+        assert_eq!(sum.commands, 3);
+        assert_eq!(e.out[0], cat(&[&c, &[MI_NOOP, MI_NOOP]]));
+    }
+
+    #[test]
+    fn shadow_full_is_not_a_rejection() {
+        let mut e = Env::new(EngineId::Rcs);
+        e.cap = 4;
+        e.put(BB, &cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_BATCH_BUFFER_END]]));
+        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), Err(AuditError::ShadowFull));
+    }
+
+    #[test]
+    fn reject_counters_count_per_class() {
+        let mut c = RejectCounters::new();
+        for r in Reject::ALL {
+            assert_eq!(Reject::ALL[r.index()], r);
+            c.record(r);
+        }
+        c.record(Reject::ChainLoop);
+        assert_eq!(c.get(Reject::ChainLoop), 2);
+        assert_eq!(c.get(Reject::BadLength), 1);
+        assert_eq!(c.total(), Reject::COUNT as u64 + 1);
+    }
+}
