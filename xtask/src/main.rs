@@ -193,6 +193,9 @@ fn main() {
             vm_run(&mut p, "", "vm: tests");
         }
         Some("bench") => {
+            p.run("host: gvt-core benchmarks", || {
+                sh(cargo().args(["bench", "-p", "gvt-core", "--features", "fakes"]))
+            });
             setup(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             vm_run(&mut p, "bench_", "vm: benchmarks");
