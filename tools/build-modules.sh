@@ -15,6 +15,13 @@ if [ ! -f "$outdir/mtty.ko" ] || [ "$KSRC/samples/vfio-mdev/mtty.c" -nt "$outdir
   step "building the mtty sample module" in_chroot "$KMAKE M=$mtty modules >/dev/null"
   cp "$mtty/mtty.ko" "$outdir/"
 fi
+# The rig's self-check module (WARNs on load; see tools/vm/selftest).
+st="$CACHE/selftest-build"
+if [ ! -f "$outdir/gvt_selftest_warn.ko" ] || [ "$REPO/tools/vm/selftest/gvt_selftest_warn.c" -nt "$outdir/gvt_selftest_warn.ko" ]; then
+  mkdir -p "$st"; cp "$REPO"/tools/vm/selftest/{Kbuild,gvt_selftest_warn.c} "$st/"
+  step "building the rig self-check module" in_chroot "$KMAKE M=$st modules >/dev/null"
+  cp "$st/gvt_selftest_warn.ko" "$outdir/"
+fi
 # The gvt-rs driver, when present.
 if [ -f "$REPO/driver/kmod/Kbuild" ]; then
   step "building gvt_rs.ko" in_chroot "$KMAKE M=$REPO/driver/kmod modules"

@@ -12,6 +12,7 @@ limit="${GVT_VM_TIMEOUT:-1200}"
 mkdir -p "$VMDIR"; logf="$VMDIR/last-run.log"
 append="console=ttyS0 panic=-1 oops=panic loglevel=4 quiet"
 [ -n "$filter" ] && append="$append gvt.filter=$filter"
+[ -n "${GVT_RIG_SELFTEST_WARN:-}" ] && append="$append gvt.selftest_warn=1"
 t0=$SECONDS
 log "booting the VM (QEMU TCG, -cpu max, 2 vCPUs, 2 GiB; timeout ${limit} s)"
 set +e

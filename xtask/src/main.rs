@@ -143,6 +143,12 @@ fn setup(p: &mut Phases) {
 }
 
 fn vm_run(p: &mut Phases, filter: &str, what: &str) {
+    vm_run_checked(p, filter, what, false);
+}
+
+/// Build the guest image and run the VM; with `self_check`, first prove that
+/// the rig fails a run with a failing test and a run with a kernel WARNING.
+fn vm_run_checked(p: &mut Phases, filter: &str, what: &str, self_check: bool) {
     let mut bins = Vec::new();
     p.run("build: static guest binaries", || {
         bins = build_guest_binaries()?;
@@ -155,6 +161,29 @@ fn vm_run(p: &mut Phases, filter: &str, what: &str) {
         c.arg(&initrd).args(&bins);
         sh(&mut c)
     });
+    if self_check {
+        p.run("vm: rig self-check (must fail twice)", || {
+            for (filter, warn, expect) in [
+                ("rig_selftest_failing_test", false, "tests failed inside the VM"),
+                ("rig_selftest_passing_test", true, "kernel splat"),
+            ] {
+                let mut c = tool("vm-run.sh");
+                c.arg(&initrd).arg(filter).current_dir(repo());
+                if warn {
+                    c.env("GVT_RIG_SELFTEST_WARN", "1");
+                }
+                let out = c.output().map_err(|e| format!("vm-run.sh: {e}"))?;
+                let text = String::from_utf8_lossy(&out.stdout);
+                if out.status.success() || !text.contains(expect) {
+                    return Err(format!(
+                        "the rig did not fail a run it must fail ({filter}, warn={warn}); its output:\n{text}"
+                    ));
+                }
+            }
+            eprintln!("rig self-check: a failing test and a kernel WARNING each fail a run, as they must");
+            Ok(())
+        });
+    }
     p.run(what, || {
         let mut c = tool("vm-run.sh");
         c.arg(&initrd).arg(filter);
@@ -190,7 +219,7 @@ fn main() {
             setup(&mut p);
             host_tests(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
-            vm_run(&mut p, "", "vm: tests");
+            vm_run_checked(&mut p, "", "vm: tests", true);
         }
         Some("bench") => {
             p.run("host: gvt-core benchmarks", || {
