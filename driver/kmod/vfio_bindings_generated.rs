@@ -1907,6 +1907,9 @@ unsafe extern "C" {
 unsafe extern "C" {
     pub fn gvt_rs_this_module() -> *mut module;
 }
+unsafe extern "C" {
+    pub fn gvt_rs_zap_range(vdev: *mut vfio_device, start: u64_, len: u64_);
+}
 pub const gvt_rs_attr_GVT_RS_ATTR_VGPU_ID: gvt_rs_attr = 0;
 pub const gvt_rs_attr_GVT_RS_ATTR_APERTURE_BASE: gvt_rs_attr = 1;
 pub const gvt_rs_attr_GVT_RS_ATTR_APERTURE_SIZE: gvt_rs_attr = 2;
