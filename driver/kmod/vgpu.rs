@@ -319,7 +319,7 @@ unsafe extern "C" fn vgpu_init(vdev: *mut vfio::vfio_device) -> i32 {
     let (id, pid, part) = match p.alloc_vgpu(ty) {
         Ok(v) => v,
         Err(e) => {
-            pr_warn!("gvt_rs: cannot create a {} vGPU: not enough graphics memory or fences left\n", ty.low_gm_size >> 20);
+            pr_warn!("cannot create a {} MiB vGPU: not enough graphics memory, fences or vGPU slots left\n", ty.low_gm_size >> 20);
             return e.to_errno();
         }
     };
@@ -328,7 +328,7 @@ unsafe extern "C" fn vgpu_init(vdev: *mut vfio::vfio_device) -> i32 {
             // SAFETY: `vdev` is the first field of a zeroed `VgpuDev`.
             unsafe { (*vdev.cast::<VgpuDev>()).vgpu = v };
             pr_info!(
-                "gvt_rs: vGPU {id}: aperture {:#x}+{:#x}, high GM {:#x}+{:#x}, fences {}+{}\n",
+                "vGPU {id}: aperture {:#x}+{:#x}, high GM {:#x}+{:#x}, fences {}+{}\n",
                 part.aperture.base,
                 part.aperture.size,
                 part.high.base,
@@ -389,7 +389,7 @@ unsafe extern "C" fn vgpu_release(vdev: *mut vfio::vfio_device) {
     let v = unsafe { KBox::from_raw(raw) };
     v.disable_irqs();
     parent::get().free_vgpu(v.id, v.pid);
-    pr_info!("gvt_rs: vGPU {} destroyed\n", v.id);
+    pr_info!("vGPU {} destroyed\n", v.id);
 }
 
 unsafe extern "C" fn vgpu_open(vdev: *mut vfio::vfio_device) -> i32 {
@@ -412,7 +412,7 @@ unsafe extern "C" fn vgpu_request(vdev: *mut vfio::vfio_device, count: u32) {
     // SAFETY: called between init and release.
     let v = unsafe { vgpu_of(vdev) };
     if count == 0 {
-        pr_info!("gvt_rs: vGPU {}: remove requested, asking the VMM to release it\n", v.id);
+        pr_info!("vGPU {}: remove requested, asking the VMM to release it\n", v.id);
     }
     v.signal(vfio::VFIO_PCI_REQ_IRQ_INDEX);
 }

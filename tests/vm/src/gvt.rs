@@ -86,8 +86,21 @@ pub fn ballooned(m: &Mdev) -> u64 {
 /// Open `m` the way cloud-hypervisor does: a type1 container, the group of
 /// the device's `iommu_group` link, the device by its sysfs path.
 pub fn open(m: &Mdev) -> VfioDevice {
+    open_at(&m.sysfs_path())
+}
+
+/// [`open`] by the device's real sysfs directory (`/sys/devices/...`)
+/// instead of the `/sys/bus/mdev/devices` link.  A VMM that must survive a
+/// remove needs this: the kernel drops the bus link first, then asks the
+/// VMM (REQ) to let go, and vfio-ioctls 0.10 re-reads `<path>/iommu_group`
+/// when the device is dropped (and panics if it is gone).
+pub fn open_canonical(m: &Mdev) -> VfioDevice {
+    open_at(&fs::canonicalize(m.sysfs_path()).expect("canonical sysfs path"))
+}
+
+fn open_at(path: &Path) -> VfioDevice {
     let container = Arc::new(VfioContainer::new(None).expect("open /dev/vfio/vfio"));
-    VfioDevice::new(&m.sysfs_path(), container, false).expect("open the vGPU through VFIO")
+    VfioDevice::new(path, container, false).expect("open the vGPU through VFIO")
 }
 
 /// File offset of `region` (vfio-pci layout: index << 40).

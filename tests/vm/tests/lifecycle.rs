@@ -86,7 +86,7 @@ fn life_remove_while_held_signals_req_and_waits() {
     let before = available();
     let m = Mdev::create(PARENT, &ty).unwrap();
     let path = m.sysfs_path();
-    let dev = open(&m);
+    let dev = open_canonical(&m);
     let req = EventFd::new(0).unwrap();
     dev.enable_irq(VFIO_PCI_REQ_IRQ_INDEX, vec![&req]).expect("wire REQ");
     let released = Arc::new(AtomicBool::new(false));
