@@ -47,7 +47,13 @@ pub fn available() -> Vec<(String, u64)> {
     types_of(PARENT)
         .into_iter()
         .map(|t| {
-            let n = read_num(&Path::new("/sys/class/mdev_bus").join(PARENT).join("mdev_supported_types").join(&t).join("available_instances"));
+            let n = read_num(
+                &Path::new("/sys/class/mdev_bus")
+                    .join(PARENT)
+                    .join("mdev_supported_types")
+                    .join(&t)
+                    .join("available_instances"),
+            );
             (t, n)
         })
         .collect()
@@ -185,9 +191,13 @@ pub const VFIO_DEVICE_SET_IRQS: libc::c_ulong = vfio_ioc(10);
 pub const VFIO_DEVICE_RESET: libc::c_ulong = vfio_ioc(11);
 
 /// `ioctl(fd, req, arg)` on the device fd.
-pub fn ioctl_raw(dev: &VfioDevice, req: libc::c_ulong, arg: *mut u8) -> io::Result<()> {
-    // SAFETY: the caller passes a buffer at least as large as the `argsz`
-    // it put in it (the kernel never goes beyond argsz).
+///
+/// # Safety
+/// `arg` is what `req` expects: a buffer at least as large as the `argsz`
+/// in it, or a pointer the test wants the kernel to refuse (no user memory
+/// is mapped there).
+pub unsafe fn ioctl_raw(dev: &VfioDevice, req: libc::c_ulong, arg: *mut u8) -> io::Result<()> {
+    // SAFETY: see the function's contract.
     let r = unsafe { libc::ioctl(dev.as_raw_fd(), req, arg) };
     if r < 0 {
         Err(io::Error::last_os_error())
@@ -196,9 +206,22 @@ pub fn ioctl_raw(dev: &VfioDevice, req: libc::c_ulong, arg: *mut u8) -> io::Resu
     }
 }
 
-/// `ioctl(fd, req, &mut t)` for a plain uapi struct.
+/// `ioctl(fd, req, buf)` with a byte buffer whose `argsz` fits in it.
+pub fn ioctl_bytes(dev: &VfioDevice, req: libc::c_ulong, buf: &mut [u8]) -> io::Result<()> {
+    if buf.len() >= 4 {
+        let argsz = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        assert!(argsz <= buf.len(), "argsz {argsz} beyond the {}-byte buffer", buf.len());
+    }
+    // SAFETY: the kernel stays within argsz, which fits in `buf`; an ioctl
+    // that ignores argsz gets at least 64 bytes from the callers.
+    unsafe { ioctl_raw(dev, req, buf.as_mut_ptr()) }
+}
+
+/// `ioctl(fd, req, &mut t)` for a plain uapi struct whose `argsz` is at most
+/// its size.
 pub fn ioctl<T>(dev: &VfioDevice, req: libc::c_ulong, t: &mut T) -> io::Result<()> {
-    ioctl_raw(dev, req, (t as *mut T).cast())
+    // SAFETY: `t` is a valid, writable `T`; the kernel stays within argsz.
+    unsafe { ioctl_raw(dev, req, (t as *mut T).cast()) }
 }
 
 /// A `vfio_irq_set` header followed by `data` (little-endian), as bytes.
@@ -215,7 +238,7 @@ pub fn irq_set(flags: u32, index: u32, start: u32, count: u32, data: &[u8]) -> V
 /// `VFIO_DEVICE_SET_IRQS` with a prepared buffer (argsz may be overridden
 /// by the caller editing the first four bytes).
 pub fn set_irqs(dev: &VfioDevice, mut buf: Vec<u8>) -> io::Result<()> {
-    ioctl_raw(dev, VFIO_DEVICE_SET_IRQS, buf.as_mut_ptr())
+    ioctl_bytes(dev, VFIO_DEVICE_SET_IRQS, &mut buf)
 }
 
 /// A shared mapping of `len` bytes of `region` at `off`, or the mmap errno.

@@ -49,7 +49,8 @@ fn life_create_beyond_capacity_is_enospc_and_leaks_nothing() {
     // Fill with the smallest type up to max_vgpus / capacity, one more fails.
     let small = type_mb(32);
     let n = before.iter().find(|(t, _)| *t == small).unwrap().1;
-    let ms: Vec<Mdev> = (0..n).map(|i| Mdev::create(PARENT, &small).unwrap_or_else(|e| panic!("vGPU {i} of {n}: {e}"))).collect();
+    let ms: Vec<Mdev> =
+        (0..n).map(|i| Mdev::create(PARENT, &small).unwrap_or_else(|e| panic!("vGPU {i} of {n}: {e}"))).collect();
     assert_eq!(create_errno(&small, &new_uuid()), libc::ENOSPC, "vGPU {} of {n}", n + 1);
     // Free every other one and refill the holes: no capacity is lost.
     let (keep, free): (Vec<_>, Vec<_>) = ms.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);

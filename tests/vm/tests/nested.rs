@@ -33,7 +33,11 @@ fn nested(accel: &str) {
     let dev = open(&m);
     enable_mem(&dev);
     for p in 0..4u64 {
-        assert_eq!(read32(&dev, VFIO_PCI_BAR2_REGION_INDEX, a.ap_base + p * 4096 + 16), 0x4C32_0000 | p as u32, "L2's write to page {p}");
+        assert_eq!(
+            read32(&dev, VFIO_PCI_BAR2_REGION_INDEX, a.ap_base + p * 4096 + 16),
+            0x4C32_0000 | p as u32,
+            "L2's write to page {p}"
+        );
     }
     drop(dev);
     m.remove().expect("remove");

@@ -54,7 +54,11 @@ fn vfio_device_region_and_irq_info() {
         (APERTURE, rw | VFIO_REGION_INFO_FLAG_MMAP | VFIO_REGION_INFO_FLAG_CAPS),
         "BAR2: the whole parent aperture"
     );
-    assert_eq!(sparse_areas(&dev, BAR2), [VfioRegionSparseMmapArea { offset: a.ap_base, size: a.ap_size }], "only this vGPU's slice is mappable");
+    assert_eq!(
+        sparse_areas(&dev, BAR2),
+        [VfioRegionSparseMmapArea { offset: a.ap_base, size: a.ap_size }],
+        "only this vGPU's slice is mappable"
+    );
     for i in [1, 3, 4, 5, VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX] {
         assert_eq!((dev.get_region_size(i), dev.get_region_flags(i)), (0, 0), "region {i} is absent");
     }
@@ -67,8 +71,14 @@ fn vfio_device_region_and_irq_info() {
 
     let irq = |i| dev.get_irq_info(i).copied().unwrap_or_else(|| panic!("irq info {i}"));
     let ev = VFIO_IRQ_INFO_EVENTFD;
-    assert_eq!((irq(VFIO_PCI_INTX_IRQ_INDEX).count, irq(VFIO_PCI_INTX_IRQ_INDEX).flags), (1, ev | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED));
-    assert_eq!((irq(VFIO_PCI_MSI_IRQ_INDEX).count, irq(VFIO_PCI_MSI_IRQ_INDEX).flags), (1, ev | VFIO_IRQ_INFO_NORESIZE));
+    assert_eq!(
+        (irq(VFIO_PCI_INTX_IRQ_INDEX).count, irq(VFIO_PCI_INTX_IRQ_INDEX).flags),
+        (1, ev | VFIO_IRQ_INFO_MASKABLE | VFIO_IRQ_INFO_AUTOMASKED)
+    );
+    assert_eq!(
+        (irq(VFIO_PCI_MSI_IRQ_INDEX).count, irq(VFIO_PCI_MSI_IRQ_INDEX).flags),
+        (1, ev | VFIO_IRQ_INFO_NORESIZE)
+    );
     assert_eq!(irq(VFIO_PCI_MSIX_IRQ_INDEX).count, 0, "no MSI-X");
     assert_eq!(irq(VFIO_PCI_ERR_IRQ_INDEX).count, 0, "no ERR (not PCI Express)");
     assert_eq!(irq(VFIO_PCI_REQ_IRQ_INDEX).count, 1, "REQ");
@@ -238,7 +248,11 @@ fn vfio_aperture_mmap_and_region_agree() {
     }
     for p in [0, 1, pages / 2, pages - 1] {
         assert_eq!(map.read32(p * 4096 + 8), 0xA000_0000 | p as u32);
-        assert_eq!(read32(&dev, BAR2, a.ap_base + (p * 4096 + 8) as u64), 0xA000_0000 | p as u32, "region read of page {p}");
+        assert_eq!(
+            read32(&dev, BAR2, a.ap_base + (p * 4096 + 8) as u64),
+            0xA000_0000 | p as u32,
+            "region read of page {p}"
+        );
     }
     // Region write (crossing a page boundary) → mapping.
     let span: Vec<u8> = (0..64u8).collect();
@@ -269,7 +283,10 @@ fn vfio_mmap_outside_the_slice_is_einval() {
     let a = attrs(&m);
     let dev = open(&m);
     let end = a.ap_base + a.ap_size;
-    let mut bad = vec![(BAR2, end, 4096usize, "page after the slice"), (BAR2, a.ap_base + a.ap_size - 4096, 8192, "straddling the slice end")];
+    let mut bad = vec![
+        (BAR2, end, 4096usize, "page after the slice"),
+        (BAR2, a.ap_base + a.ap_size - 4096, 8192, "straddling the slice end"),
+    ];
     if a.ap_base > 0 {
         bad.push((BAR2, a.ap_base - 4096, 4096, "page before the slice"));
         bad.push((BAR2, 0, 4096, "aperture offset 0 (another vGPU's or the host's)"));
@@ -290,7 +307,14 @@ fn vfio_mmap_outside_the_slice_is_einval() {
     // A file offset whose page number overflows the region shift.
     // SAFETY: a fresh mapping request; it must fail.
     let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), 4096, libc::PROT_READ, libc::MAP_SHARED, std::os::fd::AsRawFd::as_raw_fd(&dev), i64::MAX & !0xFFF)
+        libc::mmap(
+            std::ptr::null_mut(),
+            4096,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            std::os::fd::AsRawFd::as_raw_fd(&dev),
+            i64::MAX & !0xFFF,
+        )
     };
     assert_eq!(p, libc::MAP_FAILED, "huge offset");
 }
@@ -304,12 +328,17 @@ fn vfio_outside_the_slice_is_ballooned() {
     enable_mem(&dev);
     let outside = if a.ap_base > 0 { 0 } else { a.ap_base + a.ap_size };
     let b0 = ballooned(&m);
-    assert_eq!(pwrite(&dev, BAR2, outside + 16, &0xFFFF_FFFFu32.to_le_bytes()).unwrap(), 4, "write outside: accepted, dropped");
+    assert_eq!(
+        pwrite(&dev, BAR2, outside + 16, &0xFFFF_FFFFu32.to_le_bytes()).unwrap(),
+        4,
+        "write outside: accepted, dropped"
+    );
     assert_eq!(read32(&dev, BAR2, outside + 16), 0, "read outside: 0");
     assert_eq!(ballooned(&m), b0 + 2, "both accesses counted in gvt/ballooned");
     // A span that crosses a slice edge: the inside part lands, the outside
     // part is ballooned (one count per page piece).
-    let (at, inside) = if a.ap_base + a.ap_size < APERTURE { (a.ap_base + a.ap_size - 8, 0..8) } else { (a.ap_base - 8, 8..16) };
+    let (at, inside) =
+        if a.ap_base + a.ap_size < APERTURE { (a.ap_base + a.ap_size - 8, 0..8) } else { (a.ap_base - 8, 8..16) };
     let data = [0x77u8; 16];
     assert_eq!(pwrite(&dev, BAR2, at, &data).unwrap(), 16);
     let mut back = [0xEEu8; 16];
@@ -330,9 +359,18 @@ fn vfio_two_vgpus_are_isolated() {
     let m1 = vgpu(64);
     let m2 = vgpu(64);
     let (a1, a2) = (attrs(&m1), attrs(&m2));
-    assert!(a1.ap_base + a1.ap_size <= a2.ap_base || a2.ap_base + a2.ap_size <= a1.ap_base, "aperture slices overlap: {a1:?} {a2:?}");
-    assert!(a1.high_base + a1.high_size <= a2.high_base || a2.high_base + a2.high_size <= a1.high_base, "high GM overlaps");
-    assert!(a1.fence_base + a1.fence_count <= a2.fence_base || a2.fence_base + a2.fence_count <= a1.fence_base, "fences overlap");
+    assert!(
+        a1.ap_base + a1.ap_size <= a2.ap_base || a2.ap_base + a2.ap_size <= a1.ap_base,
+        "aperture slices overlap: {a1:?} {a2:?}"
+    );
+    assert!(
+        a1.high_base + a1.high_size <= a2.high_base || a2.high_base + a2.high_size <= a1.high_base,
+        "high GM overlaps"
+    );
+    assert!(
+        a1.fence_base + a1.fence_count <= a2.fence_base || a2.fence_base + a2.fence_count <= a1.fence_base,
+        "fences overlap"
+    );
     assert_ne!(a1.id, a2.id);
     let d1 = open(&m1);
     let d2 = open(&m2);
@@ -376,8 +414,10 @@ fn vfio_msi_and_intx_eventfds() {
     dev.trigger_irq(VFIO_PCI_MSI_IRQ_INDEX, 0).expect("loop back MSI (DATA_NONE)");
     dev.trigger_irq(VFIO_PCI_MSI_IRQ_INDEX, 0).unwrap();
     assert_eq!(drain(&msi), 2, "two MSIs counted by the eventfd");
-    set_irqs(&dev, irq_set(VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &[1])).unwrap();
-    set_irqs(&dev, irq_set(VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &[0])).unwrap();
+    set_irqs(&dev, irq_set(VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &[1]))
+        .unwrap();
+    set_irqs(&dev, irq_set(VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &[0]))
+        .unwrap();
     assert_eq!(drain(&msi), 1, "DATA_BOOL true triggers, false does not");
     assert!(dev.trigger_irq(VFIO_PCI_MSI_IRQ_INDEX, 1).is_err(), "only one MSI vector");
     dev.disable_msi().expect("disable MSI");
@@ -385,7 +425,17 @@ fn vfio_msi_and_intx_eventfds() {
     assert_eq!(drain(&msi), 0, "no signal once MSI is disabled");
     // De-assign with fd -1.
     dev.enable_msi(vec![&msi]).unwrap();
-    set_irqs(&dev, irq_set(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &(-1i32).to_le_bytes())).unwrap();
+    set_irqs(
+        &dev,
+        irq_set(
+            VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+            VFIO_PCI_MSI_IRQ_INDEX,
+            0,
+            1,
+            &(-1i32).to_le_bytes(),
+        ),
+    )
+    .unwrap();
     dev.trigger_irq(VFIO_PCI_MSI_IRQ_INDEX, 0).unwrap();
     assert_eq!(drain(&msi), 0, "fd -1 de-assigns");
 
@@ -455,11 +505,19 @@ fn vfio_bad_requests_get_the_right_errno() {
     // GET_INFO / GET_REGION_INFO / GET_IRQ_INFO argsz and index checks.
     let mut info = vfio_device_info { argsz: 8, ..Default::default() };
     assert_eq!(errno(ioctl(&dev, VFIO_DEVICE_GET_INFO, &mut info)), libc::EINVAL, "GET_INFO argsz too small");
-    let mut ri = vfio_region_info { argsz: std::mem::size_of::<vfio_region_info>() as u32, index: VFIO_PCI_NUM_REGIONS, ..Default::default() };
+    let mut ri = vfio_region_info {
+        argsz: std::mem::size_of::<vfio_region_info>() as u32,
+        index: VFIO_PCI_NUM_REGIONS,
+        ..Default::default()
+    };
     assert_eq!(errno(ioctl(&dev, VFIO_DEVICE_GET_REGION_INFO, &mut ri)), libc::EINVAL, "region index 9");
     ri.index = 0;
     ri.argsz = 12;
-    assert_eq!(errno(ioctl(&dev, VFIO_DEVICE_GET_REGION_INFO, &mut ri)), libc::EINVAL, "GET_REGION_INFO argsz too small");
+    assert_eq!(
+        errno(ioctl(&dev, VFIO_DEVICE_GET_REGION_INFO, &mut ri)),
+        libc::EINVAL,
+        "GET_REGION_INFO argsz too small"
+    );
     // A region info buffer too small for the capability chain: the kernel
     // reports the size it needs and no chain.
     ri = vfio_region_info { argsz: std::mem::size_of::<vfio_region_info>() as u32, index: BAR2, ..Default::default() };
@@ -478,38 +536,121 @@ fn vfio_bad_requests_get_the_right_errno() {
     let ev = EventFd::new(EFD_NONBLOCK).unwrap();
     let fd = std::os::fd::AsRawFd::as_raw_fd(&ev).to_le_bytes();
     assert_eq!(errno(set_irqs(&dev, irq_set(trig_none, VFIO_PCI_NUM_IRQS, 0, 1, &[]))), libc::EINVAL, "irq index 5");
-    assert_eq!(errno(set_irqs(&dev, irq_set(trig_ev, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &fd))), libc::EINVAL, "MSI-X has no vectors");
-    assert_eq!(errno(set_irqs(&dev, irq_set(trig_ev, VFIO_PCI_ERR_IRQ_INDEX, 0, 1, &fd))), libc::EINVAL, "ERR has no vectors");
-    assert_eq!(errno(set_irqs(&dev, irq_set(trig_none, VFIO_PCI_MSI_IRQ_INDEX, 1, 1, &[]))), libc::EINVAL, "MSI vector 1");
-    assert_eq!(errno(set_irqs(&dev, irq_set(trig_ev, VFIO_PCI_MSI_IRQ_INDEX, 0, 2, &[fd, fd].concat()))), libc::EINVAL, "two MSI vectors");
+    assert_eq!(
+        errno(set_irqs(&dev, irq_set(trig_ev, VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, &fd))),
+        libc::EINVAL,
+        "MSI-X has no vectors"
+    );
+    assert_eq!(
+        errno(set_irqs(&dev, irq_set(trig_ev, VFIO_PCI_ERR_IRQ_INDEX, 0, 1, &fd))),
+        libc::EINVAL,
+        "ERR has no vectors"
+    );
+    assert_eq!(
+        errno(set_irqs(&dev, irq_set(trig_none, VFIO_PCI_MSI_IRQ_INDEX, 1, 1, &[]))),
+        libc::EINVAL,
+        "MSI vector 1"
+    );
+    assert_eq!(
+        errno(set_irqs(&dev, irq_set(trig_ev, VFIO_PCI_MSI_IRQ_INDEX, 0, 2, &[fd, fd].concat()))),
+        libc::EINVAL,
+        "two MSI vectors"
+    );
     let mut short = irq_set(trig_ev, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &fd);
     short[..4].copy_from_slice(&20u32.to_le_bytes());
     assert_eq!(errno(set_irqs(&dev, short)), libc::EINVAL, "argsz without room for the eventfd");
     let mut tiny = irq_set(trig_none, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &[]);
     tiny[..4].copy_from_slice(&8u32.to_le_bytes());
     assert_eq!(errno(set_irqs(&dev, tiny)), libc::EINVAL, "argsz below the header");
-    assert_eq!(errno(set_irqs(&dev, irq_set(0xFFFF_0000 | trig_none, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &[]))), libc::EINVAL, "unknown flags");
-    assert_eq!(errno(set_irqs(&dev, irq_set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0, 1, &[1]))), libc::EINVAL, "two data types");
-    assert_eq!(errno(set_irqs(&dev, irq_set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_MASK, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &[]))), libc::EINVAL, "MSI is not maskable");
-    assert_eq!(errno(set_irqs(&dev, irq_set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK, VFIO_PCI_INTX_IRQ_INDEX, 0, 0, &[]))), libc::EINVAL, "unmask of zero vectors");
+    assert_eq!(
+        errno(set_irqs(&dev, irq_set(0xFFFF_0000 | trig_none, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &[]))),
+        libc::EINVAL,
+        "unknown flags"
+    );
+    assert_eq!(
+        errno(set_irqs(
+            &dev,
+            irq_set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER, 0, 0, 1, &[1])
+        )),
+        libc::EINVAL,
+        "two data types"
+    );
+    assert_eq!(
+        errno(set_irqs(
+            &dev,
+            irq_set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_MASK, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &[])
+        )),
+        libc::EINVAL,
+        "MSI is not maskable"
+    );
+    assert_eq!(
+        errno(set_irqs(
+            &dev,
+            irq_set(VFIO_IRQ_SET_DATA_NONE | VFIO_IRQ_SET_ACTION_UNMASK, VFIO_PCI_INTX_IRQ_INDEX, 0, 0, &[])
+        )),
+        libc::EINVAL,
+        "unmask of zero vectors"
+    );
     let null = std::fs::File::open("/dev/null").unwrap();
     let nfd = std::os::fd::AsRawFd::as_raw_fd(&null).to_le_bytes();
-    assert_eq!(errno(set_irqs(&dev, irq_set(trig_ev, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &nfd))), libc::EINVAL, "a non-eventfd fd");
-    assert_eq!(errno(set_irqs(&dev, irq_set(trig_ev, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &999i32.to_le_bytes()))), libc::EBADF, "a closed fd");
-    assert_eq!(errno(set_irqs(&dev, irq_set(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_UNMASK, VFIO_PCI_INTX_IRQ_INDEX, 0, 1, &nfd))), libc::EINVAL, "unmask irqfd on a non-eventfd");
+    assert_eq!(
+        errno(set_irqs(&dev, irq_set(trig_ev, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &nfd))),
+        libc::EINVAL,
+        "a non-eventfd fd"
+    );
+    assert_eq!(
+        errno(set_irqs(&dev, irq_set(trig_ev, VFIO_PCI_MSI_IRQ_INDEX, 0, 1, &999i32.to_le_bytes()))),
+        libc::EBADF,
+        "a closed fd"
+    );
+    assert_eq!(
+        errno(set_irqs(
+            &dev,
+            irq_set(VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_UNMASK, VFIO_PCI_INTX_IRQ_INDEX, 0, 1, &nfd)
+        )),
+        libc::EINVAL,
+        "unmask irqfd on a non-eventfd"
+    );
     // Unknown ioctls.
     let mut junk = [0u8; 64];
-    assert_eq!(errno(ioctl_raw(&dev, vfio_ioc(60), junk.as_mut_ptr())), libc::ENOTTY, "unknown VFIO ioctl");
-    assert_eq!(errno(ioctl_raw(&dev, 0x5401, junk.as_mut_ptr())), libc::ENOTTY, "TCGETS");
+    assert_eq!(errno(ioctl_bytes(&dev, vfio_ioc(60), &mut junk)), libc::ENOTTY, "unknown VFIO ioctl");
+    assert_eq!(errno(ioctl_bytes(&dev, 0x5401, &mut junk)), libc::ENOTTY, "TCGETS");
     // Bad user pointers are EFAULT, not an oops.
-    assert_eq!(errno(ioctl_raw(&dev, VFIO_DEVICE_GET_INFO, 16 as *mut u8)), libc::EFAULT, "GET_INFO on a bad pointer");
-    assert_eq!(errno(ioctl_raw(&dev, VFIO_DEVICE_SET_IRQS, 16 as *mut u8)), libc::EFAULT, "SET_IRQS on a bad pointer");
-    // SAFETY: deliberately bad user pointers; the kernel must refuse them.
-    let r = unsafe { libc::pread(std::os::fd::AsRawFd::as_raw_fd(&dev), 16 as *mut libc::c_void, 4, (region_off(BAR0) + PVINFO) as i64) };
-    assert_eq!((r, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EFAULT)), "BAR0 read into a bad pointer");
+    // SAFETY: nothing is mapped at address 16; the kernel must refuse it.
+    assert_eq!(
+        errno(unsafe { ioctl_raw(&dev, VFIO_DEVICE_GET_INFO, 16 as *mut u8) }),
+        libc::EFAULT,
+        "GET_INFO on a bad pointer"
+    );
     // SAFETY: as above.
-    let r = unsafe { libc::pwrite(std::os::fd::AsRawFd::as_raw_fd(&dev), 16 as *const libc::c_void, 4, region_off(CFG) as i64 + 4) };
-    assert_eq!((r, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EFAULT)), "config write from a bad pointer");
+    assert_eq!(
+        errno(unsafe { ioctl_raw(&dev, VFIO_DEVICE_SET_IRQS, 16 as *mut u8) }),
+        libc::EFAULT,
+        "SET_IRQS on a bad pointer"
+    );
+    // SAFETY: deliberately bad user pointers; the kernel must refuse them.
+    let r = unsafe {
+        libc::pread(
+            std::os::fd::AsRawFd::as_raw_fd(&dev),
+            16 as *mut libc::c_void,
+            4,
+            (region_off(BAR0) + PVINFO) as i64,
+        )
+    };
+    assert_eq!(
+        (r, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EFAULT)),
+        "BAR0 read into a bad pointer"
+    );
+    // SAFETY: as above.
+    let r = unsafe {
+        libc::pwrite(std::os::fd::AsRawFd::as_raw_fd(&dev), 16 as *const libc::c_void, 4, region_off(CFG) as i64 + 4)
+    };
+    assert_eq!(
+        (r, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EFAULT)),
+        "config write from a bad pointer"
+    );
     // The device still works.
     assert_eq!(read64(&dev, BAR0, PVINFO), VGT_MAGIC);
 }

@@ -22,7 +22,16 @@ fn fail(msg: &str) -> ! {
 fn map(path: &str, off: usize, len: usize) -> *mut u8 {
     let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
     // SAFETY: a fresh shared mapping of the BAR file; the kernel checks the range.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), off as i64) };
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            off as i64,
+        )
+    };
     if p == libc::MAP_FAILED {
         fail(&format!("mmap {path} at {off:#x}+{len:#x}: {}", std::io::Error::last_os_error()));
     }
@@ -51,8 +60,18 @@ fn main() {
     let dev = dev.unwrap_or_else(|| fail("no 1234:6776 device"));
     let res = fs::read_to_string(dev.join("resource")).unwrap_or_else(|e| fail(&e.to_string()));
     let size = |line: usize| -> u64 {
-        let f: Vec<u64> = res.lines().nth(line).unwrap_or("").split_whitespace().map(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).unwrap_or(0)).collect();
-        if f.len() < 2 || f[1] == 0 { 0 } else { f[1] - f[0] + 1 }
+        let f: Vec<u64> = res
+            .lines()
+            .nth(line)
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).unwrap_or(0))
+            .collect();
+        if f.len() < 2 || f[1] == 0 {
+            0
+        } else {
+            f[1] - f[0] + 1
+        }
     };
     let (bar0, bar2) = (size(0), size(2));
     println!("L2: vgpu bars bar0={bar0:#x} bar2={bar2:#x}");
