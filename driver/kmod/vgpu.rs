@@ -666,9 +666,10 @@ unsafe extern "C" fn vgpu_ioctl(vdev: *mut vfio::vfio_device, cmd: u32, arg: usi
                 let State { core, vregs, ggtt, .. } = &mut *st;
                 core.reset(vregs, ggtt);
             }
-            // Reset turns memory decode off: drop the CPU mappings.
+            // Reset turns memory decode off: drop the CPU mappings.  The
+            // VMM's interrupt setup (eventfds, INTx mask) is its own state
+            // and survives, as with vfio-pci.
             zap_aperture(vdev);
-            v.set_intx_mask(false);
             Ok(())
         }
         _ => Err(ENOTTY),
@@ -688,7 +689,11 @@ fn ioctl_get_info(arg: usize) -> Result {
     info.flags = vfio::VFIO_DEVICE_FLAGS_PCI | vfio::VFIO_DEVICE_FLAGS_RESET;
     info.num_regions = NUM_REGIONS;
     info.num_irqs = NUM_IRQS;
-    copy_out(arg, &info, minsz)
+    // No device capabilities (no FLAGS_CAPS): as vfio-pci, write back as
+    // much of the struct as the caller has room for, cap_offset 0.
+    info.cap_offset = 0;
+    let out = (info.argsz as usize).min(core::mem::size_of::<vfio::vfio_device_info>());
+    copy_out(arg, &info, out)
 }
 
 fn ioctl_irq_info(arg: usize) -> Result {

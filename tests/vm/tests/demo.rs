@@ -42,3 +42,63 @@ fn demo_mdev_to_unmodified_qemu() {
     mdev.remove().expect("remove");
     println!("demo: removed; done");
 }
+
+/// The gvt_rs demo: load the driver, show the GVT-g-style types, create two
+/// vGPUs, show their ballooning (sysfs and the PVINFO page each guest reads),
+/// and drive both through the VFIO consumer (vfio-ioctls).
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn demo_gvt_two_vgpus() {
+    use gvt_vmtests::gvt::{self, attrs, enable_mem, open, read32, read64, Mapping, PARENT, PVINFO};
+    use vfio_bindings::bindings::vfio::{VFIO_PCI_BAR0_REGION_INDEX as BAR0, VFIO_PCI_BAR2_REGION_INDEX as BAR2};
+
+    println!("demo: insmod gvt_rs.ko {}", gvt::PARAMS.join(" "));
+    gvt::load();
+    println!("demo: parent /sys/class/mdev_bus/{PARENT}");
+    for t in types_of(PARENT) {
+        let d = format!("/sys/class/mdev_bus/{PARENT}/mdev_supported_types/{t}");
+        let desc = fs::read_to_string(format!("{d}/description")).unwrap();
+        let avail = fs::read_to_string(format!("{d}/available_instances")).unwrap();
+        println!("demo: type {t}: available_instances={} | {}", avail.trim(), desc.trim().replace('\n', ", "));
+    }
+    let m1 = Mdev::create(PARENT, &gvt::type_mb(64)).expect("create vGPU 1");
+    let m2 = Mdev::create(PARENT, &gvt::type_mb(32)).expect("create vGPU 2");
+    for (m, name) in [(&m1, "vGPU 1"), (&m2, "vGPU 2")] {
+        let a = attrs(m);
+        println!(
+            "demo: {name} {}: id {}, aperture {:#x}+{:#x}, high GM {:#x}+{:#x}, fences {}+{}",
+            m.uuid, a.id, a.ap_base, a.ap_size, a.high_base, a.high_size, a.fence_base, a.fence_count
+        );
+    }
+    for t in types_of(PARENT) {
+        let avail = fs::read_to_string(format!("/sys/class/mdev_bus/{PARENT}/mdev_supported_types/{t}/available_instances")).unwrap();
+        println!("demo: after two creates, {t}: available_instances={}", avail.trim());
+    }
+    let d1 = open(&m1);
+    let d2 = open(&m2);
+    for (m, d, name) in [(&m1, &d1, "vGPU 1"), (&m2, &d2, "vGPU 2")] {
+        enable_mem(d);
+        let a = attrs(m);
+        let magic = read64(d, BAR0, PVINFO);
+        let (base, size) = (read32(d, BAR0, PVINFO + 0x40), read32(d, BAR0, PVINFO + 0x44));
+        println!(
+            "demo: {name} through VFIO: PVINFO magic {magic:#x}, vgt_id {}, mappable {base:#x}+{size:#x}, fences {}",
+            read32(d, BAR0, PVINFO + 0x0C),
+            read32(d, BAR0, PVINFO + 0x50)
+        );
+        assert_eq!(magic, gvt::VGT_MAGIC);
+        assert_eq!((u64::from(base), u64::from(size)), (a.ap_base, a.ap_size));
+        let map = Mapping::new(d, BAR2, a.ap_base, 4096).expect("mmap the slice");
+        map.write32(0, 0xD000 + a.id as u32);
+        println!("demo: {name}: wrote {:#x} through its aperture mapping; region read sees {:#x}", 0xD000 + a.id, read32(d, BAR2, a.ap_base));
+    }
+    let (a1, a2) = (attrs(&m1), attrs(&m2));
+    println!("demo: vGPU 2 reading vGPU 1's slice: {:#x} (ballooned)", read32(&d2, BAR2, a1.ap_base));
+    assert_eq!(read32(&d2, BAR2, a1.ap_base), 0);
+    assert_eq!(read32(&d1, BAR2, a1.ap_base), 0xD000 + a1.id as u32);
+    assert_eq!(read32(&d2, BAR2, a2.ap_base), 0xD000 + a2.id as u32);
+    drop((d1, d2));
+    m1.remove().expect("remove");
+    m2.remove().expect("remove");
+    println!("demo: removed both vGPUs; done");
+}

@@ -40,8 +40,10 @@ fn vfio_device_region_and_irq_info() {
     let a = attrs(&m);
     let dev = open(&m);
 
-    let mut info = vfio_device_info { argsz: std::mem::size_of::<vfio_device_info>() as u32, ..Default::default() };
+    let mut info =
+        vfio_device_info { argsz: std::mem::size_of::<vfio_device_info>() as u32, cap_offset: 77, ..Default::default() };
     ioctl(&dev, VFIO_DEVICE_GET_INFO, &mut info).expect("GET_INFO");
+    assert_eq!(info.cap_offset, 0, "no device capabilities");
     assert_eq!(info.flags, VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET, "device flags");
     assert_eq!(info.num_regions, VFIO_PCI_NUM_REGIONS);
     assert_eq!(info.num_irqs, VFIO_PCI_NUM_IRQS);
