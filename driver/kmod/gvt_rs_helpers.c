@@ -153,3 +153,10 @@ const struct attribute_group *gvt_rs_vgpu_groups[] = {
 	&gvt_rs_vgpu_group,
 	NULL,
 };
+
+/* Unmap every CPU mapping of [start, start + len) of the device file (the
+ * vfio core points every device file's f_mapping at vdev->inode). */
+void gvt_rs_zap_range(struct vfio_device *vdev, u64 start, u64 len)
+{
+	unmap_mapping_range(vdev->inode->i_mapping, start, len, true);
+}

@@ -31,6 +31,7 @@ void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx);
 bool gvt_rs_is_err(const void *ptr);
 long gvt_rs_ptr_err(const void *ptr);
 struct module *gvt_rs_this_module(void);
+void gvt_rs_zap_range(struct vfio_device *vdev, u64 start, u64 len);
 
 /* Per-vGPU sysfs group "gvt" (/sys/bus/mdev/devices/UUID/gvt/...): the table is
  * built with the DEVICE_ATTR macros in C; show/store are implemented in Rust. */

@@ -40,22 +40,22 @@ impl ParentConfig {
     fn layout(&self) -> Result<GmLayout> {
         let a = self.aperture_mb;
         if !(16..=4096).contains(&a) || !a.is_power_of_two() {
-            pr_err!("gvt_rs: aperture_mb={a} is invalid: must be a power of two in 16..=4096\n");
+            pr_err!("aperture_mb={a} is invalid: must be a power of two in 16..=4096\n");
             return Err(EINVAL);
         }
         if self.gm_mb > 4096 || u64::from(self.gm_mb) < u64::from(a) + (HOST_RESERVED_HIGH >> 20) + 1 {
             pr_err!(
-                "gvt_rs: gm_mb={} is invalid: must be <= 4096 and leave room above aperture_mb={a} for 16 MiB of host GM\n",
+                "gm_mb={} is invalid: must be <= 4096 and leave room above aperture_mb={a} for 16 MiB of host GM\n",
                 self.gm_mb
             );
             return Err(EINVAL);
         }
         if !(1..=16).contains(&self.fences) {
-            pr_err!("gvt_rs: fences={} is invalid: must be in 1..=16\n", self.fences);
+            pr_err!("fences={} is invalid: must be in 1..=16\n", self.fences);
             return Err(EINVAL);
         }
         if !(1..=MAX_VGPUS as u32).contains(&self.max_vgpus) {
-            pr_err!("gvt_rs: max_vgpus={} is invalid: must be in 1..={MAX_VGPUS}\n", self.max_vgpus);
+            pr_err!("max_vgpus={} is invalid: must be in 1..={MAX_VGPUS}\n", self.max_vgpus);
             return Err(EINVAL);
         }
         Ok(GmLayout {
@@ -121,13 +121,13 @@ impl Parent {
     pub(crate) fn register(module: &'static ThisModule, cfg: ParentConfig) -> Result<Pin<KBox<Parent>>> {
         let layout = cfg.layout()?;
         let partitioner = Partitioner::new(layout).map_err(|e| {
-            pr_err!("gvt_rs: unusable graphics memory layout: {e:?}\n");
+            pr_err!("unusable graphics memory layout: {e:?}\n");
             EINVAL
         })?;
         let type_info = VgpuTypes::derive(&layout, cfg.max_vgpus);
         let ntypes = type_info.len().min(MAX_TYPES);
         if ntypes == 0 {
-            pr_err!("gvt_rs: no vGPU type fits aperture_mb={} gm_mb={}\n", cfg.aperture_mb, cfg.gm_mb);
+            pr_err!("no vGPU type fits aperture_mb={} gm_mb={}\n", cfg.aperture_mb, cfg.gm_mb);
             return Err(EINVAL);
         }
         let mut type_names = [[0u8; NAME_LEN]; MAX_TYPES];
@@ -158,7 +158,7 @@ impl Parent {
             return Err(e);
         }
         pr_info!(
-            "gvt_rs: gvt-sim parent gvt-sim0: aperture {} MiB, GM {} MiB, {} fences, up to {} vGPUs, {} types\n",
+            "gvt-sim parent gvt-sim0: aperture {} MiB, GM {} MiB, {} fences, up to {} vGPUs, {} types\n",
             cfg.aperture_mb,
             cfg.gm_mb,
             cfg.fences,
@@ -263,7 +263,7 @@ impl Parent {
         }
         PARENT.store(ptr::null_mut(), Ordering::Release);
         let st = self.state.lock();
-        pr_info!("gvt_rs: unloaded ({} vGPUs were live)\n", st.partitioner.live());
+        pr_info!("unloaded ({} vGPUs were live)\n", st.partitioner.live());
     }
 
     /// Index of the type `mtype` points to.
@@ -294,7 +294,7 @@ impl Parent {
     pub(crate) fn free_vgpu(&self, id: u32, pid: PartitionId) {
         let mut st = self.state.lock();
         if st.partitioner.destroy(pid).is_err() {
-            pr_err!("gvt_rs: vGPU {id}: partition {pid:?} was not allocated\n");
+            pr_err!("vGPU {id}: partition {pid:?} was not allocated\n");
         }
         if (1..=32).contains(&id) {
             st.ids &= !(1 << (id - 1));

@@ -7,7 +7,17 @@
 //! Region layout (vfio-pci convention): region `i` starts at file offset
 //! `i << 40`.  Lock rule: never touch user memory while holding a vGPU's
 //! state lock (a user buffer may be the vGPU's own aperture mapping, whose
-//! fault handler takes that lock).
+//! fault handler takes that lock).  Lock order: `state` and `irqs` are never
+//! held together; `virqfd_lock` is taken alone (disabling an irqfd waits for
+//! its callback, which takes `irqs`).
+//!
+//! The command register is honoured the way vfio-pci honours it on real
+//! devices: with memory decode off, BAR region reads/writes fail with EIO,
+//! aperture faults raise SIGBUS, and turning decode off (or a reset) zaps
+//! every aperture mapping so the next CPU access faults and is checked
+//! again.  INTx follows `linux/vfio.h`: maskable, automasked after it fires,
+//! never raised while the guest set `INTX_DISABLE`; mask/unmask also work
+//! through eventfds (vfio's virqfd, as QEMU's KVM resamplefd path uses).
 
 use core::ptr;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -15,6 +25,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::page::Page;
 use kernel::prelude::*;
 use kernel::sync::Mutex;
+use kernel::types::Opaque;
 use kernel::uaccess::{UserPtr, UserSlice};
 use kernel::error::to_result;
 use kernel::{bindings, new_mutex};
@@ -26,6 +37,7 @@ use crate::parent::{self, ByteWriter};
 use crate::vfio;
 
 const REGION_SHIFT: u32 = 40;
+const PAGE_SHIFT: u32 = 12;
 const REGION_MASK: u64 = (1u64 << REGION_SHIFT) - 1;
 const BAR0: u32 = vfio::VFIO_PCI_BAR0_REGION_INDEX;
 const BAR2: u32 = vfio::VFIO_PCI_BAR2_REGION_INDEX;
@@ -83,13 +95,34 @@ pub(crate) struct Vgpu {
     state: Mutex<State>,
     #[pin]
     irqs: Mutex<Irqs>,
+    /// INTx mask (0) and unmask (1) irqfds.  vfio's virqfd code owns these
+    /// slots (it clears them under its own lock when the eventfd closes);
+    /// we only hand their addresses to `vfio_virqfd_{enable,disable}`.
+    virqfd: [Opaque<*mut vfio::virqfd>; 2],
+    /// Serialises virqfd enable/disable.
+    #[pin]
+    virqfd_lock: Mutex<()>,
 }
 
+const VIRQFD_MASK: usize = 0;
+const VIRQFD_UNMASK: usize = 1;
+const INTX: u32 = vfio::VFIO_PCI_INTX_IRQ_INDEX;
+
 impl Vgpu {
+    /// The device raises interrupt `index` (or the VMM loops one back with
+    /// `SET_IRQS` `ACTION_TRIGGER`).  INTx is level-triggered and automasked:
+    /// it is not raised while masked or while the guest's command register
+    /// has `INTX_DISABLE`, and raising it masks it until the VMM unmasks.
     fn signal(&self, index: u32) {
-        let irqs = self.irqs.lock();
-        if index == vfio::VFIO_PCI_INTX_IRQ_INDEX && irqs.intx_masked {
+        if index == INTX && self.state.lock().core.cfg().intx_disabled() {
             return;
+        }
+        let mut irqs = self.irqs.lock();
+        if index == INTX {
+            if irqs.intx_masked {
+                return;
+            }
+            irqs.intx_masked = true;
         }
         if let Some(&ctx) = irqs.ctx.get(index as usize) {
             if !ctx.is_null() {
@@ -101,6 +134,10 @@ impl Vgpu {
 
     fn set_eventfd(&self, index: u32, ctx: *mut bindings::eventfd_ctx) {
         let mut irqs = self.irqs.lock();
+        if index == INTX {
+            // A new (or no) trigger starts unmasked, as in vfio-pci.
+            irqs.intx_masked = false;
+        }
         if let Some(slot) = irqs.ctx.get_mut(index as usize) {
             let old = core::mem::replace(slot, ctx);
             if !old.is_null() {
@@ -113,12 +150,68 @@ impl Vgpu {
         }
     }
 
+    /// Bind (fd >= 0) or unbind (fd < 0) the INTx mask/unmask irqfd `which`.
+    fn set_virqfd(&self, which: usize, fd: i32) -> Result {
+        let Some(slot) = self.virqfd.get(which) else {
+            return Err(EINVAL);
+        };
+        let _guard = self.virqfd_lock.lock();
+        if fd < 0 {
+            // SAFETY: the slot is only written by vfio's virqfd code, which
+            // serialises on its own lock; disabling an empty slot is a no-op.
+            unsafe { vfio::vfio_virqfd_disable(slot.get()) };
+            return Ok(());
+        }
+        let thread: unsafe extern "C" fn(*mut core::ffi::c_void, *mut core::ffi::c_void) =
+            if which == VIRQFD_MASK { intx_virqfd_mask } else { intx_virqfd_unmask };
+        // SAFETY: `self` outlives the irqfd: `disable_irqs` (close and
+        // release) disables it, which waits for a running callback.
+        to_result(unsafe {
+            vfio::vfio_virqfd_enable(
+                ptr::from_ref(self).cast_mut().cast(),
+                None,
+                Some(thread),
+                ptr::null_mut(),
+                slot.get(),
+                fd,
+            )
+        })
+    }
+
+    fn set_intx_mask(&self, masked: bool) {
+        self.irqs.lock().intx_masked = masked;
+    }
+
     fn disable_irqs(&self) {
+        for which in [VIRQFD_MASK, VIRQFD_UNMASK] {
+            let _ = self.set_virqfd(which, -1);
+        }
         for i in 0..NUM_IRQS {
             self.set_eventfd(i, ptr::null_mut());
         }
         self.irqs.lock().intx_masked = false;
     }
+}
+
+/// virqfd callbacks (process context, from vfio's workqueue).
+unsafe extern "C" fn intx_virqfd_mask(opaque: *mut core::ffi::c_void, _data: *mut core::ffi::c_void) {
+    // SAFETY: `opaque` is the `Vgpu` that enabled the irqfd and disables it
+    // (waiting for this callback) before it is freed.
+    unsafe { &*opaque.cast::<Vgpu>() }.set_intx_mask(true);
+}
+
+unsafe extern "C" fn intx_virqfd_unmask(opaque: *mut core::ffi::c_void, _data: *mut core::ffi::c_void) {
+    // SAFETY: as in `intx_virqfd_mask`.
+    unsafe { &*opaque.cast::<Vgpu>() }.set_intx_mask(false);
+}
+
+/// Zap every CPU mapping of the aperture region (BAR2) of `vdev`, so the
+/// next access faults and is checked again (memory decode off, reset).
+fn zap_aperture(vdev: *mut vfio::vfio_device) {
+    let start = u64::from(BAR2) << REGION_SHIFT;
+    // SAFETY: `vdev` is a live, initialised vfio device (all callers run
+    // between init and release).
+    unsafe { vfio::gvt_rs_zap_range(vdev, start, 1u64 << REGION_SHIFT) };
 }
 
 /// # Safety
@@ -226,7 +319,7 @@ unsafe extern "C" fn vgpu_init(vdev: *mut vfio::vfio_device) -> i32 {
     let (id, pid, part) = match p.alloc_vgpu(ty) {
         Ok(v) => v,
         Err(e) => {
-            pr_warn!("gvt_rs: cannot create a {} vGPU: not enough graphics memory or fences left\n", ty.low_gm_size >> 20);
+            pr_warn!("cannot create a {} MiB vGPU: not enough graphics memory, fences or vGPU slots left\n", ty.low_gm_size >> 20);
             return e.to_errno();
         }
     };
@@ -235,7 +328,7 @@ unsafe extern "C" fn vgpu_init(vdev: *mut vfio::vfio_device) -> i32 {
             // SAFETY: `vdev` is the first field of a zeroed `VgpuDev`.
             unsafe { (*vdev.cast::<VgpuDev>()).vgpu = v };
             pr_info!(
-                "gvt_rs: vGPU {id}: aperture {:#x}+{:#x}, high GM {:#x}+{:#x}, fences {}+{}\n",
+                "vGPU {id}: aperture {:#x}+{:#x}, high GM {:#x}+{:#x}, fences {}+{}\n",
                 part.aperture.base,
                 part.aperture.size,
                 part.high.base,
@@ -274,6 +367,8 @@ fn new_vgpu(id: u32, pid: PartitionId, part: Partition, type_idx: usize, weight:
             ballooned: AtomicU64::new(0),
             state <- new_mutex!(State { core, vregs, ggtt, aperture, weight }),
             irqs <- new_mutex!(Irqs { ctx: [ptr::null_mut(); NUM_IRQS as usize], intx_masked: false }),
+            virqfd: [Opaque::new(ptr::null_mut()), Opaque::new(ptr::null_mut())],
+            virqfd_lock <- new_mutex!(()),
         }),
         GFP_KERNEL,
     )?;
@@ -294,7 +389,7 @@ unsafe extern "C" fn vgpu_release(vdev: *mut vfio::vfio_device) {
     let v = unsafe { KBox::from_raw(raw) };
     v.disable_irqs();
     parent::get().free_vgpu(v.id, v.pid);
-    pr_info!("gvt_rs: vGPU {} destroyed\n", v.id);
+    pr_info!("vGPU {} destroyed\n", v.id);
 }
 
 unsafe extern "C" fn vgpu_open(vdev: *mut vfio::vfio_device) -> i32 {
@@ -317,7 +412,7 @@ unsafe extern "C" fn vgpu_request(vdev: *mut vfio::vfio_device, count: u32) {
     // SAFETY: called between init and release.
     let v = unsafe { vgpu_of(vdev) };
     if count == 0 {
-        pr_info!("gvt_rs: vGPU {}: remove requested, asking the VMM to release it\n", v.id);
+        pr_info!("vGPU {}: remove requested, asking the VMM to release it\n", v.id);
     }
     v.signal(vfio::VFIO_PCI_REQ_IRQ_INDEX);
 }
@@ -334,7 +429,9 @@ enum Dir {
 }
 
 /// One region access of at most `CHUNK` bytes, on a kernel buffer.
-fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result {
+/// Returns whether the access turned memory decode off (the caller then
+/// zaps the aperture mappings, outside the state lock).
+fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<bool> {
     let len = buf.len() as u64;
     match index {
         CONFIG => {
@@ -344,19 +441,33 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result {
             }
             let mut st = v.state.lock();
             match dir {
-                Dir::Read => st.core.cfg_read_span(off as u32, buf).map_err(access_err),
-                Dir::Write => st.core.cfg_write(off as u32, buf).map_err(access_err),
+                Dir::Read => st.core.cfg_read_span(off as u32, buf).map(|()| false).map_err(access_err),
+                Dir::Write => {
+                    let was_on = st.core.cfg().memory_enabled();
+                    st.core.cfg_write(off as u32, buf).map_err(access_err)?;
+                    Ok(was_on && !st.core.cfg().memory_enabled())
+                }
             }
         }
         BAR0 => {
             let mut st = v.state.lock();
+            // A BAR with memory decode off does not respond (vfio-pci: EIO).
+            if !st.core.cfg().memory_enabled() {
+                return Err(EIO);
+            }
             let State { core, vregs, ggtt, .. } = &mut *st;
             match dir {
-                Dir::Read => core.bar0_read(vregs, ggtt, off, buf).map_err(access_err),
-                Dir::Write => core.bar0_write(vregs, ggtt, off, buf).map(|_events| ()).map_err(access_err),
+                Dir::Read => core.bar0_read(vregs, ggtt, off, buf).map_err(access_err)?,
+                Dir::Write => core.bar0_write(vregs, ggtt, off, buf).map(|_events| ()).map_err(access_err)?,
             }
+            Ok(false)
         }
-        BAR2 => aperture_access(v, off, buf, dir),
+        BAR2 => {
+            if !v.state.lock().core.cfg().memory_enabled() {
+                return Err(EIO);
+            }
+            aperture_access(v, off, buf, dir).map(|()| false)
+        }
         _ => Err(EINVAL),
     }
 }
@@ -421,7 +532,11 @@ fn rw(vdev: *mut vfio::vfio_device, ubuf: usize, count: usize, ppos: *mut i64, d
     let pos = unsafe { *ppos } as u64;
     let index = (pos >> REGION_SHIFT) as u32;
     let off = pos & REGION_MASK;
-    if index >= NUM_REGIONS || count == 0 {
+    // A zero-length transfer moves nothing (read(2)/write(2), vfio-pci).
+    if count == 0 {
+        return 0;
+    }
+    if pos >> REGION_SHIFT >= u64::from(NUM_REGIONS) {
         return errno(EINVAL);
     }
     // Register-like regions take single, naturally aligned accesses; memory
@@ -439,8 +554,12 @@ fn rw(vdev: *mut vfio::vfio_device, ubuf: usize, count: usize, ppos: *mut i64, d
         let user = UserSlice::new(UserPtr::from_addr(ubuf + done), n);
         let piece = &mut bounce[..n];
         let r = match dir {
-            Dir::Read => access(v, index, off + done as u64, piece, dir).and_then(|()| user.writer().write_slice(piece)),
-            Dir::Write => user.reader().read_slice(piece).and_then(|()| access(v, index, off + done as u64, piece, dir)),
+            Dir::Read => access(v, index, off + done as u64, piece, dir).and_then(|_| user.writer().write_slice(piece)),
+            Dir::Write => user.reader().read_slice(piece).and_then(|()| access(v, index, off + done as u64, piece, dir)).map(|decode_off| {
+                if decode_off {
+                    zap_aperture(vdev);
+                }
+            }),
         };
         if let Err(e) = r {
             return if done > 0 { done as isize } else { errno(e) };
@@ -542,9 +661,15 @@ unsafe extern "C" fn vgpu_ioctl(vdev: *mut vfio::vfio_device, cmd: u32, arg: usi
         VFIO_DEVICE_GET_IRQ_INFO => ioctl_irq_info(arg),
         VFIO_DEVICE_SET_IRQS => ioctl_set_irqs(v, arg),
         VFIO_DEVICE_RESET => {
-            let mut st = v.state.lock();
-            let State { core, vregs, ggtt, .. } = &mut *st;
-            core.reset(vregs, ggtt);
+            {
+                let mut st = v.state.lock();
+                let State { core, vregs, ggtt, .. } = &mut *st;
+                core.reset(vregs, ggtt);
+            }
+            // Reset turns memory decode off: drop the CPU mappings.  The
+            // VMM's interrupt setup (eventfds, INTx mask) is its own state
+            // and survives, as with vfio-pci.
+            zap_aperture(vdev);
             Ok(())
         }
         _ => Err(ENOTTY),
@@ -564,7 +689,11 @@ fn ioctl_get_info(arg: usize) -> Result {
     info.flags = vfio::VFIO_DEVICE_FLAGS_PCI | vfio::VFIO_DEVICE_FLAGS_RESET;
     info.num_regions = NUM_REGIONS;
     info.num_irqs = NUM_IRQS;
-    copy_out(arg, &info, minsz)
+    // No device capabilities (no FLAGS_CAPS): as vfio-pci, write back as
+    // much of the struct as the caller has room for, cap_offset 0.
+    info.cap_offset = 0;
+    let out = (info.argsz as usize).min(core::mem::size_of::<vfio::vfio_device_info>());
+    copy_out(arg, &info, out)
 }
 
 fn ioctl_irq_info(arg: usize) -> Result {
@@ -574,14 +703,14 @@ fn ioctl_irq_info(arg: usize) -> Result {
         return Err(EINVAL);
     }
     info.count = irq_count(info.index);
-    info.flags = match info.index {
-        vfio::VFIO_PCI_INTX_IRQ_INDEX => {
-            vfio::VFIO_IRQ_INFO_EVENTFD | vfio::VFIO_IRQ_INFO_MASKABLE | vfio::VFIO_IRQ_INFO_AUTOMASKED
-        }
-        vfio::VFIO_PCI_MSI_IRQ_INDEX => vfio::VFIO_IRQ_INFO_EVENTFD | vfio::VFIO_IRQ_INFO_NORESIZE,
-        vfio::VFIO_PCI_REQ_IRQ_INDEX => vfio::VFIO_IRQ_INFO_EVENTFD,
-        _ => 0,
-    };
+    // As vfio-pci: every index is eventfd-signalled; INTx is maskable and
+    // automasked; the others cannot be resized (no dynamic MSI-X).
+    info.flags = vfio::VFIO_IRQ_INFO_EVENTFD
+        | if info.index == INTX {
+            vfio::VFIO_IRQ_INFO_MASKABLE | vfio::VFIO_IRQ_INFO_AUTOMASKED
+        } else {
+            vfio::VFIO_IRQ_INFO_NORESIZE
+        };
     copy_out(arg, &info, minsz)
 }
 
@@ -603,12 +732,23 @@ fn ioctl_set_irqs(v: &Vgpu, arg: usize) -> Result {
     let kind = hdr.flags & vfio::VFIO_IRQ_SET_DATA_TYPE_MASK;
     match action {
         vfio::VFIO_IRQ_SET_ACTION_MASK | vfio::VFIO_IRQ_SET_ACTION_UNMASK => {
-            if hdr.index != vfio::VFIO_PCI_INTX_IRQ_INDEX {
+            // Only INTx is maskable (GET_IRQ_INFO says so); one vector.
+            if hdr.index != INTX || hdr.count != 1 {
                 return Err(EINVAL);
             }
-            let set = kind == vfio::VFIO_IRQ_SET_DATA_NONE || data[0] != 0;
-            if set && hdr.count > 0 {
-                v.irqs.lock().intx_masked = action == vfio::VFIO_IRQ_SET_ACTION_MASK;
+            let mask = action == vfio::VFIO_IRQ_SET_ACTION_MASK;
+            match kind {
+                vfio::VFIO_IRQ_SET_DATA_NONE => v.set_intx_mask(mask),
+                vfio::VFIO_IRQ_SET_DATA_BOOL => {
+                    if data[0] != 0 {
+                        v.set_intx_mask(mask);
+                    }
+                }
+                vfio::VFIO_IRQ_SET_DATA_EVENTFD => {
+                    let fd = i32::from_ne_bytes(data);
+                    v.set_virqfd(if mask { VIRQFD_MASK } else { VIRQFD_UNMASK }, fd)?;
+                }
+                _ => return Err(EINVAL),
             }
             Ok(())
         }
@@ -627,7 +767,9 @@ fn ioctl_set_irqs(v: &Vgpu, arg: usize) -> Result {
                 let ctx = unsafe { bindings::eventfd_ctx_fdget(fd) };
                 // SAFETY: checking an ERR_PTR-or-pointer value.
                 if unsafe { vfio::gvt_rs_is_err(ctx.cast()) } {
-                    return Err(EINVAL);
+                    // EBADF for a closed fd, EINVAL for a non-eventfd.
+                    // SAFETY: as above.
+                    return Err(Error::from_errno(unsafe { vfio::gvt_rs_ptr_err(ctx.cast()) } as i32));
                 }
                 v.set_eventfd(hdr.index, ctx);
                 Ok(())
@@ -669,11 +811,13 @@ unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings:
     // SAFETY: `vma` is the VMA being set up by mmap(2).
     let (pgoff, len, shared) =
         unsafe { (vfio::gvt_rs_vma_pgoff(vma) as u64, vfio::gvt_rs_vma_len(vma) as u64, vfio::gvt_rs_vma_is_shared(vma)) };
-    let pos = pgoff << 12;
-    if pos >> REGION_SHIFT != u64::from(BAR2) || !shared {
+    // As vfio-pci: the region index is the page offset's top bits (no
+    // overflow for a huge pgoff), a shared mapping only.
+    let index = pgoff >> (REGION_SHIFT - PAGE_SHIFT);
+    if index != u64::from(BAR2) || !shared {
         return EINVAL.to_errno();
     }
-    let off = pos & REGION_MASK;
+    let off = (pgoff & (REGION_MASK >> PAGE_SHIFT)) << PAGE_SHIFT;
     if len == 0 || !v.part.aperture.contains(off, len) {
         return EINVAL.to_errno();
     }
@@ -689,13 +833,20 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
     // SAFETY: `vm_private_data` was set to our `Vgpu` by `vgpu_mmap`.
     let v = unsafe { &*vfio::gvt_rs_vmf_private(vmf).cast::<Vgpu>() };
     // SAFETY: `vmf` is the fault being handled.
-    let pos = (unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64) << 12;
-    let off = pos & REGION_MASK;
+    let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64;
+    let off = (pgoff & (REGION_MASK >> PAGE_SHIFT)) << PAGE_SHIFT;
     if !v.part.aperture.contains(off, PAGE_SIZE) {
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
     let idx = ((off - v.part.aperture.base) / PAGE_SIZE) as usize;
     let mut st = v.state.lock();
+    // Memory decode off: the BAR does not respond (vfio-pci: SIGBUS).  A
+    // config write turning decode off zaps the mappings after this check
+    // can have passed, so a racing fault can at worst map this vGPU's own
+    // page once more until the next zap.
+    if !st.core.cfg().memory_enabled() {
+        return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+    }
     match aperture_page(&mut st, idx) {
         Ok(page) => {
             // SAFETY: takes a reference for the mapping; the page stays

@@ -6,6 +6,8 @@
 //! Every test here is `#[ignore]`d on the host (there is no mdev parent there)
 //! and run by the rig with `--ignored`.
 
+pub mod gvt;
+
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -119,7 +121,12 @@ pub fn nested_accel() -> &'static str {
 /// `L2: ...` lines and powers off; `l2_cmd` is passed as `gvt.l2=` on its
 /// kernel command line.
 pub fn run_l2(extra: &[&str], l2_cmd: &str, limit: Duration) -> Ran {
-    let accel = nested_accel();
+    run_l2_accel(nested_accel(), extra, l2_cmd, limit)
+}
+
+/// [`run_l2`] with an explicit accelerator: `"kvm"` (QEMU attaches the KVM
+/// fd to every VFIO group it opens) or `"tcg"` (no KVM anywhere).
+pub fn run_l2_accel(accel: &str, extra: &[&str], l2_cmd: &str, limit: Duration) -> Ran {
     let mut c = Command::new("qemu-system-x86_64");
     c.args(["-L", &format!("{L2_DIR}/fw"), "-nodefaults", "-no-user-config", "-display", "none"])
         .args(["-serial", "stdio", "-no-reboot", "-m", "128M"])

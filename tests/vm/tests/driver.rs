@@ -48,6 +48,8 @@ fn vgpu_opens_with_vfio_ioctls() {
     assert_eq!(&cfg[9..12], &[0x00, 0x80, 0x03], "class 0x038000");
     assert_eq!(dev.get_region_size(VFIO_PCI_BAR0_REGION_INDEX), 16 << 20);
     assert_eq!(dev.get_region_size(VFIO_PCI_BAR2_REGION_INDEX), 256 << 20);
+    // Memory decode on (BARs do not respond without it, as on hardware).
+    dev.region_write(VFIO_PCI_CONFIG_REGION_INDEX, &2u16.to_le_bytes(), 4);
     let mut magic = [0u8; 8];
     dev.region_read(VFIO_PCI_BAR0_REGION_INDEX, &mut magic, 0x78000);
     assert_eq!(u64::from_le_bytes(magic), 0x4776_5447_7654_4776, "PVINFO magic");

@@ -1,0 +1,122 @@
+//! L2 program (runs inside the nested guest, `gvt.l2=vgpu`): finds the vGPU
+//! that an unmodified QEMU passed through (vendor 0x1234, device 0x6776),
+//! checks its BAR sizes from sysfs, reads PVINFO through `resource0`, and
+//! writes/reads its aperture slice through `resource2`.  Prints
+//! `L2: vgpu ...` lines the L1 test checks; exits non-zero on any mismatch.
+//! Static, std + libc only.
+
+use std::fs;
+use std::os::fd::AsRawFd;
+use std::process::exit;
+
+const PVINFO: usize = 0x78000;
+const MAGIC: u64 = 0x4776_5447_7654_4776;
+/// What L2 writes into its slice (the L1 test reads it back through VFIO).
+const PATTERN: u32 = 0x4C32_0000;
+
+fn fail(msg: &str) -> ! {
+    println!("L2: vgpu error: {msg}");
+    exit(1)
+}
+
+fn map(path: &str, off: usize, len: usize) -> *mut u8 {
+    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
+    // SAFETY: a fresh shared mapping of the BAR file; the kernel checks the range.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            f.as_raw_fd(),
+            off as i64,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        fail(&format!("mmap {path} at {off:#x}+{len:#x}: {}", std::io::Error::last_os_error()));
+    }
+    p.cast()
+}
+
+fn rd(p: *mut u8, off: usize) -> u32 {
+    // SAFETY: `off` is inside the mapping (checked by the callers), aligned.
+    unsafe { std::ptr::read_volatile(p.add(off).cast::<u32>()) }
+}
+
+fn wr(p: *mut u8, off: usize, v: u32) {
+    // SAFETY: as in `rd`.
+    unsafe { std::ptr::write_volatile(p.add(off).cast::<u32>(), v) }
+}
+
+fn main() {
+    let mut dev = None;
+    for e in fs::read_dir("/sys/bus/pci/devices").unwrap_or_else(|e| fail(&e.to_string())) {
+        let d = e.unwrap().path();
+        let id = |f: &str| fs::read_to_string(d.join(f)).unwrap_or_default().trim().to_string();
+        if id("vendor") == "0x1234" && id("device") == "0x6776" {
+            dev = Some(d);
+        }
+    }
+    let dev = dev.unwrap_or_else(|| fail("no 1234:6776 device"));
+    let res = fs::read_to_string(dev.join("resource")).unwrap_or_else(|e| fail(&e.to_string()));
+    let size = |line: usize| -> u64 {
+        let f: Vec<u64> = res
+            .lines()
+            .nth(line)
+            .unwrap_or("")
+            .split_whitespace()
+            .map(|x| u64::from_str_radix(x.trim_start_matches("0x"), 16).unwrap_or(0))
+            .collect();
+        if f.len() < 2 || f[1] == 0 {
+            0
+        } else {
+            f[1] - f[0] + 1
+        }
+    };
+    let (bar0, bar2) = (size(0), size(2));
+    println!("L2: vgpu bars bar0={bar0:#x} bar2={bar2:#x}");
+    if bar0 != 16 << 20 {
+        fail("BAR0 is not 16 MiB");
+    }
+    let cmd = fs::read(dev.join("config")).unwrap_or_default();
+    if cmd.len() >= 6 && cmd[4] & 2 == 0 {
+        fail("memory decode is off");
+    }
+
+    let r0 = map(&dev.join("resource0").to_string_lossy(), 0, 16 << 20);
+    let magic = u64::from(rd(r0, PVINFO)) | (u64::from(rd(r0, PVINFO + 4)) << 32);
+    let (base, len) = (rd(r0, PVINFO + 0x40) as usize, rd(r0, PVINFO + 0x44) as usize);
+    let vgt_id = rd(r0, PVINFO + 0x0C);
+    println!("L2: vgpu pvinfo magic={magic:#x} vgt_id={vgt_id} mappable={base:#x}+{len:#x}");
+    if magic != MAGIC {
+        fail("bad PVINFO magic");
+    }
+    if len == 0 || base + len > bar2 as usize {
+        fail("mappable range outside BAR2");
+    }
+
+    // The slice: mapped straight through (no trap in L1).
+    let pages = 4;
+    let r2 = map(&dev.join("resource2").to_string_lossy(), base, pages * 4096);
+    for p in 0..pages {
+        wr(r2, p * 4096 + 16, PATTERN | p as u32);
+    }
+    for p in 0..pages {
+        let v = rd(r2, p * 4096 + 16);
+        if v != PATTERN | p as u32 {
+            fail(&format!("aperture page {p}: read {v:#x}"));
+        }
+    }
+    println!("L2: vgpu aperture ok base={base:#x} pages={pages}");
+    // Outside the slice: ballooned (the VMM traps it; reads 0, writes dropped).
+    let out = if base > 0 { 0 } else { base + len };
+    if out + 4096 <= bar2 as usize {
+        let o = map(&dev.join("resource2").to_string_lossy(), out, 4096);
+        wr(o, 0, 0xFFFF_FFFF);
+        let v = rd(o, 0);
+        println!("L2: vgpu ballooned read={v:#x}");
+        if v != 0 {
+            fail("outside the slice is not ballooned");
+        }
+    }
+}

@@ -1,0 +1,319 @@
+//! Helpers for the gvt_rs driver tests: the parent's module parameters, the
+//! per-vGPU sysfs attributes, and raw VFIO access (`pread`/`pwrite`/`ioctl`
+//! on the device fd) for the cases where `vfio-ioctls` hides the errno.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+use std::sync::Arc;
+
+use vfio_bindings::bindings::vfio::{VFIO_BASE, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE};
+use vfio_ioctls::{VfioContainer, VfioDevice};
+
+use crate::{ensure_module, types_of, Mdev};
+
+/// The gvt-sim parent under `/sys/class/mdev_bus`.
+pub const PARENT: &str = "gvt-sim0";
+/// Module parameters every driver test uses (so test binaries can share a
+/// loaded module): 256 MiB aperture, 1 GiB of graphics memory.
+pub const PARAMS: [&str; 2] = ["aperture_mb=256", "gm_mb=1024"];
+pub const APERTURE: u64 = 256 << 20;
+pub const BAR0_SIZE: u64 = 16 << 20;
+pub const PVINFO: u64 = 0x78000;
+pub const VGT_MAGIC: u64 = 0x4776_5447_7654_4776;
+pub const VENDOR: u16 = 0x1234;
+pub const DEVICE: u16 = 0x6776;
+
+/// Load gvt_rs with [`PARAMS`] unless it is loaded.
+pub fn load() {
+    ensure_module("gvt_rs", &PARAMS);
+}
+
+/// The type directory whose name ends with `GVTsim_<mb>M`.
+pub fn type_mb(mb: u64) -> String {
+    load();
+    let suffix = format!("GVTsim_{mb}M");
+    types_of(PARENT).into_iter().find(|t| t.ends_with(&suffix)).unwrap_or_else(|| panic!("no {suffix} type"))
+}
+
+fn read_num(path: &Path) -> u64 {
+    let s = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    s.trim().parse().unwrap_or_else(|e| panic!("{}: {s:?}: {e}", path.display()))
+}
+
+/// `available_instances` of every type, by type name.
+pub fn available() -> Vec<(String, u64)> {
+    types_of(PARENT)
+        .into_iter()
+        .map(|t| {
+            let n = read_num(
+                &Path::new("/sys/class/mdev_bus")
+                    .join(PARENT)
+                    .join("mdev_supported_types")
+                    .join(&t)
+                    .join("available_instances"),
+            );
+            (t, n)
+        })
+        .collect()
+}
+
+/// The per-vGPU sysfs group `/sys/bus/mdev/devices/UUID/gvt/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attrs {
+    pub id: u64,
+    pub ap_base: u64,
+    pub ap_size: u64,
+    pub high_base: u64,
+    pub high_size: u64,
+    pub fence_base: u64,
+    pub fence_count: u64,
+}
+
+pub fn attrs(m: &Mdev) -> Attrs {
+    let g = m.sysfs_path().join("gvt");
+    Attrs {
+        id: read_num(&g.join("vgpu_id")),
+        ap_base: read_num(&g.join("aperture_base")),
+        ap_size: read_num(&g.join("aperture_size")),
+        high_base: read_num(&g.join("high_gm_base")),
+        high_size: read_num(&g.join("high_gm_size")),
+        fence_base: read_num(&g.join("fence_base")),
+        fence_count: read_num(&g.join("fence_count")),
+    }
+}
+
+/// `gvt/ballooned`: aperture accesses outside the vGPU's slice.
+pub fn ballooned(m: &Mdev) -> u64 {
+    read_num(&m.sysfs_path().join("gvt").join("ballooned"))
+}
+
+/// Open `m` the way cloud-hypervisor does: a type1 container, the group of
+/// the device's `iommu_group` link, the device by its sysfs path.
+pub fn open(m: &Mdev) -> VfioDevice {
+    open_at(&m.sysfs_path())
+}
+
+/// [`open`] by the device's real sysfs directory (`/sys/devices/...`)
+/// instead of the `/sys/bus/mdev/devices` link.  A VMM that must survive a
+/// remove needs this: the kernel drops the bus link first, then asks the
+/// VMM (REQ) to let go, and vfio-ioctls 0.10 re-reads `<path>/iommu_group`
+/// when the device is dropped (and panics if it is gone).
+pub fn open_canonical(m: &Mdev) -> VfioDevice {
+    open_at(&fs::canonicalize(m.sysfs_path()).expect("canonical sysfs path"))
+}
+
+fn open_at(path: &Path) -> VfioDevice {
+    let container = Arc::new(VfioContainer::new(None).expect("open /dev/vfio/vfio"));
+    VfioDevice::new(path, container, false).expect("open the vGPU through VFIO")
+}
+
+/// File offset of `region` (vfio-pci layout: index << 40).
+pub fn region_off(index: u32) -> u64 {
+    u64::from(index) << 40
+}
+
+fn cvt(r: isize) -> io::Result<usize> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(r as usize)
+    }
+}
+
+/// One `pread` on the device fd at `off` within `region`.
+pub fn pread(dev: &VfioDevice, region: u32, off: u64, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes.
+    cvt(unsafe { libc::pread(dev.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), (region_off(region) + off) as i64) })
+}
+
+/// One `pwrite` on the device fd at `off` within `region`.
+pub fn pwrite(dev: &VfioDevice, region: u32, off: u64, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is a valid buffer of `buf.len()` bytes.
+    cvt(unsafe { libc::pwrite(dev.as_raw_fd(), buf.as_ptr().cast(), buf.len(), (region_off(region) + off) as i64) })
+}
+
+/// The errno of a failed call (0 if it succeeded).
+pub fn errno<T>(r: io::Result<T>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.raw_os_error().unwrap_or(-1),
+    }
+}
+
+pub fn read32(dev: &VfioDevice, region: u32, off: u64) -> u32 {
+    let mut b = [0u8; 4];
+    assert_eq!(pread(dev, region, off, &mut b).expect("pread"), 4);
+    u32::from_le_bytes(b)
+}
+
+pub fn write32(dev: &VfioDevice, region: u32, off: u64, v: u32) {
+    assert_eq!(pwrite(dev, region, off, &v.to_le_bytes()).expect("pwrite"), 4);
+}
+
+pub fn read64(dev: &VfioDevice, region: u32, off: u64) -> u64 {
+    let mut b = [0u8; 8];
+    assert_eq!(pread(dev, region, off, &mut b).expect("pread"), 8);
+    u64::from_le_bytes(b)
+}
+
+pub fn cfg16(dev: &VfioDevice, off: u64) -> u16 {
+    let mut b = [0u8; 2];
+    assert_eq!(pread(dev, VFIO_PCI_CONFIG_REGION_INDEX, off, &mut b).expect("config pread"), 2);
+    u16::from_le_bytes(b)
+}
+
+pub fn set_cfg16(dev: &VfioDevice, off: u64, v: u16) {
+    assert_eq!(pwrite(dev, VFIO_PCI_CONFIG_REGION_INDEX, off, &v.to_le_bytes()).expect("config pwrite"), 2);
+}
+
+/// PCI command register bits.
+pub const CMD_MEMORY: u16 = 1 << 1;
+pub const CMD_BUS_MASTER: u16 = 1 << 2;
+pub const CMD_INTX_DISABLE: u16 = 1 << 10;
+
+/// Turn memory decode on (what firmware or a guest driver does before it
+/// touches the BARs).
+pub fn enable_mem(dev: &VfioDevice) {
+    let c = cfg16(dev, 4);
+    set_cfg16(dev, 4, c | CMD_MEMORY);
+}
+
+/// `_IO(VFIO_TYPE, VFIO_BASE + n)`
+pub const fn vfio_ioc(n: u32) -> libc::c_ulong {
+    (((VFIO_TYPE as u32) << 8) | (VFIO_BASE + n)) as libc::c_ulong
+}
+pub const VFIO_DEVICE_GET_INFO: libc::c_ulong = vfio_ioc(7);
+pub const VFIO_DEVICE_GET_REGION_INFO: libc::c_ulong = vfio_ioc(8);
+pub const VFIO_DEVICE_GET_IRQ_INFO: libc::c_ulong = vfio_ioc(9);
+pub const VFIO_DEVICE_SET_IRQS: libc::c_ulong = vfio_ioc(10);
+pub const VFIO_DEVICE_RESET: libc::c_ulong = vfio_ioc(11);
+
+/// `ioctl(fd, req, arg)` on the device fd.
+///
+/// # Safety
+/// `arg` is what `req` expects: a buffer at least as large as the `argsz`
+/// in it, or a pointer the test wants the kernel to refuse (no user memory
+/// is mapped there).
+pub unsafe fn ioctl_raw(dev: &VfioDevice, req: libc::c_ulong, arg: *mut u8) -> io::Result<()> {
+    // SAFETY: see the function's contract.
+    let r = unsafe { libc::ioctl(dev.as_raw_fd(), req, arg) };
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// `ioctl(fd, req, buf)` with a byte buffer whose `argsz` fits in it.
+pub fn ioctl_bytes(dev: &VfioDevice, req: libc::c_ulong, buf: &mut [u8]) -> io::Result<()> {
+    if buf.len() >= 4 {
+        let argsz = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+        assert!(argsz <= buf.len(), "argsz {argsz} beyond the {}-byte buffer", buf.len());
+    }
+    // SAFETY: the kernel stays within argsz, which fits in `buf`; an ioctl
+    // that ignores argsz gets at least 64 bytes from the callers.
+    unsafe { ioctl_raw(dev, req, buf.as_mut_ptr()) }
+}
+
+/// `ioctl(fd, req, &mut t)` for a plain uapi struct whose `argsz` is at most
+/// its size.
+pub fn ioctl<T>(dev: &VfioDevice, req: libc::c_ulong, t: &mut T) -> io::Result<()> {
+    // SAFETY: `t` is a valid, writable `T`; the kernel stays within argsz.
+    unsafe { ioctl_raw(dev, req, (t as *mut T).cast()) }
+}
+
+/// A `vfio_irq_set` header followed by `data` (little-endian), as bytes.
+pub fn irq_set(flags: u32, index: u32, start: u32, count: u32, data: &[u8]) -> Vec<u8> {
+    let argsz = 20 + data.len() as u32;
+    let mut v = Vec::new();
+    for x in [argsz, flags, index, start, count] {
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.extend_from_slice(data);
+    v
+}
+
+/// `VFIO_DEVICE_SET_IRQS` with a prepared buffer (argsz may be overridden
+/// by the caller editing the first four bytes).
+pub fn set_irqs(dev: &VfioDevice, mut buf: Vec<u8>) -> io::Result<()> {
+    ioctl_bytes(dev, VFIO_DEVICE_SET_IRQS, &mut buf)
+}
+
+/// A shared mapping of `len` bytes of `region` at `off`, or the mmap errno.
+pub struct Mapping {
+    pub ptr: *mut u8,
+    pub len: usize,
+}
+
+impl Mapping {
+    pub fn new(dev: &VfioDevice, region: u32, off: u64, len: usize) -> io::Result<Mapping> {
+        Self::with_flags(dev, region, off, len, libc::MAP_SHARED)
+    }
+
+    pub fn with_flags(dev: &VfioDevice, region: u32, off: u64, len: usize, flags: i32) -> io::Result<Mapping> {
+        // SAFETY: a fresh mapping chosen by the kernel; no existing memory
+        // is affected.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                dev.as_raw_fd(),
+                (region_off(region) + off) as i64,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(Mapping { ptr: p.cast(), len })
+        }
+    }
+
+    pub fn write32(&self, off: usize, v: u32) {
+        assert!(off + 4 <= self.len && off % 4 == 0);
+        // SAFETY: in bounds and aligned, inside a live shared mapping.
+        unsafe { std::ptr::write_volatile(self.ptr.add(off).cast::<u32>(), v) }
+    }
+
+    pub fn read32(&self, off: usize) -> u32 {
+        assert!(off + 4 <= self.len && off % 4 == 0);
+        // SAFETY: as in `write32`.
+        unsafe { std::ptr::read_volatile(self.ptr.add(off).cast::<u32>()) }
+    }
+
+    /// Read 4 bytes at `off` through the kernel (`write(2)` of the mapping
+    /// into a pipe): a mapping that cannot be faulted in gives EFAULT here
+    /// instead of killing the test with SIGBUS.
+    pub fn probe(&self, off: usize) -> io::Result<u32> {
+        let mut fds = [0i32; 2];
+        // SAFETY: `fds` has room for the two descriptors.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the source is inside the mapping; the kernel checks it.
+        let w = unsafe { libc::write(fds[1], self.ptr.add(off).cast(), 4) };
+        let r = if w == 4 {
+            let mut b = [0u8; 4];
+            // SAFETY: reading 4 bytes into a 4-byte buffer.
+            let n = unsafe { libc::read(fds[0], b.as_mut_ptr().cast(), 4) };
+            assert_eq!(n, 4);
+            Ok(u32::from_le_bytes(b))
+        } else {
+            Err(io::Error::last_os_error())
+        };
+        // SAFETY: closing the descriptors we opened.
+        unsafe {
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+        }
+        r
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
