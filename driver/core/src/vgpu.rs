@@ -141,7 +141,7 @@ impl Vgpu {
 
     /// One BAR0 read (1/2/4/8 bytes, naturally aligned).
     pub fn bar0_read(&mut self, vregs: &[u32], ggtt: &[u64], offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
-        Ok(self.mmio.read_bytes(vregs, ggtt, offset, buf)?)
+        Ok(self.mmio.read_bytes(vregs, offset, buf)?)
     }
 
     /// One BAR0 write; the outcome names the events other mediators act on.
@@ -152,7 +152,7 @@ impl Vgpu {
         offset: u64,
         data: &[u8],
     ) -> Result<MmioOutcome, AccessError> {
-        Ok(self.mmio.write_bytes(vregs, ggtt, offset, data)?)
+        Ok(self.mmio.write_bytes(vregs, offset, data)?)
     }
 
     /// Human-readable counters for sysfs (`gvt/stats`).
