@@ -290,8 +290,11 @@ impl Engine {
             RING_EIR => r.eir,
             RING_BBADDR => r.bbaddr,
             RING_MI_MODE => {
+                // A faulted engine never reports idle: its context cannot be
+                // switched out, the mediator must reset the engine.
                 let stopped = r.mi_mode & MI_MODE_STOP_RING != 0;
-                r.mi_mode | if stopped && self.ctx.level == Level::Ring { MI_MODE_IDLE } else { 0 }
+                let idle = stopped && self.ctx.level == Level::Ring && self.ctx.fault.is_none();
+                r.mi_mode | if idle { MI_MODE_IDLE } else { 0 }
             }
             RING_TIMESTAMP => self.timestamp as u32,
             _ => return None,

@@ -108,6 +108,35 @@ impl GuestMemory for FakeGuestMemory {
     }
 }
 
+/// Host pages for shadow tables: hands out `[base, base + n)`, checks that
+/// every free returns a page it handed out, counts what is live.
+pub struct FakeHostPages {
+    free: Vec<HostPage>,
+    live: BTreeMap<u64, ()>,
+}
+
+impl FakeHostPages {
+    pub fn new(base: u64, n: u64) -> Self {
+        Self { free: (base..base + n).rev().map(HostPage).collect(), live: BTreeMap::new() }
+    }
+    /// Pages handed out and not yet freed.
+    pub fn live(&self) -> usize {
+        self.live.len()
+    }
+}
+
+impl super::ppgtt::HostPageAlloc for FakeHostPages {
+    fn alloc(&mut self) -> Option<HostPage> {
+        let p = self.free.pop()?;
+        self.live.insert(p.0, ());
+        Some(p)
+    }
+    fn free(&mut self, page: HostPage) {
+        assert!(self.live.remove(&page.0).is_some(), "free of {page:?} not allocated");
+        self.free.push(page);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

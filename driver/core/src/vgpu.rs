@@ -607,6 +607,11 @@ impl<const P: usize> Vgpu<P> {
         G: GuestMemory,
         M: CpuMappings,
     {
+        // A TAIL write to a disabled ring starts nothing (as on hardware:
+        // drivers write TAIL while initialising the ring, before CTL).
+        if ring_regs(st.vregs, e).ctl.enable() == 0 {
+            return (SubmitOutcome::Empty, Delivery::default());
+        }
         let mut root = None;
         if e == EngineId::Rcs {
             if let Some(pd) = self.pd {
