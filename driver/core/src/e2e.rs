@@ -303,6 +303,7 @@ fn check_blit(w: &mut World, k: usize, d: &GuestDriver, color: u32, marker: u32)
 }
 
 #[test]
+#[allow(clippy::needless_range_loop)]
 fn two_guests_fill_copy_store_and_get_their_interrupts() {
     let mut w = World::new(test_config());
     let mut d = [boot(&mut w, 0), boot(&mut w, 1)];

@@ -24,7 +24,7 @@ impl FakeHostMemory {
         self.npages
     }
     fn span(&self, page: HostPage, offset: usize, len: usize) -> Result<core::ops::Range<usize>, MemError> {
-        if page.0 >= self.npages || offset.checked_add(len).map_or(true, |e| e > PAGE_SIZE as usize) {
+        if page.0 >= self.npages || offset.checked_add(len).is_none_or(|e| e > PAGE_SIZE as usize) {
             return Err(MemError::OutOfRange);
         }
         let start = page.0 as usize * PAGE_SIZE as usize + offset;
