@@ -475,7 +475,35 @@ impl<const N: usize> Gpu<N> {
     /// A powered-up GPU over the physical GGTT `phys` (one entry per GM page;
     /// the top 16 MiB is host-reserved).  Physical GT interrupts are all
     /// unmasked: the mediator polls and routes them after every run.
+    ///
+    /// `Gpu<8>` is about 19 KiB: too big for a kernel stack.  The kernel
+    /// writes [`Gpu::unpowered`] (a `const fn`, so the value comes from
+    /// read-only data, not the stack) into a heap allocation and then calls
+    /// [`Gpu::power_on`]; host code may use this shortcut.
     pub fn new(cfg: GpuConfig, phys: &mut [Pte]) -> Result<Self, GpuError> {
+        let mut g = Self::unpowered(cfg);
+        g.power_on(phys)?;
+        Ok(g)
+    }
+
+    /// The GPU before [`Gpu::power_on`]: no slot can be created yet.
+    pub const fn unpowered(cfg: GpuConfig) -> Self {
+        let mut sched_cfg = cfg.sched;
+        sched_cfg.preemption = Preemption::Batch;
+        Gpu {
+            cfg: GpuConfig { sched: sched_cfg, limits: cfg.limits, ns_per_cmd: cfg.ns_per_cmd },
+            sim: SimState::new(),
+            sched: Scheduler::new(sched_cfg),
+            slots: [EMPTY_SLOT; N],
+            reserved: GmRange::new(0, 0),
+        }
+    }
+
+    /// Check the configuration against `phys` (its length is the GM size),
+    /// place the host-reserved range and program the physical interrupt
+    /// registers.
+    pub fn power_on(&mut self, phys: &mut [Pte]) -> Result<(), GpuError> {
+        let cfg = self.cfg;
         if cfg.ns_per_cmd == 0 || cfg.sched.max_pending_submissions as usize > MAX_QUEUED {
             return Err(GpuError::BadConfig);
         }
@@ -485,20 +513,12 @@ impl<const N: usize> Gpu<N> {
         if gm_size < reserved.size || need > reserved.size {
             return Err(GpuError::ReservedTooSmall);
         }
-        let mut sched_cfg = cfg.sched;
-        sched_cfg.preemption = Preemption::Batch;
-        let mut g = Gpu {
-            cfg: GpuConfig { sched: sched_cfg, ..cfg },
-            sim: SimState::new(),
-            sched: Scheduler::new(sched_cfg),
-            slots: [EMPTY_SLOT; N],
-            reserved,
-        };
-        g.with_backend(phys, |b| {
+        self.reserved = reserved;
+        self.with_backend(phys, |b| {
             b.write_reg(irq::GTIMR, 0);
             b.write_reg(irq::GTIER, !0);
         });
-        Ok(g)
+        Ok(())
     }
 
     pub fn config(&self) -> &GpuConfig {
@@ -536,6 +556,9 @@ impl<const N: usize> Gpu<N> {
     /// ([`SHADOW_PAGES_PER_VGPU`] host pages the caller allocated and frees
     /// after [`Gpu::destroy_slot`]).
     pub fn create_slot(&mut self, phys: &mut [Pte], gm: [GmRange; 2], weight: u32, shadow_pages: &[HostPage]) -> Result<VgpuId, GpuError> {
+        if self.reserved.size == 0 {
+            return Err(GpuError::ReservedTooSmall);
+        }
         if shadow_pages.len() != SHADOW_PAGES_PER_VGPU {
             return Err(GpuError::ShadowPages);
         }
@@ -1006,4 +1029,68 @@ fn with_hw_nohost<R, const N: usize>(
     f: impl FnOnce(&mut Hw<'_, '_, NoHost, N>) -> R,
 ) -> R {
     with_hw(sim, phys, slots, &mut NoHost, ns_per_cmd, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    fn phys(mib: u64) -> Vec<Pte> {
+        vec![Pte::default(); (mib << 20 >> PAGE_SHIFT) as usize]
+    }
+
+    #[test]
+    fn configuration_is_checked() {
+        let mut small = phys(8);
+        assert_eq!(Gpu::<2>::new(GpuConfig::DEFAULT, &mut small).err(), Some(GpuError::ReservedTooSmall));
+        let mut p = phys(32);
+        // 16 MiB reserved hold 32 slots of 128 pages, not 33.
+        assert!(Gpu::<32>::new(GpuConfig::DEFAULT, &mut p).is_ok());
+        assert_eq!(Gpu::<33>::new(GpuConfig::DEFAULT, &mut p).err(), Some(GpuError::ReservedTooSmall));
+        let mut c = GpuConfig::DEFAULT;
+        c.sched.max_pending_submissions = MAX_QUEUED as u32 + 1;
+        assert_eq!(Gpu::<2>::new(c, &mut p).err(), Some(GpuError::BadConfig));
+        let g = Gpu::<2>::new(GpuConfig::DEFAULT, &mut p).unwrap();
+        assert_eq!(g.config().sched.preemption, Preemption::Batch);
+        assert_eq!(g.host_reserved(), GmRange::new(16 << 20, 16 << 20));
+        // The in-place path: a const value, powered on later.
+        const UNPOWERED: Gpu<2> = Gpu::unpowered(GpuConfig::DEFAULT);
+        let mut u = UNPOWERED;
+        let pages: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(HostPage).collect();
+        let gm = [GmRange::new(0, 1 << 20), GmRange::new(8 << 20, 1 << 20)];
+        assert_eq!(u.create_slot(&mut p, gm, 1, &pages).err(), Some(GpuError::ReservedTooSmall));
+        u.power_on(&mut p).unwrap();
+        assert!(u.create_slot(&mut p, gm, 1, &pages).is_ok());
+    }
+
+    #[test]
+    fn slots_map_and_unmap_their_shadow_areas() {
+        struct C;
+        impl Clock for C {
+            fn now_ns(&self) -> u64 {
+                0
+            }
+        }
+        let mut p = phys(32);
+        let mut g = Gpu::<2>::new(GpuConfig::DEFAULT, &mut p).unwrap();
+        let gm = [GmRange::new(0, 1 << 20), GmRange::new(8 << 20, 1 << 20)];
+        let pages: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(1000 + i)).collect();
+        assert_eq!(g.create_slot(&mut p, gm, 1, &pages[1..]).err(), Some(GpuError::ShadowPages));
+        assert_eq!(g.create_slot(&mut p, [gm[0], GmRange::new(31 << 20, 4096)], 1, &pages).err(), Some(GpuError::SliceInReserved));
+        let a = g.create_slot(&mut p, gm, 1, &pages).unwrap();
+        let b = g.create_slot(&mut p, gm, 1, &pages).unwrap();
+        assert_eq!(g.create_slot(&mut p, gm, 1, &pages).err(), Some(GpuError::Sched(SchedError::NoSlot)));
+        let first = (16 << 20) >> PAGE_SHIFT;
+        assert_eq!(p[first], Pte::new(HostPage(1000)), "slot 0, RCS ring page 0");
+        assert_eq!(p[first + SHADOW_PAGES_PER_VGPU], Pte::new(HostPage(1000)), "slot 1");
+        let mut host = super::super::fakes::FakeHostMemory::new(1);
+        g.destroy_slot(&mut p, &mut host, &C, a).unwrap();
+        assert_eq!(p[first], Pte::default());
+        assert_eq!(p[first + SHADOW_PAGES_PER_VGPU], Pte::new(HostPage(1000)), "the other slot keeps its area");
+        assert!(g.destroy_slot(&mut p, &mut host, &C, a).is_err());
+        g.destroy_slot(&mut p, &mut host, &C, b).unwrap();
+        assert!(p.iter().all(|e| *e == Pte::default()));
+    }
 }

@@ -745,3 +745,169 @@ impl<const P: usize> Vgpu<P> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::backend::Backend;
+    use super::super::cfgspace::off;
+    use super::super::irq;
+    use super::super::fakes::{FakeGuestMemory, FakeHostMemory, FakeHostPages};
+    use super::super::gpu::{GpuConfig, SHADOW_PAGES_PER_VGPU};
+    use super::super::mem::PAGE_SIZE;
+    use super::super::pvinfo::{PVINFO_BASE, VGT_MAGIC};
+    use super::*;
+    use core::cell::Cell;
+    use std::vec;
+    use std::vec::Vec;
+
+    struct T(Cell<u64>);
+    impl Clock for T {
+        fn now_ns(&self) -> u64 {
+            self.0.get()
+        }
+    }
+    struct NoCpu;
+    impl CpuMappings for NoCpu {
+        fn invalidate(&mut self, _: u64) {}
+    }
+
+    fn part() -> Partition {
+        Partition { aperture: GmRange::new(1 << 20, 1 << 20), high: GmRange::new(8 << 20, 1 << 20), fence_base: 4, fence_count: 4 }
+    }
+
+    struct Rig {
+        gpu: Gpu<2>,
+        phys: Vec<Pte>,
+        host: FakeHostMemory,
+        pages: FakeHostPages,
+        clock: T,
+        ram: FakeGuestMemory,
+        vregs: Vec<u32>,
+        gg: Vec<u64>,
+        gs: Vec<u64>,
+        snap: Vec<u64>,
+        v: Option<Vgpu<4>>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let mut phys = vec![Pte::default(); 8192];
+            let gpu = Gpu::new(GpuConfig::DEFAULT, &mut phys).unwrap();
+            let (nv, ng, ns) = storage_sizes::<4>(&part());
+            let mut r = Rig {
+                gpu,
+                phys,
+                host: FakeHostMemory::new(700),
+                pages: FakeHostPages::new(600, 100),
+                clock: T(Cell::new(0)),
+                ram: FakeGuestMemory::new(0x100, 64, 0),
+                vregs: vec![0; nv],
+                gg: vec![0; ng],
+                gs: vec![0; ng],
+                snap: vec![0; ns],
+                v: None,
+            };
+            let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(100 + i)).collect();
+            let p = VgpuParams { id: 3, part: part(), aperture_size: 4 << 20, weight: 1, scratch: HostPage(99), shadow_pages: &shadow };
+            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+            let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
+            r.v = Some(Vgpu::create(&mut r.gpu, &mut r.phys, p, &mut st, &mut env).unwrap());
+            r
+        }
+        fn w(&mut self, off: u64, data: &[u8]) -> Result<Bar0Write, AccessError> {
+            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
+            let mut env = Env { host: &mut self.host, alloc: &mut self.pages, clock: &self.clock, guest: &mut self.ram, cpu: &mut NoCpu };
+            self.v.as_mut().unwrap().bar0_write(&mut self.gpu, &mut self.phys, &mut st, &mut env, off, data)
+        }
+        fn r(&mut self, off: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
+            self.v.as_mut().unwrap().bar0_read(&self.gpu, &mut st, off, buf)
+        }
+        fn vgpu(&mut self) -> &mut Vgpu<4> {
+            self.v.as_mut().unwrap()
+        }
+    }
+
+    #[test]
+    fn config_span_reads_whole_space_and_rejects_overrun() {
+        let mut r = Rig::new();
+        let v = r.vgpu();
+        let mut all = [0u8; 256];
+        v.cfg_read_span(0, &mut all).unwrap();
+        assert_eq!(&all[..], &v.cfg().as_bytes()[..]);
+        let mut odd = [0u8; 3];
+        v.cfg_read_span(1, &mut odd).unwrap();
+        assert_eq!(odd, all[1..4]);
+        assert!(v.cfg_read_span(255, &mut [0u8; 2]).is_err());
+        assert!(v.cfg_read_span(u32::MAX, &mut [0u8; 2]).is_err());
+        assert_eq!(v.counters().cfg_rejected, 2);
+    }
+
+    #[test]
+    fn pvinfo_ggtt_window_and_bad_accesses() {
+        let mut r = Rig::new();
+        let mut m = [0u8; 8];
+        r.r(PVINFO_BASE as u64, &mut m).unwrap();
+        assert_eq!(u64::from_le_bytes(m), VGT_MAGIC);
+        let idx = (1u64 << 20) / PAGE_SIZE + 1;
+        let off = mmio::GGTT_VIEW_BASE + idx * 8;
+        let w = r.w(off, &((0x101u64 << 12) | 1).to_le_bytes()).unwrap();
+        assert_eq!(w.pte(), Some(PteWrite::Mapped));
+        let mut b = [0u8; 8];
+        r.r(off, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), (0x101 << 12) | 1);
+        assert_eq!(r.phys[idx as usize].page(), HostPage(1));
+        assert!(r.r(3, &mut [0u8; 4]).is_err());
+        assert!(r.w(off + 2, &[0u8; 4]).is_err());
+        assert!(r.w(off, &[0u8; 2]).is_err());
+        assert_eq!(r.vgpu().mmio().stats().pte, 2);
+    }
+
+    #[test]
+    fn tail_on_a_disabled_ring_starts_nothing() {
+        let mut r = Rig::new();
+        let w = r.w(regs::RCS_RING_TAIL as u64, &0x40u32.to_le_bytes()).unwrap();
+        assert_eq!(w.submit(), Some(SubmitOutcome::Empty));
+        assert_eq!(w.delivery, Delivery::default());
+        // Enabled but START outside the vGPU's memory: refused, error IRQ.
+        r.w(regs::GT_IMR as u64, &0u32.to_le_bytes()).unwrap();
+        r.w(regs::GT_IER as u64, &(!0u32).to_le_bytes()).unwrap();
+        r.w(regs::RCS_RING_START as u64, &0x40_0000u32.to_le_bytes()).unwrap();
+        r.w(regs::RCS_RING_CTL as u64, &1u32.to_le_bytes()).unwrap();
+        let w = r.w(regs::RCS_RING_TAIL as u64, &0x10u32.to_le_bytes()).unwrap();
+        assert!(matches!(w.submit(), Some(SubmitOutcome::Rejected(_))), "{w:?}");
+        assert!(w.delivery.msi);
+        let mut b = [0u8; 4];
+        r.r(regs::GT_IIR as u64, &mut b).unwrap();
+        assert_eq!(u32::from_le_bytes(b), irq::RCS_ERROR_INTERRUPT);
+    }
+
+    #[test]
+    fn fences_are_audited_before_the_physical_write() {
+        let mut r = Rig::new();
+        let inside = (1u64 << 20) | 1 | (((1u64 << 20) + 0x1000) << 32);
+        let w = r.w(regs::fence_offset(2) as u64, &inside.to_le_bytes()).unwrap();
+        assert_eq!(w.routed[0], Some(Routed::Fence { index: 2, accepted: true }));
+        let phys_fence = regs::fence_offset(4 + 2);
+        let got = r.gpu.with_backend(&mut r.phys, |b| (b.read_reg(phys_fence), b.read_reg(phys_fence + 4)));
+        assert_eq!(got, (inside as u32, (inside >> 32) as u32));
+        let outside = 1 | (0x40_0000u64 << 32); // [0, 4 MiB): not this vGPU's
+        let w = r.w(regs::fence_offset(2) as u64, &outside.to_le_bytes()).unwrap();
+        assert_eq!(w.routed[0], Some(Routed::Fence { index: 2, accepted: false }));
+        let got = r.gpu.with_backend(&mut r.phys, |b| b.read_reg(phys_fence));
+        assert_eq!(got, 0, "the physical fence is disabled");
+    }
+
+    #[test]
+    fn signal_follows_msi_enable_and_intx_disable() {
+        let mut r = Rig::new();
+        let v = r.vgpu();
+        let up = Delivery { msi: true, intx: Some(true) };
+        assert_eq!(v.signal(up), Signal { msi: false, intx: Some(true) });
+        assert_ne!(v.cfg().as_bytes()[off::STATUS] & 0x8, 0, "INTx status shown");
+        v.cfg_write(off::COMMAND as u32, &(1u16 << 10).to_le_bytes()).unwrap();
+        assert_eq!(v.signal(up), Signal::default());
+        v.cfg_write(off::MSI_CTRL as u32, &1u16.to_le_bytes()).unwrap();
+        assert_eq!(v.signal(up), Signal { msi: true, intx: None });
+    }
+}
