@@ -646,3 +646,133 @@ fn dma_unmap_releases_pins_and_destroy_leaves_nothing() {
     assert_eq!(w.pages.live(), 0, "every shadow page table freed");
     assert!(w.phys.iter().all(|p| *p == Pte::default()), "the physical GGTT is empty");
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        /// A BAR0 write of `size` bytes at one of the interesting offsets.
+        Reg { at: usize, size: u8, value: u64 },
+        /// A GGTT entry write anywhere in the window.
+        Pte { index: u64, value: u64, half: Option<bool> },
+        /// CPU writes of arbitrary dwords into its ring/batch area.
+        Mem { off: u64, words: Vec<u32> },
+        /// A sensible command, to reach the engines.
+        Cmd { e: bool, which: u8, addr: u64 },
+        Run,
+    }
+
+    const OFFSETS: [u32; 16] = [
+        regs::RCS_RING_TAIL,
+        regs::RCS_RING_HEAD,
+        regs::RCS_RING_START,
+        regs::RCS_RING_CTL,
+        regs::BCS_RING_TAIL,
+        regs::BCS_RING_HEAD,
+        regs::BCS_RING_START,
+        regs::BCS_RING_CTL,
+        regs::RCS_PP_DIR_BASE,
+        regs::GDRST,
+        regs::GT_IIR,
+        regs::GT_IMR,
+        regs::GT_IER,
+        regs::FENCE,
+        0x2000 + regs::ring::EIR,
+        regs::FORCEWAKE_REQ,
+    ];
+
+    use super::super::regs;
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..OFFSETS.len(), prop_oneof![Just(1u8), Just(2), Just(4), Just(8)], any::<u64>()).prop_map(|(at, size, value)| Op::Reg { at, size, value }),
+            3 => (0u64..8192, (0u64..0x1500, any::<u16>(), 0u8..4), prop_oneof![Just(None), Just(Some(false)), Just(Some(true))])
+                .prop_map(|(index, (gfn, junk, p), half)| Op::Pte { index, value: (gfn << 12) | u64::from(junk & 0xffe) | u64::from(p != 0), half }),
+            2 => (0u64..0x10000, proptest::collection::vec(any::<u32>(), 1..12)).prop_map(|(off, words)| Op::Mem { off: off & !3, words }),
+            3 => (any::<bool>(), 0u8..6, any::<u64>()).prop_map(|(e, which, addr)| Op::Cmd { e, which, addr }),
+            1 => Just(Op::Run),
+        ]
+    }
+
+    /// Any sequence of guest actions by VM 0 leaves VM 1's memory, GGTT
+    /// entries and ability to work intact, never panics, and never leaks a
+    /// pin once VM 0 is destroyed.
+    fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
+        let mut w = World::new(test_config());
+        let mut d0 = boot(&mut w, 0);
+        let mut d1 = boot(&mut w, 1);
+        let mut b = w.bus(1);
+        d1.write_gm(&mut b, d1.high.base + 0x8000, &[0xC0DE; 64]).unwrap();
+        let ram1: Vec<u8> = (RAM_PAGES..2 * RAM_PAGES).flat_map(|p| w.host.page(HostPage(p)).to_vec()).collect();
+        let ggtt1: Vec<Pte> = [part(1).aperture, part(1).high]
+            .iter()
+            .flat_map(|r| (r.base / PAGE_SIZE..r.end() / PAGE_SIZE).map(|i| w.phys[i as usize]).collect::<Vec<_>>())
+            .collect();
+        for op in ops {
+            let mut b = w.bus(0);
+            match op {
+                Op::Reg { at, size, value } => {
+                    let off = u64::from(OFFSETS[at]) & !(u64::from(size) - 1);
+                    let _ = b.bar0_write(off, &value.to_le_bytes()[..size as usize]);
+                }
+                Op::Pte { index, value, half } => {
+                    let off = super::super::mmio::GGTT_VIEW_BASE + 8 * index;
+                    let _ = match half {
+                        None => b.bar0_write(off, &value.to_le_bytes()),
+                        Some(h) => b.bar0_write(off + 4 * u64::from(h), &((value >> (32 * u32::from(h))) as u32).to_le_bytes()),
+                    };
+                }
+                Op::Mem { off, words } => {
+                    let _ = d0.write_gm(&mut b, d0.aperture.base + off, &words);
+                }
+                Op::Cmd { e, which, addr } => {
+                    let e = if e { RCS } else { BCS };
+                    // Half of them in its own aperture (they run), the rest
+                    // anywhere in GM, the neighbour's and the host's included.
+                    let a = if addr & 1 == 0 { d0.aperture.base + 0x10000 + (addr >> 1) % 0xE0000 } else { (addr >> 1) % GM } & !7;
+                    let c: Vec<u32> = match which {
+                        0 => sdi(Space::Ggtt, a, 0xBAD).to_vec(),
+                        1 => color_blt(a, PITCH, (0, 0, 16, 4), 0xBAD).to_vec(),
+                        2 => bb_start(Space::Ggtt, a, false).to_vec(),
+                        3 => lri(a as u32 & 0x3_fffc, 1).to_vec(),
+                        4 => sdi(Space::Ppgtt, a % (4 << 20), 0xBAD).to_vec(),
+                        _ => vec![MI_USER_INTERRUPT],
+                    };
+                    let _ = d0.run(&mut b, e, &c);
+                }
+                Op::Run => {
+                    w.run(50);
+                }
+            }
+        }
+        w.run(3000);
+        let now: Vec<u8> = (RAM_PAGES..2 * RAM_PAGES).flat_map(|p| w.host.page(HostPage(p)).to_vec()).collect();
+        prop_assert!(now == ram1, "VM 1's RAM changed");
+        let g1: Vec<Pte> = [part(1).aperture, part(1).high]
+            .iter()
+            .flat_map(|r| (r.base / PAGE_SIZE..r.end() / PAGE_SIZE).map(|i| w.phys[i as usize]).collect::<Vec<_>>())
+            .collect();
+        prop_assert!(g1 == ggtt1, "VM 1's GGTT entries changed");
+        // VM 1 still works.
+        let mut b = w.bus(1);
+        d1.ack(&mut b, USERS | ERRORS).unwrap();
+        d1.run(&mut b, BCS, &blit_job(&d1, 0x4242, 0x4343)).unwrap();
+        prop_assert!(accepted(&b));
+        let r = w.run(3000);
+        prop_assert!(r.idle);
+        check_blit(&mut w, 1, &d1, 0x4242, 0x4343);
+        w.destroy(0);
+        prop_assert_eq!(w.vms[0].ram.outstanding_pins(), 0);
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        #[test]
+        fn a_guest_doing_anything_cannot_touch_its_neighbour(ops in proptest::collection::vec(op(), 1..60)) {
+            run_ops(ops)?;
+        }
+    }
+}

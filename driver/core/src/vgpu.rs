@@ -476,7 +476,7 @@ impl<const P: usize> Vgpu<P> {
         // Ring programming is shadowed lazily: remember that it changed.
         for e in EngineId::ALL {
             let o = RingOffsets::of(e);
-            let hit = |r: u32| offset < u64::from(r) + 4 && offset + u64::from(size) > u64::from(r);
+            let hit = |r: u32| offset < u64::from(r) + 4 && offset.saturating_add(u64::from(size)) > u64::from(r);
             if hit(o.start) || hit(o.ctl) || hit(o.head) {
                 if let Some(d) = self.ring_dirty.get_mut(e.index()) {
                     *d = true;
