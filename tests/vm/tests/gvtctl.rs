@@ -190,6 +190,14 @@ fn check_instance_against_sysfs(i: &Value) {
     assert_eq!(i["vmm_args"]["cloud_hypervisor"], format!("--device path={MDEV_BUS}/{uuid}/"));
 }
 
+/// Name this process `name` as /proc/PID/comm shows it (gvtctl names holders by it): the
+/// test binary is called gvtctl too, which would make "in use by gvtctl" confusing.
+fn name_process(name: &str) -> String {
+    let pid = std::process::id();
+    fs::write(format!("/proc/{pid}/task/{pid}/comm"), name).expect("set comm");
+    read("/proc/self/comm")
+}
+
 // ---- uevents and a small udev rule evaluator ------------------------------------------
 
 /// A kernel uevent (`ACTION@DEVPATH` then `KEY=VALUE` strings).
@@ -487,6 +495,14 @@ fn gvtctl_create_list_info_destroy() {
     assert_eq!(gvt_attr(&uuid, "aperture_size"), 64 * MIB);
     assert_eq!(gvt_attr(&uuid, "weight"), 4, "the type's weight");
 
+    // The README's idiom: only the UUID line is read, gvtctl does not mind the closed pipe.
+    let sh = Command::new("sh")
+        .args(["-c", "U=$(/usr/bin/gvtctl create --aperture 32M | head -n1) && cat /sys/bus/mdev/devices/$U/gvt/aperture_size && /usr/bin/gvtctl destroy $U"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&sh.stdout);
+    assert!(sh.status.success() && text.starts_with("33554432\ndestroyed "), "{text}{}", String::from_utf8_lossy(&sh.stderr));
+
     // Type selection on the real types: the smallest that satisfies the request.
     for (args, ty) in [
         (&["--aperture", "33M"][..], "gvt_rs-GVTsim_64M"),
@@ -528,8 +544,8 @@ fn gvtctl_create_list_info_destroy() {
     assert!(it.contains("state:              active\n"));
     assert!(it.contains("gvt/state:          running\n"));
     let stats = read(d.join("gvt/stats"));
-    let first = stats.lines().next().unwrap();
-    assert!(it.contains(&format!("gvt/stats:          {first}\n")), "stats shown: {it}");
+    let shown = format!("gvt/stats:          {}\n", stats.lines().collect::<Vec<_>>().join(&format!("\n{:20}", "")));
+    assert!(it.contains(&shown), "stats shown aligned: {it}");
     assert!(it.contains(&format!("vfio:               /dev/vfio/{group}\n")));
     assert!(it.contains("in use:             no\n"));
 
@@ -581,7 +597,8 @@ fn gvtctl_destroy_refuses_while_a_vfio_user_holds_it() {
     let container = Arc::new(VfioContainer::new(None).expect("container"));
     let vdev = VfioDevice::new(&dev(&u), container.clone(), false).expect("open the vGPU through VFIO");
     let me = std::process::id();
-    let comm = read("/proc/self/comm");
+    let comm = name_process("vfio-user");
+    assert_eq!(comm, "vfio-user");
 
     let e = gvtctl(&["destroy", &u]);
     assert_eq!(e.code, 5, "busy exit code");
@@ -622,7 +639,7 @@ fn gvtctl_exhaustion_shows_what_is_left() {
     // B is held by a VFIO user, A is idle.
     let container = Arc::new(VfioContainer::new(None).expect("container"));
     let vdev = VfioDevice::new(&dev(&b), container.clone(), false).expect("open B");
-    let (me, comm) = (std::process::id(), read("/proc/self/comm"));
+    let (me, comm) = (std::process::id(), name_process("vfio-user"));
 
     let e = gvtctl(&["create", "--aperture", "128M"]);
     assert_eq!(e.code, 4, "no-resources exit code");
@@ -894,4 +911,53 @@ fn gvtctl_vmm_args_drive_a_nested_qemu() {
     let x = gvtctl(&["vmm-args", &u, "--vmm", "libvirt"]).ok().stdout;
     assert!(x.contains(&format!("<address uuid='{u}'/>")) && x.contains("type='mdev'"), "{x}");
     gvtctl(&["destroy", &u]).ok();
+}
+
+/// The session gvtctl's README shows (its output there is this test's output): a
+/// persistent vGPU, a second one used by an unmodified QEMU, what `list`, `info`, an
+/// exhausted `create` and a refused `destroy` say meanwhile, and the VMM arguments.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn gvtctl_readme_session() {
+    fresh();
+    gvtctl(&["types"]).ok();
+    let a = create(&["--aperture", "100M", "--weight", "8", "--define"]);
+    assert_eq!((link_name(dev(&a).join("mdev_type")), gvt_attr(&a, "weight")), ("gvt_rs-GVTsim_128M".into(), 8));
+    let b = create(&["--aperture", "64M"]);
+    let q = gvtctl(&["vmm-args", &b, "--vmm", "qemu"]).ok().stdout;
+    let args: Vec<String> = q.split_whitespace().map(str::to_string).collect();
+    let l2 = std::thread::spawn(move || {
+        let a: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_l2(&a, "lspci", Duration::from_secs(240))
+    });
+    let t0 = Instant::now();
+    while gvtctl(&["--json", "info", &b]).ok().json()["in_use"] != true {
+        assert!(!l2.is_finished() && t0.elapsed() < Duration::from_secs(120), "QEMU never held the vGPU");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list = gvtctl(&["list"]).ok().stdout;
+    let full = gvtctl(&["create", "--aperture", "100M"]);
+    let busy = gvtctl(&["destroy", &b]);
+    let still_running = !l2.is_finished();
+    let r = l2.join().unwrap();
+    assert!(r.output.contains("L2: pci 0x1234 0x6776 0x038000"), "{}", r.output);
+    assert!(still_running, "QEMU ran during list, create and destroy");
+    assert!(list.lines().any(|l| l.starts_with(&b) && l.contains("qemu-system-x86(")), "{list}");
+    assert!(list.lines().any(|l| l.starts_with(&a) && l.ends_with("auto")), "{list}");
+    assert_eq!(full.code, 4);
+    assert!(full.stderr.contains(&format!("{b} gvt_rs-GVTsim_64M on gvt-sim0: in use by qemu-system-x86 (pid ")), "{}", full.stderr);
+    assert!(full.stderr.contains(&format!("{a} gvt_rs-GVTsim_128M on gvt-sim0: idle")), "{}", full.stderr);
+    assert_eq!(busy.code, 5);
+    assert!(busy.stderr.contains("is in use by qemu-system-x86 (pid "), "{}", busy.stderr);
+
+    gvtctl(&["info", &a]).ok();
+    for vmm in ["qemu", "cloud-hypervisor", "libvirt"] {
+        gvtctl(&["vmm-args", &a, "--vmm", vmm]).ok();
+    }
+    println!("$ cat {DEFS}/{a}\n{}", read(format!("{DEFS}/{a}")));
+    let e = gvtctl(&["create", "--aperture", "12Q"]);
+    assert_eq!(e.code, 2);
+    gvtctl(&["destroy", &b]).ok();
+    gvtctl(&["destroy", &a, "--undefine"]).ok();
+    assert!(gvt_devices().is_empty());
 }
