@@ -988,7 +988,7 @@ fn completions_help_and_env_root() {
         .assert()
         .success()
         .stdout(contains("Exit codes:"))
-        .stdout(contains("gvtctl create --aperture 128M"))
+        .stdout(contains("gvtctl create --aperture 100M"))
         .stdout(contains("\n  sim ").not());
     // GVTCTL_ROOT is what the udev rule relies on in tests.
     let mut c = assert_cmd::Command::cargo_bin("gvtctl").unwrap();

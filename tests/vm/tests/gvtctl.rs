@@ -961,3 +961,48 @@ fn gvtctl_readme_session() {
     gvtctl(&["destroy", &a, "--undefine"]).ok();
     assert!(gvt_devices().is_empty());
 }
+
+/// The examples of `gvtctl --help`, run verbatim as a shell script (the only edit: the
+/// `...` of the QEMU line becomes the rig's L2 QEMU options), on the real driver.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn gvtctl_help_examples_work() {
+    fresh();
+    let help = gvtctl(&["--help"]).ok().stdout;
+    let examples: Vec<&str> = help
+        .lines()
+        .skip_while(|l| *l != "Examples:")
+        .skip(1)
+        .take_while(|l| !l.is_empty())
+        .map(str::trim)
+        .collect();
+    assert!(examples.len() >= 8, "{help}");
+    let qemu_opts: Vec<String> = gvt_vmtests::l2_qemu_command("lspci")[1..].iter().map(|a| format!("'{a}'")).collect();
+    let mut script = String::from("set -e; mkdir -p /etc/bash_completion.d\n");
+    for e in &examples {
+        if e.starts_with("qemu-system-x86_64 ... ") {
+            script.push_str(&e.replacen(" ... ", &format!(" {} ", qemu_opts.join(" ")), 1));
+        } else {
+            script.push_str(e);
+        }
+        script.push('\n');
+    }
+    script.push_str("echo \"U=$U\"\n");
+    println!("script:\n{script}");
+    let mut c = Command::new("sh");
+    c.args(["-c", &script]);
+    let r = gvt_vmtests::run_with_timeout(&mut c, Duration::from_secs(300));
+    println!("{}", r.output);
+    assert_eq!(r.status, Some(0), "the --help examples failed");
+    assert!(r.output.contains("L2: pci 0x1234 0x6776 0x038000"), "the nested QEMU saw the vGPU");
+    let u = r.output.lines().find_map(|l| l.strip_prefix("U=")).expect("U").to_string();
+    assert!(r.output.contains(&format!("destroyed {u} (gvt_rs-GVTsim_32M on gvt-sim0)")));
+    assert!(read("/etc/bash_completion.d/gvtctl").contains("_gvtctl()"));
+    // What is left: the 100M example (GVTsim_128M) and the defined 64M one with weight 8.
+    let left: Vec<(String, u64)> =
+        gvt_devices().iter().map(|u| (link_name(dev(u).join("mdev_type")), gvt_attr(u, "weight"))).collect();
+    let mut left = left;
+    left.sort();
+    assert_eq!(left, [("gvt_rs-GVTsim_128M".to_string(), 8), ("gvt_rs-GVTsim_64M".to_string(), 8)]);
+    fresh();
+}
