@@ -519,7 +519,7 @@ fn gvtctl_create_list_info_destroy() {
         gvtctl(&["destroy", &u]).ok();
         assert!(!dev(&u).exists());
     }
-    assert_eq!(gvt_devices(), [uuid.clone()]);
+    assert_eq!(gvt_devices(), std::slice::from_ref(&uuid));
 
     // list: the human row and the JSON agree with sysfs.
     let l = gvtctl(&["list"]).ok();
