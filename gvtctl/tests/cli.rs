@@ -294,6 +294,14 @@ fn create_mtty_generic_type() {
     assert_eq!(v["gvt"], serde_json::Value::Null);
     assert_eq!(t.avail("mtty", "mtty-2"), 1);
     assert_eq!(t.avail("mtty", "mtty-1"), 2);
+    t.cmd()
+        .args(["create", "--aperture", "32M", "--parent", "mtty"])
+        .assert()
+        .code(4)
+        .stderr(contains(
+            "parent mtty offers no type with a graphics-memory partition: name one with --type",
+        ))
+        .stderr(contains("modprobe").not());
     let (code, v) = t.json(&["create", "--type", "mtty-1", "--weight", "3"]);
     assert_eq!(code, 2);
     assert!(v["error"]["message"]

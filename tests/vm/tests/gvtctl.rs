@@ -843,7 +843,7 @@ fn gvtctl_vfio_group_rule_and_generic_mdev_types() {
     assert!(ap.assign.is_empty(), "other VFIO devices keep their permissions: {ap:?}");
     let e = gvtctl(&["create", "--aperture", "32M", "--parent", "mtty"]);
     assert_eq!(e.code, 4, "no GVT partition on mtty");
-    assert!(e.stderr.contains("no mdev type provides aperture 32M"), "{}", e.stderr);
+    assert!(e.stderr.contains("no mdev type provides aperture 32M; parent mtty offers no type with a graphics-memory partition"), "{}", e.stderr);
     let e = gvtctl(&["create", "--type", &mt, "--parent", "mtty", "--weight", "3"]);
     assert_eq!(e.code, 2);
     let l = gvtctl(&["--json", "list"]).ok().json();
