@@ -47,5 +47,7 @@ pub mod irq;
 pub mod ring;
 pub mod sim;
 
+pub mod display;
+
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;
