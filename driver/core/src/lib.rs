@@ -48,6 +48,7 @@ pub mod ring;
 pub mod sim;
 
 pub mod display;
+pub mod edid;
 
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;
