@@ -49,6 +49,7 @@ pub mod sim;
 
 pub mod display;
 pub mod edid;
+pub mod vblank;
 
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;
