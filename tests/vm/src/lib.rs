@@ -149,7 +149,7 @@ pub fn run_l2_accel(accel: &str, extra: &[&str], l2_cmd: &str, limit: Duration) 
     let mut c = Command::new(&q[0]);
     c.args(&q[1..]).args(extra);
     let r = run_with_timeout(&mut c, limit);
-    eprintln!("nested QEMU ({}) ran {:.1} s, exit {:?}", nested_accel(), r.elapsed.as_secs_f64(), r.status);
+    eprintln!("nested QEMU ({accel}) ran {:.1} s, exit {:?}", r.elapsed.as_secs_f64(), r.status);
     r
 }
 
