@@ -22,7 +22,8 @@ use crate::gvt_core::backend::Pte;
 use crate::gvt_core::gpu::{Gpu, GpuConfig};
 use crate::gvt_core::mem::{Gfn, GuestMemory, HostMemory, HostPage, MemError};
 use crate::gvt_core::ppgtt::HostPageAlloc;
-use crate::gvt_core::sched::Clock;
+use crate::gvt_core::sched::{Clock, VgpuId};
+use crate::gvt_core::stats::VgpuState;
 use crate::parent::{self, MAX_VGPUS};
 use crate::vfio;
 
@@ -159,12 +160,23 @@ const ROUNDS: u32 = 64;
 #[no_mangle]
 extern "C" fn gvt_rs_engine_work() {
     let p = parent::get();
-    let report = {
+    let (report, failed) = {
         let mut g = p.gpu.lock();
         let PhysGpu { gpu, phys } = &mut *g;
-        gpu.run_engines(phys, &mut KHost, &KClock, ROUNDS)
+        let report = gpu.run_engines(phys, &mut KHost, &KClock, ROUNDS);
+        // Slots past their hang threshold (paper §3.5.1): their VMMs hear
+        // about it through the REQ irq.
+        let mut failed = 0u32;
+        if report.hangs > 0 {
+            for i in 0..MAX_VGPUS {
+                if gpu.scheduler().state(VgpuId(i as u16)) == VgpuState::Failed {
+                    failed |= 1 << i;
+                }
+            }
+        }
+        (report, failed)
     };
-    p.deliver(&report);
+    p.deliver(&report, failed);
     if !report.idle {
         // More work, or a hang the watchdog is timing: come back next tick.
         // SAFETY: queues the module's static delayed work.

@@ -59,6 +59,10 @@ module! {
             default: 8,
             description: "Most vGPUs that may exist at once (1..=8)",
         },
+        hang_threshold: u32 {
+            default: 3,
+            description: "Engine hangs a vGPU may cause before it is put in the failed state (1..=1000)",
+        },
     },
 }
 
@@ -73,6 +77,7 @@ impl kernel::Module for GvtRs {
             gm_mb: module_parameters::gm_mb.value(),
             fences: module_parameters::fences.value(),
             max_vgpus: module_parameters::max_vgpus.value(),
+            hang_threshold: module_parameters::hang_threshold.value(),
         };
         let parent = parent::Parent::register(module, cfg)?;
         Ok(GvtRs { parent })

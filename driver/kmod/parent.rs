@@ -36,6 +36,7 @@ pub(crate) struct ParentConfig {
     pub(crate) gm_mb: u32,
     pub(crate) fences: u32,
     pub(crate) max_vgpus: u32,
+    pub(crate) hang_threshold: u32,
 }
 
 impl ParentConfig {
@@ -55,6 +56,10 @@ impl ParentConfig {
         }
         if !(1..=16).contains(&self.fences) {
             pr_err!("fences={} is invalid: must be in 1..=16\n", self.fences);
+            return Err(EINVAL);
+        }
+        if !(1..=1000).contains(&self.hang_threshold) {
+            pr_err!("hang_threshold={} is invalid: must be in 1..=1000\n", self.hang_threshold);
             return Err(EINVAL);
         }
         if !(1..=MAX_VGPUS as u32).contains(&self.max_vgpus) {
@@ -291,9 +296,16 @@ impl Parent {
         }
     }
 
-    /// Signal what the engines raised (engine worker, GPU lock dropped).
-    pub(crate) fn deliver(&self, report: &EngineReport<MAX_VGPUS>) {
+    /// Signal what the engines raised (engine worker, GPU lock dropped);
+    /// `failed` has a bit per slot that is now past its hang threshold.
+    pub(crate) fn deliver(&self, report: &EngineReport<MAX_VGPUS>, failed: u32) {
         let slots = self.slots.lock();
+        for (i, &addr) in slots.iter().enumerate() {
+            if failed & (1 << i) != 0 && addr != 0 {
+                // SAFETY: as below.
+                unsafe { &*(addr as *const Vgpu) }.failed();
+            }
+        }
         for (slot, d) in report.pending() {
             let Some(&addr) = slots.get(usize::from(slot.0)) else { continue };
             if addr != 0 {

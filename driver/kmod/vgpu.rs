@@ -20,7 +20,7 @@
 //! through eventfds (vfio's virqfd, as QEMU's KVM resamplefd path uses).
 
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use kernel::page::Page;
 use kernel::prelude::*;
@@ -151,6 +151,8 @@ pub(crate) struct Vgpu {
     type_idx: usize,
     /// Aperture accesses outside this vGPU's slice (reads 0, writes dropped).
     ballooned: AtomicU64,
+    /// The VMM was told (REQ irq) that this vGPU failed; cleared on reset.
+    failed_told: AtomicBool,
     #[pin]
     state: Mutex<State>,
     #[pin]
@@ -175,6 +177,15 @@ unsafe impl Send for Vgpu {}
 unsafe impl Sync for Vgpu {}
 
 impl Vgpu {
+    /// The vGPU passed its hang threshold and is failed (submissions
+    /// refused until a reset): ask the VMM, once, through the REQ irq.
+    pub(crate) fn failed(&self) {
+        if !self.failed_told.swap(true, Ordering::Relaxed) {
+            pr_warn!("vGPU {}: too many GPU hangs, failed until reset; asking the VMM to release it\n", self.id);
+            self.signal(vfio::VFIO_PCI_REQ_IRQ_INDEX);
+        }
+    }
+
     /// Signal what the mediator raised for this vGPU (its MSI, or INTx when
     /// MSI is off), as the guest's config space says.
     pub(crate) fn deliver(&self, d: Delivery) {
@@ -475,10 +486,13 @@ fn new_vgpu(
             ppgtt_snap: &mut ppgtt_snap,
         };
         let mut env = Env { host: &mut KHost, alloc: &mut KAlloc, clock: &KClock, guest: &mut KGuest(vdev), cpu: &mut KCpu(vdev) };
-        CoreVgpu::create(gpu, phys, params, &mut storage, &mut env).map_err(|e| {
+        let core = CoreVgpu::create(gpu, phys, params, &mut storage, &mut env).map_err(|e| {
             pr_warn!("vGPU {id}: the mediator refused it: {e:?}\n");
             ENOSPC
-        })?
+        })?;
+        // The per-VM hang threshold (module parameter, paper §3.5.1).
+        let _ = gpu.scheduler_mut().set_hang_limit(core.slot(), p.cfg.hang_threshold);
+        core
     };
     let slot = core.slot();
     let state = State { core: Some(core), vregs, ggtt_guest, ggtt_shadow, ppgtt_snap, scratch, shadow };
@@ -491,6 +505,7 @@ fn new_vgpu(
             part,
             type_idx,
             ballooned: AtomicU64::new(0),
+            failed_told: AtomicBool::new(false),
             state <- new_mutex!(state),
             irqs <- new_mutex!(Irqs { ctx: [ptr::null_mut(); NUM_IRQS as usize], intx_masked: false }),
             virqfd: [Opaque::new(ptr::null_mut()), Opaque::new(ptr::null_mut())],
@@ -590,6 +605,7 @@ impl Vgpu {
             let PhysGpu { gpu, phys } = &mut *g;
             core.reset(gpu, phys, &mut storage, &mut env!(self));
         }
+        self.failed_told.store(false, Ordering::Relaxed);
         zap_aperture(self.vdev);
     }
 }

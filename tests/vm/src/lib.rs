@@ -99,6 +99,20 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Ran {
             break s.code();
         }
         if t0.elapsed() > limit {
+            // Before killing it: where is each of its threads in the kernel?
+            // (A hang in a driver shows up here.)
+            let mut diag = String::from("\n---- kernel stacks of the timed-out process ----\n");
+            if let Ok(tasks) = fs::read_dir(format!("/proc/{}/task", child.id())) {
+                for t in tasks.flatten() {
+                    let comm = fs::read_to_string(t.path().join("comm")).unwrap_or_default();
+                    let stack = fs::read_to_string(t.path().join("stack")).unwrap_or_default();
+                    diag.push_str(&format!("task {:?} {}{}\n", t.file_name(), comm, stack));
+                }
+            }
+            let _ = fs::OpenOptions::new().append(true).open(&out_path).and_then(|mut f| {
+                use std::io::Write;
+                f.write_all(diag.as_bytes())
+            });
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -146,6 +160,19 @@ pub fn run_l2(extra: &[&str], l2_cmd: &str, limit: Duration) -> Ran {
 /// fd to every VFIO group it opens) or `"tcg"` (no KVM anywhere).
 pub fn run_l2_accel(accel: &str, extra: &[&str], l2_cmd: &str, limit: Duration) -> Ran {
     let q = l2_qemu_command_accel(accel, l2_cmd);
+    let r = run_l2_once(&q, extra, limit);
+    if r.status.is_some() {
+        return r;
+    }
+    // Nested virtualization here is KVM on TCG's emulated SVM: an L2 that
+    // never starts is retried once, with the evidence printed (the kernel
+    // stacks of every QEMU thread at the timeout).
+    eprintln!("nested QEMU ({accel}) timed out; evidence follows, retrying once:\n{}", r.output);
+    run_l2_once(&q, extra, limit)
+}
+
+fn run_l2_once(q: &[String], extra: &[&str], limit: Duration) -> Ran {
+    let accel = q.iter().skip_while(|a| *a != "-accel").nth(1).cloned().unwrap_or_default();
     let mut c = Command::new(&q[0]);
     c.args(&q[1..]).args(extra);
     let r = run_with_timeout(&mut c, limit);

@@ -65,7 +65,7 @@ fn demo_gvt_two_vgpus() {
     m2.remove().expect("remove");
     let arg = format!("vfio-pci,sysfsdev={}", m1.sysfs_path().display());
     println!("demo: an unmodified QEMU takes vGPU 1: qemu-system-x86_64 -accel {} ... -device {arg}", gvt_vmtests::nested_accel());
-    let r = run_l2(&["-device", &arg], "lspci", Duration::from_secs(240));
+    let r = run_l2(&["-device", &arg], "lspci", Duration::from_secs(120));
     for l in r.output.lines().filter(|l| l.starts_with("L2: pci")) {
         println!("demo:   {l}");
     }
