@@ -58,7 +58,10 @@ unsigned long gvt_rs_vma_len(struct vm_area_struct *vma)
 void gvt_rs_vma_setup(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
 		      void *priv)
 {
-	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
+	/* A raw pfn mapping (as vfio-pci maps BARs): the pages behind the
+	 * aperture are the guest's pinned RAM (often private anonymous memory of
+	 * the VMM) or our scratch page, never page-cache pages of this file. */
+	vm_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
 	vma->vm_ops = ops;
 	vma->vm_private_data = priv;
 }
@@ -71,12 +74,6 @@ void *gvt_rs_vmf_private(struct vm_fault *vmf)
 unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf)
 {
 	return vmf->pgoff;
-}
-
-void gvt_rs_vmf_set_page(struct vm_fault *vmf, struct page *page)
-{
-	get_page(page);
-	vmf->page = page;
 }
 
 void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx)
@@ -198,12 +195,9 @@ u64 gvt_rs_page_pfn(struct page *page)
 	return page_to_pfn(page);
 }
 
-void gvt_rs_vmf_set_pfn(struct vm_fault *vmf, u64 pfn)
+vm_fault_t gvt_rs_vmf_insert_pfn(struct vm_fault *vmf, u64 pfn)
 {
-	struct page *page = pfn_to_page(pfn);
-
-	get_page(page);
-	vmf->page = page;
+	return vmf_insert_pfn(vmf->vma, vmf->address, pfn);
 }
 
 u64 gvt_rs_ktime_ns(void)

@@ -25,8 +25,6 @@ void gvt_rs_vma_setup(struct vm_area_struct *vma, const struct vm_operations_str
 		      void *priv);
 void *gvt_rs_vmf_private(struct vm_fault *vmf);
 unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf);
-/* Hand @page to the faulting mapping (takes a page reference). */
-void gvt_rs_vmf_set_page(struct vm_fault *vmf, struct page *page);
 void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx);
 bool gvt_rs_is_err(const void *ptr);
 long gvt_rs_ptr_err(const void *ptr);
@@ -60,8 +58,8 @@ int gvt_rs_pfn_copy(u64 pfn, size_t offset, void *buf, size_t len, bool write);
 u64 gvt_rs_alloc_pfn(void);
 void gvt_rs_free_pfn(u64 pfn);
 u64 gvt_rs_page_pfn(struct page *page);
-/* Hand page frame @pfn to the faulting mapping (takes a page reference). */
-void gvt_rs_vmf_set_pfn(struct vm_fault *vmf, u64 pfn);
+/* Map page frame @pfn at the faulting address (VM_PFNMAP mapping). */
+vm_fault_t gvt_rs_vmf_insert_pfn(struct vm_fault *vmf, u64 pfn);
 u64 gvt_rs_ktime_ns(void);
 /* Pin one guest page (vfio_pin_pages); returns its pfn or a negative errno. */
 long long gvt_rs_pin_gfn(struct vfio_device *vdev, u64 gfn);

@@ -1040,11 +1040,10 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
     // PTE change zaps this mapping (KCpu), so the next access faults again.
     match core.aperture_fault(&mut storage, off) {
         Ok(page) => {
-            // SAFETY: takes a reference for the mapping; the page is pinned
-            // (or is our scratch page) while the GGTT maps it, and the
-            // mapping is zapped before that changes.
-            unsafe { vfio::gvt_rs_vmf_set_pfn(vmf, page.0) };
-            0
+            // SAFETY: a pfn mapping of a page that stays allocated while
+            // mapped: it is pinned (or is our scratch page) while the GGTT
+            // maps it, and the mapping is zapped before that changes.
+            unsafe { vfio::gvt_rs_vmf_insert_pfn(vmf, page.0) }
         }
         Err(_) => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
     }
