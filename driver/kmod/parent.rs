@@ -3,7 +3,6 @@
 //! with the mdev core, its vGPU types, and the partitioner that backs
 //! `available_instances`.
 
-use core::fmt::Write;
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
@@ -14,7 +13,7 @@ use kernel::error::to_result;
 use kernel::{bindings, c_str, new_mutex};
 
 use crate::gvt_core::partition::{GmLayout, Partition, PartitionError, PartitionId, Partitioner};
-use crate::gvt_core::vgpu_types::{self, VgpuType, VgpuTypes};
+use crate::gvt_core::vgpu_types::{self, SliceWriter, VgpuType, VgpuTypes};
 use crate::gpu::{self, PhysGpu};
 use crate::gvt_core::gpu::EngineReport;
 use crate::gvt_core::sched::VgpuId;
@@ -148,7 +147,7 @@ impl Parent {
         }
         let mut type_names = [[0u8; NAME_LEN]; MAX_TYPES];
         for (t, name) in type_info.iter().zip(type_names.iter_mut()) {
-            let mut w = ByteWriter::new(&mut name[..NAME_LEN - 1]);
+            let mut w = SliceWriter::new(&mut name[..NAME_LEN - 1]);
             let _ = t.write_sysfs_name(&mut w);
         }
         let phys = PhysGpu::new(layout.total_gm)?;
@@ -371,33 +370,7 @@ unsafe extern "C" fn type_show_description(mtype: *mut vfio::mdev_type, buf: *mu
     };
     // SAFETY: sysfs show buffers are PAGE_SIZE bytes.
     let out = unsafe { core::slice::from_raw_parts_mut(buf, bindings::PAGE_SIZE as usize) };
-    let mut w = ByteWriter::new(out);
+    let mut w = SliceWriter::new(out);
     let _ = ty.write_description(&mut w);
-    w.len as isize
-}
-
-/// `core::fmt::Write` into a byte buffer (truncating).
-pub(crate) struct ByteWriter<'a> {
-    buf: &'a mut [u8],
-    pub(crate) len: usize,
-}
-
-impl<'a> ByteWriter<'a> {
-    pub(crate) fn new(buf: &'a mut [u8]) -> Self {
-        Self { buf, len: 0 }
-    }
-}
-
-impl Write for ByteWriter<'_> {
-    fn write_str(&mut self, s: &str) -> core::fmt::Result {
-        let room = self.buf.len() - self.len;
-        let n = s.len().min(room);
-        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
-        self.len += n;
-        if n < s.len() {
-            Err(core::fmt::Error)
-        } else {
-            Ok(())
-        }
-    }
+    w.len() as isize
 }

@@ -41,7 +41,8 @@ use crate::gvt_core::vgpu::{
     storage_sizes, AccessError, Env, Vgpu as CoreVgpu, VgpuParams, VgpuStorage, BAR0_SIZE, CONFIG_SIZE,
     DEFAULT_PPGTT_TABLES,
 };
-use crate::parent::{self, ByteWriter};
+use crate::gvt_core::vgpu_types::SliceWriter;
+use crate::parent;
 use crate::vfio;
 
 /// The kernel services of one vGPU's calls into the core.
@@ -1069,7 +1070,7 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
     };
     // SAFETY: sysfs show buffers are PAGE_SIZE bytes.
     let out = unsafe { core::slice::from_raw_parts_mut(buf, bindings::PAGE_SIZE as usize) };
-    let mut w = ByteWriter::new(out);
+    let mut w = SliceWriter::new(out);
     use core::fmt::Write;
     let p = &v.part;
     let _ = match attr {
@@ -1098,7 +1099,7 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
         }
         _ => return errno(EINVAL),
     };
-    w.len as isize
+    w.len() as isize
 }
 
 #[no_mangle]
