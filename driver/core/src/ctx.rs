@@ -47,23 +47,15 @@
 use super::backend::{Backend, EngineId};
 use super::sched::Clock;
 
-pub const RING_TAIL: u32 = 0x30;
-pub const RING_HEAD: u32 = 0x34;
-pub const RING_START: u32 = 0x38;
-pub const RING_CTL: u32 = 0x3C;
-pub const RING_HWS_PGA: u32 = 0x80;
-pub const RING_MI_MODE: u32 = 0x9C;
-pub const RING_IMR: u32 = 0xA8;
-pub const RING_PP_DIR_DCLV: u32 = 0x220;
-pub const RING_PP_DIR_BASE: u32 = 0x228;
-pub const RING_GFX_MODE: u32 = 0x29C;
+pub use super::engine::{MI_MODE_IDLE, MI_MODE_STOP_RING};
+pub use super::regs::ring::{
+    CTL as RING_CTL, GFX_MODE as RING_GFX_MODE, HEAD as RING_HEAD, HWS_PGA as RING_HWS_PGA, IMR as RING_IMR,
+    MI_MODE as RING_MI_MODE, PP_DIR_BASE as RING_PP_DIR_BASE, PP_DIR_DCLV as RING_PP_DIR_DCLV, START as RING_START,
+    TAIL as RING_TAIL,
+};
 
 /// `RING_CTL` enable bit.
-pub const CTL_ENABLE: u32 = 1 << 0;
-/// `MI_MODE` bit 8: stop fetching at the next command boundary.
-pub const MI_MODE_STOP_RING: u32 = 1 << 8;
-/// `MI_MODE` bit 9 (read-only): the ring is stopped and idle.
-pub const MI_MODE_IDLE: u32 = 1 << 9;
+pub const CTL_ENABLE: u32 = super::engine::RING_VALID;
 
 /// Masked-register write: set `bits`.
 pub const fn masked_set(bits: u32) -> u32 {

@@ -32,18 +32,17 @@ use super::cmd::{self, Command, Level, PostSync, Reject, Space, Surface, MAX_CMD
 use super::irq::GtEvent;
 use super::mem::{HostMemory, HostPage, PAGE_SHIFT, PAGE_SIZE};
 
-pub const RING_TAIL: u32 = 0x30;
-pub const RING_HEAD: u32 = 0x34;
-pub const RING_START: u32 = 0x38;
-pub const RING_CTL: u32 = 0x3C;
-pub const RING_IPEHR: u32 = 0x68;
-pub const RING_ACTHD: u32 = 0x74;
-pub const RING_HWS_PGA: u32 = 0x80;
-pub const RING_EIR: u32 = 0xB0;
-pub const RING_BBADDR: u32 = 0x140;
-pub const RING_TIMESTAMP: u32 = 0x358;
-/// Size of an engine's register block.
-pub const RING_BLOCK: u32 = 0x800;
+pub use super::regs::ring::{
+    ACTHD as RING_ACTHD, BBADDR as RING_BBADDR, BLOCK as RING_BLOCK, CTL as RING_CTL, EIR as RING_EIR, HEAD as RING_HEAD,
+    HWS_PGA as RING_HWS_PGA, IPEHR as RING_IPEHR, MI_MODE as RING_MI_MODE, START as RING_START, TAIL as RING_TAIL,
+    TIMESTAMP as RING_TIMESTAMP,
+};
+/// `MI_MODE` bit 8 (masked register): stop fetching at the next command
+/// boundary.
+pub const MI_MODE_STOP_RING: u32 = 1 << 8;
+/// `MI_MODE` bit 9 (read-only): the ring is stopped and idle — every fetched
+/// command retired, at ring level (not inside a batch buffer).
+pub const MI_MODE_IDLE: u32 = 1 << 9;
 
 pub const TAIL_ADDR: u32 = 0x001F_FFF8;
 pub const HEAD_ADDR: u32 = 0x001F_FFFC;
@@ -153,6 +152,7 @@ struct RingRegs {
     acthd: u32,
     eir: u32,
     bbaddr: u32,
+    mi_mode: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -234,7 +234,7 @@ impl Engine {
         let p = Pos { space: Space::Ggtt, addr: 0 };
         Self {
             id,
-            ctx: EngineContext { regs: RingRegs { tail: 0, head: 0, start: 0, ctl: 0, hws_pga: 0, ipehr: 0, acthd: 0, eir: 0, bbaddr: 0 }, level: Level::Ring, b1: p, b2: p, ret_head: 0, fault: None },
+            ctx: EngineContext { regs: RingRegs { tail: 0, head: 0, start: 0, ctl: 0, hws_pga: 0, ipehr: 0, acthd: 0, eir: 0, bbaddr: 0, mi_mode: 0 }, level: Level::Ring, b1: p, b2: p, ret_head: 0, fault: None },
             timestamp: 0,
         }
     }
@@ -289,6 +289,13 @@ impl Engine {
             RING_HWS_PGA => r.hws_pga,
             RING_EIR => r.eir,
             RING_BBADDR => r.bbaddr,
+            RING_MI_MODE => {
+                // A faulted engine never reports idle: its context cannot be
+                // switched out, the mediator must reset the engine.
+                let stopped = r.mi_mode & MI_MODE_STOP_RING != 0;
+                let idle = stopped && self.ctx.level == Level::Ring && self.ctx.fault.is_none();
+                r.mi_mode | if idle { MI_MODE_IDLE } else { 0 }
+            }
             RING_TIMESTAMP => self.timestamp as u32,
             _ => return None,
         })
@@ -310,6 +317,7 @@ impl Engine {
             RING_CTL => r.ctl = v & (RING_NR_PAGES | RING_VALID),
             RING_HWS_PGA => r.hws_pga = v & !0xfff,
             RING_EIR => r.eir &= !v,
+            RING_MI_MODE => r.mi_mode = super::regs::masked_write(r.mi_mode, v) & MI_MODE_STOP_RING,
             _ => return false,
         }
         true
@@ -339,6 +347,10 @@ impl Engine {
         }
         if let Some(f) = self.ctx.fault {
             return StepResult { executed, status: StepStatus::Faulted(f) };
+        }
+        if self.ctx.regs.mi_mode & MI_MODE_STOP_RING != 0 {
+            // Stopped for a context switch: fetches nothing.
+            return StepResult { executed, status: StepStatus::Disabled };
         }
         let mut buf = [0u32; MAX_CMD_DWORDS];
         loop {

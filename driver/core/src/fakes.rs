@@ -24,7 +24,7 @@ impl FakeHostMemory {
         self.npages
     }
     fn span(&self, page: HostPage, offset: usize, len: usize) -> Result<core::ops::Range<usize>, MemError> {
-        if page.0 >= self.npages || offset.checked_add(len).map_or(true, |e| e > PAGE_SIZE as usize) {
+        if page.0 >= self.npages || offset.checked_add(len).is_none_or(|e| e > PAGE_SIZE as usize) {
             return Err(MemError::OutOfRange);
         }
         let start = page.0 as usize * PAGE_SIZE as usize + offset;
@@ -105,6 +105,35 @@ impl GuestMemory for FakeGuestMemory {
             }
             None => panic!("unpin of gfn {gfn:#x} that is not pinned (pin accounting bug)"),
         }
+    }
+}
+
+/// Host pages for shadow tables: hands out `[base, base + n)`, checks that
+/// every free returns a page it handed out, counts what is live.
+pub struct FakeHostPages {
+    free: Vec<HostPage>,
+    live: BTreeMap<u64, ()>,
+}
+
+impl FakeHostPages {
+    pub fn new(base: u64, n: u64) -> Self {
+        Self { free: (base..base + n).rev().map(HostPage).collect(), live: BTreeMap::new() }
+    }
+    /// Pages handed out and not yet freed.
+    pub fn live(&self) -> usize {
+        self.live.len()
+    }
+}
+
+impl super::ppgtt::HostPageAlloc for FakeHostPages {
+    fn alloc(&mut self) -> Option<HostPage> {
+        let p = self.free.pop()?;
+        self.live.insert(p.0, ());
+        Some(p)
+    }
+    fn free(&mut self, page: HostPage) {
+        assert!(self.live.remove(&page.0).is_some(), "free of {page:?} not allocated");
+        self.free.push(page);
     }
 }
 

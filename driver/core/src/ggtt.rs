@@ -148,22 +148,61 @@ pub struct GgttStats {
     pub dma_unmap_evictions: u64,
 }
 
-/// The shadow GGTT state of one vGPU.
-pub struct Ggtt<'a> {
+/// The small, owned part of a vGPU's shadow GGTT: everything but the two
+/// storage slices.  A long-lived owner (the kernel's per-vGPU state) keeps
+/// this and re-attaches the storage per call with [`Ggtt::resume`]; the
+/// storage itself stays with the caller (vmalloc'ed arrays in the kernel).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GgttState {
     gm: VgpuGm,
     ap_first: u64,
     ap_len: u64,
     hi_first: u64,
     hi_len: u64,
     scratch: HostPage,
-    guest: &'a mut [u64],
-    shadow: &'a mut [u64],
     mapped: u64,
     in_drop_burst: bool,
     stats: GgttStats,
 }
 
+impl GgttState {
+    /// The vGPU's slices.
+    pub fn slices(&self) -> VgpuGm {
+        self.gm
+    }
+    /// Entries currently mapping a guest page = pins held.
+    pub fn mapped_entries(&self) -> u64 {
+        self.mapped
+    }
+    /// Counters.
+    pub fn stats(&self) -> GgttStats {
+        self.stats
+    }
+}
+
+/// The shadow GGTT state of one vGPU.
+pub struct Ggtt<'a> {
+    st: GgttState,
+    guest: &'a mut [u64],
+    shadow: &'a mut [u64],
+}
+
 impl<'a> Ggtt<'a> {
+    /// Re-attach storage to a state taken with [`Ggtt::state`] (the same
+    /// slices the state was created over; only their lengths can be checked).
+    pub fn resume(st: GgttState, guest: &'a mut [u64], shadow: &'a mut [u64]) -> Result<Self, GgttError> {
+        let n = st.gm.entries();
+        if guest.len() != n || shadow.len() != n {
+            return Err(GgttError::StorageSize);
+        }
+        Ok(Ggtt { st, guest, shadow })
+    }
+
+    /// The owned part, to keep between calls (see [`GgttState`]).
+    pub fn state(&self) -> GgttState {
+        self.st
+    }
+
     /// Set up the shadow GGTT of a vGPU owning `gm`, whose unmapped entries
     /// point to `scratch` (a host page owned by this vGPU alone).  Clears the
     /// storage and points every physical entry of the slices at scratch.
@@ -192,17 +231,19 @@ impl<'a> Ggtt<'a> {
             return Err(GgttError::StorageSize);
         }
         let g = Ggtt {
-            gm,
-            ap_first: gm.aperture.base >> PAGE_SHIFT,
-            ap_len: gm.aperture.size >> PAGE_SHIFT,
-            hi_first: gm.high.base >> PAGE_SHIFT,
-            hi_len: gm.high.size >> PAGE_SHIFT,
-            scratch,
+            st: GgttState {
+                gm,
+                ap_first: gm.aperture.base >> PAGE_SHIFT,
+                ap_len: gm.aperture.size >> PAGE_SHIFT,
+                hi_first: gm.high.base >> PAGE_SHIFT,
+                hi_len: gm.high.size >> PAGE_SHIFT,
+                scratch,
+                mapped: 0,
+                in_drop_burst: false,
+                stats: GgttStats::default(),
+            },
             guest,
             shadow,
-            mapped: 0,
-            in_drop_burst: false,
-            stats: GgttStats::default(),
         };
         g.guest.fill(0);
         g.shadow.fill(0);
@@ -215,28 +256,28 @@ impl<'a> Ggtt<'a> {
 
     /// The vGPU's slices.
     pub fn slices(&self) -> VgpuGm {
-        self.gm
+        self.st.gm
     }
     /// The vGPU's scratch page.
     pub fn scratch(&self) -> HostPage {
-        self.scratch
+        self.st.scratch
     }
     /// Counters.
     pub fn stats(&self) -> GgttStats {
-        self.stats
+        self.st.stats
     }
     /// Entries currently mapping a guest page = pins held by this GGTT.
     pub fn mapped_entries(&self) -> u64 {
-        self.mapped
+        self.st.mapped
     }
 
     /// Storage index of GGTT entry `index`, if it lies in the vGPU's slices.
     fn local(&self, index: u64) -> Option<usize> {
-        if index >= self.ap_first && index - self.ap_first < self.ap_len {
-            return Some((index - self.ap_first) as usize);
+        if index >= self.st.ap_first && index - self.st.ap_first < self.st.ap_len {
+            return Some((index - self.st.ap_first) as usize);
         }
-        if index >= self.hi_first && index - self.hi_first < self.hi_len {
-            return Some((self.ap_len + (index - self.hi_first)) as usize);
+        if index >= self.st.hi_first && index - self.st.hi_first < self.st.hi_len {
+            return Some((self.st.ap_len + (index - self.st.hi_first)) as usize);
         }
         None
     }
@@ -244,10 +285,10 @@ impl<'a> Ggtt<'a> {
     /// GGTT entry index of storage index `l`.
     fn global(&self, l: usize) -> u64 {
         let l = l as u64;
-        if l < self.ap_len {
-            self.ap_first + l
+        if l < self.st.ap_len {
+            self.st.ap_first + l
         } else {
-            self.hi_first + (l - self.ap_len)
+            self.st.hi_first + (l - self.st.ap_len)
         }
     }
 
@@ -271,7 +312,7 @@ impl<'a> Ggtt<'a> {
     /// page or scratch), or `None` outside the vGPU's slices.
     pub fn host_page(&self, index: u64) -> Option<HostPage> {
         let s = self.local(index).and_then(|l| self.shadow.get(l).copied())?;
-        Some(if s == 0 { self.scratch } else { Pte(s).page() })
+        Some(if s == 0 { self.st.scratch } else { Pte(s).page() })
     }
 
     /// Trapped BAR0 write at `offset` (inside the GGTT window): an aligned
@@ -286,7 +327,7 @@ impl<'a> Ggtt<'a> {
         data: &[u8],
     ) -> Result<PteWrite, BadAccess> {
         let Some((index, half)) = self.decode(offset, data.len()) else {
-            self.stats.bad_access = self.stats.bad_access.wrapping_add(1);
+            self.st.stats.bad_access = self.st.stats.bad_access.wrapping_add(1);
             return Err(BadAccess);
         };
         let value = match half {
@@ -316,13 +357,13 @@ impl<'a> Ggtt<'a> {
     /// 4-byte half, of exactly what the guest wrote; 0 outside the slices.
     pub fn mmio_read(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), BadAccess> {
         let Some((index, half)) = self.decode(offset, buf.len()) else {
-            self.stats.bad_access = self.stats.bad_access.wrapping_add(1);
+            self.st.stats.bad_access = self.st.stats.bad_access.wrapping_add(1);
             return Err(BadAccess);
         };
         let v = match self.guest_entry_checked(index) {
             Some(v) => v,
             None => {
-                self.stats.reads_out_of_slice = self.stats.reads_out_of_slice.wrapping_add(1);
+                self.st.stats.reads_out_of_slice = self.st.stats.reads_out_of_slice.wrapping_add(1);
                 0
             }
         };
@@ -350,9 +391,9 @@ impl<'a> Ggtt<'a> {
     }
 
     fn drop_write(&mut self) -> PteWrite {
-        self.stats.dropped_out_of_slice = self.stats.dropped_out_of_slice.wrapping_add(1);
-        let log = !self.in_drop_burst;
-        self.in_drop_burst = true;
+        self.st.stats.dropped_out_of_slice = self.st.stats.dropped_out_of_slice.wrapping_add(1);
+        let log = !self.st.in_drop_burst;
+        self.st.in_drop_burst = true;
         PteWrite::Dropped { log }
     }
 
@@ -372,8 +413,8 @@ impl<'a> Ggtt<'a> {
         let (Some(&old_value), Some(&old_shadow)) = (self.guest.get(l), self.shadow.get(l)) else {
             return self.drop_write();
         };
-        self.in_drop_burst = false;
-        self.stats.writes = self.stats.writes.wrapping_add(1);
+        self.st.in_drop_burst = false;
+        self.st.stats.writes = self.st.stats.writes.wrapping_add(1);
         if let Some(g) = self.guest.get_mut(l) {
             *g = value;
         }
@@ -381,30 +422,30 @@ impl<'a> Ggtt<'a> {
         let present = guest_pte_present(value);
         if present && old_shadow != 0 && guest_pte_frame(old_value) == gfn {
             // Same frame, still mapped: the physical entry is already right.
-            self.stats.mapped = self.stats.mapped.wrapping_add(1);
+            self.st.stats.mapped = self.st.stats.mapped.wrapping_add(1);
             return PteWrite::Mapped;
         }
         let (new_shadow, outcome) = if !present {
-            self.stats.scratch = self.stats.scratch.wrapping_add(1);
+            self.st.stats.scratch = self.st.stats.scratch.wrapping_add(1);
             (0, PteWrite::Scratch)
         } else {
             match gmem.pin(gfn) {
                 Ok(page) => {
-                    self.stats.mapped = self.stats.mapped.wrapping_add(1);
+                    self.st.stats.mapped = self.st.stats.mapped.wrapping_add(1);
                     (Pte::new(page).0, PteWrite::Mapped)
                 }
                 Err(MemError::NoResource) => {
-                    self.stats.reject_pin_refused = self.stats.reject_pin_refused.wrapping_add(1);
+                    self.st.stats.reject_pin_refused = self.st.stats.reject_pin_refused.wrapping_add(1);
                     (0, PteWrite::Rejected(AuditReject::PinRefused))
                 }
                 Err(MemError::NotMapped) | Err(MemError::OutOfRange) => {
-                    self.stats.reject_frame_not_mapped = self.stats.reject_frame_not_mapped.wrapping_add(1);
+                    self.st.stats.reject_frame_not_mapped = self.st.stats.reject_frame_not_mapped.wrapping_add(1);
                     (0, PteWrite::Rejected(AuditReject::FrameNotMapped))
                 }
             }
         };
         if new_shadow != 0 {
-            self.mapped = self.mapped.wrapping_add(1);
+            self.st.mapped = self.st.mapped.wrapping_add(1);
         }
         self.replace(gmem, be, cpu, l, new_shadow, old_value, old_shadow);
         outcome
@@ -426,18 +467,18 @@ impl<'a> Ggtt<'a> {
     ) {
         let index = self.global(l);
         if new_shadow != old_shadow {
-            let pte = if new_shadow == 0 { Pte::new(self.scratch) } else { Pte(new_shadow) };
+            let pte = if new_shadow == 0 { Pte::new(self.st.scratch) } else { Pte(new_shadow) };
             be.write_ggtt(index as u32, pte);
             if let Some(s) = self.shadow.get_mut(l) {
                 *s = new_shadow;
             }
-            if (l as u64) < self.ap_len {
+            if (l as u64) < self.st.ap_len {
                 cpu.invalidate(index);
             }
         }
         if old_shadow != 0 {
             gmem.unpin(guest_pte_frame(old_value));
-            self.mapped = self.mapped.wrapping_sub(1);
+            self.st.mapped = self.st.mapped.wrapping_sub(1);
         }
     }
 
@@ -467,7 +508,7 @@ impl<'a> Ggtt<'a> {
                 evicted += 1;
             }
         }
-        self.stats.dma_unmap_evictions = self.stats.dma_unmap_evictions.wrapping_add(evicted);
+        self.st.stats.dma_unmap_evictions = self.st.stats.dma_unmap_evictions.wrapping_add(evicted);
         evicted
     }
 
@@ -483,7 +524,7 @@ impl<'a> Ggtt<'a> {
                 *g = 0;
             }
         }
-        self.in_drop_burst = false;
+        self.st.in_drop_burst = false;
     }
 
     /// vGPU destroy: release every pin and leave every physical entry of the
@@ -495,7 +536,7 @@ impl<'a> Ggtt<'a> {
         for l in 0..self.shadow.len() {
             let index = self.global(l);
             be.write_ggtt(index as u32, Pte::default());
-            if (l as u64) < self.ap_len {
+            if (l as u64) < self.st.ap_len {
                 cpu.invalidate(index);
             }
         }

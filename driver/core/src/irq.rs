@@ -28,10 +28,7 @@
 
 use super::backend::EngineId;
 
-pub const GTISR: u32 = 0x44010;
-pub const GTIMR: u32 = 0x44014;
-pub const GTIIR: u32 = 0x44018;
-pub const GTIER: u32 = 0x4401C;
+pub use super::regs::{GT_IER as GTIER, GT_IIR as GTIIR, GT_IMR as GTIMR, GT_ISR as GTISR};
 
 pub const RCS_USER_INTERRUPT: u32 = 1 << 0;
 pub const RCS_ERROR_INTERRUPT: u32 = 1 << 3;
@@ -39,6 +36,15 @@ pub const RCS_PIPECTL_NOTIFY: u32 = 1 << 4;
 pub const BCS_USER_INTERRUPT: u32 = 1 << 22;
 pub const BCS_ERROR_INTERRUPT: u32 = 1 << 25;
 pub const BCS_FLUSHDW_NOTIFY: u32 = 1 << 26;
+
+/// Every GT bit of `engine`: user interrupt, notify and command-streamer
+/// error (what the mediator forwards to the vGPU that owned the engine).
+pub const fn engine_bits(engine: EngineId) -> u32 {
+    match engine {
+        EngineId::Rcs => RCS_USER_INTERRUPT | RCS_ERROR_INTERRUPT | RCS_PIPECTL_NOTIFY,
+        EngineId::Bcs => BCS_USER_INTERRUPT | BCS_ERROR_INTERRUPT | BCS_FLUSHDW_NOTIFY,
+    }
+}
 
 /// A GT interrupt event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -47,5 +47,11 @@ pub mod irq;
 pub mod ring;
 pub mod sim;
 
+pub mod gpu;
+#[cfg(all(any(test, feature = "guest"), not(gvt_kmod)))]
+pub mod guest;
+#[cfg(test)]
+mod e2e;
+
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;

@@ -8,15 +8,19 @@
 //! | `[0, 2 MiB)` | registers ([`super::regs`]), virtual state in the vreg file | 1/2/4/8 bytes, naturally aligned |
 //! | `[0x78000, 0x79000)` | the PVINFO page ([`super::pvinfo`]) | same |
 //! | `[2 MiB, 8 MiB)` | nothing | rejected |
-//! | `[8 MiB, 16 MiB)` | the guest's view of the GGTT, 8-byte PTEs | 8 bytes, or an aligned 4-byte half |
+//! | `[8 MiB, 16 MiB)` | the guest's view of the GGTT, 8-byte PTEs: served by [`super::ggtt`] | 8 bytes, or an aligned 4-byte half |
 //!
 //! Everything else (other sizes, misaligned, beyond the BAR) is a
 //! [`MmioError`], which the glue turns into `-EINVAL`.
 //!
 //! State is borrowed, never owned: the vreg file is a `&mut [u32]` of
-//! [`VREG_DWORDS`] dwords (2 MiB, GVT-g's `vreg`), the guest GGTT view a
-//! `&mut [u64]` (one entry per GM page; entries beyond it read 0 and ignore
-//! writes).  A sub-dword register read extracts from the dword, a sub-dword
+//! [`VREG_DWORDS`] dwords (2 MiB, GVT-g's `vreg`).  The GGTT window has one
+//! source of truth, the shadow GGTT ([`super::ggtt`], which keeps exactly
+//! what the guest wrote for its own slices): [`classify`] tells the caller
+//! (the facade, [`super::vgpu`]) that an access belongs there, and
+//! [`VgpuMmio::read`]/[`VgpuMmio::write`] refuse it with
+//! [`MmioError::GgttWindow`]; the facade counts it with
+//! [`VgpuMmio::count_pte`].  A sub-dword register read extracts from the dword, a sub-dword
 //! write is a read-modify-write of it; an 8-byte register access is two dword
 //! accesses, low first.
 //!
@@ -53,6 +57,9 @@ pub enum MmioError {
     Unbacked,
     /// The vreg slice is shorter than [`VREG_DWORDS`] (a glue bug).
     BadState,
+    /// A well-formed access to the GGTT window: not a register, served by
+    /// [`super::ggtt::Ggtt::mmio_read`]/[`super::ggtt::Ggtt::mmio_write`].
+    GgttWindow,
 }
 
 /// Which half of a PTE a 4-byte GGTT write touched.
@@ -78,14 +85,16 @@ pub enum TrapEvent {
     RingTail { engine: EngineId, tail: u32 },
     /// PP_DIR_BASE written: a new PPGTT root (paper §3.3.2).
     PpDirBase { engine: EngineId, value: u32 },
-    /// A guest GGTT entry written (paper §3.3.2): `value` is the whole entry
-    /// now in the guest view (after merging a 4-byte `half`), `old` the one
-    /// before.
-    GgttWrite { index: u32, old: u64, value: u64, half: Option<PteHalf> },
+    /// A guest GGTT entry written (paper §3.3.2), as [`classify`] decodes a
+    /// GGTT-window access: `value` is the written bits (the whole entry, or a
+    /// 4-byte `half` in the low bits).  Produced by the facade, which merges
+    /// halves in the shadow GGTT.
+    GgttWrite { index: u32, value: u64, half: Option<PteHalf> },
     /// GDRST written with these bits; the register already reads 0 again.
     Reset(Gdrst),
-    /// IIR (after write-one-to-clear), IMR or IER changed; `value` is the new
-    /// virtual value.
+    /// IIR, IMR or IER written.  For IIR `value` is the bits the guest
+    /// wrote (write one to clear: the bits to clear, only within the written
+    /// bytes); for IMR/IER the new register value.
     Irq { reg: IrqReg, value: u32 },
     /// Guest fence `index` (< the vGPU's fence count) now holds `value`; the
     /// physical fence is `fence_base + index`.
@@ -158,7 +167,7 @@ impl TrapStats {
 /// Where in BAR0 an (already validated) access goes.
 enum Region {
     Regs(u32),
-    Ggtt(u64),
+    Ggtt,
 }
 
 /// Check size, alignment and range of an access.
@@ -180,9 +189,27 @@ fn decode(offset: u64, size: u32) -> Result<Region, MmioError> {
         if size < 4 {
             return Err(MmioError::BadSize);
         }
-        return Ok(Region::Ggtt(offset - GGTT_VIEW_BASE));
+        return Ok(Region::Ggtt);
     }
     Err(MmioError::Unbacked)
+}
+
+/// Where a well-formed BAR0 access goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Bar0Region {
+    /// The register file (PVINFO included): [`VgpuMmio`].
+    Registers,
+    /// The guest GGTT view: [`super::ggtt::Ggtt`].
+    GgttWindow,
+}
+
+/// Check size, alignment and range of an access of `size` bytes at BAR0
+/// `offset`, and say which emulation serves it.
+pub fn classify(offset: u64, size: u32) -> Result<Bar0Region, MmioError> {
+    decode(offset, size).map(|r| match r {
+        Region::Regs(_) => Bar0Region::Registers,
+        Region::Ggtt => Bar0Region::GgttWindow,
+    })
 }
 
 enum Category {
@@ -362,7 +389,7 @@ impl VgpuMmio {
                 // write one to clear, only in the written bytes
                 let v = old & !(value & mask);
                 store(vregs, v);
-                DwordWrite::Event(TrapEvent::Irq { reg: IrqReg::Iir, value: v })
+                DwordWrite::Event(TrapEvent::Irq { reg: IrqReg::Iir, value: value & mask })
             }
             RegKind::Imr => {
                 store(vregs, new);
@@ -405,18 +432,30 @@ impl VgpuMmio {
         }
     }
 
-    fn count(&mut self, region: &Region, write: bool) {
-        match region {
-            Region::Ggtt(_) => self.stats.pte += 1,
-            Region::Regs(off) => match category(*off) {
-                Category::Pm => self.stats.pm += 1,
-                Category::Tail => self.stats.tail += 1,
-                Category::Other { unknown } => {
-                    self.stats.other += 1;
-                    self.stats.unknown += unknown as u64;
-                }
-            },
+    fn count(&mut self, off: u32, write: bool) {
+        match category(off) {
+            Category::Pm => self.stats.pm += 1,
+            Category::Tail => self.stats.tail += 1,
+            Category::Other { unknown } => {
+                self.stats.other += 1;
+                self.stats.unknown += unknown as u64;
+            }
         }
+        self.count_rw(write);
+    }
+
+    /// Count one accepted access to the GGTT window (served by the shadow
+    /// GGTT, see the module documentation); `dropped`: a write outside the
+    /// vGPU's slices.
+    pub fn count_pte(&mut self, write: bool, dropped: bool) {
+        self.stats.pte += 1;
+        self.count_rw(write);
+        if dropped {
+            self.stats.dropped += 1;
+        }
+    }
+
+    fn count_rw(&mut self, write: bool) {
         if write {
             self.stats.writes += 1;
         } else {
@@ -439,54 +478,36 @@ impl VgpuMmio {
     }
 
     /// A guest read of `size` bytes at BAR0 `offset`.
-    pub fn read(&mut self, vregs: &[u32], ggtt: &[u64], offset: u64, size: u32) -> Result<u64, MmioError> {
-        let region = self.decode_checked(vregs, offset, size)?;
-        self.count(&region, false);
-        Ok(match region {
-            Region::Regs(off) => {
-                if size == 8 {
-                    (self.read_dword(vregs, off) as u64) | ((self.read_dword(vregs, off + 4) as u64) << 32)
-                } else {
-                    let byte = off & 3;
-                    let d = self.read_dword(vregs, off & !3);
-                    ((d & lane_mask(size, byte)) >> (byte * 8)) as u64
-                }
-            }
-            Region::Ggtt(rel) => {
-                let e = ggtt.get((rel / 8) as usize).copied().unwrap_or(0);
-                if size == 8 {
-                    e
-                } else {
-                    (e >> ((rel % 8) * 8)) & 0xFFFF_FFFF
-                }
-            }
+    pub fn read(&mut self, vregs: &[u32], offset: u64, size: u32) -> Result<u64, MmioError> {
+        let off = match self.decode_checked(vregs, offset, size)? {
+            Region::Regs(off) => off,
+            Region::Ggtt => return Err(MmioError::GgttWindow),
+        };
+        self.count(off, false);
+        Ok(if size == 8 {
+            (self.read_dword(vregs, off) as u64) | ((self.read_dword(vregs, off + 4) as u64) << 32)
+        } else {
+            let byte = off & 3;
+            let d = self.read_dword(vregs, off & !3);
+            ((d & lane_mask(size, byte)) >> (byte * 8)) as u64
         })
     }
 
     /// A guest write of the low `size` bytes of `value` at BAR0 `offset`.
-    pub fn write(
-        &mut self,
-        vregs: &mut [u32],
-        ggtt: &mut [u64],
-        offset: u64,
-        size: u32,
-        value: u64,
-    ) -> Result<MmioOutcome, MmioError> {
-        let region = self.decode_checked(vregs, offset, size)?;
-        self.count(&region, true);
-        let out = match region {
-            Region::Regs(off) => {
-                if size == 8 {
-                    let a = self.write_dword(vregs, off, value as u32, !0);
-                    let b = self.write_dword(vregs, off + 4, (value >> 32) as u32, !0);
-                    combine(a, b)
-                } else {
-                    let byte = off & 3;
-                    let v = (value as u32) << (byte * 8);
-                    combine(self.write_dword(vregs, off & !3, v, lane_mask(size, byte)), DwordWrite::Dropped)
-                }
-            }
-            Region::Ggtt(rel) => write_pte(ggtt, rel, size, value),
+    pub fn write(&mut self, vregs: &mut [u32], offset: u64, size: u32, value: u64) -> Result<MmioOutcome, MmioError> {
+        let off = match self.decode_checked(vregs, offset, size)? {
+            Region::Regs(off) => off,
+            Region::Ggtt => return Err(MmioError::GgttWindow),
+        };
+        self.count(off, true);
+        let out = if size == 8 {
+            let a = self.write_dword(vregs, off, value as u32, !0);
+            let b = self.write_dword(vregs, off + 4, (value >> 32) as u32, !0);
+            combine(a, b)
+        } else {
+            let byte = off & 3;
+            let v = (value as u32) << (byte * 8);
+            combine(self.write_dword(vregs, off & !3, v, lane_mask(size, byte)), DwordWrite::Dropped)
         };
         match out {
             MmioOutcome::Dropped => self.stats.dropped += 1,
@@ -499,9 +520,9 @@ impl VgpuMmio {
 
     /// [`read`](Self::read) into a little-endian byte buffer of 1, 2, 4 or 8
     /// bytes (what a VFIO region read hands over).
-    pub fn read_bytes(&mut self, vregs: &[u32], ggtt: &[u64], offset: u64, buf: &mut [u8]) -> Result<(), MmioError> {
+    pub fn read_bytes(&mut self, vregs: &[u32], offset: u64, buf: &mut [u8]) -> Result<(), MmioError> {
         let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
-        let v = self.read(vregs, ggtt, offset, size)?;
+        let v = self.read(vregs, offset, size)?;
         let bytes = v.to_le_bytes();
         for (d, s) in buf.iter_mut().zip(bytes.iter()) {
             *d = *s;
@@ -511,13 +532,7 @@ impl VgpuMmio {
 
     /// [`write`](Self::write) from a little-endian byte buffer of 1, 2, 4 or 8
     /// bytes (what a VFIO region write hands over).
-    pub fn write_bytes(
-        &mut self,
-        vregs: &mut [u32],
-        ggtt: &mut [u64],
-        offset: u64,
-        buf: &[u8],
-    ) -> Result<MmioOutcome, MmioError> {
+    pub fn write_bytes(&mut self, vregs: &mut [u32], offset: u64, buf: &[u8]) -> Result<MmioOutcome, MmioError> {
         let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
         if size > 8 {
             self.stats.rejected += 1;
@@ -527,7 +542,7 @@ impl VgpuMmio {
         for (d, s) in bytes.iter_mut().zip(buf.iter()) {
             *d = *s;
         }
-        self.write(vregs, ggtt, offset, size, u64::from_le_bytes(bytes))
+        self.write(vregs, offset, size, u64::from_le_bytes(bytes))
     }
 }
 
@@ -539,24 +554,6 @@ fn pvinfo_page(vregs: &[u32]) -> Option<&[u32]> {
 fn pvinfo_page_mut(vregs: &mut [u32]) -> Option<&mut [u32]> {
     let lo = (PVINFO_BASE / 4) as usize;
     vregs.get_mut(lo..lo + PVINFO_DWORDS)
-}
-
-fn write_pte(ggtt: &mut [u64], rel: u64, size: u32, value: u64) -> MmioOutcome {
-    let index = rel / 8;
-    let Some(e) = ggtt.get_mut(index as usize) else {
-        return MmioOutcome::Dropped;
-    };
-    let old = *e;
-    let (new, half) = if size == 8 {
-        (value, None)
-    } else if rel % 8 == 0 {
-        ((old & !0xFFFF_FFFF) | (value & 0xFFFF_FFFF), Some(PteHalf::Lo))
-    } else {
-        ((old & 0xFFFF_FFFF) | (value << 32), Some(PteHalf::Hi))
-    };
-    *e = new;
-    // index < GGTT_VIEW_ENTRIES (2^20): fits.
-    MmioOutcome::Event(TrapEvent::GgttWrite { index: index as u32, old, value: new, half })
 }
 
 fn combine(a: DwordWrite, b: DwordWrite) -> MmioOutcome {
@@ -576,6 +573,7 @@ fn combine(a: DwordWrite, b: DwordWrite) -> MmioOutcome {
 mod tests {
     use super::super::mem::GmRange;
     use super::super::partition::Partition;
+    use super::super::irq::{BCS_USER_INTERRUPT, RCS_USER_INTERRUPT};
     use super::super::pvinfo::{vgtif, VGT_MAGIC};
     use super::regs::*;
     use super::*;
@@ -588,7 +586,6 @@ mod tests {
     struct Vgpu {
         m: VgpuMmio,
         vregs: Vec<u32>,
-        ggtt: Vec<u64>,
     }
 
     impl Vgpu {
@@ -602,13 +599,13 @@ mod tests {
             let m = VgpuMmio::new(PvInfo::new(1, 0, &part).unwrap());
             let mut vregs = vec![0xAAAA_AAAA; VREG_DWORDS];
             m.reset_vregs(&mut vregs);
-            Vgpu { m, vregs, ggtt: vec![0; 4096] }
+            Vgpu { m, vregs }
         }
         fn r(&mut self, off: u64, size: u32) -> Result<u64, MmioError> {
-            self.m.read(&self.vregs, &self.ggtt, off, size)
+            self.m.read(&self.vregs, off, size)
         }
         fn w(&mut self, off: u64, size: u32, v: u64) -> Result<MmioOutcome, MmioError> {
-            self.m.write(&mut self.vregs, &mut self.ggtt, off, size, v)
+            self.m.write(&mut self.vregs, off, size, v)
         }
     }
 
@@ -629,17 +626,17 @@ mod tests {
         assert_eq!(g.w(GGTT_VIEW_BASE + 1, 1, 0), Err(MmioError::BadSize));
         assert_eq!(g.r(GGTT_VIEW_BASE + 4, 8), Err(MmioError::Misaligned));
         assert!(g.r(2 * MIB - 8, 8).is_ok());
-        assert!(g.r(BAR0_SIZE - 8, 8).is_ok());
+        assert_eq!(g.r(BAR0_SIZE - 8, 8), Err(MmioError::GgttWindow));
         assert_eq!(g.m.stats().rejected, 13);
         // byte-buffer entry points
         let mut b = [0u8; 3];
-        assert_eq!(g.m.read_bytes(&g.vregs, &g.ggtt, 0, &mut b), Err(MmioError::BadSize));
-        assert_eq!(g.m.write_bytes(&mut g.vregs, &mut g.ggtt, 0, &[0; 9]), Err(MmioError::BadSize));
-        assert_eq!(g.m.write_bytes(&mut g.vregs, &mut g.ggtt, 0, &[]), Err(MmioError::BadSize));
+        assert_eq!(g.m.read_bytes(&g.vregs, 0, &mut b), Err(MmioError::BadSize));
+        assert_eq!(g.m.write_bytes(&mut g.vregs, 0, &[0; 9]), Err(MmioError::BadSize));
+        assert_eq!(g.m.write_bytes(&mut g.vregs, 0, &[]), Err(MmioError::BadSize));
         // a short vreg file is a reported error, not a panic
         let mut short = vec![0u32; 16];
-        assert_eq!(g.m.read(&short, &g.ggtt, 0x2030, 4), Err(MmioError::BadState));
-        assert_eq!(g.m.write(&mut short, &mut g.ggtt, 0x2030, 4, 1), Err(MmioError::BadState));
+        assert_eq!(g.m.read(&short, 0x2030, 4), Err(MmioError::BadState));
+        assert_eq!(g.m.write(&mut short, 0x2030, 4, 1), Err(MmioError::BadState));
     }
 
     #[test]
@@ -726,11 +723,13 @@ mod tests {
     #[test]
     fn interrupt_registers() {
         let mut g = Vgpu::new();
-        set_vreg(&mut g.vregs, GT_IIR, GtIrq::RCS_USER | GtIrq::BCS_USER);
+        set_vreg(&mut g.vregs, GT_IIR, RCS_USER_INTERRUPT | BCS_USER_INTERRUPT);
         assert_eq!(
-            g.w(GT_IIR as u64, 4, GtIrq::RCS_USER as u64),
-            Ok(MmioOutcome::Event(TrapEvent::Irq { reg: IrqReg::Iir, value: GtIrq::BCS_USER }))
+            g.w(GT_IIR as u64, 4, RCS_USER_INTERRUPT as u64),
+            Ok(MmioOutcome::Event(TrapEvent::Irq { reg: IrqReg::Iir, value: RCS_USER_INTERRUPT })),
+            "the event carries the bits to clear"
         );
+        assert_eq!(g.r(GT_IIR as u64, 4), Ok(BCS_USER_INTERRUPT as u64));
         // a byte write clears only within its byte
         set_vreg(&mut g.vregs, GT_IIR, 0xFFFF_FFFF);
         g.w(GT_IIR as u64 + 1, 1, 0xFF).unwrap();
@@ -835,49 +834,30 @@ mod tests {
     }
 
     #[test]
-    fn ggtt_view() {
+    fn ggtt_window_is_classified_not_served() {
         let mut g = Vgpu::new();
         let pte = GGTT_VIEW_BASE + 8 * 5;
-        assert_eq!(
-            g.w(pte, 8, 0x1_2345_6001),
-            Ok(MmioOutcome::Event(TrapEvent::GgttWrite { index: 5, old: 0, value: 0x1_2345_6001, half: None }))
-        );
-        assert_eq!(g.r(pte, 8), Ok(0x1_2345_6001));
-        assert_eq!(g.r(pte, 4), Ok(0x2345_6001));
-        assert_eq!(g.r(pte + 4, 4), Ok(1));
-        assert_eq!(
-            g.w(pte + 4, 4, 7),
-            Ok(MmioOutcome::Event(TrapEvent::GgttWrite {
-                index: 5,
-                old: 0x1_2345_6001,
-                value: 0x7_2345_6001,
-                half: Some(PteHalf::Hi)
-            }))
-        );
-        assert_eq!(
-            g.w(pte, 4, 0),
-            Ok(MmioOutcome::Event(TrapEvent::GgttWrite {
-                index: 5,
-                old: 0x7_2345_6001,
-                value: 0x7_0000_0000,
-                half: Some(PteHalf::Lo)
-            }))
-        );
-        // beyond the guest's GGTT (4096 entries here): reads 0, writes dropped
-        let far = GGTT_VIEW_BASE + 8 * 4096;
-        assert_eq!(g.w(far, 8, 1), Ok(MmioOutcome::Dropped));
-        assert_eq!(g.r(far, 8), Ok(0));
-        assert_eq!(g.r(BAR0_SIZE - 4, 4), Ok(0));
-        assert_eq!(g.m.stats().pte, 9);
+        assert_eq!(classify(pte, 8), Ok(Bar0Region::GgttWindow));
+        assert_eq!(classify(pte + 4, 4), Ok(Bar0Region::GgttWindow));
+        assert_eq!(classify(pte + 4, 8), Err(MmioError::Misaligned));
+        assert_eq!(classify(pte, 2), Err(MmioError::BadSize));
+        assert_eq!(classify(0x2030, 4), Ok(Bar0Region::Registers));
+        assert_eq!(classify(4 * MIB, 4), Err(MmioError::Unbacked));
+        assert_eq!(g.w(pte, 8, 1), Err(MmioError::GgttWindow));
+        assert_eq!(g.r(pte, 4), Err(MmioError::GgttWindow));
+        g.m.count_pte(true, false);
+        g.m.count_pte(true, true);
+        let s = *g.m.stats();
+        assert_eq!((s.pte, s.writes, s.dropped), (2, 2, 1));
     }
 
     #[test]
     fn byte_buffer_entry_points() {
         let mut g = Vgpu::new();
-        let out = g.m.write_bytes(&mut g.vregs, &mut g.ggtt, RCS_RING_TAIL as u64, &[0x10, 0, 0, 0]);
+        let out = g.m.write_bytes(&mut g.vregs, RCS_RING_TAIL as u64, &[0x10, 0, 0, 0]);
         assert_eq!(out, Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x10 })));
         let mut b = [0u8; 2];
-        g.m.read_bytes(&g.vregs, &g.ggtt, PVINFO_BASE as u64, &mut b).unwrap();
+        g.m.read_bytes(&g.vregs, PVINFO_BASE as u64, &mut b).unwrap();
         assert_eq!(b, [0x76, 0x47]);
     }
 
@@ -887,7 +867,7 @@ mod tests {
         g.w(FORCEWAKE_REQ as u64, 4, 0x10001).unwrap();
         g.r(FORCEWAKE_ACK as u64, 4).unwrap();
         g.w(RCS_RING_TAIL as u64, 4, 8).unwrap();
-        g.w(GGTT_VIEW_BASE, 8, 1).unwrap();
+        g.m.count_pte(true, false);
         g.r(RCS_RING_HEAD as u64, 4).unwrap();
         let _ = g.r(3, 4);
         let s = *g.m.stats();

@@ -48,11 +48,12 @@
 //! submission must be refused.
 
 use super::backend::{EngineId, Pte};
+use super::engine::AddressSpace;
 use super::ggtt::{frame_range, Ggtt};
 use super::mem::{Gfn, Gma, GuestMemory, HostMemory, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
 
 /// Offset of PP_DIR_BASE from an engine's ring MMIO base.
-pub const PP_DIR_BASE_OFFSET: u32 = 0x228;
+pub const PP_DIR_BASE_OFFSET: u32 = super::regs::ring::PP_DIR_BASE;
 /// Entries per PD / PT.
 pub const ENTRIES: usize = 512;
 /// Size of one local graphics address space.
@@ -119,6 +120,17 @@ pub fn walk(host: &impl HostMemory, root: HostPage, addr: u64) -> Option<HostPag
     (pte & ENTRY_PRESENT != 0).then(|| HostPage(entry_frame(pte)))
 }
 
+/// The shadow tables rooted at a page, as the render engine walks them
+/// (what [`super::sim::GvtSim::run`] is given for the context it runs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ShadowRoot(pub HostPage);
+
+impl AddressSpace for ShadowRoot {
+    fn translate<H: HostMemory>(&self, host: &H, addr: u64) -> Option<(HostPage, usize)> {
+        walk(host, self.0, addr).map(|p| (p, (addr & (PAGE_SIZE - 1)) as usize))
+    }
+}
+
 /// Why a shadow PPGTT could not be (fully) synchronised.  The shadow stays
 /// safe (it maps only pinned pages of this guest) but may be incomplete: the
 /// submission that asked for the sync must be refused.
@@ -165,6 +177,21 @@ pub struct PpgttStats {
     pub dma_unmap_evictions: u64,
 }
 
+impl PpgttStats {
+    /// All zero (a `const` `Default`).
+    pub const EMPTY: PpgttStats = PpgttStats {
+        syncs: 0,
+        pts_shadowed: 0,
+        pts_released: 0,
+        pte_updates: 0,
+        reject_frame_not_mapped: 0,
+        reject_pin_refused: 0,
+        reject_pt_frame: 0,
+        capacity_exceeded: 0,
+        dma_unmap_evictions: 0,
+    };
+}
+
 #[derive(Clone, Copy)]
 struct Slot {
     used: bool,
@@ -177,6 +204,38 @@ impl Slot {
     const EMPTY: Slot = Slot { used: false, pde: 0, guest_pt: 0, shadow: HostPage(0) };
 }
 
+/// The owned part of a vGPU's shadow PPGTT (everything but the snapshot
+/// storage): kept by a long-lived owner between calls and re-attached with
+/// [`Ppgtt::resume`].  About `N * 24 + 1100` bytes.
+#[derive(Clone, Copy)]
+pub struct PpgttState<const N: usize> {
+    slots: [Slot; N],
+    pde_slot: [u16; ENTRIES],
+    root: Option<HostPage>,
+    pd_gma: Option<Gma>,
+    pinned: u64,
+    stats: PpgttStats,
+}
+
+impl<const N: usize> PpgttState<N> {
+    /// An empty shadow (no root).
+    pub const fn new() -> Self {
+        PpgttState { slots: [Slot::EMPTY; N], pde_slot: [NO_SLOT; ENTRIES], root: None, pd_gma: None, pinned: 0, stats: PpgttStats::EMPTY }
+    }
+    /// The shadow root (see [`Ppgtt::shadow_root`]).
+    pub fn shadow_root(&self) -> Option<HostPage> {
+        self.root
+    }
+    /// Guest pages pinned by the shadow PTEs.
+    pub fn pinned_pages(&self) -> u64 {
+        self.pinned
+    }
+    /// Counters.
+    pub fn stats(&self) -> PpgttStats {
+        self.stats
+    }
+}
+
 /// The shadow PPGTT of one vGPU, with at most `N` shadow page tables.
 ///
 /// `snap` (borrowed, `N * 512` elements) holds, per shadow PT slot and PTE,
@@ -184,12 +243,7 @@ impl Slot {
 /// pinned flag.
 pub struct Ppgtt<'a, const N: usize> {
     snap: &'a mut [u64],
-    slots: [Slot; N],
-    pde_slot: [u16; ENTRIES],
-    root: Option<HostPage>,
-    pd_gma: Option<Gma>,
-    pinned: u64,
-    stats: PpgttStats,
+    st: PpgttState<N>,
 }
 
 impl<'a, const N: usize> Ppgtt<'a, N> {
@@ -199,33 +253,39 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
             return Err(PpgttError::BadStorage);
         }
         snap.fill(0);
-        Ok(Ppgtt {
-            snap,
-            slots: [Slot::EMPTY; N],
-            pde_slot: [NO_SLOT; ENTRIES],
-            root: None,
-            pd_gma: None,
-            pinned: 0,
-            stats: PpgttStats::default(),
-        })
+        Ok(Ppgtt { snap, st: PpgttState::new() })
+    }
+
+    /// Re-attach the snapshot storage to a state taken with
+    /// [`Ppgtt::state`] (the same storage it was created over).
+    pub fn resume(st: PpgttState<N>, snap: &'a mut [u64]) -> Result<Self, PpgttError> {
+        if N == 0 || N > ENTRIES || snap.len() != N * ENTRIES {
+            return Err(PpgttError::BadStorage);
+        }
+        Ok(Ppgtt { snap, st })
+    }
+
+    /// The owned part, to keep between calls (see [`PpgttState`]).
+    pub fn state(&self) -> PpgttState<N> {
+        self.st
     }
 
     /// The shadow PD the render context switch loads (None before the first
     /// successful sync and after reset).
     pub fn shadow_root(&self) -> Option<HostPage> {
-        self.root
+        self.st.root
     }
     /// Guest pages pinned by the shadow PTEs.
     pub fn pinned_pages(&self) -> u64 {
-        self.pinned
+        self.st.pinned
     }
     /// Shadow page tables in use.
     pub fn shadow_tables(&self) -> usize {
-        self.slots.iter().filter(|s| s.used).count()
+        self.st.slots.iter().filter(|s| s.used).count()
     }
     /// Counters.
     pub fn stats(&self) -> PpgttStats {
-        self.stats
+        self.st.stats
     }
 
     /// Bring the shadow in line with the guest tables rooted at graphics
@@ -239,20 +299,20 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         host: &mut impl HostMemory,
         alloc: &mut impl HostPageAlloc,
     ) -> Result<HostPage, PpgttError> {
-        self.stats.syncs = self.stats.syncs.wrapping_add(1);
+        self.st.stats.syncs = self.st.stats.syncs.wrapping_add(1);
         if pd_gma % PAGE_SIZE != 0 {
             return Err(PpgttError::PdMisaligned);
         }
         let pd_gfn = ggtt.guest_frame(pd_gma).ok_or(PpgttError::PdNotMapped)?;
-        if self.pd_gma != Some(pd_gma) {
+        if self.st.pd_gma != Some(pd_gma) {
             self.release_all(gmem, alloc);
         }
-        let root = match self.root {
+        let root = match self.st.root {
             Some(r) => r,
             None => {
                 let r = new_page(host, alloc)?;
-                self.root = Some(r);
-                self.pd_gma = Some(pd_gma);
+                self.st.root = Some(r);
+                self.st.pd_gma = Some(pd_gma);
                 r
             }
         };
@@ -260,7 +320,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         let r = self.sync_pd(root, pd_page, gmem, host, alloc);
         gmem.unpin(pd_gfn);
         if r == Err(PpgttError::Capacity) {
-            self.stats.capacity_exceeded = self.stats.capacity_exceeded.wrapping_add(1);
+            self.st.stats.capacity_exceeded = self.st.stats.capacity_exceeded.wrapping_add(1);
         }
         r.map(|()| root)
     }
@@ -287,7 +347,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
     }
 
     fn slot_of(&self, pde: usize) -> Option<usize> {
-        let s = *self.pde_slot.get(pde)?;
+        let s = *self.st.pde_slot.get(pde)?;
         (s != NO_SLOT).then_some(usize::from(s))
     }
 
@@ -305,7 +365,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         let gpt = entry_frame(pde);
         let cur = self.slot_of(i);
         if let Some(s) = cur {
-            let same = self.slots.get(s).is_some_and(|sl| sl.guest_pt == gpt);
+            let same = self.st.slots.get(s).is_some_and(|sl| sl.guest_pt == gpt);
             if !present || !same {
                 self.release_slot(root, s, gmem, host, alloc)?;
             }
@@ -318,7 +378,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
             Err(_) => {
                 // A PDE naming a frame that is not (or no longer) guest
                 // memory: the shadow PDE becomes not present.
-                self.stats.reject_pt_frame = self.stats.reject_pt_frame.wrapping_add(1);
+                self.st.stats.reject_pt_frame = self.st.stats.reject_pt_frame.wrapping_add(1);
                 if let Some(s) = self.slot_of(i) {
                     self.release_slot(root, s, gmem, host, alloc)?;
                 }
@@ -344,20 +404,20 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         let s = match self.slot_of(i) {
             Some(s) => s,
             None => {
-                let s = self.slots.iter().position(|s| !s.used).ok_or(PpgttError::Capacity)?;
+                let s = self.st.slots.iter().position(|s| !s.used).ok_or(PpgttError::Capacity)?;
                 let shadow = new_page(host, alloc)?;
                 if let Err(e) = host.write(root, i * 8, &Pte::new(shadow).0.to_le_bytes()) {
                     alloc.free(shadow);
                     return Err(PpgttError::Host(e));
                 }
-                if let (Some(sl), Some(ps)) = (self.slots.get_mut(s), self.pde_slot.get_mut(i)) {
+                if let (Some(sl), Some(ps)) = (self.st.slots.get_mut(s), self.st.pde_slot.get_mut(i)) {
                     *sl = Slot { used: true, pde: i as u16, guest_pt: gpt, shadow };
                     *ps = s as u16;
                 }
                 if let Some(sn) = self.snap.get_mut(s * ENTRIES..(s + 1) * ENTRIES) {
                     sn.fill(0);
                 }
-                self.stats.pts_shadowed = self.stats.pts_shadowed.wrapping_add(1);
+                self.st.stats.pts_shadowed = self.st.stats.pts_shadowed.wrapping_add(1);
                 s
             }
         };
@@ -366,7 +426,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
 
     /// Re-validate shadow PT slot `s` against the guest PT in `pt_page`.
     fn sync_pt(&mut self, s: usize, pt_page: HostPage, gmem: &mut impl GuestMemory, host: &mut impl HostMemory) -> Result<(), PpgttError> {
-        let Some(shadow) = self.slots.get(s).map(|sl| sl.shadow) else {
+        let Some(shadow) = self.st.slots.get(s).map(|sl| sl.shadow) else {
             return Ok(());
         };
         let mut buf = [0u8; CHUNK * 8];
@@ -391,11 +451,11 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
                     match gmem.pin(entry_frame(nv)) {
                         Ok(p) => (Pte::new(p).0, nv | PINNED),
                         Err(MemError::NoResource) => {
-                            self.stats.reject_pin_refused = self.stats.reject_pin_refused.wrapping_add(1);
+                            self.st.stats.reject_pin_refused = self.st.stats.reject_pin_refused.wrapping_add(1);
                             (0, nv)
                         }
                         Err(_) => {
-                            self.stats.reject_frame_not_mapped = self.stats.reject_frame_not_mapped.wrapping_add(1);
+                            self.st.stats.reject_frame_not_mapped = self.st.stats.reject_frame_not_mapped.wrapping_add(1);
                             (0, nv)
                         }
                     }
@@ -407,14 +467,14 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
                         }
                         return Err(PpgttError::Host(e));
                     }
-                    self.stats.pte_updates = self.stats.pte_updates.wrapping_add(1);
+                    self.st.stats.pte_updates = self.st.stats.pte_updates.wrapping_add(1);
                 }
                 if new_pte != 0 {
-                    self.pinned = self.pinned.wrapping_add(1);
+                    self.st.pinned = self.st.pinned.wrapping_add(1);
                 }
                 if old_pinned {
                     gmem.unpin(entry_frame(old));
-                    self.pinned = self.pinned.wrapping_sub(1);
+                    self.st.pinned = self.st.pinned.wrapping_sub(1);
                 }
                 if let Some(sn) = self.snap.get_mut(s * ENTRIES + j) {
                     *sn = new_snap;
@@ -434,7 +494,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         host: &mut impl HostMemory,
         alloc: &mut impl HostPageAlloc,
     ) -> Result<(), PpgttError> {
-        let Some(sl) = self.slots.get(s).copied() else {
+        let Some(sl) = self.st.slots.get(s).copied() else {
             return Ok(());
         };
         host.write(root, usize::from(sl.pde) * 8, &0u64.to_le_bytes()).map_err(PpgttError::Host)?;
@@ -444,7 +504,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
 
     /// Release slot `s` once nothing the engine uses can reach it.
     fn drop_slot(&mut self, s: usize, gmem: &mut impl GuestMemory, alloc: &mut impl HostPageAlloc) {
-        let Some(sl) = self.slots.get(s).copied() else {
+        let Some(sl) = self.st.slots.get(s).copied() else {
             return;
         };
         if !sl.used {
@@ -454,31 +514,31 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
             for e in sn.iter_mut() {
                 if *e & PINNED != 0 {
                     gmem.unpin(entry_frame(*e));
-                    self.pinned = self.pinned.wrapping_sub(1);
+                    self.st.pinned = self.st.pinned.wrapping_sub(1);
                 }
                 *e = 0;
             }
         }
         alloc.free(sl.shadow);
-        if let Some(ps) = self.pde_slot.get_mut(usize::from(sl.pde)) {
+        if let Some(ps) = self.st.pde_slot.get_mut(usize::from(sl.pde)) {
             *ps = NO_SLOT;
         }
-        if let Some(x) = self.slots.get_mut(s) {
+        if let Some(x) = self.st.slots.get_mut(s) {
             *x = Slot::EMPTY;
         }
-        self.stats.pts_released = self.stats.pts_released.wrapping_add(1);
+        self.st.stats.pts_released = self.st.stats.pts_released.wrapping_add(1);
     }
 
     /// Free the root first (nothing is reachable afterwards), then every
     /// shadow PT with its pins.  Infallible: no host access needed.
     fn release_all(&mut self, gmem: &mut impl GuestMemory, alloc: &mut impl HostPageAlloc) {
-        if let Some(r) = self.root.take() {
+        if let Some(r) = self.st.root.take() {
             alloc.free(r);
         }
         for s in 0..N {
             self.drop_slot(s, gmem, alloc);
         }
-        self.pd_gma = None;
+        self.st.pd_gma = None;
     }
 
     /// The VMM unmapped guest range `[iova, iova + size)`: every shadow PTE
@@ -500,7 +560,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         };
         let mut evicted = 0u64;
         for s in 0..N {
-            let Some(sl) = self.slots.get(s).copied() else {
+            let Some(sl) = self.st.slots.get(s).copied() else {
                 continue;
             };
             if !sl.used {
@@ -515,20 +575,20 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
                     continue;
                 }
                 if host.write(sl.shadow, j * 8, &0u64.to_le_bytes()).is_err() {
-                    let n = self.pinned;
+                    let n = self.st.pinned;
                     self.release_all(gmem, alloc);
-                    self.stats.dma_unmap_evictions = self.stats.dma_unmap_evictions.wrapping_add(n);
+                    self.st.stats.dma_unmap_evictions = self.st.stats.dma_unmap_evictions.wrapping_add(n);
                     return evicted.wrapping_add(n);
                 }
                 gmem.unpin(f);
-                self.pinned = self.pinned.wrapping_sub(1);
+                self.st.pinned = self.st.pinned.wrapping_sub(1);
                 if let Some(sn) = self.snap.get_mut(s * ENTRIES + j) {
                     *sn = e & !PINNED;
                 }
                 evicted += 1;
             }
         }
-        self.stats.dma_unmap_evictions = self.stats.dma_unmap_evictions.wrapping_add(evicted);
+        self.st.stats.dma_unmap_evictions = self.st.stats.dma_unmap_evictions.wrapping_add(evicted);
         evicted
     }
 

@@ -20,7 +20,7 @@
 //!   CTL +0x3C, HWS_PGA +0x80, HWSTAM +0x98, PP_DIR_DCLV +0x220,
 //!   PP_DIR_BASE +0x228 (Intel `RING_*(base)` macros);
 //! - GT interrupts: Intel's Gen6/7 `GTIMR`/`GTIIR`/`GTIER` at
-//!   0x44014/0x44018/0x4401C, bits as [`GtIrq`] (Intel's `GT_*_INTERRUPT`);
+//!   0x44014/0x44018/0x4401C, bits as [`super::irq`] (Intel's `GT_*_INTERRUPT`);
 //! - GDRST 0x941C (Intel `GEN6_GDRST`), forcewake request 0xA188
 //!   (`FORCEWAKE_MT`, a masked register) and ack 0x130044 (`FORCEWAKE_ACK_HSW`);
 //! - fences: 16 × 64-bit at 0x100000 (`FENCE_REG_GEN6_LO(i)`);
@@ -238,7 +238,10 @@ register! {
     /// BCS PPGTT page-directory base (gvt-sim's blitter uses the GGTT only;
     /// the register is still mediated so a guest cannot slip a root past us).
     BCS_PP_DIR_BASE(u32) @ 0x22228 => PpDirBase(EngineId::Bcs);
-    /// GT interrupt mask (`GTIMR`), bits as [`GtIrq`].
+    /// GT interrupt status (`GTISR`): every gvt-sim event is a pulse, no
+    /// live level (see [`super::irq`]).
+    GT_ISR(u32) @ 0x44010 => ReadOnly(0);
+    /// GT interrupt mask (`GTIMR`), bits as [`super::irq`].
     GT_IMR(u32) @ 0x44014 => Imr;
     /// GT interrupt identity (`GTIIR`), write one to clear.
     GT_IIR(u32) @ 0x44018 => Iir;
@@ -259,6 +262,38 @@ register! {
     /// GT thread status (`GEN6_GT_THREAD_STATUS_REG`): 0 = all threads awake,
     /// what a native driver polls for after a forcewake.
     GT_THREAD_STATUS(u32) @ 0x13805C => ReadOnly(0);
+}
+
+/// Ring register offsets relative to an engine's MMIO base (Intel
+/// `RING_*(base)`, gvt-sim.md): the one list that gvt-sim's command streamer
+/// ([`super::engine`]), the context images ([`super::ctx`]) and the vGPU
+/// register table above ([`RingOffsets`]) share.
+pub mod ring {
+    pub const TAIL: u32 = 0x30;
+    pub const HEAD: u32 = 0x34;
+    pub const START: u32 = 0x38;
+    pub const CTL: u32 = 0x3C;
+    /// Header of the command that faulted.
+    pub const IPEHR: u32 = 0x68;
+    /// Address being executed.
+    pub const ACTHD: u32 = 0x74;
+    pub const HWS_PGA: u32 = 0x80;
+    pub const HWSTAM: u32 = 0x98;
+    /// Masked: bit 8 stop ring, bit 9 (read-only) ring idle.
+    pub const MI_MODE: u32 = 0x9C;
+    /// Per-ring interrupt mask (`RING_IMR`).
+    pub const IMR: u32 = 0xA8;
+    /// Error identity: bit 0 instruction error, bit 4 page-table error.
+    pub const EIR: u32 = 0xB0;
+    pub const BBADDR: u32 = 0x140;
+    pub const PP_DIR_DCLV: u32 = 0x220;
+    pub const PP_DIR_BASE: u32 = 0x228;
+    /// Ring mode, masked (`RING_MODE_GEN7`).
+    pub const GFX_MODE: u32 = 0x29C;
+    /// Commands retired (low dword).
+    pub const TIMESTAMP: u32 = 0x358;
+    /// Size of an engine's register block.
+    pub const BLOCK: u32 = 0x800;
 }
 
 /// Number of fence registers.
@@ -284,12 +319,12 @@ impl RingOffsets {
     pub const fn of(engine: EngineId) -> Self {
         let b = engine.mmio_base();
         RingOffsets {
-            tail: b + 0x30,
-            head: b + 0x34,
-            start: b + 0x38,
-            ctl: b + 0x3C,
-            hws_pga: b + 0x80,
-            pp_dir_base: b + 0x228,
+            tail: b + ring::TAIL,
+            head: b + ring::HEAD,
+            start: b + ring::START,
+            ctl: b + ring::CTL,
+            hws_pga: b + ring::HWS_PGA,
+            pp_dir_base: b + ring::PP_DIR_BASE,
         }
     }
 }
@@ -352,6 +387,38 @@ bitfield! {
     }
 }
 
+impl Gdrst {
+    /// Full GPU reset bit (`GEN6_GRDOM_FULL`).
+    pub const FULL: u32 = 1 << 0;
+    /// Render engine reset bit (`GEN6_GRDOM_RENDER`).
+    pub const RENDER: u32 = 1 << 1;
+    /// Blitter engine reset bit (`GEN6_GRDOM_BLT`).
+    pub const BLITTER: u32 = 1 << 3;
+    /// The reset bit of one engine.
+    pub const fn engine_bit(e: EngineId) -> u32 {
+        match e {
+            EngineId::Rcs => Self::RENDER,
+            EngineId::Bcs => Self::BLITTER,
+        }
+    }
+    /// Whether this value resets engine `e` (its own bit or a full reset).
+    pub const fn resets(self, e: EngineId) -> bool {
+        self.0 & (Self::FULL | Self::engine_bit(e)) != 0
+    }
+}
+
+// The table's literal ring offsets agree with the shared relative ones.
+const _: () = {
+    let r = RingOffsets::of(EngineId::Rcs);
+    let b = RingOffsets::of(EngineId::Bcs);
+    assert!(r.tail == RCS_RING_TAIL && r.head == RCS_RING_HEAD && r.start == RCS_RING_START && r.ctl == RCS_RING_CTL);
+    assert!(r.hws_pga == RCS_HWS_PGA && r.pp_dir_base == RCS_PP_DIR_BASE);
+    assert!(RCS_HWSTAM == 0x2000 + ring::HWSTAM && RCS_PP_DIR_DCLV == 0x2000 + ring::PP_DIR_DCLV);
+    assert!(b.tail == BCS_RING_TAIL && b.head == BCS_RING_HEAD && b.start == BCS_RING_START && b.ctl == BCS_RING_CTL);
+    assert!(b.hws_pga == BCS_HWS_PGA && b.pp_dir_base == BCS_PP_DIR_BASE);
+    assert!(Gdrst(Gdrst::FULL).full() == 1 && Gdrst(Gdrst::RENDER).render() == 1 && Gdrst(Gdrst::BLITTER).blitter() == 1);
+};
+
 bitfield! {
     /// DSPACNTR value.
     pub struct PlaneCtl(u32) {
@@ -374,33 +441,6 @@ bitfield! {
         28:16 width_minus_1, with_width_minus_1;
         /// Height minus one.
         11:0 height_minus_1, with_height_minus_1;
-    }
-}
-
-/// GT interrupt bits of IIR/IMR/IER (Intel Gen6/7 `GT_*_INTERRUPT`).
-pub struct GtIrq;
-
-impl GtIrq {
-    /// Render engine MI_USER_INTERRUPT / PIPE_CONTROL notify.
-    pub const RCS_USER: u32 = 1 << 0;
-    /// Render command-streamer error (hang, bad command).
-    pub const RCS_ERROR: u32 = 1 << 3;
-    /// Blitter MI_USER_INTERRUPT.
-    pub const BCS_USER: u32 = 1 << 22;
-    /// Blitter command-streamer error.
-    pub const BCS_ERROR: u32 = 1 << 25;
-
-    pub const fn user(engine: EngineId) -> u32 {
-        match engine {
-            EngineId::Rcs => Self::RCS_USER,
-            EngineId::Bcs => Self::BCS_USER,
-        }
-    }
-    pub const fn error(engine: EngineId) -> u32 {
-        match engine {
-            EngineId::Rcs => Self::RCS_ERROR,
-            EngineId::Bcs => Self::BCS_ERROR,
-        }
     }
 }
 

@@ -22,38 +22,34 @@
 //!   recover" — but only the guilty vGPU sees it.
 
 use super::backend::{Backend, EngineId};
+use super::irq::GtEvent;
+use super::regs::Gdrst;
 
-/// Graphics device reset control.
-pub const GDRST: u32 = 0x941C;
+/// Graphics device reset control (declared in [`super::regs`]).
+pub use super::regs::GDRST;
 /// Full-chip reset domain.
-pub const GDRST_FULL: u32 = 1 << 0;
+pub const GDRST_FULL: u32 = Gdrst::FULL;
 /// Render engine reset domain.
-pub const GDRST_RENDER: u32 = 1 << 1;
+pub const GDRST_RENDER: u32 = Gdrst::RENDER;
 /// Blitter engine reset domain.
-pub const GDRST_BLT: u32 = 1 << 3;
+pub const GDRST_BLT: u32 = Gdrst::BLITTER;
 
 /// GT IIR bit of an engine's command-streamer error (Intel gen6+):
 /// `GT_RENDER_CS_MASTER_ERROR_INTERRUPT`, `GT_BLT_CS_ERROR_INTERRUPT`.
 pub const fn engine_error_iir_bit(e: EngineId) -> u32 {
-    match e {
-        EngineId::Rcs => 1 << 3,
-        EngineId::Bcs => 1 << 25,
-    }
+    GtEvent::Hang(e).bit()
 }
 
-/// Per-ring error identity register (Intel `RING_EIR`, base + 0xB0) the glue
-/// shows a guilty vGPU.
-pub const RING_EIR: u32 = 0xB0;
+/// Per-ring error identity register (Intel `RING_EIR`) the glue shows a
+/// guilty vGPU.
+pub use super::regs::ring::EIR as RING_EIR;
 /// `RING_EIR` value reported for a hang (our choice: bit 0, "instruction
 /// error / no progress").
 pub const EIR_HANG: u32 = 1 << 0;
 
 /// The GDRST domain bit of an engine.
 pub const fn reset_bit(e: EngineId) -> u32 {
-    match e {
-        EngineId::Rcs => GDRST_RENDER,
-        EngineId::Bcs => GDRST_BLT,
-    }
+    Gdrst::engine_bit(e)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -156,7 +156,9 @@ pub struct SubmitStats {
     pub busy: u64,
 }
 
-/// One vGPU's ring on one engine, and its shadow.
+/// One vGPU's ring on one engine, and its shadow.  `Copy`, so a caller can
+/// snapshot it before a submission and roll back if admission fails.
+#[derive(Clone, Copy, Debug)]
 pub struct RingShadow {
     engine: EngineId,
     layout: ShadowLayout,
@@ -463,6 +465,14 @@ impl RingShadow {
         backend.write_reg(base + RING_HEAD, self.head);
         backend.write_reg(base + RING_TAIL, self.tail);
         backend.write_reg(base + RING_CTL, engine::ring_ctl(ring.size >> PAGE_SHIFT));
+    }
+
+    /// Drop every accepted command that has not retired (the engine was
+    /// reset, or the vGPU's work discarded): HEAD := TAIL, pools free.
+    pub fn discard(&mut self) {
+        self.head = self.tail;
+        self.l1 = 0;
+        self.l2 = 0;
     }
 
     /// Tell the loaded physical engine about newly accepted work.

@@ -340,6 +340,16 @@ impl<const N: usize> Scheduler<N> {
         Ok(())
     }
 
+    /// Drop `v`'s work on `e` only (the guest reset that engine through
+    /// GDRST): `v` is switched out (or `e` reset if it is stuck in a batch)
+    /// and its queued work discarded.  Unlike [`Scheduler::reset_vgpu`] its
+    /// hang count and Failed state stay: a guest cannot clear them itself.
+    pub fn reset_engine_work<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, v: VgpuId, e: EngineId) -> Result<(), SchedError> {
+        self.slot(v).ok_or(SchedError::BadVgpu)?;
+        self.evict(eng, clock, e, v.index());
+        Ok(())
+    }
+
     /// Change a weight (1..=100); effective within one period.
     pub fn set_weight(&mut self, v: VgpuId, weight: u32) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;

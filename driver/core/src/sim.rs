@@ -21,12 +21,13 @@ use super::backend::{Backend, EngineId, Pte};
 use super::engine::{AddressSpace, Engine, EngineBus, EngineContext, StepResult, RING_BLOCK};
 use super::irq::GtIrq;
 use super::mem::HostMemory;
+use super::regs::Gdrst;
 
-/// GDRST and its domain bits.
-pub const GDRST: u32 = 0x941C;
-pub const GRDOM_FULL: u32 = 1 << 0;
-pub const GRDOM_RENDER: u32 = 1 << 1;
-pub const GRDOM_BLT: u32 = 1 << 3;
+/// GDRST and its domain bits (declared in [`super::regs`]).
+pub use super::regs::GDRST;
+pub const GRDOM_FULL: u32 = Gdrst::FULL;
+pub const GRDOM_RENDER: u32 = Gdrst::RENDER;
+pub const GRDOM_BLT: u32 = Gdrst::BLITTER;
 
 /// Slots of the sparse register file for registers without semantics.
 pub const OTHER_REGS: usize = 128;
@@ -59,12 +60,28 @@ impl RegFile {
     }
 }
 
-/// The software GPU.
-pub struct GvtSim<'g> {
-    ggtt: &'g mut [Pte],
+/// gvt-sim's device state, everything but the physical GGTT storage: the
+/// engines, the interrupt registers and the register file (about 1.3 KiB).
+/// A long-lived owner keeps it and attaches the GGTT per call with
+/// [`GvtSim::resume`].
+#[derive(Clone, Copy)]
+pub struct SimState {
     engines: [Engine; EngineId::COUNT],
     gt: GtIrq,
     regs: RegFile,
+}
+
+impl SimState {
+    /// Power-on state.
+    pub const fn new() -> Self {
+        Self { engines: [Engine::new(EngineId::Rcs), Engine::new(EngineId::Bcs)], gt: GtIrq::new(), regs: RegFile::new() }
+    }
+}
+
+/// The software GPU.
+pub struct GvtSim<'g> {
+    ggtt: &'g mut [Pte],
+    st: SimState,
 }
 
 /// The device as an executing engine sees it.
@@ -92,11 +109,22 @@ impl EngineBus for Bus<'_> {
 impl<'g> GvtSim<'g> {
     /// A powered-up device whose physical GGTT is `ggtt` (all entries as given).
     pub fn new(ggtt: &'g mut [Pte]) -> Self {
-        Self { ggtt, engines: [Engine::new(EngineId::Rcs), Engine::new(EngineId::Bcs)], gt: GtIrq::new(), regs: RegFile::new() }
+        Self { ggtt, st: SimState::new() }
+    }
+
+    /// The device in state `st` (from [`GvtSim::park`]) over `ggtt`.
+    pub fn resume(ggtt: &'g mut [Pte], st: SimState) -> Self {
+        Self { ggtt, st }
+    }
+
+    /// Detach the GGTT storage; keep the returned state for the next
+    /// [`GvtSim::resume`].
+    pub fn park(self) -> SimState {
+        self.st
     }
 
     pub fn engine(&self, id: EngineId) -> &Engine {
-        &self.engines[id.index()]
+        &self.st.engines[id.index()]
     }
 
     /// The physical GGTT as the engines see it.
@@ -106,30 +134,30 @@ impl<'g> GvtSim<'g> {
 
     /// Whether the physical GT interrupt is asserted (`GTIIR & GTIER != 0`).
     pub fn irq_asserted(&self) -> bool {
-        self.gt.asserted()
+        self.st.gt.asserted()
     }
 
     /// Writes dropped because the sparse register file was full.
     pub fn dropped_reg_writes(&self) -> u64 {
-        self.regs.dropped
+        self.st.regs.dropped
     }
 
     /// Execute up to `budget` commands on `engine`; `ppgtt` is the local
     /// address space of the context loaded on it (render engine only).
     pub fn run<H: HostMemory, P: AddressSpace>(&mut self, engine: EngineId, host: &mut H, ppgtt: Option<&P>, budget: u32) -> StepResult {
-        let Self { ggtt, engines, gt, regs } = self;
+        let Self { ggtt, st: SimState { engines, gt, regs } } = self;
         let mut bus = Bus { gt, regs };
         engines[engine.index()].run(ggtt, host, ppgtt, &mut bus, budget)
     }
 
     /// Save an engine's state for a context switch (paper §3.2).
     pub fn save_context(&self, engine: EngineId) -> EngineContext {
-        self.engines[engine.index()].save_context()
+        self.st.engines[engine.index()].save_context()
     }
 
     /// Restore a state saved by [`GvtSim::save_context`].
     pub fn restore_context(&mut self, engine: EngineId, ctx: &EngineContext) {
-        self.engines[engine.index()].restore_context(ctx)
+        self.st.engines[engine.index()].restore_context(ctx)
     }
 
     fn engine_reg(offset: u32) -> Option<(usize, u32)> {
@@ -140,38 +168,38 @@ impl<'g> GvtSim<'g> {
 impl Backend for GvtSim<'_> {
     fn read_reg(&mut self, offset: u32) -> u32 {
         if let Some((i, off)) = Self::engine_reg(offset) {
-            if let Some(v) = self.engines[i].read_reg(off) {
+            if let Some(v) = self.st.engines[i].read_reg(off) {
                 return v;
             }
         }
-        if let Some(v) = self.gt.read(offset) {
+        if let Some(v) = self.st.gt.read(offset) {
             return v;
         }
         if offset == GDRST {
             return 0;
         }
-        self.regs.get(offset)
+        self.st.regs.get(offset)
     }
 
     fn write_reg(&mut self, offset: u32, value: u32) {
         if let Some((i, off)) = Self::engine_reg(offset) {
-            if self.engines[i].write_reg(off, value) {
+            if self.st.engines[i].write_reg(off, value) {
                 return;
             }
         }
-        if self.gt.write(offset, value).is_some() {
+        if self.st.gt.write(offset, value).is_some() {
             return;
         }
         if offset == GDRST {
             if value & (GRDOM_FULL | GRDOM_RENDER) != 0 {
-                self.engines[EngineId::Rcs.index()].reset();
+                self.st.engines[EngineId::Rcs.index()].reset();
             }
             if value & (GRDOM_FULL | GRDOM_BLT) != 0 {
-                self.engines[EngineId::Bcs.index()].reset();
+                self.st.engines[EngineId::Bcs.index()].reset();
             }
             return;
         }
-        self.regs.set(offset, value);
+        self.st.regs.set(offset, value);
     }
 
     fn ggtt_entries(&self) -> u32 {

@@ -1,23 +1,59 @@
-//! One vGPU as the VFIO glue sees it: the facade that ties the virtual PCI
-//! configuration space ([`super::cfgspace`]), the trapped BAR0
-//! ([`super::mmio`], with PVINFO) and the vGPU's partition together, so the
-//! kernel glue is a table from VFIO callbacks to these calls.
+//! One vGPU as the VFIO glue sees it (paper §3.1: the vGPU instance of a VM;
+//! §3.3–3.5: what is trapped and how each trap is mediated): the facade that
+//! ties the virtual PCI configuration space ([`super::cfgspace`]), the
+//! trapped BAR0 ([`super::mmio`], with PVINFO), the shared shadow GGTT
+//! ([`super::ggtt`]) with aperture coherence ([`super::aperture`]), the
+//! shadow PPGTT ([`super::ppgtt`]) and the physical side ([`super::gpu`]:
+//! ring shadows, scheduler, virtual interrupts) together, so the kernel glue
+//! is a table from VFIO callbacks to these calls.
 //!
-//! Big state (2 MiB of virtual registers, the guest GGTT view) is owned by
-//! the caller and borrowed per call: the core allocates nothing.
+//! # Callback table
+//! | VFIO / kernel callback | call | locks |
+//! |---|---|---|
+//! | `mdev probe` → `vfio_device_ops.init` | [`Vgpu::create`] | GPU |
+//! | `vfio_device_ops.release` | [`Vgpu::destroy`] | GPU |
+//! | `open_device`, `VFIO_DEVICE_RESET` | [`Vgpu::reset`] | vGPU, GPU |
+//! | `read` of the config region | [`Vgpu::cfg_read_span`] | vGPU |
+//! | `write` of the config region | [`Vgpu::cfg_write`] | vGPU |
+//! | `read` of BAR0 | [`Vgpu::bar0_read`] | vGPU, GPU |
+//! | `write` of BAR0 | [`Vgpu::bar0_write`], then signal its `delivery`, kick the engine worker | vGPU, GPU |
+//! | `vm_operations.fault` on the BAR2 mapping | [`Vgpu::aperture_fault`] | vGPU |
+//! | `read`/`write` of BAR2 (no mapping) | [`Vgpu::aperture_fault`] per page | vGPU |
+//! | sparse-mmap capability of BAR2 | [`Vgpu::mmap_area`] | none |
+//! | `vfio_device_ops.dma_unmap` | [`Vgpu::dma_unmap`] | vGPU, GPU |
+//! | engine workqueue | [`super::gpu::Gpu::run_engines`], then per delivered vGPU [`Vgpu::signal`] | GPU; then vGPU |
+//! | sysfs `gvt/stats` | [`Vgpu::write_stats`] | vGPU, GPU |
+//!
+//! "vGPU, GPU" means: take the vGPU's lock, then the GPU lock (the order of
+//! [`super::gpu`]'s locking model); signal eventfds after dropping both.
+//!
+//! Big state is owned by the caller and lent per call ([`VgpuStorage`]: the
+//! 2 MiB vreg file, the shadow GGTT's two arrays, the PPGTT snapshot); the
+//! services of the kernel come in an [`Env`].  The core allocates nothing.
 
 use core::fmt;
 
+use super::aperture::{self, ApertureError, CpuMappings};
+use super::backend::{EngineId, Pte};
 use super::cfgspace::{CfgError, CfgSpace, CFG_SIZE};
-use super::mmio::{MmioError, MmioOutcome, VgpuMmio};
+use super::ggtt::{Ggtt, GgttError, GgttState, PteWrite, VgpuGm};
+use super::gpu::{Gpu, GpuError, RingSetup, SubmitOutcome};
+use super::irq::Delivery;
+use super::mem::{GmRange, GuestMemory, HostMemory, HostPage};
+use super::mmio::{self, ring_regs, Bar0Region, MmioError, TrapEvent, VgpuMmio};
 use super::partition::Partition;
-use super::pvinfo::{PvInfo, PvInfoError};
+use super::ppgtt::{HostPageAlloc, Ppgtt, PpgttError, PpgttState, ENTRIES};
+use super::pvinfo::{PvEvent, PvInfo, PvInfoError, VGT_CAPS_FULL_PPGTT};
+use super::regs::{self, ring, DisplayReg, Gdrst, RingOffsets};
+use super::sched::{Clock, VgpuId};
 
-pub use super::mmio::{BAR0_SIZE, GGTT_VIEW_ENTRIES};
+pub use super::mmio::BAR0_SIZE;
 pub use super::regs::VREG_DWORDS;
 
 /// Size of the configuration-space region.
 pub const CONFIG_SIZE: u64 = CFG_SIZE as u64;
+/// Shadow page tables per vGPU by default (each maps 2 MiB of local GM).
+pub const DEFAULT_PPGTT_TABLES: usize = 32;
 
 /// Why a region access or setup was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +61,9 @@ pub enum AccessError {
     Config(CfgError),
     Mmio(MmioError),
     PvInfo(PvInfoError),
+    Ggtt(GgttError),
+    Ppgtt(PpgttError),
+    Gpu(GpuError),
     /// A user buffer could not be read or written (set by the glue).
     Fault,
 }
@@ -41,6 +80,53 @@ impl From<MmioError> for AccessError {
     }
 }
 
+/// The caller-owned storage of one vGPU, lent to every call.
+pub struct VgpuStorage<'a> {
+    /// [`VREG_DWORDS`] dwords: the virtual register file.
+    pub vregs: &'a mut [u32],
+    /// One `u64` per GGTT entry of the vGPU's slices (aperture first): what
+    /// the guest wrote.
+    pub ggtt_guest: &'a mut [u64],
+    /// Same length: the physical entry written for each.
+    pub ggtt_shadow: &'a mut [u64],
+    /// `P * 512` `u64`s: the shadow PPGTT's snapshot.
+    pub ppgtt_snap: &'a mut [u64],
+}
+
+/// Element counts of a [`VgpuStorage`] for a vGPU owning `part` with `P`
+/// shadow page tables: (vregs, each GGTT array, PPGTT snapshot).
+pub const fn storage_sizes<const P: usize>(part: &Partition) -> (usize, usize, usize) {
+    let gm = VgpuGm { aperture: part.aperture, high: part.high };
+    (VREG_DWORDS, gm.entries(), P * ENTRIES)
+}
+
+/// The kernel services a call may use: host pages (engine memory, shadow
+/// tables), the shadow-table page allocator, the clock, and this vGPU's
+/// guest memory (`vfio_pin_pages`) and CPU mappings of BAR2.
+pub struct Env<'x, H, A, C, G, M> {
+    pub host: &'x mut H,
+    pub alloc: &'x mut A,
+    pub clock: &'x C,
+    pub guest: &'x mut G,
+    pub cpu: &'x mut M,
+}
+
+/// What [`Vgpu::create`] needs besides the storage.
+#[derive(Clone, Copy, Debug)]
+pub struct VgpuParams<'p> {
+    pub id: u32,
+    pub part: Partition,
+    /// Size of the parent's aperture (BAR2).
+    pub aperture_size: u64,
+    /// Scheduling weight (1..=100).
+    pub weight: u32,
+    /// A host page owned by this vGPU alone: what unmapped GGTT entries map.
+    pub scratch: HostPage,
+    /// [`super::gpu::SHADOW_PAGES_PER_VGPU`] host pages for the shadow rings
+    /// and batch pools.
+    pub shadow_pages: &'p [HostPage],
+}
+
 /// Event counters of the glue-visible surface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VgpuCounters {
@@ -48,52 +134,217 @@ pub struct VgpuCounters {
     pub cfg_writes: u64,
     pub cfg_rejected: u64,
     pub resets: u64,
+    pub submissions: u64,
+    pub pte_rejected: u64,
+    pub pte_dropped: u64,
+    pub display_writes: u64,
+    pub pvinfo_events: u64,
 }
 
-/// A vGPU: identity, partition and the emulated device surfaces.
-#[derive(Clone, Debug)]
-pub struct Vgpu {
+/// How one trapped write was routed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Routed {
+    /// A GGTT PTE write and what the shadow GGTT made of it.
+    Pte(PteWrite),
+    /// A TAIL write and what became of the submission.
+    Submit(SubmitOutcome),
+    /// A new PPGTT root (render).
+    PpDirBase(u32),
+    /// An interrupt register.
+    Irq,
+    /// GDRST: the engines named were reset for this vGPU.
+    Reset(Gdrst),
+    /// A fence register; `accepted`: the physical fence was programmed
+    /// (false: its range is outside the vGPU's slices, fence disabled).
+    Fence { index: u32, accepted: bool },
+    /// A display register (one plane per vGPU, kept virtual).
+    Display(DisplayReg),
+    /// A PVINFO notification.
+    PvInfo(PvEvent),
+}
+
+/// The result of [`Vgpu::bar0_write`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Bar0Write {
+    /// The routed events, in order (an 8-byte write may hit two registers).
+    pub routed: [Option<Routed>; 2],
+    /// What to signal to the guest now.
+    pub delivery: Delivery,
+}
+
+impl Bar0Write {
+    /// The submission outcome, if this was a TAIL write.
+    pub fn submit(&self) -> Option<SubmitOutcome> {
+        self.routed.iter().flatten().find_map(|r| match r {
+            Routed::Submit(s) => Some(*s),
+            _ => None,
+        })
+    }
+    /// The PTE outcome, if this was a GGTT write.
+    pub fn pte(&self) -> Option<PteWrite> {
+        self.routed.iter().flatten().find_map(|r| match r {
+            Routed::Pte(p) => Some(*p),
+            _ => None,
+        })
+    }
+}
+
+/// What the glue signals for a [`Delivery`], given the guest's interrupt
+/// configuration.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Signal {
+    /// Signal the MSI eventfd once.
+    pub msi: bool,
+    /// Set the INTx line to this level (signal the INTx eventfd on `true`;
+    /// VFIO's INTx is automasked until the VMM unmasks it).
+    pub intx: Option<bool>,
+}
+
+/// A vGPU: identity, partition, emulated device surfaces and mediator state.
+#[derive(Clone)]
+pub struct Vgpu<const P: usize = DEFAULT_PPGTT_TABLES> {
     id: u32,
     part: Partition,
+    slot: VgpuId,
     cfg: CfgSpace,
     mmio: VgpuMmio,
     counters: VgpuCounters,
+    ggtt: GgttState,
+    ppgtt: PpgttState<P>,
+    /// The guest (re)programmed START/CTL/HEAD since the last TAIL.
+    ring_dirty: [bool; EngineId::COUNT],
+    /// Guest PP_DIR_BASE (render).
+    pd: Option<u32>,
 }
 
-impl Vgpu {
-    /// vGPU `id` owning `part` on a parent whose aperture (BAR2) is
-    /// `aperture_size` bytes.
-    pub fn new(id: u32, part: Partition, aperture_size: u64) -> Result<Self, AccessError> {
-        let pv = PvInfo::new(id, 0, &part).map_err(AccessError::PvInfo)?;
-        Ok(Self { id, part, cfg: CfgSpace::new(aperture_size)?, mmio: VgpuMmio::new(pv), counters: VgpuCounters::default() })
+impl<const P: usize> Vgpu<P> {
+    /// Create vGPU `p.id` on `gpu`: a scheduler slot, its shadow areas, its
+    /// shadow GGTT (every entry of its slices on scratch), an empty PPGTT,
+    /// power-on registers and config space.
+    pub fn create<const N: usize, H, A, C, G, M>(
+        gpu: &mut Gpu<N>,
+        phys: &mut [Pte],
+        p: VgpuParams<'_>,
+        st: &mut VgpuStorage<'_>,
+        env: &mut Env<'_, H, A, C, G, M>,
+    ) -> Result<Self, AccessError>
+    where
+        H: HostMemory,
+        A: HostPageAlloc,
+        C: Clock,
+        G: GuestMemory,
+        M: CpuMappings,
+    {
+        let pv = PvInfo::new(p.id, VGT_CAPS_FULL_PPGTT, &p.part).map_err(AccessError::PvInfo)?;
+        let cfg = CfgSpace::new(p.aperture_size)?;
+        if st.vregs.len() != VREG_DWORDS {
+            return Err(AccessError::Mmio(MmioError::BadState));
+        }
+        let pp = Ppgtt::<P>::new(&mut *st.ppgtt_snap).map_err(AccessError::Ppgtt)?.state();
+        let gm = VgpuGm { aperture: p.part.aperture, high: p.part.high };
+        let slot = gpu.create_slot(phys, [gm.aperture, gm.high], p.weight, p.shadow_pages).map_err(AccessError::Gpu)?;
+        let g = gpu.with_backend(phys, |b| Ggtt::new(gm, p.scratch, &mut *st.ggtt_guest, &mut *st.ggtt_shadow, b).map(|g| g.state()));
+        let ggtt = match g {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = gpu.destroy_slot(phys, env.host, env.clock, slot);
+                return Err(AccessError::Ggtt(e));
+            }
+        };
+        let mmio = VgpuMmio::new(pv);
+        mmio.reset_vregs(st.vregs);
+        Ok(Self {
+            id: p.id,
+            part: p.part,
+            slot,
+            cfg,
+            mmio,
+            counters: VgpuCounters::default(),
+            ggtt,
+            ppgtt: pp,
+            ring_dirty: [false; EngineId::COUNT],
+            pd: None,
+        })
+    }
+
+    /// Destroy (VFIO `release`): the engines stop using it, every pin and
+    /// shadow page is released, every GGTT entry of its slices and shadow
+    /// areas is not present.  The caller then frees its scratch and shadow
+    /// pages and the storage.
+    pub fn destroy<const N: usize, H, A, C, G, M>(self, gpu: &mut Gpu<N>, phys: &mut [Pte], st: &mut VgpuStorage<'_>, env: &mut Env<'_, H, A, C, G, M>)
+    where
+        H: HostMemory,
+        A: HostPageAlloc,
+        C: Clock,
+        G: GuestMemory,
+        M: CpuMappings,
+    {
+        let _ = gpu.destroy_slot(phys, env.host, env.clock, self.slot);
+        if let Ok(g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
+            gpu.with_backend(phys, |b| g.destroy(env.guest, b, env.cpu));
+        }
+        if let Ok(pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
+            pp.destroy(env.guest, env.alloc);
+        }
     }
 
     pub fn id(&self) -> u32 {
         self.id
     }
-
+    /// The scheduler slot (index of [`super::gpu::EngineReport::deliveries`]).
+    pub fn slot(&self) -> VgpuId {
+        self.slot
+    }
     pub fn partition(&self) -> &Partition {
         &self.part
     }
-
     pub fn cfg(&self) -> &CfgSpace {
         &self.cfg
     }
-
     pub fn mmio(&self) -> &VgpuMmio {
         &self.mmio
     }
-
     pub fn counters(&self) -> &VgpuCounters {
         &self.counters
     }
+    /// The shadow GGTT's counters and pin count.
+    pub fn ggtt(&self) -> &GgttState {
+        &self.ggtt
+    }
+    /// The shadow PPGTT's counters and pin count.
+    pub fn ppgtt(&self) -> &PpgttState<P> {
+        &self.ppgtt
+    }
+    /// Guest pages pinned by this vGPU (GGTT and PPGTT).
+    pub fn pinned_pages(&self) -> u64 {
+        self.ggtt.mapped_entries().saturating_add(self.ppgtt.pinned_pages())
+    }
 
-    /// Device reset (VFIO_DEVICE_RESET, open): power-on config space,
-    /// registers and an empty guest GGTT view.
-    pub fn reset(&mut self, vregs: &mut [u32], ggtt: &mut [u64]) {
+    /// Device reset (`VFIO_DEVICE_RESET`, `open_device`): power-on config
+    /// space and registers, an empty GGTT (every pin released, every entry on
+    /// scratch), no PPGTT, every ring unprogrammed and its work dropped,
+    /// interrupts cleared, hang count and Failed state cleared.
+    pub fn reset<const N: usize, H, A, C, G, M>(&mut self, gpu: &mut Gpu<N>, phys: &mut [Pte], st: &mut VgpuStorage<'_>, env: &mut Env<'_, H, A, C, G, M>)
+    where
+        H: HostMemory,
+        A: HostPageAlloc,
+        C: Clock,
+        G: GuestMemory,
+        M: CpuMappings,
+    {
+        let _ = gpu.reset_slot(phys, env.host, env.clock, self.slot);
         self.cfg.reset();
-        self.mmio.reset_vregs(vregs);
-        ggtt.fill(0);
+        self.mmio.reset_vregs(st.vregs);
+        if let Ok(mut g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
+            gpu.with_backend(phys, |b| g.reset(env.guest, b, env.cpu));
+            self.ggtt = g.state();
+        }
+        if let Ok(mut pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
+            pp.reset(env.guest, env.alloc);
+            self.ppgtt = pp.state();
+        }
+        self.ring_dirty = [false; EngineId::COUNT];
+        self.pd = None;
         self.counters.resets += 1;
     }
 
@@ -102,7 +353,7 @@ impl Vgpu {
     /// `pread` at realize).  Nothing is read unless all of it is in range.
     pub fn cfg_read_span(&mut self, offset: u32, buf: &mut [u8]) -> Result<(), AccessError> {
         let end = (offset as usize).checked_add(buf.len());
-        if end.map_or(true, |e| e > CFG_SIZE) {
+        if end.is_none_or(|e| e > CFG_SIZE) {
             self.counters.cfg_rejected += 1;
             return Err(CfgError::OutOfRange.into());
         }
@@ -139,24 +390,334 @@ impl Vgpu {
         }
     }
 
-    /// One BAR0 read (1/2/4/8 bytes, naturally aligned).
-    pub fn bar0_read(&mut self, vregs: &[u32], ggtt: &[u64], offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
-        Ok(self.mmio.read_bytes(vregs, ggtt, offset, buf)?)
+    /// Put the mediated registers' current values into the vreg file:
+    /// GT IIR/IMR/IER (the virtual interrupt state lives with the engines),
+    /// each ring's HEAD (the shadow ring's retirement point, when the ring
+    /// is shadowed) and `RING_EIR`.
+    fn refresh<const N: usize>(&self, gpu: &Gpu<N>, vregs: &mut [u32]) {
+        let mut set = |off: u32, v: u32| {
+            if let Some(d) = vregs.get_mut((off / 4) as usize) {
+                *d = v;
+            }
+        };
+        if let Some(i) = gpu.irq(self.slot) {
+            set(regs::GT_IIR, i.iir());
+            set(regs::GT_IMR, i.imr());
+            set(regs::GT_IER, i.ier());
+        }
+        for e in EngineId::ALL {
+            if !self.ring_dirty.get(e.index()).copied().unwrap_or(false) {
+                if let Some(h) = gpu.ring_head(self.slot, e) {
+                    set(RingOffsets::of(e).head, h);
+                }
+            }
+            set(e.mmio_base() + ring::EIR, gpu.eir(self.slot, e));
+        }
     }
 
-    /// One BAR0 write; the outcome names the events other mediators act on.
-    pub fn bar0_write(
+    /// One BAR0 read (1/2/4/8 bytes, naturally aligned): registers with the
+    /// mediated values (interrupts, HEAD, EIR), PVINFO, or the GGTT view
+    /// (exactly what the guest wrote in its slices, 0 elsewhere).
+    pub fn bar0_read<const N: usize>(&mut self, gpu: &Gpu<N>, st: &mut VgpuStorage<'_>, offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+        let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
+        match mmio::classify(offset, size) {
+            Ok(Bar0Region::GgttWindow) => {
+                let mut g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(AccessError::Ggtt)?;
+                let r = g.mmio_read(offset, buf);
+                self.ggtt = g.state();
+                r.map_err(|_| MmioError::BadSize)?;
+                self.mmio.count_pte(false, false);
+                Ok(())
+            }
+            Ok(Bar0Region::Registers) => {
+                self.refresh(gpu, st.vregs);
+                Ok(self.mmio.read_bytes(st.vregs, offset, buf)?)
+            }
+            Err(_) => Ok(self.mmio.read_bytes(st.vregs, offset, buf)?),
+        }
+    }
+
+    /// One BAR0 write: emulated, then every event routed (GGTT PTE → shadow
+    /// GGTT; TAIL → PPGTT sync, audit, shadow, admission; PP_DIR_BASE;
+    /// interrupt registers; GDRST; fences).  Signal `delivery` afterwards and
+    /// kick the engine worker when a submission was accepted.
+    pub fn bar0_write<const N: usize, H, A, C, G, M>(
         &mut self,
-        vregs: &mut [u32],
-        ggtt: &mut [u64],
+        gpu: &mut Gpu<N>,
+        phys: &mut [Pte],
+        st: &mut VgpuStorage<'_>,
+        env: &mut Env<'_, H, A, C, G, M>,
         offset: u64,
         data: &[u8],
-    ) -> Result<MmioOutcome, AccessError> {
-        Ok(self.mmio.write_bytes(vregs, ggtt, offset, data)?)
+    ) -> Result<Bar0Write, AccessError>
+    where
+        H: HostMemory,
+        A: HostPageAlloc,
+        C: Clock,
+        G: GuestMemory,
+        M: CpuMappings,
+    {
+        let size = u32::try_from(data.len()).map_err(|_| MmioError::BadSize)?;
+        let mut out = Bar0Write::default();
+        if let Ok(Bar0Region::GgttWindow) = mmio::classify(offset, size) {
+            let mut g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(AccessError::Ggtt)?;
+            let r = gpu.with_backend(phys, |b| g.mmio_write(env.guest, b, env.cpu, offset, data));
+            self.ggtt = g.state();
+            let w = r.map_err(|_| MmioError::BadSize)?;
+            match w {
+                PteWrite::Rejected(_) => self.counters.pte_rejected += 1,
+                PteWrite::Dropped { .. } => self.counters.pte_dropped += 1,
+                _ => {}
+            }
+            self.mmio.count_pte(true, matches!(w, PteWrite::Dropped { .. }));
+            out.routed[0] = Some(Routed::Pte(w));
+            return Ok(out);
+        }
+        // Ring programming is shadowed lazily: remember that it changed.
+        for e in EngineId::ALL {
+            let o = RingOffsets::of(e);
+            let hit = |r: u32| offset < u64::from(r) + 4 && offset.saturating_add(u64::from(size)) > u64::from(r);
+            if hit(o.start) || hit(o.ctl) || hit(o.head) {
+                if let Some(d) = self.ring_dirty.get_mut(e.index()) {
+                    *d = true;
+                }
+            }
+            let eir = e.mmio_base() + ring::EIR;
+            if offset == u64::from(eir) {
+                if let Ok(b) = <[u8; 4]>::try_from(data) {
+                    gpu.clear_eir(self.slot, e, u32::from_le_bytes(b));
+                }
+            }
+        }
+        let outcome = self.mmio.write_bytes(st.vregs, offset, data)?;
+        for (i, ev) in outcome.events().enumerate() {
+            let r = self.route(gpu, phys, st, env, ev, &mut out.delivery);
+            if let Some(slot) = out.routed.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+        self.refresh(gpu, st.vregs);
+        Ok(out)
+    }
+
+    fn route<const N: usize, H, A, C, G, M>(
+        &mut self,
+        gpu: &mut Gpu<N>,
+        phys: &mut [Pte],
+        st: &mut VgpuStorage<'_>,
+        env: &mut Env<'_, H, A, C, G, M>,
+        ev: TrapEvent,
+        delivery: &mut Delivery,
+    ) -> Routed
+    where
+        H: HostMemory,
+        A: HostPageAlloc,
+        C: Clock,
+        G: GuestMemory,
+        M: CpuMappings,
+    {
+        let mut note = |d: Delivery| {
+            delivery.msi |= d.msi;
+            if d.intx.is_some() {
+                delivery.intx = d.intx;
+            }
+        };
+        match ev {
+            TrapEvent::RingTail { engine, tail } => {
+                self.counters.submissions += 1;
+                let (o, d) = self.submit(gpu, phys, st, env, engine, tail);
+                note(d);
+                Routed::Submit(o)
+            }
+            TrapEvent::PpDirBase { engine, value } => {
+                if engine == EngineId::Rcs {
+                    self.pd = if value == 0 { None } else { Some(value) };
+                }
+                Routed::PpDirBase(value)
+            }
+            TrapEvent::GgttWrite { .. } => Routed::Pte(PteWrite::Dropped { log: false }),
+            TrapEvent::Reset(g) => {
+                for e in EngineId::ALL {
+                    if g.resets(e) {
+                        gpu.guest_engine_reset(phys, env.host, env.clock, self.slot, e);
+                        let o = RingOffsets::of(e);
+                        for r in [o.start, o.ctl, o.head, o.tail] {
+                            if let Some(d) = st.vregs.get_mut((r / 4) as usize) {
+                                *d = 0;
+                            }
+                        }
+                        if let Some(d) = self.ring_dirty.get_mut(e.index()) {
+                            *d = false;
+                        }
+                    }
+                }
+                Routed::Reset(g)
+            }
+            TrapEvent::Irq { reg, value } => {
+                note(gpu.irq_write(self.slot, reg, value));
+                Routed::Irq
+            }
+            TrapEvent::Fence { index, value } => {
+                let accepted = self.fence_allowed(value);
+                if !accepted {
+                    gpu.note_fence_refused(self.slot);
+                }
+                let phys_index = self.part.fence_base.saturating_add(index);
+                gpu.write_fence(phys, phys_index, if accepted { value } else { 0 });
+                Routed::Fence { index, accepted }
+            }
+            TrapEvent::Display { reg, .. } => {
+                self.counters.display_writes += 1;
+                Routed::Display(reg)
+            }
+            TrapEvent::PvInfo(p) => {
+                self.counters.pvinfo_events += 1;
+                Routed::PvInfo(p)
+            }
+        }
+    }
+
+    /// A fence (Intel gen6 layout: low dword bits 31:12 start and bit 0
+    /// valid, high dword bits 31:12 last page) may only cover the vGPU's
+    /// own graphics memory.
+    fn fence_allowed(&self, value: u64) -> bool {
+        if value & 1 == 0 {
+            return true;
+        }
+        let start = value & 0xFFFF_F000;
+        let last = ((value >> 32) & 0xFFFF_F000) | 0xFFF;
+        let Some(len) = last.checked_sub(start).and_then(|l| l.checked_add(1)) else { return false };
+        self.part.aperture.contains(start, len) || self.part.high.contains(start, len)
+    }
+
+    /// A guest TAIL write: PPGTT sync for render, then the physical side.
+    fn submit<const N: usize, H, A, C, G, M>(
+        &mut self,
+        gpu: &mut Gpu<N>,
+        phys: &mut [Pte],
+        st: &mut VgpuStorage<'_>,
+        env: &mut Env<'_, H, A, C, G, M>,
+        e: EngineId,
+        tail: u32,
+    ) -> (SubmitOutcome, Delivery)
+    where
+        H: HostMemory,
+        A: HostPageAlloc,
+        C: Clock,
+        G: GuestMemory,
+        M: CpuMappings,
+    {
+        // A TAIL write to a disabled ring starts nothing (as on hardware:
+        // drivers write TAIL while initialising the ring, before CTL).
+        if ring_regs(st.vregs, e).ctl.enable() == 0 {
+            return (SubmitOutcome::Empty, Delivery::default());
+        }
+        let mut root = None;
+        if e == EngineId::Rcs {
+            if let Some(pd) = self.pd {
+                let sync = match (Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow), Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap)) {
+                    (Ok(g), Ok(mut pp)) => {
+                        let r = pp.sync(u64::from(pd), &g, env.guest, env.host, env.alloc);
+                        self.ppgtt = pp.state();
+                        r
+                    }
+                    (Err(_), _) => Err(PpgttError::BadStorage),
+                    (_, Err(x)) => Err(x),
+                };
+                match sync {
+                    Ok(r) => root = Some(r),
+                    Err(x) => {
+                        // Whatever is left of the shadow is what the engine
+                        // may use: never a freed root.
+                        gpu.set_root(self.slot, self.ppgtt.shadow_root());
+                        return gpu.reject_ppgtt(self.slot, x);
+                    }
+                }
+            } else {
+                root = self.ppgtt.shadow_root();
+            }
+        }
+        let dirty = self.ring_dirty.get(e.index()).copied().unwrap_or(false);
+        let setup = if dirty {
+            let r = ring_regs(st.vregs, e);
+            Some(RingSetup { start: r.start, ctl: r.ctl.0, head: r.head })
+        } else {
+            None
+        };
+        let (o, d) = gpu.submit(phys, env.host, self.slot, e, setup, tail, root);
+        if dirty && o != SubmitOutcome::Rejected(super::gpu::SubmitReject::RingBusy) {
+            if let Some(x) = self.ring_dirty.get_mut(e.index()) {
+                *x = false;
+            }
+        }
+        (o, d)
+    }
+
+    /// The BAR2 range that may be mmapped (the sparse-mmap area): the vGPU's
+    /// aperture slice.
+    pub fn mmap_area(&self) -> GmRange {
+        self.part.aperture
+    }
+
+    /// Aperture fault (`vm_operations.fault` of the BAR2 mapping, and the
+    /// region read/write path): the host page that aperture offset `offset`
+    /// reaches, the same one the engine reaches for that graphics address.
+    pub fn aperture_fault(&mut self, st: &mut VgpuStorage<'_>, offset: u64) -> Result<HostPage, ApertureError> {
+        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(|_| ApertureError::OutsideSlice)?;
+        aperture::fault(&g, offset)
+    }
+
+    /// VFIO `dma_unmap` of `[iova, iova + size)`: every GGTT and PPGTT entry
+    /// mapping a frame in it drops its pin (GGTT entries go to scratch).
+    /// Returns the entries evicted.
+    pub fn dma_unmap<const N: usize, H, A, C, G, M>(
+        &mut self,
+        gpu: &mut Gpu<N>,
+        phys: &mut [Pte],
+        st: &mut VgpuStorage<'_>,
+        env: &mut Env<'_, H, A, C, G, M>,
+        iova: u64,
+        size: u64,
+    ) -> u64
+    where
+        H: HostMemory,
+        A: HostPageAlloc,
+        C: Clock,
+        G: GuestMemory,
+        M: CpuMappings,
+    {
+        let mut n = 0u64;
+        if let Ok(mut g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
+            n += gpu.with_backend(phys, |b| g.dma_unmap(env.guest, b, env.cpu, iova, size));
+            self.ggtt = g.state();
+        }
+        if let Ok(mut pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
+            n += pp.dma_unmap(env.guest, env.host, env.alloc, iova, size);
+            self.ppgtt = pp.state();
+            gpu.set_root(self.slot, self.ppgtt.shadow_root());
+        }
+        n
+    }
+
+    /// Turn a [`Delivery`] from the engine worker (or a trap) into what the
+    /// glue signals, per the guest's PCI configuration: MSI when enabled,
+    /// else the INTx level (also shown in the status register) unless the
+    /// command register disables INTx.
+    pub fn signal(&mut self, d: Delivery) -> Signal {
+        if self.cfg.msi().enabled {
+            return Signal { msi: d.msi, intx: None };
+        }
+        if let Some(level) = d.intx {
+            self.cfg.set_interrupt_status(level);
+            if self.cfg.intx_disabled() {
+                return Signal::default();
+            }
+        }
+        Signal { msi: false, intx: d.intx }
     }
 
     /// Human-readable counters for sysfs (`gvt/stats`).
-    pub fn write_stats<W: fmt::Write>(&self, w: &mut W) -> fmt::Result {
+    pub fn write_stats<W: fmt::Write, const N: usize>(&self, gpu: &Gpu<N>, w: &mut W) -> fmt::Result {
         let t = self.mmio.stats();
         writeln!(w, "traps_pm {}", t.pm)?;
         writeln!(w, "traps_tail {}", t.tail)?;
@@ -166,29 +727,111 @@ impl Vgpu {
         writeln!(w, "cfg_reads {}", self.counters.cfg_reads)?;
         writeln!(w, "cfg_writes {}", self.counters.cfg_writes)?;
         writeln!(w, "cfg_rejected {}", self.counters.cfg_rejected)?;
-        writeln!(w, "resets {}", self.counters.resets)
+        writeln!(w, "resets {}", self.counters.resets)?;
+        let g = self.ggtt.stats();
+        writeln!(w, "ggtt_mapped {}", self.ggtt.mapped_entries())?;
+        writeln!(w, "ggtt_rejected {}", g.reject_frame_not_mapped.saturating_add(g.reject_pin_refused))?;
+        writeln!(w, "ggtt_dropped {}", g.dropped_out_of_slice)?;
+        writeln!(w, "ppgtt_pinned {}", self.ppgtt.pinned_pages())?;
+        if let Some(s) = gpu.slot_stats(self.slot) {
+            writeln!(w, "submissions_accepted {}", s.accepted)?;
+            writeln!(w, "submissions_held {}", s.held)?;
+            writeln!(w, "submissions_rejected {}", s.rejected.total())?;
+            writeln!(w, "engine_faults {}", s.faults)?;
+        }
+        if let Some(s) = gpu.scheduler().stats(self.slot) {
+            s.format(w)?;
+        }
+        Ok(())
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::super::mem::GmRange;
+    use super::super::backend::Backend;
+    use super::super::cfgspace::off;
+    use super::super::irq;
+    use super::super::fakes::{FakeGuestMemory, FakeHostMemory, FakeHostPages};
+    use super::super::gpu::{GpuConfig, SHADOW_PAGES_PER_VGPU};
+    use super::super::mem::PAGE_SIZE;
     use super::super::pvinfo::{PVINFO_BASE, VGT_MAGIC};
     use super::*;
+    use core::cell::Cell;
     use std::vec;
+    use std::vec::Vec;
+
+    struct T(Cell<u64>);
+    impl Clock for T {
+        fn now_ns(&self) -> u64 {
+            self.0.get()
+        }
+    }
+    struct NoCpu;
+    impl CpuMappings for NoCpu {
+        fn invalidate(&mut self, _: u64) {}
+    }
 
     fn part() -> Partition {
-        Partition {
-            aperture: GmRange::new(64 << 20, 64 << 20),
-            high: GmRange::new(512 << 20, 256 << 20),
-            fence_base: 4,
-            fence_count: 4,
+        Partition { aperture: GmRange::new(1 << 20, 1 << 20), high: GmRange::new(8 << 20, 1 << 20), fence_base: 4, fence_count: 4 }
+    }
+
+    struct Rig {
+        gpu: Gpu<2>,
+        phys: Vec<Pte>,
+        host: FakeHostMemory,
+        pages: FakeHostPages,
+        clock: T,
+        ram: FakeGuestMemory,
+        vregs: Vec<u32>,
+        gg: Vec<u64>,
+        gs: Vec<u64>,
+        snap: Vec<u64>,
+        v: Option<Vgpu<4>>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let mut phys = vec![Pte::default(); 8192];
+            let gpu = Gpu::new(GpuConfig::DEFAULT, &mut phys).unwrap();
+            let (nv, ng, ns) = storage_sizes::<4>(&part());
+            let mut r = Rig {
+                gpu,
+                phys,
+                host: FakeHostMemory::new(700),
+                pages: FakeHostPages::new(600, 100),
+                clock: T(Cell::new(0)),
+                ram: FakeGuestMemory::new(0x100, 64, 0),
+                vregs: vec![0; nv],
+                gg: vec![0; ng],
+                gs: vec![0; ng],
+                snap: vec![0; ns],
+                v: None,
+            };
+            let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(100 + i)).collect();
+            let p = VgpuParams { id: 3, part: part(), aperture_size: 4 << 20, weight: 1, scratch: HostPage(99), shadow_pages: &shadow };
+            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+            let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
+            r.v = Some(Vgpu::create(&mut r.gpu, &mut r.phys, p, &mut st, &mut env).unwrap());
+            r
+        }
+        fn w(&mut self, off: u64, data: &[u8]) -> Result<Bar0Write, AccessError> {
+            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
+            let mut env = Env { host: &mut self.host, alloc: &mut self.pages, clock: &self.clock, guest: &mut self.ram, cpu: &mut NoCpu };
+            self.v.as_mut().unwrap().bar0_write(&mut self.gpu, &mut self.phys, &mut st, &mut env, off, data)
+        }
+        fn r(&mut self, off: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
+            self.v.as_mut().unwrap().bar0_read(&self.gpu, &mut st, off, buf)
+        }
+        fn vgpu(&mut self) -> &mut Vgpu<4> {
+            self.v.as_mut().unwrap()
         }
     }
 
     #[test]
     fn config_span_reads_whole_space_and_rejects_overrun() {
-        let mut v = Vgpu::new(1, part(), 256 << 20).unwrap();
+        let mut r = Rig::new();
+        let v = r.vgpu();
         let mut all = [0u8; 256];
         v.cfg_read_span(0, &mut all).unwrap();
         assert_eq!(&all[..], &v.cfg().as_bytes()[..]);
@@ -201,20 +844,70 @@ mod tests {
     }
 
     #[test]
-    fn pvinfo_magic_and_ggtt_readback_through_bar0() {
-        let mut v = Vgpu::new(3, part(), 256 << 20).unwrap();
-        let mut vregs = vec![0u32; VREG_DWORDS];
-        let mut ggtt = vec![0u64; GGTT_VIEW_ENTRIES];
-        v.reset(&mut vregs, &mut ggtt);
+    fn pvinfo_ggtt_window_and_bad_accesses() {
+        let mut r = Rig::new();
         let mut m = [0u8; 8];
-        v.bar0_read(&vregs, &ggtt, PVINFO_BASE as u64, &mut m).unwrap();
+        r.r(PVINFO_BASE as u64, &mut m).unwrap();
         assert_eq!(u64::from_le_bytes(m), VGT_MAGIC);
-        let idx = (64u64 << 20) / 4096;
-        let off = (8 << 20) + idx * 8;
-        v.bar0_write(&mut vregs, &mut ggtt, off, &0x1234_5001u64.to_le_bytes()).unwrap();
-        let mut r = [0u8; 8];
-        v.bar0_read(&vregs, &ggtt, off, &mut r).unwrap();
-        assert_eq!(u64::from_le_bytes(r), 0x1234_5001);
-        assert!(v.bar0_read(&vregs, &ggtt, 3, &mut [0u8; 4]).is_err());
+        let idx = (1u64 << 20) / PAGE_SIZE + 1;
+        let off = mmio::GGTT_VIEW_BASE + idx * 8;
+        let w = r.w(off, &((0x101u64 << 12) | 1).to_le_bytes()).unwrap();
+        assert_eq!(w.pte(), Some(PteWrite::Mapped));
+        let mut b = [0u8; 8];
+        r.r(off, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), (0x101 << 12) | 1);
+        assert_eq!(r.phys[idx as usize].page(), HostPage(1));
+        assert!(r.r(3, &mut [0u8; 4]).is_err());
+        assert!(r.w(off + 2, &[0u8; 4]).is_err());
+        assert!(r.w(off, &[0u8; 2]).is_err());
+        assert_eq!(r.vgpu().mmio().stats().pte, 2);
+    }
+
+    #[test]
+    fn tail_on_a_disabled_ring_starts_nothing() {
+        let mut r = Rig::new();
+        let w = r.w(regs::RCS_RING_TAIL as u64, &0x40u32.to_le_bytes()).unwrap();
+        assert_eq!(w.submit(), Some(SubmitOutcome::Empty));
+        assert_eq!(w.delivery, Delivery::default());
+        // Enabled but START outside the vGPU's memory: refused, error IRQ.
+        r.w(regs::GT_IMR as u64, &0u32.to_le_bytes()).unwrap();
+        r.w(regs::GT_IER as u64, &(!0u32).to_le_bytes()).unwrap();
+        r.w(regs::RCS_RING_START as u64, &0x40_0000u32.to_le_bytes()).unwrap();
+        r.w(regs::RCS_RING_CTL as u64, &1u32.to_le_bytes()).unwrap();
+        let w = r.w(regs::RCS_RING_TAIL as u64, &0x10u32.to_le_bytes()).unwrap();
+        assert!(matches!(w.submit(), Some(SubmitOutcome::Rejected(_))), "{w:?}");
+        assert!(w.delivery.msi);
+        let mut b = [0u8; 4];
+        r.r(regs::GT_IIR as u64, &mut b).unwrap();
+        assert_eq!(u32::from_le_bytes(b), irq::RCS_ERROR_INTERRUPT);
+    }
+
+    #[test]
+    fn fences_are_audited_before_the_physical_write() {
+        let mut r = Rig::new();
+        let inside = (1u64 << 20) | 1 | (((1u64 << 20) + 0x1000) << 32);
+        let w = r.w(regs::fence_offset(2) as u64, &inside.to_le_bytes()).unwrap();
+        assert_eq!(w.routed[0], Some(Routed::Fence { index: 2, accepted: true }));
+        let phys_fence = regs::fence_offset(4 + 2);
+        let got = r.gpu.with_backend(&mut r.phys, |b| (b.read_reg(phys_fence), b.read_reg(phys_fence + 4)));
+        assert_eq!(got, (inside as u32, (inside >> 32) as u32));
+        let outside = 1 | (0x40_0000u64 << 32); // [0, 4 MiB): not this vGPU's
+        let w = r.w(regs::fence_offset(2) as u64, &outside.to_le_bytes()).unwrap();
+        assert_eq!(w.routed[0], Some(Routed::Fence { index: 2, accepted: false }));
+        let got = r.gpu.with_backend(&mut r.phys, |b| b.read_reg(phys_fence));
+        assert_eq!(got, 0, "the physical fence is disabled");
+    }
+
+    #[test]
+    fn signal_follows_msi_enable_and_intx_disable() {
+        let mut r = Rig::new();
+        let v = r.vgpu();
+        let up = Delivery { msi: true, intx: Some(true) };
+        assert_eq!(v.signal(up), Signal { msi: false, intx: Some(true) });
+        assert_ne!(v.cfg().as_bytes()[off::STATUS] & 0x8, 0, "INTx status shown");
+        v.cfg_write(off::COMMAND as u32, &(1u16 << 10).to_le_bytes()).unwrap();
+        assert_eq!(v.signal(up), Signal::default());
+        v.cfg_write(off::MSI_CTRL as u32, &1u16.to_le_bytes()).unwrap();
+        assert_eq!(v.signal(up), Signal { msi: true, intx: None });
     }
 }
