@@ -11,10 +11,10 @@
 //! HEAD with a deadline, and clear errors instead of panics.
 //!
 //! # Graphics memory layout ([`Layout`])
-//! All offsets are from the start of the vGPU's own slices:
-//! aperture + 0x00000 RCS ring, + 0x08000 BCS ring (4 pages each),
-//! + 0x10000 batch buffers, + 0x40000 results (stores, copy targets); and
-//! in the high slice: + 0 surfaces (fills), + 0x10000 a PPGTT page directory.
+//! All offsets are from the start of the vGPU's own slices.  Aperture slice:
+//! 0x00000 RCS ring, 0x08000 BCS ring (4 pages each), 0x10000 batch
+//! buffers, 0x40000 results (stores, copy targets).  High slice: 0
+//! surfaces (fills), 0x10000 a PPGTT page directory.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{fence, Ordering};

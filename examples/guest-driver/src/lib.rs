@@ -30,6 +30,7 @@ pub mod vfio;
 pub use backend::{Backend, GuestBus, IrqWait};
 pub use driver::{BootConfig, Driver, Layout, Waited, BCS, ERROR_IRQS, RCS, USER_IRQS};
 pub use error::{Error, Result};
+pub use gvt_core;
 pub use gvt_core::guest::PteWidth;
 
 /// Run `rounds` rounds of [`jobs::run_round`] with colours derived from
