@@ -413,6 +413,7 @@ fn submission_nested_qemu_runs_the_guest_driver_in_l2() {
     // What L2 did is what the mediator counted.
     let s = stats(&m);
     println!("stats after L2: {s:?}");
-    assert!(s.get("submissions_accepted").copied().unwrap_or(0) >= 3 * 2 + 1 + 1, "L2's accepted submissions");
+    // Three rounds (two TAILs each), the PPGTT store, the round after recovery.
+    assert!(s.get("submissions_accepted").copied().unwrap_or(0) >= 9, "L2's accepted submissions");
     assert!(s.get("submissions_rejected").copied().unwrap_or(0) >= 1, "L2's refused submission");
 }
