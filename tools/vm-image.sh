@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the VM rig's initramfs: static busybox, Debian's vfio/vfio_iommu_type1/
 # mdev (+ kvm/kvm-amd for nested guests), the project's modules, the static
-# test binaries given as arguments, and the nested-guest kit (trixie's QEMU 10
+# test binaries given as arguments (a binary named gvtctl becomes /usr/bin/gvtctl,
+# with the udev rules in /etc/udev/rules.d), and the nested-guest kit (trixie's QEMU 10
 # with its libraries and firmware, the L2 kernel and the L2 initramfs).
 #   tools/vm-image.sh OUT.cpio.gz TEST_BINARY...
 source "$(dirname "$0")/common.sh"
@@ -37,7 +38,19 @@ printf '%s\n' "${order[@]}" > "$root/etc/rig/kvm-modules"
 # The project's modules (built by tools/build-modules.sh); loaded by the tests.
 cp "$VMDIR"/modules/*.ko "$root/lib/modules/" 2>/dev/null || true
 
-for t in "$@"; do cp "$t" "$root/tests/$(basename "$t" | sed 's/-[0-9a-f]\{16\}$//')"; done
+# Test binaries go to /tests (the guest's /init runs them); the gvtctl CLI is
+# installed where its udev rules expect it, with those rules (the guest has no
+# udevd: the tests run the rules' commands themselves).
+for t in "$@"; do
+  case "$(basename "$t")" in
+    gvtctl) cp "$t" "$root/usr/bin/gvtctl" ;;
+    *) cp "$t" "$root/tests/$(basename "$t" | sed 's/-[0-9a-f]\{16\}$//')" ;;
+  esac
+done
+if [ -x "$root/usr/bin/gvtctl" ]; then
+  mkdir -p "$root/etc/udev/rules.d" "$root/etc/mdevctl.d"
+  cp "$REPO"/udev/*.rules "$root/etc/udev/rules.d/"
+fi
 
 # Nested-guest kit: QEMU 10 from the trixie chroot with every library it links.
 qemu="$CHROOT/usr/bin/qemu-system-x86_64"
@@ -65,4 +78,4 @@ fi
 cp "$REPO/tools/vm/init" "$root/init"; chmod +x "$root/init"
 mkdir -p "$(dirname "$out")"
 (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
-log "initramfs $out: $(du -h "$out" | cut -f1), ${#@} test binaries"
+log "initramfs $out: $(du -h "$out" | cut -f1), $(ls "$root/tests" | wc -l) test binaries$([ -x "$root/usr/bin/gvtctl" ] && echo ", /usr/bin/gvtctl")"

@@ -1,6 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 /* C shims for static inlines and macros that Rust cannot call directly. */
 #include <linux/module.h>
+#include <linux/highmem.h>
+#include <linux/iommu.h>
+#include <linux/workqueue.h>
+#include <linux/timekeeping.h>
 #include "gvt_rs_helpers.h"
 
 struct device *gvt_rs_mdev_dev(struct mdev_device *mdev)
@@ -159,4 +163,84 @@ const struct attribute_group *gvt_rs_vgpu_groups[] = {
 void gvt_rs_zap_range(struct vfio_device *vdev, u64 start, u64 len)
 {
 	unmap_mapping_range(vdev->inode->i_mapping, start, len, true);
+}
+
+int gvt_rs_pfn_copy(u64 pfn, size_t offset, void *buf, size_t len, bool write)
+{
+	void *va;
+
+	if (!pfn_valid(pfn) || offset > PAGE_SIZE || len > PAGE_SIZE - offset)
+		return -EINVAL;
+	va = kmap_local_page(pfn_to_page(pfn));
+	if (write)
+		memcpy(va + offset, buf, len);
+	else
+		memcpy(buf, va + offset, len);
+	kunmap_local(va);
+	return 0;
+}
+
+u64 gvt_rs_alloc_pfn(void)
+{
+	struct page *page = alloc_page(GFP_KERNEL | __GFP_ZERO);
+
+	return page ? page_to_pfn(page) : 0;
+}
+
+void gvt_rs_free_pfn(u64 pfn)
+{
+	if (pfn && pfn_valid(pfn))
+		__free_page(pfn_to_page(pfn));
+}
+
+u64 gvt_rs_page_pfn(struct page *page)
+{
+	return page_to_pfn(page);
+}
+
+void gvt_rs_vmf_set_pfn(struct vm_fault *vmf, u64 pfn)
+{
+	struct page *page = pfn_to_page(pfn);
+
+	get_page(page);
+	vmf->page = page;
+}
+
+u64 gvt_rs_ktime_ns(void)
+{
+	return ktime_get_ns();
+}
+
+long long gvt_rs_pin_gfn(struct vfio_device *vdev, u64 gfn)
+{
+	struct page *page;
+	int ret = vfio_pin_pages(vdev, gfn << PAGE_SHIFT, 1, IOMMU_READ | IOMMU_WRITE, &page);
+
+	if (ret < 0)
+		return ret;
+	if (ret != 1)
+		return -EFAULT;
+	return page_to_pfn(page);
+}
+
+void gvt_rs_unpin_gfn(struct vfio_device *vdev, u64 gfn)
+{
+	vfio_unpin_pages(vdev, gfn << PAGE_SHIFT, 1);
+}
+
+static void gvt_rs_engine_work_fn(struct work_struct *work)
+{
+	gvt_rs_engine_work();
+}
+
+static DECLARE_DELAYED_WORK(gvt_rs_engine_dwork, gvt_rs_engine_work_fn);
+
+void gvt_rs_kick_engines(unsigned long delay_jiffies)
+{
+	mod_delayed_work(system_unbound_wq, &gvt_rs_engine_dwork, delay_jiffies);
+}
+
+void gvt_rs_stop_engines(void)
+{
+	cancel_delayed_work_sync(&gvt_rs_engine_dwork);
 }

@@ -53,3 +53,21 @@ extern const struct attribute_group *gvt_rs_vgpu_groups[];
 ssize_t gvt_rs_attr_show(struct device *dev, unsigned int attr, char *buf);
 ssize_t gvt_rs_attr_store(struct device *dev, unsigned int attr, const char *buf,
 			  size_t count);
+
+/* Host pages by page frame number (the physical GGTT's view of memory). */
+int gvt_rs_pfn_copy(u64 pfn, size_t offset, void *buf, size_t len, bool write);
+/* A zeroed page for the mediator (shadow tables, scratch); 0 on failure. */
+u64 gvt_rs_alloc_pfn(void);
+void gvt_rs_free_pfn(u64 pfn);
+u64 gvt_rs_page_pfn(struct page *page);
+/* Hand page frame @pfn to the faulting mapping (takes a page reference). */
+void gvt_rs_vmf_set_pfn(struct vm_fault *vmf, u64 pfn);
+u64 gvt_rs_ktime_ns(void);
+/* Pin one guest page (vfio_pin_pages); returns its pfn or a negative errno. */
+long long gvt_rs_pin_gfn(struct vfio_device *vdev, u64 gfn);
+void gvt_rs_unpin_gfn(struct vfio_device *vdev, u64 gfn);
+/* The engine worker: a delayed work item whose function calls Rust's
+ * gvt_rs_engine_work(). */
+void gvt_rs_engine_work(void);
+void gvt_rs_kick_engines(unsigned long delay_jiffies);
+void gvt_rs_stop_engines(void);

@@ -19,7 +19,7 @@
 use kernel::prelude::*;
 
 #[path = "../core/src/lib.rs"]
-#[allow(dead_code, unreachable_pub, missing_docs, clippy::all)]
+#[allow(dead_code, unreachable_pub, unused_imports, missing_docs, clippy::all)]
 mod gvt_core;
 
 /// Module-local bindings for `linux/vfio.h`, `linux/mdev.h` and the C shims.
@@ -32,6 +32,7 @@ mod vfio {
     include!("vfio_bindings_generated.rs");
 }
 
+mod gpu;
 mod parent;
 mod vgpu;
 

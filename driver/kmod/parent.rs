@@ -15,8 +15,11 @@ use kernel::{bindings, c_str, new_mutex};
 
 use crate::gvt_core::partition::{GmLayout, Partition, PartitionError, PartitionId, Partitioner};
 use crate::gvt_core::vgpu_types::{self, VgpuType, VgpuTypes};
+use crate::gpu::{self, PhysGpu};
+use crate::gvt_core::gpu::EngineReport;
+use crate::gvt_core::sched::VgpuId;
 use crate::vfio;
-use crate::vgpu;
+use crate::vgpu::{self, Vgpu};
 
 /// Most vGPUs (and so partition slots) a parent can hold.
 pub(crate) const MAX_VGPUS: usize = 8;
@@ -91,6 +94,14 @@ pub(crate) struct Parent {
     pub(crate) layout: GmLayout,
     #[pin]
     pub(crate) state: Mutex<ParentState>,
+    /// The GPU lock: the mediated gvt-sim GPU and the physical GGTT.
+    #[pin]
+    pub(crate) gpu: Mutex<PhysGpu>,
+    /// Scheduler slot -> live `Vgpu` (as an address), for the engine
+    /// worker's interrupt deliveries.  A vGPU clears its entry before it is
+    /// freed; the worker signals while holding this lock.
+    #[pin]
+    slots: Mutex<[usize; MAX_VGPUS]>,
 }
 
 // SAFETY: the raw C objects are only touched through the kernel APIs that
@@ -135,6 +146,7 @@ impl Parent {
             let mut w = ByteWriter::new(&mut name[..NAME_LEN - 1]);
             let _ = t.write_sysfs_name(&mut w);
         }
+        let phys = PhysGpu::new(layout.total_gm)?;
         let parent = KBox::pin_init(
             try_pin_init!(Parent {
                 class: AtomicPtr::new(ptr::null_mut()),
@@ -149,6 +161,8 @@ impl Parent {
                 cfg,
                 layout,
                 state <- new_mutex!(ParentState { partitioner, ids: 0 }),
+                gpu <- new_mutex!(phys),
+                slots <- new_mutex!([0; MAX_VGPUS]),
             }),
             GFP_KERNEL,
         )?;
@@ -257,6 +271,10 @@ impl Parent {
         // SAFETY: all of these were registered by `register_c`, in reverse order.
         unsafe {
             vfio::mdev_unregister_parent(self.mdev_parent.get());
+        }
+        gpu::stop();
+        // SAFETY: as above.
+        unsafe {
             bindings::device_unregister(self.dev.get());
             bindings::class_destroy(self.class.load(Ordering::Relaxed));
             vfio::mdev_unregister_driver(self.driver.get());
@@ -264,6 +282,26 @@ impl Parent {
         PARENT.store(ptr::null_mut(), Ordering::Release);
         let st = self.state.lock();
         pr_info!("unloaded ({} vGPUs were live)\n", st.partitioner.live());
+    }
+
+    /// Publish (`Some`) or retract (`None`) the vGPU of scheduler slot `slot`.
+    pub(crate) fn set_slot(&self, slot: VgpuId, v: Option<&Vgpu>) {
+        if let Some(e) = self.slots.lock().get_mut(usize::from(slot.0)) {
+            *e = v.map_or(0, |v| core::ptr::from_ref(v) as usize);
+        }
+    }
+
+    /// Signal what the engines raised (engine worker, GPU lock dropped).
+    pub(crate) fn deliver(&self, report: &EngineReport<MAX_VGPUS>) {
+        let slots = self.slots.lock();
+        for (slot, d) in report.pending() {
+            let Some(&addr) = slots.get(usize::from(slot.0)) else { continue };
+            if addr != 0 {
+                // SAFETY: a non-zero entry is a live `Vgpu`: it clears its
+                // entry (under this lock) before it is freed.
+                unsafe { &*(addr as *const Vgpu) }.deliver(d);
+            }
+        }
     }
 
     /// Index of the type `mtype` points to.

@@ -30,11 +30,26 @@ use kernel::uaccess::{UserPtr, UserSlice};
 use kernel::error::to_result;
 use kernel::{bindings, new_mutex};
 
-use crate::gvt_core::mem::PAGE_SIZE;
+use crate::gpu::{self, KAlloc, KClock, KCpu, KGuest, KHost, PhysGpu};
+use crate::gvt_core::gpu::{SubmitOutcome, SHADOW_PAGES_PER_VGPU};
+use crate::gvt_core::irq::Delivery;
+use crate::gvt_core::mem::{HostMemory, HostPage, PAGE_SIZE};
 use crate::gvt_core::partition::{Partition, PartitionId};
-use crate::gvt_core::vgpu::{AccessError, Vgpu as CoreVgpu, BAR0_SIZE, CONFIG_SIZE, GGTT_VIEW_ENTRIES, VREG_DWORDS};
+use crate::gvt_core::sched::VgpuId;
+use crate::gvt_core::stats::VgpuState;
+use crate::gvt_core::vgpu::{
+    storage_sizes, AccessError, Env, Vgpu as CoreVgpu, VgpuParams, VgpuStorage, BAR0_SIZE, CONFIG_SIZE,
+    DEFAULT_PPGTT_TABLES,
+};
 use crate::parent::{self, ByteWriter};
 use crate::vfio;
+
+/// The kernel services of one vGPU's calls into the core.
+macro_rules! env {
+    ($v:expr) => {
+        Env { host: &mut KHost, alloc: &mut KAlloc, clock: &KClock, guest: &mut KGuest($v.vdev), cpu: &mut KCpu($v.vdev) }
+    };
+}
 
 const REGION_SHIFT: u32 = 40;
 const PAGE_SHIFT: u32 = 12;
@@ -73,18 +88,63 @@ struct Irqs {
 unsafe impl Send for Irqs {}
 
 struct State {
-    core: CoreVgpu,
+    /// The mediator's view of this vGPU; `None` once destroyed (release).
+    core: Option<CoreVgpu>,
     /// Virtual registers: 2 MiB, as GVT-g's vreg.
     vregs: KVVec<u32>,
-    /// The guest's view of the GGTT (what it wrote; 8 MiB, 1M entries).
-    ggtt: KVVec<u64>,
-    /// Backing pages of the aperture slice, allocated on first touch.
-    aperture: KVVec<Option<Page>>,
-    weight: u32,
+    /// What the guest wrote in its GGTT slices, and the physical entries.
+    ggtt_guest: KVVec<u64>,
+    ggtt_shadow: KVVec<u64>,
+    /// The shadow PPGTT's snapshot of the guest tables.
+    ppgtt_snap: KVVec<u64>,
+    /// Where unmapped GGTT entries of this vGPU point (owned here, freed
+    /// after the core has unmapped it).
+    #[allow(dead_code)]
+    scratch: Page,
+    /// Host-owned pages of its shadow rings and batches (owned here, as above).
+    #[allow(dead_code)]
+    shadow: KVec<Page>,
+}
+
+impl State {
+    /// The core vGPU and its storage, lent together.
+    fn split(&mut self) -> Result<(&mut CoreVgpu, VgpuStorage<'_>)> {
+        let core = self.core.as_mut().ok_or(ENODEV)?;
+        Ok((
+            core,
+            VgpuStorage {
+                vregs: &mut self.vregs,
+                ggtt_guest: &mut self.ggtt_guest,
+                ggtt_shadow: &mut self.ggtt_shadow,
+                ppgtt_snap: &mut self.ppgtt_snap,
+            },
+        ))
+    }
+
+    /// The storage alone (the core taken out for `destroy`).
+    fn split_storage(&mut self) -> Result<((), VgpuStorage<'_>)> {
+        Ok((
+            (),
+            VgpuStorage {
+                vregs: &mut self.vregs,
+                ggtt_guest: &mut self.ggtt_guest,
+                ggtt_shadow: &mut self.ggtt_shadow,
+                ppgtt_snap: &mut self.ppgtt_snap,
+            },
+        ))
+    }
+
+    fn core(&self) -> Result<&CoreVgpu> {
+        self.core.as_ref().ok_or(ENODEV)
+    }
 }
 
 #[pin_data]
 pub(crate) struct Vgpu {
+    /// Our VFIO device (pins, mapping invalidation).
+    vdev: *mut vfio::vfio_device,
+    /// The scheduler slot of the mediated GPU.
+    slot: VgpuId,
     id: u32,
     pid: PartitionId,
     part: Partition,
@@ -108,13 +168,34 @@ const VIRQFD_MASK: usize = 0;
 const VIRQFD_UNMASK: usize = 1;
 const INTX: u32 = vfio::VFIO_PCI_INTX_IRQ_INDEX;
 
+// SAFETY: `vdev` is only passed to VFIO functions that may be called from
+// any thread; everything mutable is behind the locks.
+unsafe impl Send for Vgpu {}
+// SAFETY: as above.
+unsafe impl Sync for Vgpu {}
+
 impl Vgpu {
+    /// Signal what the mediator raised for this vGPU (its MSI, or INTx when
+    /// MSI is off), as the guest's config space says.
+    pub(crate) fn deliver(&self, d: Delivery) {
+        let sig = match self.state.lock().core.as_mut() {
+            Some(core) => core.signal(d),
+            None => return,
+        };
+        if sig.msi {
+            self.signal(vfio::VFIO_PCI_MSI_IRQ_INDEX);
+        }
+        if sig.intx == Some(true) {
+            self.signal(INTX);
+        }
+    }
+
     /// The device raises interrupt `index` (or the VMM loops one back with
     /// `SET_IRQS` `ACTION_TRIGGER`).  INTx is level-triggered and automasked:
     /// it is not raised while masked or while the guest's command register
     /// has `INTX_DISABLE`, and raising it masks it until the VMM unmasks.
     fn signal(&self, index: u32) {
-        if index == INTX && self.state.lock().core.cfg().intx_disabled() {
+        if index == INTX && self.state.lock().core().map_or(true, |c| c.cfg().intx_disabled()) {
             return;
         }
         let mut irqs = self.irqs.lock();
@@ -323,7 +404,7 @@ unsafe extern "C" fn vgpu_init(vdev: *mut vfio::vfio_device) -> i32 {
             return e.to_errno();
         }
     };
-    match new_vgpu(id, pid, part, type_idx, ty.weight) {
+    match new_vgpu(vdev, id, pid, part, type_idx, ty.weight) {
         Ok(v) => {
             // SAFETY: `vdev` is the first field of a zeroed `VgpuDev`.
             unsafe { (*vdev.cast::<VgpuDev>()).vgpu = v };
@@ -345,33 +426,90 @@ unsafe extern "C" fn vgpu_init(vdev: *mut vfio::vfio_device) -> i32 {
     }
 }
 
-fn new_vgpu(id: u32, pid: PartitionId, part: Partition, type_idx: usize, weight: u32) -> Result<*mut Vgpu> {
+fn zeroed_vec<T: Copy>(n: usize, zero: T) -> Result<KVVec<T>> {
+    let mut v = KVVec::with_capacity(n, GFP_KERNEL)?;
+    v.resize(n, zero, GFP_KERNEL)?;
+    Ok(v)
+}
+
+fn new_vgpu(
+    vdev: *mut vfio::vfio_device,
+    id: u32,
+    pid: PartitionId,
+    part: Partition,
+    type_idx: usize,
+    weight: u32,
+) -> Result<*mut Vgpu> {
     let p = parent::get();
-    let mut vregs = KVVec::with_capacity(VREG_DWORDS, GFP_KERNEL)?;
-    vregs.resize(VREG_DWORDS, 0, GFP_KERNEL)?;
-    let mut ggtt = KVVec::with_capacity(GGTT_VIEW_ENTRIES, GFP_KERNEL)?;
-    ggtt.resize(GGTT_VIEW_ENTRIES, 0, GFP_KERNEL)?;
-    let pages = (part.aperture.size / PAGE_SIZE) as usize;
-    let mut aperture = KVVec::with_capacity(pages, GFP_KERNEL)?;
-    for _ in 0..pages {
-        aperture.push(None, GFP_KERNEL)?;
+    let (nregs, nggtt, nsnap) = storage_sizes::<DEFAULT_PPGTT_TABLES>(&part);
+    let mut vregs = zeroed_vec(nregs, 0u32)?;
+    let mut ggtt_guest = zeroed_vec(nggtt, 0u64)?;
+    let mut ggtt_shadow = zeroed_vec(nggtt, 0u64)?;
+    let mut ppgtt_snap = zeroed_vec(nsnap, 0u64)?;
+    let scratch = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+    let mut shadow = KVec::with_capacity(SHADOW_PAGES_PER_VGPU, GFP_KERNEL)?;
+    let mut shadow_pfns = KVec::with_capacity(SHADOW_PAGES_PER_VGPU, GFP_KERNEL)?;
+    for _ in 0..SHADOW_PAGES_PER_VGPU {
+        let pg = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+        // SAFETY: `pg` is a live page we own.
+        shadow_pfns.push(HostPage(unsafe { vfio::gvt_rs_page_pfn(pg.as_ptr()) }), GFP_KERNEL)?;
+        shadow.push(pg, GFP_KERNEL)?;
     }
-    let mut core = CoreVgpu::new(id, part, p.layout.aperture_size).map_err(|_| EINVAL)?;
-    core.reset(&mut vregs, &mut ggtt);
+    // SAFETY: `scratch` is a live page we own.
+    let scratch_pfn = HostPage(unsafe { vfio::gvt_rs_page_pfn(scratch.as_ptr()) });
+    let params = VgpuParams {
+        id,
+        part,
+        aperture_size: p.layout.aperture_size,
+        weight,
+        scratch: scratch_pfn,
+        shadow_pages: &shadow_pfns,
+    };
+    let core = {
+        let mut g = p.gpu.lock();
+        let PhysGpu { gpu, phys } = &mut *g;
+        let mut storage = VgpuStorage {
+            vregs: &mut vregs,
+            ggtt_guest: &mut ggtt_guest,
+            ggtt_shadow: &mut ggtt_shadow,
+            ppgtt_snap: &mut ppgtt_snap,
+        };
+        let mut env = Env { host: &mut KHost, alloc: &mut KAlloc, clock: &KClock, guest: &mut KGuest(vdev), cpu: &mut KCpu(vdev) };
+        CoreVgpu::create(gpu, phys, params, &mut storage, &mut env).map_err(|e| {
+            pr_warn!("vGPU {id}: the mediator refused it: {e:?}\n");
+            ENOSPC
+        })?
+    };
+    let slot = core.slot();
+    let state = State { core: Some(core), vregs, ggtt_guest, ggtt_shadow, ppgtt_snap, scratch, shadow };
     let v = KBox::pin_init(
         try_pin_init!(Vgpu {
+            vdev,
+            slot,
             id,
             pid,
             part,
             type_idx,
             ballooned: AtomicU64::new(0),
-            state <- new_mutex!(State { core, vregs, ggtt, aperture, weight }),
+            state <- new_mutex!(state),
             irqs <- new_mutex!(Irqs { ctx: [ptr::null_mut(); NUM_IRQS as usize], intx_masked: false }),
             virqfd: [Opaque::new(ptr::null_mut()), Opaque::new(ptr::null_mut())],
             virqfd_lock <- new_mutex!(()),
         }),
         GFP_KERNEL,
-    )?;
+    );
+    let v = match v {
+        Ok(v) => v,
+        Err(e) => {
+            // The state (and its core vGPU) was dropped with the failed
+            // init; give the slot back.  Nothing is pinned yet.
+            let mut g = p.gpu.lock();
+            let PhysGpu { gpu, phys } = &mut *g;
+            let _ = gpu.destroy_slot(phys, &mut KHost, &KClock, slot);
+            return Err(e);
+        }
+    };
+    p.set_slot(slot, Some(&v));
     // SAFETY: ownership moves to the raw pointer; `vgpu_release` rebuilds the
     // box, and nothing moves the value in between.
     Ok(KBox::into_raw(unsafe { Pin::into_inner_unchecked(v) }))
@@ -388,22 +526,34 @@ unsafe extern "C" fn vgpu_release(vdev: *mut vfio::vfio_device) {
     // after release.
     let v = unsafe { KBox::from_raw(raw) };
     v.disable_irqs();
-    parent::get().free_vgpu(v.id, v.pid);
+    let p = parent::get();
+    p.set_slot(v.slot, None);
+    {
+        let mut st = v.state.lock();
+        let core = st.core.take();
+        if let (Some(core), Ok((_, mut storage))) = (core, st.split_storage()) {
+            let mut g = p.gpu.lock();
+            let PhysGpu { gpu, phys } = &mut *g;
+            core.destroy(gpu, phys, &mut storage, &mut env!(v));
+        }
+    }
+    p.free_vgpu(v.id, v.pid);
     pr_info!("vGPU {} destroyed\n", v.id);
 }
 
 unsafe extern "C" fn vgpu_open(vdev: *mut vfio::vfio_device) -> i32 {
     // SAFETY: called between init and release.
     let v = unsafe { vgpu_of(vdev) };
-    let mut st = v.state.lock();
-    let State { core, vregs, ggtt, .. } = &mut *st;
-    core.reset(vregs, ggtt);
+    v.reset();
     0
 }
 
 unsafe extern "C" fn vgpu_close(vdev: *mut vfio::vfio_device) {
     // SAFETY: called between init and release.
-    unsafe { vgpu_of(vdev) }.disable_irqs();
+    let v = unsafe { vgpu_of(vdev) };
+    v.disable_irqs();
+    // Drop every pin while the device is still open (VFIO requires it).
+    v.reset();
 }
 
 /// `vfio_device_ops.request`: the device is being removed while a VMM holds
@@ -417,8 +567,32 @@ unsafe extern "C" fn vgpu_request(vdev: *mut vfio::vfio_device, count: u32) {
     v.signal(vfio::VFIO_PCI_REQ_IRQ_INDEX);
 }
 
-/// `vfio_device_ops.dma_unmap`: no guest page is pinned yet, nothing to drop.
-unsafe extern "C" fn vgpu_dma_unmap(_vdev: *mut vfio::vfio_device, _iova: u64, _len: u64) {}
+/// `vfio_device_ops.dma_unmap`: the VMM unmapped guest memory: every GGTT
+/// and PPGTT entry using a frame in it drops its pin.
+unsafe extern "C" fn vgpu_dma_unmap(vdev: *mut vfio::vfio_device, iova: u64, len: u64) {
+    // SAFETY: called between init and release.
+    let v = unsafe { vgpu_of(vdev) };
+    let mut st = v.state.lock();
+    let Ok((core, mut storage)) = st.split() else { return };
+    let mut g = parent::get().gpu.lock();
+    let PhysGpu { gpu, phys } = &mut *g;
+    core.dma_unmap(gpu, phys, &mut storage, &mut env!(v), iova, len);
+}
+
+impl Vgpu {
+    /// Device reset (open, close, VFIO_DEVICE_RESET): power-on state, every
+    /// pin and shadow released, its engine work dropped.
+    fn reset(&self) {
+        {
+            let mut st = self.state.lock();
+            let Ok((core, mut storage)) = st.split() else { return };
+            let mut g = parent::get().gpu.lock();
+            let PhysGpu { gpu, phys } = &mut *g;
+            core.reset(gpu, phys, &mut storage, &mut env!(self));
+        }
+        zap_aperture(self.vdev);
+    }
+}
 
 // ---- region read / write ---------------------------------------------------
 
@@ -440,30 +614,47 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<bo
                 return Err(EINVAL);
             }
             let mut st = v.state.lock();
+            let core = st.core.as_mut().ok_or(ENODEV)?;
             match dir {
-                Dir::Read => st.core.cfg_read_span(off as u32, buf).map(|()| false).map_err(access_err),
+                Dir::Read => core.cfg_read_span(off as u32, buf).map(|()| false).map_err(access_err),
                 Dir::Write => {
-                    let was_on = st.core.cfg().memory_enabled();
-                    st.core.cfg_write(off as u32, buf).map_err(access_err)?;
-                    Ok(was_on && !st.core.cfg().memory_enabled())
+                    let was_on = core.cfg().memory_enabled();
+                    core.cfg_write(off as u32, buf).map_err(access_err)?;
+                    Ok(was_on && !core.cfg().memory_enabled())
                 }
             }
         }
         BAR0 => {
             let mut st = v.state.lock();
+            let (core, mut storage) = st.split()?;
             // A BAR with memory decode off does not respond (vfio-pci: EIO).
-            if !st.core.cfg().memory_enabled() {
+            if !core.cfg().memory_enabled() {
                 return Err(EIO);
             }
-            let State { core, vregs, ggtt, .. } = &mut *st;
+            let mut g = parent::get().gpu.lock();
+            let PhysGpu { gpu, phys } = &mut *g;
             match dir {
-                Dir::Read => core.bar0_read(vregs, ggtt, off, buf).map_err(access_err)?,
-                Dir::Write => core.bar0_write(vregs, ggtt, off, buf).map(|_events| ()).map_err(access_err)?,
+                Dir::Read => core.bar0_read(gpu, &mut storage, off, buf).map_err(access_err)?,
+                Dir::Write => {
+                    let out = core.bar0_write(gpu, phys, &mut storage, &mut env!(v), off, buf).map_err(access_err)?;
+                    drop(g);
+                    let sig = core.signal(out.delivery);
+                    drop(st);
+                    if sig.msi {
+                        v.signal(vfio::VFIO_PCI_MSI_IRQ_INDEX);
+                    }
+                    if sig.intx == Some(true) {
+                        v.signal(INTX);
+                    }
+                    if matches!(out.submit(), Some(SubmitOutcome::Accepted { .. } | SubmitOutcome::Held)) {
+                        gpu::kick();
+                    }
+                }
             }
             Ok(false)
         }
         BAR2 => {
-            if !v.state.lock().core.cfg().memory_enabled() {
+            if !v.state.lock().core()?.cfg().memory_enabled() {
                 return Err(EIO);
             }
             aperture_access(v, off, buf, dir).map(|()| false)
@@ -487,21 +678,14 @@ fn aperture_access(v: &Vgpu, off: u64, buf: &mut [u8], dir: Dir) -> Result {
         let in_page = (PAGE_SIZE - a % PAGE_SIZE).min((buf.len() - done) as u64) as usize;
         let piece = &mut buf[done..done + in_page];
         if v.part.aperture.contains(a, in_page as u64) {
-            let idx = ((a - v.part.aperture.base) / PAGE_SIZE) as usize;
             let po = (a % PAGE_SIZE) as usize;
             let mut st = v.state.lock();
+            let (core, mut storage) = st.split()?;
+            // The page the GGTT maps there: the guest's, or its scratch.
+            let page = core.aperture_fault(&mut storage, a).map_err(|_| EINVAL)?;
             match dir {
-                Dir::Read => match st.aperture.get(idx).and_then(|p| p.as_ref()) {
-                    // SAFETY: `piece` is a valid kernel buffer of `in_page`
-                    // bytes and `po + in_page <= PAGE_SIZE`.
-                    Some(page) => unsafe { page.read_raw(piece.as_mut_ptr(), po, in_page)? },
-                    None => piece.fill(0),
-                },
-                Dir::Write => {
-                    let page = aperture_page(&mut st, idx)?;
-                    // SAFETY: as above, for a write into the page.
-                    unsafe { page.write_raw(piece.as_ptr(), po, in_page)? };
-                }
+                Dir::Read => KHost.read(page, po, piece).map_err(|_| EFAULT)?,
+                Dir::Write => KHost.write(page, po, piece).map_err(|_| EFAULT)?,
             }
         } else {
             v.ballooned.fetch_add(1, Ordering::Relaxed);
@@ -512,15 +696,6 @@ fn aperture_access(v: &Vgpu, off: u64, buf: &mut [u8], dir: Dir) -> Result {
         done += in_page;
     }
     Ok(())
-}
-
-/// The backing page of aperture-slice page `idx`, allocated (zeroed) on first use.
-fn aperture_page(st: &mut State, idx: usize) -> Result<&Page> {
-    let slot = st.aperture.get_mut(idx).ok_or(EINVAL)?;
-    if slot.is_none() {
-        *slot = Some(Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?);
-    }
-    slot.as_ref().ok_or(ENOMEM)
 }
 
 /// Split a VFIO read/write into region accesses, bouncing through a kernel
@@ -661,15 +836,10 @@ unsafe extern "C" fn vgpu_ioctl(vdev: *mut vfio::vfio_device, cmd: u32, arg: usi
         VFIO_DEVICE_GET_IRQ_INFO => ioctl_irq_info(arg),
         VFIO_DEVICE_SET_IRQS => ioctl_set_irqs(v, arg),
         VFIO_DEVICE_RESET => {
-            {
-                let mut st = v.state.lock();
-                let State { core, vregs, ggtt, .. } = &mut *st;
-                core.reset(vregs, ggtt);
-            }
-            // Reset turns memory decode off: drop the CPU mappings.  The
+            // Reset turns memory decode off and drops the CPU mappings.  The
             // VMM's interrupt setup (eventfds, INTx mask) is its own state
             // and survives, as with vfio-pci.
-            zap_aperture(vdev);
+            v.reset();
             Ok(())
         }
         _ => Err(ENOTTY),
@@ -838,23 +1008,29 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
     if !v.part.aperture.contains(off, PAGE_SIZE) {
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
-    let idx = ((off - v.part.aperture.base) / PAGE_SIZE) as usize;
     let mut st = v.state.lock();
+    let Ok((core, mut storage)) = st.split() else {
+        return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+    };
     // Memory decode off: the BAR does not respond (vfio-pci: SIGBUS).  A
     // config write turning decode off zaps the mappings after this check
     // can have passed, so a racing fault can at worst map this vGPU's own
     // page once more until the next zap.
-    if !st.core.cfg().memory_enabled() {
+    if !core.cfg().memory_enabled() {
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
-    match aperture_page(&mut st, idx) {
+    // The page the GGTT maps at this graphics address (the engine sees the
+    // same one): the guest's pinned page, or this vGPU's scratch page.  A
+    // PTE change zaps this mapping (KCpu), so the next access faults again.
+    match core.aperture_fault(&mut storage, off) {
         Ok(page) => {
-            // SAFETY: takes a reference for the mapping; the page stays
-            // allocated until the vGPU is released.
-            unsafe { vfio::gvt_rs_vmf_set_page(vmf, page.as_ptr()) };
+            // SAFETY: takes a reference for the mapping; the page is pinned
+            // (or is our scratch page) while the GGTT maps it, and the
+            // mapping is zapped before that changes.
+            unsafe { vfio::gvt_rs_vmf_set_pfn(vmf, page.0) };
             0
         }
-        Err(_) => bindings::vm_fault_reason_VM_FAULT_OOM as bindings::vm_fault_t,
+        Err(_) => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
     }
 }
 
@@ -889,12 +1065,21 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
         vfio::gvt_rs_attr_GVT_RS_ATTR_HIGH_GM_SIZE => writeln!(w, "{}", p.high.size),
         vfio::gvt_rs_attr_GVT_RS_ATTR_FENCE_BASE => writeln!(w, "{}", p.fence_base),
         vfio::gvt_rs_attr_GVT_RS_ATTR_FENCE_COUNT => writeln!(w, "{}", p.fence_count),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => writeln!(w, "{}", v.state.lock().weight),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_STATE => writeln!(w, "running"),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => {
+            let g = parent::get().gpu.lock();
+            writeln!(w, "{}", g.gpu.scheduler().weight(v.slot).unwrap_or(0))
+        }
+        vfio::gvt_rs_attr_GVT_RS_ATTR_STATE => {
+            let g = parent::get().gpu.lock();
+            let s = g.gpu.scheduler().state(v.slot);
+            writeln!(w, "{}", if s == VgpuState::Failed { "failed" } else { "running" })
+        }
         vfio::gvt_rs_attr_GVT_RS_ATTR_BALLOONED => writeln!(w, "{}", v.ballooned.load(Ordering::Relaxed)),
         vfio::gvt_rs_attr_GVT_RS_ATTR_STATS => {
             let st = v.state.lock();
-            st.core.write_stats(&mut w)
+            let Ok(core) = st.core() else { return errno(ENODEV) };
+            let g = parent::get().gpu.lock();
+            core.write_stats(&g.gpu, &mut w)
         }
         _ => return errno(EINVAL),
     };
@@ -911,10 +1096,10 @@ unsafe extern "C" fn gvt_rs_attr_store(dev: *mut bindings::device, attr: u32, bu
     let text = core::str::from_utf8(input).map(|s| s.trim()).unwrap_or("");
     match attr {
         vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => match text.parse::<u32>() {
-            Ok(w) if (1..=100).contains(&w) => {
-                v.state.lock().weight = w;
-                count as isize
-            }
+            Ok(w) => match parent::get().gpu.lock().gpu.scheduler_mut().set_weight(v.slot, w) {
+                Ok(()) => count as isize,
+                Err(_) => errno(EINVAL),
+            },
             _ => errno(EINVAL),
         },
         _ => errno(EINVAL),

@@ -6,11 +6,13 @@ use std::path::PathBuf;
 const AFTER_HELP: &str = "\
 Examples:
   gvtctl types                                  # what the parents offer, instances left
-  gvtctl create --aperture 128M                 # smallest type with >= 128M aperture
-  gvtctl create --type gvt_rs-GVTsim_64M --define   # and start it again after reboots
+  gvtctl create --aperture 100M                 # smallest type with >= 100M aperture
+  gvtctl create --type gvt_rs-GVTsim_64M --weight 8 --define   # and start it again after reboots
+  U=$(gvtctl create --aperture 32M | head -n1)  # just the UUID
+  qemu-system-x86_64 ... $(gvtctl vmm-args $U --vmm qemu)
   gvtctl list                                   # vGPUs, VFIO nodes, who uses them
-  gvtctl vmm-args UUID --vmm qemu               # paste into the QEMU command line
-  gvtctl destroy UUID
+  gvtctl info $U
+  gvtctl destroy $U                             # refused (exit 5) while a VMM holds it
   gvtctl completions bash > /etc/bash_completion.d/gvtctl
 
 Sizes: 536870912, 0x20000000, 512M, 1G, 64K (binary units).

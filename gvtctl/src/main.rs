@@ -23,7 +23,9 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            eprintln!(
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
                 "gvtctl: {}: {}",
                 r.level().as_str().to_lowercase(),
                 r.args()
@@ -191,7 +193,9 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
             return Ok(if found.is_empty() { exit::FAILURE } else { exit::OK });
         }
         Command::Completions { shell } => {
-            clap_complete::generate(*shell, &mut Cli::command(), "gvtctl", &mut std::io::stdout());
+            let mut buf = Vec::new();
+            clap_complete::generate(*shell, &mut Cli::command(), "gvtctl", &mut buf);
+            output::print_out(String::from_utf8_lossy(&buf).trim_end_matches('\n'));
         }
         Command::Sim(SimCommand::Init { fixture }) => {
             let mut fx = Vec::new();

@@ -4,6 +4,14 @@ use libgvtctl::{
     format_size, Definition, Error, Instance, MdevType, StartOutcome, Uuid, Vmm, VmmArgs,
 };
 use serde_json::{json, Value};
+use std::io::Write as _;
+
+/// One line on stdout. A closed stdout (`gvtctl create ... | head -n1`) is not an error
+/// worth a panic: the command has done its work, the reader wanted less of the output.
+pub fn print_out(text: &str) {
+    let mut o = std::io::stdout().lock();
+    let _ = writeln!(o, "{text}").and_then(|()| o.flush());
+}
 
 pub struct Out {
     pub json: bool,
@@ -64,9 +72,9 @@ fn in_use_text(i: &Instance) -> String {
 impl Out {
     fn emit(&self, v: &Value, human: &str) {
         if self.json {
-            println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+            print_out(&serde_json::to_string_pretty(v).unwrap_or_default());
         } else if !human.is_empty() {
-            println!("{human}");
+            print_out(human);
         }
     }
 
@@ -77,9 +85,9 @@ impl Out {
     pub fn error(&self, e: &Error) {
         if self.json {
             let v = json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
-            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+            print_out(&serde_json::to_string_pretty(&v).unwrap_or_default());
         }
-        eprintln!("gvtctl: error: {e}");
+        let _ = writeln!(std::io::stderr(), "gvtctl: error: {e}");
     }
 
     pub fn types(&self, types: &[MdevType]) {
@@ -234,9 +242,10 @@ impl Out {
                     (k2, Some(n)) if k2.ends_with("_base") || k2.ends_with("_size") => {
                         format!("{n} ({})", hex_or_size(k2, n))
                     }
+                    // Multi-line attributes (gvt/stats) keep their lines aligned.
                     _ => v
                         .as_str()
-                        .map(str::to_string)
+                        .map(|s| s.lines().collect::<Vec<_>>().join(&format!("\n{:20}", "")))
                         .unwrap_or_else(|| v.to_string()),
                 };
                 kv(&format!("gvt/{k}:"), shown);

@@ -23,7 +23,7 @@ fn types_lists_gvt_rs_i915_and_mtty() {
     let (code, v) = t.json(&["types"]);
     assert_eq!(code, 0);
     let types = v["types"].as_array().expect("types");
-    assert_eq!(types.len(), 3 + 4 + 2);
+    assert_eq!(types.len(), 4 + 4 + 2);
     let find = |id: &str| {
         types
             .iter()
@@ -72,12 +72,33 @@ fn types_lists_gvt_rs_i915_and_mtty() {
         assert_eq!(x["partition"]["fences"], 4);
         assert_eq!(x["partition"]["weight"], w);
     }
-    let g = find("gvt_rs-GVTsim_64M");
-    assert_eq!(g["kind"], "gvt-rs");
-    assert_eq!(g["name"], "GVTsim_64M");
-    assert_eq!(g["device_api"], "vfio-pci");
-    assert_eq!(g["available_instances"], 4);
-    assert_eq!(g["partition"]["resolution"], "1024x768");
+    // gvt-rs as the driver registers it with aperture_mb=256 gm_mb=1024 (the VM test
+    // tests/vm/tests/gvtctl.rs checks the same numbers against the real driver).
+    let want = [
+        ("gvt_rs-GVTsim_32M", 8, 32u64, 94u64, 2, "1024x768", 2),
+        ("gvt_rs-GVTsim_64M", 4, 64, 188, 4, "1920x1200", 4),
+        ("gvt_rs-GVTsim_128M", 2, 128, 376, 8, "1920x1200", 8),
+        ("gvt_rs-GVTsim_256M", 1, 256, 752, 16, "1920x1200", 16),
+    ];
+    for (id, n, low, high, f, res, w) in want {
+        let g = find(id);
+        assert_eq!(g["kind"], "gvt-rs");
+        assert_eq!(g["name"], id.trim_start_matches("gvt_rs-"));
+        assert_eq!(g["device_api"], "vfio-pci");
+        assert_eq!(g["available_instances"], n);
+        assert_eq!(
+            g["description"],
+            format!("low_gm_size: {low}MB\nhigh_gm_size: {high}MB\nfence: {f}\nresolution: {res}\nweight: {w}")
+        );
+        assert_eq!(g["partition"]["aperture"], low << 20);
+        assert_eq!(g["partition"]["high_gm"], high << 20);
+        assert_eq!(g["partition"]["fences"], f);
+        assert_eq!(g["partition"]["resolution"], res);
+        assert_eq!(g["partition"]["weight"], w);
+    }
+    assert!(t
+        .p("sys/devices/virtual/gvt_rs/gvt-sim0/mdev_supported_types")
+        .is_dir());
     let m = find("mtty-2");
     assert_eq!(m["kind"], "generic");
     assert_eq!(m["partition"], serde_json::Value::Null);
@@ -134,7 +155,7 @@ fn create_by_aperture_picks_smallest_fitting_and_reacts_like_the_mdev_core() {
             t.avail("gvt-sim0", "gvt_rs-GVTsim_64M"),
             t.avail("gvt-sim0", "gvt_rs-GVTsim_256M")
         ),
-        (4, 2)
+        (4, 1)
     );
     let out = t
         .cmd()
@@ -148,7 +169,7 @@ fn create_by_aperture_picks_smallest_fitting_and_reacts_like_the_mdev_core() {
     assert_eq!(&uuid[14..15], "4", "v4 UUID");
     assert!(
         text.contains(
-            "created gvt_rs-GVTsim_128M on gvt-sim0: aperture 128M, high GM 512M, 4 fences"
+            "created gvt_rs-GVTsim_128M on gvt-sim0: aperture 128M, high GM 376M, 8 fences"
         ),
         "{text}"
     );
@@ -178,8 +199,9 @@ fn create_by_aperture_picks_smallest_fitting_and_reacts_like_the_mdev_core() {
             .trim(),
         (128u64 << 20).to_string()
     );
-    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_128M"), 3);
-    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_256M"), 1);
+    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_128M"), 1);
+    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_256M"), 0);
+    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_32M"), 4);
     // A second one lands in the next free partition.
     let u2 = t.create(&["--aperture", "64M"]);
     let base = std::fs::read_to_string(t.dev(&u2).join("gvt/aperture_base")).unwrap();
@@ -191,24 +213,34 @@ fn create_by_aperture_picks_smallest_fitting_and_reacts_like_the_mdev_core() {
 fn create_skips_exhausted_smallest_type() {
     let t = gvt();
     // Fragmentation: the driver reports no room for the smallest type.
-    std::fs::write(t.p("sys/class/mdev_bus/gvt-sim0/mdev_supported_types/gvt_rs-GVTsim_64M/available_instances"), "0\n").unwrap();
+    std::fs::write(t.p("sys/class/mdev_bus/gvt-sim0/mdev_supported_types/gvt_rs-GVTsim_32M/available_instances"), "0\n").unwrap();
     let (code, v) = t.json(&["create", "--aperture", "32M"]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v["type"], "gvt_rs-GVTsim_128M");
+    assert_eq!(v["type"], "gvt_rs-GVTsim_64M");
     assert_eq!(v["active"], true);
 }
 
 #[test]
 fn create_prefers_gvt_rs_and_honours_parent_and_high_gm_and_fences() {
     let t = all();
-    let (_, v) = t.json(&["create", "--aperture", "128M"]);
+    let (_, v) = t.json(&["create", "--aperture", "0x2000000", "--fences", "5"]);
     assert_eq!(v["type"], "gvt_rs-GVTsim_128M");
+    let u = v["uuid"].as_str().unwrap().to_string();
+    t.cmd().args(["destroy", &u]).assert().success();
+    let (_, v) = t.json(&["create", "--aperture", "64M", "--high-gm", "700M"]);
+    assert_eq!(v["type"], "gvt_rs-GVTsim_256M");
+    assert_eq!(v["partition"]["high_gm"], 752u64 << 20);
+    // gvt-sim0 is full now: the next smallest fitting type is GVT-g's.
+    let (_, v) = t.json(&["create", "--aperture", "64M", "--high-gm", "700M"]);
+    assert_eq!(v["type"], "i915-GVTg_V5_2");
+    let u = v["uuid"].as_str().unwrap().to_string();
+    t.cmd().args(["destroy", &u]).assert().success();
     let (_, v) = t.json(&["create", "--aperture", "128M", "--parent", "0000:00:02.0"]);
     assert_eq!(v["type"], "i915-GVTg_V5_4");
+    // More high GM than any gvt-rs type has: GVT-g's type with 1G.
     let (_, v) = t.json(&["create", "--aperture", "64M", "--high-gm", "1G"]);
-    assert_eq!(v["type"], "gvt_rs-GVTsim_256M");
-    assert_eq!(v["partition"]["high_gm"], 1u64 << 30);
-    let (code, v) = t.json(&["create", "--aperture", "0x4000000", "--fences", "5"]);
+    assert_eq!(v["type"], "i915-GVTg_V5_2");
+    let (code, v) = t.json(&["create", "--aperture", "0x4000000", "--fences", "17"]);
     assert_eq!(code, 4);
     assert_eq!(v["error"]["kind"], "no-type-fits");
 }
@@ -262,6 +294,14 @@ fn create_mtty_generic_type() {
     assert_eq!(v["gvt"], serde_json::Value::Null);
     assert_eq!(t.avail("mtty", "mtty-2"), 1);
     assert_eq!(t.avail("mtty", "mtty-1"), 2);
+    t.cmd()
+        .args(["create", "--aperture", "32M", "--parent", "mtty"])
+        .assert()
+        .code(4)
+        .stderr(contains(
+            "parent mtty offers no type with a graphics-memory partition: name one with --type",
+        ))
+        .stderr(contains("modprobe").not());
     let (code, v) = t.json(&["create", "--type", "mtty-1", "--weight", "3"]);
     assert_eq!(code, 2);
     assert!(v["error"]["message"]
@@ -280,7 +320,7 @@ fn create_errors() {
         .code(4)
         .stderr(contains("no mdev type provides aperture 4G"))
         .stderr(contains(
-            "gvt_rs-GVTsim_256M on gvt-sim0: aperture 256M, high GM 1G, 4 fences (2 left)",
+            "gvt_rs-GVTsim_256M on gvt-sim0: aperture 256M, high GM 752M, 16 fences (1 left)",
         ));
     // Bad size names the accepted forms.
     for bad in ["12Q", "0xZZ", "", "1.5G", "99999999999G"] {
@@ -340,8 +380,8 @@ fn create_errors() {
 #[test]
 fn exhausted_shows_what_is_left_and_who_holds_it() {
     let t = gvt();
-    let a = t.create(&["--type", "gvt_rs-GVTsim_256M"]);
-    let b = t.create(&["--type", "gvt_rs-GVTsim_128M"]);
+    let a = t.create(&["--type", "gvt_rs-GVTsim_128M"]);
+    let b = t.create(&["--type", "gvt_rs-GVTsim_64M"]);
     t.cmd()
         .args([
             "sim",
@@ -354,36 +394,35 @@ fn exhausted_shows_what_is_left_and_who_holds_it() {
         ])
         .assert()
         .success();
-    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_256M"), 0);
+    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_128M"), 0);
     let out = t
         .cmd()
-        .args(["create", "--aperture", "200M"])
+        .args(["create", "--aperture", "100M"])
         .assert()
         .code(4);
     let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-    assert!(err.contains("no instances left for aperture 200M"), "{err}");
+    assert!(err.contains("no instances left for aperture 100M"), "{err}");
     assert!(err.contains("No space left on device"), "{err}");
     assert!(
-        err.contains(
-            "gvt_rs-GVTsim_64M on gvt-sim0: aperture 64M, high GM 384M, 4 fences (1 left)"
-        ),
+        err.contains("gvt_rs-GVTsim_32M on gvt-sim0: aperture 32M, high GM 94M, 2 fences (2 left)"),
         "{err}"
     );
     assert!(
         err.contains(
-            "gvt_rs-GVTsim_128M on gvt-sim0: aperture 128M, high GM 512M, 4 fences (1 left)"
+            "gvt_rs-GVTsim_64M on gvt-sim0: aperture 64M, high GM 188M, 4 fences (1 left)"
         ),
         "{err}"
     );
+    assert!(!err.contains("GVTsim_128M on gvt-sim0: aperture"), "{err}");
     assert!(!err.contains("GVTsim_256M on gvt-sim0: aperture"), "{err}");
     assert!(
         err.contains(&format!(
-            "{a} gvt_rs-GVTsim_256M on gvt-sim0: in use by qemu-system-x86 (pid 4242)"
+            "{a} gvt_rs-GVTsim_128M on gvt-sim0: in use by qemu-system-x86 (pid 4242)"
         )),
         "{err}"
     );
     assert!(
-        err.contains(&format!("{b} gvt_rs-GVTsim_128M on gvt-sim0: idle")),
+        err.contains(&format!("{b} gvt_rs-GVTsim_64M on gvt-sim0: idle")),
         "{err}"
     );
     assert!(err.contains("gvtctl destroy UUID"), "{err}");
@@ -455,7 +494,7 @@ fn bad_weight_is_rejected_and_the_device_removed_again() {
             "--type",
             "gvt_rs-GVTsim_64M",
             "--weight",
-            "99",
+            "101",
             "--uuid",
             U1,
         ])
@@ -585,19 +624,19 @@ fn info_active_defined_unknown() {
 #[test]
 fn destroy_removes_and_gives_resources_back() {
     let t = gvt();
-    let a = t.create(&["--aperture", "256M"]);
+    let a = t.create(&["--aperture", "128M"]);
     let g = t.group_of(&a);
-    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_256M"), 1);
+    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_256M"), 0);
     t.cmd()
         .args(["destroy", &a])
         .assert()
         .success()
         .stdout(contains(format!(
-            "destroyed {a} (gvt_rs-GVTsim_256M on gvt-sim0)"
+            "destroyed {a} (gvt_rs-GVTsim_128M on gvt-sim0)"
         )));
     assert!(!t.dev(&a).exists());
     assert!(!t.p(&format!("dev/vfio/{g}")).exists());
-    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_256M"), 2);
+    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_256M"), 1);
     t.cmd()
         .args(["destroy", &a])
         .assert()
@@ -693,7 +732,7 @@ fn define_start_stop_autostart_undefine() {
     let (code, v) = t.json(&["start", U1]);
     assert_eq!(code, 0, "{v}");
     assert_eq!(v["gvt"]["weight"], 5);
-    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_128M"), 3);
+    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_128M"), 1);
     t.cmd().args(["start", U1]).assert().code(8);
     // stop keeps the definition.
     t.cmd()
@@ -957,7 +996,7 @@ fn completions_help_and_env_root() {
         .assert()
         .success()
         .stdout(contains("Exit codes:"))
-        .stdout(contains("gvtctl create --aperture 128M"))
+        .stdout(contains("gvtctl create --aperture 100M"))
         .stdout(contains("\n  sim ").not());
     // GVTCTL_ROOT is what the udev rule relies on in tests.
     let mut c = assert_cmd::Command::cargo_bin("gvtctl").unwrap();

@@ -181,3 +181,41 @@ fn empty_and_missing_roots() {
         assert!((0..=8).contains(&code), "{args:?}: {code}");
     }
 }
+
+/// `U=$(gvtctl create ... | head -n1)` (the README's idiom) closes the pipe after the
+/// first line: the rest of the output hits EPIPE, which must not become a panic.
+#[test]
+fn closed_stdout_is_not_a_panic() {
+    let t = gvt();
+    let bin = assert_cmd::cargo::cargo_bin("gvtctl");
+    for args in [
+        "create --aperture 64M",
+        "--json list",
+        "types",
+        "completions bash",
+        "--help",
+    ] {
+        // The reader (`true`) is gone before gvtctl writes anything.
+        let script = format!(
+            "(sleep 0.3; '{}' --root '{}' {args} 2>'{}/err'; echo $? >'{}/rc') | true",
+            bin.display(),
+            t.root().display(),
+            t.root().display(),
+            t.root().display()
+        );
+        let st = std::process::Command::new("sh")
+            .args(["-c", &script])
+            .status()
+            .expect("sh");
+        assert!(st.success());
+        let rc = std::fs::read_to_string(t.p("rc")).expect("rc");
+        let err = std::fs::read_to_string(t.p("err")).expect("err");
+        assert_eq!(rc.trim(), "0", "{args}: {err}");
+        assert!(!err.contains("panicked"), "{args}: {err}");
+    }
+    assert_eq!(
+        t.avail("gvt-sim0", "gvt_rs-GVTsim_64M"),
+        3,
+        "create did its work"
+    );
+}

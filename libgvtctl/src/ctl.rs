@@ -501,6 +501,7 @@ impl Gvtctl {
                 if named.is_empty() {
                     return Err(Error::NoTypeFits {
                         request: *req,
+                        parent: parent.map(str::to_string),
                         offered: types
                             .iter()
                             .filter(|t| t.id == tid || t.name.as_deref() == Some(tid))
@@ -539,6 +540,7 @@ impl Gvtctl {
         if fitting.is_empty() {
             return Err(Error::NoTypeFits {
                 request: *req,
+                parent: parent.map(str::to_string),
                 offered: types
                     .iter()
                     .filter(|t| t.partition.is_some())

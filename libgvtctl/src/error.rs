@@ -57,10 +57,12 @@ pub enum Error {
         present: Vec<String>,
     },
 
-    #[error("{}", no_type_fits(request, offered))]
+    #[error("{}", no_type_fits(request, offered, parent.as_deref()))]
     NoTypeFits {
         request: PartitionRequest,
         offered: Vec<TypeSummary>,
+        /// The parent the request was restricted to (`--parent`), if any.
+        parent: Option<String>,
     },
 
     #[error("{}", exhausted(what, left, existing))]
@@ -248,8 +250,20 @@ fn holders_text(h: &[Holder]) -> String {
         .join(", ")
 }
 
-fn no_type_fits(request: &PartitionRequest, offered: &[TypeSummary]) -> String {
+fn no_type_fits(
+    request: &PartitionRequest,
+    offered: &[TypeSummary],
+    parent: Option<&str>,
+) -> String {
     let mut s = format!("no mdev type provides {request}");
+    if offered.is_empty() && parent.is_some() {
+        let p = parent.unwrap_or_default();
+        let _ = write!(
+            s,
+            "; parent {p} offers no type with a graphics-memory partition: name one with --type (`gvtctl types --parent {p}` lists them)"
+        );
+        return s;
+    }
     if offered.is_empty() {
         s.push_str("; no parent offers a type with a graphics-memory partition (is the gvt_rs module loaded? modprobe gvt_rs)");
         return s;

@@ -5,8 +5,10 @@
 //!
 //! - `<type>/create` ← UUID: EINVAL for a bad UUID, EEXIST if taken, ENOSPC when
 //!   `available_instances` is 0; otherwise makes the device directory (with `mdev_type`,
-//!   `remove`, `iommu_group` → `/sys/kernel/iommu_groups/N`, and for gvt-rs types a `gvt/`
-//!   group with allocated `aperture_base`, `fence_base`, ...), the links in
+//!   `remove`, `iommu_group` → `/sys/kernel/iommu_groups/N`, and for gvt-rs types the
+//!   driver's `gvt/` group: `vgpu_id`, `aperture_base`/`_size`, `high_gm_base`/`_size`,
+//!   `fence_base`/`_count` placed best-fit as the driver places them, `weight` (writable,
+//!   1..=100), `state`, `stats`, `ballooned`), the links in
 //!   `/sys/bus/mdev/devices` and `<type>/devices`, the node `/dev/vfio/N`, and recomputes
 //!   every type's `available_instances` from the parent's resource pool.
 //! - `<device>/remove` ← `1`: EBUSY if the device holds a `.sim-busy` file (the driver
@@ -141,12 +143,12 @@ impl SimMdevCore {
         recompute(&parent_dir)
     }
 
-    /// The gvt-rs driver's `gvt/` attribute group, with first-fit placement.
+    /// The gvt-rs driver's `gvt/` attribute group, with the driver's best-fit placement.
     fn place_gvt(
         &self,
         parent_dir: &Path,
         type_dir: &Path,
-    ) -> io::Result<[(&'static str, String); 9]> {
+    ) -> io::Result<[(&'static str, String); 11]> {
         let desc = std::fs::read_to_string(type_dir.join("description")).unwrap_or_default();
         let p = Partition::from_description(&desc).ok_or_else(|| errno(EINVAL))?;
         let pool = read_pool(parent_dir);
@@ -169,8 +171,8 @@ impl SimMdevCore {
             fe.push((r("fence_base"), r("fence_count")));
         }
         let ap_cap = cap("aperture");
-        let ab = first_fit(&ap, p.aperture, 0, ap_cap).ok_or_else(|| errno(ENOSPC))?;
-        let hb = first_fit(
+        let ab = best_fit(&ap, p.aperture, 0, ap_cap).ok_or_else(|| errno(ENOSPC))?;
+        let hb = best_fit(
             &hi,
             p.high_gm,
             ap_cap,
@@ -178,7 +180,7 @@ impl SimMdevCore {
         )
         .ok_or_else(|| errno(ENOSPC))?;
         let fb =
-            first_fit(&fe, u64::from(p.fences), 0, cap("fences")).ok_or_else(|| errno(ENOSPC))?;
+            best_fit(&fe, u64::from(p.fences), 0, cap("fences")).ok_or_else(|| errno(ENOSPC))?;
         let id = (1u64..).find(|n| !ids.contains(n)).unwrap_or(1);
         Ok([
             ("vgpu_id", id.to_string()),
@@ -190,6 +192,8 @@ impl SimMdevCore {
             ("fence_count", p.fences.to_string()),
             ("weight", p.weight.unwrap_or(1).to_string()),
             ("state", "running".to_string()),
+            ("stats", SIM_STATS.to_string()),
+            ("ballooned", "0".to_string()),
         ])
     }
 
@@ -245,7 +249,7 @@ impl Sysfs for SimMdevCore {
                 .ok()
                 .and_then(|s| s.trim().parse().ok())
                 .ok_or_else(|| errno(EINVAL))?;
-            if !(1..=16).contains(&w) {
+            if !(1..=100).contains(&w) {
                 return Err(errno(EINVAL));
             }
         }
@@ -324,17 +328,31 @@ fn rel(from: &Path, to: &Path) -> PathBuf {
     r
 }
 
-fn first_fit(used: &[(u64, u64)], size: u64, start: u64, end: u64) -> Option<u64> {
+/// What a fresh vGPU's `gvt/stats` says (the driver resets the vGPU once at creation).
+const SIM_STATS: &str = "traps_pm 0\ntraps_tail 0\ntraps_pte 0\ntraps_other 0\nmmio_rejected 0\ncfg_reads 0\ncfg_writes 0\ncfg_rejected 0\nresets 1";
+
+/// The driver's placement (gvt-core `partition.rs`): among the free gaps of
+/// `[start, end)` between the `used` extents, the smallest that holds `size`, the
+/// lowest address on ties.
+fn best_fit(used: &[(u64, u64)], size: u64, start: u64, end: u64) -> Option<u64> {
     let mut v: Vec<(u64, u64)> = used.iter().copied().filter(|&(_, s)| s > 0).collect();
     v.sort();
+    let mut best: Option<(u64, u64)> = None; // (gap size, base)
+    let mut consider = |from: u64, to: u64| {
+        let gap = to.saturating_sub(from);
+        if to >= from && gap >= size && best.is_none_or(|(g, _)| gap < g) {
+            best = Some((gap, from));
+        }
+    };
     let mut cur = start;
     for (b, s) in v {
-        if b >= cur.checked_add(size)? {
-            break;
+        if b > cur {
+            consider(cur, b.min(end));
         }
-        cur = cur.max(b.checked_add(s)?);
+        cur = cur.max(b.saturating_add(s));
     }
-    (cur.checked_add(size)? <= end).then_some(cur)
+    consider(cur, end);
+    best.map(|(_, base)| base)
 }
 
 #[derive(Default, serde::Deserialize, serde::Serialize)]
@@ -394,7 +412,9 @@ fn recompute(parent_dir: &Path) -> io::Result<()> {
 /// Which simulated parents [`init`] creates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fixture {
-    /// `gvt-sim0`, types `gvt_rs-GVTsim_{64,128,256}M`; pool: 512M aperture, 2G high GM, 16 fences.
+    /// `gvt-sim0` as the gvt_rs driver registers it with `aperture_mb=256 gm_mb=1024`:
+    /// types `gvt_rs-GVTsim_{32,64,128,256}M`; pool: 256M aperture, 752M high GM,
+    /// 16 fences, 8 vGPUs.
     GvtRs,
     /// `0000:00:02.0`, types `i915-GVTg_V5_{1,2,4,8}`; pool: 1G aperture, 4G high GM, 28 fences.
     I915,
@@ -437,6 +457,21 @@ fn gvt_type(
         ),
         cost: vec![("aperture", low << 20), ("high_gm", high << 20), ("fences", fence)],
     }
+}
+
+/// A gvt-rs type: a GVT type that also takes one of the parent's vGPU slots.
+fn gvt_rs_type(
+    id: &'static str,
+    name: &'static str,
+    low: u64,
+    high: u64,
+    fence: u64,
+    res: &str,
+    weight: u32,
+) -> SimType {
+    let mut t = gvt_type(id, name, low, high, fence, res, weight);
+    t.cost.push(("vgpus", 1));
+    t
 }
 
 fn add_parent(
@@ -506,32 +541,46 @@ pub fn init(root: &Path, fixtures: &[Fixture]) -> io::Result<()> {
     )?;
     for f in fixtures {
         match f {
+            // What `insmod gvt_rs.ko aperture_mb=256 gm_mb=1024` registers (the VM rig's
+            // parameters; tests/vm/tests/gvtctl.rs checks gvtctl against it): a class
+            // device /sys/devices/virtual/gvt_rs/gvt-sim0, 16 fences, at most 8 vGPUs,
+            // high GM 1024 - 256 - 16 (host reserve) = 752M shared 8/4/2/1 ways.
             Fixture::GvtRs => add_parent(
                 root,
-                "virtual/gvt/gvt-sim0",
+                "virtual/gvt_rs/gvt-sim0",
                 "gvt-sim0",
                 &[
-                    ("aperture", 512 << 20),
-                    ("high_gm", 2 << 30),
+                    ("aperture", 256 << 20),
+                    ("high_gm", 752 << 20),
                     ("fences", 16),
+                    ("vgpus", 8),
                 ],
                 vec![
-                    gvt_type("gvt_rs-GVTsim_64M", "GVTsim_64M", 64, 384, 4, "1024x768", 4),
-                    gvt_type(
+                    gvt_rs_type("gvt_rs-GVTsim_32M", "GVTsim_32M", 32, 94, 2, "1024x768", 2),
+                    gvt_rs_type(
+                        "gvt_rs-GVTsim_64M",
+                        "GVTsim_64M",
+                        64,
+                        188,
+                        4,
+                        "1920x1200",
+                        4,
+                    ),
+                    gvt_rs_type(
                         "gvt_rs-GVTsim_128M",
                         "GVTsim_128M",
                         128,
-                        512,
-                        4,
+                        376,
+                        8,
                         "1920x1200",
                         8,
                     ),
-                    gvt_type(
+                    gvt_rs_type(
                         "gvt_rs-GVTsim_256M",
                         "GVTsim_256M",
                         256,
-                        1024,
-                        4,
+                        752,
+                        16,
                         "1920x1200",
                         16,
                     ),
@@ -603,11 +652,18 @@ mod tests {
     }
 
     #[test]
-    fn first_fit_fills_holes() {
-        assert_eq!(first_fit(&[], 64, 0, 512), Some(0));
-        assert_eq!(first_fit(&[(0, 64), (128, 64)], 64, 0, 512), Some(64));
-        assert_eq!(first_fit(&[(0, 64), (128, 64)], 128, 0, 512), Some(192));
-        assert_eq!(first_fit(&[(0, 512)], 1, 0, 512), None);
-        assert_eq!(first_fit(&[(u64::MAX - 1, 2)], 1, 0, u64::MAX), Some(0));
+    fn best_fit_takes_the_smallest_hole() {
+        assert_eq!(best_fit(&[], 64, 0, 512), Some(0));
+        assert_eq!(best_fit(&[(0, 64), (128, 64)], 64, 0, 512), Some(64));
+        assert_eq!(best_fit(&[(0, 64), (128, 64)], 128, 0, 512), Some(192));
+        assert_eq!(best_fit(&[(0, 512)], 1, 0, 512), None);
+        assert_eq!(best_fit(&[(u64::MAX - 1, 2)], 1, 0, u64::MAX), Some(0));
+        // Holes of 128 at 0 and of 64 at 192: a 64 goes to the smaller one.
+        assert_eq!(best_fit(&[(128, 64), (256, 256)], 64, 0, 512), Some(192));
+        // Two equal holes: the lower address.
+        assert_eq!(best_fit(&[(64, 64), (192, 320)], 64, 0, 512), Some(0));
+        // A range that does not start at 0 (high GM after the aperture).
+        assert_eq!(best_fit(&[(256, 94)], 94, 256, 1008), Some(350));
+        assert_eq!(best_fit(&[(256, 752)], 1, 256, 1008), None);
     }
 }

@@ -39,8 +39,11 @@ fn selection_order_smallest_then_gvt_rs_then_parent() {
         )
         .map(|t| t.id)
     };
-    assert_eq!(pick(1, None).unwrap(), "gvt_rs-GVTsim_64M");
+    assert_eq!(pick(1, None).unwrap(), "gvt_rs-GVTsim_32M");
+    assert_eq!(pick(33, None).unwrap(), "gvt_rs-GVTsim_64M");
     assert_eq!(pick(65, None).unwrap(), "gvt_rs-GVTsim_128M");
+    assert_eq!(pick(64, Some(700 << 20)).unwrap(), "gvt_rs-GVTsim_256M");
+    assert_eq!(pick(64, Some(753 << 20)).unwrap(), "i915-GVTg_V5_2");
     assert_eq!(pick(300, None).unwrap(), "i915-GVTg_V5_1");
     assert_eq!(pick(64, Some(2 << 30)).unwrap(), "i915-GVTg_V5_1");
     assert!(matches!(pick(1024, None), Err(Error::NoTypeFits { .. })));
@@ -177,4 +180,55 @@ fn unreadable_proc_means_in_use_unknown() {
 fn sim_is_never_used_on_slash() {
     assert!(!sim::is_sim_root(Path::new("/")));
     assert!(sim::init(Path::new("/"), &[]).is_err());
+}
+
+/// The gvt-rs fixture behaves like the driver with aperture_mb=256 gm_mb=1024 (checked
+/// against the real one in tests/vm/tests/gvtctl.rs): its attribute set, best-fit
+/// placement, and the limit of 8 vGPUs.
+#[test]
+fn gvt_rs_fixture_is_the_real_driver_layout() {
+    let (d, ctl) = tree(&[Fixture::GvtRs]);
+    assert!(d
+        .path()
+        .join("sys/devices/virtual/gvt_rs/gvt-sim0/mdev_supported_types/gvt_rs-GVTsim_32M")
+        .is_dir());
+    let a = ctl.create(&req(128)).unwrap();
+    let keys: Vec<&str> = a.gvt.as_ref().unwrap().keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "aperture_base",
+            "aperture_size",
+            "ballooned",
+            "fence_base",
+            "fence_count",
+            "high_gm_base",
+            "high_gm_size",
+            "state",
+            "stats",
+            "vgpu_id",
+            "weight"
+        ]
+    );
+    let g = |i: &Instance, k: &str| i.gvt.as_ref().unwrap()[k].as_u64().unwrap();
+    assert_eq!(
+        (g(&a, "high_gm_base"), g(&a, "fence_count"), g(&a, "weight")),
+        (256 << 20, 8, 8)
+    );
+    // With A gone the holes are [0,128M) and [192M,256M): best fit (not first fit) puts
+    // a 32M into the smaller one.
+    let b = ctl.create(&req(64)).unwrap();
+    ctl.destroy(&a.uuid).unwrap();
+    let c = ctl.create(&req(32)).unwrap();
+    assert_eq!(
+        (g(&b, "aperture_base"), g(&c, "aperture_base")),
+        (128 << 20, 192 << 20)
+    );
+    ctl.destroy(&b.uuid).unwrap();
+    ctl.destroy(&c.uuid).unwrap();
+    // 8 vGPUs at most, whatever memory is left.
+    let made: Vec<Instance> = (0..8).map(|_| ctl.create(&req(32)).unwrap()).collect();
+    assert!(matches!(ctl.create(&req(32)), Err(Error::Exhausted { .. })));
+    let ids: Vec<u64> = made.iter().map(|i| g(i, "vgpu_id")).collect();
+    assert_eq!(ids, (1..=8).collect::<Vec<_>>());
 }

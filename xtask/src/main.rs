@@ -88,17 +88,19 @@ fn cargo() -> Command {
     Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
 }
 
-/// Build the in-guest test binaries statically and return their paths.
-fn build_guest_binaries() -> Result<Vec<PathBuf>, String> {
+/// Run a static `cargo` build for the guest (x86_64-unknown-linux-gnu, `+crt-static`,
+/// `target/vm`) and return the executables it produced.
+fn guest_cargo(args: &[&str], what: &str) -> Result<Vec<PathBuf>, String> {
     let target = "x86_64-unknown-linux-gnu";
     let mut c = cargo();
-    c.args(["test", "-p", "gvt-vmtests", "--no-run", "--release", "--target", target, "--message-format=json-render-diagnostics"])
+    c.args(args)
+        .args(["--release", "--target", target, "--message-format=json-render-diagnostics"])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_DIR", repo().join("target/vm"))
         .current_dir(repo());
     let out = c.output().map_err(|e| format!("cargo: {e}"))?;
     if !out.status.success() {
-        return Err(format!("building guest test binaries failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!("building {what} failed:\n{}", String::from_utf8_lossy(&out.stderr)));
     }
     let mut bins = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -110,27 +112,23 @@ fn build_guest_binaries() -> Result<Vec<PathBuf>, String> {
             }
         }
     }
-    // The guest's own programs (demo, benchmarks, L2 programs): plain binaries.
-    let mut c = cargo();
-    c.args(["build", "-p", "gvt-vmtests", "--bins", "--release", "--target", target, "--message-format=json-render-diagnostics"])
-        .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_DIR", repo().join("target/vm"))
-        .current_dir(repo());
-    let out = c.output().map_err(|e| format!("cargo: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("building guest programs failed:\n{}", String::from_utf8_lossy(&out.stderr)));
-    }
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        if let Some(i) = line.find("\"executable\":\"") {
-            let rest = &line[i + 14..];
-            if let Some(j) = rest.find('"') {
-                bins.push(PathBuf::from(&rest[..j]));
-            }
-        }
-    }
+    Ok(bins)
+}
+
+/// Build the in-guest test binaries statically and return their paths, followed by
+/// the guest's programs (demo, benchmarks, L2 programs) and the `gvtctl` CLI, which
+/// tools/vm-image.sh installs as /usr/bin/gvtctl in the guest.
+fn build_guest_binaries() -> Result<Vec<PathBuf>, String> {
+    let mut bins = guest_cargo(&["test", "-p", "gvt-vmtests", "--no-run"], "guest test binaries")?;
     if bins.is_empty() {
         return Err("no guest test binaries were built".into());
     }
+    bins.extend(guest_cargo(&["build", "-p", "gvt-vmtests", "--bins"], "guest programs")?);
+    let ctl = guest_cargo(&["build", "-p", "gvtctl", "--bin", "gvtctl"], "gvtctl")?;
+    if !ctl.iter().any(|b| b.file_name().is_some_and(|n| n == "gvtctl")) {
+        return Err("cargo built no gvtctl binary".into());
+    }
+    bins.extend(ctl);
     Ok(bins)
 }
 

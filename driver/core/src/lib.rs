@@ -52,6 +52,9 @@ pub mod gpu;
 pub mod guest;
 #[cfg(test)]
 mod e2e;
+pub mod display;
+pub mod edid;
+pub mod vblank;
 
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;

@@ -309,7 +309,12 @@ fn alloc_of(period: u64, weight: u32, total: u64) -> i64 {
     if total == 0 {
         return 0;
     }
-    let a = (period as u128).saturating_mul(weight as u128) / total as u128;
+    // period * weight / total without 128-bit division (the kernel has no
+    // __udivti3): period = q * total + r, so the quotient is
+    // q * weight + r * weight / total, and r * weight < total * 2^32 fits.
+    let (q, r) = (period / total, period % total);
+    let w = u64::from(weight);
+    let a = q.saturating_mul(w).saturating_add(r.saturating_mul(w) / total);
     i64::try_from(a).unwrap_or(i64::MAX)
 }
 

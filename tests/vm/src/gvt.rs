@@ -8,7 +8,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use vfio_bindings::bindings::vfio::{VFIO_BASE, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE};
+use vfio_bindings::bindings::vfio::{VFIO_BASE, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE};
 use vfio_ioctls::{VfioContainer, VfioDevice};
 
 use crate::{ensure_module, types_of, Mdev};
@@ -315,5 +315,78 @@ impl Drop for Mapping {
     fn drop(&mut self) {
         // SAFETY: unmapping exactly what `new` mapped.
         unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+/// GGTT entries in BAR0: 8-byte PTEs from 8 MiB (bit 0 present, bits 12–47
+/// the page: a guest physical address, i.e. an IOVA of the VMM's DMA map).
+pub const GGTT_BAR0: u64 = 8 << 20;
+
+/// "Guest RAM" the way a VMM provides it: anonymous memory DMA-mapped at
+/// `iova` through the device's VFIO container (`VFIO_IOMMU_MAP_DMA`).
+pub struct GuestRam {
+    pub ptr: *mut u8,
+    pub len: usize,
+    pub iova: u64,
+    container: Arc<VfioContainer>,
+}
+
+impl GuestRam {
+    /// Byte `off` of guest RAM, as the VMM (host) sees it.
+    pub fn read32(&self, off: usize) -> u32 {
+        assert!(off + 4 <= self.len);
+        // SAFETY: inside our own mapping.
+        unsafe { std::ptr::read_volatile(self.ptr.add(off).cast::<u32>()) }
+    }
+    pub fn write32(&self, off: usize, v: u32) {
+        assert!(off + 4 <= self.len);
+        // SAFETY: inside our own mapping.
+        unsafe { std::ptr::write_volatile(self.ptr.add(off).cast::<u32>(), v) }
+    }
+    /// `VFIO_IOMMU_UNMAP_DMA` of the whole RAM (the driver must drop its pins).
+    pub fn unmap(&mut self) {
+        if self.len > 0 {
+            self.container.vfio_dma_unmap(self.iova, self.len).expect("VFIO_IOMMU_UNMAP_DMA");
+            // SAFETY: our own anonymous mapping.
+            unsafe { libc::munmap(self.ptr.cast(), self.len) };
+            self.len = 0;
+        }
+    }
+}
+
+impl Drop for GuestRam {
+    fn drop(&mut self) {
+        self.unmap();
+    }
+}
+
+/// Open `m` like [`open`], and give it `pages` pages of guest RAM at IOVA
+/// `iova` in the same container.
+pub fn open_with_ram(m: &Mdev, pages: usize, iova: u64) -> (VfioDevice, GuestRam) {
+    let container = Arc::new(VfioContainer::new(None).expect("open /dev/vfio/vfio"));
+    let dev = VfioDevice::new(&m.sysfs_path(), container.clone(), false).expect("open the vGPU through VFIO");
+    let len = pages * 4096;
+    // SAFETY: a fresh anonymous shared mapping.
+    let ptr = unsafe {
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+    };
+    assert_ne!(ptr, libc::MAP_FAILED, "mmap guest RAM");
+    // SAFETY: the mapping lives until `GuestRam` unmaps it (after the DMA unmap).
+    unsafe { container.vfio_dma_map(iova, len, ptr.cast()) }.expect("VFIO_IOMMU_MAP_DMA");
+    (dev, GuestRam { ptr: ptr.cast(), len, iova, container })
+}
+
+/// Point GGTT entry `gm_page` (graphics address / 4096) at guest RAM page
+/// `ram_page`, through the trapped BAR0 window (memory decode must be on).
+pub fn map_gtt(dev: &VfioDevice, ram: &GuestRam, gm_page: u64, ram_page: usize) {
+    let pte = (ram.iova + ram_page as u64 * 4096) | 1;
+    assert_eq!(pwrite(dev, VFIO_PCI_BAR0_REGION_INDEX, GGTT_BAR0 + gm_page * 8, &pte.to_le_bytes()).expect("PTE write"), 8);
+}
+
+/// Back `pages` pages of graphics memory from `gm_base` with guest RAM pages
+/// `0..pages` (what a guest driver does before using its aperture).
+pub fn map_gtt_range(dev: &VfioDevice, ram: &GuestRam, gm_base: u64, pages: usize) {
+    for i in 0..pages {
+        map_gtt(dev, ram, gm_base / 4096 + i as u64, i);
     }
 }

@@ -117,6 +117,24 @@ pub fn nested_accel() -> &'static str {
     if Path::new("/dev/kvm").exists() { "kvm" } else { "tcg" }
 }
 
+/// The command line (program first) that boots the rig's L2 kernel in an
+/// unmodified QEMU 10, without devices; `l2_cmd` is passed as `gvt.l2=`.
+pub fn l2_qemu_command(l2_cmd: &str) -> Vec<String> {
+    l2_qemu_command_accel(nested_accel(), l2_cmd)
+}
+
+/// [`l2_qemu_command`] with an explicit accelerator.
+pub fn l2_qemu_command_accel(accel: &str, l2_cmd: &str) -> Vec<String> {
+    let mut v: Vec<String> = vec!["qemu-system-x86_64".into(), "-L".into(), format!("{L2_DIR}/fw")];
+    for a in ["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot", "-m", "128M"] {
+        v.push(a.into());
+    }
+    v.extend(["-accel".into(), accel.into(), "-cpu".into(), if accel == "kvm" { "host,-xsave" } else { "qemu64" }.into()]);
+    v.extend(["-kernel".into(), format!("{L2_DIR}/bzImage"), "-initrd".into(), format!("{L2_DIR}/initrd.gz")]);
+    v.extend(["-append".into(), format!("console=ttyS0 panic=-1 noxsave gvt.l2={l2_cmd}")]);
+    v
+}
+
 /// Boot the rig's L2 kernel in an unmodified QEMU 10 with `extra` devices,
 /// and return its serial console output.  The L2 initramfs's `/init` prints
 /// `L2: ...` lines and powers off; `l2_cmd` is passed as `gvt.l2=` on its
@@ -128,13 +146,9 @@ pub fn run_l2(extra: &[&str], l2_cmd: &str, limit: Duration) -> Ran {
 /// [`run_l2`] with an explicit accelerator: `"kvm"` (QEMU attaches the KVM
 /// fd to every VFIO group it opens) or `"tcg"` (no KVM anywhere).
 pub fn run_l2_accel(accel: &str, extra: &[&str], l2_cmd: &str, limit: Duration) -> Ran {
-    let mut c = Command::new("qemu-system-x86_64");
-    c.args(["-L", &format!("{L2_DIR}/fw"), "-nodefaults", "-no-user-config", "-display", "none"])
-        .args(["-serial", "stdio", "-no-reboot", "-m", "128M"])
-        .args(["-accel", accel, "-cpu", if accel == "kvm" { "host,-xsave" } else { "qemu64" }])
-        .args(["-kernel", &format!("{L2_DIR}/bzImage"), "-initrd", &format!("{L2_DIR}/initrd.gz")])
-        .args(["-append", &format!("console=ttyS0 panic=-1 noxsave gvt.l2={l2_cmd}")])
-        .args(extra);
+    let q = l2_qemu_command_accel(accel, l2_cmd);
+    let mut c = Command::new(&q[0]);
+    c.args(&q[1..]).args(extra);
     let r = run_with_timeout(&mut c, limit);
     eprintln!("nested QEMU ({accel}) ran {:.1} s, exit {:?}", r.elapsed.as_secs_f64(), r.status);
     r

@@ -105,7 +105,14 @@ fn life_remove_while_held_signals_req_and_waits() {
             let magic = read64(&dev, VFIO_PCI_BAR0_REGION_INDEX, PVINFO);
             tx.send((got, magic)).unwrap();
             released.store(true, Ordering::SeqCst);
-            drop(dev);
+            // Close the device fd ourselves: vfio-ioctls 0.10's Drop looks
+            // the group up through the sysfs path *after* closing the fd,
+            // racing with the remove this close lets complete (it panics
+            // with InvalidPath).  The group stays with the container.
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&dev);
+            std::mem::forget(dev);
+            // SAFETY: `fd` is the device fd we own; nothing uses it after.
+            unsafe { libc::close(fd) };
         })
     };
     m.remove().expect("remove completes once the VMM lets go");

@@ -238,8 +238,11 @@ fn vfio_pvinfo_matches_sysfs() {
 fn vfio_aperture_mmap_and_region_agree() {
     let m = vgpu(32);
     let a = attrs(&m);
-    let dev = open(&m);
+    // Back the whole slice with guest RAM, as a guest driver does before
+    // using its aperture (unmapped entries all share one scratch page).
+    let (dev, ram) = open_with_ram(&m, (a.ap_size / 4096) as usize, 0x4000_0000);
     enable_mem(&dev);
+    map_gtt_range(&dev, &ram, a.ap_base, (a.ap_size / 4096) as usize);
     let area = sparse_areas(&dev, BAR2)[0];
     let map = Mapping::new(&dev, BAR2, area.offset, area.size as usize).expect("mmap the sparse area");
     let pages = area.size as usize / 4096;
@@ -250,6 +253,7 @@ fn vfio_aperture_mmap_and_region_agree() {
     }
     for p in [0, 1, pages / 2, pages - 1] {
         assert_eq!(map.read32(p * 4096 + 8), 0xA000_0000 | p as u32);
+        assert_eq!(ram.read32(p * 4096 + 8), 0xA000_0000 | p as u32, "the write landed in guest RAM page {p}");
         assert_eq!(
             read32(&dev, BAR2, a.ap_base + (p * 4096 + 8) as u64),
             0xA000_0000 | p as u32,
@@ -374,10 +378,15 @@ fn vfio_two_vgpus_are_isolated() {
         "fences overlap"
     );
     assert_ne!(a1.id, a2.id);
-    let d1 = open(&m1);
-    let d2 = open(&m2);
+    let (d1, ram1) = open_with_ram(&m1, 16, 0x4000_0000);
+    let (d2, ram2) = open_with_ram(&m2, 16, 0x4000_0000);
     enable_mem(&d1);
     enable_mem(&d2);
+    // Each guest backs the pages it uses with its own RAM.
+    for (k, p) in (0..a1.ap_size / 4096).step_by(1024).enumerate() {
+        map_gtt(&d1, &ram1, a1.ap_base / 4096 + p, k);
+        map_gtt(&d2, &ram2, a2.ap_base / 4096 + p, k);
+    }
     let map1 = Mapping::new(&d1, BAR2, a1.ap_base, a1.ap_size as usize).expect("mmap vGPU 1 slice");
     let map2 = Mapping::new(&d2, BAR2, a2.ap_base, a2.ap_size as usize).expect("mmap vGPU 2 slice");
     for p in (0..a1.ap_size as usize / 4096).step_by(1024) {

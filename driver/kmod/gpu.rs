@@ -1,0 +1,173 @@
+// SPDX-License-Identifier: GPL-2.0
+//! The physical side shared by every vGPU (paper §3.1): the mediated gvt-sim
+//! GPU (`gvt_core::gpu::Gpu`, with the one physical GGTT), the kernel
+//! services the core reaches through its traits, and the engine worker.
+//!
+//! | core trait | kernel service |
+//! |---|---|
+//! | `HostMemory` | `kmap_local_page` of a page frame |
+//! | `HostPageAlloc` | `alloc_page` / `__free_page` |
+//! | `Clock` | `ktime_get_ns` |
+//! | `GuestMemory` | `vfio_pin_pages` / `vfio_unpin_pages` on the vGPU's VFIO device |
+//! | `CpuMappings` | `unmap_mapping_range` of one page of the vGPU's BAR2 mapping |
+//!
+//! Locking (the core's model): a vGPU's state lock, then the GPU lock; the
+//! engine worker takes the GPU lock alone, drops it, then the slot table and
+//! each signalled vGPU's lock.
+
+use kernel::prelude::*;
+
+use crate::gvt_core::aperture::CpuMappings;
+use crate::gvt_core::backend::Pte;
+use crate::gvt_core::gpu::{Gpu, GpuConfig};
+use crate::gvt_core::mem::{Gfn, GuestMemory, HostMemory, HostPage, MemError};
+use crate::gvt_core::ppgtt::HostPageAlloc;
+use crate::gvt_core::sched::Clock;
+use crate::parent::{self, MAX_VGPUS};
+use crate::vfio;
+
+pub(crate) type CoreGpu = Gpu<MAX_VGPUS>;
+
+/// The GPU lock's contents: the mediated GPU and the physical GGTT.
+pub(crate) struct PhysGpu {
+    pub(crate) gpu: KBox<CoreGpu>,
+    pub(crate) phys: KVVec<Pte>,
+}
+
+/// The power-on GPU, in read-only data: `Gpu<8>` is ~19 KiB, too big to
+/// build on a kernel stack, so it is copied from here into the heap.
+const UNPOWERED: CoreGpu = CoreGpu::unpowered(GpuConfig::DEFAULT);
+
+impl PhysGpu {
+    /// The GPU for a GM of `gm_size` bytes (one physical GGTT entry per page).
+    pub(crate) fn new(gm_size: u64) -> Result<Self> {
+        let entries = (gm_size >> 12) as usize;
+        let mut phys = KVVec::with_capacity(entries, GFP_KERNEL)?;
+        phys.resize(entries, Pte(0), GFP_KERNEL)?;
+        let mut gpu = KBox::<CoreGpu>::new_uninit(GFP_KERNEL)?;
+        // SAFETY: `UNPOWERED` is a promoted 'static value of the same type;
+        // the copy fully initialises the allocation.
+        let mut gpu = unsafe {
+            gpu.as_mut_ptr().copy_from_nonoverlapping(&UNPOWERED, 1);
+            gpu.assume_init()
+        };
+        gpu.power_on(&mut phys).map_err(|e| {
+            pr_err!("gvt-sim failed to power on: {e:?}\n");
+            EINVAL
+        })?;
+        Ok(Self { gpu, phys })
+    }
+}
+
+/// Host pages by page frame number.
+pub(crate) struct KHost;
+
+impl HostMemory for KHost {
+    fn read(&self, page: HostPage, offset: usize, buf: &mut [u8]) -> core::result::Result<(), MemError> {
+        // SAFETY: the helper checks the pfn and the bounds; `buf` is valid for
+        // `buf.len()` bytes.
+        let r = unsafe { vfio::gvt_rs_pfn_copy(page.0, offset, buf.as_mut_ptr().cast(), buf.len(), false) };
+        if r == 0 { Ok(()) } else { Err(MemError::OutOfRange) }
+    }
+    fn write(&mut self, page: HostPage, offset: usize, data: &[u8]) -> core::result::Result<(), MemError> {
+        // SAFETY: as above; the helper only reads `data`.
+        let r = unsafe { vfio::gvt_rs_pfn_copy(page.0, offset, data.as_ptr().cast_mut().cast(), data.len(), true) };
+        if r == 0 { Ok(()) } else { Err(MemError::OutOfRange) }
+    }
+}
+
+/// Zeroed pages for shadow page tables.
+pub(crate) struct KAlloc;
+
+impl HostPageAlloc for KAlloc {
+    fn alloc(&mut self) -> Option<HostPage> {
+        // SAFETY: plain page allocation.
+        let pfn = unsafe { vfio::gvt_rs_alloc_pfn() };
+        (pfn != 0).then_some(HostPage(pfn))
+    }
+    fn free(&mut self, page: HostPage) {
+        // SAFETY: `page` came from `alloc` and is no longer referenced by
+        // any shadow table (the core's contract).
+        unsafe { vfio::gvt_rs_free_pfn(page.0) };
+    }
+}
+
+pub(crate) struct KClock;
+
+impl Clock for KClock {
+    fn now_ns(&self) -> u64 {
+        // SAFETY: reads the monotonic clock.
+        unsafe { vfio::gvt_rs_ktime_ns() }
+    }
+}
+
+/// One vGPU's guest memory: its VMM's DMA mappings, pinned through VFIO.
+pub(crate) struct KGuest(pub(crate) *mut vfio::vfio_device);
+
+impl GuestMemory for KGuest {
+    fn pin(&mut self, gfn: Gfn) -> core::result::Result<HostPage, MemError> {
+        if gfn > (u64::MAX >> 12) {
+            return Err(MemError::NotMapped);
+        }
+        // SAFETY: the device is open (pins are taken only from BAR0 writes
+        // and submissions, which need an open device fd).
+        let r = unsafe { vfio::gvt_rs_pin_gfn(self.0, gfn) };
+        if r < 0 {
+            Err(if r == -(bindings_enomem() as i64) { MemError::NoResource } else { MemError::NotMapped })
+        } else {
+            Ok(HostPage(r as u64))
+        }
+    }
+    fn unpin(&mut self, gfn: Gfn) {
+        // SAFETY: pairs with a successful `pin` of the same frame; the core
+        // releases every pin while the device is still open (close_device).
+        unsafe { vfio::gvt_rs_unpin_gfn(self.0, gfn) };
+    }
+}
+
+fn bindings_enomem() -> i32 {
+    -ENOMEM.to_errno()
+}
+
+/// One vGPU's CPU mappings of its aperture (BAR2).
+pub(crate) struct KCpu(pub(crate) *mut vfio::vfio_device);
+
+impl CpuMappings for KCpu {
+    fn invalidate(&mut self, aperture_page_index: u64) {
+        let start = (u64::from(vfio::VFIO_PCI_BAR2_REGION_INDEX) << 40) + (aperture_page_index << 12);
+        // SAFETY: the device is alive (called from its own callbacks).
+        unsafe { vfio::gvt_rs_zap_range(self.0, start, 4096) };
+    }
+}
+
+/// Run the engines soon (from the trap path after an accepted submission).
+pub(crate) fn kick() {
+    // SAFETY: queues the module's static delayed work.
+    unsafe { vfio::gvt_rs_kick_engines(0) };
+}
+
+/// Stop the worker for good (module unload, after every vGPU is gone).
+pub(crate) fn stop() {
+    // SAFETY: cancels the module's static delayed work and waits for it.
+    unsafe { vfio::gvt_rs_stop_engines() };
+}
+
+/// Rounds per worker invocation before yielding the CPU.
+const ROUNDS: u32 = 64;
+
+/// The engine worker: the engines never run in the trap path.
+#[no_mangle]
+extern "C" fn gvt_rs_engine_work() {
+    let p = parent::get();
+    let report = {
+        let mut g = p.gpu.lock();
+        let PhysGpu { gpu, phys } = &mut *g;
+        gpu.run_engines(phys, &mut KHost, &KClock, ROUNDS)
+    };
+    p.deliver(&report);
+    if !report.idle {
+        // More work, or a hang the watchdog is timing: come back next tick.
+        // SAFETY: queues the module's static delayed work.
+        unsafe { vfio::gvt_rs_kick_engines(1) };
+    }
+}
