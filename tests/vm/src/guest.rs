@@ -63,3 +63,94 @@ pub fn state(m: &Mdev) -> String {
 pub fn param(name: &str) -> Option<u64> {
     fs::read_to_string(Path::new("/sys/module/gvt_rs/parameters").join(name)).ok()?.trim().parse().ok()
 }
+
+/// While alive, no other task runs on any CPU — the gvt_rs engine worker
+/// included: this thread is pinned to CPU 0 at `SCHED_FIFO`, every other
+/// online CPU spins in a `SCHED_FIFO` thread (RT throttling is lifted
+/// meanwhile).  A test uses it to do several things as one guest action
+/// (e.g. submit, then change its page table and submit again) before the
+/// asynchronous engine runs — what the host tests get by running the engine
+/// worker only when they choose to.  Keep the section short.
+pub struct Exclusive {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    spinners: Vec<std::thread::JoinHandle<()>>,
+    rt_runtime: Option<String>,
+}
+
+const RT_RUNTIME: &str = "/proc/sys/kernel/sched_rt_runtime_us";
+
+fn pin_to(cpus: &[usize]) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET/sched_* only
+    // touch it and the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        for &c in cpus {
+            libc::CPU_SET(c, &mut set);
+        }
+        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity {cpus:?}");
+    }
+}
+
+fn set_policy(policy: i32, prio: i32) {
+    let p = libc::sched_param { sched_priority: prio };
+    // SAFETY: plain syscall on the calling thread.
+    let r = unsafe { libc::sched_setscheduler(0, policy, &p) };
+    assert_eq!(r, 0, "sched_setscheduler({policy}, {prio}): {}", std::io::Error::last_os_error());
+}
+
+fn online_cpus() -> usize {
+    // SAFETY: plain sysconf.
+    let n = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+    usize::try_from(n).unwrap_or(1).max(1)
+}
+
+impl Exclusive {
+    pub fn new() -> Exclusive {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        use std::sync::Arc;
+        let rt_runtime = fs::read_to_string(RT_RUNTIME).ok();
+        let _ = fs::write(RT_RUNTIME, "-1");
+        let n = online_cpus();
+        let stop = Arc::new(AtomicBool::new(false));
+        let started = Arc::new(AtomicUsize::new(0));
+        let spinners = (1..n)
+            .map(|cpu| {
+                let (stop, started) = (stop.clone(), started.clone());
+                std::thread::spawn(move || {
+                    pin_to(&[cpu]);
+                    set_policy(libc::SCHED_FIFO, 50);
+                    started.fetch_add(1, Ordering::SeqCst);
+                    while !stop.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                })
+            })
+            .collect();
+        while started.load(Ordering::SeqCst) < n - 1 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        pin_to(&[0]);
+        set_policy(libc::SCHED_FIFO, 50);
+        Exclusive { stop, spinners, rt_runtime }
+    }
+}
+
+impl Default for Exclusive {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Exclusive {
+    fn drop(&mut self) {
+        set_policy(libc::SCHED_OTHER, 0);
+        pin_to(&(0..online_cpus()).collect::<Vec<_>>());
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.spinners.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(v) = self.rt_runtime.take() {
+            let _ = fs::write(RT_RUNTIME, v.trim());
+        }
+    }
+}

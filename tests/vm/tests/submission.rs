@@ -19,7 +19,7 @@ use gvt_guest_driver::gvt_core::regs::{RingOffsets, GDRST};
 use gvt_guest_driver::jobs::{self, Ppgtt};
 use gvt_guest_driver::vfio::VfioBackend;
 use gvt_guest_driver::{Driver, Error, GuestBus, BCS, ERROR_IRQS, RCS, USER_IRQS};
-use gvt_vmtests::guest::{driver, param, stat, state, stats, vgpu, RAM, TIMEOUT};
+use gvt_vmtests::guest::{driver, param, stat, state, stats, vgpu, Exclusive, RAM, TIMEOUT};
 use gvt_vmtests::{run_l2, Mdev};
 
 type Drv = Driver<VfioBackend>;
@@ -338,29 +338,30 @@ fn driver_again(d: Drv) -> Drv {
 }
 
 /// The guilty guest: a render store through its PPGTT, audited while the
-/// page is mapped; then the guest unmaps the page in its own page table
-/// and submits again, which re-validates the shadow PPGTT — if the engine
-/// had not reached the store yet, it faults there and makes no progress
-/// until the watchdog resets the engine.  The engine is asynchronous, so
-/// an attempt may lose the race (the store lands): the guest tries again.
+/// page is mapped; then, before the engine gets to it, the guest unmaps the
+/// page in its own page table and submits again, which re-validates the
+/// shadow PPGTT — the engine faults at the store and makes no progress
+/// until the watchdog resets the engine and blames this vGPU.  "Before the
+/// engine gets to it": the two submissions are made with every CPU held
+/// ([`Exclusive`]), so the asynchronous engine worker cannot run in
+/// between (should it still, the store lands, and the guest tries again).
 /// Returns the driver once `limit` hangs were blamed on it.
 fn guilty(m: &Mdev, limit: u64) -> Drv {
     let mut g = driver(m);
     let p = Ppgtt::setup(&mut g).expect("PPGTT");
-    let results = g.layout().results();
     let (mut hangs, mut lost, mut attempt) = (0u64, 0u32, 0u32);
     let t0 = Instant::now();
     while hangs < limit {
         attempt += 1;
-        assert!(attempt <= 200, "{hangs} hangs in {attempt} attempts: the engine always ran the store before the next TAIL write");
+        assert!(attempt <= 3 * limit as u32 + 5, "{hangs} hangs in {attempt} attempts: the engine keeps running the store first");
         p.set_present(&mut g, true).unwrap();
         g.write_phys(p.data_gpa + 0x40, &[0]).unwrap();
-        // Work before the store keeps the engine busy a little longer.
-        let mut cmds: Vec<u32> = (0..200u32).flat_map(|i| sdi(Space::Ggtt, results + 0x100 + 4 * u64::from(i % 64), i)).collect();
-        cmds.extend_from_slice(&sdi(Space::Ppgtt, 0x40, attempt));
-        g.submit(RCS, &cmds).unwrap();
-        p.set_present(&mut g, false).unwrap();
-        g.submit(RCS, &[MI_NOOP, MI_NOOP]).unwrap();
+        {
+            let _cpus = Exclusive::new();
+            g.submit(RCS, &sdi(Space::Ppgtt, 0x40, attempt)).unwrap();
+            p.set_present(&mut g, false).unwrap();
+            g.submit(RCS, &[MI_NOOP, MI_NOOP]).unwrap();
+        }
         match g.wait_idle(RCS, TIMEOUT) {
             Ok(_) => {
                 assert_eq!(g.read_phys(p.data_gpa + 0x40).unwrap(), attempt, "attempt {attempt}: the store ran before the unmap");
