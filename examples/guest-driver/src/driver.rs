@@ -127,8 +127,15 @@ pub struct Driver<B: Backend> {
 }
 
 impl<B: Backend> Driver<B> {
-    /// Bind: PVINFO magic, the slices this vGPU may use, its RAM pages.
+    /// Bind (`pci_enable_device`, then the driver's probe): memory decode
+    /// and bus mastering on, PVINFO magic, the slices this vGPU may use,
+    /// its RAM pages.
     pub fn probe(mut bus: B) -> Result<Self> {
+        bus.enable()?;
+        let mut m = [0u8; 8];
+        if !bus.bar0_read(u64::from(PVINFO_BASE), &mut m) {
+            return Err(refused(&mut bus, "PVINFO magic read", GuestError::Refused));
+        }
         let gd = match GuestDriver::probe(&mut bus) {
             Ok(d) => d,
             Err(GuestError::NotVgpu) => return Err(Error::NotVgpu),
@@ -327,12 +334,11 @@ impl<B: Backend> Driver<B> {
         self.free.pop_front().ok_or(Error::NoRam { wanted: 1, free: 0 })
     }
 
-    /// What a driver does at load: enable the device, map the first
+    /// What a driver does at load: map the first
     /// `cfg.aperture_pages` of the aperture slice and `cfg.high_pages` of the
     /// high slice, program both rings, unmask user and error interrupts.
     pub fn boot(&mut self, cfg: BootConfig) -> Result<()> {
         self.width = cfg.width;
-        self.bus.enable()?;
         let l = self.layout();
         let ap = cfg.aperture_pages.min(l.aperture.size / PAGE);
         let hi = cfg.high_pages.min(l.high.size / PAGE);

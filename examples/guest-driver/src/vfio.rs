@@ -348,7 +348,10 @@ impl Backend for VfioBackend {
         let c = self.cfg_read16(4)?;
         self.cfg_write(4, &((c | CMD_MEMORY | CMD_BUS_MASTER) & !CMD_INTX_DISABLE).to_le_bytes())?;
         if let Some(cap) = self.find_cap(0x05)? {
-            let ev = EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("eventfd", e))?;
+            let ev = match self.msi.take() {
+                Some(ev) => ev,
+                None => EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("eventfd", e))?,
+            };
             self.dev.enable_msi(vec![&ev]).map_err(|e| Error::vfio("SET_IRQS MSI eventfd", e))?;
             let ctl = self.cfg_read16(cap + 2)?;
             self.cfg_write(cap + 2, &(ctl | 1).to_le_bytes())?;
