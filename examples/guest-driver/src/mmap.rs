@@ -26,6 +26,11 @@ impl Mmap {
         Self::map(fd, off, len, libc::MAP_SHARED, what)
     }
 
+    /// Shared anonymous memory (shmem pages), populated.
+    pub fn anonymous_shared(len: usize, what: &str) -> Result<Mmap> {
+        Self::map(-1, 0, len, libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_POPULATE, what)
+    }
+
     /// Private anonymous memory, populated.
     pub fn anonymous(len: usize, what: &str) -> Result<Mmap> {
         Self::map(-1, 0, len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE, what)

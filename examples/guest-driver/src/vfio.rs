@@ -39,11 +39,16 @@ pub const CMD_INTX_DISABLE: u16 = 1 << 10;
 pub struct RamConfig {
     pub iova: u64,
     pub pages: u64,
+    /// `MAP_SHARED | MAP_ANONYMOUS` (shmem pages, what QEMU's
+    /// `memory-backend-memfd` or `share=on` gives) when true;
+    /// `MAP_PRIVATE | MAP_ANONYMOUS` (anonymous pages, QEMU's default guest
+    /// RAM) when false.
+    pub shared: bool,
 }
 
 impl RamConfig {
-    /// 4 MiB at IOVA 1 GiB.
-    pub const DEFAULT: RamConfig = RamConfig { iova: 1 << 30, pages: 1024 };
+    /// 4 MiB of shared anonymous memory at IOVA 1 GiB.
+    pub const DEFAULT: RamConfig = RamConfig { iova: 1 << 30, pages: 1024, shared: true };
 }
 
 /// A vGPU opened through VFIO, with its guest RAM.
@@ -95,7 +100,7 @@ impl VfioBackend {
         let mut me = VfioBackend {
             aperture: None,
             msi: None,
-            ram: Mmap::anonymous(len, "guest RAM")?,
+            ram: if ram.shared { Mmap::anonymous_shared(len, "guest RAM")? } else { Mmap::anonymous(len, "guest RAM")? },
             ram_cfg: ram,
             dma: Vec::new(),
             cfg_off: dev.get_region_offset(VFIO_PCI_CONFIG_REGION_INDEX),

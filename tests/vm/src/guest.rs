@@ -16,9 +16,10 @@ use crate::Mdev;
 
 /// Generous: the rig is a TCG guest.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
-/// Every test VM's RAM: 1 MiB at IOVA 1 GiB — the same IOVA for every vGPU
-/// (each has its own container), so only the host pages differ, as with VMs.
-pub const RAM: RamConfig = RamConfig { iova: 1 << 30, pages: 256 };
+/// Every test VM's RAM: 1 MiB of shared anonymous memory at IOVA 1 GiB —
+/// the same IOVA for every vGPU (each has its own container), so only the
+/// host pages differ, as with VMs.
+pub const RAM: RamConfig = RamConfig { iova: 1 << 30, pages: 256, shared: true };
 
 /// A vGPU of the `mb` MiB type.
 pub fn vgpu(mb: u64) -> Mdev {
@@ -27,7 +28,12 @@ pub fn vgpu(mb: u64) -> Mdev {
 
 /// Open `m` through VFIO with [`RAM`], bind the reference driver, boot it.
 pub fn driver(m: &Mdev) -> Driver<VfioBackend> {
-    let bus = VfioBackend::open(&m.sysfs_path(), RAM).unwrap_or_else(|e| panic!("open {}: {e}", m.uuid));
+    driver_with(m, RAM)
+}
+
+/// [`driver`] with another guest RAM.
+pub fn driver_with(m: &Mdev, ram: RamConfig) -> Driver<VfioBackend> {
+    let bus = VfioBackend::open(&m.sysfs_path(), ram).unwrap_or_else(|e| panic!("open {}: {e}", m.uuid));
     let mut d = Driver::probe(bus).unwrap_or_else(|e| panic!("probe {}: {e}", m.uuid));
     d.boot(BootConfig::DEFAULT).unwrap_or_else(|e| panic!("boot {}: {e}", m.uuid));
     d

@@ -418,3 +418,23 @@ fn submission_nested_qemu_runs_the_guest_driver_in_l2() {
     assert!(s.get("submissions_accepted").copied().unwrap_or(0) >= 9, "L2's accepted submissions");
     assert!(s.get("submissions_rejected").copied().unwrap_or(0) >= 1, "L2's refused submission");
 }
+
+/// Guest RAM the way QEMU allocates it by default: private anonymous
+/// memory (`MAP_PRIVATE | MAP_ANONYMOUS`), not shmem.  The guest maps its
+/// aperture pages to that RAM and writes through its aperture mapping, then
+/// the engine works on the same pages.  (Named to run last: with a driver
+/// that hands the guest's anonymous page to the core mm from the BAR2
+/// `fault` handler as if it were a page-cache page, the first CPU write
+/// through the mapping oopses in `fault_dirty_shared_page`.)
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn submission_vmm_private_anonymous_ram_through_the_aperture() {
+    let m = vgpu(32);
+    let mut d = gvt_vmtests::guest::driver_with(&m, gvt_guest_driver::vfio::RamConfig { shared: false, ..RAM });
+    let at = d.layout().results() + 0x8000;
+    d.write(at, &[0xE0E0_0001]).unwrap();
+    assert_eq!(d.read_ram(at).unwrap(), 0xE0E0_0001, "aperture write is in the guest's private RAM page");
+    round(&mut d, 0, 0);
+    drop(d);
+    assert_eq!(stat(&m, "ggtt_mapped"), 0, "no pin survives the close");
+}
