@@ -85,8 +85,10 @@ fn rejections(m: &Mdev) -> u64 {
 /// IIR, RING_EIR), counted; vGPU 1's work meanwhile is exact; vGPU 0
 /// recovers with an engine reset.
 struct Arena {
-    m: [Mdev; 2],
+    // Drivers first: they must close their devices before the vGPUs are
+    // removed (a remove waits for the VMM to let go, like vfio-pci's).
     d: [Drv; 2],
+    m: [Mdev; 2],
     rounds: u32,
     attacks: u64,
 }
@@ -95,7 +97,7 @@ impl Arena {
     fn new() -> Arena {
         let m = [vgpu(32), vgpu(32)];
         let d = [driver(&m[0]), driver(&m[1])];
-        Arena { m, d, rounds: 0, attacks: 0 }
+        Arena { d, m, rounds: 0, attacks: 0 }
     }
 
     fn attack(&mut self, what: &str, e: gvt_guest_driver::driver::EngineId, cmds: &[u32]) {
@@ -304,8 +306,17 @@ fn submission_hanging_vgpu_is_reset_alone_and_failed_at_the_limit() {
                 })
             })
             .collect();
+        // Stop them however the guilty side ends (a panic included: the
+        // scope joins them before unwinding further).
+        struct StopOnDrop<'a>(&'a AtomicBool);
+        impl Drop for StopOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Relaxed);
+            }
+        }
+        let stopper = StopOnDrop(&stop);
         let g = guilty(&m[0], limit);
-        stop.store(true, Ordering::Relaxed);
+        drop(stopper);
         (g, hs.into_iter().map(|h| h.join().expect("honest vGPU")).collect::<Vec<u32>>())
     });
     for k in 1..3 {
