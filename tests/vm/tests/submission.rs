@@ -203,7 +203,15 @@ fn submission_every_attack_class_is_rejected_and_the_neighbour_is_unaffected() {
 #[ignore = "runs inside the VM rig"]
 fn submission_ggtt_and_aperture_reach_only_the_guests_own_ram() {
     let m = [vgpu(32), vgpu(32)];
-    let mut d = [driver(&m[0]), driver(&m[1])];
+    // vGPU 0's RAM is two DMA mappings, its first 16 pages and the rest, so
+    // the VMM can unmap the first (type1 v2 does not split a mapping).
+    let mut bus = VfioBackend::open(&m[0].sysfs_path(), RAM).expect("open");
+    bus.dma_unmap(RAM.iova, RAM.pages * PAGE).expect("UNMAP_DMA");
+    bus.dma_map(RAM.iova, 16 * PAGE).expect("MAP_DMA");
+    bus.dma_map(RAM.iova + 16 * PAGE, (RAM.pages - 16) * PAGE).expect("MAP_DMA");
+    let mut d0 = Driver::probe(bus).expect("probe");
+    d0.boot(gvt_guest_driver::BootConfig::DEFAULT).expect("boot");
+    let mut d = [d0, driver(&m[1])];
     let l0 = d[0].layout();
     // 1. A CPU write through the aperture mapping lands in the RAM page
     //    the guest's PTE names — its own; the other VM's page at the same
