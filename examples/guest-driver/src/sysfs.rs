@@ -257,3 +257,41 @@ impl Backend for SysfsBackend {
         self.err.take()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_sizes_from_the_resource_file() {
+        let d = std::env::temp_dir().join(format!("gvt-guest-sysfs-{}", std::process::id()));
+        fs::create_dir_all(&d).unwrap();
+        fs::write(
+            d.join("resource"),
+            "0x00000000fd000000 0x00000000fdffffff 0x0000000000140204\n\
+             0x0000000000000000 0x0000000000000000 0x0000000000000000\n\
+             0x00000000e0000000 0x00000000efffffff 0x000000000014220c\n",
+        )
+        .unwrap();
+        assert_eq!(bar_size(&d, 0).unwrap(), 16 << 20);
+        assert_eq!(bar_size(&d, 1).unwrap(), 0, "absent BAR");
+        assert_eq!(bar_size(&d, 2).unwrap(), 256 << 20);
+        assert_eq!(bar_size(&d, 9).unwrap(), 0, "no such line");
+        fs::write(d.join("resource"), "garbage\n").unwrap();
+        assert_eq!(bar_size(&d, 0).unwrap(), 0);
+        let _ = fs::remove_dir_all(&d);
+        assert!(bar_size(&d, 0).is_err(), "missing file is an error, not a panic");
+    }
+
+    #[test]
+    fn locked_ram_has_distinct_frames_or_says_why_not() {
+        match locked_ram(8) {
+            Ok((m, phys)) => {
+                assert_eq!((m.len(), phys.len()), (8 * PAGE as usize, 8));
+                assert!(phys.iter().all(|p| p % PAGE == 0 && *p != 0));
+            }
+            // Without CAP_SYS_ADMIN pagemap hides frame numbers.
+            Err(e) => assert!(matches!(e, Error::Refused { .. }), "{e}"),
+        }
+    }
+}
