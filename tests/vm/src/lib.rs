@@ -6,6 +6,7 @@
 //! Every test here is `#[ignore]`d on the host (there is no mdev parent there)
 //! and run by the rig with `--ignored`.
 
+pub mod guest;
 pub mod gvt;
 
 use std::fs;
