@@ -14,9 +14,9 @@ append="console=ttyS0 panic=-1 oops=panic loglevel=4 quiet"
 [ -n "$filter" ] && append="$append gvt.filter=$filter"
 [ -n "${GVT_RIG_SELFTEST_WARN:-}" ] && append="$append gvt.selftest_warn=1"
 t0=$SECONDS
-log "booting the VM (QEMU TCG, -cpu max, 2 vCPUs, 2 GiB; timeout ${limit} s)"
+log "booting the VM (QEMU TCG, -cpu max, 1 vCPU, 2 GiB; timeout ${limit} s)"
 set +e
-timeout --foreground -k 10 "$limit" qemu-system-x86_64 -accel tcg,thread=single -cpu max -smp 2 -m 2G \
+timeout --foreground -k 10 "$limit" qemu-system-x86_64 -accel tcg -cpu max -smp 1 -m 2G \
   -nodefaults -display none -serial stdio -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append" </dev/null 2>&1 \
   | stdbuf -o0 tr -d '\r' | tee "$logf" | awk '/GVT-RIG: dmesg-begin/ {q=1} !q {print; fflush()} /GVT-RIG: dmesg-end/ {q=0}'
 qrc=${PIPESTATUS[0]}
