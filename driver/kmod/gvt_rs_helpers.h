@@ -23,6 +23,17 @@ unsigned long gvt_rs_vma_pgoff(struct vm_area_struct *vma);
 unsigned long gvt_rs_vma_len(struct vm_area_struct *vma);
 void gvt_rs_vma_setup(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
 		      void *priv);
+/* As gvt_rs_vma_setup for a read-only region: -EINVAL for a writable
+ * mapping, and the mapping can never become writable (no VM_MAYWRITE). */
+int gvt_rs_vma_setup_ro(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
+			void *priv);
+/* A mapping of page frames that are not the mapped file's own (VM_PFNMAP):
+ * no rmap or mapcount on them, so another file (the guest RAM's shmem) may
+ * drop them from its page cache while we map them.  The caller keeps a
+ * reference on every page for as long as it is mapped. */
+void gvt_rs_vma_setup_pfnmap(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
+			     void *priv);
+vm_fault_t gvt_rs_vmf_insert_page_pfn(struct vm_fault *vmf, struct page *page);
 void *gvt_rs_vmf_private(struct vm_fault *vmf);
 unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf);
 /* Hand @page to the faulting mapping (takes a page reference). */
@@ -47,6 +58,8 @@ enum gvt_rs_attr {
 	GVT_RS_ATTR_STATE,
 	GVT_RS_ATTR_STATS,
 	GVT_RS_ATTR_BALLOONED,
+	GVT_RS_ATTR_DISPLAY,
+	GVT_RS_ATTR_DMABUF,
 	GVT_RS_ATTR_NR,
 };
 extern const struct attribute_group *gvt_rs_vgpu_groups[];
@@ -62,6 +75,9 @@ void gvt_rs_free_pfn(u64 pfn);
 u64 gvt_rs_page_pfn(struct page *page);
 /* Hand page frame @pfn to the faulting mapping (takes a page reference). */
 void gvt_rs_vmf_set_pfn(struct vm_fault *vmf, u64 pfn);
+/* A reference on the page of frame @pfn (NULL if it has no struct page). */
+struct page *gvt_rs_pfn_get_page(u64 pfn);
+void gvt_rs_put_page(struct page *page);
 u64 gvt_rs_ktime_ns(void);
 /* Pin one guest page (vfio_pin_pages); returns its pfn or a negative errno. */
 long long gvt_rs_pin_gfn(struct vfio_device *vdev, u64 gfn);

@@ -45,7 +45,7 @@ fn vfio_device_region_and_irq_info() {
     ioctl(&dev, VFIO_DEVICE_GET_INFO, &mut info).expect("GET_INFO");
     assert_eq!(info.cap_offset, 0, "no device capabilities");
     assert_eq!(info.flags, VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET, "device flags");
-    assert_eq!(info.num_regions, VFIO_PCI_NUM_REGIONS);
+    assert_eq!(info.num_regions, VFIO_PCI_NUM_REGIONS + 2, "PCI regions, then EDID and display (tests/vm/tests/display.rs)");
     assert_eq!(info.num_irqs, VFIO_PCI_NUM_IRQS);
 
     let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
@@ -304,7 +304,8 @@ fn vfio_mmap_outside_the_slice_is_einval() {
     bad.push((BAR0, 0, 4096, "BAR0 is trapped"));
     bad.push((CFG, 0, 4096, "config space"));
     bad.push((1, 0, 4096, "absent BAR1"));
-    bad.push((9, 0, 4096, "no region 9"));
+    bad.push((9, 0, 4096, "the EDID region (not mappable)"));
+    bad.push((11, 0, 4096, "no region 11"));
     for (region, off, len, what) in bad {
         assert_eq!(errno(Mapping::new(&dev, region, off, len)), libc::EINVAL, "mmap {what}");
     }
@@ -507,7 +508,7 @@ fn vfio_bad_requests_get_the_right_errno() {
     assert_eq!(errno(pread(&dev, BAR0, BAR0_SIZE, &mut b[..4])), libc::EINVAL, "BAR0 read past 16 MiB");
     assert_eq!(errno(pwrite(&dev, BAR0, BAR0_SIZE - 4, &b[..8])), libc::EINVAL, "BAR0 write running past 16 MiB");
     // Regions that do not exist or have no size.
-    for r in [1u32, 3, 4, 5, VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX, 9, 200] {
+    for r in [1u32, 3, 4, 5, VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX, 11, 200] {
         assert_eq!(errno(pread(&dev, r, 0, &mut b[..4])), libc::EINVAL, "read of region {r}");
         assert_eq!(errno(pwrite(&dev, r, 0, &b[..4])), libc::EINVAL, "write of region {r}");
     }
@@ -518,10 +519,10 @@ fn vfio_bad_requests_get_the_right_errno() {
     assert_eq!(errno(ioctl(&dev, VFIO_DEVICE_GET_INFO, &mut info)), libc::EINVAL, "GET_INFO argsz too small");
     let mut ri = vfio_region_info {
         argsz: std::mem::size_of::<vfio_region_info>() as u32,
-        index: VFIO_PCI_NUM_REGIONS,
+        index: VFIO_PCI_NUM_REGIONS + 2,
         ..Default::default()
     };
-    assert_eq!(errno(ioctl(&dev, VFIO_DEVICE_GET_REGION_INFO, &mut ri)), libc::EINVAL, "region index 9");
+    assert_eq!(errno(ioctl(&dev, VFIO_DEVICE_GET_REGION_INFO, &mut ri)), libc::EINVAL, "region index 11");
     ri.index = 0;
     ri.argsz = 12;
     assert_eq!(
