@@ -101,7 +101,7 @@ fn assert_no_plane(p: &PlaneInfo, what: &str) {
 
 /// The pixel this test draws at (x, y) on surface `seed`.
 fn pixel(seed: u32, x: u32, y: u32) -> u32 {
-    (seed.wrapping_mul(0x9E37_79B1) ^ (y << 12) ^ x ^ 0x5A00_0000) | 0xFF00_0000
+    gvt_vmtests::display_pixel(seed, x, y)
 }
 
 /// The surface as the display must show it: `H` lines of `W` pixels.
