@@ -55,21 +55,13 @@ unsigned long gvt_rs_vma_len(struct vm_area_struct *vma)
 	return vma->vm_end - vma->vm_start;
 }
 
-void gvt_rs_vma_setup(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
-		      void *priv)
-{
-	vm_flags_set(vma, VM_DONTEXPAND | VM_DONTDUMP);
-	vma->vm_ops = ops;
-	vma->vm_private_data = priv;
-}
-
 int gvt_rs_vma_setup_ro(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
 			void *priv)
 {
 	if (vma->vm_flags & VM_WRITE)
 		return -EINVAL;
 	vm_flags_clear(vma, VM_MAYWRITE);
-	gvt_rs_vma_setup(vma, ops, priv);
+	gvt_rs_vma_setup_pfnmap(vma, ops, priv);
 	return 0;
 }
 
@@ -86,6 +78,11 @@ vm_fault_t gvt_rs_vmf_insert_page_pfn(struct vm_fault *vmf, struct page *page)
 	return vmf_insert_pfn(vmf->vma, vmf->address, page_to_pfn(page));
 }
 
+vm_fault_t gvt_rs_vmf_insert_pfn(struct vm_fault *vmf, u64 pfn)
+{
+	return vmf_insert_pfn(vmf->vma, vmf->address, pfn);
+}
+
 void *gvt_rs_vmf_private(struct vm_fault *vmf)
 {
 	return vmf->vma->vm_private_data;
@@ -94,12 +91,6 @@ void *gvt_rs_vmf_private(struct vm_fault *vmf)
 unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf)
 {
 	return vmf->pgoff;
-}
-
-void gvt_rs_vmf_set_page(struct vm_fault *vmf, struct page *page)
-{
-	get_page(page);
-	vmf->page = page;
 }
 
 void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx)
@@ -223,14 +214,6 @@ void gvt_rs_free_pfn(u64 pfn)
 u64 gvt_rs_page_pfn(struct page *page)
 {
 	return page_to_pfn(page);
-}
-
-void gvt_rs_vmf_set_pfn(struct vm_fault *vmf, u64 pfn)
-{
-	struct page *page = pfn_to_page(pfn);
-
-	get_page(page);
-	vmf->page = page;
 }
 
 struct page *gvt_rs_pfn_get_page(u64 pfn)

@@ -647,10 +647,10 @@ unsafe extern "C" fn vgpu_dma_unmap(vdev: *mut vfio::vfio_device, iova: u64, len
     let Ok((core, mut storage)) = st.split() else { return };
     let mut g = parent::get().gpu.lock();
     let PhysGpu { gpu, phys } = &mut *g;
-    if core.dma_unmap(gpu, phys, &mut storage, &mut env!(v), iova, len) > 0 {
-        // Frames behind the display region may be gone: fault again.
-        zap_display(v.vdev);
-    }
+    // Frames behind the display region may be unpinned: zap it first (its
+    // faults wait for the state lock).
+    zap_display(v.vdev);
+    core.dma_unmap(gpu, phys, &mut storage, &mut env!(v), iova, len);
 }
 
 impl Vgpu {
@@ -660,6 +660,9 @@ impl Vgpu {
         {
             let mut st = self.state.lock();
             let Ok((core, mut storage)) = st.split() else { return };
+            // Reset unpins everything: zap the display region first (the
+            // core invalidates the aperture pages itself).
+            zap_display(self.vdev);
             let mut g = parent::get().gpu.lock();
             let PhysGpu { gpu, phys } = &mut *g;
             core.reset(gpu, phys, &mut storage, &mut env!(self));
@@ -668,7 +671,6 @@ impl Vgpu {
             st.mirror_edid();
         }
         zap_aperture(self.vdev);
-        zap_display(self.vdev);
     }
 }
 
@@ -713,6 +715,15 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<bo
             if dir == Dir::Write && edid_page(off, len) {
                 return Ok(false);
             }
+            // A GGTT write under the shown plane may unpin a page the display
+            // region maps: zap first (faults wait for this lock, and then see
+            // the new entry).
+            if dir == Dir::Write && off >= GGTT_BAR0 {
+                let index = (off - GGTT_BAR0) / 8;
+                if core.shown_plane().is_some_and(|p| p.ggtt_indices().contains(&index)) {
+                    zap_display(v.vdev);
+                }
+            }
             let mut g = parent::get().gpu.lock();
             let PhysGpu { gpu, phys } = &mut *g;
             match dir {
@@ -720,14 +731,6 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<bo
                 Dir::Write => {
                     let out = core.bar0_write(gpu, phys, &mut storage, &mut env!(v), off, buf).map_err(access_err)?;
                     drop(g);
-                    // A GGTT entry under the shown plane changed: the
-                    // display region must fault the new page in.
-                    if out.pte().is_some() {
-                        let index = off.saturating_sub(GGTT_BAR0) / 8;
-                        if core.shown_plane().is_some_and(|p| p.ggtt_indices().contains(&index)) {
-                            zap_display(v.vdev);
-                        }
-                    }
                     let sig = core.signal(out.delivery);
                     drop(st);
                     if sig.msi {
@@ -1220,7 +1223,11 @@ unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings:
     }
     // SAFETY: the ops table is 'static; the private pointer stays valid while
     // the mapping exists (it holds the device file open, so no `release`).
-    unsafe { vfio::gvt_rs_vma_setup(vma, &APERTURE_VM_OPS.0, ptr::from_ref(v).cast_mut().cast()) };
+    // A PFN mapping: the frames are guest RAM (the VMM's anonymous or shmem
+    // pages), not pages of this file; a `vmf->page` fault would hand them to
+    // the shared-file write-fault path (dirty accounting through their
+    // `mapping`), which is only right for page-cache pages of this file.
+    unsafe { vfio::gvt_rs_vma_setup_pfnmap(vma, &APERTURE_VM_OPS.0, ptr::from_ref(v).cast_mut().cast()) };
     0
 }
 
@@ -1250,13 +1257,10 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
     // same one): the guest's pinned page, or this vGPU's scratch page.  A
     // PTE change zaps this mapping (KCpu), so the next access faults again.
     match core.aperture_fault(&mut storage, off) {
-        Ok(page) => {
-            // SAFETY: takes a reference for the mapping; the page is pinned
-            // (or is our scratch page) while the GGTT maps it, and the
-            // mapping is zapped before that changes.
-            unsafe { vfio::gvt_rs_vmf_set_pfn(vmf, page.0) };
-            0
-        }
+        // SAFETY: the page is pinned (or is our scratch page) while the GGTT
+        // maps it, and the core invalidates this mapping (KCpu) before it
+        // unpins the page, under the lock held here.
+        Ok(page) => unsafe { vfio::gvt_rs_vmf_insert_pfn(vmf, page.0) },
         Err(_) => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
     }
 }
@@ -1285,13 +1289,11 @@ unsafe extern "C" fn display_fault(vmf: *mut bindings::vm_fault) -> bindings::vm
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     };
     match core.display_fault(&mut storage, page_index) {
-        Some(page) => {
-            // SAFETY: takes a reference for the mapping; the page is pinned
-            // (or is our scratch page) while the GGTT maps it, and the
-            // mapping is zapped before that changes.
-            unsafe { vfio::gvt_rs_vmf_set_pfn(vmf, page.0) };
-            0
-        }
+        // SAFETY: the page is pinned (or is our scratch page) while the GGTT
+        // maps it; every path that could unpin it (a GGTT write under the
+        // shown plane, a DMA unmap, a reset) zaps this mapping first, under
+        // the lock held here, and a new plane zaps it too.
+        Some(page) => unsafe { vfio::gvt_rs_vmf_insert_pfn(vmf, page.0) },
         None => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
     }
 }

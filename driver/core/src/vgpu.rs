@@ -764,6 +764,11 @@ impl<const P: usize> Vgpu<P> {
     /// `VFIO_DEVICE_QUERY_GFX_PLANE` ([`display::query_gfx_plane`]) with this
     /// vGPU's plane identities.  When `observed.changed`, the glue drops the
     /// display region's CPU mappings so the VMM faults in the new pages.
+    ///
+    /// A region query with `drm_plane_type` 0 asks for the primary plane:
+    /// QEMU's region display path (`vfio_display_region_update`) never sets
+    /// the plane type, and region planes are primary planes only (as in the
+    /// kernel's `mdpy` sample).  dma-buf queries name the plane explicitly.
     pub fn query_gfx_plane(
         &mut self,
         st: &VgpuStorage<'_>,
@@ -773,7 +778,14 @@ impl<const P: usize> Vgpu<P> {
         region_index: u32,
     ) -> Result<QueryAnswer, InvalidQuery> {
         let gm = self.gm();
-        display::query_gfx_plane(flags, drm_plane_type, caps, st.vregs, &gm, &mut self.plane_ids, region_index)
+        let plane_type = if flags == display::vfio::VFIO_GFX_PLANE_TYPE_REGION
+            && drm_plane_type == display::vfio::DRM_PLANE_TYPE_OVERLAY
+        {
+            display::vfio::DRM_PLANE_TYPE_PRIMARY
+        } else {
+            drm_plane_type
+        };
+        display::query_gfx_plane(flags, plane_type, caps, st.vregs, &gm, &mut self.plane_ids, region_index)
     }
 
     /// Fault on the display region's mapping: the host page region page
@@ -1056,6 +1068,10 @@ mod tests {
             let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
             r.v.as_mut().unwrap().display_fault(&mut st, page)
         };
+        let q_typed = |r: &mut Rig, flags: u32, ty: u32| {
+            let st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+            r.v.as_mut().unwrap().query_gfx_plane(&st, flags, ty, caps, 10)
+        };
         // Not ready: no plane, the region shows scratch.
         let a = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
         assert_eq!(a.no_plane, Some(NoPlane::DisplayNotReady));
@@ -1075,6 +1091,15 @@ mod tests {
         let size = r.vgpu().display_region_size();
         assert_eq!(size, 1 << 20, "the largest slice (1 MiB)");
         assert_eq!(fault(&mut r, size / PAGE_SIZE), None, "past the region");
+        // QEMU's region path leaves drm_plane_type 0: the primary plane.
+        let z = q_typed(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION, gfx::DRM_PLANE_TYPE_OVERLAY).unwrap();
+        assert_eq!((z.info.width, z.observed.id), (64, first));
+        // Cursor queries, and overlay queries of dma-buf planes: none.
+        let c = q_typed(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION, gfx::DRM_PLANE_TYPE_CURSOR).unwrap();
+        assert_eq!(c.info.width, 0);
+        let o = q_typed(&mut r, gfx::VFIO_GFX_PLANE_TYPE_DMABUF, gfx::DRM_PLANE_TYPE_OVERLAY).unwrap();
+        assert_eq!(o.info.width, 0);
+        assert_eq!(r.vgpu().plane_ids().current(), first, "non-primary queries observe nothing");
         // A flip shows only after the next query (the region maps the plane reported).
         w32(&mut r, DSPASURF, (1 << 20) + 2 * PAGE_SIZE as u32);
         assert_eq!(fault(&mut r, 0), Some(HostPage(1)));

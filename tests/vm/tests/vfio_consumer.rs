@@ -282,6 +282,38 @@ fn vfio_aperture_mmap_and_region_agree() {
     assert_eq!(sub.read32(8), 0xA000_0001);
 }
 
+/// Guest RAM as QEMU allocates it by default: private anonymous memory (no
+/// page cache behind it).  CPU writes through the aperture mapping reach it
+/// (a write fault on a shared device mapping must not treat the guest's
+/// anonymous page as a page of the device file: this used to oops in the
+/// dirty-page accounting), and the mapping follows GGTT changes and DMA unmap.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn vfio_aperture_over_private_anonymous_ram() {
+    let m = vgpu(32);
+    let a = attrs(&m);
+    let (dev, mut ram) = open_with_private_ram(&m, 8, 0x4000_0000);
+    enable_mem(&dev);
+    map_gtt_range(&dev, &ram, a.ap_base, 4);
+    let map = Mapping::new(&dev, BAR2, a.ap_base, 4 * 4096).expect("mmap the slice");
+    for p in 0..4 {
+        map.write32(p * 4096 + 12, 0xB0_0000 | p as u32);
+        assert_eq!(ram.read32(p * 4096 + 12), 0xB0_0000 | p as u32, "write through the aperture, page {p}");
+        ram.write32(p * 4096 + 16, 0xC0_0000 | p as u32);
+        assert_eq!(map.read32(p * 4096 + 16), 0xC0_0000 | p as u32, "guest RAM seen through the aperture, page {p}");
+    }
+    // Remap page 1 onto RAM page 6: the mapping follows.
+    ram.write32(6 * 4096 + 12, 0x66);
+    map_gtt(&dev, &ram, a.ap_base / 4096 + 1, 6);
+    assert_eq!(map.read32(4096 + 12), 0x66);
+    // The VMM unmaps its RAM: the aperture falls back to scratch, no stale page.
+    ram.unmap();
+    let v = map.probe(0).expect("still mapped (scratch)");
+    assert_ne!(v, 0xB0_0000, "no access to the unmapped guest page");
+    map.write32(0, 0x5C);
+    assert_eq!(map.read32(4096), 0x5C, "every page now reaches the scratch page");
+}
+
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn vfio_mmap_outside_the_slice_is_einval() {
