@@ -5,7 +5,19 @@
 //! user/kernel boundary and manages kernel objects (pages, eventfds).
 //!
 //! Region layout (vfio-pci convention): region `i` starts at file offset
-//! `i << 40`.  Lock rule: never touch user memory while holding a vGPU's
+//! `i << 40`.  After the nine PCI regions come the EDID region (index 9,
+//! `VFIO_REGION_TYPE_GFX`/`VFIO_REGION_SUBTYPE_GFX_EDID`, mirrored into the
+//! guest's EDID page in BAR0) and the display region (index 10, read-only,
+//! mmap-able: the pages of the plane the last `VFIO_DEVICE_QUERY_GFX_PLANE`
+//! reported).  dma-buf planes (`VFIO_DEVICE_GET_GFX_DMABUF`) hold a page
+//! reference per framebuffer page.
+//!
+//! Every user mapping of guest memory (aperture, display region, dma-buf) is
+//! a PFN mapping (`VM_PFNMAP`, `vmf_insert_pfn`): the frames are the VMM's
+//! anonymous or shmem RAM, never pages of the device file, so they must not
+//! reach the shared-file fault path.  The PTEs hold no reference: aperture
+//! and display mappings are zapped before the page they map is unpinned,
+//! under the state lock their faults take; a dma-buf keeps its own references.  Lock rule: never touch user memory while holding a vGPU's
 //! state lock (a user buffer may be the vGPU's own aperture mapping, whose
 //! fault handler takes that lock).  Lock order: `state` and `irqs` are never
 //! held together; `virqfd_lock` is taken alone (disabling an irqfd waits for
