@@ -55,15 +55,32 @@ unsigned long gvt_rs_vma_len(struct vm_area_struct *vma)
 	return vma->vm_end - vma->vm_start;
 }
 
-void gvt_rs_vma_setup(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
-		      void *priv)
+int gvt_rs_vma_setup_ro(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
+			void *priv)
 {
-	/* A raw pfn mapping (as vfio-pci maps BARs): the pages behind the
-	 * aperture are the guest's pinned RAM (often private anonymous memory of
-	 * the VMM) or our scratch page, never page-cache pages of this file. */
-	vm_flags_set(vma, VM_PFNMAP | VM_IO | VM_DONTEXPAND | VM_DONTDUMP);
+	if (vma->vm_flags & VM_WRITE)
+		return -EINVAL;
+	vm_flags_clear(vma, VM_MAYWRITE);
+	gvt_rs_vma_setup_pfnmap(vma, ops, priv);
+	return 0;
+}
+
+void gvt_rs_vma_setup_pfnmap(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
+			     void *priv)
+{
+	vm_flags_set(vma, VM_PFNMAP | VM_DONTEXPAND | VM_DONTDUMP);
 	vma->vm_ops = ops;
 	vma->vm_private_data = priv;
+}
+
+vm_fault_t gvt_rs_vmf_insert_page_pfn(struct vm_fault *vmf, struct page *page)
+{
+	return vmf_insert_pfn(vmf->vma, vmf->address, page_to_pfn(page));
+}
+
+vm_fault_t gvt_rs_vmf_insert_pfn(struct vm_fault *vmf, u64 pfn)
+{
+	return vmf_insert_pfn(vmf->vma, vmf->address, pfn);
 }
 
 void *gvt_rs_vmf_private(struct vm_fault *vmf)
@@ -129,6 +146,8 @@ GVT_RS_RW(weight, GVT_RS_ATTR_WEIGHT);
 GVT_RS_RO(state, GVT_RS_ATTR_STATE);
 GVT_RS_RO(stats, GVT_RS_ATTR_STATS);
 GVT_RS_RO(ballooned, GVT_RS_ATTR_BALLOONED);
+GVT_RS_RO(display, GVT_RS_ATTR_DISPLAY);
+GVT_RS_RW(dmabuf, GVT_RS_ATTR_DMABUF);
 
 static struct attribute *gvt_rs_vgpu_attrs[] = {
 	&dev_attr_vgpu_id.attr,
@@ -142,6 +161,8 @@ static struct attribute *gvt_rs_vgpu_attrs[] = {
 	&dev_attr_state.attr,
 	&dev_attr_stats.attr,
 	&dev_attr_ballooned.attr,
+	&dev_attr_display.attr,
+	&dev_attr_dmabuf.attr,
 	NULL,
 };
 
@@ -195,9 +216,20 @@ u64 gvt_rs_page_pfn(struct page *page)
 	return page_to_pfn(page);
 }
 
-vm_fault_t gvt_rs_vmf_insert_pfn(struct vm_fault *vmf, u64 pfn)
+struct page *gvt_rs_pfn_get_page(u64 pfn)
 {
-	return vmf_insert_pfn(vmf->vma, vmf->address, pfn);
+	struct page *page;
+
+	if (!pfn_valid(pfn))
+		return NULL;
+	page = pfn_to_page(pfn);
+	get_page(page);
+	return page;
+}
+
+void gvt_rs_put_page(struct page *page)
+{
+	put_page(page);
 }
 
 u64 gvt_rs_ktime_ns(void)

@@ -21,8 +21,24 @@ void gvt_rs_vfio_put_device(struct vfio_device *vdev);
 bool gvt_rs_vma_is_shared(struct vm_area_struct *vma);
 unsigned long gvt_rs_vma_pgoff(struct vm_area_struct *vma);
 unsigned long gvt_rs_vma_len(struct vm_area_struct *vma);
-void gvt_rs_vma_setup(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
-		      void *priv);
+/* As gvt_rs_vma_setup_pfnmap for a read-only region: -EINVAL for a writable
+ * mapping, and the mapping can never become writable (no VM_MAYWRITE). */
+int gvt_rs_vma_setup_ro(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
+			void *priv);
+/* A mapping of page frames that are not the mapped file's own (VM_PFNMAP):
+ * guest RAM (the VMM's anonymous or shmem pages), never handed to the
+ * shared-file fault path (dirty accounting through the page's mapping) and
+ * with no rmap or mapcount, so their owner may drop them from its page cache
+ * while we map them.  The PTEs hold no page reference: the caller keeps the
+ * frames alive while mapped (a dma-buf's page references), or zaps the
+ * mapping before they can go (the aperture and display region: before any
+ * unpin, under the vGPU's lock that faults take). */
+void gvt_rs_vma_setup_pfnmap(struct vm_area_struct *vma, const struct vm_operations_struct *ops,
+			     void *priv);
+vm_fault_t gvt_rs_vmf_insert_page_pfn(struct vm_fault *vmf, struct page *page);
+/* Map frame @pfn at the fault address of a VM_PFNMAP mapping (no page
+ * reference: the caller zaps the mapping before the frame can go away). */
+vm_fault_t gvt_rs_vmf_insert_pfn(struct vm_fault *vmf, u64 pfn);
 void *gvt_rs_vmf_private(struct vm_fault *vmf);
 unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf);
 void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx);
@@ -45,6 +61,8 @@ enum gvt_rs_attr {
 	GVT_RS_ATTR_STATE,
 	GVT_RS_ATTR_STATS,
 	GVT_RS_ATTR_BALLOONED,
+	GVT_RS_ATTR_DISPLAY,
+	GVT_RS_ATTR_DMABUF,
 	GVT_RS_ATTR_NR,
 };
 extern const struct attribute_group *gvt_rs_vgpu_groups[];
@@ -58,8 +76,9 @@ int gvt_rs_pfn_copy(u64 pfn, size_t offset, void *buf, size_t len, bool write);
 u64 gvt_rs_alloc_pfn(void);
 void gvt_rs_free_pfn(u64 pfn);
 u64 gvt_rs_page_pfn(struct page *page);
-/* Map page frame @pfn at the faulting address (VM_PFNMAP mapping). */
-vm_fault_t gvt_rs_vmf_insert_pfn(struct vm_fault *vmf, u64 pfn);
+/* A reference on the page of frame @pfn (NULL if it has no struct page). */
+struct page *gvt_rs_pfn_get_page(u64 pfn);
+void gvt_rs_put_page(struct page *page);
 u64 gvt_rs_ktime_ns(void);
 /* Pin one guest page (vfio_pin_pages); returns its pfn or a negative errno. */
 long long gvt_rs_pin_gfn(struct vfio_device *vdev, u64 gfn);

@@ -13,6 +13,10 @@
 //! | vfio `read` / `write`               | [`vgpu`]              | `vgpu::Vgpu::{cfg,bar0}_*`    |
 //! | vfio `mmap` + page fault            | [`vgpu`]              | `vgpu::Vgpu::aperture_page`   |
 //! | vfio `ioctl` (info, irqs, reset)    | [`vgpu`]              | `vgpu::Vgpu::reset`           |
+//! | vfio `ioctl` `QUERY_GFX_PLANE`      | [`vgpu`]              | `vgpu::Vgpu::query_gfx_plane` |
+//! | display region fault / read         | [`vgpu`]              | `vgpu::Vgpu::display_{fault,read}` |
+//! | vfio `ioctl` `GET_GFX_DMABUF`, dma-buf ops | [`vgpu`]       | `vgpu::Vgpu::framebuffer_pages` |
+//! | EDID region read / write            | [`vgpu`]              | `edid::EdidRegion`            |
 //! | vfio `request`                      | [`vgpu`]              | (REQ eventfd)                 |
 //! | sysfs `gvt/*`                       | [`vgpu`]              | partition, stats              |
 
@@ -42,6 +46,8 @@ module! {
     authors: ["gvt-rs developers"],
     description: "gvt-rs: mediated pass-through vGPU over the gvt-sim GPU",
     license: "GPL",
+    // dma_buf_export / dma_buf_fd / dma_buf_put (dma-buf planes).
+    imports_ns: ["DMA_BUF"],
     params: {
         aperture_mb: u32 {
             default: 256,

@@ -5,7 +5,19 @@
 //! user/kernel boundary and manages kernel objects (pages, eventfds).
 //!
 //! Region layout (vfio-pci convention): region `i` starts at file offset
-//! `i << 40`.  Lock rule: never touch user memory while holding a vGPU's
+//! `i << 40`.  After the nine PCI regions come the EDID region (index 9,
+//! `VFIO_REGION_TYPE_GFX`/`VFIO_REGION_SUBTYPE_GFX_EDID`, mirrored into the
+//! guest's EDID page in BAR0) and the display region (index 10, read-only,
+//! mmap-able: the pages of the plane the last `VFIO_DEVICE_QUERY_GFX_PLANE`
+//! reported).  dma-buf planes (`VFIO_DEVICE_GET_GFX_DMABUF`) hold a page
+//! reference per framebuffer page.
+//!
+//! Every user mapping of guest memory (aperture, display region, dma-buf) is
+//! a PFN mapping (`VM_PFNMAP`, `vmf_insert_pfn`): the frames are the VMM's
+//! anonymous or shmem RAM, never pages of the device file, so they must not
+//! reach the shared-file fault path.  The PTEs hold no reference: aperture
+//! and display mappings are zapped before the page they map is unpinned,
+//! under the state lock their faults take; a dma-buf keeps its own references.  Lock rule: never touch user memory while holding a vGPU's
 //! state lock (a user buffer may be the vGPU's own aperture mapping, whose
 //! fault handler takes that lock).  Lock order: `state` and `irqs` are never
 //! held together; `virqfd_lock` is taken alone (disabling an irqfd waits for
@@ -31,12 +43,15 @@ use kernel::error::to_result;
 use kernel::{bindings, new_mutex};
 
 use crate::gpu::{self, KAlloc, KClock, KCpu, KGuest, KHost, PhysGpu};
+use crate::gvt_core::display::{vfio as gfx, GfxCaps, NoPlane};
+use crate::gvt_core::edid::{self, EdidEvent, EdidRegion};
 use crate::gvt_core::gpu::{SubmitOutcome, SHADOW_PAGES_PER_VGPU};
 use crate::gvt_core::irq::Delivery;
 use crate::gvt_core::mem::{HostMemory, HostPage, PAGE_SIZE};
 use crate::gvt_core::partition::{Partition, PartitionId};
 use crate::gvt_core::sched::VgpuId;
 use crate::gvt_core::stats::VgpuState;
+use crate::gvt_core::vgpu_types::Resolution;
 use crate::gvt_core::vgpu::{
     storage_sizes, AccessError, Env, Vgpu as CoreVgpu, VgpuParams, VgpuStorage, BAR0_SIZE, CONFIG_SIZE,
     DEFAULT_PPGTT_TABLES,
@@ -59,6 +74,12 @@ const BAR0: u32 = vfio::VFIO_PCI_BAR0_REGION_INDEX;
 const BAR2: u32 = vfio::VFIO_PCI_BAR2_REGION_INDEX;
 const CONFIG: u32 = vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 const NUM_REGIONS: u32 = vfio::VFIO_PCI_NUM_REGIONS;
+/// The EDID region (`VFIO_REGION_TYPE_GFX` / `VFIO_REGION_SUBTYPE_GFX_EDID`).
+const EDID_REGION: u32 = NUM_REGIONS;
+/// The display region: the current primary plane's pages (region planes).
+const DISPLAY_REGION: u32 = NUM_REGIONS + 1;
+/// Regions in `VFIO_DEVICE_GET_INFO`: the PCI ones, then EDID and display.
+const ALL_REGIONS: u32 = NUM_REGIONS + 2;
 const NUM_IRQS: u32 = vfio::VFIO_PCI_NUM_IRQS;
 /// Bytes moved per bounce through the kernel (kept off the stack).
 const CHUNK: usize = 256;
@@ -71,6 +92,8 @@ const VFIO_DEVICE_GET_INFO: u32 = vfio_io(7);
 const VFIO_DEVICE_GET_IRQ_INFO: u32 = vfio_io(9);
 const VFIO_DEVICE_SET_IRQS: u32 = vfio_io(10);
 const VFIO_DEVICE_RESET: u32 = vfio_io(11);
+const VFIO_DEVICE_QUERY_GFX_PLANE: u32 = vfio_io(14);
+const VFIO_DEVICE_GET_GFX_DMABUF: u32 = vfio_io(15);
 
 /// The object `vfio_alloc_device` allocates: `vfio_device` first.
 #[repr(C)]
@@ -90,7 +113,9 @@ unsafe impl Send for Irqs {}
 
 struct State {
     /// The mediator's view of this vGPU; `None` once destroyed (release).
-    core: Option<CoreVgpu>,
+    /// Boxed (3 KiB): `vgpu_init` runs deep in the mdev create path, on a
+    /// 16 KiB kernel stack.
+    core: Option<KBox<CoreVgpu>>,
     /// Virtual registers: 2 MiB, as GVT-g's vreg.
     vregs: KVVec<u32>,
     /// What the guest wrote in its GGTT slices, and the physical entries.
@@ -105,12 +130,18 @@ struct State {
     /// Host-owned pages of its shadow rings and batches (owned here, as above).
     #[allow(dead_code)]
     shadow: KVec<Page>,
+    /// The VMM's EDID region and the monitor it defines (mirrored into the
+    /// vregs' guest EDID page at creation, on hotplug and after reset).
+    /// Boxed: 1 KiB that would otherwise sit in `vgpu_init`'s stack frame.
+    edid: KBox<EdidRegion>,
+    /// Why the last primary-plane query found no plane (logged on change).
+    no_plane: Option<NoPlane>,
 }
 
 impl State {
     /// The core vGPU and its storage, lent together.
     fn split(&mut self) -> Result<(&mut CoreVgpu, VgpuStorage<'_>)> {
-        let core = self.core.as_mut().ok_or(ENODEV)?;
+        let core = self.core.as_deref_mut().ok_or(ENODEV)?;
         Ok((
             core,
             VgpuStorage {
@@ -136,7 +167,12 @@ impl State {
     }
 
     fn core(&self) -> Result<&CoreVgpu> {
-        self.core.as_ref().ok_or(ENODEV)
+        self.core.as_deref().ok_or(ENODEV)
+    }
+
+    /// Show the monitor to the guest (its EDID page in BAR0).
+    fn mirror_edid(&mut self) {
+        self.edid.mirror_into(&mut self.vregs);
     }
 }
 
@@ -150,10 +186,17 @@ pub(crate) struct Vgpu {
     pid: PartitionId,
     part: Partition,
     type_idx: usize,
+    /// The type's resolution: the default monitor's mode and the largest
+    /// the VMM may set through the EDID region.
+    resolution: Resolution,
     /// Aperture accesses outside this vGPU's slice (reads 0, writes dropped).
     ballooned: AtomicU64,
     /// The VMM was told (REQ irq) that this vGPU failed; cleared on reset.
     failed_told: AtomicBool,
+    /// dma-buf planes offered (sysfs `gvt/dmabuf`; on by default).  A VMM
+    /// without OpenGL (QEMU `display=on` with no GL display) needs them off:
+    /// QEMU takes dma-buf planes whenever the probe says they exist.
+    dmabuf: AtomicBool,
     #[pin]
     state: Mutex<State>,
     #[pin]
@@ -271,6 +314,10 @@ impl Vgpu {
         })
     }
 
+    fn dmabuf(&self) -> bool {
+        self.dmabuf.load(Ordering::Relaxed)
+    }
+
     fn set_intx_mask(&self, masked: bool) {
         self.irqs.lock().intx_masked = masked;
     }
@@ -304,6 +351,14 @@ fn zap_aperture(vdev: *mut vfio::vfio_device) {
     let start = u64::from(BAR2) << REGION_SHIFT;
     // SAFETY: `vdev` is a live, initialised vfio device (all callers run
     // between init and release).
+    unsafe { vfio::gvt_rs_zap_range(vdev, start, 1u64 << REGION_SHIFT) };
+}
+
+/// Zap every CPU mapping of the display region of `vdev` (the shown plane
+/// changed, or the pages behind it may have), so the VMM faults again.
+fn zap_display(vdev: *mut vfio::vfio_device) {
+    let start = u64::from(DISPLAY_REGION) << REGION_SHIFT;
+    // SAFETY: as in `zap_aperture`.
     unsafe { vfio::gvt_rs_zap_range(vdev, start, 1u64 << REGION_SHIFT) };
 }
 
@@ -416,7 +471,7 @@ unsafe extern "C" fn vgpu_init(vdev: *mut vfio::vfio_device) -> i32 {
             return e.to_errno();
         }
     };
-    match new_vgpu(vdev, id, pid, part, type_idx, ty.weight) {
+    match new_vgpu(vdev, id, pid, part, type_idx, ty.weight, ty.resolution) {
         Ok(v) => {
             // SAFETY: `vdev` is the first field of a zeroed `VgpuDev`.
             unsafe { (*vdev.cast::<VgpuDev>()).vgpu = v };
@@ -438,6 +493,18 @@ unsafe extern "C" fn vgpu_init(vdev: *mut vfio::vfio_device) -> i32 {
     }
 }
 
+/// The default monitor of a vGPU of resolution `res` (its id as the EDID
+/// serial number), on the heap.
+fn new_edid(res: Resolution, id: u32) -> Result<KBox<EdidRegion>> {
+    match EdidRegion::new(res, id) {
+        Ok(e) => KBox::new(e, GFP_KERNEL).map_err(Into::into),
+        Err(e) => {
+            pr_warn!("vGPU {id}: no EDID for {}: {e:?}\n", Shown(res));
+            Err(EINVAL)
+        }
+    }
+}
+
 fn zeroed_vec<T: Copy>(n: usize, zero: T) -> Result<KVVec<T>> {
     let mut v = KVVec::with_capacity(n, GFP_KERNEL)?;
     v.resize(n, zero, GFP_KERNEL)?;
@@ -451,7 +518,9 @@ fn new_vgpu(
     part: Partition,
     type_idx: usize,
     weight: u32,
+    resolution: Resolution,
 ) -> Result<*mut Vgpu> {
+    let edid = new_edid(resolution, id)?;
     let p = parent::get();
     let (nregs, nggtt, nsnap) = storage_sizes::<DEFAULT_PPGTT_TABLES>(&part);
     let mut vregs = zeroed_vec(nregs, 0u32)?;
@@ -477,6 +546,8 @@ fn new_vgpu(
         scratch: scratch_pfn,
         shadow_pages: &shadow_pfns,
     };
+    // Allocated first, so nothing can fail between `create` and owning it.
+    let core_box = KBox::<CoreVgpu>::new_uninit(GFP_KERNEL)?;
     let core = {
         let mut g = p.gpu.lock();
         let PhysGpu { gpu, phys } = &mut *g;
@@ -487,16 +558,20 @@ fn new_vgpu(
             ppgtt_snap: &mut ppgtt_snap,
         };
         let mut env = Env { host: &mut KHost, alloc: &mut KAlloc, clock: &KClock, guest: &mut KGuest(vdev), cpu: &mut KCpu(vdev) };
-        let core = CoreVgpu::create(gpu, phys, params, &mut storage, &mut env).map_err(|e| {
+        let mut core_box = core_box;
+        if let Err(e) = CoreVgpu::create_in(&mut core_box, gpu, phys, params, &mut storage, &mut env) {
             pr_warn!("vGPU {id}: the mediator refused it: {e:?}\n");
-            ENOSPC
-        })?;
+            return Err(ENOSPC);
+        }
+        // SAFETY: `create_in` succeeded: it initialised the slot.
+        let core = unsafe { core_box.assume_init() };
         // The per-VM hang threshold (module parameter, paper §3.5.1).
         let _ = gpu.scheduler_mut().set_hang_limit(core.slot(), p.cfg.hang_threshold);
         core
     };
     let slot = core.slot();
-    let state = State { core: Some(core), vregs, ggtt_guest, ggtt_shadow, ppgtt_snap, scratch, shadow };
+    let mut state = State { core: Some(core), vregs, ggtt_guest, ggtt_shadow, ppgtt_snap, scratch, shadow, edid, no_plane: None };
+    state.mirror_edid();
     let v = KBox::pin_init(
         try_pin_init!(Vgpu {
             vdev,
@@ -505,8 +580,10 @@ fn new_vgpu(
             pid,
             part,
             type_idx,
+            resolution,
             ballooned: AtomicU64::new(0),
             failed_told: AtomicBool::new(false),
+            dmabuf: AtomicBool::new(true),
             state <- new_mutex!(state),
             irqs <- new_mutex!(Irqs { ctx: [ptr::null_mut(); NUM_IRQS as usize], intx_masked: false }),
             virqfd: [Opaque::new(ptr::null_mut()), Opaque::new(ptr::null_mut())],
@@ -550,7 +627,7 @@ unsafe extern "C" fn vgpu_release(vdev: *mut vfio::vfio_device) {
         if let (Some(core), Ok((_, mut storage))) = (core, st.split_storage()) {
             let mut g = p.gpu.lock();
             let PhysGpu { gpu, phys } = &mut *g;
-            core.destroy(gpu, phys, &mut storage, &mut env!(v));
+            KBox::into_inner(core).destroy(gpu, phys, &mut storage, &mut env!(v));
         }
     }
     p.free_vgpu(v.id, v.pid);
@@ -560,6 +637,12 @@ unsafe extern "C" fn vgpu_release(vdev: *mut vfio::vfio_device) {
 unsafe extern "C" fn vgpu_open(vdev: *mut vfio::vfio_device) -> i32 {
     // SAFETY: called between init and release.
     let v = unsafe { vgpu_of(vdev) };
+    // A new VMM starts with the type's default monitor (as GVT-g, which
+    // sets up its EDID region at open); a device reset keeps the VMM's.
+    match new_edid(v.resolution, v.id) {
+        Ok(e) => v.state.lock().edid = e,
+        Err(e) => return e.to_errno(),
+    }
     v.reset();
     0
 }
@@ -592,6 +675,9 @@ unsafe extern "C" fn vgpu_dma_unmap(vdev: *mut vfio::vfio_device, iova: u64, len
     let Ok((core, mut storage)) = st.split() else { return };
     let mut g = parent::get().gpu.lock();
     let PhysGpu { gpu, phys } = &mut *g;
+    // Frames behind the display region may be unpinned: zap it first (its
+    // faults wait for the state lock).
+    zap_display(v.vdev);
     core.dma_unmap(gpu, phys, &mut storage, &mut env!(v), iova, len);
 }
 
@@ -602,9 +688,15 @@ impl Vgpu {
         {
             let mut st = self.state.lock();
             let Ok((core, mut storage)) = st.split() else { return };
+            // Reset unpins everything: zap the display region first (the
+            // core invalidates the aperture pages itself).
+            zap_display(self.vdev);
             let mut g = parent::get().gpu.lock();
             let PhysGpu { gpu, phys } = &mut *g;
             core.reset(gpu, phys, &mut storage, &mut env!(self));
+            drop(g);
+            // Reset cleared the vregs: show the monitor again.
+            st.mirror_edid();
         }
         self.failed_told.store(false, Ordering::Relaxed);
         zap_aperture(self.vdev);
@@ -648,6 +740,19 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<bo
             if !core.cfg().memory_enabled() {
                 return Err(EIO);
             }
+            // The guest's EDID page is read-only: what the monitor says.
+            if dir == Dir::Write && edid_page(off, len) {
+                return Ok(false);
+            }
+            // A GGTT write under the shown plane may unpin a page the display
+            // region maps: zap first (faults wait for this lock, and then see
+            // the new entry).
+            if dir == Dir::Write && off >= GGTT_BAR0 {
+                let index = (off - GGTT_BAR0) / 8;
+                if core.shown_plane().is_some_and(|p| p.ggtt_indices().contains(&index)) {
+                    zap_display(v.vdev);
+                }
+            }
             let mut g = parent::get().gpu.lock();
             let PhysGpu { gpu, phys } = &mut *g;
             match dir {
@@ -676,9 +781,49 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<bo
             }
             aperture_access(v, off, buf, dir).map(|()| false)
         }
+        EDID_REGION => {
+            let mut st = v.state.lock();
+            let r = match dir {
+                Dir::Read => st.edid.read(off, buf).map(|()| None),
+                Dir::Write => st.edid.write(off, buf),
+            };
+            match r {
+                Ok(Some(EdidEvent::Hotplug { connected })) => {
+                    // Hotplug: the guest sees the new monitor (and a new
+                    // hotplug count) in its EDID page.
+                    st.mirror_edid();
+                    let mode = st.edid.mode();
+                    drop(st);
+                    match mode {
+                        Some(m) if connected => pr_info!("vGPU {}: monitor plugged in, {}x{}\n", v.id, m.width, m.height),
+                        _ => pr_info!("vGPU {}: monitor unplugged\n", v.id),
+                    }
+                    Ok(false)
+                }
+                Ok(None) => Ok(false),
+                Err(e) => Err(Error::from_errno(-e.errno())),
+            }
+        }
+        DISPLAY_REGION => {
+            if dir == Dir::Write {
+                return Err(EINVAL);
+            }
+            let mut st = v.state.lock();
+            let (core, mut storage) = st.split()?;
+            core.display_read(&mut storage, &KHost, off, buf).map(|()| false).map_err(|_| EINVAL)
+        }
         _ => Err(EINVAL),
     }
 }
+
+/// Whether a BAR0 access of `len` bytes at `off` touches the guest's EDID page.
+fn edid_page(off: u64, len: u64) -> bool {
+    let base = u64::from(edid::guest::BASE);
+    off < base + u64::from(edid::guest::SIZE) && off.saturating_add(len) > base
+}
+
+/// Start of the GGTT view in BAR0.
+const GGTT_BAR0: u64 = crate::gvt_core::mmio::GGTT_VIEW_BASE;
 
 /// Aperture (BAR2) access through the region instead of the mapping: the same
 /// pages; outside the vGPU's slice reads return 0 and writes are dropped.
@@ -728,7 +873,7 @@ fn rw(vdev: *mut vfio::vfio_device, ubuf: usize, count: usize, ppos: *mut i64, d
     if count == 0 {
         return 0;
     }
-    if pos >> REGION_SHIFT >= u64::from(NUM_REGIONS) {
+    if pos >> REGION_SHIFT >= u64::from(ALL_REGIONS) {
         return errno(EINVAL);
     }
     // Register-like regions take single, naturally aligned accesses; memory
@@ -791,6 +936,12 @@ unsafe extern "C" fn vgpu_region_info(
         BAR0 => (BAR0_SIZE, rw),
         BAR2 => (p.layout.aperture_size, rw | vfio::VFIO_REGION_INFO_FLAG_MMAP | vfio::VFIO_REGION_INFO_FLAG_CAPS),
         i if i < NUM_REGIONS => (0, 0),
+        EDID_REGION => (edid::EDID_REGION_SIZE, rw | vfio::VFIO_REGION_INFO_FLAG_CAPS),
+        // Read-only: the VMM shows the guest's screen, it does not draw.
+        DISPLAY_REGION => match v.state.lock().core() {
+            Ok(c) => (c.display_region_size(), vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_MMAP),
+            Err(e) => return e.to_errno(),
+        },
         _ => return EINVAL.to_errno(),
     };
     info.offset = u64::from(info.index) << REGION_SHIFT;
@@ -816,6 +967,19 @@ unsafe extern "C" fn vgpu_region_info(
         if ret != 0 {
             return ret;
         }
+    }
+    if info.index == EDID_REGION {
+        let mut cap = vfio::vfio_region_info_cap_type {
+            type_: vfio::VFIO_REGION_TYPE_GFX,
+            subtype: vfio::VFIO_REGION_SUBTYPE_GFX_EDID,
+            ..Default::default()
+        };
+        cap.header.id = vfio::VFIO_REGION_INFO_CAP_TYPE as u16;
+        cap.header.version = 1;
+        // SAFETY: as above, for a `vfio_region_info_cap_type`.
+        return unsafe {
+            vfio::vfio_info_add_capability(caps, &mut cap.header, core::mem::size_of::<vfio::vfio_region_info_cap_type>())
+        };
     }
     0
 }
@@ -850,6 +1014,13 @@ unsafe extern "C" fn vgpu_ioctl(vdev: *mut vfio::vfio_device, cmd: u32, arg: usi
     let v = unsafe { vgpu_of(vdev) };
     let r = match cmd {
         VFIO_DEVICE_GET_INFO => ioctl_get_info(arg),
+        VFIO_DEVICE_QUERY_GFX_PLANE => ioctl_query_gfx_plane(v, arg),
+        VFIO_DEVICE_GET_GFX_DMABUF => {
+            return match ioctl_get_gfx_dmabuf(v, arg) {
+                Ok(fd) => fd as isize,
+                Err(e) => errno(e),
+            }
+        }
         VFIO_DEVICE_GET_IRQ_INFO => ioctl_irq_info(arg),
         VFIO_DEVICE_SET_IRQS => ioctl_set_irqs(v, arg),
         VFIO_DEVICE_RESET => {
@@ -874,13 +1045,72 @@ fn ioctl_get_info(arg: usize) -> Result {
         return Err(EINVAL);
     }
     info.flags = vfio::VFIO_DEVICE_FLAGS_PCI | vfio::VFIO_DEVICE_FLAGS_RESET;
-    info.num_regions = NUM_REGIONS;
+    info.num_regions = ALL_REGIONS;
     info.num_irqs = NUM_IRQS;
     // No device capabilities (no FLAGS_CAPS): as vfio-pci, write back as
     // much of the struct as the caller has room for, cap_offset 0.
     info.cap_offset = 0;
     let out = (info.argsz as usize).min(core::mem::size_of::<vfio::vfio_device_info>());
     copy_out(arg, &info, out)
+}
+
+/// What this driver implements of `VFIO_DEVICE_QUERY_GFX_PLANE` (probes
+/// answer from it).
+fn gfx_caps(v: &Vgpu) -> GfxCaps {
+    GfxCaps { region: true, dmabuf: v.dmabuf() }
+}
+
+/// `VFIO_DEVICE_QUERY_GFX_PLANE` (linux/vfio.h): `argsz` covers at least up
+/// to `region_index`/`dmabuf_id`; a probe answers 0 or -EINVAL and writes
+/// nothing back; a query writes the plane (or "no plane": zero format, size,
+/// width, height) back.
+fn ioctl_query_gfx_plane(v: &Vgpu, arg: usize) -> Result {
+    let minsz = core::mem::offset_of!(vfio::vfio_device_gfx_plane_info, __bindgen_anon_1) + 4;
+    let mut info: vfio::vfio_device_gfx_plane_info = copy_in(arg, minsz)?;
+    if (info.argsz as usize) < minsz {
+        return Err(EINVAL);
+    }
+    let caps = gfx_caps(v);
+    let probe = info.flags & gfx::VFIO_GFX_PLANE_TYPE_PROBE != 0;
+    let (a, diagnose) = {
+        let mut st = v.state.lock();
+        let (core, storage) = st.split()?;
+        let a = core.query_gfx_plane(&storage, info.flags, info.drm_plane_type, caps, DISPLAY_REGION).map_err(|_| EINVAL)?;
+        if a.observed.changed {
+            // The region now shows another plane (or none): drop the old
+            // pages from every mapping, under the lock the fault takes.
+            zap_display(v.vdev);
+        }
+        // Say once why the console is black (each time the reason changes).
+        let mut diagnose = None;
+        if !probe && info.drm_plane_type == gfx::DRM_PLANE_TYPE_PRIMARY {
+            if a.no_plane.is_some() && a.no_plane != st.no_plane {
+                diagnose = a.no_plane;
+            }
+            st.no_plane = a.no_plane;
+        }
+        (a, diagnose)
+    };
+    if probe {
+        return Ok(());
+    }
+    if let Some(why) = diagnose {
+        pr_info!("vGPU {}: no display plane: {}\n", v.id, Shown(why));
+    }
+    let p = a.info;
+    info.drm_format = p.drm_format;
+    info.drm_format_mod = p.drm_format_mod;
+    info.width = p.width;
+    info.height = p.height;
+    info.stride = p.stride;
+    info.size = p.size;
+    info.x_pos = p.x_pos;
+    info.y_pos = p.y_pos;
+    info.x_hot = p.x_hot;
+    info.y_hot = p.y_hot;
+    // (`region_index` and `dmabuf_id` share the union's storage.)
+    info.__bindgen_anon_1.bindgen_union_field = p.region_index_or_dmabuf_id;
+    copy_out(arg, &info, minsz)
 }
 
 fn ioctl_irq_info(arg: usize) -> Result {
@@ -1001,16 +1231,32 @@ unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings:
     // As vfio-pci: the region index is the page offset's top bits (no
     // overflow for a huge pgoff), a shared mapping only.
     let index = pgoff >> (REGION_SHIFT - PAGE_SHIFT);
+    let off = (pgoff & (REGION_MASK >> PAGE_SHIFT)) << PAGE_SHIFT;
+    if index == u64::from(DISPLAY_REGION) && shared {
+        let size = match v.state.lock().core() {
+            Ok(c) => c.display_region_size(),
+            Err(e) => return e.to_errno(),
+        };
+        if len == 0 || off.checked_add(len).is_none_or(|end| end > size) {
+            return EINVAL.to_errno();
+        }
+        // SAFETY: as below; the helper refuses a writable mapping of the
+        // read-only region and keeps it from becoming one.
+        return unsafe { vfio::gvt_rs_vma_setup_ro(vma, &DISPLAY_VM_OPS.0, ptr::from_ref(v).cast_mut().cast()) };
+    }
     if index != u64::from(BAR2) || !shared {
         return EINVAL.to_errno();
     }
-    let off = (pgoff & (REGION_MASK >> PAGE_SHIFT)) << PAGE_SHIFT;
     if len == 0 || !v.part.aperture.contains(off, len) {
         return EINVAL.to_errno();
     }
     // SAFETY: the ops table is 'static; the private pointer stays valid while
     // the mapping exists (it holds the device file open, so no `release`).
-    unsafe { vfio::gvt_rs_vma_setup(vma, &APERTURE_VM_OPS.0, ptr::from_ref(v).cast_mut().cast()) };
+    // A PFN mapping: the frames are guest RAM (the VMM's anonymous or shmem
+    // pages), not pages of this file; a `vmf->page` fault would hand them to
+    // the shared-file write-fault path (dirty accounting through their
+    // `mapping`), which is only right for page-cache pages of this file.
+    unsafe { vfio::gvt_rs_vma_setup_pfnmap(vma, &APERTURE_VM_OPS.0, ptr::from_ref(v).cast_mut().cast()) };
     0
 }
 
@@ -1040,14 +1286,246 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
     // same one): the guest's pinned page, or this vGPU's scratch page.  A
     // PTE change zaps this mapping (KCpu), so the next access faults again.
     match core.aperture_fault(&mut storage, off) {
-        Ok(page) => {
-            // SAFETY: a pfn mapping of a page that stays allocated while
-            // mapped: it is pinned (or is our scratch page) while the GGTT
-            // maps it, and the mapping is zapped before that changes.
-            unsafe { vfio::gvt_rs_vmf_insert_pfn(vmf, page.0) }
-        }
+        // SAFETY: the page is pinned (or is our scratch page) while the GGTT
+        // maps it, and the core invalidates this mapping (KCpu) before it
+        // unpins the page, under the lock held here.
+        Ok(page) => unsafe { vfio::gvt_rs_vmf_insert_pfn(vmf, page.0) },
         Err(_) => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
     }
+}
+
+// ---- display region mmap -------------------------------------------------------
+
+static DISPLAY_VM_OPS: Ops<bindings::vm_operations_struct> = Ops({
+    // SAFETY: as for `APERTURE_VM_OPS`.
+    let mut ops: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
+    ops.fault = Some(display_fault);
+    ops
+});
+
+/// Fault on the display region: the page of the plane the last
+/// QUERY_GFX_PLANE reported (through the shadow GGTT, like the aperture), or
+/// this vGPU's scratch page past the plane.  A new plane, a GGTT change
+/// under it, a DMA unmap or a reset zaps the mapping, so it faults again.
+unsafe extern "C" fn display_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: `vm_private_data` was set to our `Vgpu` by `vgpu_mmap`.
+    let v = unsafe { &*vfio::gvt_rs_vmf_private(vmf).cast::<Vgpu>() };
+    // SAFETY: `vmf` is the fault being handled.
+    let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64;
+    let page_index = pgoff & (REGION_MASK >> PAGE_SHIFT);
+    let mut st = v.state.lock();
+    let Ok((core, mut storage)) = st.split() else {
+        return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+    };
+    match core.display_fault(&mut storage, page_index) {
+        // SAFETY: the page is pinned (or is our scratch page) while the GGTT
+        // maps it; every path that could unpin it (a GGTT write under the
+        // shown plane, a DMA unmap, a reset) zaps this mapping first, under
+        // the lock held here, and a new plane zaps it too.
+        Some(page) => unsafe { vfio::gvt_rs_vmf_insert_pfn(vmf, page.0) },
+        None => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
+    }
+}
+
+// ---- dma-buf planes (VFIO_DEVICE_GET_GFX_DMABUF) --------------------------------
+
+/// One exported framebuffer: a page reference per page, taken under the
+/// vGPU's lock while the shadow GGTT mapped them, dropped at `release`.  It
+/// holds no pointer to the vGPU, so it may outlive it (the VMM keeps the fd).
+struct DmaBufPages {
+    pages: KVVec<*mut bindings::page>,
+    size: usize,
+}
+
+impl Drop for DmaBufPages {
+    fn drop(&mut self) {
+        for &pg in self.pages.iter() {
+            // SAFETY: each entry holds the reference `gvt_rs_pfn_get_page` took.
+            unsafe { vfio::gvt_rs_put_page(pg) };
+        }
+    }
+}
+
+static DMABUF_OPS: Ops<bindings::dma_buf_ops> = Ops({
+    // SAFETY: all-zero is a valid `dma_buf_ops` (optional callbacks, plain values).
+    let mut ops: bindings::dma_buf_ops = unsafe { core::mem::zeroed() };
+    ops.map_dma_buf = Some(dmabuf_map);
+    ops.unmap_dma_buf = Some(dmabuf_unmap);
+    ops.release = Some(dmabuf_release);
+    ops.mmap = Some(dmabuf_mmap);
+    ops
+});
+
+static DMABUF_VM_OPS: Ops<bindings::vm_operations_struct> = Ops({
+    // SAFETY: as for `APERTURE_VM_OPS`.
+    let mut ops: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
+    ops.fault = Some(dmabuf_fault);
+    ops
+});
+
+/// # Safety
+/// `buf` is a dma-buf exported by `ioctl_get_gfx_dmabuf` and not yet released.
+unsafe fn dmabuf_pages<'a>(buf: *mut bindings::dma_buf) -> &'a DmaBufPages {
+    // SAFETY: `priv_` is the `DmaBufPages` box leaked at export, freed only by
+    // `dmabuf_release`.
+    unsafe { &*(*buf).priv_.cast::<DmaBufPages>() }
+}
+
+fn err_ptr<T>(e: Error) -> *mut T {
+    e.to_errno() as isize as *mut T
+}
+
+unsafe extern "C" fn dmabuf_map(
+    at: *mut bindings::dma_buf_attachment,
+    dir: bindings::dma_data_direction,
+) -> *mut bindings::sg_table {
+    // SAFETY: the dma-buf core passes a live attachment of our buffer.
+    let (obj, dev) = unsafe { (dmabuf_pages((*at).dmabuf), (*at).dev) };
+    // SAFETY: all-zero is an empty `sg_table`.
+    let Ok(sgt) = KBox::new(unsafe { core::mem::zeroed::<bindings::sg_table>() }, GFP_KERNEL) else {
+        return err_ptr(ENOMEM);
+    };
+    let sgt = KBox::into_raw(sgt);
+    // SAFETY: `sgt` is ours; the page array holds `pages.len()` referenced pages.
+    let r = unsafe {
+        bindings::sg_alloc_table_from_pages_segment(
+            sgt,
+            obj.pages.as_ptr().cast_mut(),
+            obj.pages.len() as u32,
+            0,
+            obj.size as _,
+            u32::MAX,
+            bindings::GFP_KERNEL,
+        )
+    };
+    if r == 0 {
+        // SAFETY: a table built above, mapped for the importer's device.
+        if unsafe { bindings::dma_map_sgtable(dev, sgt, dir, 0) } == 0 {
+            return sgt;
+        }
+        // SAFETY: allocated above and not mapped.
+        unsafe { bindings::sg_free_table(sgt) };
+    }
+    // SAFETY: from `KBox::into_raw` above.
+    drop(unsafe { KBox::from_raw(sgt) });
+    err_ptr(ENOMEM)
+}
+
+unsafe extern "C" fn dmabuf_unmap(
+    at: *mut bindings::dma_buf_attachment,
+    sgt: *mut bindings::sg_table,
+    dir: bindings::dma_data_direction,
+) {
+    // SAFETY: `sgt` came from `dmabuf_map` for this attachment
+    // (`dma_unmap_sgtable` is an inline of exactly this call).
+    unsafe {
+        bindings::dma_unmap_sg_attrs((*at).dev, (*sgt).sgl, (*sgt).orig_nents as i32, dir, 0);
+        bindings::sg_free_table(sgt);
+        drop(KBox::from_raw(sgt));
+    }
+}
+
+unsafe extern "C" fn dmabuf_release(buf: *mut bindings::dma_buf) {
+    // SAFETY: the last reference is gone; `priv_` is our leaked box.
+    drop(unsafe { KBox::from_raw((*buf).priv_.cast::<DmaBufPages>()) });
+}
+
+unsafe extern "C" fn dmabuf_mmap(buf: *mut bindings::dma_buf, vma: *mut bindings::vm_area_struct) -> i32 {
+    // SAFETY: `vma` is being set up by mmap(2) of our dma-buf.
+    if !unsafe { vfio::gvt_rs_vma_is_shared(vma) } {
+        return EINVAL.to_errno();
+    }
+    // SAFETY: the mapping holds the dma-buf file, so `priv_` (and the page
+    // references it holds) outlives it; the dma-buf core checked the range
+    // against the buffer's size.  A PFN mapping: the pages belong to the
+    // guest RAM's file, which may drop them from its cache (the VMM unmaps
+    // its RAM) while the buffer still shows them.
+    unsafe { vfio::gvt_rs_vma_setup_pfnmap(vma, &DMABUF_VM_OPS.0, (*buf).priv_) };
+    0
+}
+
+unsafe extern "C" fn dmabuf_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+    // SAFETY: `vm_private_data` is the buffer's `DmaBufPages` (see `dmabuf_mmap`).
+    let obj = unsafe { &*vfio::gvt_rs_vmf_private(vmf).cast::<DmaBufPages>() };
+    // SAFETY: `vmf` is the fault being handled.
+    let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) };
+    match obj.pages.get(pgoff) {
+        // SAFETY: the buffer holds a reference on the page until `release`,
+        // which runs only after every mapping of it is gone.
+        Some(&pg) => unsafe { vfio::gvt_rs_vmf_insert_page_pfn(vmf, pg) },
+        None => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
+    }
+}
+
+/// `VFIO_DEVICE_GET_GFX_DMABUF`: a new dma-buf fd over the framebuffer of the
+/// plane whose id QUERY_GFX_PLANE (`VFIO_GFX_PLANE_TYPE_DMABUF`) returned.
+/// The pages are those the shadow GGTT maps now: the guest's, or this vGPU's
+/// scratch page; never another vGPU's (the plane was validated against this
+/// vGPU's slices, and the page list is built through its own shadow GGTT).
+fn ioctl_get_gfx_dmabuf(v: &Vgpu, arg: usize) -> Result<i32> {
+    if !v.dmabuf() {
+        return Err(ENOTTY);
+    }
+    let mut id = [0u8; 4];
+    UserSlice::new(UserPtr::from_addr(arg), 4).reader().read_slice(&mut id)?;
+    let id = u32::from_ne_bytes(id);
+    let obj = {
+        let mut st = v.state.lock();
+        let (core, mut storage) = st.split()?;
+        let plane = core.dmabuf_plane(id).ok_or(ENOENT)?;
+        let n = usize::try_from(plane.pages()).map_err(|_| EINVAL)?;
+        let mut hp = KVVec::with_capacity(n, GFP_KERNEL)?;
+        hp.resize(n, HostPage(0), GFP_KERNEL)?;
+        if core.framebuffer_pages(&mut storage, &plane, &mut hp).map_err(|_| EINVAL)? != n {
+            return Err(EINVAL);
+        }
+        let mut obj = DmaBufPages { pages: KVVec::with_capacity(n, GFP_KERNEL)?, size: plane.mapped_size() as usize };
+        for page in hp.iter() {
+            // SAFETY: the page is pinned (or our scratch page) while the GGTT
+            // maps it, and we hold the lock that keeps it so; the reference
+            // taken here keeps it alive for the buffer.
+            let pg = unsafe { vfio::gvt_rs_pfn_get_page(page.0) };
+            if pg.is_null() {
+                return Err(EFAULT);
+            }
+            if let Err(e) = obj.pages.push(pg, GFP_KERNEL) {
+                // SAFETY: the reference just taken.
+                unsafe { vfio::gvt_rs_put_page(pg) };
+                return Err(e.into());
+            }
+        }
+        obj
+    };
+    let size = obj.size;
+    let priv_ = KBox::into_raw(KBox::new(obj, GFP_KERNEL)?);
+    // SAFETY: all-zero is a valid `dma_buf_export_info`; the fields set are
+    // what DEFINE_DMA_BUF_EXPORT_INFO sets, plus ours.
+    let mut info: bindings::dma_buf_export_info = unsafe { core::mem::zeroed() };
+    info.exp_name = c"gvt_rs".as_ptr().cast();
+    // SAFETY: reads THIS_MODULE.
+    info.owner = unsafe { vfio::gvt_rs_this_module() }.cast();
+    info.ops = &DMABUF_OPS.0;
+    info.size = size;
+    info.flags = bindings::O_RDWR as i32;
+    info.priv_ = priv_.cast();
+    // SAFETY: `info` is complete; on success the buffer owns `priv_`.
+    let buf = unsafe { bindings::dma_buf_export(&info) };
+    // SAFETY: checking an ERR_PTR-or-pointer value.
+    if unsafe { vfio::gvt_rs_is_err(buf.cast()) } {
+        // SAFETY: not exported: the box is still ours.
+        drop(unsafe { KBox::from_raw(priv_) });
+        // SAFETY: as above.
+        return Err(Error::from_errno(unsafe { vfio::gvt_rs_ptr_err(buf.cast()) } as i32));
+    }
+    // SAFETY: `buf` is our new dma-buf; on failure dropping its only
+    // reference releases it (and our pages).
+    let fd = unsafe { bindings::dma_buf_fd(buf, (bindings::O_CLOEXEC | bindings::O_RDWR) as i32) };
+    if fd < 0 {
+        // SAFETY: as above.
+        unsafe { bindings::dma_buf_put(buf) };
+        return Err(Error::from_errno(fd));
+    }
+    Ok(fd)
 }
 
 // ---- sysfs: /sys/bus/mdev/devices/UUID/gvt/* ---------------------------------
@@ -1061,6 +1539,28 @@ fn vgpu_of_dev(dev: *mut bindings::device) -> Option<&'static Vgpu> {
     }
     // SAFETY: as above.
     Some(unsafe { vgpu_of(vdev) })
+}
+
+/// A `core::fmt::Display` value for the kernel's `pr_*!` macros.
+struct Shown<T>(T);
+
+impl<T: core::fmt::Display> kernel::fmt::Display for Shown<T> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        core::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// A DRM fourcc as its four characters.
+struct FourCc(u32);
+
+impl core::fmt::Display for FourCc {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        use core::fmt::Write as _;
+        for b in self.0.to_le_bytes() {
+            f.write_char(if b.is_ascii_graphic() { b as char } else { '?' })?;
+        }
+        Ok(())
+    }
 }
 
 #[no_mangle]
@@ -1091,6 +1591,40 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
             writeln!(w, "{}", if s == VgpuState::Failed { "failed" } else { "running" })
         }
         vfio::gvt_rs_attr_GVT_RS_ATTR_BALLOONED => writeln!(w, "{}", v.ballooned.load(Ordering::Relaxed)),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_DMABUF => writeln!(w, "{}", u8::from(v.dmabuf())),
+        vfio::gvt_rs_attr_GVT_RS_ATTR_DISPLAY => {
+            let mut st = v.state.lock();
+            let Ok((core, storage)) = st.split() else { return errno(ENODEV) };
+            let now = core.display_plane(&storage);
+            let ids = core.plane_ids();
+            let (shown, changes) = (ids.current(), ids.changes());
+            let _ = match now {
+                Ok(p) => writeln!(
+                    w,
+                    "plane: {}x{} {} stride {} surface {:#x} size {:#x}",
+                    p.width(),
+                    p.height(),
+                    FourCc(p.format().drm_fourcc()),
+                    p.stride(),
+                    p.surface(),
+                    p.mapped_size()
+                ),
+                Err(why) => writeln!(w, "plane: none: {why}"),
+            };
+            let _ = writeln!(w, "shown_plane_id: {shown}\nplane_changes: {changes}");
+            match st.edid.mode() {
+                Some(m) => writeln!(
+                    w,
+                    "monitor: {}x{} {}.{:03} Hz, hotplugs {}",
+                    m.width,
+                    m.height,
+                    m.refresh_millihz() / 1000,
+                    m.refresh_millihz() % 1000,
+                    st.edid.hotplug_count()
+                ),
+                None => writeln!(w, "monitor: disconnected, hotplugs {}", st.edid.hotplug_count()),
+            }
+        }
         vfio::gvt_rs_attr_GVT_RS_ATTR_STATS => {
             let st = v.state.lock();
             let Ok(core) = st.core() else { return errno(ENODEV) };
@@ -1111,6 +1645,13 @@ unsafe extern "C" fn gvt_rs_attr_store(dev: *mut bindings::device, attr: u32, bu
     let input = unsafe { core::slice::from_raw_parts(buf, count) };
     let text = core::str::from_utf8(input).map(|s| s.trim()).unwrap_or("");
     match attr {
+        vfio::gvt_rs_attr_GVT_RS_ATTR_DMABUF => match text {
+            "0" | "1" => {
+                v.dmabuf.store(text == "1", Ordering::Relaxed);
+                count as isize
+            }
+            _ => errno(EINVAL),
+        },
         vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => match text.parse::<u32>() {
             Ok(w) => match parent::get().gpu.lock().gpu.scheduler_mut().set_weight(v.slot, w) {
                 Ok(()) => count as isize,

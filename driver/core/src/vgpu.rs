@@ -23,6 +23,10 @@
 //! | `vfio_device_ops.dma_unmap` | [`Vgpu::dma_unmap`] | vGPU, GPU |
 //! | engine workqueue | [`super::gpu::Gpu::run_engines`], then per delivered vGPU [`Vgpu::signal`] | GPU; then vGPU |
 //! | sysfs `gvt/stats` | [`Vgpu::write_stats`] | vGPU, GPU |
+//! | `VFIO_DEVICE_QUERY_GFX_PLANE` | [`Vgpu::query_gfx_plane`] (zap the display region when the id changed) | vGPU |
+//! | `vm_operations.fault` / `read` of the display region | [`Vgpu::display_fault`], [`Vgpu::display_read`] | vGPU |
+//! | `VFIO_DEVICE_GET_GFX_DMABUF` | [`Vgpu::dmabuf_plane`], [`Vgpu::framebuffer_pages`] | vGPU |
+//! | sysfs `gvt/display` | [`Vgpu::display_plane`], [`Vgpu::plane_ids`] | vGPU |
 //!
 //! "vGPU, GPU" means: take the vGPU's lock, then the GPU lock (the order of
 //! [`super::gpu`]'s locking model); signal eventfds after dropping both.
@@ -36,10 +40,11 @@ use core::fmt;
 use super::aperture::{self, ApertureError, CpuMappings};
 use super::backend::{EngineId, Pte};
 use super::cfgspace::{CfgError, CfgSpace, CFG_SIZE};
+use super::display::{self, GfxCaps, InvalidQuery, NoPlane, Plane, PlaneIds, QueryAnswer};
 use super::ggtt::{Ggtt, GgttError, GgttState, PteWrite, VgpuGm};
 use super::gpu::{Gpu, GpuError, RingSetup, SubmitOutcome};
 use super::irq::Delivery;
-use super::mem::{GmRange, GuestMemory, HostMemory, HostPage};
+use super::mem::{GmRange, GuestMemory, HostMemory, HostPage, MemError};
 use super::mmio::{self, ring_regs, Bar0Region, MmioError, TrapEvent, VgpuMmio};
 use super::partition::Partition;
 use super::ppgtt::{HostPageAlloc, Ppgtt, PpgttError, PpgttState, ENTRIES};
@@ -54,6 +59,9 @@ pub use super::regs::VREG_DWORDS;
 pub const CONFIG_SIZE: u64 = CFG_SIZE as u64;
 /// Shadow page tables per vGPU by default (each maps 2 MiB of local GM).
 pub const DEFAULT_PPGTT_TABLES: usize = 32;
+/// Distinct planes whose ids a vGPU remembers (double and triple buffering
+/// flip among this many surfaces and keep their ids, [`display::PlaneIds`]).
+pub const PLANE_IDS: usize = 4;
 
 /// Why a region access or setup was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -215,6 +223,9 @@ pub struct Vgpu<const P: usize = DEFAULT_PPGTT_TABLES> {
     ring_dirty: [bool; EngineId::COUNT],
     /// Guest PP_DIR_BASE (render).
     pd: Option<u32>,
+    /// Identity of the primary planes reported by QUERY_GFX_PLANE; the
+    /// current one is what the display region maps.
+    plane_ids: PlaneIds<PLANE_IDS>,
 }
 
 impl<const P: usize> Vgpu<P> {
@@ -264,7 +275,30 @@ impl<const P: usize> Vgpu<P> {
             ppgtt: pp,
             ring_dirty: [false; EngineId::COUNT],
             pd: None,
+            plane_ids: PlaneIds::new(),
         })
+    }
+
+    /// [`Vgpu::create`] into caller-provided memory (the kernel's heap slot),
+    /// so the caller's stack frame never holds the vGPU: the kernel creates
+    /// vGPUs deep in the mdev create path, on a 16 KiB stack.
+    pub fn create_in<'o, const N: usize, H, A, C, G, M>(
+        out: &'o mut core::mem::MaybeUninit<Self>,
+        gpu: &mut Gpu<N>,
+        phys: &mut [Pte],
+        p: VgpuParams<'_>,
+        st: &mut VgpuStorage<'_>,
+        env: &mut Env<'_, H, A, C, G, M>,
+    ) -> Result<&'o mut Self, AccessError>
+    where
+        H: HostMemory,
+        A: HostPageAlloc,
+        C: Clock,
+        G: GuestMemory,
+        M: CpuMappings,
+    {
+        let v = Self::create(gpu, phys, p, st, env)?;
+        Ok(out.write(v))
     }
 
     /// Destroy (VFIO `release`): the engines stop using it, every pin and
@@ -345,6 +379,7 @@ impl<const P: usize> Vgpu<P> {
         }
         self.ring_dirty = [false; EngineId::COUNT];
         self.pd = None;
+        self.plane_ids.clear();
         self.counters.resets += 1;
     }
 
@@ -699,6 +734,101 @@ impl<const P: usize> Vgpu<P> {
         n
     }
 
+    /// The vGPU's own graphics memory slices.
+    fn gm(&self) -> VgpuGm {
+        VgpuGm { aperture: self.part.aperture, high: self.part.high }
+    }
+
+    /// The primary plane as the guest has programmed it now (decoded from
+    /// the vregs, [`display::decode`]), or why there is none.
+    pub fn display_plane(&self, st: &VgpuStorage<'_>) -> Result<Plane, NoPlane> {
+        display::decode_vregs(st.vregs, &self.gm())
+    }
+
+    /// Plane identities (the current id is the last QUERY_GFX_PLANE's).
+    pub fn plane_ids(&self) -> &PlaneIds<PLANE_IDS> {
+        &self.plane_ids
+    }
+
+    /// The plane the last QUERY_GFX_PLANE reported: what the display region
+    /// maps until the next query (`None`: no plane; the region shows scratch).
+    pub fn shown_plane(&self) -> Option<Plane> {
+        self.plane_ids.lookup(self.plane_ids.current())
+    }
+
+    /// Size of the display region ([`display::display_region_size`]).
+    pub fn display_region_size(&self) -> u64 {
+        display::display_region_size(&self.gm())
+    }
+
+    /// `VFIO_DEVICE_QUERY_GFX_PLANE` ([`display::query_gfx_plane`]) with this
+    /// vGPU's plane identities.  When `observed.changed`, the glue drops the
+    /// display region's CPU mappings so the VMM faults in the new pages.
+    ///
+    /// A region query with `drm_plane_type` 0 asks for the primary plane:
+    /// QEMU's region display path (`vfio_display_region_update`) never sets
+    /// the plane type, and region planes are primary planes only (as in the
+    /// kernel's `mdpy` sample).  dma-buf queries name the plane explicitly.
+    pub fn query_gfx_plane(
+        &mut self,
+        st: &VgpuStorage<'_>,
+        flags: u32,
+        drm_plane_type: u32,
+        caps: GfxCaps,
+        region_index: u32,
+    ) -> Result<QueryAnswer, InvalidQuery> {
+        let gm = self.gm();
+        let plane_type = if flags == display::vfio::VFIO_GFX_PLANE_TYPE_REGION
+            && drm_plane_type == display::vfio::DRM_PLANE_TYPE_OVERLAY
+        {
+            display::vfio::DRM_PLANE_TYPE_PRIMARY
+        } else {
+            drm_plane_type
+        };
+        display::query_gfx_plane(flags, plane_type, caps, st.vregs, &gm, &mut self.plane_ids, region_index)
+    }
+
+    /// Fault on the display region's mapping: the host page region page
+    /// `page_index` maps now ([`display::region_fault`] of the shown plane
+    /// through this vGPU's shadow GGTT); `None` past the region (SIGBUS).
+    pub fn display_fault(&mut self, st: &mut VgpuStorage<'_>, page_index: u64) -> Option<HostPage> {
+        let plane = self.shown_plane();
+        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).ok()?;
+        display::region_fault(plane.as_ref(), &g, page_index)
+    }
+
+    /// A `read()` of the display region ([`display::region_read`]).
+    pub fn display_read<H: HostMemory>(&mut self, st: &mut VgpuStorage<'_>, host: &H, offset: u64, buf: &mut [u8]) -> Result<(), MemError> {
+        let plane = self.shown_plane();
+        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(|_| MemError::OutOfRange)?;
+        display::region_read(plane.as_ref(), &g, host, offset, buf)
+    }
+
+    /// The plane a `VFIO_DEVICE_GET_GFX_DMABUF` argument names (an id
+    /// QUERY_GFX_PLANE handed out and that is still remembered).
+    pub fn dmabuf_plane(&self, id: u32) -> Option<Plane> {
+        self.plane_ids.lookup(id)
+    }
+
+    /// The framebuffer page list of `plane` ([`display::framebuffer_pages`]
+    /// through this vGPU's shadow GGTT) into `out` (room for
+    /// [`Plane::pages`] entries; a shorter `out` gets the first pages);
+    /// returns how many were written.  Refused for
+    /// a plane outside this vGPU's slices.  The pages stay valid only while
+    /// the caller holds the vGPU's lock: take a reference on each before
+    /// dropping it.
+    pub fn framebuffer_pages(&mut self, st: &mut VgpuStorage<'_>, plane: &Plane, out: &mut [HostPage]) -> Result<usize, NoPlane> {
+        let outside = NoPlane::SurfaceOutsideGm { surface: plane.surface(), size: plane.size() };
+        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(|_| outside)?;
+        let pages = display::framebuffer_pages(plane, &g)?;
+        let mut n = 0;
+        for (slot, page) in out.iter_mut().zip(pages) {
+            *slot = page;
+            n += 1;
+        }
+        Ok(n)
+    }
+
     /// Turn a [`Delivery`] from the engine worker (or a trap) into what the
     /// glue signals, per the guest's PCI configuration: MSI when enabled,
     /// else the INTx level (also shown in the status register) unless the
@@ -909,5 +1039,101 @@ mod tests {
         assert_eq!(v.signal(up), Signal::default());
         v.cfg_write(off::MSI_CTRL as u32, &1u16.to_le_bytes()).unwrap();
         assert_eq!(v.signal(up), Signal { msi: true, intx: None });
+    }
+
+    #[test]
+    fn display_plane_query_fault_flip_and_reset() {
+        use super::super::display::{vfio as gfx, NoPlane};
+        use super::super::pvinfo::vgtif;
+        use super::super::regs::{DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC};
+        let mut r = Rig::new();
+        // Aperture pages 0..4 of the vGPU -> guest frames 0x101.. (host pages 1..).
+        for i in 0..4u64 {
+            let off = mmio::GGTT_VIEW_BASE + ((1u64 << 20) / PAGE_SIZE + i) * 8;
+            r.w(off, &(((0x101 + i) << 12) | 1).to_le_bytes()).unwrap();
+        }
+        let w32 = |r: &mut Rig, off: u32, v: u32| {
+            r.w(u64::from(off), &v.to_le_bytes()).unwrap();
+        };
+        w32(&mut r, PIPEASRC, (63 << 16) | 31); // 64x32
+        w32(&mut r, DSPASTRIDE, 256);
+        w32(&mut r, DSPASURF, 1 << 20);
+        w32(&mut r, DSPACNTR, (1 << 31) | (6 << 26));
+        let caps = GfxCaps { region: true, dmabuf: true };
+        let q = |r: &mut Rig, flags: u32| {
+            let st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+            r.v.as_mut().unwrap().query_gfx_plane(&st, flags, gfx::DRM_PLANE_TYPE_PRIMARY, caps, 10)
+        };
+        let fault = |r: &mut Rig, page: u64| {
+            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+            r.v.as_mut().unwrap().display_fault(&mut st, page)
+        };
+        let q_typed = |r: &mut Rig, flags: u32, ty: u32| {
+            let st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+            r.v.as_mut().unwrap().query_gfx_plane(&st, flags, ty, caps, 10)
+        };
+        // Not ready: no plane, the region shows scratch.
+        let a = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
+        assert_eq!(a.no_plane, Some(NoPlane::DisplayNotReady));
+        assert_eq!((a.info.width, a.info.size, a.observed.id), (0, 0, 0));
+        assert_eq!(fault(&mut r, 0), Some(HostPage(99)));
+        w32(&mut r, PVINFO_BASE + vgtif::DISPLAY_READY, 1);
+        // A probe answers without observing.
+        let p = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_PROBE | gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
+        assert_eq!(p.observed.id, 0);
+        assert!(r.vgpu().shown_plane().is_none());
+        let a = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
+        assert_eq!((a.info.width, a.info.height, a.info.stride, a.info.size), (64, 32, 256, 8192));
+        assert_eq!(a.info.region_index_or_dmabuf_id, 10);
+        assert!(a.observed.changed && a.observed.id != 0);
+        let first = a.observed.id;
+        assert_eq!((fault(&mut r, 0), fault(&mut r, 1), fault(&mut r, 2)), (Some(HostPage(1)), Some(HostPage(2)), Some(HostPage(99))));
+        let size = r.vgpu().display_region_size();
+        assert_eq!(size, 1 << 20, "the largest slice (1 MiB)");
+        assert_eq!(fault(&mut r, size / PAGE_SIZE), None, "past the region");
+        // QEMU's region path leaves drm_plane_type 0: the primary plane.
+        let z = q_typed(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION, gfx::DRM_PLANE_TYPE_OVERLAY).unwrap();
+        assert_eq!((z.info.width, z.observed.id), (64, first));
+        // Cursor queries, and overlay queries of dma-buf planes: none.
+        let c = q_typed(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION, gfx::DRM_PLANE_TYPE_CURSOR).unwrap();
+        assert_eq!(c.info.width, 0);
+        let o = q_typed(&mut r, gfx::VFIO_GFX_PLANE_TYPE_DMABUF, gfx::DRM_PLANE_TYPE_OVERLAY).unwrap();
+        assert_eq!(o.info.width, 0);
+        assert_eq!(r.vgpu().plane_ids().current(), first, "non-primary queries observe nothing");
+        // A flip shows only after the next query (the region maps the plane reported).
+        w32(&mut r, DSPASURF, (1 << 20) + 2 * PAGE_SIZE as u32);
+        assert_eq!(fault(&mut r, 0), Some(HostPage(1)));
+        let b = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_DMABUF).unwrap();
+        assert!(b.observed.changed && b.observed.id != first);
+        assert_eq!(b.info.region_index_or_dmabuf_id, b.observed.id, "dma-buf planes carry the id");
+        assert_eq!(fault(&mut r, 0), Some(HostPage(3)));
+        // The dma-buf path: the remembered plane's page list.
+        let plane = r.vgpu().dmabuf_plane(first).expect("first plane remembered");
+        let mut pages = [HostPage(0); 2];
+        {
+            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+            assert_eq!(r.v.as_mut().unwrap().framebuffer_pages(&mut st, &plane, &mut pages), Ok(2));
+        }
+        assert_eq!(pages, [HostPage(1), HostPage(2)]);
+        assert!(r.vgpu().dmabuf_plane(0).is_none() && r.vgpu().dmabuf_plane(999).is_none());
+        // Flip back: the old id again.
+        w32(&mut r, DSPASURF, 1 << 20);
+        assert_eq!(q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap().observed.id, first);
+        // A surface in another vGPU's memory is no plane.
+        w32(&mut r, DSPASURF, 3 << 20);
+        let c = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
+        assert!(matches!(c.no_plane, Some(NoPlane::SurfaceOutsideGm { .. })));
+        assert_eq!(fault(&mut r, 0), Some(HostPage(99)));
+        w32(&mut r, DSPASURF, 1 << 20);
+        q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
+        assert!(r.vgpu().shown_plane().is_some());
+        // Reset forgets every plane.
+        {
+            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+            let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
+            r.v.as_mut().unwrap().reset(&mut r.gpu, &mut r.phys, &mut st, &mut env);
+        }
+        assert!(r.vgpu().shown_plane().is_none() && r.vgpu().dmabuf_plane(first).is_none());
+        assert_eq!(fault(&mut r, 0), Some(HostPage(99)));
     }
 }

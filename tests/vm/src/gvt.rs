@@ -363,12 +363,22 @@ impl Drop for GuestRam {
 /// Open `m` like [`open`], and give it `pages` pages of guest RAM at IOVA
 /// `iova` in the same container.
 pub fn open_with_ram(m: &Mdev, pages: usize, iova: u64) -> (VfioDevice, GuestRam) {
+    open_with_ram_flags(m, pages, iova, libc::MAP_SHARED)
+}
+
+/// [`open_with_ram`] with private anonymous RAM, as QEMU allocates guest RAM
+/// by default (shared memory is shmem, with a page cache; private is not).
+pub fn open_with_private_ram(m: &Mdev, pages: usize, iova: u64) -> (VfioDevice, GuestRam) {
+    open_with_ram_flags(m, pages, iova, libc::MAP_PRIVATE)
+}
+
+fn open_with_ram_flags(m: &Mdev, pages: usize, iova: u64, share: i32) -> (VfioDevice, GuestRam) {
     let container = Arc::new(VfioContainer::new(None).expect("open /dev/vfio/vfio"));
     let dev = VfioDevice::new(&m.sysfs_path(), container.clone(), false).expect("open the vGPU through VFIO");
     let len = pages * 4096;
-    // SAFETY: a fresh anonymous shared mapping.
+    // SAFETY: a fresh anonymous mapping.
     let ptr = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, share | libc::MAP_ANONYMOUS, -1, 0)
     };
     assert_ne!(ptr, libc::MAP_FAILED, "mmap guest RAM");
     // SAFETY: the mapping lives until `GuestRam` unmaps it (after the DMA unmap).

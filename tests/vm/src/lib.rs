@@ -195,3 +195,10 @@ pub fn ensure_module(name: &str, params: &[&str]) {
         .expect("run insmod");
     assert!(st.success(), "insmod {name} failed: {st}");
 }
+
+/// The test pattern of the display tests at pixel (x, y) of surface `seed`
+/// (XRGB8888, alpha byte set): the L2 display program draws it, the L1 test
+/// checks QEMU's screendump against it.
+pub fn display_pixel(seed: u32, x: u32, y: u32) -> u32 {
+    (seed.wrapping_mul(0x9E37_79B1) ^ (y << 12) ^ x ^ 0x5A00_0000) | 0xFF00_0000
+}

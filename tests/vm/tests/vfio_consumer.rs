@@ -45,7 +45,7 @@ fn vfio_device_region_and_irq_info() {
     ioctl(&dev, VFIO_DEVICE_GET_INFO, &mut info).expect("GET_INFO");
     assert_eq!(info.cap_offset, 0, "no device capabilities");
     assert_eq!(info.flags, VFIO_DEVICE_FLAGS_PCI | VFIO_DEVICE_FLAGS_RESET, "device flags");
-    assert_eq!(info.num_regions, VFIO_PCI_NUM_REGIONS);
+    assert_eq!(info.num_regions, VFIO_PCI_NUM_REGIONS + 2, "PCI regions, then EDID and display (tests/vm/tests/display.rs)");
     assert_eq!(info.num_irqs, VFIO_PCI_NUM_IRQS);
 
     let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
@@ -282,6 +282,38 @@ fn vfio_aperture_mmap_and_region_agree() {
     assert_eq!(sub.read32(8), 0xA000_0001);
 }
 
+/// Guest RAM as QEMU allocates it by default: private anonymous memory (no
+/// page cache behind it).  CPU writes through the aperture mapping reach it
+/// (a write fault on a shared device mapping must not treat the guest's
+/// anonymous page as a page of the device file: this used to oops in the
+/// dirty-page accounting), and the mapping follows GGTT changes and DMA unmap.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn vfio_aperture_over_private_anonymous_ram() {
+    let m = vgpu(32);
+    let a = attrs(&m);
+    let (dev, mut ram) = open_with_private_ram(&m, 8, 0x4000_0000);
+    enable_mem(&dev);
+    map_gtt_range(&dev, &ram, a.ap_base, 4);
+    let map = Mapping::new(&dev, BAR2, a.ap_base, 4 * 4096).expect("mmap the slice");
+    for p in 0..4 {
+        map.write32(p * 4096 + 12, 0xB0_0000 | p as u32);
+        assert_eq!(ram.read32(p * 4096 + 12), 0xB0_0000 | p as u32, "write through the aperture, page {p}");
+        ram.write32(p * 4096 + 16, 0xC0_0000 | p as u32);
+        assert_eq!(map.read32(p * 4096 + 16), 0xC0_0000 | p as u32, "guest RAM seen through the aperture, page {p}");
+    }
+    // Remap page 1 onto RAM page 6: the mapping follows.
+    ram.write32(6 * 4096 + 12, 0x66);
+    map_gtt(&dev, &ram, a.ap_base / 4096 + 1, 6);
+    assert_eq!(map.read32(4096 + 12), 0x66);
+    // The VMM unmaps its RAM: the aperture falls back to scratch, no stale page.
+    ram.unmap();
+    let v = map.probe(0).expect("still mapped (scratch)");
+    assert_ne!(v, 0xB0_0000, "no access to the unmapped guest page");
+    map.write32(0, 0x5C);
+    assert_eq!(map.read32(4096), 0x5C, "every page now reaches the scratch page");
+}
+
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn vfio_mmap_outside_the_slice_is_einval() {
@@ -304,7 +336,8 @@ fn vfio_mmap_outside_the_slice_is_einval() {
     bad.push((BAR0, 0, 4096, "BAR0 is trapped"));
     bad.push((CFG, 0, 4096, "config space"));
     bad.push((1, 0, 4096, "absent BAR1"));
-    bad.push((9, 0, 4096, "no region 9"));
+    bad.push((9, 0, 4096, "the EDID region (not mappable)"));
+    bad.push((11, 0, 4096, "no region 11"));
     for (region, off, len, what) in bad {
         assert_eq!(errno(Mapping::new(&dev, region, off, len)), libc::EINVAL, "mmap {what}");
     }
@@ -507,7 +540,7 @@ fn vfio_bad_requests_get_the_right_errno() {
     assert_eq!(errno(pread(&dev, BAR0, BAR0_SIZE, &mut b[..4])), libc::EINVAL, "BAR0 read past 16 MiB");
     assert_eq!(errno(pwrite(&dev, BAR0, BAR0_SIZE - 4, &b[..8])), libc::EINVAL, "BAR0 write running past 16 MiB");
     // Regions that do not exist or have no size.
-    for r in [1u32, 3, 4, 5, VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX, 9, 200] {
+    for r in [1u32, 3, 4, 5, VFIO_PCI_ROM_REGION_INDEX, VFIO_PCI_VGA_REGION_INDEX, 11, 200] {
         assert_eq!(errno(pread(&dev, r, 0, &mut b[..4])), libc::EINVAL, "read of region {r}");
         assert_eq!(errno(pwrite(&dev, r, 0, &b[..4])), libc::EINVAL, "write of region {r}");
     }
@@ -518,10 +551,10 @@ fn vfio_bad_requests_get_the_right_errno() {
     assert_eq!(errno(ioctl(&dev, VFIO_DEVICE_GET_INFO, &mut info)), libc::EINVAL, "GET_INFO argsz too small");
     let mut ri = vfio_region_info {
         argsz: std::mem::size_of::<vfio_region_info>() as u32,
-        index: VFIO_PCI_NUM_REGIONS,
+        index: VFIO_PCI_NUM_REGIONS + 2,
         ..Default::default()
     };
-    assert_eq!(errno(ioctl(&dev, VFIO_DEVICE_GET_REGION_INFO, &mut ri)), libc::EINVAL, "region index 9");
+    assert_eq!(errno(ioctl(&dev, VFIO_DEVICE_GET_REGION_INFO, &mut ri)), libc::EINVAL, "region index 11");
     ri.index = 0;
     ri.argsz = 12;
     assert_eq!(
