@@ -32,7 +32,7 @@
 //! through eventfds (vfio's virqfd, as QEMU's KVM resamplefd path uses).
 
 use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kernel::page::Page;
 use kernel::prelude::*;
@@ -193,6 +193,13 @@ pub(crate) struct Vgpu {
     ballooned: AtomicU64,
     /// The VMM was told (REQ irq) that this vGPU failed; cleared on reset.
     failed_told: AtomicBool,
+    /// The task that is inside `bar0_write` (which may pin guest pages),
+    /// or 0.  A guest can point a GGTT entry at the VMM's own mapping of
+    /// this vGPU's aperture: pinning it faults into our fault handler, in
+    /// the same task, with the state lock held.  The handler refuses that
+    /// fault (SIGBUS: the pin fails, the PTE goes to scratch) instead of
+    /// deadlocking the host.
+    pinning: AtomicUsize,
     /// dma-buf planes offered (sysfs `gvt/dmabuf`; on by default).  A VMM
     /// without OpenGL (QEMU `display=on` with no GL display) needs them off:
     /// QEMU takes dma-buf planes whenever the probe says they exist.
@@ -360,6 +367,11 @@ fn zap_display(vdev: *mut vfio::vfio_device) {
     let start = u64::from(DISPLAY_REGION) << REGION_SHIFT;
     // SAFETY: as in `zap_aperture`.
     unsafe { vfio::gvt_rs_zap_range(vdev, start, 1u64 << REGION_SHIFT) };
+}
+
+/// The running task, as an address (for [`Vgpu::pinning`]).
+fn current_task() -> usize {
+    kernel::task::Task::current_raw() as usize
 }
 
 /// # Safety
@@ -583,6 +595,7 @@ fn new_vgpu(
             resolution,
             ballooned: AtomicU64::new(0),
             failed_told: AtomicBool::new(false),
+            pinning: AtomicUsize::new(0),
             dmabuf: AtomicBool::new(true),
             state <- new_mutex!(state),
             irqs <- new_mutex!(Irqs { ctx: [ptr::null_mut(); NUM_IRQS as usize], intx_masked: false }),
@@ -758,7 +771,10 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<bo
             match dir {
                 Dir::Read => core.bar0_read(gpu, &mut storage, off, buf).map_err(access_err)?,
                 Dir::Write => {
-                    let out = core.bar0_write(gpu, phys, &mut storage, &mut env!(v), off, buf).map_err(access_err)?;
+                    v.pinning.store(current_task(), Ordering::Relaxed);
+                    let out = core.bar0_write(gpu, phys, &mut storage, &mut env!(v), off, buf);
+                    v.pinning.store(0, Ordering::Relaxed);
+                    let out = out.map_err(access_err)?;
                     drop(g);
                     let sig = core.signal(out.delivery);
                     drop(st);
@@ -1271,6 +1287,9 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
     if !v.part.aperture.contains(off, PAGE_SIZE) {
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
+    if v.pinning.load(Ordering::Relaxed) == current_task() {
+        return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+    }
     let mut st = v.state.lock();
     let Ok((core, mut storage)) = st.split() else {
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
@@ -1313,6 +1332,9 @@ unsafe extern "C" fn display_fault(vmf: *mut bindings::vm_fault) -> bindings::vm
     // SAFETY: `vmf` is the fault being handled.
     let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64;
     let page_index = pgoff & (REGION_MASK >> PAGE_SHIFT);
+    if v.pinning.load(Ordering::Relaxed) == current_task() {
+        return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
+    }
     let mut st = v.state.lock();
     let Ok((core, mut storage)) = st.split() else {
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;

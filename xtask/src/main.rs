@@ -58,6 +58,13 @@ impl Phases {
     }
 }
 
+/// Where cargo builds: `$CARGO_TARGET_DIR` when set (CI points it at the
+/// cache outside the repository, so a fresh clone reuses earlier builds),
+/// else the workspace's `target/`.
+fn target_dir() -> PathBuf {
+    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"))
+}
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
 }
@@ -96,7 +103,7 @@ fn guest_cargo(args: &[&str], what: &str) -> Result<Vec<PathBuf>, String> {
     c.args(args)
         .args(["--release", "--target", target, "--message-format=json-render-diagnostics"])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
-        .env("CARGO_TARGET_DIR", repo().join("target/vm"))
+        .env("CARGO_TARGET_DIR", target_dir().join("vm"))
         .current_dir(repo());
     let out = c.output().map_err(|e| format!("cargo: {e}"))?;
     if !out.status.success() {

@@ -18,11 +18,14 @@ export RUSTFLAGS="-Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
  -Cllvm-args=-sanitizer-coverage-trace-compares --cfg fuzzing -Cdebug-assertions -Coverflow-checks"
 # An explicit --target keeps RUSTFLAGS away from build scripts (as cargo-fuzz does).
 triple="$(rustc -vV | sed -n 's/^host: //p')"
-cargo build --release --bin submit --target "$triple"
+# Its own target dir (a separate workspace with other RUSTFLAGS).
+tdir="${CARGO_TARGET_DIR:+$CARGO_TARGET_DIR/fuzz}"
+tdir="${tdir:-target}"
+CARGO_TARGET_DIR="$tdir" cargo build --release --bin submit --target "$triple"
 # libFuzzer logs every new input; keep that in a file and print the
 # summary (or, on a crash, the end of the log).
 log=artifacts/fuzz.log
-if ! "./target/$triple/release/submit" corpus/submit seeds \
+if ! "$tdir/$triple/release/submit" corpus/submit seeds \
   -max_total_time="$secs" -max_len=8192 -timeout=10 -rss_limit_mb=2048 \
   -artifact_prefix=artifacts/ -print_final_stats=1 > "$log" 2>&1; then
   tail -n 60 "$log"
