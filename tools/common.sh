@@ -58,6 +58,11 @@ mount_chroot() {
   done
   for d in "$CACHE" "$REPO"; do
     mkdir -p "$CHROOT$d"
+    # A bind mount left by an earlier run may show a directory that has since
+    # been deleted and re-created (a fresh clone at the same path): remount.
+    if mountpoint -q "$CHROOT$d" && [ "$(stat -c %d:%i "$d/.")" != "$(stat -c %d:%i "$CHROOT$d/." 2>/dev/null)" ]; then
+      umount -l "$CHROOT$d"
+    fi
     mountpoint -q "$CHROOT$d" || mount --bind "$d" "$CHROOT$d"
   done
 }
