@@ -24,7 +24,7 @@ set -e
 elapsed=$((SECONDS - t0))
 fail=()
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then fail+=("the VM timed out after ${limit} s"); fi
-exit_line=$(grep -a 'GVT-RIG: exit=' "$logf" | tail -1)
+exit_line=$(grep -a 'GVT-RIG: exit=' "$logf" | tail -1 || true)
 case "$exit_line" in
   *exit=0) ;;
   *exit=*) fail+=("tests failed inside the VM") ;;
@@ -33,8 +33,8 @@ esac
 if grep -a -n -E 'WARNING:|BUG:|Oops|KASAN|Kernel panic|general protection fault|Call Trace' "$logf" > "$VMDIR/splats"; then
   fail+=("kernel splat in the guest log: $(head -1 "$VMDIR/splats")")
 fi
-passed=$(grep -a -o -E '^test result: [a-zA-Z]+\. [0-9]+ passed' "$logf" | awk '{s+=$4} END {print s+0}')
-failed=$(grep -a -o -E '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$logf" | awk '{s+=$6} END {print s+0}')
+passed=$( (grep -a -o -E '^test result: [a-zA-Z]+\. [0-9]+ passed' "$logf" || true) | awk '{s+=$4} END {print s+0}')
+failed=$( (grep -a -o -E '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$logf" || true) | awk '{s+=$6} END {print s+0}')
 if [ ${#fail[@]} -gt 0 ]; then
   echo "---- guest kernel log ($logf) ----"
   sed -n '/GVT-RIG: dmesg-begin/,/GVT-RIG: dmesg-end/p' "$logf" | tail -200

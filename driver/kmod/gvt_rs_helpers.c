@@ -263,7 +263,7 @@ static DECLARE_DELAYED_WORK(gvt_rs_engine_dwork, gvt_rs_engine_work_fn);
 
 void gvt_rs_kick_engines(unsigned long delay_jiffies)
 {
-	mod_delayed_work(system_unbound_wq, &gvt_rs_engine_dwork, delay_jiffies);
+	mod_delayed_work(system_dfl_wq, &gvt_rs_engine_dwork, delay_jiffies);
 }
 
 void gvt_rs_stop_engines(void)
