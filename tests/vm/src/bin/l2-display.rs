@@ -10,7 +10,6 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
-use std::os::fd::AsRawFd;
 use std::process::exit;
 
 use gvt_vmtests::display_pixel;
@@ -30,32 +29,9 @@ fn fail(msg: &str) -> ! {
     exit(1)
 }
 
-fn map(path: &str, off: usize, len: usize) -> *mut u8 {
-    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-    // SAFETY: a fresh shared mapping of the BAR file; the kernel checks the range.
-    let p = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), off as i64)
-    };
-    if p == libc::MAP_FAILED {
-        fail(&format!("mmap {path} at {off:#x}+{len:#x}: {}", std::io::Error::last_os_error()));
-    }
-    p.cast()
-}
 
-fn rd(p: *mut u8, off: usize) -> u32 {
-    // SAFETY: `off` is inside the mapping (BAR0, 16 MiB), aligned.
-    unsafe { std::ptr::read_volatile(p.add(off).cast::<u32>()) }
-}
 
-fn wr(p: *mut u8, off: usize, v: u32) {
-    // SAFETY: as in `rd`.
-    unsafe { std::ptr::write_volatile(p.add(off).cast::<u32>(), v) }
-}
 
-fn wr64(p: *mut u8, off: usize, v: u64) {
-    // SAFETY: as in `rd`, 8-byte aligned.
-    unsafe { std::ptr::write_volatile(p.add(off).cast::<u64>(), v) }
-}
 
 /// `pages` pages of locked RAM and their guest-physical frame numbers.
 fn ram(pages: usize) -> Vec<u64> {
@@ -99,6 +75,8 @@ fn uptime() -> String {
     fs::read_to_string("/proc/uptime").unwrap_or_default().split_whitespace().next().unwrap_or("?").to_string()
 }
 
+use gvt_vmtests::l2::Resource;
+
 fn main() {
     let mut dev = None;
     for e in fs::read_dir("/sys/bus/pci/devices").unwrap_or_else(|e| fail(&e.to_string())) {
@@ -109,14 +87,14 @@ fn main() {
         }
     }
     let dev = dev.unwrap_or_else(|| fail("no 1234:6776 device"));
-    let r0 = map(&dev.join("resource0").to_string_lossy(), 0, 16 << 20);
-    let ap_base = rd(r0, PVINFO + 0x40) as usize;
+    let r0 = Resource::map(&dev.join("resource0").to_string_lossy(), 0, 16 << 20).unwrap_or_else(|e| fail(&e));
+    let ap_base = r0.rd(PVINFO + 0x40) as usize;
 
     // The monitor the VMM described (EDID region -> the vGPU's EDID page).
-    if rd(r0, EDID_STATUS) & 1 == 0 {
+    if r0.rd(EDID_STATUS) & 1 == 0 {
         fail("no monitor connected");
     }
-    let mode = rd(r0, EDID_MODE);
+    let mode = r0.rd(EDID_MODE);
     let (w, h) = ((mode >> 16) + 1, (mode & 0xFFFF) + 1);
     println!("L2: display edid {w}x{h}");
     let stride = (w * 4).div_ceil(64) * 64;
@@ -126,26 +104,26 @@ fn main() {
     let frames = ram(2 * pages);
     println!("L2: display ram {} pages at {}", frames.len(), uptime());
     for (i, pfn) in frames.iter().enumerate() {
-        wr64(r0, GGTT + (ap_base / 4096 + i) * 8, (pfn << 12) | 1);
+        r0.wr64(GGTT + (ap_base / 4096 + i) * 8, (pfn << 12) | 1);
     }
     println!("L2: display ggtt mapped at {}", uptime());
-    let ap = map(&dev.join("resource2").to_string_lossy(), ap_base, 2 * pages * 4096);
+    let ap = Resource::map(&dev.join("resource2").to_string_lossy(), ap_base, 2 * pages * 4096).unwrap_or_else(|e| fail(&e));
     let draw = |fb: usize, seed: u32| {
         for y in 0..h {
             if y % 128 == 0 {
                 println!("L2: display drawing line {y} at {}", uptime());
             }
             for x in 0..w {
-                wr(ap, fb * pages * 4096 + (y * stride + 4 * x) as usize, display_pixel(seed, x, y));
+                ap.wr(fb * pages * 4096 + (y * stride + 4 * x) as usize, display_pixel(seed, x, y));
             }
         }
     };
     draw(0, 1);
-    wr(r0, PIPEASRC, ((w - 1) << 16) | (h - 1));
-    wr(r0, DSPASTRIDE, stride);
-    wr(r0, DSPASURF, ap_base as u32);
-    wr(r0, DSPACNTR, (1 << 31) | (6 << 26));
-    wr(r0, DISPLAY_READY, 1);
+    r0.wr(PIPEASRC, ((w - 1) << 16) | (h - 1));
+    r0.wr(DSPASTRIDE, stride);
+    r0.wr(DSPASURF, ap_base as u32);
+    r0.wr(DSPACNTR, (1 << 31) | (6 << 26));
+    r0.wr(DISPLAY_READY, 1);
     // Open the command port before saying we are ready: a UART drops what
     // it receives while nobody has it open.
     let tty = fs::File::open("/dev/ttyS1").unwrap_or_else(|e| fail(&format!("/dev/ttyS1: {e}")));
@@ -155,7 +133,7 @@ fn main() {
         match line.unwrap_or_default().trim() {
             "flip" => {
                 draw(1, 2);
-                wr(r0, DSPASURF, (ap_base + pages * 4096) as u32);
+                r0.wr(DSPASURF, (ap_base + pages * 4096) as u32);
                 println!("L2: display B");
             }
             "done" => return,

@@ -6,7 +6,6 @@
 //! Static, std + libc only.
 
 use std::fs;
-use std::os::fd::AsRawFd;
 use std::process::exit;
 
 const PVINFO: usize = 0x78000;
@@ -19,34 +18,10 @@ fn fail(msg: &str) -> ! {
     exit(1)
 }
 
-fn map(path: &str, off: usize, len: usize) -> *mut u8 {
-    let f = fs::OpenOptions::new().read(true).write(true).open(path).unwrap_or_else(|e| fail(&format!("{path}: {e}")));
-    // SAFETY: a fresh shared mapping of the BAR file; the kernel checks the range.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            f.as_raw_fd(),
-            off as i64,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        fail(&format!("mmap {path} at {off:#x}+{len:#x}: {}", std::io::Error::last_os_error()));
-    }
-    p.cast()
-}
 
-fn rd(p: *mut u8, off: usize) -> u32 {
-    // SAFETY: `off` is inside the mapping (checked by the callers), aligned.
-    unsafe { std::ptr::read_volatile(p.add(off).cast::<u32>()) }
-}
 
-fn wr(p: *mut u8, off: usize, v: u32) {
-    // SAFETY: as in `rd`.
-    unsafe { std::ptr::write_volatile(p.add(off).cast::<u32>(), v) }
-}
+
+use gvt_vmtests::l2::Resource;
 
 fn main() {
     let mut dev = None;
@@ -83,10 +58,10 @@ fn main() {
         fail("memory decode is off");
     }
 
-    let r0 = map(&dev.join("resource0").to_string_lossy(), 0, 16 << 20);
-    let magic = u64::from(rd(r0, PVINFO)) | (u64::from(rd(r0, PVINFO + 4)) << 32);
-    let (base, len) = (rd(r0, PVINFO + 0x40) as usize, rd(r0, PVINFO + 0x44) as usize);
-    let vgt_id = rd(r0, PVINFO + 0x0C);
+    let r0 = Resource::map(&dev.join("resource0").to_string_lossy(), 0, 16 << 20).unwrap_or_else(|e| fail(&e));
+    let magic = u64::from(r0.rd(PVINFO)) | (u64::from(r0.rd(PVINFO + 4)) << 32);
+    let (base, len) = (r0.rd(PVINFO + 0x40) as usize, r0.rd(PVINFO + 0x44) as usize);
+    let vgt_id = r0.rd(PVINFO + 0x0C);
     println!("L2: vgpu pvinfo magic={magic:#x} vgt_id={vgt_id} mappable={base:#x}+{len:#x}");
     if magic != MAGIC {
         fail("bad PVINFO magic");
@@ -97,12 +72,12 @@ fn main() {
 
     // The slice: mapped straight through (no trap in L1).
     let pages = 4;
-    let r2 = map(&dev.join("resource2").to_string_lossy(), base, pages * 4096);
+    let r2 = Resource::map(&dev.join("resource2").to_string_lossy(), base, pages * 4096).unwrap_or_else(|e| fail(&e));
     // L2 maps no GGTT entry, so every page of its slice reaches the same
     // scratch page: check each write right away.
     for p in 0..pages {
-        wr(r2, p * 4096 + 16, PATTERN | p as u32);
-        let v = rd(r2, p * 4096 + 16);
+        r2.wr(p * 4096 + 16, PATTERN | p as u32);
+        let v = r2.rd(p * 4096 + 16);
         if v != PATTERN | p as u32 {
             fail(&format!("aperture page {p}: read {v:#x}"));
         }
@@ -111,9 +86,9 @@ fn main() {
     // Outside the slice: ballooned (the VMM traps it; reads 0, writes dropped).
     let out = if base > 0 { 0 } else { base + len };
     if out + 4096 <= bar2 as usize {
-        let o = map(&dev.join("resource2").to_string_lossy(), out, 4096);
-        wr(o, 0, 0xFFFF_FFFF);
-        let v = rd(o, 0);
+        let o = Resource::map(&dev.join("resource2").to_string_lossy(), out, 4096).unwrap_or_else(|e| fail(&e));
+        o.wr(0, 0xFFFF_FFFF);
+        let v = o.rd(0);
         println!("L2: vgpu ballooned read={v:#x}");
         if v != 0 {
             fail("outside the slice is not ballooned");
