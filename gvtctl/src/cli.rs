@@ -153,6 +153,11 @@ pub struct CreateArgs {
     /// Scheduler weight (gvt-rs types)
     #[arg(long)]
     pub weight: Option<u32>,
+    /// How QEMU's display=on gets the screen (gvt-rs types): dmabuf (zero-copy; QEMU needs
+    /// a GL display such as -display egl-headless or gtk,gl=on) or region (any display,
+    /// VNC included). Default: the driver's (dmabuf)
+    #[arg(long, value_enum)]
+    pub display: Option<DisplayArg>,
     /// Also write a persistent definition that starts it automatically
     #[arg(long, alias = "persist")]
     pub define: bool,
@@ -177,6 +182,9 @@ pub struct DefineArgs {
     pub fences: Option<u32>,
     #[arg(long)]
     pub weight: Option<u32>,
+    /// dmabuf or region (see `gvtctl create --help`)
+    #[arg(long, value_enum)]
+    pub display: Option<DisplayArg>,
     /// Start automatically when the parent appears (default: manual, as mdevctl)
     #[arg(long)]
     pub auto: bool,
@@ -204,6 +212,21 @@ pub enum SimCommand {
 pub enum OnOff {
     On,
     Off,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum DisplayArg {
+    Dmabuf,
+    Region,
+}
+
+impl From<DisplayArg> for libgvtctl::DisplayPath {
+    fn from(d: DisplayArg) -> Self {
+        match d {
+            DisplayArg::Dmabuf => libgvtctl::DisplayPath::Dmabuf,
+            DisplayArg::Region => libgvtctl::DisplayPath::Region,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]

@@ -92,6 +92,7 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
                 partition: partition(&a.aperture, &a.high_gm, a.fences)?,
                 uuid: a.uuid.as_deref().map(uuid_arg).transpose()?,
                 weight: a.weight,
+                display: a.display.map(Into::into),
                 define: a.define.then_some(if a.manual { StartMode::Manual } else { StartMode::Auto }),
             };
             if a.manual && !a.define {
@@ -139,6 +140,7 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
                 type_id: a.r#type.clone(),
                 partition: partition(&a.aperture, &a.high_gm, a.fences)?,
                 weight: a.weight,
+                display: a.display.map(Into::into),
                 start: if a.auto { StartMode::Auto } else { StartMode::Manual },
             };
             let def = ctl.define(&req)?;

@@ -286,6 +286,83 @@ fn create_by_type_with_uuid_weight_and_define() {
 }
 
 #[test]
+fn create_and_define_choose_the_display_path() {
+    let t = all();
+    // The driver's default: dma-buf planes on, and gvt/display says why the screen is black.
+    let (code, v) = t.json(&["create", "--aperture", "64M"]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["gvt"]["dmabuf"], 1);
+    let display = v["gvt"]["display"].as_str().unwrap();
+    assert!(
+        display.contains("guest has not initialized the display"),
+        "{display}"
+    );
+    let res = v["partition"]["resolution"].as_str().unwrap();
+    assert!(
+        display.contains(&format!("monitor: {res} ")),
+        "the type's resolution {res}: {display}"
+    );
+    // A VMM without GL: region planes, also persisted in the definition.
+    let (code, v) = t.json(&[
+        "create",
+        "--aperture",
+        "64M",
+        "--display",
+        "region",
+        "--uuid",
+        U1,
+        "--define",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["gvt"]["dmabuf"], 0);
+    let file = std::fs::read_to_string(t.p(&format!("etc/mdevctl.d/gvt-sim0/{U1}"))).unwrap();
+    assert!(file.contains("\"gvt/dmabuf\": \"0\""), "{file}");
+    let (code, v) = t.json(&[
+        "define",
+        "--type",
+        "gvt_rs-GVTsim_64M",
+        "--display",
+        "dmabuf",
+        "--weight",
+        "2",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    let attrs = v["definition"]["attrs"].to_string();
+    assert!(
+        attrs.contains("gvt/dmabuf") && attrs.contains("gvt/weight"),
+        "{v}"
+    );
+    // Other drivers have no such switch.
+    let (code, v) = t.json(&["create", "--type", "mtty-1", "--display", "region"]);
+    assert_eq!(code, 2, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("--display applies to gvt-rs types only"),
+        "{v}"
+    );
+    t.cmd()
+        .args(["create", "--aperture", "64M", "--display", "gl"])
+        .assert()
+        .code(2);
+}
+
+#[test]
+fn sim_dmabuf_attribute_takes_only_0_or_1() {
+    let t = gvt();
+    let (code, v) = t.json(&["create", "--aperture", "64M"]);
+    assert_eq!(code, 0, "{v}");
+    let u = v["uuid"].as_str().unwrap().to_string();
+    let f = t.p(&format!("sys/bus/mdev/devices/{u}/gvt/dmabuf"));
+    let core = libgvtctl::sim::SimMdevCore::new(&t.p(""));
+    use libgvtctl::Sysfs;
+    assert!(core.write(&f, b"2\n").is_err());
+    core.write(&f, b"0\n").unwrap();
+    assert_eq!(std::fs::read_to_string(&f).unwrap().trim(), "0");
+}
+
+#[test]
 fn create_mtty_generic_type() {
     let t = all();
     let (code, v) = t.json(&["create", "--type", "mtty-2"]);

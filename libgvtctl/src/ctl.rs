@@ -56,8 +56,34 @@ pub struct CreateRequest {
     pub partition: PartitionRequest,
     pub uuid: Option<Uuid>,
     pub weight: Option<u32>,
+    /// How the VMM shows the vGPU's screen (gvt-rs types; `None`: the driver's default).
+    pub display: Option<DisplayPath>,
     /// Also write a persistent definition with this start mode.
     pub define: Option<StartMode>,
+}
+
+/// How a VMM with `display=on` gets the vGPU's screen (sysfs `gvt/dmabuf`).
+///
+/// QEMU takes the dma-buf path whenever the device offers it, and that path needs a GL
+/// display (`-display egl-headless`, `gtk,gl=on`, `spice-app,gl=on`); without one QEMU
+/// refuses to start ("opengl not available"). The region path works with any display,
+/// VNC included, at the cost of a copy per frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayPath {
+    /// dma-buf planes offered: zero-copy, the VMM needs GL (the driver's default).
+    Dmabuf,
+    /// dma-buf planes not offered: the VMM reads the display region.
+    Region,
+}
+
+impl DisplayPath {
+    /// The `gvt/dmabuf` value.
+    pub fn dmabuf_attr(self) -> &'static str {
+        match self {
+            DisplayPath::Dmabuf => "1",
+            DisplayPath::Region => "0",
+        }
+    }
 }
 
 /// What `define` asks for.
@@ -68,6 +94,7 @@ pub struct DefineRequest {
     pub type_id: Option<String>,
     pub partition: PartitionRequest,
     pub weight: Option<u32>,
+    pub display: Option<DisplayPath>,
     pub start: StartMode,
 }
 
@@ -455,7 +482,7 @@ impl Gvtctl {
     /// Pick the type to create: the named one, or the smallest whose partition satisfies
     /// `req` (ordered by aperture, then high GM, then fences; gvt-rs first among equals)
     /// on a parent with instances left (when `need_instance`). `gvt_rs_only` restricts the
-    /// choice to gvt-rs types (a weight was asked for).
+    /// choice to gvt-rs types (a weight or a display path was asked for).
     pub fn select_type(
         &self,
         parent: Option<&str>,
@@ -590,13 +617,13 @@ impl Gvtctl {
             req.type_id.as_deref(),
             &req.partition,
             true,
-            req.weight.is_some(),
+            req.weight.is_some() || req.display.is_some(),
         )?;
         let uuid = match &req.uuid {
             Some(u) => u.clone(),
             None => Uuid::new_v4()?,
         };
-        let attrs = weight_attrs(&ty, req.weight)?;
+        let attrs = gvt_attrs(&ty, req.weight, req.display)?;
         if req.define.is_some() {
             if let Some(d) = self.definitions_of(&uuid, None).into_iter().next() {
                 return Err(Error::AlreadyDefined {
@@ -850,15 +877,14 @@ impl Gvtctl {
                     req.type_id.as_deref(),
                     &req.partition,
                     false,
-                    req.weight.is_some(),
+                    req.weight.is_some() || req.display.is_some(),
                 )?;
                 (t.parent.clone(), t.id.clone(), Some(t))
             }
         };
-        let attrs = match (&ty, req.weight) {
-            (Some(t), w) => weight_attrs(t, w)?,
-            (None, Some(w)) => vec![("gvt/weight".to_string(), w.to_string())],
-            (None, None) => Vec::new(),
+        let attrs = match &ty {
+            Some(t) => gvt_attrs(t, req.weight, req.display)?,
+            None => unchecked_gvt_attrs(req.weight, req.display),
         };
         let mut def = Definition {
             uuid,
@@ -999,19 +1025,34 @@ fn attr_path_ok(attr: &str) -> bool {
             .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
-/// The attribute list that sets a gvt-rs vGPU's scheduler weight.
-fn weight_attrs(ty: &MdevType, weight: Option<u32>) -> Result<Vec<(String, String)>, Error> {
-    match weight {
-        None => Ok(Vec::new()),
-        Some(w) if ty.kind == TypeKind::GvtRs => {
-            if w == 0 {
-                return Err(Error::InvalidArgument("--weight must be at least 1".into()));
-            }
-            Ok(vec![("gvt/weight".to_string(), w.to_string())])
-        }
-        Some(_) => Err(Error::InvalidArgument(format!(
-            "--weight applies to gvt-rs types only; {} has no writable weight (its weight is fixed by the type)",
-            ty.id
-        ))),
+/// The `gvt/` attributes a request sets (weight, display path), without the type check.
+fn unchecked_gvt_attrs(weight: Option<u32>, display: Option<DisplayPath>) -> Vec<(String, String)> {
+    let mut attrs = Vec::new();
+    if let Some(w) = weight {
+        attrs.push(("gvt/weight".to_string(), w.to_string()));
     }
+    if let Some(d) = display {
+        attrs.push(("gvt/dmabuf".to_string(), d.dmabuf_attr().to_string()));
+    }
+    attrs
+}
+
+/// The attribute list that sets a gvt-rs vGPU's scheduler weight and display path.
+fn gvt_attrs(
+    ty: &MdevType,
+    weight: Option<u32>,
+    display: Option<DisplayPath>,
+) -> Result<Vec<(String, String)>, Error> {
+    if ty.kind != TypeKind::GvtRs {
+        let what = match (weight, display) {
+            (None, None) => return Ok(Vec::new()),
+            (Some(_), _) => "--weight applies to gvt-rs types only; {} has no writable weight (its weight is fixed by the type)",
+            (None, Some(_)) => "--display applies to gvt-rs types only; {} has no gvt/dmabuf switch",
+        };
+        return Err(Error::InvalidArgument(what.replace("{}", &ty.id)));
+    }
+    if weight == Some(0) {
+        return Err(Error::InvalidArgument("--weight must be at least 1".into()));
+    }
+    Ok(unchecked_gvt_attrs(weight, display))
 }

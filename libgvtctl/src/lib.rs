@@ -23,7 +23,8 @@ pub mod uuid;
 pub mod vmm;
 
 pub use ctl::{
-    CreateRequest, DefineRequest, Gvtctl, Instance, StartOutcome, StartStatus, DEFAULT_TIMEOUT,
+    CreateRequest, DefineRequest, DisplayPath, Gvtctl, Instance, StartOutcome, StartStatus,
+    DEFAULT_TIMEOUT,
 };
 pub use defs::{Definition, StartMode};
 pub use error::{exit, Error, ExistingInstance};

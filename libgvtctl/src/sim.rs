@@ -135,7 +135,7 @@ impl SimMdevCore {
             std::fs::create_dir(&g)?;
             for (k, v) in attrs {
                 std::fs::write(g.join(k), format!("{v}\n"))?;
-                if k != "weight" {
+                if k != "weight" && k != "dmabuf" {
                     std::fs::set_permissions(g.join(k), std::fs::Permissions::from_mode(0o444))?;
                 }
             }
@@ -148,7 +148,7 @@ impl SimMdevCore {
         &self,
         parent_dir: &Path,
         type_dir: &Path,
-    ) -> io::Result<[(&'static str, String); 11]> {
+    ) -> io::Result<[(&'static str, String); 13]> {
         let desc = std::fs::read_to_string(type_dir.join("description")).unwrap_or_default();
         let p = Partition::from_description(&desc).ok_or_else(|| errno(EINVAL))?;
         let pool = read_pool(parent_dir);
@@ -194,6 +194,8 @@ impl SimMdevCore {
             ("state", "running".to_string()),
             ("stats", SIM_STATS.to_string()),
             ("ballooned", "0".to_string()),
+            ("dmabuf", "1".to_string()),
+            ("display", sim_display(&desc)),
         ])
     }
 
@@ -250,6 +252,12 @@ impl Sysfs for SimMdevCore {
                 .and_then(|s| s.trim().parse().ok())
                 .ok_or_else(|| errno(EINVAL))?;
             if !(1..=100).contains(&w) {
+                return Err(errno(EINVAL));
+            }
+        }
+        if name == "dmabuf" && file_name(dir) == "gvt" {
+            let v = std::str::from_utf8(data).map(str::trim);
+            if !matches!(v, Ok("0") | Ok("1")) {
                 return Err(errno(EINVAL));
             }
         }
@@ -329,6 +337,21 @@ fn rel(from: &Path, to: &Path) -> PathBuf {
 }
 
 /// What a fresh vGPU's `gvt/stats` says (the driver resets the vGPU once at creation).
+/// `gvt/display` of a vGPU whose guest has not set a mode yet, with the monitor of the
+/// type's `resolution:` line (the driver's default EDID).
+fn sim_display(type_description: &str) -> String {
+    let res = type_description
+        .lines()
+        .find_map(|l| l.strip_prefix("resolution:"))
+        .map(str::trim)
+        .unwrap_or("1024x768");
+    format!(
+        "plane: none: guest has not initialized the display: PVINFO display_ready (BAR0 0x78804) is 0 \
+         (guest graphics driver not loaded, or not vGPU-aware)\nshown_plane_id: 0\nplane_changes: 0\n\
+         monitor: {res} 60.000 Hz, hotplugs 0"
+    )
+}
+
 const SIM_STATS: &str = "traps_pm 0\ntraps_tail 0\ntraps_pte 0\ntraps_other 0\nmmio_rejected 0\ncfg_reads 0\ncfg_writes 0\ncfg_rejected 0\nresets 1";
 
 /// The driver's placement (gvt-core `partition.rs`): among the free gaps of

@@ -107,6 +107,7 @@ fn start_auto_reports_each_definition() {
             type_id: Some(t.into()),
             partition: PartitionRequest::default(),
             weight: None,
+            display: None,
             start: StartMode::Auto,
         })
         .unwrap();
@@ -200,6 +201,8 @@ fn gvt_rs_fixture_is_the_real_driver_layout() {
             "aperture_base",
             "aperture_size",
             "ballooned",
+            "display",
+            "dmabuf",
             "fence_base",
             "fence_count",
             "high_gm_base",

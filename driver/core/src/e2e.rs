@@ -397,6 +397,35 @@ fn attack(w: &mut World, d0: &mut GuestDriver, d1: &mut GuestDriver, e: EngineId
     assert_eq!(d0.eir(&mut b, e).unwrap(), 0, "GDRST cleared EIR");
 }
 
+/// With the default configuration a stream longer than the flow-control
+/// bound is stopped by the auditor (a runaway, nothing shadowed), and the
+/// longest admissible stream runs.
+#[test]
+fn default_limits_refuse_unadmittable_streams_in_the_auditor() {
+    let cfg = GpuConfig::DEFAULT;
+    let mut w = World::new(cfg);
+    let mut d0 = boot(&mut w, 0);
+    let max = cfg.sched.max_pending_cmds as usize;
+    let (long, fits) = (d0.high.base + 0x4000, d0.high.base + 0x8000);
+    for (at, noops) in [(long, max), (fits, max - 8)] {
+        let mut cmds = vec![MI_NOOP; noops];
+        cmds.push(MI_BATCH_BUFFER_END);
+        let mut b = w.bus(0);
+        d0.write_gm(&mut b, at, &cmds).unwrap();
+    }
+    let mut b = w.bus(0);
+    d0.run(&mut b, BCS, &bb_start(Space::Ggtt, long, false)).unwrap();
+    assert_eq!(b.last().submit(), Some(SubmitOutcome::Rejected(SubmitReject::Audit(Reject::Runaway))));
+    d0.reset_engine(&mut b, BCS).unwrap();
+    d0.init_ring(&mut b, BCS, d0.aperture.base + 0x8000, 4).unwrap();
+    d0.ack(&mut b, ERRORS).unwrap();
+    d0.run(&mut b, BCS, &bb_start(Space::Ggtt, fits, false)).unwrap();
+    assert!(accepted(&b), "the longest admissible stream is accepted");
+    run_idle(&mut w);
+    let st = w.gpu.slot_stats(w.vgpu(0).slot()).unwrap();
+    assert_eq!((st.rejected.total(), st.accepted), (1, 1));
+}
+
 #[test]
 fn every_command_attack_is_rejected_and_the_neighbour_is_unaffected() {
     let mut w = World::new(test_config());

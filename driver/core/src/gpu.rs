@@ -98,7 +98,15 @@ pub struct GpuConfig {
 }
 
 impl GpuConfig {
-    pub const DEFAULT: GpuConfig = GpuConfig { sched: SchedConfig::DEFAULT, limits: Limits::DEFAULT, ns_per_cmd: 1000 };
+    /// The audit's runaway bound equals the flow-control bound, so a stream
+    /// the scheduler could never admit is stopped by the auditor at its
+    /// first excess command (counted as a runaway, nothing shadowed) instead
+    /// of being audited and shadowed in full and then refused.
+    pub const DEFAULT: GpuConfig = GpuConfig {
+        sched: SchedConfig::DEFAULT,
+        limits: Limits { max_commands: SchedConfig::DEFAULT.max_pending_cmds },
+        ns_per_cmd: 1000,
+    };
 }
 
 /// Why the GPU or a slot could not be set up.
@@ -107,7 +115,9 @@ pub enum GpuError {
     /// `N` slots' shadow areas do not fit the host-reserved GM, or the
     /// physical GGTT is smaller than the host-reserved range.
     ReservedTooSmall,
-    /// `max_pending_submissions` above [`MAX_QUEUED`], or `ns_per_cmd` 0.
+    /// `max_pending_submissions` above [`MAX_QUEUED`], `ns_per_cmd` 0, or
+    /// an audit limit (`limits.max_commands`) above the flow-control bound
+    /// (`sched.max_pending_cmds`): such submissions could never be admitted.
     BadConfig,
     /// Wrong number of shadow pages.
     ShadowPages,
@@ -504,7 +514,10 @@ impl<const N: usize> Gpu<N> {
     /// registers.
     pub fn power_on(&mut self, phys: &mut [Pte]) -> Result<(), GpuError> {
         let cfg = self.cfg;
-        if cfg.ns_per_cmd == 0 || cfg.sched.max_pending_submissions as usize > MAX_QUEUED {
+        if cfg.ns_per_cmd == 0
+            || cfg.sched.max_pending_submissions as usize > MAX_QUEUED
+            || cfg.limits.max_commands > cfg.sched.max_pending_cmds
+        {
             return Err(GpuError::BadConfig);
         }
         let gm_size = (phys.len() as u64) << PAGE_SHIFT;
@@ -1051,6 +1064,10 @@ mod tests {
         assert_eq!(Gpu::<33>::new(GpuConfig::DEFAULT, &mut p).err(), Some(GpuError::ReservedTooSmall));
         let mut c = GpuConfig::DEFAULT;
         c.sched.max_pending_submissions = MAX_QUEUED as u32 + 1;
+        assert_eq!(Gpu::<2>::new(c, &mut p).err(), Some(GpuError::BadConfig));
+        // An audit limit the scheduler could never admit is a bad config.
+        let mut c = GpuConfig::DEFAULT;
+        c.limits.max_commands = c.sched.max_pending_cmds + 1;
         assert_eq!(Gpu::<2>::new(c, &mut p).err(), Some(GpuError::BadConfig));
         let g = Gpu::<2>::new(GpuConfig::DEFAULT, &mut p).unwrap();
         assert_eq!(g.config().sched.preemption, Preemption::Batch);

@@ -159,6 +159,15 @@ fn check_instance_against_sysfs(i: &Value) {
         fs::read_dir(d.join("gvt")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
     files.sort();
     assert_eq!(g.keys().cloned().collect::<Vec<_>>(), files);
+    // libgvtctl's simulated gvt-rs driver (what the host tests run against) has the
+    // same gvt/ attribute set as the real one.
+    let sim = format!("/tmp/gvtctl-sim-{uuid}");
+    let _ = fs::remove_dir_all(&sim);
+    gvtctl(&["--root", &sim, "sim", "init", "--fixture", "gvt-rs"]).ok();
+    let simulated: Value = serde_json::from_str(&gvtctl(&["--root", &sim, "--json", "create", "--type", &ty]).ok().stdout).unwrap();
+    let _ = fs::remove_dir_all(&sim);
+    let sim_keys: Vec<String> = simulated["gvt"].as_object().expect("simulated gvt/").keys().cloned().collect();
+    assert_eq!(sim_keys, files, "the simulated gvt-rs fixture's gvt/ attributes");
     for f in &files {
         let text = read(d.join("gvt").join(f));
         match text.trim().parse::<u64>() {
@@ -178,6 +187,8 @@ fn check_instance_against_sysfs(i: &Value) {
         "state",
         "stats",
         "ballooned",
+        "display",
+        "dmabuf",
     ] {
         assert!(g.contains_key(a), "gvt/{a} missing: {g:?}");
     }
@@ -585,6 +596,23 @@ fn gvtctl_create_weight_is_applied() {
     assert_eq!(e.code, 2);
     assert_eq!(e.json()["error"]["kind"], "invalid-argument");
     gvtctl(&["destroy", &u]).ok();
+    assert!(gvt_devices().is_empty());
+}
+
+/// `--display region` switches the driver's dma-buf planes off (a VMM without GL), and
+/// `gvt/display` tells a user why the screen is still black.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn gvtctl_create_display_path_is_applied() {
+    fresh();
+    let dflt = create(&["--aperture", "32M"]);
+    let region = create(&["--aperture", "32M", "--display", "region"]);
+    assert_eq!((gvt_attr(&dflt, "dmabuf"), gvt_attr(&region, "dmabuf")), (1, 0), "sysfs gvt/dmabuf");
+    let info = gvtctl(&["info", &region]).ok().stdout;
+    assert!(info.contains("guest has not initialized the display"), "{info}");
+    for u in [&dflt, &region] {
+        gvtctl(&["destroy", u]).ok();
+    }
     assert!(gvt_devices().is_empty());
 }
 
