@@ -381,7 +381,56 @@ impl RingShadow {
         limits: &Limits,
         guard: &mut G,
     ) -> Result<AuditSummary, SubmitError> {
-        let r = self.try_submit(backend, host, ppgtt, gm, new_tail, limits, guard);
+        // The audit proper; every outcome is counted below.
+        let r = (|| {
+            let ring = self.ring.ok_or(SubmitError::Rejected(Reject::BadRing))?;
+            let size = ring.size;
+            let new_tail = new_tail & engine::TAIL_ADDR;
+            if new_tail >= size {
+                return Err(SubmitError::Rejected(Reject::BadTail));
+            }
+            let idle = self.idle();
+            if idle {
+                self.l1 = 0;
+                self.l2 = 0;
+            }
+            let dist = |a: u32, b: u32| (b as u64 + size as u64 - a as u64) % size as u64;
+            let pending = dist(self.head, self.tail);
+            let added = dist(self.tail, new_tail);
+            if added == 0 {
+                return Ok(AuditSummary::default());
+            }
+            // Never let the new range run into commands still pending (and keep
+            // one qword free: HEAD == TAIL means empty).
+            if pending + added > size as u64 - 8 {
+                return Err(SubmitError::Rejected(Reject::BadTail));
+            }
+            let mut env = Env {
+                engine: self.engine,
+                backend,
+                host,
+                ppgtt,
+                gm,
+                guard,
+                layout: self.layout,
+                guest_ring: ring,
+                ring_off: self.tail,
+                l1: self.l1,
+                l2: self.l2,
+                last_page: None,
+            };
+            match cmd::audit_ring(&mut env, ring, self.tail, new_tail, limits) {
+                Ok(sum) => {
+                    self.tail = new_tail;
+                    self.l1 = env.l1;
+                    self.l2 = env.l2;
+                    Ok(sum)
+                }
+                Err(AuditError::Rejected(r)) => Err(SubmitError::Rejected(r)),
+                Err(AuditError::ShadowFull) if idle => Err(SubmitError::Rejected(Reject::TooLarge)),
+                Err(AuditError::ShadowFull) => Err(SubmitError::Busy),
+            }
+        })();
         match r {
             Ok(s) => {
                 self.stats.submissions += 1;
@@ -393,66 +442,6 @@ impl RingShadow {
             Err(SubmitError::Busy) => self.stats.busy += 1,
         }
         r
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn try_submit<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard>(
-        &mut self,
-        backend: &B,
-        host: &mut H,
-        ppgtt: Option<&P>,
-        gm: &[GmRange],
-        new_tail: u32,
-        limits: &Limits,
-        guard: &mut G,
-    ) -> Result<AuditSummary, SubmitError> {
-        let ring = self.ring.ok_or(SubmitError::Rejected(Reject::BadRing))?;
-        let size = ring.size;
-        let new_tail = new_tail & engine::TAIL_ADDR;
-        if new_tail >= size {
-            return Err(SubmitError::Rejected(Reject::BadTail));
-        }
-        let idle = self.idle();
-        if idle {
-            self.l1 = 0;
-            self.l2 = 0;
-        }
-        let dist = |a: u32, b: u32| (b as u64 + size as u64 - a as u64) % size as u64;
-        let pending = dist(self.head, self.tail);
-        let added = dist(self.tail, new_tail);
-        if added == 0 {
-            return Ok(AuditSummary::default());
-        }
-        // Never let the new range run into commands still pending (and keep
-        // one qword free: HEAD == TAIL means empty).
-        if pending + added > size as u64 - 8 {
-            return Err(SubmitError::Rejected(Reject::BadTail));
-        }
-        let mut env = Env {
-            engine: self.engine,
-            backend,
-            host,
-            ppgtt,
-            gm,
-            guard,
-            layout: self.layout,
-            guest_ring: ring,
-            ring_off: self.tail,
-            l1: self.l1,
-            l2: self.l2,
-            last_page: None,
-        };
-        match cmd::audit_ring(&mut env, ring, self.tail, new_tail, limits) {
-            Ok(sum) => {
-                self.tail = new_tail;
-                self.l1 = env.l1;
-                self.l2 = env.l2;
-                Ok(sum)
-            }
-            Err(AuditError::Rejected(r)) => Err(SubmitError::Rejected(r)),
-            Err(AuditError::ShadowFull) if idle => Err(SubmitError::Rejected(Reject::TooLarge)),
-            Err(AuditError::ShadowFull) => Err(SubmitError::Busy),
-        }
     }
 
     /// Program the physical engine with this shadow ring (first load, or a

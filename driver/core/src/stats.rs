@@ -7,8 +7,8 @@
 //! command auditor update theirs through `Scheduler::stats_mut` with
 //! [`VgpuStats::count_trap`], [`VgpuStats::count_audited`] and
 //! [`VgpuStats::count_reject`].  [`VgpuStats::format`] renders everything as
-//! `key value` lines into any [`core::fmt::Write`]; [`FixedBuf`] is a
-//! fixed-size, allocation-free one for sysfs `show` callbacks (a page).
+//! `key value` lines into any [`core::fmt::Write`], e.g. a
+//! [`super::vgpu_types::SliceWriter`] over a sysfs `show` page.
 
 use core::fmt::{self, Write};
 
@@ -189,50 +189,20 @@ impl VgpuStats {
     }
 }
 
-/// A fixed-capacity UTF-8 buffer implementing [`core::fmt::Write`].  A write
-/// that does not fit is refused as a whole (`fmt::Error`) and the buffer keeps
-/// what was written before it, so output is truncated at a piece boundary,
-/// never inside a character.
-pub struct FixedBuf<const N: usize> {
-    buf: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> FixedBuf<N> {
-    pub const fn new() -> Self {
-        Self { buf: [0; N], len: 0 }
-    }
-    pub fn as_bytes(&self) -> &[u8] {
-        self.buf.get(..self.len).unwrap_or(&[])
-    }
-    pub fn as_str(&self) -> &str {
-        // Only whole `&str`s are ever copied in, so this cannot fail.
-        core::str::from_utf8(self.as_bytes()).unwrap_or("")
-    }
-    pub fn len(&self) -> usize {
-        self.len
-    }
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-}
-
-impl<const N: usize> Write for FixedBuf<N> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        let end = self.len.checked_add(s.len()).ok_or(fmt::Error)?;
-        let dst = self.buf.get_mut(self.len..end).ok_or(fmt::Error)?;
-        dst.copy_from_slice(s.as_bytes());
-        self.len = end;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::vgpu_types::SliceWriter;
     use super::*;
+    use std::string::String;
+
+    /// `s` formatted into a `N`-byte buffer: the text and whether it all fit.
+    fn format<const N: usize>(s: &VgpuStats) -> (String, bool) {
+        let mut buf = [0u8; N];
+        let mut w = SliceWriter::new(&mut buf);
+        let fit = s.format(&mut w).is_ok();
+        let len = w.len();
+        (String::from_utf8(buf[..len].to_vec()).unwrap(), fit)
+    }
 
     #[test]
     fn counters_and_format() {
@@ -246,9 +216,8 @@ mod tests {
         s.add_engine_time(EngineId::Bcs, 1234);
         assert_eq!(s.traps_total(), 3);
         assert_eq!(s.rejections_total(), 1);
-        let mut b = FixedBuf::<1024>::new();
-        s.format(&mut b).unwrap();
-        let t = b.as_str();
+        let (t, fit) = format::<1024>(&s);
+        assert!(fit);
         assert!(t.starts_with("state running\n"));
         assert!(t.contains("\nbcs_time_ns 1234\n"));
         assert!(t.contains("\ncmds_audited 17\n"));
@@ -260,18 +229,19 @@ mod tests {
     }
 
     #[test]
-    fn fixed_buf_refuses_overflow_and_keeps_prefix() {
-        let mut b = FixedBuf::<8>::new();
-        assert!(b.write_str("abcd").is_ok());
-        assert!(b.write_str("efghi").is_err());
-        assert_eq!(b.as_str(), "abcd");
-        assert!(b.write_str("efgh").is_ok());
-        assert_eq!(b.as_str(), "abcdefgh");
+    fn a_full_page_refuses_the_rest_and_keeps_whole_lines() {
+        let mut buf = [0u8; 8];
+        let mut w = SliceWriter::new(&mut buf);
+        assert!(w.write_str("abcd").is_ok());
+        assert!(w.write_str("efghi").is_err());
+        assert!(w.write_str("efgh").is_ok());
+        assert_eq!(w.len(), 8);
+        assert_eq!(&buf, b"abcdefgh");
         let mut s = VgpuStats::EMPTY;
         s.state = VgpuState::Idle;
-        let mut small = FixedBuf::<20>::new();
-        assert!(s.format(&mut small).is_err());
-        assert!(small.as_str().starts_with("state idle\n"));
+        let (t, fit) = format::<20>(&s);
+        assert!(!fit);
+        assert!(t.starts_with("state idle\n"), "{t}");
     }
 
     #[test]
