@@ -200,6 +200,10 @@ pub(crate) struct Vgpu {
     /// fault (SIGBUS: the pin fails, the PTE goes to scratch) instead of
     /// deadlocking the host.
     pinning: AtomicUsize,
+    /// Faults refused by the `pinning` guard (sysfs `gvt/stats`
+    /// `self_map_faults`): a guest pointed a GGTT entry at the VMM's own
+    /// mapping of this vGPU's aperture or display region.
+    self_faults: AtomicU64,
     /// dma-buf planes offered (sysfs `gvt/dmabuf`; on by default).  A VMM
     /// without OpenGL (QEMU `display=on` with no GL display) needs them off:
     /// QEMU takes dma-buf planes whenever the probe says they exist.
@@ -596,6 +600,7 @@ fn new_vgpu(
             ballooned: AtomicU64::new(0),
             failed_told: AtomicBool::new(false),
             pinning: AtomicUsize::new(0),
+            self_faults: AtomicU64::new(0),
             dmabuf: AtomicBool::new(true),
             state <- new_mutex!(state),
             irqs <- new_mutex!(Irqs { ctx: [ptr::null_mut(); NUM_IRQS as usize], intx_masked: false }),
@@ -1288,6 +1293,7 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
     if v.pinning.load(Ordering::Relaxed) == current_task() {
+        v.self_faults.fetch_add(1, Ordering::Relaxed);
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
     let mut st = v.state.lock();
@@ -1333,6 +1339,7 @@ unsafe extern "C" fn display_fault(vmf: *mut bindings::vm_fault) -> bindings::vm
     let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64;
     let page_index = pgoff & (REGION_MASK >> PAGE_SHIFT);
     if v.pinning.load(Ordering::Relaxed) == current_task() {
+        v.self_faults.fetch_add(1, Ordering::Relaxed);
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
     let mut st = v.state.lock();
@@ -1652,6 +1659,7 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
             let Ok(core) = st.core() else { return errno(ENODEV) };
             let g = parent::get().gpu.lock();
             core.write_stats(&g.gpu, &mut w)
+                .and_then(|()| writeln!(w, "self_map_faults {}", v.self_faults.load(Ordering::Relaxed)))
         }
         _ => return errno(EINVAL),
     };
