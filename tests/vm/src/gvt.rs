@@ -8,9 +8,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use vfio_bindings::bindings::vfio::{
-    VFIO_BASE, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE,
-};
+use vfio_bindings::bindings::vfio::{VFIO_BASE, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE};
 use vfio_ioctls::{VfioContainer, VfioDevice};
 
 use crate::{ensure_module, types_of, Mdev};
@@ -36,17 +34,12 @@ pub fn load() {
 pub fn type_mb(mb: u64) -> String {
     load();
     let suffix = format!("GVTsim_{mb}M");
-    types_of(PARENT)
-        .into_iter()
-        .find(|t| t.ends_with(&suffix))
-        .unwrap_or_else(|| panic!("no {suffix} type"))
+    types_of(PARENT).into_iter().find(|t| t.ends_with(&suffix)).unwrap_or_else(|| panic!("no {suffix} type"))
 }
 
 fn read_num(path: &Path) -> u64 {
     let s = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    s.trim()
-        .parse()
-        .unwrap_or_else(|e| panic!("{}: {s:?}: {e}", path.display()))
+    s.trim().parse().unwrap_or_else(|e| panic!("{}: {s:?}: {e}", path.display()))
 }
 
 /// `available_instances` of every type, by type name.
@@ -132,27 +125,13 @@ fn cvt(r: isize) -> io::Result<usize> {
 /// One `pread` on the device fd at `off` within `region`.
 pub fn pread(dev: &VfioDevice, region: u32, off: u64, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes.
-    cvt(unsafe {
-        libc::pread(
-            dev.as_raw_fd(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            (region_off(region) + off) as i64,
-        )
-    })
+    cvt(unsafe { libc::pread(dev.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), (region_off(region) + off) as i64) })
 }
 
 /// One `pwrite` on the device fd at `off` within `region`.
 pub fn pwrite(dev: &VfioDevice, region: u32, off: u64, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid buffer of `buf.len()` bytes.
-    cvt(unsafe {
-        libc::pwrite(
-            dev.as_raw_fd(),
-            buf.as_ptr().cast(),
-            buf.len(),
-            (region_off(region) + off) as i64,
-        )
-    })
+    cvt(unsafe { libc::pwrite(dev.as_raw_fd(), buf.as_ptr().cast(), buf.len(), (region_off(region) + off) as i64) })
 }
 
 /// The errno of a failed call (0 if it succeeded).
@@ -170,10 +149,7 @@ pub fn read32(dev: &VfioDevice, region: u32, off: u64) -> u32 {
 }
 
 pub fn write32(dev: &VfioDevice, region: u32, off: u64, v: u32) {
-    assert_eq!(
-        pwrite(dev, region, off, &v.to_le_bytes()).expect("pwrite"),
-        4
-    );
+    assert_eq!(pwrite(dev, region, off, &v.to_le_bytes()).expect("pwrite"), 4);
 }
 
 pub fn read64(dev: &VfioDevice, region: u32, off: u64) -> u64 {
@@ -184,18 +160,12 @@ pub fn read64(dev: &VfioDevice, region: u32, off: u64) -> u64 {
 
 pub fn cfg16(dev: &VfioDevice, off: u64) -> u16 {
     let mut b = [0u8; 2];
-    assert_eq!(
-        pread(dev, VFIO_PCI_CONFIG_REGION_INDEX, off, &mut b).expect("config pread"),
-        2
-    );
+    assert_eq!(pread(dev, VFIO_PCI_CONFIG_REGION_INDEX, off, &mut b).expect("config pread"), 2);
     u16::from_le_bytes(b)
 }
 
 pub fn set_cfg16(dev: &VfioDevice, off: u64, v: u16) {
-    assert_eq!(
-        pwrite(dev, VFIO_PCI_CONFIG_REGION_INDEX, off, &v.to_le_bytes()).expect("config pwrite"),
-        2
-    );
+    assert_eq!(pwrite(dev, VFIO_PCI_CONFIG_REGION_INDEX, off, &v.to_le_bytes()).expect("config pwrite"), 2);
 }
 
 /// PCI command register bits.
@@ -240,11 +210,7 @@ pub unsafe fn ioctl_raw(dev: &VfioDevice, req: libc::c_ulong, arg: *mut u8) -> i
 pub fn ioctl_bytes(dev: &VfioDevice, req: libc::c_ulong, buf: &mut [u8]) -> io::Result<()> {
     if buf.len() >= 4 {
         let argsz = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        assert!(
-            argsz <= buf.len(),
-            "argsz {argsz} beyond the {}-byte buffer",
-            buf.len()
-        );
+        assert!(argsz <= buf.len(), "argsz {argsz} beyond the {}-byte buffer", buf.len());
     }
     // SAFETY: the kernel stays within argsz, which fits in `buf`; an ioctl
     // that ignores argsz gets at least 64 bytes from the callers.
@@ -286,13 +252,7 @@ impl Mapping {
         Self::with_flags(dev, region, off, len, libc::MAP_SHARED)
     }
 
-    pub fn with_flags(
-        dev: &VfioDevice,
-        region: u32,
-        off: u64,
-        len: usize,
-        flags: i32,
-    ) -> io::Result<Mapping> {
+    pub fn with_flags(dev: &VfioDevice, region: u32, off: u64, len: usize, flags: i32) -> io::Result<Mapping> {
         // SAFETY: a fresh mapping chosen by the kernel; no existing memory
         // is affected.
         let p = unsafe {
@@ -390,9 +350,7 @@ impl GuestRam {
     /// `VFIO_IOMMU_UNMAP_DMA` of the whole RAM (the driver must drop its pins).
     pub fn unmap(&mut self) {
         if self.len > 0 {
-            self.container
-                .vfio_dma_unmap(self.iova, self.len)
-                .expect("VFIO_IOMMU_UNMAP_DMA");
+            self.container.vfio_dma_unmap(self.iova, self.len).expect("VFIO_IOMMU_UNMAP_DMA");
             // SAFETY: our own anonymous mapping.
             unsafe { libc::munmap(self.ptr.cast(), self.len) };
             self.len = 0;
@@ -420,48 +378,23 @@ pub fn open_with_private_ram(m: &Mdev, pages: usize, iova: u64) -> (VfioDevice, 
 
 fn open_with_ram_flags(m: &Mdev, pages: usize, iova: u64, share: i32) -> (VfioDevice, GuestRam) {
     let container = Arc::new(VfioContainer::new(None).expect("open /dev/vfio/vfio"));
-    let dev = VfioDevice::new(&m.sysfs_path(), container.clone(), false)
-        .expect("open the vGPU through VFIO");
+    let dev = VfioDevice::new(&m.sysfs_path(), container.clone(), false).expect("open the vGPU through VFIO");
     let len = pages * 4096;
     // SAFETY: a fresh anonymous mapping.
     let ptr = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            share | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
+        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, share | libc::MAP_ANONYMOUS, -1, 0)
     };
     assert_ne!(ptr, libc::MAP_FAILED, "mmap guest RAM");
     // SAFETY: the mapping lives until `GuestRam` unmaps it (after the DMA unmap).
     unsafe { container.vfio_dma_map(iova, len, ptr.cast()) }.expect("VFIO_IOMMU_MAP_DMA");
-    (
-        dev,
-        GuestRam {
-            ptr: ptr.cast(),
-            len,
-            iova,
-            container,
-        },
-    )
+    (dev, GuestRam { ptr: ptr.cast(), len, iova, container })
 }
 
 /// Point GGTT entry `gm_page` (graphics address / 4096) at guest RAM page
 /// `ram_page`, through the trapped BAR0 window (memory decode must be on).
 pub fn map_gtt(dev: &VfioDevice, ram: &GuestRam, gm_page: u64, ram_page: usize) {
     let pte = (ram.iova + ram_page as u64 * 4096) | 1;
-    assert_eq!(
-        pwrite(
-            dev,
-            VFIO_PCI_BAR0_REGION_INDEX,
-            GGTT_BAR0 + gm_page * 8,
-            &pte.to_le_bytes()
-        )
-        .expect("PTE write"),
-        8
-    );
+    assert_eq!(pwrite(dev, VFIO_PCI_BAR0_REGION_INDEX, GGTT_BAR0 + gm_page * 8, &pte.to_le_bytes()).expect("PTE write"), 8);
 }
 
 /// Back `pages` pages of graphics memory from `gm_base` with guest RAM pages
