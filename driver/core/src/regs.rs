@@ -25,7 +25,11 @@
 //!   (`FORCEWAKE_MT`, a masked register) and ack 0x130044 (`FORCEWAKE_ACK_HSW`);
 //! - fences: 16 × 64-bit at 0x100000 (`FENCE_REG_GEN6_LO(i)`);
 //! - display: PIPEASRC 0x6001C, DSPACNTR 0x70180, DSPASTRIDE 0x70188,
-//!   DSPASURF 0x7019C.
+//!   DSPASURF 0x7019C; the display-engine interrupts of Ivybridge
+//!   (`DEISR`/`DEIMR`/`DEIIR`/`DEIER` at 0x44000/0x44004/0x44008/0x4400C,
+//!   pipe A vblank on bit 0) for the vblank interrupt ([`super::vblank`]);
+//!   the pipe A frame counter `PIPE_FRMCOUNT_G4X` 0x70040 is a plain vreg
+//!   kept by [`super::vblank`].
 //!
 //! The PVINFO page (0x78000, [`super::pvinfo`]) and the guest GGTT view
 //! (8–16 MiB of BAR0) are windows of BAR0 handled by their own modules, not
@@ -51,6 +55,12 @@ pub enum DisplayReg {
     PlaneSurf,
     /// PIPEASRC: source size ([`PipeSrc`]).
     PipeSrc,
+    /// DEIMR: display-engine interrupt mask ([`super::irq::DE_PIPEA_VBLANK`]).
+    DeImr,
+    /// DEIIR: display-engine interrupt identity, write one to clear.
+    DeIir,
+    /// DEIER: display-engine interrupt enable.
+    DeIer,
 }
 
 /// The policy the MMIO dispatcher applies to a register.
@@ -238,6 +248,16 @@ register! {
     /// BCS PPGTT page-directory base (gvt-sim's blitter uses the GGTT only;
     /// the register is still mediated so a guest cannot slip a root past us).
     BCS_PP_DIR_BASE(u32) @ 0x22228 => PpDirBase(EngineId::Bcs);
+    /// Display-engine interrupt status (`DEISR`, Ivybridge): no live level.
+    DE_ISR(u32) @ 0x44000 => ReadOnly(0);
+    /// Display-engine interrupt mask (`DEIMR`): bit 0 pipe A vblank
+    /// (`DE_PIPEA_VBLANK_IVB`, [`super::irq::DE_PIPEA_VBLANK`]); the vblank
+    /// model is [`super::vblank`].
+    DE_IMR(u32) @ 0x44004 => Display(DisplayReg::DeImr);
+    /// Display-engine interrupt identity (`DEIIR`), write one to clear.
+    DE_IIR(u32) @ 0x44008 => Display(DisplayReg::DeIir);
+    /// Display-engine interrupt enable (`DEIER`).
+    DE_IER(u32) @ 0x4400C => Display(DisplayReg::DeIer);
     /// GT interrupt status (`GTISR`): every gvt-sim event is a pulse, no
     /// live level (see [`super::irq`]).
     GT_ISR(u32) @ 0x44010 => ReadOnly(0);
