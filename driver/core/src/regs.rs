@@ -29,7 +29,8 @@
 //!   (`DEISR`/`DEIMR`/`DEIIR`/`DEIER` at 0x44000/0x44004/0x44008/0x4400C,
 //!   pipe A vblank on bit 0) for the vblank interrupt ([`super::vblank`]);
 //!   the pipe A frame counter `PIPE_FRMCOUNT_G4X` 0x70040 is a plain vreg
-//!   kept by [`super::vblank`].
+//!   kept by [`super::vblank`]; cursor A `CURACNTR`/`CURABASE`/`CURAPOS` at
+//!   0x70080/0x70084/0x70088 ([`super::display`]'s cursor plane).
 //!
 //! The PVINFO page (0x78000, [`super::pvinfo`]) and the guest GGTT view
 //! (8–16 MiB of BAR0) are windows of BAR0 handled by their own modules, not
@@ -61,6 +62,12 @@ pub enum DisplayReg {
     DeIir,
     /// DEIER: display-engine interrupt enable.
     DeIer,
+    /// CURACNTR: cursor A control (mode, [`super::display::CursorMode`]).
+    CursorCtl,
+    /// CURABASE: GGTT address of the cursor image.
+    CursorBase,
+    /// CURAPOS: cursor position (sign + magnitude per axis).
+    CursorPos,
 }
 
 /// The policy the MMIO dispatcher applies to a register.
@@ -269,6 +276,14 @@ register! {
     GT_IER(u32) @ 0x4401C => Ier;
     /// Pipe A source size (`PIPESRC(PIPE_A)`): (width-1)<<16 | (height-1).
     PIPEASRC(u32) @ 0x6001C => Display(DisplayReg::PipeSrc);
+    /// Cursor A control (`CURCNTR(PIPE_A)`, i9xx): bits 5:0 the mode
+    /// ([`super::display::CursorMode`]; 0 disabled).
+    CURACNTR(u32) @ 0x70080 => Display(DisplayReg::CursorCtl);
+    /// Cursor A image GGTT address (`CURBASE`), 4 KiB aligned.
+    CURABASE(u32) @ 0x70084 => Display(DisplayReg::CursorBase);
+    /// Cursor A position (`CURPOS`): x in bits 14:0 with sign bit 15, y in
+    /// bits 30:16 with sign bit 31.
+    CURAPOS(u32) @ 0x70088 => Display(DisplayReg::CursorPos);
     /// Primary plane A control (`DSPCNTR(PLANE_A)`), bits as [`PlaneCtl`].
     DSPACNTR(u32) @ 0x70180 => Display(DisplayReg::PlaneCtl);
     /// Primary plane A stride in bytes (`DSPSTRIDE`).

@@ -48,7 +48,7 @@ use super::mem::{GmRange, GuestMemory, HostMemory, HostPage, MemError};
 use super::mmio::{self, ring_regs, Bar0Region, MmioError, TrapEvent, VgpuMmio};
 use super::partition::Partition;
 use super::ppgtt::{HostPageAlloc, Ppgtt, PpgttError, PpgttState, ENTRIES};
-use super::pvinfo::{PvEvent, PvInfo, PvInfoError, VGT_CAPS_FULL_PPGTT};
+use super::pvinfo::{vgtif, PvEvent, PvInfo, PvInfoError, PVINFO_BASE, VGT_CAPS_FULL_PPGTT};
 use super::regs::{self, ring, DisplayReg, Gdrst, RingOffsets};
 use super::sched::{Clock, VgpuId};
 use super::vblank::{Vblank, DEFAULT_PERIOD_NS};
@@ -100,6 +100,16 @@ pub struct VgpuStorage<'a> {
     pub ggtt_shadow: &'a mut [u64],
     /// `P * 512` `u64`s: the shadow PPGTT's snapshot.
     pub ppgtt_snap: &'a mut [u64],
+}
+
+/// PVINFO `cursor_x_hot`/`cursor_y_hot` say "no hotspot" (0xFFFFFFFF, as
+/// GVT-g's `populate_pvinfo_page`) until the guest writes them.
+fn no_cursor_hotspot(vregs: &mut [u32]) {
+    for off in [vgtif::CURSOR_X_HOT, vgtif::CURSOR_Y_HOT] {
+        if let Some(d) = vregs.get_mut(((PVINFO_BASE + off) / 4) as usize) {
+            *d = u32::MAX;
+        }
+    }
 }
 
 /// Element counts of a [`VgpuStorage`] for a vGPU owning `part` with `P`
@@ -230,6 +240,9 @@ pub struct Vgpu<const P: usize = DEFAULT_PPGTT_TABLES> {
     /// Identity of the primary planes reported by QUERY_GFX_PLANE; the
     /// current one is what the display region maps.
     plane_ids: PlaneIds<PLANE_IDS>,
+    /// Identity of the cursor planes reported (ids with
+    /// [`display::CURSOR_ID_BIT`] set).
+    cursor_ids: PlaneIds<2>,
     /// Pipe A's vblank clock and counters ([`super::vblank`]).
     vblank: Vblank,
     /// The display-engine interrupt block (`DEIMR`/`DEIIR`/`DEIER`): the
@@ -273,6 +286,7 @@ impl<const P: usize> Vgpu<P> {
         };
         let mmio = VgpuMmio::new(pv);
         mmio.reset_vregs(st.vregs);
+        no_cursor_hotspot(st.vregs);
         Ok(Self {
             id: p.id,
             part: p.part,
@@ -285,6 +299,7 @@ impl<const P: usize> Vgpu<P> {
             ring_dirty: [false; EngineId::COUNT],
             pd: None,
             plane_ids: PlaneIds::new(),
+            cursor_ids: PlaneIds::new(),
             vblank: Vblank::stopped(env.clock.now_ns(), DEFAULT_PERIOD_NS),
             de: GtIrq::new(),
         })
@@ -380,6 +395,7 @@ impl<const P: usize> Vgpu<P> {
         let _ = gpu.reset_slot(phys, env.host, env.clock, self.slot);
         self.cfg.reset();
         self.mmio.reset_vregs(st.vregs);
+        no_cursor_hotspot(st.vregs);
         if let Ok(mut g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
             gpu.with_backend(phys, |b| g.reset(env.guest, b, env.cpu));
             self.ggtt = g.state();
@@ -391,6 +407,7 @@ impl<const P: usize> Vgpu<P> {
         self.ring_dirty = [false; EngineId::COUNT];
         self.pd = None;
         self.plane_ids.clear();
+        self.cursor_ids.clear();
         // The plane is off after a reset: the pipe stops; the counters go
         // on from where they were (they are not reset on hardware either).
         let now = env.clock.now_ns();
@@ -640,7 +657,7 @@ impl<const P: usize> Vgpu<P> {
                         self.vblank.flip(value, st.vregs);
                         None
                     }
-                    DisplayReg::PlaneStride | DisplayReg::PipeSrc => None,
+                    DisplayReg::PlaneStride | DisplayReg::PipeSrc | DisplayReg::CursorCtl | DisplayReg::CursorBase | DisplayReg::CursorPos => None,
                 };
                 if let Some(off) = de {
                     let d = self.de.write(off, value).unwrap_or_default();
@@ -821,6 +838,14 @@ impl<const P: usize> Vgpu<P> {
         region_index: u32,
     ) -> Result<QueryAnswer, InvalidQuery> {
         let gm = self.gm();
+        if drm_plane_type == display::vfio::DRM_PLANE_TYPE_CURSOR
+            && display::GfxQuery::from_flags(flags, caps)? == display::GfxQuery::DmaBuf
+        {
+            let r = |off: u32| st.vregs.get(((PVINFO_BASE + off) / 4) as usize).copied().unwrap_or(u32::MAX);
+            let hot = (r(vgtif::CURSOR_X_HOT), r(vgtif::CURSOR_Y_HOT));
+            let primary = display::Observed { id: self.plane_ids.current(), changed: false };
+            return Ok(display::query_cursor(st.vregs, &gm, hot, &mut self.cursor_ids, primary));
+        }
         let plane_type = if flags == display::vfio::VFIO_GFX_PLANE_TYPE_REGION
             && drm_plane_type == display::vfio::DRM_PLANE_TYPE_OVERLAY
         {
@@ -850,7 +875,11 @@ impl<const P: usize> Vgpu<P> {
     /// The plane a `VFIO_DEVICE_GET_GFX_DMABUF` argument names (an id
     /// QUERY_GFX_PLANE handed out and that is still remembered).
     pub fn dmabuf_plane(&self, id: u32) -> Option<Plane> {
-        self.plane_ids.lookup(id)
+        if id & display::CURSOR_ID_BIT != 0 {
+            self.cursor_ids.lookup(id & !display::CURSOR_ID_BIT)
+        } else {
+            self.plane_ids.lookup(id)
+        }
     }
 
     /// The framebuffer page list of `plane` ([`display::framebuffer_pages`]
@@ -1150,6 +1179,90 @@ mod tests {
         assert_eq!(r.r32(regs::DE_IER), 0);
         assert_eq!(r.r32(super::super::vblank::PIPEA_FRMCOUNT), 1);
         assert!(!r.vgpu().vblank().running());
+    }
+
+    fn query(r: &mut Rig, flags: u32, ty: u32) -> Result<QueryAnswer, InvalidQuery> {
+        let st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+        let caps = GfxCaps { region: true, dmabuf: true };
+        r.v.as_mut().unwrap().query_gfx_plane(&st, flags, ty, caps, 10)
+    }
+
+    #[test]
+    fn cursor_plane_is_validated_and_tracked_apart_from_the_primary() {
+        use super::super::display::vfio::{DRM_PLANE_TYPE_CURSOR, NO_HOTSPOT, VFIO_GFX_PLANE_TYPE_DMABUF, VFIO_GFX_PLANE_TYPE_REGION};
+        use super::super::display::{drm_format, CURSOR_ID_BIT};
+        const DMABUF: u32 = VFIO_GFX_PLANE_TYPE_DMABUF;
+        let mut r = Rig::new();
+        let ap = part().aperture.base as u32;
+        r.w32(PVINFO_BASE + vgtif::DISPLAY_READY, 1);
+        // Disabled: no plane, with the reason.
+        let a = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap();
+        assert_eq!(a.info, display::GfxPlaneInfo::NONE);
+        assert_eq!(a.no_plane, Some(NoPlane::CursorDisabled));
+        // 64x64 ARGB at the start of the aperture slice, at (-5, 300).
+        r.w32(regs::CURABASE, ap);
+        r.w32(regs::CURAPOS, (300 << 16) | 0x8000 | 5);
+        r.w32(regs::CURACNTR, 0x27);
+        let a = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap();
+        let i = a.info;
+        assert_eq!((i.drm_format, i.width, i.height, i.stride, i.size), (drm_format::ARGB8888, 64, 64, 256, 16384));
+        assert_eq!((i.x_pos as i32, i.y_pos), (-5, 300));
+        assert_eq!((i.x_hot, i.y_hot), (NO_HOTSPOT, NO_HOTSPOT), "no hotspot until the guest says");
+        let id = i.region_index_or_dmabuf_id;
+        assert_ne!(id & CURSOR_ID_BIT, 0, "cursor ids never look like primary ids");
+        assert!(!a.observed.changed, "the primary's identity is untouched");
+        let p = r.vgpu().dmabuf_plane(id).expect("the id names the cursor image");
+        assert_eq!((p.surface(), p.pages()), (u64::from(ap), 4));
+        assert_eq!(r.vgpu().dmabuf_plane(id & !CURSOR_ID_BIT), None, "not a primary id");
+        // Moving it and setting the hotspot keep the id.
+        r.w32(regs::CURAPOS, (7 << 16) | 9);
+        r.w32(PVINFO_BASE + vgtif::CURSOR_X_HOT, 3);
+        r.w32(PVINFO_BASE + vgtif::CURSOR_Y_HOT, 4);
+        let i = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().info;
+        assert_eq!((i.x_pos, i.y_pos, i.x_hot, i.y_hot, i.region_index_or_dmabuf_id), (9, 7, 3, 4, id));
+        // A bigger mode is another image: another id.
+        r.w32(regs::CURACNTR, 0x23);
+        let i = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().info;
+        assert_eq!((i.width, i.size), (256, 256 * 1024));
+        assert_ne!(i.region_index_or_dmabuf_id, id);
+        // Invalid: outside the vGPU's memory (last page of the slice, 64 KiB
+        // image), misaligned, unknown mode.  No plane, no dma-buf.
+        r.w32(regs::CURACNTR, 0x27);
+        r.w32(regs::CURABASE, ap + part().aperture.size as u32 - 4096);
+        let a = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap();
+        assert!(matches!(a.no_plane, Some(NoPlane::SurfaceOutsideGm { .. })), "{a:?}");
+        r.w32(regs::CURABASE, 0);
+        assert!(matches!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::SurfaceOutsideGm { .. })), "another vGPU's memory");
+        r.w32(regs::CURABASE, ap + 64);
+        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::SurfaceMisaligned(ap + 64)));
+        r.w32(regs::CURABASE, ap);
+        r.w32(regs::CURACNTR, 0x07);
+        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::CursorMode(7)));
+        // Region planes are primary only: a region cursor query is no plane.
+        r.w32(regs::CURACNTR, 0x27);
+        assert_eq!(query(&mut r, VFIO_GFX_PLANE_TYPE_REGION, DRM_PLANE_TYPE_CURSOR).unwrap().info, display::GfxPlaneInfo::NONE);
+        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().info.region_index_or_dmabuf_id, id, "remembered");
+        // Display not ready: no cursor either.
+        r.w32(PVINFO_BASE + vgtif::DISPLAY_READY, 0);
+        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::DisplayNotReady));
+    }
+
+    proptest::proptest! {
+        /// Whatever the cursor registers hold: no panic, and a reported
+        /// cursor lies inside the vGPU's own memory.
+        #[test]
+        fn any_cursor_registers_stay_inside_the_vgpu(ctl in proptest::prelude::any::<u32>(), base in proptest::prelude::any::<u32>(), pos in proptest::prelude::any::<u32>()) {
+            let mut vregs = vec![0u32; VREG_DWORDS];
+            vregs[display::DISPLAY_READY_VREG] = 1;
+            vregs[(regs::CURACNTR / 4) as usize] = ctl;
+            vregs[(regs::CURABASE / 4) as usize] = base;
+            vregs[(regs::CURAPOS / 4) as usize] = pos;
+            let gm = VgpuGm { aperture: part().aperture, high: part().high };
+            if let Ok((p, (x, y))) = display::decode_cursor(&vregs, &gm) {
+                proptest::prop_assert!(gm.aperture.contains(p.surface(), p.mapped_size()) || gm.high.contains(p.surface(), p.mapped_size()));
+                proptest::prop_assert!(x.abs() <= 0x7FFF && y.abs() <= 0x7FFF);
+            }
+        }
     }
 
     #[test]
