@@ -562,6 +562,22 @@ impl<const P: usize> Vgpu<P> {
                 }
             }
         }
+        // DEIIR is write-one-to-clear and its value comes from the display
+        // block, not from the vreg: a 1- or 2-byte write clears only in the
+        // bytes written (widened to the dword with zeros, which clear nothing).
+        let widened: [u8; 4];
+        let de_iir = u64::from(regs::DE_IIR);
+        let (offset, data) = if size < 4 && offset >= de_iir && offset < de_iir + 4 {
+            let mut b = [0u8; 4];
+            let at = (offset - de_iir) as usize;
+            if let Some(dst) = b.get_mut(at..at.saturating_add(data.len())) {
+                dst.copy_from_slice(data);
+            }
+            widened = b;
+            (de_iir, &widened[..])
+        } else {
+            (offset, data)
+        };
         let outcome = self.mmio.write_bytes(st.vregs, offset, data)?;
         for (i, ev) in outcome.events().enumerate() {
             let r = self.route(gpu, phys, st, env, ev, &mut out.delivery);
@@ -1170,8 +1186,12 @@ mod tests {
         // The GT block going quiet does not lower the line the display
         // block holds up.
         assert_eq!(r.vgpu().signal(Delivery { msi: false, intx: Some(false) }).intx, None);
-        let out = r.w32(regs::DE_IIR, irq::DE_PIPEA_VBLANK);
+        // A byte write to DEIIR's second byte clears nothing in the first.
+        r.w(u64::from(regs::DE_IIR) + 1, &[0xFF]).unwrap();
+        assert_eq!(r.r32(regs::DE_IIR), irq::DE_PIPEA_VBLANK, "a partial write clears only its own bytes");
+        let out = r.w(u64::from(regs::DE_IIR), &[irq::DE_PIPEA_VBLANK as u8]).unwrap();
         assert_eq!(out.delivery.intx, Some(false), "acknowledging the vblank drops the line");
+        assert_eq!(r.r32(regs::DE_IIR), 0);
         // A reset stops the pipe and clears the block, keeps the count.
         let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
         let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
