@@ -10,6 +10,11 @@
 //! checks that the PTE write returns, that the entry resolves to scratch,
 //! that the refusal is counted (`gvt/stats` `self_map_faults`), and that the
 //! vGPU still works afterwards.  The rig fails the run on any kernel splat.
+//!
+//! Checked against the bug it guards: with the guard in `aperture_fault`
+//! disabled, the PTE write never returns (the hung-task detector reports the
+//! test's task "blocked on a mutex likely owned by" itself) and this test
+//! fails with its deadlock message.
 
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
