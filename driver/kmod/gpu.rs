@@ -15,6 +15,8 @@
 //! engine worker takes the GPU lock alone, drops it, then the slot table and
 //! each signalled vGPU's lock.
 
+use core::sync::atomic::{AtomicU64, Ordering};
+
 use kernel::prelude::*;
 
 use crate::gvt_core::aperture::CpuMappings;
@@ -151,6 +153,45 @@ pub(crate) fn kick() {
 pub(crate) fn stop() {
     // SAFETY: cancels the module's static delayed work and waits for it.
     unsafe { vfio::gvt_rs_stop_engines() };
+}
+
+/// Absolute time (ns) the vblank work is armed for, `u64::MAX` when it is
+/// not armed.
+static VBLANK_ARMED: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// Make the vblank work run at `deadline_ns` (or earlier, if it is already
+/// armed for an earlier time).  Every vGPU that wants vblank interrupts
+/// calls this after a register write; the work re-arms itself for the
+/// earliest next vblank of all vGPUs, and stops when none wants one.
+pub(crate) fn arm_vblank(deadline_ns: u64, now_ns: u64) {
+    if VBLANK_ARMED.fetch_min(deadline_ns, Ordering::SeqCst) > deadline_ns {
+        // SAFETY: queues the module's static delayed work.
+        unsafe { vfio::gvt_rs_arm_vblank(deadline_ns.saturating_sub(now_ns)) };
+    }
+}
+
+/// Stop the vblank work for good (module unload, after every vGPU is gone).
+pub(crate) fn stop_vblank() {
+    // SAFETY: cancels the module's static delayed work and waits for it.
+    unsafe { vfio::gvt_rs_stop_vblank() };
+}
+
+/// The vblank timer (paper §3.2, GVT-g's `vblank_timer_fn`): brings every
+/// vGPU's frame counter up to now, latches and signals the vblank interrupts,
+/// and runs again at the earliest next vblank any vGPU wants.
+#[no_mangle]
+extern "C" fn gvt_rs_vblank_work() {
+    VBLANK_ARMED.store(u64::MAX, Ordering::SeqCst);
+    let now = KClock.now_ns();
+    let mut next = u64::MAX;
+    parent::get().for_each_vgpu(|v| {
+        if let Some(d) = v.vblank_tick(now) {
+            next = next.min(d);
+        }
+    });
+    if next != u64::MAX {
+        arm_vblank(next, now);
+    }
 }
 
 /// Rounds per worker invocation before yielding the CPU.

@@ -270,3 +270,22 @@ void gvt_rs_stop_engines(void)
 {
 	cancel_delayed_work_sync(&gvt_rs_engine_dwork);
 }
+
+static void gvt_rs_vblank_work_fn(struct work_struct *work)
+{
+	gvt_rs_vblank_work();
+}
+
+static DECLARE_DELAYED_WORK(gvt_rs_vblank_dwork, gvt_rs_vblank_work_fn);
+
+/* Run the vblank work in delay_ns, rounded up to whole jiffies (never early,
+ * so a run always finds the vblank it was armed for). */
+void gvt_rs_arm_vblank(u64 delay_ns)
+{
+	mod_delayed_work(system_dfl_wq, &gvt_rs_vblank_dwork, nsecs_to_jiffies(delay_ns) + 1);
+}
+
+void gvt_rs_stop_vblank(void)
+{
+	cancel_delayed_work_sync(&gvt_rs_vblank_dwork);
+}

@@ -88,3 +88,8 @@ void gvt_rs_unpin_gfn(struct vfio_device *vdev, u64 gfn);
 void gvt_rs_engine_work(void);
 void gvt_rs_kick_engines(unsigned long delay_jiffies);
 void gvt_rs_stop_engines(void);
+/* The vblank timer: a delayed work item whose function calls Rust's
+ * gvt_rs_vblank_work(); armed only while a vGPU wants vblank interrupts. */
+void gvt_rs_vblank_work(void);
+void gvt_rs_arm_vblank(u64 delay_ns);
+void gvt_rs_stop_vblank(void);

@@ -277,6 +277,7 @@ impl Parent {
             vfio::mdev_unregister_parent(self.mdev_parent.get());
         }
         gpu::stop();
+        gpu::stop_vblank();
         // SAFETY: as above.
         unsafe {
             bindings::device_unregister(self.dev.get());
@@ -292,6 +293,19 @@ impl Parent {
     pub(crate) fn set_slot(&self, slot: VgpuId, v: Option<&Vgpu>) {
         if let Some(e) = self.slots.lock().get_mut(usize::from(slot.0)) {
             *e = v.map_or(0, |v| core::ptr::from_ref(v) as usize);
+        }
+    }
+
+    /// Call `f` on every live vGPU (under the slot table's lock: each stays
+    /// alive for the call).
+    pub(crate) fn for_each_vgpu(&self, mut f: impl FnMut(&Vgpu)) {
+        let slots = self.slots.lock();
+        for &addr in slots.iter() {
+            if addr != 0 {
+                // SAFETY: a non-zero entry is a live `Vgpu`: it clears its
+                // entry (under this lock) before it is freed.
+                f(unsafe { &*(addr as *const Vgpu) });
+            }
         }
     }
 

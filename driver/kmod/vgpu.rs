@@ -47,6 +47,8 @@ use crate::gvt_core::display::{vfio as gfx, GfxCaps, NoPlane};
 use crate::gvt_core::edid::{self, EdidEvent, EdidRegion};
 use crate::gvt_core::gpu::{SubmitOutcome, SHADOW_PAGES_PER_VGPU};
 use crate::gvt_core::irq::Delivery;
+use crate::gvt_core::sched::Clock as _;
+use crate::gvt_core::vblank::{DEFAULT_PERIOD_NS, PIPEA_FRMCOUNT, PIPEA_FRMTMSTMP};
 use crate::gvt_core::mem::{HostMemory, HostPage, PAGE_SIZE};
 use crate::gvt_core::partition::{Partition, PartitionId};
 use crate::gvt_core::sched::VgpuId;
@@ -200,6 +202,10 @@ pub(crate) struct Vgpu {
     /// fault (SIGBUS: the pin fails, the PTE goes to scratch) instead of
     /// deadlocking the host.
     pinning: AtomicUsize,
+    /// Faults refused by the `pinning` guard (sysfs `gvt/stats`
+    /// `self_map_faults`): a guest pointed a GGTT entry at the VMM's own
+    /// mapping of this vGPU's aperture or display region.
+    self_faults: AtomicU64,
     /// dma-buf planes offered (sysfs `gvt/dmabuf`; on by default).  A VMM
     /// without OpenGL (QEMU `display=on` with no GL display) needs them off:
     /// QEMU takes dma-buf planes whenever the probe says they exist.
@@ -249,6 +255,34 @@ impl Vgpu {
         }
         if sig.intx == Some(true) {
             self.signal(INTX);
+        }
+    }
+
+    /// The vblank timer at `now`: bring the frame counter up to date, signal
+    /// the vblank interrupt if it latched; returns when this vGPU next wants
+    /// the timer (None: it does not).
+    pub(crate) fn vblank_tick(&self, now: u64) -> Option<u64> {
+        let mut st = self.state.lock();
+        let Ok((core, mut storage)) = st.split() else { return None };
+        let d = core.vblank_tick(&parent::get().gpu.lock().gpu, &mut storage, now);
+        let next = core.vblank_deadline(now);
+        let sig = core.signal(d);
+        drop(st);
+        if sig.msi {
+            self.signal(vfio::VFIO_PCI_MSI_IRQ_INDEX);
+        }
+        if sig.intx == Some(true) {
+            self.signal(INTX);
+        }
+        next
+    }
+
+    /// The vblank period follows the monitor's mode (open, hotplug); called
+    /// with the state lock held.
+    fn apply_refresh(st: &mut State) {
+        let period = st.edid.mode().and_then(|m| m.frame_period_ns()).unwrap_or(DEFAULT_PERIOD_NS);
+        if let Some(core) = st.core.as_mut() {
+            core.set_refresh_period(KClock.now_ns(), period);
         }
     }
 
@@ -596,6 +630,7 @@ fn new_vgpu(
             ballooned: AtomicU64::new(0),
             failed_told: AtomicBool::new(false),
             pinning: AtomicUsize::new(0),
+            self_faults: AtomicU64::new(0),
             dmabuf: AtomicBool::new(true),
             state <- new_mutex!(state),
             irqs <- new_mutex!(Irqs { ctx: [ptr::null_mut(); NUM_IRQS as usize], intx_masked: false }),
@@ -657,6 +692,7 @@ unsafe extern "C" fn vgpu_open(vdev: *mut vfio::vfio_device) -> i32 {
         Err(e) => return e.to_errno(),
     }
     v.reset();
+    Vgpu::apply_refresh(&mut v.state.lock());
     0
 }
 
@@ -769,7 +805,24 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<bo
             let mut g = parent::get().gpu.lock();
             let PhysGpu { gpu, phys } = &mut *g;
             match dir {
-                Dir::Read => core.bar0_read(gpu, &mut storage, off, buf).map_err(access_err)?,
+                Dir::Read => {
+                    // The frame counters are brought up to date when read
+                    // (no timer runs for a guest that only polls them).
+                    let lazy = (u64::from(PIPEA_FRMCOUNT)..u64::from(PIPEA_FRMTMSTMP) + 4).contains(&off);
+                    let d = if lazy { core.vblank_tick(gpu, &mut storage, KClock.now_ns()) } else { Delivery::default() };
+                    core.bar0_read(gpu, &mut storage, off, buf).map_err(access_err)?;
+                    if d != Delivery::default() {
+                        drop(g);
+                        let sig = core.signal(d);
+                        drop(st);
+                        if sig.msi {
+                            v.signal(vfio::VFIO_PCI_MSI_IRQ_INDEX);
+                        }
+                        if sig.intx == Some(true) {
+                            v.signal(INTX);
+                        }
+                    }
+                }
                 Dir::Write => {
                     v.pinning.store(current_task(), Ordering::Relaxed);
                     let out = core.bar0_write(gpu, phys, &mut storage, &mut env!(v), off, buf);
@@ -777,7 +830,18 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<bo
                     let out = out.map_err(access_err)?;
                     drop(g);
                     let sig = core.signal(out.delivery);
+                    // A register write may have enabled the vblank interrupt
+                    // or the plane: the vblank timer runs while one is wanted.
+                    let vblank = if off < GGTT_BAR0 {
+                        let now = KClock.now_ns();
+                        core.vblank_deadline(now).map(|d| (d, now))
+                    } else {
+                        None
+                    };
                     drop(st);
+                    if let Some((deadline, now)) = vblank {
+                        gpu::arm_vblank(deadline, now);
+                    }
                     if sig.msi {
                         v.signal(vfio::VFIO_PCI_MSI_IRQ_INDEX);
                     }
@@ -806,8 +870,9 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<bo
             match r {
                 Ok(Some(EdidEvent::Hotplug { connected })) => {
                     // Hotplug: the guest sees the new monitor (and a new
-                    // hotplug count) in its EDID page.
+                    // hotplug count) in its EDID page; the refresh follows the mode.
                     st.mirror_edid();
+                    Vgpu::apply_refresh(&mut st);
                     let mode = st.edid.mode();
                     drop(st);
                     match mode {
@@ -1288,6 +1353,7 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
     if v.pinning.load(Ordering::Relaxed) == current_task() {
+        v.self_faults.fetch_add(1, Ordering::Relaxed);
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
     let mut st = v.state.lock();
@@ -1333,6 +1399,7 @@ unsafe extern "C" fn display_fault(vmf: *mut bindings::vm_fault) -> bindings::vm
     let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64;
     let page_index = pgoff & (REGION_MASK >> PAGE_SHIFT);
     if v.pinning.load(Ordering::Relaxed) == current_task() {
+        v.self_faults.fetch_add(1, Ordering::Relaxed);
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
     let mut st = v.state.lock();
@@ -1652,6 +1719,7 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
             let Ok(core) = st.core() else { return errno(ENODEV) };
             let g = parent::get().gpu.lock();
             core.write_stats(&g.gpu, &mut w)
+                .and_then(|()| writeln!(w, "self_map_faults {}", v.self_faults.load(Ordering::Relaxed)))
         }
         _ => return errno(EINVAL),
     };

@@ -45,6 +45,21 @@
 //! QEMU's cached dma-bufs, as GVT-g's `pick_dmabuf_by_info` does).  Id 0 means
 //! "no plane".
 //!
+//! **Cursor plane** ([`decode_cursor`], i9xx cursor A, Intel offsets):
+//! `CURACNTR` 0x70080 (bits 5:0 the mode: 0x27 64×64, 0x22 128×128, 0x23
+//! 256×256, all 32-bit ARGB, i915's `MCURSOR_MODE_*_ARGB_AX`; 0 disabled),
+//! `CURABASE` 0x70084 (GGTT address of the image, validated like the primary
+//! surface: display ready, 4 KiB aligned, the whole `n × n × 4` bytes inside
+//! one of the vGPU's own slices) and `CURAPOS` 0x70088 (sign and magnitude
+//! per axis: x bits 14:0 with sign bit 15, y bits 30:16 with sign bit 31).
+//! It is offered as a dma-buf plane only (`drm_plane_type` 2): `x_pos`/`y_pos`
+//! are the position as a two's-complement `i32` (a cursor may hang off the
+//! top or left edge), `x_hot`/`y_hot` the guest's PVINFO `cursor_x_hot`/
+//! `cursor_y_hot` (0xFFFFFFFF, vfio.h's "no hotspot", until the guest writes
+//! them, as GVT-g).  Cursor ids have bit 31 set ([`CURSOR_ID_BIT`]), so they
+//! never collide with primary ids (QEMU caches both kinds of dma-buf in one
+//! list, by id); moving the cursor keeps its id.
+//!
 //! VFIO side ([`query_gfx_plane`]): the answer to `VFIO_DEVICE_QUERY_GFX_PLANE`
 //! (`struct vfio_device_gfx_plane_info`) for region planes (a VFIO region that
 //! maps the current framebuffer pages, [`region_fault`]/[`region_read`]) and
@@ -57,7 +72,7 @@ use core::ops::Range;
 use super::ggtt::{Ggtt, VgpuGm};
 use super::mem::{Gma, GmRange, HostMemory, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
 use super::pvinfo::{vgtif, PVINFO_BASE};
-use super::regs::{PipeSrc, PlaneCtl, DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC};
+use super::regs::{PipeSrc, PlaneCtl, CURABASE, CURACNTR, CURAPOS, DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC};
 
 /// Intel `DISP_TILED` (DSPCNTR bit 10, i965+): X-tiled scan-out.
 pub const PLANE_CTL_TILED: u32 = 1 << 10;
@@ -206,6 +221,10 @@ pub enum NoPlane {
     /// `[surface, surface + size)` is not inside one of the vGPU's own GM
     /// slices (or the plane was checked against another vGPU's slices).
     SurfaceOutsideGm { surface: u64, size: u64 },
+    /// CURACNTR's mode (bits 5:0) is 0: no cursor.
+    CursorDisabled,
+    /// CURACNTR's mode (bits 5:0) is not one of [`CursorMode`]'s.
+    CursorMode(u32),
 }
 
 impl NoPlane {
@@ -221,6 +240,8 @@ impl NoPlane {
             NoPlane::StrideTooSmall { .. } => "stride too small",
             NoPlane::SurfaceMisaligned(_) => "surface misaligned",
             NoPlane::SurfaceOutsideGm { .. } => "surface outside the vGPU's graphics memory",
+            NoPlane::CursorDisabled => "cursor disabled",
+            NoPlane::CursorMode(_) => "unsupported cursor mode",
         }
     }
 }
@@ -251,6 +272,10 @@ impl fmt::Display for NoPlane {
                 f,
                 "surface [{surface:#x}, +{size:#x}) is not inside the vGPU's aperture or high GM slice"
             ),
+            NoPlane::CursorDisabled => f.write_str("cursor disabled (CURACNTR mode 0)"),
+            NoPlane::CursorMode(m) => {
+                write!(f, "CURACNTR mode {m:#x} unsupported (supported: 0x27 64x64, 0x22 128x128, 0x23 256x256 ARGB)")
+            }
         }
     }
 }
@@ -360,6 +385,120 @@ pub fn decode(regs: &DisplayRegs, gm: &VgpuGm) -> Result<Plane, NoPlane> {
 /// [`decode`] straight from the vreg file.
 pub fn decode_vregs(vregs: &[u32], gm: &VgpuGm) -> Result<Plane, NoPlane> {
     decode(&DisplayRegs::from_vregs(vregs), gm)
+}
+
+/// A supported cursor mode (`CURCNTR` bits 5:0, i915's
+/// `MCURSOR_MODE_*_ARGB_AX`): a square 32-bit ARGB image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CursorMode {
+    /// 0x27: 64×64.
+    Argb64,
+    /// 0x22: 128×128.
+    Argb128,
+    /// 0x23: 256×256.
+    Argb256,
+}
+
+impl CursorMode {
+    /// The mode bits of CURCNTR.
+    pub const MASK: u32 = 0x3F;
+
+    pub const fn from_intel(bits: u32) -> Option<Self> {
+        match bits {
+            0x27 => Some(CursorMode::Argb64),
+            0x22 => Some(CursorMode::Argb128),
+            0x23 => Some(CursorMode::Argb256),
+            _ => None,
+        }
+    }
+    pub const fn intel(self) -> u32 {
+        match self {
+            CursorMode::Argb64 => 0x27,
+            CursorMode::Argb128 => 0x22,
+            CursorMode::Argb256 => 0x23,
+        }
+    }
+    /// Width and height in pixels.
+    pub const fn size(self) -> u32 {
+        match self {
+            CursorMode::Argb64 => 64,
+            CursorMode::Argb128 => 128,
+            CursorMode::Argb256 => 256,
+        }
+    }
+}
+
+/// Bit 31 of every cursor plane id (primary ids never have it).
+pub const CURSOR_ID_BIT: u32 = 1 << 31;
+
+/// A `CURPOS` value as (x, y): sign and magnitude per axis.
+pub fn cursor_position(pos: u32) -> (i32, i32) {
+    let axis = |v: u32| {
+        let m = (v & 0x7FFF) as i32;
+        if v & 0x8000 != 0 {
+            -m
+        } else {
+            m
+        }
+    };
+    (axis(pos), axis(pos >> 16))
+}
+
+/// The validated cursor plane and its position (module docs: the rules).
+/// The plane is what the image is (identity, dma-buf pages); the position
+/// is not part of it.
+pub fn decode_cursor(vregs: &[u32], gm: &VgpuGm) -> Result<(Plane, (i32, i32)), NoPlane> {
+    let r = |off: u32| vregs.get((off / 4) as usize).copied().unwrap_or(0);
+    if vregs.get(DISPLAY_READY_VREG).copied().unwrap_or(0) == 0 {
+        return Err(NoPlane::DisplayNotReady);
+    }
+    let bits = r(CURACNTR) & CursorMode::MASK;
+    if bits == 0 {
+        return Err(NoPlane::CursorDisabled);
+    }
+    let mode = CursorMode::from_intel(bits).ok_or(NoPlane::CursorMode(bits))?;
+    let base = r(CURABASE);
+    if u64::from(base) % PAGE_SIZE != 0 {
+        return Err(NoPlane::SurfaceMisaligned(base));
+    }
+    let n = mode.size();
+    let plane = Plane { format: PixelFormat::Argb8888, width: n, height: n, stride: n * 4, surface: u64::from(base) };
+    if !in_one_slice(gm, plane.surface, plane.mapped_size()) {
+        return Err(NoPlane::SurfaceOutsideGm { surface: plane.surface, size: plane.size() });
+    }
+    Ok((plane, cursor_position(r(CURAPOS))))
+}
+
+/// `VFIO_DEVICE_QUERY_GFX_PLANE` for the cursor (`drm_plane_type` 2): a
+/// dma-buf plane only (a region query, or a probe, is [`query_gfx_plane`]'s).
+/// `hot` is the guest's PVINFO hotspot; `ids` the cursor identities (their
+/// ids are given out with [`CURSOR_ID_BIT`] set); `primary` the primary's
+/// current observation, returned unchanged (the display region is not
+/// affected by the cursor).
+pub fn query_cursor<const N: usize>(
+    vregs: &[u32],
+    gm: &VgpuGm,
+    hot: (u32, u32),
+    ids: &mut PlaneIds<N>,
+    primary: Observed,
+) -> QueryAnswer {
+    match decode_cursor(vregs, gm) {
+        Ok((p, (x, y))) => {
+            let id = ids.observe(Some(&p)).id | CURSOR_ID_BIT;
+            let info = GfxPlaneInfo {
+                x_pos: x as u32,
+                y_pos: y as u32,
+                x_hot: hot.0,
+                y_hot: hot.1,
+                ..GfxPlaneInfo::of(&p, id, GfxQuery::DmaBuf, 0)
+            };
+            QueryAnswer { info, observed: primary, no_plane: None }
+        }
+        Err(e) => {
+            ids.observe(None);
+            QueryAnswer { info: GfxPlaneInfo::NONE, observed: primary, no_plane: Some(e) }
+        }
+    }
 }
 
 /// What [`PlaneIds::observe`] saw.

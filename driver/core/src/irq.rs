@@ -28,6 +28,11 @@
 
 use super::backend::EngineId;
 
+/// Pipe A vblank in the display-engine block (`DE_PIPEA_VBLANK_IVB`):
+/// `DEIIR`/`DEIMR`/`DEIER` ([`super::regs::DE_IIR`]...), with the same
+/// semantics as the GT block (a second [`GtIrq`]).
+pub const DE_PIPEA_VBLANK: u32 = 1 << 0;
+
 pub use super::regs::{GT_IER as GTIER, GT_IIR as GTIIR, GT_IMR as GTIMR, GT_ISR as GTISR};
 
 pub const RCS_USER_INTERRUPT: u32 = 1 << 0;

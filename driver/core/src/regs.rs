@@ -25,7 +25,12 @@
 //!   (`FORCEWAKE_MT`, a masked register) and ack 0x130044 (`FORCEWAKE_ACK_HSW`);
 //! - fences: 16 × 64-bit at 0x100000 (`FENCE_REG_GEN6_LO(i)`);
 //! - display: PIPEASRC 0x6001C, DSPACNTR 0x70180, DSPASTRIDE 0x70188,
-//!   DSPASURF 0x7019C.
+//!   DSPASURF 0x7019C; the display-engine interrupts of Ivybridge
+//!   (`DEISR`/`DEIMR`/`DEIIR`/`DEIER` at 0x44000/0x44004/0x44008/0x4400C,
+//!   pipe A vblank on bit 0) for the vblank interrupt ([`super::vblank`]);
+//!   the pipe A frame counter `PIPE_FRMCOUNT_G4X` 0x70040 is a plain vreg
+//!   kept by [`super::vblank`]; cursor A `CURACNTR`/`CURABASE`/`CURAPOS` at
+//!   0x70080/0x70084/0x70088 ([`super::display`]'s cursor plane).
 //!
 //! The PVINFO page (0x78000, [`super::pvinfo`]) and the guest GGTT view
 //! (8–16 MiB of BAR0) are windows of BAR0 handled by their own modules, not
@@ -51,6 +56,18 @@ pub enum DisplayReg {
     PlaneSurf,
     /// PIPEASRC: source size ([`PipeSrc`]).
     PipeSrc,
+    /// DEIMR: display-engine interrupt mask ([`super::irq::DE_PIPEA_VBLANK`]).
+    DeImr,
+    /// DEIIR: display-engine interrupt identity, write one to clear.
+    DeIir,
+    /// DEIER: display-engine interrupt enable.
+    DeIer,
+    /// CURACNTR: cursor A control (mode, [`super::display::CursorMode`]).
+    CursorCtl,
+    /// CURABASE: GGTT address of the cursor image.
+    CursorBase,
+    /// CURAPOS: cursor position (sign + magnitude per axis).
+    CursorPos,
 }
 
 /// The policy the MMIO dispatcher applies to a register.
@@ -238,6 +255,16 @@ register! {
     /// BCS PPGTT page-directory base (gvt-sim's blitter uses the GGTT only;
     /// the register is still mediated so a guest cannot slip a root past us).
     BCS_PP_DIR_BASE(u32) @ 0x22228 => PpDirBase(EngineId::Bcs);
+    /// Display-engine interrupt status (`DEISR`, Ivybridge): no live level.
+    DE_ISR(u32) @ 0x44000 => ReadOnly(0);
+    /// Display-engine interrupt mask (`DEIMR`): bit 0 pipe A vblank
+    /// (`DE_PIPEA_VBLANK_IVB`, [`super::irq::DE_PIPEA_VBLANK`]); the vblank
+    /// model is [`super::vblank`].
+    DE_IMR(u32) @ 0x44004 => Display(DisplayReg::DeImr);
+    /// Display-engine interrupt identity (`DEIIR`), write one to clear.
+    DE_IIR(u32) @ 0x44008 => Display(DisplayReg::DeIir);
+    /// Display-engine interrupt enable (`DEIER`).
+    DE_IER(u32) @ 0x4400C => Display(DisplayReg::DeIer);
     /// GT interrupt status (`GTISR`): every gvt-sim event is a pulse, no
     /// live level (see [`super::irq`]).
     GT_ISR(u32) @ 0x44010 => ReadOnly(0);
@@ -249,6 +276,14 @@ register! {
     GT_IER(u32) @ 0x4401C => Ier;
     /// Pipe A source size (`PIPESRC(PIPE_A)`): (width-1)<<16 | (height-1).
     PIPEASRC(u32) @ 0x6001C => Display(DisplayReg::PipeSrc);
+    /// Cursor A control (`CURCNTR(PIPE_A)`, i9xx): bits 5:0 the mode
+    /// ([`super::display::CursorMode`]; 0 disabled).
+    CURACNTR(u32) @ 0x70080 => Display(DisplayReg::CursorCtl);
+    /// Cursor A image GGTT address (`CURBASE`), 4 KiB aligned.
+    CURABASE(u32) @ 0x70084 => Display(DisplayReg::CursorBase);
+    /// Cursor A position (`CURPOS`): x in bits 14:0 with sign bit 15, y in
+    /// bits 30:16 with sign bit 31.
+    CURAPOS(u32) @ 0x70088 => Display(DisplayReg::CursorPos);
     /// Primary plane A control (`DSPCNTR(PLANE_A)`), bits as [`PlaneCtl`].
     DSPACNTR(u32) @ 0x70180 => Display(DisplayReg::PlaneCtl);
     /// Primary plane A stride in bytes (`DSPSTRIDE`).

@@ -18,9 +18,18 @@
 //! `epoch + n × period` (re-anchored when the period changes, so the count
 //! stays continuous), the period being the monitor mode's frame time
 //! ([`super::edid::Mode::frame_period_ns`], 16.68 ms for 1920x1200 CVT-RB).
-//! The pipe is always running (gvt-sim has no `PIPECONF`), so the counter
-//! advances whether or not the plane is enabled.  Counts never go backwards,
-//! whatever clock values the caller passes.  A flip takes effect at once (as
+//! gvt-sim has no `PIPECONF`: the pipe runs while the primary plane is
+//! enabled (`DSPACNTR` bit 31), and the counter stands still while it is not
+//! ([`Vblank::set_running`]; a re-enabled pipe has its next vblank one period
+//! later).  Counts never go backwards, whatever clock values the caller passes.
+//!
+//! **The vblank interrupt** (i915's Ivybridge display-engine block, in
+//! [`super::regs`]): `DEISR` 0x44000 (reads 0), `DEIMR` 0x44004, `DEIIR`
+//! 0x44008 (write one to clear), `DEIER` 0x4400C, with the pipe A vblank on
+//! bit 0 (`DE_PIPEA_VBLANK_IVB`, [`super::irq::DE_PIPEA_VBLANK`]).  The same
+//! IIR/IMR/IER semantics as the GT block ([`super::irq::GtIrq`]); a tick that
+//! finds new vblanks latches the bit once (vblanks while it is pending merge,
+//! as on hardware), and the vGPU's MSI or INTx carries it.  A flip takes effect at once (as
 //! in GVT-g: `DSPSURFLIVE` and the flip counter update on the `DSPASURF`
 //! write).
 //!
@@ -63,6 +72,8 @@ pub struct Vblank {
     /// Frame count written by the latest tick.
     reported: u64,
     flips: u32,
+    /// The pipe runs (the plane is enabled): frames advance with time.
+    running: bool,
 }
 
 fn clamp_period(p: u64) -> u64 {
@@ -79,7 +90,37 @@ impl Vblank {
     /// Counting from 0 at `now_ns`, one vblank per `period_ns` (clamped to
     /// [`MIN_PERIOD_NS`]..=[`MAX_PERIOD_NS`]).
     pub fn new(now_ns: u64, period_ns: u64) -> Self {
-        Vblank { period_ns: clamp_period(period_ns), epoch_ns: now_ns, base: 0, last_ns: now_ns, reported: 0, flips: 0 }
+        Vblank { period_ns: clamp_period(period_ns), epoch_ns: now_ns, base: 0, last_ns: now_ns, reported: 0, flips: 0, running: true }
+    }
+
+    /// Like [`Vblank::new`], with the pipe stopped (a vGPU's plane starts
+    /// disabled).
+    pub fn stopped(now_ns: u64, period_ns: u64) -> Self {
+        Vblank { running: false, ..Self::new(now_ns, period_ns) }
+    }
+
+    /// Whether the pipe runs (frames advance).
+    pub fn running(&self) -> bool {
+        self.running
+    }
+
+    /// Start or stop the pipe at `now_ns`.  Stopping keeps every vblank up
+    /// to `now_ns` (the next [`Vblank::tick`] still reports them); starting
+    /// puts the next vblank one period after `now_ns`.
+    pub fn set_running(&mut self, now_ns: u64, on: bool) {
+        if on == self.running {
+            return;
+        }
+        let t = now_ns.max(self.last_ns);
+        if on {
+            self.epoch_ns = t;
+        } else {
+            let f = self.frames_at(t);
+            self.epoch_ns = self.last_vblank_ns(t);
+            self.base = f;
+        }
+        self.last_ns = t;
+        self.running = on;
     }
 
     pub fn period_ns(&self) -> u64 {
@@ -92,18 +133,26 @@ impl Vblank {
 
     /// Vblanks up to `now_ns` (or up to the latest time seen, if later).
     pub fn frames_at(&self, now_ns: u64) -> u64 {
+        if !self.running {
+            return self.base;
+        }
         let t = now_ns.max(self.last_ns);
-        self.base.saturating_add(t.saturating_sub(self.epoch_ns) / self.period_ns)
+        // `period_ns` is never 0 (clamped); no panic path either way.
+        self.base.saturating_add(t.saturating_sub(self.epoch_ns).checked_div(self.period_ns).unwrap_or(0))
     }
 
     /// Time of the latest vblank at or before `now_ns`.
     pub fn last_vblank_ns(&self, now_ns: u64) -> u64 {
-        let n = self.frames_at(now_ns) - self.base;
+        let n = self.frames_at(now_ns).saturating_sub(self.base);
         self.epoch_ns.saturating_add(n.saturating_mul(self.period_ns))
     }
 
-    /// Time of the first vblank after `now_ns` (arm the hrtimer for it).
+    /// Time of the first vblank after `now_ns` (arm the timer for it);
+    /// `u64::MAX` while the pipe is stopped.
     pub fn next_vblank_ns(&self, now_ns: u64) -> u64 {
+        if !self.running {
+            return u64::MAX;
+        }
         self.last_vblank_ns(now_ns).saturating_add(self.period_ns)
     }
 
@@ -229,8 +278,34 @@ mod tests {
         assert_eq!(vb.flips(), 3);
     }
 
+    #[test]
+    fn a_stopped_pipe_does_not_count() {
+        let mut vb = Vblank::stopped(0, 10 * MS);
+        let mut v = vec![0u32; VREG_DWORDS];
+        assert!(!vb.running());
+        assert_eq!(vb.tick(1_000 * MS, &mut v), 0, "stopped from the start");
+        assert_eq!(vb.next_vblank_ns(1_000 * MS), u64::MAX);
+        vb.set_running(1_000 * MS, true);
+        assert_eq!(vb.next_vblank_ns(1_000 * MS), 1_010 * MS, "one period after the start");
+        assert_eq!(vb.tick(1_035 * MS, &mut v), 3);
+        // Stopped at 1047 ms: the vblank at 1040 ms still counts, nothing after.
+        vb.set_running(1_047 * MS, false);
+        assert_eq!(vb.tick(5_000 * MS, &mut v), 1);
+        assert_eq!(rd(&v, PIPEA_FRMCOUNT), 4);
+        assert_eq!(rd(&v, PIPEA_FRMTMSTMP), (1_040 * MS / 1000) as u32, "the latest vblank's time");
+        assert_eq!(vb.tick(9_000 * MS, &mut v), 0);
+        // Stopping twice or starting twice changes nothing.
+        vb.set_running(9_000 * MS, false);
+        vb.set_running(9_000 * MS, true);
+        vb.set_running(9_001 * MS, true);
+        assert_eq!(vb.tick(9_019 * MS, &mut v), 1);
+        assert_eq!(vb.tick(9_020 * MS, &mut v), 1);
+        assert_eq!(rd(&v, PIPEA_FRMCOUNT), 6);
+    }
+
     #[derive(Clone, Debug)]
     enum Op {
+        Run(u64, bool),
         Tick(u64),
         Period(u64, u64),
         Flip(u32),
@@ -243,6 +318,7 @@ mod tests {
             (0u64..1 << 40, any::<u64>()).prop_map(|(t, p)| Op::Period(t, p)),
             (0u64..1 << 40, MS..50 * MS).prop_map(|(t, p)| Op::Period(t, p)),
             any::<u32>().prop_map(Op::Flip),
+            (0u64..1 << 40, any::<bool>()).prop_map(|(t, on)| Op::Run(t, on)),
         ]
     }
 
@@ -271,6 +347,15 @@ mod tests {
                         vb.set_period(t, p);
                         prop_assert!(vb.frames_at(0) >= frames);
                         prop_assert!((MIN_PERIOD_NS..=MAX_PERIOD_NS).contains(&vb.period_ns()));
+                    }
+                    Op::Run(t, on) => {
+                        vb.set_running(t, on);
+                        prop_assert_eq!(vb.running(), on);
+                        prop_assert!(vb.frames_at(0) >= frames);
+                        if !on {
+                            let f = vb.frames_at(0);
+                            prop_assert_eq!(vb.frames_at(u64::MAX), f, "a stopped pipe does not count");
+                        }
                     }
                     Op::Flip(s) => {
                         vb.flip(s, &mut v);

@@ -43,14 +43,15 @@ use super::cfgspace::{CfgError, CfgSpace, CFG_SIZE};
 use super::display::{self, GfxCaps, InvalidQuery, NoPlane, Plane, PlaneIds, QueryAnswer};
 use super::ggtt::{Ggtt, GgttError, GgttState, PteWrite, VgpuGm};
 use super::gpu::{Gpu, GpuError, RingSetup, SubmitOutcome};
-use super::irq::Delivery;
+use super::irq::{Delivery, GtIrq, DE_PIPEA_VBLANK, GTIER, GTIIR, GTIMR};
 use super::mem::{GmRange, GuestMemory, HostMemory, HostPage, MemError};
 use super::mmio::{self, ring_regs, Bar0Region, MmioError, TrapEvent, VgpuMmio};
 use super::partition::Partition;
 use super::ppgtt::{HostPageAlloc, Ppgtt, PpgttError, PpgttState, ENTRIES};
-use super::pvinfo::{PvEvent, PvInfo, PvInfoError, VGT_CAPS_FULL_PPGTT};
+use super::pvinfo::{vgtif, PvEvent, PvInfo, PvInfoError, PVINFO_BASE, VGT_CAPS_FULL_PPGTT};
 use super::regs::{self, ring, DisplayReg, Gdrst, RingOffsets};
 use super::sched::{Clock, VgpuId};
+use super::vblank::{Vblank, DEFAULT_PERIOD_NS};
 
 pub use super::mmio::BAR0_SIZE;
 pub use super::regs::VREG_DWORDS;
@@ -101,6 +102,16 @@ pub struct VgpuStorage<'a> {
     pub ppgtt_snap: &'a mut [u64],
 }
 
+/// PVINFO `cursor_x_hot`/`cursor_y_hot` say "no hotspot" (0xFFFFFFFF, as
+/// GVT-g's `populate_pvinfo_page`) until the guest writes them.
+fn no_cursor_hotspot(vregs: &mut [u32]) {
+    for off in [vgtif::CURSOR_X_HOT, vgtif::CURSOR_Y_HOT] {
+        if let Some(d) = vregs.get_mut(((PVINFO_BASE + off) / 4) as usize) {
+            *d = u32::MAX;
+        }
+    }
+}
+
 /// Element counts of a [`VgpuStorage`] for a vGPU owning `part` with `P`
 /// shadow page tables: (vregs, each GGTT array, PPGTT snapshot).
 pub const fn storage_sizes<const P: usize>(part: &Partition) -> (usize, usize, usize) {
@@ -146,6 +157,9 @@ pub struct VgpuCounters {
     pub pte_rejected: u64,
     pub pte_dropped: u64,
     pub display_writes: u64,
+    /// Vblank timer ticks or counter reads that found new vblanks (each
+    /// latches the vblank interrupt unless masked).
+    pub vblanks: u64,
     pub pvinfo_events: u64,
 }
 
@@ -226,6 +240,14 @@ pub struct Vgpu<const P: usize = DEFAULT_PPGTT_TABLES> {
     /// Identity of the primary planes reported by QUERY_GFX_PLANE; the
     /// current one is what the display region maps.
     plane_ids: PlaneIds<PLANE_IDS>,
+    /// Identity of the cursor planes reported (ids with
+    /// [`display::CURSOR_ID_BIT`] set).
+    cursor_ids: PlaneIds<2>,
+    /// Pipe A's vblank clock and counters ([`super::vblank`]).
+    vblank: Vblank,
+    /// The display-engine interrupt block (`DEIMR`/`DEIIR`/`DEIER`): the
+    /// vblank interrupt.
+    de: GtIrq,
 }
 
 impl<const P: usize> Vgpu<P> {
@@ -264,6 +286,7 @@ impl<const P: usize> Vgpu<P> {
         };
         let mmio = VgpuMmio::new(pv);
         mmio.reset_vregs(st.vregs);
+        no_cursor_hotspot(st.vregs);
         Ok(Self {
             id: p.id,
             part: p.part,
@@ -276,6 +299,9 @@ impl<const P: usize> Vgpu<P> {
             ring_dirty: [false; EngineId::COUNT],
             pd: None,
             plane_ids: PlaneIds::new(),
+            cursor_ids: PlaneIds::new(),
+            vblank: Vblank::stopped(env.clock.now_ns(), DEFAULT_PERIOD_NS),
+            de: GtIrq::new(),
         })
     }
 
@@ -369,6 +395,7 @@ impl<const P: usize> Vgpu<P> {
         let _ = gpu.reset_slot(phys, env.host, env.clock, self.slot);
         self.cfg.reset();
         self.mmio.reset_vregs(st.vregs);
+        no_cursor_hotspot(st.vregs);
         if let Ok(mut g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
             gpu.with_backend(phys, |b| g.reset(env.guest, b, env.cpu));
             self.ggtt = g.state();
@@ -380,6 +407,14 @@ impl<const P: usize> Vgpu<P> {
         self.ring_dirty = [false; EngineId::COUNT];
         self.pd = None;
         self.plane_ids.clear();
+        self.cursor_ids.clear();
+        // The plane is off after a reset: the pipe stops; the counters go
+        // on from where they were (they are not reset on hardware either).
+        let now = env.clock.now_ns();
+        self.vblank.tick(now, st.vregs);
+        self.vblank.set_running(now, false);
+        self.vblank.restore(st.vregs);
+        self.de = GtIrq::new();
         self.counters.resets += 1;
     }
 
@@ -440,6 +475,9 @@ impl<const P: usize> Vgpu<P> {
             set(regs::GT_IMR, i.imr());
             set(regs::GT_IER, i.ier());
         }
+        set(regs::DE_IIR, self.de.iir());
+        set(regs::DE_IMR, self.de.imr());
+        set(regs::DE_IER, self.de.ier());
         for e in EngineId::ALL {
             if !self.ring_dirty.get(e.index()).copied().unwrap_or(false) {
                 if let Some(h) = gpu.ring_head(self.slot, e) {
@@ -524,6 +562,22 @@ impl<const P: usize> Vgpu<P> {
                 }
             }
         }
+        // DEIIR is write-one-to-clear and its value comes from the display
+        // block, not from the vreg: a 1- or 2-byte write clears only in the
+        // bytes written (widened to the dword with zeros, which clear nothing).
+        let widened: [u8; 4];
+        let de_iir = u64::from(regs::DE_IIR);
+        let (offset, data) = if size < 4 && offset >= de_iir && offset < de_iir + 4 {
+            let mut b = [0u8; 4];
+            let at = (offset - de_iir) as usize;
+            if let Some(dst) = b.get_mut(at..at.saturating_add(data.len())) {
+                dst.copy_from_slice(data);
+            }
+            widened = b;
+            (de_iir, &widened[..])
+        } else {
+            (offset, data)
+        };
         let outcome = self.mmio.write_bytes(st.vregs, offset, data)?;
         for (i, ev) in outcome.events().enumerate() {
             let r = self.route(gpu, phys, st, env, ev, &mut out.delivery);
@@ -601,8 +655,30 @@ impl<const P: usize> Vgpu<P> {
                 gpu.write_fence(phys, phys_index, if accepted { value } else { 0 });
                 Routed::Fence { index, accepted }
             }
-            TrapEvent::Display { reg, .. } => {
+            TrapEvent::Display { reg, value } => {
                 self.counters.display_writes += 1;
+                let de = match reg {
+                    DisplayReg::DeImr => Some(GTIMR),
+                    DisplayReg::DeIir => Some(GTIIR),
+                    DisplayReg::DeIer => Some(GTIER),
+                    DisplayReg::PlaneCtl => {
+                        // The pipe runs while the plane is enabled: count up
+                        // to now, then start or stop it.
+                        let now = env.clock.now_ns();
+                        note(self.vblank_tick(gpu, st, now));
+                        self.vblank.set_running(now, regs::PlaneCtl(value).enable() != 0);
+                        None
+                    }
+                    DisplayReg::PlaneSurf => {
+                        self.vblank.flip(value, st.vregs);
+                        None
+                    }
+                    DisplayReg::PlaneStride | DisplayReg::PipeSrc | DisplayReg::CursorCtl | DisplayReg::CursorBase | DisplayReg::CursorPos => None,
+                };
+                if let Some(off) = de {
+                    let d = self.de.write(off, value).unwrap_or_default();
+                    note(self.de_delivery(gpu, d));
+                }
                 Routed::Display(reg)
             }
             TrapEvent::PvInfo(p) => {
@@ -778,6 +854,14 @@ impl<const P: usize> Vgpu<P> {
         region_index: u32,
     ) -> Result<QueryAnswer, InvalidQuery> {
         let gm = self.gm();
+        if drm_plane_type == display::vfio::DRM_PLANE_TYPE_CURSOR
+            && display::GfxQuery::from_flags(flags, caps)? == display::GfxQuery::DmaBuf
+        {
+            let r = |off: u32| st.vregs.get(((PVINFO_BASE + off) / 4) as usize).copied().unwrap_or(u32::MAX);
+            let hot = (r(vgtif::CURSOR_X_HOT), r(vgtif::CURSOR_Y_HOT));
+            let primary = display::Observed { id: self.plane_ids.current(), changed: false };
+            return Ok(display::query_cursor(st.vregs, &gm, hot, &mut self.cursor_ids, primary));
+        }
         let plane_type = if flags == display::vfio::VFIO_GFX_PLANE_TYPE_REGION
             && drm_plane_type == display::vfio::DRM_PLANE_TYPE_OVERLAY
         {
@@ -807,7 +891,11 @@ impl<const P: usize> Vgpu<P> {
     /// The plane a `VFIO_DEVICE_GET_GFX_DMABUF` argument names (an id
     /// QUERY_GFX_PLANE handed out and that is still remembered).
     pub fn dmabuf_plane(&self, id: u32) -> Option<Plane> {
-        self.plane_ids.lookup(id)
+        if id & display::CURSOR_ID_BIT != 0 {
+            self.cursor_ids.lookup(id & !display::CURSOR_ID_BIT)
+        } else {
+            self.plane_ids.lookup(id)
+        }
     }
 
     /// The framebuffer page list of `plane` ([`display::framebuffer_pages`]
@@ -829,11 +917,57 @@ impl<const P: usize> Vgpu<P> {
         Ok(n)
     }
 
+    /// A display-engine [`Delivery`] as the vGPU's one interrupt line sees
+    /// it: the line stays up while the GT block still asserts it.
+    fn de_delivery<const N: usize>(&self, gpu: &Gpu<N>, d: Delivery) -> Delivery {
+        let gt = gpu.irq(self.slot).is_some_and(|i| i.asserted());
+        Delivery { msi: d.msi, intx: if d.intx == Some(false) && gt { None } else { d.intx } }
+    }
+
+    /// Bring pipe A's frame counter up to `now_ns` (the vblank timer, and a
+    /// guest read of the counters); new vblanks latch the vblank interrupt
+    /// (unless masked): signal the returned [`Delivery`].
+    pub fn vblank_tick<const N: usize>(&mut self, gpu: &Gpu<N>, st: &mut VgpuStorage<'_>, now_ns: u64) -> Delivery {
+        if self.vblank.tick(now_ns, st.vregs) == 0 {
+            return Delivery::default();
+        }
+        self.counters.vblanks += 1;
+        let d = self.de.raise(DE_PIPEA_VBLANK);
+        self.de_delivery(gpu, d)
+    }
+
+    /// When the vblank timer must next run for this vGPU: the next vblank,
+    /// if the pipe runs and the guest enabled and unmasked the vblank
+    /// interrupt; `None` otherwise (then nothing needs a timer: the counter
+    /// is brought up to date when the guest reads it).
+    pub fn vblank_deadline(&self, now_ns: u64) -> Option<u64> {
+        let wanted = self.de.ier() & DE_PIPEA_VBLANK != 0 && self.de.imr() & DE_PIPEA_VBLANK == 0;
+        if wanted && self.vblank.running() {
+            Some(self.vblank.next_vblank_ns(now_ns))
+        } else {
+            None
+        }
+    }
+
+    /// The monitor's frame time changed (a new EDID mode): the vblank
+    /// period follows from `now_ns`.
+    pub fn set_refresh_period(&mut self, now_ns: u64, period_ns: u64) {
+        self.vblank.set_period(now_ns, period_ns);
+    }
+
+    /// Pipe A's vblank model.
+    pub fn vblank(&self) -> &Vblank {
+        &self.vblank
+    }
+
     /// Turn a [`Delivery`] from the engine worker (or a trap) into what the
     /// glue signals, per the guest's PCI configuration: MSI when enabled,
     /// else the INTx level (also shown in the status register) unless the
     /// command register disables INTx.
     pub fn signal(&mut self, d: Delivery) -> Signal {
+        // One line for both blocks: a GT block that drops it does not lower
+        // it while the display block still asserts it.
+        let d = if d.intx == Some(false) && self.de.asserted() { Delivery { intx: None, ..d } } else { d };
         if self.cfg.msi().enabled {
             return Signal { msi: d.msi, intx: None };
         }
@@ -863,6 +997,9 @@ impl<const P: usize> Vgpu<P> {
         writeln!(w, "ggtt_rejected {}", g.reject_frame_not_mapped.saturating_add(g.reject_pin_refused))?;
         writeln!(w, "ggtt_dropped {}", g.dropped_out_of_slice)?;
         writeln!(w, "ppgtt_pinned {}", self.ppgtt.pinned_pages())?;
+        writeln!(w, "vblank_frames {}", self.vblank.frames_at(0))?;
+        writeln!(w, "vblank_ticks {}", self.counters.vblanks)?;
+        writeln!(w, "flips {}", self.vblank.flips())?;
         if let Some(s) = gpu.slot_stats(self.slot) {
             writeln!(w, "submissions_accepted {}", s.accepted)?;
             writeln!(w, "submissions_held {}", s.held)?;
@@ -955,6 +1092,196 @@ mod tests {
         }
         fn vgpu(&mut self) -> &mut Vgpu<4> {
             self.v.as_mut().unwrap()
+        }
+    }
+
+    impl Rig {
+        fn w32(&mut self, off: u32, v: u32) -> Bar0Write {
+            self.w(u64::from(off), &v.to_le_bytes()).unwrap()
+        }
+        fn r32(&mut self, off: u32) -> u32 {
+            let mut b = [0u8; 4];
+            self.r(u64::from(off), &mut b).unwrap();
+            u32::from_le_bytes(b)
+        }
+        /// The vblank timer (or a counter read) at the fake clock's time.
+        fn tick(&mut self) -> Delivery {
+            let now = self.clock.0.get();
+            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
+            self.v.as_mut().unwrap().vblank_tick(&self.gpu, &mut st, now)
+        }
+        fn at_ms(&mut self, ms: u64) {
+            self.clock.0.set(ms * 1_000_000);
+        }
+    }
+
+    const PLANE_ON: u32 = 1 << 31;
+
+    #[test]
+    fn vblank_interrupt_counts_while_the_plane_is_enabled_and_unmasked() {
+        use super::super::vblank::PIPEA_FRMCOUNT;
+        let mut r = Rig::new();
+        r.vgpu().set_refresh_period(0, 10_000_000);
+        // Power-on: plane off, vblank masked and disabled: no timer needed.
+        assert_eq!(r.vgpu().vblank_deadline(0), None);
+        r.at_ms(100);
+        assert_eq!(r.tick(), Delivery::default());
+        assert_eq!(r.r32(PIPEA_FRMCOUNT), 0, "no frames while the plane is off");
+
+        // The guest enables and unmasks the vblank, then its plane.
+        r.w32(regs::DE_IER, irq::DE_PIPEA_VBLANK);
+        r.w32(regs::DE_IMR, !irq::DE_PIPEA_VBLANK);
+        assert_eq!(r.vgpu().vblank_deadline(100_000_000), None, "plane still off");
+        r.w32(regs::DSPACNTR, PLANE_ON);
+        assert_eq!(r.vgpu().vblank_deadline(100_000_000), Some(110_000_000), "one period after the plane came on");
+        let mut msis = 0;
+        for i in 1..=5u64 {
+            r.at_ms(100 + 10 * i);
+            let d = r.tick();
+            assert!(d.msi, "vblank {i} is an MSI edge");
+            msis += 1;
+            assert_eq!(r.r32(regs::DE_IIR), irq::DE_PIPEA_VBLANK);
+            assert_eq!(r.r32(PIPEA_FRMCOUNT), i as u32);
+            // The guest acknowledges.
+            r.w32(regs::DE_IIR, irq::DE_PIPEA_VBLANK);
+            assert_eq!(r.r32(regs::DE_IIR), 0, "write one to clear");
+        }
+        assert_eq!(msis, 5);
+        // Not acknowledged: later vblanks merge into the pending bit, no edge.
+        r.at_ms(160);
+        assert!(r.tick().msi);
+        r.at_ms(190);
+        assert!(!r.tick().msi, "still pending: no new edge");
+        assert_eq!(r.r32(PIPEA_FRMCOUNT), 9, "the counter still counts every vblank");
+        r.w32(regs::DE_IIR, !0);
+
+        // Masked: the counter runs, nothing is latched, no timer is wanted.
+        r.w32(regs::DE_IMR, !0);
+        assert_eq!(r.vgpu().vblank_deadline(190_000_000), None);
+        r.at_ms(250);
+        assert_eq!(r.tick(), Delivery::default());
+        assert_eq!((r.r32(PIPEA_FRMCOUNT), r.r32(regs::DE_IIR)), (15, 0));
+
+        // Plane off: the counter stops where it is.
+        r.w32(regs::DE_IMR, !irq::DE_PIPEA_VBLANK);
+        r.at_ms(255);
+        r.w32(regs::DSPACNTR, 0);
+        r.at_ms(900);
+        assert_eq!(r.tick(), Delivery::default());
+        assert_eq!(r.r32(PIPEA_FRMCOUNT), 15, "stopped with the plane");
+        assert_eq!(r.vgpu().vblank_deadline(900_000_000), None);
+        assert_eq!(r.vgpu().counters().vblanks, 8, "ticks that found new vblanks");
+    }
+
+    #[test]
+    fn vblank_and_gt_interrupts_share_one_intx_line() {
+        let mut r = Rig::new();
+        r.vgpu().set_refresh_period(0, 10_000_000);
+        r.w32(regs::DE_IER, irq::DE_PIPEA_VBLANK);
+        r.w32(regs::DE_IMR, 0);
+        r.w32(regs::DSPACNTR, PLANE_ON);
+        r.at_ms(10);
+        let d = r.tick();
+        assert_eq!(d.intx, Some(true));
+        // The GT block going quiet does not lower the line the display
+        // block holds up.
+        assert_eq!(r.vgpu().signal(Delivery { msi: false, intx: Some(false) }).intx, None);
+        // A byte write to DEIIR's second byte clears nothing in the first.
+        r.w(u64::from(regs::DE_IIR) + 1, &[0xFF]).unwrap();
+        assert_eq!(r.r32(regs::DE_IIR), irq::DE_PIPEA_VBLANK, "a partial write clears only its own bytes");
+        let out = r.w(u64::from(regs::DE_IIR), &[irq::DE_PIPEA_VBLANK as u8]).unwrap();
+        assert_eq!(out.delivery.intx, Some(false), "acknowledging the vblank drops the line");
+        assert_eq!(r.r32(regs::DE_IIR), 0);
+        // A reset stops the pipe and clears the block, keeps the count.
+        let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+        let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
+        r.v.as_mut().unwrap().reset(&mut r.gpu, &mut r.phys, &mut st, &mut env);
+        assert_eq!(r.r32(regs::DE_IER), 0);
+        assert_eq!(r.r32(super::super::vblank::PIPEA_FRMCOUNT), 1);
+        assert!(!r.vgpu().vblank().running());
+    }
+
+    fn query(r: &mut Rig, flags: u32, ty: u32) -> Result<QueryAnswer, InvalidQuery> {
+        let st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+        let caps = GfxCaps { region: true, dmabuf: true };
+        r.v.as_mut().unwrap().query_gfx_plane(&st, flags, ty, caps, 10)
+    }
+
+    #[test]
+    fn cursor_plane_is_validated_and_tracked_apart_from_the_primary() {
+        use super::super::display::vfio::{DRM_PLANE_TYPE_CURSOR, NO_HOTSPOT, VFIO_GFX_PLANE_TYPE_DMABUF, VFIO_GFX_PLANE_TYPE_REGION};
+        use super::super::display::{drm_format, CURSOR_ID_BIT};
+        const DMABUF: u32 = VFIO_GFX_PLANE_TYPE_DMABUF;
+        let mut r = Rig::new();
+        let ap = part().aperture.base as u32;
+        r.w32(PVINFO_BASE + vgtif::DISPLAY_READY, 1);
+        // Disabled: no plane, with the reason.
+        let a = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap();
+        assert_eq!(a.info, display::GfxPlaneInfo::NONE);
+        assert_eq!(a.no_plane, Some(NoPlane::CursorDisabled));
+        // 64x64 ARGB at the start of the aperture slice, at (-5, 300).
+        r.w32(regs::CURABASE, ap);
+        r.w32(regs::CURAPOS, (300 << 16) | 0x8000 | 5);
+        r.w32(regs::CURACNTR, 0x27);
+        let a = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap();
+        let i = a.info;
+        assert_eq!((i.drm_format, i.width, i.height, i.stride, i.size), (drm_format::ARGB8888, 64, 64, 256, 16384));
+        assert_eq!((i.x_pos as i32, i.y_pos), (-5, 300));
+        assert_eq!((i.x_hot, i.y_hot), (NO_HOTSPOT, NO_HOTSPOT), "no hotspot until the guest says");
+        let id = i.region_index_or_dmabuf_id;
+        assert_ne!(id & CURSOR_ID_BIT, 0, "cursor ids never look like primary ids");
+        assert!(!a.observed.changed, "the primary's identity is untouched");
+        let p = r.vgpu().dmabuf_plane(id).expect("the id names the cursor image");
+        assert_eq!((p.surface(), p.pages()), (u64::from(ap), 4));
+        assert_eq!(r.vgpu().dmabuf_plane(id & !CURSOR_ID_BIT), None, "not a primary id");
+        // Moving it and setting the hotspot keep the id.
+        r.w32(regs::CURAPOS, (7 << 16) | 9);
+        r.w32(PVINFO_BASE + vgtif::CURSOR_X_HOT, 3);
+        r.w32(PVINFO_BASE + vgtif::CURSOR_Y_HOT, 4);
+        let i = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().info;
+        assert_eq!((i.x_pos, i.y_pos, i.x_hot, i.y_hot, i.region_index_or_dmabuf_id), (9, 7, 3, 4, id));
+        // A bigger mode is another image: another id.
+        r.w32(regs::CURACNTR, 0x23);
+        let i = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().info;
+        assert_eq!((i.width, i.size), (256, 256 * 1024));
+        assert_ne!(i.region_index_or_dmabuf_id, id);
+        // Invalid: outside the vGPU's memory (last page of the slice, 64 KiB
+        // image), misaligned, unknown mode.  No plane, no dma-buf.
+        r.w32(regs::CURACNTR, 0x27);
+        r.w32(regs::CURABASE, ap + part().aperture.size as u32 - 4096);
+        let a = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap();
+        assert!(matches!(a.no_plane, Some(NoPlane::SurfaceOutsideGm { .. })), "{a:?}");
+        r.w32(regs::CURABASE, 0);
+        assert!(matches!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::SurfaceOutsideGm { .. })), "another vGPU's memory");
+        r.w32(regs::CURABASE, ap + 64);
+        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::SurfaceMisaligned(ap + 64)));
+        r.w32(regs::CURABASE, ap);
+        r.w32(regs::CURACNTR, 0x07);
+        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::CursorMode(7)));
+        // Region planes are primary only: a region cursor query is no plane.
+        r.w32(regs::CURACNTR, 0x27);
+        assert_eq!(query(&mut r, VFIO_GFX_PLANE_TYPE_REGION, DRM_PLANE_TYPE_CURSOR).unwrap().info, display::GfxPlaneInfo::NONE);
+        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().info.region_index_or_dmabuf_id, id, "remembered");
+        // Display not ready: no cursor either.
+        r.w32(PVINFO_BASE + vgtif::DISPLAY_READY, 0);
+        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::DisplayNotReady));
+    }
+
+    proptest::proptest! {
+        /// Whatever the cursor registers hold: no panic, and a reported
+        /// cursor lies inside the vGPU's own memory.
+        #[test]
+        fn any_cursor_registers_stay_inside_the_vgpu(ctl in proptest::prelude::any::<u32>(), base in proptest::prelude::any::<u32>(), pos in proptest::prelude::any::<u32>()) {
+            let mut vregs = vec![0u32; VREG_DWORDS];
+            vregs[display::DISPLAY_READY_VREG] = 1;
+            vregs[(regs::CURACNTR / 4) as usize] = ctl;
+            vregs[(regs::CURABASE / 4) as usize] = base;
+            vregs[(regs::CURAPOS / 4) as usize] = pos;
+            let gm = VgpuGm { aperture: part().aperture, high: part().high };
+            if let Ok((p, (x, y))) = display::decode_cursor(&vregs, &gm) {
+                proptest::prop_assert!(gm.aperture.contains(p.surface(), p.mapped_size()) || gm.high.contains(p.surface(), p.mapped_size()));
+                proptest::prop_assert!(x.abs() <= 0x7FFF && y.abs() <= 0x7FFF);
+            }
         }
     }
 

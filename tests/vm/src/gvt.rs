@@ -343,6 +343,10 @@ impl GuestRam {
         // SAFETY: inside our own mapping.
         unsafe { std::ptr::write_volatile(self.ptr.add(off).cast::<u32>(), v) }
     }
+    /// The VFIO container the RAM is DMA-mapped in (the device's).
+    pub fn container(&self) -> &Arc<VfioContainer> {
+        &self.container
+    }
     /// `VFIO_IOMMU_UNMAP_DMA` of the whole RAM (the driver must drop its pins).
     pub fn unmap(&mut self) {
         if self.len > 0 {
@@ -399,4 +403,15 @@ pub fn map_gtt_range(dev: &VfioDevice, ram: &GuestRam, gm_base: u64, pages: usiz
     for i in 0..pages {
         map_gtt(dev, ram, gm_base / 4096 + i as u64, i);
     }
+}
+
+/// The value of `key` in the vGPU's `gvt/stats` (`key value` lines).
+pub fn stat(m: &Mdev, key: &str) -> u64 {
+    let s = fs::read_to_string(m.sysfs_path().join("gvt").join("stats")).expect("read gvt/stats");
+    s.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {key} in gvt/stats:\n{s}"))
+        .trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("gvt/stats {key}: {e}"))
 }
