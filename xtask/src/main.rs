@@ -235,7 +235,8 @@ fn main() {
             vm_run(&mut p, "demo", "vm: demo");
             p.run("demo: the vGPU's screen", || {
                 let n = fs::metadata(&png).map_err(|e| format!("{}: {e}", png.display()))?.len();
-                eprintln!("demo: the vGPU's screen as the nested QEMU showed it (QMP screendump, PNG, {n} bytes): {}", png.display());
+                let shown = png.strip_prefix(repo()).unwrap_or(&png);
+                eprintln!("demo: the vGPU's screen as the nested QEMU showed it (QMP screendump, PNG, {n} bytes): {}", shown.display());
                 Ok(())
             });
         }

@@ -69,7 +69,12 @@ impl Qemu {
                         return l;
                     }
                 }
-                Err(_) => panic!("no {marker:?} from the nested guest in {limit:?}:\n{}", self.log.join("\n")),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    panic!("no {marker:?} from the nested guest in {limit:?}:\n{}", self.log.join("\n"))
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    panic!("QEMU's output ended before {marker:?}:\n{}", self.log.join("\n"))
+                }
             }
         }
     }
@@ -315,6 +320,10 @@ impl NestedDisplay {
         self.q.wait_for("L2: display ok", STEP);
         self.q.wait_for("L2: done", STEP);
         let st = self.q.child.wait().expect("qemu exit");
+        // What L2 printed while powering off belongs to the log, not the output.
+        while let Ok(l) = self.q.lines.recv_timeout(Duration::from_secs(2)) {
+            self.q.log.push(l);
+        }
         assert!(st.success(), "QEMU exit status {st}:\n{}", self.q.log.join("\n"));
     }
 }
