@@ -5,6 +5,7 @@
 //! in-guest test binaries, and prints how long every phase took.
 
 use std::env;
+use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ Commands:
   kmod             build the gvt_rs kernel module (and the mtty peer sample)
   vm-test [FILTER] build everything and run the in-guest tests whose name
                    contains FILTER (all when omitted) in a QEMU TCG guest
-  demo             boot the VM, load the driver, show it working
+  demo             boot the VM, load the driver, show it working; saves the
+                   nested QEMU's screendump of a vGPU as target/gvt-demo/screen.png
   test             all tests: host `cargo test --workspace`, the gvt-core
                    build with the kernel's rustc 1.85.1, then every VM test
   bench            benchmarks (host and in-guest), printing ratios
@@ -29,6 +31,7 @@ Environment:
   GVT_CACHE        cache directory (default ~/.cache/gvt-rs)
   GVT_VM_TIMEOUT   seconds before a VM run is killed (default 1200)
   GVT_VM_DIR       where VM images and logs go (default $GVT_CACHE/vm)
+  GVT_VM_FILES     where files the guest exports go (default $GVT_VM_DIR/files)
 ";
 
 struct Phases {
@@ -223,7 +226,19 @@ fn main() {
         Some("demo") => {
             setup(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
+            // The demo exports the nested QEMU's screendump of the vGPU
+            // (a PNG); tools/vm-run.sh decodes it here.
+            let out = repo().join("target").join("gvt-demo");
+            let png = out.join("screen.png");
+            let _ = fs::remove_file(&png);
+            env::set_var("GVT_VM_FILES", &out);
             vm_run(&mut p, "demo", "vm: demo");
+            p.run("demo: the vGPU's screen", || {
+                let n = fs::metadata(&png).map_err(|e| format!("{}: {e}", png.display()))?.len();
+                let shown = png.strip_prefix(repo()).unwrap_or(&png);
+                eprintln!("demo: the vGPU's screen as the nested QEMU showed it (QMP screendump, PNG, {n} bytes): {}", shown.display());
+                Ok(())
+            });
         }
         Some("test") => {
             setup(&mut p);

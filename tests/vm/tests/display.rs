@@ -617,212 +617,50 @@ fn display_edid_region_follows_qemus_update_sequence() {
 fn edid_region_mmap_refused(dev: &VfioDevice) -> bool {
     errno(RoMap::new(dev.as_raw_fd(), region_off(EDID_REGION), 4096)) == libc::EINVAL
 }
-/// A child QEMU whose output lines arrive on a channel; killed when dropped.
-struct Qemu {
-    child: std::process::Child,
-    lines: std::sync::mpsc::Receiver<String>,
-    log: Vec<String>,
-}
-
-impl Qemu {
-    fn spawn(args: &[String]) -> Qemu {
-        use std::process::{Command, Stdio};
-        let mut child = Command::new(&args[0])
-            .args(&args[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn qemu-system-x86_64");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let out = child.stdout.take().unwrap();
-        let err = child.stderr.take().unwrap();
-        for r in [Box::new(out) as Box<dyn std::io::Read + Send>, Box::new(err)] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for l in std::io::BufReader::new(r).lines() {
-                    let Ok(l) = l else { break };
-                    if tx.send(l.replace('\r', "")).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        Qemu { child, lines: rx, log: Vec::new() }
-    }
-
-    /// Wait for a line containing `marker` (a deadline, not a timed assertion:
-    /// a hung nested guest must fail the test rather than hang the rig).
-    fn wait_for(&mut self, marker: &str, limit: std::time::Duration) -> String {
-        let t0 = std::time::Instant::now();
-        loop {
-            let left = limit.checked_sub(t0.elapsed()).unwrap_or_default();
-            match self.lines.recv_timeout(left) {
-                Ok(l) => {
-                    println!("{l}");
-                    self.log.push(l.clone());
-                    if l.contains("L2: display error") || l.contains("L2: display FAILED") {
-                        panic!("the L2 program failed: {l}\n{}", self.log.join("\n"));
-                    }
-                    if l.contains(marker) {
-                        return l;
-                    }
-                }
-                Err(_) => panic!("no {marker:?} from the nested guest in {limit:?}:\n{}", self.log.join("\n")),
-            }
-        }
-    }
-}
-
-impl Drop for Qemu {
-    /// Stop QEMU and show what it printed that nobody waited for (the
-    /// reason of a failure, usually).
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        while let Ok(l) = self.lines.recv_timeout(std::time::Duration::from_secs(2)) {
-            println!("qemu: {l}");
-        }
-    }
-}
-
-/// Connect to a QEMU server socket, waiting for QEMU to create it.
-fn connect(path: &str) -> std::os::unix::net::UnixStream {
-    for _ in 0..600 {
-        if let Ok(s) = std::os::unix::net::UnixStream::connect(path) {
-            return s;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("QEMU never listened on {path}");
-}
-
-/// A QMP session (one JSON object per line).
-struct Qmp {
-    w: std::os::unix::net::UnixStream,
-    r: std::io::BufReader<std::os::unix::net::UnixStream>,
-}
-
-impl Qmp {
-    fn new(path: &str) -> Qmp {
-        let s = connect(path);
-        let mut q = Qmp { w: s.try_clone().unwrap(), r: std::io::BufReader::new(s) };
-        let greeting = q.line();
-        assert!(greeting.get("QMP").is_some(), "QMP greeting: {greeting}");
-        q.cmd(serde_json::json!({"execute": "qmp_capabilities"}));
-        q
-    }
-    fn line(&mut self) -> serde_json::Value {
-        use std::io::BufRead;
-        let mut l = String::new();
-        assert!(self.r.read_line(&mut l).expect("QMP read") > 0, "QMP closed");
-        serde_json::from_str(&l).unwrap_or_else(|e| panic!("QMP sent {l:?}: {e}"))
-    }
-    /// Run a command; its `return` value (events in between are skipped).
-    fn cmd(&mut self, c: serde_json::Value) -> serde_json::Value {
-        use std::io::Write;
-        writeln!(self.w, "{c}").expect("QMP write");
-        loop {
-            let v = self.line();
-            if let Some(r) = v.get("return") {
-                return r.clone();
-            }
-            if let Some(e) = v.get("error") {
-                panic!("QMP {c} failed: {e}");
-            }
-        }
-    }
-    /// `screendump` (PPM) of the vGPU's console (device `vgpu0`) into
-    /// `path`: (width, height, RGB bytes).
-    fn screendump(&mut self, path: &str) -> (u32, u32, Vec<u8>) {
-        let _ = fs::remove_file(path);
-        self.cmd(serde_json::json!({"execute": "screendump", "arguments": {"filename": path, "device": "vgpu0"}}));
-        let data = fs::read(path).expect("screendump file");
-        // "P6\n<w> <h>\n255\n" then RGB.
-        let mut fields = Vec::new();
-        let mut at = 0;
-        while fields.len() < 4 {
-            while data[at].is_ascii_whitespace() {
-                at += 1;
-            }
-            let start = at;
-            while !data[at].is_ascii_whitespace() {
-                at += 1;
-            }
-            fields.push(String::from_utf8_lossy(&data[start..at]).into_owned());
-        }
-        at += 1;
-        assert_eq!((fields[0].as_str(), fields[3].as_str()), ("P6", "255"), "PPM header {fields:?}");
-        let (w, h): (u32, u32) = (fields[1].parse().unwrap(), fields[2].parse().unwrap());
-        let rgb = data[at..].to_vec();
-        assert_eq!(rgb.len(), (w * h * 3) as usize, "PPM size");
-        (w, h, rgb)
-    }
-}
-
-/// Compare QEMU's screendump with surface `seed` of `w`x`h`, exactly.
-fn assert_screen(shot: &(u32, u32, Vec<u8>), w: u32, h: u32, seed: u32, what: &str) {
-    assert_eq!((shot.0, shot.1), (w, h), "{what}: screendump size");
-    for y in 0..h {
-        for x in 0..w {
-            let p = gvt_vmtests::display_pixel(seed, x, y);
-            let want = [(p >> 16) as u8, (p >> 8) as u8, p as u8];
-            let i = ((y * w + x) * 3) as usize;
-            assert_eq!(shot.2[i..i + 3], want, "{what}: pixel ({x}, {y})");
-        }
-    }
-}
 
 /// The proof: an unmodified QEMU 10 with
 /// `-device vfio-pci,sysfsdev=...,display=on` shows the vGPU's screen.  The
-/// L2 program reads the monitor's mode from its EDID page (the type's
-/// default monitor: QEMU writes its own EDID only on its dma-buf/OpenGL
-/// path), draws through its aperture and programs the plane; QMP
-/// `screendump` must equal what was drawn, before and after a flip.  dma-buf
-/// planes are turned off for this vGPU: QEMU takes them whenever offered,
-/// and they need an OpenGL display.
+/// L2 program (the reference guest driver over sysfs) reads the monitor's
+/// mode from its EDID page (the type's default monitor: QEMU writes its own
+/// EDID only on its dma-buf/OpenGL path), draws picture 1 of
+/// [`gvt_vmtests::frame_blits`] with the blitter only (fills and copies the
+/// mediator audits), programs the plane; QMP `screendump` must equal
+/// [`gvt_vmtests::expected_frame`] (the same rectangle list painted by this
+/// test's CPU) exactly, before and after L2 draws picture 2 and flips.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn display_nested_qemu_screendump() {
-    use std::io::Write;
-    use std::time::Duration;
+    use gvt_vmtests::guest::stat;
+    use gvt_vmtests::screen::NestedDisplay;
+    use gvt_vmtests::{expected_frame, frame_blits};
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     let desc = fs::read_to_string(m.sysfs_path().join("mdev_type/description")).unwrap();
     assert!(desc.contains("resolution: 1024x768"), "{desc}");
-    fs::write(m.sysfs_path().join("gvt/dmabuf"), "0").unwrap();
-    let pid = std::process::id();
-    let (qmp_path, tty_path, shot) =
-        (format!("/tmp/gvt-qmp-{pid}.sock"), format!("/tmp/gvt-tty-{pid}.sock"), format!("/tmp/gvt-shot-{pid}.ppm"));
-    // TCG: QEMU's own CPU emulation writes through its aperture mapping (the
-    // write-fault path of the PFN mapping); with KVM the guest's writes go
-    // through KVM's mapping of it instead, which the nested vgpu test covers.
-    let mut args = gvt_vmtests::l2_qemu_command_accel("tcg", "display");
-    let dev = format!("vfio-pci,id=vgpu0,sysfsdev={},display=on", m.sysfs_path().display());
-    for a in ["-device", &dev, "-qmp", &format!("unix:{qmp_path},server=on,wait=off")] {
-        args.push(a.to_string());
-    }
-    args.extend(["-serial".to_string(), format!("unix:{tty_path},server=on,wait=off")]);
-    let mut q = Qemu::spawn(&args);
-    let mut qmp = Qmp::new(&qmp_path);
-    let mut tty = connect(&tty_path);
-    let boot = Duration::from_secs(400);
-    let edid = q.wait_for("L2: display edid", boot);
-    assert!(edid.contains("L2: display edid 1024x768"), "the guest sees its monitor's mode: {edid}");
-    q.wait_for("L2: display A 1024x768", boot);
+    let audited0 = stat(&m, "cmds_audited");
+    // TCG: QEMU's own CPU emulation writes L2's ring commands through its
+    // aperture mapping (the write-fault path of the PFN mapping); with KVM the
+    // guest's writes go through KVM's mapping of it (the demo's path).
+    let mut s = NestedDisplay::start(&m, "tcg", true);
+    assert_eq!((s.width, s.height), (1024, 768), "the guest sees its monitor's mode");
+    let (w, h) = (s.width, s.height);
     let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
     assert!(d.contains("plane: 1024x768 XR24 stride 4096") && d.contains("monitor: 1024x768"), "{d}");
-    let a = qmp.screendump(&shot);
+    let audited1 = stat(&m, "cmds_audited");
+    let blits1 = frame_blits(1, w, h).len() as u64;
+    assert!(audited1 - audited0 >= blits1, "the mediator audited {} commands for {blits1} blits", audited1 - audited0);
+
+    let a = s.screendump();
     let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
     assert!(!d.contains("shown_plane_id: 0"), "QEMU queried the plane: {d}");
-    assert_screen(&a, 1024, 768, 1, "screendump of surface A");
-    writeln!(tty, "flip").unwrap();
-    q.wait_for("L2: display B", boot);
-    assert_screen(&qmp.screendump(&shot), 1024, 768, 2, "screendump after the flip");
-    writeln!(tty, "done").unwrap();
-    q.wait_for("L2: display ok", boot);
-    q.wait_for("L2: done", boot);
-    let st = q.child.wait().expect("qemu exit");
-    assert!(st.success(), "QEMU exit status {st}:\n{}", q.log.join("\n"));
-    let _ = fs::remove_file(&shot);
+    a.compare(&expected_frame(1, w, h), w, h).unwrap_or_else(|e| panic!("screendump of frame 1: {e}"));
+    assert!(a.compare(&expected_frame(2, w, h), w, h).is_err(), "the comparison tells the frames apart");
+
+    s.flip();
+    let blits2 = frame_blits(2, w, h).len() as u64;
+    let audited2 = stat(&m, "cmds_audited");
+    assert!(audited2 - audited1 >= blits2, "the mediator audited {} commands for {blits2} blits", audited2 - audited1);
+    let b = s.screendump();
+    b.compare(&expected_frame(2, w, h), w, h).unwrap_or_else(|e| panic!("screendump after the flip to frame 2: {e}"));
+    println!("screendumps equal frames 1 and 2 ({blits1} + {blits2} blits, {} commands audited)", audited2 - audited0);
+    s.finish();
 }

@@ -1,73 +1,63 @@
 //! L2 program (runs inside the nested guest, `gvt.l2=display`): a minimal
-//! vGPU-aware display driver.  It reads the monitor's preferred mode from the
-//! vGPU's EDID page (what the VMM wrote through the EDID region), backs two
-//! framebuffers with its own RAM through the GGTT (frames from
-//! `/proc/self/pagemap`), draws [`gvt_vmtests::display_pixel`] patterns
-//! through the aperture, programs the primary plane and sets PVINFO
-//! `display_ready`.  It then waits for L1's commands on the second serial
-//! port (`/dev/ttyS1`): `flip` shows the second framebuffer, `done` exits.
-//! Prints `L2: display ...` lines the L1 test waits for.
+//! vGPU-aware display driver on top of the reference guest driver
+//! (`examples/guest-driver` over its sysfs backend).  It reads the monitor's
+//! preferred mode from the vGPU's EDID page (what the VMM wrote through the
+//! EDID region), backs two framebuffers in its aperture slice with its own
+//! RAM through the GGTT, draws [`gvt_vmtests::frame_blits`] picture 1 into
+//! the first with the blitter only (XY_COLOR_BLT fills, XY_SRC_COPY_BLT
+//! copies, submitted on the BCS ring and audited by the mediator; the CPU
+//! never writes a pixel), waits for the engine to retire them, programs the
+//! primary plane and sets PVINFO `display_ready`.  It then waits for L1's
+//! commands on the second serial port (`/dev/ttyS1`): `flip` draws picture 2
+//! into the second framebuffer the same way and flips the plane to it,
+//! `done` exits.  Prints `L2: display ...` lines the L1 side waits for.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader};
 use std::process::exit;
+use std::time::Duration;
 
-use gvt_vmtests::display_pixel;
+use gvt_guest_driver::driver::{user_irq, BCS, PAGE};
+use gvt_guest_driver::gvt_core::cmd::encode::{color_blt, flush_dw_store, src_copy_blt};
+use gvt_guest_driver::gvt_core::cmd::{Space, MI_USER_INTERRUPT};
+use gvt_guest_driver::sysfs::SysfsBackend;
+use gvt_guest_driver::{Backend, BootConfig, Driver, Error, GuestBus, PteWidth, Result};
+use gvt_vmtests::{frame_blits, Blit};
 
-const PVINFO: usize = 0x78000;
-const DISPLAY_READY: usize = PVINFO + 0x804;
-const GGTT: usize = 8 << 20;
-const DSPACNTR: usize = 0x70180;
-const DSPASTRIDE: usize = 0x70188;
-const DSPASURF: usize = 0x7019C;
-const PIPEASRC: usize = 0x6001C;
-const EDID_STATUS: usize = 0x79200;
-const EDID_MODE: usize = 0x7920C;
+const PVINFO: u64 = 0x78000;
+const DISPLAY_READY: u64 = PVINFO + 0x804;
+const DSPACNTR: u64 = 0x70180;
+const DSPASTRIDE: u64 = 0x70188;
+const DSPASURF: u64 = 0x7019C;
+const PIPEASRC: u64 = 0x6001C;
+const EDID_STATUS: u64 = 0x79200;
+const EDID_MODE: u64 = 0x7920C;
+const PLANE_ENABLE: u32 = 1 << 31;
+const FMT_XRGB8888: u32 = 6 << 26;
+/// The guest driver's layout uses the first 0x60 pages of the aperture
+/// slice (rings, batches, results); the framebuffers start at 1 MiB.
+const FB_OFFSET: u64 = 1 << 20;
+/// Most dwords per submission (the BCS ring is 4 pages).
+const CHUNK_DWORDS: usize = 2048;
+const T: Duration = Duration::from_secs(300);
 
-fn fail(msg: &str) -> ! {
-    println!("L2: display error: {msg}");
-    exit(1)
+type Dev = Driver<SysfsBackend>;
+
+fn reg(d: &mut Dev, off: u64, v: u32) -> Result<()> {
+    if d.bus_mut().bar0_write(off, &v.to_le_bytes()) {
+        Ok(())
+    } else {
+        Err(Error::Refused { what: format!("BAR0 write {off:#x}"), detail: d.bus_mut().take_error().unwrap_or_default() })
+    }
 }
 
-
-
-
-
-/// `pages` pages of locked RAM and their guest-physical frame numbers.
-fn ram(pages: usize) -> Vec<u64> {
-    let len = pages * 4096;
-    // SAFETY: a fresh private anonymous mapping, populated and locked so its
-    // frames stay put while the GGTT points at them.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE | libc::MAP_LOCKED,
-            -1,
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        fail(&format!("mmap {len:#x} of RAM: {}", std::io::Error::last_os_error()));
+fn rd(d: &mut Dev, off: u64) -> Result<u32> {
+    let mut b = [0u8; 4];
+    if d.bus_mut().bar0_read(off, &mut b) {
+        Ok(u32::from_le_bytes(b))
+    } else {
+        Err(Error::Refused { what: format!("BAR0 read {off:#x}"), detail: d.bus_mut().take_error().unwrap_or_default() })
     }
-    for i in 0..pages {
-        // SAFETY: inside the mapping; makes each page present and private.
-        unsafe { std::ptr::write_volatile(p.cast::<u8>().add(i * 4096), 1) };
-    }
-    let mut pm = fs::File::open("/proc/self/pagemap").unwrap_or_else(|e| fail(&format!("pagemap: {e}")));
-    pm.seek(SeekFrom::Start((p as u64 / 4096) * 8)).unwrap_or_else(|e| fail(&format!("pagemap seek: {e}")));
-    let mut raw = vec![0u8; pages * 8];
-    pm.read_exact(&mut raw).unwrap_or_else(|e| fail(&format!("pagemap read: {e}")));
-    raw.chunks(8)
-        .map(|c| {
-            let e = u64::from_le_bytes(c.try_into().unwrap());
-            if e & (1 << 63) == 0 || e & ((1 << 55) - 1) == 0 {
-                fail("a framebuffer page is not present (or pagemap hides frames)");
-            }
-            e & ((1 << 55) - 1)
-        })
-        .collect()
 }
 
 /// Seconds since boot (progress lines).
@@ -75,70 +65,115 @@ fn uptime() -> String {
     fs::read_to_string("/proc/uptime").unwrap_or_default().split_whitespace().next().unwrap_or("?").to_string()
 }
 
-use gvt_vmtests::l2::Resource;
+/// A framebuffer: graphics address, pitch in bytes.
+#[derive(Clone, Copy)]
+struct Fb {
+    gma: u64,
+    pitch: u32,
+}
 
-fn main() {
-    let mut dev = None;
-    for e in fs::read_dir("/sys/bus/pci/devices").unwrap_or_else(|e| fail(&e.to_string())) {
-        let d = e.unwrap().path();
-        let id = |f: &str| fs::read_to_string(d.join(f)).unwrap_or_default().trim().to_string();
-        if id("vendor") == "0x1234" && id("device") == "0x6776" {
-            dev = Some(d);
+/// The blitter command of one step of the picture.
+fn command(fb: Fb, b: &Blit) -> Vec<u32> {
+    match *b {
+        Blit::Fill { x, y, w, h, color } => color_blt(fb.gma, fb.pitch, (x, y, x + w, y + h), color).to_vec(),
+        Blit::Copy { sx, sy, x, y, w, h } => src_copy_blt(fb.gma, fb.pitch, (x, y, x + w, y + h), fb.gma, fb.pitch, (sx, sy)).to_vec(),
+    }
+}
+
+/// Draw picture `frame` into `fb` with the blitter: the commands in ring
+/// sized submissions, each waited for; the last one ends with a post-sync
+/// marker store and a user interrupt.  Returns (commands, submissions).
+fn draw(d: &mut Dev, fb: Fb, frame: u32, w: u32, h: u32) -> Result<(usize, usize)> {
+    let blits = frame_blits(frame, w, h);
+    let marker_at = d.layout().results() + 0x10020;
+    let marker = 0xF100_0000 | frame;
+    let mut chunks: Vec<Vec<u32>> = vec![Vec::new()];
+    for b in &blits {
+        let c = command(fb, b);
+        if chunks.last().is_some_and(|l| l.len() + c.len() > CHUNK_DWORDS) {
+            chunks.push(Vec::new());
         }
+        chunks.last_mut().unwrap().extend(c);
     }
-    let dev = dev.unwrap_or_else(|| fail("no 1234:6776 device"));
-    let r0 = Resource::map(&dev.join("resource0").to_string_lossy(), 0, 16 << 20).unwrap_or_else(|e| fail(&e));
-    let ap_base = r0.rd(PVINFO + 0x40) as usize;
+    let last = chunks.len() - 1;
+    chunks[last].extend(flush_dw_store(Space::Ggtt, marker_at, marker, false));
+    chunks[last].push(MI_USER_INTERRUPT);
+    for c in &chunks {
+        d.submit(BCS, c)?;
+        d.wait_idle(BCS, T)?;
+    }
+    d.wait_all(user_irq(BCS), T)?;
+    d.ack(user_irq(BCS))?;
+    let got = d.read(marker_at)?;
+    if got != marker {
+        return Err(Error::Mismatch { what: "blitter post-sync marker".into(), at: marker_at, expected: marker, got });
+    }
+    Ok((blits.len(), chunks.len()))
+}
 
-    // The monitor the VMM described (EDID region -> the vGPU's EDID page).
-    if r0.rd(EDID_STATUS) & 1 == 0 {
-        fail("no monitor connected");
+fn run() -> Result<()> {
+    let dir = SysfsBackend::find()?;
+    // Probe with a small pool first to learn the mode, then size the RAM.
+    let mut d = Driver::probe(SysfsBackend::open(&dir, 1)?)?;
+    if rd(&mut d, EDID_STATUS)? & 1 == 0 {
+        return Err(Error::BadInput("no monitor connected".into()));
     }
-    let mode = r0.rd(EDID_MODE);
+    let mode = rd(&mut d, EDID_MODE)?;
     let (w, h) = ((mode >> 16) + 1, (mode & 0xFFFF) + 1);
     println!("L2: display edid {w}x{h}");
-    let stride = (w * 4).div_ceil(64) * 64;
-    let pages = (stride as usize * h as usize).div_ceil(4096);
+    let pitch = (w * 4).div_ceil(64) * 64;
+    let fb_pages = (u64::from(pitch) * u64::from(h)).div_ceil(PAGE);
+    drop(d);
 
-    // Two framebuffers in the aperture slice, backed by our RAM.
-    let frames = ram(2 * pages);
-    println!("L2: display ram {} pages at {}", frames.len(), uptime());
-    for (i, pfn) in frames.iter().enumerate() {
-        r0.wr64(GGTT + (ap_base / 4096 + i) * 8, (pfn << 12) | 1);
+    let boot = BootConfig { aperture_pages: 0x60, high_pages: 0, width: PteWidth::Qword, verify_ptes: true };
+    let ram = boot.aperture_pages + 2 * fb_pages + 8;
+    let mut d = Driver::probe(SysfsBackend::open(&dir, ram as usize)?)?;
+    let ap = d.aperture();
+    let fbs = [0, 1].map(|i| Fb { gma: ap.base + FB_OFFSET + i * fb_pages * PAGE, pitch });
+    if !ap.contains(fbs[0].gma, 2 * fb_pages * PAGE) {
+        return Err(Error::BadInput(format!("two {w}x{h} framebuffers do not fit the aperture slice {ap:?}")));
     }
-    println!("L2: display ggtt mapped at {}", uptime());
-    let ap = Resource::map(&dev.join("resource2").to_string_lossy(), ap_base, 2 * pages * 4096).unwrap_or_else(|e| fail(&e));
-    let draw = |fb: usize, seed: u32| {
-        for y in 0..h {
-            if y % 128 == 0 {
-                println!("L2: display drawing line {y} at {}", uptime());
-            }
-            for x in 0..w {
-                ap.wr(fb * pages * 4096 + (y * stride + 4 * x) as usize, display_pixel(seed, x, y));
-            }
-        }
-    };
-    draw(0, 1);
-    r0.wr(PIPEASRC, ((w - 1) << 16) | (h - 1));
-    r0.wr(DSPASTRIDE, stride);
-    r0.wr(DSPASURF, ap_base as u32);
-    r0.wr(DSPACNTR, (1 << 31) | (6 << 26));
-    r0.wr(DISPLAY_READY, 1);
+    d.boot(boot)?;
+    d.map(fbs[0].gma, 2 * fb_pages)?;
+    println!(
+        "L2: display vgt_id {} framebuffers {:#x} {:#x} ({} pages each) mapped at {}",
+        d.vgt_id(),
+        fbs[0].gma,
+        fbs[1].gma,
+        fb_pages,
+        uptime()
+    );
+
+    let (n, subs) = draw(&mut d, fbs[0], 1, w, h)?;
+    println!("L2: display drew frame 1: {n} blits in {subs} submissions at {}", uptime());
+    reg(&mut d, PIPEASRC, ((w - 1) << 16) | (h - 1))?;
+    reg(&mut d, DSPASTRIDE, pitch)?;
+    reg(&mut d, DSPASURF, fbs[0].gma as u32)?;
+    reg(&mut d, DSPACNTR, PLANE_ENABLE | FMT_XRGB8888)?;
+    reg(&mut d, DISPLAY_READY, 1)?;
     // Open the command port before saying we are ready: a UART drops what
     // it receives while nobody has it open.
-    let tty = fs::File::open("/dev/ttyS1").unwrap_or_else(|e| fail(&format!("/dev/ttyS1: {e}")));
-    println!("L2: display A {w}x{h} stride {stride}");
+    let tty = fs::File::open("/dev/ttyS1").map_err(|err| Error::Io { what: "open /dev/ttyS1".into(), err })?;
+    println!("L2: display A {w}x{h} stride {pitch} frame 1");
 
     for line in BufReader::new(tty).lines() {
         match line.unwrap_or_default().trim() {
             "flip" => {
-                draw(1, 2);
-                r0.wr(DSPASURF, (ap_base + pages * 4096) as u32);
-                println!("L2: display B");
+                let (n, subs) = draw(&mut d, fbs[1], 2, w, h)?;
+                println!("L2: display drew frame 2: {n} blits in {subs} submissions at {}", uptime());
+                reg(&mut d, DSPASURF, fbs[1].gma as u32)?;
+                println!("L2: display B {w}x{h} frame 2");
             }
-            "done" => return,
+            "done" => return Ok(()),
             _ => {}
         }
     }
-    fail("/dev/ttyS1 closed");
+    Err(Error::BadInput("/dev/ttyS1 closed".into()))
+}
+
+fn main() {
+    if let Err(e) = run() {
+        println!("L2: display error: {e}");
+        exit(1);
+    }
 }
