@@ -204,6 +204,9 @@ pub(crate) struct Vgpu {
     /// without OpenGL (QEMU `display=on` with no GL display) needs them off:
     /// QEMU takes dma-buf planes whenever the probe says they exist.
     dmabuf: AtomicBool,
+    /// dma-buf fds handed out by `VFIO_DEVICE_GET_GFX_DMABUF` (sysfs
+    /// `gvt/display`: shows which display path the VMM took).
+    dmabufs_exported: AtomicU64,
     #[pin]
     state: Mutex<State>,
     #[pin]
@@ -597,6 +600,7 @@ fn new_vgpu(
             failed_told: AtomicBool::new(false),
             pinning: AtomicUsize::new(0),
             dmabuf: AtomicBool::new(true),
+            dmabufs_exported: AtomicU64::new(0),
             state <- new_mutex!(state),
             irqs <- new_mutex!(Irqs { ctx: [ptr::null_mut(); NUM_IRQS as usize], intx_masked: false }),
             virqfd: [Opaque::new(ptr::null_mut()), Opaque::new(ptr::null_mut())],
@@ -1547,6 +1551,7 @@ fn ioctl_get_gfx_dmabuf(v: &Vgpu, arg: usize) -> Result<i32> {
         unsafe { bindings::dma_buf_put(buf) };
         return Err(Error::from_errno(fd));
     }
+    v.dmabufs_exported.fetch_add(1, Ordering::Relaxed);
     Ok(fd)
 }
 
@@ -1634,6 +1639,7 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
                 Err(why) => writeln!(w, "plane: none: {why}"),
             };
             let _ = writeln!(w, "shown_plane_id: {shown}\nplane_changes: {changes}");
+            let _ = writeln!(w, "dmabufs_exported: {}", v.dmabufs_exported.load(Ordering::Relaxed));
             match st.edid.mode() {
                 Some(m) => writeln!(
                     w,

@@ -208,6 +208,13 @@ fn assert_pixels(got: &[u32], want: &[u32], what: &str) {
     }
 }
 
+/// The driver's count of dma-bufs handed out (`dmabufs_exported:` in
+/// sysfs `gvt/display`).
+fn dmabufs_exported(display: &str) -> u64 {
+    let line = display.lines().find_map(|l| l.strip_prefix("dmabufs_exported: "));
+    line.unwrap_or_else(|| panic!("no dmabufs_exported in {display:?}")).trim().parse().unwrap()
+}
+
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn display_regions_are_listed() {
@@ -451,7 +458,9 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
             Ok(unsafe { OwnedFd::from_raw_fd(fd) })
         }
     };
+    assert_eq!(dmabufs_exported(&r.display()), 0, "nothing exported yet");
     let fa = export(pa.id).expect("GET_GFX_DMABUF");
+    assert_eq!(dmabufs_exported(&r.display()), 1);
     // SAFETY: lseek on our own fd.
     let len = unsafe { libc::lseek(fa.as_raw_fd(), 0, libc::SEEK_END) };
     assert_eq!(len as u32, pa.size, "the dma-buf's size is the plane's");
@@ -475,6 +484,7 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
     for bad in [0, pb.id + 100, u32::MAX] {
         assert_eq!(errno(export(bad)), libc::ENOENT, "dma-buf id {bad}");
     }
+    assert_eq!(dmabufs_exported(&r.display()), 3, "A, B and A again; failed exports do not count");
     // The guest redraws A in place: the buffer shares the guest's pages.
     r.draw(r.surf_a(), 5);
     assert_pixels(&ma.pixels(), &expected(5), "the dma-buf is the guest's memory, not a copy");
@@ -819,6 +829,8 @@ fn display_nested_qemu_screendump() {
     writeln!(tty, "flip").unwrap();
     q.wait_for("L2: display B", boot);
     assert_screen(&qmp.screendump(&shot), 1024, 768, 2, "screendump after the flip");
+    let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
+    assert_eq!(dmabufs_exported(&d), 0, "QEMU showed the screen through the display region: {d}");
     writeln!(tty, "done").unwrap();
     q.wait_for("L2: display ok", boot);
     q.wait_for("L2: done", boot);
@@ -826,3 +838,4 @@ fn display_nested_qemu_screendump() {
     assert!(st.success(), "QEMU exit status {st}:\n{}", q.log.join("\n"));
     let _ = fs::remove_file(&shot);
 }
+
