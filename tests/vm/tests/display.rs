@@ -208,11 +208,20 @@ fn assert_pixels(got: &[u32], want: &[u32], what: &str) {
     }
 }
 
-/// The driver's count of dma-bufs handed out (`dmabufs_exported:` in
-/// sysfs `gvt/display`).
+/// A count the driver shows in sysfs `gvt/display` (`KEY: N`).
+fn display_count(display: &str, key: &str) -> u64 {
+    let line = display.lines().find_map(|l| l.strip_prefix(key).and_then(|l| l.strip_prefix(": ")));
+    line.unwrap_or_else(|| panic!("no {key} in {display:?}")).trim().parse().unwrap()
+}
+
+/// The dma-bufs handed out.
 fn dmabufs_exported(display: &str) -> u64 {
-    let line = display.lines().find_map(|l| l.strip_prefix("dmabufs_exported: "));
-    line.unwrap_or_else(|| panic!("no dmabufs_exported in {display:?}")).trim().parse().unwrap()
+    display_count(display, "dmabufs_exported")
+}
+
+/// The dma-buf pages faulted in through CPU mappings.
+fn dmabuf_page_faults(display: &str) -> u64 {
+    display_count(display, "dmabuf_page_faults")
 }
 
 #[test]
@@ -465,7 +474,11 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
     let len = unsafe { libc::lseek(fa.as_raw_fd(), 0, libc::SEEK_END) };
     assert_eq!(len as u32, pa.size, "the dma-buf's size is the plane's");
     let ma = RoMap::new(fa.as_raw_fd(), 0, pa.size as usize).expect("mmap the dma-buf");
+    assert_eq!(dmabuf_page_faults(&r.display()), 0, "nothing read yet");
     assert_pixels(&ma.pixels(), &expected(3), "dma-buf of surface A");
+    assert_eq!(dmabuf_page_faults(&r.display()), PLANE_PAGES, "each page of the plane was read");
+    assert_pixels(&ma.pixels(), &expected(3), "dma-buf of surface A, again");
+    assert_eq!(dmabuf_page_faults(&r.display()), PLANE_PAGES, "a page faults once per mapping");
     assert_eq!(errno(RoMap::new(fa.as_raw_fd(), 0, pa.size as usize + 4096)), libc::EINVAL, "mapping past the buffer");
 
     // Flip: a new id, a new buffer with B's pixels; A's buffer is unchanged.
@@ -862,8 +875,9 @@ fn drm_node() -> String {
 /// and imports them as EGL images, and only on that path writes its own
 /// monitor into the EDID region (`xres=`/`yres=`, here a mode other than
 /// the type's default).  The L2 program must see that mode in its EDID page
-/// and set it; QEMU must take a dma-buf for the plane, and a new one after a
-/// flip, and run on.  Its picture cannot be compared here: QEMU 10 has no
+/// and set it; QEMU must take a dma-buf for the plane and read all of it
+/// (the driver counts the pages faulted in through mappings of its
+/// dma-bufs), and again after a flip, and run on.  Its picture cannot be compared here: QEMU 10 has no
 /// screendump of a dma-buf scanout ("no surface") and refuses a VNC server on
 /// a console that needs dma-buf support; the region-path test
 /// (`display_nested_qemu_screendump`) compares pixels.
@@ -919,14 +933,27 @@ fn display_nested_qemu_gl_dmabuf_edid() {
         assert!(std::time::Instant::now() < deadline, "QEMU took no dma-buf of the plane: {d}");
         std::thread::sleep(Duration::from_millis(200));
     }
-    let after_a = exported();
+    // Its renderer (lavapipe, through its mapping of the dma-buf) reads
+    // every page of the plane to draw it.
+    let pages = ((w * 4 * h) as u64).div_ceil(4096);
+    let faults = || dmabuf_page_faults(&fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap());
+    while faults() < pages {
+        assert!(std::time::Instant::now() < deadline, "QEMU's renderer read {} of {pages} pages", faults());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let (after_a, read_a) = (exported(), faults());
     writeln!(tty, "flip").unwrap();
     q.wait_for("L2: display B", boot);
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    while exported() == after_a {
-        assert!(std::time::Instant::now() < deadline, "QEMU took no dma-buf of the flipped plane");
+    while exported() == after_a || faults() < read_a + pages {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU took no dma-buf of the flipped plane, or did not read it: {}",
+            fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
+    println!("after the flip: {}", fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap());
     writeln!(tty, "done").unwrap();
     q.wait_for("L2: display ok", boot);
     q.wait_for("L2: done", boot);
