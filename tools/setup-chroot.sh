@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # The Debian trixie build chroot: the kernel's exact rustc (1.85.1), rust-src,
 # bindgen, clang/lld, gcc-14, pahole.  Also trixie's QEMU 10, packed into the
-# VM image for nested tests.  Idempotent: a stamp file records a finished setup.
+# VM image for nested tests, with its OpenGL UI modules and Mesa's EGL/GBM and
+# software renderer (zink on lavapipe) for egl-headless displays.  Idempotent:
+# a stamp file records the package list of a finished setup (a new list
+# reinstalls).
 source "$(dirname "$0")/common.sh"
 serialize setup-chroot
 need_root
 PKGS="rustc rust-src rustfmt bindgen clang libclang-dev lld llvm gcc-14 gcc make flex bison bc \
 libelf-dev libssl-dev openssl dwarves python3 kmod cpio xz-utils zstd perl rsync file \
-qemu-system-x86 qemu-system-data seabios ipxe-qemu"
+qemu-system-x86 qemu-system-data seabios ipxe-qemu \
+qemu-system-modules-opengl libegl1 libegl-mesa0 libgbm1 libopengl0 libgles2 mesa-vulkan-drivers"
 stamp="$CHROOT/.gvt-rs-ready"
 want="$(echo $PKGS | md5sum | cut -c1-12)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -35,6 +35,9 @@ printf '%s\n' "${order[@]}" > "$root/etc/rig/modules"
 order=()
 for m in kvm-amd; do add_mod "$m"; done      # nested VMMs: KVM on TCG's emulated SVM
 printf '%s\n' "${order[@]}" > "$root/etc/rig/kvm-modules"
+order=()
+for m in vgem; do add_mod "$m"; done         # a DRM render node for nested QEMU's OpenGL display
+printf '%s\n' "${order[@]}" > "$root/etc/rig/gl-modules"
 # The project's modules (built by tools/build-modules.sh); loaded by the tests.
 cp "$VMDIR"/modules/*.ko "$root/lib/modules/" 2>/dev/null || true
 
@@ -55,10 +58,33 @@ fi
 # Nested-guest kit: QEMU 10 from the trixie chroot with every library it links.
 qemu="$CHROOT/usr/bin/qemu-system-x86_64"
 [ -x "$qemu" ] || die "no QEMU in the chroot: run tools/setup-chroot.sh"
-cp "$qemu" "$root/usr/bin/"
-for lib in $(chroot "$CHROOT" ldd /usr/bin/qemu-system-x86_64 | grep -o '/[^ ]*'); do
-  mkdir -p "$root$(dirname "$lib")"; cp -L "$CHROOT$lib" "$root$lib"
+# copy_elf DEST FILE: FILE and every library it links, unless $root has it.
+copy_elf() {
+  local l
+  [ -e "$CHROOT$2" ] || die "$2 not in the chroot: run tools/setup-chroot.sh"
+  for l in "$2" $(chroot "$CHROOT" ldd "$2" | grep -o '/[^ ]*'); do
+    [ -e "$root$l" ] || [ -e "$1$l" ] && continue
+    mkdir -p "$1$(dirname "$l")"; cp -L "$CHROOT$l" "$1$l"
+  done
+}
+copy_elf "$root" /usr/bin/qemu-system-x86_64
+# Its OpenGL display (-display egl-headless: QEMU's vfio display takes dma-buf
+# planes, and writes EDID, only with one) loads at run time: QEMU's UI
+# modules; libepoxy's EGL/GL (glvnd); glvnd's Mesa vendor (the JSON names
+# libEGL_mesa); GBM's Mesa backend; Mesa's gallium with LLVM; the Vulkan
+# loader and lavapipe with its ICD JSON (the renderer is zink on lavapipe:
+# see display_nested_qemu_gl_dmabuf_edid).  ~210 MB, mostly LLVM: they go in
+# an uncompressed cpio segment ahead of the gzip one (the kernel unpacks
+# concatenated archives): not compressed at every image build, not inflated
+# at every boot.
+gl="$VMDIR/glroot"; rm -rf "$gl"; mkdir -p "$gl/usr/share/glvnd"
+lib="/usr/lib/x86_64-linux-gnu"
+for f in "$lib"/qemu/ui-egl-headless.so "$lib"/qemu/ui-opengl.so "$lib"/libEGL.so.1 "$lib"/libOpenGL.so.0 \
+  "$lib"/libGLESv2.so.2 "$lib"/libEGL_mesa.so.0 "$lib"/gbm/dri_gbm.so "$lib"/libvulkan.so.1 "$lib"/libvulkan_lvp.so; do
+  copy_elf "$gl" "$f"
 done
+cp -r "$CHROOT/usr/share/glvnd/egl_vendor.d" "$gl/usr/share/glvnd/"
+mkdir -p "$gl/usr/share/vulkan/icd.d"; cp "$CHROOT/usr/share/vulkan/icd.d/lvp_icd.json" "$gl/usr/share/vulkan/icd.d/"
 mkdir -p "$root/lib64"; [ -e "$root/lib64/ld-linux-x86-64.so.2" ] || cp -L "$CHROOT/lib64/ld-linux-x86-64.so.2" "$root/lib64/"
 for fw in bios-256k.bin linuxboot_dma.bin kvmvapic.bin multiboot_dma.bin; do
   f=$(find -L "$CHROOT/usr/share/qemu" "$CHROOT/usr/share/seabios" -name "$fw" -print -quit 2>/dev/null)
@@ -77,5 +103,5 @@ if [ -f "$CACHE/l2-bzImage" ]; then
 fi
 cp "$REPO/tools/vm/init" "$root/init"; chmod +x "$root/init"
 mkdir -p "$(dirname "$out")"
-(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1) > "$out"
+{ (cd "$gl" && find . | cpio -o -H newc --quiet); (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1); } > "$out"
 log "initramfs $out: $(du -h "$out" | cut -f1), $(ls "$root/tests" | wc -l) test binaries$([ -x "$root/usr/bin/gvtctl" ] && echo ", /usr/bin/gvtctl")"

@@ -36,7 +36,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kernel::page::Page;
 use kernel::prelude::*;
-use kernel::sync::Mutex;
+use kernel::sync::{Arc, Mutex};
 use kernel::types::Opaque;
 use kernel::uaccess::{UserPtr, UserSlice};
 use kernel::error::to_result;
@@ -210,6 +210,13 @@ pub(crate) struct Vgpu {
     /// without OpenGL (QEMU `display=on` with no GL display) needs them off:
     /// QEMU takes dma-buf planes whenever the probe says they exist.
     dmabuf: AtomicBool,
+    /// dma-buf fds handed out by `VFIO_DEVICE_GET_GFX_DMABUF` (sysfs
+    /// `gvt/display`: shows which display path the VMM took).
+    dmabufs_exported: AtomicU64,
+    /// Pages of this vGPU's dma-bufs faulted in through a CPU mapping of
+    /// them (sysfs `gvt/display`: a consumer read the pixels).  Shared with
+    /// each buffer, which may outlive the vGPU.
+    dmabuf_page_faults: Arc<AtomicU64>,
     #[pin]
     state: Mutex<State>,
     #[pin]
@@ -567,6 +574,7 @@ fn new_vgpu(
     resolution: Resolution,
 ) -> Result<*mut Vgpu> {
     let edid = new_edid(resolution, id)?;
+    let dmabuf_page_faults = Arc::new(AtomicU64::new(0), GFP_KERNEL)?;
     let p = parent::get();
     let (nregs, nggtt, nsnap) = storage_sizes::<DEFAULT_PPGTT_TABLES>(&part);
     let mut vregs = zeroed_vec(nregs, 0u32)?;
@@ -632,6 +640,8 @@ fn new_vgpu(
             pinning: AtomicUsize::new(0),
             self_faults: AtomicU64::new(0),
             dmabuf: AtomicBool::new(true),
+            dmabufs_exported: AtomicU64::new(0),
+            dmabuf_page_faults,
             state <- new_mutex!(state),
             irqs <- new_mutex!(Irqs { ctx: [ptr::null_mut(); NUM_IRQS as usize], intx_masked: false }),
             virqfd: [Opaque::new(ptr::null_mut()), Opaque::new(ptr::null_mut())],
@@ -1424,6 +1434,8 @@ unsafe extern "C" fn display_fault(vmf: *mut bindings::vm_fault) -> bindings::vm
 struct DmaBufPages {
     pages: KVVec<*mut bindings::page>,
     size: usize,
+    /// The exporting vGPU's `dmabuf_page_faults`.
+    faults: Arc<AtomicU64>,
 }
 
 impl Drop for DmaBufPages {
@@ -1539,9 +1551,12 @@ unsafe extern "C" fn dmabuf_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_
     // SAFETY: `vmf` is the fault being handled.
     let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) };
     match obj.pages.get(pgoff) {
-        // SAFETY: the buffer holds a reference on the page until `release`,
-        // which runs only after every mapping of it is gone.
-        Some(&pg) => unsafe { vfio::gvt_rs_vmf_insert_page_pfn(vmf, pg) },
+        Some(&pg) => {
+            obj.faults.fetch_add(1, Ordering::Relaxed);
+            // SAFETY: the buffer holds a reference on the page until
+            // `release`, which runs only after every mapping of it is gone.
+            unsafe { vfio::gvt_rs_vmf_insert_page_pfn(vmf, pg) }
+        }
         None => bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t,
     }
 }
@@ -1568,7 +1583,11 @@ fn ioctl_get_gfx_dmabuf(v: &Vgpu, arg: usize) -> Result<i32> {
         if core.framebuffer_pages(&mut storage, &plane, &mut hp).map_err(|_| EINVAL)? != n {
             return Err(EINVAL);
         }
-        let mut obj = DmaBufPages { pages: KVVec::with_capacity(n, GFP_KERNEL)?, size: plane.mapped_size() as usize };
+        let mut obj = DmaBufPages {
+            pages: KVVec::with_capacity(n, GFP_KERNEL)?,
+            size: plane.mapped_size() as usize,
+            faults: v.dmabuf_page_faults.clone(),
+        };
         for page in hp.iter() {
             // SAFETY: the page is pinned (or our scratch page) while the GGTT
             // maps it, and we hold the lock that keeps it so; the reference
@@ -1614,6 +1633,7 @@ fn ioctl_get_gfx_dmabuf(v: &Vgpu, arg: usize) -> Result<i32> {
         unsafe { bindings::dma_buf_put(buf) };
         return Err(Error::from_errno(fd));
     }
+    v.dmabufs_exported.fetch_add(1, Ordering::Relaxed);
     Ok(fd)
 }
 
@@ -1701,6 +1721,8 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
                 Err(why) => writeln!(w, "plane: none: {why}"),
             };
             let _ = writeln!(w, "shown_plane_id: {shown}\nplane_changes: {changes}");
+            let _ = writeln!(w, "dmabufs_exported: {}", v.dmabufs_exported.load(Ordering::Relaxed));
+            let _ = writeln!(w, "dmabuf_page_faults: {}", v.dmabuf_page_faults.load(Ordering::Relaxed));
             match st.edid.mode() {
                 Some(m) => writeln!(
                     w,
