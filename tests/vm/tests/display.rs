@@ -690,6 +690,43 @@ fn display_nested_qemu_screendump() {
     s.finish();
 }
 
+/// The pixels of every dma-buf process `pid` holds that is big enough for a
+/// `w × h` XRGB8888 plane (stride `4 w`), read through this process's own
+/// mapping of it: the fds are duplicated with `pidfd_getfd(2)` (root may),
+/// so this is exactly the memory QEMU imported, not a copy the driver made.
+fn dmabuf_pictures(pid: u32, w: u32, h: u32) -> Vec<Vec<u32>> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let len = (w * h * 4) as usize;
+    // SAFETY: plain syscall; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) } as i32;
+    assert!(pidfd >= 0, "pidfd_open({pid}): {}", std::io::Error::last_os_error());
+    // SAFETY: a fresh fd this function owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let mut pictures = Vec::new();
+    for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let Ok(target) = fs::read_link(e.path()) else { continue };
+        let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        if !target.to_string_lossy().starts_with("/dmabuf:") {
+            continue;
+        }
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), n, 0) } as i32;
+        if fd < 0 {
+            continue; // closed meanwhile
+        }
+        // SAFETY: a fresh fd this function owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: plain syscall on an fd we own.
+        let size = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
+        if size < len as i64 {
+            continue;
+        }
+        let map = RoMap::new(fd.as_raw_fd(), 0, len).expect("mmap a dma-buf QEMU holds");
+        pictures.push((0..(w * h) as usize).map(|i| map.read32(4 * i) & 0x00FF_FFFF).collect());
+    }
+    pictures
+}
+
 /// Load the module that gives the rig a DRM device for nested QEMU's OpenGL
 /// display (vgem) and return its primary node.
 fn drm_node() -> String {
@@ -715,13 +752,18 @@ fn drm_node() -> String {
 /// the type's default).  The L2 program must see that mode in its EDID page
 /// and set it; QEMU must take a dma-buf for the plane and read all of it
 /// (the driver counts the pages faulted in through mappings of its
-/// dma-bufs), and again after a flip, and run on.  Its picture cannot be compared here: QEMU 10 has no
+/// dma-bufs), and again after a flip, and run on.  QEMU 10 has no
 /// screendump of a dma-buf scanout ("no surface") and refuses a VNC server on
-/// a console that needs dma-buf support; the region-path test
-/// (`display_nested_qemu_screendump`) compares pixels.
+/// a console that needs dma-buf support, so the pixels are checked in the
+/// buffers QEMU imported: its dma-bufs, duplicated out of its fd table with
+/// `pidfd_getfd(2)` and mapped here, must hold exactly the picture L2 drew
+/// at QEMU's mode (`expected_frame`), before and after the flip.  The
+/// region-path test (`display_nested_qemu_screendump`) compares QEMU's own
+/// screendump.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn display_nested_qemu_gl_dmabuf_edid() {
+    use gvt_vmtests::expected_frame;
     use gvt_vmtests::screen::{connect, Qemu};
     use std::io::Write;
     use std::time::Duration;
@@ -780,6 +822,13 @@ fn display_nested_qemu_gl_dmabuf_edid() {
         assert!(std::time::Instant::now() < deadline, "QEMU's renderer read {} of {pages} pages", faults());
         std::thread::sleep(Duration::from_millis(200));
     }
+    // The buffer QEMU imported holds exactly what L2 drew at QEMU's mode.
+    // (Reading it faults its pages in here too: the counts below start after.)
+    let want = |frame| expected_frame(frame, w, h).iter().map(|p| p & 0x00FF_FFFF).collect::<Vec<u32>>();
+    let qemu_pid = q.child.id();
+    let held = dmabuf_pictures(qemu_pid, w, h);
+    assert!(held.iter().any(|p| *p == want(1)), "none of QEMU's {} dma-bufs holds picture 1 at {w}x{h}", held.len());
+    assert!(!held.iter().any(|p| *p == want(2)), "picture 2 before L2 drew it: the comparison cannot tell pictures apart");
     let (after_a, read_a) = (exported(), faults());
     writeln!(tty, "flip").unwrap();
     q.wait_for("L2: display B", boot);
@@ -792,6 +841,9 @@ fn display_nested_qemu_gl_dmabuf_edid() {
         );
         std::thread::sleep(Duration::from_millis(200));
     }
+    let held = dmabuf_pictures(qemu_pid, w, h);
+    assert!(held.iter().any(|p| *p == want(2)), "none of QEMU's {} dma-bufs holds picture 2 at {w}x{h}", held.len());
+    println!("QEMU's dma-bufs hold pictures 1 and 2 at {w}x{h}, pixel for pixel");
     println!("after the flip: {}", fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap());
     writeln!(tty, "done").unwrap();
     q.wait_for("L2: display ok", boot);
