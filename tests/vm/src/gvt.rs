@@ -415,3 +415,65 @@ pub fn stat(m: &Mdev, key: &str) -> u64 {
         .parse()
         .unwrap_or_else(|e| panic!("gvt/stats {key}: {e}"))
 }
+
+// ---- display planes (linux/vfio.h) ----------------------------------------------
+
+pub const VFIO_DEVICE_QUERY_GFX_PLANE: libc::c_ulong = vfio_ioc(14);
+pub const VFIO_DEVICE_GET_GFX_DMABUF: libc::c_ulong = vfio_ioc(15);
+/// `VFIO_GFX_PLANE_TYPE_PROBE`, `_DMABUF`, `_REGION`.
+pub const GFX_PROBE: u32 = 1 << 0;
+pub const GFX_DMABUF: u32 = 1 << 1;
+pub const GFX_REGION: u32 = 1 << 2;
+/// `DRM_PLANE_TYPE_PRIMARY`, `DRM_PLANE_TYPE_CURSOR`.
+pub const PLANE_PRIMARY: u32 = 1;
+pub const PLANE_CURSOR: u32 = 2;
+
+/// `struct vfio_device_gfx_plane_info` (linux/vfio.h), 64 bytes.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PlaneInfo {
+    pub argsz: u32,
+    pub flags: u32,
+    pub drm_plane_type: u32,
+    pub drm_format: u32,
+    pub drm_format_mod: u64,
+    pub width: u32,
+    pub height: u32,
+    pub stride: u32,
+    pub size: u32,
+    pub x_pos: u32,
+    pub y_pos: u32,
+    pub x_hot: u32,
+    pub y_hot: u32,
+    /// `region_index` or `dmabuf_id`.
+    pub id: u32,
+    pub reserved: u32,
+}
+
+const _: () = assert!(std::mem::size_of::<PlaneInfo>() == 64);
+
+/// `VFIO_DEVICE_QUERY_GFX_PLANE` for a plane of `plane_type` with `flags`.
+pub fn query_plane(dev: &VfioDevice, flags: u32, plane_type: u32) -> io::Result<PlaneInfo> {
+    let mut p = PlaneInfo { argsz: 64, flags, drm_plane_type: plane_type, ..Default::default() };
+    ioctl(dev, VFIO_DEVICE_QUERY_GFX_PLANE, &mut p).map(|()| p)
+}
+
+/// "No plane" as linux/vfio.h defines it: zero format, size, width, height
+/// (and stride).
+pub fn assert_no_plane(p: &PlaneInfo, what: &str) {
+    assert_eq!((p.drm_format, p.size, p.width, p.height, p.stride), (0, 0, 0, 0, 0), "{what}: no plane, got {p:?}");
+}
+
+/// `VFIO_DEVICE_GET_GFX_DMABUF` of dma-buf plane `id`: the new dma-buf fd.
+pub fn export_dmabuf(dev: &VfioDevice, id: u32) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let mut arg = id;
+    // SAFETY: the ioctl reads one u32 at `arg` and returns a new fd.
+    let fd = unsafe { libc::ioctl(dev.as_raw_fd(), VFIO_DEVICE_GET_GFX_DMABUF, &mut arg as *mut u32) };
+    if fd < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        // SAFETY: a new descriptor we own.
+        Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+    }
+}

@@ -7,7 +7,7 @@
 //! position and hotspot the guest set.  A cursor outside the vGPU's own
 //! memory is "no plane".
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 use gvt_vmtests::gvt::*;
 use gvt_vmtests::Mdev;
@@ -25,8 +25,6 @@ const CURSOR_Y_HOT: u64 = PVINFO + 0x834;
 /// `MCURSOR_MODE_64_ARGB_AX`.
 const MODE_64_ARGB: u32 = 0x27;
 
-const QUERY_GFX_PLANE: libc::c_ulong = vfio_ioc(14);
-const GET_GFX_DMABUF: libc::c_ulong = vfio_ioc(15);
 const DMABUF: u32 = 1 << 1;
 const PRIMARY: u32 = 1;
 const CURSOR: u32 = 2;
@@ -34,45 +32,12 @@ const CURSOR: u32 = 2;
 const DRM_FORMAT_ARGB8888: u32 = u32::from_le_bytes(*b"AR24");
 const CURSOR_BYTES: usize = 64 * 64 * 4;
 
-/// `struct vfio_device_gfx_plane_info` (linux/vfio.h), 64 bytes.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct PlaneInfo {
-    argsz: u32,
-    flags: u32,
-    drm_plane_type: u32,
-    drm_format: u32,
-    drm_format_mod: u64,
-    width: u32,
-    height: u32,
-    stride: u32,
-    size: u32,
-    x_pos: u32,
-    y_pos: u32,
-    x_hot: u32,
-    y_hot: u32,
-    dmabuf_id: u32,
-    reserved: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<PlaneInfo>() == 64);
-
 fn query(dev: &VfioDevice, plane_type: u32) -> PlaneInfo {
-    let mut p = PlaneInfo { argsz: 64, flags: DMABUF, drm_plane_type: plane_type, ..Default::default() };
-    ioctl(dev, QUERY_GFX_PLANE, &mut p).expect("QUERY_GFX_PLANE");
-    p
+    query_plane(dev, DMABUF, plane_type).expect("QUERY_GFX_PLANE")
 }
 
 fn export(dev: &VfioDevice, id: u32) -> std::io::Result<OwnedFd> {
-    let mut arg = id;
-    // SAFETY: the ioctl reads one u32 at `arg` and returns a new fd.
-    let fd = unsafe { libc::ioctl(dev.as_raw_fd(), GET_GFX_DMABUF, &mut arg as *mut u32) };
-    if fd < 0 {
-        Err(std::io::Error::last_os_error())
-    } else {
-        // SAFETY: a new descriptor we own.
-        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-    }
+    export_dmabuf(dev, id)
 }
 
 /// The cursor pixel the test draws at (x, y) for `seed` (alpha varies too).
@@ -93,9 +58,6 @@ fn read_dmabuf(fd: &OwnedFd, len: usize) -> Vec<u32> {
     words
 }
 
-fn assert_no_plane(p: &PlaneInfo, what: &str) {
-    assert_eq!((p.drm_format, p.size, p.width, p.height), (0, 0, 0, 0), "{what}: no plane, got {p:?}");
-}
 
 #[test]
 #[ignore = "runs inside the VM rig"]
@@ -131,11 +93,11 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
     assert_eq!((p.x_pos as i32, p.y_pos), (-10, 200), "position");
     assert_eq!((p.x_hot, p.y_hot), (u32::MAX, u32::MAX), "no hotspot before the guest sets one (vfio.h)");
     assert_eq!(p.drm_plane_type, CURSOR);
-    assert_ne!(p.dmabuf_id, 0);
+    assert_ne!(p.id, 0);
     // The primary plane is not there, and its query does not see the cursor.
     assert_no_plane(&query(&dev, PRIMARY), "primary plane (never programmed)");
 
-    let fd = export(&dev, p.dmabuf_id).expect("GET_GFX_DMABUF of the cursor");
+    let fd = export(&dev, p.id).expect("GET_GFX_DMABUF of the cursor");
     // SAFETY: lseek on our own fd.
     assert_eq!(unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) } as usize, CURSOR_BYTES);
     let want: Vec<u32> = (0..64).flat_map(|y| (0..64).map(move |x| pixel(1, x, y))).collect();
@@ -148,7 +110,7 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
     reg(CURSOR_Y_HOT, 6);
     let q = query(&dev, CURSOR);
     assert_eq!((q.x_pos, q.y_pos, q.x_hot, q.y_hot), (40, 30, 5, 6));
-    assert_eq!(q.dmabuf_id, p.dmabuf_id, "moving the cursor keeps its id (QEMU keeps its dma-buf)");
+    assert_eq!(q.id, p.id, "moving the cursor keeps its id (QEMU keeps its dma-buf)");
     // The guest redraws in place: the buffer is the guest's memory.
     map.write32(0, 0x1234_5678);
     assert_eq!(read_dmabuf(&fd, CURSOR_BYTES)[0], 0x1234_5678);
@@ -164,7 +126,7 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
     assert_no_plane(&query(&dev, CURSOR), "misaligned cursor");
     // Back: the remembered id again.
     reg(CURABASE, cur as u32);
-    assert_eq!(query(&dev, CURSOR).dmabuf_id, p.dmabuf_id);
+    assert_eq!(query(&dev, CURSOR).id, p.id);
     drop(map);
     drop(ram);
     drop(dev);

@@ -9,7 +9,7 @@
 //! the guest sees the new monitor in its BAR0 EDID page.
 
 use std::fs;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use gvt_vmtests::gvt::*;
 use gvt_vmtests::Mdev;
@@ -61,42 +61,12 @@ const B_PAGES: u64 = 64;
 /// Guest RAM pages: A, B, and one spare page.
 const RAM_PAGES: usize = 2 * B_PAGES as usize + 1;
 
-/// `struct vfio_device_gfx_plane_info` (linux/vfio.h), 64 bytes.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct PlaneInfo {
-    argsz: u32,
-    flags: u32,
-    drm_plane_type: u32,
-    drm_format: u32,
-    drm_format_mod: u64,
-    width: u32,
-    height: u32,
-    stride: u32,
-    size: u32,
-    x_pos: u32,
-    y_pos: u32,
-    x_hot: u32,
-    y_hot: u32,
-    /// `region_index` or `dmabuf_id`.
-    id: u32,
-    reserved: u32,
-}
-
-const _: () = assert!(std::mem::size_of::<PlaneInfo>() == 64);
-
 fn query_with(dev: &VfioDevice, flags: u32, plane_type: u32) -> std::io::Result<PlaneInfo> {
-    let mut p = PlaneInfo { argsz: 64, flags, drm_plane_type: plane_type, ..Default::default() };
-    ioctl(dev, QUERY_GFX_PLANE, &mut p).map(|()| p)
+    query_plane(dev, flags, plane_type)
 }
 
 fn query(dev: &VfioDevice, flags: u32) -> PlaneInfo {
     query_with(dev, flags, PRIMARY).expect("QUERY_GFX_PLANE")
-}
-
-/// "No plane" as linux/vfio.h defines it: zero format, size, width, height.
-fn assert_no_plane(p: &PlaneInfo, what: &str) {
-    assert_eq!((p.drm_format, p.size, p.width, p.height, p.stride), (0, 0, 0, 0, 0), "{what}: no plane, got {p:?}");
 }
 
 /// The pixel this test draws at (x, y) on surface `seed`.
@@ -456,17 +426,7 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
     let pa = query(dev, DMABUF);
     assert_eq!((pa.drm_format, pa.width, pa.height, pa.stride), (DRM_FORMAT_XRGB8888, W, H, STRIDE));
     assert_ne!(pa.id, 0, "a dma-buf id");
-    let export = |id: u32| -> std::io::Result<OwnedFd> {
-        let mut arg = id;
-        // SAFETY: the ioctl reads one u32 at `arg` and returns a new fd.
-        let fd = unsafe { libc::ioctl(dev.as_raw_fd(), GET_GFX_DMABUF, &mut arg as *mut u32) };
-        if fd < 0 {
-            Err(std::io::Error::last_os_error())
-        } else {
-            // SAFETY: a new descriptor we own.
-            Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-        }
-    };
+    let export = |id: u32| export_dmabuf(dev, id);
     assert_eq!(dmabufs_exported(&r.display()), 0, "nothing exported yet");
     let fa = export(pa.id).expect("GET_GFX_DMABUF");
     assert_eq!(dmabufs_exported(&r.display()), 1);
