@@ -415,3 +415,9 @@ pub fn stat(m: &Mdev, key: &str) -> u64 {
         .parse()
         .unwrap_or_else(|e| panic!("gvt/stats {key}: {e}"))
 }
+
+/// [`stat`], or `None` where this driver's `gvt/stats` has no `key`.
+pub fn stat_opt(m: &Mdev, key: &str) -> Option<u64> {
+    let s = fs::read_to_string(m.sysfs_path().join("gvt").join("stats")).expect("read gvt/stats");
+    s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
+}
