@@ -40,6 +40,7 @@ vm_fault_t gvt_rs_vmf_insert_page_pfn(struct vm_fault *vmf, struct page *page);
  * reference: the caller zaps the mapping before the frame can go away). */
 vm_fault_t gvt_rs_vmf_insert_pfn(struct vm_fault *vmf, u64 pfn);
 void *gvt_rs_vmf_private(struct vm_fault *vmf);
+unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf);
 /* A fault handler that must not sleep on a driver lock with the fault's mm
  * lock held (the mmap_lock, or the per-VMA lock) drops that lock, waits, and
  * returns VM_FAULT_RETRY, as TTM does (ttm_bo_vm_reserve).  May this fault
@@ -54,7 +55,6 @@ bool gvt_rs_vmf_retry_nowait(struct vm_fault *vmf);
  * may go away.  Give the file back with gvt_rs_fput. */
 struct file *gvt_rs_vmf_release_lock(struct vm_fault *vmf);
 void gvt_rs_fput(struct file *file);
-unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf);
 void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx);
 bool gvt_rs_is_err(const void *ptr);
 long gvt_rs_ptr_err(const void *ptr);
