@@ -41,6 +41,7 @@ use std::time::{Duration, Instant};
 use gvt_vmtests::gvt::*;
 use gvt_vmtests::Mdev;
 use vfio_bindings::bindings::vfio::*;
+use vfio_ioctls::VfioDevice;
 
 const BAR0: u32 = VFIO_PCI_BAR0_REGION_INDEX;
 const BAR2: u32 = VFIO_PCI_BAR2_REGION_INDEX;
@@ -182,21 +183,27 @@ fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-#[test]
-#[ignore = "runs inside the VM rig"]
-fn fault_lock_pte_writes_vs_aperture_faults_vs_mmap() {
+/// A vGPU with guest RAM pages 0..RAM_PAGES (each with its markers) and GM
+/// pages 0..GM_PAGES of its aperture slice mapping RAM pages 0..GM_PAGES.
+fn setup() -> (Mdev, Attrs, VfioDevice, GuestRam) {
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     let a = attrs(&m);
     let (dev, ram) = open_with_ram(&m, RAM_PAGES, RAM_IOVA);
     enable_mem(&dev);
-    let gm0 = a.ap_base / 4096;
     for r in 0..RAM_PAGES {
         ram.write32(r * 4096, mark(r));
         ram.write32(r * 4096 + 2048, !mark(r));
     }
     for j in 0..GM_PAGES {
-        map_gtt(&dev, &ram, gm0 + j as u64, j);
+        map_gtt(&dev, &ram, a.ap_base / 4096 + j as u64, j);
     }
+    (m, a, dev, ram)
+}
+
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn fault_lock_pte_writes_vs_aperture_faults_vs_mmap() {
+    let (m, a, dev, ram) = setup();
     let ap = Mapping::new(&dev, BAR2, a.ap_base, GM_PAGES * 4096).expect("mmap the aperture");
     for j in 0..GM_PAGES {
         assert_eq!(
@@ -205,6 +212,85 @@ fn fault_lock_pte_writes_vs_aperture_faults_vs_mmap() {
             "GM page {j} starts as guest RAM page {j}"
         );
     }
+    stress(&m, &dev, a.ap_base / 4096, ap.ptr as usize, "aperture");
+    drop(ap);
+    drop(ram);
+    drop(dev);
+    m.remove().expect("remove vGPU");
+}
+
+// The primary plane's registers (gvt-sim.md; Intel offsets), PVINFO
+// display_ready, QUERY_GFX_PLANE (as tests/display.rs).
+const DSPACNTR: u64 = 0x70180;
+const DSPASTRIDE: u64 = 0x70188;
+const DSPASURF: u64 = 0x7019C;
+const PIPEASRC: u64 = 0x6001C;
+const DISPLAY_READY: u64 = PVINFO + 0x804;
+const PLANE_ON_XRGB8888: u32 = (1 << 31) | (6 << 26);
+const QUERY_GFX_PLANE: libc::c_ulong = vfio_ioc(14);
+const DISPLAY_REGION: u32 = VFIO_PCI_NUM_REGIONS + 1;
+
+/// The same race on the display region's fault handler: the shown plane
+/// lies on the rewritten entries (a 64x64 XRGB8888 plane, 256-byte stride:
+/// exactly GM_PAGES pages), so each write zaps the VMM's mapping of the
+/// display region and the next read faults through `display_fault`.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn fault_lock_pte_writes_vs_display_faults_vs_mmap() {
+    let (m, a, dev, ram) = setup();
+    let w32 = |off: u64, v: u32| write32(&dev, BAR0, off, v);
+    w32(PIPEASRC, (63 << 16) | 63);
+    w32(DSPASTRIDE, 256);
+    w32(DSPASURF, a.ap_base as u32);
+    w32(DSPACNTR, PLANE_ON_XRGB8888);
+    w32(DISPLAY_READY, 1);
+    // QUERY_GFX_PLANE(REGION, primary): the plane is shown, in the region.
+    let mut q = [0u8; 64];
+    q[0..4].copy_from_slice(&64u32.to_le_bytes());
+    q[4..8].copy_from_slice(&(1u32 << 2).to_le_bytes());
+    q[8..12].copy_from_slice(&1u32.to_le_bytes());
+    ioctl_bytes(&dev, QUERY_GFX_PLANE, &mut q).expect("QUERY_GFX_PLANE");
+    let field = |o: usize| u32::from_le_bytes([q[o], q[o + 1], q[o + 2], q[o + 3]]);
+    assert_eq!(
+        (field(36), field(56)),
+        ((GM_PAGES * 4096) as u32, DISPLAY_REGION),
+        "plane size, region index"
+    );
+    let len = GM_PAGES * 4096;
+    // SAFETY: a fresh read-only shared mapping of the display region.
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            dev.as_raw_fd(),
+            region_off(DISPLAY_REGION) as i64,
+        )
+    };
+    assert_ne!(
+        p,
+        libc::MAP_FAILED,
+        "mmap the display region: {}",
+        std::io::Error::last_os_error()
+    );
+    for j in 0..GM_PAGES {
+        // SAFETY: inside the mapping.
+        let v = unsafe { std::ptr::read_volatile(p.cast::<u8>().add(j * 4096).cast::<u32>()) };
+        assert_eq!(v, mark(j), "display page {j} starts as guest RAM page {j}");
+    }
+    stress(&m, &dev, a.ap_base / 4096, p as usize, "display region");
+    // SAFETY: unmapping exactly what was mapped above.
+    unsafe { libc::munmap(p, len) };
+    drop(ram);
+    drop(dev);
+    m.remove().expect("remove vGPU");
+}
+
+/// T1, T2, T3 and the watchdog (see the file's comment) on the entries of GM
+/// pages `gm0..gm0 + GM_PAGES`, T2 reading the mapping at `base` (page `j`
+/// of it shows GM page `gm0 + j`).
+fn stress(m: &Mdev, dev: &VfioDevice, gm0: u64, base: usize, what: &str) {
     let retries0 = stat_opt(&m, "fault_retries");
 
     let sh = Arc::new(Shared {
@@ -260,7 +346,6 @@ fn fault_lock_pte_writes_vs_aperture_faults_vs_mmap() {
     };
 
     // T2: CPU reads of the aperture mapping at those graphics pages.
-    let base = ap.ptr as usize;
     let t2 = {
         let sh = sh.clone();
         thread::Builder::new()
@@ -337,7 +422,7 @@ fn fault_lock_pte_writes_vs_aperture_faults_vs_mmap() {
     let start = Instant::now();
     let counters: [(&str, &AtomicU64, &thread::JoinHandle<()>); 3] = [
         ("T1 (PTE writes)", &sh.writes, &t1),
-        ("T2 (aperture reads)", &sh.reads, &t2),
+        ("T2 (mapping reads)", &sh.reads, &t2),
         ("T3 (mmap/munmap)", &sh.maps, &t3),
     ];
     let mut last = [(0u64, Instant::now()); 3];
@@ -352,7 +437,7 @@ fn fault_lock_pte_writes_vs_aperture_faults_vs_mmap() {
             line.len = 0;
             let _ = writeln!(
                 line,
-                "fault_lock: {:.0?}: {} PTE writes, {} aperture reads, {} mmap rounds",
+                "fault_lock: {:.0?}: {} PTE writes, {} mapping reads, {} mmap rounds",
                 start.elapsed(),
                 sh.writes.load(Ordering::SeqCst),
                 sh.reads.load(Ordering::SeqCst),
@@ -374,7 +459,7 @@ fn fault_lock_pte_writes_vs_aperture_faults_vs_mmap() {
                 let _ = write!(
                     report,
                     "\nfault_lock: DEADLOCK: {name} made no progress for {STALL:?} ({:.0?} into the run: \
-                     {} PTE writes, {} aperture reads, {} mmap rounds); the aperture fault, the GGTT \
+                     {} PTE writes, {} mapping reads, {} mmap rounds); the fault, the GGTT \
                      write and mmap wait on each other (state lock vs mmap_lock)\n",
                     start.elapsed(),
                     sh.writes.load(Ordering::SeqCst),
@@ -414,27 +499,24 @@ fn fault_lock_pte_writes_vs_aperture_faults_vs_mmap() {
     // and through the BAR2 region.
     for j in 0..GM_PAGES {
         let t = sh.target[j].load(Ordering::SeqCst);
+        // SAFETY: inside the mapping, which outlives this call.
+        let v = unsafe { std::ptr::read_volatile((base + j * 4096) as *const u32) };
         assert_eq!(
-            ap.read32(j * 4096),
+            v,
             mark(t),
-            "GM page {j} maps guest RAM page {t} (mapping)"
+            "{what}: GM page {j} maps guest RAM page {t} (mapping)"
         );
         assert_eq!(
             read32(&dev, BAR2, (gm0 + j as u64) * 4096),
             mark(t),
-            "GM page {j} maps guest RAM page {t} (region)"
+            "{what}: GM page {j} maps guest RAM page {t} (BAR2 region)"
         );
     }
     let retries = stat_opt(&m, "fault_retries");
     eprintln!(
-        "fault_lock: {writes} PTE writes, {} aperture reads ({exact} exact), {} mmap rounds in {elapsed:.1?}; \
+        "fault_lock ({what}): {writes} PTE writes, {} reads ({exact} exact), {} mmap rounds in {elapsed:.1?}; \
          fault_retries {retries0:?} -> {retries:?}",
         sh.reads.load(Ordering::SeqCst),
         sh.maps.load(Ordering::SeqCst),
     );
-
-    drop(ap);
-    drop(ram);
-    drop(dev);
-    m.remove().expect("remove vGPU");
 }
