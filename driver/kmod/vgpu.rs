@@ -1349,10 +1349,11 @@ unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings:
 /// The state lock, for a fault handler (aperture, display region).  The
 /// fault holds its mm lock (the mmap_lock, or the per-VMA lock) for read;
 /// a BAR0 write holds the state lock while it pins guest pages
-/// (`vfio_pin_pages`), which takes the same mm's mmap_lock for read.  With a
-/// third thread of the VMM queued for the mmap_lock for write (mmap, munmap,
-/// mprotect), the rwsem blocks the pinning read behind it, and sleeping on
-/// the state lock here would close the cycle: all three stuck for good.  So,
+/// (`vfio_pin_pages`), which takes the same mm's mmap_lock for read (to
+/// find the page) and for write (type1 accounts it in locked_vm).  Its write
+/// waits for this fault's read; its read waits too once any thread of the
+/// VMM is queued for write (mmap, munmap, mprotect).  Sleeping on the state
+/// lock here would close the cycle, for good (VM test `fault_lock`).  So,
 /// as TTM (`ttm_bo_vm_reserve`): try the lock; if it is busy and the fault
 /// may be retried, drop the mm lock, wait for the state lock without it, and
 /// have the fault retried (`Err(VM_FAULT_RETRY)`).  This is done on every

@@ -27,9 +27,12 @@
 //! entry overlapped the read, the marker of the page the entry maps.
 //!
 //! Checked against the bug: without the try-lock in the fault handlers the
-//! watchdog fires, every time (3 of 3 runs, once within the first 11 PTE
-//! writes): T1 in `vaddr_get_pfns` under the state lock, T2 in
-//! `aperture_fault` under the mmap_lock, both in D state.
+//! watchdog fires, every time (aperture: 3 of 3 runs, once within the first
+//! 11 PTE writes; display region: 1 of 1, after 7): T1 in `vaddr_get_pfns`
+//! (mmap_read_lock) or `mm_lock_acct` (mmap_write_lock: type1 accounts the
+//! pinned page in locked_vm) under the state lock, T2 in `aperture_fault` or
+//! `display_fault` under the mmap_lock, T3 in `vm_mmap_pgoff`, all in D
+//! state.  (Through `mm_lock_acct` two threads are enough.)
 
 use std::fmt::Write as _;
 use std::os::fd::AsRawFd;
