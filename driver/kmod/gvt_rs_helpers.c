@@ -2,6 +2,7 @@
 /* C shims for static inlines and macros that Rust cannot call directly. */
 #include <linux/module.h>
 #include <linux/highmem.h>
+#include <linux/file.h>
 #include <linux/iommu.h>
 #include <linux/workqueue.h>
 #include <linux/timekeeping.h>
@@ -91,6 +92,29 @@ void *gvt_rs_vmf_private(struct vm_fault *vmf)
 unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf)
 {
 	return vmf->pgoff;
+}
+
+bool gvt_rs_vmf_may_retry(struct vm_fault *vmf)
+{
+	return vmf->flags & FAULT_FLAG_ALLOW_RETRY;
+}
+
+bool gvt_rs_vmf_retry_nowait(struct vm_fault *vmf)
+{
+	return vmf->flags & FAULT_FLAG_RETRY_NOWAIT;
+}
+
+struct file *gvt_rs_vmf_release_lock(struct vm_fault *vmf)
+{
+	struct file *file = get_file(vmf->vma->vm_file);
+
+	release_fault_lock(vmf);
+	return file;
+}
+
+void gvt_rs_fput(struct file *file)
+{
+	fput(file);
 }
 
 void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx)

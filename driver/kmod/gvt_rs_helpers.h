@@ -41,6 +41,20 @@ vm_fault_t gvt_rs_vmf_insert_page_pfn(struct vm_fault *vmf, struct page *page);
 vm_fault_t gvt_rs_vmf_insert_pfn(struct vm_fault *vmf, u64 pfn);
 void *gvt_rs_vmf_private(struct vm_fault *vmf);
 unsigned long gvt_rs_vmf_pgoff(struct vm_fault *vmf);
+/* A fault handler that must not sleep on a driver lock with the fault's mm
+ * lock held (the mmap_lock, or the per-VMA lock) drops that lock, waits, and
+ * returns VM_FAULT_RETRY, as TTM does (ttm_bo_vm_reserve).  May this fault
+ * be retried (FAULT_FLAG_ALLOW_RETRY: its first try or a later one; faults
+ * may be retried many times, see enum fault_flag)?  And must a retry keep
+ * the lock and not wait (FAULT_FLAG_RETRY_NOWAIT)? */
+bool gvt_rs_vmf_may_retry(struct vm_fault *vmf);
+bool gvt_rs_vmf_retry_nowait(struct vm_fault *vmf);
+/* Take a reference on the mapping's file (it keeps the device open, so the
+ * driver's per-device data stays), then release the fault's mm lock
+ * (release_fault_lock).  vmf->vma must not be used afterwards: the mapping
+ * may go away.  Give the file back with gvt_rs_fput. */
+struct file *gvt_rs_vmf_release_lock(struct vm_fault *vmf);
+void gvt_rs_fput(struct file *file);
 void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx);
 bool gvt_rs_is_err(const void *ptr);
 long gvt_rs_ptr_err(const void *ptr);

@@ -36,7 +36,7 @@ use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use kernel::page::Page;
 use kernel::prelude::*;
-use kernel::sync::{Arc, Mutex};
+use kernel::sync::{Arc, Mutex, MutexGuard};
 use kernel::types::Opaque;
 use kernel::uaccess::{UserPtr, UserSlice};
 use kernel::error::to_result;
@@ -206,6 +206,10 @@ pub(crate) struct Vgpu {
     /// `self_map_faults`): a guest pointed a GGTT entry at the VMM's own
     /// mapping of this vGPU's aperture or display region.
     self_faults: AtomicU64,
+    /// Aperture and display faults that found the state lock busy and were
+    /// retried without the mm lock (sysfs `gvt/stats` `fault_retries`): see
+    /// [`fault_lock`].
+    fault_retries: AtomicU64,
     /// dma-buf planes offered (sysfs `gvt/dmabuf`; on by default).  A VMM
     /// without OpenGL (QEMU `display=on` with no GL display) needs them off:
     /// QEMU takes dma-buf planes whenever the probe says they exist.
@@ -639,6 +643,7 @@ fn new_vgpu(
             failed_told: AtomicBool::new(false),
             pinning: AtomicUsize::new(0),
             self_faults: AtomicU64::new(0),
+            fault_retries: AtomicU64::new(0),
             dmabuf: AtomicBool::new(true),
             dmabufs_exported: AtomicU64::new(0),
             dmabuf_page_faults,
@@ -1351,6 +1356,48 @@ unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings:
     0
 }
 
+/// The state lock, for a fault handler (aperture, display region).  The
+/// fault holds its mm lock (the mmap_lock, or the per-VMA lock) for read;
+/// a BAR0 write holds the state lock while it pins guest pages
+/// (`vfio_pin_pages`), which takes the same mm's mmap_lock for read (to
+/// find the page) and for write (type1 accounts it in locked_vm).  Its write
+/// waits for this fault's read; its read waits too once any thread of the
+/// VMM is queued for write (mmap, munmap, mprotect).  Sleeping on the state
+/// lock here would close the cycle, for good (VM test `fault_lock`).  So,
+/// as TTM (`ttm_bo_vm_reserve`): try the lock; if it is busy and the fault
+/// may be retried, drop the mm lock, wait for the state lock without it, and
+/// have the fault retried (`Err(VM_FAULT_RETRY)`).  This is done on every
+/// try, not only the first (`enum fault_flag`: faults may be retried many
+/// times; a later try that slept here could deadlock the same way).  A
+/// fault that cannot be retried (its caller holds the mm lock itself, e.g.
+/// `access_remote_vm`) waits for the lock as before.
+fn fault_lock<'a>(v: &'a Vgpu, vmf: *mut bindings::vm_fault) -> Result<MutexGuard<'a, State>, bindings::vm_fault_t> {
+    if let Some(st) = v.state.try_lock() {
+        return Ok(st);
+    }
+    // SAFETY: `vmf` is the fault being handled.
+    if !unsafe { vfio::gvt_rs_vmf_may_retry(vmf) } {
+        return Ok(v.state.lock());
+    }
+    v.fault_retries.fetch_add(1, Ordering::Relaxed);
+    let retry = bindings::vm_fault_reason_VM_FAULT_RETRY as bindings::vm_fault_t;
+    // RETRY_NOWAIT: the caller keeps the mm lock and does not wait.
+    // SAFETY: `vmf` is the fault being handled.
+    if unsafe { vfio::gvt_rs_vmf_retry_nowait(vmf) } {
+        return Err(retry);
+    }
+    // SAFETY: `vmf` is the fault being handled, its mm lock held; the helper
+    // takes a reference on the mapping's file before it drops that lock, and
+    // nothing below touches `vmf` or its VMA (which may now go away).
+    let file = unsafe { vfio::gvt_rs_vmf_release_lock(vmf) };
+    // `v` stays valid without the mapping: the file reference keeps the
+    // VFIO device open, so the vGPU is not released.
+    drop(v.state.lock());
+    // SAFETY: the reference taken by `gvt_rs_vmf_release_lock` above.
+    unsafe { vfio::gvt_rs_fput(file) };
+    Err(retry)
+}
+
 /// Fault on the aperture mapping: hand the slice's backing page to the CPU;
 /// afterwards CPU accesses go straight to memory, no trap.
 unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
@@ -1366,7 +1413,10 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
         v.self_faults.fetch_add(1, Ordering::Relaxed);
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
-    let mut st = v.state.lock();
+    let mut st = match fault_lock(v, vmf) {
+        Ok(st) => st,
+        Err(retry) => return retry,
+    };
     let Ok((core, mut storage)) = st.split() else {
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     };
@@ -1412,7 +1462,10 @@ unsafe extern "C" fn display_fault(vmf: *mut bindings::vm_fault) -> bindings::vm
         v.self_faults.fetch_add(1, Ordering::Relaxed);
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
-    let mut st = v.state.lock();
+    let mut st = match fault_lock(v, vmf) {
+        Ok(st) => st,
+        Err(retry) => return retry,
+    };
     let Ok((core, mut storage)) = st.split() else {
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     };
@@ -1742,6 +1795,7 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
             let g = parent::get().gpu.lock();
             core.write_stats(&g.gpu, &mut w)
                 .and_then(|()| writeln!(w, "self_map_faults {}", v.self_faults.load(Ordering::Relaxed)))
+                .and_then(|()| writeln!(w, "fault_retries {}", v.fault_retries.load(Ordering::Relaxed)))
         }
         _ => return errno(EINVAL),
     };

@@ -477,3 +477,9 @@ pub fn export_dmabuf(dev: &VfioDevice, id: u32) -> io::Result<std::os::fd::Owned
         Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
     }
 }
+
+/// [`stat`], or `None` where this driver's `gvt/stats` has no `key`.
+pub fn stat_opt(m: &Mdev, key: &str) -> Option<u64> {
+    let s = fs::read_to_string(m.sysfs_path().join("gvt").join("stats")).expect("read gvt/stats");
+    s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
+}
