@@ -318,7 +318,7 @@ pub fn frame_blits(frame: u32, w: u32, h: u32) -> Vec<Blit> {
     }
     // Checkerboard: one tile of 2x2 cells, then doubling copies across and down.
     let c = checker_cell(frame);
-    let (ca, cb) = (0xFF30_3030 | (frame & 1) * 0x00C0_0000, 0xFFD0_D0D0 ^ (frame & 2) * 0x0000_0060);
+    let (ca, cb) = (0xFF30_3030 | ((frame & 1) * 0x00C0_0000), 0xFFD0_D0D0 ^ ((frame & 2) * 0x0000_0060));
     let tile = (2 * c).min(w).min(bottom - top);
     fill(&mut v, 0, top, tile, tile, ca);
     fill(&mut v, c, top, tile.saturating_sub(c), c.min(tile), cb);
@@ -339,7 +339,7 @@ pub fn frame_blits(frame: u32, w: u32, h: u32) -> Vec<Blit> {
     let band = h - bottom;
     for i in 0..16 {
         let (x0, x1) = (w * i / 16, w * (i + 1) / 16);
-        fill(&mut v, x0, bottom, x1 - x0, band / 2, 0xFF00_0000 | (i * 0x11) * 0x0001_0101);
+        fill(&mut v, x0, bottom, x1 - x0, band / 2, 0xFF00_0000 | ((i * 0x11) * 0x0001_0101));
     }
     // Overlapping rectangles at places that depend on the frame.
     let mut s = frame.wrapping_mul(0x9E37_79B1) | 1;

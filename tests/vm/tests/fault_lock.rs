@@ -294,7 +294,7 @@ fn fault_lock_pte_writes_vs_display_faults_vs_mmap() {
 /// pages `gm0..gm0 + GM_PAGES`, T2 reading the mapping at `base` (page `j`
 /// of it shows GM page `gm0 + j`).
 fn stress(m: &Mdev, dev: &VfioDevice, gm0: u64, base: usize, what: &str) {
-    let retries0 = stat_opt(&m, "fault_retries");
+    let retries0 = stat_opt(m, "fault_retries");
 
     let sh = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -510,12 +510,12 @@ fn stress(m: &Mdev, dev: &VfioDevice, gm0: u64, base: usize, what: &str) {
             "{what}: GM page {j} maps guest RAM page {t} (mapping)"
         );
         assert_eq!(
-            read32(&dev, BAR2, (gm0 + j as u64) * 4096),
+            read32(dev, BAR2, (gm0 + j as u64) * 4096),
             mark(t),
             "{what}: GM page {j} maps guest RAM page {t} (BAR2 region)"
         );
     }
-    let retries = stat_opt(&m, "fault_retries");
+    let retries = stat_opt(m, "fault_retries");
     eprintln!(
         "fault_lock ({what}): {writes} PTE writes, {} reads ({exact} exact), {} mmap rounds in {elapsed:.1?}; \
          fault_retries {retries0:?} -> {retries:?}",
