@@ -1371,7 +1371,16 @@ unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings:
 /// times; a later try that slept here could deadlock the same way).  A
 /// fault that cannot be retried (its caller holds the mm lock itself, e.g.
 /// `access_remote_vm`) waits for the lock as before.
+///
+/// First, a fault raised by the task that is inside `bar0_write` (it pins a
+/// page the guest's GGTT entry put on this very mapping, and holds the state
+/// lock) is refused with SIGBUS: the pin fails and the entry goes to scratch
+/// (`self_map_faults`; see [`Vgpu::pinning`]).
 fn fault_lock<'a>(v: &'a Vgpu, vmf: *mut bindings::vm_fault) -> Result<MutexGuard<'a, State>, bindings::vm_fault_t> {
+    if v.pinning.load(Ordering::Relaxed) == current_task() {
+        v.self_faults.fetch_add(1, Ordering::Relaxed);
+        return Err(bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t);
+    }
     if let Some(st) = v.state.try_lock() {
         return Ok(st);
     }
@@ -1407,10 +1416,6 @@ unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::v
     let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64;
     let off = (pgoff & (REGION_MASK >> PAGE_SHIFT)) << PAGE_SHIFT;
     if !v.part.aperture.contains(off, PAGE_SIZE) {
-        return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
-    }
-    if v.pinning.load(Ordering::Relaxed) == current_task() {
-        v.self_faults.fetch_add(1, Ordering::Relaxed);
         return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
     }
     let mut st = match fault_lock(v, vmf) {
@@ -1458,10 +1463,6 @@ unsafe extern "C" fn display_fault(vmf: *mut bindings::vm_fault) -> bindings::vm
     // SAFETY: `vmf` is the fault being handled.
     let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64;
     let page_index = pgoff & (REGION_MASK >> PAGE_SHIFT);
-    if v.pinning.load(Ordering::Relaxed) == current_task() {
-        v.self_faults.fetch_add(1, Ordering::Relaxed);
-        return bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
-    }
     let mut st = match fault_lock(v, vmf) {
         Ok(st) => st,
         Err(retry) => return retry,

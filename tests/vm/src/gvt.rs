@@ -416,6 +416,43 @@ pub fn stat(m: &Mdev, key: &str) -> u64 {
         .unwrap_or_else(|e| panic!("gvt/stats {key}: {e}"))
 }
 
+/// A read-only shared mapping of `len` bytes of `fd` at `off`: the display
+/// region (read-only, as QEMU maps it), the EDID region's refusal, dma-bufs.
+pub struct RoMap {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl RoMap {
+    pub fn new(fd: i32, off: u64, len: usize) -> io::Result<RoMap> {
+        // SAFETY: a fresh mapping chosen by the kernel.
+        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd, off as i64) };
+        if p == libc::MAP_FAILED {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(RoMap { ptr: p.cast(), len })
+        }
+    }
+
+    /// `len` bytes of VFIO region `index` of `dev`, from its start.
+    pub fn region(dev: &VfioDevice, index: u32, len: usize) -> io::Result<RoMap> {
+        Self::new(dev.as_raw_fd(), region_off(index), len)
+    }
+
+    pub fn read32(&self, off: usize) -> u32 {
+        assert!(off + 4 <= self.len && off % 4 == 0);
+        // SAFETY: inside a live mapping, aligned.
+        unsafe { std::ptr::read_volatile(self.ptr.add(off).cast::<u32>()) }
+    }
+}
+
+impl Drop for RoMap {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what `new` mapped.
+        unsafe { libc::munmap(self.ptr as *mut _, self.len) };
+    }
+}
+
 // ---- display planes (linux/vfio.h) ----------------------------------------------
 
 pub const VFIO_DEVICE_QUERY_GFX_PLANE: libc::c_ulong = vfio_ioc(14);

@@ -132,41 +132,9 @@ impl Rig {
     }
 }
 
-/// A read-only shared mapping (the display region is read-only).
-struct RoMap {
-    ptr: *const u8,
-    len: usize,
-}
-
-impl RoMap {
-    fn new(fd: i32, off: u64, len: usize) -> std::io::Result<RoMap> {
-        // SAFETY: a fresh mapping chosen by the kernel.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd, off as i64) };
-        if p == libc::MAP_FAILED {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(RoMap { ptr: p.cast(), len })
-        }
-    }
-    fn region(dev: &VfioDevice, len: usize) -> std::io::Result<RoMap> {
-        Self::new(dev.as_raw_fd(), region_off(DISPLAY_REGION), len)
-    }
-    fn read32(&self, off: usize) -> u32 {
-        assert!(off + 4 <= self.len && off % 4 == 0);
-        // SAFETY: inside a live mapping, aligned.
-        unsafe { std::ptr::read_volatile(self.ptr.add(off).cast::<u32>()) }
-    }
-    /// The `W`x`H` pixels of a plane with `STRIDE` at the mapping's start.
-    fn pixels(&self) -> Vec<u32> {
-        (0..H).flat_map(|y| (0..W).map(move |x| (y, x))).map(|(y, x)| self.read32((y * STRIDE + 4 * x) as usize)).collect()
-    }
-}
-
-impl Drop for RoMap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped.
-        unsafe { libc::munmap(self.ptr as *mut _, self.len) };
-    }
+/// The `W`x`H` pixels of a plane with `STRIDE` at the start of `map`.
+fn pixels(map: &RoMap) -> Vec<u32> {
+    (0..H).flat_map(|y| (0..W).map(move |x| (y, x))).map(|(y, x)| map.read32((y * STRIDE + 4 * x) as usize)).collect()
 }
 
 /// Compare pixel by pixel; name the first mismatch.
@@ -295,8 +263,8 @@ fn display_region_shows_the_guest_framebuffer() {
     assert!(shown.contains(&format!("plane: {W}x{H} XR24 stride {STRIDE} surface {:#x}", r.surf_a())), "{shown}");
 
     // The display region, mapped as QEMU maps it, shows exactly what was drawn.
-    let map = RoMap::region(dev, p.size as usize).expect("mmap the display region");
-    assert_pixels(&map.pixels(), &expected(1), "display region mapping, surface A");
+    let map = RoMap::region(dev, DISPLAY_REGION, p.size as usize).expect("mmap the display region");
+    assert_pixels(&pixels(&map), &expected(1), "display region mapping, surface A");
     for y in [0, H / 2, H - 1] {
         assert_eq!(map.read32((y * STRIDE + 4 * W) as usize), 0xDEAD_0000 | y, "stride padding of line {y}");
     }
@@ -315,14 +283,14 @@ fn display_region_shows_the_guest_framebuffer() {
     let rc = unsafe { libc::mprotect(map.ptr as *mut _, 4096, libc::PROT_READ | libc::PROT_WRITE) };
     assert_eq!((rc, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EACCES)), "mprotect to writable");
     let size = r.dev.get_region_size(DISPLAY_REGION);
-    assert_eq!(errno(RoMap::region(dev, size as usize + 4096)), libc::EINVAL, "mapping beyond the region");
+    assert_eq!(errno(RoMap::region(dev, DISPLAY_REGION, size as usize + 4096)), libc::EINVAL, "mapping beyond the region");
     assert_eq!(errno(RoMap::new(dev.as_raw_fd(), region_off(DISPLAY_REGION) + size, 4096)), libc::EINVAL, "offset past the region");
 
     // Flip to B: the mapping follows at the next query (its pages are zapped).
     r.reg(DSPASURF, r.surf_b() as u32);
     let q = query(dev, REGION);
     assert_eq!((q.width, q.height, q.id), (W, H, DISPLAY_REGION));
-    assert_pixels(&map.pixels(), &expected(2), "display region after the flip to B");
+    assert_pixels(&pixels(&map), &expected(2), "display region after the flip to B");
     let id_of = |s: &str| -> u64 {
         s.lines().find_map(|l| l.strip_prefix("shown_plane_id: ")).expect("shown_plane_id").trim().parse().unwrap()
     };
@@ -339,12 +307,12 @@ fn display_region_shows_the_guest_framebuffer() {
     assert_eq!(map.read32(3 * 4096 + 4092), 0x5A5A_03FF);
     assert_eq!(map.read32(2 * 4096), pixel(2, (2 * 4096 % STRIDE) / 4, 2 * 4096 / STRIDE), "page 2 unchanged");
     map_gtt(dev, &r.ram, r.surf_b() / 4096 + 3, B_PAGES as usize + 3);
-    assert_pixels(&map.pixels(), &expected(2), "entry restored");
+    assert_pixels(&pixels(&map), &expected(2), "entry restored");
 
     // Back to A: its old id; dma-buf queries show the ids change with the surface.
     r.reg(DSPASURF, r.surf_a() as u32);
     let da = query(dev, DMABUF);
-    assert_pixels(&map.pixels(), &expected(1), "display region after the flip back to A");
+    assert_pixels(&pixels(&map), &expected(1), "display region after the flip back to A");
     r.reg(DSPASURF, r.surf_b() as u32);
     let db = query(dev, DMABUF);
     assert_ne!(da.id, db.id, "a flip changes the plane id");
@@ -358,7 +326,7 @@ fn display_region_shows_the_guest_framebuffer() {
     map_gtt_range(dev, &r.ram, r.a.high_base, PLANE_PAGES as usize);
     r.reg(DSPASURF, r.a.high_base as u32);
     assert_eq!(query(dev, REGION).width, W, "a plane in the high GM slice");
-    assert_pixels(&map.pixels(), &expected(1), "surface in high GM backed by A's frames");
+    assert_pixels(&pixels(&map), &expected(1), "surface in high GM backed by A's frames");
 
     // Reset: no plane until the guest sets it up again.
     r.dev.reset();
@@ -380,8 +348,8 @@ fn display_invalid_planes_are_no_plane() {
     r.plane(good, STRIDE, r.surf_a(), W, H);
     let size = query(dev, REGION).size as usize;
     assert_eq!(size, (PLANE_PAGES * 4096) as usize);
-    let map = RoMap::region(dev, size).expect("mmap the display region");
-    assert_pixels(&map.pixels(), &expected(7), "the valid plane");
+    let map = RoMap::region(dev, DISPLAY_REGION, size).expect("mmap the display region");
+    assert_pixels(&pixels(&map), &expected(7), "the valid plane");
 
     let ap_end = r.a.ap_base + r.a.ap_size;
     let cases: Vec<(&str, u32, u32, u64, u32, u32, &str)> = vec![
@@ -406,7 +374,7 @@ fn display_invalid_planes_are_no_plane() {
         assert!(d.contains("plane: none:") && d.contains(why), "{what}: gvt/display says {d:?}");
         r.plane(good, STRIDE, r.surf_a(), W, H);
         assert_eq!(query(dev, REGION).width, W, "{what}: valid again");
-        assert_pixels(&map.pixels(), &expected(7), what);
+        assert_pixels(&pixels(&map), &expected(7), what);
     }
     r.reg(DISPLAY_READY, 0);
     assert_no_plane(&query(dev, REGION), "display_ready back to 0");
@@ -435,9 +403,9 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
     assert_eq!(len as u32, pa.size, "the dma-buf's size is the plane's");
     let ma = RoMap::new(fa.as_raw_fd(), 0, pa.size as usize).expect("mmap the dma-buf");
     assert_eq!(dmabuf_page_faults(&r.display()), 0, "nothing read yet");
-    assert_pixels(&ma.pixels(), &expected(3), "dma-buf of surface A");
+    assert_pixels(&pixels(&ma), &expected(3), "dma-buf of surface A");
     assert_eq!(dmabuf_page_faults(&r.display()), PLANE_PAGES, "each page of the plane was read");
-    assert_pixels(&ma.pixels(), &expected(3), "dma-buf of surface A, again");
+    assert_pixels(&pixels(&ma), &expected(3), "dma-buf of surface A, again");
     assert_eq!(dmabuf_page_faults(&r.display()), PLANE_PAGES, "a page faults once per mapping");
     assert_eq!(errno(RoMap::new(fa.as_raw_fd(), 0, pa.size as usize + 4096)), libc::EINVAL, "mapping past the buffer");
 
@@ -447,12 +415,12 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
     assert_ne!(pb.id, pa.id);
     let fb = export(pb.id).expect("GET_GFX_DMABUF of B");
     let mb = RoMap::new(fb.as_raw_fd(), 0, pb.size as usize).expect("mmap B");
-    assert_pixels(&mb.pixels(), &expected(4), "dma-buf of surface B");
-    assert_pixels(&ma.pixels(), &expected(3), "A's buffer after the flip");
+    assert_pixels(&pixels(&mb), &expected(4), "dma-buf of surface B");
+    assert_pixels(&pixels(&ma), &expected(3), "A's buffer after the flip");
     // A's id is still remembered: exporting it again works.
     let fa2 = export(pa.id).expect("A's id is still valid");
     let ma2 = RoMap::new(fa2.as_raw_fd(), 0, pa.size as usize).unwrap();
-    assert_pixels(&ma2.pixels(), &expected(3), "a second export of A");
+    assert_pixels(&pixels(&ma2), &expected(3), "a second export of A");
     // Ids that were never handed out.
     for bad in [0, pb.id + 100, u32::MAX] {
         assert_eq!(errno(export(bad)), libc::ENOENT, "dma-buf id {bad}");
@@ -460,11 +428,11 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
     assert_eq!(dmabufs_exported(&r.display()), 3, "A, B and A again; failed exports do not count");
     // The guest redraws A in place: the buffer shares the guest's pages.
     r.draw(r.surf_a(), 5);
-    assert_pixels(&ma.pixels(), &expected(5), "the dma-buf is the guest's memory, not a copy");
+    assert_pixels(&pixels(&ma), &expected(5), "the dma-buf is the guest's memory, not a copy");
 
     // The buffer outlives the device: it holds its own page references.
     drop(r);
-    assert_pixels(&ma.pixels(), &expected(5), "dma-buf after the vGPU is gone");
+    assert_pixels(&pixels(&ma), &expected(5), "dma-buf after the vGPU is gone");
 }
 
 /// A 128-byte EDID 1.4 with one detailed timing: VESA DMT 1024x768@60

@@ -259,32 +259,12 @@ fn fault_lock_pte_writes_vs_display_faults_vs_mmap() {
         ((GM_PAGES * 4096) as u32, DISPLAY_REGION),
         "plane size, region index"
     );
-    let len = GM_PAGES * 4096;
-    // SAFETY: a fresh read-only shared mapping of the display region.
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ,
-            libc::MAP_SHARED,
-            dev.as_raw_fd(),
-            region_off(DISPLAY_REGION) as i64,
-        )
-    };
-    assert_ne!(
-        p,
-        libc::MAP_FAILED,
-        "mmap the display region: {}",
-        std::io::Error::last_os_error()
-    );
+    let disp = RoMap::region(&dev, DISPLAY_REGION, GM_PAGES * 4096).expect("mmap the display region");
     for j in 0..GM_PAGES {
-        // SAFETY: inside the mapping.
-        let v = unsafe { std::ptr::read_volatile(p.cast::<u8>().add(j * 4096).cast::<u32>()) };
-        assert_eq!(v, mark(j), "display page {j} starts as guest RAM page {j}");
+        assert_eq!(disp.read32(j * 4096), mark(j), "display page {j} starts as guest RAM page {j}");
     }
-    stress(&m, &dev, a.ap_base / 4096, p as usize, "display region");
-    // SAFETY: unmapping exactly what was mapped above.
-    unsafe { libc::munmap(p, len) };
+    stress(&m, &dev, a.ap_base / 4096, disp.ptr as usize, "display region");
+    drop(disp);
     drop(ram);
     drop(dev);
     m.remove().expect("remove vGPU");

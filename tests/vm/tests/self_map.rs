@@ -95,40 +95,6 @@ fn dma_map(ram: &GuestRam, iova: u64, vaddr: *mut u8, len: usize) -> std::io::Re
         .map_err(|e| std::io::Error::other(format!("{e:?}")))
 }
 
-/// A read-only shared mapping of the display region (as QEMU maps it).
-struct RoMap {
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl RoMap {
-    fn new(dev: &VfioDevice, len: usize) -> std::io::Result<RoMap> {
-        // SAFETY: a fresh mapping chosen by the kernel.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ,
-                libc::MAP_SHARED,
-                dev.as_raw_fd(),
-                region_off(DISPLAY_REGION) as i64,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            Err(std::io::Error::last_os_error())
-        } else {
-            Ok(RoMap { ptr: p.cast(), len })
-        }
-    }
-}
-
-impl Drop for RoMap {
-    fn drop(&mut self) {
-        // SAFETY: unmapping exactly what `new` mapped.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
-}
-
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn self_map_ggtt_entry_on_own_aperture_goes_to_scratch() {
@@ -236,8 +202,8 @@ fn self_map_ggtt_entry_on_own_aperture_goes_to_scratch() {
     // The display region, mapped (read-only, as QEMU maps it) and DMA-mapped
     // the same way: its fault handler has the same guard; the pin cannot
     // succeed (a read-only PFN mapping pinned for write), the entry is scratch.
-    let disp = RoMap::new(&dev, AP_PAGES * 4096).expect("mmap the display region");
-    match dma_map(&ram, DISPLAY_IOVA, disp.ptr, AP_PAGES * 4096) {
+    let disp = RoMap::region(&dev, DISPLAY_REGION, AP_PAGES * 4096).expect("mmap the display region");
+    match dma_map(&ram, DISPLAY_IOVA, disp.ptr.cast_mut(), AP_PAGES * 4096) {
         Ok(()) => {
             let r = pte_write_guarded(
                 &dev,
