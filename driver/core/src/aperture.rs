@@ -27,6 +27,15 @@ pub trait CpuMappings {
     /// Drop any CPU mapping of aperture page `aperture_page_index` (aperture
     /// offset `aperture_page_index * 4096`); the next access faults again.
     fn invalidate(&mut self, aperture_page_index: u64);
+
+    /// GGTT entry `index` (anywhere in the vGPU's slices, aperture or not)
+    /// now maps another page: drop every other CPU view of it (the kernel's
+    /// display region and its mappings).  Called after the physical entry
+    /// was rewritten and before the old page is unpinned, like
+    /// [`CpuMappings::invalidate`].
+    fn entry_changed(&mut self, index: u64) {
+        let _ = index;
+    }
 }
 
 /// Why an aperture fault was refused.

@@ -475,6 +475,7 @@ impl<'a> Ggtt<'a> {
             if (l as u64) < self.st.ap_len {
                 cpu.invalidate(index);
             }
+            cpu.entry_changed(index);
         }
         if old_shadow != 0 {
             gmem.unpin(guest_pte_frame(old_value));
@@ -539,6 +540,7 @@ impl<'a> Ggtt<'a> {
             if (l as u64) < self.st.ap_len {
                 cpu.invalidate(index);
             }
+            cpu.entry_changed(index);
         }
     }
 }

@@ -227,6 +227,10 @@ struct Slot {
     irq: GtIrq,
     eir: [u32; EngineId::COUNT],
     root: Option<HostPage>,
+    /// The vGPU's shadow PPGTT is being rebuilt outside the GPU lock
+    /// ([`Gpu::ppgtt_update_begin`]): its render work neither runs nor is
+    /// audited until [`Gpu::ppgtt_update_end`] hands the new root.
+    ppgtt_busy: bool,
     out: Delivery,
     stats: SlotStats,
 }
@@ -242,6 +246,7 @@ impl Slot {
             irq: GtIrq::new(),
             eir: [0; EngineId::COUNT],
             root: None,
+            ppgtt_busy: false,
             out: Delivery { msi: false, intx: None },
             stats: SlotStats { rejected: RejectCounters::new(), ..SLOT_STATS_ZERO },
         }
@@ -386,7 +391,9 @@ fn forward_irq(sim: &mut GvtSim<'_>, slot: &mut Slot, e: EngineId) {
 
 impl<H: HostMemory, const N: usize> Engines for Hw<'_, '_, H, N> {
     fn has_work(&self, e: EngineId, v: VgpuId) -> bool {
-        self.slots.get(v.index()).is_some_and(|s| s.present && s.queue.get(e.index()).is_some_and(|q| q.len > 0))
+        self.slots.get(v.index()).is_some_and(|s| {
+            s.present && !(e == EngineId::Rcs && s.ppgtt_busy) && s.queue.get(e.index()).is_some_and(|q| q.len > 0)
+        })
     }
 
     fn run(&mut self, e: EngineId, v: VgpuId, b: RunBudget) -> RunReport {
@@ -810,6 +817,9 @@ impl<const N: usize> Gpu<N> {
                     continue;
                 }
                 for e in EngineId::ALL {
+                    if e == EngineId::Rcs && s.ppgtt_busy {
+                        continue;
+                    }
                     let Some(t) = s.held.get(e.index()).copied().flatten() else { continue };
                     let v = VgpuId(i as u16);
                     match try_submit(&mut g, host, sched, s, v, e, t, &limits) {
@@ -848,6 +858,25 @@ impl<const N: usize> Gpu<N> {
     /// every change of the shadow: sync, `dma_unmap`, reset).
     pub fn set_root(&mut self, v: VgpuId, root: Option<HostPage>) {
         if let Some(s) = self.slot_mut(v) {
+            s.root = root;
+        }
+    }
+
+    /// `v`'s shadow PPGTT is about to change outside the GPU lock (pins,
+    /// shadow pages allocated and freed): from now until
+    /// [`Gpu::ppgtt_update_end`] the engines neither run nor audit `v`'s
+    /// render work, so nothing reads a shadow page while it may be freed.
+    pub fn ppgtt_update_begin(&mut self, v: VgpuId) {
+        if let Some(s) = self.slot_mut(v) {
+            s.ppgtt_busy = true;
+        }
+    }
+
+    /// The PPGTT update of `v` is over; `root` is the shadow root its render
+    /// work uses from now on.
+    pub fn ppgtt_update_end(&mut self, v: VgpuId, root: Option<HostPage>) {
+        if let Some(s) = self.slot_mut(v) {
+            s.ppgtt_busy = false;
             s.root = root;
         }
     }
@@ -927,6 +956,7 @@ const EMPTY_SLOT: Slot = Slot {
     irq: GtIrq::new(),
     eir: [0; EngineId::COUNT],
     root: None,
+    ppgtt_busy: false,
     out: Delivery { msi: false, intx: None },
     stats: SLOT_STATS_ZERO,
 };

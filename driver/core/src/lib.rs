@@ -48,6 +48,7 @@ pub mod ring;
 pub mod sim;
 
 pub mod gpu;
+pub mod gpu_lock;
 #[cfg(all(any(test, feature = "guest"), not(gvt_kmod)))]
 pub mod guest;
 #[cfg(test)]

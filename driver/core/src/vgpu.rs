@@ -38,11 +38,12 @@
 use core::fmt;
 
 use super::aperture::{self, ApertureError, CpuMappings};
-use super::backend::{EngineId, Pte};
+use super::backend::EngineId;
 use super::cfgspace::{CfgError, CfgSpace, CFG_SIZE};
 use super::display::{self, GfxCaps, InvalidQuery, NoPlane, Plane, PlaneIds, QueryAnswer};
 use super::ggtt::{Ggtt, GgttError, GgttState, PteWrite, VgpuGm};
 use super::gpu::{Gpu, GpuError, RingSetup, SubmitOutcome};
+use super::gpu_lock::{GpuLock, Locked};
 use super::irq::{Delivery, GtIrq, DE_PIPEA_VBLANK, GTIER, GTIIR, GTIMR};
 use super::mem::{GmRange, GuestMemory, HostMemory, HostPage, MemError};
 use super::mmio::{self, ring_regs, Bar0Region, MmioError, TrapEvent, VgpuMmio};
@@ -254,14 +255,14 @@ impl<const P: usize> Vgpu<P> {
     /// Create vGPU `p.id` on `gpu`: a scheduler slot, its shadow areas, its
     /// shadow GGTT (every entry of its slices on scratch), an empty PPGTT,
     /// power-on registers and config space.
-    pub fn create<const N: usize, H, A, C, G, M>(
-        gpu: &mut Gpu<N>,
-        phys: &mut [Pte],
+    pub fn create<const N: usize, L, H, A, C, G, M>(
+        gpu: &mut L,
         p: VgpuParams<'_>,
         st: &mut VgpuStorage<'_>,
         env: &mut Env<'_, H, A, C, G, M>,
     ) -> Result<Self, AccessError>
     where
+        L: GpuLock<N>,
         H: HostMemory,
         A: HostPageAlloc,
         C: Clock,
@@ -275,15 +276,19 @@ impl<const P: usize> Vgpu<P> {
         }
         let pp = Ppgtt::<P>::new(&mut *st.ppgtt_snap).map_err(AccessError::Ppgtt)?.state();
         let gm = VgpuGm { aperture: p.part.aperture, high: p.part.high };
-        let slot = gpu.create_slot(phys, [gm.aperture, gm.high], p.weight, p.shadow_pages).map_err(AccessError::Gpu)?;
-        let g = gpu.with_backend(phys, |b| Ggtt::new(gm, p.scratch, &mut *st.ggtt_guest, &mut *st.ggtt_shadow, b).map(|g| g.state()));
-        let ggtt = match g {
-            Ok(g) => g,
-            Err(e) => {
-                let _ = gpu.destroy_slot(phys, env.host, env.clock, slot);
-                return Err(AccessError::Ggtt(e));
+        // One section: the slot, its shadow areas and every entry of its
+        // slices on scratch (bounded by the partition, not by a guest).
+        let (slot, ggtt) = gpu.with(|gpu, phys| {
+            let slot = gpu.create_slot(phys, [gm.aperture, gm.high], p.weight, p.shadow_pages).map_err(AccessError::Gpu)?;
+            let g = gpu.with_backend(phys, |b| Ggtt::new(gm, p.scratch, &mut *st.ggtt_guest, &mut *st.ggtt_shadow, b).map(|g| g.state()));
+            match g {
+                Ok(g) => Ok((slot, g)),
+                Err(e) => {
+                    let _ = gpu.destroy_slot(phys, env.host, env.clock, slot);
+                    Err(AccessError::Ggtt(e))
+                }
             }
-        };
+        })?;
         let mmio = VgpuMmio::new(pv);
         mmio.reset_vregs(st.vregs);
         no_cursor_hotspot(st.vregs);
@@ -308,22 +313,22 @@ impl<const P: usize> Vgpu<P> {
     /// [`Vgpu::create`] into caller-provided memory (the kernel's heap slot),
     /// so the caller's stack frame never holds the vGPU: the kernel creates
     /// vGPUs deep in the mdev create path, on a 16 KiB stack.
-    pub fn create_in<'o, const N: usize, H, A, C, G, M>(
+    pub fn create_in<'o, const N: usize, L, H, A, C, G, M>(
         out: &'o mut core::mem::MaybeUninit<Self>,
-        gpu: &mut Gpu<N>,
-        phys: &mut [Pte],
+        gpu: &mut L,
         p: VgpuParams<'_>,
         st: &mut VgpuStorage<'_>,
         env: &mut Env<'_, H, A, C, G, M>,
     ) -> Result<&'o mut Self, AccessError>
     where
+        L: GpuLock<N>,
         H: HostMemory,
         A: HostPageAlloc,
         C: Clock,
         G: GuestMemory,
         M: CpuMappings,
     {
-        let v = Self::create(gpu, phys, p, st, env)?;
+        let v = Self::create(gpu, p, st, env)?;
         Ok(out.write(v))
     }
 
@@ -331,17 +336,19 @@ impl<const P: usize> Vgpu<P> {
     /// shadow page is released, every GGTT entry of its slices and shadow
     /// areas is not present.  The caller then frees its scratch and shadow
     /// pages and the storage.
-    pub fn destroy<const N: usize, H, A, C, G, M>(self, gpu: &mut Gpu<N>, phys: &mut [Pte], st: &mut VgpuStorage<'_>, env: &mut Env<'_, H, A, C, G, M>)
+    pub fn destroy<const N: usize, L, H, A, C, G, M>(self, gpu: &mut L, st: &mut VgpuStorage<'_>, env: &mut Env<'_, H, A, C, G, M>)
     where
+        L: GpuLock<N>,
         H: HostMemory,
         A: HostPageAlloc,
         C: Clock,
         G: GuestMemory,
         M: CpuMappings,
     {
-        let _ = gpu.destroy_slot(phys, env.host, env.clock, self.slot);
+        let _ = gpu.with(|gpu, phys| gpu.destroy_slot(phys, env.host, env.clock, self.slot));
         if let Ok(g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
-            gpu.with_backend(phys, |b| g.destroy(env.guest, b, env.cpu));
+            // Unpinning happens with the GPU lock free (one section per entry).
+            g.destroy(env.guest, &mut Locked::new(gpu), env.cpu);
         }
         if let Ok(pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
             pp.destroy(env.guest, env.alloc);
@@ -384,20 +391,21 @@ impl<const P: usize> Vgpu<P> {
     /// space and registers, an empty GGTT (every pin released, every entry on
     /// scratch), no PPGTT, every ring unprogrammed and its work dropped,
     /// interrupts cleared, hang count and Failed state cleared.
-    pub fn reset<const N: usize, H, A, C, G, M>(&mut self, gpu: &mut Gpu<N>, phys: &mut [Pte], st: &mut VgpuStorage<'_>, env: &mut Env<'_, H, A, C, G, M>)
+    pub fn reset<const N: usize, L, H, A, C, G, M>(&mut self, gpu: &mut L, st: &mut VgpuStorage<'_>, env: &mut Env<'_, H, A, C, G, M>)
     where
+        L: GpuLock<N>,
         H: HostMemory,
         A: HostPageAlloc,
         C: Clock,
         G: GuestMemory,
         M: CpuMappings,
     {
-        let _ = gpu.reset_slot(phys, env.host, env.clock, self.slot);
+        let _ = gpu.with(|gpu, phys| gpu.reset_slot(phys, env.host, env.clock, self.slot));
         self.cfg.reset();
         self.mmio.reset_vregs(st.vregs);
         no_cursor_hotspot(st.vregs);
         if let Ok(mut g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
-            gpu.with_backend(phys, |b| g.reset(env.guest, b, env.cpu));
+            g.reset(env.guest, &mut Locked::new(gpu), env.cpu);
             self.ggtt = g.state();
         }
         if let Ok(mut pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
@@ -460,6 +468,27 @@ impl<const P: usize> Vgpu<P> {
         }
     }
 
+    /// Whether a BAR0 access of `size` bytes at `offset` touches a register
+    /// whose value lives with the engines ([`Vgpu::refresh`]): only those
+    /// reads take the GPU lock; every other register is this vGPU's own.
+    fn reads_mediated(offset: u64, size: u32) -> bool {
+        let hit = |r: u32| offset < u64::from(r) + 4 && offset.saturating_add(u64::from(size)) > u64::from(r);
+        hit(regs::GT_IIR)
+            || hit(regs::GT_IMR)
+            || hit(regs::GT_IER)
+            || EngineId::ALL.iter().any(|e| hit(RingOffsets::of(*e).head) || hit(e.mmio_base() + ring::EIR))
+    }
+
+    /// The display interrupt block's registers into the vreg file (this
+    /// vGPU's own state: no GPU lock).
+    fn refresh_de(&self, vregs: &mut [u32]) {
+        for (off, v) in [(regs::DE_IIR, self.de.iir()), (regs::DE_IMR, self.de.imr()), (regs::DE_IER, self.de.ier())] {
+            if let Some(d) = vregs.get_mut((off / 4) as usize) {
+                *d = v;
+            }
+        }
+    }
+
     /// Put the mediated registers' current values into the vreg file:
     /// GT IIR/IMR/IER (the virtual interrupt state lives with the engines),
     /// each ring's HEAD (the shadow ring's retirement point, when the ring
@@ -475,9 +504,6 @@ impl<const P: usize> Vgpu<P> {
             set(regs::GT_IMR, i.imr());
             set(regs::GT_IER, i.ier());
         }
-        set(regs::DE_IIR, self.de.iir());
-        set(regs::DE_IMR, self.de.imr());
-        set(regs::DE_IER, self.de.ier());
         for e in EngineId::ALL {
             if !self.ring_dirty.get(e.index()).copied().unwrap_or(false) {
                 if let Some(h) = gpu.ring_head(self.slot, e) {
@@ -491,7 +517,7 @@ impl<const P: usize> Vgpu<P> {
     /// One BAR0 read (1/2/4/8 bytes, naturally aligned): registers with the
     /// mediated values (interrupts, HEAD, EIR), PVINFO, or the GGTT view
     /// (exactly what the guest wrote in its slices, 0 elsewhere).
-    pub fn bar0_read<const N: usize>(&mut self, gpu: &Gpu<N>, st: &mut VgpuStorage<'_>, offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+    pub fn bar0_read<const N: usize, L: GpuLock<N>>(&mut self, gpu: &mut L, st: &mut VgpuStorage<'_>, offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
         let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
         match mmio::classify(offset, size) {
             Ok(Bar0Region::GgttWindow) => {
@@ -503,7 +529,11 @@ impl<const P: usize> Vgpu<P> {
                 Ok(())
             }
             Ok(Bar0Region::Registers) => {
-                self.refresh(gpu, st.vregs);
+                self.refresh_de(st.vregs);
+                if Self::reads_mediated(offset, size) {
+                    let this = &*self;
+                    gpu.with(|gpu, _| this.refresh(gpu, st.vregs));
+                }
                 Ok(self.mmio.read_bytes(st.vregs, offset, buf)?)
             }
             Err(_) => Ok(self.mmio.read_bytes(st.vregs, offset, buf)?),
@@ -514,16 +544,16 @@ impl<const P: usize> Vgpu<P> {
     /// GGTT; TAIL → PPGTT sync, audit, shadow, admission; PP_DIR_BASE;
     /// interrupt registers; GDRST; fences).  Signal `delivery` afterwards and
     /// kick the engine worker when a submission was accepted.
-    pub fn bar0_write<const N: usize, H, A, C, G, M>(
+    pub fn bar0_write<const N: usize, L, H, A, C, G, M>(
         &mut self,
-        gpu: &mut Gpu<N>,
-        phys: &mut [Pte],
+        gpu: &mut L,
         st: &mut VgpuStorage<'_>,
         env: &mut Env<'_, H, A, C, G, M>,
         offset: u64,
         data: &[u8],
     ) -> Result<Bar0Write, AccessError>
     where
+        L: GpuLock<N>,
         H: HostMemory,
         A: HostPageAlloc,
         C: Clock,
@@ -534,7 +564,9 @@ impl<const P: usize> Vgpu<P> {
         let mut out = Bar0Write::default();
         if let Ok(Bar0Region::GgttWindow) = mmio::classify(offset, size) {
             let mut g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(AccessError::Ggtt)?;
-            let r = gpu.with_backend(phys, |b| g.mmio_write(env.guest, b, env.cpu, offset, data));
+            // Pin the new page and unpin the old one with the GPU lock free:
+            // only the physical entry's store is under it.
+            let r = g.mmio_write(env.guest, &mut Locked::new(gpu), env.cpu, offset, data);
             self.ggtt = g.state();
             let w = r.map_err(|_| MmioError::BadSize)?;
             match w {
@@ -558,7 +590,8 @@ impl<const P: usize> Vgpu<P> {
             let eir = e.mmio_base() + ring::EIR;
             if offset == u64::from(eir) {
                 if let Ok(b) = <[u8; 4]>::try_from(data) {
-                    gpu.clear_eir(self.slot, e, u32::from_le_bytes(b));
+                    let slot = self.slot;
+                    gpu.with(|gpu, _| gpu.clear_eir(slot, e, u32::from_le_bytes(b)));
                 }
             }
         }
@@ -580,25 +613,29 @@ impl<const P: usize> Vgpu<P> {
         };
         let outcome = self.mmio.write_bytes(st.vregs, offset, data)?;
         for (i, ev) in outcome.events().enumerate() {
-            let r = self.route(gpu, phys, st, env, ev, &mut out.delivery);
+            let r = self.route(gpu, st, env, ev, &mut out.delivery);
             if let Some(slot) = out.routed.get_mut(i) {
                 *slot = Some(r);
             }
         }
-        self.refresh(gpu, st.vregs);
+        self.refresh_de(st.vregs);
+        if out.routed[0].is_some() || Self::reads_mediated(offset, size) {
+            let this = &*self;
+            gpu.with(|gpu, _| this.refresh(gpu, st.vregs));
+        }
         Ok(out)
     }
 
-    fn route<const N: usize, H, A, C, G, M>(
+    fn route<const N: usize, L, H, A, C, G, M>(
         &mut self,
-        gpu: &mut Gpu<N>,
-        phys: &mut [Pte],
+        gpu: &mut L,
         st: &mut VgpuStorage<'_>,
         env: &mut Env<'_, H, A, C, G, M>,
         ev: TrapEvent,
         delivery: &mut Delivery,
     ) -> Routed
     where
+        L: GpuLock<N>,
         H: HostMemory,
         A: HostPageAlloc,
         C: Clock,
@@ -614,7 +651,7 @@ impl<const P: usize> Vgpu<P> {
         match ev {
             TrapEvent::RingTail { engine, tail } => {
                 self.counters.submissions += 1;
-                let (o, d) = self.submit(gpu, phys, st, env, engine, tail);
+                let (o, d) = self.submit(gpu, st, env, engine, tail);
                 note(d);
                 Routed::Submit(o)
             }
@@ -628,7 +665,8 @@ impl<const P: usize> Vgpu<P> {
             TrapEvent::Reset(g) => {
                 for e in EngineId::ALL {
                     if g.resets(e) {
-                        gpu.guest_engine_reset(phys, env.host, env.clock, self.slot, e);
+                        let slot = self.slot;
+                        gpu.with(|gpu, phys| gpu.guest_engine_reset(phys, env.host, env.clock, slot, e));
                         let o = RingOffsets::of(e);
                         for r in [o.start, o.ctl, o.head, o.tail] {
                             if let Some(d) = st.vregs.get_mut((r / 4) as usize) {
@@ -643,16 +681,19 @@ impl<const P: usize> Vgpu<P> {
                 Routed::Reset(g)
             }
             TrapEvent::Irq { reg, value } => {
-                note(gpu.irq_write(self.slot, reg, value));
+                let slot = self.slot;
+                note(gpu.with(|gpu, _| gpu.irq_write(slot, reg, value)));
                 Routed::Irq
             }
             TrapEvent::Fence { index, value } => {
                 let accepted = self.fence_allowed(value);
-                if !accepted {
-                    gpu.note_fence_refused(self.slot);
-                }
-                let phys_index = self.part.fence_base.saturating_add(index);
-                gpu.write_fence(phys, phys_index, if accepted { value } else { 0 });
+                let (slot, phys_index) = (self.slot, self.part.fence_base.saturating_add(index));
+                gpu.with(|gpu, phys| {
+                    if !accepted {
+                        gpu.note_fence_refused(slot);
+                    }
+                    gpu.write_fence(phys, phys_index, if accepted { value } else { 0 });
+                });
                 Routed::Fence { index, accepted }
             }
             TrapEvent::Display { reg, value } => {
@@ -702,16 +743,16 @@ impl<const P: usize> Vgpu<P> {
     }
 
     /// A guest TAIL write: PPGTT sync for render, then the physical side.
-    fn submit<const N: usize, H, A, C, G, M>(
+    fn submit<const N: usize, L, H, A, C, G, M>(
         &mut self,
-        gpu: &mut Gpu<N>,
-        phys: &mut [Pte],
+        gpu: &mut L,
         st: &mut VgpuStorage<'_>,
         env: &mut Env<'_, H, A, C, G, M>,
         e: EngineId,
         tail: u32,
     ) -> (SubmitOutcome, Delivery)
     where
+        L: GpuLock<N>,
         H: HostMemory,
         A: HostPageAlloc,
         C: Clock,
@@ -726,6 +767,11 @@ impl<const P: usize> Vgpu<P> {
         let mut root = None;
         if e == EngineId::Rcs {
             if let Some(pd) = self.pd {
+                // The sync pins guest tables and allocates/frees shadow
+                // pages: outside the GPU lock, with this vGPU's render work
+                // parked meanwhile.
+                let slot = self.slot;
+                gpu.with(|gpu, _| gpu.ppgtt_update_begin(slot));
                 let sync = match (Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow), Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap)) {
                     (Ok(g), Ok(mut pp)) => {
                         let r = pp.sync(u64::from(pd), &g, env.guest, env.host, env.alloc);
@@ -736,12 +782,18 @@ impl<const P: usize> Vgpu<P> {
                     (_, Err(x)) => Err(x),
                 };
                 match sync {
-                    Ok(r) => root = Some(r),
+                    Ok(r) => {
+                        gpu.with(|gpu, _| gpu.ppgtt_update_end(slot, Some(r)));
+                        root = Some(r);
+                    }
                     Err(x) => {
                         // Whatever is left of the shadow is what the engine
                         // may use: never a freed root.
-                        gpu.set_root(self.slot, self.ppgtt.shadow_root());
-                        return gpu.reject_ppgtt(self.slot, x);
+                        let left = self.ppgtt.shadow_root();
+                        return gpu.with(|gpu, _| {
+                            gpu.ppgtt_update_end(slot, left);
+                            gpu.reject_ppgtt(slot, x)
+                        });
                     }
                 }
             } else {
@@ -755,7 +807,8 @@ impl<const P: usize> Vgpu<P> {
         } else {
             None
         };
-        let (o, d) = gpu.submit(phys, env.host, self.slot, e, setup, tail, root);
+        let slot = self.slot;
+        let (o, d) = gpu.with(|gpu, phys| gpu.submit(phys, env.host, slot, e, setup, tail, root));
         if dirty && o != SubmitOutcome::Rejected(super::gpu::SubmitReject::RingBusy) {
             if let Some(x) = self.ring_dirty.get_mut(e.index()) {
                 *x = false;
@@ -781,16 +834,16 @@ impl<const P: usize> Vgpu<P> {
     /// VFIO `dma_unmap` of `[iova, iova + size)`: every GGTT and PPGTT entry
     /// mapping a frame in it drops its pin (GGTT entries go to scratch).
     /// Returns the entries evicted.
-    pub fn dma_unmap<const N: usize, H, A, C, G, M>(
+    pub fn dma_unmap<const N: usize, L, H, A, C, G, M>(
         &mut self,
-        gpu: &mut Gpu<N>,
-        phys: &mut [Pte],
+        gpu: &mut L,
         st: &mut VgpuStorage<'_>,
         env: &mut Env<'_, H, A, C, G, M>,
         iova: u64,
         size: u64,
     ) -> u64
     where
+        L: GpuLock<N>,
         H: HostMemory,
         A: HostPageAlloc,
         C: Clock,
@@ -799,13 +852,16 @@ impl<const P: usize> Vgpu<P> {
     {
         let mut n = 0u64;
         if let Ok(mut g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
-            n += gpu.with_backend(phys, |b| g.dma_unmap(env.guest, b, env.cpu, iova, size));
+            n += g.dma_unmap(env.guest, &mut Locked::new(gpu), env.cpu, iova, size);
             self.ggtt = g.state();
         }
         if let Ok(mut pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
+            let slot = self.slot;
+            gpu.with(|gpu, _| gpu.ppgtt_update_begin(slot));
             n += pp.dma_unmap(env.guest, env.host, env.alloc, iova, size);
             self.ppgtt = pp.state();
-            gpu.set_root(self.slot, self.ppgtt.shadow_root());
+            let root = self.ppgtt.shadow_root();
+            gpu.with(|gpu, _| gpu.ppgtt_update_end(slot, root));
         }
         n
     }
@@ -919,15 +975,19 @@ impl<const P: usize> Vgpu<P> {
 
     /// A display-engine [`Delivery`] as the vGPU's one interrupt line sees
     /// it: the line stays up while the GT block still asserts it.
-    fn de_delivery<const N: usize>(&self, gpu: &Gpu<N>, d: Delivery) -> Delivery {
-        let gt = gpu.irq(self.slot).is_some_and(|i| i.asserted());
+    fn de_delivery<const N: usize, L: GpuLock<N>>(&self, gpu: &mut L, d: Delivery) -> Delivery {
+        if d.intx != Some(false) {
+            return d;
+        }
+        let slot = self.slot;
+        let gt = gpu.with(|gpu, _| gpu.irq(slot).is_some_and(|i| i.asserted()));
         Delivery { msi: d.msi, intx: if d.intx == Some(false) && gt { None } else { d.intx } }
     }
 
     /// Bring pipe A's frame counter up to `now_ns` (the vblank timer, and a
     /// guest read of the counters); new vblanks latch the vblank interrupt
     /// (unless masked): signal the returned [`Delivery`].
-    pub fn vblank_tick<const N: usize>(&mut self, gpu: &Gpu<N>, st: &mut VgpuStorage<'_>, now_ns: u64) -> Delivery {
+    pub fn vblank_tick<const N: usize, L: GpuLock<N>>(&mut self, gpu: &mut L, st: &mut VgpuStorage<'_>, now_ns: u64) -> Delivery {
         if self.vblank.tick(now_ns, st.vregs) == 0 {
             return Delivery::default();
         }
@@ -1015,6 +1075,8 @@ impl<const P: usize> Vgpu<P> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::backend::Pte;
+    use super::super::gpu_lock::Held;
     use super::super::backend::Backend;
     use super::super::cfgspace::off;
     use super::super::irq;
@@ -1078,17 +1140,17 @@ mod tests {
             let p = VgpuParams { id: 3, part: part(), aperture_size: 4 << 20, weight: 1, scratch: HostPage(99), shadow_pages: &shadow };
             let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
             let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
-            r.v = Some(Vgpu::create(&mut r.gpu, &mut r.phys, p, &mut st, &mut env).unwrap());
+            r.v = Some(Vgpu::create(&mut Held::new(&mut r.gpu, &mut r.phys), p, &mut st, &mut env).unwrap());
             r
         }
         fn w(&mut self, off: u64, data: &[u8]) -> Result<Bar0Write, AccessError> {
             let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
             let mut env = Env { host: &mut self.host, alloc: &mut self.pages, clock: &self.clock, guest: &mut self.ram, cpu: &mut NoCpu };
-            self.v.as_mut().unwrap().bar0_write(&mut self.gpu, &mut self.phys, &mut st, &mut env, off, data)
+            self.v.as_mut().unwrap().bar0_write(&mut Held::new(&mut self.gpu, &mut self.phys), &mut st, &mut env, off, data)
         }
         fn r(&mut self, off: u64, buf: &mut [u8]) -> Result<(), AccessError> {
             let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
-            self.v.as_mut().unwrap().bar0_read(&self.gpu, &mut st, off, buf)
+            self.v.as_mut().unwrap().bar0_read(&mut Held::new(&mut self.gpu, &mut self.phys), &mut st, off, buf)
         }
         fn vgpu(&mut self) -> &mut Vgpu<4> {
             self.v.as_mut().unwrap()
@@ -1108,7 +1170,7 @@ mod tests {
         fn tick(&mut self) -> Delivery {
             let now = self.clock.0.get();
             let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
-            self.v.as_mut().unwrap().vblank_tick(&self.gpu, &mut st, now)
+            self.v.as_mut().unwrap().vblank_tick(&mut Held::new(&mut self.gpu, &mut self.phys), &mut st, now)
         }
         fn at_ms(&mut self, ms: u64) {
             self.clock.0.set(ms * 1_000_000);
@@ -1195,7 +1257,7 @@ mod tests {
         // A reset stops the pipe and clears the block, keeps the count.
         let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
         let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
-        r.v.as_mut().unwrap().reset(&mut r.gpu, &mut r.phys, &mut st, &mut env);
+        r.v.as_mut().unwrap().reset(&mut Held::new(&mut r.gpu, &mut r.phys), &mut st, &mut env);
         assert_eq!(r.r32(regs::DE_IER), 0);
         assert_eq!(r.r32(super::super::vblank::PIPEA_FRMCOUNT), 1);
         assert!(!r.vgpu().vblank().running());
@@ -1458,7 +1520,7 @@ mod tests {
         {
             let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
             let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
-            r.v.as_mut().unwrap().reset(&mut r.gpu, &mut r.phys, &mut st, &mut env);
+            r.v.as_mut().unwrap().reset(&mut Held::new(&mut r.gpu, &mut r.phys), &mut st, &mut env);
         }
         assert!(r.vgpu().shown_plane().is_none() && r.vgpu().dmabuf_plane(first).is_none());
         assert_eq!(fault(&mut r, 0), Some(HostPage(99)));

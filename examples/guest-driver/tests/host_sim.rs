@@ -14,6 +14,7 @@ use gvt_core::cmd::encode::{color_blt, sdi};
 use gvt_core::cmd::{MI_USER_INTERRUPT, Space};
 use gvt_core::fakes::{FakeGuestMemory, FakeHostMemory, FakeHostPages};
 use gvt_core::gpu::{Gpu, GpuConfig, SHADOW_PAGES_PER_VGPU};
+use gvt_core::gpu_lock::Held;
 use gvt_core::mem::{GmRange, HostMemory, HostPage, PAGE_SIZE};
 use gvt_core::partition::Partition;
 use gvt_core::sched::Clock;
@@ -102,17 +103,17 @@ impl Sim {
         let Sim { gpu, phys, host, pages, clock, vregs, gg, gs, snap, ram, .. } = &mut s;
         let mut st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
         let mut env = Env { host, alloc: pages, clock: &*clock, guest: ram, cpu: &mut NoCpu };
-        s.vgpu = Some(Vgpu::create(gpu, phys, params, &mut st, &mut env).expect("vgpu"));
+        s.vgpu = Some(Vgpu::create(&mut Held::new(gpu, phys), params, &mut st, &mut env).expect("vgpu"));
         s
     }
 }
 
 impl GuestBus for Sim {
     fn bar0_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        with_vgpu!(self, |v, gpu, _phys, st, _env| v.bar0_read(gpu, &mut st, offset, buf).is_ok())
+        with_vgpu!(self, |v, gpu, phys, st, _env| v.bar0_read(&mut Held::new(gpu, phys), &mut st, offset, buf).is_ok())
     }
     fn bar0_write(&mut self, offset: u64, data: &[u8]) -> bool {
-        let r = with_vgpu!(self, |v, gpu, phys, st, env| v.bar0_write(gpu, phys, &mut st, &mut env, offset, data).map(|w| v.signal(w.delivery)));
+        let r = with_vgpu!(self, |v, gpu, phys, st, env| v.bar0_write(&mut Held::new(gpu, phys), &mut st, &mut env, offset, data).map(|w| v.signal(w.delivery)));
         match r {
             Ok(s) => {
                 self.msi += u64::from(s.msi);
