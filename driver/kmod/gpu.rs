@@ -11,23 +11,28 @@
 //! | `GuestMemory` | `vfio_pin_pages` / `vfio_unpin_pages` on the vGPU's VFIO device |
 //! | `CpuMappings` | `unmap_mapping_range` of one page of the vGPU's BAR2 mapping |
 //!
-//! Locking (the core's model): a vGPU's state lock, then the GPU lock; the
-//! engine worker takes the GPU lock alone, drops it, then the slot table and
-//! each signalled vGPU's lock.
+//! Locking: see the lock table in [`crate::vgpu`].  The GPU lock is lent to
+//! the core as a [`GpuLock`] ([`KGpu`]), which takes it for bounded sections
+//! only; the engine worker holds it for one bounded `run_engines` call at a
+//! time and yields between calls.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::prelude::*;
+use kernel::sync::Mutex;
 
 use crate::gvt_core::aperture::CpuMappings;
 use crate::gvt_core::backend::Pte;
 use crate::gvt_core::gpu::{Gpu, GpuConfig};
+use crate::gvt_core::gpu_lock::GpuLock;
 use crate::gvt_core::mem::{Gfn, GuestMemory, HostMemory, HostPage, MemError};
 use crate::gvt_core::ppgtt::HostPageAlloc;
 use crate::gvt_core::sched::{Clock, VgpuId};
 use crate::gvt_core::stats::VgpuState;
 use crate::parent::{self, MAX_VGPUS};
 use crate::vfio;
+use crate::vgpu::Vgpu;
+use crate::invalidate;
 
 pub(crate) type CoreGpu = Gpu<MAX_VGPUS>;
 
@@ -60,6 +65,26 @@ impl PhysGpu {
         })?;
         Ok(Self { gpu, phys })
     }
+}
+
+/// The GPU lock, lent to the core: each `with` is one lock/unlock pair
+/// around a bounded section (see `gvt_core::gpu_lock`).
+pub(crate) struct KGpu<'a>(pub(crate) &'a Mutex<PhysGpu>);
+
+impl GpuLock<MAX_VGPUS> for KGpu<'_> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut CoreGpu, &mut [Pte]) -> R) -> R {
+        let mut g = self.0.lock();
+        let PhysGpu { gpu, phys } = &mut *g;
+        f(gpu, phys)
+    }
+}
+
+/// The physical GGTT entry `index` as a page frame, if it maps one (the
+/// fault handlers' view: a short section of the GPU lock).
+pub(crate) fn phys_page(index: u64) -> Option<u64> {
+    let g = parent::get().gpu.lock();
+    let pte = *g.phys.get(usize::try_from(index).ok()?)?;
+    pte.present().then_some(pte.page().0)
 }
 
 /// Host pages by page frame number.
@@ -112,6 +137,11 @@ impl GuestMemory for KGuest {
         if gfn > (u64::MAX >> 12) {
             return Err(MemError::NotMapped);
         }
+        // A range this VMM is unmapping right now: no new pin into it
+        // (VFIO type1 would retry, then BUG).
+        if !invalidate::may_pin(gfn) {
+            return Err(MemError::NotMapped);
+        }
         // SAFETY: the device is open (pins are taken only from BAR0 writes
         // and submissions, which need an open device fd).
         let r = unsafe { vfio::gvt_rs_pin_gfn(self.0, gfn) };
@@ -132,14 +162,22 @@ fn bindings_enomem() -> i32 {
     -ENOMEM.to_errno()
 }
 
-/// One vGPU's CPU mappings of its aperture (BAR2).
-pub(crate) struct KCpu(pub(crate) *mut vfio::vfio_device);
+/// One vGPU's CPU views of its graphics memory: the aperture (BAR2) and
+/// display-region mappings.  Zapped under the vGPU's `map` lock, which its
+/// fault handlers hold from reading a GGTT entry to inserting it.
+/// `None`: no CPU view exists yet (creation).
+pub(crate) struct KCpu<'a>(pub(crate) Option<&'a Vgpu>);
 
-impl CpuMappings for KCpu {
+impl CpuMappings for KCpu<'_> {
     fn invalidate(&mut self, aperture_page_index: u64) {
-        let start = (u64::from(vfio::VFIO_PCI_BAR2_REGION_INDEX) << 40) + (aperture_page_index << 12);
-        // SAFETY: the device is alive (called from its own callbacks).
-        unsafe { vfio::gvt_rs_zap_range(self.0, start, 4096) };
+        if let Some(v) = self.0 {
+            v.zap_aperture_page(aperture_page_index);
+        }
+    }
+    fn entry_changed(&mut self, index: u64) {
+        if let Some(v) = self.0 {
+            v.plane_entry_changed(index);
+        }
     }
 }
 
@@ -194,31 +232,46 @@ extern "C" fn gvt_rs_vblank_work() {
     }
 }
 
-/// Rounds per worker invocation before yielding the CPU.
-const ROUNDS: u32 = 64;
+/// Rounds per `run_engines` call (one GPU-lock section; each round's engine
+/// work is bounded by the core's step budget).
+const ROUNDS: u32 = 4;
+/// `run_engines` calls per worker invocation; the GPU lock is dropped and
+/// the CPU offered to others between them.
+const CALLS: u32 = 16;
 
 /// The engine worker: the engines never run in the trap path.
 #[no_mangle]
 extern "C" fn gvt_rs_engine_work() {
     let p = parent::get();
-    let (report, failed) = {
-        let mut g = p.gpu.lock();
-        let PhysGpu { gpu, phys } = &mut *g;
-        let report = gpu.run_engines(phys, &mut KHost, &KClock, ROUNDS);
-        // Slots past their hang threshold (paper §3.5.1): their VMMs hear
-        // about it through the REQ irq.
-        let mut failed = 0u32;
-        if report.hangs > 0 {
-            for i in 0..MAX_VGPUS {
-                if gpu.scheduler().state(VgpuId(i as u16)) == VgpuState::Failed {
-                    failed |= 1 << i;
+    let mut idle = false;
+    for _ in 0..CALLS {
+        let (report, failed) = {
+            let mut g = p.gpu.lock();
+            let PhysGpu { gpu, phys } = &mut *g;
+            let report = gpu.run_engines(phys, &mut KHost, &KClock, ROUNDS);
+            // Slots past their hang threshold (paper §3.5.1): their VMMs
+            // hear about it through the REQ irq.
+            let mut failed = 0u32;
+            if report.hangs > 0 {
+                for i in 0..MAX_VGPUS {
+                    if gpu.scheduler().state(VgpuId(i as u16)) == VgpuState::Failed {
+                        failed |= 1 << i;
+                    }
                 }
             }
+            (report, failed)
+        };
+        // Hand the interrupts to each vGPU's work item (never waits on a
+        // vGPU's lock), then let traps and other tasks in.
+        p.deliver(&report, failed);
+        idle = report.idle;
+        if idle {
+            break;
         }
-        (report, failed)
-    };
-    p.deliver(&report, failed);
-    if !report.idle {
+        // SAFETY: plain cond_resched from process context, no lock held.
+        unsafe { vfio::gvt_rs_cond_resched() };
+    }
+    if !idle {
         // More work, or a hang the watchdog is timing: come back next tick.
         // SAFETY: queues the module's static delayed work.
         unsafe { vfio::gvt_rs_kick_engines(1) };

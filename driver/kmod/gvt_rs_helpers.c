@@ -6,6 +6,9 @@
 #include <linux/iommu.h>
 #include <linux/workqueue.h>
 #include <linux/timekeeping.h>
+#include <linux/slab.h>
+#include <linux/sched.h>
+#include <linux/sched/mm.h>
 #include "gvt_rs_helpers.h"
 
 struct device *gvt_rs_mdev_dev(struct mdev_device *mdev)
@@ -312,4 +315,56 @@ void gvt_rs_arm_vblank(u64 delay_ns)
 void gvt_rs_stop_vblank(void)
 {
 	cancel_delayed_work_sync(&gvt_rs_vblank_dwork);
+}
+
+struct gvt_rs_work {
+	struct work_struct work;
+	void *owner;
+};
+
+static void gvt_rs_vgpu_work_fn(struct work_struct *work)
+{
+	struct gvt_rs_work *w = container_of(work, struct gvt_rs_work, work);
+
+	gvt_rs_vgpu_work(w->owner);
+}
+
+struct gvt_rs_work *gvt_rs_work_new(void *owner)
+{
+	struct gvt_rs_work *w = kzalloc(sizeof(*w), GFP_KERNEL_ACCOUNT);
+
+	if (!w)
+		return NULL;
+	INIT_WORK(&w->work, gvt_rs_vgpu_work_fn);
+	w->owner = owner;
+	return w;
+}
+
+void gvt_rs_work_queue(struct gvt_rs_work *w)
+{
+	queue_work(system_dfl_wq, &w->work);
+}
+
+void gvt_rs_work_free_sync(struct gvt_rs_work *w)
+{
+	if (!w)
+		return;
+	cancel_work_sync(&w->work);
+	kfree(w);
+}
+
+const void *gvt_rs_current_mm(void)
+{
+	return current->mm;
+}
+
+void gvt_rs_clear_pfn(u64 pfn)
+{
+	if (pfn_valid(pfn))
+		clear_highpage(pfn_to_page(pfn));
+}
+
+void gvt_rs_cond_resched(void)
+{
+	cond_resched();
 }

@@ -107,3 +107,18 @@ void gvt_rs_stop_engines(void);
 void gvt_rs_vblank_work(void);
 void gvt_rs_arm_vblank(u64 delay_ns);
 void gvt_rs_stop_vblank(void);
+/* A work item of one vGPU (interrupt delivery): allocated here, runs
+ * Rust's gvt_rs_vgpu_work(owner) on the system workqueue, so a vGPU whose
+ * state lock is busy never holds up another vGPU's work or the engine
+ * worker.  free_sync cancels it, waits for a running instance, frees it. */
+struct gvt_rs_work;
+void gvt_rs_vgpu_work(void *owner);
+struct gvt_rs_work *gvt_rs_work_new(void *owner);
+void gvt_rs_work_queue(struct gvt_rs_work *w);
+void gvt_rs_work_free_sync(struct gvt_rs_work *w);
+/* The calling task's mm, as an opaque key (NULL for kernel threads). */
+const void *gvt_rs_current_mm(void);
+/* Zero page frame `pfn` (a page this module allocated). */
+void gvt_rs_clear_pfn(u64 pfn);
+/* Give the CPU to others if needed (between bounded engine steps). */
+void gvt_rs_cond_resched(void);

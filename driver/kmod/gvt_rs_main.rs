@@ -9,16 +9,18 @@
 //! |-------------------------------------|-----------------------|-------------------------------|
 //! | module init / exit                  | [`parent`]            | `partition::Partitioner`, `vgpu_types` |
 //! | mdev type `available_instances` / `description` | [`parent`] | `vgpu_types`            |
-//! | mdev `probe` / `remove`, vfio `init` / `release` | [`vgpu`]  | `vgpu::Vgpu::new`            |
-//! | vfio `read` / `write`               | [`vgpu`]              | `vgpu::Vgpu::{cfg,bar0}_*`    |
-//! | vfio `mmap` + page fault            | [`vgpu`]              | `vgpu::Vgpu::aperture_page`   |
-//! | vfio `ioctl` (info, irqs, reset)    | [`vgpu`]              | `vgpu::Vgpu::reset`           |
-//! | vfio `ioctl` `QUERY_GFX_PLANE`      | [`vgpu`]              | `vgpu::Vgpu::query_gfx_plane` |
-//! | display region fault / read         | [`vgpu`]              | `vgpu::Vgpu::display_{fault,read}` |
-//! | vfio `ioctl` `GET_GFX_DMABUF`, dma-buf ops | [`vgpu`]       | `vgpu::Vgpu::framebuffer_pages` |
-//! | EDID region read / write            | [`vgpu`]              | `edid::EdidRegion`            |
-//! | vfio `request`                      | [`vgpu`]              | (REQ eventfd)                 |
-//! | sysfs `gvt/*`                       | [`vgpu`]              | partition, stats              |
+//! | mdev `probe` / `remove`, vfio `init` / `release` / `open` / `close` / `dma_unmap` | [`vgpu`] | `vgpu::Vgpu::{create_in,destroy,reset,dma_unmap}` |
+//! | vfio `read` / `write`, region info  | [`region`]            | `vgpu::Vgpu::{cfg,bar0}_*`, `edid::EdidRegion` |
+//! | vfio `mmap` + page faults           | [`mmap`]              | (the physical GGTT, read under the GPU lock) |
+//! | vfio `ioctl` (info, irqs, reset, `QUERY_GFX_PLANE`) | [`ioctl`] | `vgpu::Vgpu::{reset,query_gfx_plane}` |
+//! | vfio `ioctl` `GET_GFX_DMABUF`, dma-buf ops | [`dmabuf`]     | `vgpu::Vgpu::framebuffer_pages` |
+//! | what a trap leaves to do (signal, zap, kick, vblank) | [`effects`] | `vgpu::Signal` |
+//! | engine worker, vblank timer, GPU lock as `GpuLock` | [`gpu`] | `gpu::Gpu::run_engines`, `gpu_lock` |
+//! | pins refused while VFIO unmaps      | [`invalidate`]        | `mem::GuestMemory` |
+//! | sysfs `gvt/*`                       | [`sysfs`]             | partition, stats              |
+//!
+//! The lock table (what each lock protects, the order, what may sleep under
+//! it) is in [`vgpu`]'s documentation.
 
 use kernel::prelude::*;
 
@@ -36,8 +38,15 @@ mod vfio {
     include!("vfio_bindings_generated.rs");
 }
 
+mod dmabuf;
+mod effects;
 mod gpu;
+mod invalidate;
+mod ioctl;
+mod mmap;
 mod parent;
+mod region;
+mod sysfs;
 mod vgpu;
 
 module! {

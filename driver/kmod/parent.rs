@@ -106,6 +106,9 @@ pub(crate) struct Parent {
     /// freed; the worker signals while holding this lock.
     #[pin]
     slots: Mutex<[usize; MAX_VGPUS]>,
+    /// DMA ranges being unmapped (see [`crate::invalidate`]).
+    #[pin]
+    pub(crate) invalidating: crate::invalidate::Registry,
 }
 
 // SAFETY: the raw C objects are only touched through the kernel APIs that
@@ -167,6 +170,7 @@ impl Parent {
                 state <- new_mutex!(ParentState { partitioner, ids: 0 }),
                 gpu <- new_mutex!(phys),
                 slots <- new_mutex!([0; MAX_VGPUS]),
+                invalidating <- new_mutex!([crate::invalidate::Range::default(); crate::invalidate::SLOTS]),
             }),
             GFP_KERNEL,
         )?;

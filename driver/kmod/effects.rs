@@ -1,0 +1,44 @@
+// SPDX-License-Identifier: GPL-2.0
+//! What a trap leaves to do once its locks are dropped, applied in one
+//! place: signal the guest's interrupt (MSI, or INTx as the config space
+//! says), zap the aperture mappings (memory decode turned off), arm the
+//! vblank timer, kick the engine worker.  Every trap path returns an
+//! [`Effects`]; none of these runs under a vGPU's `state` lock (eventfd
+//! signalling takes `irqs`, zapping takes `map`, INTx reads `state`).
+
+use crate::gpu;
+use crate::gvt_core::vgpu::Signal;
+use crate::vfio;
+use crate::vgpu::{Vgpu, INTX};
+
+#[derive(Default)]
+pub(crate) struct Effects {
+    /// The interrupt to raise.
+    pub(crate) sig: Signal,
+    /// Memory decode went off: zap every aperture mapping.
+    pub(crate) zap_aperture: bool,
+    /// The vblank timer is wanted at (deadline, now).
+    pub(crate) vblank: Option<(u64, u64)>,
+    /// A submission was admitted (or held): run the engines.
+    pub(crate) kick: bool,
+}
+
+impl Effects {
+    pub(crate) fn apply(self, v: &Vgpu) {
+        if self.zap_aperture {
+            v.zap_aperture();
+        }
+        if let Some((deadline, now)) = self.vblank {
+            gpu::arm_vblank(deadline, now);
+        }
+        if self.sig.msi {
+            v.signal(vfio::VFIO_PCI_MSI_IRQ_INDEX);
+        }
+        if self.sig.intx == Some(true) {
+            v.signal(INTX);
+        }
+        if self.kick {
+            gpu::kick();
+        }
+    }
+}

@@ -1,0 +1,255 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `vfio_device_ops.ioctl`: device info, interrupts (`GET_IRQ_INFO`,
+//! `SET_IRQS`), `RESET`, and the display queries (`QUERY_GFX_PLANE`; the
+//! dma-buf export is in [`crate::dmabuf`]).
+
+use core::ptr;
+
+use kernel::error::to_result;
+use kernel::prelude::*;
+use kernel::uaccess::{UserPtr, UserSlice};
+use kernel::bindings;
+
+use crate::gvt_core::display::{vfio as gfx, GfxCaps};
+use crate::sysfs::Shown;
+use crate::vfio;
+use crate::vgpu::{errno, vgpu_of, ShownPlane, Vgpu, ALL_REGIONS, DISPLAY_REGION, INTX, NUM_IRQS, VIRQFD_MASK, VIRQFD_UNMASK};
+
+// VFIO ioctl numbers: _IO(VFIO_TYPE, VFIO_BASE + n) (linux/vfio.h).
+const fn vfio_io(n: u32) -> u32 {
+    ((vfio::VFIO_TYPE as u32) << 8) | (vfio::VFIO_BASE + n)
+}
+const VFIO_DEVICE_GET_INFO: u32 = vfio_io(7);
+const VFIO_DEVICE_GET_IRQ_INFO: u32 = vfio_io(9);
+const VFIO_DEVICE_SET_IRQS: u32 = vfio_io(10);
+const VFIO_DEVICE_RESET: u32 = vfio_io(11);
+const VFIO_DEVICE_QUERY_GFX_PLANE: u32 = vfio_io(14);
+const VFIO_DEVICE_GET_GFX_DMABUF: u32 = vfio_io(15);
+
+pub(crate) fn copy_in<T: Default>(arg: usize, minsz: usize) -> Result<T> {
+    let mut t = T::default();
+    // SAFETY: `T` is a plain `#[repr(C)]` uapi struct of at least `minsz`
+    // bytes; every bit pattern is valid.
+    let bytes = unsafe { core::slice::from_raw_parts_mut(ptr::from_mut(&mut t).cast::<u8>(), minsz) };
+    UserSlice::new(UserPtr::from_addr(arg), minsz).reader().read_slice(bytes)?;
+    Ok(t)
+}
+
+pub(crate) fn copy_out<T>(arg: usize, t: &T, minsz: usize) -> Result {
+    // SAFETY: `T` is a plain uapi struct of at least `minsz` bytes.
+    let bytes = unsafe { core::slice::from_raw_parts(ptr::from_ref(t).cast::<u8>(), minsz) };
+    UserSlice::new(UserPtr::from_addr(arg), minsz).writer().write_slice(bytes)
+}
+
+/// How many vectors each IRQ index offers: INTx 1, MSI 1, MSI-X 0, ERR 0, REQ 1.
+fn irq_count(index: u32) -> u32 {
+    match index {
+        vfio::VFIO_PCI_INTX_IRQ_INDEX | vfio::VFIO_PCI_MSI_IRQ_INDEX | vfio::VFIO_PCI_REQ_IRQ_INDEX => 1,
+        _ => 0,
+    }
+}
+
+pub(crate) unsafe extern "C" fn vgpu_ioctl(vdev: *mut vfio::vfio_device, cmd: u32, arg: usize) -> isize {
+    // SAFETY: called between init and release.
+    let v = unsafe { vgpu_of(vdev) };
+    let r = match cmd {
+        VFIO_DEVICE_GET_INFO => ioctl_get_info(arg),
+        VFIO_DEVICE_QUERY_GFX_PLANE => ioctl_query_gfx_plane(v, arg),
+        VFIO_DEVICE_GET_GFX_DMABUF => {
+            return match crate::dmabuf::ioctl_get_gfx_dmabuf(v, arg) {
+                Ok(fd) => fd as isize,
+                Err(e) => errno(e),
+            }
+        }
+        VFIO_DEVICE_GET_IRQ_INFO => ioctl_irq_info(arg),
+        VFIO_DEVICE_SET_IRQS => ioctl_set_irqs(v, arg),
+        VFIO_DEVICE_RESET => {
+            // Reset turns memory decode off and drops the CPU mappings.  The
+            // VMM's interrupt setup (eventfds, INTx mask) is its own state
+            // and survives, as with vfio-pci.
+            v.reset();
+            Ok(())
+        }
+        _ => Err(ENOTTY),
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => errno(e),
+    }
+}
+
+fn ioctl_get_info(arg: usize) -> Result {
+    let minsz = core::mem::offset_of!(vfio::vfio_device_info, num_irqs) + 4;
+    let mut info: vfio::vfio_device_info = copy_in(arg, minsz)?;
+    if (info.argsz as usize) < minsz {
+        return Err(EINVAL);
+    }
+    info.flags = vfio::VFIO_DEVICE_FLAGS_PCI | vfio::VFIO_DEVICE_FLAGS_RESET;
+    info.num_regions = ALL_REGIONS;
+    info.num_irqs = NUM_IRQS;
+    // No device capabilities (no FLAGS_CAPS): as vfio-pci, write back as
+    // much of the struct as the caller has room for, cap_offset 0.
+    info.cap_offset = 0;
+    let out = (info.argsz as usize).min(core::mem::size_of::<vfio::vfio_device_info>());
+    copy_out(arg, &info, out)
+}
+
+/// What this driver implements of `VFIO_DEVICE_QUERY_GFX_PLANE` (probes
+/// answer from it).
+fn gfx_caps(v: &Vgpu) -> GfxCaps {
+    GfxCaps { region: true, dmabuf: v.dmabuf() }
+}
+
+/// `VFIO_DEVICE_QUERY_GFX_PLANE` (linux/vfio.h): `argsz` covers at least up
+/// to `region_index`/`dmabuf_id`; a probe answers 0 or -EINVAL and writes
+/// nothing back; a query writes the plane (or "no plane": zero format, size,
+/// width, height) back.
+fn ioctl_query_gfx_plane(v: &Vgpu, arg: usize) -> Result {
+    let minsz = core::mem::offset_of!(vfio::vfio_device_gfx_plane_info, __bindgen_anon_1) + 4;
+    let mut info: vfio::vfio_device_gfx_plane_info = copy_in(arg, minsz)?;
+    if (info.argsz as usize) < minsz {
+        return Err(EINVAL);
+    }
+    let caps = gfx_caps(v);
+    let probe = info.flags & gfx::VFIO_GFX_PLANE_TYPE_PROBE != 0;
+    let (a, diagnose) = {
+        let mut st = v.state.lock();
+        let (core, storage) = st.split()?;
+        let a = core.query_gfx_plane(&storage, info.flags, info.drm_plane_type, caps, DISPLAY_REGION).map_err(|_| EINVAL)?;
+        if a.observed.changed {
+            // The region now shows another plane (or none): the fault
+            // handler's view changes and the old pages leave every mapping,
+            // under the `map` lock the fault takes.
+            let shown = core.shown_plane().map(|p| ShownPlane { first: p.surface() >> 12, pages: p.pages() });
+            v.show_plane(shown);
+        }
+        // Say once why the console is black (each time the reason changes).
+        let mut diagnose = None;
+        if !probe && info.drm_plane_type == gfx::DRM_PLANE_TYPE_PRIMARY {
+            if a.no_plane.is_some() && a.no_plane != st.no_plane {
+                diagnose = a.no_plane;
+            }
+            st.no_plane = a.no_plane;
+        }
+        (a, diagnose)
+    };
+    if probe {
+        return Ok(());
+    }
+    if let Some(why) = diagnose {
+        pr_info!("vGPU {}: no display plane: {}\n", v.id, Shown(why));
+    }
+    let p = a.info;
+    info.drm_format = p.drm_format;
+    info.drm_format_mod = p.drm_format_mod;
+    info.width = p.width;
+    info.height = p.height;
+    info.stride = p.stride;
+    info.size = p.size;
+    info.x_pos = p.x_pos;
+    info.y_pos = p.y_pos;
+    info.x_hot = p.x_hot;
+    info.y_hot = p.y_hot;
+    // (`region_index` and `dmabuf_id` share the union's storage.)
+    info.__bindgen_anon_1.bindgen_union_field = p.region_index_or_dmabuf_id;
+    copy_out(arg, &info, minsz)
+}
+
+fn ioctl_irq_info(arg: usize) -> Result {
+    let minsz = core::mem::offset_of!(vfio::vfio_irq_info, count) + 4;
+    let mut info: vfio::vfio_irq_info = copy_in(arg, minsz)?;
+    if (info.argsz as usize) < minsz || info.index >= NUM_IRQS {
+        return Err(EINVAL);
+    }
+    info.count = irq_count(info.index);
+    // As vfio-pci: every index is eventfd-signalled; INTx is maskable and
+    // automasked; the others cannot be resized (no dynamic MSI-X).
+    info.flags = vfio::VFIO_IRQ_INFO_EVENTFD
+        | if info.index == INTX {
+            vfio::VFIO_IRQ_INFO_MASKABLE | vfio::VFIO_IRQ_INFO_AUTOMASKED
+        } else {
+            vfio::VFIO_IRQ_INFO_NORESIZE
+        };
+    copy_out(arg, &info, minsz)
+}
+
+fn ioctl_set_irqs(v: &Vgpu, arg: usize) -> Result {
+    let minsz = core::mem::offset_of!(vfio::vfio_irq_set, count) + 4;
+    let mut hdr: vfio::vfio_irq_set = copy_in(arg, minsz)?;
+    let mut data_size: usize = 0;
+    let max = if hdr.index < NUM_IRQS { irq_count(hdr.index) } else { 0 };
+    // SAFETY: `hdr` is a valid header; the helper only reads it.
+    to_result(unsafe { vfio::vfio_set_irqs_validate_and_prepare(&mut hdr, max as i32, NUM_IRQS as i32, &mut data_size) })?;
+    let mut data = [0u8; 4];
+    if data_size > data.len() {
+        return Err(EINVAL);
+    }
+    if data_size > 0 {
+        UserSlice::new(UserPtr::from_addr(arg + minsz), data_size).reader().read_slice(&mut data[..data_size])?;
+    }
+    let action = hdr.flags & vfio::VFIO_IRQ_SET_ACTION_TYPE_MASK;
+    let kind = hdr.flags & vfio::VFIO_IRQ_SET_DATA_TYPE_MASK;
+    match action {
+        vfio::VFIO_IRQ_SET_ACTION_MASK | vfio::VFIO_IRQ_SET_ACTION_UNMASK => {
+            // Only INTx is maskable (GET_IRQ_INFO says so); one vector.
+            if hdr.index != INTX || hdr.count != 1 {
+                return Err(EINVAL);
+            }
+            let mask = action == vfio::VFIO_IRQ_SET_ACTION_MASK;
+            match kind {
+                vfio::VFIO_IRQ_SET_DATA_NONE => v.set_intx_mask(mask),
+                vfio::VFIO_IRQ_SET_DATA_BOOL => {
+                    if data[0] != 0 {
+                        v.set_intx_mask(mask);
+                    }
+                }
+                vfio::VFIO_IRQ_SET_DATA_EVENTFD => {
+                    let fd = i32::from_ne_bytes(data);
+                    v.set_virqfd(if mask { VIRQFD_MASK } else { VIRQFD_UNMASK }, fd)?;
+                }
+                _ => return Err(EINVAL),
+            }
+            Ok(())
+        }
+        vfio::VFIO_IRQ_SET_ACTION_TRIGGER => match kind {
+            vfio::VFIO_IRQ_SET_DATA_EVENTFD => {
+                if hdr.count == 0 {
+                    v.set_eventfd(hdr.index, ptr::null_mut());
+                    return Ok(());
+                }
+                let fd = i32::from_ne_bytes(data);
+                if fd < 0 {
+                    v.set_eventfd(hdr.index, ptr::null_mut());
+                    return Ok(());
+                }
+                // SAFETY: eventfd_ctx_fdget validates `fd` itself.
+                let ctx = unsafe { bindings::eventfd_ctx_fdget(fd) };
+                // SAFETY: checking an ERR_PTR-or-pointer value.
+                if unsafe { vfio::gvt_rs_is_err(ctx.cast()) } {
+                    // EBADF for a closed fd, EINVAL for a non-eventfd.
+                    // SAFETY: as above.
+                    return Err(Error::from_errno(unsafe { vfio::gvt_rs_ptr_err(ctx.cast()) } as i32));
+                }
+                v.set_eventfd(hdr.index, ctx);
+                Ok(())
+            }
+            vfio::VFIO_IRQ_SET_DATA_NONE => {
+                if hdr.count == 0 {
+                    v.set_eventfd(hdr.index, ptr::null_mut());
+                } else {
+                    v.signal(hdr.index);
+                }
+                Ok(())
+            }
+            vfio::VFIO_IRQ_SET_DATA_BOOL => {
+                if hdr.count > 0 && data[0] != 0 {
+                    v.signal(hdr.index);
+                }
+                Ok(())
+            }
+            _ => Err(EINVAL),
+        },
+        _ => Err(EINVAL),
+    }
+}
+

@@ -1,0 +1,321 @@
+// SPDX-License-Identifier: GPL-2.0
+//! `vfio_device_ops.read`/`write` of every region and
+//! `get_region_info_caps`.  A region access runs under the vGPU's own
+//! `state` lock only; the core takes the GPU lock for the bounded sections it
+//! needs; what is left to do (signal, zap, kick, vblank) comes back as an
+//! [`Effects`] and is applied after the lock is dropped.  User memory is
+//! bounced through a kernel buffer, never touched under `state`.
+
+use core::sync::atomic::Ordering;
+
+use kernel::prelude::*;
+use kernel::uaccess::{UserPtr, UserSlice};
+
+use crate::effects::Effects;
+use crate::gpu::{KClock, KGpu, KHost};
+use crate::gvt_core::edid::{self, EdidEvent};
+use crate::gvt_core::gpu::SubmitOutcome;
+use crate::gvt_core::irq::Delivery;
+use crate::gvt_core::mem::{HostMemory, PAGE_SIZE};
+use crate::gvt_core::sched::Clock as _;
+use crate::gvt_core::vblank::{PIPEA_FRMCOUNT, PIPEA_FRMTMSTMP};
+use crate::gvt_core::vgpu::{AccessError, BAR0_SIZE, CONFIG_SIZE};
+use crate::parent;
+use crate::vfio;
+use crate::vgpu::{
+    current_task, env, errno, vgpu_of, Vgpu, ALL_REGIONS, BAR0, BAR2, CONFIG, DISPLAY_REGION, EDID_REGION, NUM_REGIONS,
+    REGION_MASK, REGION_SHIFT,
+};
+
+/// Bytes moved per bounce through the kernel (kept off the stack).
+const CHUNK: usize = 256;
+
+fn access_err(e: AccessError) -> Error {
+    match e {
+        AccessError::Fault => EFAULT,
+        _ => EINVAL,
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Dir {
+    Read,
+    Write,
+}
+
+/// One region access of at most `CHUNK` bytes, on a kernel buffer; returns
+/// what is left to do once the locks are dropped.
+fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<Effects> {
+    let none = || Effects::default();
+    let len = buf.len() as u64;
+    match index {
+        CONFIG => {
+            let end = off.checked_add(len).ok_or(EINVAL)?;
+            if end > CONFIG_SIZE {
+                return Err(EINVAL);
+            }
+            let mut st = v.state.lock();
+            let core = st.core.as_mut().ok_or(ENODEV)?;
+            match dir {
+                Dir::Read => core.cfg_read_span(off as u32, buf).map(|()| none()).map_err(access_err),
+                Dir::Write => {
+                    let was_on = core.cfg().memory_enabled();
+                    core.cfg_write(off as u32, buf).map_err(access_err)?;
+                    let on = core.cfg().memory_enabled();
+                    // The fault handlers read decode here (they never take
+                    // `state`); turning it off zaps after this store.
+                    v.decode.store(on, Ordering::Release);
+                    Ok(Effects { zap_aperture: was_on && !on, ..none() })
+                }
+            }
+        }
+        BAR0 => {
+            let mut st = v.state.lock();
+            let (core, mut storage) = st.split()?;
+            // A BAR with memory decode off does not respond (vfio-pci: EIO).
+            if !core.cfg().memory_enabled() {
+                return Err(EIO);
+            }
+            // The guest's EDID page is read-only: what the monitor says.
+            if dir == Dir::Write && edid_page(off, len) {
+                return Ok(none());
+            }
+            // The GPU lock, for the core's bounded sections.  A GGTT write
+            // pins and unpins with it free; the display region and the
+            // aperture are zapped (KCpu) between the new entry and the unpin.
+            let mut gpu = KGpu(&parent::get().gpu);
+            match dir {
+                Dir::Read => {
+                    // The frame counters are brought up to date when read
+                    // (no timer runs for a guest that only polls them).
+                    let lazy = (u64::from(PIPEA_FRMCOUNT)..u64::from(PIPEA_FRMTMSTMP) + 4).contains(&off);
+                    let d = if lazy { core.vblank_tick(&mut gpu, &mut storage, KClock.now_ns()) } else { Delivery::default() };
+                    core.bar0_read(&mut gpu, &mut storage, off, buf).map_err(access_err)?;
+                    let sig = if d != Delivery::default() { core.signal(d) } else { Default::default() };
+                    Ok(Effects { sig, ..none() })
+                }
+                Dir::Write => {
+                    v.pinning.store(current_task(), Ordering::Relaxed);
+                    let out = core.bar0_write(&mut gpu, &mut storage, &mut env!(v), off, buf);
+                    v.pinning.store(0, Ordering::Relaxed);
+                    let out = out.map_err(access_err)?;
+                    let sig = core.signal(out.delivery);
+                    // A register write may have enabled the vblank interrupt
+                    // or the plane: the vblank timer runs while one is wanted.
+                    let vblank = if off < GGTT_BAR0 {
+                        let now = KClock.now_ns();
+                        core.vblank_deadline(now).map(|d| (d, now))
+                    } else {
+                        None
+                    };
+                    let kick = matches!(out.submit(), Some(SubmitOutcome::Accepted { .. } | SubmitOutcome::Held));
+                    Ok(Effects { sig, vblank, kick, ..none() })
+                }
+            }
+        }
+        BAR2 => {
+            if !v.decode.load(Ordering::Acquire) {
+                return Err(EIO);
+            }
+            aperture_access(v, off, buf, dir).map(|()| none())
+        }
+        EDID_REGION => {
+            let mut st = v.state.lock();
+            let r = match dir {
+                Dir::Read => st.edid.read(off, buf).map(|()| None),
+                Dir::Write => st.edid.write(off, buf),
+            };
+            match r {
+                Ok(Some(EdidEvent::Hotplug { connected })) => {
+                    // Hotplug: the guest sees the new monitor (and a new
+                    // hotplug count) in its EDID page; the refresh follows the mode.
+                    st.mirror_edid();
+                    Vgpu::apply_refresh(&mut st);
+                    let mode = st.edid.mode();
+                    drop(st);
+                    match mode {
+                        Some(m) if connected => pr_info!("vGPU {}: monitor plugged in, {}x{}\n", v.id, m.width, m.height),
+                        _ => pr_info!("vGPU {}: monitor unplugged\n", v.id),
+                    }
+                    Ok(none())
+                }
+                Ok(None) => Ok(none()),
+                Err(e) => Err(Error::from_errno(-e.errno())),
+            }
+        }
+        DISPLAY_REGION => {
+            if dir == Dir::Write {
+                return Err(EINVAL);
+            }
+            let mut st = v.state.lock();
+            let (core, mut storage) = st.split()?;
+            core.display_read(&mut storage, &KHost, off, buf).map(|()| none()).map_err(|_| EINVAL)
+        }
+        _ => Err(EINVAL),
+    }
+}
+
+/// Whether a BAR0 access of `len` bytes at `off` touches the guest's EDID page.
+fn edid_page(off: u64, len: u64) -> bool {
+    let base = u64::from(edid::guest::BASE);
+    off < base + u64::from(edid::guest::SIZE) && off.saturating_add(len) > base
+}
+
+/// Start of the GGTT view in BAR0.
+const GGTT_BAR0: u64 = crate::gvt_core::mmio::GGTT_VIEW_BASE;
+
+/// Aperture (BAR2) access through the region instead of the mapping: the same
+/// pages; outside the vGPU's slice reads return 0 and writes are dropped.
+fn aperture_access(v: &Vgpu, off: u64, buf: &mut [u8], dir: Dir) -> Result {
+    let p = parent::get();
+    let len = buf.len() as u64;
+    let end = off.checked_add(len).ok_or(EINVAL)?;
+    if end > p.layout.aperture_size {
+        return Err(EINVAL);
+    }
+    let mut done = 0usize;
+    while done < buf.len() {
+        let a = off + done as u64;
+        let in_page = (PAGE_SIZE - a % PAGE_SIZE).min((buf.len() - done) as u64) as usize;
+        let piece = &mut buf[done..done + in_page];
+        if v.part.aperture.contains(a, in_page as u64) {
+            let po = (a % PAGE_SIZE) as usize;
+            let mut st = v.state.lock();
+            let (core, mut storage) = st.split()?;
+            // The page the GGTT maps there: the guest's, or its scratch.
+            let page = core.aperture_fault(&mut storage, a).map_err(|_| EINVAL)?;
+            match dir {
+                Dir::Read => KHost.read(page, po, piece).map_err(|_| EFAULT)?,
+                Dir::Write => KHost.write(page, po, piece).map_err(|_| EFAULT)?,
+            }
+        } else {
+            v.ballooned.fetch_add(1, Ordering::Relaxed);
+            if dir == Dir::Read {
+                piece.fill(0);
+            }
+        }
+        done += in_page;
+    }
+    Ok(())
+}
+
+/// Split a VFIO read/write into region accesses, bouncing through a kernel
+/// buffer so no user memory is touched under the state lock.
+fn rw(vdev: *mut vfio::vfio_device, ubuf: usize, count: usize, ppos: *mut i64, dir: Dir) -> isize {
+    // SAFETY: called between init and release.
+    let v = unsafe { vgpu_of(vdev) };
+    // SAFETY: the VFIO core passes a valid position pointer.
+    let pos = unsafe { *ppos } as u64;
+    let index = (pos >> REGION_SHIFT) as u32;
+    let off = pos & REGION_MASK;
+    // A zero-length transfer moves nothing (read(2)/write(2), vfio-pci).
+    if count == 0 {
+        return 0;
+    }
+    if pos >> REGION_SHIFT >= u64::from(ALL_REGIONS) {
+        return errno(EINVAL);
+    }
+    // Register-like regions take single, naturally aligned accesses; memory
+    // and the config space's read path take spans.
+    if index == BAR0 && !matches!(count, 1 | 2 | 4 | 8) {
+        return errno(EINVAL);
+    }
+    if index == CONFIG && dir == Dir::Write && !matches!(count, 1 | 2 | 4) {
+        return errno(EINVAL);
+    }
+    let mut bounce = [0u8; CHUNK];
+    let mut done = 0usize;
+    while done < count {
+        let n = (count - done).min(CHUNK);
+        let user = UserSlice::new(UserPtr::from_addr(ubuf + done), n);
+        let piece = &mut bounce[..n];
+        let r = match dir {
+            Dir::Read => access(v, index, off + done as u64, piece, dir).and_then(|fx| {
+                fx.apply(v);
+                user.writer().write_slice(piece)
+            }),
+            Dir::Write => user.reader().read_slice(piece).and_then(|()| access(v, index, off + done as u64, piece, dir)).map(|fx| fx.apply(v)),
+        };
+        if let Err(e) = r {
+            return if done > 0 { done as isize } else { errno(e) };
+        }
+        done += n;
+    }
+    // SAFETY: as above.
+    unsafe { *ppos += done as i64 };
+    done as isize
+}
+
+pub(crate) unsafe extern "C" fn vgpu_read(vdev: *mut vfio::vfio_device, buf: *mut u8, count: usize, ppos: *mut i64) -> isize {
+    rw(vdev, buf as usize, count, ppos, Dir::Read)
+}
+
+pub(crate) unsafe extern "C" fn vgpu_write(vdev: *mut vfio::vfio_device, buf: *const u8, count: usize, ppos: *mut i64) -> isize {
+    rw(vdev, buf as usize, count, ppos, Dir::Write)
+}
+
+// ---- region info -------------------------------------------------------------
+
+/// `vfio_device_ops.get_region_info_caps`: the VFIO core validated argsz and
+/// copies `info` and the capability chain back.
+pub(crate) unsafe extern "C" fn vgpu_region_info(
+    vdev: *mut vfio::vfio_device,
+    info: *mut vfio::vfio_region_info,
+    caps: *mut vfio::vfio_info_cap,
+) -> i32 {
+    // SAFETY: called between init and release.
+    let v = unsafe { vgpu_of(vdev) };
+    let p = parent::get();
+    // SAFETY: the VFIO core passes a valid info struct.
+    let info = unsafe { &mut *info };
+    let rw = vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_WRITE;
+    let (size, flags) = match info.index {
+        CONFIG => (CONFIG_SIZE, rw),
+        BAR0 => (BAR0_SIZE, rw),
+        BAR2 => (p.layout.aperture_size, rw | vfio::VFIO_REGION_INFO_FLAG_MMAP | vfio::VFIO_REGION_INFO_FLAG_CAPS),
+        i if i < NUM_REGIONS => (0, 0),
+        EDID_REGION => (edid::EDID_REGION_SIZE, rw | vfio::VFIO_REGION_INFO_FLAG_CAPS),
+        // Read-only: the VMM shows the guest's screen, it does not draw.
+        DISPLAY_REGION => (v.display_size, vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_MMAP),
+        _ => return EINVAL.to_errno(),
+    };
+    info.offset = u64::from(info.index) << REGION_SHIFT;
+    info.size = size;
+    info.flags = flags;
+    if info.index == BAR2 {
+        // Only this vGPU's slice may be mapped: everything else is ballooned.
+        #[repr(C)]
+        struct Sparse {
+            hdr: vfio::vfio_region_info_cap_sparse_mmap,
+            area: vfio::vfio_region_sparse_mmap_area,
+        }
+        let mut cap = Sparse {
+            hdr: Default::default(),
+            area: vfio::vfio_region_sparse_mmap_area { offset: v.part.aperture.base, size: v.part.aperture.size },
+        };
+        cap.hdr.header.id = vfio::VFIO_REGION_INFO_CAP_SPARSE_MMAP as u16;
+        cap.hdr.header.version = 1;
+        cap.hdr.nr_areas = 1;
+        // SAFETY: `caps` is the core's chain; the header is the start of a
+        // `size`-byte capability that the core copies.
+        let ret = unsafe { vfio::vfio_info_add_capability(caps, &mut cap.hdr.header, core::mem::size_of::<Sparse>()) };
+        if ret != 0 {
+            return ret;
+        }
+    }
+    if info.index == EDID_REGION {
+        let mut cap = vfio::vfio_region_info_cap_type {
+            type_: vfio::VFIO_REGION_TYPE_GFX,
+            subtype: vfio::VFIO_REGION_SUBTYPE_GFX_EDID,
+            ..Default::default()
+        };
+        cap.header.id = vfio::VFIO_REGION_INFO_CAP_TYPE as u16;
+        cap.header.version = 1;
+        // SAFETY: as above, for a `vfio_region_info_cap_type`.
+        return unsafe {
+            vfio::vfio_info_add_capability(caps, &mut cap.header, core::mem::size_of::<vfio::vfio_region_info_cap_type>())
+        };
+    }
+    0
+}
+
