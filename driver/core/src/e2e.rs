@@ -19,9 +19,8 @@ use super::backend::{EngineId, Pte};
 use super::cfgspace::off as cfgoff;
 use super::cmd::encode::*;
 use super::cmd::{Reject, Space, MI_BATCH_BUFFER_END, MI_NOOP, MI_USER_INTERRUPT};
-use super::fakes::{FakeGuestMemory, FakeHostMemory, FakeHostPages};
+use super::fakes::{CheckedLock, FakeGuestMemory, FakeHostMemory, FakeHostPages};
 use super::ggtt::{AuditReject, PteWrite};
-use super::gpu_lock::Held;
 use super::gpu::{EngineReport, Gpu, GpuConfig, SubmitOutcome, SubmitReject, SHADOW_PAGES_PER_VGPU};
 use super::guest::{GuestBus, GuestDriver, PteWidth};
 use super::irq;
@@ -134,7 +133,7 @@ impl World {
             let Vm { vregs, gg, gs, snap, ram, cpu, .. } = &mut vm;
             let mut st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
             let mut env = Env { host: &mut w.host, alloc: &mut w.pages, clock: &w.clock, guest: ram, cpu };
-            vm.vgpu = Some(Vgpu::create(&mut Held::new(&mut w.gpu, &mut w.phys), params, &mut st, &mut env).expect("vgpu"));
+            vm.vgpu = Some(Vgpu::create(&mut CheckedLock::new(&mut w.gpu, &mut w.phys), params, &mut st, &mut env).expect("vgpu"));
             w.vms.push(vm);
         }
         w
@@ -179,7 +178,7 @@ impl World {
         let Vm { vgpu, vregs, gg, gs, snap, ram, cpu, .. } = &mut vms[k];
         let mut st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
         let mut env = Env { host, alloc: pages, clock, guest: ram, cpu };
-        vgpu.take().expect("vgpu").destroy(&mut Held::new(gpu, phys), &mut st, &mut env);
+        vgpu.take().expect("vgpu").destroy(&mut CheckedLock::new(gpu, phys), &mut st, &mut env);
     }
 
     /// The host page a guest's RAM frame lives in.
@@ -196,12 +195,12 @@ struct Bus<'w> {
 
 impl GuestBus for Bus<'_> {
     fn bar0_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        self.w.with_vm(self.k, |v, gpu, _p, st, _| v.bar0_read(&mut Held::new(gpu, _p), st, offset, buf).is_ok())
+        self.w.with_vm(self.k, |v, gpu, _p, st, _| v.bar0_read(&mut CheckedLock::new(gpu, _p), st, offset, buf).is_ok())
     }
     fn bar0_write(&mut self, offset: u64, data: &[u8]) -> bool {
         let k = self.k;
         let r = self.w.with_vm(k, |v, gpu, phys, st, env| {
-            let r = v.bar0_write(&mut Held::new(gpu, phys), st, env, offset, data);
+            let r = v.bar0_write(&mut CheckedLock::new(gpu, phys), st, env, offset, data);
             let sig = r.as_ref().ok().map(|r| v.signal(r.delivery));
             (r, sig)
         });
@@ -608,7 +607,7 @@ fn a_hanging_guest_is_reset_alone_and_failed_at_the_threshold() {
     d0.run(&mut b, BCS, &sdi(Space::Ggtt, d0.aperture.base + 0x60000, 1)).unwrap();
     assert_eq!(b.last().submit(), Some(SubmitOutcome::Rejected(SubmitReject::Failed)));
     // A device reset (VFIO reset) gives the VM a fresh vGPU.
-    w.with_vm(0, |v, gpu, phys, st, env| v.reset(&mut Held::new(gpu, phys), st, env));
+    w.with_vm(0, |v, gpu, phys, st, env| v.reset(&mut CheckedLock::new(gpu, phys), st, env));
     assert_eq!(w.vms[0].ram.outstanding_pins(), 0, "reset released every pin");
     let mut d0 = boot(&mut w, 0);
     let mut b = w.bus(0);
@@ -660,7 +659,7 @@ fn dma_unmap_releases_pins_and_destroy_leaves_nothing() {
     assert!(pins > 512, "GGTT and PPGTT pins");
     // The VMM unmaps the first 16 frames of VM 0's RAM.
     w.vms[0].ram.unmap(RAM_GFN, 16);
-    let n = w.with_vm(0, |v, gpu, phys, st, env| v.dma_unmap(&mut Held::new(gpu, phys), st, env, RAM_GFN << 12, 16 * PAGE_SIZE));
+    let n = w.with_vm(0, |v, gpu, phys, st, env| v.dma_unmap(&mut CheckedLock::new(gpu, phys), st, env, RAM_GFN << 12, 16 * PAGE_SIZE));
     assert_eq!(n, 16);
     assert_eq!(w.vms[0].ram.outstanding_pins(), pins - 16);
     let first = (d0.aperture.base / PAGE_SIZE) as usize;

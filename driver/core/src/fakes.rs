@@ -8,7 +8,52 @@ use std::collections::BTreeMap;
 use std::vec;
 use std::vec::Vec;
 
+use super::backend::Pte;
+use super::gpu::Gpu;
+use super::gpu_lock::GpuLock;
 use super::mem::{Gfn, GuestMemory, HostMemory, HostPage, MemError, PAGE_SIZE};
+
+std::thread_local! {
+    /// Whether this thread is inside a [`CheckedLock`] section.
+    static GPU_LOCK_HELD: core::cell::Cell<bool> = const { core::cell::Cell::new(false) };
+}
+
+/// Whether the calling thread holds a [`CheckedLock`] now.
+pub fn gpu_lock_held() -> bool {
+    GPU_LOCK_HELD.with(|h| h.get())
+}
+
+/// The GPU lock as the kernel takes it, with the lock rule checked: the
+/// fakes below panic if a guest page is pinned or unpinned, or a shadow page
+/// allocated or freed, inside a section (the kernel would hold a lock shared
+/// by every vGPU across `vfio_pin_pages`), and a nested section panics too.
+pub struct CheckedLock<'a, const N: usize> {
+    pub gpu: &'a mut Gpu<N>,
+    pub phys: &'a mut [Pte],
+    /// Sections taken so far.
+    pub sections: u64,
+}
+
+impl<'a, const N: usize> CheckedLock<'a, N> {
+    pub fn new(gpu: &'a mut Gpu<N>, phys: &'a mut [Pte]) -> Self {
+        Self { gpu, phys, sections: 0 }
+    }
+}
+
+impl<const N: usize> GpuLock<N> for CheckedLock<'_, N> {
+    fn with<R>(&mut self, f: impl FnOnce(&mut Gpu<N>, &mut [Pte]) -> R) -> R {
+        assert!(!gpu_lock_held(), "GPU lock taken twice");
+        GPU_LOCK_HELD.with(|h| h.set(true));
+        self.sections += 1;
+        let r = f(self.gpu, self.phys);
+        GPU_LOCK_HELD.with(|h| h.set(false));
+        r
+    }
+}
+
+fn assert_unlocked(what: &str) {
+    assert!(!gpu_lock_held(), "{what} under the GPU lock (a lock shared by every vGPU)");
+}
 
 /// Host RAM: `pages` pages of 4 KiB, host page `n` is `HostPage(n)`.
 pub struct FakeHostMemory {
@@ -90,6 +135,7 @@ impl FakeGuestMemory {
 
 impl GuestMemory for FakeGuestMemory {
     fn pin(&mut self, gfn: Gfn) -> Result<HostPage, MemError> {
+        assert_unlocked("guest page pinned");
         let page = self.backing(gfn).ok_or(MemError::NotMapped)?;
         if self.pin_limit.is_some_and(|l| self.outstanding_pins() >= l) {
             return Err(MemError::NoResource);
@@ -98,6 +144,7 @@ impl GuestMemory for FakeGuestMemory {
         Ok(page)
     }
     fn unpin(&mut self, gfn: Gfn) {
+        assert_unlocked("guest page unpinned");
         match self.pins.get_mut(&gfn) {
             Some(n) if *n > 1 => *n -= 1,
             Some(_) => {
@@ -127,11 +174,13 @@ impl FakeHostPages {
 
 impl super::ppgtt::HostPageAlloc for FakeHostPages {
     fn alloc(&mut self) -> Option<HostPage> {
+        assert_unlocked("shadow page allocated");
         let p = self.free.pop()?;
         self.live.insert(p.0, ());
         Some(p)
     }
     fn free(&mut self, page: HostPage) {
+        assert_unlocked("shadow page freed");
         assert!(self.live.remove(&page.0).is_some(), "free of {page:?} not allocated");
         self.free.push(page);
     }
