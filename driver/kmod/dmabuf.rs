@@ -3,12 +3,26 @@
 //! holds a page reference per page, taken under the vGPU's `state` lock
 //! while the shadow GGTT mapped them, dropped at `release`.  A buffer holds
 //! no pointer to the vGPU, so it may outlive it (the VMM keeps the fd).
+//!
+//! What a hostile VMM (anyone who can open the VFIO group node) could do
+//! with unbounded exports, and what stops it:
+//! - pin host memory outside `RLIMIT_MEMLOCK` and wrap a page's refcount by
+//!   exporting the same pages again and again: a vGPU has at most
+//!   [`MAX_LIVE`] live buffers holding at most [`max_pages`] pages, counted
+//!   in a [`DmaBufAccount`] the buffers share (they may outlive the vGPU);
+//!   past either cap the export fails with `ENOSPC`; references are taken
+//!   with `try_get_page`, page arrays are charged to the caller's memcg;
+//! - keep a writable alias of the vGPU's scratch page (every unmapped GGTT
+//!   entry maps it) and read or steer the next tenant's stray accesses:
+//!   the scratch page is never exported; a plane that still maps it is
+//!   refused (`EAGAIN`: the guest has not backed its framebuffer yet).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::bindings;
 use kernel::prelude::*;
 use kernel::sync::Arc;
+use core::sync::atomic::AtomicU32;
 use kernel::uaccess::{UserPtr, UserSlice};
 
 use crate::gvt_core::mem::HostPage;
@@ -21,8 +35,53 @@ use crate::vgpu::{Ops, Vgpu};
 struct DmaBufPages {
     pages: KVVec<*mut bindings::page>,
     size: usize,
-    /// The exporting vGPU's `dmabuf_page_faults`.
-    faults: Arc<AtomicU64>,
+    /// The exporting vGPU's account (shared: the buffer may outlive it),
+    /// and the pages reserved in it for this buffer.
+    account: Arc<DmaBufAccount>,
+    reserved: u64,
+}
+
+/// Most live dma-bufs per vGPU (QEMU keeps a handful: the primary plane
+/// double-buffered and the cursor).
+pub(crate) const MAX_LIVE: u32 = 16;
+
+/// Most pages the live dma-bufs of a vGPU whose display region has
+/// `display_size` bytes may hold: four planes of the largest size.
+pub(crate) fn max_pages(display_size: u64) -> u64 {
+    (display_size >> 12).saturating_mul(4).max(1)
+}
+
+/// The live dma-bufs of one vGPU and what they hold; shared with each
+/// buffer (which may outlive the vGPU) and released with it.
+#[derive(Default)]
+pub(crate) struct DmaBufAccount {
+    pub(crate) live: AtomicU32,
+    pub(crate) pages: AtomicU64,
+    /// Pages faulted in through CPU mappings of the buffers (sysfs
+    /// `gvt/display`: a consumer read the pixels).
+    pub(crate) faults: AtomicU64,
+    /// Exports refused by a cap or an unbacked plane.
+    pub(crate) refused: AtomicU64,
+}
+
+impl DmaBufAccount {
+    /// Reserve one buffer of `n` pages under the caps, or refuse.
+    fn reserve(&self, n: u64, page_cap: u64) -> Result {
+        if self.live.fetch_add(1, Ordering::AcqRel) >= MAX_LIVE {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+            return Err(ENOSPC);
+        }
+        let before = self.pages.fetch_add(n, Ordering::AcqRel);
+        if before.saturating_add(n) > page_cap {
+            self.unreserve(n);
+            return Err(ENOSPC);
+        }
+        Ok(())
+    }
+    fn unreserve(&self, n: u64) {
+        self.pages.fetch_sub(n, Ordering::AcqRel);
+        self.live.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Drop for DmaBufPages {
@@ -31,6 +90,7 @@ impl Drop for DmaBufPages {
             // SAFETY: each entry holds the reference `gvt_rs_pfn_get_page` took.
             unsafe { vfio::gvt_rs_put_page(pg) };
         }
+        self.account.unreserve(self.reserved);
     }
 }
 
@@ -139,7 +199,7 @@ unsafe extern "C" fn dmabuf_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_
     let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) };
     match obj.pages.get(pgoff) {
         Some(&pg) => {
-            obj.faults.fetch_add(1, Ordering::Relaxed);
+            obj.account.faults.fetch_add(1, Ordering::Relaxed);
             // SAFETY: the buffer holds a reference on the page until
             // `release`, which runs only after every mapping of it is gone.
             unsafe { vfio::gvt_rs_vmf_insert_page_pfn(vmf, pg) }
@@ -165,25 +225,41 @@ pub(crate) fn ioctl_get_gfx_dmabuf(v: &Vgpu, arg: usize) -> Result<i32> {
         let (core, mut storage) = st.split()?;
         let plane = core.dmabuf_plane(id).ok_or(ENOENT)?;
         let n = usize::try_from(plane.pages()).map_err(|_| EINVAL)?;
-        let mut hp = KVVec::with_capacity(n, GFP_KERNEL)?;
-        hp.resize(n, HostPage(0), GFP_KERNEL)?;
+        let refuse = |e: Error, why: &str| {
+            v.dmabuf_account.refused.fetch_add(1, Ordering::Relaxed);
+            v.log_limited(format_args!("dma-buf export refused: {why}"));
+            e
+        };
+        // Both arrays are charged to the caller's memcg.
+        let mut hp = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+        hp.resize(n, HostPage(0), GFP_KERNEL_ACCOUNT)?;
         if core.framebuffer_pages(&mut storage, &plane, &mut hp).map_err(|_| EINVAL)? != n {
             return Err(EINVAL);
         }
+        if hp.iter().any(|p| p.0 == v.scratch_pfn) {
+            return Err(refuse(EAGAIN, "the plane maps pages the guest has not backed"));
+        }
+        let account = v.dmabuf_account.clone();
+        account
+            .reserve(n as u64, max_pages(v.display_size))
+            .map_err(|e| refuse(e, "too many live dma-bufs for this vGPU"))?;
+        // From here the buffer's drop gives the reservation back.
         let mut obj = DmaBufPages {
-            pages: KVVec::with_capacity(n, GFP_KERNEL)?,
+            pages: KVVec::new(),
             size: plane.mapped_size() as usize,
-            faults: v.dmabuf_page_faults.clone(),
+            account,
+            reserved: n as u64,
         };
+        obj.pages.reserve(n, GFP_KERNEL_ACCOUNT)?;
         for page in hp.iter() {
-            // SAFETY: the page is pinned (or our scratch page) while the GGTT
-            // maps it, and we hold the lock that keeps it so; the reference
-            // taken here keeps it alive for the buffer.
+            // SAFETY: the page is pinned while the GGTT maps it, and we hold
+            // the lock that keeps it so; the reference taken here (refused
+            // for a page being freed) keeps it alive for the buffer.
             let pg = unsafe { vfio::gvt_rs_pfn_get_page(page.0) };
             if pg.is_null() {
                 return Err(EFAULT);
             }
-            if let Err(e) = obj.pages.push(pg, GFP_KERNEL) {
+            if let Err(e) = obj.pages.push(pg, GFP_KERNEL_ACCOUNT) {
                 // SAFETY: the reference just taken.
                 unsafe { vfio::gvt_rs_put_page(pg) };
                 return Err(e.into());

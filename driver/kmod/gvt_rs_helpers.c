@@ -250,7 +250,8 @@ struct page *gvt_rs_pfn_get_page(u64 pfn)
 	if (!pfn_valid(pfn))
 		return NULL;
 	page = pfn_to_page(pfn);
-	get_page(page);
+	if (!try_get_page(page))
+		return NULL;
 	return page;
 }
 

@@ -11,7 +11,6 @@ use kernel::uaccess::{UserPtr, UserSlice};
 use kernel::bindings;
 
 use crate::gvt_core::display::{vfio as gfx, GfxCaps};
-use crate::sysfs::Shown;
 use crate::vfio;
 use crate::vgpu::{errno, vgpu_of, ShownPlane, Vgpu, ALL_REGIONS, DISPLAY_REGION, INTX, NUM_IRQS, VIRQFD_MASK, VIRQFD_UNMASK};
 
@@ -67,7 +66,7 @@ pub(crate) unsafe extern "C" fn vgpu_ioctl(vdev: *mut vfio::vfio_device, cmd: u3
             // Reset turns memory decode off and drops the CPU mappings.  The
             // VMM's interrupt setup (eventfds, INTx mask) is its own state
             // and survives, as with vfio-pci.
-            v.reset();
+            v.reset(false);
             Ok(())
         }
         _ => Err(ENOTTY),
@@ -137,7 +136,7 @@ fn ioctl_query_gfx_plane(v: &Vgpu, arg: usize) -> Result {
         return Ok(());
     }
     if let Some(why) = diagnose {
-        pr_info!("vGPU {}: no display plane: {}\n", v.id, Shown(why));
+        v.log_limited(format_args!("no display plane: {}", why));
     }
     let p = a.info;
     info.drm_format = p.drm_format;

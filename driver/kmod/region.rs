@@ -134,8 +134,8 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<Ef
                     let mode = st.edid.mode();
                     drop(st);
                     match mode {
-                        Some(m) if connected => pr_info!("vGPU {}: monitor plugged in, {}x{}\n", v.id, m.width, m.height),
-                        _ => pr_info!("vGPU {}: monitor unplugged\n", v.id),
+                        Some(m) if connected => v.log_limited(format_args!("monitor plugged in, {}x{}", m.width, m.height)),
+                        _ => v.log_limited(format_args!("monitor unplugged")),
                     }
                     Ok(none())
                 }

@@ -97,7 +97,11 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
             };
             let _ = writeln!(w, "shown_plane_id: {shown}\nplane_changes: {changes}");
             let _ = writeln!(w, "dmabufs_exported: {}", v.dmabufs_exported.load(Ordering::Relaxed));
-            let _ = writeln!(w, "dmabuf_page_faults: {}", v.dmabuf_page_faults.load(Ordering::Relaxed));
+            let a = &v.dmabuf_account;
+            let _ = writeln!(w, "dmabuf_page_faults: {}", a.faults.load(Ordering::Relaxed));
+            let _ = writeln!(w, "dmabufs_live: {}", a.live.load(Ordering::Relaxed));
+            let _ = writeln!(w, "dmabuf_pages: {}", a.pages.load(Ordering::Relaxed));
+            let _ = writeln!(w, "dmabufs_refused: {}", a.refused.load(Ordering::Relaxed));
             match st.edid.mode() {
                 Some(m) => writeln!(
                     w,

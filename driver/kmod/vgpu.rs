@@ -78,7 +78,9 @@ use crate::gvt_core::partition::{Partition, PartitionId};
 use crate::gvt_core::sched::VgpuId;
 use crate::gvt_core::vgpu_types::Resolution;
 use crate::gvt_core::vgpu::{storage_sizes, Env, Vgpu as CoreVgpu, VgpuParams, VgpuStorage, DEFAULT_PPGTT_TABLES};
+use crate::dmabuf::DmaBufAccount;
 use crate::effects::Effects;
+use crate::gvt_core::ratelimit::RateLimit;
 use crate::invalidate;
 use crate::parent;
 use crate::sysfs::Shown;
@@ -255,10 +257,9 @@ pub(crate) struct Vgpu {
     /// dma-buf fds handed out by `VFIO_DEVICE_GET_GFX_DMABUF` (sysfs
     /// `gvt/display`: shows which display path the VMM took).
     pub(crate) dmabufs_exported: AtomicU64,
-    /// Pages of this vGPU's dma-bufs faulted in through a CPU mapping of
-    /// them (sysfs `gvt/display`).  Shared with each buffer, which may
-    /// outlive the vGPU.
-    pub(crate) dmabuf_page_faults: Arc<AtomicU64>,
+    /// Live dma-bufs, the pages they hold, their CPU faults (sysfs
+    /// `gvt/display`).  Shared with each buffer, which may outlive the vGPU.
+    pub(crate) dmabuf_account: Arc<DmaBufAccount>,
     /// Interrupts the engine worker raised, not yet delivered (`PEND_*`).
     pending: AtomicU32,
     /// The work item that delivers them (under `state`, off the worker).
@@ -269,6 +270,9 @@ pub(crate) struct Vgpu {
     pub(crate) map: Mutex<MapState>,
     #[pin]
     irqs: Mutex<Irqs>,
+    /// Rate limit of the log lines a guest or VMM can trigger (leaf lock).
+    #[pin]
+    log: Mutex<RateLimit>,
     /// INTx mask (0) and unmask (1) irqfds.  vfio's virqfd code owns these
     /// slots (it clears them under its own lock when the eventfd closes);
     /// we only hand their addresses to `vfio_virqfd_{enable,disable}`.
@@ -436,6 +440,17 @@ impl Vgpu {
         })
     }
 
+    /// Log a line a guest or a VMM can cause, rate-limited per vGPU
+    /// (`gvt_core::ratelimit`): a loop cannot flood the kernel log.
+    pub(crate) fn log_limited(&self, msg: core::fmt::Arguments<'_>) {
+        let pass = self.log.lock().check(KClock.now_ns());
+        match pass {
+            Some(0) => pr_info!("vGPU {}: {}\n", self.id, msg),
+            Some(n) => pr_info!("vGPU {}: {} ({n} similar lines suppressed)\n", self.id, msg),
+            None => {}
+        }
+    }
+
     pub(crate) fn dmabuf(&self) -> bool {
         self.dmabuf.load(Ordering::Relaxed)
     }
@@ -491,11 +506,18 @@ impl Vgpu {
     /// previous user left behind: every mapping zapped, the scratch page
     /// (where every unmapped entry points, for the engines and the CPU)
     /// scrubbed.
-    pub(crate) fn reset(&self) {
+    /// `new_owner`: the device changes hands (open, close): also nothing
+    /// the previous user could observe (display counters, plane ids).
+    pub(crate) fn reset(&self, new_owner: bool) {
         {
             let mut st = self.state.lock();
             let Ok((core, mut storage)) = st.split() else { return };
-            core.reset(&mut KGpu(&parent::get().gpu), &mut storage, &mut env!(self));
+            let mut gpu = KGpu(&parent::get().gpu);
+            if new_owner {
+                core.reset_for_new_owner(&mut gpu, &mut storage, &mut env!(self));
+            } else {
+                core.reset(&mut gpu, &mut storage, &mut env!(self));
+            }
             self.decode.store(core.cfg().memory_enabled(), Ordering::Release);
             // Reset cleared the vregs: show the monitor again.
             st.mirror_edid();
@@ -696,7 +718,7 @@ fn new_vgpu(
     resolution: Resolution,
 ) -> Result<*mut Vgpu> {
     let edid = new_edid(resolution, id)?;
-    let dmabuf_page_faults = Arc::new(AtomicU64::new(0), GFP_KERNEL)?;
+    let dmabuf_account = Arc::new(DmaBufAccount::default(), GFP_KERNEL)?;
     let p = parent::get();
     let (nregs, nggtt, nsnap) = storage_sizes::<DEFAULT_PPGTT_TABLES>(&part);
     let mut vregs = zeroed_vec(nregs, 0u32)?;
@@ -769,7 +791,8 @@ fn new_vgpu(
             self_faults: AtomicU64::new(0),
             dmabuf: AtomicBool::new(true),
             dmabufs_exported: AtomicU64::new(0),
-            dmabuf_page_faults,
+            dmabuf_account,
+            log <- new_mutex!(RateLimit::new()),
             pending: AtomicU32::new(0),
             work: AtomicPtr::new(ptr::null_mut()),
             state <- new_mutex!(state),
@@ -847,7 +870,7 @@ unsafe extern "C" fn vgpu_open(vdev: *mut vfio::vfio_device) -> i32 {
         Ok(e) => v.state.lock().edid = e,
         Err(e) => return e.to_errno(),
     }
-    v.reset();
+    v.reset(true);
     Vgpu::apply_refresh(&mut v.state.lock());
     0
 }
@@ -857,7 +880,7 @@ unsafe extern "C" fn vgpu_close(vdev: *mut vfio::vfio_device) {
     let v = unsafe { vgpu_of(vdev) };
     v.disable_irqs();
     // Drop every pin while the device is still open (VFIO requires it).
-    v.reset();
+    v.reset(true);
 }
 
 /// `vfio_device_ops.request`: the device is being removed while a VMM holds

@@ -55,6 +55,7 @@ pub mod guest;
 mod e2e;
 pub mod display;
 pub mod edid;
+pub mod ratelimit;
 pub mod vblank;
 
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]

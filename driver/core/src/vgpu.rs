@@ -426,6 +426,31 @@ impl<const P: usize> Vgpu<P> {
         self.counters.resets += 1;
     }
 
+    /// The device changes hands (VFIO open and close): a [`Vgpu::reset`],
+    /// and nothing the previous user could observe survives it: pipe A's
+    /// frame and flip counters start again from 0, plane and cursor ids
+    /// start again from 1 (a `VFIO_DEVICE_RESET` keeps both, as hardware
+    /// keeps its counters over a reset).
+    pub fn reset_for_new_owner<const N: usize, L, H, A, C, G, M>(
+        &mut self,
+        gpu: &mut L,
+        st: &mut VgpuStorage<'_>,
+        env: &mut Env<'_, H, A, C, G, M>,
+    ) where
+        L: GpuLock<N>,
+        H: HostMemory,
+        A: HostPageAlloc,
+        C: Clock,
+        G: GuestMemory,
+        M: CpuMappings,
+    {
+        self.reset(gpu, st, env);
+        self.vblank = Vblank::stopped(env.clock.now_ns(), self.vblank.period_ns());
+        self.vblank.restore(st.vregs);
+        self.plane_ids = PlaneIds::new();
+        self.cursor_ids = PlaneIds::new();
+    }
+
     /// Read `buf.len()` bytes of configuration space at `offset`, as a run of
     /// naturally aligned 4/2/1-byte reads (QEMU reads the whole space in one
     /// `pread` at realize).  Nothing is read unless all of it is in range.
@@ -1178,6 +1203,42 @@ mod tests {
     }
 
     const PLANE_ON: u32 = 1 << 31;
+
+    impl Rig {
+        fn reset_with(&mut self, new_owner: bool) {
+            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
+            let mut env = Env { host: &mut self.host, alloc: &mut self.pages, clock: &self.clock, guest: &mut self.ram, cpu: &mut NoCpu };
+            let v = self.v.as_mut().unwrap();
+            let mut gpu = Held::new(&mut self.gpu, &mut self.phys);
+            if new_owner {
+                v.reset_for_new_owner(&mut gpu, &mut st, &mut env);
+            } else {
+                v.reset(&mut gpu, &mut st, &mut env);
+            }
+        }
+    }
+
+    /// Issue 19, finding 6: a new user of the device sees none of the
+    /// previous user's display counters; a device reset keeps them.
+    #[test]
+    fn display_counters_survive_a_reset_but_not_a_change_of_owner() {
+        use super::super::vblank::{PIPEA_FLIPCOUNT, PIPEA_FRMCOUNT};
+        let mut r = Rig::new();
+        r.vgpu().set_refresh_period(0, 10_000_000);
+        r.w32(regs::DSPACNTR, PLANE_ON);
+        for i in 0..3u32 {
+            r.w32(regs::DSPASURF, (1 << 20) + i * 0x1000);
+        }
+        r.at_ms(55);
+        r.tick();
+        let (frames, flips) = (r.r32(PIPEA_FRMCOUNT), r.r32(PIPEA_FLIPCOUNT));
+        assert_eq!((frames, flips), (5, 3));
+        r.reset_with(false);
+        assert_eq!((r.r32(PIPEA_FRMCOUNT), r.r32(PIPEA_FLIPCOUNT)), (frames, flips), "RESET keeps the counters");
+        r.reset_with(true);
+        assert_eq!((r.r32(PIPEA_FRMCOUNT), r.r32(PIPEA_FLIPCOUNT)), (0, 0), "a new owner starts from zero");
+        assert_eq!(r.vgpu().plane_ids().current(), 0);
+    }
 
     #[test]
     fn vblank_interrupt_counts_while_the_plane_is_enabled_and_unmasked() {
