@@ -16,7 +16,6 @@
 //! only; the engine worker holds it for one bounded `run_engines` call at a
 //! time and yields between calls.
 
-use core::sync::atomic::{AtomicU64, Ordering};
 
 use kernel::prelude::*;
 use kernel::sync::Mutex;
@@ -193,19 +192,15 @@ pub(crate) fn stop() {
     unsafe { vfio::gvt_rs_stop_engines() };
 }
 
-/// Absolute time (ns) the vblank work is armed for, `u64::MAX` when it is
-/// not armed.
-static VBLANK_ARMED: AtomicU64 = AtomicU64::new(u64::MAX);
-
 /// Make the vblank work run at `deadline_ns` (or earlier, if it is already
 /// armed for an earlier time).  Every vGPU that wants vblank interrupts
 /// calls this after a register write; the work re-arms itself for the
-/// earliest next vblank of all vGPUs, and stops when none wants one.
+/// earliest next vblank of all vGPUs, and stops when none wants one.  The
+/// armed deadline and the timer change together under the helper's
+/// spinlock, so two racing calls cannot leave the later deadline armed.
 pub(crate) fn arm_vblank(deadline_ns: u64, now_ns: u64) {
-    if VBLANK_ARMED.fetch_min(deadline_ns, Ordering::SeqCst) > deadline_ns {
-        // SAFETY: queues the module's static delayed work.
-        unsafe { vfio::gvt_rs_arm_vblank(deadline_ns.saturating_sub(now_ns)) };
-    }
+    // SAFETY: queues the module's static delayed work.
+    unsafe { vfio::gvt_rs_arm_vblank(deadline_ns, now_ns) };
 }
 
 /// Stop the vblank work for good (module unload, after every vGPU is gone).
@@ -219,7 +214,8 @@ pub(crate) fn stop_vblank() {
 /// and runs again at the earliest next vblank any vGPU wants.
 #[no_mangle]
 extern "C" fn gvt_rs_vblank_work() {
-    VBLANK_ARMED.store(u64::MAX, Ordering::SeqCst);
+    // SAFETY: plain helper call (its own spinlock).
+    unsafe { vfio::gvt_rs_vblank_disarm() };
     let now = KClock.now_ns();
     let mut next = u64::MAX;
     parent::get().for_each_vgpu(|v| {

@@ -306,11 +306,35 @@ static void gvt_rs_vblank_work_fn(struct work_struct *work)
 
 static DECLARE_DELAYED_WORK(gvt_rs_vblank_dwork, gvt_rs_vblank_work_fn);
 
-/* Run the vblank work in delay_ns, rounded up to whole jiffies (never early,
- * so a run always finds the vblank it was armed for). */
-void gvt_rs_arm_vblank(u64 delay_ns)
+/* The deadline the vblank work is armed for (U64_MAX: not armed), changed
+ * with the timer under one lock: racing arms keep the earliest. */
+static DEFINE_SPINLOCK(gvt_rs_vblank_lock);
+static u64 gvt_rs_vblank_armed = U64_MAX;
+
+/* Run the vblank work at deadline_ns (rounded up to whole jiffies, never
+ * early, so a run always finds the vblank it was armed for), unless it is
+ * armed for earlier already. */
+void gvt_rs_arm_vblank(u64 deadline_ns, u64 now_ns)
 {
-	mod_delayed_work(system_dfl_wq, &gvt_rs_vblank_dwork, nsecs_to_jiffies(delay_ns) + 1);
+	unsigned long flags;
+	u64 delay = deadline_ns > now_ns ? deadline_ns - now_ns : 0;
+
+	spin_lock_irqsave(&gvt_rs_vblank_lock, flags);
+	if (deadline_ns < gvt_rs_vblank_armed) {
+		gvt_rs_vblank_armed = deadline_ns;
+		mod_delayed_work(system_dfl_wq, &gvt_rs_vblank_dwork, nsecs_to_jiffies(delay) + 1);
+	}
+	spin_unlock_irqrestore(&gvt_rs_vblank_lock, flags);
+}
+
+/* The work runs: nothing is armed until it (or a vGPU) arms again. */
+void gvt_rs_vblank_disarm(void)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&gvt_rs_vblank_lock, flags);
+	gvt_rs_vblank_armed = U64_MAX;
+	spin_unlock_irqrestore(&gvt_rs_vblank_lock, flags);
 }
 
 void gvt_rs_stop_vblank(void)

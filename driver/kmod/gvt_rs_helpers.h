@@ -105,7 +105,8 @@ void gvt_rs_stop_engines(void);
 /* The vblank timer: a delayed work item whose function calls Rust's
  * gvt_rs_vblank_work(); armed only while a vGPU wants vblank interrupts. */
 void gvt_rs_vblank_work(void);
-void gvt_rs_arm_vblank(u64 delay_ns);
+void gvt_rs_arm_vblank(u64 deadline_ns, u64 now_ns);
+void gvt_rs_vblank_disarm(void);
 void gvt_rs_stop_vblank(void);
 /* A work item of one vGPU (interrupt delivery): allocated here, runs
  * Rust's gvt_rs_vgpu_work(owner) on the system workqueue, so a vGPU whose

@@ -806,11 +806,11 @@ fn new_vgpu(
     let v = match v {
         Ok(v) => v,
         Err(e) => {
-            // The state (and its core vGPU) was dropped with the failed
-            // init; give the slot back.  Nothing is pinned yet.
-            let mut g = p.gpu.lock();
-            let PhysGpu { gpu, phys } = &mut *g;
-            let _ = gpu.destroy_slot(phys, &mut KHost, &KClock, slot);
+            // The state (its core vGPU and scratch page with it) was dropped
+            // with the failed init: give the slot back and take the slices'
+            // physical entries off the freed scratch page.  Nothing is
+            // pinned or mapped yet.
+            release_unborn(slot, &part);
             return Err(e);
         }
     };
@@ -818,9 +818,9 @@ fn new_vgpu(
     // waiting for it) in `vgpu_release`.
     let work = unsafe { vfio::gvt_rs_work_new(ptr::from_ref(&*v).cast_mut().cast()) };
     if work.is_null() {
-        let mut g = p.gpu.lock();
-        let PhysGpu { gpu, phys } = &mut *g;
-        let _ = gpu.destroy_slot(phys, &mut KHost, &KClock, slot);
+        // Dropping `v` frees the state and its scratch page.
+        drop(v);
+        release_unborn(slot, &part);
         return Err(ENOMEM);
     }
     v.work.store(work, Ordering::Release);
@@ -828,6 +828,22 @@ fn new_vgpu(
     // SAFETY: ownership moves to the raw pointer; `vgpu_release` rebuilds the
     // box, and nothing moves the value in between.
     Ok(KBox::into_raw(unsafe { Pin::into_inner_unchecked(v) }))
+}
+
+/// Undo a creation that failed after the core created the vGPU: the slot
+/// back to the scheduler, every physical GGTT entry of its slices not
+/// present (they pointed at its scratch page, which is gone).
+fn release_unborn(slot: VgpuId, part: &Partition) {
+    let mut g = parent::get().gpu.lock();
+    let PhysGpu { gpu, phys } = &mut *g;
+    let _ = gpu.destroy_slot(phys, &mut KHost, &KClock, slot);
+    for r in [part.aperture, part.high] {
+        let first = (r.base >> PAGE_SHIFT) as usize;
+        let n = (r.size >> PAGE_SHIFT) as usize;
+        if let Some(es) = phys.get_mut(first..first.saturating_add(n)) {
+            es.fill(crate::gvt_core::backend::Pte::default());
+        }
+    }
 }
 
 /// `vfio_device_ops.release`: last reference gone; free everything.
