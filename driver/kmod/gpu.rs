@@ -21,7 +21,7 @@ use kernel::prelude::*;
 
 use crate::gvt_core::aperture::CpuMappings;
 use crate::gvt_core::backend::Pte;
-use crate::gvt_core::gpu::{Gpu, GpuConfig};
+use crate::gvt_core::gpu::{Gpu, GpuConfig, WorkBudget};
 use crate::gvt_core::mem::{Gfn, GuestMemory, HostMemory, HostPage, MemError};
 use crate::gvt_core::ppgtt::HostPageAlloc;
 use crate::gvt_core::sched::{Clock, VgpuId};
@@ -194,9 +194,6 @@ extern "C" fn gvt_rs_vblank_work() {
     }
 }
 
-/// Rounds per worker invocation before yielding the CPU.
-const ROUNDS: u32 = 64;
-
 /// The engine worker: the engines never run in the trap path.
 #[no_mangle]
 extern "C" fn gvt_rs_engine_work() {
@@ -204,7 +201,9 @@ extern "C" fn gvt_rs_engine_work() {
     let (report, failed) = {
         let mut g = p.gpu.lock();
         let PhysGpu { gpu, phys } = &mut *g;
-        let report = gpu.run_engines(phys, &mut KHost, &KClock, ROUNDS);
+        // Bounded engine work per lock hold (WorkBudget::WORKER: 64 rounds,
+        // 2 ms of modelled engine time); the work re-arms itself if not idle.
+        let report = gpu.run_engines(phys, &mut KHost, &KClock, WorkBudget::WORKER);
         // Slots past their hang threshold (paper §3.5.1): their VMMs hear
         // about it through the REQ irq.
         let mut failed = 0u32;

@@ -18,7 +18,7 @@
 //! one engine with a command budget, and is what a workqueue (or a test) calls.
 
 use super::backend::{Backend, EngineId, Pte};
-use super::engine::{AddressSpace, Engine, EngineBus, EngineContext, StepResult, RING_BLOCK};
+use super::engine::{AddressSpace, Budget, CostModel, Engine, EngineBus, EngineContext, ExecState, StepResult, RING_BLOCK};
 use super::irq::GtIrq;
 use super::mem::HostMemory;
 use super::regs::Gdrst;
@@ -142,12 +142,37 @@ impl<'g> GvtSim<'g> {
         self.st.regs.dropped
     }
 
-    /// Execute up to `budget` commands on `engine`; `ppgtt` is the local
-    /// address space of the context loaded on it (render engine only).
+    /// Execute up to `budget` commands on `engine` (no time limit; blits
+    /// still run in bounded steps); `ppgtt` is the local address space of
+    /// the context loaded on it (render engine only).
     pub fn run<H: HostMemory, P: AddressSpace>(&mut self, engine: EngineId, host: &mut H, ppgtt: Option<&P>, budget: u32) -> StepResult {
+        self.run_for(engine, host, ppgtt, Budget::cmds(budget))
+    }
+
+    /// Execute on `engine` within `budget` (commands and engine time, see
+    /// [`super::engine`]'s cost model).
+    pub fn run_for<H: HostMemory, P: AddressSpace>(&mut self, engine: EngineId, host: &mut H, ppgtt: Option<&P>, budget: Budget) -> StepResult {
         let Self { ggtt, st: SimState { engines, gt, regs } } = self;
         let mut bus = Bus { gt, regs };
         engines[engine.index()].run(ggtt, host, ppgtt, &mut bus, budget)
+    }
+
+    /// Price engine work by `m` (both engines).
+    pub fn set_cost_model(&mut self, m: CostModel) {
+        for e in self.st.engines.iter_mut() {
+            e.set_cost_model(m);
+        }
+    }
+
+    /// Take the loaded context's execution state off `engine` (see
+    /// [`ExecState`]).
+    pub fn take_exec(&mut self, engine: EngineId) -> ExecState {
+        self.st.engines[engine.index()].take_exec()
+    }
+
+    /// Load a context's execution state onto `engine`.
+    pub fn put_exec(&mut self, engine: EngineId, s: ExecState) {
+        self.st.engines[engine.index()].put_exec(s)
     }
 
     /// Save an engine's state for a context switch (paper §3.2).
@@ -373,6 +398,11 @@ pub mod kit {
         }
     }
 
+    /// A run's commands retired and status (its cost aside).
+    pub fn es(r: StepResult) -> (u32, engine::StepStatus) {
+        (r.executed, r.status)
+    }
+
     /// A host memory that records every page read and written.
     pub struct Recording<H> {
         pub inner: H,
@@ -448,11 +478,16 @@ mod tests {
         let mut sim = GvtSim::new(&mut ggtt);
         let s = cat(&[&sdi(Space::Ggtt, DATA, 0xdead_beef), &sdi_qw(Space::Ggtt, HIGH + 8, [1, 2])]);
         let r = direct(&mut sim, &mut host, EngineId::Rcs, &s, 100);
-        assert_eq!(r, StepResult { executed: 3, status: StepStatus::Idle });
+        assert_eq!(es(r), (3, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA), 0xdead_beef);
         assert_eq!((read_dword(&host, HIGH + 8), read_dword(&host, HIGH + 12)), (1, 2));
         assert_eq!(sim.read_reg(0x2000 + RING_HEAD), 4 * s.len() as u32);
-        assert_eq!(sim.read_reg(0x2000 + RING_TIMESTAMP), 3);
+        // The timestamp is the context's engine time: three commands, their
+        // fetches (4 + 5 + 1 dwords) and two stores (4 and 8 bytes).
+        let m = CostModel::DEFAULT;
+        let cost = 3 * m.cmd_ns + 10 * m.access(4) + m.access(4) + m.access(8);
+        assert_eq!(r.cost_ns, cost);
+        assert_eq!(sim.read_reg(0x2000 + RING_TIMESTAMP), cost as u32);
     }
 
     #[test]
@@ -461,14 +496,14 @@ mod tests {
         let mut sim = GvtSim::new(&mut ggtt);
         let s = cat(&[&sdi(Space::Ggtt, DATA, 1), &sdi(Space::Ggtt, DATA + 4, 2), &sdi(Space::Ggtt, DATA + 8, 3)]);
         let r = direct(&mut sim, &mut host, EngineId::Bcs, &s, 1);
-        assert_eq!(r, StepResult { executed: 1, status: StepStatus::Budget });
+        assert_eq!(es(r), (1, StepStatus::Budget));
         assert_eq!(sim.engine(EngineId::Bcs).head(), 16);
         assert_eq!(read_dword(&host, DATA + 4), 0);
         let r = sim.run(EngineId::Bcs, &mut host, None::<&NoPpgtt>, 1);
         assert_eq!(r.status, StepStatus::Budget);
         assert_eq!((read_dword(&host, DATA + 4), read_dword(&host, DATA + 8)), (2, 0));
         let r = sim.run(EngineId::Bcs, &mut host, None::<&NoPpgtt>, 10);
-        assert_eq!(r, StepResult { executed: 1, status: StepStatus::Idle });
+        assert_eq!(es(r), (1, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA + 8), 3);
     }
 
@@ -542,7 +577,9 @@ mod tests {
         ]);
         assert_eq!(direct(&mut sim, &mut host, EngineId::Rcs, &s, 10).status, StepStatus::Idle);
         assert_eq!((read_dword(&host, DATA), read_dword(&host, DATA + 4)), (7, 8));
-        assert_eq!(read_dword(&host, DATA + 8), 1, "timestamp = commands retired before it");
+        let m = CostModel::DEFAULT;
+        let first = m.cmd_ns + 6 * m.access(4) + m.access(8);
+        assert_eq!(read_dword(&host, DATA + 8), first as u32, "timestamp = engine time of the commands before it");
         assert_eq!(sim.read_reg(GTIIR), irq::RCS_PIPECTL_NOTIFY);
         let s = cat(&[&flush_dw_store(Space::Ggtt, DATA + 16, 0x42, true)]);
         assert_eq!(direct(&mut sim, &mut host, EngineId::Bcs, &s, 10).status, StepStatus::Idle);
@@ -584,7 +621,8 @@ mod tests {
         write_dwords(&mut host, bb3, &[sdi(Space::Ggtt, DATA + 12, 4).as_slice(), &[cmd::MI_BATCH_BUFFER_END]].concat());
         let s = cat(&[&bb_start(Space::Ggtt, bb1, false), &sdi(Space::Ggtt, DATA + 16, 5)]);
         // Step into the second-level batch: HEAD stays on the ring's BB_START.
-        let r = direct(&mut sim, &mut host, EngineId::Rcs, &s, 3);
+        let r1 = direct(&mut sim, &mut host, EngineId::Rcs, &s, 3);
+        let r = r1;
         assert_eq!(r.status, StepStatus::Budget);
         assert_eq!(sim.engine(EngineId::Rcs).level(), Level::Second);
         assert_eq!(sim.engine(EngineId::Rcs).head(), 0);
@@ -596,7 +634,9 @@ mod tests {
         assert_eq!(sim.engine(EngineId::Rcs).head(), 4 * s.len() as u32);
         assert_eq!(sim.engine(EngineId::Rcs).level(), Level::Ring);
         // 1 BB_START, SDI, BB_START(2nd), SDI, BBE, SDI, BB_START(chain), SDI, BBE, SDI, NOOP
-        assert_eq!(sim.engine(EngineId::Rcs).timestamp(), 11);
+        assert_eq!(r1.executed + r.executed, 11);
+        assert_eq!(sim.engine(EngineId::Rcs).timestamp(), r1.cost_ns + r.cost_ns, "the context's own engine time");
+        assert!(r1.cost_ns + r.cost_ns >= 11 * CostModel::DEFAULT.cmd_ns);
     }
 
     #[test]
@@ -614,7 +654,7 @@ mod tests {
         sim.write_reg(b + RING_TAIL, 16);
         sim.write_reg(b + RING_CTL, ring_ctl(GUEST_RING_PAGES));
         let r = sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10);
-        assert_eq!(r, StepResult { executed: 3, status: StepStatus::Idle });
+        assert_eq!(es(r), (3, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA), 0x77);
         assert_eq!(sim.engine(EngineId::Rcs).head(), 16);
     }
@@ -629,9 +669,9 @@ mod tests {
         sim.write_reg(b + RING_START, RING as u32);
         sim.write_reg(b + RING_TAIL, 8);
         sim.write_reg(b + RING_CTL, ring_ctl(1));
-        assert_eq!(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10), StepResult { executed: 0, status: StepStatus::Idle });
+        assert_eq!(es(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)), (0, StepStatus::Idle));
         sim.write_reg(b + RING_TAIL, 16);
-        assert_eq!(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10), StepResult { executed: 1, status: StepStatus::Idle });
+        assert_eq!(es(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)), (1, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA), 9);
     }
 
@@ -644,7 +684,7 @@ mod tests {
         let unmapped = 5 << 20; // nobody's GM: no GGTT entry
         let s = cat(&[&sdi(Space::Ggtt, DATA, 1), &sdi(Space::Ggtt, unmapped, 2), &sdi(Space::Ggtt, DATA + 4, 3)]);
         let r = direct(&mut sim, &mut host, EngineId::Rcs, &s, 10);
-        assert_eq!(r, StepResult { executed: 1, status: StepStatus::Faulted(Fault::PageFault { space: Space::Ggtt, addr: unmapped }) });
+        assert_eq!(es(r), (1, StepStatus::Faulted(Fault::PageFault { space: Space::Ggtt, addr: unmapped })));
         assert_eq!(sim.read_reg(0x2000 + RING_EIR), EIR_PAGE_TABLE);
         assert_eq!(sim.read_reg(0x2000 + RING_IPEHR), s[4]);
         assert_eq!(sim.read_reg(0x2000 + RING_HEAD), 16, "HEAD stays on the faulting command");
