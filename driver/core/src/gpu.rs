@@ -317,6 +317,7 @@ fn reject_class(r: Reject) -> RejectClass {
         Reject::UnknownOpcode | Reject::UnsupportedMode | Reject::WrongEngine => RejectClass::UnknownCommand,
         Reject::RegisterNotAllowed => RejectClass::Privileged,
         Reject::AddressNotAllowed | Reject::PpgttNotMapped => RejectClass::BadAddress,
+        Reject::BadGeometry => RejectClass::BadGeometry,
         _ => RejectClass::Malformed,
     }
 }
@@ -910,6 +911,13 @@ impl<const N: usize> Gpu<N> {
         if let Some(s) = self.slot_mut(v) {
             s.root = root;
         }
+    }
+
+    /// Charge the modelled cost of re-shadowing `v`'s PPGTT for a render
+    /// submission ([`super::ppgtt::SyncWork::cost_ns`]) to `v`'s render
+    /// engine time (see [`Scheduler::charge_mediation`]).
+    pub fn charge_ppgtt(&mut self, v: VgpuId, ns: u64) {
+        self.sched.charge_mediation(v, EngineId::Rcs, ns);
     }
 
     /// Virtual GT interrupt registers of `v`.

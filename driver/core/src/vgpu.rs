@@ -729,6 +729,8 @@ impl<const P: usize> Vgpu<P> {
                 let sync = match (Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow), Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap)) {
                     (Ok(g), Ok(mut pp)) => {
                         let r = pp.sync(u64::from(pd), &g, env.guest, env.host, env.alloc);
+                        // Re-shadowing is paid for by the guest that causes it.
+                        gpu.charge_ppgtt(self.slot, pp.last_sync().cost_ns());
                         self.ppgtt = pp.state();
                         r
                     }
