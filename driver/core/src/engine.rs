@@ -219,6 +219,24 @@ impl CostModel {
     pub const fn access(&self, bytes: u64) -> u64 {
         self.access_ns.saturating_add(bytes.saturating_mul(self.kib_ns).div_ceil(1024))
     }
+
+    /// The most one engine step can cost: how far a run overruns its time
+    /// budget at worst.  A step fetches a command (at most
+    /// [`MAX_CMD_DWORDS`] dword reads) and then either stores at most 8
+    /// bytes (two accesses across a page boundary), or does one step of a
+    /// blit: at most `STEP_BYTES / CHUNK` full pieces plus one short piece
+    /// per row and one cut by [`STEP_BYTES`], each read and written in at
+    /// most two accesses, and [`STEP_BYTES`] read and written.
+    pub const fn max_step_ns(&self) -> u64 {
+        let fetch = (MAX_CMD_DWORDS as u64).saturating_mul(self.access(4));
+        let pieces = STEP_BYTES / CHUNK as u64 + STEP_ROWS as u64 + 1;
+        let blit = (pieces * 4)
+            .saturating_mul(self.access_ns.saturating_add(1))
+            .saturating_add((2 * STEP_BYTES).saturating_mul(self.kib_ns).div_ceil(1024));
+        let store = 2 * self.access(8);
+        let data = if blit > store { blit } else { store };
+        self.cmd_ns.saturating_add(fetch).saturating_add(data)
+    }
 }
 
 /// Most bytes one step of a blit touches per surface (the copy reads that

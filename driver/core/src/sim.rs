@@ -254,7 +254,7 @@ impl Backend for GvtSim<'_> {
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod kit {
     extern crate std;
-    use core::cell::RefCell;
+    use core::cell::{Cell, RefCell};
     use core::ops::Range;
     use std::collections::BTreeSet;
     use std::vec;
@@ -403,30 +403,80 @@ pub mod kit {
         (r.executed, r.status)
     }
 
-    /// A host memory that records every page read and written.
+    impl Guest {
+        /// Schedule this vGPU on `e` and run it to idle in runs of at most
+        /// `slice_ns` of engine time each (the scheduler's slices), calling
+        /// `each` with every run's result; then retire.  Stops after
+        /// `max_runs` runs.  Returns the last result and the total cost.
+        pub fn execute_sliced<H: HostMemory>(
+            &mut self,
+            sim: &mut GvtSim<'_>,
+            host: &mut H,
+            e: EngineId,
+            slice_ns: u64,
+            max_runs: u32,
+            mut each: impl FnMut(&StepResult),
+        ) -> (StepResult, u64) {
+            let s = &mut self.shadows[e.index()];
+            s.load(sim);
+            let mut total = 0u64;
+            let mut last = StepResult { executed: 0, status: engine::StepStatus::Idle, cost_ns: 0 };
+            for _ in 0..max_runs {
+                last = sim.run_for(e, host, None::<&NoPpgtt>, engine::Budget { cmds: u32::MAX, ns: slice_ns });
+                total = total.saturating_add(last.cost_ns);
+                each(&last);
+                if last.status != engine::StepStatus::Budget {
+                    break;
+                }
+            }
+            let head = sim.read_reg(e.mmio_base() + RING_HEAD);
+            s.retire(head);
+            (last, total)
+        }
+    }
+
+    /// A host memory that records every page read and written, and counts
+    /// the accesses and bytes (what the engine's cost model must cover).
     pub struct Recording<H> {
         pub inner: H,
         pub reads: RefCell<BTreeSet<u64>>,
         pub writes: BTreeSet<u64>,
+        /// Read accesses and bytes read.
+        pub read_io: Cell<(u64, u64)>,
+        /// Write accesses and bytes written.
+        pub write_io: (u64, u64),
     }
 
     impl<H> Recording<H> {
         pub fn new(inner: H) -> Self {
-            Self { inner, reads: RefCell::new(BTreeSet::new()), writes: BTreeSet::new() }
+            Self { inner, reads: RefCell::new(BTreeSet::new()), writes: BTreeSet::new(), read_io: Cell::new((0, 0)), write_io: (0, 0) }
         }
         pub fn clear(&mut self) {
             self.reads.borrow_mut().clear();
             self.writes.clear();
+            self.read_io.set((0, 0));
+            self.write_io = (0, 0);
+        }
+        /// What the accesses counted since the last [`Recording::clear`]
+        /// cost by `m`, every access priced with the bytes rounded down:
+        /// never more than an engine that charges each access it makes.
+        pub fn io_cost(&self, m: &engine::CostModel) -> u64 {
+            let (rc, rb) = self.read_io.get();
+            let (wc, wb) = self.write_io;
+            (rc + wc) * m.access_ns + (rb + wb) * m.kib_ns / 1024
         }
     }
 
     impl<H: HostMemory> HostMemory for Recording<H> {
         fn read(&self, page: HostPage, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
             self.reads.borrow_mut().insert(page.0);
+            let (c, b) = self.read_io.get();
+            self.read_io.set((c + 1, b + buf.len() as u64));
             self.inner.read(page, offset, buf)
         }
         fn write(&mut self, page: HostPage, offset: usize, data: &[u8]) -> Result<(), MemError> {
             self.writes.insert(page.0);
+            self.write_io = (self.write_io.0 + 1, self.write_io.1 + data.len() as u64);
             self.inner.write(page, offset, data)
         }
     }
