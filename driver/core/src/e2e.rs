@@ -805,3 +805,5 @@ mod fuzz {
         }
     }
 }
+
+mod hostile;
