@@ -22,7 +22,7 @@ use kernel::sync::Mutex;
 
 use crate::gvt_core::aperture::CpuMappings;
 use crate::gvt_core::backend::Pte;
-use crate::gvt_core::gpu::{Gpu, GpuConfig};
+use crate::gvt_core::gpu::{Gpu, GpuConfig, WorkBudget};
 use crate::gvt_core::gpu_lock::GpuLock;
 use crate::gvt_core::mem::{Gfn, GuestMemory, HostMemory, HostPage, MemError};
 use crate::gvt_core::ppgtt::HostPageAlloc;
@@ -228,12 +228,10 @@ extern "C" fn gvt_rs_vblank_work() {
     }
 }
 
-/// Rounds per `run_engines` call (one GPU-lock section; each round's engine
-/// work is bounded by the core's step budget).
-const ROUNDS: u32 = 4;
-/// `run_engines` calls per worker invocation; the GPU lock is dropped and
-/// the CPU offered to others between them.
-const CALLS: u32 = 16;
+/// `run_engines` calls per worker invocation: each is one GPU-lock section
+/// bounded by [`WorkBudget::WORKER`]; the lock is dropped and the CPU offered
+/// to others between them.
+const CALLS: u32 = 8;
 
 /// The engine worker: the engines never run in the trap path.
 #[no_mangle]
@@ -244,7 +242,7 @@ extern "C" fn gvt_rs_engine_work() {
         let (report, failed) = {
             let mut g = p.gpu.lock();
             let PhysGpu { gpu, phys } = &mut *g;
-            let report = gpu.run_engines(phys, &mut KHost, &KClock, ROUNDS);
+            let report = gpu.run_engines(phys, &mut KHost, &KClock, WorkBudget::WORKER);
             // Slots past their hang threshold (paper §3.5.1): their VMMs
             // hear about it through the REQ irq.
             let mut failed = 0u32;

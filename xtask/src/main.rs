@@ -26,6 +26,10 @@ Commands:
                    build with the kernel's rustc 1.85.1, then every VM test
   bench            benchmarks (host and in-guest), printing ratios
   lint-core        check gvt-core with the kernel's compiler and rules
+  fuzz [--seconds N]
+                   a coverage-guided fuzzing campaign of command submission
+                   (driver/core/fuzz/run-fuzz.sh) for N seconds (default 600);
+                   prints libFuzzer's executions and any crash
 
 Environment:
   GVT_CACHE        cache directory (default ~/.cache/gvt-rs)
@@ -255,6 +259,27 @@ fn main() {
             vm_run(&mut p, "bench_", "vm: benchmarks");
         }
         Some("lint-core") => p.run("gvt-core with the kernel's rustc", || sh(&mut tool("check-core-msrv.sh"))),
+        Some("fuzz") => {
+            let secs = match args.get(1).map(String::as_str) {
+                None => 600,
+                Some("--seconds") => match args.get(2).and_then(|s| s.parse::<u64>().ok()).filter(|n| *n > 0) {
+                    Some(n) => n,
+                    None => {
+                        eprintln!("xtask: fuzz --seconds needs a positive whole number of seconds");
+                        exit(2);
+                    }
+                },
+                Some(other) => {
+                    eprintln!("xtask: fuzz: unknown argument '{other}' (usage: cargo xtask fuzz [--seconds N])");
+                    exit(2);
+                }
+            };
+            p.run(&format!("host: fuzz command submission ({secs} s)"), || {
+                let mut c = Command::new("bash");
+                c.arg(repo().join("driver/core/fuzz/run-fuzz.sh")).arg(secs.to_string());
+                sh(&mut c)
+            });
+        }
         Some("-h") | Some("--help") | Some("help") | None => {
             print!("{HELP}");
             return;

@@ -48,8 +48,17 @@
 //! Unknown opcodes, bad lengths, commands on the wrong engine, unsupported
 //! modes, GGTT ranges outside the vGPU's graphics memory, PPGTT ranges not
 //! mapped in its shadow PPGTT, LRI to a register outside [`LRI_WHITELIST`],
-//! batch nesting too deep, chains that loop, commands cut by the tail, and
-//! submissions longer than [`Limits::max_commands`] commands (runaway).
+//! batch nesting too deep, chains that loop, commands cut by the tail,
+//! submissions longer than [`Limits::max_commands`] commands (runaway), and
+//! blits with degenerate geometry ([`Reject::BadGeometry`]: rows that
+//! overlap — more than one row with a pitch below the row's bytes, pitch 0
+//! included — or more than [`MAX_BLIT_BYTES`] per surface).  The rule that
+//! makes the span check bound the work: an accepted blit touches exactly
+//! `w × cpp × h` distinct bytes per surface, all inside the span the auditor
+//! checked.  (Negative pitches are [`Reject::UnsupportedMode`]; a rectangle
+//! with `x2 <= x1` or `y2 <= y1` is empty.)  The engine charges a blit by the
+//! bytes it touches ([`super::engine`]'s cost model), so an honest blit of a
+//! whole slice is accepted and costs its real time.
 //!
 //! Loop detection is exact: the command set has no conditionals, so the
 //! control flow is a function of the (shadowed) content; re-entering the same
@@ -63,6 +72,9 @@ use super::mem::{Gma, PAGE_SIZE};
 pub const MAX_CMD_DWORDS: usize = 1 + 2 * MAX_LRI_REGS;
 /// Most registers one MI_LOAD_REGISTER_IMM may write.
 pub const MAX_LRI_REGS: usize = 32;
+/// Most bytes one blit may touch per surface (a 16384 × 16384 32-bpp
+/// rectangle, 1 GiB: more than any vGPU slice holds).
+pub const MAX_BLIT_BYTES: u64 = 1 << 30;
 /// Chain targets remembered per batch level (loop detection).
 pub const MAX_CHAIN_TARGETS: usize = 16;
 
@@ -166,10 +178,14 @@ pub enum Reject {
     /// The submission's batch buffers do not fit the shadow even when it is
     /// empty.
     TooLarge,
+    /// A blit whose geometry makes its byte span lie about its work: rows
+    /// that overlap (more than one row and a pitch smaller than a row's
+    /// bytes, pitch 0 included), or a rectangle beyond [`MAX_BLIT_BYTES`].
+    BadGeometry,
 }
 
 impl Reject {
-    pub const COUNT: usize = 16;
+    pub const COUNT: usize = 17;
     pub const ALL: [Reject; Reject::COUNT] = [
         Reject::UnknownOpcode,
         Reject::BadLength,
@@ -187,6 +203,7 @@ impl Reject {
         Reject::BadRing,
         Reject::BadTail,
         Reject::TooLarge,
+        Reject::BadGeometry,
     ];
     pub const fn index(self) -> usize {
         self as usize
@@ -305,6 +322,16 @@ impl Surface {
     pub fn row_addr(&self, row: u32, cpp: u32) -> Option<u64> {
         let y = (self.y as u64).checked_add(row as u64)?;
         self.base.checked_add(y.checked_mul(self.pitch as u64)?)?.checked_add((self.x as u64).checked_mul(cpp as u64)?)
+    }
+    /// Whether a `w × h` rectangle of `cpp`-byte pixels is honest: its rows
+    /// do not overlap (one row, or a pitch of at least a row's bytes), so it
+    /// touches `w * cpp * h` distinct bytes, all inside [`Surface::span`],
+    /// and that is at most [`MAX_BLIT_BYTES`].  The engine's work is then
+    /// bounded by the span the auditor checks.
+    pub fn geometry_ok(&self, w: u32, h: u32, cpp: u32) -> bool {
+        let row = u64::from(w) * u64::from(cpp);
+        let rows_apart = h <= 1 || u64::from(self.pitch) >= row;
+        rows_apart && row.saturating_mul(u64::from(h)) <= MAX_BLIT_BYTES
     }
     /// The byte range `[first, first + len)` that holds every byte of a
     /// `w × h` rectangle of `cpp`-byte pixels (None when empty or overflowing).
@@ -592,6 +619,9 @@ pub fn audit_command<E: AuditEnv + ?Sized>(env: &E, cmd: &Command, d: &[u32]) ->
 fn check_rect<E: AuditEnv + ?Sized>(env: &E, s: &Surface, w: u32, h: u32, cpp: u32) -> Result<(), Reject> {
     if w == 0 || h == 0 {
         return Ok(());
+    }
+    if !s.geometry_ok(w, h, cpp) {
+        return Err(Reject::BadGeometry);
     }
     match s.span(w, h, cpp) {
         Some((first, len)) => check_touch(env, Space::Ggtt, first, len),
@@ -1061,7 +1091,8 @@ mod tests {
         assert_eq!(e.run(&color_blt(HIGH.base - 4, 256, (0, 0, 8, 2), 1)), rej(Reject::AddressNotAllowed), "first byte before");
         // Huge coordinates and pitch: stays far outside, no overflow.
         assert_eq!(e.run(&color_blt(0xffff_fff0, 0x7fff, (0xffff, 0xfff0, 0xffff, 0xffff), 1)).map(|_| ()), Ok(()), "empty: w = 0");
-        assert_eq!(e.run(&color_blt(0xffff_0000_0000, 0x7fff, (0, 0, 0xffff, 0xffff), 1)), rej(Reject::AddressNotAllowed));
+        assert_eq!(e.run(&color_blt(0xffff_0000_0000, 0x7fff, (0, 0, 0x1fff, 0x7fff), 1)), rej(Reject::AddressNotAllowed));
+        assert_eq!(e.run(&color_blt(0xffff_0000_0000, 0x7fff, (0, 0, 0xffff, 0xffff), 1)), rej(Reject::BadGeometry), "rows overlap");
         assert_eq!(e.run(&color_blt(DATA, 0x7fff, (0, 0, 4, 0x100), 1)), rej(Reject::AddressNotAllowed), "pitch × height");
         // Copies check the source too.
         assert!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 64, (0, 0))).is_ok());
@@ -1072,6 +1103,37 @@ mod tests {
         e2.ranges = vec![GmRange::new(0, 0x8000), GmRange::new(0x8000, 0x1000)];
         assert!(e2.run(&color_blt(0x7e00, 256, (0, 0, 4, 2), 1)).is_ok());
         assert_eq!(e2.run(&color_blt(0x7f00, 256, (0, 0, 4, 2), 1)), rej(Reject::AddressNotAllowed));
+    }
+
+    /// Review finding 1: the span of a blit with overlapping rows lies about
+    /// its work (pitch 0: 65535 rows written over one row's bytes).
+    #[test]
+    fn blits_with_degenerate_geometry_are_rejected() {
+        let mut e = Env::new(EngineId::Bcs);
+        // The finding's blit: pitch 0, 65535 × 65535 at 32 bpp, whose span
+        // (one 256 KiB row) fits the vGPU but that writes 17 GB.
+        let big = GmRange::new(0x100_0000, 0x100_0000);
+        e.ranges.push(big);
+        assert_eq!(e.run(&color_blt(big.base, 0, (0, 0, 0xffff, 0xffff), 1)), rej(Reject::BadGeometry));
+        // Pitch 0 and pitch one byte short of a row, blit and copy.
+        assert_eq!(e.run(&color_blt(DATA, 0, (0, 0, 4, 2), 1)), rej(Reject::BadGeometry));
+        assert_eq!(e.run(&color_blt(DATA, 15, (0, 0, 4, 2), 1)), rej(Reject::BadGeometry));
+        assert!(e.run(&color_blt(DATA, 16, (0, 0, 4, 2), 1)).is_ok(), "pitch = row bytes");
+        assert_eq!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 8, (0, 0))), rej(Reject::BadGeometry), "source rows overlap");
+        assert_eq!(e.run(&src_copy_blt(DATA, 0, (0, 0, 4, 4), HIGH.base, 64, (0, 0))), rej(Reject::BadGeometry), "destination rows overlap");
+        assert!(e.run(&src_copy_blt(DATA, 16, (0, 0, 4, 4), HIGH.base, 16, (0, 0))).is_ok());
+        // One row: the pitch is never used, the span is the work.
+        assert!(e.run(&color_blt(DATA, 0, (0, 7, 64, 8), 1)).is_ok());
+        // Per-surface size cap.
+        let s = Surface { base: 0, pitch: 0x4000, x: 0, y: 0 };
+        assert!(s.geometry_ok(0x1000, 0xffff, 4), "16 KiB rows: just under 1 GiB");
+        assert!(!Surface { pitch: 0x7ffc, ..s }.geometry_ok(0x1fff, 0xffff, 4), "> MAX_BLIT_BYTES");
+        assert!(Surface { pitch: 0x7ffc, ..s }.geometry_ok(0x1fff, 0x8000, 4));
+        // Counted as their own class.
+        let mut c = RejectCounters::new();
+        c.record(Reject::BadGeometry);
+        assert_eq!(c.get(Reject::BadGeometry), 1);
+        assert_eq!(Reject::ALL[Reject::BadGeometry.index()], Reject::BadGeometry);
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::cmd::encode::*;
 use super::cmd::{Reject, Space, MI_BATCH_BUFFER_END, MI_NOOP, MI_USER_INTERRUPT};
 use super::fakes::{CheckedLock, FakeGuestMemory, FakeHostMemory, FakeHostPages};
 use super::ggtt::{AuditReject, PteWrite};
-use super::gpu::{EngineReport, Gpu, GpuConfig, SubmitOutcome, SubmitReject, SHADOW_PAGES_PER_VGPU};
+use super::gpu::{EngineReport, Gpu, GpuConfig, SubmitOutcome, SubmitReject, WorkBudget, SHADOW_PAGES_PER_VGPU};
 use super::guest::{GuestBus, GuestDriver, PteWidth};
 use super::irq;
 use super::mem::{GmRange, HostMemory, HostPage, PAGE_SIZE};
@@ -149,7 +149,7 @@ impl World {
 
     /// The engine worker, then the signals it asks for.
     fn run(&mut self, rounds: u32) -> EngineReport<NV> {
-        let rep = self.gpu.run_engines(&mut self.phys, &mut self.host, &self.clock, rounds);
+        let rep = self.gpu.run_engines(&mut self.phys, &mut self.host, &self.clock, WorkBudget::rounds(rounds));
         for (slot, d) in rep.pending() {
             for vm in self.vms.iter_mut() {
                 if let Some(v) = vm.vgpu.as_mut().filter(|v| v.slot() == slot) {
@@ -805,3 +805,5 @@ mod fuzz {
         }
     }
 }
+
+mod hostile;

@@ -4,19 +4,57 @@
 //! from the command buffer"; §3.2: the GPU executes guest commands directly).
 //!
 //! Execution is separate from submission: writing TAIL only records it; the
-//! commands run when the owner calls [`Engine::run`] with a command budget (in
-//! the kernel, on a workqueue, never in the trap path), so a scheduler can stop
-//! an engine at any command boundary.  Faults (unmapped address, bad command)
-//! stop the engine with an error status and the engine's error interrupt; they
-//! never panic.
+//! commands run when the owner calls [`Engine::run`] with a [`Budget`] of
+//! commands and modelled engine time (in the kernel, on a workqueue, never in
+//! the trap path), so a scheduler can stop an engine at any command boundary
+//! and inside a blit.  Faults (unmapped address, bad command) stop the engine
+//! with an error status and the engine's error interrupt; they never panic.
+//!
+//! # Bounded steps and the cost model
+//!
+//! The engine works in **steps**: one step is either one whole non-blit
+//! command, or at most [`STEP_ROWS`] rows and [`STEP_BYTES`] bytes of a blit
+//! (`XY_COLOR_BLT`, `XY_SRC_COPY_BLT`).  A blit that does not finish in one
+//! step keeps its progress (row, byte in the row) in the engine's execution
+//! state ([`ExecState`], part of [`EngineContext`]): the engine can be
+//! stopped, its context saved, other contexts run, and the blit resumes
+//! exactly where it stopped (HEAD stays on the blit until it retires).  The
+//! budget is checked between steps, so a [`Engine::run`] call overruns its
+//! time budget by at most one step.
+//!
+//! Every step is charged what it did, as it does it ([`CostModel`]): the
+//! engine counts each access it makes to host memory (command fetches, blit
+//! rows, post-sync and store writes) and prices it; [`StepResult::cost_ns`]
+//! is the sum.  The scheduler charges that engine time to the vGPU and its
+//! hang watchdog sees it, so a blit is charged by the bytes it touches, never
+//! per command only.
+//!
+//! | what | cost (ns, [`CostModel::DEFAULT`]) |
+//! |---|---|
+//! | a command (fetch, decode, retire; once per command) | `cmd_ns` = 1000 |
+//! | one host-memory access (one call, at most one page) | `access_ns` = 16 |
+//! | each KiB read or written by that access | `kib_ns` = 256 (≈ 4 GB/s) |
+//!
+//! So a 4-byte store is ≈ 1 µs, a 1 MiB fill ≈ 0.3 ms, a 1 MiB copy ≈ 0.6 ms
+//! (the figures of gvt-sim on the host: `cargo bench -p gvt-core --bench
+//! cmd --features fakes` prints the measured ratio), and a 17 GB fill would
+//! be ≈ 4.5 s of engine time — long past the watchdog.
 //!
 //! Ring registers (offsets from the engine's MMIO base, Intel legacy ring
 //! layout): TAIL +0x30 (bits 20:3), HEAD +0x34 (bits 20:2), START +0x38 (GGTT
 //! address, bits 31:12), CTL +0x3C (bit 0 enable, bits 20:12 = pages − 1 as
 //! i915's `RING_CTL_SIZE`), IPEHR +0x68 (header of the faulting command), ACTHD
 //! +0x74 (address being executed), HWS_PGA +0x80, EIR +0xB0 (bit 0 instruction
-//! error, bit 4 page-table error), BBADDR +0x140, TIMESTAMP +0x358 (commands
-//! retired, low dword).
+//! error, bit 4 page-table error), BBADDR +0x140, TIMESTAMP +0x358 (low dword
+//! of the context's timestamp).
+//!
+//! # Timestamps are per context
+//!
+//! The timestamp that `RING_TIMESTAMP` reads and that `PIPE_CONTROL` /
+//! `MI_FLUSH_DW` timestamp post-sync operations write is the *context's own*
+//! engine time in ns of the cost model ([`ExecState::time_ns`]): it advances
+//! only while that context executes and is saved and restored with it, so a
+//! vGPU learns nothing about what other vGPUs ran between its own commands.
 //!
 //! HEAD advances as ring commands retire.  While a batch runs, HEAD stays on
 //! the MI_BATCH_BUFFER_START that called it and moves past it when the batch
@@ -126,7 +164,8 @@ pub enum Fault {
 pub enum StepStatus {
     /// HEAD reached TAIL (or only a partial command is submitted).
     Idle,
-    /// The budget ran out with work left.
+    /// The budget ran out with work left (possibly inside a blit:
+    /// [`Engine::mid_command`]).
     Budget,
     /// The ring is not enabled.
     Disabled,
@@ -139,7 +178,72 @@ pub struct StepResult {
     /// Commands retired by this call.
     pub executed: u32,
     pub status: StepStatus,
+    /// Engine time this call used, by the [`CostModel`] (every access it
+    /// made, finished commands and partial blits alike).
+    pub cost_ns: u64,
 }
+
+/// What one [`Engine::run`] call may use.  The engine checks it between
+/// steps (see the module documentation), so it overruns `ns` by at most one
+/// step and never executes more than `cmds` commands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Budget {
+    /// Most commands to retire.
+    pub cmds: u32,
+    /// Most engine time (ns of the cost model) to start steps in.
+    pub ns: u64,
+}
+
+impl Budget {
+    /// `n` commands, no time limit (every blit still runs in bounded steps).
+    pub const fn cmds(n: u32) -> Budget {
+        Budget { cmds: n, ns: u64::MAX }
+    }
+}
+
+/// The engine's cost model (the table in the module documentation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CostModel {
+    /// Per command: fetch, decode, retire (charged when it starts).
+    pub cmd_ns: u64,
+    /// Per access to host memory (one call, at most one page).
+    pub access_ns: u64,
+    /// Per KiB an access reads or writes (charged pro rata, rounded up).
+    pub kib_ns: u64,
+}
+
+impl CostModel {
+    pub const DEFAULT: CostModel = CostModel { cmd_ns: 1000, access_ns: 16, kib_ns: 256 };
+
+    /// Cost of one host access of `bytes` bytes.
+    pub const fn access(&self, bytes: u64) -> u64 {
+        self.access_ns.saturating_add(bytes.saturating_mul(self.kib_ns).div_ceil(1024))
+    }
+
+    /// The most one engine step can cost: how far a run overruns its time
+    /// budget at worst.  A step fetches a command (at most
+    /// [`MAX_CMD_DWORDS`] dword reads) and then either stores at most 8
+    /// bytes (two accesses across a page boundary), or does one step of a
+    /// blit: at most `STEP_BYTES / CHUNK` full pieces plus one short piece
+    /// per row and one cut by [`STEP_BYTES`], each read and written in at
+    /// most two accesses, and [`STEP_BYTES`] read and written.
+    pub const fn max_step_ns(&self) -> u64 {
+        let fetch = (MAX_CMD_DWORDS as u64).saturating_mul(self.access(4));
+        let pieces = STEP_BYTES / CHUNK as u64 + STEP_ROWS as u64 + 1;
+        let blit = (pieces * 4)
+            .saturating_mul(self.access_ns.saturating_add(1))
+            .saturating_add((2 * STEP_BYTES).saturating_mul(self.kib_ns).div_ceil(1024));
+        let store = 2 * self.access(8);
+        let data = if blit > store { blit } else { store };
+        self.cmd_ns.saturating_add(fetch).saturating_add(data)
+    }
+}
+
+/// Most bytes one step of a blit touches per surface (the copy reads that
+/// much and writes that much).
+pub const STEP_BYTES: u64 = 64 << 10;
+/// Most rows one step of a blit touches.
+pub const STEP_ROWS: u32 = 64;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct RingRegs {
@@ -161,14 +265,60 @@ struct Pos {
     addr: u64,
 }
 
-/// Everything an engine holds: what a context switch saves and restores.
+/// Progress of the blit at the execution position: the next byte to do is
+/// byte `col` of row `row`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct EngineContext {
-    regs: RingRegs,
+struct BlitProgress {
+    row: u32,
+    col: u64,
+}
+
+/// The execution state of an engine that its MMIO registers do not show:
+/// batch level and pointers, the progress of a partly done blit, and the
+/// context's timestamp.  Part of [`EngineContext`]; a mediator that saves
+/// contexts through MMIO keeps it per context with [`Engine::take_exec`] /
+/// [`Engine::put_exec`] (the engine then always looks idle at ring level
+/// between runs, and every context resumes exactly where it stopped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExecState {
     level: Level,
     b1: Pos,
     b2: Pos,
     ret_head: u32,
+    blit: Option<BlitProgress>,
+    time_ns: u64,
+}
+
+impl ExecState {
+    /// At ring level, nothing in progress, timestamp 0.
+    pub const IDLE: ExecState = {
+        let p = Pos { space: Space::Ggtt, addr: 0 };
+        ExecState { level: Level::Ring, b1: p, b2: p, ret_head: 0, blit: None, time_ns: 0 }
+    };
+    /// The context's timestamp: its own engine time (ns of the cost model).
+    pub fn time_ns(&self) -> u64 {
+        self.time_ns
+    }
+    /// Batch level being executed.
+    pub fn level(&self) -> Level {
+        self.level
+    }
+    /// A blit is partly done.
+    pub fn mid_command(&self) -> bool {
+        self.blit.is_some()
+    }
+    /// The context's work was dropped (reset): back at ring level with
+    /// nothing in progress; the timestamp keeps counting from where it was.
+    pub fn drop_work(&mut self) {
+        *self = ExecState { time_ns: self.time_ns, ..ExecState::IDLE };
+    }
+}
+
+/// Everything an engine holds: what a context switch saves and restores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EngineContext {
+    regs: RingRegs,
+    exec: ExecState,
     fault: Option<Fault>,
 }
 
@@ -177,14 +327,17 @@ pub struct EngineContext {
 pub struct Engine {
     id: EngineId,
     ctx: EngineContext,
-    timestamp: u64,
+    cost: CostModel,
 }
 
+/// Memory as the executing engine sees it; counts the cost of every access.
 struct Mem<'x, H: HostMemory, P: AddressSpace> {
     ggtt: GgttSpace<'x>,
     host: &'x mut H,
     ppgtt: Option<&'x P>,
     rcs: bool,
+    model: CostModel,
+    cost: u64,
 }
 
 impl<H: HostMemory, P: AddressSpace> Mem<'_, H, P> {
@@ -196,13 +349,17 @@ impl<H: HostMemory, P: AddressSpace> Mem<'_, H, P> {
         };
         t.ok_or(Fault::PageFault { space, addr })
     }
-    fn read(&self, space: Space, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
+    fn charge(&mut self, bytes: usize) {
+        self.cost = self.cost.saturating_add(self.model.access(bytes as u64));
+    }
+    fn read(&mut self, space: Space, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
         let mut done = 0usize;
         while done < buf.len() {
             let a = addr.checked_add(done as u64).ok_or(Fault::PageFault { space, addr })?;
             let (page, off) = self.tr(space, a)?;
             let n = (PAGE_SIZE as usize - off).min(buf.len() - done);
             let chunk = buf.get_mut(done..done + n).ok_or(Fault::PageFault { space, addr: a })?;
+            self.charge(n);
             self.host.read(page, off, chunk).map_err(|_| Fault::PageFault { space, addr: a })?;
             done += n;
         }
@@ -215,27 +372,38 @@ impl<H: HostMemory, P: AddressSpace> Mem<'_, H, P> {
             let (page, off) = self.tr(space, a)?;
             let n = (PAGE_SIZE as usize - off).min(data.len() - done);
             let chunk = data.get(done..done + n).ok_or(Fault::PageFault { space, addr: a })?;
+            self.charge(n);
             self.host.write(page, off, chunk).map_err(|_| Fault::PageFault { space, addr: a })?;
             done += n;
         }
         Ok(())
     }
-    fn read_u32(&self, space: Space, addr: u64) -> Result<u32, Fault> {
+    fn read_u32(&mut self, space: Space, addr: u64) -> Result<u32, Fault> {
         let mut b = [0u8; 4];
         self.read(space, addr, &mut b)?;
         Ok(u32::from_le_bytes(b))
     }
 }
 
-const CHUNK: usize = 256;
+/// Bytes a blit moves per host access (a stack buffer).
+const CHUNK: usize = 1024;
+
+/// What one step did.
+enum Stepped {
+    /// A command retired.
+    Retired,
+    /// A blit made progress and is not finished.
+    Partial,
+    /// Only part of the next command is submitted: wait for more.
+    Waiting,
+}
 
 impl Engine {
     pub const fn new(id: EngineId) -> Self {
-        let p = Pos { space: Space::Ggtt, addr: 0 };
         Self {
             id,
-            ctx: EngineContext { regs: RingRegs { tail: 0, head: 0, start: 0, ctl: 0, hws_pga: 0, ipehr: 0, acthd: 0, eir: 0, bbaddr: 0, mi_mode: 0 }, level: Level::Ring, b1: p, b2: p, ret_head: 0, fault: None },
-            timestamp: 0,
+            ctx: EngineContext { regs: RingRegs { tail: 0, head: 0, start: 0, ctl: 0, hws_pga: 0, ipehr: 0, acthd: 0, eir: 0, bbaddr: 0, mi_mode: 0 }, exec: ExecState::IDLE, fault: None },
+            cost: CostModel::DEFAULT,
         }
     }
 
@@ -251,22 +419,38 @@ impl Engine {
     pub fn fault(&self) -> Option<Fault> {
         self.ctx.fault
     }
-    /// Commands retired since creation (the engine's timestamp).
+    /// The loaded context's timestamp: its own engine time in ns of the cost
+    /// model (see the module documentation).
     pub fn timestamp(&self) -> u64 {
-        self.timestamp
+        self.ctx.exec.time_ns
     }
     /// Nesting level being executed.
     pub fn level(&self) -> Level {
-        self.ctx.level
+        self.ctx.exec.level
+    }
+    /// A blit is partly done (HEAD or the batch pointer is on it).
+    pub fn mid_command(&self) -> bool {
+        self.ctx.exec.blit.is_some()
     }
     /// Whether there is nothing to execute: at ring level and HEAD == TAIL.
     pub fn idle(&self) -> bool {
-        self.ctx.level == Level::Ring && self.ctx.regs.head == self.ctx.regs.tail
+        self.ctx.exec.level == Level::Ring && self.ctx.exec.blit.is_none() && self.ctx.regs.head == self.ctx.regs.tail
+    }
+    /// The cost model this engine charges by.
+    pub fn cost_model(&self) -> CostModel {
+        self.cost
+    }
+    pub fn set_cost_model(&mut self, m: CostModel) {
+        self.cost = m;
     }
 
-    /// Engine reset (GDRST): ring registers cleared, execution state dropped.
+    /// Engine reset (GDRST): ring registers cleared, execution state dropped
+    /// (the loaded context's timestamp keeps counting).
     pub fn reset(&mut self) {
-        *self = Self { timestamp: self.timestamp, ..Self::new(self.id) };
+        let mut exec = self.ctx.exec;
+        exec.drop_work();
+        *self = Self { cost: self.cost, ..Self::new(self.id) };
+        self.ctx.exec = exec;
     }
 
     pub fn save_context(&self) -> EngineContext {
@@ -274,6 +458,18 @@ impl Engine {
     }
     pub fn restore_context(&mut self, ctx: &EngineContext) {
         self.ctx = *ctx;
+    }
+
+    /// Take the execution state of the loaded context out of the engine
+    /// (see [`ExecState`]); the engine is left at ring level, nothing in
+    /// progress, timestamp 0.
+    pub fn take_exec(&mut self) -> ExecState {
+        core::mem::replace(&mut self.ctx.exec, ExecState::IDLE)
+    }
+    /// Load a context's execution state saved by [`Engine::take_exec`]
+    /// (after its ring registers were restored).
+    pub fn put_exec(&mut self, s: ExecState) {
+        self.ctx.exec = s;
     }
 
     /// Read a ring register (offset relative to the engine's MMIO base).
@@ -291,12 +487,14 @@ impl Engine {
             RING_BBADDR => r.bbaddr,
             RING_MI_MODE => {
                 // A faulted engine never reports idle: its context cannot be
-                // switched out, the mediator must reset the engine.
+                // switched out, the mediator must reset the engine.  Neither
+                // does one inside a batch or a blit (state MMIO cannot save).
                 let stopped = r.mi_mode & MI_MODE_STOP_RING != 0;
-                let idle = stopped && self.ctx.level == Level::Ring && self.ctx.fault.is_none();
+                let x = &self.ctx.exec;
+                let idle = stopped && x.level == Level::Ring && x.blit.is_none() && self.ctx.fault.is_none();
                 r.mi_mode | if idle { MI_MODE_IDLE } else { 0 }
             }
-            RING_TIMESTAMP => self.timestamp as u32,
+            RING_TIMESTAMP => self.ctx.exec.time_ns as u32,
             _ => return None,
         })
     }
@@ -308,11 +506,11 @@ impl Engine {
             RING_TAIL => r.tail = v & TAIL_ADDR,
             RING_HEAD => {
                 r.head = v & HEAD_ADDR;
-                self.ctx.level = Level::Ring;
+                self.ctx.exec.drop_work();
             }
             RING_START => {
                 r.start = v & !0xfff;
-                self.ctx.level = Level::Ring;
+                self.ctx.exec.drop_work();
             }
             RING_CTL => r.ctl = v & (RING_NR_PAGES | RING_VALID),
             RING_HWS_PGA => r.hws_pga = v & !0xfff,
@@ -324,45 +522,51 @@ impl Engine {
     }
 
     fn pos(&self) -> Pos {
-        match self.ctx.level {
+        match self.ctx.exec.level {
             Level::Ring => Pos { space: Space::Ggtt, addr: 0 },
-            Level::First => self.ctx.b1,
-            Level::Second => self.ctx.b2,
+            Level::First => self.ctx.exec.b1,
+            Level::Second => self.ctx.exec.b2,
         }
     }
 
-    /// Execute up to `budget` commands.
+    /// Execute within `budget` (commands and engine time; see [`Budget`]).
     pub fn run<H: HostMemory, P: AddressSpace, B: EngineBus>(
         &mut self,
         ggtt: &[Pte],
         host: &mut H,
         ppgtt: Option<&P>,
         bus: &mut B,
-        budget: u32,
+        budget: Budget,
     ) -> StepResult {
-        let mut mem = Mem { ggtt: GgttSpace(ggtt), host, ppgtt, rcs: self.id == EngineId::Rcs };
+        let mut mem = Mem { ggtt: GgttSpace(ggtt), host, ppgtt, rcs: self.id == EngineId::Rcs, model: self.cost, cost: 0 };
         let mut executed = 0;
+        let done = |executed: u32, status: StepStatus, mem: &Mem<'_, H, P>| StepResult { executed, status, cost_ns: mem.cost };
         if self.ctx.regs.ctl & RING_VALID == 0 {
-            return StepResult { executed, status: StepStatus::Disabled };
+            return done(executed, StepStatus::Disabled, &mem);
         }
         if let Some(f) = self.ctx.fault {
-            return StepResult { executed, status: StepStatus::Faulted(f) };
+            return done(executed, StepStatus::Faulted(f), &mem);
         }
         if self.ctx.regs.mi_mode & MI_MODE_STOP_RING != 0 {
             // Stopped for a context switch: fetches nothing.
-            return StepResult { executed, status: StepStatus::Disabled };
+            return done(executed, StepStatus::Disabled, &mem);
         }
         let mut buf = [0u32; MAX_CMD_DWORDS];
         loop {
             if self.idle() {
-                return StepResult { executed, status: StepStatus::Idle };
+                return done(executed, StepStatus::Idle, &mem);
             }
-            if executed >= budget {
-                return StepResult { executed, status: StepStatus::Budget };
+            if executed >= budget.cmds || mem.cost >= budget.ns {
+                return done(executed, StepStatus::Budget, &mem);
             }
-            match self.step(&mut mem, bus, &mut buf) {
-                Ok(true) => executed += 1,
-                Ok(false) => return StepResult { executed, status: StepStatus::Idle },
+            let before = mem.cost;
+            let r = self.step(&mut mem, bus, &mut buf);
+            // The context's timestamp is its own engine time.
+            self.ctx.exec.time_ns = self.ctx.exec.time_ns.wrapping_add(mem.cost - before);
+            match r {
+                Ok(Stepped::Retired) => executed += 1,
+                Ok(Stepped::Partial) => {}
+                Ok(Stepped::Waiting) => return done(executed, StepStatus::Idle, &mem),
                 Err(f) => {
                     let r = &mut self.ctx.regs;
                     r.ipehr = buf[0];
@@ -372,21 +576,20 @@ impl Engine {
                     };
                     self.ctx.fault = Some(f);
                     bus.raise(GtEvent::Error(self.id).bit());
-                    return StepResult { executed, status: StepStatus::Faulted(f) };
+                    return done(executed, StepStatus::Faulted(f), &mem);
                 }
             }
         }
     }
 
-    /// Fetch and execute one command.  Ok(false): only part of a command is
-    /// submitted, wait for more.
+    /// Fetch the command at the execution position and do one step of it.
     fn step<H: HostMemory, P: AddressSpace, B: EngineBus>(
         &mut self,
         mem: &mut Mem<'_, H, P>,
         bus: &mut B,
         buf: &mut [u32; MAX_CMD_DWORDS],
-    ) -> Result<bool, Fault> {
-        let level = self.ctx.level;
+    ) -> Result<Stepped, Fault> {
+        let level = self.ctx.exec.level;
         let r = self.ctx.regs;
         let size = ring_size(r.ctl) as u64;
         let start = r.start as u64;
@@ -406,7 +609,7 @@ impl Engine {
         if level == Level::Ring {
             let pending = (r.tail as u64 + size - r.head as u64) % size;
             if 4 * n as u64 > pending {
-                return Ok(false);
+                return Ok(Stepped::Waiting);
             }
         }
         for i in 1..n {
@@ -418,6 +621,10 @@ impl Engine {
         }
         let d = buf.get(..n).unwrap_or(&[]);
         let c = cmd::parse(op, d).map_err(Fault::BadCommand)?;
+        let resumed = self.ctx.exec.blit.take();
+        if resumed.is_none() {
+            mem.cost = mem.cost.saturating_add(mem.model.cmd_ns);
+        }
         let step = 4 * n as u64;
         let mut advance = true;
         match c {
@@ -427,10 +634,10 @@ impl Engine {
                 match level {
                     Level::Ring => return Err(Fault::BadCommand(Reject::BatchEndInRing)),
                     Level::First => {
-                        self.ctx.regs.head = self.ctx.ret_head;
-                        self.ctx.level = Level::Ring;
+                        self.ctx.regs.head = self.ctx.exec.ret_head;
+                        self.ctx.exec.level = Level::Ring;
                     }
-                    Level::Second => self.ctx.level = Level::First,
+                    Level::Second => self.ctx.exec.level = Level::First,
                 }
                 advance = false;
             }
@@ -458,19 +665,20 @@ impl Engine {
             }
             Command::BatchStart { space, addr, second_level } => {
                 let target = Pos { space, addr };
+                let x = &mut self.ctx.exec;
                 match (level, second_level) {
                     (Level::Ring, false) => {
-                        self.ctx.ret_head = ((r.head as u64 + step) % size) as u32;
-                        self.ctx.b1 = target;
-                        self.ctx.level = Level::First;
+                        x.ret_head = ((r.head as u64 + step) % size) as u32;
+                        x.b1 = target;
+                        x.level = Level::First;
                     }
                     (Level::First, true) => {
-                        self.ctx.b1.addr = self.ctx.b1.addr.wrapping_add(step);
-                        self.ctx.b2 = target;
-                        self.ctx.level = Level::Second;
+                        x.b1.addr = x.b1.addr.wrapping_add(step);
+                        x.b2 = target;
+                        x.level = Level::Second;
                     }
-                    (Level::First, false) => self.ctx.b1 = target,
-                    (Level::Second, false) => self.ctx.b2 = target,
+                    (Level::First, false) => x.b1 = target,
+                    (Level::Second, false) => x.b2 = target,
                     (_, true) => return Err(Fault::BadCommand(Reject::ChainTooDeep)),
                 }
                 self.ctx.regs.bbaddr = addr as u32;
@@ -480,24 +688,32 @@ impl Engine {
                 if self.id != EngineId::Bcs {
                     return Err(Fault::BadCommand(Reject::WrongEngine));
                 }
-                Self::fill(mem, &dst, w, h, cpp, color)?;
+                let at = resumed.unwrap_or(BlitProgress { row: 0, col: 0 });
+                if let Some(next) = Self::fill(mem, &dst, w, h, cpp, color, at)? {
+                    self.ctx.exec.blit = Some(next);
+                    return Ok(Stepped::Partial);
+                }
             }
             Command::SrcCopyBlt { dst, src, w, h, cpp } => {
                 if self.id != EngineId::Bcs {
                     return Err(Fault::BadCommand(Reject::WrongEngine));
                 }
-                Self::copy(mem, &dst, &src, w, h, cpp)?;
+                let at = resumed.unwrap_or(BlitProgress { row: 0, col: 0 });
+                if let Some(next) = Self::copy(mem, &dst, &src, w, h, cpp, at)? {
+                    self.ctx.exec.blit = Some(next);
+                    return Ok(Stepped::Partial);
+                }
             }
         }
         if advance {
+            let x = &mut self.ctx.exec;
             match level {
                 Level::Ring => self.ctx.regs.head = ((r.head as u64 + step) % size) as u32,
-                Level::First => self.ctx.b1.addr = self.ctx.b1.addr.wrapping_add(step),
-                Level::Second => self.ctx.b2.addr = self.ctx.b2.addr.wrapping_add(step),
+                Level::First => x.b1.addr = x.b1.addr.wrapping_add(step),
+                Level::Second => x.b2.addr = x.b2.addr.wrapping_add(step),
             }
         }
-        self.timestamp = self.timestamp.wrapping_add(1);
-        Ok(true)
+        Ok(Stepped::Retired)
     }
 
     fn post_sync<H: HostMemory, P: AddressSpace>(&self, mem: &mut Mem<'_, H, P>, post: PostSync) -> Result<(), Fault> {
@@ -509,43 +725,87 @@ impl Engine {
                 b[4..].copy_from_slice(&data[1].to_le_bytes());
                 mem.write(space, addr, &b[..4 * n as usize])
             }
-            PostSync::Timestamp { space, addr } => mem.write(space, addr, &self.timestamp.to_le_bytes()),
+            // The context's own time, never a device-global counter.
+            PostSync::Timestamp { space, addr } => mem.write(space, addr, &self.ctx.exec.time_ns.to_le_bytes()),
         }
     }
 
-    fn fill<H: HostMemory, P: AddressSpace>(mem: &mut Mem<'_, H, P>, dst: &Surface, w: u32, h: u32, cpp: u32, color: u32) -> Result<(), Fault> {
+    /// One step of a blit of `h` rows of `row_bytes` bytes from `at`: calls
+    /// `row_op(row, first byte, bytes)` for pieces of at most [`CHUNK`]
+    /// bytes, at most [`STEP_ROWS`] rows and [`STEP_BYTES`] bytes in all.
+    /// Returns where to resume, or None when the blit is done.
+    fn blit_step(
+        h: u32,
+        row_bytes: u64,
+        at: BlitProgress,
+        mut row_op: impl FnMut(u32, u64, usize) -> Result<(), Fault>,
+    ) -> Result<Option<BlitProgress>, Fault> {
+        if row_bytes == 0 {
+            return Ok(None);
+        }
+        let mut p = at;
+        let (mut rows, mut bytes) = (0u32, 0u64);
+        while p.row < h {
+            if rows >= STEP_ROWS || bytes >= STEP_BYTES {
+                return Ok(Some(p));
+            }
+            while p.col < row_bytes && bytes < STEP_BYTES {
+                let n = (row_bytes - p.col).min(CHUNK as u64).min(STEP_BYTES - bytes) as usize;
+                row_op(p.row, p.col, n)?;
+                p.col += n as u64;
+                bytes += n as u64;
+            }
+            if p.col < row_bytes {
+                return Ok(Some(p));
+            }
+            p = BlitProgress { row: p.row + 1, col: 0 };
+            rows += 1;
+        }
+        Ok(None)
+    }
+
+    fn fill<H: HostMemory, P: AddressSpace>(
+        mem: &mut Mem<'_, H, P>,
+        dst: &Surface,
+        w: u32,
+        h: u32,
+        cpp: u32,
+        color: u32,
+        at: BlitProgress,
+    ) -> Result<Option<BlitProgress>, Fault> {
         let mut pat = [0u8; CHUNK];
         let c = color.to_le_bytes();
+        let cpp = cpp.clamp(1, 4);
         for (i, b) in pat.iter_mut().enumerate() {
             *b = c[i % cpp as usize];
         }
         let row_bytes = w as u64 * cpp as u64;
-        for row in 0..h {
+        Self::blit_step(h, row_bytes, at, |row, col, n| {
             let a = dst.row_addr(row, cpp).ok_or(Fault::PageFault { space: Space::Ggtt, addr: dst.base })?;
-            let mut done = 0u64;
-            while done < row_bytes {
-                let n = (row_bytes - done).min(CHUNK as u64) as usize;
-                mem.write(Space::Ggtt, a.wrapping_add(done), &pat[..n])?;
-                done += n as u64;
-            }
-        }
-        Ok(())
+            // Every piece is a multiple of cpp bytes (rows, CHUNK and
+            // STEP_BYTES are), so `col` is on a pixel boundary.
+            mem.write(Space::Ggtt, a.wrapping_add(col), pat.get(..n).unwrap_or(&[]))
+        })
     }
 
-    fn copy<H: HostMemory, P: AddressSpace>(mem: &mut Mem<'_, H, P>, dst: &Surface, src: &Surface, w: u32, h: u32, cpp: u32) -> Result<(), Fault> {
+    #[allow(clippy::too_many_arguments)]
+    fn copy<H: HostMemory, P: AddressSpace>(
+        mem: &mut Mem<'_, H, P>,
+        dst: &Surface,
+        src: &Surface,
+        w: u32,
+        h: u32,
+        cpp: u32,
+        at: BlitProgress,
+    ) -> Result<Option<BlitProgress>, Fault> {
         let mut tmp = [0u8; CHUNK];
         let row_bytes = w as u64 * cpp as u64;
-        for row in 0..h {
+        Self::blit_step(h, row_bytes, at, |row, col, n| {
             let da = dst.row_addr(row, cpp).ok_or(Fault::PageFault { space: Space::Ggtt, addr: dst.base })?;
             let sa = src.row_addr(row, cpp).ok_or(Fault::PageFault { space: Space::Ggtt, addr: src.base })?;
-            let mut done = 0u64;
-            while done < row_bytes {
-                let n = (row_bytes - done).min(CHUNK as u64) as usize;
-                mem.read(Space::Ggtt, sa.wrapping_add(done), &mut tmp[..n])?;
-                mem.write(Space::Ggtt, da.wrapping_add(done), &tmp[..n])?;
-                done += n as u64;
-            }
-        }
-        Ok(())
+            let t = tmp.get_mut(..n).unwrap_or(&mut []);
+            mem.read(Space::Ggtt, sa.wrapping_add(col), t)?;
+            mem.write(Space::Ggtt, da.wrapping_add(col), t)
+        })
     }
 }

@@ -42,15 +42,29 @@
 //! particular is rebuilt only when nothing executes).
 //!
 //! # Engine model
-//! gvt-sim executes commands for real; its time is modelled as
-//! [`GpuConfig::ns_per_cmd`] per executed command (the scheduler's slices,
-//! credits and watchdog are in those ns).  gvt-sim's batch position (level,
-//! batch pointers) is not part of the MMIO context image ([`super::ctx`]),
-//! so the integrated GPU schedules with [`Preemption::Batch`]: contexts are
-//! switched only at ring level.  A faulted engine makes no progress and
-//! burns its whole slice, which is what the watchdog ([`super::reset`])
-//! turns into a hang of the guilty vGPU: reset of that engine only, its
-//! work dropped, a virtual error interrupt, Failed at the limit.
+//! gvt-sim executes commands for real; its time is modelled by the engine's
+//! cost model ([`GpuConfig::cost`], the table in [`super::engine`]): every
+//! command and every byte a blit touches is charged, and the scheduler's
+//! slices, credits and watchdog are in those ns.  A run stops between
+//! bounded engine steps (at most [`super::engine::STEP_BYTES`] per step,
+//! inside a blit too), so a slice overruns by at most one step.
+//!
+//! A context's execution state that MMIO does not show (batch level and
+//! pointers, blit progress, its timestamp: [`ExecState`]) is kept per slot
+//! and engine and loaded onto the engine only for the duration of that
+//! slot's run; between runs the engine sits at ring level, HEAD on the
+//! retirement point, so the MMIO context switch ([`super::ctx`]) may switch
+//! at any step boundary and the scheduler uses the configured
+//! [`Preemption`] ([`Preemption::Command`] by default): neither a long batch
+//! nor a long blit holds an engine past its slice.  A faulted engine makes
+//! no progress and burns its whole slice, which is what the watchdog
+//! ([`super::reset`]) turns into a hang of the guilty vGPU: reset of that
+//! engine only, its work dropped, a virtual error interrupt, Failed at the
+//! limit.  A blit that runs longer than the hang timeout without its
+//! submission retiring is such a hang too.
+//!
+//! [`Gpu::run_engines`] does at most a [`WorkBudget`] of engine work per
+//! call, so the kernel worker holds the GPU lock for bounded time.
 //!
 //! Retirement is exact: [`Engines::run`] points the physical TAIL at the
 //! end of the oldest pending submission, runs to it, and counts it retired
@@ -59,7 +73,7 @@
 
 use super::backend::{Backend, EngineId, Pte};
 use super::cmd::{Level, Limits, Reject, RejectCounters};
-use super::engine::{StepStatus, EIR_INSTRUCTION};
+use super::engine::{Budget, CostModel, ExecState, StepStatus, EIR_INSTRUCTION};
 use super::irq::{self, Delivery, GtEvent, GtIrq};
 use super::mem::{GmRange, HostMemory, HostPage, PAGE_SHIFT, PAGE_SIZE};
 use super::mmio::IrqReg;
@@ -88,13 +102,14 @@ pub const MAX_QUEUED: usize = 64;
 /// Parameters of the mediated GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GpuConfig {
-    /// Scheduler parameters (its preemption is forced to
-    /// [`Preemption::Batch`], see the module documentation).
+    /// Scheduler parameters.
     pub sched: SchedConfig,
     /// Per-submission audit limits.
     pub limits: Limits,
-    /// Modelled engine time of one command.
-    pub ns_per_cmd: u64,
+    /// What engine work costs (modelled engine time, see
+    /// [`super::engine`]): the scheduler's slices, credits and watchdog
+    /// are in these ns.
+    pub cost: CostModel,
 }
 
 impl GpuConfig {
@@ -105,7 +120,7 @@ impl GpuConfig {
     pub const DEFAULT: GpuConfig = GpuConfig {
         sched: SchedConfig::DEFAULT,
         limits: Limits { max_commands: SchedConfig::DEFAULT.max_pending_cmds },
-        ns_per_cmd: 1000,
+        cost: CostModel::DEFAULT,
     };
 }
 
@@ -115,7 +130,7 @@ pub enum GpuError {
     /// `N` slots' shadow areas do not fit the host-reserved GM, or the
     /// physical GGTT is smaller than the host-reserved range.
     ReservedTooSmall,
-    /// `max_pending_submissions` above [`MAX_QUEUED`], `ns_per_cmd` 0, or
+    /// `max_pending_submissions` above [`MAX_QUEUED`], `cost.cmd_ns` 0, or
     /// an audit limit (`limits.max_commands`) above the flow-control bound
     /// (`sched.max_pending_cmds`): such submissions could never be admitted.
     BadConfig,
@@ -231,6 +246,9 @@ struct Slot {
     /// ([`Gpu::ppgtt_update_begin`]): its render work neither runs nor is
     /// audited until [`Gpu::ppgtt_update_end`] hands the new root.
     ppgtt_busy: bool,
+    /// Per engine: the execution state of this vGPU's context (see
+    /// [`ExecState`]), loaded onto the engine only while it runs.
+    exec: [ExecState; EngineId::COUNT],
     out: Delivery,
     stats: SlotStats,
 }
@@ -247,6 +265,7 @@ impl Slot {
             eir: [0; EngineId::COUNT],
             root: None,
             ppgtt_busy: false,
+            exec: [ExecState::IDLE; EngineId::COUNT],
             out: Delivery { msi: false, intx: None },
             stats: SlotStats { rejected: RejectCounters::new(), ..SLOT_STATS_ZERO },
         }
@@ -303,7 +322,30 @@ fn reject_class(r: Reject) -> RejectClass {
         Reject::UnknownOpcode | Reject::UnsupportedMode | Reject::WrongEngine => RejectClass::UnknownCommand,
         Reject::RegisterNotAllowed => RejectClass::Privileged,
         Reject::AddressNotAllowed | Reject::PpgttNotMapped => RejectClass::BadAddress,
+        Reject::BadGeometry => RejectClass::BadGeometry,
         _ => RejectClass::Malformed,
+    }
+}
+
+/// How much one [`Gpu::run_engines`] call may do before it returns.  It
+/// stops after `rounds` scheduling rounds or as soon as the rounds used
+/// `engine_ns` of engine time (both engines together), so one call does at
+/// most `engine_ns` plus one round (a slice and one engine step per engine)
+/// of work.  The kernel worker drops the GPU lock and yields between calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkBudget {
+    pub rounds: u32,
+    pub engine_ns: u64,
+}
+
+impl WorkBudget {
+    /// The kernel's engine worker: at most 64 rounds and 2 ms of engine work
+    /// per call.
+    pub const WORKER: WorkBudget = WorkBudget { rounds: 64, engine_ns: 2_000_000 };
+
+    /// `n` rounds, whatever they cost (host tests).
+    pub const fn rounds(n: u32) -> WorkBudget {
+        WorkBudget { rounds: n, engine_ns: u64::MAX }
     }
 }
 
@@ -319,6 +361,9 @@ pub struct EngineReport<const N: usize> {
     pub hangs: u32,
     /// Held TAILs that were admitted after retirements.
     pub retried: u32,
+    /// Engine time the rounds used, both engines together (ns of the cost
+    /// model): what the call cost, bounded by its [`WorkBudget`].
+    pub work_ns: u64,
     /// Per slot: what the glue must signal (see [`super::vgpu::Vgpu::signal`]).
     pub deliveries: [Delivery; N],
 }
@@ -348,7 +393,8 @@ struct Hw<'x, 'g, H: HostMemory, const N: usize> {
     sim: &'x mut GvtSim<'g>,
     slots: &'x mut [Slot; N],
     host: &'x mut H,
-    ns_per_cmd: u64,
+    /// Least engine time a stuck run burns.
+    cmd_ns: u64,
 }
 
 impl<H: HostMemory, const N: usize> Backend for Hw<'_, '_, H, N> {
@@ -397,31 +443,38 @@ impl<H: HostMemory, const N: usize> Engines for Hw<'_, '_, H, N> {
     }
 
     fn run(&mut self, e: EngineId, v: VgpuId, b: RunBudget) -> RunReport {
-        let ns = self.ns_per_cmd.max(1);
         let Some(slot) = self.slots.get_mut(v.index()) else {
             return RunReport { consumed_ns: 0, cmds: 0, retired: 0, since_retire_ns: 0, stop: StopReason::Drained };
         };
         let base = e.mmio_base();
-        let allowed = (b.ns / ns).clamp(1, u64::from(b.max_cmds.max(1))) as u32;
         let root = if e == EngineId::Rcs { slot.root.map(ShadowRoot) } else { None };
-        let (mut executed, mut since, mut retired, mut charged) = (0u32, 0u32, 0u32, 0u32);
+        // The context's execution state (batch position, blit progress,
+        // timestamp) is on the engine only while it runs here.
+        if let Some(x) = slot.exec.get(e.index()) {
+            self.sim.put_exec(e, *x);
+        }
+        let (mut executed, mut retired, mut charged) = (0u32, 0u32, 0u32);
+        let (mut consumed, mut since) = (0u64, 0u64);
         let mut stuck = false;
         let stop = loop {
             let Some((next, cmds)) = slot.queue.get(e.index()).and_then(|q| q.front()) else {
                 break StopReason::Drained;
             };
-            let at_ring = self.sim.engine(e).level() == Level::Ring;
+            let eng = self.sim.engine(e);
+            let at_ring = eng.level() == Level::Ring && !eng.mid_command();
             if b.finish_batch && at_ring {
                 break StopReason::Preempted;
             }
-            if executed >= allowed {
-                break if at_ring { StopReason::Preempted } else { StopReason::MidBatch };
+            if executed >= b.max_cmds || consumed >= b.ns {
+                let preemptible = at_ring || b.preemption == Preemption::Command;
+                break if preemptible { StopReason::Preempted } else { StopReason::MidBatch };
             }
             self.sim.write_reg(base + ring::TAIL, next);
-            let chunk = if b.finish_batch { 1 } else { allowed - executed };
-            let r = self.sim.run(e, self.host, root.as_ref(), chunk);
+            let budget = Budget { cmds: if b.finish_batch { 1 } else { b.max_cmds - executed }, ns: b.ns - consumed };
+            let r = self.sim.run_for(e, self.host, root.as_ref(), budget);
             executed = executed.saturating_add(r.executed);
-            since = since.saturating_add(r.executed);
+            consumed = consumed.saturating_add(r.cost_ns);
+            since = since.saturating_add(r.cost_ns);
             match r.status {
                 StepStatus::Budget => {}
                 StepStatus::Idle => {
@@ -445,6 +498,9 @@ impl<H: HostMemory, const N: usize> Engines for Hw<'_, '_, H, N> {
                 }
             }
         };
+        if let Some(x) = slot.exec.get_mut(e.index()) {
+            *x = self.sim.take_exec(e);
+        }
         let head = self.sim.engine(e).head();
         if let Some(r) = slot.rings.get_mut(e.index()) {
             r.retire(head);
@@ -452,15 +508,13 @@ impl<H: HostMemory, const N: usize> Engines for Hw<'_, '_, H, N> {
         }
         forward_irq(self.sim, slot, e);
         slot.stats.retired = slot.stats.retired.saturating_add(u64::from(retired));
-        let mut consumed = u64::from(executed) * ns;
-        let mut since_ns = u64::from(since) * ns;
         if stuck {
             // A stuck engine occupies the hardware for the whole slice.
-            let burn = b.ns.max(ns).saturating_sub(consumed);
+            let burn = b.ns.max(self.cmd_ns).saturating_sub(consumed);
             consumed = consumed.saturating_add(burn);
-            since_ns = since_ns.saturating_add(burn);
+            since = since.saturating_add(burn);
         }
-        RunReport { consumed_ns: consumed, cmds: charged, retired, since_retire_ns: since_ns, stop }
+        RunReport { consumed_ns: consumed, cmds: charged, retired, since_retire_ns: since, stop }
     }
 
     fn drop_work(&mut self, e: EngineId, v: VgpuId) -> u32 {
@@ -474,6 +528,9 @@ impl<H: HostMemory, const N: usize> Engines for Hw<'_, '_, H, N> {
         }
         if let Some(h) = slot.held.get_mut(e.index()) {
             *h = None;
+        }
+        if let Some(x) = slot.exec.get_mut(e.index()) {
+            x.drop_work();
         }
         n
     }
@@ -505,12 +562,10 @@ impl<const N: usize> Gpu<N> {
 
     /// The GPU before [`Gpu::power_on`]: no slot can be created yet.
     pub const fn unpowered(cfg: GpuConfig) -> Self {
-        let mut sched_cfg = cfg.sched;
-        sched_cfg.preemption = Preemption::Batch;
         Gpu {
-            cfg: GpuConfig { sched: sched_cfg, limits: cfg.limits, ns_per_cmd: cfg.ns_per_cmd },
+            cfg,
             sim: SimState::new(),
-            sched: Scheduler::new(sched_cfg),
+            sched: Scheduler::new(cfg.sched),
             slots: [EMPTY_SLOT; N],
             reserved: GmRange::new(0, 0),
         }
@@ -521,7 +576,7 @@ impl<const N: usize> Gpu<N> {
     /// registers.
     pub fn power_on(&mut self, phys: &mut [Pte]) -> Result<(), GpuError> {
         let cfg = self.cfg;
-        if cfg.ns_per_cmd == 0
+        if cfg.cost.cmd_ns == 0
             || cfg.sched.max_pending_submissions as usize > MAX_QUEUED
             || cfg.limits.max_commands > cfg.sched.max_pending_cmds
         {
@@ -535,6 +590,7 @@ impl<const N: usize> Gpu<N> {
         }
         self.reserved = reserved;
         self.with_backend(phys, |b| {
+            b.set_cost_model(cfg.cost);
             b.write_reg(irq::GTIMR, 0);
             b.write_reg(irq::GTIER, !0);
         });
@@ -599,7 +655,7 @@ impl<const N: usize> Gpu<N> {
         if let Err(m) = mapped {
             self.unmap_shadows(phys, i);
             let Gpu { sim, sched, slots, cfg, .. } = self;
-            let _ = with_hw_nohost(sim, phys, slots, cfg.ns_per_cmd, |hw| sched.destroy_vgpu(hw, &NoClock, v));
+            let _ = with_hw_nohost(sim, phys, slots, cfg.cost.cmd_ns, |hw| sched.destroy_vgpu(hw, &NoClock, v));
             return Err(GpuError::Shadow(m));
         }
         match self.slots.get_mut(i) {
@@ -629,7 +685,7 @@ impl<const N: usize> Gpu<N> {
     pub fn destroy_slot<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: VgpuId) -> Result<(), GpuError> {
         self.slot(v).ok_or(GpuError::Sched(SchedError::BadVgpu))?;
         let Gpu { sim, sched, slots, cfg, .. } = self;
-        let r = with_hw(sim, phys, slots, host, cfg.ns_per_cmd, |hw| sched.destroy_vgpu(hw, clock, v));
+        let r = with_hw(sim, phys, slots, host, cfg.cost.cmd_ns, |hw| sched.destroy_vgpu(hw, clock, v));
         self.unmap_shadows(phys, v.index());
         if let Some(s) = self.slots.get_mut(v.index()) {
             *s = EMPTY_SLOT;
@@ -643,7 +699,7 @@ impl<const N: usize> Gpu<N> {
     pub fn reset_slot<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: VgpuId) -> Result<(), GpuError> {
         self.slot(v).ok_or(GpuError::Sched(SchedError::BadVgpu))?;
         let Gpu { sim, sched, slots, cfg, reserved, .. } = self;
-        let r = with_hw(sim, phys, slots, host, cfg.ns_per_cmd, |hw| sched.reset_vgpu(hw, clock, v));
+        let r = with_hw(sim, phys, slots, host, cfg.cost.cmd_ns, |hw| sched.reset_vgpu(hw, clock, v));
         if let Some(s) = slots.get_mut(v.index()) {
             let stats = s.stats;
             *s = Slot::new(v.index(), s.gm, *reserved);
@@ -660,7 +716,7 @@ impl<const N: usize> Gpu<N> {
             return;
         }
         let Gpu { sim, sched, slots, cfg, reserved, .. } = self;
-        with_hw(sim, phys, slots, host, cfg.ns_per_cmd, |hw| {
+        with_hw(sim, phys, slots, host, cfg.cost.cmd_ns, |hw| {
             let _ = sched.reset_engine_work(hw, clock, v, e);
             for off in [ring::CTL, ring::START, ring::HEAD, ring::TAIL] {
                 let _ = sched.write_ctx_reg(hw, v, e, off, 0);
@@ -784,24 +840,26 @@ impl<const N: usize> Gpu<N> {
         (SubmitOutcome::Rejected(SubmitReject::Ppgtt(err)), core::mem::take(&mut slot.out))
     }
 
-    /// The engine worker: up to `max_rounds` scheduling rounds over gvt-sim
-    /// (each runs every engine for one slice), retirement, interrupt
+    /// The engine worker: scheduling rounds over gvt-sim (each runs every
+    /// engine for one slice) within `budget`, retirement, interrupt
     /// forwarding, hang handling, and retry of held TAILs.  GPU lock only.
-    pub fn run_engines<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, max_rounds: u32) -> EngineReport<N> {
-        let mut rep = EngineReport { rounds: 0, idle: false, hangs: 0, retried: 0, deliveries: [Delivery::default(); N] };
+    pub fn run_engines<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, budget: WorkBudget) -> EngineReport<N> {
+        let mut rep = EngineReport { rounds: 0, idle: false, hangs: 0, retried: 0, work_ns: 0, deliveries: [Delivery::default(); N] };
         let limits = self.cfg.limits;
-        let ns = self.cfg.ns_per_cmd;
+        let ns = self.cfg.cost.cmd_ns;
         let Gpu { sim, sched, slots, .. } = self;
         let mut g = GvtSim::resume(phys, *sim);
         for s in slots.iter_mut() {
             s.out = Delivery::default();
         }
-        for _ in 0..max_rounds {
+        for _ in 0..budget.rounds {
             let r = {
-                let mut hw = Hw { sim: &mut g, slots: &mut *slots, host: &mut *host, ns_per_cmd: ns };
+                let mut hw = Hw { sim: &mut g, slots: &mut *slots, host: &mut *host, cmd_ns: ns };
                 sched.round(&mut hw, clock)
             };
             rep.rounds += 1;
+            let used = r.ran.iter().flatten().fold(0u64, |a, x| a.saturating_add(x.consumed_ns));
+            rep.work_ns = rep.work_ns.saturating_add(used);
             for ev in r.hangs.iter().flatten() {
                 rep.hangs += 1;
                 let v = VgpuId(ev.slot as u16);
@@ -846,6 +904,9 @@ impl<const N: usize> Gpu<N> {
                 rep.idle = true;
                 break;
             }
+            if rep.work_ns >= budget.engine_ns {
+                break;
+            }
         }
         for (d, s) in rep.deliveries.iter_mut().zip(slots.iter_mut()) {
             *d = core::mem::take(&mut s.out);
@@ -879,6 +940,13 @@ impl<const N: usize> Gpu<N> {
             s.ppgtt_busy = false;
             s.root = root;
         }
+    }
+
+    /// Charge the modelled cost of re-shadowing `v`'s PPGTT for a render
+    /// submission ([`super::ppgtt::SyncWork::cost_ns`]) to `v`'s render
+    /// engine time (see [`Scheduler::charge_mediation`]).
+    pub fn charge_ppgtt(&mut self, v: VgpuId, ns: u64) {
+        self.sched.charge_mediation(v, EngineId::Rcs, ns);
     }
 
     /// Virtual GT interrupt registers of `v`.
@@ -957,6 +1025,7 @@ const EMPTY_SLOT: Slot = Slot {
     eir: [0; EngineId::COUNT],
     root: None,
     ppgtt_busy: false,
+    exec: [ExecState::IDLE; EngineId::COUNT],
     out: Delivery { msi: false, intx: None },
     stats: SLOT_STATS_ZERO,
 };
@@ -1033,12 +1102,12 @@ fn with_hw<H: HostMemory, R, const N: usize>(
     phys: &mut [Pte],
     slots: &mut [Slot; N],
     host: &mut H,
-    ns_per_cmd: u64,
+    cmd_ns: u64,
     f: impl FnOnce(&mut Hw<'_, '_, H, N>) -> R,
 ) -> R {
     let mut g = GvtSim::resume(phys, *sim);
     let r = {
-        let mut hw = Hw { sim: &mut g, slots, host, ns_per_cmd };
+        let mut hw = Hw { sim: &mut g, slots, host, cmd_ns };
         f(&mut hw)
     };
     *sim = g.park();
@@ -1068,10 +1137,10 @@ fn with_hw_nohost<R, const N: usize>(
     sim: &mut SimState,
     phys: &mut [Pte],
     slots: &mut [Slot; N],
-    ns_per_cmd: u64,
+    cmd_ns: u64,
     f: impl FnOnce(&mut Hw<'_, '_, NoHost, N>) -> R,
 ) -> R {
-    with_hw(sim, phys, slots, &mut NoHost, ns_per_cmd, f)
+    with_hw(sim, phys, slots, &mut NoHost, cmd_ns, f)
 }
 
 #[cfg(test)]
@@ -1100,7 +1169,7 @@ mod tests {
         c.limits.max_commands = c.sched.max_pending_cmds + 1;
         assert_eq!(Gpu::<2>::new(c, &mut p).err(), Some(GpuError::BadConfig));
         let g = Gpu::<2>::new(GpuConfig::DEFAULT, &mut p).unwrap();
-        assert_eq!(g.config().sched.preemption, Preemption::Batch);
+        assert_eq!(g.config().sched.preemption, Preemption::Command);
         assert_eq!(g.host_reserved(), GmRange::new(16 << 20, 16 << 20));
         // The in-place path: a const value, powered on later.
         const UNPOWERED: Gpu<2> = Gpu::unpowered(GpuConfig::DEFAULT);

@@ -41,11 +41,34 @@
 //! and the guest's own consistency is restored at its next submission, which is
 //! when hardware would also be expected to see it.
 //!
-//! One address space is cached per vGPU: when the guest's PP_DIR_BASE changes,
-//! the whole shadow is rebuilt.  [`Ppgtt::shadow_root`] is the page the render
+//! One shadow root per vGPU; [`Ppgtt::shadow_root`] is the page the render
 //! context switch loads.  Capacity is fixed (`N` shadow page tables, const
 //! generic); a guest needing more gets [`PpgttError::Capacity`] and its
 //! submission must be refused.
+//!
+//! # Shadow page tables are cached by guest table, and re-shadowing is charged
+//!
+//! A shadow PT belongs to the *guest page table* it shadows (its frame), not
+//! to a directory: when PP_DIR_BASE changes (or a PDE moves to another
+//! table), the shadow PTs are only unhooked from the root and kept, pins and
+//! snapshot included, as a cache.  A directory that names a table already
+//! shadowed re-uses it: it is hooked back and re-validated like any tracked
+//! table (512 reads, no pin work unless entries changed).  So a guest that
+//! alternates PP_DIR_BASE between directories whose tables fit the `N`
+//! shadow tables (the thrash of review finding 5) costs reads only, never
+//! thousands of unpin + pin per submission.  Cached tables are evicted (least
+//! recently used first, pins released) only when a sync needs a free shadow
+//! table; they are reachable by no engine, hold only pins of this guest's
+//! own pages, are dropped by `dma_unmap` like hooked ones, and count in
+//! [`Ppgtt::pinned_pages`] (at most `N * 512` pins, as before).
+//!
+//! What a sync still costs is bounded by the capacity (at most `N + 1`
+//! tables read, `N * 512` pins and as many unpins) and reported:
+//! [`Ppgtt::last_sync`] is the work of the last [`Ppgtt::sync`] and
+//! [`SyncWork::cost_ns`] prices it ([`SYNC_READ_NS`], [`SYNC_PIN_NS`],
+//! [`SYNC_UNPIN_NS`]); the mediator charges that to the guest's render
+//! engine time ([`super::gpu::Gpu::charge_ppgtt`]), so a guest that makes the
+//! mediator re-shadow pays for it out of its own share.
 
 use super::backend::{EngineId, Pte};
 use super::engine::AddressSpace;
@@ -63,10 +86,40 @@ pub const ENTRY_PRESENT: u64 = 1;
 /// PDE/PTE address bits 12–47.
 pub const ENTRY_ADDR_MASK: u64 = 0x0000_ffff_ffff_f000;
 
+/// Modelled cost of reading one guest or shadow table entry during a sync.
+pub const SYNC_READ_NS: u64 = 2;
+/// Modelled cost of pinning one guest page (`vfio_pin_pages` of one page).
+pub const SYNC_PIN_NS: u64 = 1000;
+/// Modelled cost of unpinning one guest page.
+pub const SYNC_UNPIN_NS: u64 = 500;
+
+/// The work of one [`Ppgtt::sync`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncWork {
+    /// Guest table entries read (PDEs and PTEs).
+    pub reads: u64,
+    /// Guest pages pinned (page tables and data pages).
+    pub pins: u64,
+    /// Guest pages unpinned.
+    pub unpins: u64,
+}
+
+impl SyncWork {
+    /// Modelled cost in ns (charged to the guest's render engine time).
+    pub const fn cost_ns(&self) -> u64 {
+        self.reads
+            .saturating_mul(SYNC_READ_NS)
+            .saturating_add(self.pins.saturating_mul(SYNC_PIN_NS))
+            .saturating_add(self.unpins.saturating_mul(SYNC_UNPIN_NS))
+    }
+}
+
 /// Snapshot flag: this PTE holds a pin (bit 1 is ignored by the format, so
 /// it is free in a normalised entry).
 const PINNED: u64 = 2;
 const NO_SLOT: u16 = u16::MAX;
+/// `Slot::pde` of a cached shadow PT (not hooked into the root).
+const NO_PDE: u16 = u16::MAX;
 /// Entries read per chunk (a 512-byte stack buffer).
 const CHUNK: usize = 64;
 static ZERO_PAGE: [u8; PAGE_SIZE as usize] = [0; PAGE_SIZE as usize];
@@ -175,6 +228,17 @@ pub struct PpgttStats {
     pub capacity_exceeded: u64,
     /// Shadow PTEs dropped by `dma_unmap`.
     pub dma_unmap_evictions: u64,
+    /// Cached shadow PTs hooked back into the root (no re-shadowing).
+    pub pts_reused: u64,
+    /// Cached shadow PTs evicted to make room (their pins released).
+    pub pts_evicted: u64,
+    /// PP_DIR_BASE changes seen by `sync`.
+    pub pd_switches: u64,
+    /// Guest pages pinned and unpinned by syncs, all time.
+    pub pins: u64,
+    pub unpins: u64,
+    /// Modelled cost of every sync ([`SyncWork::cost_ns`]), all time.
+    pub sync_ns: u64,
 }
 
 impl PpgttStats {
@@ -189,19 +253,28 @@ impl PpgttStats {
         reject_pt_frame: 0,
         capacity_exceeded: 0,
         dma_unmap_evictions: 0,
+        pts_reused: 0,
+        pts_evicted: 0,
+        pd_switches: 0,
+        pins: 0,
+        unpins: 0,
+        sync_ns: 0,
     };
 }
 
 #[derive(Clone, Copy)]
 struct Slot {
     used: bool,
+    /// The PDE whose shadow entry points here, or [`NO_PDE`]: cached.
     pde: u16,
     guest_pt: Gfn,
     shadow: HostPage,
+    /// Sync count when last hooked or validated (LRU eviction).
+    last_use: u64,
 }
 
 impl Slot {
-    const EMPTY: Slot = Slot { used: false, pde: 0, guest_pt: 0, shadow: HostPage(0) };
+    const EMPTY: Slot = Slot { used: false, pde: 0, guest_pt: 0, shadow: HostPage(0), last_use: 0 };
 }
 
 /// The owned part of a vGPU's shadow PPGTT (everything but the snapshot
@@ -215,12 +288,26 @@ pub struct PpgttState<const N: usize> {
     pd_gma: Option<Gma>,
     pinned: u64,
     stats: PpgttStats,
+    /// Work of the sync in progress / the last one.
+    work: SyncWork,
 }
 
 impl<const N: usize> PpgttState<N> {
     /// An empty shadow (no root).
     pub const fn new() -> Self {
-        PpgttState { slots: [Slot::EMPTY; N], pde_slot: [NO_SLOT; ENTRIES], root: None, pd_gma: None, pinned: 0, stats: PpgttStats::EMPTY }
+        PpgttState {
+            slots: [Slot::EMPTY; N],
+            pde_slot: [NO_SLOT; ENTRIES],
+            root: None,
+            pd_gma: None,
+            pinned: 0,
+            stats: PpgttStats::EMPTY,
+            work: SyncWork { reads: 0, pins: 0, unpins: 0 },
+        }
+    }
+    /// The work of the last [`Ppgtt::sync`].
+    pub fn last_sync(&self) -> SyncWork {
+        self.work
     }
     /// The shadow root (see [`Ppgtt::shadow_root`]).
     pub fn shadow_root(&self) -> Option<HostPage> {
@@ -279,9 +366,41 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
     pub fn pinned_pages(&self) -> u64 {
         self.st.pinned
     }
-    /// Shadow page tables in use.
+    /// Shadow page tables in use (hooked into the root or cached).
     pub fn shadow_tables(&self) -> usize {
         self.st.slots.iter().filter(|s| s.used).count()
+    }
+    /// Shadow page tables cached (not hooked into the root).
+    pub fn cached_tables(&self) -> usize {
+        self.st.slots.iter().filter(|s| s.used && s.pde == NO_PDE).count()
+    }
+    /// The work of the last [`Ppgtt::sync`] (charge [`SyncWork::cost_ns`]).
+    pub fn last_sync(&self) -> SyncWork {
+        self.st.work
+    }
+    /// Guest pages pinned by cached (unhooked) shadow tables.
+    pub fn cached_pinned(&self) -> u64 {
+        let mut n = 0u64;
+        for (s, sl) in self.st.slots.iter().enumerate() {
+            if sl.used && sl.pde == NO_PDE {
+                let snap = self.snap.get(s * ENTRIES..(s + 1) * ENTRIES).unwrap_or(&[]);
+                n += snap.iter().filter(|e| **e & PINNED != 0).count() as u64;
+            }
+        }
+        n
+    }
+
+    /// The least recently used cached shadow table, if any.
+    fn lru_cached(&self) -> Option<usize> {
+        (0..N)
+            .filter(|&k| self.st.slots.get(k).is_some_and(|sl| sl.used && sl.pde == NO_PDE))
+            .min_by_key(|&k| self.st.slots.get(k).map_or(0, |sl| sl.last_use))
+    }
+
+    /// Evict cached table `s` (its pins released, its page freed).
+    fn evict(&mut self, s: usize, gmem: &mut impl GuestMemory, alloc: &mut impl HostPageAlloc) {
+        self.drop_slot(s, gmem, alloc);
+        self.st.stats.pts_evicted = self.st.stats.pts_evicted.wrapping_add(1);
     }
     /// Counters.
     pub fn stats(&self) -> PpgttStats {
@@ -300,29 +419,86 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         alloc: &mut impl HostPageAlloc,
     ) -> Result<HostPage, PpgttError> {
         self.st.stats.syncs = self.st.stats.syncs.wrapping_add(1);
+        self.st.work = SyncWork::default();
+        let r = self.sync_inner(pd_gma, ggtt, gmem, host, alloc);
+        if r == Err(PpgttError::Capacity) {
+            self.st.stats.capacity_exceeded = self.st.stats.capacity_exceeded.wrapping_add(1);
+        }
+        let w = self.st.work;
+        let st = &mut self.st.stats;
+        st.pins = st.pins.wrapping_add(w.pins);
+        st.unpins = st.unpins.wrapping_add(w.unpins);
+        st.sync_ns = st.sync_ns.wrapping_add(w.cost_ns());
+        r
+    }
+
+    fn sync_inner(
+        &mut self,
+        pd_gma: Gma,
+        ggtt: &Ggtt<'_>,
+        gmem: &mut impl GuestMemory,
+        host: &mut impl HostMemory,
+        alloc: &mut impl HostPageAlloc,
+    ) -> Result<HostPage, PpgttError> {
         if pd_gma % PAGE_SIZE != 0 {
             return Err(PpgttError::PdMisaligned);
         }
         let pd_gfn = ggtt.guest_frame(pd_gma).ok_or(PpgttError::PdNotMapped)?;
-        if self.st.pd_gma != Some(pd_gma) {
-            self.release_all(gmem, alloc);
+        if self.st.root.is_some() && self.st.pd_gma != Some(pd_gma) {
+            self.st.stats.pd_switches = self.st.stats.pd_switches.wrapping_add(1);
+            self.detach_all(host, gmem, alloc);
         }
         let root = match self.st.root {
             Some(r) => r,
             None => {
                 let r = new_page(host, alloc)?;
                 self.st.root = Some(r);
-                self.st.pd_gma = Some(pd_gma);
                 r
             }
         };
-        let pd_page = gmem.pin(pd_gfn).map_err(PpgttError::PdFrame)?;
+        self.st.pd_gma = Some(pd_gma);
+        let pd_page = self.pin(gmem, pd_gfn).map_err(PpgttError::PdFrame)?;
         let r = self.sync_pd(root, pd_page, gmem, host, alloc);
-        gmem.unpin(pd_gfn);
-        if r == Err(PpgttError::Capacity) {
-            self.st.stats.capacity_exceeded = self.st.stats.capacity_exceeded.wrapping_add(1);
-        }
+        self.unpin(gmem, pd_gfn);
         r.map(|()| root)
+    }
+
+    fn pin(&mut self, gmem: &mut impl GuestMemory, gfn: Gfn) -> Result<HostPage, MemError> {
+        self.st.work.pins = self.st.work.pins.wrapping_add(1);
+        gmem.pin(gfn)
+    }
+
+    fn unpin(&mut self, gmem: &mut impl GuestMemory, gfn: Gfn) {
+        self.st.work.unpins = self.st.work.unpins.wrapping_add(1);
+        gmem.unpin(gfn);
+    }
+
+    /// A new directory: unhook every shadow PT from the root (they stay
+    /// cached for re-use).  Should the root refuse the write, the whole
+    /// shadow is dropped instead (nothing stale stays reachable).
+    fn detach_all(&mut self, host: &mut impl HostMemory, gmem: &mut impl GuestMemory, alloc: &mut impl HostPageAlloc) {
+        let Some(root) = self.st.root else { return };
+        if host.write(root, 0, &ZERO_PAGE).is_err() {
+            self.release_all(gmem, alloc);
+            return;
+        }
+        for sl in self.st.slots.iter_mut() {
+            sl.pde = NO_PDE;
+        }
+        self.st.pde_slot = [NO_SLOT; ENTRIES];
+    }
+
+    /// Unhook the shadow PT of PDE `i` from the root and keep it cached.
+    fn detach(&mut self, root: HostPage, i: usize, host: &mut impl HostMemory) -> Result<(), PpgttError> {
+        let Some(s) = self.slot_of(i) else { return Ok(()) };
+        host.write(root, i * 8, &0u64.to_le_bytes()).map_err(PpgttError::Host)?;
+        if let Some(sl) = self.st.slots.get_mut(s) {
+            sl.pde = NO_PDE;
+        }
+        if let Some(ps) = self.st.pde_slot.get_mut(i) {
+            *ps = NO_SLOT;
+        }
+        Ok(())
     }
 
     fn sync_pd(
@@ -336,6 +512,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         let mut buf = [0u8; CHUNK * 8];
         for c in 0..ENTRIES / CHUNK {
             host.read(pd_page, c * CHUNK * 8, &mut buf).map_err(PpgttError::Host)?;
+            self.st.work.reads = self.st.work.reads.wrapping_add(CHUNK as u64);
             for (k, b) in buf.chunks_exact(8).enumerate() {
                 let mut e = [0u8; 8];
                 e.copy_from_slice(b);
@@ -367,13 +544,14 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         if let Some(s) = cur {
             let same = self.st.slots.get(s).is_some_and(|sl| sl.guest_pt == gpt);
             if !present || !same {
-                self.release_slot(root, s, gmem, host, alloc)?;
+                // Another table (or none): keep this one cached.
+                self.detach(root, i, host)?;
             }
         }
         if !present {
             return Ok(());
         }
-        let pt_page = match gmem.pin(gpt) {
+        let pt_page = match self.pin(gmem, gpt) {
             Ok(p) => p,
             Err(_) => {
                 // A PDE naming a frame that is not (or no longer) guest
@@ -386,7 +564,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
             }
         };
         let r = self.sync_pde_pinned(root, i, gpt, pt_page, gmem, host, alloc);
-        gmem.unpin(gpt);
+        self.unpin(gmem, gpt);
         r
     }
 
@@ -401,17 +579,48 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         host: &mut impl HostMemory,
         alloc: &mut impl HostPageAlloc,
     ) -> Result<(), PpgttError> {
-        let s = match self.slot_of(i) {
-            Some(s) => s,
-            None => {
-                let s = self.st.slots.iter().position(|s| !s.used).ok_or(PpgttError::Capacity)?;
-                let shadow = new_page(host, alloc)?;
+        let now = self.st.stats.syncs;
+        let cached = self.st.slots.iter().position(|sl| sl.used && sl.pde == NO_PDE && sl.guest_pt == gpt);
+        let s = match (self.slot_of(i), cached) {
+            (Some(s), _) => s,
+            (None, Some(s)) => {
+                // This guest table is shadowed already: hook it back, then
+                // re-validate it below like any tracked table.
+                let shadow = self.st.slots.get(s).map_or(HostPage(0), |sl| sl.shadow);
+                host.write(root, i * 8, &Pte::new(shadow).0.to_le_bytes()).map_err(PpgttError::Host)?;
+                if let (Some(sl), Some(ps)) = (self.st.slots.get_mut(s), self.st.pde_slot.get_mut(i)) {
+                    sl.pde = i as u16;
+                    *ps = s as u16;
+                }
+                self.st.stats.pts_reused = self.st.stats.pts_reused.wrapping_add(1);
+                s
+            }
+            (None, None) => {
+                let s = match self.st.slots.iter().position(|s| !s.used) {
+                    Some(s) => s,
+                    None => {
+                        // Evict the least recently used cached table.
+                        let lru = self.lru_cached().ok_or(PpgttError::Capacity)?;
+                        self.evict(lru, gmem, alloc);
+                        lru
+                    }
+                };
+                let shadow = match new_page(host, alloc) {
+                    Ok(p) => p,
+                    Err(PpgttError::NoHostPage) => {
+                        // Out of host pages: a cached table gives its up.
+                        let lru = self.lru_cached().ok_or(PpgttError::NoHostPage)?;
+                        self.evict(lru, gmem, alloc);
+                        new_page(host, alloc)?
+                    }
+                    Err(e) => return Err(e),
+                };
                 if let Err(e) = host.write(root, i * 8, &Pte::new(shadow).0.to_le_bytes()) {
                     alloc.free(shadow);
                     return Err(PpgttError::Host(e));
                 }
                 if let (Some(sl), Some(ps)) = (self.st.slots.get_mut(s), self.st.pde_slot.get_mut(i)) {
-                    *sl = Slot { used: true, pde: i as u16, guest_pt: gpt, shadow };
+                    *sl = Slot { used: true, pde: i as u16, guest_pt: gpt, shadow, last_use: now };
                     *ps = s as u16;
                 }
                 if let Some(sn) = self.snap.get_mut(s * ENTRIES..(s + 1) * ENTRIES) {
@@ -421,6 +630,9 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
                 s
             }
         };
+        if let Some(sl) = self.st.slots.get_mut(s) {
+            sl.last_use = now;
+        }
         self.sync_pt(s, pt_page, gmem, host)
     }
 
@@ -432,6 +644,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         let mut buf = [0u8; CHUNK * 8];
         for c in 0..ENTRIES / CHUNK {
             host.read(pt_page, c * CHUNK * 8, &mut buf).map_err(PpgttError::Host)?;
+            self.st.work.reads = self.st.work.reads.wrapping_add(CHUNK as u64);
             for (k, b) in buf.chunks_exact(8).enumerate() {
                 let j = c * CHUNK + k;
                 let mut e = [0u8; 8];
@@ -448,7 +661,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
                 let (new_pte, new_snap) = if nv & ENTRY_PRESENT == 0 {
                     (0, nv)
                 } else {
-                    match gmem.pin(entry_frame(nv)) {
+                    match self.pin(gmem, entry_frame(nv)) {
                         Ok(p) => (Pte::new(p).0, nv | PINNED),
                         Err(MemError::NoResource) => {
                             self.st.stats.reject_pin_refused = self.st.stats.reject_pin_refused.wrapping_add(1);
@@ -463,7 +676,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
                 if new_pte != 0 || old_pinned {
                     if let Err(e) = host.write(shadow, j * 8, &new_pte.to_le_bytes()) {
                         if new_pte != 0 {
-                            gmem.unpin(entry_frame(nv));
+                            self.unpin(gmem, entry_frame(nv));
                         }
                         return Err(PpgttError::Host(e));
                     }
@@ -473,7 +686,7 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
                     self.st.pinned = self.st.pinned.wrapping_add(1);
                 }
                 if old_pinned {
-                    gmem.unpin(entry_frame(old));
+                    self.unpin(gmem, entry_frame(old));
                     self.st.pinned = self.st.pinned.wrapping_sub(1);
                 }
                 if let Some(sn) = self.snap.get_mut(s * ENTRIES + j) {
@@ -510,15 +723,18 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         if !sl.used {
             return;
         }
+        let mut unpins = 0u64;
         if let Some(sn) = self.snap.get_mut(s * ENTRIES..(s + 1) * ENTRIES) {
             for e in sn.iter_mut() {
                 if *e & PINNED != 0 {
                     gmem.unpin(entry_frame(*e));
-                    self.st.pinned = self.st.pinned.wrapping_sub(1);
+                    unpins += 1;
                 }
                 *e = 0;
             }
         }
+        self.st.pinned = self.st.pinned.wrapping_sub(unpins);
+        self.st.work.unpins = self.st.work.unpins.wrapping_add(unpins);
         alloc.free(sl.shadow);
         if let Some(ps) = self.st.pde_slot.get_mut(usize::from(sl.pde)) {
             *ps = NO_SLOT;
@@ -737,22 +953,36 @@ mod tests {
         assert_eq!(pp.stats().pte_updates, before + 1);
         assert_eq!((r.gm.pins_of(0x105), r.gm.pins_of(0x106)), (0, 1));
 
-        // Guest repoints PDE 3 at another PT: the old shadow PT goes.
+        // Guest repoints PDE 3 at another PT: the old shadow PT is unhooked
+        // and kept, with its pin, for re-use.
         put(&mut r.host, HostPage(103), 7, (0x107 << 12) | 1);
         put(&mut r.host, HostPage(101), 3, (0x103 << 12) | 1);
         pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
         assert_eq!(walk(&r.host, root, a), Some(HostPage(107)));
-        assert_eq!(r.gm.pins_of(0x106), 0);
-        assert_eq!(pp.stats().pts_released, 1);
-        assert_eq!(r.alloc.live.len(), 2);
+        assert_eq!((r.gm.pins_of(0x106), r.gm.pins_of(0x107)), (1, 1));
+        assert_eq!((pp.shadow_tables(), pp.cached_tables()), (2, 1));
+        assert_eq!(pp.stats().pts_released, 0);
+        assert_eq!(r.alloc.live.len(), 3);
+
+        // Back to the first PT: the cached shadow is hooked back, nothing is
+        // pinned again.
+        put(&mut r.host, HostPage(101), 3, (0x102 << 12) | 1);
+        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        assert_eq!(walk(&r.host, root, a), Some(HostPage(106)));
+        assert_eq!(pp.stats().pts_reused, 1);
+        // Pin work: the PD and PT frames (released again) and the retry of
+        // PTE 8 (0x900, refused); no data page is pinned again.
+        assert_eq!(pp.last_sync(), SyncWork { reads: 2 * ENTRIES as u64, pins: 3, unpins: 2 });
+        assert_eq!((r.gm.pins_of(0x106), r.gm.pins_of(0x107)), (1, 1));
 
         // PDE to a frame outside guest memory: not present in the shadow.
         put(&mut r.host, HostPage(101), 3, (0x999 << 12) | 1);
         pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
         assert_eq!(walk(&r.host, root, a), None);
         assert_eq!(pp.stats().reject_pt_frame, 1);
-        assert_eq!(pp.pinned_pages(), 0);
-        assert_eq!(r.alloc.live.len(), 1);
+        assert_eq!(pp.cached_tables(), 2);
+        assert_eq!(pp.pinned_pages(), 2, "the cached tables' pins");
+        assert_eq!(r.alloc.live.len(), 3);
 
         pp.destroy(&mut r.gm, &mut r.alloc);
         ggtt.destroy(&mut r.gm, &mut r.be, &mut r.cpu);
@@ -1015,7 +1245,7 @@ mod tests {
                             }
                         }
                     }
-                    prop_assert_eq!(pinned_seen, pps[k].pinned_pages());
+                    prop_assert_eq!(pinned_seen + pps[k].cached_pinned(), pps[k].pinned_pages());
                 }
             }
             for (k, pp) in pps.into_iter().enumerate() {

@@ -643,7 +643,7 @@ mod tests {
         assert_eq!(g.tail[0], 16);
         g.submit(&sim, &mut host, RCS).unwrap();
         let r = g.execute(&mut sim, &mut host, RCS, 100);
-        assert_eq!(r, super::super::engine::StepResult { executed: 3, status: StepStatus::Idle });
+        assert_eq!(es(r), (3, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA), 0x99);
         assert_eq!(g.shadows[0].head(), 16);
     }

@@ -498,6 +498,23 @@ impl<const N: usize> Scheduler<N> {
         Some(st)
     }
 
+    /// Charge `ns` of mediator work done on `v`'s behalf for engine `e`
+    /// (e.g. re-shadowing its PPGTT before a render submission) to `v`'s
+    /// engine time: its credit on `e` pays for it, and it shows in its
+    /// `engine_ns` and `mediation_ns` counters.
+    pub fn charge_mediation(&mut self, v: VgpuId, e: EngineId, ns: u64) {
+        if ns == 0 || self.slot(v).is_none() {
+            return;
+        }
+        if let Some(p) = self.policy.get_mut(e.index()) {
+            p.charge(v.index(), ns);
+        }
+        if let Some(st) = self.stats.get_mut(v.index()) {
+            st.add_engine_time(e, ns);
+            st.mediation_ns = st.mediation_ns.saturating_add(ns);
+        }
+    }
+
     /// Counters of `v` for the trap handlers and the auditor.
     pub fn stats_mut(&mut self, v: VgpuId) -> Option<&mut VgpuStats> {
         self.slot(v)?;

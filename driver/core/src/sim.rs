@@ -18,7 +18,7 @@
 //! one engine with a command budget, and is what a workqueue (or a test) calls.
 
 use super::backend::{Backend, EngineId, Pte};
-use super::engine::{AddressSpace, Engine, EngineBus, EngineContext, StepResult, RING_BLOCK};
+use super::engine::{AddressSpace, Budget, CostModel, Engine, EngineBus, EngineContext, ExecState, StepResult, RING_BLOCK};
 use super::irq::GtIrq;
 use super::mem::HostMemory;
 use super::regs::Gdrst;
@@ -142,12 +142,37 @@ impl<'g> GvtSim<'g> {
         self.st.regs.dropped
     }
 
-    /// Execute up to `budget` commands on `engine`; `ppgtt` is the local
-    /// address space of the context loaded on it (render engine only).
+    /// Execute up to `budget` commands on `engine` (no time limit; blits
+    /// still run in bounded steps); `ppgtt` is the local address space of
+    /// the context loaded on it (render engine only).
     pub fn run<H: HostMemory, P: AddressSpace>(&mut self, engine: EngineId, host: &mut H, ppgtt: Option<&P>, budget: u32) -> StepResult {
+        self.run_for(engine, host, ppgtt, Budget::cmds(budget))
+    }
+
+    /// Execute on `engine` within `budget` (commands and engine time, see
+    /// [`super::engine`]'s cost model).
+    pub fn run_for<H: HostMemory, P: AddressSpace>(&mut self, engine: EngineId, host: &mut H, ppgtt: Option<&P>, budget: Budget) -> StepResult {
         let Self { ggtt, st: SimState { engines, gt, regs } } = self;
         let mut bus = Bus { gt, regs };
         engines[engine.index()].run(ggtt, host, ppgtt, &mut bus, budget)
+    }
+
+    /// Price engine work by `m` (both engines).
+    pub fn set_cost_model(&mut self, m: CostModel) {
+        for e in self.st.engines.iter_mut() {
+            e.set_cost_model(m);
+        }
+    }
+
+    /// Take the loaded context's execution state off `engine` (see
+    /// [`ExecState`]).
+    pub fn take_exec(&mut self, engine: EngineId) -> ExecState {
+        self.st.engines[engine.index()].take_exec()
+    }
+
+    /// Load a context's execution state onto `engine`.
+    pub fn put_exec(&mut self, engine: EngineId, s: ExecState) {
+        self.st.engines[engine.index()].put_exec(s)
     }
 
     /// Save an engine's state for a context switch (paper §3.2).
@@ -229,7 +254,7 @@ impl Backend for GvtSim<'_> {
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod kit {
     extern crate std;
-    use core::cell::RefCell;
+    use core::cell::{Cell, RefCell};
     use core::ops::Range;
     use std::collections::BTreeSet;
     use std::vec;
@@ -373,30 +398,85 @@ pub mod kit {
         }
     }
 
-    /// A host memory that records every page read and written.
+    /// A run's commands retired and status (its cost aside).
+    pub fn es(r: StepResult) -> (u32, engine::StepStatus) {
+        (r.executed, r.status)
+    }
+
+    impl Guest {
+        /// Schedule this vGPU on `e` and run it to idle in runs of at most
+        /// `slice_ns` of engine time each (the scheduler's slices), calling
+        /// `each` with every run's result; then retire.  Stops after
+        /// `max_runs` runs.  Returns the last result and the total cost.
+        pub fn execute_sliced<H: HostMemory>(
+            &mut self,
+            sim: &mut GvtSim<'_>,
+            host: &mut H,
+            e: EngineId,
+            slice_ns: u64,
+            max_runs: u32,
+            mut each: impl FnMut(&StepResult),
+        ) -> (StepResult, u64) {
+            let s = &mut self.shadows[e.index()];
+            s.load(sim);
+            let mut total = 0u64;
+            let mut last = StepResult { executed: 0, status: engine::StepStatus::Idle, cost_ns: 0 };
+            for _ in 0..max_runs {
+                last = sim.run_for(e, host, None::<&NoPpgtt>, engine::Budget { cmds: u32::MAX, ns: slice_ns });
+                total = total.saturating_add(last.cost_ns);
+                each(&last);
+                if last.status != engine::StepStatus::Budget {
+                    break;
+                }
+            }
+            let head = sim.read_reg(e.mmio_base() + RING_HEAD);
+            s.retire(head);
+            (last, total)
+        }
+    }
+
+    /// A host memory that records every page read and written, and counts
+    /// the accesses and bytes (what the engine's cost model must cover).
     pub struct Recording<H> {
         pub inner: H,
         pub reads: RefCell<BTreeSet<u64>>,
         pub writes: BTreeSet<u64>,
+        /// Read accesses and bytes read.
+        pub read_io: Cell<(u64, u64)>,
+        /// Write accesses and bytes written.
+        pub write_io: (u64, u64),
     }
 
     impl<H> Recording<H> {
         pub fn new(inner: H) -> Self {
-            Self { inner, reads: RefCell::new(BTreeSet::new()), writes: BTreeSet::new() }
+            Self { inner, reads: RefCell::new(BTreeSet::new()), writes: BTreeSet::new(), read_io: Cell::new((0, 0)), write_io: (0, 0) }
         }
         pub fn clear(&mut self) {
             self.reads.borrow_mut().clear();
             self.writes.clear();
+            self.read_io.set((0, 0));
+            self.write_io = (0, 0);
+        }
+        /// What the accesses counted since the last [`Recording::clear`]
+        /// cost by `m`, every access priced with the bytes rounded down:
+        /// never more than an engine that charges each access it makes.
+        pub fn io_cost(&self, m: &engine::CostModel) -> u64 {
+            let (rc, rb) = self.read_io.get();
+            let (wc, wb) = self.write_io;
+            (rc + wc) * m.access_ns + (rb + wb) * m.kib_ns / 1024
         }
     }
 
     impl<H: HostMemory> HostMemory for Recording<H> {
         fn read(&self, page: HostPage, offset: usize, buf: &mut [u8]) -> Result<(), MemError> {
             self.reads.borrow_mut().insert(page.0);
+            let (c, b) = self.read_io.get();
+            self.read_io.set((c + 1, b + buf.len() as u64));
             self.inner.read(page, offset, buf)
         }
         fn write(&mut self, page: HostPage, offset: usize, data: &[u8]) -> Result<(), MemError> {
             self.writes.insert(page.0);
+            self.write_io = (self.write_io.0 + 1, self.write_io.1 + data.len() as u64);
             self.inner.write(page, offset, data)
         }
     }
@@ -409,7 +489,7 @@ mod tests {
 
     use super::super::backend::{Backend, EngineId};
     use super::super::cmd::encode::*;
-    use super::super::cmd::{self, Level, Reject, Space};
+    use super::super::cmd::{self, Level, Reject, Space, Surface};
     use super::super::engine::*;
     use super::super::fakes::FakeHostMemory;
     use super::super::irq::{self, GTIER, GTIIR, GTIMR};
@@ -448,11 +528,16 @@ mod tests {
         let mut sim = GvtSim::new(&mut ggtt);
         let s = cat(&[&sdi(Space::Ggtt, DATA, 0xdead_beef), &sdi_qw(Space::Ggtt, HIGH + 8, [1, 2])]);
         let r = direct(&mut sim, &mut host, EngineId::Rcs, &s, 100);
-        assert_eq!(r, StepResult { executed: 3, status: StepStatus::Idle });
+        assert_eq!(es(r), (3, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA), 0xdead_beef);
         assert_eq!((read_dword(&host, HIGH + 8), read_dword(&host, HIGH + 12)), (1, 2));
         assert_eq!(sim.read_reg(0x2000 + RING_HEAD), 4 * s.len() as u32);
-        assert_eq!(sim.read_reg(0x2000 + RING_TIMESTAMP), 3);
+        // The timestamp is the context's engine time: three commands, their
+        // fetches (4 + 5 + 1 dwords) and two stores (4 and 8 bytes).
+        let m = CostModel::DEFAULT;
+        let cost = 3 * m.cmd_ns + 10 * m.access(4) + m.access(4) + m.access(8);
+        assert_eq!(r.cost_ns, cost);
+        assert_eq!(sim.read_reg(0x2000 + RING_TIMESTAMP), cost as u32);
     }
 
     #[test]
@@ -461,14 +546,14 @@ mod tests {
         let mut sim = GvtSim::new(&mut ggtt);
         let s = cat(&[&sdi(Space::Ggtt, DATA, 1), &sdi(Space::Ggtt, DATA + 4, 2), &sdi(Space::Ggtt, DATA + 8, 3)]);
         let r = direct(&mut sim, &mut host, EngineId::Bcs, &s, 1);
-        assert_eq!(r, StepResult { executed: 1, status: StepStatus::Budget });
+        assert_eq!(es(r), (1, StepStatus::Budget));
         assert_eq!(sim.engine(EngineId::Bcs).head(), 16);
         assert_eq!(read_dword(&host, DATA + 4), 0);
         let r = sim.run(EngineId::Bcs, &mut host, None::<&NoPpgtt>, 1);
         assert_eq!(r.status, StepStatus::Budget);
         assert_eq!((read_dword(&host, DATA + 4), read_dword(&host, DATA + 8)), (2, 0));
         let r = sim.run(EngineId::Bcs, &mut host, None::<&NoPpgtt>, 10);
-        assert_eq!(r, StepResult { executed: 1, status: StepStatus::Idle });
+        assert_eq!(es(r), (1, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA + 8), 3);
     }
 
@@ -542,7 +627,9 @@ mod tests {
         ]);
         assert_eq!(direct(&mut sim, &mut host, EngineId::Rcs, &s, 10).status, StepStatus::Idle);
         assert_eq!((read_dword(&host, DATA), read_dword(&host, DATA + 4)), (7, 8));
-        assert_eq!(read_dword(&host, DATA + 8), 1, "timestamp = commands retired before it");
+        let m = CostModel::DEFAULT;
+        let first = m.cmd_ns + 6 * m.access(4) + m.access(8);
+        assert_eq!(read_dword(&host, DATA + 8), first as u32, "timestamp = engine time of the commands before it");
         assert_eq!(sim.read_reg(GTIIR), irq::RCS_PIPECTL_NOTIFY);
         let s = cat(&[&flush_dw_store(Space::Ggtt, DATA + 16, 0x42, true)]);
         assert_eq!(direct(&mut sim, &mut host, EngineId::Bcs, &s, 10).status, StepStatus::Idle);
@@ -584,7 +671,8 @@ mod tests {
         write_dwords(&mut host, bb3, &[sdi(Space::Ggtt, DATA + 12, 4).as_slice(), &[cmd::MI_BATCH_BUFFER_END]].concat());
         let s = cat(&[&bb_start(Space::Ggtt, bb1, false), &sdi(Space::Ggtt, DATA + 16, 5)]);
         // Step into the second-level batch: HEAD stays on the ring's BB_START.
-        let r = direct(&mut sim, &mut host, EngineId::Rcs, &s, 3);
+        let r1 = direct(&mut sim, &mut host, EngineId::Rcs, &s, 3);
+        let r = r1;
         assert_eq!(r.status, StepStatus::Budget);
         assert_eq!(sim.engine(EngineId::Rcs).level(), Level::Second);
         assert_eq!(sim.engine(EngineId::Rcs).head(), 0);
@@ -596,7 +684,9 @@ mod tests {
         assert_eq!(sim.engine(EngineId::Rcs).head(), 4 * s.len() as u32);
         assert_eq!(sim.engine(EngineId::Rcs).level(), Level::Ring);
         // 1 BB_START, SDI, BB_START(2nd), SDI, BBE, SDI, BB_START(chain), SDI, BBE, SDI, NOOP
-        assert_eq!(sim.engine(EngineId::Rcs).timestamp(), 11);
+        assert_eq!(r1.executed + r.executed, 11);
+        assert_eq!(sim.engine(EngineId::Rcs).timestamp(), r1.cost_ns + r.cost_ns, "the context's own engine time");
+        assert!(r1.cost_ns + r.cost_ns >= 11 * CostModel::DEFAULT.cmd_ns);
     }
 
     #[test]
@@ -614,7 +704,7 @@ mod tests {
         sim.write_reg(b + RING_TAIL, 16);
         sim.write_reg(b + RING_CTL, ring_ctl(GUEST_RING_PAGES));
         let r = sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10);
-        assert_eq!(r, StepResult { executed: 3, status: StepStatus::Idle });
+        assert_eq!(es(r), (3, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA), 0x77);
         assert_eq!(sim.engine(EngineId::Rcs).head(), 16);
     }
@@ -629,9 +719,9 @@ mod tests {
         sim.write_reg(b + RING_START, RING as u32);
         sim.write_reg(b + RING_TAIL, 8);
         sim.write_reg(b + RING_CTL, ring_ctl(1));
-        assert_eq!(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10), StepResult { executed: 0, status: StepStatus::Idle });
+        assert_eq!(es(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)), (0, StepStatus::Idle));
         sim.write_reg(b + RING_TAIL, 16);
-        assert_eq!(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10), StepResult { executed: 1, status: StepStatus::Idle });
+        assert_eq!(es(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)), (1, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA), 9);
     }
 
@@ -644,7 +734,7 @@ mod tests {
         let unmapped = 5 << 20; // nobody's GM: no GGTT entry
         let s = cat(&[&sdi(Space::Ggtt, DATA, 1), &sdi(Space::Ggtt, unmapped, 2), &sdi(Space::Ggtt, DATA + 4, 3)]);
         let r = direct(&mut sim, &mut host, EngineId::Rcs, &s, 10);
-        assert_eq!(r, StepResult { executed: 1, status: StepStatus::Faulted(Fault::PageFault { space: Space::Ggtt, addr: unmapped }) });
+        assert_eq!(es(r), (1, StepStatus::Faulted(Fault::PageFault { space: Space::Ggtt, addr: unmapped })));
         assert_eq!(sim.read_reg(0x2000 + RING_EIR), EIR_PAGE_TABLE);
         assert_eq!(sim.read_reg(0x2000 + RING_IPEHR), s[4]);
         assert_eq!(sim.read_reg(0x2000 + RING_HEAD), 16, "HEAD stays on the faulting command");
@@ -739,6 +829,65 @@ mod tests {
         assert_eq!((read_dword(&host, DATA), read_dword(&host, DATA + 4)), (1, 2));
     }
 
+    /// A blit stopped between steps keeps its progress in the context:
+    /// saved, replaced by another context's work, restored, it finishes
+    /// exactly as an uninterrupted one.
+    #[test]
+    fn a_blit_is_preempted_mid_command_and_resumes_from_its_context() {
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        // 64 rows of 4 KiB, 8 KiB apart: 256 KiB, four steps at least.
+        let s = cat(&[&color_blt(DATA, 8192, (0, 0, 1024, 64), 0x1234_5678)]);
+        let r = direct(&mut sim, &mut host, EngineId::Bcs, &s, 10);
+        assert_eq!(r.status, StepStatus::Idle);
+        let whole = r.cost_ns;
+        let (mut host, mut ggtt) = (new_host(), new_ggtt());
+        let mut sim = GvtSim::new(&mut ggtt);
+        write_dwords(&mut host, RING, &s);
+        let b = EngineId::Bcs.mmio_base();
+        sim.write_reg(b + RING_START, RING as u32);
+        sim.write_reg(b + RING_TAIL, 4 * s.len() as u32);
+        sim.write_reg(b + RING_CTL, ring_ctl(GUEST_RING_PAGES));
+        let r = sim.run_for(EngineId::Bcs, &mut host, None::<&NoPpgtt>, Budget { cmds: 10, ns: 1 });
+        assert_eq!((r.executed, r.status), (0, StepStatus::Budget));
+        assert!(sim.engine(EngineId::Bcs).mid_command());
+        assert!(r.cost_ns <= CostModel::DEFAULT.max_step_ns(), "one step: {} ns", r.cost_ns);
+        assert_eq!(sim.engine(EngineId::Bcs).head(), 0, "HEAD stays on the blit");
+        assert_eq!(read_dword(&host, DATA + 63 * 8192), 0, "not done yet");
+        let saved = sim.save_context(EngineId::Bcs);
+        // Another context uses the engine meanwhile.
+        let other = cat(&[&sdi(Space::Ggtt, HIGH, 0x77)]);
+        write_dwords(&mut host, HIGH + 0x1000, &other);
+        sim.write_reg(b + RING_CTL, 0);
+        sim.write_reg(b + RING_START, (HIGH + 0x1000) as u32);
+        sim.write_reg(b + RING_HEAD, 0);
+        sim.write_reg(b + RING_TAIL, 4 * other.len() as u32);
+        sim.write_reg(b + RING_CTL, ring_ctl(1));
+        assert!(!sim.engine(EngineId::Bcs).mid_command(), "a new ring drops the progress");
+        assert_eq!(sim.run(EngineId::Bcs, &mut host, None::<&NoPpgtt>, 10).status, StepStatus::Idle);
+        sim.restore_context(EngineId::Bcs, &saved);
+        let mut cost = r.cost_ns;
+        loop {
+            let r = sim.run_for(EngineId::Bcs, &mut host, None::<&NoPpgtt>, Budget { cmds: 10, ns: 20_000 });
+            cost += r.cost_ns;
+            if r.status == StepStatus::Idle {
+                assert!(r.executed >= 1, "the blit retired");
+                break;
+            }
+            assert_eq!(r.status, StepStatus::Budget);
+        }
+        for y in 0..65u64 {
+            for x in [0u64, 1, 1023, 1024] {
+                let want = if y < 64 && x < 1024 { 0x1234_5678 } else { 0 };
+                assert_eq!(read_dword(&host, DATA + y * 8192 + 4 * x), want, "({x},{y})");
+            }
+        }
+        assert_eq!(read_dword(&host, HIGH), 0x77);
+        // Slicing re-fetches the command per step: a little dearer, never cheaper.
+        assert!(cost >= whole, "sliced {cost} ns, whole {whole} ns");
+        assert!(whole >= 256 * CostModel::DEFAULT.kib_ns, "256 KiB written: charged {whole} ns");
+    }
+
     #[test]
     fn backend_ggtt_and_sparse_registers() {
         let mut ggtt = new_ggtt();
@@ -754,5 +903,90 @@ mod tests {
         assert_eq!(sim.read_reg(0x100008), 1);
         assert_eq!(sim.dropped_reg_writes(), 3);
         assert_eq!(sim.read_reg(GDRST), 0);
+    }
+
+    /// vGPU 0's graphics memory as one byte vector (aperture, then high).
+    fn gm_bytes<H: HostMemory>(host: &H) -> Vec<u8> {
+        let mut v = std::vec![0u8; 512 * PAGE_SIZE as usize];
+        for (i, p) in vgpu_pages(0).enumerate() {
+            host.read(HostPage(p), 0, &mut v[i * PAGE_SIZE as usize..(i + 1) * PAGE_SIZE as usize]).unwrap();
+        }
+        v
+    }
+
+    /// GM address of byte `i` of [`gm_bytes`].
+    fn gm_addr(i: usize) -> u64 {
+        let (r, off) = if i < (1 << 20) { (VGPU_GM[0][0], i) } else { (VGPU_GM[0][1], i - (1 << 20)) };
+        r.base + off as u64
+    }
+
+    /// Audit, then run in slices of `slice` ns (u64::MAX: at once) one
+    /// blitter command over a world whose GM holds a pattern.  None when the
+    /// auditor refuses it.
+    fn run_blit(cmdw: &[u32], slice: u64) -> Option<(Vec<u8>, Recording<FakeHostMemory>, u64)> {
+        let mut host = Recording::new(new_host());
+        let mut ggtt = new_ggtt();
+        let mut sim = GvtSim::new(&mut ggtt);
+        map_shadows(&mut sim);
+        for (i, p) in vgpu_pages(0).enumerate() {
+            let page: Vec<u8> = (0..PAGE_SIZE as usize).map(|j| (i * 7 + j * 13) as u8).collect();
+            host.inner.write(HostPage(p), 0, &page).unwrap();
+        }
+        let mut g = Guest::new(0);
+        g.push(&mut host, EngineId::Bcs, &cat(&[cmdw]));
+        let before = gm_bytes(&host.inner);
+        g.submit(&sim, &mut host, EngineId::Bcs).ok()?;
+        host.clear();
+        let m = CostModel::DEFAULT;
+        let (r, charged) = g.execute_sliced(&mut sim, &mut host, EngineId::Bcs, slice, 1 << 20, |r| {
+            assert!(slice == u64::MAX || r.cost_ns <= slice + m.max_step_ns(), "run of {} ns in a {slice} ns slice", r.cost_ns);
+        });
+        assert_eq!(r.status, StepStatus::Idle);
+        Some((before, host, charged))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 48, ..proptest::prelude::ProptestConfig::default() })]
+        /// Arbitrary blit geometry: an accepted blit writes exactly its
+        /// rectangle's bytes, all inside the span the auditor checked, is
+        /// charged at least what it did, and gives the same result however
+        /// it is sliced.
+        #[test]
+        fn accepted_blits_stay_in_their_span_and_are_charged_their_work(
+            copy in proptest::bool::ANY,
+            dst in 0u64..(2 << 20), src in 0u64..(2 << 20),
+            pitch in proptest::prop_oneof![0u32..64, 0u32..0x8000], spitch in 0u32..0x8000,
+            (x, y, w, h) in (0u32..300, 0u32..300, 0u32..1500, 0u32..400),
+            (sx, sy) in (0u32..300, 0u32..300),
+            slice in 2_000u64..300_000,
+        ) {
+            let dst = gm_addr(dst as usize);
+            let src = gm_addr(src as usize);
+            let cmdw: Vec<u32> = if copy {
+                src_copy_blt(dst, pitch, (x, y, x + w, y + h), src, spitch, (sx, sy)).to_vec()
+            } else {
+                color_blt(dst, pitch, (x, y, x + w, y + h), 0xC0FF_EE00).to_vec()
+            };
+            let surf = Surface { base: dst, pitch, x, y };
+            let Some((before, host, charged)) = run_blit(&cmdw, slice) else {
+                return Ok(());
+            };
+            let after = gm_bytes(&host.inner);
+            let m = CostModel::DEFAULT;
+            proptest::prop_assert!(surf.geometry_ok(w, h, 4) || w == 0 || h == 0);
+            let bytes = u64::from(w) * 4 * u64::from(h);
+            proptest::prop_assert_eq!(host.write_io.1, bytes, "bytes written");
+            proptest::prop_assert!(host.io_cost(&m) <= charged + m.cmd_ns, "did {} ns, charged {}", host.io_cost(&m), charged);
+            let span = surf.span(w, h, 4);
+            for (i, (a, b)) in before.iter().zip(after.iter()).enumerate() {
+                if a != b {
+                    let at = gm_addr(i);
+                    let inside = span.is_some_and(|(f, l)| at >= f && at < f + l);
+                    proptest::prop_assert!(inside, "byte at {:#x} written outside the span {:?}", at, span);
+                }
+            }
+            let (_, whole, _) = run_blit(&cmdw, u64::MAX).expect("accepted again");
+            proptest::prop_assert!(gm_bytes(&whole.inner) == after, "slicing changed the result");
+        }
     }
 }

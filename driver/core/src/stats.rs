@@ -55,17 +55,21 @@ pub enum RejectClass {
     Backpressure = 4,
     /// The vGPU is in the Failed state (too many hangs).
     Failed = 5,
+    /// A blit whose geometry lies about its work (overlapping rows, pitch
+    /// below a row's bytes, absurd size): [`super::cmd::Reject::BadGeometry`].
+    BadGeometry = 6,
 }
 
 impl RejectClass {
-    pub const COUNT: usize = 6;
-    pub const ALL: [RejectClass; 6] = [
+    pub const COUNT: usize = 7;
+    pub const ALL: [RejectClass; 7] = [
         RejectClass::UnknownCommand,
         RejectClass::Privileged,
         RejectClass::BadAddress,
         RejectClass::Malformed,
         RejectClass::Backpressure,
         RejectClass::Failed,
+        RejectClass::BadGeometry,
     ];
     pub const fn name(self) -> &'static str {
         match self {
@@ -75,6 +79,7 @@ impl RejectClass {
             RejectClass::Malformed => "malformed",
             RejectClass::Backpressure => "backpressure",
             RejectClass::Failed => "failed",
+            RejectClass::BadGeometry => "bad_geometry",
         }
     }
 }
@@ -110,8 +115,12 @@ impl VgpuState {
 /// Counters of one vGPU.  All counters saturate; none is guest-resettable.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct VgpuStats {
-    /// Engine time charged to the vGPU, per engine (ns).
+    /// Engine time charged to the vGPU, per engine (ns), mediation work
+    /// done on its behalf included.
     pub engine_ns: [u64; EngineId::COUNT],
+    /// Part of `engine_ns` that was mediator work on the vGPU's behalf
+    /// (shadow PPGTT re-validation and re-shadowing), not engine execution.
+    pub mediation_ns: u64,
     /// Submissions admitted by flow control.
     pub submissions: u64,
     /// Commands audited (and admitted) for the vGPU.
@@ -133,6 +142,7 @@ pub struct VgpuStats {
 impl VgpuStats {
     pub const EMPTY: VgpuStats = VgpuStats {
         engine_ns: [0; EngineId::COUNT],
+        mediation_ns: 0,
         submissions: 0,
         cmds_audited: 0,
         rejections: [0; RejectClass::COUNT],
@@ -175,6 +185,7 @@ impl VgpuStats {
         writeln!(w, "state {}", self.state.name())?;
         writeln!(w, "rcs_time_ns {}", self.engine_ns[EngineId::Rcs.index()])?;
         writeln!(w, "bcs_time_ns {}", self.engine_ns[EngineId::Bcs.index()])?;
+        writeln!(w, "mediation_ns {}", self.mediation_ns)?;
         writeln!(w, "submissions {}", self.submissions)?;
         writeln!(w, "cmds_audited {}", self.cmds_audited)?;
         for c in RejectClass::ALL {

@@ -800,6 +800,9 @@ impl<const P: usize> Vgpu<P> {
                 let sync = match (Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow), Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap)) {
                     (Ok(g), Ok(mut pp)) => {
                         let r = pp.sync(u64::from(pd), &g, env.guest, env.host, env.alloc);
+                        // Re-shadowing is paid for by the guest that causes it.
+                        let cost = pp.last_sync().cost_ns();
+                        gpu.with(|gpu, _| gpu.charge_ppgtt(slot, cost));
                         self.ppgtt = pp.state();
                         r
                     }

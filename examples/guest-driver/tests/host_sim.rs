@@ -13,7 +13,7 @@ use gvt_core::cfgspace::off as cfgoff;
 use gvt_core::cmd::encode::{color_blt, sdi};
 use gvt_core::cmd::{MI_USER_INTERRUPT, Space};
 use gvt_core::fakes::{FakeGuestMemory, FakeHostMemory, FakeHostPages};
-use gvt_core::gpu::{Gpu, GpuConfig, SHADOW_PAGES_PER_VGPU};
+use gvt_core::gpu::{Gpu, GpuConfig, WorkBudget, SHADOW_PAGES_PER_VGPU};
 use gvt_core::gpu_lock::Held;
 use gvt_core::mem::{GmRange, HostMemory, HostPage, PAGE_SIZE};
 use gvt_core::partition::Partition;
@@ -154,7 +154,7 @@ impl Backend for Sim {
     }
     fn wait_irq(&mut self, _timeout: Duration) -> gvt_guest_driver::Result<IrqWait> {
         if self.worker {
-            let rep = self.gpu.run_engines(&mut self.phys, &mut self.host, &self.clock, 200);
+            let rep = self.gpu.run_engines(&mut self.phys, &mut self.host, &self.clock, WorkBudget::rounds(200));
             for (_, d) in rep.pending() {
                 let s = self.vgpu.as_mut().expect("vgpu").signal(d);
                 self.msi += u64::from(s.msi);

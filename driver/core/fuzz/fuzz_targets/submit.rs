@@ -4,6 +4,15 @@
 //! submitting vGPU's pages, nor read outside them and its shadows, and always
 //! executes without a fault.  A rejected stream must not execute at all.
 //!
+//! The work oracle (review finding 1): an accepted stream runs in slices of
+//! [`SLICE_NS`] of engine time, as the scheduler runs it; no run may overrun
+//! its slice by more than one engine step ([`CostModel::max_step_ns`]), and
+//! what the engine did to memory — every access and byte the host saw,
+//! priced by the published cost model — never exceeds what the engine
+//! charged, plus one command's cost.  So an engine that did work it did not
+//! charge (a blit writing more than its charged bytes) or that ran unbounded
+//! between two budget checks fails here.
+//!
 //! Input: little-endian dwords.  dword 0: bit 0 engine (0 RCS, 1 BCS), bits
 //! 1–11 ring length in dwords; then the ring dwords; the rest is placed at the
 //! batch area (vGPU 0 GM 0x40000), where ring BB_STARTs can reach it.
@@ -13,7 +22,7 @@ use std::sync::Mutex;
 
 use gvt_core::backend::{EngineId, Pte};
 use gvt_core::cmd::{self, MI_NOOP};
-use gvt_core::engine::StepStatus;
+use gvt_core::engine::{CostModel, StepStatus};
 use gvt_core::fakes::FakeHostMemory;
 use gvt_core::mem::{HostMemory, HostPage, PAGE_SIZE};
 use gvt_core::ring::SubmitError;
@@ -23,6 +32,8 @@ use libfuzzer_sys::fuzz_target;
 
 const BATCH: u64 = 0x40000;
 const MAX_BATCH_DWORDS: usize = 0x4000;
+/// Engine time per run (50 µs: a big blit takes many runs).
+const SLICE_NS: u64 = 50_000;
 
 struct World {
     host: Recording<FakeHostMemory>,
@@ -59,8 +70,14 @@ fn check(data: &[u8], w: &mut World) {
     w.host.clear();
     match r {
         Ok(_) => {
-            let r = g.execute(&mut sim, &mut w.host, e, 1 << 20);
+            let m = CostModel::DEFAULT;
+            let bound = SLICE_NS + m.max_step_ns();
+            let (r, charged) = g.execute_sliced(&mut sim, &mut w.host, e, SLICE_NS, 1 << 20, |r| {
+                assert!(r.cost_ns <= bound, "a run cost {} ns, over its slice plus one step ({bound})", r.cost_ns);
+            });
             assert_eq!(r.status, StepStatus::Idle, "accepted stream faulted or did not finish");
+            let done = w.host.io_cost(&m);
+            assert!(done <= charged + m.cmd_ns, "the engine did {done} ns of work and charged {charged} ns");
             for p in w.host.writes.iter() {
                 assert!(vgpu_pages(0).contains(p), "accepted stream wrote host page {p}");
             }
