@@ -135,7 +135,10 @@ impl Definition {
                     }
                     for (k, val) in o {
                         let s = val.as_str().ok_or_else(|| {
-                            bad(format!("value of attribute '{k}' is not a string"))
+                            bad(format!(
+                                "value of attribute '{}' is not a string",
+                                crate::escape::escape(k)
+                            ))
                         })?;
                         attrs.push((k.clone(), s.to_string()));
                     }
