@@ -205,3 +205,41 @@ impl Sysfs for RealSysfs {
         std::fs::remove_file(path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::process::Command;
+
+    #[test]
+    fn open_beneath_follows_no_link_below_the_directory() {
+        let t = tempfile::tempdir().unwrap();
+        let dev = t.path().join("dev");
+        let other = t.path().join("other");
+        std::fs::create_dir_all(dev.join("gvt")).unwrap();
+        std::fs::create_dir_all(&other).unwrap();
+        std::fs::write(dev.join("gvt/weight"), "4\n").unwrap();
+        std::fs::write(other.join("remove"), "").unwrap();
+        symlink(&other, dev.join("mdev_type")).unwrap();
+        symlink(other.join("remove"), dev.join("gvt/evil")).unwrap();
+        // The directory itself may be a link (/sys/bus/mdev/devices/<uuid> is).
+        symlink(&dev, t.path().join("bus-link")).unwrap();
+
+        write_once(&open_beneath(&t.path().join("bus-link"), "gvt/weight").unwrap(), b"8").unwrap();
+        assert_eq!(std::fs::read_to_string(dev.join("gvt/weight")).unwrap(), "8\n");
+        let errno = |rel: &str| open_beneath(&dev, rel).unwrap_err().raw_os_error();
+        assert_eq!(errno("mdev_type/remove"), Some(libc::ENOTDIR));
+        assert_eq!(errno("gvt/evil"), Some(libc::ELOOP));
+        assert_eq!(errno("mdev_type"), Some(libc::ELOOP));
+        for bad in ["../other/remove", "gvt/../../other/remove", "/etc/passwd", "", "gvt//weight", "./gvt/weight", "gvt/\0"] {
+            assert_eq!(errno(bad), Some(libc::EINVAL), "{bad:?}");
+        }
+        assert_eq!(errno("gvt/none"), Some(libc::ENOENT));
+        // Directories and FIFOs are not attributes (and a FIFO does not block the open).
+        assert!(open_beneath(&dev, "gvt").is_err());
+        assert!(Command::new("mkfifo").arg(dev.join("gvt/fifo")).status().unwrap().success());
+        assert!(open_beneath(&dev, "gvt/fifo").is_err());
+        assert_eq!(std::fs::read_to_string(other.join("remove")).unwrap(), "");
+    }
+}
