@@ -130,23 +130,27 @@ fn an_unverifiable_holder_is_reported_not_obeyed() {
 fn process_names_and_sysfs_strings_are_escaped() {
     let t = gvt();
     let a = t.create(&["--aperture", "64M"]);
-    let node = t.p(&format!("dev/vfio/{}", t.group_of(&a)));
+    t.cmd().args(["sim", "hold", &a, "--pid", "672"]).assert().success();
+    t.cmd().args(["sim", "hold", &a, "--pid", "673"]).assert().success();
     // ESC ] 0 ; title BEL (set the window title), ESC [ 2 J (clear the screen), a line
-    // break forging an output line, a UTF-8 C1 CSI, a byte that is not UTF-8.
-    let comm = b"\x1b]0;pwned\x07\x1b[2Jx\ngvtctl: ok\xc2\x9b\xff\n";
-    fake_process(&t, 672, comm, &node, Some("02"));
-    let shown = "\\x1b]0;pwned\\x07\\x1b[2Jx\\ngvtctl: ok\\x9b\\xff";
+    // break forging an output line, a UTF-8 C1 CSI; and a name that is not UTF-8.
+    std::fs::write(t.p("proc/672/comm"), b"\x1b]0;pwned\x07\x1b[2Jx\ngvtctl: ok\xc2\x9b\n").unwrap();
+    std::fs::write(t.p("proc/673/comm"), b"q\xffemu\n").unwrap();
+    let shown = "\\x1b]0;pwned\\x07\\x1b[2Jx\\ngvtctl: ok\\x9b";
+    let both = format!("{shown}(672),q\\xffemu(673)");
     let out = t.cmd().args(["list"]).output().unwrap();
     assert_eq!(bytes_outside_printable_ascii(&out.stdout), b"", "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{shown}(672)")));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&both), "{out:?}");
     let out = t.cmd().args(["destroy", &a]).output().unwrap();
     assert_eq!(out.status.code(), Some(5));
     assert_eq!(bytes_outside_printable_ascii(&out.stderr), b"", "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("in use by {shown} (pid 672)")));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains(&format!("in use by {shown} (pid 672), q\\xffemu (pid 673)")), "{out:?}");
     let out = t.cmd().args(["--json", "info", &a]).output().unwrap();
     assert_eq!(bytes_outside_printable_ascii(&out.stdout), b"", "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["holders"][0]["command"], shown);
+    assert_eq!(v["holders"][1]["command"], "q\\xffemu");
     // Strings from sysfs: a driver attribute with escapes and a bidi override shows
     // escaped in `info`, and JSON keeps the value while writing only printable ASCII.
     let state = t.dev(&a).join("gvt/state");
