@@ -83,10 +83,7 @@ impl serde_json::ser::Formatter for AsciiJson {
     ) -> std::io::Result<()> {
         self.0.begin_object_key(w, first)
     }
-    fn begin_object_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-    ) -> std::io::Result<()> {
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
         self.0.begin_object_value(w)
     }
     fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
@@ -97,8 +94,7 @@ impl serde_json::ser::Formatter for AsciiJson {
 /// Pretty JSON in printable ASCII (see [`AsciiJson`]).
 pub fn to_json<T: Serialize>(v: &T) -> String {
     let mut buf = Vec::new();
-    let mut ser =
-        serde_json::Serializer::with_formatter(&mut buf, AsciiJson(Default::default()));
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, AsciiJson(Default::default()));
     if v.serialize(&mut ser).is_err() {
         return String::new();
     }
@@ -159,7 +155,12 @@ fn in_use_text(i: &Instance) -> String {
             .join(",")
     };
     match i.in_use {
-        Some(true) => procs(i.holders.iter().map(|h| (h.command.as_str(), h.pid)).collect()),
+        Some(true) => procs(
+            i.holders
+                .iter()
+                .map(|h| (h.command.as_str(), h.pid))
+                .collect(),
+        ),
         Some(false) => "no".into(),
         None if !i.possible_holders.is_empty() => format!(
             "?{}",
@@ -243,7 +244,12 @@ impl Out {
     }
 
     pub fn created(&self, i: &Instance) {
-        let mut h = format!("{}\n\ncreated {} on {}", i.uuid, e(&i.type_id), e(&i.parent));
+        let mut h = format!(
+            "{}\n\ncreated {} on {}",
+            i.uuid,
+            e(&i.type_id),
+            e(&i.parent)
+        );
         if let Some(p) = &i.partition {
             h.push_str(&format!(": {}", e(&p.to_string())));
         }
@@ -265,7 +271,12 @@ impl Out {
     }
 
     pub fn removed(&self, i: &Instance, action: &str, undefined: bool) {
-        let mut h = format!("{action} {} ({} on {})", i.uuid, e(&i.type_id), e(&i.parent));
+        let mut h = format!(
+            "{action} {} ({} on {})",
+            i.uuid,
+            e(&i.type_id),
+            e(&i.parent)
+        );
         if undefined {
             h.push_str("; definition deleted");
         } else if let Some(d) = &i.definition {

@@ -20,7 +20,11 @@ fn fake_process(t: &Tree, pid: u32, comm: &[u8], link: &Path, flags: Option<&str
     std::fs::write(p.join("comm"), comm).unwrap();
     symlink(link, p.join("fd/3")).unwrap();
     if let Some(f) = flags {
-        std::fs::write(p.join("fdinfo/3"), format!("pos:\t0\nflags:\t{f}\nmnt_id:\t1\n")).unwrap();
+        std::fs::write(
+            p.join("fdinfo/3"),
+            format!("pos:\t0\nflags:\t{f}\nmnt_id:\t1\n"),
+        )
+        .unwrap();
     }
 }
 
@@ -68,7 +72,10 @@ fn an_o_path_descriptor_is_not_a_holder() {
     // O_PATH | O_CLOEXEC, as /proc shows them (octal).
     fake_process(&t, 668, b"peeker\n", &node, Some("012000000"));
     let (_, v) = t.json(&["info", &a]);
-    assert_eq!((v["in_use"].clone(), v["holders"].clone()), (false.into(), serde_json::json!([])));
+    assert_eq!(
+        (v["in_use"].clone(), v["holders"].clone()),
+        (false.into(), serde_json::json!([]))
+    );
     t.cmd().args(["destroy", &a]).assert().success();
     // The same descriptor opened read-write is a holder.
     let b = t.create(&["--aperture", "64M"]);
@@ -113,7 +120,13 @@ fn an_unverifiable_holder_is_reported_not_obeyed() {
     // The same when the real node is gone from this /dev and only the link text is left.
     let b = t.create(&["--aperture", "64M"]);
     let gb = t.group_of(&b);
-    fake_process(&t, 671, b"vmm2\n", &t.p(&format!("dev/vfio/{gb}")), Some("02"));
+    fake_process(
+        &t,
+        671,
+        b"vmm2\n",
+        &t.p(&format!("dev/vfio/{gb}")),
+        Some("02"),
+    );
     std::fs::remove_file(t.p(&format!("dev/vfio/{gb}"))).unwrap();
     let (_, v) = t.json(&["info", &b]);
     assert_eq!(v["in_use"], serde_json::Value::Null, "{v}");
@@ -130,22 +143,38 @@ fn an_unverifiable_holder_is_reported_not_obeyed() {
 fn process_names_and_sysfs_strings_are_escaped() {
     let t = gvt();
     let a = t.create(&["--aperture", "64M"]);
-    t.cmd().args(["sim", "hold", &a, "--pid", "672"]).assert().success();
-    t.cmd().args(["sim", "hold", &a, "--pid", "673"]).assert().success();
+    t.cmd()
+        .args(["sim", "hold", &a, "--pid", "672"])
+        .assert()
+        .success();
+    t.cmd()
+        .args(["sim", "hold", &a, "--pid", "673"])
+        .assert()
+        .success();
     // ESC ] 0 ; title BEL (set the window title), ESC [ 2 J (clear the screen), a line
     // break forging an output line, a UTF-8 C1 CSI; and a name that is not UTF-8.
-    std::fs::write(t.p("proc/672/comm"), b"\x1b]0;pwned\x07\x1b[2Jx\ngvtctl: ok\xc2\x9b\n").unwrap();
+    std::fs::write(
+        t.p("proc/672/comm"),
+        b"\x1b]0;pwned\x07\x1b[2Jx\ngvtctl: ok\xc2\x9b\n",
+    )
+    .unwrap();
     std::fs::write(t.p("proc/673/comm"), b"q\xffemu\n").unwrap();
     let shown = "\\x1b]0;pwned\\x07\\x1b[2Jx\\ngvtctl: ok\\x9b";
     let both = format!("{shown}(672),q\\xffemu(673)");
     let out = t.cmd().args(["list"]).output().unwrap();
     assert_eq!(bytes_outside_printable_ascii(&out.stdout), b"", "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&both), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&both),
+        "{out:?}"
+    );
     let out = t.cmd().args(["destroy", &a]).output().unwrap();
     assert_eq!(out.status.code(), Some(5));
     assert_eq!(bytes_outside_printable_ascii(&out.stderr), b"", "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains(&format!("in use by {shown} (pid 672), q\\xffemu (pid 673)")), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("in use by {shown} (pid 672), q\\xffemu (pid 673)")),
+        "{out:?}"
+    );
     let out = t.cmd().args(["--json", "info", &a]).output().unwrap();
     assert_eq!(bytes_outside_printable_ascii(&out.stdout), b"", "{out:?}");
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -186,11 +215,18 @@ fn definition_attributes_stay_inside_the_device() {
     };
     def(U1, &format!("mdev_type/devices/{victim}/remove"), "1");
     def(U2, "gvt/weight", "5");
-    def(U3, &format!("iommu_group/devices/{victim}/gvt/weight"), "77");
+    def(
+        U3,
+        &format!("iommu_group/devices/{victim}/gvt/weight"),
+        "77",
+    );
     let out = t.cmd().args(["start", "--auto"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(t.dev(&victim).exists(), "another definition removed {victim}: {stdout}{err}");
+    assert!(
+        t.dev(&victim).exists(),
+        "another definition removed {victim}: {stdout}{err}"
+    );
     assert_eq!(out.status.code(), Some(1), "{stdout}{err}");
     assert!(stdout.contains(&format!(
         "failed {U1} (gvt_rs-GVTsim_32M on gvt-sim0): could not set attribute 'mdev_type/devices/{victim}/remove' of {U1} to '1'"
@@ -199,14 +235,18 @@ fn definition_attributes_stay_inside_the_device() {
         "failed {U3} (gvt_rs-GVTsim_32M on gvt-sim0): could not set attribute 'iommu_group/devices/{victim}/gvt/weight' of {U3} to '77': 'iommu_group' is a symbolic link"
     )), "{stdout}");
     assert_eq!(
-        std::fs::read_to_string(t.dev(&victim).join("gvt/weight")).unwrap().trim(),
+        std::fs::read_to_string(t.dev(&victim).join("gvt/weight"))
+            .unwrap()
+            .trim(),
         "2",
         "another definition changed {victim}'s weight"
     );
     assert!(!t.dev(U1).exists() && !t.dev(U3).exists());
     assert!(stdout.contains(&format!("started {U2}")), "{stdout}");
     assert_eq!(
-        std::fs::read_to_string(t.dev(U2).join("gvt/weight")).unwrap().trim(),
+        std::fs::read_to_string(t.dev(U2).join("gvt/weight"))
+            .unwrap()
+            .trim(),
         "5"
     );
 }
@@ -220,9 +260,17 @@ fn control_files_links_and_odd_names_are_refused() {
     let d = t.p("etc/mdevctl.d/gvt-sim0");
     std::fs::create_dir_all(&d).unwrap();
     for (uuid, attr, why) in [
-        (U1, "remove", "'remove' is a control file of the driver core"),
+        (
+            U1,
+            "remove",
+            "'remove' is a control file of the driver core",
+        ),
         (U2, "iommu_group", "'iommu_group' is a symbolic link"),
-        (U3, "gvt/\x1b[2Jweight", "could not set attribute 'gvt/\\x1b[2Jweight'"),
+        (
+            U3,
+            "gvt/\x1b[2Jweight",
+            "could not set attribute 'gvt/\\x1b[2Jweight'",
+        ),
     ] {
         std::fs::write(
             d.join(uuid),
@@ -234,7 +282,10 @@ fn control_files_links_and_odd_names_are_refused() {
         let out = t.cmd().args(["start", uuid]).output().unwrap();
         assert_eq!(out.status.code(), Some(1), "{attr:?}: {out:?}");
         assert_eq!(bytes_outside_printable_ascii(&out.stderr), b"", "{out:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains(why), "{attr:?}: {out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(why),
+            "{attr:?}: {out:?}"
+        );
         assert!(!t.dev(uuid).exists());
     }
 }

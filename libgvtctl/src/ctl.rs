@@ -789,7 +789,9 @@ impl Gvtctl {
             // Unverifiable evidence does not block root; the kernel has the last word
             // (gvt-rs refuses `remove` with EBUSY while the device is open; other
             // drivers ask the VMM to release it and wait).
-            log::warn!("{uuid}: {p}; removing anyway (the driver refuses or waits if it is really held)");
+            log::warn!(
+                "{uuid}: {p}; removing anyway (the driver refuses or waits if it is really held)"
+            );
         }
         let dev = self.dev_dir(uuid);
         let remove = dev.join("remove");
@@ -1056,11 +1058,17 @@ fn attr_allowed(attr: &str) -> Result<(), String> {
     if attr.is_empty()
         || attr.starts_with('/')
         || attr.contains('\0')
-        || !attr.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+        || !attr
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
     {
         return Err("attribute paths must stay inside the device directory".to_string());
     }
-    if attr.split('/').next_back().is_some_and(|n| n == "remove" || n == "uevent") {
+    if attr
+        .split('/')
+        .next_back()
+        .is_some_and(|n| n == "remove" || n == "uevent")
+    {
         return Err(format!(
             "'{}' is a control file of the driver core, not a device attribute",
             escape(attr)

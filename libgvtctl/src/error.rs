@@ -140,7 +140,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("could not set attribute '{}' of {uuid} to '{}': {reason}", escape(attr), escape(value))]
+    #[error(
+        "could not set attribute '{}' of {uuid} to '{}': {reason}",
+        escape(attr),
+        escape(value)
+    )]
     AttrFailed {
         uuid: String,
         attr: String,

@@ -98,7 +98,13 @@ mod tests {
 
     #[test]
     fn plain_text_is_untouched() {
-        for s in ["qemu-system-x86", "gvt_rs-GVTsim_64M", "1920x1200", "é ü 日本", ""] {
+        for s in [
+            "qemu-system-x86",
+            "gvt_rs-GVTsim_64M",
+            "1920x1200",
+            "é ü 日本",
+            "",
+        ] {
             assert!(matches!(escape(s), Cow::Borrowed(_)), "{s}");
             assert!(matches!(terminal_safe(s), Cow::Borrowed(_)), "{s}");
         }
@@ -106,11 +112,17 @@ mod tests {
 
     #[test]
     fn controls_and_format_characters_become_visible() {
-        assert_eq!(escape("\x1b[2J\x1b]0;pwned\x07"), "\\x1b[2J\\x1b]0;pwned\\x07");
+        assert_eq!(
+            escape("\x1b[2J\x1b]0;pwned\x07"),
+            "\\x1b[2J\\x1b]0;pwned\\x07"
+        );
         assert_eq!(escape("a\nb\tc\rd"), "a\\nb\\tc\\rd");
         assert_eq!(escape("del\x7f c1\u{9b}31m"), "del\\x7f c1\\x9b31m");
         assert_eq!(escape("evil\u{202e}txt.exe"), "evil\\u{202e}txt.exe");
-        assert_eq!(escape("zero\u{200b}width\u{feff}"), "zero\\u{200b}width\\u{feff}");
+        assert_eq!(
+            escape("zero\u{200b}width\u{feff}"),
+            "zero\\u{200b}width\\u{feff}"
+        );
         // The backslash is doubled, so a name that spells an escape stays distinguishable.
         assert_eq!(escape("a\\x1b"), "a\\\\x1b");
         assert_eq!(escape_bytes(b"ok\xff\xfe\x1bz"), "ok\\xff\\xfe\\x1bz");
@@ -130,7 +142,11 @@ mod tests {
             .filter_map(char::from_u32)
             .chain("\u{202e}\u{2066}\u{200d}".chars())
             .collect();
-        for s in [escape(&all).into_owned(), escape_bytes(&[0x80, 0x1b, 0xc0]), terminal_safe(&all).into_owned()] {
+        for s in [
+            escape(&all).into_owned(),
+            escape_bytes(&[0x80, 0x1b, 0xc0]),
+            terminal_safe(&all).into_owned(),
+        ] {
             assert!(
                 !s.chars().any(|c| needs_escape(c) && c != '\n' && c != '\t'),
                 "{s:?}"

@@ -130,16 +130,9 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
         };
         for fd in fds {
             let link = pdir.join("fd").join(&fd);
-            let open_file = match fs.file_id(&link) {
-                Ok(id) => Some(id),
-                Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                    out.incomplete = true;
-                    continue;
-                }
-                // Closed meanwhile, or it names something that is not there (then it
-                // is not one of our nodes, whose identity we compare below).
-                Err(_) => None,
-            };
+            // Closed meanwhile, or it leads to something that cannot be examined (a FUSE
+            // file of another user answers even root with EACCES: no VFIO node does).
+            let open_file = fs.file_id(&link);
             for (node, id) in &real {
                 let possible = |reason: String| PossibleHolder {
                     pid,
@@ -147,13 +140,35 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
                     node: (*node).clone(),
                     reason,
                 };
-                match id {
-                    Ok(id) => {
-                        if !open_file.is_some_and(|f| f.is_same_as(id)) {
+                let text_names_node = || {
+                    fs.read_link(&link)
+                        .ok()
+                        .is_some_and(|t| t == Path::new(node.as_str()) || t == rooted(root, node))
+                };
+                match (id, &open_file) {
+                    (Ok(_), Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
+                        if text_names_node() {
+                            push_possible(
+                                &mut out,
+                                possible(format!(
+                                    "descriptor {fd} is named {node}, but what it leads to \
+                                     cannot be examined ({e})"
+                                )),
+                            );
+                        }
+                    }
+                    (Ok(_), Err(_)) => {}
+                    (Ok(id), Ok(f)) => {
+                        if !f.is_same_as(id) {
                             continue;
                         }
                         let info = pdir.join("fdinfo").join(&fd);
-                        match fs.read_to_string(&info).ok().as_deref().map(fdinfo_is_o_path) {
+                        match fs
+                            .read_to_string(&info)
+                            .ok()
+                            .as_deref()
+                            .map(fdinfo_is_o_path)
+                        {
                             // An O_PATH descriptor: the node is named, the device not opened.
                             Some(Some(true)) => {}
                             Some(Some(false)) => push_holder(
@@ -174,13 +189,10 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
                             ),
                         }
                     }
-                    Err(why) => {
+                    (Err(why), _) => {
                         // The node cannot be examined here: all there is to go on is the
                         // link text, which its owner can forge.
-                        let text = fs.read_link(&link).ok();
-                        if text.as_deref().is_some_and(|t| {
-                            t == Path::new(node.as_str()) || t == rooted(root, node)
-                        }) {
+                        if text_names_node() {
                             push_possible(
                                 &mut out,
                                 possible(format!(
@@ -195,23 +207,30 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
         }
     }
     let key = |pid: u32, node: &str| (pid, node.to_string());
-    out.holders
-        .sort_by(|a, b| key(a.pid, &a.node).cmp(&key(b.pid, &b.node)));
+    out.holders.sort_by_key(|h| key(h.pid, &h.node));
     let held: Vec<(u32, String)> = out.holders.iter().map(|h| key(h.pid, &h.node)).collect();
-    out.possible.retain(|p| !held.contains(&key(p.pid, &p.node)));
     out.possible
-        .sort_by(|a, b| key(a.pid, &a.node).cmp(&key(b.pid, &b.node)));
+        .retain(|p| !held.contains(&key(p.pid, &p.node)));
+    out.possible.sort_by_key(|h| key(h.pid, &h.node));
     out
 }
 
 fn push_holder(out: &mut Scan, h: Holder) {
-    if !out.holders.iter().any(|x| x.pid == h.pid && x.node == h.node) {
+    if !out
+        .holders
+        .iter()
+        .any(|x| x.pid == h.pid && x.node == h.node)
+    {
         out.holders.push(h);
     }
 }
 
 fn push_possible(out: &mut Scan, h: PossibleHolder) {
-    if !out.possible.iter().any(|x| x.pid == h.pid && x.node == h.node) {
+    if !out
+        .possible
+        .iter()
+        .any(|x| x.pid == h.pid && x.node == h.node)
+    {
         out.possible.push(h);
     }
 }
@@ -222,8 +241,14 @@ mod tests {
 
     #[test]
     fn fdinfo_flags() {
-        assert_eq!(fdinfo_is_o_path("pos:\t0\nflags:\t02100002\nmnt_id:\t24\n"), Some(false));
-        let o_path = format!("pos:\t0\nflags:\t0{:o}\nmnt_id:\t24\n", libc::O_PATH | libc::O_CLOEXEC);
+        assert_eq!(
+            fdinfo_is_o_path("pos:\t0\nflags:\t02100002\nmnt_id:\t24\n"),
+            Some(false)
+        );
+        let o_path = format!(
+            "pos:\t0\nflags:\t0{:o}\nmnt_id:\t24\n",
+            libc::O_PATH | libc::O_CLOEXEC
+        );
         assert_eq!(fdinfo_is_o_path(&o_path), Some(true));
         assert_eq!(fdinfo_is_o_path("pos:\t0\n"), None);
         assert_eq!(fdinfo_is_o_path("flags:\tzz\n"), None);

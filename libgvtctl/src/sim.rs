@@ -667,7 +667,10 @@ pub fn hold(root: &Path, pid: u32, command: &str, node: &str) -> io::Result<()> 
     symlink(target, p.join("fd").join(&n))?;
     std::fs::write(
         p.join("fdinfo").join(&n),
-        format!("pos:\t0\nflags:\t0{:o}\nmnt_id:\t1\n", libc::O_RDWR | libc::O_CLOEXEC),
+        format!(
+            "pos:\t0\nflags:\t0{:o}\nmnt_id:\t1\n",
+            libc::O_RDWR | libc::O_CLOEXEC
+        ),
     )
 }
 

@@ -52,7 +52,9 @@ impl FileId {
             FileKind::CharDevice | FileKind::BlockDevice => {
                 self.kind == node.kind && self.rdev == node.rdev
             }
-            FileKind::Other => self.kind == node.kind && self.dev == node.dev && self.ino == node.ino,
+            FileKind::Other => {
+                self.kind == node.kind && self.dev == node.dev && self.ino == node.ino
+            }
         }
     }
 }
@@ -105,7 +107,10 @@ pub fn open_beneath(dir: &Path, rel: &str) -> io::Result<std::fs::File> {
 
     let invalid = || io::Error::from_raw_os_error(libc::EINVAL);
     let parts: Vec<&str> = rel.split('/').collect();
-    if parts.iter().any(|c| c.is_empty() || *c == "." || *c == "..") {
+    if parts
+        .iter()
+        .any(|c| c.is_empty() || *c == "." || *c == "..")
+    {
         return Err(invalid());
     }
     let mut cur: OwnedFd = std::fs::OpenOptions::new()
@@ -226,19 +231,38 @@ mod tests {
         // The directory itself may be a link (/sys/bus/mdev/devices/<uuid> is).
         symlink(&dev, t.path().join("bus-link")).unwrap();
 
-        write_once(&open_beneath(&t.path().join("bus-link"), "gvt/weight").unwrap(), b"8").unwrap();
-        assert_eq!(std::fs::read_to_string(dev.join("gvt/weight")).unwrap(), "8\n");
+        write_once(
+            &open_beneath(&t.path().join("bus-link"), "gvt/weight").unwrap(),
+            b"8",
+        )
+        .unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dev.join("gvt/weight")).unwrap(),
+            "8\n"
+        );
         let errno = |rel: &str| open_beneath(&dev, rel).unwrap_err().raw_os_error();
         assert_eq!(errno("mdev_type/remove"), Some(libc::ENOTDIR));
         assert_eq!(errno("gvt/evil"), Some(libc::ELOOP));
         assert_eq!(errno("mdev_type"), Some(libc::ELOOP));
-        for bad in ["../other/remove", "gvt/../../other/remove", "/etc/passwd", "", "gvt//weight", "./gvt/weight", "gvt/\0"] {
+        for bad in [
+            "../other/remove",
+            "gvt/../../other/remove",
+            "/etc/passwd",
+            "",
+            "gvt//weight",
+            "./gvt/weight",
+            "gvt/\0",
+        ] {
             assert_eq!(errno(bad), Some(libc::EINVAL), "{bad:?}");
         }
         assert_eq!(errno("gvt/none"), Some(libc::ENOENT));
         // Directories and FIFOs are not attributes (and a FIFO does not block the open).
         assert!(open_beneath(&dev, "gvt").is_err());
-        assert!(Command::new("mkfifo").arg(dev.join("gvt/fifo")).status().unwrap().success());
+        assert!(Command::new("mkfifo")
+            .arg(dev.join("gvt/fifo"))
+            .status()
+            .unwrap()
+            .success());
         assert!(open_beneath(&dev, "gvt/fifo").is_err());
         assert_eq!(std::fs::read_to_string(other.join("remove")).unwrap(), "");
     }

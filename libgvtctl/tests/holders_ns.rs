@@ -87,8 +87,14 @@ fn a_file_in_another_users_namespace_is_not_the_node() {
         .unwrap();
     let holder_pid = holder.id();
     kids.0.push(holder);
-    assert!(fd3_reads(forger_pid, "/dev/vfio/0"), "the forger did not start");
-    assert!(fd3_reads(holder_pid, &node.to_string_lossy()), "the holder did not start");
+    assert!(
+        fd3_reads(forger_pid, "/dev/vfio/0"),
+        "the forger did not start"
+    );
+    assert!(
+        fd3_reads(holder_pid, &node.to_string_lossy()),
+        "the holder did not start"
+    );
     // This process names the node with O_PATH (no access to the device needed).
     let _named = std::fs::OpenOptions::new()
         .read(true)
@@ -103,9 +109,18 @@ fn a_file_in_another_users_namespace_is_not_the_node() {
         !pids.contains(&forger_pid),
         "a file in another user's namespace, named /dev/vfio/0 there, counted as the node: {scan:?}"
     );
-    assert!(pids.contains(&holder_pid), "the real holder was missed: {scan:?}");
-    assert!(!pids.contains(&me), "an O_PATH descriptor counted as holding: {scan:?}");
-    assert!(scan.possible.iter().all(|p| p.pid != forger_pid), "{scan:?}");
+    assert!(
+        pids.contains(&holder_pid),
+        "the real holder was missed: {scan:?}"
+    );
+    assert!(
+        !pids.contains(&me),
+        "an O_PATH descriptor counted as holding: {scan:?}"
+    );
+    assert!(
+        scan.possible.iter().all(|p| p.pid != forger_pid),
+        "{scan:?}"
+    );
     assert_eq!(scan.in_use(&["/dev/vfio/0".to_string()]), Some(true));
 
     // A device node is the device, through whatever name: /dev/vfio/1 here stands for
@@ -127,7 +142,10 @@ fn a_file_in_another_users_namespace_is_not_the_node() {
         .unwrap();
     let full_pid = full.id();
     kids.0.push(full);
-    assert!(fd3_reads(full_pid, "/dev/full"), "the /dev/full holder did not start");
+    assert!(
+        fd3_reads(full_pid, "/dev/full"),
+        "the /dev/full holder did not start"
+    );
     let _named1 = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_PATH)
