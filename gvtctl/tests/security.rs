@@ -90,15 +90,17 @@ fn an_o_path_descriptor_is_not_a_holder() {
 }
 
 /// What cannot be verified is said, not acted on: a descriptor that leads to the node
-/// but whose fdinfo is unreadable (so O_PATH or not is unknown) makes `in_use` unknown,
-/// and `destroy` warns and goes on (the driver refuses with EBUSY if it is really held).
+/// but whose fdinfo cannot be understood (so O_PATH or not is unknown) makes `in_use`
+/// unknown, and `destroy` warns and goes on (if it really is held, the kernel's
+/// `remove` asks the VMM to let go and waits). A descriptor whose fdinfo is gone was
+/// closed: no holder at all.
 #[test]
 fn an_unverifiable_holder_is_reported_not_obeyed() {
     let t = gvt();
     let a = t.create(&["--aperture", "64M"]);
     let g = t.group_of(&a);
     let node = t.p(&format!("dev/vfio/{g}"));
-    fake_process(&t, 670, b"vmm\n", &node, None);
+    fake_process(&t, 670, b"vmm\n", &node, Some("zz"));
     let (_, v) = t.json(&["info", &a]);
     assert_eq!(v["in_use"], serde_json::Value::Null, "{v}");
     assert_eq!(v["possible_holders"][0]["pid"], 670);
@@ -117,6 +119,17 @@ fn an_unverifiable_holder_is_reported_not_obeyed() {
         )))
         .stderr(contains("removing anyway"));
     assert!(!t.dev(&a).exists());
+    std::fs::remove_dir_all(t.p("proc/670")).unwrap();
+    let c = t.create(&["--aperture", "64M"]);
+    let gc = t.group_of(&c);
+    fake_process(&t, 680, b"gone\n", &t.p(&format!("dev/vfio/{gc}")), None);
+    let (_, v) = t.json(&["info", &c]);
+    assert_eq!(
+        (v["in_use"].clone(), v["possible_holders"].clone()),
+        (false.into(), serde_json::json!([])),
+        "{v}"
+    );
+    t.cmd().args(["destroy", &c]).assert().success();
     // The same when the real node is gone from this /dev and only the link text is left.
     let b = t.create(&["--aperture", "64M"]);
     let gb = t.group_of(&b);

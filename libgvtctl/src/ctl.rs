@@ -769,7 +769,9 @@ impl Gvtctl {
     }
 
     /// Remove an active vGPU. Refuses (without writing `remove`, which blocks in the
-    /// kernel for drivers other than gvt-rs) while a process holds its VFIO node.
+    /// kernel until the VMM lets go) while a process verifiably holds its VFIO node;
+    /// possible holders that cannot be verified ([`PossibleHolder`]) are warned about
+    /// and do not block.
     pub fn destroy(&self, uuid: &Uuid) -> Result<Instance, Error> {
         let inst = self.instance(uuid)?;
         if !inst.active {
@@ -786,11 +788,12 @@ impl Gvtctl {
             });
         }
         for p in &inst.possible_holders {
-            // Unverifiable evidence does not block root; the kernel has the last word
-            // (gvt-rs refuses `remove` with EBUSY while the device is open; other
-            // drivers ask the VMM to release it and wait).
+            // Evidence that cannot be verified does not block root (anyone could forge
+            // it). If the process does hold the device, the kernel has the last word:
+            // `remove` asks its VMM to release the device (VFIO request) and waits.
             log::warn!(
-                "{uuid}: {p}; removing anyway (the driver refuses or waits if it is really held)"
+                "{uuid}: {p}; removing anyway (if it does hold the device, the kernel asks \
+                 its VMM to release it and the removal waits until it has)"
             );
         }
         let dev = self.dev_dir(uuid);

@@ -163,15 +163,10 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
                             continue;
                         }
                         let info = pdir.join("fdinfo").join(&fd);
-                        match fs
-                            .read_to_string(&info)
-                            .ok()
-                            .as_deref()
-                            .map(fdinfo_is_o_path)
-                        {
+                        match fs.read_to_string(&info).map(|t| fdinfo_is_o_path(&t)) {
                             // An O_PATH descriptor: the node is named, the device not opened.
-                            Some(Some(true)) => {}
-                            Some(Some(false)) => push_holder(
+                            Ok(Some(true)) => {}
+                            Ok(Some(false)) => push_holder(
                                 &mut out,
                                 Holder {
                                     pid,
@@ -179,12 +174,18 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
                                     node: (*node).clone(),
                                 },
                             ),
-                            _ => push_possible(
+                            // Closed, or the process is gone: it holds nothing now.
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                            r => push_possible(
                                 &mut out,
                                 possible(format!(
-                                    "descriptor {fd} leads to it, but {} is unreadable, so whether \
-                                     the device is open or only named (O_PATH) is unknown",
-                                    info.display()
+                                    "descriptor {fd} leads to it, but {} {}, so whether the device \
+                                     is open or only named (O_PATH) is unknown",
+                                    info.display(),
+                                    match r {
+                                        Err(e) => format!("is unreadable ({e})"),
+                                        Ok(_) => "has no flags line".to_string(),
+                                    }
                                 )),
                             ),
                         }
