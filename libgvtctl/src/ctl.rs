@@ -718,7 +718,10 @@ impl Gvtctl {
                     .map_err(|e| self.attr_error(&dev, k, e))
             });
             if let Err(reason) = r {
-                log::warn!("attribute {k} failed ({reason}); removing {uuid} again");
+                log::warn!(
+                    "attribute {} failed ({reason}); removing {uuid} again",
+                    escape(k)
+                );
                 let _ = self.fs.write(&dev.join("remove"), b"1");
                 return Err(Error::AttrFailed {
                     uuid: uuid.to_string(),

@@ -182,7 +182,10 @@ pub fn load_all(fs: &dyn Sysfs, root: &Path, parent: Option<&str>) -> Vec<Defini
             match load_one(fs, root, &p, &uuid) {
                 Ok(Some(d)) => out.push(d),
                 Ok(None) => {}
-                Err(e) => log::warn!("skipping {}: {e}", dir.join(&name).display()),
+                Err(e) => log::warn!(
+                    "skipping {}: {e}",
+                    crate::escape::escape(&dir.join(&name).to_string_lossy())
+                ),
             }
         }
     }
