@@ -148,13 +148,10 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
                 match (id, &open_file) {
                     (Ok(_), Err(e)) if e.kind() != std::io::ErrorKind::NotFound => {
                         if text_names_node() {
-                            push_possible(
-                                &mut out,
-                                possible(format!(
-                                    "descriptor {fd} is named {node}, but what it leads to \
+                            out.possible.push(possible(format!(
+                                "descriptor {fd} is named {node}, but what it leads to \
                                      cannot be examined ({e})"
-                                )),
-                            );
+                            )));
                         }
                     }
                     (Ok(_), Err(_)) => {}
@@ -166,74 +163,50 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
                         match fs.read_to_string(&info).map(|t| fdinfo_is_o_path(&t)) {
                             // An O_PATH descriptor: the node is named, the device not opened.
                             Ok(Some(true)) => {}
-                            Ok(Some(false)) => push_holder(
-                                &mut out,
-                                Holder {
-                                    pid,
-                                    command: command(),
-                                    node: (*node).clone(),
-                                },
-                            ),
+                            Ok(Some(false)) => out.holders.push(Holder {
+                                pid,
+                                command: command(),
+                                node: (*node).clone(),
+                            }),
                             // Closed, or the process is gone: it holds nothing now.
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                            r => push_possible(
-                                &mut out,
-                                possible(format!(
-                                    "descriptor {fd} leads to it, but {} {}, so whether the device \
+                            r => out.possible.push(possible(format!(
+                                "descriptor {fd} leads to it, but {} {}, so whether the device \
                                      is open or only named (O_PATH) is unknown",
-                                    info.display(),
-                                    match r {
-                                        Err(e) => format!("is unreadable ({e})"),
-                                        Ok(_) => "has no flags line".to_string(),
-                                    }
-                                )),
-                            ),
+                                info.display(),
+                                match r {
+                                    Err(e) => format!("is unreadable ({e})"),
+                                    Ok(_) => "has no flags line".to_string(),
+                                }
+                            ))),
                         }
                     }
                     (Err(why), _) => {
                         // The node cannot be examined here: all there is to go on is the
                         // link text, which its owner can forge.
                         if text_names_node() {
-                            push_possible(
-                                &mut out,
-                                possible(format!(
-                                    "descriptor {fd} is named {node}, but that node cannot be \
+                            out.possible.push(possible(format!(
+                                "descriptor {fd} is named {node}, but that node cannot be \
                                      examined here ({why}) to compare it with the open file"
-                                )),
-                            );
+                            )));
                         }
                     }
                 }
             }
         }
     }
-    let key = |pid: u32, node: &str| (pid, node.to_string());
-    out.holders.sort_by_key(|h| key(h.pid, &h.node));
-    let held: Vec<(u32, String)> = out.holders.iter().map(|h| key(h.pid, &h.node)).collect();
+    // One entry per (pid, node), however many descriptors; a verified holder is not
+    // also a possible one.
+    out.holders.sort_by_key(|h| (h.pid, h.node.clone()));
+    out.holders
+        .dedup_by(|a, b| (a.pid, &a.node) == (b.pid, &b.node));
+    out.possible.sort_by_key(|h| (h.pid, h.node.clone()));
     out.possible
-        .retain(|p| !held.contains(&key(p.pid, &p.node)));
-    out.possible.sort_by_key(|h| key(h.pid, &h.node));
+        .dedup_by(|a, b| (a.pid, &a.node) == (b.pid, &b.node));
+    let held = &out.holders;
+    out.possible
+        .retain(|p| !held.iter().any(|h| (h.pid, &h.node) == (p.pid, &p.node)));
     out
-}
-
-fn push_holder(out: &mut Scan, h: Holder) {
-    if !out
-        .holders
-        .iter()
-        .any(|x| x.pid == h.pid && x.node == h.node)
-    {
-        out.holders.push(h);
-    }
-}
-
-fn push_possible(out: &mut Scan, h: PossibleHolder) {
-    if !out
-        .possible
-        .iter()
-        .any(|x| x.pid == h.pid && x.node == h.node)
-    {
-        out.possible.push(h);
-    }
 }
 
 #[cfg(test)]
