@@ -23,13 +23,11 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, r: &log::Record) {
         if self.enabled(r.metadata()) {
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
+            output::print_err(&format!(
                 "gvtctl: {}: {}",
                 r.level().as_str().to_lowercase(),
                 r.args()
-            );
+            ));
         }
     }
     fn flush(&self) {}

@@ -1,8 +1,16 @@
 //! Human tables and the `--json` objects (schema documented in README.md).
 
+//!
+//! Text from sysfs, `/proc` and `/etc/mdevctl.d` is untrusted: each such value is
+//! escaped ([`libgvtctl::escape::escape`]) before it is laid out, every human message
+//! passes [`libgvtctl::escape::terminal_safe`] on its way out, and JSON is written with
+//! every character outside printable ASCII as a `\u` escape ([`to_json`]).
+
+use libgvtctl::escape::{escape, terminal_safe};
 use libgvtctl::{
     format_size, Definition, Error, Instance, MdevType, StartOutcome, Uuid, Vmm, VmmArgs,
 };
+use serde::Serialize;
 use serde_json::{json, Value};
 use std::io::Write as _;
 
@@ -10,7 +18,88 @@ use std::io::Write as _;
 /// worth a panic: the command has done its work, the reader wanted less of the output.
 pub fn print_out(text: &str) {
     let mut o = std::io::stdout().lock();
-    let _ = writeln!(o, "{text}").and_then(|()| o.flush());
+    let _ = writeln!(o, "{}", terminal_safe(text)).and_then(|()| o.flush());
+}
+
+/// One line on stderr, made safe for a terminal.
+pub fn print_err(text: &str) {
+    let _ = writeln!(std::io::stderr(), "{}", terminal_safe(text));
+}
+
+/// An untrusted value as one printable line.
+fn e(s: &str) -> String {
+    escape(s).into_owned()
+}
+
+/// serde_json's pretty output with every character that is not printable ASCII (DEL,
+/// C1 controls, bidi overrides, all of non-ASCII) written as `\uXXXX`: the same JSON
+/// values, and a byte stream no terminal acts on. (serde_json escapes only C0.)
+struct AsciiJson(serde_json::ser::PrettyFormatter<'static>);
+
+impl serde_json::ser::Formatter for AsciiJson {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        fragment: &str,
+    ) -> std::io::Result<()> {
+        for c in fragment.chars() {
+            if (' '..='~').contains(&c) {
+                w.write_all(&[c as u8])?;
+            } else {
+                let mut buf = [0u16; 2];
+                for unit in c.encode_utf16(&mut buf) {
+                    write!(w, "\\u{unit:04x}")?;
+                }
+            }
+        }
+        Ok(())
+    }
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_array(w)
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array(w)
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_array_value(w, first)
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_array_value(w)
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object(w)
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object(w)
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        self.0.begin_object_key(w, first)
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.begin_object_value(w)
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.0.end_object_value(w)
+    }
+}
+
+/// Pretty JSON in printable ASCII (see [`AsciiJson`]).
+pub fn to_json<T: Serialize>(v: &T) -> String {
+    let mut buf = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, AsciiJson(Default::default()));
+    if v.serialize(&mut ser).is_err() {
+        return String::new();
+    }
+    // The formatter writes ASCII only.
+    String::from_utf8(buf).unwrap_or_default()
 }
 
 pub struct Out {
@@ -57,14 +146,31 @@ fn dash(o: Option<String>) -> String {
 }
 
 fn in_use_text(i: &Instance) -> String {
-    match i.in_use {
-        Some(true) => i
-            .holders
-            .iter()
-            .map(|h| format!("{}({})", h.command, h.pid))
+    // Process names are escaped by the library already; escape again only what it
+    // would not have (a library user's own Holder), without doubling backslashes.
+    let procs = |v: Vec<(&str, u32)>| {
+        v.iter()
+            .map(|(c, p)| format!("{}({p})", terminal_safe(c)))
             .collect::<Vec<_>>()
-            .join(","),
+            .join(",")
+    };
+    match i.in_use {
+        Some(true) => procs(
+            i.holders
+                .iter()
+                .map(|h| (h.command.as_str(), h.pid))
+                .collect(),
+        ),
         Some(false) => "no".into(),
+        None if !i.possible_holders.is_empty() => format!(
+            "?{}",
+            procs(
+                i.possible_holders
+                    .iter()
+                    .map(|h| (h.command.as_str(), h.pid))
+                    .collect()
+            )
+        ),
         None => "?".into(),
     }
 }
@@ -72,7 +178,7 @@ fn in_use_text(i: &Instance) -> String {
 impl Out {
     fn emit(&self, v: &Value, human: &str) {
         if self.json {
-            print_out(&serde_json::to_string_pretty(v).unwrap_or_default());
+            print_out(&to_json(v));
         } else if !human.is_empty() {
             print_out(human);
         }
@@ -85,9 +191,9 @@ impl Out {
     pub fn error(&self, e: &Error) {
         if self.json {
             let v = json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
-            print_out(&serde_json::to_string_pretty(&v).unwrap_or_default());
+            print_out(&to_json(&v));
         }
-        let _ = writeln!(std::io::stderr(), "gvtctl: error: {e}");
+        print_err(&format!("gvtctl: error: {e}"));
     }
 
     pub fn types(&self, types: &[MdevType]) {
@@ -96,25 +202,25 @@ impl Out {
             .map(|t| {
                 let p = t.partition.as_ref();
                 vec![
-                    t.parent.clone(),
-                    t.id.clone(),
+                    e(&t.parent),
+                    e(&t.id),
                     dash(t.available_instances.map(|n| n.to_string())),
                     dash(p.map(|p| format_size(p.aperture))),
                     dash(p.map(|p| format_size(p.high_gm))),
                     dash(p.map(|p| p.fences.to_string())),
-                    dash(p.and_then(|p| p.resolution.clone())),
+                    dash(p.and_then(|p| p.resolution.as_deref().map(e))),
                     dash(p.and_then(|p| p.weight).map(|w| w.to_string())),
                     if p.is_some() {
-                        dash(t.name.clone())
+                        dash(t.name.as_deref().map(e))
                     } else {
                         let d = t
                             .description
                             .as_deref()
                             .and_then(|d| d.lines().next())
-                            .map(str::to_string);
-                        match (&t.name, d) {
+                            .map(e);
+                        match (t.name.as_deref().map(e), d) {
                             (Some(n), Some(d)) if !d.is_empty() => format!("{n}: {d}"),
-                            (n, d) => dash(n.clone().or(d)),
+                            (n, d) => dash(n.or(d)),
                         }
                     },
                 ]
@@ -138,9 +244,14 @@ impl Out {
     }
 
     pub fn created(&self, i: &Instance) {
-        let mut h = format!("{}\n\ncreated {} on {}", i.uuid, i.type_id, i.parent);
+        let mut h = format!(
+            "{}\n\ncreated {} on {}",
+            i.uuid,
+            e(&i.type_id),
+            e(&i.parent)
+        );
         if let Some(p) = &i.partition {
-            h.push_str(&format!(": {p}"));
+            h.push_str(&format!(": {}", e(&p.to_string())));
         }
         if let Some(n) = &i.vfio_group_node {
             h.push_str(&format!("\nVFIO group node: {n}"));
@@ -148,7 +259,7 @@ impl Out {
         if let Some(d) = &i.definition {
             h.push_str(&format!(
                 "\ndefined in {} (start {})",
-                d.path,
+                e(&d.path),
                 d.start.as_str()
             ));
         }
@@ -160,17 +271,24 @@ impl Out {
     }
 
     pub fn removed(&self, i: &Instance, action: &str, undefined: bool) {
-        let mut h = format!("{action} {} ({} on {})", i.uuid, i.type_id, i.parent);
+        let mut h = format!(
+            "{action} {} ({} on {})",
+            i.uuid,
+            e(&i.type_id),
+            e(&i.parent)
+        );
         if undefined {
             h.push_str("; definition deleted");
         } else if let Some(d) = &i.definition {
             h.push_str(&format!(
                 "; still defined in {} (`gvtctl start {}`)",
-                d.path, i.uuid
+                e(&d.path),
+                i.uuid
             ));
         }
         self.emit(
-            &json!({"uuid": i.uuid, "parent": i.parent, "type": i.type_id, "action": action, "undefined": undefined}),
+            &json!({"uuid": i.uuid, "parent": i.parent, "type": i.type_id, "action": action, "undefined": undefined,
+                "possible_holders": i.possible_holders}),
             &h,
         );
     }
@@ -181,12 +299,12 @@ impl Out {
             .map(|i| {
                 vec![
                     i.uuid.to_string(),
-                    i.parent.clone(),
-                    i.type_id.clone(),
+                    e(&i.parent),
+                    e(&i.type_id),
                     if i.active { "active" } else { "stopped" }.to_string(),
                     dash(i.partition.as_ref().map(|p| format_size(p.aperture))),
                     dash(i.partition.as_ref().map(|p| p.fences.to_string())),
-                    dash(i.vfio_group_node.clone()),
+                    dash(i.vfio_group_node.as_deref().map(e)),
                     if i.active { in_use_text(i) } else { "-".into() },
                     dash(i.definition.as_ref().map(|d| d.start.as_str().to_string())),
                 ]
@@ -210,15 +328,15 @@ impl Out {
         let mut h = String::new();
         let mut kv = |k: &str, v: String| h.push_str(&format!("{k:<19} {v}\n"));
         kv("uuid:", i.uuid.to_string());
-        kv("parent:", i.parent.clone());
+        kv("parent:", e(&i.parent));
         kv(
             "type:",
             format!(
                 "{}{}",
-                i.type_id,
+                e(&i.type_id),
                 i.type_name
                     .as_ref()
-                    .map(|n| format!(" ({n})"))
+                    .map(|n| format!(" ({})", e(n)))
                     .unwrap_or_default()
             ),
         );
@@ -231,9 +349,9 @@ impl Out {
             },
         );
         if let Some(p) = &i.partition {
-            kv("partition:", p.to_string());
+            kv("partition:", e(&p.to_string()));
             if let Some(r) = &p.resolution {
-                kv("resolution:", r.clone());
+                kv("resolution:", e(r));
             }
         }
         if let Some(g) = &i.gvt {
@@ -245,22 +363,30 @@ impl Out {
                     // Multi-line attributes (gvt/stats) keep their lines aligned.
                     _ => v
                         .as_str()
-                        .map(|s| s.lines().collect::<Vec<_>>().join(&format!("\n{:20}", "")))
+                        .map(|s| {
+                            s.lines()
+                                .map(e)
+                                .collect::<Vec<_>>()
+                                .join(&format!("\n{:20}", ""))
+                        })
                         .unwrap_or_else(|| v.to_string()),
                 };
-                kv(&format!("gvt/{k}:"), shown);
+                kv(&format!("gvt/{}:", e(k)), shown);
             }
         }
         if let Some(n) = &i.vfio_group_node {
-            kv("vfio:", n.clone());
+            kv("vfio:", e(n));
         }
         if i.active {
             kv("in use:", in_use_text(i));
+            for p in &i.possible_holders {
+                kv("", terminal_safe(&p.to_string()).into_owned());
+            }
         }
         match &i.definition {
             Some(d) => kv(
                 "defined:",
-                format!("{} (start {})", d.path, d.start.as_str()),
+                format!("{} (start {})", e(&d.path), d.start.as_str()),
             ),
             None => kv("defined:", "no".into()),
         }
@@ -277,9 +403,9 @@ impl Out {
         let h = format!(
             "{}\n\ndefined {} on {} in {} (start {})",
             d.uuid,
-            d.mdev_type,
-            d.parent,
-            d.path,
+            e(&d.mdev_type),
+            e(&d.parent),
+            e(&d.path),
             d.start.as_str()
         );
         self.emit(&json!({ "definition": d }), &h);
@@ -288,7 +414,7 @@ impl Out {
     pub fn undefined(&self, ds: &[Definition]) {
         let h = ds
             .iter()
-            .map(|d| format!("undefined {} (deleted {})", d.uuid, d.path))
+            .map(|d| format!("undefined {} (deleted {})", d.uuid, e(&d.path)))
             .collect::<Vec<_>>()
             .join("\n");
         self.emit(&json!({ "undefined": ds }), &h);
@@ -297,7 +423,11 @@ impl Out {
     pub fn started(&self, i: &Instance) {
         let h = format!(
             "started {} ({} on {})\nQEMU:\n  {}\ncloud-hypervisor:\n  {}",
-            i.uuid, i.type_id, i.parent, i.vmm_args.qemu, i.vmm_args.cloud_hypervisor
+            i.uuid,
+            e(&i.type_id),
+            e(&i.parent),
+            i.vmm_args.qemu,
+            i.vmm_args.cloud_hypervisor
         );
         self.emit(&serde_json::to_value(i).unwrap_or(Value::Null), &h);
     }
@@ -307,22 +437,22 @@ impl Out {
         let mut js = Vec::new();
         for r in results {
             let d = &r.definition;
+            let (ty, parent) = (e(&d.mdev_type), e(&d.parent));
             let (status, err) = match &r.result {
                 Ok(s) => (serde_json::to_value(s).unwrap_or(Value::Null), Value::Null),
-                Err(e) => (
+                Err(err) => (
                     json!("failed"),
-                    json!({"kind": e.kind(), "message": e.to_string()}),
+                    json!({"kind": err.kind(), "message": err.to_string()}),
                 ),
             };
             lines.push(match &r.result {
                 Ok(libgvtctl::StartStatus::Started) => {
-                    format!("started {} ({} on {})", d.uuid, d.mdev_type, d.parent)
+                    format!("started {} ({ty} on {parent})", d.uuid)
                 }
-                Ok(libgvtctl::StartStatus::AlreadyActive) => format!(
-                    "already active {} ({} on {})",
-                    d.uuid, d.mdev_type, d.parent
-                ),
-                Err(e) => format!("failed {} ({} on {}): {e}", d.uuid, d.mdev_type, d.parent),
+                Ok(libgvtctl::StartStatus::AlreadyActive) => {
+                    format!("already active {} ({ty} on {parent})", d.uuid)
+                }
+                Err(err) => format!("failed {} ({ty} on {parent}): {err}", d.uuid),
             });
             js.push(json!({"uuid": d.uuid, "parent": d.parent, "type": d.mdev_type, "status": status, "error": err}));
         }

@@ -9,7 +9,8 @@
 
 use crate::defs::{self, Definition, StartMode};
 use crate::error::{Error, ExistingInstance};
-use crate::holders::{self, Holder};
+use crate::escape::escape;
+use crate::holders::{self, Holder, PossibleHolder};
 use crate::sysfs::{RealSysfs, Sysfs};
 use crate::types::{MdevType, Partition, PartitionRequest, TypeKind, TypeSummary};
 use crate::uuid::Uuid;
@@ -43,6 +44,8 @@ pub struct Instance {
     /// `true` held by a process, `false` idle or stopped, `null` unknown (no permission).
     pub in_use: Option<bool>,
     pub holders: Vec<Holder>,
+    /// Processes that may hold it but could not be verified (then `in_use` is `null`).
+    pub possible_holders: Vec<PossibleHolder>,
     /// The persistent definition, if any.
     pub definition: Option<Definition>,
     pub vmm_args: VmmArgs,
@@ -340,7 +343,10 @@ impl Gvtctl {
             nodes.push(format!("/dev/vfio/{g}"));
         }
         for c in self.fs.read_dir(&dev.join("vfio-dev")).unwrap_or_default() {
-            nodes.push(format!("/dev/vfio/devices/{c}"));
+            // The kernel names them vfioN; anything else is not a node name we trust.
+            if c.starts_with("vfio") && c.len() > 4 && c[4..].bytes().all(|b| b.is_ascii_digit()) {
+                nodes.push(format!("/dev/vfio/devices/{c}"));
+            }
         }
         Some(Active {
             parent,
@@ -368,24 +374,21 @@ impl Gvtctl {
         } else {
             None
         };
-        let (holders, in_use) = match &active {
-            Some(a) => {
-                let h: Vec<Holder> = scan
-                    .holders
+        let (holders, possible_holders, in_use) = match &active {
+            Some(a) => (
+                scan.holders
                     .iter()
                     .filter(|h| a.nodes.contains(&h.node))
                     .cloned()
-                    .collect();
-                let in_use = if !h.is_empty() {
-                    Some(true)
-                } else if scan.incomplete {
-                    None
-                } else {
-                    Some(false)
-                };
-                (h, in_use)
-            }
-            None => (Vec::new(), Some(false)),
+                    .collect(),
+                scan.possible
+                    .iter()
+                    .filter(|h| a.nodes.contains(&h.node))
+                    .cloned()
+                    .collect(),
+                scan.in_use(&a.nodes),
+            ),
+            None => (Vec::new(), Vec::new(), Some(false)),
         };
         Instance {
             uuid: uuid.clone(),
@@ -402,6 +405,7 @@ impl Gvtctl {
             gvt: active.and_then(|a| a.gvt),
             in_use,
             holders,
+            possible_holders,
             definition: def,
             vmm_args: VmmArgs::for_uuid(uuid),
         }
@@ -472,6 +476,7 @@ impl Gvtctl {
                 parent: i.parent,
                 type_id: i.type_id,
                 holders: i.holders,
+                possible_holders: i.possible_holders,
                 in_use: i.in_use,
             })
             .collect()
@@ -707,16 +712,16 @@ impl Gvtctl {
             });
         }
         for (k, v) in attrs {
-            let p = dev.join(k);
-            let r = if !attr_path_ok(k) {
-                Err("attribute paths must stay inside the device directory".to_string())
-            } else if self.fs.exists(&p) {
-                self.fs.write(&p, v.as_bytes()).map_err(|e| e.to_string())
-            } else {
-                Err("the device has no such attribute".to_string())
-            };
+            let r = attr_allowed(k).and_then(|()| {
+                self.fs
+                    .write_attr(&dev, k, v.as_bytes())
+                    .map_err(|e| self.attr_error(&dev, k, e))
+            });
             if let Err(reason) = r {
-                log::warn!("attribute {k} failed ({reason}); removing {uuid} again");
+                log::warn!(
+                    "attribute {} failed ({reason}); removing {uuid} again",
+                    escape(k)
+                );
                 let _ = self.fs.write(&dev.join("remove"), b"1");
                 return Err(Error::AttrFailed {
                     uuid: uuid.to_string(),
@@ -727,6 +732,30 @@ impl Gvtctl {
             }
         }
         Ok(())
+    }
+
+    /// Why writing attribute `attr` of the device `dev` failed, in words. The symlink
+    /// diagnosis is for the message only: the refusal itself came from the confined
+    /// open ([`Sysfs::write_attr`]).
+    fn attr_error(&self, dev: &Path, attr: &str, e: std::io::Error) -> String {
+        if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) {
+            let mut prefix = PathBuf::new();
+            for c in attr.split('/') {
+                prefix.push(c);
+                if let Ok(t) = self.fs.read_link(&dev.join(&prefix)) {
+                    return format!(
+                        "'{}' is a symbolic link (to {}): an attribute must be a file of the device \
+                         itself, reached without following links",
+                        escape(&prefix.to_string_lossy()),
+                        escape(&t.to_string_lossy())
+                    );
+                }
+            }
+        }
+        match e.raw_os_error() {
+            Some(libc::ENOENT) => "the device has no such attribute".to_string(),
+            _ => escape(&e.to_string()).into_owned(),
+        }
     }
 
     fn wait_for(&self, mut cond: impl FnMut() -> bool) -> bool {
@@ -743,7 +772,9 @@ impl Gvtctl {
     }
 
     /// Remove an active vGPU. Refuses (without writing `remove`, which blocks in the
-    /// kernel for drivers other than gvt-rs) while a process holds its VFIO node.
+    /// kernel until the VMM lets go) while a process verifiably holds its VFIO node;
+    /// possible holders that cannot be verified ([`PossibleHolder`]) are warned about
+    /// and do not block.
     pub fn destroy(&self, uuid: &Uuid) -> Result<Instance, Error> {
         let inst = self.instance(uuid)?;
         if !inst.active {
@@ -758,6 +789,15 @@ impl Gvtctl {
                 holders: inst.holders,
                 driver_refused: false,
             });
+        }
+        for p in &inst.possible_holders {
+            // Evidence that cannot be verified does not block root (anyone could forge
+            // it). If the process does hold the device, the kernel has the last word:
+            // `remove` asks its VMM to release the device (VFIO request) and waits.
+            log::warn!(
+                "{uuid}: {p}; removing anyway (if it does hold the device, the kernel asks \
+                 its VMM to release it and the removal waits until it has)"
+            );
         }
         let dev = self.dev_dir(uuid);
         let remove = dev.join("remove");
@@ -1016,13 +1056,31 @@ fn check_name(what: &str, name: &str) -> Result<(), Error> {
     Ok(())
 }
 
-/// Attribute paths stay inside the device directory.
-fn attr_path_ok(attr: &str) -> bool {
-    !attr.is_empty()
-        && !attr.starts_with('/')
-        && attr
+/// A definition's attribute is a relative path of plain names inside the device
+/// directory (the open itself refuses symbolic links, [`Sysfs::write_attr`]), and not
+/// one of the driver core's control files: `remove` (lifecycle is gvtctl's job) and
+/// `uevent` (it replays device events to udev).
+fn attr_allowed(attr: &str) -> Result<(), String> {
+    if attr.is_empty()
+        || attr.starts_with('/')
+        || attr.contains('\0')
+        || !attr
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..")
+    {
+        return Err("attribute paths must stay inside the device directory".to_string());
+    }
+    if attr
+        .split('/')
+        .next_back()
+        .is_some_and(|n| n == "remove" || n == "uevent")
+    {
+        return Err(format!(
+            "'{}' is a control file of the driver core, not a device attribute",
+            escape(attr)
+        ));
+    }
+    Ok(())
 }
 
 /// The `gvt/` attributes a request sets (weight, display path), without the type check.

@@ -135,7 +135,10 @@ impl Definition {
                     }
                     for (k, val) in o {
                         let s = val.as_str().ok_or_else(|| {
-                            bad(format!("value of attribute '{k}' is not a string"))
+                            bad(format!(
+                                "value of attribute '{}' is not a string",
+                                crate::escape::escape(k)
+                            ))
                         })?;
                         attrs.push((k.clone(), s.to_string()));
                     }
@@ -179,7 +182,10 @@ pub fn load_all(fs: &dyn Sysfs, root: &Path, parent: Option<&str>) -> Vec<Defini
             match load_one(fs, root, &p, &uuid) {
                 Ok(Some(d)) => out.push(d),
                 Ok(None) => {}
-                Err(e) => log::warn!("skipping {}: {e}", dir.join(&name).display()),
+                Err(e) => log::warn!(
+                    "skipping {}: {e}",
+                    crate::escape::escape(&dir.join(&name).to_string_lossy())
+                ),
             }
         }
     }

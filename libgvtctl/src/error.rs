@@ -1,7 +1,8 @@
 //! Errors that say what to do next. Each maps to a documented process exit code
 //! ([`Error::exit_code`]) and a stable machine-readable [`Error::kind`].
 
-use crate::holders::Holder;
+use crate::escape::escape;
+use crate::holders::{Holder, PossibleHolder};
 use crate::types::{PartitionRequest, TypeSummary};
 use std::fmt::Write as _;
 use std::path::PathBuf;
@@ -15,6 +16,8 @@ pub struct ExistingInstance {
     pub type_id: String,
     /// Processes holding its VFIO node; empty when idle or unknown.
     pub holders: Vec<Holder>,
+    /// Processes that may hold it (could not be verified).
+    pub possible_holders: Vec<PossibleHolder>,
     /// `Some(false)` idle, `Some(true)` in use, `None` could not tell (no permission).
     pub in_use: Option<bool>,
 }
@@ -137,7 +140,11 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("could not set attribute '{attr}' of {uuid} to '{value}': {reason}")]
+    #[error(
+        "could not set attribute '{}' of {uuid} to '{}': {reason}",
+        escape(attr),
+        escape(value)
+    )]
     AttrFailed {
         uuid: String,
         attr: String,
@@ -293,6 +300,14 @@ fn exhausted(what: &str, left: &[TypeSummary], existing: &[ExistingInstance]) ->
             let use_text = match e.in_use {
                 Some(true) => format!("in use by {}", holders_text(&e.holders)),
                 Some(false) => "idle".to_string(),
+                None if !e.possible_holders.is_empty() => format!(
+                    "in use: cannot tell ({})",
+                    e.possible_holders
+                        .iter()
+                        .map(|p| p.to_string())
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
                 None => "in use: unknown (run as root to see)".to_string(),
             };
             let _ = write!(

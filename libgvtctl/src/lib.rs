@@ -6,7 +6,10 @@
 //! - list instances with their partition, IOMMU group, VFIO node and holders;
 //! - persistent definitions in mdevctl's format ([`defs`]): define, undefine, start,
 //!   stop, autostart;
-//! - VMM arguments ([`vmm`]); sizes ([`size`]); errors that say what to do ([`Error`]).
+//! - VMM arguments ([`vmm`]); sizes ([`size`]); errors that say what to do ([`Error`]);
+//! - nothing read from `/proc`, `/sys` or `/etc/mdevctl.d` is trusted: holders are
+//!   verified by device numbers ([`holders`]), definition attributes stay inside the
+//!   device ([`Sysfs::write_attr`]), and text from there is escaped ([`escape`]).
 //!
 //! Every path is resolved under a root (`/` on a host), and every filesystem access goes
 //! through [`Sysfs`], so tests run against a simulated mdev core ([`sim`]).
@@ -14,6 +17,7 @@
 pub mod ctl;
 pub mod defs;
 pub mod error;
+pub mod escape;
 pub mod holders;
 pub mod sim;
 pub mod size;
@@ -28,7 +32,7 @@ pub use ctl::{
 };
 pub use defs::{Definition, StartMode};
 pub use error::{exit, Error, ExistingInstance};
-pub use holders::Holder;
+pub use holders::{Holder, PossibleHolder};
 pub use size::{format_size, parse_size};
 pub use sysfs::{RealSysfs, Sysfs};
 pub use types::{MdevType, Partition, PartitionRequest, TypeKind, TypeSummary};

@@ -264,6 +264,13 @@ impl Sysfs for SimMdevCore {
         RealSysfs.write(&path, data)
     }
 
+    /// Confined as on a host ([`crate::sysfs::open_beneath`]), then written with the
+    /// simulated core's semantics (a `remove` removes, `gvt/weight` checks its range).
+    fn write_attr(&self, dev: &Path, attr: &str, data: &[u8]) -> io::Result<()> {
+        drop(crate::sysfs::open_beneath(dev, attr)?);
+        self.write(&dev.join(attr), data)
+    }
+
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
         match path.parent() {
             Some(d) if !path.exists() => Self::check_writable(d)?,
@@ -646,13 +653,25 @@ pub fn init(root: &Path, fixtures: &[Fixture]) -> io::Result<()> {
     Ok(())
 }
 
-/// Make process `pid` (named `command`) hold `node` open, as `/proc/<pid>/fd/<n>` shows it.
+/// Make process `pid` (named `command`) hold `node` open, as `/proc/<pid>/fd/<n>` and
+/// `/proc/<pid>/fdinfo/<n>` show it: the fd link leads to the tree's own node (so
+/// `stat` through it reaches that file, as through the kernel's magic link), opened
+/// read-write.
 pub fn hold(root: &Path, pid: u32, command: &str, node: &str) -> io::Result<()> {
     let p = root.join("proc").join(pid.to_string());
     std::fs::create_dir_all(p.join("fd"))?;
+    std::fs::create_dir_all(p.join("fdinfo"))?;
     std::fs::write(p.join("comm"), format!("{command}\n"))?;
-    let n = names(&p.join("fd")).len() + 3;
-    symlink(node, p.join("fd").join(n.to_string()))
+    let n = (names(&p.join("fd")).len() + 3).to_string();
+    let target = std::fs::canonicalize(root)?.join(node.trim_start_matches('/'));
+    symlink(target, p.join("fd").join(&n))?;
+    std::fs::write(
+        p.join("fdinfo").join(&n),
+        format!(
+            "pos:\t0\nflags:\t0{:o}\nmnt_id:\t1\n",
+            libc::O_RDWR | libc::O_CLOEXEC
+        ),
+    )
 }
 
 #[cfg(test)]
