@@ -3,8 +3,9 @@
 //! place: signal the guest's interrupt (MSI, or INTx as the config space
 //! says), zap the aperture mappings (memory decode turned off), arm the
 //! vblank timer, kick the engine worker.  Every trap path returns an
-//! [`Effects`]; none of these runs under a vGPU's `state` lock (eventfd
-//! signalling takes `irqs`, zapping takes `map`, INTx reads `state`).
+//! [`Effects`]; none of these runs under a vGPU's `state` lock or takes it
+//! (eventfd signalling takes `irqs`, zapping takes `map`), so the vblank
+//! timer can apply them while it walks the slot table.
 
 use crate::gpu;
 use crate::gvt_core::vgpu::Signal;
@@ -31,11 +32,13 @@ impl Effects {
         if let Some((deadline, now)) = self.vblank {
             gpu::arm_vblank(deadline, now);
         }
+        // `sig` came from the core's `signal`, which applied the guest's
+        // config space (MSI enable, INTX_DISABLE) under `state`.
         if self.sig.msi {
-            v.signal(vfio::VFIO_PCI_MSI_IRQ_INDEX);
+            v.raise(vfio::VFIO_PCI_MSI_IRQ_INDEX);
         }
         if self.sig.intx == Some(true) {
-            v.signal(INTX);
+            v.raise(INTX);
         }
         if self.kick {
             gpu::kick();

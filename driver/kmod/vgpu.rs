@@ -379,6 +379,14 @@ impl Vgpu {
         if index == INTX && self.state.lock().core().map_or(true, |c| c.cfg().intx_disabled()) {
             return;
         }
+        self.raise(index);
+    }
+
+    /// [`Vgpu::signal`] for an interrupt the core already decided on
+    /// (`CoreVgpu::signal` applied the guest's config space under `state`):
+    /// takes only `irqs`, so the shared timers and workers that raise it
+    /// never wait for a vGPU's `state`.
+    pub(crate) fn raise(&self, index: u32) {
         let mut irqs = self.irqs.lock();
         if index == INTX {
             if irqs.intx_masked {
