@@ -3,7 +3,7 @@
 //! `-accel kvm` (QEMU attaches the KVM fd to the VFIO group, the aperture
 //! slice becomes a KVM memory slot) and once with `-accel tcg` (no KVM).  The
 //! L2 program `l2-vgpu` checks IDs, BAR sizes, PVINFO and its aperture slice;
-//! afterwards L1 reads what L2 wrote through VFIO.
+//! afterwards L1 opens the vGPU and finds none of what L2 left behind.
 
 use std::time::Duration;
 
@@ -29,16 +29,18 @@ fn nested(accel: &str) {
     assert!(r.output.contains(&pv), "L2's PVINFO matches sysfs ({pv})");
     assert!(r.output.contains("L2: vgpu ok"), "the L2 program passed");
     assert!(r.output.contains("L2: vgpu ballooned read=0x0"), "ballooned outside the slice");
-    // What L2 wrote through its mapping is in the vGPU's aperture: L2 mapped
-    // no GGTT entry, so every page of the slice reaches the scratch page,
-    // which holds L2's last write.
+    // L2 mapped no GGTT entry, so every page of its slice reached the
+    // vGPU's scratch page, which held L2's last write (`vgpu aperture ok`:
+    // L2 read it back).  QEMU has closed the device since: the next user of
+    // the vGPU (this test) must not see any of it (issue 12, finding 3: the
+    // scratch page is scrubbed when the vGPU changes hands).
     let dev = open(&m);
     enable_mem(&dev);
     for p in 0..4u64 {
         assert_eq!(
             read32(&dev, VFIO_PCI_BAR2_REGION_INDEX, a.ap_base + p * 4096 + 16),
-            0x4C32_0000 | 3,
-            "L2's last write, through page {p}"
+            0,
+            "what L2 wrote through page {p} must not reach the next session"
         );
     }
     drop(dev);
