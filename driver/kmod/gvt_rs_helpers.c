@@ -7,6 +7,7 @@
 #include <linux/workqueue.h>
 #include <linux/timekeeping.h>
 #include <linux/slab.h>
+#include <linux/mutex.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
 #include "gvt_rs_helpers.h"
@@ -31,12 +32,37 @@ void *gvt_rs_get_drvdata(struct device *dev)
 	return dev_get_drvdata(dev);
 }
 
+/* The device ops as registered: the Rust table plus the iommufd ops.  An
+ * emulated-IOMMU device (an mdev) uses VFIO's emulated helpers, as mtty,
+ * mbochs and kvmgt do; with CONFIG_IOMMUFD off they are NULL (and unused),
+ * with it on, vfio_register_emulated_iommu_dev() refuses a device without
+ * them.  Pins go through vfio_pin_pages() either way, and dma_unmap is
+ * called for iommufd accesses too. */
+static struct vfio_device_ops gvt_rs_ops;
+static DEFINE_MUTEX(gvt_rs_ops_lock);
+static bool gvt_rs_ops_ready;
+
+static const struct vfio_device_ops *gvt_rs_device_ops(const struct vfio_device_ops *rust)
+{
+	mutex_lock(&gvt_rs_ops_lock);
+	if (!gvt_rs_ops_ready) {
+		gvt_rs_ops = *rust;
+		gvt_rs_ops.bind_iommufd = vfio_iommufd_emulated_bind;
+		gvt_rs_ops.unbind_iommufd = vfio_iommufd_emulated_unbind;
+		gvt_rs_ops.attach_ioas = vfio_iommufd_emulated_attach_ioas;
+		gvt_rs_ops.detach_ioas = vfio_iommufd_emulated_detach_ioas;
+		gvt_rs_ops_ready = true;
+	}
+	mutex_unlock(&gvt_rs_ops_lock);
+	return &gvt_rs_ops;
+}
+
 /* vfio_alloc_device() is a macro around _vfio_alloc_device() that checks that
  * the vfio_device is the first member; the Rust side asserts the same. */
 struct vfio_device *gvt_rs_vfio_alloc_device(size_t size, struct device *dev,
 					     const struct vfio_device_ops *ops)
 {
-	return _vfio_alloc_device(size, dev, ops);
+	return _vfio_alloc_device(size, dev, gvt_rs_device_ops(ops));
 }
 
 void gvt_rs_vfio_put_device(struct vfio_device *vdev)

@@ -609,6 +609,9 @@ static OPS: Ops<vfio::vfio_device_ops> = Ops(vfio::vfio_device_ops {
     mmap: Some(crate::mmap::vgpu_mmap),
     request: Some(vgpu_request),
     dma_unmap: Some(vgpu_dma_unmap),
+    // Filled in by the C helper that registers the table
+    // (`gvt_rs_vfio_alloc_device`): VFIO's emulated-IOMMU iommufd helpers,
+    // compiled only in kernels with CONFIG_IOMMUFD.
     bind_iommufd: None,
     unbind_iommufd: None,
     attach_ioas: None,
