@@ -7,6 +7,7 @@
 #include <linux/workqueue.h>
 #include <linux/timekeeping.h>
 #include <linux/slab.h>
+#include <linux/delay.h>
 #include <linux/mutex.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
@@ -418,4 +419,9 @@ void gvt_rs_clear_pfn(u64 pfn)
 void gvt_rs_cond_resched(void)
 {
 	cond_resched();
+}
+
+void gvt_rs_msleep(unsigned int ms)
+{
+	msleep(ms);
 }

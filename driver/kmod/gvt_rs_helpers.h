@@ -123,3 +123,5 @@ const void *gvt_rs_current_mm(void);
 void gvt_rs_clear_pfn(u64 pfn);
 /* Give the CPU to others if needed (between bounded engine steps). */
 void gvt_rs_cond_resched(void);
+/* Sleep at least `ms` milliseconds. */
+void gvt_rs_msleep(unsigned int ms);

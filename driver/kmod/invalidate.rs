@@ -1,24 +1,40 @@
 // SPDX-License-Identifier: GPL-2.0
-//! DMA ranges under invalidation: no pin into them until VFIO is done.
+//! DMA ranges under invalidation: no pin into them while VFIO unmaps them.
 //!
 //! VFIO type1 unmaps a range with pinned pages by dropping its container
 //! lock, calling every device's `dma_unmap` in turn, retaking the lock and
 //! looking again; it retries while any pin is left and hits
-//! `BUG_ON(++retries > 10)` (drivers/vfio/vfio_iommu_type1.c,
-//! `vfio_dma_do_unmap`).  A VMM thread writing GGTT PTEs (or render TAILs)
-//! of vGPU A in a loop could re-pin a frame of the range after A's callback
-//! evicted it, while B's callback still runs: a hostile VMM takes the host
-//! down.  So each `dma_unmap` registers its range here *before* it takes
-//! its vGPU's `state` lock (a pin already under way finishes first, under
-//! that lock, and is then evicted), and every pin by a task of the same VMM
-//! (same mm) into a registered range is refused (the PTE goes to scratch,
-//! counted as a refused pin) while any callback for it runs and for
-//! [`GRACE_NS`] after the last one returned: the time type1 needs to retake
-//! its lock and remove the range.  Another VMM's pins are never refused.
+//! `BUG_ON(++retries > 10)` after ten retries of the same range
+//! (drivers/vfio/vfio_iommu_type1.c, `vfio_dma_do_unmap`).  A VMM thread
+//! writing GGTT PTEs (or render TAILs) of vGPU A in a loop could re-pin a
+//! frame of the range after A's callback evicted it, while B's callback
+//! still runs: a hostile VMM takes the host down.
 //!
-//! The cost of being conservative: a VMM that unmaps a range and maps new
-//! memory at the same IOVA within [`GRACE_NS`] sees GGTT entries written in
-//! that window go to scratch (its guest rewrites them on its next use).
+//! So each `dma_unmap` callback registers its range here *before* it takes
+//! its vGPU's `state` lock (a pin already under way finishes first, under
+//! that lock, and is then evicted), and a pin by a task of the same VMM (same
+//! mm) into a registered range is refused (the PTE goes to scratch, counted
+//! in `pins_refused_unmapping`):
+//! - while any callback for the range runs (VFIO notifies the devices of a
+//!   container one after the other; the range is one entry for all of them);
+//! - after the last one returned, only if VFIO came back with the same range
+//!   again within [`RETRY_WINDOW_NS`] (a retry: some pin slipped in between
+//!   our callbacks and VFIO retaking its lock): then for a grace period that
+//!   doubles with each retry ([`grace_ns`]), so VFIO gets its lock back before
+//!   the next pin is allowed, and the tenth retry never comes.
+//!
+//! An honest VMM never causes a retry: its unmap costs nothing more, and it
+//! may map new memory at the same IOVA and pin it at once.  Another VMM's
+//! pins are never refused.  What stays conservative: the key is the VMM
+//! (its mm), not its container, so a VMM with two containers loses pins into
+//! one while it unmaps the same IOVA range of the other (for the length of
+//! the callbacks); a VMM that unmaps, maps, pins and unmaps the same range
+//! again within [`RETRY_WINDOW_NS`] looks like a retry and loses pins into
+//! it for 20 ms.  A real retry comes right after VFIO retakes its lock; a
+//! hostile VMM that delays that (a slow pin holding the container lock) has
+//! its own re-pin queued behind VFIO on the same lock.  The table holds [`SLOTS`] ranges; a callback that
+//! finds it full of callbacks in flight waits for one to finish (callbacks
+//! never wait for a pin, pins never wait here: no cycle).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -30,11 +46,23 @@ use crate::gvt_core::sched::Clock as _;
 use crate::parent;
 use crate::vfio;
 
-/// How long a range stays refused after its last callback returned.
-pub(crate) const GRACE_NS: u64 = 100_000_000;
-/// Ranges tracked at once; with all in use, every pin is refused until one
-/// frees (conservative, never unsafe).
-pub(crate) const SLOTS: usize = 16;
+/// A callback for a range that ended less than this ago, called again for
+/// the same range, is VFIO's retry.
+pub(crate) const RETRY_WINDOW_NS: u64 = 10_000_000;
+/// Ranges tracked at once.
+pub(crate) const SLOTS: usize = 64;
+
+/// How long pins stay refused after the callbacks of retry round `rounds`
+/// returned: none for the first round, then 10 ms doubling per retry
+/// (capped at about 10 s).
+pub(crate) const fn grace_ns(rounds: u32) -> u64 {
+    if rounds == 0 {
+        0
+    } else {
+        let k = if rounds > 10 { 10 } else { rounds };
+        10_000_000u64 << k
+    }
+}
 
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Range {
@@ -46,6 +74,19 @@ pub(crate) struct Range {
     in_flight: u32,
     /// When the last one returned.
     done_ns: u64,
+    /// VFIO's retries of this range seen so far.
+    rounds: u32,
+}
+
+impl Range {
+    /// Pins into it are refused now.
+    fn refusing(&self, now: u64) -> bool {
+        self.mm != 0 && (self.in_flight > 0 || now.saturating_sub(self.done_ns) < grace_ns(self.rounds))
+    }
+    /// A new callback for it now would be a retry.
+    fn recent(&self, now: u64) -> bool {
+        self.mm != 0 && (self.in_flight > 0 || now.saturating_sub(self.done_ns) < RETRY_WINDOW_NS)
+    }
 }
 
 pub(crate) type Registry = Mutex<[Range; SLOTS]>;
@@ -53,14 +94,12 @@ pub(crate) type Registry = Mutex<[Range; SLOTS]>;
 /// Pins refused because their frame was being unmapped (module-wide,
 /// reported in every vGPU's `gvt/stats` as `pins_refused_unmapping`).
 pub(crate) static REFUSED: AtomicU64 = AtomicU64::new(0);
+/// VFIO retries seen (`gvt/stats` `unmap_retries`).
+pub(crate) static RETRIES: AtomicU64 = AtomicU64::new(0);
 
 fn current_mm() -> usize {
     // SAFETY: reads `current->mm`.
     unsafe { vfio::gvt_rs_current_mm() as usize }
-}
-
-fn live(r: &Range, now: u64) -> bool {
-    r.mm != 0 && (r.in_flight > 0 || now.saturating_sub(r.done_ns) < GRACE_NS)
 }
 
 /// A `dma_unmap` callback in progress; ends on drop.
@@ -74,22 +113,37 @@ pub(crate) fn begin(iova: u64, len: u64) -> Guard {
     let first = iova >> 12;
     let end = iova.saturating_add(len).saturating_add(4095) >> 12;
     if mm == 0 || end <= first {
+        // Container teardown (no VMM task): nothing of that VMM pins any more.
         return Guard { slot: None };
     }
-    let now = KClock.now_ns();
-    let mut t = parent::get().invalidating.lock();
-    // The same range again (type1's retry, or the next device): share it.
-    if let Some(i) = t.iter().position(|r| r.mm == mm && r.first == first && r.end == end && live(r, now)) {
-        if let Some(r) = t.get_mut(i) {
+    loop {
+        let now = KClock.now_ns();
+        let mut t = parent::get().invalidating.lock();
+        let same = t.iter().position(|r| r.mm == mm && r.first == first && r.end == end && r.recent(now));
+        if let Some(r) = same.and_then(|i| t.get_mut(i)) {
+            if r.in_flight == 0 {
+                // VFIO is back for the same range: a pin slipped in.
+                r.rounds = r.rounds.saturating_add(1);
+                RETRIES.fetch_add(1, Ordering::Relaxed);
+            }
             r.in_flight += 1;
+            return Guard { slot: same };
         }
-        return Guard { slot: Some(i) };
+        // A free slot, else the one idle longest (its retry history goes).
+        let idle = |r: &Range| r.in_flight == 0 && !r.refusing(now);
+        let pick = t.iter().position(|r| r.mm == 0).or_else(|| {
+            t.iter().enumerate().filter(|(_, r)| idle(r)).min_by_key(|(_, r)| r.done_ns).map(|(i, _)| i)
+        });
+        if let Some(r) = pick.and_then(|i| t.get_mut(i)) {
+            *r = Range { mm, first, end, in_flight: 1, done_ns: 0, rounds: 0 };
+            return Guard { slot: pick };
+        }
+        drop(t);
+        // Every slot is a callback in flight or a retried range in its
+        // grace period: wait for one (they end without us).
+        // SAFETY: plain sleep in process context, no lock held.
+        unsafe { vfio::gvt_rs_msleep(1) };
     }
-    let free = t.iter().position(|r| !live(r, now));
-    if let Some(r) = free.and_then(|i| t.get_mut(i)) {
-        *r = Range { mm, first, end, in_flight: 1, done_ns: 0 };
-    }
-    Guard { slot: free }
 }
 
 impl Drop for Guard {
@@ -108,10 +162,7 @@ pub(crate) fn may_pin(gfn: Gfn) -> bool {
     let mm = current_mm();
     let now = KClock.now_ns();
     let t = parent::get().invalidating.lock();
-    let all_busy = t.iter().all(|r| live(r, now));
-    // A full table may have left an unmap unregistered: refuse everyone's
-    // pins until a slot frees (at most GRACE_NS after a callback ends).
-    let refused = all_busy || t.iter().any(|r| live(r, now) && r.mm == mm && gfn >= r.first && gfn < r.end);
+    let refused = t.iter().any(|r| r.mm == mm && gfn >= r.first && gfn < r.end && r.refusing(now));
     drop(t);
     if refused {
         REFUSED.fetch_add(1, Ordering::Relaxed);

@@ -122,6 +122,7 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
             core.write_stats(&g.gpu, &mut w)
                 .and_then(|()| writeln!(w, "self_map_faults {}", v.self_faults.load(Ordering::Relaxed)))
                 .and_then(|()| writeln!(w, "pins_refused_unmapping {}", invalidate::REFUSED.load(Ordering::Relaxed)))
+                .and_then(|()| writeln!(w, "unmap_retries {}", invalidate::RETRIES.load(Ordering::Relaxed)))
         }
         _ => return errno(EINVAL),
     };
