@@ -116,6 +116,33 @@ fn a_long_blit_batch_runs_in_slices_and_the_neighbour_gets_through() {
     }
 }
 
+/// A neighbour that wakes up while a long batch runs (it missed the period's
+/// refill, so it starts with no credit while VM 0 holds the whole period's)
+/// is still served within a couple of rounds, not after VM 0's batch or the
+/// period's end.  (8b98663 ran the whole batch in one round, so it served
+/// the neighbour next; with the engine sliced, this needs the policy's
+/// wake-up levelling, without which the neighbour waited all 36 rounds.)
+#[test]
+fn a_neighbour_waking_up_mid_period_is_served_within_two_rounds() {
+    let mut w = World::new(patient_config());
+    let mut d0 = boot(&mut w, 0);
+    let mut d1 = boot(&mut w, 1);
+    let cmds = copy_batch(&mut w, 0, &d0, 0xF00D);
+    let mut b = w.bus(0);
+    d0.run(&mut b, BCS, &cmds).unwrap();
+    assert!(accepted(&b));
+    w.run(3);
+    let mut b = w.bus(1);
+    d1.run(&mut b, BCS, &blit_job(&d1, 0x0066_0000, 0xD3)).unwrap();
+    assert!(accepted(&b));
+    w.run(2);
+    assert_eq!(marker(&mut w, 1, &d1), 0xD3, "the neighbour was served within two rounds");
+    assert_ne!(marker(&mut w, 0, &d0), 0xF00D, "while the long batch still runs");
+    run_idle(&mut w);
+    check_blit(&mut w, 1, &d1, 0x0066_0000, 0xD3);
+    assert_eq!(marker(&mut w, 0, &d0), 0xF00D);
+}
+
 /// Two page directories of VM 0 with three page tables each (64 present
 /// entries a table, all distinct tables), at high + 0x20000 / 0x21000.
 fn two_directories(w: &mut World, d: &GuestDriver) -> [u64; 2] {
