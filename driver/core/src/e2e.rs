@@ -806,4 +806,5 @@ mod fuzz {
     }
 }
 
+mod charging;
 mod hostile;

@@ -32,13 +32,16 @@
 //! | what | cost (ns, [`CostModel::DEFAULT`]) |
 //! |---|---|
 //! | a command (fetch, decode, retire; once per command) | `cmd_ns` = 1000 |
-//! | one host-memory access (one call, at most one page) | `access_ns` = 16 |
+//! | one host-memory access (one call, at most one page) | `access_ns` = 40 |
 //! | each KiB read or written by that access | `kib_ns` = 256 (≈ 4 GB/s) |
 //!
-//! So a 4-byte store is ≈ 1 µs, a 1 MiB fill ≈ 0.3 ms, a 1 MiB copy ≈ 0.6 ms
-//! (the figures of gvt-sim on the host: `cargo bench -p gvt-core --bench
-//! cmd --features fakes` prints the measured ratio), and a 17 GB fill would
-//! be ≈ 4.5 s of engine time — long past the watchdog.
+//! So a 4-byte store is ≈ 1.1 µs, a 1 MiB fill ≈ 0.3 ms, a 1 MiB copy
+//! ≈ 0.6 ms, a one-pixel-wide fill ≈ 40 ns a row, and a 17 GB fill would be
+//! ≈ 5 s of engine time — long past the watchdog.  The figures are gvt-sim's
+//! own on the host, with some headroom: `cargo bench -p gvt-core --features
+//! fakes --bench cmd` prints, for a big fill, a big copy and a narrow fill,
+//! the time charged over the time taken (measured on the development host,
+//! loaded: 1.7, 2.2 and about 1).
 //!
 //! Ring registers (offsets from the engine's MMIO base, Intel legacy ring
 //! layout): TAIL +0x30 (bits 20:3), HEAD +0x34 (bits 20:2), START +0x38 (GGTT
@@ -213,7 +216,7 @@ pub struct CostModel {
 }
 
 impl CostModel {
-    pub const DEFAULT: CostModel = CostModel { cmd_ns: 1000, access_ns: 16, kib_ns: 256 };
+    pub const DEFAULT: CostModel = CostModel { cmd_ns: 1000, access_ns: 40, kib_ns: 256 };
 
     /// Cost of one host access of `bytes` bytes.
     pub const fn access(&self, bytes: u64) -> u64 {
@@ -776,10 +779,14 @@ impl Engine {
         let mut pat = [0u8; CHUNK];
         let c = color.to_le_bytes();
         let cpp = cpp.clamp(1, 4);
-        for (i, b) in pat.iter_mut().enumerate() {
-            *b = c[i % cpp as usize];
-        }
         let row_bytes = w as u64 * cpp as u64;
+        // Only as much pattern as one piece can use (CHUNK is a multiple of
+        // every cpp).
+        let need = row_bytes.min(CHUNK as u64) as usize;
+        let px = c.get(..cpp as usize).unwrap_or(&c);
+        for p in pat.get_mut(..need).unwrap_or(&mut []).chunks_exact_mut(px.len()) {
+            p.copy_from_slice(px);
+        }
         Self::blit_step(h, row_bytes, at, |row, col, n| {
             let a = dst.row_addr(row, cpp).ok_or(Fault::PageFault { space: Space::Ggtt, addr: dst.base })?;
             // Every piece is a multiple of cpp bytes (rows, CHUNK and

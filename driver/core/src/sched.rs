@@ -12,7 +12,11 @@
 //!   (a kernel thread; the test harness) calls `round` in a loop and sleeps
 //!   when it reports `idle`.
 //! * **Preemption.** [`Preemption::Command`]: the engine (gvt-sim) may stop
-//!   at any command boundary, so a slice overruns by at most one command.
+//!   between any two engine steps — command boundaries, and inside a blit
+//!   every [`super::engine::STEP_BYTES`] — so a slice overruns by at most one
+//!   step ([`super::engine::CostModel::max_step_ns`]); the mediated GPU
+//!   keeps each context's execution state across switches
+//!   ([`super::gpu`]).
 //!   [`Preemption::Batch`]: for hardware that cannot stop inside a batch
 //!   buffer the engine stops only between batches; when the slice ends inside
 //!   one the engine reports [`StopReason::MidBatch`] and keeps its owner
@@ -74,8 +78,9 @@ pub enum Preemption {
 /// How much one run may use.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RunBudget {
-    /// Engine time; the engine stops at the first allowed boundary at or
-    /// before it (and runs at least one command, so may overrun by one).
+    /// Engine time; the engine stops at the first allowed boundary once it
+    /// is used (so it may overrun by one engine step; with
+    /// [`Preemption::Batch`], by the rest of a batch).
     pub ns: u64,
     /// Most commands to execute.
     pub max_cmds: u32,

@@ -24,6 +24,14 @@
 //!   engine (work conservation must not be punished later); downwards it
 //!   removes credit the engine could not deliver (context-switch overhead
 //!   makes the engine's capacity per period smaller than the period).
+//! * **Wake-up.** A vGPU that gets work mid-period after none so far this
+//!   period (it missed the refill) is raised to the credit per weight unit
+//!   of the best-placed vGPU with work, so it is picked within one quantum
+//!   rather than at the period's end behind a busy vGPU holding the whole
+//!   period's allocation (issue 12: a neighbour's submission-to-interrupt
+//!   latency must stay within a couple of quanta).  Once per period and
+//!   bounded by the best-placed credit, so it buys no more than one
+//!   allocation.
 //! * **Pick** (O(n)): the eligible vGPU with the highest credit per weight
 //!   unit, ties to the least recently run (GVT-g's LRU order), for one
 //!   quantum (overshoot is carried as debt).  GVT-g picks LRU among all vGPUs with credit
@@ -172,8 +180,12 @@ impl<const N: usize> CreditPolicy<N> {
     /// Returns whether a refill happened.
     pub fn tick(&mut self, now: u64, has_work: &[bool]) -> bool {
         let work = |i: usize| has_work.get(i).copied().unwrap_or(false);
+        let mut waking = [false; N];
         for (i, s) in self.slots.iter_mut().enumerate() {
             if s.present && work(i) {
+                if let Some(w) = waking.get_mut(i) {
+                    *w = !s.active;
+                }
                 s.active = true;
             }
         }
@@ -185,6 +197,7 @@ impl<const N: usize> CreditPolicy<N> {
         }
         let elapsed = now.saturating_sub(self.period_start);
         if elapsed < self.period_ns {
+            self.level_waking(&waking, has_work);
             return false;
         }
         // Keep period boundaries on the grid; after a long idle gap, one
@@ -240,6 +253,35 @@ impl<const N: usize> CreditPolicy<N> {
         for (i, s) in self.slots.iter_mut().enumerate() {
             s.credit = s.credit.clamp(-clamp, clamp);
             s.active = s.present && work(i);
+        }
+    }
+
+    /// Slots that got work mid-period after none so far this period are
+    /// raised to the credit per weight unit of the best-placed slot with
+    /// work (never lowered): they are picked within one quantum instead of
+    /// waiting for the period's end behind a vGPU that holds the whole
+    /// period's allocation.  At most once per slot and period (the slot is
+    /// active from now on), and never above what the best-placed one holds,
+    /// which the refill's normalisation bounds by one allocation.
+    fn level_waking(&mut self, waking: &[bool; N], has_work: &[bool]) {
+        if !waking.iter().any(|w| *w) {
+            return;
+        }
+        let work = |i: usize| has_work.get(i).copied().unwrap_or(false);
+        let mut top: Option<i64> = None;
+        for (i, s) in self.slots.iter().enumerate() {
+            if s.present && work(i) && !waking.get(i).copied().unwrap_or(false) {
+                let n = s.credit / i64::from(s.weight.max(1));
+                top = Some(top.map_or(n, |t: i64| t.max(n)));
+            }
+        }
+        let Some(top) = top else { return };
+        let clamp = (self.period_ns as i64).saturating_mul(CREDIT_CLAMP_PERIODS);
+        for (s, w) in self.slots.iter_mut().zip(waking.iter()) {
+            if *w {
+                let c = top.saturating_mul(i64::from(s.weight)).min(clamp);
+                s.credit = s.credit.max(c);
+            }
         }
     }
 
@@ -366,6 +408,34 @@ mod tests {
         let c = p.pick(0, &work).unwrap();
         let runs = [a.slot, b.slot, c.slot];
         assert_eq!(runs.iter().filter(|s| **s == 1).count(), 2, "{runs:?}");
+    }
+
+    #[test]
+    fn a_slot_waking_mid_period_is_levelled_once() {
+        let mut p = CreditPolicy::<2>::new(P, GVTG_QUANTUM_NS);
+        p.add(0, 2).unwrap();
+        p.add(1, 1).unwrap();
+        p.tick(0, &[true, false]);
+        assert_eq!(p.credit(0), Some(P as i64), "slot 0 alone got the whole period");
+        assert_eq!(p.pick(0, &[true, false]).map(|k| k.slot), Some(0));
+        p.charge(0, 10_000_000);
+        // Slot 1 wakes up: raised to slot 0's credit per weight unit.
+        p.tick(1, &[true, true]);
+        assert_eq!(p.credit(1), Some(90_000_000 / 2));
+        assert_eq!(p.pick(1, &[true, true]).map(|k| k.slot), Some(1), "picked next");
+        // Once per period: going idle and waking again levels nothing.
+        p.charge(1, 40_000_000);
+        p.tick(2, &[true, false]);
+        p.tick(3, &[true, true]);
+        assert_eq!(p.credit(1), Some(5_000_000));
+        // A slot that already has more keeps it.
+        let mut q = CreditPolicy::<2>::new(P, GVTG_QUANTUM_NS);
+        q.add(0, 1).unwrap();
+        q.add(1, 1).unwrap();
+        q.tick(0, &[true, false]);
+        q.charge(0, 2 * P);
+        q.tick(1, &[true, true]);
+        assert_eq!(q.credit(1), Some(0), "never lowered");
     }
 
     #[test]
