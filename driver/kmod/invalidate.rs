@@ -18,8 +18,9 @@
 //! - while any callback for the range runs (VFIO notifies the devices of a
 //!   container one after the other; the range is one entry for all of them);
 //! - after the last one returned, only if VFIO came back with the same range
-//!   again within [`RETRY_WINDOW_NS`] (a retry: some pin slipped in between
-//!   our callbacks and VFIO retaking its lock): then for a grace period that
+//!   for a vGPU it notified already, within [`RETRY_WINDOW_NS`] (a retry:
+//!   some pin slipped in between our callbacks and VFIO retaking its lock):
+//!   then for a grace period that
 //!   doubles with each retry ([`grace_ns`]), so VFIO gets its lock back before
 //!   the next pin is allowed, and the tenth retry never comes.
 //!
@@ -28,9 +29,9 @@
 //! pins are never refused.  What stays conservative: the key is the VMM
 //! (its mm), not its container, so a VMM with two containers loses pins into
 //! one while it unmaps the same IOVA range of the other (for the length of
-//! the callbacks); a VMM that unmaps, maps, pins and unmaps the same range
-//! again within [`RETRY_WINDOW_NS`] looks like a retry and loses pins into
-//! it for 20 ms.  A real retry comes right after VFIO retakes its lock; a
+//! the callbacks); a VMM that unmaps, maps, pins and unmaps the same range of
+//! the same vGPU again within [`RETRY_WINDOW_NS`] looks like a retry and
+//! loses pins into it for 20 ms.  A real retry comes right after VFIO retakes its lock; a
 //! hostile VMM that delays that (a slow pin holding the container lock) has
 //! its own re-pin queued behind VFIO on the same lock.  The table holds [`SLOTS`] ranges; a callback that
 //! finds it full of callbacks in flight waits for one to finish (callbacks
@@ -76,6 +77,10 @@ pub(crate) struct Range {
     done_ns: u64,
     /// VFIO's retries of this range seen so far.
     rounds: u32,
+    /// The vGPUs (bit per scheduler slot) notified in the current round: a
+    /// vGPU notified again is VFIO's retry (another container of the same
+    /// VMM unmapping the same IOVAs notifies other vGPUs).
+    seen: u32,
 }
 
 impl Range {
@@ -107,8 +112,10 @@ pub(crate) struct Guard {
     slot: Option<usize>,
 }
 
-/// Register `[iova, iova + len)` of the calling VMM as under invalidation.
-pub(crate) fn begin(iova: u64, len: u64) -> Guard {
+/// Register `[iova, iova + len)` of the calling VMM as under invalidation,
+/// for the callback of the vGPU in scheduler slot `slot`.
+pub(crate) fn begin(iova: u64, len: u64, slot: u16) -> Guard {
+    let bit = 1u32.checked_shl(u32::from(slot)).unwrap_or(0);
     let mm = current_mm();
     let first = iova >> 12;
     let end = iova.saturating_add(len).saturating_add(4095) >> 12;
@@ -121,11 +128,14 @@ pub(crate) fn begin(iova: u64, len: u64) -> Guard {
         let mut t = parent::get().invalidating.lock();
         let same = t.iter().position(|r| r.mm == mm && r.first == first && r.end == end && r.recent(now));
         if let Some(r) = same.and_then(|i| t.get_mut(i)) {
-            if r.in_flight == 0 {
-                // VFIO is back for the same range: a pin slipped in.
+            if r.seen & bit != 0 {
+                // VFIO is back for the same range and this vGPU: a pin
+                // slipped in after the previous round.
                 r.rounds = r.rounds.saturating_add(1);
+                r.seen = 0;
                 RETRIES.fetch_add(1, Ordering::Relaxed);
             }
+            r.seen |= bit;
             r.in_flight += 1;
             return Guard { slot: same };
         }
@@ -135,7 +145,7 @@ pub(crate) fn begin(iova: u64, len: u64) -> Guard {
             t.iter().enumerate().filter(|(_, r)| idle(r)).min_by_key(|(_, r)| r.done_ns).map(|(i, _)| i)
         });
         if let Some(r) = pick.and_then(|i| t.get_mut(i)) {
-            *r = Range { mm, first, end, in_flight: 1, done_ns: 0, rounds: 0 };
+            *r = Range { mm, first, end, in_flight: 1, done_ns: 0, rounds: 0, seen: bit };
             return Guard { slot: pick };
         }
         drop(t);

@@ -930,7 +930,7 @@ unsafe extern "C" fn vgpu_request(vdev: *mut vfio::vfio_device, count: u32) {
 unsafe extern "C" fn vgpu_dma_unmap(vdev: *mut vfio::vfio_device, iova: u64, len: u64) {
     // SAFETY: called between init and release.
     let v = unsafe { vgpu_of(vdev) };
-    let guard = invalidate::begin(iova, len);
+    let guard = invalidate::begin(iova, len, v.slot.0);
     {
         let mut st = v.state.lock();
         let Ok((core, mut storage)) = st.split() else { return };
