@@ -379,6 +379,18 @@ pub fn open_with_private_ram(m: &Mdev, pages: usize, iova: u64) -> (VfioDevice, 
 fn open_with_ram_flags(m: &Mdev, pages: usize, iova: u64, share: i32) -> (VfioDevice, GuestRam) {
     let container = Arc::new(VfioContainer::new(None).expect("open /dev/vfio/vfio"));
     let dev = VfioDevice::new(&m.sysfs_path(), container.clone(), false).expect("open the vGPU through VFIO");
+    (dev, guest_ram_flags(&container, pages, iova, share))
+}
+
+/// `pages` pages of shared anonymous memory DMA-mapped at `iova` in
+/// `container`: the guest RAM of a VMM whose devices (one or several) share
+/// that container.
+pub fn guest_ram(container: &Arc<VfioContainer>, pages: usize, iova: u64) -> GuestRam {
+    guest_ram_flags(container, pages, iova, libc::MAP_SHARED)
+}
+
+fn guest_ram_flags(container: &Arc<VfioContainer>, pages: usize, iova: u64, share: i32) -> GuestRam {
+    let container = container.clone();
     let len = pages * 4096;
     // SAFETY: a fresh anonymous mapping.
     let ptr = unsafe {
@@ -387,7 +399,7 @@ fn open_with_ram_flags(m: &Mdev, pages: usize, iova: u64, share: i32) -> (VfioDe
     assert_ne!(ptr, libc::MAP_FAILED, "mmap guest RAM");
     // SAFETY: the mapping lives until `GuestRam` unmaps it (after the DMA unmap).
     unsafe { container.vfio_dma_map(iova, len, ptr.cast()) }.expect("VFIO_IOMMU_MAP_DMA");
-    (dev, GuestRam { ptr: ptr.cast(), len, iova, container })
+    GuestRam { ptr: ptr.cast(), len, iova, container }
 }
 
 /// Point GGTT entry `gm_page` (graphics address / 4096) at guest RAM page
