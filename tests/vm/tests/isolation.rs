@@ -83,11 +83,20 @@ fn supervised(name: &str, limit: Duration, body: impl FnOnce()) {
         .spawn()
         .expect("spawn the child test process");
     let pid = child.id();
+    // Set when the child reports a deadlock (its watchdog then exits; a
+    // child whose threads sit in the kernel never finishes exiting).
+    let deadlock = Arc::new(AtomicBool::new(false));
     let relay = |r: Box<dyn Read + Send>| {
+        let deadlock = deadlock.clone();
         thread::spawn(move || {
             for line in BufReader::new(r).lines() {
                 match line {
-                    Ok(l) => eprintln!("[child] {l}"),
+                    Ok(l) => {
+                        if l.contains("DEADLOCK:") {
+                            deadlock.store(true, Ordering::SeqCst);
+                        }
+                        eprintln!("[child] {l}")
+                    }
                     Err(_) => break,
                 }
             }
@@ -96,7 +105,14 @@ fn supervised(name: &str, limit: Duration, body: impl FnOnce()) {
     let out = relay(Box::new(child.stdout.take().unwrap()));
     let err = relay(Box::new(child.stderr.take().unwrap()));
     let t0 = Instant::now();
+    let mut deadlock_at = None;
     loop {
+        if deadlock_at.is_none() && deadlock.load(Ordering::SeqCst) {
+            deadlock_at = Some(Instant::now());
+        }
+        if deadlock_at.is_some_and(|t| t.elapsed() > Duration::from_secs(10)) {
+            break;
+        }
         if let Some(st) = child.try_wait().expect("wait for the child") {
             let _ = out.join();
             let _ = err.join();
@@ -109,16 +125,17 @@ fn supervised(name: &str, limit: Duration, body: impl FnOnce()) {
         thread::sleep(Duration::from_millis(100));
     }
     let stacks = task_stacks(pid);
-    eprintln!("{name}: the child (pid {pid}) did not exit within {limit:?}; its threads:\n{stacks}");
+    let why = if deadlock_at.is_some() { "reported a deadlock and did not exit".to_string() } else { format!("did not exit within {limit:?}") };
+    eprintln!("{name}: the child (pid {pid}) {why}; its threads:\n{stacks}");
     // SAFETY: plain kill of our own child.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     thread::sleep(Duration::from_secs(3));
     if child.try_wait().ok().flatten().is_none() {
         let d = stacks.lines().filter(|l| l.contains(") D ")).count();
-        let _ = fs::write(WEDGED, format!("{name}: its child pid {pid} did not exit within {limit:?} nor on SIGKILL; {d} threads in D state"));
+        let _ = fs::write(WEDGED, format!("{name}: its child pid {pid} {why} nor on SIGKILL; {d} threads in D state"));
         eprintln!("{name}: the child survived SIGKILL (threads stuck in the kernel); left it and marked the driver wedged");
     }
-    panic!("{name}: the child did not exit within {limit:?} (deadlock or unbounded work in the driver); its threads' kernel stacks are above");
+    panic!("{name}: the child {why} (deadlock or unbounded work in the driver); its threads' kernel stacks are above");
 }
 
 /// `comm`, state and kernel stack of every thread of `pid`.
@@ -168,10 +185,26 @@ impl Progress {
     fn line(&self) -> String {
         self.names.iter().enumerate().map(|(i, n)| format!("{n} {}", self.get(i))).collect::<Vec<_>>().join(", ")
     }
+    /// Print the threads' kernel stacks and exit the process (a test that
+    /// deadlocked the driver cannot unwind: its threads sit in the kernel).
+    fn deadlock(&self, what: &str, i: usize, stall: Duration, t0: Instant) -> ! {
+        eprintln!("{what}: DEADLOCK: {} made no progress for {stall:?} ({:.0?} into the run: {})", self.names[i], t0.elapsed(), self.line());
+        for (j, n) in self.names.iter().enumerate() {
+            let tid = self.tids[j].load(Ordering::SeqCst);
+            let p = format!("/proc/self/task/{tid}");
+            eprintln!(
+                "--- {n} (tid {tid}) stat: {} wchan: {}\n{}",
+                fs::read_to_string(format!("{p}/stat")).unwrap_or_default().trim(),
+                fs::read_to_string(format!("{p}/wchan")).unwrap_or_default(),
+                fs::read_to_string(format!("{p}/stack")).unwrap_or_default()
+            );
+        }
+        // SAFETY: ends the process; nothing is unwound.
+        unsafe { libc::_exit(3) }
+    }
+
     /// Wait until `done()`; every `check` counter must move at least once
-    /// every `stall`.  On a stall print the threads' kernel stacks and exit
-    /// the process (a test that deadlocked the driver cannot unwind: its
-    /// threads sit in the kernel).
+    /// every `stall`, else [`Progress::deadlock`].
     fn watch(&self, what: &str, check: &[usize], stall: Duration, done: impl Fn() -> bool) {
         let t0 = Instant::now();
         let mut last: Vec<(u64, Instant)> = check.iter().map(|&i| (self.get(i), Instant::now())).collect();
@@ -187,24 +220,7 @@ impl Progress {
                 if now != last[k].0 {
                     last[k] = (now, Instant::now());
                 } else if last[k].1.elapsed() > stall && !done() {
-                    eprintln!(
-                        "{what}: DEADLOCK: {} made no progress for {stall:?} ({:.0?} into the run: {})",
-                        self.names[i],
-                        t0.elapsed(),
-                        self.line()
-                    );
-                    for (j, n) in self.names.iter().enumerate() {
-                        let tid = self.tids[j].load(Ordering::SeqCst);
-                        let p = format!("/proc/self/task/{tid}");
-                        eprintln!(
-                            "--- {n} (tid {tid}) stat: {} wchan: {}\n{}",
-                            fs::read_to_string(format!("{p}/stat")).unwrap_or_default().trim(),
-                            fs::read_to_string(format!("{p}/wchan")).unwrap_or_default(),
-                            fs::read_to_string(format!("{p}/stack")).unwrap_or_default()
-                        );
-                    }
-                    // SAFETY: ends the process; nothing is unwound.
-                    unsafe { libc::_exit(3) };
+                    self.deadlock(what, i, stall, t0);
                 }
             }
         }
@@ -382,44 +398,34 @@ fn pin_path_body() {
             }
         })
     };
-    p.register(3);
+    // B's vblank MSIs, counted and acknowledged (DEIIR) as B's guest does.
+    let tm = {
+        let (p, stop) = (p.clone(), stop.clone());
+        let msi = msi.try_clone().expect("dup the eventfd");
+        thread::spawn(move || {
+            p.register(3);
+            while !stop.load(Ordering::SeqCst) {
+                let mut pf = libc::pollfd { fd: msi.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd.
+                if unsafe { libc::poll(&mut pf, 1, 100) } == 1 {
+                    let n = msi.read().unwrap_or(0);
+                    for _ in 0..n {
+                        p.tick(3);
+                    }
+                    let _ = write_deiir(fb);
+                }
+            }
+        })
+    };
     let t0 = Instant::now();
-    let mut msis = 0u64;
-    // The main thread counts B's vblank MSIs and watches.
-    let done = || ta.is_finished();
-    let mut last_shown = Instant::now();
-    let mut last_move = [(0u64, Instant::now()); 4];
-    const STALL: Duration = Duration::from_secs(30);
-    while !done() {
-        thread::sleep(Duration::from_millis(50));
-        let n = msi.read().unwrap_or(0);
-        if n > 0 {
-            msis += n;
-            for _ in 0..n {
-                p.tick(3);
-            }
-            // Acknowledge as the guest does (on the raw fd: never blocks
-            // this thread longer than a trap).
-            let _ = write_deiir(fb);
-        }
-        if last_shown.elapsed() > Duration::from_secs(10) {
-            eprintln!("pin_path: {:.0?}: {}", t0.elapsed(), p.line());
-            last_shown = Instant::now();
-        }
-        for (i, lm) in last_move.iter_mut().enumerate() {
-            let c = p.get(i);
-            if c != lm.0 {
-                *lm = (c, Instant::now());
-            } else if lm.1.elapsed() > STALL && !done() {
-                report_stall(&p, "pin_path", i, STALL, t0);
-            }
-        }
-    }
+    p.watch("pin_path", &[0, 1, 2, 3], Duration::from_secs(30), || ta.is_finished());
     stop.store(true, Ordering::SeqCst);
-    p.watch("pin_path (stopping)", &[], STALL, || tb.is_finished() && ts.is_finished());
+    p.watch("pin_path (stopping)", &[], Duration::from_secs(30), || tb.is_finished() && ts.is_finished() && tm.is_finished());
     ta.join().unwrap();
     tb.join().unwrap();
     ts.join().unwrap();
+    tm.join().unwrap();
+    let msis = p.get(3);
     let errs = errors.lock().unwrap().clone();
     eprintln!(
         "pin_path: {} in {:.1?}; vblank MSIs of B {msis}; errors {}{}",
@@ -476,22 +482,6 @@ fn write_deiir(fd: i32) -> std::io::Result<()> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-fn report_stall(p: &Progress, what: &str, i: usize, stall: Duration, t0: Instant) -> ! {
-    eprintln!("{what}: DEADLOCK: {} made no progress for {stall:?} ({:.0?} into the run: {})", p.names[i], t0.elapsed(), p.line());
-    for (j, n) in p.names.iter().enumerate() {
-        let tid = p.tids[j].load(Ordering::SeqCst);
-        let path = format!("/proc/self/task/{tid}");
-        eprintln!(
-            "--- {n} (tid {tid}) stat: {} wchan: {}\n{}",
-            fs::read_to_string(format!("{path}/stat")).unwrap_or_default().trim(),
-            fs::read_to_string(format!("{path}/wchan")).unwrap_or_default(),
-            fs::read_to_string(format!("{path}/stack")).unwrap_or_default()
-        );
-    }
-    // SAFETY: ends the process; nothing is unwound (threads sit in the kernel).
-    unsafe { libc::_exit(3) }
 }
 
 // ---- 2. DMA unmap while the vGPUs re-pin ---------------------------------------
