@@ -294,15 +294,17 @@ const PIN_RAM_IOVA: u64 = 0x4000_0000;
 const PIN_BAR_IOVA: u64 = 0x8000_0000;
 /// Pages of B's aperture the VMM maps (and A's entries name).
 const PIN_PAGES: u64 = 8;
-const PIN_WRITES: u64 = 4000;
+const PIN_WRITES: u64 = 20_000;
 
 /// Finding 2.  One VMM process opens A and B in one container, mmaps B's
 /// aperture slice and DMA-maps that mapping (as QEMU does with every mmapped
 /// BAR).  A's GGTT entries are rewritten to name those IOVAs (and back to
 /// RAM, so each write pins anew), while B's vblank timer runs (plane on,
-/// vblank unmasked, MSI wired), one thread rewrites B's GGTT entries behind
-/// that mapping (each zaps the mapping, so A's next pin faults into B's
-/// fault handler again) and reads B's PVINFO, and one reads B's `gvt/stats`.
+/// vblank unmasked, MSI wired), one thread rewrites B's GGTT entries and
+/// reads B's PVINFO, and one reads B's `gvt/stats`.  Before each A write
+/// that names B's aperture, A's thread moves B's entry behind that page
+/// (which zaps the VMM's mapping of it), so the pin faults into B's fault
+/// handler every time.
 /// Every A write must return, B must keep working (vblank interrupts keep
 /// coming, its aperture shows its RAM).
 ///
@@ -357,7 +359,17 @@ fn pin_path_body() {
                 }
                 let j = k % PIN_PAGES;
                 // Alternately B's aperture mapping and A's own RAM page.
-                let pte = if (k / PIN_PAGES) % 2 == 0 { PIN_BAR_IOVA + j * PAGE } else { PIN_RAM_IOVA + j * PAGE } | 1;
+                let on_b = (k / PIN_PAGES) % 2 == 0;
+                if on_b {
+                    // First move B's entry behind that page (as B's guest
+                    // may at any time): the VMM's mapping of it is zapped,
+                    // so pinning it faults into B's fault handler.
+                    let r = j + PIN_PAGES * ((k / (2 * PIN_PAGES)) % 2);
+                    if let Err(e) = pte_write(fb, gm_b(j), (PIN_RAM_IOVA + r * PAGE) | 1) {
+                        errors.lock().unwrap().push(format!("B PTE write before A's {k}: {e}"));
+                    }
+                }
+                let pte = if on_b { PIN_BAR_IOVA + j * PAGE } else { PIN_RAM_IOVA + j * PAGE } | 1;
                 if let Err(e) = pte_write(fa, gm_a(j), pte) {
                     errors.lock().unwrap().push(format!("A PTE write {k}: {e}"));
                 }
@@ -640,7 +652,7 @@ fn isolation_scratch_is_scrubbed_across_close_open_and_reset() {
     let (r1, m1) = nonzero(&dev, g1);
     let (r2, m2) = nonzero(&dev, g2);
     eprintln!("scratch: after close/open: non-zero dwords at GM {g1:#x}: region {r1}, mapping {m1}; at {g2:#x}: {r2}, {m2} (first dword {:#x})", read32(&dev, BAR2, g1));
-    assert_eq!((r1, m1, r2, m2), (0, 0, 0, 0), "the next session reads zeros where the previous one wrote (close/open)");
+    let after_close = (r1, m1, r2, m2);
     // Within one session, across VFIO_DEVICE_RESET.
     let back = fill_scratch(&dev, g1);
     eprintln!("scratch: session 2 wrote the pattern, reads back {back:#x}; VFIO_DEVICE_RESET");
@@ -649,9 +661,8 @@ fn isolation_scratch_is_scrubbed_across_close_open_and_reset() {
     let (r1, m1) = nonzero(&dev, g1);
     let (r2, m2) = nonzero(&dev, g2);
     eprintln!("scratch: after RESET: non-zero dwords at GM {g1:#x}: region {r1}, mapping {m1}; at {g2:#x}: {r2}, {m2} (first dword {:#x})", read32(&dev, BAR2, g1));
+    assert_eq!(after_close, (0, 0, 0, 0), "the next session reads zeros where the previous one wrote (close/open)");
     assert_eq!((r1, m1, r2, m2), (0, 0, 0, 0), "after a reset the scratch page reads zeros");
-    // Through the engine too: a render store to an unmapped GM page lands in
-    // scratch; after a reset the guest's aperture reads zeros there.
     drop(dev);
     m.remove().expect("remove vGPU");
 }
