@@ -1,13 +1,13 @@
 //! Isolation under a hostile tenant (issue 12): what one VMM or guest can do
 //! to the other vGPUs of the same host through the real driver.  Every test
-//! name contains `isolation` (`cargo xtask vm-test isolation`); the one that
-//! needs two vCPUs also contains `smp2` (the rig boots two for it:
-//! `cargo xtask vm-test smp2`).
+//! name contains `isolation` (`cargo xtask vm-test isolation`); the two that
+//! need two vCPUs also contain `smp2` (the rig boots two for them:
+//! `cargo xtask vm-test smp2`; with one vCPU they are skipped).
 //!
 //! - `isolation_pin_path_*` (finding 2): a GGTT write of vGPU A names an IOVA
 //!   whose VMM address is vGPU B's mmapped aperture, while B's vblank runs and
 //!   B's BAR0 is hammered: pinning faults into B's fault handler from A's task.
-//! - `isolation_unmap_*` (finding 4): two vGPUs in one container re-pin frames
+//! - `isolation_smp2_unmap_*` (finding 4): two vGPUs in one container re-pin frames
 //!   of a range while the VMM DMA-unmaps it, over and over.
 //! - `isolation_scratch_*` (finding 3): what one session wrote to the scratch
 //!   page is not there for the next one (close/open, VFIO_DEVICE_RESET).
@@ -510,11 +510,12 @@ const RACE_ENTRIES: u64 = 8;
 /// frame and pins the new one) while the main thread unmaps and maps the
 /// range again, `RACE_CYCLES` times.  Every unmap must complete (type1
 /// retries its device notifications only 10 times before `BUG_ON`); both
-/// vGPUs work afterwards.
+/// vGPUs work afterwards.  A race between threads of a multi-threaded VMM:
+/// it runs on two vCPUs (`smp2`), the writers beside the unmapping thread.
 #[test]
 #[ignore = "runs inside the VM rig"]
-fn isolation_unmap_while_two_vgpus_repin_completes() {
-    supervised("isolation_unmap_while_two_vgpus_repin_completes", Duration::from_secs(300), unmap_body);
+fn isolation_smp2_unmap_while_two_vgpus_repin_completes() {
+    supervised("isolation_smp2_unmap_while_two_vgpus_repin_completes", Duration::from_secs(300), unmap_body);
 }
 
 fn unmap_body() {
