@@ -7,8 +7,6 @@
 //! - `isolation_pin_path_*` (finding 2): a GGTT write of vGPU A names an IOVA
 //!   whose VMM address is vGPU B's mmapped aperture, while B's vblank runs and
 //!   B's BAR0 is hammered: pinning faults into B's fault handler from A's task.
-//! - `isolation_slow_fault_*` (finding 2, pinning under a global lock): A's
-//!   pin waits for A's VMM (userfaultfd) while B's traps must go on.
 //! - `isolation_smp2_unmap_*` (finding 4): two vGPUs in one container re-pin frames
 //!   of a range while the VMM DMA-unmaps it, over and over.
 //! - `isolation_scratch_*` (finding 3): what one session wrote to the scratch
@@ -498,175 +496,6 @@ fn write_deiir(fd: i32) -> std::io::Result<()> {
     }
 }
 
-// ---- 1b. a pin that waits for its VMM's page fault ------------------------------
-
-/// userfaultfd(2) (linux/userfaultfd.h).
-const UFFD_API: u64 = 0xAA;
-const UFFDIO_API: libc::c_ulong = 0xC018_AA3F;
-const UFFDIO_REGISTER: libc::c_ulong = 0xC020_AA00;
-const UFFDIO_COPY: libc::c_ulong = 0xC028_AA03;
-const UFFDIO_REGISTER_MODE_MISSING: u64 = 1;
-const UFFD_EVENT_PAGEFAULT: u8 = 0x12;
-
-/// Anonymous memory whose first touch (by anyone, the kernel's pinning
-/// included) waits until this process supplies the page: what a VMM with
-/// post-copy migration, or a FUSE- or network-backed guest RAM, looks like.
-struct SlowRam {
-    uffd: i32,
-    ptr: *mut u8,
-    len: usize,
-}
-
-impl SlowRam {
-    fn new(pages: usize) -> SlowRam {
-        let len = pages * PAGE as usize;
-        // SAFETY: plain syscalls on fresh objects; the ioctls get buffers of
-        // the sizes their numbers encode.
-        unsafe {
-            let uffd = libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) as i32;
-            assert!(uffd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
-            let mut api = [UFFD_API, 0, 0];
-            assert_eq!(libc::ioctl(uffd, UFFDIO_API, api.as_mut_ptr()), 0, "UFFDIO_API: {}", std::io::Error::last_os_error());
-            let ptr = libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS, -1, 0);
-            assert_ne!(ptr, libc::MAP_FAILED);
-            let mut reg = [ptr as u64, len as u64, UFFDIO_REGISTER_MODE_MISSING, 0];
-            assert_eq!(libc::ioctl(uffd, UFFDIO_REGISTER, reg.as_mut_ptr()), 0, "UFFDIO_REGISTER: {}", std::io::Error::last_os_error());
-            SlowRam { uffd, ptr: ptr.cast(), len }
-        }
-    }
-
-    /// The address of the first fault to arrive within `limit`.
-    fn wait_fault(&self, limit: Duration) -> Option<u64> {
-        let mut pf = libc::pollfd { fd: self.uffd, events: libc::POLLIN, revents: 0 };
-        // SAFETY: one valid pollfd.
-        if unsafe { libc::poll(&mut pf, 1, limit.as_millis() as i32) } != 1 {
-            return None;
-        }
-        let mut msg = [0u8; 32];
-        // SAFETY: a 32-byte buffer, the size of struct uffd_msg.
-        let n = unsafe { libc::read(self.uffd, msg.as_mut_ptr().cast(), 32) };
-        assert_eq!(n, 32, "read uffd_msg: {}", std::io::Error::last_os_error());
-        assert_eq!(msg[0], UFFD_EVENT_PAGEFAULT, "a page fault event");
-        Some(u64::from_le_bytes(msg[16..24].try_into().unwrap()))
-    }
-
-    /// Supply the page at `addr`: `fill` in every dword.
-    fn supply(&self, addr: u64, fill: u32) {
-        let page: Vec<u32> = vec![fill; 1024];
-        let mut copy = [addr & !(PAGE - 1), page.as_ptr() as u64, PAGE, 0, 0];
-        // SAFETY: `copy` is a struct uffdio_copy; the source is a live page.
-        let r = unsafe { libc::ioctl(self.uffd, UFFDIO_COPY, copy.as_mut_ptr()) };
-        assert_eq!(r, 0, "UFFDIO_COPY: {}", std::io::Error::last_os_error());
-    }
-}
-
-impl Drop for SlowRam {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping and descriptor.
-        unsafe {
-            libc::munmap(self.ptr.cast(), self.len);
-            libc::close(self.uffd);
-        }
-    }
-}
-
-const SLOW_IOVA: u64 = 0xA000_0000;
-const SLOW_MARK: u32 = 0x510F_0A6E;
-/// How long B's traps may take while A's pin waits before the test calls
-/// them blocked by A (a trap takes microseconds; TCG and a loaded host
-/// make it milliseconds).
-const BLOCKED: Duration = Duration::from_secs(15);
-
-/// Finding 2, second part.  A's VMM backs guest RAM with memory whose first
-/// touch waits for that VMM (userfaultfd).  A GGTT write of A naming such a
-/// page pins it, and the pin waits for the VMM's fault handling.  Meanwhile
-/// vGPU B (another VMM) must be served: a BAR0 read and a GGTT write (a pin
-/// of its own RAM) of B return while A's pin is still waiting.  Then A's
-/// VMM supplies the page, A's write returns and its entry maps that page.
-///
-/// On the driver of 8b98663 A's pin runs under the GPU lock, so B's traps
-/// wait for A's VMM.
-#[test]
-#[ignore = "runs inside the VM rig"]
-fn isolation_slow_fault_pin_of_one_vgpu_does_not_stall_another() {
-    supervised("isolation_slow_fault_pin_of_one_vgpu_does_not_stall_another", Duration::from_secs(180), slow_fault_body);
-}
-
-fn slow_fault_body() {
-    let (ma, mb) = (Mdev::create(PARENT, &type_mb(32)).unwrap(), Mdev::create(PARENT, &type_mb(32)).unwrap());
-    let (aa, ab) = (attrs(&ma), attrs(&mb));
-    let (dev_a, ram_a) = open_with_ram(&ma, 4, 0x4000_0000);
-    let (dev_b, ram_b) = open_with_ram(&mb, 4, 0x4000_0000);
-    enable_mem(&dev_a);
-    enable_mem(&dev_b);
-    ram_b.write32(PAGE as usize, 0xB0B0_0001);
-    let slow = SlowRam::new(4);
-    // SAFETY: `slow` outlives the DMA mapping (unmapped below first).
-    unsafe { ram_a.container().vfio_dma_map(SLOW_IOVA, slow.len, slow.ptr) }.expect("DMA-map the slow RAM");
-    let gm_a = aa.ap_base / PAGE + 3;
-    let fa = dev_a.as_raw_fd();
-    let ta = thread::spawn(move || {
-        let t = Instant::now();
-        let r = pte_write(fa, gm_a, SLOW_IOVA | 1);
-        (r.map_err(|e| e.to_string()), t.elapsed())
-    });
-    let addr = slow.wait_fault(Duration::from_secs(60));
-    let Some(addr) = addr else {
-        let r = if ta.is_finished() { format!("{:?}", ta.join().unwrap()) } else { "still running".into() };
-        panic!("A's pin never touched the slow RAM within 60 s (A's write: {r})");
-    };
-    assert_eq!(addr & !(PAGE - 1), slow.ptr as u64, "the pin faults on the page A's entry names");
-    eprintln!("slow_fault: A's pin is waiting for its VMM's page fault at {addr:#x}");
-    // B, meanwhile: a BAR0 read and a GGTT write (a pin of B's own RAM).
-    let fb = dev_b.as_raw_fd();
-    let gm_b = ab.ap_base / PAGE + 1;
-    let ram_b_iova = ram_b.iova;
-    let tb = thread::spawn(move || {
-        let t = Instant::now();
-        let magic = bar0_read32(fb, PVINFO).map_err(|e| e.to_string());
-        let read = t.elapsed();
-        let w = pte_write(fb, gm_b, (ram_b_iova + PAGE) | 1).map_err(|e| e.to_string());
-        (magic, read, w, t.elapsed())
-    });
-    let t0 = Instant::now();
-    while !tb.is_finished() && t0.elapsed() < BLOCKED {
-        thread::sleep(Duration::from_millis(10));
-    }
-    let b_done = tb.is_finished();
-    let a_waiting = !ta.is_finished();
-    eprintln!(
-        "slow_fault: after {:.3} s: B's traps {}, A's pin {}",
-        t0.elapsed().as_secs_f64(),
-        if b_done { "returned" } else { "still blocked" },
-        if a_waiting { "still waiting for its VMM" } else { "returned" }
-    );
-    // A's VMM supplies the page; everything completes.
-    slow.supply(addr, SLOW_MARK);
-    let (ra, ta_took) = ta.join().unwrap();
-    let (magic, read, wb, tb_took) = tb.join().unwrap();
-    eprintln!(
-        "slow_fault: A's PTE write {ra:?} after {:.3} s; B's PVINFO read {magic:?} in {:.3} s, B's PTE write {wb:?}, B done {:.3} s after it started",
-        ta_took.as_secs_f64(),
-        read.as_secs_f64(),
-        tb_took.as_secs_f64()
-    );
-    assert!(b_done, "B's BAR0 read and GGTT write did not return within {BLOCKED:?} while A's pin waited for A's VMM: one tenant's slow memory stalls another's traps");
-    assert!(a_waiting, "A's pin was still waiting when B's traps returned");
-    assert_eq!(magic, Ok(VGT_MAGIC as u32), "B's PVINFO");
-    assert_eq!(wb, Ok(()), "B's PTE write");
-    assert_eq!(read32(&dev_b, BAR2, gm_b * PAGE), 0xB0B0_0001, "B's GM page 1 is its RAM page 1");
-    assert_eq!(ra, Ok(()), "A's PTE write returns once its page is there");
-    assert_eq!(read32(&dev_a, BAR2, gm_a * PAGE), SLOW_MARK, "A's entry maps the page its VMM supplied");
-    ram_a.container().vfio_dma_unmap(SLOW_IOVA, slow.len).expect("unmap the slow RAM");
-    drop(slow);
-    drop(ram_a);
-    drop(ram_b);
-    drop(dev_a);
-    drop(dev_b);
-    ma.remove().unwrap();
-    mb.remove().unwrap();
-}
-
 // ---- 2. DMA unmap while the vGPUs re-pin ---------------------------------------
 
 const RACE_IOVA: u64 = 0x6000_0000;
@@ -1138,6 +967,7 @@ fn noisy_body() {
     println!(
         "bench: noisy neighbour (weights A {} B {} C {}, quantum {:?}): blitter share B {:.3} C {:.3} A {:.3} (fair {:.3}, B/fair {:.2}, C/fair {:.2}); render share B {:.3} C {:.3} A {:.3}; \
          store p99 B {:.2} ms (alone {:.2} ms, bound {:.2} ms), C {:.2} ms (alone {:.2} ms, bound {:.2} ms); rounds B {} C {} (alone {} {}); \
+         honest 1 MiB fills per second B {:.1} C {:.1} (alone {:.1} {:.1}); \
          A: {} giant blits, {} full-slice fills, {} PPGTT switches, {} PTE writes, {} engine resets, {} refusals",
         w[0], w[1], w[2], quantum,
         share(d[1].1, bcs_total), share(d[2].1, bcs_total), share(d[0].1, bcs_total), fair(1),
@@ -1146,6 +976,8 @@ fn noisy_body() {
         p99_noisy[0].as_secs_f64() * 1e3, p99_alone[0].as_secs_f64() * 1e3, bound[0].as_secs_f64() * 1e3,
         p99_noisy[1].as_secs_f64() * 1e3, p99_alone[1].as_secs_f64() * 1e3, bound[1].as_secs_f64() * 1e3,
         noisy[0].lat.len(), noisy[1].lat.len(), alone[0].lat.len(), alone[1].lat.len(),
+        noisy[0].fills as f64 / NOISY.as_secs_f64(), noisy[1].fills as f64 / NOISY.as_secs_f64(),
+        alone[0].fills as f64 / ALONE.as_secs_f64(), alone[1].fills as f64 / ALONE.as_secs_f64(),
         n(0), n(1), n(2), n(3), n(4), rej_a
     );
     eprintln!("noisy: engine ns in the window (rcs, bcs): A {:?} B {:?} C {:?}", d[0], d[1], d[2]);
@@ -1169,9 +1001,11 @@ fn noisy_body() {
 // ---- 5. parallel BAR0 traps ----------------------------------------------------
 
 const TRAPS: usize = 20_000;
+const PTE_TRAPS: usize = 5_000;
 
-/// Seconds for `TRAPS` 4-byte PVINFO reads on `dev`.
-fn trap_reads(dev: &VfioDevice) -> f64 {
+/// Seconds for `TRAPS` 4-byte PVINFO reads on `dev` (the other arguments
+/// are [`trap_ptes`]'s).
+fn trap_reads(dev: &VfioDevice, _: u64, _: u64) -> f64 {
     let t = Instant::now();
     for _ in 0..TRAPS {
         assert_eq!(read32(dev, BAR0, PVINFO), VGT_MAGIC as u32);
@@ -1179,10 +1013,47 @@ fn trap_reads(dev: &VfioDevice) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
-/// Two threads on two different vGPUs reading a plain trapped register (the
-/// PVINFO magic) together finish faster than the same reads one vGPU after
-/// the other: traps of different vGPUs do not serialise on one lock.  Needs
-/// two vCPUs (the rig boots two for tests named `smp2`).  Prints the ratio.
+/// Seconds for `PTE_TRAPS` GGTT entry writes on `dev` (GM page `gm`
+/// alternately on two RAM pages: each write pins one page, unpins another).
+fn trap_ptes(dev: &VfioDevice, ram_iova: u64, gm: u64) -> f64 {
+    let t = Instant::now();
+    for i in 0..PTE_TRAPS {
+        pte_write(dev.as_raw_fd(), gm, (ram_iova + (i as u64 % 2) * PAGE) | 1).expect("PTE write");
+    }
+    t.elapsed().as_secs_f64()
+}
+
+/// Best of 3: (one vGPU after the other, both in parallel) seconds of `f`
+/// on A and B.
+fn serial_parallel(f: fn(&VfioDevice, u64, u64) -> f64, a: (&VfioDevice, u64, u64), b: (&VfioDevice, u64, u64)) -> (f64, f64) {
+    f(a.0, a.1, a.2);
+    f(b.0, b.1, b.2);
+    let (mut serial, mut parallel) = (f64::MAX, f64::MAX);
+    for _ in 0..3 {
+        serial = serial.min(f(a.0, a.1, a.2) + f(b.0, b.1, b.2));
+        let go = Barrier::new(2);
+        let t = thread::scope(|s| {
+            let h = s.spawn(|| {
+                go.wait();
+                f(b.0, b.1, b.2)
+            });
+            go.wait();
+            let t0 = Instant::now();
+            f(a.0, a.1, a.2);
+            h.join().unwrap();
+            t0.elapsed().as_secs_f64()
+        });
+        parallel = parallel.min(t);
+    }
+    (serial, parallel)
+}
+
+/// Two threads on two different vGPUs doing trapped BAR0 accesses together
+/// finish faster than the same accesses one vGPU after the other: traps of
+/// different vGPUs do not serialise on one lock.  Two kinds: reads of a
+/// plain register (the PVINFO magic), and GGTT entry writes (each pins and
+/// unpins a page of the VMM's RAM).  Needs two vCPUs (the rig boots two for
+/// tests named `smp2`).  Prints the ratios.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn isolation_smp2_parallel_bar0_traps_of_two_vgpus_scale() {
@@ -1191,36 +1062,25 @@ fn isolation_smp2_parallel_bar0_traps_of_two_vgpus_scale() {
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     assert!(cpus >= 2, "this test needs 2 vCPUs ({cpus} online): the rig boots 2 for tests named smp2");
     let (a, b) = (Mdev::create(PARENT, &type_mb(32)).unwrap(), Mdev::create(PARENT, &type_mb(32)).unwrap());
-    let (da, db) = (open(&a), open(&b));
+    let (da, ra) = open_with_ram(&a, 2, 0x4000_0000);
+    let (db, rb) = open_with_ram(&b, 2, 0x4000_0000);
     enable_mem(&da);
     enable_mem(&db);
-    trap_reads(&da);
-    trap_reads(&db);
-    let (mut serial, mut parallel) = (f64::MAX, f64::MAX);
-    for _ in 0..3 {
-        serial = serial.min(trap_reads(&da) + trap_reads(&db));
-        let go = Barrier::new(2);
-        let t = thread::scope(|s| {
-            let h = s.spawn(|| {
-                go.wait();
-                trap_reads(&db)
-            });
-            go.wait();
-            let t0 = Instant::now();
-            trap_reads(&da);
-            h.join().unwrap();
-            t0.elapsed().as_secs_f64()
-        });
-        parallel = parallel.min(t);
+    let (ga, gb) = (attrs(&a).ap_base / PAGE + 5, attrs(&b).ap_base / PAGE + 5);
+    let mut ratios = Vec::new();
+    for (what, f, n) in [("PVINFO reads", trap_reads as fn(&VfioDevice, u64, u64) -> f64, TRAPS), ("GGTT entry writes", trap_ptes, PTE_TRAPS)] {
+        let (serial, parallel) = serial_parallel(f, (&da, ra.iova, ga), (&db, rb.iova, gb));
+        let ratio = serial / parallel;
+        println!(
+            "bench: parallel BAR0 traps, 2 vGPUs x {n} {what}, best of 3: one after the other {serial:.3} s, in parallel {parallel:.3} s, speed-up {ratio:.2} (2.0: no shared lock; 1.0 or less: serialised)"
+        );
+        ratios.push((what, serial, parallel, ratio));
     }
-    let ratio = serial / parallel;
-    println!(
-        "bench: parallel BAR0 traps, 2 vGPUs x {TRAPS} PVINFO reads, best of 3: one after the other {:.3} s, in parallel {:.3} s, speed-up {ratio:.2} (2.0: no shared lock; 1.0 or less: serialised)",
-        serial, parallel
-    );
-    assert!(ratio > 1.0, "traps of two vGPUs in parallel ({parallel:.3} s) are not faster than one after the other ({serial:.3} s)");
-    drop(da);
-    drop(db);
+    for (what, serial, parallel, ratio) in ratios {
+        assert!(ratio > 1.0, "{what} of two vGPUs in parallel ({parallel:.3} s) are not faster than one after the other ({serial:.3} s)");
+    }
+    drop((ra, rb));
+    drop((da, db));
     a.remove().unwrap();
     b.remove().unwrap();
 }
