@@ -681,6 +681,10 @@ const NOISY: Duration = Duration::from_secs(30);
 const FILL_ROWS: u32 = 256;
 const FILL_DEPTH: u64 = 4;
 
+/// B's and C's drivers back, what they measured, and every vGPU's engine
+/// time at the start and the end of the window.
+type Window = ([Driver<VfioBackend>; 2], [Victim; 2], Vec<(u64, u64)>, Vec<(u64, u64)>);
+
 /// What one of B and C measured.
 #[derive(Default, Clone, Debug)]
 struct Victim {
@@ -818,7 +822,7 @@ fn noisy_body() {
     let pte_gm0 = la.aperture.base / PAGE + 200;
     let ram_iova = ram_a.iova;
 
-    let run = |dv: [Driver<VfioBackend>; 2], window: Duration, with_a: Option<&(dyn Fn() + Sync)>| -> ([Driver<VfioBackend>; 2], [Victim; 2], Vec<(u64, u64)>, Vec<(u64, u64)>) {
+    let run = |dv: [Driver<VfioBackend>; 2], window: Duration, with_a: Option<&(dyn Fn() + Sync)>| -> Window {
         let stop = AtomicBool::new(false);
         let go = Barrier::new(3);
         let [mut d1, mut d2] = dv;
