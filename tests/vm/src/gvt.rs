@@ -532,3 +532,28 @@ pub fn stat_opt(m: &Mdev, key: &str) -> Option<u64> {
     let s = fs::read_to_string(m.sysfs_path().join("gvt").join("stats")).expect("read gvt/stats");
     s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
 }
+
+// ---- display engine and MSI (gvt-sim.md; Intel offsets) -------------------------
+
+/// Display-engine interrupt block (Ivybridge `DEIMR`, `DEIIR`, `DEIER`) and
+/// its pipe A vblank bit.
+pub const DEIMR: u64 = 0x44004;
+pub const DEIIR: u64 = 0x44008;
+pub const DEIER: u64 = 0x4400C;
+pub const VBLANK: u32 = 1 << 0;
+/// Pipe A frame counter (`PIPE_FRMCOUNT_G4X`).
+pub const FRMCOUNT: u64 = 0x70040;
+/// Primary plane A control, and its enable bit.
+pub const DSPACNTR: u64 = 0x70180;
+pub const PLANE_ENABLE: u32 = 1 << 31;
+
+/// Turn `dev`'s MSI on as a guest does (message address, enable bit in the
+/// emulated capability) and wire it to a fresh non-blocking eventfd.
+pub fn msi_on(dev: &VfioDevice) -> vmm_sys_util::eventfd::EventFd {
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    write32(dev, VFIO_PCI_CONFIG_REGION_INDEX, 0x44, 0xFEE0_0000);
+    set_cfg16(dev, 0x42, cfg16(dev, 0x42) | 1);
+    let msi = EventFd::new(EFD_NONBLOCK).expect("eventfd");
+    dev.enable_msi(vec![&msi]).expect("wire MSI to an eventfd");
+    msi
+}

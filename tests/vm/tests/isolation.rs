@@ -46,7 +46,6 @@ use gvt_vmtests::gvt::*;
 use gvt_vmtests::Mdev;
 use vfio_bindings::bindings::vfio::*;
 use vfio_ioctls::{VfioContainer, VfioDevice};
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 const BAR0: u32 = VFIO_PCI_BAR0_REGION_INDEX;
 const BAR2: u32 = VFIO_PCI_BAR2_REGION_INDEX;
@@ -228,22 +227,6 @@ impl Progress {
 }
 
 // ---- registers (gvt-sim.md; Intel offsets) and small helpers -------------------
-
-const DEIMR: u64 = 0x44004;
-const DEIER: u64 = 0x4400C;
-const VBLANK: u32 = 1 << 0;
-const FRMCOUNT: u64 = 0x70040;
-const DSPACNTR: u64 = 0x70180;
-const PLANE_ENABLE: u32 = 1 << 31;
-
-/// MSI of `dev` on (address, enable bit, as a guest does), wired to an eventfd.
-fn msi_on(dev: &VfioDevice) -> EventFd {
-    write32(dev, VFIO_PCI_CONFIG_REGION_INDEX, 0x44, 0xFEE0_0000);
-    set_cfg16(dev, 0x42, cfg16(dev, 0x42) | 1);
-    let msi = EventFd::new(EFD_NONBLOCK).unwrap();
-    dev.enable_msi(vec![&msi]).expect("wire MSI to an eventfd");
-    msi
-}
 
 /// An 8-byte GGTT entry write through BAR0 on the raw device fd.
 fn pte_write(fd: i32, gm_page: u64, pte: u64) -> std::io::Result<()> {
@@ -488,7 +471,7 @@ fn pin_path_body() {
 fn write_deiir(fd: i32) -> std::io::Result<()> {
     let b = VBLANK.to_le_bytes();
     // SAFETY: a 4-byte buffer on an open fd.
-    let n = unsafe { libc::pwrite(fd, b.as_ptr().cast(), 4, (region_off(BAR0) + 0x44008) as i64) };
+    let n = unsafe { libc::pwrite(fd, b.as_ptr().cast(), 4, (region_off(BAR0) + DEIIR) as i64) };
     if n == 4 {
         Ok(())
     } else {
