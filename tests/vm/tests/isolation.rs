@@ -226,7 +226,7 @@ impl Progress {
     }
 }
 
-// ---- registers (gvt-sim.md; Intel offsets) and small helpers -------------------
+// ---- small helpers ----------------------------------------------------------------
 
 /// An 8-byte GGTT entry write through BAR0 on the raw device fd.
 fn pte_write(fd: i32, gm_page: u64, pte: u64) -> std::io::Result<()> {
@@ -492,8 +492,9 @@ const RACE_ENTRIES: u64 = 8;
 
 /// Finding 4.  A and B in one container; on each, threads rewrite GGTT
 /// entries to name frames of one DMA-mapped range (each write unpins the old
-/// frame and pins the new one) while the main thread unmaps and maps the
-/// range again, `RACE_CYCLES` times.  Every unmap must complete (type1
+/// frame and pins the new one) while another thread unmaps and maps the
+/// range again, `RACE_CYCLES` times (each time after the writers pinned
+/// some frames of it).  Every unmap must complete (type1
 /// retries its device notifications only 10 times before `BUG_ON`); both
 /// vGPUs work afterwards.  A race between threads of a multi-threaded VMM:
 /// it runs on two vCPUs (`smp2`), the writers beside the unmapping thread.
@@ -551,7 +552,14 @@ fn unmap_body() {
         thread::spawn(move || {
             let mem = mem as *mut u8;
             p.register(0);
+            let writes = |p: &Progress| (1..p.names.len()).map(|i| p.get(i)).sum::<u64>();
             for n in 0..RACE_CYCLES {
+                // Let the writers pin frames of the range first, so that
+                // every unmap has pins to invalidate.
+                let (w0, t) = (writes(&p), Instant::now());
+                while writes(&p) < w0 + 16 && t.elapsed() < Duration::from_millis(200) {
+                    thread::yield_now();
+                }
                 c.vfio_dma_unmap(RACE_IOVA, len).unwrap_or_else(|e| panic!("unmap {n}: {e:?}"));
                 // SAFETY: as above.
                 unsafe { c.vfio_dma_map(RACE_IOVA, len, mem) }.unwrap_or_else(|e| panic!("map {n}: {e:?}"));
