@@ -489,12 +489,18 @@ const RACE_WRITERS: u64 = 2;
 /// Writer threads on B (its state lock busy makes B's `dma_unmap` wait).
 const RACE_B_WRITERS: u64 = 4;
 const RACE_ENTRIES: u64 = 8;
+/// Notification rounds one unmap may take: the first evicts every pin; a
+/// pin already in flight then may need one more; pins into a range under
+/// invalidation are refused, so never more.
+const MAX_ROUNDS: u32 = 2;
 
 /// Finding 4.  A and B in one container; on each, threads rewrite GGTT
 /// entries to name frames of one DMA-mapped range (each write unpins the old
 /// frame and pins the new one) while another thread unmaps and maps the
 /// range again, `RACE_CYCLES` times (each time after the writers pinned
-/// some frames of it).  Every unmap must complete (type1
+/// some frames of it).  The kernel's function tracer counts type1's
+/// notification rounds (calls of the vGPUs' `dma_unmap`) of each unmap:
+/// at most `MAX_ROUNDS`, where type1 gives up with `BUG_ON` after 11.  Every unmap must complete (type1
 /// retries its device notifications only 10 times before `BUG_ON`); both
 /// vGPUs work afterwards.  A race between threads of a multi-threaded VMM:
 /// it runs on two vCPUs (`smp2`), the writers beside the unmapping thread.
@@ -502,6 +508,73 @@ const RACE_ENTRIES: u64 = 8;
 #[ignore = "runs inside the VM rig"]
 fn isolation_smp2_unmap_while_two_vgpus_repin_completes() {
     supervised("isolation_smp2_unmap_while_two_vgpus_repin_completes", Duration::from_secs(300), unmap_body);
+}
+
+/// The kernel's function tracer on one thread: its `VFIO_IOMMU_*` ioctls
+/// into type1 and the `dma_unmap` callbacks type1 makes from them, so the
+/// notification rounds of each DMA unmap can be counted.
+struct Tracer;
+
+const TRACING: &str = "/sys/kernel/tracing";
+
+impl Tracer {
+    fn set(file: &str, v: &str) {
+        fs::write(format!("{TRACING}/{file}"), v).unwrap_or_else(|e| panic!("{TRACING}/{file} <- {v:?}: {e}"));
+    }
+
+    /// Trace thread `tid` from now on.
+    fn start(tid: i32) -> Tracer {
+        if !std::path::Path::new(TRACING).join("trace").exists() {
+            let (src, dst, ty) = (c"tracefs", c"/sys/kernel/tracing", c"tracefs");
+            // SAFETY: NUL-terminated strings, no data.
+            let r = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) };
+            assert_eq!(r, 0, "mount tracefs: {}", std::io::Error::last_os_error());
+        }
+        Self::set("tracing_on", "0");
+        Self::set("current_tracer", "nop");
+        Self::set("buffer_size_kb", "8192");
+        // type1's ioctl entry (its unmap and the notifications are inlined
+        // there) and every gvt_rs function named like dma_unmap.
+        Self::set("set_ftrace_filter", "vfio_iommu_type1_ioctl");
+        fs::OpenOptions::new().append(true).open(format!("{TRACING}/set_ftrace_filter")).and_then(|mut f| {
+            use std::io::Write;
+            f.write_all(b"*dma_unmap*:mod:gvt_rs")
+        }).expect("filter gvt_rs's dma_unmap callback");
+        Self::set("set_ftrace_pid", &tid.to_string());
+        Self::set("trace", "");
+        Self::set("current_tracer", "function");
+        Self::set("tracing_on", "1");
+        Tracer
+    }
+
+    /// Stop; the number of `dma_unmap` callbacks type1 made from each ioctl
+    /// (0 for a map, or an unmap that found nothing pinned), and whether the
+    /// trace buffer lost entries.
+    fn stop(self) -> (Vec<u32>, bool) {
+        Self::set("tracing_on", "0");
+        let t = fs::read_to_string(format!("{TRACING}/trace")).expect("read the trace");
+        Self::set("current_tracer", "nop");
+        Self::set("set_ftrace_pid", "");
+        Self::set("set_ftrace_filter", "");
+        let lost = t.lines().any(|l| l.starts_with("# entries-in-buffer") && {
+            let n: Vec<&str> = l.split(|c: char| !c.is_ascii_digit()).filter(|x| !x.is_empty()).collect();
+            n.len() >= 2 && n[0] != n[1]
+        });
+        let mut per = Vec::new();
+        let mut cur: Option<u32> = None;
+        for l in t.lines().filter(|l| !l.starts_with('#')) {
+            if l.contains(": vfio_iommu_type1_ioctl <-") {
+                per.extend(cur.take());
+                cur = Some(0);
+            } else if l.contains("dma_unmap") && l.contains("<-vfio_iommu_type1_ioctl") {
+                if let Some(c) = cur.as_mut() {
+                    *c += 1;
+                }
+            }
+        }
+        per.extend(cur);
+        (per, lost)
+    }
 }
 
 fn unmap_body() {
@@ -552,6 +625,7 @@ fn unmap_body() {
         thread::spawn(move || {
             let mem = mem as *mut u8;
             p.register(0);
+            let tracer = Tracer::start(gettid());
             let writes = |p: &Progress| (1..p.names.len()).map(|i| p.get(i)).sum::<u64>();
             for n in 0..RACE_CYCLES {
                 // Let the writers pin frames of the range first, so that
@@ -565,12 +639,13 @@ fn unmap_body() {
                 unsafe { c.vfio_dma_map(RACE_IOVA, len, mem) }.unwrap_or_else(|e| panic!("map {n}: {e:?}"));
                 p.tick(0);
             }
+            tracer.stop()
         })
     };
     let t0 = Instant::now();
     p.watch("unmap", &[0, 1, 2, 3, 4, 5, 6], Duration::from_secs(30), || cyc.is_finished());
     stop.store(true, Ordering::SeqCst);
-    cyc.join().expect("every unmap and map returned");
+    let (per, lost) = cyc.join().expect("every unmap and map returned");
     for w in writers {
         w.join().unwrap();
     }
@@ -581,6 +656,24 @@ fn unmap_body() {
         refused.load(Ordering::Relaxed)
     );
     assert_eq!(p.get(0), RACE_CYCLES);
+    // Notification rounds per unmap: each round calls both vGPUs' dma_unmap.
+    let mut hist = std::collections::BTreeMap::<u32, u32>::new();
+    for c in per.iter().filter(|&&c| c > 0) {
+        *hist.entry(c.div_ceil(2)).or_default() += 1;
+    }
+    let max_rounds = hist.keys().last().copied().unwrap_or(0);
+    eprintln!(
+        "unmap: type1 ioctls traced {}, unmaps that notified {}; notification rounds per unmap (rounds: unmaps) {hist:?}; max {max_rounds}{}",
+        per.len(),
+        hist.values().sum::<u32>(),
+        if lost { " (the trace lost entries)" } else { "" }
+    );
+    assert!(!lost, "the trace buffer overflowed: the counts are incomplete");
+    assert!(hist.values().sum::<u32>() > 0, "some unmaps found frames pinned and notified the vGPUs");
+    assert!(
+        max_rounds <= MAX_ROUNDS,
+        "an unmap needed {max_rounds} notification rounds: pins into the range kept coming while it was being invalidated (type1 BUG_ONs after 11)"
+    );
     // Both vGPUs work: an entry on a page of the (mapped) range shows it.
     for (dev, at, what) in [(&dev_a, &aa, "A"), (&dev_b, &ab, "B")] {
         let gm = at.ap_base / PAGE;
