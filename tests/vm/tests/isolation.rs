@@ -332,8 +332,9 @@ fn pin_path_body() {
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let (fa, fb) = (dev_a.as_raw_fd(), dev_b.as_raw_fd());
+    let a_refused = Arc::new(AtomicU64::new(0));
     let ta = {
-        let (p, stop, errors) = (p.clone(), stop.clone(), errors.clone());
+        let (p, stop, errors, a_refused) = (p.clone(), stop.clone(), errors.clone(), a_refused.clone());
         thread::spawn(move || {
             p.register(0);
             for k in 0..PIN_WRITES {
@@ -353,8 +354,14 @@ fn pin_path_body() {
                     }
                 }
                 let pte = if on_b { PIN_BAR_IOVA + j * PAGE } else { PIN_RAM_IOVA + j * PAGE } | 1;
-                if let Err(e) = pte_write(fa, gm_a(j), pte) {
-                    errors.lock().unwrap().push(format!("A PTE write {k}: {e}"));
+                // Naming B's aperture, A's write may be refused (an error
+                // return is an answer too); on its own RAM it must work.
+                match pte_write(fa, gm_a(j), pte) {
+                    Err(e) if !on_b => errors.lock().unwrap().push(format!("A PTE write {k} (own RAM): {e}")),
+                    Err(_) => {
+                        a_refused.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(()) => {}
                 }
                 p.tick(0);
             }
@@ -423,9 +430,10 @@ fn pin_path_body() {
     let msis = p.get(3);
     let errs = errors.lock().unwrap().clone();
     eprintln!(
-        "pin_path: {} in {:.1?}; vblank MSIs of B {msis}; errors {}{}",
+        "pin_path: {} in {:.1?}; vblank MSIs of B {msis}; A writes naming B's aperture refused with an error {}; errors {}{}",
         p.line(),
         t0.elapsed(),
+        a_refused.load(Ordering::Relaxed),
         errs.len(),
         errs.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
     );
@@ -940,7 +948,9 @@ fn noisy_body() {
     // With A.
     let stop_a = Arc::new(AtomicBool::new(false));
     let da = Arc::new(Mutex::new(da));
-    let a_counts = Arc::new([AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)]);
+    // Giant blits, full-slice fills, PPGTT switches, PTE writes, engine
+    // resets, TAIL writes that failed.
+    let a_counts: Arc<[AtomicU64; 6]> = Arc::new(std::array::from_fn(|_| AtomicU64::new(0)));
     let rejects_a0 = rejects(&ma);
     let a_threads: Mutex<Vec<thread::JoinHandle<()>>> = Mutex::new(Vec::new());
     let start_a = || {
@@ -950,10 +960,16 @@ fn noisy_body() {
         hs.push(thread::spawn(move || {
             nice_me();
             while !stop.load(Ordering::SeqCst) {
-                d.lock().unwrap().submit(BCS, &color_blt(giant_dst, 0, (0, 0, 65535, 65535), 0xFFAA_0000)).unwrap();
+                // A refusal may come as an error interrupt or as a failed
+                // TAIL write: both are counted, A goes on.
+                if d.lock().unwrap().submit(BCS, &color_blt(giant_dst, 0, (0, 0, 65535, 65535), 0xFFAA_0000)).is_err() {
+                    n[5].fetch_add(1, Ordering::Relaxed);
+                }
                 n[0].fetch_add(1, Ordering::Relaxed);
                 for _ in 0..2 {
-                    d.lock().unwrap().submit(BCS, &color_blt(giant_dst, 4096, (0, 0, 1024, slice_rows), 0xFFAA_5500)).unwrap();
+                    if d.lock().unwrap().submit(BCS, &color_blt(giant_dst, 4096, (0, 0, 1024, slice_rows), 0xFFAA_5500)).is_err() {
+                        n[5].fetch_add(1, Ordering::Relaxed);
+                    }
                     n[1].fetch_add(1, Ordering::Relaxed);
                 }
                 // Until the blitter is done or refused it (then reset it).
@@ -985,10 +1001,11 @@ fn noisy_body() {
             while !stop.load(Ordering::SeqCst) {
                 let mut g = d.lock().unwrap();
                 g.set_ppgtt(if k % 2 == 0 { pd1 } else { pd2 }).unwrap();
-                g.submit(RCS, &[&sdi(Space::Ppgtt, 0x40, k as u32)[..], &[MI_NOOP]].concat()).unwrap();
+                let mut refused = u64::from(g.submit(RCS, &[&sdi(Space::Ppgtt, 0x40, k as u32)[..], &[MI_NOOP]].concat()).is_err());
                 for _ in 0..4 {
-                    g.submit(RCS, &[MI_NOOP, MI_NOOP]).unwrap();
+                    refused += u64::from(g.submit(RCS, &[MI_NOOP, MI_NOOP]).is_err());
                 }
+                n[5].fetch_add(refused, Ordering::Relaxed);
                 if k % 16 == 15 {
                     // Keep the ring from overrunning; reset after a refusal.
                     loop {
@@ -1056,7 +1073,7 @@ fn noisy_body() {
         "bench: noisy neighbour (weights A {} B {} C {}, quantum {:?}): blitter share B {:.3} C {:.3} A {:.3} (fair {:.3}, B/fair {:.2}, C/fair {:.2}); render share B {:.3} C {:.3} A {:.3}; \
          store p99 B {:.2} ms (alone {:.2} ms, bound {:.2} ms), C {:.2} ms (alone {:.2} ms, bound {:.2} ms); rounds B {} C {} (alone {} {}); \
          honest 1 MiB fills per second B {:.1} C {:.1} (alone {:.1} {:.1}); \
-         A: {} giant blits, {} full-slice fills, {} PPGTT switches, {} PTE writes, {} engine resets, {} refusals",
+         A: {} giant blits, {} full-slice fills, {} PPGTT switches, {} PTE writes, {} engine resets, {} failed TAIL writes, {} refusals counted by the driver",
         w[0], w[1], w[2], quantum,
         share(d[1].1, bcs_total), share(d[2].1, bcs_total), share(d[0].1, bcs_total), fair(1),
         share(d[1].1, bcs_total) / fair(1), share(d[2].1, bcs_total) / fair(2),
@@ -1066,7 +1083,7 @@ fn noisy_body() {
         noisy[0].lat.len(), noisy[1].lat.len(), alone[0].lat.len(), alone[1].lat.len(),
         noisy[0].fills as f64 / NOISY.as_secs_f64(), noisy[1].fills as f64 / NOISY.as_secs_f64(),
         alone[0].fills as f64 / ALONE.as_secs_f64(), alone[1].fills as f64 / ALONE.as_secs_f64(),
-        n(0), n(1), n(2), n(3), n(4), rej_a
+        n(0), n(1), n(2), n(3), n(4), n(5), rej_a
     );
     eprintln!("noisy: engine ns in the window (rcs, bcs): A {:?} B {:?} C {:?}", d[0], d[1], d[2]);
     for (i, who) in [(1usize, "B"), (2, "C")] {
