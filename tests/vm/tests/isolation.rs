@@ -294,7 +294,13 @@ const PIN_WRITES: u64 = 20_000;
 /// On the driver of 8b98663: A's write holds A's state lock and the GPU lock
 /// across `vfio_pin_pages`; the pin faults into B's aperture handler, which
 /// waits for B's state lock, whose holder (B's BAR0 access, the vblank work,
-/// the stats read) waits for the GPU lock.
+/// the stats read) waits for the GPU lock.  Run against it (1 vCPU): after
+/// 52 A writes every thread stopped; the watchdog printed A's thread in
+/// `fault_lock` <- `aperture_fault` <- `fixup_user_fault` <- `vaddr_get_pfns`
+/// <- `vfio_iommu_type1_pin_pages` <- `gvt_rs_pin_gfn` <- `bar0_write`, B's
+/// BAR0 reader in `access` (holding B's state lock, waiting for the GPU
+/// lock), the stats reader in `gvt_rs_attr_show`, all in D state; the
+/// child survived SIGKILL and the test failed after 46 s.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn isolation_pin_path_two_vgpus_b_aperture_as_dma_target() {
@@ -507,8 +513,16 @@ const MAX_ROUNDS: u32 = 2;
 /// frame and pins the new one) while another thread unmaps and maps the
 /// range again, `RACE_CYCLES` times (each time after the writers pinned
 /// some frames of it).  The kernel's function tracer counts type1's
-/// notification rounds (calls of the vGPUs' `dma_unmap`) of each unmap:
-/// at most `MAX_ROUNDS`, where type1 gives up with `BUG_ON` after 11.  Every unmap must complete (type1
+/// notification rounds of each unmap ([`Tracer`]; each round calls both
+/// vGPUs' `dma_unmap`): at most `MAX_ROUNDS`, where type1 gives up with
+/// `BUG_ON` after 11.
+///
+/// Run against 8b98663 (2 vCPUs): `kernel BUG at
+/// drivers/vfio/vfio_iommu_type1.c:1522!` (`BUG_ON(++retries > 10)`, RAX
+/// 0xb, the range 0x60000000) a few seconds into the run, the VM panicked;
+/// the rig reported the missing exit status and the Oops.  (Without the
+/// tracer, which slows type1's unmap path, three runs of 300 and 1000
+/// cycles completed: the race is narrower then.)  Every unmap must complete (type1
 /// retries its device notifications only 10 times before `BUG_ON`); both
 /// vGPUs work afterwards.  A race between threads of a multi-threaded VMM:
 /// it runs on two vCPUs (`smp2`), the writers beside the unmapping thread.
@@ -518,9 +532,16 @@ fn isolation_smp2_unmap_while_two_vgpus_repin_completes() {
     supervised("isolation_smp2_unmap_while_two_vgpus_repin_completes", Duration::from_secs(300), unmap_body);
 }
 
-/// The kernel's function tracer on one thread: its `VFIO_IOMMU_*` ioctls
-/// into type1 and the `dma_unmap` callbacks type1 makes from them, so the
-/// notification rounds of each DMA unmap can be counted.
+/// The kernel's function tracer on one thread, counting type1's
+/// notification rounds of each DMA unmap.  In type1 (7.3.4
+/// `vfio_iommu_type1.c`) the unmap (`vfio_dma_do_unmap`) and its
+/// notification (`vfio_notify_dma_unmap`) are inlined into
+/// `vfio_iommu_type1_ioctl`: the unmap takes `iommu->lock` once, and each
+/// round of device notifications takes `device_list_lock`, then
+/// `iommu->lock` again; a map takes `iommu->lock` once.  So an ioctl that
+/// calls `mutex_lock` `1 + 2r` times made `r` rounds.  (The driver's Rust
+/// callbacks are not traceable: no `__fentry__`; their own `mutex_lock`
+/// calls have a gvt_rs caller and are not counted.)
 struct Tracer;
 
 const TRACING: &str = "/sys/kernel/tracing";
@@ -541,13 +562,7 @@ impl Tracer {
         Self::set("tracing_on", "0");
         Self::set("current_tracer", "nop");
         Self::set("buffer_size_kb", "8192");
-        // type1's ioctl entry (its unmap and the notifications are inlined
-        // there) and every gvt_rs function named like dma_unmap.
-        Self::set("set_ftrace_filter", "vfio_iommu_type1_ioctl");
-        fs::OpenOptions::new().append(true).open(format!("{TRACING}/set_ftrace_filter")).and_then(|mut f| {
-            use std::io::Write;
-            f.write_all(b"*dma_unmap*:mod:gvt_rs")
-        }).expect("filter gvt_rs's dma_unmap callback");
+        Self::set("set_ftrace_filter", "vfio_iommu_type1_ioctl\nmutex_lock\n");
         Self::set("set_ftrace_pid", &tid.to_string());
         Self::set("trace", "");
         Self::set("current_tracer", "function");
@@ -555,9 +570,9 @@ impl Tracer {
         Tracer
     }
 
-    /// Stop; the number of `dma_unmap` callbacks type1 made from each ioctl
-    /// (0 for a map, or an unmap that found nothing pinned), and whether the
-    /// trace buffer lost entries.
+    /// Stop; the notification rounds of each traced ioctl (0 for a map, or
+    /// an unmap that found nothing pinned), and whether the trace buffer
+    /// lost entries.
     fn stop(self) -> (Vec<u32>, bool) {
         Self::set("tracing_on", "0");
         let t = fs::read_to_string(format!("{TRACING}/trace")).expect("read the trace");
@@ -574,14 +589,14 @@ impl Tracer {
             if l.contains(": vfio_iommu_type1_ioctl <-") {
                 per.extend(cur.take());
                 cur = Some(0);
-            } else if l.contains("dma_unmap") && l.contains("<-vfio_iommu_type1_ioctl") {
+            } else if l.contains(": mutex_lock <-vfio_iommu_type1_ioctl") {
                 if let Some(c) = cur.as_mut() {
                     *c += 1;
                 }
             }
         }
         per.extend(cur);
-        (per, lost)
+        (per.into_iter().map(|locks| locks.saturating_sub(1) / 2).collect(), lost)
     }
 }
 
@@ -664,10 +679,10 @@ fn unmap_body() {
         refused.load(Ordering::Relaxed)
     );
     assert_eq!(p.get(0), RACE_CYCLES);
-    // Notification rounds per unmap: each round calls both vGPUs' dma_unmap.
+    // Notification rounds per unmap (each round calls both vGPUs' dma_unmap).
     let mut hist = std::collections::BTreeMap::<u32, u32>::new();
-    for c in per.iter().filter(|&&c| c > 0) {
-        *hist.entry(c.div_ceil(2)).or_default() += 1;
+    for &r in per.iter().filter(|&&r| r > 0) {
+        *hist.entry(r).or_default() += 1;
     }
     let max_rounds = hist.keys().last().copied().unwrap_or(0);
     eprintln!(
@@ -728,6 +743,10 @@ fn nonzero(dev: &VfioDevice, gma: u64) -> (usize, usize) {
 /// pattern there; the next session (after close and open, and after a
 /// VFIO_DEVICE_RESET) must read zeros, through the region and the mapping,
 /// at that entry and at another unmapped one.
+///
+/// Run against 8b98663: after close/open, and after RESET, all 1024 dwords
+/// of the page read the previous session's pattern (through the region and
+/// through the mapping, at both entries: one scratch page per vGPU).
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn isolation_scratch_is_scrubbed_across_close_open_and_reset() {
@@ -886,6 +905,12 @@ fn thrash_ppgtt(d: &mut Driver<VfioBackend>, pd: u64, pts: usize, data: &[u64]) 
 /// (weight / sum of weights) of the engine time charged in the window; and
 /// their store jobs' submission-to-interrupt latency p99 stays within two
 /// scheduler quanta of what it was without A.  Prints a `bench:` line.
+///
+/// Run against 8b98663: B's and C's store jobs took up to 55 s from TAIL
+/// write to interrupt with A (p99 55.1 s; alone 0.50 s and 0.35 s on the
+/// loaded host); the blitter shares looked fair (B 0.48, C 0.51, A 0.01 of
+/// the engine time charged) because A's 5 giant blits and 10 full-slice
+/// fills were charged 12 us in all; the test failed on the latency.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn isolation_noisy_neighbour_keeps_fair_share_and_latency() {
@@ -1159,6 +1184,9 @@ fn serial_parallel(f: fn(&VfioDevice, u64, u64) -> f64, a: (&VfioDevice, u64, u6
 /// plain register (the PVINFO magic), and GGTT entry writes (each pins and
 /// unpins a page of the VMM's RAM).  Needs two vCPUs (the rig boots two for
 /// tests named `smp2`).  Prints the ratios.
+///
+/// Run against 8b98663 on the loaded host: PVINFO reads 1.09 in one run
+/// (passed), 0.82 in the next; GGTT entry writes 0.46 (failed).
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn isolation_smp2_parallel_bar0_traps_of_two_vgpus_scale() {
