@@ -616,22 +616,24 @@ fn unmap_body() {
     // SAFETY: `mem` stays mapped until after the last DMA unmap.
     unsafe { container.vfio_dma_map(RACE_IOVA, len, mem) }.expect("map the range");
 
+    // This thread unmaps, traced from here to the end of the race: the
+    // tracer patches mutex_lock in and out only while nothing else of the
+    // test runs (under TCG a patch while another vCPU runs the function can
+    // leave it a stale int3).
+    let tracer = Tracer::start(gettid());
     // Calibration of the round counting: one frame pinned (A's entry, read
     // through the aperture), nothing else running: the unmap takes exactly
     // one round, the map none.
-    let tracer = Tracer::start(gettid());
     let gm_cal = aa.ap_base / PAGE + 1;
     pte_write(dev_a.as_raw_fd(), gm_cal, (RACE_IOVA + 3 * PAGE) | 1).expect("PTE write");
     assert_eq!(read32(&dev_a, BAR2, gm_cal * PAGE), mark(3), "A's entry on page 3 of the range");
     container.vfio_dma_unmap(RACE_IOVA, len).expect("calibration unmap");
     // SAFETY: as above.
     unsafe { container.vfio_dma_map(RACE_IOVA, len, mem) }.expect("calibration map");
-    let (cal, lost) = tracer.stop();
-    eprintln!("unmap: calibration: notification rounds of (unmap, map) with one frame pinned: {cal:?}{}", if lost { " (lost entries)" } else { "" });
-    assert_eq!(cal, [1, 0], "the round counting sees one round for an unmap of one pinned frame");
 
     let names = ["unmap/map cycles", "A writer 0", "A writer 1", "B writer 0", "B writer 1", "B writer 2", "B writer 3"];
     let p = Progress::new(&names);
+    p.register(0);
     let stop = Arc::new(AtomicBool::new(false));
     let refused = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
@@ -656,42 +658,43 @@ fn unmap_body() {
             }));
         }
     }
-    let cyc = {
-        let (p, c) = (p.clone(), container.clone());
-        let mem = mem as usize;
-        thread::spawn(move || {
-            let mem = mem as *mut u8;
-            p.register(0);
-            let tracer = Tracer::start(gettid());
-            let writes = |p: &Progress| (1..p.names.len()).map(|i| p.get(i)).sum::<u64>();
-            for n in 0..RACE_CYCLES {
-                // Let the writers pin frames of the range first, so that
-                // every unmap has pins to invalidate.
-                let (w0, t) = (writes(&p), Instant::now());
-                while writes(&p) < w0 + 16 && t.elapsed() < Duration::from_millis(200) {
-                    thread::yield_now();
-                }
-                c.vfio_dma_unmap(RACE_IOVA, len).unwrap_or_else(|e| panic!("unmap {n}: {e:?}"));
-                // SAFETY: as above.
-                unsafe { c.vfio_dma_map(RACE_IOVA, len, mem) }.unwrap_or_else(|e| panic!("map {n}: {e:?}"));
-                p.tick(0);
-            }
-            tracer.stop()
-        })
+    // The watchdog, on its own thread: every thread, this one included,
+    // must make progress.
+    let done = Arc::new(AtomicBool::new(false));
+    let wd = {
+        let (p, done) = (p.clone(), done.clone());
+        thread::spawn(move || p.watch("unmap", &[0, 1, 2, 3, 4, 5, 6], Duration::from_secs(30), || done.load(Ordering::SeqCst)))
     };
     let t0 = Instant::now();
-    p.watch("unmap", &[0, 1, 2, 3, 4, 5, 6], Duration::from_secs(30), || cyc.is_finished());
+    let writes = |p: &Progress| (1..p.names.len()).map(|i| p.get(i)).sum::<u64>();
+    for n in 0..RACE_CYCLES {
+        // Let the writers pin frames of the range first, so that every
+        // unmap has pins to invalidate.
+        let (w0, t) = (writes(&p), Instant::now());
+        while writes(&p) < w0 + 16 && t.elapsed() < Duration::from_millis(200) {
+            thread::yield_now();
+        }
+        container.vfio_dma_unmap(RACE_IOVA, len).unwrap_or_else(|e| panic!("unmap {n}: {e:?}"));
+        // SAFETY: as above.
+        unsafe { container.vfio_dma_map(RACE_IOVA, len, mem) }.unwrap_or_else(|e| panic!("map {n}: {e:?}"));
+        p.tick(0);
+    }
     stop.store(true, Ordering::SeqCst);
-    let (per, lost) = cyc.join().expect("every unmap and map returned");
     for w in writers {
         w.join().unwrap();
     }
+    done.store(true, Ordering::SeqCst);
+    wd.join().unwrap();
+    let (per, lost) = tracer.stop();
     eprintln!(
         "unmap: {} in {:.1?}; PTE writes refused {}",
         p.line(),
         t0.elapsed(),
         refused.load(Ordering::Relaxed)
     );
+    eprintln!("unmap: calibration: notification rounds of (unmap, map) with one frame pinned: {:?}", per.get(..2));
+    assert_eq!(per.get(..2), Some(&[1, 0][..]), "the round counting sees one round for an unmap of one pinned frame");
+    let per = &per[2..];
     assert_eq!(p.get(0), RACE_CYCLES);
     // Notification rounds per unmap (each round calls both vGPUs' dma_unmap).
     let mut hist = std::collections::BTreeMap::<u32, u32>::new();
