@@ -517,12 +517,13 @@ const MAX_ROUNDS: u32 = 2;
 /// vGPUs' `dma_unmap`): at most `MAX_ROUNDS`, where type1 gives up with
 /// `BUG_ON` after 11.
 ///
-/// Run against 8b98663 (2 vCPUs): `kernel BUG at
+/// Run against 8b98663 (2 vCPUs), traced: `kernel BUG at
 /// drivers/vfio/vfio_iommu_type1.c:1522!` (`BUG_ON(++retries > 10)`, RAX
-/// 0xb, the range 0x60000000) a few seconds into the run, the VM panicked;
-/// the rig reported the missing exit status and the Oops.  (Without the
-/// tracer, which slows type1's unmap path, three runs of 300 and 1000
-/// cycles completed: the race is narrower then.)  Every unmap must complete (type1
+/// 0xb, the range 0x60000000) in each of the 3 runs, within the first
+/// few hundred cycles; the VM panicked and the rig reported the missing exit
+/// status and the Oops.  The calibration counted `[1, 0]`.  (Untraced, three
+/// runs of 300 and 1000 cycles completed: tracing type1's `mutex_lock`
+/// slows the unmapping thread, which widens the window.)  Every unmap must complete (type1
 /// retries its device notifications only 10 times before `BUG_ON`); both
 /// vGPUs work afterwards.  A race between threads of a multi-threaded VMM:
 /// it runs on two vCPUs (`smp2`), the writers beside the unmapping thread.
