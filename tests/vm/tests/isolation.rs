@@ -927,19 +927,22 @@ fn thrash_ppgtt(d: &mut Driver<VfioBackend>, pd: u64, pts: usize, data: &[u64]) 
 /// three are backlogged, B and C each get at least 90% of their fair share
 /// (weight / sum of weights) of the engine time charged in the window; and
 /// their store jobs' submission-to-interrupt latency p99 stays within two
-/// scheduler quanta of what it was without A.  Prints a `bench:` line.
+/// scheduler quanta of what it was without A (the worse of a window before
+/// A starts and one after A's work drained).  Prints a `bench:` line.
 ///
-/// Run against 8b98663, twice: B's and C's store jobs took up to 55 s from
-/// TAIL write to interrupt with A (p99 55.1 s; alone 0.50 s and 0.35 s on
-/// the loaded host), and in the second run p99 148 ms (alone 46 and 50 ms)
-/// while their rounds fell from 63/s to 3.5/s; the blitter shares looked
-/// fair (B 0.48-0.50, C 0.50-0.51, A 0.005-0.01 of the engine time
-/// charged) because A's giant blits and full-slice fills were charged
-/// 12 us in all; the test failed on the latency both times.
+/// Run against 8b98663, three times (before the second quiet window was
+/// added): B's and C's store jobs took up to 55 s from TAIL write to
+/// interrupt with A (p99 55.1 s; alone 0.50 s and 0.35 s on the loaded
+/// host); p99 148 ms (alone 46 and 50 ms) while their rounds fell from 63/s
+/// to 3.5/s; p99 34.7 s (alone 44 and 49 ms), honest fills 10.7/s instead of
+/// 252/s.  The blitter shares looked fair every time (B 0.48-0.50, C
+/// 0.50-0.51, A 0.005-0.015 of the engine time charged) because A's giant
+/// blits and full-slice fills were charged microseconds; the test failed on
+/// the latency.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn isolation_noisy_neighbour_keeps_fair_share_and_latency() {
-    supervised("isolation_noisy_neighbour_keeps_fair_share_and_latency", Duration::from_secs(300), noisy_body);
+    supervised("isolation_noisy_neighbour_keeps_fair_share_and_latency", Duration::from_secs(480), noisy_body);
 }
 
 fn noisy_body() {
@@ -1108,7 +1111,6 @@ fn noisy_body() {
     let wsum: u64 = w.iter().sum();
     let fair = |i: usize| w[i] as f64 / wsum as f64;
     let share = |x: u64, t: u64| if t == 0 { 0.0 } else { x as f64 / t as f64 };
-    let bound = [p99_alone[0] + 2 * quantum, p99_alone[1] + 2 * quantum];
     let n = |i: usize| a_counts[i].load(Ordering::Relaxed);
     for h in a_threads.into_inner().unwrap() {
         let t = Instant::now();
@@ -1119,6 +1121,30 @@ fn noisy_body() {
         h.join().unwrap();
     }
     let rej_a = rejects(&ma) - rejects_a0;
+    // The baseline again once A's queued work is gone (the host's load
+    // drifts: the bound takes the worse of the two quiet windows).
+    let t = Instant::now();
+    loop {
+        let mut g = da.lock().unwrap();
+        let iir = g.iir().unwrap();
+        for e in [BCS, RCS] {
+            if iir & gvt_guest_driver::driver::error_irq(e) != 0 {
+                g.recover(e).unwrap();
+            }
+        }
+        if g.head(BCS).unwrap() == g.tail(BCS) && g.head(RCS).unwrap() == g.tail(RCS) {
+            break;
+        }
+        drop(g);
+        assert!(t.elapsed() < Duration::from_secs(180), "A's queued work drained within 3 minutes after A stopped");
+        thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("noisy: A's queued work drained {:.1} s after A stopped submitting", t.elapsed().as_secs_f64());
+    let (dv, alone2, _, _) = run(dv, ALONE, None);
+    let p99_after = [p99(&alone2[0].lat), p99(&alone2[1].lat)];
+    eprintln!("noisy: alone again: B {} rounds p99 {:?}, C {} rounds p99 {:?}", alone2[0].lat.len(), p99_after[0], alone2[1].lat.len(), p99_after[1]);
+    let p99_alone = [p99_alone[0].max(p99_after[0]), p99_alone[1].max(p99_after[1])];
+    let bound = [p99_alone[0] + 2 * quantum, p99_alone[1] + 2 * quantum];
     println!(
         "bench: noisy neighbour (weights A {} B {} C {}, quantum {:?}): blitter share B {:.3} C {:.3} A {:.3} (fair {:.3}, B/fair {:.2}, C/fair {:.2}); render share B {:.3} C {:.3} A {:.3}; \
          store p99 B {:.2} ms (alone {:.2} ms, bound {:.2} ms), C {:.2} ms (alone {:.2} ms, bound {:.2} ms); rounds B {} C {} (alone {} {}); \
