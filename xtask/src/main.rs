@@ -34,6 +34,7 @@ Commands:
 Environment:
   GVT_CACHE        cache directory (default ~/.cache/gvt-rs)
   GVT_VM_TIMEOUT   seconds before a VM run is killed (default 1200)
+  GVT_VM_SMP       vCPUs of the VM (default 1; 2 when FILTER contains smp2)
   GVT_VM_DIR       where VM images and logs go (default $GVT_CACHE/vm)
   GVT_VM_FILES     where files the guest exports go (default $GVT_VM_DIR/files)
 ";
@@ -249,6 +250,8 @@ fn main() {
             host_tests(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             vm_run_checked(&mut p, "", "vm: tests", true);
+            // The tests that need two vCPUs (named smp2; skipped above).
+            vm_run(&mut p, "smp2", "vm: tests on 2 vCPUs");
         }
         Some("bench") => {
             p.run("host: gvt-core benchmarks", || {

@@ -379,6 +379,18 @@ pub fn open_with_private_ram(m: &Mdev, pages: usize, iova: u64) -> (VfioDevice, 
 fn open_with_ram_flags(m: &Mdev, pages: usize, iova: u64, share: i32) -> (VfioDevice, GuestRam) {
     let container = Arc::new(VfioContainer::new(None).expect("open /dev/vfio/vfio"));
     let dev = VfioDevice::new(&m.sysfs_path(), container.clone(), false).expect("open the vGPU through VFIO");
+    (dev, guest_ram_flags(&container, pages, iova, share))
+}
+
+/// `pages` pages of shared anonymous memory DMA-mapped at `iova` in
+/// `container`: the guest RAM of a VMM whose devices (one or several) share
+/// that container.
+pub fn guest_ram(container: &Arc<VfioContainer>, pages: usize, iova: u64) -> GuestRam {
+    guest_ram_flags(container, pages, iova, libc::MAP_SHARED)
+}
+
+fn guest_ram_flags(container: &Arc<VfioContainer>, pages: usize, iova: u64, share: i32) -> GuestRam {
+    let container = container.clone();
     let len = pages * 4096;
     // SAFETY: a fresh anonymous mapping.
     let ptr = unsafe {
@@ -387,7 +399,7 @@ fn open_with_ram_flags(m: &Mdev, pages: usize, iova: u64, share: i32) -> (VfioDe
     assert_ne!(ptr, libc::MAP_FAILED, "mmap guest RAM");
     // SAFETY: the mapping lives until `GuestRam` unmaps it (after the DMA unmap).
     unsafe { container.vfio_dma_map(iova, len, ptr.cast()) }.expect("VFIO_IOMMU_MAP_DMA");
-    (dev, GuestRam { ptr: ptr.cast(), len, iova, container })
+    GuestRam { ptr: ptr.cast(), len, iova, container }
 }
 
 /// Point GGTT entry `gm_page` (graphics address / 4096) at guest RAM page
@@ -519,4 +531,29 @@ pub fn export_dmabuf(dev: &VfioDevice, id: u32) -> io::Result<std::os::fd::Owned
 pub fn stat_opt(m: &Mdev, key: &str) -> Option<u64> {
     let s = fs::read_to_string(m.sysfs_path().join("gvt").join("stats")).expect("read gvt/stats");
     s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
+}
+
+// ---- display engine and MSI (gvt-sim.md; Intel offsets) -------------------------
+
+/// Display-engine interrupt block (Ivybridge `DEIMR`, `DEIIR`, `DEIER`) and
+/// its pipe A vblank bit.
+pub const DEIMR: u64 = 0x44004;
+pub const DEIIR: u64 = 0x44008;
+pub const DEIER: u64 = 0x4400C;
+pub const VBLANK: u32 = 1 << 0;
+/// Pipe A frame counter (`PIPE_FRMCOUNT_G4X`).
+pub const FRMCOUNT: u64 = 0x70040;
+/// Primary plane A control, and its enable bit.
+pub const DSPACNTR: u64 = 0x70180;
+pub const PLANE_ENABLE: u32 = 1 << 31;
+
+/// Turn `dev`'s MSI on as a guest does (message address, enable bit in the
+/// emulated capability) and wire it to a fresh non-blocking eventfd.
+pub fn msi_on(dev: &VfioDevice) -> vmm_sys_util::eventfd::EventFd {
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    write32(dev, VFIO_PCI_CONFIG_REGION_INDEX, 0x44, 0xFEE0_0000);
+    set_cfg16(dev, 0x42, cfg16(dev, 0x42) | 1);
+    let msi = EventFd::new(EFD_NONBLOCK).expect("eventfd");
+    dev.enable_msi(vec![&msi]).expect("wire MSI to an eventfd");
+    msi
 }

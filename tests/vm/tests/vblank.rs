@@ -16,16 +16,9 @@ use gvt_vmtests::gvt::*;
 use gvt_vmtests::Mdev;
 use vfio_bindings::bindings::vfio::*;
 use vfio_ioctls::VfioDevice;
-use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+use vmm_sys_util::eventfd::EventFd;
 
 const BAR0: u32 = VFIO_PCI_BAR0_REGION_INDEX;
-const DEIMR: u64 = 0x44004;
-const DEIIR: u64 = 0x44008;
-const DEIER: u64 = 0x4400C;
-const VBLANK: u32 = 1 << 0;
-const FRMCOUNT: u64 = 0x70040;
-const DSPACNTR: u64 = 0x70180;
-const PLANE_ENABLE: u32 = 1 << 31;
 /// How long to wait for one interrupt before calling it lost (a 60 Hz
 /// vblank under TCG arrives in well under a second).
 const LOST: Duration = Duration::from_secs(30);
@@ -43,10 +36,7 @@ impl Rig {
         let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
         let dev = open(&m);
         enable_mem(&dev);
-        write32(&dev, VFIO_PCI_CONFIG_REGION_INDEX, 0x44, 0xFEE0_0000);
-        set_cfg16(&dev, 0x42, cfg16(&dev, 0x42) | 1);
-        let msi = EventFd::new(EFD_NONBLOCK).unwrap();
-        dev.enable_msi(vec![&msi]).expect("wire MSI to an eventfd");
+        let msi = msi_on(&dev);
         Rig { dev, msi, m }
     }
     fn w(&self, off: u64, v: u32) {
