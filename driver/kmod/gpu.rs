@@ -238,6 +238,7 @@ const CALLS: u32 = 8;
 extern "C" fn gvt_rs_engine_work() {
     let p = parent::get();
     let mut idle = false;
+    let mut worked = false;
     for _ in 0..CALLS {
         let (report, failed) = {
             let mut g = p.gpu.lock();
@@ -259,6 +260,7 @@ extern "C" fn gvt_rs_engine_work() {
         // vGPU's lock), then let traps and other tasks in.
         p.deliver(&report, failed);
         idle = report.idle;
+        worked |= report.work_ns > 0;
         if idle {
             break;
         }
@@ -266,8 +268,11 @@ extern "C" fn gvt_rs_engine_work() {
         unsafe { vfio::gvt_rs_cond_resched() };
     }
     if !idle {
-        // More work, or a hang the watchdog is timing: come back next tick.
+        // More work: again at once (the workqueue and the cond_resched
+        // above keep it preemptible).  Nothing ran but something waits (a
+        // hang the watchdog is timing, a held TAIL): come back next tick
+        // rather than spin.
         // SAFETY: queues the module's static delayed work.
-        unsafe { vfio::gvt_rs_kick_engines(1) };
+        unsafe { vfio::gvt_rs_kick_engines(if worked { 0 } else { 1 }) };
     }
 }
