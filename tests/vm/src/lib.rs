@@ -58,6 +58,11 @@ impl Mdev {
         Ok(Mdev { uuid: uuid.to_string(), removed: false })
     }
 
+    /// An mdev another process created: not removed when dropped.
+    pub fn existing(uuid: &str) -> Mdev {
+        Mdev { uuid: uuid.to_string(), removed: true }
+    }
+
     /// `/sys/bus/mdev/devices/<uuid>`
     pub fn sysfs_path(&self) -> PathBuf {
         Path::new("/sys/bus/mdev/devices").join(&self.uuid)
