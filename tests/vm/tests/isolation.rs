@@ -1282,8 +1282,10 @@ impl PteWorker {
         loop {
             line.clear();
             assert!(self.out.read_line(&mut line).expect("worker output") > 0, "the worker ended before {prefix}");
-            if let Some(rest) = line.trim().strip_prefix(prefix) {
-                return rest.trim().to_string();
+            // The test harness prints `test NAME ... ` without a newline
+            // before the worker's first line.
+            if let Some(at) = line.find(prefix) {
+                return line[at + prefix.len()..].trim().to_string();
             }
         }
     }
