@@ -496,10 +496,17 @@ fn stress(m: &Mdev, dev: &VfioDevice, gm0: u64, base: usize, what: &str) {
         );
     }
     let retries = stat_opt(m, "fault_retries");
+    let (Some(r0), Some(r1)) = (retries0, retries) else {
+        panic!("{what}: gvt/stats has no fault_retries ({retries0:?} -> {retries:?})");
+    };
     eprintln!(
         "fault_lock ({what}): {writes} PTE writes, {} reads ({exact} exact), {} mmap rounds in {elapsed:.1?}; \
          fault_retries {retries0:?} -> {retries:?}",
         sh.reads.load(Ordering::SeqCst),
         sh.maps.load(Ordering::SeqCst),
     );
+    // The race this test exists for happened: faults found the state lock
+    // held and took the retry path (dropped the mm lock, waited, retried).
+    // A run without one proves nothing about the lock order.
+    assert!(r1 > r0, "{what}: no fault took the retry path (fault_retries {r0} -> {r1}): the race was never exercised");
 }
