@@ -19,11 +19,13 @@ Commands:
                    L2 kernel (cached in ~/.cache/gvt-rs, idempotent)
   kmod             build the gvt_rs kernel module (and the mtty peer sample)
   vm-test [FILTER] build everything and run the in-guest tests whose name
-                   contains FILTER (all when omitted) in a QEMU TCG guest
+                   contains FILTER (all when omitted; a,b,c: any of them) in a
+                   QEMU TCG guest
   demo             boot the VM, load the driver, show it working; saves the
                    nested QEMU's screendump of a vGPU as target/gvt-demo/screen.png
-  test             all tests: host `cargo test --workspace`, the gvt-core
-                   build with the kernel's rustc 1.85.1, then every VM test
+  test             all tests: host `cargo test --workspace`, the benches built
+                   (--no-run), the gvt-core build with the kernel's rustc
+                   1.85.1, fuzzing, the rig self-check, then every VM test
   self-check       only the rig's self-check (VM runs it must fail, each for
                    its own reason; `test` runs it too)
   bench            benchmarks (host and in-guest), printing ratios
@@ -32,7 +34,8 @@ Commands:
 Environment:
   GVT_CACHE        cache directory (default ~/.cache/gvt-rs)
   GVT_VM_TIMEOUT   seconds before a VM run is killed (default 1200)
-  GVT_VM_DIR       where VM images and logs go (default $GVT_CACHE/vm)
+  GVT_VM_DIR       where VM images and logs go (default $GVT_CACHE/vm); each
+                   run's list of tests made on the host is expected-*.txt there
   GVT_VM_FILES     where files the guest exports go (default $GVT_VM_DIR/files)
 ";
 
@@ -172,14 +175,14 @@ fn guest_name(bin: &Path) -> String {
 }
 
 /// libtest arguments that select a run's tests: the names containing
-/// `filter`, or every test but the benchmarks and the rig's self-check when
+/// `filter` (or any of its comma-separated parts), or every test but the benchmarks and the rig's self-check when
 /// there is no filter.  tools/vm/init applies the same rules in the guest.
 fn selection(filter: &str) -> Vec<String> {
     let mut v: Vec<String> = vec!["--ignored".into()];
     if filter.is_empty() {
         v.extend(["--skip", "bench_", "--skip", "rig_selftest_"].map(String::from));
     } else {
-        v.push(filter.into());
+        v.extend(filter.split(',').filter(|f| !f.is_empty()).map(String::from));
     }
     v
 }
@@ -328,7 +331,7 @@ fn host_tests(p: &mut Phases) {
     // The benchmarks are built (not run: `cargo xtask bench` runs them) so
     // they cannot rot unnoticed.
     p.run("host: benchmarks compile (cargo bench --no-run)", || {
-        sh(cargo().args(["bench", "--workspace", "--all-features", "--no-run"]))
+        sh(cargo().args(["bench", "-p", "gvt-core", "--features", "fakes", "--benches", "--no-run"]))
     });
     p.run("host: gvt-core with the kernel's rustc", || sh(&mut tool("check-core-msrv.sh")));
     p.run("host: fuzz command submission (30 s)", || {

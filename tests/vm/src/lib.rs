@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 /// Where the rig puts the L2 kernel, its initramfs and QEMU's firmware.
 pub const L2_DIR: &str = "/l2";
 
+/// Mark the running test as skipped, with why: the rig (tools/vm-run.sh)
+/// counts a test that prints this and then passes as skipped, shows the
+/// reason, and leaves it out of "passed".  Return from the test right after.
+pub fn skip(reason: &str) {
+    println!("GVT-RIG: skip: {reason}");
+}
+
 /// A fresh random (v4) UUID from the kernel.
 pub fn new_uuid() -> String {
     fs::read_to_string("/proc/sys/kernel/random/uuid").expect("kernel uuid").trim().to_string()
@@ -494,6 +501,16 @@ mod tests {
             }
             assert_ne!(expected_frame(1, w, h), expected_frame(2, w, h), "frames differ");
         }
+    }
+
+    #[test]
+    fn a_nested_qemu_is_retried_only_when_l2_never_started() {
+        // Nothing, or only QEMU's own words and the timed-out process's stacks: retried.
+        assert!(!l2_booted(""));
+        assert!(!l2_booted("qemu-system-x86_64: warning: host doesn't support requested feature\n---- kernel stacks ----\n"));
+        // The L2 kernel's first console line, then a hang: a failure, not retried.
+        assert!(l2_booted("[    0.000000] Linux version 6.12.0 (root@rig) #1\n[    1.2] Run /init\n"));
+        assert!(nested_retry_marker("kvm", Duration::from_secs(90)).starts_with("GVT-RIG: nested-retry: "));
     }
 
     #[test]

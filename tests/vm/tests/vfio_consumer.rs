@@ -328,11 +328,11 @@ fn vfio_mmap_outside_the_slice_is_einval() {
     let dev = open(&m);
     let end = a.ap_base + a.ap_size;
     let mut bad = vec![
-        (BAR2, end, 4096usize, "page after the slice"),
-        (BAR2, a.ap_base + a.ap_size - 4096, 8192, "straddling the slice end"),
-        (BAR2, a.ap_base - 4096, 4096, "page before the slice"),
+        (BAR2, a.ap_base - 4096, 4096usize, "page before the slice"),
         (BAR2, a.ap_base - 4096, 8192, "straddling the slice start"),
         (BAR2, o.ap_base, 4096, "the other vGPU's first page"),
+        (BAR2, end, 4096, "page after the slice"),
+        (BAR2, a.ap_base + a.ap_size - 4096, 8192, "straddling the slice end"),
     ];
     if end < APERTURE {
         bad.push((BAR2, APERTURE - 4096, 4096, "last aperture page"));
