@@ -13,21 +13,19 @@ use std::path::Path;
 use gvt_vmtests::gvt::{attrs, available, reload, LoadedWith, PARAMS, PARENT};
 use gvt_vmtests::{types_of, Mdev};
 
-/// [`PARAMS`] with `key=value` in place of (or added to) its `key=...`.
-fn params_with(kv: &str) -> Vec<String> {
-    let key = kv.split('=').next().unwrap();
-    let mut v: Vec<String> = PARAMS.iter().filter(|p| !p.starts_with(&format!("{key}="))).map(|p| p.to_string()).collect();
-    v.push(kv.to_string());
+/// [`PARAMS`] with each `key=value` of `kvs` in place of (or added to) its `key=...`.
+fn params_with(kvs: &[&str]) -> Vec<String> {
+    let key = |p: &str| p.split('=').next().unwrap_or("").to_string();
+    let mut v: Vec<String> = PARAMS.iter().map(|p| p.to_string()).collect();
+    for kv in kvs {
+        v.retain(|p| key(p) != key(kv));
+        v.push(kv.to_string());
+    }
     v
 }
 
-fn load_with(extra: &[&str]) -> LoadedWith {
-    let mut p: Vec<String> = PARAMS.iter().map(|s| s.to_string()).collect();
-    for kv in extra {
-        p = p.into_iter().filter(|q| q.split('=').next() != kv.split('=').next()).collect();
-        p.push(kv.to_string());
-    }
-    LoadedWith::new(&p.iter().map(String::as_str).collect::<Vec<_>>())
+fn load_with(kvs: &[&str]) -> LoadedWith {
+    LoadedWith::new(&params_with(kvs).iter().map(String::as_str).collect::<Vec<_>>())
 }
 
 fn description(ty: &str) -> String {
@@ -52,7 +50,7 @@ fn params_invalid_values_fail_the_load_with_a_log_line() {
     ];
     let _restore = LoadedWith::new(&PARAMS);
     for (kv, line) in cases {
-        let p = params_with(kv);
+        let p = params_with(&[kv]);
         let p: Vec<&str> = p.iter().map(String::as_str).collect();
         match reload(&p) {
             Ok(()) => panic!("insmod gvt_rs {p:?} succeeded; {kv} must be refused"),
@@ -66,7 +64,7 @@ fn params_invalid_values_fail_the_load_with_a_log_line() {
     }
     // The boundaries themselves load.
     for kv in ["fences=1", "max_vgpus=1", "hang_threshold=1000", "hang_threshold=1"] {
-        let p = params_with(kv);
+        let p = params_with(&[kv]);
         reload(&p.iter().map(String::as_str).collect::<Vec<_>>()).unwrap_or_else(|log| panic!("{kv} must load:\n{log}"));
     }
 }
