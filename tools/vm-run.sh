@@ -1,25 +1,40 @@
 #!/usr/bin/env bash
 # Boot the stock Debian kernel under QEMU TCG (-cpu max, no KVM on the host)
 # with the rig's initramfs, stream the tests' output, and judge the run:
-# non-zero exit on any failed test, missing exit marker (crash, hang,
-# timeout), or a kernel splat (WARNING:/BUG:/Oops/KASAN/panic) in the log.
+# non-zero exit on any failed test, any test listed on the host ($GVT_VM_EXPECT,
+# lines "BINARY TEST", written by xtask before the VM boots) that the guest
+# did not report (a binary that is missing or cannot start, a test left out),
+# a missing exit marker (crash, hang, timeout), a kernel splat (WARNING:/BUG:/
+# Oops/KASAN/panic, soft lockup, hung task, RCU stall) anywhere in the log, or
+# a kernel log that lost messages.  Each test's result is judged from the
+# guest's markers (tools/vm/init): ok = exit 0 and libtest's "1 passed";
+# a passing test that printed "GVT-RIG: skip: REASON" counts as skipped.
 # Files a test exports on the console (GVT-RIG: file-begin NAME BYTES, base64
 # lines, GVT-RIG: file-end NAME; gvt_vmtests::screen::export_file) are decoded
 # into $GVT_VM_FILES (default $GVT_VM_DIR/files), their size checked.
-#   tools/vm-run.sh INITRD [FILTER]
+#   GVT_VM_EXPECT=LIST tools/vm-run.sh INITRD [FILTER]
 source "$(dirname "$0")/common.sh"
 initrd="$1"; filter="${2:-}"
+expect="${GVT_VM_EXPECT:-}"
+[ -n "$expect" ] && [ -f "$expect" ] || die "GVT_VM_EXPECT must name the list of tests the run must report (xtask writes it)"
 kernel="$CACHE/extract-$KREL/usr/lib/modules/$KREL/vmlinuz"
 [ -f "$kernel" ] || die "no kernel at $kernel: run 'cargo xtask setup'"
 limit="${GVT_VM_TIMEOUT:-1200}"
 mkdir -p "$VMDIR"; logf="$VMDIR/last-run.log"
-append="console=ttyS0 panic=-1 oops=panic loglevel=4 quiet"
+# loglevel=5: warnings and worse reach the console as they happen (a run that
+# hangs later still shows them); every message stays in a ring large enough
+# for a whole run (16 MiB, what busybox dmesg reads at most), dumped at the
+# end and checked to still hold the boot banner (nothing overwritten).
+# (quiet before loglevel: quiet sets the console level too, the later one wins)
+append="console=ttyS0 panic=-1 oops=panic quiet loglevel=5 log_buf_len=16M"
 [ -n "$filter" ] && append="$append gvt.filter=$filter"
 [ -n "${GVT_RIG_SELFTEST_WARN:-}" ] && append="$append gvt.selftest_warn=1"
 # vCPUs: 1, or $GVT_VM_SMP; 2 when the filter names the tests that need two
 # (their names contain smp2; with 1 vCPU /init skips them).
 smp="${GVT_VM_SMP:-1}"
 case "$filter" in *smp2*) smp="${GVT_VM_SMP:-2}";; esac
+[ -n "${GVT_RIG_SELFTEST_BREAK:-}" ] && append="$append gvt.selftest_break=$GVT_RIG_SELFTEST_BREAK"
+[ -n "${GVT_RIG_SELFTEST_HIDE:-}" ] && append="$append gvt.selftest_hide=$GVT_RIG_SELFTEST_HIDE"
 t0=$SECONDS
 log "booting the VM (QEMU TCG, -cpu max, $smp vCPU, 2 GiB; timeout ${limit} s)"
 set +e
@@ -30,35 +45,5 @@ timeout --foreground -k 10 "$limit" qemu-system-x86_64 -accel tcg -cpu max -smp 
 qrc=${PIPESTATUS[0]}
 set -e
 elapsed=$((SECONDS - t0))
-fail=()
-if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then fail+=("the VM timed out after ${limit} s"); fi
-exit_line=$(grep -a 'GVT-RIG: exit=' "$logf" | tail -1 || true)
-case "$exit_line" in
-  *exit=0) ;;
-  *exit=*) fail+=("tests failed inside the VM") ;;
-  *) fail+=("the guest never reported its exit status (kernel crash, hang or timeout)") ;;
-esac
-if grep -a -n -E 'WARNING:|BUG:|Oops|KASAN|Kernel panic|general protection fault|Call Trace' "$logf" > "$VMDIR/splats"; then
-  fail+=("kernel splat in the guest log: $(head -1 "$VMDIR/splats")")
-fi
-files="${GVT_VM_FILES:-$VMDIR/files}"
-while read -r name size; do
-  mkdir -p "$files"
-  awk -v n="$name" '$0 == "GVT-RIG: file-end " n {q=0} q {print} $0 ~ "^GVT-RIG: file-begin " n " " {q=1}' "$logf" \
-    | base64 -d > "$files/$name" || fail+=("exported file $name does not decode")
-  got=$(stat -c %s "$files/$name")
-  if [ "$got" = "$size" ]; then log "saved $files/$name ($size bytes from the guest)"
-  else fail+=("exported file $name: $got bytes arrived, $size sent"); fi
-done < <(grep -a -o -E '^GVT-RIG: file-begin [A-Za-z0-9._-]+ [0-9]+$' "$logf" | cut -d' ' -f3,4)
-passed=$( (grep -a -o -E '^test result: [a-zA-Z]+\. [0-9]+ passed' "$logf" || true) | awk '{s+=$4} END {print s+0}')
-failed=$( (grep -a -o -E '^test result: [a-zA-Z]+\. [0-9]+ passed; [0-9]+ failed' "$logf" || true) | awk '{s+=$6} END {print s+0}')
-if [ ${#fail[@]} -gt 0 ]; then
-  echo "---- guest kernel log ($logf) ----"
-  sed -n '/GVT-RIG: dmesg-begin/,/GVT-RIG: dmesg-end/p' "$logf" | tail -200
-  grep -a -q 'GVT-RIG: dmesg-begin' "$logf" || tail -100 "$logf"
-  for f in "${fail[@]}"; do echo "vm-test: FAILED: $f"; done
-  [ "$failed" -gt 0 ] || failed=1
-fi
-echo "vm-tests: $passed passed, $failed failed"
-log "VM run took ${elapsed} s"
-[ ${#fail[@]} -eq 0 ]
+# The verdict: tools/vm-judge.sh (it can also judge a saved log again).
+exec bash "$(dirname "$0")/vm-judge.sh" "$logf" "$expect" "$qrc" "$limit" "$elapsed"

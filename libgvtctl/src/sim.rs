@@ -345,21 +345,39 @@ fn rel(from: &Path, to: &Path) -> PathBuf {
 
 /// What a fresh vGPU's `gvt/stats` says (the driver resets the vGPU once at creation).
 /// `gvt/display` of a vGPU whose guest has not set a mode yet, with the monitor of the
-/// type's `resolution:` line (the driver's default EDID).
+/// type's `resolution:` line (the driver's default EDID: that resolution's VESA CVT
+/// reduced-blanking timing at 60 Hz, whose pixel clock in the EDID's 10 kHz units gives
+/// the refresh the driver reports).  `tests/vm/tests/gvtctl.rs`
+/// (`gvtctl_sim_tree_matches_the_driver_by_value`) compares this, by value, with the
+/// driver's.
 fn sim_display(type_description: &str) -> String {
     let res = type_description
         .lines()
         .find_map(|l| l.strip_prefix("resolution:"))
         .map(str::trim)
         .unwrap_or("1024x768");
+    let hz = match res {
+        "1024x768" => "59.869",
+        "1920x1200" => "59.950",
+        _ => "60.000",
+    };
     format!(
         "plane: none: guest has not initialized the display: PVINFO display_ready (BAR0 0x78804) is 0 \
          (guest graphics driver not loaded, or not vGPU-aware)\nshown_plane_id: 0\nplane_changes: 0\n\
-         monitor: {res} 60.000 Hz, hotplugs 0"
+         dmabufs_exported: 0\ndmabuf_page_faults: 0\nmonitor: {res} {hz} Hz, hotplugs 0"
     )
 }
 
-const SIM_STATS: &str = "traps_pm 0\ntraps_tail 0\ntraps_pte 0\ntraps_other 0\nmmio_rejected 0\ncfg_reads 0\ncfg_writes 0\ncfg_rejected 0\nresets 1";
+/// `gvt/stats` of a new vGPU, as the driver writes it (gvt-core `Vgpu::write_stats`, the
+/// scheduler's per-slot stats, then the module's own two counters); compared with the
+/// driver's counter names in the VM (see [`sim_display`]).
+const SIM_STATS: &str = "traps_pm 0\ntraps_tail 0\ntraps_pte 0\ntraps_other 0\nmmio_rejected 0\n\
+cfg_reads 0\ncfg_writes 0\ncfg_rejected 0\nresets 0\nggtt_mapped 0\nggtt_rejected 0\nggtt_dropped 0\n\
+ppgtt_pinned 0\nvblank_frames 0\nvblank_ticks 0\nflips 0\nsubmissions_accepted 0\nsubmissions_held 0\n\
+submissions_rejected 0\nengine_faults 0\nstate idle\nrcs_time_ns 0\nbcs_time_ns 0\nsubmissions 0\n\
+cmds_audited 0\nreject_unknown_cmd 0\nreject_privileged 0\nreject_bad_address 0\nreject_malformed 0\n\
+reject_backpressure 0\nreject_failed 0\ntrap_pm 0\ntrap_tail 0\ntrap_pte 0\ntrap_other 0\n\
+ctx_switches 0\nhangs 0\nhangs_total 0\nself_map_faults 0\nfault_retries 0";
 
 /// The driver's placement (gvt-core `partition.rs`): among the free gaps of
 /// `[start, end)` between the `used` extents, the smallest that holds `size`, the

@@ -19,11 +19,15 @@ Commands:
                    L2 kernel (cached in ~/.cache/gvt-rs, idempotent)
   kmod             build the gvt_rs kernel module (and the mtty peer sample)
   vm-test [FILTER] build everything and run the in-guest tests whose name
-                   contains FILTER (all when omitted) in a QEMU TCG guest
+                   contains FILTER (all when omitted; a,b,c: any of them) in a
+                   QEMU TCG guest
   demo             boot the VM, load the driver, show it working; saves the
                    nested QEMU's screendump of a vGPU as target/gvt-demo/screen.png
-  test             all tests: host `cargo test --workspace`, the gvt-core
-                   build with the kernel's rustc 1.85.1, then every VM test
+  test             all tests: host `cargo test --workspace`, the benches built
+                   (--no-run), the gvt-core build with the kernel's rustc
+                   1.85.1, fuzzing, the rig self-check, then every VM test
+  self-check       only the rig's self-check (VM runs it must fail, each for
+                   its own reason; `test` runs it too)
   bench            benchmarks (host and in-guest), printing ratios
   lint-core        check gvt-core with the kernel's compiler and rules
   fuzz [--seconds N]
@@ -35,7 +39,8 @@ Environment:
   GVT_CACHE        cache directory (default ~/.cache/gvt-rs)
   GVT_VM_TIMEOUT   seconds before a VM run is killed (default 1200)
   GVT_VM_SMP       vCPUs of the VM (default 1; 2 when FILTER contains smp2)
-  GVT_VM_DIR       where VM images and logs go (default $GVT_CACHE/vm)
+  GVT_VM_DIR       where VM images and logs go (default $GVT_CACHE/vm); each
+                   run's list of tests made on the host is expected-*.txt there
   GVT_VM_FILES     where files the guest exports go (default $GVT_VM_DIR/files)
 ";
 
@@ -106,6 +111,12 @@ fn cargo() -> Command {
 /// Run a static `cargo` build for the guest (x86_64-unknown-linux-gnu, `+crt-static`,
 /// `target/vm`) and return the executables it produced.
 fn guest_cargo(args: &[&str], what: &str) -> Result<Vec<PathBuf>, String> {
+    Ok(guest_cargo_split(args, what)?.into_iter().map(|(p, _)| p).collect())
+}
+
+/// [`guest_cargo`], each executable with whether it is a libtest harness
+/// (`"test":true` in its artifact's profile) or a program.
+fn guest_cargo_split(args: &[&str], what: &str) -> Result<Vec<(PathBuf, bool)>, String> {
     let target = "x86_64-unknown-linux-gnu";
     let mut c = cargo();
     c.args(args)
@@ -123,28 +134,109 @@ fn guest_cargo(args: &[&str], what: &str) -> Result<Vec<PathBuf>, String> {
         if let Some(i) = line.find("\"executable\":\"") {
             let rest = &line[i + 14..];
             if let Some(j) = rest.find('"') {
-                bins.push(PathBuf::from(&rest[..j]));
+                // "profile":{...,"test":true} (the target has a "test" key too)
+                let profile = line.split("\"profile\":{").nth(1).and_then(|p| p.split('}').next()).unwrap_or("");
+                bins.push((PathBuf::from(&rest[..j]), profile.contains("\"test\":true")));
             }
         }
     }
     Ok(bins)
 }
 
-/// Build the in-guest test binaries statically and return their paths, followed by
-/// the guest's programs (demo, benchmarks, L2 programs) and the `gvtctl` CLI, which
-/// tools/vm-image.sh installs as /usr/bin/gvtctl in the guest.
-fn build_guest_binaries() -> Result<Vec<PathBuf>, String> {
-    let mut bins = guest_cargo(&["test", "-p", "gvt-vmtests", "--no-run"], "guest test binaries")?;
-    if bins.is_empty() {
+/// The in-guest test binaries (libtest executables, the guest's /tests) and
+/// the guest's other programs (demo, benchmarks, L2 programs, the `gvtctl` CLI,
+/// which tools/vm-image.sh installs as /usr/bin/gvtctl in the guest).
+struct GuestBinaries {
+    tests: Vec<PathBuf>,
+    programs: Vec<PathBuf>,
+}
+
+/// Build the in-guest test binaries and programs statically.
+fn build_guest_binaries() -> Result<GuestBinaries, String> {
+    // `cargo test --no-run` also builds (and names) the package's programs.
+    let (tests, _): (Vec<_>, Vec<_>) =
+        guest_cargo_split(&["test", "-p", "gvt-vmtests", "--no-run"], "guest test binaries")?.into_iter().partition(|b| b.1);
+    let tests: Vec<PathBuf> = tests.into_iter().map(|b| b.0).collect();
+    if tests.is_empty() {
         return Err("no guest test binaries were built".into());
     }
-    bins.extend(guest_cargo(&["build", "-p", "gvt-vmtests", "--bins"], "guest programs")?);
+    let mut programs = guest_cargo(&["build", "-p", "gvt-vmtests", "--bins"], "guest programs")?;
     let ctl = guest_cargo(&["build", "-p", "gvtctl", "--bin", "gvtctl"], "gvtctl")?;
     if !ctl.iter().any(|b| b.file_name().is_some_and(|n| n == "gvtctl")) {
         return Err("cargo built no gvtctl binary".into());
     }
-    bins.extend(ctl);
-    Ok(bins)
+    programs.extend(ctl);
+    Ok(GuestBinaries { tests, programs })
+}
+
+/// The name a test binary has in the guest's /tests (tools/vm-image.sh drops
+/// cargo's `-<16 hex digits>` suffix).
+fn guest_name(bin: &Path) -> String {
+    let n = bin.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    match n.rsplit_once('-') {
+        Some((stem, h)) if h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()) => stem.to_string(),
+        _ => n,
+    }
+}
+
+/// libtest arguments that select a run's tests: the names containing
+/// `filter` (or any of its comma-separated parts), or every test but the benchmarks and the rig's self-check when
+/// there is no filter.  tools/vm/init applies the same rules in the guest.
+fn selection(filter: &str) -> Vec<String> {
+    let mut v: Vec<String> = vec!["--ignored".into()];
+    if filter.is_empty() {
+        v.extend(["--skip", "bench_", "--skip", "rig_selftest_"].map(String::from));
+    }
+    // Tests named smp2 need two vCPUs: a 1-vCPU guest skips them (tools/vm/init).
+    if vm_smp(filter) < 2 {
+        v.extend(["--skip", "smp2"].map(String::from));
+    }
+    if !filter.is_empty() {
+        v.extend(filter.split(',').filter(|f| !f.is_empty()).map(String::from));
+    }
+    v
+}
+
+/// vCPUs of a VM run with `filter`, as tools/vm-run.sh picks them:
+/// `$GVT_VM_SMP`, else 2 when the filter names smp2 tests, else 1.
+fn vm_smp(filter: &str) -> u32 {
+    match std::env::var("GVT_VM_SMP").ok().and_then(|s| s.parse().ok()) {
+        Some(n) => n,
+        None if filter.contains("smp2") => 2,
+        None => 1,
+    }
+}
+
+/// List, on the host and before the VM boots, every test of every guest test
+/// binary that a run with `filter` must report, into `out` (lines
+/// `BINARY TEST`, what tools/vm-run.sh accounts against); returns how many.
+/// A binary that cannot list its tests fails here.
+fn list_expected(tests: &[PathBuf], filter: &str, out: &Path) -> Result<usize, String> {
+    let mut lines = Vec::new();
+    for bin in tests {
+        let o = Command::new(bin)
+            .args(selection(filter))
+            .arg("--list")
+            .output()
+            .map_err(|e| format!("{}: {e}", bin.display()))?;
+        if !o.status.success() {
+            return Err(format!(
+                "{} --list exited with {}:\n{}",
+                bin.display(),
+                o.status,
+                String::from_utf8_lossy(&o.stderr)
+            ));
+        }
+        let name = guest_name(bin);
+        for t in String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.strip_suffix(": test")) {
+            lines.push(format!("{name} {t}\n"));
+        }
+    }
+    if lines.is_empty() {
+        return Err(format!("no VM test matches '{filter}'"));
+    }
+    fs::write(out, lines.concat()).map_err(|e| format!("{}: {e}", out.display()))?;
+    Ok(lines.len())
 }
 
 fn setup(p: &mut Phases) {
@@ -159,53 +251,108 @@ fn vm_run(p: &mut Phases, filter: &str, what: &str) {
     vm_run_checked(p, filter, what, false);
 }
 
-/// Build the guest image and run the VM; with `self_check`, first prove that
-/// the rig fails a run with a failing test and a run with a kernel WARNING.
-fn vm_run_checked(p: &mut Phases, filter: &str, what: &str, self_check: bool) {
-    let mut bins = Vec::new();
-    p.run("build: static guest binaries", || {
-        bins = build_guest_binaries()?;
-        Ok(())
-    });
+/// The tools/vm-run.sh command for one VM run of the tests `filter` selects,
+/// with the list of them it must account for made on the host first.
+fn vm_command(initrd: &Path, tests: &[PathBuf], filter: &str) -> Result<Command, String> {
+    let expect = initrd.with_file_name(format!("expected-{}.txt", if filter.is_empty() { "all" } else { filter }));
+    let n = list_expected(tests, filter, &expect)?;
+    eprintln!("vm: {n} tests listed on the host for this run ({})", expect.display());
+    let mut c = tool("vm-run.sh");
+    c.arg(initrd).arg(filter).env("GVT_VM_EXPECT", &expect).current_dir(repo());
+    Ok(c)
+}
+
+/// Build the VM's initramfs with `bins`; returns its path.
+fn vm_initrd(p: &mut Phases, bins: &GuestBinaries) -> PathBuf {
     let vmdir = env::var_os("GVT_VM_DIR").map(PathBuf::from).unwrap_or_else(|| cache().join("vm"));
     let initrd = vmdir.join("initrd.cpio.gz");
     p.run("build: VM initramfs", || {
         let mut c = tool("vm-image.sh");
-        c.arg(&initrd).args(&bins);
+        c.arg(&initrd).args(&bins.tests).args(&bins.programs);
         sh(&mut c)
     });
+    initrd
+}
+
+/// Build the guest image and run the VM; with `self_check`, first prove that
+/// the rig fails each run it must fail, for its own reason.
+fn vm_run_checked(p: &mut Phases, filter: &str, what: &str, self_check: bool) {
+    let mut bins = GuestBinaries { tests: Vec::new(), programs: Vec::new() };
+    p.run("build: static guest binaries", || {
+        bins = build_guest_binaries()?;
+        Ok(())
+    });
+    let initrd = vm_initrd(p, &bins);
     if self_check {
-        p.run("vm: rig self-check (must fail twice)", || {
-            for (filter, warn, expect) in [
-                ("rig_selftest_failing_test", false, "tests failed inside the VM"),
-                ("rig_selftest_passing_test", true, "kernel splat"),
-            ] {
-                let mut c = tool("vm-run.sh");
-                c.arg(&initrd).arg(filter).current_dir(repo());
-                if warn {
-                    c.env("GVT_RIG_SELFTEST_WARN", "1");
-                }
-                let out = c.output().map_err(|e| format!("vm-run.sh: {e}"))?;
-                let text = String::from_utf8_lossy(&out.stdout);
-                if out.status.success() || !text.contains(expect) {
-                    return Err(format!(
-                        "the rig did not fail a run it must fail ({filter}, warn={warn}); its output:\n{text}"
-                    ));
-                }
-            }
-            eprintln!("rig self-check: a failing test and a kernel WARNING each fail a run, as they must");
-            Ok(())
-        });
+        p.run("vm: rig self-check (4 runs, each must fail)", || rig_self_check(&initrd, &bins.tests));
     }
-    p.run(what, || {
-        let mut c = tool("vm-run.sh");
-        c.arg(&initrd).arg(filter);
-        sh(&mut c)
-    });
+    p.run(what, || sh(&mut vm_command(&initrd, &bins.tests, filter)?));
+}
+
+/// The rig's self-check: runs that must fail, each with the evidence it must
+/// give (tests/vm/tests/selftest.rs, tools/vm/init, tools/vm-run.sh).
+fn rig_self_check(initrd: &Path, tests: &[PathBuf]) -> Result<(), String> {
+    type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+    let cases: [Case; 4] = [
+        (
+            "a failing test",
+            "rig_selftest_failing_test",
+            &[],
+            &["FAILED: selftest rig_selftest_failing_test (exit 101)", "vm-tests: 0 passed, 1 failed, 0 missing"],
+        ),
+        (
+            "a kernel WARNING at boot and a hung task late in a long run",
+            "rig_selftest_late_warning",
+            &[("GVT_RIG_SELFTEST_WARN", "1")],
+            &[
+                "FAILED: kernel splat: ",
+                "WARNING:",
+                "blocked for more than",
+                "vm-test: kernel log complete since boot",
+                "vm-tests: 1 passed, 0 failed, 0 missing",
+            ],
+        ),
+        (
+            "a test binary that cannot start",
+            "rig_selftest_passing_test",
+            &[("GVT_RIG_SELFTEST_BREAK", "selftest")],
+            &["missing: selftest rig_selftest_passing_test (binary selftest cannot list", "vm-tests: 0 passed, 0 failed, 1 missing"],
+        ),
+        (
+            "a listed test the guest leaves out",
+            "rig_selftest_passing_test",
+            &[("GVT_RIG_SELFTEST_HIDE", "rig_selftest_passing_test")],
+            &["missing: selftest rig_selftest_passing_test (listed on the host, never reported", "vm-tests: 0 passed, 0 failed, 1 missing"],
+        ),
+    ];
+    for (n, (what, filter, env, evidence)) in cases.into_iter().enumerate() {
+        let mut c = vm_command(initrd, tests, filter)?;
+        c.envs(env.iter().copied());
+        let o = c.output().map_err(|e| format!("vm-run.sh: {e}"))?;
+        let (passed, out) = (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned());
+        let saved = initrd.with_file_name(format!("self-check-{}.log", n + 1));
+        let _ = fs::write(&saved, &out);
+        // The evidence must come from the judge (tools/vm-run.sh's own
+        // `vm-test: ...` / `vm-tests: ...` lines), not from the guest's output.
+        let judged = |e: &str| out.lines().any(|l| l.starts_with("vm-test") && l.contains(e));
+        let lacking: Vec<&&str> = evidence.iter().filter(|e| !judged(e)).collect();
+        if passed || !lacking.is_empty() {
+            return Err(format!(
+                "the rig did not fail the run with {what} as it must (passed: {passed}, evidence missing: {lacking:?}); its output:\n{out}"
+            ));
+        }
+        eprintln!("rig self-check: the run with {what} failed, as it must (its output: {})", saved.display());
+    }
+    Ok(())
 }
 
 fn host_tests(p: &mut Phases) {
     p.run("host: cargo test --workspace", || sh(cargo().args(["test", "--workspace"])));
+    // The benchmarks are built (not run: `cargo xtask bench` runs them) so
+    // they cannot rot unnoticed.
+    p.run("host: benchmarks compile (cargo bench --no-run)", || {
+        sh(cargo().args(["bench", "-p", "gvt-core", "--features", "fakes", "--benches", "--no-run"]))
+    });
     p.run("host: gvt-core with the kernel's rustc", || sh(&mut tool("check-core-msrv.sh")));
     p.run("host: fuzz command submission (30 s)", || {
         let mut c = Command::new("bash");
@@ -252,6 +399,17 @@ fn main() {
             vm_run_checked(&mut p, "", "vm: tests", true);
             // The tests that need two vCPUs (named smp2; skipped above).
             vm_run(&mut p, "smp2", "vm: tests on 2 vCPUs");
+        }
+        Some("self-check") => {
+            setup(&mut p);
+            p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
+            let mut bins = GuestBinaries { tests: Vec::new(), programs: Vec::new() };
+            p.run("build: static guest binaries", || {
+                bins = build_guest_binaries()?;
+                Ok(())
+            });
+            let initrd = vm_initrd(&mut p, &bins);
+            p.run("vm: rig self-check (4 runs, each must fail)", || rig_self_check(&initrd, &bins.tests));
         }
         Some("bench") => {
             p.run("host: gvt-core benchmarks", || {

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::path::Path;
 use std::time::Duration;
 
 use gvt_guest_driver::vfio::{RamConfig, VfioBackend};
@@ -63,11 +62,6 @@ pub fn stat(m: &Mdev, key: &str) -> u64 {
 pub fn state(m: &Mdev) -> String {
     let p = m.sysfs_path().join("gvt").join("state");
     fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
-}
-
-/// A gvt_rs module parameter, if the module exports it.
-pub fn param(name: &str) -> Option<u64> {
-    fs::read_to_string(Path::new("/sys/module/gvt_rs/parameters").join(name)).ok()?.trim().parse().ok()
 }
 
 /// While alive, no other task runs on any CPU — the gvt_rs engine worker

@@ -557,3 +557,51 @@ pub fn msi_on(dev: &VfioDevice) -> vmm_sys_util::eventfd::EventFd {
     dev.enable_msi(vec![&msi]).expect("wire MSI to an eventfd");
     msi
 }
+
+/// Unload gvt_rs if it is loaded (no vGPU may exist), then load it with
+/// `params` (the others at their defaults).  `Err` carries what the kernel
+/// logged during the failed load.
+pub fn reload(params: &[&str]) -> Result<(), String> {
+    if Path::new("/sys/module/gvt_rs").exists() {
+        let st = std::process::Command::new("rmmod").arg("gvt_rs").status().expect("run rmmod");
+        assert!(st.success(), "rmmod gvt_rs: {st} (a vGPU still exists?)");
+    }
+    let before = kernel_log().len();
+    let st = std::process::Command::new("insmod")
+        .arg("/lib/modules/gvt_rs.ko")
+        .args(params)
+        .status()
+        .expect("run insmod");
+    if st.success() {
+        Ok(())
+    } else {
+        let log = kernel_log();
+        Err(log.get(before..).unwrap_or(&log).to_string())
+    }
+}
+
+/// The kernel log (`dmesg`), every level.
+pub fn kernel_log() -> String {
+    let o = std::process::Command::new("dmesg").output().expect("run dmesg");
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// gvt_rs loaded with other parameters until dropped; then loaded again
+/// with [`PARAMS`] (what the other tests expect), also when the test fails.
+/// Drop every vGPU before it.
+pub struct LoadedWith;
+
+impl LoadedWith {
+    pub fn new(params: &[&str]) -> LoadedWith {
+        reload(params).unwrap_or_else(|log| panic!("insmod gvt_rs {params:?} failed; the kernel said:\n{log}"));
+        LoadedWith
+    }
+}
+
+impl Drop for LoadedWith {
+    fn drop(&mut self) {
+        if let Err(log) = reload(&PARAMS) {
+            panic!("gvt_rs with {PARAMS:?} again: {log}");
+        }
+    }
+}

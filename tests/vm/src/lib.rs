@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 /// Where the rig puts the L2 kernel, its initramfs and QEMU's firmware.
 pub const L2_DIR: &str = "/l2";
 
+/// Mark the running test as skipped, with why: the rig (tools/vm-run.sh)
+/// counts a test that prints this and then passes as skipped, shows the
+/// reason, and leaves it out of "passed".  Return from the test right after.
+pub fn skip(reason: &str) {
+    println!("GVT-RIG: skip: {reason}");
+}
+
 /// A fresh random (v4) UUID from the kernel.
 pub fn new_uuid() -> String {
     fs::read_to_string("/proc/sys/kernel/random/uuid").expect("kernel uuid").trim().to_string()
@@ -173,14 +180,32 @@ pub fn run_l2_accel(accel: &str, extra: &[&str], l2_cmd: &str, limit: Duration) 
     // Under KVM an L2 run takes 5-15 s; the callers' limits allow for TCG.
     let limit = if accel == "kvm" { limit.min(Duration::from_secs(90)) } else { limit };
     let r = run_l2_once(&q, extra, limit);
-    if r.status.is_some() {
+    if r.status.is_some() || l2_booted(&r.output) {
+        // It finished, or its kernel started and then hung: a hang is a
+        // failure (the caller asserts the exit status), never retried.
         return r;
     }
-    // Nested virtualization here is KVM on TCG's emulated SVM: an L2 that
-    // never starts is retried once, with the evidence printed (the kernel
-    // stacks of every QEMU thread at the timeout).
-    eprintln!("nested QEMU ({accel}) timed out; evidence follows, retrying once:\n{}", r.output);
+    // Nested virtualization here is KVM on TCG's emulated SVM: an L2 whose
+    // kernel never printed its first line is retried once.  The rig counts
+    // and reports every such retry (tools/vm-run.sh: `GVT-RIG: nested-retry`),
+    // with the evidence (QEMU's output, the kernel stacks of its threads).
+    eprintln!("{}\n{}", nested_retry_marker(accel, limit), r.output);
     run_l2_once(&q, extra, limit)
+}
+
+/// Whether an L2 console shows that the L2 kernel started (its first line,
+/// `Linux version ...`, comes before anything else the L2 prints).
+pub fn l2_booted(output: &str) -> bool {
+    output.contains("Linux version")
+}
+
+/// The line the rig counts (and reports) for a nested QEMU whose L2 never
+/// booted within `limit` and that is retried.
+pub fn nested_retry_marker(accel: &str, limit: Duration) -> String {
+    format!(
+        "GVT-RIG: nested-retry: QEMU -accel {accel}: the L2 kernel never started in {} s (no 'Linux version' on its console); retrying once",
+        limit.as_secs()
+    )
 }
 
 fn run_l2_once(q: &[String], extra: &[&str], limit: Duration) -> Ran {
@@ -481,6 +506,16 @@ mod tests {
             }
             assert_ne!(expected_frame(1, w, h), expected_frame(2, w, h), "frames differ");
         }
+    }
+
+    #[test]
+    fn a_nested_qemu_is_retried_only_when_l2_never_started() {
+        // Nothing, or only QEMU's own words and the timed-out process's stacks: retried.
+        assert!(!l2_booted(""));
+        assert!(!l2_booted("qemu-system-x86_64: warning: host doesn't support requested feature\n---- kernel stacks ----\n"));
+        // The L2 kernel's first console line, then a hang: a failure, not retried.
+        assert!(l2_booted("[    0.000000] Linux version 6.12.0 (root@rig) #1\n[    1.2] Run /init\n"));
+        assert!(nested_retry_marker("kvm", Duration::from_secs(90)).starts_with("GVT-RIG: nested-retry: "));
     }
 
     #[test]

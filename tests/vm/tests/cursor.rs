@@ -62,8 +62,13 @@ fn read_dmabuf(fd: &OwnedFd, len: usize) -> Vec<u32> {
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn cursor_dmabuf_plane_shows_the_guest_cursor() {
+    // Another vGPU first, so that this one's slice starts above it: the
+    // check "cursor in another vGPU's memory" below needs memory below.
+    let other = Mdev::create(PARENT, &type_mb(32)).expect("create the first vGPU");
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     let a = attrs(&m);
+    let o = attrs(&other);
+    assert!(a.ap_base >= o.ap_base + o.ap_size, "this vGPU's slice lies above the first's: {o:?} {a:?}");
     let (dev, ram) = open_with_ram(&m, 32, 0x4000_0000);
     enable_mem(&dev);
     // Cursor image in the second 16 KiB of the aperture slice.
@@ -116,10 +121,10 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
     assert_eq!(read_dmabuf(&fd, CURSOR_BYTES)[0], 0x1234_5678);
 
     // Outside the vGPU's own memory (another vGPU's, or past its slice): no plane.
-    if a.ap_base >= 16 * 4096 {
-        reg(CURABASE, 0);
-        assert_no_plane(&query(&dev, CURSOR), "cursor in the GM below this vGPU's slice");
-    }
+    reg(CURABASE, (o.ap_base + 4 * 4096) as u32);
+    assert_no_plane(&query(&dev, CURSOR), "cursor in the other vGPU's slice");
+    reg(CURABASE, (a.ap_base - 4096) as u32);
+    assert_no_plane(&query(&dev, CURSOR), "cursor straddling the start of this vGPU's slice");
     reg(CURABASE, (a.ap_base + a.ap_size - 4096) as u32);
     assert_no_plane(&query(&dev, CURSOR), "cursor straddling the slice's end");
     reg(CURABASE, (cur + 64) as u32);
@@ -131,4 +136,5 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
     drop(ram);
     drop(dev);
     m.remove().expect("remove vGPU");
+    other.remove().expect("remove the first vGPU");
 }

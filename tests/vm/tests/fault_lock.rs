@@ -10,10 +10,14 @@
 //! for the faulting reader, the faulting reader for the PTE writer's state
 //! lock.  All three sit in D state and the process cannot be killed.
 //!
-//! The driver avoids it the way TTM does: the fault handler only try-locks
-//! the state lock, and when that fails (and the fault may be retried) it
-//! drops the mmap_lock, waits for the state lock, and returns
-//! VM_FAULT_RETRY; `gvt/stats` `fault_retries` counts those.
+//! The driver avoided it first the way TTM does (try-lock, else drop the
+//! mmap_lock, wait, VM_FAULT_RETRY).  Since the lock redesign of issue 12 the
+//! fault handlers do not take the state lock at all: they take the vGPU's
+//! `map` lock, which nothing holds across a pin or while waiting for an mm
+//! lock (driver/kmod/vgpu.rs, lock table), so the cycle cannot form and there
+//! is no retry path left to count.  What the test checks is what that design
+//! promises: all three threads keep going, reads raced PTE writes, and every
+//! read shows a page the entry mapped.
 //!
 //! This test plays that VMM: T1 rewrites GGTT entries through BAR0 (each
 //! write unpins the old guest RAM page, pins the new one and zaps the
@@ -273,9 +277,7 @@ fn fault_lock_pte_writes_vs_display_faults_vs_mmap() {
 /// T1, T2, T3 and the watchdog (see the file's comment) on the entries of GM
 /// pages `gm0..gm0 + GM_PAGES`, T2 reading the mapping at `base` (page `j`
 /// of it shows GM page `gm0 + j`).
-fn stress(m: &Mdev, dev: &VfioDevice, gm0: u64, base: usize, what: &str) {
-    let retries0 = stat_opt(m, "fault_retries");
-
+fn stress(_m: &Mdev, dev: &VfioDevice, gm0: u64, base: usize, what: &str) {
     let sh = Arc::new(Shared {
         stop: AtomicBool::new(false),
         writes: AtomicU64::new(0),
@@ -495,11 +497,11 @@ fn stress(m: &Mdev, dev: &VfioDevice, gm0: u64, base: usize, what: &str) {
             "{what}: GM page {j} maps guest RAM page {t} (BAR2 region)"
         );
     }
-    let retries = stat_opt(m, "fault_retries");
-    eprintln!(
-        "fault_lock ({what}): {writes} PTE writes, {} reads ({exact} exact), {} mmap rounds in {elapsed:.1?}; \
-         fault_retries {retries0:?} -> {retries:?}",
-        sh.reads.load(Ordering::SeqCst),
-        sh.maps.load(Ordering::SeqCst),
-    );
+    let (reads, maps) = (sh.reads.load(Ordering::SeqCst), sh.maps.load(Ordering::SeqCst));
+    eprintln!("fault_lock ({what}): {writes} PTE writes, {reads} reads ({exact} exact), {maps} mmap rounds in {elapsed:.1?}");
+    // The race this test exists for happened: all three threads ran, and
+    // some reads overlapped a rewrite of the entry they read.  A run without
+    // that proves nothing about the lock order.
+    assert!(writes > 0 && maps > 0, "{what}: a thread never ran ({writes} writes, {maps} mmap rounds)");
+    assert!(reads > exact, "{what}: no read overlapped a PTE write ({reads} reads, all exact): the race was never exercised");
 }

@@ -630,7 +630,9 @@ fn gvtctl_destroy_refuses_while_a_vfio_user_holds_it() {
 
     let e = gvtctl(&["destroy", &u]);
     assert_eq!(e.code, 5, "busy exit code");
-    assert!(e.secs < 10.0, "answered at once, did not wait for the VMM ({:.1} s)", e.secs);
+    // It did not wait for the VMM: this very process holds the device and
+    // waits for gvtctl, so a gvtctl that waited would never return (the
+    // `gvtctl` helper kills it after 60 s and fails the test).
     assert!(
         e.stderr.contains(&format!("vGPU {u} is in use by {comm} (pid {me}): shut down the VM or hot-unplug the device first")),
         "{}",
@@ -1033,4 +1035,94 @@ fn gvtctl_help_examples_work() {
     left.sort();
     assert_eq!(left, [("gvt_rs-GVTsim_128M".to_string(), 8), ("gvt_rs-GVTsim_64M".to_string(), 8)]);
     fresh();
+}
+
+/// The simulated tree (`gvtctl sim`, what the host tests of libgvtctl and gvtctl run
+/// against) says what the driver says, by value: one create/inspect/destroy script runs
+/// against both, and after every step each type's attributes and every vGPU's `gvt/`
+/// attributes are compared: values, except the counters (`stats`: the same counter
+/// names; `ballooned`: present).
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn gvtctl_sim_tree_matches_the_driver_by_value() {
+    fresh();
+    let sim = "/tmp/gvtctl-sim-by-value";
+    let _ = fs::remove_dir_all(sim);
+    gvtctl(&["--root", sim, "sim", "init", "--fixture", "gvt-rs"]).ok();
+    let types_dir = |root: &str| format!("{root}/sys/class/mdev_bus/{PARENT}/mdev_supported_types");
+    let dev_dir = |root: &str, u: &str| format!("{root}{MDEV_BUS}/{u}");
+    let keys = |s: &str| s.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect::<Vec<_>>();
+    let mut diffs: Vec<String> = Vec::new();
+    let mut compare = |step: &str, live: &[String]| {
+        let real_types = names_in(&types_dir(""));
+        let sim_types = names_in(&types_dir(sim));
+        if real_types != sim_types {
+            diffs.push(format!("{step}: types: driver {real_types:?}, sim {sim_types:?}"));
+        }
+        for t in &real_types {
+            for a in ["name", "description", "device_api", "available_instances"] {
+                let (r, s) = (read(format!("{}/{t}/{a}", types_dir(""))), read_opt(&format!("{}/{t}/{a}", types_dir(sim))));
+                if Some(&r) != s.as_ref() {
+                    diffs.push(format!("{step}: {t}/{a}: driver {r:?}, sim {s:?}"));
+                }
+            }
+        }
+        for u in live {
+            let (rd, sd) = (format!("{}/gvt", dev_dir("", u)), format!("{}/gvt", dev_dir(sim, u)));
+            let (rf, sf) = (names_in(&rd), names_in(&sd));
+            if rf != sf {
+                diffs.push(format!("{step}: vGPU {u} gvt/ files: driver {rf:?}, sim {sf:?}"));
+            }
+            for f in &rf {
+                let (r, s) = (read(format!("{rd}/{f}")), read_opt(&format!("{sd}/{f}")));
+                let differs = match (f.as_str(), &s) {
+                    (_, None) => true,
+                    ("ballooned", Some(_)) => false,
+                    ("stats", Some(s)) => keys(&r) != keys(s),
+                    (_, Some(s)) => &r != s,
+                };
+                if differs {
+                    diffs.push(format!("{step}: vGPU {u} gvt/{f}: driver {r:?}, sim {s:?}"));
+                }
+            }
+        }
+    };
+    let run = |args: &[&str]| {
+        gvtctl(args).ok();
+        let mut s = vec!["--root", sim];
+        s.extend_from_slice(args);
+        gvtctl(&s).ok();
+    };
+    let u: Vec<String> = (0..4).map(|_| new_uuid()).collect();
+    compare("loaded", &[]);
+    run(&["create", "--type", "gvt_rs-GVTsim_32M", "--uuid", &u[0]]);
+    compare("create 32M", &u[..1]);
+    run(&["create", "--type", "gvt_rs-GVTsim_64M", "--uuid", &u[1], "--weight", "7"]);
+    compare("create 64M weight 7", &u[..2]);
+    run(&["create", "--type", "gvt_rs-GVTsim_32M", "--uuid", &u[2], "--display", "region"]);
+    compare("create 32M display region", &u[..3]);
+    run(&["destroy", &u[0]]);
+    compare("destroy the first", &u[1..3]);
+    run(&["create", "--type", "gvt_rs-GVTsim_128M", "--uuid", &u[3]]);
+    compare("create 128M", &u[1..4]);
+    for x in &u[1..4] {
+        run(&["destroy", x]);
+    }
+    compare("all destroyed", &[]);
+    let _ = fs::remove_dir_all(sim);
+    assert!(diffs.is_empty(), "the simulated tree differs from the driver:\n{}", diffs.join("\n"));
+}
+
+fn names_in(dir: &str) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{dir}: {e}"))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    v.sort();
+    v
+}
+
+fn read_opt(p: &str) -> Option<String> {
+    fs::read_to_string(p).ok().map(|s| s.trim_end_matches('\n').to_string())
 }

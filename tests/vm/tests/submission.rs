@@ -19,7 +19,8 @@ use gvt_guest_driver::gvt_core::regs::{RingOffsets, GDRST};
 use gvt_guest_driver::jobs::{self, Ppgtt};
 use gvt_guest_driver::vfio::VfioBackend;
 use gvt_guest_driver::{Driver, Error, GuestBus, BCS, ERROR_IRQS, RCS, USER_IRQS};
-use gvt_vmtests::guest::{driver, param, stat, state, stats, vgpu, Exclusive, RAM, TIMEOUT};
+use gvt_vmtests::guest::{driver, stat, state, stats, vgpu, Exclusive, RAM, TIMEOUT};
+use gvt_vmtests::gvt::{LoadedWith, PARAMS};
 use gvt_vmtests::{run_l2, Mdev};
 
 type Drv = Driver<VfioBackend>;
@@ -295,7 +296,14 @@ const EIR_HANG: u32 = 1 << 0;
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn submission_hanging_vgpu_is_reset_alone_and_failed_at_the_limit() {
-    let limit = param("hang_limit").unwrap_or(3);
+    // The module parameter `hang_threshold`, at a value other than its
+    // default (3), so that a driver ignoring it fails this test: the
+    // guilty vGPU must be failed after exactly HANG_THRESHOLD hangs, not
+    // before (checked after each hang) and not after.  (The kernel's Rust
+    // module parameters are not in sysfs: the test loads the module itself.)
+    const HANG_THRESHOLD: u64 = 2;
+    let _module = LoadedWith::new(&[PARAMS[0], PARAMS[1], &format!("hang_threshold={HANG_THRESHOLD}")]);
+    let limit = HANG_THRESHOLD;
     let m = [vgpu(32), vgpu(32), vgpu(32)];
     let stop = AtomicBool::new(false);
     let (mut g, rounds) = thread::scope(|s| {

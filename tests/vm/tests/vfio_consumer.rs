@@ -308,8 +308,11 @@ fn vfio_aperture_over_private_anonymous_ram() {
     assert_eq!(map.read32(4096 + 12), 0x66);
     // The VMM unmaps its RAM: the aperture falls back to scratch, no stale page.
     ram.unmap();
-    let v = map.probe(0).expect("still mapped (scratch)");
-    assert_ne!(v, 0xB0_0000, "no access to the unmapped guest page");
+    for p in [0, 2, 3] {
+        let v = map.probe(p * 4096 + 12).expect("still mapped (scratch)");
+        assert_ne!(v, 0xB0_0000 | p as u32, "page {p}: no access to the unmapped guest page");
+    }
+    assert_ne!(map.probe(4096 + 12).expect("still mapped (scratch)"), 0x66, "page 1: no access to the unmapped RAM page 6");
     map.write32(0, 0x5C);
     assert_eq!(map.read32(4096), 0x5C, "every page now reaches the scratch page");
 }
@@ -317,18 +320,20 @@ fn vfio_aperture_over_private_anonymous_ram() {
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn vfio_mmap_outside_the_slice_is_einval() {
+    // Another vGPU first, so that this one's slice has memory below it.
+    let other = vgpu(32);
     let m = vgpu(32);
-    let a = attrs(&m);
+    let (o, a) = (attrs(&other), attrs(&m));
+    assert!(a.ap_base >= o.ap_base + o.ap_size, "this vGPU's slice lies above the first's: {o:?} {a:?}");
     let dev = open(&m);
     let end = a.ap_base + a.ap_size;
     let mut bad = vec![
-        (BAR2, end, 4096usize, "page after the slice"),
+        (BAR2, a.ap_base - 4096, 4096usize, "page before the slice"),
+        (BAR2, a.ap_base - 4096, 8192, "straddling the slice start"),
+        (BAR2, o.ap_base, 4096, "the other vGPU's first page"),
+        (BAR2, end, 4096, "page after the slice"),
         (BAR2, a.ap_base + a.ap_size - 4096, 8192, "straddling the slice end"),
     ];
-    if a.ap_base > 0 {
-        bad.push((BAR2, a.ap_base - 4096, 4096, "page before the slice"));
-        bad.push((BAR2, 0, 4096, "aperture offset 0 (another vGPU's or the host's)"));
-    }
     if end < APERTURE {
         bad.push((BAR2, APERTURE - 4096, 4096, "last aperture page"));
     }
