@@ -773,10 +773,15 @@ fn new_vgpu(
         }
         // SAFETY: `create_in` succeeded: it initialised the slot.
         let core = unsafe { core_box.assume_init() };
-        // The per-VM hang threshold (module parameter, paper §3.5.1); the
-        // parameter was range-checked at load, so a refusal is a bug.
-        if let Err(e) = p.gpu.lock().gpu.scheduler_mut().set_hang_limit(core.slot(), p.cfg.hang_threshold) {
-            pr_err!("vGPU {id}: hang_threshold={} refused by the scheduler: {e:?}\n", p.cfg.hang_threshold);
+        // The per-VM hang threshold (module parameter, paper §3.5.1).  It
+        // was range-checked at load; should the scheduler still refuse it,
+        // the vGPU is not created rather than run with another limit.
+        let set = p.gpu.lock().gpu.scheduler_mut().set_hang_limit(core.slot(), p.cfg.hang_threshold);
+        if let Err(e) = set {
+            pr_err!("vGPU {id}: hang_threshold={} not applied: {e:?}\n", p.cfg.hang_threshold);
+            // Nothing is pinned or mapped yet.
+            KBox::into_inner(core).destroy(&mut KGpu(&p.gpu), &mut storage, &mut env);
+            return Err(EINVAL);
         }
         core
     };
