@@ -364,7 +364,7 @@ fn sim_display(type_description: &str) -> String {
     format!(
         "plane: none: guest has not initialized the display: PVINFO display_ready (BAR0 0x78804) is 0 \
          (guest graphics driver not loaded, or not vGPU-aware)\nshown_plane_id: 0\nplane_changes: 0\n\
-         dmabufs_exported: 0\ndmabuf_page_faults: 0\nmonitor: {res} {hz} Hz, hotplugs 0"
+         dmabufs_exported: 0\ndmabuf_page_faults: 0\ndmabufs_live: 0\ndmabuf_pages: 0\ndmabufs_refused: 0\nmonitor: {res} {hz} Hz, hotplugs 0"
     )
 }
 
@@ -374,10 +374,10 @@ fn sim_display(type_description: &str) -> String {
 const SIM_STATS: &str = "traps_pm 0\ntraps_tail 0\ntraps_pte 0\ntraps_other 0\nmmio_rejected 0\n\
 cfg_reads 0\ncfg_writes 0\ncfg_rejected 0\nresets 0\nggtt_mapped 0\nggtt_rejected 0\nggtt_dropped 0\n\
 ppgtt_pinned 0\nvblank_frames 0\nvblank_ticks 0\nflips 0\nsubmissions_accepted 0\nsubmissions_held 0\n\
-submissions_rejected 0\nengine_faults 0\nstate idle\nrcs_time_ns 0\nbcs_time_ns 0\nsubmissions 0\n\
+submissions_rejected 0\nengine_faults 0\nstate idle\nrcs_time_ns 0\nbcs_time_ns 0\nmediation_ns 0\nsubmissions 0\n\
 cmds_audited 0\nreject_unknown_cmd 0\nreject_privileged 0\nreject_bad_address 0\nreject_malformed 0\n\
-reject_backpressure 0\nreject_failed 0\ntrap_pm 0\ntrap_tail 0\ntrap_pte 0\ntrap_other 0\n\
-ctx_switches 0\nhangs 0\nhangs_total 0\nself_map_faults 0\nfault_retries 0";
+reject_backpressure 0\nreject_failed 0\nreject_bad_geometry 0\ntrap_pm 0\ntrap_tail 0\ntrap_pte 0\ntrap_other 0\n\
+ctx_switches 0\nhangs 0\nhangs_total 0\nself_map_faults 0\npins_refused_unmapping 0\nunmap_retries 0";
 
 /// The driver's placement (gvt-core `partition.rs`): among the free gaps of
 /// `[start, end)` between the `used` extents, the smallest that holds `size`, the
