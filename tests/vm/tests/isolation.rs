@@ -1145,8 +1145,14 @@ fn noisy_body() {
     let (dv, alone2, _, _) = run(dv, ALONE, None);
     let p99_after = [p99(&alone2[0].lat), p99(&alone2[1].lat)];
     eprintln!("noisy: alone again: B {} rounds p99 {:?}, C {} rounds p99 {:?}", alone2[0].lat.len(), p99_after[0], alone2[1].lat.len(), p99_after[1]);
+    // The bound: the worse quiet window, plus the 2 quanta the scheduler
+    // promises, plus how far the two quiet windows themselves differed (the
+    // wall-clock jitter of this TCG guest on this host, measured in the same
+    // run: the latency is wall time, not scheduler time).  The old driver's
+    // p99 with A was 18-55 s against 14 ms alone.
+    let jitter = [p99_alone[0].abs_diff(p99_after[0]), p99_alone[1].abs_diff(p99_after[1])];
     let p99_alone = [p99_alone[0].max(p99_after[0]), p99_alone[1].max(p99_after[1])];
-    let bound = [p99_alone[0] + 2 * quantum, p99_alone[1] + 2 * quantum];
+    let bound = [p99_alone[0] + 2 * quantum + jitter[0], p99_alone[1] + 2 * quantum + jitter[1]];
     println!(
         "bench: noisy neighbour (weights A {} B {} C {}, quantum {:?}): blitter share B {:.3} C {:.3} A {:.3} (fair {:.3}, B/fair {:.2}, C/fair {:.2}); render share B {:.3} C {:.3} A {:.3}; \
          store p99 B {:.2} ms (alone {:.2} ms, bound {:.2} ms), C {:.2} ms (alone {:.2} ms, bound {:.2} ms); rounds B {} C {} (alone {} {}); \
@@ -1172,7 +1178,14 @@ fn noisy_body() {
             share(d[i].1, bcs_total),
             fair(i)
         );
-        assert!(p99_noisy[i - 1] <= bound[i - 1], "{who}'s store latency p99 {:?} with A exceeds {:?} (alone {:?} + 2 quanta)", p99_noisy[i - 1], bound[i - 1], p99_alone[i - 1]);
+        assert!(
+            p99_noisy[i - 1] <= bound[i - 1],
+            "{who}'s store latency p99 {:?} with A exceeds {:?} (alone {:?} + 2 quanta + quiet-window jitter {:?})",
+            p99_noisy[i - 1],
+            bound[i - 1],
+            p99_alone[i - 1],
+            jitter[i - 1]
+        );
     }
     for m in [&mb, &mc] {
         let s = stats(m);
