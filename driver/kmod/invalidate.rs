@@ -101,6 +101,20 @@ pub(crate) type Registry = Mutex<[Range; SLOTS]>;
 pub(crate) static REFUSED: AtomicU64 = AtomicU64::new(0);
 /// VFIO retries seen (`gvt/stats` `unmap_retries`).
 pub(crate) static RETRIES: AtomicU64 = AtomicU64::new(0);
+/// Until when any entry may refuse a pin (`u64::MAX` while a callback runs):
+/// the pin path (every GGTT write of every vGPU) skips the table's lock
+/// when it is past.  Raised under the lock before a range starts refusing,
+/// recomputed under it when a callback ends.
+static REFUSING_UNTIL: AtomicU64 = AtomicU64::new(0);
+
+/// The latest time any entry of `t` refuses pins.
+fn refusing_until(t: &[Range; SLOTS]) -> u64 {
+    t.iter()
+        .filter(|r| r.mm != 0)
+        .map(|r| if r.in_flight > 0 { u64::MAX } else { r.done_ns.saturating_add(grace_ns(r.rounds)) })
+        .max()
+        .unwrap_or(0)
+}
 
 fn current_mm() -> usize {
     // SAFETY: reads `current->mm`.
@@ -126,6 +140,7 @@ pub(crate) fn begin(iova: u64, len: u64, slot: u16) -> Guard {
     loop {
         let now = KClock.now_ns();
         let mut t = parent::get().invalidating.lock();
+        REFUSING_UNTIL.store(u64::MAX, Ordering::SeqCst);
         let same = t.iter().position(|r| r.mm == mm && r.first == first && r.end == end && r.recent(now));
         if let Some(r) = same.and_then(|i| t.get_mut(i)) {
             if r.seen & bit != 0 {
@@ -148,6 +163,7 @@ pub(crate) fn begin(iova: u64, len: u64, slot: u16) -> Guard {
             *r = Range { mm, first, end, in_flight: 1, done_ns: 0, rounds: 0, seen: bit };
             return Guard { slot: pick };
         }
+        REFUSING_UNTIL.store(refusing_until(&t), Ordering::SeqCst);
         drop(t);
         // Every slot is a callback in flight or a retried range in its
         // grace period: wait for one (they end without us).
@@ -164,13 +180,20 @@ impl Drop for Guard {
             r.in_flight = r.in_flight.saturating_sub(1);
             r.done_ns = KClock.now_ns();
         }
+        REFUSING_UNTIL.store(refusing_until(&t), Ordering::SeqCst);
     }
 }
 
 /// Whether the calling task may pin guest frame `gfn` now.
 pub(crate) fn may_pin(gfn: Gfn) -> bool {
-    let mm = current_mm();
     let now = KClock.now_ns();
+    // Nothing is being unmapped (the common case): no lock.  A callback
+    // that starts after this load evicts this pin later, under the vGPU's
+    // lock, which the pin holds until it is recorded.
+    if now >= REFUSING_UNTIL.load(Ordering::SeqCst) {
+        return true;
+    }
+    let mm = current_mm();
     let t = parent::get().invalidating.lock();
     let refused = t.iter().any(|r| r.mm == mm && gfn >= r.first && gfn < r.end && r.refusing(now));
     drop(t);
