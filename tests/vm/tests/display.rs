@@ -901,3 +901,47 @@ fn display_counters_reset_for_a_new_tenant() {
     enable_mem(&dev);
     assert_eq!((read32(&dev, BAR0, FRMCOUNT), read32(&dev, BAR0, FLIPCOUNT)), (0, 0), "the next tenant sees the previous one's counters");
 }
+
+/// Finding 5: a VMM looping the EDID link state, and a guest toggling its
+/// plane so that the "no display plane" reason changes on every query, log
+/// a bounded number of lines (rate-limited per vGPU: 5 per 5 s, then a
+/// count of what was suppressed), not one per event.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn display_vmm_and_guest_loops_cannot_flood_the_kernel_log() {
+    let m = Mdev::create(PARENT, &type_mb(64)).expect("create vGPU");
+    let a = attrs(&m);
+    let dev = open(&m);
+    enable_mem(&dev);
+    let tag = format!("vGPU {}: ", a.id);
+    let lines = || gvt_vmtests::gvt::kernel_log().lines().filter(|l| l.contains(&tag)).count();
+    let before = lines();
+    let t0 = std::time::Instant::now();
+    const LOOPS: usize = 500;
+    for _ in 0..LOOPS {
+        pwrite(&dev, EDID_REGION, 20, &2u32.to_le_bytes()).expect("link down");
+        pwrite(&dev, EDID_REGION, 20, &1u32.to_le_bytes()).expect("link up");
+    }
+    write32(&dev, BAR0, DISPLAY_READY, 1);
+    for i in 0..LOOPS {
+        // Alternately a surface outside the slice and a bad stride: two
+        // reasons, each a change.
+        if i % 2 == 0 {
+            write32(&dev, BAR0, DSPASURF, 0xFFFF_F000);
+            write32(&dev, BAR0, DSPASTRIDE, STRIDE);
+        } else {
+            write32(&dev, BAR0, DSPASURF, a.ap_base as u32);
+            write32(&dev, BAR0, DSPASTRIDE, 3);
+        }
+        write32(&dev, BAR0, DSPACNTR, PLANE_ENABLE | FMT_XRGB8888);
+        let p = query(&dev, REGION);
+        assert_eq!(p.size, 0, "no plane");
+    }
+    let logged = lines() - before;
+    let secs = t0.elapsed().as_secs();
+    // 5 lines per 5 s window, and the loops may straddle one more window.
+    let bound = 5 * (secs / 5 + 2) as usize;
+    eprintln!("log flood: {} link toggles and {LOOPS} plane-reason changes in {secs} s logged {logged} lines (bound {bound})", 2 * LOOPS);
+    assert!(logged <= bound, "{logged} kernel log lines for {} events in {secs} s", 3 * LOOPS);
+    assert!(logged >= 1, "the first events are still logged");
+}
