@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
 use std::time::{Duration, Instant};
 
+mod graph;
+
 const HELP: &str = "\
 cargo xtask <command> [args]
 
@@ -29,6 +31,9 @@ Commands:
   self-check       only the rig's self-check (VM runs it must fail, each for
                    its own reason; `test` runs it too)
   bench            benchmarks (host and in-guest), printing ratios
+  lint             formatting (cargo fmt --check), clippy -D warnings, the
+                   core with the kernel's compiler, no import circles in the
+                   core or the module (`test` runs it first)
   lint-core        check gvt-core with the kernel's compiler and rules
   fuzz [--seconds N]
                    a coverage-guided fuzzing campaign of command submission
@@ -361,6 +366,32 @@ fn host_tests(p: &mut Phases) {
     });
 }
 
+/// `cargo xtask lint`: what a reviewer would otherwise check by hand.
+fn lint(p: &mut Phases) {
+    p.run("lint: import circles (core, module)", || {
+        let houses = [
+            graph::House { name: "driver/core", dir: repo().join("driver/core/src"), root: "lib.rs" },
+            graph::House { name: "driver/kmod", dir: repo().join("driver/kmod"), root: "gvt_rs_main.rs" },
+        ];
+        let mut errs = String::new();
+        for h in &houses {
+            match graph::check(h) {
+                Ok(n) => eprintln!("lint: {}: {n} modules, no import circle", h.name),
+                Err(e) => errs.push_str(&e),
+            }
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs)
+        }
+    });
+    p.run("lint: cargo fmt --check", || sh(cargo().args(["fmt", "--all", "--check"])));
+    p.run("lint: clippy -D warnings", || {
+        sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+    });
+}
+
 fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     let mut p = Phases { done: Vec::new() };
@@ -418,6 +449,10 @@ fn main() {
             setup(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             vm_run(&mut p, "bench_", "vm: benchmarks");
+        }
+        Some("lint") => {
+            lint(&mut p);
+            p.run("lint: gvt-core with the kernel's rustc", || sh(&mut tool("check-core-msrv.sh")));
         }
         Some("lint-core") => p.run("gvt-core with the kernel's rustc", || sh(&mut tool("check-core-msrv.sh"))),
         Some("fuzz") => {
