@@ -782,10 +782,46 @@ fn display_nested_qemu_gl_dmabuf_edid() {
 
 // ---- hardening (issue 19): dma-buf accounting, a change of tenant ----------
 
+/// A memory cgroup (v2) of its own for this test process, so what the
+/// driver charges to the caller (`GFP_KERNEL_ACCOUNT`) can be read in
+/// `memory.current`.  Mounts cgroup2 if the rig's init did not.
+struct MemCg {
+    dir: std::path::PathBuf,
+}
+
+impl MemCg {
+    fn new(name: &str) -> MemCg {
+        let root = std::path::Path::new("/sys/fs/cgroup");
+        if !root.join("cgroup.controllers").exists() {
+            // SAFETY: plain mount(2) with NUL-terminated literals.
+            let rc = unsafe { libc::mount(c"none".as_ptr(), c"/sys/fs/cgroup".as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null()) };
+            assert_eq!(rc, 0, "mount cgroup2: {}", std::io::Error::last_os_error());
+        }
+        fs::write(root.join("cgroup.subtree_control"), "+memory").expect("enable the memory controller");
+        let dir = root.join(name);
+        let _ = fs::create_dir(&dir);
+        // "0": the writing process (all its threads).
+        fs::write(dir.join("cgroup.procs"), "0").expect("move into the test's cgroup");
+        MemCg { dir }
+    }
+    fn current(&self) -> u64 {
+        fs::read_to_string(self.dir.join("memory.current")).expect("memory.current").trim().parse().expect("memory.current")
+    }
+}
+
+impl Drop for MemCg {
+    fn drop(&mut self) {
+        let _ = fs::write("/sys/fs/cgroup/cgroup.procs", "0");
+        let _ = fs::remove_dir(&self.dir);
+    }
+}
+
 /// Finding 1: dma-buf exports are capped per vGPU (a loop of exports gets
 /// `ENOSPC`, not unbounded page references), released buffers give their
 /// share back, and a plane over GGTT entries the guest never mapped (they
-/// map the vGPU's scratch page) is refused with `EAGAIN`.
+/// map the vGPU's scratch page) is refused with `EAGAIN`.  The memory the
+/// exports charge to the caller's cgroup stays bounded over 1000 attempts
+/// and is given back with the buffers.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn display_dmabuf_exports_are_capped_and_never_export_scratch() {
@@ -795,17 +831,26 @@ fn display_dmabuf_exports_are_capped_and_never_export_scratch() {
     r.reg(DISPLAY_READY, 1);
     r.plane(PLANE_ENABLE | FMT_XRGB8888, STRIDE, r.surf_a(), W, H);
     let pa = query(dev, DMABUF);
+    let cg = MemCg::new("gvt-dmabuf-test");
+    // Warm the paths once (first-use allocations are not the exports').
+    drop(export_dmabuf(dev, pa.id).expect("a first export"));
+    let before = cg.current();
     let mut fds = Vec::new();
     let mut refused = None;
+    let mut errnos = std::collections::BTreeSet::new();
     for i in 0..1000 {
         match export_dmabuf(dev, pa.id) {
             Ok(fd) => fds.push(fd),
             Err(e) => {
-                refused = Some((i, e.raw_os_error()));
-                break;
+                refused.get_or_insert(i);
+                errnos.insert(e.raw_os_error());
             }
         }
     }
+    let during = cg.current();
+    let refused = refused.map(|at| (at, errnos.iter().next().copied().flatten()));
+    assert_eq!(errnos.len(), 1, "every refusal has the cap's errno: {errnos:?}");
+    assert_eq!(fds.len(), refused.map_or(1000, |r| r.0), "no export succeeds once the cap refused one");
     let (at, err) = refused.expect("1000 live exports of one plane: the driver must cap them");
     assert_eq!(err, Some(libc::ENOSPC), "the cap's errno");
     assert!((1..=16).contains(&at), "at most 16 live buffers, refused after {at}");
@@ -813,9 +858,20 @@ fn display_dmabuf_exports_are_capped_and_never_export_scratch() {
     assert_eq!(display_count(&d, "dmabufs_live"), fds.len() as u64);
     assert_eq!(display_count(&d, "dmabuf_pages"), fds.len() as u64 * PLANE_PAGES, "pages held by the live buffers");
     assert!(display_count(&d, "dmabufs_refused") >= 1);
+    // Bounded: 16 buffers of a 63-page plane hold two 504-byte arrays
+    // each, plus the dma-buf and its file; the 1 MiB allows the memory
+    // controller's per-CPU charge batch (64 pages) several times over.
+    // Unbounded (the old driver's 1000 live buffers) is 1000x that.
+    let grew = during.saturating_sub(before);
+    println!("memcg: {} live buffers and {} refusals: memory.current {before} -> {during} (+{grew} bytes)", fds.len(), 1000 - fds.len());
+    assert!(grew <= 1 << 20, "1000 export attempts grew the caller's memory cgroup by {grew} bytes");
     drop(fds);
     let d = r.display();
     assert_eq!((display_count(&d, "dmabufs_live"), display_count(&d, "dmabuf_pages")), (0, 0), "released buffers give their share back");
+    let after = cg.current();
+    println!("memcg: after the release: memory.current {after}");
+    assert!(after <= before + (256 << 10), "the released buffers' memory went back to the cgroup ({before} -> {after})");
+    drop(cg);
     let again = export_dmabuf(dev, pa.id).expect("exports work again after the release");
     drop(again);
     // Entries past the 128 the rig maps are on scratch.
