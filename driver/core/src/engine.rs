@@ -78,10 +78,10 @@ use super::irq::GtEvent;
 use super::mem::{HostMemory, HostPage, PAGE_SHIFT, PAGE_SIZE};
 
 pub use super::regs::ring::{
-    ACTHD as RING_ACTHD, BBADDR as RING_BBADDR, BLOCK as RING_BLOCK, CTL as RING_CTL, EIR as RING_EIR, HEAD as RING_HEAD,
-    HWS_PGA as RING_HWS_PGA, IPEHR as RING_IPEHR, MI_MODE as RING_MI_MODE, START as RING_START, TAIL as RING_TAIL,
-    TIMESTAMP as RING_TIMESTAMP,
+    ACTHD as RING_ACTHD, BBADDR as RING_BBADDR, CTL as RING_CTL, EIR as RING_EIR, HEAD as RING_HEAD, HWS_PGA as RING_HWS_PGA,
+    IPEHR as RING_IPEHR, MI_MODE as RING_MI_MODE, START as RING_START, TAIL as RING_TAIL, TIMESTAMP as RING_TIMESTAMP,
 };
+pub use super::regs::RING_BLOCK;
 /// `MI_MODE` bit 8 (masked register): stop fetching at the next command
 /// boundary.
 pub const MI_MODE_STOP_RING: u32 = 1 << 8;
