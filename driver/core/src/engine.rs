@@ -634,6 +634,9 @@ impl Engine {
         }
         let step = 4 * n as u64;
         let mut advance = true;
+        if !op.runs_on(self.id) {
+            return Err(Fault::BadCommand(Reject::WrongEngine));
+        }
         match c {
             Command::Noop => {}
             Command::UserInterrupt => bus.raise(GtEvent::User(self.id).bit()),
@@ -662,9 +665,6 @@ impl Engine {
                 }
             }
             Command::FlushDw { post, notify } | Command::PipeControl { post, notify } => {
-                if matches!(c, Command::PipeControl { .. }) && self.id != EngineId::Rcs {
-                    return Err(Fault::BadCommand(Reject::WrongEngine));
-                }
                 self.post_sync(mem, post)?;
                 if notify {
                     bus.raise(GtEvent::Notify(self.id).bit());
@@ -692,9 +692,6 @@ impl Engine {
                 advance = false;
             }
             Command::ColorBlt { dst, w, h, cpp, color } => {
-                if self.id != EngineId::Bcs {
-                    return Err(Fault::BadCommand(Reject::WrongEngine));
-                }
                 let at = resumed.unwrap_or(BlitProgress { row: 0, col: 0 });
                 if let Some(next) = Self::fill(mem, &dst, w, h, cpp, color, at)? {
                     self.ctx.exec.blit = Some(next);
@@ -702,9 +699,6 @@ impl Engine {
                 }
             }
             Command::SrcCopyBlt { dst, src, w, h, cpp } => {
-                if self.id != EngineId::Bcs {
-                    return Err(Fault::BadCommand(Reject::WrongEngine));
-                }
                 let at = resumed.unwrap_or(BlitProgress { row: 0, col: 0 });
                 if let Some(next) = Self::copy(mem, &dst, &src, w, h, cpp, at)? {
                     self.ctx.exec.blit = Some(next);
