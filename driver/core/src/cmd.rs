@@ -7,6 +7,12 @@
 //! auditor that walks a submitted ring range, follows batch buffers and
 //! rejects anything that could reach outside the submitting vGPU.
 //!
+//! Every command is one row of the command table [`COMMANDS`] (GVT-g's
+//! `cmd_info[]`): its header constant, its [`Opcode`], its length rule, the
+//! engines it exists on and its [`AuditClass`].  The decoder ([`decode`],
+//! through an index the compiler builds from the table), the auditor
+//! ([`audit_command`]) and gvt-sim's engine all read that one row.
+//!
 //! # Dword layouts (Intel gen8 encodings, `intel_gpu_commands.h`)
 //! Header bits 31–29 are the client: 0 MI, 2 2D (blitter), 3 3D.  "len" is the
 //! header's DWord Length field = total dwords − 2.
