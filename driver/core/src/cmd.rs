@@ -401,7 +401,7 @@ impl Opcode {
 }
 
 /// Per engine, the opcodes that exist on it (bit `op as u32`).
-const ON_ENGINE: [u32; EngineId::COUNT] = {
+static ON_ENGINE: [u32; EngineId::COUNT] = {
     let mut t = [0u32; EngineId::COUNT];
     let mut i = 0;
     while i < COMMANDS.len() {
