@@ -5,6 +5,7 @@
 use std::hint::black_box;
 use std::time::Instant;
 
+use gvt_core::backend::EngineId;
 use gvt_core::mem::GmRange;
 use gvt_core::mmio::{self, VgpuMmio, GGTT_VIEW_BASE};
 use gvt_core::partition::Partition;
@@ -56,7 +57,7 @@ fn main() {
         black_box(m.write(&mut vregs, regs::FORCEWAKE_REQ as u64, 4, 0x1_0001 ^ (i as u64 & 1)).ok());
     });
     let t_tail = time(|i| {
-        black_box(m.write(&mut vregs, regs::RCS_RING_TAIL as u64, 4, (i as u64 * 8) & 0xFFF).ok());
+        black_box(m.write(&mut vregs, u64::from(EngineId::Rcs.reg(regs::ring::TAIL)), 4, (i as u64 * 8) & 0xFFF).ok());
     });
     // A PTE write is only classified here; its emulation (audit, pin,
     // physical write) is the shadow GGTT's, measured by benches/ggtt.rs.

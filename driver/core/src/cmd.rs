@@ -7,6 +7,12 @@
 //! auditor that walks a submitted ring range, follows batch buffers and
 //! rejects anything that could reach outside the submitting vGPU.
 //!
+//! Every command is one row of the command table [`COMMANDS`] (GVT-g's
+//! `cmd_info[]`): its header constant, its [`Opcode`], its length rule, the
+//! engines it exists on and its [`AuditClass`].  The decoder ([`decode`],
+//! through an index the compiler builds from the table), the auditor
+//! ([`audit_command`]) and gvt-sim's engine all read that one row.
+//!
 //! # Dword layouts (Intel gen8 encodings, `intel_gpu_commands.h`)
 //! Header bits 31–29 are the client: 0 MI, 2 2D (blitter), 3 3D.  "len" is the
 //! header's DWord Length field = total dwords − 2.
@@ -77,17 +83,6 @@ pub const MAX_LRI_REGS: usize = 32;
 pub const MAX_BLIT_BYTES: u64 = 1 << 30;
 /// Chain targets remembered per batch level (loop detection).
 pub const MAX_CHAIN_TARGETS: usize = 16;
-
-pub const MI_NOOP: u32 = 0;
-pub const MI_USER_INTERRUPT: u32 = 0x02 << 23;
-pub const MI_BATCH_BUFFER_END: u32 = 0x0A << 23;
-pub const MI_STORE_DATA_IMM: u32 = 0x20 << 23;
-pub const MI_LOAD_REGISTER_IMM: u32 = 0x22 << 23;
-pub const MI_FLUSH_DW: u32 = 0x26 << 23;
-pub const MI_BATCH_BUFFER_START: u32 = 0x31 << 23;
-pub const XY_COLOR_BLT: u32 = (2 << 29) | (0x50 << 22);
-pub const XY_SRC_COPY_BLT: u32 = (2 << 29) | (0x53 << 22);
-pub const PIPE_CONTROL: u32 = (3 << 29) | (3 << 27) | (2 << 24);
 
 /// MI_STORE_DATA_IMM: address is GGTT.
 pub const MI_USE_GGTT: u32 = 1 << 22;
@@ -231,46 +226,287 @@ impl RejectCounters {
     }
 }
 
-/// The commands of gvt-sim's command set.
+/// Header of an MI (client 0) command: opcode in bits 28–23.
+const fn mi(opcode: u32) -> u32 {
+    opcode << 23
+}
+/// Header of a 2D (client 2, blitter) command: opcode in bits 28–22.
+const fn blt(opcode: u32) -> u32 {
+    (2 << 29) | (opcode << 22)
+}
+/// Header of a 3D (client 3) command: pipeline type 28–27, opcode 26–24,
+/// sub-opcode 23–16.
+const fn gfx3d(pipeline: u32, opcode: u32, sub: u32) -> u32 {
+    (3 << 29) | (pipeline << 27) | (opcode << 24) | (sub << 16)
+}
+/// The header bits that identify a command of `header`'s client.
+const fn id_mask(header: u32) -> u32 {
+    match header >> 29 {
+        0 => 0xFF80_0000,
+        2 => 0xFFC0_0000,
+        _ => 0xFFFF_0000,
+    }
+}
+
+/// The engines a command exists on (a bit per [`EngineId`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Opcode {
-    Noop,
-    UserInterrupt,
-    BatchBufferEnd,
-    StoreDataImm,
-    LoadRegisterImm,
-    FlushDw,
-    BatchBufferStart,
-    XyColorBlt,
-    XySrcCopyBlt,
-    PipeControl,
+pub struct Engines(u8);
+
+impl Engines {
+    /// Render and blitter.
+    pub const ANY: Engines = Engines((1 << EngineId::Rcs as u8) | (1 << EngineId::Bcs as u8));
+    /// Render only.
+    pub const RCS: Engines = Engines(1 << EngineId::Rcs as u8);
+    /// Blitter only.
+    pub const BCS: Engines = Engines(1 << EngineId::Bcs as u8);
+    pub const fn has(self, e: EngineId) -> bool {
+        self.0 & (1 << e as u8) != 0
+    }
+}
+
+/// How a command's total length in dwords is found in its header, and which
+/// lengths are legal.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LenRule {
+    /// Header bits of the DWord Length field (0: a fixed length).
+    pub field: u32,
+    /// Length = `header & field` + `bias` (Intel: DWord Length = total − 2).
+    pub bias: u8,
+    /// Legal lengths: `min..=max` in steps of `step` (a power of two).
+    pub min: u8,
+    pub max: u8,
+    pub step: u8,
+}
+
+impl LenRule {
+    /// Always `n` dwords; the header's low bits are ignored.
+    pub const fn fixed(n: u8) -> Self {
+        LenRule { field: 0, bias: n, min: n, max: n, step: 1 }
+    }
+    /// DWord Length in header bits `field`; total lengths `min..=max` by `step`.
+    pub const fn field(field: u32, min: u8, max: u8, step: u8) -> Self {
+        LenRule { field, bias: 2, min, max, step }
+    }
+    /// The total length `header` declares.
+    pub const fn of(&self, header: u32) -> usize {
+        (header & self.field) as usize + self.bias as usize
+    }
+    /// Whether `len` is legal.
+    pub const fn allows(&self, len: usize) -> bool {
+        len >= self.min as usize && len <= self.max as usize && (len - self.min as usize) & (self.step as usize - 1) == 0
+    }
+}
+
+/// What the auditor checks on a command (besides its engine and control flow).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuditClass {
+    /// Touches no memory and no register (control flow is the walker's).
+    Control,
+    /// Writes memory at an address it carries (store, post-sync write): the
+    /// range must be the vGPU's ([`Reject::AddressNotAllowed`],
+    /// [`Reject::PpgttNotMapped`]).
+    Write,
+    /// Loads registers: each must be on [`LRI_WHITELIST`].
+    Registers,
+    /// Reads and writes GGTT rectangles: each must be honest
+    /// ([`Reject::BadGeometry`]) and the vGPU's.
+    Blit,
+}
+
+/// One row of the command table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CmdSpec {
+    pub op: Opcode,
+    /// The command's name (Intel's).
+    pub name: &'static str,
+    /// The header bits that identify the command (under `mask`).
+    pub header: u32,
+    pub mask: u32,
+    pub len: LenRule,
+    pub engines: Engines,
+    pub audit: AuditClass,
+}
+
+/// Declares the command table once (GVT-g's `cmd_info[]`): for every row a
+/// `pub const NAME: u32` with its header, an [`Opcode`] variant and a row of
+/// [`COMMANDS`] that the decoder, the auditor and gvt-sim's engine read.
+///
+/// ```text
+/// /// doc
+/// Variant = NAME(header), length rule, engines, audit class;
+/// ```
+macro_rules! commands {
+    ($(
+        $(#[doc = $doc:literal])+
+        $op:ident = $name:ident($header:expr), $len:expr, $engines:ident, $audit:ident;
+    )*) => {
+        $(
+            $(#[doc = $doc])+
+            pub const $name: u32 = $header;
+        )*
+        /// The commands of gvt-sim's command set (in [`COMMANDS`] order).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Opcode {
+            $($op),*
+        }
+        /// The command table, one row per [`Opcode`], in its order.
+        pub const COMMANDS: &[CmdSpec] = &[$(
+            CmdSpec {
+                op: Opcode::$op,
+                name: stringify!($name),
+                header: $name,
+                mask: id_mask($name),
+                len: $len,
+                engines: Engines::$engines,
+                audit: AuditClass::$audit,
+            },
+        )*];
+    };
+}
+
+commands! {
+    /// MI_NOOP (bits 22–0 ignored).
+    Noop = MI_NOOP(mi(0x00)), LenRule::fixed(1), ANY, Control;
+    /// MI_USER_INTERRUPT.
+    UserInterrupt = MI_USER_INTERRUPT(mi(0x02)), LenRule::fixed(1), ANY, Control;
+    /// MI_BATCH_BUFFER_END.
+    BatchBufferEnd = MI_BATCH_BUFFER_END(mi(0x0A)), LenRule::fixed(1), ANY, Control;
+    /// MI_STORE_DATA_IMM: a dword or a qword.
+    StoreDataImm = MI_STORE_DATA_IMM(mi(0x20)), LenRule::field(0x3f, 4, 5, 1), ANY, Write;
+    /// MI_LOAD_REGISTER_IMM: 1 to [`MAX_LRI_REGS`] (register, value) pairs.
+    LoadRegisterImm = MI_LOAD_REGISTER_IMM(mi(0x22)), LenRule::field(0xff, 3, MAX_CMD_DWORDS as u8, 2), ANY, Registers;
+    /// MI_FLUSH_DW, with an optional post-sync write.
+    FlushDw = MI_FLUSH_DW(mi(0x26)), LenRule::field(0x3f, 4, 5, 1), ANY, Write;
+    /// MI_BATCH_BUFFER_START (48-bit address).
+    BatchBufferStart = MI_BATCH_BUFFER_START(mi(0x31)), LenRule::field(0xff, 3, 3, 1), ANY, Control;
+    /// XY_COLOR_BLT: 32- or 48-bit address.
+    XyColorBlt = XY_COLOR_BLT(blt(0x50)), LenRule::field(0xff, 6, 7, 1), BCS, Blit;
+    /// XY_SRC_COPY_BLT: 32- or 48-bit addresses.
+    XySrcCopyBlt = XY_SRC_COPY_BLT(blt(0x53)), LenRule::field(0xff, 8, 10, 2), BCS, Blit;
+    /// PIPE_CONTROL, with an optional post-sync write.
+    PipeControl = PIPE_CONTROL(gfx3d(3, 2, 0)), LenRule::field(0xff, 6, 6, 1), RCS, Write;
+}
+
+impl Opcode {
+    /// The command's row of [`COMMANDS`].
+    pub fn spec(self) -> &'static CmdSpec {
+        &COMMANDS[self as usize]
+    }
+    /// Whether the command exists on engine `e` (its row's engines, as a
+    /// bit set per engine the compiler derives from [`COMMANDS`]).
+    #[inline]
+    pub fn runs_on(self, e: EngineId) -> bool {
+        (ON_ENGINE[e.index()] >> (self as u32)) & 1 != 0
+    }
+}
+
+/// Per engine, the opcodes that exist on it (bit `op as u32`).
+static ON_ENGINE: [u32; EngineId::COUNT] = {
+    let mut t = [0u32; EngineId::COUNT];
+    let mut i = 0;
+    while i < COMMANDS.len() {
+        let mut k = 0;
+        while k < EngineId::COUNT {
+            if COMMANDS[i].engines.has(EngineId::ALL[k]) {
+                t[k] |= 1 << i;
+            }
+            k += 1;
+        }
+        i += 1;
+    }
+    t
+};
+
+/// What the decoder needs of a row, for one value of header bits 31–22:
+/// [`COMMANDS`] compiled by the compiler into [`DECODE`].
+#[derive(Clone, Copy)]
+struct Slot {
+    /// The command whose identifying bits 31–22 these are.
+    op: Opcode,
+    /// Identifying bits 21–16 (3D sub-opcodes): `(header >> 16) & id_mask`
+    /// must be `id` (an empty slot's `id` matches nothing).
+    id_mask: u8,
+    id: u8,
+    /// [`LenRule`]: length = `header & field` + `bias`, legal when
+    /// `length - min` is at most `span` and a multiple of `step_mask + 1`.
+    field: u8,
+    bias: u8,
+    min: u8,
+    span: u8,
+    step_mask: u8,
+}
+
+const EMPTY_SLOT: Slot = Slot { op: Opcode::Noop, id_mask: 0, id: 0xFF, field: 0, bias: 0, min: 0, span: 0, step_mask: 0 };
+
+/// Header bits 31–22 → the command they identify and its length rule.
+static DECODE: [Slot; 1024] = decode_slots();
+
+const fn decode_slots() -> [Slot; 1024] {
+    let mut t = [EMPTY_SLOT; 1024];
+    let mut k = 0;
+    while k < 1024 {
+        let key = (k as u32) << 22;
+        let mut i = 0;
+        while i < COMMANDS.len() {
+            let c = &COMMANDS[i];
+            let m = c.mask & 0xFFC0_0000;
+            if key & m == c.header & m {
+                // Two rows sharing header bits 31–22 would need a second
+                // level; the table has none.
+                assert!(t[k].id == EMPTY_SLOT.id, "two commands share a decode slot");
+                let l = c.len;
+                t[k] = Slot {
+                    op: c.op,
+                    id_mask: ((c.mask >> 16) & 0x3f) as u8,
+                    id: ((c.header >> 16) & 0x3f) as u8,
+                    field: l.field as u8,
+                    bias: l.bias,
+                    min: l.min,
+                    span: l.max - l.min,
+                    step_mask: l.step - 1,
+                };
+            }
+            i += 1;
+        }
+        k += 1;
+    }
+    t
+}
+
+// Every row is where its opcode says, identified by header bits 31–16, with
+// a length field in bits 7–0 and a sane length rule.
+const _: () = {
+    let mut i = 0;
+    while i < COMMANDS.len() {
+        let c = &COMMANDS[i];
+        let l = c.len;
+        assert!(c.op as usize == i && i < 32 && c.header & !c.mask == 0 && c.mask & 0xFFFF == 0);
+        assert!(l.field <= 0xff && l.min <= l.max && l.step.is_power_of_two() && l.max as usize <= MAX_CMD_DWORDS);
+        i += 1;
+    }
+};
+
+fn slot_of(header: u32) -> Option<&'static Slot> {
+    let s = &DECODE[(header >> 22) as usize];
+    if (header >> 16) as u8 & s.id_mask == s.id {
+        Some(s)
+    } else {
+        None
+    }
+}
+
+/// The table row of the command `header` starts, if any.
+pub fn spec_of(header: u32) -> Option<&'static CmdSpec> {
+    slot_of(header).map(|s| s.op.spec())
 }
 
 /// Decode a header dword: the command and its total length in dwords.
 pub fn decode(header: u32) -> Result<(Opcode, usize), Reject> {
-    let len8 = (header & 0xff) as usize + 2;
-    let len6 = (header & 0x3f) as usize + 2;
-    let (op, len, ok) = match header >> 29 {
-        0 => match (header >> 23) & 0x3f {
-            0x00 => (Opcode::Noop, 1, true),
-            0x02 => (Opcode::UserInterrupt, 1, true),
-            0x0A => (Opcode::BatchBufferEnd, 1, true),
-            0x20 => (Opcode::StoreDataImm, len6, len6 == 4 || len6 == 5),
-            0x22 => (Opcode::LoadRegisterImm, len8, len8 % 2 == 1 && len8 <= MAX_CMD_DWORDS),
-            0x26 => (Opcode::FlushDw, len6, len6 == 4 || len6 == 5),
-            0x31 => (Opcode::BatchBufferStart, len8, len8 == 3),
-            _ => return Err(Reject::UnknownOpcode),
-        },
-        2 => match (header >> 22) & 0x7f {
-            0x50 => (Opcode::XyColorBlt, len8, len8 == 6 || len8 == 7),
-            0x53 => (Opcode::XySrcCopyBlt, len8, len8 == 8 || len8 == 10),
-            _ => return Err(Reject::UnknownOpcode),
-        },
-        3 if header & 0x1fff_0000 == PIPE_CONTROL & 0x1fff_0000 => (Opcode::PipeControl, len8, len8 == 6),
-        _ => return Err(Reject::UnknownOpcode),
-    };
-    if ok {
-        Ok((op, len))
+    let s = slot_of(header).ok_or(Reject::UnknownOpcode)?;
+    let len = (header as u8 & s.field) as usize + s.bias as usize;
+    let rel = len.wrapping_sub(s.min as usize);
+    if rel <= s.span as usize && rel & s.step_mask as usize == 0 {
+        Ok((s.op, len))
     } else {
         Err(Reject::BadLength)
     }
@@ -573,13 +809,21 @@ fn check_touch<E: AuditEnv + ?Sized>(env: &E, space: Space, addr: u64, len: u64)
     }
 }
 
-/// Audit one parsed command's side effects (everything but control flow).
-pub fn audit_command<E: AuditEnv + ?Sized>(env: &E, cmd: &Command, d: &[u32]) -> Result<(), Reject> {
+/// Audit one parsed command's side effects (everything but control flow):
+/// its engine and its audit class, both from its row of [`COMMANDS`].
+pub fn audit_command<E: AuditEnv + ?Sized>(env: &E, op: Opcode, cmd: &Command, d: &[u32]) -> Result<(), Reject> {
     let engine = env.engine();
-    match *cmd {
-        Command::Noop | Command::UserInterrupt | Command::BatchEnd | Command::BatchStart { .. } => Ok(()),
-        Command::StoreData { space, addr, n, .. } => check_touch(env, space, addr, 4 * n as u64),
-        Command::LoadRegs { count } => {
+    if !op.runs_on(engine) {
+        return Err(Reject::WrongEngine);
+    }
+    match (op.spec().audit, *cmd) {
+        (AuditClass::Control, _) => Ok(()),
+        (AuditClass::Write, Command::StoreData { space, addr, n, .. }) => check_touch(env, space, addr, 4 * n as u64),
+        (AuditClass::Write, Command::FlushDw { post, .. } | Command::PipeControl { post, .. }) => match post.target() {
+            Some((s, a, l)) => check_touch(env, s, a, l),
+            None => Ok(()),
+        },
+        (AuditClass::Registers, Command::LoadRegs { count }) => {
             for i in 0..count {
                 if !lri_allowed(engine, dw(d, 1 + 2 * i)) {
                     return Err(Reject::RegisterNotAllowed);
@@ -587,32 +831,14 @@ pub fn audit_command<E: AuditEnv + ?Sized>(env: &E, cmd: &Command, d: &[u32]) ->
             }
             Ok(())
         }
-        Command::FlushDw { post, .. } => match post.target() {
-            Some((s, a, l)) => check_touch(env, s, a, l),
-            None => Ok(()),
-        },
-        Command::PipeControl { post, .. } => {
-            if engine != EngineId::Rcs {
-                return Err(Reject::WrongEngine);
-            }
-            match post.target() {
-                Some((s, a, l)) => check_touch(env, s, a, l),
-                None => Ok(()),
-            }
-        }
-        Command::ColorBlt { dst, w, h, cpp, .. } => {
-            if engine != EngineId::Bcs {
-                return Err(Reject::WrongEngine);
-            }
-            check_rect(env, &dst, w, h, cpp)
-        }
-        Command::SrcCopyBlt { dst, src, w, h, cpp } => {
-            if engine != EngineId::Bcs {
-                return Err(Reject::WrongEngine);
-            }
+        (AuditClass::Blit, Command::ColorBlt { dst, w, h, cpp, .. }) => check_rect(env, &dst, w, h, cpp),
+        (AuditClass::Blit, Command::SrcCopyBlt { dst, src, w, h, cpp }) => {
             check_rect(env, &dst, w, h, cpp)?;
             check_rect(env, &src, w, h, cpp)
         }
+        // A row whose class does not fit what its command parses to (the
+        // table test rules this out): refuse rather than let it through.
+        _ => Err(Reject::UnknownOpcode),
     }
 }
 
@@ -661,7 +887,7 @@ impl Visited {
     }
 }
 
-fn fetch_batch<E: AuditEnv + ?Sized>(env: &mut E, c: Cursor, buf: &mut [u32; MAX_CMD_DWORDS]) -> Result<usize, Reject> {
+fn fetch_batch<E: AuditEnv + ?Sized>(env: &mut E, c: Cursor, buf: &mut [u32; MAX_CMD_DWORDS]) -> Result<(Opcode, usize), Reject> {
     let fetch_ok = |env: &E, len: u64| match c.space {
         Space::Ggtt => env.gm_allowed(c.addr, len),
         Space::Ppgtt => env.engine() == EngineId::Rcs && env.ppgtt_mapped(c.addr, len),
@@ -674,7 +900,7 @@ fn fetch_batch<E: AuditEnv + ?Sized>(env: &mut E, c: Cursor, buf: &mut [u32; MAX
         return Err(denied);
     }
     let h = env.read_dword(c.space, c.addr).ok_or(denied)?;
-    let (_, n) = decode(h)?;
+    let (op, n) = decode(h)?;
     if !fetch_ok(env, 4 * n as u64) {
         return Err(denied);
     }
@@ -686,7 +912,7 @@ fn fetch_batch<E: AuditEnv + ?Sized>(env: &mut E, c: Cursor, buf: &mut [u32; MAX
             *s = v;
         }
     }
-    Ok(n)
+    Ok((op, n))
 }
 
 /// Audit the ring range `[head, tail)` (byte offsets, wrapping at the ring
@@ -726,14 +952,14 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
         if sum.commands >= limits.max_commands {
             return Err(Reject::Runaway.into());
         }
-        let n = match level {
+        let (op, n) = match level {
             Level::Ring => {
                 let rd = |env: &mut E, i: u32| {
                     let o = (off as u64 + 4 * i as u64) % size as u64;
                     env.read_dword(Space::Ggtt, ring.start + o).ok_or(Reject::BadRing)
                 };
                 let h = rd(env, 0)?;
-                let (_, n) = decode(h)?;
+                let (op, n) = decode(h)?;
                 if 4 * n as u32 > remaining {
                     return Err(Reject::Truncated.into());
                 }
@@ -744,15 +970,14 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
                         *s = v;
                     }
                 }
-                n
+                (op, n)
             }
             Level::First => fetch_batch(env, b1, &mut buf)?,
             Level::Second => fetch_batch(env, b2, &mut buf)?,
         };
         let d = buf.get(..n).unwrap_or(&[]);
-        let (op, _) = decode(d[0])?;
         let cmd = parse(op, d)?;
-        audit_command(env, &cmd, d)?;
+        audit_command(env, op, &cmd, d)?;
         sum.commands += 1;
         sum.dwords += n as u64;
         let step = 4 * n as u64;
@@ -1001,6 +1226,63 @@ mod tests {
         assert_eq!(decode((2 << 29) | (0x51 << 22)), Err(Reject::UnknownOpcode));
         assert_eq!(decode((3 << 29) | (3 << 27) | (1 << 24)), Err(Reject::UnknownOpcode));
         assert_eq!(decode(7 << 29), Err(Reject::UnknownOpcode));
+    }
+
+    /// One well-formed instance of every command of the table.
+    fn one_of_each() -> Vec<Vec<u32>> {
+        vec![
+            vec![MI_NOOP],
+            vec![MI_USER_INTERRUPT],
+            vec![MI_BATCH_BUFFER_END],
+            sdi(Space::Ggtt, DATA, 1).to_vec(),
+            lri(0x2600, 1).to_vec(),
+            flush_dw_store(Space::Ggtt, DATA, 1, false).to_vec(),
+            bb_start(Space::Ggtt, BB, false).to_vec(),
+            color_blt(DATA, 64, (0, 0, 4, 4), 1).to_vec(),
+            src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 64, (0, 0)).to_vec(),
+            pipe_control_qw(Space::Ggtt, DATA, [1, 2]).to_vec(),
+        ]
+    }
+
+    #[test]
+    fn command_table_is_consistent() {
+        let all = one_of_each();
+        assert_eq!(all.len(), COMMANDS.len());
+        for (i, (c, spec)) in all.iter().zip(COMMANDS).enumerate() {
+            assert_eq!(spec.op as usize, i);
+            assert_eq!(spec_of(c[0]), Some(spec), "{}", spec.name);
+            assert_eq!(spec_of(spec.header), Some(spec), "{}", spec.name);
+            let (op, n) = decode(c[0]).unwrap();
+            assert_eq!((op, n), (spec.op, c.len()), "{}", spec.name);
+            // The row's audit class is the one its command parses to.
+            let class = match parse(op, c).unwrap() {
+                Command::Noop | Command::UserInterrupt | Command::BatchEnd | Command::BatchStart { .. } => AuditClass::Control,
+                Command::StoreData { .. } | Command::FlushDw { .. } | Command::PipeControl { .. } => AuditClass::Write,
+                Command::LoadRegs { .. } => AuditClass::Registers,
+                Command::ColorBlt { .. } | Command::SrcCopyBlt { .. } => AuditClass::Blit,
+            };
+            assert_eq!(class, spec.audit, "{}", spec.name);
+            // The auditor refuses it exactly on the engines the row leaves out.
+            for e in EngineId::ALL {
+                let env = Env::new(e);
+                let got = audit_command(&env, op, &parse(op, c).unwrap(), c);
+                assert_eq!(got == Err(Reject::WrongEngine), !spec.engines.has(e), "{} on {e:?}", spec.name);
+                if op == Opcode::LoadRegisterImm && e == EngineId::Bcs {
+                    continue; // its register is render's
+                }
+                assert_eq!(got.is_ok(), spec.engines.has(e), "{} on {e:?}", spec.name);
+            }
+            // Every length the rule allows decodes, every other one is refused.
+            for low in 0..=0xffu32 {
+                let h = (spec.header & !spec.len.field) | (low & spec.len.field);
+                let len = spec.len.of(h);
+                let want = if spec.len.allows(len) { Ok((op, len)) } else { Err(Reject::BadLength) };
+                assert_eq!(decode(h), want, "{} {h:#x}", spec.name);
+            }
+        }
+        assert_eq!(Opcode::PipeControl.spec().engines, Engines::RCS);
+        assert_eq!(Opcode::XyColorBlt.spec().engines, Engines::BCS);
+        assert_eq!(COMMANDS.iter().filter(|c| c.engines == Engines::ANY).count(), 7);
     }
 
     #[test]

@@ -351,7 +351,7 @@ pub fn decode(regs: &DisplayRegs, gm: &VgpuGm) -> Result<Plane, NoPlane> {
     if regs.display_ready == 0 {
         return Err(NoPlane::DisplayNotReady);
     }
-    if regs.ctl.enable() == 0 {
+    if !regs.ctl.enable() {
         return Err(NoPlane::PlaneDisabled);
     }
     let field = regs.ctl.format();
@@ -891,7 +891,7 @@ mod tests {
 
     fn regs(fmt: u32, w: u32, h: u32, stride: u32, surf: u32) -> DisplayRegs {
         DisplayRegs {
-            ctl: PlaneCtl(0).with_enable(1).with_format(fmt),
+            ctl: PlaneCtl(0).with_enable(true).with_format(fmt),
             stride,
             surf,
             src: PipeSrc(0).with_width_minus_1(w - 1).with_height_minus_1(h - 1),
@@ -941,7 +941,7 @@ mod tests {
         let good = xrgb(1024, 768, 64 * MIB);
         let d = |r: DisplayRegs| decode(&r, &gm);
         assert_eq!(d(DisplayRegs { display_ready: 0, ..good }), Err(NoPlane::DisplayNotReady));
-        assert_eq!(d(DisplayRegs { ctl: good.ctl.with_enable(0), ..good }), Err(NoPlane::PlaneDisabled));
+        assert_eq!(d(DisplayRegs { ctl: good.ctl.with_enable(false), ..good }), Err(NoPlane::PlaneDisabled));
         assert_eq!(d(DisplayRegs { ctl: good.ctl.with_format(2), ..good }), Err(NoPlane::UnsupportedFormat(2)));
         assert_eq!(d(DisplayRegs { ctl: PlaneCtl(good.ctl.0 | PLANE_CTL_TILED), ..good }), Err(NoPlane::Tiled));
         assert_eq!(d(DisplayRegs { stride: 4096 + 32, ..good }), Err(NoPlane::StrideMisaligned(4128)));
@@ -1235,7 +1235,7 @@ mod tests {
             (0u32..4096).prop_map(|d| (80 * MIB as u32).wrapping_sub(d * 4096)),
         ];
         let stride = prop_oneof![any::<u32>(), (0u32..130).prop_map(|s| s * 64)];
-        let ctl = prop_oneof![any::<u32>(), (0u32..16).prop_map(|f| PlaneCtl(0).with_enable(1).with_format(f).0)];
+        let ctl = prop_oneof![any::<u32>(), (0u32..16).prop_map(|f| PlaneCtl(0).with_enable(true).with_format(f).0)];
         let src = prop_oneof![any::<u32>(), (0u32..2048, 0u32..1024).prop_map(|(w, h)| (w << 16) | h)];
         let mixed = (ctl, stride, surf, src, prop_oneof![Just(1u32), Just(0), any::<u32>()]).prop_map(|(c, st, su, src, rdy)| {
             DisplayRegs { ctl: PlaneCtl(c), stride: st, surf: su, src: PipeSrc(src), display_ready: rdy }
@@ -1295,7 +1295,7 @@ mod tests {
                     prop_assert!(u64::from(p.stride()) >= u64::from(p.width()) * u64::from(p.format().bytes_per_pixel()));
                     prop_assert!(p.size() <= MAX_PLANE_BYTES && p.mapped_size() <= display_region_size(&a));
                     prop_assert_eq!(p.surface() % P, 0);
-                    prop_assert!(r.display_ready != 0 && r.ctl.enable() == 1);
+                    prop_assert!(r.display_ready != 0 && r.ctl.enable());
                 }
                 Err(e) => prop_assert!(!e.reason().is_empty()),
             }

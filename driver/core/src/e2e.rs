@@ -694,21 +694,21 @@ mod fuzz {
     }
 
     const OFFSETS: [u32; 16] = [
-        regs::RCS_RING_TAIL,
-        regs::RCS_RING_HEAD,
-        regs::RCS_RING_START,
-        regs::RCS_RING_CTL,
-        regs::BCS_RING_TAIL,
-        regs::BCS_RING_HEAD,
-        regs::BCS_RING_START,
-        regs::BCS_RING_CTL,
-        regs::RCS_PP_DIR_BASE,
+        EngineId::Rcs.reg(regs::ring::TAIL),
+        EngineId::Rcs.reg(regs::ring::HEAD),
+        EngineId::Rcs.reg(regs::ring::START),
+        EngineId::Rcs.reg(regs::ring::CTL),
+        EngineId::Bcs.reg(regs::ring::TAIL),
+        EngineId::Bcs.reg(regs::ring::HEAD),
+        EngineId::Bcs.reg(regs::ring::START),
+        EngineId::Bcs.reg(regs::ring::CTL),
+        EngineId::Rcs.reg(regs::ring::PP_DIR_BASE),
         regs::GDRST,
         regs::GT_IIR,
         regs::GT_IMR,
         regs::GT_IER,
         regs::FENCE,
-        0x2000 + regs::ring::EIR,
+        EngineId::Rcs.reg(regs::ring::EIR),
         regs::FORCEWAKE_REQ,
     ];
 

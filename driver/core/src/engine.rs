@@ -78,10 +78,10 @@ use super::irq::GtEvent;
 use super::mem::{HostMemory, HostPage, PAGE_SHIFT, PAGE_SIZE};
 
 pub use super::regs::ring::{
-    ACTHD as RING_ACTHD, BBADDR as RING_BBADDR, BLOCK as RING_BLOCK, CTL as RING_CTL, EIR as RING_EIR, HEAD as RING_HEAD,
-    HWS_PGA as RING_HWS_PGA, IPEHR as RING_IPEHR, MI_MODE as RING_MI_MODE, START as RING_START, TAIL as RING_TAIL,
-    TIMESTAMP as RING_TIMESTAMP,
+    ACTHD as RING_ACTHD, BBADDR as RING_BBADDR, CTL as RING_CTL, EIR as RING_EIR, HEAD as RING_HEAD, HWS_PGA as RING_HWS_PGA,
+    IPEHR as RING_IPEHR, MI_MODE as RING_MI_MODE, START as RING_START, TAIL as RING_TAIL, TIMESTAMP as RING_TIMESTAMP,
 };
+pub use super::regs::RING_BLOCK;
 /// `MI_MODE` bit 8 (masked register): stop fetching at the next command
 /// boundary.
 pub const MI_MODE_STOP_RING: u32 = 1 << 8;
@@ -634,6 +634,9 @@ impl Engine {
         }
         let step = 4 * n as u64;
         let mut advance = true;
+        if !op.runs_on(self.id) {
+            return Err(Fault::BadCommand(Reject::WrongEngine));
+        }
         match c {
             Command::Noop => {}
             Command::UserInterrupt => bus.raise(GtEvent::User(self.id).bit()),
@@ -662,9 +665,6 @@ impl Engine {
                 }
             }
             Command::FlushDw { post, notify } | Command::PipeControl { post, notify } => {
-                if matches!(c, Command::PipeControl { .. }) && self.id != EngineId::Rcs {
-                    return Err(Fault::BadCommand(Reject::WrongEngine));
-                }
                 self.post_sync(mem, post)?;
                 if notify {
                     bus.raise(GtEvent::Notify(self.id).bit());
@@ -692,9 +692,6 @@ impl Engine {
                 advance = false;
             }
             Command::ColorBlt { dst, w, h, cpp, color } => {
-                if self.id != EngineId::Bcs {
-                    return Err(Fault::BadCommand(Reject::WrongEngine));
-                }
                 let at = resumed.unwrap_or(BlitProgress { row: 0, col: 0 });
                 if let Some(next) = Self::fill(mem, &dst, w, h, cpp, color, at)? {
                     self.ctx.exec.blit = Some(next);
@@ -702,9 +699,6 @@ impl Engine {
                 }
             }
             Command::SrcCopyBlt { dst, src, w, h, cpp } => {
-                if self.id != EngineId::Bcs {
-                    return Err(Fault::BadCommand(Reject::WrongEngine));
-                }
                 let at = resumed.unwrap_or(BlitProgress { row: 0, col: 0 });
                 if let Some(next) = Self::copy(mem, &dst, &src, w, h, cpp, at)? {
                     self.ctx.exec.blit = Some(next);

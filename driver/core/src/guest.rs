@@ -22,7 +22,7 @@ use super::engine::ring_ctl;
 use super::mem::{Gfn, Gma, GmRange, PAGE_SHIFT, PAGE_SIZE};
 use super::mmio::GGTT_VIEW_BASE;
 use super::pvinfo::{vgtif, PVINFO_BASE, VGT_MAGIC};
-use super::regs::{self, RingOffsets};
+use super::regs::{self, ring};
 
 /// The device as the guest reaches it.
 pub trait GuestBus {
@@ -205,12 +205,12 @@ impl GuestDriver {
     /// Program `e`'s ring: `pages` pages at `gma`, empty (i915's ring init:
     /// stop, HEAD = TAIL = 0, START, then CTL with the length and enable).
     pub fn init_ring<B: GuestBus>(&mut self, bus: &mut B, e: EngineId, gma: Gma, pages: u32) -> Result<(), GuestError> {
-        let o = RingOffsets::of(e);
-        wr(bus, u64::from(o.ctl), 0)?;
-        wr(bus, u64::from(o.head), 0)?;
-        wr(bus, u64::from(o.tail), 0)?;
-        wr(bus, u64::from(o.start), gma as u32)?;
-        wr(bus, u64::from(o.ctl), ring_ctl(pages))?;
+        let o = |rel| u64::from(e.reg(rel));
+        wr(bus, o(ring::CTL), 0)?;
+        wr(bus, o(ring::HEAD), 0)?;
+        wr(bus, o(ring::TAIL), 0)?;
+        wr(bus, o(ring::START), gma as u32)?;
+        wr(bus, o(ring::CTL), ring_ctl(pages))?;
         if let Some(r) = self.rings.get_mut(e.index()) {
             *r = Ring { gma, size: pages.saturating_mul(PAGE_SIZE as u32), tail: 0 };
         }
@@ -244,7 +244,7 @@ impl GuestDriver {
         if self.tail(e) % 8 != 0 {
             self.emit(bus, e, &[MI_NOOP])?;
         }
-        wr(bus, u64::from(RingOffsets::of(e).tail), self.tail(e))
+        wr(bus, u64::from(e.reg(ring::TAIL)), self.tail(e))
     }
 
     /// Emit and submit.
@@ -255,7 +255,7 @@ impl GuestDriver {
 
     /// The ring's HEAD as the device reports it.
     pub fn head<B: GuestBus>(&self, bus: &mut B, e: EngineId) -> Result<u32, GuestError> {
-        rd(bus, u64::from(RingOffsets::of(e).head))
+        rd(bus, u64::from(e.reg(ring::HEAD)))
     }
 
     /// Whether everything submitted on `e` has retired.
@@ -295,6 +295,6 @@ impl GuestDriver {
 
     /// Point the render engine's PPGTT at the page directory at `pd_gma`.
     pub fn set_ppgtt<B: GuestBus>(&self, bus: &mut B, pd_gma: Gma) -> Result<(), GuestError> {
-        wr(bus, u64::from(RingOffsets::of(EngineId::Rcs).pp_dir_base), pd_gma as u32)
+        wr(bus, u64::from(EngineId::Rcs.reg(ring::PP_DIR_BASE)), pd_gma as u32)
     }
 }

@@ -33,7 +33,7 @@
 
 use super::backend::EngineId;
 use super::pvinfo::{PvEvent, PvInfo, PvWrite, PVINFO_BASE, PVINFO_DWORDS, PVINFO_SIZE};
-use super::regs::{self, DisplayReg, Gdrst, RegKind, RingCtl, RingOffsets, REG_RANGE, VREG_DWORDS};
+use super::regs::{self, ring, DisplayReg, Gdrst, RegKind, RingCtl, REG_RANGE, VREG_DWORDS};
 
 /// Size of BAR0.
 pub const BAR0_SIZE: u64 = 16 << 20;
@@ -281,14 +281,14 @@ pub struct RingRegs {
 
 /// Read `engine`'s ring registers from the vreg file.
 pub fn ring_regs(vregs: &[u32], engine: EngineId) -> RingRegs {
-    let o = RingOffsets::of(engine);
+    let r = |rel| vreg(vregs, engine.reg(rel));
     RingRegs {
-        head: vreg(vregs, o.head),
-        tail: vreg(vregs, o.tail),
-        start: vreg(vregs, o.start),
-        ctl: RingCtl(vreg(vregs, o.ctl)),
-        hws_pga: vreg(vregs, o.hws_pga),
-        pp_dir_base: vreg(vregs, o.pp_dir_base),
+        head: r(ring::HEAD),
+        tail: r(ring::TAIL),
+        start: r(ring::START),
+        ctl: RingCtl(r(ring::CTL)),
+        hws_pga: r(ring::HWS_PGA),
+        pp_dir_base: r(ring::PP_DIR_BASE),
     }
 }
 
@@ -403,7 +403,7 @@ impl VgpuMmio {
                 // the reset completes before the write returns: reads see 0
                 store(vregs, 0);
                 let g = Gdrst(value & mask);
-                if g.full() | g.render() | g.blitter() != 0 {
+                if g.full() || g.render() || g.blitter() {
                     DwordWrite::Event(TrapEvent::Reset(g))
                 } else {
                     DwordWrite::Stored
@@ -657,9 +657,9 @@ mod tests {
         assert_eq!(s.unknown, s.other, "all these are unnamed offsets");
         assert_eq!(s.unknown, 11);
         // a named scratch register is not "unknown"
-        g.w(RCS_HWSTAM as u64, 4, 7).unwrap();
+        g.w(u64::from(EngineId::Rcs.reg(ring::HWSTAM)), 4, 7).unwrap();
         assert_eq!(g.m.stats().unknown, 11);
-        assert_eq!(g.r(RCS_HWSTAM as u64, 4), Ok(7));
+        assert_eq!(g.r(u64::from(EngineId::Rcs.reg(ring::HWSTAM)), 4), Ok(7));
     }
 
     #[test]
@@ -674,22 +674,22 @@ mod tests {
     #[test]
     fn ring_tail_is_a_submission_event() {
         let mut g = Vgpu::new();
-        g.w(RCS_RING_START as u64, 4, 0x10_0000).unwrap();
-        g.w(RCS_RING_CTL as u64, 4, RingCtl(0).with_enable(1).with_length(0).0 as u64).unwrap();
+        g.w(u64::from(EngineId::Rcs.reg(ring::START)), 4, 0x10_0000).unwrap();
+        g.w(u64::from(EngineId::Rcs.reg(ring::CTL)), 4, RingCtl(0).with_enable(true).with_length(0).0 as u64).unwrap();
         assert_eq!(
-            g.w(RCS_RING_TAIL as u64, 4, 0x40),
+            g.w(u64::from(EngineId::Rcs.reg(ring::TAIL)), 4, 0x40),
             Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x40 }))
         );
         assert_eq!(
-            g.w(BCS_RING_TAIL as u64, 4, 0x80),
+            g.w(u64::from(EngineId::Bcs.reg(ring::TAIL)), 4, 0x80),
             Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Bcs, tail: 0x80 }))
         );
         let r = ring_regs(&g.vregs, EngineId::Rcs);
-        assert_eq!((r.start, r.tail, r.ctl.enable(), r.ctl.size_bytes()), (0x10_0000, 0x40, 1, 4096));
+        assert_eq!((r.start, r.tail, r.ctl.enable(), r.ctl.size_bytes()), (0x10_0000, 0x40, true, 4096));
         assert_eq!(ring_regs(&g.vregs, EngineId::Bcs).tail, 0x80);
         // an 8-byte write to TAIL+HEAD: one event (HEAD is not mediated)
         assert_eq!(
-            g.w(RCS_RING_TAIL as u64, 8, (0x20u64 << 32) | 0x60),
+            g.w(u64::from(EngineId::Rcs.reg(ring::TAIL)), 8, (0x20u64 << 32) | 0x60),
             Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x60 }))
         );
         assert_eq!(ring_regs(&g.vregs, EngineId::Rcs).head, 0x20);
@@ -697,7 +697,7 @@ mod tests {
         assert_eq!(g.m.stats().events, 3);
         // a byte write to TAIL still reports the whole merged tail
         assert_eq!(
-            g.w(RCS_RING_TAIL as u64 + 1, 1, 0x01),
+            g.w(u64::from(EngineId::Rcs.reg(ring::TAIL)) + 1, 1, 0x01),
             Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x160 }))
         );
     }
@@ -756,7 +756,7 @@ mod tests {
     fn pp_dir_base_and_display() {
         let mut g = Vgpu::new();
         assert_eq!(
-            g.w(RCS_PP_DIR_BASE as u64, 4, 0x1234_0000),
+            g.w(u64::from(EngineId::Rcs.reg(ring::PP_DIR_BASE)), 4, 0x1234_0000),
             Ok(MmioOutcome::Event(TrapEvent::PpDirBase { engine: EngineId::Rcs, value: 0x1234_0000 }))
         );
         assert_eq!(
@@ -854,7 +854,7 @@ mod tests {
     #[test]
     fn byte_buffer_entry_points() {
         let mut g = Vgpu::new();
-        let out = g.m.write_bytes(&mut g.vregs, RCS_RING_TAIL as u64, &[0x10, 0, 0, 0]);
+        let out = g.m.write_bytes(&mut g.vregs, u64::from(EngineId::Rcs.reg(ring::TAIL)), &[0x10, 0, 0, 0]);
         assert_eq!(out, Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x10 })));
         let mut b = [0u8; 2];
         g.m.read_bytes(&g.vregs, PVINFO_BASE as u64, &mut b).unwrap();
@@ -866,9 +866,9 @@ mod tests {
         let mut g = Vgpu::new();
         g.w(FORCEWAKE_REQ as u64, 4, 0x10001).unwrap();
         g.r(FORCEWAKE_ACK as u64, 4).unwrap();
-        g.w(RCS_RING_TAIL as u64, 4, 8).unwrap();
+        g.w(u64::from(EngineId::Rcs.reg(ring::TAIL)), 4, 8).unwrap();
         g.m.count_pte(true, false);
-        g.r(RCS_RING_HEAD as u64, 4).unwrap();
+        g.r(u64::from(EngineId::Rcs.reg(ring::HEAD)), 4).unwrap();
         let _ = g.r(3, 4);
         let s = *g.m.stats();
         assert_eq!((s.pm, s.tail, s.pte, s.other, s.rejected), (2, 1, 1, 1, 1));

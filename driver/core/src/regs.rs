@@ -1,18 +1,23 @@
 //! The vGPU register map (paper §3.3 "MMIO ... trap-and-emulate", §3.6 PM
 //! registers), declared once.
 //!
-//! Every register that the mediator treats specially is one line of the
-//! [`register!`] table below: its name (which also becomes a `pub const` with
-//! the register's BAR0 offset), its width, its offset (and for register arrays
-//! the element count and stride), its documentation and its [`RegKind`] — the
-//! policy [`super::mmio`] applies to a guest access.  Everything else inside the
-//! 2 MiB register range is a plain virtual register (GVT-g behaviour: unknown
-//! registers are kept in the vreg file and never reach hardware); the MMIO
-//! dispatcher counts such accesses.
+//! Every register is one row of the [`register!`] table below: its name
+//! (which also becomes a `pub const` with the register's offset), its width,
+//! its offset (and for register arrays the element count and stride), its
+//! documentation, the bit fields of its value (a type with one getter and
+//! one builder per field, `bool` for one-bit fields) and, for a register the
+//! mediator treats specially, its [`RegKind`] — the policy [`super::mmio`]
+//! applies to a guest access.  The ring registers are engine-relative rows
+//! (nova-core's `@ Base + offset`, GVT-g's `MMIO_RING_DFH`): declared once
+//! as an offset from an engine's MMIO base ([`ring`], [`EngineId::reg`]) and
+//! instantiated for every engine.  Everything else inside the 2 MiB register
+//! range is a plain virtual register (GVT-g behaviour: unknown registers are
+//! kept in the vreg file and never reach hardware); the MMIO dispatcher
+//! counts such accesses.
 //!
-//! Lookup is a binary search over the table ([`lookup`]); the table's
-//! sortedness, alignment and bounds are checked at compile time (a `const`
-//! assertion), so a badly placed line does not build.
+//! Lookup is a binary search over the table ([`lookup`]); the table is sorted
+//! by the compiler, and its disjointness, alignment and bounds are checked at
+//! compile time (a `const` assertion), so a badly placed row does not build.
 //!
 //! Offsets follow Intel's (Gen7/Gen8 naming) where gvt-sim has a counterpart,
 //! see /work/shared/design/gvt-sim.md:
@@ -128,8 +133,11 @@ impl Width {
 /// One line of the register table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RegDesc {
-    /// The register's name (as declared, Intel-like).
+    /// The register's name (as declared, Intel-like; an engine-relative
+    /// row's name is `RING_` and its row's name).
     pub name: &'static str,
+    /// The engine of an engine-relative row's instance.
+    pub engine: Option<EngineId>,
     /// BAR0 offset of the (first element of the) register.
     pub offset: u32,
     /// Elements of a register array (1 for a single register).
@@ -143,6 +151,17 @@ pub struct RegDesc {
 }
 
 impl RegDesc {
+    /// A placeholder row (the table is built in place at compile time).
+    const EMPTY: RegDesc = RegDesc {
+        name: "",
+        engine: None,
+        offset: 0,
+        count: 1,
+        stride: 0,
+        width: Width::U32,
+        kind: RegKind::Scratch,
+        doc: "",
+    };
     /// Bytes the register (array) spans from `offset`.
     pub const fn span(&self) -> u32 {
         if self.count <= 1 {
@@ -177,84 +196,201 @@ impl RegHit {
     }
 }
 
-/// Declares the register table: for every line a `pub const NAME: u32` with
-/// its offset (and the line's doc), and one entry of [`REGISTERS`].
+/// Declares the register map, each register once: for every row a
+/// `pub const NAME: u32` with its offset (and the row's doc), its entry (or,
+/// for an engine-relative row, one entry per engine) in [`REGISTERS`] when
+/// the row names a [`RegKind`], and the bit-field type of its value when the
+/// row lists fields.
 ///
 /// ```text
+/// engine(e) in MODULE {
+///     /// doc
+///     NAME(u32) @ +REL [as Type { fields }]? [=> KIND(e)]?;
+/// }
 /// /// doc
-/// NAME(u32|u64) @ OFFSET [COUNT; STRIDE]? => KIND;
+/// NAME(u32|u64) @ OFFSET [COUNT; STRIDE]? [as Type { fields }]? => KIND;
 /// ```
-/// `KIND` is a [`RegKind`] expression with the variants in scope.
+/// Engine-relative rows (nova-core's `@ Base + offset`, GVT-g's
+/// `MMIO_RING_DFH`) declare `MODULE::NAME` as the offset from an engine's
+/// MMIO base ([`EngineId::reg`] places it) and are instantiated for every
+/// engine of [`EngineId::ALL`]; their `KIND` may use the row's engine `e`.
+/// A row without `KIND` is declared but not mediated (a plain vreg for the
+/// guest).  `KIND` is a [`RegKind`] expression with the variants in scope.
+/// A field is `HI:LO getter, setter: bool|u32;`; a one-bit field is `bool`.
 macro_rules! register {
-    (@or $default:literal) => { $default };
-    (@or $default:literal, $v:literal) => { $v };
     (@width u32) => { Width::U32 };
     (@width u64) => { Width::U64 };
-    ($(
-        $(#[doc = $doc:literal])+
-        $name:ident($w:ident) @ $off:literal $([$count:literal; $stride:literal])? => $kind:expr;
-    )*) => {
+    (@or $default:literal) => { $default };
+    (@or $default:literal, $v:literal) => { $v };
+    (@one $($x:tt)*) => { 1 };
+    (@get bool, $v:expr) => { $v != 0 };
+    (@get u32, $v:expr) => { $v };
+    (@set bool, $v:expr) => { $v as u32 };
+    (@set u32, $v:expr) => { $v };
+    (@mask $hi:literal, $lo:literal) => { ((((1u64 << ($hi - $lo + 1)) - 1) as u32) << $lo) };
+    (@ring_entry $t:ident, $n:ident, $e:ident, $rel:path, $rname:ident, [$($rdoc:literal),+]) => {};
+    (@ring_entry $t:ident, $n:ident, $e:ident, $rel:path, $rname:ident, [$($rdoc:literal),+], $rkind:expr) => {
+        $t[$n] = RegDesc {
+            name: concat!("RING_", stringify!($rname)),
+            engine: Some($e),
+            offset: $e.reg($rel),
+            count: 1,
+            stride: 0,
+            width: Width::U32,
+            kind: {
+                #[allow(unused_imports)]
+                use RegKind::*;
+                $rkind
+            },
+            doc: concat!($($rdoc, "\n"),+),
+        };
+        $n += 1;
+    };
+    (@value $prefix:literal $reg:ident, $ty:ident {
+        $( $(#[doc = $fdoc:literal])* $hi:literal : $lo:literal $get:ident, $set:ident : $fty:ident; )*
+    }) => {
+        #[doc = concat!("A value of `", $prefix, stringify!($reg), "`, with its bit fields.")]
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+        pub struct $ty(pub u32);
+        impl $ty {
+            $(
+                $(#[doc = $fdoc])*
+                pub const fn $get(self) -> $fty {
+                    register!(@get $fty, (self.0 & register!(@mask $hi, $lo)) >> $lo)
+                }
+                /// Returns the value with the field replaced (excess bits dropped).
+                pub const fn $set(self, v: $fty) -> Self {
+                    let m = register!(@mask $hi, $lo);
+                    $ty((self.0 & !m) | ((register!(@set $fty, v) << $lo) & m))
+                }
+            )*
+        }
+    };
+    (
+        engine($e:ident) in $module:ident {
+            $(
+                $(#[doc = $rdoc:literal])+
+                $rname:ident(u32) @ + $roff:literal
+                    $(as $rty:ident { $($rfield:tt)* })? $(=> $rkind:expr)?;
+            )*
+        }
+        $(
+            $(#[doc = $doc:literal])+
+            $name:ident($w:ident) @ $off:literal $([$count:literal; $stride:literal])?
+                $(as $ty:ident { $($field:tt)* })? => $kind:expr;
+        )*
+    ) => {
+        /// Engine-relative register offsets (Intel `RING_*(base)`): the one
+        /// list that gvt-sim's command streamer ([`super::engine`]), the
+        /// context images ([`super::ctx`]) and the vGPU register table share;
+        /// [`EngineId::reg`] places one at an engine's MMIO base.
+        pub mod $module {
+            $(
+                $(#[doc = $rdoc])+
+                pub const $rname: u32 = $roff;
+            )*
+        }
+        $($(register!(@value "RING_" $rname, $rty { $($rfield)* });)?)*
         $(
             $(#[doc = $doc])+
             pub const $name: u32 = $off;
+            $(register!(@value "" $name, $ty { $($field)* });)?
         )*
-        /// The register table, sorted by offset (checked at compile time).
-        pub const REGISTERS: &[RegDesc] = &[$(
-            RegDesc {
-                name: stringify!($name),
-                offset: $off,
-                count: register!(@or 1 $(, $count)?),
-                stride: register!(@or 0 $(, $stride)?),
-                width: register!(@width $w),
-                kind: {
-                    #[allow(unused_imports)]
-                    use RegKind::*;
-                    $kind
-                },
-                doc: concat!($($doc, "\n"),+),
-            },
-        )*];
+        const TABLE_LEN: usize =
+            EngineId::COUNT * (0 $($(+ register!(@one $rkind))?)*) + (0 $(+ register!(@one $name))*);
+        /// The register table in declaration order, every engine-relative row
+        /// instantiated for every engine.
+        const fn declared() -> [RegDesc; TABLE_LEN] {
+            let mut t = [RegDesc::EMPTY; TABLE_LEN];
+            let mut n = 0;
+            let mut k = 0;
+            while k < EngineId::COUNT {
+                let $e = EngineId::ALL[k];
+                $(
+                    register!(@ring_entry t, n, $e, $module::$rname, $rname, [$($rdoc),+] $(, $rkind)?);
+                )*
+                k += 1;
+            }
+            $(
+                t[n] = RegDesc {
+                    name: stringify!($name),
+                    engine: None,
+                    offset: $off,
+                    count: register!(@or 1 $(, $count)?),
+                    stride: register!(@or 0 $(, $stride)?),
+                    width: register!(@width $w),
+                    kind: {
+                        #[allow(unused_imports)]
+                        use RegKind::*;
+                        $kind
+                    },
+                    doc: concat!($($doc, "\n"),+),
+                };
+                n += 1;
+            )*
+            assert!(n == TABLE_LEN);
+            t
+        }
+        /// The register table, sorted by offset at compile time.
+        pub const REGISTERS: &[RegDesc] = &sorted(declared());
     };
 }
 
 register! {
-    /// RCS ring tail (`RING_TAIL(RENDER_RING_BASE)`): a write submits [HEAD, TAIL).
-    RCS_RING_TAIL(u32) @ 0x2030 => RingTail(EngineId::Rcs);
-    /// RCS ring head (`RING_HEAD`): where the engine is in the ring.
-    RCS_RING_HEAD(u32) @ 0x2034 => RingHead(EngineId::Rcs);
-    /// RCS ring start (`RING_START`): GGTT address of the ring buffer.
-    RCS_RING_START(u32) @ 0x2038 => RingStart(EngineId::Rcs);
-    /// RCS ring control (`RING_CTL`): enable, length.
-    RCS_RING_CTL(u32) @ 0x203C => RingCtl(EngineId::Rcs);
-    /// RCS hardware status page address (`RING_HWS_PGA`).
-    RCS_HWS_PGA(u32) @ 0x2080 => HwsPga(EngineId::Rcs);
-    /// RCS hardware status mask (`RING_HWSTAM`): plain virtual register.
-    RCS_HWSTAM(u32) @ 0x2098 => Scratch;
-    /// RCS PPGTT directory cacheline valid (`RING_PP_DIR_DCLV`): virtual.
-    RCS_PP_DIR_DCLV(u32) @ 0x2220 => Scratch;
-    /// RCS PPGTT page-directory base (`RING_PP_DIR_BASE`): the PPGTT root.
-    RCS_PP_DIR_BASE(u32) @ 0x2228 => PpDirBase(EngineId::Rcs);
+    engine(e) in ring {
+        /// Ring tail (`RING_TAIL(base)`): a write submits [HEAD, TAIL).
+        TAIL(u32) @ +0x30 => RingTail(e);
+        /// Ring head (`RING_HEAD`): where the engine is in the ring.
+        HEAD(u32) @ +0x34 => RingHead(e);
+        /// Ring start (`RING_START`): GGTT address of the ring buffer.
+        START(u32) @ +0x38 => RingStart(e);
+        /// Ring control (`RING_CTL`): enable, length.
+        CTL(u32) @ +0x3C as RingCtl {
+            /// Ring enabled.
+            0:0 enable, with_enable: bool;
+            /// Ring length field (Intel `RING_NR_PAGES`): the ring is
+            /// `length + 1` pages long, see [`RingCtl::size_bytes`].
+            20:12 length, with_length: u32;
+        } => RingCtl(e);
+        /// Header of the command that faulted (`RING_IPEHR`).
+        IPEHR(u32) @ +0x68;
+        /// Address being executed (`RING_ACTHD`).
+        ACTHD(u32) @ +0x74;
+        /// Hardware status page address (`RING_HWS_PGA`).
+        HWS_PGA(u32) @ +0x80 => HwsPga(e);
+        /// Hardware status mask (`RING_HWSTAM`): plain virtual register.
+        HWSTAM(u32) @ +0x98 => Scratch;
+        /// `MI_MODE`, masked: bit 8 stop ring, bit 9 (read-only) ring idle.
+        MI_MODE(u32) @ +0x9C;
+        /// Per-ring interrupt mask (`RING_IMR`).
+        IMR(u32) @ +0xA8;
+        /// Error identity (`RING_EIR`): bit 0 instruction error, bit 4
+        /// page-table error.
+        EIR(u32) @ +0xB0;
+        /// Batch buffer address (`RING_BBADDR`).
+        BBADDR(u32) @ +0x140;
+        /// PPGTT directory cacheline valid (`RING_PP_DIR_DCLV`): virtual.
+        PP_DIR_DCLV(u32) @ +0x220 => Scratch;
+        /// PPGTT page-directory base (`RING_PP_DIR_BASE`): the PPGTT root.
+        /// gvt-sim's blitter uses the GGTT only; its register is still
+        /// mediated so a guest cannot slip a root past us.
+        PP_DIR_BASE(u32) @ +0x228 => PpDirBase(e);
+        /// Ring mode, masked (`RING_MODE_GEN7`).
+        GFX_MODE(u32) @ +0x29C;
+        /// Commands retired, low dword (`RING_TIMESTAMP`).
+        TIMESTAMP(u32) @ +0x358;
+    }
     /// Graphics device reset (`GEN6_GDRST`), bits as [`Gdrst`].
-    GDRST(u32) @ 0x941C => Gdrst;
+    GDRST(u32) @ 0x941C as Gdrst {
+        /// Full GPU reset (`GEN6_GRDOM_FULL`).
+        0:0 full, with_full: bool;
+        /// Render engine reset (`GEN6_GRDOM_RENDER`).
+        1:1 render, with_render: bool;
+        /// Blitter engine reset (`GEN6_GRDOM_BLT`).
+        3:3 blitter, with_blitter: bool;
+    } => Gdrst;
     /// Forcewake request (`FORCEWAKE_MT`, masked: bits 31:16 select bits 15:0).
     FORCEWAKE_REQ(u32) @ 0xA188 => ForcewakeReq;
-    /// BCS ring tail: a write submits [HEAD, TAIL).
-    BCS_RING_TAIL(u32) @ 0x22030 => RingTail(EngineId::Bcs);
-    /// BCS ring head.
-    BCS_RING_HEAD(u32) @ 0x22034 => RingHead(EngineId::Bcs);
-    /// BCS ring start: GGTT address of the ring buffer.
-    BCS_RING_START(u32) @ 0x22038 => RingStart(EngineId::Bcs);
-    /// BCS ring control: enable, length.
-    BCS_RING_CTL(u32) @ 0x2203C => RingCtl(EngineId::Bcs);
-    /// BCS hardware status page address.
-    BCS_HWS_PGA(u32) @ 0x22080 => HwsPga(EngineId::Bcs);
-    /// BCS hardware status mask: plain virtual register.
-    BCS_HWSTAM(u32) @ 0x22098 => Scratch;
-    /// BCS PPGTT directory cacheline valid: virtual.
-    BCS_PP_DIR_DCLV(u32) @ 0x22220 => Scratch;
-    /// BCS PPGTT page-directory base (gvt-sim's blitter uses the GGTT only;
-    /// the register is still mediated so a guest cannot slip a root past us).
-    BCS_PP_DIR_BASE(u32) @ 0x22228 => PpDirBase(EngineId::Bcs);
     /// Display-engine interrupt status (`DEISR`, Ivybridge): no live level.
     DE_ISR(u32) @ 0x44000 => ReadOnly(0);
     /// Display-engine interrupt mask (`DEIMR`): bit 0 pipe A vblank
@@ -275,7 +411,12 @@ register! {
     /// GT interrupt enable (`GTIER`).
     GT_IER(u32) @ 0x4401C => Ier;
     /// Pipe A source size (`PIPESRC(PIPE_A)`): (width-1)<<16 | (height-1).
-    PIPEASRC(u32) @ 0x6001C => Display(DisplayReg::PipeSrc);
+    PIPEASRC(u32) @ 0x6001C as PipeSrc {
+        /// Width minus one.
+        28:16 width_minus_1, with_width_minus_1: u32;
+        /// Height minus one.
+        11:0 height_minus_1, with_height_minus_1: u32;
+    } => Display(DisplayReg::PipeSrc);
     /// Cursor A control (`CURCNTR(PIPE_A)`, i9xx): bits 5:0 the mode
     /// ([`super::display::CursorMode`]; 0 disabled).
     CURACNTR(u32) @ 0x70080 => Display(DisplayReg::CursorCtl);
@@ -285,7 +426,13 @@ register! {
     /// bits 30:16 with sign bit 31.
     CURAPOS(u32) @ 0x70088 => Display(DisplayReg::CursorPos);
     /// Primary plane A control (`DSPCNTR(PLANE_A)`), bits as [`PlaneCtl`].
-    DSPACNTR(u32) @ 0x70180 => Display(DisplayReg::PlaneCtl);
+    DSPACNTR(u32) @ 0x70180 as PlaneCtl {
+        /// Plane enabled.
+        31:31 enable, with_enable: bool;
+        /// Pixel format (Intel `DISPPLANE_PIXFORMAT_MASK`), see
+        /// [`PlaneCtl::FORMAT_XRGB8888`].
+        29:26 format, with_format: u32;
+    } => Display(DisplayReg::PlaneCtl);
     /// Primary plane A stride in bytes (`DSPSTRIDE`).
     DSPASTRIDE(u32) @ 0x70188 => Display(DisplayReg::PlaneStride);
     /// Primary plane A surface GGTT address (`DSPSURF`): a write flips.
@@ -299,37 +446,16 @@ register! {
     GT_THREAD_STATUS(u32) @ 0x13805C => ReadOnly(0);
 }
 
-/// Ring register offsets relative to an engine's MMIO base (Intel
-/// `RING_*(base)`, gvt-sim.md): the one list that gvt-sim's command streamer
-/// ([`super::engine`]), the context images ([`super::ctx`]) and the vGPU
-/// register table above ([`RingOffsets`]) share.
-pub mod ring {
-    pub const TAIL: u32 = 0x30;
-    pub const HEAD: u32 = 0x34;
-    pub const START: u32 = 0x38;
-    pub const CTL: u32 = 0x3C;
-    /// Header of the command that faulted.
-    pub const IPEHR: u32 = 0x68;
-    /// Address being executed.
-    pub const ACTHD: u32 = 0x74;
-    pub const HWS_PGA: u32 = 0x80;
-    pub const HWSTAM: u32 = 0x98;
-    /// Masked: bit 8 stop ring, bit 9 (read-only) ring idle.
-    pub const MI_MODE: u32 = 0x9C;
-    /// Per-ring interrupt mask (`RING_IMR`).
-    pub const IMR: u32 = 0xA8;
-    /// Error identity: bit 0 instruction error, bit 4 page-table error.
-    pub const EIR: u32 = 0xB0;
-    pub const BBADDR: u32 = 0x140;
-    pub const PP_DIR_DCLV: u32 = 0x220;
-    pub const PP_DIR_BASE: u32 = 0x228;
-    /// Ring mode, masked (`RING_MODE_GEN7`).
-    pub const GFX_MODE: u32 = 0x29C;
-    /// Commands retired (low dword).
-    pub const TIMESTAMP: u32 = 0x358;
-    /// Size of an engine's register block.
-    pub const BLOCK: u32 = 0x800;
+impl EngineId {
+    /// BAR0 offset of the engine-relative register `rel` ([`ring`]) of this
+    /// engine.
+    pub const fn reg(self, rel: u32) -> u32 {
+        self.mmio_base() + rel
+    }
 }
+
+/// Size of an engine's register block.
+pub const RING_BLOCK: u32 = 0x800;
 
 /// Number of fence registers.
 pub const FENCE_COUNT: u32 = 16;
@@ -339,70 +465,6 @@ pub const fn fence_offset(n: u32) -> u32 {
     FENCE + n * 8
 }
 
-/// The ring registers of `engine` (offsets).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RingOffsets {
-    pub tail: u32,
-    pub head: u32,
-    pub start: u32,
-    pub ctl: u32,
-    pub hws_pga: u32,
-    pub pp_dir_base: u32,
-}
-
-impl RingOffsets {
-    pub const fn of(engine: EngineId) -> Self {
-        let b = engine.mmio_base();
-        RingOffsets {
-            tail: b + ring::TAIL,
-            head: b + ring::HEAD,
-            start: b + ring::START,
-            ctl: b + ring::CTL,
-            hws_pga: b + ring::HWS_PGA,
-            pp_dir_base: b + ring::PP_DIR_BASE,
-        }
-    }
-}
-
-/// Declares a bit-field view of a register value: a `Copy` newtype with a
-/// getter `field()` and a builder `with_field(v)` per field (`hi:lo name;`).
-macro_rules! bitfield {
-    (
-        $(#[doc = $doc:literal])*
-        pub struct $name:ident(u32) {
-            $( $(#[doc = $fdoc:literal])* $hi:literal : $lo:literal $field:ident, $with:ident; )*
-        }
-    ) => {
-        $(#[doc = $doc])*
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-        pub struct $name(pub u32);
-        impl $name {
-            $(
-                $(#[doc = $fdoc])*
-                pub const fn $field(self) -> u32 {
-                    (self.0 >> $lo) & (((1u64 << ($hi - $lo + 1)) - 1) as u32)
-                }
-                /// Returns the value with the field replaced (excess bits dropped).
-                pub const fn $with(self, v: u32) -> Self {
-                    let m = (((1u64 << ($hi - $lo + 1)) - 1) as u32) << $lo;
-                    $name((self.0 & !m) | ((v << $lo) & m))
-                }
-            )*
-        }
-    };
-}
-
-bitfield! {
-    /// RING_CTL value (Intel encoding).
-    pub struct RingCtl(u32) {
-        /// Ring enabled.
-        0:0 enable, with_enable;
-        /// Ring length field (Intel `RING_NR_PAGES`): the ring is
-        /// `length + 1` pages long, see [`RingCtl::size_bytes`].
-        20:12 length, with_length;
-    }
-}
-
 impl RingCtl {
     /// Ring buffer size in bytes: Intel's `(RING_NR_PAGES field + 1) * 4 KiB`.
     pub const fn size_bytes(self) -> u32 {
@@ -410,25 +472,13 @@ impl RingCtl {
     }
 }
 
-bitfield! {
-    /// GDRST value (Intel `GEN6_GRDOM_*`).
-    pub struct Gdrst(u32) {
-        /// Full GPU reset.
-        0:0 full, with_full;
-        /// Render engine reset.
-        1:1 render, with_render;
-        /// Blitter engine reset.
-        3:3 blitter, with_blitter;
-    }
-}
-
 impl Gdrst {
     /// Full GPU reset bit (`GEN6_GRDOM_FULL`).
-    pub const FULL: u32 = 1 << 0;
+    pub const FULL: u32 = Gdrst(0).with_full(true).0;
     /// Render engine reset bit (`GEN6_GRDOM_RENDER`).
-    pub const RENDER: u32 = 1 << 1;
+    pub const RENDER: u32 = Gdrst(0).with_render(true).0;
     /// Blitter engine reset bit (`GEN6_GRDOM_BLT`).
-    pub const BLITTER: u32 = 1 << 3;
+    pub const BLITTER: u32 = Gdrst(0).with_blitter(true).0;
     /// The reset bit of one engine.
     pub const fn engine_bit(e: EngineId) -> u32 {
         match e {
@@ -442,41 +492,9 @@ impl Gdrst {
     }
 }
 
-// The table's literal ring offsets agree with the shared relative ones.
-const _: () = {
-    let r = RingOffsets::of(EngineId::Rcs);
-    let b = RingOffsets::of(EngineId::Bcs);
-    assert!(r.tail == RCS_RING_TAIL && r.head == RCS_RING_HEAD && r.start == RCS_RING_START && r.ctl == RCS_RING_CTL);
-    assert!(r.hws_pga == RCS_HWS_PGA && r.pp_dir_base == RCS_PP_DIR_BASE);
-    assert!(RCS_HWSTAM == 0x2000 + ring::HWSTAM && RCS_PP_DIR_DCLV == 0x2000 + ring::PP_DIR_DCLV);
-    assert!(b.tail == BCS_RING_TAIL && b.head == BCS_RING_HEAD && b.start == BCS_RING_START && b.ctl == BCS_RING_CTL);
-    assert!(b.hws_pga == BCS_HWS_PGA && b.pp_dir_base == BCS_PP_DIR_BASE);
-    assert!(Gdrst(Gdrst::FULL).full() == 1 && Gdrst(Gdrst::RENDER).render() == 1 && Gdrst(Gdrst::BLITTER).blitter() == 1);
-};
-
-bitfield! {
-    /// DSPACNTR value.
-    pub struct PlaneCtl(u32) {
-        /// Plane enabled.
-        31:31 enable, with_enable;
-        /// Pixel format (Intel `DISPPLANE_PIXFORMAT_MASK`), see [`PlaneCtl::FORMAT_XRGB8888`].
-        29:26 format, with_format;
-    }
-}
-
 impl PlaneCtl {
     /// Intel `DISPPLANE_BGRX888` (XRGB8888 in DRM terms).
     pub const FORMAT_XRGB8888: u32 = 0x6;
-}
-
-bitfield! {
-    /// PIPEASRC value: sizes minus one.
-    pub struct PipeSrc(u32) {
-        /// Width minus one.
-        28:16 width_minus_1, with_width_minus_1;
-        /// Height minus one.
-        11:0 height_minus_1, with_height_minus_1;
-    }
 }
 
 /// Intel's masked-register write (`CALC_MODE_MASK_REG` in GVT-g): bits 31:16
@@ -485,6 +503,22 @@ bitfield! {
 pub const fn masked_write(old: u32, written: u32) -> u32 {
     let sel = written >> 16;
     (written & 0xFFFF_0000) | ((old & 0xFFFF) & !sel) | (written & sel)
+}
+
+/// `t` sorted by offset (an insertion sort run by the compiler).
+const fn sorted<const N: usize>(mut t: [RegDesc; N]) -> [RegDesc; N] {
+    let mut i = 1;
+    while i < N {
+        let mut j = i;
+        while j > 0 && t[j - 1].offset > t[j].offset {
+            let tmp = t[j];
+            t[j] = t[j - 1];
+            t[j - 1] = tmp;
+            j -= 1;
+        }
+        i += 1;
+    }
+    t
 }
 
 /// Whether a register table is sorted, disjoint, dword-aligned, inside
@@ -557,6 +591,7 @@ mod tests {
     fn validity_check_rejects_bad_tables() {
         let a = RegDesc {
             name: "A",
+            engine: None,
             offset: 0x100,
             count: 1,
             stride: 0,
@@ -614,11 +649,20 @@ mod tests {
 
     #[test]
     fn names_and_offsets_match_the_design() {
-        assert_eq!(RCS_RING_TAIL, 0x2030);
-        assert_eq!(BCS_RING_TAIL, 0x22030);
-        assert_eq!(RingOffsets::of(EngineId::Rcs).tail, RCS_RING_TAIL);
-        assert_eq!(RingOffsets::of(EngineId::Bcs).pp_dir_base, BCS_PP_DIR_BASE);
-        assert_eq!(RingOffsets::of(EngineId::Bcs).hws_pga, BCS_HWS_PGA);
+        assert_eq!(EngineId::Rcs.reg(ring::TAIL), 0x2030);
+        assert_eq!(EngineId::Bcs.reg(ring::TAIL), 0x22030);
+        assert_eq!(EngineId::Bcs.reg(ring::PP_DIR_BASE), 0x22228);
+        assert_eq!(EngineId::Bcs.reg(ring::HWS_PGA), 0x22080);
+        // Every engine-relative row with a kind is in the table once per
+        // engine, with its engine; rows without a kind are not.
+        for e in EngineId::ALL {
+            let hit = lookup(e.reg(ring::TAIL)).map(|h| (h.desc.name, h.desc.engine, h.kind()));
+            assert_eq!(hit, Some(("RING_TAIL", Some(e), RegKind::RingTail(e))));
+            assert_eq!(lookup(e.reg(ring::HWSTAM)).map(|h| (h.desc.engine, h.kind())), Some((Some(e), RegKind::Scratch)));
+            assert!(lookup(e.reg(ring::EIR)).is_none());
+            assert!(lookup(e.reg(ring::TIMESTAMP)).is_none());
+        }
+        assert_eq!(REGISTERS.iter().filter(|r| r.engine.is_some()).count(), 8 * EngineId::COUNT);
         assert_eq!(fence_offset(15), 0x100078);
         assert_eq!(lookup(0x10007C).map(|h| (h.index, h.dword)), Some((15, 1)));
         assert!(lookup(0x100080).is_none());
@@ -630,16 +674,19 @@ mod tests {
 
     #[test]
     fn bitfields() {
-        let c = RingCtl(0).with_enable(1).with_length(31);
+        let c = RingCtl(0).with_enable(true).with_length(31);
         assert_eq!(c.0, 1 | (31 << 12));
         assert_eq!(c.size_bytes(), 32 * 4096);
         assert_eq!(RingCtl(0xFFFF_FFFF).length(), 0x1FF);
         assert_eq!(RingCtl(0).with_length(0x200).length(), 0, "excess bits dropped");
         let p = PipeSrc(0).with_width_minus_1(1023).with_height_minus_1(767);
         assert_eq!(p.0, (1023 << 16) | 767);
-        assert_eq!(PlaneCtl(0).with_enable(1).with_format(PlaneCtl::FORMAT_XRGB8888).0, 0x9800_0000);
-        assert_eq!(Gdrst(0b1010).blitter(), 1);
-        assert_eq!(Gdrst(0b1010).full(), 0);
+        assert_eq!(PlaneCtl(0).with_enable(true).with_format(PlaneCtl::FORMAT_XRGB8888).0, 0x9800_0000);
+        assert!(PlaneCtl(0x8000_0000).enable() && !PlaneCtl(0x7fff_ffff).enable());
+        assert!(Gdrst(0b1010).blitter());
+        assert!(!Gdrst(0b1010).full());
+        assert_eq!((Gdrst::FULL, Gdrst::RENDER, Gdrst::BLITTER), (1, 2, 8));
+        assert_eq!(Gdrst(u32::MAX).with_render(false).0, !2);
     }
 
     #[test]

@@ -50,7 +50,7 @@ use super::mmio::{self, ring_regs, Bar0Region, MmioError, TrapEvent, VgpuMmio};
 use super::partition::Partition;
 use super::ppgtt::{HostPageAlloc, Ppgtt, PpgttError, PpgttState, ENTRIES};
 use super::pvinfo::{vgtif, PvEvent, PvInfo, PvInfoError, PVINFO_BASE, VGT_CAPS_FULL_PPGTT};
-use super::regs::{self, ring, DisplayReg, Gdrst, RingOffsets};
+use super::regs::{self, ring, DisplayReg, Gdrst};
 use super::sched::{Clock, VgpuId};
 use super::vblank::{Vblank, DEFAULT_PERIOD_NS};
 
@@ -501,7 +501,7 @@ impl<const P: usize> Vgpu<P> {
         hit(regs::GT_IIR)
             || hit(regs::GT_IMR)
             || hit(regs::GT_IER)
-            || EngineId::ALL.iter().any(|e| hit(RingOffsets::of(*e).head) || hit(e.mmio_base() + ring::EIR))
+            || EngineId::ALL.iter().any(|e| hit(e.reg(ring::HEAD)) || hit(e.mmio_base() + ring::EIR))
     }
 
     /// The display interrupt block's registers into the vreg file (this
@@ -532,7 +532,7 @@ impl<const P: usize> Vgpu<P> {
         for e in EngineId::ALL {
             if !self.ring_dirty.get(e.index()).copied().unwrap_or(false) {
                 if let Some(h) = gpu.ring_head(self.slot, e) {
-                    set(RingOffsets::of(e).head, h);
+                    set(e.reg(ring::HEAD), h);
                 }
             }
             set(e.mmio_base() + ring::EIR, gpu.eir(self.slot, e));
@@ -605,9 +605,11 @@ impl<const P: usize> Vgpu<P> {
         }
         // Ring programming is shadowed lazily: remember that it changed.
         for e in EngineId::ALL {
-            let o = RingOffsets::of(e);
-            let hit = |r: u32| offset < u64::from(r) + 4 && offset.saturating_add(u64::from(size)) > u64::from(r);
-            if hit(o.start) || hit(o.ctl) || hit(o.head) {
+            let hit = |rel: u32| {
+                let r = e.reg(rel);
+                offset < u64::from(r) + 4 && offset.saturating_add(u64::from(size)) > u64::from(r)
+            };
+            if hit(ring::START) || hit(ring::CTL) || hit(ring::HEAD) {
                 if let Some(d) = self.ring_dirty.get_mut(e.index()) {
                     *d = true;
                 }
@@ -692,9 +694,8 @@ impl<const P: usize> Vgpu<P> {
                     if g.resets(e) {
                         let slot = self.slot;
                         gpu.with(|gpu, phys| gpu.guest_engine_reset(phys, env.host, env.clock, slot, e));
-                        let o = RingOffsets::of(e);
-                        for r in [o.start, o.ctl, o.head, o.tail] {
-                            if let Some(d) = st.vregs.get_mut((r / 4) as usize) {
+                        for rel in [ring::START, ring::CTL, ring::HEAD, ring::TAIL] {
+                            if let Some(d) = st.vregs.get_mut((e.reg(rel) / 4) as usize) {
                                 *d = 0;
                             }
                         }
@@ -732,7 +733,7 @@ impl<const P: usize> Vgpu<P> {
                         // to now, then start or stop it.
                         let now = env.clock.now_ns();
                         note(self.vblank_tick(gpu, st, now));
-                        self.vblank.set_running(now, regs::PlaneCtl(value).enable() != 0);
+                        self.vblank.set_running(now, regs::PlaneCtl(value).enable());
                         None
                     }
                     DisplayReg::PlaneSurf => {
@@ -786,7 +787,7 @@ impl<const P: usize> Vgpu<P> {
     {
         // A TAIL write to a disabled ring starts nothing (as on hardware:
         // drivers write TAIL while initialising the ring, before CTL).
-        if ring_regs(st.vregs, e).ctl.enable() == 0 {
+        if !ring_regs(st.vregs, e).ctl.enable() {
             return (SubmitOutcome::Empty, Delivery::default());
         }
         let mut root = None;
@@ -1449,15 +1450,15 @@ mod tests {
     #[test]
     fn tail_on_a_disabled_ring_starts_nothing() {
         let mut r = Rig::new();
-        let w = r.w(regs::RCS_RING_TAIL as u64, &0x40u32.to_le_bytes()).unwrap();
+        let w = r.w(u64::from(EngineId::Rcs.reg(ring::TAIL)), &0x40u32.to_le_bytes()).unwrap();
         assert_eq!(w.submit(), Some(SubmitOutcome::Empty));
         assert_eq!(w.delivery, Delivery::default());
         // Enabled but START outside the vGPU's memory: refused, error IRQ.
         r.w(regs::GT_IMR as u64, &0u32.to_le_bytes()).unwrap();
         r.w(regs::GT_IER as u64, &(!0u32).to_le_bytes()).unwrap();
-        r.w(regs::RCS_RING_START as u64, &0x40_0000u32.to_le_bytes()).unwrap();
-        r.w(regs::RCS_RING_CTL as u64, &1u32.to_le_bytes()).unwrap();
-        let w = r.w(regs::RCS_RING_TAIL as u64, &0x10u32.to_le_bytes()).unwrap();
+        r.w(u64::from(EngineId::Rcs.reg(ring::START)), &0x40_0000u32.to_le_bytes()).unwrap();
+        r.w(u64::from(EngineId::Rcs.reg(ring::CTL)), &1u32.to_le_bytes()).unwrap();
+        let w = r.w(u64::from(EngineId::Rcs.reg(ring::TAIL)), &0x10u32.to_le_bytes()).unwrap();
         assert!(matches!(w.submit(), Some(SubmitOutcome::Rejected(_))), "{w:?}");
         assert!(w.delivery.msi);
         let mut b = [0u8; 4];

@@ -9,6 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use vfio_bindings::bindings::vfio::{VFIO_BASE, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE};
+use gvt_guest_driver::gvt_core::backend::EngineId;
+use gvt_guest_driver::gvt_core::regs::{self as core_regs, ring, PlaneCtl};
+use gvt_guest_driver::gvt_core::{irq, vblank};
 use vfio_ioctls::{VfioContainer, VfioDevice};
 
 use crate::{ensure_module, types_of, Mdev};
@@ -533,19 +536,31 @@ pub fn stat_opt(m: &Mdev, key: &str) -> Option<u64> {
     s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
 }
 
-// ---- display engine and MSI (gvt-sim.md; Intel offsets) -------------------------
+// ---- registers, display engine and MSI (the core's register map) -------------------
 
+/// RCS ring tail.
+pub const RCS_TAIL: u64 = EngineId::Rcs.reg(ring::TAIL) as u64;
 /// Display-engine interrupt block (Ivybridge `DEIMR`, `DEIIR`, `DEIER`) and
 /// its pipe A vblank bit.
-pub const DEIMR: u64 = 0x44004;
-pub const DEIIR: u64 = 0x44008;
-pub const DEIER: u64 = 0x4400C;
-pub const VBLANK: u32 = 1 << 0;
-/// Pipe A frame counter (`PIPE_FRMCOUNT_G4X`).
-pub const FRMCOUNT: u64 = 0x70040;
-/// Primary plane A control, and its enable bit.
-pub const DSPACNTR: u64 = 0x70180;
-pub const PLANE_ENABLE: u32 = 1 << 31;
+pub const DEIMR: u64 = core_regs::DE_IMR as u64;
+pub const DEIIR: u64 = core_regs::DE_IIR as u64;
+pub const DEIER: u64 = core_regs::DE_IER as u64;
+pub const VBLANK: u32 = irq::DE_PIPEA_VBLANK;
+/// Pipe A frame and flip counters (`PIPE_FRMCOUNT_G4X`, `PIPE_FLIPCOUNT_G4X`).
+pub const FRMCOUNT: u64 = vblank::PIPEA_FRMCOUNT as u64;
+pub const FLIPCOUNT: u64 = vblank::PIPEA_FLIPCOUNT as u64;
+/// Primary plane A registers, pipe A source size, the plane's enable bit
+/// and its XRGB8888 format.
+pub const DSPACNTR: u64 = core_regs::DSPACNTR as u64;
+pub const DSPASTRIDE: u64 = core_regs::DSPASTRIDE as u64;
+pub const DSPASURF: u64 = core_regs::DSPASURF as u64;
+pub const PIPEASRC: u64 = core_regs::PIPEASRC as u64;
+pub const PLANE_ENABLE: u32 = PlaneCtl(0).with_enable(true).0;
+/// Cursor A control, image address and position.
+pub const CURACNTR: u64 = core_regs::CURACNTR as u64;
+pub const CURABASE: u64 = core_regs::CURABASE as u64;
+pub const CURAPOS: u64 = core_regs::CURAPOS as u64;
+pub const FMT_XRGB8888: u32 = PlaneCtl(0).with_format(PlaneCtl::FORMAT_XRGB8888).0;
 
 /// Turn `dev`'s MSI on as a guest does (message address, enable bit in the
 /// emulated capability) and wire it to a fresh non-blocking eventfd.

@@ -16,9 +16,6 @@ use vfio_ioctls::VfioDevice;
 
 const BAR0: u32 = VFIO_PCI_BAR0_REGION_INDEX;
 const BAR2: u32 = VFIO_PCI_BAR2_REGION_INDEX;
-const CURACNTR: u64 = 0x70080;
-const CURABASE: u64 = 0x70084;
-const CURAPOS: u64 = 0x70088;
 const DISPLAY_READY: u64 = PVINFO + 0x804;
 const CURSOR_X_HOT: u64 = PVINFO + 0x830;
 const CURSOR_Y_HOT: u64 = PVINFO + 0x834;

@@ -21,14 +21,8 @@ const BAR2: u32 = VFIO_PCI_BAR2_REGION_INDEX;
 const EDID_REGION: u32 = VFIO_PCI_NUM_REGIONS;
 const DISPLAY_REGION: u32 = VFIO_PCI_NUM_REGIONS + 1;
 
-// Display registers (gvt-sim.md; Intel offsets) and PVINFO display_ready.
-const DSPACNTR: u64 = 0x70180;
-const DSPASTRIDE: u64 = 0x70188;
-const DSPASURF: u64 = 0x7019C;
-const PIPEASRC: u64 = 0x6001C;
+// PVINFO display_ready (the display registers are gvt_vmtests::gvt's).
 const DISPLAY_READY: u64 = PVINFO + 0x804;
-const PLANE_ENABLE: u32 = 1 << 31;
-const FMT_XRGB8888: u32 = 6 << 26;
 const TILED: u32 = 1 << 10;
 
 // The guest's EDID page in BAR0 (driver/core/src/edid.rs `guest`).
@@ -933,8 +927,6 @@ fn display_kept_dmabuf_never_sees_the_next_sessions_writes() {
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn display_counters_reset_for_a_new_tenant() {
-    const FRMCOUNT: u64 = 0x70040;
-    const FLIPCOUNT: u64 = 0x70044;
     let m = Mdev::create(PARENT, &type_mb(64)).expect("create vGPU");
     let a = attrs(&m);
     {

@@ -226,14 +226,10 @@ fn fault_lock_pte_writes_vs_aperture_faults_vs_mmap() {
     m.remove().expect("remove vGPU");
 }
 
-// The primary plane's registers (gvt-sim.md; Intel offsets), PVINFO
-// display_ready, QUERY_GFX_PLANE (as tests/display.rs).
-const DSPACNTR: u64 = 0x70180;
-const DSPASTRIDE: u64 = 0x70188;
-const DSPASURF: u64 = 0x7019C;
-const PIPEASRC: u64 = 0x6001C;
+// PVINFO display_ready, QUERY_GFX_PLANE (as tests/display.rs; the plane's
+// registers are gvt_vmtests::gvt's).
 const DISPLAY_READY: u64 = PVINFO + 0x804;
-const PLANE_ON_XRGB8888: u32 = (1 << 31) | (6 << 26);
+const PLANE_ON_XRGB8888: u32 = PLANE_ENABLE | FMT_XRGB8888;
 const QUERY_GFX_PLANE: libc::c_ulong = vfio_ioc(14);
 const DISPLAY_REGION: u32 = VFIO_PCI_NUM_REGIONS + 1;
 

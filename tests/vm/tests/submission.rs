@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use gvt_guest_driver::driver::error_irq;
 use gvt_guest_driver::gvt_core::cmd::encode::{bb_start, color_blt, lri, sdi, src_copy_blt};
 use gvt_guest_driver::gvt_core::cmd::{Space, MI_BATCH_BUFFER_END, MI_NOOP, MI_STORE_DATA_IMM, MI_USE_GGTT};
-use gvt_guest_driver::gvt_core::regs::{RingOffsets, GDRST};
+use gvt_guest_driver::gvt_core::regs::{ring, GDRST};
 use gvt_guest_driver::jobs::{self, Ppgtt};
 use gvt_guest_driver::vfio::VfioBackend;
 use gvt_guest_driver::{Driver, Error, GuestBus, BCS, ERROR_IRQS, RCS, USER_IRQS};
@@ -175,10 +175,9 @@ fn submission_every_attack_class_is_rejected_and_the_neighbour_is_unaffected() {
     // A ring placed in the neighbour's memory.
     let rejected0 = rejections(&a.m[0]);
     let msi0 = msis(&mut a.d[0]);
-    let o = RingOffsets::of(RCS);
     let bus = a.d[0].bus_mut();
-    for (reg, v) in [(o.ctl, 0), (o.head, 0), (o.tail, 0), (o.start, theirs.ring(RCS) as u32), (o.ctl, 0x3001), (o.tail, 8)] {
-        assert!(bus.bar0_write(u64::from(reg), &v.to_le_bytes()), "ring register write");
+    for (rel, v) in [(ring::CTL, 0), (ring::HEAD, 0), (ring::TAIL, 0), (ring::START, theirs.ring(RCS) as u32), (ring::CTL, 0x3001), (ring::TAIL, 8)] {
+        assert!(bus.bar0_write(u64::from(RCS.reg(rel)), &v.to_le_bytes()), "ring register write");
     }
     a.expect_rejected("ring in the neighbour's memory", RCS, rejected0, msi0);
 

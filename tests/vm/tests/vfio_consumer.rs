@@ -226,8 +226,8 @@ fn vfio_pvinfo_matches_sysfs() {
     assert_eq!(read64(&dev, BAR0, PVINFO), VGT_MAGIC);
     assert_eq!((pv(0x40), pv(0x44), pv(0x50)), (a.ap_base, a.ap_size, a.fence_count));
     // Guest-writable scratch registers and the GGTT view read back.
-    write32(&dev, BAR0, 0x2000 + 0x30, 0x40);
-    assert_eq!(read32(&dev, BAR0, 0x2030), 0x40, "RCS tail reads back");
+    write32(&dev, BAR0, RCS_TAIL, 0x40);
+    assert_eq!(read32(&dev, BAR0, RCS_TAIL), 0x40, "RCS tail reads back");
     let pte = 8u64 << 20;
     assert_eq!(pwrite(&dev, BAR0, pte + 8 * 5, &0x1234_5001u64.to_le_bytes()).unwrap(), 8);
     assert_eq!(read64(&dev, BAR0, pte + 8 * 5), 0x1234_5001, "GGTT view entry reads back");
@@ -539,8 +539,8 @@ fn vfio_bad_requests_get_the_right_errno() {
     assert_eq!(errno(pread(&dev, CFG, 4096, &mut b[..4])), libc::EINVAL, "no extended config space");
     assert_eq!(cfg16(&dev, 4), CMD_MEMORY, "rejected writes changed nothing");
     // BAR0: single 1/2/4/8-byte naturally aligned accesses inside 16 MiB.
-    assert_eq!(errno(pread(&dev, BAR0, 0x2030, &mut b[..3])), libc::EINVAL, "3-byte BAR0 read");
-    assert_eq!(errno(pread(&dev, BAR0, 0x2030, &mut b[..16])), libc::EINVAL, "16-byte BAR0 read");
+    assert_eq!(errno(pread(&dev, BAR0, RCS_TAIL, &mut b[..3])), libc::EINVAL, "3-byte BAR0 read");
+    assert_eq!(errno(pread(&dev, BAR0, RCS_TAIL, &mut b[..16])), libc::EINVAL, "16-byte BAR0 read");
     assert_eq!(errno(pwrite(&dev, BAR0, 0x2032, &b[..4])), libc::EINVAL, "unaligned BAR0 write");
     assert_eq!(errno(pread(&dev, BAR0, BAR0_SIZE, &mut b[..4])), libc::EINVAL, "BAR0 read past 16 MiB");
     assert_eq!(errno(pwrite(&dev, BAR0, BAR0_SIZE - 4, &b[..8])), libc::EINVAL, "BAR0 write running past 16 MiB");

@@ -22,18 +22,13 @@ use gvt_guest_driver::gvt_core::cmd::encode::{color_blt, flush_dw_store, src_cop
 use gvt_guest_driver::gvt_core::cmd::{Space, MI_USER_INTERRUPT};
 use gvt_guest_driver::sysfs::SysfsBackend;
 use gvt_guest_driver::{Backend, BootConfig, Driver, Error, GuestBus, PteWidth, Result};
+use gvt_vmtests::gvt::{DSPACNTR, DSPASTRIDE, DSPASURF, FMT_XRGB8888, PIPEASRC, PLANE_ENABLE};
 use gvt_vmtests::{frame_blits, Blit};
 
 const PVINFO: u64 = 0x78000;
 const DISPLAY_READY: u64 = PVINFO + 0x804;
-const DSPACNTR: u64 = 0x70180;
-const DSPASTRIDE: u64 = 0x70188;
-const DSPASURF: u64 = 0x7019C;
-const PIPEASRC: u64 = 0x6001C;
 const EDID_STATUS: u64 = 0x79200;
 const EDID_MODE: u64 = 0x7920C;
-const PLANE_ENABLE: u32 = 1 << 31;
-const FMT_XRGB8888: u32 = 6 << 26;
 /// The guest driver's layout uses the first 0x60 pages of the aperture
 /// slice (rings, batches, results); the framebuffers start at 1 MiB.
 const FB_OFFSET: u64 = 1 << 20;
