@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use gvt_core::backend::{Backend, EngineId, Pte};
 use gvt_core::ctx::{CTL_ENABLE, MI_MODE_IDLE, MI_MODE_STOP_RING, RING_CTL, RING_MI_MODE, RING_START};
-use gvt_core::sched::{Clock, Engines, Preemption, RunBudget, RunReport, SchedConfig, Scheduler, StopReason, VgpuId};
+use gvt_core::sched::{Engines, Preemption, RunBudget, RunReport, SchedConfig, Scheduler, StopReason, VgpuId};
+use gvt_core::services::Clock;
 use gvt_core::sched_policy::{CreditPolicy, DEFAULT_PERIOD_NS, GVTG_QUANTUM_NS, PAPER_QUANTUM_NS};
 
 /// GPU context switch cost measured by the paper (~700 µs).

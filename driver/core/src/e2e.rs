@@ -14,7 +14,7 @@ use core::cell::Cell;
 use std::vec;
 use std::vec::Vec;
 
-use super::aperture::CpuMappings;
+use super::services::{Clock, CpuMappings, HostMemory};
 use super::backend::{EngineId, Pte};
 use super::cfgspace::off as cfgoff;
 use super::cmd::encode::*;
@@ -24,9 +24,8 @@ use super::ggtt::{AuditReject, PteWrite};
 use super::gpu::{EngineReport, Gpu, GpuConfig, SubmitOutcome, SubmitReject, WorkBudget, SHADOW_PAGES_PER_VGPU};
 use super::guest::{GuestBus, GuestDriver, PteWidth};
 use super::irq;
-use super::mem::{GmRange, HostMemory, HostPage, PAGE_SIZE};
+use super::mem::{GmRange, HostPage, PAGE_SIZE};
 use super::partition::Partition;
-use super::sched::Clock;
 use super::stats::VgpuState;
 use super::vgpu::{storage_sizes, Bar0Write, Env, Signal, Vgpu, VgpuParams, VgpuStorage};
 
@@ -83,6 +82,10 @@ struct Vm {
     last: Option<Bar0Write>,
 }
 
+/// The services of the harness's calls: the GPU lock checked as the kernel
+/// takes it, fake host and guest memory, the test clock, a recording CPU.
+type Svc<'l> = (CheckedLock<'l, Gpu<NV>>, FakeHostMemory, FakeHostPages, TestClock, FakeGuestMemory, Cpu);
+
 struct World {
     gpu: Gpu<NV>,
     phys: Vec<Pte>,
@@ -131,9 +134,10 @@ impl World {
             let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(2100 + 128 * k as u64 + i)).collect();
             let params = VgpuParams { id: k as u32 + 1, part: p, aperture_size: APERTURE, weight: 1, scratch: vm.scratch, shadow_pages: &shadow };
             let Vm { vregs, gg, gs, snap, ram, cpu, .. } = &mut vm;
-            let mut st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
-            let mut env = Env { host: &mut w.host, alloc: &mut w.pages, clock: &w.clock, guest: ram, cpu };
-            vm.vgpu = Some(Vgpu::create(&mut CheckedLock::new(&mut w.gpu, &mut w.phys), params, &mut st, &mut env).expect("vgpu"));
+            let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+            let mut lock = CheckedLock::new(&mut w.gpu, &mut w.phys);
+            let mut env = Env::new(st, &mut lock, &mut w.host, &mut w.pages, &w.clock, ram, cpu);
+            vm.vgpu = Some(Vgpu::create(params, &mut env).expect("vgpu"));
             w.vms.push(vm);
         }
         w
@@ -165,20 +169,21 @@ impl World {
         self.vms[k].vgpu.as_mut().expect("vgpu").cfg_write(off as u32, data).expect("cfg write");
     }
 
-    fn with_vm<R>(&mut self, k: usize, f: impl FnOnce(&mut Vgpu<TABLES>, &mut Gpu<NV>, &mut Vec<Pte>, &mut VgpuStorage<'_>, &mut Env<'_, FakeHostMemory, FakeHostPages, TestClock, FakeGuestMemory, Cpu>) -> R) -> R {
+    /// `f` with VM `k`'s vGPU and a call's [`Env`] (the GPU lock checked).
+    fn with_vm<R>(&mut self, k: usize, f: impl FnOnce(&mut Vgpu<TABLES>, &mut Env<'_, Svc<'_>>) -> R) -> R {
         let World { gpu, phys, host, pages, clock, vms } = self;
         let Vm { vgpu, vregs, gg, gs, snap, ram, cpu, .. } = &mut vms[k];
-        let mut st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
-        let mut env = Env { host, alloc: pages, clock, guest: ram, cpu };
-        f(vgpu.as_mut().expect("vgpu"), gpu, phys, &mut st, &mut env)
+        let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+        let mut lock = CheckedLock::new(gpu, phys);
+        f(vgpu.as_mut().expect("vgpu"), &mut Env::new(st, &mut lock, host, pages, clock, ram, cpu))
     }
 
     fn destroy(&mut self, k: usize) {
         let World { gpu, phys, host, pages, clock, vms } = self;
         let Vm { vgpu, vregs, gg, gs, snap, ram, cpu, .. } = &mut vms[k];
-        let mut st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
-        let mut env = Env { host, alloc: pages, clock, guest: ram, cpu };
-        vgpu.take().expect("vgpu").destroy(&mut CheckedLock::new(gpu, phys), &mut st, &mut env);
+        let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+        let mut lock = CheckedLock::new(gpu, phys);
+        vgpu.take().expect("vgpu").destroy(&mut Env::new(st, &mut lock, host, pages, clock, ram, cpu));
     }
 
     /// The host page a guest's RAM frame lives in.
@@ -195,12 +200,12 @@ struct Bus<'w> {
 
 impl GuestBus for Bus<'_> {
     fn bar0_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        self.w.with_vm(self.k, |v, gpu, _p, st, _| v.bar0_read(&mut CheckedLock::new(gpu, _p), st, offset, buf).is_ok())
+        self.w.with_vm(self.k, |v, env| v.bar0_read(env, offset, buf).is_ok())
     }
     fn bar0_write(&mut self, offset: u64, data: &[u8]) -> bool {
         let k = self.k;
-        let r = self.w.with_vm(k, |v, gpu, phys, st, env| {
-            let r = v.bar0_write(&mut CheckedLock::new(gpu, phys), st, env, offset, data);
+        let r = self.w.with_vm(k, |v, env| {
+            let r = v.bar0_write(env, offset, data);
             let sig = r.as_ref().ok().map(|r| v.signal(r.delivery));
             (r, sig)
         });
@@ -212,11 +217,11 @@ impl GuestBus for Bus<'_> {
         vm.last.is_some()
     }
     fn aperture_write(&mut self, offset: u64, data: &[u8]) -> bool {
-        let page = self.w.with_vm(self.k, |v, _, _, st, _| v.aperture_fault(st, offset & !(PAGE_SIZE - 1)));
+        let page = self.w.with_vm(self.k, |v, env| v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
         page.is_ok_and(|p| self.w.host.write(p, (offset % PAGE_SIZE) as usize, data).is_ok())
     }
     fn aperture_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        let page = self.w.with_vm(self.k, |v, _, _, st, _| v.aperture_fault(st, offset & !(PAGE_SIZE - 1)));
+        let page = self.w.with_vm(self.k, |v, env| v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
         page.is_ok_and(|p| self.w.host.read(p, (offset % PAGE_SIZE) as usize, buf).is_ok())
     }
     fn ram_write(&mut self, gpa: u64, data: &[u8]) -> bool {
@@ -607,7 +612,7 @@ fn a_hanging_guest_is_reset_alone_and_failed_at_the_threshold() {
     d0.run(&mut b, BCS, &sdi(Space::Ggtt, d0.aperture.base + 0x60000, 1)).unwrap();
     assert_eq!(b.last().submit(), Some(SubmitOutcome::Rejected(SubmitReject::Failed)));
     // A device reset (VFIO reset) gives the VM a fresh vGPU.
-    w.with_vm(0, |v, gpu, phys, st, env| v.reset(&mut CheckedLock::new(gpu, phys), st, env));
+    w.with_vm(0, |v, env| v.reset(env));
     assert_eq!(w.vms[0].ram.outstanding_pins(), 0, "reset released every pin");
     let mut d0 = boot(&mut w, 0);
     let mut b = w.bus(0);
@@ -659,7 +664,7 @@ fn dma_unmap_releases_pins_and_destroy_leaves_nothing() {
     assert!(pins > 512, "GGTT and PPGTT pins");
     // The VMM unmaps the first 16 frames of VM 0's RAM.
     w.vms[0].ram.unmap(RAM_GFN, 16);
-    let n = w.with_vm(0, |v, gpu, phys, st, env| v.dma_unmap(&mut CheckedLock::new(gpu, phys), st, env, RAM_GFN << 12, 16 * PAGE_SIZE));
+    let n = w.with_vm(0, |v, env| v.dma_unmap(env, RAM_GFN << 12, 16 * PAGE_SIZE));
     assert_eq!(n, 16);
     assert_eq!(w.vms[0].ram.outstanding_pins(), pins - 16);
     let first = (d0.aperture.base / PAGE_SIZE) as usize;

@@ -75,12 +75,13 @@ use super::backend::{Backend, EngineId, Pte};
 use super::cmd::{Level, Limits, Reject, RejectCounters};
 use super::engine::{Budget, CostModel, ExecState, StepStatus, EIR_INSTRUCTION};
 use super::irq::{self, Delivery, GtEvent, GtIrq};
-use super::mem::{GmRange, HostMemory, HostPage, PAGE_SHIFT, PAGE_SIZE};
+use super::mem::{GmRange, HostPage, PAGE_SHIFT, PAGE_SIZE};
+use super::services::{Clock, HostMemory};
 use super::mmio::IrqReg;
 use super::ppgtt::{PpgttError, ShadowRoot};
 use super::regs::ring;
 use super::ring::{host_reserved_range, map_shadow, MapError, RingShadow, ShadowLayout, SubmitError};
-use super::sched::{Clock, Engines, Preemption, RunBudget, RunReport, SchedConfig, SchedError, Scheduler, StopReason, VgpuId};
+use super::sched::{Engines, Preemption, RunBudget, RunReport, SchedConfig, SchedError, Scheduler, StopReason, VgpuId};
 use super::sim::{GvtSim, SimState};
 use super::stats::RejectClass;
 

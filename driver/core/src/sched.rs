@@ -49,12 +49,8 @@ use super::backend::{Backend, EngineId};
 use super::ctx::{ContextStore, CtxConfig, CtxError, SwitchStats};
 use super::reset::{self, HangEvent, HangTracker, Watchdog};
 use super::sched_policy::{CreditPolicy, PolicyError, DEFAULT_PERIOD_NS, GVTG_QUANTUM_NS};
+use super::services::Clock;
 use super::stats::{RejectClass, VgpuState, VgpuStats};
-
-/// Monotonic time in ns (ktime in the kernel, simulated in tests).
-pub trait Clock {
-    fn now_ns(&self) -> u64;
-}
 
 /// A vGPU slot of the scheduler.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -37,21 +37,22 @@
 
 use core::fmt;
 
-use super::aperture::{self, ApertureError, CpuMappings};
+use super::aperture::{self, ApertureError};
 use super::backend::EngineId;
 use super::cfgspace::{CfgError, CfgSpace, CFG_SIZE};
 use super::display::{self, GfxCaps, InvalidQuery, NoPlane, Plane, PlaneIds, QueryAnswer};
 use super::ggtt::{Ggtt, GgttError, GgttState, PteWrite, VgpuGm};
 use super::gpu::{Gpu, GpuError, RingSetup, SubmitOutcome};
-use super::gpu_lock::{GpuLock, Locked};
+use super::gpu_lock::Locked;
 use super::irq::{Delivery, GtIrq, DE_PIPEA_VBLANK, GTIER, GTIIR, GTIMR};
-use super::mem::{GmRange, GuestMemory, HostMemory, HostPage, MemError};
+use super::mem::{GmRange, HostPage, MemError};
 use super::mmio::{self, ring_regs, Bar0Region, MmioError, TrapEvent, VgpuMmio};
 use super::partition::Partition;
-use super::ppgtt::{HostPageAlloc, Ppgtt, PpgttError, PpgttState, ENTRIES};
+use super::ppgtt::{Ppgtt, PpgttError, PpgttState, ENTRIES};
 use super::pvinfo::{vgtif, PvEvent, PvInfo, PvInfoError, PVINFO_BASE, VGT_CAPS_FULL_PPGTT};
 use super::regs::{self, ring, DisplayReg, Gdrst, RingOffsets};
-use super::sched::{Clock, VgpuId};
+use super::sched::VgpuId;
+use super::services::{Clock, CpuMappings, GpuLock, GuestMemory, HostMemory, HostPageAlloc, Services};
 use super::vblank::{Vblank, DEFAULT_PERIOD_NS};
 
 pub use super::mmio::BAR0_SIZE;
@@ -103,6 +104,28 @@ pub struct VgpuStorage<'a> {
     pub ppgtt_snap: &'a mut [u64],
 }
 
+impl VgpuStorage<'_> {
+    /// The shadow GGTT whose state is `g`, resumed on this storage.
+    fn ggtt(&mut self, g: GgttState) -> Result<Ggtt<'_>, GgttError> {
+        Ggtt::resume(g, &mut *self.ggtt_guest, &mut *self.ggtt_shadow)
+    }
+
+    /// The shadow PPGTT whose state is `p`, resumed on this storage.
+    fn ppgtt<const P: usize>(&mut self, p: PpgttState<P>) -> Result<Ppgtt<'_, P>, PpgttError> {
+        Ppgtt::resume(p, &mut *self.ppgtt_snap)
+    }
+
+    /// Both shadow tables at once (a PPGTT sync reads the GGTT).
+    fn tables<const P: usize>(
+        &mut self,
+        g: GgttState,
+        p: PpgttState<P>,
+    ) -> (Result<Ggtt<'_>, GgttError>, Result<Ppgtt<'_, P>, PpgttError>) {
+        let g = Ggtt::resume(g, &mut *self.ggtt_guest, &mut *self.ggtt_shadow);
+        (g, Ppgtt::resume(p, &mut *self.ppgtt_snap))
+    }
+}
+
 /// PVINFO `cursor_x_hot`/`cursor_y_hot` say "no hotspot" (0xFFFFFFFF, as
 /// GVT-g's `populate_pvinfo_page`) until the guest writes them.
 fn no_cursor_hotspot(vregs: &mut [u32]) {
@@ -120,15 +143,43 @@ pub const fn storage_sizes<const P: usize>(part: &Partition) -> (usize, usize, u
     (VREG_DWORDS, gm.entries(), P * ENTRIES)
 }
 
-/// The kernel services a call may use: host pages (engine memory, shadow
-/// tables), the shadow-table page allocator, the clock, and this vGPU's
-/// guest memory (`vfio_pin_pages`) and CPU mappings of BAR2.
-pub struct Env<'x, H, A, C, G, M> {
-    pub host: &'x mut H,
-    pub alloc: &'x mut A,
-    pub clock: &'x C,
-    pub guest: &'x mut G,
-    pub cpu: &'x mut M,
+/// Everything one facade call works with besides the vGPU itself: the
+/// vGPU's storage and the services of the kernel, named by one type `S`
+/// ([`Services`]): the GPU lock, host pages (engine memory, shadow tables),
+/// the shadow-table page allocator, the clock, and this vGPU's guest memory
+/// (`vfio_pin_pages`) and CPU mappings of BAR2.
+pub struct Env<'a, S: Services> {
+    pub st: VgpuStorage<'a>,
+    pub gpu: &'a mut S::Lock,
+    pub host: &'a mut S::Host,
+    pub alloc: &'a mut S::Alloc,
+    pub clock: &'a S::Clock,
+    pub guest: &'a mut S::Guest,
+    pub cpu: &'a mut S::Cpu,
+}
+
+impl<'a, L, H, A, C, G, M> Env<'a, (L, H, A, C, G, M)>
+where
+    L: GpuLock,
+    H: HostMemory,
+    A: HostPageAlloc,
+    C: Clock,
+    G: GuestMemory,
+    M: CpuMappings,
+{
+    /// An `Env` whose services are these six (the tuple is their
+    /// [`Services`]).
+    pub fn new(
+        st: VgpuStorage<'a>,
+        gpu: &'a mut L,
+        host: &'a mut H,
+        alloc: &'a mut A,
+        clock: &'a C,
+        guest: &'a mut G,
+        cpu: &'a mut M,
+    ) -> Self {
+        Self { st, gpu, host, alloc, clock, guest, cpu }
+    }
 }
 
 /// What [`Vgpu::create`] needs besides the storage.
@@ -255,32 +306,22 @@ impl<const P: usize> Vgpu<P> {
     /// Create vGPU `p.id` on `gpu`: a scheduler slot, its shadow areas, its
     /// shadow GGTT (every entry of its slices on scratch), an empty PPGTT,
     /// power-on registers and config space.
-    pub fn create<const N: usize, L, H, A, C, G, M>(
-        gpu: &mut L,
+    pub fn create<const N: usize, S: Services<Gpu = Gpu<N>>>(
         p: VgpuParams<'_>,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
-    ) -> Result<Self, AccessError>
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
+        env: &mut Env<'_, S>,
+    ) -> Result<Self, AccessError> {
         let pv = PvInfo::new(p.id, VGT_CAPS_FULL_PPGTT, &p.part).map_err(AccessError::PvInfo)?;
         let cfg = CfgSpace::new(p.aperture_size)?;
-        if st.vregs.len() != VREG_DWORDS {
+        if env.st.vregs.len() != VREG_DWORDS {
             return Err(AccessError::Mmio(MmioError::BadState));
         }
-        let pp = Ppgtt::<P>::new(&mut *st.ppgtt_snap).map_err(AccessError::Ppgtt)?.state();
+        let pp = Ppgtt::<P>::new(&mut *env.st.ppgtt_snap).map_err(AccessError::Ppgtt)?.state();
         let gm = VgpuGm { aperture: p.part.aperture, high: p.part.high };
         // One section: the slot, its shadow areas and every entry of its
         // slices on scratch (bounded by the partition, not by a guest).
-        let (slot, ggtt) = gpu.with(|gpu, phys| {
+        let (slot, ggtt) = env.gpu.with(|gpu, phys| {
             let slot = gpu.create_slot(phys, [gm.aperture, gm.high], p.weight, p.shadow_pages).map_err(AccessError::Gpu)?;
-            let g = gpu.with_backend(phys, |b| Ggtt::new(gm, p.scratch, &mut *st.ggtt_guest, &mut *st.ggtt_shadow, b).map(|g| g.state()));
+            let g = gpu.with_backend(phys, |b| Ggtt::new(gm, p.scratch, &mut *env.st.ggtt_guest, &mut *env.st.ggtt_shadow, b).map(|g| g.state()));
             match g {
                 Ok(g) => Ok((slot, g)),
                 Err(e) => {
@@ -290,8 +331,8 @@ impl<const P: usize> Vgpu<P> {
             }
         })?;
         let mmio = VgpuMmio::new(pv);
-        mmio.reset_vregs(st.vregs);
-        no_cursor_hotspot(st.vregs);
+        mmio.reset_vregs(env.st.vregs);
+        no_cursor_hotspot(env.st.vregs);
         Ok(Self {
             id: p.id,
             part: p.part,
@@ -313,22 +354,12 @@ impl<const P: usize> Vgpu<P> {
     /// [`Vgpu::create`] into caller-provided memory (the kernel's heap slot),
     /// so the caller's stack frame never holds the vGPU: the kernel creates
     /// vGPUs deep in the mdev create path, on a 16 KiB stack.
-    pub fn create_in<'o, const N: usize, L, H, A, C, G, M>(
+    pub fn create_in<'o, const N: usize, S: Services<Gpu = Gpu<N>>>(
         out: &'o mut core::mem::MaybeUninit<Self>,
-        gpu: &mut L,
         p: VgpuParams<'_>,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
-    ) -> Result<&'o mut Self, AccessError>
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
-        let v = Self::create(gpu, p, st, env)?;
+        env: &mut Env<'_, S>,
+    ) -> Result<&'o mut Self, AccessError> {
+        let v = Self::create(p, env)?;
         Ok(out.write(v))
     }
 
@@ -336,21 +367,13 @@ impl<const P: usize> Vgpu<P> {
     /// shadow page is released, every GGTT entry of its slices and shadow
     /// areas is not present.  The caller then frees its scratch and shadow
     /// pages and the storage.
-    pub fn destroy<const N: usize, L, H, A, C, G, M>(self, gpu: &mut L, st: &mut VgpuStorage<'_>, env: &mut Env<'_, H, A, C, G, M>)
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
-        let _ = gpu.with(|gpu, phys| gpu.destroy_slot(phys, env.host, env.clock, self.slot));
-        if let Ok(g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
+    pub fn destroy<const N: usize, S: Services<Gpu = Gpu<N>>>(self, env: &mut Env<'_, S>) {
+        let _ = env.gpu.with(|gpu, phys| gpu.destroy_slot(phys, env.host, env.clock, self.slot));
+        if let Ok(g) = env.st.ggtt(self.ggtt) {
             // Unpinning happens with the GPU lock free (one section per entry).
-            g.destroy(env.guest, &mut Locked::new(gpu), env.cpu);
+            g.destroy(env.guest, &mut Locked::new(env.gpu), env.cpu);
         }
-        if let Ok(pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
+        if let Ok(pp) = env.st.ppgtt(self.ppgtt) {
             pp.destroy(env.guest, env.alloc);
         }
     }
@@ -391,24 +414,16 @@ impl<const P: usize> Vgpu<P> {
     /// space and registers, an empty GGTT (every pin released, every entry on
     /// scratch), no PPGTT, every ring unprogrammed and its work dropped,
     /// interrupts cleared, hang count and Failed state cleared.
-    pub fn reset<const N: usize, L, H, A, C, G, M>(&mut self, gpu: &mut L, st: &mut VgpuStorage<'_>, env: &mut Env<'_, H, A, C, G, M>)
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
-        let _ = gpu.with(|gpu, phys| gpu.reset_slot(phys, env.host, env.clock, self.slot));
+    pub fn reset<const N: usize, S: Services<Gpu = Gpu<N>>>(&mut self, env: &mut Env<'_, S>) {
+        let _ = env.gpu.with(|gpu, phys| gpu.reset_slot(phys, env.host, env.clock, self.slot));
         self.cfg.reset();
-        self.mmio.reset_vregs(st.vregs);
-        no_cursor_hotspot(st.vregs);
-        if let Ok(mut g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
-            g.reset(env.guest, &mut Locked::new(gpu), env.cpu);
+        self.mmio.reset_vregs(env.st.vregs);
+        no_cursor_hotspot(env.st.vregs);
+        if let Ok(mut g) = env.st.ggtt(self.ggtt) {
+            g.reset(env.guest, &mut Locked::new(env.gpu), env.cpu);
             self.ggtt = g.state();
         }
-        if let Ok(mut pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
+        if let Ok(mut pp) = env.st.ppgtt(self.ppgtt) {
             pp.reset(env.guest, env.alloc);
             self.ppgtt = pp.state();
         }
@@ -419,9 +434,9 @@ impl<const P: usize> Vgpu<P> {
         // The plane is off after a reset: the pipe stops; the counters go
         // on from where they were (they are not reset on hardware either).
         let now = env.clock.now_ns();
-        self.vblank.tick(now, st.vregs);
+        self.vblank.tick(now, env.st.vregs);
         self.vblank.set_running(now, false);
-        self.vblank.restore(st.vregs);
+        self.vblank.restore(env.st.vregs);
         self.de = GtIrq::new();
         self.counters.resets += 1;
     }
@@ -431,22 +446,13 @@ impl<const P: usize> Vgpu<P> {
     /// frame and flip counters start again from 0, plane and cursor ids
     /// start again from 1 (a `VFIO_DEVICE_RESET` keeps both, as hardware
     /// keeps its counters over a reset).
-    pub fn reset_for_new_owner<const N: usize, L, H, A, C, G, M>(
+    pub fn reset_for_new_owner<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
-        gpu: &mut L,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
-    ) where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
-        self.reset(gpu, st, env);
+        env: &mut Env<'_, S>,
+    ) {
+        self.reset(env);
         self.vblank = Vblank::stopped(env.clock.now_ns(), self.vblank.period_ns());
-        self.vblank.restore(st.vregs);
+        self.vblank.restore(env.st.vregs);
         self.plane_ids = PlaneIds::new();
         self.cursor_ids = PlaneIds::new();
     }
@@ -542,11 +548,11 @@ impl<const P: usize> Vgpu<P> {
     /// One BAR0 read (1/2/4/8 bytes, naturally aligned): registers with the
     /// mediated values (interrupts, HEAD, EIR), PVINFO, or the GGTT view
     /// (exactly what the guest wrote in its slices, 0 elsewhere).
-    pub fn bar0_read<const N: usize, L: GpuLock<N>>(&mut self, gpu: &mut L, st: &mut VgpuStorage<'_>, offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+    pub fn bar0_read<const N: usize, S: Services<Gpu = Gpu<N>>>(&mut self, env: &mut Env<'_, S>, offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
         let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
         match mmio::classify(offset, size) {
             Ok(Bar0Region::GgttWindow) => {
-                let mut g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(AccessError::Ggtt)?;
+                let mut g = env.st.ggtt(self.ggtt).map_err(AccessError::Ggtt)?;
                 let r = g.mmio_read(offset, buf);
                 self.ggtt = g.state();
                 r.map_err(|_| MmioError::BadSize)?;
@@ -554,14 +560,14 @@ impl<const P: usize> Vgpu<P> {
                 Ok(())
             }
             Ok(Bar0Region::Registers) => {
-                self.refresh_de(st.vregs);
+                self.refresh_de(env.st.vregs);
                 if Self::reads_mediated(offset, size) {
                     let this = &*self;
-                    gpu.with(|gpu, _| this.refresh(gpu, st.vregs));
+                    env.gpu.with(|gpu, _| this.refresh(gpu, env.st.vregs));
                 }
-                Ok(self.mmio.read_bytes(st.vregs, offset, buf)?)
+                Ok(self.mmio.read_bytes(env.st.vregs, offset, buf)?)
             }
-            Err(_) => Ok(self.mmio.read_bytes(st.vregs, offset, buf)?),
+            Err(_) => Ok(self.mmio.read_bytes(env.st.vregs, offset, buf)?),
         }
     }
 
@@ -569,29 +575,19 @@ impl<const P: usize> Vgpu<P> {
     /// GGTT; TAIL → PPGTT sync, audit, shadow, admission; PP_DIR_BASE;
     /// interrupt registers; GDRST; fences).  Signal `delivery` afterwards and
     /// kick the engine worker when a submission was accepted.
-    pub fn bar0_write<const N: usize, L, H, A, C, G, M>(
+    pub fn bar0_write<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
-        gpu: &mut L,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
+        env: &mut Env<'_, S>,
         offset: u64,
         data: &[u8],
-    ) -> Result<Bar0Write, AccessError>
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
+    ) -> Result<Bar0Write, AccessError> {
         let size = u32::try_from(data.len()).map_err(|_| MmioError::BadSize)?;
         let mut out = Bar0Write::default();
         if let Ok(Bar0Region::GgttWindow) = mmio::classify(offset, size) {
-            let mut g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(AccessError::Ggtt)?;
+            let mut g = env.st.ggtt(self.ggtt).map_err(AccessError::Ggtt)?;
             // Pin the new page and unpin the old one with the GPU lock free:
             // only the physical entry's store is under it.
-            let r = g.mmio_write(env.guest, &mut Locked::new(gpu), env.cpu, offset, data);
+            let r = g.mmio_write(env.guest, &mut Locked::new(env.gpu), env.cpu, offset, data);
             self.ggtt = g.state();
             let w = r.map_err(|_| MmioError::BadSize)?;
             match w {
@@ -616,7 +612,7 @@ impl<const P: usize> Vgpu<P> {
             if offset == u64::from(eir) {
                 if let Ok(b) = <[u8; 4]>::try_from(data) {
                     let slot = self.slot;
-                    gpu.with(|gpu, _| gpu.clear_eir(slot, e, u32::from_le_bytes(b)));
+                    env.gpu.with(|gpu, _| gpu.clear_eir(slot, e, u32::from_le_bytes(b)));
                 }
             }
         }
@@ -636,37 +632,27 @@ impl<const P: usize> Vgpu<P> {
         } else {
             (offset, data)
         };
-        let outcome = self.mmio.write_bytes(st.vregs, offset, data)?;
+        let outcome = self.mmio.write_bytes(env.st.vregs, offset, data)?;
         for (i, ev) in outcome.events().enumerate() {
-            let r = self.route(gpu, st, env, ev, &mut out.delivery);
+            let r = self.route(env, ev, &mut out.delivery);
             if let Some(slot) = out.routed.get_mut(i) {
                 *slot = Some(r);
             }
         }
-        self.refresh_de(st.vregs);
+        self.refresh_de(env.st.vregs);
         if out.routed[0].is_some() || Self::reads_mediated(offset, size) {
             let this = &*self;
-            gpu.with(|gpu, _| this.refresh(gpu, st.vregs));
+            env.gpu.with(|gpu, _| this.refresh(gpu, env.st.vregs));
         }
         Ok(out)
     }
 
-    fn route<const N: usize, L, H, A, C, G, M>(
+    fn route<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
-        gpu: &mut L,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
+        env: &mut Env<'_, S>,
         ev: TrapEvent,
         delivery: &mut Delivery,
-    ) -> Routed
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
+    ) -> Routed {
         let mut note = |d: Delivery| {
             delivery.msi |= d.msi;
             if d.intx.is_some() {
@@ -676,7 +662,7 @@ impl<const P: usize> Vgpu<P> {
         match ev {
             TrapEvent::RingTail { engine, tail } => {
                 self.counters.submissions += 1;
-                let (o, d) = self.submit(gpu, st, env, engine, tail);
+                let (o, d) = self.submit(env, engine, tail);
                 note(d);
                 Routed::Submit(o)
             }
@@ -691,10 +677,10 @@ impl<const P: usize> Vgpu<P> {
                 for e in EngineId::ALL {
                     if g.resets(e) {
                         let slot = self.slot;
-                        gpu.with(|gpu, phys| gpu.guest_engine_reset(phys, env.host, env.clock, slot, e));
+                        env.gpu.with(|gpu, phys| gpu.guest_engine_reset(phys, env.host, env.clock, slot, e));
                         let o = RingOffsets::of(e);
                         for r in [o.start, o.ctl, o.head, o.tail] {
-                            if let Some(d) = st.vregs.get_mut((r / 4) as usize) {
+                            if let Some(d) = env.st.vregs.get_mut((r / 4) as usize) {
                                 *d = 0;
                             }
                         }
@@ -707,13 +693,13 @@ impl<const P: usize> Vgpu<P> {
             }
             TrapEvent::Irq { reg, value } => {
                 let slot = self.slot;
-                note(gpu.with(|gpu, _| gpu.irq_write(slot, reg, value)));
+                note(env.gpu.with(|gpu, _| gpu.irq_write(slot, reg, value)));
                 Routed::Irq
             }
             TrapEvent::Fence { index, value } => {
                 let accepted = self.fence_allowed(value);
                 let (slot, phys_index) = (self.slot, self.part.fence_base.saturating_add(index));
-                gpu.with(|gpu, phys| {
+                env.gpu.with(|gpu, phys| {
                     if !accepted {
                         gpu.note_fence_refused(slot);
                     }
@@ -731,19 +717,19 @@ impl<const P: usize> Vgpu<P> {
                         // The pipe runs while the plane is enabled: count up
                         // to now, then start or stop it.
                         let now = env.clock.now_ns();
-                        note(self.vblank_tick(gpu, st, now));
+                        note(self.vblank_tick(env, now));
                         self.vblank.set_running(now, regs::PlaneCtl(value).enable() != 0);
                         None
                     }
                     DisplayReg::PlaneSurf => {
-                        self.vblank.flip(value, st.vregs);
+                        self.vblank.flip(value, env.st.vregs);
                         None
                     }
                     DisplayReg::PlaneStride | DisplayReg::PipeSrc | DisplayReg::CursorCtl | DisplayReg::CursorBase | DisplayReg::CursorPos => None,
                 };
                 if let Some(off) = de {
                     let d = self.de.write(off, value).unwrap_or_default();
-                    note(self.de_delivery(gpu, d));
+                    note(self.de_delivery(env, d));
                 }
                 Routed::Display(reg)
             }
@@ -768,25 +754,15 @@ impl<const P: usize> Vgpu<P> {
     }
 
     /// A guest TAIL write: PPGTT sync for render, then the physical side.
-    fn submit<const N: usize, L, H, A, C, G, M>(
+    fn submit<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
-        gpu: &mut L,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
+        env: &mut Env<'_, S>,
         e: EngineId,
         tail: u32,
-    ) -> (SubmitOutcome, Delivery)
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
+    ) -> (SubmitOutcome, Delivery) {
         // A TAIL write to a disabled ring starts nothing (as on hardware:
         // drivers write TAIL while initialising the ring, before CTL).
-        if ring_regs(st.vregs, e).ctl.enable() == 0 {
+        if ring_regs(env.st.vregs, e).ctl.enable() == 0 {
             return (SubmitOutcome::Empty, Delivery::default());
         }
         let mut root = None;
@@ -796,13 +772,13 @@ impl<const P: usize> Vgpu<P> {
                 // pages: outside the GPU lock, with this vGPU's render work
                 // parked meanwhile.
                 let slot = self.slot;
-                gpu.with(|gpu, _| gpu.ppgtt_update_begin(slot));
-                let sync = match (Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow), Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap)) {
+                env.gpu.with(|gpu, _| gpu.ppgtt_update_begin(slot));
+                let sync = match env.st.tables(self.ggtt, self.ppgtt) {
                     (Ok(g), Ok(mut pp)) => {
                         let r = pp.sync(u64::from(pd), &g, env.guest, env.host, env.alloc);
                         // Re-shadowing is paid for by the guest that causes it.
                         let cost = pp.last_sync().cost_ns();
-                        gpu.with(|gpu, _| gpu.charge_ppgtt(slot, cost));
+                        env.gpu.with(|gpu, _| gpu.charge_ppgtt(slot, cost));
                         self.ppgtt = pp.state();
                         r
                     }
@@ -811,14 +787,14 @@ impl<const P: usize> Vgpu<P> {
                 };
                 match sync {
                     Ok(r) => {
-                        gpu.with(|gpu, _| gpu.ppgtt_update_end(slot, Some(r)));
+                        env.gpu.with(|gpu, _| gpu.ppgtt_update_end(slot, Some(r)));
                         root = Some(r);
                     }
                     Err(x) => {
                         // Whatever is left of the shadow is what the engine
                         // may use: never a freed root.
                         let left = self.ppgtt.shadow_root();
-                        return gpu.with(|gpu, _| {
+                        return env.gpu.with(|gpu, _| {
                             gpu.ppgtt_update_end(slot, left);
                             gpu.reject_ppgtt(slot, x)
                         });
@@ -830,13 +806,13 @@ impl<const P: usize> Vgpu<P> {
         }
         let dirty = self.ring_dirty.get(e.index()).copied().unwrap_or(false);
         let setup = if dirty {
-            let r = ring_regs(st.vregs, e);
+            let r = ring_regs(env.st.vregs, e);
             Some(RingSetup { start: r.start, ctl: r.ctl.0, head: r.head })
         } else {
             None
         };
         let slot = self.slot;
-        let (o, d) = gpu.with(|gpu, phys| gpu.submit(phys, env.host, slot, e, setup, tail, root));
+        let (o, d) = env.gpu.with(|gpu, phys| gpu.submit(phys, env.host, slot, e, setup, tail, root));
         if dirty && o != SubmitOutcome::Rejected(super::gpu::SubmitReject::RingBusy) {
             if let Some(x) = self.ring_dirty.get_mut(e.index()) {
                 *x = false;
@@ -855,41 +831,31 @@ impl<const P: usize> Vgpu<P> {
     /// region read/write path): the host page that aperture offset `offset`
     /// reaches, the same one the engine reaches for that graphics address.
     pub fn aperture_fault(&mut self, st: &mut VgpuStorage<'_>, offset: u64) -> Result<HostPage, ApertureError> {
-        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(|_| ApertureError::OutsideSlice)?;
+        let g = st.ggtt(self.ggtt).map_err(|_| ApertureError::OutsideSlice)?;
         aperture::fault(&g, offset)
     }
 
     /// VFIO `dma_unmap` of `[iova, iova + size)`: every GGTT and PPGTT entry
     /// mapping a frame in it drops its pin (GGTT entries go to scratch).
     /// Returns the entries evicted.
-    pub fn dma_unmap<const N: usize, L, H, A, C, G, M>(
+    pub fn dma_unmap<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
-        gpu: &mut L,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
+        env: &mut Env<'_, S>,
         iova: u64,
         size: u64,
-    ) -> u64
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
+    ) -> u64 {
         let mut n = 0u64;
-        if let Ok(mut g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
-            n += g.dma_unmap(env.guest, &mut Locked::new(gpu), env.cpu, iova, size);
+        if let Ok(mut g) = env.st.ggtt(self.ggtt) {
+            n += g.dma_unmap(env.guest, &mut Locked::new(env.gpu), env.cpu, iova, size);
             self.ggtt = g.state();
         }
-        if let Ok(mut pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
+        if let Ok(mut pp) = env.st.ppgtt(self.ppgtt) {
             let slot = self.slot;
-            gpu.with(|gpu, _| gpu.ppgtt_update_begin(slot));
+            env.gpu.with(|gpu, _| gpu.ppgtt_update_begin(slot));
             n += pp.dma_unmap(env.guest, env.host, env.alloc, iova, size);
             self.ppgtt = pp.state();
             let root = self.ppgtt.shadow_root();
-            gpu.with(|gpu, _| gpu.ppgtt_update_end(slot, root));
+            env.gpu.with(|gpu, _| gpu.ppgtt_update_end(slot, root));
         }
         n
     }
@@ -961,14 +927,14 @@ impl<const P: usize> Vgpu<P> {
     /// through this vGPU's shadow GGTT); `None` past the region (SIGBUS).
     pub fn display_fault(&mut self, st: &mut VgpuStorage<'_>, page_index: u64) -> Option<HostPage> {
         let plane = self.shown_plane();
-        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).ok()?;
+        let g = st.ggtt(self.ggtt).ok()?;
         display::region_fault(plane.as_ref(), &g, page_index)
     }
 
     /// A `read()` of the display region ([`display::region_read`]).
     pub fn display_read<H: HostMemory>(&mut self, st: &mut VgpuStorage<'_>, host: &H, offset: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let plane = self.shown_plane();
-        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(|_| MemError::OutOfRange)?;
+        let g = st.ggtt(self.ggtt).map_err(|_| MemError::OutOfRange)?;
         display::region_read(plane.as_ref(), &g, host, offset, buf)
     }
 
@@ -991,7 +957,7 @@ impl<const P: usize> Vgpu<P> {
     /// dropping it.
     pub fn framebuffer_pages(&mut self, st: &mut VgpuStorage<'_>, plane: &Plane, out: &mut [HostPage]) -> Result<usize, NoPlane> {
         let outside = NoPlane::SurfaceOutsideGm { surface: plane.surface(), size: plane.size() };
-        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(|_| outside)?;
+        let g = st.ggtt(self.ggtt).map_err(|_| outside)?;
         let pages = display::framebuffer_pages(plane, &g)?;
         let mut n = 0;
         for (slot, page) in out.iter_mut().zip(pages) {
@@ -1003,25 +969,25 @@ impl<const P: usize> Vgpu<P> {
 
     /// A display-engine [`Delivery`] as the vGPU's one interrupt line sees
     /// it: the line stays up while the GT block still asserts it.
-    fn de_delivery<const N: usize, L: GpuLock<N>>(&self, gpu: &mut L, d: Delivery) -> Delivery {
+    fn de_delivery<const N: usize, S: Services<Gpu = Gpu<N>>>(&self, env: &mut Env<'_, S>, d: Delivery) -> Delivery {
         if d.intx != Some(false) {
             return d;
         }
         let slot = self.slot;
-        let gt = gpu.with(|gpu, _| gpu.irq(slot).is_some_and(|i| i.asserted()));
+        let gt = env.gpu.with(|gpu, _| gpu.irq(slot).is_some_and(|i| i.asserted()));
         Delivery { msi: d.msi, intx: if d.intx == Some(false) && gt { None } else { d.intx } }
     }
 
     /// Bring pipe A's frame counter up to `now_ns` (the vblank timer, and a
     /// guest read of the counters); new vblanks latch the vblank interrupt
     /// (unless masked): signal the returned [`Delivery`].
-    pub fn vblank_tick<const N: usize, L: GpuLock<N>>(&mut self, gpu: &mut L, st: &mut VgpuStorage<'_>, now_ns: u64) -> Delivery {
-        if self.vblank.tick(now_ns, st.vregs) == 0 {
+    pub fn vblank_tick<const N: usize, S: Services<Gpu = Gpu<N>>>(&mut self, env: &mut Env<'_, S>, now_ns: u64) -> Delivery {
+        if self.vblank.tick(now_ns, env.st.vregs) == 0 {
             return Delivery::default();
         }
         self.counters.vblanks += 1;
         let d = self.de.raise(DE_PIPEA_VBLANK);
-        self.de_delivery(gpu, d)
+        self.de_delivery(env, d)
     }
 
     /// When the vblank timer must next run for this vGPU: the next vblank,
@@ -1104,7 +1070,7 @@ impl<const P: usize> Vgpu<P> {
 #[cfg(test)]
 mod tests {
     use super::super::backend::Pte;
-    use super::super::gpu_lock::Held;
+    use super::super::services::Held;
     use super::super::backend::Backend;
     use super::super::cfgspace::off;
     use super::super::irq;
@@ -1130,6 +1096,20 @@ mod tests {
 
     fn part() -> Partition {
         Partition { aperture: GmRange::new(1 << 20, 1 << 20), high: GmRange::new(8 << 20, 1 << 20), fence_base: 4, fence_count: 4 }
+    }
+
+    /// `$body` with `$v`, the rig's vGPU, and `$env`, a call's [`Env`] over
+    /// the rig's storage and services.
+    macro_rules! call {
+        ($r:expr, |$v:ident, $env:ident| $body:expr) => {{
+            let r: &mut Rig = &mut *$r;
+            let mut lock = Held::new(&mut r.gpu, &mut r.phys);
+            let mut cpu = NoCpu;
+            let st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+            let mut $env = Env::new(st, &mut lock, &mut r.host, &mut r.pages, &r.clock, &mut r.ram, &mut cpu);
+            let $v = r.v.as_mut().unwrap();
+            $body
+        }};
     }
 
     struct Rig {
@@ -1166,19 +1146,17 @@ mod tests {
             };
             let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(100 + i)).collect();
             let p = VgpuParams { id: 3, part: part(), aperture_size: 4 << 20, weight: 1, scratch: HostPage(99), shadow_pages: &shadow };
-            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-            let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
-            r.v = Some(Vgpu::create(&mut Held::new(&mut r.gpu, &mut r.phys), p, &mut st, &mut env).unwrap());
+            let st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
+            let (mut lock, mut cpu) = (Held::new(&mut r.gpu, &mut r.phys), NoCpu);
+            let mut env = Env::new(st, &mut lock, &mut r.host, &mut r.pages, &r.clock, &mut r.ram, &mut cpu);
+            r.v = Some(Vgpu::create(p, &mut env).unwrap());
             r
         }
         fn w(&mut self, off: u64, data: &[u8]) -> Result<Bar0Write, AccessError> {
-            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
-            let mut env = Env { host: &mut self.host, alloc: &mut self.pages, clock: &self.clock, guest: &mut self.ram, cpu: &mut NoCpu };
-            self.v.as_mut().unwrap().bar0_write(&mut Held::new(&mut self.gpu, &mut self.phys), &mut st, &mut env, off, data)
+            call!(self, |v, env| v.bar0_write(&mut env, off, data))
         }
         fn r(&mut self, off: u64, buf: &mut [u8]) -> Result<(), AccessError> {
-            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
-            self.v.as_mut().unwrap().bar0_read(&mut Held::new(&mut self.gpu, &mut self.phys), &mut st, off, buf)
+            call!(self, |v, env| v.bar0_read(&mut env, off, buf))
         }
         fn vgpu(&mut self) -> &mut Vgpu<4> {
             self.v.as_mut().unwrap()
@@ -1197,8 +1175,7 @@ mod tests {
         /// The vblank timer (or a counter read) at the fake clock's time.
         fn tick(&mut self) -> Delivery {
             let now = self.clock.0.get();
-            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
-            self.v.as_mut().unwrap().vblank_tick(&mut Held::new(&mut self.gpu, &mut self.phys), &mut st, now)
+            call!(self, |v, env| v.vblank_tick(&mut env, now))
         }
         fn at_ms(&mut self, ms: u64) {
             self.clock.0.set(ms * 1_000_000);
@@ -1209,15 +1186,7 @@ mod tests {
 
     impl Rig {
         fn reset_with(&mut self, new_owner: bool) {
-            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
-            let mut env = Env { host: &mut self.host, alloc: &mut self.pages, clock: &self.clock, guest: &mut self.ram, cpu: &mut NoCpu };
-            let v = self.v.as_mut().unwrap();
-            let mut gpu = Held::new(&mut self.gpu, &mut self.phys);
-            if new_owner {
-                v.reset_for_new_owner(&mut gpu, &mut st, &mut env);
-            } else {
-                v.reset(&mut gpu, &mut st, &mut env);
-            }
+            call!(self, |v, env| if new_owner { v.reset_for_new_owner(&mut env) } else { v.reset(&mut env) })
         }
     }
 
@@ -1319,9 +1288,7 @@ mod tests {
         assert_eq!(out.delivery.intx, Some(false), "acknowledging the vblank drops the line");
         assert_eq!(r.r32(regs::DE_IIR), 0);
         // A reset stops the pipe and clears the block, keeps the count.
-        let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-        let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
-        r.v.as_mut().unwrap().reset(&mut Held::new(&mut r.gpu, &mut r.phys), &mut st, &mut env);
+        call!(&mut r, |v, env| v.reset(&mut env));
         assert_eq!(r.r32(regs::DE_IER), 0);
         assert_eq!(r.r32(super::super::vblank::PIPEA_FRMCOUNT), 1);
         assert!(!r.vgpu().vblank().running());
@@ -1582,9 +1549,7 @@ mod tests {
         assert!(r.vgpu().shown_plane().is_some());
         // Reset forgets every plane.
         {
-            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-            let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
-            r.v.as_mut().unwrap().reset(&mut Held::new(&mut r.gpu, &mut r.phys), &mut st, &mut env);
+            call!(&mut r, |v, env| v.reset(&mut env));
         }
         assert!(r.vgpu().shown_plane().is_none() && r.vgpu().dmabuf_plane(first).is_none());
         assert_eq!(fault(&mut r, 0), Some(HostPage(99)));
