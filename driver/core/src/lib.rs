@@ -50,10 +50,6 @@ pub mod sim;
 
 pub mod gpu;
 pub mod gpu_lock;
-#[cfg(all(any(test, feature = "guest"), not(gvt_kmod)))]
-pub mod guest;
-#[cfg(test)]
-mod e2e;
 pub mod display;
 pub mod edid;
 pub mod ratelimit;

@@ -1,33 +1,31 @@
 //! End-to-end host tests of the mediated GPU (paper §3 as a whole; §3.5's
 //! isolation and DoS claims): two vGPUs on one gvt-sim, each driven only the
 //! way a VM can drive it — BAR0 accesses, CPU writes through its aperture
-//! and to its RAM — by the reference guest driver ([`super::guest`]), with
+//! and to its RAM — by the reference guest driver ([`gvt_guest`]), with
 //! the engines run only the way the kernel's worker runs them
 //! ([`Gpu::run_engines`]).  The harness below ([`World`], [`Bus`]) is the
 //! host-side twin of the kernel glue: every guest access goes through the
 //! facade ([`Vgpu`]) exactly as the VFIO callbacks do, so the kernel VM
 //! tests can mirror these scenarios one for one.
 
-extern crate std;
-
 use core::cell::Cell;
 use std::vec;
 use std::vec::Vec;
 
-use super::services::{Clock, CpuMappings, HostMemory};
-use super::backend::{EngineId, Pte};
-use super::cfgspace::off as cfgoff;
-use super::cmd::encode::*;
-use super::cmd::{Reject, Space, MI_BATCH_BUFFER_END, MI_NOOP, MI_USER_INTERRUPT};
-use super::fakes::{CheckedLock, FakeGuestMemory, FakeHostMemory, FakeHostPages};
-use super::ggtt::{AuditReject, PteWrite};
-use super::gpu::{EngineReport, Gpu, GpuConfig, SubmitOutcome, SubmitReject, WorkBudget, SHADOW_PAGES_PER_VGPU};
-use super::guest::{GuestBus, GuestDriver, PteWidth};
-use super::irq;
-use super::mem::{GmRange, HostPage, PAGE_SIZE};
-use super::partition::Partition;
-use super::stats::VgpuState;
-use super::vgpu::{storage_sizes, Bar0Write, Env, Signal, Vgpu, VgpuParams, VgpuStorage};
+use gvt_core::services::{Clock, CpuMappings, HostMemory};
+use gvt_core::backend::{EngineId, Pte};
+use gvt_core::cfgspace::off as cfgoff;
+use gvt_core::cmd::encode::*;
+use gvt_core::cmd::{Reject, Space, MI_BATCH_BUFFER_END, MI_NOOP, MI_USER_INTERRUPT};
+use gvt_core::fakes::{CheckedLock, FakeGuestMemory, FakeHostMemory, FakeHostPages};
+use gvt_core::ggtt::{AuditReject, PteWrite};
+use gvt_core::gpu::{EngineReport, Gpu, GpuConfig, SubmitOutcome, SubmitReject, WorkBudget, SHADOW_PAGES_PER_VGPU};
+use gvt_guest::{GuestBus, GuestDriver, PteWidth};
+use gvt_core::irq;
+use gvt_core::mem::{GmRange, HostPage, PAGE_SIZE};
+use gvt_core::partition::Partition;
+use gvt_core::stats::VgpuState;
+use gvt_core::vgpu::{storage_sizes, Bar0Write, Env, Signal, Vgpu, VgpuParams, VgpuStorage};
 
 const NV: usize = 4;
 const TABLES: usize = 8;
@@ -363,7 +361,7 @@ fn guest_ggtt_view_reads_back_what_was_written_and_pins_follow() {
     let gfn = RAM_GFN + 256 + 3;
     assert_eq!(d1.read_pte(&mut b, idx1).unwrap(), (gfn << 12) | 1, "halves combine");
     let mut half = [0u8; 4];
-    assert!(b.bar0_read(super::mmio::GGTT_VIEW_BASE + 8 * idx1, &mut half));
+    assert!(b.bar0_read(gvt_core::mmio::GGTT_VIEW_BASE + 8 * idx1, &mut half));
     assert_eq!(u32::from_le_bytes(half), ((gfn << 12) | 1) as u32);
     // One pin per mapped entry, per VM.
     for k in 0..2 {
@@ -447,7 +445,7 @@ fn every_command_attack_is_rejected_and_the_neighbour_is_unaffected() {
     let blt = color_blt(d0.aperture.base + MIB - PITCH as u64, PITCH, (0, 0, 64, 2), 0x666);
     attack(&mut w, &mut d0, &mut d1, BCS, &blt, Reject::AddressNotAllowed);
     // Privileged register: reset the whole GPU from the command stream.
-    attack(&mut w, &mut d0, &mut d1, RCS, &lri(super::regs::GDRST, 1), Reject::RegisterNotAllowed);
+    attack(&mut w, &mut d0, &mut d1, RCS, &lri(gvt_core::regs::GDRST, 1), Reject::RegisterNotAllowed);
     // A batch that chains to itself forever.
     let bb = d0.high.base + 0x1000;
     let mut b = w.bus(0);
@@ -717,7 +715,7 @@ mod fuzz {
         regs::FORCEWAKE_REQ,
     ];
 
-    use super::super::regs;
+    use gvt_core::regs;
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
@@ -752,7 +750,7 @@ mod fuzz {
                     let _ = b.bar0_write(off, &value.to_le_bytes()[..size as usize]);
                 }
                 Op::Pte { index, value, half } => {
-                    let off = super::super::mmio::GGTT_VIEW_BASE + 8 * index;
+                    let off = gvt_core::mmio::GGTT_VIEW_BASE + 8 * index;
                     let _ = match half {
                         None => b.bar0_write(off, &value.to_le_bytes()),
                         Some(h) => b.bar0_write(off + 4 * u64::from(h), &((value >> (32 * u32::from(h))) as u32).to_le_bytes()),
