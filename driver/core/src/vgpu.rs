@@ -32,8 +32,9 @@
 //! [`super::gpu`]'s locking model); signal eventfds after dropping both.
 //!
 //! Big state is owned by the caller and lent per call ([`VgpuStorage`]: the
-//! 2 MiB vreg file, the shadow GGTT's two arrays, the PPGTT snapshot); the
-//! services of the kernel come in an [`Env`].  The core allocates nothing.
+//! 2 MiB vreg file, the shadow GGTT's two arrays, the PPGTT snapshot); it
+//! comes with the services of the kernel in one [`Env`], whose one type
+//! parameter names them all ([`Services`]).  The core allocates nothing.
 
 use core::fmt;
 
@@ -52,7 +53,7 @@ use super::ppgtt::{Ppgtt, PpgttError, PpgttState, ENTRIES};
 use super::pvinfo::{vgtif, PvEvent, PvInfo, PvInfoError, PVINFO_BASE, VGT_CAPS_FULL_PPGTT};
 use super::regs::{self, ring, DisplayReg, Gdrst, RingOffsets};
 use super::sched::VgpuId;
-use super::services::{Clock, CpuMappings, GpuLock, GuestMemory, HostMemory, HostPageAlloc, Services};
+use super::services::{Clock, GpuLock, HostMemory, Services};
 use super::vblank::{Vblank, DEFAULT_PERIOD_NS};
 
 pub use super::mmio::BAR0_SIZE;
@@ -160,12 +161,7 @@ pub struct Env<'a, S: Services> {
 
 impl<'a, L, H, A, C, G, M> Env<'a, (L, H, A, C, G, M)>
 where
-    L: GpuLock,
-    H: HostMemory,
-    A: HostPageAlloc,
-    C: Clock,
-    G: GuestMemory,
-    M: CpuMappings,
+    (L, H, A, C, G, M): Services<Lock = L, Host = H, Alloc = A, Clock = C, Guest = G, Cpu = M>,
 {
     /// An `Env` whose services are these six (the tuple is their
     /// [`Services`]).
@@ -182,7 +178,7 @@ where
     }
 }
 
-/// What [`Vgpu::create`] needs besides the storage.
+/// What [`Vgpu::create`] needs besides its [`Env`].
 #[derive(Clone, Copy, Debug)]
 pub struct VgpuParams<'p> {
     pub id: u32,
