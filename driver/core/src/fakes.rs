@@ -1,6 +1,11 @@
 //! Test doubles for the memory traits, shared by every host test, property
 //! test, fuzz target and benchmark.  Host-only (`std`): compiled for tests and
 //! with the `fakes` feature, never in the kernel module.
+//!
+//! They stay in the core's `src/` (not a crate of their own) because the
+//! core's unit tests use them: a crate over `gvt-core` would implement a
+//! second copy of the [`super::services`] traits, not the ones those tests
+//! compile against.
 
 extern crate std;
 
