@@ -23,7 +23,7 @@ use kernel::sync::Mutex;
 use crate::gvt_core::backend::Pte;
 use crate::gvt_core::gpu::{Gpu, GpuConfig, WorkBudget};
 use crate::gvt_core::mem::{Gfn, HostPage, MemError};
-use crate::gvt_core::sched::VgpuId;
+use crate::gvt_core::sched::SlotId;
 use crate::gvt_core::services::{Clock, CpuMappings, GpuLock, GuestMemory, HostMemory, HostPageAlloc};
 use crate::gvt_core::stats::VgpuState;
 use crate::parent::{self, MAX_VGPUS};
@@ -252,7 +252,7 @@ extern "C" fn gvt_rs_engine_work() {
             let mut failed = 0u32;
             if report.hangs > 0 {
                 for i in 0..MAX_VGPUS {
-                    if gpu.scheduler().state(VgpuId(i as u16)) == VgpuState::Failed {
+                    if gpu.scheduler().state(SlotId(i as u16)) == VgpuState::Failed {
                         failed |= 1 << i;
                     }
                 }

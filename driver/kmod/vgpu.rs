@@ -75,7 +75,7 @@ use crate::gvt_core::services::Clock as _;
 use crate::gvt_core::vblank::DEFAULT_PERIOD_NS;
 use crate::gvt_core::mem::{HostPage, PAGE_SIZE};
 use crate::gvt_core::partition::{Partition, PartitionId};
-use crate::gvt_core::sched::VgpuId;
+use crate::gvt_core::sched::SlotId;
 use crate::gvt_core::vgpu_types::Resolution;
 use crate::gvt_core::vgpu::{storage_sizes, Env, Vgpu as CoreVgpu, VgpuParams, VgpuStorage, DEFAULT_PPGTT_TABLES};
 use crate::dmabuf::DmaBufAccount;
@@ -227,7 +227,7 @@ pub(crate) struct Vgpu {
     /// Our VFIO device (pins, mapping invalidation).
     pub(crate) vdev: *mut vfio::vfio_device,
     /// The scheduler slot of the mediated GPU.
-    pub(crate) slot: VgpuId,
+    pub(crate) slot: SlotId,
     pub(crate) id: u32,
     pid: PartitionId,
     pub(crate) part: Partition,
@@ -863,7 +863,7 @@ fn new_vgpu(
 /// Undo a creation that failed after the core created the vGPU: the slot
 /// back to the scheduler, every physical GGTT entry of its slices not
 /// present (they pointed at its scratch page, which is gone).
-fn release_unborn(slot: VgpuId, part: &Partition) {
+fn release_unborn(slot: SlotId, part: &Partition) {
     let mut g = parent::get().gpu.lock();
     let PhysGpu { gpu, phys } = &mut *g;
     let _ = gpu.destroy_slot(phys, &mut KHost, &KClock, slot);

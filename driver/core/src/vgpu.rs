@@ -52,7 +52,7 @@ use super::partition::Partition;
 use super::ppgtt::{Ppgtt, PpgttError, PpgttState, ENTRIES};
 use super::pvinfo::{vgtif, PvEvent, PvInfo, PvInfoError, PVINFO_BASE, VGT_CAPS_FULL_PPGTT};
 use super::regs::{self, ring, DisplayReg, Gdrst, RingOffsets};
-use super::sched::VgpuId;
+use super::sched::SlotId;
 use super::services::{Clock, GpuLock, HostMemory, Services};
 use super::vblank::{Vblank, DEFAULT_PERIOD_NS};
 
@@ -275,7 +275,7 @@ pub struct Signal {
 pub struct Vgpu<const P: usize = DEFAULT_PPGTT_TABLES> {
     id: u32,
     part: Partition,
-    slot: VgpuId,
+    slot: SlotId,
     cfg: CfgSpace,
     mmio: VgpuMmio,
     counters: VgpuCounters,
@@ -378,7 +378,7 @@ impl<const P: usize> Vgpu<P> {
         self.id
     }
     /// The scheduler slot (index of [`super::gpu::EngineReport::deliveries`]).
-    pub fn slot(&self) -> VgpuId {
+    pub fn slot(&self) -> SlotId {
         self.slot
     }
     pub fn partition(&self) -> &Partition {
