@@ -20,13 +20,11 @@
 use kernel::prelude::*;
 use kernel::sync::Mutex;
 
-use crate::gvt_core::aperture::CpuMappings;
 use crate::gvt_core::backend::Pte;
 use crate::gvt_core::gpu::{Gpu, GpuConfig, WorkBudget};
-use crate::gvt_core::gpu_lock::GpuLock;
-use crate::gvt_core::mem::{Gfn, GuestMemory, HostMemory, HostPage, MemError};
-use crate::gvt_core::ppgtt::HostPageAlloc;
-use crate::gvt_core::sched::{Clock, VgpuId};
+use crate::gvt_core::mem::{Gfn, HostPage, MemError};
+use crate::gvt_core::sched::SlotId;
+use crate::gvt_core::services::{Clock, CpuMappings, GpuLock, GuestMemory, HostMemory, HostPageAlloc};
 use crate::gvt_core::stats::VgpuState;
 use crate::parent::{self, MAX_VGPUS};
 use crate::vfio;
@@ -70,7 +68,8 @@ impl PhysGpu {
 /// around a bounded section (see `gvt_core::gpu_lock`).
 pub(crate) struct KGpu<'a>(pub(crate) &'a Mutex<PhysGpu>);
 
-impl GpuLock<MAX_VGPUS> for KGpu<'_> {
+impl GpuLock for KGpu<'_> {
+    type Gpu = CoreGpu;
     fn with<R>(&mut self, f: impl FnOnce(&mut CoreGpu, &mut [Pte]) -> R) -> R {
         let mut g = self.0.lock();
         let PhysGpu { gpu, phys } = &mut *g;
@@ -85,6 +84,10 @@ pub(crate) fn phys_page(index: u64) -> Option<u64> {
     let pte = *g.phys.get(usize::try_from(index).ok()?)?;
     pte.present().then_some(pte.page().0)
 }
+
+/// The kernel's services of one call into the core
+/// (`gvt_core::services::Services`).
+pub(crate) type KServices<'a> = (KGpu<'a>, KHost, KAlloc, KClock, KGuest, KCpu<'a>);
 
 /// Host pages by page frame number.
 pub(crate) struct KHost;
@@ -249,7 +252,7 @@ extern "C" fn gvt_rs_engine_work() {
             let mut failed = 0u32;
             if report.hangs > 0 {
                 for i in 0..MAX_VGPUS {
-                    if gpu.scheduler().state(VgpuId(i as u16)) == VgpuState::Failed {
+                    if gpu.scheduler().state(SlotId(i as u16)) == VgpuState::Failed {
                         failed |= 1 << i;
                     }
                 }

@@ -16,7 +16,7 @@
 //! | vfio `ioctl` `GET_GFX_DMABUF`, dma-buf ops | [`dmabuf`]     | `vgpu::Vgpu::framebuffer_pages` |
 //! | what a trap leaves to do (signal, zap, kick, vblank) | [`effects`] | `vgpu::Signal` |
 //! | engine worker, vblank timer, GPU lock as `GpuLock` | [`gpu`] | `gpu::Gpu::run_engines`, `gpu_lock` |
-//! | pins refused while VFIO unmaps      | [`invalidate`]        | `mem::GuestMemory` |
+//! | pins refused while VFIO unmaps      | [`invalidate`]        | `services::GuestMemory` |
 //! | sysfs `gvt/*`                       | [`sysfs`]             | partition, stats              |
 //!
 //! The lock table (what each lock protects, the order, what may sleep under

@@ -43,7 +43,7 @@ use kernel::sync::Mutex;
 
 use crate::gpu::KClock;
 use crate::gvt_core::mem::Gfn;
-use crate::gvt_core::sched::Clock as _;
+use crate::gvt_core::services::Clock as _;
 use crate::parent;
 use crate::vfio;
 

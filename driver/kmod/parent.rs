@@ -16,7 +16,7 @@ use crate::gvt_core::partition::{GmLayout, Partition, PartitionError, PartitionI
 use crate::gvt_core::vgpu_types::{self, SliceWriter, VgpuType, VgpuTypes};
 use crate::gpu::{self, PhysGpu};
 use crate::gvt_core::gpu::EngineReport;
-use crate::gvt_core::sched::VgpuId;
+use crate::gvt_core::sched::SlotId;
 use crate::vfio;
 use crate::vgpu::{self, Vgpu};
 
@@ -294,7 +294,7 @@ impl Parent {
     }
 
     /// Publish (`Some`) or retract (`None`) the vGPU of scheduler slot `slot`.
-    pub(crate) fn set_slot(&self, slot: VgpuId, v: Option<&Vgpu>) {
+    pub(crate) fn set_slot(&self, slot: SlotId, v: Option<&Vgpu>) {
         if let Some(e) = self.slots.lock().get_mut(usize::from(slot.0)) {
             *e = v.map_or(0, |v| core::ptr::from_ref(v) as usize);
         }

@@ -12,12 +12,12 @@ use kernel::prelude::*;
 use kernel::uaccess::{UserPtr, UserSlice};
 
 use crate::effects::Effects;
-use crate::gpu::{KClock, KGpu, KHost};
+use crate::gpu::{KClock, KHost};
 use crate::gvt_core::edid::{self, EdidEvent};
 use crate::gvt_core::gpu::SubmitOutcome;
 use crate::gvt_core::irq::Delivery;
-use crate::gvt_core::mem::{HostMemory, PAGE_SIZE};
-use crate::gvt_core::sched::Clock as _;
+use crate::gvt_core::mem::PAGE_SIZE;
+use crate::gvt_core::services::{Clock as _, HostMemory};
 use crate::gvt_core::vblank::{PIPEA_FRMCOUNT, PIPEA_FRMTMSTMP};
 use crate::gvt_core::vgpu::{AccessError, BAR0_SIZE, CONFIG_SIZE};
 use crate::parent;
@@ -71,7 +71,7 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<Ef
         }
         BAR0 => {
             let mut st = v.state.lock();
-            let (core, mut storage) = st.split()?;
+            let (core, storage) = st.split()?;
             // A BAR with memory decode off does not respond (vfio-pci: EIO).
             if !core.cfg().memory_enabled() {
                 return Err(EIO);
@@ -83,20 +83,20 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<Ef
             // The GPU lock, for the core's bounded sections.  A GGTT write
             // pins and unpins with it free; the display region and the
             // aperture are zapped (KCpu) between the new entry and the unpin.
-            let mut gpu = KGpu(&parent::get().gpu);
+            let mut env = env!(v, storage);
             match dir {
                 Dir::Read => {
                     // The frame counters are brought up to date when read
                     // (no timer runs for a guest that only polls them).
                     let lazy = (u64::from(PIPEA_FRMCOUNT)..u64::from(PIPEA_FRMTMSTMP) + 4).contains(&off);
-                    let d = if lazy { core.vblank_tick(&mut gpu, &mut storage, KClock.now_ns()) } else { Delivery::default() };
-                    core.bar0_read(&mut gpu, &mut storage, off, buf).map_err(access_err)?;
+                    let d = if lazy { core.vblank_tick(&mut env, KClock.now_ns()) } else { Delivery::default() };
+                    core.bar0_read(&mut env, off, buf).map_err(access_err)?;
                     let sig = if d != Delivery::default() { core.signal(d) } else { Default::default() };
                     Ok(Effects { sig, ..none() })
                 }
                 Dir::Write => {
                     v.pinning.store(current_task(), Ordering::Relaxed);
-                    let out = core.bar0_write(&mut gpu, &mut storage, &mut env!(v), off, buf);
+                    let out = core.bar0_write(&mut env, off, buf);
                     v.pinning.store(0, Ordering::Relaxed);
                     let out = out.map_err(access_err)?;
                     let sig = core.signal(out.delivery);

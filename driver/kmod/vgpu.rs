@@ -66,16 +66,16 @@ use kernel::types::Opaque;
 use kernel::error::to_result;
 use kernel::{bindings, new_mutex};
 
-use crate::gpu::{KAlloc, KClock, KCpu, KGpu, KGuest, KHost, PhysGpu};
+use crate::gpu::{KAlloc, KClock, KCpu, KGpu, KGuest, KHost, KServices, PhysGpu};
 use crate::gvt_core::display::NoPlane;
 use crate::gvt_core::edid::EdidRegion;
 use crate::gvt_core::gpu::SHADOW_PAGES_PER_VGPU;
 use crate::gvt_core::irq::Delivery;
-use crate::gvt_core::sched::Clock as _;
+use crate::gvt_core::services::Clock as _;
 use crate::gvt_core::vblank::DEFAULT_PERIOD_NS;
 use crate::gvt_core::mem::{HostPage, PAGE_SIZE};
 use crate::gvt_core::partition::{Partition, PartitionId};
-use crate::gvt_core::sched::VgpuId;
+use crate::gvt_core::sched::SlotId;
 use crate::gvt_core::vgpu_types::Resolution;
 use crate::gvt_core::vgpu::{storage_sizes, Env, Vgpu as CoreVgpu, VgpuParams, VgpuStorage, DEFAULT_PPGTT_TABLES};
 use crate::dmabuf::DmaBufAccount;
@@ -86,10 +86,16 @@ use crate::parent;
 use crate::sysfs::Shown;
 use crate::vfio;
 
-/// The kernel services of one vGPU's calls into the core.
+/// One call's `Env`: storage `$st`, the GPU lock of `$gpu` (the parent's
+/// by default) and the kernel services of vGPU `$v`.
 macro_rules! env {
-    ($v:expr) => {
-        crate::gvt_core::vgpu::Env {
+    ($v:expr, $st:expr) => {
+        env!($v, $st, &crate::parent::get().gpu)
+    };
+    ($v:expr, $st:expr, $gpu:expr) => {
+        crate::gvt_core::vgpu::Env::<crate::gpu::KServices<'_>> {
+            st: $st,
+            gpu: &mut crate::gpu::KGpu($gpu),
             host: &mut crate::gpu::KHost,
             alloc: &mut crate::gpu::KAlloc,
             clock: &crate::gpu::KClock,
@@ -221,7 +227,7 @@ pub(crate) struct Vgpu {
     /// Our VFIO device (pins, mapping invalidation).
     pub(crate) vdev: *mut vfio::vfio_device,
     /// The scheduler slot of the mediated GPU.
-    pub(crate) slot: VgpuId,
+    pub(crate) slot: SlotId,
     pub(crate) id: u32,
     pid: PartitionId,
     pub(crate) part: Partition,
@@ -353,8 +359,8 @@ impl Vgpu {
         let Some(mut st) = self.state.try_lock() else {
             return Some(now.saturating_add(1_000_000));
         };
-        let Ok((core, mut storage)) = st.split() else { return None };
-        let d = core.vblank_tick(&mut KGpu(&parent::get().gpu), &mut storage, now);
+        let Ok((core, storage)) = st.split() else { return None };
+        let d = core.vblank_tick(&mut env!(self, storage), now);
         let next = core.vblank_deadline(now);
         let sig = core.signal(d);
         drop(st);
@@ -519,12 +525,12 @@ impl Vgpu {
     pub(crate) fn reset(&self, new_owner: bool) {
         {
             let mut st = self.state.lock();
-            let Ok((core, mut storage)) = st.split() else { return };
-            let mut gpu = KGpu(&parent::get().gpu);
+            let Ok((core, storage)) = st.split() else { return };
+            let mut env = env!(self, storage);
             if new_owner {
-                core.reset_for_new_owner(&mut gpu, &mut storage, &mut env!(self));
+                core.reset_for_new_owner(&mut env);
             } else {
-                core.reset(&mut gpu, &mut storage, &mut env!(self));
+                core.reset(&mut env);
             }
             self.decode.store(core.cfg().memory_enabled(), Ordering::Release);
             // Reset cleared the vregs: show the monitor again.
@@ -758,16 +764,24 @@ fn new_vgpu(
     // Allocated first, so nothing can fail between `create` and owning it.
     let core_box = KBox::<CoreVgpu>::new_uninit(GFP_KERNEL)?;
     let core = {
-        let mut storage = VgpuStorage {
+        let storage = VgpuStorage {
             vregs: &mut vregs,
             ggtt_guest: &mut ggtt_guest,
             ggtt_shadow: &mut ggtt_shadow,
             ppgtt_snap: &mut ppgtt_snap,
         };
         // Creation pins nothing and maps nothing yet: no CPU view to keep.
-        let mut env = Env { host: &mut KHost, alloc: &mut KAlloc, clock: &KClock, guest: &mut KGuest(vdev), cpu: &mut KCpu(None) };
+        let mut env = Env::<KServices<'_>> {
+            st: storage,
+            gpu: &mut KGpu(&p.gpu),
+            host: &mut KHost,
+            alloc: &mut KAlloc,
+            clock: &KClock,
+            guest: &mut KGuest(vdev),
+            cpu: &mut KCpu(None),
+        };
         let mut core_box = core_box;
-        if let Err(e) = CoreVgpu::create_in(&mut core_box, &mut KGpu(&p.gpu), params, &mut storage, &mut env) {
+        if let Err(e) = CoreVgpu::create_in(&mut core_box, params, &mut env) {
             pr_warn!("vGPU {id}: the mediator refused it: {e:?}\n");
             return Err(ENOSPC);
         }
@@ -780,7 +794,7 @@ fn new_vgpu(
         if let Err(e) = set {
             pr_err!("vGPU {id}: hang_threshold={} not applied: {e:?}\n", p.cfg.hang_threshold);
             // Nothing is pinned or mapped yet.
-            KBox::into_inner(core).destroy(&mut KGpu(&p.gpu), &mut storage, &mut env);
+            KBox::into_inner(core).destroy(&mut env);
             return Err(EINVAL);
         }
         core
@@ -849,7 +863,7 @@ fn new_vgpu(
 /// Undo a creation that failed after the core created the vGPU: the slot
 /// back to the scheduler, every physical GGTT entry of its slices not
 /// present (they pointed at its scratch page, which is gone).
-fn release_unborn(slot: VgpuId, part: &Partition) {
+fn release_unborn(slot: SlotId, part: &Partition) {
     let mut g = parent::get().gpu.lock();
     let PhysGpu { gpu, phys } = &mut *g;
     let _ = gpu.destroy_slot(phys, &mut KHost, &KClock, slot);
@@ -881,8 +895,8 @@ unsafe extern "C" fn vgpu_release(vdev: *mut vfio::vfio_device) {
     {
         let mut st = v.state.lock();
         if let Some(core) = st.core.take() {
-            let mut storage = st.storage();
-            KBox::into_inner(core).destroy(&mut KGpu(&p.gpu), &mut storage, &mut env!(&*v));
+            let storage = st.storage();
+            KBox::into_inner(core).destroy(&mut env!(&*v, storage, &p.gpu));
         }
         // Nothing maps the scratch page any more; scrub it before it goes
         // back to the allocator.
@@ -938,8 +952,8 @@ unsafe extern "C" fn vgpu_dma_unmap(vdev: *mut vfio::vfio_device, iova: u64, len
     let guard = invalidate::begin(iova, len, v.slot.0);
     {
         let mut st = v.state.lock();
-        let Ok((core, mut storage)) = st.split() else { return };
-        core.dma_unmap(&mut KGpu(&parent::get().gpu), &mut storage, &mut env!(v), iova, len);
+        let Ok((core, storage)) = st.split() else { return };
+        core.dma_unmap(&mut env!(v, storage), iova, len);
     }
     drop(guard);
 }

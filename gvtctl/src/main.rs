@@ -6,7 +6,7 @@ mod output;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, SimCommand, VmmArg};
-use libgvtctl::sim::{self, Fixture};
+use libgvtctl::fake_sysfs::{self, Fixture};
 use libgvtctl::{
     exit, parse_size, CreateRequest, DefineRequest, Error, Gvtctl, PartitionRequest, StartMode,
     Uuid,
@@ -204,13 +204,13 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
                     Error::InvalidArgument(format!("unknown fixture '{f}': use gvt-rs, i915, mtty (comma-separated)"))
                 })?);
             }
-            sim::init(&cli.root, &fx).map_err(|e| Error::io(&cli.root, e))?;
+            fake_sysfs::init(&cli.root, &fx).map_err(|e| Error::io(&cli.root, e))?;
             out.value(&json!({"root": cli.root, "fixtures": fixture}), &format!("simulated tree ready in {}", cli.root.display()));
         }
         Command::Sim(SimCommand::Hold { uuid, pid, command }) => {
             let inst = ctl.instance(&uuid_arg(uuid)?)?;
             let node = inst.vfio_group_node.ok_or_else(|| Error::InvalidArgument(format!("{uuid} has no VFIO group")))?;
-            sim::hold(&cli.root, *pid, command, &node).map_err(|e| Error::io(&cli.root, e))?;
+            fake_sysfs::hold(&cli.root, *pid, command, &node).map_err(|e| Error::io(&cli.root, e))?;
             out.value(&json!({"pid": pid, "command": command, "node": node}), &format!("{command} (pid {pid}) holds {node}"));
         }
     }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::*;
-use libgvtctl::sim::Fixture;
+use libgvtctl::fake_sysfs::Fixture;
 use predicates::prelude::*;
 use predicates::str::contains;
 
@@ -355,7 +355,7 @@ fn sim_dmabuf_attribute_takes_only_0_or_1() {
     assert_eq!(code, 0, "{v}");
     let u = v["uuid"].as_str().unwrap().to_string();
     let f = t.p(&format!("sys/bus/mdev/devices/{u}/gvt/dmabuf"));
-    let core = libgvtctl::sim::SimMdevCore::new(&t.p(""));
+    let core = libgvtctl::fake_sysfs::SimMdevCore::new(&t.p(""));
     use libgvtctl::Sysfs;
     assert!(core.write(&f, b"2\n").is_err());
     core.write(&f, b"0\n").unwrap();

@@ -132,13 +132,13 @@ pub struct Gvtctl {
 }
 
 impl Gvtctl {
-    /// Operate on `root` (`/` on a host). A tree made by [`crate::sim::init`] (it carries
-    /// the [`crate::sim::MARKER`] file, never on `/`) gets the simulated mdev core.
+    /// Operate on `root` (`/` on a host). A tree made by [`crate::fake_sysfs::init`] (it carries
+    /// the [`crate::fake_sysfs::MARKER`] file, never on `/`) gets the simulated mdev core.
     pub fn new(root: impl Into<PathBuf>) -> Gvtctl {
         let root = root.into();
-        let fs: Box<dyn Sysfs> = if crate::sim::is_sim_root(&root) {
+        let fs: Box<dyn Sysfs> = if crate::fake_sysfs::is_sim_root(&root) {
             log::debug!("{}: simulated mdev core", root.display());
-            Box::new(crate::sim::SimMdevCore::new(&root))
+            Box::new(crate::fake_sysfs::SimMdevCore::new(&root))
         } else {
             Box::new(RealSysfs)
         };

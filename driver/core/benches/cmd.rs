@@ -20,7 +20,8 @@ use gvt_core::cmd::encode::*;
 use gvt_core::cmd::{self, AuditEnv, Level, Limits, RingWindow, SinkFull, Space, MI_BATCH_BUFFER_END, MI_NOOP};
 use gvt_core::engine::{self, AddressSpace, BackendGgtt, NoPpgtt, StepStatus};
 use gvt_core::fakes::FakeHostMemory;
-use gvt_core::mem::{Gma, GmRange, HostMemory};
+use gvt_core::mem::{Gma, GmRange};
+use gvt_core::services::HostMemory;
 use gvt_core::sim::kit::*;
 use gvt_core::sim::GvtSim;
 

@@ -9,11 +9,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use gvt_core::aperture::CpuMappings;
+use gvt_core::services::{CpuMappings, GuestMemory};
 use gvt_core::backend::{Backend, Pte};
 use gvt_core::fakes::FakeGuestMemory;
 use gvt_core::ggtt::{Ggtt, PteWrite, VgpuGm, GGTT_BAR0_BASE};
-use gvt_core::mem::{GmRange, GuestMemory, HostPage, PAGE_SIZE};
+use gvt_core::mem::{GmRange, HostPage, PAGE_SIZE};
 
 /// The physical GGTT: 4 GiB of graphics memory, 1 Mi entries.
 struct PhysGgtt(Vec<Pte>);

@@ -14,7 +14,8 @@ use std::time::Instant;
 
 use gvt_core::backend::{Backend, EngineId, Pte};
 use gvt_core::ctx::{CTL_ENABLE, MI_MODE_IDLE, MI_MODE_STOP_RING, RING_CTL, RING_MI_MODE, RING_START};
-use gvt_core::sched::{Clock, Engines, Preemption, RunBudget, RunReport, SchedConfig, Scheduler, StopReason, VgpuId};
+use gvt_core::sched::{Engines, Preemption, RunBudget, RunReport, SchedConfig, Scheduler, StopReason, SlotId};
+use gvt_core::services::Clock;
 use gvt_core::sched_policy::{CreditPolicy, DEFAULT_PERIOD_NS, GVTG_QUANTUM_NS, PAPER_QUANTUM_NS};
 
 /// GPU context switch cost measured by the paper (~700 µs).
@@ -77,10 +78,10 @@ impl Backend for BenchGpu {
 }
 
 impl Engines for BenchGpu {
-    fn has_work(&self, e: EngineId, _: VgpuId) -> bool {
+    fn has_work(&self, e: EngineId, _: SlotId) -> bool {
         e == EngineId::Rcs
     }
-    fn run(&mut self, e: EngineId, v: VgpuId, b: RunBudget) -> RunReport {
+    fn run(&mut self, e: EngineId, v: SlotId, b: RunBudget) -> RunReport {
         let start = self.regs.get(&(e.mmio_base() + RING_START)).copied().unwrap_or(0);
         if start != self.last_start {
             self.last_start = start;
@@ -104,7 +105,7 @@ impl Engines for BenchGpu {
         self.used[v.index()] += consumed;
         RunReport { consumed_ns: consumed, cmds, retired: cmds, since_retire_ns: 0, stop: StopReason::Preempted }
     }
-    fn drop_work(&mut self, _: EngineId, _: VgpuId) -> u32 {
+    fn drop_work(&mut self, _: EngineId, _: SlotId) -> u32 {
         0
     }
 }

@@ -12,31 +12,13 @@
 //!   GGTT entry `A / 4096` maps right now (a pinned guest page, or the vGPU's
 //!   scratch page), and refuses anything outside the vGPU's aperture slice;
 //! - whenever the shadow GGTT changes an entry inside the mappable slice it calls
-//!   [`CpuMappings::invalidate`] for exactly that page, *after* the physical entry
+//!   [`CpuMappings::invalidate`](super::services::CpuMappings::invalidate) for exactly that page, *after* the physical entry
 //!   has been rewritten and *before* the old guest page is unpinned, so the kernel
 //!   can zap the user mapping (`unmap_mapping_range`) and the next CPU access
 //!   faults in the new page.
 
 use super::ggtt::Ggtt;
 use super::mem::{GmRange, HostPage, PAGE_SHIFT};
-
-/// The CPU-side mappings of the aperture BAR, as the shadow GGTT must keep them
-/// coherent.  In the kernel: `unmap_mapping_range` over one page of the BAR2
-/// region of the mdev's file mapping.
-pub trait CpuMappings {
-    /// Drop any CPU mapping of aperture page `aperture_page_index` (aperture
-    /// offset `aperture_page_index * 4096`); the next access faults again.
-    fn invalidate(&mut self, aperture_page_index: u64);
-
-    /// GGTT entry `index` (anywhere in the vGPU's slices, aperture or not)
-    /// now maps another page: drop every other CPU view of it (the kernel's
-    /// display region and its mappings).  Called after the physical entry
-    /// was rewritten and before the old page is unpinned, like
-    /// [`CpuMappings::invalidate`].
-    fn entry_changed(&mut self, index: u64) {
-        let _ = index;
-    }
-}
 
 /// Why an aperture fault was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -45,7 +45,7 @@
 //! the hardware.  Every switch is counted and timed with the [`Clock`].
 
 use super::backend::{Backend, EngineId};
-use super::sched::Clock;
+use super::services::Clock;
 
 pub use super::engine::{MI_MODE_IDLE, MI_MODE_STOP_RING};
 pub use super::regs::ring::{

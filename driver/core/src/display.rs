@@ -70,7 +70,8 @@ use core::fmt;
 use core::ops::Range;
 
 use super::ggtt::{Ggtt, VgpuGm};
-use super::mem::{Gma, GmRange, HostMemory, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
+use super::mem::{Gma, GmRange, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
+use super::services::HostMemory;
 use super::pvinfo::{vgtif, PVINFO_BASE};
 use super::regs::{PipeSrc, PlaneCtl, CURABASE, CURACNTR, CURAPOS, DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC};
 

@@ -75,7 +75,8 @@
 use super::backend::{Backend, EngineId, Pte};
 use super::cmd::{self, Command, Level, PostSync, Reject, Space, Surface, MAX_CMD_DWORDS};
 use super::irq::GtEvent;
-use super::mem::{HostMemory, HostPage, PAGE_SHIFT, PAGE_SIZE};
+use super::mem::{HostPage, PAGE_SHIFT, PAGE_SIZE};
+use super::services::HostMemory;
 
 pub use super::regs::ring::{
     ACTHD as RING_ACTHD, BBADDR as RING_BBADDR, CTL as RING_CTL, EIR as RING_EIR, HEAD as RING_HEAD, HWS_PGA as RING_HWS_PGA,

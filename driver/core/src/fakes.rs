@@ -1,6 +1,11 @@
 //! Test doubles for the memory traits, shared by every host test, property
 //! test, fuzz target and benchmark.  Host-only (`std`): compiled for tests and
 //! with the `fakes` feature, never in the kernel module.
+//!
+//! They stay in the core's `src/` (not a crate of their own) because the
+//! core's unit tests use them: a crate over `gvt-core` would implement a
+//! second copy of the [`super::services`] traits, not the ones those tests
+//! compile against.
 
 extern crate std;
 
@@ -9,9 +14,8 @@ use std::vec;
 use std::vec::Vec;
 
 use super::backend::Pte;
-use super::gpu::Gpu;
-use super::gpu_lock::GpuLock;
-use super::mem::{Gfn, GuestMemory, HostMemory, HostPage, MemError, PAGE_SIZE};
+use super::services::{GpuLock, GuestMemory, HostMemory};
+use super::mem::{Gfn, HostPage, MemError, PAGE_SIZE};
 
 std::thread_local! {
     /// Whether this thread is inside a [`CheckedLock`] section.
@@ -27,21 +31,22 @@ pub fn gpu_lock_held() -> bool {
 /// fakes below panic if a guest page is pinned or unpinned, or a shadow page
 /// allocated or freed, inside a section (the kernel would hold a lock shared
 /// by every vGPU across `vfio_pin_pages`), and a nested section panics too.
-pub struct CheckedLock<'a, const N: usize> {
-    pub gpu: &'a mut Gpu<N>,
+pub struct CheckedLock<'a, G> {
+    pub gpu: &'a mut G,
     pub phys: &'a mut [Pte],
     /// Sections taken so far.
     pub sections: u64,
 }
 
-impl<'a, const N: usize> CheckedLock<'a, N> {
-    pub fn new(gpu: &'a mut Gpu<N>, phys: &'a mut [Pte]) -> Self {
+impl<'a, G> CheckedLock<'a, G> {
+    pub fn new(gpu: &'a mut G, phys: &'a mut [Pte]) -> Self {
         Self { gpu, phys, sections: 0 }
     }
 }
 
-impl<const N: usize> GpuLock<N> for CheckedLock<'_, N> {
-    fn with<R>(&mut self, f: impl FnOnce(&mut Gpu<N>, &mut [Pte]) -> R) -> R {
+impl<G> GpuLock for CheckedLock<'_, G> {
+    type Gpu = G;
+    fn with<R>(&mut self, f: impl FnOnce(&mut G, &mut [Pte]) -> R) -> R {
         assert!(!gpu_lock_held(), "GPU lock taken twice");
         GPU_LOCK_HELD.with(|h| h.set(true));
         self.sections += 1;
@@ -172,7 +177,7 @@ impl FakeHostPages {
     }
 }
 
-impl super::ppgtt::HostPageAlloc for FakeHostPages {
+impl super::services::HostPageAlloc for FakeHostPages {
     fn alloc(&mut self) -> Option<HostPage> {
         assert_unlocked("shadow page allocated");
         let p = self.free.pop()?;

@@ -34,9 +34,9 @@
 //! slices ([`VgpuGm::entries`]), aperture entries first.  `guest` holds the guest
 //! values, `shadow` the physical PTE written for a mapped entry (0 = scratch).
 
-use super::aperture::CpuMappings;
+use super::services::{CpuMappings, GuestMemory};
 use super::backend::{Backend, Pte};
-use super::mem::{Gfn, Gma, GmRange, GuestMemory, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
+use super::mem::{Gfn, Gma, GmRange, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
 
 /// First BAR0 offset of the guest GGTT view.
 pub const GGTT_BAR0_BASE: u64 = 8 << 20;

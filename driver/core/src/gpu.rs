@@ -75,12 +75,13 @@ use super::backend::{Backend, EngineId, Pte};
 use super::cmd::{Level, Limits, Reject, RejectCounters};
 use super::engine::{Budget, CostModel, ExecState, StepStatus, EIR_INSTRUCTION};
 use super::irq::{self, Delivery, GtEvent, GtIrq};
-use super::mem::{GmRange, HostMemory, HostPage, PAGE_SHIFT, PAGE_SIZE};
+use super::mem::{GmRange, HostPage, PAGE_SHIFT, PAGE_SIZE};
+use super::services::{Clock, HostMemory};
 use super::mmio::IrqReg;
 use super::ppgtt::{PpgttError, ShadowRoot};
 use super::regs::ring;
 use super::ring::{host_reserved_range, map_shadow, MapError, RingShadow, ShadowLayout, SubmitError};
-use super::sched::{Clock, Engines, Preemption, RunBudget, RunReport, SchedConfig, SchedError, Scheduler, StopReason, VgpuId};
+use super::sched::{Engines, Preemption, RunBudget, RunReport, SchedConfig, SchedError, Scheduler, StopReason, SlotId};
 use super::sim::{GvtSim, SimState};
 use super::stats::RejectClass;
 
@@ -370,12 +371,12 @@ pub struct EngineReport<const N: usize> {
 
 impl<const N: usize> EngineReport<N> {
     /// Slots that have something to signal.
-    pub fn pending(&self) -> impl Iterator<Item = (VgpuId, Delivery)> + '_ {
+    pub fn pending(&self) -> impl Iterator<Item = (SlotId, Delivery)> + '_ {
         self.deliveries
             .iter()
             .enumerate()
             .filter(|(_, d)| d.msi || d.intx.is_some())
-            .map(|(i, d)| (VgpuId(i as u16), *d))
+            .map(|(i, d)| (SlotId(i as u16), *d))
     }
 }
 
@@ -436,13 +437,13 @@ fn forward_irq(sim: &mut GvtSim<'_>, slot: &mut Slot, e: EngineId) {
 }
 
 impl<H: HostMemory, const N: usize> Engines for Hw<'_, '_, H, N> {
-    fn has_work(&self, e: EngineId, v: VgpuId) -> bool {
+    fn has_work(&self, e: EngineId, v: SlotId) -> bool {
         self.slots.get(v.index()).is_some_and(|s| {
             s.present && !(e == EngineId::Rcs && s.ppgtt_busy) && s.queue.get(e.index()).is_some_and(|q| q.len > 0)
         })
     }
 
-    fn run(&mut self, e: EngineId, v: VgpuId, b: RunBudget) -> RunReport {
+    fn run(&mut self, e: EngineId, v: SlotId, b: RunBudget) -> RunReport {
         let Some(slot) = self.slots.get_mut(v.index()) else {
             return RunReport { consumed_ns: 0, cmds: 0, retired: 0, since_retire_ns: 0, stop: StopReason::Drained };
         };
@@ -517,7 +518,7 @@ impl<H: HostMemory, const N: usize> Engines for Hw<'_, '_, H, N> {
         RunReport { consumed_ns: consumed, cmds: charged, retired, since_retire_ns: since, stop }
     }
 
-    fn drop_work(&mut self, e: EngineId, v: VgpuId) -> u32 {
+    fn drop_work(&mut self, e: EngineId, v: SlotId) -> u32 {
         let Some(slot) = self.slots.get_mut(v.index()) else { return 0 };
         let n = slot.queue.get(e.index()).map_or(0, |q| q.len as u32);
         if let Some(q) = slot.queue.get_mut(e.index()) {
@@ -620,10 +621,10 @@ impl<const N: usize> Gpu<N> {
         r
     }
 
-    fn slot(&self, v: VgpuId) -> Option<&Slot> {
+    fn slot(&self, v: SlotId) -> Option<&Slot> {
         self.slots.get(v.index()).filter(|s| s.present)
     }
-    fn slot_mut(&mut self, v: VgpuId) -> Option<&mut Slot> {
+    fn slot_mut(&mut self, v: SlotId) -> Option<&mut Slot> {
         self.slots.get_mut(v.index()).filter(|s| s.present)
     }
 
@@ -631,7 +632,7 @@ impl<const N: usize> Gpu<N> {
     /// scheduling `weight`; map its shadow areas onto `shadow_pages`
     /// ([`SHADOW_PAGES_PER_VGPU`] host pages the caller allocated and frees
     /// after [`Gpu::destroy_slot`]).
-    pub fn create_slot(&mut self, phys: &mut [Pte], gm: [GmRange; 2], weight: u32, shadow_pages: &[HostPage]) -> Result<VgpuId, GpuError> {
+    pub fn create_slot(&mut self, phys: &mut [Pte], gm: [GmRange; 2], weight: u32, shadow_pages: &[HostPage]) -> Result<SlotId, GpuError> {
         if self.reserved.size == 0 {
             return Err(GpuError::ReservedTooSmall);
         }
@@ -682,7 +683,7 @@ impl<const N: usize> Gpu<N> {
 
     /// Free slot `v`: its contexts switched out, its work dropped, its shadow
     /// areas unmapped from the physical GGTT (the caller may free the pages).
-    pub fn destroy_slot<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: VgpuId) -> Result<(), GpuError> {
+    pub fn destroy_slot<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: SlotId) -> Result<(), GpuError> {
         self.slot(v).ok_or(GpuError::Sched(SchedError::BadVgpu))?;
         let Gpu { sim, sched, slots, cfg, .. } = self;
         let r = with_hw(sim, phys, slots, host, cfg.cost.cmd_ns, |hw| sched.destroy_vgpu(hw, clock, v));
@@ -696,7 +697,7 @@ impl<const N: usize> Gpu<N> {
     /// Device reset of slot `v` (VFIO reset/open): all its work dropped, its
     /// rings unprogrammed, its virtual interrupts and errors cleared, its
     /// hang count and Failed state cleared.
-    pub fn reset_slot<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: VgpuId) -> Result<(), GpuError> {
+    pub fn reset_slot<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: SlotId) -> Result<(), GpuError> {
         self.slot(v).ok_or(GpuError::Sched(SchedError::BadVgpu))?;
         let Gpu { sim, sched, slots, cfg, reserved, .. } = self;
         let r = with_hw(sim, phys, slots, host, cfg.cost.cmd_ns, |hw| sched.reset_vgpu(hw, clock, v));
@@ -711,7 +712,7 @@ impl<const N: usize> Gpu<N> {
     /// The guest wrote GDRST for engine `e` of slot `v`: that engine's work
     /// is dropped and its ring registers are back at their reset values (the
     /// guest programs the ring again).  Hang count and Failed state stay.
-    pub fn guest_engine_reset<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: VgpuId, e: EngineId) {
+    pub fn guest_engine_reset<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: SlotId, e: EngineId) {
         if self.slot(v).is_none() {
             return;
         }
@@ -748,7 +749,7 @@ impl<const N: usize> Gpu<N> {
         &mut self,
         phys: &mut [Pte],
         host: &mut H,
-        v: VgpuId,
+        v: SlotId,
         e: EngineId,
         setup: Option<RingSetup>,
         tail: u32,
@@ -832,7 +833,7 @@ impl<const N: usize> Gpu<N> {
 
     /// Record that a render submission of `v` could not get a PPGTT (the
     /// caller's sync failed): counted and signalled like a rejection.
-    pub fn reject_ppgtt(&mut self, v: VgpuId, err: PpgttError) -> (SubmitOutcome, Delivery) {
+    pub fn reject_ppgtt(&mut self, v: SlotId, err: PpgttError) -> (SubmitOutcome, Delivery) {
         let Some(slot) = self.slot_mut(v) else { return (SubmitOutcome::Rejected(SubmitReject::Ppgtt(err)), Delivery::default()) };
         slot.out = Delivery::default();
         slot.stats.rejected_ppgtt = slot.stats.rejected_ppgtt.saturating_add(1);
@@ -862,7 +863,7 @@ impl<const N: usize> Gpu<N> {
             rep.work_ns = rep.work_ns.saturating_add(used);
             for ev in r.hangs.iter().flatten() {
                 rep.hangs += 1;
-                let v = VgpuId(ev.slot as u16);
+                let v = SlotId(ev.slot as u16);
                 let ev = sched.take_hang_event(v).unwrap_or(*ev);
                 if let Some(s) = slots.get_mut(ev.slot).filter(|s| s.present) {
                     s.stats.hangs = s.stats.hangs.saturating_add(1);
@@ -879,7 +880,7 @@ impl<const N: usize> Gpu<N> {
                         continue;
                     }
                     let Some(t) = s.held.get(e.index()).copied().flatten() else { continue };
-                    let v = VgpuId(i as u16);
+                    let v = SlotId(i as u16);
                     match try_submit(&mut g, host, sched, s, v, e, t, &limits) {
                         SubmitOutcome::Held => {}
                         o => {
@@ -917,7 +918,7 @@ impl<const N: usize> Gpu<N> {
 
     /// The shadow PPGTT root `v`'s render work uses from now on (set after
     /// every change of the shadow: sync, `dma_unmap`, reset).
-    pub fn set_root(&mut self, v: VgpuId, root: Option<HostPage>) {
+    pub fn set_root(&mut self, v: SlotId, root: Option<HostPage>) {
         if let Some(s) = self.slot_mut(v) {
             s.root = root;
         }
@@ -927,7 +928,7 @@ impl<const N: usize> Gpu<N> {
     /// shadow pages allocated and freed): from now until
     /// [`Gpu::ppgtt_update_end`] the engines neither run nor audit `v`'s
     /// render work, so nothing reads a shadow page while it may be freed.
-    pub fn ppgtt_update_begin(&mut self, v: VgpuId) {
+    pub fn ppgtt_update_begin(&mut self, v: SlotId) {
         if let Some(s) = self.slot_mut(v) {
             s.ppgtt_busy = true;
         }
@@ -935,7 +936,7 @@ impl<const N: usize> Gpu<N> {
 
     /// The PPGTT update of `v` is over; `root` is the shadow root its render
     /// work uses from now on.
-    pub fn ppgtt_update_end(&mut self, v: VgpuId, root: Option<HostPage>) {
+    pub fn ppgtt_update_end(&mut self, v: SlotId, root: Option<HostPage>) {
         if let Some(s) = self.slot_mut(v) {
             s.ppgtt_busy = false;
             s.root = root;
@@ -945,17 +946,17 @@ impl<const N: usize> Gpu<N> {
     /// Charge the modelled cost of re-shadowing `v`'s PPGTT for a render
     /// submission ([`super::ppgtt::SyncWork::cost_ns`]) to `v`'s render
     /// engine time (see [`Scheduler::charge_mediation`]).
-    pub fn charge_ppgtt(&mut self, v: VgpuId, ns: u64) {
+    pub fn charge_ppgtt(&mut self, v: SlotId, ns: u64) {
         self.sched.charge_mediation(v, EngineId::Rcs, ns);
     }
 
     /// Virtual GT interrupt registers of `v`.
-    pub fn irq(&self, v: VgpuId) -> Option<GtIrq> {
+    pub fn irq(&self, v: SlotId) -> Option<GtIrq> {
         self.slot(v).map(|s| s.irq)
     }
 
     /// A guest write of IIR (`value`: bits to clear), IMR or IER.
-    pub fn irq_write(&mut self, v: VgpuId, reg: IrqReg, value: u32) -> Delivery {
+    pub fn irq_write(&mut self, v: SlotId, reg: IrqReg, value: u32) -> Delivery {
         let Some(s) = self.slot_mut(v) else { return Delivery::default() };
         let off = match reg {
             IrqReg::Iir => irq::GTIIR,
@@ -966,37 +967,37 @@ impl<const N: usize> Gpu<N> {
     }
 
     /// The guest-visible HEAD of `v`'s ring on `e` (None: not configured).
-    pub fn ring_head(&self, v: VgpuId, e: EngineId) -> Option<u32> {
+    pub fn ring_head(&self, v: SlotId, e: EngineId) -> Option<u32> {
         let r = self.slot(v)?.rings.get(e.index())?;
         r.ring().map(|_| r.head())
     }
 
     /// Whether `v` has admitted or held work on `e`.
-    pub fn busy(&self, v: VgpuId, e: EngineId) -> bool {
+    pub fn busy(&self, v: SlotId, e: EngineId) -> bool {
         self.slot(v).is_some_and(|s| {
             s.queue.get(e.index()).is_some_and(|q| q.len > 0) || s.held.get(e.index()).copied().flatten().is_some()
         })
     }
 
     /// Virtual `RING_EIR` of `v` on `e`.
-    pub fn eir(&self, v: VgpuId, e: EngineId) -> u32 {
+    pub fn eir(&self, v: SlotId, e: EngineId) -> u32 {
         self.slot(v).and_then(|s| s.eir.get(e.index()).copied()).unwrap_or(0)
     }
 
     /// Guest write-one-to-clear of `RING_EIR`.
-    pub fn clear_eir(&mut self, v: VgpuId, e: EngineId, bits: u32) {
+    pub fn clear_eir(&mut self, v: SlotId, e: EngineId, bits: u32) {
         if let Some(x) = self.slot_mut(v).and_then(|s| s.eir.get_mut(e.index())) {
             *x &= !bits;
         }
     }
 
     /// Submission counters of `v`.
-    pub fn slot_stats(&self, v: VgpuId) -> Option<SlotStats> {
+    pub fn slot_stats(&self, v: SlotId) -> Option<SlotStats> {
         self.slot(v).map(|s| s.stats)
     }
 
     /// Count a refused fence write of `v`.
-    pub fn note_fence_refused(&mut self, v: VgpuId) {
+    pub fn note_fence_refused(&mut self, v: SlotId) {
         if let Some(s) = self.slot_mut(v) {
             s.stats.fences_refused = s.stats.fences_refused.saturating_add(1);
         }
@@ -1038,7 +1039,7 @@ fn try_submit<H: HostMemory, const N: usize>(
     host: &mut H,
     sched: &mut Scheduler<N>,
     slot: &mut Slot,
-    v: VgpuId,
+    v: SlotId,
     e: EngineId,
     tail: u32,
     limits: &Limits,

@@ -5,7 +5,8 @@
 //! interrupts) and the one physical GGTT are shared by every vGPU.  Whoever
 //! holds them blocks every other tenant's traps and the engine worker, so
 //! the facade ([`super::vgpu::Vgpu`]) never receives them for a whole trap:
-//! it receives a [`GpuLock`] and takes the lock only around short sections
+//! it receives a [`GpuLock`] (declared with the other services in
+//! [`super::services`]) and takes the lock only around short sections
 //! whose length no guest chooses:
 //!
 //! | section | bounded by |
@@ -22,38 +23,13 @@
 //! walks), CPU mapping invalidation, allocation of shadow pages.
 //!
 //! In the kernel, `with` is a `Mutex` lock/unlock pair; on the host
-//! [`Held`] lends a `Gpu` the caller owns.
+//! [`super::services::Held`] lends a `Gpu` the caller owns.
 
 use core::cell::RefCell;
 
 use super::backend::{Backend, Pte};
 use super::gpu::Gpu;
-
-/// Access to the mediated GPU and the physical GGTT, one bounded section at
-/// a time.  `f` must not sleep on anything a guest controls (see the module
-/// documentation).
-pub trait GpuLock<const N: usize> {
-    fn with<R>(&mut self, f: impl FnOnce(&mut Gpu<N>, &mut [Pte]) -> R) -> R;
-}
-
-/// A GPU the caller already owns (host tests, tools, a caller that holds
-/// the real lock for a larger reason).
-pub struct Held<'a, const N: usize> {
-    pub gpu: &'a mut Gpu<N>,
-    pub phys: &'a mut [Pte],
-}
-
-impl<'a, const N: usize> Held<'a, N> {
-    pub fn new(gpu: &'a mut Gpu<N>, phys: &'a mut [Pte]) -> Self {
-        Self { gpu, phys }
-    }
-}
-
-impl<const N: usize> GpuLock<N> for Held<'_, N> {
-    fn with<R>(&mut self, f: impl FnOnce(&mut Gpu<N>, &mut [Pte]) -> R) -> R {
-        f(self.gpu, self.phys)
-    }
-}
+use super::services::GpuLock;
 
 /// The physical GPU as a [`Backend`] that takes the GPU lock for each
 /// access and drops it right after: what the shadow GGTT writes through, so
@@ -64,7 +40,7 @@ pub struct Locked<'l, L, const N: usize> {
     entries: u32,
 }
 
-impl<'l, L: GpuLock<N>, const N: usize> Locked<'l, L, N> {
+impl<'l, L: GpuLock<Gpu = Gpu<N>>, const N: usize> Locked<'l, L, N> {
     pub fn new(lock: &'l mut L) -> Self {
         let entries = lock.with(|_, phys| u32::try_from(phys.len()).unwrap_or(u32::MAX));
         Self { lock: RefCell::new(lock), entries }
@@ -77,7 +53,7 @@ impl<'l, L: GpuLock<N>, const N: usize> Locked<'l, L, N> {
     }
 }
 
-impl<L: GpuLock<N>, const N: usize> Backend for Locked<'_, L, N> {
+impl<L: GpuLock<Gpu = Gpu<N>>, const N: usize> Backend for Locked<'_, L, N> {
     fn read_reg(&mut self, offset: u32) -> u32 {
         self.with(|gpu, phys| gpu.with_backend(phys, |b| b.read_reg(offset)))
     }
@@ -102,17 +78,19 @@ impl<L: GpuLock<N>, const N: usize> Backend for Locked<'_, L, N> {
 #[cfg(test)]
 mod tests {
     use super::super::gpu::{Gpu, GpuConfig};
+    use super::super::services::Held;
     use super::*;
     use std::vec;
 
     /// A lock that counts its sections, to prove what runs outside them.
     struct Counting<'a, const N: usize> {
-        inner: Held<'a, N>,
+        inner: Held<'a, Gpu<N>>,
         sections: u32,
         held: bool,
     }
 
-    impl<const N: usize> GpuLock<N> for Counting<'_, N> {
+    impl<const N: usize> GpuLock for Counting<'_, N> {
+        type Gpu = Gpu<N>;
         fn with<R>(&mut self, f: impl FnOnce(&mut Gpu<N>, &mut [Pte]) -> R) -> R {
             assert!(!self.held, "GPU lock taken twice");
             self.held = true;

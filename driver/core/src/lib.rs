@@ -3,7 +3,7 @@
 //! Everything here is `no_std`, allocation-free and free of `unsafe`: state lives
 //! in borrowed slices and every side effect (guest memory, host pages, the
 //! physical GPU, interrupts, the clock) goes through the small traits of
-//! [`mem`] and [`backend`].  The crate is compiled twice from the same files:
+//! [`services`] (the kernel's side) and [`backend`] (the GPU's).  The crate is compiled twice from the same files:
 //! by cargo on the host (unit, property and fuzz tests) and by Kbuild inside the
 //! kernel module (`#[path = "../core/src/lib.rs"] mod gvt_core;` with
 //! `--cfg gvt_kmod`).
@@ -26,6 +26,7 @@ pub mod backend;
 pub mod ggtt;
 pub mod mem;
 pub mod ppgtt;
+pub mod services;
 
 pub mod cfgspace;
 pub mod mmio;
@@ -49,10 +50,6 @@ pub mod sim;
 
 pub mod gpu;
 pub mod gpu_lock;
-#[cfg(all(any(test, feature = "guest"), not(gvt_kmod)))]
-pub mod guest;
-#[cfg(test)]
-mod e2e;
 pub mod display;
 pub mod edid;
 pub mod ratelimit;

@@ -1,5 +1,6 @@
 //! Memory vocabulary shared by every mediator: graphics addresses, guest
-//! frames, host pages, and the traits through which the core reaches them.
+//! frames, host pages (the traits through which the core reaches them are
+//! in [`super::services`]).
 
 /// Size of a GTT page and of a guest/host page.
 pub const PAGE_SIZE: u64 = 4096;
@@ -27,25 +28,6 @@ pub enum MemError {
     NoResource,
     /// Offset/length outside the page.
     OutOfRange,
-}
-
-/// Guest memory as the mediator may touch it: pin a guest frame to get the
-/// host page behind it, unpin it again.  Pins are counted by the caller: every
-/// successful `pin` is matched by exactly one `unpin` (no leaked pin, ever).
-pub trait GuestMemory {
-    /// Pin guest frame `gfn` and return the host page that backs it.
-    fn pin(&mut self, gfn: Gfn) -> Result<HostPage, MemError>;
-    /// Release one pin taken by [`GuestMemory::pin`].
-    fn unpin(&mut self, gfn: Gfn);
-}
-
-/// Host pages as the engine (through the physical GGTT / shadow PPGTT) and the
-/// mediator see them.
-pub trait HostMemory {
-    /// Copy `buf.len()` bytes from `page` at `offset` (within one page).
-    fn read(&self, page: HostPage, offset: usize, buf: &mut [u8]) -> Result<(), MemError>;
-    /// Copy `data` into `page` at `offset` (within one page).
-    fn write(&mut self, page: HostPage, offset: usize, data: &[u8]) -> Result<(), MemError>;
 }
 
 /// A half-open range of graphics memory `[base, base + size)`.

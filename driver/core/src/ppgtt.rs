@@ -73,7 +73,8 @@
 use super::backend::{EngineId, Pte};
 use super::engine::AddressSpace;
 use super::ggtt::{frame_range, Ggtt};
-use super::mem::{Gfn, Gma, GuestMemory, HostMemory, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
+use super::mem::{Gfn, Gma, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
+use super::services::{GuestMemory, HostMemory, HostPageAlloc};
 
 /// Offset of PP_DIR_BASE from an engine's ring MMIO base.
 pub const PP_DIR_BASE_OFFSET: u32 = super::regs::ring::PP_DIR_BASE;
@@ -142,15 +143,6 @@ pub const fn pte_index(addr: u64) -> usize {
 /// The page an entry names (meaningful when present).
 const fn entry_frame(e: u64) -> u64 {
     (e & ENTRY_ADDR_MASK) >> PAGE_SHIFT
-}
-
-/// Host pages the mediator owns (shadow tables).  In the kernel:
-/// `alloc_page`/`__free_page`.
-pub trait HostPageAlloc {
-    /// A fresh host page, or `None` when out of memory.
-    fn alloc(&mut self) -> Option<HostPage>;
-    /// Give back a page from [`HostPageAlloc::alloc`].
-    fn free(&mut self, page: HostPage);
 }
 
 fn read_entry(host: &impl HostMemory, page: HostPage, index: usize) -> Option<u64> {

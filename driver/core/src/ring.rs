@@ -52,7 +52,8 @@
 use super::backend::{Backend, EngineId, Pte};
 use super::cmd::{self, AuditEnv, AuditError, AuditSummary, Level, Limits, Reject, RejectCounters, RingWindow, SinkFull, Space, MAX_CMD_DWORDS};
 use super::engine::{self, AddressSpace, RING_CTL, RING_HEAD, RING_START, RING_TAIL};
-use super::mem::{Gma, GmRange, HostMemory, HostPage, PAGE_SHIFT, PAGE_SIZE};
+use super::mem::{Gma, GmRange, HostPage, PAGE_SHIFT, PAGE_SIZE};
+use super::services::HostMemory;
 
 /// Size of the host-reserved top of the non-mappable GM.
 pub const HOST_RESERVED_SIZE: u64 = 16 << 20;

@@ -49,18 +49,16 @@ use super::backend::{Backend, EngineId};
 use super::ctx::{ContextStore, CtxConfig, CtxError, SwitchStats};
 use super::reset::{self, HangEvent, HangTracker, Watchdog};
 use super::sched_policy::{CreditPolicy, PolicyError, DEFAULT_PERIOD_NS, GVTG_QUANTUM_NS};
+use super::services::Clock;
 use super::stats::{RejectClass, VgpuState, VgpuStats};
 
-/// Monotonic time in ns (ktime in the kernel, simulated in tests).
-pub trait Clock {
-    fn now_ns(&self) -> u64;
-}
-
-/// A vGPU slot of the scheduler.
+/// A slot of the scheduler: the index of one vGPU's queues, credits and
+/// contexts (and of [`super::gpu::Gpu`]'s per-vGPU state); not the vGPU's
+/// own id (`vgpu::Vgpu::id`, what PVINFO shows the guest).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct VgpuId(pub u16);
+pub struct SlotId(pub u16);
 
-impl VgpuId {
+impl SlotId {
     pub const fn index(self) -> usize {
         self.0 as usize
     }
@@ -121,12 +119,12 @@ pub struct RunReport {
 /// register access (context switch, reset) through [`Backend`].
 pub trait Engines: Backend {
     /// Whether `v` has queued work on `e`.
-    fn has_work(&self, e: EngineId, v: VgpuId) -> bool;
+    fn has_work(&self, e: EngineId, v: SlotId) -> bool;
     /// Run `v`'s queued work on `e` (whose context is loaded) within `budget`.
-    fn run(&mut self, e: EngineId, v: VgpuId, budget: RunBudget) -> RunReport;
+    fn run(&mut self, e: EngineId, v: SlotId, budget: RunBudget) -> RunReport;
     /// Discard all of `v`'s queued work on `e` (its in-flight submission
     /// included); returns the submissions dropped.
-    fn drop_work(&mut self, e: EngineId, v: VgpuId) -> u32;
+    fn drop_work(&mut self, e: EngineId, v: SlotId) -> u32;
 }
 
 /// Scheduler parameters.
@@ -197,7 +195,7 @@ impl From<PolicyError> for SchedError {
 /// One engine's part of a round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EngineRun {
-    pub vgpu: VgpuId,
+    pub vgpu: SlotId,
     /// Engine time the vGPU used.
     pub consumed_ns: u64,
     /// Engine time charged (gang vGPUs: the round's slice on both engines).
@@ -277,14 +275,14 @@ impl<const N: usize> Scheduler<N> {
         &self.cfg
     }
 
-    fn slot(&self, v: VgpuId) -> Option<&Slot> {
+    fn slot(&self, v: SlotId) -> Option<&Slot> {
         self.slots.get(v.index()).filter(|s| s.present)
     }
 
     /// Create a vGPU in the first free slot.
-    pub fn create_vgpu(&mut self, weight: u32) -> Result<VgpuId, SchedError> {
+    pub fn create_vgpu(&mut self, weight: u32) -> Result<SlotId, SchedError> {
         let i = self.slots.iter().position(|s| !s.present).ok_or(SchedError::NoSlot)?;
-        let id = VgpuId(u16::try_from(i).map_err(|_| SchedError::NoSlot)?);
+        let id = SlotId(u16::try_from(i).map_err(|_| SchedError::NoSlot)?);
         for p in self.policy.iter_mut() {
             p.add(i, weight)?;
         }
@@ -305,7 +303,7 @@ impl<const N: usize> Scheduler<N> {
 
     /// Destroy a vGPU: its contexts are switched out (or its engine reset if
     /// it is stuck in a batch), its work dropped, its slot freed.
-    pub fn destroy_vgpu<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, v: VgpuId) -> Result<(), SchedError> {
+    pub fn destroy_vgpu<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, v: SlotId) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
         let i = v.index();
         for e in EngineId::ALL {
@@ -328,7 +326,7 @@ impl<const N: usize> Scheduler<N> {
     /// vGPU reset (device reset from the VMM, or the operator clearing a
     /// Failed vGPU): all its work is dropped, its ring state cleared, its hang
     /// counter zeroed; it may submit again.  Other vGPUs are unaffected.
-    pub fn reset_vgpu<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, v: VgpuId) -> Result<(), SchedError> {
+    pub fn reset_vgpu<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, v: SlotId) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
         let i = v.index();
         for e in EngineId::ALL {
@@ -349,14 +347,14 @@ impl<const N: usize> Scheduler<N> {
     /// GDRST): `v` is switched out (or `e` reset if it is stuck in a batch)
     /// and its queued work discarded.  Unlike [`Scheduler::reset_vgpu`] its
     /// hang count and Failed state stay: a guest cannot clear them itself.
-    pub fn reset_engine_work<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, v: VgpuId, e: EngineId) -> Result<(), SchedError> {
+    pub fn reset_engine_work<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, v: SlotId, e: EngineId) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
         self.evict(eng, clock, e, v.index());
         Ok(())
     }
 
     /// Change a weight (1..=100); effective within one period.
-    pub fn set_weight(&mut self, v: VgpuId, weight: u32) -> Result<(), SchedError> {
+    pub fn set_weight(&mut self, v: SlotId, weight: u32) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
         for p in self.policy.iter_mut() {
             p.set_weight(v.index(), weight)?;
@@ -364,14 +362,14 @@ impl<const N: usize> Scheduler<N> {
         Ok(())
     }
 
-    pub fn weight(&self, v: VgpuId) -> Option<u32> {
+    pub fn weight(&self, v: SlotId) -> Option<u32> {
         self.slot(v)?;
         self.policy.first().and_then(|p| p.weight(v.index()))
     }
 
     /// Mark `v`'s render and blitter streams as dependent (gang-scheduled)
     /// or independent.  Takes effect at the next decision.
-    pub fn set_gang(&mut self, v: VgpuId, gang: bool) -> Result<(), SchedError> {
+    pub fn set_gang(&mut self, v: SlotId, gang: bool) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
         if let Some(s) = self.slots.get_mut(v.index()) {
             s.gang = gang;
@@ -380,25 +378,25 @@ impl<const N: usize> Scheduler<N> {
     }
 
     /// Per-vGPU hang limit (the per-VM threshold).
-    pub fn set_hang_limit(&mut self, v: VgpuId, limit: u32) -> Result<(), SchedError> {
+    pub fn set_hang_limit(&mut self, v: SlotId, limit: u32) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
         self.hangs.set_limit(v.index(), limit);
         Ok(())
     }
 
-    pub fn hang_limit(&self, v: VgpuId) -> Option<u32> {
+    pub fn hang_limit(&self, v: SlotId) -> Option<u32> {
         self.slot(v)?;
         Some(self.hangs.limit(v.index()))
     }
 
-    pub fn is_failed(&self, v: VgpuId) -> bool {
+    pub fn is_failed(&self, v: SlotId) -> bool {
         self.hangs.is_failed(v.index())
     }
 
     /// Flow control: admit a submission of `cmds` audited commands of `v`
     /// on `e`.  On `Backpressure` the caller keeps the guest's TAIL update
     /// pending and retries after the vGPU's work retires.
-    pub fn admit(&mut self, v: VgpuId, e: EngineId, cmds: u32) -> Result<(), SchedError> {
+    pub fn admit(&mut self, v: SlotId, e: EngineId, cmds: u32) -> Result<(), SchedError> {
         let i = v.index();
         let (max_c, max_s) = (self.cfg.max_pending_cmds, self.cfg.max_pending_submissions);
         let failed = self.hangs.is_failed(i);
@@ -436,7 +434,7 @@ impl<const N: usize> Scheduler<N> {
     }
 
     /// Commands and submissions of `v` admitted on `e` and not yet executed.
-    pub fn pending(&self, v: VgpuId, e: EngineId) -> (u32, u32) {
+    pub fn pending(&self, v: SlotId, e: EngineId) -> (u32, u32) {
         match self.slot(v) {
             Some(s) => (
                 s.pending_cmds.get(e.index()).copied().unwrap_or(0),
@@ -447,25 +445,25 @@ impl<const N: usize> Scheduler<N> {
     }
 
     /// Policy credit of `v` on `e` (ns; negative: debt).
-    pub fn credit(&self, v: VgpuId, e: EngineId) -> Option<i64> {
+    pub fn credit(&self, v: SlotId, e: EngineId) -> Option<i64> {
         self.slot(v)?;
         self.policy.get(e.index()).and_then(|p| p.credit(v.index()))
     }
 
     /// Whose context is loaded on `e`.
-    pub fn owner(&self, e: EngineId) -> Option<VgpuId> {
-        self.ctx.owner(e).and_then(|i| u16::try_from(i).ok()).map(VgpuId)
+    pub fn owner(&self, e: EngineId) -> Option<SlotId> {
+        self.ctx.owner(e).and_then(|i| u16::try_from(i).ok()).map(SlotId)
     }
 
     /// Write a context register of `v` on `e` (shadow ring START/CTL/TAIL,
     /// PPGTT root, ...): into its image, and to the hardware if it owns `e`.
-    pub fn write_ctx_reg<B: Backend>(&mut self, b: &mut B, v: VgpuId, e: EngineId, off: u32, val: u32) -> Result<(), SchedError> {
+    pub fn write_ctx_reg<B: Backend>(&mut self, b: &mut B, v: SlotId, e: EngineId, off: u32, val: u32) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
         self.ctx.write_reg(b, e, v.index(), off, val).map_err(SchedError::Ctx)
     }
 
     /// Read a context register of `v` on `e`.
-    pub fn read_ctx_reg<B: Backend>(&self, b: &mut B, v: VgpuId, e: EngineId, off: u32) -> Option<u32> {
+    pub fn read_ctx_reg<B: Backend>(&self, b: &mut B, v: SlotId, e: EngineId, off: u32) -> Option<u32> {
         self.slot(v)?;
         self.ctx.read_reg(b, e, v.index(), off)
     }
@@ -475,7 +473,7 @@ impl<const N: usize> Scheduler<N> {
     }
 
     /// Scheduling state of `v`.
-    pub fn state(&self, v: VgpuId) -> VgpuState {
+    pub fn state(&self, v: SlotId) -> VgpuState {
         let s = match self.slot(v) {
             Some(s) => s,
             None => return VgpuState::Absent,
@@ -496,7 +494,7 @@ impl<const N: usize> Scheduler<N> {
     }
 
     /// Counters of `v` (state filled in now).
-    pub fn stats(&self, v: VgpuId) -> Option<VgpuStats> {
+    pub fn stats(&self, v: SlotId) -> Option<VgpuStats> {
         self.slot(v)?;
         let mut st = self.stats.get(v.index()).copied()?;
         st.state = self.state(v);
@@ -507,7 +505,7 @@ impl<const N: usize> Scheduler<N> {
     /// (e.g. re-shadowing its PPGTT before a render submission) to `v`'s
     /// engine time: its credit on `e` pays for it, and it shows in its
     /// `engine_ns` and `mediation_ns` counters.
-    pub fn charge_mediation(&mut self, v: VgpuId, e: EngineId, ns: u64) {
+    pub fn charge_mediation(&mut self, v: SlotId, e: EngineId, ns: u64) {
         if ns == 0 || self.slot(v).is_none() {
             return;
         }
@@ -521,14 +519,14 @@ impl<const N: usize> Scheduler<N> {
     }
 
     /// Counters of `v` for the trap handlers and the auditor.
-    pub fn stats_mut(&mut self, v: VgpuId) -> Option<&mut VgpuStats> {
+    pub fn stats_mut(&mut self, v: SlotId) -> Option<&mut VgpuStats> {
         self.slot(v)?;
         self.stats.get_mut(v.index())
     }
 
     /// The hang event not yet delivered to `v` (the glue raises the virtual
     /// error interrupt and shows the status in `v`'s registers).
-    pub fn take_hang_event(&mut self, v: VgpuId) -> Option<HangEvent> {
+    pub fn take_hang_event(&mut self, v: SlotId) -> Option<HangEvent> {
         self.slot(v)?;
         self.hangs.take_event(v.index())
     }
@@ -551,7 +549,7 @@ impl<const N: usize> Scheduler<N> {
             if !s.present || self.hangs.is_failed(i) {
                 continue;
             }
-            let id = VgpuId(i as u16);
+            let id = SlotId(i as u16);
             let mut any = false;
             for e in EngineId::ALL {
                 let w = eng.has_work(e, id);
@@ -680,7 +678,7 @@ impl<const N: usize> Scheduler<N> {
             let rep = if has {
                 let finish_batch = was_locked.get(e.index()).copied().flatten() == Some(v);
                 let budget = RunBudget { ns: slice, max_cmds: u32::MAX, preemption: self.cfg.preemption, finish_batch };
-                eng.run(e, VgpuId(v as u16), budget)
+                eng.run(e, SlotId(v as u16), budget)
             } else {
                 // A gang vGPU holding an engine it has no work on.
                 RunReport { consumed_ns: 0, cmds: 0, retired: 0, since_retire_ns: 0, stop: StopReason::Drained }
@@ -723,7 +721,7 @@ impl<const N: usize> Scheduler<N> {
             }
             if let Some(r) = report.ran.get_mut(e.index()) {
                 *r = Some(EngineRun {
-                    vgpu: VgpuId(v as u16),
+                    vgpu: SlotId(v as u16),
                     consumed_ns: rep.consumed_ns,
                     charged_ns: charged,
                     switched: switched.get(e.index()).copied().unwrap_or(false),
@@ -789,7 +787,7 @@ impl<const N: usize> Scheduler<N> {
     }
 
     fn drop_work<E: Engines>(&mut self, eng: &mut E, e: EngineId, v: usize) {
-        eng.drop_work(e, VgpuId(v as u16));
+        eng.drop_work(e, SlotId(v as u16));
         if let Some(s) = self.slots.get_mut(v) {
             if let Some(c) = s.pending_cmds.get_mut(e.index()) {
                 *c = 0;
@@ -983,10 +981,10 @@ mod tests {
     }
 
     impl Engines for SimGpu {
-        fn has_work(&self, e: EngineId, v: VgpuId) -> bool {
+        fn has_work(&self, e: EngineId, v: SlotId) -> bool {
             self.q[e.index()].get(v.index()).is_some_and(|q| !q.is_empty())
         }
-        fn run(&mut self, eid: EngineId, vid: VgpuId, b: RunBudget) -> RunReport {
+        fn run(&mut self, eid: EngineId, vid: SlotId, b: RunBudget) -> RunReport {
             let (e, v) = (eid.index(), vid.index());
             let base = eid.mmio_base();
             let mut bad = Vec::new();
@@ -1057,7 +1055,7 @@ mod tests {
             }
             RunReport { consumed_ns: consumed, cmds, retired, since_retire_ns: since, stop }
         }
-        fn drop_work(&mut self, e: EngineId, v: VgpuId) -> u32 {
+        fn drop_work(&mut self, e: EngineId, v: SlotId) -> u32 {
             let (e, v) = (e.index(), v.index());
             let n = self.q[e][v].len() as u32;
             self.q[e][v].clear();
@@ -1071,7 +1069,7 @@ mod tests {
         s: Scheduler<N>,
         g: SimGpu,
         clk: SimClock,
-        ids: Vec<VgpuId>,
+        ids: Vec<SlotId>,
         next_id: u64,
         submitted: [Vec<Vec<u64>>; 2],
         hang_events: Vec<HangEvent>,
@@ -1297,7 +1295,7 @@ mod tests {
         let mut changed = false;
         assert_eq!(rig.s.set_weight(rig.ids[0], 0), Err(SchedError::BadWeight));
         assert_eq!(rig.s.set_weight(rig.ids[0], 101), Err(SchedError::BadWeight));
-        assert_eq!(rig.s.set_weight(VgpuId(3), 5), Err(SchedError::BadVgpu));
+        assert_eq!(rig.s.set_weight(SlotId(3), 5), Err(SchedError::BadVgpu));
         while rig.clk.now() < 20 * P {
             if !changed && rig.clk.now() >= t_change {
                 rig.s.set_weight(rig.ids[0], 30).unwrap();

@@ -20,7 +20,7 @@
 use super::backend::{Backend, EngineId, Pte};
 use super::engine::{AddressSpace, Budget, CostModel, Engine, EngineBus, EngineContext, ExecState, StepResult, RING_BLOCK};
 use super::irq::GtIrq;
-use super::mem::HostMemory;
+use super::services::HostMemory;
 use super::regs::Gdrst;
 
 /// GDRST and its domain bits (declared in [`super::regs`]).
@@ -264,7 +264,8 @@ pub mod kit {
     use super::super::cmd::{AuditSummary, Limits};
     use super::super::engine::{self, NoPpgtt, StepResult, RING_HEAD};
     use super::super::fakes::FakeHostMemory;
-    use super::super::mem::{Gma, GmRange, HostMemory, HostPage, MemError, PAGE_SIZE};
+    use super::super::mem::{Gma, GmRange, HostPage, MemError, PAGE_SIZE};
+    use super::super::services::HostMemory;
     use super::super::ring::{self, RingShadow, ShadowLayout, SubmitError};
     use super::GvtSim;
 
@@ -493,7 +494,8 @@ mod tests {
     use super::super::engine::*;
     use super::super::fakes::FakeHostMemory;
     use super::super::irq::{self, GTIER, GTIIR, GTIMR};
-    use super::super::mem::{HostMemory, HostPage, PAGE_SIZE};
+    use super::super::mem::{HostPage, PAGE_SIZE};
+    use super::super::services::HostMemory;
     use super::kit::*;
     use super::*;
 

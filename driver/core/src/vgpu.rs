@@ -32,26 +32,28 @@
 //! [`super::gpu`]'s locking model); signal eventfds after dropping both.
 //!
 //! Big state is owned by the caller and lent per call ([`VgpuStorage`]: the
-//! 2 MiB vreg file, the shadow GGTT's two arrays, the PPGTT snapshot); the
-//! services of the kernel come in an [`Env`].  The core allocates nothing.
+//! 2 MiB vreg file, the shadow GGTT's two arrays, the PPGTT snapshot); it
+//! comes with the services of the kernel in one [`Env`], whose one type
+//! parameter names them all ([`Services`]).  The core allocates nothing.
 
 use core::fmt;
 
-use super::aperture::{self, ApertureError, CpuMappings};
+use super::aperture::{self, ApertureError};
 use super::backend::EngineId;
 use super::cfgspace::{CfgError, CfgSpace, CFG_SIZE};
 use super::display::{self, GfxCaps, InvalidQuery, NoPlane, Plane, PlaneIds, QueryAnswer};
 use super::ggtt::{Ggtt, GgttError, GgttState, PteWrite, VgpuGm};
 use super::gpu::{Gpu, GpuError, RingSetup, SubmitOutcome};
-use super::gpu_lock::{GpuLock, Locked};
+use super::gpu_lock::Locked;
 use super::irq::{Delivery, GtIrq, DE_PIPEA_VBLANK, GTIER, GTIIR, GTIMR};
-use super::mem::{GmRange, GuestMemory, HostMemory, HostPage, MemError};
+use super::mem::{GmRange, HostPage, MemError};
 use super::mmio::{self, ring_regs, Bar0Region, MmioError, TrapEvent, VgpuMmio};
 use super::partition::Partition;
-use super::ppgtt::{HostPageAlloc, Ppgtt, PpgttError, PpgttState, ENTRIES};
+use super::ppgtt::{Ppgtt, PpgttError, PpgttState, ENTRIES};
 use super::pvinfo::{vgtif, PvEvent, PvInfo, PvInfoError, PVINFO_BASE, VGT_CAPS_FULL_PPGTT};
 use super::regs::{self, ring, DisplayReg, Gdrst};
-use super::sched::{Clock, VgpuId};
+use super::sched::SlotId;
+use super::services::{Clock, GpuLock, HostMemory, Services};
 use super::vblank::{Vblank, DEFAULT_PERIOD_NS};
 
 pub use super::mmio::BAR0_SIZE;
@@ -103,6 +105,28 @@ pub struct VgpuStorage<'a> {
     pub ppgtt_snap: &'a mut [u64],
 }
 
+impl VgpuStorage<'_> {
+    /// The shadow GGTT whose state is `g`, resumed on this storage.
+    fn ggtt(&mut self, g: GgttState) -> Result<Ggtt<'_>, GgttError> {
+        Ggtt::resume(g, &mut *self.ggtt_guest, &mut *self.ggtt_shadow)
+    }
+
+    /// The shadow PPGTT whose state is `p`, resumed on this storage.
+    fn ppgtt<const P: usize>(&mut self, p: PpgttState<P>) -> Result<Ppgtt<'_, P>, PpgttError> {
+        Ppgtt::resume(p, &mut *self.ppgtt_snap)
+    }
+
+    /// Both shadow tables at once (a PPGTT sync reads the GGTT).
+    fn tables<const P: usize>(
+        &mut self,
+        g: GgttState,
+        p: PpgttState<P>,
+    ) -> (Result<Ggtt<'_>, GgttError>, Result<Ppgtt<'_, P>, PpgttError>) {
+        let g = Ggtt::resume(g, &mut *self.ggtt_guest, &mut *self.ggtt_shadow);
+        (g, Ppgtt::resume(p, &mut *self.ppgtt_snap))
+    }
+}
+
 /// PVINFO `cursor_x_hot`/`cursor_y_hot` say "no hotspot" (0xFFFFFFFF, as
 /// GVT-g's `populate_pvinfo_page`) until the guest writes them.
 fn no_cursor_hotspot(vregs: &mut [u32]) {
@@ -120,18 +144,41 @@ pub const fn storage_sizes<const P: usize>(part: &Partition) -> (usize, usize, u
     (VREG_DWORDS, gm.entries(), P * ENTRIES)
 }
 
-/// The kernel services a call may use: host pages (engine memory, shadow
-/// tables), the shadow-table page allocator, the clock, and this vGPU's
-/// guest memory (`vfio_pin_pages`) and CPU mappings of BAR2.
-pub struct Env<'x, H, A, C, G, M> {
-    pub host: &'x mut H,
-    pub alloc: &'x mut A,
-    pub clock: &'x C,
-    pub guest: &'x mut G,
-    pub cpu: &'x mut M,
+/// Everything one facade call works with besides the vGPU itself: the
+/// vGPU's storage and the services of the kernel, named by one type `S`
+/// ([`Services`]): the GPU lock, host pages (engine memory, shadow tables),
+/// the shadow-table page allocator, the clock, and this vGPU's guest memory
+/// (`vfio_pin_pages`) and CPU mappings of BAR2.
+pub struct Env<'a, S: Services> {
+    pub st: VgpuStorage<'a>,
+    pub gpu: &'a mut S::Lock,
+    pub host: &'a mut S::Host,
+    pub alloc: &'a mut S::Alloc,
+    pub clock: &'a S::Clock,
+    pub guest: &'a mut S::Guest,
+    pub cpu: &'a mut S::Cpu,
 }
 
-/// What [`Vgpu::create`] needs besides the storage.
+impl<'a, L, H, A, C, G, M> Env<'a, (L, H, A, C, G, M)>
+where
+    (L, H, A, C, G, M): Services<Lock = L, Host = H, Alloc = A, Clock = C, Guest = G, Cpu = M>,
+{
+    /// An `Env` whose services are these six (the tuple is their
+    /// [`Services`]).
+    pub fn new(
+        st: VgpuStorage<'a>,
+        gpu: &'a mut L,
+        host: &'a mut H,
+        alloc: &'a mut A,
+        clock: &'a C,
+        guest: &'a mut G,
+        cpu: &'a mut M,
+    ) -> Self {
+        Self { st, gpu, host, alloc, clock, guest, cpu }
+    }
+}
+
+/// What [`Vgpu::create`] needs besides its [`Env`].
 #[derive(Clone, Copy, Debug)]
 pub struct VgpuParams<'p> {
     pub id: u32,
@@ -228,7 +275,7 @@ pub struct Signal {
 pub struct Vgpu<const P: usize = DEFAULT_PPGTT_TABLES> {
     id: u32,
     part: Partition,
-    slot: VgpuId,
+    slot: SlotId,
     cfg: CfgSpace,
     mmio: VgpuMmio,
     counters: VgpuCounters,
@@ -255,32 +302,22 @@ impl<const P: usize> Vgpu<P> {
     /// Create vGPU `p.id` on `gpu`: a scheduler slot, its shadow areas, its
     /// shadow GGTT (every entry of its slices on scratch), an empty PPGTT,
     /// power-on registers and config space.
-    pub fn create<const N: usize, L, H, A, C, G, M>(
-        gpu: &mut L,
+    pub fn create<const N: usize, S: Services<Gpu = Gpu<N>>>(
         p: VgpuParams<'_>,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
-    ) -> Result<Self, AccessError>
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
+        env: &mut Env<'_, S>,
+    ) -> Result<Self, AccessError> {
         let pv = PvInfo::new(p.id, VGT_CAPS_FULL_PPGTT, &p.part).map_err(AccessError::PvInfo)?;
         let cfg = CfgSpace::new(p.aperture_size)?;
-        if st.vregs.len() != VREG_DWORDS {
+        if env.st.vregs.len() != VREG_DWORDS {
             return Err(AccessError::Mmio(MmioError::BadState));
         }
-        let pp = Ppgtt::<P>::new(&mut *st.ppgtt_snap).map_err(AccessError::Ppgtt)?.state();
+        let pp = Ppgtt::<P>::new(&mut *env.st.ppgtt_snap).map_err(AccessError::Ppgtt)?.state();
         let gm = VgpuGm { aperture: p.part.aperture, high: p.part.high };
         // One section: the slot, its shadow areas and every entry of its
         // slices on scratch (bounded by the partition, not by a guest).
-        let (slot, ggtt) = gpu.with(|gpu, phys| {
+        let (slot, ggtt) = env.gpu.with(|gpu, phys| {
             let slot = gpu.create_slot(phys, [gm.aperture, gm.high], p.weight, p.shadow_pages).map_err(AccessError::Gpu)?;
-            let g = gpu.with_backend(phys, |b| Ggtt::new(gm, p.scratch, &mut *st.ggtt_guest, &mut *st.ggtt_shadow, b).map(|g| g.state()));
+            let g = gpu.with_backend(phys, |b| Ggtt::new(gm, p.scratch, &mut *env.st.ggtt_guest, &mut *env.st.ggtt_shadow, b).map(|g| g.state()));
             match g {
                 Ok(g) => Ok((slot, g)),
                 Err(e) => {
@@ -290,8 +327,8 @@ impl<const P: usize> Vgpu<P> {
             }
         })?;
         let mmio = VgpuMmio::new(pv);
-        mmio.reset_vregs(st.vregs);
-        no_cursor_hotspot(st.vregs);
+        mmio.reset_vregs(env.st.vregs);
+        no_cursor_hotspot(env.st.vregs);
         Ok(Self {
             id: p.id,
             part: p.part,
@@ -313,22 +350,12 @@ impl<const P: usize> Vgpu<P> {
     /// [`Vgpu::create`] into caller-provided memory (the kernel's heap slot),
     /// so the caller's stack frame never holds the vGPU: the kernel creates
     /// vGPUs deep in the mdev create path, on a 16 KiB stack.
-    pub fn create_in<'o, const N: usize, L, H, A, C, G, M>(
+    pub fn create_in<'o, const N: usize, S: Services<Gpu = Gpu<N>>>(
         out: &'o mut core::mem::MaybeUninit<Self>,
-        gpu: &mut L,
         p: VgpuParams<'_>,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
-    ) -> Result<&'o mut Self, AccessError>
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
-        let v = Self::create(gpu, p, st, env)?;
+        env: &mut Env<'_, S>,
+    ) -> Result<&'o mut Self, AccessError> {
+        let v = Self::create(p, env)?;
         Ok(out.write(v))
     }
 
@@ -336,21 +363,13 @@ impl<const P: usize> Vgpu<P> {
     /// shadow page is released, every GGTT entry of its slices and shadow
     /// areas is not present.  The caller then frees its scratch and shadow
     /// pages and the storage.
-    pub fn destroy<const N: usize, L, H, A, C, G, M>(self, gpu: &mut L, st: &mut VgpuStorage<'_>, env: &mut Env<'_, H, A, C, G, M>)
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
-        let _ = gpu.with(|gpu, phys| gpu.destroy_slot(phys, env.host, env.clock, self.slot));
-        if let Ok(g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
+    pub fn destroy<const N: usize, S: Services<Gpu = Gpu<N>>>(self, env: &mut Env<'_, S>) {
+        let _ = env.gpu.with(|gpu, phys| gpu.destroy_slot(phys, env.host, env.clock, self.slot));
+        if let Ok(g) = env.st.ggtt(self.ggtt) {
             // Unpinning happens with the GPU lock free (one section per entry).
-            g.destroy(env.guest, &mut Locked::new(gpu), env.cpu);
+            g.destroy(env.guest, &mut Locked::new(env.gpu), env.cpu);
         }
-        if let Ok(pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
+        if let Ok(pp) = env.st.ppgtt(self.ppgtt) {
             pp.destroy(env.guest, env.alloc);
         }
     }
@@ -359,7 +378,7 @@ impl<const P: usize> Vgpu<P> {
         self.id
     }
     /// The scheduler slot (index of [`super::gpu::EngineReport::deliveries`]).
-    pub fn slot(&self) -> VgpuId {
+    pub fn slot(&self) -> SlotId {
         self.slot
     }
     pub fn partition(&self) -> &Partition {
@@ -391,24 +410,16 @@ impl<const P: usize> Vgpu<P> {
     /// space and registers, an empty GGTT (every pin released, every entry on
     /// scratch), no PPGTT, every ring unprogrammed and its work dropped,
     /// interrupts cleared, hang count and Failed state cleared.
-    pub fn reset<const N: usize, L, H, A, C, G, M>(&mut self, gpu: &mut L, st: &mut VgpuStorage<'_>, env: &mut Env<'_, H, A, C, G, M>)
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
-        let _ = gpu.with(|gpu, phys| gpu.reset_slot(phys, env.host, env.clock, self.slot));
+    pub fn reset<const N: usize, S: Services<Gpu = Gpu<N>>>(&mut self, env: &mut Env<'_, S>) {
+        let _ = env.gpu.with(|gpu, phys| gpu.reset_slot(phys, env.host, env.clock, self.slot));
         self.cfg.reset();
-        self.mmio.reset_vregs(st.vregs);
-        no_cursor_hotspot(st.vregs);
-        if let Ok(mut g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
-            g.reset(env.guest, &mut Locked::new(gpu), env.cpu);
+        self.mmio.reset_vregs(env.st.vregs);
+        no_cursor_hotspot(env.st.vregs);
+        if let Ok(mut g) = env.st.ggtt(self.ggtt) {
+            g.reset(env.guest, &mut Locked::new(env.gpu), env.cpu);
             self.ggtt = g.state();
         }
-        if let Ok(mut pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
+        if let Ok(mut pp) = env.st.ppgtt(self.ppgtt) {
             pp.reset(env.guest, env.alloc);
             self.ppgtt = pp.state();
         }
@@ -419,9 +430,9 @@ impl<const P: usize> Vgpu<P> {
         // The plane is off after a reset: the pipe stops; the counters go
         // on from where they were (they are not reset on hardware either).
         let now = env.clock.now_ns();
-        self.vblank.tick(now, st.vregs);
+        self.vblank.tick(now, env.st.vregs);
         self.vblank.set_running(now, false);
-        self.vblank.restore(st.vregs);
+        self.vblank.restore(env.st.vregs);
         self.de = GtIrq::new();
         self.counters.resets += 1;
     }
@@ -431,22 +442,13 @@ impl<const P: usize> Vgpu<P> {
     /// frame and flip counters start again from 0, plane and cursor ids
     /// start again from 1 (a `VFIO_DEVICE_RESET` keeps both, as hardware
     /// keeps its counters over a reset).
-    pub fn reset_for_new_owner<const N: usize, L, H, A, C, G, M>(
+    pub fn reset_for_new_owner<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
-        gpu: &mut L,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
-    ) where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
-        self.reset(gpu, st, env);
+        env: &mut Env<'_, S>,
+    ) {
+        self.reset(env);
         self.vblank = Vblank::stopped(env.clock.now_ns(), self.vblank.period_ns());
-        self.vblank.restore(st.vregs);
+        self.vblank.restore(env.st.vregs);
         self.plane_ids = PlaneIds::new();
         self.cursor_ids = PlaneIds::new();
     }
@@ -542,11 +544,11 @@ impl<const P: usize> Vgpu<P> {
     /// One BAR0 read (1/2/4/8 bytes, naturally aligned): registers with the
     /// mediated values (interrupts, HEAD, EIR), PVINFO, or the GGTT view
     /// (exactly what the guest wrote in its slices, 0 elsewhere).
-    pub fn bar0_read<const N: usize, L: GpuLock<N>>(&mut self, gpu: &mut L, st: &mut VgpuStorage<'_>, offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+    pub fn bar0_read<const N: usize, S: Services<Gpu = Gpu<N>>>(&mut self, env: &mut Env<'_, S>, offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
         let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
         match mmio::classify(offset, size) {
             Ok(Bar0Region::GgttWindow) => {
-                let mut g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(AccessError::Ggtt)?;
+                let mut g = env.st.ggtt(self.ggtt).map_err(AccessError::Ggtt)?;
                 let r = g.mmio_read(offset, buf);
                 self.ggtt = g.state();
                 r.map_err(|_| MmioError::BadSize)?;
@@ -554,14 +556,14 @@ impl<const P: usize> Vgpu<P> {
                 Ok(())
             }
             Ok(Bar0Region::Registers) => {
-                self.refresh_de(st.vregs);
+                self.refresh_de(env.st.vregs);
                 if Self::reads_mediated(offset, size) {
                     let this = &*self;
-                    gpu.with(|gpu, _| this.refresh(gpu, st.vregs));
+                    env.gpu.with(|gpu, _| this.refresh(gpu, env.st.vregs));
                 }
-                Ok(self.mmio.read_bytes(st.vregs, offset, buf)?)
+                Ok(self.mmio.read_bytes(env.st.vregs, offset, buf)?)
             }
-            Err(_) => Ok(self.mmio.read_bytes(st.vregs, offset, buf)?),
+            Err(_) => Ok(self.mmio.read_bytes(env.st.vregs, offset, buf)?),
         }
     }
 
@@ -569,29 +571,19 @@ impl<const P: usize> Vgpu<P> {
     /// GGTT; TAIL → PPGTT sync, audit, shadow, admission; PP_DIR_BASE;
     /// interrupt registers; GDRST; fences).  Signal `delivery` afterwards and
     /// kick the engine worker when a submission was accepted.
-    pub fn bar0_write<const N: usize, L, H, A, C, G, M>(
+    pub fn bar0_write<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
-        gpu: &mut L,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
+        env: &mut Env<'_, S>,
         offset: u64,
         data: &[u8],
-    ) -> Result<Bar0Write, AccessError>
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
+    ) -> Result<Bar0Write, AccessError> {
         let size = u32::try_from(data.len()).map_err(|_| MmioError::BadSize)?;
         let mut out = Bar0Write::default();
         if let Ok(Bar0Region::GgttWindow) = mmio::classify(offset, size) {
-            let mut g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(AccessError::Ggtt)?;
+            let mut g = env.st.ggtt(self.ggtt).map_err(AccessError::Ggtt)?;
             // Pin the new page and unpin the old one with the GPU lock free:
             // only the physical entry's store is under it.
-            let r = g.mmio_write(env.guest, &mut Locked::new(gpu), env.cpu, offset, data);
+            let r = g.mmio_write(env.guest, &mut Locked::new(env.gpu), env.cpu, offset, data);
             self.ggtt = g.state();
             let w = r.map_err(|_| MmioError::BadSize)?;
             match w {
@@ -618,7 +610,7 @@ impl<const P: usize> Vgpu<P> {
             if offset == u64::from(eir) {
                 if let Ok(b) = <[u8; 4]>::try_from(data) {
                     let slot = self.slot;
-                    gpu.with(|gpu, _| gpu.clear_eir(slot, e, u32::from_le_bytes(b)));
+                    env.gpu.with(|gpu, _| gpu.clear_eir(slot, e, u32::from_le_bytes(b)));
                 }
             }
         }
@@ -638,37 +630,27 @@ impl<const P: usize> Vgpu<P> {
         } else {
             (offset, data)
         };
-        let outcome = self.mmio.write_bytes(st.vregs, offset, data)?;
+        let outcome = self.mmio.write_bytes(env.st.vregs, offset, data)?;
         for (i, ev) in outcome.events().enumerate() {
-            let r = self.route(gpu, st, env, ev, &mut out.delivery);
+            let r = self.route(env, ev, &mut out.delivery);
             if let Some(slot) = out.routed.get_mut(i) {
                 *slot = Some(r);
             }
         }
-        self.refresh_de(st.vregs);
+        self.refresh_de(env.st.vregs);
         if out.routed[0].is_some() || Self::reads_mediated(offset, size) {
             let this = &*self;
-            gpu.with(|gpu, _| this.refresh(gpu, st.vregs));
+            env.gpu.with(|gpu, _| this.refresh(gpu, env.st.vregs));
         }
         Ok(out)
     }
 
-    fn route<const N: usize, L, H, A, C, G, M>(
+    fn route<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
-        gpu: &mut L,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
+        env: &mut Env<'_, S>,
         ev: TrapEvent,
         delivery: &mut Delivery,
-    ) -> Routed
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
+    ) -> Routed {
         let mut note = |d: Delivery| {
             delivery.msi |= d.msi;
             if d.intx.is_some() {
@@ -678,7 +660,7 @@ impl<const P: usize> Vgpu<P> {
         match ev {
             TrapEvent::RingTail { engine, tail } => {
                 self.counters.submissions += 1;
-                let (o, d) = self.submit(gpu, st, env, engine, tail);
+                let (o, d) = self.submit(env, engine, tail);
                 note(d);
                 Routed::Submit(o)
             }
@@ -693,9 +675,9 @@ impl<const P: usize> Vgpu<P> {
                 for e in EngineId::ALL {
                     if g.resets(e) {
                         let slot = self.slot;
-                        gpu.with(|gpu, phys| gpu.guest_engine_reset(phys, env.host, env.clock, slot, e));
+                        env.gpu.with(|gpu, phys| gpu.guest_engine_reset(phys, env.host, env.clock, slot, e));
                         for rel in [ring::START, ring::CTL, ring::HEAD, ring::TAIL] {
-                            if let Some(d) = st.vregs.get_mut((e.reg(rel) / 4) as usize) {
+                            if let Some(d) = env.st.vregs.get_mut((e.reg(rel) / 4) as usize) {
                                 *d = 0;
                             }
                         }
@@ -708,13 +690,13 @@ impl<const P: usize> Vgpu<P> {
             }
             TrapEvent::Irq { reg, value } => {
                 let slot = self.slot;
-                note(gpu.with(|gpu, _| gpu.irq_write(slot, reg, value)));
+                note(env.gpu.with(|gpu, _| gpu.irq_write(slot, reg, value)));
                 Routed::Irq
             }
             TrapEvent::Fence { index, value } => {
                 let accepted = self.fence_allowed(value);
                 let (slot, phys_index) = (self.slot, self.part.fence_base.saturating_add(index));
-                gpu.with(|gpu, phys| {
+                env.gpu.with(|gpu, phys| {
                     if !accepted {
                         gpu.note_fence_refused(slot);
                     }
@@ -732,19 +714,19 @@ impl<const P: usize> Vgpu<P> {
                         // The pipe runs while the plane is enabled: count up
                         // to now, then start or stop it.
                         let now = env.clock.now_ns();
-                        note(self.vblank_tick(gpu, st, now));
+                        note(self.vblank_tick(env, now));
                         self.vblank.set_running(now, regs::PlaneCtl(value).enable());
                         None
                     }
                     DisplayReg::PlaneSurf => {
-                        self.vblank.flip(value, st.vregs);
+                        self.vblank.flip(value, env.st.vregs);
                         None
                     }
                     DisplayReg::PlaneStride | DisplayReg::PipeSrc | DisplayReg::CursorCtl | DisplayReg::CursorBase | DisplayReg::CursorPos => None,
                 };
                 if let Some(off) = de {
                     let d = self.de.write(off, value).unwrap_or_default();
-                    note(self.de_delivery(gpu, d));
+                    note(self.de_delivery(env, d));
                 }
                 Routed::Display(reg)
             }
@@ -769,25 +751,15 @@ impl<const P: usize> Vgpu<P> {
     }
 
     /// A guest TAIL write: PPGTT sync for render, then the physical side.
-    fn submit<const N: usize, L, H, A, C, G, M>(
+    fn submit<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
-        gpu: &mut L,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
+        env: &mut Env<'_, S>,
         e: EngineId,
         tail: u32,
-    ) -> (SubmitOutcome, Delivery)
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
+    ) -> (SubmitOutcome, Delivery) {
         // A TAIL write to a disabled ring starts nothing (as on hardware:
         // drivers write TAIL while initialising the ring, before CTL).
-        if !ring_regs(st.vregs, e).ctl.enable() {
+        if !ring_regs(env.st.vregs, e).ctl.enable() {
             return (SubmitOutcome::Empty, Delivery::default());
         }
         let mut root = None;
@@ -797,13 +769,13 @@ impl<const P: usize> Vgpu<P> {
                 // pages: outside the GPU lock, with this vGPU's render work
                 // parked meanwhile.
                 let slot = self.slot;
-                gpu.with(|gpu, _| gpu.ppgtt_update_begin(slot));
-                let sync = match (Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow), Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap)) {
+                env.gpu.with(|gpu, _| gpu.ppgtt_update_begin(slot));
+                let sync = match env.st.tables(self.ggtt, self.ppgtt) {
                     (Ok(g), Ok(mut pp)) => {
                         let r = pp.sync(u64::from(pd), &g, env.guest, env.host, env.alloc);
                         // Re-shadowing is paid for by the guest that causes it.
                         let cost = pp.last_sync().cost_ns();
-                        gpu.with(|gpu, _| gpu.charge_ppgtt(slot, cost));
+                        env.gpu.with(|gpu, _| gpu.charge_ppgtt(slot, cost));
                         self.ppgtt = pp.state();
                         r
                     }
@@ -812,14 +784,14 @@ impl<const P: usize> Vgpu<P> {
                 };
                 match sync {
                     Ok(r) => {
-                        gpu.with(|gpu, _| gpu.ppgtt_update_end(slot, Some(r)));
+                        env.gpu.with(|gpu, _| gpu.ppgtt_update_end(slot, Some(r)));
                         root = Some(r);
                     }
                     Err(x) => {
                         // Whatever is left of the shadow is what the engine
                         // may use: never a freed root.
                         let left = self.ppgtt.shadow_root();
-                        return gpu.with(|gpu, _| {
+                        return env.gpu.with(|gpu, _| {
                             gpu.ppgtt_update_end(slot, left);
                             gpu.reject_ppgtt(slot, x)
                         });
@@ -831,13 +803,13 @@ impl<const P: usize> Vgpu<P> {
         }
         let dirty = self.ring_dirty.get(e.index()).copied().unwrap_or(false);
         let setup = if dirty {
-            let r = ring_regs(st.vregs, e);
+            let r = ring_regs(env.st.vregs, e);
             Some(RingSetup { start: r.start, ctl: r.ctl.0, head: r.head })
         } else {
             None
         };
         let slot = self.slot;
-        let (o, d) = gpu.with(|gpu, phys| gpu.submit(phys, env.host, slot, e, setup, tail, root));
+        let (o, d) = env.gpu.with(|gpu, phys| gpu.submit(phys, env.host, slot, e, setup, tail, root));
         if dirty && o != SubmitOutcome::Rejected(super::gpu::SubmitReject::RingBusy) {
             if let Some(x) = self.ring_dirty.get_mut(e.index()) {
                 *x = false;
@@ -856,41 +828,31 @@ impl<const P: usize> Vgpu<P> {
     /// region read/write path): the host page that aperture offset `offset`
     /// reaches, the same one the engine reaches for that graphics address.
     pub fn aperture_fault(&mut self, st: &mut VgpuStorage<'_>, offset: u64) -> Result<HostPage, ApertureError> {
-        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(|_| ApertureError::OutsideSlice)?;
+        let g = st.ggtt(self.ggtt).map_err(|_| ApertureError::OutsideSlice)?;
         aperture::fault(&g, offset)
     }
 
     /// VFIO `dma_unmap` of `[iova, iova + size)`: every GGTT and PPGTT entry
     /// mapping a frame in it drops its pin (GGTT entries go to scratch).
     /// Returns the entries evicted.
-    pub fn dma_unmap<const N: usize, L, H, A, C, G, M>(
+    pub fn dma_unmap<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
-        gpu: &mut L,
-        st: &mut VgpuStorage<'_>,
-        env: &mut Env<'_, H, A, C, G, M>,
+        env: &mut Env<'_, S>,
         iova: u64,
         size: u64,
-    ) -> u64
-    where
-        L: GpuLock<N>,
-        H: HostMemory,
-        A: HostPageAlloc,
-        C: Clock,
-        G: GuestMemory,
-        M: CpuMappings,
-    {
+    ) -> u64 {
         let mut n = 0u64;
-        if let Ok(mut g) = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow) {
-            n += g.dma_unmap(env.guest, &mut Locked::new(gpu), env.cpu, iova, size);
+        if let Ok(mut g) = env.st.ggtt(self.ggtt) {
+            n += g.dma_unmap(env.guest, &mut Locked::new(env.gpu), env.cpu, iova, size);
             self.ggtt = g.state();
         }
-        if let Ok(mut pp) = Ppgtt::resume(self.ppgtt, &mut *st.ppgtt_snap) {
+        if let Ok(mut pp) = env.st.ppgtt(self.ppgtt) {
             let slot = self.slot;
-            gpu.with(|gpu, _| gpu.ppgtt_update_begin(slot));
+            env.gpu.with(|gpu, _| gpu.ppgtt_update_begin(slot));
             n += pp.dma_unmap(env.guest, env.host, env.alloc, iova, size);
             self.ppgtt = pp.state();
             let root = self.ppgtt.shadow_root();
-            gpu.with(|gpu, _| gpu.ppgtt_update_end(slot, root));
+            env.gpu.with(|gpu, _| gpu.ppgtt_update_end(slot, root));
         }
         n
     }
@@ -962,14 +924,14 @@ impl<const P: usize> Vgpu<P> {
     /// through this vGPU's shadow GGTT); `None` past the region (SIGBUS).
     pub fn display_fault(&mut self, st: &mut VgpuStorage<'_>, page_index: u64) -> Option<HostPage> {
         let plane = self.shown_plane();
-        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).ok()?;
+        let g = st.ggtt(self.ggtt).ok()?;
         display::region_fault(plane.as_ref(), &g, page_index)
     }
 
     /// A `read()` of the display region ([`display::region_read`]).
     pub fn display_read<H: HostMemory>(&mut self, st: &mut VgpuStorage<'_>, host: &H, offset: u64, buf: &mut [u8]) -> Result<(), MemError> {
         let plane = self.shown_plane();
-        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(|_| MemError::OutOfRange)?;
+        let g = st.ggtt(self.ggtt).map_err(|_| MemError::OutOfRange)?;
         display::region_read(plane.as_ref(), &g, host, offset, buf)
     }
 
@@ -992,7 +954,7 @@ impl<const P: usize> Vgpu<P> {
     /// dropping it.
     pub fn framebuffer_pages(&mut self, st: &mut VgpuStorage<'_>, plane: &Plane, out: &mut [HostPage]) -> Result<usize, NoPlane> {
         let outside = NoPlane::SurfaceOutsideGm { surface: plane.surface(), size: plane.size() };
-        let g = Ggtt::resume(self.ggtt, &mut *st.ggtt_guest, &mut *st.ggtt_shadow).map_err(|_| outside)?;
+        let g = st.ggtt(self.ggtt).map_err(|_| outside)?;
         let pages = display::framebuffer_pages(plane, &g)?;
         let mut n = 0;
         for (slot, page) in out.iter_mut().zip(pages) {
@@ -1004,25 +966,25 @@ impl<const P: usize> Vgpu<P> {
 
     /// A display-engine [`Delivery`] as the vGPU's one interrupt line sees
     /// it: the line stays up while the GT block still asserts it.
-    fn de_delivery<const N: usize, L: GpuLock<N>>(&self, gpu: &mut L, d: Delivery) -> Delivery {
+    fn de_delivery<const N: usize, S: Services<Gpu = Gpu<N>>>(&self, env: &mut Env<'_, S>, d: Delivery) -> Delivery {
         if d.intx != Some(false) {
             return d;
         }
         let slot = self.slot;
-        let gt = gpu.with(|gpu, _| gpu.irq(slot).is_some_and(|i| i.asserted()));
+        let gt = env.gpu.with(|gpu, _| gpu.irq(slot).is_some_and(|i| i.asserted()));
         Delivery { msi: d.msi, intx: if d.intx == Some(false) && gt { None } else { d.intx } }
     }
 
     /// Bring pipe A's frame counter up to `now_ns` (the vblank timer, and a
     /// guest read of the counters); new vblanks latch the vblank interrupt
     /// (unless masked): signal the returned [`Delivery`].
-    pub fn vblank_tick<const N: usize, L: GpuLock<N>>(&mut self, gpu: &mut L, st: &mut VgpuStorage<'_>, now_ns: u64) -> Delivery {
-        if self.vblank.tick(now_ns, st.vregs) == 0 {
+    pub fn vblank_tick<const N: usize, S: Services<Gpu = Gpu<N>>>(&mut self, env: &mut Env<'_, S>, now_ns: u64) -> Delivery {
+        if self.vblank.tick(now_ns, env.st.vregs) == 0 {
             return Delivery::default();
         }
         self.counters.vblanks += 1;
         let d = self.de.raise(DE_PIPEA_VBLANK);
-        self.de_delivery(gpu, d)
+        self.de_delivery(env, d)
     }
 
     /// When the vblank timer must next run for this vGPU: the next vblank,
@@ -1099,495 +1061,5 @@ impl<const P: usize> Vgpu<P> {
             s.format(w)?;
         }
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::super::backend::Pte;
-    use super::super::gpu_lock::Held;
-    use super::super::backend::Backend;
-    use super::super::cfgspace::off;
-    use super::super::irq;
-    use super::super::fakes::{FakeGuestMemory, FakeHostMemory, FakeHostPages};
-    use super::super::gpu::{GpuConfig, SHADOW_PAGES_PER_VGPU};
-    use super::super::mem::PAGE_SIZE;
-    use super::super::pvinfo::{PVINFO_BASE, VGT_MAGIC};
-    use super::*;
-    use core::cell::Cell;
-    use std::vec;
-    use std::vec::Vec;
-
-    struct T(Cell<u64>);
-    impl Clock for T {
-        fn now_ns(&self) -> u64 {
-            self.0.get()
-        }
-    }
-    struct NoCpu;
-    impl CpuMappings for NoCpu {
-        fn invalidate(&mut self, _: u64) {}
-    }
-
-    fn part() -> Partition {
-        Partition { aperture: GmRange::new(1 << 20, 1 << 20), high: GmRange::new(8 << 20, 1 << 20), fence_base: 4, fence_count: 4 }
-    }
-
-    struct Rig {
-        gpu: Gpu<2>,
-        phys: Vec<Pte>,
-        host: FakeHostMemory,
-        pages: FakeHostPages,
-        clock: T,
-        ram: FakeGuestMemory,
-        vregs: Vec<u32>,
-        gg: Vec<u64>,
-        gs: Vec<u64>,
-        snap: Vec<u64>,
-        v: Option<Vgpu<4>>,
-    }
-
-    impl Rig {
-        fn new() -> Rig {
-            let mut phys = vec![Pte::default(); 8192];
-            let gpu = Gpu::new(GpuConfig::DEFAULT, &mut phys).unwrap();
-            let (nv, ng, ns) = storage_sizes::<4>(&part());
-            let mut r = Rig {
-                gpu,
-                phys,
-                host: FakeHostMemory::new(700),
-                pages: FakeHostPages::new(600, 100),
-                clock: T(Cell::new(0)),
-                ram: FakeGuestMemory::new(0x100, 64, 0),
-                vregs: vec![0; nv],
-                gg: vec![0; ng],
-                gs: vec![0; ng],
-                snap: vec![0; ns],
-                v: None,
-            };
-            let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(100 + i)).collect();
-            let p = VgpuParams { id: 3, part: part(), aperture_size: 4 << 20, weight: 1, scratch: HostPage(99), shadow_pages: &shadow };
-            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-            let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
-            r.v = Some(Vgpu::create(&mut Held::new(&mut r.gpu, &mut r.phys), p, &mut st, &mut env).unwrap());
-            r
-        }
-        fn w(&mut self, off: u64, data: &[u8]) -> Result<Bar0Write, AccessError> {
-            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
-            let mut env = Env { host: &mut self.host, alloc: &mut self.pages, clock: &self.clock, guest: &mut self.ram, cpu: &mut NoCpu };
-            self.v.as_mut().unwrap().bar0_write(&mut Held::new(&mut self.gpu, &mut self.phys), &mut st, &mut env, off, data)
-        }
-        fn r(&mut self, off: u64, buf: &mut [u8]) -> Result<(), AccessError> {
-            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
-            self.v.as_mut().unwrap().bar0_read(&mut Held::new(&mut self.gpu, &mut self.phys), &mut st, off, buf)
-        }
-        fn vgpu(&mut self) -> &mut Vgpu<4> {
-            self.v.as_mut().unwrap()
-        }
-    }
-
-    impl Rig {
-        fn w32(&mut self, off: u32, v: u32) -> Bar0Write {
-            self.w(u64::from(off), &v.to_le_bytes()).unwrap()
-        }
-        fn r32(&mut self, off: u32) -> u32 {
-            let mut b = [0u8; 4];
-            self.r(u64::from(off), &mut b).unwrap();
-            u32::from_le_bytes(b)
-        }
-        /// The vblank timer (or a counter read) at the fake clock's time.
-        fn tick(&mut self) -> Delivery {
-            let now = self.clock.0.get();
-            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
-            self.v.as_mut().unwrap().vblank_tick(&mut Held::new(&mut self.gpu, &mut self.phys), &mut st, now)
-        }
-        fn at_ms(&mut self, ms: u64) {
-            self.clock.0.set(ms * 1_000_000);
-        }
-    }
-
-    const PLANE_ON: u32 = 1 << 31;
-
-    impl Rig {
-        fn reset_with(&mut self, new_owner: bool) {
-            let mut st = VgpuStorage { vregs: &mut self.vregs, ggtt_guest: &mut self.gg, ggtt_shadow: &mut self.gs, ppgtt_snap: &mut self.snap };
-            let mut env = Env { host: &mut self.host, alloc: &mut self.pages, clock: &self.clock, guest: &mut self.ram, cpu: &mut NoCpu };
-            let v = self.v.as_mut().unwrap();
-            let mut gpu = Held::new(&mut self.gpu, &mut self.phys);
-            if new_owner {
-                v.reset_for_new_owner(&mut gpu, &mut st, &mut env);
-            } else {
-                v.reset(&mut gpu, &mut st, &mut env);
-            }
-        }
-    }
-
-    /// Issue 19, finding 6: a new user of the device sees none of the
-    /// previous user's display counters; a device reset keeps them.
-    #[test]
-    fn display_counters_survive_a_reset_but_not_a_change_of_owner() {
-        use super::super::vblank::{PIPEA_FLIPCOUNT, PIPEA_FRMCOUNT};
-        let mut r = Rig::new();
-        r.vgpu().set_refresh_period(0, 10_000_000);
-        r.w32(regs::DSPACNTR, PLANE_ON);
-        for i in 0..3u32 {
-            r.w32(regs::DSPASURF, (1 << 20) + i * 0x1000);
-        }
-        r.at_ms(55);
-        r.tick();
-        let (frames, flips) = (r.r32(PIPEA_FRMCOUNT), r.r32(PIPEA_FLIPCOUNT));
-        assert_eq!((frames, flips), (5, 3));
-        r.reset_with(false);
-        assert_eq!((r.r32(PIPEA_FRMCOUNT), r.r32(PIPEA_FLIPCOUNT)), (frames, flips), "RESET keeps the counters");
-        r.reset_with(true);
-        assert_eq!((r.r32(PIPEA_FRMCOUNT), r.r32(PIPEA_FLIPCOUNT)), (0, 0), "a new owner starts from zero");
-        assert_eq!(r.vgpu().plane_ids().current(), 0);
-    }
-
-    #[test]
-    fn vblank_interrupt_counts_while_the_plane_is_enabled_and_unmasked() {
-        use super::super::vblank::PIPEA_FRMCOUNT;
-        let mut r = Rig::new();
-        r.vgpu().set_refresh_period(0, 10_000_000);
-        // Power-on: plane off, vblank masked and disabled: no timer needed.
-        assert_eq!(r.vgpu().vblank_deadline(0), None);
-        r.at_ms(100);
-        assert_eq!(r.tick(), Delivery::default());
-        assert_eq!(r.r32(PIPEA_FRMCOUNT), 0, "no frames while the plane is off");
-
-        // The guest enables and unmasks the vblank, then its plane.
-        r.w32(regs::DE_IER, irq::DE_PIPEA_VBLANK);
-        r.w32(regs::DE_IMR, !irq::DE_PIPEA_VBLANK);
-        assert_eq!(r.vgpu().vblank_deadline(100_000_000), None, "plane still off");
-        r.w32(regs::DSPACNTR, PLANE_ON);
-        assert_eq!(r.vgpu().vblank_deadline(100_000_000), Some(110_000_000), "one period after the plane came on");
-        let mut msis = 0;
-        for i in 1..=5u64 {
-            r.at_ms(100 + 10 * i);
-            let d = r.tick();
-            assert!(d.msi, "vblank {i} is an MSI edge");
-            msis += 1;
-            assert_eq!(r.r32(regs::DE_IIR), irq::DE_PIPEA_VBLANK);
-            assert_eq!(r.r32(PIPEA_FRMCOUNT), i as u32);
-            // The guest acknowledges.
-            r.w32(regs::DE_IIR, irq::DE_PIPEA_VBLANK);
-            assert_eq!(r.r32(regs::DE_IIR), 0, "write one to clear");
-        }
-        assert_eq!(msis, 5);
-        // Not acknowledged: later vblanks merge into the pending bit, no edge.
-        r.at_ms(160);
-        assert!(r.tick().msi);
-        r.at_ms(190);
-        assert!(!r.tick().msi, "still pending: no new edge");
-        assert_eq!(r.r32(PIPEA_FRMCOUNT), 9, "the counter still counts every vblank");
-        r.w32(regs::DE_IIR, !0);
-
-        // Masked: the counter runs, nothing is latched, no timer is wanted.
-        r.w32(regs::DE_IMR, !0);
-        assert_eq!(r.vgpu().vblank_deadline(190_000_000), None);
-        r.at_ms(250);
-        assert_eq!(r.tick(), Delivery::default());
-        assert_eq!((r.r32(PIPEA_FRMCOUNT), r.r32(regs::DE_IIR)), (15, 0));
-
-        // Plane off: the counter stops where it is.
-        r.w32(regs::DE_IMR, !irq::DE_PIPEA_VBLANK);
-        r.at_ms(255);
-        r.w32(regs::DSPACNTR, 0);
-        r.at_ms(900);
-        assert_eq!(r.tick(), Delivery::default());
-        assert_eq!(r.r32(PIPEA_FRMCOUNT), 15, "stopped with the plane");
-        assert_eq!(r.vgpu().vblank_deadline(900_000_000), None);
-        assert_eq!(r.vgpu().counters().vblanks, 8, "ticks that found new vblanks");
-    }
-
-    #[test]
-    fn vblank_and_gt_interrupts_share_one_intx_line() {
-        let mut r = Rig::new();
-        r.vgpu().set_refresh_period(0, 10_000_000);
-        r.w32(regs::DE_IER, irq::DE_PIPEA_VBLANK);
-        r.w32(regs::DE_IMR, 0);
-        r.w32(regs::DSPACNTR, PLANE_ON);
-        r.at_ms(10);
-        let d = r.tick();
-        assert_eq!(d.intx, Some(true));
-        // The GT block going quiet does not lower the line the display
-        // block holds up.
-        assert_eq!(r.vgpu().signal(Delivery { msi: false, intx: Some(false) }).intx, None);
-        // A byte write to DEIIR's second byte clears nothing in the first.
-        r.w(u64::from(regs::DE_IIR) + 1, &[0xFF]).unwrap();
-        assert_eq!(r.r32(regs::DE_IIR), irq::DE_PIPEA_VBLANK, "a partial write clears only its own bytes");
-        let out = r.w(u64::from(regs::DE_IIR), &[irq::DE_PIPEA_VBLANK as u8]).unwrap();
-        assert_eq!(out.delivery.intx, Some(false), "acknowledging the vblank drops the line");
-        assert_eq!(r.r32(regs::DE_IIR), 0);
-        // A reset stops the pipe and clears the block, keeps the count.
-        let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-        let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
-        r.v.as_mut().unwrap().reset(&mut Held::new(&mut r.gpu, &mut r.phys), &mut st, &mut env);
-        assert_eq!(r.r32(regs::DE_IER), 0);
-        assert_eq!(r.r32(super::super::vblank::PIPEA_FRMCOUNT), 1);
-        assert!(!r.vgpu().vblank().running());
-    }
-
-    fn query(r: &mut Rig, flags: u32, ty: u32) -> Result<QueryAnswer, InvalidQuery> {
-        let st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-        let caps = GfxCaps { region: true, dmabuf: true };
-        r.v.as_mut().unwrap().query_gfx_plane(&st, flags, ty, caps, 10)
-    }
-
-    #[test]
-    fn cursor_plane_is_validated_and_tracked_apart_from_the_primary() {
-        use super::super::display::vfio::{DRM_PLANE_TYPE_CURSOR, NO_HOTSPOT, VFIO_GFX_PLANE_TYPE_DMABUF, VFIO_GFX_PLANE_TYPE_REGION};
-        use super::super::display::{drm_format, CURSOR_ID_BIT};
-        const DMABUF: u32 = VFIO_GFX_PLANE_TYPE_DMABUF;
-        let mut r = Rig::new();
-        let ap = part().aperture.base as u32;
-        r.w32(PVINFO_BASE + vgtif::DISPLAY_READY, 1);
-        // Disabled: no plane, with the reason.
-        let a = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap();
-        assert_eq!(a.info, display::GfxPlaneInfo::NONE);
-        assert_eq!(a.no_plane, Some(NoPlane::CursorDisabled));
-        // 64x64 ARGB at the start of the aperture slice, at (-5, 300).
-        r.w32(regs::CURABASE, ap);
-        r.w32(regs::CURAPOS, (300 << 16) | 0x8000 | 5);
-        r.w32(regs::CURACNTR, 0x27);
-        let a = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap();
-        let i = a.info;
-        assert_eq!((i.drm_format, i.width, i.height, i.stride, i.size), (drm_format::ARGB8888, 64, 64, 256, 16384));
-        assert_eq!((i.x_pos as i32, i.y_pos), (-5, 300));
-        assert_eq!((i.x_hot, i.y_hot), (NO_HOTSPOT, NO_HOTSPOT), "no hotspot until the guest says");
-        let id = i.region_index_or_dmabuf_id;
-        assert_ne!(id & CURSOR_ID_BIT, 0, "cursor ids never look like primary ids");
-        assert!(!a.observed.changed, "the primary's identity is untouched");
-        let p = r.vgpu().dmabuf_plane(id).expect("the id names the cursor image");
-        assert_eq!((p.surface(), p.pages()), (u64::from(ap), 4));
-        assert_eq!(r.vgpu().dmabuf_plane(id & !CURSOR_ID_BIT), None, "not a primary id");
-        // Moving it and setting the hotspot keep the id.
-        r.w32(regs::CURAPOS, (7 << 16) | 9);
-        r.w32(PVINFO_BASE + vgtif::CURSOR_X_HOT, 3);
-        r.w32(PVINFO_BASE + vgtif::CURSOR_Y_HOT, 4);
-        let i = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().info;
-        assert_eq!((i.x_pos, i.y_pos, i.x_hot, i.y_hot, i.region_index_or_dmabuf_id), (9, 7, 3, 4, id));
-        // A bigger mode is another image: another id.
-        r.w32(regs::CURACNTR, 0x23);
-        let i = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().info;
-        assert_eq!((i.width, i.size), (256, 256 * 1024));
-        assert_ne!(i.region_index_or_dmabuf_id, id);
-        // Invalid: outside the vGPU's memory (last page of the slice, 64 KiB
-        // image), misaligned, unknown mode.  No plane, no dma-buf.
-        r.w32(regs::CURACNTR, 0x27);
-        r.w32(regs::CURABASE, ap + part().aperture.size as u32 - 4096);
-        let a = query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap();
-        assert!(matches!(a.no_plane, Some(NoPlane::SurfaceOutsideGm { .. })), "{a:?}");
-        r.w32(regs::CURABASE, 0);
-        assert!(matches!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::SurfaceOutsideGm { .. })), "another vGPU's memory");
-        r.w32(regs::CURABASE, ap + 64);
-        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::SurfaceMisaligned(ap + 64)));
-        r.w32(regs::CURABASE, ap);
-        r.w32(regs::CURACNTR, 0x07);
-        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::CursorMode(7)));
-        // Region planes are primary only: a region cursor query is no plane.
-        r.w32(regs::CURACNTR, 0x27);
-        assert_eq!(query(&mut r, VFIO_GFX_PLANE_TYPE_REGION, DRM_PLANE_TYPE_CURSOR).unwrap().info, display::GfxPlaneInfo::NONE);
-        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().info.region_index_or_dmabuf_id, id, "remembered");
-        // Display not ready: no cursor either.
-        r.w32(PVINFO_BASE + vgtif::DISPLAY_READY, 0);
-        assert_eq!(query(&mut r, DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap().no_plane, Some(NoPlane::DisplayNotReady));
-    }
-
-    proptest::proptest! {
-        /// Whatever the cursor registers hold: no panic, and a reported
-        /// cursor lies inside the vGPU's own memory.
-        #[test]
-        fn any_cursor_registers_stay_inside_the_vgpu(ctl in proptest::prelude::any::<u32>(), base in proptest::prelude::any::<u32>(), pos in proptest::prelude::any::<u32>()) {
-            let mut vregs = vec![0u32; VREG_DWORDS];
-            vregs[display::DISPLAY_READY_VREG] = 1;
-            vregs[(regs::CURACNTR / 4) as usize] = ctl;
-            vregs[(regs::CURABASE / 4) as usize] = base;
-            vregs[(regs::CURAPOS / 4) as usize] = pos;
-            let gm = VgpuGm { aperture: part().aperture, high: part().high };
-            if let Ok((p, (x, y))) = display::decode_cursor(&vregs, &gm) {
-                proptest::prop_assert!(gm.aperture.contains(p.surface(), p.mapped_size()) || gm.high.contains(p.surface(), p.mapped_size()));
-                proptest::prop_assert!(x.abs() <= 0x7FFF && y.abs() <= 0x7FFF);
-            }
-        }
-    }
-
-    #[test]
-    fn config_span_reads_whole_space_and_rejects_overrun() {
-        let mut r = Rig::new();
-        let v = r.vgpu();
-        let mut all = [0u8; 256];
-        v.cfg_read_span(0, &mut all).unwrap();
-        assert_eq!(&all[..], &v.cfg().as_bytes()[..]);
-        let mut odd = [0u8; 3];
-        v.cfg_read_span(1, &mut odd).unwrap();
-        assert_eq!(odd, all[1..4]);
-        assert!(v.cfg_read_span(255, &mut [0u8; 2]).is_err());
-        assert!(v.cfg_read_span(u32::MAX, &mut [0u8; 2]).is_err());
-        assert_eq!(v.counters().cfg_rejected, 2);
-    }
-
-    #[test]
-    fn pvinfo_ggtt_window_and_bad_accesses() {
-        let mut r = Rig::new();
-        let mut m = [0u8; 8];
-        r.r(PVINFO_BASE as u64, &mut m).unwrap();
-        assert_eq!(u64::from_le_bytes(m), VGT_MAGIC);
-        let idx = (1u64 << 20) / PAGE_SIZE + 1;
-        let off = mmio::GGTT_VIEW_BASE + idx * 8;
-        let w = r.w(off, &((0x101u64 << 12) | 1).to_le_bytes()).unwrap();
-        assert_eq!(w.pte(), Some(PteWrite::Mapped));
-        let mut b = [0u8; 8];
-        r.r(off, &mut b).unwrap();
-        assert_eq!(u64::from_le_bytes(b), (0x101 << 12) | 1);
-        assert_eq!(r.phys[idx as usize].page(), HostPage(1));
-        assert!(r.r(3, &mut [0u8; 4]).is_err());
-        assert!(r.w(off + 2, &[0u8; 4]).is_err());
-        assert!(r.w(off, &[0u8; 2]).is_err());
-        assert_eq!(r.vgpu().mmio().stats().pte, 2);
-    }
-
-    #[test]
-    fn tail_on_a_disabled_ring_starts_nothing() {
-        let mut r = Rig::new();
-        let w = r.w(u64::from(EngineId::Rcs.reg(ring::TAIL)), &0x40u32.to_le_bytes()).unwrap();
-        assert_eq!(w.submit(), Some(SubmitOutcome::Empty));
-        assert_eq!(w.delivery, Delivery::default());
-        // Enabled but START outside the vGPU's memory: refused, error IRQ.
-        r.w(regs::GT_IMR as u64, &0u32.to_le_bytes()).unwrap();
-        r.w(regs::GT_IER as u64, &(!0u32).to_le_bytes()).unwrap();
-        r.w(u64::from(EngineId::Rcs.reg(ring::START)), &0x40_0000u32.to_le_bytes()).unwrap();
-        r.w(u64::from(EngineId::Rcs.reg(ring::CTL)), &1u32.to_le_bytes()).unwrap();
-        let w = r.w(u64::from(EngineId::Rcs.reg(ring::TAIL)), &0x10u32.to_le_bytes()).unwrap();
-        assert!(matches!(w.submit(), Some(SubmitOutcome::Rejected(_))), "{w:?}");
-        assert!(w.delivery.msi);
-        let mut b = [0u8; 4];
-        r.r(regs::GT_IIR as u64, &mut b).unwrap();
-        assert_eq!(u32::from_le_bytes(b), irq::RCS_ERROR_INTERRUPT);
-    }
-
-    #[test]
-    fn fences_are_audited_before_the_physical_write() {
-        let mut r = Rig::new();
-        let inside = (1u64 << 20) | 1 | (((1u64 << 20) + 0x1000) << 32);
-        let w = r.w(regs::fence_offset(2) as u64, &inside.to_le_bytes()).unwrap();
-        assert_eq!(w.routed[0], Some(Routed::Fence { index: 2, accepted: true }));
-        let phys_fence = regs::fence_offset(4 + 2);
-        let got = r.gpu.with_backend(&mut r.phys, |b| (b.read_reg(phys_fence), b.read_reg(phys_fence + 4)));
-        assert_eq!(got, (inside as u32, (inside >> 32) as u32));
-        let outside = 1 | (0x40_0000u64 << 32); // [0, 4 MiB): not this vGPU's
-        let w = r.w(regs::fence_offset(2) as u64, &outside.to_le_bytes()).unwrap();
-        assert_eq!(w.routed[0], Some(Routed::Fence { index: 2, accepted: false }));
-        let got = r.gpu.with_backend(&mut r.phys, |b| b.read_reg(phys_fence));
-        assert_eq!(got, 0, "the physical fence is disabled");
-    }
-
-    #[test]
-    fn signal_follows_msi_enable_and_intx_disable() {
-        let mut r = Rig::new();
-        let v = r.vgpu();
-        let up = Delivery { msi: true, intx: Some(true) };
-        assert_eq!(v.signal(up), Signal { msi: false, intx: Some(true) });
-        assert_ne!(v.cfg().as_bytes()[off::STATUS] & 0x8, 0, "INTx status shown");
-        v.cfg_write(off::COMMAND as u32, &(1u16 << 10).to_le_bytes()).unwrap();
-        assert_eq!(v.signal(up), Signal::default());
-        v.cfg_write(off::MSI_CTRL as u32, &1u16.to_le_bytes()).unwrap();
-        assert_eq!(v.signal(up), Signal { msi: true, intx: None });
-    }
-
-    #[test]
-    fn display_plane_query_fault_flip_and_reset() {
-        use super::super::display::{vfio as gfx, NoPlane};
-        use super::super::pvinfo::vgtif;
-        use super::super::regs::{DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC};
-        let mut r = Rig::new();
-        // Aperture pages 0..4 of the vGPU -> guest frames 0x101.. (host pages 1..).
-        for i in 0..4u64 {
-            let off = mmio::GGTT_VIEW_BASE + ((1u64 << 20) / PAGE_SIZE + i) * 8;
-            r.w(off, &(((0x101 + i) << 12) | 1).to_le_bytes()).unwrap();
-        }
-        let w32 = |r: &mut Rig, off: u32, v: u32| {
-            r.w(u64::from(off), &v.to_le_bytes()).unwrap();
-        };
-        w32(&mut r, PIPEASRC, (63 << 16) | 31); // 64x32
-        w32(&mut r, DSPASTRIDE, 256);
-        w32(&mut r, DSPASURF, 1 << 20);
-        w32(&mut r, DSPACNTR, (1 << 31) | (6 << 26));
-        let caps = GfxCaps { region: true, dmabuf: true };
-        let q = |r: &mut Rig, flags: u32| {
-            let st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-            r.v.as_mut().unwrap().query_gfx_plane(&st, flags, gfx::DRM_PLANE_TYPE_PRIMARY, caps, 10)
-        };
-        let fault = |r: &mut Rig, page: u64| {
-            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-            r.v.as_mut().unwrap().display_fault(&mut st, page)
-        };
-        let q_typed = |r: &mut Rig, flags: u32, ty: u32| {
-            let st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-            r.v.as_mut().unwrap().query_gfx_plane(&st, flags, ty, caps, 10)
-        };
-        // Not ready: no plane, the region shows scratch.
-        let a = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
-        assert_eq!(a.no_plane, Some(NoPlane::DisplayNotReady));
-        assert_eq!((a.info.width, a.info.size, a.observed.id), (0, 0, 0));
-        assert_eq!(fault(&mut r, 0), Some(HostPage(99)));
-        w32(&mut r, PVINFO_BASE + vgtif::DISPLAY_READY, 1);
-        // A probe answers without observing.
-        let p = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_PROBE | gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
-        assert_eq!(p.observed.id, 0);
-        assert!(r.vgpu().shown_plane().is_none());
-        let a = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
-        assert_eq!((a.info.width, a.info.height, a.info.stride, a.info.size), (64, 32, 256, 8192));
-        assert_eq!(a.info.region_index_or_dmabuf_id, 10);
-        assert!(a.observed.changed && a.observed.id != 0);
-        let first = a.observed.id;
-        assert_eq!((fault(&mut r, 0), fault(&mut r, 1), fault(&mut r, 2)), (Some(HostPage(1)), Some(HostPage(2)), Some(HostPage(99))));
-        let size = r.vgpu().display_region_size();
-        assert_eq!(size, 1 << 20, "the largest slice (1 MiB)");
-        assert_eq!(fault(&mut r, size / PAGE_SIZE), None, "past the region");
-        // QEMU's region path leaves drm_plane_type 0: the primary plane.
-        let z = q_typed(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION, gfx::DRM_PLANE_TYPE_OVERLAY).unwrap();
-        assert_eq!((z.info.width, z.observed.id), (64, first));
-        // Cursor queries, and overlay queries of dma-buf planes: none.
-        let c = q_typed(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION, gfx::DRM_PLANE_TYPE_CURSOR).unwrap();
-        assert_eq!(c.info.width, 0);
-        let o = q_typed(&mut r, gfx::VFIO_GFX_PLANE_TYPE_DMABUF, gfx::DRM_PLANE_TYPE_OVERLAY).unwrap();
-        assert_eq!(o.info.width, 0);
-        assert_eq!(r.vgpu().plane_ids().current(), first, "non-primary queries observe nothing");
-        // A flip shows only after the next query (the region maps the plane reported).
-        w32(&mut r, DSPASURF, (1 << 20) + 2 * PAGE_SIZE as u32);
-        assert_eq!(fault(&mut r, 0), Some(HostPage(1)));
-        let b = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_DMABUF).unwrap();
-        assert!(b.observed.changed && b.observed.id != first);
-        assert_eq!(b.info.region_index_or_dmabuf_id, b.observed.id, "dma-buf planes carry the id");
-        assert_eq!(fault(&mut r, 0), Some(HostPage(3)));
-        // The dma-buf path: the remembered plane's page list.
-        let plane = r.vgpu().dmabuf_plane(first).expect("first plane remembered");
-        let mut pages = [HostPage(0); 2];
-        {
-            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-            assert_eq!(r.v.as_mut().unwrap().framebuffer_pages(&mut st, &plane, &mut pages), Ok(2));
-        }
-        assert_eq!(pages, [HostPage(1), HostPage(2)]);
-        assert!(r.vgpu().dmabuf_plane(0).is_none() && r.vgpu().dmabuf_plane(999).is_none());
-        // Flip back: the old id again.
-        w32(&mut r, DSPASURF, 1 << 20);
-        assert_eq!(q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap().observed.id, first);
-        // A surface in another vGPU's memory is no plane.
-        w32(&mut r, DSPASURF, 3 << 20);
-        let c = q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
-        assert!(matches!(c.no_plane, Some(NoPlane::SurfaceOutsideGm { .. })));
-        assert_eq!(fault(&mut r, 0), Some(HostPage(99)));
-        w32(&mut r, DSPASURF, 1 << 20);
-        q(&mut r, gfx::VFIO_GFX_PLANE_TYPE_REGION).unwrap();
-        assert!(r.vgpu().shown_plane().is_some());
-        // Reset forgets every plane.
-        {
-            let mut st = VgpuStorage { vregs: &mut r.vregs, ggtt_guest: &mut r.gg, ggtt_shadow: &mut r.gs, ppgtt_snap: &mut r.snap };
-            let mut env = Env { host: &mut r.host, alloc: &mut r.pages, clock: &r.clock, guest: &mut r.ram, cpu: &mut NoCpu };
-            r.v.as_mut().unwrap().reset(&mut Held::new(&mut r.gpu, &mut r.phys), &mut st, &mut env);
-        }
-        assert!(r.vgpu().shown_plane().is_none() && r.vgpu().dmabuf_plane(first).is_none());
-        assert_eq!(fault(&mut r, 0), Some(HostPage(99)));
     }
 }

@@ -12,7 +12,7 @@
 
 use std::time::Duration;
 
-pub use gvt_core::guest::GuestBus;
+pub use gvt_guest::GuestBus;
 
 use crate::error::Result;
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 pub use gvt_core::backend::EngineId;
 pub use gvt_core::cmd::Space;
-use gvt_core::guest::{GuestDriver, GuestError, PteWidth};
+use gvt_guest::{GuestDriver, GuestError, PteWidth};
 use gvt_core::irq;
 use gvt_core::mem::GmRange;
 use gvt_core::pvinfo::{vgtif, PVINFO_BASE};

@@ -8,7 +8,7 @@
 //! MI_STORE_DATA_IMM / MI_FLUSH_DW stores, stores through a PPGTT), waits
 //! for the user interrupt or polls HEAD, and checks the results in its own
 //! RAM.  The device model is gvt-core's reference guest
-//! ([`gvt_core::guest`]) and command encoder ([`gvt_core::cmd::encode`]);
+//! ([`gvt_guest`]) and command encoder ([`gvt_core::cmd::encode`]);
 //! this crate adds real buses ([`backend::Backend`]):
 //!
 //! - [`vfio::VfioBackend`]: the vGPU through VFIO (what a VMM has), guest
@@ -31,7 +31,7 @@ pub use backend::{Backend, GuestBus, IrqWait};
 pub use driver::{BootConfig, Driver, Layout, Waited, BCS, ERROR_IRQS, RCS, USER_IRQS};
 pub use error::{Error, Result};
 pub use gvt_core;
-pub use gvt_core::guest::PteWidth;
+pub use gvt_guest::PteWidth;
 
 /// Run `rounds` rounds of [`jobs::run_round`] with colours derived from
 /// `seed`; returns the interrupts seen.  What the CLI and the nested-guest

@@ -7,17 +7,15 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use gvt_core::aperture::CpuMappings;
 use gvt_core::backend::Pte;
 use gvt_core::cfgspace::off as cfgoff;
 use gvt_core::cmd::encode::{color_blt, sdi};
 use gvt_core::cmd::{MI_USER_INTERRUPT, Space};
 use gvt_core::fakes::{FakeGuestMemory, FakeHostMemory, FakeHostPages};
 use gvt_core::gpu::{Gpu, GpuConfig, WorkBudget, SHADOW_PAGES_PER_VGPU};
-use gvt_core::gpu_lock::Held;
-use gvt_core::mem::{GmRange, HostMemory, HostPage, PAGE_SIZE};
+use gvt_core::mem::{GmRange, HostPage, PAGE_SIZE};
 use gvt_core::partition::Partition;
-use gvt_core::sched::Clock;
+use gvt_core::services::{Clock, CpuMappings, Held, HostMemory};
 use gvt_core::vgpu::{storage_sizes, Env, Vgpu, VgpuParams, VgpuStorage};
 use gvt_guest_driver::driver::{error_irq, user_irq};
 use gvt_guest_driver::jobs::{self, Ppgtt};
@@ -64,12 +62,11 @@ struct Sim {
 }
 
 macro_rules! with_vgpu {
-    ($s:expr, |$v:ident, $gpu:ident, $phys:ident, $st:ident, $env:ident| $body:expr) => {{
-        let Sim { gpu: $gpu, phys: $phys, host, pages, clock, vgpu, vregs, gg, gs, snap, ram, .. } = &mut *$s;
-        let mut $st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
-        let mut cpu = NoCpu;
-        #[allow(unused_mut)]
-        let mut $env = Env { host, alloc: pages, clock: &*clock, guest: ram, cpu: &mut cpu };
+    ($s:expr, |$v:ident, $env:ident| $body:expr) => {{
+        let Sim { gpu, phys, host, pages, clock, vgpu, vregs, gg, gs, snap, ram, .. } = &mut *$s;
+        let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+        let (mut lock, mut cpu) = (Held::new(gpu, phys), NoCpu);
+        let mut $env = Env::new(st, &mut lock, host, pages, &*clock, ram, &mut cpu);
         let $v = vgpu.as_mut().expect("vGPU");
         $body
     }};
@@ -101,19 +98,20 @@ impl Sim {
         let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(2100 + i)).collect();
         let params = VgpuParams { id: 1, part, aperture_size: 4 * MIB, weight: 1, scratch: HostPage(2048), shadow_pages: &shadow };
         let Sim { gpu, phys, host, pages, clock, vregs, gg, gs, snap, ram, .. } = &mut s;
-        let mut st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
-        let mut env = Env { host, alloc: pages, clock: &*clock, guest: ram, cpu: &mut NoCpu };
-        s.vgpu = Some(Vgpu::create(&mut Held::new(gpu, phys), params, &mut st, &mut env).expect("vgpu"));
+        let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+        let (mut lock, mut cpu) = (Held::new(gpu, phys), NoCpu);
+        let mut env = Env::new(st, &mut lock, host, pages, &*clock, ram, &mut cpu);
+        s.vgpu = Some(Vgpu::create(params, &mut env).expect("vgpu"));
         s
     }
 }
 
 impl GuestBus for Sim {
     fn bar0_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        with_vgpu!(self, |v, gpu, phys, st, _env| v.bar0_read(&mut Held::new(gpu, phys), &mut st, offset, buf).is_ok())
+        with_vgpu!(self, |v, env| v.bar0_read(&mut env, offset, buf).is_ok())
     }
     fn bar0_write(&mut self, offset: u64, data: &[u8]) -> bool {
-        let r = with_vgpu!(self, |v, gpu, phys, st, env| v.bar0_write(&mut Held::new(gpu, phys), &mut st, &mut env, offset, data).map(|w| v.signal(w.delivery)));
+        let r = with_vgpu!(self, |v, env| v.bar0_write(&mut env, offset, data).map(|w| v.signal(w.delivery)));
         match r {
             Ok(s) => {
                 self.msi += u64::from(s.msi);
@@ -123,11 +121,11 @@ impl GuestBus for Sim {
         }
     }
     fn aperture_write(&mut self, offset: u64, data: &[u8]) -> bool {
-        let p = with_vgpu!(self, |v, _gpu, _phys, st, _env| v.aperture_fault(&mut st, offset & !(PAGE_SIZE - 1)));
+        let p = with_vgpu!(self, |v, env| v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
         p.is_ok_and(|p| self.host.write(p, (offset % PAGE_SIZE) as usize, data).is_ok())
     }
     fn aperture_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        let p = with_vgpu!(self, |v, _gpu, _phys, st, _env| v.aperture_fault(&mut st, offset & !(PAGE_SIZE - 1)));
+        let p = with_vgpu!(self, |v, env| v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
         p.is_ok_and(|p| self.host.read(p, (offset % PAGE_SIZE) as usize, buf).is_ok())
     }
     fn ram_write(&mut self, gpa: u64, data: &[u8]) -> bool {

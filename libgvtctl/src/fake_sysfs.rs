@@ -1,5 +1,6 @@
-//! A simulated mdev core over a plain directory tree, for tests and demos without the
-//! driver. [`init`] builds a tree with parents shaped like gvt-rs (`gvt-sim0`), i915
+//! A simulated mdev core over a plain directory tree (a fake sysfs), for tests and
+//! demos without the driver (not the GPU model, gvt-core's `sim.rs`). [`init`]
+//! builds a tree with parents shaped like gvt-rs (`gvt-sim0`), i915
 //! GVT-g (`0000:00:02.0`, its four `i915-GVTg_V5_*` types) and the `mtty` sample;
 //! [`SimMdevCore`] is a [`Sysfs`] that reacts to writes as the kernel does:
 //!

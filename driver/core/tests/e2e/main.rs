@@ -1,34 +1,31 @@
 //! End-to-end host tests of the mediated GPU (paper §3 as a whole; §3.5's
 //! isolation and DoS claims): two vGPUs on one gvt-sim, each driven only the
 //! way a VM can drive it — BAR0 accesses, CPU writes through its aperture
-//! and to its RAM — by the reference guest driver ([`super::guest`]), with
+//! and to its RAM — by the reference guest driver ([`gvt_guest`]), with
 //! the engines run only the way the kernel's worker runs them
 //! ([`Gpu::run_engines`]).  The harness below ([`World`], [`Bus`]) is the
 //! host-side twin of the kernel glue: every guest access goes through the
 //! facade ([`Vgpu`]) exactly as the VFIO callbacks do, so the kernel VM
 //! tests can mirror these scenarios one for one.
 
-extern crate std;
-
 use core::cell::Cell;
 use std::vec;
 use std::vec::Vec;
 
-use super::aperture::CpuMappings;
-use super::backend::{EngineId, Pte};
-use super::cfgspace::off as cfgoff;
-use super::cmd::encode::*;
-use super::cmd::{Reject, Space, MI_BATCH_BUFFER_END, MI_NOOP, MI_USER_INTERRUPT};
-use super::fakes::{CheckedLock, FakeGuestMemory, FakeHostMemory, FakeHostPages};
-use super::ggtt::{AuditReject, PteWrite};
-use super::gpu::{EngineReport, Gpu, GpuConfig, SubmitOutcome, SubmitReject, WorkBudget, SHADOW_PAGES_PER_VGPU};
-use super::guest::{GuestBus, GuestDriver, PteWidth};
-use super::irq;
-use super::mem::{GmRange, HostMemory, HostPage, PAGE_SIZE};
-use super::partition::Partition;
-use super::sched::Clock;
-use super::stats::VgpuState;
-use super::vgpu::{storage_sizes, Bar0Write, Env, Signal, Vgpu, VgpuParams, VgpuStorage};
+use gvt_core::services::{Clock, CpuMappings, HostMemory};
+use gvt_core::backend::{EngineId, Pte};
+use gvt_core::cfgspace::off as cfgoff;
+use gvt_core::cmd::encode::*;
+use gvt_core::cmd::{Reject, Space, MI_BATCH_BUFFER_END, MI_NOOP, MI_USER_INTERRUPT};
+use gvt_core::fakes::{CheckedLock, FakeGuestMemory, FakeHostMemory, FakeHostPages};
+use gvt_core::ggtt::{AuditReject, PteWrite};
+use gvt_core::gpu::{EngineReport, Gpu, GpuConfig, SubmitOutcome, SubmitReject, WorkBudget, SHADOW_PAGES_PER_VGPU};
+use gvt_guest::{GuestBus, GuestDriver, PteWidth};
+use gvt_core::irq;
+use gvt_core::mem::{GmRange, HostPage, PAGE_SIZE};
+use gvt_core::partition::Partition;
+use gvt_core::stats::VgpuState;
+use gvt_core::vgpu::{storage_sizes, Bar0Write, Env, Signal, Vgpu, VgpuParams, VgpuStorage};
 
 const NV: usize = 4;
 const TABLES: usize = 8;
@@ -83,6 +80,10 @@ struct Vm {
     last: Option<Bar0Write>,
 }
 
+/// The services of the harness's calls: the GPU lock checked as the kernel
+/// takes it, fake host and guest memory, the test clock, a recording CPU.
+type Svc<'l> = (CheckedLock<'l, Gpu<NV>>, FakeHostMemory, FakeHostPages, TestClock, FakeGuestMemory, Cpu);
+
 struct World {
     gpu: Gpu<NV>,
     phys: Vec<Pte>,
@@ -131,9 +132,10 @@ impl World {
             let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(2100 + 128 * k as u64 + i)).collect();
             let params = VgpuParams { id: k as u32 + 1, part: p, aperture_size: APERTURE, weight: 1, scratch: vm.scratch, shadow_pages: &shadow };
             let Vm { vregs, gg, gs, snap, ram, cpu, .. } = &mut vm;
-            let mut st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
-            let mut env = Env { host: &mut w.host, alloc: &mut w.pages, clock: &w.clock, guest: ram, cpu };
-            vm.vgpu = Some(Vgpu::create(&mut CheckedLock::new(&mut w.gpu, &mut w.phys), params, &mut st, &mut env).expect("vgpu"));
+            let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+            let mut lock = CheckedLock::new(&mut w.gpu, &mut w.phys);
+            let mut env = Env::new(st, &mut lock, &mut w.host, &mut w.pages, &w.clock, ram, cpu);
+            vm.vgpu = Some(Vgpu::create(params, &mut env).expect("vgpu"));
             w.vms.push(vm);
         }
         w
@@ -165,20 +167,21 @@ impl World {
         self.vms[k].vgpu.as_mut().expect("vgpu").cfg_write(off as u32, data).expect("cfg write");
     }
 
-    fn with_vm<R>(&mut self, k: usize, f: impl FnOnce(&mut Vgpu<TABLES>, &mut Gpu<NV>, &mut Vec<Pte>, &mut VgpuStorage<'_>, &mut Env<'_, FakeHostMemory, FakeHostPages, TestClock, FakeGuestMemory, Cpu>) -> R) -> R {
+    /// `f` with VM `k`'s vGPU and a call's [`Env`] (the GPU lock checked).
+    fn with_vm<R>(&mut self, k: usize, f: impl FnOnce(&mut Vgpu<TABLES>, &mut Env<'_, Svc<'_>>) -> R) -> R {
         let World { gpu, phys, host, pages, clock, vms } = self;
         let Vm { vgpu, vregs, gg, gs, snap, ram, cpu, .. } = &mut vms[k];
-        let mut st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
-        let mut env = Env { host, alloc: pages, clock, guest: ram, cpu };
-        f(vgpu.as_mut().expect("vgpu"), gpu, phys, &mut st, &mut env)
+        let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+        let mut lock = CheckedLock::new(gpu, phys);
+        f(vgpu.as_mut().expect("vgpu"), &mut Env::new(st, &mut lock, host, pages, clock, ram, cpu))
     }
 
     fn destroy(&mut self, k: usize) {
         let World { gpu, phys, host, pages, clock, vms } = self;
         let Vm { vgpu, vregs, gg, gs, snap, ram, cpu, .. } = &mut vms[k];
-        let mut st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
-        let mut env = Env { host, alloc: pages, clock, guest: ram, cpu };
-        vgpu.take().expect("vgpu").destroy(&mut CheckedLock::new(gpu, phys), &mut st, &mut env);
+        let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+        let mut lock = CheckedLock::new(gpu, phys);
+        vgpu.take().expect("vgpu").destroy(&mut Env::new(st, &mut lock, host, pages, clock, ram, cpu));
     }
 
     /// The host page a guest's RAM frame lives in.
@@ -195,12 +198,12 @@ struct Bus<'w> {
 
 impl GuestBus for Bus<'_> {
     fn bar0_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        self.w.with_vm(self.k, |v, gpu, _p, st, _| v.bar0_read(&mut CheckedLock::new(gpu, _p), st, offset, buf).is_ok())
+        self.w.with_vm(self.k, |v, env| v.bar0_read(env, offset, buf).is_ok())
     }
     fn bar0_write(&mut self, offset: u64, data: &[u8]) -> bool {
         let k = self.k;
-        let r = self.w.with_vm(k, |v, gpu, phys, st, env| {
-            let r = v.bar0_write(&mut CheckedLock::new(gpu, phys), st, env, offset, data);
+        let r = self.w.with_vm(k, |v, env| {
+            let r = v.bar0_write(env, offset, data);
             let sig = r.as_ref().ok().map(|r| v.signal(r.delivery));
             (r, sig)
         });
@@ -212,11 +215,11 @@ impl GuestBus for Bus<'_> {
         vm.last.is_some()
     }
     fn aperture_write(&mut self, offset: u64, data: &[u8]) -> bool {
-        let page = self.w.with_vm(self.k, |v, _, _, st, _| v.aperture_fault(st, offset & !(PAGE_SIZE - 1)));
+        let page = self.w.with_vm(self.k, |v, env| v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
         page.is_ok_and(|p| self.w.host.write(p, (offset % PAGE_SIZE) as usize, data).is_ok())
     }
     fn aperture_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        let page = self.w.with_vm(self.k, |v, _, _, st, _| v.aperture_fault(st, offset & !(PAGE_SIZE - 1)));
+        let page = self.w.with_vm(self.k, |v, env| v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
         page.is_ok_and(|p| self.w.host.read(p, (offset % PAGE_SIZE) as usize, buf).is_ok())
     }
     fn ram_write(&mut self, gpa: u64, data: &[u8]) -> bool {
@@ -358,7 +361,7 @@ fn guest_ggtt_view_reads_back_what_was_written_and_pins_follow() {
     let gfn = RAM_GFN + 256 + 3;
     assert_eq!(d1.read_pte(&mut b, idx1).unwrap(), (gfn << 12) | 1, "halves combine");
     let mut half = [0u8; 4];
-    assert!(b.bar0_read(super::mmio::GGTT_VIEW_BASE + 8 * idx1, &mut half));
+    assert!(b.bar0_read(gvt_core::mmio::GGTT_VIEW_BASE + 8 * idx1, &mut half));
     assert_eq!(u32::from_le_bytes(half), ((gfn << 12) | 1) as u32);
     // One pin per mapped entry, per VM.
     for k in 0..2 {
@@ -442,7 +445,7 @@ fn every_command_attack_is_rejected_and_the_neighbour_is_unaffected() {
     let blt = color_blt(d0.aperture.base + MIB - PITCH as u64, PITCH, (0, 0, 64, 2), 0x666);
     attack(&mut w, &mut d0, &mut d1, BCS, &blt, Reject::AddressNotAllowed);
     // Privileged register: reset the whole GPU from the command stream.
-    attack(&mut w, &mut d0, &mut d1, RCS, &lri(super::regs::GDRST, 1), Reject::RegisterNotAllowed);
+    attack(&mut w, &mut d0, &mut d1, RCS, &lri(gvt_core::regs::GDRST, 1), Reject::RegisterNotAllowed);
     // A batch that chains to itself forever.
     let bb = d0.high.base + 0x1000;
     let mut b = w.bus(0);
@@ -607,7 +610,7 @@ fn a_hanging_guest_is_reset_alone_and_failed_at_the_threshold() {
     d0.run(&mut b, BCS, &sdi(Space::Ggtt, d0.aperture.base + 0x60000, 1)).unwrap();
     assert_eq!(b.last().submit(), Some(SubmitOutcome::Rejected(SubmitReject::Failed)));
     // A device reset (VFIO reset) gives the VM a fresh vGPU.
-    w.with_vm(0, |v, gpu, phys, st, env| v.reset(&mut CheckedLock::new(gpu, phys), st, env));
+    w.with_vm(0, |v, env| v.reset(env));
     assert_eq!(w.vms[0].ram.outstanding_pins(), 0, "reset released every pin");
     let mut d0 = boot(&mut w, 0);
     let mut b = w.bus(0);
@@ -659,7 +662,7 @@ fn dma_unmap_releases_pins_and_destroy_leaves_nothing() {
     assert!(pins > 512, "GGTT and PPGTT pins");
     // The VMM unmaps the first 16 frames of VM 0's RAM.
     w.vms[0].ram.unmap(RAM_GFN, 16);
-    let n = w.with_vm(0, |v, gpu, phys, st, env| v.dma_unmap(&mut CheckedLock::new(gpu, phys), st, env, RAM_GFN << 12, 16 * PAGE_SIZE));
+    let n = w.with_vm(0, |v, env| v.dma_unmap(env, RAM_GFN << 12, 16 * PAGE_SIZE));
     assert_eq!(n, 16);
     assert_eq!(w.vms[0].ram.outstanding_pins(), pins - 16);
     let first = (d0.aperture.base / PAGE_SIZE) as usize;
@@ -712,7 +715,7 @@ mod fuzz {
         regs::FORCEWAKE_REQ,
     ];
 
-    use super::super::regs;
+    use gvt_core::regs;
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
@@ -747,7 +750,7 @@ mod fuzz {
                     let _ = b.bar0_write(off, &value.to_le_bytes()[..size as usize]);
                 }
                 Op::Pte { index, value, half } => {
-                    let off = super::super::mmio::GGTT_VIEW_BASE + 8 * index;
+                    let off = gvt_core::mmio::GGTT_VIEW_BASE + 8 * index;
                     let _ = match half {
                         None => b.bar0_write(off, &value.to_le_bytes()),
                         Some(h) => b.bar0_write(off + 4 * u64::from(h), &((value >> (32 * u32::from(h))) as u32).to_le_bytes()),

@@ -7,22 +7,24 @@
 //! It is written against [`GuestBus`], the three things a guest has: BAR0
 //! accesses, CPU accesses through the aperture (BAR2, its own slice), and its
 //! own RAM (guest physical addresses).  The host end-to-end tests
-//! (`super::e2e`) implement the bus on top of the mediator's facade, which is
-//! what the kernel's VFIO glue does; a user-space reference driver (a VFIO
+//! (`gvt-core`'s `tests/e2e/`) implement the bus on top of the mediator's
+//! facade, which is what the kernel's VFIO glue does; a user-space reference driver (a VFIO
 //! client under `examples/`) implements it with `pread`/`pwrite` on the
-//! device fd, an `mmap` of BAR2 and its DMA-mapped buffer.  Compiled for
-//! tests and with the `guest` feature; `no_std`, no allocation, never in the
+//! device fd, an `mmap` of BAR2 and its DMA-mapped buffer.  A crate of its
+//! own over `gvt-core`'s public API: `no_std`, no allocation, never in the
 //! kernel module.
 //!
-//! Commands are built with [`super::cmd::encode`].
+//! Commands are built with [`gvt_core::cmd::encode`].
+#![no_std]
+#![forbid(unsafe_code)]
 
-use super::backend::EngineId;
-use super::cmd::MI_NOOP;
-use super::engine::ring_ctl;
-use super::mem::{Gfn, Gma, GmRange, PAGE_SHIFT, PAGE_SIZE};
-use super::mmio::GGTT_VIEW_BASE;
-use super::pvinfo::{vgtif, PVINFO_BASE, VGT_MAGIC};
-use super::regs::{self, ring};
+use gvt_core::backend::EngineId;
+use gvt_core::cmd::MI_NOOP;
+use gvt_core::engine::ring_ctl;
+use gvt_core::mem::{Gfn, Gma, GmRange, PAGE_SHIFT, PAGE_SIZE};
+use gvt_core::mmio::GGTT_VIEW_BASE;
+use gvt_core::pvinfo::{vgtif, PVINFO_BASE, VGT_MAGIC};
+use gvt_core::regs::{self, ring};
 
 /// The device as the guest reaches it.
 pub trait GuestBus {

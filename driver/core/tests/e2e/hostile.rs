@@ -184,7 +184,7 @@ fn ppgtt_thrash_between_two_directories_reshadows_nothing() {
 }
 
 fn pc_timestamp(addr: u64) -> [u32; 6] {
-    use super::super::cmd::{PIPE_CONTROL, PIPE_CONTROL_GLOBAL_GTT, PIPE_CONTROL_WRITE_TIMESTAMP};
+    use gvt_core::cmd::{PIPE_CONTROL, PIPE_CONTROL_GLOBAL_GTT, PIPE_CONTROL_WRITE_TIMESTAMP};
     [PIPE_CONTROL | 4, PIPE_CONTROL_WRITE_TIMESTAMP | PIPE_CONTROL_GLOBAL_GTT, addr as u32, (addr >> 32) as u32, 0, 0]
 }
 

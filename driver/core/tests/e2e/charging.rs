@@ -10,7 +10,7 @@ use super::*;
 /// round (a slice and one step per engine), whatever the guest submitted.
 #[test]
 fn a_worker_call_stops_after_its_work_budget() {
-    use super::super::engine::CostModel;
+    use gvt_core::engine::CostModel;
     let cfg = patient_config();
     let (mut w, d0, mut d1) = long_batch_world(cfg);
     let cmds = copy_batch(&mut w, 1, &d1, 0xF11D);
@@ -61,7 +61,7 @@ fn the_17_gb_blit_is_refused_and_counted() {
 /// first round).
 #[test]
 fn ppgtt_sync_work_is_charged_to_the_guest() {
-    use super::super::ppgtt::SYNC_PIN_NS;
+    use gvt_core::ppgtt::SYNC_PIN_NS;
     let mut w = World::new(test_config());
     let mut d0 = boot(&mut w, 0);
     let pds = two_directories(&mut w, &d0);
