@@ -10,28 +10,15 @@ use kernel::prelude::*;
 use crate::gvt_core::stats::VgpuState;
 use crate::gvt_core::vgpu_types::SliceWriter;
 use crate::invalidate;
-use crate::parent;
+use crate::mdev::{errno, MdevVgpu};
+use crate::parent::Parent;
 use crate::vfio;
-use crate::vgpu::{errno, vgpu_of, Vgpu};
+use crate::vfio_dev::device_data;
 
-fn vgpu_of_dev(dev: *mut bindings::device) -> Option<&'static Vgpu> {
-    // SAFETY: the attributes live on the mdev device; drvdata is our
-    // `vfio_device` while the driver is bound (the group exists only then).
-    let vdev = unsafe { vfio::gvt_rs_get_drvdata(dev.cast()) }.cast::<vfio::vfio_device>();
-    if vdev.is_null() {
-        return None;
-    }
-    // SAFETY: as above.
-    Some(unsafe { vgpu_of(vdev) })
-}
-
-/// A `core::fmt::Display` value for the kernel's `pr_*!` macros.
-pub(crate) struct Shown<T>(pub(crate) T);
-
-impl<T: core::fmt::Display> kernel::fmt::Display for Shown<T> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Display::fmt(&self.0, f)
-    }
+fn vgpu_of_dev<'a>(dev: *mut bindings::device) -> Option<&'a MdevVgpu> {
+    // SAFETY: the attributes live on the mdev devices of our driver (its
+    // `dev_groups`), bound while the group exists.
+    unsafe { device_data::<Parent>(dev) }
 }
 
 /// A DRM fourcc as its four characters.
@@ -66,11 +53,11 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
         vfio::gvt_rs_attr_GVT_RS_ATTR_FENCE_BASE => writeln!(w, "{}", p.fence_base),
         vfio::gvt_rs_attr_GVT_RS_ATTR_FENCE_COUNT => writeln!(w, "{}", p.fence_count),
         vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => {
-            let g = parent::get().gpu.lock();
+            let g = v.shared.gpu.lock();
             writeln!(w, "{}", g.gpu.scheduler().weight(v.slot).unwrap_or(0))
         }
         vfio::gvt_rs_attr_GVT_RS_ATTR_STATE => {
-            let g = parent::get().gpu.lock();
+            let g = v.shared.gpu.lock();
             let s = g.gpu.scheduler().state(v.slot);
             writeln!(w, "{}", if s == VgpuState::Failed { "failed" } else { "running" })
         }
@@ -118,7 +105,7 @@ unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf
         vfio::gvt_rs_attr_GVT_RS_ATTR_STATS => {
             let st = v.state.lock();
             let Ok(core) = st.core() else { return errno(ENODEV) };
-            let g = parent::get().gpu.lock();
+            let g = v.shared.gpu.lock();
             core.write_stats(&g.gpu, &mut w)
                 .and_then(|()| writeln!(w, "self_map_faults {}", v.self_faults.load(Ordering::Relaxed)))
                 .and_then(|()| writeln!(w, "pins_refused_unmapping {}", invalidate::REFUSED.load(Ordering::Relaxed)))
@@ -146,7 +133,7 @@ unsafe extern "C" fn gvt_rs_attr_store(dev: *mut bindings::device, attr: u32, bu
             _ => errno(EINVAL),
         },
         vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => match text.parse::<u32>() {
-            Ok(w) => match parent::get().gpu.lock().gpu.scheduler_mut().set_weight(v.slot, w) {
+            Ok(w) => match v.shared.gpu.lock().gpu.scheduler_mut().set_weight(v.slot, w) {
                 Ok(()) => count as isize,
                 Err(_) => errno(EINVAL),
             },
