@@ -3,10 +3,8 @@
 //! `SET_IRQS`), `RESET`, and the display queries (`QUERY_GFX_PLANE`,
 //! `GET_GFX_DMABUF`; the buffers are [`crate::dmabuf`]'s).
 
-use core::ptr;
 use core::sync::atomic::Ordering;
 
-use kernel::error::to_result;
 use kernel::ioctl::_IO;
 use kernel::prelude::*;
 use kernel::uaccess::{UserPtr, UserSlice};
@@ -17,6 +15,7 @@ use crate::gvt_core::mem::HostPage;
 use crate::kapi::{export_dmabuf, EventFd, PageRef};
 use crate::mdev::{MdevVgpu, ShownPlane, ALL_REGIONS, DISPLAY_REGION, INTX, NUM_IRQS, VIRQFD_MASK, VIRQFD_UNMASK};
 use crate::vfio;
+use crate::vfio_dev::{copy_in, copy_out, set_irqs_validate};
 
 // VFIO ioctl numbers: _IO(VFIO_TYPE, VFIO_BASE + n) (linux/vfio.h).
 const fn vfio_io(n: u32) -> u32 {
@@ -28,21 +27,6 @@ const VFIO_DEVICE_SET_IRQS: u32 = vfio_io(10);
 const VFIO_DEVICE_RESET: u32 = vfio_io(11);
 const VFIO_DEVICE_QUERY_GFX_PLANE: u32 = vfio_io(14);
 const VFIO_DEVICE_GET_GFX_DMABUF: u32 = vfio_io(15);
-
-pub(crate) fn copy_in<T: Default>(arg: usize, minsz: usize) -> Result<T> {
-    let mut t = T::default();
-    // SAFETY: `T` is a plain `#[repr(C)]` uapi struct of at least `minsz`
-    // bytes; every bit pattern is valid.
-    let bytes = unsafe { core::slice::from_raw_parts_mut(ptr::from_mut(&mut t).cast::<u8>(), minsz) };
-    UserSlice::new(UserPtr::from_addr(arg), minsz).reader().read_slice(bytes)?;
-    Ok(t)
-}
-
-pub(crate) fn copy_out<T>(arg: usize, t: &T, minsz: usize) -> Result {
-    // SAFETY: `T` is a plain uapi struct of at least `minsz` bytes.
-    let bytes = unsafe { core::slice::from_raw_parts(ptr::from_ref(t).cast::<u8>(), minsz) };
-    UserSlice::new(UserPtr::from_addr(arg), minsz).writer().write_slice(bytes)
-}
 
 /// How many vectors each IRQ index offers: INTx 1, MSI 1, MSI-X 0, ERR 0, REQ 1.
 fn irq_count(index: u32) -> u32 {
@@ -170,11 +154,8 @@ fn ioctl_irq_info(arg: usize) -> Result {
 fn ioctl_set_irqs(v: &MdevVgpu, arg: usize) -> Result {
     let minsz = core::mem::offset_of!(vfio::vfio_irq_set, count) + 4;
     let mut hdr: vfio::vfio_irq_set = copy_in(arg, minsz)?;
-    let mut data_size: usize = 0;
     let max = if hdr.index < NUM_IRQS { irq_count(hdr.index) } else { 0 };
-    // SAFETY: `hdr` is a valid header and `data_size` a valid output; the
-    // helper only reads the header.
-    to_result(unsafe { vfio::vfio_set_irqs_validate_and_prepare(&mut hdr, max as i32, NUM_IRQS as i32, &mut data_size) })?;
+    let data_size = set_irqs_validate(&mut hdr, max, NUM_IRQS)?;
     let mut data = [0u8; 4];
     if data_size > data.len() {
         return Err(EINVAL);

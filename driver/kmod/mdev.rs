@@ -32,7 +32,9 @@
 //! | `Shared::gpu` (the GPU lock, one per parent) | the mediated GPU (engines, scheduler, slots) and the physical GGTT | `state` or `map` (taken by the core through `GpuLock` for bounded sections only) | nothing: one bounded engine step, one audit within the limits, a register, one GGTT store |
 //! | `MdevVgpu::irqs` | eventfds, INTx mask | anything | `eventfd_signal` |
 //! | `Shared::slots` | slot -> live vGPU | nothing (workers) | nothing: queues work, try-locks |
-//! | `Shared::partitions`, `Shared::invalidating` (the registry's lock) | partitions and ids; DMA ranges being unmapped | nothing | nothing |
+//! | `Shared::partitions` | partitions and ids | nothing | nothing |
+//! | `Shared::invalidating` (the registry's lock) | DMA ranges being unmapped | nothing (`dma_unmap`, before `state`), or `state` (a pin checks its frame, only while a range is being unmapped) | nothing |
+//! | the C work item's spinlock (`kapi::CWork::arm`) | the vblank timer's armed deadline | nothing (effects are applied with every lock dropped) | nothing (irqs off) |
 //!
 //! Why it holds: a fault handler takes only `map` and then `gpu`, and
 //! neither is ever held across a pin, so a pin of vGPU A that faults into
@@ -125,7 +127,7 @@ pub(crate) struct Irqs {
 
 pub(crate) struct State {
     /// The mediator's view of this vGPU; `None` once destroyed (release).
-    /// Boxed (3 KiB): `vgpu_init` runs deep in the mdev create path, on a
+    /// Boxed (3 KiB): `MdevVgpu::create` runs deep in the mdev create path, on a
     /// 16 KiB kernel stack.
     pub(crate) core: Option<KBox<CoreVgpu>>,
     /// Virtual registers: 2 MiB, as GVT-g's vreg.
@@ -144,7 +146,7 @@ pub(crate) struct State {
     shadow: KVec<Page>,
     /// The VMM's EDID region and the monitor it defines (mirrored into the
     /// vregs' guest EDID page at creation, on hotplug and after reset).
-    /// Boxed: 1 KiB that would otherwise sit in `vgpu_init`'s stack frame.
+    /// Boxed: 1 KiB that would otherwise sit in `MdevVgpu::new`'s stack frame.
     pub(crate) edid: KBox<EdidRegion>,
     /// Why the last primary-plane query found no plane (logged on change).
     pub(crate) no_plane: Option<NoPlane>,

@@ -8,7 +8,7 @@
 
 use kernel::prelude::*;
 
-use crate::gvt_core::partition::{GmLayout, Partitioner};
+use crate::gvt_core::partition::Partitioner;
 use crate::gvt_core::vgpu_types::{self, SliceWriter, VgpuType, VgpuTypes};
 use crate::mdev::MdevVgpu;
 pub(crate) use crate::shared::ParentConfig;
@@ -33,7 +33,7 @@ impl Parent {
             pr_err!("unusable graphics memory layout: {e:?}\n");
             EINVAL
         })?;
-        let type_info = derive_types(&layout, cfg.max_vgpus);
+        let type_info = VgpuTypes::derive(&layout, cfg.max_vgpus);
         let ntypes = type_info.len().min(MAX_TYPES);
         if ntypes == 0 {
             pr_err!("no vGPU type fits aperture_mb={} gm_mb={}\n", cfg.aperture_mb, cfg.gm_mb);
@@ -87,16 +87,6 @@ impl Parent {
     fn vgpu_type(&self, i: usize) -> Option<&VgpuType> {
         self.type_info.get(i)
     }
-}
-
-/// The vGPU types of a parent.  Returns through a stack copy: objtool does
-/// not know `panic_const_div_by_zero` (the table's divisions by a count it
-/// cannot see is non-zero) as a no-return call, and would warn if it ended
-/// a function.
-#[inline(never)]
-fn derive_types(layout: &GmLayout, max_vgpus: u32) -> VgpuTypes {
-    let types = VgpuTypes::derive(layout, max_vgpus);
-    core::hint::black_box(types)
 }
 
 impl MdevParentOps for Parent {

@@ -24,6 +24,7 @@ use kernel::bindings;
 use kernel::error::{from_err_ptr, to_result, VTABLE_DEFAULT_ERROR};
 use kernel::prelude::*;
 use kernel::types::Opaque;
+use kernel::uaccess::{UserPtr, UserSlice};
 use kernel::{c_str, container_of};
 
 use crate::kapi::{Ops, Vma};
@@ -66,6 +67,51 @@ impl VfioDevice {
         // mapping) lives as long as the device.
         unsafe { vfio::gvt_rs_zap_range(self.0.as_ptr(), start, len) };
     }
+}
+
+/// A `linux/vfio.h` ioctl argument: plain `#[repr(C)]` data.
+///
+/// # Safety
+/// Every bit pattern of the type is a valid value (no references, no
+/// enums, no padding that could be read as a value).
+pub(crate) unsafe trait Uapi: Default {}
+
+// SAFETY: plain uapi structs of integers (and a union of integers).
+unsafe impl Uapi for vfio::vfio_device_info {}
+// SAFETY: as above.
+unsafe impl Uapi for vfio::vfio_device_gfx_plane_info {}
+// SAFETY: as above.
+unsafe impl Uapi for vfio::vfio_irq_info {}
+// SAFETY: as above.
+unsafe impl Uapi for vfio::vfio_irq_set {}
+
+/// The first `minsz` bytes of a `T` from user address `arg`, the rest default.
+pub(crate) fn copy_in<T: Uapi>(arg: usize, minsz: usize) -> Result<T> {
+    let mut t = T::default();
+    let minsz = minsz.min(core::mem::size_of::<T>());
+    // SAFETY: `t` has at least `minsz` bytes; every bit pattern is valid (`Uapi`).
+    let bytes = unsafe { core::slice::from_raw_parts_mut(ptr::from_mut(&mut t).cast::<u8>(), minsz) };
+    UserSlice::new(UserPtr::from_addr(arg), minsz).reader().read_slice(bytes)?;
+    Ok(t)
+}
+
+/// The first `minsz` bytes of `t` to user address `arg`.
+pub(crate) fn copy_out<T: Uapi>(arg: usize, t: &T, minsz: usize) -> Result {
+    let minsz = minsz.min(core::mem::size_of::<T>());
+    // SAFETY: `t` has at least `minsz` bytes of plain data (`Uapi`).
+    let bytes = unsafe { core::slice::from_raw_parts(ptr::from_ref(t).cast::<u8>(), minsz) };
+    UserSlice::new(UserPtr::from_addr(arg), minsz).writer().write_slice(bytes)
+}
+
+/// Check a `VFIO_DEVICE_SET_IRQS` header against an index of `max` vectors
+/// (of `num_irqs` indexes) (`vfio_set_irqs_validate_and_prepare`); the
+/// size of the data that follows it.
+pub(crate) fn set_irqs_validate(hdr: &mut vfio::vfio_irq_set, max: u32, num_irqs: u32) -> Result<usize> {
+    let mut data_size: usize = 0;
+    // SAFETY: `hdr` is a valid header and `data_size` a valid output; the
+    // helper only reads the header.
+    to_result(unsafe { vfio::vfio_set_irqs_validate_and_prepare(hdr, max as i32, num_irqs as i32, &mut data_size) })?;
+    Ok(data_size)
 }
 
 /// The capability chain of a `VFIO_DEVICE_GET_REGION_INFO` reply.
@@ -405,13 +451,92 @@ impl<P: MdevParentOps> Adapter<P> {
     }
 }
 
-/// The device data of a device of our mdev driver, from its `struct
-/// device` (sysfs attributes of the mdev device); `None` while unbound.
+/// The show/store bodies of a device's sysfs attributes: the table
+/// (`gvt_rs_vgpu_groups`, the driver's `dev_groups`) is built with the
+/// `DEVICE_ATTR` macros in `gvt_rs_helpers.c`, whose callbacks call
+/// `gvt_rs_attr_show`/`gvt_rs_attr_store` with the attribute's number
+/// ([`device_attr_trampolines!`] defines those two).
+pub(crate) trait DeviceAttrs {
+    /// Attribute `attr` as text in `out`; its length.
+    fn show(&self, attr: u32, out: &mut [u8]) -> Result<usize>;
+    /// Store `input` into attribute `attr`; the bytes consumed.
+    fn store(&self, attr: u32, input: &[u8]) -> Result<usize>;
+}
+
+/// Define the C entry points of [`DeviceAttrs`] for the devices of mdev
+/// parent `$parent` (once per module).
+macro_rules! device_attr_trampolines {
+    ($parent:ty) => {
+        #[no_mangle]
+        unsafe extern "C" fn gvt_rs_attr_show(dev: *mut kernel::bindings::device, attr: u32, buf: *mut u8) -> isize {
+            // SAFETY: the attribute callbacks of our driver's devices pass
+            // their arguments on (see `attr_show`).
+            unsafe { $crate::vfio_dev::attr_show::<$parent>(dev, attr, buf) }
+        }
+
+        #[no_mangle]
+        unsafe extern "C" fn gvt_rs_attr_store(
+            dev: *mut kernel::bindings::device,
+            attr: u32,
+            buf: *const u8,
+            count: usize,
+        ) -> isize {
+            // SAFETY: as above (see `attr_store`).
+            unsafe { $crate::vfio_dev::attr_store::<$parent>(dev, attr, buf, count) }
+        }
+    };
+}
+pub(crate) use device_attr_trampolines;
+
+/// `show` of an attribute.
 ///
 /// # Safety
 /// `dev` is an mdev device bound to the driver of an
-/// [`MdevRegistration<P>`] (its attribute groups exist only then).
-pub(crate) unsafe fn device_data<'a, P: MdevParentOps>(dev: *mut bindings::device) -> Option<&'a P::Device> {
+/// [`MdevRegistration<P>`] (its attribute groups exist only then); `buf` is
+/// a sysfs show buffer (PAGE_SIZE bytes).
+pub(crate) unsafe fn attr_show<P: MdevParentOps>(dev: *mut bindings::device, attr: u32, buf: *mut u8) -> isize
+where
+    P::Device: DeviceAttrs,
+{
+    // SAFETY: `dev` is bound to our driver (the caller's guarantee).
+    let Some(d) = (unsafe { device_data::<P>(dev) }) else {
+        return ENODEV.to_errno() as isize;
+    };
+    // SAFETY: sysfs show buffers are PAGE_SIZE bytes (the caller's guarantee).
+    let out = unsafe { core::slice::from_raw_parts_mut(buf, bindings::PAGE_SIZE as usize) };
+    match d.show(attr, out) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// `store` of an attribute.
+///
+/// # Safety
+/// As for [`attr_show`]; `buf` holds `count` bytes.
+pub(crate) unsafe fn attr_store<P: MdevParentOps>(dev: *mut bindings::device, attr: u32, buf: *const u8, count: usize) -> isize
+where
+    P::Device: DeviceAttrs,
+{
+    // SAFETY: as in `attr_show`.
+    let Some(d) = (unsafe { device_data::<P>(dev) }) else {
+        return ENODEV.to_errno() as isize;
+    };
+    // SAFETY: sysfs passes `count` valid bytes (the caller's guarantee).
+    let input = unsafe { core::slice::from_raw_parts(buf, count) };
+    match d.store(attr, input) {
+        Ok(n) => n as isize,
+        Err(e) => e.to_errno() as isize,
+    }
+}
+
+/// The device data of a device of our mdev driver, from its `struct
+/// device`; `None` while unbound.
+///
+/// # Safety
+/// `dev` is an mdev device bound to the driver of an
+/// [`MdevRegistration<P>`].
+unsafe fn device_data<'a, P: MdevParentOps>(dev: *mut bindings::device) -> Option<&'a P::Device> {
     // SAFETY: drvdata is our `vfio_device` while the driver is bound (the
     // caller's guarantee).
     let vdev = unsafe { vfio::gvt_rs_get_drvdata(dev.cast()) }.cast::<vfio::vfio_device>();
