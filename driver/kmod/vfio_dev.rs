@@ -334,8 +334,9 @@ impl<P: MdevParentOps> Adapter<P> {
         };
         // INVARIANT: `vdev` is initialised up to its ops; a `VfioDevice` is
         // handed only to the data, which `release` drops.
-        // SAFETY: `vdev` is not null (the VFIO core allocated it).
-        let dev = VfioDevice(unsafe { NonNull::new_unchecked(vdev) });
+        let Some(dev) = NonNull::new(vdev).map(VfioDevice) else {
+            return EINVAL.to_errno();
+        };
         match parent.create(index, dev) {
             Ok(data) => {
                 // SAFETY: ownership moves to the raw pointer; `release`
