@@ -152,16 +152,6 @@ void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx)
 	eventfd_signal(ctx);
 }
 
-bool gvt_rs_is_err(const void *ptr)
-{
-	return IS_ERR(ptr);
-}
-
-long gvt_rs_ptr_err(const void *ptr)
-{
-	return PTR_ERR(ptr);
-}
-
 struct module *gvt_rs_this_module(void)
 {
 	return THIS_MODULE;
@@ -287,11 +277,6 @@ void gvt_rs_put_page(struct page *page)
 	put_page(page);
 }
 
-u64 gvt_rs_ktime_ns(void)
-{
-	return ktime_get_ns();
-}
-
 long long gvt_rs_pin_gfn(struct vfio_device *vdev, u64 gfn)
 {
 	struct page *page;
@@ -309,105 +294,87 @@ void gvt_rs_unpin_gfn(struct vfio_device *vdev, u64 gfn)
 	vfio_unpin_pages(vdev, gfn << PAGE_SHIFT, 1);
 }
 
-static void gvt_rs_engine_work_fn(struct work_struct *work)
-{
-	gvt_rs_engine_work();
-}
-
-static DECLARE_DELAYED_WORK(gvt_rs_engine_dwork, gvt_rs_engine_work_fn);
-
-void gvt_rs_kick_engines(unsigned long delay_jiffies)
-{
-	mod_delayed_work(system_dfl_wq, &gvt_rs_engine_dwork, delay_jiffies);
-}
-
-void gvt_rs_stop_engines(void)
-{
-	cancel_delayed_work_sync(&gvt_rs_engine_dwork);
-}
-
-static void gvt_rs_vblank_work_fn(struct work_struct *work)
-{
-	gvt_rs_vblank_work();
-}
-
-static DECLARE_DELAYED_WORK(gvt_rs_vblank_dwork, gvt_rs_vblank_work_fn);
-
-/* The deadline the vblank work is armed for (U64_MAX: not armed), changed
- * with the timer under one lock: racing arms keep the earliest. */
-static DEFINE_SPINLOCK(gvt_rs_vblank_lock);
-static u64 gvt_rs_vblank_armed = U64_MAX;
-
-/* Run the vblank work at deadline_ns (rounded up to whole jiffies, never
- * early, so a run always finds the vblank it was armed for), unless it is
- * armed for earlier already. */
-void gvt_rs_arm_vblank(u64 deadline_ns, u64 now_ns)
-{
-	unsigned long flags;
-	u64 delay = deadline_ns > now_ns ? deadline_ns - now_ns : 0;
-
-	spin_lock_irqsave(&gvt_rs_vblank_lock, flags);
-	if (deadline_ns < gvt_rs_vblank_armed) {
-		gvt_rs_vblank_armed = deadline_ns;
-		mod_delayed_work(system_dfl_wq, &gvt_rs_vblank_dwork, nsecs_to_jiffies(delay) + 1);
-	}
-	spin_unlock_irqrestore(&gvt_rs_vblank_lock, flags);
-}
-
-/* The work runs: nothing is armed until it (or a vGPU) arms again. */
-void gvt_rs_vblank_disarm(void)
-{
-	unsigned long flags;
-
-	spin_lock_irqsave(&gvt_rs_vblank_lock, flags);
-	gvt_rs_vblank_armed = U64_MAX;
-	spin_unlock_irqrestore(&gvt_rs_vblank_lock, flags);
-}
-
-void gvt_rs_stop_vblank(void)
-{
-	cancel_delayed_work_sync(&gvt_rs_vblank_dwork);
-}
-
+/* A work item of the module: a delayed work on the system workqueue whose
+ * function calls back into Rust as fn(owner).  One type serves the engine
+ * worker and the vblank timer (mod_delayed_work: re-armed, not queued
+ * twice), and each vGPU's interrupt delivery (queued now).  The armed
+ * deadline of gvt_rs_work_arm changes with the timer under the item's
+ * spinlock, so racing arms keep the earliest.  free cancels the item,
+ * waits for a running instance and frees it. */
 struct gvt_rs_work {
-	struct work_struct work;
-	void *owner;
+	struct delayed_work dwork;
+	void (*fn)(const void *owner);
+	const void *owner;
+	spinlock_t lock;
+	u64 armed;
 };
 
-static void gvt_rs_vgpu_work_fn(struct work_struct *work)
+static void gvt_rs_work_fn(struct work_struct *work)
 {
-	struct gvt_rs_work *w = container_of(work, struct gvt_rs_work, work);
+	struct gvt_rs_work *w = container_of(to_delayed_work(work), struct gvt_rs_work, dwork);
 
-	gvt_rs_vgpu_work(w->owner);
+	w->fn(w->owner);
 }
 
-struct gvt_rs_work *gvt_rs_work_new(void *owner)
+struct gvt_rs_work *gvt_rs_work_new(void (*fn)(const void *owner), const void *owner, bool account)
 {
-	struct gvt_rs_work *w = kzalloc(sizeof(*w), GFP_KERNEL_ACCOUNT);
+	struct gvt_rs_work *w = kzalloc(sizeof(*w), account ? GFP_KERNEL_ACCOUNT : GFP_KERNEL);
 
 	if (!w)
 		return NULL;
-	INIT_WORK(&w->work, gvt_rs_vgpu_work_fn);
+	INIT_DELAYED_WORK(&w->dwork, gvt_rs_work_fn);
+	spin_lock_init(&w->lock);
+	w->armed = U64_MAX;
+	w->fn = fn;
 	w->owner = owner;
 	return w;
 }
 
 void gvt_rs_work_queue(struct gvt_rs_work *w)
 {
-	queue_work(system_dfl_wq, &w->work);
+	queue_delayed_work(system_dfl_wq, &w->dwork, 0);
 }
 
-void gvt_rs_work_free_sync(struct gvt_rs_work *w)
+void gvt_rs_work_kick(struct gvt_rs_work *w, unsigned long delay_jiffies)
 {
-	if (!w)
-		return;
-	cancel_work_sync(&w->work);
+	mod_delayed_work(system_dfl_wq, &w->dwork, delay_jiffies);
+}
+
+/* Run the work at deadline_ns (rounded up to whole jiffies, never early, so
+ * a run always finds the deadline it was armed for), unless it is armed for
+ * earlier already. */
+void gvt_rs_work_arm(struct gvt_rs_work *w, u64 deadline_ns, u64 now_ns)
+{
+	unsigned long flags;
+	u64 delay = deadline_ns > now_ns ? deadline_ns - now_ns : 0;
+
+	spin_lock_irqsave(&w->lock, flags);
+	if (deadline_ns < w->armed) {
+		w->armed = deadline_ns;
+		mod_delayed_work(system_dfl_wq, &w->dwork, nsecs_to_jiffies(delay) + 1);
+	}
+	spin_unlock_irqrestore(&w->lock, flags);
+}
+
+/* The work runs: nothing is armed until it (or a vGPU) arms again. */
+void gvt_rs_work_disarm(struct gvt_rs_work *w)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&w->lock, flags);
+	w->armed = U64_MAX;
+	spin_unlock_irqrestore(&w->lock, flags);
+}
+
+void gvt_rs_work_cancel_sync(struct gvt_rs_work *w)
+{
+	cancel_delayed_work_sync(&w->dwork);
+}
+
+void gvt_rs_work_free(struct gvt_rs_work *w)
+{
+	cancel_delayed_work_sync(&w->dwork);
 	kfree(w);
-}
-
-const void *gvt_rs_current_mm(void)
-{
-	return current->mm;
 }
 
 void gvt_rs_clear_pfn(u64 pfn)
@@ -421,7 +388,3 @@ void gvt_rs_cond_resched(void)
 	cond_resched();
 }
 
-void gvt_rs_msleep(unsigned int ms)
-{
-	msleep(ms);
-}

@@ -56,8 +56,6 @@ bool gvt_rs_vmf_retry_nowait(struct vm_fault *vmf);
 struct file *gvt_rs_vmf_release_lock(struct vm_fault *vmf);
 void gvt_rs_fput(struct file *file);
 void gvt_rs_eventfd_signal(struct eventfd_ctx *ctx);
-bool gvt_rs_is_err(const void *ptr);
-long gvt_rs_ptr_err(const void *ptr);
 struct module *gvt_rs_this_module(void);
 void gvt_rs_zap_range(struct vfio_device *vdev, u64 start, u64 len);
 
@@ -93,35 +91,21 @@ u64 gvt_rs_page_pfn(struct page *page);
 /* A reference on the page of frame @pfn (NULL if it has no struct page). */
 struct page *gvt_rs_pfn_get_page(u64 pfn);
 void gvt_rs_put_page(struct page *page);
-u64 gvt_rs_ktime_ns(void);
 /* Pin one guest page (vfio_pin_pages); returns its pfn or a negative errno. */
 long long gvt_rs_pin_gfn(struct vfio_device *vdev, u64 gfn);
 void gvt_rs_unpin_gfn(struct vfio_device *vdev, u64 gfn);
-/* The engine worker: a delayed work item whose function calls Rust's
- * gvt_rs_engine_work(). */
-void gvt_rs_engine_work(void);
-void gvt_rs_kick_engines(unsigned long delay_jiffies);
-void gvt_rs_stop_engines(void);
-/* The vblank timer: a delayed work item whose function calls Rust's
- * gvt_rs_vblank_work(); armed only while a vGPU wants vblank interrupts. */
-void gvt_rs_vblank_work(void);
-void gvt_rs_arm_vblank(u64 deadline_ns, u64 now_ns);
-void gvt_rs_vblank_disarm(void);
-void gvt_rs_stop_vblank(void);
-/* A work item of one vGPU (interrupt delivery): allocated here, runs
- * Rust's gvt_rs_vgpu_work(owner) on the system workqueue, so a vGPU whose
- * state lock is busy never holds up another vGPU's work or the engine
- * worker.  free_sync cancels it, waits for a running instance, frees it. */
+/* A work item of the module (see gvt_rs_helpers.c): runs fn(owner) on the
+ * system workqueue. */
 struct gvt_rs_work;
-void gvt_rs_vgpu_work(void *owner);
-struct gvt_rs_work *gvt_rs_work_new(void *owner);
+struct gvt_rs_work *gvt_rs_work_new(void (*fn)(const void *owner), const void *owner, bool account);
 void gvt_rs_work_queue(struct gvt_rs_work *w);
-void gvt_rs_work_free_sync(struct gvt_rs_work *w);
-/* The calling task's mm, as an opaque key (NULL for kernel threads). */
-const void *gvt_rs_current_mm(void);
+void gvt_rs_work_kick(struct gvt_rs_work *w, unsigned long delay_jiffies);
+void gvt_rs_work_arm(struct gvt_rs_work *w, u64 deadline_ns, u64 now_ns);
+void gvt_rs_work_disarm(struct gvt_rs_work *w);
+void gvt_rs_work_cancel_sync(struct gvt_rs_work *w);
+void gvt_rs_work_free(struct gvt_rs_work *w);
 /* Zero page frame `pfn` (a page this module allocated). */
 void gvt_rs_clear_pfn(u64 pfn);
 /* Give the CPU to others if needed (between bounded engine steps). */
 void gvt_rs_cond_resched(void);
-/* Sleep at least `ms` milliseconds. */
-void gvt_rs_msleep(unsigned int ms);
+

@@ -7,20 +7,24 @@
 //!
 //! | kernel callback                     | glue                  | core                          |
 //! |-------------------------------------|-----------------------|-------------------------------|
+//! | every C callback (vfio ops, mdev probe/remove, type attributes) | [`vfio_dev`] (trampolines) -> [`ops`], [`parent`] | |
 //! | module init / exit                  | [`parent`]            | `partition::Partitioner`, `vgpu_types` |
 //! | mdev type `available_instances` / `description` | [`parent`] | `vgpu_types`            |
-//! | mdev `probe` / `remove`, vfio `init` / `release` / `open` / `close` / `dma_unmap` | [`vgpu`] | `vgpu::Vgpu::{create_in,destroy,reset,dma_unmap}` |
+//! | mdev `probe` / `remove`, vfio `init` / `release` / `open` / `close` / `dma_unmap` | [`mdev`] | `vgpu::Vgpu::{create_in,destroy,reset,dma_unmap}` |
 //! | vfio `read` / `write`, region info  | [`region`]            | `vgpu::Vgpu::{cfg,bar0}_*`, `edid::EdidRegion` |
 //! | vfio `mmap` + page faults           | [`mmap`]              | (the physical GGTT, read under the GPU lock) |
-//! | vfio `ioctl` (info, irqs, reset, `QUERY_GFX_PLANE`) | [`ioctl`] | `vgpu::Vgpu::{reset,query_gfx_plane}` |
-//! | vfio `ioctl` `GET_GFX_DMABUF`, dma-buf ops | [`dmabuf`]     | `vgpu::Vgpu::framebuffer_pages` |
-//! | what a trap leaves to do (signal, zap, kick, vblank) | [`effects`] | `vgpu::Signal` |
-//! | engine worker, vblank timer, GPU lock as `GpuLock` | [`gpu`] | `gpu::Gpu::run_engines`, `gpu_lock` |
+//! | vfio `ioctl` (info, irqs, reset, `QUERY_GFX_PLANE`, `GET_GFX_DMABUF`) | [`ioctl`] | `vgpu::Vgpu::{reset,query_gfx_plane,framebuffer_pages}` |
+//! | dma-buf buffers and their account   | [`dmabuf`]            | |
+//! | what a trap leaves to do (signal, zap, kick, vblank) | [`effects`], `mdev::MdevVgpu::apply` | `vgpu::Signal` |
+//! | engine worker, vblank timer, GPU lock as `GpuLock`, partitions, slots | [`shared`] | `gpu::Gpu::run_engines`, `gpu_lock` |
 //! | pins refused while VFIO unmaps      | [`invalidate`]        | `services::GuestMemory` |
 //! | sysfs `gvt/*`                       | [`sysfs`]             | partition, stats              |
+//! | kernel services as safe calls (pages, eventfds, irqfds, work items, PFN mappings, dma-buf export, clock) | [`kapi`] | `HostMemory`, `HostPageAlloc`, `Clock` |
 //!
-//! The lock table (what each lock protects, the order, what may sleep under
-//! it) is in [`vgpu`]'s documentation.
+//! Only [`vfio_dev`] and [`kapi`] call C (bindings and the shims of
+//! `gvt_rs_helpers.c`); the rest calls their safe methods.  The lock table
+//! (what each lock protects, the order, what may sleep under it) is in
+//! [`mdev`]'s documentation.
 
 use kernel::prelude::*;
 
@@ -40,14 +44,17 @@ mod vfio {
 
 mod dmabuf;
 mod effects;
-mod gpu;
 mod invalidate;
 mod ioctl;
+mod kapi;
+mod mdev;
 mod mmap;
+mod ops;
 mod parent;
 mod region;
+mod shared;
 mod sysfs;
-mod vgpu;
+mod vfio_dev;
 
 module! {
     type: GvtRs,

@@ -39,13 +39,12 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
+use kernel::new_mutex;
+use kernel::prelude::*;
 use kernel::sync::Mutex;
 
-use crate::gpu::KClock;
 use crate::gvt_core::mem::Gfn;
-use crate::gvt_core::services::Clock as _;
-use crate::parent;
-use crate::vfio;
+use crate::kapi::{current_mm, now_ns, sleep_ms};
 
 /// A callback for a range that ended less than this ago, called again for
 /// the same range, is VFIO's retry.
@@ -94,7 +93,18 @@ impl Range {
     }
 }
 
-pub(crate) type Registry = Mutex<[Range; SLOTS]>;
+/// The ranges under invalidation (one per parent, shared by its vGPUs).
+#[pin_data]
+pub(crate) struct Registry {
+    #[pin]
+    t: Mutex<[Range; SLOTS]>,
+}
+
+impl Registry {
+    pub(crate) fn new() -> impl PinInit<Self> {
+        pin_init!(Self { t <- new_mutex!([Range::default(); SLOTS]) })
+    }
+}
 
 /// Pins refused because their frame was being unmapped (module-wide,
 /// reported in every vGPU's `gvt/stats` as `pins_refused_unmapping`).
@@ -116,89 +126,87 @@ fn refusing_until(t: &[Range; SLOTS]) -> u64 {
         .unwrap_or(0)
 }
 
-fn current_mm() -> usize {
-    // SAFETY: reads `current->mm`.
-    unsafe { vfio::gvt_rs_current_mm() as usize }
-}
-
 /// A `dma_unmap` callback in progress; ends on drop.
-pub(crate) struct Guard {
+pub(crate) struct Guard<'a> {
+    reg: &'a Registry,
     slot: Option<usize>,
 }
 
-/// Register `[iova, iova + len)` of the calling VMM as under invalidation,
-/// for the callback of the vGPU in scheduler slot `slot`.
-pub(crate) fn begin(iova: u64, len: u64, slot: u16) -> Guard {
-    let bit = 1u32.checked_shl(u32::from(slot)).unwrap_or(0);
-    let mm = current_mm();
-    let first = iova >> 12;
-    let end = iova.saturating_add(len).saturating_add(4095) >> 12;
-    if mm == 0 || end <= first {
-        // Container teardown (no VMM task): nothing of that VMM pins any more.
-        return Guard { slot: None };
-    }
-    loop {
-        let now = KClock.now_ns();
-        let mut t = parent::get().invalidating.lock();
-        REFUSING_UNTIL.store(u64::MAX, Ordering::SeqCst);
-        let same = t.iter().position(|r| r.mm == mm && r.first == first && r.end == end && r.recent(now));
-        if let Some(r) = same.and_then(|i| t.get_mut(i)) {
-            if r.seen & bit != 0 {
-                // VFIO is back for the same range and this vGPU: a pin
-                // slipped in after the previous round.
-                r.rounds = r.rounds.saturating_add(1);
-                r.seen = 0;
-                RETRIES.fetch_add(1, Ordering::Relaxed);
+impl Registry {
+    /// Register `[iova, iova + len)` of the calling VMM as under invalidation,
+    /// for the callback of the vGPU in scheduler slot `slot`.
+    pub(crate) fn begin(&self, iova: u64, len: u64, slot: u16) -> Guard<'_> {
+        let bit = 1u32.checked_shl(u32::from(slot)).unwrap_or(0);
+        let mm = current_mm();
+        let first = iova >> 12;
+        let end = iova.saturating_add(len).saturating_add(4095) >> 12;
+        if mm == 0 || end <= first {
+            // Container teardown (no VMM task): nothing of that VMM pins any more.
+            return Guard { reg: self, slot: None };
+        }
+        loop {
+            let now = now_ns();
+            let mut t = self.t.lock();
+            REFUSING_UNTIL.store(u64::MAX, Ordering::SeqCst);
+            let same = t.iter().position(|r| r.mm == mm && r.first == first && r.end == end && r.recent(now));
+            if let Some(r) = same.and_then(|i| t.get_mut(i)) {
+                if r.seen & bit != 0 {
+                    // VFIO is back for the same range and this vGPU: a pin
+                    // slipped in after the previous round.
+                    r.rounds = r.rounds.saturating_add(1);
+                    r.seen = 0;
+                    RETRIES.fetch_add(1, Ordering::Relaxed);
+                }
+                r.seen |= bit;
+                r.in_flight += 1;
+                return Guard { reg: self, slot: same };
             }
-            r.seen |= bit;
-            r.in_flight += 1;
-            return Guard { slot: same };
+            // A free slot, else the one idle longest (its retry history goes).
+            let idle = |r: &Range| r.in_flight == 0 && !r.refusing(now);
+            let pick = t.iter().position(|r| r.mm == 0).or_else(|| {
+                t.iter().enumerate().filter(|(_, r)| idle(r)).min_by_key(|(_, r)| r.done_ns).map(|(i, _)| i)
+            });
+            if let Some(r) = pick.and_then(|i| t.get_mut(i)) {
+                *r = Range { mm, first, end, in_flight: 1, done_ns: 0, rounds: 0, seen: bit };
+                return Guard { reg: self, slot: pick };
+            }
+            REFUSING_UNTIL.store(refusing_until(&t), Ordering::SeqCst);
+            drop(t);
+            // Every slot is a callback in flight or a retried range in its
+            // grace period: wait for one (they end without us).
+            // (Process context, no lock held.)
+            sleep_ms(1);
         }
-        // A free slot, else the one idle longest (its retry history goes).
-        let idle = |r: &Range| r.in_flight == 0 && !r.refusing(now);
-        let pick = t.iter().position(|r| r.mm == 0).or_else(|| {
-            t.iter().enumerate().filter(|(_, r)| idle(r)).min_by_key(|(_, r)| r.done_ns).map(|(i, _)| i)
-        });
-        if let Some(r) = pick.and_then(|i| t.get_mut(i)) {
-            *r = Range { mm, first, end, in_flight: 1, done_ns: 0, rounds: 0, seen: bit };
-            return Guard { slot: pick };
+    }
+
+    /// Whether the calling task may pin guest frame `gfn` now.
+    pub(crate) fn may_pin(&self, gfn: Gfn) -> bool {
+        let now = now_ns();
+        // Nothing is being unmapped (the common case): no lock.  A callback
+        // that starts after this load evicts this pin later, under the vGPU's
+        // lock, which the pin holds until it is recorded.
+        if now >= REFUSING_UNTIL.load(Ordering::SeqCst) {
+            return true;
         }
-        REFUSING_UNTIL.store(refusing_until(&t), Ordering::SeqCst);
+        let mm = current_mm();
+        let t = self.t.lock();
+        let refused = t.iter().any(|r| r.mm == mm && gfn >= r.first && gfn < r.end && r.refusing(now));
         drop(t);
-        // Every slot is a callback in flight or a retried range in its
-        // grace period: wait for one (they end without us).
-        // SAFETY: plain sleep in process context, no lock held.
-        unsafe { vfio::gvt_rs_msleep(1) };
+        if refused {
+            REFUSED.fetch_add(1, Ordering::Relaxed);
+        }
+        !refused
     }
 }
 
-impl Drop for Guard {
+impl Drop for Guard<'_> {
     fn drop(&mut self) {
         let Some(i) = self.slot else { return };
-        let mut t = parent::get().invalidating.lock();
+        let mut t = self.reg.t.lock();
         if let Some(r) = t.get_mut(i) {
             r.in_flight = r.in_flight.saturating_sub(1);
-            r.done_ns = KClock.now_ns();
+            r.done_ns = now_ns();
         }
         REFUSING_UNTIL.store(refusing_until(&t), Ordering::SeqCst);
     }
-}
-
-/// Whether the calling task may pin guest frame `gfn` now.
-pub(crate) fn may_pin(gfn: Gfn) -> bool {
-    let now = KClock.now_ns();
-    // Nothing is being unmapped (the common case): no lock.  A callback
-    // that starts after this load evicts this pin later, under the vGPU's
-    // lock, which the pin holds until it is recorded.
-    if now >= REFUSING_UNTIL.load(Ordering::SeqCst) {
-        return true;
-    }
-    let mm = current_mm();
-    let t = parent::get().invalidating.lock();
-    let refused = t.iter().any(|r| r.mm == mm && gfn >= r.first && gfn < r.end && r.refusing(now));
-    drop(t);
-    if refused {
-        REFUSED.fetch_add(1, Ordering::Relaxed);
-    }
-    !refused
 }

@@ -1,22 +1,25 @@
 // SPDX-License-Identifier: GPL-2.0
 //! `vfio_device_ops.ioctl`: device info, interrupts (`GET_IRQ_INFO`,
-//! `SET_IRQS`), `RESET`, and the display queries (`QUERY_GFX_PLANE`; the
-//! dma-buf export is in [`crate::dmabuf`]).
+//! `SET_IRQS`), `RESET`, and the display queries (`QUERY_GFX_PLANE`,
+//! `GET_GFX_DMABUF`; the buffers are [`crate::dmabuf`]'s).
 
-use core::ptr;
+use core::sync::atomic::Ordering;
 
-use kernel::error::to_result;
+use kernel::ioctl::_IO;
 use kernel::prelude::*;
 use kernel::uaccess::{UserPtr, UserSlice};
-use kernel::bindings;
 
+use crate::dmabuf::{max_pages, DmaBufPages};
 use crate::gvt_core::display::{vfio as gfx, GfxCaps};
+use crate::gvt_core::mem::HostPage;
+use crate::kapi::{export_dmabuf, EventFd, PageRef};
+use crate::mdev::{MdevVgpu, ShownPlane, ALL_REGIONS, DISPLAY_REGION, INTX, NUM_IRQS, VIRQFD_MASK, VIRQFD_UNMASK};
 use crate::vfio;
-use crate::vgpu::{errno, vgpu_of, ShownPlane, Vgpu, ALL_REGIONS, DISPLAY_REGION, INTX, NUM_IRQS, VIRQFD_MASK, VIRQFD_UNMASK};
+use crate::vfio_dev::{copy_in, copy_out, set_irqs_validate};
 
 // VFIO ioctl numbers: _IO(VFIO_TYPE, VFIO_BASE + n) (linux/vfio.h).
 const fn vfio_io(n: u32) -> u32 {
-    ((vfio::VFIO_TYPE as u32) << 8) | (vfio::VFIO_BASE + n)
+    _IO(vfio::VFIO_TYPE as u32, vfio::VFIO_BASE + n)
 }
 const VFIO_DEVICE_GET_INFO: u32 = vfio_io(7);
 const VFIO_DEVICE_GET_IRQ_INFO: u32 = vfio_io(9);
@@ -24,21 +27,6 @@ const VFIO_DEVICE_SET_IRQS: u32 = vfio_io(10);
 const VFIO_DEVICE_RESET: u32 = vfio_io(11);
 const VFIO_DEVICE_QUERY_GFX_PLANE: u32 = vfio_io(14);
 const VFIO_DEVICE_GET_GFX_DMABUF: u32 = vfio_io(15);
-
-pub(crate) fn copy_in<T: Default>(arg: usize, minsz: usize) -> Result<T> {
-    let mut t = T::default();
-    // SAFETY: `T` is a plain `#[repr(C)]` uapi struct of at least `minsz`
-    // bytes; every bit pattern is valid.
-    let bytes = unsafe { core::slice::from_raw_parts_mut(ptr::from_mut(&mut t).cast::<u8>(), minsz) };
-    UserSlice::new(UserPtr::from_addr(arg), minsz).reader().read_slice(bytes)?;
-    Ok(t)
-}
-
-pub(crate) fn copy_out<T>(arg: usize, t: &T, minsz: usize) -> Result {
-    // SAFETY: `T` is a plain uapi struct of at least `minsz` bytes.
-    let bytes = unsafe { core::slice::from_raw_parts(ptr::from_ref(t).cast::<u8>(), minsz) };
-    UserSlice::new(UserPtr::from_addr(arg), minsz).writer().write_slice(bytes)
-}
 
 /// How many vectors each IRQ index offers: INTx 1, MSI 1, MSI-X 0, ERR 0, REQ 1.
 fn irq_count(index: u32) -> u32 {
@@ -48,18 +36,12 @@ fn irq_count(index: u32) -> u32 {
     }
 }
 
-pub(crate) unsafe extern "C" fn vgpu_ioctl(vdev: *mut vfio::vfio_device, cmd: u32, arg: usize) -> isize {
-    // SAFETY: called between init and release.
-    let v = unsafe { vgpu_of(vdev) };
-    let r = match cmd {
+/// `vfio_device_ops.ioctl`: the value returned to user space.
+pub(crate) fn ioctl(v: &MdevVgpu, cmd: u32, arg: usize) -> Result<isize> {
+    match cmd {
         VFIO_DEVICE_GET_INFO => ioctl_get_info(arg),
         VFIO_DEVICE_QUERY_GFX_PLANE => ioctl_query_gfx_plane(v, arg),
-        VFIO_DEVICE_GET_GFX_DMABUF => {
-            return match crate::dmabuf::ioctl_get_gfx_dmabuf(v, arg) {
-                Ok(fd) => fd as isize,
-                Err(e) => errno(e),
-            }
-        }
+        VFIO_DEVICE_GET_GFX_DMABUF => return ioctl_get_gfx_dmabuf(v, arg).map(|fd| fd as isize),
         VFIO_DEVICE_GET_IRQ_INFO => ioctl_irq_info(arg),
         VFIO_DEVICE_SET_IRQS => ioctl_set_irqs(v, arg),
         VFIO_DEVICE_RESET => {
@@ -70,11 +52,8 @@ pub(crate) unsafe extern "C" fn vgpu_ioctl(vdev: *mut vfio::vfio_device, cmd: u3
             Ok(())
         }
         _ => Err(ENOTTY),
-    };
-    match r {
-        Ok(()) => 0,
-        Err(e) => errno(e),
     }
+    .map(|()| 0)
 }
 
 fn ioctl_get_info(arg: usize) -> Result {
@@ -95,7 +74,7 @@ fn ioctl_get_info(arg: usize) -> Result {
 
 /// What this driver implements of `VFIO_DEVICE_QUERY_GFX_PLANE` (probes
 /// answer from it).
-fn gfx_caps(v: &Vgpu) -> GfxCaps {
+fn gfx_caps(v: &MdevVgpu) -> GfxCaps {
     GfxCaps { region: true, dmabuf: v.dmabuf() }
 }
 
@@ -103,7 +82,7 @@ fn gfx_caps(v: &Vgpu) -> GfxCaps {
 /// to `region_index`/`dmabuf_id`; a probe answers 0 or -EINVAL and writes
 /// nothing back; a query writes the plane (or "no plane": zero format, size,
 /// width, height) back.
-fn ioctl_query_gfx_plane(v: &Vgpu, arg: usize) -> Result {
+fn ioctl_query_gfx_plane(v: &MdevVgpu, arg: usize) -> Result {
     let minsz = core::mem::offset_of!(vfio::vfio_device_gfx_plane_info, __bindgen_anon_1) + 4;
     let mut info: vfio::vfio_device_gfx_plane_info = copy_in(arg, minsz)?;
     if (info.argsz as usize) < minsz {
@@ -172,13 +151,11 @@ fn ioctl_irq_info(arg: usize) -> Result {
     copy_out(arg, &info, minsz)
 }
 
-fn ioctl_set_irqs(v: &Vgpu, arg: usize) -> Result {
+fn ioctl_set_irqs(v: &MdevVgpu, arg: usize) -> Result {
     let minsz = core::mem::offset_of!(vfio::vfio_irq_set, count) + 4;
     let mut hdr: vfio::vfio_irq_set = copy_in(arg, minsz)?;
-    let mut data_size: usize = 0;
     let max = if hdr.index < NUM_IRQS { irq_count(hdr.index) } else { 0 };
-    // SAFETY: `hdr` is a valid header; the helper only reads it.
-    to_result(unsafe { vfio::vfio_set_irqs_validate_and_prepare(&mut hdr, max as i32, NUM_IRQS as i32, &mut data_size) })?;
+    let data_size = set_irqs_validate(&mut hdr, max, NUM_IRQS)?;
     let mut data = [0u8; 4];
     if data_size > data.len() {
         return Err(EINVAL);
@@ -213,28 +190,21 @@ fn ioctl_set_irqs(v: &Vgpu, arg: usize) -> Result {
         vfio::VFIO_IRQ_SET_ACTION_TRIGGER => match kind {
             vfio::VFIO_IRQ_SET_DATA_EVENTFD => {
                 if hdr.count == 0 {
-                    v.set_eventfd(hdr.index, ptr::null_mut());
+                    v.set_eventfd(hdr.index, None);
                     return Ok(());
                 }
                 let fd = i32::from_ne_bytes(data);
                 if fd < 0 {
-                    v.set_eventfd(hdr.index, ptr::null_mut());
+                    v.set_eventfd(hdr.index, None);
                     return Ok(());
                 }
-                // SAFETY: eventfd_ctx_fdget validates `fd` itself.
-                let ctx = unsafe { bindings::eventfd_ctx_fdget(fd) };
-                // SAFETY: checking an ERR_PTR-or-pointer value.
-                if unsafe { vfio::gvt_rs_is_err(ctx.cast()) } {
-                    // EBADF for a closed fd, EINVAL for a non-eventfd.
-                    // SAFETY: as above.
-                    return Err(Error::from_errno(unsafe { vfio::gvt_rs_ptr_err(ctx.cast()) } as i32));
-                }
-                v.set_eventfd(hdr.index, ctx);
+                // EBADF for a closed fd, EINVAL for a non-eventfd.
+                v.set_eventfd(hdr.index, Some(EventFd::from_fd(fd)?));
                 Ok(())
             }
             vfio::VFIO_IRQ_SET_DATA_NONE => {
                 if hdr.count == 0 {
-                    v.set_eventfd(hdr.index, ptr::null_mut());
+                    v.set_eventfd(hdr.index, None);
                 } else {
                     v.signal(hdr.index);
                 }
@@ -252,3 +222,52 @@ fn ioctl_set_irqs(v: &Vgpu, arg: usize) -> Result {
     }
 }
 
+/// `VFIO_DEVICE_GET_GFX_DMABUF`: a new dma-buf fd over the framebuffer of the
+/// plane whose id QUERY_GFX_PLANE (`VFIO_GFX_PLANE_TYPE_DMABUF`) returned.
+/// The pages are those the shadow GGTT maps now: the guest's, or this vGPU's
+/// scratch page; never another vGPU's (the plane was validated against this
+/// vGPU's slices, and the page list is built through its own shadow GGTT).
+fn ioctl_get_gfx_dmabuf(v: &MdevVgpu, arg: usize) -> Result<i32> {
+    if !v.dmabuf() {
+        return Err(ENOTTY);
+    }
+    let mut id = [0u8; 4];
+    UserSlice::new(UserPtr::from_addr(arg), 4).reader().read_slice(&mut id)?;
+    let id = u32::from_ne_bytes(id);
+    let obj = {
+        let mut st = v.state.lock();
+        let (core, mut storage) = st.split()?;
+        let plane = core.dmabuf_plane(id).ok_or(ENOENT)?;
+        let n = usize::try_from(plane.pages()).map_err(|_| EINVAL)?;
+        let refuse = |e: Error, why: &str| {
+            v.dmabuf_account.refused.fetch_add(1, Ordering::Relaxed);
+            v.log_limited(format_args!("dma-buf export refused: {why}"));
+            e
+        };
+        // Both arrays are charged to the caller's memcg.
+        let mut hp = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+        hp.resize(n, HostPage(0), GFP_KERNEL_ACCOUNT)?;
+        if core.framebuffer_pages(&mut storage, &plane, &mut hp).map_err(|_| EINVAL)? != n {
+            return Err(EINVAL);
+        }
+        if hp.iter().any(|p| p.0 == v.scratch_pfn) {
+            return Err(refuse(EAGAIN, "the plane maps pages the guest has not backed"));
+        }
+        // From here the buffer's drop gives the reservation back.
+        let mut obj =
+            DmaBufPages::reserve(v.dmabuf_account.clone(), n, plane.mapped_size() as usize, max_pages(v.display_size))
+                .map_err(|e| refuse(e, "too many live dma-bufs for this vGPU"))?;
+        obj.alloc(n)?;
+        for page in hp.iter() {
+            // SAFETY: the page is pinned while the GGTT maps it, and we hold
+            // the lock that keeps it so; the reference taken here (refused
+            // for a page being freed) keeps it alive for the buffer.
+            let pg = unsafe { PageRef::get(page.0) }.ok_or(EFAULT)?;
+            obj.push(pg)?;
+        }
+        obj
+    };
+    let fd = export_dmabuf(obj)?;
+    v.dmabufs_exported.fetch_add(1, Ordering::Relaxed);
+    Ok(fd)
+}

@@ -7,36 +7,21 @@
 //! completes, and the VMM's mm lock is never waited for under them.  The
 //! page shown is what the physical GGTT maps at that graphics address, the
 //! same the engines reach; the core rewrites an entry, then zaps the
-//! mapping under `map` (`gpu::KCpu`), then unpins the old page.
+//! mapping under `map` (`mdev::KCpu`), then unpins the old page.
 
-use core::ptr;
 use core::sync::atomic::Ordering;
 
-use kernel::bindings;
 use kernel::prelude::*;
 
-use crate::gpu;
 use crate::gvt_core::mem::PAGE_SIZE;
-use crate::vfio;
-use crate::vgpu::{current_task, vgpu_of, Ops, Vgpu, BAR2, DISPLAY_REGION, PAGE_SHIFT, REGION_MASK, REGION_SHIFT};
-
-const SIGBUS: bindings::vm_fault_t = bindings::vm_fault_reason_VM_FAULT_SIGBUS as bindings::vm_fault_t;
-
-static APERTURE_VM_OPS: Ops<bindings::vm_operations_struct> = Ops({
-    // SAFETY: all-zero is a valid `vm_operations_struct` (every field is an
-    // optional function pointer or a plain value).
-    let mut ops: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
-    ops.fault = Some(aperture_fault);
-    ops
-});
+use crate::kapi::{current_task, PfnFault, VmFault, VmFaultT, SIGBUS};
+use crate::mdev::{MdevVgpu, BAR2, DISPLAY_REGION, PAGE_SHIFT, REGION_MASK, REGION_SHIFT};
+use crate::vfio_dev::DeviceVma;
 
 /// `vfio_device_ops.mmap`: only BAR2, only inside this vGPU's slice, shared.
-pub(crate) unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings::vm_area_struct) -> i32 {
-    // SAFETY: called between init and release.
-    let v = unsafe { vgpu_of(vdev) };
-    // SAFETY: `vma` is the VMA being set up by mmap(2).
-    let (pgoff, len, shared) =
-        unsafe { (vfio::gvt_rs_vma_pgoff(vma) as u64, vfio::gvt_rs_vma_len(vma) as u64, vfio::gvt_rs_vma_is_shared(vma)) };
+pub(crate) fn mmap(v: &MdevVgpu, dvma: &DeviceVma<'_, MdevVgpu>) -> Result {
+    let vma = dvma.vma();
+    let (pgoff, len, shared) = (vma.pgoff(), vma.len(), vma.shared());
     // As vfio-pci: the region index is the page offset's top bits (no
     // overflow for a huge pgoff), a shared mapping only.
     let index = pgoff >> (REGION_SHIFT - PAGE_SHIFT);
@@ -45,26 +30,23 @@ pub(crate) unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mu
     if index == u64::from(DISPLAY_REGION) && shared {
         let size = v.display_size;
         if len == 0 || off.checked_add(len).is_none_or(|end| end > size) {
-            return EINVAL.to_errno();
+            return Err(EINVAL);
         }
-        // SAFETY: as below; the helper refuses a writable mapping of the
-        // read-only region and keeps it from becoming one.
-        return unsafe { vfio::gvt_rs_vma_setup_ro(vma, &DISPLAY_VM_OPS.0, ptr::from_ref(v).cast_mut().cast()) };
+        // Refuses a writable mapping of the read-only region and keeps it
+        // from becoming one.
+        return dvma.set_pfnmap::<DisplayFault>(true);
     }
     if index != u64::from(BAR2) || !shared {
-        return EINVAL.to_errno();
+        return Err(EINVAL);
     }
     if len == 0 || !v.part.aperture.contains(off, len) {
-        return EINVAL.to_errno();
+        return Err(EINVAL);
     }
-    // SAFETY: the ops table is 'static; the private pointer stays valid while
-    // the mapping exists (it holds the device file open, so no `release`).
     // A PFN mapping: the frames are guest RAM (the VMM's anonymous or shmem
     // pages), not pages of this file; a `vmf->page` fault would hand them to
     // the shared-file write-fault path (dirty accounting through their
     // `mapping`), which is only right for page-cache pages of this file.
-    unsafe { vfio::gvt_rs_vma_setup_pfnmap(vma, &APERTURE_VM_OPS.0, ptr::from_ref(v).cast_mut().cast()) };
-    0
+    dvma.set_pfnmap::<ApertureFault>(false)
 }
 
 /// A fault raised by the task that is inside this vGPU's `bar0_write`: its
@@ -72,7 +54,7 @@ pub(crate) unsafe extern "C" fn vgpu_mmap(vdev: *mut vfio::vfio_device, vma: *mu
 /// aperture or display region, and the pin of that entry faults here.
 /// Refused (SIGBUS: the pin fails, the entry goes to scratch, counted in
 /// `self_map_faults`) rather than pinning a page through its own view.
-fn self_fault(v: &Vgpu) -> bool {
+fn self_fault(v: &MdevVgpu) -> bool {
     if v.pinning.load(Ordering::Relaxed) == current_task() {
         v.self_faults.fetch_add(1, Ordering::Relaxed);
         return true;
@@ -82,65 +64,61 @@ fn self_fault(v: &Vgpu) -> bool {
 
 /// Fault on the aperture mapping: hand the slice's backing page to the CPU;
 /// afterwards CPU accesses go straight to memory, no trap.
-unsafe extern "C" fn aperture_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
-    // SAFETY: `vm_private_data` was set to our `Vgpu` by `vgpu_mmap`.
-    let v = unsafe { &*vfio::gvt_rs_vmf_private(vmf).cast::<Vgpu>() };
-    // SAFETY: `vmf` is the fault being handled.
-    let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64;
-    let off = (pgoff & (REGION_MASK >> PAGE_SHIFT)) << PAGE_SHIFT;
-    if !v.part.aperture.contains(off, PAGE_SIZE) || self_fault(v) {
-        return SIGBUS;
-    }
-    let _map = v.map.lock();
-    // Memory decode off: the BAR does not respond (vfio-pci: SIGBUS).  A
-    // config write turning decode off stores it, then zaps under `map`.
-    if !v.decode.load(Ordering::Acquire) {
-        return SIGBUS;
-    }
-    // Aperture offset A is graphics address A: the page GGTT entry A/4096
-    // maps (the guest's pinned page, or this vGPU's scratch page).
-    match gpu::phys_page(off >> PAGE_SHIFT) {
-        // SAFETY: the page is pinned (or is our scratch page) while the GGTT
-        // maps it; the entry cannot be rewritten and its page unpinned before
-        // the zap that follows the rewrite, which waits for `map`, held here.
-        Some(pfn) => unsafe { vfio::gvt_rs_vmf_insert_pfn(vmf, pfn) },
-        None => SIGBUS,
+struct ApertureFault;
+
+impl PfnFault<MdevVgpu> for ApertureFault {
+    fn fault(v: &MdevVgpu, f: &VmFault<'_>) -> VmFaultT {
+        let off = (f.pgoff() & (REGION_MASK >> PAGE_SHIFT)) << PAGE_SHIFT;
+        if !v.part.aperture.contains(off, PAGE_SIZE) || self_fault(v) {
+            return SIGBUS;
+        }
+        let _map = v.map.lock();
+        // Memory decode off: the BAR does not respond (vfio-pci: SIGBUS).  A
+        // config write turning decode off stores it, then zaps under `map`.
+        if !v.decode.load(Ordering::Acquire) {
+            return SIGBUS;
+        }
+        // Aperture offset A is graphics address A: the page GGTT entry A/4096
+        // maps (the guest's pinned page, or this vGPU's scratch page).
+        match v.shared.phys_page(off >> PAGE_SHIFT) {
+            // SAFETY: the page is pinned (or is our scratch page) while the
+            // GGTT maps it; the entry cannot be rewritten and its page
+            // unpinned before the zap that follows the rewrite, which waits
+            // for `map`, held here.
+            Some(pfn) => unsafe { f.insert_pfn(pfn) },
+            None => SIGBUS,
+        }
     }
 }
 
 // ---- display region mmap -------------------------------------------------------
-
-static DISPLAY_VM_OPS: Ops<bindings::vm_operations_struct> = Ops({
-    // SAFETY: as for `APERTURE_VM_OPS`.
-    let mut ops: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
-    ops.fault = Some(display_fault);
-    ops
-});
 
 /// Fault on the display region: the page of the plane the last
 /// QUERY_GFX_PLANE reported (through the physical GGTT, like the
 /// aperture), or this vGPU's scratch page past the plane.  A new plane, a
 /// GGTT change under it, a DMA unmap or a reset zaps the mapping under
 /// `map`, so it faults again.
-unsafe extern "C" fn display_fault(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
-    // SAFETY: `vm_private_data` was set to our `Vgpu` by `vgpu_mmap`.
-    let v = unsafe { &*vfio::gvt_rs_vmf_private(vmf).cast::<Vgpu>() };
-    // SAFETY: `vmf` is the fault being handled.
-    let pgoff = unsafe { vfio::gvt_rs_vmf_pgoff(vmf) } as u64;
-    let page_index = pgoff & (REGION_MASK >> PAGE_SHIFT);
-    if page_index >= v.display_size >> PAGE_SHIFT || self_fault(v) {
-        return SIGBUS;
+struct DisplayFault;
+
+impl PfnFault<MdevVgpu> for DisplayFault {
+    fn fault(v: &MdevVgpu, f: &VmFault<'_>) -> VmFaultT {
+        let page_index = f.pgoff() & (REGION_MASK >> PAGE_SHIFT);
+        if page_index >= v.display_size >> PAGE_SHIFT || self_fault(v) {
+            return SIGBUS;
+        }
+        let map = v.map.lock();
+        let pfn = match map.shown {
+            Some(p) if page_index < p.pages => match p.first.checked_add(page_index).and_then(|i| v.shared.phys_page(i)) {
+                Some(pfn) => pfn,
+                None => return SIGBUS,
+            },
+            _ => v.scratch_pfn,
+        };
+        // SAFETY: as in `ApertureFault`: every path that could unpin the page
+        // (a GGTT write under the plane, a DMA unmap, a reset) zaps this
+        // mapping under `map` first, and a new plane zaps it too; the
+        // scratch page lives as long as the vGPU, which outlives the mapping
+        // (the mapping holds the device file).
+        unsafe { f.insert_pfn(pfn) }
     }
-    let map = v.map.lock();
-    let pfn = match map.shown {
-        Some(p) if page_index < p.pages => match p.first.checked_add(page_index).and_then(gpu::phys_page) {
-            Some(pfn) => pfn,
-            None => return SIGBUS,
-        },
-        _ => v.scratch_pfn,
-    };
-    // SAFETY: as in `aperture_fault`: every path that could unpin the page
-    // (a GGTT write under the plane, a DMA unmap, a reset) zaps this
-    // mapping under `map` first, and a new plane zaps it too.
-    unsafe { vfio::gvt_rs_vmf_insert_pfn(vmf, pfn) }
 }

@@ -12,7 +12,6 @@ use kernel::prelude::*;
 use kernel::uaccess::{UserPtr, UserSlice};
 
 use crate::effects::Effects;
-use crate::gpu::{KClock, KHost};
 use crate::gvt_core::edid::{self, EdidEvent};
 use crate::gvt_core::gpu::SubmitOutcome;
 use crate::gvt_core::irq::Delivery;
@@ -20,12 +19,13 @@ use crate::gvt_core::mem::PAGE_SIZE;
 use crate::gvt_core::services::{Clock as _, HostMemory};
 use crate::gvt_core::vblank::{PIPEA_FRMCOUNT, PIPEA_FRMTMSTMP};
 use crate::gvt_core::vgpu::{AccessError, BAR0_SIZE, CONFIG_SIZE};
-use crate::parent;
-use crate::vfio;
-use crate::vgpu::{
-    current_task, env, errno, vgpu_of, Vgpu, ALL_REGIONS, BAR0, BAR2, CONFIG, DISPLAY_REGION, EDID_REGION, NUM_REGIONS,
-    REGION_MASK, REGION_SHIFT,
+use crate::kapi::{current_task, KClock, KHost};
+use crate::mdev::{
+    env, errno, MdevVgpu, ALL_REGIONS, BAR0, BAR2, CONFIG, DISPLAY_REGION, EDID_REGION, NUM_REGIONS, REGION_MASK,
+    REGION_SHIFT,
 };
+use crate::vfio;
+use crate::vfio_dev::InfoCaps;
 
 /// Bytes moved per bounce through the kernel (kept off the stack).
 const CHUNK: usize = 256;
@@ -45,7 +45,7 @@ enum Dir {
 
 /// One region access of at most `CHUNK` bytes, on a kernel buffer; returns
 /// what is left to do once the locks are dropped.
-fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<Effects> {
+fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<Effects> {
     let none = || Effects::default();
     let len = buf.len() as u64;
     match index {
@@ -130,7 +130,7 @@ fn access(v: &Vgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<Ef
                     // Hotplug: the guest sees the new monitor (and a new
                     // hotplug count) in its EDID page; the refresh follows the mode.
                     st.mirror_edid();
-                    Vgpu::apply_refresh(&mut st);
+                    MdevVgpu::apply_refresh(&mut st);
                     let mode = st.edid.mode();
                     drop(st);
                     match mode {
@@ -166,11 +166,10 @@ const GGTT_BAR0: u64 = crate::gvt_core::mmio::GGTT_VIEW_BASE;
 
 /// Aperture (BAR2) access through the region instead of the mapping: the same
 /// pages; outside the vGPU's slice reads return 0 and writes are dropped.
-fn aperture_access(v: &Vgpu, off: u64, buf: &mut [u8], dir: Dir) -> Result {
-    let p = parent::get();
+fn aperture_access(v: &MdevVgpu, off: u64, buf: &mut [u8], dir: Dir) -> Result {
     let len = buf.len() as u64;
     let end = off.checked_add(len).ok_or(EINVAL)?;
-    if end > p.layout.aperture_size {
+    if end > v.shared.layout.aperture_size {
         return Err(EINVAL);
     }
     let mut done = 0usize;
@@ -201,11 +200,8 @@ fn aperture_access(v: &Vgpu, off: u64, buf: &mut [u8], dir: Dir) -> Result {
 
 /// Split a VFIO read/write into region accesses, bouncing through a kernel
 /// buffer so no user memory is touched under the state lock.
-fn rw(vdev: *mut vfio::vfio_device, ubuf: usize, count: usize, ppos: *mut i64, dir: Dir) -> isize {
-    // SAFETY: called between init and release.
-    let v = unsafe { vgpu_of(vdev) };
-    // SAFETY: the VFIO core passes a valid position pointer.
-    let pos = unsafe { *ppos } as u64;
+fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isize {
+    let pos = *ppos as u64;
     let index = (pos >> REGION_SHIFT) as u32;
     let off = pos & REGION_MASK;
     // A zero-length transfer moves nothing (read(2)/write(2), vfio-pci).
@@ -231,91 +227,55 @@ fn rw(vdev: *mut vfio::vfio_device, ubuf: usize, count: usize, ppos: *mut i64, d
         let piece = &mut bounce[..n];
         let r = match dir {
             Dir::Read => access(v, index, off + done as u64, piece, dir).and_then(|fx| {
-                fx.apply(v);
+                v.apply(fx);
                 user.writer().write_slice(piece)
             }),
-            Dir::Write => user.reader().read_slice(piece).and_then(|()| access(v, index, off + done as u64, piece, dir)).map(|fx| fx.apply(v)),
+            Dir::Write => user.reader().read_slice(piece).and_then(|()| access(v, index, off + done as u64, piece, dir)).map(|fx| v.apply(fx)),
         };
         if let Err(e) = r {
             return if done > 0 { done as isize } else { errno(e) };
         }
         done += n;
     }
-    // SAFETY: as above.
-    unsafe { *ppos += done as i64 };
+    *ppos += done as i64;
     done as isize
 }
 
-pub(crate) unsafe extern "C" fn vgpu_read(vdev: *mut vfio::vfio_device, buf: *mut u8, count: usize, ppos: *mut i64) -> isize {
-    rw(vdev, buf as usize, count, ppos, Dir::Read)
+/// `vfio_device_ops.read`.
+pub(crate) fn read(v: &MdevVgpu, ubuf: usize, count: usize, pos: &mut i64) -> isize {
+    rw(v, ubuf, count, pos, Dir::Read)
 }
 
-pub(crate) unsafe extern "C" fn vgpu_write(vdev: *mut vfio::vfio_device, buf: *const u8, count: usize, ppos: *mut i64) -> isize {
-    rw(vdev, buf as usize, count, ppos, Dir::Write)
+/// `vfio_device_ops.write`.
+pub(crate) fn write(v: &MdevVgpu, ubuf: usize, count: usize, pos: &mut i64) -> isize {
+    rw(v, ubuf, count, pos, Dir::Write)
 }
 
 // ---- region info -------------------------------------------------------------
 
 /// `vfio_device_ops.get_region_info_caps`: the VFIO core validated argsz and
 /// copies `info` and the capability chain back.
-pub(crate) unsafe extern "C" fn vgpu_region_info(
-    vdev: *mut vfio::vfio_device,
-    info: *mut vfio::vfio_region_info,
-    caps: *mut vfio::vfio_info_cap,
-) -> i32 {
-    // SAFETY: called between init and release.
-    let v = unsafe { vgpu_of(vdev) };
-    let p = parent::get();
-    // SAFETY: the VFIO core passes a valid info struct.
-    let info = unsafe { &mut *info };
+pub(crate) fn region_info(v: &MdevVgpu, info: &mut vfio::vfio_region_info, caps: &mut InfoCaps) -> Result {
     let rw = vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_WRITE;
     let (size, flags) = match info.index {
         CONFIG => (CONFIG_SIZE, rw),
         BAR0 => (BAR0_SIZE, rw),
-        BAR2 => (p.layout.aperture_size, rw | vfio::VFIO_REGION_INFO_FLAG_MMAP | vfio::VFIO_REGION_INFO_FLAG_CAPS),
+        BAR2 => (v.shared.layout.aperture_size, rw | vfio::VFIO_REGION_INFO_FLAG_MMAP | vfio::VFIO_REGION_INFO_FLAG_CAPS),
         i if i < NUM_REGIONS => (0, 0),
         EDID_REGION => (edid::EDID_REGION_SIZE, rw | vfio::VFIO_REGION_INFO_FLAG_CAPS),
         // Read-only: the VMM shows the guest's screen, it does not draw.
         DISPLAY_REGION => (v.display_size, vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_MMAP),
-        _ => return EINVAL.to_errno(),
+        _ => return Err(EINVAL),
     };
     info.offset = u64::from(info.index) << REGION_SHIFT;
     info.size = size;
     info.flags = flags;
     if info.index == BAR2 {
         // Only this vGPU's slice may be mapped: everything else is ballooned.
-        #[repr(C)]
-        struct Sparse {
-            hdr: vfio::vfio_region_info_cap_sparse_mmap,
-            area: vfio::vfio_region_sparse_mmap_area,
-        }
-        let mut cap = Sparse {
-            hdr: Default::default(),
-            area: vfio::vfio_region_sparse_mmap_area { offset: v.part.aperture.base, size: v.part.aperture.size },
-        };
-        cap.hdr.header.id = vfio::VFIO_REGION_INFO_CAP_SPARSE_MMAP as u16;
-        cap.hdr.header.version = 1;
-        cap.hdr.nr_areas = 1;
-        // SAFETY: `caps` is the core's chain; the header is the start of a
-        // `size`-byte capability that the core copies.
-        let ret = unsafe { vfio::vfio_info_add_capability(caps, &mut cap.hdr.header, core::mem::size_of::<Sparse>()) };
-        if ret != 0 {
-            return ret;
-        }
+        caps.add_sparse_mmap(v.part.aperture.base, v.part.aperture.size)?;
     }
     if info.index == EDID_REGION {
-        let mut cap = vfio::vfio_region_info_cap_type {
-            type_: vfio::VFIO_REGION_TYPE_GFX,
-            subtype: vfio::VFIO_REGION_SUBTYPE_GFX_EDID,
-            ..Default::default()
-        };
-        cap.header.id = vfio::VFIO_REGION_INFO_CAP_TYPE as u16;
-        cap.header.version = 1;
-        // SAFETY: as above, for a `vfio_region_info_cap_type`.
-        return unsafe {
-            vfio::vfio_info_add_capability(caps, &mut cap.header, core::mem::size_of::<vfio::vfio_region_info_cap_type>())
-        };
+        return caps.add_type(vfio::VFIO_REGION_TYPE_GFX, vfio::VFIO_REGION_SUBTYPE_GFX_EDID);
     }
-    0
+    Ok(())
 }
-

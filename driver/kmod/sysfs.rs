@@ -4,35 +4,17 @@
 
 use core::sync::atomic::Ordering;
 
-use kernel::bindings;
 use kernel::prelude::*;
 
 use crate::gvt_core::stats::VgpuState;
 use crate::gvt_core::vgpu_types::SliceWriter;
 use crate::invalidate;
-use crate::parent;
+use crate::mdev::MdevVgpu;
+use crate::parent::Parent;
 use crate::vfio;
-use crate::vgpu::{errno, vgpu_of, Vgpu};
+use crate::vfio_dev::{device_attr_trampolines, DeviceAttrs};
 
-fn vgpu_of_dev(dev: *mut bindings::device) -> Option<&'static Vgpu> {
-    // SAFETY: the attributes live on the mdev device; drvdata is our
-    // `vfio_device` while the driver is bound (the group exists only then).
-    let vdev = unsafe { vfio::gvt_rs_get_drvdata(dev.cast()) }.cast::<vfio::vfio_device>();
-    if vdev.is_null() {
-        return None;
-    }
-    // SAFETY: as above.
-    Some(unsafe { vgpu_of(vdev) })
-}
-
-/// A `core::fmt::Display` value for the kernel's `pr_*!` macros.
-pub(crate) struct Shown<T>(pub(crate) T);
-
-impl<T: core::fmt::Display> kernel::fmt::Display for Shown<T> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        core::fmt::Display::fmt(&self.0, f)
-    }
-}
+device_attr_trampolines!(Parent);
 
 /// A DRM fourcc as its four characters.
 struct FourCc(u32);
@@ -47,112 +29,104 @@ impl core::fmt::Display for FourCc {
     }
 }
 
-#[no_mangle]
-unsafe extern "C" fn gvt_rs_attr_show(dev: *mut bindings::device, attr: u32, buf: *mut u8) -> isize {
-    let Some(v) = vgpu_of_dev(dev) else {
-        return errno(ENODEV);
-    };
-    // SAFETY: sysfs show buffers are PAGE_SIZE bytes.
-    let out = unsafe { core::slice::from_raw_parts_mut(buf, bindings::PAGE_SIZE as usize) };
-    let mut w = SliceWriter::new(out);
-    use core::fmt::Write;
-    let p = &v.part;
-    let _ = match attr {
-        vfio::gvt_rs_attr_GVT_RS_ATTR_VGPU_ID => writeln!(w, "{}", v.id),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_APERTURE_BASE => writeln!(w, "{}", p.aperture.base),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_APERTURE_SIZE => writeln!(w, "{}", p.aperture.size),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_HIGH_GM_BASE => writeln!(w, "{}", p.high.base),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_HIGH_GM_SIZE => writeln!(w, "{}", p.high.size),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_FENCE_BASE => writeln!(w, "{}", p.fence_base),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_FENCE_COUNT => writeln!(w, "{}", p.fence_count),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => {
-            let g = parent::get().gpu.lock();
-            writeln!(w, "{}", g.gpu.scheduler().weight(v.slot).unwrap_or(0))
-        }
-        vfio::gvt_rs_attr_GVT_RS_ATTR_STATE => {
-            let g = parent::get().gpu.lock();
-            let s = g.gpu.scheduler().state(v.slot);
-            writeln!(w, "{}", if s == VgpuState::Failed { "failed" } else { "running" })
-        }
-        vfio::gvt_rs_attr_GVT_RS_ATTR_BALLOONED => writeln!(w, "{}", v.ballooned.load(Ordering::Relaxed)),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_DMABUF => writeln!(w, "{}", u8::from(v.dmabuf())),
-        vfio::gvt_rs_attr_GVT_RS_ATTR_DISPLAY => {
-            let mut st = v.state.lock();
-            let Ok((core, storage)) = st.split() else { return errno(ENODEV) };
-            let now = core.display_plane(&storage);
-            let ids = core.plane_ids();
-            let (shown, changes) = (ids.current(), ids.changes());
-            let _ = match now {
-                Ok(p) => writeln!(
-                    w,
-                    "plane: {}x{} {} stride {} surface {:#x} size {:#x}",
-                    p.width(),
-                    p.height(),
-                    FourCc(p.format().drm_fourcc()),
-                    p.stride(),
-                    p.surface(),
-                    p.mapped_size()
-                ),
-                Err(why) => writeln!(w, "plane: none: {why}"),
-            };
-            let _ = writeln!(w, "shown_plane_id: {shown}\nplane_changes: {changes}");
-            let _ = writeln!(w, "dmabufs_exported: {}", v.dmabufs_exported.load(Ordering::Relaxed));
-            let a = &v.dmabuf_account;
-            let _ = writeln!(w, "dmabuf_page_faults: {}", a.faults.load(Ordering::Relaxed));
-            let _ = writeln!(w, "dmabufs_live: {}", a.live.load(Ordering::Relaxed));
-            let _ = writeln!(w, "dmabuf_pages: {}", a.pages.load(Ordering::Relaxed));
-            let _ = writeln!(w, "dmabufs_refused: {}", a.refused.load(Ordering::Relaxed));
-            match st.edid.mode() {
-                Some(m) => writeln!(
-                    w,
-                    "monitor: {}x{} {}.{:03} Hz, hotplugs {}",
-                    m.width,
-                    m.height,
-                    m.refresh_millihz() / 1000,
-                    m.refresh_millihz() % 1000,
-                    st.edid.hotplug_count()
-                ),
-                None => writeln!(w, "monitor: disconnected, hotplugs {}", st.edid.hotplug_count()),
+impl DeviceAttrs for MdevVgpu {
+    fn show(&self, attr: u32, out: &mut [u8]) -> Result<usize> {
+        let v = self;
+        let mut w = SliceWriter::new(out);
+        use core::fmt::Write;
+        let p = &v.part;
+        let _ = match attr {
+            vfio::gvt_rs_attr_GVT_RS_ATTR_VGPU_ID => writeln!(w, "{}", v.id),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_APERTURE_BASE => writeln!(w, "{}", p.aperture.base),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_APERTURE_SIZE => writeln!(w, "{}", p.aperture.size),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_HIGH_GM_BASE => writeln!(w, "{}", p.high.base),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_HIGH_GM_SIZE => writeln!(w, "{}", p.high.size),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_FENCE_BASE => writeln!(w, "{}", p.fence_base),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_FENCE_COUNT => writeln!(w, "{}", p.fence_count),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => {
+                let g = v.shared.gpu.lock();
+                writeln!(w, "{}", g.gpu.scheduler().weight(v.slot).unwrap_or(0))
             }
-        }
-        vfio::gvt_rs_attr_GVT_RS_ATTR_STATS => {
-            let st = v.state.lock();
-            let Ok(core) = st.core() else { return errno(ENODEV) };
-            let g = parent::get().gpu.lock();
-            core.write_stats(&g.gpu, &mut w)
-                .and_then(|()| writeln!(w, "self_map_faults {}", v.self_faults.load(Ordering::Relaxed)))
-                .and_then(|()| writeln!(w, "pins_refused_unmapping {}", invalidate::REFUSED.load(Ordering::Relaxed)))
-                .and_then(|()| writeln!(w, "unmap_retries {}", invalidate::RETRIES.load(Ordering::Relaxed)))
-        }
-        _ => return errno(EINVAL),
-    };
-    w.len() as isize
-}
+            vfio::gvt_rs_attr_GVT_RS_ATTR_STATE => {
+                let g = v.shared.gpu.lock();
+                let s = g.gpu.scheduler().state(v.slot);
+                writeln!(w, "{}", if s == VgpuState::Failed { "failed" } else { "running" })
+            }
+            vfio::gvt_rs_attr_GVT_RS_ATTR_BALLOONED => writeln!(w, "{}", v.ballooned.load(Ordering::Relaxed)),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_DMABUF => writeln!(w, "{}", u8::from(v.dmabuf())),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_DISPLAY => {
+                let mut st = v.state.lock();
+                let Ok((core, storage)) = st.split() else { return Err(ENODEV) };
+                let now = core.display_plane(&storage);
+                let ids = core.plane_ids();
+                let (shown, changes) = (ids.current(), ids.changes());
+                let _ = match now {
+                    Ok(p) => writeln!(
+                        w,
+                        "plane: {}x{} {} stride {} surface {:#x} size {:#x}",
+                        p.width(),
+                        p.height(),
+                        FourCc(p.format().drm_fourcc()),
+                        p.stride(),
+                        p.surface(),
+                        p.mapped_size()
+                    ),
+                    Err(why) => writeln!(w, "plane: none: {why}"),
+                };
+                let _ = writeln!(w, "shown_plane_id: {shown}\nplane_changes: {changes}");
+                let _ = writeln!(w, "dmabufs_exported: {}", v.dmabufs_exported.load(Ordering::Relaxed));
+                let a = &v.dmabuf_account;
+                let _ = writeln!(w, "dmabuf_page_faults: {}", a.faults.load(Ordering::Relaxed));
+                let _ = writeln!(w, "dmabufs_live: {}", a.live.load(Ordering::Relaxed));
+                let _ = writeln!(w, "dmabuf_pages: {}", a.pages.load(Ordering::Relaxed));
+                let _ = writeln!(w, "dmabufs_refused: {}", a.refused.load(Ordering::Relaxed));
+                match st.edid.mode() {
+                    Some(m) => writeln!(
+                        w,
+                        "monitor: {}x{} {}.{:03} Hz, hotplugs {}",
+                        m.width,
+                        m.height,
+                        m.refresh_millihz() / 1000,
+                        m.refresh_millihz() % 1000,
+                        st.edid.hotplug_count()
+                    ),
+                    None => writeln!(w, "monitor: disconnected, hotplugs {}", st.edid.hotplug_count()),
+                }
+            }
+            vfio::gvt_rs_attr_GVT_RS_ATTR_STATS => {
+                let st = v.state.lock();
+                let Ok(core) = st.core() else { return Err(ENODEV) };
+                let g = v.shared.gpu.lock();
+                core.write_stats(&g.gpu, &mut w)
+                    .and_then(|()| writeln!(w, "self_map_faults {}", v.self_faults.load(Ordering::Relaxed)))
+                    .and_then(|()| writeln!(w, "pins_refused_unmapping {}", invalidate::REFUSED.load(Ordering::Relaxed)))
+                    .and_then(|()| writeln!(w, "unmap_retries {}", invalidate::RETRIES.load(Ordering::Relaxed)))
+            }
+            _ => return Err(EINVAL),
+        };
+        Ok(w.len())
+    }
 
-#[no_mangle]
-unsafe extern "C" fn gvt_rs_attr_store(dev: *mut bindings::device, attr: u32, buf: *const u8, count: usize) -> isize {
-    let Some(v) = vgpu_of_dev(dev) else {
-        return errno(ENODEV);
-    };
-    // SAFETY: sysfs passes `count` valid bytes.
-    let input = unsafe { core::slice::from_raw_parts(buf, count) };
-    let text = core::str::from_utf8(input).map(|s| s.trim()).unwrap_or("");
-    match attr {
-        vfio::gvt_rs_attr_GVT_RS_ATTR_DMABUF => match text {
-            "0" | "1" => {
-                v.dmabuf.store(text == "1", Ordering::Relaxed);
-                count as isize
-            }
-            _ => errno(EINVAL),
-        },
-        vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => match text.parse::<u32>() {
-            Ok(w) => match parent::get().gpu.lock().gpu.scheduler_mut().set_weight(v.slot, w) {
-                Ok(()) => count as isize,
-                Err(_) => errno(EINVAL),
+    fn store(&self, attr: u32, input: &[u8]) -> Result<usize> {
+        let v = self;
+        let count = input.len();
+        let text = core::str::from_utf8(input).map(|s| s.trim()).unwrap_or("");
+        match attr {
+            vfio::gvt_rs_attr_GVT_RS_ATTR_DMABUF => match text {
+                "0" | "1" => {
+                    v.dmabuf.store(text == "1", Ordering::Relaxed);
+                    Ok(count)
+                }
+                _ => Err(EINVAL),
             },
-            _ => errno(EINVAL),
-        },
-        _ => errno(EINVAL),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => match text.parse::<u32>() {
+                Ok(w) => match v.shared.gpu.lock().gpu.scheduler_mut().set_weight(v.slot, w) {
+                    Ok(()) => Ok(count),
+                    Err(_) => Err(EINVAL),
+                },
+                _ => Err(EINVAL),
+            },
+            _ => Err(EINVAL),
+        }
     }
 }
-

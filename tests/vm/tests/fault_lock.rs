@@ -14,7 +14,7 @@
 //! mmap_lock, wait, VM_FAULT_RETRY).  Since the lock redesign of issue 12 the
 //! fault handlers do not take the state lock at all: they take the vGPU's
 //! `map` lock, which nothing holds across a pin or while waiting for an mm
-//! lock (driver/kmod/vgpu.rs, lock table), so the cycle cannot form and there
+//! lock (driver/kmod/mdev.rs, lock table), so the cycle cannot form and there
 //! is no retry path left to count.  What the test checks is what that design
 //! promises: all three threads keep going, reads raced PTE writes, and every
 //! read shows a page the entry mapped.
