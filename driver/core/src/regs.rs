@@ -15,7 +15,7 @@
 //! assertion), so a badly placed line does not build.
 //!
 //! Offsets follow Intel's (Gen7/Gen8 naming) where gvt-sim has a counterpart,
-//! see /work/shared/design/gvt-sim.md:
+//! see docs/gvt-sim.md §3 "Register map":
 //! - rings: RCS at 0x2000, BCS at 0x22000; TAIL +0x30, HEAD +0x34, START +0x38,
 //!   CTL +0x3C, HWS_PGA +0x80, HWSTAM +0x98, PP_DIR_DCLV +0x220,
 //!   PP_DIR_BASE +0x228 (Intel `RING_*(base)` macros);
@@ -45,7 +45,7 @@ pub const REG_RANGE: u32 = 0x20_0000;
 /// `VREG_DWORDS` `u32`s, 2 MiB, like GVT-g's `vreg`).
 pub const VREG_DWORDS: usize = (REG_RANGE / 4) as usize;
 
-/// Which display register (one primary plane per vGPU, gvt-sim.md).
+/// Which display register (one primary plane per vGPU, docs/gvt-sim.md §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DisplayReg {
     /// DSPACNTR: plane control ([`PlaneCtl`]).
@@ -300,7 +300,7 @@ register! {
 }
 
 /// Ring register offsets relative to an engine's MMIO base (Intel
-/// `RING_*(base)`, gvt-sim.md): the one list that gvt-sim's command streamer
+/// `RING_*(base)`, docs/gvt-sim.md §7.1): the one list that gvt-sim's command streamer
 /// ([`super::engine`]), the context images ([`super::ctx`]) and the vGPU
 /// register table above ([`RingOffsets`]) share.
 pub mod ring {
