@@ -300,7 +300,7 @@ register! {
 }
 
 /// Ring register offsets relative to an engine's MMIO base (Intel
-/// `RING_*(base)`, docs/gvt-sim.md §7.1): the one list that gvt-sim's command streamer
+/// `RING_*(base)`, gvt-sim.md): the one list that gvt-sim's command streamer
 /// ([`super::engine`]), the context images ([`super::ctx`]) and the vGPU
 /// register table above ([`RingOffsets`]) share.
 pub mod ring {
