@@ -533,7 +533,7 @@ pub fn stat_opt(m: &Mdev, key: &str) -> Option<u64> {
     s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
 }
 
-// ---- display engine and MSI (docs/gvt-sim.md §8, §9; Intel offsets) -------------
+// ---- display engine and MSI (gvt-sim.md; Intel offsets) -------------------------
 
 /// Display-engine interrupt block (Ivybridge `DEIMR`, `DEIIR`, `DEIER`) and
 /// its pipe A vblank bit.

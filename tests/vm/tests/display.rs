@@ -21,7 +21,7 @@ const BAR2: u32 = VFIO_PCI_BAR2_REGION_INDEX;
 const EDID_REGION: u32 = VFIO_PCI_NUM_REGIONS;
 const DISPLAY_REGION: u32 = VFIO_PCI_NUM_REGIONS + 1;
 
-// Display registers (docs/gvt-sim.md §9; Intel offsets) and PVINFO display_ready.
+// Display registers (gvt-sim.md; Intel offsets) and PVINFO display_ready.
 const DSPACNTR: u64 = 0x70180;
 const DSPASTRIDE: u64 = 0x70188;
 const DSPASURF: u64 = 0x7019C;

@@ -226,7 +226,7 @@ fn fault_lock_pte_writes_vs_aperture_faults_vs_mmap() {
     m.remove().expect("remove vGPU");
 }
 
-// The primary plane's registers (docs/gvt-sim.md §9; Intel offsets), PVINFO
+// The primary plane's registers (gvt-sim.md; Intel offsets), PVINFO
 // display_ready, QUERY_GFX_PLANE (as tests/display.rs).
 const DSPACNTR: u64 = 0x70180;
 const DSPASTRIDE: u64 = 0x70188;
