@@ -5,7 +5,7 @@
 
 use super::mem::HostPage;
 
-/// The two engines of the design (gvt-sim.md): render and blitter.
+/// The two engines of the design (docs/gvt-sim.md §7.1): render and blitter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum EngineId {
     /// Render command streamer, ring registers at 0x2000.

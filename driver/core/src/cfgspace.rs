@@ -1,5 +1,5 @@
 //! Emulated PCI configuration space of a vGPU (paper §3.3: the vGPU is a
-//! complete, emulated PCI device; gvt-sim.md "vGPU as the guest sees it").
+//! complete, emulated PCI device; docs/gvt-sim.md §1 "The PCI function").
 //!
 //! 256 bytes, conventional PCI (type-0 header, no PCI Express capability).  The
 //! 4 KiB extended space is **not** exposed: the VFIO config region is 256

@@ -25,7 +25,7 @@
 //!    `STOP_RING` is cleared so the engine fetches again.
 //!
 //! Saved/restored registers, offsets from the engine's MMIO base
-//! (0x2000 render, 0x22000 blitter; gvt-sim.md):
+//! (0x2000 render, 0x22000 blitter; docs/gvt-sim.md §7.1):
 //!
 //! | reg | offset | notes |
 //! |---|---|---|

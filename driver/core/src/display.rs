@@ -1,7 +1,7 @@
 //! Per-vGPU primary plane emulation (paper §3.2 "Display management"; the
 //! frame buffer lives in the vGPU's own slice of global graphics memory, §3.3).
 //!
-//! gvt-sim gives every vGPU one primary plane (gvt-sim.md, Intel offsets and
+//! gvt-sim gives every vGPU one primary plane (docs/gvt-sim.md §9, Intel offsets and
 //! encodings, [`super::regs`]): `DSPACNTR` (bit 31 enable, bits 29:26 pixel
 //! format, bit 10 tiling), `DSPASTRIDE` (bytes per line), `DSPASURF` (GGTT
 //! address of the first pixel) and `PIPEASRC` (`(w−1)<<16 | (h−1)`).  The

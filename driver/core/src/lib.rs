@@ -1,4 +1,6 @@
 //! gvt-core: the mediation core of gvt-rs (gVirt, USENIX ATC'14, sections 3.1–3.6).
+//! The device it mediates is specified in `docs/gvt-sim.md`; where each file
+//! sits in the house, the locks and the data paths are in `docs/architecture.md`.
 //!
 //! Everything here is `no_std`, allocation-free and free of `unsafe`: state lives
 //! in borrowed slices and every side effect (guest memory, host pages, the

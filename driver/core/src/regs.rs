@@ -20,7 +20,7 @@
 //! compile time (a `const` assertion), so a badly placed row does not build.
 //!
 //! Offsets follow Intel's (Gen7/Gen8 naming) where gvt-sim has a counterpart,
-//! see /work/shared/design/gvt-sim.md:
+//! see docs/gvt-sim.md §3 "Register map":
 //! - rings: RCS at 0x2000, BCS at 0x22000; TAIL +0x30, HEAD +0x34, START +0x38,
 //!   CTL +0x3C, HWS_PGA +0x80, HWSTAM +0x98, PP_DIR_DCLV +0x220,
 //!   PP_DIR_BASE +0x228 (Intel `RING_*(base)` macros);
@@ -50,7 +50,7 @@ pub const REG_RANGE: u32 = 0x20_0000;
 /// `VREG_DWORDS` `u32`s, 2 MiB, like GVT-g's `vreg`).
 pub const VREG_DWORDS: usize = (REG_RANGE / 4) as usize;
 
-/// Which display register (one primary plane per vGPU, gvt-sim.md).
+/// Which display register (one primary plane per vGPU, docs/gvt-sim.md §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DisplayReg {
     /// DSPACNTR: plane control ([`PlaneCtl`]).

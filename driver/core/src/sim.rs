@@ -1,4 +1,4 @@
-//! gvt-sim: the physical GPU modelled in software (design: gvt-sim.md; paper
+//! gvt-sim: the physical GPU modelled in software (design: docs/gvt-sim.md; paper
 //! §2, Figure 2: render/blitter engines fetching commands from graphics memory
 //! mapped by the global GTT).  It implements [`Backend`], so the mediator drives
 //! it exactly as it would drive an Intel GPU.
