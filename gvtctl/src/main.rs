@@ -6,7 +6,7 @@ mod output;
 
 use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, SimCommand, VmmArg};
-use libgvtctl::sim::{self, Fixture};
+use libgvtctl::fake_sysfs::{self, Fixture};
 use libgvtctl::{
     exit, parse_size, CreateRequest, DefineRequest, Error, Gvtctl, PartitionRequest, StartMode,
     Uuid,
@@ -15,34 +15,29 @@ use output::Out;
 use serde_json::json;
 use std::time::Duration;
 
-struct StderrLogger(log::LevelFilter);
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, m: &log::Metadata) -> bool {
-        m.level() <= self.0
-    }
-    fn log(&self, r: &log::Record) {
-        if self.enabled(r.metadata()) {
-            output::print_err(&format!(
-                "gvtctl: {}: {}",
-                r.level().as_str().to_lowercase(),
-                r.args()
-            ));
-        }
-    }
-    fn flush(&self) {}
-}
-
-fn main() {
-    let cli = Cli::parse();
-    let level = match cli.verbose {
+/// Log to stderr with `env_logger`: `-v`/`-vv` raise the level from warnings to info or
+/// debug, and `RUST_LOG` (e.g. `RUST_LOG=libgvtctl=debug`) overrides both. Each line is
+/// `gvtctl: <level>: <message>`, made safe for a terminal like every other message.
+fn init_logging(verbose: u8) {
+    use std::io::Write as _;
+    let level = match verbose {
         0 => log::LevelFilter::Warn,
         1 => log::LevelFilter::Info,
         _ => log::LevelFilter::Debug,
     };
-    if log::set_logger(Box::leak(Box::new(StderrLogger(level)))).is_ok() {
-        log::set_max_level(level);
-    }
+    env_logger::Builder::new()
+        .filter_level(level)
+        .parse_env("RUST_LOG")
+        .format(|buf, r| {
+            let line = format!("gvtctl: {}: {}", r.level().as_str().to_lowercase(), r.args());
+            writeln!(buf, "{}", libgvtctl::escape::terminal_safe(&line))
+        })
+        .init();
+}
+
+fn main() {
+    let cli = Cli::parse();
+    init_logging(cli.verbose);
     let out = Out { json: cli.json };
     let code = match run(&cli, &out) {
         Ok(code) => code,
@@ -204,13 +199,13 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
                     Error::InvalidArgument(format!("unknown fixture '{f}': use gvt-rs, i915, mtty (comma-separated)"))
                 })?);
             }
-            sim::init(&cli.root, &fx).map_err(|e| Error::io(&cli.root, e))?;
+            fake_sysfs::init(&cli.root, &fx).map_err(|e| Error::io(&cli.root, e))?;
             out.value(&json!({"root": cli.root, "fixtures": fixture}), &format!("simulated tree ready in {}", cli.root.display()));
         }
         Command::Sim(SimCommand::Hold { uuid, pid, command }) => {
             let inst = ctl.instance(&uuid_arg(uuid)?)?;
             let node = inst.vfio_group_node.ok_or_else(|| Error::InvalidArgument(format!("{uuid} has no VFIO group")))?;
-            sim::hold(&cli.root, *pid, command, &node).map_err(|e| Error::io(&cli.root, e))?;
+            fake_sysfs::hold(&cli.root, *pid, command, &node).map_err(|e| Error::io(&cli.root, e))?;
             out.value(&json!({"pid": pid, "command": command, "node": node}), &format!("{command} (pid {pid}) holds {node}"));
         }
     }

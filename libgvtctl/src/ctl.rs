@@ -132,13 +132,13 @@ pub struct Gvtctl {
 }
 
 impl Gvtctl {
-    /// Operate on `root` (`/` on a host). A tree made by [`crate::sim::init`] (it carries
-    /// the [`crate::sim::MARKER`] file, never on `/`) gets the simulated mdev core.
+    /// Operate on `root` (`/` on a host). A tree made by [`crate::fake_sysfs::init`] (it carries
+    /// the [`crate::fake_sysfs::MARKER`] file, never on `/`) gets the simulated mdev core.
     pub fn new(root: impl Into<PathBuf>) -> Gvtctl {
         let root = root.into();
-        let fs: Box<dyn Sysfs> = if crate::sim::is_sim_root(&root) {
+        let fs: Box<dyn Sysfs> = if crate::fake_sysfs::is_sim_root(&root) {
             log::debug!("{}: simulated mdev core", root.display());
-            Box::new(crate::sim::SimMdevCore::new(&root))
+            Box::new(crate::fake_sysfs::FakeMdevSysfs::new(&root))
         } else {
             Box::new(RealSysfs)
         };
@@ -171,7 +171,7 @@ impl Gvtctl {
     }
 
     fn dev_dir(&self, uuid: &Uuid) -> PathBuf {
-        self.mdev_base().join(uuid.as_str())
+        self.mdev_base().join(uuid.as_string())
     }
 
     fn type_dir(&self, parent: &str, type_id: &str) -> PathBuf {
@@ -282,7 +282,7 @@ impl Gvtctl {
             .read_dir(&self.mdev_base())
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|n| Uuid::parse(&n).ok().filter(|u| u.as_str() == n))
+            .filter_map(|n| Uuid::parse(&n).ok().filter(|u| u.as_string() == n))
             .collect()
     }
 
@@ -626,7 +626,7 @@ impl Gvtctl {
         )?;
         let uuid = match &req.uuid {
             Some(u) => u.clone(),
-            None => Uuid::new_v4()?,
+            None => Uuid::new_v4(),
         };
         let attrs = gvt_attrs(&ty, req.weight, req.display)?;
         if req.define.is_some() {
@@ -667,9 +667,9 @@ impl Gvtctl {
         }
         let create = self.type_dir(&ty.parent, &ty.id).join("create");
         log::info!("creating {uuid}: {} -> {}", ty.id, create.display());
-        if let Err(e) = self.fs.write(&create, uuid.as_str().as_bytes()) {
+        if let Err(e) = self.fs.write(&create, uuid.as_string().as_bytes()) {
             return Err(match e.raw_os_error() {
-                Some(28) => {
+                Some(libc::ENOSPC) => {
                     // ENOSPC: the driver has no room (maybe fragmentation), whatever the count said.
                     let types = self.types(Some(&ty.parent)).unwrap_or_default();
                     Error::Exhausted {
@@ -682,12 +682,12 @@ impl Gvtctl {
                         existing: self.existing_on(std::slice::from_ref(&ty.parent)),
                     }
                 }
-                Some(17) => Error::AlreadyExists {
+                Some(libc::EEXIST) => Error::AlreadyExists {
                     uuid: uuid.to_string(),
                     parent: ty.parent.clone(),
                     type_id: ty.id.clone(),
                 },
-                Some(1) | Some(13) => Error::PermissionDenied {
+                Some(libc::EPERM) | Some(libc::EACCES) => Error::PermissionDenied {
                     path: create,
                     action: "write".into(),
                 },
@@ -804,12 +804,12 @@ impl Gvtctl {
         log::info!("removing {uuid}");
         if let Err(e) = self.fs.write(&remove, b"1") {
             return Err(match e.raw_os_error() {
-                Some(16) => Error::Busy {
+                Some(libc::EBUSY) => Error::Busy {
                     uuid: uuid.to_string(),
                     holders: Vec::new(),
                     driver_refused: true,
                 },
-                Some(2) => return Ok(inst), // already gone
+                Some(libc::ENOENT) => return Ok(inst), // already gone
                 _ => Error::io_doing(remove, "write", e),
             });
         }
@@ -875,7 +875,7 @@ impl Gvtctl {
         }
         let uuid = match &req.uuid {
             Some(u) => u.clone(),
-            None => Uuid::new_v4()?,
+            None => Uuid::new_v4(),
         };
         if let Some(d) = self.definitions_of(&uuid, None).into_iter().next() {
             return Err(Error::AlreadyDefined {
@@ -951,7 +951,7 @@ impl Gvtctl {
         for d in &ds {
             let p = defs::config_base(&self.root)
                 .join(&d.parent)
-                .join(d.uuid.as_str());
+                .join(d.uuid.as_string());
             self.fs
                 .remove_file(&p)
                 .map_err(|e| Error::io_doing(&p, "remove", e))?;
@@ -1034,7 +1034,7 @@ impl Gvtctl {
             .into_iter()
             .filter_map(|n| Uuid::parse(&n).ok())
             .filter(|u| {
-                self.link_name(&dir.join(u.as_str()).join("mdev_type"))
+                self.link_name(&dir.join(u.as_string()).join("mdev_type"))
                     .is_some_and(|t| TypeKind::of(&t) == TypeKind::GvtRs)
             })
             .collect()

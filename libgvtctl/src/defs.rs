@@ -176,7 +176,7 @@ pub fn load_all(fs: &dyn Sysfs, root: &Path, parent: Option<&str>) -> Vec<Defini
             let Ok(uuid) = Uuid::parse(&name) else {
                 continue;
             };
-            if uuid.as_str() != name {
+            if uuid.as_string() != name {
                 continue;
             }
             match load_one(fs, root, &p, &uuid) {
@@ -199,7 +199,7 @@ pub fn load_one(
     parent: &str,
     uuid: &Uuid,
 ) -> Result<Option<Definition>, Error> {
-    let path = config_base(root).join(parent).join(uuid.as_str());
+    let path = config_base(root).join(parent).join(uuid.as_string());
     if !fs.exists(&path) {
         return Ok(None);
     }
@@ -215,7 +215,7 @@ pub fn store(fs: &dyn Sysfs, root: &Path, def: &Definition) -> Result<PathBuf, E
     let dir = config_base(root).join(&def.parent);
     fs.create_dir_all(&dir)
         .map_err(|e| Error::io_doing(&dir, "create directory", e))?;
-    let path = dir.join(def.uuid.as_str());
+    let path = dir.join(def.uuid.as_string());
     fs.write_file(&path, def.to_mdevctl_json().as_bytes())
         .map_err(|e| Error::io_doing(&path, "write", e))?;
     Ok(path)

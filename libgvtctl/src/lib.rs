@@ -12,14 +12,14 @@
 //!   device ([`Sysfs::write_attr`]), and text from there is escaped ([`escape`]).
 //!
 //! Every path is resolved under a root (`/` on a host), and every filesystem access goes
-//! through [`Sysfs`], so tests run against a simulated mdev core ([`sim`]).
+//! through [`Sysfs`], so tests run against a fake mdev sysfs tree ([`fake_sysfs`]).
 
 pub mod ctl;
 pub mod defs;
 pub mod error;
 pub mod escape;
 pub mod holders;
-pub mod sim;
+pub mod fake_sysfs;
 pub mod size;
 pub mod sysfs;
 pub mod types;

@@ -1,6 +1,6 @@
 //! The filesystem seam. The library touches sysfs, `/dev`, `/proc` and `/etc` only
 //! through [`Sysfs`], so tests (and `gvtctl --root` on a tree made by `gvtctl sim init`)
-//! can put a simulated mdev core ([`crate::sim::SimMdevCore`]) behind the same calls
+//! can put a simulated mdev core ([`crate::fake_sysfs::FakeMdevSysfs`]) behind the same calls
 //! the real kernel answers.
 
 use std::io;

@@ -103,23 +103,9 @@ impl fmt::Display for Partition {
     }
 }
 
-/// GVT-g prints sizes as `%dMB` (meaning MiB); accept KB/MB/GB and plain bytes.
+/// GVT-g prints sizes as `%dMB` (meaning MiB): the one size parser reads them.
 fn parse_gvt_size(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let digits_end = v
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(digits_end);
-    let n: u64 = num.parse().ok()?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        _ => return None,
-    };
-    n.checked_mul(1u64 << shift)
+    crate::size::parse_size(v).ok()
 }
 
 /// What `gvtctl create --aperture/--high-gm/--fences` asks for.

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use assert_cmd::Command;
-use libgvtctl::sim::{self, Fixture};
+use libgvtctl::fake_sysfs::{self, Fixture};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use tempfile::TempDir;
@@ -14,7 +14,7 @@ pub struct Tree {
 impl Tree {
     pub fn new(fixtures: &[Fixture]) -> Tree {
         let dir = tempfile::tempdir().expect("tempdir");
-        sim::init(dir.path(), fixtures).expect("sim init");
+        fake_sysfs::init(dir.path(), fixtures).expect("sim init");
         Tree { dir }
     }
 

@@ -1,7 +1,8 @@
-//! A simulated mdev core over a plain directory tree, for tests and demos without the
+//! A fake mdev sysfs tree (the kernel's mdev core simulated over a plain directory tree;
+//! not the GPU model, which is gvt-core's `sim.rs`), for tests and demos without the
 //! driver. [`init`] builds a tree with parents shaped like gvt-rs (`gvt-sim0`), i915
 //! GVT-g (`0000:00:02.0`, its four `i915-GVTg_V5_*` types) and the `mtty` sample;
-//! [`SimMdevCore`] is a [`Sysfs`] that reacts to writes as the kernel does:
+//! [`FakeMdevSysfs`] is a [`Sysfs`] that reacts to writes as the kernel does:
 //!
 //! - `<type>/create` ← UUID: EINVAL for a bad UUID, EEXIST if taken, ENOSPC when
 //!   `available_instances` is 0; otherwise makes the device directory (with `mdev_type`,
@@ -42,21 +43,17 @@ fn errno(n: i32) -> io::Error {
     io::Error::from_raw_os_error(n)
 }
 
-const EEXIST: i32 = 17;
-const EINVAL: i32 = 22;
-const EACCES: i32 = 13;
-const EBUSY: i32 = 16;
-const ENOSPC: i32 = 28;
+use libc::{EACCES, EBUSY, EEXIST, EINVAL, ENOSPC};
 
 /// The simulated mdev core.
-pub struct SimMdevCore {
+pub struct FakeMdevSysfs {
     root: PathBuf,
 }
 
-impl SimMdevCore {
-    pub fn new(root: &Path) -> SimMdevCore {
+impl FakeMdevSysfs {
+    pub fn new(root: &Path) -> FakeMdevSysfs {
         let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-        SimMdevCore { root }
+        FakeMdevSysfs { root }
     }
 
     fn canon(&self, p: &Path) -> io::Result<PathBuf> {
@@ -81,7 +78,7 @@ impl SimMdevCore {
             .to_path_buf();
         let type_id = file_name(type_dir);
         let bus = self.root.join("sys/bus/mdev/devices");
-        if bus.join(uuid.as_str()).symlink_metadata().is_ok() {
+        if bus.join(uuid.as_string()).symlink_metadata().is_ok() {
             return Err(errno(EEXIST));
         }
         if type_dir.join(".sim-no-device").exists() {
@@ -94,7 +91,7 @@ impl SimMdevCore {
         if avail == 0 {
             return Err(errno(ENOSPC));
         }
-        let dev = parent_dir.join(uuid.as_str());
+        let dev = parent_dir.join(uuid.as_string());
         // gvt-rs places the partition before anything becomes visible (ENOSPC when the
         // free space is fragmented or gone, whatever available_instances said).
         let gvt_attrs = if type_id.starts_with("gvt_rs-") {
@@ -118,7 +115,7 @@ impl SimMdevCore {
         std::fs::create_dir_all(gdir.join("devices"))?;
         symlink(
             rel(&gdir.join("devices"), &dev),
-            gdir.join("devices").join(uuid.as_str()),
+            gdir.join("devices").join(uuid.as_string()),
         )?;
         symlink(rel(&dev, &gdir), dev.join("iommu_group"))?;
         std::fs::create_dir_all(self.root.join("dev/vfio"))?;
@@ -126,10 +123,10 @@ impl SimMdevCore {
         std::fs::create_dir_all(type_dir.join("devices"))?;
         symlink(
             rel(&type_dir.join("devices"), &dev),
-            type_dir.join("devices").join(uuid.as_str()),
+            type_dir.join("devices").join(uuid.as_string()),
         )?;
         std::fs::create_dir_all(&bus)?;
-        symlink(rel(&bus, &dev), bus.join(uuid.as_str()))?;
+        symlink(rel(&bus, &dev), bus.join(uuid.as_string()))?;
         if let Some(attrs) = gvt_attrs {
             let g = dev.join("gvt");
             std::fs::create_dir(&g)?;
@@ -223,7 +220,7 @@ impl SimMdevCore {
     }
 }
 
-impl Sysfs for SimMdevCore {
+impl Sysfs for FakeMdevSysfs {
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
         let m = std::fs::metadata(path)?;
         if m.is_file() && m.permissions().mode() & 0o444 == 0 {

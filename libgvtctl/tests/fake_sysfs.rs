@@ -1,13 +1,13 @@
 //! The library against the simulated mdev core, and through a custom `Sysfs`.
 
-use libgvtctl::sim::{self, Fixture, SimMdevCore};
+use libgvtctl::fake_sysfs::{self, Fixture, FakeMdevSysfs};
 use libgvtctl::*;
 use std::io;
 use std::path::{Path, PathBuf};
 
 fn tree(f: &[Fixture]) -> (tempfile::TempDir, Gvtctl) {
     let d = tempfile::tempdir().unwrap();
-    sim::init(d.path(), f).unwrap();
+    fake_sysfs::init(d.path(), f).unwrap();
     let ctl = Gvtctl::new(d.path());
     (d, ctl)
 }
@@ -125,7 +125,7 @@ fn start_auto_reports_each_definition() {
 }
 
 /// The real sysfs with /proc unreadable (not root): holders unknown, not "idle".
-struct NoProc(SimMdevCore);
+struct NoProc(FakeMdevSysfs);
 
 impl Sysfs for NoProc {
     fn read_to_string(&self, p: &Path) -> io::Result<String> {
@@ -163,10 +163,10 @@ impl Sysfs for NoProc {
 #[test]
 fn unreadable_proc_means_in_use_unknown() {
     let d = tempfile::tempdir().unwrap();
-    sim::init(d.path(), &[Fixture::GvtRs]).unwrap();
-    let ctl = Gvtctl::with_sysfs(d.path(), Box::new(NoProc(SimMdevCore::new(d.path()))));
+    fake_sysfs::init(d.path(), &[Fixture::GvtRs]).unwrap();
+    let ctl = Gvtctl::with_sysfs(d.path(), Box::new(NoProc(FakeMdevSysfs::new(d.path()))));
     let i = ctl.create(&req(64)).unwrap();
-    sim::hold(d.path(), 99, "qemu", i.vfio_group_node.as_deref().unwrap()).unwrap();
+    fake_sysfs::hold(d.path(), 99, "qemu", i.vfio_group_node.as_deref().unwrap()).unwrap();
     let i = ctl.instance(&i.uuid).unwrap();
     assert_eq!(i.in_use, None);
     assert!(i.holders.is_empty());
@@ -179,8 +179,8 @@ fn unreadable_proc_means_in_use_unknown() {
 
 #[test]
 fn sim_is_never_used_on_slash() {
-    assert!(!sim::is_sim_root(Path::new("/")));
-    assert!(sim::init(Path::new("/"), &[]).is_err());
+    assert!(!fake_sysfs::is_sim_root(Path::new("/")));
+    assert!(fake_sysfs::init(Path::new("/"), &[]).is_err());
 }
 
 /// The gvt-rs fixture behaves like the driver with aperture_mb=256 gm_mb=1024 (checked
