@@ -823,6 +823,70 @@ impl Gvtctl {
         Ok(inst)
     }
 
+    // ---- statistics ------------------------------------------------------------------
+
+    /// Read `gvt/stats` of every active gvt-rs vGPU (or only `uuid`), with the time
+    /// ([`Sysfs::now_ns`]) and the holders. A `uuid` that is not active, or has no
+    /// `gvt/stats` (not a gvt-rs vGPU), is an error.
+    pub fn sample(&self, uuid: Option<&Uuid>) -> Result<crate::stats::Sample, Error> {
+        use crate::stats::{Sample, StatsText, VgpuSample};
+        let uuids = match uuid {
+            Some(u) => {
+                if self.read_active(u).is_none() {
+                    // Defined but stopped is "not active"; unknown is "unknown".
+                    let i = self.instance(u)?;
+                    return Err(Error::NotActive {
+                        uuid: u.to_string(),
+                        parent: i.parent,
+                    });
+                }
+                if !self.fs.exists(&self.dev_dir(u).join("gvt/stats")) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{u} has no gvt/stats: it is not a gvt-rs vGPU"
+                    )));
+                }
+                vec![*u]
+            }
+            None => self.active_uuids(),
+        };
+        let at_ns = self.fs.now_ns();
+        let mut actives = Vec::new();
+        let mut texts = Vec::new();
+        for u in uuids {
+            let gdir = self.dev_dir(&u).join("gvt");
+            let Some(text) = self.read_attr(&gdir.join("stats")) else {
+                continue;
+            };
+            let Some(a) = self.read_active(&u) else {
+                continue;
+            };
+            let weight = self
+                .read_attr(&gdir.join("weight"))
+                .and_then(|w| w.trim().parse().ok());
+            texts.push((text, weight));
+            actives.push((u, a));
+        }
+        let scan = self.scan_nodes(&actives);
+        let vgpus = actives
+            .into_iter()
+            .zip(texts)
+            .map(|((u, a), (text, weight))| VgpuSample {
+                uuid: u,
+                holders: scan
+                    .holders
+                    .iter()
+                    .filter(|h| a.nodes.contains(&h.node))
+                    .cloned()
+                    .collect(),
+                parent: a.parent,
+                type_id: a.type_id,
+                weight,
+                stats: StatsText::parse(&text),
+            })
+            .collect();
+        Ok(Sample { at_ns, vgpus })
+    }
+
     // ---- definitions -----------------------------------------------------------------
 
     fn definitions_of(&self, uuid: &Uuid, parent: Option<&str>) -> Vec<Definition> {
@@ -937,6 +1001,126 @@ impl Gvtctl {
         let path = defs::store(self.fs.as_ref(), &self.root, &def)?;
         def.path = defs::host_path(&self.root, &path);
         Ok(def)
+    }
+
+    /// Definition files that were skipped as damaged (empty, truncated, not JSON).
+    pub fn damaged_definitions(&self) -> Vec<defs::DamagedDefinition> {
+        defs::scan(self.fs.as_ref(), &self.root, None).damaged
+    }
+
+    /// `define --jsonfile`: a definition from a body in mdevctl's format (`mdev_type`,
+    /// `start`, `attrs`, as `mdevctl define --jsonfile` takes it). The parent is
+    /// `parent`, or the running device's when `uuid` is active; each attribute must be
+    /// one a definition may set ([`attr_allowed`]), and on a present parent the type
+    /// must exist.
+    pub fn define_from_json(
+        &self,
+        uuid: Option<Uuid>,
+        parent: Option<&str>,
+        text: &str,
+        file: &Path,
+    ) -> Result<Definition, Error> {
+        let uuid = uuid.unwrap_or_else(Uuid::new_v4);
+        let active = self.read_active(&uuid);
+        let parent = match (parent, &active) {
+            (Some(p), Some(a)) if p != a.parent => {
+                return Err(Error::InvalidArgument(format!(
+                    "{uuid} is active on {}, not {p}",
+                    a.parent
+                )))
+            }
+            (Some(p), _) => p.to_string(),
+            (None, Some(a)) => a.parent.clone(),
+            (None, None) => {
+                return Err(Error::InvalidArgument(
+                    "--jsonfile needs --parent (or the UUID of an active device)".into(),
+                ))
+            }
+        };
+        check_name("parent", &parent)?;
+        if let Some(d) = self.definitions_of(&uuid, None).into_iter().next() {
+            return Err(Error::AlreadyDefined {
+                uuid: uuid.to_string(),
+                path: PathBuf::from(d.path),
+            });
+        }
+        let mut def = Definition::from_mdevctl_json(uuid, &parent, text, file, String::new())?;
+        check_name("type", &def.mdev_type)?;
+        for (k, _) in &def.attrs {
+            attr_allowed(k).map_err(|why| Error::InvalidDefinition {
+                path: file.to_path_buf(),
+                reason: why,
+            })?;
+        }
+        if self.parent_names().contains(&parent) {
+            self.select_type(Some(&parent), Some(&def.mdev_type), &PartitionRequest::default(), false, false)?;
+        }
+        let path = defs::store(self.fs.as_ref(), &self.root, &def)?;
+        def.path = defs::host_path(&self.root, &path);
+        Ok(def)
+    }
+
+    /// `modify`: set attributes of a definition (generic `path=value`, as mdevctl's
+    /// `--addattr`): a key already there gets the new value in its place, a new key is
+    /// appended (attributes are written in order at start). `start`, when given, changes
+    /// the start mode too.
+    pub fn modify(
+        &self,
+        uuid: &Uuid,
+        parent: Option<&str>,
+        attrs: &[(String, String)],
+        start: Option<StartMode>,
+    ) -> Result<Definition, Error> {
+        for (k, _) in attrs {
+            attr_allowed(k).map_err(Error::InvalidArgument)?;
+        }
+        let mut d = self.one_definition(uuid, parent)?;
+        for (k, v) in attrs {
+            match d.attrs.iter_mut().find(|(dk, _)| dk == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => d.attrs.push((k.clone(), v.clone())),
+            }
+        }
+        if let Some(s) = start {
+            d.start = s;
+        }
+        defs::store(self.fs.as_ref(), &self.root, &d)?;
+        Ok(d)
+    }
+
+    /// `modify --live`: write attributes of the running device, in order, each in one
+    /// `write(2)` confined to the device directory ([`Sysfs::write_attr`]); the driver
+    /// takes them at once (gvt-rs: `gvt/weight` moves the scheduler's shares from its
+    /// next period, `gvt/dmabuf` applies to the next display query). The definition, if
+    /// any, is left as it is. Stops at the first attribute the device refuses.
+    pub fn modify_live(&self, uuid: &Uuid, attrs: &[(String, String)]) -> Result<Instance, Error> {
+        for (k, _) in attrs {
+            attr_allowed(k).map_err(Error::InvalidArgument)?;
+        }
+        if self.read_active(uuid).is_none() {
+            return Err(Error::UnknownUuid {
+                uuid: uuid.to_string(),
+            });
+        }
+        let dev = self.dev_dir(uuid);
+        for (k, v) in attrs {
+            log::info!("{uuid}: writing {} = {}", escape(k), escape(v));
+            self.fs
+                .write_attr(&dev, k, v.as_bytes())
+                .map_err(|e| Error::AttrFailed {
+                    uuid: uuid.to_string(),
+                    attr: k.clone(),
+                    value: v.clone(),
+                    reason: match e.raw_os_error() {
+                        Some(libc::EINVAL) => "the driver refused the value (EINVAL)".to_string(),
+                        Some(libc::EACCES) | Some(libc::EPERM) => {
+                            "not writable (a read-only attribute, or not root)".to_string()
+                        }
+                        _ => self.attr_error(&dev, k, e),
+                    },
+                })?;
+        }
+        self.instance(uuid)
     }
 
     /// Delete definitions of `uuid` (all parents, or one). Active devices keep running.

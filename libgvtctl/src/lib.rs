@@ -21,6 +21,7 @@ pub mod escape;
 pub mod holders;
 pub mod fake_sysfs;
 pub mod size;
+pub mod stats;
 pub mod sysfs;
 pub mod types;
 pub mod uuid;

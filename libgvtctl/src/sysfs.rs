@@ -64,7 +64,8 @@ pub trait Sysfs {
     fn read_to_string(&self, path: &Path) -> io::Result<String>;
     /// Write `data` to an existing sysfs attribute in one `write(2)`; never creates it.
     fn write(&self, path: &Path, data: &[u8]) -> io::Result<()>;
-    /// Create or replace a regular file (definitions in `/etc/mdevctl.d`).
+    /// Create or replace a regular file (definitions in `/etc/mdevctl.d`), atomically:
+    /// a reader sees the old content or the whole new one ([`write_atomically`]).
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()>;
     /// Names of the entries of a directory (non-UTF-8 names are skipped), sorted.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
@@ -85,6 +86,13 @@ pub trait Sysfs {
     /// `mdev_type`, `iommu_group`, `driver` or `subsystem` links.
     fn write_attr(&self, dev: &Path, attr: &str, data: &[u8]) -> io::Result<()> {
         write_once(&open_beneath(dev, attr)?, data)
+    }
+    /// Nanoseconds on a monotonic clock (only differences mean anything): the time of
+    /// a statistics reading ([`crate::stats`]).
+    fn now_ns(&self) -> u64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(std::time::Instant::now);
+        u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
     fn exists(&self, path: &Path) -> bool;
     fn is_dir(&self, path: &Path) -> bool;
@@ -160,6 +168,33 @@ pub fn write_once(mut f: &std::fs::File, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Create or replace `path` so that a reader sees the old file or the whole new one,
+/// never an empty or partial one, even across a crash: the data goes to a hidden
+/// temporary file in the same directory (`.<name>.XXXXXX`, a name that is no UUID, so
+/// neither gvtctl nor mdevctl takes it for a definition), is flushed to disk, and is
+/// renamed over `path`; the directory is flushed last, which makes the rename durable.
+/// The file gets mode 0644, as mdevctl's have.
+pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// The real filesystem (what the kernel's sysfs answers on a host).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealSysfs;
@@ -178,7 +213,7 @@ impl Sysfs for RealSysfs {
     }
 
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        std::fs::write(path, data)
+        write_atomically(path, data)
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
