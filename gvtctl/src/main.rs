@@ -12,7 +12,6 @@ use libgvtctl::{
     Uuid,
 };
 use output::Out;
-use serde_json::json;
 use std::time::Duration;
 
 /// Log to stderr with `env_logger`: `-v`/`-vv` raise the level from warnings to info or
@@ -63,6 +62,34 @@ fn partition(
         high_gm: high_gm.as_deref().map(parse_size).transpose()?,
         fences,
     })
+}
+
+/// A sleep from user-given seconds (0 to 3600).
+fn interval_arg(flag: &str, secs: f64) -> Result<Duration, Error> {
+    if !(secs.is_finite() && (0.0..=3600.0).contains(&secs)) {
+        return Err(Error::InvalidArgument(format!("{flag} takes seconds between 0 and 3600")));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// The man pages (clap_mangen: gvtctl.1 and one page per visible subcommand), the
+/// completions (bash, zsh, fish) and the --json schemas, under `dir`.
+fn generate(dir: &std::path::Path) -> std::io::Result<()> {
+    let man = dir.join("man");
+    let comp = dir.join("completions");
+    let schema = dir.join("schema");
+    for d in [&man, &comp, &schema] {
+        std::fs::create_dir_all(d)?;
+    }
+    clap_mangen::generate_to(Cli::command(), &man)?;
+    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+        clap_complete::generate_to(shell, &mut Cli::command(), "gvtctl", &comp)?;
+    }
+    for (name, s) in output::schemas() {
+        let text = serde_json::to_string_pretty(&s).map_err(std::io::Error::other)?;
+        std::fs::write(schema.join(format!("{name}.schema.json")), text + "\n")?;
+    }
+    Ok(())
 }
 
 fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
@@ -120,11 +147,81 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
                     && (!*active || i.active)
                     && (!*defined || i.definition.is_some())
             });
-            out.list(&all);
+            out.list(&all, &ctl.damaged_definitions());
         }
         Command::Info { uuid } => {
             let inst = ctl.instance(&uuid_arg(uuid)?)?;
             out.info(&inst);
+        }
+        Command::Define(a) if a.jsonfile.is_some() => {
+            let file = a.jsonfile.as_deref().unwrap_or(std::path::Path::new("-"));
+            let text = std::fs::read_to_string(file).map_err(|e| Error::io(file, e))?;
+            let u = a.uuid.as_deref().map(uuid_arg).transpose()?;
+            let def = ctl.define_from_json(u, a.parent.as_deref(), &text, file)?;
+            out.defined(&def);
+        }
+        Command::Modify(a) => {
+            let u = uuid_arg(&a.uuid)?;
+            let attrs = a
+                .attrs
+                .iter()
+                .map(|kv| {
+                    kv.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .ok_or_else(|| Error::InvalidArgument(format!("--attr takes PATH=VALUE (e.g. gvt/weight=8), not '{kv}'")))
+                })
+                .collect::<Result<Vec<_>, Error>>()?;
+            let start = match (a.auto, a.manual) {
+                (true, _) => Some(StartMode::Auto),
+                (_, true) => Some(StartMode::Manual),
+                _ => None,
+            };
+            if attrs.is_empty() && start.is_none() {
+                return Err(Error::InvalidArgument("nothing to modify: give --attr PATH=VALUE, --auto or --manual".into()));
+            }
+            if a.live {
+                if a.parent.is_some() {
+                    return Err(Error::InvalidArgument("--live acts on the running vGPU; --parent is for definitions".into()));
+                }
+                let inst = ctl.modify_live(&u, &attrs)?;
+                out.info(&inst);
+            } else {
+                let d = ctl.modify(&u, a.parent.as_deref(), &attrs, start)?;
+                out.defined(&d);
+            }
+        }
+        Command::Stats { uuid, interval } => {
+            let u = uuid.as_deref().map(uuid_arg).transpose()?;
+            let secs = interval_arg("--interval", *interval)?;
+            let first = ctl.sample(u.as_ref())?;
+            std::thread::sleep(secs);
+            let second = ctl.sample(u.as_ref())?;
+            out.stats(&libgvtctl::stats::Report::between(&first, &second));
+        }
+        Command::Top { interval, count } => {
+            let secs = interval_arg("-l", interval.unwrap_or(1.0))?;
+            let count = match (interval, count) {
+                (_, Some(0)) => return Err(Error::InvalidArgument("--count must be at least 1".into())),
+                (_, Some(n)) => Some(*n),
+                (None, None) => Some(1),
+                (Some(_), None) => None,
+            };
+            let mut prev = ctl.sample(None)?;
+            let mut n = 0u64;
+            while count.is_none_or(|c| n < c) {
+                std::thread::sleep(secs);
+                let cur = ctl.sample(None)?;
+                if n > 0 && !cli.json {
+                    output::print_out("");
+                }
+                out.top(&libgvtctl::stats::Report::between(&prev, &cur), interval.is_some());
+                prev = cur;
+                n += 1;
+            }
+        }
+        Command::Generate { dir } => {
+            generate(dir).map_err(|e| Error::io(dir, e))?;
+            out.value(&output::SimOut { root: dir.display().to_string(), fixtures: None, pid: None, command: None, node: None, uuid: None }, &format!("wrote man pages, completions and schemas to {}", dir.display()));
         }
         Command::Define(a) => {
             let req = DefineRequest {
@@ -184,7 +281,7 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
         Command::UdevMatchGroup { group } => {
             let found = ctl.gvt_rs_in_group(group);
             let names: Vec<String> = found.iter().map(|u| u.to_string()).collect();
-            out.value(&json!({"group": group, "gvt_rs": names}), &names.join(" "));
+            out.value(&output::GroupMatchOut { group, gvt_rs: names.clone() }, &names.join(" "));
             return Ok(if found.is_empty() { exit::FAILURE } else { exit::OK });
         }
         Command::Completions { shell } => {
@@ -200,13 +297,27 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
                 })?);
             }
             fake_sysfs::init(&cli.root, &fx).map_err(|e| Error::io(&cli.root, e))?;
-            out.value(&json!({"root": cli.root, "fixtures": fixture}), &format!("simulated tree ready in {}", cli.root.display()));
+            let v = output::SimOut { root: cli.root.display().to_string(), fixtures: Some(fixture.clone()), pid: None, command: None, node: None, uuid: None };
+            out.value(&v, &format!("simulated tree ready in {}", cli.root.display()));
         }
-        Command::Sim(SimCommand::Hold { uuid, pid, command }) => {
+        Command::Sim(SimCommand::Hold { uuid, pid, command, vm_name }) => {
             let inst = ctl.instance(&uuid_arg(uuid)?)?;
             let node = inst.vfio_group_node.ok_or_else(|| Error::InvalidArgument(format!("{uuid} has no VFIO group")))?;
-            fake_sysfs::hold(&cli.root, *pid, command, &node).map_err(|e| Error::io(&cli.root, e))?;
-            out.value(&json!({"pid": pid, "command": command, "node": node}), &format!("{command} (pid {pid}) holds {node}"));
+            fake_sysfs::hold_as_vm(&cli.root, *pid, command, vm_name.as_deref(), &node).map_err(|e| Error::io(&cli.root, e))?;
+            let human = format!("{command} (pid {pid}) holds {node}");
+            let v = output::SimOut { root: cli.root.display().to_string(), fixtures: None, pid: Some(*pid), command: Some(command.clone()), node: Some(node), uuid: Some(uuid.clone()) };
+            out.value(&v, &human);
+        }
+        Command::Sim(SimCommand::Load { uuid, rates }) => {
+            let u = uuid_arg(uuid)?;
+            let rates = rates
+                .iter()
+                .map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| Error::InvalidArgument("--rate takes COUNTER=N (e.g. rcs_time_ns=400000000)".into()))?;
+            fake_sysfs::set_load(&cli.root, &u, &rates).map_err(|e| Error::io(&cli.root, e))?;
+            let v = output::SimOut { root: cli.root.display().to_string(), fixtures: None, pid: None, command: None, node: None, uuid: Some(u.to_string()) };
+            out.value(&v, &format!("{u}: simulated load set"));
         }
     }
     Ok(exit::OK)

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A vGPU (or any mdev) as `list`/`info` show it: active in sysfs, defined, or both.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Instance {
     pub uuid: Uuid,
     pub parent: String,
@@ -108,7 +108,7 @@ pub struct StartOutcome {
     pub result: Result<StartStatus, Error>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StartStatus {
     Started,

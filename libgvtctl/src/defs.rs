@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Whether a definition is started when its parent appears.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StartMode {
     Auto,
@@ -44,7 +44,7 @@ impl StartMode {
 }
 
 /// One persistent definition.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Definition {
     pub uuid: Uuid,
     pub parent: String,
@@ -53,6 +53,7 @@ pub struct Definition {
     pub start: StartMode,
     /// `(attribute path, value)` in the order they are written.
     #[serde(serialize_with = "ser_attrs")]
+    #[schemars(with = "Vec<std::collections::BTreeMap<String, String>>")]
     pub attrs: Vec<(String, String)>,
     /// The file it lives in (as the host sees it, without `--root`).
     pub path: String,
@@ -181,7 +182,7 @@ impl Definition {
 
 /// A definition file that could not be read or parsed (empty, truncated, not JSON):
 /// listed apart, so that one damaged file does not hide the rest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct DamagedDefinition {
     /// The file, as the host sees it.
     pub path: String,

@@ -32,7 +32,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// A process holding a VFIO node open.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Holder {
     pub pid: u32,
     /// `/proc/<pid>/comm`, escaped ([`crate::escape::escape_bytes`]: control characters,
@@ -85,7 +85,7 @@ fn vm_name_of(proc_dir: &Path, pid: u32) -> Option<String> {
 }
 
 /// A process that may hold a VFIO node, which could not be verified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PossibleHolder {
     pub pid: u32,
     /// Escaped as in [`Holder::command`].

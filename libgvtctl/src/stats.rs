@@ -23,7 +23,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// `gvt/stats`, parsed. Lines that are not `name value` are ignored; values that are
 /// not numbers are kept as text (only `state` is, today).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct StatsText {
     pub counters: BTreeMap<String, u64>,
     pub text: BTreeMap<String, String>,
@@ -79,7 +79,7 @@ pub struct Sample {
 }
 
 /// A counter over the interval: its value at the end, its growth, its rate.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Rate {
     /// The value at the second reading.
     pub total: u64,
@@ -91,7 +91,7 @@ pub struct Rate {
 }
 
 /// An engine's share over the interval.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct EngineUse {
     /// Nanoseconds the engine ran this vGPU's work in the interval (`*_time_ns` delta).
     pub busy_ns: Option<u64>,
@@ -100,7 +100,7 @@ pub struct EngineUse {
 }
 
 /// Who holds the vGPU (as in `gvtctl list`), with the VM's name.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct HolderSummary {
     pub pid: u32,
     pub command: String,
@@ -108,7 +108,7 @@ pub struct HolderSummary {
 }
 
 /// One vGPU's figures over the interval.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct VgpuReport {
     pub uuid: Uuid,
     pub parent: String,
@@ -136,7 +136,7 @@ pub struct VgpuReport {
 }
 
 /// `gvtctl stats` / `gvtctl top` output.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Report {
     pub schema_version: u32,
     /// Seconds between the two readings.
