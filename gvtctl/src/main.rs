@@ -74,7 +74,7 @@ fn interval_arg(flag: &str, secs: f64) -> Result<Duration, Error> {
 
 /// The man pages (clap_mangen: gvtctl.1 and one page per visible subcommand), the
 /// completions (bash, zsh, fish) and the --json schemas, under `dir`.
-fn generate(dir: &std::path::Path) -> std::io::Result<()> {
+fn generate(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
     let man = dir.join("man");
     let comp = dir.join("completions");
     let schema = dir.join("schema");
@@ -89,7 +89,14 @@ fn generate(dir: &std::path::Path) -> std::io::Result<()> {
         let text = serde_json::to_string_pretty(&s).map_err(std::io::Error::other)?;
         std::fs::write(schema.join(format!("{name}.schema.json")), text + "\n")?;
     }
-    Ok(())
+    let mut files = Vec::new();
+    for d in ["man", "completions", "schema"] {
+        for e in std::fs::read_dir(dir.join(d))? {
+            files.push(format!("{d}/{}", e?.file_name().to_string_lossy()));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
 
 fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
@@ -220,8 +227,9 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
             }
         }
         Command::Generate { dir } => {
-            generate(dir).map_err(|e| Error::io(dir, e))?;
-            out.value(&output::SimOut { root: dir.display().to_string(), fixtures: None, pid: None, command: None, node: None, uuid: None }, &format!("wrote man pages, completions and schemas to {}", dir.display()));
+            let files = generate(dir).map_err(|e| Error::io(dir, e))?;
+            let human = format!("wrote {} files (man pages, completions, schemas) to {}", files.len(), dir.display());
+            out.value(&output::GeneratedOut { dir: dir.display().to_string(), files }, &human);
         }
         Command::Define(a) => {
             let req = DefineRequest {

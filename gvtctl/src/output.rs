@@ -221,6 +221,14 @@ pub struct SimOut {
     pub uuid: Option<String>,
 }
 
+/// `gvtctl generate DIR`.
+#[derive(Serialize, JsonSchema)]
+pub struct GeneratedOut {
+    pub dir: String,
+    /// The files written, relative to `dir`.
+    pub files: Vec<String>,
+}
+
 /// An error: `{"error": {...}}` on stdout with `--json`.
 #[derive(Serialize, JsonSchema)]
 pub struct ErrorOut {
@@ -263,6 +271,7 @@ pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
         ("vmm-args", schema_for!(VmmArgsOut<'static>)),
         ("udev-match-group", schema_for!(GroupMatchOut<'static>)),
         ("sim", schema_for!(SimOut)),
+        ("generate", schema_for!(GeneratedOut)),
         ("stats", schema_for!(Report)),
         ("error", schema_for!(ErrorOut)),
     ]
