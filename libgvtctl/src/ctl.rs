@@ -391,7 +391,7 @@ impl Gvtctl {
             None => (Vec::new(), Vec::new(), Some(false)),
         };
         Instance {
-            uuid: uuid.clone(),
+            uuid: *uuid,
             parent,
             type_id,
             type_name: ty.as_ref().and_then(|t| t.name.clone()),
@@ -437,7 +437,7 @@ impl Gvtctl {
             out.push(self.build(&u, Some(a), d, &scan));
         }
         for d in defs {
-            let u = d.uuid.clone();
+            let u = d.uuid;
             out.push(self.build(&u, None, Some(d), &scan));
         }
         out.sort_by(|a, b| (&a.parent, &a.uuid).cmp(&(&b.parent, &b.uuid)));
@@ -625,7 +625,7 @@ impl Gvtctl {
             req.weight.is_some() || req.display.is_some(),
         )?;
         let uuid = match &req.uuid {
-            Some(u) => u.clone(),
+            Some(u) => *u,
             None => Uuid::new_v4(),
         };
         let attrs = gvt_attrs(&ty, req.weight, req.display)?;
@@ -640,7 +640,7 @@ impl Gvtctl {
         self.create_on(&ty, &uuid, &attrs)?;
         if let Some(start) = req.define {
             let def = Definition {
-                uuid: uuid.clone(),
+                uuid,
                 parent: ty.parent.clone(),
                 mdev_type: ty.id.clone(),
                 start,
@@ -938,7 +938,7 @@ impl Gvtctl {
             check_name("type", t)?;
         }
         let uuid = match &req.uuid {
-            Some(u) => u.clone(),
+            Some(u) => *u,
             None => Uuid::new_v4(),
         };
         if let Some(d) = self.definitions_of(&uuid, None).into_iter().next() {

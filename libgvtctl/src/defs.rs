@@ -262,7 +262,7 @@ pub fn load_one(
         .read_to_string(&path)
         .map_err(|e| Error::io_doing(&path, "read", e))?;
     let shown = host_path(root, &path);
-    Definition::from_mdevctl_json(uuid.clone(), parent, &text, &path, shown).map(Some)
+    Definition::from_mdevctl_json(*uuid, parent, &text, &path, shown).map(Some)
 }
 
 /// Write a definition file (creating `/etc/mdevctl.d/<parent>/`), atomically
@@ -349,6 +349,39 @@ mod tests {
         assert_eq!(back, d);
     }
 
+    /// Files as mdevctl 1.4 writes them (serde_json pretty, two spaces, no trailing
+    /// newline) are read and written back byte for byte; fields mdevctl may add later are
+    /// ignored, as mdevctl ignores them.
+    #[test]
+    fn mdevctl_files_round_trip_byte_for_byte() {
+        let p = Path::new("/x");
+        for text in [
+            "{\n  \"mdev_type\": \"i915-GVTg_V5_4\",\n  \"start\": \"manual\",\n  \"attrs\": []\n}",
+            "{\n  \"mdev_type\": \"gvt_rs-GVTsim_64M\",\n  \"start\": \"auto\",\n  \"attrs\": [\n    {\n      \"gvt/weight\": \"8\"\n    },\n    {\n      \"gvt/dmabuf\": \"0\"\n    }\n  ]\n}",
+            "{\n  \"mdev_type\": \"vfio_ap-passthrough\",\n  \"start\": \"auto\",\n  \"attrs\": [\n    {\n      \"assign_adapter\": \"5\"\n    },\n    {\n      \"assign_domain\": \"0xab\"\n    },\n    {\n      \"assign_adapter\": \"6\"\n    }\n  ]\n}",
+        ] {
+            let d = Definition::from_mdevctl_json(u(), "p", text, p, String::new()).unwrap();
+            assert_eq!(d.to_mdevctl_json(), text);
+        }
+        let d = Definition::from_mdevctl_json(
+            u(),
+            "p",
+            r#"{"mdev_type":"t","start":"auto","attrs":[],"comment":"x","version":2}"#,
+            p,
+            String::new(),
+        )
+        .unwrap();
+        assert_eq!((d.mdev_type.as_str(), d.start), ("t", StartMode::Auto));
+        // Any start other than "auto" is manual; attrs null is none.
+        for start in [r#""manual""#, r#""x""#, "1", "{}"] {
+            let text = format!(r#"{{"mdev_type":"t","start":{start},"attrs":null}}"#);
+            let d = Definition::from_mdevctl_json(u(), "p", &text, p, String::new()).unwrap();
+            assert_eq!((d.start, d.attrs.len()), (StartMode::Manual, 0), "{text}");
+        }
+        let e = Definition::from_mdevctl_json(u(), "p", " \n", p, String::new()).unwrap_err();
+        assert!(e.to_string().contains("empty file"), "{e}");
+    }
+
     #[test]
     fn rejects_malformed() {
         let p = Path::new("/x");
@@ -363,6 +396,9 @@ mod tests {
             r#"{"mdev_type":"t","start":"auto","attrs":[1]}"#,
             r#"{"mdev_type":"t","start":"auto","attrs":[{"a":"1","b":"2"}]}"#,
             r#"{"mdev_type":"t","start":"auto","attrs":[{"a":1}]}"#,
+            r#"{"mdev_type":"t","start":null}"#,
+            r#"{"mdev_type":"t","start":"auto","attrs":[{}]}"#,
+            r#"{"mdev_type":"t","start":"auto""#,
         ] {
             let e = Definition::from_mdevctl_json(u(), "p", bad, p, String::new()).unwrap_err();
             assert!(matches!(e, Error::InvalidDefinition { .. }), "{bad}");

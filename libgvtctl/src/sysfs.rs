@@ -253,6 +253,28 @@ mod tests {
     use std::process::Command;
 
     #[test]
+    fn atomic_writes_replace_whole_files_and_leave_nothing_behind() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("83b8f4f2-509f-382f-3c1e-e6bfe0fa1001");
+        write_atomically(&p, b"first").unwrap();
+        let ino = std::fs::metadata(&p).unwrap().ino();
+        write_atomically(&p, b"second, longer").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "second, longer");
+        // A new inode took the name (rename), the old one was never written in place.
+        assert_ne!(std::fs::metadata(&p).unwrap().ino(), ino);
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        // A failure leaves the old file as it was.
+        std::fs::create_dir(t.path().join("dir")).unwrap();
+        assert!(write_atomically(&t.path().join("dir"), b"x").is_err());
+        assert!(t.path().join("dir").is_dir());
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 2);
+        assert!(write_atomically(&t.path().join("none/x"), b"x").is_err());
+    }
+
+    #[test]
     fn open_beneath_follows_no_link_below_the_directory() {
         let t = tempfile::tempdir().unwrap();
         let dev = t.path().join("dev");
