@@ -125,7 +125,8 @@ pub struct VgpuReport {
     pub rejected: Rate,
     /// Rejected submissions by class (`unknown_cmd`, `privileged`, `bad_address`, ...).
     pub rejects: BTreeMap<String, Rate>,
-    /// Trapped MMIO accesses by kind (`pm`, `tail`, `pte`, `other`).
+    /// Trapped MMIO accesses by kind (`pm`, `tail`, `pte`, `other`): the mediator's
+    /// `traps_<kind>` counters (the scheduler's `trap_<kind>` when those are absent).
     pub traps: BTreeMap<String, Rate>,
     /// Hangs of the current context and since creation.
     pub hangs: u64,
@@ -215,7 +216,10 @@ fn vgpu_report(v: &VgpuSample, prev: Option<&StatsText>, interval_ns: u64) -> Vg
         cmds_audited: counter("cmds_audited"),
         rejected: sum(&rejects),
         rejects,
-        traps: by_prefix("trap_"),
+        traps: match by_prefix("traps_") {
+            m if m.is_empty() => by_prefix("trap_"),
+            m => m,
+        },
         hangs: v.stats.get("hangs").unwrap_or(0),
         hangs_total: v.stats.get("hangs_total").unwrap_or(0),
         holders: v
@@ -267,12 +271,12 @@ mod tests {
         let a = sample(
             1_000_000_000,
             "state idle\nrcs_time_ns 100\nbcs_time_ns 0\nsubmissions 10\ncmds_audited 5\n\
-             reject_privileged 1\nreject_malformed 0\ntrap_pm 7\nhangs 0\nhangs_total 2\n",
+             reject_privileged 1\nreject_malformed 0\ntraps_pm 7\ntrap_pm 0\nhangs 0\nhangs_total 2\n",
         );
         let b = sample(
             3_000_000_000,
             "state running\nrcs_time_ns 500000100\nbcs_time_ns 200000000\nsubmissions 30\n\
-             cmds_audited 45\nreject_privileged 3\nreject_malformed 1\ntrap_pm 2007\nhangs 1\nhangs_total 3\n",
+             cmds_audited 45\nreject_privileged 3\nreject_malformed 1\ntraps_pm 2007\ntrap_pm 0\nhangs 1\nhangs_total 3\n",
         );
         let r = Report::between(&a, &b);
         assert_eq!(r.schema_version, SCHEMA_VERSION);
@@ -289,7 +293,11 @@ mod tests {
         assert_eq!(v.rejected, Rate { total: 4, delta: Some(3), per_s: Some(1.5) });
         assert_eq!(v.traps["pm"].per_s, Some(1000.0));
         assert_eq!((v.hangs, v.hangs_total), (1, 3));
-        assert_eq!(v.counters["trap_pm"], 2007);
+        assert_eq!(v.counters["traps_pm"], 2007);
+        assert_eq!(v.traps.len(), 1, "traps_pm only, not trap_pm: {:?}", v.traps);
+        // Without the mediator's traps_* counters, the scheduler's trap_* are used.
+        let r = Report::between(&sample(0, "trap_tail 1\n"), &sample(1_000_000_000, "trap_tail 5\n"));
+        assert_eq!(r.vgpus[0].traps["tail"].per_s, Some(4.0));
     }
 
     #[test]

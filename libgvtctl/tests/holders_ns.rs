@@ -38,6 +38,16 @@ fn fd3_reads(pid: u32, text: &str) -> bool {
     false
 }
 
+/// A tree whose `proc` is the host's `/proc` and whose `dev/vfio/0` is a file of ours.
+fn tree() -> (tempfile::TempDir, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("dev/vfio")).unwrap();
+    std::os::unix::fs::symlink("/proc", d.path().join("proc")).unwrap();
+    let node = d.path().join("dev/vfio/0");
+    std::fs::write(&node, "").unwrap();
+    (d, node)
+}
+
 #[test]
 fn a_file_in_another_users_namespace_is_not_the_node() {
     let probe = Command::new("unshare")
@@ -58,12 +68,8 @@ fn a_file_in_another_users_namespace_is_not_the_node() {
             return;
         }
     }
-    let d = tempfile::tempdir().unwrap();
+    let (d, node) = tree();
     let root = d.path();
-    std::fs::create_dir_all(root.join("dev/vfio")).unwrap();
-    std::os::unix::fs::symlink("/proc", root.join("proc")).unwrap();
-    let node = root.join("dev/vfio/0");
-    std::fs::write(&node, "").unwrap();
     let mut kids = Kill(Vec::new());
     // The forger: its own /dev, its own /dev/vfio/0, held read-write on fd 3.
     let forger = Command::new("unshare")
@@ -165,12 +171,8 @@ fn a_file_in_another_users_namespace_is_not_the_node() {
 /// descriptor and holds it too, without a VM name.
 #[test]
 fn the_holders_vm_name_comes_from_its_command_line() {
-    let d = tempfile::tempdir().unwrap();
+    let (d, node) = tree();
     let root = d.path();
-    std::fs::create_dir_all(root.join("dev/vfio")).unwrap();
-    std::os::unix::fs::symlink("/proc", root.join("proc")).unwrap();
-    let node = root.join("dev/vfio/0");
-    std::fs::write(&node, "").unwrap();
     let mut kids = Kill(Vec::new());
     let vmm = Command::new("sh")
         .args([
