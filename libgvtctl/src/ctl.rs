@@ -1011,7 +1011,7 @@ impl Gvtctl {
     /// `define --jsonfile`: a definition from a body in mdevctl's format (`mdev_type`,
     /// `start`, `attrs`, as `mdevctl define --jsonfile` takes it). The parent is
     /// `parent`, or the running device's when `uuid` is active; each attribute must be
-    /// one a definition may set ([`attr_allowed`]), and on a present parent the type
+    /// one a definition may set (as for `define`/`start`), and on a present parent the type
     /// must exist.
     pub fn define_from_json(
         &self,

@@ -7,7 +7,7 @@
 
 use crate::error::Error;
 
-/// The forms [`parse_size`] accepts; quoted in every error it returns.
+/// The forms [`parse_size()`] accepts; quoted in every error it returns.
 pub const ACCEPTED_SIZE_FORMS: &str = "a byte count (536870912), hex bytes (0x20000000), or a \
 number, decimals allowed, with a binary unit K, M, G or T (512M, 1.5G, 2GiB, 64K; \
 case-insensitive, 'MiB'/'MB' also accepted, both meaning 2^20)";
