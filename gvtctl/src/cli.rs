@@ -49,6 +49,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
 
+    /// Also send every line printed to the system log (/dev/log, else /dev/kmsg); the
+    /// udev rules use it, as udev discards what the commands it runs print
+    #[arg(long, global = true)]
+    pub syslog: bool,
+
     /// More log output on stderr (-v info, -vv debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,

@@ -29,6 +29,7 @@ fn init_logging(verbose: u8) {
         .parse_env("RUST_LOG")
         .format(|buf, r| {
             let line = format!("gvtctl: {}: {}", r.level().as_str().to_lowercase(), r.args());
+            output::to_syslog(&line);
             writeln!(buf, "{}", libgvtctl::escape::terminal_safe(&line))
         })
         .init();
@@ -36,6 +37,9 @@ fn init_logging(verbose: u8) {
 
 fn main() {
     let cli = Cli::parse();
+    if cli.syslog {
+        output::enable_syslog();
+    }
     init_logging(cli.verbose);
     let out = Out { json: cli.json };
     let code = match run(&cli, &out) {

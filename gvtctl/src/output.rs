@@ -19,15 +19,72 @@ use serde::Serialize;
 use serde_json::ser::CompactFormatter;
 use std::io::Write as _;
 
+/// Where `--syslog` sends a copy of every line gvtctl prints: the syslog socket
+/// (`/dev/log`, or `$GVTCTL_SYSLOG`), else the kernel log (`/dev/kmsg`, which journald
+/// and `dmesg` show). udev runs the autostart rule's command with its output going
+/// nowhere; this is how what it did (or why it failed) reaches the system log.
+struct Syslog {
+    socket: Option<std::os::unix::net::UnixDatagram>,
+    kmsg: Option<std::fs::File>,
+}
+
+static SYSLOG: std::sync::OnceLock<Syslog> = std::sync::OnceLock::new();
+
+/// Turn the copies to the system log on (`--syslog`).
+pub fn enable_syslog() {
+    let explicit = std::env::var_os("GVTCTL_SYSLOG");
+    let path = explicit.clone().unwrap_or_else(|| "/dev/log".into());
+    let socket = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect(&path).map(|()| s))
+        .ok();
+    let kmsg = if socket.is_none() && explicit.is_none() {
+        std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok()
+    } else {
+        None
+    };
+    let _ = SYSLOG.set(Syslog { socket, kmsg });
+}
+
+/// Severity of a line (syslog's: 3 error, 4 warning, 6 info).
+fn severity(line: &str) -> u8 {
+    if line.starts_with("gvtctl: error:") {
+        3
+    } else if line.starts_with("gvtctl: warn:") {
+        4
+    } else {
+        6
+    }
+}
+
+/// Copy `text` to the system log, a record per line (facility user), if enabled.
+pub fn to_syslog(text: &str) {
+    let Some(log) = SYSLOG.get() else {
+        return;
+    };
+    let pid = std::process::id();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let line = terminal_safe(line);
+        let tag = line.strip_prefix("gvtctl: ").unwrap_or(&line);
+        let msg = format!("<{}>gvtctl[{pid}]: {tag}", 8 + severity(&line));
+        if let Some(s) = &log.socket {
+            let _ = s.send(msg.as_bytes());
+        } else if let Some(mut k) = log.kmsg.as_ref() {
+            let _ = k.write_all(msg.as_bytes());
+        }
+    }
+}
+
 /// One line on stdout. A closed stdout (`gvtctl create ... | head -n1`) is not an error
 /// worth a panic: the command has done its work, the reader wanted less of the output.
 pub fn print_out(text: &str) {
+    to_syslog(text);
     let mut o = std::io::stdout().lock();
     let _ = writeln!(o, "{}", terminal_safe(text)).and_then(|()| o.flush());
 }
 
 /// One line on stderr, made safe for a terminal.
 pub fn print_err(text: &str) {
+    to_syslog(text);
     let _ = writeln!(std::io::stderr(), "{}", terminal_safe(text));
 }
 

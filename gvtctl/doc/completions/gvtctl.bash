@@ -170,7 +170,7 @@ _gvtctl() {
 
     case "${cmd}" in
         gvtctl)
-            opts="-v -h -V --root --json --timeout --verbose --help --version types create destroy list info define undefine start stop autostart modify stats top vmm-args completions generate udev-match-group sim help"
+            opts="-v -h -V --root --json --timeout --syslog --verbose --help --version types create destroy list info define undefine start stop autostart modify stats top vmm-args completions generate udev-match-group sim help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -192,7 +192,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__autostart)
-            opts="-v -h --parent --root --json --timeout --verbose --help on off"
+            opts="-v -h --parent --root --json --timeout --syslog --verbose --help on off"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -218,7 +218,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__completions)
-            opts="-v -h --root --json --timeout --verbose --help bash elvish fish powershell zsh"
+            opts="-v -h --root --json --timeout --syslog --verbose --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -240,7 +240,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__create)
-            opts="-v -h --aperture --high-gm --fences --parent --type --uuid --weight --display --define --manual --root --json --timeout --verbose --help"
+            opts="-v -h --aperture --high-gm --fences --parent --type --uuid --weight --display --define --manual --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -294,7 +294,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__define)
-            opts="-v -h --parent --type --aperture --high-gm --fences --weight --display --auto --jsonfile --root --json --timeout --verbose --help"
+            opts="-v -h --parent --type --aperture --high-gm --fences --weight --display --auto --jsonfile --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -348,7 +348,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__destroy)
-            opts="-v -h --undefine --root --json --timeout --verbose --help"
+            opts="-v -h --undefine --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -370,7 +370,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__generate)
-            opts="-v -h --root --json --timeout --verbose --help"
+            opts="-v -h --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -714,7 +714,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__info)
-            opts="-v -h --root --json --timeout --verbose --help"
+            opts="-v -h --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -736,7 +736,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__list)
-            opts="-v -h --parent --active --defined --root --json --timeout --verbose --help"
+            opts="-v -h --parent --active --defined --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -762,7 +762,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__modify)
-            opts="-v -h --parent --attr --live --auto --manual --root --json --timeout --verbose --help"
+            opts="-v -h --parent --attr --live --auto --manual --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -792,7 +792,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__sim)
-            opts="-v -h --root --json --timeout --verbose --help init hold load help"
+            opts="-v -h --root --json --timeout --syslog --verbose --help init hold load help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -884,7 +884,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__sim__subcmd__hold)
-            opts="-v -h --pid --command --vm-name --root --json --timeout --verbose --help"
+            opts="-v -h --pid --command --vm-name --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -918,7 +918,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__sim__subcmd__init)
-            opts="-v -h --fixture --root --json --timeout --verbose --help"
+            opts="-v -h --fixture --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -944,7 +944,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__sim__subcmd__load)
-            opts="-v -h --rate --root --json --timeout --verbose --help"
+            opts="-v -h --rate --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -970,7 +970,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__start)
-            opts="-v -h --parent --auto --root --json --timeout --verbose --help"
+            opts="-v -h --parent --auto --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -996,7 +996,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__stats)
-            opts="-v -h --interval --root --json --timeout --verbose --help"
+            opts="-v -h --interval --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1022,7 +1022,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__stop)
-            opts="-v -h --root --json --timeout --verbose --help"
+            opts="-v -h --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1044,7 +1044,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__top)
-            opts="-l -n -v -h --loop --count --root --json --timeout --verbose --help"
+            opts="-l -n -v -h --loop --count --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1082,7 +1082,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__types)
-            opts="-v -h --parent --root --json --timeout --verbose --help"
+            opts="-v -h --parent --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1108,7 +1108,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__udev__subcmd__match__subcmd__group)
-            opts="-v -h --root --json --timeout --verbose --help"
+            opts="-v -h --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1130,7 +1130,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__undefine)
-            opts="-v -h --parent --root --json --timeout --verbose --help"
+            opts="-v -h --parent --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1156,7 +1156,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__vmm__subcmd__args)
-            opts="-v -h --vmm --root --json --timeout --verbose --help"
+            opts="-v -h --vmm --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -1,6 +1,6 @@
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_gvtctl_global_optspecs
-    string join \n root= json timeout= v/verbose h/help V/version
+    string join \n root= json timeout= syslog v/verbose h/help V/version
 end
 
 function __fish_gvtctl_needs_command
@@ -27,6 +27,7 @@ end
 complete -c gvtctl -n "__fish_gvtctl_needs_command" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_needs_command" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_needs_command" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_needs_command" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_needs_command" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_needs_command" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_needs_command" -s V -l version -d 'Print version'
@@ -53,6 +54,7 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand types" -l parent -d 'Only 
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand types" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand types" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand types" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand types" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand types" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand types" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l aperture -d 'Minimum aperture (mappable GM), e.g. 128M, 0x8000000' -r
@@ -69,12 +71,14 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l timeout -d 'Sec
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l define -d 'Also write a persistent definition that starts it automatically'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l manual -d 'With --define: do not start automatically'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand destroy" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand destroy" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand destroy" -l undefine -d 'Also delete its persistent definition'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand destroy" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand destroy" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand destroy" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand destroy" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand list" -l parent -r
@@ -83,11 +87,13 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand list" -l timeout -d 'Secon
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand list" -l active -d 'Only active (running) ones'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand list" -l defined -d 'Only ones with a persistent definition'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand list" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand list" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand list" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand info" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand info" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand info" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand info" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand info" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand info" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand define" -l parent -r
@@ -103,12 +109,14 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand define" -l root -d 'Resolv
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand define" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand define" -l auto -d 'Start automatically when the parent appears (default: manual, as mdevctl)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand define" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand define" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand define" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand define" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand undefine" -l parent -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand undefine" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand undefine" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand undefine" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand undefine" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand undefine" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand undefine" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand start" -l parent -d 'Restrict to this parent' -r
@@ -116,17 +124,20 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand start" -l root -d 'Resolve
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand start" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand start" -l auto -d 'Start every definition with start=auto that is not running (what udev runs)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand start" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand start" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand start" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand start" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stop" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stop" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stop" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand stop" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stop" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stop" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand autostart" -l parent -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand autostart" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand autostart" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand autostart" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand autostart" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand autostart" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand autostart" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand modify" -l parent -r
@@ -137,12 +148,14 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand modify" -l live -d 'Write 
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand modify" -l auto -d 'Start automatically when the parent appears'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand modify" -l manual -d 'Start only when asked'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand modify" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand modify" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand modify" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand modify" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stats" -l interval -d 'Seconds between the two readings' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stats" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stats" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stats" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand stats" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stats" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand stats" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand top" -s l -l loop -d 'Refresh every SECS seconds until interrupted (or --count reports); without it, one report over one second' -r
@@ -150,6 +163,7 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand top" -s n -l count -d 'Sto
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand top" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand top" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand top" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand top" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand top" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand top" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand vmm-args" -l vmm -r -f -a "qemu\t''
@@ -158,26 +172,31 @@ libvirt\t''"
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand vmm-args" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand vmm-args" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand vmm-args" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand vmm-args" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand vmm-args" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand vmm-args" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand completions" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand completions" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand completions" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand completions" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand completions" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand generate" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand generate" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand generate" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand generate" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand generate" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand generate" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand udev-match-group" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand udev-match-group" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand udev-match-group" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand udev-match-group" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand udev-match-group" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand udev-match-group" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -f -a "init" -d 'Build a simulated sysfs tree under --root'
@@ -188,6 +207,7 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subco
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from hold" -l pid -r
@@ -196,12 +216,14 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subco
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from hold" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from hold" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from hold" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from hold" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from hold" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from hold" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from load" -l rate -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from load" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from load" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from load" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from load" -l syslog -d 'Also send every line printed to the system log (/dev/log, else /dev/kmsg); the udev rules use it, as udev discards what the commands it runs print'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from load" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from load" -s h -l help -d 'Print help'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from help" -f -a "init" -d 'Build a simulated sysfs tree under --root'
