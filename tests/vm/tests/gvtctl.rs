@@ -414,6 +414,25 @@ fn apply_rules(rules: &str, ev: &Uevent) -> Applied {
     out
 }
 
+/// The kernel log's records so far (`/dev/kmsg`, read without blocking).
+fn kernel_log() -> Vec<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg").expect("/dev/kmsg");
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 8192];
+    loop {
+        match f.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            // EPIPE: records overwritten meanwhile; the next read goes on.
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(_) => break,
+        }
+    }
+    out
+}
+
 /// Run a udev RUN/PROGRAM command line as udevd does (split on whitespace, no shell).
 fn run_udev_command(cmd: &str) -> std::process::Output {
     let w: Vec<&str> = cmd.split_whitespace().collect();
@@ -902,7 +921,7 @@ fn gvtctl_define_and_autostart_after_module_reload() {
     for ev in &events {
         let ap = apply_rules(&rules, ev);
         if ev.get("MDEV_STATE") == "registered" {
-            assert_eq!(ap.run, ["/usr/bin/gvtctl start --parent gvt-sim0 --auto"], "the change rule fires on the real event");
+            assert_eq!(ap.run, ["/usr/bin/gvtctl --syslog start --parent gvt-sim0 --auto"], "the change rule fires on the real event");
         }
         runs.extend(ap.run);
     }
@@ -916,6 +935,15 @@ fn gvtctl_define_and_autostart_after_module_reload() {
             assert!(text.contains(&format!("{verb} {u}")), "{cmd} #{k}: {text}");
         }
         assert!(!text.contains(m.as_str()), "manual definitions are not started");
+    }
+    // What udevd would have discarded is in the kernel log (the guest has no syslog
+    // daemon, so --syslog falls back to /dev/kmsg): each started vGPU, tagged gvtctl[PID].
+    let log = kernel_log();
+    for u in [&a, &d] {
+        assert!(
+            log.iter().any(|r| r.contains("gvtctl[") && r.contains(&format!("started {u} "))),
+            "{u} in the kernel log: {log:?}"
+        );
     }
 
     // Back with the same UUIDs, types and attributes.
