@@ -49,6 +49,11 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
     pub timeout: f64,
 
+    /// Also send every line printed to the system log (/dev/log, else /dev/kmsg); the
+    /// udev rules use it, as udev discards what the commands it runs print
+    #[arg(long, global = true)]
+    pub syslog: bool,
+
     /// More log output on stderr (-v info, -vv debug)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -114,6 +119,27 @@ pub enum Command {
         #[arg(long)]
         parent: Option<String>,
     },
+    /// Change a definition's attributes or start mode, or (--live) a running vGPU's attributes
+    Modify(ModifyArgs),
+    /// Engine utilisation, submissions, audits, rejects and traps of running gvt-rs vGPUs
+    /// over an interval (from two readings of gvt/stats)
+    Stats {
+        /// Only this vGPU
+        uuid: Option<String>,
+        /// Seconds between the two readings
+        #[arg(long, value_name = "SECS", default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// A live table of every running gvt-rs vGPU: engine shares, rates, holder VM
+    Top {
+        /// Refresh every SECS seconds until interrupted (or --count reports); without it,
+        /// one report over one second
+        #[arg(short = 'l', long = "loop", value_name = "SECS")]
+        interval: Option<f64>,
+        /// Stop after N reports
+        #[arg(short = 'n', long, value_name = "N")]
+        count: Option<u64>,
+    },
     /// Print the VMM argument for a vGPU (all three VMMs unless --vmm)
     VmmArgs {
         uuid: String,
@@ -122,6 +148,10 @@ pub enum Command {
     },
     /// Print shell completions (bash, zsh, fish, elvish, powershell)
     Completions { shell: clap_complete::Shell },
+    /// Write the man pages, shell completions and --json schemas into DIR (for packaging;
+    /// the checked-in copies are in gvtctl/doc and gvtctl/schema)
+    #[command(hide = true)]
+    Generate { dir: PathBuf },
     /// For udev: succeed (and print the UUIDs) if IOMMU group N holds a gvt-rs vGPU
     #[command(hide = true)]
     UdevMatchGroup { group: String },
@@ -188,6 +218,31 @@ pub struct DefineArgs {
     /// Start automatically when the parent appears (default: manual, as mdevctl)
     #[arg(long)]
     pub auto: bool,
+    /// Take type, start mode and attributes from FILE, a definition in mdevctl's JSON
+    /// format (as `mdevctl define --jsonfile`); needs --parent unless UUID is active
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["type", "aperture", "high_gm", "fences", "weight", "display", "auto"])]
+    pub jsonfile: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct ModifyArgs {
+    pub uuid: String,
+    #[arg(long)]
+    pub parent: Option<String>,
+    /// Set attribute PATH (relative to the device directory, e.g. gvt/weight) to VALUE;
+    /// repeat for several, written in the order given
+    #[arg(long = "attr", value_name = "PATH=VALUE")]
+    pub attrs: Vec<String>,
+    /// Write the attributes to the running vGPU now instead of to its definition
+    /// (gvt/weight takes effect from the scheduler's next period)
+    #[arg(long, conflicts_with_all = ["auto", "manual"])]
+    pub live: bool,
+    /// Start automatically when the parent appears
+    #[arg(long, conflicts_with = "manual")]
+    pub auto: bool,
+    /// Start only when asked
+    #[arg(long)]
+    pub manual: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -205,6 +260,16 @@ pub enum SimCommand {
         pid: u32,
         #[arg(long, default_value = "qemu-system-x86_64")]
         command: String,
+        /// The VM name its command line gives (`-name guest=NAME,...`)
+        #[arg(long)]
+        vm_name: Option<String>,
+    },
+    /// Program the vGPU's simulated load: each statistics reading is one simulated
+    /// second later and adds N to each named gvt/stats counter (or sets a text value)
+    Load {
+        uuid: String,
+        #[arg(long = "rate", value_name = "COUNTER=N")]
+        rates: Vec<String>,
     },
 }
 

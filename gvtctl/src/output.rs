@@ -7,22 +7,84 @@
 //! every character outside printable ASCII as a `\u` escape ([`to_json`]).
 
 use libgvtctl::escape::{escape, terminal_safe};
+use libgvtctl::defs::DamagedDefinition;
+use libgvtctl::error::ErrorDetails;
+use libgvtctl::stats::Report;
 use libgvtctl::{
-    format_size, Definition, Error, Instance, MdevType, StartOutcome, Uuid, Vmm, VmmArgs,
+    format_size, Definition, Error, Instance, MdevType, PossibleHolder, StartOutcome, Uuid, Vmm,
+    VmmArgs,
 };
+use schemars::JsonSchema;
 use serde::Serialize;
-use serde_json::{json, Value};
+use serde_json::ser::CompactFormatter;
 use std::io::Write as _;
+
+/// Where `--syslog` sends a copy of every line gvtctl prints: the syslog socket
+/// (`/dev/log`, or `$GVTCTL_SYSLOG`), else the kernel log (`/dev/kmsg`, which journald
+/// and `dmesg` show). udev runs the autostart rule's command with its output going
+/// nowhere; this is how what it did (or why it failed) reaches the system log.
+struct Syslog {
+    socket: Option<std::os::unix::net::UnixDatagram>,
+    kmsg: Option<std::fs::File>,
+}
+
+static SYSLOG: std::sync::OnceLock<Syslog> = std::sync::OnceLock::new();
+
+/// Turn the copies to the system log on (`--syslog`).
+pub fn enable_syslog() {
+    let explicit = std::env::var_os("GVTCTL_SYSLOG");
+    let path = explicit.clone().unwrap_or_else(|| "/dev/log".into());
+    let socket = std::os::unix::net::UnixDatagram::unbound()
+        .and_then(|s| s.connect(&path).map(|()| s))
+        .ok();
+    let kmsg = if socket.is_none() && explicit.is_none() {
+        std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok()
+    } else {
+        None
+    };
+    let _ = SYSLOG.set(Syslog { socket, kmsg });
+}
+
+/// Severity of a line (syslog's: 3 error, 4 warning, 6 info).
+fn severity(line: &str) -> u8 {
+    if line.starts_with("gvtctl: error:") {
+        3
+    } else if line.starts_with("gvtctl: warn:") {
+        4
+    } else {
+        6
+    }
+}
+
+/// Copy `text` to the system log, a record per line (facility user), if enabled.
+pub fn to_syslog(text: &str) {
+    let Some(log) = SYSLOG.get() else {
+        return;
+    };
+    let pid = std::process::id();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let line = terminal_safe(line);
+        let tag = line.strip_prefix("gvtctl: ").unwrap_or(&line);
+        let msg = format!("<{}>gvtctl[{pid}]: {tag}", 8 + severity(&line));
+        if let Some(s) = &log.socket {
+            let _ = s.send(msg.as_bytes());
+        } else if let Some(mut k) = log.kmsg.as_ref() {
+            let _ = k.write_all(msg.as_bytes());
+        }
+    }
+}
 
 /// One line on stdout. A closed stdout (`gvtctl create ... | head -n1`) is not an error
 /// worth a panic: the command has done its work, the reader wanted less of the output.
 pub fn print_out(text: &str) {
+    to_syslog(text);
     let mut o = std::io::stdout().lock();
     let _ = writeln!(o, "{}", terminal_safe(text)).and_then(|()| o.flush());
 }
 
 /// One line on stderr, made safe for a terminal.
 pub fn print_err(text: &str) {
+    to_syslog(text);
     let _ = writeln!(std::io::stderr(), "{}", terminal_safe(text));
 }
 
@@ -34,9 +96,9 @@ fn e(s: &str) -> String {
 /// serde_json's pretty output with every character that is not printable ASCII (DEL,
 /// C1 controls, bidi overrides, all of non-ASCII) written as `\uXXXX`: the same JSON
 /// values, and a byte stream no terminal acts on. (serde_json escapes only C0.)
-struct AsciiJson(serde_json::ser::PrettyFormatter<'static>);
+struct AsciiJson<F>(F);
 
-impl serde_json::ser::Formatter for AsciiJson {
+impl<F: serde_json::ser::Formatter> serde_json::ser::Formatter for AsciiJson<F> {
     fn write_string_fragment<W: ?Sized + std::io::Write>(
         &mut self,
         w: &mut W,
@@ -94,12 +156,182 @@ impl serde_json::ser::Formatter for AsciiJson {
 /// Pretty JSON in printable ASCII (see [`AsciiJson`]).
 pub fn to_json<T: Serialize>(v: &T) -> String {
     let mut buf = Vec::new();
-    let mut ser = serde_json::Serializer::with_formatter(&mut buf, AsciiJson(Default::default()));
+    let f = AsciiJson(serde_json::ser::PrettyFormatter::new());
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, f);
     if v.serialize(&mut ser).is_err() {
         return String::new();
     }
     // The formatter writes ASCII only.
     String::from_utf8(buf).unwrap_or_default()
+}
+
+/// One line of JSON in printable ASCII (`gvtctl top -l --json`: one report a line).
+pub fn to_json_line<T: Serialize>(v: &T) -> String {
+    let mut buf = Vec::new();
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, AsciiJson(CompactFormatter));
+    if v.serialize(&mut ser).is_err() {
+        return String::new();
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+// ---- the --json shapes (each has a schema in gvtctl/schema/, see `schemas`) ----------
+
+/// `gvtctl types`.
+#[derive(Serialize, JsonSchema)]
+pub struct TypesOut<'a> {
+    pub types: &'a [MdevType],
+}
+
+/// `gvtctl destroy` / `gvtctl stop`.
+#[derive(Serialize, JsonSchema)]
+pub struct RemovedOut<'a> {
+    pub uuid: &'a Uuid,
+    pub parent: &'a str,
+    #[serde(rename = "type")]
+    pub type_id: &'a str,
+    /// `destroyed` or `stopped`.
+    pub action: &'a str,
+    /// Whether the definition was deleted too (`destroy --undefine`).
+    pub undefined: bool,
+    pub possible_holders: &'a [PossibleHolder],
+}
+
+/// `gvtctl list`.
+#[derive(Serialize, JsonSchema)]
+pub struct ListOut<'a> {
+    pub instances: &'a [Instance],
+    /// Definition files skipped because they could not be read (empty, not JSON).
+    pub damaged_definitions: &'a [DamagedDefinition],
+}
+
+/// `gvtctl define`, `autostart`, `modify`.
+#[derive(Serialize, JsonSchema)]
+pub struct DefinedOut<'a> {
+    pub definition: &'a Definition,
+}
+
+/// `gvtctl undefine`.
+#[derive(Serialize, JsonSchema)]
+pub struct UndefinedOut<'a> {
+    pub undefined: &'a [Definition],
+}
+
+/// What happened to one definition in `gvtctl start --auto`.
+#[derive(Serialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartResultStatus {
+    Started,
+    AlreadyActive,
+    Failed,
+}
+
+/// One definition in `gvtctl start --auto`.
+#[derive(Serialize, JsonSchema)]
+pub struct StartResult<'a> {
+    pub uuid: &'a Uuid,
+    pub parent: &'a str,
+    #[serde(rename = "type")]
+    pub type_id: &'a str,
+    pub status: StartResultStatus,
+    pub error: Option<ErrorBody>,
+}
+
+/// `gvtctl start --auto`.
+#[derive(Serialize, JsonSchema)]
+pub struct StartAutoOut<'a> {
+    pub results: Vec<StartResult<'a>>,
+}
+
+/// `gvtctl vmm-args` (with `--vmm`, only that VMM's key).
+#[derive(Serialize, JsonSchema)]
+pub struct VmmArgsOut<'a> {
+    pub uuid: &'a Uuid,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qemu: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cloud_hypervisor: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub libvirt: Option<String>,
+}
+
+/// `gvtctl udev-match-group`.
+#[derive(Serialize, JsonSchema)]
+pub struct GroupMatchOut<'a> {
+    pub group: &'a str,
+    pub gvt_rs: Vec<String>,
+}
+
+/// `gvtctl sim init|hold|load`.
+#[derive(Serialize, JsonSchema)]
+pub struct SimOut {
+    pub root: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixtures: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+}
+
+/// `gvtctl generate DIR`.
+#[derive(Serialize, JsonSchema)]
+pub struct GeneratedOut {
+    pub dir: String,
+    /// The files written, relative to `dir`.
+    pub files: Vec<String>,
+}
+
+/// An error: `{"error": {...}}` on stdout with `--json`.
+#[derive(Serialize, JsonSchema)]
+pub struct ErrorOut {
+    pub error: ErrorBody,
+}
+
+#[derive(Serialize, JsonSchema)]
+pub struct ErrorBody {
+    /// Stable name (`no-type-fits`, `busy`, ...; see README.md).
+    pub kind: String,
+    pub message: String,
+    pub exit_code: i32,
+    /// The facts behind it (free types, holders, ...), when there are any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<ErrorDetails>,
+}
+
+impl ErrorBody {
+    pub fn of(e: &Error) -> ErrorBody {
+        ErrorBody {
+            kind: e.kind().to_string(),
+            message: e.to_string(),
+            exit_code: e.exit_code(),
+            details: e.details(),
+        }
+    }
+}
+
+/// Every `--json` output's schema, by name (`gvtctl/schema/<name>.schema.json`).
+pub fn schemas() -> Vec<(&'static str, schemars::Schema)> {
+    use schemars::schema_for;
+    vec![
+        ("types", schema_for!(TypesOut<'static>)),
+        ("instance", schema_for!(Instance)),
+        ("removed", schema_for!(RemovedOut<'static>)),
+        ("list", schema_for!(ListOut<'static>)),
+        ("definition", schema_for!(DefinedOut<'static>)),
+        ("undefined", schema_for!(UndefinedOut<'static>)),
+        ("start-auto", schema_for!(StartAutoOut<'static>)),
+        ("vmm-args", schema_for!(VmmArgsOut<'static>)),
+        ("udev-match-group", schema_for!(GroupMatchOut<'static>)),
+        ("sim", schema_for!(SimOut)),
+        ("generate", schema_for!(GeneratedOut)),
+        ("stats", schema_for!(Report)),
+        ("error", schema_for!(ErrorOut)),
+    ]
 }
 
 pub struct Out {
@@ -176,7 +408,7 @@ fn in_use_text(i: &Instance) -> String {
 }
 
 impl Out {
-    fn emit(&self, v: &Value, human: &str) {
+    fn emit<T: Serialize>(&self, v: &T, human: &str) {
         if self.json {
             print_out(&to_json(v));
         } else if !human.is_empty() {
@@ -184,14 +416,15 @@ impl Out {
         }
     }
 
-    pub fn value(&self, v: &Value, human: &str) {
+    pub fn value<T: Serialize>(&self, v: &T, human: &str) {
         self.emit(v, human)
     }
 
     pub fn error(&self, e: &Error) {
         if self.json {
-            let v = json!({"error": {"kind": e.kind(), "message": e.to_string(), "exit_code": e.exit_code()}});
-            print_out(&to_json(&v));
+            print_out(&to_json(&ErrorOut {
+                error: ErrorBody::of(e),
+            }));
         }
         print_err(&format!("gvtctl: error: {e}"));
     }
@@ -240,7 +473,7 @@ impl Out {
             ],
             &rows,
         );
-        self.emit(&json!({ "types": types }), &human);
+        self.emit(&TypesOut { types }, &human);
     }
 
     pub fn created(&self, i: &Instance) {
@@ -267,7 +500,7 @@ impl Out {
             "\n\nQEMU:\n  {}\ncloud-hypervisor:\n  {}\nlibvirt (<devices> of the domain XML; `gvtctl vmm-args {} --vmm libvirt`)",
             i.vmm_args.qemu, i.vmm_args.cloud_hypervisor, i.uuid
         ));
-        self.emit(&serde_json::to_value(i).unwrap_or(Value::Null), &h);
+        self.emit(i, &h);
     }
 
     pub fn removed(&self, i: &Instance, action: &str, undefined: bool) {
@@ -286,14 +519,18 @@ impl Out {
                 i.uuid
             ));
         }
-        self.emit(
-            &json!({"uuid": i.uuid, "parent": i.parent, "type": i.type_id, "action": action, "undefined": undefined,
-                "possible_holders": i.possible_holders}),
-            &h,
-        );
+        let v = RemovedOut {
+            uuid: &i.uuid,
+            parent: &i.parent,
+            type_id: &i.type_id,
+            action,
+            undefined,
+            possible_holders: &i.possible_holders,
+        };
+        self.emit(&v, &h);
     }
 
-    pub fn list(&self, list: &[Instance]) {
+    pub fn list(&self, list: &[Instance], damaged: &[DamagedDefinition]) {
         let rows: Vec<Vec<String>> = list
             .iter()
             .map(|i| {
@@ -321,7 +558,11 @@ impl Out {
                 &rows,
             )
         };
-        self.emit(&json!({ "instances": list }), &human);
+        let v = ListOut {
+            instances: list,
+            damaged_definitions: damaged,
+        };
+        self.emit(&v, &human);
     }
 
     pub fn info(&self, i: &Instance) {
@@ -396,7 +637,7 @@ impl Out {
             i.vmm_args.cloud_hypervisor,
             indent(&i.vmm_args.libvirt)
         ));
-        self.emit(&serde_json::to_value(i).unwrap_or(Value::Null), &h);
+        self.emit(i, &h);
     }
 
     pub fn defined(&self, d: &Definition) {
@@ -408,7 +649,7 @@ impl Out {
             e(&d.path),
             d.start.as_str()
         );
-        self.emit(&json!({ "definition": d }), &h);
+        self.emit(&DefinedOut { definition: d }, &h);
     }
 
     pub fn undefined(&self, ds: &[Definition]) {
@@ -417,7 +658,7 @@ impl Out {
             .map(|d| format!("undefined {} (deleted {})", d.uuid, e(&d.path)))
             .collect::<Vec<_>>()
             .join("\n");
-        self.emit(&json!({ "undefined": ds }), &h);
+        self.emit(&UndefinedOut { undefined: ds }, &h);
     }
 
     pub fn started(&self, i: &Instance) {
@@ -429,7 +670,7 @@ impl Out {
             i.vmm_args.qemu,
             i.vmm_args.cloud_hypervisor
         );
-        self.emit(&serde_json::to_value(i).unwrap_or(Value::Null), &h);
+        self.emit(i, &h);
     }
 
     pub fn start_auto(&self, results: &[StartOutcome]) {
@@ -439,11 +680,11 @@ impl Out {
             let d = &r.definition;
             let (ty, parent) = (e(&d.mdev_type), e(&d.parent));
             let (status, err) = match &r.result {
-                Ok(s) => (serde_json::to_value(s).unwrap_or(Value::Null), Value::Null),
-                Err(err) => (
-                    json!("failed"),
-                    json!({"kind": err.kind(), "message": err.to_string()}),
-                ),
+                Ok(libgvtctl::StartStatus::Started) => (StartResultStatus::Started, None),
+                Ok(libgvtctl::StartStatus::AlreadyActive) => {
+                    (StartResultStatus::AlreadyActive, None)
+                }
+                Err(err) => (StartResultStatus::Failed, Some(ErrorBody::of(err))),
             };
             lines.push(match &r.result {
                 Ok(libgvtctl::StartStatus::Started) => {
@@ -454,12 +695,18 @@ impl Out {
                 }
                 Err(err) => format!("failed {} ({ty} on {parent}): {err}", d.uuid),
             });
-            js.push(json!({"uuid": d.uuid, "parent": d.parent, "type": d.mdev_type, "status": status, "error": err}));
+            js.push(StartResult {
+                uuid: &d.uuid,
+                parent: &d.parent,
+                type_id: &d.mdev_type,
+                status,
+                error: err,
+            });
         }
         if lines.is_empty() {
             lines.push("no auto-start definitions to start".into());
         }
-        self.emit(&json!({ "results": js }), &lines.join("\n"));
+        self.emit(&StartAutoOut { results: js }, &lines.join("\n"));
     }
 
     pub fn vmm_args(&self, uuid: &Uuid, vmm: Option<Vmm>) {
@@ -467,12 +714,18 @@ impl Out {
         match vmm {
             Some(v) => {
                 let s = libgvtctl::vmm_args(uuid, v);
-                let key = match v {
-                    Vmm::Qemu => "qemu",
-                    Vmm::CloudHypervisor => "cloud_hypervisor",
-                    Vmm::Libvirt => "libvirt",
+                let mut out = VmmArgsOut {
+                    uuid,
+                    qemu: None,
+                    cloud_hypervisor: None,
+                    libvirt: None,
                 };
-                self.emit(&json!({"uuid": uuid, key: s}), &s);
+                *match v {
+                    Vmm::Qemu => &mut out.qemu,
+                    Vmm::CloudHypervisor => &mut out.cloud_hypervisor,
+                    Vmm::Libvirt => &mut out.libvirt,
+                } = Some(s.clone());
+                self.emit(&out, &s);
             }
             None => {
                 let h = format!(
@@ -481,13 +734,139 @@ impl Out {
                     all.cloud_hypervisor,
                     indent(&all.libvirt)
                 );
-                self.emit(
-                    &json!({"uuid": uuid, "qemu": all.qemu, "cloud_hypervisor": all.cloud_hypervisor, "libvirt": all.libvirt}),
-                    &h,
-                );
+                let out = VmmArgsOut {
+                    uuid,
+                    qemu: Some(all.qemu.clone()),
+                    cloud_hypervisor: Some(all.cloud_hypervisor.clone()),
+                    libvirt: Some(all.libvirt.clone()),
+                };
+                self.emit(&out, &h);
             }
         }
     }
+}
+
+impl Out {
+    /// `gvtctl stats`: one block per vGPU.
+    pub fn stats(&self, r: &Report) {
+        let mut h = Vec::new();
+        for v in &r.vgpus {
+            h.push(format!(
+                "{} {} on {}, state {}, weight {}, {}",
+                v.uuid,
+                e(&v.type_id),
+                e(&v.parent),
+                dash(v.state.as_deref().map(e)),
+                dash(v.weight.map(|w| w.to_string())),
+                holder_text(v)
+            ));
+            let eng = |n: &str, u: &libgvtctl::stats::EngineUse| {
+                format!("{n} {} ({} ns busy)", pct(u.util_pct), dash(u.busy_ns.map(|b| b.to_string())))
+            };
+            h.push(format!("  engines:     {}, {}", eng("render", &v.rcs), eng("blitter", &v.bcs)));
+            h.push(format!(
+                "  submitted:   {} ({} in all); commands audited {} ({} in all)",
+                per_s(&v.submissions),
+                v.submissions.total,
+                per_s(&v.cmds_audited),
+                v.cmds_audited.total
+            ));
+            let classes = |m: &std::collections::BTreeMap<String, libgvtctl::stats::Rate>| {
+                m.iter()
+                    .map(|(k, r)| format!("{} {} ({})", e(k), per_s(r), r.total))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            h.push(format!(
+                "  rejected:    {} ({} in all): {}",
+                per_s(&v.rejected),
+                v.rejected.total,
+                classes(&v.rejects)
+            ));
+            h.push(format!("  traps:       {}", classes(&v.traps)));
+            h.push(format!("  hangs:       {} now, {} in all", v.hangs, v.hangs_total));
+        }
+        if h.is_empty() {
+            h.push("no gvt-rs vGPUs running".into());
+        }
+        h.push(format!("(over {:.3} s)", r.interval_s));
+        self.emit(r, &h.join("\n"));
+    }
+
+    /// `gvtctl top`: one line per vGPU; `line` prints the JSON on one line (`-l`).
+    pub fn top(&self, r: &Report, line: bool) {
+        if self.json {
+            print_out(&if line { to_json_line(r) } else { to_json(r) });
+            return;
+        }
+        let rows: Vec<Vec<String>> = r
+            .vgpus
+            .iter()
+            .map(|v| {
+                vec![
+                    v.uuid.to_string(),
+                    e(&v.type_id),
+                    dash(v.state.as_deref().map(e)),
+                    dash(v.weight.map(|w| w.to_string())),
+                    pct(v.rcs.util_pct),
+                    pct(v.bcs.util_pct),
+                    rate(&v.submissions),
+                    rate(&v.cmds_audited),
+                    rate(&v.rejected),
+                    rate(&sum_rates(&v.traps)),
+                    v.hangs_total.to_string(),
+                    holder_text(v),
+                ]
+            })
+            .collect();
+        let human = if rows.is_empty() {
+            "no gvt-rs vGPUs running".to_string()
+        } else {
+            table(
+                &[
+                    "UUID", "TYPE", "STATE", "W", "RCS%", "BCS%", "SUBM/s", "AUDIT/s", "REJ/s",
+                    "TRAPS/s", "HANGS", "HELD BY",
+                ],
+                &rows,
+            )
+        };
+        print_out(&format!("{human}\n(over {:.3} s)", r.interval_s));
+    }
+}
+
+fn pct(p: Option<f64>) -> String {
+    dash(p.map(|p| format!("{p:.1}%")))
+}
+
+fn rate(r: &libgvtctl::stats::Rate) -> String {
+    dash(r.per_s.map(|x| format!("{x:.0}")))
+}
+
+fn per_s(r: &libgvtctl::stats::Rate) -> String {
+    dash(r.per_s.map(|x| format!("{x:.1}/s")))
+}
+
+fn sum_rates(m: &std::collections::BTreeMap<String, libgvtctl::stats::Rate>) -> libgvtctl::stats::Rate {
+    let per_s = m.values().map(|r| r.per_s).try_fold(0.0, |a, b| b.map(|b| a + b));
+    libgvtctl::stats::Rate {
+        total: m.values().map(|r| r.total).fold(0, u64::saturating_add),
+        delta: None,
+        per_s,
+    }
+}
+
+fn holder_text(v: &libgvtctl::stats::VgpuReport) -> String {
+    if v.holders.is_empty() {
+        return "not held".into();
+    }
+    v.holders
+        .iter()
+        .map(|h| match &h.vm_name {
+            Some(n) => format!("VM {} ({} pid {})", e(n), e(&h.command), h.pid),
+            None => format!("{} (pid {})", e(&h.command), h.pid),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn indent(s: &str) -> String {

@@ -355,7 +355,7 @@ fn sim_dmabuf_attribute_takes_only_0_or_1() {
     assert_eq!(code, 0, "{v}");
     let u = v["uuid"].as_str().unwrap().to_string();
     let f = t.p(&format!("sys/bus/mdev/devices/{u}/gvt/dmabuf"));
-    let core = libgvtctl::fake_sysfs::SimMdevCore::new(&t.p(""));
+    let core = libgvtctl::fake_sysfs::FakeMdevSysfs::new(&t.p(""));
     use libgvtctl::Sysfs;
     assert!(core.write(&f, b"2\n").is_err());
     core.write(&f, b"0\n").unwrap();
@@ -400,15 +400,22 @@ fn create_errors() {
             "gvt_rs-GVTsim_256M on gvt-sim0: aperture 256M, high GM 752M, 16 fences (1 left)",
         ));
     // Bad size names the accepted forms.
-    for bad in ["12Q", "0xZZ", "", "1.5G", "99999999999G"] {
+    for bad in ["12Q", "0xZZ", "", "1.5.5G", "99999999999G"] {
         t.cmd()
             .args(["create", "--aperture", bad])
             .assert()
             .code(2)
             .stderr(contains("accepted forms are"))
             .stderr(contains("0x20000000"))
-            .stderr(contains("512M"));
+            .stderr(contains("512M"))
+            .stderr(contains("1.5G"));
     }
+    // Decimal sizes as users type them: 1.5G is 1536M, a size no type offers.
+    t.cmd()
+        .args(["create", "--aperture", "1.5G"])
+        .assert()
+        .code(4)
+        .stderr(contains("no mdev type provides aperture 1536M"));
     let (code, v) = t.json(&["create", "--aperture", "12Q"]);
     assert_eq!(
         (code, v["error"]["kind"].as_str()),

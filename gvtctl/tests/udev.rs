@@ -36,11 +36,23 @@ fn argv(cmd: &str, kernel: &str) -> Vec<String> {
 }
 
 fn run_rule(t: &Tree, cmd: &str, kernel: &str) -> std::process::Output {
+    run_rule_env(t, cmd, kernel, &[])
+}
+
+fn run_rule_env(
+    t: &Tree,
+    cmd: &str,
+    kernel: &str,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> std::process::Output {
     let a = argv(cmd, kernel);
     assert_eq!(a[0], "/usr/bin/gvtctl", "rules run the installed gvtctl");
     let mut c = assert_cmd::Command::cargo_bin("gvtctl").unwrap();
     // The rule has no --root: GVTCTL_ROOT points it at the simulated tree.
     c.env("GVTCTL_ROOT", t.root())
+        // Never the host's /dev/log or kernel log from a test: a socket that is not there.
+        .env("GVTCTL_SYSLOG", t.p("no-syslog"))
+        .envs(env.iter().copied())
         .args(&a[1..])
         .output()
         .expect("run")
@@ -67,13 +79,25 @@ fn autostart_rule_starts_auto_definitions_of_the_parent() {
             .args(["define", U3, "--type", "mtty-1", "--auto"])
             .assert()
             .success();
-        let out = run_rule(&t, cmd, "gvt-sim0");
+        // What udev discards reaches the system log (a socket of ours standing for
+        // /dev/log): one record per line, facility user, severity info.
+        let log = t.p("log.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&log).unwrap();
+        sock.set_nonblocking(true).unwrap();
+        let out = run_rule_env(&t, cmd, "gvt-sim0", &[("GVTCTL_SYSLOG", log.as_os_str())]);
         assert!(
             out.status.success(),
             "{cmd}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
         assert!(t.dev(U1).exists(), "auto definition started");
+        let mut buf = [0u8; 4096];
+        let n = sock.recv(&mut buf).expect("a syslog record");
+        let rec = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(
+            rec.starts_with("<14>gvtctl[") && rec.contains(&format!("]: started {U1} (gvt_rs-GVTsim_64M on gvt-sim0)")),
+            "{rec}"
+        );
         assert!(!t.dev(U2).exists(), "manual definition left alone");
         assert!(!t.dev(U3).exists(), "other parent's definitions left alone");
         // The parent re-registering (module reload) runs it again: idempotent.

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A vGPU (or any mdev) as `list`/`info` show it: active in sysfs, defined, or both.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Instance {
     pub uuid: Uuid,
     pub parent: String,
@@ -108,7 +108,7 @@ pub struct StartOutcome {
     pub result: Result<StartStatus, Error>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum StartStatus {
     Started,
@@ -138,7 +138,7 @@ impl Gvtctl {
         let root = root.into();
         let fs: Box<dyn Sysfs> = if crate::fake_sysfs::is_sim_root(&root) {
             log::debug!("{}: simulated mdev core", root.display());
-            Box::new(crate::fake_sysfs::SimMdevCore::new(&root))
+            Box::new(crate::fake_sysfs::FakeMdevSysfs::new(&root))
         } else {
             Box::new(RealSysfs)
         };
@@ -171,7 +171,7 @@ impl Gvtctl {
     }
 
     fn dev_dir(&self, uuid: &Uuid) -> PathBuf {
-        self.mdev_base().join(uuid.as_str())
+        self.mdev_base().join(uuid.as_string())
     }
 
     fn type_dir(&self, parent: &str, type_id: &str) -> PathBuf {
@@ -282,7 +282,7 @@ impl Gvtctl {
             .read_dir(&self.mdev_base())
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|n| Uuid::parse(&n).ok().filter(|u| u.as_str() == n))
+            .filter_map(|n| Uuid::parse(&n).ok().filter(|u| u.as_string() == n))
             .collect()
     }
 
@@ -391,7 +391,7 @@ impl Gvtctl {
             None => (Vec::new(), Vec::new(), Some(false)),
         };
         Instance {
-            uuid: uuid.clone(),
+            uuid: *uuid,
             parent,
             type_id,
             type_name: ty.as_ref().and_then(|t| t.name.clone()),
@@ -437,7 +437,7 @@ impl Gvtctl {
             out.push(self.build(&u, Some(a), d, &scan));
         }
         for d in defs {
-            let u = d.uuid.clone();
+            let u = d.uuid;
             out.push(self.build(&u, None, Some(d), &scan));
         }
         out.sort_by(|a, b| (&a.parent, &a.uuid).cmp(&(&b.parent, &b.uuid)));
@@ -625,8 +625,8 @@ impl Gvtctl {
             req.weight.is_some() || req.display.is_some(),
         )?;
         let uuid = match &req.uuid {
-            Some(u) => u.clone(),
-            None => Uuid::new_v4()?,
+            Some(u) => *u,
+            None => Uuid::new_v4(),
         };
         let attrs = gvt_attrs(&ty, req.weight, req.display)?;
         if req.define.is_some() {
@@ -640,7 +640,7 @@ impl Gvtctl {
         self.create_on(&ty, &uuid, &attrs)?;
         if let Some(start) = req.define {
             let def = Definition {
-                uuid: uuid.clone(),
+                uuid,
                 parent: ty.parent.clone(),
                 mdev_type: ty.id.clone(),
                 start,
@@ -667,9 +667,9 @@ impl Gvtctl {
         }
         let create = self.type_dir(&ty.parent, &ty.id).join("create");
         log::info!("creating {uuid}: {} -> {}", ty.id, create.display());
-        if let Err(e) = self.fs.write(&create, uuid.as_str().as_bytes()) {
+        if let Err(e) = self.fs.write(&create, uuid.as_string().as_bytes()) {
             return Err(match e.raw_os_error() {
-                Some(28) => {
+                Some(libc::ENOSPC) => {
                     // ENOSPC: the driver has no room (maybe fragmentation), whatever the count said.
                     let types = self.types(Some(&ty.parent)).unwrap_or_default();
                     Error::Exhausted {
@@ -682,12 +682,12 @@ impl Gvtctl {
                         existing: self.existing_on(std::slice::from_ref(&ty.parent)),
                     }
                 }
-                Some(17) => Error::AlreadyExists {
+                Some(libc::EEXIST) => Error::AlreadyExists {
                     uuid: uuid.to_string(),
                     parent: ty.parent.clone(),
                     type_id: ty.id.clone(),
                 },
-                Some(1) | Some(13) => Error::PermissionDenied {
+                Some(libc::EPERM) | Some(libc::EACCES) => Error::PermissionDenied {
                     path: create,
                     action: "write".into(),
                 },
@@ -804,12 +804,12 @@ impl Gvtctl {
         log::info!("removing {uuid}");
         if let Err(e) = self.fs.write(&remove, b"1") {
             return Err(match e.raw_os_error() {
-                Some(16) => Error::Busy {
+                Some(libc::EBUSY) => Error::Busy {
                     uuid: uuid.to_string(),
                     holders: Vec::new(),
                     driver_refused: true,
                 },
-                Some(2) => return Ok(inst), // already gone
+                Some(libc::ENOENT) => return Ok(inst), // already gone
                 _ => Error::io_doing(remove, "write", e),
             });
         }
@@ -821,6 +821,70 @@ impl Gvtctl {
             });
         }
         Ok(inst)
+    }
+
+    // ---- statistics ------------------------------------------------------------------
+
+    /// Read `gvt/stats` of every active gvt-rs vGPU (or only `uuid`), with the time
+    /// ([`Sysfs::now_ns`]) and the holders. A `uuid` that is not active, or has no
+    /// `gvt/stats` (not a gvt-rs vGPU), is an error.
+    pub fn sample(&self, uuid: Option<&Uuid>) -> Result<crate::stats::Sample, Error> {
+        use crate::stats::{Sample, StatsText, VgpuSample};
+        let uuids = match uuid {
+            Some(u) => {
+                if self.read_active(u).is_none() {
+                    // Defined but stopped is "not active"; unknown is "unknown".
+                    let i = self.instance(u)?;
+                    return Err(Error::NotActive {
+                        uuid: u.to_string(),
+                        parent: i.parent,
+                    });
+                }
+                if !self.fs.exists(&self.dev_dir(u).join("gvt/stats")) {
+                    return Err(Error::InvalidArgument(format!(
+                        "{u} has no gvt/stats: it is not a gvt-rs vGPU"
+                    )));
+                }
+                vec![*u]
+            }
+            None => self.active_uuids(),
+        };
+        let at_ns = self.fs.now_ns();
+        let mut actives = Vec::new();
+        let mut texts = Vec::new();
+        for u in uuids {
+            let gdir = self.dev_dir(&u).join("gvt");
+            let Some(text) = self.read_attr(&gdir.join("stats")) else {
+                continue;
+            };
+            let Some(a) = self.read_active(&u) else {
+                continue;
+            };
+            let weight = self
+                .read_attr(&gdir.join("weight"))
+                .and_then(|w| w.trim().parse().ok());
+            texts.push((text, weight));
+            actives.push((u, a));
+        }
+        let scan = self.scan_nodes(&actives);
+        let vgpus = actives
+            .into_iter()
+            .zip(texts)
+            .map(|((u, a), (text, weight))| VgpuSample {
+                uuid: u,
+                holders: scan
+                    .holders
+                    .iter()
+                    .filter(|h| a.nodes.contains(&h.node))
+                    .cloned()
+                    .collect(),
+                parent: a.parent,
+                type_id: a.type_id,
+                weight,
+                stats: StatsText::parse(&text),
+            })
+            .collect();
+        Ok(Sample { at_ns, vgpus })
     }
 
     // ---- definitions -----------------------------------------------------------------
@@ -874,8 +938,8 @@ impl Gvtctl {
             check_name("type", t)?;
         }
         let uuid = match &req.uuid {
-            Some(u) => u.clone(),
-            None => Uuid::new_v4()?,
+            Some(u) => *u,
+            None => Uuid::new_v4(),
         };
         if let Some(d) = self.definitions_of(&uuid, None).into_iter().next() {
             return Err(Error::AlreadyDefined {
@@ -939,6 +1003,126 @@ impl Gvtctl {
         Ok(def)
     }
 
+    /// Definition files that were skipped as damaged (empty, truncated, not JSON).
+    pub fn damaged_definitions(&self) -> Vec<defs::DamagedDefinition> {
+        defs::scan(self.fs.as_ref(), &self.root, None).damaged
+    }
+
+    /// `define --jsonfile`: a definition from a body in mdevctl's format (`mdev_type`,
+    /// `start`, `attrs`, as `mdevctl define --jsonfile` takes it). The parent is
+    /// `parent`, or the running device's when `uuid` is active; each attribute must be
+    /// one a definition may set (as for `define`/`start`), and on a present parent the type
+    /// must exist.
+    pub fn define_from_json(
+        &self,
+        uuid: Option<Uuid>,
+        parent: Option<&str>,
+        text: &str,
+        file: &Path,
+    ) -> Result<Definition, Error> {
+        let uuid = uuid.unwrap_or_else(Uuid::new_v4);
+        let active = self.read_active(&uuid);
+        let parent = match (parent, &active) {
+            (Some(p), Some(a)) if p != a.parent => {
+                return Err(Error::InvalidArgument(format!(
+                    "{uuid} is active on {}, not {p}",
+                    a.parent
+                )))
+            }
+            (Some(p), _) => p.to_string(),
+            (None, Some(a)) => a.parent.clone(),
+            (None, None) => {
+                return Err(Error::InvalidArgument(
+                    "--jsonfile needs --parent (or the UUID of an active device)".into(),
+                ))
+            }
+        };
+        check_name("parent", &parent)?;
+        if let Some(d) = self.definitions_of(&uuid, None).into_iter().next() {
+            return Err(Error::AlreadyDefined {
+                uuid: uuid.to_string(),
+                path: PathBuf::from(d.path),
+            });
+        }
+        let mut def = Definition::from_mdevctl_json(uuid, &parent, text, file, String::new())?;
+        check_name("type", &def.mdev_type)?;
+        for (k, _) in &def.attrs {
+            attr_allowed(k).map_err(|why| Error::InvalidDefinition {
+                path: file.to_path_buf(),
+                reason: why,
+            })?;
+        }
+        if self.parent_names().contains(&parent) {
+            self.select_type(Some(&parent), Some(&def.mdev_type), &PartitionRequest::default(), false, false)?;
+        }
+        let path = defs::store(self.fs.as_ref(), &self.root, &def)?;
+        def.path = defs::host_path(&self.root, &path);
+        Ok(def)
+    }
+
+    /// `modify`: set attributes of a definition (generic `path=value`, as mdevctl's
+    /// `--addattr`): a key already there gets the new value in its place, a new key is
+    /// appended (attributes are written in order at start). `start`, when given, changes
+    /// the start mode too.
+    pub fn modify(
+        &self,
+        uuid: &Uuid,
+        parent: Option<&str>,
+        attrs: &[(String, String)],
+        start: Option<StartMode>,
+    ) -> Result<Definition, Error> {
+        for (k, _) in attrs {
+            attr_allowed(k).map_err(Error::InvalidArgument)?;
+        }
+        let mut d = self.one_definition(uuid, parent)?;
+        for (k, v) in attrs {
+            match d.attrs.iter_mut().find(|(dk, _)| dk == k) {
+                Some(slot) => slot.1 = v.clone(),
+                None => d.attrs.push((k.clone(), v.clone())),
+            }
+        }
+        if let Some(s) = start {
+            d.start = s;
+        }
+        defs::store(self.fs.as_ref(), &self.root, &d)?;
+        Ok(d)
+    }
+
+    /// `modify --live`: write attributes of the running device, in order, each in one
+    /// `write(2)` confined to the device directory ([`Sysfs::write_attr`]); the driver
+    /// takes them at once (gvt-rs: `gvt/weight` moves the scheduler's shares from its
+    /// next period, `gvt/dmabuf` applies to the next display query). The definition, if
+    /// any, is left as it is. Stops at the first attribute the device refuses.
+    pub fn modify_live(&self, uuid: &Uuid, attrs: &[(String, String)]) -> Result<Instance, Error> {
+        for (k, _) in attrs {
+            attr_allowed(k).map_err(Error::InvalidArgument)?;
+        }
+        if self.read_active(uuid).is_none() {
+            return Err(Error::UnknownUuid {
+                uuid: uuid.to_string(),
+            });
+        }
+        let dev = self.dev_dir(uuid);
+        for (k, v) in attrs {
+            log::info!("{uuid}: writing {} = {}", escape(k), escape(v));
+            self.fs
+                .write_attr(&dev, k, v.as_bytes())
+                .map_err(|e| Error::AttrFailed {
+                    uuid: uuid.to_string(),
+                    attr: k.clone(),
+                    value: v.clone(),
+                    reason: match e.raw_os_error() {
+                        Some(libc::EINVAL) => "the driver refused the value (EINVAL)".to_string(),
+                        Some(libc::EACCES) | Some(libc::EPERM) => {
+                            "not writable (a read-only attribute, or not root)".to_string()
+                        }
+                        _ => self.attr_error(&dev, k, e),
+                    },
+                })?;
+        }
+        self.instance(uuid)
+    }
+
     /// Delete definitions of `uuid` (all parents, or one). Active devices keep running.
     pub fn undefine(&self, uuid: &Uuid, parent: Option<&str>) -> Result<Vec<Definition>, Error> {
         let ds = self.definitions_of(uuid, parent);
@@ -951,7 +1135,7 @@ impl Gvtctl {
         for d in &ds {
             let p = defs::config_base(&self.root)
                 .join(&d.parent)
-                .join(d.uuid.as_str());
+                .join(d.uuid.as_string());
             self.fs
                 .remove_file(&p)
                 .map_err(|e| Error::io_doing(&p, "remove", e))?;
@@ -1034,7 +1218,7 @@ impl Gvtctl {
             .into_iter()
             .filter_map(|n| Uuid::parse(&n).ok())
             .filter(|u| {
-                self.link_name(&dir.join(u.as_str()).join("mdev_type"))
+                self.link_name(&dir.join(u.as_string()).join("mdev_type"))
                     .is_some_and(|t| TypeKind::of(&t) == TypeKind::GvtRs)
             })
             .collect()

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 /// An existing vGPU, as shown when resources are exhausted.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct ExistingInstance {
     pub uuid: String,
     pub parent: String,
@@ -239,6 +239,97 @@ impl Error {
             Error::InvalidArgument(_) => "invalid-argument",
             Error::Io { .. } => "io",
         }
+    }
+}
+
+/// The facts behind an error, for `--json` (`error.details`): what a program needs to
+/// act on it without parsing the message. Only the fields that apply are present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
+pub struct ErrorDetails {
+    /// The partition asked for (no-type-fits).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<PartitionRequest>,
+    /// Types that are offered (no-type-fits) or still have room (exhausted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub free_types: Option<Vec<TypeSummary>>,
+    /// The vGPUs that use the room, with their holders (exhausted).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub existing: Option<Vec<ExistingInstance>>,
+    /// The processes holding the vGPU (busy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub holders: Option<Vec<Holder>>,
+    /// Whether the driver itself refused (busy).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub driver_refused: Option<bool>,
+    /// The parents or types present (unknown-parent, unknown-type).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub present: Option<Vec<String>>,
+    /// The file or path concerned (invalid-definition, permission-denied, io).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The UUID concerned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+}
+
+impl Error {
+    /// The structured facts of this error ([`ErrorDetails`]); `None` when the message
+    /// says it all.
+    pub fn details(&self) -> Option<ErrorDetails> {
+        let d = ErrorDetails::default();
+        let path = |p: &std::path::Path| Some(p.display().to_string());
+        Some(match self {
+            Error::NoTypeFits {
+                request, offered, ..
+            } => ErrorDetails {
+                request: Some(*request),
+                free_types: Some(offered.clone()),
+                ..d
+            },
+            Error::Exhausted { left, existing, .. } => ErrorDetails {
+                free_types: Some(left.clone()),
+                existing: Some(existing.clone()),
+                ..d
+            },
+            Error::Busy {
+                uuid,
+                holders,
+                driver_refused,
+            } => ErrorDetails {
+                uuid: Some(uuid.clone()),
+                holders: Some(holders.clone()),
+                driver_refused: Some(*driver_refused),
+                ..d
+            },
+            Error::UnknownParent { present, .. } | Error::UnknownType { present, .. } => {
+                ErrorDetails {
+                    present: Some(present.clone()),
+                    ..d
+                }
+            }
+            Error::InvalidDefinition { path: p, .. }
+            | Error::PermissionDenied { path: p, .. }
+            | Error::Io { path: p, .. } => ErrorDetails { path: path(p), ..d },
+            Error::UnknownUuid { uuid }
+            | Error::NotDefined { uuid, .. }
+            | Error::NotActive { uuid, .. }
+            | Error::AlreadyExists { uuid, .. }
+            | Error::Timeout { uuid, .. }
+            | Error::CreateRefused { uuid, .. }
+            | Error::AttrFailed { uuid, .. } => ErrorDetails {
+                uuid: Some(uuid.clone()),
+                ..d
+            },
+            Error::AlreadyDefined { uuid, path: p } => ErrorDetails {
+                uuid: Some(uuid.clone()),
+                path: path(p),
+                ..d
+            },
+            Error::NoParent { .. }
+            | Error::InvalidUuid { .. }
+            | Error::InvalidSize { .. }
+            | Error::InvalidArgument(_) => return None,
+        })
     }
 }
 

@@ -1,8 +1,8 @@
-//! A simulated mdev core over a plain directory tree (a fake sysfs), for tests and
-//! demos without the driver (not the GPU model, gvt-core's `sim.rs`). [`init`]
-//! builds a tree with parents shaped like gvt-rs (`gvt-sim0`), i915
+//! A fake mdev sysfs tree (the kernel's mdev core simulated over a plain directory tree;
+//! not the GPU model, which is gvt-core's `sim.rs`), for tests and demos without the
+//! driver. [`init`] builds a tree with parents shaped like gvt-rs (`gvt-sim0`), i915
 //! GVT-g (`0000:00:02.0`, its four `i915-GVTg_V5_*` types) and the `mtty` sample;
-//! [`SimMdevCore`] is a [`Sysfs`] that reacts to writes as the kernel does:
+//! [`FakeMdevSysfs`] is a [`Sysfs`] that reacts to writes as the kernel does:
 //!
 //! - `<type>/create` ← UUID: EINVAL for a bad UUID, EEXIST if taken, ENOSPC when
 //!   `available_instances` is 0; otherwise makes the device directory (with `mdev_type`,
@@ -43,21 +43,17 @@ fn errno(n: i32) -> io::Error {
     io::Error::from_raw_os_error(n)
 }
 
-const EEXIST: i32 = 17;
-const EINVAL: i32 = 22;
-const EACCES: i32 = 13;
-const EBUSY: i32 = 16;
-const ENOSPC: i32 = 28;
+use libc::{EACCES, EBUSY, EEXIST, EINVAL, ENOSPC};
 
 /// The simulated mdev core.
-pub struct SimMdevCore {
+pub struct FakeMdevSysfs {
     root: PathBuf,
 }
 
-impl SimMdevCore {
-    pub fn new(root: &Path) -> SimMdevCore {
+impl FakeMdevSysfs {
+    pub fn new(root: &Path) -> FakeMdevSysfs {
         let root = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-        SimMdevCore { root }
+        FakeMdevSysfs { root }
     }
 
     fn canon(&self, p: &Path) -> io::Result<PathBuf> {
@@ -82,7 +78,7 @@ impl SimMdevCore {
             .to_path_buf();
         let type_id = file_name(type_dir);
         let bus = self.root.join("sys/bus/mdev/devices");
-        if bus.join(uuid.as_str()).symlink_metadata().is_ok() {
+        if bus.join(uuid.as_string()).symlink_metadata().is_ok() {
             return Err(errno(EEXIST));
         }
         if type_dir.join(".sim-no-device").exists() {
@@ -95,7 +91,7 @@ impl SimMdevCore {
         if avail == 0 {
             return Err(errno(ENOSPC));
         }
-        let dev = parent_dir.join(uuid.as_str());
+        let dev = parent_dir.join(uuid.as_string());
         // gvt-rs places the partition before anything becomes visible (ENOSPC when the
         // free space is fragmented or gone, whatever available_instances said).
         let gvt_attrs = if type_id.starts_with("gvt_rs-") {
@@ -119,7 +115,7 @@ impl SimMdevCore {
         std::fs::create_dir_all(gdir.join("devices"))?;
         symlink(
             rel(&gdir.join("devices"), &dev),
-            gdir.join("devices").join(uuid.as_str()),
+            gdir.join("devices").join(uuid.as_string()),
         )?;
         symlink(rel(&dev, &gdir), dev.join("iommu_group"))?;
         std::fs::create_dir_all(self.root.join("dev/vfio"))?;
@@ -127,10 +123,10 @@ impl SimMdevCore {
         std::fs::create_dir_all(type_dir.join("devices"))?;
         symlink(
             rel(&type_dir.join("devices"), &dev),
-            type_dir.join("devices").join(uuid.as_str()),
+            type_dir.join("devices").join(uuid.as_string()),
         )?;
         std::fs::create_dir_all(&bus)?;
-        symlink(rel(&bus, &dev), bus.join(uuid.as_str()))?;
+        symlink(rel(&bus, &dev), bus.join(uuid.as_string()))?;
         if let Some(attrs) = gvt_attrs {
             let g = dev.join("gvt");
             std::fs::create_dir(&g)?;
@@ -224,7 +220,85 @@ impl SimMdevCore {
     }
 }
 
-impl Sysfs for SimMdevCore {
+/// The simulated clock: `<root>/.sim-clock`, nanoseconds.
+const CLOCK: &str = ".sim-clock";
+/// A device's programmed load: `<device>/.sim-load`, `name per-second-increase` lines.
+const LOAD: &str = ".sim-load";
+
+impl FakeMdevSysfs {
+    /// One simulated second passes: the clock advances by 10^9 ns and every device's
+    /// `gvt/stats` counters grow by its programmed load ([`set_load`]).
+    fn tick(&self) -> io::Result<u64> {
+        let clock = self.root.join(CLOCK);
+        let now = std::fs::read_to_string(&clock)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            .saturating_add(1_000_000_000);
+        crate::sysfs::write_atomically(&clock, now.to_string().as_bytes())?;
+        let bus = self.root.join("sys/bus/mdev/devices");
+        for name in names(&bus) {
+            let Ok(dev) = self.canon(&bus.join(&name)) else {
+                continue;
+            };
+            let (Ok(load), Ok(stats)) = (
+                std::fs::read_to_string(dev.join(LOAD)),
+                std::fs::read_to_string(dev.join("gvt/stats")),
+            ) else {
+                continue;
+            };
+            let load: BTreeMap<&str, &str> = load
+                .lines()
+                .filter_map(|l| l.trim().split_once(' '))
+                .collect();
+            let moved: Vec<String> = stats
+                .lines()
+                .map(|l| match l.split_once(' ') {
+                    Some((k, v)) => match (v.parse::<u64>(), load.get(k)) {
+                        (Ok(n), Some(add)) => match add.trim().parse::<u64>() {
+                            Ok(add) => format!("{k} {}", n.saturating_add(add)),
+                            Err(_) => l.to_string(),
+                        },
+                        // A text value (`state running`) is set as it is.
+                        (Err(_), Some(to)) => format!("{k} {}", to.trim()),
+                        _ => l.to_string(),
+                    },
+                    None => l.to_string(),
+                })
+                .collect();
+            replace_file(&dev.join("gvt/stats"), &moved.join("\n"))?;
+        }
+        Ok(now)
+    }
+}
+
+/// Replace a (possibly read-only) file's content, keeping its mode.
+fn replace_file(path: &Path, text: &str) -> io::Result<()> {
+    let mode = std::fs::metadata(path)?.permissions();
+    crate::sysfs::write_atomically(path, text.as_bytes())?;
+    std::fs::set_permissions(path, mode)
+}
+
+/// Program device `uuid`'s load: each simulated second ([`FakeMdevSysfs`]'s `now_ns`)
+/// adds `per_s` to the named `gvt/stats` counters (`rcs_time_ns 400000000` is 40% of
+/// the render engine), and sets text values (`state running`).
+pub fn set_load(root: &Path, uuid: &Uuid, per_s: &[(String, String)]) -> io::Result<()> {
+    let dev = root.join("sys/bus/mdev/devices").join(uuid.as_string());
+    if !dev.join("gvt/stats").is_file() {
+        return Err(errno(libc::ENOENT));
+    }
+    let text: String = per_s.iter().map(|(k, v)| format!("{k} {v}\n")).collect();
+    std::fs::write(dev.join(LOAD), text)
+}
+
+impl Sysfs for FakeMdevSysfs {
+    /// The simulated clock: each reading is one simulated second after the previous one
+    /// (and moves the counters, see [`set_load`]), so statistics are exact and need no
+    /// waiting.
+    fn now_ns(&self) -> u64 {
+        self.tick().unwrap_or(0)
+    }
+
     fn read_to_string(&self, path: &Path) -> io::Result<String> {
         let m = std::fs::metadata(path)?;
         if m.is_file() && m.permissions().mode() & 0o444 == 0 {
@@ -677,10 +751,27 @@ pub fn init(root: &Path, fixtures: &[Fixture]) -> io::Result<()> {
 /// `stat` through it reaches that file, as through the kernel's magic link), opened
 /// read-write.
 pub fn hold(root: &Path, pid: u32, command: &str, node: &str) -> io::Result<()> {
+    hold_as_vm(root, pid, command, None, node)
+}
+
+/// [`hold`], by a QEMU whose command line names its VM `vm_name` (as libvirt starts
+/// it: `-name guest=NAME,debug-threads=on`).
+pub fn hold_as_vm(
+    root: &Path,
+    pid: u32,
+    command: &str,
+    vm_name: Option<&str>,
+    node: &str,
+) -> io::Result<()> {
     let p = root.join("proc").join(pid.to_string());
     std::fs::create_dir_all(p.join("fd"))?;
     std::fs::create_dir_all(p.join("fdinfo"))?;
     std::fs::write(p.join("comm"), format!("{command}\n"))?;
+    let mut cmdline = format!("/usr/bin/{command}\0");
+    if let Some(n) = vm_name {
+        cmdline.push_str(&format!("-name\0guest={n},debug-threads=on\0"));
+    }
+    std::fs::write(p.join("cmdline"), cmdline)?;
     let n = (names(&p.join("fd")).len() + 3).to_string();
     let target = std::fs::canonicalize(root)?.join(node.trim_start_matches('/'));
     symlink(target, p.join("fd").join(&n))?;

@@ -16,6 +16,15 @@
 //! unreadable), the process is reported as a [`PossibleHolder`] with the reason, not as
 //! a holder: gvtctl says it is unsure instead of refusing on evidence it cannot check.
 //! Process names are escaped ([`crate::escape`]) when read.
+//!
+//! The `procfs` crate lists the processes and reads a holder's command line (for the VM
+//! name it was given, [`vm_name`]). Three pieces stay hand-written, because `procfs`
+//! cannot keep their properties: the descriptor comparison (`procfs` gives a
+//! descriptor's link *text*, which is what the namespace trick forges; the comparison
+//! needs `stat` through the magic link, done through [`Sysfs::file_id`]), the `O_PATH`
+//! test (`procfs` does not parse the `flags:` line of `fdinfo`), and the process name
+//! (`procfs` decodes `comm` into a `String`, replacing bytes that are not UTF-8, while
+//! the escaping shows them as they are, `\xNN`).
 
 use crate::escape::escape_bytes;
 use crate::sysfs::{FileId, Sysfs};
@@ -23,7 +32,7 @@ use serde::Serialize;
 use std::path::{Path, PathBuf};
 
 /// A process holding a VFIO node open.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Holder {
     pub pid: u32,
     /// `/proc/<pid>/comm`, escaped ([`crate::escape::escape_bytes`]: control characters,
@@ -32,10 +41,51 @@ pub struct Holder {
     pub command: String,
     /// The node it holds (`/dev/vfio/12`), as this host names it.
     pub node: String,
+    /// The VM's name from its command line (QEMU's `-name NAME` or
+    /// `-name guest=NAME,...`, as libvirt passes it), escaped; `None` when it has none.
+    pub vm_name: Option<String>,
+}
+
+/// The VM name in a VMM's command line: QEMU's `-name` (`-name vm1`,
+/// `-name guest=vm1,debug-threads=on`, also `--name` and `-name=vm1`). Its owner
+/// chooses it: the result is escaped.
+pub fn vm_name(cmdline: &[String]) -> Option<String> {
+    let mut args = cmdline.iter().skip(1);
+    while let Some(a) = args.next() {
+        let value = match a.as_str() {
+            "-name" | "--name" => args.next()?.clone(),
+            _ => match a.strip_prefix("-name=").or_else(|| a.strip_prefix("--name=")) {
+                Some(v) => v.to_string(),
+                None => continue,
+            },
+        };
+        // QEMU's option syntax: `guest=NAME,...` or `NAME,...`; `,,` is a literal comma.
+        let mut name = String::new();
+        let mut chars = value.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == ',' {
+                if chars.peek() == Some(&',') {
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            name.push(c);
+        }
+        let name = name.strip_prefix("guest=").unwrap_or(&name).to_string();
+        return (!name.is_empty()).then(|| crate::escape::escape(&name).into_owned());
+    }
+    None
+}
+
+/// The VM name of process `pid` (its command line through `procfs`).
+fn vm_name_of(proc_dir: &Path, pid: u32) -> Option<String> {
+    let p = procfs::process::Process::new_with_root(proc_dir.join(pid.to_string())).ok()?;
+    vm_name(&p.cmdline().ok()?)
 }
 
 /// A process that may hold a VFIO node, which could not be verified.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PossibleHolder {
     pub pid: u32,
     /// Escaped as in [`Holder::command`].
@@ -104,15 +154,18 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
         .map(|n| (n, fs.file_id(&rooted(root, n)).map_err(|e| e.to_string())))
         .collect();
     let proc_dir = root.join("proc");
-    let Ok(pids) = fs.read_dir(&proc_dir) else {
+    let Ok(procs) = procfs::process::all_processes_with_root(&proc_dir) else {
         out.incomplete = true;
         return out;
     };
-    for name in pids {
-        let Ok(pid) = name.parse::<u32>() else {
-            continue;
-        };
-        let pdir = proc_dir.join(&name);
+    // Numeric entries only (`procfs` skips the rest); one that vanished is skipped later.
+    let mut pids: Vec<u32> = procs
+        .filter_map(|p| p.ok())
+        .filter_map(|p| u32::try_from(p.pid()).ok())
+        .collect();
+    pids.sort_unstable();
+    for pid in pids {
+        let pdir = proc_dir.join(pid.to_string());
         let fds = match fs.read_dir(&pdir.join("fd")) {
             Ok(f) => f,
             Err(e) => {
@@ -167,6 +220,7 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
                                 pid,
                                 command: command(),
                                 node: (*node).clone(),
+                                vm_name: vm_name_of(&proc_dir, pid),
                             }),
                             // Closed, or the process is gone: it holds nothing now.
                             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -212,6 +266,25 @@ pub fn scan(fs: &dyn Sysfs, root: &Path, nodes: &[String]) -> Scan {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_names_from_command_lines() {
+        let v = |a: &[&str]| vm_name(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(v(&["qemu", "-m", "1G", "-name", "vm1"]).as_deref(), Some("vm1"));
+        assert_eq!(
+            v(&["qemu", "-name", "guest=web,debug-threads=on", "-S"]).as_deref(),
+            Some("web")
+        );
+        assert_eq!(v(&["qemu", "-name", "a,,b,process=x"]).as_deref(), Some("a,b"));
+        assert_eq!(v(&["qemu", "--name=db"]).as_deref(), Some("db"));
+        assert_eq!(v(&["qemu", "-name", "evil\x1b[2J"]).as_deref(), Some("evil\\x1b[2J"));
+        assert_eq!(v(&["qemu", "-name", "a\\b"]).as_deref(), Some("a\\\\b"));
+        assert_eq!(v(&["-name", "first-arg-is-the-program"]), None);
+        assert_eq!(v(&["qemu", "-name"]), None);
+        assert_eq!(v(&["qemu", "-name", ""]), None);
+        assert_eq!(v(&["cloud-hypervisor", "--api-socket", "x"]), None);
+        assert_eq!(v(&[]), None);
+    }
 
     #[test]
     fn fdinfo_flags() {

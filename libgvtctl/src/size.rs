@@ -1,15 +1,19 @@
-//! Sizes as users type them (`512M`, `1G`, `0x20000000`, `536870912`) and as gvtctl
-//! prints them (the largest binary unit that divides the value exactly).
+//! Sizes as users type them (`512M`, `1.5G`, `2GiB`, `0x20000000`, `536870912`) and as
+//! gvtctl prints them (the largest binary unit that divides the value exactly). One parser
+//! serves the command line and the GVT type descriptions (`low_gm_size: 512MB`).
 //!
-//! Units are binary (K = 1024), like GVT-g's `low_gm_size: 512MB` which means MiB.
+//! Units are binary (K = 1024, and `MB` means MiB), like GVT-g's `low_gm_size: 512MB`.
+//! The decimal forms are the `parse-size` crate's; hexadecimal byte counts are ours.
 
 use crate::error::Error;
 
-/// The forms [`parse_size`] accepts; quoted in every error it returns.
+/// The forms [`parse_size()`] accepts; quoted in every error it returns.
 pub const ACCEPTED_SIZE_FORMS: &str = "a byte count (536870912), hex bytes (0x20000000), or a \
-number with a binary unit K, M or G (512M, 1G, 64K; case-insensitive, 'MiB'/'MB' also accepted)";
+number, decimals allowed, with a binary unit K, M, G or T (512M, 1.5G, 2GiB, 64K; \
+case-insensitive, 'MiB'/'MB' also accepted, both meaning 2^20)";
 
 /// Parse a size in bytes. Never panics; overflow and junk are [`Error::InvalidSize`].
+/// A fraction of a byte is rounded to the nearest byte (`0.5K` is 512, `1.5G` exact).
 pub fn parse_size(input: &str) -> Result<u64, Error> {
     let bad = |reason: &str| Error::InvalidSize {
         input: input.to_string(),
@@ -25,25 +29,17 @@ pub fn parse_size(input: &str) -> Result<u64, Error> {
         }
         return u64::from_str_radix(hex, 16).map_err(|_| bad("too large"));
     }
-    let digits_end = s
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(digits_end);
-    if num.is_empty() {
+    if !s.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
         return Err(bad("does not start with a number"));
     }
-    let value: u64 = num.parse().map_err(|_| bad("too large"))?;
-    let shift = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 0,
-        "k" | "kb" | "kib" => 10,
-        "m" | "mb" | "mib" => 20,
-        "g" | "gb" | "gib" => 30,
-        _ => return Err(bad("unknown unit")),
-    };
-    value
-        .checked_mul(1u64 << shift)
-        .ok_or_else(|| bad("too large"))
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s)
+        .map_err(|e| match e {
+            parse_size::Error::PosOverflow => bad("too large"),
+            parse_size::Error::Empty => bad("no number"),
+            _ => bad("not a number with a known unit"),
+        })
 }
 
 /// Print a size with the largest unit that divides it exactly: `512M`, `1G`, `4K`, `100`.
@@ -77,6 +73,13 @@ mod tests {
         assert_eq!(parse_size("536870912").unwrap(), 512 << 20);
         assert_eq!(parse_size(" 2M ").unwrap(), 2 << 20);
         assert_eq!(parse_size("0").unwrap(), 0);
+        // Decimals, as users type them (issue 16: `1.5G` was "unknown unit").
+        assert_eq!(parse_size("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_size("2GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("0.5K").unwrap(), 512);
+        assert_eq!(parse_size("1.25 MiB").unwrap(), 1280 << 10);
+        assert_eq!(parse_size("1T").unwrap(), 1 << 40);
+        assert_eq!(parse_size("512mb").unwrap(), 512 << 20);
     }
 
     #[test]
@@ -88,11 +91,15 @@ mod tests {
             "0x",
             "0xZZ",
             "-1",
-            "1.5G",
+            "+1",
+            "1.5.5G",
+            "G1",
+            "1Q",
+            "1 X",
             "99999999999999999999",
             "0x1ffffffffffffffff",
             "17179869184G",
-            "1 T",
+            "99999999999999999999999E",
             "é",
         ] {
             let e = parse_size(bad).unwrap_err();

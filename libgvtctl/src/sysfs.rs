@@ -1,6 +1,6 @@
 //! The filesystem seam. The library touches sysfs, `/dev`, `/proc` and `/etc` only
 //! through [`Sysfs`], so tests (and `gvtctl --root` on a tree made by `gvtctl sim init`)
-//! can put a simulated mdev core ([`crate::fake_sysfs::SimMdevCore`]) behind the same calls
+//! can put a simulated mdev core ([`crate::fake_sysfs::FakeMdevSysfs`]) behind the same calls
 //! the real kernel answers.
 
 use std::io;
@@ -64,7 +64,8 @@ pub trait Sysfs {
     fn read_to_string(&self, path: &Path) -> io::Result<String>;
     /// Write `data` to an existing sysfs attribute in one `write(2)`; never creates it.
     fn write(&self, path: &Path, data: &[u8]) -> io::Result<()>;
-    /// Create or replace a regular file (definitions in `/etc/mdevctl.d`).
+    /// Create or replace a regular file (definitions in `/etc/mdevctl.d`), atomically:
+    /// a reader sees the old content or the whole new one ([`write_atomically`]).
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()>;
     /// Names of the entries of a directory (non-UTF-8 names are skipped), sorted.
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>>;
@@ -85,6 +86,13 @@ pub trait Sysfs {
     /// `mdev_type`, `iommu_group`, `driver` or `subsystem` links.
     fn write_attr(&self, dev: &Path, attr: &str, data: &[u8]) -> io::Result<()> {
         write_once(&open_beneath(dev, attr)?, data)
+    }
+    /// Nanoseconds on a monotonic clock (only differences mean anything): the time of
+    /// a statistics reading ([`crate::stats`]).
+    fn now_ns(&self) -> u64 {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(std::time::Instant::now);
+        u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
     }
     fn exists(&self, path: &Path) -> bool;
     fn is_dir(&self, path: &Path) -> bool;
@@ -160,6 +168,33 @@ pub fn write_once(mut f: &std::fs::File, data: &[u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Create or replace `path` so that a reader sees the old file or the whole new one,
+/// never an empty or partial one, even across a crash: the data goes to a hidden
+/// temporary file in the same directory (`.<name>.XXXXXX`, a name that is no UUID, so
+/// neither gvtctl nor mdevctl takes it for a definition), is flushed to disk, and is
+/// renamed over `path`; the directory is flushed last, which makes the rename durable.
+/// The file gets mode 0644, as mdevctl's have.
+pub fn write_atomically(path: &Path, data: &[u8]) -> io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o644))?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// The real filesystem (what the kernel's sysfs answers on a host).
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealSysfs;
@@ -178,7 +213,7 @@ impl Sysfs for RealSysfs {
     }
 
     fn write_file(&self, path: &Path, data: &[u8]) -> io::Result<()> {
-        std::fs::write(path, data)
+        write_atomically(path, data)
     }
 
     fn read_dir(&self, path: &Path) -> io::Result<Vec<String>> {
@@ -216,6 +251,28 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
     use std::process::Command;
+
+    #[test]
+    fn atomic_writes_replace_whole_files_and_leave_nothing_behind() {
+        use std::os::unix::fs::PermissionsExt;
+        let t = tempfile::tempdir().unwrap();
+        let p = t.path().join("83b8f4f2-509f-382f-3c1e-e6bfe0fa1001");
+        write_atomically(&p, b"first").unwrap();
+        let ino = std::fs::metadata(&p).unwrap().ino();
+        write_atomically(&p, b"second, longer").unwrap();
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "second, longer");
+        // A new inode took the name (rename), the old one was never written in place.
+        assert_ne!(std::fs::metadata(&p).unwrap().ino(), ino);
+        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
+        assert_eq!(names.len(), 1);
+        // A failure leaves the old file as it was.
+        std::fs::create_dir(t.path().join("dir")).unwrap();
+        assert!(write_atomically(&t.path().join("dir"), b"x").is_err());
+        assert!(t.path().join("dir").is_dir());
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 2);
+        assert!(write_atomically(&t.path().join("none/x"), b"x").is_err());
+    }
 
     #[test]
     fn open_beneath_follows_no_link_below_the_directory() {

@@ -13,7 +13,7 @@ use std::fmt;
 
 /// Which family a type belongs to, from the driver prefix of its directory name
 /// (`<driver>-<name>`, as the mdev core builds it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum TypeKind {
     /// `gvt_rs-GVTsim_64M`: gvt-rs.
@@ -37,7 +37,7 @@ impl TypeKind {
 }
 
 /// The graphics-memory partition a GVT type (gvt-rs or GVT-g) gives each instance.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Partition {
     /// Mappable ("low") graphics memory, CPU-visible through the aperture BAR, bytes.
     pub aperture: u64,
@@ -103,27 +103,13 @@ impl fmt::Display for Partition {
     }
 }
 
-/// GVT-g prints sizes as `%dMB` (meaning MiB); accept KB/MB/GB and plain bytes.
+/// GVT-g prints sizes as `%dMB` (meaning MiB): the one size parser reads them.
 fn parse_gvt_size(v: &str) -> Option<u64> {
-    let v = v.trim();
-    let digits_end = v
-        .bytes()
-        .position(|b| !b.is_ascii_digit())
-        .unwrap_or(v.len());
-    let (num, unit) = v.split_at(digits_end);
-    let n: u64 = num.parse().ok()?;
-    let shift = match unit.trim().to_ascii_uppercase().as_str() {
-        "" | "B" => 0,
-        "K" | "KB" | "KIB" => 10,
-        "M" | "MB" | "MIB" => 20,
-        "G" | "GB" | "GIB" => 30,
-        _ => return None,
-    };
-    n.checked_mul(1u64 << shift)
+    crate::size::parse_size(v).ok()
 }
 
 /// What `gvtctl create --aperture/--high-gm/--fences` asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct PartitionRequest {
     pub aperture: Option<u64>,
     pub high_gm: Option<u64>,
@@ -157,7 +143,7 @@ impl fmt::Display for PartitionRequest {
 }
 
 /// One mdev type of one parent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct MdevType {
     /// Parent device name (`gvt-sim0`, `0000:00:02.0`, `mtty`).
     pub parent: String,
@@ -184,7 +170,7 @@ impl MdevType {
 }
 
 /// One line of a type listing used in error messages.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct TypeSummary {
     pub parent: String,
     #[serde(rename = "type")]

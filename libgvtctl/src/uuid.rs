@@ -1,65 +1,66 @@
-//! UUIDs of mediated devices: parsing (the kernel accepts any case, prints lower case)
-//! and random (version 4) generation from the kernel's CSPRNG.
+//! UUIDs of mediated devices, with the `uuid` crate: parsing in the one form the kernel
+//! takes (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, any case; printed lower case) and
+//! random (version 4) generation.
 
 use crate::error::Error;
 use std::fmt;
-use std::io::Read;
 
-/// A mediated device UUID, stored in the kernel's canonical lower-case hyphenated form.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(transparent)]
-pub struct Uuid(String);
+/// A mediated device UUID; displays in the kernel's canonical lower-case hyphenated form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Uuid(uuid::Uuid);
 
 impl Uuid {
-    /// Parse `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex digits, any case).
+    /// Parse `xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx` (hex digits, any case). The other
+    /// forms the `uuid` crate knows (simple, braced, URN) are refused: the mdev core's
+    /// `create` takes only this one, and device directories are named by it.
     pub fn parse(s: &str) -> Result<Uuid, Error> {
         let s = s.trim();
-        let ok = s.len() == 36
-            && s.bytes().enumerate().all(|(i, b)| match i {
-                8 | 13 | 18 | 23 => b == b'-',
-                _ => b.is_ascii_hexdigit(),
-            });
-        if ok {
-            Ok(Uuid(s.to_ascii_lowercase()))
-        } else {
-            Err(Error::InvalidUuid {
-                input: s.chars().take(80).collect(),
-            })
+        let bad = || Error::InvalidUuid {
+            input: s.chars().take(80).collect(),
+        };
+        if s.len() != 36 {
+            return Err(bad());
         }
+        uuid::Uuid::try_parse(s).map(Uuid).map_err(|_| bad())
     }
 
-    /// A random version-4 UUID (RFC 9562) from `/dev/urandom`.
-    pub fn new_v4() -> Result<Uuid, Error> {
-        let mut b = [0u8; 16];
-        std::fs::File::open("/dev/urandom")
-            .and_then(|mut f| f.read_exact(&mut b))
-            .map_err(|e| Error::io("/dev/urandom", e))?;
-        Ok(Self::from_random_bytes(b))
+    /// A random version-4 UUID (RFC 9562) from the operating system's CSPRNG.
+    pub fn new_v4() -> Uuid {
+        Uuid(uuid::Uuid::new_v4())
     }
 
     /// Stamp version 4 / variant 10 onto 16 random bytes.
-    pub fn from_random_bytes(mut b: [u8; 16]) -> Uuid {
-        b[6] = (b[6] & 0x0f) | 0x40;
-        b[8] = (b[8] & 0x3f) | 0x80;
-        let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-        Uuid(format!(
-            "{}-{}-{}-{}-{}",
-            &h[0..8],
-            &h[8..12],
-            &h[12..16],
-            &h[16..20],
-            &h[20..32]
-        ))
+    pub fn from_random_bytes(b: [u8; 16]) -> Uuid {
+        Uuid(uuid::Builder::from_random_bytes(b).into_uuid())
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// The canonical text (what `/sys/bus/mdev/devices/` names the device by).
+    pub fn as_string(&self) -> String {
+        self.to_string()
     }
 }
 
 impl fmt::Display for Uuid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        fmt::Display::fmt(&self.0.hyphenated(), f)
+    }
+}
+
+impl schemars::JsonSchema for Uuid {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Uuid".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$"
+        })
+    }
+}
+
+impl serde::Serialize for Uuid {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -70,7 +71,7 @@ mod tests {
     #[test]
     fn parse_normalises_case() {
         let u = Uuid::parse("83B8F4F2-509F-382F-3C1E-E6BFE0FA1001").unwrap();
-        assert_eq!(u.as_str(), "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001");
+        assert_eq!(u.to_string(), "83b8f4f2-509f-382f-3c1e-e6bfe0fa1001");
     }
 
     #[test]
@@ -91,14 +92,15 @@ mod tests {
     #[test]
     fn v4_has_version_and_variant() {
         let u = Uuid::from_random_bytes([0xff; 16]);
-        assert_eq!(u.as_str(), "ffffffff-ffff-4fff-bfff-ffffffffffff");
+        assert_eq!(u.to_string(), "ffffffff-ffff-4fff-bfff-ffffffffffff");
         let u = Uuid::from_random_bytes([0; 16]);
-        assert_eq!(u.as_str(), "00000000-0000-4000-8000-000000000000");
-        let a = Uuid::new_v4().unwrap();
-        let b = Uuid::new_v4().unwrap();
+        assert_eq!(u.to_string(), "00000000-0000-4000-8000-000000000000");
+        let a = Uuid::new_v4();
+        let b = Uuid::new_v4();
         assert_ne!(a, b);
-        assert_eq!(Uuid::parse(a.as_str()).unwrap(), a);
-        assert_eq!(&a.as_str()[14..15], "4");
-        assert!("89ab".contains(&a.as_str()[19..20]));
+        assert_eq!(Uuid::parse(&a.to_string()).unwrap(), a);
+        let t = a.to_string();
+        assert_eq!(&t[14..15], "4");
+        assert!("89ab".contains(&t[19..20]));
     }
 }

@@ -30,7 +30,7 @@ pub fn vmm_args(uuid: &Uuid, vmm: Vmm) -> String {
 }
 
 /// All three, as carried in JSON output.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct VmmArgs {
     pub qemu: String,
     pub cloud_hypervisor: String,

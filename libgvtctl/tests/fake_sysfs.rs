@@ -1,6 +1,6 @@
 //! The library against the simulated mdev core, and through a custom `Sysfs`.
 
-use libgvtctl::fake_sysfs::{self, Fixture, SimMdevCore};
+use libgvtctl::fake_sysfs::{self, Fixture, FakeMdevSysfs};
 use libgvtctl::*;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -125,7 +125,7 @@ fn start_auto_reports_each_definition() {
 }
 
 /// The real sysfs with /proc unreadable (not root): holders unknown, not "idle".
-struct NoProc(SimMdevCore);
+struct NoProc(FakeMdevSysfs);
 
 impl Sysfs for NoProc {
     fn read_to_string(&self, p: &Path) -> io::Result<String> {
@@ -164,7 +164,7 @@ impl Sysfs for NoProc {
 fn unreadable_proc_means_in_use_unknown() {
     let d = tempfile::tempdir().unwrap();
     fake_sysfs::init(d.path(), &[Fixture::GvtRs]).unwrap();
-    let ctl = Gvtctl::with_sysfs(d.path(), Box::new(NoProc(SimMdevCore::new(d.path()))));
+    let ctl = Gvtctl::with_sysfs(d.path(), Box::new(NoProc(FakeMdevSysfs::new(d.path()))));
     let i = ctl.create(&req(64)).unwrap();
     fake_sysfs::hold(d.path(), 99, "qemu", i.vfio_group_node.as_deref().unwrap()).unwrap();
     let i = ctl.instance(&i.uuid).unwrap();

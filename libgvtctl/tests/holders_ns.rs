@@ -38,6 +38,16 @@ fn fd3_reads(pid: u32, text: &str) -> bool {
     false
 }
 
+/// A tree whose `proc` is the host's `/proc` and whose `dev/vfio/0` is a file of ours.
+fn tree() -> (tempfile::TempDir, std::path::PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(d.path().join("dev/vfio")).unwrap();
+    std::os::unix::fs::symlink("/proc", d.path().join("proc")).unwrap();
+    let node = d.path().join("dev/vfio/0");
+    std::fs::write(&node, "").unwrap();
+    (d, node)
+}
+
 #[test]
 fn a_file_in_another_users_namespace_is_not_the_node() {
     let probe = Command::new("unshare")
@@ -58,12 +68,8 @@ fn a_file_in_another_users_namespace_is_not_the_node() {
             return;
         }
     }
-    let d = tempfile::tempdir().unwrap();
+    let (d, node) = tree();
     let root = d.path();
-    std::fs::create_dir_all(root.join("dev/vfio")).unwrap();
-    std::os::unix::fs::symlink("/proc", root.join("proc")).unwrap();
-    let node = root.join("dev/vfio/0");
-    std::fs::write(&node, "").unwrap();
     let mut kids = Kill(Vec::new());
     // The forger: its own /dev, its own /dev/vfio/0, held read-write on fd 3.
     let forger = Command::new("unshare")
@@ -157,4 +163,40 @@ fn a_file_in_another_users_namespace_is_not_the_node() {
     assert!(!pids.contains(&forger_pid), "{scan:?}");
     assert!(!pids.contains(&me), "{scan:?}");
     assert!(scan.holders.iter().all(|h| h.node == "/dev/vfio/1"));
+}
+
+/// The holder's VM name comes from its real command line (`procfs`): QEMU as libvirt
+/// starts it, `-name guest=NAME,debug-threads=on`. Here a shell holds the node on fd 3
+/// with those words among its arguments; its child (`sleep`, no `-name`) inherits the
+/// descriptor and holds it too, without a VM name.
+#[test]
+fn the_holders_vm_name_comes_from_its_command_line() {
+    let (d, node) = tree();
+    let root = d.path();
+    let mut kids = Kill(Vec::new());
+    let vmm = Command::new("sh")
+        .args([
+            "-c",
+            "exec 3<>\"$0\"; sleep 300",
+            &node.to_string_lossy(),
+            "-name",
+            "guest=web\u{1b}1,debug-threads=on",
+        ])
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = vmm.id();
+    kids.0.push(vmm);
+    assert!(fd3_reads(pid, &node.to_string_lossy()), "the holder did not start");
+    let scan = holders::scan(&RealSysfs, root, &["/dev/vfio/0".to_string()]);
+    let h = scan
+        .holders
+        .iter()
+        .find(|h| h.pid == pid)
+        .unwrap_or_else(|| panic!("{scan:?}"));
+    assert_eq!(h.vm_name.as_deref(), Some("web\\x1b1"), "escaped: {scan:?}");
+    assert!(
+        scan.holders.iter().filter(|h| h.pid != pid).all(|h| h.vm_name.is_none()),
+        "{scan:?}"
+    );
 }
