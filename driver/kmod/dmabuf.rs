@@ -84,19 +84,33 @@ impl DmaBufPages {
     /// An empty buffer of `size` bytes for `n` pages, reserved in `account`
     /// under `page_cap` (or refused: `ENOSPC`); its drop gives the
     /// reservation back.
-    pub(crate) fn reserve(account: Arc<DmaBufAccount>, n: usize, size: usize, page_cap: u64) -> Result<Self> {
+    pub(crate) fn reserve(
+        account: Arc<DmaBufAccount>,
+        n: usize,
+        size: usize,
+        page_cap: u64,
+    ) -> Result<Self> {
         account.reserve(n as u64, page_cap)?;
-        Ok(DmaBufPages { pages: KVVec::new(), size, account, reserved: n as u64 })
+        Ok(DmaBufPages {
+            pages: KVVec::new(),
+            size,
+            account,
+            reserved: n as u64,
+        })
     }
 
     /// Room for its `n` pages (charged to the caller's memcg).
     pub(crate) fn alloc(&mut self, n: usize) -> Result {
-        self.pages.reserve(n, GFP_KERNEL_ACCOUNT).map_err(Into::into)
+        self.pages
+            .reserve(n, GFP_KERNEL_ACCOUNT)
+            .map_err(Into::into)
     }
 
     /// Add the next page.
     pub(crate) fn push(&mut self, page: PageRef) -> Result {
-        self.pages.push(page, GFP_KERNEL_ACCOUNT).map_err(Into::into)
+        self.pages
+            .push(page, GFP_KERNEL_ACCOUNT)
+            .map_err(Into::into)
     }
 }
 

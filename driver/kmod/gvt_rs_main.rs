@@ -33,7 +33,13 @@ use kernel::prelude::*;
 mod gvt_core;
 
 /// Module-local bindings for `linux/vfio.h`, `linux/mdev.h` and the C shims.
-#[allow(non_camel_case_types, non_upper_case_globals, non_snake_case, dead_code, unreachable_pub)]
+#[allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    dead_code,
+    unreachable_pub
+)]
 #[allow(clippy::all, unsafe_op_in_unsafe_fn, missing_docs, improper_ctypes)]
 mod vfio {
     use kernel::bindings::*;

@@ -85,7 +85,8 @@ pub(crate) struct Range {
 impl Range {
     /// Pins into it are refused now.
     fn refusing(&self, now: u64) -> bool {
-        self.mm != 0 && (self.in_flight > 0 || now.saturating_sub(self.done_ns) < grace_ns(self.rounds))
+        self.mm != 0
+            && (self.in_flight > 0 || now.saturating_sub(self.done_ns) < grace_ns(self.rounds))
     }
     /// A new callback for it now would be a retry.
     fn recent(&self, now: u64) -> bool {
@@ -121,7 +122,13 @@ static REFUSING_UNTIL: AtomicU64 = AtomicU64::new(0);
 fn refusing_until(t: &[Range; SLOTS]) -> u64 {
     t.iter()
         .filter(|r| r.mm != 0)
-        .map(|r| if r.in_flight > 0 { u64::MAX } else { r.done_ns.saturating_add(grace_ns(r.rounds)) })
+        .map(|r| {
+            if r.in_flight > 0 {
+                u64::MAX
+            } else {
+                r.done_ns.saturating_add(grace_ns(r.rounds))
+            }
+        })
         .max()
         .unwrap_or(0)
 }
@@ -142,13 +149,18 @@ impl Registry {
         let end = iova.saturating_add(len).saturating_add(4095) >> 12;
         if mm == 0 || end <= first {
             // Container teardown (no VMM task): nothing of that VMM pins any more.
-            return Guard { reg: self, slot: None };
+            return Guard {
+                reg: self,
+                slot: None,
+            };
         }
         loop {
             let now = now_ns();
             let mut t = self.t.lock();
             REFUSING_UNTIL.store(u64::MAX, Ordering::SeqCst);
-            let same = t.iter().position(|r| r.mm == mm && r.first == first && r.end == end && r.recent(now));
+            let same = t
+                .iter()
+                .position(|r| r.mm == mm && r.first == first && r.end == end && r.recent(now));
             if let Some(r) = same.and_then(|i| t.get_mut(i)) {
                 if r.seen & bit != 0 {
                     // VFIO is back for the same range and this vGPU: a pin
@@ -159,16 +171,34 @@ impl Registry {
                 }
                 r.seen |= bit;
                 r.in_flight += 1;
-                return Guard { reg: self, slot: same };
+                return Guard {
+                    reg: self,
+                    slot: same,
+                };
             }
             // A free slot, else the one idle longest (its retry history goes).
             let idle = |r: &Range| r.in_flight == 0 && !r.refusing(now);
             let pick = t.iter().position(|r| r.mm == 0).or_else(|| {
-                t.iter().enumerate().filter(|(_, r)| idle(r)).min_by_key(|(_, r)| r.done_ns).map(|(i, _)| i)
+                t.iter()
+                    .enumerate()
+                    .filter(|(_, r)| idle(r))
+                    .min_by_key(|(_, r)| r.done_ns)
+                    .map(|(i, _)| i)
             });
             if let Some(r) = pick.and_then(|i| t.get_mut(i)) {
-                *r = Range { mm, first, end, in_flight: 1, done_ns: 0, rounds: 0, seen: bit };
-                return Guard { reg: self, slot: pick };
+                *r = Range {
+                    mm,
+                    first,
+                    end,
+                    in_flight: 1,
+                    done_ns: 0,
+                    rounds: 0,
+                    seen: bit,
+                };
+                return Guard {
+                    reg: self,
+                    slot: pick,
+                };
             }
             REFUSING_UNTIL.store(refusing_until(&t), Ordering::SeqCst);
             drop(t);
@@ -190,7 +220,9 @@ impl Registry {
         }
         let mm = current_mm();
         let t = self.t.lock();
-        let refused = t.iter().any(|r| r.mm == mm && gfn >= r.first && gfn < r.end && r.refusing(now));
+        let refused = t
+            .iter()
+            .any(|r| r.mm == mm && gfn >= r.first && gfn < r.end && r.refusing(now));
         drop(t);
         if refused {
             REFUSED.fetch_add(1, Ordering::Relaxed);

@@ -13,7 +13,9 @@ use crate::dmabuf::{max_pages, DmaBufPages};
 use crate::gvt_core::display::{vfio as gfx, GfxCaps};
 use crate::gvt_core::mem::HostPage;
 use crate::kapi::{export_dmabuf, EventFd, PageRef};
-use crate::mdev::{MdevVgpu, ShownPlane, ALL_REGIONS, DISPLAY_REGION, INTX, NUM_IRQS, VIRQFD_MASK, VIRQFD_UNMASK};
+use crate::mdev::{
+    MdevVgpu, ShownPlane, ALL_REGIONS, DISPLAY_REGION, INTX, NUM_IRQS, VIRQFD_MASK, VIRQFD_UNMASK,
+};
 use crate::vfio;
 use crate::vfio_dev::{copy_in, copy_out, set_irqs_validate};
 
@@ -31,7 +33,9 @@ const VFIO_DEVICE_GET_GFX_DMABUF: u32 = vfio_io(15);
 /// How many vectors each IRQ index offers: INTx 1, MSI 1, MSI-X 0, ERR 0, REQ 1.
 fn irq_count(index: u32) -> u32 {
     match index {
-        vfio::VFIO_PCI_INTX_IRQ_INDEX | vfio::VFIO_PCI_MSI_IRQ_INDEX | vfio::VFIO_PCI_REQ_IRQ_INDEX => 1,
+        vfio::VFIO_PCI_INTX_IRQ_INDEX
+        | vfio::VFIO_PCI_MSI_IRQ_INDEX
+        | vfio::VFIO_PCI_REQ_IRQ_INDEX => 1,
         _ => 0,
     }
 }
@@ -75,7 +79,10 @@ fn ioctl_get_info(arg: usize) -> Result {
 /// What this driver implements of `VFIO_DEVICE_QUERY_GFX_PLANE` (probes
 /// answer from it).
 fn gfx_caps(v: &MdevVgpu) -> GfxCaps {
-    GfxCaps { region: true, dmabuf: v.dmabuf() }
+    GfxCaps {
+        region: true,
+        dmabuf: v.dmabuf(),
+    }
 }
 
 /// `VFIO_DEVICE_QUERY_GFX_PLANE` (linux/vfio.h): `argsz` covers at least up
@@ -93,12 +100,23 @@ fn ioctl_query_gfx_plane(v: &MdevVgpu, arg: usize) -> Result {
     let (a, diagnose) = {
         let mut st = v.state.lock();
         let (core, storage) = st.split()?;
-        let a = core.query_gfx_plane(&storage, info.flags, info.drm_plane_type, caps, DISPLAY_REGION).map_err(|_| EINVAL)?;
+        let a = core
+            .query_gfx_plane(
+                &storage,
+                info.flags,
+                info.drm_plane_type,
+                caps,
+                DISPLAY_REGION,
+            )
+            .map_err(|_| EINVAL)?;
         if a.observed.changed {
             // The region now shows another plane (or none): the fault
             // handler's view changes and the old pages leave every mapping,
             // under the `map` lock the fault takes.
-            let shown = core.shown_plane().map(|p| ShownPlane { first: p.surface() >> 12, pages: p.pages() });
+            let shown = core.shown_plane().map(|p| ShownPlane {
+                first: p.surface() >> 12,
+                pages: p.pages(),
+            });
             v.show_plane(shown);
         }
         // Say once why the console is black (each time the reason changes).
@@ -154,14 +172,20 @@ fn ioctl_irq_info(arg: usize) -> Result {
 fn ioctl_set_irqs(v: &MdevVgpu, arg: usize) -> Result {
     let minsz = core::mem::offset_of!(vfio::vfio_irq_set, count) + 4;
     let mut hdr: vfio::vfio_irq_set = copy_in(arg, minsz)?;
-    let max = if hdr.index < NUM_IRQS { irq_count(hdr.index) } else { 0 };
+    let max = if hdr.index < NUM_IRQS {
+        irq_count(hdr.index)
+    } else {
+        0
+    };
     let data_size = set_irqs_validate(&mut hdr, max, NUM_IRQS)?;
     let mut data = [0u8; 4];
     if data_size > data.len() {
         return Err(EINVAL);
     }
     if data_size > 0 {
-        UserSlice::new(UserPtr::from_addr(arg + minsz), data_size).reader().read_slice(&mut data[..data_size])?;
+        UserSlice::new(UserPtr::from_addr(arg + minsz), data_size)
+            .reader()
+            .read_slice(&mut data[..data_size])?;
     }
     let action = hdr.flags & vfio::VFIO_IRQ_SET_ACTION_TYPE_MASK;
     let kind = hdr.flags & vfio::VFIO_IRQ_SET_DATA_TYPE_MASK;
@@ -232,7 +256,9 @@ fn ioctl_get_gfx_dmabuf(v: &MdevVgpu, arg: usize) -> Result<i32> {
         return Err(ENOTTY);
     }
     let mut id = [0u8; 4];
-    UserSlice::new(UserPtr::from_addr(arg), 4).reader().read_slice(&mut id)?;
+    UserSlice::new(UserPtr::from_addr(arg), 4)
+        .reader()
+        .read_slice(&mut id)?;
     let id = u32::from_ne_bytes(id);
     let obj = {
         let mut st = v.state.lock();
@@ -247,16 +273,27 @@ fn ioctl_get_gfx_dmabuf(v: &MdevVgpu, arg: usize) -> Result<i32> {
         // Both arrays are charged to the caller's memcg.
         let mut hp = KVVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
         hp.resize(n, HostPage(0), GFP_KERNEL_ACCOUNT)?;
-        if core.framebuffer_pages(&mut storage, &plane, &mut hp).map_err(|_| EINVAL)? != n {
+        if core
+            .framebuffer_pages(&mut storage, &plane, &mut hp)
+            .map_err(|_| EINVAL)?
+            != n
+        {
             return Err(EINVAL);
         }
         if hp.iter().any(|p| p.0 == v.scratch_pfn) {
-            return Err(refuse(EAGAIN, "the plane maps pages the guest has not backed"));
+            return Err(refuse(
+                EAGAIN,
+                "the plane maps pages the guest has not backed",
+            ));
         }
         // From here the buffer's drop gives the reservation back.
-        let mut obj =
-            DmaBufPages::reserve(v.dmabuf_account.clone(), n, plane.mapped_size() as usize, max_pages(v.display_size))
-                .map_err(|e| refuse(e, "too many live dma-bufs for this vGPU"))?;
+        let mut obj = DmaBufPages::reserve(
+            v.dmabuf_account.clone(),
+            n,
+            plane.mapped_size() as usize,
+            max_pages(v.display_size),
+        )
+        .map_err(|e| refuse(e, "too many live dma-bufs for this vGPU"))?;
         obj.alloc(n)?;
         for page in hp.iter() {
             // SAFETY: the page is pinned while the GGTT maps it, and we hold

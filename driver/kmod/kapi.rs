@@ -76,7 +76,9 @@ pub(crate) fn current_task() -> usize {
 
 /// The running task's mm as a key (`current->mm`; 0 for kernel threads).
 pub(crate) fn current_mm() -> usize {
-    kernel::current!().mm().map_or(0, |mm| ptr::from_ref(mm) as usize)
+    kernel::current!()
+        .mm()
+        .map_or(0, |mm| ptr::from_ref(mm) as usize)
 }
 
 /// A `core::fmt::Display` value for the kernel's `pr_*!` macros.
@@ -96,17 +98,45 @@ impl<T: core::fmt::Display> kernel::fmt::Display for Shown<T> {
 pub(crate) struct KHost;
 
 impl HostMemory for KHost {
-    fn read(&self, page: HostPage, offset: usize, buf: &mut [u8]) -> core::result::Result<(), MemError> {
+    fn read(
+        &self,
+        page: HostPage,
+        offset: usize,
+        buf: &mut [u8],
+    ) -> core::result::Result<(), MemError> {
         // SAFETY: the helper checks the pfn and the bounds and copies into
         // `buf`, valid for `buf.len()` bytes; the frame is one the core
         // holds (see the type's documentation).
-        let r = unsafe { vfio::gvt_rs_pfn_copy(page.0, offset, buf.as_mut_ptr().cast(), buf.len(), false) };
-        if r == 0 { Ok(()) } else { Err(MemError::OutOfRange) }
+        let r = unsafe {
+            vfio::gvt_rs_pfn_copy(page.0, offset, buf.as_mut_ptr().cast(), buf.len(), false)
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(MemError::OutOfRange)
+        }
     }
-    fn write(&mut self, page: HostPage, offset: usize, data: &[u8]) -> core::result::Result<(), MemError> {
+    fn write(
+        &mut self,
+        page: HostPage,
+        offset: usize,
+        data: &[u8],
+    ) -> core::result::Result<(), MemError> {
         // SAFETY: as in `read`; with `write` set the helper only reads `data`.
-        let r = unsafe { vfio::gvt_rs_pfn_copy(page.0, offset, data.as_ptr().cast_mut().cast(), data.len(), true) };
-        if r == 0 { Ok(()) } else { Err(MemError::OutOfRange) }
+        let r = unsafe {
+            vfio::gvt_rs_pfn_copy(
+                page.0,
+                offset,
+                data.as_ptr().cast_mut().cast(),
+                data.len(),
+                true,
+            )
+        };
+        if r == 0 {
+            Ok(())
+        } else {
+            Err(MemError::OutOfRange)
+        }
     }
 }
 
@@ -234,7 +264,11 @@ impl VirqfdSlot {
     /// `owner` outlives the irqfd: it calls [`VirqfdSlot::disable`] (which
     /// waits for a running callback) before it goes away.  The caller
     /// serialises enable and disable of one slot.
-    pub(crate) unsafe fn enable<const ID: usize, T: VirqfdHandler<ID>>(&self, owner: &T, fd: i32) -> Result {
+    pub(crate) unsafe fn enable<const ID: usize, T: VirqfdHandler<ID>>(
+        &self,
+        owner: &T,
+        fd: i32,
+    ) -> Result {
         unsafe extern "C" fn thread<const ID: usize, T: VirqfdHandler<ID>>(
             opaque: *mut core::ffi::c_void,
             _data: *mut core::ffi::c_void,
@@ -289,15 +323,22 @@ impl CWork {
     ///
     /// # Safety
     /// `owner` stays valid (at the same address) until the item is dropped.
-    pub(crate) unsafe fn new<const ID: usize, T: WorkHandler<ID>>(owner: &T, account: bool) -> Result<Self> {
-        unsafe extern "C" fn run<const ID: usize, T: WorkHandler<ID>>(owner: *const core::ffi::c_void) {
+    pub(crate) unsafe fn new<const ID: usize, T: WorkHandler<ID>>(
+        owner: &T,
+        account: bool,
+    ) -> Result<Self> {
+        unsafe extern "C" fn run<const ID: usize, T: WorkHandler<ID>>(
+            owner: *const core::ffi::c_void,
+        ) {
             // SAFETY: `owner` is the `T` of `new`, alive until the item is
             // dropped, which waits for this call (the caller's guarantee).
             unsafe { &*owner.cast::<T>() }.run();
         }
         // SAFETY: allocates and initialises the item; `owner` is only
         // handed back to `run::<ID, T>`.
-        let w = unsafe { vfio::gvt_rs_work_new(Some(run::<ID, T>), ptr::from_ref(owner).cast(), account) };
+        let w = unsafe {
+            vfio::gvt_rs_work_new(Some(run::<ID, T>), ptr::from_ref(owner).cast(), account)
+        };
         NonNull::new(w).map(Self).ok_or(ENOMEM)
     }
 
@@ -431,7 +472,11 @@ impl Vma<'_> {
     /// # Safety
     /// `owner` outlives the mapping (the mapping holds the file that keeps
     /// it alive).
-    pub(crate) unsafe fn set_pfnmap<T: 'static, H: PfnFault<T>>(&self, owner: &T, read_only: bool) -> Result {
+    pub(crate) unsafe fn set_pfnmap<T: 'static, H: PfnFault<T>>(
+        &self,
+        owner: &T,
+        read_only: bool,
+    ) -> Result {
         let ops = &FaultAdapter::<T, H>::ops().0;
         let owner = ptr::from_ref(owner).cast_mut().cast();
         if read_only {
@@ -461,7 +506,10 @@ struct DmaBufAdapter<B>(PhantomData<B>);
 
 impl<B: DmaBufBacking> PfnFault<B> for DmaBufAdapter<B> {
     fn fault(b: &B, f: &VmFault<'_>) -> VmFaultT {
-        match usize::try_from(f.pgoff()).ok().and_then(|i| b.pages().get(i)) {
+        match usize::try_from(f.pgoff())
+            .ok()
+            .and_then(|i| b.pages().get(i))
+        {
             Some(pg) => {
                 b.faulted();
                 // SAFETY: as `gvt_rs_vmf_insert_page_pfn` of `pg`'s frame:
@@ -503,7 +551,10 @@ impl<B: DmaBufBacking> DmaBufAdapter<B> {
         // SAFETY: the dma-buf core passes a live attachment of our buffer.
         let (obj, dev) = unsafe { (Self::backing((*at).dmabuf), (*at).dev) };
         // SAFETY: all-zero is an empty `sg_table`.
-        let Ok(sgt) = KBox::new(unsafe { core::mem::zeroed::<bindings::sg_table>() }, GFP_KERNEL) else {
+        let Ok(sgt) = KBox::new(
+            unsafe { core::mem::zeroed::<bindings::sg_table>() },
+            GFP_KERNEL,
+        ) else {
             return err_ptr(ENOMEM);
         };
         let sgt = KBox::into_raw(sgt);
@@ -553,7 +604,10 @@ impl<B: DmaBufBacking> DmaBufAdapter<B> {
         drop(unsafe { KBox::from_raw((*buf).priv_.cast::<B>()) });
     }
 
-    unsafe extern "C" fn mmap(buf: *mut bindings::dma_buf, vma: *mut bindings::vm_area_struct) -> i32 {
+    unsafe extern "C" fn mmap(
+        buf: *mut bindings::dma_buf,
+        vma: *mut bindings::vm_area_struct,
+    ) -> i32 {
         // SAFETY: `vma` is being set up by mmap(2) of our dma-buf.
         let vma = unsafe { Vma::from_raw(vma) };
         if !vma.shared() {

@@ -81,10 +81,14 @@ use crate::gvt_core::ratelimit::RateLimit;
 use crate::gvt_core::sched::SlotId;
 use crate::gvt_core::services::{CpuMappings, GuestMemory};
 use crate::gvt_core::vblank::DEFAULT_PERIOD_NS;
-use crate::gvt_core::vgpu::{storage_sizes, Env, Vgpu as CoreVgpu, VgpuParams, VgpuStorage, DEFAULT_PPGTT_TABLES};
+use crate::gvt_core::vgpu::{
+    storage_sizes, Env, Vgpu as CoreVgpu, VgpuParams, VgpuStorage, DEFAULT_PPGTT_TABLES,
+};
 use crate::gvt_core::vgpu_types::{Resolution, VgpuType};
 use crate::invalidate::Registry;
-use crate::kapi::{self, CWork, EventFd, KAlloc, KClock, KHost, Shown, VirqfdHandler, VirqfdSlot, WorkHandler};
+use crate::kapi::{
+    self, CWork, EventFd, KAlloc, KClock, KHost, Shown, VirqfdHandler, VirqfdSlot, WorkHandler,
+};
 use crate::shared::{KGpu, MediatedGpu, Shared, SlotVgpu};
 use crate::vfio;
 use crate::vfio_dev::VfioDevice;
@@ -106,7 +110,10 @@ macro_rules! env {
             host: &mut crate::kapi::KHost,
             alloc: &mut crate::kapi::KAlloc,
             clock: &crate::kapi::KClock,
-            guest: &mut crate::mdev::KGuest { dev: $v.dev, invalidating: &$v.shared.invalidating },
+            guest: &mut crate::mdev::KGuest {
+                dev: $v.dev,
+                invalidating: &$v.shared.invalidating,
+            },
             cpu: &mut crate::mdev::KCpu(Some($v)),
         }
     };
@@ -326,7 +333,10 @@ impl MdevVgpu {
     /// refused until a reset): ask the VMM, once, through the REQ irq.
     pub(crate) fn failed(&self) {
         if !self.failed_told.swap(true, Ordering::Relaxed) {
-            pr_warn!("vGPU {}: too many GPU hangs, failed until reset; asking the VMM to release it\n", self.id);
+            pr_warn!(
+                "vGPU {}: too many GPU hangs, failed until reset; asking the VMM to release it\n",
+                self.id
+            );
             self.signal(vfio::VFIO_PCI_REQ_IRQ_INDEX);
         }
     }
@@ -368,7 +378,10 @@ impl MdevVgpu {
             Some(core) => core.signal(d),
             None => return,
         };
-        self.apply(Effects { sig, ..Effects::default() });
+        self.apply(Effects {
+            sig,
+            ..Effects::default()
+        });
     }
 
     /// The vblank timer at `now`: bring the frame counter up to date and
@@ -380,19 +393,28 @@ impl MdevVgpu {
         let Some(mut st) = self.state.try_lock() else {
             return Some(now.saturating_add(1_000_000));
         };
-        let Ok((core, storage)) = st.split() else { return None };
+        let Ok((core, storage)) = st.split() else {
+            return None;
+        };
         let d = core.vblank_tick(&mut env!(self, storage), now);
         let next = core.vblank_deadline(now);
         let sig = core.signal(d);
         drop(st);
-        self.apply(Effects { sig, ..Effects::default() });
+        self.apply(Effects {
+            sig,
+            ..Effects::default()
+        });
         next
     }
 
     /// The vblank period follows the monitor's mode (open, hotplug); called
     /// with the state lock held.
     pub(crate) fn apply_refresh(st: &mut State) {
-        let period = st.edid.mode().and_then(|m| m.frame_period_ns()).unwrap_or(DEFAULT_PERIOD_NS);
+        let period = st
+            .edid
+            .mode()
+            .and_then(|m| m.frame_period_ns())
+            .unwrap_or(DEFAULT_PERIOD_NS);
         if let Some(core) = st.core.as_mut() {
             core.set_refresh_period(kapi::now_ns(), period);
         }
@@ -403,7 +425,13 @@ impl MdevVgpu {
     /// it is not raised while masked or while the guest's command register
     /// has `INTX_DISABLE`, and raising it masks it until the VMM unmasks.
     pub(crate) fn signal(&self, index: u32) {
-        if index == INTX && self.state.lock().core().map_or(true, |c| c.cfg().intx_disabled()) {
+        if index == INTX
+            && self
+                .state
+                .lock()
+                .core()
+                .map_or(true, |c| c.cfg().intx_disabled())
+        {
             return;
         }
         self.raise(index);
@@ -497,13 +525,17 @@ impl MdevVgpu {
     /// access faults and is checked again (memory decode off, reset).
     pub(crate) fn zap_aperture(&self) {
         let _m = self.map.lock();
-        self.dev.zap(u64::from(BAR2) << REGION_SHIFT, 1u64 << REGION_SHIFT);
+        self.dev
+            .zap(u64::from(BAR2) << REGION_SHIFT, 1u64 << REGION_SHIFT);
     }
 
     /// Zap one aperture page's mappings (a GGTT entry of the slice changed).
     pub(crate) fn zap_aperture_page(&self, index: u64) {
         let _m = self.map.lock();
-        self.dev.zap((u64::from(BAR2) << REGION_SHIFT) + (index << PAGE_SHIFT), PAGE_SIZE);
+        self.dev.zap(
+            (u64::from(BAR2) << REGION_SHIFT) + (index << PAGE_SHIFT),
+            PAGE_SIZE,
+        );
     }
 
     /// The display region shows `plane` from now on (a query changed it, or
@@ -511,7 +543,10 @@ impl MdevVgpu {
     pub(crate) fn show_plane(&self, plane: Option<ShownPlane>) {
         let mut m = self.map.lock();
         m.shown = plane;
-        self.dev.zap(u64::from(DISPLAY_REGION) << REGION_SHIFT, 1u64 << REGION_SHIFT);
+        self.dev.zap(
+            u64::from(DISPLAY_REGION) << REGION_SHIFT,
+            1u64 << REGION_SHIFT,
+        );
     }
 
     /// GGTT entry `index` maps another page now: if the shown plane uses
@@ -520,7 +555,10 @@ impl MdevVgpu {
         let m = self.map.lock();
         if let Some(p) = m.shown {
             if let Some(at) = index.checked_sub(p.first).filter(|&at| at < p.pages) {
-                self.dev.zap((u64::from(DISPLAY_REGION) << REGION_SHIFT) + (at << PAGE_SHIFT), PAGE_SIZE);
+                self.dev.zap(
+                    (u64::from(DISPLAY_REGION) << REGION_SHIFT) + (at << PAGE_SHIFT),
+                    PAGE_SIZE,
+                );
             }
         }
     }
@@ -535,14 +573,17 @@ impl MdevVgpu {
     pub(crate) fn reset(&self, new_owner: bool) {
         {
             let mut st = self.state.lock();
-            let Ok((core, storage)) = st.split() else { return };
+            let Ok((core, storage)) = st.split() else {
+                return;
+            };
             let mut env = env!(self, storage);
             if new_owner {
                 core.reset_for_new_owner(&mut env);
             } else {
                 core.reset(&mut env);
             }
-            self.decode.store(core.cfg().memory_enabled(), Ordering::Release);
+            self.decode
+                .store(core.cfg().memory_enabled(), Ordering::Release);
             // Reset cleared the vregs: show the monitor again.
             st.mirror_edid();
             // The engines dropped this vGPU's work and every entry is on
@@ -616,7 +657,16 @@ impl MdevVgpu {
                 return Err(e);
             }
         };
-        match Self::new(shared, dev, id, pid, part, type_idx, ty.weight, ty.resolution) {
+        match Self::new(
+            shared,
+            dev,
+            id,
+            pid,
+            part,
+            type_idx,
+            ty.weight,
+            ty.resolution,
+        ) {
             Ok(v) => {
                 pr_info!(
                     "vGPU {id}: aperture {:#x}+{:#x}, high GM {:#x}+{:#x}, fences {}+{}\n",
@@ -681,7 +731,10 @@ impl MdevVgpu {
                 ppgtt_snap: &mut ppgtt_snap,
             };
             // Creation pins nothing and maps nothing yet: no CPU view to keep.
-            let mut guest = KGuest { dev, invalidating: &shared.invalidating };
+            let mut guest = KGuest {
+                dev,
+                invalidating: &shared.invalidating,
+            };
             let mut env = Env::<KServices<'_>> {
                 st: storage,
                 gpu: &mut KGpu(&shared.gpu),
@@ -701,9 +754,17 @@ impl MdevVgpu {
             // The per-VM hang threshold (module parameter, paper §3.5.1).  It
             // was range-checked at load; should the scheduler still refuse it,
             // the vGPU is not created rather than run with another limit.
-            let set = shared.gpu.lock().gpu.scheduler_mut().set_hang_limit(core.slot(), shared.cfg.hang_threshold);
+            let set = shared
+                .gpu
+                .lock()
+                .gpu
+                .scheduler_mut()
+                .set_hang_limit(core.slot(), shared.cfg.hang_threshold);
             if let Err(e) = set {
-                pr_err!("vGPU {id}: hang_threshold={} not applied: {e:?}\n", shared.cfg.hang_threshold);
+                pr_err!(
+                    "vGPU {id}: hang_threshold={} not applied: {e:?}\n",
+                    shared.cfg.hang_threshold
+                );
                 // Nothing is pinned or mapped yet.
                 KBox::into_inner(core).destroy(&mut env);
                 return Err(EINVAL);
@@ -712,7 +773,17 @@ impl MdevVgpu {
         };
         let slot = core.slot();
         let display_size = core.display_region_size();
-        let mut state = State { core: Some(core), vregs, ggtt_guest, ggtt_shadow, ppgtt_snap, scratch, shadow, edid, no_plane: None };
+        let mut state = State {
+            core: Some(core),
+            vregs,
+            ggtt_guest,
+            ggtt_shadow,
+            ppgtt_snap,
+            scratch,
+            shadow,
+            edid,
+            no_plane: None,
+        };
         state.mirror_edid();
         let v = KBox::pin_init(
             try_pin_init!(MdevVgpu {
@@ -818,7 +889,10 @@ impl MdevVgpu {
     /// holds it: ask the VMM (REQ irq) to let go.
     pub(crate) fn request_release(&self, count: u32) {
         if count == 0 {
-            pr_info!("vGPU {}: remove requested, asking the VMM to release it\n", self.id);
+            pr_info!(
+                "vGPU {}: remove requested, asking the VMM to release it\n",
+                self.id
+            );
         }
         self.signal(vfio::VFIO_PCI_REQ_IRQ_INDEX);
     }
@@ -833,7 +907,9 @@ impl MdevVgpu {
         let guard = self.shared.invalidating.begin(iova, len, self.slot.0);
         {
             let mut st = self.state.lock();
-            let Ok((core, storage)) = st.split() else { return };
+            let Ok((core, storage)) = st.split() else {
+                return;
+            };
             core.dma_unmap(&mut env!(self, storage), iova, len);
         }
         drop(guard);

@@ -108,7 +108,11 @@ impl PfnFault<MdevVgpu> for DisplayFault {
         }
         let map = v.map.lock();
         let pfn = match map.shown {
-            Some(p) if page_index < p.pages => match p.first.checked_add(page_index).and_then(|i| v.shared.phys_page(i)) {
+            Some(p) if page_index < p.pages => match p
+                .first
+                .checked_add(page_index)
+                .and_then(|i| v.shared.phys_page(i))
+            {
                 Some(pfn) => pfn,
                 None => return SIGBUS,
             },

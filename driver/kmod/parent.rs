@@ -27,7 +27,10 @@ pub(crate) struct Parent {
 }
 
 impl Parent {
-    pub(crate) fn register(module: &'static ThisModule, cfg: ParentConfig) -> Result<Pin<KBox<Parent>>> {
+    pub(crate) fn register(
+        module: &'static ThisModule,
+        cfg: ParentConfig,
+    ) -> Result<Pin<KBox<Parent>>> {
         let layout = cfg.layout()?;
         let partitioner = Partitioner::new(layout).map_err(|e| {
             pr_err!("unusable graphics memory layout: {e:?}\n");
@@ -36,7 +39,11 @@ impl Parent {
         let type_info = VgpuTypes::derive(&layout, cfg.max_vgpus);
         let ntypes = type_info.len().min(MAX_TYPES);
         if ntypes == 0 {
-            pr_err!("no vGPU type fits aperture_mb={} gm_mb={}\n", cfg.aperture_mb, cfg.gm_mb);
+            pr_err!(
+                "no vGPU type fits aperture_mb={} gm_mb={}\n",
+                cfg.aperture_mb,
+                cfg.gm_mb
+            );
             return Err(EINVAL);
         }
         let mut type_names = [[0u8; NAME_LEN]; MAX_TYPES];
@@ -54,7 +61,10 @@ impl Parent {
             GFP_KERNEL,
         )?;
         parent.as_ref().shared_pinned().start()?;
-        parent.as_ref().reg_pinned().register(parent.as_ref().get_ref(), module, cfg.max_vgpus)?;
+        parent
+            .as_ref()
+            .reg_pinned()
+            .register(parent.as_ref().get_ref(), module, cfg.max_vgpus)?;
         pr_info!(
             "gvt-sim parent gvt-sim0: aperture {} MiB, GM {} MiB, {} fences, up to {} vGPUs, {} types\n",
             cfg.aperture_mb,
@@ -103,7 +113,12 @@ impl MdevParentOps for Parent {
             return 0;
         };
         let st = self.shared.partitions.lock();
-        vgpu_types::available_instances(ty, &st.partitioner, st.partitioner.live() as u32, self.shared.cfg.max_vgpus)
+        vgpu_types::available_instances(
+            ty,
+            &st.partitioner,
+            st.partitioner.live() as u32,
+            self.shared.cfg.max_vgpus,
+        )
     }
 
     /// `description` of a type, in i915 GVT-g's format.

@@ -21,8 +21,8 @@ use crate::gvt_core::vblank::{PIPEA_FRMCOUNT, PIPEA_FRMTMSTMP};
 use crate::gvt_core::vgpu::{AccessError, BAR0_SIZE, CONFIG_SIZE};
 use crate::kapi::{current_task, KClock, KHost};
 use crate::mdev::{
-    env, errno, MdevVgpu, ALL_REGIONS, BAR0, BAR2, CONFIG, DISPLAY_REGION, EDID_REGION, NUM_REGIONS, REGION_MASK,
-    REGION_SHIFT,
+    env, errno, MdevVgpu, ALL_REGIONS, BAR0, BAR2, CONFIG, DISPLAY_REGION, EDID_REGION,
+    NUM_REGIONS, REGION_MASK, REGION_SHIFT,
 };
 use crate::vfio;
 use crate::vfio_dev::InfoCaps;
@@ -57,7 +57,10 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
             let mut st = v.state.lock();
             let core = st.core.as_mut().ok_or(ENODEV)?;
             match dir {
-                Dir::Read => core.cfg_read_span(off as u32, buf).map(|()| none()).map_err(access_err),
+                Dir::Read => core
+                    .cfg_read_span(off as u32, buf)
+                    .map(|()| none())
+                    .map_err(access_err),
                 Dir::Write => {
                     let was_on = core.cfg().memory_enabled();
                     core.cfg_write(off as u32, buf).map_err(access_err)?;
@@ -65,7 +68,10 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
                     // The fault handlers read decode here (they never take
                     // `state`); turning it off zaps after this store.
                     v.decode.store(on, Ordering::Release);
-                    Ok(Effects { zap_aperture: was_on && !on, ..none() })
+                    Ok(Effects {
+                        zap_aperture: was_on && !on,
+                        ..none()
+                    })
                 }
             }
         }
@@ -88,10 +94,19 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
                 Dir::Read => {
                     // The frame counters are brought up to date when read
                     // (no timer runs for a guest that only polls them).
-                    let lazy = (u64::from(PIPEA_FRMCOUNT)..u64::from(PIPEA_FRMTMSTMP) + 4).contains(&off);
-                    let d = if lazy { core.vblank_tick(&mut env, KClock.now_ns()) } else { Delivery::default() };
+                    let lazy =
+                        (u64::from(PIPEA_FRMCOUNT)..u64::from(PIPEA_FRMTMSTMP) + 4).contains(&off);
+                    let d = if lazy {
+                        core.vblank_tick(&mut env, KClock.now_ns())
+                    } else {
+                        Delivery::default()
+                    };
                     core.bar0_read(&mut env, off, buf).map_err(access_err)?;
-                    let sig = if d != Delivery::default() { core.signal(d) } else { Default::default() };
+                    let sig = if d != Delivery::default() {
+                        core.signal(d)
+                    } else {
+                        Default::default()
+                    };
                     Ok(Effects { sig, ..none() })
                 }
                 Dir::Write => {
@@ -108,8 +123,16 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
                     } else {
                         None
                     };
-                    let kick = matches!(out.submit(), Some(SubmitOutcome::Accepted { .. } | SubmitOutcome::Held));
-                    Ok(Effects { sig, vblank, kick, ..none() })
+                    let kick = matches!(
+                        out.submit(),
+                        Some(SubmitOutcome::Accepted { .. } | SubmitOutcome::Held)
+                    );
+                    Ok(Effects {
+                        sig,
+                        vblank,
+                        kick,
+                        ..none()
+                    })
                 }
             }
         }
@@ -134,7 +157,10 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
                     let mode = st.edid.mode();
                     drop(st);
                     match mode {
-                        Some(m) if connected => v.log_limited(format_args!("monitor plugged in, {}x{}", m.width, m.height)),
+                        Some(m) if connected => v.log_limited(format_args!(
+                            "monitor plugged in, {}x{}",
+                            m.width, m.height
+                        )),
                         _ => v.log_limited(format_args!("monitor unplugged")),
                     }
                     Ok(none())
@@ -149,7 +175,9 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
             }
             let mut st = v.state.lock();
             let (core, mut storage) = st.split()?;
-            core.display_read(&mut storage, &KHost, off, buf).map(|()| none()).map_err(|_| EINVAL)
+            core.display_read(&mut storage, &KHost, off, buf)
+                .map(|()| none())
+                .map_err(|_| EINVAL)
         }
         _ => Err(EINVAL),
     }
@@ -230,7 +258,11 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
                 v.apply(fx);
                 user.writer().write_slice(piece)
             }),
-            Dir::Write => user.reader().read_slice(piece).and_then(|()| access(v, index, off + done as u64, piece, dir)).map(|fx| v.apply(fx)),
+            Dir::Write => user
+                .reader()
+                .read_slice(piece)
+                .and_then(|()| access(v, index, off + done as u64, piece, dir))
+                .map(|fx| v.apply(fx)),
         };
         if let Err(e) = r {
             return if done > 0 { done as isize } else { errno(e) };
@@ -255,16 +287,29 @@ pub(crate) fn write(v: &MdevVgpu, ubuf: usize, count: usize, pos: &mut i64) -> i
 
 /// `vfio_device_ops.get_region_info_caps`: the VFIO core validated argsz and
 /// copies `info` and the capability chain back.
-pub(crate) fn region_info(v: &MdevVgpu, info: &mut vfio::vfio_region_info, caps: &mut InfoCaps) -> Result {
+pub(crate) fn region_info(
+    v: &MdevVgpu,
+    info: &mut vfio::vfio_region_info,
+    caps: &mut InfoCaps,
+) -> Result {
     let rw = vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_WRITE;
     let (size, flags) = match info.index {
         CONFIG => (CONFIG_SIZE, rw),
         BAR0 => (BAR0_SIZE, rw),
-        BAR2 => (v.shared.layout.aperture_size, rw | vfio::VFIO_REGION_INFO_FLAG_MMAP | vfio::VFIO_REGION_INFO_FLAG_CAPS),
+        BAR2 => (
+            v.shared.layout.aperture_size,
+            rw | vfio::VFIO_REGION_INFO_FLAG_MMAP | vfio::VFIO_REGION_INFO_FLAG_CAPS,
+        ),
         i if i < NUM_REGIONS => (0, 0),
-        EDID_REGION => (edid::EDID_REGION_SIZE, rw | vfio::VFIO_REGION_INFO_FLAG_CAPS),
+        EDID_REGION => (
+            edid::EDID_REGION_SIZE,
+            rw | vfio::VFIO_REGION_INFO_FLAG_CAPS,
+        ),
         // Read-only: the VMM shows the guest's screen, it does not draw.
-        DISPLAY_REGION => (v.display_size, vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_MMAP),
+        DISPLAY_REGION => (
+            v.display_size,
+            vfio::VFIO_REGION_INFO_FLAG_READ | vfio::VFIO_REGION_INFO_FLAG_MMAP,
+        ),
         _ => return Err(EINVAL),
     };
     info.offset = u64::from(info.index) << REGION_SHIFT;
@@ -275,7 +320,10 @@ pub(crate) fn region_info(v: &MdevVgpu, info: &mut vfio::vfio_region_info, caps:
         caps.add_sparse_mmap(v.part.aperture.base, v.part.aperture.size)?;
     }
     if info.index == EDID_REGION {
-        return caps.add_type(vfio::VFIO_REGION_TYPE_GFX, vfio::VFIO_REGION_SUBTYPE_GFX_EDID);
+        return caps.add_type(
+            vfio::VFIO_REGION_TYPE_GFX,
+            vfio::VFIO_REGION_SUBTYPE_GFX_EDID,
+        );
     }
     Ok(())
 }

@@ -26,10 +26,10 @@ use kernel::sync::{Mutex, SetOnce};
 
 use crate::gvt_core::backend::Pte;
 use crate::gvt_core::gpu::{EngineReport, Gpu, GpuConfig, WorkBudget};
-use crate::gvt_core::services::GpuLock;
 use crate::gvt_core::irq::Delivery;
 use crate::gvt_core::partition::{GmLayout, Partition, PartitionError, PartitionId, Partitioner};
 use crate::gvt_core::sched::SlotId;
+use crate::gvt_core::services::GpuLock;
 use crate::gvt_core::stats::VgpuState;
 use crate::gvt_core::vgpu_types::VgpuType;
 use crate::invalidate::Registry;
@@ -60,7 +60,9 @@ impl ParentConfig {
             pr_err!("aperture_mb={a} is invalid: must be a power of two in 16..=4096\n");
             return Err(EINVAL);
         }
-        if self.gm_mb > 4096 || u64::from(self.gm_mb) < u64::from(a) + (HOST_RESERVED_HIGH >> 20) + 1 {
+        if self.gm_mb > 4096
+            || u64::from(self.gm_mb) < u64::from(a) + (HOST_RESERVED_HIGH >> 20) + 1
+        {
             pr_err!(
                 "gm_mb={} is invalid: must be <= 4096 and leave room above aperture_mb={a} for 16 MiB of host GM\n",
                 self.gm_mb
@@ -72,11 +74,17 @@ impl ParentConfig {
             return Err(EINVAL);
         }
         if !(1..=1000).contains(&self.hang_threshold) {
-            pr_err!("hang_threshold={} is invalid: must be in 1..=1000\n", self.hang_threshold);
+            pr_err!(
+                "hang_threshold={} is invalid: must be in 1..=1000\n",
+                self.hang_threshold
+            );
             return Err(EINVAL);
         }
         if !(1..=MAX_VGPUS as u32).contains(&self.max_vgpus) {
-            pr_err!("max_vgpus={} is invalid: must be in 1..={MAX_VGPUS}\n", self.max_vgpus);
+            pr_err!(
+                "max_vgpus={} is invalid: must be in 1..={MAX_VGPUS}\n",
+                self.max_vgpus
+            );
             return Err(EINVAL);
         }
         Ok(GmLayout {
@@ -179,7 +187,12 @@ pub(crate) struct Shared<V> {
 }
 
 impl<V: SlotVgpu> Shared<V> {
-    pub(crate) fn new(cfg: ParentConfig, layout: GmLayout, partitioner: Partitioner<MAX_VGPUS>, gpu: MediatedGpu) -> impl PinInit<Self, Error> {
+    pub(crate) fn new(
+        cfg: ParentConfig,
+        layout: GmLayout,
+        partitioner: Partitioner<MAX_VGPUS>,
+        gpu: MediatedGpu,
+    ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
             cfg,
             layout,
@@ -279,7 +292,9 @@ impl<V: SlotVgpu> Shared<V> {
             }
         }
         for (slot, d) in report.pending() {
-            let Some(&addr) = slots.get(usize::from(slot.0)) else { continue };
+            let Some(&addr) = slots.get(usize::from(slot.0)) else {
+                continue;
+            };
             if let Some(v) = live(addr) {
                 v.deliver(d);
             }

@@ -50,13 +50,25 @@ impl DeviceAttrs for MdevVgpu {
             vfio::gvt_rs_attr_GVT_RS_ATTR_STATE => {
                 let g = v.shared.gpu.lock();
                 let s = g.gpu.scheduler().state(v.slot);
-                writeln!(w, "{}", if s == VgpuState::Failed { "failed" } else { "running" })
+                writeln!(
+                    w,
+                    "{}",
+                    if s == VgpuState::Failed {
+                        "failed"
+                    } else {
+                        "running"
+                    }
+                )
             }
-            vfio::gvt_rs_attr_GVT_RS_ATTR_BALLOONED => writeln!(w, "{}", v.ballooned.load(Ordering::Relaxed)),
+            vfio::gvt_rs_attr_GVT_RS_ATTR_BALLOONED => {
+                writeln!(w, "{}", v.ballooned.load(Ordering::Relaxed))
+            }
             vfio::gvt_rs_attr_GVT_RS_ATTR_DMABUF => writeln!(w, "{}", u8::from(v.dmabuf())),
             vfio::gvt_rs_attr_GVT_RS_ATTR_DISPLAY => {
                 let mut st = v.state.lock();
-                let Ok((core, storage)) = st.split() else { return Err(ENODEV) };
+                let Ok((core, storage)) = st.split() else {
+                    return Err(ENODEV);
+                };
                 let now = core.display_plane(&storage);
                 let ids = core.plane_ids();
                 let (shown, changes) = (ids.current(), ids.changes());
@@ -74,9 +86,17 @@ impl DeviceAttrs for MdevVgpu {
                     Err(why) => writeln!(w, "plane: none: {why}"),
                 };
                 let _ = writeln!(w, "shown_plane_id: {shown}\nplane_changes: {changes}");
-                let _ = writeln!(w, "dmabufs_exported: {}", v.dmabufs_exported.load(Ordering::Relaxed));
+                let _ = writeln!(
+                    w,
+                    "dmabufs_exported: {}",
+                    v.dmabufs_exported.load(Ordering::Relaxed)
+                );
                 let a = &v.dmabuf_account;
-                let _ = writeln!(w, "dmabuf_page_faults: {}", a.faults.load(Ordering::Relaxed));
+                let _ = writeln!(
+                    w,
+                    "dmabuf_page_faults: {}",
+                    a.faults.load(Ordering::Relaxed)
+                );
                 let _ = writeln!(w, "dmabufs_live: {}", a.live.load(Ordering::Relaxed));
                 let _ = writeln!(w, "dmabuf_pages: {}", a.pages.load(Ordering::Relaxed));
                 let _ = writeln!(w, "dmabufs_refused: {}", a.refused.load(Ordering::Relaxed));
@@ -90,17 +110,41 @@ impl DeviceAttrs for MdevVgpu {
                         m.refresh_millihz() % 1000,
                         st.edid.hotplug_count()
                     ),
-                    None => writeln!(w, "monitor: disconnected, hotplugs {}", st.edid.hotplug_count()),
+                    None => writeln!(
+                        w,
+                        "monitor: disconnected, hotplugs {}",
+                        st.edid.hotplug_count()
+                    ),
                 }
             }
             vfio::gvt_rs_attr_GVT_RS_ATTR_STATS => {
                 let st = v.state.lock();
-                let Ok(core) = st.core() else { return Err(ENODEV) };
+                let Ok(core) = st.core() else {
+                    return Err(ENODEV);
+                };
                 let g = v.shared.gpu.lock();
                 core.write_stats(&g.gpu, &mut w)
-                    .and_then(|()| writeln!(w, "self_map_faults {}", v.self_faults.load(Ordering::Relaxed)))
-                    .and_then(|()| writeln!(w, "pins_refused_unmapping {}", invalidate::REFUSED.load(Ordering::Relaxed)))
-                    .and_then(|()| writeln!(w, "unmap_retries {}", invalidate::RETRIES.load(Ordering::Relaxed)))
+                    .and_then(|()| {
+                        writeln!(
+                            w,
+                            "self_map_faults {}",
+                            v.self_faults.load(Ordering::Relaxed)
+                        )
+                    })
+                    .and_then(|()| {
+                        writeln!(
+                            w,
+                            "pins_refused_unmapping {}",
+                            invalidate::REFUSED.load(Ordering::Relaxed)
+                        )
+                    })
+                    .and_then(|()| {
+                        writeln!(
+                            w,
+                            "unmap_retries {}",
+                            invalidate::RETRIES.load(Ordering::Relaxed)
+                        )
+                    })
             }
             _ => return Err(EINVAL),
         };
@@ -120,7 +164,14 @@ impl DeviceAttrs for MdevVgpu {
                 _ => Err(EINVAL),
             },
             vfio::gvt_rs_attr_GVT_RS_ATTR_WEIGHT => match text.parse::<u32>() {
-                Ok(w) => match v.shared.gpu.lock().gpu.scheduler_mut().set_weight(v.slot, w) {
+                Ok(w) => match v
+                    .shared
+                    .gpu
+                    .lock()
+                    .gpu
+                    .scheduler_mut()
+                    .set_weight(v.slot, w)
+                {
                     Ok(()) => Ok(count),
                     Err(_) => Err(EINVAL),
                 },

@@ -90,8 +90,11 @@ pub(crate) fn copy_in<T: Uapi>(arg: usize, minsz: usize) -> Result<T> {
     let mut t = T::default();
     let minsz = minsz.min(core::mem::size_of::<T>());
     // SAFETY: `t` has at least `minsz` bytes; every bit pattern is valid (`Uapi`).
-    let bytes = unsafe { core::slice::from_raw_parts_mut(ptr::from_mut(&mut t).cast::<u8>(), minsz) };
-    UserSlice::new(UserPtr::from_addr(arg), minsz).reader().read_slice(bytes)?;
+    let bytes =
+        unsafe { core::slice::from_raw_parts_mut(ptr::from_mut(&mut t).cast::<u8>(), minsz) };
+    UserSlice::new(UserPtr::from_addr(arg), minsz)
+        .reader()
+        .read_slice(bytes)?;
     Ok(t)
 }
 
@@ -100,17 +103,25 @@ pub(crate) fn copy_out<T: Uapi>(arg: usize, t: &T, minsz: usize) -> Result {
     let minsz = minsz.min(core::mem::size_of::<T>());
     // SAFETY: `t` has at least `minsz` bytes of plain data (`Uapi`).
     let bytes = unsafe { core::slice::from_raw_parts(ptr::from_ref(t).cast::<u8>(), minsz) };
-    UserSlice::new(UserPtr::from_addr(arg), minsz).writer().write_slice(bytes)
+    UserSlice::new(UserPtr::from_addr(arg), minsz)
+        .writer()
+        .write_slice(bytes)
 }
 
 /// Check a `VFIO_DEVICE_SET_IRQS` header against an index of `max` vectors
 /// (of `num_irqs` indexes) (`vfio_set_irqs_validate_and_prepare`); the
 /// size of the data that follows it.
-pub(crate) fn set_irqs_validate(hdr: &mut vfio::vfio_irq_set, max: u32, num_irqs: u32) -> Result<usize> {
+pub(crate) fn set_irqs_validate(
+    hdr: &mut vfio::vfio_irq_set,
+    max: u32,
+    num_irqs: u32,
+) -> Result<usize> {
     let mut data_size: usize = 0;
     // SAFETY: `hdr` is a valid header and `data_size` a valid output; the
     // helper only reads the header.
-    to_result(unsafe { vfio::vfio_set_irqs_validate_and_prepare(hdr, max as i32, num_irqs as i32, &mut data_size) })?;
+    to_result(unsafe {
+        vfio::vfio_set_irqs_validate_and_prepare(hdr, max as i32, num_irqs as i32, &mut data_size)
+    })?;
     Ok(data_size)
 }
 
@@ -125,18 +136,31 @@ impl InfoCaps {
             hdr: vfio::vfio_region_info_cap_sparse_mmap,
             area: vfio::vfio_region_sparse_mmap_area,
         }
-        let mut cap = Sparse { hdr: Default::default(), area: vfio::vfio_region_sparse_mmap_area { offset, size } };
+        let mut cap = Sparse {
+            hdr: Default::default(),
+            area: vfio::vfio_region_sparse_mmap_area { offset, size },
+        };
         cap.hdr.header.id = vfio::VFIO_REGION_INFO_CAP_SPARSE_MMAP as u16;
         cap.hdr.header.version = 1;
         cap.hdr.nr_areas = 1;
         // SAFETY: `self.0` is the core's chain; the header starts a
         // `size_of::<Sparse>()`-byte capability that the core copies.
-        to_result(unsafe { vfio::vfio_info_add_capability(self.0, &mut cap.hdr.header, core::mem::size_of::<Sparse>()) })
+        to_result(unsafe {
+            vfio::vfio_info_add_capability(
+                self.0,
+                &mut cap.hdr.header,
+                core::mem::size_of::<Sparse>(),
+            )
+        })
     }
 
     /// A region type capability.
     pub(crate) fn add_type(&mut self, type_: u32, subtype: u32) -> Result {
-        let mut cap = vfio::vfio_region_info_cap_type { type_, subtype, ..Default::default() };
+        let mut cap = vfio::vfio_region_info_cap_type {
+            type_,
+            subtype,
+            ..Default::default()
+        };
         cap.header.id = vfio::VFIO_REGION_INFO_CAP_TYPE as u16;
         cap.header.version = 1;
         let size = core::mem::size_of::<vfio::vfio_region_info_cap_type>();
@@ -220,7 +244,8 @@ struct Holder<T> {
 pub(crate) trait MdevParentOps: Sized + Send + Sync + 'static {
     type Device: VfioDeviceOps;
     /// Create a device of type `type_index` (`vfio_device_ops.init`).
-    fn create(&'static self, type_index: usize, dev: VfioDevice) -> Result<Pin<KBox<Self::Device>>>;
+    fn create(&'static self, type_index: usize, dev: VfioDevice)
+        -> Result<Pin<KBox<Self::Device>>>;
     /// `available_instances` of type `type_index`.
     fn available(&self, type_index: usize) -> u32;
     /// `description` of type `type_index`, written into `out`; its length.
@@ -236,13 +261,41 @@ impl<P: MdevParentOps> Adapter<P> {
         release: Some(Self::release),
         open_device: Some(Self::open),
         close_device: Some(Self::close),
-        read: if P::Device::HAS_READ { Some(Self::read) } else { None },
-        write: if P::Device::HAS_WRITE { Some(Self::write) } else { None },
-        ioctl: if P::Device::HAS_IOCTL { Some(Self::ioctl) } else { None },
-        get_region_info_caps: if P::Device::HAS_REGION_INFO { Some(Self::region_info) } else { None },
-        mmap: if P::Device::HAS_MMAP { Some(Self::mmap) } else { None },
-        request: if P::Device::HAS_REQUEST { Some(Self::request) } else { None },
-        dma_unmap: if P::Device::HAS_DMA_UNMAP { Some(Self::dma_unmap) } else { None },
+        read: if P::Device::HAS_READ {
+            Some(Self::read)
+        } else {
+            None
+        },
+        write: if P::Device::HAS_WRITE {
+            Some(Self::write)
+        } else {
+            None
+        },
+        ioctl: if P::Device::HAS_IOCTL {
+            Some(Self::ioctl)
+        } else {
+            None
+        },
+        get_region_info_caps: if P::Device::HAS_REGION_INFO {
+            Some(Self::region_info)
+        } else {
+            None
+        },
+        mmap: if P::Device::HAS_MMAP {
+            Some(Self::mmap)
+        } else {
+            None
+        },
+        request: if P::Device::HAS_REQUEST {
+            Some(Self::request)
+        } else {
+            None
+        },
+        dma_unmap: if P::Device::HAS_DMA_UNMAP {
+            Some(Self::dma_unmap)
+        } else {
+            None
+        },
         // Filled in by the C helper that registers the table
         // (`gvt_rs_vfio_alloc_device`): VFIO's emulated-IOMMU iommufd helpers,
         // compiled only in kernels with CONFIG_IOMMUFD.
@@ -278,7 +331,9 @@ impl<P: MdevParentOps> Adapter<P> {
         let size = core::mem::size_of::<Holder<P::Device>>();
         // SAFETY: the ops table is 'static; the size covers `Holder`, whose
         // first field is the `vfio_device`.
-        let vdev = match from_err_ptr(unsafe { vfio::gvt_rs_vfio_alloc_device(size, dev, &Self::ops().0) }) {
+        let vdev = match from_err_ptr(unsafe {
+            vfio::gvt_rs_vfio_alloc_device(size, dev, &Self::ops().0)
+        }) {
             Ok(vdev) => vdev,
             Err(e) => return e.to_errno(),
         };
@@ -298,7 +353,8 @@ impl<P: MdevParentOps> Adapter<P> {
     /// the VMM has released the device, then drops it.
     unsafe extern "C" fn remove(mdev: *mut vfio::mdev_device) {
         // SAFETY: drvdata was set to our `vfio_device` by `probe`.
-        let vdev = unsafe { vfio::gvt_rs_get_drvdata(vfio::gvt_rs_mdev_dev(mdev)) }.cast::<vfio::vfio_device>();
+        let vdev = unsafe { vfio::gvt_rs_get_drvdata(vfio::gvt_rs_mdev_dev(mdev)) }
+            .cast::<vfio::vfio_device>();
         // SAFETY: registered by `probe`; put pairs with the allocation.
         unsafe {
             vfio::vfio_unregister_group_dev(vdev);
@@ -316,7 +372,11 @@ impl<P: MdevParentOps> Adapter<P> {
         // guarantee); the registration lives inside its owner `P`, which
         // outlives every callback (see the module documentation).
         let reg = unsafe {
-            &*container_of!((*mtype).parent.cast::<Opaque<vfio::mdev_parent>>(), MdevRegistration<P>, mdev_parent)
+            &*container_of!(
+                (*mtype).parent.cast::<Opaque<vfio::mdev_parent>>(),
+                MdevRegistration<P>,
+                mdev_parent
+            )
         };
         let owner = reg.owner.load(Ordering::Acquire);
         let index = (0..reg.ntypes).find(|&i| reg.types[i].get() == mtype)?;
@@ -329,7 +389,9 @@ impl<P: MdevParentOps> Adapter<P> {
     unsafe extern "C" fn init(vdev: *mut vfio::vfio_device) -> i32 {
         // SAFETY: `vdev->dev` is the mdev device passed to vfio_alloc_device;
         // the mdev core set its `type` before probing.
-        let Some((parent, index)) = (unsafe { Self::type_of((*vfio::gvt_rs_to_mdev_device((*vdev).dev)).type_) }) else {
+        let Some((parent, index)) =
+            (unsafe { Self::type_of((*vfio::gvt_rs_to_mdev_device((*vdev).dev)).type_) })
+        else {
             return EINVAL.to_errno();
         };
         // INVARIANT: `vdev` is initialised up to its ops; a `VfioDevice` is
@@ -376,14 +438,24 @@ impl<P: MdevParentOps> Adapter<P> {
         unsafe { Self::data(vdev) }.close();
     }
 
-    unsafe extern "C" fn read(vdev: *mut vfio::vfio_device, buf: *mut u8, count: usize, ppos: *mut i64) -> isize {
+    unsafe extern "C" fn read(
+        vdev: *mut vfio::vfio_device,
+        buf: *mut u8,
+        count: usize,
+        ppos: *mut i64,
+    ) -> isize {
         // SAFETY: an op between init and release; the VFIO core passes a
         // valid position pointer.
         let (data, pos) = unsafe { (Self::data(vdev), &mut *ppos) };
         data.read(buf as usize, count, pos)
     }
 
-    unsafe extern "C" fn write(vdev: *mut vfio::vfio_device, buf: *const u8, count: usize, ppos: *mut i64) -> isize {
+    unsafe extern "C" fn write(
+        vdev: *mut vfio::vfio_device,
+        buf: *const u8,
+        count: usize,
+        ppos: *mut i64,
+    ) -> isize {
         // SAFETY: as in `read`.
         let (data, pos) = unsafe { (Self::data(vdev), &mut *ppos) };
         data.write(buf as usize, count, pos)
@@ -411,7 +483,10 @@ impl<P: MdevParentOps> Adapter<P> {
         }
     }
 
-    unsafe extern "C" fn mmap(vdev: *mut vfio::vfio_device, vma: *mut bindings::vm_area_struct) -> i32 {
+    unsafe extern "C" fn mmap(
+        vdev: *mut vfio::vfio_device,
+        vma: *mut bindings::vm_area_struct,
+    ) -> i32 {
         // SAFETY: an op between init and release; `vma` is the mapping
         // being set up by mmap(2).
         let (owner, vma) = unsafe { (Self::data(vdev), Vma::from_raw(vma)) };
@@ -469,7 +544,11 @@ pub(crate) trait DeviceAttrs {
 macro_rules! device_attr_trampolines {
     ($parent:ty) => {
         #[no_mangle]
-        unsafe extern "C" fn gvt_rs_attr_show(dev: *mut kernel::bindings::device, attr: u32, buf: *mut u8) -> isize {
+        unsafe extern "C" fn gvt_rs_attr_show(
+            dev: *mut kernel::bindings::device,
+            attr: u32,
+            buf: *mut u8,
+        ) -> isize {
             // SAFETY: the attribute callbacks of our driver's devices pass
             // their arguments on (see `attr_show`).
             unsafe { $crate::vfio_dev::attr_show::<$parent>(dev, attr, buf) }
@@ -495,7 +574,11 @@ pub(crate) use device_attr_trampolines;
 /// `dev` is an mdev device bound to the driver of an
 /// [`MdevRegistration<P>`] (its attribute groups exist only then); `buf` is
 /// a sysfs show buffer (PAGE_SIZE bytes).
-pub(crate) unsafe fn attr_show<P: MdevParentOps>(dev: *mut bindings::device, attr: u32, buf: *mut u8) -> isize
+pub(crate) unsafe fn attr_show<P: MdevParentOps>(
+    dev: *mut bindings::device,
+    attr: u32,
+    buf: *mut u8,
+) -> isize
 where
     P::Device: DeviceAttrs,
 {
@@ -515,7 +598,12 @@ where
 ///
 /// # Safety
 /// As for [`attr_show`]; `buf` holds `count` bytes.
-pub(crate) unsafe fn attr_store<P: MdevParentOps>(dev: *mut bindings::device, attr: u32, buf: *const u8, count: usize) -> isize
+pub(crate) unsafe fn attr_store<P: MdevParentOps>(
+    dev: *mut bindings::device,
+    attr: u32,
+    buf: *const u8,
+    count: usize,
+) -> isize
 where
     P::Device: DeviceAttrs,
 {
@@ -590,7 +678,12 @@ impl<P: MdevParentOps> MdevRegistration<P> {
             dev: Opaque::zeroed(),
             mdev_parent: Opaque::zeroed(),
             driver: Opaque::zeroed(),
-            types: [Opaque::zeroed(), Opaque::zeroed(), Opaque::zeroed(), Opaque::zeroed()],
+            types: [
+                Opaque::zeroed(),
+                Opaque::zeroed(),
+                Opaque::zeroed(),
+                Opaque::zeroed(),
+            ],
             type_ptrs: Opaque::new([ptr::null_mut(); MAX_TYPES]),
             names,
             ntypes: ntypes.min(MAX_TYPES),
@@ -599,8 +692,14 @@ impl<P: MdevParentOps> MdevRegistration<P> {
 
     /// Register driver, class, device and mdev parent; undo on failure.
     /// `owner` (which holds `self`) is what the callbacks get.
-    pub(crate) fn register(self: Pin<&Self>, owner: &P, module: &'static ThisModule, max_instances: u32) -> Result {
-        self.owner.store(ptr::from_ref(owner).cast_mut(), Ordering::Release);
+    pub(crate) fn register(
+        self: Pin<&Self>,
+        owner: &P,
+        module: &'static ThisModule,
+        max_instances: u32,
+    ) -> Result {
+        self.owner
+            .store(ptr::from_ref(owner).cast_mut(), Ordering::Release);
         let drv = self.driver.get();
         // SAFETY: `drv` points to zeroed, pinned memory owned by `self` that
         // lives until `unregister`; the strings are 'static.
@@ -620,14 +719,15 @@ impl<P: MdevParentOps> MdevRegistration<P> {
         to_result(unsafe { vfio::mdev_register_driver(drv) })?;
 
         // SAFETY: the name is a 'static C string.
-        let class = match from_err_ptr(unsafe { bindings::class_create(c_str!("gvt_rs").as_char_ptr()) }) {
-            Ok(class) if !class.is_null() => class,
-            _ => {
-                // SAFETY: registered just above.
-                unsafe { vfio::mdev_unregister_driver(drv) };
-                return Err(ENOMEM);
-            }
-        };
+        let class =
+            match from_err_ptr(unsafe { bindings::class_create(c_str!("gvt_rs").as_char_ptr()) }) {
+                Ok(class) if !class.is_null() => class,
+                _ => {
+                    // SAFETY: registered just above.
+                    unsafe { vfio::mdev_unregister_driver(drv) };
+                    return Err(ENOMEM);
+                }
+            };
         self.class.store(class, Ordering::Relaxed);
 
         let dev = self.dev.get();
@@ -637,7 +737,11 @@ impl<P: MdevParentOps> MdevRegistration<P> {
             bindings::device_initialize(dev);
             (*dev).class = class;
             (*dev).release = Some(parent_dev_release);
-            bindings::dev_set_name(dev, c_str!("%s").as_char_ptr(), c_str!("gvt-sim0").as_char_ptr());
+            bindings::dev_set_name(
+                dev,
+                c_str!("%s").as_char_ptr(),
+                c_str!("gvt-sim0").as_char_ptr(),
+            );
             bindings::device_add(dev)
         };
         if let Err(e) = to_result(ret) {
@@ -665,7 +769,13 @@ impl<P: MdevParentOps> MdevRegistration<P> {
         // SAFETY: all pointers are to pinned memory owned by `self`, which
         // outlives the registration (`unregister` undoes it first).
         let ret = unsafe {
-            vfio::mdev_register_parent(self.mdev_parent.get(), dev.cast(), drv, ptrs.cast(), self.ntypes as u32)
+            vfio::mdev_register_parent(
+                self.mdev_parent.get(),
+                dev.cast(),
+                drv,
+                ptrs.cast(),
+                self.ntypes as u32,
+            )
         };
         if let Err(e) = to_result(ret) {
             // SAFETY: reverse order of the successful registrations above.

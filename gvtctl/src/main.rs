@@ -28,7 +28,11 @@ fn init_logging(verbose: u8) {
         .filter_level(level)
         .parse_env("RUST_LOG")
         .format(|buf, r| {
-            let line = format!("gvtctl: {}: {}", r.level().as_str().to_lowercase(), r.args());
+            let line = format!(
+                "gvtctl: {}: {}",
+                r.level().as_str().to_lowercase(),
+                r.args()
+            );
             output::to_syslog(&line);
             writeln!(buf, "{}", libgvtctl::escape::terminal_safe(&line))
         })
@@ -71,7 +75,9 @@ fn partition(
 /// A sleep from user-given seconds (0 to 3600).
 fn interval_arg(flag: &str, secs: f64) -> Result<Duration, Error> {
     if !(secs.is_finite() && (0.0..=3600.0).contains(&secs)) {
-        return Err(Error::InvalidArgument(format!("{flag} takes seconds between 0 and 3600")));
+        return Err(Error::InvalidArgument(format!(
+            "{flag} takes seconds between 0 and 3600"
+        )));
     }
     Ok(Duration::from_secs_f64(secs))
 }
@@ -86,7 +92,11 @@ fn generate(dir: &std::path::Path) -> std::io::Result<Vec<String>> {
         std::fs::create_dir_all(d)?;
     }
     clap_mangen::generate_to(Cli::command(), &man)?;
-    for shell in [clap_complete::Shell::Bash, clap_complete::Shell::Zsh, clap_complete::Shell::Fish] {
+    for shell in [
+        clap_complete::Shell::Bash,
+        clap_complete::Shell::Zsh,
+        clap_complete::Shell::Fish,
+    ] {
         clap_complete::generate_to(shell, &mut Cli::command(), "gvtctl", &comp)?;
     }
     for (name, s) in output::schemas() {

@@ -6,9 +6,9 @@
 //! passes [`libgvtctl::escape::terminal_safe`] on its way out, and JSON is written with
 //! every character outside printable ASCII as a `\u` escape ([`to_json`]).
 
-use libgvtctl::escape::{escape, terminal_safe};
 use libgvtctl::defs::DamagedDefinition;
 use libgvtctl::error::ErrorDetails;
+use libgvtctl::escape::{escape, terminal_safe};
 use libgvtctl::stats::Report;
 use libgvtctl::{
     format_size, Definition, Error, Instance, MdevType, PossibleHolder, StartOutcome, Uuid, Vmm,
@@ -38,7 +38,10 @@ pub fn enable_syslog() {
         .and_then(|s| s.connect(&path).map(|()| s))
         .ok();
     let kmsg = if socket.is_none() && explicit.is_none() {
-        std::fs::OpenOptions::new().write(true).open("/dev/kmsg").ok()
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open("/dev/kmsg")
+            .ok()
     } else {
         None
     };
@@ -761,9 +764,17 @@ impl Out {
                 holder_text(v)
             ));
             let eng = |n: &str, u: &libgvtctl::stats::EngineUse| {
-                format!("{n} {} ({} ns busy)", pct(u.util_pct), dash(u.busy_ns.map(|b| b.to_string())))
+                format!(
+                    "{n} {} ({} ns busy)",
+                    pct(u.util_pct),
+                    dash(u.busy_ns.map(|b| b.to_string()))
+                )
             };
-            h.push(format!("  engines:     {}, {}", eng("render", &v.rcs), eng("blitter", &v.bcs)));
+            h.push(format!(
+                "  engines:     {}, {}",
+                eng("render", &v.rcs),
+                eng("blitter", &v.bcs)
+            ));
             h.push(format!(
                 "  submitted:   {} ({} in all); commands audited {} ({} in all)",
                 per_s(&v.submissions),
@@ -784,7 +795,10 @@ impl Out {
                 classes(&v.rejects)
             ));
             h.push(format!("  traps:       {}", classes(&v.traps)));
-            h.push(format!("  hangs:       {} now, {} in all", v.hangs, v.hangs_total));
+            h.push(format!(
+                "  hangs:       {} now, {} in all",
+                v.hangs, v.hangs_total
+            ));
         }
         if h.is_empty() {
             h.push("no gvt-rs vGPUs running".into());
@@ -846,8 +860,13 @@ fn per_s(r: &libgvtctl::stats::Rate) -> String {
     dash(r.per_s.map(|x| format!("{x:.1}/s")))
 }
 
-fn sum_rates(m: &std::collections::BTreeMap<String, libgvtctl::stats::Rate>) -> libgvtctl::stats::Rate {
-    let per_s = m.values().map(|r| r.per_s).try_fold(0.0, |a, b| b.map(|b| a + b));
+fn sum_rates(
+    m: &std::collections::BTreeMap<String, libgvtctl::stats::Rate>,
+) -> libgvtctl::stats::Rate {
+    let per_s = m
+        .values()
+        .map(|r| r.per_s)
+        .try_fold(0.0, |a, b| b.map(|b| a + b));
     libgvtctl::stats::Rate {
         total: m.values().map(|r| r.total).fold(0, u64::saturating_add),
         delta: None,

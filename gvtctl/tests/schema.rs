@@ -39,7 +39,12 @@ fn run(t: &Tree, args: &[&str], code: i32, name: &str) -> Value {
 fn generated_files_are_checked_in() {
     let out = tempfile::tempdir().unwrap();
     let t = gvt();
-    let v = run(&t, &["generate", out.path().to_str().unwrap()], 0, "generate");
+    let v = run(
+        &t,
+        &["generate", out.path().to_str().unwrap()],
+        0,
+        "generate",
+    );
     let files: Vec<String> = v["files"]
         .as_array()
         .unwrap()
@@ -48,8 +53,14 @@ fn generated_files_are_checked_in() {
         .collect();
     assert!(files.contains(&"man/gvtctl.1".to_string()), "{files:?}");
     assert!(files.contains(&"man/gvtctl-top.1".to_string()), "{files:?}");
-    assert!(files.contains(&"completions/gvtctl.bash".to_string()), "{files:?}");
-    assert!(files.contains(&"schema/stats.schema.json".to_string()), "{files:?}");
+    assert!(
+        files.contains(&"completions/gvtctl.bash".to_string()),
+        "{files:?}"
+    );
+    assert!(
+        files.contains(&"schema/stats.schema.json".to_string()),
+        "{files:?}"
+    );
     for f in &files {
         let now = std::fs::read_to_string(out.path().join(f)).unwrap();
         let checked_in = std::fs::read_to_string(doc_dir().join(f)).unwrap_or_default();
@@ -62,7 +73,10 @@ fn generated_files_are_checked_in() {
     for d in ["man", "completions", "schema"] {
         for e in std::fs::read_dir(doc_dir().join(d)).unwrap() {
             let f = format!("{d}/{}", e.unwrap().file_name().to_string_lossy());
-            assert!(files.contains(&f), "gvtctl/doc/{f} is not generated any more");
+            assert!(
+                files.contains(&f),
+                "gvtctl/doc/{f} is not generated any more"
+            );
         }
     }
 }
@@ -71,44 +85,106 @@ fn generated_files_are_checked_in() {
 fn every_json_output_matches_its_schema() {
     let t = all();
     run(&t, &["types"], 0, "types");
-    let i = run(&t, &["create", "--aperture", "64M", "--uuid", U1], 0, "instance");
+    let i = run(
+        &t,
+        &["create", "--aperture", "64M", "--uuid", U1],
+        0,
+        "instance",
+    );
     assert_eq!(i["uuid"], U1);
     run(&t, &["info", U1], 0, "instance");
-    run(&t, &["create", "--type", "mtty-2", "--uuid", U3], 0, "instance");
+    run(
+        &t,
+        &["create", "--type", "mtty-2", "--uuid", U3],
+        0,
+        "instance",
+    );
     run(&t, &["vmm-args", U1], 0, "vmm-args");
     let one = run(&t, &["vmm-args", U1, "--vmm", "libvirt"], 0, "vmm-args");
-    assert!(one.get("qemu").is_none() && one["libvirt"].is_string(), "{one:#}");
+    assert!(
+        one.get("qemu").is_none() && one["libvirt"].is_string(),
+        "{one:#}"
+    );
     let g = t.group_of(U1);
     run(&t, &["udev-match-group", &g], 0, "udev-match-group");
     run(&t, &["udev-match-group", "999"], 1, "udev-match-group");
 
     // Definitions: define, autostart, modify, --jsonfile, a damaged file, undefine.
-    run(&t, &["define", U2, "--type", "gvt_rs-GVTsim_32M", "--parent", "gvt-sim0"], 0, "definition");
-    run(&t, &["autostart", U2, "on"], 0, "definition");
-    run(&t, &["modify", U2, "--attr", "gvt/weight=3"], 0, "definition");
-    let file = t.p("def.json");
-    std::fs::write(&file, r#"{"mdev_type":"gvt_rs-GVTsim_32M","start":"manual","attrs":[]}"#)
-        .unwrap();
-    let u4 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1004";
     run(
         &t,
-        &["define", u4, "--parent", "gvt-sim0", "--jsonfile", file.to_str().unwrap()],
+        &[
+            "define",
+            U2,
+            "--type",
+            "gvt_rs-GVTsim_32M",
+            "--parent",
+            "gvt-sim0",
+        ],
         0,
         "definition",
     );
-    std::fs::write(t.p("etc/mdevctl.d/gvt-sim0/83b8f4f2-509f-382f-3c1e-e6bfe0fa1005"), "")
-        .unwrap();
+    run(&t, &["autostart", U2, "on"], 0, "definition");
+    run(
+        &t,
+        &["modify", U2, "--attr", "gvt/weight=3"],
+        0,
+        "definition",
+    );
+    let file = t.p("def.json");
+    std::fs::write(
+        &file,
+        r#"{"mdev_type":"gvt_rs-GVTsim_32M","start":"manual","attrs":[]}"#,
+    )
+    .unwrap();
+    let u4 = "83b8f4f2-509f-382f-3c1e-e6bfe0fa1004";
+    run(
+        &t,
+        &[
+            "define",
+            u4,
+            "--parent",
+            "gvt-sim0",
+            "--jsonfile",
+            file.to_str().unwrap(),
+        ],
+        0,
+        "definition",
+    );
+    std::fs::write(
+        t.p("etc/mdevctl.d/gvt-sim0/83b8f4f2-509f-382f-3c1e-e6bfe0fa1005"),
+        "",
+    )
+    .unwrap();
     let l = run(&t, &["list"], 0, "list");
-    assert_eq!(l["damaged_definitions"].as_array().unwrap().len(), 1, "{l:#}");
+    assert_eq!(
+        l["damaged_definitions"].as_array().unwrap().len(),
+        1,
+        "{l:#}"
+    );
     run(&t, &["start", "--auto"], 0, "start-auto");
-    run(&t, &["modify", U2, "--live", "--attr", "gvt/weight=5"], 0, "instance");
+    run(
+        &t,
+        &["modify", U2, "--live", "--attr", "gvt/weight=5"],
+        0,
+        "instance",
+    );
     run(&t, &["stop", U2], 0, "removed");
     run(&t, &["start", U2], 0, "instance");
     run(&t, &["undefine", u4], 0, "undefined");
 
     // Statistics, once and in a loop (one JSON object a line).
-    run(&t, &["sim", "hold", U1, "--pid", "4242", "--vm-name", "web"], 0, "sim");
-    run(&t, &["sim", "load", U1, "--rate", "rcs_time_ns=250000000"], 0, "sim");
+    run(
+        &t,
+        &["sim", "hold", U1, "--pid", "4242", "--vm-name", "web"],
+        0,
+        "sim",
+    );
+    run(
+        &t,
+        &["sim", "load", U1, "--rate", "rcs_time_ns=250000000"],
+        0,
+        "sim",
+    );
     let s = run(&t, &["stats", "--interval", "0"], 0, "stats");
     assert_eq!(s["schema_version"], 1);
     let out = t
@@ -125,10 +201,24 @@ fn every_json_output_matches_its_schema() {
 
     // Errors, with their details.
     let e = run(&t, &["create", "--aperture", "4G"], 4, "error");
-    assert!(!e["error"]["details"]["free_types"].as_array().unwrap().is_empty(), "{e:#}");
+    assert!(
+        !e["error"]["details"]["free_types"]
+            .as_array()
+            .unwrap()
+            .is_empty(),
+        "{e:#}"
+    );
     let e = run(&t, &["destroy", U1], 5, "error");
-    assert_eq!(e["error"]["details"]["holders"][0]["vm_name"], "web", "{e:#}");
-    run(&t, &["info", "83b8f4f2-509f-382f-3c1e-e6bfe0fa1999"], 3, "error");
+    assert_eq!(
+        e["error"]["details"]["holders"][0]["vm_name"], "web",
+        "{e:#}"
+    );
+    run(
+        &t,
+        &["info", "83b8f4f2-509f-382f-3c1e-e6bfe0fa1999"],
+        3,
+        "error",
+    );
     run(&t, &["create", "--aperture", "12Q"], 2, "error");
     run(&t, &["stats", U3], 2, "error");
     std::fs::remove_dir_all(t.p("proc/4242")).unwrap();
@@ -139,10 +229,19 @@ fn every_json_output_matches_its_schema() {
     let (c, v) = {
         let out = assert_cmd::Command::cargo_bin("gvtctl")
             .unwrap()
-            .args(["--root", fresh.path().to_str().unwrap(), "--json", "sim", "init"])
+            .args([
+                "--root",
+                fresh.path().to_str().unwrap(),
+                "--json",
+                "sim",
+                "init",
+            ])
             .output()
             .unwrap();
-        (out.status.code(), serde_json::from_slice::<Value>(&out.stdout).unwrap())
+        (
+            out.status.code(),
+            serde_json::from_slice::<Value>(&out.stdout).unwrap(),
+        )
     };
     assert_eq!(c, Some(0));
     check("sim", &v);
@@ -156,7 +255,9 @@ fn schemas_reject_wrong_shapes() {
     let (_, mut s) = t.json(&["stats", "--interval", "0"]);
     check("stats", &s);
     let valid = |name: &str, v: &Value| {
-        jsonschema::validator_for(&schema(name)).unwrap().is_valid(v)
+        jsonschema::validator_for(&schema(name))
+            .unwrap()
+            .is_valid(v)
     };
     s.as_object_mut().unwrap().remove("schema_version");
     assert!(!valid("stats", &s));
@@ -170,5 +271,8 @@ fn schemas_reject_wrong_shapes() {
     assert!(!valid("list", &i), "an instance is not a list");
     let (_, e) = t.json(&["info", U2]);
     assert!(valid("error", &e));
-    assert!(!valid("error", &serde_json::json!({"error": {"kind": "x"}})));
+    assert!(!valid(
+        "error",
+        &serde_json::json!({"error": {"kind": "x"}})
+    ));
 }

@@ -135,7 +135,9 @@ fn top_loops_and_follows_a_live_weight_change() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.matches("RCS%").count(), 2, "{text}");
     let row = text.lines().find(|l| l.starts_with(U1)).unwrap();
-    for col in ["running", " 4 ", "40.0%", "5.0%", "120", "960", "2120", "VM web"] {
+    for col in [
+        "running", " 4 ", "40.0%", "5.0%", "120", "960", "2120", "VM web",
+    ] {
         assert!(row.contains(col), "{col} in {row}");
     }
     // A live weight change shows in the next report.
@@ -172,7 +174,10 @@ fn stats_errors() {
         .success()
         .stdout(contains("no gvt-rs vGPUs running"));
     let (code, e) = t.json(&["stats", U1]);
-    assert_eq!((code, e["error"]["kind"].as_str()), (3, Some("unknown-uuid")));
+    assert_eq!(
+        (code, e["error"]["kind"].as_str()),
+        (3, Some("unknown-uuid"))
+    );
     t.cmd()
         .args(["define", U1, "--type", "gvt_rs-GVTsim_64M"])
         .assert()

@@ -95,7 +95,8 @@ fn autostart_rule_starts_auto_definitions_of_the_parent() {
         let n = sock.recv(&mut buf).expect("a syslog record");
         let rec = String::from_utf8_lossy(&buf[..n]).into_owned();
         assert!(
-            rec.starts_with("<14>gvtctl[") && rec.contains(&format!("]: started {U1} (gvt_rs-GVTsim_64M on gvt-sim0)")),
+            rec.starts_with("<14>gvtctl[")
+                && rec.contains(&format!("]: started {U1} (gvt_rs-GVTsim_64M on gvt-sim0)")),
             "{rec}"
         );
         assert!(!t.dev(U2).exists(), "manual definition left alone");

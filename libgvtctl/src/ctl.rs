@@ -1053,7 +1053,13 @@ impl Gvtctl {
             })?;
         }
         if self.parent_names().contains(&parent) {
-            self.select_type(Some(&parent), Some(&def.mdev_type), &PartitionRequest::default(), false, false)?;
+            self.select_type(
+                Some(&parent),
+                Some(&def.mdev_type),
+                &PartitionRequest::default(),
+                false,
+                false,
+            )?;
         }
         let path = defs::store(self.fs.as_ref(), &self.root, &def)?;
         def.path = defs::host_path(&self.root, &path);

@@ -82,7 +82,9 @@ impl<'de> Deserialize<'de> for AttrEntry {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<AttrEntry, A::Error> {
                 let Some(k) = m.next_key::<String>()? else {
-                    return Err(A::Error::custom("attribute object must have exactly one field"));
+                    return Err(A::Error::custom(
+                        "attribute object must have exactly one field",
+                    ));
                 };
                 let v: serde_json::Value = m.next_value()?;
                 let serde_json::Value::String(v) = v else {
@@ -92,7 +94,9 @@ impl<'de> Deserialize<'de> for AttrEntry {
                     )));
                 };
                 if m.next_key::<String>()?.is_some() {
-                    return Err(A::Error::custom("attribute object must have exactly one field"));
+                    return Err(A::Error::custom(
+                        "attribute object must have exactly one field",
+                    ));
                 }
                 Ok(AttrEntry(k, v))
             }

@@ -54,7 +54,10 @@ pub fn vm_name(cmdline: &[String]) -> Option<String> {
     while let Some(a) = args.next() {
         let value = match a.as_str() {
             "-name" | "--name" => args.next()?.clone(),
-            _ => match a.strip_prefix("-name=").or_else(|| a.strip_prefix("--name=")) {
+            _ => match a
+                .strip_prefix("-name=")
+                .or_else(|| a.strip_prefix("--name="))
+            {
                 Some(v) => v.to_string(),
                 None => continue,
             },
@@ -270,14 +273,23 @@ mod tests {
     #[test]
     fn vm_names_from_command_lines() {
         let v = |a: &[&str]| vm_name(&a.iter().map(|s| s.to_string()).collect::<Vec<_>>());
-        assert_eq!(v(&["qemu", "-m", "1G", "-name", "vm1"]).as_deref(), Some("vm1"));
+        assert_eq!(
+            v(&["qemu", "-m", "1G", "-name", "vm1"]).as_deref(),
+            Some("vm1")
+        );
         assert_eq!(
             v(&["qemu", "-name", "guest=web,debug-threads=on", "-S"]).as_deref(),
             Some("web")
         );
-        assert_eq!(v(&["qemu", "-name", "a,,b,process=x"]).as_deref(), Some("a,b"));
+        assert_eq!(
+            v(&["qemu", "-name", "a,,b,process=x"]).as_deref(),
+            Some("a,b")
+        );
         assert_eq!(v(&["qemu", "--name=db"]).as_deref(), Some("db"));
-        assert_eq!(v(&["qemu", "-name", "evil\x1b[2J"]).as_deref(), Some("evil\\x1b[2J"));
+        assert_eq!(
+            v(&["qemu", "-name", "evil\x1b[2J"]).as_deref(),
+            Some("evil\\x1b[2J")
+        );
         assert_eq!(v(&["qemu", "-name", "a\\b"]).as_deref(), Some("a\\\\b"));
         assert_eq!(v(&["-name", "first-arg-is-the-program"]), None);
         assert_eq!(v(&["qemu", "-name"]), None);

@@ -178,7 +178,12 @@ fn vgpu_report(v: &VgpuSample, prev: Option<&StatsText>, interval_ns: u64) -> Vg
                 .map(|d| d as f64 * 1e9 / interval_ns as f64),
         }
     };
-    let counter = |k: &str| rate(v.stats.get(k).unwrap_or(0), prev.map(|p| p.get(k).unwrap_or(0)));
+    let counter = |k: &str| {
+        rate(
+            v.stats.get(k).unwrap_or(0),
+            prev.map(|p| p.get(k).unwrap_or(0)),
+        )
+    };
     let engine = |k: &str| {
         let busy = counter(k).delta;
         EngineUse {
@@ -255,7 +260,8 @@ mod tests {
 
     #[test]
     fn parses_the_drivers_text() {
-        let s = StatsText::parse("traps_pm 3\nstate running\nrcs_time_ns 12\n\njunk\n x 1\nbad -1\n");
+        let s =
+            StatsText::parse("traps_pm 3\nstate running\nrcs_time_ns 12\n\njunk\n x 1\nbad -1\n");
         assert_eq!(s.get("traps_pm"), Some(3));
         assert_eq!(s.get("rcs_time_ns"), Some(12));
         assert_eq!(s.get("x"), Some(1));
@@ -286,31 +292,76 @@ mod tests {
         assert_eq!(v.rcs.busy_ns, Some(500_000_000));
         assert_eq!(v.rcs.util_pct, Some(25.0));
         assert_eq!(v.bcs.util_pct, Some(10.0));
-        assert_eq!(v.submissions, Rate { total: 30, delta: Some(20), per_s: Some(10.0) });
+        assert_eq!(
+            v.submissions,
+            Rate {
+                total: 30,
+                delta: Some(20),
+                per_s: Some(10.0)
+            }
+        );
         assert_eq!(v.cmds_audited.per_s, Some(20.0));
         assert_eq!(v.rejects["privileged"].delta, Some(2));
         assert_eq!(v.rejects["malformed"].delta, Some(1));
-        assert_eq!(v.rejected, Rate { total: 4, delta: Some(3), per_s: Some(1.5) });
+        assert_eq!(
+            v.rejected,
+            Rate {
+                total: 4,
+                delta: Some(3),
+                per_s: Some(1.5)
+            }
+        );
         assert_eq!(v.traps["pm"].per_s, Some(1000.0));
         assert_eq!((v.hangs, v.hangs_total), (1, 3));
         assert_eq!(v.counters["traps_pm"], 2007);
-        assert_eq!(v.traps.len(), 1, "traps_pm only, not trap_pm: {:?}", v.traps);
+        assert_eq!(
+            v.traps.len(),
+            1,
+            "traps_pm only, not trap_pm: {:?}",
+            v.traps
+        );
         // Without the mediator's traps_* counters, the scheduler's trap_* are used.
-        let r = Report::between(&sample(0, "trap_tail 1\n"), &sample(1_000_000_000, "trap_tail 5\n"));
+        let r = Report::between(
+            &sample(0, "trap_tail 1\n"),
+            &sample(1_000_000_000, "trap_tail 5\n"),
+        );
         assert_eq!(r.vgpus[0].traps["tail"].per_s, Some(4.0));
     }
 
     #[test]
     fn no_deltas_without_a_first_reading_or_time() {
         let b = sample(5, "rcs_time_ns 10\nsubmissions 3\n");
-        let empty = Sample { at_ns: 5, vgpus: vec![] };
+        let empty = Sample {
+            at_ns: 5,
+            vgpus: vec![],
+        };
         let r = Report::between(&empty, &b);
         let v = &r.vgpus[0];
-        assert_eq!(v.rcs, EngineUse { busy_ns: None, util_pct: None });
-        assert_eq!(v.submissions, Rate { total: 3, delta: None, per_s: None });
+        assert_eq!(
+            v.rcs,
+            EngineUse {
+                busy_ns: None,
+                util_pct: None
+            }
+        );
+        assert_eq!(
+            v.submissions,
+            Rate {
+                total: 3,
+                delta: None,
+                per_s: None
+            }
+        );
         // Same instant: a delta, no rate.
         let r = Report::between(&sample(5, "submissions 1\n"), &b);
-        assert_eq!(r.vgpus[0].submissions, Rate { total: 3, delta: Some(2), per_s: None });
+        assert_eq!(
+            r.vgpus[0].submissions,
+            Rate {
+                total: 3,
+                delta: Some(2),
+                per_s: None
+            }
+        );
         // A counter that went back (recreated vGPU): no delta.
         let r = Report::between(&sample(1, "submissions 9\n"), &b);
         assert_eq!(r.vgpus[0].submissions.delta, None);

@@ -263,7 +263,10 @@ mod tests {
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "second, longer");
         // A new inode took the name (rename), the old one was never written in place.
         assert_ne!(std::fs::metadata(&p).unwrap().ino(), ino);
-        assert_eq!(std::fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o644);
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o644
+        );
         let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().collect();
         assert_eq!(names.len(), 1);
         // A failure leaves the old file as it was.

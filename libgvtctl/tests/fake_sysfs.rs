@@ -1,6 +1,6 @@
 //! The library against the simulated mdev core, and through a custom `Sysfs`.
 
-use libgvtctl::fake_sysfs::{self, Fixture, FakeMdevSysfs};
+use libgvtctl::fake_sysfs::{self, FakeMdevSysfs, Fixture};
 use libgvtctl::*;
 use std::io;
 use std::path::{Path, PathBuf};

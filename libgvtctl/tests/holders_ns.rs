@@ -187,7 +187,10 @@ fn the_holders_vm_name_comes_from_its_command_line() {
         .unwrap();
     let pid = vmm.id();
     kids.0.push(vmm);
-    assert!(fd3_reads(pid, &node.to_string_lossy()), "the holder did not start");
+    assert!(
+        fd3_reads(pid, &node.to_string_lossy()),
+        "the holder did not start"
+    );
     let scan = holders::scan(&RealSysfs, root, &["/dev/vfio/0".to_string()]);
     let h = scan
         .holders
@@ -196,7 +199,10 @@ fn the_holders_vm_name_comes_from_its_command_line() {
         .unwrap_or_else(|| panic!("{scan:?}"));
     assert_eq!(h.vm_name.as_deref(), Some("web\\x1b1"), "escaped: {scan:?}");
     assert!(
-        scan.holders.iter().filter(|h| h.pid != pid).all(|h| h.vm_name.is_none()),
+        scan.holders
+            .iter()
+            .filter(|h| h.pid != pid)
+            .all(|h| h.vm_name.is_none()),
         "{scan:?}"
     );
 }

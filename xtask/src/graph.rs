@@ -41,12 +41,19 @@ pub fn read(house: &House) -> Result<Graph, String> {
         let text = fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
         let ast = syn::parse_file(&text).map_err(|e| format!("{}: {e}", f.display()))?;
         let here = module_path(house, f);
-        let mut v = Paths { here: &here, found: Vec::new() };
+        let mut v = Paths {
+            here: &here,
+            found: Vec::new(),
+        };
         v.visit_file(&ast);
         let Some(from) = here.first() else { continue };
         for (to, name) in v.found {
             if &to != from && modules.contains(&to) {
-                g.entry(from.clone()).or_default().entry(to).or_default().insert(name);
+                g.entry(from.clone())
+                    .or_default()
+                    .entry(to)
+                    .or_default()
+                    .insert(name);
             }
         }
         g.entry(from.clone()).or_default();
@@ -75,7 +82,10 @@ fn module_path(house: &House, f: &Path) -> Vec<String> {
     if rel == Path::new(house.root) {
         return Vec::new();
     }
-    let mut parts: Vec<String> = rel.iter().map(|s| s.to_string_lossy().into_owned()).collect();
+    let mut parts: Vec<String> = rel
+        .iter()
+        .map(|s| s.to_string_lossy().into_owned())
+        .collect();
     if let Some(last) = parts.pop() {
         let stem = last.trim_end_matches(".rs").to_string();
         if stem != "mod" {
@@ -186,7 +196,11 @@ impl Paths<'_> {
 /// `cfg(any(test, feature = "fakes"))` are test code, which may use any
 /// module without making the house's own structure circular.
 fn test_only(attrs: &[syn::Attribute]) -> bool {
-    attrs.iter().any(|a| a.path().is_ident("cfg") && a.parse_args::<syn::Meta>().is_ok_and(|m| eval(&m) == Some(false)))
+    attrs.iter().any(|a| {
+        a.path().is_ident("cfg")
+            && a.parse_args::<syn::Meta>()
+                .is_ok_and(|m| eval(&m) == Some(false))
+    })
 }
 
 /// A `cfg` predicate in three values (`None`: depends on the build).
@@ -273,7 +287,10 @@ impl<'ast> Visit<'ast> for Paths<'_> {
         // file's module plus the inline one.
         let mut inner: Vec<String> = self.here.to_vec();
         inner.push(m.ident.to_string());
-        let mut v = Paths { here: &inner, found: Vec::new() };
+        let mut v = Paths {
+            here: &inner,
+            found: Vec::new(),
+        };
         if let Some((_, items)) = &m.content {
             for it in items {
                 v.visit_item(it);
@@ -330,7 +347,14 @@ pub fn circles(g: &Graph) -> Vec<Vec<String>> {
             }
         }
     }
-    let mut t = T { g, index: BTreeMap::new(), low: BTreeMap::new(), stack: Vec::new(), on: BTreeSet::new(), out: Vec::new() };
+    let mut t = T {
+        g,
+        index: BTreeMap::new(),
+        low: BTreeMap::new(),
+        stack: Vec::new(),
+        on: BTreeSet::new(),
+        out: Vec::new(),
+    };
     for v in g.keys() {
         if !t.index.contains_key(v.as_str()) {
             t.visit(v);
@@ -373,7 +397,12 @@ mod tests {
             fs::create_dir_all(p.parent().unwrap()).unwrap();
             fs::write(p, text).unwrap();
         }
-        let g = read(&House { name: "t", dir: d.0.clone(), root: "lib.rs" }).unwrap();
+        let g = read(&House {
+            name: "t",
+            dir: d.0.clone(),
+            root: "lib.rs",
+        })
+        .unwrap();
         (d, g)
     }
 
@@ -383,7 +412,11 @@ mod tests {
             pub fn new() -> Dir {
                 use std::sync::atomic::{AtomicU32, Ordering};
                 static N: AtomicU32 = AtomicU32::new(0);
-                let p = std::env::temp_dir().join(format!("xtask-graph-{}-{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst)));
+                let p = std::env::temp_dir().join(format!(
+                    "xtask-graph-{}-{}",
+                    std::process::id(),
+                    N.fetch_add(1, Ordering::SeqCst)
+                ));
                 std::fs::create_dir_all(&p).unwrap();
                 Dir(p)
             }
@@ -403,7 +436,10 @@ mod tests {
             ("b.rs", "fn f() { let _ = super::c::g(); }"),
             ("c.rs", "fn g() { m!(super::a::W); }"),
         ]);
-        assert_eq!(circles(&g), vec![vec!["a".to_string(), "b".into(), "c".into()]]);
+        assert_eq!(
+            circles(&g),
+            vec![vec!["a".to_string(), "b".into(), "c".into()]]
+        );
         assert!(g["a"]["b"].contains("X") && g["a"]["b"].contains("Y"));
     }
 
@@ -411,7 +447,10 @@ mod tests {
     fn submodules_belong_to_their_top_module_and_crate_paths_resolve() {
         let (_d, g) = house(&[
             ("lib.rs", "mod a; mod b;"),
-            ("a.rs", "mod inner; #[cfg(test)] mod tests { use super::super::b::Q; }"),
+            (
+                "a.rs",
+                "mod inner; #[cfg(test)] mod tests { use super::super::b::Q; }",
+            ),
             ("a/inner.rs", "use crate::b::P; use super::R;"),
             ("b.rs", "use std::fmt; use other_crate::a::Z;"),
         ]);
@@ -432,8 +471,17 @@ mod tests {
 
     #[test]
     fn a_two_file_circle_names_its_arrows() {
-        let (d, _) = house(&[("lib.rs", ""), ("x.rs", "use super::y::A;"), ("y.rs", "use super::x::B;")]);
-        let e = check(&House { name: "t", dir: d.0.clone(), root: "lib.rs" }).unwrap_err();
+        let (d, _) = house(&[
+            ("lib.rs", ""),
+            ("x.rs", "use super::y::A;"),
+            ("y.rs", "use super::x::B;"),
+        ]);
+        let e = check(&House {
+            name: "t",
+            dir: d.0.clone(),
+            root: "lib.rs",
+        })
+        .unwrap_err();
         assert!(e.contains("x -> y: A") && e.contains("y -> x: B"), "{e}");
     }
 }

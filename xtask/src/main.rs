@@ -80,22 +80,31 @@ impl Phases {
 /// cache outside the repository, so a fresh clone reuses earlier builds),
 /// else the workspace's `target/`.
 fn target_dir() -> PathBuf {
-    env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| repo().join("target"))
+    env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join("target"))
 }
 
 fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn cache() -> PathBuf {
     match env::var_os("GVT_CACHE") {
         Some(c) => PathBuf::from(c),
-        None => PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into())).join(".cache/gvt-rs"),
+        None => PathBuf::from(env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+            .join(".cache/gvt-rs"),
     }
 }
 
 fn sh(cmd: &mut Command) -> Result<(), String> {
-    let st = cmd.current_dir(repo()).status().map_err(|e| format!("{cmd:?}: {e}"))?;
+    let st = cmd
+        .current_dir(repo())
+        .status()
+        .map_err(|e| format!("{cmd:?}: {e}"))?;
     if st.success() {
         Ok(())
     } else {
@@ -116,7 +125,10 @@ fn cargo() -> Command {
 /// Run a static `cargo` build for the guest (x86_64-unknown-linux-gnu, `+crt-static`,
 /// `target/vm`) and return the executables it produced.
 fn guest_cargo(args: &[&str], what: &str) -> Result<Vec<PathBuf>, String> {
-    Ok(guest_cargo_split(args, what)?.into_iter().map(|(p, _)| p).collect())
+    Ok(guest_cargo_split(args, what)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect())
 }
 
 /// [`guest_cargo`], each executable with whether it is a libtest harness
@@ -125,13 +137,21 @@ fn guest_cargo_split(args: &[&str], what: &str) -> Result<Vec<(PathBuf, bool)>, 
     let target = "x86_64-unknown-linux-gnu";
     let mut c = cargo();
     c.args(args)
-        .args(["--release", "--target", target, "--message-format=json-render-diagnostics"])
+        .args([
+            "--release",
+            "--target",
+            target,
+            "--message-format=json-render-diagnostics",
+        ])
         .env("RUSTFLAGS", "-C target-feature=+crt-static")
         .env("CARGO_TARGET_DIR", target_dir().join("vm"))
         .current_dir(repo());
     let out = c.output().map_err(|e| format!("cargo: {e}"))?;
     if !out.status.success() {
-        return Err(format!("building {what} failed:\n{}", String::from_utf8_lossy(&out.stderr)));
+        return Err(format!(
+            "building {what} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
     }
     let mut bins = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -140,7 +160,11 @@ fn guest_cargo_split(args: &[&str], what: &str) -> Result<Vec<(PathBuf, bool)>, 
             let rest = &line[i + 14..];
             if let Some(j) = rest.find('"') {
                 // "profile":{...,"test":true} (the target has a "test" key too)
-                let profile = line.split("\"profile\":{").nth(1).and_then(|p| p.split('}').next()).unwrap_or("");
+                let profile = line
+                    .split("\"profile\":{")
+                    .nth(1)
+                    .and_then(|p| p.split('}').next())
+                    .unwrap_or("");
                 bins.push((PathBuf::from(&rest[..j]), profile.contains("\"test\":true")));
             }
         }
@@ -159,15 +183,22 @@ struct GuestBinaries {
 /// Build the in-guest test binaries and programs statically.
 fn build_guest_binaries() -> Result<GuestBinaries, String> {
     // `cargo test --no-run` also builds (and names) the package's programs.
-    let (tests, _): (Vec<_>, Vec<_>) =
-        guest_cargo_split(&["test", "-p", "gvt-vmtests", "--no-run"], "guest test binaries")?.into_iter().partition(|b| b.1);
+    let (tests, _): (Vec<_>, Vec<_>) = guest_cargo_split(
+        &["test", "-p", "gvt-vmtests", "--no-run"],
+        "guest test binaries",
+    )?
+    .into_iter()
+    .partition(|b| b.1);
     let tests: Vec<PathBuf> = tests.into_iter().map(|b| b.0).collect();
     if tests.is_empty() {
         return Err("no guest test binaries were built".into());
     }
     let mut programs = guest_cargo(&["build", "-p", "gvt-vmtests", "--bins"], "guest programs")?;
     let ctl = guest_cargo(&["build", "-p", "gvtctl", "--bin", "gvtctl"], "gvtctl")?;
-    if !ctl.iter().any(|b| b.file_name().is_some_and(|n| n == "gvtctl")) {
+    if !ctl
+        .iter()
+        .any(|b| b.file_name().is_some_and(|n| n == "gvtctl"))
+    {
         return Err("cargo built no gvtctl binary".into());
     }
     programs.extend(ctl);
@@ -177,9 +208,15 @@ fn build_guest_binaries() -> Result<GuestBinaries, String> {
 /// The name a test binary has in the guest's /tests (tools/vm-image.sh drops
 /// cargo's `-<16 hex digits>` suffix).
 fn guest_name(bin: &Path) -> String {
-    let n = bin.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let n = bin
+        .file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned();
     match n.rsplit_once('-') {
-        Some((stem, h)) if h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()) => stem.to_string(),
+        Some((stem, h)) if h.len() == 16 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+            stem.to_string()
+        }
         _ => n,
     }
 }
@@ -197,7 +234,12 @@ fn selection(filter: &str) -> Vec<String> {
         v.extend(["--skip", "smp2"].map(String::from));
     }
     if !filter.is_empty() {
-        v.extend(filter.split(',').filter(|f| !f.is_empty()).map(String::from));
+        v.extend(
+            filter
+                .split(',')
+                .filter(|f| !f.is_empty())
+                .map(String::from),
+        );
     }
     v
 }
@@ -205,7 +247,10 @@ fn selection(filter: &str) -> Vec<String> {
 /// vCPUs of a VM run with `filter`, as tools/vm-run.sh picks them:
 /// `$GVT_VM_SMP`, else 2 when the filter names smp2 tests, else 1.
 fn vm_smp(filter: &str) -> u32 {
-    match std::env::var("GVT_VM_SMP").ok().and_then(|s| s.parse().ok()) {
+    match std::env::var("GVT_VM_SMP")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
         Some(n) => n,
         None if filter.contains("smp2") => 2,
         None => 1,
@@ -233,7 +278,10 @@ fn list_expected(tests: &[PathBuf], filter: &str, out: &Path) -> Result<usize, S
             ));
         }
         let name = guest_name(bin);
-        for t in String::from_utf8_lossy(&o.stdout).lines().filter_map(|l| l.strip_suffix(": test")) {
+        for t in String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| l.strip_suffix(": test"))
+        {
             lines.push(format!("{name} {t}\n"));
         }
     }
@@ -246,9 +294,15 @@ fn list_expected(tests: &[PathBuf], filter: &str, out: &Path) -> Result<usize, S
 
 fn setup(p: &mut Phases) {
     p.run("setup: host packages", || sh(&mut tool("setup-host.sh")));
-    p.run("setup: trixie chroot (rustc 1.85.1)", || sh(&mut tool("setup-chroot.sh")));
-    p.run("setup: Debian kernel packages", || sh(&mut tool("fetch-kernel.sh")));
-    p.run("setup: prepared kernel tree", || sh(&mut tool("prepare-kernel.sh")));
+    p.run("setup: trixie chroot (rustc 1.85.1)", || {
+        sh(&mut tool("setup-chroot.sh"))
+    });
+    p.run("setup: Debian kernel packages", || {
+        sh(&mut tool("fetch-kernel.sh"))
+    });
+    p.run("setup: prepared kernel tree", || {
+        sh(&mut tool("prepare-kernel.sh"))
+    });
     p.run("setup: L2 kernel", || sh(&mut tool("build-l2-kernel.sh")));
 }
 
@@ -259,17 +313,28 @@ fn vm_run(p: &mut Phases, filter: &str, what: &str) {
 /// The tools/vm-run.sh command for one VM run of the tests `filter` selects,
 /// with the list of them it must account for made on the host first.
 fn vm_command(initrd: &Path, tests: &[PathBuf], filter: &str) -> Result<Command, String> {
-    let expect = initrd.with_file_name(format!("expected-{}.txt", if filter.is_empty() { "all" } else { filter }));
+    let expect = initrd.with_file_name(format!(
+        "expected-{}.txt",
+        if filter.is_empty() { "all" } else { filter }
+    ));
     let n = list_expected(tests, filter, &expect)?;
-    eprintln!("vm: {n} tests listed on the host for this run ({})", expect.display());
+    eprintln!(
+        "vm: {n} tests listed on the host for this run ({})",
+        expect.display()
+    );
     let mut c = tool("vm-run.sh");
-    c.arg(initrd).arg(filter).env("GVT_VM_EXPECT", &expect).current_dir(repo());
+    c.arg(initrd)
+        .arg(filter)
+        .env("GVT_VM_EXPECT", &expect)
+        .current_dir(repo());
     Ok(c)
 }
 
 /// Build the VM's initramfs with `bins`; returns its path.
 fn vm_initrd(p: &mut Phases, bins: &GuestBinaries) -> PathBuf {
-    let vmdir = env::var_os("GVT_VM_DIR").map(PathBuf::from).unwrap_or_else(|| cache().join("vm"));
+    let vmdir = env::var_os("GVT_VM_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cache().join("vm"));
     let initrd = vmdir.join("initrd.cpio.gz");
     p.run("build: VM initramfs", || {
         let mut c = tool("vm-image.sh");
@@ -282,14 +347,19 @@ fn vm_initrd(p: &mut Phases, bins: &GuestBinaries) -> PathBuf {
 /// Build the guest image and run the VM; with `self_check`, first prove that
 /// the rig fails each run it must fail, for its own reason.
 fn vm_run_checked(p: &mut Phases, filter: &str, what: &str, self_check: bool) {
-    let mut bins = GuestBinaries { tests: Vec::new(), programs: Vec::new() };
+    let mut bins = GuestBinaries {
+        tests: Vec::new(),
+        programs: Vec::new(),
+    };
     p.run("build: static guest binaries", || {
         bins = build_guest_binaries()?;
         Ok(())
     });
     let initrd = vm_initrd(p, &bins);
     if self_check {
-        p.run("vm: rig self-check (4 runs, each must fail)", || rig_self_check(&initrd, &bins.tests));
+        p.run("vm: rig self-check (4 runs, each must fail)", || {
+            rig_self_check(&initrd, &bins.tests)
+        });
     }
     p.run(what, || sh(&mut vm_command(&initrd, &bins.tests, filter)?));
 }
@@ -303,7 +373,10 @@ fn rig_self_check(initrd: &Path, tests: &[PathBuf]) -> Result<(), String> {
             "a failing test",
             "rig_selftest_failing_test",
             &[],
-            &["FAILED: selftest rig_selftest_failing_test (exit 101)", "vm-tests: 0 passed, 1 failed, 0 missing"],
+            &[
+                "FAILED: selftest rig_selftest_failing_test (exit 101)",
+                "vm-tests: 0 passed, 1 failed, 0 missing",
+            ],
         ),
         (
             "a kernel WARNING at boot and a hung task late in a long run",
@@ -321,44 +394,71 @@ fn rig_self_check(initrd: &Path, tests: &[PathBuf]) -> Result<(), String> {
             "a test binary that cannot start",
             "rig_selftest_passing_test",
             &[("GVT_RIG_SELFTEST_BREAK", "selftest")],
-            &["missing: selftest rig_selftest_passing_test (binary selftest cannot list", "vm-tests: 0 passed, 0 failed, 1 missing"],
+            &[
+                "missing: selftest rig_selftest_passing_test (binary selftest cannot list",
+                "vm-tests: 0 passed, 0 failed, 1 missing",
+            ],
         ),
         (
             "a listed test the guest leaves out",
             "rig_selftest_passing_test",
             &[("GVT_RIG_SELFTEST_HIDE", "rig_selftest_passing_test")],
-            &["missing: selftest rig_selftest_passing_test (listed on the host, never reported", "vm-tests: 0 passed, 0 failed, 1 missing"],
+            &[
+                "missing: selftest rig_selftest_passing_test (listed on the host, never reported",
+                "vm-tests: 0 passed, 0 failed, 1 missing",
+            ],
         ),
     ];
     for (n, (what, filter, env, evidence)) in cases.into_iter().enumerate() {
         let mut c = vm_command(initrd, tests, filter)?;
         c.envs(env.iter().copied());
         let o = c.output().map_err(|e| format!("vm-run.sh: {e}"))?;
-        let (passed, out) = (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned());
+        let (passed, out) = (
+            o.status.success(),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+        );
         let saved = initrd.with_file_name(format!("self-check-{}.log", n + 1));
         let _ = fs::write(&saved, &out);
         // The evidence must come from the judge (tools/vm-run.sh's own
         // `vm-test: ...` / `vm-tests: ...` lines), not from the guest's output.
-        let judged = |e: &str| out.lines().any(|l| l.starts_with("vm-test") && l.contains(e));
+        let judged = |e: &str| {
+            out.lines()
+                .any(|l| l.starts_with("vm-test") && l.contains(e))
+        };
         let lacking: Vec<&&str> = evidence.iter().filter(|e| !judged(e)).collect();
         if passed || !lacking.is_empty() {
             return Err(format!(
                 "the rig did not fail the run with {what} as it must (passed: {passed}, evidence missing: {lacking:?}); its output:\n{out}"
             ));
         }
-        eprintln!("rig self-check: the run with {what} failed, as it must (its output: {})", saved.display());
+        eprintln!(
+            "rig self-check: the run with {what} failed, as it must (its output: {})",
+            saved.display()
+        );
     }
     Ok(())
 }
 
 fn host_tests(p: &mut Phases) {
-    p.run("host: cargo test --workspace", || sh(cargo().args(["test", "--workspace"])));
+    p.run("host: cargo test --workspace", || {
+        sh(cargo().args(["test", "--workspace"]))
+    });
     // The benchmarks are built (not run: `cargo xtask bench` runs them) so
     // they cannot rot unnoticed.
     p.run("host: benchmarks compile (cargo bench --no-run)", || {
-        sh(cargo().args(["bench", "-p", "gvt-core", "--features", "fakes", "--benches", "--no-run"]))
+        sh(cargo().args([
+            "bench",
+            "-p",
+            "gvt-core",
+            "--features",
+            "fakes",
+            "--benches",
+            "--no-run",
+        ]))
     });
-    p.run("host: gvt-core with the kernel's rustc", || sh(&mut tool("check-core-msrv.sh")));
+    p.run("host: gvt-core with the kernel's rustc", || {
+        sh(&mut tool("check-core-msrv.sh"))
+    });
     p.run("host: fuzz command submission (30 s)", || {
         let mut c = Command::new("bash");
         c.arg(repo().join("driver/core/fuzz/run-fuzz.sh")).arg("30");
@@ -370,8 +470,16 @@ fn host_tests(p: &mut Phases) {
 fn lint(p: &mut Phases) {
     p.run("lint: import circles (core, module)", || {
         let houses = [
-            graph::House { name: "driver/core", dir: repo().join("driver/core/src"), root: "lib.rs" },
-            graph::House { name: "driver/kmod", dir: repo().join("driver/kmod"), root: "gvt_rs_main.rs" },
+            graph::House {
+                name: "driver/core",
+                dir: repo().join("driver/core/src"),
+                root: "lib.rs",
+            },
+            graph::House {
+                name: "driver/kmod",
+                dir: repo().join("driver/kmod"),
+                root: "gvt_rs_main.rs",
+            },
         ];
         let mut errs = String::new();
         for h in &houses {
@@ -386,9 +494,18 @@ fn lint(p: &mut Phases) {
             Err(errs)
         }
     });
-    p.run("lint: cargo fmt --check", || sh(cargo().args(["fmt", "--all", "--check"])));
+    p.run("lint: cargo fmt --check", || {
+        sh(cargo().args(["fmt", "--all", "--check"]))
+    });
     p.run("lint: clippy -D warnings", || {
-        sh(cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        sh(cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--",
+            "-D",
+            "warnings",
+        ]))
     });
 }
 
@@ -404,7 +521,11 @@ fn main() {
         Some("vm-test") => {
             setup(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
-            vm_run(&mut p, args.get(1).map(String::as_str).unwrap_or(""), "vm: tests");
+            vm_run(
+                &mut p,
+                args.get(1).map(String::as_str).unwrap_or(""),
+                "vm: tests",
+            );
         }
         Some("demo") => {
             setup(&mut p);
@@ -434,13 +555,18 @@ fn main() {
         Some("self-check") => {
             setup(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
-            let mut bins = GuestBinaries { tests: Vec::new(), programs: Vec::new() };
+            let mut bins = GuestBinaries {
+                tests: Vec::new(),
+                programs: Vec::new(),
+            };
             p.run("build: static guest binaries", || {
                 bins = build_guest_binaries()?;
                 Ok(())
             });
             let initrd = vm_initrd(&mut p, &bins);
-            p.run("vm: rig self-check (4 runs, each must fail)", || rig_self_check(&initrd, &bins.tests));
+            p.run("vm: rig self-check (4 runs, each must fail)", || {
+                rig_self_check(&initrd, &bins.tests)
+            });
         }
         Some("bench") => {
             p.run("host: gvt-core benchmarks", || {
@@ -452,13 +578,21 @@ fn main() {
         }
         Some("lint") => {
             lint(&mut p);
-            p.run("lint: gvt-core with the kernel's rustc", || sh(&mut tool("check-core-msrv.sh")));
+            p.run("lint: gvt-core with the kernel's rustc", || {
+                sh(&mut tool("check-core-msrv.sh"))
+            });
         }
-        Some("lint-core") => p.run("gvt-core with the kernel's rustc", || sh(&mut tool("check-core-msrv.sh"))),
+        Some("lint-core") => p.run("gvt-core with the kernel's rustc", || {
+            sh(&mut tool("check-core-msrv.sh"))
+        }),
         Some("fuzz") => {
             let secs = match args.get(1).map(String::as_str) {
                 None => 600,
-                Some("--seconds") => match args.get(2).and_then(|s| s.parse::<u64>().ok()).filter(|n| *n > 0) {
+                Some("--seconds") => match args
+                    .get(2)
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .filter(|n| *n > 0)
+                {
                     Some(n) => n,
                     None => {
                         eprintln!("xtask: fuzz --seconds needs a positive whole number of seconds");
@@ -472,7 +606,8 @@ fn main() {
             };
             p.run(&format!("host: fuzz command submission ({secs} s)"), || {
                 let mut c = Command::new("bash");
-                c.arg(repo().join("driver/core/fuzz/run-fuzz.sh")).arg(secs.to_string());
+                c.arg(repo().join("driver/core/fuzz/run-fuzz.sh"))
+                    .arg(secs.to_string());
                 sh(&mut c)
             });
         }

@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 
 use gvt_core::backend::{Backend, EngineId};
 use gvt_core::cmd::encode::*;
-use gvt_core::cmd::{self, AuditEnv, Level, Limits, RingWindow, SinkFull, Space, MI_BATCH_BUFFER_END, MI_NOOP};
+use gvt_core::cmd::{
+    self, AuditEnv, Level, Limits, RingWindow, SinkFull, Space, MI_BATCH_BUFFER_END, MI_NOOP,
+};
 use gvt_core::engine::{self, AddressSpace, BackendGgtt, NoPpgtt, StepStatus};
 use gvt_core::fakes::FakeHostMemory;
-use gvt_core::mem::{Gma, GmRange};
+use gvt_core::mem::{GmRange, Gma};
 use gvt_core::services::HostMemory;
 use gvt_core::sim::kit::*;
 use gvt_core::sim::GvtSim;
@@ -104,27 +106,49 @@ fn main() {
     }
     g.push(&mut host, E, &ring);
     let tail = g.tail[E.index()];
-    let window = RingWindow { start: g.ring_gma(E), size: GUEST_RING_PAGES * 4096 };
+    let window = RingWindow {
+        start: g.ring_gma(E),
+        size: GUEST_RING_PAGES * 4096,
+    };
     let gm = VGPU_GM[0];
 
     // 1. Audit only.
     let mut sum = cmd::AuditSummary::default();
     let (n, d) = time(Duration::from_millis(800), || {
-        let mut env = Audit { sim: &sim, host: &host, gm: &gm };
+        let mut env = Audit {
+            sim: &sim,
+            host: &host,
+            gm: &gm,
+        };
         sum = cmd::audit_ring(&mut env, window, 0, tail, &Limits::DEFAULT).expect("valid stream");
     });
     let secs = d.as_secs_f64();
     let cmds_s = (n * sum.commands as u64) as f64 / secs;
     let mb_s = (n * sum.dwords * 4) as f64 / secs / 1e6;
-    println!("stream: {} commands, {} dwords ({} batches) per submission", sum.commands, sum.dwords, sum.batches);
-    println!("audit only:              {:>12.0} commands/s  {:>8.1} MB/s", cmds_s, mb_s);
+    println!(
+        "stream: {} commands, {} dwords ({} batches) per submission",
+        sum.commands, sum.dwords, sum.batches
+    );
+    println!(
+        "audit only:              {:>12.0} commands/s  {:>8.1} MB/s",
+        cmds_s, mb_s
+    );
 
     // 2. Audit + shadow + execute.
     let ring_gma = g.ring_gma(E) as u32;
     let (n2, d2) = time(Duration::from_millis(800), || {
         let s = &mut g.shadows[E.index()];
-        s.configure(ring_gma, engine::ring_ctl(GUEST_RING_PAGES), 0).unwrap();
-        s.submit(&sim, &mut host, None::<&NoPpgtt>, &gm, tail, &Limits::DEFAULT).expect("accepted");
+        s.configure(ring_gma, engine::ring_ctl(GUEST_RING_PAGES), 0)
+            .unwrap();
+        s.submit(
+            &sim,
+            &mut host,
+            None::<&NoPpgtt>,
+            &gm,
+            tail,
+            &Limits::DEFAULT,
+        )
+        .expect("accepted");
         let r = g.execute(&mut sim, &mut host, E, u32::MAX);
         assert_eq!(r.status, StepStatus::Idle);
     });
@@ -146,22 +170,53 @@ fn main() {
     // Audit + shadow without executing, for the breakdown.
     let (n4, d4) = time(Duration::from_millis(800), || {
         let s = &mut g.shadows[E.index()];
-        s.configure(ring_gma, engine::ring_ctl(GUEST_RING_PAGES), 0).unwrap();
-        s.submit(&sim, &mut host, None::<&NoPpgtt>, &gm, tail, &Limits::DEFAULT).expect("accepted");
+        s.configure(ring_gma, engine::ring_ctl(GUEST_RING_PAGES), 0)
+            .unwrap();
+        s.submit(
+            &sim,
+            &mut host,
+            None::<&NoPpgtt>,
+            &gm,
+            tail,
+            &Limits::DEFAULT,
+        )
+        .expect("accepted");
     });
     let per_shadow = d4.as_secs_f64() / n4 as f64;
 
-    println!("audit + shadow copy:     {:>12.0} commands/s  {:>8.1} MB/s", sum.commands as f64 / per_shadow, (sum.dwords * 4) as f64 / per_shadow / 1e6);
-    println!("execute unaudited:       {:>10.1} us per submission", per_direct * 1e6);
-    println!("audit+shadow+execute:    {:>10.1} us per submission", per_mediated * 1e6);
-    println!("ratio mediated/unaudited: {:.2}x", per_mediated / per_direct);
+    println!(
+        "audit + shadow copy:     {:>12.0} commands/s  {:>8.1} MB/s",
+        sum.commands as f64 / per_shadow,
+        (sum.dwords * 4) as f64 / per_shadow / 1e6
+    );
+    println!(
+        "execute unaudited:       {:>10.1} us per submission",
+        per_direct * 1e6
+    );
+    println!(
+        "audit+shadow+execute:    {:>10.1} us per submission",
+        per_mediated * 1e6
+    );
+    println!(
+        "ratio mediated/unaudited: {:.2}x",
+        per_mediated / per_direct
+    );
 
     // 3. Cost model vs measured time (the engine directly, no audit).
     let hi = VGPU_GM[0][1].base;
     let cases: [(&str, Vec<u32>); 3] = [
-        ("fill 1 MiB (256 rows of 4 KiB)", color_blt(hi, 4096, (0, 0, 1024, 256), 7).to_vec()),
-        ("copy 512 KiB", src_copy_blt(hi + 0x80000, 4096, (0, 0, 1024, 128), hi, 4096, (0, 0)).to_vec()),
-        ("fill 1 pixel x 2048 rows", color_blt(DATA, 256, (0, 0, 1, 2048), 7).to_vec()),
+        (
+            "fill 1 MiB (256 rows of 4 KiB)",
+            color_blt(hi, 4096, (0, 0, 1024, 256), 7).to_vec(),
+        ),
+        (
+            "copy 512 KiB",
+            src_copy_blt(hi + 0x80000, 4096, (0, 0, 1024, 128), hi, 4096, (0, 0)).to_vec(),
+        ),
+        (
+            "fill 1 pixel x 2048 rows",
+            color_blt(DATA, 256, (0, 0, 1, 2048), 7).to_vec(),
+        ),
     ];
     for (name, c) in cases {
         let mut cmds = c.clone();
@@ -181,6 +236,11 @@ fn main() {
             charged = r.cost_ns;
         });
         let took = d.as_secs_f64() * 1e9 / n as f64;
-        println!("cost model, {name:<32} charged {:>10} ns, took {:>10.0} ns: charged/took {:.2}", charged, took, charged as f64 / took);
+        println!(
+            "cost model, {name:<32} charged {:>10} ns, took {:>10.0} ns: charged/took {:.2}",
+            charged,
+            took,
+            charged as f64 / took
+        );
     }
 }

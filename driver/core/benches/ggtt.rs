@@ -9,11 +9,11 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use gvt_core::services::{CpuMappings, GuestMemory};
 use gvt_core::backend::{Backend, Pte};
 use gvt_core::fakes::FakeGuestMemory;
 use gvt_core::ggtt::{Ggtt, PteWrite, VgpuGm, GGTT_BAR0_BASE};
 use gvt_core::mem::{GmRange, HostPage, PAGE_SIZE};
+use gvt_core::services::{CpuMappings, GuestMemory};
 
 /// The physical GGTT: 4 GiB of graphics memory, 1 Mi entries.
 struct PhysGgtt(Vec<Pte>);
@@ -50,7 +50,10 @@ const REPEATS: usize = 9;
 
 fn main() {
     // vGPU: 64 MiB of aperture at 64 MiB, 192 MiB high at 1 GiB.
-    let gm = VgpuGm { aperture: GmRange::new(64 << 20, 64 << 20), high: GmRange::new(1 << 30, 192 << 20) };
+    let gm = VgpuGm {
+        aperture: GmRange::new(64 << 20, 64 << 20),
+        high: GmRange::new(1 << 30, 192 << 20),
+    };
     let n = gm.entries();
     let first: Vec<u64> = (0..gm.aperture.size / PAGE_SIZE)
         .map(|i| gm.aperture.base / PAGE_SIZE + i)
@@ -79,7 +82,9 @@ fn main() {
     let mut same = 0u64;
     // Pins of the translation-only measurement: one per entry, like the GGTT's.
     let mut gmem2 = FakeGuestMemory::new(gfn_base, frames, 0x400_0000);
-    let mut held: Vec<u64> = (0..first.len() as u64).map(|k| (value(k, 5_000) >> 12) & 0xf_ffff_ffff).collect();
+    let mut held: Vec<u64> = (0..first.len() as u64)
+        .map(|k| (value(k, 5_000) >> 12) & 0xf_ffff_ffff)
+        .collect();
     for &g in &held {
         gmem2.pin(g).expect("guest frame");
     }
@@ -88,7 +93,13 @@ fn main() {
         for r in 0..ROUNDS {
             for (k, &i) in first.iter().enumerate() {
                 let v = value(k as u64, r + rep * ROUNDS);
-                let out = ggtt.mmio_write(&mut gmem, &mut be, &mut cpu, GGTT_BAR0_BASE + i * 8, &v.to_le_bytes());
+                let out = ggtt.mmio_write(
+                    &mut gmem,
+                    &mut be,
+                    &mut cpu,
+                    GGTT_BAR0_BASE + i * 8,
+                    &v.to_le_bytes(),
+                );
                 mapped += u64::from(out == Ok(PteWrite::Mapped));
             }
         }
@@ -101,7 +112,13 @@ fn main() {
                 let v = value(k as u64, r + rep * ROUNDS + 1_000);
                 let o = GGTT_BAR0_BASE + i * 8;
                 let _ = ggtt.mmio_write(&mut gmem, &mut be, &mut cpu, o, &(v as u32).to_le_bytes());
-                let out = ggtt.mmio_write(&mut gmem, &mut be, &mut cpu, o + 4, &((v >> 32) as u32).to_le_bytes());
+                let out = ggtt.mmio_write(
+                    &mut gmem,
+                    &mut be,
+                    &mut cpu,
+                    o + 4,
+                    &((v >> 32) as u32).to_le_bytes(),
+                );
                 mapped += u64::from(out == Ok(PteWrite::Mapped));
             }
         }
@@ -140,7 +157,8 @@ fn main() {
             for &i in first.iter() {
                 let o = GGTT_BAR0_BASE + i * 8;
                 let v = ggtt.guest_entry(i);
-                let out = ggtt.mmio_write(&mut gmem, &mut be, &mut cpu, o, &black_box(v).to_le_bytes());
+                let out =
+                    ggtt.mmio_write(&mut gmem, &mut be, &mut cpu, o, &black_box(v).to_le_bytes());
                 same += u64::from(out == Ok(PteWrite::Mapped));
             }
         }
@@ -151,19 +169,52 @@ fn main() {
         gmem2.unpin(g);
     }
     assert_eq!(gmem2.outstanding_pins(), 0);
-    assert_eq!(mapped, 2 * updates * REPEATS as u64, "every benchmark write must be a real audited mapping");
+    assert_eq!(
+        mapped,
+        2 * updates * REPEATS as u64,
+        "every benchmark write must be a real audited mapping"
+    );
     let pins = gmem.outstanding_pins();
     ggtt.destroy(&mut gmem, &mut be, &mut cpu);
     assert_eq!(gmem.outstanding_pins(), 0);
 
     let rate = |d: Duration| updates as f64 / d.as_secs_f64();
-    println!("ggtt bench: {} entries in the vGPU's slices, {} updates per pass, best of {}", first.len(), updates, REPEATS);
-    println!("  audited 8-byte PTE write : {:>12.0} updates/s ({:.1} ns/update)", rate(best_audit), best_audit.as_nanos() as f64 / updates as f64);
-    println!("  audited 2 x 4-byte halves: {:>12.0} updates/s ({:.1} ns/update)", rate(best_halves), best_halves.as_nanos() as f64 / updates as f64);
-    println!("  raw physical GGTT write  : {:>12.0} updates/s ({:.1} ns/update)", rate(best_raw), best_raw.as_nanos() as f64 / updates as f64);
-    println!("  ratio audited / raw      : {:.1}x slower (halves: {:.1}x)", best_audit.as_secs_f64() / best_raw.as_secs_f64(), best_halves.as_secs_f64() / best_raw.as_secs_f64());
+    println!(
+        "ggtt bench: {} entries in the vGPU's slices, {} updates per pass, best of {}",
+        first.len(),
+        updates,
+        REPEATS
+    );
+    println!(
+        "  audited 8-byte PTE write : {:>12.0} updates/s ({:.1} ns/update)",
+        rate(best_audit),
+        best_audit.as_nanos() as f64 / updates as f64
+    );
+    println!(
+        "  audited 2 x 4-byte halves: {:>12.0} updates/s ({:.1} ns/update)",
+        rate(best_halves),
+        best_halves.as_nanos() as f64 / updates as f64
+    );
+    println!(
+        "  raw physical GGTT write  : {:>12.0} updates/s ({:.1} ns/update)",
+        rate(best_raw),
+        best_raw.as_nanos() as f64 / updates as f64
+    );
+    println!(
+        "  ratio audited / raw      : {:.1}x slower (halves: {:.1}x)",
+        best_audit.as_secs_f64() / best_raw.as_secs_f64(),
+        best_halves.as_secs_f64() / best_raw.as_secs_f64()
+    );
     println!("  breakdown of an audited update:");
-    println!("    fake pin + unpin alone (FakeGuestMemory, BTreeMap): {:.1} ns ({:.0}% of it)", best_pin.as_nanos() as f64 / updates as f64, 100.0 * best_pin.as_secs_f64() / best_audit.as_secs_f64());
-    println!("    audit without translation (same-frame rewrite)    : {:.1} ns ({:.1}x raw)", best_same.as_nanos() as f64 / updates as f64, best_same.as_secs_f64() / best_raw.as_secs_f64());
+    println!(
+        "    fake pin + unpin alone (FakeGuestMemory, BTreeMap): {:.1} ns ({:.0}% of it)",
+        best_pin.as_nanos() as f64 / updates as f64,
+        100.0 * best_pin.as_secs_f64() / best_audit.as_secs_f64()
+    );
+    println!(
+        "    audit without translation (same-frame rewrite)    : {:.1} ns ({:.1}x raw)",
+        best_same.as_nanos() as f64 / updates as f64,
+        best_same.as_secs_f64() / best_raw.as_secs_f64()
+    );
     println!("  pins held at the end: {} (released on destroy)", pins);
 }

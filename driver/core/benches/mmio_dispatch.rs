@@ -37,7 +37,11 @@ fn main() {
     m.reset_vregs(&mut vregs);
 
     // the offsets a native driver hits most: forcewake, tail, PTEs, others
-    let offs: Vec<u32> = REGISTERS.iter().map(|r| r.offset).chain([0x4000, 0x9400, 0x12_0000]).collect();
+    let offs: Vec<u32> = REGISTERS
+        .iter()
+        .map(|r| r.offset)
+        .chain([0x4000, 0x9400, 0x12_0000])
+        .collect();
     let linear = |off: u32| {
         REGISTERS.iter().find(|r| {
             (0..r.count).any(|i| {
@@ -54,10 +58,26 @@ fn main() {
     });
 
     let t_fw = time(|i| {
-        black_box(m.write(&mut vregs, regs::FORCEWAKE_REQ as u64, 4, 0x1_0001 ^ (i as u64 & 1)).ok());
+        black_box(
+            m.write(
+                &mut vregs,
+                regs::FORCEWAKE_REQ as u64,
+                4,
+                0x1_0001 ^ (i as u64 & 1),
+            )
+            .ok(),
+        );
     });
     let t_tail = time(|i| {
-        black_box(m.write(&mut vregs, u64::from(EngineId::Rcs.reg(regs::ring::TAIL)), 4, (i as u64 * 8) & 0xFFF).ok());
+        black_box(
+            m.write(
+                &mut vregs,
+                u64::from(EngineId::Rcs.reg(regs::ring::TAIL)),
+                4,
+                (i as u64 * 8) & 0xFFF,
+            )
+            .ok(),
+        );
     });
     // A PTE write is only classified here; its emulation (audit, pin,
     // physical write) is the shadow GGTT's, measured by benches/ggtt.rs.
@@ -69,11 +89,17 @@ fn main() {
         black_box(m.read(&vregs, 0x4000 + (i as u64 & 0xFF) * 4, 4).ok());
     });
     let t_pv = time(|i| {
-        black_box(m.read(&vregs, PVINFO_BASE as u64 + (i as u64 & 0x1F) * 4, 4).ok());
+        black_box(
+            m.read(&vregs, PVINFO_BASE as u64 + (i as u64 & 0x1F) * 4, 4)
+                .ok(),
+        );
     });
 
     println!("register table: {} entries", REGISTERS.len());
-    println!("lookup: binary {t_bin:.1} ns, linear {t_lin:.1} ns, linear/binary = {:.2}", t_lin / t_bin);
+    println!(
+        "lookup: binary {t_bin:.1} ns, linear {t_lin:.1} ns, linear/binary = {:.2}",
+        t_lin / t_bin
+    );
     println!("emulated access (ns): forcewake write {t_fw:.1}, TAIL write {t_tail:.1}, PTE classify {t_pte:.1}, scratch read {t_rd:.1}, PVINFO read {t_pv:.1}");
     println!("TAIL write / scratch read = {:.2}", t_tail / t_rd);
     println!("stats: {:?}", m.stats());

@@ -13,10 +13,14 @@ use std::hint::black_box;
 use std::time::Instant;
 
 use gvt_core::backend::{Backend, EngineId, Pte};
-use gvt_core::ctx::{CTL_ENABLE, MI_MODE_IDLE, MI_MODE_STOP_RING, RING_CTL, RING_MI_MODE, RING_START};
-use gvt_core::sched::{Engines, Preemption, RunBudget, RunReport, SchedConfig, Scheduler, StopReason, SlotId};
-use gvt_core::services::Clock;
+use gvt_core::ctx::{
+    CTL_ENABLE, MI_MODE_IDLE, MI_MODE_STOP_RING, RING_CTL, RING_MI_MODE, RING_START,
+};
+use gvt_core::sched::{
+    Engines, Preemption, RunBudget, RunReport, SchedConfig, Scheduler, SlotId, StopReason,
+};
 use gvt_core::sched_policy::{CreditPolicy, DEFAULT_PERIOD_NS, GVTG_QUANTUM_NS, PAPER_QUANTUM_NS};
+use gvt_core::services::Clock;
 
 /// GPU context switch cost measured by the paper (~700 µs).
 const SWITCH_NS: u64 = 700_000;
@@ -82,7 +86,11 @@ impl Engines for BenchGpu {
         e == EngineId::Rcs
     }
     fn run(&mut self, e: EngineId, v: SlotId, b: RunBudget) -> RunReport {
-        let start = self.regs.get(&(e.mmio_base() + RING_START)).copied().unwrap_or(0);
+        let start = self
+            .regs
+            .get(&(e.mmio_base() + RING_START))
+            .copied()
+            .unwrap_or(0);
         if start != self.last_start {
             self.last_start = start;
             self.overhead += self.switch_ns;
@@ -103,15 +111,30 @@ impl Engines for BenchGpu {
             }
         }
         self.used[v.index()] += consumed;
-        RunReport { consumed_ns: consumed, cmds, retired: cmds, since_retire_ns: 0, stop: StopReason::Preempted }
+        RunReport {
+            consumed_ns: consumed,
+            cmds,
+            retired: cmds,
+            since_retire_ns: 0,
+            stop: StopReason::Preempted,
+        }
     }
     fn drop_work(&mut self, _: EngineId, _: SlotId) -> u32 {
         0
     }
 }
 
-fn setup<const N: usize>(weights: &[u32], quantum: u64, cheap: bool, switch_ns: u64) -> (Box<Scheduler<N>>, BenchGpu) {
-    let cfg = SchedConfig { quantum_ns: quantum, preemption: Preemption::Command, ..SchedConfig::DEFAULT };
+fn setup<const N: usize>(
+    weights: &[u32],
+    quantum: u64,
+    cheap: bool,
+    switch_ns: u64,
+) -> (Box<Scheduler<N>>, BenchGpu) {
+    let cfg = SchedConfig {
+        quantum_ns: quantum,
+        preemption: Preemption::Command,
+        ..SchedConfig::DEFAULT
+    };
     let mut s = Box::new(Scheduler::<N>::new(cfg));
     let mut g = BenchGpu {
         regs: BTreeMap::new(),
@@ -124,8 +147,16 @@ fn setup<const N: usize>(weights: &[u32], quantum: u64, cheap: bool, switch_ns: 
     };
     for (i, w) in weights.iter().enumerate() {
         let id = s.create_vgpu(*w).unwrap();
-        s.write_ctx_reg(&mut g, id, EngineId::Rcs, RING_START, 0x10_0000 * (i as u32 + 1)).unwrap();
-        s.write_ctx_reg(&mut g, id, EngineId::Rcs, RING_CTL, CTL_ENABLE).unwrap();
+        s.write_ctx_reg(
+            &mut g,
+            id,
+            EngineId::Rcs,
+            RING_START,
+            0x10_0000 * (i as u32 + 1),
+        )
+        .unwrap();
+        s.write_ctx_reg(&mut g, id, EngineId::Rcs, RING_CTL, CTL_ENABLE)
+            .unwrap();
     }
     (s, g)
 }
@@ -146,7 +177,10 @@ fn round_cost<const N: usize>(n: usize) -> (f64, Option<f64>) {
     }
     let ns = t.elapsed().as_nanos() as f64;
     let switches = s.ctx_stats(EngineId::Rcs).switches - sw0;
-    (ns / rounds as f64, (switches > 1).then(|| ns / switches as f64))
+    (
+        ns / rounds as f64,
+        (switches > 1).then(|| ns / switches as f64),
+    )
 }
 
 /// Host CPU cost of the policy alone: one `pick` + `charge`.
@@ -199,7 +233,11 @@ fn fairness<const N: usize>(weights: &[u32], quantum: u64, secs: u64) -> Figures
         worst = worst.max((shares[i] - want).abs() / want);
         worst_abs = worst_abs.max((shares[i] - want).abs());
     }
-    let norm: Vec<f64> = shares.iter().zip(weights).map(|(s, w)| s / *w as f64).collect();
+    let norm: Vec<f64> = shares
+        .iter()
+        .zip(weights)
+        .map(|(s, w)| s / *w as f64)
+        .collect();
     let sum: f64 = norm.iter().sum();
     let sq: f64 = norm.iter().map(|x| x * x).sum();
     let elapsed = clk.0.get() as f64;
@@ -213,7 +251,9 @@ fn fairness<const N: usize>(weights: &[u32], quantum: u64, secs: u64) -> Figures
 }
 
 fn main() {
-    println!("gvt-core scheduler benchmark (host CPU time for costs; simulated engine time for shares)");
+    println!(
+        "gvt-core scheduler benchmark (host CPU time for costs; simulated engine time for shares)"
+    );
     println!();
     println!("decision cost (policy pick+charge), ns:");
     println!("  1 vGPU: {:8.1}", pick_cost::<1>(1));
@@ -221,26 +261,47 @@ fn main() {
     println!("  64 vGPUs: {:6.1}", pick_cost::<64>(64));
     println!();
     println!("full round (has_work x2 engines, tick, pick, context switch via registers, run, charge), ns:");
-    for (n, (per_round, per_switch)) in
-        [(1usize, round_cost::<1>(1)), (7, round_cost::<8>(7)), (64, round_cost::<64>(64))]
-    {
+    for (n, (per_round, per_switch)) in [
+        (1usize, round_cost::<1>(1)),
+        (7, round_cost::<8>(7)),
+        (64, round_cost::<64>(64)),
+    ] {
         match per_switch {
-            Some(ps) => println!("  {n:2} vGPUs: {per_round:8.1} per round, {ps:8.1} per context switch"),
+            Some(ps) => {
+                println!("  {n:2} vGPUs: {per_round:8.1} per round, {ps:8.1} per context switch")
+            }
             None => println!("  {n:2} vGPUs: {per_round:8.1} per round (never switches)"),
         }
     }
     println!();
     println!("fairness and throughput over 60 s simulated, all vGPUs backlogged, GPU switch cost 700 us modelled:");
-    println!("  (weights: 'eq' all 10; 'mix' 1..100; rel = worst |share - weight share| / weight share;");
+    println!(
+        "  (weights: 'eq' all 10; 'mix' 1..100; rel = worst |share - weight share| / weight share;"
+    );
     println!("   abs = the same in percentage points; jain over share/weight;");
     println!("   useful = engine time doing vGPU work / elapsed; whole quanta per pick, so a tiny");
-    println!("   share s over T seconds is served in ~s*T/quantum slices: rel error ~ quantum/(s*T))");
+    println!(
+        "   share s over T seconds is served in ~s*T/quantum slices: rel error ~ quantum/(s*T))"
+    );
     let mut rng = Rng(42);
-    for (n, label) in [(1usize, "eq"), (7, "eq"), (7, "mix"), (64, "eq"), (64, "mix")] {
-        let weights: Vec<u32> =
-            if label == "eq" { vec![10; n] } else { (0..n).map(|_| 1 + (rng.next() % 100) as u32).collect() };
+    for (n, label) in [
+        (1usize, "eq"),
+        (7, "eq"),
+        (7, "mix"),
+        (64, "eq"),
+        (64, "mix"),
+    ] {
+        let weights: Vec<u32> = if label == "eq" {
+            vec![10; n]
+        } else {
+            (0..n).map(|_| 1 + (rng.next() % 100) as u32).collect()
+        };
         for (qn, q) in [("1ms", GVTG_QUANTUM_NS), ("16ms", PAPER_QUANTUM_NS)] {
-            let f = if n <= 8 { fairness::<8>(&weights, q, 60) } else { fairness::<64>(&weights, q, 60) };
+            let f = if n <= 8 {
+                fairness::<8>(&weights, q, 60)
+            } else {
+                fairness::<64>(&weights, q, 60)
+            };
             println!(
                 "  {n:2} vGPUs {label:3} q={qn:4}: rel {:6.3}%  abs {:6.4}pp  jain {:.5}  useful {:5.1}%  switches/s {:6.1}",
                 f.worst_rel_err * 100.0,

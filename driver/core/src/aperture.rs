@@ -41,7 +41,8 @@ pub fn fault(ggtt: &Ggtt<'_>, offset: u64) -> Result<HostPage, ApertureError> {
     if !ggtt.slices().aperture.contains(offset, 0) {
         return Err(ApertureError::OutsideSlice);
     }
-    ggtt.host_page(offset >> PAGE_SHIFT).ok_or(ApertureError::OutsideSlice)
+    ggtt.host_page(offset >> PAGE_SHIFT)
+        .ok_or(ApertureError::OutsideSlice)
 }
 
 #[cfg(test)]
@@ -58,7 +59,10 @@ mod tests {
 
     fn gm() -> VgpuGm {
         // Aperture slice: entries 4..8; high slice: entries 40..44.
-        VgpuGm { aperture: GmRange::new(4 * PAGE_SIZE, 4 * PAGE_SIZE), high: GmRange::new(40 * PAGE_SIZE, 4 * PAGE_SIZE) }
+        VgpuGm {
+            aperture: GmRange::new(4 * PAGE_SIZE, 4 * PAGE_SIZE),
+            high: GmRange::new(40 * PAGE_SIZE, 4 * PAGE_SIZE),
+        }
     }
 
     #[test]
@@ -73,7 +77,10 @@ mod tests {
         // Unmapped: scratch.
         assert_eq!(fault(&ggtt, 5 * PAGE_SIZE + 12), Ok(SCRATCH));
         // Map entry 5 -> gfn 0x103 (host 1003).
-        assert_eq!(ggtt.write_pte(&mut g, &mut be, &mut cpu, 5, (0x103 << 12) | 1), PteWrite::Mapped);
+        assert_eq!(
+            ggtt.write_pte(&mut g, &mut be, &mut cpu, 5, (0x103 << 12) | 1),
+            PteWrite::Mapped
+        );
         assert_eq!(cpu.invalidated, vec![5]);
         assert_eq!(fault(&ggtt, 5 * PAGE_SIZE + 12), Ok(HostPage(1003)));
         // The engine's view agrees.
@@ -104,7 +111,10 @@ mod tests {
         ggtt.write_pte(&mut g, &mut be, &mut cpu, 6, (0x104 << 12) | 1);
         cpu.invalidated.clear();
         g.unmap(0x104, 1);
-        assert_eq!(ggtt.dma_unmap(&mut g, &mut be, &mut cpu, 0x104 << 12, PAGE_SIZE), 1);
+        assert_eq!(
+            ggtt.dma_unmap(&mut g, &mut be, &mut cpu, 0x104 << 12, PAGE_SIZE),
+            1
+        );
         assert_eq!(cpu.invalidated, vec![6]);
         assert_eq!(fault(&ggtt, 6 * PAGE_SIZE), Ok(SCRATCH));
 
@@ -118,10 +128,19 @@ mod tests {
         let (mut guest, mut shadow) = (vec![0; 8], vec![0; 8]);
         let ggtt = Ggtt::new(gm(), SCRATCH, &mut guest, &mut shadow, &mut be).unwrap();
         assert_eq!(fault(&ggtt, 0), Err(ApertureError::OutsideSlice));
-        assert_eq!(fault(&ggtt, 4 * PAGE_SIZE - 1), Err(ApertureError::OutsideSlice));
-        assert_eq!(fault(&ggtt, 8 * PAGE_SIZE), Err(ApertureError::OutsideSlice));
+        assert_eq!(
+            fault(&ggtt, 4 * PAGE_SIZE - 1),
+            Err(ApertureError::OutsideSlice)
+        );
+        assert_eq!(
+            fault(&ggtt, 8 * PAGE_SIZE),
+            Err(ApertureError::OutsideSlice)
+        );
         // The high slice is not CPU-visible through the aperture.
-        assert_eq!(fault(&ggtt, 40 * PAGE_SIZE), Err(ApertureError::OutsideSlice));
+        assert_eq!(
+            fault(&ggtt, 40 * PAGE_SIZE),
+            Err(ApertureError::OutsideSlice)
+        );
         assert_eq!(fault(&ggtt, u64::MAX), Err(ApertureError::OutsideSlice));
         assert_eq!(fault(&ggtt, 7 * PAGE_SIZE + 4095), Ok(SCRATCH));
     }

@@ -170,7 +170,11 @@ impl CfgSpace {
         if !aperture_size.is_power_of_two() || aperture_size < 4096 {
             return Err(CfgError::BadAperture);
         }
-        let mut s = Self { data: [0; CFG_SIZE], wmask: [0; CFG_SIZE], aperture_size };
+        let mut s = Self {
+            data: [0; CFG_SIZE],
+            wmask: [0; CFG_SIZE],
+            aperture_size,
+        };
         s.reset();
         Ok(s)
     }
@@ -187,15 +191,20 @@ impl CfgSpace {
         put(d, off::REVISION, &[REVISION]);
         put(d, off::CLASS_PROG, &CLASS_CODE.to_le_bytes()[..3]);
         put(w, off::CACHE_LINE_SIZE, &[0xFF]);
-        for (at, size, flags) in
-            [(off::BAR0, BAR0_SIZE, BAR_MEM_64), (off::BAR2, self.aperture_size, BAR_MEM_64 | BAR_PREFETCH)]
-        {
+        for (at, size, flags) in [
+            (off::BAR0, BAR0_SIZE, BAR_MEM_64),
+            (off::BAR2, self.aperture_size, BAR_MEM_64 | BAR_PREFETCH),
+        ] {
             let mask = !(size - 1);
             put(d, at, &flags.to_le_bytes());
             put(w, at, &((mask as u32) & !0xF).to_le_bytes());
             put(w, at + 4, &((mask >> 32) as u32).to_le_bytes());
         }
-        put(d, off::SUBSYSTEM_VENDOR_ID, &SUBSYSTEM_VENDOR_ID.to_le_bytes());
+        put(
+            d,
+            off::SUBSYSTEM_VENDOR_ID,
+            &SUBSYSTEM_VENDOR_ID.to_le_bytes(),
+        );
         put(d, off::SUBSYSTEM_ID, &SUBSYSTEM_ID.to_le_bytes());
         put(d, off::CAP_PTR, &[off::MSI as u8]);
         put(w, off::INTERRUPT_LINE, &[0xFF]);
@@ -241,7 +250,12 @@ impl CfgSpace {
     }
 
     /// A guest write of the low `size` bytes of `value` at `offset`.
-    pub fn write(&mut self, offset: u32, size: u32, value: u32) -> Result<Option<CfgEvent>, CfgError> {
+    pub fn write(
+        &mut self,
+        offset: u32,
+        size: u32,
+        value: u32,
+    ) -> Result<Option<CfgEvent>, CfgError> {
         let at = Self::check(offset, size)?;
         let old_cmd = self.command();
         let old_msi = self.msi();
@@ -253,7 +267,10 @@ impl CfgSpace {
         }
         let new_cmd = self.command();
         if new_cmd != old_cmd {
-            return Ok(Some(CfgEvent::Command { old: old_cmd, new: new_cmd }));
+            return Ok(Some(CfgEvent::Command {
+                old: old_cmd,
+                new: new_cmd,
+            }));
         }
         let new_msi = self.msi();
         if new_msi != old_msi {
@@ -302,14 +319,19 @@ impl CfgSpace {
     /// glue calls this when it asserts or deasserts INTx).
     pub fn set_interrupt_status(&mut self, pending: bool) {
         let s = self.u16_at(off::STATUS);
-        let s = if pending { s | status::INTERRUPT } else { s & !status::INTERRUPT };
+        let s = if pending {
+            s | status::INTERRUPT
+        } else {
+            s & !status::INTERRUPT
+        };
         put(&mut self.data, off::STATUS, &s.to_le_bytes());
     }
 
     pub fn msi(&self) -> MsiConfig {
         MsiConfig {
             enabled: self.u16_at(off::MSI_CTRL) & msi::ENABLE != 0,
-            address: (self.get(off::MSI_ADDR_LO, 4) as u64) | ((self.get(off::MSI_ADDR_HI, 4) as u64) << 32),
+            address: (self.get(off::MSI_ADDR_LO, 4) as u64)
+                | ((self.get(off::MSI_ADDR_HI, 4) as u64) << 32),
             data: self.u16_at(off::MSI_DATA),
         }
     }
@@ -359,7 +381,11 @@ mod tests {
         assert_eq!(c.read(0x34, 1), Ok(0x40));
         assert_eq!(c.read(0x3D, 1), Ok(1), "INTA");
         assert_eq!(c.read(0x40, 2), Ok(0x0005), "MSI, last capability");
-        assert_eq!(c.read(0x42, 2), Ok(msi::ADDR_64 as u32), "64-bit, 1 vector, disabled");
+        assert_eq!(
+            c.read(0x42, 2),
+            Ok(msi::ADDR_64 as u32),
+            "64-bit, 1 vector, disabled"
+        );
         assert_eq!(c.read(0x20, 4), Ok(0));
         assert_eq!(c.read(0x30, 4), Ok(0));
         assert_eq!(c.read(0x10, 4), Ok(0x4));
@@ -375,7 +401,11 @@ mod tests {
         assert_eq!(c.read(2, 4), Err(CfgError::Misaligned));
         assert_eq!(c.write(1, 2, 0), Err(CfgError::Misaligned));
         assert_eq!(c.read(256, 1), Err(CfgError::OutOfRange));
-        assert_eq!(c.read(0x100, 4), Err(CfgError::OutOfRange), "no extended space");
+        assert_eq!(
+            c.read(0x100, 4),
+            Err(CfgError::OutOfRange),
+            "no extended space"
+        );
         assert_eq!(c.write(u32::MAX, 1, 0), Err(CfgError::OutOfRange));
         assert_eq!(c.read(252, 4), Ok(0));
         assert_eq!(c.write_bytes(0, &[0; 5]), Err(CfgError::BadSize));
@@ -393,7 +423,11 @@ mod tests {
             c.write(at, 4, 0xFFFF_FFFF).unwrap();
             let after = c.read(at, 4).unwrap();
             if at == 0x0C {
-                assert_eq!(after, before | 0xFF, "only the cache line size byte is writable");
+                assert_eq!(
+                    after,
+                    before | 0xFF,
+                    "only the cache line size byte is writable"
+                );
             } else {
                 assert_eq!(after, before, "{at:#x}");
             }
@@ -409,17 +443,29 @@ mod tests {
         let mut c = cfg();
         assert_eq!(
             c.write(4, 2, 0xFFFF),
-            Ok(Some(CfgEvent::Command { old: 0, new: cmd::WRITABLE }))
+            Ok(Some(CfgEvent::Command {
+                old: 0,
+                new: cmd::WRITABLE
+            }))
         );
         assert!(c.memory_enabled() && c.bus_master() && c.intx_disabled());
         assert_eq!(c.write(4, 2, 0xFFFF), Ok(None), "no change, no event");
-        assert_eq!(c.write(5, 1, 0), Ok(Some(CfgEvent::Command { old: cmd::WRITABLE, new: 0x7 })));
+        assert_eq!(
+            c.write(5, 1, 0),
+            Ok(Some(CfgEvent::Command {
+                old: cmd::WRITABLE,
+                new: 0x7
+            }))
+        );
         assert!(!c.intx_disabled());
         // a dword write to command+status: status untouched
         c.write(4, 4, 0xFFFF_0002).unwrap();
         assert_eq!(c.read(4, 4), Ok(((status::CAP_LIST as u32) << 16) | 2));
         c.set_interrupt_status(true);
-        assert_eq!(c.read(6, 2), Ok((status::CAP_LIST | status::INTERRUPT) as u32));
+        assert_eq!(
+            c.read(6, 2),
+            Ok((status::CAP_LIST | status::INTERRUPT) as u32)
+        );
         c.set_interrupt_status(false);
         assert_eq!(c.read(6, 2), Ok(status::CAP_LIST as u32));
     }
@@ -428,7 +474,8 @@ mod tests {
         let (lo0, hi0) = (c.read(at, 4).unwrap(), c.read(at + 4, 4).unwrap());
         c.write(at, 4, 0xFFFF_FFFF).unwrap();
         c.write(at + 4, 4, 0xFFFF_FFFF).unwrap();
-        let mask = (c.read(at, 4).unwrap() as u64 & !0xF) | ((c.read(at + 4, 4).unwrap() as u64) << 32);
+        let mask =
+            (c.read(at, 4).unwrap() as u64 & !0xF) | ((c.read(at + 4, 4).unwrap() as u64) << 32);
         c.write(at, 4, lo0).unwrap();
         c.write(at + 4, 4, hi0).unwrap();
         (!mask).wrapping_add(1)
@@ -449,7 +496,11 @@ mod tests {
         c.write(0x14, 4, 0x1).unwrap();
         assert_eq!(c.bar0(), 0x1_E100_0000);
         c.write(0x18, 4, 0xC123_4567).unwrap();
-        assert_eq!(c.bar2(), 0xC000_0000, "address bits below the size are read-only");
+        assert_eq!(
+            c.bar2(),
+            0xC000_0000,
+            "address bits below the size are read-only"
+        );
         // sub-dword writes keep the flags
         c.write(0x18, 1, 0xFF).unwrap();
         assert_eq!(c.read(0x18, 1), Ok(0x0C));
@@ -470,21 +521,41 @@ mod tests {
         let mut c = cfg();
         assert_eq!(
             c.write(0x44, 4, 0xFEE0_1003),
-            Ok(Some(CfgEvent::Msi(MsiConfig { enabled: false, address: 0xFEE0_1000, data: 0 })))
+            Ok(Some(CfgEvent::Msi(MsiConfig {
+                enabled: false,
+                address: 0xFEE0_1000,
+                data: 0
+            })))
         );
         assert_eq!(c.write(0x48, 4, 0), Ok(None), "unchanged");
         assert_eq!(
             c.write(0x4C, 2, 0x4041),
-            Ok(Some(CfgEvent::Msi(MsiConfig { enabled: false, address: 0xFEE0_1000, data: 0x4041 })))
+            Ok(Some(CfgEvent::Msi(MsiConfig {
+                enabled: false,
+                address: 0xFEE0_1000,
+                data: 0x4041
+            })))
         );
-        assert_eq!(c.write(0x4E, 2, 0xFFFF), Ok(None), "extended message data not supported");
+        assert_eq!(
+            c.write(0x4E, 2, 0xFFFF),
+            Ok(None),
+            "extended message data not supported"
+        );
         assert_eq!(c.read(0x4C, 4), Ok(0x4041));
         // enable, try to enable 32 vectors and per-vector masking
         assert_eq!(
             c.write(0x42, 2, 0xFFFF),
-            Ok(Some(CfgEvent::Msi(MsiConfig { enabled: true, address: 0xFEE0_1000, data: 0x4041 })))
+            Ok(Some(CfgEvent::Msi(MsiConfig {
+                enabled: true,
+                address: 0xFEE0_1000,
+                data: 0x4041
+            })))
         );
-        assert_eq!(c.read(0x42, 2), Ok((msi::ADDR_64 | msi::ENABLE) as u32), "MME stays 0");
+        assert_eq!(
+            c.read(0x42, 2),
+            Ok((msi::ADDR_64 | msi::ENABLE) as u32),
+            "MME stays 0"
+        );
         assert!(c.msi().enabled);
         assert_eq!(c.read(0x40, 2), Ok(0x0005), "id/next read-only");
         c.reset();
@@ -497,7 +568,10 @@ mod tests {
         let mut b = [0u8; 2];
         c.read_bytes(0, &mut b).unwrap();
         assert_eq!(b, [0x34, 0x12]);
-        assert_eq!(c.write_bytes(4, &[2]), Ok(Some(CfgEvent::Command { old: 0, new: 2 })));
+        assert_eq!(
+            c.write_bytes(4, &[2]),
+            Ok(Some(CfgEvent::Command { old: 0, new: 2 }))
+        );
     }
 
     proptest! {

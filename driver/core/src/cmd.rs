@@ -129,7 +129,10 @@ pub const LRI_WHITELIST: &[(EngineId, u32, u32)] = &[
 
 /// Whether `reg` is on the LRI whitelist for `engine`.
 pub fn lri_allowed(engine: EngineId, reg: u32) -> bool {
-    reg & 3 == 0 && LRI_WHITELIST.iter().any(|&(e, lo, hi)| e == engine && reg >= lo && reg <= hi)
+    reg & 3 == 0
+        && LRI_WHITELIST
+            .iter()
+            .any(|&(e, lo, hi)| e == engine && reg >= lo && reg <= hi)
 }
 
 /// Why a submission was rejected.  Every class is counted ([`RejectCounters`]).
@@ -281,11 +284,23 @@ pub struct LenRule {
 impl LenRule {
     /// Always `n` dwords; the header's low bits are ignored.
     pub const fn fixed(n: u8) -> Self {
-        LenRule { field: 0, bias: n, min: n, max: n, step: 1 }
+        LenRule {
+            field: 0,
+            bias: n,
+            min: n,
+            max: n,
+            step: 1,
+        }
     }
     /// DWord Length in header bits `field`; total lengths `min..=max` by `step`.
     pub const fn field(field: u32, min: u8, max: u8, step: u8) -> Self {
-        LenRule { field, bias: 2, min, max, step }
+        LenRule {
+            field,
+            bias: 2,
+            min,
+            max,
+            step,
+        }
     }
     /// The total length `header` declares.
     pub const fn of(&self, header: u32) -> usize {
@@ -293,7 +308,9 @@ impl LenRule {
     }
     /// Whether `len` is legal.
     pub const fn allows(&self, len: usize) -> bool {
-        len >= self.min as usize && len <= self.max as usize && (len - self.min as usize) & (self.step as usize - 1) == 0
+        len >= self.min as usize
+            && len <= self.max as usize
+            && (len - self.min as usize) & (self.step as usize - 1) == 0
     }
 }
 
@@ -436,7 +453,16 @@ struct Slot {
     step_mask: u8,
 }
 
-const EMPTY_SLOT: Slot = Slot { op: Opcode::Noop, id_mask: 0, id: 0xFF, field: 0, bias: 0, min: 0, span: 0, step_mask: 0 };
+const EMPTY_SLOT: Slot = Slot {
+    op: Opcode::Noop,
+    id_mask: 0,
+    id: 0xFF,
+    field: 0,
+    bias: 0,
+    min: 0,
+    span: 0,
+    step_mask: 0,
+};
 
 /// Header bits 31–22 → the command they identify and its length rule.
 static DECODE: [Slot; 1024] = decode_slots();
@@ -481,7 +507,12 @@ const _: () = {
         let c = &COMMANDS[i];
         let l = c.len;
         assert!(c.op as usize == i && i < 32 && c.header & !c.mask == 0 && c.mask & 0xFFFF == 0);
-        assert!(l.field <= 0xff && l.min <= l.max && l.step.is_power_of_two() && l.max as usize <= MAX_CMD_DWORDS);
+        assert!(
+            l.field <= 0xff
+                && l.min <= l.max
+                && l.step.is_power_of_two()
+                && l.max as usize <= MAX_CMD_DWORDS
+        );
         i += 1;
     }
 };
@@ -526,9 +557,17 @@ pub enum Space {
 pub enum PostSync {
     None,
     /// Write `n` (1 or 2) dwords of `data`.
-    Imm { space: Space, addr: u64, data: [u32; 2], n: u8 },
+    Imm {
+        space: Space,
+        addr: u64,
+        data: [u32; 2],
+        n: u8,
+    },
     /// Write the engine's 64-bit timestamp.
-    Timestamp { space: Space, addr: u64 },
+    Timestamp {
+        space: Space,
+        addr: u64,
+    },
 }
 
 impl PostSync {
@@ -557,7 +596,9 @@ impl Surface {
     /// Address of byte column `x*cpp` of row `y + row` (overflow-checked).
     pub fn row_addr(&self, row: u32, cpp: u32) -> Option<u64> {
         let y = (self.y as u64).checked_add(row as u64)?;
-        self.base.checked_add(y.checked_mul(self.pitch as u64)?)?.checked_add((self.x as u64).checked_mul(cpp as u64)?)
+        self.base
+            .checked_add(y.checked_mul(self.pitch as u64)?)?
+            .checked_add((self.x as u64).checked_mul(cpp as u64)?)
     }
     /// Whether a `w × h` rectangle of `cpp`-byte pixels is honest: its rows
     /// do not overlap (one row, or a pitch of at least a row's bytes), so it
@@ -588,14 +629,43 @@ pub enum Command {
     Noop,
     UserInterrupt,
     BatchEnd,
-    StoreData { space: Space, addr: u64, data: [u32; 2], n: u8 },
+    StoreData {
+        space: Space,
+        addr: u64,
+        data: [u32; 2],
+        n: u8,
+    },
     /// `count` (register, value) pairs follow the header.
-    LoadRegs { count: usize },
-    FlushDw { post: PostSync, notify: bool },
-    BatchStart { space: Space, addr: u64, second_level: bool },
-    ColorBlt { dst: Surface, w: u32, h: u32, cpp: u32, color: u32 },
-    SrcCopyBlt { dst: Surface, src: Surface, w: u32, h: u32, cpp: u32 },
-    PipeControl { post: PostSync, notify: bool },
+    LoadRegs {
+        count: usize,
+    },
+    FlushDw {
+        post: PostSync,
+        notify: bool,
+    },
+    BatchStart {
+        space: Space,
+        addr: u64,
+        second_level: bool,
+    },
+    ColorBlt {
+        dst: Surface,
+        w: u32,
+        h: u32,
+        cpp: u32,
+        color: u32,
+    },
+    SrcCopyBlt {
+        dst: Surface,
+        src: Surface,
+        w: u32,
+        h: u32,
+        cpp: u32,
+    },
+    PipeControl {
+        post: PostSync,
+        notify: bool,
+    },
 }
 
 fn addr48(lo: u32, hi: u32, mask: u32) -> u64 {
@@ -638,7 +708,12 @@ fn rect(tl: u32, br: u32) -> (u32, u32, u32, u32) {
 fn post_sync(op: u32, space: Space, addr: u64, data: [u32; 2], n: u8) -> Result<PostSync, Reject> {
     match op & 3 {
         0 => Ok(PostSync::None),
-        1 => Ok(PostSync::Imm { space, addr, data, n }),
+        1 => Ok(PostSync::Imm {
+            space,
+            addr,
+            data,
+            n,
+        }),
         3 => Ok(PostSync::Timestamp { space, addr }),
         _ => Err(Reject::UnsupportedMode),
     }
@@ -657,7 +732,11 @@ pub fn parse(op: Opcode, d: &[u32]) -> Result<Command, Reject> {
         Opcode::UserInterrupt => Command::UserInterrupt,
         Opcode::BatchBufferEnd => Command::BatchEnd,
         Opcode::StoreDataImm => Command::StoreData {
-            space: if h & MI_USE_GGTT != 0 { Space::Ggtt } else { Space::Ppgtt },
+            space: if h & MI_USE_GGTT != 0 {
+                Space::Ggtt
+            } else {
+                Space::Ppgtt
+            },
             addr: addr48(dw(d, 1), dw(d, 2), 3),
             data: [dw(d, 3), dw(d, 4)],
             n: (n - 3) as u8,
@@ -667,7 +746,11 @@ pub fn parse(op: Opcode, d: &[u32]) -> Result<Command, Reject> {
             if h & MI_FLUSH_DW_STORE_INDEX != 0 {
                 return Err(Reject::UnsupportedMode);
             }
-            let space = if dw(d, 1) & MI_FLUSH_DW_USE_GTT != 0 { Space::Ggtt } else { Space::Ppgtt };
+            let space = if dw(d, 1) & MI_FLUSH_DW_USE_GTT != 0 {
+                Space::Ggtt
+            } else {
+                Space::Ppgtt
+            };
             let addr = addr48(dw(d, 1), dw(d, 2), 7);
             Command::FlushDw {
                 post: post_sync(h >> 14, space, addr, [dw(d, 3), dw(d, 4)], (n - 3) as u8)?,
@@ -675,7 +758,11 @@ pub fn parse(op: Opcode, d: &[u32]) -> Result<Command, Reject> {
             }
         }
         Opcode::BatchBufferStart => Command::BatchStart {
-            space: if h & MI_BATCH_PPGTT != 0 { Space::Ppgtt } else { Space::Ggtt },
+            space: if h & MI_BATCH_PPGTT != 0 {
+                Space::Ppgtt
+            } else {
+                Space::Ggtt
+            },
             addr: addr48(dw(d, 1), dw(d, 2), 3),
             second_level: h & MI_BATCH_SECOND_LEVEL != 0,
         },
@@ -686,8 +773,23 @@ pub fn parse(op: Opcode, d: &[u32]) -> Result<Command, Reject> {
             let br13 = dw(d, 1);
             let cpp = blt_common(h, br13, BLT_ROP_COLOR_COPY)?;
             let (x, y, w, hh) = rect(dw(d, 2), dw(d, 3));
-            let base = if n == 7 { addr48(dw(d, 4), dw(d, 5), 0) } else { dw(d, 4) as u64 };
-            Command::ColorBlt { dst: Surface { base, pitch: blt_pitch(br13)?, x, y }, w, h: hh, cpp, color: dw(d, n - 1) }
+            let base = if n == 7 {
+                addr48(dw(d, 4), dw(d, 5), 0)
+            } else {
+                dw(d, 4) as u64
+            };
+            Command::ColorBlt {
+                dst: Surface {
+                    base,
+                    pitch: blt_pitch(br13)?,
+                    x,
+                    y,
+                },
+                w,
+                h: hh,
+                cpp,
+                color: dw(d, n - 1),
+            }
         }
         Opcode::XySrcCopyBlt => {
             if h & (BLT_DST_TILED | BLT_SRC_TILED) != 0 {
@@ -697,13 +799,31 @@ pub fn parse(op: Opcode, d: &[u32]) -> Result<Command, Reject> {
             let cpp = blt_common(h, br13, BLT_ROP_SRC_COPY)?;
             let (x, y, w, hh) = rect(dw(d, 2), dw(d, 3));
             let wide = n == 10;
-            let (dst_base, s) = if wide { (addr48(dw(d, 4), dw(d, 5), 0), 6) } else { (dw(d, 4) as u64, 5) };
+            let (dst_base, s) = if wide {
+                (addr48(dw(d, 4), dw(d, 5), 0), 6)
+            } else {
+                (dw(d, 4) as u64, 5)
+            };
             let src_xy = dw(d, s);
             let src_pitch = blt_pitch(dw(d, s + 1))?;
-            let src_base = if wide { addr48(dw(d, s + 2), dw(d, s + 3), 0) } else { dw(d, s + 2) as u64 };
+            let src_base = if wide {
+                addr48(dw(d, s + 2), dw(d, s + 3), 0)
+            } else {
+                dw(d, s + 2) as u64
+            };
             Command::SrcCopyBlt {
-                dst: Surface { base: dst_base, pitch: blt_pitch(br13)?, x, y },
-                src: Surface { base: src_base, pitch: src_pitch, x: src_xy & 0xffff, y: src_xy >> 16 },
+                dst: Surface {
+                    base: dst_base,
+                    pitch: blt_pitch(br13)?,
+                    x,
+                    y,
+                },
+                src: Surface {
+                    base: src_base,
+                    pitch: src_pitch,
+                    x: src_xy & 0xffff,
+                    y: src_xy >> 16,
+                },
                 w,
                 h: hh,
                 cpp,
@@ -714,9 +834,19 @@ pub fn parse(op: Opcode, d: &[u32]) -> Result<Command, Reject> {
             if f & (PIPE_CONTROL_MMIO_WRITE | PIPE_CONTROL_STORE_DATA_INDEX) != 0 {
                 return Err(Reject::UnsupportedMode);
             }
-            let space = if f & PIPE_CONTROL_GLOBAL_GTT != 0 { Space::Ggtt } else { Space::Ppgtt };
+            let space = if f & PIPE_CONTROL_GLOBAL_GTT != 0 {
+                Space::Ggtt
+            } else {
+                Space::Ppgtt
+            };
             Command::PipeControl {
-                post: post_sync(f >> 14, space, addr48(dw(d, 2), dw(d, 3), 7), [dw(d, 4), dw(d, 5)], 2)?,
+                post: post_sync(
+                    f >> 14,
+                    space,
+                    addr48(dw(d, 2), dw(d, 3), 7),
+                    [dw(d, 4), dw(d, 5)],
+                    2,
+                )?,
                 notify: f & PIPE_CONTROL_NOTIFY != 0,
             }
         }
@@ -731,7 +861,9 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub const DEFAULT: Limits = Limits { max_commands: 1 << 16 };
+    pub const DEFAULT: Limits = Limits {
+        max_commands: 1 << 16,
+    };
 }
 
 /// Batch nesting level.
@@ -800,7 +932,12 @@ impl From<Reject> for AuditError {
 }
 
 /// Check one range a command touches.
-fn check_touch<E: AuditEnv + ?Sized>(env: &E, space: Space, addr: u64, len: u64) -> Result<(), Reject> {
+fn check_touch<E: AuditEnv + ?Sized>(
+    env: &E,
+    space: Space,
+    addr: u64,
+    len: u64,
+) -> Result<(), Reject> {
     match space {
         Space::Ggtt if env.gm_allowed(addr, len) => Ok(()),
         Space::Ggtt => Err(Reject::AddressNotAllowed),
@@ -811,18 +948,27 @@ fn check_touch<E: AuditEnv + ?Sized>(env: &E, space: Space, addr: u64, len: u64)
 
 /// Audit one parsed command's side effects (everything but control flow):
 /// its engine and its audit class, both from its row of [`COMMANDS`].
-pub fn audit_command<E: AuditEnv + ?Sized>(env: &E, op: Opcode, cmd: &Command, d: &[u32]) -> Result<(), Reject> {
+pub fn audit_command<E: AuditEnv + ?Sized>(
+    env: &E,
+    op: Opcode,
+    cmd: &Command,
+    d: &[u32],
+) -> Result<(), Reject> {
     let engine = env.engine();
     if !op.runs_on(engine) {
         return Err(Reject::WrongEngine);
     }
     match (op.spec().audit, *cmd) {
         (AuditClass::Control, _) => Ok(()),
-        (AuditClass::Write, Command::StoreData { space, addr, n, .. }) => check_touch(env, space, addr, 4 * n as u64),
-        (AuditClass::Write, Command::FlushDw { post, .. } | Command::PipeControl { post, .. }) => match post.target() {
-            Some((s, a, l)) => check_touch(env, s, a, l),
-            None => Ok(()),
-        },
+        (AuditClass::Write, Command::StoreData { space, addr, n, .. }) => {
+            check_touch(env, space, addr, 4 * n as u64)
+        }
+        (AuditClass::Write, Command::FlushDw { post, .. } | Command::PipeControl { post, .. }) => {
+            match post.target() {
+                Some((s, a, l)) => check_touch(env, s, a, l),
+                None => Ok(()),
+            }
+        }
         (AuditClass::Registers, Command::LoadRegs { count }) => {
             for i in 0..count {
                 if !lri_allowed(engine, dw(d, 1 + 2 * i)) {
@@ -831,8 +977,19 @@ pub fn audit_command<E: AuditEnv + ?Sized>(env: &E, op: Opcode, cmd: &Command, d
             }
             Ok(())
         }
-        (AuditClass::Blit, Command::ColorBlt { dst, w, h, cpp, .. }) => check_rect(env, &dst, w, h, cpp),
-        (AuditClass::Blit, Command::SrcCopyBlt { dst, src, w, h, cpp }) => {
+        (AuditClass::Blit, Command::ColorBlt { dst, w, h, cpp, .. }) => {
+            check_rect(env, &dst, w, h, cpp)
+        }
+        (
+            AuditClass::Blit,
+            Command::SrcCopyBlt {
+                dst,
+                src,
+                w,
+                h,
+                cpp,
+            },
+        ) => {
             check_rect(env, &dst, w, h, cpp)?;
             check_rect(env, &src, w, h, cpp)
         }
@@ -842,7 +999,13 @@ pub fn audit_command<E: AuditEnv + ?Sized>(env: &E, op: Opcode, cmd: &Command, d
     }
 }
 
-fn check_rect<E: AuditEnv + ?Sized>(env: &E, s: &Surface, w: u32, h: u32, cpp: u32) -> Result<(), Reject> {
+fn check_rect<E: AuditEnv + ?Sized>(
+    env: &E,
+    s: &Surface,
+    w: u32,
+    h: u32,
+    cpp: u32,
+) -> Result<(), Reject> {
     if w == 0 || h == 0 {
         return Ok(());
     }
@@ -870,7 +1033,10 @@ struct Visited {
 
 impl Visited {
     const fn new() -> Self {
-        Self { n: 0, set: [(Space::Ggtt, 0); MAX_CHAIN_TARGETS] }
+        Self {
+            n: 0,
+            set: [(Space::Ggtt, 0); MAX_CHAIN_TARGETS],
+        }
     }
     fn reset(&mut self) {
         self.n = 0;
@@ -887,7 +1053,11 @@ impl Visited {
     }
 }
 
-fn fetch_batch<E: AuditEnv + ?Sized>(env: &mut E, c: Cursor, buf: &mut [u32; MAX_CMD_DWORDS]) -> Result<(Opcode, usize), Reject> {
+fn fetch_batch<E: AuditEnv + ?Sized>(
+    env: &mut E,
+    c: Cursor,
+    buf: &mut [u32; MAX_CMD_DWORDS],
+) -> Result<(Opcode, usize), Reject> {
     let fetch_ok = |env: &E, len: u64| match c.space {
         Space::Ggtt => env.gm_allowed(c.addr, len),
         Space::Ppgtt => env.engine() == EngineId::Rcs && env.ppgtt_mapped(c.addr, len),
@@ -930,18 +1100,29 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
     limits: &Limits,
 ) -> Result<AuditSummary, AuditError> {
     let size = ring.size;
-    if size == 0 || size as u64 % PAGE_SIZE != 0 || ring.start % PAGE_SIZE != 0 || !env.gm_allowed(ring.start, size as u64) {
+    if size == 0
+        || size as u64 % PAGE_SIZE != 0
+        || ring.start % PAGE_SIZE != 0
+        || !env.gm_allowed(ring.start, size as u64)
+    {
         return Err(Reject::BadRing.into());
     }
     if head % 4 != 0 || tail % 8 != 0 || head >= size || tail >= size {
         return Err(Reject::BadTail.into());
     }
     let mut sum = AuditSummary::default();
-    let mut remaining = if tail >= head { tail - head } else { size - head + tail };
+    let mut remaining = if tail >= head {
+        tail - head
+    } else {
+        size - head + tail
+    };
     let mut off = head;
     let mut buf = [0u32; MAX_CMD_DWORDS];
     let mut level = Level::Ring;
-    let mut b1 = Cursor { space: Space::Ggtt, addr: 0 };
+    let mut b1 = Cursor {
+        space: Space::Ggtt,
+        addr: 0,
+    };
     let mut b2 = b1;
     let mut v1 = Visited::new();
     let mut v2 = Visited::new();
@@ -956,7 +1137,8 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
             Level::Ring => {
                 let rd = |env: &mut E, i: u32| {
                     let o = (off as u64 + 4 * i as u64) % size as u64;
-                    env.read_dword(Space::Ggtt, ring.start + o).ok_or(Reject::BadRing)
+                    env.read_dword(Space::Ggtt, ring.start + o)
+                        .ok_or(Reject::BadRing)
                 };
                 let h = rd(env, 0)?;
                 let (op, n) = decode(h)?;
@@ -992,7 +1174,14 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
                 env.emit(level, d).map_err(|_| AuditError::ShadowFull)?;
                 level = Level::First;
             }
-            (Command::BatchStart { space, addr, second_level }, _) => {
+            (
+                Command::BatchStart {
+                    space,
+                    addr,
+                    second_level,
+                },
+                _,
+            ) => {
                 let target = Cursor { space, addr };
                 sum.batches += 1;
                 let call_into = match (level, second_level) {
@@ -1007,7 +1196,8 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
                         let shadow = env.next_addr(child);
                         let hdr = d[0] & !MI_BATCH_PPGTT;
                         let patched = [hdr, shadow as u32, ((shadow >> 32) & 0xffff) as u32];
-                        env.emit(level, &patched).map_err(|_| AuditError::ShadowFull)?;
+                        env.emit(level, &patched)
+                            .map_err(|_| AuditError::ShadowFull)?;
                         if level == Level::First {
                             b1.addr = b1.addr.wrapping_add(step);
                         }
@@ -1070,7 +1260,13 @@ pub mod encode {
     /// MI_STORE_DATA_IMM of a qword.
     pub fn sdi_qw(space: Space, addr: u64, data: [u32; 2]) -> [u32; 5] {
         let g = if space == Space::Ggtt { MI_USE_GGTT } else { 0 };
-        [MI_STORE_DATA_IMM | g | 3, lo(addr), hi(addr), data[0], data[1]]
+        [
+            MI_STORE_DATA_IMM | g | 3,
+            lo(addr),
+            hi(addr),
+            data[0],
+            data[1],
+        ]
     }
     /// MI_LOAD_REGISTER_IMM of one register.
     pub fn lri(reg: u32, value: u32) -> [u32; 3] {
@@ -1078,22 +1274,59 @@ pub mod encode {
     }
     /// MI_FLUSH_DW with a post-sync dword store.
     pub fn flush_dw_store(space: Space, addr: u64, data: u32, notify: bool) -> [u32; 4] {
-        let g = if space == Space::Ggtt { MI_FLUSH_DW_USE_GTT } else { 0 };
+        let g = if space == Space::Ggtt {
+            MI_FLUSH_DW_USE_GTT
+        } else {
+            0
+        };
         let n = if notify { MI_FLUSH_DW_NOTIFY } else { 0 };
-        [MI_FLUSH_DW | MI_FLUSH_DW_OP_STOREDW | n | 2, lo(addr) | g, hi(addr), data]
+        [
+            MI_FLUSH_DW | MI_FLUSH_DW_OP_STOREDW | n | 2,
+            lo(addr) | g,
+            hi(addr),
+            data,
+        ]
     }
     /// MI_BATCH_BUFFER_START.
     pub fn bb_start(space: Space, addr: u64, second_level: bool) -> [u32; 3] {
-        let p = if space == Space::Ppgtt { MI_BATCH_PPGTT } else { 0 };
-        let s = if second_level { MI_BATCH_SECOND_LEVEL } else { 0 };
+        let p = if space == Space::Ppgtt {
+            MI_BATCH_PPGTT
+        } else {
+            0
+        };
+        let s = if second_level {
+            MI_BATCH_SECOND_LEVEL
+        } else {
+            0
+        };
         [MI_BATCH_BUFFER_START | p | s | 1, lo(addr), hi(addr)]
     }
     /// XY_COLOR_BLT, 32 bpp, rectangle `[x1, x2) × [y1, y2)`.
-    pub fn color_blt(dst: u64, pitch: u32, (x1, y1, x2, y2): (u32, u32, u32, u32), color: u32) -> [u32; 7] {
-        [XY_COLOR_BLT | BLT_WRITE_RGBA | 5, BLT_DEPTH_32 | BLT_ROP_COLOR_COPY | (pitch & 0xffff), (y1 << 16) | x1, (y2 << 16) | x2, lo(dst), hi(dst), color]
+    pub fn color_blt(
+        dst: u64,
+        pitch: u32,
+        (x1, y1, x2, y2): (u32, u32, u32, u32),
+        color: u32,
+    ) -> [u32; 7] {
+        [
+            XY_COLOR_BLT | BLT_WRITE_RGBA | 5,
+            BLT_DEPTH_32 | BLT_ROP_COLOR_COPY | (pitch & 0xffff),
+            (y1 << 16) | x1,
+            (y2 << 16) | x2,
+            lo(dst),
+            hi(dst),
+            color,
+        ]
     }
     /// XY_SRC_COPY_BLT, 32 bpp.
-    pub fn src_copy_blt(dst: u64, dst_pitch: u32, (x1, y1, x2, y2): (u32, u32, u32, u32), src: u64, src_pitch: u32, (sx, sy): (u32, u32)) -> [u32; 10] {
+    pub fn src_copy_blt(
+        dst: u64,
+        dst_pitch: u32,
+        (x1, y1, x2, y2): (u32, u32, u32, u32),
+        src: u64,
+        src_pitch: u32,
+        (sx, sy): (u32, u32),
+    ) -> [u32; 10] {
         [
             XY_SRC_COPY_BLT | BLT_WRITE_RGBA | 8,
             BLT_DEPTH_32 | BLT_ROP_SRC_COPY | (dst_pitch & 0xffff),
@@ -1109,8 +1342,19 @@ pub mod encode {
     }
     /// PIPE_CONTROL with a post-sync qword write.
     pub fn pipe_control_qw(space: Space, addr: u64, data: [u32; 2]) -> [u32; 6] {
-        let g = if space == Space::Ggtt { PIPE_CONTROL_GLOBAL_GTT } else { 0 };
-        [PIPE_CONTROL | 4, PIPE_CONTROL_QW_WRITE | g, lo(addr), hi(addr), data[0], data[1]]
+        let g = if space == Space::Ggtt {
+            PIPE_CONTROL_GLOBAL_GTT
+        } else {
+            0
+        };
+        [
+            PIPE_CONTROL | 4,
+            PIPE_CONTROL_QW_WRITE | g,
+            lo(addr),
+            hi(addr),
+            data[0],
+            data[1],
+        ]
     }
 }
 
@@ -1147,7 +1391,15 @@ mod tests {
 
     impl Env {
         fn new(engine: EngineId) -> Self {
-            Self { engine, ggtt: BTreeMap::new(), ppgtt: BTreeMap::new(), pp_mapped: vec![], ranges: vec![GM, HIGH], out: [vec![], vec![], vec![]], cap: usize::MAX }
+            Self {
+                engine,
+                ggtt: BTreeMap::new(),
+                ppgtt: BTreeMap::new(),
+                pp_mapped: vec![],
+                ranges: vec![GM, HIGH],
+                out: [vec![], vec![], vec![]],
+                cap: usize::MAX,
+            }
         }
         fn put(&mut self, addr: u64, d: &[u32]) {
             for (i, w) in d.iter().enumerate() {
@@ -1164,7 +1416,16 @@ mod tests {
                 c.push(MI_NOOP);
             }
             self.put(RING, &c);
-            audit_ring(self, RingWindow { start: RING, size: RING_SIZE }, 0, 4 * c.len() as u32, l)
+            audit_ring(
+                self,
+                RingWindow {
+                    start: RING,
+                    size: RING_SIZE,
+                },
+                0,
+                4 * c.len() as u32,
+                l,
+            )
         }
     }
 
@@ -1176,10 +1437,16 @@ mod tests {
             self.ranges.iter().any(|r| r.contains(addr, len))
         }
         fn ppgtt_mapped(&self, addr: u64, len: u64) -> bool {
-            self.pp_mapped.iter().any(|&(b, l)| GmRange::new(b, l).contains(addr, len))
+            self.pp_mapped
+                .iter()
+                .any(|&(b, l)| GmRange::new(b, l).contains(addr, len))
         }
         fn read_dword(&mut self, space: Space, addr: u64) -> Option<u32> {
-            let m = if space == Space::Ggtt { &self.ggtt } else { &self.ppgtt };
+            let m = if space == Space::Ggtt {
+                &self.ggtt
+            } else {
+                &self.ppgtt
+            };
             Some(m.get(&addr).copied().unwrap_or(0))
         }
         fn emit(&mut self, level: Level, dwords: &[u32]) -> Result<(), SinkFull> {
@@ -1210,9 +1477,15 @@ mod tests {
         assert_eq!(decode(MI_STORE_DATA_IMM | 2), Ok((Opcode::StoreDataImm, 4)));
         assert_eq!(decode(MI_STORE_DATA_IMM | 3), Ok((Opcode::StoreDataImm, 5)));
         assert_eq!(decode(MI_STORE_DATA_IMM | 4), Err(Reject::BadLength));
-        assert_eq!(decode(MI_LOAD_REGISTER_IMM | 1), Ok((Opcode::LoadRegisterImm, 3)));
+        assert_eq!(
+            decode(MI_LOAD_REGISTER_IMM | 1),
+            Ok((Opcode::LoadRegisterImm, 3))
+        );
         assert_eq!(decode(MI_LOAD_REGISTER_IMM | 2), Err(Reject::BadLength));
-        assert_eq!(decode(MI_LOAD_REGISTER_IMM | 63), Ok((Opcode::LoadRegisterImm, 65)));
+        assert_eq!(
+            decode(MI_LOAD_REGISTER_IMM | 63),
+            Ok((Opcode::LoadRegisterImm, 65))
+        );
         assert_eq!(decode(MI_LOAD_REGISTER_IMM | 65), Err(Reject::BadLength));
         assert_eq!(decode(MI_BATCH_BUFFER_START | 2), Err(Reject::BadLength));
         assert_eq!(decode(XY_COLOR_BLT | 4), Ok((Opcode::XyColorBlt, 6)));
@@ -1224,7 +1497,10 @@ mod tests {
         assert_eq!(decode(0x1f << 23), Err(Reject::UnknownOpcode));
         assert_eq!(decode(1 << 29), Err(Reject::UnknownOpcode));
         assert_eq!(decode((2 << 29) | (0x51 << 22)), Err(Reject::UnknownOpcode));
-        assert_eq!(decode((3 << 29) | (3 << 27) | (1 << 24)), Err(Reject::UnknownOpcode));
+        assert_eq!(
+            decode((3 << 29) | (3 << 27) | (1 << 24)),
+            Err(Reject::UnknownOpcode)
+        );
         assert_eq!(decode(7 << 29), Err(Reject::UnknownOpcode));
     }
 
@@ -1256,8 +1532,13 @@ mod tests {
             assert_eq!((op, n), (spec.op, c.len()), "{}", spec.name);
             // The row's audit class is the one its command parses to.
             let class = match parse(op, c).unwrap() {
-                Command::Noop | Command::UserInterrupt | Command::BatchEnd | Command::BatchStart { .. } => AuditClass::Control,
-                Command::StoreData { .. } | Command::FlushDw { .. } | Command::PipeControl { .. } => AuditClass::Write,
+                Command::Noop
+                | Command::UserInterrupt
+                | Command::BatchEnd
+                | Command::BatchStart { .. } => AuditClass::Control,
+                Command::StoreData { .. }
+                | Command::FlushDw { .. }
+                | Command::PipeControl { .. } => AuditClass::Write,
                 Command::LoadRegs { .. } => AuditClass::Registers,
                 Command::ColorBlt { .. } | Command::SrcCopyBlt { .. } => AuditClass::Blit,
             };
@@ -1266,7 +1547,12 @@ mod tests {
             for e in EngineId::ALL {
                 let env = Env::new(e);
                 let got = audit_command(&env, op, &parse(op, c).unwrap(), c);
-                assert_eq!(got == Err(Reject::WrongEngine), !spec.engines.has(e), "{} on {e:?}", spec.name);
+                assert_eq!(
+                    got == Err(Reject::WrongEngine),
+                    !spec.engines.has(e),
+                    "{} on {e:?}",
+                    spec.name
+                );
                 if op == Opcode::LoadRegisterImm && e == EngineId::Bcs {
                     continue; // its register is render's
                 }
@@ -1276,19 +1562,34 @@ mod tests {
             for low in 0..=0xffu32 {
                 let h = (spec.header & !spec.len.field) | (low & spec.len.field);
                 let len = spec.len.of(h);
-                let want = if spec.len.allows(len) { Ok((op, len)) } else { Err(Reject::BadLength) };
+                let want = if spec.len.allows(len) {
+                    Ok((op, len))
+                } else {
+                    Err(Reject::BadLength)
+                };
                 assert_eq!(decode(h), want, "{} {h:#x}", spec.name);
             }
         }
         assert_eq!(Opcode::PipeControl.spec().engines, Engines::RCS);
         assert_eq!(Opcode::XyColorBlt.spec().engines, Engines::BCS);
-        assert_eq!(COMMANDS.iter().filter(|c| c.engines == Engines::ANY).count(), 7);
+        assert_eq!(
+            COMMANDS
+                .iter()
+                .filter(|c| c.engines == Engines::ANY)
+                .count(),
+            7
+        );
     }
 
     #[test]
     fn accepts_and_emits_ring_commands_in_place() {
         let mut e = Env::new(EngineId::Rcs);
-        let s = cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_USER_INTERRUPT], &lri(0x2600, 5), &pipe_control_qw(Space::Ggtt, HIGH.base, [1, 2])]);
+        let s = cat(&[
+            &sdi(Space::Ggtt, DATA, 1),
+            &[MI_USER_INTERRUPT],
+            &lri(0x2600, 5),
+            &pipe_control_qw(Space::Ggtt, HIGH.base, [1, 2]),
+        ]);
         assert_eq!(s.len() % 2, 0);
         let sum = ok(e.run(&s));
         assert_eq!(sum.commands, 4);
@@ -1300,14 +1601,34 @@ mod tests {
     fn rejects_unknown_opcode_and_bad_length() {
         let mut e = Env::new(EngineId::Rcs);
         assert_eq!(e.run(&[0x1f << 23]), rej(Reject::UnknownOpcode));
-        assert_eq!(e.run(&[MI_STORE_DATA_IMM | MI_USE_GGTT | 5, DATA as u32, 0, 0, 0, 0, 0]), rej(Reject::BadLength));
+        assert_eq!(
+            e.run(&[
+                MI_STORE_DATA_IMM | MI_USE_GGTT | 5,
+                DATA as u32,
+                0,
+                0,
+                0,
+                0,
+                0
+            ]),
+            rej(Reject::BadLength)
+        );
     }
 
     #[test]
     fn rejects_wrong_engine() {
-        assert_eq!(Env::new(EngineId::Rcs).run(&color_blt(DATA, 64, (0, 0, 1, 1), 0)), rej(Reject::WrongEngine));
-        assert_eq!(Env::new(EngineId::Rcs).run(&src_copy_blt(DATA, 64, (0, 0, 1, 1), DATA, 64, (0, 0))), rej(Reject::WrongEngine));
-        assert_eq!(Env::new(EngineId::Bcs).run(&pipe_control_qw(Space::Ggtt, DATA, [0, 0])), rej(Reject::WrongEngine));
+        assert_eq!(
+            Env::new(EngineId::Rcs).run(&color_blt(DATA, 64, (0, 0, 1, 1), 0)),
+            rej(Reject::WrongEngine)
+        );
+        assert_eq!(
+            Env::new(EngineId::Rcs).run(&src_copy_blt(DATA, 64, (0, 0, 1, 1), DATA, 64, (0, 0))),
+            rej(Reject::WrongEngine)
+        );
+        assert_eq!(
+            Env::new(EngineId::Bcs).run(&pipe_control_qw(Space::Ggtt, DATA, [0, 0])),
+            rej(Reject::WrongEngine)
+        );
     }
 
     #[test]
@@ -1318,24 +1639,51 @@ mod tests {
             Env::new(EngineId::Bcs).run(&c)
         };
         assert_eq!(b(&|c| c[0] |= BLT_DST_TILED), rej(Reject::UnsupportedMode));
-        assert_eq!(b(&|c| c[1] = (c[1] & !(0xff << 16)) | BLT_ROP_SRC_COPY), rej(Reject::UnsupportedMode));
-        assert_eq!(b(&|c| c[1] |= 0x8000), rej(Reject::UnsupportedMode), "negative pitch");
-        assert_eq!(b(&|c| c[0] &= !(1 << 21)), rej(Reject::UnsupportedMode), "32 bpp without alpha");
+        assert_eq!(
+            b(&|c| c[1] = (c[1] & !(0xff << 16)) | BLT_ROP_SRC_COPY),
+            rej(Reject::UnsupportedMode)
+        );
+        assert_eq!(
+            b(&|c| c[1] |= 0x8000),
+            rej(Reject::UnsupportedMode),
+            "negative pitch"
+        );
+        assert_eq!(
+            b(&|c| c[0] &= !(1 << 21)),
+            rej(Reject::UnsupportedMode),
+            "32 bpp without alpha"
+        );
         let mut c = src_copy_blt(DATA, 64, (0, 0, 1, 1), DATA + 64, 64, (0, 0));
         c[0] |= BLT_SRC_TILED;
-        assert_eq!(Env::new(EngineId::Bcs).run(&c), rej(Reject::UnsupportedMode));
+        assert_eq!(
+            Env::new(EngineId::Bcs).run(&c),
+            rej(Reject::UnsupportedMode)
+        );
         let mut c = flush_dw_store(Space::Ggtt, DATA, 0, false);
         c[0] |= MI_FLUSH_DW_STORE_INDEX;
-        assert_eq!(Env::new(EngineId::Bcs).run(&c), rej(Reject::UnsupportedMode));
+        assert_eq!(
+            Env::new(EngineId::Bcs).run(&c),
+            rej(Reject::UnsupportedMode)
+        );
         let mut c = flush_dw_store(Space::Ggtt, DATA, 0, false);
         c[0] = (c[0] & !(3 << 14)) | (2 << 14);
-        assert_eq!(Env::new(EngineId::Bcs).run(&c), rej(Reject::UnsupportedMode), "depth-count post-sync");
+        assert_eq!(
+            Env::new(EngineId::Bcs).run(&c),
+            rej(Reject::UnsupportedMode),
+            "depth-count post-sync"
+        );
         let mut c = pipe_control_qw(Space::Ggtt, DATA, [0, 0]);
         c[1] |= PIPE_CONTROL_MMIO_WRITE;
-        assert_eq!(Env::new(EngineId::Rcs).run(&c), rej(Reject::UnsupportedMode));
+        assert_eq!(
+            Env::new(EngineId::Rcs).run(&c),
+            rej(Reject::UnsupportedMode)
+        );
         let mut c = pipe_control_qw(Space::Ggtt, DATA, [0, 0]);
         c[1] |= PIPE_CONTROL_STORE_DATA_INDEX;
-        assert_eq!(Env::new(EngineId::Rcs).run(&c), rej(Reject::UnsupportedMode));
+        assert_eq!(
+            Env::new(EngineId::Rcs).run(&c),
+            rej(Reject::UnsupportedMode)
+        );
     }
 
     #[test]
@@ -1343,22 +1691,53 @@ mod tests {
         let mut e = Env::new(EngineId::Bcs);
         let end = GM.end();
         assert!(e.run(&sdi(Space::Ggtt, end - 4, 0)).is_ok());
-        assert_eq!(e.run(&sdi(Space::Ggtt, end, 0)), rej(Reject::AddressNotAllowed));
-        assert_eq!(e.run(&sdi_qw(Space::Ggtt, end - 4, [0, 0])), rej(Reject::AddressNotAllowed), "straddles the end");
-        assert_eq!(e.run(&sdi(Space::Ggtt, (1 << 32) | DATA, 0)), rej(Reject::AddressNotAllowed), "high dword");
-        assert_eq!(e.run(&flush_dw_store(Space::Ggtt, end, 0, false)), rej(Reject::AddressNotAllowed));
+        assert_eq!(
+            e.run(&sdi(Space::Ggtt, end, 0)),
+            rej(Reject::AddressNotAllowed)
+        );
+        assert_eq!(
+            e.run(&sdi_qw(Space::Ggtt, end - 4, [0, 0])),
+            rej(Reject::AddressNotAllowed),
+            "straddles the end"
+        );
+        assert_eq!(
+            e.run(&sdi(Space::Ggtt, (1 << 32) | DATA, 0)),
+            rej(Reject::AddressNotAllowed),
+            "high dword"
+        );
+        assert_eq!(
+            e.run(&flush_dw_store(Space::Ggtt, end, 0, false)),
+            rej(Reject::AddressNotAllowed)
+        );
         // MI_FLUSH_DW addresses are qword-aligned (bits 2:0 masked): a qword
         // timestamp at end - 4 lands at end - 8 and fits.
         let mut ts = flush_dw_store(Space::Ggtt, end - 4, 0, false);
         ts[0] |= MI_FLUSH_DW_OP_TIMESTAMP;
         let (op, n) = decode(ts[0]).unwrap();
-        assert_eq!(parse(op, &ts[..n]).unwrap(), Command::FlushDw { post: PostSync::Timestamp { space: Space::Ggtt, addr: end - 8 }, notify: false });
+        assert_eq!(
+            parse(op, &ts[..n]).unwrap(),
+            Command::FlushDw {
+                post: PostSync::Timestamp {
+                    space: Space::Ggtt,
+                    addr: end - 8
+                },
+                notify: false
+            }
+        );
         assert!(e.run(&ts).is_ok());
         let mut ts = flush_dw_store(Space::Ggtt, end, 0, false);
         ts[0] |= MI_FLUSH_DW_OP_TIMESTAMP;
         assert_eq!(e.run(&ts), rej(Reject::AddressNotAllowed));
-        assert_eq!(Env::new(EngineId::Rcs).run(&pipe_control_qw(Space::Ggtt, end - 8, [0, 0])).map(|_| ()), Ok(()));
-        assert_eq!(Env::new(EngineId::Rcs).run(&pipe_control_qw(Space::Ggtt, end, [0, 0])), rej(Reject::AddressNotAllowed));
+        assert_eq!(
+            Env::new(EngineId::Rcs)
+                .run(&pipe_control_qw(Space::Ggtt, end - 8, [0, 0]))
+                .map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(
+            Env::new(EngineId::Rcs).run(&pipe_control_qw(Space::Ggtt, end, [0, 0])),
+            rej(Reject::AddressNotAllowed)
+        );
     }
 
     #[test]
@@ -1367,24 +1746,90 @@ mod tests {
         // 16 rows of 256 bytes pitch, 8 pixels wide, ending exactly at the end of HIGH.
         let base = HIGH.end() - 15 * 256 - 32;
         assert!(e.run(&color_blt(base, 256, (0, 0, 8, 16), 1)).is_ok());
-        assert_eq!(e.run(&color_blt(base, 256, (0, 0, 9, 16), 1)), rej(Reject::AddressNotAllowed), "last pixel one past");
-        assert_eq!(e.run(&color_blt(base, 256, (0, 0, 8, 17), 1)), rej(Reject::AddressNotAllowed), "one more row");
-        assert_eq!(e.run(&color_blt(HIGH.base - 4, 256, (1, 0, 8, 2), 1)).map(|_| ()), Ok(()), "x offset moves first byte in");
-        assert_eq!(e.run(&color_blt(HIGH.base - 4, 256, (0, 0, 8, 2), 1)), rej(Reject::AddressNotAllowed), "first byte before");
+        assert_eq!(
+            e.run(&color_blt(base, 256, (0, 0, 9, 16), 1)),
+            rej(Reject::AddressNotAllowed),
+            "last pixel one past"
+        );
+        assert_eq!(
+            e.run(&color_blt(base, 256, (0, 0, 8, 17), 1)),
+            rej(Reject::AddressNotAllowed),
+            "one more row"
+        );
+        assert_eq!(
+            e.run(&color_blt(HIGH.base - 4, 256, (1, 0, 8, 2), 1))
+                .map(|_| ()),
+            Ok(()),
+            "x offset moves first byte in"
+        );
+        assert_eq!(
+            e.run(&color_blt(HIGH.base - 4, 256, (0, 0, 8, 2), 1)),
+            rej(Reject::AddressNotAllowed),
+            "first byte before"
+        );
         // Huge coordinates and pitch: stays far outside, no overflow.
-        assert_eq!(e.run(&color_blt(0xffff_fff0, 0x7fff, (0xffff, 0xfff0, 0xffff, 0xffff), 1)).map(|_| ()), Ok(()), "empty: w = 0");
-        assert_eq!(e.run(&color_blt(0xffff_0000_0000, 0x7fff, (0, 0, 0x1fff, 0x7fff), 1)), rej(Reject::AddressNotAllowed));
-        assert_eq!(e.run(&color_blt(0xffff_0000_0000, 0x7fff, (0, 0, 0xffff, 0xffff), 1)), rej(Reject::BadGeometry), "rows overlap");
-        assert_eq!(e.run(&color_blt(DATA, 0x7fff, (0, 0, 4, 0x100), 1)), rej(Reject::AddressNotAllowed), "pitch × height");
+        assert_eq!(
+            e.run(&color_blt(
+                0xffff_fff0,
+                0x7fff,
+                (0xffff, 0xfff0, 0xffff, 0xffff),
+                1
+            ))
+            .map(|_| ()),
+            Ok(()),
+            "empty: w = 0"
+        );
+        assert_eq!(
+            e.run(&color_blt(
+                0xffff_0000_0000,
+                0x7fff,
+                (0, 0, 0x1fff, 0x7fff),
+                1
+            )),
+            rej(Reject::AddressNotAllowed)
+        );
+        assert_eq!(
+            e.run(&color_blt(
+                0xffff_0000_0000,
+                0x7fff,
+                (0, 0, 0xffff, 0xffff),
+                1
+            )),
+            rej(Reject::BadGeometry),
+            "rows overlap"
+        );
+        assert_eq!(
+            e.run(&color_blt(DATA, 0x7fff, (0, 0, 4, 0x100), 1)),
+            rej(Reject::AddressNotAllowed),
+            "pitch × height"
+        );
         // Copies check the source too.
-        assert!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 64, (0, 0))).is_ok());
-        assert_eq!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), 0x50000, 64, (0, 0))), rej(Reject::AddressNotAllowed));
-        assert_eq!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 64, (0, 0x3ff))), rej(Reject::AddressNotAllowed));
+        assert!(e
+            .run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 64, (0, 0)))
+            .is_ok());
+        assert_eq!(
+            e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), 0x50000, 64, (0, 0))),
+            rej(Reject::AddressNotAllowed)
+        );
+        assert_eq!(
+            e.run(&src_copy_blt(
+                DATA,
+                64,
+                (0, 0, 4, 4),
+                HIGH.base,
+                64,
+                (0, 0x3ff)
+            )),
+            rej(Reject::AddressNotAllowed)
+        );
         // A rectangle spanning two separate ranges is refused even if both are the vGPU's.
         let mut e2 = Env::new(EngineId::Bcs);
         e2.ranges = vec![GmRange::new(0, 0x8000), GmRange::new(0x8000, 0x1000)];
         assert!(e2.run(&color_blt(0x7e00, 256, (0, 0, 4, 2), 1)).is_ok());
-        assert_eq!(e2.run(&color_blt(0x7f00, 256, (0, 0, 4, 2), 1)), rej(Reject::AddressNotAllowed));
+        assert_eq!(
+            e2.run(&color_blt(0x7f00, 256, (0, 0, 4, 2), 1)),
+            rej(Reject::AddressNotAllowed)
+        );
     }
 
     /// Review finding 1: the span of a blit with overlapping rows lies about
@@ -1396,26 +1841,62 @@ mod tests {
         // (one 256 KiB row) fits the vGPU but that writes 17 GB.
         let big = GmRange::new(0x100_0000, 0x100_0000);
         e.ranges.push(big);
-        assert_eq!(e.run(&color_blt(big.base, 0, (0, 0, 0xffff, 0xffff), 1)), rej(Reject::BadGeometry));
+        assert_eq!(
+            e.run(&color_blt(big.base, 0, (0, 0, 0xffff, 0xffff), 1)),
+            rej(Reject::BadGeometry)
+        );
         // Pitch 0 and pitch one byte short of a row, blit and copy.
-        assert_eq!(e.run(&color_blt(DATA, 0, (0, 0, 4, 2), 1)), rej(Reject::BadGeometry));
-        assert_eq!(e.run(&color_blt(DATA, 15, (0, 0, 4, 2), 1)), rej(Reject::BadGeometry));
-        assert!(e.run(&color_blt(DATA, 16, (0, 0, 4, 2), 1)).is_ok(), "pitch = row bytes");
-        assert_eq!(e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 8, (0, 0))), rej(Reject::BadGeometry), "source rows overlap");
-        assert_eq!(e.run(&src_copy_blt(DATA, 0, (0, 0, 4, 4), HIGH.base, 64, (0, 0))), rej(Reject::BadGeometry), "destination rows overlap");
-        assert!(e.run(&src_copy_blt(DATA, 16, (0, 0, 4, 4), HIGH.base, 16, (0, 0))).is_ok());
+        assert_eq!(
+            e.run(&color_blt(DATA, 0, (0, 0, 4, 2), 1)),
+            rej(Reject::BadGeometry)
+        );
+        assert_eq!(
+            e.run(&color_blt(DATA, 15, (0, 0, 4, 2), 1)),
+            rej(Reject::BadGeometry)
+        );
+        assert!(
+            e.run(&color_blt(DATA, 16, (0, 0, 4, 2), 1)).is_ok(),
+            "pitch = row bytes"
+        );
+        assert_eq!(
+            e.run(&src_copy_blt(DATA, 64, (0, 0, 4, 4), HIGH.base, 8, (0, 0))),
+            rej(Reject::BadGeometry),
+            "source rows overlap"
+        );
+        assert_eq!(
+            e.run(&src_copy_blt(DATA, 0, (0, 0, 4, 4), HIGH.base, 64, (0, 0))),
+            rej(Reject::BadGeometry),
+            "destination rows overlap"
+        );
+        assert!(e
+            .run(&src_copy_blt(DATA, 16, (0, 0, 4, 4), HIGH.base, 16, (0, 0)))
+            .is_ok());
         // One row: the pitch is never used, the span is the work.
         assert!(e.run(&color_blt(DATA, 0, (0, 7, 64, 8), 1)).is_ok());
         // Per-surface size cap.
-        let s = Surface { base: 0, pitch: 0x4000, x: 0, y: 0 };
-        assert!(s.geometry_ok(0x1000, 0xffff, 4), "16 KiB rows: just under 1 GiB");
-        assert!(!Surface { pitch: 0x7ffc, ..s }.geometry_ok(0x1fff, 0xffff, 4), "> MAX_BLIT_BYTES");
+        let s = Surface {
+            base: 0,
+            pitch: 0x4000,
+            x: 0,
+            y: 0,
+        };
+        assert!(
+            s.geometry_ok(0x1000, 0xffff, 4),
+            "16 KiB rows: just under 1 GiB"
+        );
+        assert!(
+            !Surface { pitch: 0x7ffc, ..s }.geometry_ok(0x1fff, 0xffff, 4),
+            "> MAX_BLIT_BYTES"
+        );
         assert!(Surface { pitch: 0x7ffc, ..s }.geometry_ok(0x1fff, 0x8000, 4));
         // Counted as their own class.
         let mut c = RejectCounters::new();
         c.record(Reject::BadGeometry);
         assert_eq!(c.get(Reject::BadGeometry), 1);
-        assert_eq!(Reject::ALL[Reject::BadGeometry.index()], Reject::BadGeometry);
+        assert_eq!(
+            Reject::ALL[Reject::BadGeometry.index()],
+            Reject::BadGeometry
+        );
     }
 
     #[test]
@@ -1423,15 +1904,28 @@ mod tests {
         let mut e = Env::new(EngineId::Rcs);
         e.pp_mapped.push((0x1000, 0x1000));
         assert!(e.run(&sdi(Space::Ppgtt, 0x1ffc, 0)).is_ok());
-        assert_eq!(e.run(&sdi_qw(Space::Ppgtt, 0x1ffc, [0, 0])), rej(Reject::PpgttNotMapped));
-        assert_eq!(e.run(&pipe_control_qw(Space::Ppgtt, 0x3000, [0, 0])), rej(Reject::PpgttNotMapped));
+        assert_eq!(
+            e.run(&sdi_qw(Space::Ppgtt, 0x1ffc, [0, 0])),
+            rej(Reject::PpgttNotMapped)
+        );
+        assert_eq!(
+            e.run(&pipe_control_qw(Space::Ppgtt, 0x3000, [0, 0])),
+            rej(Reject::PpgttNotMapped)
+        );
         let mut b = Env::new(EngineId::Bcs);
         b.pp_mapped.push((0x1000, 0x1000));
-        assert_eq!(b.run(&sdi(Space::Ppgtt, 0x1000, 0)), rej(Reject::PpgttNotMapped), "blitter has no PPGTT");
+        assert_eq!(
+            b.run(&sdi(Space::Ppgtt, 0x1000, 0)),
+            rej(Reject::PpgttNotMapped),
+            "blitter has no PPGTT"
+        );
         // A PPGTT batch: fetched from PPGTT, must be mapped.
         e.ppgtt.insert(0x1000, MI_BATCH_BUFFER_END);
         assert!(e.run(&bb_start(Space::Ppgtt, 0x1000, false)).is_ok());
-        assert_eq!(e.run(&bb_start(Space::Ppgtt, 0x5000, false)), rej(Reject::PpgttNotMapped));
+        assert_eq!(
+            e.run(&bb_start(Space::Ppgtt, 0x5000, false)),
+            rej(Reject::PpgttNotMapped)
+        );
     }
 
     #[test]
@@ -1439,31 +1933,73 @@ mod tests {
         let mut e = Env::new(EngineId::Rcs);
         assert!(e.run(&lri(0x2600, 1)).is_ok());
         assert!(e.run(&lri(0x2430, 1)).is_ok());
-        for reg in [0x2034, 0x2030, 0x941C, 0x44018, 0x22600, 0x2680, 0x2601, 0x100000] {
-            assert_eq!(e.run(&lri(reg, 1)), rej(Reject::RegisterNotAllowed), "reg {reg:#x}");
+        for reg in [
+            0x2034, 0x2030, 0x941C, 0x44018, 0x22600, 0x2680, 0x2601, 0x100000,
+        ] {
+            assert_eq!(
+                e.run(&lri(reg, 1)),
+                rej(Reject::RegisterNotAllowed),
+                "reg {reg:#x}"
+            );
         }
         // One bad register among several.
-        assert_eq!(e.run(&[MI_LOAD_REGISTER_IMM | 3, 0x2600, 1, 0x2034, 2]), rej(Reject::RegisterNotAllowed));
+        assert_eq!(
+            e.run(&[MI_LOAD_REGISTER_IMM | 3, 0x2600, 1, 0x2034, 2]),
+            rej(Reject::RegisterNotAllowed)
+        );
         assert!(Env::new(EngineId::Bcs).run(&lri(0x22600, 1)).is_ok());
-        assert_eq!(Env::new(EngineId::Bcs).run(&lri(0x2400, 1)), rej(Reject::RegisterNotAllowed));
+        assert_eq!(
+            Env::new(EngineId::Bcs).run(&lri(0x2400, 1)),
+            rej(Reject::RegisterNotAllowed)
+        );
     }
 
     #[test]
     fn batches_are_rewritten_to_shadows_and_chains_flattened() {
         let mut e = Env::new(EngineId::Rcs);
         let (b1, b2, b3) = (BB, BB + 0x100, HIGH.base);
-        e.put(b1, &cat(&[&sdi(Space::Ggtt, DATA, 1), &bb_start(Space::Ggtt, b2, true), &bb_start(Space::Ggtt, b3, false)]));
-        e.put(b2, &cat(&[&sdi(Space::Ggtt, DATA, 2), &[MI_BATCH_BUFFER_END]]));
-        e.put(b3, &cat(&[&sdi(Space::Ggtt, DATA, 3), &[MI_BATCH_BUFFER_END]]));
-        let sum = ok(e.run(&cat(&[&bb_start(Space::Ggtt, b1, false), &bb_start(Space::Ggtt, b1, false)])));
+        e.put(
+            b1,
+            &cat(&[
+                &sdi(Space::Ggtt, DATA, 1),
+                &bb_start(Space::Ggtt, b2, true),
+                &bb_start(Space::Ggtt, b3, false),
+            ]),
+        );
+        e.put(
+            b2,
+            &cat(&[&sdi(Space::Ggtt, DATA, 2), &[MI_BATCH_BUFFER_END]]),
+        );
+        e.put(
+            b3,
+            &cat(&[&sdi(Space::Ggtt, DATA, 3), &[MI_BATCH_BUFFER_END]]),
+        );
+        let sum = ok(e.run(&cat(&[
+            &bb_start(Space::Ggtt, b1, false),
+            &bb_start(Space::Ggtt, b1, false),
+        ])));
         assert_eq!(sum.batches, 6);
         // Ring: two BB_STARTs to consecutive first-level copies.
         let l1_len = 4 + 3 + 4 + 1; // SDI, BB_START(2nd), [chain flattened] SDI, BBE
-        assert_eq!(e.out[0], cat(&[&bb_start(Space::Ggtt, SHADOW[1], false), &bb_start(Space::Ggtt, SHADOW[1] + 4 * l1_len, false)]));
-        let l1 = cat(&[&sdi(Space::Ggtt, DATA, 1), &bb_start(Space::Ggtt, SHADOW[2], true), &sdi(Space::Ggtt, DATA, 3), &[MI_BATCH_BUFFER_END]]);
+        assert_eq!(
+            e.out[0],
+            cat(&[
+                &bb_start(Space::Ggtt, SHADOW[1], false),
+                &bb_start(Space::Ggtt, SHADOW[1] + 4 * l1_len, false)
+            ])
+        );
+        let l1 = cat(&[
+            &sdi(Space::Ggtt, DATA, 1),
+            &bb_start(Space::Ggtt, SHADOW[2], true),
+            &sdi(Space::Ggtt, DATA, 3),
+            &[MI_BATCH_BUFFER_END],
+        ]);
         assert_eq!(&e.out[1][..l1_len as usize], &l1[..]);
         assert_eq!(e.out[1].len(), 2 * l1_len as usize);
-        assert_eq!(e.out[2][..5], cat(&[&sdi(Space::Ggtt, DATA, 2), &[MI_BATCH_BUFFER_END]])[..]);
+        assert_eq!(
+            e.out[2][..5],
+            cat(&[&sdi(Space::Ggtt, DATA, 2), &[MI_BATCH_BUFFER_END]])[..]
+        );
         // The second call's second-level copy is a fresh one.
         assert_eq!(e.out[1][l1_len as usize + 5], SHADOW[2] as u32 + 20);
         // PPGTT bit is cleared in the rewritten start (shadows are GGTT).
@@ -1477,11 +2013,18 @@ mod tests {
     #[test]
     fn rejects_nesting_too_deep() {
         let mut e = Env::new(EngineId::Rcs);
-        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, true)), rej(Reject::ChainTooDeep), "second level from the ring");
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, BB, true)),
+            rej(Reject::ChainTooDeep),
+            "second level from the ring"
+        );
         e.put(BB, &bb_start(Space::Ggtt, BB + 0x100, true));
         e.put(BB + 0x100, &bb_start(Space::Ggtt, BB + 0x200, true));
         e.put(BB + 0x200, &[MI_BATCH_BUFFER_END]);
-        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainTooDeep));
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, BB, false)),
+            rej(Reject::ChainTooDeep)
+        );
         // Chaining inside the second level is fine.
         e.put(BB + 0x100, &bb_start(Space::Ggtt, BB + 0x200, false));
         e.put(BB + 0x10, &[MI_BATCH_BUFFER_END]);
@@ -1493,30 +2036,77 @@ mod tests {
     fn rejects_loops_but_not_reuse() {
         let mut e = Env::new(EngineId::Rcs);
         e.put(BB, &bb_start(Space::Ggtt, BB, false));
-        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainLoop), "self loop");
-        e.put(BB, &cat(&[&sdi(Space::Ggtt, DATA, 0), &bb_start(Space::Ggtt, HIGH.base, false)]));
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, BB, false)),
+            rej(Reject::ChainLoop),
+            "self loop"
+        );
+        e.put(
+            BB,
+            &cat(&[
+                &sdi(Space::Ggtt, DATA, 0),
+                &bb_start(Space::Ggtt, HIGH.base, false),
+            ]),
+        );
         e.put(HIGH.base, &bb_start(Space::Ggtt, BB, false));
-        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainLoop), "A → B → A");
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, BB, false)),
+            rej(Reject::ChainLoop),
+            "A → B → A"
+        );
         // Second level loop.
-        e.put(BB, &cat(&[&bb_start(Space::Ggtt, HIGH.base, true), &[MI_BATCH_BUFFER_END, 0]]));
+        e.put(
+            BB,
+            &cat(&[
+                &bb_start(Space::Ggtt, HIGH.base, true),
+                &[MI_BATCH_BUFFER_END, 0],
+            ]),
+        );
         e.put(HIGH.base, &bb_start(Space::Ggtt, HIGH.base + 0x40, false));
         e.put(HIGH.base + 0x40, &bb_start(Space::Ggtt, HIGH.base, false));
-        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::ChainLoop));
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, BB, false)),
+            rej(Reject::ChainLoop)
+        );
         // Calling the same subroutine twice, and the same batch from the ring twice, is no loop.
         e.put(HIGH.base, &[MI_BATCH_BUFFER_END]);
-        e.put(BB, &cat(&[&bb_start(Space::Ggtt, HIGH.base, true), &bb_start(Space::Ggtt, HIGH.base, true), &[MI_BATCH_BUFFER_END]]));
-        assert!(e.run(&cat(&[&bb_start(Space::Ggtt, BB, false), &bb_start(Space::Ggtt, BB, false)])).is_ok());
+        e.put(
+            BB,
+            &cat(&[
+                &bb_start(Space::Ggtt, HIGH.base, true),
+                &bb_start(Space::Ggtt, HIGH.base, true),
+                &[MI_BATCH_BUFFER_END],
+            ]),
+        );
+        assert!(e
+            .run(&cat(&[
+                &bb_start(Space::Ggtt, BB, false),
+                &bb_start(Space::Ggtt, BB, false)
+            ]))
+            .is_ok());
     }
 
     #[test]
     fn rejects_too_many_chain_targets() {
         let mut e = Env::new(EngineId::Rcs);
         for i in 0..=MAX_CHAIN_TARGETS as u64 {
-            e.put(BB + 0x100 * i, &bb_start(Space::Ggtt, BB + 0x100 * (i + 1), false));
+            e.put(
+                BB + 0x100 * i,
+                &bb_start(Space::Ggtt, BB + 0x100 * (i + 1), false),
+            );
         }
-        e.put(BB + 0x100 * (MAX_CHAIN_TARGETS as u64 + 1), &[MI_BATCH_BUFFER_END]);
-        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), rej(Reject::TooManyChains));
-        e.put(BB + 0x100 * (MAX_CHAIN_TARGETS as u64 - 1), &[MI_BATCH_BUFFER_END]);
+        e.put(
+            BB + 0x100 * (MAX_CHAIN_TARGETS as u64 + 1),
+            &[MI_BATCH_BUFFER_END],
+        );
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, BB, false)),
+            rej(Reject::TooManyChains)
+        );
+        e.put(
+            BB + 0x100 * (MAX_CHAIN_TARGETS as u64 - 1),
+            &[MI_BATCH_BUFFER_END],
+        );
         assert!(e.run(&bb_start(Space::Ggtt, BB, false)).is_ok());
     }
 
@@ -1526,13 +2116,28 @@ mod tests {
         assert_eq!(e.run(&[MI_BATCH_BUFFER_END]), rej(Reject::BatchEndInRing));
         let c = sdi(Space::Ggtt, DATA, 0);
         e.put(RING, &c);
-        assert_eq!(audit_ring(&mut e, RingWindow { start: RING, size: RING_SIZE }, 0, 8, &Limits::DEFAULT), rej(Reject::Truncated));
+        assert_eq!(
+            audit_ring(
+                &mut e,
+                RingWindow {
+                    start: RING,
+                    size: RING_SIZE
+                },
+                0,
+                8,
+                &Limits::DEFAULT
+            ),
+            rej(Reject::Truncated)
+        );
         // A batch of NOOPs without an end runs until the budget.
         for i in 0..64 {
             e.put(BB + 4 * i, &[MI_NOOP]);
         }
         let l = Limits { max_commands: 32 };
-        assert_eq!(e.run_limits(&bb_start(Space::Ggtt, BB, false), &l), rej(Reject::Runaway));
+        assert_eq!(
+            e.run_limits(&bb_start(Space::Ggtt, BB, false), &l),
+            rej(Reject::Runaway)
+        );
         // BB_START + 28 NOOPs + BB_END + the ring's NOOP pad = 31 commands.
         e.put(BB + 4 * 28, &[MI_BATCH_BUFFER_END]);
         assert!(e.run_limits(&bb_start(Space::Ggtt, BB, false), &l).is_ok());
@@ -1540,8 +2145,14 @@ mod tests {
         for i in 0..8 {
             e.put(GM.end() - 32 + 4 * i, &[MI_NOOP]);
         }
-        assert_eq!(e.run(&bb_start(Space::Ggtt, GM.end() - 32, false)), rej(Reject::AddressNotAllowed));
-        assert_eq!(e.run(&bb_start(Space::Ggtt, 0x7000_0000, false)), rej(Reject::AddressNotAllowed));
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, GM.end() - 32, false)),
+            rej(Reject::AddressNotAllowed)
+        );
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, 0x7000_0000, false)),
+            rej(Reject::AddressNotAllowed)
+        );
     }
 
     #[test]
@@ -1549,12 +2160,27 @@ mod tests {
         let mut e = Env::new(EngineId::Rcs);
         let w = |start, size| RingWindow { start, size };
         let l = Limits::DEFAULT;
-        assert_eq!(audit_ring(&mut e, w(GM.end() - 0x1000, 0x2000), 0, 8, &l), rej(Reject::BadRing));
-        assert_eq!(audit_ring(&mut e, w(0x10, 0x1000), 0, 8, &l), rej(Reject::BadRing));
+        assert_eq!(
+            audit_ring(&mut e, w(GM.end() - 0x1000, 0x2000), 0, 8, &l),
+            rej(Reject::BadRing)
+        );
+        assert_eq!(
+            audit_ring(&mut e, w(0x10, 0x1000), 0, 8, &l),
+            rej(Reject::BadRing)
+        );
         assert_eq!(audit_ring(&mut e, w(0, 0), 0, 0, &l), rej(Reject::BadRing));
-        assert_eq!(audit_ring(&mut e, w(0, 0x1000), 0, 4, &l), rej(Reject::BadTail));
-        assert_eq!(audit_ring(&mut e, w(0, 0x1000), 0, 0x1000, &l), rej(Reject::BadTail));
-        assert_eq!(audit_ring(&mut e, w(0, 0x1000), 2, 8, &l), rej(Reject::BadTail));
+        assert_eq!(
+            audit_ring(&mut e, w(0, 0x1000), 0, 4, &l),
+            rej(Reject::BadTail)
+        );
+        assert_eq!(
+            audit_ring(&mut e, w(0, 0x1000), 0, 0x1000, &l),
+            rej(Reject::BadTail)
+        );
+        assert_eq!(
+            audit_ring(&mut e, w(0, 0x1000), 2, 8, &l),
+            rej(Reject::BadTail)
+        );
     }
 
     #[test]
@@ -1563,7 +2189,17 @@ mod tests {
         let c = sdi(Space::Ggtt, DATA, 0x55);
         e.put(RING + RING_SIZE as u64 - 8, &c[..2]);
         e.put(RING, &[c[2], c[3], MI_NOOP, MI_NOOP]);
-        let sum = audit_ring(&mut e, RingWindow { start: RING, size: RING_SIZE }, RING_SIZE - 8, 16, &Limits::DEFAULT).expect("ok");
+        let sum = audit_ring(
+            &mut e,
+            RingWindow {
+                start: RING,
+                size: RING_SIZE,
+            },
+            RING_SIZE - 8,
+            16,
+            &Limits::DEFAULT,
+        )
+        .expect("ok");
         assert_eq!(sum.commands, 3);
         assert_eq!(e.out[0], cat(&[&c, &[MI_NOOP, MI_NOOP]]));
     }
@@ -1572,8 +2208,14 @@ mod tests {
     fn shadow_full_is_not_a_rejection() {
         let mut e = Env::new(EngineId::Rcs);
         e.cap = 4;
-        e.put(BB, &cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_BATCH_BUFFER_END]]));
-        assert_eq!(e.run(&bb_start(Space::Ggtt, BB, false)), Err(AuditError::ShadowFull));
+        e.put(
+            BB,
+            &cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_BATCH_BUFFER_END]]),
+        );
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, BB, false)),
+            Err(AuditError::ShadowFull)
+        );
     }
 
     #[test]

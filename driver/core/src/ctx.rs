@@ -49,9 +49,9 @@ use super::services::Clock;
 
 pub use super::engine::{MI_MODE_IDLE, MI_MODE_STOP_RING};
 pub use super::regs::ring::{
-    CTL as RING_CTL, GFX_MODE as RING_GFX_MODE, HEAD as RING_HEAD, HWS_PGA as RING_HWS_PGA, IMR as RING_IMR,
-    MI_MODE as RING_MI_MODE, PP_DIR_BASE as RING_PP_DIR_BASE, PP_DIR_DCLV as RING_PP_DIR_DCLV, START as RING_START,
-    TAIL as RING_TAIL,
+    CTL as RING_CTL, GFX_MODE as RING_GFX_MODE, HEAD as RING_HEAD, HWS_PGA as RING_HWS_PGA,
+    IMR as RING_IMR, MI_MODE as RING_MI_MODE, PP_DIR_BASE as RING_PP_DIR_BASE,
+    PP_DIR_DCLV as RING_PP_DIR_DCLV, START as RING_START, TAIL as RING_TAIL,
 };
 
 /// `RING_CTL` enable bit.
@@ -103,7 +103,9 @@ pub struct ContextImage {
 
 impl ContextImage {
     /// Ring disabled, everything zero.
-    pub const EMPTY: ContextImage = ContextImage { regs: [0; CTX_NREGS] };
+    pub const EMPTY: ContextImage = ContextImage {
+        regs: [0; CTX_NREGS],
+    };
     pub fn get(&self, off: u32) -> Option<u32> {
         reg_index(off).and_then(|i| self.regs.get(i)).copied()
     }
@@ -147,7 +149,10 @@ pub struct CtxConfig {
 }
 
 impl CtxConfig {
-    pub const DEFAULT: CtxConfig = CtxConfig { max_polls: 1000, flush_timeout_ns: 10_000_000 };
+    pub const DEFAULT: CtxConfig = CtxConfig {
+        max_polls: 1000,
+        flush_timeout_ns: 10_000_000,
+    };
 }
 
 /// Images of `N` vGPU slots on both engines, and who owns each engine.
@@ -163,7 +168,13 @@ impl<const N: usize> ContextStore<N> {
         Self {
             images: [[ContextImage::EMPTY; N]; EngineId::COUNT],
             owner: [None; EngineId::COUNT],
-            stats: [SwitchStats { switches: 0, total_ns: 0, max_ns: 0, last_ns: 0, flush_timeouts: 0 }; EngineId::COUNT],
+            stats: [SwitchStats {
+                switches: 0,
+                total_ns: 0,
+                max_ns: 0,
+                last_ns: 0,
+                flush_timeouts: 0,
+            }; EngineId::COUNT],
             cfg,
         }
     }
@@ -183,16 +194,31 @@ impl<const N: usize> ContextStore<N> {
     /// Mediator write of a context register of `slot` on `e` (e.g. the
     /// shadow ring START/CTL, a new TAIL after a submission, the shadow
     /// PPGTT root).  Goes to the hardware too when `slot` owns `e`.
-    pub fn write_reg<B: Backend>(&mut self, b: &mut B, e: EngineId, slot: usize, off: u32, val: u32) -> Result<(), CtxError> {
+    pub fn write_reg<B: Backend>(
+        &mut self,
+        b: &mut B,
+        e: EngineId,
+        slot: usize,
+        off: u32,
+        val: u32,
+    ) -> Result<(), CtxError> {
         if !applies(e, off) {
             return Err(CtxError::BadArg);
         }
-        let img = self.images.get_mut(e.index()).and_then(|a| a.get_mut(slot)).ok_or(CtxError::BadArg)?;
+        let img = self
+            .images
+            .get_mut(e.index())
+            .and_then(|a| a.get_mut(slot))
+            .ok_or(CtxError::BadArg)?;
         if !img.set(off, val) {
             return Err(CtxError::BadArg);
         }
         if self.owner(e) == Some(slot) {
-            let v = if is_masked(off) { 0xffff_0000 | (val & 0xffff) } else { val };
+            let v = if is_masked(off) {
+                0xffff_0000 | (val & 0xffff)
+            } else {
+                val
+            };
             b.write_reg(e.mmio_base().wrapping_add(off), v);
         }
         Ok(())
@@ -200,7 +226,13 @@ impl<const N: usize> ContextStore<N> {
 
     /// Current value of a context register of `slot` on `e`: from the
     /// hardware for the owner, from the image otherwise.
-    pub fn read_reg<B: Backend>(&self, b: &mut B, e: EngineId, slot: usize, off: u32) -> Option<u32> {
+    pub fn read_reg<B: Backend>(
+        &self,
+        b: &mut B,
+        e: EngineId,
+        slot: usize,
+        off: u32,
+    ) -> Option<u32> {
         if !applies(e, off) {
             return None;
         }
@@ -215,7 +247,13 @@ impl<const N: usize> ContextStore<N> {
     /// when `to` already owns it.  On [`CtxError::FlushTimeout`] nothing was
     /// saved or restored: the caller resets the engine and calls
     /// [`ContextStore::engine_reset`], then may switch again.
-    pub fn switch<B: Backend, C: Clock>(&mut self, b: &mut B, clock: &C, e: EngineId, to: Option<usize>) -> Result<(), CtxError> {
+    pub fn switch<B: Backend, C: Clock>(
+        &mut self,
+        b: &mut B,
+        clock: &C,
+        e: EngineId,
+        to: Option<usize>,
+    ) -> Result<(), CtxError> {
         if let Some(t) = to {
             if t >= N {
                 return Err(CtxError::BadArg);
@@ -253,7 +291,12 @@ impl<const N: usize> ContextStore<N> {
         }
         // 5. restore (3./4.: nothing hidden in gvt-sim).
         let img = match to {
-            Some(t) => self.images.get(e.index()).and_then(|a| a.get(t)).copied().unwrap_or(ContextImage::EMPTY),
+            Some(t) => self
+                .images
+                .get(e.index())
+                .and_then(|a| a.get(t))
+                .copied()
+                .unwrap_or(ContextImage::EMPTY),
             None => ContextImage::EMPTY,
         };
         b.write_reg(base.wrapping_add(RING_CTL), 0);
@@ -262,7 +305,11 @@ impl<const N: usize> ContextStore<N> {
                 continue;
             }
             let v = img.regs.get(i).copied().unwrap_or(0);
-            let v = if is_masked(*off) { 0xffff_0000 | (v & 0xffff) } else { v };
+            let v = if is_masked(*off) {
+                0xffff_0000 | (v & 0xffff)
+            } else {
+                v
+            };
             b.write_reg(base.wrapping_add(*off), v);
         }
         if to.is_some() {
@@ -355,7 +402,11 @@ mod tests {
         fn read_reg(&mut self, off: u32) -> u32 {
             let v = self.r.get(&off).copied().unwrap_or(0);
             if off & 0xfff == RING_MI_MODE {
-                let idle = if v & MI_MODE_STOP_RING != 0 && !self.busy { MI_MODE_IDLE } else { 0 };
+                let idle = if v & MI_MODE_STOP_RING != 0 && !self.busy {
+                    MI_MODE_IDLE
+                } else {
+                    0
+                };
                 return v | idle;
             }
             v
@@ -382,12 +433,22 @@ mod tests {
 
     fn setup(store: &mut ContextStore<4>, b: &mut Regs, slot: usize, e: EngineId) {
         let s = slot as u32;
-        store.write_reg(b, e, slot, RING_START, 0x10_000 * (s + 1)).unwrap();
-        store.write_reg(b, e, slot, RING_CTL, CTL_ENABLE | (3 << 12)).unwrap();
-        store.write_reg(b, e, slot, RING_HWS_PGA, 0x1000 * (s + 1)).unwrap();
-        store.write_reg(b, e, slot, RING_GFX_MODE, 0x200 | s).unwrap();
+        store
+            .write_reg(b, e, slot, RING_START, 0x10_000 * (s + 1))
+            .unwrap();
+        store
+            .write_reg(b, e, slot, RING_CTL, CTL_ENABLE | (3 << 12))
+            .unwrap();
+        store
+            .write_reg(b, e, slot, RING_HWS_PGA, 0x1000 * (s + 1))
+            .unwrap();
+        store
+            .write_reg(b, e, slot, RING_GFX_MODE, 0x200 | s)
+            .unwrap();
         if e == EngineId::Rcs {
-            store.write_reg(b, e, slot, RING_PP_DIR_BASE, 0xabc0_0000 + s).unwrap();
+            store
+                .write_reg(b, e, slot, RING_PP_DIR_BASE, 0xabc0_0000 + s)
+                .unwrap();
         }
     }
 
@@ -404,7 +465,11 @@ mod tests {
         assert_eq!(b.r[&(0x2000 + RING_START)], 0x10_000);
         assert_eq!(b.r[&(0x2000 + RING_PP_DIR_BASE)], 0xabc0_0000);
         assert_eq!(b.r[&(0x2000 + RING_GFX_MODE)], 0x200);
-        assert_eq!(b.r[&(0x2000 + RING_MI_MODE)] & MI_MODE_STOP_RING, 0, "ring runs again");
+        assert_eq!(
+            b.r[&(0x2000 + RING_MI_MODE)] & MI_MODE_STOP_RING,
+            0,
+            "ring runs again"
+        );
         // The engine progresses; the mediator submits more (write-through).
         b.r.insert(0x2000 + RING_HEAD, 0x40);
         st.write_reg(&mut b, e, 0, RING_TAIL, 0x80).unwrap();
@@ -419,7 +484,10 @@ mod tests {
         let tail = &b.log[b.log.len() - 11..];
         assert_eq!(tail[0], (0x2000 + RING_CTL, 0));
         assert_eq!(tail[9].0, 0x2000 + RING_CTL);
-        assert_eq!(tail[10], (0x2000 + RING_MI_MODE, masked_clear(MI_MODE_STOP_RING)));
+        assert_eq!(
+            tail[10],
+            (0x2000 + RING_MI_MODE, masked_clear(MI_MODE_STOP_RING))
+        );
         st.switch(&mut b, &clk, e, Some(0)).unwrap();
         assert_eq!(b.r[&(0x2000 + RING_HEAD)], 0x40);
         assert_eq!(b.r[&(0x2000 + RING_TAIL)], 0x80);
@@ -427,21 +495,33 @@ mod tests {
         assert_eq!(s.switches, 3);
         assert!(s.total_ns > 0 && s.max_ns >= s.last_ns);
         // Blitter has no PPGTT root.
-        assert_eq!(st.write_reg(&mut b, EngineId::Bcs, 0, RING_PP_DIR_BASE, 1), Err(CtxError::BadArg));
-        assert_eq!(st.write_reg(&mut b, e, 9, RING_TAIL, 1), Err(CtxError::BadArg));
+        assert_eq!(
+            st.write_reg(&mut b, EngineId::Bcs, 0, RING_PP_DIR_BASE, 1),
+            Err(CtxError::BadArg)
+        );
+        assert_eq!(
+            st.write_reg(&mut b, e, 9, RING_TAIL, 1),
+            Err(CtxError::BadArg)
+        );
         assert_eq!(st.write_reg(&mut b, e, 0, 0x44, 1), Err(CtxError::BadArg));
     }
 
     #[test]
     fn flush_waits_for_idle_and_times_out() {
-        let mut st = ContextStore::<4>::new(CtxConfig { max_polls: 50, flush_timeout_ns: 1_000_000 });
+        let mut st = ContextStore::<4>::new(CtxConfig {
+            max_polls: 50,
+            flush_timeout_ns: 1_000_000,
+        });
         let mut b = Regs::default();
         let clk = TClock(Cell::new(0));
         let e = EngineId::Bcs;
         setup(&mut st, &mut b, 2, e);
         st.switch(&mut b, &clk, e, Some(2)).unwrap();
         b.busy = true;
-        assert_eq!(st.switch(&mut b, &clk, e, Some(3)), Err(CtxError::FlushTimeout));
+        assert_eq!(
+            st.switch(&mut b, &clk, e, Some(3)),
+            Err(CtxError::FlushTimeout)
+        );
         assert_eq!(st.owner(e), Some(2), "nothing switched");
         assert_eq!(st.stats(e).flush_timeouts, 1);
         // After a reset, the guilty ring is emptied and the engine is free.

@@ -70,10 +70,12 @@ use core::fmt;
 use core::ops::Range;
 
 use super::ggtt::{Ggtt, VgpuGm};
-use super::mem::{Gma, GmRange, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
-use super::services::HostMemory;
+use super::mem::{GmRange, Gma, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
 use super::pvinfo::{vgtif, PVINFO_BASE};
-use super::regs::{PipeSrc, PlaneCtl, CURABASE, CURACNTR, CURAPOS, DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC};
+use super::regs::{
+    PipeSrc, PlaneCtl, CURABASE, CURACNTR, CURAPOS, DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC,
+};
+use super::services::HostMemory;
 
 /// Intel `DISP_TILED` (DSPCNTR bit 10, i965+): X-tiled scan-out.
 pub const PLANE_CTL_TILED: u32 = 1 << 10;
@@ -130,8 +132,13 @@ pub enum PixelFormat {
 }
 
 impl PixelFormat {
-    pub const ALL: [PixelFormat; 5] =
-        [PixelFormat::Rgb565, PixelFormat::Xrgb8888, PixelFormat::Argb8888, PixelFormat::Xbgr8888, PixelFormat::Abgr8888];
+    pub const ALL: [PixelFormat; 5] = [
+        PixelFormat::Rgb565,
+        PixelFormat::Xrgb8888,
+        PixelFormat::Argb8888,
+        PixelFormat::Xbgr8888,
+        PixelFormat::Abgr8888,
+    ];
 
     /// The format of DSPCNTR's format field value `field` (bits 29:26
     /// shifted down), if supported.
@@ -376,9 +383,18 @@ pub fn decode(regs: &DisplayRegs, gm: &VgpuGm) -> Result<Plane, NoPlane> {
     if u64::from(regs.surf) % PAGE_SIZE != 0 {
         return Err(NoPlane::SurfaceMisaligned(regs.surf));
     }
-    let plane = Plane { format, width, height, stride, surface: u64::from(regs.surf) };
+    let plane = Plane {
+        format,
+        width,
+        height,
+        stride,
+        surface: u64::from(regs.surf),
+    };
     if !in_one_slice(gm, plane.surface, plane.mapped_size()) {
-        return Err(NoPlane::SurfaceOutsideGm { surface: plane.surface, size: plane.size() });
+        return Err(NoPlane::SurfaceOutsideGm {
+            surface: plane.surface,
+            size: plane.size(),
+        });
     }
     Ok(plane)
 }
@@ -463,9 +479,18 @@ pub fn decode_cursor(vregs: &[u32], gm: &VgpuGm) -> Result<(Plane, (i32, i32)), 
         return Err(NoPlane::SurfaceMisaligned(base));
     }
     let n = mode.size();
-    let plane = Plane { format: PixelFormat::Argb8888, width: n, height: n, stride: n * 4, surface: u64::from(base) };
+    let plane = Plane {
+        format: PixelFormat::Argb8888,
+        width: n,
+        height: n,
+        stride: n * 4,
+        surface: u64::from(base),
+    };
     if !in_one_slice(gm, plane.surface, plane.mapped_size()) {
-        return Err(NoPlane::SurfaceOutsideGm { surface: plane.surface, size: plane.size() });
+        return Err(NoPlane::SurfaceOutsideGm {
+            surface: plane.surface,
+            size: plane.size(),
+        });
     }
     Ok((plane, cursor_position(r(CURAPOS))))
 }
@@ -493,11 +518,19 @@ pub fn query_cursor<const N: usize>(
                 y_hot: hot.1,
                 ..GfxPlaneInfo::of(&p, id, GfxQuery::DmaBuf, 0)
             };
-            QueryAnswer { info, observed: primary, no_plane: None }
+            QueryAnswer {
+                info,
+                observed: primary,
+                no_plane: None,
+            }
         }
         Err(e) => {
             ids.observe(None);
-            QueryAnswer { info: GfxPlaneInfo::NONE, observed: primary, no_plane: Some(e) }
+            QueryAnswer {
+                info: GfxPlaneInfo::NONE,
+                observed: primary,
+                no_plane: Some(e),
+            }
         }
     }
 }
@@ -533,7 +566,13 @@ pub struct PlaneIds<const N: usize> {
 impl<const N: usize> PlaneIds<N> {
     pub const fn new() -> Self {
         const { assert!(N > 0, "PlaneIds needs at least one slot") };
-        PlaneIds { slots: [None; N], next_id: 1, clock: 0, current: 0, changes: 0 }
+        PlaneIds {
+            slots: [None; N],
+            next_id: 1,
+            clock: 0,
+            current: 0,
+            changes: 0,
+        }
     }
 
     /// The id of the plane observed last (0: none).
@@ -551,7 +590,11 @@ impl<const N: usize> PlaneIds<N> {
         if id == 0 {
             return None;
         }
-        self.slots.iter().flatten().find(|s| s.id == id).map(|s| s.plane)
+        self.slots
+            .iter()
+            .flatten()
+            .find(|s| s.id == id)
+            .map(|s| s.plane)
     }
 
     /// Record the current plane (from [`decode`]; `None` for no plane) and
@@ -594,7 +637,11 @@ impl<const N: usize> PlaneIds<N> {
             }
         }
         if let Some(s) = self.slots.get_mut(victim) {
-            *s = Some(Slot { id, plane: *p, last_used: clock });
+            *s = Some(Slot {
+                id,
+                plane: *p,
+                last_used: clock,
+            });
         }
         id
     }
@@ -658,12 +705,22 @@ impl Iterator for FramebufferPages<'_, '_> {
 /// physical GGTT maps there now (a pinned page of that guest, or that vGPU's
 /// scratch page).  Refused if the plane is not inside `ggtt`'s slices (a
 /// plane decoded for another vGPU), so it never names another vGPU's pages.
-pub fn framebuffer_pages<'g, 'a>(plane: &Plane, ggtt: &'g Ggtt<'a>) -> Result<FramebufferPages<'g, 'a>, NoPlane> {
+pub fn framebuffer_pages<'g, 'a>(
+    plane: &Plane,
+    ggtt: &'g Ggtt<'a>,
+) -> Result<FramebufferPages<'g, 'a>, NoPlane> {
     if !in_one_slice(&ggtt.slices(), plane.surface, plane.mapped_size()) {
-        return Err(NoPlane::SurfaceOutsideGm { surface: plane.surface, size: plane.size() });
+        return Err(NoPlane::SurfaceOutsideGm {
+            surface: plane.surface,
+            size: plane.size(),
+        });
     }
     let r = plane.ggtt_indices();
-    Ok(FramebufferPages { ggtt, next: r.start, end: r.end })
+    Ok(FramebufferPages {
+        ggtt,
+        next: r.start,
+        end: r.end,
+    })
 }
 
 /// Size of the display VFIO region of a vGPU owning `gm`: every plane
@@ -672,8 +729,16 @@ pub fn framebuffer_pages<'g, 'a>(plane: &Plane, ggtt: &'g Ggtt<'a>) -> Result<Fr
 /// grow when the guest changes mode (QEMU maps the region once per region
 /// index).  Only address space: pages fault in on access.
 pub fn display_region_size(gm: &VgpuGm) -> u64 {
-    let largest = if gm.aperture.size > gm.high.size { gm.aperture.size } else { gm.high.size };
-    let s = if largest < MAX_PLANE_BYTES { largest } else { MAX_PLANE_BYTES };
+    let largest = if gm.aperture.size > gm.high.size {
+        gm.aperture.size
+    } else {
+        gm.high.size
+    };
+    let s = if largest < MAX_PLANE_BYTES {
+        largest
+    } else {
+        MAX_PLANE_BYTES
+    };
     s.div_ceil(PAGE_SIZE).saturating_mul(PAGE_SIZE)
 }
 
@@ -759,7 +824,10 @@ impl GfxQuery {
     /// everything else is invalid.
     pub fn from_flags(flags: u32, caps: GfxCaps) -> Result<Self, InvalidQuery> {
         use vfio::*;
-        let (probe, kind) = (flags & VFIO_GFX_PLANE_TYPE_PROBE != 0, flags & !VFIO_GFX_PLANE_TYPE_PROBE);
+        let (probe, kind) = (
+            flags & VFIO_GFX_PLANE_TYPE_PROBE != 0,
+            flags & !VFIO_GFX_PLANE_TYPE_PROBE,
+        );
         let supported = match kind {
             VFIO_GFX_PLANE_TYPE_DMABUF => caps.dmabuf,
             VFIO_GFX_PLANE_TYPE_REGION => caps.region,
@@ -851,18 +919,37 @@ pub fn query_gfx_plane<const N: usize>(
     region_index: u32,
 ) -> Result<QueryAnswer, InvalidQuery> {
     let query = GfxQuery::from_flags(flags, caps)?;
-    let unchanged = Observed { id: ids.current(), changed: false };
+    let unchanged = Observed {
+        id: ids.current(),
+        changed: false,
+    };
     if query == GfxQuery::ProbeOk {
-        return Ok(QueryAnswer { info: GfxPlaneInfo::NONE, observed: unchanged, no_plane: None });
+        return Ok(QueryAnswer {
+            info: GfxPlaneInfo::NONE,
+            observed: unchanged,
+            no_plane: None,
+        });
     }
     if drm_plane_type != vfio::DRM_PLANE_TYPE_PRIMARY {
-        return Ok(QueryAnswer { info: GfxPlaneInfo::NONE, observed: unchanged, no_plane: None });
+        return Ok(QueryAnswer {
+            info: GfxPlaneInfo::NONE,
+            observed: unchanged,
+            no_plane: None,
+        });
     }
     let plane = decode_vregs(vregs, gm);
     let observed = ids.observe(plane.as_ref().ok());
     Ok(match plane {
-        Ok(p) => QueryAnswer { info: GfxPlaneInfo::of(&p, observed.id, query, region_index), observed, no_plane: None },
-        Err(e) => QueryAnswer { info: GfxPlaneInfo::NONE, observed, no_plane: Some(e) },
+        Ok(p) => QueryAnswer {
+            info: GfxPlaneInfo::of(&p, observed.id, query, region_index),
+            observed,
+            no_plane: None,
+        },
+        Err(e) => QueryAnswer {
+            info: GfxPlaneInfo::NONE,
+            observed,
+            no_plane: Some(e),
+        },
     })
 }
 
@@ -884,10 +971,16 @@ mod tests {
 
     /// vGPU A: aperture 1–3 MiB, high 64–80 MiB; vGPU B right next to it.
     fn gm_a() -> VgpuGm {
-        VgpuGm { aperture: GmRange::new(MIB, 2 * MIB), high: GmRange::new(64 * MIB, 16 * MIB) }
+        VgpuGm {
+            aperture: GmRange::new(MIB, 2 * MIB),
+            high: GmRange::new(64 * MIB, 16 * MIB),
+        }
     }
     fn gm_b() -> VgpuGm {
-        VgpuGm { aperture: GmRange::new(3 * MIB, 2 * MIB), high: GmRange::new(80 * MIB, 16 * MIB) }
+        VgpuGm {
+            aperture: GmRange::new(3 * MIB, 2 * MIB),
+            high: GmRange::new(80 * MIB, 16 * MIB),
+        }
     }
 
     fn regs(fmt: u32, w: u32, h: u32, stride: u32, surf: u32) -> DisplayRegs {
@@ -895,7 +988,9 @@ mod tests {
             ctl: PlaneCtl(0).with_enable(true).with_format(fmt),
             stride,
             surf,
-            src: PipeSrc(0).with_width_minus_1(w - 1).with_height_minus_1(h - 1),
+            src: PipeSrc(0)
+                .with_width_minus_1(w - 1)
+                .with_height_minus_1(h - 1),
             display_ready: 1,
         }
     }
@@ -912,7 +1007,9 @@ mod tests {
         for f in PixelFormat::ALL {
             assert_eq!(PixelFormat::from_intel(f.intel()), Some(f));
         }
-        let supported: Vec<u32> = (0..16).filter(|&v| PixelFormat::from_intel(v).is_some()).collect();
+        let supported: Vec<u32> = (0..16)
+            .filter(|&v| PixelFormat::from_intel(v).is_some())
+            .collect();
         assert_eq!(supported, [5, 6, 7, 14, 15]);
         assert_eq!(PixelFormat::Rgb565.bytes_per_pixel(), 2);
         assert_eq!(PixelFormat::Xbgr8888.bytes_per_pixel(), 4);
@@ -921,7 +1018,10 @@ mod tests {
     #[test]
     fn a_good_plane_decodes() {
         let p = decode(&xrgb(1024, 768, 64 * MIB), &gm_a()).unwrap();
-        assert_eq!((p.width(), p.height(), p.stride(), p.surface()), (1024, 768, 4096, 64 * MIB));
+        assert_eq!(
+            (p.width(), p.height(), p.stride(), p.surface()),
+            (1024, 768, 4096, 64 * MIB)
+        );
         assert_eq!(p.format(), PixelFormat::Xrgb8888);
         assert_eq!(p.size(), 3 * MIB);
         assert_eq!(p.pages(), 768);
@@ -941,41 +1041,127 @@ mod tests {
         let gm = gm_a();
         let good = xrgb(1024, 768, 64 * MIB);
         let d = |r: DisplayRegs| decode(&r, &gm);
-        assert_eq!(d(DisplayRegs { display_ready: 0, ..good }), Err(NoPlane::DisplayNotReady));
-        assert_eq!(d(DisplayRegs { ctl: good.ctl.with_enable(false), ..good }), Err(NoPlane::PlaneDisabled));
-        assert_eq!(d(DisplayRegs { ctl: good.ctl.with_format(2), ..good }), Err(NoPlane::UnsupportedFormat(2)));
-        assert_eq!(d(DisplayRegs { ctl: PlaneCtl(good.ctl.0 | PLANE_CTL_TILED), ..good }), Err(NoPlane::Tiled));
-        assert_eq!(d(DisplayRegs { stride: 4096 + 32, ..good }), Err(NoPlane::StrideMisaligned(4128)));
-        assert_eq!(d(DisplayRegs { stride: MAX_STRIDE + 64, ..good }), Err(NoPlane::StrideTooLarge(MAX_STRIDE + 64)));
-        assert_eq!(d(DisplayRegs { stride: 4096 - 64, ..good }), Err(NoPlane::StrideTooSmall { stride: 4032, min: 4096 }));
-        assert_eq!(d(DisplayRegs { stride: 0, ..good }), Err(NoPlane::StrideTooSmall { stride: 0, min: 4096 }));
-        assert_eq!(d(DisplayRegs { surf: good.surf + 64, ..good }), Err(NoPlane::SurfaceMisaligned(good.surf + 64)));
+        assert_eq!(
+            d(DisplayRegs {
+                display_ready: 0,
+                ..good
+            }),
+            Err(NoPlane::DisplayNotReady)
+        );
+        assert_eq!(
+            d(DisplayRegs {
+                ctl: good.ctl.with_enable(false),
+                ..good
+            }),
+            Err(NoPlane::PlaneDisabled)
+        );
+        assert_eq!(
+            d(DisplayRegs {
+                ctl: good.ctl.with_format(2),
+                ..good
+            }),
+            Err(NoPlane::UnsupportedFormat(2))
+        );
+        assert_eq!(
+            d(DisplayRegs {
+                ctl: PlaneCtl(good.ctl.0 | PLANE_CTL_TILED),
+                ..good
+            }),
+            Err(NoPlane::Tiled)
+        );
+        assert_eq!(
+            d(DisplayRegs {
+                stride: 4096 + 32,
+                ..good
+            }),
+            Err(NoPlane::StrideMisaligned(4128))
+        );
+        assert_eq!(
+            d(DisplayRegs {
+                stride: MAX_STRIDE + 64,
+                ..good
+            }),
+            Err(NoPlane::StrideTooLarge(MAX_STRIDE + 64))
+        );
+        assert_eq!(
+            d(DisplayRegs {
+                stride: 4096 - 64,
+                ..good
+            }),
+            Err(NoPlane::StrideTooSmall {
+                stride: 4032,
+                min: 4096
+            })
+        );
+        assert_eq!(
+            d(DisplayRegs { stride: 0, ..good }),
+            Err(NoPlane::StrideTooSmall {
+                stride: 0,
+                min: 4096
+            })
+        );
+        assert_eq!(
+            d(DisplayRegs {
+                surf: good.surf + 64,
+                ..good
+            }),
+            Err(NoPlane::SurfaceMisaligned(good.surf + 64))
+        );
         // every failure explains itself
-        for e in [NoPlane::DisplayNotReady, NoPlane::StrideTooSmall { stride: 1, min: 2 }] {
+        for e in [
+            NoPlane::DisplayNotReady,
+            NoPlane::StrideTooSmall { stride: 1, min: 2 },
+        ] {
             assert!(!format!("{e}").is_empty() && !e.reason().is_empty());
         }
-        assert!(NoPlane::DisplayNotReady.to_string().contains("display_ready"));
+        assert!(NoPlane::DisplayNotReady
+            .to_string()
+            .contains("display_ready"));
     }
 
     #[test]
     fn surfaces_outside_the_own_slices_are_refused() {
         let gm = gm_a();
         let outside = |surf: u64, w: u32, h: u32| {
-            matches!(decode(&xrgb(w, h, surf), &gm), Err(NoPlane::SurfaceOutsideGm { .. }))
+            matches!(
+                decode(&xrgb(w, h, surf), &gm),
+                Err(NoPlane::SurfaceOutsideGm { .. })
+            )
         };
-        assert!(outside(0, 64, 64), "below the aperture slice (host / other vGPU)");
+        assert!(
+            outside(0, 64, 64),
+            "below the aperture slice (host / other vGPU)"
+        );
         assert!(outside(3 * MIB, 64, 64), "vGPU B's aperture slice");
         assert!(outside(80 * MIB, 64, 64), "vGPU B's high slice");
-        assert!(outside(3 * MIB - P, 1024, 2), "runs off the end of the aperture slice by one page");
-        assert!(outside(80 * MIB - P, 1024, 1 + 1), "runs from A's high slice into B's");
-        assert!(outside(0xFFFF_F000, 1024, 768), "near the top of the address space");
-        assert!(!outside(3 * MIB - P, 1024, 1), "the last page of the slice is fine");
+        assert!(
+            outside(3 * MIB - P, 1024, 2),
+            "runs off the end of the aperture slice by one page"
+        );
+        assert!(
+            outside(80 * MIB - P, 1024, 1 + 1),
+            "runs from A's high slice into B's"
+        );
+        assert!(
+            outside(0xFFFF_F000, 1024, 768),
+            "near the top of the address space"
+        );
+        assert!(
+            !outside(3 * MIB - P, 1024, 1),
+            "the last page of the slice is fine"
+        );
         // the same registers are a valid plane of B, and not of A
         let r = xrgb(64, 64, 3 * MIB);
         assert!(decode(&r, &gm_b()).is_ok());
         // a slice pair that is adjacent still does not let a plane span both
-        let adj = VgpuGm { aperture: GmRange::new(0, MIB), high: GmRange::new(MIB, MIB) };
-        assert!(matches!(decode(&xrgb(1024, 2, MIB - P), &adj), Err(NoPlane::SurfaceOutsideGm { .. })));
+        let adj = VgpuGm {
+            aperture: GmRange::new(0, MIB),
+            high: GmRange::new(MIB, MIB),
+        };
+        assert!(matches!(
+            decode(&xrgb(1024, 2, MIB - P), &adj),
+            Err(NoPlane::SurfaceOutsideGm { .. })
+        ));
     }
 
     #[test]
@@ -993,7 +1179,10 @@ mod tests {
         assert_eq!((p.width(), p.height(), p.surface()), (640, 480, MIB));
         assert_eq!(DisplayRegs::from_vregs(&v), r);
         // a short vreg slice is all zeros
-        assert_eq!(decode_vregs(&v[..16], &gm_a()), Err(NoPlane::DisplayNotReady));
+        assert_eq!(
+            decode_vregs(&v[..16], &gm_a()),
+            Err(NoPlane::DisplayNotReady)
+        );
     }
 
     fn plane(surf: u64) -> Plane {
@@ -1007,22 +1196,60 @@ mod tests {
         let o = ids.observe(Some(&a));
         assert!(o.changed && o.id != 0);
         let ida = o.id;
-        assert_eq!(ids.observe(Some(&a)), Observed { id: ida, changed: false });
+        assert_eq!(
+            ids.observe(Some(&a)),
+            Observed {
+                id: ida,
+                changed: false
+            }
+        );
         let idb = ids.observe(Some(&b)).id;
         assert_ne!(idb, ida);
-        assert_eq!(ids.observe(Some(&a)), Observed { id: ida, changed: true }, "flip back: same id");
-        assert_eq!(ids.observe(None), Observed { id: 0, changed: true });
-        assert_eq!(ids.observe(None), Observed { id: 0, changed: false });
-        assert_eq!(ids.observe(Some(&b)).id, idb, "re-enabled unchanged: same id");
+        assert_eq!(
+            ids.observe(Some(&a)),
+            Observed {
+                id: ida,
+                changed: true
+            },
+            "flip back: same id"
+        );
+        assert_eq!(
+            ids.observe(None),
+            Observed {
+                id: 0,
+                changed: true
+            }
+        );
+        assert_eq!(
+            ids.observe(None),
+            Observed {
+                id: 0,
+                changed: false
+            }
+        );
+        assert_eq!(
+            ids.observe(Some(&b)).id,
+            idb,
+            "re-enabled unchanged: same id"
+        );
         assert_eq!(ids.lookup(ida), Some(a));
         assert_eq!(ids.lookup(idb), Some(b));
         assert_eq!(ids.lookup(0), None);
         // any change of format, size or stride is a new plane
         let r = xrgb(64, 64, MIB);
         let variants = [
-            DisplayRegs { ctl: r.ctl.with_format(7), ..r },
-            DisplayRegs { src: r.src.with_height_minus_1(62), ..r },
-            DisplayRegs { src: r.src.with_width_minus_1(47), ..r },
+            DisplayRegs {
+                ctl: r.ctl.with_format(7),
+                ..r
+            },
+            DisplayRegs {
+                src: r.src.with_height_minus_1(62),
+                ..r
+            },
+            DisplayRegs {
+                src: r.src.with_width_minus_1(47),
+                ..r
+            },
             DisplayRegs { stride: 512, ..r },
         ];
         let mut seen = vec![ida, idb];
@@ -1039,7 +1266,10 @@ mod tests {
         ids.clear();
         assert_eq!(ids.current(), 0);
         assert!(ids.lookup(again).is_none());
-        assert!(ids.observe(Some(&a)).id > again, "ids keep counting after a reset");
+        assert!(
+            ids.observe(Some(&a)).id > again,
+            "ids keep counting after a reset"
+        );
     }
 
     #[test]
@@ -1092,9 +1322,16 @@ mod tests {
     /// Map every entry of `ggtt`'s slices to consecutive guest frames from 0x1000.
     fn map_all(ggtt: &mut Ggtt<'_>, g: &mut FakeGuestMemory, be: &mut FakePhysGgtt) {
         let s = ggtt.slices();
-        let idx = (s.aperture.base / P..s.aperture.end() / P).chain(s.high.base / P..s.high.end() / P);
+        let idx =
+            (s.aperture.base / P..s.aperture.end() / P).chain(s.high.base / P..s.high.end() / P);
         for (n, i) in idx.enumerate() {
-            let w = ggtt.write_pte(g, be, &mut RecordingCpu::default(), i, ((0x1000 + n as u64) << 12) | 1);
+            let w = ggtt.write_pte(
+                g,
+                be,
+                &mut RecordingCpu::default(),
+                i,
+                ((0x1000 + n as u64) << 12) | 1,
+            );
             assert_eq!(w, PteWrite::Mapped);
         }
     }
@@ -1108,23 +1345,50 @@ mod tests {
         map_all(&mut ggtt_b, &mut t.gb, &mut t.be);
         let p = decode(&xrgb(1024, 4, MIB + 2 * P), &gm_a()).unwrap();
         let pages: Vec<HostPage> = framebuffer_pages(&p, &ggtt_a).unwrap().collect();
-        assert_eq!(pages, [HostPage(1002), HostPage(1003), HostPage(1004), HostPage(1005)]);
-        assert_eq!(framebuffer_pages(&p, &ggtt_a).unwrap().size_hint(), (4, Some(4)));
+        assert_eq!(
+            pages,
+            [
+                HostPage(1002),
+                HostPage(1003),
+                HostPage(1004),
+                HostPage(1005)
+            ]
+        );
+        assert_eq!(
+            framebuffer_pages(&p, &ggtt_a).unwrap().size_hint(),
+            (4, Some(4))
+        );
         // unmapping a guest PTE under the surface shows scratch, never anything else
-        ggtt_a.write_pte(&mut t.ga, &mut t.be, &mut RecordingCpu::default(), MIB / P + 3, 0);
+        ggtt_a.write_pte(
+            &mut t.ga,
+            &mut t.be,
+            &mut RecordingCpu::default(),
+            MIB / P + 3,
+            0,
+        );
         let pages: Vec<HostPage> = framebuffer_pages(&p, &ggtt_a).unwrap().collect();
         assert_eq!(pages[1], SCRATCH_A);
         // A's plane through B's GGTT: refused
-        assert!(matches!(framebuffer_pages(&p, &ggtt_b), Err(NoPlane::SurfaceOutsideGm { .. })));
+        assert!(matches!(
+            framebuffer_pages(&p, &ggtt_b),
+            Err(NoPlane::SurfaceOutsideGm { .. })
+        ));
         // the region: plane pages, then scratch, then the end
         let size = display_region_size(&gm_a());
         assert_eq!(size, 16 * MIB, "largest slice");
         assert_eq!(region_fault(Some(&p), &ggtt_a, 0), Some(HostPage(1002)));
         assert_eq!(region_fault(Some(&p), &ggtt_a, 4), Some(SCRATCH_A));
         assert_eq!(region_fault(None, &ggtt_a, 0), Some(SCRATCH_A));
-        assert_eq!(region_fault(Some(&p), &ggtt_a, size / P - 1), Some(SCRATCH_A));
+        assert_eq!(
+            region_fault(Some(&p), &ggtt_a, size / P - 1),
+            Some(SCRATCH_A)
+        );
         assert_eq!(region_fault(Some(&p), &ggtt_a, size / P), None);
-        assert_eq!(region_fault(Some(&p), &ggtt_b, 0), Some(SCRATCH_B), "foreign plane maps scratch only");
+        assert_eq!(
+            region_fault(Some(&p), &ggtt_b, 0),
+            Some(SCRATCH_B),
+            "foreign plane maps scratch only"
+        );
         assert_eq!(region_fault(Some(&p), &ggtt_a, u64::MAX), None);
     }
 
@@ -1141,7 +1405,8 @@ mod tests {
             for x in 0..300u32 {
                 let off = p.pixel_offset(x, y).unwrap();
                 let page = pages[(off / P) as usize];
-                host.write(page, (off % P) as usize, &((y << 16) | x).to_le_bytes()).unwrap();
+                host.write(page, (off % P) as usize, &((y << 16) | x).to_le_bytes())
+                    .unwrap();
             }
         }
         // the VMM reads row 13 through the region (crossing a page boundary)
@@ -1152,48 +1417,107 @@ mod tests {
             assert_eq!(px, (13 << 16) | x);
         }
         let mut last = [0u8; 8];
-        assert!(region_read(Some(&p), &ggtt_a, &host, 16 * MIB - 4, &mut last).is_err(), "past the region");
+        assert!(
+            region_read(Some(&p), &ggtt_a, &host, 16 * MIB - 4, &mut last).is_err(),
+            "past the region"
+        );
     }
 
     #[test]
     fn query_flags_and_probes_are_truthful() {
         use vfio::*;
-        let both = GfxCaps { region: true, dmabuf: true };
-        let region = GfxCaps { region: true, dmabuf: false };
+        let both = GfxCaps {
+            region: true,
+            dmabuf: true,
+        };
+        let region = GfxCaps {
+            region: true,
+            dmabuf: false,
+        };
         let q = GfxQuery::from_flags;
-        assert_eq!(q(VFIO_GFX_PLANE_TYPE_PROBE | VFIO_GFX_PLANE_TYPE_REGION, region), Ok(GfxQuery::ProbeOk));
-        assert_eq!(q(VFIO_GFX_PLANE_TYPE_PROBE | VFIO_GFX_PLANE_TYPE_DMABUF, region), Err(InvalidQuery));
-        assert_eq!(q(VFIO_GFX_PLANE_TYPE_PROBE | VFIO_GFX_PLANE_TYPE_DMABUF, both), Ok(GfxQuery::ProbeOk));
+        assert_eq!(
+            q(
+                VFIO_GFX_PLANE_TYPE_PROBE | VFIO_GFX_PLANE_TYPE_REGION,
+                region
+            ),
+            Ok(GfxQuery::ProbeOk)
+        );
+        assert_eq!(
+            q(
+                VFIO_GFX_PLANE_TYPE_PROBE | VFIO_GFX_PLANE_TYPE_DMABUF,
+                region
+            ),
+            Err(InvalidQuery)
+        );
+        assert_eq!(
+            q(VFIO_GFX_PLANE_TYPE_PROBE | VFIO_GFX_PLANE_TYPE_DMABUF, both),
+            Ok(GfxQuery::ProbeOk)
+        );
         assert_eq!(q(VFIO_GFX_PLANE_TYPE_DMABUF, region), Err(InvalidQuery));
         assert_eq!(q(VFIO_GFX_PLANE_TYPE_DMABUF, both), Ok(GfxQuery::DmaBuf));
         assert_eq!(q(VFIO_GFX_PLANE_TYPE_REGION, both), Ok(GfxQuery::Region));
         assert_eq!(q(VFIO_GFX_PLANE_TYPE_PROBE, both), Err(InvalidQuery));
         assert_eq!(q(0, both), Err(InvalidQuery));
-        assert_eq!(q(VFIO_GFX_PLANE_TYPE_DMABUF | VFIO_GFX_PLANE_TYPE_REGION, both), Err(InvalidQuery));
+        assert_eq!(
+            q(
+                VFIO_GFX_PLANE_TYPE_DMABUF | VFIO_GFX_PLANE_TYPE_REGION,
+                both
+            ),
+            Err(InvalidQuery)
+        );
         assert_eq!(q(VFIO_GFX_PLANE_TYPE_PROBE | 6, both), Err(InvalidQuery));
         assert_eq!(q(VFIO_GFX_PLANE_TYPE_REGION | 8, both), Err(InvalidQuery));
-        assert_eq!(q(VFIO_GFX_PLANE_TYPE_REGION, GfxCaps::default()), Err(InvalidQuery));
+        assert_eq!(
+            q(VFIO_GFX_PLANE_TYPE_REGION, GfxCaps::default()),
+            Err(InvalidQuery)
+        );
     }
 
     #[test]
     fn query_describes_the_plane_or_says_why_not() {
         use vfio::*;
-        let caps = GfxCaps { region: true, dmabuf: true };
+        let caps = GfxCaps {
+            region: true,
+            dmabuf: true,
+        };
         let mut ids = PlaneIds::<4>::new();
         let mut v = vec![0u32; VREG_DWORDS];
-        let q = |v: &[u32], ids: &mut PlaneIds<4>, flags, ty| query_gfx_plane(flags, ty, caps, v, &gm_a(), ids, 9);
-        let a = q(&v, &mut ids, VFIO_GFX_PLANE_TYPE_REGION, DRM_PLANE_TYPE_PRIMARY).unwrap();
+        let q = |v: &[u32], ids: &mut PlaneIds<4>, flags, ty| {
+            query_gfx_plane(flags, ty, caps, v, &gm_a(), ids, 9)
+        };
+        let a = q(
+            &v,
+            &mut ids,
+            VFIO_GFX_PLANE_TYPE_REGION,
+            DRM_PLANE_TYPE_PRIMARY,
+        )
+        .unwrap();
         assert_eq!(a.info, GfxPlaneInfo::NONE);
-        assert_eq!((a.info.drm_format, a.info.size, a.info.width, a.info.height), (0, 0, 0, 0));
+        assert_eq!(
+            (a.info.drm_format, a.info.size, a.info.width, a.info.height),
+            (0, 0, 0, 0)
+        );
         assert_eq!(a.no_plane, Some(NoPlane::DisplayNotReady));
-        assert_eq!(a.observed, Observed { id: 0, changed: false });
+        assert_eq!(
+            a.observed,
+            Observed {
+                id: 0,
+                changed: false
+            }
+        );
         v[DISPLAY_READY_VREG] = 1;
         let r = xrgb(1024, 768, 64 * MIB);
         v[(DSPACNTR / 4) as usize] = r.ctl.0;
         v[(DSPASTRIDE / 4) as usize] = r.stride;
         v[(DSPASURF / 4) as usize] = r.surf;
         v[(PIPEASRC / 4) as usize] = r.src.0;
-        let a = q(&v, &mut ids, VFIO_GFX_PLANE_TYPE_REGION, DRM_PLANE_TYPE_PRIMARY).unwrap();
+        let a = q(
+            &v,
+            &mut ids,
+            VFIO_GFX_PLANE_TYPE_REGION,
+            DRM_PLANE_TYPE_PRIMARY,
+        )
+        .unwrap();
         assert_eq!(a.no_plane, None);
         assert!(a.observed.changed);
         let want = GfxPlaneInfo {
@@ -1210,21 +1534,63 @@ mod tests {
             region_index_or_dmabuf_id: 9,
         };
         assert_eq!(a.info, want);
-        let d = q(&v, &mut ids, VFIO_GFX_PLANE_TYPE_DMABUF, DRM_PLANE_TYPE_PRIMARY).unwrap();
-        assert_eq!(d.info, GfxPlaneInfo { region_index_or_dmabuf_id: a.observed.id, ..want });
+        let d = q(
+            &v,
+            &mut ids,
+            VFIO_GFX_PLANE_TYPE_DMABUF,
+            DRM_PLANE_TYPE_PRIMARY,
+        )
+        .unwrap();
+        assert_eq!(
+            d.info,
+            GfxPlaneInfo {
+                region_index_or_dmabuf_id: a.observed.id,
+                ..want
+            }
+        );
         assert!(!d.observed.changed);
-        assert_eq!(ids.lookup(d.info.region_index_or_dmabuf_id).map(|p| p.surface()), Some(64 * MIB));
+        assert_eq!(
+            ids.lookup(d.info.region_index_or_dmabuf_id)
+                .map(|p| p.surface()),
+            Some(64 * MIB)
+        );
         // cursor: no plane, identity untouched
-        let c = q(&v, &mut ids, VFIO_GFX_PLANE_TYPE_DMABUF, DRM_PLANE_TYPE_CURSOR).unwrap();
+        let c = q(
+            &v,
+            &mut ids,
+            VFIO_GFX_PLANE_TYPE_DMABUF,
+            DRM_PLANE_TYPE_CURSOR,
+        )
+        .unwrap();
         assert_eq!(c.info, GfxPlaneInfo::NONE);
-        assert_eq!(c.observed, Observed { id: a.observed.id, changed: false });
+        assert_eq!(
+            c.observed,
+            Observed {
+                id: a.observed.id,
+                changed: false
+            }
+        );
         // a flip to another vGPU's memory: no plane, and the reason
         v[(DSPASURF / 4) as usize] = (80 * MIB) as u32;
-        let f = q(&v, &mut ids, VFIO_GFX_PLANE_TYPE_DMABUF, DRM_PLANE_TYPE_PRIMARY).unwrap();
+        let f = q(
+            &v,
+            &mut ids,
+            VFIO_GFX_PLANE_TYPE_DMABUF,
+            DRM_PLANE_TYPE_PRIMARY,
+        )
+        .unwrap();
         assert_eq!(f.info, GfxPlaneInfo::NONE);
         assert!(f.observed.changed);
         assert!(matches!(f.no_plane, Some(NoPlane::SurfaceOutsideGm { .. })));
-        assert_eq!(q(&v, &mut ids, VFIO_GFX_PLANE_TYPE_PROBE, DRM_PLANE_TYPE_PRIMARY), Err(InvalidQuery));
+        assert_eq!(
+            q(
+                &v,
+                &mut ids,
+                VFIO_GFX_PLANE_TYPE_PROBE,
+                DRM_PLANE_TYPE_PRIMARY
+            ),
+            Err(InvalidQuery)
+        );
     }
 
     fn any_regs() -> impl Strategy<Value = DisplayRegs> {
@@ -1236,21 +1602,43 @@ mod tests {
             (0u32..4096).prop_map(|d| (80 * MIB as u32).wrapping_sub(d * 4096)),
         ];
         let stride = prop_oneof![any::<u32>(), (0u32..130).prop_map(|s| s * 64)];
-        let ctl = prop_oneof![any::<u32>(), (0u32..16).prop_map(|f| PlaneCtl(0).with_enable(true).with_format(f).0)];
-        let src = prop_oneof![any::<u32>(), (0u32..2048, 0u32..1024).prop_map(|(w, h)| (w << 16) | h)];
-        let mixed = (ctl, stride, surf, src, prop_oneof![Just(1u32), Just(0), any::<u32>()]).prop_map(|(c, st, su, src, rdy)| {
-            DisplayRegs { ctl: PlaneCtl(c), stride: st, surf: su, src: PipeSrc(src), display_ready: rdy }
-        });
+        let ctl = prop_oneof![
+            any::<u32>(),
+            (0u32..16).prop_map(|f| PlaneCtl(0).with_enable(true).with_format(f).0)
+        ];
+        let src = prop_oneof![
+            any::<u32>(),
+            (0u32..2048, 0u32..1024).prop_map(|(w, h)| (w << 16) | h)
+        ];
+        let mixed = (
+            ctl,
+            stride,
+            surf,
+            src,
+            prop_oneof![Just(1u32), Just(0), any::<u32>()],
+        )
+            .prop_map(|(c, st, su, src, rdy)| DisplayRegs {
+                ctl: PlaneCtl(c),
+                stride: st,
+                surf: su,
+                src: PipeSrc(src),
+                display_ready: rdy,
+            });
         // Coherent planes (right stride for the width) anywhere near A's and
         // B's slices, so that the GM rule decides.
         let fmt = prop_oneof![Just(5u32), Just(6), Just(7), Just(14), Just(15)];
-        let coherent = (fmt, 1u32..2048, 1u32..1024, 0u32..4, 0u32..(100 * MIB / P) as u32).prop_map(
-            |(f, w, h, extra, page)| {
+        let coherent = (
+            fmt,
+            1u32..2048,
+            1u32..1024,
+            0u32..4,
+            0u32..(100 * MIB / P) as u32,
+        )
+            .prop_map(|(f, w, h, extra, page)| {
                 let bpp = PixelFormat::from_intel(f).map_or(4, |x| x.bytes_per_pixel());
                 let stride = (w * bpp).div_ceil(64) * 64 + extra * 64;
                 regs(f, w, h, stride, page << 12)
-            },
-        );
+            });
         prop_oneof![mixed, coherent]
     }
 

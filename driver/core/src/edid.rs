@@ -143,7 +143,10 @@ impl Mode {
         // per active line (CVT's H_PERIOD_EST, µs in the spec).
         const MIN_VBLANK_PS: u64 = 460_000_000;
         let field_ps = 1_000_000_000_000 / u64::from(refresh_hz);
-        let h_period_est = field_ps.checked_sub(MIN_VBLANK_PS).ok_or(EdidError::Unrepresentable)? / h;
+        let h_period_est = field_ps
+            .checked_sub(MIN_VBLANK_PS)
+            .ok_or(EdidError::Unrepresentable)?
+            / h;
         if h_period_est == 0 {
             return Err(EdidError::Unrepresentable);
         }
@@ -170,7 +173,10 @@ impl Mode {
 
     /// The mode's size.
     pub const fn resolution(&self) -> Resolution {
-        Resolution { width: self.width, height: self.height }
+        Resolution {
+            width: self.width,
+            height: self.height,
+        }
     }
 
     /// Refresh rate in mHz (59_950 for 1920x1200 CVT-RB), 0 for a degenerate mode.
@@ -229,7 +235,9 @@ fn encode_dtd(mode: &Mode, mm: (u32, u32)) -> Result<[u8; 18], EdidError> {
     }
     let lo = |v: u32| (v & 0xFF) as u8;
     let hi4 = |v: u32| ((v >> 8) & 0xF) as u8;
-    let flags = 0x18 | (if mode.vsync_positive { 0x04 } else { 0 }) | (if mode.hsync_positive { 0x02 } else { 0 });
+    let flags = 0x18
+        | (if mode.vsync_positive { 0x04 } else { 0 })
+        | (if mode.hsync_positive { 0x02 } else { 0 });
     Ok([
         lo(clock),
         (clock >> 8) as u8,
@@ -242,7 +250,10 @@ fn encode_dtd(mode: &Mode, mm: (u32, u32)) -> Result<[u8; 18], EdidError> {
         lo(h_fp),
         lo(h_sync),
         (((v_fp & 0xF) << 4) | (v_sync & 0xF)) as u8,
-        ((((h_fp >> 8) & 3) << 6) | (((h_sync >> 8) & 3) << 4) | (((v_fp >> 4) & 3) << 2) | ((v_sync >> 4) & 3)) as u8,
+        ((((h_fp >> 8) & 3) << 6)
+            | (((h_sync >> 8) & 3) << 4)
+            | (((v_fp >> 4) & 3) << 2)
+            | ((v_sync >> 4) & 3)) as u8,
         lo(mm.0),
         lo(mm.1),
         (hi4(mm.0) << 4) | hi4(mm.1),
@@ -340,8 +351,8 @@ pub fn generate(mode: &Mode, serial: u32) -> Result<[u8; EDID_BLOCK], EdidError>
     e[22] = u8::try_from(mm.1.div_ceil(10)).map_err(|_| EdidError::Unrepresentable)?;
     e[23] = 120; // gamma 2.2: (2.2 × 100) − 100
     e[24] = 0x06; // sRGB default colour space; preferred timing is native
-    // sRGB chromaticity, 10-bit fractions: R (0.640, 0.330), G (0.300, 0.600),
-    // B (0.150, 0.060), white D65 (0.3127, 0.3290).
+                  // sRGB chromaticity, 10-bit fractions: R (0.640, 0.330), G (0.300, 0.600),
+                  // B (0.150, 0.060), white D65 (0.3127, 0.3290).
     let c: [u16; 8] = [655, 338, 307, 614, 154, 61, 320, 337];
     let low2 = |v: u16| (v & 3) as u8;
     e[25] = (low2(c[0]) << 6) | (low2(c[1]) << 4) | (low2(c[2]) << 2) | low2(c[3]);
@@ -390,7 +401,10 @@ pub fn generate(mode: &Mode, serial: u32) -> Result<[u8; EDID_BLOCK], EdidError>
 
 /// The default EDID of a vGPU type's resolution (`DEFAULT_REFRESH_HZ`, CVT-RB).
 pub fn generate_for(res: Resolution, serial: u32) -> Result<[u8; EDID_BLOCK], EdidError> {
-    generate(&Mode::cvt_rb(res.width, res.height, DEFAULT_REFRESH_HZ)?, serial)
+    generate(
+        &Mode::cvt_rb(res.width, res.height, DEFAULT_REFRESH_HZ)?,
+        serial,
+    )
 }
 
 /// Validate a whole EDID (module docs, "link up"); returns its block count.
@@ -405,7 +419,10 @@ pub fn validate(edid: &[u8]) -> Result<usize, EdidError> {
     let blocks = 1 + usize::from(base[126]);
     let expected = blocks * EDID_BLOCK;
     if edid.len() != expected {
-        return Err(EdidError::SizeMismatch { expected, got: edid.len() });
+        return Err(EdidError::SizeMismatch {
+            expected,
+            got: edid.len(),
+        });
     }
     for (i, b) in edid.chunks(EDID_BLOCK).enumerate() {
         if b.iter().all(|&x| x == 0) {
@@ -558,7 +575,9 @@ impl EdidRegion {
 
     /// Where an access of `len` bytes at region offset `offset` lands.
     fn locate(offset: u64, len: usize) -> Result<Target, EdidRegionError> {
-        let end = offset.checked_add(len as u64).ok_or(EdidRegionError::BadAccess)?;
+        let end = offset
+            .checked_add(len as u64)
+            .ok_or(EdidRegionError::BadAccess)?;
         if end <= u64::from(regs::SIZE) {
             if len != 4 || offset % 4 != 0 {
                 return Err(EdidRegionError::BadAccess);
@@ -580,20 +599,30 @@ impl EdidRegion {
                 let v = self.reg(rel).ok_or(EdidRegionError::BadAccess)?;
                 buf.copy_from_slice(&v.to_le_bytes());
             }
-            Target::Blob(r) => buf.copy_from_slice(self.blob.get(r).ok_or(EdidRegionError::BadAccess)?),
+            Target::Blob(r) => {
+                buf.copy_from_slice(self.blob.get(r).ok_or(EdidRegionError::BadAccess)?)
+            }
         }
         Ok(())
     }
 
     /// A VMM write of the region; `Ok(Some(event))` for a hotplug.
-    pub fn write(&mut self, offset: u64, data: &[u8]) -> Result<Option<EdidEvent>, EdidRegionError> {
+    pub fn write(
+        &mut self,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Option<EdidEvent>, EdidRegionError> {
         match Self::locate(offset, data.len())? {
             Target::Blob(r) => {
-                self.blob.get_mut(r).ok_or(EdidRegionError::BadAccess)?.copy_from_slice(data);
+                self.blob
+                    .get_mut(r)
+                    .ok_or(EdidRegionError::BadAccess)?
+                    .copy_from_slice(data);
                 Ok(None)
             }
             Target::Reg(rel) => {
-                let v = u32::from_le_bytes(data.try_into().map_err(|_| EdidRegionError::BadAccess)?);
+                let v =
+                    u32::from_le_bytes(data.try_into().map_err(|_| EdidRegionError::BadAccess)?);
                 match rel {
                     regs::EDID_SIZE => {
                         if v as usize > EDID_MAX_SIZE {
@@ -618,7 +647,10 @@ impl EdidRegion {
                 if (self.max_xres != 0 && mode.width > self.max_xres)
                     || (self.max_yres != 0 && mode.height > self.max_yres)
                 {
-                    return Err(EdidRegionError::ModeTooLarge { width: mode.width, height: mode.height });
+                    return Err(EdidRegionError::ModeTooLarge {
+                        width: mode.width,
+                        height: mode.height,
+                    });
                 }
                 self.active = self.blob;
                 self.active_len = len;
@@ -630,7 +662,9 @@ impl EdidRegion {
         }
         self.link_state = state;
         self.hotplugs = self.hotplugs.wrapping_add(1);
-        Ok(EdidEvent::Hotplug { connected: self.connected })
+        Ok(EdidEvent::Hotplug {
+            connected: self.connected,
+        })
     }
 
     /// Whether a monitor is plugged in.
@@ -655,7 +689,10 @@ impl EdidRegion {
     }
     /// `max_xres`×`max_yres`.
     pub fn max_resolution(&self) -> Resolution {
-        Resolution { width: self.max_xres, height: self.max_yres }
+        Resolution {
+            width: self.max_xres,
+            height: self.max_yres,
+        }
     }
 
     /// Write the guest's view ([`guest`]) into the vGPU's vreg file
@@ -675,12 +712,21 @@ impl EdidRegion {
             put(guest::EDID + 4 * i as u32, u32::from_le_bytes(b));
         }
         let mode = self.mode();
-        put(guest::STATUS, if self.connected { guest::STATUS_CONNECTED } else { 0 });
+        put(
+            guest::STATUS,
+            if self.connected {
+                guest::STATUS_CONNECTED
+            } else {
+                0
+            },
+        );
         put(guest::EDID_SIZE, edid.len() as u32);
         put(guest::HOTPLUG_COUNT, self.hotplugs);
         put(
             guest::PREFERRED_MODE,
-            mode.map_or(0, |m| (m.width.saturating_sub(1) << 16) | m.height.saturating_sub(1)),
+            mode.map_or(0, |m| {
+                (m.width.saturating_sub(1) << 16) | m.height.saturating_sub(1)
+            }),
         );
         put(guest::REFRESH_MHZ, mode.map_or(0, |m| m.refresh_millihz()));
     }
@@ -702,14 +748,15 @@ mod tests {
     /// GVT-g's built-in 1920x1200 EDID (i915 gvt/display.c,
     /// `virtual_dp_monitor_edid[GVT_EDID_1920_1200]`).
     const GVT_G_1920X1200: [u8; 128] = [
-        0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x22, 0xf0, 0x54, 0x29, 0x00, 0x00, 0x00, 0x00, 0x04, 0x17,
-        0x01, 0x04, 0xa5, 0x34, 0x20, 0x78, 0x23, 0xfc, 0x81, 0xa4, 0x55, 0x4d, 0x9d, 0x25, 0x12, 0x50, 0x54, 0x21,
-        0x08, 0x00, 0xd1, 0xc0, 0x81, 0xc0, 0x81, 0x40, 0x81, 0x80, 0x95, 0x00, 0xa9, 0x40, 0xb3, 0x00, 0x01, 0x01,
-        0x28, 0x3c, 0x80, 0xa0, 0x70, 0xb0, 0x23, 0x40, 0x30, 0x20, 0x36, 0x00, 0x06, 0x44, 0x21, 0x00, 0x00, 0x1a,
-        0x00, 0x00, 0x00, 0xfd, 0x00, 0x18, 0x3c, 0x18, 0x50, 0x11, 0x00, 0x0a, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20,
-        0x00, 0x00, 0x00, 0xfc, 0x00, 0x48, 0x50, 0x20, 0x5a, 0x52, 0x32, 0x34, 0x34, 0x30, 0x77, 0x0a, 0x20, 0x20,
-        0x00, 0x00, 0x00, 0xff, 0x00, 0x43, 0x4e, 0x34, 0x33, 0x30, 0x34, 0x30, 0x44, 0x58, 0x51, 0x0a, 0x20, 0x20,
-        0x00, 0x45,
+        0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x22, 0xf0, 0x54, 0x29, 0x00, 0x00, 0x00,
+        0x00, 0x04, 0x17, 0x01, 0x04, 0xa5, 0x34, 0x20, 0x78, 0x23, 0xfc, 0x81, 0xa4, 0x55, 0x4d,
+        0x9d, 0x25, 0x12, 0x50, 0x54, 0x21, 0x08, 0x00, 0xd1, 0xc0, 0x81, 0xc0, 0x81, 0x40, 0x81,
+        0x80, 0x95, 0x00, 0xa9, 0x40, 0xb3, 0x00, 0x01, 0x01, 0x28, 0x3c, 0x80, 0xa0, 0x70, 0xb0,
+        0x23, 0x40, 0x30, 0x20, 0x36, 0x00, 0x06, 0x44, 0x21, 0x00, 0x00, 0x1a, 0x00, 0x00, 0x00,
+        0xfd, 0x00, 0x18, 0x3c, 0x18, 0x50, 0x11, 0x00, 0x0a, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20,
+        0x00, 0x00, 0x00, 0xfc, 0x00, 0x48, 0x50, 0x20, 0x5a, 0x52, 0x32, 0x34, 0x34, 0x30, 0x77,
+        0x0a, 0x20, 0x20, 0x00, 0x00, 0x00, 0xff, 0x00, 0x43, 0x4e, 0x34, 0x33, 0x30, 0x34, 0x30,
+        0x44, 0x58, 0x51, 0x0a, 0x20, 0x20, 0x00, 0x45,
     ];
 
     /// GVT-g's built-in 1024x768 EDID: established timings only, its first
@@ -717,7 +764,10 @@ mod tests {
     const GVT_G_1024X768: [u8; 128] = {
         let mut e = GVT_G_1920X1200;
         // standard timings all invalid, first DTD zeroed clock
-        let st = [0x00, 0xc0, 0x00, 0xc0, 0x00, 0x40, 0x00, 0x80, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00, 0x00, 0x01];
+        let st = [
+            0x00, 0xc0, 0x00, 0xc0, 0x00, 0x40, 0x00, 0x80, 0x00, 0x00, 0x00, 0x40, 0x00, 0x00,
+            0x00, 0x01,
+        ];
         let mut i = 0;
         while i < 16 {
             e[38 + i] = st[i];
@@ -732,14 +782,15 @@ mod tests {
     /// The test EDID of drm's KUnit tests (drivers/gpu/drm/tests/drm_kunit_edid.c,
     /// "Test EDID", 1920x1080 148.5 MHz, EDID 1.3), as edid-decode decoded it.
     const DRM_KUNIT_1080P: [u8; 128] = [
-        0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x31, 0xd8, 0x2a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x21,
-        0x01, 0x03, 0x81, 0xa0, 0x5a, 0x78, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
-        0x02, 0x3a, 0x80, 0x18, 0x71, 0x38, 0x2d, 0x40, 0x58, 0x2c, 0x45, 0x00, 0x40, 0x84, 0x63, 0x00, 0x00, 0x1e,
-        0x00, 0x00, 0x00, 0xfc, 0x00, 0x54, 0x65, 0x73, 0x74, 0x20, 0x45, 0x44, 0x49, 0x44, 0x0a, 0x20, 0x20, 0x20,
-        0x00, 0x00, 0x00, 0xfd, 0x00, 0x32, 0x46, 0x1e, 0x46, 0x0f, 0x00, 0x0a, 0x20, 0x20, 0x20, 0x20, 0x20, 0x20,
-        0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
-        0x00, 0xab,
+        0x00, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x00, 0x31, 0xd8, 0x2a, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x21, 0x01, 0x03, 0x81, 0xa0, 0x5a, 0x78, 0x0a, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01,
+        0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x01, 0x02, 0x3a, 0x80, 0x18, 0x71, 0x38,
+        0x2d, 0x40, 0x58, 0x2c, 0x45, 0x00, 0x40, 0x84, 0x63, 0x00, 0x00, 0x1e, 0x00, 0x00, 0x00,
+        0xfc, 0x00, 0x54, 0x65, 0x73, 0x74, 0x20, 0x45, 0x44, 0x49, 0x44, 0x0a, 0x20, 0x20, 0x20,
+        0x00, 0x00, 0x00, 0xfd, 0x00, 0x32, 0x46, 0x1e, 0x46, 0x0f, 0x00, 0x0a, 0x20, 0x20, 0x20,
+        0x20, 0x20, 0x20, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0xab,
     ];
 
     #[test]
@@ -765,13 +816,30 @@ mod tests {
         assert_eq!(monitor_name(&GVT_G_1920X1200), Some(&b"HP ZR2440w"[..]));
         // GVT-g's 1024x768 EDID is well formed but has no detailed timing
         assert_eq!(validate(&GVT_G_1024X768), Ok(1));
-        assert_eq!(preferred_mode(&GVT_G_1024X768), Err(EdidError::NoPreferredTiming));
+        assert_eq!(
+            preferred_mode(&GVT_G_1024X768),
+            Err(EdidError::NoPreferredTiming)
+        );
         // edid-decode: 1920x1080 60.000000 Hz, 148.5 MHz, Hfront 88 Hsync 44
         // Hback 148 P, Vfront 4 Vsync 5 Vback 36 P
         let m = preferred_mode(&DRM_KUNIT_1080P).unwrap();
         assert_eq!((m.width, m.height, m.clock_khz), (1920, 1080, 148_500));
-        assert_eq!((m.h_sync_start - 1920, m.h_sync_end - m.h_sync_start, m.h_total - m.h_sync_end), (88, 44, 148));
-        assert_eq!((m.v_sync_start - 1080, m.v_sync_end - m.v_sync_start, m.v_total - m.v_sync_end), (4, 5, 36));
+        assert_eq!(
+            (
+                m.h_sync_start - 1920,
+                m.h_sync_end - m.h_sync_start,
+                m.h_total - m.h_sync_end
+            ),
+            (88, 44, 148)
+        );
+        assert_eq!(
+            (
+                m.v_sync_start - 1080,
+                m.v_sync_end - m.v_sync_start,
+                m.v_total - m.v_sync_end
+            ),
+            (4, 5, 36)
+        );
         assert!(m.hsync_positive && m.vsync_positive);
         assert_eq!(m.refresh_millihz(), 60_000);
         assert_eq!(m.frame_period_ns(), Some(16_666_666));
@@ -783,26 +851,46 @@ mod tests {
         // `cvt -r`: 1024x768R 56.00 1024 1072 1104 1184 768 771 775 790 +h -v
         let m = Mode::cvt_rb(1024, 768, 60).unwrap();
         assert_eq!(
-            (m.clock_khz, m.h_sync_start, m.h_sync_end, m.h_total, m.v_sync_start, m.v_sync_end, m.v_total),
+            (
+                m.clock_khz,
+                m.h_sync_start,
+                m.h_sync_end,
+                m.h_total,
+                m.v_sync_start,
+                m.v_sync_end,
+                m.v_total
+            ),
             (56_000, 1072, 1104, 1184, 771, 775, 790)
         );
         assert!(m.hsync_positive && !m.vsync_positive);
         // 1920x1200R 154.00: exactly GVT-g's detailed timing
-        assert_eq!(Mode::cvt_rb(1920, 1200, 60).unwrap(), preferred_mode(&GVT_G_1920X1200).unwrap());
+        assert_eq!(
+            Mode::cvt_rb(1920, 1200, 60).unwrap(),
+            preferred_mode(&GVT_G_1920X1200).unwrap()
+        );
         // 1280x720R 64.00 1280 1328 1360 1440 720 723 728 741 (16:9: 5-line sync)
         let m = Mode::cvt_rb(1280, 720, 60).unwrap();
         assert_eq!((m.clock_khz, m.v_sync_end, m.v_total), (64_000, 728, 741));
         assert_eq!(m.refresh_millihz(), 59_979);
-        assert_eq!(Mode::cvt_rb(1920, 1200, 60).unwrap().refresh_millihz(), 59_950);
+        assert_eq!(
+            Mode::cvt_rb(1920, 1200, 60).unwrap().refresh_millihz(),
+            59_950
+        );
         assert_eq!(Mode::cvt_rb(0, 768, 60), Err(EdidError::Unrepresentable));
         assert_eq!(Mode::cvt_rb(4096, 768, 60), Err(EdidError::Unrepresentable));
         assert_eq!(Mode::cvt_rb(1024, 768, 0), Err(EdidError::Unrepresentable));
-        assert_eq!(Mode::cvt_rb(1024, 768, 3000), Err(EdidError::Unrepresentable));
+        assert_eq!(
+            Mode::cvt_rb(1024, 768, 3000),
+            Err(EdidError::Unrepresentable)
+        );
     }
 
     #[test]
     fn generated_edids_are_valid_and_round_trip() {
-        for (res, clock) in [(Resolution::R1024X768, 56_000), (Resolution::R1920X1200, 154_000)] {
+        for (res, clock) in [
+            (Resolution::R1024X768, 56_000),
+            (Resolution::R1920X1200, 154_000),
+        ] {
             let e = generate_for(res, 7).unwrap();
             assert_eq!(e[..8], EDID_HEADER);
             assert_eq!(block_sum(&e), 0, "checksum");
@@ -845,10 +933,20 @@ mod tests {
         assert_eq!(validate(&good[..127]), Err(EdidError::TooShort));
         let mut two = vec![0u8; 256];
         two[..128].copy_from_slice(&good);
-        assert_eq!(validate(&two), Err(EdidError::SizeMismatch { expected: 128, got: 256 }));
+        assert_eq!(
+            validate(&two),
+            Err(EdidError::SizeMismatch {
+                expected: 128,
+                got: 256
+            })
+        );
         two[126] = 1;
         two[127] = two[127].wrapping_sub(1);
-        assert_eq!(validate(&two), Err(EdidError::EmptyBlock { block: 1 }), "an all-zero extension");
+        assert_eq!(
+            validate(&two),
+            Err(EdidError::EmptyBlock { block: 1 }),
+            "an all-zero extension"
+        );
         two[140] = 1;
         assert_eq!(validate(&two), Err(EdidError::BadChecksum { block: 1 }));
         two[140] = 0;
@@ -881,7 +979,10 @@ mod tests {
     /// down, edid_size, blob, link up.
     fn vmm_sets(r: &mut EdidRegion, edid: &[u8]) -> Result<Option<EdidEvent>, EdidRegionError> {
         assert_eq!(down(r), Ok(Some(EdidEvent::Hotplug { connected: false })));
-        r.write(u64::from(regs::EDID_SIZE), &(edid.len() as u32).to_le_bytes())?;
+        r.write(
+            u64::from(regs::EDID_SIZE),
+            &(edid.len() as u32).to_le_bytes(),
+        )?;
         r.write(u64::from(read_reg(r, regs::EDID_OFFSET)), edid)?;
         up(r)
     }
@@ -890,7 +991,11 @@ mod tests {
     fn the_guest_page_is_free_bar0_space() {
         use super::super::pvinfo::{PVINFO_BASE, PVINFO_SIZE};
         use super::super::regs::lookup;
-        assert_eq!(guest::BASE, PVINFO_BASE + PVINFO_SIZE, "the page right after PVINFO");
+        assert_eq!(
+            guest::BASE,
+            PVINFO_BASE + PVINFO_SIZE,
+            "the page right after PVINFO"
+        );
         for off in (guest::BASE..guest::BASE + guest::SIZE).step_by(4) {
             assert!(lookup(off).is_none(), "{off:#x} is a mediated register");
         }
@@ -902,10 +1007,16 @@ mod tests {
         assert_eq!(read_reg(&r, regs::EDID_OFFSET), EDID_BLOB_OFFSET);
         assert_eq!(read_reg(&r, regs::EDID_MAX_SIZE), EDID_MAX_SIZE as u32);
         assert_eq!(read_reg(&r, regs::EDID_SIZE), 128);
-        assert_eq!((read_reg(&r, regs::MAX_XRES), read_reg(&r, regs::MAX_YRES)), (1920, 1200));
+        assert_eq!(
+            (read_reg(&r, regs::MAX_XRES), read_reg(&r, regs::MAX_YRES)),
+            (1920, 1200)
+        );
         assert_eq!(read_reg(&r, regs::LINK_STATE), LINK_STATE_UP);
         assert!(r.connected());
-        assert_eq!(r.mode().map(|m| m.resolution()), Some(Resolution::R1920X1200));
+        assert_eq!(
+            r.mode().map(|m| m.resolution()),
+            Some(Resolution::R1920X1200)
+        );
         let mut blob = [0u8; 128];
         r.read(u64::from(EDID_BLOB_OFFSET), &mut blob).unwrap();
         assert_eq!(blob, generate_for(Resolution::R1920X1200, 3).unwrap());
@@ -913,24 +1024,61 @@ mod tests {
 
         let mut r = r;
         let w = |r: &mut EdidRegion, off: u32, v: u32| r.write(u64::from(off), &v.to_le_bytes());
-        for ro in [regs::EDID_OFFSET, regs::EDID_MAX_SIZE, regs::MAX_XRES, regs::MAX_YRES] {
+        for ro in [
+            regs::EDID_OFFSET,
+            regs::EDID_MAX_SIZE,
+            regs::MAX_XRES,
+            regs::MAX_YRES,
+        ] {
             assert_eq!(w(&mut r, ro, 0), Err(EdidRegionError::ReadOnly));
             assert_eq!(EdidRegionError::ReadOnly.errno(), 1);
         }
-        assert_eq!(w(&mut r, regs::EDID_SIZE, 513), Err(EdidRegionError::SizeTooLarge(513)));
+        assert_eq!(
+            w(&mut r, regs::EDID_SIZE, 513),
+            Err(EdidRegionError::SizeTooLarge(513))
+        );
         assert_eq!(read_reg(&r, regs::EDID_SIZE), 128);
-        assert_eq!(w(&mut r, regs::LINK_STATE, 0), Err(EdidRegionError::BadLinkState(0)));
-        assert_eq!(w(&mut r, regs::LINK_STATE, 3), Err(EdidRegionError::BadLinkState(3)));
+        assert_eq!(
+            w(&mut r, regs::LINK_STATE, 0),
+            Err(EdidRegionError::BadLinkState(0))
+        );
+        assert_eq!(
+            w(&mut r, regs::LINK_STATE, 3),
+            Err(EdidRegionError::BadLinkState(3))
+        );
         assert_eq!(EdidRegionError::BadLinkState(3).errno(), 22);
         // access shapes
         let mut b2 = [0u8; 2];
-        assert_eq!(r.read(0, &mut b2), Err(EdidRegionError::BadAccess), "2-byte register read");
-        assert_eq!(r.read(2, &mut [0u8; 4]), Err(EdidRegionError::BadAccess), "misaligned");
-        assert_eq!(r.read(24, &mut [0u8; 4]), Err(EdidRegionError::BadAccess), "between registers and blob");
-        assert_eq!(r.read(20, &mut [0u8; 8]), Err(EdidRegionError::BadAccess), "runs past the registers");
+        assert_eq!(
+            r.read(0, &mut b2),
+            Err(EdidRegionError::BadAccess),
+            "2-byte register read"
+        );
+        assert_eq!(
+            r.read(2, &mut [0u8; 4]),
+            Err(EdidRegionError::BadAccess),
+            "misaligned"
+        );
+        assert_eq!(
+            r.read(24, &mut [0u8; 4]),
+            Err(EdidRegionError::BadAccess),
+            "between registers and blob"
+        );
+        assert_eq!(
+            r.read(20, &mut [0u8; 8]),
+            Err(EdidRegionError::BadAccess),
+            "runs past the registers"
+        );
         let end = u64::from(EDID_BLOB_OFFSET) + EDID_MAX_SIZE as u64;
-        assert_eq!(r.read(end - 1, &mut [0u8; 2]), Err(EdidRegionError::BadAccess), "past the blob");
-        assert_eq!(r.read(u64::MAX - 1, &mut [0u8; 4]), Err(EdidRegionError::BadAccess));
+        assert_eq!(
+            r.read(end - 1, &mut [0u8; 2]),
+            Err(EdidRegionError::BadAccess),
+            "past the blob"
+        );
+        assert_eq!(
+            r.read(u64::MAX - 1, &mut [0u8; 4]),
+            Err(EdidRegionError::BadAccess)
+        );
         assert!(r.read(end - 1, &mut [0u8; 1]).is_ok());
     }
 
@@ -941,19 +1089,33 @@ mod tests {
         r.mirror_into(&mut vregs);
         let rd = |v: &[u32], off: u32| v[(off / 4) as usize];
         assert_eq!(rd(&vregs, guest::STATUS), guest::STATUS_CONNECTED);
-        assert_eq!(PipeSrc(rd(&vregs, guest::PREFERRED_MODE)).width_minus_1(), 1919);
+        assert_eq!(
+            PipeSrc(rd(&vregs, guest::PREFERRED_MODE)).width_minus_1(),
+            1919
+        );
         assert_eq!(rd(&vregs, guest::REFRESH_MHZ), 59_950);
 
         let small = generate_for(Resolution::R1024X768, 1).unwrap();
-        assert_eq!(vmm_sets(&mut r, &small), Ok(Some(EdidEvent::Hotplug { connected: true })));
+        assert_eq!(
+            vmm_sets(&mut r, &small),
+            Ok(Some(EdidEvent::Hotplug { connected: true }))
+        );
         assert_eq!(r.hotplug_count(), 2, "down and up");
-        assert_eq!(r.mode().map(|m| m.resolution()), Some(Resolution::R1024X768));
+        assert_eq!(
+            r.mode().map(|m| m.resolution()),
+            Some(Resolution::R1024X768)
+        );
         r.mirror_into(&mut vregs);
         let mode = PipeSrc(rd(&vregs, guest::PREFERRED_MODE));
-        assert_eq!((mode.width_minus_1() + 1, mode.height_minus_1() + 1), (1024, 768));
+        assert_eq!(
+            (mode.width_minus_1() + 1, mode.height_minus_1() + 1),
+            (1024, 768)
+        );
         assert_eq!(rd(&vregs, guest::HOTPLUG_COUNT), 2);
         assert_eq!(rd(&vregs, guest::EDID_SIZE), 128);
-        let bytes: Vec<u8> = (0..32).flat_map(|i| rd(&vregs, guest::EDID + 4 * i).to_le_bytes()).collect();
+        let bytes: Vec<u8> = (0..32)
+            .flat_map(|i| rd(&vregs, guest::EDID + 4 * i).to_le_bytes())
+            .collect();
         assert_eq!(bytes, small);
 
         // a foreign, valid EDID (1920x1080 fits under 1920x1200)
@@ -961,7 +1123,10 @@ mod tests {
         assert_eq!(r.mode().map(|m| (m.width, m.height)), Some((1920, 1080)));
 
         // unplugged: no mode, zeros for the guest
-        assert_eq!(down(&mut r), Ok(Some(EdidEvent::Hotplug { connected: false })));
+        assert_eq!(
+            down(&mut r),
+            Ok(Some(EdidEvent::Hotplug { connected: false }))
+        );
         assert_eq!(r.mode(), None);
         assert_eq!(r.active_edid(), None);
         r.mirror_into(&mut vregs);
@@ -977,27 +1142,55 @@ mod tests {
         let before = r.mode();
         // larger than max_xres x max_yres
         let big = generate_for(Resolution::R1920X1200, 1).unwrap();
-        assert_eq!(vmm_sets(&mut r, &big), Err(EdidRegionError::ModeTooLarge { width: 1920, height: 1200 }));
-        assert_eq!(read_reg(&r, regs::LINK_STATE), LINK_STATE_DOWN, "the refused link-up changed nothing");
+        assert_eq!(
+            vmm_sets(&mut r, &big),
+            Err(EdidRegionError::ModeTooLarge {
+                width: 1920,
+                height: 1200
+            })
+        );
+        assert_eq!(
+            read_reg(&r, regs::LINK_STATE),
+            LINK_STATE_DOWN,
+            "the refused link-up changed nothing"
+        );
         assert!(!r.connected());
         // a corrupted blob
         let mut bad = generate_for(Resolution::R1024X768, 1).unwrap();
         bad[60] ^= 1;
-        assert_eq!(vmm_sets(&mut r, &bad), Err(EdidRegionError::InvalidEdid(EdidError::BadChecksum { block: 0 })));
+        assert_eq!(
+            vmm_sets(&mut r, &bad),
+            Err(EdidRegionError::InvalidEdid(EdidError::BadChecksum {
+                block: 0
+            }))
+        );
         // edid_size not matching the extension count
         let good = generate_for(Resolution::R1024X768, 1).unwrap();
         let mut padded = [0u8; 256];
         padded[..128].copy_from_slice(&good);
         assert_eq!(
             vmm_sets(&mut r, &padded),
-            Err(EdidRegionError::InvalidEdid(EdidError::SizeMismatch { expected: 128, got: 256 }))
+            Err(EdidRegionError::InvalidEdid(EdidError::SizeMismatch {
+                expected: 128,
+                got: 256
+            }))
         );
-        assert_eq!(vmm_sets(&mut r, &GVT_G_1024X768), Err(EdidRegionError::InvalidEdid(EdidError::NoPreferredTiming)));
+        assert_eq!(
+            vmm_sets(&mut r, &GVT_G_1024X768),
+            Err(EdidRegionError::InvalidEdid(EdidError::NoPreferredTiming))
+        );
         // size 0
-        r.write(u64::from(regs::EDID_SIZE), &0u32.to_le_bytes()).unwrap();
-        assert_eq!(up(&mut r), Err(EdidRegionError::InvalidEdid(EdidError::TooShort)));
+        r.write(u64::from(regs::EDID_SIZE), &0u32.to_le_bytes())
+            .unwrap();
+        assert_eq!(
+            up(&mut r),
+            Err(EdidRegionError::InvalidEdid(EdidError::TooShort))
+        );
         // and a good one restores the monitor
-        assert_eq!(vmm_sets(&mut r, &good), Ok(Some(EdidEvent::Hotplug { connected: true })));
+        assert_eq!(
+            vmm_sets(&mut r, &good),
+            Ok(Some(EdidEvent::Hotplug { connected: true }))
+        );
         assert_eq!(r.mode(), before);
     }
 
@@ -1006,12 +1199,18 @@ mod tests {
         let mut r = EdidRegion::new(Resolution::R1920X1200, 1).unwrap();
         let latched = r.active_edid().unwrap().to_vec();
         // the VMM scribbles over the blob while the link is up: nothing changes
-        r.write(u64::from(EDID_BLOB_OFFSET) + 60, &[0xAA; 20]).unwrap();
+        r.write(u64::from(EDID_BLOB_OFFSET) + 60, &[0xAA; 20])
+            .unwrap();
         assert_eq!(r.active_edid().unwrap(), &latched[..]);
         let mut b = [0u8; 20];
         r.read(u64::from(EDID_BLOB_OFFSET) + 60, &mut b).unwrap();
         assert_eq!(b, [0xAA; 20], "the region reads back what the VMM wrote");
-        assert_eq!(up(&mut r), Err(EdidRegionError::InvalidEdid(EdidError::BadChecksum { block: 0 })));
+        assert_eq!(
+            up(&mut r),
+            Err(EdidRegionError::InvalidEdid(EdidError::BadChecksum {
+                block: 0
+            }))
+        );
         assert_eq!(r.active_edid().unwrap(), &latched[..]);
         assert!(r.connected());
     }
@@ -1027,11 +1226,14 @@ mod tests {
 
     fn region_op() -> impl Strategy<Value = RegionOp> {
         prop_oneof![
-            prop_oneof![Just(LINK_STATE_UP), Just(LINK_STATE_DOWN), any::<u32>()].prop_map(RegionOp::Link),
+            prop_oneof![Just(LINK_STATE_UP), Just(LINK_STATE_DOWN), any::<u32>()]
+                .prop_map(RegionOp::Link),
             prop_oneof![Just(128u32), Just(256), 0u32..600, any::<u32>()].prop_map(RegionOp::Size),
             (0usize..3).prop_map(RegionOp::Edid),
-            (0u64..2700, proptest::collection::vec(any::<u8>(), 0..16)).prop_map(|(o, d)| RegionOp::Raw(o, d)),
-            (prop_oneof![0u64..2700, any::<u64>()], 0usize..600).prop_map(|(o, l)| RegionOp::Read(o, l)),
+            (0u64..2700, proptest::collection::vec(any::<u8>(), 0..16))
+                .prop_map(|(o, d)| RegionOp::Raw(o, d)),
+            (prop_oneof![0u64..2700, any::<u64>()], 0usize..600)
+                .prop_map(|(o, l)| RegionOp::Read(o, l)),
         ]
     }
 

@@ -79,8 +79,9 @@ use super::mem::{HostPage, PAGE_SHIFT, PAGE_SIZE};
 use super::services::HostMemory;
 
 pub use super::regs::ring::{
-    ACTHD as RING_ACTHD, BBADDR as RING_BBADDR, CTL as RING_CTL, EIR as RING_EIR, HEAD as RING_HEAD, HWS_PGA as RING_HWS_PGA,
-    IPEHR as RING_IPEHR, MI_MODE as RING_MI_MODE, START as RING_START, TAIL as RING_TAIL, TIMESTAMP as RING_TIMESTAMP,
+    ACTHD as RING_ACTHD, BBADDR as RING_BBADDR, CTL as RING_CTL, EIR as RING_EIR,
+    HEAD as RING_HEAD, HWS_PGA as RING_HWS_PGA, IPEHR as RING_IPEHR, MI_MODE as RING_MI_MODE,
+    START as RING_START, TAIL as RING_TAIL, TIMESTAMP as RING_TIMESTAMP,
 };
 pub use super::regs::RING_BLOCK;
 /// `MI_MODE` bit 8 (masked register): stop fetching at the next command
@@ -123,7 +124,8 @@ impl AddressSpace for GgttSpace<'_> {
     fn translate<H: HostMemory>(&self, _host: &H, addr: u64) -> Option<(HostPage, usize)> {
         let idx = usize::try_from(addr >> PAGE_SHIFT).ok()?;
         let pte = *self.0.get(idx)?;
-        pte.present().then(|| (pte.page(), (addr & (PAGE_SIZE - 1)) as usize))
+        pte.present()
+            .then(|| (pte.page(), (addr & (PAGE_SIZE - 1)) as usize))
     }
 }
 
@@ -137,7 +139,8 @@ impl<B: Backend> AddressSpace for BackendGgtt<'_, B> {
             return None;
         }
         let pte = self.0.read_ggtt(idx);
-        pte.present().then(|| (pte.page(), (addr & (PAGE_SIZE - 1)) as usize))
+        pte.present()
+            .then(|| (pte.page(), (addr & (PAGE_SIZE - 1)) as usize))
     }
 }
 
@@ -205,7 +208,10 @@ pub struct Budget {
 impl Budget {
     /// `n` commands, no time limit (every blit still runs in bounded steps).
     pub const fn cmds(n: u32) -> Budget {
-        Budget { cmds: n, ns: u64::MAX }
+        Budget {
+            cmds: n,
+            ns: u64::MAX,
+        }
     }
 }
 
@@ -221,11 +227,16 @@ pub struct CostModel {
 }
 
 impl CostModel {
-    pub const DEFAULT: CostModel = CostModel { cmd_ns: 1000, access_ns: 40, kib_ns: 256 };
+    pub const DEFAULT: CostModel = CostModel {
+        cmd_ns: 1000,
+        access_ns: 40,
+        kib_ns: 256,
+    };
 
     /// Cost of one host access of `bytes` bytes.
     pub const fn access(&self, bytes: u64) -> u64 {
-        self.access_ns.saturating_add(bytes.saturating_mul(self.kib_ns).div_ceil(1024))
+        self.access_ns
+            .saturating_add(bytes.saturating_mul(self.kib_ns).div_ceil(1024))
     }
 
     /// The most one engine step can cost: how far a run overruns its time
@@ -300,8 +311,18 @@ pub struct ExecState {
 impl ExecState {
     /// At ring level, nothing in progress, timestamp 0.
     pub const IDLE: ExecState = {
-        let p = Pos { space: Space::Ggtt, addr: 0 };
-        ExecState { level: Level::Ring, b1: p, b2: p, ret_head: 0, blit: None, time_ns: 0 }
+        let p = Pos {
+            space: Space::Ggtt,
+            addr: 0,
+        };
+        ExecState {
+            level: Level::Ring,
+            b1: p,
+            b2: p,
+            ret_head: 0,
+            blit: None,
+            time_ns: 0,
+        }
     };
     /// The context's timestamp: its own engine time (ns of the cost model).
     pub fn time_ns(&self) -> u64 {
@@ -318,7 +339,10 @@ impl ExecState {
     /// The context's work was dropped (reset): back at ring level with
     /// nothing in progress; the timestamp keeps counting from where it was.
     pub fn drop_work(&mut self) {
-        *self = ExecState { time_ns: self.time_ns, ..ExecState::IDLE };
+        *self = ExecState {
+            time_ns: self.time_ns,
+            ..ExecState::IDLE
+        };
     }
 }
 
@@ -363,12 +387,18 @@ impl<H: HostMemory, P: AddressSpace> Mem<'_, H, P> {
     fn read(&mut self, space: Space, addr: u64, buf: &mut [u8]) -> Result<(), Fault> {
         let mut done = 0usize;
         while done < buf.len() {
-            let a = addr.checked_add(done as u64).ok_or(Fault::PageFault { space, addr })?;
+            let a = addr
+                .checked_add(done as u64)
+                .ok_or(Fault::PageFault { space, addr })?;
             let (page, off) = self.tr(space, a)?;
             let n = (PAGE_SIZE as usize - off).min(buf.len() - done);
-            let chunk = buf.get_mut(done..done + n).ok_or(Fault::PageFault { space, addr: a })?;
+            let chunk = buf
+                .get_mut(done..done + n)
+                .ok_or(Fault::PageFault { space, addr: a })?;
             self.charge(n);
-            self.host.read(page, off, chunk).map_err(|_| Fault::PageFault { space, addr: a })?;
+            self.host
+                .read(page, off, chunk)
+                .map_err(|_| Fault::PageFault { space, addr: a })?;
             done += n;
         }
         Ok(())
@@ -376,12 +406,18 @@ impl<H: HostMemory, P: AddressSpace> Mem<'_, H, P> {
     fn write(&mut self, space: Space, addr: u64, data: &[u8]) -> Result<(), Fault> {
         let mut done = 0usize;
         while done < data.len() {
-            let a = addr.checked_add(done as u64).ok_or(Fault::PageFault { space, addr })?;
+            let a = addr
+                .checked_add(done as u64)
+                .ok_or(Fault::PageFault { space, addr })?;
             let (page, off) = self.tr(space, a)?;
             let n = (PAGE_SIZE as usize - off).min(data.len() - done);
-            let chunk = data.get(done..done + n).ok_or(Fault::PageFault { space, addr: a })?;
+            let chunk = data
+                .get(done..done + n)
+                .ok_or(Fault::PageFault { space, addr: a })?;
             self.charge(n);
-            self.host.write(page, off, chunk).map_err(|_| Fault::PageFault { space, addr: a })?;
+            self.host
+                .write(page, off, chunk)
+                .map_err(|_| Fault::PageFault { space, addr: a })?;
             done += n;
         }
         Ok(())
@@ -410,7 +446,22 @@ impl Engine {
     pub const fn new(id: EngineId) -> Self {
         Self {
             id,
-            ctx: EngineContext { regs: RingRegs { tail: 0, head: 0, start: 0, ctl: 0, hws_pga: 0, ipehr: 0, acthd: 0, eir: 0, bbaddr: 0, mi_mode: 0 }, exec: ExecState::IDLE, fault: None },
+            ctx: EngineContext {
+                regs: RingRegs {
+                    tail: 0,
+                    head: 0,
+                    start: 0,
+                    ctl: 0,
+                    hws_pga: 0,
+                    ipehr: 0,
+                    acthd: 0,
+                    eir: 0,
+                    bbaddr: 0,
+                    mi_mode: 0,
+                },
+                exec: ExecState::IDLE,
+                fault: None,
+            },
             cost: CostModel::DEFAULT,
         }
     }
@@ -442,7 +493,9 @@ impl Engine {
     }
     /// Whether there is nothing to execute: at ring level and HEAD == TAIL.
     pub fn idle(&self) -> bool {
-        self.ctx.exec.level == Level::Ring && self.ctx.exec.blit.is_none() && self.ctx.regs.head == self.ctx.regs.tail
+        self.ctx.exec.level == Level::Ring
+            && self.ctx.exec.blit.is_none()
+            && self.ctx.regs.head == self.ctx.regs.tail
     }
     /// The cost model this engine charges by.
     pub fn cost_model(&self) -> CostModel {
@@ -457,7 +510,10 @@ impl Engine {
     pub fn reset(&mut self) {
         let mut exec = self.ctx.exec;
         exec.drop_work();
-        *self = Self { cost: self.cost, ..Self::new(self.id) };
+        *self = Self {
+            cost: self.cost,
+            ..Self::new(self.id)
+        };
         self.ctx.exec = exec;
     }
 
@@ -499,7 +555,10 @@ impl Engine {
                 // does one inside a batch or a blit (state MMIO cannot save).
                 let stopped = r.mi_mode & MI_MODE_STOP_RING != 0;
                 let x = &self.ctx.exec;
-                let idle = stopped && x.level == Level::Ring && x.blit.is_none() && self.ctx.fault.is_none();
+                let idle = stopped
+                    && x.level == Level::Ring
+                    && x.blit.is_none()
+                    && self.ctx.fault.is_none();
                 r.mi_mode | if idle { MI_MODE_IDLE } else { 0 }
             }
             RING_TIMESTAMP => self.ctx.exec.time_ns as u32,
@@ -531,7 +590,10 @@ impl Engine {
 
     fn pos(&self) -> Pos {
         match self.ctx.exec.level {
-            Level::Ring => Pos { space: Space::Ggtt, addr: 0 },
+            Level::Ring => Pos {
+                space: Space::Ggtt,
+                addr: 0,
+            },
             Level::First => self.ctx.exec.b1,
             Level::Second => self.ctx.exec.b2,
         }
@@ -546,9 +608,20 @@ impl Engine {
         bus: &mut B,
         budget: Budget,
     ) -> StepResult {
-        let mut mem = Mem { ggtt: GgttSpace(ggtt), host, ppgtt, rcs: self.id == EngineId::Rcs, model: self.cost, cost: 0 };
+        let mut mem = Mem {
+            ggtt: GgttSpace(ggtt),
+            host,
+            ppgtt,
+            rcs: self.id == EngineId::Rcs,
+            model: self.cost,
+            cost: 0,
+        };
         let mut executed = 0;
-        let done = |executed: u32, status: StepStatus, mem: &Mem<'_, H, P>| StepResult { executed, status, cost_ns: mem.cost };
+        let done = |executed: u32, status: StepStatus, mem: &Mem<'_, H, P>| StepResult {
+            executed,
+            status,
+            cost_ns: mem.cost,
+        };
         if self.ctx.regs.ctl & RING_VALID == 0 {
             return done(executed, StepStatus::Disabled, &mem);
         }
@@ -652,7 +725,12 @@ impl Engine {
                 }
                 advance = false;
             }
-            Command::StoreData { space, addr, data, n } => {
+            Command::StoreData {
+                space,
+                addr,
+                data,
+                n,
+            } => {
                 let mut b = [0u8; 8];
                 b[..4].copy_from_slice(&data[0].to_le_bytes());
                 b[4..].copy_from_slice(&data[1].to_le_bytes());
@@ -671,7 +749,11 @@ impl Engine {
                     bus.raise(GtEvent::Notify(self.id).bit());
                 }
             }
-            Command::BatchStart { space, addr, second_level } => {
+            Command::BatchStart {
+                space,
+                addr,
+                second_level,
+            } => {
                 let target = Pos { space, addr };
                 let x = &mut self.ctx.exec;
                 match (level, second_level) {
@@ -692,14 +774,26 @@ impl Engine {
                 self.ctx.regs.bbaddr = addr as u32;
                 advance = false;
             }
-            Command::ColorBlt { dst, w, h, cpp, color } => {
+            Command::ColorBlt {
+                dst,
+                w,
+                h,
+                cpp,
+                color,
+            } => {
                 let at = resumed.unwrap_or(BlitProgress { row: 0, col: 0 });
                 if let Some(next) = Self::fill(mem, &dst, w, h, cpp, color, at)? {
                     self.ctx.exec.blit = Some(next);
                     return Ok(Stepped::Partial);
                 }
             }
-            Command::SrcCopyBlt { dst, src, w, h, cpp } => {
+            Command::SrcCopyBlt {
+                dst,
+                src,
+                w,
+                h,
+                cpp,
+            } => {
                 let at = resumed.unwrap_or(BlitProgress { row: 0, col: 0 });
                 if let Some(next) = Self::copy(mem, &dst, &src, w, h, cpp, at)? {
                     self.ctx.exec.blit = Some(next);
@@ -718,17 +812,28 @@ impl Engine {
         Ok(Stepped::Retired)
     }
 
-    fn post_sync<H: HostMemory, P: AddressSpace>(&self, mem: &mut Mem<'_, H, P>, post: PostSync) -> Result<(), Fault> {
+    fn post_sync<H: HostMemory, P: AddressSpace>(
+        &self,
+        mem: &mut Mem<'_, H, P>,
+        post: PostSync,
+    ) -> Result<(), Fault> {
         match post {
             PostSync::None => Ok(()),
-            PostSync::Imm { space, addr, data, n } => {
+            PostSync::Imm {
+                space,
+                addr,
+                data,
+                n,
+            } => {
                 let mut b = [0u8; 8];
                 b[..4].copy_from_slice(&data[0].to_le_bytes());
                 b[4..].copy_from_slice(&data[1].to_le_bytes());
                 mem.write(space, addr, &b[..4 * n as usize])
             }
             // The context's own time, never a device-global counter.
-            PostSync::Timestamp { space, addr } => mem.write(space, addr, &self.ctx.exec.time_ns.to_le_bytes()),
+            PostSync::Timestamp { space, addr } => {
+                mem.write(space, addr, &self.ctx.exec.time_ns.to_le_bytes())
+            }
         }
     }
 
@@ -752,7 +857,9 @@ impl Engine {
                 return Ok(Some(p));
             }
             while p.col < row_bytes && bytes < STEP_BYTES {
-                let n = (row_bytes - p.col).min(CHUNK as u64).min(STEP_BYTES - bytes) as usize;
+                let n = (row_bytes - p.col)
+                    .min(CHUNK as u64)
+                    .min(STEP_BYTES - bytes) as usize;
                 row_op(p.row, p.col, n)?;
                 p.col += n as u64;
                 bytes += n as u64;
@@ -760,7 +867,10 @@ impl Engine {
             if p.col < row_bytes {
                 return Ok(Some(p));
             }
-            p = BlitProgress { row: p.row + 1, col: 0 };
+            p = BlitProgress {
+                row: p.row + 1,
+                col: 0,
+            };
             rows += 1;
         }
         Ok(None)
@@ -783,14 +893,25 @@ impl Engine {
         // every cpp).
         let need = row_bytes.min(CHUNK as u64) as usize;
         let px = c.get(..cpp as usize).unwrap_or(&c);
-        for p in pat.get_mut(..need).unwrap_or(&mut []).chunks_exact_mut(px.len()) {
+        for p in pat
+            .get_mut(..need)
+            .unwrap_or(&mut [])
+            .chunks_exact_mut(px.len())
+        {
             p.copy_from_slice(px);
         }
         Self::blit_step(h, row_bytes, at, |row, col, n| {
-            let a = dst.row_addr(row, cpp).ok_or(Fault::PageFault { space: Space::Ggtt, addr: dst.base })?;
+            let a = dst.row_addr(row, cpp).ok_or(Fault::PageFault {
+                space: Space::Ggtt,
+                addr: dst.base,
+            })?;
             // Every piece is a multiple of cpp bytes (rows, CHUNK and
             // STEP_BYTES are), so `col` is on a pixel boundary.
-            mem.write(Space::Ggtt, a.wrapping_add(col), pat.get(..n).unwrap_or(&[]))
+            mem.write(
+                Space::Ggtt,
+                a.wrapping_add(col),
+                pat.get(..n).unwrap_or(&[]),
+            )
         })
     }
 
@@ -807,8 +928,14 @@ impl Engine {
         let mut tmp = [0u8; CHUNK];
         let row_bytes = w as u64 * cpp as u64;
         Self::blit_step(h, row_bytes, at, |row, col, n| {
-            let da = dst.row_addr(row, cpp).ok_or(Fault::PageFault { space: Space::Ggtt, addr: dst.base })?;
-            let sa = src.row_addr(row, cpp).ok_or(Fault::PageFault { space: Space::Ggtt, addr: src.base })?;
+            let da = dst.row_addr(row, cpp).ok_or(Fault::PageFault {
+                space: Space::Ggtt,
+                addr: dst.base,
+            })?;
+            let sa = src.row_addr(row, cpp).ok_or(Fault::PageFault {
+                space: Space::Ggtt,
+                addr: src.base,
+            })?;
             let t = tmp.get_mut(..n).unwrap_or(&mut []);
             mem.read(Space::Ggtt, sa.wrapping_add(col), t)?;
             mem.write(Space::Ggtt, da.wrapping_add(col), t)

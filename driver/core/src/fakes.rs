@@ -14,8 +14,8 @@ use std::vec;
 use std::vec::Vec;
 
 use super::backend::Pte;
-use super::services::{GpuLock, GuestMemory, HostMemory};
 use super::mem::{Gfn, HostPage, MemError, PAGE_SIZE};
+use super::services::{GpuLock, GuestMemory, HostMemory};
 
 std::thread_local! {
     /// Whether this thread is inside a [`CheckedLock`] section.
@@ -40,7 +40,11 @@ pub struct CheckedLock<'a, G> {
 
 impl<'a, G> CheckedLock<'a, G> {
     pub fn new(gpu: &'a mut G, phys: &'a mut [Pte]) -> Self {
-        Self { gpu, phys, sections: 0 }
+        Self {
+            gpu,
+            phys,
+            sections: 0,
+        }
     }
 }
 
@@ -57,7 +61,10 @@ impl<G> GpuLock for CheckedLock<'_, G> {
 }
 
 fn assert_unlocked(what: &str) {
-    assert!(!gpu_lock_held(), "{what} under the GPU lock (a lock shared by every vGPU)");
+    assert!(
+        !gpu_lock_held(),
+        "{what} under the GPU lock (a lock shared by every vGPU)"
+    );
 }
 
 /// Host RAM: `pages` pages of 4 KiB, host page `n` is `HostPage(n)`.
@@ -68,13 +75,25 @@ pub struct FakeHostMemory {
 
 impl FakeHostMemory {
     pub fn new(npages: u64) -> Self {
-        Self { pages: vec![0; (npages * PAGE_SIZE) as usize], npages }
+        Self {
+            pages: vec![0; (npages * PAGE_SIZE) as usize],
+            npages,
+        }
     }
     pub fn npages(&self) -> u64 {
         self.npages
     }
-    fn span(&self, page: HostPage, offset: usize, len: usize) -> Result<core::ops::Range<usize>, MemError> {
-        if page.0 >= self.npages || offset.checked_add(len).is_none_or(|e| e > PAGE_SIZE as usize) {
+    fn span(
+        &self,
+        page: HostPage,
+        offset: usize,
+        len: usize,
+    ) -> Result<core::ops::Range<usize>, MemError> {
+        if page.0 >= self.npages
+            || offset
+                .checked_add(len)
+                .is_none_or(|e| e > PAGE_SIZE as usize)
+        {
             return Err(MemError::OutOfRange);
         }
         let start = page.0 as usize * PAGE_SIZE as usize + offset;
@@ -82,7 +101,9 @@ impl FakeHostMemory {
     }
     /// The whole page, for test assertions.
     pub fn page(&self, page: HostPage) -> &[u8] {
-        let r = self.span(page, 0, PAGE_SIZE as usize).expect("page in range");
+        let r = self
+            .span(page, 0, PAGE_SIZE as usize)
+            .expect("page in range");
         &self.pages[r]
     }
 }
@@ -116,7 +137,14 @@ pub struct FakeGuestMemory {
 
 impl FakeGuestMemory {
     pub fn new(gfn_base: Gfn, len: u64, host_base: u64) -> Self {
-        Self { gfn_base, len, host_base, pins: BTreeMap::new(), unmapped: Vec::new(), pin_limit: None }
+        Self {
+            gfn_base,
+            len,
+            host_base,
+            pins: BTreeMap::new(),
+            unmapped: Vec::new(),
+            pin_limit: None,
+        }
     }
     /// Outstanding pins, all frames together.
     pub fn outstanding_pins(&self) -> u64 {
@@ -169,7 +197,10 @@ pub struct FakeHostPages {
 
 impl FakeHostPages {
     pub fn new(base: u64, n: u64) -> Self {
-        Self { free: (base..base + n).rev().map(HostPage).collect(), live: BTreeMap::new() }
+        Self {
+            free: (base..base + n).rev().map(HostPage).collect(),
+            live: BTreeMap::new(),
+        }
     }
     /// Pages handed out and not yet freed.
     pub fn live(&self) -> usize {
@@ -186,7 +217,10 @@ impl super::services::HostPageAlloc for FakeHostPages {
     }
     fn free(&mut self, page: HostPage) {
         assert_unlocked("shadow page freed");
-        assert!(self.live.remove(&page.0).is_some(), "free of {page:?} not allocated");
+        assert!(
+            self.live.remove(&page.0).is_some(),
+            "free of {page:?} not allocated"
+        );
         self.free.push(page);
     }
 }
@@ -213,7 +247,10 @@ mod tests {
     fn host_memory_bounds() {
         let mut h = FakeHostMemory::new(2);
         assert!(h.write(HostPage(1), 4090, &[1; 6]).is_ok());
-        assert_eq!(h.write(HostPage(1), 4091, &[1; 6]), Err(MemError::OutOfRange));
+        assert_eq!(
+            h.write(HostPage(1), 4091, &[1; 6]),
+            Err(MemError::OutOfRange)
+        );
         assert_eq!(h.write(HostPage(2), 0, &[1]), Err(MemError::OutOfRange));
         let mut b = [0u8; 6];
         h.read(HostPage(1), 4090, &mut b).unwrap();

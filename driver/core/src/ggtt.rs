@@ -34,9 +34,9 @@
 //! slices ([`VgpuGm::entries`]), aperture entries first.  `guest` holds the guest
 //! values, `shadow` the physical PTE written for a mapped entry (0 = scratch).
 
-use super::services::{CpuMappings, GuestMemory};
 use super::backend::{Backend, Pte};
-use super::mem::{Gfn, Gma, GmRange, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
+use super::mem::{Gfn, GmRange, Gma, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
+use super::services::{CpuMappings, GuestMemory};
 
 /// First BAR0 offset of the guest GGTT view.
 pub const GGTT_BAR0_BASE: u64 = 8 << 20;
@@ -190,7 +190,11 @@ pub struct Ggtt<'a> {
 impl<'a> Ggtt<'a> {
     /// Re-attach storage to a state taken with [`Ggtt::state`] (the same
     /// slices the state was created over; only their lengths can be checked).
-    pub fn resume(st: GgttState, guest: &'a mut [u64], shadow: &'a mut [u64]) -> Result<Self, GgttError> {
+    pub fn resume(
+        st: GgttState,
+        guest: &'a mut [u64],
+        shadow: &'a mut [u64],
+    ) -> Result<Self, GgttError> {
         let n = st.gm.entries();
         if guest.len() != n || shadow.len() != n {
             return Err(GgttError::StorageSize);
@@ -294,7 +298,9 @@ impl<'a> Ggtt<'a> {
 
     /// The guest's value of GGTT entry `index` (0 outside the slices).
     pub fn guest_entry(&self, index: u64) -> u64 {
-        self.local(index).and_then(|l| self.guest.get(l).copied()).unwrap_or(0)
+        self.local(index)
+            .and_then(|l| self.guest.get(l).copied())
+            .unwrap_or(0)
     }
 
     /// The guest frame the guest's GGTT maps at graphics address `gma`: only
@@ -311,8 +317,14 @@ impl<'a> Ggtt<'a> {
     /// The host page physical GGTT entry `index` maps now (the pinned guest
     /// page or scratch), or `None` outside the vGPU's slices.
     pub fn host_page(&self, index: u64) -> Option<HostPage> {
-        let s = self.local(index).and_then(|l| self.shadow.get(l).copied())?;
-        Some(if s == 0 { self.st.scratch } else { Pte(s).page() })
+        let s = self
+            .local(index)
+            .and_then(|l| self.shadow.get(l).copied())?;
+        Some(if s == 0 {
+            self.st.scratch
+        } else {
+            Pte(s).page()
+        })
     }
 
     /// Trapped BAR0 write at `offset` (inside the GGTT window): an aligned
@@ -435,11 +447,13 @@ impl<'a> Ggtt<'a> {
                     (Pte::new(page).0, PteWrite::Mapped)
                 }
                 Err(MemError::NoResource) => {
-                    self.st.stats.reject_pin_refused = self.st.stats.reject_pin_refused.wrapping_add(1);
+                    self.st.stats.reject_pin_refused =
+                        self.st.stats.reject_pin_refused.wrapping_add(1);
                     (0, PteWrite::Rejected(AuditReject::PinRefused))
                 }
                 Err(MemError::NotMapped) | Err(MemError::OutOfRange) => {
-                    self.st.stats.reject_frame_not_mapped = self.st.stats.reject_frame_not_mapped.wrapping_add(1);
+                    self.st.stats.reject_frame_not_mapped =
+                        self.st.stats.reject_frame_not_mapped.wrapping_add(1);
                     (0, PteWrite::Rejected(AuditReject::FrameNotMapped))
                 }
             }
@@ -467,7 +481,11 @@ impl<'a> Ggtt<'a> {
     ) {
         let index = self.global(l);
         if new_shadow != old_shadow {
-            let pte = if new_shadow == 0 { Pte::new(self.st.scratch) } else { Pte(new_shadow) };
+            let pte = if new_shadow == 0 {
+                Pte::new(self.st.scratch)
+            } else {
+                Pte(new_shadow)
+            };
             be.write_ggtt(index as u32, pte);
             if let Some(s) = self.shadow.get_mut(l) {
                 *s = new_shadow;
@@ -515,7 +533,12 @@ impl<'a> Ggtt<'a> {
 
     /// vGPU reset: the guest view reads 0 again, every entry maps scratch,
     /// every pin is released.
-    pub fn reset(&mut self, gmem: &mut impl GuestMemory, be: &mut impl Backend, cpu: &mut impl CpuMappings) {
+    pub fn reset(
+        &mut self,
+        gmem: &mut impl GuestMemory,
+        be: &mut impl Backend,
+        cpu: &mut impl CpuMappings,
+    ) {
         for l in 0..self.shadow.len() {
             let (Some(&v), Some(&s)) = (self.guest.get(l), self.shadow.get(l)) else {
                 continue;
@@ -532,7 +555,12 @@ impl<'a> Ggtt<'a> {
     /// slices not present (`Pte(0)`), so nothing points at this vGPU's scratch
     /// page, which the caller frees afterwards.  Every aperture page's CPU
     /// mapping is invalidated.
-    pub fn destroy(mut self, gmem: &mut impl GuestMemory, be: &mut impl Backend, cpu: &mut impl CpuMappings) {
+    pub fn destroy(
+        mut self,
+        gmem: &mut impl GuestMemory,
+        be: &mut impl Backend,
+        cpu: &mut impl CpuMappings,
+    ) {
         self.reset(gmem, be, cpu);
         for l in 0..self.shadow.len() {
             let index = self.global(l);
@@ -570,7 +598,10 @@ pub(super) mod tests {
     }
     impl FakePhysGgtt {
         pub fn new(n: u32) -> Self {
-            Self { entries: vec![Pte::default(); n as usize], writes: 0 }
+            Self {
+                entries: vec![Pte::default(); n as usize],
+                writes: 0,
+            }
         }
         pub fn read(&self, i: u64) -> Pte {
             self.entries[i as usize]
@@ -607,7 +638,10 @@ pub(super) mod tests {
     const SCRATCH: HostPage = HostPage(9);
 
     fn slices() -> VgpuGm {
-        VgpuGm { aperture: GmRange::new(2 * PAGE_SIZE, 4 * PAGE_SIZE), high: GmRange::new(20 * PAGE_SIZE, 4 * PAGE_SIZE) }
+        VgpuGm {
+            aperture: GmRange::new(2 * PAGE_SIZE, 4 * PAGE_SIZE),
+            high: GmRange::new(20 * PAGE_SIZE, 4 * PAGE_SIZE),
+        }
     }
 
     fn off(index: u64) -> u64 {
@@ -624,7 +658,11 @@ pub(super) mod tests {
             assert_eq!(g.mapped_entries(), 0);
             for i in 0..32u64 {
                 let inside = (2..6).contains(&i) || (20..24).contains(&i);
-                let want = if inside { Pte::new(SCRATCH) } else { Pte(0xdead_0001) };
+                let want = if inside {
+                    Pte::new(SCRATCH)
+                } else {
+                    Pte(0xdead_0001)
+                };
                 assert_eq!(be.read(i), want, "entry {i}");
             }
         }
@@ -635,13 +673,25 @@ pub(super) mod tests {
             Ggtt::new(gm, SCRATCH, &mut a, &mut b, &mut be).err()
         };
         assert_eq!(st(slices(), 7), Some(GgttError::StorageSize));
-        let mis = VgpuGm { aperture: GmRange::new(100, PAGE_SIZE), high: GmRange::default() };
+        let mis = VgpuGm {
+            aperture: GmRange::new(100, PAGE_SIZE),
+            high: GmRange::default(),
+        };
         assert_eq!(st(mis, 1), Some(GgttError::Misaligned));
-        let ovl = VgpuGm { aperture: GmRange::new(0, 4 * PAGE_SIZE), high: GmRange::new(3 * PAGE_SIZE, PAGE_SIZE) };
+        let ovl = VgpuGm {
+            aperture: GmRange::new(0, 4 * PAGE_SIZE),
+            high: GmRange::new(3 * PAGE_SIZE, PAGE_SIZE),
+        };
         assert_eq!(st(ovl, 5), Some(GgttError::Overlap));
-        let big = VgpuGm { aperture: GmRange::new(0, 4 * PAGE_SIZE), high: GmRange::new(30 * PAGE_SIZE, 4 * PAGE_SIZE) };
+        let big = VgpuGm {
+            aperture: GmRange::new(0, 4 * PAGE_SIZE),
+            high: GmRange::new(30 * PAGE_SIZE, 4 * PAGE_SIZE),
+        };
         assert_eq!(st(big, 8), Some(GgttError::OutsidePhysical));
-        let wrap = VgpuGm { aperture: GmRange::new(!0xfff, 1 << 20), high: GmRange::default() };
+        let wrap = VgpuGm {
+            aperture: GmRange::new(!0xfff, 1 << 20),
+            high: GmRange::default(),
+        };
         assert_eq!(st(wrap, 256), Some(GgttError::OutsidePhysical));
     }
 
@@ -670,7 +720,10 @@ pub(super) mod tests {
 
         // Frame outside guest memory: rejected, scratch, counted, read verbatim.
         let bad = (0x200u64 << 12) | 1;
-        assert_eq!(g.write_pte(&mut gmem, &mut be, &mut cpu, 21, bad), PteWrite::Rejected(AuditReject::FrameNotMapped));
+        assert_eq!(
+            g.write_pte(&mut gmem, &mut be, &mut cpu, 21, bad),
+            PteWrite::Rejected(AuditReject::FrameNotMapped)
+        );
         assert_eq!(be.read(21), Pte::new(SCRATCH));
         assert_eq!(gmem.outstanding_pins(), 0);
         assert_eq!(g.guest_entry(21), bad);
@@ -686,7 +739,10 @@ pub(super) mod tests {
         gmem.pin_limit = None;
 
         // Not present: scratch, no pin.
-        assert_eq!(g.write_pte(&mut gmem, &mut be, &mut cpu, 23, 0x101 << 12), PteWrite::Scratch);
+        assert_eq!(
+            g.write_pte(&mut gmem, &mut be, &mut cpu, 23, 0x101 << 12),
+            PteWrite::Scratch
+        );
         assert_eq!(be.read(23), Pte::new(SCRATCH));
         assert_eq!(g.mapped_entries(), 0);
         assert_eq!(gmem.outstanding_pins(), 0);
@@ -702,13 +758,31 @@ pub(super) mod tests {
         let (mut gs, mut ss) = (vec![0; 8], vec![0; 8]);
         let mut g = Ggtt::new(slices(), SCRATCH, &mut gs, &mut ss, &mut be).unwrap();
         let v = ((0x101u64 << 12) | 1).to_le_bytes();
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, off(10), &v), Ok(PteWrite::Dropped { log: true }));
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, off(1), &v), Ok(PteWrite::Dropped { log: false }));
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, off(6) + 4, &v[..4]), Ok(PteWrite::Dropped { log: false }));
+        assert_eq!(
+            g.mmio_write(&mut gmem, &mut be, &mut cpu, off(10), &v),
+            Ok(PteWrite::Dropped { log: true })
+        );
+        assert_eq!(
+            g.mmio_write(&mut gmem, &mut be, &mut cpu, off(1), &v),
+            Ok(PteWrite::Dropped { log: false })
+        );
+        assert_eq!(
+            g.mmio_write(&mut gmem, &mut be, &mut cpu, off(6) + 4, &v[..4]),
+            Ok(PteWrite::Dropped { log: false })
+        );
         // Beyond the physical GGTT but inside the window: dropped as well.
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, GGTT_BAR0_END - 8, &v), Ok(PteWrite::Dropped { log: false }));
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, off(2), &v), Ok(PteWrite::Mapped));
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, off(9), &v), Ok(PteWrite::Dropped { log: true }));
+        assert_eq!(
+            g.mmio_write(&mut gmem, &mut be, &mut cpu, GGTT_BAR0_END - 8, &v),
+            Ok(PteWrite::Dropped { log: false })
+        );
+        assert_eq!(
+            g.mmio_write(&mut gmem, &mut be, &mut cpu, off(2), &v),
+            Ok(PteWrite::Mapped)
+        );
+        assert_eq!(
+            g.mmio_write(&mut gmem, &mut be, &mut cpu, off(9), &v),
+            Ok(PteWrite::Dropped { log: true })
+        );
         assert_eq!(g.stats().dropped_out_of_slice, 5);
         assert_eq!(be.read(10), Pte(0x7777_0001));
         assert_eq!(be.read(1), Pte::default());
@@ -730,18 +804,33 @@ pub(super) mod tests {
         let mut cpu = RecordingCpu::default();
         let (mut gs, mut ss) = (vec![0; 8], vec![0; 8]);
         let mut g = Ggtt::new(slices(), SCRATCH, &mut gs, &mut ss, &mut be).unwrap();
-        for (o, len) in [(off(2) + 4, 8), (off(2) + 2, 4), (off(2), 2), (off(2), 1), (off(2), 16), (0, 8), (GGTT_BAR0_END, 8), (u64::MAX, 8)] {
+        for (o, len) in [
+            (off(2) + 4, 8),
+            (off(2) + 2, 4),
+            (off(2), 2),
+            (off(2), 1),
+            (off(2), 16),
+            (0, 8),
+            (GGTT_BAR0_END, 8),
+            (u64::MAX, 8),
+        ] {
             let data = vec![1u8; len];
-            assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, o, &data), Err(BadAccess), "{o:#x}/{len}");
+            assert_eq!(
+                g.mmio_write(&mut gmem, &mut be, &mut cpu, o, &data),
+                Err(BadAccess),
+                "{o:#x}/{len}"
+            );
             let mut buf = vec![0u8; len];
             assert_eq!(g.mmio_read(o, &mut buf), Err(BadAccess));
         }
         assert_eq!(g.stats().bad_access, 16);
         assert_eq!(gmem.outstanding_pins(), 0);
-        assert!(be.entries.iter().enumerate().all(|(i, p)| if g.slices().contains(i as u64 * PAGE_SIZE) {
-            *p == Pte::new(SCRATCH)
-        } else {
-            *p == Pte::default()
+        assert!(be.entries.iter().enumerate().all(|(i, p)| {
+            if g.slices().contains(i as u64 * PAGE_SIZE) {
+                *p == Pte::new(SCRATCH)
+            } else {
+                *p == Pte::default()
+            }
         }));
     }
 
@@ -759,22 +848,43 @@ pub(super) mod tests {
         // Low half first: gfn = low bits only, outside guest memory.
         let lo = (v as u32).to_le_bytes();
         let hi = ((v >> 32) as u32).to_le_bytes();
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, off(3), &lo), Ok(PteWrite::Rejected(AuditReject::FrameNotMapped)));
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, off(3) + 4, &hi), Ok(PteWrite::Mapped));
+        assert_eq!(
+            g.mmio_write(&mut gmem, &mut be, &mut cpu, off(3), &lo),
+            Ok(PteWrite::Rejected(AuditReject::FrameNotMapped))
+        );
+        assert_eq!(
+            g.mmio_write(&mut gmem, &mut be, &mut cpu, off(3) + 4, &hi),
+            Ok(PteWrite::Mapped)
+        );
         assert_eq!(g.guest_entry(3), v);
         assert_eq!(be.read(3), Pte::new(HostPage(702)));
         assert_eq!(gmem.pins_of(base + 2), 1);
         // Rewriting the high half with the same value keeps the one pin.
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, off(3) + 4, &hi), Ok(PteWrite::Mapped));
+        assert_eq!(
+            g.mmio_write(&mut gmem, &mut be, &mut cpu, off(3) + 4, &hi),
+            Ok(PteWrite::Mapped)
+        );
         assert_eq!(gmem.outstanding_pins(), 1);
         // Changing the low half moves the mapping to another frame.
         let v2 = ((base + 3) << 12) | 1;
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, off(3), &(v2 as u32).to_le_bytes()), Ok(PteWrite::Mapped));
+        assert_eq!(
+            g.mmio_write(
+                &mut gmem,
+                &mut be,
+                &mut cpu,
+                off(3),
+                &(v2 as u32).to_le_bytes()
+            ),
+            Ok(PteWrite::Mapped)
+        );
         assert_eq!(g.guest_entry(3), v2);
         assert_eq!(be.read(3), Pte::new(HostPage(703)));
         assert_eq!((gmem.pins_of(base + 2), gmem.pins_of(base + 3)), (0, 1));
         // Clearing the present bit through the low half.
-        assert_eq!(g.mmio_write(&mut gmem, &mut be, &mut cpu, off(3), &0u32.to_le_bytes()), Ok(PteWrite::Scratch));
+        assert_eq!(
+            g.mmio_write(&mut gmem, &mut be, &mut cpu, off(3), &0u32.to_le_bytes()),
+            Ok(PteWrite::Scratch)
+        );
         assert_eq!(g.guest_entry(3), (base << 12) & !0xffff_ffff);
         assert_eq!(gmem.outstanding_pins(), 0);
         g.destroy(&mut gmem, &mut be, &mut cpu);
@@ -801,7 +911,10 @@ pub(super) mod tests {
         gmem.unmap(0x102, 2);
         let (iova, size) = ((0x102u64 << 12) + 100, PAGE_SIZE + 10); // unaligned: touches 0x102..=0x103
         assert_eq!(g.dma_unmap(&mut gmem, &mut be, &mut cpu, iova, size), 2);
-        assert_eq!((be.read(20), be.read(21)), (Pte::new(SCRATCH), Pte::new(SCRATCH)));
+        assert_eq!(
+            (be.read(20), be.read(21)),
+            (Pte::new(SCRATCH), Pte::new(SCRATCH))
+        );
         assert_eq!(g.guest_entry(20), (0x102 << 12) | 1);
         assert_eq!(g.stats().dma_unmap_evictions, 2);
         assert_eq!(gmem.outstanding_pins(), 2);
@@ -812,7 +925,10 @@ pub(super) mod tests {
             PteWrite::Rejected(AuditReject::FrameNotMapped)
         );
         assert_eq!(g.dma_unmap(&mut gmem, &mut be, &mut cpu, 0, 0), 0);
-        assert_eq!(g.dma_unmap(&mut gmem, &mut be, &mut cpu, u64::MAX - 10, 100), 0);
+        assert_eq!(
+            g.dma_unmap(&mut gmem, &mut be, &mut cpu, u64::MAX - 10, 100),
+            0
+        );
         // Reset: zero view, everything scratch, nothing pinned.
         cpu.invalidated.clear();
         g.reset(&mut gmem, &mut be, &mut cpu);
@@ -836,7 +952,10 @@ pub(super) mod tests {
         assert_eq!(frame_range(0x1000, 0x1000), Some((1, 2)));
         assert_eq!(frame_range(0x1fff, 2), Some((1, 3)));
         assert_eq!(frame_range(0, 0), None);
-        assert_eq!(frame_range(u64::MAX, 5), Some((u64::MAX >> 12, (u64::MAX >> 12) + 1)));
+        assert_eq!(
+            frame_range(u64::MAX, 5),
+            Some((u64::MAX >> 12, (u64::MAX >> 12) + 1))
+        );
     }
 
     // ---- isolation property: several vGPUs on one physical GGTT ----
@@ -849,7 +968,10 @@ pub(super) mod tests {
         // Aperture: entries [4k, 4k+4); high: [24 + 8k, 24 + 8k + 5).  The rest
         // (12..24, 48..64, and gaps) belongs to nobody.
         let k = k as u64;
-        VgpuGm { aperture: GmRange::new(4 * k * PAGE_SIZE, 4 * PAGE_SIZE), high: GmRange::new((24 + 8 * k) * PAGE_SIZE, 5 * PAGE_SIZE) }
+        VgpuGm {
+            aperture: GmRange::new(4 * k * PAGE_SIZE, 4 * PAGE_SIZE),
+            high: GmRange::new((24 + 8 * k) * PAGE_SIZE, 5 * PAGE_SIZE),
+        }
     }
 
     fn guest_mem(k: usize) -> FakeGuestMemory {
@@ -863,10 +985,25 @@ pub(super) mod tests {
 
     #[derive(Clone, Debug)]
     enum Op {
-        Write { k: usize, index: u64, value: u64 },
-        Half { k: usize, index: u64, high: bool, half: u32 },
-        Unmap { k: usize, gfn: u64, n: u64 },
-        Reset { k: usize },
+        Write {
+            k: usize,
+            index: u64,
+            value: u64,
+        },
+        Half {
+            k: usize,
+            index: u64,
+            high: bool,
+            half: u32,
+        },
+        Unmap {
+            k: usize,
+            gfn: u64,
+            n: u64,
+        },
+        Reset {
+            k: usize,
+        },
     }
 
     fn value() -> impl Strategy<Value = u64> {

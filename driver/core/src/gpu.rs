@@ -76,12 +76,17 @@ use super::cmd::{Level, Limits, Reject, RejectCounters};
 use super::engine::{Budget, CostModel, ExecState, StepStatus, EIR_INSTRUCTION};
 use super::irq::{self, Delivery, GtEvent, GtIrq};
 use super::mem::{GmRange, HostPage, PAGE_SHIFT, PAGE_SIZE};
-use super::services::{Clock, HostMemory};
 use super::mmio::IrqReg;
 use super::ppgtt::{PpgttError, ShadowRoot};
 use super::regs::ring;
-use super::ring::{host_reserved_range, map_shadow, MapError, RingShadow, ShadowLayout, SubmitError};
-use super::sched::{Engines, Preemption, RunBudget, RunReport, SchedConfig, SchedError, Scheduler, StopReason, SlotId};
+use super::ring::{
+    host_reserved_range, map_shadow, MapError, RingShadow, ShadowLayout, SubmitError,
+};
+use super::sched::{
+    Engines, Preemption, RunBudget, RunReport, SchedConfig, SchedError, Scheduler, SlotId,
+    StopReason,
+};
+use super::services::{Clock, HostMemory};
 use super::sim::{GvtSim, SimState};
 use super::stats::RejectClass;
 
@@ -92,7 +97,8 @@ pub const SHADOW_L1_PAGES: u32 = 16;
 /// Pages of the second-level batch pool of one vGPU-engine.
 pub const SHADOW_L2_PAGES: u32 = 16;
 /// Host pages of one vGPU-engine's shadow area.
-pub const SHADOW_PAGES_PER_ENGINE: usize = (SHADOW_RING_PAGES + SHADOW_L1_PAGES + SHADOW_L2_PAGES) as usize;
+pub const SHADOW_PAGES_PER_ENGINE: usize =
+    (SHADOW_RING_PAGES + SHADOW_L1_PAGES + SHADOW_L2_PAGES) as usize;
 /// Host pages the caller allocates per vGPU for [`Gpu::create_slot`]
 /// (RCS area first, then BCS).
 pub const SHADOW_PAGES_PER_VGPU: usize = SHADOW_PAGES_PER_ENGINE * EngineId::COUNT;
@@ -120,7 +126,9 @@ impl GpuConfig {
     /// of being audited and shadowed in full and then refused.
     pub const DEFAULT: GpuConfig = GpuConfig {
         sched: SchedConfig::DEFAULT,
-        limits: Limits { max_commands: SchedConfig::DEFAULT.max_pending_cmds },
+        limits: Limits {
+            max_commands: SchedConfig::DEFAULT.max_pending_cmds,
+        },
         cost: CostModel::DEFAULT,
     };
 }
@@ -203,7 +211,11 @@ struct SubQueue {
 }
 
 impl SubQueue {
-    const EMPTY: SubQueue = SubQueue { q: [(0, 0); MAX_QUEUED], first: 0, len: 0 };
+    const EMPTY: SubQueue = SubQueue {
+        q: [(0, 0); MAX_QUEUED],
+        first: 0,
+        len: 0,
+    };
     fn front(&self) -> Option<(u32, u32)> {
         if self.len == 0 {
             return None;
@@ -259,7 +271,10 @@ impl Slot {
         Slot {
             present: true,
             gm,
-            rings: [RingShadow::new(EngineId::Rcs, layout(reserved, slot, EngineId::Rcs)), RingShadow::new(EngineId::Bcs, layout(reserved, slot, EngineId::Bcs))],
+            rings: [
+                RingShadow::new(EngineId::Rcs, layout(reserved, slot, EngineId::Rcs)),
+                RingShadow::new(EngineId::Bcs, layout(reserved, slot, EngineId::Bcs)),
+            ],
             queue: [SubQueue::EMPTY; EngineId::COUNT],
             held: [None; EngineId::COUNT],
             irq: GtIrq::new(),
@@ -267,8 +282,14 @@ impl Slot {
             root: None,
             ppgtt_busy: false,
             exec: [ExecState::IDLE; EngineId::COUNT],
-            out: Delivery { msi: false, intx: None },
-            stats: SlotStats { rejected: RejectCounters::new(), ..SLOT_STATS_ZERO },
+            out: Delivery {
+                msi: false,
+                intx: None,
+            },
+            stats: SlotStats {
+                rejected: RejectCounters::new(),
+                ..SLOT_STATS_ZERO
+            },
         }
     }
 
@@ -310,7 +331,9 @@ const SLOT_STATS_ZERO: SlotStats = SlotStats {
 fn layout(reserved: GmRange, slot: usize, e: EngineId) -> ShadowLayout {
     let n = (slot * EngineId::COUNT + e.index()) as u64;
     ShadowLayout {
-        base: reserved.base.saturating_add(n * SHADOW_PAGES_PER_ENGINE as u64 * PAGE_SIZE),
+        base: reserved
+            .base
+            .saturating_add(n * SHADOW_PAGES_PER_ENGINE as u64 * PAGE_SIZE),
         ring_pages: SHADOW_RING_PAGES,
         l1_pages: SHADOW_L1_PAGES,
         l2_pages: SHADOW_L2_PAGES,
@@ -320,7 +343,9 @@ fn layout(reserved: GmRange, slot: usize, e: EngineId) -> ShadowLayout {
 /// Which scheduler refusal class an audit rejection is.
 fn reject_class(r: Reject) -> RejectClass {
     match r {
-        Reject::UnknownOpcode | Reject::UnsupportedMode | Reject::WrongEngine => RejectClass::UnknownCommand,
+        Reject::UnknownOpcode | Reject::UnsupportedMode | Reject::WrongEngine => {
+            RejectClass::UnknownCommand
+        }
         Reject::RegisterNotAllowed => RejectClass::Privileged,
         Reject::AddressNotAllowed | Reject::PpgttNotMapped => RejectClass::BadAddress,
         Reject::BadGeometry => RejectClass::BadGeometry,
@@ -342,11 +367,17 @@ pub struct WorkBudget {
 impl WorkBudget {
     /// The kernel's engine worker: at most 64 rounds and 2 ms of engine work
     /// per call.
-    pub const WORKER: WorkBudget = WorkBudget { rounds: 64, engine_ns: 2_000_000 };
+    pub const WORKER: WorkBudget = WorkBudget {
+        rounds: 64,
+        engine_ns: 2_000_000,
+    };
 
     /// `n` rounds, whatever they cost (host tests).
     pub const fn rounds(n: u32) -> WorkBudget {
-        WorkBudget { rounds: n, engine_ns: u64::MAX }
+        WorkBudget {
+            rounds: n,
+            engine_ns: u64::MAX,
+        }
     }
 }
 
@@ -439,16 +470,28 @@ fn forward_irq(sim: &mut GvtSim<'_>, slot: &mut Slot, e: EngineId) {
 impl<H: HostMemory, const N: usize> Engines for Hw<'_, '_, H, N> {
     fn has_work(&self, e: EngineId, v: SlotId) -> bool {
         self.slots.get(v.index()).is_some_and(|s| {
-            s.present && !(e == EngineId::Rcs && s.ppgtt_busy) && s.queue.get(e.index()).is_some_and(|q| q.len > 0)
+            s.present
+                && !(e == EngineId::Rcs && s.ppgtt_busy)
+                && s.queue.get(e.index()).is_some_and(|q| q.len > 0)
         })
     }
 
     fn run(&mut self, e: EngineId, v: SlotId, b: RunBudget) -> RunReport {
         let Some(slot) = self.slots.get_mut(v.index()) else {
-            return RunReport { consumed_ns: 0, cmds: 0, retired: 0, since_retire_ns: 0, stop: StopReason::Drained };
+            return RunReport {
+                consumed_ns: 0,
+                cmds: 0,
+                retired: 0,
+                since_retire_ns: 0,
+                stop: StopReason::Drained,
+            };
         };
         let base = e.mmio_base();
-        let root = if e == EngineId::Rcs { slot.root.map(ShadowRoot) } else { None };
+        let root = if e == EngineId::Rcs {
+            slot.root.map(ShadowRoot)
+        } else {
+            None
+        };
         // The context's execution state (batch position, blit progress,
         // timestamp) is on the engine only while it runs here.
         if let Some(x) = slot.exec.get(e.index()) {
@@ -468,10 +511,21 @@ impl<H: HostMemory, const N: usize> Engines for Hw<'_, '_, H, N> {
             }
             if executed >= b.max_cmds || consumed >= b.ns {
                 let preemptible = at_ring || b.preemption == Preemption::Command;
-                break if preemptible { StopReason::Preempted } else { StopReason::MidBatch };
+                break if preemptible {
+                    StopReason::Preempted
+                } else {
+                    StopReason::MidBatch
+                };
             }
             self.sim.write_reg(base + ring::TAIL, next);
-            let budget = Budget { cmds: if b.finish_batch { 1 } else { b.max_cmds - executed }, ns: b.ns - consumed };
+            let budget = Budget {
+                cmds: if b.finish_batch {
+                    1
+                } else {
+                    b.max_cmds - executed
+                },
+                ns: b.ns - consumed,
+            };
             let r = self.sim.run_for(e, self.host, root.as_ref(), budget);
             executed = executed.saturating_add(r.executed);
             consumed = consumed.saturating_add(r.cost_ns);
@@ -515,11 +569,19 @@ impl<H: HostMemory, const N: usize> Engines for Hw<'_, '_, H, N> {
             consumed = consumed.saturating_add(burn);
             since = since.saturating_add(burn);
         }
-        RunReport { consumed_ns: consumed, cmds: charged, retired, since_retire_ns: since, stop }
+        RunReport {
+            consumed_ns: consumed,
+            cmds: charged,
+            retired,
+            since_retire_ns: since,
+            stop,
+        }
     }
 
     fn drop_work(&mut self, e: EngineId, v: SlotId) -> u32 {
-        let Some(slot) = self.slots.get_mut(v.index()) else { return 0 };
+        let Some(slot) = self.slots.get_mut(v.index()) else {
+            return 0;
+        };
         let n = slot.queue.get(e.index()).map_or(0, |q| q.len as u32);
         if let Some(q) = slot.queue.get_mut(e.index()) {
             q.clear();
@@ -632,7 +694,13 @@ impl<const N: usize> Gpu<N> {
     /// scheduling `weight`; map its shadow areas onto `shadow_pages`
     /// ([`SHADOW_PAGES_PER_VGPU`] host pages the caller allocated and frees
     /// after [`Gpu::destroy_slot`]).
-    pub fn create_slot(&mut self, phys: &mut [Pte], gm: [GmRange; 2], weight: u32, shadow_pages: &[HostPage]) -> Result<SlotId, GpuError> {
+    pub fn create_slot(
+        &mut self,
+        phys: &mut [Pte],
+        gm: [GmRange; 2],
+        weight: u32,
+        shadow_pages: &[HostPage],
+    ) -> Result<SlotId, GpuError> {
         if self.reserved.size == 0 {
             return Err(GpuError::ReservedTooSmall);
         }
@@ -648,15 +716,25 @@ impl<const N: usize> Gpu<N> {
         let mapped = self.with_backend(phys, |b| {
             for e in EngineId::ALL {
                 let lo = e.index() * SHADOW_PAGES_PER_ENGINE;
-                let pages = shadow_pages.get(lo..lo + SHADOW_PAGES_PER_ENGINE).unwrap_or(&[]);
+                let pages = shadow_pages
+                    .get(lo..lo + SHADOW_PAGES_PER_ENGINE)
+                    .unwrap_or(&[]);
                 map_shadow(b, &layout(reserved, i, e), pages)?;
             }
             Ok(())
         });
         if let Err(m) = mapped {
             self.unmap_shadows(phys, i);
-            let Gpu { sim, sched, slots, cfg, .. } = self;
-            let _ = with_hw_nohost(sim, phys, slots, cfg.cost.cmd_ns, |hw| sched.destroy_vgpu(hw, &NoClock, v));
+            let Gpu {
+                sim,
+                sched,
+                slots,
+                cfg,
+                ..
+            } = self;
+            let _ = with_hw_nohost(sim, phys, slots, cfg.cost.cmd_ns, |hw| {
+                sched.destroy_vgpu(hw, &NoClock, v)
+            });
             return Err(GpuError::Shadow(m));
         }
         match self.slots.get_mut(i) {
@@ -683,10 +761,24 @@ impl<const N: usize> Gpu<N> {
 
     /// Free slot `v`: its contexts switched out, its work dropped, its shadow
     /// areas unmapped from the physical GGTT (the caller may free the pages).
-    pub fn destroy_slot<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: SlotId) -> Result<(), GpuError> {
+    pub fn destroy_slot<H: HostMemory, C: Clock>(
+        &mut self,
+        phys: &mut [Pte],
+        host: &mut H,
+        clock: &C,
+        v: SlotId,
+    ) -> Result<(), GpuError> {
         self.slot(v).ok_or(GpuError::Sched(SchedError::BadVgpu))?;
-        let Gpu { sim, sched, slots, cfg, .. } = self;
-        let r = with_hw(sim, phys, slots, host, cfg.cost.cmd_ns, |hw| sched.destroy_vgpu(hw, clock, v));
+        let Gpu {
+            sim,
+            sched,
+            slots,
+            cfg,
+            ..
+        } = self;
+        let r = with_hw(sim, phys, slots, host, cfg.cost.cmd_ns, |hw| {
+            sched.destroy_vgpu(hw, clock, v)
+        });
         self.unmap_shadows(phys, v.index());
         if let Some(s) = self.slots.get_mut(v.index()) {
             *s = EMPTY_SLOT;
@@ -697,10 +789,25 @@ impl<const N: usize> Gpu<N> {
     /// Device reset of slot `v` (VFIO reset/open): all its work dropped, its
     /// rings unprogrammed, its virtual interrupts and errors cleared, its
     /// hang count and Failed state cleared.
-    pub fn reset_slot<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: SlotId) -> Result<(), GpuError> {
+    pub fn reset_slot<H: HostMemory, C: Clock>(
+        &mut self,
+        phys: &mut [Pte],
+        host: &mut H,
+        clock: &C,
+        v: SlotId,
+    ) -> Result<(), GpuError> {
         self.slot(v).ok_or(GpuError::Sched(SchedError::BadVgpu))?;
-        let Gpu { sim, sched, slots, cfg, reserved, .. } = self;
-        let r = with_hw(sim, phys, slots, host, cfg.cost.cmd_ns, |hw| sched.reset_vgpu(hw, clock, v));
+        let Gpu {
+            sim,
+            sched,
+            slots,
+            cfg,
+            reserved,
+            ..
+        } = self;
+        let r = with_hw(sim, phys, slots, host, cfg.cost.cmd_ns, |hw| {
+            sched.reset_vgpu(hw, clock, v)
+        });
         if let Some(s) = slots.get_mut(v.index()) {
             let stats = s.stats;
             *s = Slot::new(v.index(), s.gm, *reserved);
@@ -712,11 +819,25 @@ impl<const N: usize> Gpu<N> {
     /// The guest wrote GDRST for engine `e` of slot `v`: that engine's work
     /// is dropped and its ring registers are back at their reset values (the
     /// guest programs the ring again).  Hang count and Failed state stay.
-    pub fn guest_engine_reset<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, v: SlotId, e: EngineId) {
+    pub fn guest_engine_reset<H: HostMemory, C: Clock>(
+        &mut self,
+        phys: &mut [Pte],
+        host: &mut H,
+        clock: &C,
+        v: SlotId,
+        e: EngineId,
+    ) {
         if self.slot(v).is_none() {
             return;
         }
-        let Gpu { sim, sched, slots, cfg, reserved, .. } = self;
+        let Gpu {
+            sim,
+            sched,
+            slots,
+            cfg,
+            reserved,
+            ..
+        } = self;
         with_hw(sim, phys, slots, host, cfg.cost.cmd_ns, |hw| {
             let _ = sched.reset_engine_work(hw, clock, v, e);
             for off in [ring::CTL, ring::START, ring::HEAD, ring::TAIL] {
@@ -756,9 +877,14 @@ impl<const N: usize> Gpu<N> {
         root: Option<HostPage>,
     ) -> (SubmitOutcome, Delivery) {
         let limits = self.cfg.limits;
-        let Gpu { sim, sched, slots, .. } = self;
+        let Gpu {
+            sim, sched, slots, ..
+        } = self;
         let Some(slot) = slots.get_mut(v.index()).filter(|s| s.present) else {
-            return (SubmitOutcome::Rejected(SubmitReject::Audit(Reject::BadRing)), Delivery::default());
+            return (
+                SubmitOutcome::Rejected(SubmitReject::Audit(Reject::BadRing)),
+                Delivery::default(),
+            );
         };
         if e == EngineId::Rcs {
             slot.root = root;
@@ -767,7 +893,10 @@ impl<const N: usize> Gpu<N> {
         let mut g = GvtSim::resume(phys, *sim);
         let mut outcome = None;
         if let Some(s) = setup {
-            let busy = slot.rings.get(e.index()).is_some_and(|r| r.ring().is_some() && !r.idle());
+            let busy = slot
+                .rings
+                .get(e.index())
+                .is_some_and(|r| r.ring().is_some() && !r.idle());
             if busy {
                 outcome = Some(SubmitOutcome::Rejected(SubmitReject::RingBusy));
             } else if let Some(r) = slot.rings.get_mut(e.index()) {
@@ -817,10 +946,20 @@ impl<const N: usize> Gpu<N> {
             SubmitOutcome::Rejected(r) => {
                 match r {
                     SubmitReject::Audit(x) => slot.stats.rejected.record(x),
-                    SubmitReject::Failed => slot.stats.rejected_failed = slot.stats.rejected_failed.saturating_add(1),
-                    SubmitReject::TooLarge => slot.stats.rejected_too_large = slot.stats.rejected_too_large.saturating_add(1),
-                    SubmitReject::Ppgtt(_) => slot.stats.rejected_ppgtt = slot.stats.rejected_ppgtt.saturating_add(1),
-                    SubmitReject::RingBusy => slot.stats.rejected_ring_busy = slot.stats.rejected_ring_busy.saturating_add(1),
+                    SubmitReject::Failed => {
+                        slot.stats.rejected_failed = slot.stats.rejected_failed.saturating_add(1)
+                    }
+                    SubmitReject::TooLarge => {
+                        slot.stats.rejected_too_large =
+                            slot.stats.rejected_too_large.saturating_add(1)
+                    }
+                    SubmitReject::Ppgtt(_) => {
+                        slot.stats.rejected_ppgtt = slot.stats.rejected_ppgtt.saturating_add(1)
+                    }
+                    SubmitReject::RingBusy => {
+                        slot.stats.rejected_ring_busy =
+                            slot.stats.rejected_ring_busy.saturating_add(1)
+                    }
                 }
                 slot.error(e, EIR_INSTRUCTION);
             }
@@ -834,32 +973,64 @@ impl<const N: usize> Gpu<N> {
     /// Record that a render submission of `v` could not get a PPGTT (the
     /// caller's sync failed): counted and signalled like a rejection.
     pub fn reject_ppgtt(&mut self, v: SlotId, err: PpgttError) -> (SubmitOutcome, Delivery) {
-        let Some(slot) = self.slot_mut(v) else { return (SubmitOutcome::Rejected(SubmitReject::Ppgtt(err)), Delivery::default()) };
+        let Some(slot) = self.slot_mut(v) else {
+            return (
+                SubmitOutcome::Rejected(SubmitReject::Ppgtt(err)),
+                Delivery::default(),
+            );
+        };
         slot.out = Delivery::default();
         slot.stats.rejected_ppgtt = slot.stats.rejected_ppgtt.saturating_add(1);
         slot.error(EngineId::Rcs, EIR_INSTRUCTION);
-        (SubmitOutcome::Rejected(SubmitReject::Ppgtt(err)), core::mem::take(&mut slot.out))
+        (
+            SubmitOutcome::Rejected(SubmitReject::Ppgtt(err)),
+            core::mem::take(&mut slot.out),
+        )
     }
 
     /// The engine worker: scheduling rounds over gvt-sim (each runs every
     /// engine for one slice) within `budget`, retirement, interrupt
     /// forwarding, hang handling, and retry of held TAILs.  GPU lock only.
-    pub fn run_engines<H: HostMemory, C: Clock>(&mut self, phys: &mut [Pte], host: &mut H, clock: &C, budget: WorkBudget) -> EngineReport<N> {
-        let mut rep = EngineReport { rounds: 0, idle: false, hangs: 0, retried: 0, work_ns: 0, deliveries: [Delivery::default(); N] };
+    pub fn run_engines<H: HostMemory, C: Clock>(
+        &mut self,
+        phys: &mut [Pte],
+        host: &mut H,
+        clock: &C,
+        budget: WorkBudget,
+    ) -> EngineReport<N> {
+        let mut rep = EngineReport {
+            rounds: 0,
+            idle: false,
+            hangs: 0,
+            retried: 0,
+            work_ns: 0,
+            deliveries: [Delivery::default(); N],
+        };
         let limits = self.cfg.limits;
         let ns = self.cfg.cost.cmd_ns;
-        let Gpu { sim, sched, slots, .. } = self;
+        let Gpu {
+            sim, sched, slots, ..
+        } = self;
         let mut g = GvtSim::resume(phys, *sim);
         for s in slots.iter_mut() {
             s.out = Delivery::default();
         }
         for _ in 0..budget.rounds {
             let r = {
-                let mut hw = Hw { sim: &mut g, slots: &mut *slots, host: &mut *host, cmd_ns: ns };
+                let mut hw = Hw {
+                    sim: &mut g,
+                    slots: &mut *slots,
+                    host: &mut *host,
+                    cmd_ns: ns,
+                };
                 sched.round(&mut hw, clock)
             };
             rep.rounds += 1;
-            let used = r.ran.iter().flatten().fold(0u64, |a, x| a.saturating_add(x.consumed_ns));
+            let used = r
+                .ran
+                .iter()
+                .flatten()
+                .fold(0u64, |a, x| a.saturating_add(x.consumed_ns));
             rep.work_ns = rep.work_ns.saturating_add(used);
             for ev in r.hangs.iter().flatten() {
                 rep.hangs += 1;
@@ -879,7 +1050,9 @@ impl<const N: usize> Gpu<N> {
                     if e == EngineId::Rcs && s.ppgtt_busy {
                         continue;
                     }
-                    let Some(t) = s.held.get(e.index()).copied().flatten() else { continue };
+                    let Some(t) = s.held.get(e.index()).copied().flatten() else {
+                        continue;
+                    };
                     let v = SlotId(i as u16);
                     match try_submit(&mut g, host, sched, s, v, e, t, &limits) {
                         SubmitOutcome::Held => {}
@@ -900,7 +1073,9 @@ impl<const N: usize> Gpu<N> {
                     }
                 }
             }
-            let held = slots.iter().any(|s| s.present && s.held.iter().any(|h| h.is_some()));
+            let held = slots
+                .iter()
+                .any(|s| s.present && s.held.iter().any(|h| h.is_some()));
             if r.idle && !held {
                 rep.idle = true;
                 break;
@@ -957,7 +1132,9 @@ impl<const N: usize> Gpu<N> {
 
     /// A guest write of IIR (`value`: bits to clear), IMR or IER.
     pub fn irq_write(&mut self, v: SlotId, reg: IrqReg, value: u32) -> Delivery {
-        let Some(s) = self.slot_mut(v) else { return Delivery::default() };
+        let Some(s) = self.slot_mut(v) else {
+            return Delivery::default();
+        };
         let off = match reg {
             IrqReg::Iir => irq::GTIIR,
             IrqReg::Imr => irq::GTIMR,
@@ -975,13 +1152,16 @@ impl<const N: usize> Gpu<N> {
     /// Whether `v` has admitted or held work on `e`.
     pub fn busy(&self, v: SlotId, e: EngineId) -> bool {
         self.slot(v).is_some_and(|s| {
-            s.queue.get(e.index()).is_some_and(|q| q.len > 0) || s.held.get(e.index()).copied().flatten().is_some()
+            s.queue.get(e.index()).is_some_and(|q| q.len > 0)
+                || s.held.get(e.index()).copied().flatten().is_some()
         })
     }
 
     /// Virtual `RING_EIR` of `v` on `e`.
     pub fn eir(&self, v: SlotId, e: EngineId) -> u32 {
-        self.slot(v).and_then(|s| s.eir.get(e.index()).copied()).unwrap_or(0)
+        self.slot(v)
+            .and_then(|s| s.eir.get(e.index()).copied())
+            .unwrap_or(0)
     }
 
     /// Guest write-one-to-clear of `RING_EIR`.
@@ -1017,8 +1197,24 @@ const EMPTY_SLOT: Slot = Slot {
     present: false,
     gm: [GmRange::new(0, 0); 2],
     rings: [
-        RingShadow::new(EngineId::Rcs, ShadowLayout { base: 0, ring_pages: 0, l1_pages: 0, l2_pages: 0 }),
-        RingShadow::new(EngineId::Bcs, ShadowLayout { base: 0, ring_pages: 0, l1_pages: 0, l2_pages: 0 }),
+        RingShadow::new(
+            EngineId::Rcs,
+            ShadowLayout {
+                base: 0,
+                ring_pages: 0,
+                l1_pages: 0,
+                l2_pages: 0,
+            },
+        ),
+        RingShadow::new(
+            EngineId::Bcs,
+            ShadowLayout {
+                base: 0,
+                ring_pages: 0,
+                l1_pages: 0,
+                l2_pages: 0,
+            },
+        ),
     ],
     queue: [SubQueue::EMPTY; EngineId::COUNT],
     held: [None; EngineId::COUNT],
@@ -1027,7 +1223,10 @@ const EMPTY_SLOT: Slot = Slot {
     root: None,
     ppgtt_busy: false,
     exec: [ExecState::IDLE; EngineId::COUNT],
-    out: Delivery { msi: false, intx: None },
+    out: Delivery {
+        msi: false,
+        intx: None,
+    },
     stats: SLOT_STATS_ZERO,
 };
 
@@ -1050,9 +1249,15 @@ fn try_submit<H: HostMemory, const N: usize>(
         }
         return SubmitOutcome::Rejected(SubmitReject::Failed);
     }
-    let root = if e == EngineId::Rcs { slot.root.map(ShadowRoot) } else { None };
+    let root = if e == EngineId::Rcs {
+        slot.root.map(ShadowRoot)
+    } else {
+        None
+    };
     let gm = slot.gm;
-    let Some(r) = slot.rings.get_mut(e.index()) else { return SubmitOutcome::Rejected(SubmitReject::Audit(Reject::BadRing)) };
+    let Some(r) = slot.rings.get_mut(e.index()) else {
+        return SubmitOutcome::Rejected(SubmitReject::Audit(Reject::BadRing));
+    };
     let saved = *r;
     let sum = match r.submit(&*g, host, root.as_ref(), &gm, tail, limits) {
         Ok(s) => s,
@@ -1083,7 +1288,10 @@ fn try_submit<H: HostMemory, const N: usize>(
         }
     }
     let new_tail = r.tail();
-    let pushed = slot.queue.get_mut(e.index()).is_some_and(|q| q.push(new_tail, sum.commands));
+    let pushed = slot
+        .queue
+        .get_mut(e.index())
+        .is_some_and(|q| q.push(new_tail, sum.commands));
     if !pushed {
         // Cannot happen while max_pending_submissions <= MAX_QUEUED.
         *r = saved;
@@ -1095,7 +1303,9 @@ fn try_submit<H: HostMemory, const N: usize>(
     }
     slot.stats.accepted = slot.stats.accepted.saturating_add(1);
     slot.stats.commands = slot.stats.commands.saturating_add(u64::from(sum.commands));
-    SubmitOutcome::Accepted { commands: sum.commands }
+    SubmitOutcome::Accepted {
+        commands: sum.commands,
+    }
 }
 
 fn with_hw<H: HostMemory, R, const N: usize>(
@@ -1108,7 +1318,12 @@ fn with_hw<H: HostMemory, R, const N: usize>(
 ) -> R {
     let mut g = GvtSim::resume(phys, *sim);
     let r = {
-        let mut hw = Hw { sim: &mut g, slots, host, cmd_ns };
+        let mut hw = Hw {
+            sim: &mut g,
+            slots,
+            host,
+            cmd_ns,
+        };
         f(&mut hw)
     };
     *sim = g.park();
@@ -1157,11 +1372,17 @@ mod tests {
     #[test]
     fn configuration_is_checked() {
         let mut small = phys(8);
-        assert_eq!(Gpu::<2>::new(GpuConfig::DEFAULT, &mut small).err(), Some(GpuError::ReservedTooSmall));
+        assert_eq!(
+            Gpu::<2>::new(GpuConfig::DEFAULT, &mut small).err(),
+            Some(GpuError::ReservedTooSmall)
+        );
         let mut p = phys(32);
         // 16 MiB reserved hold 32 slots of 128 pages, not 33.
         assert!(Gpu::<32>::new(GpuConfig::DEFAULT, &mut p).is_ok());
-        assert_eq!(Gpu::<33>::new(GpuConfig::DEFAULT, &mut p).err(), Some(GpuError::ReservedTooSmall));
+        assert_eq!(
+            Gpu::<33>::new(GpuConfig::DEFAULT, &mut p).err(),
+            Some(GpuError::ReservedTooSmall)
+        );
         let mut c = GpuConfig::DEFAULT;
         c.sched.max_pending_submissions = MAX_QUEUED as u32 + 1;
         assert_eq!(Gpu::<2>::new(c, &mut p).err(), Some(GpuError::BadConfig));
@@ -1177,7 +1398,10 @@ mod tests {
         let mut u = UNPOWERED;
         let pages: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(HostPage).collect();
         let gm = [GmRange::new(0, 1 << 20), GmRange::new(8 << 20, 1 << 20)];
-        assert_eq!(u.create_slot(&mut p, gm, 1, &pages).err(), Some(GpuError::ReservedTooSmall));
+        assert_eq!(
+            u.create_slot(&mut p, gm, 1, &pages).err(),
+            Some(GpuError::ReservedTooSmall)
+        );
         u.power_on(&mut p).unwrap();
         assert!(u.create_slot(&mut p, gm, 1, &pages).is_ok());
     }
@@ -1193,19 +1417,43 @@ mod tests {
         let mut p = phys(32);
         let mut g = Gpu::<2>::new(GpuConfig::DEFAULT, &mut p).unwrap();
         let gm = [GmRange::new(0, 1 << 20), GmRange::new(8 << 20, 1 << 20)];
-        let pages: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(1000 + i)).collect();
-        assert_eq!(g.create_slot(&mut p, gm, 1, &pages[1..]).err(), Some(GpuError::ShadowPages));
-        assert_eq!(g.create_slot(&mut p, [gm[0], GmRange::new(31 << 20, 4096)], 1, &pages).err(), Some(GpuError::SliceInReserved));
+        let pages: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64)
+            .map(|i| HostPage(1000 + i))
+            .collect();
+        assert_eq!(
+            g.create_slot(&mut p, gm, 1, &pages[1..]).err(),
+            Some(GpuError::ShadowPages)
+        );
+        assert_eq!(
+            g.create_slot(&mut p, [gm[0], GmRange::new(31 << 20, 4096)], 1, &pages)
+                .err(),
+            Some(GpuError::SliceInReserved)
+        );
         let a = g.create_slot(&mut p, gm, 1, &pages).unwrap();
         let b = g.create_slot(&mut p, gm, 1, &pages).unwrap();
-        assert_eq!(g.create_slot(&mut p, gm, 1, &pages).err(), Some(GpuError::Sched(SchedError::NoSlot)));
+        assert_eq!(
+            g.create_slot(&mut p, gm, 1, &pages).err(),
+            Some(GpuError::Sched(SchedError::NoSlot))
+        );
         let first = (16 << 20) >> PAGE_SHIFT;
-        assert_eq!(p[first], Pte::new(HostPage(1000)), "slot 0, RCS ring page 0");
-        assert_eq!(p[first + SHADOW_PAGES_PER_VGPU], Pte::new(HostPage(1000)), "slot 1");
+        assert_eq!(
+            p[first],
+            Pte::new(HostPage(1000)),
+            "slot 0, RCS ring page 0"
+        );
+        assert_eq!(
+            p[first + SHADOW_PAGES_PER_VGPU],
+            Pte::new(HostPage(1000)),
+            "slot 1"
+        );
         let mut host = super::super::fakes::FakeHostMemory::new(1);
         g.destroy_slot(&mut p, &mut host, &C, a).unwrap();
         assert_eq!(p[first], Pte::default());
-        assert_eq!(p[first + SHADOW_PAGES_PER_VGPU], Pte::new(HostPage(1000)), "the other slot keeps its area");
+        assert_eq!(
+            p[first + SHADOW_PAGES_PER_VGPU],
+            Pte::new(HostPage(1000)),
+            "the other slot keeps its area"
+        );
         assert!(g.destroy_slot(&mut p, &mut host, &C, a).is_err());
         g.destroy_slot(&mut p, &mut host, &C, b).unwrap();
         assert!(p.iter().all(|e| *e == Pte::default()));

@@ -43,7 +43,10 @@ pub struct Locked<'l, L, const N: usize> {
 impl<'l, L: GpuLock<Gpu = Gpu<N>>, const N: usize> Locked<'l, L, N> {
     pub fn new(lock: &'l mut L) -> Self {
         let entries = lock.with(|_, phys| u32::try_from(phys.len()).unwrap_or(u32::MAX));
-        Self { lock: RefCell::new(lock), entries }
+        Self {
+            lock: RefCell::new(lock),
+            entries,
+        }
     }
 
     /// One section.  `Locked`'s methods are leaf calls (none calls another
@@ -105,7 +108,11 @@ mod tests {
     fn locked_backend_takes_the_lock_once_per_access() {
         let mut phys = vec![Pte::default(); 8192];
         let mut gpu = Gpu::<2>::new(GpuConfig::DEFAULT, &mut phys).unwrap();
-        let mut l = Counting { inner: Held::new(&mut gpu, &mut phys), sections: 0, held: false };
+        let mut l = Counting {
+            inner: Held::new(&mut gpu, &mut phys),
+            sections: 0,
+            held: false,
+        };
         {
             let mut b = Locked::new(&mut l);
             assert_eq!(b.ggtt_entries(), 8192);

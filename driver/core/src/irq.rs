@@ -98,7 +98,11 @@ pub struct GtIrq {
 impl GtIrq {
     /// Reset state: everything masked and disabled, nothing pending.
     pub const fn new() -> Self {
-        Self { iir: 0, imr: !0, ier: 0 }
+        Self {
+            iir: 0,
+            imr: !0,
+            ier: 0,
+        }
     }
 
     pub const fn iir(&self) -> u32 {
@@ -117,7 +121,10 @@ impl GtIrq {
     }
 
     fn delivery(before: bool, after: bool, resignal: bool) -> Delivery {
-        Delivery { msi: after && (!before || resignal), intx: if before != after { Some(after) } else { None } }
+        Delivery {
+            msi: after && (!before || resignal),
+            intx: if before != after { Some(after) } else { None },
+        }
     }
 
     /// Latch the events `bits` (those not masked in IMR).
@@ -217,26 +224,53 @@ mod tests {
     fn msi_on_rising_edge_only_and_iir_is_w1c() {
         let mut g = enabled(RCS_USER_INTERRUPT | BCS_USER_INTERRUPT);
         let d = g.event(GtEvent::User(EngineId::Rcs));
-        assert_eq!(d, Delivery { msi: true, intx: Some(true) });
+        assert_eq!(
+            d,
+            Delivery {
+                msi: true,
+                intx: Some(true)
+            }
+        );
         // A second event while asserted: no new edge.
         let d = g.event(GtEvent::User(EngineId::Bcs));
-        assert_eq!(d, Delivery { msi: false, intx: None });
+        assert_eq!(
+            d,
+            Delivery {
+                msi: false,
+                intx: None
+            }
+        );
         assert_eq!(g.read(GTIIR), Some(RCS_USER_INTERRUPT | BCS_USER_INTERRUPT));
         // Guest acknowledges only the render bit: the blitter bit is still pending,
         // so it is told again.
         let d = g.write(GTIIR, RCS_USER_INTERRUPT).unwrap();
-        assert_eq!(d, Delivery { msi: true, intx: None });
+        assert_eq!(
+            d,
+            Delivery {
+                msi: true,
+                intx: None
+            }
+        );
         assert_eq!(g.iir(), BCS_USER_INTERRUPT);
         // Writing 0 clears nothing and signals nothing.
         assert_eq!(g.write(GTIIR, 0).unwrap(), Delivery::default());
         let d = g.write(GTIIR, !0).unwrap();
-        assert_eq!(d, Delivery { msi: false, intx: Some(false) });
+        assert_eq!(
+            d,
+            Delivery {
+                msi: false,
+                intx: Some(false)
+            }
+        );
         assert_eq!(g.iir(), 0);
     }
 
     #[test]
     fn error_and_hang_share_the_cs_error_bit() {
-        assert_eq!(GtEvent::Hang(EngineId::Rcs).bit(), GtEvent::Error(EngineId::Rcs).bit());
+        assert_eq!(
+            GtEvent::Hang(EngineId::Rcs).bit(),
+            GtEvent::Error(EngineId::Rcs).bit()
+        );
         assert_eq!(GtEvent::Error(EngineId::Bcs).bit(), BCS_ERROR_INTERRUPT);
         assert_eq!(GtEvent::Notify(EngineId::Bcs).bit(), BCS_FLUSHDW_NOTIFY);
         assert_eq!(GtEvent::Notify(EngineId::Rcs).bit(), RCS_PIPECTL_NOTIFY);
@@ -247,7 +281,13 @@ mod tests {
         let mut g = enabled(RCS_ERROR_INTERRUPT);
         assert!(g.event(GtEvent::Error(EngineId::Rcs)).msi);
         let d = g.write(GTIER, 0).unwrap();
-        assert_eq!(d, Delivery { msi: false, intx: Some(false) });
+        assert_eq!(
+            d,
+            Delivery {
+                msi: false,
+                intx: Some(false)
+            }
+        );
         assert_eq!(g.read(GTISR), Some(0));
         assert_eq!(g.write(0x1234, 1), None);
         assert!(!GtIrq::handles(0x1234));

@@ -50,10 +50,10 @@ pub mod irq;
 pub mod ring;
 pub mod sim;
 
-pub mod gpu;
-pub mod gpu_lock;
 pub mod display;
 pub mod edid;
+pub mod gpu;
+pub mod gpu_lock;
 pub mod ratelimit;
 pub mod vblank;
 

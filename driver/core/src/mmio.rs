@@ -89,7 +89,11 @@ pub enum TrapEvent {
     /// GGTT-window access: `value` is the written bits (the whole entry, or a
     /// 4-byte `half` in the low bits).  Produced by the facade, which merges
     /// halves in the shadow GGTT.
-    GgttWrite { index: u32, value: u64, half: Option<PteHalf> },
+    GgttWrite {
+        index: u32,
+        value: u64,
+        half: Option<PteHalf>,
+    },
     /// GDRST written with these bits; the register already reads 0 again.
     Reset(Gdrst),
     /// IIR, IMR or IER written.  For IIR `value` is the bits the guest
@@ -178,7 +182,9 @@ fn decode(offset: u64, size: u32) -> Result<Region, MmioError> {
     if offset % (size as u64) != 0 {
         return Err(MmioError::Misaligned);
     }
-    let end = offset.checked_add(size as u64).ok_or(MmioError::OutOfRange)?;
+    let end = offset
+        .checked_add(size as u64)
+        .ok_or(MmioError::OutOfRange)?;
     if end > BAR0_SIZE {
         return Err(MmioError::OutOfRange);
     }
@@ -302,7 +308,10 @@ pub struct VgpuMmio {
 
 impl VgpuMmio {
     pub fn new(pvinfo: PvInfo) -> Self {
-        Self { pvinfo, stats: TrapStats::default() }
+        Self {
+            pvinfo,
+            stats: TrapStats::default(),
+        }
     }
     pub fn pvinfo(&self) -> &PvInfo {
         &self.pvinfo
@@ -351,7 +360,9 @@ impl VgpuMmio {
 
     fn write_dword(&self, vregs: &mut [u32], off: u32, value: u32, mask: u32) -> DwordWrite {
         if let Some(rel) = off.checked_sub(PVINFO_BASE).filter(|r| *r < PVINFO_SIZE) {
-            let Some(page) = pvinfo_page_mut(vregs) else { return DwordWrite::Dropped };
+            let Some(page) = pvinfo_page_mut(vregs) else {
+                return DwordWrite::Dropped;
+            };
             return match self.pvinfo.write(page, rel, value, mask) {
                 PvWrite::Stored => DwordWrite::Stored,
                 PvWrite::Dropped => DwordWrite::Dropped,
@@ -389,15 +400,24 @@ impl VgpuMmio {
                 // write one to clear, only in the written bytes
                 let v = old & !(value & mask);
                 store(vregs, v);
-                DwordWrite::Event(TrapEvent::Irq { reg: IrqReg::Iir, value: value & mask })
+                DwordWrite::Event(TrapEvent::Irq {
+                    reg: IrqReg::Iir,
+                    value: value & mask,
+                })
             }
             RegKind::Imr => {
                 store(vregs, new);
-                DwordWrite::Event(TrapEvent::Irq { reg: IrqReg::Imr, value: new })
+                DwordWrite::Event(TrapEvent::Irq {
+                    reg: IrqReg::Imr,
+                    value: new,
+                })
             }
             RegKind::Ier => {
                 store(vregs, new);
-                DwordWrite::Event(TrapEvent::Irq { reg: IrqReg::Ier, value: new })
+                DwordWrite::Event(TrapEvent::Irq {
+                    reg: IrqReg::Ier,
+                    value: new,
+                })
             }
             RegKind::Gdrst => {
                 // the reset completes before the write returns: reads see 0
@@ -422,8 +442,12 @@ impl VgpuMmio {
                 }
                 store(vregs, new);
                 let base = hit.element_offset();
-                let value = (vreg(vregs, base) as u64) | ((vreg(vregs, base.wrapping_add(4)) as u64) << 32);
-                DwordWrite::Event(TrapEvent::Fence { index: hit.index, value })
+                let value =
+                    (vreg(vregs, base) as u64) | ((vreg(vregs, base.wrapping_add(4)) as u64) << 32);
+                DwordWrite::Event(TrapEvent::Fence {
+                    index: hit.index,
+                    value,
+                })
             }
             RegKind::Display(reg) => {
                 store(vregs, new);
@@ -463,7 +487,12 @@ impl VgpuMmio {
         }
     }
 
-    fn decode_checked(&mut self, vregs: &[u32], offset: u64, size: u32) -> Result<Region, MmioError> {
+    fn decode_checked(
+        &mut self,
+        vregs: &[u32],
+        offset: u64,
+        size: u32,
+    ) -> Result<Region, MmioError> {
         let r = decode(offset, size).and_then(|r| {
             if vregs.len() < VREG_DWORDS {
                 Err(MmioError::BadState)
@@ -494,7 +523,13 @@ impl VgpuMmio {
     }
 
     /// A guest write of the low `size` bytes of `value` at BAR0 `offset`.
-    pub fn write(&mut self, vregs: &mut [u32], offset: u64, size: u32, value: u64) -> Result<MmioOutcome, MmioError> {
+    pub fn write(
+        &mut self,
+        vregs: &mut [u32],
+        offset: u64,
+        size: u32,
+        value: u64,
+    ) -> Result<MmioOutcome, MmioError> {
         let off = match self.decode_checked(vregs, offset, size)? {
             Region::Regs(off) => off,
             Region::Ggtt => return Err(MmioError::GgttWindow),
@@ -507,7 +542,10 @@ impl VgpuMmio {
         } else {
             let byte = off & 3;
             let v = (value as u32) << (byte * 8);
-            combine(self.write_dword(vregs, off & !3, v, lane_mask(size, byte)), DwordWrite::Dropped)
+            combine(
+                self.write_dword(vregs, off & !3, v, lane_mask(size, byte)),
+                DwordWrite::Dropped,
+            )
         };
         match out {
             MmioOutcome::Dropped => self.stats.dropped += 1,
@@ -520,7 +558,12 @@ impl VgpuMmio {
 
     /// [`read`](Self::read) into a little-endian byte buffer of 1, 2, 4 or 8
     /// bytes (what a VFIO region read hands over).
-    pub fn read_bytes(&mut self, vregs: &[u32], offset: u64, buf: &mut [u8]) -> Result<(), MmioError> {
+    pub fn read_bytes(
+        &mut self,
+        vregs: &[u32],
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), MmioError> {
         let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
         let v = self.read(vregs, offset, size)?;
         let bytes = v.to_le_bytes();
@@ -532,7 +575,12 @@ impl VgpuMmio {
 
     /// [`write`](Self::write) from a little-endian byte buffer of 1, 2, 4 or 8
     /// bytes (what a VFIO region write hands over).
-    pub fn write_bytes(&mut self, vregs: &mut [u32], offset: u64, buf: &[u8]) -> Result<MmioOutcome, MmioError> {
+    pub fn write_bytes(
+        &mut self,
+        vregs: &mut [u32],
+        offset: u64,
+        buf: &[u8],
+    ) -> Result<MmioOutcome, MmioError> {
         let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
         if size > 8 {
             self.stats.rejected += 1;
@@ -559,9 +607,10 @@ fn pvinfo_page_mut(vregs: &mut [u32]) -> Option<&mut [u32]> {
 fn combine(a: DwordWrite, b: DwordWrite) -> MmioOutcome {
     use DwordWrite::*;
     match (a, b) {
-        (Event(TrapEvent::Fence { index: i, .. }), Event(f @ TrapEvent::Fence { index: j, .. })) if i == j => {
-            MmioOutcome::Event(f)
-        }
+        (
+            Event(TrapEvent::Fence { index: i, .. }),
+            Event(f @ TrapEvent::Fence { index: j, .. }),
+        ) if i == j => MmioOutcome::Event(f),
         (Event(e), Event(f)) => MmioOutcome::Events(e, f),
         (Event(e), _) | (_, Event(e)) => MmioOutcome::Event(e),
         (Dropped, Dropped) => MmioOutcome::Dropped,
@@ -571,9 +620,9 @@ fn combine(a: DwordWrite, b: DwordWrite) -> MmioOutcome {
 
 #[cfg(test)]
 mod tests {
+    use super::super::irq::{BCS_USER_INTERRUPT, RCS_USER_INTERRUPT};
     use super::super::mem::GmRange;
     use super::super::partition::Partition;
-    use super::super::irq::{BCS_USER_INTERRUPT, RCS_USER_INTERRUPT};
     use super::super::pvinfo::{vgtif, VGT_MAGIC};
     use super::regs::*;
     use super::*;
@@ -631,12 +680,21 @@ mod tests {
         // byte-buffer entry points
         let mut b = [0u8; 3];
         assert_eq!(g.m.read_bytes(&g.vregs, 0, &mut b), Err(MmioError::BadSize));
-        assert_eq!(g.m.write_bytes(&mut g.vregs, 0, &[0; 9]), Err(MmioError::BadSize));
-        assert_eq!(g.m.write_bytes(&mut g.vregs, 0, &[]), Err(MmioError::BadSize));
+        assert_eq!(
+            g.m.write_bytes(&mut g.vregs, 0, &[0; 9]),
+            Err(MmioError::BadSize)
+        );
+        assert_eq!(
+            g.m.write_bytes(&mut g.vregs, 0, &[]),
+            Err(MmioError::BadSize)
+        );
         // a short vreg file is a reported error, not a panic
         let mut short = vec![0u32; 16];
         assert_eq!(g.m.read(&short, 0x2030, 4), Err(MmioError::BadState));
-        assert_eq!(g.m.write(&mut short, 0x2030, 4, 1), Err(MmioError::BadState));
+        assert_eq!(
+            g.m.write(&mut short, 0x2030, 4, 1),
+            Err(MmioError::BadState)
+        );
     }
 
     #[test]
@@ -648,8 +706,15 @@ mod tests {
         assert_eq!(g.r(0x4001, 1), Ok(0x33));
         assert_eq!(g.r(0x4002, 2), Ok(0x1122));
         assert_eq!(g.w(0x4003, 1, 0xFF), Ok(MmioOutcome::Written));
-        assert_eq!(g.r(0x4000, 4), Ok(0xFF22_3344), "sub-dword write is read-modify-write");
-        assert_eq!(g.w(0x4008, 8, 0x0102_0304_0506_0708), Ok(MmioOutcome::Written));
+        assert_eq!(
+            g.r(0x4000, 4),
+            Ok(0xFF22_3344),
+            "sub-dword write is read-modify-write"
+        );
+        assert_eq!(
+            g.w(0x4008, 8, 0x0102_0304_0506_0708),
+            Ok(MmioOutcome::Written)
+        );
         assert_eq!(g.r(0x4008, 4), Ok(0x0506_0708));
         assert_eq!(g.r(0x400C, 4), Ok(0x0102_0304));
         assert_eq!(g.r(0x4008, 8), Ok(0x0102_0304_0506_0708));
@@ -657,7 +722,8 @@ mod tests {
         assert_eq!(s.unknown, s.other, "all these are unnamed offsets");
         assert_eq!(s.unknown, 11);
         // a named scratch register is not "unknown"
-        g.w(u64::from(EngineId::Rcs.reg(ring::HWSTAM)), 4, 7).unwrap();
+        g.w(u64::from(EngineId::Rcs.reg(ring::HWSTAM)), 4, 7)
+            .unwrap();
         assert_eq!(g.m.stats().unknown, 11);
         assert_eq!(g.r(u64::from(EngineId::Rcs.reg(ring::HWSTAM)), 4), Ok(7));
     }
@@ -666,7 +732,10 @@ mod tests {
     fn read_only_registers() {
         let mut g = Vgpu::new();
         g.vregs[(GT_THREAD_STATUS / 4) as usize] = 0x55; // even a corrupted vreg reads right
-        assert_eq!(g.w(GT_THREAD_STATUS as u64, 4, 0xFFFF), Ok(MmioOutcome::Dropped));
+        assert_eq!(
+            g.w(GT_THREAD_STATUS as u64, 4, 0xFFFF),
+            Ok(MmioOutcome::Dropped)
+        );
         assert_eq!(g.r(GT_THREAD_STATUS as u64, 4), Ok(0));
         assert_eq!(g.m.stats().dropped, 1);
     }
@@ -674,23 +743,45 @@ mod tests {
     #[test]
     fn ring_tail_is_a_submission_event() {
         let mut g = Vgpu::new();
-        g.w(u64::from(EngineId::Rcs.reg(ring::START)), 4, 0x10_0000).unwrap();
-        g.w(u64::from(EngineId::Rcs.reg(ring::CTL)), 4, RingCtl(0).with_enable(true).with_length(0).0 as u64).unwrap();
+        g.w(u64::from(EngineId::Rcs.reg(ring::START)), 4, 0x10_0000)
+            .unwrap();
+        g.w(
+            u64::from(EngineId::Rcs.reg(ring::CTL)),
+            4,
+            RingCtl(0).with_enable(true).with_length(0).0 as u64,
+        )
+        .unwrap();
         assert_eq!(
             g.w(u64::from(EngineId::Rcs.reg(ring::TAIL)), 4, 0x40),
-            Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x40 }))
+            Ok(MmioOutcome::Event(TrapEvent::RingTail {
+                engine: EngineId::Rcs,
+                tail: 0x40
+            }))
         );
         assert_eq!(
             g.w(u64::from(EngineId::Bcs.reg(ring::TAIL)), 4, 0x80),
-            Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Bcs, tail: 0x80 }))
+            Ok(MmioOutcome::Event(TrapEvent::RingTail {
+                engine: EngineId::Bcs,
+                tail: 0x80
+            }))
         );
         let r = ring_regs(&g.vregs, EngineId::Rcs);
-        assert_eq!((r.start, r.tail, r.ctl.enable(), r.ctl.size_bytes()), (0x10_0000, 0x40, true, 4096));
+        assert_eq!(
+            (r.start, r.tail, r.ctl.enable(), r.ctl.size_bytes()),
+            (0x10_0000, 0x40, true, 4096)
+        );
         assert_eq!(ring_regs(&g.vregs, EngineId::Bcs).tail, 0x80);
         // an 8-byte write to TAIL+HEAD: one event (HEAD is not mediated)
         assert_eq!(
-            g.w(u64::from(EngineId::Rcs.reg(ring::TAIL)), 8, (0x20u64 << 32) | 0x60),
-            Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x60 }))
+            g.w(
+                u64::from(EngineId::Rcs.reg(ring::TAIL)),
+                8,
+                (0x20u64 << 32) | 0x60
+            ),
+            Ok(MmioOutcome::Event(TrapEvent::RingTail {
+                engine: EngineId::Rcs,
+                tail: 0x60
+            }))
         );
         assert_eq!(ring_regs(&g.vregs, EngineId::Rcs).head, 0x20);
         assert_eq!(g.m.stats().tail, 3);
@@ -698,18 +789,30 @@ mod tests {
         // a byte write to TAIL still reports the whole merged tail
         assert_eq!(
             g.w(u64::from(EngineId::Rcs.reg(ring::TAIL)) + 1, 1, 0x01),
-            Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x160 }))
+            Ok(MmioOutcome::Event(TrapEvent::RingTail {
+                engine: EngineId::Rcs,
+                tail: 0x160
+            }))
         );
     }
 
     #[test]
     fn forcewake_is_emulated() {
         let mut g = Vgpu::new();
-        assert_eq!(g.w(FORCEWAKE_REQ as u64, 4, 0x0001_0001), Ok(MmioOutcome::Written));
+        assert_eq!(
+            g.w(FORCEWAKE_REQ as u64, 4, 0x0001_0001),
+            Ok(MmioOutcome::Written)
+        );
         assert_eq!(g.r(FORCEWAKE_ACK as u64, 4), Ok(1));
-        assert_eq!(g.w(FORCEWAKE_REQ as u64, 4, 0x0002_0002), Ok(MmioOutcome::Written));
+        assert_eq!(
+            g.w(FORCEWAKE_REQ as u64, 4, 0x0002_0002),
+            Ok(MmioOutcome::Written)
+        );
         assert_eq!(g.r(FORCEWAKE_ACK as u64, 4), Ok(3));
-        assert_eq!(g.w(FORCEWAKE_REQ as u64, 4, 0x0001_0000), Ok(MmioOutcome::Written));
+        assert_eq!(
+            g.w(FORCEWAKE_REQ as u64, 4, 0x0001_0000),
+            Ok(MmioOutcome::Written)
+        );
         assert_eq!(g.r(FORCEWAKE_ACK as u64, 4), Ok(2));
         // low-half-only write carries no mask bits: no change
         g.w(FORCEWAKE_REQ as u64, 2, 0xFFFF).unwrap();
@@ -723,10 +826,17 @@ mod tests {
     #[test]
     fn interrupt_registers() {
         let mut g = Vgpu::new();
-        set_vreg(&mut g.vregs, GT_IIR, RCS_USER_INTERRUPT | BCS_USER_INTERRUPT);
+        set_vreg(
+            &mut g.vregs,
+            GT_IIR,
+            RCS_USER_INTERRUPT | BCS_USER_INTERRUPT,
+        );
         assert_eq!(
             g.w(GT_IIR as u64, 4, RCS_USER_INTERRUPT as u64),
-            Ok(MmioOutcome::Event(TrapEvent::Irq { reg: IrqReg::Iir, value: RCS_USER_INTERRUPT })),
+            Ok(MmioOutcome::Event(TrapEvent::Irq {
+                reg: IrqReg::Iir,
+                value: RCS_USER_INTERRUPT
+            })),
             "the event carries the bits to clear"
         );
         assert_eq!(g.r(GT_IIR as u64, 4), Ok(BCS_USER_INTERRUPT as u64));
@@ -736,19 +846,38 @@ mod tests {
         assert_eq!(g.r(GT_IIR as u64, 4), Ok(0xFFFF_00FF));
         assert_eq!(
             g.w(GT_IMR as u64, 4, 0xFFFF_FFFE),
-            Ok(MmioOutcome::Event(TrapEvent::Irq { reg: IrqReg::Imr, value: 0xFFFF_FFFE }))
+            Ok(MmioOutcome::Event(TrapEvent::Irq {
+                reg: IrqReg::Imr,
+                value: 0xFFFF_FFFE
+            }))
         );
-        assert_eq!(g.w(GT_IER as u64, 4, 1), Ok(MmioOutcome::Event(TrapEvent::Irq { reg: IrqReg::Ier, value: 1 })));
+        assert_eq!(
+            g.w(GT_IER as u64, 4, 1),
+            Ok(MmioOutcome::Event(TrapEvent::Irq {
+                reg: IrqReg::Ier,
+                value: 1
+            }))
+        );
         assert_eq!(g.r(GT_IER as u64, 4), Ok(1));
     }
 
     #[test]
     fn reset_register() {
         let mut g = Vgpu::new();
-        assert_eq!(g.w(GDRST as u64, 4, 0b1000), Ok(MmioOutcome::Event(TrapEvent::Reset(Gdrst(0b1000)))));
+        assert_eq!(
+            g.w(GDRST as u64, 4, 0b1000),
+            Ok(MmioOutcome::Event(TrapEvent::Reset(Gdrst(0b1000))))
+        );
         assert_eq!(g.r(GDRST as u64, 4), Ok(0), "reset acked at once");
-        assert_eq!(g.w(GDRST as u64, 4, 1), Ok(MmioOutcome::Event(TrapEvent::Reset(Gdrst(1)))));
-        assert_eq!(g.w(GDRST as u64, 4, 0b100), Ok(MmioOutcome::Written), "no known domain");
+        assert_eq!(
+            g.w(GDRST as u64, 4, 1),
+            Ok(MmioOutcome::Event(TrapEvent::Reset(Gdrst(1))))
+        );
+        assert_eq!(
+            g.w(GDRST as u64, 4, 0b100),
+            Ok(MmioOutcome::Written),
+            "no known domain"
+        );
         assert_eq!(g.r(GDRST as u64, 4), Ok(0));
     }
 
@@ -756,21 +885,37 @@ mod tests {
     fn pp_dir_base_and_display() {
         let mut g = Vgpu::new();
         assert_eq!(
-            g.w(u64::from(EngineId::Rcs.reg(ring::PP_DIR_BASE)), 4, 0x1234_0000),
-            Ok(MmioOutcome::Event(TrapEvent::PpDirBase { engine: EngineId::Rcs, value: 0x1234_0000 }))
+            g.w(
+                u64::from(EngineId::Rcs.reg(ring::PP_DIR_BASE)),
+                4,
+                0x1234_0000
+            ),
+            Ok(MmioOutcome::Event(TrapEvent::PpDirBase {
+                engine: EngineId::Rcs,
+                value: 0x1234_0000
+            }))
         );
         assert_eq!(
             g.w(DSPASURF as u64, 4, 0x20_0000),
-            Ok(MmioOutcome::Event(TrapEvent::Display { reg: DisplayReg::PlaneSurf, value: 0x20_0000 }))
+            Ok(MmioOutcome::Event(TrapEvent::Display {
+                reg: DisplayReg::PlaneSurf,
+                value: 0x20_0000
+            }))
         );
         assert_eq!(
             g.w(PIPEASRC as u64, 4, (1023 << 16) | 767),
-            Ok(MmioOutcome::Event(TrapEvent::Display { reg: DisplayReg::PipeSrc, value: (1023 << 16) | 767 }))
+            Ok(MmioOutcome::Event(TrapEvent::Display {
+                reg: DisplayReg::PipeSrc,
+                value: (1023 << 16) | 767
+            }))
         );
         // an 8-byte write to DSPACNTR + DSPALINOFF(unknown): one event
         assert!(matches!(
             g.w(DSPACNTR as u64, 8, 0x8000_0000),
-            Ok(MmioOutcome::Event(TrapEvent::Display { reg: DisplayReg::PlaneCtl, .. }))
+            Ok(MmioOutcome::Event(TrapEvent::Display {
+                reg: DisplayReg::PlaneCtl,
+                ..
+            }))
         ));
         assert_eq!(g.r(DSPASTRIDE as u64, 4), Ok(0));
     }
@@ -783,8 +928,14 @@ mod tests {
         assert_eq!(
             out,
             MmioOutcome::Events(
-                TrapEvent::Irq { reg: IrqReg::Iir, value: 0 },
-                TrapEvent::Irq { reg: IrqReg::Ier, value: 1 }
+                TrapEvent::Irq {
+                    reg: IrqReg::Iir,
+                    value: 0
+                },
+                TrapEvent::Irq {
+                    reg: IrqReg::Ier,
+                    value: 1
+                }
             )
         );
         assert_eq!(out.events().count(), 2);
@@ -796,12 +947,18 @@ mod tests {
         let mut g = Vgpu::new();
         assert_eq!(
             g.w(fence_offset(3) as u64, 8, 0x1234_5678_9ABC_D001),
-            Ok(MmioOutcome::Event(TrapEvent::Fence { index: 3, value: 0x1234_5678_9ABC_D001 }))
+            Ok(MmioOutcome::Event(TrapEvent::Fence {
+                index: 3,
+                value: 0x1234_5678_9ABC_D001
+            }))
         );
         assert_eq!(g.r(fence_offset(3) as u64, 8), Ok(0x1234_5678_9ABC_D001));
         assert_eq!(
             g.w(fence_offset(3) as u64 + 4, 4, 0x42),
-            Ok(MmioOutcome::Event(TrapEvent::Fence { index: 3, value: 0x42_9ABC_D001 }))
+            Ok(MmioOutcome::Event(TrapEvent::Fence {
+                index: 3,
+                value: 0x42_9ABC_D001
+            }))
         );
         // fence 4 is not this vGPU's (fence_count 4)
         assert_eq!(g.w(fence_offset(4) as u64, 8, 1), Ok(MmioOutcome::Dropped));
@@ -823,14 +980,22 @@ mod tests {
         assert_eq!(g.r(base, 8), Ok(VGT_MAGIC));
         assert_eq!(
             g.w(base + vgtif::DISPLAY_READY as u64, 4, 1),
-            Ok(MmioOutcome::Event(TrapEvent::PvInfo(PvEvent::DisplayReady(true))))
+            Ok(MmioOutcome::Event(TrapEvent::PvInfo(
+                PvEvent::DisplayReady(true)
+            )))
         );
         assert_eq!(
             g.w(base + vgtif::G2V_NOTIFY as u64, 4, 4),
             Ok(MmioOutcome::Event(TrapEvent::PvInfo(PvEvent::G2vNotify(4))))
         );
-        assert_eq!(g.w(base + vgtif::PDP as u64, 8, 0xAB_0000_1000), Ok(MmioOutcome::Written));
-        assert_eq!(PvInfo::pdp(pvinfo_page(&g.vregs).unwrap(), 0), Some(0xAB_0000_1000));
+        assert_eq!(
+            g.w(base + vgtif::PDP as u64, 8, 0xAB_0000_1000),
+            Ok(MmioOutcome::Written)
+        );
+        assert_eq!(
+            PvInfo::pdp(pvinfo_page(&g.vregs).unwrap(), 0),
+            Some(0xAB_0000_1000)
+        );
     }
 
     #[test]
@@ -854,10 +1019,21 @@ mod tests {
     #[test]
     fn byte_buffer_entry_points() {
         let mut g = Vgpu::new();
-        let out = g.m.write_bytes(&mut g.vregs, u64::from(EngineId::Rcs.reg(ring::TAIL)), &[0x10, 0, 0, 0]);
-        assert_eq!(out, Ok(MmioOutcome::Event(TrapEvent::RingTail { engine: EngineId::Rcs, tail: 0x10 })));
+        let out = g.m.write_bytes(
+            &mut g.vregs,
+            u64::from(EngineId::Rcs.reg(ring::TAIL)),
+            &[0x10, 0, 0, 0],
+        );
+        assert_eq!(
+            out,
+            Ok(MmioOutcome::Event(TrapEvent::RingTail {
+                engine: EngineId::Rcs,
+                tail: 0x10
+            }))
+        );
         let mut b = [0u8; 2];
-        g.m.read_bytes(&g.vregs, PVINFO_BASE as u64, &mut b).unwrap();
+        g.m.read_bytes(&g.vregs, PVINFO_BASE as u64, &mut b)
+            .unwrap();
         assert_eq!(b, [0x76, 0x47]);
     }
 

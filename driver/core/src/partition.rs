@@ -61,7 +61,10 @@ impl Iterator for FreeBlocks<'_> {
                     (self.range.end(), self.range.end())
                 }
             };
-            let gap = Extent { base: self.cursor, size: gap_end.saturating_sub(self.cursor) };
+            let gap = Extent {
+                base: self.cursor,
+                size: gap_end.saturating_sub(self.cursor),
+            };
             self.cursor = next_cursor;
             self.next += 1;
             if gap.size > 0 {
@@ -75,7 +78,11 @@ impl Iterator for FreeBlocks<'_> {
 impl<const N: usize> ExtentAllocator<N> {
     /// An allocator over `[base, base + size)`, all free.
     pub const fn new(base: u64, size: u64) -> Self {
-        Self { range: Extent { base, size }, used: [Extent { base: 0, size: 0 }; N], len: 0 }
+        Self {
+            range: Extent { base, size },
+            used: [Extent { base: 0, size: 0 }; N],
+            len: 0,
+        }
     }
     /// The managed range.
     pub const fn range(&self) -> Extent {
@@ -88,7 +95,13 @@ impl<const N: usize> ExtentAllocator<N> {
     /// The free blocks, sorted by address, maximal (adjacent gaps cannot
     /// exist: gaps are separated by used extents).
     pub fn free_blocks(&self) -> FreeBlocks<'_> {
-        FreeBlocks { range: self.range, used: self.used(), next: 0, cursor: self.range.base, done: false }
+        FreeBlocks {
+            range: self.range,
+            used: self.used(),
+            next: 0,
+            cursor: self.range.base,
+            done: false,
+        }
     }
     /// Size of the largest free block (what one allocation can get at most).
     pub fn largest_free(&self) -> u64 {
@@ -271,7 +284,12 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
     }
     /// The high GM kept for the host.
     pub fn host_reserved(&self) -> GmRange {
-        GmRange::new(self.layout.total_gm.saturating_sub(self.layout.host_reserved_high), self.layout.host_reserved_high)
+        GmRange::new(
+            self.layout
+                .total_gm
+                .saturating_sub(self.layout.host_reserved_high),
+            self.layout.host_reserved_high,
+        )
     }
     /// The high GM that vGPUs may get.
     pub fn high_pool(&self) -> GmRange {
@@ -296,7 +314,10 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
     }
     /// Live partitions with their handles.
     pub fn iter(&self) -> impl Iterator<Item = (PartitionId, Partition)> + '_ {
-        self.slots.iter().enumerate().filter_map(|(i, s)| s.map(|p| (PartitionId(i), p)))
+        self.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.map(|p| (PartitionId(i), p)))
     }
     pub fn largest_free(&self) -> Largest {
         Largest {
@@ -330,18 +351,45 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
             .min(self.fences.count_fit(req.fences as u64))
     }
     /// Allocate a partition: all of it or nothing.
-    pub fn create(&mut self, req: &PartitionRequest) -> Result<(PartitionId, Partition), PartitionError> {
+    pub fn create(
+        &mut self,
+        req: &PartitionRequest,
+    ) -> Result<(PartitionId, Partition), PartitionError> {
         Self::check(req)?;
-        let slot = self.slots.iter().position(|s| s.is_none()).ok_or(PartitionError::NoSlot)?;
-        let ap = self.aperture.find(req.aperture_size).ok_or(PartitionError::NoAperture)?;
-        let hi = self.high.find(req.high_size).ok_or(PartitionError::NoHighGm)?;
-        let fe = self.fences.find(req.fences as u64).ok_or(PartitionError::NoFences)?;
+        let slot = self
+            .slots
+            .iter()
+            .position(|s| s.is_none())
+            .ok_or(PartitionError::NoSlot)?;
+        let ap = self
+            .aperture
+            .find(req.aperture_size)
+            .ok_or(PartitionError::NoAperture)?;
+        let hi = self
+            .high
+            .find(req.high_size)
+            .ok_or(PartitionError::NoHighGm)?;
+        let fe = self
+            .fences
+            .find(req.fences as u64)
+            .ok_or(PartitionError::NoFences)?;
         let fence_base = u32::try_from(fe).map_err(|_| PartitionError::NoFences)?;
         // Every `find` succeeded on distinct allocators with a free slot, so the
         // inserts cannot fail; check anyway and roll back rather than leak.
-        let ok_a = self.aperture.insert(Extent { base: ap, size: req.aperture_size });
-        let ok_h = ok_a && self.high.insert(Extent { base: hi, size: req.high_size });
-        let ok_f = ok_h && self.fences.insert(Extent { base: fe, size: req.fences as u64 });
+        let ok_a = self.aperture.insert(Extent {
+            base: ap,
+            size: req.aperture_size,
+        });
+        let ok_h = ok_a
+            && self.high.insert(Extent {
+                base: hi,
+                size: req.high_size,
+            });
+        let ok_f = ok_h
+            && self.fences.insert(Extent {
+                base: fe,
+                size: req.fences as u64,
+            });
         if !ok_f {
             if ok_h {
                 self.high.free(hi, req.high_size);
@@ -364,7 +412,11 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
     }
     /// Give a partition's resources back.
     pub fn destroy(&mut self, id: PartitionId) -> Result<Partition, PartitionError> {
-        let p = self.slots.get_mut(id.0).and_then(|s| s.take()).ok_or(PartitionError::NotAllocated)?;
+        let p = self
+            .slots
+            .get_mut(id.0)
+            .and_then(|s| s.take())
+            .ok_or(PartitionError::NotAllocated)?;
         self.aperture.free(p.aperture.base, p.aperture.size);
         self.high.free(p.high.base, p.high.size);
         self.fences.free(p.fence_base as u64, p.fence_count as u64);
@@ -381,11 +433,20 @@ mod tests {
     const MIB: u64 = 1 << 20;
 
     fn layout() -> GmLayout {
-        GmLayout { aperture_size: 256 * MIB, total_gm: 4096 * MIB, fences: 16, host_reserved_high: 16 * MIB }
+        GmLayout {
+            aperture_size: 256 * MIB,
+            total_gm: 4096 * MIB,
+            fences: 16,
+            host_reserved_high: 16 * MIB,
+        }
     }
 
     fn req(a: u64, h: u64, f: u32) -> PartitionRequest {
-        PartitionRequest { aperture_size: a * MIB, high_size: h * MIB, fences: f }
+        PartitionRequest {
+            aperture_size: a * MIB,
+            high_size: h * MIB,
+            fences: f,
+        }
     }
 
     #[test]
@@ -403,7 +464,13 @@ mod tests {
         assert_eq!(a.count_fit(5), 1 + 8);
         assert_eq!(a.alloc(0), None);
         assert!(a.free(100, 25) && a.free(130, 30));
-        assert_eq!(a.free_blocks().collect::<Vec<_>>(), [Extent { base: 100, size: 100 }]);
+        assert_eq!(
+            a.free_blocks().collect::<Vec<_>>(),
+            [Extent {
+                base: 100,
+                size: 100
+            }]
+        );
     }
 
     #[test]
@@ -418,14 +485,33 @@ mod tests {
     fn layout_validation() {
         assert!(Partitioner::<4>::new(layout()).is_ok());
         let bad = [
-            GmLayout { aperture_size: 0, ..layout() },
-            GmLayout { aperture_size: 5000 * MIB, ..layout() },
-            GmLayout { host_reserved_high: 4000 * MIB, ..layout() },
-            GmLayout { aperture_size: 100, ..layout() },
-            GmLayout { total_gm: u64::MAX, ..layout() },
+            GmLayout {
+                aperture_size: 0,
+                ..layout()
+            },
+            GmLayout {
+                aperture_size: 5000 * MIB,
+                ..layout()
+            },
+            GmLayout {
+                host_reserved_high: 4000 * MIB,
+                ..layout()
+            },
+            GmLayout {
+                aperture_size: 100,
+                ..layout()
+            },
+            GmLayout {
+                total_gm: u64::MAX,
+                ..layout()
+            },
         ];
         for l in bad {
-            assert_eq!(Partitioner::<4>::new(l).err(), Some(PartitionError::BadLayout), "{l:?}");
+            assert_eq!(
+                Partitioner::<4>::new(l).err(),
+                Some(PartitionError::BadLayout),
+                "{l:?}"
+            );
         }
     }
 
@@ -434,7 +520,10 @@ mod tests {
         let mut p = Partitioner::<8>::new(layout()).unwrap();
         assert_eq!(p.host_reserved(), GmRange::new(4080 * MIB, 16 * MIB));
         assert_eq!(p.largest_free().high, (4096 - 256 - 16) * MIB);
-        assert_eq!(p.create(&req(32, 3825, 1)).err(), Some(PartitionError::NoHighGm));
+        assert_eq!(
+            p.create(&req(32, 3825, 1)).err(),
+            Some(PartitionError::NoHighGm)
+        );
         let (_, part) = p.create(&req(32, 3824, 1)).unwrap();
         assert!(!part.high.overlaps(&p.host_reserved()));
         assert_eq!(part.high.end(), p.host_reserved().base);
@@ -446,18 +535,47 @@ mod tests {
         let (_, a) = p.create(&req(64, 512, 12)).unwrap();
         assert_eq!(a.fence_base, 0);
         // fences exhausted: nothing else may be taken
-        let before = (p.aperture_allocator().total_free(), p.high_allocator().total_free());
-        assert_eq!(p.create(&req(64, 512, 5)).err(), Some(PartitionError::NoFences));
-        assert_eq!((p.aperture_allocator().total_free(), p.high_allocator().total_free()), before);
-        assert_eq!(p.live(), 1);
-        assert_eq!(p.create(&req(0, 512, 1)).err(), Some(PartitionError::BadRequest));
-        assert_eq!(p.create(&req(1, 512, 0)).err(), Some(PartitionError::BadRequest));
+        let before = (
+            p.aperture_allocator().total_free(),
+            p.high_allocator().total_free(),
+        );
         assert_eq!(
-            p.create(&PartitionRequest { aperture_size: 100, high_size: MIB, fences: 1 }).err(),
+            p.create(&req(64, 512, 5)).err(),
+            Some(PartitionError::NoFences)
+        );
+        assert_eq!(
+            (
+                p.aperture_allocator().total_free(),
+                p.high_allocator().total_free()
+            ),
+            before
+        );
+        assert_eq!(p.live(), 1);
+        assert_eq!(
+            p.create(&req(0, 512, 1)).err(),
             Some(PartitionError::BadRequest)
         );
-        assert_eq!(p.destroy(PartitionId(7)).err(), Some(PartitionError::NotAllocated));
-        assert_eq!(p.destroy(PartitionId(usize::MAX)).err(), Some(PartitionError::NotAllocated));
+        assert_eq!(
+            p.create(&req(1, 512, 0)).err(),
+            Some(PartitionError::BadRequest)
+        );
+        assert_eq!(
+            p.create(&PartitionRequest {
+                aperture_size: 100,
+                high_size: MIB,
+                fences: 1
+            })
+            .err(),
+            Some(PartitionError::BadRequest)
+        );
+        assert_eq!(
+            p.destroy(PartitionId(7)).err(),
+            Some(PartitionError::NotAllocated)
+        );
+        assert_eq!(
+            p.destroy(PartitionId(usize::MAX)).err(),
+            Some(PartitionError::NotAllocated)
+        );
     }
 
     #[test]
@@ -513,7 +631,10 @@ mod tests {
             for b in &parts[i + 1..] {
                 assert!(!a.aperture.overlaps(&b.aperture));
                 assert!(!a.high.overlaps(&b.high));
-                let (x, y) = (a.fence_base..a.fence_base + a.fence_count, b.fence_base..b.fence_base + b.fence_count);
+                let (x, y) = (
+                    a.fence_base..a.fence_base + a.fence_count,
+                    b.fence_base..b.fence_base + b.fence_count,
+                );
                 assert!(x.end <= y.start || y.end <= x.start);
             }
         }
@@ -527,9 +648,15 @@ mod tests {
             // free blocks are maximal and disjoint from the used ones
             let blocks: Vec<_> = alloc.free_blocks().collect();
             for w in blocks.windows(2) {
-                assert!(w[0].end() < w[1].base, "adjacent free blocks were not coalesced");
+                assert!(
+                    w[0].end() < w[1].base,
+                    "adjacent free blocks were not coalesced"
+                );
             }
-            assert_eq!(alloc.largest_free(), blocks.iter().map(|b| b.size).max().unwrap_or(0));
+            assert_eq!(
+                alloc.largest_free(),
+                blocks.iter().map(|b| b.size).max().unwrap_or(0)
+            );
         }
     }
 

@@ -266,7 +266,13 @@ struct Slot {
 }
 
 impl Slot {
-    const EMPTY: Slot = Slot { used: false, pde: 0, guest_pt: 0, shadow: HostPage(0), last_use: 0 };
+    const EMPTY: Slot = Slot {
+        used: false,
+        pde: 0,
+        guest_pt: 0,
+        shadow: HostPage(0),
+        last_use: 0,
+    };
 }
 
 /// The owned part of a vGPU's shadow PPGTT (everything but the snapshot
@@ -294,7 +300,11 @@ impl<const N: usize> PpgttState<N> {
             pd_gma: None,
             pinned: 0,
             stats: PpgttStats::EMPTY,
-            work: SyncWork { reads: 0, pins: 0, unpins: 0 },
+            work: SyncWork {
+                reads: 0,
+                pins: 0,
+                unpins: 0,
+            },
         }
     }
     /// The work of the last [`Ppgtt::sync`].
@@ -332,7 +342,10 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
             return Err(PpgttError::BadStorage);
         }
         snap.fill(0);
-        Ok(Ppgtt { snap, st: PpgttState::new() })
+        Ok(Ppgtt {
+            snap,
+            st: PpgttState::new(),
+        })
     }
 
     /// Re-attach the snapshot storage to a state taken with
@@ -364,7 +377,11 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
     }
     /// Shadow page tables cached (not hooked into the root).
     pub fn cached_tables(&self) -> usize {
-        self.st.slots.iter().filter(|s| s.used && s.pde == NO_PDE).count()
+        self.st
+            .slots
+            .iter()
+            .filter(|s| s.used && s.pde == NO_PDE)
+            .count()
     }
     /// The work of the last [`Ppgtt::sync`] (charge [`SyncWork::cost_ns`]).
     pub fn last_sync(&self) -> SyncWork {
@@ -385,7 +402,12 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
     /// The least recently used cached shadow table, if any.
     fn lru_cached(&self) -> Option<usize> {
         (0..N)
-            .filter(|&k| self.st.slots.get(k).is_some_and(|sl| sl.used && sl.pde == NO_PDE))
+            .filter(|&k| {
+                self.st
+                    .slots
+                    .get(k)
+                    .is_some_and(|sl| sl.used && sl.pde == NO_PDE)
+            })
             .min_by_key(|&k| self.st.slots.get(k).map_or(0, |sl| sl.last_use))
     }
 
@@ -468,7 +490,12 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
     /// A new directory: unhook every shadow PT from the root (they stay
     /// cached for re-use).  Should the root refuse the write, the whole
     /// shadow is dropped instead (nothing stale stays reachable).
-    fn detach_all(&mut self, host: &mut impl HostMemory, gmem: &mut impl GuestMemory, alloc: &mut impl HostPageAlloc) {
+    fn detach_all(
+        &mut self,
+        host: &mut impl HostMemory,
+        gmem: &mut impl GuestMemory,
+        alloc: &mut impl HostPageAlloc,
+    ) {
         let Some(root) = self.st.root else { return };
         if host.write(root, 0, &ZERO_PAGE).is_err() {
             self.release_all(gmem, alloc);
@@ -481,9 +508,17 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
     }
 
     /// Unhook the shadow PT of PDE `i` from the root and keep it cached.
-    fn detach(&mut self, root: HostPage, i: usize, host: &mut impl HostMemory) -> Result<(), PpgttError> {
-        let Some(s) = self.slot_of(i) else { return Ok(()) };
-        host.write(root, i * 8, &0u64.to_le_bytes()).map_err(PpgttError::Host)?;
+    fn detach(
+        &mut self,
+        root: HostPage,
+        i: usize,
+        host: &mut impl HostMemory,
+    ) -> Result<(), PpgttError> {
+        let Some(s) = self.slot_of(i) else {
+            return Ok(());
+        };
+        host.write(root, i * 8, &0u64.to_le_bytes())
+            .map_err(PpgttError::Host)?;
         if let Some(sl) = self.st.slots.get_mut(s) {
             sl.pde = NO_PDE;
         }
@@ -503,7 +538,8 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
     ) -> Result<(), PpgttError> {
         let mut buf = [0u8; CHUNK * 8];
         for c in 0..ENTRIES / CHUNK {
-            host.read(pd_page, c * CHUNK * 8, &mut buf).map_err(PpgttError::Host)?;
+            host.read(pd_page, c * CHUNK * 8, &mut buf)
+                .map_err(PpgttError::Host)?;
             self.st.work.reads = self.st.work.reads.wrapping_add(CHUNK as u64);
             for (k, b) in buf.chunks_exact(8).enumerate() {
                 let mut e = [0u8; 8];
@@ -572,15 +608,22 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         alloc: &mut impl HostPageAlloc,
     ) -> Result<(), PpgttError> {
         let now = self.st.stats.syncs;
-        let cached = self.st.slots.iter().position(|sl| sl.used && sl.pde == NO_PDE && sl.guest_pt == gpt);
+        let cached = self
+            .st
+            .slots
+            .iter()
+            .position(|sl| sl.used && sl.pde == NO_PDE && sl.guest_pt == gpt);
         let s = match (self.slot_of(i), cached) {
             (Some(s), _) => s,
             (None, Some(s)) => {
                 // This guest table is shadowed already: hook it back, then
                 // re-validate it below like any tracked table.
                 let shadow = self.st.slots.get(s).map_or(HostPage(0), |sl| sl.shadow);
-                host.write(root, i * 8, &Pte::new(shadow).0.to_le_bytes()).map_err(PpgttError::Host)?;
-                if let (Some(sl), Some(ps)) = (self.st.slots.get_mut(s), self.st.pde_slot.get_mut(i)) {
+                host.write(root, i * 8, &Pte::new(shadow).0.to_le_bytes())
+                    .map_err(PpgttError::Host)?;
+                if let (Some(sl), Some(ps)) =
+                    (self.st.slots.get_mut(s), self.st.pde_slot.get_mut(i))
+                {
                     sl.pde = i as u16;
                     *ps = s as u16;
                 }
@@ -611,8 +654,16 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
                     alloc.free(shadow);
                     return Err(PpgttError::Host(e));
                 }
-                if let (Some(sl), Some(ps)) = (self.st.slots.get_mut(s), self.st.pde_slot.get_mut(i)) {
-                    *sl = Slot { used: true, pde: i as u16, guest_pt: gpt, shadow, last_use: now };
+                if let (Some(sl), Some(ps)) =
+                    (self.st.slots.get_mut(s), self.st.pde_slot.get_mut(i))
+                {
+                    *sl = Slot {
+                        used: true,
+                        pde: i as u16,
+                        guest_pt: gpt,
+                        shadow,
+                        last_use: now,
+                    };
                     *ps = s as u16;
                 }
                 if let Some(sn) = self.snap.get_mut(s * ENTRIES..(s + 1) * ENTRIES) {
@@ -629,13 +680,20 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
     }
 
     /// Re-validate shadow PT slot `s` against the guest PT in `pt_page`.
-    fn sync_pt(&mut self, s: usize, pt_page: HostPage, gmem: &mut impl GuestMemory, host: &mut impl HostMemory) -> Result<(), PpgttError> {
+    fn sync_pt(
+        &mut self,
+        s: usize,
+        pt_page: HostPage,
+        gmem: &mut impl GuestMemory,
+        host: &mut impl HostMemory,
+    ) -> Result<(), PpgttError> {
         let Some(shadow) = self.st.slots.get(s).map(|sl| sl.shadow) else {
             return Ok(());
         };
         let mut buf = [0u8; CHUNK * 8];
         for c in 0..ENTRIES / CHUNK {
-            host.read(pt_page, c * CHUNK * 8, &mut buf).map_err(PpgttError::Host)?;
+            host.read(pt_page, c * CHUNK * 8, &mut buf)
+                .map_err(PpgttError::Host)?;
             self.st.work.reads = self.st.work.reads.wrapping_add(CHUNK as u64);
             for (k, b) in buf.chunks_exact(8).enumerate() {
                 let j = c * CHUNK + k;
@@ -656,11 +714,13 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
                     match self.pin(gmem, entry_frame(nv)) {
                         Ok(p) => (Pte::new(p).0, nv | PINNED),
                         Err(MemError::NoResource) => {
-                            self.st.stats.reject_pin_refused = self.st.stats.reject_pin_refused.wrapping_add(1);
+                            self.st.stats.reject_pin_refused =
+                                self.st.stats.reject_pin_refused.wrapping_add(1);
                             (0, nv)
                         }
                         Err(_) => {
-                            self.st.stats.reject_frame_not_mapped = self.st.stats.reject_frame_not_mapped.wrapping_add(1);
+                            self.st.stats.reject_frame_not_mapped =
+                                self.st.stats.reject_frame_not_mapped.wrapping_add(1);
                             (0, nv)
                         }
                     }
@@ -702,7 +762,8 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
         let Some(sl) = self.st.slots.get(s).copied() else {
             return Ok(());
         };
-        host.write(root, usize::from(sl.pde) * 8, &0u64.to_le_bytes()).map_err(PpgttError::Host)?;
+        host.write(root, usize::from(sl.pde) * 8, &0u64.to_le_bytes())
+            .map_err(PpgttError::Host)?;
         self.drop_slot(s, gmem, alloc);
         Ok(())
     }
@@ -785,7 +846,8 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
                 if host.write(sl.shadow, j * 8, &0u64.to_le_bytes()).is_err() {
                     let n = self.st.pinned;
                     self.release_all(gmem, alloc);
-                    self.st.stats.dma_unmap_evictions = self.st.stats.dma_unmap_evictions.wrapping_add(n);
+                    self.st.stats.dma_unmap_evictions =
+                        self.st.stats.dma_unmap_evictions.wrapping_add(n);
                     return evicted.wrapping_add(n);
                 }
                 gmem.unpin(f);
@@ -813,7 +875,10 @@ impl<'a, const N: usize> Ppgtt<'a, N> {
 }
 
 /// A zeroed page from `alloc`.
-fn new_page(host: &mut impl HostMemory, alloc: &mut impl HostPageAlloc) -> Result<HostPage, PpgttError> {
+fn new_page(
+    host: &mut impl HostMemory,
+    alloc: &mut impl HostPageAlloc,
+) -> Result<HostPage, PpgttError> {
     let p = alloc.alloc().ok_or(PpgttError::NoHostPage)?;
     if let Err(e) = host.write(p, 0, &ZERO_PAGE) {
         alloc.free(p);
@@ -841,7 +906,10 @@ mod tests {
     }
     impl FakeAlloc {
         pub fn new(base: u64, n: u64) -> Self {
-            Self { free: (base..base + n).rev().map(HostPage).collect(), live: BTreeSet::new() }
+            Self {
+                free: (base..base + n).rev().map(HostPage).collect(),
+                live: BTreeSet::new(),
+            }
         }
     }
     impl HostPageAlloc for FakeAlloc {
@@ -903,15 +971,34 @@ mod tests {
     fn sync_shadows_translates_and_tracks_guest_updates() {
         let mut r = rig();
         let (mut gs, mut ss) = (vec![0; 4], vec![0; 4]);
-        let mut ggtt = Ggtt::new(VgpuGm { aperture: GmRange::new(0, 4 * PAGE_SIZE), high: GmRange::default() }, HostPage(1), &mut gs, &mut ss, &mut r.be).unwrap();
+        let mut ggtt = Ggtt::new(
+            VgpuGm {
+                aperture: GmRange::new(0, 4 * PAGE_SIZE),
+                high: GmRange::default(),
+            },
+            HostPage(1),
+            &mut gs,
+            &mut ss,
+            &mut r.be,
+        )
+        .unwrap();
         let mut snap = vec![0; 4 * ENTRIES];
         let mut pp: Ppgtt<'_, 4> = Ppgtt::new(&mut snap).unwrap();
         assert_eq!(pp.shadow_root(), None);
 
         // PD_GMA not mapped in the guest GGTT yet.
-        assert_eq!(pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc), Err(PpgttError::PdNotMapped));
-        assert_eq!(pp.sync(PD_GMA + 8, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc), Err(PpgttError::PdMisaligned));
-        assert_eq!(pp.sync(16 * PAGE_SIZE, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc), Err(PpgttError::PdNotMapped));
+        assert_eq!(
+            pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc),
+            Err(PpgttError::PdNotMapped)
+        );
+        assert_eq!(
+            pp.sync(PD_GMA + 8, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc),
+            Err(PpgttError::PdMisaligned)
+        );
+        assert_eq!(
+            pp.sync(16 * PAGE_SIZE, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc),
+            Err(PpgttError::PdNotMapped)
+        );
 
         // Guest: PD in gfn 0x101 (GGTT entry 2), PDE 3 -> PT gfn 0x102,
         // PTE 7 -> gfn 0x105, PTE 8 -> gfn 0x900 (not guest memory).
@@ -919,7 +1006,9 @@ mod tests {
         put(&mut r.host, HostPage(101), 3, (0x102 << 12) | 1);
         put(&mut r.host, HostPage(102), 7, (0x105 << 12) | 0x3);
         put(&mut r.host, HostPage(102), 8, (0x900 << 12) | 1);
-        let root = pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        let root = pp
+            .sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc)
+            .unwrap();
         assert_eq!(pp.shadow_root(), Some(root));
         assert!(r.alloc.live.contains(&root));
         let a = (3 << 21) | (7 << 12);
@@ -934,13 +1023,21 @@ mod tests {
 
         // A re-sync with no guest change rewrites nothing.
         let before = pp.stats().pte_updates;
-        assert_eq!(pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc), Ok(root));
+        assert_eq!(
+            pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc),
+            Ok(root)
+        );
         assert_eq!(pp.stats().pte_updates, before);
 
         // Guest updates a PTE in place: the next sync picks it up.
         put(&mut r.host, HostPage(102), 7, (0x106 << 12) | 1);
-        assert_eq!(walk(&r.host, root, a), Some(HostPage(105)), "not before the sync");
-        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        assert_eq!(
+            walk(&r.host, root, a),
+            Some(HostPage(105)),
+            "not before the sync"
+        );
+        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc)
+            .unwrap();
         assert_eq!(walk(&r.host, root, a), Some(HostPage(106)));
         assert_eq!(pp.stats().pte_updates, before + 1);
         assert_eq!((r.gm.pins_of(0x105), r.gm.pins_of(0x106)), (0, 1));
@@ -949,7 +1046,8 @@ mod tests {
         // and kept, with its pin, for re-use.
         put(&mut r.host, HostPage(103), 7, (0x107 << 12) | 1);
         put(&mut r.host, HostPage(101), 3, (0x103 << 12) | 1);
-        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc)
+            .unwrap();
         assert_eq!(walk(&r.host, root, a), Some(HostPage(107)));
         assert_eq!((r.gm.pins_of(0x106), r.gm.pins_of(0x107)), (1, 1));
         assert_eq!((pp.shadow_tables(), pp.cached_tables()), (2, 1));
@@ -959,17 +1057,26 @@ mod tests {
         // Back to the first PT: the cached shadow is hooked back, nothing is
         // pinned again.
         put(&mut r.host, HostPage(101), 3, (0x102 << 12) | 1);
-        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc)
+            .unwrap();
         assert_eq!(walk(&r.host, root, a), Some(HostPage(106)));
         assert_eq!(pp.stats().pts_reused, 1);
         // Pin work: the PD and PT frames (released again) and the retry of
         // PTE 8 (0x900, refused); no data page is pinned again.
-        assert_eq!(pp.last_sync(), SyncWork { reads: 2 * ENTRIES as u64, pins: 3, unpins: 2 });
+        assert_eq!(
+            pp.last_sync(),
+            SyncWork {
+                reads: 2 * ENTRIES as u64,
+                pins: 3,
+                unpins: 2
+            }
+        );
         assert_eq!((r.gm.pins_of(0x106), r.gm.pins_of(0x107)), (1, 1));
 
         // PDE to a frame outside guest memory: not present in the shadow.
         put(&mut r.host, HostPage(101), 3, (0x999 << 12) | 1);
-        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc)
+            .unwrap();
         assert_eq!(walk(&r.host, root, a), None);
         assert_eq!(pp.stats().reject_pt_frame, 1);
         assert_eq!(pp.cached_tables(), 2);
@@ -986,15 +1093,33 @@ mod tests {
     fn capacity_is_enforced_with_a_clear_error() {
         let mut r = rig();
         let (mut gs, mut ss) = (vec![0; 4], vec![0; 4]);
-        let mut ggtt = Ggtt::new(VgpuGm { aperture: GmRange::new(0, 4 * PAGE_SIZE), high: GmRange::default() }, HostPage(1), &mut gs, &mut ss, &mut r.be).unwrap();
+        let mut ggtt = Ggtt::new(
+            VgpuGm {
+                aperture: GmRange::new(0, 4 * PAGE_SIZE),
+                high: GmRange::default(),
+            },
+            HostPage(1),
+            &mut gs,
+            &mut ss,
+            &mut r.be,
+        )
+        .unwrap();
         let mut snap = vec![0; 2 * ENTRIES];
         let mut pp: Ppgtt<'_, 2> = Ppgtt::new(&mut snap).unwrap();
         ggtt.write_pte(&mut r.gm, &mut r.be, &mut r.cpu, 2, (0x101 << 12) | 1);
         for (i, pt) in [(0usize, 0x102u64), (1, 0x103), (2, 0x104)] {
             put(&mut r.host, HostPage(101), i, (pt << 12) | 1);
-            put(&mut r.host, HostPage(pt - 0x100 + 100), 0, (0x110 << 12) | 1);
+            put(
+                &mut r.host,
+                HostPage(pt - 0x100 + 100),
+                0,
+                (0x110 << 12) | 1,
+            );
         }
-        assert_eq!(pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc), Err(PpgttError::Capacity));
+        assert_eq!(
+            pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc),
+            Err(PpgttError::Capacity)
+        );
         assert_eq!(pp.stats().capacity_exceeded, 1);
         assert_eq!(pp.shadow_tables(), 2);
         // What was shadowed is right; the PDE that did not fit is not present.
@@ -1003,44 +1128,80 @@ mod tests {
         assert_eq!(walk(&r.host, root, 2 << 21), None);
         // The guest drops one table: it fits again.
         put(&mut r.host, HostPage(101), 0, 0);
-        assert_eq!(pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc), Ok(root));
+        assert_eq!(
+            pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc),
+            Ok(root)
+        );
         assert_eq!(walk(&r.host, root, 2 << 21), Some(HostPage(116)));
         assert_eq!(walk(&r.host, root, 0), None);
         // Out of host pages.
         pp.reset(&mut r.gm, &mut r.alloc);
         assert_eq!(pp.shadow_root(), None);
         let mut empty = FakeAlloc::new(0, 0);
-        assert_eq!(pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut empty), Err(PpgttError::NoHostPage));
+        assert_eq!(
+            pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut empty),
+            Err(PpgttError::NoHostPage)
+        );
         assert_eq!(r.gm.outstanding_pins(), 1); // the GGTT's
         pp.destroy(&mut r.gm, &mut r.alloc);
         ggtt.destroy(&mut r.gm, &mut r.be, &mut r.cpu);
         assert_eq!(r.gm.outstanding_pins(), 0);
         assert!(r.alloc.live.is_empty());
         let mut bad = vec![0; 3];
-        assert_eq!(Ppgtt::<'_, 2>::new(&mut bad).err(), Some(PpgttError::BadStorage));
+        assert_eq!(
+            Ppgtt::<'_, 2>::new(&mut bad).err(),
+            Some(PpgttError::BadStorage)
+        );
     }
 
     #[test]
     fn dma_unmap_pd_change_and_reset_release_everything() {
         let mut r = rig();
         let (mut gs, mut ss) = (vec![0; 4], vec![0; 4]);
-        let mut ggtt = Ggtt::new(VgpuGm { aperture: GmRange::new(0, 4 * PAGE_SIZE), high: GmRange::default() }, HostPage(1), &mut gs, &mut ss, &mut r.be).unwrap();
+        let mut ggtt = Ggtt::new(
+            VgpuGm {
+                aperture: GmRange::new(0, 4 * PAGE_SIZE),
+                high: GmRange::default(),
+            },
+            HostPage(1),
+            &mut gs,
+            &mut ss,
+            &mut r.be,
+        )
+        .unwrap();
         let mut snap = vec![0; 4 * ENTRIES];
         let mut pp: Ppgtt<'_, 4> = Ppgtt::new(&mut snap).unwrap();
         ggtt.write_pte(&mut r.gm, &mut r.be, &mut r.cpu, 2, (0x101 << 12) | 1);
         put(&mut r.host, HostPage(101), 0, (0x102 << 12) | 1);
         for j in 0..4 {
-            put(&mut r.host, HostPage(102), j, ((0x108 + j as u64) << 12) | 1);
+            put(
+                &mut r.host,
+                HostPage(102),
+                j,
+                ((0x108 + j as u64) << 12) | 1,
+            );
         }
-        let root = pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        let root = pp
+            .sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc)
+            .unwrap();
         assert_eq!(pp.pinned_pages(), 4);
         r.gm.unmap(0x109, 2);
-        assert_eq!(pp.dma_unmap(&mut r.gm, &mut r.host, &mut r.alloc, 0x109 << 12, 2 * PAGE_SIZE), 2);
+        assert_eq!(
+            pp.dma_unmap(
+                &mut r.gm,
+                &mut r.host,
+                &mut r.alloc,
+                0x109 << 12,
+                2 * PAGE_SIZE
+            ),
+            2
+        );
         assert_eq!(walk(&r.host, root, 1 << 12), None);
         assert_eq!(walk(&r.host, root, 3 << 12), Some(HostPage(111)));
         assert_eq!(pp.pinned_pages(), 2);
         // A later sync retries the unmapped frames and still refuses them.
-        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc)
+            .unwrap();
         assert_eq!(walk(&r.host, root, 1 << 12), None);
         assert_eq!(pp.pinned_pages(), 2);
         assert_eq!(r.gm.outstanding_pins(), 3);
@@ -1049,18 +1210,25 @@ mod tests {
         // shadow PT (found by the property test below).
         put(&mut r.host, HostPage(101), 1, (0x10e << 12) | 1);
         put(&mut r.host, HostPage(114), 0, (0x108 << 12) | 1);
-        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc)
+            .unwrap();
         assert_eq!(walk(&r.host, root, 1 << 21), Some(HostPage(108)));
         r.gm.unmap(0x10e, 1);
-        assert_eq!(pp.dma_unmap(&mut r.gm, &mut r.host, &mut r.alloc, 0x10e << 12, PAGE_SIZE), 0);
-        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        assert_eq!(
+            pp.dma_unmap(&mut r.gm, &mut r.host, &mut r.alloc, 0x10e << 12, PAGE_SIZE),
+            0
+        );
+        pp.sync(PD_GMA, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc)
+            .unwrap();
         assert_eq!(walk(&r.host, root, 1 << 21), None);
         assert_eq!(pp.pinned_pages(), 2);
 
         // The guest moves PP_DIR_BASE: the whole shadow is rebuilt.
         ggtt.write_pte(&mut r.gm, &mut r.be, &mut r.cpu, 3, (0x104 << 12) | 1);
         put(&mut r.host, HostPage(104), 5, (0x102 << 12) | 1);
-        let root2 = pp.sync(3 * PAGE_SIZE, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc).unwrap();
+        let root2 = pp
+            .sync(3 * PAGE_SIZE, &ggtt, &mut r.gm, &mut r.host, &mut r.alloc)
+            .unwrap();
         assert_eq!(walk(&r.host, root2, 5 << 21), Some(HostPage(108)));
         assert_eq!(walk(&r.host, root2, 0), None);
         assert_eq!(r.alloc.live.len(), 2);
@@ -1082,7 +1250,10 @@ mod tests {
 
     fn vgpu_gm(k: usize) -> VgpuGm {
         let k = k as u64;
-        VgpuGm { aperture: GmRange::new(4 * k * PAGE_SIZE, 4 * PAGE_SIZE), high: GmRange::default() }
+        VgpuGm {
+            aperture: GmRange::new(4 * k * PAGE_SIZE, 4 * PAGE_SIZE),
+            high: GmRange::default(),
+        }
     }
     fn guest_mem(k: usize) -> FakeGuestMemory {
         // Guest k: frames [0x20 + 0x10k, +10) on host pages [100 + 50k, +10).
@@ -1092,14 +1263,36 @@ mod tests {
     #[derive(Clone, Debug)]
     enum Op {
         /// Guest GGTT entry for a PD candidate address.
-        Ggtt { k: usize, entry: u64, gfn: u64 },
+        Ggtt {
+            k: usize,
+            entry: u64,
+            gfn: u64,
+        },
         /// The guest CPU writes an 8-byte entry into one of its own frames.
-        Entry { k: usize, gfn: u64, idx: usize, value: u64 },
+        Entry {
+            k: usize,
+            gfn: u64,
+            idx: usize,
+            value: u64,
+        },
         /// The guest CPU clears the present bit of such an entry.
-        Clear { k: usize, gfn: u64, idx: usize },
-        Sync { k: usize, entry: u64 },
-        Unmap { k: usize, gfn: u64, n: u64 },
-        Reset { k: usize },
+        Clear {
+            k: usize,
+            gfn: u64,
+            idx: usize,
+        },
+        Sync {
+            k: usize,
+            entry: u64,
+        },
+        Unmap {
+            k: usize,
+            gfn: u64,
+            n: u64,
+        },
+        Reset {
+            k: usize,
+        },
     }
 
     /// Mostly guest `k`'s own frames, sometimes anything (the other guest's
@@ -1132,7 +1325,12 @@ mod tests {
 
     /// What the shadow must translate `addr` to after a successful sync of
     /// the guest tables rooted at guest frame `pd`, from guest memory alone.
-    fn expected(host: &FakeHostMemory, gm: &FakeGuestMemory, pd: u64, addr: u64) -> Option<HostPage> {
+    fn expected(
+        host: &FakeHostMemory,
+        gm: &FakeGuestMemory,
+        pd: u64,
+        addr: u64,
+    ) -> Option<HostPage> {
         let pd_page = gm.backing(pd)?;
         let pde = read_entry(host, pd_page, pde_index(addr))?;
         if pde & 1 == 0 {

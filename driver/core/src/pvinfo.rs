@@ -162,7 +162,8 @@ const fn merge(old: u32, value: u32, mask: u32) -> u32 {
 impl PvInfo {
     /// The page of a vGPU with id `vgt_id` owning `part`.
     pub fn new(vgt_id: u32, caps: u32, part: &Partition) -> Result<Self, PvInfoError> {
-        let (mb, ms) = fits_u32(part.aperture.base, part.aperture.size).ok_or(PvInfoError::RangeTooHigh)?;
+        let (mb, ms) =
+            fits_u32(part.aperture.base, part.aperture.size).ok_or(PvInfoError::RangeTooHigh)?;
         let (nb, ns) = fits_u32(part.high.base, part.high.size).ok_or(PvInfoError::RangeTooHigh)?;
         Ok(Self {
             vgt_id,
@@ -199,7 +200,12 @@ impl PvInfo {
         use vgtif::*;
         matches!(
             rel & !3,
-            DISPLAY_READY | G2V_NOTIFY | CURSOR_X_HOT | CURSOR_Y_HOT | EXECLIST_CTX_DESC_LO | EXECLIST_CTX_DESC_HI
+            DISPLAY_READY
+                | G2V_NOTIFY
+                | CURSOR_X_HOT
+                | CURSOR_Y_HOT
+                | EXECLIST_CTX_DESC_LO
+                | EXECLIST_CTX_DESC_HI
         ) || (PDP..PDP + 32).contains(&(rel & !3))
     }
 
@@ -261,14 +267,20 @@ impl PvInfo {
 
     /// The vGPU's partition as the page advertises it.
     pub fn advertised(&self) -> (u32, u32, u32, u32, u32) {
-        (self.mappable_base, self.mappable_size, self.nonmappable_base, self.nonmappable_size, self.fence_num)
+        (
+            self.mappable_base,
+            self.mappable_size,
+            self.nonmappable_base,
+            self.nonmappable_size,
+            self.fence_num,
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::mem::GmRange;
+    use super::*;
     use proptest::prelude::*;
 
     const MIB: u64 = 1 << 20;
@@ -341,17 +353,37 @@ mod tests {
         assert_eq!(r(vgtif::NONMAPPABLE_BASE), (512 * MIB) as u32);
         assert_eq!(r(vgtif::NONMAPPABLE_SIZE), (384 * MIB) as u32);
         assert_eq!(r(vgtif::FENCE_NUM), 4);
-        assert_eq!(r(vgtif::DISPLAY_READY), 0, "fill cleared the writable fields");
+        assert_eq!(
+            r(vgtif::DISPLAY_READY),
+            0,
+            "fill cleared the writable fields"
+        );
         assert_eq!(r(0x20), 0, "reserved");
-        assert_eq!(page[(vgtif::FENCE_NUM / 4) as usize], 4, "fill mirrors read-only fields into the vregs");
-        assert_eq!(pv.advertised(), ((64 * MIB) as u32, (64 * MIB) as u32, (512 * MIB) as u32, (384 * MIB) as u32, 4));
+        assert_eq!(
+            page[(vgtif::FENCE_NUM / 4) as usize],
+            4,
+            "fill mirrors read-only fields into the vregs"
+        );
+        assert_eq!(
+            pv.advertised(),
+            (
+                (64 * MIB) as u32,
+                (64 * MIB) as u32,
+                (512 * MIB) as u32,
+                (384 * MIB) as u32,
+                4
+            )
+        );
     }
 
     #[test]
     fn writes() {
         let (pv, mut page) = page();
         assert_eq!(pv.write(&mut page, vgtif::MAGIC, 0, !0), PvWrite::Dropped);
-        assert_eq!(pv.write(&mut page, vgtif::FENCE_NUM, 16, !0), PvWrite::Dropped);
+        assert_eq!(
+            pv.write(&mut page, vgtif::FENCE_NUM, 16, !0),
+            PvWrite::Dropped
+        );
         assert_eq!(pv.read(&page, vgtif::FENCE_NUM), 4);
         assert_eq!(pv.write(&mut page, 0x100, 1, !0), PvWrite::Dropped);
         assert_eq!(pv.read(&page, 0x100), 0);
@@ -360,21 +392,42 @@ mod tests {
             PvWrite::Event(PvEvent::DisplayReady(true))
         );
         assert_eq!(pv.read(&page, vgtif::DISPLAY_READY), 1);
-        assert_eq!(pv.write(&mut page, vgtif::DISPLAY_READY, 0, !0), PvWrite::Event(PvEvent::DisplayReady(false)));
-        assert_eq!(pv.write(&mut page, vgtif::G2V_NOTIFY, 4, !0), PvWrite::Event(PvEvent::G2vNotify(4)));
+        assert_eq!(
+            pv.write(&mut page, vgtif::DISPLAY_READY, 0, !0),
+            PvWrite::Event(PvEvent::DisplayReady(false))
+        );
+        assert_eq!(
+            pv.write(&mut page, vgtif::G2V_NOTIFY, 4, !0),
+            PvWrite::Event(PvEvent::G2vNotify(4))
+        );
         assert_eq!(G2vType::from_raw(4), Some(G2vType::PpgttL4PageTableCreate));
         assert_eq!(G2vType::from_raw(1), None);
-        assert_eq!(pv.write(&mut page, vgtif::RSV5 + 4, 1, !0), PvWrite::Event(PvEvent::InsufficientResource));
+        assert_eq!(
+            pv.write(&mut page, vgtif::RSV5 + 4, 1, !0),
+            PvWrite::Event(PvEvent::InsufficientResource)
+        );
         assert_eq!(pv.read(&page, vgtif::RSV5 + 4), 0, "rsv5 is not stored");
-        assert_eq!(pv.write(&mut page, vgtif::PDP + 8, 0x1000, !0), PvWrite::Stored);
-        assert_eq!(pv.write(&mut page, vgtif::PDP + 12, 0x2, !0), PvWrite::Stored);
+        assert_eq!(
+            pv.write(&mut page, vgtif::PDP + 8, 0x1000, !0),
+            PvWrite::Stored
+        );
+        assert_eq!(
+            pv.write(&mut page, vgtif::PDP + 12, 0x2, !0),
+            PvWrite::Stored
+        );
         assert_eq!(PvInfo::pdp(&page, 1), Some(0x2_0000_1000));
         assert_eq!(PvInfo::pdp(&page, 4), None);
         // sub-dword write merges
-        assert_eq!(pv.write(&mut page, vgtif::CURSOR_X_HOT, 0xAABB_CCDD, 0x0000_FF00), PvWrite::Stored);
+        assert_eq!(
+            pv.write(&mut page, vgtif::CURSOR_X_HOT, 0xAABB_CCDD, 0x0000_FF00),
+            PvWrite::Stored
+        );
         assert_eq!(pv.read(&page, vgtif::CURSOR_X_HOT), 0x0000_CC00);
         // a too-short page never panics
-        assert_eq!(pv.write(&mut [0u32; 4], vgtif::G2V_NOTIFY, 1, !0), PvWrite::Dropped);
+        assert_eq!(
+            pv.write(&mut [0u32; 4], vgtif::G2V_NOTIFY, 1, !0),
+            PvWrite::Dropped
+        );
         assert_eq!(pv.read(&[], vgtif::G2V_NOTIFY), 0);
         pv.fill(&mut [0u32; 3]);
     }

@@ -19,7 +19,12 @@ pub struct RateLimit {
 
 impl RateLimit {
     pub const fn new() -> Self {
-        RateLimit { start_ns: 0, passed: 0, suppressed: 0, started: false }
+        RateLimit {
+            start_ns: 0,
+            passed: 0,
+            suppressed: 0,
+            started: false,
+        }
     }
 
     /// Whether a line may be logged at `now_ns`: `Some(n)` with the number

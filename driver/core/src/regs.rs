@@ -192,7 +192,9 @@ impl RegHit {
     }
     /// BAR0 offset of the element's first dword.
     pub fn element_offset(&self) -> u32 {
-        self.desc.offset.wrapping_add(self.index.wrapping_mul(self.desc.stride))
+        self.desc
+            .offset
+            .wrapping_add(self.index.wrapping_mul(self.desc.stride))
     }
 }
 
@@ -567,7 +569,11 @@ pub fn lookup(offset: u32) -> Option<RegHit> {
     if within >= desc.width.dwords() * 4 {
         return None; // a gap between array elements
     }
-    Some(RegHit { desc, index, dword: within / 4 })
+    Some(RegHit {
+        desc,
+        index,
+        dword: within / 4,
+    })
 }
 
 /// The table entry named `name` (for tools and tests; linear).
@@ -599,14 +605,45 @@ mod tests {
             kind: RegKind::Scratch,
             doc: "",
         };
-        let b = RegDesc { name: "B", offset: 0x104, ..a };
+        let b = RegDesc {
+            name: "B",
+            offset: 0x104,
+            ..a
+        };
         assert!(table_is_valid(&[a, b]));
         assert!(!table_is_valid(&[b, a]), "unsorted");
-        assert!(!table_is_valid(&[a, RegDesc { offset: 0x100, ..b }]), "overlap");
-        assert!(!table_is_valid(&[RegDesc { offset: 0x102, ..a }]), "misaligned");
-        assert!(!table_is_valid(&[RegDesc { offset: REG_RANGE - 4, width: Width::U64, ..a }]), "past the range");
-        assert!(!table_is_valid(&[RegDesc { offset: 0x78010, ..a }]), "inside PVINFO");
-        assert!(!table_is_valid(&[RegDesc { count: 4, stride: 4, width: Width::U64, ..a }]), "stride < width");
+        assert!(
+            !table_is_valid(&[a, RegDesc { offset: 0x100, ..b }]),
+            "overlap"
+        );
+        assert!(
+            !table_is_valid(&[RegDesc { offset: 0x102, ..a }]),
+            "misaligned"
+        );
+        assert!(
+            !table_is_valid(&[RegDesc {
+                offset: REG_RANGE - 4,
+                width: Width::U64,
+                ..a
+            }]),
+            "past the range"
+        );
+        assert!(
+            !table_is_valid(&[RegDesc {
+                offset: 0x78010,
+                ..a
+            }]),
+            "inside PVINFO"
+        );
+        assert!(
+            !table_is_valid(&[RegDesc {
+                count: 4,
+                stride: 4,
+                width: Width::U64,
+                ..a
+            }]),
+            "stride < width"
+        );
     }
 
     #[test]
@@ -620,7 +657,10 @@ mod tests {
                     assert_eq!((hit.index, hit.dword), (i, d));
                     assert_eq!(hit.element_offset(), r.offset + i * r.stride);
                     // sub-dword offsets find the same dword
-                    assert_eq!(lookup(off + 3).map(|h| (h.desc.name, h.index, h.dword)), Some((r.name, i, d)));
+                    assert_eq!(
+                        lookup(off + 3).map(|h| (h.desc.name, h.index, h.dword)),
+                        Some((r.name, i, d))
+                    );
                 }
             }
         }
@@ -639,7 +679,11 @@ mod tests {
         };
         let mut off = 0;
         while off < REG_RANGE {
-            assert_eq!(lookup(off).map(|h| h.desc.name), linear(off).map(|r| r.name), "{off:#x}");
+            assert_eq!(
+                lookup(off).map(|h| h.desc.name),
+                linear(off).map(|r| r.name),
+                "{off:#x}"
+            );
             off += 4;
         }
         assert!(lookup(REG_RANGE).is_none());
@@ -658,18 +702,30 @@ mod tests {
         for e in EngineId::ALL {
             let hit = lookup(e.reg(ring::TAIL)).map(|h| (h.desc.name, h.desc.engine, h.kind()));
             assert_eq!(hit, Some(("RING_TAIL", Some(e), RegKind::RingTail(e))));
-            assert_eq!(lookup(e.reg(ring::HWSTAM)).map(|h| (h.desc.engine, h.kind())), Some((Some(e), RegKind::Scratch)));
+            assert_eq!(
+                lookup(e.reg(ring::HWSTAM)).map(|h| (h.desc.engine, h.kind())),
+                Some((Some(e), RegKind::Scratch))
+            );
             assert!(lookup(e.reg(ring::EIR)).is_none());
             assert!(lookup(e.reg(ring::TIMESTAMP)).is_none());
         }
-        assert_eq!(REGISTERS.iter().filter(|r| r.engine.is_some()).count(), 8 * EngineId::COUNT);
+        assert_eq!(
+            REGISTERS.iter().filter(|r| r.engine.is_some()).count(),
+            8 * EngineId::COUNT
+        );
         assert_eq!(fence_offset(15), 0x100078);
         assert_eq!(lookup(0x10007C).map(|h| (h.index, h.dword)), Some((15, 1)));
         assert!(lookup(0x100080).is_none());
         assert_eq!(by_name("GDRST").map(|r| r.offset), Some(0x941C));
         assert!(by_name("GDRST").is_some_and(|r| r.doc.contains("reset")));
-        assert_eq!(lookup(FORCEWAKE_ACK).map(|h| h.kind()), Some(RegKind::ForcewakeAck));
-        assert_eq!(lookup(DSPASURF).map(|h| h.kind()), Some(RegKind::Display(DisplayReg::PlaneSurf)));
+        assert_eq!(
+            lookup(FORCEWAKE_ACK).map(|h| h.kind()),
+            Some(RegKind::ForcewakeAck)
+        );
+        assert_eq!(
+            lookup(DSPASURF).map(|h| h.kind()),
+            Some(RegKind::Display(DisplayReg::PlaneSurf))
+        );
     }
 
     #[test]
@@ -678,10 +734,20 @@ mod tests {
         assert_eq!(c.0, 1 | (31 << 12));
         assert_eq!(c.size_bytes(), 32 * 4096);
         assert_eq!(RingCtl(0xFFFF_FFFF).length(), 0x1FF);
-        assert_eq!(RingCtl(0).with_length(0x200).length(), 0, "excess bits dropped");
+        assert_eq!(
+            RingCtl(0).with_length(0x200).length(),
+            0,
+            "excess bits dropped"
+        );
         let p = PipeSrc(0).with_width_minus_1(1023).with_height_minus_1(767);
         assert_eq!(p.0, (1023 << 16) | 767);
-        assert_eq!(PlaneCtl(0).with_enable(true).with_format(PlaneCtl::FORMAT_XRGB8888).0, 0x9800_0000);
+        assert_eq!(
+            PlaneCtl(0)
+                .with_enable(true)
+                .with_format(PlaneCtl::FORMAT_XRGB8888)
+                .0,
+            0x9800_0000
+        );
         assert!(PlaneCtl(0x8000_0000).enable() && !PlaneCtl(0x7fff_ffff).enable());
         assert!(Gdrst(0b1010).blitter());
         assert!(!Gdrst(0b1010).full());

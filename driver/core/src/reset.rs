@@ -79,7 +79,10 @@ pub struct Watchdog<const N: usize> {
 
 impl<const N: usize> Watchdog<N> {
     pub const fn new(timeout_ns: u64) -> Self {
-        Self { stall_ns: [[0; N]; EngineId::COUNT], timeout_ns }
+        Self {
+            stall_ns: [[0; N]; EngineId::COUNT],
+            timeout_ns,
+        }
     }
     pub fn timeout_ns(&self) -> u64 {
         self.timeout_ns
@@ -87,21 +90,44 @@ impl<const N: usize> Watchdog<N> {
     /// Account one run of `slot` on `e`: `consumed_ns` of engine time,
     /// `retired` submissions completed, `since_retire_ns` of it after the last
     /// completion.  Returns true when the slot is now guilty of a hang.
-    pub fn observe(&mut self, e: EngineId, slot: usize, consumed_ns: u64, retired: u32, since_retire_ns: u64) -> bool {
-        let t = match self.stall_ns.get_mut(e.index()).and_then(|a| a.get_mut(slot)) {
+    pub fn observe(
+        &mut self,
+        e: EngineId,
+        slot: usize,
+        consumed_ns: u64,
+        retired: u32,
+        since_retire_ns: u64,
+    ) -> bool {
+        let t = match self
+            .stall_ns
+            .get_mut(e.index())
+            .and_then(|a| a.get_mut(slot))
+        {
             Some(t) => t,
             None => return false,
         };
-        *t = if retired > 0 { since_retire_ns.min(consumed_ns) } else { t.saturating_add(consumed_ns) };
+        *t = if retired > 0 {
+            since_retire_ns.min(consumed_ns)
+        } else {
+            t.saturating_add(consumed_ns)
+        };
         *t >= self.timeout_ns
     }
     /// Engine time `slot` has been without progress on `e`.
     pub fn stalled_ns(&self, e: EngineId, slot: usize) -> u64 {
-        self.stall_ns.get(e.index()).and_then(|a| a.get(slot)).copied().unwrap_or(0)
+        self.stall_ns
+            .get(e.index())
+            .and_then(|a| a.get(slot))
+            .copied()
+            .unwrap_or(0)
     }
     /// Forget `slot` on `e` (its work was dropped, or it went idle).
     pub fn clear(&mut self, e: EngineId, slot: usize) {
-        if let Some(t) = self.stall_ns.get_mut(e.index()).and_then(|a| a.get_mut(slot)) {
+        if let Some(t) = self
+            .stall_ns
+            .get_mut(e.index())
+            .and_then(|a| a.get_mut(slot))
+        {
             *t = 0;
         }
     }
@@ -146,7 +172,13 @@ impl<const N: usize> HangTracker<N> {
     /// `default_limit`: hangs after which a vGPU is Failed (at least 1).
     pub const fn new(default_limit: u32) -> Self {
         let l = if default_limit == 0 { 1 } else { default_limit };
-        Self { count: [0; N], limit: [l; N], failed: [false; N], pending: [None; N], default_limit: l }
+        Self {
+            count: [0; N],
+            limit: [l; N],
+            failed: [false; N],
+            pending: [None; N],
+            default_limit: l,
+        }
     }
     pub fn default_limit(&self) -> u32 {
         self.default_limit
@@ -168,7 +200,13 @@ impl<const N: usize> HangTracker<N> {
     }
     /// Record a hang of `slot` on `e`; returns the event (also kept until
     /// [`HangTracker::take_event`]).
-    pub fn record(&mut self, slot: usize, e: EngineId, at_ns: u64, reset_ok: bool) -> Option<HangEvent> {
+    pub fn record(
+        &mut self,
+        slot: usize,
+        e: EngineId,
+        at_ns: u64,
+        reset_ok: bool,
+    ) -> Option<HangEvent> {
         let c = self.count.get_mut(slot)?;
         *c = c.saturating_add(1);
         let count = *c;
@@ -178,7 +216,14 @@ impl<const N: usize> HangTracker<N> {
                 *f = true;
             }
         }
-        let ev = HangEvent { slot, engine: e, count, failed, at_ns, reset_ok };
+        let ev = HangEvent {
+            slot,
+            engine: e,
+            count,
+            failed,
+            at_ns,
+            reset_ok,
+        };
         if let Some(p) = self.pending.get_mut(slot) {
             *p = Some(ev);
         }
@@ -190,9 +235,12 @@ impl<const N: usize> HangTracker<N> {
     }
     /// vGPU reset or (re)created: counter 0, not Failed, limit back to the default.
     pub fn reset_slot(&mut self, slot: usize) {
-        if let (Some(c), Some(f), Some(p), Some(l)) =
-            (self.count.get_mut(slot), self.failed.get_mut(slot), self.pending.get_mut(slot), self.limit.get_mut(slot))
-        {
+        if let (Some(c), Some(f), Some(p), Some(l)) = (
+            self.count.get_mut(slot),
+            self.failed.get_mut(slot),
+            self.pending.get_mut(slot),
+            self.limit.get_mut(slot),
+        ) {
             *c = 0;
             *f = false;
             *p = None;
@@ -201,7 +249,11 @@ impl<const N: usize> HangTracker<N> {
     }
     /// vGPU reset that keeps the operator's per-vGPU limit.
     pub fn clear_failure(&mut self, slot: usize) {
-        if let (Some(c), Some(f), Some(p)) = (self.count.get_mut(slot), self.failed.get_mut(slot), self.pending.get_mut(slot)) {
+        if let (Some(c), Some(f), Some(p)) = (
+            self.count.get_mut(slot),
+            self.failed.get_mut(slot),
+            self.pending.get_mut(slot),
+        ) {
             *c = 0;
             *f = false;
             *p = None;
@@ -211,8 +263,8 @@ impl<const N: usize> HangTracker<N> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use super::super::backend::Pte;
+    use super::*;
 
     struct Gdrst {
         val: u32,
@@ -250,11 +302,18 @@ mod tests {
 
     #[test]
     fn reset_uses_per_engine_bit_and_polls() {
-        let mut b = Gdrst { val: 0, polls_left: 3, resets: [0; 2] };
+        let mut b = Gdrst {
+            val: 0,
+            polls_left: 3,
+            resets: [0; 2],
+        };
         assert_eq!(reset_engine(&mut b, EngineId::Bcs, 10), Ok(4));
         assert_eq!(b.resets, [0, 1]);
         b.polls_left = 100;
-        assert_eq!(reset_engine(&mut b, EngineId::Rcs, 10), Err(ResetError::Timeout));
+        assert_eq!(
+            reset_engine(&mut b, EngineId::Rcs, 10),
+            Err(ResetError::Timeout)
+        );
         assert_eq!(b.resets, [1, 1]);
     }
 
@@ -270,7 +329,10 @@ mod tests {
         assert!(w.observe(EngineId::Rcs, 1, 1_000, 0, 1_000));
         w.clear(EngineId::Rcs, 1);
         assert_eq!(w.stalled_ns(EngineId::Rcs, 1), 0);
-        assert!(!w.observe(EngineId::Rcs, 9, u64::MAX, 0, 0), "bad slot ignored");
+        assert!(
+            !w.observe(EngineId::Rcs, 9, u64::MAX, 0, 0),
+            "bad slot ignored"
+        );
     }
 
     #[test]
@@ -287,7 +349,10 @@ mod tests {
         let e = t.record(0, EngineId::Bcs, 7, true).unwrap();
         assert!(e.failed && t.is_failed(0));
         assert_eq!(e.iir_bits(), 1 << 25);
-        assert!(t.record(2, EngineId::Rcs, 8, true).unwrap().failed, "per-vGPU limit");
+        assert!(
+            t.record(2, EngineId::Rcs, 8, true).unwrap().failed,
+            "per-vGPU limit"
+        );
         assert!(!t.is_failed(1));
         t.clear_failure(2);
         assert!(!t.is_failed(2));

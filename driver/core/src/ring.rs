@@ -50,9 +50,12 @@
 //! is rejected ([`Reject::TooLarge`]).
 
 use super::backend::{Backend, EngineId, Pte};
-use super::cmd::{self, AuditEnv, AuditError, AuditSummary, Level, Limits, Reject, RejectCounters, RingWindow, SinkFull, Space, MAX_CMD_DWORDS};
+use super::cmd::{
+    self, AuditEnv, AuditError, AuditSummary, Level, Limits, Reject, RejectCounters, RingWindow,
+    SinkFull, Space, MAX_CMD_DWORDS,
+};
 use super::engine::{self, AddressSpace, RING_CTL, RING_HEAD, RING_START, RING_TAIL};
-use super::mem::{Gma, GmRange, HostPage, PAGE_SHIFT, PAGE_SIZE};
+use super::mem::{GmRange, Gma, HostPage, PAGE_SHIFT, PAGE_SIZE};
 use super::services::HostMemory;
 
 /// Size of the host-reserved top of the non-mappable GM.
@@ -60,7 +63,10 @@ pub const HOST_RESERVED_SIZE: u64 = 16 << 20;
 
 /// The host-reserved GGTT range of a device with `gm_size` bytes of GM.
 pub const fn host_reserved_range(gm_size: u64) -> GmRange {
-    GmRange::new(gm_size.saturating_sub(HOST_RESERVED_SIZE), HOST_RESERVED_SIZE)
+    GmRange::new(
+        gm_size.saturating_sub(HOST_RESERVED_SIZE),
+        HOST_RESERVED_SIZE,
+    )
 }
 
 /// One vGPU-engine's shadow area inside the host-reserved GM.
@@ -104,7 +110,11 @@ pub enum MapError {
 }
 
 /// Map the host pages of a shadow area into the physical GGTT.
-pub fn map_shadow<B: Backend>(backend: &mut B, layout: &ShadowLayout, pages: &[HostPage]) -> Result<(), MapError> {
+pub fn map_shadow<B: Backend>(
+    backend: &mut B,
+    layout: &ShadowLayout,
+    pages: &[HostPage],
+) -> Result<(), MapError> {
     if pages.len() != layout.pages() as usize {
         return Err(MapError::PageCount);
     }
@@ -188,7 +198,12 @@ struct Env<'x, B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> {
 }
 
 /// Write bytes at a GGTT address through the backend's GGTT.
-fn write_gm<B: Backend, H: HostMemory>(backend: &B, host: &mut H, addr: Gma, data: &[u8]) -> Result<(), SinkFull> {
+fn write_gm<B: Backend, H: HostMemory>(
+    backend: &B,
+    host: &mut H,
+    addr: Gma,
+    data: &[u8],
+) -> Result<(), SinkFull> {
     let mut done = 0usize;
     while done < data.len() {
         let a = addr + done as u64;
@@ -223,7 +238,9 @@ impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env
         if len > 1 << 20 {
             return false;
         }
-        let Some(end) = addr.checked_add(len) else { return false };
+        let Some(end) = addr.checked_add(len) else {
+            return false;
+        };
         let mut a = addr & !(PAGE_SIZE - 1);
         while a < end {
             if p.translate(&*self.host, a).is_none() {
@@ -234,7 +251,8 @@ impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env
         true
     }
     fn read_dword(&mut self, space: Space, addr: u64) -> Option<u32> {
-        let in_ring = space == Space::Ggtt && GmRange::new(self.guest_ring.start, self.guest_ring.size as u64).contains(addr, 4);
+        let in_ring = space == Space::Ggtt
+            && GmRange::new(self.guest_ring.start, self.guest_ring.size as u64).contains(addr, 4);
         if !in_ring {
             let page = (space, addr & !(PAGE_SIZE - 1));
             if self.last_page != Some(page) {
@@ -263,18 +281,36 @@ impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env
             Level::Ring => {
                 let size = self.guest_ring.size;
                 let first = (size - self.ring_off).min(len as u32) as usize;
-                write_gm(self.backend, self.host, self.layout.ring_gma() + self.ring_off as u64, &bytes[..first])?;
+                write_gm(
+                    self.backend,
+                    self.host,
+                    self.layout.ring_gma() + self.ring_off as u64,
+                    &bytes[..first],
+                )?;
                 if first < len {
-                    write_gm(self.backend, self.host, self.layout.ring_gma(), &bytes[first..])?;
+                    write_gm(
+                        self.backend,
+                        self.host,
+                        self.layout.ring_gma(),
+                        &bytes[first..],
+                    )?;
                 }
                 self.ring_off = ((self.ring_off as u64 + len as u64) % size as u64) as u32;
                 Ok(())
             }
             Level::First | Level::Second => {
                 let (cur, cap, base) = if level == Level::First {
-                    (self.l1, self.layout.l1_pages as u64 * PAGE_SIZE, self.layout.l1_gma())
+                    (
+                        self.l1,
+                        self.layout.l1_pages as u64 * PAGE_SIZE,
+                        self.layout.l1_gma(),
+                    )
                 } else {
-                    (self.l2, self.layout.l2_pages as u64 * PAGE_SIZE, self.layout.l2_gma())
+                    (
+                        self.l2,
+                        self.layout.l2_pages as u64 * PAGE_SIZE,
+                        self.layout.l2_gma(),
+                    )
                 };
                 if cur + len as u64 > cap {
                     return Err(SinkFull);
@@ -300,7 +336,23 @@ impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env
 
 impl RingShadow {
     pub const fn new(engine: EngineId, layout: ShadowLayout) -> Self {
-        Self { engine, layout, ring: None, head: 0, tail: 0, l1: 0, l2: 0, rejects: RejectCounters::new(), stats: SubmitStats { submissions: 0, commands: 0, dwords: 0, batches: 0, busy: 0 } }
+        Self {
+            engine,
+            layout,
+            ring: None,
+            head: 0,
+            tail: 0,
+            l1: 0,
+            l2: 0,
+            rejects: RejectCounters::new(),
+            stats: SubmitStats {
+                submissions: 0,
+                commands: 0,
+                dwords: 0,
+                batches: 0,
+                busy: 0,
+            },
+        }
     }
 
     pub const fn engine(&self) -> EngineId {
@@ -349,7 +401,10 @@ impl RingShadow {
             self.rejects.record(Reject::BadRing);
             return Err(Reject::BadRing);
         }
-        self.ring = Some(RingWindow { start: (start & !0xfff) as u64, size });
+        self.ring = Some(RingWindow {
+            start: (start & !0xfff) as u64,
+            size,
+        });
         self.head = head;
         self.tail = head;
         Ok(())
@@ -530,7 +585,11 @@ mod tests {
         g.push(&mut host, RCS, &sdi(Space::Ggtt, DATA, 1));
         g.submit(&sim, &mut host, RCS).expect("accepted");
         // TOCTOU: the guest rewrites the submitted command to hit vGPU 1.
-        write_dwords(&mut host, g.ring_gma(RCS), &sdi(Space::Ggtt, base(1) + DATA, 0x666));
+        write_dwords(
+            &mut host,
+            g.ring_gma(RCS),
+            &sdi(Space::Ggtt, base(1) + DATA, 0x666),
+        );
         let r = g.execute(&mut sim, &mut host, RCS, 100);
         assert_eq!(r.status, StepStatus::Idle);
         assert_eq!(read_dword(&host, DATA), 1);
@@ -544,18 +603,47 @@ mod tests {
         let mut sim = GvtSim::new(&mut ggtt);
         map_shadows(&mut sim);
         let mut g = Guest::new(0);
-        write_dwords(&mut host, BB, &cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_BATCH_BUFFER_END]]));
-        write_dwords(&mut host, BB + 0x100, &cat(&[&sdi(Space::Ggtt, DATA + 4, 2), &[MI_BATCH_BUFFER_END]]));
-        write_dwords(&mut host, BB + 0x40, &cat(&[&bb_start(Space::Ggtt, BB + 0x100, true), &[MI_BATCH_BUFFER_END]]));
-        g.push(&mut host, BCS, &cat(&[&bb_start(Space::Ggtt, BB, false), &bb_start(Space::Ggtt, BB + 0x40, false)]));
+        write_dwords(
+            &mut host,
+            BB,
+            &cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_BATCH_BUFFER_END]]),
+        );
+        write_dwords(
+            &mut host,
+            BB + 0x100,
+            &cat(&[&sdi(Space::Ggtt, DATA + 4, 2), &[MI_BATCH_BUFFER_END]]),
+        );
+        write_dwords(
+            &mut host,
+            BB + 0x40,
+            &cat(&[
+                &bb_start(Space::Ggtt, BB + 0x100, true),
+                &[MI_BATCH_BUFFER_END],
+            ]),
+        );
+        g.push(
+            &mut host,
+            BCS,
+            &cat(&[
+                &bb_start(Space::Ggtt, BB, false),
+                &bb_start(Space::Ggtt, BB + 0x40, false),
+            ]),
+        );
         let sum = g.submit(&sim, &mut host, BCS).expect("accepted");
         assert_eq!(sum.batches, 3);
         // After the audit the guest turns both batches into attacks on vGPU 1.
         write_dwords(&mut host, BB, &sdi(Space::Ggtt, base(1) + DATA, 0x666));
-        write_dwords(&mut host, BB + 0x100, &color_blt(base(1), 4096, (0, 0, 1024, 256), 0x666));
+        write_dwords(
+            &mut host,
+            BB + 0x100,
+            &color_blt(base(1), 4096, (0, 0, 1024, 256), 0x666),
+        );
         let r = g.execute(&mut sim, &mut host, BCS, 1000);
         assert_eq!(r.status, StepStatus::Idle);
-        assert_eq!((read_dword(&host, DATA), read_dword(&host, DATA + 4)), (1, 2));
+        assert_eq!(
+            (read_dword(&host, DATA), read_dword(&host, DATA + 4)),
+            (1, 2)
+        );
         assert_eq!(read_dword(&host, base(1) + DATA), 0);
         assert_eq!(read_dword(&host, base(1)), 0);
         assert!(g.shadows[1].idle());
@@ -567,15 +655,35 @@ mod tests {
         let mut sim = GvtSim::new(&mut ggtt);
         map_shadows(&mut sim);
         let mut g = Guest::new(0);
-        g.push(&mut host, RCS, &cat(&[&sdi(Space::Ggtt, DATA, 1), &sdi(Space::Ggtt, base(1) + DATA, 2)]));
-        assert_eq!(g.submit(&sim, &mut host, RCS), Err(SubmitError::Rejected(Reject::AddressNotAllowed)));
+        g.push(
+            &mut host,
+            RCS,
+            &cat(&[
+                &sdi(Space::Ggtt, DATA, 1),
+                &sdi(Space::Ggtt, base(1) + DATA, 2),
+            ]),
+        );
+        assert_eq!(
+            g.submit(&sim, &mut host, RCS),
+            Err(SubmitError::Rejected(Reject::AddressNotAllowed))
+        );
         assert_eq!(g.shadows[0].tail(), 0);
         let r = g.execute(&mut sim, &mut host, RCS, 100);
         assert_eq!(r.executed, 0);
-        assert_eq!(read_dword(&host, DATA), 0, "the good half did not run either");
+        assert_eq!(
+            read_dword(&host, DATA),
+            0,
+            "the good half did not run either"
+        );
         assert_eq!(g.shadows[0].rejects().get(Reject::AddressNotAllowed), 1);
         // The guest resets its ring and submits something valid.
-        g.shadows[0].configure(g.ring_gma(RCS) as u32, engine::ring_ctl(GUEST_RING_PAGES), 0).unwrap();
+        g.shadows[0]
+            .configure(
+                g.ring_gma(RCS) as u32,
+                engine::ring_ctl(GUEST_RING_PAGES),
+                0,
+            )
+            .unwrap();
         g.tail[0] = 0;
         g.push(&mut host, RCS, &sdi(Space::Ggtt, DATA, 3));
         g.submit(&sim, &mut host, RCS).unwrap();
@@ -592,8 +700,20 @@ mod tests {
         let mut gs = [Guest::new(0), Guest::new(1)];
         for (v, g) in gs.iter_mut().enumerate() {
             let b = base(v);
-            g.push(&mut host, BCS, &cat(&[&color_blt(b + DATA, 256, (0, 0, 16, 4), 0x100 + v as u32), &flush_dw_store(Space::Ggtt, b + DATA + 0x1000, 0x200 + v as u32, false), &[MI_USER_INTERRUPT]]));
-            g.push(&mut host, RCS, &sdi(Space::Ggtt, VGPU_GM[v][1].base, 0x300 + v as u32));
+            g.push(
+                &mut host,
+                BCS,
+                &cat(&[
+                    &color_blt(b + DATA, 256, (0, 0, 16, 4), 0x100 + v as u32),
+                    &flush_dw_store(Space::Ggtt, b + DATA + 0x1000, 0x200 + v as u32, false),
+                    &[MI_USER_INTERRUPT],
+                ]),
+            );
+            g.push(
+                &mut host,
+                RCS,
+                &sdi(Space::Ggtt, VGPU_GM[v][1].base, 0x300 + v as u32),
+            );
         }
         // Both submit before either runs (lazy shadowing per vGPU).
         for g in gs.iter_mut() {
@@ -611,14 +731,28 @@ mod tests {
             let g = &mut gs[0];
             let t = g.tail[BCS.index()];
             g.push(&mut host, BCS, &cat(&[a]));
-            assert_eq!(g.submit(&sim, &mut host, BCS), Err(SubmitError::Rejected(Reject::AddressNotAllowed)));
+            assert_eq!(
+                g.submit(&sim, &mut host, BCS),
+                Err(SubmitError::Rejected(Reject::AddressNotAllowed))
+            );
             g.tail[BCS.index()] = t; // the guest gives up on it
         }
-        assert_eq!(gs[0].shadows[BCS.index()].rejects().get(Reject::AddressNotAllowed), 4);
+        assert_eq!(
+            gs[0].shadows[BCS.index()]
+                .rejects()
+                .get(Reject::AddressNotAllowed),
+            4
+        );
         sim.write_reg(super::super::irq::GTIMR, 0);
         for g in gs.iter_mut() {
-            assert_eq!(g.execute(&mut sim, &mut host, BCS, 100).status, StepStatus::Idle);
-            assert_eq!(g.execute(&mut sim, &mut host, RCS, 100).status, StepStatus::Idle);
+            assert_eq!(
+                g.execute(&mut sim, &mut host, BCS, 100).status,
+                StepStatus::Idle
+            );
+            assert_eq!(
+                g.execute(&mut sim, &mut host, RCS, 100).status,
+                StepStatus::Idle
+            );
         }
         for (v, gm) in VGPU_GM.iter().enumerate() {
             let b = base(v);
@@ -627,7 +761,10 @@ mod tests {
             assert_eq!(read_dword(&host, b + DATA + 0x1000), 0x200 + v as u32);
             assert_eq!(read_dword(&host, gm[1].base), 0x300 + v as u32);
         }
-        assert_eq!(sim.read_reg(super::super::irq::GTIIR), super::super::irq::BCS_USER_INTERRUPT);
+        assert_eq!(
+            sim.read_reg(super::super::irq::GTIIR),
+            super::super::irq::BCS_USER_INTERRUPT
+        );
     }
 
     #[test]
@@ -640,7 +777,11 @@ mod tests {
         g.push(&mut host, RCS, &vec![MI_NOOP; (size as usize - 8) / 4]);
         g.submit(&sim, &mut host, RCS).unwrap();
         g.execute(&mut sim, &mut host, RCS, 10_000);
-        g.push(&mut host, RCS, &cat(&[&sdi(Space::Ggtt, DATA, 0x99), &[MI_NOOP, MI_NOOP]]));
+        g.push(
+            &mut host,
+            RCS,
+            &cat(&[&sdi(Space::Ggtt, DATA, 0x99), &[MI_NOOP, MI_NOOP]]),
+        );
         assert_eq!(g.tail[0], 16);
         g.submit(&sim, &mut host, RCS).unwrap();
         let r = g.execute(&mut sim, &mut host, RCS, 100);
@@ -659,22 +800,76 @@ mod tests {
         g.push(&mut host, RCS, &vec![MI_NOOP; (size as usize - 8) / 4]);
         g.submit(&sim, &mut host, RCS).unwrap();
         g.push(&mut host, RCS, &[MI_NOOP, MI_NOOP]);
-        assert_eq!(g.submit(&sim, &mut host, RCS), Err(SubmitError::Rejected(Reject::BadTail)));
-        assert_eq!(g.shadows[0].submit(&sim, &mut host, None::<&NoPpgtt>, g.gm(), size, &Limits::DEFAULT), Err(SubmitError::Rejected(Reject::BadTail)));
-        assert_eq!(g.shadows[0].submit(&sim, &mut host, None::<&NoPpgtt>, g.gm(), size - 8, &Limits::DEFAULT), Ok(AuditSummary::default()), "same tail again: nothing new");
+        assert_eq!(
+            g.submit(&sim, &mut host, RCS),
+            Err(SubmitError::Rejected(Reject::BadTail))
+        );
+        assert_eq!(
+            g.shadows[0].submit(
+                &sim,
+                &mut host,
+                None::<&NoPpgtt>,
+                g.gm(),
+                size,
+                &Limits::DEFAULT
+            ),
+            Err(SubmitError::Rejected(Reject::BadTail))
+        );
+        assert_eq!(
+            g.shadows[0].submit(
+                &sim,
+                &mut host,
+                None::<&NoPpgtt>,
+                g.gm(),
+                size - 8,
+                &Limits::DEFAULT
+            ),
+            Ok(AuditSummary::default()),
+            "same tail again: nothing new"
+        );
     }
 
     #[test]
     fn bad_rings_are_rejected() {
         let mut s = RingShadow::new(RCS, layout(0, RCS));
-        assert_eq!(s.configure(0, engine::ring_ctl(9), 0), Err(Reject::BadRing), "larger than the shadow");
-        assert_eq!(s.configure(0, engine::ring_ctl(1), 0x1000), Err(Reject::BadRing), "head past the end");
+        assert_eq!(
+            s.configure(0, engine::ring_ctl(9), 0),
+            Err(Reject::BadRing),
+            "larger than the shadow"
+        );
+        assert_eq!(
+            s.configure(0, engine::ring_ctl(1), 0x1000),
+            Err(Reject::BadRing),
+            "head past the end"
+        );
         let (mut host, mut ggtt) = (new_host(), new_ggtt());
         let sim = GvtSim::new(&mut ggtt);
         assert_eq!(s.configure(0, 0, 0), Ok(()));
-        assert_eq!(s.submit(&sim, &mut host, None::<&NoPpgtt>, &VGPU_GM[0], 8, &Limits::DEFAULT), Err(SubmitError::Rejected(Reject::BadRing)), "disabled");
+        assert_eq!(
+            s.submit(
+                &sim,
+                &mut host,
+                None::<&NoPpgtt>,
+                &VGPU_GM[0],
+                8,
+                &Limits::DEFAULT
+            ),
+            Err(SubmitError::Rejected(Reject::BadRing)),
+            "disabled"
+        );
         s.configure(base(1) as u32, engine::ring_ctl(1), 0).unwrap();
-        assert_eq!(s.submit(&sim, &mut host, None::<&NoPpgtt>, &VGPU_GM[0], 8, &Limits::DEFAULT), Err(SubmitError::Rejected(Reject::BadRing)), "ring in vGPU 1's memory");
+        assert_eq!(
+            s.submit(
+                &sim,
+                &mut host,
+                None::<&NoPpgtt>,
+                &VGPU_GM[0],
+                8,
+                &Limits::DEFAULT
+            ),
+            Err(SubmitError::Rejected(Reject::BadRing)),
+            "ring in vGPU 1's memory"
+        );
         assert_eq!(s.rejects().get(Reject::BadRing), 4);
     }
 
@@ -687,7 +882,14 @@ mod tests {
         let lay = layout(0, RCS);
         let bad_gm = [VGPU_GM[0][0], VGPU_GM[0][1], host_reserved_range(GM_SIZE)];
         g.push(&mut host, RCS, &sdi(Space::Ggtt, lay.base + 0x100, 0x666));
-        let r = g.shadows[0].submit(&sim, &mut host, None::<&NoPpgtt>, &bad_gm, g.tail[0], &Limits::DEFAULT);
+        let r = g.shadows[0].submit(
+            &sim,
+            &mut host,
+            None::<&NoPpgtt>,
+            &bad_gm,
+            g.tail[0],
+            &Limits::DEFAULT,
+        );
         assert_eq!(r, Err(SubmitError::Rejected(Reject::AddressNotAllowed)));
     }
 
@@ -707,15 +909,29 @@ mod tests {
         g.push(&mut host, RCS, &cat(&[&bb_start(Space::Ggtt, BB, false)]));
         assert_eq!(g.submit(&sim, &mut host, RCS), Err(SubmitError::Busy));
         assert_eq!(g.shadows[0].stats().busy, 1);
-        assert_eq!(g.execute(&mut sim, &mut host, RCS, 100_000).status, StepStatus::Idle);
-        g.submit(&sim, &mut host, RCS).expect("pool reset once idle");
-        assert_eq!(g.execute(&mut sim, &mut host, RCS, 100_000).status, StepStatus::Idle);
+        assert_eq!(
+            g.execute(&mut sim, &mut host, RCS, 100_000).status,
+            StepStatus::Idle
+        );
+        g.submit(&sim, &mut host, RCS)
+            .expect("pool reset once idle");
+        assert_eq!(
+            g.execute(&mut sim, &mut host, RCS, 100_000).status,
+            StepStatus::Idle
+        );
         // 70 KiB never fits.
         let mut huge = vec![MI_NOOP; 70 * 256];
         huge.push(MI_BATCH_BUFFER_END);
         write_dwords(&mut host, VGPU_GM[0][1].base, &huge);
-        g.push(&mut host, RCS, &cat(&[&bb_start(Space::Ggtt, VGPU_GM[0][1].base, false)]));
-        assert_eq!(g.submit(&sim, &mut host, RCS), Err(SubmitError::Rejected(Reject::TooLarge)));
+        g.push(
+            &mut host,
+            RCS,
+            &cat(&[&bb_start(Space::Ggtt, VGPU_GM[0][1].base, false)]),
+        );
+        assert_eq!(
+            g.submit(&sim, &mut host, RCS),
+            Err(SubmitError::Rejected(Reject::TooLarge))
+        );
     }
 
     struct PageLog {
@@ -738,12 +954,36 @@ mod tests {
         map_shadows(&mut sim);
         let mut g = Guest::new(0);
         // A batch straddling a page boundary.
-        write_dwords(&mut host, BB + 0xff8, &cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_BATCH_BUFFER_END]]));
-        g.push(&mut host, RCS, &cat(&[&bb_start(Space::Ggtt, BB + 0xff8, false)]));
-        let mut log = PageLog { pages: vec![], released: 0 };
+        write_dwords(
+            &mut host,
+            BB + 0xff8,
+            &cat(&[&sdi(Space::Ggtt, DATA, 1), &[MI_BATCH_BUFFER_END]]),
+        );
+        g.push(
+            &mut host,
+            RCS,
+            &cat(&[&bb_start(Space::Ggtt, BB + 0xff8, false)]),
+        );
+        let mut log = PageLog {
+            pages: vec![],
+            released: 0,
+        };
         let t = g.tail[0];
-        g.shadows[0].submit_guarded(&sim, &mut host, None::<&NoPpgtt>, &VGPU_GM[0], t, &Limits::DEFAULT, &mut log).unwrap();
-        assert_eq!(log.pages, vec![(Space::Ggtt, BB), (Space::Ggtt, BB + 0x1000)]);
+        g.shadows[0]
+            .submit_guarded(
+                &sim,
+                &mut host,
+                None::<&NoPpgtt>,
+                &VGPU_GM[0],
+                t,
+                &Limits::DEFAULT,
+                &mut log,
+            )
+            .unwrap();
+        assert_eq!(
+            log.pages,
+            vec![(Space::Ggtt, BB), (Space::Ggtt, BB + 0x1000)]
+        );
         g.shadows[0].load(&mut sim);
         sim.run(RCS, &mut host, None::<&NoPpgtt>, 2);
         g.shadows[0].retire_guarded(sim.read_reg(RCS.mmio_base() + engine::RING_HEAD), &mut log);
@@ -759,11 +999,20 @@ mod tests {
         let mut ggtt = new_ggtt();
         let mut sim = GvtSim::new(&mut ggtt);
         let l = layout(0, RCS);
-        assert_eq!(map_shadow(&mut sim, &l, &[HostPage(1)]), Err(MapError::PageCount));
-        let far = ShadowLayout { base: GM_SIZE - PAGE_SIZE, ..l };
+        assert_eq!(
+            map_shadow(&mut sim, &l, &[HostPage(1)]),
+            Err(MapError::PageCount)
+        );
+        let far = ShadowLayout {
+            base: GM_SIZE - PAGE_SIZE,
+            ..l
+        };
         let pages = vec![HostPage(1); far.pages() as usize];
         assert_eq!(map_shadow(&mut sim, &far, &pages), Err(MapError::OutOfGgtt));
-        assert_eq!(host_reserved_range(GM_SIZE), GmRange::new(16 << 20, 16 << 20));
+        assert_eq!(
+            host_reserved_range(GM_SIZE),
+            GmRange::new(16 << 20, 16 << 20)
+        );
     }
 
     #[test]

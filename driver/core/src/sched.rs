@@ -226,8 +226,12 @@ struct Slot {
     pending_subs: [u32; EngineId::COUNT],
 }
 
-const EMPTY_SLOT: Slot =
-    Slot { present: false, gang: false, pending_cmds: [0; EngineId::COUNT], pending_subs: [0; EngineId::COUNT] };
+const EMPTY_SLOT: Slot = Slot {
+    present: false,
+    gang: false,
+    pending_cmds: [0; EngineId::COUNT],
+    pending_subs: [0; EngineId::COUNT],
+};
 
 const fn other(e: EngineId) -> EngineId {
     match e {
@@ -258,7 +262,10 @@ impl<const N: usize> Scheduler<N> {
         Self {
             cfg,
             slots: [EMPTY_SLOT; N],
-            policy: [CreditPolicy::new(cfg.period_ns, cfg.quantum_ns), CreditPolicy::new(cfg.period_ns, cfg.quantum_ns)],
+            policy: [
+                CreditPolicy::new(cfg.period_ns, cfg.quantum_ns),
+                CreditPolicy::new(cfg.period_ns, cfg.quantum_ns),
+            ],
             ctx: ContextStore::new(cfg.ctx),
             watchdog: Watchdog::new(cfg.hang_timeout_ns),
             hangs: HangTracker::new(cfg.hang_limit),
@@ -281,13 +288,21 @@ impl<const N: usize> Scheduler<N> {
 
     /// Create a vGPU in the first free slot.
     pub fn create_vgpu(&mut self, weight: u32) -> Result<SlotId, SchedError> {
-        let i = self.slots.iter().position(|s| !s.present).ok_or(SchedError::NoSlot)?;
+        let i = self
+            .slots
+            .iter()
+            .position(|s| !s.present)
+            .ok_or(SchedError::NoSlot)?;
         let id = SlotId(u16::try_from(i).map_err(|_| SchedError::NoSlot)?);
         for p in self.policy.iter_mut() {
             p.add(i, weight)?;
         }
         if let Some(s) = self.slots.get_mut(i) {
-            *s = Slot { present: true, gang: self.cfg.gang_by_default, ..EMPTY_SLOT };
+            *s = Slot {
+                present: true,
+                gang: self.cfg.gang_by_default,
+                ..EMPTY_SLOT
+            };
         }
         self.ctx.clear(i);
         self.hangs.reset_slot(i);
@@ -303,7 +318,12 @@ impl<const N: usize> Scheduler<N> {
 
     /// Destroy a vGPU: its contexts are switched out (or its engine reset if
     /// it is stuck in a batch), its work dropped, its slot freed.
-    pub fn destroy_vgpu<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, v: SlotId) -> Result<(), SchedError> {
+    pub fn destroy_vgpu<E: Engines, C: Clock>(
+        &mut self,
+        eng: &mut E,
+        clock: &C,
+        v: SlotId,
+    ) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
         let i = v.index();
         for e in EngineId::ALL {
@@ -326,7 +346,12 @@ impl<const N: usize> Scheduler<N> {
     /// vGPU reset (device reset from the VMM, or the operator clearing a
     /// Failed vGPU): all its work is dropped, its ring state cleared, its hang
     /// counter zeroed; it may submit again.  Other vGPUs are unaffected.
-    pub fn reset_vgpu<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, v: SlotId) -> Result<(), SchedError> {
+    pub fn reset_vgpu<E: Engines, C: Clock>(
+        &mut self,
+        eng: &mut E,
+        clock: &C,
+        v: SlotId,
+    ) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
         let i = v.index();
         for e in EngineId::ALL {
@@ -347,7 +372,13 @@ impl<const N: usize> Scheduler<N> {
     /// GDRST): `v` is switched out (or `e` reset if it is stuck in a batch)
     /// and its queued work discarded.  Unlike [`Scheduler::reset_vgpu`] its
     /// hang count and Failed state stay: a guest cannot clear them itself.
-    pub fn reset_engine_work<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, v: SlotId, e: EngineId) -> Result<(), SchedError> {
+    pub fn reset_engine_work<E: Engines, C: Clock>(
+        &mut self,
+        eng: &mut E,
+        clock: &C,
+        v: SlotId,
+        e: EngineId,
+    ) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
         self.evict(eng, clock, e, v.index());
         Ok(())
@@ -452,18 +483,36 @@ impl<const N: usize> Scheduler<N> {
 
     /// Whose context is loaded on `e`.
     pub fn owner(&self, e: EngineId) -> Option<SlotId> {
-        self.ctx.owner(e).and_then(|i| u16::try_from(i).ok()).map(SlotId)
+        self.ctx
+            .owner(e)
+            .and_then(|i| u16::try_from(i).ok())
+            .map(SlotId)
     }
 
     /// Write a context register of `v` on `e` (shadow ring START/CTL/TAIL,
     /// PPGTT root, ...): into its image, and to the hardware if it owns `e`.
-    pub fn write_ctx_reg<B: Backend>(&mut self, b: &mut B, v: SlotId, e: EngineId, off: u32, val: u32) -> Result<(), SchedError> {
+    pub fn write_ctx_reg<B: Backend>(
+        &mut self,
+        b: &mut B,
+        v: SlotId,
+        e: EngineId,
+        off: u32,
+        val: u32,
+    ) -> Result<(), SchedError> {
         self.slot(v).ok_or(SchedError::BadVgpu)?;
-        self.ctx.write_reg(b, e, v.index(), off, val).map_err(SchedError::Ctx)
+        self.ctx
+            .write_reg(b, e, v.index(), off, val)
+            .map_err(SchedError::Ctx)
     }
 
     /// Read a context register of `v` on `e`.
-    pub fn read_ctx_reg<B: Backend>(&self, b: &mut B, v: SlotId, e: EngineId, off: u32) -> Option<u32> {
+    pub fn read_ctx_reg<B: Backend>(
+        &self,
+        b: &mut B,
+        v: SlotId,
+        e: EngineId,
+        off: u32,
+    ) -> Option<u32> {
         self.slot(v)?;
         self.ctx.read_reg(b, e, v.index(), off)
     }
@@ -482,7 +531,9 @@ impl<const N: usize> Scheduler<N> {
             return VgpuState::Failed;
         }
         let queued = s.pending_subs.iter().any(|p| *p > 0);
-        let owns = EngineId::ALL.iter().any(|e| self.ctx.owner(*e) == Some(v.index()));
+        let owns = EngineId::ALL
+            .iter()
+            .any(|e| self.ctx.owner(*e) == Some(v.index()));
         let locked = self.locked.iter().any(|l| *l == Some(v.index()));
         if locked || (owns && queued) {
             VgpuState::Running
@@ -533,14 +584,24 @@ impl<const N: usize> Scheduler<N> {
 
     /// Rounds run, decisions taken, engine resets per engine, failed resets.
     pub fn counters(&self) -> (u64, u64, [u64; EngineId::COUNT], u64) {
-        (self.rounds, self.decisions, self.resets, self.reset_failures)
+        (
+            self.rounds,
+            self.decisions,
+            self.resets,
+            self.reset_failures,
+        )
     }
 
     /// One scheduling round: decide, switch, run, charge, watch.
     pub fn round<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C) -> RoundReport {
         let now = clock.now_ns();
         self.rounds = self.rounds.wrapping_add(1);
-        let mut report = RoundReport { ran: [None; EngineId::COUNT], wall_ns: 0, hangs: [None; EngineId::COUNT], idle: true };
+        let mut report = RoundReport {
+            ran: [None; EngineId::COUNT],
+            wall_ns: 0,
+            hangs: [None; EngineId::COUNT],
+            idle: true,
+        };
 
         // Who has work where (gang vGPUs want both engines if they have any).
         let mut work = [[false; N]; EngineId::COUNT];
@@ -559,7 +620,14 @@ impl<const N: usize> Scheduler<N> {
                 any |= w;
             }
             for e in EngineId::ALL {
-                let w = if s.gang { any } else { work.get(e.index()).and_then(|a| a.get(i)).copied().unwrap_or(false) };
+                let w = if s.gang {
+                    any
+                } else {
+                    work.get(e.index())
+                        .and_then(|a| a.get(i))
+                        .copied()
+                        .unwrap_or(false)
+                };
                 if let Some(x) = eff.get_mut(e.index()).and_then(|a| a.get_mut(i)) {
                     *x = w;
                 }
@@ -599,7 +667,11 @@ impl<const N: usize> Scheduler<N> {
                 }
             }
         }
-        let order = if self.rounds % 2 == 0 { [EngineId::Rcs, EngineId::Bcs] } else { [EngineId::Bcs, EngineId::Rcs] };
+        let order = if self.rounds % 2 == 0 {
+            [EngineId::Rcs, EngineId::Bcs]
+        } else {
+            [EngineId::Bcs, EngineId::Rcs]
+        };
         for e in order {
             if assign.get(e.index()).copied().flatten().is_some() {
                 continue;
@@ -609,7 +681,11 @@ impl<const N: usize> Scheduler<N> {
             let mut elig = [false; N];
             for (i, x) in elig.iter_mut().enumerate() {
                 let gang = self.slots.get(i).is_some_and(|s| s.gang);
-                let wants = eff.get(e.index()).and_then(|a| a.get(i)).copied().unwrap_or(false);
+                let wants = eff
+                    .get(e.index())
+                    .and_then(|a| a.get(i))
+                    .copied()
+                    .unwrap_or(false);
                 *x = wants && (!gang || other_free);
             }
             let pick = match self.policy.get_mut(e.index()) {
@@ -674,20 +750,40 @@ impl<const N: usize> Scheduler<N> {
             if !live || self.ctx.owner(e) != Some(v) {
                 continue;
             }
-            let has = work.get(e.index()).and_then(|a| a.get(v)).copied().unwrap_or(false);
+            let has = work
+                .get(e.index())
+                .and_then(|a| a.get(v))
+                .copied()
+                .unwrap_or(false);
             let rep = if has {
                 let finish_batch = was_locked.get(e.index()).copied().flatten() == Some(v);
-                let budget = RunBudget { ns: slice, max_cmds: u32::MAX, preemption: self.cfg.preemption, finish_batch };
+                let budget = RunBudget {
+                    ns: slice,
+                    max_cmds: u32::MAX,
+                    preemption: self.cfg.preemption,
+                    finish_batch,
+                };
                 eng.run(e, SlotId(v as u16), budget)
             } else {
                 // A gang vGPU holding an engine it has no work on.
-                RunReport { consumed_ns: 0, cmds: 0, retired: 0, since_retire_ns: 0, stop: StopReason::Drained }
+                RunReport {
+                    consumed_ns: 0,
+                    cmds: 0,
+                    retired: 0,
+                    since_retire_ns: 0,
+                    stop: StopReason::Drained,
+                }
             };
             if let Some(r) = runs.get_mut(e.index()) {
                 *r = Some((v, rep, spare));
             }
         }
-        let wall = runs.iter().flatten().map(|(_, r, _)| r.consumed_ns).max().unwrap_or(0);
+        let wall = runs
+            .iter()
+            .flatten()
+            .map(|(_, r, _)| r.consumed_ns)
+            .max()
+            .unwrap_or(0);
         report.wall_ns = wall;
 
         // Charge, account, watch.
@@ -697,7 +793,11 @@ impl<const N: usize> Scheduler<N> {
                 None => continue,
             };
             report.idle = false;
-            let gang_both = runs.get(other(e).index()).copied().flatten().is_some_and(|(o, _, _)| o == v);
+            let gang_both = runs
+                .get(other(e).index())
+                .copied()
+                .flatten()
+                .is_some_and(|(o, _, _)| o == v);
             let charged = if gang_both { wall } else { rep.consumed_ns };
             if let Some(p) = self.policy.get_mut(e.index()) {
                 p.charge(v, charged);
@@ -717,7 +817,11 @@ impl<const N: usize> Scheduler<N> {
             // evicted from this one during this loop.)
             let owns = self.ctx.owner(e) == Some(v);
             if let Some(l) = self.locked.get_mut(e.index()) {
-                *l = if owns && rep.stop == StopReason::MidBatch { Some(v) } else { None };
+                *l = if owns && rep.stop == StopReason::MidBatch {
+                    Some(v)
+                } else {
+                    None
+                };
             }
             if let Some(r) = report.ran.get_mut(e.index()) {
                 *r = Some(EngineRun {
@@ -731,7 +835,10 @@ impl<const N: usize> Scheduler<N> {
             }
             if !owns || rep.stop == StopReason::Drained {
                 self.watchdog.clear(e, v);
-            } else if self.watchdog.observe(e, v, rep.consumed_ns, rep.retired, rep.since_retire_ns) {
+            } else if self
+                .watchdog
+                .observe(e, v, rep.consumed_ns, rep.retired, rep.since_retire_ns)
+            {
                 let ev = self.hang(eng, clock, e, v);
                 if let Some(h) = report.hangs.get_mut(e.index()) {
                     *h = ev;
@@ -743,7 +850,13 @@ impl<const N: usize> Scheduler<N> {
 
     /// `v` is guilty of a hang on `e`: reset `e`, drop `v`'s work there (and
     /// everywhere if it is gang-scheduled or now Failed), record the event.
-    fn hang<E: Engines, C: Clock>(&mut self, eng: &mut E, clock: &C, e: EngineId, v: usize) -> Option<HangEvent> {
+    fn hang<E: Engines, C: Clock>(
+        &mut self,
+        eng: &mut E,
+        clock: &C,
+        e: EngineId,
+        v: usize,
+    ) -> Option<HangEvent> {
         let ok = self.reset_engine(eng, e, Some(v));
         self.drop_work(eng, e, v);
         if let Some(st) = self.stats.get_mut(v) {
@@ -759,7 +872,12 @@ impl<const N: usize> Scheduler<N> {
     }
 
     /// Reset engine `e` through GDRST; `guilty`'s ring is emptied.
-    fn reset_engine<E: Engines>(&mut self, eng: &mut E, e: EngineId, guilty: Option<usize>) -> bool {
+    fn reset_engine<E: Engines>(
+        &mut self,
+        eng: &mut E,
+        e: EngineId,
+        guilty: Option<usize>,
+    ) -> bool {
         let ok = reset::reset_engine(eng, e, self.cfg.reset_max_polls).is_ok();
         if let Some(r) = self.resets.get_mut(e.index()) {
             *r = r.saturating_add(1);
@@ -800,11 +918,13 @@ impl<const N: usize> Scheduler<N> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::super::backend::Pte;
-    use super::super::ctx::{CTL_ENABLE, MI_MODE_IDLE, MI_MODE_STOP_RING, RING_CTL, RING_GFX_MODE, RING_HEAD, RING_MI_MODE};
+    use super::super::ctx::{
+        CTL_ENABLE, MI_MODE_IDLE, MI_MODE_STOP_RING, RING_CTL, RING_GFX_MODE, RING_HEAD,
+        RING_MI_MODE,
+    };
     use super::super::ctx::{RING_PP_DIR_BASE, RING_START, RING_TAIL};
     use super::super::reset::GDRST;
     use super::super::sched_policy::PAPER_QUANTUM_NS;
@@ -963,7 +1083,9 @@ mod tests {
                 return;
             }
             let low = off & 0xfff;
-            let v = if Self::engine_of(off).is_some() && (low == RING_MI_MODE || low == RING_GFX_MODE) {
+            let v = if Self::engine_of(off).is_some()
+                && (low == RING_MI_MODE || low == RING_GFX_MODE)
+            {
                 let m = v >> 16;
                 (self.reg(off) & !m) | (v & m & 0xffff)
             } else {
@@ -982,7 +1104,9 @@ mod tests {
 
     impl Engines for SimGpu {
         fn has_work(&self, e: EngineId, v: SlotId) -> bool {
-            self.q[e.index()].get(v.index()).is_some_and(|q| !q.is_empty())
+            self.q[e.index()]
+                .get(v.index())
+                .is_some_and(|q| !q.is_empty())
         }
         fn run(&mut self, eid: EngineId, vid: SlotId, b: RunBudget) -> RunReport {
             let (e, v) = (eid.index(), vid.index());
@@ -1007,12 +1131,15 @@ mod tests {
                 bad.push("STOPPED");
             }
             if !bad.is_empty() {
-                self.violations.push(format!("t={} e{e} v{v}: {bad:?}", self.now));
+                self.violations
+                    .push(format!("t={} e{e} v{v}: {bad:?}", self.now));
             }
             let (mut consumed, mut cmds, mut retired, mut since) = (0u64, 0u32, 0u32, 0u64);
             let stop = loop {
                 let q = &mut self.q[e][v];
-                let Some(sub) = q.front_mut() else { break StopReason::Drained };
+                let Some(sub) = q.front_mut() else {
+                    break StopReason::Drained;
+                };
                 if sub.hang {
                     // The looping batch eats the whole budget.
                     let left = b.ns.saturating_sub(consumed).max(1);
@@ -1020,18 +1147,29 @@ mod tests {
                     since += left;
                     cmds += 1;
                     self.mid_batch[e] = b.preemption == Preemption::Batch;
-                    break if self.mid_batch[e] { StopReason::MidBatch } else { StopReason::Preempted };
+                    break if self.mid_batch[e] {
+                        StopReason::MidBatch
+                    } else {
+                        StopReason::Preempted
+                    };
                 }
                 let (cost, batch) = sub.cmds[sub.pos];
                 let prev_batch = sub.cmds.get(sub.pos.wrapping_sub(1)).map_or(0, |c| c.1);
-                let boundary = b.preemption == Preemption::Command || sub.pos == 0 || prev_batch == 0 || prev_batch != batch;
+                let boundary = b.preemption == Preemption::Command
+                    || sub.pos == 0
+                    || prev_batch == 0
+                    || prev_batch != batch;
                 if consumed > 0 && b.finish_batch && boundary {
                     self.mid_batch[e] = false;
                     break StopReason::Preempted;
                 }
                 if consumed > 0 && (consumed + cost > b.ns || cmds >= b.max_cmds) {
                     self.mid_batch[e] = !boundary;
-                    break if boundary { StopReason::Preempted } else { StopReason::MidBatch };
+                    break if boundary {
+                        StopReason::Preempted
+                    } else {
+                        StopReason::MidBatch
+                    };
                 }
                 consumed += cost;
                 since += cost;
@@ -1053,7 +1191,13 @@ mod tests {
             if e == 0 {
                 self.trace.push((self.now, v, consumed));
             }
-            RunReport { consumed_ns: consumed, cmds, retired, since_retire_ns: since, stop }
+            RunReport {
+                consumed_ns: consumed,
+                cmds,
+                retired,
+                since_retire_ns: since,
+                stop,
+            }
         }
         fn drop_work(&mut self, e: EngineId, v: SlotId) -> u32 {
             let (e, v) = (e.index(), v.index());
@@ -1084,28 +1228,52 @@ mod tests {
                 let id = s.create_vgpu(*w).unwrap();
                 let v = id.index();
                 for e in EngineId::ALL {
-                    s.write_ctx_reg(&mut g, id, e, RING_START, ring_addr(v)).unwrap();
-                    s.write_ctx_reg(&mut g, id, e, RING_CTL, CTL_ENABLE | (31 << 12)).unwrap();
+                    s.write_ctx_reg(&mut g, id, e, RING_START, ring_addr(v))
+                        .unwrap();
+                    s.write_ctx_reg(&mut g, id, e, RING_CTL, CTL_ENABLE | (31 << 12))
+                        .unwrap();
                 }
-                s.write_ctx_reg(&mut g, id, EngineId::Rcs, RING_PP_DIR_BASE, pd_addr(v)).unwrap();
+                s.write_ctx_reg(&mut g, id, EngineId::Rcs, RING_PP_DIR_BASE, pd_addr(v))
+                    .unwrap();
                 ids.push(id);
             }
             let n = weights.len();
-            Rig { s, g, clk: SimClock(Cell::new(0)), ids, next_id: 0, submitted: [vec![Vec::new(); n], vec![Vec::new(); n]], hang_events: Vec::new() }
+            Rig {
+                s,
+                g,
+                clk: SimClock(Cell::new(0)),
+                ids,
+                next_id: 0,
+                submitted: [vec![Vec::new(); n], vec![Vec::new(); n]],
+                hang_events: Vec::new(),
+            }
         }
         /// Submit through flow control; false when refused.
-        fn submit(&mut self, v: usize, e: EngineId, cmds: Vec<(u64, u32)>, hang: bool) -> Result<(), SchedError> {
+        fn submit(
+            &mut self,
+            v: usize,
+            e: EngineId,
+            cmds: Vec<(u64, u32)>,
+            hang: bool,
+        ) -> Result<(), SchedError> {
             let id = self.ids[v];
             self.s.admit(id, e, cmds.len() as u32)?;
             let ei = e.index();
             self.g.tail[ei][v] = self.g.tail[ei][v].wrapping_add(4 * cmds.len() as u32);
             let tail = self.g.tail[ei][v];
-            self.s.write_ctx_reg(&mut self.g, id, e, RING_TAIL, tail).unwrap();
+            self.s
+                .write_ctx_reg(&mut self.g, id, e, RING_TAIL, tail)
+                .unwrap();
             self.next_id += 1;
             if !hang {
                 self.submitted[ei][v].push(self.next_id);
             }
-            self.g.q[ei][v].push_back(Sub { id: self.next_id, cmds, pos: 0, hang });
+            self.g.q[ei][v].push_back(Sub {
+                id: self.next_id,
+                cmds,
+                pos: 0,
+                hang,
+            });
             Ok(())
         }
         /// Keep `v` backlogged on `e` with random work until flow control says no.
@@ -1131,7 +1299,8 @@ mod tests {
             for h in r.hangs.iter().flatten() {
                 self.hang_events.push(*h);
             }
-            self.clk.advance(if r.idle { 50_000 } else { r.wall_ns.max(1) });
+            self.clk
+                .advance(if r.idle { 50_000 } else { r.wall_ns.max(1) });
             r
         }
         /// Engine-0 time per vGPU in the window [t0, t1).
@@ -1148,12 +1317,21 @@ mod tests {
         fn assert_all_retired(&self, v: usize) {
             for e in 0..2 {
                 let (r, s) = (&self.g.retired[e][v], &self.submitted[e][v]);
-                assert!(r == s, "v{v} engine {e}: {} retired of {} submitted (first diff at {:?})", r.len(), s.len(),
-                    r.iter().zip(s.iter()).position(|(a, b)| a != b));
+                assert!(
+                    r == s,
+                    "v{v} engine {e}: {} retired of {} submitted (first diff at {:?})",
+                    r.len(),
+                    s.len(),
+                    r.iter().zip(s.iter()).position(|(a, b)| a != b)
+                );
             }
         }
         fn assert_clean(&self) {
-            assert!(self.g.violations.is_empty(), "context violations: {:?}", &self.g.violations[..self.g.violations.len().min(5)]);
+            assert!(
+                self.g.violations.is_empty(),
+                "context violations: {:?}",
+                &self.g.violations[..self.g.violations.len().min(5)]
+            );
         }
     }
 
@@ -1169,13 +1347,24 @@ mod tests {
     }
 
     fn cfg(quantum: u64, pre: Preemption) -> SchedConfig {
-        SchedConfig { quantum_ns: quantum, preemption: pre, max_pending_cmds: 64, max_pending_submissions: 16, ..SchedConfig::DEFAULT }
+        SchedConfig {
+            quantum_ns: quantum,
+            preemption: pre,
+            max_pending_cmds: 64,
+            max_pending_submissions: 16,
+            ..SchedConfig::DEFAULT
+        }
     }
 
     /// Backlogged vGPUs with the given weights on the render engine for
     /// `periods`; returns (max relative share error, total engine time used
     /// / elapsed, rig).
-    fn backlogged<const N: usize>(weights: &[u32], c: SchedConfig, periods: u64, seed: u64) -> (f64, f64, Rig<N>) {
+    fn backlogged<const N: usize>(
+        weights: &[u32],
+        c: SchedConfig,
+        periods: u64,
+        seed: u64,
+    ) -> (f64, f64, Rig<N>) {
         let mut rig = Rig::<N>::new(c, weights);
         let mut rng = Rng(seed | 1);
         let batch = c.preemption == Preemption::Batch;
@@ -1200,10 +1389,20 @@ mod tests {
     #[test]
     fn shares_follow_weights_within_2_percent() {
         let mut rng = Rng(0x5eed);
-        for (n, quantum) in [(2usize, PAPER_QUANTUM_NS), (3, GVTG_QUANTUM_NS), (7, PAPER_QUANTUM_NS), (7, GVTG_QUANTUM_NS), (16, GVTG_QUANTUM_NS)] {
+        for (n, quantum) in [
+            (2usize, PAPER_QUANTUM_NS),
+            (3, GVTG_QUANTUM_NS),
+            (7, PAPER_QUANTUM_NS),
+            (7, GVTG_QUANTUM_NS),
+            (16, GVTG_QUANTUM_NS),
+        ] {
             let weights: Vec<u32> = (0..n).map(|_| rng.range(1, 100) as u32).collect();
-            let (worst, util, _) = backlogged::<16>(&weights, cfg(quantum, Preemption::Command), 100, rng.next());
-            assert!(worst <= 0.02, "n={n} q={quantum} weights {weights:?}: worst relative error {worst}");
+            let (worst, util, _) =
+                backlogged::<16>(&weights, cfg(quantum, Preemption::Command), 100, rng.next());
+            assert!(
+                worst <= 0.02,
+                "n={n} q={quantum} weights {weights:?}: worst relative error {worst}"
+            );
             assert!(util > 0.999, "work-conserving: engine busy {util}");
         }
     }
@@ -1212,7 +1411,8 @@ mod tests {
     fn sixty_four_vgpus_share_by_weight() {
         let mut rng = Rng(64);
         let weights: Vec<u32> = (0..64).map(|_| rng.range(10, 100) as u32).collect();
-        let (worst, util, rig) = backlogged::<64>(&weights, cfg(GVTG_QUANTUM_NS, Preemption::Command), 100, 7);
+        let (worst, util, rig) =
+            backlogged::<64>(&weights, cfg(GVTG_QUANTUM_NS, Preemption::Command), 100, 7);
         assert!(worst <= 0.02, "worst relative error {worst}");
         assert!(util > 0.999);
         assert!(rig.s.ctx_stats(EngineId::Rcs).switches > 1000);
@@ -1222,7 +1422,8 @@ mod tests {
     fn equal_weights_are_fair_by_jain_index() {
         for n in [2usize, 7, 64] {
             let w = vec![10u32; n];
-            let (_, _, rig) = backlogged::<64>(&w, cfg(GVTG_QUANTUM_NS, Preemption::Command), 50, n as u64);
+            let (_, _, rig) =
+                backlogged::<64>(&w, cfg(GVTG_QUANTUM_NS, Preemption::Command), 50, n as u64);
             let j = jain(&shares(&rig.g.used[0]));
             assert!(j >= 0.99, "n={n}: Jain {j}");
             // Over every single period too, while a period holds many quanta
@@ -1241,7 +1442,12 @@ mod tests {
         let mut rng = Rng(0xba7c);
         for n in [2usize, 7] {
             let weights: Vec<u32> = (0..n).map(|_| rng.range(1, 100) as u32).collect();
-            let (worst, util, rig) = backlogged::<8>(&weights, cfg(GVTG_QUANTUM_NS, Preemption::Batch), 200, rng.next());
+            let (worst, util, rig) = backlogged::<8>(
+                &weights,
+                cfg(GVTG_QUANTUM_NS, Preemption::Batch),
+                200,
+                rng.next(),
+            );
             assert!(worst <= 0.05, "n={n} weights {weights:?}: worst {worst}");
             assert!(util > 0.999);
             let locked_runs = rig.g.trace.len();
@@ -1280,7 +1486,10 @@ mod tests {
         let w = shares(&rig.window(t0 + P, t0 + 10 * P));
         let want = [50.0 / 120.0, 50.0 / 120.0, 20.0 / 120.0];
         for (i, v) in [0usize, 1, 2].iter().enumerate() {
-            assert!((w[*v] - want[i]).abs() < 0.05 * want[i], "after wake-up {w:?}");
+            assert!(
+                (w[*v] - want[i]).abs() < 0.05 * want[i],
+                "after wake-up {w:?}"
+            );
         }
         let first = rig.window(t0, t0 + P);
         let f = shares(&first);
@@ -1294,7 +1503,10 @@ mod tests {
         let t_change = 10 * P + P / 3;
         let mut changed = false;
         assert_eq!(rig.s.set_weight(rig.ids[0], 0), Err(SchedError::BadWeight));
-        assert_eq!(rig.s.set_weight(rig.ids[0], 101), Err(SchedError::BadWeight));
+        assert_eq!(
+            rig.s.set_weight(rig.ids[0], 101),
+            Err(SchedError::BadWeight)
+        );
         assert_eq!(rig.s.set_weight(SlotId(3), 5), Err(SchedError::BadVgpu));
         while rig.clk.now() < 20 * P {
             if !changed && rig.clk.now() >= t_change {
@@ -1320,12 +1532,18 @@ mod tests {
     fn flow_control_bounds_queued_work() {
         let mut rig = Rig::<4>::new(cfg(GVTG_QUANTUM_NS, Preemption::Command), &[10, 10]);
         let c = |n: usize| vec![(1_000u64, 0u32); n];
-        assert_eq!(rig.submit(0, EngineId::Rcs, c(65), false), Err(SchedError::TooLarge));
+        assert_eq!(
+            rig.submit(0, EngineId::Rcs, c(65), false),
+            Err(SchedError::TooLarge)
+        );
         for _ in 0..4 {
             rig.submit(0, EngineId::Rcs, c(16), false).unwrap();
         }
         assert_eq!(rig.s.pending(rig.ids[0], EngineId::Rcs), (64, 4));
-        assert_eq!(rig.submit(0, EngineId::Rcs, c(1), false), Err(SchedError::Backpressure));
+        assert_eq!(
+            rig.submit(0, EngineId::Rcs, c(1), false),
+            Err(SchedError::Backpressure)
+        );
         // Per engine: the blitter queue is separate.
         rig.submit(0, EngineId::Bcs, c(1), false).unwrap();
         let st = rig.s.stats(rig.ids[0]).unwrap();
@@ -1346,7 +1564,12 @@ mod tests {
 
     /// Drive a rig where `bad` keeps submitting looping batches; the others
     /// are backlogged.  Returns the rig after `periods`.
-    fn hang_scenario(pre: Preemption, limit: u32, periods: u64, two_engines: bool) -> (Rig<8>, u64) {
+    fn hang_scenario(
+        pre: Preemption,
+        limit: u32,
+        periods: u64,
+        two_engines: bool,
+    ) -> (Rig<8>, u64) {
         let mut c = cfg(GVTG_QUANTUM_NS, pre);
         c.hang_timeout_ns = 20_000_000;
         c.hang_limit = limit;
@@ -1386,17 +1609,34 @@ mod tests {
             rig.assert_clean();
             let bad = rig.ids[3];
             assert_eq!(rig.hang_events.len(), 3, "{pre:?}");
-            assert!(rig.hang_events.iter().all(|h| h.slot == 3 && h.engine == EngineId::Rcs && h.reset_ok));
-            assert_eq!(rig.hang_events.iter().map(|h| h.count).collect::<Vec<_>>(), vec![1, 2, 3]);
-            assert_eq!(rig.hang_events.iter().map(|h| h.failed).collect::<Vec<_>>(), vec![false, false, true]);
+            assert!(rig
+                .hang_events
+                .iter()
+                .all(|h| h.slot == 3 && h.engine == EngineId::Rcs && h.reset_ok));
+            assert_eq!(
+                rig.hang_events.iter().map(|h| h.count).collect::<Vec<_>>(),
+                vec![1, 2, 3]
+            );
+            assert_eq!(
+                rig.hang_events.iter().map(|h| h.failed).collect::<Vec<_>>(),
+                vec![false, false, true]
+            );
             assert!(rig.s.is_failed(bad));
             assert_eq!(rig.s.state(bad), VgpuState::Failed);
-            assert_eq!(rig.g.resets, [3, 0], "only the render engine, once per hang");
+            assert_eq!(
+                rig.g.resets,
+                [3, 0],
+                "only the render engine, once per hang"
+            );
             let ev = rig.s.take_hang_event(bad).unwrap();
             assert_eq!((ev.count, ev.failed, ev.iir_bits()), (3, true, 1 << 3));
             assert_eq!(rig.s.take_hang_event(bad), None);
             for v in 0..3 {
-                assert_eq!(rig.s.take_hang_event(rig.ids[v]), None, "innocents see no hang");
+                assert_eq!(
+                    rig.s.take_hang_event(rig.ids[v]),
+                    None,
+                    "innocents see no hang"
+                );
                 assert_eq!(rig.g.dropped[v], 0);
                 rig.assert_all_retired(v);
                 assert_eq!(rig.s.stats(rig.ids[v]).unwrap().hangs, 0);
@@ -1405,22 +1645,34 @@ mod tests {
             let w = rig.window(t_failed + P, t_failed + 2 * P);
             let total: u64 = w.iter().sum();
             assert_eq!(w[3], 0);
-            assert!(total as f64 >= 0.99 * P as f64, "{pre:?}: engine busy {total}");
+            assert!(
+                total as f64 >= 0.99 * P as f64,
+                "{pre:?}: engine busy {total}"
+            );
             // Nobody is starved in that first period (vGPUs that the hung
             // batch kept waiting may first catch up on carried credit)...
             for (v, wv) in w.iter().enumerate().take(3) {
                 let s = *wv as f64 / total as f64;
-                assert!(s > 0.25, "{pre:?}: v{v} share {s} in the period after the failure");
+                assert!(
+                    s > 0.25,
+                    "{pre:?}: v{v} share {s} in the period after the failure"
+                );
             }
             // ... and from then on the three share equally.
             let later = rig.window(t_failed + 2 * P, 30 * P);
             let lt: u64 = later.iter().sum();
             for (v, lv) in later.iter().enumerate().take(3) {
                 let s = *lv as f64 / lt as f64;
-                assert!((s - 1.0 / 3.0).abs() < 0.02, "{pre:?}: v{v} share {s} after recovery");
+                assert!(
+                    (s - 1.0 / 3.0).abs() < 0.02,
+                    "{pre:?}: v{v} share {s} after recovery"
+                );
             }
             let st = rig.s.stats(bad).unwrap();
-            assert_eq!((st.hangs, st.hangs_total, st.state), (3, 3, VgpuState::Failed));
+            assert_eq!(
+                (st.hangs, st.hangs_total, st.state),
+                (3, 3, VgpuState::Failed)
+            );
             assert!(st.rejections[RejectClass::Failed as usize] > 0);
             // A vGPU reset brings it back.
             let (g, clk) = (&mut rig.g, &rig.clk);
@@ -1431,13 +1683,20 @@ mod tests {
             for e in EngineId::ALL {
                 rig.g.head[e.index()][3] = 0;
                 rig.g.tail[e.index()][3] = 0;
-                rig.s.write_ctx_reg(&mut rig.g, bad, e, RING_START, ring_addr(3)).unwrap();
-                rig.s.write_ctx_reg(&mut rig.g, bad, e, RING_CTL, CTL_ENABLE).unwrap();
+                rig.s
+                    .write_ctx_reg(&mut rig.g, bad, e, RING_START, ring_addr(3))
+                    .unwrap();
+                rig.s
+                    .write_ctx_reg(&mut rig.g, bad, e, RING_CTL, CTL_ENABLE)
+                    .unwrap();
             }
-            rig.s.write_ctx_reg(&mut rig.g, bad, EngineId::Rcs, RING_PP_DIR_BASE, pd_addr(3)).unwrap();
+            rig.s
+                .write_ctx_reg(&mut rig.g, bad, EngineId::Rcs, RING_PP_DIR_BASE, pd_addr(3))
+                .unwrap();
             rig.submitted[0][3].clear();
             rig.g.retired[0][3].clear();
-            rig.submit(3, EngineId::Rcs, vec![(5_000, 0); 3], false).unwrap();
+            rig.submit(3, EngineId::Rcs, vec![(5_000, 0); 3], false)
+                .unwrap();
             while !rig.round().idle {}
             rig.assert_all_retired(3);
             rig.assert_clean();
@@ -1450,7 +1709,11 @@ mod tests {
         rig.assert_clean();
         assert_eq!(rig.hang_events.len(), 2);
         assert_eq!(rig.g.resets, [2, 0]);
-        assert!(rig.g.used[1][1] > 9 * P, "blitter kept running v1: {}", rig.g.used[1][1]);
+        assert!(
+            rig.g.used[1][1] > 9 * P,
+            "blitter kept running v1: {}",
+            rig.g.used[1][1]
+        );
         rig.assert_all_retired(1);
     }
 
@@ -1462,15 +1725,23 @@ mod tests {
         let mut rig = Rig::<4>::new(c, &[10, 10]);
         rig.s.set_hang_limit(rig.ids[1], 1).unwrap();
         assert_eq!(rig.s.hang_limit(rig.ids[0]), Some(5));
-        rig.submit(1, EngineId::Bcs, vec![(1_000, 1)], true).unwrap();
-        rig.submit(0, EngineId::Bcs, vec![(1_000, 1)], true).unwrap();
+        rig.submit(1, EngineId::Bcs, vec![(1_000, 1)], true)
+            .unwrap();
+        rig.submit(0, EngineId::Bcs, vec![(1_000, 1)], true)
+            .unwrap();
         for _ in 0..200 {
             rig.round();
         }
-        assert!(rig.s.is_failed(rig.ids[1]), "limit 1: failed at the first hang");
+        assert!(
+            rig.s.is_failed(rig.ids[1]),
+            "limit 1: failed at the first hang"
+        );
         assert!(!rig.s.is_failed(rig.ids[0]));
         assert_eq!(rig.s.stats(rig.ids[0]).unwrap().hangs, 1);
-        assert_eq!(rig.submit(1, EngineId::Rcs, vec![(1, 0)], false), Err(SchedError::Failed));
+        assert_eq!(
+            rig.submit(1, EngineId::Rcs, vec![(1, 0)], false),
+            Err(SchedError::Failed)
+        );
         rig.assert_clean();
     }
 
@@ -1489,7 +1760,10 @@ mod tests {
         // v2 has the blitter to itself; v0 and v1 split the render engine.
         assert!(rig.g.used[1][2] as f64 > 0.98 * t);
         let sh = shares(&rig.g.used[0]);
-        assert!((sh[0] - 0.5).abs() < 0.01 && (sh[1] - 0.5).abs() < 0.01, "{sh:?}");
+        assert!(
+            (sh[0] - 0.5).abs() < 0.01 && (sh[1] - 0.5).abs() < 0.01,
+            "{sh:?}"
+        );
     }
 
     #[test]
@@ -1509,7 +1783,11 @@ mod tests {
                     if run.vgpu == rig.ids[0] {
                         gang_runs += 1;
                         let o = other(e);
-                        assert_eq!(r.ran[o.index()].map(|x| x.vgpu), Some(rig.ids[0]), "gang vGPU alone on one engine");
+                        assert_eq!(
+                            r.ran[o.index()].map(|x| x.vgpu),
+                            Some(rig.ids[0]),
+                            "gang vGPU alone on one engine"
+                        );
                     }
                 }
             }
@@ -1521,7 +1799,10 @@ mod tests {
         for e in 0..2 {
             let g = rig.g.used[e][0] as f64 / t;
             let o = rig.g.used[e][1 + e] as f64 / t;
-            assert!((g - 0.5).abs() < 0.03 && (o - 0.5).abs() < 0.03, "engine {e}: gang {g}, other {o}");
+            assert!(
+                (g - 0.5).abs() < 0.03 && (o - 0.5).abs() < 0.03,
+                "engine {e}: gang {g}, other {o}"
+            );
         }
     }
 
@@ -1543,7 +1824,11 @@ mod tests {
         }
         rig.assert_clean();
         // Time holding the GPU follows the weights (charged = held).
-        let held: Vec<u64> = rig.ids.iter().map(|id| rig.s.stats(*id).unwrap().engine_ns[0]).collect();
+        let held: Vec<u64> = rig
+            .ids
+            .iter()
+            .map(|id| rig.s.stats(*id).unwrap().engine_ns[0])
+            .collect();
         let sh = shares(&held);
         for (i, w) in [10.0, 20.0, 30.0].iter().enumerate() {
             assert!((sh[i] - w / 60.0).abs() < 0.02 * w / 60.0, "{sh:?}");
@@ -1564,13 +1849,17 @@ mod tests {
         assert_eq!(rig.g.resets, [1, 0]);
         assert_eq!(rig.s.owner(EngineId::Rcs), None);
         assert_eq!(rig.s.state(rig.ids[0]), VgpuState::Absent);
-        assert_eq!(rig.s.admit(rig.ids[0], EngineId::Rcs, 1), Err(SchedError::BadVgpu));
+        assert_eq!(
+            rig.s.admit(rig.ids[0], EngineId::Rcs, 1),
+            Err(SchedError::BadVgpu)
+        );
         assert!(rig.s.stats(rig.ids[0]).is_none());
         let id = rig.s.create_vgpu(50).unwrap();
         assert_eq!(id, rig.ids[0]);
         assert_eq!(rig.s.stats(id).unwrap().ctx_switches, 0);
         // v1 unaffected.
-        rig.submit(1, EngineId::Rcs, vec![(10_000, 0); 4], false).unwrap();
+        rig.submit(1, EngineId::Rcs, vec![(10_000, 0); 4], false)
+            .unwrap();
         while !rig.round().idle {}
         rig.assert_all_retired(1);
         rig.assert_clean();
@@ -1578,14 +1867,17 @@ mod tests {
 
     #[test]
     fn stats_count_engine_time_and_switches() {
-        let (_, _, rig) = backlogged::<4>(&[10, 30], cfg(GVTG_QUANTUM_NS, Preemption::Command), 5, 1);
+        let (_, _, rig) =
+            backlogged::<4>(&[10, 30], cfg(GVTG_QUANTUM_NS, Preemption::Command), 5, 1);
         for v in 0..2 {
             let st = rig.s.stats(rig.ids[v]).unwrap();
             assert_eq!(st.engine_ns[0], rig.g.used[0][v]);
             assert!(st.ctx_switches > 10);
             assert!(st.submissions as usize >= rig.g.retired[0][v].len());
         }
-        let total: u64 = (0..2).map(|v| rig.s.stats(rig.ids[v]).unwrap().ctx_switches).sum();
+        let total: u64 = (0..2)
+            .map(|v| rig.s.stats(rig.ids[v]).unwrap().ctx_switches)
+            .sum();
         assert_eq!(total, rig.s.ctx_stats(EngineId::Rcs).switches);
     }
 }

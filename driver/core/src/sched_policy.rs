@@ -97,7 +97,13 @@ struct Slot {
     active: bool,
 }
 
-const EMPTY_SLOT: Slot = Slot { present: false, weight: 0, credit: 0, lru: 0, active: false };
+const EMPTY_SLOT: Slot = Slot {
+    present: false,
+    weight: 0,
+    credit: 0,
+    lru: 0,
+    active: false,
+};
 
 /// Weighted credit policy for one engine, `N` vGPU slots.
 pub struct CreditPolicy<const N: usize> {
@@ -114,10 +120,26 @@ impl<const N: usize> CreditPolicy<N> {
     /// `period_ns` and `quantum_ns` are raised to at least `MIN_SLICE_NS`;
     /// the quantum is capped at the period.
     pub const fn new(period_ns: u64, quantum_ns: u64) -> Self {
-        let period_ns = if period_ns < MIN_SLICE_NS { MIN_SLICE_NS } else { period_ns };
-        let q = if quantum_ns < MIN_SLICE_NS { MIN_SLICE_NS } else { quantum_ns };
+        let period_ns = if period_ns < MIN_SLICE_NS {
+            MIN_SLICE_NS
+        } else {
+            period_ns
+        };
+        let q = if quantum_ns < MIN_SLICE_NS {
+            MIN_SLICE_NS
+        } else {
+            quantum_ns
+        };
         let q = if q > period_ns { period_ns } else { q };
-        Self { slots: [EMPTY_SLOT; N], period_ns, quantum_ns: q, period_start: 0, started: false, seq: 0, refills: 0 }
+        Self {
+            slots: [EMPTY_SLOT; N],
+            period_ns,
+            quantum_ns: q,
+            period_start: 0,
+            started: false,
+            seq: 0,
+            refills: 0,
+        }
     }
 
     pub fn period_ns(&self) -> u64 {
@@ -137,7 +159,13 @@ impl<const N: usize> CreditPolicy<N> {
         if s.present {
             return Err(PolicyError::BadState);
         }
-        *s = Slot { present: true, weight, credit: 0, lru: 0, active: false };
+        *s = Slot {
+            present: true,
+            weight,
+            credit: 0,
+            lru: 0,
+            active: false,
+        };
         Ok(())
     }
 
@@ -203,7 +231,9 @@ impl<const N: usize> CreditPolicy<N> {
         // Keep period boundaries on the grid; after a long idle gap, one
         // refill is enough (idle time is not banked anyway).
         let periods = elapsed / self.period_ns;
-        self.period_start = self.period_start.saturating_add(periods.saturating_mul(self.period_ns));
+        self.period_start = self
+            .period_start
+            .saturating_add(periods.saturating_mul(self.period_ns));
         self.refill(has_work);
         true
     }
@@ -213,7 +243,12 @@ impl<const N: usize> CreditPolicy<N> {
         let work = |i: usize| has_work.get(i).copied().unwrap_or(false);
         let period = self.period_ns as i64;
         let clamp = period.saturating_mul(CREDIT_CLAMP_PERIODS);
-        let total: u64 = self.slots.iter().filter(|s| s.present && s.active).map(|s| s.weight as u64).sum();
+        let total: u64 = self
+            .slots
+            .iter()
+            .filter(|s| s.present && s.active)
+            .map(|s| s.weight as u64)
+            .sum();
         for (i, s) in self.slots.iter_mut().enumerate() {
             if !s.present {
                 continue;
@@ -245,7 +280,9 @@ impl<const N: usize> CreditPolicy<N> {
                 let shift = level.saturating_sub(b);
                 for (i, s) in self.slots.iter_mut().enumerate() {
                     if s.present && work(i) {
-                        s.credit = s.credit.saturating_add(shift.saturating_mul(s.weight as i64));
+                        s.credit = s
+                            .credit
+                            .saturating_add(shift.saturating_mul(s.weight as i64));
                     }
                 }
             }
@@ -315,7 +352,11 @@ impl<const N: usize> CreditPolicy<N> {
         // be more even within a period but, with many vGPUs, would cost a
         // context switch per vGPU per period (64 vGPUs at 16 ms: ~700
         // switches/s instead of ~60, half the engine lost at 700 µs each).
-        Some(Pick { slot: i, slice_ns: self.quantum_ns, spare: credit <= 0 })
+        Some(Pick {
+            slot: i,
+            slice_ns: self.quantum_ns,
+            spare: credit <= 0,
+        })
     }
 
     /// Mark `slot` as just run (LRU), without a pick: used when a gang
@@ -356,7 +397,9 @@ fn alloc_of(period: u64, weight: u32, total: u64) -> i64 {
     // q * weight + r * weight / total, and r * weight < total * 2^32 fits.
     let (q, r) = (period / total, period % total);
     let w = u64::from(weight);
-    let a = q.saturating_mul(w).saturating_add(r.saturating_mul(w) / total);
+    let a = q
+        .saturating_mul(w)
+        .saturating_add(r.saturating_mul(w) / total);
     i64::try_from(a).unwrap_or(i64::MAX)
 }
 
@@ -416,13 +459,21 @@ mod tests {
         p.add(0, 2).unwrap();
         p.add(1, 1).unwrap();
         p.tick(0, &[true, false]);
-        assert_eq!(p.credit(0), Some(P as i64), "slot 0 alone got the whole period");
+        assert_eq!(
+            p.credit(0),
+            Some(P as i64),
+            "slot 0 alone got the whole period"
+        );
         assert_eq!(p.pick(0, &[true, false]).map(|k| k.slot), Some(0));
         p.charge(0, 10_000_000);
         // Slot 1 wakes up: raised to slot 0's credit per weight unit.
         p.tick(1, &[true, true]);
         assert_eq!(p.credit(1), Some(90_000_000 / 2));
-        assert_eq!(p.pick(1, &[true, true]).map(|k| k.slot), Some(1), "picked next");
+        assert_eq!(
+            p.pick(1, &[true, true]).map(|k| k.slot),
+            Some(1),
+            "picked next"
+        );
         // Once per period: going idle and waking again levels nothing.
         p.charge(1, 40_000_000);
         p.tick(2, &[true, false]);
@@ -475,7 +526,11 @@ mod tests {
         // Slot 1 goes idle, slot 0 uses the whole period.
         p.charge(0, P);
         p.tick(P, &[true, false]);
-        assert_eq!(p.credit(0), Some(P as i64 / 2), "lifted to one fresh allocation");
+        assert_eq!(
+            p.credit(0),
+            Some(P as i64 / 2),
+            "lifted to one fresh allocation"
+        );
     }
 
     #[test]
@@ -546,7 +601,10 @@ mod tests {
         for i in 0..5 {
             let share = used[i] as f64 / total as f64;
             let want = weights[i] as f64 / wsum as f64;
-            assert!((share - want).abs() <= 0.02 * want, "slot {i}: {share} vs {want}");
+            assert!(
+                (share - want).abs() <= 0.02 * want,
+                "slot {i}: {share} vs {want}"
+            );
         }
     }
 }

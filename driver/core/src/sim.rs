@@ -18,10 +18,13 @@
 //! one engine with a command budget, and is what a workqueue (or a test) calls.
 
 use super::backend::{Backend, EngineId, Pte};
-use super::engine::{AddressSpace, Budget, CostModel, Engine, EngineBus, EngineContext, ExecState, StepResult, RING_BLOCK};
+use super::engine::{
+    AddressSpace, Budget, CostModel, Engine, EngineBus, EngineContext, ExecState, StepResult,
+    RING_BLOCK,
+};
 use super::irq::GtIrq;
-use super::services::HostMemory;
 use super::regs::Gdrst;
+use super::services::HostMemory;
 
 /// GDRST and its domain bits (declared in [`super::regs`]).
 pub use super::regs::GDRST;
@@ -42,14 +45,29 @@ struct RegFile {
 
 impl RegFile {
     const fn new() -> Self {
-        Self { n: 0, slots: [(0, 0); OTHER_REGS], dropped: 0 }
+        Self {
+            n: 0,
+            slots: [(0, 0); OTHER_REGS],
+            dropped: 0,
+        }
     }
     fn get(&self, off: u32) -> u32 {
-        self.slots.get(..self.n).unwrap_or(&[]).iter().find(|s| s.0 == off).map_or(0, |s| s.1)
+        self.slots
+            .get(..self.n)
+            .unwrap_or(&[])
+            .iter()
+            .find(|s| s.0 == off)
+            .map_or(0, |s| s.1)
     }
     fn set(&mut self, off: u32, v: u32) {
         let n = self.n;
-        if let Some(s) = self.slots.get_mut(..n).unwrap_or(&mut []).iter_mut().find(|s| s.0 == off) {
+        if let Some(s) = self
+            .slots
+            .get_mut(..n)
+            .unwrap_or(&mut [])
+            .iter_mut()
+            .find(|s| s.0 == off)
+        {
             s.1 = v;
         } else if let Some(s) = self.slots.get_mut(n) {
             *s = (off, v);
@@ -74,7 +92,11 @@ pub struct SimState {
 impl SimState {
     /// Power-on state.
     pub const fn new() -> Self {
-        Self { engines: [Engine::new(EngineId::Rcs), Engine::new(EngineId::Bcs)], gt: GtIrq::new(), regs: RegFile::new() }
+        Self {
+            engines: [Engine::new(EngineId::Rcs), Engine::new(EngineId::Bcs)],
+            gt: GtIrq::new(),
+            regs: RegFile::new(),
+        }
     }
 }
 
@@ -94,7 +116,13 @@ impl EngineBus for Bus<'_> {
     fn write_reg(&mut self, offset: u32, value: u32) {
         if GtIrq::handles(offset) {
             let _ = self.gt.write(offset, value);
-        } else if offset == GDRST || EngineId::ALL.iter().any(|e| offset >= e.mmio_base() && offset < e.mmio_base() + RING_BLOCK && (offset & (RING_BLOCK - 1)) < 0x600) {
+        } else if offset == GDRST
+            || EngineId::ALL.iter().any(|e| {
+                offset >= e.mmio_base()
+                    && offset < e.mmio_base() + RING_BLOCK
+                    && (offset & (RING_BLOCK - 1)) < 0x600
+            })
+        {
             // The command streamer cannot reset engines or reprogram ring
             // registers from inside a command stream.
         } else {
@@ -109,7 +137,10 @@ impl EngineBus for Bus<'_> {
 impl<'g> GvtSim<'g> {
     /// A powered-up device whose physical GGTT is `ggtt` (all entries as given).
     pub fn new(ggtt: &'g mut [Pte]) -> Self {
-        Self { ggtt, st: SimState::new() }
+        Self {
+            ggtt,
+            st: SimState::new(),
+        }
     }
 
     /// The device in state `st` (from [`GvtSim::park`]) over `ggtt`.
@@ -145,14 +176,29 @@ impl<'g> GvtSim<'g> {
     /// Execute up to `budget` commands on `engine` (no time limit; blits
     /// still run in bounded steps); `ppgtt` is the local address space of
     /// the context loaded on it (render engine only).
-    pub fn run<H: HostMemory, P: AddressSpace>(&mut self, engine: EngineId, host: &mut H, ppgtt: Option<&P>, budget: u32) -> StepResult {
+    pub fn run<H: HostMemory, P: AddressSpace>(
+        &mut self,
+        engine: EngineId,
+        host: &mut H,
+        ppgtt: Option<&P>,
+        budget: u32,
+    ) -> StepResult {
         self.run_for(engine, host, ppgtt, Budget::cmds(budget))
     }
 
     /// Execute on `engine` within `budget` (commands and engine time, see
     /// [`super::engine`]'s cost model).
-    pub fn run_for<H: HostMemory, P: AddressSpace>(&mut self, engine: EngineId, host: &mut H, ppgtt: Option<&P>, budget: Budget) -> StepResult {
-        let Self { ggtt, st: SimState { engines, gt, regs } } = self;
+    pub fn run_for<H: HostMemory, P: AddressSpace>(
+        &mut self,
+        engine: EngineId,
+        host: &mut H,
+        ppgtt: Option<&P>,
+        budget: Budget,
+    ) -> StepResult {
+        let Self {
+            ggtt,
+            st: SimState { engines, gt, regs },
+        } = self;
         let mut bus = Bus { gt, regs };
         engines[engine.index()].run(ggtt, host, ppgtt, &mut bus, budget)
     }
@@ -186,7 +232,10 @@ impl<'g> GvtSim<'g> {
     }
 
     fn engine_reg(offset: u32) -> Option<(usize, u32)> {
-        EngineId::ALL.iter().find(|e| offset >= e.mmio_base() && offset < e.mmio_base() + RING_BLOCK).map(|e| (e.index(), offset - e.mmio_base()))
+        EngineId::ALL
+            .iter()
+            .find(|e| offset >= e.mmio_base() && offset < e.mmio_base() + RING_BLOCK)
+            .map(|e| (e.index(), offset - e.mmio_base()))
     }
 }
 
@@ -264,16 +313,19 @@ pub mod kit {
     use super::super::cmd::{AuditSummary, Limits};
     use super::super::engine::{self, NoPpgtt, StepResult, RING_HEAD};
     use super::super::fakes::FakeHostMemory;
-    use super::super::mem::{Gma, GmRange, HostPage, MemError, PAGE_SIZE};
-    use super::super::services::HostMemory;
+    use super::super::mem::{GmRange, Gma, HostPage, MemError, PAGE_SIZE};
     use super::super::ring::{self, RingShadow, ShadowLayout, SubmitError};
+    use super::super::services::HostMemory;
     use super::GvtSim;
 
     pub const GM_SIZE: u64 = 32 << 20;
     pub const VGPUS: usize = 2;
     pub const VGPU_GM: [[GmRange; 2]; VGPUS] = [
         [GmRange::new(0, 1 << 20), GmRange::new(8 << 20, 1 << 20)],
-        [GmRange::new(1 << 20, 1 << 20), GmRange::new(9 << 20, 1 << 20)],
+        [
+            GmRange::new(1 << 20, 1 << 20),
+            GmRange::new(9 << 20, 1 << 20),
+        ],
     ];
     /// Ring pages of the guest rings the kit sets up.
     pub const GUEST_RING_PAGES: u32 = 4;
@@ -281,8 +333,14 @@ pub mod kit {
 
     /// vGPU `v`'s shadow area for engine `e`.
     pub fn layout(v: usize, e: EngineId) -> ShadowLayout {
-        let base = ring::host_reserved_range(GM_SIZE).base + ((v * 2 + e.index()) as u64) * 32 * PAGE_SIZE;
-        ShadowLayout { base, ring_pages: 8, l1_pages: 16, l2_pages: 8 }
+        let base =
+            ring::host_reserved_range(GM_SIZE).base + ((v * 2 + e.index()) as u64) * 32 * PAGE_SIZE;
+        ShadowLayout {
+            base,
+            ring_pages: 8,
+            l1_pages: 16,
+            l2_pages: 8,
+        }
     }
 
     /// Host page behind a guest GM address of the kit (None: not guest GM).
@@ -290,7 +348,9 @@ pub mod kit {
         for (v, ranges) in VGPU_GM.iter().enumerate() {
             for (i, r) in ranges.iter().enumerate() {
                 if r.contains(gma, 1) {
-                    return Some(HostPage(512 * v as u64 + 256 * i as u64 + (gma - r.base) / PAGE_SIZE));
+                    return Some(HostPage(
+                        512 * v as u64 + 256 * i as u64 + (gma - r.base) / PAGE_SIZE,
+                    ));
                 }
             }
         }
@@ -325,7 +385,9 @@ pub mod kit {
     pub fn map_shadows<B: Backend>(b: &mut B) {
         for v in 0..VGPUS {
             for e in EngineId::ALL {
-                let pages: Vec<HostPage> = (0..32).map(|i| HostPage(shadow_pages(v).start + e.index() as u64 * 32 + i)).collect();
+                let pages: Vec<HostPage> = (0..32)
+                    .map(|i| HostPage(shadow_pages(v).start + e.index() as u64 * 32 + i))
+                    .collect();
                 ring::map_shadow(b, &layout(v, e), &pages).expect("shadow maps");
             }
         }
@@ -336,17 +398,28 @@ pub mod kit {
         for (i, w) in d.iter().enumerate() {
             let a = gma + 4 * i as u64;
             let p = host_page(a).expect("guest GM");
-            host.write(p, (a % PAGE_SIZE) as usize, &w.to_le_bytes()).expect("write");
+            host.write(p, (a % PAGE_SIZE) as usize, &w.to_le_bytes())
+                .expect("write");
         }
     }
     pub fn read_dword<H: HostMemory>(host: &H, gma: Gma) -> u32 {
         let mut b = [0u8; 4];
-        host.read(host_page(gma).expect("guest GM"), (gma % PAGE_SIZE) as usize, &mut b).expect("read");
+        host.read(
+            host_page(gma).expect("guest GM"),
+            (gma % PAGE_SIZE) as usize,
+            &mut b,
+        )
+        .expect("read");
         u32::from_le_bytes(b)
     }
     pub fn read_byte<H: HostMemory>(host: &H, gma: Gma) -> u8 {
         let mut b = [0u8; 1];
-        host.read(host_page(gma).expect("guest GM"), (gma % PAGE_SIZE) as usize, &mut b).expect("read");
+        host.read(
+            host_page(gma).expect("guest GM"),
+            (gma % PAGE_SIZE) as usize,
+            &mut b,
+        )
+        .expect("read");
         b[0]
     }
 
@@ -361,9 +434,18 @@ pub mod kit {
         /// vGPU `v` with a 4-page ring per engine at the start of its aperture
         /// (RCS at +0, BCS at +0x8000), configured and empty.
         pub fn new(v: usize) -> Self {
-            let mut g = Self { v, shadows: [RingShadow::new(EngineId::Rcs, layout(v, EngineId::Rcs)), RingShadow::new(EngineId::Bcs, layout(v, EngineId::Bcs))], tail: [0; 2] };
+            let mut g = Self {
+                v,
+                shadows: [
+                    RingShadow::new(EngineId::Rcs, layout(v, EngineId::Rcs)),
+                    RingShadow::new(EngineId::Bcs, layout(v, EngineId::Bcs)),
+                ],
+                tail: [0; 2],
+            };
             for e in EngineId::ALL {
-                g.shadows[e.index()].configure(g.ring_gma(e) as u32, engine::ring_ctl(GUEST_RING_PAGES), 0).expect("ring fits");
+                g.shadows[e.index()]
+                    .configure(g.ring_gma(e) as u32, engine::ring_ctl(GUEST_RING_PAGES), 0)
+                    .expect("ring fits");
             }
             g
         }
@@ -384,12 +466,30 @@ pub mod kit {
             }
         }
         /// The guest's TAIL write.
-        pub fn submit<B: Backend, H: HostMemory>(&mut self, b: &B, host: &mut H, e: EngineId) -> Result<AuditSummary, SubmitError> {
+        pub fn submit<B: Backend, H: HostMemory>(
+            &mut self,
+            b: &B,
+            host: &mut H,
+            e: EngineId,
+        ) -> Result<AuditSummary, SubmitError> {
             let t = self.tail[e.index()];
-            self.shadows[e.index()].submit(b, host, None::<&NoPpgtt>, self.gm(), t, &Limits::DEFAULT)
+            self.shadows[e.index()].submit(
+                b,
+                host,
+                None::<&NoPpgtt>,
+                self.gm(),
+                t,
+                &Limits::DEFAULT,
+            )
         }
         /// Schedule this vGPU on `e`: load its shadow ring, run, retire.
-        pub fn execute<H: HostMemory>(&mut self, sim: &mut GvtSim<'_>, host: &mut H, e: EngineId, budget: u32) -> StepResult {
+        pub fn execute<H: HostMemory>(
+            &mut self,
+            sim: &mut GvtSim<'_>,
+            host: &mut H,
+            e: EngineId,
+            budget: u32,
+        ) -> StepResult {
             let s = &mut self.shadows[e.index()];
             s.load(sim);
             let r = sim.run(e, host, None::<&NoPpgtt>, budget);
@@ -421,9 +521,21 @@ pub mod kit {
             let s = &mut self.shadows[e.index()];
             s.load(sim);
             let mut total = 0u64;
-            let mut last = StepResult { executed: 0, status: engine::StepStatus::Idle, cost_ns: 0 };
+            let mut last = StepResult {
+                executed: 0,
+                status: engine::StepStatus::Idle,
+                cost_ns: 0,
+            };
             for _ in 0..max_runs {
-                last = sim.run_for(e, host, None::<&NoPpgtt>, engine::Budget { cmds: u32::MAX, ns: slice_ns });
+                last = sim.run_for(
+                    e,
+                    host,
+                    None::<&NoPpgtt>,
+                    engine::Budget {
+                        cmds: u32::MAX,
+                        ns: slice_ns,
+                    },
+                );
                 total = total.saturating_add(last.cost_ns);
                 each(&last);
                 if last.status != engine::StepStatus::Budget {
@@ -450,7 +562,13 @@ pub mod kit {
 
     impl<H> Recording<H> {
         pub fn new(inner: H) -> Self {
-            Self { inner, reads: RefCell::new(BTreeSet::new()), writes: BTreeSet::new(), read_io: Cell::new((0, 0)), write_io: (0, 0) }
+            Self {
+                inner,
+                reads: RefCell::new(BTreeSet::new()),
+                writes: BTreeSet::new(),
+                read_io: Cell::new((0, 0)),
+                write_io: (0, 0),
+            }
         }
         pub fn clear(&mut self) {
             self.reads.borrow_mut().clear();
@@ -505,7 +623,13 @@ mod tests {
     const HIGH: u64 = 8 << 20; // vGPU 0's high GM
 
     /// Program `e`'s ring at `RING` directly with `cmds` and run it.
-    fn direct(sim: &mut GvtSim<'_>, host: &mut FakeHostMemory, e: EngineId, cmds: &[u32], budget: u32) -> StepResult {
+    fn direct(
+        sim: &mut GvtSim<'_>,
+        host: &mut FakeHostMemory,
+        e: EngineId,
+        cmds: &[u32],
+        budget: u32,
+    ) -> StepResult {
         write_dwords(host, RING, cmds);
         let b = e.mmio_base();
         sim.write_reg(b + RING_CTL, 0);
@@ -528,11 +652,17 @@ mod tests {
     fn store_data_dword_and_qword_and_head_advances() {
         let (mut host, mut ggtt) = (new_host(), new_ggtt());
         let mut sim = GvtSim::new(&mut ggtt);
-        let s = cat(&[&sdi(Space::Ggtt, DATA, 0xdead_beef), &sdi_qw(Space::Ggtt, HIGH + 8, [1, 2])]);
+        let s = cat(&[
+            &sdi(Space::Ggtt, DATA, 0xdead_beef),
+            &sdi_qw(Space::Ggtt, HIGH + 8, [1, 2]),
+        ]);
         let r = direct(&mut sim, &mut host, EngineId::Rcs, &s, 100);
         assert_eq!(es(r), (3, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA), 0xdead_beef);
-        assert_eq!((read_dword(&host, HIGH + 8), read_dword(&host, HIGH + 12)), (1, 2));
+        assert_eq!(
+            (read_dword(&host, HIGH + 8), read_dword(&host, HIGH + 12)),
+            (1, 2)
+        );
         assert_eq!(sim.read_reg(0x2000 + RING_HEAD), 4 * s.len() as u32);
         // The timestamp is the context's engine time: three commands, their
         // fetches (4 + 5 + 1 dwords) and two stores (4 and 8 bytes).
@@ -546,14 +676,21 @@ mod tests {
     fn budget_stops_at_command_boundaries() {
         let (mut host, mut ggtt) = (new_host(), new_ggtt());
         let mut sim = GvtSim::new(&mut ggtt);
-        let s = cat(&[&sdi(Space::Ggtt, DATA, 1), &sdi(Space::Ggtt, DATA + 4, 2), &sdi(Space::Ggtt, DATA + 8, 3)]);
+        let s = cat(&[
+            &sdi(Space::Ggtt, DATA, 1),
+            &sdi(Space::Ggtt, DATA + 4, 2),
+            &sdi(Space::Ggtt, DATA + 8, 3),
+        ]);
         let r = direct(&mut sim, &mut host, EngineId::Bcs, &s, 1);
         assert_eq!(es(r), (1, StepStatus::Budget));
         assert_eq!(sim.engine(EngineId::Bcs).head(), 16);
         assert_eq!(read_dword(&host, DATA + 4), 0);
         let r = sim.run(EngineId::Bcs, &mut host, None::<&NoPpgtt>, 1);
         assert_eq!(r.status, StepStatus::Budget);
-        assert_eq!((read_dword(&host, DATA + 4), read_dword(&host, DATA + 8)), (2, 0));
+        assert_eq!(
+            (read_dword(&host, DATA + 4), read_dword(&host, DATA + 8)),
+            (2, 0)
+        );
         let r = sim.run(EngineId::Bcs, &mut host, None::<&NoPpgtt>, 10);
         assert_eq!(es(r), (1, StepStatus::Idle));
         assert_eq!(read_dword(&host, DATA + 8), 3);
@@ -565,7 +702,10 @@ mod tests {
         let mut sim = GvtSim::new(&mut ggtt);
         let pitch = 64 * 4; // 64 pixels per row
         let s = cat(&[&color_blt(DATA, pitch, (3, 2, 10, 6), 0x00ff_8040)]);
-        assert_eq!(direct(&mut sim, &mut host, EngineId::Bcs, &s, 10).status, StepStatus::Idle);
+        assert_eq!(
+            direct(&mut sim, &mut host, EngineId::Bcs, &s, 10).status,
+            StepStatus::Idle
+        );
         for y in 0..8u64 {
             for x in 0..16u64 {
                 let v = read_dword(&host, DATA + y * pitch as u64 + 4 * x);
@@ -580,14 +720,34 @@ mod tests {
         let (mut host, mut ggtt) = (new_host(), new_ggtt());
         let mut sim = GvtSim::new(&mut ggtt);
         // 8 bpp: depth 0, 16 bpp (565): depth 1; 6-dword form with a 32-bit address.
-        let c8 = [cmd::XY_COLOR_BLT | 4, cmd::BLT_ROP_COLOR_COPY | 16, (1 << 16) | 2, (3 << 16) | 5, DATA as u32, 0xab];
-        let c16 = [cmd::XY_COLOR_BLT | 4, (1 << 24) | cmd::BLT_ROP_COLOR_COPY | 16, 0, (1 << 16) | 2, (DATA + 0x100) as u32, 0x1234];
+        let c8 = [
+            cmd::XY_COLOR_BLT | 4,
+            cmd::BLT_ROP_COLOR_COPY | 16,
+            (1 << 16) | 2,
+            (3 << 16) | 5,
+            DATA as u32,
+            0xab,
+        ];
+        let c16 = [
+            cmd::XY_COLOR_BLT | 4,
+            (1 << 24) | cmd::BLT_ROP_COLOR_COPY | 16,
+            0,
+            (1 << 16) | 2,
+            (DATA + 0x100) as u32,
+            0x1234,
+        ];
         let s = cat(&[&c8, &c16]);
-        assert_eq!(direct(&mut sim, &mut host, EngineId::Bcs, &s, 10).status, StepStatus::Idle);
+        assert_eq!(
+            direct(&mut sim, &mut host, EngineId::Bcs, &s, 10).status,
+            StepStatus::Idle
+        );
         for y in 0..4u64 {
             for x in 0..8u64 {
                 let inside = (2..5).contains(&x) && (1..3).contains(&y);
-                assert_eq!(read_byte(&host, DATA + y * 16 + x), if inside { 0xab } else { 0 });
+                assert_eq!(
+                    read_byte(&host, DATA + y * 16 + x),
+                    if inside { 0xab } else { 0 }
+                );
             }
         }
         assert_eq!(read_dword(&host, DATA + 0x100), 0x1234_1234);
@@ -601,16 +761,27 @@ mod tests {
         let (src, dst, pitch) = (DATA, HIGH, 2048u32); // two rows per page: rows cross pages
         for y in 0..8u64 {
             for x in 0..8u64 {
-                write_dwords(&mut host, src + y * pitch as u64 + 4 * x, &[(y << 8 | x) as u32 | 0x5500_0000]);
+                write_dwords(
+                    &mut host,
+                    src + y * pitch as u64 + 4 * x,
+                    &[(y << 8 | x) as u32 | 0x5500_0000],
+                );
             }
         }
         // copy src (2,1)-(6,7) to dst (1,3)
         let s = cat(&[&src_copy_blt(dst, pitch, (1, 3, 5, 9), src, pitch, (2, 1))]);
-        assert_eq!(direct(&mut sim, &mut host, EngineId::Bcs, &s, 10).status, StepStatus::Idle);
+        assert_eq!(
+            direct(&mut sim, &mut host, EngineId::Bcs, &s, 10).status,
+            StepStatus::Idle
+        );
         for y in 0..10u64 {
             for x in 0..8u64 {
                 let v = read_dword(&host, dst + y * pitch as u64 + 4 * x);
-                let want = if (1..5).contains(&x) && (3..9).contains(&y) { (((y - 2) << 8) | (x + 1)) as u32 | 0x5500_0000 } else { 0 };
+                let want = if (1..5).contains(&x) && (3..9).contains(&y) {
+                    (((y - 2) << 8) | (x + 1)) as u32 | 0x5500_0000
+                } else {
+                    0
+                };
                 assert_eq!(v, want, "dst ({x},{y})");
             }
         }
@@ -625,18 +796,43 @@ mod tests {
         let ts = cmd::PIPE_CONTROL | 4;
         let s = cat(&[
             &pipe_control_qw(Space::Ggtt, DATA, [7, 8]),
-            &[ts, cmd::PIPE_CONTROL_WRITE_TIMESTAMP | cmd::PIPE_CONTROL_GLOBAL_GTT | cmd::PIPE_CONTROL_NOTIFY, (DATA + 8) as u32, 0, 0, 0],
+            &[
+                ts,
+                cmd::PIPE_CONTROL_WRITE_TIMESTAMP
+                    | cmd::PIPE_CONTROL_GLOBAL_GTT
+                    | cmd::PIPE_CONTROL_NOTIFY,
+                (DATA + 8) as u32,
+                0,
+                0,
+                0,
+            ],
         ]);
-        assert_eq!(direct(&mut sim, &mut host, EngineId::Rcs, &s, 10).status, StepStatus::Idle);
-        assert_eq!((read_dword(&host, DATA), read_dword(&host, DATA + 4)), (7, 8));
+        assert_eq!(
+            direct(&mut sim, &mut host, EngineId::Rcs, &s, 10).status,
+            StepStatus::Idle
+        );
+        assert_eq!(
+            (read_dword(&host, DATA), read_dword(&host, DATA + 4)),
+            (7, 8)
+        );
         let m = CostModel::DEFAULT;
         let first = m.cmd_ns + 6 * m.access(4) + m.access(8);
-        assert_eq!(read_dword(&host, DATA + 8), first as u32, "timestamp = engine time of the commands before it");
+        assert_eq!(
+            read_dword(&host, DATA + 8),
+            first as u32,
+            "timestamp = engine time of the commands before it"
+        );
         assert_eq!(sim.read_reg(GTIIR), irq::RCS_PIPECTL_NOTIFY);
         let s = cat(&[&flush_dw_store(Space::Ggtt, DATA + 16, 0x42, true)]);
-        assert_eq!(direct(&mut sim, &mut host, EngineId::Bcs, &s, 10).status, StepStatus::Idle);
+        assert_eq!(
+            direct(&mut sim, &mut host, EngineId::Bcs, &s, 10).status,
+            StepStatus::Idle
+        );
         assert_eq!(read_dword(&host, DATA + 16), 0x42);
-        assert_eq!(sim.read_reg(GTIIR), irq::RCS_PIPECTL_NOTIFY | irq::BCS_FLUSHDW_NOTIFY);
+        assert_eq!(
+            sim.read_reg(GTIIR),
+            irq::RCS_PIPECTL_NOTIFY | irq::BCS_FLUSHDW_NOTIFY
+        );
     }
 
     #[test]
@@ -668,10 +864,38 @@ mod tests {
         let (mut host, mut ggtt) = (new_host(), new_ggtt());
         let mut sim = GvtSim::new(&mut ggtt);
         let (bb1, bb2, bb3) = (BB, BB + 0x1000, HIGH + 0x3000);
-        write_dwords(&mut host, bb1, &cat(&[&sdi(Space::Ggtt, DATA, 1), &bb_start(Space::Ggtt, bb2, true), &sdi(Space::Ggtt, DATA + 8, 3), &bb_start(Space::Ggtt, bb3, false)]));
-        write_dwords(&mut host, bb2, &[sdi(Space::Ggtt, DATA + 4, 2).as_slice(), &[cmd::MI_BATCH_BUFFER_END]].concat());
-        write_dwords(&mut host, bb3, &[sdi(Space::Ggtt, DATA + 12, 4).as_slice(), &[cmd::MI_BATCH_BUFFER_END]].concat());
-        let s = cat(&[&bb_start(Space::Ggtt, bb1, false), &sdi(Space::Ggtt, DATA + 16, 5)]);
+        write_dwords(
+            &mut host,
+            bb1,
+            &cat(&[
+                &sdi(Space::Ggtt, DATA, 1),
+                &bb_start(Space::Ggtt, bb2, true),
+                &sdi(Space::Ggtt, DATA + 8, 3),
+                &bb_start(Space::Ggtt, bb3, false),
+            ]),
+        );
+        write_dwords(
+            &mut host,
+            bb2,
+            &[
+                sdi(Space::Ggtt, DATA + 4, 2).as_slice(),
+                &[cmd::MI_BATCH_BUFFER_END],
+            ]
+            .concat(),
+        );
+        write_dwords(
+            &mut host,
+            bb3,
+            &[
+                sdi(Space::Ggtt, DATA + 12, 4).as_slice(),
+                &[cmd::MI_BATCH_BUFFER_END],
+            ]
+            .concat(),
+        );
+        let s = cat(&[
+            &bb_start(Space::Ggtt, bb1, false),
+            &sdi(Space::Ggtt, DATA + 16, 5),
+        ]);
         // Step into the second-level batch: HEAD stays on the ring's BB_START.
         let r1 = direct(&mut sim, &mut host, EngineId::Rcs, &s, 3);
         let r = r1;
@@ -687,7 +911,11 @@ mod tests {
         assert_eq!(sim.engine(EngineId::Rcs).level(), Level::Ring);
         // 1 BB_START, SDI, BB_START(2nd), SDI, BBE, SDI, BB_START(chain), SDI, BBE, SDI, NOOP
         assert_eq!(r1.executed + r.executed, 11);
-        assert_eq!(sim.engine(EngineId::Rcs).timestamp(), r1.cost_ns + r.cost_ns, "the context's own engine time");
+        assert_eq!(
+            sim.engine(EngineId::Rcs).timestamp(),
+            r1.cost_ns + r.cost_ns,
+            "the context's own engine time"
+        );
         assert!(r1.cost_ns + r.cost_ns >= 11 * CostModel::DEFAULT.cmd_ns);
     }
 
@@ -721,9 +949,15 @@ mod tests {
         sim.write_reg(b + RING_START, RING as u32);
         sim.write_reg(b + RING_TAIL, 8);
         sim.write_reg(b + RING_CTL, ring_ctl(1));
-        assert_eq!(es(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)), (0, StepStatus::Idle));
+        assert_eq!(
+            es(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)),
+            (0, StepStatus::Idle)
+        );
         sim.write_reg(b + RING_TAIL, 16);
-        assert_eq!(es(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)), (1, StepStatus::Idle));
+        assert_eq!(
+            es(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)),
+            (1, StepStatus::Idle)
+        );
         assert_eq!(read_dword(&host, DATA), 9);
     }
 
@@ -734,27 +968,75 @@ mod tests {
         sim.write_reg(GTIMR, 0);
         sim.write_reg(GTIER, !0);
         let unmapped = 5 << 20; // nobody's GM: no GGTT entry
-        let s = cat(&[&sdi(Space::Ggtt, DATA, 1), &sdi(Space::Ggtt, unmapped, 2), &sdi(Space::Ggtt, DATA + 4, 3)]);
+        let s = cat(&[
+            &sdi(Space::Ggtt, DATA, 1),
+            &sdi(Space::Ggtt, unmapped, 2),
+            &sdi(Space::Ggtt, DATA + 4, 3),
+        ]);
         let r = direct(&mut sim, &mut host, EngineId::Rcs, &s, 10);
-        assert_eq!(es(r), (1, StepStatus::Faulted(Fault::PageFault { space: Space::Ggtt, addr: unmapped })));
+        assert_eq!(
+            es(r),
+            (
+                1,
+                StepStatus::Faulted(Fault::PageFault {
+                    space: Space::Ggtt,
+                    addr: unmapped
+                })
+            )
+        );
         assert_eq!(sim.read_reg(0x2000 + RING_EIR), EIR_PAGE_TABLE);
         assert_eq!(sim.read_reg(0x2000 + RING_IPEHR), s[4]);
-        assert_eq!(sim.read_reg(0x2000 + RING_HEAD), 16, "HEAD stays on the faulting command");
+        assert_eq!(
+            sim.read_reg(0x2000 + RING_HEAD),
+            16,
+            "HEAD stays on the faulting command"
+        );
         assert_eq!(sim.read_reg(GTIIR), irq::RCS_ERROR_INTERRUPT);
-        assert!(matches!(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10).status, StepStatus::Faulted(_)));
+        assert!(matches!(
+            sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)
+                .status,
+            StepStatus::Faulted(_)
+        ));
         assert_eq!(read_dword(&host, DATA + 4), 0);
         sim.write_reg(GDRST, GRDOM_RENDER);
         assert_eq!(sim.engine(EngineId::Rcs).fault(), None);
         assert_eq!(sim.read_reg(0x2000 + RING_CTL), 0);
-        assert_eq!(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10).status, StepStatus::Disabled);
+        assert_eq!(
+            sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)
+                .status,
+            StepStatus::Disabled
+        );
         // A PPGTT store without a PPGTT, an unknown opcode, BB_END in the ring,
         // a blit on the render engine, PIPE_CONTROL on the blitter.
         let bad: [(EngineId, Vec<u32>, Fault); 5] = [
-            (EngineId::Rcs, cat(&[&sdi(Space::Ppgtt, DATA, 1)]), Fault::PageFault { space: Space::Ppgtt, addr: DATA }),
-            (EngineId::Rcs, cat(&[&[0x1f << 23]]), Fault::BadCommand(Reject::UnknownOpcode)),
-            (EngineId::Bcs, cat(&[&[cmd::MI_BATCH_BUFFER_END]]), Fault::BadCommand(Reject::BatchEndInRing)),
-            (EngineId::Rcs, cat(&[&color_blt(DATA, 64, (0, 0, 1, 1), 1)]), Fault::BadCommand(Reject::WrongEngine)),
-            (EngineId::Bcs, cat(&[&pipe_control_qw(Space::Ggtt, DATA, [1, 1])]), Fault::BadCommand(Reject::WrongEngine)),
+            (
+                EngineId::Rcs,
+                cat(&[&sdi(Space::Ppgtt, DATA, 1)]),
+                Fault::PageFault {
+                    space: Space::Ppgtt,
+                    addr: DATA,
+                },
+            ),
+            (
+                EngineId::Rcs,
+                cat(&[&[0x1f << 23]]),
+                Fault::BadCommand(Reject::UnknownOpcode),
+            ),
+            (
+                EngineId::Bcs,
+                cat(&[&[cmd::MI_BATCH_BUFFER_END]]),
+                Fault::BadCommand(Reject::BatchEndInRing),
+            ),
+            (
+                EngineId::Rcs,
+                cat(&[&color_blt(DATA, 64, (0, 0, 1, 1), 1)]),
+                Fault::BadCommand(Reject::WrongEngine),
+            ),
+            (
+                EngineId::Bcs,
+                cat(&[&pipe_control_qw(Space::Ggtt, DATA, [1, 1])]),
+                Fault::BadCommand(Reject::WrongEngine),
+            ),
         ];
         for (e, s, f) in bad {
             sim.write_reg(GDRST, GRDOM_FULL);
@@ -771,9 +1053,22 @@ mod tests {
         let (mut host, mut ggtt) = (new_host(), new_ggtt());
         let mut sim = GvtSim::new(&mut ggtt);
         write_dwords(&mut host, BB, &bb_start(Space::Ggtt, BB + 0x100, true));
-        write_dwords(&mut host, BB + 0x100, &bb_start(Space::Ggtt, BB + 0x200, true));
-        let r = direct(&mut sim, &mut host, EngineId::Rcs, &cat(&[&bb_start(Space::Ggtt, BB, false)]), 10);
-        assert_eq!(r.status, StepStatus::Faulted(Fault::BadCommand(Reject::ChainTooDeep)));
+        write_dwords(
+            &mut host,
+            BB + 0x100,
+            &bb_start(Space::Ggtt, BB + 0x200, true),
+        );
+        let r = direct(
+            &mut sim,
+            &mut host,
+            EngineId::Rcs,
+            &cat(&[&bb_start(Space::Ggtt, BB, false)]),
+            10,
+        );
+        assert_eq!(
+            r.status,
+            StepStatus::Faulted(Fault::BadCommand(Reject::ChainTooDeep))
+        );
     }
 
     /// A page-table double: local addresses `[0, n pages)` map to host pages.
@@ -791,7 +1086,16 @@ mod tests {
         let mut sim = GvtSim::new(&mut ggtt);
         // local page 0 → the host page behind GM 0x30000, local page 1 → GM 0x31000
         let pp = TablePpgtt(std::vec![host_page(0x30000), host_page(0x31000)]);
-        write_dwords(&mut host, 0x30000, &[sdi(Space::Ppgtt, 0x1010, 0xabc).as_slice(), &sdi(Space::Ggtt, DATA, 0xdef), &[cmd::MI_BATCH_BUFFER_END]].concat());
+        write_dwords(
+            &mut host,
+            0x30000,
+            &[
+                sdi(Space::Ppgtt, 0x1010, 0xabc).as_slice(),
+                &sdi(Space::Ggtt, DATA, 0xdef),
+                &[cmd::MI_BATCH_BUFFER_END],
+            ]
+            .concat(),
+        );
         let s = cat(&[&bb_start(Space::Ppgtt, 0, false)]);
         write_dwords(&mut host, RING, &s);
         let b = 0x2000;
@@ -809,7 +1113,11 @@ mod tests {
     fn lri_writes_registers_but_not_ring_registers() {
         let (mut host, mut ggtt) = (new_host(), new_ggtt());
         let mut sim = GvtSim::new(&mut ggtt);
-        let s = cat(&[&lri(0x2600, 0x1234), &lri(0x2000 + RING_TAIL, 0x40), &lri(GDRST, GRDOM_FULL)]);
+        let s = cat(&[
+            &lri(0x2600, 0x1234),
+            &lri(0x2000 + RING_TAIL, 0x40),
+            &lri(GDRST, GRDOM_FULL),
+        ]);
         let r = direct(&mut sim, &mut host, EngineId::Rcs, &s, 10);
         assert_eq!(r.status, StepStatus::Idle);
         assert_eq!(sim.read_reg(0x2600), 0x1234);
@@ -821,14 +1129,33 @@ mod tests {
     fn context_save_restore_resumes_mid_batch() {
         let (mut host, mut ggtt) = (new_host(), new_ggtt());
         let mut sim = GvtSim::new(&mut ggtt);
-        write_dwords(&mut host, BB, &[sdi(Space::Ggtt, DATA, 1).as_slice(), &sdi(Space::Ggtt, DATA + 4, 2), &[cmd::MI_BATCH_BUFFER_END]].concat());
+        write_dwords(
+            &mut host,
+            BB,
+            &[
+                sdi(Space::Ggtt, DATA, 1).as_slice(),
+                &sdi(Space::Ggtt, DATA + 4, 2),
+                &[cmd::MI_BATCH_BUFFER_END],
+            ]
+            .concat(),
+        );
         let s = cat(&[&bb_start(Space::Ggtt, BB, false)]);
-        assert_eq!(direct(&mut sim, &mut host, EngineId::Rcs, &s, 2).status, StepStatus::Budget);
+        assert_eq!(
+            direct(&mut sim, &mut host, EngineId::Rcs, &s, 2).status,
+            StepStatus::Budget
+        );
         let saved = sim.save_context(EngineId::Rcs);
         sim.write_reg(GDRST, GRDOM_RENDER);
         sim.restore_context(EngineId::Rcs, &saved);
-        assert_eq!(sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10).status, StepStatus::Idle);
-        assert_eq!((read_dword(&host, DATA), read_dword(&host, DATA + 4)), (1, 2));
+        assert_eq!(
+            sim.run(EngineId::Rcs, &mut host, None::<&NoPpgtt>, 10)
+                .status,
+            StepStatus::Idle
+        );
+        assert_eq!(
+            (read_dword(&host, DATA), read_dword(&host, DATA + 4)),
+            (1, 2)
+        );
     }
 
     /// A blit stopped between steps keeps its progress in the context:
@@ -850,11 +1177,24 @@ mod tests {
         sim.write_reg(b + RING_START, RING as u32);
         sim.write_reg(b + RING_TAIL, 4 * s.len() as u32);
         sim.write_reg(b + RING_CTL, ring_ctl(GUEST_RING_PAGES));
-        let r = sim.run_for(EngineId::Bcs, &mut host, None::<&NoPpgtt>, Budget { cmds: 10, ns: 1 });
+        let r = sim.run_for(
+            EngineId::Bcs,
+            &mut host,
+            None::<&NoPpgtt>,
+            Budget { cmds: 10, ns: 1 },
+        );
         assert_eq!((r.executed, r.status), (0, StepStatus::Budget));
         assert!(sim.engine(EngineId::Bcs).mid_command());
-        assert!(r.cost_ns <= CostModel::DEFAULT.max_step_ns(), "one step: {} ns", r.cost_ns);
-        assert_eq!(sim.engine(EngineId::Bcs).head(), 0, "HEAD stays on the blit");
+        assert!(
+            r.cost_ns <= CostModel::DEFAULT.max_step_ns(),
+            "one step: {} ns",
+            r.cost_ns
+        );
+        assert_eq!(
+            sim.engine(EngineId::Bcs).head(),
+            0,
+            "HEAD stays on the blit"
+        );
         assert_eq!(read_dword(&host, DATA + 63 * 8192), 0, "not done yet");
         let saved = sim.save_context(EngineId::Bcs);
         // Another context uses the engine meanwhile.
@@ -865,12 +1205,27 @@ mod tests {
         sim.write_reg(b + RING_HEAD, 0);
         sim.write_reg(b + RING_TAIL, 4 * other.len() as u32);
         sim.write_reg(b + RING_CTL, ring_ctl(1));
-        assert!(!sim.engine(EngineId::Bcs).mid_command(), "a new ring drops the progress");
-        assert_eq!(sim.run(EngineId::Bcs, &mut host, None::<&NoPpgtt>, 10).status, StepStatus::Idle);
+        assert!(
+            !sim.engine(EngineId::Bcs).mid_command(),
+            "a new ring drops the progress"
+        );
+        assert_eq!(
+            sim.run(EngineId::Bcs, &mut host, None::<&NoPpgtt>, 10)
+                .status,
+            StepStatus::Idle
+        );
         sim.restore_context(EngineId::Bcs, &saved);
         let mut cost = r.cost_ns;
         loop {
-            let r = sim.run_for(EngineId::Bcs, &mut host, None::<&NoPpgtt>, Budget { cmds: 10, ns: 20_000 });
+            let r = sim.run_for(
+                EngineId::Bcs,
+                &mut host,
+                None::<&NoPpgtt>,
+                Budget {
+                    cmds: 10,
+                    ns: 20_000,
+                },
+            );
             cost += r.cost_ns;
             if r.status == StepStatus::Idle {
                 assert!(r.executed >= 1, "the blit retired");
@@ -881,13 +1236,20 @@ mod tests {
         for y in 0..65u64 {
             for x in [0u64, 1, 1023, 1024] {
                 let want = if y < 64 && x < 1024 { 0x1234_5678 } else { 0 };
-                assert_eq!(read_dword(&host, DATA + y * 8192 + 4 * x), want, "({x},{y})");
+                assert_eq!(
+                    read_dword(&host, DATA + y * 8192 + 4 * x),
+                    want,
+                    "({x},{y})"
+                );
             }
         }
         assert_eq!(read_dword(&host, HIGH), 0x77);
         // Slicing re-fetches the command per step: a little dearer, never cheaper.
         assert!(cost >= whole, "sliced {cost} ns, whole {whole} ns");
-        assert!(whole >= 256 * CostModel::DEFAULT.kib_ns, "256 KiB written: charged {whole} ns");
+        assert!(
+            whole >= 256 * CostModel::DEFAULT.kib_ns,
+            "256 KiB written: charged {whole} ns"
+        );
     }
 
     #[test]
@@ -911,14 +1273,23 @@ mod tests {
     fn gm_bytes<H: HostMemory>(host: &H) -> Vec<u8> {
         let mut v = std::vec![0u8; 512 * PAGE_SIZE as usize];
         for (i, p) in vgpu_pages(0).enumerate() {
-            host.read(HostPage(p), 0, &mut v[i * PAGE_SIZE as usize..(i + 1) * PAGE_SIZE as usize]).unwrap();
+            host.read(
+                HostPage(p),
+                0,
+                &mut v[i * PAGE_SIZE as usize..(i + 1) * PAGE_SIZE as usize],
+            )
+            .unwrap();
         }
         v
     }
 
     /// GM address of byte `i` of [`gm_bytes`].
     fn gm_addr(i: usize) -> u64 {
-        let (r, off) = if i < (1 << 20) { (VGPU_GM[0][0], i) } else { (VGPU_GM[0][1], i - (1 << 20)) };
+        let (r, off) = if i < (1 << 20) {
+            (VGPU_GM[0][0], i)
+        } else {
+            (VGPU_GM[0][1], i - (1 << 20))
+        };
         r.base + off as u64
     }
 
@@ -931,7 +1302,9 @@ mod tests {
         let mut sim = GvtSim::new(&mut ggtt);
         map_shadows(&mut sim);
         for (i, p) in vgpu_pages(0).enumerate() {
-            let page: Vec<u8> = (0..PAGE_SIZE as usize).map(|j| (i * 7 + j * 13) as u8).collect();
+            let page: Vec<u8> = (0..PAGE_SIZE as usize)
+                .map(|j| (i * 7 + j * 13) as u8)
+                .collect();
             host.inner.write(HostPage(p), 0, &page).unwrap();
         }
         let mut g = Guest::new(0);
@@ -940,9 +1313,14 @@ mod tests {
         g.submit(&sim, &mut host, EngineId::Bcs).ok()?;
         host.clear();
         let m = CostModel::DEFAULT;
-        let (r, charged) = g.execute_sliced(&mut sim, &mut host, EngineId::Bcs, slice, 1 << 20, |r| {
-            assert!(slice == u64::MAX || r.cost_ns <= slice + m.max_step_ns(), "run of {} ns in a {slice} ns slice", r.cost_ns);
-        });
+        let (r, charged) =
+            g.execute_sliced(&mut sim, &mut host, EngineId::Bcs, slice, 1 << 20, |r| {
+                assert!(
+                    slice == u64::MAX || r.cost_ns <= slice + m.max_step_ns(),
+                    "run of {} ns in a {slice} ns slice",
+                    r.cost_ns
+                );
+            });
         assert_eq!(r.status, StepStatus::Idle);
         Some((before, host, charged))
     }

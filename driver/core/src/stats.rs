@@ -177,7 +177,9 @@ impl VgpuStats {
     }
     /// All refusals.
     pub fn rejections_total(&self) -> u64 {
-        self.rejections.iter().fold(0u64, |a, b| a.saturating_add(*b))
+        self.rejections
+            .iter()
+            .fold(0u64, |a, b| a.saturating_add(*b))
     }
 
     /// `key value` lines, one counter a line (sysfs style).

@@ -90,13 +90,24 @@ impl Vblank {
     /// Counting from 0 at `now_ns`, one vblank per `period_ns` (clamped to
     /// [`MIN_PERIOD_NS`]..=[`MAX_PERIOD_NS`]).
     pub fn new(now_ns: u64, period_ns: u64) -> Self {
-        Vblank { period_ns: clamp_period(period_ns), epoch_ns: now_ns, base: 0, last_ns: now_ns, reported: 0, flips: 0, running: true }
+        Vblank {
+            period_ns: clamp_period(period_ns),
+            epoch_ns: now_ns,
+            base: 0,
+            last_ns: now_ns,
+            reported: 0,
+            flips: 0,
+            running: true,
+        }
     }
 
     /// Like [`Vblank::new`], with the pipe stopped (a vGPU's plane starts
     /// disabled).
     pub fn stopped(now_ns: u64, period_ns: u64) -> Self {
-        Vblank { running: false, ..Self::new(now_ns, period_ns) }
+        Vblank {
+            running: false,
+            ..Self::new(now_ns, period_ns)
+        }
     }
 
     /// Whether the pipe runs (frames advance).
@@ -138,13 +149,18 @@ impl Vblank {
         }
         let t = now_ns.max(self.last_ns);
         // `period_ns` is never 0 (clamped); no panic path either way.
-        self.base.saturating_add(t.saturating_sub(self.epoch_ns).checked_div(self.period_ns).unwrap_or(0))
+        self.base.saturating_add(
+            t.saturating_sub(self.epoch_ns)
+                .checked_div(self.period_ns)
+                .unwrap_or(0),
+        )
     }
 
     /// Time of the latest vblank at or before `now_ns`.
     pub fn last_vblank_ns(&self, now_ns: u64) -> u64 {
         let n = self.frames_at(now_ns).saturating_sub(self.base);
-        self.epoch_ns.saturating_add(n.saturating_mul(self.period_ns))
+        self.epoch_ns
+            .saturating_add(n.saturating_mul(self.period_ns))
     }
 
     /// Time of the first vblank after `now_ns` (arm the timer for it);
@@ -176,7 +192,11 @@ impl Vblank {
         let new = f.saturating_sub(self.reported);
         self.reported = f;
         put(vregs, PIPEA_FRMCOUNT, f as u32);
-        put(vregs, PIPEA_FRMTMSTMP, (self.last_vblank_ns(t) / 1000) as u32);
+        put(
+            vregs,
+            PIPEA_FRMTMSTMP,
+            (self.last_vblank_ns(t) / 1000) as u32,
+        );
         new
     }
 
@@ -191,7 +211,11 @@ impl Vblank {
     pub fn restore(&self, vregs: &mut [u32]) {
         let t = self.last_ns;
         put(vregs, PIPEA_FRMCOUNT, self.reported as u32);
-        put(vregs, PIPEA_FRMTMSTMP, (self.last_vblank_ns(t) / 1000) as u32);
+        put(
+            vregs,
+            PIPEA_FRMTMSTMP,
+            (self.last_vblank_ns(t) / 1000) as u32,
+        );
         put(vregs, PIPEA_FLIPCOUNT, self.flips);
     }
 }
@@ -212,8 +236,16 @@ mod tests {
 
     #[test]
     fn counters_are_plain_vregs_the_dispatcher_leaves_alone() {
-        for off in [PIPEA_FRMCOUNT, PIPEA_FLIPCOUNT, PIPEA_FRMTMSTMP, DSPASURFLIVE] {
-            assert!(lookup(off).is_none(), "{off:#x} must not be a mediated register");
+        for off in [
+            PIPEA_FRMCOUNT,
+            PIPEA_FLIPCOUNT,
+            PIPEA_FRMTMSTMP,
+            DSPASURFLIVE,
+        ] {
+            assert!(
+                lookup(off).is_none(),
+                "{off:#x} must not be a mediated register"
+            );
         }
         assert_eq!(DSPASURFLIVE, 0x701AC);
     }
@@ -246,7 +278,11 @@ mod tests {
         assert_eq!(rd(&v, PIPEA_FRMCOUNT), 3);
         vb.set_period(35 * MS, 20 * MS);
         assert_eq!(vb.frames_at(35 * MS), 3);
-        assert_eq!(vb.next_vblank_ns(35 * MS), 50 * MS, "one new period after the latest vblank (30 ms)");
+        assert_eq!(
+            vb.next_vblank_ns(35 * MS),
+            50 * MS,
+            "one new period after the latest vblank (30 ms)"
+        );
         assert_eq!(vb.tick(49 * MS, &mut v), 0);
         assert_eq!(vb.tick(50 * MS, &mut v), 1);
         // a mode's frame time: 1920x1200 CVT-RB is 2080 x 1235 at 154 MHz
@@ -267,7 +303,10 @@ mod tests {
         let mut v = vec![0u32; VREG_DWORDS];
         vb.flip(0x10_0000, &mut v);
         vb.flip(0x20_0000, &mut v);
-        assert_eq!((rd(&v, PIPEA_FLIPCOUNT), rd(&v, DSPASURFLIVE)), (2, 0x20_0000));
+        assert_eq!(
+            (rd(&v, PIPEA_FLIPCOUNT), rd(&v, DSPASURFLIVE)),
+            (2, 0x20_0000)
+        );
         vb.tick(100 * MS, &mut v);
         let mut fresh = vec![0u32; VREG_DWORDS];
         vb.restore(&mut fresh);
@@ -286,13 +325,21 @@ mod tests {
         assert_eq!(vb.tick(1_000 * MS, &mut v), 0, "stopped from the start");
         assert_eq!(vb.next_vblank_ns(1_000 * MS), u64::MAX);
         vb.set_running(1_000 * MS, true);
-        assert_eq!(vb.next_vblank_ns(1_000 * MS), 1_010 * MS, "one period after the start");
+        assert_eq!(
+            vb.next_vblank_ns(1_000 * MS),
+            1_010 * MS,
+            "one period after the start"
+        );
         assert_eq!(vb.tick(1_035 * MS, &mut v), 3);
         // Stopped at 1047 ms: the vblank at 1040 ms still counts, nothing after.
         vb.set_running(1_047 * MS, false);
         assert_eq!(vb.tick(5_000 * MS, &mut v), 1);
         assert_eq!(rd(&v, PIPEA_FRMCOUNT), 4);
-        assert_eq!(rd(&v, PIPEA_FRMTMSTMP), (1_040 * MS / 1000) as u32, "the latest vblank's time");
+        assert_eq!(
+            rd(&v, PIPEA_FRMTMSTMP),
+            (1_040 * MS / 1000) as u32,
+            "the latest vblank's time"
+        );
         assert_eq!(vb.tick(9_000 * MS, &mut v), 0);
         // Stopping twice or starting twice changes nothing.
         vb.set_running(9_000 * MS, false);

@@ -121,7 +121,10 @@ impl VgpuStorage<'_> {
         &mut self,
         g: GgttState,
         p: PpgttState<P>,
-    ) -> (Result<Ggtt<'_>, GgttError>, Result<Ppgtt<'_, P>, PpgttError>) {
+    ) -> (
+        Result<Ggtt<'_>, GgttError>,
+        Result<Ppgtt<'_, P>, PpgttError>,
+    ) {
         let g = Ggtt::resume(g, &mut *self.ggtt_guest, &mut *self.ggtt_shadow);
         (g, Ppgtt::resume(p, &mut *self.ppgtt_snap))
     }
@@ -140,7 +143,10 @@ fn no_cursor_hotspot(vregs: &mut [u32]) {
 /// Element counts of a [`VgpuStorage`] for a vGPU owning `part` with `P`
 /// shadow page tables: (vregs, each GGTT array, PPGTT snapshot).
 pub const fn storage_sizes<const P: usize>(part: &Partition) -> (usize, usize, usize) {
-    let gm = VgpuGm { aperture: part.aperture, high: part.high };
+    let gm = VgpuGm {
+        aperture: part.aperture,
+        high: part.high,
+    };
     (VREG_DWORDS, gm.entries(), P * ENTRIES)
 }
 
@@ -174,7 +180,15 @@ where
         guest: &'a mut G,
         cpu: &'a mut M,
     ) -> Self {
-        Self { st, gpu, host, alloc, clock, guest, cpu }
+        Self {
+            st,
+            gpu,
+            host,
+            alloc,
+            clock,
+            guest,
+            cpu,
+        }
     }
 }
 
@@ -311,13 +325,29 @@ impl<const P: usize> Vgpu<P> {
         if env.st.vregs.len() != VREG_DWORDS {
             return Err(AccessError::Mmio(MmioError::BadState));
         }
-        let pp = Ppgtt::<P>::new(&mut *env.st.ppgtt_snap).map_err(AccessError::Ppgtt)?.state();
-        let gm = VgpuGm { aperture: p.part.aperture, high: p.part.high };
+        let pp = Ppgtt::<P>::new(&mut *env.st.ppgtt_snap)
+            .map_err(AccessError::Ppgtt)?
+            .state();
+        let gm = VgpuGm {
+            aperture: p.part.aperture,
+            high: p.part.high,
+        };
         // One section: the slot, its shadow areas and every entry of its
         // slices on scratch (bounded by the partition, not by a guest).
         let (slot, ggtt) = env.gpu.with(|gpu, phys| {
-            let slot = gpu.create_slot(phys, [gm.aperture, gm.high], p.weight, p.shadow_pages).map_err(AccessError::Gpu)?;
-            let g = gpu.with_backend(phys, |b| Ggtt::new(gm, p.scratch, &mut *env.st.ggtt_guest, &mut *env.st.ggtt_shadow, b).map(|g| g.state()));
+            let slot = gpu
+                .create_slot(phys, [gm.aperture, gm.high], p.weight, p.shadow_pages)
+                .map_err(AccessError::Gpu)?;
+            let g = gpu.with_backend(phys, |b| {
+                Ggtt::new(
+                    gm,
+                    p.scratch,
+                    &mut *env.st.ggtt_guest,
+                    &mut *env.st.ggtt_shadow,
+                    b,
+                )
+                .map(|g| g.state())
+            });
             match g {
                 Ok(g) => Ok((slot, g)),
                 Err(e) => {
@@ -364,7 +394,9 @@ impl<const P: usize> Vgpu<P> {
     /// areas is not present.  The caller then frees its scratch and shadow
     /// pages and the storage.
     pub fn destroy<const N: usize, S: Services<Gpu = Gpu<N>>>(self, env: &mut Env<'_, S>) {
-        let _ = env.gpu.with(|gpu, phys| gpu.destroy_slot(phys, env.host, env.clock, self.slot));
+        let _ = env
+            .gpu
+            .with(|gpu, phys| gpu.destroy_slot(phys, env.host, env.clock, self.slot));
         if let Ok(g) = env.st.ggtt(self.ggtt) {
             // Unpinning happens with the GPU lock free (one section per entry).
             g.destroy(env.guest, &mut Locked::new(env.gpu), env.cpu);
@@ -403,7 +435,9 @@ impl<const P: usize> Vgpu<P> {
     }
     /// Guest pages pinned by this vGPU (GGTT and PPGTT).
     pub fn pinned_pages(&self) -> u64 {
-        self.ggtt.mapped_entries().saturating_add(self.ppgtt.pinned_pages())
+        self.ggtt
+            .mapped_entries()
+            .saturating_add(self.ppgtt.pinned_pages())
     }
 
     /// Device reset (`VFIO_DEVICE_RESET`, `open_device`): power-on config
@@ -411,7 +445,9 @@ impl<const P: usize> Vgpu<P> {
     /// scratch), no PPGTT, every ring unprogrammed and its work dropped,
     /// interrupts cleared, hang count and Failed state cleared.
     pub fn reset<const N: usize, S: Services<Gpu = Gpu<N>>>(&mut self, env: &mut Env<'_, S>) {
-        let _ = env.gpu.with(|gpu, phys| gpu.reset_slot(phys, env.host, env.clock, self.slot));
+        let _ = env
+            .gpu
+            .with(|gpu, phys| gpu.reset_slot(phys, env.host, env.clock, self.slot));
         self.cfg.reset();
         self.mmio.reset_vregs(env.st.vregs);
         no_cursor_hotspot(env.st.vregs);
@@ -499,17 +535,25 @@ impl<const P: usize> Vgpu<P> {
     /// whose value lives with the engines ([`Vgpu::refresh`]): only those
     /// reads take the GPU lock; every other register is this vGPU's own.
     fn reads_mediated(offset: u64, size: u32) -> bool {
-        let hit = |r: u32| offset < u64::from(r) + 4 && offset.saturating_add(u64::from(size)) > u64::from(r);
+        let hit = |r: u32| {
+            offset < u64::from(r) + 4 && offset.saturating_add(u64::from(size)) > u64::from(r)
+        };
         hit(regs::GT_IIR)
             || hit(regs::GT_IMR)
             || hit(regs::GT_IER)
-            || EngineId::ALL.iter().any(|e| hit(e.reg(ring::HEAD)) || hit(e.mmio_base() + ring::EIR))
+            || EngineId::ALL
+                .iter()
+                .any(|e| hit(e.reg(ring::HEAD)) || hit(e.mmio_base() + ring::EIR))
     }
 
     /// The display interrupt block's registers into the vreg file (this
     /// vGPU's own state: no GPU lock).
     fn refresh_de(&self, vregs: &mut [u32]) {
-        for (off, v) in [(regs::DE_IIR, self.de.iir()), (regs::DE_IMR, self.de.imr()), (regs::DE_IER, self.de.ier())] {
+        for (off, v) in [
+            (regs::DE_IIR, self.de.iir()),
+            (regs::DE_IMR, self.de.imr()),
+            (regs::DE_IER, self.de.ier()),
+        ] {
             if let Some(d) = vregs.get_mut((off / 4) as usize) {
                 *d = v;
             }
@@ -544,7 +588,12 @@ impl<const P: usize> Vgpu<P> {
     /// One BAR0 read (1/2/4/8 bytes, naturally aligned): registers with the
     /// mediated values (interrupts, HEAD, EIR), PVINFO, or the GGTT view
     /// (exactly what the guest wrote in its slices, 0 elsewhere).
-    pub fn bar0_read<const N: usize, S: Services<Gpu = Gpu<N>>>(&mut self, env: &mut Env<'_, S>, offset: u64, buf: &mut [u8]) -> Result<(), AccessError> {
+    pub fn bar0_read<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), AccessError> {
         let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
         match mmio::classify(offset, size) {
             Ok(Bar0Region::GgttWindow) => {
@@ -591,7 +640,8 @@ impl<const P: usize> Vgpu<P> {
                 PteWrite::Dropped { .. } => self.counters.pte_dropped += 1,
                 _ => {}
             }
-            self.mmio.count_pte(true, matches!(w, PteWrite::Dropped { .. }));
+            self.mmio
+                .count_pte(true, matches!(w, PteWrite::Dropped { .. }));
             out.routed[0] = Some(Routed::Pte(w));
             return Ok(out);
         }
@@ -610,7 +660,8 @@ impl<const P: usize> Vgpu<P> {
             if offset == u64::from(eir) {
                 if let Ok(b) = <[u8; 4]>::try_from(data) {
                     let slot = self.slot;
-                    env.gpu.with(|gpu, _| gpu.clear_eir(slot, e, u32::from_le_bytes(b)));
+                    env.gpu
+                        .with(|gpu, _| gpu.clear_eir(slot, e, u32::from_le_bytes(b)));
                 }
             }
         }
@@ -675,7 +726,9 @@ impl<const P: usize> Vgpu<P> {
                 for e in EngineId::ALL {
                     if g.resets(e) {
                         let slot = self.slot;
-                        env.gpu.with(|gpu, phys| gpu.guest_engine_reset(phys, env.host, env.clock, slot, e));
+                        env.gpu.with(|gpu, phys| {
+                            gpu.guest_engine_reset(phys, env.host, env.clock, slot, e)
+                        });
                         for rel in [ring::START, ring::CTL, ring::HEAD, ring::TAIL] {
                             if let Some(d) = env.st.vregs.get_mut((e.reg(rel) / 4) as usize) {
                                 *d = 0;
@@ -722,7 +775,11 @@ impl<const P: usize> Vgpu<P> {
                         self.vblank.flip(value, env.st.vregs);
                         None
                     }
-                    DisplayReg::PlaneStride | DisplayReg::PipeSrc | DisplayReg::CursorCtl | DisplayReg::CursorBase | DisplayReg::CursorPos => None,
+                    DisplayReg::PlaneStride
+                    | DisplayReg::PipeSrc
+                    | DisplayReg::CursorCtl
+                    | DisplayReg::CursorBase
+                    | DisplayReg::CursorPos => None,
                 };
                 if let Some(off) = de {
                     let d = self.de.write(off, value).unwrap_or_default();
@@ -746,7 +803,9 @@ impl<const P: usize> Vgpu<P> {
         }
         let start = value & 0xFFFF_F000;
         let last = ((value >> 32) & 0xFFFF_F000) | 0xFFF;
-        let Some(len) = last.checked_sub(start).and_then(|l| l.checked_add(1)) else { return false };
+        let Some(len) = last.checked_sub(start).and_then(|l| l.checked_add(1)) else {
+            return false;
+        };
         self.part.aperture.contains(start, len) || self.part.high.contains(start, len)
     }
 
@@ -804,12 +863,18 @@ impl<const P: usize> Vgpu<P> {
         let dirty = self.ring_dirty.get(e.index()).copied().unwrap_or(false);
         let setup = if dirty {
             let r = ring_regs(env.st.vregs, e);
-            Some(RingSetup { start: r.start, ctl: r.ctl.0, head: r.head })
+            Some(RingSetup {
+                start: r.start,
+                ctl: r.ctl.0,
+                head: r.head,
+            })
         } else {
             None
         };
         let slot = self.slot;
-        let (o, d) = env.gpu.with(|gpu, phys| gpu.submit(phys, env.host, slot, e, setup, tail, root));
+        let (o, d) = env
+            .gpu
+            .with(|gpu, phys| gpu.submit(phys, env.host, slot, e, setup, tail, root));
         if dirty && o != SubmitOutcome::Rejected(super::gpu::SubmitReject::RingBusy) {
             if let Some(x) = self.ring_dirty.get_mut(e.index()) {
                 *x = false;
@@ -827,8 +892,14 @@ impl<const P: usize> Vgpu<P> {
     /// Aperture fault (`vm_operations.fault` of the BAR2 mapping, and the
     /// region read/write path): the host page that aperture offset `offset`
     /// reaches, the same one the engine reaches for that graphics address.
-    pub fn aperture_fault(&mut self, st: &mut VgpuStorage<'_>, offset: u64) -> Result<HostPage, ApertureError> {
-        let g = st.ggtt(self.ggtt).map_err(|_| ApertureError::OutsideSlice)?;
+    pub fn aperture_fault(
+        &mut self,
+        st: &mut VgpuStorage<'_>,
+        offset: u64,
+    ) -> Result<HostPage, ApertureError> {
+        let g = st
+            .ggtt(self.ggtt)
+            .map_err(|_| ApertureError::OutsideSlice)?;
         aperture::fault(&g, offset)
     }
 
@@ -859,7 +930,10 @@ impl<const P: usize> Vgpu<P> {
 
     /// The vGPU's own graphics memory slices.
     fn gm(&self) -> VgpuGm {
-        VgpuGm { aperture: self.part.aperture, high: self.part.high }
+        VgpuGm {
+            aperture: self.part.aperture,
+            high: self.part.high,
+        }
     }
 
     /// The primary plane as the guest has programmed it now (decoded from
@@ -904,10 +978,24 @@ impl<const P: usize> Vgpu<P> {
         if drm_plane_type == display::vfio::DRM_PLANE_TYPE_CURSOR
             && display::GfxQuery::from_flags(flags, caps)? == display::GfxQuery::DmaBuf
         {
-            let r = |off: u32| st.vregs.get(((PVINFO_BASE + off) / 4) as usize).copied().unwrap_or(u32::MAX);
+            let r = |off: u32| {
+                st.vregs
+                    .get(((PVINFO_BASE + off) / 4) as usize)
+                    .copied()
+                    .unwrap_or(u32::MAX)
+            };
             let hot = (r(vgtif::CURSOR_X_HOT), r(vgtif::CURSOR_Y_HOT));
-            let primary = display::Observed { id: self.plane_ids.current(), changed: false };
-            return Ok(display::query_cursor(st.vregs, &gm, hot, &mut self.cursor_ids, primary));
+            let primary = display::Observed {
+                id: self.plane_ids.current(),
+                changed: false,
+            };
+            return Ok(display::query_cursor(
+                st.vregs,
+                &gm,
+                hot,
+                &mut self.cursor_ids,
+                primary,
+            ));
         }
         let plane_type = if flags == display::vfio::VFIO_GFX_PLANE_TYPE_REGION
             && drm_plane_type == display::vfio::DRM_PLANE_TYPE_OVERLAY
@@ -916,7 +1004,15 @@ impl<const P: usize> Vgpu<P> {
         } else {
             drm_plane_type
         };
-        display::query_gfx_plane(flags, plane_type, caps, st.vregs, &gm, &mut self.plane_ids, region_index)
+        display::query_gfx_plane(
+            flags,
+            plane_type,
+            caps,
+            st.vregs,
+            &gm,
+            &mut self.plane_ids,
+            region_index,
+        )
     }
 
     /// Fault on the display region's mapping: the host page region page
@@ -929,7 +1025,13 @@ impl<const P: usize> Vgpu<P> {
     }
 
     /// A `read()` of the display region ([`display::region_read`]).
-    pub fn display_read<H: HostMemory>(&mut self, st: &mut VgpuStorage<'_>, host: &H, offset: u64, buf: &mut [u8]) -> Result<(), MemError> {
+    pub fn display_read<H: HostMemory>(
+        &mut self,
+        st: &mut VgpuStorage<'_>,
+        host: &H,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), MemError> {
         let plane = self.shown_plane();
         let g = st.ggtt(self.ggtt).map_err(|_| MemError::OutOfRange)?;
         display::region_read(plane.as_ref(), &g, host, offset, buf)
@@ -952,8 +1054,16 @@ impl<const P: usize> Vgpu<P> {
     /// a plane outside this vGPU's slices.  The pages stay valid only while
     /// the caller holds the vGPU's lock: take a reference on each before
     /// dropping it.
-    pub fn framebuffer_pages(&mut self, st: &mut VgpuStorage<'_>, plane: &Plane, out: &mut [HostPage]) -> Result<usize, NoPlane> {
-        let outside = NoPlane::SurfaceOutsideGm { surface: plane.surface(), size: plane.size() };
+    pub fn framebuffer_pages(
+        &mut self,
+        st: &mut VgpuStorage<'_>,
+        plane: &Plane,
+        out: &mut [HostPage],
+    ) -> Result<usize, NoPlane> {
+        let outside = NoPlane::SurfaceOutsideGm {
+            surface: plane.surface(),
+            size: plane.size(),
+        };
         let g = st.ggtt(self.ggtt).map_err(|_| outside)?;
         let pages = display::framebuffer_pages(plane, &g)?;
         let mut n = 0;
@@ -966,19 +1076,36 @@ impl<const P: usize> Vgpu<P> {
 
     /// A display-engine [`Delivery`] as the vGPU's one interrupt line sees
     /// it: the line stays up while the GT block still asserts it.
-    fn de_delivery<const N: usize, S: Services<Gpu = Gpu<N>>>(&self, env: &mut Env<'_, S>, d: Delivery) -> Delivery {
+    fn de_delivery<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &self,
+        env: &mut Env<'_, S>,
+        d: Delivery,
+    ) -> Delivery {
         if d.intx != Some(false) {
             return d;
         }
         let slot = self.slot;
-        let gt = env.gpu.with(|gpu, _| gpu.irq(slot).is_some_and(|i| i.asserted()));
-        Delivery { msi: d.msi, intx: if d.intx == Some(false) && gt { None } else { d.intx } }
+        let gt = env
+            .gpu
+            .with(|gpu, _| gpu.irq(slot).is_some_and(|i| i.asserted()));
+        Delivery {
+            msi: d.msi,
+            intx: if d.intx == Some(false) && gt {
+                None
+            } else {
+                d.intx
+            },
+        }
     }
 
     /// Bring pipe A's frame counter up to `now_ns` (the vblank timer, and a
     /// guest read of the counters); new vblanks latch the vblank interrupt
     /// (unless masked): signal the returned [`Delivery`].
-    pub fn vblank_tick<const N: usize, S: Services<Gpu = Gpu<N>>>(&mut self, env: &mut Env<'_, S>, now_ns: u64) -> Delivery {
+    pub fn vblank_tick<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        now_ns: u64,
+    ) -> Delivery {
         if self.vblank.tick(now_ns, env.st.vregs) == 0 {
             return Delivery::default();
         }
@@ -1018,9 +1145,16 @@ impl<const P: usize> Vgpu<P> {
     pub fn signal(&mut self, d: Delivery) -> Signal {
         // One line for both blocks: a GT block that drops it does not lower
         // it while the display block still asserts it.
-        let d = if d.intx == Some(false) && self.de.asserted() { Delivery { intx: None, ..d } } else { d };
+        let d = if d.intx == Some(false) && self.de.asserted() {
+            Delivery { intx: None, ..d }
+        } else {
+            d
+        };
         if self.cfg.msi().enabled {
-            return Signal { msi: d.msi, intx: None };
+            return Signal {
+                msi: d.msi,
+                intx: None,
+            };
         }
         if let Some(level) = d.intx {
             self.cfg.set_interrupt_status(level);
@@ -1028,11 +1162,18 @@ impl<const P: usize> Vgpu<P> {
                 return Signal::default();
             }
         }
-        Signal { msi: false, intx: d.intx }
+        Signal {
+            msi: false,
+            intx: d.intx,
+        }
     }
 
     /// Human-readable counters for sysfs (`gvt/stats`).
-    pub fn write_stats<W: fmt::Write, const N: usize>(&self, gpu: &Gpu<N>, w: &mut W) -> fmt::Result {
+    pub fn write_stats<W: fmt::Write, const N: usize>(
+        &self,
+        gpu: &Gpu<N>,
+        w: &mut W,
+    ) -> fmt::Result {
         let t = self.mmio.stats();
         writeln!(w, "traps_pm {}", t.pm)?;
         writeln!(w, "traps_tail {}", t.tail)?;
@@ -1045,7 +1186,12 @@ impl<const P: usize> Vgpu<P> {
         writeln!(w, "resets {}", self.counters.resets)?;
         let g = self.ggtt.stats();
         writeln!(w, "ggtt_mapped {}", self.ggtt.mapped_entries())?;
-        writeln!(w, "ggtt_rejected {}", g.reject_frame_not_mapped.saturating_add(g.reject_pin_refused))?;
+        writeln!(
+            w,
+            "ggtt_rejected {}",
+            g.reject_frame_not_mapped
+                .saturating_add(g.reject_pin_refused)
+        )?;
         writeln!(w, "ggtt_dropped {}", g.dropped_out_of_slice)?;
         writeln!(w, "ppgtt_pinned {}", self.ppgtt.pinned_pages())?;
         writeln!(w, "vblank_frames {}", self.vblank.frames_at(0))?;

@@ -47,8 +47,14 @@ pub struct Resolution {
 }
 
 impl Resolution {
-    pub const R1024X768: Resolution = Resolution { width: 1024, height: 768 };
-    pub const R1920X1200: Resolution = Resolution { width: 1920, height: 1200 };
+    pub const R1024X768: Resolution = Resolution {
+        width: 1024,
+        height: 768,
+    };
+    pub const R1920X1200: Resolution = Resolution {
+        width: 1920,
+        height: 1200,
+    };
     /// Bytes of one XRGB8888 framebuffer.
     pub const fn framebuffer_bytes(self) -> u64 {
         self.width as u64 * self.height as u64 * 4
@@ -109,7 +115,11 @@ impl Write for SliceWriter<'_> {
 impl VgpuType {
     /// What creating one vGPU of this type asks of the partitioner.
     pub fn request(&self) -> PartitionRequest {
-        PartitionRequest { aperture_size: self.low_gm_size, high_size: self.high_gm_size, fences: self.fences }
+        PartitionRequest {
+            aperture_size: self.low_gm_size,
+            high_size: self.high_gm_size,
+            fences: self.fences,
+        }
     }
     /// `GVTsim_<low_gm MiB>M`.
     pub fn write_sysfs_name<W: Write>(&self, w: &mut W) -> fmt::Result {
@@ -180,8 +190,11 @@ impl VgpuTypes {
                 continue;
             }
             let big = Resolution::R1920X1200;
-            let resolution =
-                if n >= 8 || low < 2 * big.framebuffer_bytes() { Resolution::R1024X768 } else { big };
+            let resolution = if n >= 8 || low < 2 * big.framebuffer_bytes() {
+                Resolution::R1024X768
+            } else {
+                big
+            };
             let t = VgpuType {
                 instances: n,
                 low_gm_size: low,
@@ -239,7 +252,12 @@ mod tests {
 
     /// GVT-g's Broadwell/Skylake parent: 512 MiB aperture, 4 GiB GM.
     fn layout() -> GmLayout {
-        GmLayout { aperture_size: 512 * MIB, total_gm: 4096 * MIB, fences: 16, host_reserved_high: 16 * MIB }
+        GmLayout {
+            aperture_size: 512 * MIB,
+            total_gm: 4096 * MIB,
+            fences: 16,
+            host_reserved_high: 16 * MIB,
+        }
     }
 
     fn name(t: &VgpuType) -> String {
@@ -251,12 +269,34 @@ mod tests {
     #[test]
     fn derived_types() {
         let types = VgpuTypes::derive(&layout(), 8);
-        let v: Vec<_> = types.iter().map(|t| (t.instances, t.low_gm_size / MIB, t.high_gm_size / MIB, t.fences, t.weight)).collect();
+        let v: Vec<_> = types
+            .iter()
+            .map(|t| {
+                (
+                    t.instances,
+                    t.low_gm_size / MIB,
+                    t.high_gm_size / MIB,
+                    t.fences,
+                    t.weight,
+                )
+            })
+            .collect();
         // high pool: 4096 - 512 - 16 = 3568 MiB
-        assert_eq!(v, [(8, 64, 446, 2, 2), (4, 128, 892, 4, 4), (2, 256, 1784, 8, 8), (1, 512, 3568, 16, 16)]);
+        assert_eq!(
+            v,
+            [
+                (8, 64, 446, 2, 2),
+                (4, 128, 892, 4, 4),
+                (2, 256, 1784, 8, 8),
+                (1, 512, 3568, 16, 16)
+            ]
+        );
         assert_eq!(types.get(0).unwrap().resolution, Resolution::R1024X768);
         assert_eq!(types.get(1).unwrap().resolution, Resolution::R1920X1200);
-        assert_eq!(types.iter().map(name).collect::<Vec<_>>(), ["GVTsim_64M", "GVTsim_128M", "GVTsim_256M", "GVTsim_512M"]);
+        assert_eq!(
+            types.iter().map(name).collect::<Vec<_>>(),
+            ["GVTsim_64M", "GVTsim_128M", "GVTsim_256M", "GVTsim_512M"]
+        );
         assert_eq!(types.by_name("GVTsim_128M").map(|t| t.instances), Some(4));
         assert!(types.by_name("GVTsim_1M").is_none());
         assert!(types.get(4).is_none());
@@ -265,18 +305,51 @@ mod tests {
     #[test]
     fn limited_by_max_vgpus_and_minimum_size() {
         let types = VgpuTypes::derive(&layout(), 3);
-        assert_eq!(types.iter().map(|t| t.instances).collect::<Vec<_>>(), [2, 1]);
+        assert_eq!(
+            types.iter().map(|t| t.instances).collect::<Vec<_>>(),
+            [2, 1]
+        );
         // a small test parent: 16 MiB aperture, 128 MiB GM
-        let small = GmLayout { aperture_size: 16 * MIB, total_gm: 128 * MIB, fences: 16, host_reserved_high: 16 * MIB };
+        let small = GmLayout {
+            aperture_size: 16 * MIB,
+            total_gm: 128 * MIB,
+            fences: 16,
+            host_reserved_high: 16 * MIB,
+        };
         let types = VgpuTypes::derive(&small, 8);
-        let v: Vec<_> = types.iter().map(|t| (t.instances, t.low_gm_size / MIB, t.high_gm_size / MIB)).collect();
-        assert_eq!(v, [(4, 4, 24), (2, 8, 48), (1, 16, 96)], "8 instances would get 2 MiB of aperture");
-        assert!(types.iter().all(|t| t.resolution == Resolution::R1024X768), "no room for 1920x1200 double-buffered");
-        let none = VgpuTypes::derive(&GmLayout { aperture_size: 2 * MIB, ..small }, 8);
+        let v: Vec<_> = types
+            .iter()
+            .map(|t| (t.instances, t.low_gm_size / MIB, t.high_gm_size / MIB))
+            .collect();
+        assert_eq!(
+            v,
+            [(4, 4, 24), (2, 8, 48), (1, 16, 96)],
+            "8 instances would get 2 MiB of aperture"
+        );
+        assert!(
+            types.iter().all(|t| t.resolution == Resolution::R1024X768),
+            "no room for 1920x1200 double-buffered"
+        );
+        let none = VgpuTypes::derive(
+            &GmLayout {
+                aperture_size: 2 * MIB,
+                ..small
+            },
+            8,
+        );
         assert!(none.is_empty());
         assert!(VgpuTypes::derive(&layout(), 0).is_empty());
-        let no_fences = VgpuTypes::derive(&GmLayout { fences: 2, ..layout() }, 8);
-        assert_eq!(no_fences.iter().map(|t| t.instances).collect::<Vec<_>>(), [2, 1]);
+        let no_fences = VgpuTypes::derive(
+            &GmLayout {
+                fences: 2,
+                ..layout()
+            },
+            8,
+        );
+        assert_eq!(
+            no_fences.iter().map(|t| t.instances).collect::<Vec<_>>(),
+            [2, 1]
+        );
     }
 
     #[test]
@@ -299,7 +372,12 @@ mod tests {
     #[test]
     fn names_are_unique() {
         for ap in [4u64, 5, 8, 16, 33, 64, 100, 256, 512, 1024] {
-            let l = GmLayout { aperture_size: ap * MIB, total_gm: 4096 * MIB, fences: 32, host_reserved_high: 16 * MIB };
+            let l = GmLayout {
+                aperture_size: ap * MIB,
+                total_gm: 4096 * MIB,
+                fences: 32,
+                host_reserved_high: 16 * MIB,
+            };
             let names: Vec<_> = VgpuTypes::derive(&l, 8).iter().map(name).collect();
             let mut d = names.clone();
             d.dedup();
@@ -311,7 +389,12 @@ mod tests {
     fn counts_drop_and_recover() {
         let types = VgpuTypes::derive(&layout(), 8);
         let mut p = Partitioner::<8>::new(layout()).unwrap();
-        let counts = |p: &Partitioner<8>| types.iter().map(|t| available_instances(t, p, p.live() as u32, 8)).collect::<Vec<_>>();
+        let counts = |p: &Partitioner<8>| {
+            types
+                .iter()
+                .map(|t| available_instances(t, p, p.live() as u32, 8))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(counts(&p), [8, 4, 2, 1]);
         let big = *types.get(2).unwrap(); // 256 MiB, 2 instances
         let (id, _) = p.create(&big.request()).unwrap();
@@ -334,13 +417,19 @@ mod tests {
         let small = *types.get(0).unwrap();
         let mid = *types.get(1).unwrap();
         let mut p = Partitioner::<8>::new(layout()).unwrap();
-        let ids: Vec<_> = (0..8).map(|_| p.create(&small.request()).unwrap().0).collect();
+        let ids: Vec<_> = (0..8)
+            .map(|_| p.create(&small.request()).unwrap().0)
+            .collect();
         // free every other small vGPU: 256 MiB of aperture free, in 64 MiB holes
         for id in ids.iter().step_by(2) {
             p.destroy(*id).unwrap();
         }
         assert_eq!(p.aperture_allocator().total_free(), 256 * MIB);
-        assert_eq!(available_instances(&mid, &p, 4, 8), 0, "a sum-of-sizes count would say 2");
+        assert_eq!(
+            available_instances(&mid, &p, 4, 8),
+            0,
+            "a sum-of-sizes count would say 2"
+        );
         assert_eq!(available_instances(&small, &p, 4, 8), 4);
         for id in ids.iter().skip(1).step_by(2) {
             p.destroy(*id).unwrap();

@@ -21,7 +21,7 @@
 use gvt_core::backend::EngineId;
 use gvt_core::cmd::MI_NOOP;
 use gvt_core::engine::ring_ctl;
-use gvt_core::mem::{Gfn, Gma, GmRange, PAGE_SHIFT, PAGE_SIZE};
+use gvt_core::mem::{Gfn, GmRange, Gma, PAGE_SHIFT, PAGE_SIZE};
 use gvt_core::mmio::GGTT_VIEW_BASE;
 use gvt_core::pvinfo::{vgtif, PVINFO_BASE, VGT_MAGIC};
 use gvt_core::regs::{self, ring};
@@ -121,19 +121,39 @@ impl GuestDriver {
             return Err(GuestError::NotVgpu);
         }
         let pv = |bus: &mut B, f: u32| rd(bus, u64::from(PVINFO_BASE + f));
-        let aperture = GmRange::new(u64::from(pv(bus, vgtif::MAPPABLE_BASE)?), u64::from(pv(bus, vgtif::MAPPABLE_SIZE)?));
-        let high = GmRange::new(u64::from(pv(bus, vgtif::NONMAPPABLE_BASE)?), u64::from(pv(bus, vgtif::NONMAPPABLE_SIZE)?));
+        let aperture = GmRange::new(
+            u64::from(pv(bus, vgtif::MAPPABLE_BASE)?),
+            u64::from(pv(bus, vgtif::MAPPABLE_SIZE)?),
+        );
+        let high = GmRange::new(
+            u64::from(pv(bus, vgtif::NONMAPPABLE_BASE)?),
+            u64::from(pv(bus, vgtif::NONMAPPABLE_SIZE)?),
+        );
         let fences = pv(bus, vgtif::FENCE_NUM)?;
-        Ok(GuestDriver { aperture, high, fences, maps: [Mapping::default(); MAX_MAPPINGS], nmaps: 0, rings: [Ring::default(); EngineId::COUNT] })
+        Ok(GuestDriver {
+            aperture,
+            high,
+            fences,
+            maps: [Mapping::default(); MAX_MAPPINGS],
+            nmaps: 0,
+            rings: [Ring::default(); EngineId::COUNT],
+        })
     }
 
     /// Write GGTT entry `index` (graphics address `index * 4096`).
-    pub fn write_pte<B: GuestBus>(&self, bus: &mut B, index: u64, value: u64, width: PteWidth) -> Result<(), GuestError> {
+    pub fn write_pte<B: GuestBus>(
+        &self,
+        bus: &mut B,
+        index: u64,
+        value: u64,
+        width: PteWidth,
+    ) -> Result<(), GuestError> {
         let off = GGTT_VIEW_BASE + 8 * index;
         let ok = match width {
             PteWidth::Qword => bus.bar0_write(off, &value.to_le_bytes()),
             PteWidth::Halves => {
-                bus.bar0_write(off, &(value as u32).to_le_bytes()) && bus.bar0_write(off + 4, &((value >> 32) as u32).to_le_bytes())
+                bus.bar0_write(off, &(value as u32).to_le_bytes())
+                    && bus.bar0_write(off + 4, &((value >> 32) as u32).to_le_bytes())
             }
         };
         if ok {
@@ -155,24 +175,48 @@ impl GuestDriver {
 
     /// Back `pages` pages of GM at `gma` with guest frames `gfn..`: one
     /// present PTE each, and remember the mapping for CPU access.
-    pub fn map<B: GuestBus>(&mut self, bus: &mut B, gma: Gma, gfn: Gfn, pages: u64, width: PteWidth) -> Result<(), GuestError> {
-        let slot = self.maps.get_mut(self.nmaps).ok_or(GuestError::TooManyMappings)?;
+    pub fn map<B: GuestBus>(
+        &mut self,
+        bus: &mut B,
+        gma: Gma,
+        gfn: Gfn,
+        pages: u64,
+        width: PteWidth,
+    ) -> Result<(), GuestError> {
+        let slot = self
+            .maps
+            .get_mut(self.nmaps)
+            .ok_or(GuestError::TooManyMappings)?;
         *slot = Mapping { gma, pages, gfn };
         self.nmaps += 1;
         for i in 0..pages {
-            self.write_pte(bus, (gma >> PAGE_SHIFT) + i, ((gfn + i) << PAGE_SHIFT) | 1, width)?;
+            self.write_pte(
+                bus,
+                (gma >> PAGE_SHIFT) + i,
+                ((gfn + i) << PAGE_SHIFT) | 1,
+                width,
+            )?;
         }
         Ok(())
     }
 
     /// The guest physical address behind `gma` in the driver's mappings.
     pub fn gpa(&self, gma: Gma) -> Option<u64> {
-        self.maps.iter().take(self.nmaps).find(|m| gma >= m.gma && gma - m.gma < m.pages * PAGE_SIZE).map(|m| (m.gfn << PAGE_SHIFT) + (gma - m.gma))
+        self.maps
+            .iter()
+            .take(self.nmaps)
+            .find(|m| gma >= m.gma && gma - m.gma < m.pages * PAGE_SIZE)
+            .map(|m| (m.gfn << PAGE_SHIFT) + (gma - m.gma))
     }
 
     /// CPU write of dwords at `gma`: through the aperture inside the
     /// aperture slice, to the backing RAM page otherwise.
-    pub fn write_gm<B: GuestBus>(&self, bus: &mut B, gma: Gma, dwords: &[u32]) -> Result<(), GuestError> {
+    pub fn write_gm<B: GuestBus>(
+        &self,
+        bus: &mut B,
+        gma: Gma,
+        dwords: &[u32],
+    ) -> Result<(), GuestError> {
         for (i, d) in dwords.iter().enumerate() {
             let a = gma + 4 * i as u64;
             let ok = if self.aperture.contains(a, 4) {
@@ -206,7 +250,13 @@ impl GuestDriver {
 
     /// Program `e`'s ring: `pages` pages at `gma`, empty (i915's ring init:
     /// stop, HEAD = TAIL = 0, START, then CTL with the length and enable).
-    pub fn init_ring<B: GuestBus>(&mut self, bus: &mut B, e: EngineId, gma: Gma, pages: u32) -> Result<(), GuestError> {
+    pub fn init_ring<B: GuestBus>(
+        &mut self,
+        bus: &mut B,
+        e: EngineId,
+        gma: Gma,
+        pages: u32,
+    ) -> Result<(), GuestError> {
         let o = |rel| u64::from(e.reg(rel));
         wr(bus, o(ring::CTL), 0)?;
         wr(bus, o(ring::HEAD), 0)?;
@@ -214,7 +264,11 @@ impl GuestDriver {
         wr(bus, o(ring::START), gma as u32)?;
         wr(bus, o(ring::CTL), ring_ctl(pages))?;
         if let Some(r) = self.rings.get_mut(e.index()) {
-            *r = Ring { gma, size: pages.saturating_mul(PAGE_SIZE as u32), tail: 0 };
+            *r = Ring {
+                gma,
+                size: pages.saturating_mul(PAGE_SIZE as u32),
+                tail: 0,
+            };
         }
         Ok(())
     }
@@ -225,7 +279,12 @@ impl GuestDriver {
     }
 
     /// Append commands to `e`'s ring (no submission), wrapping around.
-    pub fn emit<B: GuestBus>(&mut self, bus: &mut B, e: EngineId, cmds: &[u32]) -> Result<(), GuestError> {
+    pub fn emit<B: GuestBus>(
+        &mut self,
+        bus: &mut B,
+        e: EngineId,
+        cmds: &[u32],
+    ) -> Result<(), GuestError> {
         let r = *self.rings.get(e.index()).ok_or(GuestError::NotMapped)?;
         if r.size == 0 {
             return Err(GuestError::NotMapped);
@@ -250,7 +309,12 @@ impl GuestDriver {
     }
 
     /// Emit and submit.
-    pub fn run<B: GuestBus>(&mut self, bus: &mut B, e: EngineId, cmds: &[u32]) -> Result<(), GuestError> {
+    pub fn run<B: GuestBus>(
+        &mut self,
+        bus: &mut B,
+        e: EngineId,
+        cmds: &[u32],
+    ) -> Result<(), GuestError> {
         self.emit(bus, e, cmds)?;
         self.submit(bus, e)
     }
@@ -287,7 +351,11 @@ impl GuestDriver {
     }
 
     /// Reset engine `e` (GDRST); the ring must be programmed again.
-    pub fn reset_engine<B: GuestBus>(&mut self, bus: &mut B, e: EngineId) -> Result<(), GuestError> {
+    pub fn reset_engine<B: GuestBus>(
+        &mut self,
+        bus: &mut B,
+        e: EngineId,
+    ) -> Result<(), GuestError> {
         wr(bus, u64::from(regs::GDRST), regs::Gdrst::engine_bit(e))?;
         if let Some(r) = self.rings.get_mut(e.index()) {
             *r = Ring::default();
@@ -297,6 +365,10 @@ impl GuestDriver {
 
     /// Point the render engine's PPGTT at the page directory at `pd_gma`.
     pub fn set_ppgtt<B: GuestBus>(&self, bus: &mut B, pd_gma: Gma) -> Result<(), GuestError> {
-        wr(bus, u64::from(EngineId::Rcs.reg(ring::PP_DIR_BASE)), pd_gma as u32)
+        wr(
+            bus,
+            u64::from(EngineId::Rcs.reg(ring::PP_DIR_BASE)),
+            pd_gma as u32,
+        )
     }
 }

@@ -23,10 +23,10 @@ use std::time::{Duration, Instant};
 
 pub use gvt_core::backend::EngineId;
 pub use gvt_core::cmd::Space;
-use gvt_guest::{GuestDriver, GuestError, PteWidth};
 use gvt_core::irq;
 use gvt_core::mem::GmRange;
 use gvt_core::pvinfo::{vgtif, PVINFO_BASE};
+use gvt_guest::{GuestDriver, GuestError, PteWidth};
 
 use crate::backend::{Backend, IrqWait};
 use crate::error::{Error, Result};
@@ -101,7 +101,12 @@ pub struct BootConfig {
 }
 
 impl BootConfig {
-    pub const DEFAULT: BootConfig = BootConfig { aperture_pages: 96, high_pages: 32, width: PteWidth::Qword, verify_ptes: true };
+    pub const DEFAULT: BootConfig = BootConfig {
+        aperture_pages: 96,
+        high_pages: 32,
+        width: PteWidth::Qword,
+        verify_ptes: true,
+    };
 }
 
 /// What a wait saw.
@@ -146,10 +151,25 @@ impl<B: Backend> Driver<B> {
             return Err(refused(&mut bus, "PVINFO vgt_id read", GuestError::Refused));
         }
         if gd.aperture.size == 0 || gd.aperture.base % PAGE != 0 || gd.high.base % PAGE != 0 {
-            return Err(Error::BadInput(format!("PVINFO slices {:?} / {:?}", gd.aperture, gd.high)));
+            return Err(Error::BadInput(format!(
+                "PVINFO slices {:?} / {:?}",
+                gd.aperture, gd.high
+            )));
         }
-        let free = bus.ram_pages().into_iter().filter(|p| p % PAGE == 0).collect();
-        Ok(Driver { bus, gd, vgt_id: u32::from_le_bytes(b), gm: BTreeMap::new(), free, width: PteWidth::Qword, irqs: 0 })
+        let free = bus
+            .ram_pages()
+            .into_iter()
+            .filter(|p| p % PAGE == 0)
+            .collect();
+        Ok(Driver {
+            bus,
+            gd,
+            vgt_id: u32::from_le_bytes(b),
+            gm: BTreeMap::new(),
+            free,
+            width: PteWidth::Qword,
+            irqs: 0,
+        })
     }
 
     pub fn bus(&self) -> &B {
@@ -176,7 +196,10 @@ impl<B: Backend> Driver<B> {
         self.gd.fences
     }
     pub fn layout(&self) -> Layout {
-        Layout { aperture: self.gd.aperture, high: self.gd.high }
+        Layout {
+            aperture: self.gd.aperture,
+            high: self.gd.high,
+        }
     }
     /// Interrupts seen by the waits so far.
     pub fn irqs_seen(&self) -> u64 {
@@ -208,19 +231,29 @@ impl<B: Backend> Driver<B> {
     /// with free RAM pages: one GGTT entry each, written through BAR0.
     pub fn map(&mut self, gma: u64, pages: u64) -> Result<()> {
         if gma % PAGE != 0 {
-            return Err(Error::BadInput(format!("graphics address {gma:#x} is not page aligned")));
+            return Err(Error::BadInput(format!(
+                "graphics address {gma:#x} is not page aligned"
+            )));
         }
-        let len = pages.checked_mul(PAGE).ok_or_else(|| Error::BadInput(format!("{pages} pages")))?;
+        let len = pages
+            .checked_mul(PAGE)
+            .ok_or_else(|| Error::BadInput(format!("{pages} pages")))?;
         self.check_owned(gma, len)?;
         if (self.free.len() as u64) < pages {
-            return Err(Error::NoRam { wanted: pages, free: self.free.len() as u64 });
+            return Err(Error::NoRam {
+                wanted: pages,
+                free: self.free.len() as u64,
+            });
         }
         for i in 0..pages {
             let page = gma / PAGE + i;
             if let Some(old) = self.gm.remove(&page) {
                 self.free.push_back(old);
             }
-            let gpa = self.free.pop_front().ok_or(Error::NoRam { wanted: pages - i, free: 0 })?;
+            let gpa = self.free.pop_front().ok_or(Error::NoRam {
+                wanted: pages - i,
+                free: 0,
+            })?;
             self.map_page(page * PAGE, gpa)?;
         }
         Ok(())
@@ -231,7 +264,9 @@ impl<B: Backend> Driver<B> {
         self.check_owned(gma, PAGE)?;
         let index = gma / PAGE;
         let pte = (gpa & !(PAGE - 1)) | 1;
-        self.gd.write_pte(&mut self.bus, index, pte, self.width).map_err(|e| refused(&mut self.bus, format!("GGTT entry {index:#x} write"), e))?;
+        self.gd
+            .write_pte(&mut self.bus, index, pte, self.width)
+            .map_err(|e| refused(&mut self.bus, format!("GGTT entry {index:#x} write"), e))?;
         self.gm.insert(index, gpa & !(PAGE - 1));
         Ok(())
     }
@@ -239,12 +274,16 @@ impl<B: Backend> Driver<B> {
     /// Write GGTT entry `index` with `value` as is — no ballooning check:
     /// for tests that play a hostile guest.
     pub fn poke_pte(&mut self, index: u64, value: u64) -> Result<()> {
-        self.gd.write_pte(&mut self.bus, index, value, self.width).map_err(|e| refused(&mut self.bus, format!("GGTT entry {index:#x} write"), e))
+        self.gd
+            .write_pte(&mut self.bus, index, value, self.width)
+            .map_err(|e| refused(&mut self.bus, format!("GGTT entry {index:#x} write"), e))
     }
 
     /// GGTT entry `index` as the guest view reads it.
     pub fn read_pte(&mut self, index: u64) -> Result<u64> {
-        self.gd.read_pte(&mut self.bus, index).map_err(|e| refused(&mut self.bus, format!("GGTT entry {index:#x} read"), e))
+        self.gd
+            .read_pte(&mut self.bus, index)
+            .map_err(|e| refused(&mut self.bus, format!("GGTT entry {index:#x} read"), e))
     }
 
     /// The RAM page (guest physical address) behind `gma`, if mapped.
@@ -255,7 +294,9 @@ impl<B: Backend> Driver<B> {
     /// CPU write of dwords at `gma`: through the aperture inside the
     /// aperture slice (pass-through), to the backing RAM page otherwise.
     pub fn write(&mut self, gma: u64, dwords: &[u32]) -> Result<()> {
-        let len = (dwords.len() as u64).checked_mul(4).ok_or_else(|| Error::BadInput("too many dwords".into()))?;
+        let len = (dwords.len() as u64)
+            .checked_mul(4)
+            .ok_or_else(|| Error::BadInput("too many dwords".into()))?;
         if gma % 4 != 0 {
             return Err(Error::BadInput(format!("{gma:#x} is not dword aligned")));
         }
@@ -331,7 +372,9 @@ impl<B: Backend> Driver<B> {
     /// Take one free RAM page out of the pool (for page tables, data the
     /// PPGTT maps): its guest physical address.
     pub fn alloc_page(&mut self) -> Result<u64> {
-        self.free.pop_front().ok_or(Error::NoRam { wanted: 1, free: 0 })
+        self.free
+            .pop_front()
+            .ok_or(Error::NoRam { wanted: 1, free: 0 })
     }
 
     /// What a driver does at load: map the first
@@ -343,7 +386,10 @@ impl<B: Backend> Driver<B> {
         let ap = cfg.aperture_pages.min(l.aperture.size / PAGE);
         let hi = cfg.high_pages.min(l.high.size / PAGE);
         if ap < 0x60 {
-            return Err(Error::BadInput(format!("the layout needs 96 aperture pages, the slice has {}", l.aperture.size / PAGE)));
+            return Err(Error::BadInput(format!(
+                "the layout needs 96 aperture pages, the slice has {}",
+                l.aperture.size / PAGE
+            )));
         }
         self.map(l.aperture.base, ap)?;
         if hi > 0 {
@@ -354,14 +400,21 @@ impl<B: Backend> Driver<B> {
             for (index, gpa) in pages {
                 let got = self.read_pte(index)?;
                 if got != gpa | 1 {
-                    return Err(Error::Mismatch { what: "GGTT entry read-back".into(), at: index, expected: (gpa | 1) as u32, got: got as u32 });
+                    return Err(Error::Mismatch {
+                        what: "GGTT entry read-back".into(),
+                        at: index,
+                        expected: (gpa | 1) as u32,
+                        got: got as u32,
+                    });
                 }
             }
         }
         for e in [RCS, BCS] {
             self.init_ring(e)?;
         }
-        self.gd.enable_irqs(&mut self.bus, USER_IRQS | ERROR_IRQS).map_err(|e| refused(&mut self.bus, "IMR/IER write", e))?;
+        self.gd
+            .enable_irqs(&mut self.bus, USER_IRQS | ERROR_IRQS)
+            .map_err(|e| refused(&mut self.bus, "IMR/IER write", e))?;
         let stale = self.iir()?;
         self.ack(stale)?;
         let _ = self.bus.wait_irq(Duration::ZERO)?;
@@ -371,7 +424,9 @@ impl<B: Backend> Driver<B> {
     /// Program `e`'s ring (empty) at its place in the layout.
     pub fn init_ring(&mut self, e: EngineId) -> Result<()> {
         let at = self.layout().ring(e);
-        self.gd.init_ring(&mut self.bus, e, at, Layout::RING_PAGES).map_err(|x| refused(&mut self.bus, format!("{e:?} ring setup"), x))
+        self.gd
+            .init_ring(&mut self.bus, e, at, Layout::RING_PAGES)
+            .map_err(|x| refused(&mut self.bus, format!("{e:?} ring setup"), x))
     }
 
     /// Append `cmds` to `e`'s ring and write TAIL.
@@ -381,11 +436,18 @@ impl<B: Backend> Driver<B> {
         }
         let ring = (Layout::RING_PAGES as u64 * PAGE) as usize;
         if cmds.len() * 4 + 8 > ring {
-            return Err(Error::BadInput(format!("{} dwords do not fit a {ring}-byte ring", cmds.len())));
+            return Err(Error::BadInput(format!(
+                "{} dwords do not fit a {ring}-byte ring",
+                cmds.len()
+            )));
         }
-        self.gd.emit(&mut self.bus, e, cmds).map_err(|x| refused(&mut self.bus, format!("{e:?} ring write"), x))?;
+        self.gd
+            .emit(&mut self.bus, e, cmds)
+            .map_err(|x| refused(&mut self.bus, format!("{e:?} ring write"), x))?;
         fence(Ordering::SeqCst);
-        self.gd.submit(&mut self.bus, e).map_err(|x| refused(&mut self.bus, format!("{e:?} TAIL write"), x))
+        self.gd
+            .submit(&mut self.bus, e)
+            .map_err(|x| refused(&mut self.bus, format!("{e:?} TAIL write"), x))
     }
 
     /// The driver's tail of `e` (what was submitted last).
@@ -395,28 +457,38 @@ impl<B: Backend> Driver<B> {
 
     /// `e`'s HEAD as the device reports it.
     pub fn head(&mut self, e: EngineId) -> Result<u32> {
-        self.gd.head(&mut self.bus, e).map_err(|x| refused(&mut self.bus, format!("{e:?} HEAD read"), x))
+        self.gd
+            .head(&mut self.bus, e)
+            .map_err(|x| refused(&mut self.bus, format!("{e:?} HEAD read"), x))
     }
 
     pub fn iir(&mut self) -> Result<u32> {
-        self.gd.iir(&mut self.bus).map_err(|x| refused(&mut self.bus, "GT IIR read", x))
+        self.gd
+            .iir(&mut self.bus)
+            .map_err(|x| refused(&mut self.bus, "GT IIR read", x))
     }
 
     pub fn ack(&mut self, bits: u32) -> Result<()> {
         if bits == 0 {
             return Ok(());
         }
-        self.gd.ack(&mut self.bus, bits).map_err(|x| refused(&mut self.bus, "GT IIR write", x))
+        self.gd
+            .ack(&mut self.bus, bits)
+            .map_err(|x| refused(&mut self.bus, "GT IIR write", x))
     }
 
     pub fn eir(&mut self, e: EngineId) -> Result<u32> {
-        self.gd.eir(&mut self.bus, e).map_err(|x| refused(&mut self.bus, format!("{e:?} RING_EIR read"), x))
+        self.gd
+            .eir(&mut self.bus, e)
+            .map_err(|x| refused(&mut self.bus, format!("{e:?} RING_EIR read"), x))
     }
 
     /// Point the render engine's PPGTT at the page directory at `pd_gma`.
     pub fn set_ppgtt(&mut self, pd_gma: u64) -> Result<()> {
         self.check_owned(pd_gma, PAGE)?;
-        self.gd.set_ppgtt(&mut self.bus, pd_gma).map_err(|x| refused(&mut self.bus, "PP_DIR_BASE write", x))
+        self.gd
+            .set_ppgtt(&mut self.bus, pd_gma)
+            .map_err(|x| refused(&mut self.bus, "PP_DIR_BASE write", x))
     }
 
     /// One interrupt wait of at most `slice` (or a short sleep when the
@@ -441,15 +513,26 @@ impl<B: Backend> Driver<B> {
             let iir = self.iir()?;
             if iir & error_irq(e) != 0 {
                 let eir = self.eir(e)?;
-                return Err(Error::EngineError { engine: e, iir, eir });
+                return Err(Error::EngineError {
+                    engine: e,
+                    iir,
+                    eir,
+                });
             }
             let head = self.head(e)?;
             if head == self.tail(e) {
-                return Ok(Waited { iir, irqs: self.irqs - irqs0, elapsed: t0.elapsed() });
+                return Ok(Waited {
+                    iir,
+                    irqs: self.irqs - irqs0,
+                    elapsed: t0.elapsed(),
+                });
             }
             let waited = t0.elapsed();
             if waited > timeout {
-                return Err(Error::Timeout { what: format!("{e:?} HEAD {head:#x} to reach tail {:#x}", self.tail(e)), waited });
+                return Err(Error::Timeout {
+                    what: format!("{e:?} HEAD {head:#x} to reach tail {:#x}", self.tail(e)),
+                    waited,
+                });
             }
             self.nap(Duration::from_millis(20))?;
         }
@@ -463,17 +546,30 @@ impl<B: Backend> Driver<B> {
     /// Wait until the GT IIR has all of `bits` set.  An error interrupt
     /// not in `bits` ends the wait with [`Error::EngineError`].
     pub fn wait_all(&mut self, bits: u32, timeout: Duration) -> Result<Waited> {
-        let w = self.wait_iir_until(timeout, |iir| iir & bits == bits || iir & ERROR_IRQS & !bits != 0, bits)?;
+        let w = self.wait_iir_until(
+            timeout,
+            |iir| iir & bits == bits || iir & ERROR_IRQS & !bits != 0,
+            bits,
+        )?;
         let err = w.iir & ERROR_IRQS & !bits;
         if err != 0 {
             let e = if err & error_irq(RCS) != 0 { RCS } else { BCS };
             let eir = self.eir(e)?;
-            return Err(Error::EngineError { engine: e, iir: w.iir, eir });
+            return Err(Error::EngineError {
+                engine: e,
+                iir: w.iir,
+                eir,
+            });
         }
         Ok(w)
     }
 
-    fn wait_iir_until(&mut self, timeout: Duration, done: impl Fn(u32) -> bool, bits: u32) -> Result<Waited> {
+    fn wait_iir_until(
+        &mut self,
+        timeout: Duration,
+        done: impl Fn(u32) -> bool,
+        bits: u32,
+    ) -> Result<Waited> {
         let t0 = Instant::now();
         let irqs0 = self.irqs;
         loop {
@@ -483,11 +579,18 @@ impl<B: Backend> Driver<B> {
                 if let IrqWait::Fired(n) = self.bus.wait_irq(Duration::ZERO)? {
                     self.irqs += n;
                 }
-                return Ok(Waited { iir, irqs: self.irqs - irqs0, elapsed: t0.elapsed() });
+                return Ok(Waited {
+                    iir,
+                    irqs: self.irqs - irqs0,
+                    elapsed: t0.elapsed(),
+                });
             }
             let waited = t0.elapsed();
             if waited > timeout {
-                return Err(Error::Timeout { what: format!("GT IIR bits {bits:#x} (IIR {iir:#x})"), waited });
+                return Err(Error::Timeout {
+                    what: format!("GT IIR bits {bits:#x} (IIR {iir:#x})"),
+                    waited,
+                });
             }
             self.nap(Duration::from_millis(20))?;
         }
@@ -497,7 +600,9 @@ impl<B: Backend> Driver<B> {
     /// reset the engine (GDRST), program its ring again, acknowledge its
     /// error interrupt.
     pub fn recover(&mut self, e: EngineId) -> Result<()> {
-        self.gd.reset_engine(&mut self.bus, e).map_err(|x| refused(&mut self.bus, "GDRST write", x))?;
+        self.gd
+            .reset_engine(&mut self.bus, e)
+            .map_err(|x| refused(&mut self.bus, "GDRST write", x))?;
         self.init_ring(e)?;
         self.ack(error_irq(e))
     }
@@ -505,5 +610,8 @@ impl<B: Backend> Driver<B> {
 
 fn refused<B: Backend>(bus: &mut B, what: impl Into<String>, e: GuestError) -> Error {
     let detail = bus.take_error().unwrap_or_else(|| format!("{e:?}"));
-    Error::Refused { what: what.into(), detail }
+    Error::Refused {
+        what: what.into(),
+        detail,
+    }
 }

@@ -29,20 +29,35 @@ pub enum Error {
     /// Waited too long.
     Timeout { what: String, waited: Duration },
     /// The device reported a command-streamer error for `engine`.
-    EngineError { engine: EngineId, iir: u32, eir: u32 },
+    EngineError {
+        engine: EngineId,
+        iir: u32,
+        eir: u32,
+    },
     /// A result differs from what was asked for.
-    Mismatch { what: String, at: u64, expected: u32, got: u32 },
+    Mismatch {
+        what: String,
+        at: u64,
+        expected: u32,
+        got: u32,
+    },
 }
 
 impl Error {
     pub(crate) fn io(what: impl Into<String>, err: io::Error) -> Self {
-        Error::Io { what: what.into(), err }
+        Error::Io {
+            what: what.into(),
+            err,
+        }
     }
     pub(crate) fn last_os(what: impl Into<String>) -> Self {
         Error::io(what, io::Error::last_os_error())
     }
     pub(crate) fn vfio(what: impl Into<String>, err: impl fmt::Display) -> Self {
-        Error::Vfio { what: what.into(), err: err.to_string() }
+        Error::Vfio {
+            what: what.into(),
+            err: err.to_string(),
+        }
     }
 }
 
@@ -54,17 +69,39 @@ impl fmt::Display for Error {
             Error::NotVgpu => write!(f, "no PVINFO magic at BAR0+0x78000: not a gvt-rs vGPU"),
             Error::Refused { what, detail } => write!(f, "the device refused {what}: {detail}"),
             Error::NotMine { gma, len } => {
-                write!(f, "graphics memory {gma:#x}+{len:#x} is outside this vGPU's slices (ballooned)")
+                write!(
+                    f,
+                    "graphics memory {gma:#x}+{len:#x} is outside this vGPU's slices (ballooned)"
+                )
             }
-            Error::NotMapped { gma } => write!(f, "graphics address {gma:#x} is not mapped by the driver"),
-            Error::NoRam { wanted, free } => write!(f, "out of guest RAM: {wanted} pages wanted, {free} free"),
+            Error::NotMapped { gma } => {
+                write!(f, "graphics address {gma:#x} is not mapped by the driver")
+            }
+            Error::NoRam { wanted, free } => {
+                write!(f, "out of guest RAM: {wanted} pages wanted, {free} free")
+            }
             Error::BadInput(s) => write!(f, "bad input: {s}"),
-            Error::Timeout { what, waited } => write!(f, "timed out after {:.1} s waiting for {what}", waited.as_secs_f64()),
+            Error::Timeout { what, waited } => write!(
+                f,
+                "timed out after {:.1} s waiting for {what}",
+                waited.as_secs_f64()
+            ),
             Error::EngineError { engine, iir, eir } => {
-                write!(f, "{engine:?} reported an error: GT IIR {iir:#x}, RING_EIR {eir:#x}")
+                write!(
+                    f,
+                    "{engine:?} reported an error: GT IIR {iir:#x}, RING_EIR {eir:#x}"
+                )
             }
-            Error::Mismatch { what, at, expected, got } => {
-                write!(f, "{what} at {at:#x}: expected {expected:#x}, found {got:#x}")
+            Error::Mismatch {
+                what,
+                at,
+                expected,
+                got,
+            } => {
+                write!(
+                    f,
+                    "{what} at {at:#x}: expected {expected:#x}, found {got:#x}"
+                )
             }
         }
     }

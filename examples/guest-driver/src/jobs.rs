@@ -13,7 +13,7 @@
 use std::time::Duration;
 
 use gvt_core::cmd::encode::{color_blt, flush_dw_store, sdi, src_copy_blt};
-use gvt_core::cmd::{MI_USER_INTERRUPT, Space};
+use gvt_core::cmd::{Space, MI_USER_INTERRUPT};
 
 use crate::backend::Backend;
 use crate::driver::{user_irq, Driver, BCS, PAGE, RCS};
@@ -41,23 +41,50 @@ pub fn store_addr<B: Backend>(d: &Driver<B>) -> u64 {
 /// The blitter job's commands.
 pub fn blit_job<B: Backend>(d: &Driver<B>, color: u32, marker: u32) -> Vec<u32> {
     let l = d.layout();
-    let fill = color_blt(l.surfaces(), PITCH, (0, 0, FILL_W as u32, FILL_H as u32), color);
-    let copy = src_copy_blt(l.results(), PITCH, (0, 0, COPY_W as u32, COPY_H as u32), l.surfaces(), PITCH, (8, 4));
+    let fill = color_blt(
+        l.surfaces(),
+        PITCH,
+        (0, 0, FILL_W as u32, FILL_H as u32),
+        color,
+    );
+    let copy = src_copy_blt(
+        l.results(),
+        PITCH,
+        (0, 0, COPY_W as u32, COPY_H as u32),
+        l.surfaces(),
+        PITCH,
+        (8, 4),
+    );
     let store = flush_dw_store(Space::Ggtt, marker_addr(d), marker, false);
     [&fill[..], &copy[..], &store[..], &[MI_USER_INTERRUPT]].concat()
 }
 
 /// The render job's commands.
 pub fn store_job<B: Backend>(d: &Driver<B>, value: u32) -> Vec<u32> {
-    [&sdi(Space::Ggtt, store_addr(d), value)[..], &[MI_USER_INTERRUPT]].concat()
+    [
+        &sdi(Space::Ggtt, store_addr(d), value)[..],
+        &[MI_USER_INTERRUPT],
+    ]
+    .concat()
 }
 
-fn expect<B: Backend>(d: &mut Driver<B>, what: &str, at: u64, expected: u32, ram: bool) -> Result<()> {
+fn expect<B: Backend>(
+    d: &mut Driver<B>,
+    what: &str,
+    at: u64,
+    expected: u32,
+    ram: bool,
+) -> Result<()> {
     let got = if ram { d.read_ram(at)? } else { d.read(at)? };
     if got == expected {
         Ok(())
     } else {
-        Err(Error::Mismatch { what: what.into(), at, expected, got })
+        Err(Error::Mismatch {
+            what: what.into(),
+            at,
+            expected,
+            got,
+        })
     }
 }
 
@@ -71,7 +98,13 @@ pub fn check_blit<B: Backend>(d: &mut Driver<B>, color: u32, marker: u32) -> Res
     for y in 0..FILL_H + 2 {
         for x in 0..FILL_W + 2 {
             let inside = x < FILL_W && y < FILL_H;
-            expect(d, "fill pixel (RAM)", l.surfaces() + y * p + 4 * x, if inside { color } else { 0 }, true)?;
+            expect(
+                d,
+                "fill pixel (RAM)",
+                l.surfaces() + y * p + 4 * x,
+                if inside { color } else { 0 },
+                true,
+            )?;
         }
     }
     for y in 0..COPY_H + 1 {
@@ -106,7 +139,13 @@ pub struct Round {
 /// both submitted before waiting; wait for both (user interrupts, HEAD),
 /// check every result, acknowledge.  Errors on a missing user interrupt or
 /// any error interrupt.
-pub fn run_round<B: Backend>(d: &mut Driver<B>, color: u32, marker: u32, value: u32, timeout: Duration) -> Result<Round> {
+pub fn run_round<B: Backend>(
+    d: &mut Driver<B>,
+    color: u32,
+    marker: u32,
+    value: u32,
+    timeout: Duration,
+) -> Result<Round> {
     let blit = blit_job(d, color, marker);
     let store = store_job(d, value);
     d.submit(BCS, &blit)?;
@@ -118,7 +157,10 @@ pub fn run_round<B: Backend>(d: &mut Driver<B>, color: u32, marker: u32, value: 
     d.ack(iir)?;
     check_blit(d, color, marker)?;
     check_store(d, value)?;
-    Ok(Round { iir, irqs: w.irqs + a.irqs + b.irqs })
+    Ok(Round {
+        iir,
+        irqs: w.irqs + a.irqs + b.irqs,
+    })
 }
 
 /// A one-page local address space: PPGTT address `0..4096` maps `data_gpa`.
@@ -147,7 +189,11 @@ impl Ppgtt {
             d.write_phys(pt_gpa + 4 * u64::from(i), &[0])?;
         }
         d.write(pd, &[(pt_gpa as u32) | 1, (pt_gpa >> 32) as u32])?;
-        let p = Ppgtt { pd, pt_gpa, data_gpa };
+        let p = Ppgtt {
+            pd,
+            pt_gpa,
+            data_gpa,
+        };
         p.set_present(d, true)?;
         d.set_ppgtt(pd)?;
         Ok(p)

@@ -36,11 +36,23 @@ pub use gvt_guest::PteWidth;
 /// Run `rounds` rounds of [`jobs::run_round`] with colours derived from
 /// `seed`; returns the interrupts seen.  What the CLI and the nested-guest
 /// program do after [`Driver::boot`].
-pub fn selftest<B: Backend>(d: &mut Driver<B>, seed: u32, rounds: u32, timeout: std::time::Duration) -> Result<u64> {
+pub fn selftest<B: Backend>(
+    d: &mut Driver<B>,
+    seed: u32,
+    rounds: u32,
+    timeout: std::time::Duration,
+) -> Result<u64> {
     let mut irqs = 0;
     for r in 0..rounds {
-        let color = 0xFF00_0000 | (seed.wrapping_mul(0x0001_0203) ^ r.wrapping_mul(0x0004_0506)) & 0x00FF_FFFF;
-        let round = jobs::run_round(d, color, 0xD000_0000 | (seed << 8) | r, 0x5000_0000 | (seed << 8) | r, timeout)?;
+        let color = 0xFF00_0000
+            | (seed.wrapping_mul(0x0001_0203) ^ r.wrapping_mul(0x0004_0506)) & 0x00FF_FFFF;
+        let round = jobs::run_round(
+            d,
+            color,
+            0xD000_0000 | (seed << 8) | r,
+            0x5000_0000 | (seed << 8) | r,
+            timeout,
+        )?;
         irqs += round.irqs;
     }
     Ok(irqs)

@@ -37,10 +37,16 @@ fn run<B: Backend>(bus: B, rounds: u32) -> Result<()> {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let num = |s: Option<&String>| s.map_or(Ok(3), |s| s.parse::<u32>().map_err(|e| format!("rounds {s:?}: {e}")));
+    let num = |s: Option<&String>| {
+        s.map_or(Ok(3), |s| {
+            s.parse::<u32>().map_err(|e| format!("rounds {s:?}: {e}"))
+        })
+    };
     let r = match args.first().map(String::as_str) {
         Some("vfio") if args.len() >= 2 => num(args.get(2)).and_then(|n| {
-            VfioBackend::open(&PathBuf::from(&args[1]), RamConfig::DEFAULT).and_then(|b| run(b, n)).map_err(|e| e.to_string())
+            VfioBackend::open(&PathBuf::from(&args[1]), RamConfig::DEFAULT)
+                .and_then(|b| run(b, n))
+                .map_err(|e| e.to_string())
         }),
         Some("sysfs") => {
             let (dir, n) = match args.get(1) {
@@ -48,7 +54,9 @@ fn main() -> ExitCode {
                 other => (SysfsBackend::find(), num(other)),
             };
             n.and_then(|n| {
-                dir.and_then(|d| SysfsBackend::open(&d, 160)).and_then(|b| run(b, n)).map_err(|e| e.to_string())
+                dir.and_then(|d| SysfsBackend::open(&d, 160))
+                    .and_then(|b| run(b, n))
+                    .map_err(|e| e.to_string())
             })
         }
         _ => Err(USAGE.to_string()),

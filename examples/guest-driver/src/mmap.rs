@@ -22,18 +22,31 @@ unsafe impl Send for Mmap {}
 impl Mmap {
     /// A shared mapping of `len` bytes of `fd` at `offset`.
     pub fn shared(fd: RawFd, offset: u64, len: usize, what: &str) -> Result<Mmap> {
-        let off = libc::off_t::try_from(offset).map_err(|_| Error::BadInput(format!("{what}: offset {offset:#x}")))?;
+        let off = libc::off_t::try_from(offset)
+            .map_err(|_| Error::BadInput(format!("{what}: offset {offset:#x}")))?;
         Self::map(fd, off, len, libc::MAP_SHARED, what)
     }
 
     /// Shared anonymous memory (shmem pages), populated.
     pub fn anonymous_shared(len: usize, what: &str) -> Result<Mmap> {
-        Self::map(-1, 0, len, libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_POPULATE, what)
+        Self::map(
+            -1,
+            0,
+            len,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            what,
+        )
     }
 
     /// Private anonymous memory, populated.
     pub fn anonymous(len: usize, what: &str) -> Result<Mmap> {
-        Self::map(-1, 0, len, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE, what)
+        Self::map(
+            -1,
+            0,
+            len,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+            what,
+        )
     }
 
     fn map(fd: RawFd, off: libc::off_t, len: usize, flags: i32, what: &str) -> Result<Mmap> {
@@ -42,9 +55,20 @@ impl Mmap {
         }
         // SAFETY: a fresh mapping chosen by the kernel; no existing memory
         // is affected; the kernel checks fd, offset and length.
-        let p = unsafe { libc::mmap(ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, fd, off) };
+        let p = unsafe {
+            libc::mmap(
+                ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                fd,
+                off,
+            )
+        };
         if p == libc::MAP_FAILED {
-            return Err(Error::last_os(format!("mmap {what} ({len:#x} bytes at {off:#x})")));
+            return Err(Error::last_os(format!(
+                "mmap {what} ({len:#x} bytes at {off:#x})"
+            )));
         }
         Ok(Mmap { ptr: p.cast(), len })
     }
@@ -78,9 +102,18 @@ impl Mmap {
         unsafe {
             let p = self.ptr.add(off);
             match data.len() {
-                8 if off % 8 == 0 => ptr::write_volatile(p.cast::<u64>(), u64::from_le_bytes(data.try_into().unwrap_or_default())),
-                4 if off % 4 == 0 => ptr::write_volatile(p.cast::<u32>(), u32::from_le_bytes(data.try_into().unwrap_or_default())),
-                2 if off % 2 == 0 => ptr::write_volatile(p.cast::<u16>(), u16::from_le_bytes(data.try_into().unwrap_or_default())),
+                8 if off % 8 == 0 => ptr::write_volatile(
+                    p.cast::<u64>(),
+                    u64::from_le_bytes(data.try_into().unwrap_or_default()),
+                ),
+                4 if off % 4 == 0 => ptr::write_volatile(
+                    p.cast::<u32>(),
+                    u32::from_le_bytes(data.try_into().unwrap_or_default()),
+                ),
+                2 if off % 2 == 0 => ptr::write_volatile(
+                    p.cast::<u16>(),
+                    u16::from_le_bytes(data.try_into().unwrap_or_default()),
+                ),
                 _ => {
                     for (i, b) in data.iter().enumerate() {
                         ptr::write_volatile(p.add(i), *b);
@@ -100,9 +133,15 @@ impl Mmap {
         unsafe {
             let p = self.ptr.add(off);
             match buf.len() {
-                8 if off % 8 == 0 => buf.copy_from_slice(&ptr::read_volatile(p.cast::<u64>()).to_le_bytes()),
-                4 if off % 4 == 0 => buf.copy_from_slice(&ptr::read_volatile(p.cast::<u32>()).to_le_bytes()),
-                2 if off % 2 == 0 => buf.copy_from_slice(&ptr::read_volatile(p.cast::<u16>()).to_le_bytes()),
+                8 if off % 8 == 0 => {
+                    buf.copy_from_slice(&ptr::read_volatile(p.cast::<u64>()).to_le_bytes())
+                }
+                4 if off % 4 == 0 => {
+                    buf.copy_from_slice(&ptr::read_volatile(p.cast::<u32>()).to_le_bytes())
+                }
+                2 if off % 2 == 0 => {
+                    buf.copy_from_slice(&ptr::read_volatile(p.cast::<u16>()).to_le_bytes())
+                }
                 _ => {
                     for (i, b) in buf.iter_mut().enumerate() {
                         *b = ptr::read_volatile(p.add(i));

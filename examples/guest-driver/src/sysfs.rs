@@ -59,7 +59,13 @@ fn hex(s: &str) -> Option<u64> {
 fn bar_size(dir: &Path, n: usize) -> Result<u64> {
     let p = dir.join("resource");
     let s = fs::read_to_string(&p).map_err(|e| Error::io(format!("read {}", p.display()), e))?;
-    let f: Vec<u64> = s.lines().nth(n).unwrap_or("").split_whitespace().filter_map(hex).collect();
+    let f: Vec<u64> = s
+        .lines()
+        .nth(n)
+        .unwrap_or("")
+        .split_whitespace()
+        .filter_map(hex)
+        .collect();
     Ok(match f.as_slice() {
         [start, end, ..] if *end > *start => end - start + 1,
         _ => 0,
@@ -70,7 +76,8 @@ impl SysfsBackend {
     /// The first PCI function with the gvt-rs vGPU's IDs.
     pub fn find() -> Result<PathBuf> {
         let root = Path::new("/sys/bus/pci/devices");
-        let rd = fs::read_dir(root).map_err(|e| Error::io(format!("list {}", root.display()), e))?;
+        let rd =
+            fs::read_dir(root).map_err(|e| Error::io(format!("list {}", root.display()), e))?;
         let mut all: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).collect();
         all.sort();
         for d in all {
@@ -79,7 +86,10 @@ impl SysfsBackend {
                 return Ok(d);
             }
         }
-        Err(Error::BadInput(format!("no PCI function {VENDOR:04x}:{DEVICE:04x} under {}", root.display())))
+        Err(Error::BadInput(format!(
+            "no PCI function {VENDOR:04x}:{DEVICE:04x} under {}",
+            root.display()
+        )))
     }
 
     /// Map BAR0 and the vGPU's aperture slice (learned from PVINFO), and
@@ -87,18 +97,27 @@ impl SysfsBackend {
     pub fn open(dir: &Path, ram_pages: usize) -> Result<SysfsBackend> {
         let open = |f: &str| {
             let p = dir.join(f);
-            fs::OpenOptions::new().read(true).write(true).open(&p).map_err(|e| Error::io(format!("open {}", p.display()), e))
+            fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&p)
+                .map_err(|e| Error::io(format!("open {}", p.display()), e))
         };
         let bar0_size = bar_size(dir, 0)?;
         if bar0_size < (PVINFO as u64) + 0x1000 {
-            return Err(Error::BadInput(format!("{}: BAR0 is {bar0_size:#x} bytes, too small for PVINFO", dir.display())));
+            return Err(Error::BadInput(format!(
+                "{}: BAR0 is {bar0_size:#x} bytes, too small for PVINFO",
+                dir.display()
+            )));
         }
         let bar2_size = bar_size(dir, 2)?;
         let r0 = open("resource0")?;
         let bar0 = Mmap::shared(r0.as_raw_fd(), 0, bar0_size as usize, "resource0")?;
         let rd32 = |off: usize| {
             let mut b = [0u8; 4];
-            bar0.read(off, &mut b).then(|| u32::from_le_bytes(b)).ok_or_else(|| Error::BadInput(format!("BAR0 {off:#x}")))
+            bar0.read(off, &mut b)
+                .then(|| u32::from_le_bytes(b))
+                .ok_or_else(|| Error::BadInput(format!("BAR0 {off:#x}")))
         };
         let magic = u64::from(rd32(PVINFO)?) | (u64::from(rd32(PVINFO + 4)?) << 32);
         if magic != gvt_core::pvinfo::VGT_MAGIC {
@@ -107,26 +126,50 @@ impl SysfsBackend {
         let base = u64::from(rd32(PV_MAPPABLE_BASE)?);
         let size = u64::from(rd32(PV_MAPPABLE_SIZE)?);
         if size == 0 || base % PAGE != 0 || base.checked_add(size).is_none_or(|e| e > bar2_size) {
-            return Err(Error::BadInput(format!("PVINFO aperture slice {base:#x}+{size:#x} does not fit BAR2 ({bar2_size:#x})")));
+            return Err(Error::BadInput(format!(
+                "PVINFO aperture slice {base:#x}+{size:#x} does not fit BAR2 ({bar2_size:#x})"
+            )));
         }
         let r2 = open("resource2")?;
-        let bar2 = Mmap::shared(r2.as_raw_fd(), base, size as usize, "resource2 (aperture slice)")?;
+        let bar2 = Mmap::shared(
+            r2.as_raw_fd(),
+            base,
+            size as usize,
+            "resource2 (aperture slice)",
+        )?;
         let (ram, phys) = locked_ram(ram_pages)?;
         let index = phys.iter().enumerate().map(|(i, p)| (*p, i)).collect();
-        Ok(SysfsBackend { dir: dir.to_path_buf(), bar0, bar2: (base, bar2), ram, phys, index, err: None })
+        Ok(SysfsBackend {
+            dir: dir.to_path_buf(),
+            bar0,
+            bar2: (base, bar2),
+            ram,
+            phys,
+            index,
+            err: None,
+        })
     }
 
     /// Write the PCI command register through the function's `config` file.
     pub fn set_command(&mut self, bits: u16) -> Result<()> {
         let p = self.dir.join("config");
-        let f = fs::OpenOptions::new().read(true).write(true).open(&p).map_err(|e| Error::io(format!("open {}", p.display()), e))?;
-        f.write_all_at(&bits.to_le_bytes(), 4).map_err(|e| Error::io(format!("write {} at 4", p.display()), e))?;
+        let f = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .map_err(|e| Error::io(format!("open {}", p.display()), e))?;
+        f.write_all_at(&bits.to_le_bytes(), 4)
+            .map_err(|e| Error::io(format!("write {} at 4", p.display()), e))?;
         let mut b = [0u8; 2];
-        f.read_exact_at(&mut b, 4).map_err(|e| Error::io(format!("read {} at 4", p.display()), e))?;
+        f.read_exact_at(&mut b, 4)
+            .map_err(|e| Error::io(format!("read {} at 4", p.display()), e))?;
         let now = u16::from_le_bytes(b);
         // Memory decode must stick; a VMM may emulate the other bits.
         if now & bits & crate::vfio::CMD_MEMORY != bits & crate::vfio::CMD_MEMORY {
-            return Err(Error::Refused { what: "the PCI command register".into(), detail: format!("wrote {bits:#x}, reads {now:#x}") });
+            return Err(Error::Refused {
+                what: "the PCI command register".into(),
+                detail: format!("wrote {bits:#x}, reads {now:#x}"),
+            });
         }
         Ok(())
     }
@@ -145,7 +188,9 @@ impl SysfsBackend {
 /// `pages` locked, touched pages and their physical addresses.
 fn locked_ram(pages: usize) -> Result<(Mmap, Vec<u64>)> {
     let _ = fs::write("/proc/sys/vm/compact_unevictable_allowed", "0");
-    let len = pages.checked_mul(PAGE as usize).ok_or_else(|| Error::BadInput(format!("{pages} pages")))?;
+    let len = pages
+        .checked_mul(PAGE as usize)
+        .ok_or_else(|| Error::BadInput(format!("{pages} pages")))?;
     let ram = Mmap::anonymous(len, "guest RAM buffer")?;
     // SAFETY: locking our own live mapping.
     if unsafe { libc::mlock(ram.as_ptr().cast(), len) } != 0 {
@@ -155,19 +200,26 @@ fn locked_ram(pages: usize) -> Result<(Mmap, Vec<u64>)> {
         // Touch every page so it has a frame (zeroed: the driver's view).
         ram.write(i * PAGE as usize, &[0u8; 8]);
     }
-    let pm = fs::File::open("/proc/self/pagemap").map_err(|e| Error::io("open /proc/self/pagemap", e))?;
+    let pm = fs::File::open("/proc/self/pagemap")
+        .map_err(|e| Error::io("open /proc/self/pagemap", e))?;
     let mut phys = Vec::with_capacity(pages);
     for i in 0..pages {
         let va = ram.as_ptr() as u64 + (i as u64) * PAGE;
         let mut e = [0u8; 8];
-        pm.read_exact_at(&mut e, (va / PAGE) * 8).map_err(|e| Error::io("read /proc/self/pagemap", e))?;
+        pm.read_exact_at(&mut e, (va / PAGE) * 8)
+            .map_err(|e| Error::io("read /proc/self/pagemap", e))?;
         let e = u64::from_le_bytes(e);
         let pfn = e & ((1 << 55) - 1);
         if e & (1 << 63) == 0 {
-            return Err(Error::BadInput(format!("page {i} of the locked buffer is not present")));
+            return Err(Error::BadInput(format!(
+                "page {i} of the locked buffer is not present"
+            )));
         }
         if pfn == 0 {
-            return Err(Error::Refused { what: "/proc/self/pagemap".into(), detail: "PFN 0: reading frame numbers needs CAP_SYS_ADMIN (run as root)".into() });
+            return Err(Error::Refused {
+                what: "/proc/self/pagemap".into(),
+                detail: "PFN 0: reading frame numbers needs CAP_SYS_ADMIN (run as root)".into(),
+            });
         }
         phys.push(pfn * PAGE);
     }
@@ -175,7 +227,9 @@ fn locked_ram(pages: usize) -> Result<(Mmap, Vec<u64>)> {
     sorted.sort_unstable();
     sorted.dedup();
     if sorted.len() != phys.len() {
-        return Err(Error::BadInput("two pages of the locked buffer share a frame".into()));
+        return Err(Error::BadInput(
+            "two pages of the locked buffer share a frame".into(),
+        ));
     }
     Ok((ram, phys))
 }
@@ -184,7 +238,10 @@ impl GuestBus for SysfsBackend {
     fn bar0_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
         let ok = usize::try_from(offset).is_ok_and(|o| self.bar0.read(o, buf));
         if !ok {
-            self.err = Some(format!("BAR0 read {offset:#x}+{}: outside resource0", buf.len()));
+            self.err = Some(format!(
+                "BAR0 read {offset:#x}+{}: outside resource0",
+                buf.len()
+            ));
         }
         ok
     }
@@ -192,25 +249,38 @@ impl GuestBus for SysfsBackend {
     fn bar0_write(&mut self, offset: u64, data: &[u8]) -> bool {
         let ok = usize::try_from(offset).is_ok_and(|o| self.bar0.write(o, data));
         if !ok {
-            self.err = Some(format!("BAR0 write {offset:#x}+{}: outside resource0", data.len()));
+            self.err = Some(format!(
+                "BAR0 write {offset:#x}+{}: outside resource0",
+                data.len()
+            ));
         }
         ok
     }
 
     fn aperture_write(&mut self, offset: u64, data: &[u8]) -> bool {
         let (base, m) = &self.bar2;
-        let ok = offset.checked_sub(*base).and_then(|r| usize::try_from(r).ok()).is_some_and(|r| m.write(r, data));
+        let ok = offset
+            .checked_sub(*base)
+            .and_then(|r| usize::try_from(r).ok())
+            .is_some_and(|r| m.write(r, data));
         if !ok {
-            self.err = Some(format!("aperture write {offset:#x}: outside the mapped slice"));
+            self.err = Some(format!(
+                "aperture write {offset:#x}: outside the mapped slice"
+            ));
         }
         ok
     }
 
     fn aperture_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
         let (base, m) = &self.bar2;
-        let ok = offset.checked_sub(*base).and_then(|r| usize::try_from(r).ok()).is_some_and(|r| m.read(r, buf));
+        let ok = offset
+            .checked_sub(*base)
+            .and_then(|r| usize::try_from(r).ok())
+            .is_some_and(|r| m.read(r, buf));
         if !ok {
-            self.err = Some(format!("aperture read {offset:#x}: outside the mapped slice"));
+            self.err = Some(format!(
+                "aperture read {offset:#x}: outside the mapped slice"
+            ));
         }
         ok
     }
@@ -219,7 +289,9 @@ impl GuestBus for SysfsBackend {
         match self.ram_at(gpa, data.len()) {
             Some(o) => self.ram.write(o, data),
             None => {
-                self.err = Some(format!("physical {gpa:#x} is not a page of the driver's buffer"));
+                self.err = Some(format!(
+                    "physical {gpa:#x} is not a page of the driver's buffer"
+                ));
                 false
             }
         }
@@ -229,7 +301,9 @@ impl GuestBus for SysfsBackend {
         match self.ram_at(gpa, buf.len()) {
             Some(o) => self.ram.read(o, buf),
             None => {
-                self.err = Some(format!("physical {gpa:#x} is not a page of the driver's buffer"));
+                self.err = Some(format!(
+                    "physical {gpa:#x} is not a page of the driver's buffer"
+                ));
                 false
             }
         }
@@ -238,7 +312,11 @@ impl GuestBus for SysfsBackend {
 
 impl Backend for SysfsBackend {
     fn describe(&self) -> String {
-        format!("sysfs {} ({} locked RAM pages)", self.dir.display(), self.phys.len())
+        format!(
+            "sysfs {} ({} locked RAM pages)",
+            self.dir.display(),
+            self.phys.len()
+        )
     }
 
     fn ram_pages(&self) -> Vec<u64> {
@@ -246,7 +324,9 @@ impl Backend for SysfsBackend {
     }
 
     fn enable(&mut self) -> Result<()> {
-        self.set_command(crate::vfio::CMD_MEMORY | crate::vfio::CMD_BUS_MASTER | crate::vfio::CMD_INTX_DISABLE)
+        self.set_command(
+            crate::vfio::CMD_MEMORY | crate::vfio::CMD_BUS_MASTER | crate::vfio::CMD_INTX_DISABLE,
+        )
     }
 
     fn wait_irq(&mut self, _timeout: Duration) -> Result<IrqWait> {
@@ -280,7 +360,10 @@ mod tests {
         fs::write(d.join("resource"), "garbage\n").unwrap();
         assert_eq!(bar_size(&d, 0).unwrap(), 0);
         let _ = fs::remove_dir_all(&d);
-        assert!(bar_size(&d, 0).is_err(), "missing file is an error, not a panic");
+        assert!(
+            bar_size(&d, 0).is_err(),
+            "missing file is an error, not a panic"
+        );
     }
 
     #[test]

@@ -48,7 +48,11 @@ pub struct RamConfig {
 
 impl RamConfig {
     /// 4 MiB of shared anonymous memory at IOVA 1 GiB.
-    pub const DEFAULT: RamConfig = RamConfig { iova: 1 << 30, pages: 1024, shared: true };
+    pub const DEFAULT: RamConfig = RamConfig {
+        iova: 1 << 30,
+        pages: 1024,
+        shared: true,
+    };
 }
 
 /// A vGPU opened through VFIO, with its guest RAM.
@@ -79,16 +83,20 @@ impl VfioBackend {
     pub fn open(sysfs: &Path, ram: RamConfig) -> Result<VfioBackend> {
         let path = sysfs.display().to_string();
         if ram.pages == 0 || ram.iova % PAGE != 0 {
-            return Err(Error::BadInput(format!("guest RAM {ram:?}: needs pages and a page-aligned IOVA")));
+            return Err(Error::BadInput(format!(
+                "guest RAM {ram:?}: needs pages and a page-aligned IOVA"
+            )));
         }
         let len = ram
             .pages
             .checked_mul(PAGE)
             .and_then(|l| usize::try_from(l).ok())
             .ok_or_else(|| Error::BadInput(format!("guest RAM of {} pages", ram.pages)))?;
-        let container = Arc::new(VfioContainer::new(None).map_err(|e| Error::vfio("open /dev/vfio/vfio", e))?);
+        let container =
+            Arc::new(VfioContainer::new(None).map_err(|e| Error::vfio("open /dev/vfio/vfio", e))?);
         let ops: Arc<dyn VfioOps> = container.clone();
-        let dev = VfioDevice::new(sysfs, ops, false).map_err(|e| Error::vfio(format!("open {path}"), e))?;
+        let dev = VfioDevice::new(sysfs, ops, false)
+            .map_err(|e| Error::vfio(format!("open {path}"), e))?;
         let area = dev
             .get_region_caps(VFIO_PCI_BAR2_REGION_INDEX)
             .into_iter()
@@ -100,7 +108,11 @@ impl VfioBackend {
         let mut me = VfioBackend {
             aperture: None,
             msi: None,
-            ram: if ram.shared { Mmap::anonymous_shared(len, "guest RAM")? } else { Mmap::anonymous(len, "guest RAM")? },
+            ram: if ram.shared {
+                Mmap::anonymous_shared(len, "guest RAM")?
+            } else {
+                Mmap::anonymous(len, "guest RAM")?
+            },
             ram_cfg: ram,
             dma: Vec::new(),
             cfg_off: dev.get_region_offset(VFIO_PCI_CONFIG_REGION_INDEX),
@@ -114,8 +126,14 @@ impl VfioBackend {
             err: None,
         };
         if let Some(a) = area {
-            let n = usize::try_from(a.size).map_err(|_| Error::BadInput(format!("aperture area {a:?}")))?;
-            let m = Mmap::shared(me.dev.as_raw_fd(), me.bar2_off + a.offset, n, "the BAR2 sparse area")?;
+            let n = usize::try_from(a.size)
+                .map_err(|_| Error::BadInput(format!("aperture area {a:?}")))?;
+            let m = Mmap::shared(
+                me.dev.as_raw_fd(),
+                me.bar2_off + a.offset,
+                n,
+                "the BAR2 sparse area",
+            )?;
             me.aperture = Some((a.offset, m));
         }
         me.dma_map(ram.iova, ram.pages * PAGE)?;
@@ -142,13 +160,18 @@ impl VfioBackend {
     /// `VFIO_IOMMU_MAP_DMA` of `[iova, iova + size)` of the guest RAM
     /// buffer (again, after [`VfioBackend::dma_unmap`]).
     pub fn dma_map(&mut self, iova: u64, size: u64) -> Result<()> {
-        let off = self.ram_offset(iova, size).ok_or_else(|| Error::BadInput(format!("{iova:#x}+{size:#x} is not in guest RAM")))?;
+        let off = self
+            .ram_offset(iova, size)
+            .ok_or_else(|| Error::BadInput(format!("{iova:#x}+{size:#x} is not in guest RAM")))?;
         let n = usize::try_from(size).map_err(|_| Error::BadInput(format!("size {size:#x}")))?;
         // SAFETY: `[ptr, ptr + n)` lies inside `self.ram`, a live private
         // mapping that only volatile accesses through raw pointers touch
         // (`Mmap`); it is DMA-unmapped (drop, `dma_unmap`) before munmap.
-        unsafe { self.container.vfio_dma_map(iova, n, self.ram.as_ptr().add(off)) }
-            .map_err(|e| Error::vfio(format!("MAP_DMA {iova:#x}+{size:#x}"), e))?;
+        unsafe {
+            self.container
+                .vfio_dma_map(iova, n, self.ram.as_ptr().add(off))
+        }
+        .map_err(|e| Error::vfio(format!("MAP_DMA {iova:#x}+{size:#x}"), e))?;
         self.dma.push((iova, size));
         Ok(())
     }
@@ -157,8 +180,11 @@ impl VfioBackend {
     /// the driver is told (`dma_unmap`) and must drop its pins.
     pub fn dma_unmap(&mut self, iova: u64, size: u64) -> Result<()> {
         let n = usize::try_from(size).map_err(|_| Error::BadInput(format!("size {size:#x}")))?;
-        self.container.vfio_dma_unmap(iova, n).map_err(|e| Error::vfio(format!("UNMAP_DMA {iova:#x}+{size:#x}"), e))?;
-        self.dma.retain(|&(i, s)| !(i >= iova && i + s <= iova + size));
+        self.container
+            .vfio_dma_unmap(iova, n)
+            .map_err(|e| Error::vfio(format!("UNMAP_DMA {iova:#x}+{size:#x}"), e))?;
+        self.dma
+            .retain(|&(i, s)| !(i >= iova && i + s <= iova + size));
         Ok(())
     }
 
@@ -169,9 +195,17 @@ impl VfioBackend {
     }
 
     fn pread(&self, at: u64, buf: &mut [u8]) -> std::io::Result<usize> {
-        let off = libc::off_t::try_from(at).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let off = libc::off_t::try_from(at)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes.
-        let r = unsafe { libc::pread(self.dev.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), off) };
+        let r = unsafe {
+            libc::pread(
+                self.dev.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                off,
+            )
+        };
         if r < 0 {
             Err(std::io::Error::last_os_error())
         } else {
@@ -180,7 +214,8 @@ impl VfioBackend {
     }
 
     fn pwrite(&self, at: u64, buf: &[u8]) -> std::io::Result<usize> {
-        let off = libc::off_t::try_from(at).map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let off = libc::off_t::try_from(at)
+            .map_err(|_| std::io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: `buf` is a valid buffer of `buf.len()` bytes.
         let r = unsafe { libc::pwrite(self.dev.as_raw_fd(), buf.as_ptr().cast(), buf.len(), off) };
         if r < 0 {
@@ -190,16 +225,34 @@ impl VfioBackend {
         }
     }
 
-    fn region_rw(&mut self, what: &str, base: u64, size: u64, off: u64, buf: &mut [u8], write: bool) -> bool {
+    fn region_rw(
+        &mut self,
+        what: &str,
+        base: u64,
+        size: u64,
+        off: u64,
+        buf: &mut [u8],
+        write: bool,
+    ) -> bool {
         if off.checked_add(buf.len() as u64).is_none_or(|e| e > size) {
-            self.err = Some(format!("{what} {off:#x}+{}: outside the region ({size:#x} bytes)", buf.len()));
+            self.err = Some(format!(
+                "{what} {off:#x}+{}: outside the region ({size:#x} bytes)",
+                buf.len()
+            ));
             return false;
         }
-        let r = if write { self.pwrite(base + off, buf) } else { self.pread(base + off, buf) };
+        let r = if write {
+            self.pwrite(base + off, buf)
+        } else {
+            self.pread(base + off, buf)
+        };
         match r {
             Ok(n) if n == buf.len() => true,
             Ok(n) => {
-                self.err = Some(format!("{what} {off:#x}: short transfer ({n} of {})", buf.len()));
+                self.err = Some(format!(
+                    "{what} {off:#x}: short transfer ({n} of {})",
+                    buf.len()
+                ));
                 false
             }
             Err(e) => {
@@ -214,7 +267,10 @@ impl VfioBackend {
         if self.region_rw("config read", self.cfg_off, 256, off, buf, false) {
             Ok(())
         } else {
-            Err(Error::Refused { what: format!("config read at {off:#x}"), detail: self.err.take().unwrap_or_default() })
+            Err(Error::Refused {
+                what: format!("config read at {off:#x}"),
+                detail: self.err.take().unwrap_or_default(),
+            })
         }
     }
 
@@ -224,7 +280,10 @@ impl VfioBackend {
         if self.region_rw("config write", self.cfg_off, 256, off, &mut b, true) {
             Ok(())
         } else {
-            Err(Error::Refused { what: format!("config write at {off:#x}"), detail: self.err.take().unwrap_or_default() })
+            Err(Error::Refused {
+                what: format!("config write at {off:#x}"),
+                detail: self.err.take().unwrap_or_default(),
+            })
         }
     }
 
@@ -342,22 +401,34 @@ impl GuestBus for VfioBackend {
 
 impl Backend for VfioBackend {
     fn describe(&self) -> String {
-        format!("VFIO {} (RAM {:#x}+{:#x})", self.path, self.ram_cfg.iova, self.ram_cfg.pages * PAGE)
+        format!(
+            "VFIO {} (RAM {:#x}+{:#x})",
+            self.path,
+            self.ram_cfg.iova,
+            self.ram_cfg.pages * PAGE
+        )
     }
 
     fn ram_pages(&self) -> Vec<u64> {
-        (0..self.ram_cfg.pages).map(|i| self.ram_cfg.iova + i * PAGE).collect()
+        (0..self.ram_cfg.pages)
+            .map(|i| self.ram_cfg.iova + i * PAGE)
+            .collect()
     }
 
     fn enable(&mut self) -> Result<()> {
         let c = self.cfg_read16(4)?;
-        self.cfg_write(4, &((c | CMD_MEMORY | CMD_BUS_MASTER) & !CMD_INTX_DISABLE).to_le_bytes())?;
+        self.cfg_write(
+            4,
+            &((c | CMD_MEMORY | CMD_BUS_MASTER) & !CMD_INTX_DISABLE).to_le_bytes(),
+        )?;
         if let Some(cap) = self.find_cap(0x05)? {
             let ev = match self.msi.take() {
                 Some(ev) => ev,
                 None => EventFd::new(EFD_NONBLOCK).map_err(|e| Error::io("eventfd", e))?,
             };
-            self.dev.enable_msi(vec![&ev]).map_err(|e| Error::vfio("SET_IRQS MSI eventfd", e))?;
+            self.dev
+                .enable_msi(vec![&ev])
+                .map_err(|e| Error::vfio("SET_IRQS MSI eventfd", e))?;
             let ctl = self.cfg_read16(cap + 2)?;
             self.cfg_write(cap + 2, &(ctl | 1).to_le_bytes())?;
             self.msi = Some(ev);
@@ -366,8 +437,14 @@ impl Backend for VfioBackend {
     }
 
     fn wait_irq(&mut self, timeout: Duration) -> Result<IrqWait> {
-        let Some(ev) = &self.msi else { return Ok(IrqWait::Unsupported) };
-        let mut p = libc::pollfd { fd: ev.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let Some(ev) = &self.msi else {
+            return Ok(IrqWait::Unsupported);
+        };
+        let mut p = libc::pollfd {
+            fd: ev.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         // SAFETY: one valid pollfd.
         let r = unsafe { libc::poll(&mut p, 1, ms) };

@@ -10,7 +10,7 @@ use std::time::Duration;
 use gvt_core::backend::Pte;
 use gvt_core::cfgspace::off as cfgoff;
 use gvt_core::cmd::encode::{color_blt, sdi};
-use gvt_core::cmd::{MI_USER_INTERRUPT, Space};
+use gvt_core::cmd::{Space, MI_USER_INTERRUPT};
 use gvt_core::fakes::{FakeGuestMemory, FakeHostMemory, FakeHostPages};
 use gvt_core::gpu::{Gpu, GpuConfig, WorkBudget, SHADOW_PAGES_PER_VGPU};
 use gvt_core::mem::{GmRange, HostPage, PAGE_SIZE};
@@ -19,7 +19,9 @@ use gvt_core::services::{Clock, CpuMappings, Held, HostMemory};
 use gvt_core::vgpu::{storage_sizes, Env, Vgpu, VgpuParams, VgpuStorage};
 use gvt_guest_driver::driver::{error_irq, user_irq};
 use gvt_guest_driver::jobs::{self, Ppgtt};
-use gvt_guest_driver::{selftest, Backend, BootConfig, Driver, Error, GuestBus, IrqWait, PteWidth, BCS, RCS};
+use gvt_guest_driver::{
+    selftest, Backend, BootConfig, Driver, Error, GuestBus, IrqWait, PteWidth, BCS, RCS,
+};
 
 const MIB: u64 = 1 << 20;
 const GM: u64 = 32 * MIB;
@@ -63,8 +65,26 @@ struct Sim {
 
 macro_rules! with_vgpu {
     ($s:expr, |$v:ident, $env:ident| $body:expr) => {{
-        let Sim { gpu, phys, host, pages, clock, vgpu, vregs, gg, gs, snap, ram, .. } = &mut *$s;
-        let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+        let Sim {
+            gpu,
+            phys,
+            host,
+            pages,
+            clock,
+            vgpu,
+            vregs,
+            gg,
+            gs,
+            snap,
+            ram,
+            ..
+        } = &mut *$s;
+        let st = VgpuStorage {
+            vregs,
+            ggtt_guest: gg,
+            ggtt_shadow: gs,
+            ppgtt_snap: snap,
+        };
         let (mut lock, mut cpu) = (Held::new(gpu, phys), NoCpu);
         let mut $env = Env::new(st, &mut lock, host, pages, &*clock, ram, &mut cpu);
         let $v = vgpu.as_mut().expect("vGPU");
@@ -78,7 +98,12 @@ impl Sim {
         let mut cfg = GpuConfig::DEFAULT;
         cfg.sched.hang_timeout_ns = 20_000_000;
         let gpu = Gpu::<2>::new(cfg, &mut phys).expect("gpu");
-        let part = Partition { aperture: GmRange::new(MIB, MIB), high: GmRange::new(9 * MIB, MIB), fence_base: 4, fence_count: 4 };
+        let part = Partition {
+            aperture: GmRange::new(MIB, MIB),
+            high: GmRange::new(9 * MIB, MIB),
+            fence_base: 4,
+            fence_count: 4,
+        };
         let (nv, ng, ns) = storage_sizes::<8>(&part);
         let mut s = Sim {
             gpu,
@@ -95,10 +120,36 @@ impl Sim {
             msi: 0,
             worker: true,
         };
-        let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(2100 + i)).collect();
-        let params = VgpuParams { id: 1, part, aperture_size: 4 * MIB, weight: 1, scratch: HostPage(2048), shadow_pages: &shadow };
-        let Sim { gpu, phys, host, pages, clock, vregs, gg, gs, snap, ram, .. } = &mut s;
-        let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+        let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64)
+            .map(|i| HostPage(2100 + i))
+            .collect();
+        let params = VgpuParams {
+            id: 1,
+            part,
+            aperture_size: 4 * MIB,
+            weight: 1,
+            scratch: HostPage(2048),
+            shadow_pages: &shadow,
+        };
+        let Sim {
+            gpu,
+            phys,
+            host,
+            pages,
+            clock,
+            vregs,
+            gg,
+            gs,
+            snap,
+            ram,
+            ..
+        } = &mut s;
+        let st = VgpuStorage {
+            vregs,
+            ggtt_guest: gg,
+            ggtt_shadow: gs,
+            ppgtt_snap: snap,
+        };
         let (mut lock, mut cpu) = (Held::new(gpu, phys), NoCpu);
         let mut env = Env::new(st, &mut lock, host, pages, &*clock, ram, &mut cpu);
         s.vgpu = Some(Vgpu::create(params, &mut env).expect("vgpu"));
@@ -111,7 +162,9 @@ impl GuestBus for Sim {
         with_vgpu!(self, |v, env| v.bar0_read(&mut env, offset, buf).is_ok())
     }
     fn bar0_write(&mut self, offset: u64, data: &[u8]) -> bool {
-        let r = with_vgpu!(self, |v, env| v.bar0_write(&mut env, offset, data).map(|w| v.signal(w.delivery)));
+        let r = with_vgpu!(self, |v, env| v
+            .bar0_write(&mut env, offset, data)
+            .map(|w| v.signal(w.delivery)));
         match r {
             Ok(s) => {
                 self.msi += u64::from(s.msi);
@@ -121,18 +174,32 @@ impl GuestBus for Sim {
         }
     }
     fn aperture_write(&mut self, offset: u64, data: &[u8]) -> bool {
-        let p = with_vgpu!(self, |v, env| v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
-        p.is_ok_and(|p| self.host.write(p, (offset % PAGE_SIZE) as usize, data).is_ok())
+        let p = with_vgpu!(self, |v, env| v
+            .aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
+        p.is_ok_and(|p| {
+            self.host
+                .write(p, (offset % PAGE_SIZE) as usize, data)
+                .is_ok()
+        })
     }
     fn aperture_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        let p = with_vgpu!(self, |v, env| v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
-        p.is_ok_and(|p| self.host.read(p, (offset % PAGE_SIZE) as usize, buf).is_ok())
+        let p = with_vgpu!(self, |v, env| v
+            .aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
+        p.is_ok_and(|p| {
+            self.host
+                .read(p, (offset % PAGE_SIZE) as usize, buf)
+                .is_ok()
+        })
     }
     fn ram_write(&mut self, gpa: u64, data: &[u8]) -> bool {
-        self.ram.backing(gpa >> 12).is_some_and(|p| self.host.write(p, (gpa % PAGE_SIZE) as usize, data).is_ok())
+        self.ram
+            .backing(gpa >> 12)
+            .is_some_and(|p| self.host.write(p, (gpa % PAGE_SIZE) as usize, data).is_ok())
     }
     fn ram_read(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
-        self.ram.backing(gpa >> 12).is_some_and(|p| self.host.read(p, (gpa % PAGE_SIZE) as usize, buf).is_ok())
+        self.ram
+            .backing(gpa >> 12)
+            .is_some_and(|p| self.host.read(p, (gpa % PAGE_SIZE) as usize, buf).is_ok())
     }
 }
 
@@ -142,24 +209,37 @@ impl Backend for Sim {
     }
     /// Scattered: frame i*7 mod n (7 is prime to 1024).
     fn ram_pages(&self) -> Vec<u64> {
-        (0..RAM_PAGES).map(|i| (RAM_GFN + (i * 7) % RAM_PAGES) << 12).collect()
+        (0..RAM_PAGES)
+            .map(|i| (RAM_GFN + (i * 7) % RAM_PAGES) << 12)
+            .collect()
     }
     fn enable(&mut self) -> gvt_guest_driver::Result<()> {
         let v = self.vgpu.as_mut().expect("vgpu");
-        v.cfg_write(cfgoff::MSI_CTRL as u32, &1u16.to_le_bytes()).expect("MSI enable");
-        v.cfg_write(cfgoff::COMMAND as u32, &6u16.to_le_bytes()).expect("command");
+        v.cfg_write(cfgoff::MSI_CTRL as u32, &1u16.to_le_bytes())
+            .expect("MSI enable");
+        v.cfg_write(cfgoff::COMMAND as u32, &6u16.to_le_bytes())
+            .expect("command");
         Ok(())
     }
     fn wait_irq(&mut self, _timeout: Duration) -> gvt_guest_driver::Result<IrqWait> {
         if self.worker {
-            let rep = self.gpu.run_engines(&mut self.phys, &mut self.host, &self.clock, WorkBudget::rounds(200));
+            let rep = self.gpu.run_engines(
+                &mut self.phys,
+                &mut self.host,
+                &self.clock,
+                WorkBudget::rounds(200),
+            );
             for (_, d) in rep.pending() {
                 let s = self.vgpu.as_mut().expect("vgpu").signal(d);
                 self.msi += u64::from(s.msi);
             }
         }
         let n = std::mem::take(&mut self.msi);
-        Ok(if n > 0 { IrqWait::Fired(n) } else { IrqWait::TimedOut })
+        Ok(if n > 0 {
+            IrqWait::Fired(n)
+        } else {
+            IrqWait::TimedOut
+        })
     }
     fn take_error(&mut self) -> Option<String> {
         None
@@ -175,7 +255,10 @@ fn booted(cfg: BootConfig) -> Driver<Sim> {
 #[test]
 fn probe_reads_the_slices_from_pvinfo() {
     let d = Driver::probe(Sim::new()).expect("probe");
-    assert_eq!((d.aperture(), d.high(), d.fences(), d.vgt_id()), (GmRange::new(MIB, MIB), GmRange::new(9 * MIB, MIB), 4, 1));
+    assert_eq!(
+        (d.aperture(), d.high(), d.fences(), d.vgt_id()),
+        (GmRange::new(MIB, MIB), GmRange::new(9 * MIB, MIB), 4, 1)
+    );
 }
 
 #[test]
@@ -193,7 +276,10 @@ fn selftest_passes_with_scattered_ram_and_counts_msis() {
 
 #[test]
 fn thirty_two_bit_pte_writes_work_too() {
-    let mut d = booted(BootConfig { width: PteWidth::Halves, ..BootConfig::DEFAULT });
+    let mut d = booted(BootConfig {
+        width: PteWidth::Halves,
+        ..BootConfig::DEFAULT
+    });
     selftest(&mut d, 3, 1, T).expect("selftest");
 }
 
@@ -204,12 +290,24 @@ fn the_driver_keeps_to_its_slices() {
     assert!(matches!(d.map(outside, 1), Err(Error::NotMine { .. })));
     assert!(matches!(d.write(outside, &[1]), Err(Error::NotMine { .. })));
     assert!(matches!(d.read(0), Err(Error::NotMine { .. })));
-    assert!(matches!(d.map(d.aperture().base + 1, 1), Err(Error::BadInput(_))));
-    assert!(matches!(d.map(d.aperture().base, u64::MAX), Err(Error::BadInput(_))));
+    assert!(matches!(
+        d.map(d.aperture().base + 1, 1),
+        Err(Error::BadInput(_))
+    ));
+    assert!(matches!(
+        d.map(d.aperture().base, u64::MAX),
+        Err(Error::BadInput(_))
+    ));
     let end = d.high().end() - PAGE_SIZE;
-    assert!(matches!(d.read(end), Err(Error::NotMapped { .. })), "inside the slice, not backed");
+    assert!(
+        matches!(d.read(end), Err(Error::NotMapped { .. })),
+        "inside the slice, not backed"
+    );
     assert!(matches!(d.submit(RCS, &[]), Err(Error::BadInput(_))));
-    assert!(matches!(d.submit(RCS, &vec![0; 8192]), Err(Error::BadInput(_))));
+    assert!(matches!(
+        d.submit(RCS, &vec![0; 8192]),
+        Err(Error::BadInput(_))
+    ));
 }
 
 #[test]
@@ -228,7 +326,10 @@ fn a_rejected_submission_is_an_engine_error_and_the_driver_recovers() {
     // A blit crossing the end of its aperture slice.
     let blt = color_blt(d.aperture().end() - 512, 512, (0, 0, 64, 2), 1);
     d.submit(BCS, &blt).unwrap();
-    assert!(matches!(d.wait_idle(BCS, T), Err(Error::EngineError { engine: BCS, .. })));
+    assert!(matches!(
+        d.wait_idle(BCS, T),
+        Err(Error::EngineError { engine: BCS, .. })
+    ));
     for e in [RCS, BCS] {
         d.recover(e).unwrap();
     }
@@ -240,14 +341,21 @@ fn a_rejected_submission_is_an_engine_error_and_the_driver_recovers() {
 fn ppgtt_store_lands_in_the_data_page() {
     let mut d = booted(BootConfig::DEFAULT);
     let p = Ppgtt::setup(&mut d).unwrap();
-    d.submit(RCS, &[&sdi(Space::Ppgtt, 0x40, 0xABCD)[..], &[MI_USER_INTERRUPT]].concat()).unwrap();
+    d.submit(
+        RCS,
+        &[&sdi(Space::Ppgtt, 0x40, 0xABCD)[..], &[MI_USER_INTERRUPT]].concat(),
+    )
+    .unwrap();
     d.wait_all(user_irq(RCS), T).unwrap();
     d.wait_idle(RCS, T).unwrap();
     assert_eq!(d.read_phys(p.data_gpa + 0x40).unwrap(), 0xABCD);
     // Unmapped in the guest's table: the next submission is refused at audit.
     p.set_present(&mut d, false).unwrap();
     d.submit(RCS, &sdi(Space::Ppgtt, 0x80, 1)).unwrap();
-    assert!(matches!(d.wait_idle(RCS, T), Err(Error::EngineError { engine: RCS, .. })));
+    assert!(matches!(
+        d.wait_idle(RCS, T),
+        Err(Error::EngineError { engine: RCS, .. })
+    ));
 }
 
 #[test]
@@ -255,5 +363,8 @@ fn a_wedged_worker_is_a_timeout_not_a_hang_of_the_driver() {
     let mut d = booted(BootConfig::DEFAULT);
     d.bus_mut().worker = false;
     d.submit(RCS, &jobs::store_job(&d, 5)).unwrap();
-    assert!(matches!(d.wait_idle(RCS, Duration::from_millis(100)), Err(Error::Timeout { .. })));
+    assert!(matches!(
+        d.wait_idle(RCS, Duration::from_millis(100)),
+        Err(Error::Timeout { .. })
+    ));
 }

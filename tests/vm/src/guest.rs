@@ -18,7 +18,11 @@ pub const TIMEOUT: Duration = Duration::from_secs(60);
 /// Every test VM's RAM: 1 MiB of shared anonymous memory at IOVA 1 GiB —
 /// the same IOVA for every vGPU (each has its own container), so only the
 /// host pages differ, as with VMs.
-pub const RAM: RamConfig = RamConfig { iova: 1 << 30, pages: 256, shared: true };
+pub const RAM: RamConfig = RamConfig {
+    iova: 1 << 30,
+    pages: 256,
+    shared: true,
+};
 
 /// A vGPU of the `mb` MiB type.
 pub fn vgpu(mb: u64) -> Mdev {
@@ -32,9 +36,11 @@ pub fn driver(m: &Mdev) -> Driver<VfioBackend> {
 
 /// [`driver`] with another guest RAM.
 pub fn driver_with(m: &Mdev, ram: RamConfig) -> Driver<VfioBackend> {
-    let bus = VfioBackend::open(&m.sysfs_path(), ram).unwrap_or_else(|e| panic!("open {}: {e}", m.uuid));
+    let bus =
+        VfioBackend::open(&m.sysfs_path(), ram).unwrap_or_else(|e| panic!("open {}: {e}", m.uuid));
     let mut d = Driver::probe(bus).unwrap_or_else(|e| panic!("probe {}: {e}", m.uuid));
-    d.boot(BootConfig::DEFAULT).unwrap_or_else(|e| panic!("boot {}: {e}", m.uuid));
+    d.boot(BootConfig::DEFAULT)
+        .unwrap_or_else(|e| panic!("boot {}: {e}", m.uuid));
     d
 }
 
@@ -55,13 +61,21 @@ pub fn stats(m: &Mdev) -> BTreeMap<String, u64> {
 /// the driver does not export it.
 pub fn stat(m: &Mdev, key: &str) -> u64 {
     let s = stats(m);
-    *s.get(key).unwrap_or_else(|| panic!("gvt/stats has no {key}; it has {:?}", s.keys().collect::<Vec<_>>()))
+    *s.get(key).unwrap_or_else(|| {
+        panic!(
+            "gvt/stats has no {key}; it has {:?}",
+            s.keys().collect::<Vec<_>>()
+        )
+    })
 }
 
 /// `gvt/state` (idle, runnable, running, failed).
 pub fn state(m: &Mdev) -> String {
     let p = m.sysfs_path().join("gvt").join("state");
-    fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
+    fs::read_to_string(&p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
 }
 
 /// While alive, no other task runs on any CPU — the gvt_rs engine worker
@@ -87,15 +101,26 @@ fn pin_to(cpus: &[usize]) {
         for &c in cpus {
             libc::CPU_SET(c, &mut set);
         }
-        assert_eq!(libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set), 0, "sched_setaffinity {cpus:?}");
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0,
+            "sched_setaffinity {cpus:?}"
+        );
     }
 }
 
 fn set_policy(policy: i32, prio: i32) {
-    let p = libc::sched_param { sched_priority: prio };
+    let p = libc::sched_param {
+        sched_priority: prio,
+    };
     // SAFETY: plain syscall on the calling thread.
     let r = unsafe { libc::sched_setscheduler(0, policy, &p) };
-    assert_eq!(r, 0, "sched_setscheduler({policy}, {prio}): {}", std::io::Error::last_os_error());
+    assert_eq!(
+        r,
+        0,
+        "sched_setscheduler({policy}, {prio}): {}",
+        std::io::Error::last_os_error()
+    );
 }
 
 fn online_cpus() -> usize {
@@ -131,7 +156,11 @@ impl Exclusive {
         }
         pin_to(&[0]);
         set_policy(libc::SCHED_FIFO, 50);
-        Exclusive { stop, spinners, rt_runtime }
+        Exclusive {
+            stop,
+            spinners,
+            rt_runtime,
+        }
     }
 }
 

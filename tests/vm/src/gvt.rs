@@ -8,10 +8,12 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Arc;
 
-use vfio_bindings::bindings::vfio::{VFIO_BASE, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE};
 use gvt_guest_driver::gvt_core::backend::EngineId;
 use gvt_guest_driver::gvt_core::regs::{self as core_regs, ring, PlaneCtl};
 use gvt_guest_driver::gvt_core::{irq, vblank};
+use vfio_bindings::bindings::vfio::{
+    VFIO_BASE, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE,
+};
 use vfio_ioctls::{VfioContainer, VfioDevice};
 
 use crate::{ensure_module, types_of, Mdev};
@@ -37,12 +39,17 @@ pub fn load() {
 pub fn type_mb(mb: u64) -> String {
     load();
     let suffix = format!("GVTsim_{mb}M");
-    types_of(PARENT).into_iter().find(|t| t.ends_with(&suffix)).unwrap_or_else(|| panic!("no {suffix} type"))
+    types_of(PARENT)
+        .into_iter()
+        .find(|t| t.ends_with(&suffix))
+        .unwrap_or_else(|| panic!("no {suffix} type"))
 }
 
 fn read_num(path: &Path) -> u64 {
     let s = fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    s.trim().parse().unwrap_or_else(|e| panic!("{}: {s:?}: {e}", path.display()))
+    s.trim()
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {s:?}: {e}", path.display()))
 }
 
 /// `available_instances` of every type, by type name.
@@ -128,13 +135,27 @@ fn cvt(r: isize) -> io::Result<usize> {
 /// One `pread` on the device fd at `off` within `region`.
 pub fn pread(dev: &VfioDevice, region: u32, off: u64, buf: &mut [u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid, writable buffer of `buf.len()` bytes.
-    cvt(unsafe { libc::pread(dev.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), (region_off(region) + off) as i64) })
+    cvt(unsafe {
+        libc::pread(
+            dev.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            (region_off(region) + off) as i64,
+        )
+    })
 }
 
 /// One `pwrite` on the device fd at `off` within `region`.
 pub fn pwrite(dev: &VfioDevice, region: u32, off: u64, buf: &[u8]) -> io::Result<usize> {
     // SAFETY: `buf` is a valid buffer of `buf.len()` bytes.
-    cvt(unsafe { libc::pwrite(dev.as_raw_fd(), buf.as_ptr().cast(), buf.len(), (region_off(region) + off) as i64) })
+    cvt(unsafe {
+        libc::pwrite(
+            dev.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            (region_off(region) + off) as i64,
+        )
+    })
 }
 
 /// The errno of a failed call (0 if it succeeded).
@@ -152,7 +173,10 @@ pub fn read32(dev: &VfioDevice, region: u32, off: u64) -> u32 {
 }
 
 pub fn write32(dev: &VfioDevice, region: u32, off: u64, v: u32) {
-    assert_eq!(pwrite(dev, region, off, &v.to_le_bytes()).expect("pwrite"), 4);
+    assert_eq!(
+        pwrite(dev, region, off, &v.to_le_bytes()).expect("pwrite"),
+        4
+    );
 }
 
 pub fn read64(dev: &VfioDevice, region: u32, off: u64) -> u64 {
@@ -163,12 +187,18 @@ pub fn read64(dev: &VfioDevice, region: u32, off: u64) -> u64 {
 
 pub fn cfg16(dev: &VfioDevice, off: u64) -> u16 {
     let mut b = [0u8; 2];
-    assert_eq!(pread(dev, VFIO_PCI_CONFIG_REGION_INDEX, off, &mut b).expect("config pread"), 2);
+    assert_eq!(
+        pread(dev, VFIO_PCI_CONFIG_REGION_INDEX, off, &mut b).expect("config pread"),
+        2
+    );
     u16::from_le_bytes(b)
 }
 
 pub fn set_cfg16(dev: &VfioDevice, off: u64, v: u16) {
-    assert_eq!(pwrite(dev, VFIO_PCI_CONFIG_REGION_INDEX, off, &v.to_le_bytes()).expect("config pwrite"), 2);
+    assert_eq!(
+        pwrite(dev, VFIO_PCI_CONFIG_REGION_INDEX, off, &v.to_le_bytes()).expect("config pwrite"),
+        2
+    );
 }
 
 /// PCI command register bits.
@@ -213,7 +243,11 @@ pub unsafe fn ioctl_raw(dev: &VfioDevice, req: libc::c_ulong, arg: *mut u8) -> i
 pub fn ioctl_bytes(dev: &VfioDevice, req: libc::c_ulong, buf: &mut [u8]) -> io::Result<()> {
     if buf.len() >= 4 {
         let argsz = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-        assert!(argsz <= buf.len(), "argsz {argsz} beyond the {}-byte buffer", buf.len());
+        assert!(
+            argsz <= buf.len(),
+            "argsz {argsz} beyond the {}-byte buffer",
+            buf.len()
+        );
     }
     // SAFETY: the kernel stays within argsz, which fits in `buf`; an ioctl
     // that ignores argsz gets at least 64 bytes from the callers.
@@ -255,7 +289,13 @@ impl Mapping {
         Self::with_flags(dev, region, off, len, libc::MAP_SHARED)
     }
 
-    pub fn with_flags(dev: &VfioDevice, region: u32, off: u64, len: usize, flags: i32) -> io::Result<Mapping> {
+    pub fn with_flags(
+        dev: &VfioDevice,
+        region: u32,
+        off: u64,
+        len: usize,
+        flags: i32,
+    ) -> io::Result<Mapping> {
         // SAFETY: a fresh mapping chosen by the kernel; no existing memory
         // is affected.
         let p = unsafe {
@@ -353,7 +393,9 @@ impl GuestRam {
     /// `VFIO_IOMMU_UNMAP_DMA` of the whole RAM (the driver must drop its pins).
     pub fn unmap(&mut self) {
         if self.len > 0 {
-            self.container.vfio_dma_unmap(self.iova, self.len).expect("VFIO_IOMMU_UNMAP_DMA");
+            self.container
+                .vfio_dma_unmap(self.iova, self.len)
+                .expect("VFIO_IOMMU_UNMAP_DMA");
             // SAFETY: our own anonymous mapping.
             unsafe { libc::munmap(self.ptr.cast(), self.len) };
             self.len = 0;
@@ -381,7 +423,8 @@ pub fn open_with_private_ram(m: &Mdev, pages: usize, iova: u64) -> (VfioDevice, 
 
 fn open_with_ram_flags(m: &Mdev, pages: usize, iova: u64, share: i32) -> (VfioDevice, GuestRam) {
     let container = Arc::new(VfioContainer::new(None).expect("open /dev/vfio/vfio"));
-    let dev = VfioDevice::new(&m.sysfs_path(), container.clone(), false).expect("open the vGPU through VFIO");
+    let dev = VfioDevice::new(&m.sysfs_path(), container.clone(), false)
+        .expect("open the vGPU through VFIO");
     (dev, guest_ram_flags(&container, pages, iova, share))
 }
 
@@ -392,24 +435,50 @@ pub fn guest_ram(container: &Arc<VfioContainer>, pages: usize, iova: u64) -> Gue
     guest_ram_flags(container, pages, iova, libc::MAP_SHARED)
 }
 
-fn guest_ram_flags(container: &Arc<VfioContainer>, pages: usize, iova: u64, share: i32) -> GuestRam {
+fn guest_ram_flags(
+    container: &Arc<VfioContainer>,
+    pages: usize,
+    iova: u64,
+    share: i32,
+) -> GuestRam {
     let container = container.clone();
     let len = pages * 4096;
     // SAFETY: a fresh anonymous mapping.
     let ptr = unsafe {
-        libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, share | libc::MAP_ANONYMOUS, -1, 0)
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            share | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
     };
     assert_ne!(ptr, libc::MAP_FAILED, "mmap guest RAM");
     // SAFETY: the mapping lives until `GuestRam` unmaps it (after the DMA unmap).
     unsafe { container.vfio_dma_map(iova, len, ptr.cast()) }.expect("VFIO_IOMMU_MAP_DMA");
-    GuestRam { ptr: ptr.cast(), len, iova, container }
+    GuestRam {
+        ptr: ptr.cast(),
+        len,
+        iova,
+        container,
+    }
 }
 
 /// Point GGTT entry `gm_page` (graphics address / 4096) at guest RAM page
 /// `ram_page`, through the trapped BAR0 window (memory decode must be on).
 pub fn map_gtt(dev: &VfioDevice, ram: &GuestRam, gm_page: u64, ram_page: usize) {
     let pte = (ram.iova + ram_page as u64 * 4096) | 1;
-    assert_eq!(pwrite(dev, VFIO_PCI_BAR0_REGION_INDEX, GGTT_BAR0 + gm_page * 8, &pte.to_le_bytes()).expect("PTE write"), 8);
+    assert_eq!(
+        pwrite(
+            dev,
+            VFIO_PCI_BAR0_REGION_INDEX,
+            GGTT_BAR0 + gm_page * 8,
+            &pte.to_le_bytes()
+        )
+        .expect("PTE write"),
+        8
+    );
 }
 
 /// Back `pages` pages of graphics memory from `gm_base` with guest RAM pages
@@ -441,7 +510,16 @@ pub struct RoMap {
 impl RoMap {
     pub fn new(fd: i32, off: u64, len: usize) -> io::Result<RoMap> {
         // SAFETY: a fresh mapping chosen by the kernel.
-        let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd, off as i64) };
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                fd,
+                off as i64,
+            )
+        };
         if p == libc::MAP_FAILED {
             Err(io::Error::last_os_error())
         } else {
@@ -506,14 +584,23 @@ const _: () = assert!(std::mem::size_of::<PlaneInfo>() == 64);
 
 /// `VFIO_DEVICE_QUERY_GFX_PLANE` for a plane of `plane_type` with `flags`.
 pub fn query_plane(dev: &VfioDevice, flags: u32, plane_type: u32) -> io::Result<PlaneInfo> {
-    let mut p = PlaneInfo { argsz: 64, flags, drm_plane_type: plane_type, ..Default::default() };
+    let mut p = PlaneInfo {
+        argsz: 64,
+        flags,
+        drm_plane_type: plane_type,
+        ..Default::default()
+    };
     ioctl(dev, VFIO_DEVICE_QUERY_GFX_PLANE, &mut p).map(|()| p)
 }
 
 /// "No plane" as linux/vfio.h defines it: zero format, size, width, height
 /// (and stride).
 pub fn assert_no_plane(p: &PlaneInfo, what: &str) {
-    assert_eq!((p.drm_format, p.size, p.width, p.height, p.stride), (0, 0, 0, 0, 0), "{what}: no plane, got {p:?}");
+    assert_eq!(
+        (p.drm_format, p.size, p.width, p.height, p.stride),
+        (0, 0, 0, 0, 0),
+        "{what}: no plane, got {p:?}"
+    );
 }
 
 /// `VFIO_DEVICE_GET_GFX_DMABUF` of dma-buf plane `id`: the new dma-buf fd.
@@ -521,7 +608,13 @@ pub fn export_dmabuf(dev: &VfioDevice, id: u32) -> io::Result<std::os::fd::Owned
     use std::os::fd::{AsRawFd, FromRawFd};
     let mut arg = id;
     // SAFETY: the ioctl reads one u32 at `arg` and returns a new fd.
-    let fd = unsafe { libc::ioctl(dev.as_raw_fd(), VFIO_DEVICE_GET_GFX_DMABUF, &mut arg as *mut u32) };
+    let fd = unsafe {
+        libc::ioctl(
+            dev.as_raw_fd(),
+            VFIO_DEVICE_GET_GFX_DMABUF,
+            &mut arg as *mut u32,
+        )
+    };
     if fd < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -533,7 +626,9 @@ pub fn export_dmabuf(dev: &VfioDevice, id: u32) -> io::Result<std::os::fd::Owned
 /// [`stat`], or `None` where this driver's `gvt/stats` has no `key`.
 pub fn stat_opt(m: &Mdev, key: &str) -> Option<u64> {
     let s = fs::read_to_string(m.sysfs_path().join("gvt").join("stats")).expect("read gvt/stats");
-    s.lines().find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' '))).and_then(|v| v.trim().parse().ok())
+    s.lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
 }
 
 // ---- registers, display engine and MSI (the core's register map) -------------------
@@ -578,7 +673,10 @@ pub fn msi_on(dev: &VfioDevice) -> vmm_sys_util::eventfd::EventFd {
 /// logged during the failed load.
 pub fn reload(params: &[&str]) -> Result<(), String> {
     if Path::new("/sys/module/gvt_rs").exists() {
-        let st = std::process::Command::new("rmmod").arg("gvt_rs").status().expect("run rmmod");
+        let st = std::process::Command::new("rmmod")
+            .arg("gvt_rs")
+            .status()
+            .expect("run rmmod");
         assert!(st.success(), "rmmod gvt_rs: {st} (a vGPU still exists?)");
     }
     let before = kernel_log().len();
@@ -597,7 +695,9 @@ pub fn reload(params: &[&str]) -> Result<(), String> {
 
 /// The kernel log (`dmesg`), every level.
 pub fn kernel_log() -> String {
-    let o = std::process::Command::new("dmesg").output().expect("run dmesg");
+    let o = std::process::Command::new("dmesg")
+        .output()
+        .expect("run dmesg");
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
@@ -608,7 +708,9 @@ pub struct LoadedWith;
 
 impl LoadedWith {
     pub fn new(params: &[&str]) -> LoadedWith {
-        reload(params).unwrap_or_else(|log| panic!("insmod gvt_rs {params:?} failed; the kernel said:\n{log}"));
+        reload(params).unwrap_or_else(|log| {
+            panic!("insmod gvt_rs {params:?} failed; the kernel said:\n{log}")
+        });
         LoadedWith
     }
 }

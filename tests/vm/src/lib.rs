@@ -28,7 +28,10 @@ pub fn skip(reason: &str) {
 
 /// A fresh random (v4) UUID from the kernel.
 pub fn new_uuid() -> String {
-    fs::read_to_string("/proc/sys/kernel/random/uuid").expect("kernel uuid").trim().to_string()
+    fs::read_to_string("/proc/sys/kernel/random/uuid")
+        .expect("kernel uuid")
+        .trim()
+        .to_string()
 }
 
 /// The mdev parent whose `/sys/class/mdev_bus/<parent>` entry exists.
@@ -60,14 +63,23 @@ impl Mdev {
     }
 
     pub fn create_with_uuid(parent: &str, ty: &str, uuid: &str) -> io::Result<Mdev> {
-        let create = parent_dir(parent).join("mdev_supported_types").join(ty).join("create");
+        let create = parent_dir(parent)
+            .join("mdev_supported_types")
+            .join(ty)
+            .join("create");
         fs::write(&create, uuid)?;
-        Ok(Mdev { uuid: uuid.to_string(), removed: false })
+        Ok(Mdev {
+            uuid: uuid.to_string(),
+            removed: false,
+        })
     }
 
     /// An mdev another process created: not removed when dropped.
     pub fn existing(uuid: &str) -> Mdev {
-        Mdev { uuid: uuid.to_string(), removed: true }
+        Mdev {
+            uuid: uuid.to_string(),
+            removed: true,
+        }
     }
 
     /// `/sys/bus/mdev/devices/<uuid>`
@@ -100,7 +112,10 @@ pub struct Ran {
 /// Run `cmd` with its stdout+stderr captured, killing it after `limit`.
 pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Ran {
     let t0 = Instant::now();
-    let out_path = format!("/tmp/run-{}.log", std::process::id() as u64 * 1000 + t0.elapsed().as_nanos() as u64 % 1000);
+    let out_path = format!(
+        "/tmp/run-{}.log",
+        std::process::id() as u64 * 1000 + t0.elapsed().as_nanos() as u64 % 1000
+    );
     let out = fs::File::create(&out_path).expect("log file");
     let mut child = cmd
         .stdin(Stdio::null())
@@ -123,10 +138,13 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Ran {
                     diag.push_str(&format!("task {:?} {}{}\n", t.file_name(), comm, stack));
                 }
             }
-            let _ = fs::OpenOptions::new().append(true).open(&out_path).and_then(|mut f| {
-                use std::io::Write;
-                f.write_all(diag.as_bytes())
-            });
+            let _ = fs::OpenOptions::new()
+                .append(true)
+                .open(&out_path)
+                .and_then(|mut f| {
+                    use std::io::Write;
+                    f.write_all(diag.as_bytes())
+                });
             let _ = child.kill();
             let _ = child.wait();
             break None;
@@ -135,13 +153,21 @@ pub fn run_with_timeout(cmd: &mut Command, limit: Duration) -> Ran {
     };
     let output = fs::read_to_string(&out_path).unwrap_or_default();
     let _ = fs::remove_file(&out_path);
-    Ran { status, output, elapsed: t0.elapsed() }
+    Ran {
+        status,
+        output,
+        elapsed: t0.elapsed(),
+    }
 }
 
 /// How the nested (L2) QEMU runs: `-accel kvm` when the rig loaded kvm-amd
 /// (TCG's emulated SVM), TCG inside TCG otherwise.
 pub fn nested_accel() -> &'static str {
-    if Path::new("/dev/kvm").exists() { "kvm" } else { "tcg" }
+    if Path::new("/dev/kvm").exists() {
+        "kvm"
+    } else {
+        "tcg"
+    }
 }
 
 /// The command line (program first) that boots the rig's L2 kernel in an
@@ -152,16 +178,48 @@ pub fn l2_qemu_command(l2_cmd: &str) -> Vec<String> {
 
 /// [`l2_qemu_command`] with an explicit accelerator.
 pub fn l2_qemu_command_accel(accel: &str, l2_cmd: &str) -> Vec<String> {
-    let mut v: Vec<String> = vec!["qemu-system-x86_64".into(), "-L".into(), format!("{L2_DIR}/fw")];
-    for a in ["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio", "-no-reboot", "-m", "128M"] {
+    let mut v: Vec<String> = vec![
+        "qemu-system-x86_64".into(),
+        "-L".into(),
+        format!("{L2_DIR}/fw"),
+    ];
+    for a in [
+        "-nodefaults",
+        "-no-user-config",
+        "-display",
+        "none",
+        "-serial",
+        "stdio",
+        "-no-reboot",
+        "-m",
+        "128M",
+    ] {
         v.push(a.into());
     }
-    v.extend(["-accel".into(), accel.into(), "-cpu".into(), if accel == "kvm" { "host,-xsave" } else { "qemu64" }.into()]);
-    v.extend(["-kernel".into(), format!("{L2_DIR}/bzImage"), "-initrd".into(), format!("{L2_DIR}/initrd.gz")]);
+    v.extend([
+        "-accel".into(),
+        accel.into(),
+        "-cpu".into(),
+        if accel == "kvm" {
+            "host,-xsave"
+        } else {
+            "qemu64"
+        }
+        .into(),
+    ]);
+    v.extend([
+        "-kernel".into(),
+        format!("{L2_DIR}/bzImage"),
+        "-initrd".into(),
+        format!("{L2_DIR}/initrd.gz"),
+    ]);
     // no_timer_check: under TCG on a loaded host the L2 kernel's boot-time
     // IO-APIC timer check can miss its window and panic ("IO-APIC + timer
     // doesn't work"); virtual machines routinely skip it.
-    v.extend(["-append".into(), format!("console=ttyS0 panic=-1 noxsave no_timer_check gvt.l2={l2_cmd}")]);
+    v.extend([
+        "-append".into(),
+        format!("console=ttyS0 panic=-1 noxsave no_timer_check gvt.l2={l2_cmd}"),
+    ]);
     v
 }
 
@@ -178,7 +236,11 @@ pub fn run_l2(extra: &[&str], l2_cmd: &str, limit: Duration) -> Ran {
 pub fn run_l2_accel(accel: &str, extra: &[&str], l2_cmd: &str, limit: Duration) -> Ran {
     let q = l2_qemu_command_accel(accel, l2_cmd);
     // Under KVM an L2 run takes 5-15 s; the callers' limits allow for TCG.
-    let limit = if accel == "kvm" { limit.min(Duration::from_secs(90)) } else { limit };
+    let limit = if accel == "kvm" {
+        limit.min(Duration::from_secs(90))
+    } else {
+        limit
+    };
     let r = run_l2_once(&q, extra, limit);
     if r.status.is_some() || l2_booted(&r.output) {
         // It finished, or its kernel started and then hung: a hang is a
@@ -209,17 +271,29 @@ pub fn nested_retry_marker(accel: &str, limit: Duration) -> String {
 }
 
 fn run_l2_once(q: &[String], extra: &[&str], limit: Duration) -> Ran {
-    let accel = q.iter().skip_while(|a| *a != "-accel").nth(1).cloned().unwrap_or_default();
+    let accel = q
+        .iter()
+        .skip_while(|a| *a != "-accel")
+        .nth(1)
+        .cloned()
+        .unwrap_or_default();
     let mut c = Command::new(&q[0]);
     c.args(&q[1..]).args(extra);
     let r = run_with_timeout(&mut c, limit);
-    eprintln!("nested QEMU ({accel}) ran {:.1} s, exit {:?}", r.elapsed.as_secs_f64(), r.status);
+    eprintln!(
+        "nested QEMU ({accel}) ran {:.1} s, exit {:?}",
+        r.elapsed.as_secs_f64(),
+        r.status
+    );
     r
 }
 
 /// Load `/lib/modules/<name>.ko` (with `params`) unless it is loaded already.
 pub fn ensure_module(name: &str, params: &[&str]) {
-    if Path::new("/sys/module").join(name.replace('-', "_")).exists() {
+    if Path::new("/sys/module")
+        .join(name.replace('-', "_"))
+        .exists()
+    {
         return;
     }
     let st = Command::new("insmod")
@@ -252,19 +326,36 @@ pub mod l2 {
     impl Resource {
         /// Map `len` bytes of `path` from byte `off`.
         pub fn map(path: &str, off: usize, len: usize) -> Result<Resource, String> {
-            let f = fs::OpenOptions::new().read(true).write(true).open(path).map_err(|e| format!("{path}: {e}"))?;
+            let f = fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map_err(|e| format!("{path}: {e}"))?;
             // SAFETY: a fresh shared mapping of the resource file; the kernel checks the range.
             let p = unsafe {
-                libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, f.as_raw_fd(), off as i64)
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_SHARED,
+                    f.as_raw_fd(),
+                    off as i64,
+                )
             };
             if p == libc::MAP_FAILED {
-                return Err(format!("mmap {path} at {off:#x}+{len:#x}: {}", std::io::Error::last_os_error()));
+                return Err(format!(
+                    "mmap {path} at {off:#x}+{len:#x}: {}",
+                    std::io::Error::last_os_error()
+                ));
             }
             Ok(Resource { ptr: p.cast(), len })
         }
 
         fn at(&self, off: usize, size: usize) -> *mut u8 {
-            assert!(off % size == 0 && off.checked_add(size).is_some_and(|e| e <= self.len), "access {off:#x}/{size} outside the mapping");
+            assert!(
+                off % size == 0 && off.checked_add(size).is_some_and(|e| e <= self.len),
+                "access {off:#x}/{size} outside the mapping"
+            );
             // SAFETY: inside the mapping (checked above).
             unsafe { self.ptr.add(off) }
         }
@@ -294,18 +385,40 @@ pub mod l2 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Blit {
     /// Fill `[x, x + w) × [y, y + h)` with `color` (XRGB8888, alpha byte set).
-    Fill { x: u32, y: u32, w: u32, h: u32, color: u32 },
+    Fill {
+        x: u32,
+        y: u32,
+        w: u32,
+        h: u32,
+        color: u32,
+    },
     /// Copy the `w × h` rectangle at `(sx, sy)` to `(x, y)`.  Source and
     /// destination never overlap, so the result does not depend on the
     /// direction a blitter copies in.
-    Copy { sx: u32, sy: u32, x: u32, y: u32, w: u32, h: u32 },
+    Copy {
+        sx: u32,
+        sy: u32,
+        x: u32,
+        y: u32,
+        w: u32,
+        h: u32,
+    },
 }
 
 /// Smallest surface [`frame_blits`] draws on.
 pub const FRAME_MIN: (u32, u32) = (64, 48);
 
 /// The eight colour bars (white, yellow, cyan, green, magenta, red, blue, black).
-const BARS: [u32; 8] = [0xFFFF_FFFF, 0xFFFF_FF00, 0xFF00_FFFF, 0xFF00_FF00, 0xFFFF_00FF, 0xFFFF_0000, 0xFF00_00FF, 0xFF00_0000];
+const BARS: [u32; 8] = [
+    0xFFFF_FFFF,
+    0xFFFF_FF00,
+    0xFF00_FFFF,
+    0xFF00_FF00,
+    0xFFFF_00FF,
+    0xFFFF_0000,
+    0xFF00_00FF,
+    0xFF00_0000,
+];
 
 /// Checkerboard cell size (pixels) of frame `frame`: 16 for frame 1, 32 for 2.
 pub fn checker_cell(frame: u32) -> u32 {
@@ -330,7 +443,10 @@ pub fn checker_band(h: u32) -> (u32, u32) {
 /// tests compute the expected pixels from it with [`expected_frame`].
 /// Panics if the surface is smaller than [`FRAME_MIN`].
 pub fn frame_blits(frame: u32, w: u32, h: u32) -> Vec<Blit> {
-    assert!(w >= FRAME_MIN.0 && h >= FRAME_MIN.1, "a {w}x{h} surface is too small for the test picture");
+    assert!(
+        w >= FRAME_MIN.0 && h >= FRAME_MIN.1,
+        "a {w}x{h} surface is too small for the test picture"
+    );
     let mut v = Vec::new();
     let fill = |v: &mut Vec<Blit>, x: u32, y: u32, w: u32, h: u32, color: u32| {
         if w > 0 && h > 0 {
@@ -344,11 +460,21 @@ pub fn frame_blits(frame: u32, w: u32, h: u32) -> Vec<Blit> {
     let (top, bottom) = checker_band(h);
     for i in 0..8 {
         let (x0, x1) = (w * i / 8, w * (i + 1) / 8);
-        fill(&mut v, x0, 0, x1 - x0, top, BARS[((i + frame) % 8) as usize]);
+        fill(
+            &mut v,
+            x0,
+            0,
+            x1 - x0,
+            top,
+            BARS[((i + frame) % 8) as usize],
+        );
     }
     // Checkerboard: one tile of 2x2 cells, then doubling copies across and down.
     let c = checker_cell(frame);
-    let (ca, cb) = (0xFF30_3030 | ((frame & 1) * 0x00C0_0000), 0xFFD0_D0D0 ^ ((frame & 2) * 0x0000_0060));
+    let (ca, cb) = (
+        0xFF30_3030 | ((frame & 1) * 0x00C0_0000),
+        0xFFD0_D0D0 ^ ((frame & 2) * 0x0000_0060),
+    );
     let tile = (2 * c).min(w).min(bottom - top);
     fill(&mut v, 0, top, tile, tile, ca);
     fill(&mut v, c, top, tile.saturating_sub(c), c.min(tile), cb);
@@ -356,20 +482,41 @@ pub fn frame_blits(frame: u32, w: u32, h: u32) -> Vec<Blit> {
     let mut done = tile;
     while done < w {
         let n = done.min(w - done);
-        v.push(Blit::Copy { sx: 0, sy: top, x: done, y: top, w: n, h: tile });
+        v.push(Blit::Copy {
+            sx: 0,
+            sy: top,
+            x: done,
+            y: top,
+            w: n,
+            h: tile,
+        });
         done += n;
     }
     let mut done = tile;
     while done < bottom - top {
         let n = done.min(bottom - top - done);
-        v.push(Blit::Copy { sx: 0, sy: top, x: 0, y: top + done, w, h: n });
+        v.push(Blit::Copy {
+            sx: 0,
+            sy: top,
+            x: 0,
+            y: top + done,
+            w,
+            h: n,
+        });
         done += n;
     }
     // Grey ramp in the upper half of the bottom third.
     let band = h - bottom;
     for i in 0..16 {
         let (x0, x1) = (w * i / 16, w * (i + 1) / 16);
-        fill(&mut v, x0, bottom, x1 - x0, band / 2, 0xFF00_0000 | ((i * 0x11) * 0x0001_0101));
+        fill(
+            &mut v,
+            x0,
+            bottom,
+            x1 - x0,
+            band / 2,
+            0xFF00_0000 | ((i * 0x11) * 0x0001_0101),
+        );
     }
     // Overlapping rectangles at places that depend on the frame.
     let mut s = frame.wrapping_mul(0x9E37_79B1) | 1;
@@ -388,7 +535,14 @@ pub fn frame_blits(frame: u32, w: u32, h: u32) -> Vec<Blit> {
     }
     // A piece of the bars, copied into the bottom third.
     let (pw, ph) = (w / 4, (band / 3).min(top));
-    v.push(Blit::Copy { sx: w / 16, sy: 0, x: w / 2, y: h - ph - 2, w: pw, h: ph });
+    v.push(Blit::Copy {
+        sx: w / 16,
+        sy: 0,
+        x: w / 2,
+        y: h - ph - 2,
+        w: pw,
+        h: ph,
+    });
     // One square per frame number in the bottom right corner.
     let q = (band / 8).max(2);
     for i in 0..frame.min(8) {
@@ -416,17 +570,35 @@ pub fn expected_frame(frame: u32, w: u32, h: u32) -> Vec<u32> {
 pub fn paint(blits: &[Blit], w: u32, h: u32) -> Vec<u32> {
     let (w, h) = (w as usize, h as usize);
     let mut px = vec![0u32; w * h];
-    let inside = |x: u32, y: u32, bw: u32, bh: u32| (x as usize + bw as usize) <= w && (y as usize + bh as usize) <= h;
+    let inside = |x: u32, y: u32, bw: u32, bh: u32| {
+        (x as usize + bw as usize) <= w && (y as usize + bh as usize) <= h
+    };
     for b in blits {
         match *b {
-            Blit::Fill { x, y, w: bw, h: bh, color } => {
+            Blit::Fill {
+                x,
+                y,
+                w: bw,
+                h: bh,
+                color,
+            } => {
                 assert!(inside(x, y, bw, bh), "{b:?} outside {w}x{h}");
                 for row in y as usize..(y + bh) as usize {
                     px[row * w + x as usize..row * w + (x + bw) as usize].fill(color);
                 }
             }
-            Blit::Copy { sx, sy, x, y, w: bw, h: bh } => {
-                assert!(inside(x, y, bw, bh) && inside(sx, sy, bw, bh), "{b:?} outside {w}x{h}");
+            Blit::Copy {
+                sx,
+                sy,
+                x,
+                y,
+                w: bw,
+                h: bh,
+            } => {
+                assert!(
+                    inside(x, y, bw, bh) && inside(sx, sy, bw, bh),
+                    "{b:?} outside {w}x{h}"
+                );
                 for row in 0..bh as usize {
                     let s = (sy as usize + row) * w + sx as usize;
                     let d = (y as usize + row) * w + x as usize;
@@ -442,7 +614,14 @@ pub fn paint(blits: &[Blit], w: u32, h: u32) -> Vec<u32> {
 mod tests {
     use super::*;
 
-    const SIZES: [(u32, u32); 6] = [FRAME_MIN, (300, 200), (1023, 767), (1024, 768), (1280, 800), (1920, 1200)];
+    const SIZES: [(u32, u32); 6] = [
+        FRAME_MIN,
+        (300, 200),
+        (1023, 767),
+        (1024, 768),
+        (1280, 800),
+        (1920, 1200),
+    ];
 
     fn overlap(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> bool {
         a.0 < b.0 + b.2 && b.0 < a.0 + a.2 && a.1 < b.1 + b.3 && b.1 < a.1 + a.3
@@ -453,13 +632,19 @@ mod tests {
         for (w, h) in SIZES {
             for frame in 1..=4 {
                 let v = frame_blits(frame, w, h);
-                assert!(v.iter().any(|b| matches!(b, Blit::Copy { .. })), "{w}x{h}: copies");
+                assert!(
+                    v.iter().any(|b| matches!(b, Blit::Copy { .. })),
+                    "{w}x{h}: copies"
+                );
                 for b in &v {
                     let (r, src) = match *b {
                         Blit::Fill { x, y, w, h, .. } => ((x, y, w, h), None),
                         Blit::Copy { sx, sy, x, y, w, h } => ((x, y, w, h), Some((sx, sy, w, h))),
                     };
-                    assert!(r.2 > 0 && r.3 > 0 && r.0 + r.2 <= w && r.1 + r.3 <= h, "{b:?} in {w}x{h}");
+                    assert!(
+                        r.2 > 0 && r.3 > 0 && r.0 + r.2 <= w && r.1 + r.3 <= h,
+                        "{b:?} in {w}x{h}"
+                    );
                     if let Some(s) = src {
                         assert!(s.0 + s.2 <= w && s.1 + s.3 <= h, "{b:?} source in {w}x{h}");
                         assert!(!overlap(r, s), "{b:?} overlaps its source");
@@ -479,17 +664,29 @@ mod tests {
                 // The border is one colour all round.
                 let edge = at(0, 0);
                 for x in 0..w {
-                    assert_eq!((at(x, 0), at(x, h - 1)), (edge, edge), "{w}x{h} border at x {x}");
+                    assert_eq!(
+                        (at(x, 0), at(x, h - 1)),
+                        (edge, edge),
+                        "{w}x{h} border at x {x}"
+                    );
                 }
                 for y in 0..h {
-                    assert_eq!((at(0, y), at(w - 1, y)), (edge, edge), "{w}x{h} border at y {y}");
+                    assert_eq!(
+                        (at(0, y), at(w - 1, y)),
+                        (edge, edge),
+                        "{w}x{h} border at y {y}"
+                    );
                 }
                 // Eight bars, each one colour, rotated by the frame.
                 let (top, bottom) = checker_band(h);
                 for i in 0..8 {
                     for x in (w * i / 8).max(1)..(w * (i + 1) / 8).min(w - 1) {
                         for y in [1, top / 2, top - 1] {
-                            assert_eq!(at(x, y), BARS[((i + frame) % 8) as usize], "{w}x{h} bar {i} at ({x}, {y})");
+                            assert_eq!(
+                                at(x, y),
+                                BARS[((i + frame) % 8) as usize],
+                                "{w}x{h} bar {i} at ({x}, {y})"
+                            );
                         }
                     }
                 }
@@ -499,12 +696,24 @@ mod tests {
                 assert_ne!(a, b);
                 for y in top..bottom {
                     for x in 1..w - 1 {
-                        let want = if (x / c + (y - top) / c) % 2 == 0 { a } else { b };
-                        assert_eq!(at(x, y), want, "{w}x{h} frame {frame} checkerboard at ({x}, {y})");
+                        let want = if (x / c + (y - top) / c) % 2 == 0 {
+                            a
+                        } else {
+                            b
+                        };
+                        assert_eq!(
+                            at(x, y),
+                            want,
+                            "{w}x{h} frame {frame} checkerboard at ({x}, {y})"
+                        );
                     }
                 }
             }
-            assert_ne!(expected_frame(1, w, h), expected_frame(2, w, h), "frames differ");
+            assert_ne!(
+                expected_frame(1, w, h),
+                expected_frame(2, w, h),
+                "frames differ"
+            );
         }
     }
 
@@ -514,14 +723,29 @@ mod tests {
         assert!(!l2_booted(""));
         assert!(!l2_booted("qemu-system-x86_64: warning: host doesn't support requested feature\n---- kernel stacks ----\n"));
         // The L2 kernel's first console line, then a hang: a failure, not retried.
-        assert!(l2_booted("[    0.000000] Linux version 6.12.0 (root@rig) #1\n[    1.2] Run /init\n"));
-        assert!(nested_retry_marker("kvm", Duration::from_secs(90)).starts_with("GVT-RIG: nested-retry: "));
+        assert!(l2_booted(
+            "[    0.000000] Linux version 6.12.0 (root@rig) #1\n[    1.2] Run /init\n"
+        ));
+        assert!(nested_retry_marker("kvm", Duration::from_secs(90))
+            .starts_with("GVT-RIG: nested-retry: "));
     }
 
     #[test]
     fn painting_follows_the_list_order() {
         let f = |x, y, w, h, color| Blit::Fill { x, y, w, h, color };
-        let v = [f(0, 0, 4, 2, 1), f(1, 0, 2, 1, 2), Blit::Copy { sx: 0, sy: 0, x: 0, y: 1, w: 4, h: 1 }, f(3, 1, 1, 1, 3)];
+        let v = [
+            f(0, 0, 4, 2, 1),
+            f(1, 0, 2, 1, 2),
+            Blit::Copy {
+                sx: 0,
+                sy: 0,
+                x: 0,
+                y: 1,
+                w: 4,
+                h: 1,
+            },
+            f(3, 1, 1, 1, 3),
+        ];
         assert_eq!(paint(&v, 5, 2), [1, 2, 2, 1, 0, 1, 2, 2, 3, 0]);
     }
 }

@@ -46,7 +46,12 @@ impl Qemu {
                 }
             });
         }
-        Qemu { child, lines: rx, log: Vec::new(), echo: true }
+        Qemu {
+            child,
+            lines: rx,
+            log: Vec::new(),
+            echo: true,
+        }
     }
 
     /// Wait for a line containing `marker` (a deadline, not a timed assertion:
@@ -70,10 +75,16 @@ impl Qemu {
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    panic!("no {marker:?} from the nested guest in {limit:?}:\n{}", self.log.join("\n"))
+                    panic!(
+                        "no {marker:?} from the nested guest in {limit:?}:\n{}",
+                        self.log.join("\n")
+                    )
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!("QEMU's output ended before {marker:?}:\n{}", self.log.join("\n"))
+                    panic!(
+                        "QEMU's output ended before {marker:?}:\n{}",
+                        self.log.join("\n")
+                    )
                 }
             }
         }
@@ -118,11 +129,19 @@ impl Ppm {
         let mut fields = Vec::new();
         let mut at = 0;
         while fields.len() < 4 {
-            while data.get(at).ok_or("truncated PPM header")?.is_ascii_whitespace() {
+            while data
+                .get(at)
+                .ok_or("truncated PPM header")?
+                .is_ascii_whitespace()
+            {
                 at += 1;
             }
             let start = at;
-            while !data.get(at).ok_or("truncated PPM header")?.is_ascii_whitespace() {
+            while !data
+                .get(at)
+                .ok_or("truncated PPM header")?
+                .is_ascii_whitespace()
+            {
                 at += 1;
             }
             fields.push(String::from_utf8_lossy(&data[start..at]).into_owned());
@@ -137,7 +156,10 @@ impl Ppm {
         };
         let rgb = data[at.min(data.len())..].to_vec();
         if rgb.len() != width as usize * height as usize * 3 {
-            return Err(format!("{width}x{height} PPM with {} bytes of pixels", rgb.len()));
+            return Err(format!(
+                "{width}x{height} PPM with {} bytes of pixels",
+                rgb.len()
+            ));
         }
         Ok(Ppm { width, height, rgb })
     }
@@ -146,13 +168,19 @@ impl Ppm {
     /// first mismatch, if any, named.
     pub fn compare(&self, want: &[u32], w: u32, h: u32) -> Result<(), String> {
         if (self.width, self.height) != (w, h) {
-            return Err(format!("screen is {}x{}, expected {w}x{h}", self.width, self.height));
+            return Err(format!(
+                "screen is {}x{}, expected {w}x{h}",
+                self.width, self.height
+            ));
         }
         for (i, p) in want.iter().enumerate() {
             let rgb = [(p >> 16) as u8, (p >> 8) as u8, *p as u8];
             if self.rgb[3 * i..3 * i + 3] != rgb {
                 let (x, y) = (i as u32 % w, i as u32 / w);
-                return Err(format!("pixel ({x}, {y}) is {:02x?}, expected {rgb:02x?}", &self.rgb[3 * i..3 * i + 3]));
+                return Err(format!(
+                    "pixel ({x}, {y}) is {:02x?}, expected {rgb:02x?}",
+                    &self.rgb[3 * i..3 * i + 3]
+                ));
             }
         }
         Ok(())
@@ -168,7 +196,10 @@ pub struct Qmp {
 impl Qmp {
     pub fn new(path: &str) -> Qmp {
         let s = connect(path);
-        let mut q = Qmp { w: s.try_clone().unwrap(), r: BufReader::new(s) };
+        let mut q = Qmp {
+            w: s.try_clone().unwrap(),
+            r: BufReader::new(s),
+        };
         let greeting = q.line();
         assert!(greeting.get("QMP").is_some(), "QMP greeting: {greeting}");
         q.cmd(serde_json::json!({"execute": "qmp_capabilities"}));
@@ -177,7 +208,10 @@ impl Qmp {
 
     fn line(&mut self) -> serde_json::Value {
         let mut l = String::new();
-        assert!(self.r.read_line(&mut l).expect("QMP read") > 0, "QMP closed");
+        assert!(
+            self.r.read_line(&mut l).expect("QMP read") > 0,
+            "QMP closed"
+        );
         serde_json::from_str(&l).unwrap_or_else(|e| panic!("QMP sent {l:?}: {e}"))
     }
 
@@ -207,7 +241,8 @@ impl Qmp {
 
     /// `screendump` (PPM) of `device`'s console, decoded.
     pub fn screendump(&mut self, device: &str, path: &str) -> Ppm {
-        Ppm::parse(&self.screendump_as(device, path, "ppm")).unwrap_or_else(|e| panic!("screendump: {e}"))
+        Ppm::parse(&self.screendump_as(device, path, "ppm"))
+            .unwrap_or_else(|e| panic!("screendump: {e}"))
     }
 }
 
@@ -216,7 +251,9 @@ pub fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
-        let n = (u32::from(c[0]) << 16) | (u32::from(*c.get(1).unwrap_or(&0)) << 8) | u32::from(*c.get(2).unwrap_or(&0));
+        let n = (u32::from(c[0]) << 16)
+            | (u32::from(*c.get(1).unwrap_or(&0)) << 8)
+            | u32::from(*c.get(2).unwrap_or(&0));
         for i in 0..4 {
             if i <= c.len() {
                 s.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
@@ -233,7 +270,11 @@ pub fn base64(data: &[u8]) -> String {
 /// `GVT-RIG: file-end NAME` line.  tools/vm-run.sh decodes it into
 /// `$GVT_VM_FILES` (default `$GVT_VM_DIR/files`) and checks the size.
 pub fn export_file(name: &str, data: &[u8]) {
-    assert!(name.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)), "file name {name:?}");
+    assert!(
+        name.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)),
+        "file name {name:?}"
+    );
     let b = base64(data);
     let mut out = std::io::stdout().lock();
     writeln!(out, "GVT-RIG: file-begin {name} {}", data.len()).unwrap();
@@ -274,13 +315,27 @@ impl NestedDisplay {
     pub fn start(m: &Mdev, accel: &str, echo: bool) -> NestedDisplay {
         fs::write(m.sysfs_path().join("gvt/dmabuf"), "0").expect("gvt/dmabuf");
         let pid = std::process::id();
-        let (qmp_path, tty_path) = (format!("/tmp/gvt-qmp-{pid}.sock"), format!("/tmp/gvt-tty-{pid}.sock"));
+        let (qmp_path, tty_path) = (
+            format!("/tmp/gvt-qmp-{pid}.sock"),
+            format!("/tmp/gvt-tty-{pid}.sock"),
+        );
         let mut args = crate::l2_qemu_command_accel(accel, "display");
-        let dev = format!("vfio-pci,id={DEVICE_ID},sysfsdev={},display=on", m.sysfs_path().display());
-        for a in ["-device", &dev, "-qmp", &format!("unix:{qmp_path},server=on,wait=off")] {
+        let dev = format!(
+            "vfio-pci,id={DEVICE_ID},sysfsdev={},display=on",
+            m.sysfs_path().display()
+        );
+        for a in [
+            "-device",
+            &dev,
+            "-qmp",
+            &format!("unix:{qmp_path},server=on,wait=off"),
+        ] {
             args.push(a.to_string());
         }
-        args.extend(["-serial".to_string(), format!("unix:{tty_path},server=on,wait=off")]);
+        args.extend([
+            "-serial".to_string(),
+            format!("unix:{tty_path},server=on,wait=off"),
+        ]);
         let mut q = Qemu::spawn(&args);
         q.echo = echo;
         let qmp = Qmp::new(&qmp_path);
@@ -292,7 +347,14 @@ impl NestedDisplay {
             .and_then(|(a, b)| Some((a.parse().ok()?, b.parse().ok()?)))
             .unwrap_or_else(|| panic!("L2 mode line {edid:?}"));
         q.wait_for("L2: display A ", STEP);
-        NestedDisplay { q, qmp, tty, shot: format!("/tmp/gvt-shot-{pid}"), width, height }
+        NestedDisplay {
+            q,
+            qmp,
+            tty,
+            shot: format!("/tmp/gvt-shot-{pid}"),
+            width,
+            height,
+        }
     }
 
     /// QMP `screendump` (PPM) of the vGPU's console.
@@ -324,7 +386,11 @@ impl NestedDisplay {
         while let Ok(l) = self.q.lines.recv_timeout(Duration::from_secs(2)) {
             self.q.log.push(l);
         }
-        assert!(st.success(), "QEMU exit status {st}:\n{}", self.q.log.join("\n"));
+        assert!(
+            st.success(),
+            "QEMU exit status {st}:\n{}",
+            self.q.log.join("\n")
+        );
     }
 }
 
@@ -334,9 +400,15 @@ mod tests {
 
     #[test]
     fn base64_matches_rfc4648() {
-        for (i, o) in
-            [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
-        {
+        for (i, o) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foob", "Zm9vYg=="),
+            ("fooba", "Zm9vYmE="),
+            ("foobar", "Zm9vYmFy"),
+        ] {
             assert_eq!(base64(i.as_bytes()), o);
         }
         assert_eq!(base64(&[0xFF, 0xEF, 0xBE]), "/+++");
@@ -349,7 +421,10 @@ mod tests {
         let p = Ppm::parse(&data).unwrap();
         assert_eq!((p.width, p.height), (2, 1));
         assert_eq!(p.compare(&[0xFF01_0203, 0x0004_0506], 2, 1), Ok(()));
-        assert!(p.compare(&[0xFF01_0203, 0x0004_0507], 2, 1).unwrap_err().contains("pixel (1, 0)"));
+        assert!(p
+            .compare(&[0xFF01_0203, 0x0004_0507], 2, 1)
+            .unwrap_err()
+            .contains("pixel (1, 0)"));
         assert!(p.compare(&[0; 2], 1, 2).is_err());
         assert!(Ppm::parse(&data[..data.len() - 1]).is_err());
         assert!(Ppm::parse(b"P5\n1 1\n255\n\0").is_err());

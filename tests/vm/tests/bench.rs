@@ -57,7 +57,10 @@ fn bench_trapped_bar0_vs_mtty() {
     let ours = open(&m);
     enable_mem(&ours);
     ensure_module("mtty", &[]);
-    let ty = types_of("mtty").into_iter().find(|t| t.ends_with("-2")).expect("mtty type");
+    let ty = types_of("mtty")
+        .into_iter()
+        .find(|t| t.ends_with("-2"))
+        .expect("mtty type");
     let mt = Mdev::create("mtty", &ty).expect("mtty mdev");
     let peer = open(&mt);
     // Warm up both paths.
@@ -80,10 +83,15 @@ fn bench_trapped_bar0_vs_mtty() {
         pc = pc.min(time_read(&peer, VFIO_PCI_CONFIG_REGION_INDEX, 0));
     }
     let (o, p) = ((ow + or) / 2.0, (pw + pr) / 2.0);
-    println!("bench: trapped BAR0 4-byte access, {ITERS} writes + {ITERS} reads, best of {ROUNDS}:");
+    println!(
+        "bench: trapped BAR0 4-byte access, {ITERS} writes + {ITERS} reads, best of {ROUNDS}:"
+    );
     println!("bench:   gvt_rs BAR0 (plain vreg 0x4000): write {ow:.0} ns, read {or:.0} ns, mean {o:.0} ns/access");
     println!("bench:   mtty   BAR0 (UART MCR)     : write {pw:.0} ns, read {pr:.0} ns, mean {p:.0} ns/access");
-    println!("bench:   ratio gvt_rs / mtty = {:.2} (below 1: faster than the C sample)", o / p);
+    println!(
+        "bench:   ratio gvt_rs / mtty = {:.2} (below 1: faster than the C sample)",
+        o / p
+    );
     println!("bench:   for scale, 4-byte config-space read: gvt_rs {oc:.0} ns, mtty {pc:.0} ns, ratio {:.2}", oc / pc);
     drop(peer);
     drop(ours);
@@ -117,7 +125,8 @@ fn bench_aperture_mmap_vs_anon() {
     let (dev, ram) = open_with_ram(&m, pages, 0x4000_0000);
     enable_mem(&dev);
     map_gtt_range(&dev, &ram, a.ap_base, pages);
-    let ap = Mapping::new(&dev, VFIO_PCI_BAR2_REGION_INDEX, a.ap_base, len).expect("mmap the slice");
+    let ap =
+        Mapping::new(&dev, VFIO_PCI_BAR2_REGION_INDEX, a.ap_base, len).expect("mmap the slice");
     // SAFETY: a fresh private anonymous mapping.
     let anon = unsafe {
         libc::mmap(
@@ -170,21 +179,39 @@ fn bench_aperture_mmap_vs_anon() {
     // own RAM page: the last memset everywhere, then a per-page marker.
     let last = u32::from_le_bytes([((ROUNDS - 1) * reps + reps - 1) as u8; 4]);
     for p in 0..pages {
-        assert_eq!(ram.read32(p * 4096 + 4092), last, "the memset reached guest RAM page {p}");
+        assert_eq!(
+            ram.read32(p * 4096 + 4092),
+            last,
+            "the memset reached guest RAM page {p}"
+        );
         ap.write32(p * 4096, 0xBE00_0000 | p as u32);
     }
     for p in 0..pages {
-        assert_eq!(ram.read32(p * 4096), 0xBE00_0000 | p as u32, "slice page {p} is guest RAM page {p}");
+        assert_eq!(
+            ram.read32(p * 4096),
+            0xBE00_0000 | p as u32,
+            "slice page {p} is guest RAM page {p}"
+        );
     }
-    assert_eq!(read32(&dev, VFIO_PCI_BAR2_REGION_INDEX, a.ap_base + 4096), 0xBE00_0001, "region read of page 1");
-    println!("bench: aperture write bandwidth over a {} MiB slice, memset x{reps}, best of {ROUNDS}:", len >> 20);
+    assert_eq!(
+        read32(&dev, VFIO_PCI_BAR2_REGION_INDEX, a.ap_base + 4096),
+        0xBE00_0001,
+        "region read of page 1"
+    );
+    println!(
+        "bench: aperture write bandwidth over a {} MiB slice, memset x{reps}, best of {ROUNDS}:",
+        len >> 20
+    );
     println!(
         "bench:   first touch (page faults): aperture {:.1} ms, anonymous {:.1} ms",
         ap_fault.as_secs_f64() * 1e3,
         anon_fault.as_secs_f64() * 1e3
     );
     println!("bench:   aperture mmap {ab:.2} GB/s, anonymous memory {nb:.2} GB/s");
-    println!("bench:   ratio aperture / anonymous = {:.2} (1.0: no trap on the pass-through path)", ab / nb);
+    println!(
+        "bench:   ratio aperture / anonymous = {:.2} (1.0: no trap on the pass-through path)",
+        ab / nb
+    );
     println!(
         "bench:   anonymous with 4 KiB pages (MADV_NOHUGEPAGE {}): {sb:.2} GB/s, ratio aperture / that = {:.2}",
         if nothp { "applied" } else { "refused" },

@@ -45,7 +45,16 @@ fn pixel(seed: u32, x: u32, y: u32) -> u32 {
 /// Read `len` bytes of a dma-buf through a read-only shared mapping.
 fn read_dmabuf(fd: &OwnedFd, len: usize) -> Vec<u32> {
     // SAFETY: a fresh read-only mapping of our own fd.
-    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ, libc::MAP_SHARED, fd.as_raw_fd(), 0) };
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
     assert_ne!(p, libc::MAP_FAILED, "mmap the cursor dma-buf");
     let words: Vec<u32> =
         // SAFETY: `len` bytes are mapped, aligned.
@@ -54,7 +63,6 @@ fn read_dmabuf(fd: &OwnedFd, len: usize) -> Vec<u32> {
     unsafe { libc::munmap(p, len) };
     words
 }
-
 
 #[test]
 #[ignore = "runs inside the VM rig"]
@@ -65,7 +73,10 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     let a = attrs(&m);
     let o = attrs(&other);
-    assert!(a.ap_base >= o.ap_base + o.ap_size, "this vGPU's slice lies above the first's: {o:?} {a:?}");
+    assert!(
+        a.ap_base >= o.ap_base + o.ap_size,
+        "this vGPU's slice lies above the first's: {o:?} {a:?}"
+    );
     let (dev, ram) = open_with_ram(&m, 32, 0x4000_0000);
     enable_mem(&dev);
     // Cursor image in the second 16 KiB of the aperture slice.
@@ -88,12 +99,23 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
     reg(CURACNTR, MODE_64_ARGB);
     let p = query(&dev, CURSOR);
     assert_eq!(
-        (p.drm_format, p.drm_format_mod, p.width, p.height, p.stride, p.size),
+        (
+            p.drm_format,
+            p.drm_format_mod,
+            p.width,
+            p.height,
+            p.stride,
+            p.size
+        ),
         (DRM_FORMAT_ARGB8888, 0, 64, 64, 256, CURSOR_BYTES as u32),
         "{p:?}"
     );
     assert_eq!((p.x_pos as i32, p.y_pos), (-10, 200), "position");
-    assert_eq!((p.x_hot, p.y_hot), (u32::MAX, u32::MAX), "no hotspot before the guest sets one (vfio.h)");
+    assert_eq!(
+        (p.x_hot, p.y_hot),
+        (u32::MAX, u32::MAX),
+        "no hotspot before the guest sets one (vfio.h)"
+    );
     assert_eq!(p.drm_plane_type, CURSOR);
     assert_ne!(p.id, 0);
     // The primary plane is not there, and its query does not see the cursor.
@@ -101,10 +123,19 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
 
     let fd = export(&dev, p.id).expect("GET_GFX_DMABUF of the cursor");
     // SAFETY: lseek on our own fd.
-    assert_eq!(unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) } as usize, CURSOR_BYTES);
-    let want: Vec<u32> = (0..64).flat_map(|y| (0..64).map(move |x| pixel(1, x, y))).collect();
+    assert_eq!(
+        unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) } as usize,
+        CURSOR_BYTES
+    );
+    let want: Vec<u32> = (0..64)
+        .flat_map(|y| (0..64).map(move |x| pixel(1, x, y)))
+        .collect();
     let got = read_dmabuf(&fd, CURSOR_BYTES);
-    assert!(got == want, "the cursor dma-buf shows the guest's image (first differing pixel {:?})", got.iter().zip(&want).position(|(g, w)| g != w));
+    assert!(
+        got == want,
+        "the cursor dma-buf shows the guest's image (first differing pixel {:?})",
+        got.iter().zip(&want).position(|(g, w)| g != w)
+    );
 
     // The guest moves it and sets the hotspot: same image, same id.
     reg(CURAPOS, (30 << 16) | 40);
@@ -112,7 +143,10 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
     reg(CURSOR_Y_HOT, 6);
     let q = query(&dev, CURSOR);
     assert_eq!((q.x_pos, q.y_pos, q.x_hot, q.y_hot), (40, 30, 5, 6));
-    assert_eq!(q.id, p.id, "moving the cursor keeps its id (QEMU keeps its dma-buf)");
+    assert_eq!(
+        q.id, p.id,
+        "moving the cursor keeps its id (QEMU keeps its dma-buf)"
+    );
     // The guest redraws in place: the buffer is the guest's memory.
     map.write32(0, 0x1234_5678);
     assert_eq!(read_dmabuf(&fd, CURSOR_BYTES)[0], 0x1234_5678);
@@ -121,7 +155,10 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
     reg(CURABASE, (o.ap_base + 4 * 4096) as u32);
     assert_no_plane(&query(&dev, CURSOR), "cursor in the other vGPU's slice");
     reg(CURABASE, (a.ap_base - 4096) as u32);
-    assert_no_plane(&query(&dev, CURSOR), "cursor straddling the start of this vGPU's slice");
+    assert_no_plane(
+        &query(&dev, CURSOR),
+        "cursor straddling the start of this vGPU's slice",
+    );
     reg(CURABASE, (a.ap_base + a.ap_size - 4096) as u32);
     assert_no_plane(&query(&dev, CURSOR), "cursor straddling the slice's end");
     reg(CURABASE, (cur + 64) as u32);

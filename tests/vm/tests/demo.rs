@@ -15,8 +15,12 @@ use gvt_vmtests::{run_l2, types_of, Mdev};
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn demo_gvt_two_vgpus() {
-    use gvt_vmtests::gvt::{self, attrs, enable_mem, open, read32, read64, Mapping, PARENT, PVINFO};
-    use vfio_bindings::bindings::vfio::{VFIO_PCI_BAR0_REGION_INDEX as BAR0, VFIO_PCI_BAR2_REGION_INDEX as BAR2};
+    use gvt_vmtests::gvt::{
+        self, attrs, enable_mem, open, read32, read64, Mapping, PARENT, PVINFO,
+    };
+    use vfio_bindings::bindings::vfio::{
+        VFIO_PCI_BAR0_REGION_INDEX as BAR0, VFIO_PCI_BAR2_REGION_INDEX as BAR2,
+    };
 
     println!("demo: insmod gvt_rs.ko {}", gvt::PARAMS.join(" "));
     gvt::load();
@@ -25,7 +29,11 @@ fn demo_gvt_two_vgpus() {
         let d = format!("/sys/class/mdev_bus/{PARENT}/mdev_supported_types/{t}");
         let desc = fs::read_to_string(format!("{d}/description")).unwrap();
         let avail = fs::read_to_string(format!("{d}/available_instances")).unwrap();
-        println!("demo: type {t}: available_instances={} | {}", avail.trim(), desc.trim().replace('\n', ", "));
+        println!(
+            "demo: type {t}: available_instances={} | {}",
+            avail.trim(),
+            desc.trim().replace('\n', ", ")
+        );
     }
     let m1 = Mdev::create(PARENT, &gvt::type_mb(64)).expect("create vGPU 1");
     let m2 = Mdev::create(PARENT, &gvt::type_mb(32)).expect("create vGPU 2");
@@ -33,12 +41,25 @@ fn demo_gvt_two_vgpus() {
         let a = attrs(m);
         println!(
             "demo: {name} {}: id {}, aperture {:#x}+{:#x}, high GM {:#x}+{:#x}, fences {}+{}",
-            m.uuid, a.id, a.ap_base, a.ap_size, a.high_base, a.high_size, a.fence_base, a.fence_count
+            m.uuid,
+            a.id,
+            a.ap_base,
+            a.ap_size,
+            a.high_base,
+            a.high_size,
+            a.fence_base,
+            a.fence_count
         );
     }
     for t in types_of(PARENT) {
-        let avail = fs::read_to_string(format!("/sys/class/mdev_bus/{PARENT}/mdev_supported_types/{t}/available_instances")).unwrap();
-        println!("demo: after two creates, {t}: available_instances={}", avail.trim());
+        let avail = fs::read_to_string(format!(
+            "/sys/class/mdev_bus/{PARENT}/mdev_supported_types/{t}/available_instances"
+        ))
+        .unwrap();
+        println!(
+            "demo: after two creates, {t}: available_instances={}",
+            avail.trim()
+        );
     }
     let d1 = open(&m1);
     let d2 = open(&m2);
@@ -46,7 +67,10 @@ fn demo_gvt_two_vgpus() {
         enable_mem(d);
         let a = attrs(m);
         let magic = read64(d, BAR0, PVINFO);
-        let (base, size) = (read32(d, BAR0, PVINFO + 0x40), read32(d, BAR0, PVINFO + 0x44));
+        let (base, size) = (
+            read32(d, BAR0, PVINFO + 0x40),
+            read32(d, BAR0, PVINFO + 0x44),
+        );
         println!(
             "demo: {name} through VFIO: PVINFO magic {magic:#x}, vgt_id {}, mappable {base:#x}+{size:#x}, fences {}",
             read32(d, BAR0, PVINFO + 0x0C),
@@ -56,22 +80,35 @@ fn demo_gvt_two_vgpus() {
         assert_eq!((u64::from(base), u64::from(size)), (a.ap_base, a.ap_size));
         let map = Mapping::new(d, BAR2, a.ap_base, 4096).expect("mmap the slice");
         map.write32(0, 0xD000 + a.id as u32);
-        println!("demo: {name}: wrote {:#x} through its aperture mapping; region read sees {:#x}", 0xD000 + a.id, read32(d, BAR2, a.ap_base));
+        println!(
+            "demo: {name}: wrote {:#x} through its aperture mapping; region read sees {:#x}",
+            0xD000 + a.id,
+            read32(d, BAR2, a.ap_base)
+        );
     }
     let (a1, a2) = (attrs(&m1), attrs(&m2));
-    println!("demo: vGPU 2 reading vGPU 1's slice: {:#x} (ballooned)", read32(&d2, BAR2, a1.ap_base));
+    println!(
+        "demo: vGPU 2 reading vGPU 1's slice: {:#x} (ballooned)",
+        read32(&d2, BAR2, a1.ap_base)
+    );
     assert_eq!(read32(&d2, BAR2, a1.ap_base), 0);
     assert_eq!(read32(&d1, BAR2, a1.ap_base), 0xD000 + a1.id as u32);
     assert_eq!(read32(&d2, BAR2, a2.ap_base), 0xD000 + a2.id as u32);
     drop((d1, d2));
     m2.remove().expect("remove");
     let arg = format!("vfio-pci,sysfsdev={}", m1.sysfs_path().display());
-    println!("demo: an unmodified QEMU takes vGPU 1: qemu-system-x86_64 -accel {} ... -device {arg}", gvt_vmtests::nested_accel());
+    println!(
+        "demo: an unmodified QEMU takes vGPU 1: qemu-system-x86_64 -accel {} ... -device {arg}",
+        gvt_vmtests::nested_accel()
+    );
     let r = run_l2(&["-device", &arg], "lspci", Duration::from_secs(120));
     for l in r.output.lines().filter(|l| l.starts_with("L2: pci")) {
         println!("demo:   {l}");
     }
-    assert!(r.output.contains("L2: pci 0x1234 0x6776 0x038000"), "L2 does not see the vGPU");
+    assert!(
+        r.output.contains("L2: pci 0x1234 0x6776 0x038000"),
+        "L2 does not see the vGPU"
+    );
     m1.remove().expect("remove");
     show_the_screen();
     println!("demo: removed every vGPU; done");
@@ -100,32 +137,53 @@ fn show_the_screen() {
     let mut s = NestedDisplay::start(&m, accel, false);
     let (w, h) = (s.width, s.height);
     let show = |s: &NestedDisplay, from: usize| {
-        for l in s.q.log[from..].iter().filter(|l| l.starts_with("L2: display")) {
+        for l in s.q.log[from..]
+            .iter()
+            .filter(|l| l.starts_with("L2: display"))
+        {
             println!("demo:   {l}");
         }
     };
     show(&s, 0);
     let plane = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
-    for l in plane.lines().filter(|l| l.starts_with("plane:") || l.starts_with("monitor:")) {
+    for l in plane
+        .lines()
+        .filter(|l| l.starts_with("plane:") || l.starts_with("monitor:"))
+    {
         println!("demo:   gvt/display {l}");
     }
     let a = s.screendump();
-    a.compare(&expected_frame(1, w, h), w, h).unwrap_or_else(|e| panic!("screendump of frame 1: {e}"));
+    a.compare(&expected_frame(1, w, h), w, h)
+        .unwrap_or_else(|e| panic!("screendump of frame 1: {e}"));
     println!(
         "demo: QMP screendump: {w}x{h}, every pixel equals the picture of its {} blits (computed here from the same rectangle list)",
         frame_blits(1, w, h).len()
     );
     let png = s.screendump_png();
-    assert_eq!(png.get(..8), Some(&b"\x89PNG\r\n\x1a\n"[..]), "QEMU's PNG screendump");
-    println!("demo: QMP screendump format png: {} bytes, exported to the host", png.len());
+    assert_eq!(
+        png.get(..8),
+        Some(&b"\x89PNG\r\n\x1a\n"[..]),
+        "QEMU's PNG screendump"
+    );
+    println!(
+        "demo: QMP screendump format png: {} bytes, exported to the host",
+        png.len()
+    );
     export_file("screen.png", &png);
     let n = s.q.log.len();
     s.flip();
     show(&s, n);
     let b = s.screendump();
-    b.compare(&expected_frame(2, w, h), w, h).unwrap_or_else(|e| panic!("screendump after the flip: {e}"));
-    println!("demo: after the flip, the screendump equals picture 2 ({} blits)", frame_blits(2, w, h).len());
+    b.compare(&expected_frame(2, w, h), w, h)
+        .unwrap_or_else(|e| panic!("screendump after the flip: {e}"));
+    println!(
+        "demo: after the flip, the screendump equals picture 2 ({} blits)",
+        frame_blits(2, w, h).len()
+    );
     s.finish();
-    println!("demo: the mediator audited {} commands of vGPU 3", stat(&m, "cmds_audited") - audited0);
+    println!(
+        "demo: the mediator audited {} commands of vGPU 3",
+        stat(&m, "cmds_audited") - audited0
+    );
     m.remove().expect("remove");
 }

@@ -70,7 +70,9 @@ fn pixel(seed: u32, x: u32, y: u32) -> u32 {
 
 /// The surface as the display must show it: `H` lines of `W` pixels.
 fn expected(seed: u32) -> Vec<u32> {
-    (0..H).flat_map(|y| (0..W).map(move |x| pixel(seed, x, y))).collect()
+    (0..H)
+        .flat_map(|y| (0..W).map(move |x| pixel(seed, x, y)))
+        .collect()
 }
 
 /// A vGPU with guest RAM, memory decode on, and GGTT entries for surfaces
@@ -113,10 +115,15 @@ impl Rig {
     /// Draw surface `seed` at aperture address `surf` through the aperture
     /// mapping (as the guest's CPU does); padding bytes get a marker.
     fn draw(&self, surf: u64, seed: u32) {
-        let map = Mapping::new(&self.dev, BAR2, surf, PLANE_PAGES as usize * 4096).expect("mmap the aperture");
+        let map = Mapping::new(&self.dev, BAR2, surf, PLANE_PAGES as usize * 4096)
+            .expect("mmap the aperture");
         for y in 0..H {
             for x in 0..STRIDE / 4 {
-                let v = if x < W { pixel(seed, x, y) } else { 0xDEAD_0000 | y };
+                let v = if x < W {
+                    pixel(seed, x, y)
+                } else {
+                    0xDEAD_0000 | y
+                };
                 map.write32((y * STRIDE + 4 * x) as usize, v);
             }
         }
@@ -128,7 +135,10 @@ impl Rig {
 
 /// The `W`x`H` pixels of a plane with `STRIDE` at the start of `map`.
 fn pixels(map: &RoMap) -> Vec<u32> {
-    (0..H).flat_map(|y| (0..W).map(move |x| (y, x))).map(|(y, x)| map.read32((y * STRIDE + 4 * x) as usize)).collect()
+    (0..H)
+        .flat_map(|y| (0..W).map(move |x| (y, x)))
+        .map(|(y, x)| map.read32((y * STRIDE + 4 * x) as usize))
+        .collect()
 }
 
 /// Compare pixel by pixel; name the first mismatch.
@@ -136,14 +146,22 @@ fn assert_pixels(got: &[u32], want: &[u32], what: &str) {
     assert_eq!(got.len(), want.len(), "{what}: pixel count");
     if let Some(i) = got.iter().zip(want).position(|(g, w)| g != w) {
         let (x, y) = (i as u32 % W, i as u32 / W);
-        panic!("{what}: pixel ({x}, {y}) is {:#010x}, drawn {:#010x}", got[i], want[i]);
+        panic!(
+            "{what}: pixel ({x}, {y}) is {:#010x}, drawn {:#010x}",
+            got[i], want[i]
+        );
     }
 }
 
 /// A count the driver shows in sysfs `gvt/display` (`KEY: N`).
 fn display_count(display: &str, key: &str) -> u64 {
-    let line = display.lines().find_map(|l| l.strip_prefix(key).and_then(|l| l.strip_prefix(": ")));
-    line.unwrap_or_else(|| panic!("no {key} in {display:?}")).trim().parse().unwrap()
+    let line = display
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|l| l.strip_prefix(": ")));
+    line.unwrap_or_else(|| panic!("no {key} in {display:?}"))
+        .trim()
+        .parse()
+        .unwrap()
 }
 
 /// The dma-bufs handed out.
@@ -160,13 +178,27 @@ fn dmabuf_page_faults(display: &str) -> u64 {
 #[ignore = "runs inside the VM rig"]
 fn display_regions_are_listed() {
     let r = Rig::new(64);
-    let mut info = vfio_device_info { argsz: std::mem::size_of::<vfio_device_info>() as u32, ..Default::default() };
+    let mut info = vfio_device_info {
+        argsz: std::mem::size_of::<vfio_device_info>() as u32,
+        ..Default::default()
+    };
     ioctl(&r.dev, VFIO_DEVICE_GET_INFO, &mut info).expect("GET_INFO");
-    assert_eq!(info.num_regions, VFIO_PCI_NUM_REGIONS + 2, "PCI regions, then EDID and display");
+    assert_eq!(
+        info.num_regions,
+        VFIO_PCI_NUM_REGIONS + 2,
+        "PCI regions, then EDID and display"
+    );
     let rw = VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_WRITE;
-    assert_eq!(r.dev.get_region_flags(EDID_REGION), rw | VFIO_REGION_INFO_FLAG_CAPS, "EDID: read/write, caps");
+    assert_eq!(
+        r.dev.get_region_flags(EDID_REGION),
+        rw | VFIO_REGION_INFO_FLAG_CAPS,
+        "EDID: read/write, caps"
+    );
     assert_eq!(r.dev.get_region_size(EDID_REGION), 4096);
-    assert_eq!(r.dev.get_region_offset(EDID_REGION), region_off(EDID_REGION));
+    assert_eq!(
+        r.dev.get_region_offset(EDID_REGION),
+        region_off(EDID_REGION)
+    );
     let types: Vec<(u32, u32)> = r
         .dev
         .get_region_caps(EDID_REGION)
@@ -176,19 +208,38 @@ fn display_regions_are_listed() {
             _ => None,
         })
         .collect();
-    assert_eq!(types, [(VFIO_REGION_TYPE_GFX, VFIO_REGION_SUBTYPE_GFX_EDID)], "EDID region type capability");
+    assert_eq!(
+        types,
+        [(VFIO_REGION_TYPE_GFX, VFIO_REGION_SUBTYPE_GFX_EDID)],
+        "EDID region type capability"
+    );
     assert_eq!(
         r.dev.get_region_flags(DISPLAY_REGION),
         VFIO_REGION_INFO_FLAG_READ | VFIO_REGION_INFO_FLAG_MMAP,
         "display: read-only, mmap"
     );
     // Every plane fits: the larger GM slice, capped at 128 MiB.
-    assert_eq!(r.dev.get_region_size(DISPLAY_REGION), r.a.ap_size.max(r.a.high_size).min(128 << 20));
+    assert_eq!(
+        r.dev.get_region_size(DISPLAY_REGION),
+        r.a.ap_size.max(r.a.high_size).min(128 << 20)
+    );
     assert!(r.dev.get_region_caps(DISPLAY_REGION).is_empty());
-    let mut ri = vfio_region_info { argsz: 32, index: VFIO_PCI_NUM_REGIONS + 2, ..Default::default() };
-    assert_eq!(errno(ioctl(&r.dev, VFIO_DEVICE_GET_REGION_INFO, &mut ri)), libc::EINVAL, "region 11 does not exist");
+    let mut ri = vfio_region_info {
+        argsz: 32,
+        index: VFIO_PCI_NUM_REGIONS + 2,
+        ..Default::default()
+    };
+    assert_eq!(
+        errno(ioctl(&r.dev, VFIO_DEVICE_GET_REGION_INFO, &mut ri)),
+        libc::EINVAL,
+        "region 11 does not exist"
+    );
     let mut b = [0u8; 4];
-    assert_eq!(errno(pread(&r.dev, VFIO_PCI_NUM_REGIONS + 2, 0, &mut b)), libc::EINVAL, "read of region 11");
+    assert_eq!(
+        errno(pread(&r.dev, VFIO_PCI_NUM_REGIONS + 2, 0, &mut b)),
+        libc::EINVAL,
+        "read of region 11"
+    );
 }
 
 #[test]
@@ -197,30 +248,77 @@ fn display_query_probes_and_argsz() {
     let r = Rig::new(32);
     // Probes: 0 for the supported kinds, nothing written back.
     for kind in [REGION, DMABUF] {
-        let mut p = PlaneInfo { argsz: 64, flags: PROBE | kind, drm_plane_type: PRIMARY, width: 77, id: 99, ..Default::default() };
+        let mut p = PlaneInfo {
+            argsz: 64,
+            flags: PROBE | kind,
+            drm_plane_type: PRIMARY,
+            width: 77,
+            id: 99,
+            ..Default::default()
+        };
         ioctl(&r.dev, QUERY_GFX_PLANE, &mut p).unwrap_or_else(|e| panic!("probe {kind:#x}: {e}"));
-        assert_eq!((p.width, p.id, p.flags), (77, 99, PROBE | kind), "a probe writes nothing back");
+        assert_eq!(
+            (p.width, p.id, p.flags),
+            (77, 99, PROBE | kind),
+            "a probe writes nothing back"
+        );
     }
     // Everything else vfio.h calls invalid.
-    for flags in [0, PROBE, PROBE | REGION | DMABUF, REGION | DMABUF, 1 << 3, REGION | (1 << 3)] {
-        assert_eq!(errno(query_with(&r.dev, flags, PRIMARY)), libc::EINVAL, "flags {flags:#x}");
+    for flags in [
+        0,
+        PROBE,
+        PROBE | REGION | DMABUF,
+        REGION | DMABUF,
+        1 << 3,
+        REGION | (1 << 3),
+    ] {
+        assert_eq!(
+            errno(query_with(&r.dev, flags, PRIMARY)),
+            libc::EINVAL,
+            "flags {flags:#x}"
+        );
     }
     // argsz must reach region_index/dmabuf_id (60 bytes).
-    let mut p = PlaneInfo { argsz: 59, flags: REGION, drm_plane_type: PRIMARY, ..Default::default() };
-    assert_eq!(errno(ioctl(&r.dev, QUERY_GFX_PLANE, &mut p)), libc::EINVAL, "argsz 59");
+    let mut p = PlaneInfo {
+        argsz: 59,
+        flags: REGION,
+        drm_plane_type: PRIMARY,
+        ..Default::default()
+    };
+    assert_eq!(
+        errno(ioctl(&r.dev, QUERY_GFX_PLANE, &mut p)),
+        libc::EINVAL,
+        "argsz 59"
+    );
     p.argsz = 60;
     ioctl(&r.dev, QUERY_GFX_PLANE, &mut p).expect("argsz 60 is enough");
     // SAFETY: an address with nothing mapped: the kernel must refuse it.
-    assert_eq!(errno(unsafe { ioctl_raw(&r.dev, QUERY_GFX_PLANE, 8 as *mut u8) }), libc::EFAULT, "bad pointer");
+    assert_eq!(
+        errno(unsafe { ioctl_raw(&r.dev, QUERY_GFX_PLANE, 8 as *mut u8) }),
+        libc::EFAULT,
+        "bad pointer"
+    );
     // dma-buf planes can be turned off (a VMM without GL): probes say so.
     let knob = r.m.sysfs_path().join("gvt/dmabuf");
     assert_eq!(fs::read_to_string(&knob).unwrap().trim(), "1");
     fs::write(&knob, "0").unwrap();
-    assert_eq!(errno(query_with(&r.dev, PROBE | DMABUF, PRIMARY)), libc::EINVAL, "dma-buf probe with dma-buf off");
-    assert_eq!(errno(query_with(&r.dev, DMABUF, PRIMARY)), libc::EINVAL, "dma-buf query with dma-buf off");
+    assert_eq!(
+        errno(query_with(&r.dev, PROBE | DMABUF, PRIMARY)),
+        libc::EINVAL,
+        "dma-buf probe with dma-buf off"
+    );
+    assert_eq!(
+        errno(query_with(&r.dev, DMABUF, PRIMARY)),
+        libc::EINVAL,
+        "dma-buf query with dma-buf off"
+    );
     query_with(&r.dev, PROBE | REGION, PRIMARY).expect("regions stay");
     let mut id = 1u32;
-    assert_eq!(errno(ioctl(&r.dev, GET_GFX_DMABUF, &mut id)), libc::ENOTTY, "GET_GFX_DMABUF with dma-buf off");
+    assert_eq!(
+        errno(ioctl(&r.dev, GET_GFX_DMABUF, &mut id)),
+        libc::ENOTTY,
+        "GET_GFX_DMABUF with dma-buf off"
+    );
     assert!(fs::write(&knob, "2").is_err());
     fs::write(&knob, "1").unwrap();
     query_with(&r.dev, PROBE | DMABUF, PRIMARY).expect("dma-buf back on");
@@ -237,56 +335,135 @@ fn display_region_shows_the_guest_framebuffer() {
 
     // The guest has not said its display is ready: no plane, and a diagnosis.
     assert_no_plane(&query(dev, REGION), "display_ready 0");
-    assert!(r.display().contains("display_ready"), "gvt/display says why: {}", r.display());
+    assert!(
+        r.display().contains("display_ready"),
+        "gvt/display says why: {}",
+        r.display()
+    );
     r.reg(DISPLAY_READY, 1);
 
     let p = query(dev, REGION);
     assert_eq!(
-        (p.drm_format, p.drm_format_mod, p.width, p.height, p.stride, p.size),
-        (DRM_FORMAT_XRGB8888, 0, W, H, STRIDE, (PLANE_PAGES * 4096) as u32),
+        (
+            p.drm_format,
+            p.drm_format_mod,
+            p.width,
+            p.height,
+            p.stride,
+            p.size
+        ),
+        (
+            DRM_FORMAT_XRGB8888,
+            0,
+            W,
+            H,
+            STRIDE,
+            (PLANE_PAGES * 4096) as u32
+        ),
         "{p:?}"
     );
     assert_eq!(p.id, DISPLAY_REGION, "region_index");
-    assert_eq!((p.x_pos, p.y_pos, p.x_hot, p.y_hot), (0, 0, u32::MAX, u32::MAX), "no hotspot");
+    assert_eq!(
+        (p.x_pos, p.y_pos, p.x_hot, p.y_hot),
+        (0, 0, u32::MAX, u32::MAX),
+        "no hotspot"
+    );
     // QEMU's region path leaves drm_plane_type 0 (hw/vfio/display.c): the primary plane.
     let q0 = query_with(dev, REGION, 0).unwrap();
-    assert_eq!(PlaneInfo { drm_plane_type: PRIMARY, ..q0 }, p, "a region query with plane type 0");
+    assert_eq!(
+        PlaneInfo {
+            drm_plane_type: PRIMARY,
+            ..q0
+        },
+        p,
+        "a region query with plane type 0"
+    );
     // A cursor query: there is no cursor plane.
     assert_no_plane(&query_with(dev, REGION, CURSOR).unwrap(), "cursor");
     let shown = r.display();
-    assert!(shown.contains(&format!("plane: {W}x{H} XR24 stride {STRIDE} surface {:#x}", r.surf_a())), "{shown}");
+    assert!(
+        shown.contains(&format!(
+            "plane: {W}x{H} XR24 stride {STRIDE} surface {:#x}",
+            r.surf_a()
+        )),
+        "{shown}"
+    );
 
     // The display region, mapped as QEMU maps it, shows exactly what was drawn.
     let map = RoMap::region(dev, DISPLAY_REGION, p.size as usize).expect("mmap the display region");
-    assert_pixels(&pixels(&map), &expected(1), "display region mapping, surface A");
+    assert_pixels(
+        &pixels(&map),
+        &expected(1),
+        "display region mapping, surface A",
+    );
     for y in [0, H / 2, H - 1] {
-        assert_eq!(map.read32((y * STRIDE + 4 * W) as usize), 0xDEAD_0000 | y, "stride padding of line {y}");
+        assert_eq!(
+            map.read32((y * STRIDE + 4 * W) as usize),
+            0xDEAD_0000 | y,
+            "stride padding of line {y}"
+        );
     }
     // A read() of the region agrees.
     let mut bytes = vec![0u8; PLANE_BYTES];
-    assert_eq!(pread(dev, DISPLAY_REGION, 0, &mut bytes).expect("pread the display region"), PLANE_BYTES);
+    assert_eq!(
+        pread(dev, DISPLAY_REGION, 0, &mut bytes).expect("pread the display region"),
+        PLANE_BYTES
+    );
     let got: Vec<u32> = (0..H)
         .flat_map(|y| (0..W).map(move |x| (y * STRIDE + 4 * x) as usize))
         .map(|o| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap()))
         .collect();
     assert_pixels(&got, &expected(1), "display region read()");
     // Read-only: no writes, no writable mapping, no upgrade to one.
-    assert_eq!(errno(pwrite(dev, DISPLAY_REGION, 0, &[0u8; 4])), libc::EINVAL, "write to the display region");
-    assert_eq!(errno(Mapping::new(dev, DISPLAY_REGION, 0, 4096)), libc::EINVAL, "writable mapping");
+    assert_eq!(
+        errno(pwrite(dev, DISPLAY_REGION, 0, &[0u8; 4])),
+        libc::EINVAL,
+        "write to the display region"
+    );
+    assert_eq!(
+        errno(Mapping::new(dev, DISPLAY_REGION, 0, 4096)),
+        libc::EINVAL,
+        "writable mapping"
+    );
     // SAFETY: changing the protection of our own mapping; it must fail.
     let rc = unsafe { libc::mprotect(map.ptr as *mut _, 4096, libc::PROT_READ | libc::PROT_WRITE) };
-    assert_eq!((rc, std::io::Error::last_os_error().raw_os_error()), (-1, Some(libc::EACCES)), "mprotect to writable");
+    assert_eq!(
+        (rc, std::io::Error::last_os_error().raw_os_error()),
+        (-1, Some(libc::EACCES)),
+        "mprotect to writable"
+    );
     let size = r.dev.get_region_size(DISPLAY_REGION);
-    assert_eq!(errno(RoMap::region(dev, DISPLAY_REGION, size as usize + 4096)), libc::EINVAL, "mapping beyond the region");
-    assert_eq!(errno(RoMap::new(dev.as_raw_fd(), region_off(DISPLAY_REGION) + size, 4096)), libc::EINVAL, "offset past the region");
+    assert_eq!(
+        errno(RoMap::region(dev, DISPLAY_REGION, size as usize + 4096)),
+        libc::EINVAL,
+        "mapping beyond the region"
+    );
+    assert_eq!(
+        errno(RoMap::new(
+            dev.as_raw_fd(),
+            region_off(DISPLAY_REGION) + size,
+            4096
+        )),
+        libc::EINVAL,
+        "offset past the region"
+    );
 
     // Flip to B: the mapping follows at the next query (its pages are zapped).
     r.reg(DSPASURF, r.surf_b() as u32);
     let q = query(dev, REGION);
     assert_eq!((q.width, q.height, q.id), (W, H, DISPLAY_REGION));
-    assert_pixels(&pixels(&map), &expected(2), "display region after the flip to B");
+    assert_pixels(
+        &pixels(&map),
+        &expected(2),
+        "display region after the flip to B",
+    );
     let id_of = |s: &str| -> u64 {
-        s.lines().find_map(|l| l.strip_prefix("shown_plane_id: ")).expect("shown_plane_id").trim().parse().unwrap()
+        s.lines()
+            .find_map(|l| l.strip_prefix("shown_plane_id: "))
+            .expect("shown_plane_id")
+            .trim()
+            .parse()
+            .unwrap()
     };
     let id_b = id_of(&r.display());
 
@@ -297,36 +474,60 @@ fn display_region_shows_the_guest_framebuffer() {
         r.ram.write32(spare * 4096 + 4 * i, 0x5A5A_0000 | i as u32);
     }
     map_gtt(dev, &r.ram, r.surf_b() / 4096 + 3, spare);
-    assert_eq!(map.read32(3 * 4096), 0x5A5A_0000, "page 3 of the plane is the remapped frame");
+    assert_eq!(
+        map.read32(3 * 4096),
+        0x5A5A_0000,
+        "page 3 of the plane is the remapped frame"
+    );
     assert_eq!(map.read32(3 * 4096 + 4092), 0x5A5A_03FF);
-    assert_eq!(map.read32(2 * 4096), pixel(2, (2 * 4096 % STRIDE) / 4, 2 * 4096 / STRIDE), "page 2 unchanged");
+    assert_eq!(
+        map.read32(2 * 4096),
+        pixel(2, (2 * 4096 % STRIDE) / 4, 2 * 4096 / STRIDE),
+        "page 2 unchanged"
+    );
     map_gtt(dev, &r.ram, r.surf_b() / 4096 + 3, B_PAGES as usize + 3);
     assert_pixels(&pixels(&map), &expected(2), "entry restored");
 
     // Back to A: its old id; dma-buf queries show the ids change with the surface.
     r.reg(DSPASURF, r.surf_a() as u32);
     let da = query(dev, DMABUF);
-    assert_pixels(&pixels(&map), &expected(1), "display region after the flip back to A");
+    assert_pixels(
+        &pixels(&map),
+        &expected(1),
+        "display region after the flip back to A",
+    );
     r.reg(DSPASURF, r.surf_b() as u32);
     let db = query(dev, DMABUF);
     assert_ne!(da.id, db.id, "a flip changes the plane id");
     assert_eq!(u64::from(db.id), id_b, "B keeps its id");
     assert_eq!(query(dev, DMABUF).id, db.id, "no change, same id");
     r.reg(DSPASURF, r.surf_a() as u32);
-    assert_eq!(query(dev, DMABUF).id, da.id, "A gets its id back (double buffering)");
+    assert_eq!(
+        query(dev, DMABUF).id,
+        da.id,
+        "A gets its id back (double buffering)"
+    );
 
     // The same pixels through the high GM slice: the display reads through
     // the shadow GGTT, not the aperture.
     map_gtt_range(dev, &r.ram, r.a.high_base, PLANE_PAGES as usize);
     r.reg(DSPASURF, r.a.high_base as u32);
     assert_eq!(query(dev, REGION).width, W, "a plane in the high GM slice");
-    assert_pixels(&pixels(&map), &expected(1), "surface in high GM backed by A's frames");
+    assert_pixels(
+        &pixels(&map),
+        &expected(1),
+        "surface in high GM backed by A's frames",
+    );
 
     // Reset: no plane until the guest sets it up again.
     r.dev.reset();
     enable_mem(dev);
     assert_no_plane(&query(dev, REGION), "after reset");
-    assert_eq!(map.read32(0), 0, "after reset the region shows the scratch page");
+    assert_eq!(
+        map.read32(0),
+        0,
+        "after reset the region shows the scratch page"
+    );
 }
 
 #[test]
@@ -347,25 +548,104 @@ fn display_invalid_planes_are_no_plane() {
 
     let ap_end = r.a.ap_base + r.a.ap_size;
     let cases: Vec<(&str, u32, u32, u64, u32, u32, &str)> = vec![
-        ("surface in another vGPU's aperture", good, STRIDE, oa.ap_base, W, H, "not inside"),
-        ("surface in another vGPU's high GM", good, STRIDE, oa.high_base, W, H, "not inside"),
-        ("surface running past the slice end", good, STRIDE, ap_end - 4096, W, H, "not inside"),
-        ("stride not a multiple of 64", good, STRIDE + 4, r.surf_a(), W, H, "multiple of 64"),
-        ("stride below one line", good, 1152, r.surf_a(), W, H, "smaller than one line"),
-        ("stride above 32 KiB", good, 32 * 1024 + 64, r.surf_a(), W, H, "limit"),
-        ("unsupported format", PLANE_ENABLE | (8 << 26), STRIDE, r.surf_a(), W, H, "pixel format"),
+        (
+            "surface in another vGPU's aperture",
+            good,
+            STRIDE,
+            oa.ap_base,
+            W,
+            H,
+            "not inside",
+        ),
+        (
+            "surface in another vGPU's high GM",
+            good,
+            STRIDE,
+            oa.high_base,
+            W,
+            H,
+            "not inside",
+        ),
+        (
+            "surface running past the slice end",
+            good,
+            STRIDE,
+            ap_end - 4096,
+            W,
+            H,
+            "not inside",
+        ),
+        (
+            "stride not a multiple of 64",
+            good,
+            STRIDE + 4,
+            r.surf_a(),
+            W,
+            H,
+            "multiple of 64",
+        ),
+        (
+            "stride below one line",
+            good,
+            1152,
+            r.surf_a(),
+            W,
+            H,
+            "smaller than one line",
+        ),
+        (
+            "stride above 32 KiB",
+            good,
+            32 * 1024 + 64,
+            r.surf_a(),
+            W,
+            H,
+            "limit",
+        ),
+        (
+            "unsupported format",
+            PLANE_ENABLE | (8 << 26),
+            STRIDE,
+            r.surf_a(),
+            W,
+            H,
+            "pixel format",
+        ),
         ("tiled", good | TILED, STRIDE, r.surf_a(), W, H, "tiled"),
-        ("plane disabled", FMT_XRGB8888, STRIDE, r.surf_a(), W, H, "disabled"),
-        ("surface not page aligned", good, STRIDE, r.surf_a() + 64, W, H, "aligned"),
+        (
+            "plane disabled",
+            FMT_XRGB8888,
+            STRIDE,
+            r.surf_a(),
+            W,
+            H,
+            "disabled",
+        ),
+        (
+            "surface not page aligned",
+            good,
+            STRIDE,
+            r.surf_a() + 64,
+            W,
+            H,
+            "aligned",
+        ),
     ];
     for (what, ctl, stride, surf, w, h, why) in cases {
         r.plane(ctl, stride, surf, w, h);
         assert_no_plane(&query(dev, REGION), what);
         assert_no_plane(&query(dev, DMABUF), what);
         // The region never shows the old plane's or another vGPU's pages.
-        assert_eq!((map.read32(0), map.read32(4096)), (0, 0), "{what}: the region shows scratch");
+        assert_eq!(
+            (map.read32(0), map.read32(4096)),
+            (0, 0),
+            "{what}: the region shows scratch"
+        );
         let d = r.display();
-        assert!(d.contains("plane: none:") && d.contains(why), "{what}: gvt/display says {d:?}");
+        assert!(
+            d.contains("plane: none:") && d.contains(why),
+            "{what}: gvt/display says {d:?}"
+        );
         r.plane(good, STRIDE, r.surf_a(), W, H);
         assert_eq!(query(dev, REGION).width, W, "{what}: valid again");
         assert_pixels(&pixels(&map), &expected(7), what);
@@ -386,7 +666,10 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
     r.reg(DISPLAY_READY, 1);
     r.plane(PLANE_ENABLE | FMT_XRGB8888, STRIDE, r.surf_a(), W, H);
     let pa = query(dev, DMABUF);
-    assert_eq!((pa.drm_format, pa.width, pa.height, pa.stride), (DRM_FORMAT_XRGB8888, W, H, STRIDE));
+    assert_eq!(
+        (pa.drm_format, pa.width, pa.height, pa.stride),
+        (DRM_FORMAT_XRGB8888, W, H, STRIDE)
+    );
     assert_ne!(pa.id, 0, "a dma-buf id");
     let export = |id: u32| export_dmabuf(dev, id);
     assert_eq!(dmabufs_exported(&r.display()), 0, "nothing exported yet");
@@ -398,10 +681,22 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
     let ma = RoMap::new(fa.as_raw_fd(), 0, pa.size as usize).expect("mmap the dma-buf");
     assert_eq!(dmabuf_page_faults(&r.display()), 0, "nothing read yet");
     assert_pixels(&pixels(&ma), &expected(3), "dma-buf of surface A");
-    assert_eq!(dmabuf_page_faults(&r.display()), PLANE_PAGES, "each page of the plane was read");
+    assert_eq!(
+        dmabuf_page_faults(&r.display()),
+        PLANE_PAGES,
+        "each page of the plane was read"
+    );
     assert_pixels(&pixels(&ma), &expected(3), "dma-buf of surface A, again");
-    assert_eq!(dmabuf_page_faults(&r.display()), PLANE_PAGES, "a page faults once per mapping");
-    assert_eq!(errno(RoMap::new(fa.as_raw_fd(), 0, pa.size as usize + 4096)), libc::EINVAL, "mapping past the buffer");
+    assert_eq!(
+        dmabuf_page_faults(&r.display()),
+        PLANE_PAGES,
+        "a page faults once per mapping"
+    );
+    assert_eq!(
+        errno(RoMap::new(fa.as_raw_fd(), 0, pa.size as usize + 4096)),
+        libc::EINVAL,
+        "mapping past the buffer"
+    );
 
     // Flip: a new id, a new buffer with B's pixels; A's buffer is unchanged.
     r.reg(DSPASURF, r.surf_b() as u32);
@@ -419,10 +714,18 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
     for bad in [0, pb.id + 100, u32::MAX] {
         assert_eq!(errno(export(bad)), libc::ENOENT, "dma-buf id {bad}");
     }
-    assert_eq!(dmabufs_exported(&r.display()), 3, "A, B and A again; failed exports do not count");
+    assert_eq!(
+        dmabufs_exported(&r.display()),
+        3,
+        "A, B and A again; failed exports do not count"
+    );
     // The guest redraws A in place: the buffer shares the guest's pages.
     r.draw(r.surf_a(), 5);
-    assert_pixels(&pixels(&ma), &expected(5), "the dma-buf is the guest's memory, not a copy");
+    assert_pixels(
+        &pixels(&ma),
+        &expected(5),
+        "the dma-buf is the guest's memory, not a copy",
+    );
 
     // The buffer outlives the device: it holds its own page references.
     drop(r);
@@ -448,7 +751,9 @@ fn edid_1024x768() -> [u8; 128] {
         e[38 + 2 * i] = 1;
         e[39 + 2 * i] = 1;
     }
-    let (clock, ha, hb, va, vb, hfp, hs, vfp, vs) = (6500u32, 1024u32, 320u32, 768u32, 38u32, 24u32, 136u32, 3u32, 6u32);
+    let (clock, ha, hb, va, vb, hfp, hs, vfp, vs) = (
+        6500u32, 1024u32, 320u32, 768u32, 38u32, 24u32, 136u32, 3u32, 6u32,
+    );
     let d = [
         clock as u8,
         (clock >> 8) as u8,
@@ -489,17 +794,37 @@ fn display_edid_region_follows_qemus_update_sequence() {
     let e = |off: u64| read32(&dev, EDID_REGION, off);
     let set = |off: u64, v: u32| pwrite(&dev, EDID_REGION, off, &v.to_le_bytes());
     // struct vfio_region_gfx_edid: offset, max size, size, max x/y, link.
-    assert_eq!((e(0), e(4), e(8), e(12), e(16), e(20)), (2048, 512, 128, 1920, 1200, 1), "EDID registers");
+    assert_eq!(
+        (e(0), e(4), e(8), e(12), e(16), e(20)),
+        (2048, 512, 128, 1920, 1200, 1),
+        "EDID registers"
+    );
     let guest = |off: u64| read32(&dev, BAR0, off);
-    assert_eq!((guest(G_STATUS), guest(G_EDID_SIZE), guest(G_HOTPLUGS)), (1, 128, 0), "connected at creation");
+    assert_eq!(
+        (guest(G_STATUS), guest(G_EDID_SIZE), guest(G_HOTPLUGS)),
+        (1, 128, 0),
+        "connected at creation"
+    );
     assert_eq!(guest(G_MODE), (1919 << 16) | 1199, "the type's resolution");
     let mut blob = [0u8; 128];
     assert_eq!(pread(&dev, EDID_REGION, 2048, &mut blob).unwrap(), 128);
-    assert_eq!(&blob[..8], &[0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0], "EDID header");
-    assert_eq!(blob.iter().fold(0u8, |a, &b| a.wrapping_add(b)), 0, "EDID checksum");
+    assert_eq!(
+        &blob[..8],
+        &[0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0],
+        "EDID header"
+    );
+    assert_eq!(
+        blob.iter().fold(0u8, |a, &b| a.wrapping_add(b)),
+        0,
+        "EDID checksum"
+    );
     let px = u32::from(blob[56]) | (u32::from(blob[58] >> 4) << 8);
     let py = u32::from(blob[59]) | (u32::from(blob[61] >> 4) << 8);
-    assert_eq!((px, py), (1920, 1200), "preferred timing of the default EDID");
+    assert_eq!(
+        (px, py),
+        (1920, 1200),
+        "preferred timing of the default EDID"
+    );
     for i in 0..32 {
         let w = u32::from_le_bytes(blob[4 * i..4 * i + 4].try_into().unwrap());
         assert_eq!(guest(G_EDID + 4 * i as u64), w, "guest EDID dword {i}");
@@ -507,17 +832,37 @@ fn display_edid_region_follows_qemus_update_sequence() {
 
     // QEMU (hw/vfio/display.c): link down, blob, size, link up.
     set(20, 2).expect("link down");
-    assert_eq!((guest(G_STATUS), guest(G_EDID_SIZE), guest(G_MODE), guest(G_HOTPLUGS)), (0, 0, 0, 1), "unplugged");
+    assert_eq!(
+        (
+            guest(G_STATUS),
+            guest(G_EDID_SIZE),
+            guest(G_MODE),
+            guest(G_HOTPLUGS)
+        ),
+        (0, 0, 0, 1),
+        "unplugged"
+    );
     let edid = edid_1024x768();
     assert_eq!(pwrite(&dev, EDID_REGION, 2048, &edid).unwrap(), 128);
     set(8, 128).expect("edid_size");
     assert_eq!(guest(G_STATUS), 0, "nothing shows before link up");
     set(20, 1).expect("link up");
-    assert_eq!((guest(G_STATUS), guest(G_EDID_SIZE), guest(G_HOTPLUGS)), (1, 128, 2), "plugged in again");
+    assert_eq!(
+        (guest(G_STATUS), guest(G_EDID_SIZE), guest(G_HOTPLUGS)),
+        (1, 128, 2),
+        "plugged in again"
+    );
     assert_eq!(guest(G_MODE), (1023 << 16) | 767, "the guest sees 1024x768");
-    assert_eq!(guest(G_REFRESH) as u64, 65_000u64 * 1_000_000 / (1344 * 806), "refresh in mHz");
+    assert_eq!(
+        guest(G_REFRESH) as u64,
+        65_000u64 * 1_000_000 / (1344 * 806),
+        "refresh in mHz"
+    );
     for i in 0..32 {
-        assert_eq!(guest(G_EDID + 4 * i as u64), u32::from_le_bytes(edid[4 * i..4 * i + 4].try_into().unwrap()));
+        assert_eq!(
+            guest(G_EDID + 4 * i as u64),
+            u32::from_le_bytes(edid[4 * i..4 * i + 4].try_into().unwrap())
+        );
     }
     let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
     assert!(d.contains("monitor: 1024x768 60.003 Hz, hotplugs 2"), "{d}");
@@ -525,37 +870,80 @@ fn display_edid_region_follows_qemus_update_sequence() {
     // Refusals, with vfio.h's errnos; nothing changes.
     assert_eq!(errno(set(0, 0)), libc::EPERM, "edid_offset is read-only");
     assert_eq!(errno(set(12, 4096)), libc::EPERM, "max_xres is read-only");
-    assert_eq!(errno(set(8, 513)), libc::EINVAL, "edid_size above edid_max_size");
+    assert_eq!(
+        errno(set(8, 513)),
+        libc::EINVAL,
+        "edid_size above edid_max_size"
+    );
     assert_eq!(errno(set(20, 3)), libc::EINVAL, "link state 3");
-    assert_eq!(errno(pwrite(&dev, EDID_REGION, 20, &[1u8, 0])), libc::EINVAL, "2-byte register write");
-    assert_eq!(errno(pread(&dev, EDID_REGION, 2, &mut [0u8; 4])), libc::EINVAL, "misaligned register read");
-    assert_eq!(errno(pread(&dev, EDID_REGION, 2048 + 510, &mut [0u8; 4])), libc::EINVAL, "read past the blob");
-    assert_eq!(errno(pread(&dev, EDID_REGION, 4096, &mut [0u8; 4])), libc::EINVAL, "read past the region");
+    assert_eq!(
+        errno(pwrite(&dev, EDID_REGION, 20, &[1u8, 0])),
+        libc::EINVAL,
+        "2-byte register write"
+    );
+    assert_eq!(
+        errno(pread(&dev, EDID_REGION, 2, &mut [0u8; 4])),
+        libc::EINVAL,
+        "misaligned register read"
+    );
+    assert_eq!(
+        errno(pread(&dev, EDID_REGION, 2048 + 510, &mut [0u8; 4])),
+        libc::EINVAL,
+        "read past the blob"
+    );
+    assert_eq!(
+        errno(pread(&dev, EDID_REGION, 4096, &mut [0u8; 4])),
+        libc::EINVAL,
+        "read past the region"
+    );
     let mut bad = edid;
     bad[127] ^= 1;
     assert_eq!(pwrite(&dev, EDID_REGION, 2048, &bad).unwrap(), 128);
-    assert_eq!(errno(set(20, 1)), libc::EINVAL, "link up with a bad checksum");
+    assert_eq!(
+        errno(set(20, 1)),
+        libc::EINVAL,
+        "link up with a bad checksum"
+    );
     let mut big = edid;
     (big[56], big[58]) = (0x00, 0x0A); // 2560 wide, above max_xres
     big[127] = 0u8.wrapping_sub(big[..127].iter().fold(0u8, |a, &b| a.wrapping_add(b)));
     assert_eq!(pwrite(&dev, EDID_REGION, 2048, &big).unwrap(), 128);
     assert_eq!(errno(set(20, 1)), libc::EINVAL, "a mode above max_xres");
-    assert_eq!((guest(G_MODE), guest(G_HOTPLUGS)), ((1023 << 16) | 767, 2), "refusals changed nothing");
-    assert!(edid_region_mmap_refused(&dev), "the EDID region cannot be mmapped");
+    assert_eq!(
+        (guest(G_MODE), guest(G_HOTPLUGS)),
+        ((1023 << 16) | 767, 2),
+        "refusals changed nothing"
+    );
+    assert!(
+        edid_region_mmap_refused(&dev),
+        "the EDID region cannot be mmapped"
+    );
 
     // The guest cannot rewrite its monitor.
     write32(&dev, BAR0, G_MODE, 0x1234_5678);
     write32(&dev, BAR0, G_EDID, 0);
-    assert_eq!((guest(G_MODE), guest(G_EDID)), ((1023 << 16) | 767, 0xFFFF_FF00), "the EDID page is read-only");
+    assert_eq!(
+        (guest(G_MODE), guest(G_EDID)),
+        ((1023 << 16) | 767, 0xFFFF_FF00),
+        "the EDID page is read-only"
+    );
 
     // A device reset keeps the VMM's monitor; a new open starts with the default.
     dev.reset();
     enable_mem(&dev);
-    assert_eq!(guest(G_MODE), (1023 << 16) | 767, "kept across VFIO_DEVICE_RESET");
+    assert_eq!(
+        guest(G_MODE),
+        (1023 << 16) | 767,
+        "kept across VFIO_DEVICE_RESET"
+    );
     drop(dev);
     let dev = open(&m);
     enable_mem(&dev);
-    assert_eq!(read32(&dev, BAR0, G_MODE), (1919 << 16) | 1199, "a new open has the default monitor");
+    assert_eq!(
+        read32(&dev, BAR0, G_MODE),
+        (1919 << 16) | 1199,
+        "a new open has the default monitor"
+    );
     assert_eq!(read32(&dev, EDID_REGION, 20), 1);
 }
 
@@ -586,29 +974,59 @@ fn display_nested_qemu_screendump() {
     // aperture mapping (the write-fault path of the PFN mapping); with KVM the
     // guest's writes go through KVM's mapping of it (the demo's path).
     let mut s = NestedDisplay::start(&m, "tcg", true);
-    assert_eq!((s.width, s.height), (1024, 768), "the guest sees its monitor's mode");
+    assert_eq!(
+        (s.width, s.height),
+        (1024, 768),
+        "the guest sees its monitor's mode"
+    );
     let (w, h) = (s.width, s.height);
     let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
-    assert!(d.contains("plane: 1024x768 XR24 stride 4096") && d.contains("monitor: 1024x768"), "{d}");
+    assert!(
+        d.contains("plane: 1024x768 XR24 stride 4096") && d.contains("monitor: 1024x768"),
+        "{d}"
+    );
     let audited1 = stat(&m, "cmds_audited");
     let blits1 = frame_blits(1, w, h).len() as u64;
-    assert!(audited1 - audited0 >= blits1, "the mediator audited {} commands for {blits1} blits", audited1 - audited0);
+    assert!(
+        audited1 - audited0 >= blits1,
+        "the mediator audited {} commands for {blits1} blits",
+        audited1 - audited0
+    );
 
     let a = s.screendump();
     let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
-    assert!(!d.contains("shown_plane_id: 0"), "QEMU queried the plane: {d}");
-    a.compare(&expected_frame(1, w, h), w, h).unwrap_or_else(|e| panic!("screendump of frame 1: {e}"));
-    assert!(a.compare(&expected_frame(2, w, h), w, h).is_err(), "the comparison tells the frames apart");
+    assert!(
+        !d.contains("shown_plane_id: 0"),
+        "QEMU queried the plane: {d}"
+    );
+    a.compare(&expected_frame(1, w, h), w, h)
+        .unwrap_or_else(|e| panic!("screendump of frame 1: {e}"));
+    assert!(
+        a.compare(&expected_frame(2, w, h), w, h).is_err(),
+        "the comparison tells the frames apart"
+    );
 
     s.flip();
     let blits2 = frame_blits(2, w, h).len() as u64;
     let audited2 = stat(&m, "cmds_audited");
-    assert!(audited2 - audited1 >= blits2, "the mediator audited {} commands for {blits2} blits", audited2 - audited1);
+    assert!(
+        audited2 - audited1 >= blits2,
+        "the mediator audited {} commands for {blits2} blits",
+        audited2 - audited1
+    );
     let b = s.screendump();
-    b.compare(&expected_frame(2, w, h), w, h).unwrap_or_else(|e| panic!("screendump after the flip to frame 2: {e}"));
+    b.compare(&expected_frame(2, w, h), w, h)
+        .unwrap_or_else(|e| panic!("screendump after the flip to frame 2: {e}"));
     let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
-    assert_eq!(dmabufs_exported(&d), 0, "QEMU showed the screen through the display region: {d}");
-    println!("screendumps equal frames 1 and 2 ({blits1} + {blits2} blits, {} commands audited)", audited2 - audited0);
+    assert_eq!(
+        dmabufs_exported(&d),
+        0,
+        "QEMU showed the screen through the display region: {d}"
+    );
+    println!(
+        "screendumps equal frames 1 and 2 ({blits1} + {blits2} blits, {} commands audited)",
+        audited2 - audited0
+    );
     s.finish();
 }
 
@@ -621,13 +1039,21 @@ fn dmabuf_pictures(pid: u32, w: u32, h: u32) -> Vec<Vec<u32>> {
     let len = (w * h * 4) as usize;
     // SAFETY: plain syscall; the result is checked.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) } as i32;
-    assert!(pidfd >= 0, "pidfd_open({pid}): {}", std::io::Error::last_os_error());
+    assert!(
+        pidfd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
     // SAFETY: a fresh fd this function owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let mut pictures = Vec::new();
     for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
-        let Ok(target) = fs::read_link(e.path()) else { continue };
-        let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(target) = fs::read_link(e.path()) else {
+            continue;
+        };
+        let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
         if !target.to_string_lossy().starts_with("/dmabuf:") {
             continue;
         }
@@ -644,7 +1070,11 @@ fn dmabuf_pictures(pid: u32, w: u32, h: u32) -> Vec<Vec<u32>> {
             continue;
         }
         let map = RoMap::new(fd.as_raw_fd(), 0, len).expect("mmap a dma-buf QEMU holds");
-        pictures.push((0..(w * h) as usize).map(|i| map.read32(4 * i) & 0x00FF_FFFF).collect());
+        pictures.push(
+            (0..(w * h) as usize)
+                .map(|i| map.read32(4 * i) & 0x00FF_FFFF)
+                .collect(),
+        );
     }
     pictures
 }
@@ -652,7 +1082,8 @@ fn dmabuf_pictures(pid: u32, w: u32, h: u32) -> Vec<Vec<u32>> {
 /// Load the module that gives the rig a DRM device for nested QEMU's OpenGL
 /// display (vgem) and return its primary node.
 fn drm_node() -> String {
-    let order = fs::read_to_string("/etc/rig/gl-modules").expect("/etc/rig/gl-modules (tools/vm-image.sh)");
+    let order =
+        fs::read_to_string("/etc/rig/gl-modules").expect("/etc/rig/gl-modules (tools/vm-image.sh)");
     for m in order.split_whitespace() {
         gvt_vmtests::ensure_module(m, &[]);
     }
@@ -693,8 +1124,15 @@ fn display_nested_qemu_gl_dmabuf_edid() {
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     let desc = fs::read_to_string(m.sysfs_path().join("mdev_type/description")).unwrap();
     assert!(desc.contains("resolution: 1024x768"), "{desc}");
-    assert_eq!(fs::read_to_string(m.sysfs_path().join("gvt/dmabuf")).unwrap().trim(), "1", "dma-buf planes on by default");
-    let exported = || dmabufs_exported(&fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap());
+    assert_eq!(
+        fs::read_to_string(m.sysfs_path().join("gvt/dmabuf"))
+            .unwrap()
+            .trim(),
+        "1",
+        "dma-buf planes on by default"
+    );
+    let exported =
+        || dmabufs_exported(&fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap());
     assert_eq!(exported(), 0);
     // The monitor QEMU describes: within the type's 1024x768 (its EDID
     // region's max_xres x max_yres), unlike it in both directions.
@@ -702,10 +1140,22 @@ fn display_nested_qemu_gl_dmabuf_edid() {
     let pid = std::process::id();
     let tty_path = format!("/tmp/gvt-tty-{pid}.sock");
     let mut args = gvt_vmtests::l2_qemu_command_accel("tcg", "display");
-    let at = args.iter().position(|a| a == "-display").expect("-display in the L2 command") + 1;
+    let at = args
+        .iter()
+        .position(|a| a == "-display")
+        .expect("-display in the L2 command")
+        + 1;
     args[at] = format!("egl-headless,rendernode={node}");
-    let dev = format!("vfio-pci,id=vgpu0,sysfsdev={},display=on,xres={w},yres={h}", m.sysfs_path().display());
-    args.extend(["-device".to_string(), dev, "-serial".to_string(), format!("unix:{tty_path},server=on,wait=off")]);
+    let dev = format!(
+        "vfio-pci,id=vgpu0,sysfsdev={},display=on,xres={w},yres={h}",
+        m.sysfs_path().display()
+    );
+    args.extend([
+        "-device".to_string(),
+        dev,
+        "-serial".to_string(),
+        format!("unix:{tty_path},server=on,wait=off"),
+    ]);
     // QEMU's trace of the EDID it writes (the log backend prints to stderr).
     args.extend(["-trace".to_string(), "vfio_display_edid*".to_string()]);
     // Mesa in software: GBM on vgem (kms_swrast), rendering with zink on
@@ -713,44 +1163,78 @@ fn display_nested_qemu_gl_dmabuf_edid() {
     // imported dma-buf through DRM_IOCTL_MODE_MAP_DUMB, which the DRM core
     // refuses for imported objects (EINVAL; EACCES on a render node);
     // lavapipe imports it by mmap of the dma-buf itself.
-    let mut cmd: Vec<String> =
-        ["env", "GBM_ALWAYS_SOFTWARE=1", "GALLIUM_DRIVER=zink", "LIBGL_ALWAYS_SOFTWARE=1"].map(String::from).to_vec();
+    let mut cmd: Vec<String> = [
+        "env",
+        "GBM_ALWAYS_SOFTWARE=1",
+        "GALLIUM_DRIVER=zink",
+        "LIBGL_ALWAYS_SOFTWARE=1",
+    ]
+    .map(String::from)
+    .to_vec();
     cmd.extend(args);
     let mut q = Qemu::spawn(&cmd);
     let mut tty = connect(&tty_path);
     let boot = Duration::from_secs(400);
     let edid = q.wait_for("L2: display edid", boot);
-    assert!(edid.contains(&format!("L2: display edid {w}x{h}")), "the guest sees QEMU's monitor: {edid}");
     assert!(
-        q.log.iter().any(|l| l.contains("vfio_display_edid_update") && l.contains(&format!("{w}x{h}"))),
+        edid.contains(&format!("L2: display edid {w}x{h}")),
+        "the guest sees QEMU's monitor: {edid}"
+    );
+    assert!(
+        q.log
+            .iter()
+            .any(|l| l.contains("vfio_display_edid_update") && l.contains(&format!("{w}x{h}"))),
         "QEMU traced no EDID update to {w}x{h}:\n{}",
         q.log.join("\n")
     );
     q.wait_for(&format!("L2: display A {w}x{h}"), boot);
     let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
-    assert!(d.contains(&format!("plane: {w}x{h} XR24")) && d.contains(&format!("monitor: {w}x{h}")), "{d}");
+    assert!(
+        d.contains(&format!("plane: {w}x{h} XR24")) && d.contains(&format!("monitor: {w}x{h}")),
+        "{d}"
+    );
     // QEMU asks for the plane at each refresh of its display: a deadline
     // for its first dma-buf, not a timed assertion.
     let deadline = std::time::Instant::now() + Duration::from_secs(120);
     while exported() == 0 {
-        assert!(std::time::Instant::now() < deadline, "QEMU took no dma-buf of the plane: {d}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU took no dma-buf of the plane: {d}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // Its renderer (lavapipe, through its mapping of the dma-buf) reads
     // every page of the plane to draw it.
     let pages = ((w * 4 * h) as u64).div_ceil(4096);
-    let faults = || dmabuf_page_faults(&fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap());
+    let faults =
+        || dmabuf_page_faults(&fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap());
     while faults() < pages {
-        assert!(std::time::Instant::now() < deadline, "QEMU's renderer read {} of {pages} pages", faults());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "QEMU's renderer read {} of {pages} pages",
+            faults()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     // The buffer QEMU imported holds exactly what L2 drew at QEMU's mode.
     // (Reading it faults its pages in here too: the counts below start after.)
-    let want = |frame| expected_frame(frame, w, h).iter().map(|p| p & 0x00FF_FFFF).collect::<Vec<u32>>();
+    let want = |frame| {
+        expected_frame(frame, w, h)
+            .iter()
+            .map(|p| p & 0x00FF_FFFF)
+            .collect::<Vec<u32>>()
+    };
     let qemu_pid = q.child.id();
     let held = dmabuf_pictures(qemu_pid, w, h);
-    assert!(held.iter().any(|p| *p == want(1)), "none of QEMU's {} dma-bufs holds picture 1 at {w}x{h}", held.len());
-    assert!(!held.iter().any(|p| *p == want(2)), "picture 2 before L2 drew it: the comparison cannot tell pictures apart");
+    assert!(
+        held.iter().any(|p| *p == want(1)),
+        "none of QEMU's {} dma-bufs holds picture 1 at {w}x{h}",
+        held.len()
+    );
+    assert!(
+        !held.iter().any(|p| *p == want(2)),
+        "picture 2 before L2 drew it: the comparison cannot tell pictures apart"
+    );
     let (after_a, read_a) = (exported(), faults());
     writeln!(tty, "flip").unwrap();
     q.wait_for("L2: display B", boot);
@@ -764,9 +1248,16 @@ fn display_nested_qemu_gl_dmabuf_edid() {
         std::thread::sleep(Duration::from_millis(200));
     }
     let held = dmabuf_pictures(qemu_pid, w, h);
-    assert!(held.iter().any(|p| *p == want(2)), "none of QEMU's {} dma-bufs holds picture 2 at {w}x{h}", held.len());
+    assert!(
+        held.iter().any(|p| *p == want(2)),
+        "none of QEMU's {} dma-bufs holds picture 2 at {w}x{h}",
+        held.len()
+    );
     println!("QEMU's dma-bufs hold pictures 1 and 2 at {w}x{h}, pixel for pixel");
-    println!("after the flip: {}", fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap());
+    println!(
+        "after the flip: {}",
+        fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap()
+    );
     writeln!(tty, "done").unwrap();
     q.wait_for("L2: display ok", boot);
     q.wait_for("L2: done", boot);
@@ -788,10 +1279,19 @@ impl MemCg {
         let root = std::path::Path::new("/sys/fs/cgroup");
         if !root.join("cgroup.controllers").exists() {
             // SAFETY: plain mount(2) with NUL-terminated literals.
-            let rc = unsafe { libc::mount(c"none".as_ptr(), c"/sys/fs/cgroup".as_ptr(), c"cgroup2".as_ptr(), 0, std::ptr::null()) };
+            let rc = unsafe {
+                libc::mount(
+                    c"none".as_ptr(),
+                    c"/sys/fs/cgroup".as_ptr(),
+                    c"cgroup2".as_ptr(),
+                    0,
+                    std::ptr::null(),
+                )
+            };
             assert_eq!(rc, 0, "mount cgroup2: {}", std::io::Error::last_os_error());
         }
-        fs::write(root.join("cgroup.subtree_control"), "+memory").expect("enable the memory controller");
+        fs::write(root.join("cgroup.subtree_control"), "+memory")
+            .expect("enable the memory controller");
         let dir = root.join(name);
         let _ = fs::create_dir(&dir);
         // "0": the writing process (all its threads).
@@ -799,7 +1299,11 @@ impl MemCg {
         MemCg { dir }
     }
     fn current(&self) -> u64 {
-        fs::read_to_string(self.dir.join("memory.current")).expect("memory.current").trim().parse().expect("memory.current")
+        fs::read_to_string(self.dir.join("memory.current"))
+            .expect("memory.current")
+            .trim()
+            .parse()
+            .expect("memory.current")
     }
 }
 
@@ -843,14 +1347,29 @@ fn display_dmabuf_exports_are_capped_and_never_export_scratch() {
     }
     let during = cg.current();
     let refused = refused.map(|at| (at, errnos.iter().next().copied().flatten()));
-    assert_eq!(errnos.len(), 1, "every refusal has the cap's errno: {errnos:?}");
-    assert_eq!(fds.len(), refused.map_or(1000, |r| r.0), "no export succeeds once the cap refused one");
+    assert_eq!(
+        errnos.len(),
+        1,
+        "every refusal has the cap's errno: {errnos:?}"
+    );
+    assert_eq!(
+        fds.len(),
+        refused.map_or(1000, |r| r.0),
+        "no export succeeds once the cap refused one"
+    );
     let (at, err) = refused.expect("1000 live exports of one plane: the driver must cap them");
     assert_eq!(err, Some(libc::ENOSPC), "the cap's errno");
-    assert!((1..=16).contains(&at), "at most 16 live buffers, refused after {at}");
+    assert!(
+        (1..=16).contains(&at),
+        "at most 16 live buffers, refused after {at}"
+    );
     let d = r.display();
     assert_eq!(display_count(&d, "dmabufs_live"), fds.len() as u64);
-    assert_eq!(display_count(&d, "dmabuf_pages"), fds.len() as u64 * PLANE_PAGES, "pages held by the live buffers");
+    assert_eq!(
+        display_count(&d, "dmabuf_pages"),
+        fds.len() as u64 * PLANE_PAGES,
+        "pages held by the live buffers"
+    );
     assert!(display_count(&d, "dmabufs_refused") >= 1);
     // Bounded: 16 buffers of a 63-page plane hold two 504-byte arrays
     // each, plus the dma-buf and its file; the 1 MiB allows the memory
@@ -858,13 +1377,26 @@ fn display_dmabuf_exports_are_capped_and_never_export_scratch() {
     // Unbounded (the old driver's 1000 live buffers) is 1000x that.
     let grew = during.saturating_sub(before);
     println!("memcg: {} live buffers and {} refusals: memory.current {before} -> {during} (+{grew} bytes)", fds.len(), 1000 - fds.len());
-    assert!(grew <= 1 << 20, "1000 export attempts grew the caller's memory cgroup by {grew} bytes");
+    assert!(
+        grew <= 1 << 20,
+        "1000 export attempts grew the caller's memory cgroup by {grew} bytes"
+    );
     drop(fds);
     let d = r.display();
-    assert_eq!((display_count(&d, "dmabufs_live"), display_count(&d, "dmabuf_pages")), (0, 0), "released buffers give their share back");
+    assert_eq!(
+        (
+            display_count(&d, "dmabufs_live"),
+            display_count(&d, "dmabuf_pages")
+        ),
+        (0, 0),
+        "released buffers give their share back"
+    );
     let after = cg.current();
     println!("memcg: after the release: memory.current {after}");
-    assert!(after <= before + (256 << 10), "the released buffers' memory went back to the cgroup ({before} -> {after})");
+    assert!(
+        after <= before + (256 << 10),
+        "the released buffers' memory went back to the cgroup ({before} -> {after})"
+    );
     drop(cg);
     let again = export_dmabuf(dev, pa.id).expect("exports work again after the release");
     drop(again);
@@ -873,7 +1405,11 @@ fn display_dmabuf_exports_are_capped_and_never_export_scratch() {
     r.reg(DSPASURF, unmapped as u32);
     let pu = query(dev, DMABUF);
     assert_ne!(pu.id, 0, "a valid plane (inside the slice)");
-    assert_eq!(errno(export_dmabuf(dev, pu.id)), libc::EAGAIN, "a plane over the scratch page is not exported");
+    assert_eq!(
+        errno(export_dmabuf(dev, pu.id)),
+        libc::EAGAIN,
+        "a plane over the scratch page is not exported"
+    );
 }
 
 /// Finding 2: a buffer kept from one session never shows what the next
@@ -911,15 +1447,24 @@ fn display_kept_dmabuf_never_sees_the_next_sessions_writes() {
     };
     let dev = open(&m);
     enable_mem(&dev);
-    let ap = Mapping::new(&dev, BAR2, a.ap_base, PLANE_PAGES as usize * 4096).expect("mmap B's aperture");
+    let ap = Mapping::new(&dev, BAR2, a.ap_base, PLANE_PAGES as usize * 4096)
+        .expect("mmap B's aperture");
     for off in (0..PLANE_PAGES as usize * 4096).step_by(4) {
         ap.write32(off, 0xB0B0_0000 | (off as u32 >> 2));
     }
     if let Some((_fd, map)) = &kept {
-        let seen = (0..PLANE_PAGES as usize * 4096).step_by(4).find(|&o| map.read32(o) != 0);
-        assert_eq!(seen, None, "session A's kept dma-buf shows session B's writes");
+        let seen = (0..PLANE_PAGES as usize * 4096)
+            .step_by(4)
+            .find(|&o| map.read32(o) != 0);
+        assert_eq!(
+            seen, None,
+            "session A's kept dma-buf shows session B's writes"
+        );
     }
-    assert!(kept.is_none(), "a plane over the scratch page must not be exported");
+    assert!(
+        kept.is_none(),
+        "a plane over the scratch page must not be exported"
+    );
 }
 
 /// Finding 6: the previous tenant's display counters (flips, frames) do not
@@ -941,13 +1486,25 @@ fn display_counters_reset_for_a_new_tenant() {
         assert_eq!(flips, 3);
         assert!(frames > 0, "frames counted while the plane ran");
         // SAFETY: a plain VFIO ioctl without argument on our device fd.
-        assert_eq!(unsafe { libc::ioctl(dev.as_raw_fd(), VFIO_DEVICE_RESET) }, 0, "VFIO_DEVICE_RESET");
+        assert_eq!(
+            unsafe { libc::ioctl(dev.as_raw_fd(), VFIO_DEVICE_RESET) },
+            0,
+            "VFIO_DEVICE_RESET"
+        );
         enable_mem(&dev);
-        assert_eq!(read32(&dev, BAR0, FLIPCOUNT), 3, "a device reset keeps the counters (as hardware)");
+        assert_eq!(
+            read32(&dev, BAR0, FLIPCOUNT),
+            3,
+            "a device reset keeps the counters (as hardware)"
+        );
     }
     let dev = open(&m);
     enable_mem(&dev);
-    assert_eq!((read32(&dev, BAR0, FRMCOUNT), read32(&dev, BAR0, FLIPCOUNT)), (0, 0), "the next tenant sees the previous one's counters");
+    assert_eq!(
+        (read32(&dev, BAR0, FRMCOUNT), read32(&dev, BAR0, FLIPCOUNT)),
+        (0, 0),
+        "the next tenant sees the previous one's counters"
+    );
 }
 
 /// Finding 5: a VMM looping the EDID link state, and a guest toggling its
@@ -962,7 +1519,12 @@ fn display_vmm_and_guest_loops_cannot_flood_the_kernel_log() {
     let dev = open(&m);
     enable_mem(&dev);
     let tag = format!("vGPU {}: ", a.id);
-    let lines = || gvt_vmtests::gvt::kernel_log().lines().filter(|l| l.contains(&tag)).count();
+    let lines = || {
+        gvt_vmtests::gvt::kernel_log()
+            .lines()
+            .filter(|l| l.contains(&tag))
+            .count()
+    };
     let before = lines();
     let t0 = std::time::Instant::now();
     const LOOPS: usize = 500;
@@ -990,6 +1552,10 @@ fn display_vmm_and_guest_loops_cannot_flood_the_kernel_log() {
     // 5 lines per 5 s window, and the loops may straddle one more window.
     let bound = 5 * (secs / 5 + 2) as usize;
     eprintln!("log flood: {} link toggles and {LOOPS} plane-reason changes in {secs} s logged {logged} lines (bound {bound})", 2 * LOOPS);
-    assert!(logged <= bound, "{logged} kernel log lines for {} events in {secs} s", 3 * LOOPS);
+    assert!(
+        logged <= bound,
+        "{logged} kernel log lines for {} events in {secs} s",
+        3 * LOOPS
+    );
     assert!(logged >= 1, "the first events are still logged");
 }

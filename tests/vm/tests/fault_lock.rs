@@ -259,11 +259,22 @@ fn fault_lock_pte_writes_vs_display_faults_vs_mmap() {
         ((GM_PAGES * 4096) as u32, DISPLAY_REGION),
         "plane size, region index"
     );
-    let disp = RoMap::region(&dev, DISPLAY_REGION, GM_PAGES * 4096).expect("mmap the display region");
+    let disp =
+        RoMap::region(&dev, DISPLAY_REGION, GM_PAGES * 4096).expect("mmap the display region");
     for j in 0..GM_PAGES {
-        assert_eq!(disp.read32(j * 4096), mark(j), "display page {j} starts as guest RAM page {j}");
+        assert_eq!(
+            disp.read32(j * 4096),
+            mark(j),
+            "display page {j} starts as guest RAM page {j}"
+        );
     }
-    stress(&m, &dev, a.ap_base / 4096, disp.ptr as usize, "display region");
+    stress(
+        &m,
+        &dev,
+        a.ap_base / 4096,
+        disp.ptr as usize,
+        "display region",
+    );
     drop(disp);
     drop(ram);
     drop(dev);
@@ -493,11 +504,17 @@ fn stress(_m: &Mdev, dev: &VfioDevice, gm0: u64, base: usize, what: &str) {
             "{what}: GM page {j} maps guest RAM page {t} (BAR2 region)"
         );
     }
-    let (reads, maps) = (sh.reads.load(Ordering::SeqCst), sh.maps.load(Ordering::SeqCst));
+    let (reads, maps) = (
+        sh.reads.load(Ordering::SeqCst),
+        sh.maps.load(Ordering::SeqCst),
+    );
     eprintln!("fault_lock ({what}): {writes} PTE writes, {reads} reads ({exact} exact), {maps} mmap rounds in {elapsed:.1?}");
     // The race this test exists for happened: all three threads ran, and
     // some reads overlapped a rewrite of the entry they read.  A run without
     // that proves nothing about the lock order.
-    assert!(writes > 0 && maps > 0, "{what}: a thread never ran ({writes} writes, {maps} mmap rounds)");
+    assert!(
+        writes > 0 && maps > 0,
+        "{what}: a thread never ran ({writes} writes, {maps} mmap rounds)"
+    );
     assert!(reads > exact, "{what}: no read overlapped a PTE write ({reads} reads, all exact): the race was never exercised");
 }

@@ -46,10 +46,15 @@ struct Out {
 
 impl Out {
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}\nstderr: {}", self.stdout, self.stderr))
     }
     fn ok(self) -> Out {
-        assert_eq!(self.code, 0, "gvtctl failed:\nstdout: {}\nstderr: {}", self.stdout, self.stderr);
+        assert_eq!(
+            self.code, 0,
+            "gvtctl failed:\nstdout: {}\nstderr: {}",
+            self.stdout, self.stderr
+        );
         self
     }
 }
@@ -58,7 +63,10 @@ impl Out {
 fn gvtctl(args: &[&str]) -> Out {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let (o, e) = (format!("/tmp/gvtctl-{n}.out"), format!("/tmp/gvtctl-{n}.err"));
+    let (o, e) = (
+        format!("/tmp/gvtctl-{n}.out"),
+        format!("/tmp/gvtctl-{n}.err"),
+    );
     let t0 = Instant::now();
     let mut child = Command::new(GVTCTL)
         .args(args)
@@ -85,7 +93,14 @@ fn gvtctl(args: &[&str]) -> Out {
         secs: t0.elapsed().as_secs_f64(),
     };
     let _ = (fs::remove_file(o), fs::remove_file(e));
-    println!("$ gvtctl {}  -> exit {} ({:.2} s)\n{}{}", args.join(" "), out.code, out.secs, out.stdout, out.stderr);
+    println!(
+        "$ gvtctl {}  -> exit {} ({:.2} s)\n{}{}",
+        args.join(" "),
+        out.code,
+        out.secs,
+        out.stdout,
+        out.stderr
+    );
     out
 }
 
@@ -105,11 +120,19 @@ fn dev(uuid: &str) -> PathBuf {
 
 fn read(p: impl AsRef<Path>) -> String {
     let p = p.as_ref();
-    fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim_end_matches('\n').to_string()
+    fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim_end_matches('\n')
+        .to_string()
 }
 
 fn link_name(p: impl AsRef<Path>) -> String {
-    fs::read_link(p.as_ref()).unwrap().file_name().unwrap().to_string_lossy().into_owned()
+    fs::read_link(p.as_ref())
+        .unwrap()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned()
 }
 
 fn gvt_attr(uuid: &str, a: &str) -> u64 {
@@ -117,15 +140,26 @@ fn gvt_attr(uuid: &str, a: &str) -> u64 {
 }
 
 fn avail(ty: &str) -> u64 {
-    read(format!("/sys/class/mdev_bus/{PARENT}/mdev_supported_types/{ty}/available_instances")).trim().parse().unwrap()
+    read(format!(
+        "/sys/class/mdev_bus/{PARENT}/mdev_supported_types/{ty}/available_instances"
+    ))
+    .trim()
+    .parse()
+    .unwrap()
 }
 
 /// The gvt-rs vGPUs in /sys/bus/mdev/devices.
 fn gvt_devices() -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(MDEV_BUS)
-        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
-    v.retain(|u| fs::read_link(dev(u).join("mdev_type")).is_ok_and(|t| t.to_string_lossy().contains("gvt_rs-")));
+    v.retain(|u| {
+        fs::read_link(dev(u).join("mdev_type"))
+            .is_ok_and(|t| t.to_string_lossy().contains("gvt_rs-"))
+    });
     v.sort();
     v
 }
@@ -155,8 +189,10 @@ fn check_instance_against_sysfs(i: &Value) {
     assert!(Path::new(&format!("/dev/vfio/{group}")).exists());
     // The gvt/ group: every file, and nothing else, with its value.
     let g = i["gvt"].as_object().expect("gvt attributes");
-    let mut files: Vec<String> =
-        fs::read_dir(d.join("gvt")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    let mut files: Vec<String> = fs::read_dir(d.join("gvt"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
     files.sort();
     assert_eq!(g.keys().cloned().collect::<Vec<_>>(), files);
     // libgvtctl's simulated gvt-rs driver (what the host tests run against) has the
@@ -164,10 +200,23 @@ fn check_instance_against_sysfs(i: &Value) {
     let sim = format!("/tmp/gvtctl-sim-{uuid}");
     let _ = fs::remove_dir_all(&sim);
     gvtctl(&["--root", &sim, "sim", "init", "--fixture", "gvt-rs"]).ok();
-    let simulated: Value = serde_json::from_str(&gvtctl(&["--root", &sim, "--json", "create", "--type", &ty]).ok().stdout).unwrap();
+    let simulated: Value = serde_json::from_str(
+        &gvtctl(&["--root", &sim, "--json", "create", "--type", &ty])
+            .ok()
+            .stdout,
+    )
+    .unwrap();
     let _ = fs::remove_dir_all(&sim);
-    let sim_keys: Vec<String> = simulated["gvt"].as_object().expect("simulated gvt/").keys().cloned().collect();
-    assert_eq!(sim_keys, files, "the simulated gvt-rs fixture's gvt/ attributes");
+    let sim_keys: Vec<String> = simulated["gvt"]
+        .as_object()
+        .expect("simulated gvt/")
+        .keys()
+        .cloned()
+        .collect();
+    assert_eq!(
+        sim_keys, files,
+        "the simulated gvt-rs fixture's gvt/ attributes"
+    );
     for f in &files {
         let text = read(d.join("gvt").join(f));
         match text.trim().parse::<u64>() {
@@ -197,8 +246,14 @@ fn check_instance_against_sysfs(i: &Value) {
     assert_eq!(p["aperture"], gvt_attr(uuid, "aperture_size"));
     assert_eq!(p["high_gm"], gvt_attr(uuid, "high_gm_size"));
     assert_eq!(p["fences"], gvt_attr(uuid, "fence_count"));
-    assert_eq!(i["vmm_args"]["qemu"], format!("-device vfio-pci,sysfsdev={MDEV_BUS}/{uuid}"));
-    assert_eq!(i["vmm_args"]["cloud_hypervisor"], format!("--device path={MDEV_BUS}/{uuid}/"));
+    assert_eq!(
+        i["vmm_args"]["qemu"],
+        format!("-device vfio-pci,sysfsdev={MDEV_BUS}/{uuid}")
+    );
+    assert_eq!(
+        i["vmm_args"]["cloud_hypervisor"],
+        format!("--device path={MDEV_BUS}/{uuid}/")
+    );
 }
 
 /// Name this process `name` as /proc/PID/comm shows it (gvtctl names holders by it): the
@@ -233,7 +288,11 @@ impl Uevents {
     fn open() -> Uevents {
         // SAFETY: plain socket/bind/setsockopt calls on a fresh descriptor we own.
         unsafe {
-            let fd = libc::socket(libc::AF_NETLINK, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, libc::NETLINK_KOBJECT_UEVENT);
+            let fd = libc::socket(
+                libc::AF_NETLINK,
+                libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+                libc::NETLINK_KOBJECT_UEVENT,
+            );
             assert!(fd >= 0, "netlink socket: {}", io::Error::last_os_error());
             let fd = OwnedFd::from_raw_fd(fd);
             let size: libc::c_int = 4 << 20;
@@ -263,14 +322,19 @@ impl Uevents {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 64 << 10];
         while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            let mut pfd = libc::pollfd { fd: self.0.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd: self.0.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd.
             let r = unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) };
             if r <= 0 {
                 continue;
             }
             // SAFETY: buf is valid for its length.
-            let n = unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            let n =
+                unsafe { libc::recv(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
             if n <= 0 {
                 continue;
             }
@@ -300,8 +364,12 @@ fn glob(pattern: &str, s: &str) -> bool {
             Some((b'*', rest)) => (0..=s.len()).any(|i| one(rest, &s[i..])),
             Some((b'?', rest)) => !s.is_empty() && one(rest, &s[1..]),
             Some((b'[', rest)) => {
-                let Some(end) = rest.iter().position(|&c| c == b']') else { return false };
-                let Some((&c, tail)) = s.split_first() else { return false };
+                let Some(end) = rest.iter().position(|&c| c == b']') else {
+                    return false;
+                };
+                let Some((&c, tail)) = s.split_first() else {
+                    return false;
+                };
                 let class = &rest[..end];
                 let mut hit = false;
                 let mut i = 0;
@@ -319,7 +387,9 @@ fn glob(pattern: &str, s: &str) -> bool {
             Some((&c, rest)) => s.first() == Some(&c) && one(rest, &s[1..]),
         }
     }
-    pattern.split('|').any(|alt| one(alt.as_bytes(), s.as_bytes()))
+    pattern
+        .split('|')
+        .any(|alt| one(alt.as_bytes(), s.as_bytes()))
 }
 
 /// What the rules did for one event.
@@ -337,7 +407,10 @@ fn subst(v: &str, ev: &Uevent) -> String {
         let val = ev.get(&s[i + 5..end]).to_string();
         s.replace_range(i..=end, &val);
     }
-    assert!(!s.contains('$') && !s.contains('%'), "substitution this evaluator does not know: {v}");
+    assert!(
+        !s.contains('$') && !s.contains('%'),
+        "substitution this evaluator does not know: {v}"
+    );
     s
 }
 
@@ -346,7 +419,11 @@ fn subst(v: &str, ev: &Uevent) -> String {
 fn apply_rules(rules: &str, ev: &Uevent) -> Applied {
     let mut ev = ev.clone();
     let mut out = Applied::default();
-    for line in rules.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in rules
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         // KEY OP "VALUE" pairs separated by commas.
         let mut pairs = Vec::new();
         let mut rest = line;
@@ -373,16 +450,26 @@ fn apply_rules(rules: &str, ev: &Uevent) -> Applied {
                         e if e.starts_with("ENV{") => glob(v, ev.get(&e[4..e.len() - 1])),
                         "TEST" => {
                             let p = subst(v, &ev);
-                            let p = if p.starts_with('/') { PathBuf::from(p) } else { Path::new("/sys").join(&ev.get("DEVPATH")[1..]).join(p) };
+                            let p = if p.starts_with('/') {
+                                PathBuf::from(p)
+                            } else {
+                                Path::new("/sys").join(&ev.get("DEVPATH")[1..]).join(p)
+                            };
                             p.exists()
                         }
                         "PROGRAM" => {
                             let cmd = subst(v, &ev);
                             let w: Vec<&str> = cmd.split_whitespace().collect();
-                            let st = Command::new(w[0]).args(&w[1..]).stdout(Stdio::null()).status().unwrap();
+                            let st = Command::new(w[0])
+                                .args(&w[1..])
+                                .stdout(Stdio::null())
+                                .status()
+                                .unwrap();
                             st.success()
                         }
-                        other => panic!("match key {other} not understood by this test's udev evaluator"),
+                        other => {
+                            panic!("match key {other} not understood by this test's udev evaluator")
+                        }
                     };
                     hit == (op == "==")
                 }
@@ -407,7 +494,9 @@ fn apply_rules(rules: &str, ev: &Uevent) -> Applied {
                 ("GROUP" | "MODE" | "OWNER", "=") => {
                     out.assign.insert(k.clone(), subst(v, &ev));
                 }
-                other => panic!("assignment {other:?} not understood by this test's udev evaluator"),
+                other => {
+                    panic!("assignment {other:?} not understood by this test's udev evaluator")
+                }
             }
         }
     }
@@ -418,7 +507,11 @@ fn apply_rules(rules: &str, ev: &Uevent) -> Applied {
 fn kernel_log() -> Vec<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg").expect("/dev/kmsg");
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+        .expect("/dev/kmsg");
     let mut out = Vec::new();
     let mut buf = vec![0u8; 8192];
     loop {
@@ -438,7 +531,11 @@ fn run_udev_command(cmd: &str) -> std::process::Output {
     let w: Vec<&str> = cmd.split_whitespace().collect();
     println!("udev would run: {cmd}");
     let o = Command::new(w[0]).args(&w[1..]).output().unwrap();
-    println!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    println!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     o
 }
 
@@ -451,8 +548,23 @@ fn gvtctl_types_lists_the_real_types() {
     let o = gvtctl(&["types", "--parent", PARENT]).ok();
     let mut lines = o.stdout.lines();
     let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
-    assert_eq!(header, ["PARENT", "TYPE", "AVAIL", "APERTURE", "HIGH-GM", "FENCES", "RESOLUTION", "WEIGHT", "NAME"]);
-    let rows: Vec<Vec<String>> = lines.map(|l| l.split_whitespace().map(str::to_string).collect()).collect();
+    assert_eq!(
+        header,
+        [
+            "PARENT",
+            "TYPE",
+            "AVAIL",
+            "APERTURE",
+            "HIGH-GM",
+            "FENCES",
+            "RESOLUTION",
+            "WEIGHT",
+            "NAME"
+        ]
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .collect();
     let want: Vec<Vec<String>> = TYPES
         .iter()
         .map(|(t, n, ap, hi, f, res, w)| {
@@ -469,12 +581,20 @@ fn gvtctl_types_lists_the_real_types() {
             ]
         })
         .collect();
-    assert_eq!(rows, want, "gvtctl types: smallest first, the driver's four types");
+    assert_eq!(
+        rows, want,
+        "gvtctl types: smallest first, the driver's four types"
+    );
 
     // Without --parent: the same rows among whatever other parents are loaded.
     let all = gvtctl(&["types"]).ok();
     for r in &want {
-        assert!(all.stdout.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == *r), "{r:?}");
+        assert!(
+            all.stdout
+                .lines()
+                .any(|l| l.split_whitespace().collect::<Vec<_>>() == *r),
+            "{r:?}"
+        );
     }
 
     // JSON agrees with sysfs, file by file, also after a create changes the counts.
@@ -490,17 +610,37 @@ fn gvtctl_types_lists_the_real_types() {
             assert_eq!(t["name"], read(format!("{d}/name")).as_str());
             assert_eq!(t["description"], read(format!("{d}/description")).as_str());
             assert_eq!(t["device_api"], "vfio-pci");
-            assert_eq!(t["available_instances"], read(format!("{d}/available_instances")).parse::<u64>().unwrap());
+            assert_eq!(
+                t["available_instances"],
+                read(format!("{d}/available_instances"))
+                    .parse::<u64>()
+                    .unwrap()
+            );
             let p = &t["partition"];
-            assert_eq!((p["aperture"].as_u64(), p["high_gm"].as_u64()), (Some(ap * MIB), Some(hi * MIB)));
-            assert_eq!((p["fences"].as_u64(), p["resolution"].as_str(), p["weight"].as_u64()), (Some(f), Some(res), Some(w)));
+            assert_eq!(
+                (p["aperture"].as_u64(), p["high_gm"].as_u64()),
+                (Some(ap * MIB), Some(hi * MIB))
+            );
+            assert_eq!(
+                (
+                    p["fences"].as_u64(),
+                    p["resolution"].as_str(),
+                    p["weight"].as_u64()
+                ),
+                (Some(f), Some(res), Some(w))
+            );
         }
         v
     };
     check_json();
     let u = create(&["--type", "gvt_rs-GVTsim_128M"]);
     let v = check_json();
-    let counts: Vec<u64> = v["types"].as_array().unwrap().iter().map(|t| t["available_instances"].as_u64().unwrap()).collect();
+    let counts: Vec<u64> = v["types"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["available_instances"].as_u64().unwrap())
+        .collect();
     assert_eq!(counts, [4, 2, 1, 0], "a 128M vGPU takes half of everything");
     gvtctl(&["destroy", &u]).ok();
     assert_eq!(avail("gvt_rs-GVTsim_256M"), 1);
@@ -516,12 +656,27 @@ fn gvtctl_create_list_info_destroy() {
     let d = dev(&uuid);
     assert!(d.is_dir(), "{} exists", d.display());
     assert_eq!(link_name(d.join("mdev_type")), "gvt_rs-GVTsim_64M");
-    assert_eq!(fs::canonicalize(&d).unwrap(), Path::new("/sys/devices/virtual/gvt_rs/gvt-sim0").join(&uuid));
+    assert_eq!(
+        fs::canonicalize(&d).unwrap(),
+        Path::new("/sys/devices/virtual/gvt_rs/gvt-sim0").join(&uuid)
+    );
     let group = link_name(d.join("iommu_group"));
-    assert!(o.stdout.contains("created gvt_rs-GVTsim_64M on gvt-sim0: aperture 64M, high GM 188M, 4 fences"), "{}", o.stdout);
-    assert!(o.stdout.contains(&format!("VFIO group node: /dev/vfio/{group}\n")));
-    assert!(o.stdout.contains(&format!("QEMU:\n  -device vfio-pci,sysfsdev=/sys/bus/mdev/devices/{uuid}\n")));
-    assert!(o.stdout.contains(&format!("cloud-hypervisor:\n  --device path=/sys/bus/mdev/devices/{uuid}/\n")));
+    assert!(
+        o.stdout.contains(
+            "created gvt_rs-GVTsim_64M on gvt-sim0: aperture 64M, high GM 188M, 4 fences"
+        ),
+        "{}",
+        o.stdout
+    );
+    assert!(o
+        .stdout
+        .contains(&format!("VFIO group node: /dev/vfio/{group}\n")));
+    assert!(o.stdout.contains(&format!(
+        "QEMU:\n  -device vfio-pci,sysfsdev=/sys/bus/mdev/devices/{uuid}\n"
+    )));
+    assert!(o.stdout.contains(&format!(
+        "cloud-hypervisor:\n  --device path=/sys/bus/mdev/devices/{uuid}/\n"
+    )));
     assert_eq!(gvt_attr(&uuid, "aperture_size"), 64 * MIB);
     assert_eq!(gvt_attr(&uuid, "weight"), 4, "the type's weight");
 
@@ -531,12 +686,19 @@ fn gvtctl_create_list_info_destroy() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&sh.stdout);
-    assert!(sh.status.success() && text.starts_with("33554432\ndestroyed "), "{text}{}", String::from_utf8_lossy(&sh.stderr));
+    assert!(
+        sh.status.success() && text.starts_with("33554432\ndestroyed "),
+        "{text}{}",
+        String::from_utf8_lossy(&sh.stderr)
+    );
 
     // Type selection on the real types: the smallest that satisfies the request.
     for (args, ty) in [
         (&["--aperture", "33M"][..], "gvt_rs-GVTsim_64M"),
-        (&["--aperture", "1M", "--high-gm", "95M"][..], "gvt_rs-GVTsim_64M"),
+        (
+            &["--aperture", "1M", "--high-gm", "95M"][..],
+            "gvt_rs-GVTsim_64M",
+        ),
         (&["--aperture", "0x2000000"][..], "gvt_rs-GVTsim_32M"),
         (&["--fences", "5"][..], "gvt_rs-GVTsim_128M"),
     ] {
@@ -553,10 +715,35 @@ fn gvtctl_create_list_info_destroy() {
 
     // list: the human row and the JSON agree with sysfs.
     let l = gvtctl(&["list"]).ok();
-    let row: Vec<&str> = l.stdout.lines().find(|l| l.starts_with(&uuid)).expect("row").split_whitespace().collect();
-    assert_eq!(row, [uuid.as_str(), PARENT, "gvt_rs-GVTsim_64M", "active", "64M", "4", &format!("/dev/vfio/{group}"), "no", "-"]);
+    let row: Vec<&str> = l
+        .stdout
+        .lines()
+        .find(|l| l.starts_with(&uuid))
+        .expect("row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row,
+        [
+            uuid.as_str(),
+            PARENT,
+            "gvt_rs-GVTsim_64M",
+            "active",
+            "64M",
+            "4",
+            &format!("/dev/vfio/{group}"),
+            "no",
+            "-"
+        ]
+    );
     let lj = gvtctl(&["--json", "list"]).ok().json();
-    let li = lj["instances"].as_array().unwrap().iter().find(|i| i["uuid"] == uuid.as_str()).expect("listed").clone();
+    let li = lj["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["uuid"] == uuid.as_str())
+        .expect("listed")
+        .clone();
     check_instance_against_sysfs(&li);
     assert_eq!(li["in_use"], false);
     assert_eq!(li["holders"], serde_json::json!([]));
@@ -564,30 +751,59 @@ fn gvtctl_create_list_info_destroy() {
 
     // info: the same object; the text shows each gvt/ attribute as sysfs has it.
     let ij = gvtctl(&["--json", "info", &uuid]).ok().json();
-    assert_eq!(ij, li, "info --json and list --json describe the vGPU identically");
+    assert_eq!(
+        ij, li,
+        "info --json and list --json describe the vGPU identically"
+    );
     let it = gvtctl(&["info", &uuid]).ok().stdout;
-    for a in ["vgpu_id", "aperture_base", "aperture_size", "high_gm_base", "high_gm_size", "fence_base", "fence_count", "weight", "ballooned"] {
-        let line = it.lines().find(|l| l.starts_with(&format!("gvt/{a}:"))).unwrap_or_else(|| panic!("gvt/{a} in info"));
+    for a in [
+        "vgpu_id",
+        "aperture_base",
+        "aperture_size",
+        "high_gm_base",
+        "high_gm_size",
+        "fence_base",
+        "fence_count",
+        "weight",
+        "ballooned",
+    ] {
+        let line = it
+            .lines()
+            .find(|l| l.starts_with(&format!("gvt/{a}:")))
+            .unwrap_or_else(|| panic!("gvt/{a} in info"));
         let shown = line.split_whitespace().nth(1).unwrap();
         assert_eq!(shown, gvt_attr(&uuid, a).to_string(), "{line}");
     }
     assert!(it.contains("state:              active\n"));
     assert!(it.contains("gvt/state:          running\n"));
     let stats = read(d.join("gvt/stats"));
-    let shown = format!("gvt/stats:          {}\n", stats.lines().collect::<Vec<_>>().join(&format!("\n{:20}", "")));
+    let shown = format!(
+        "gvt/stats:          {}\n",
+        stats
+            .lines()
+            .collect::<Vec<_>>()
+            .join(&format!("\n{:20}", ""))
+    );
     assert!(it.contains(&shown), "stats shown aligned: {it}");
     assert!(it.contains(&format!("vfio:               /dev/vfio/{group}\n")));
     assert!(it.contains("in use:             no\n"));
 
     // destroy: gone from sysfs, counts back, then an unknown UUID.
     let x = gvtctl(&["destroy", &uuid]).ok();
-    assert_eq!(x.stdout.trim(), format!("destroyed {uuid} (gvt_rs-GVTsim_64M on gvt-sim0)"));
+    assert_eq!(
+        x.stdout.trim(),
+        format!("destroyed {uuid} (gvt_rs-GVTsim_64M on gvt-sim0)")
+    );
     assert!(!d.exists());
     assert!(!Path::new(&format!("/dev/vfio/{group}")).exists());
     assert_eq!(avail("gvt_rs-GVTsim_256M"), 1);
     let e = gvtctl(&["info", &uuid]);
     assert_eq!(e.code, 3);
-    assert!(e.stderr.contains(&format!("no mediated device {uuid}")), "{}", e.stderr);
+    assert!(
+        e.stderr.contains(&format!("no mediated device {uuid}")),
+        "{}",
+        e.stderr
+    );
     let e = gvtctl(&["--json", "destroy", &uuid]);
     assert_eq!(e.code, 3);
     assert_eq!(e.json()["error"]["kind"], "unknown-uuid");
@@ -601,15 +817,26 @@ fn gvtctl_create_weight_is_applied() {
     assert_eq!(gvt_attr(&u, "weight"), 42, "sysfs gvt/weight");
     let v = gvtctl(&["--json", "info", &u]).ok().json();
     assert_eq!(v["gvt"]["weight"], 42);
-    assert!(gvtctl(&["info", &u]).ok().stdout.contains("gvt/weight:         42\n"));
+    assert!(gvtctl(&["info", &u])
+        .ok()
+        .stdout
+        .contains("gvt/weight:         42\n"));
     let row = gvtctl(&["list"]).ok().stdout;
     assert!(row.contains(&u));
     // The driver accepts 1..=100: 101 is refused, reported, and the vGPU removed again.
     let before = gvt_devices();
     let e = gvtctl(&["create", "--aperture", "32M", "--weight", "101"]);
     assert_eq!(e.code, 1, "attribute-failed exit code");
-    assert!(e.stderr.contains("could not set attribute 'gvt/weight'") && e.stderr.contains("to '101'"), "{}", e.stderr);
-    assert!(e.stderr.contains("Invalid argument"), "the driver's EINVAL: {}", e.stderr);
+    assert!(
+        e.stderr.contains("could not set attribute 'gvt/weight'") && e.stderr.contains("to '101'"),
+        "{}",
+        e.stderr
+    );
+    assert!(
+        e.stderr.contains("Invalid argument"),
+        "the driver's EINVAL: {}",
+        e.stderr
+    );
     assert_eq!(gvt_devices(), before, "the half-made vGPU was removed");
     let e = gvtctl(&["--json", "create", "--aperture", "32M", "--weight", "0"]);
     assert_eq!(e.code, 2);
@@ -626,9 +853,16 @@ fn gvtctl_create_display_path_is_applied() {
     fresh();
     let dflt = create(&["--aperture", "32M"]);
     let region = create(&["--aperture", "32M", "--display", "region"]);
-    assert_eq!((gvt_attr(&dflt, "dmabuf"), gvt_attr(&region, "dmabuf")), (1, 0), "sysfs gvt/dmabuf");
+    assert_eq!(
+        (gvt_attr(&dflt, "dmabuf"), gvt_attr(&region, "dmabuf")),
+        (1, 0),
+        "sysfs gvt/dmabuf"
+    );
     let info = gvtctl(&["info", &region]).ok().stdout;
-    assert!(info.contains("guest has not initialized the display"), "{info}");
+    assert!(
+        info.contains("guest has not initialized the display"),
+        "{info}"
+    );
     for u in [&dflt, &region] {
         gvtctl(&["destroy", u]).ok();
     }
@@ -642,7 +876,8 @@ fn gvtctl_destroy_refuses_while_a_vfio_user_holds_it() {
     let u = create(&["--aperture", "32M"]);
     let group = link_name(dev(&u).join("iommu_group"));
     let container = Arc::new(VfioContainer::new(None).expect("container"));
-    let vdev = VfioDevice::new(&dev(&u), container.clone(), false).expect("open the vGPU through VFIO");
+    let vdev =
+        VfioDevice::new(&dev(&u), container.clone(), false).expect("open the vGPU through VFIO");
     let me = std::process::id();
     let comm = name_process("vfio-user");
     assert_eq!(comm, "vfio-user");
@@ -664,9 +899,16 @@ fn gvtctl_destroy_refuses_while_a_vfio_user_holds_it() {
     assert_eq!(j.json()["error"]["exit_code"], 5);
     let i = gvtctl(&["--json", "info", &u]).ok().json();
     assert_eq!(i["in_use"], true);
-    assert_eq!(i["holders"], serde_json::json!([{"pid": me, "command": comm, "node": format!("/dev/vfio/{group}"), "vm_name": null}]));
+    assert_eq!(
+        i["holders"],
+        serde_json::json!([{"pid": me, "command": comm, "node": format!("/dev/vfio/{group}"), "vm_name": null}])
+    );
     let l = gvtctl(&["list"]).ok().stdout;
-    assert!(l.lines().any(|r| r.starts_with(&u) && r.contains(&format!("{comm}({me})"))), "{l}");
+    assert!(
+        l.lines()
+            .any(|r| r.starts_with(&u) && r.contains(&format!("{comm}({me})"))),
+        "{l}"
+    );
 
     // The VFIO user is live the whole time: it still reads its config space.
     let mut id = [0u8; 4];
@@ -701,14 +943,27 @@ fn gvtctl_top_agrees_with_gvt_stats_under_a_guest_workload() {
     let me = std::process::id();
     let before = stats(&m);
     let stop = AtomicBool::new(false);
-    let keys = ["rcs_time_ns", "bcs_time_ns", "submissions", "cmds_audited", "traps_tail", "hangs_total"];
+    let keys = [
+        "rcs_time_ns",
+        "bcs_time_ns",
+        "submissions",
+        "cmds_audited",
+        "traps_tail",
+        "hangs_total",
+    ];
     let (out, rounds) = std::thread::scope(|s| {
         let worker = s.spawn(|| {
             let mut d = driver(&m);
             let mut r = 0u32;
             while !stop.load(Relaxed) {
-                jobs::run_round(&mut d, 0xFF00_0000 | r, 0xD000_0000 | r, 0x5000_0000 | r, TIMEOUT)
-                    .unwrap_or_else(|e| panic!("round {r}: {e}"));
+                jobs::run_round(
+                    &mut d,
+                    0xFF00_0000 | r,
+                    0xD000_0000 | r,
+                    0x5000_0000 | r,
+                    TIMEOUT,
+                )
+                .unwrap_or_else(|e| panic!("round {r}: {e}"));
                 r += 1;
             }
             r
@@ -721,25 +976,46 @@ fn gvtctl_top_agrees_with_gvt_stats_under_a_guest_workload() {
         let out = gvtctl(&["--json", "top", "-l", "0.5", "-n", "3"]);
         // What a person sees meanwhile (printed for the README; checked below).
         let human = gvtctl(&["top", "-l", "0.5", "-n", "1"]).ok().stdout;
-        assert!(human.lines().any(|l| l.starts_with(&u) && l.contains(&format!("{comm} (pid {me})"))), "{human}");
+        assert!(
+            human
+                .lines()
+                .any(|l| l.starts_with(&u) && l.contains(&format!("{comm} (pid {me})"))),
+            "{human}"
+        );
         stop.store(true, Relaxed);
         (out, worker.join().expect("workload"))
     });
     let after = stats(&m);
     let out = out.ok();
     println!("{rounds} rounds; gvt/stats before {before:?}\nafter {after:?}");
-    let reports: Vec<Value> = out.stdout.lines().map(|l| serde_json::from_str(l).expect("one JSON report a line")).collect();
+    let reports: Vec<Value> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON report a line"))
+        .collect();
     assert_eq!(reports.len(), 3);
     let mut prev: Option<&Value> = None;
     let (mut subs, mut rcs, mut bcs) = (0, 0, 0);
     for r in &reports {
         assert_eq!(r["schema_version"], 1);
-        let v = r["vgpus"].as_array().unwrap().iter().find(|v| v["uuid"] == u.as_str()).expect("the vGPU");
+        let v = r["vgpus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["uuid"] == u.as_str())
+            .expect("the vGPU");
         let interval_ns = r["interval_s"].as_f64().unwrap() * 1e9;
         assert!(interval_ns >= 0.5e9, "{r}");
         for k in keys {
-            let now = v["counters"][k].as_u64().unwrap_or_else(|| panic!("{k} in {v}"));
-            assert!((before[k]..=after[k]).contains(&now), "{k}: {now} not within gvt/stats {}..={}", before[k], after[k]);
+            let now = v["counters"][k]
+                .as_u64()
+                .unwrap_or_else(|| panic!("{k} in {v}"));
+            assert!(
+                (before[k]..=after[k]).contains(&now),
+                "{k}: {now} not within gvt/stats {}..={}",
+                before[k],
+                after[k]
+            );
             if let Some(p) = prev {
                 let was = p["counters"][k].as_u64().unwrap();
                 let field = match k {
@@ -749,40 +1025,80 @@ fn gvtctl_top_agrees_with_gvt_stats_under_a_guest_workload() {
                     "traps_tail" => &v["traps"]["tail"]["delta"],
                     _ => continue,
                 };
-                assert_eq!(field.as_u64(), Some(now - was), "{k}: the delta is the difference of two readings");
+                assert_eq!(
+                    field.as_u64(),
+                    Some(now - was),
+                    "{k}: the delta is the difference of two readings"
+                );
             }
         }
         for (e, k) in [("rcs", "rcs_time_ns"), ("bcs", "bcs_time_ns")] {
             let busy = v[e]["busy_ns"].as_u64().unwrap();
             let pct = v[e]["util_pct"].as_f64().unwrap();
-            assert!((pct - busy as f64 * 100.0 / interval_ns).abs() < 1e-6 * pct.max(1.0), "{e}: {pct}% of {busy} ns");
+            assert!(
+                (pct - busy as f64 * 100.0 / interval_ns).abs() < 1e-6 * pct.max(1.0),
+                "{e}: {pct}% of {busy} ns"
+            );
             assert!(busy <= after[k] - before[k]);
         }
         subs += v["submissions"]["delta"].as_u64().unwrap();
         rcs += v["rcs"]["busy_ns"].as_u64().unwrap();
         bcs += v["bcs"]["busy_ns"].as_u64().unwrap();
-        assert!(v["holders"].as_array().unwrap().iter().any(|h| h["pid"] == me && h["command"] == comm.as_str()), "{v}");
+        assert!(
+            v["holders"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|h| h["pid"] == me && h["command"] == comm.as_str()),
+            "{v}"
+        );
         prev = Some(v);
     }
-    assert!(subs > 0 && rcs > 0 && bcs > 0, "the workload shows: {subs} submissions, {rcs} ns render, {bcs} ns blitter");
-    let tail: u64 = reports.iter().map(|r| r["vgpus"][0]["traps"]["tail"]["delta"].as_u64().unwrap()).sum();
+    assert!(
+        subs > 0 && rcs > 0 && bcs > 0,
+        "the workload shows: {subs} submissions, {rcs} ns render, {bcs} ns blitter"
+    );
+    let tail: u64 = reports
+        .iter()
+        .map(|r| r["vgpus"][0]["traps"]["tail"]["delta"].as_u64().unwrap())
+        .sum();
     assert!(tail > 0, "TAIL writes trap: {tail}");
     assert!(subs <= after["submissions"] - before["submissions"]);
 
     // A live weight change: the driver's weight at once, and in the next report.
     let w = gvt_attr(&u, "weight");
-    let j = gvtctl(&["--json", "modify", &u, "--live", "--attr", &format!("gvt/weight={}", w + 5)]).ok().json();
+    let j = gvtctl(&[
+        "--json",
+        "modify",
+        &u,
+        "--live",
+        "--attr",
+        &format!("gvt/weight={}", w + 5),
+    ])
+    .ok()
+    .json();
     assert_eq!(j["gvt"]["weight"], w + 5);
     assert_eq!(gvt_attr(&u, "weight"), w + 5);
-    let r = gvtctl(&["--json", "stats", &u, "--interval", "0"]).ok().json();
+    let r = gvtctl(&["--json", "stats", &u, "--interval", "0"])
+        .ok()
+        .json();
     assert_eq!(r["vgpus"][0]["weight"], w + 5);
     let e = gvtctl(&["--json", "modify", &u, "--live", "--attr", "gvt/weight=0"]);
-    assert_eq!((e.code, e.json()["error"]["kind"].as_str()), (1, Some("attribute-failed")));
+    assert_eq!(
+        (e.code, e.json()["error"]["kind"].as_str()),
+        (1, Some("attribute-failed"))
+    );
     assert_eq!(gvt_attr(&u, "weight"), w + 5);
     let t = gvtctl(&["top", "-l", "0", "-n", "1"]).ok().stdout;
     // The workload's driver is gone with its thread: nobody holds the vGPU now.
-    let row = t.lines().find(|l| l.starts_with(&u)).unwrap_or_else(|| panic!("{t}"));
-    assert!(row.contains(&format!(" {} ", w + 5)) && row.contains("not held"), "{row}");
+    let row = t
+        .lines()
+        .find(|l| l.starts_with(&u))
+        .unwrap_or_else(|| panic!("{t}"));
+    assert!(
+        row.contains(&format!(" {} ", w + 5)) && row.contains("not held"),
+        "{row}"
+    );
     gvtctl(&["destroy", &u]).ok();
 }
 
@@ -800,23 +1116,32 @@ fn gvtctl_exhaustion_shows_what_is_left() {
     let e = gvtctl(&["create", "--aperture", "128M"]);
     assert_eq!(e.code, 4, "no-resources exit code");
     for want in [
-        "no instances left for aperture 128M (the kernel would answer 'No space left on device')".to_string(),
+        "no instances left for aperture 128M (the kernel would answer 'No space left on device')"
+            .to_string(),
         "still available:\n".to_string(),
-        "  gvt_rs-GVTsim_32M on gvt-sim0: aperture 32M, high GM 94M, 2 fences (2 left)\n".to_string(),
-        "  gvt_rs-GVTsim_64M on gvt-sim0: aperture 64M, high GM 188M, 4 fences (1 left)\n".to_string(),
+        "  gvt_rs-GVTsim_32M on gvt-sim0: aperture 32M, high GM 94M, 2 fences (2 left)\n"
+            .to_string(),
+        "  gvt_rs-GVTsim_64M on gvt-sim0: aperture 64M, high GM 188M, 4 fences (1 left)\n"
+            .to_string(),
         "existing vGPUs holding the resources:\n".to_string(),
         format!("  {a} gvt_rs-GVTsim_128M on gvt-sim0: idle\n"),
         format!("  {b} gvt_rs-GVTsim_64M on gvt-sim0: in use by {comm} (pid {me})\n"),
-        "free resources with `gvtctl destroy UUID` on an idle vGPU, or ask for a smaller partition".to_string(),
+        "free resources with `gvtctl destroy UUID` on an idle vGPU, or ask for a smaller partition"
+            .to_string(),
     ] {
-        assert!(e.stderr.contains(&want), "missing {want:?} in:\n{}", e.stderr);
+        assert!(
+            e.stderr.contains(&want),
+            "missing {want:?} in:\n{}",
+            e.stderr
+        );
     }
     let j = gvtctl(&["--json", "create", "--aperture", "128M"]).json();
     assert_eq!(j["error"]["kind"], "exhausted");
     assert_eq!(j["error"]["exit_code"], 4);
     // The driver agrees with what gvtctl read: no room for another 128M vGPU.
     assert_eq!(avail("gvt_rs-GVTsim_128M"), 0);
-    let create128 = format!("/sys/class/mdev_bus/{PARENT}/mdev_supported_types/gvt_rs-GVTsim_128M/create");
+    let create128 =
+        format!("/sys/class/mdev_bus/{PARENT}/mdev_supported_types/gvt_rs-GVTsim_128M/create");
     let err = fs::write(&create128, new_uuid()).expect_err("the driver refuses a 128M vGPU");
     assert_eq!(err.raw_os_error(), Some(libc::ENOSPC), "{err}");
 
@@ -832,9 +1157,20 @@ fn gvtctl_exhaustion_shows_what_is_left() {
     };
     assert_eq!(small.len(), 2, "64M of aperture left = two 32M vGPUs");
     assert_eq!(last.code, 4);
-    assert!(last.stderr.contains("no instances left for aperture 32M") && last.stderr.contains("still available: nothing"), "{}", last.stderr);
-    let create32 = format!("/sys/class/mdev_bus/{PARENT}/mdev_supported_types/gvt_rs-GVTsim_32M/create");
-    assert_eq!(fs::write(&create32, new_uuid()).expect_err("full").raw_os_error(), Some(libc::ENOSPC));
+    assert!(
+        last.stderr.contains("no instances left for aperture 32M")
+            && last.stderr.contains("still available: nothing"),
+        "{}",
+        last.stderr
+    );
+    let create32 =
+        format!("/sys/class/mdev_bus/{PARENT}/mdev_supported_types/gvt_rs-GVTsim_32M/create");
+    assert_eq!(
+        fs::write(&create32, new_uuid())
+            .expect_err("full")
+            .raw_os_error(),
+        Some(libc::ENOSPC)
+    );
     drop(vdev);
     drop(container);
     for u in small.iter().chain([&a, &b]) {
@@ -853,9 +1189,26 @@ fn gvtctl_exhaustion_shows_what_is_left() {
     };
     assert_eq!(eight.len(), 8);
     assert_eq!(last.code, 4);
-    assert!(last.stderr.contains("no instances left for type gvt_rs-GVTsim_32M on gvt-sim0"), "{}", last.stderr);
-    assert_eq!(last.stderr.matches(" gvt_rs-GVTsim_32M on gvt-sim0: idle\n").count(), 8, "{}", last.stderr);
-    assert_eq!(fs::write(&create32, new_uuid()).expect_err("full").raw_os_error(), Some(libc::ENOSPC));
+    assert!(
+        last.stderr
+            .contains("no instances left for type gvt_rs-GVTsim_32M on gvt-sim0"),
+        "{}",
+        last.stderr
+    );
+    assert_eq!(
+        last.stderr
+            .matches(" gvt_rs-GVTsim_32M on gvt-sim0: idle\n")
+            .count(),
+        8,
+        "{}",
+        last.stderr
+    );
+    assert_eq!(
+        fs::write(&create32, new_uuid())
+            .expect_err("full")
+            .raw_os_error(),
+        Some(libc::ENOSPC)
+    );
     for u in &eight {
         gvtctl(&["destroy", u]).ok();
     }
@@ -870,9 +1223,25 @@ fn gvtctl_define_and_autostart_after_module_reload() {
     // A: created and defined (start auto, weight 7); D: defined auto, never started;
     // M: defined manual.
     let a = create(&["--aperture", "64M", "--weight", "7", "--define"]);
-    let d = gvtctl(&["--json", "define", "--aperture", "32M", "--weight", "9", "--auto"]).ok().json();
+    let d = gvtctl(&[
+        "--json",
+        "define",
+        "--aperture",
+        "32M",
+        "--weight",
+        "9",
+        "--auto",
+    ])
+    .ok()
+    .json();
     let d = d["definition"]["uuid"].as_str().unwrap().to_string();
-    let m = gvtctl(&["define", "--type", "gvt_rs-GVTsim_32M"]).ok().stdout.lines().next().unwrap().to_string();
+    let m = gvtctl(&["define", "--type", "gvt_rs-GVTsim_32M"])
+        .ok()
+        .stdout
+        .lines()
+        .next()
+        .unwrap()
+        .to_string();
     assert_eq!(
         read(format!("{DEFS}/{a}")),
         "{\n  \"mdev_type\": \"gvt_rs-GVTsim_64M\",\n  \"start\": \"auto\",\n  \"attrs\": [\n    {\n      \"gvt/weight\": \"7\"\n    }\n  ]\n}",
@@ -880,7 +1249,10 @@ fn gvtctl_define_and_autostart_after_module_reload() {
     );
     let state = |u: &str| -> (bool, String) {
         let v = gvtctl(&["--json", "info", u]).ok().json();
-        (v["active"].as_bool().unwrap(), v["definition"]["start"].as_str().unwrap().to_string())
+        (
+            v["active"].as_bool().unwrap(),
+            v["definition"]["start"].as_str().unwrap().to_string(),
+        )
     };
     assert_eq!(state(&a), (true, "auto".into()));
     assert_eq!(state(&d), (false, "auto".into()));
@@ -893,24 +1265,52 @@ fn gvtctl_define_and_autostart_after_module_reload() {
     assert!(!Path::new("/sys/class/mdev_bus/gvt-sim0").exists());
     let e = gvtctl(&["types", "--parent", PARENT]);
     assert_eq!(e.code, 3);
-    assert!(e.stderr.contains("mdev parent 'gvt-sim0' not found"), "{}", e.stderr);
+    assert!(
+        e.stderr.contains("mdev parent 'gvt-sim0' not found"),
+        "{}",
+        e.stderr
+    );
     if fs::read_dir("/sys/class/mdev_bus").map_or(true, |mut d| d.next().is_none()) {
-        assert!(e.stderr.contains("is the gvt_rs module loaded?"), "{}", e.stderr);
+        assert!(
+            e.stderr.contains("is the gvt_rs module loaded?"),
+            "{}",
+            e.stderr
+        );
         let e = gvtctl(&["types"]);
         assert_eq!(e.code, 3);
-        assert!(e.stderr.contains("no mdev parent device found in /sys/class/mdev_bus: is the gvt_rs module loaded?"), "{}", e.stderr);
+        assert!(
+            e.stderr.contains(
+                "no mdev parent device found in /sys/class/mdev_bus: is the gvt_rs module loaded?"
+            ),
+            "{}",
+            e.stderr
+        );
     }
     let l = gvtctl(&["--json", "list", "--defined"]).ok().json();
     assert_eq!(l["instances"].as_array().unwrap().len(), 3);
-    assert!(l["instances"].as_array().unwrap().iter().all(|i| i["active"] == false));
+    assert!(l["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["active"] == false));
 
     // Load again, watching the uevents udevd would see.
     let ue = Uevents::open();
-    let st = Command::new("insmod").arg("/lib/modules/gvt_rs.ko").args(PARAMS).status().unwrap();
+    let st = Command::new("insmod")
+        .arg("/lib/modules/gvt_rs.ko")
+        .args(PARAMS)
+        .status()
+        .unwrap();
     assert!(st.success(), "insmod gvt_rs");
-    let events = ue.collect(Duration::from_secs(10), |e| e.get("MDEV_STATE") == "registered");
+    let events = ue.collect(Duration::from_secs(10), |e| {
+        e.get("MDEV_STATE") == "registered"
+    });
     let reg = events.last().expect("uevents");
-    assert_eq!(reg.get("MDEV_STATE"), "registered", "the mdev core announced the parent: {events:?}");
+    assert_eq!(
+        reg.get("MDEV_STATE"),
+        "registered",
+        "the mdev core announced the parent: {events:?}"
+    );
     assert_eq!(reg.get("ACTION"), "change");
     assert_eq!(reg.get("DEVPATH"), "/devices/virtual/gvt_rs/gvt-sim0");
     assert!(!dev(&a).exists(), "nothing starts vGPUs by itself");
@@ -921,7 +1321,11 @@ fn gvtctl_define_and_autostart_after_module_reload() {
     for ev in &events {
         let ap = apply_rules(&rules, ev);
         if ev.get("MDEV_STATE") == "registered" {
-            assert_eq!(ap.run, ["/usr/bin/gvtctl --syslog start --parent gvt-sim0 --auto"], "the change rule fires on the real event");
+            assert_eq!(
+                ap.run,
+                ["/usr/bin/gvtctl --syslog start --parent gvt-sim0 --auto"],
+                "the change rule fires on the real event"
+            );
         }
         runs.extend(ap.run);
     }
@@ -934,14 +1338,18 @@ fn gvtctl_define_and_autostart_after_module_reload() {
         for u in [&a, &d] {
             assert!(text.contains(&format!("{verb} {u}")), "{cmd} #{k}: {text}");
         }
-        assert!(!text.contains(m.as_str()), "manual definitions are not started");
+        assert!(
+            !text.contains(m.as_str()),
+            "manual definitions are not started"
+        );
     }
     // What udevd would have discarded is in the kernel log (the guest has no syslog
     // daemon, so --syslog falls back to /dev/kmsg): each started vGPU, tagged gvtctl[PID].
     let log = kernel_log();
     for u in [&a, &d] {
         assert!(
-            log.iter().any(|r| r.contains("gvtctl[") && r.contains(&format!("started {u} "))),
+            log.iter()
+                .any(|r| r.contains("gvtctl[") && r.contains(&format!("started {u} "))),
             "{u} in the kernel log: {log:?}"
         );
     }
@@ -954,7 +1362,12 @@ fn gvtctl_define_and_autostart_after_module_reload() {
     assert!(!dev(&m).exists());
     assert_eq!(state(&a), (true, "auto".into()));
     let l = gvtctl(&["--json", "list"]).ok().json();
-    for i in l["instances"].as_array().unwrap().iter().filter(|i| i["active"] == true) {
+    for i in l["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["active"] == true)
+    {
         check_instance_against_sysfs(i);
     }
 
@@ -982,12 +1395,22 @@ fn gvtctl_vfio_group_rule_and_generic_mdev_types() {
     let ue = Uevents::open();
     let u = create(&["--aperture", "32M"]);
     let group = link_name(dev(&u).join("iommu_group"));
-    let evs = ue.collect(Duration::from_secs(5), |e| e.get("SUBSYSTEM") == "vfio" && e.get("DEVNAME") == format!("vfio/{group}"));
-    let ev = evs.last().filter(|e| e.get("SUBSYSTEM") == "vfio").expect("vfio uevent for the group node").clone();
+    let evs = ue.collect(Duration::from_secs(5), |e| {
+        e.get("SUBSYSTEM") == "vfio" && e.get("DEVNAME") == format!("vfio/{group}")
+    });
+    let ev = evs
+        .last()
+        .filter(|e| e.get("SUBSYSTEM") == "vfio")
+        .expect("vfio uevent for the group node")
+        .clone();
     assert_eq!(ev.get("ACTION"), "add");
     let rules = read("/etc/udev/rules.d/70-gvt-rs-vfio.rules");
     let ap = apply_rules(&rules, &ev);
-    assert_eq!(ap.assign.get("GROUP").map(String::as_str), Some("kvm"), "{ap:?}");
+    assert_eq!(
+        ap.assign.get("GROUP").map(String::as_str),
+        Some("kvm"),
+        "{ap:?}"
+    );
     assert_eq!(ap.assign.get("MODE").map(String::as_str), Some("0660"));
     let o = run_udev_command(&format!("/usr/bin/gvtctl udev-match-group {group}"));
     assert!(o.status.success());
@@ -997,23 +1420,53 @@ fn gvtctl_vfio_group_rule_and_generic_mdev_types() {
     let t = gvtctl(&["--json", "types", "--parent", "mtty"]).ok().json();
     let ts = t["types"].as_array().unwrap();
     assert!(!ts.is_empty());
-    assert!(ts.iter().all(|t| t["kind"] == "generic" && t["partition"] == Value::Null && t["device_api"] == "vfio-pci"));
-    let mt = ts.iter().find(|t| t["id"].as_str().unwrap().ends_with("-2")).unwrap()["id"].as_str().unwrap().to_string();
+    assert!(ts.iter().all(|t| t["kind"] == "generic"
+        && t["partition"] == Value::Null
+        && t["device_api"] == "vfio-pci"));
+    let mt = ts
+        .iter()
+        .find(|t| t["id"].as_str().unwrap().ends_with("-2"))
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let ue = Uevents::open();
     let mu = create(&["--type", &mt, "--parent", "mtty"]);
     let mgroup = link_name(dev(&mu).join("iommu_group"));
-    let evs = ue.collect(Duration::from_secs(5), |e| e.get("SUBSYSTEM") == "vfio" && e.get("DEVNAME") == format!("vfio/{mgroup}"));
-    let ev = evs.last().filter(|e| e.get("SUBSYSTEM") == "vfio").expect("vfio uevent for the mtty group").clone();
+    let evs = ue.collect(Duration::from_secs(5), |e| {
+        e.get("SUBSYSTEM") == "vfio" && e.get("DEVNAME") == format!("vfio/{mgroup}")
+    });
+    let ev = evs
+        .last()
+        .filter(|e| e.get("SUBSYSTEM") == "vfio")
+        .expect("vfio uevent for the mtty group")
+        .clone();
     let ap = apply_rules(&rules, &ev);
-    assert!(ap.assign.is_empty(), "other VFIO devices keep their permissions: {ap:?}");
+    assert!(
+        ap.assign.is_empty(),
+        "other VFIO devices keep their permissions: {ap:?}"
+    );
     let e = gvtctl(&["create", "--aperture", "32M", "--parent", "mtty"]);
     assert_eq!(e.code, 4, "no GVT partition on mtty");
     assert!(e.stderr.contains("no mdev type provides aperture 32M; parent mtty offers no type with a graphics-memory partition"), "{}", e.stderr);
     let e = gvtctl(&["create", "--type", &mt, "--parent", "mtty", "--weight", "3"]);
     assert_eq!(e.code, 2);
     let l = gvtctl(&["--json", "list"]).ok().json();
-    let mi = l["instances"].as_array().unwrap().iter().find(|i| i["uuid"] == mu.as_str()).expect("mtty listed").clone();
-    assert_eq!((mi["parent"].as_str(), mi["type"].as_str(), mi["gvt"].is_null()), (Some("mtty"), Some(mt.as_str()), true));
+    let mi = l["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["uuid"] == mu.as_str())
+        .expect("mtty listed")
+        .clone();
+    assert_eq!(
+        (
+            mi["parent"].as_str(),
+            mi["type"].as_str(),
+            mi["gvt"].is_null()
+        ),
+        (Some("mtty"), Some(mt.as_str()), true)
+    );
     gvtctl(&["destroy", &mu]).ok();
     gvtctl(&["destroy", &u]).ok();
 }
@@ -1051,30 +1504,54 @@ fn gvtctl_vmm_args_drive_a_nested_qemu() {
     for l in r.output.lines().filter(|l| l.starts_with("L2:")) {
         println!("{l}");
     }
-    assert!(r.output.contains("L2: pci 0x1234 0x6776 0x038000"), "L2 does not see the vGPU:\n{}", r.output);
+    assert!(
+        r.output.contains("L2: pci 0x1234 0x6776 0x038000"),
+        "L2 does not see the vGPU:\n{}",
+        r.output
+    );
     // QEMU held the vGPU from before the destroy until after it (its thread was still
     // running): the destroy must have been refused.
     if busy_while_running {
         assert_eq!(e.code, 5, "destroy while QEMU runs: {}", e.stderr);
-        assert!(e.stderr.contains(&format!("is in use by qemu-system-x86 (pid {})", holder["pid"])), "{}", e.stderr);
+        assert!(
+            e.stderr.contains(&format!(
+                "is in use by qemu-system-x86 (pid {})",
+                holder["pid"]
+            )),
+            "{}",
+            e.stderr
+        );
         assert!(dev(&u).exists());
     } else {
         println!("(the nested QEMU had exited before the destroy was tried)");
     }
-    let u = if dev(&u).exists() { u } else { create(&["--aperture", "32M"]) };
+    let u = if dev(&u).exists() {
+        u
+    } else {
+        create(&["--aperture", "32M"])
+    };
 
     // cloud-hypervisor's argument names the path its VFIO code (vfio-ioctls) opens.
-    let ch = gvtctl(&["vmm-args", &u, "--vmm", "cloud-hypervisor"]).ok().stdout;
-    let path = ch.trim().strip_prefix("--device path=").expect("--device path=...");
+    let ch = gvtctl(&["vmm-args", &u, "--vmm", "cloud-hypervisor"])
+        .ok()
+        .stdout;
+    let path = ch
+        .trim()
+        .strip_prefix("--device path=")
+        .expect("--device path=...");
     let container = Arc::new(VfioContainer::new(None).expect("container"));
-    let vdev = VfioDevice::new(Path::new(path), container.clone(), false).expect("open the cloud-hypervisor path");
+    let vdev = VfioDevice::new(Path::new(path), container.clone(), false)
+        .expect("open the cloud-hypervisor path");
     let mut id = [0u8; 4];
     vdev.region_read(VFIO_PCI_CONFIG_REGION_INDEX, &mut id, 0);
     assert_eq!(id, [0x34, 0x12, 0x76, 0x67]);
     drop(vdev);
     drop(container);
     let x = gvtctl(&["vmm-args", &u, "--vmm", "libvirt"]).ok().stdout;
-    assert!(x.contains(&format!("<address uuid='{u}'/>")) && x.contains("type='mdev'"), "{x}");
+    assert!(
+        x.contains(&format!("<address uuid='{u}'/>")) && x.contains("type='mdev'"),
+        "{x}"
+    );
     gvtctl(&["destroy", &u]).ok();
 }
 
@@ -1087,7 +1564,10 @@ fn gvtctl_readme_session() {
     fresh();
     gvtctl(&["types"]).ok();
     let a = create(&["--aperture", "100M", "--weight", "8", "--define"]);
-    assert_eq!((link_name(dev(&a).join("mdev_type")), gvt_attr(&a, "weight")), ("gvt_rs-GVTsim_128M".into(), 8));
+    assert_eq!(
+        (link_name(dev(&a).join("mdev_type")), gvt_attr(&a, "weight")),
+        ("gvt_rs-GVTsim_128M".into(), 8)
+    );
     let b = create(&["--aperture", "64M"]);
     let q = gvtctl(&["vmm-args", &b, "--vmm", "qemu"]).ok().stdout;
     let args: Vec<String> = q.split_whitespace().map(str::to_string).collect();
@@ -1097,7 +1577,10 @@ fn gvtctl_readme_session() {
     });
     let t0 = Instant::now();
     while gvtctl(&["--json", "info", &b]).ok().json()["in_use"] != true {
-        assert!(!l2.is_finished() && t0.elapsed() < Duration::from_secs(120), "QEMU never held the vGPU");
+        assert!(
+            !l2.is_finished() && t0.elapsed() < Duration::from_secs(120),
+            "QEMU never held the vGPU"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let list = gvtctl(&["list"]).ok().stdout;
@@ -1105,15 +1588,42 @@ fn gvtctl_readme_session() {
     let busy = gvtctl(&["destroy", &b]);
     let still_running = !l2.is_finished();
     let r = l2.join().unwrap();
-    assert!(r.output.contains("L2: pci 0x1234 0x6776 0x038000"), "{}", r.output);
+    assert!(
+        r.output.contains("L2: pci 0x1234 0x6776 0x038000"),
+        "{}",
+        r.output
+    );
     assert!(still_running, "QEMU ran during list, create and destroy");
-    assert!(list.lines().any(|l| l.starts_with(&b) && l.contains("qemu-system-x86(")), "{list}");
-    assert!(list.lines().any(|l| l.starts_with(&a) && l.ends_with("auto")), "{list}");
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&b) && l.contains("qemu-system-x86(")),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&a) && l.ends_with("auto")),
+        "{list}"
+    );
     assert_eq!(full.code, 4);
-    assert!(full.stderr.contains(&format!("{b} gvt_rs-GVTsim_64M on gvt-sim0: in use by qemu-system-x86 (pid ")), "{}", full.stderr);
-    assert!(full.stderr.contains(&format!("{a} gvt_rs-GVTsim_128M on gvt-sim0: idle")), "{}", full.stderr);
+    assert!(
+        full.stderr.contains(&format!(
+            "{b} gvt_rs-GVTsim_64M on gvt-sim0: in use by qemu-system-x86 (pid "
+        )),
+        "{}",
+        full.stderr
+    );
+    assert!(
+        full.stderr
+            .contains(&format!("{a} gvt_rs-GVTsim_128M on gvt-sim0: idle")),
+        "{}",
+        full.stderr
+    );
     assert_eq!(busy.code, 5);
-    assert!(busy.stderr.contains("is in use by qemu-system-x86 (pid "), "{}", busy.stderr);
+    assert!(
+        busy.stderr.contains("is in use by qemu-system-x86 (pid "),
+        "{}",
+        busy.stderr
+    );
 
     gvtctl(&["info", &a]).ok();
     for vmm in ["qemu", "cloud-hypervisor", "libvirt"] {
@@ -1142,7 +1652,10 @@ fn gvtctl_help_examples_work() {
         .map(str::trim)
         .collect();
     assert!(examples.len() >= 8, "{help}");
-    let qemu_opts: Vec<String> = gvt_vmtests::l2_qemu_command("lspci")[1..].iter().map(|a| format!("'{a}'")).collect();
+    let qemu_opts: Vec<String> = gvt_vmtests::l2_qemu_command("lspci")[1..]
+        .iter()
+        .map(|a| format!("'{a}'"))
+        .collect();
     let mut script = String::from("set -e; mkdir -p /etc/bash_completion.d\n");
     for e in &examples {
         if e.starts_with("qemu-system-x86_64 ... ") {
@@ -1159,16 +1672,34 @@ fn gvtctl_help_examples_work() {
     let r = gvt_vmtests::run_with_timeout(&mut c, Duration::from_secs(300));
     println!("{}", r.output);
     assert_eq!(r.status, Some(0), "the --help examples failed");
-    assert!(r.output.contains("L2: pci 0x1234 0x6776 0x038000"), "the nested QEMU saw the vGPU");
-    let u = r.output.lines().find_map(|l| l.strip_prefix("U=")).expect("U").to_string();
-    assert!(r.output.contains(&format!("destroyed {u} (gvt_rs-GVTsim_32M on gvt-sim0)")));
+    assert!(
+        r.output.contains("L2: pci 0x1234 0x6776 0x038000"),
+        "the nested QEMU saw the vGPU"
+    );
+    let u = r
+        .output
+        .lines()
+        .find_map(|l| l.strip_prefix("U="))
+        .expect("U")
+        .to_string();
+    assert!(r
+        .output
+        .contains(&format!("destroyed {u} (gvt_rs-GVTsim_32M on gvt-sim0)")));
     assert!(read("/etc/bash_completion.d/gvtctl").contains("_gvtctl()"));
     // What is left: the 100M example (GVTsim_128M) and the defined 64M one with weight 8.
-    let left: Vec<(String, u64)> =
-        gvt_devices().iter().map(|u| (link_name(dev(u).join("mdev_type")), gvt_attr(u, "weight"))).collect();
+    let left: Vec<(String, u64)> = gvt_devices()
+        .iter()
+        .map(|u| (link_name(dev(u).join("mdev_type")), gvt_attr(u, "weight")))
+        .collect();
     let mut left = left;
     left.sort();
-    assert_eq!(left, [("gvt_rs-GVTsim_128M".to_string(), 8), ("gvt_rs-GVTsim_64M".to_string(), 8)]);
+    assert_eq!(
+        left,
+        [
+            ("gvt_rs-GVTsim_128M".to_string(), 8),
+            ("gvt_rs-GVTsim_64M".to_string(), 8)
+        ]
+    );
     fresh();
 }
 
@@ -1186,27 +1717,42 @@ fn gvtctl_sim_tree_matches_the_driver_by_value() {
     gvtctl(&["--root", sim, "sim", "init", "--fixture", "gvt-rs"]).ok();
     let types_dir = |root: &str| format!("{root}/sys/class/mdev_bus/{PARENT}/mdev_supported_types");
     let dev_dir = |root: &str, u: &str| format!("{root}{MDEV_BUS}/{u}");
-    let keys = |s: &str| s.lines().filter_map(|l| l.split_whitespace().next()).map(str::to_string).collect::<Vec<_>>();
+    let keys = |s: &str| {
+        s.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
     let mut diffs: Vec<String> = Vec::new();
     let mut compare = |step: &str, live: &[String]| {
         let real_types = names_in(&types_dir(""));
         let sim_types = names_in(&types_dir(sim));
         if real_types != sim_types {
-            diffs.push(format!("{step}: types: driver {real_types:?}, sim {sim_types:?}"));
+            diffs.push(format!(
+                "{step}: types: driver {real_types:?}, sim {sim_types:?}"
+            ));
         }
         for t in &real_types {
             for a in ["name", "description", "device_api", "available_instances"] {
-                let (r, s) = (read(format!("{}/{t}/{a}", types_dir(""))), read_opt(&format!("{}/{t}/{a}", types_dir(sim))));
+                let (r, s) = (
+                    read(format!("{}/{t}/{a}", types_dir(""))),
+                    read_opt(&format!("{}/{t}/{a}", types_dir(sim))),
+                );
                 if Some(&r) != s.as_ref() {
                     diffs.push(format!("{step}: {t}/{a}: driver {r:?}, sim {s:?}"));
                 }
             }
         }
         for u in live {
-            let (rd, sd) = (format!("{}/gvt", dev_dir("", u)), format!("{}/gvt", dev_dir(sim, u)));
+            let (rd, sd) = (
+                format!("{}/gvt", dev_dir("", u)),
+                format!("{}/gvt", dev_dir(sim, u)),
+            );
             let (rf, sf) = (names_in(&rd), names_in(&sd));
             if rf != sf {
-                diffs.push(format!("{step}: vGPU {u} gvt/ files: driver {rf:?}, sim {sf:?}"));
+                diffs.push(format!(
+                    "{step}: vGPU {u} gvt/ files: driver {rf:?}, sim {sf:?}"
+                ));
             }
             for f in &rf {
                 let (r, s) = (read(format!("{rd}/{f}")), read_opt(&format!("{sd}/{f}")));
@@ -1232,9 +1778,25 @@ fn gvtctl_sim_tree_matches_the_driver_by_value() {
     compare("loaded", &[]);
     run(&["create", "--type", "gvt_rs-GVTsim_32M", "--uuid", &u[0]]);
     compare("create 32M", &u[..1]);
-    run(&["create", "--type", "gvt_rs-GVTsim_64M", "--uuid", &u[1], "--weight", "7"]);
+    run(&[
+        "create",
+        "--type",
+        "gvt_rs-GVTsim_64M",
+        "--uuid",
+        &u[1],
+        "--weight",
+        "7",
+    ]);
     compare("create 64M weight 7", &u[..2]);
-    run(&["create", "--type", "gvt_rs-GVTsim_32M", "--uuid", &u[2], "--display", "region"]);
+    run(&[
+        "create",
+        "--type",
+        "gvt_rs-GVTsim_32M",
+        "--uuid",
+        &u[2],
+        "--display",
+        "region",
+    ]);
     compare("create 32M display region", &u[..3]);
     run(&["destroy", &u[0]]);
     compare("destroy the first", &u[1..3]);
@@ -1245,7 +1807,11 @@ fn gvtctl_sim_tree_matches_the_driver_by_value() {
     }
     compare("all destroyed", &[]);
     let _ = fs::remove_dir_all(sim);
-    assert!(diffs.is_empty(), "the simulated tree differs from the driver:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "the simulated tree differs from the driver:\n{}",
+        diffs.join("\n")
+    );
 }
 
 fn names_in(dir: &str) -> Vec<String> {
@@ -1259,5 +1825,7 @@ fn names_in(dir: &str) -> Vec<String> {
 }
 
 fn read_opt(p: &str) -> Option<String> {
-    fs::read_to_string(p).ok().map(|s| s.trim_end_matches('\n').to_string())
+    fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim_end_matches('\n').to_string())
 }

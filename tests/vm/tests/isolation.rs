@@ -60,7 +60,10 @@ const WEDGED: &str = "/tmp/gvt-isolation-wedged";
 /// Fail at once when an earlier test of this binary left the driver wedged.
 fn not_wedged() {
     if let Ok(why) = fs::read_to_string(WEDGED) {
-        panic!("not run: an earlier test left the driver wedged ({})", why.trim());
+        panic!(
+            "not run: an earlier test left the driver wedged ({})",
+            why.trim()
+        );
     }
 }
 
@@ -74,7 +77,13 @@ fn supervised(name: &str, limit: Duration, body: impl FnOnce()) {
     not_wedged();
     let exe = std::env::current_exe().expect("current_exe");
     let mut child = Command::new(exe)
-        .args([name, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .args([
+            name,
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, name)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -115,7 +124,11 @@ fn supervised(name: &str, limit: Duration, body: impl FnOnce()) {
         if let Some(st) = child.try_wait().expect("wait for the child") {
             let _ = out.join();
             let _ = err.join();
-            assert!(st.success(), "{name}: the child failed ({st}) after {:.1?}; its output is above", t0.elapsed());
+            assert!(
+                st.success(),
+                "{name}: the child failed ({st}) after {:.1?}; its output is above",
+                t0.elapsed()
+            );
             return;
         }
         if t0.elapsed() > limit {
@@ -124,14 +137,21 @@ fn supervised(name: &str, limit: Duration, body: impl FnOnce()) {
         thread::sleep(Duration::from_millis(100));
     }
     let stacks = task_stacks(pid);
-    let why = if deadlock_at.is_some() { "reported a deadlock and did not exit".to_string() } else { format!("did not exit within {limit:?}") };
+    let why = if deadlock_at.is_some() {
+        "reported a deadlock and did not exit".to_string()
+    } else {
+        format!("did not exit within {limit:?}")
+    };
     eprintln!("{name}: the child (pid {pid}) {why}; its threads:\n{stacks}");
     // SAFETY: plain kill of our own child.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     thread::sleep(Duration::from_secs(3));
     if child.try_wait().ok().flatten().is_none() {
         let d = stacks.lines().filter(|l| l.contains(") D ")).count();
-        let _ = fs::write(WEDGED, format!("{name}: its child pid {pid} {why} nor on SIGKILL; {d} threads in D state"));
+        let _ = fs::write(
+            WEDGED,
+            format!("{name}: its child pid {pid} {why} nor on SIGKILL; {d} threads in D state"),
+        );
         eprintln!("{name}: the child survived SIGKILL (threads stuck in the kernel); left it and marked the driver wedged");
     }
     panic!("{name}: the child {why} (deadlock or unbounded work in the driver); its threads' kernel stacks are above");
@@ -145,7 +165,11 @@ fn task_stacks(pid: u32) -> String {
             let stat = fs::read_to_string(t.path().join("stat")).unwrap_or_default();
             let wchan = fs::read_to_string(t.path().join("wchan")).unwrap_or_default();
             let stack = fs::read_to_string(t.path().join("stack")).unwrap_or_default();
-            s.push_str(&format!("--- task {} stat: {} wchan: {wchan}\n{stack}", t.file_name().to_string_lossy(), stat.trim()));
+            s.push_str(&format!(
+                "--- task {} stat: {} wchan: {wchan}\n{stack}",
+                t.file_name().to_string_lossy(),
+                stat.trim()
+            ));
         }
     }
     s
@@ -182,18 +206,30 @@ impl Progress {
         self.counts[i].load(Ordering::SeqCst)
     }
     fn line(&self) -> String {
-        self.names.iter().enumerate().map(|(i, n)| format!("{n} {}", self.get(i))).collect::<Vec<_>>().join(", ")
+        self.names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("{n} {}", self.get(i)))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
     /// Print the threads' kernel stacks and exit the process (a test that
     /// deadlocked the driver cannot unwind: its threads sit in the kernel).
     fn deadlock(&self, what: &str, i: usize, stall: Duration, t0: Instant) -> ! {
-        eprintln!("{what}: DEADLOCK: {} made no progress for {stall:?} ({:.0?} into the run: {})", self.names[i], t0.elapsed(), self.line());
+        eprintln!(
+            "{what}: DEADLOCK: {} made no progress for {stall:?} ({:.0?} into the run: {})",
+            self.names[i],
+            t0.elapsed(),
+            self.line()
+        );
         for (j, n) in self.names.iter().enumerate() {
             let tid = self.tids[j].load(Ordering::SeqCst);
             let p = format!("/proc/self/task/{tid}");
             eprintln!(
                 "--- {n} (tid {tid}) stat: {} wchan: {}\n{}",
-                fs::read_to_string(format!("{p}/stat")).unwrap_or_default().trim(),
+                fs::read_to_string(format!("{p}/stat"))
+                    .unwrap_or_default()
+                    .trim(),
                 fs::read_to_string(format!("{p}/wchan")).unwrap_or_default(),
                 fs::read_to_string(format!("{p}/stack")).unwrap_or_default()
             );
@@ -206,7 +242,10 @@ impl Progress {
     /// every `stall`, else [`Progress::deadlock`].
     fn watch(&self, what: &str, check: &[usize], stall: Duration, done: impl Fn() -> bool) {
         let t0 = Instant::now();
-        let mut last: Vec<(u64, Instant)> = check.iter().map(|&i| (self.get(i), Instant::now())).collect();
+        let mut last: Vec<(u64, Instant)> = check
+            .iter()
+            .map(|&i| (self.get(i), Instant::now()))
+            .collect();
         let mut shown = Instant::now();
         while !done() {
             thread::sleep(Duration::from_millis(200));
@@ -244,7 +283,14 @@ fn pte_write(fd: i32, gm_page: u64, pte: u64) -> std::io::Result<()> {
 fn bar0_read32(fd: i32, off: u64) -> std::io::Result<u32> {
     let mut b = [0u8; 4];
     // SAFETY: a 4-byte buffer; the caller keeps `fd` open.
-    let n = unsafe { libc::pread(fd, b.as_mut_ptr().cast(), 4, (region_off(BAR0) + off) as i64) };
+    let n = unsafe {
+        libc::pread(
+            fd,
+            b.as_mut_ptr().cast(),
+            4,
+            (region_off(BAR0) + off) as i64,
+        )
+    };
     if n == 4 {
         Ok(u32::from_le_bytes(b))
     } else {
@@ -304,7 +350,11 @@ const PIN_WRITES: u64 = 20_000;
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn isolation_pin_path_two_vgpus_b_aperture_as_dma_target() {
-    supervised("isolation_pin_path_two_vgpus_b_aperture_as_dma_target", Duration::from_secs(240), pin_path_body);
+    supervised(
+        "isolation_pin_path_two_vgpus_b_aperture_as_dma_target",
+        Duration::from_secs(240),
+        pin_path_body,
+    );
 }
 
 fn pin_path_body() {
@@ -327,20 +377,27 @@ fn pin_path_body() {
     write32(&dev_b, BAR0, DSPACNTR, PLANE_ENABLE);
     let f0 = read32(&dev_b, BAR0, FRMCOUNT);
     // B's aperture slice, mapped and DMA-mapped by the VMM.
-    let ap_b = Mapping::new(&dev_b, BAR2, ab.ap_base, (PIN_PAGES * PAGE) as usize).expect("mmap B's aperture");
+    let ap_b = Mapping::new(&dev_b, BAR2, ab.ap_base, (PIN_PAGES * PAGE) as usize)
+        .expect("mmap B's aperture");
     assert_eq!(ap_b.read32(0), mark(0), "B's GM page 0 is RAM page 0");
     // SAFETY: the mapping outlives the DMA mapping (unmapped below first).
     unsafe { container.vfio_dma_map(PIN_BAR_IOVA, (PIN_PAGES * PAGE) as usize, ap_b.ptr) }
         .expect("type1 accepts a DMA map of B's aperture mapping");
     let rejected0 = stats(&a).get("ggtt_rejected").copied();
 
-    let p = Progress::new(&["A PTE writes", "B BAR0 round", "B stats reads", "B vblank MSIs"]);
+    let p = Progress::new(&[
+        "A PTE writes",
+        "B BAR0 round",
+        "B stats reads",
+        "B vblank MSIs",
+    ]);
     let stop = Arc::new(AtomicBool::new(false));
     let errors = Arc::new(Mutex::new(Vec::<String>::new()));
     let (fa, fb) = (dev_a.as_raw_fd(), dev_b.as_raw_fd());
     let a_refused = Arc::new(AtomicU64::new(0));
     let ta = {
-        let (p, stop, errors, a_refused) = (p.clone(), stop.clone(), errors.clone(), a_refused.clone());
+        let (p, stop, errors, a_refused) =
+            (p.clone(), stop.clone(), errors.clone(), a_refused.clone());
         thread::spawn(move || {
             p.register(0);
             for k in 0..PIN_WRITES {
@@ -356,14 +413,24 @@ fn pin_path_body() {
                     // so pinning it faults into B's fault handler.
                     let r = j + PIN_PAGES * ((k / (2 * PIN_PAGES)) % 2);
                     if let Err(e) = pte_write(fb, gm_b(j), (PIN_RAM_IOVA + r * PAGE) | 1) {
-                        errors.lock().unwrap().push(format!("B PTE write before A's {k}: {e}"));
+                        errors
+                            .lock()
+                            .unwrap()
+                            .push(format!("B PTE write before A's {k}: {e}"));
                     }
                 }
-                let pte = if on_b { PIN_BAR_IOVA + j * PAGE } else { PIN_RAM_IOVA + j * PAGE } | 1;
+                let pte = if on_b {
+                    PIN_BAR_IOVA + j * PAGE
+                } else {
+                    PIN_RAM_IOVA + j * PAGE
+                } | 1;
                 // Naming B's aperture, A's write may be refused (an error
                 // return is an answer too); on its own RAM it must work.
                 match pte_write(fa, gm_a(j), pte) {
-                    Err(e) if !on_b => errors.lock().unwrap().push(format!("A PTE write {k} (own RAM): {e}")),
+                    Err(e) if !on_b => errors
+                        .lock()
+                        .unwrap()
+                        .push(format!("A PTE write {k} (own RAM): {e}")),
                     Err(_) => {
                         a_refused.fetch_add(1, Ordering::Relaxed);
                     }
@@ -413,7 +480,11 @@ fn pin_path_body() {
         thread::spawn(move || {
             p.register(3);
             while !stop.load(Ordering::SeqCst) {
-                let mut pf = libc::pollfd { fd: msi.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                let mut pf = libc::pollfd {
+                    fd: msi.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
                 // SAFETY: one valid pollfd.
                 if unsafe { libc::poll(&mut pf, 1, 100) } == 1 {
                     let n = msi.read().unwrap_or(0);
@@ -426,9 +497,13 @@ fn pin_path_body() {
         })
     };
     let t0 = Instant::now();
-    p.watch("pin_path", &[0, 1, 2, 3], Duration::from_secs(30), || ta.is_finished());
+    p.watch("pin_path", &[0, 1, 2, 3], Duration::from_secs(30), || {
+        ta.is_finished()
+    });
     stop.store(true, Ordering::SeqCst);
-    p.watch("pin_path (stopping)", &[], Duration::from_secs(30), || tb.is_finished() && ts.is_finished() && tm.is_finished());
+    p.watch("pin_path (stopping)", &[], Duration::from_secs(30), || {
+        tb.is_finished() && ts.is_finished() && tm.is_finished()
+    });
     ta.join().unwrap();
     tb.join().unwrap();
     ts.join().unwrap();
@@ -443,26 +518,47 @@ fn pin_path_body() {
         errs.len(),
         errs.first().map(|e| format!(" (first: {e})")).unwrap_or_default()
     );
-    assert!(errs.is_empty(), "every trap returned without error: {errs:?}");
+    assert!(
+        errs.is_empty(),
+        "every trap returned without error: {errs:?}"
+    );
     assert_eq!(p.get(0), PIN_WRITES, "every A PTE write returned");
     // B still works: vblank, frame counter, its aperture shows its RAM.
     let _ = msi.read();
-    let mut pf = libc::pollfd { fd: msi.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+    let mut pf = libc::pollfd {
+        fd: msi.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
     write_deiir(fb).unwrap();
     // SAFETY: one valid pollfd.
-    assert_eq!(unsafe { libc::poll(&mut pf, 1, 30_000) }, 1, "B's vblank MSIs still come");
+    assert_eq!(
+        unsafe { libc::poll(&mut pf, 1, 30_000) },
+        1,
+        "B's vblank MSIs still come"
+    );
     assert!(msis > 0, "B's vblank MSIs kept coming during the run");
     let f1 = read32(&dev_b, BAR0, FRMCOUNT);
-    assert!(f1.wrapping_sub(f0) > 0, "B's frame counter advanced ({f0} -> {f1})");
+    assert!(
+        f1.wrapping_sub(f0) > 0,
+        "B's frame counter advanced ({f0} -> {f1})"
+    );
     for j in 0..PIN_PAGES {
         let v = ap_b.read32((j * PAGE) as usize);
-        assert!(v == mark(j) || v == mark(j + PIN_PAGES), "B's aperture page {j} shows its RAM ({v:#x})");
+        assert!(
+            v == mark(j) || v == mark(j + PIN_PAGES),
+            "B's aperture page {j} shows its RAM ({v:#x})"
+        );
         assert_eq!(read32(&dev_b, BAR0, PVINFO), VGT_MAGIC as u32, "B's PVINFO");
     }
     // A works too: its entries back on its RAM.
     for j in 0..PIN_PAGES {
         map_gtt(&dev_a, &ram, gm_a(j), j as usize);
-        assert_eq!(read32(&dev_a, BAR2, gm_a(j) * PAGE), mark(j), "A's GM page {j} on its RAM page {j}");
+        assert_eq!(
+            read32(&dev_a, BAR2, gm_a(j) * PAGE),
+            mark(j),
+            "A's GM page {j} on its RAM page {j}"
+        );
     }
     let s = stats(&a);
     eprintln!(
@@ -472,7 +568,9 @@ fn pin_path_body() {
         s.get("fault_retries"),
         stats(&b).get("fault_retries")
     );
-    container.vfio_dma_unmap(PIN_BAR_IOVA, (PIN_PAGES * PAGE) as usize).expect("unmap B's aperture IOVA range");
+    container
+        .vfio_dma_unmap(PIN_BAR_IOVA, (PIN_PAGES * PAGE) as usize)
+        .expect("unmap B's aperture IOVA range");
     let _ = dev_b.disable_msi();
     drop(ap_b);
     drop(ram);
@@ -530,7 +628,11 @@ const MAX_ROUNDS: u32 = 2;
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn isolation_smp2_unmap_while_two_vgpus_repin_completes() {
-    supervised("isolation_smp2_unmap_while_two_vgpus_repin_completes", Duration::from_secs(420), unmap_body);
+    supervised(
+        "isolation_smp2_unmap_while_two_vgpus_repin_completes",
+        Duration::from_secs(420),
+        unmap_body,
+    );
 }
 
 /// The kernel's function tracer on one thread, counting type1's
@@ -549,7 +651,8 @@ const TRACING: &str = "/sys/kernel/tracing";
 
 impl Tracer {
     fn set(file: &str, v: &str) {
-        fs::write(format!("{TRACING}/{file}"), v).unwrap_or_else(|e| panic!("{TRACING}/{file} <- {v:?}: {e}"));
+        fs::write(format!("{TRACING}/{file}"), v)
+            .unwrap_or_else(|e| panic!("{TRACING}/{file} <- {v:?}: {e}"));
     }
 
     /// Trace thread `tid` from now on.
@@ -557,7 +660,9 @@ impl Tracer {
         if !std::path::Path::new(TRACING).join("trace").exists() {
             let (src, dst, ty) = (c"tracefs", c"/sys/kernel/tracing", c"tracefs");
             // SAFETY: NUL-terminated strings, no data.
-            let r = unsafe { libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), 0, std::ptr::null()) };
+            let r = unsafe {
+                libc::mount(src.as_ptr(), dst.as_ptr(), ty.as_ptr(), 0, std::ptr::null())
+            };
             assert_eq!(r, 0, "mount tracefs: {}", std::io::Error::last_os_error());
         }
         Self::set("tracing_on", "0");
@@ -580,9 +685,14 @@ impl Tracer {
         Self::set("current_tracer", "nop");
         Self::set("set_ftrace_pid", "");
         Self::set("set_ftrace_filter", "");
-        let lost = t.lines().any(|l| l.starts_with("# entries-in-buffer") && {
-            let n: Vec<&str> = l.split(|c: char| !c.is_ascii_digit()).filter(|x| !x.is_empty()).collect();
-            n.len() >= 2 && n[0] != n[1]
+        let lost = t.lines().any(|l| {
+            l.starts_with("# entries-in-buffer") && {
+                let n: Vec<&str> = l
+                    .split(|c: char| !c.is_ascii_digit())
+                    .filter(|x| !x.is_empty())
+                    .collect();
+                n.len() >= 2 && n[0] != n[1]
+            }
         });
         let mut per = Vec::new();
         let mut cur: Option<u32> = None;
@@ -597,7 +707,12 @@ impl Tracer {
             }
         }
         per.extend(cur);
-        (per.into_iter().map(|locks| locks.saturating_sub(1) / 2).collect(), lost)
+        (
+            per.into_iter()
+                .map(|locks| locks.saturating_sub(1) / 2)
+                .collect(),
+            lost,
+        )
     }
 }
 
@@ -607,7 +722,16 @@ fn unmap_body() {
     let len = (RACE_PAGES * PAGE) as usize;
     // The range's memory stays; only its DMA mapping comes and goes.
     // SAFETY: a fresh anonymous mapping, unmapped at the end.
-    let mem = unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED | libc::MAP_ANONYMOUS, -1, 0) };
+    let mem = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
     assert_ne!(mem, libc::MAP_FAILED);
     let mem = mem.cast::<u8>();
     for r in 0..RACE_PAGES {
@@ -627,19 +751,36 @@ fn unmap_body() {
     // one round, the map none.
     let gm_cal = aa.ap_base / PAGE + 1;
     pte_write(dev_a.as_raw_fd(), gm_cal, (RACE_IOVA + 3 * PAGE) | 1).expect("PTE write");
-    assert_eq!(read32(&dev_a, BAR2, gm_cal * PAGE), mark(3), "A's entry on page 3 of the range");
-    container.vfio_dma_unmap(RACE_IOVA, len).expect("calibration unmap");
+    assert_eq!(
+        read32(&dev_a, BAR2, gm_cal * PAGE),
+        mark(3),
+        "A's entry on page 3 of the range"
+    );
+    container
+        .vfio_dma_unmap(RACE_IOVA, len)
+        .expect("calibration unmap");
     // SAFETY: as above.
     unsafe { container.vfio_dma_map(RACE_IOVA, len, mem) }.expect("calibration map");
 
-    let names = ["unmap/map cycles", "A writer 0", "A writer 1", "B writer 0", "B writer 1", "B writer 2", "B writer 3"];
+    let names = [
+        "unmap/map cycles",
+        "A writer 0",
+        "A writer 1",
+        "B writer 0",
+        "B writer 1",
+        "B writer 2",
+        "B writer 3",
+    ];
     let p = Progress::new(&names);
     p.register(0);
     let stop = Arc::new(AtomicBool::new(false));
     let refused = Arc::new(AtomicU64::new(0));
     let mut writers = Vec::new();
     let mut i = 0;
-    for (fd, base, n) in [(dev_a.as_raw_fd(), aa.ap_base, RACE_WRITERS), (dev_b.as_raw_fd(), ab.ap_base, RACE_B_WRITERS)] {
+    for (fd, base, n) in [
+        (dev_a.as_raw_fd(), aa.ap_base, RACE_WRITERS),
+        (dev_b.as_raw_fd(), ab.ap_base, RACE_B_WRITERS),
+    ] {
         for t in 0..n {
             let (p, stop, refused) = (p.clone(), stop.clone(), refused.clone());
             i += 1;
@@ -664,7 +805,14 @@ fn unmap_body() {
     let done = Arc::new(AtomicBool::new(false));
     let wd = {
         let (p, done) = (p.clone(), done.clone());
-        thread::spawn(move || p.watch("unmap", &[0, 1, 2, 3, 4, 5, 6], Duration::from_secs(30), || done.load(Ordering::SeqCst)))
+        thread::spawn(move || {
+            p.watch(
+                "unmap",
+                &[0, 1, 2, 3, 4, 5, 6],
+                Duration::from_secs(30),
+                || done.load(Ordering::SeqCst),
+            )
+        })
     };
     let t0 = Instant::now();
     let writes = |p: &Progress| (1..p.names.len()).map(|i| p.get(i)).sum::<u64>();
@@ -675,9 +823,12 @@ fn unmap_body() {
         while writes(&p) < w0 + 16 && t.elapsed() < Duration::from_millis(200) {
             thread::yield_now();
         }
-        container.vfio_dma_unmap(RACE_IOVA, len).unwrap_or_else(|e| panic!("unmap {n}: {e:?}"));
+        container
+            .vfio_dma_unmap(RACE_IOVA, len)
+            .unwrap_or_else(|e| panic!("unmap {n}: {e:?}"));
         // SAFETY: as above.
-        unsafe { container.vfio_dma_map(RACE_IOVA, len, mem) }.unwrap_or_else(|e| panic!("map {n}: {e:?}"));
+        unsafe { container.vfio_dma_map(RACE_IOVA, len, mem) }
+            .unwrap_or_else(|e| panic!("map {n}: {e:?}"));
         p.tick(0);
     }
     stop.store(true, Ordering::SeqCst);
@@ -693,8 +844,15 @@ fn unmap_body() {
         t0.elapsed(),
         refused.load(Ordering::Relaxed)
     );
-    eprintln!("unmap: calibration: notification rounds of (unmap, map) with one frame pinned: {:?}", per.get(..2));
-    assert_eq!(per.get(..2), Some(&[1, 0][..]), "the round counting sees one round for an unmap of one pinned frame");
+    eprintln!(
+        "unmap: calibration: notification rounds of (unmap, map) with one frame pinned: {:?}",
+        per.get(..2)
+    );
+    assert_eq!(
+        per.get(..2),
+        Some(&[1, 0][..]),
+        "the round counting sees one round for an unmap of one pinned frame"
+    );
     let per = &per[2..];
     assert_eq!(p.get(0), RACE_CYCLES);
     // Notification rounds per unmap (each round calls both vGPUs' dma_unmap).
@@ -709,8 +867,14 @@ fn unmap_body() {
         hist.values().sum::<u32>(),
         if lost { " (the trace lost entries)" } else { "" }
     );
-    assert!(!lost, "the trace buffer overflowed: the counts are incomplete");
-    assert!(hist.values().sum::<u32>() > 0, "some unmaps found frames pinned and notified the vGPUs");
+    assert!(
+        !lost,
+        "the trace buffer overflowed: the counts are incomplete"
+    );
+    assert!(
+        hist.values().sum::<u32>() > 0,
+        "some unmaps found frames pinned and notified the vGPUs"
+    );
     assert!(
         max_rounds <= MAX_ROUNDS,
         "an unmap needed {max_rounds} notification rounds: pins into the range kept coming while it was being invalidated (type1 BUG_ONs after 11)"
@@ -719,12 +883,22 @@ fn unmap_body() {
     for (dev, at, what) in [(&dev_a, &aa, "A"), (&dev_b, &ab, "B")] {
         let gm = at.ap_base / PAGE;
         pte_write(dev.as_raw_fd(), gm, (RACE_IOVA + 5 * PAGE) | 1).expect("PTE write");
-        assert_eq!(read32(dev, BAR2, gm * PAGE), mark(5), "{what}'s GM page 0 on page 5 of the range");
+        assert_eq!(
+            read32(dev, BAR2, gm * PAGE),
+            mark(5),
+            "{what}'s GM page 0 on page 5 of the range"
+        );
     }
     eprintln!("unmap: A stats {:?}", stats(&a));
-    container.vfio_dma_unmap(RACE_IOVA, len).expect("final unmap");
+    container
+        .vfio_dma_unmap(RACE_IOVA, len)
+        .expect("final unmap");
     // After the unmap nothing in the range is reachable: the entry is scratch.
-    assert_ne!(read32(&dev_a, BAR2, aa.ap_base), mark(5), "A's entry left the unmapped range");
+    assert_ne!(
+        read32(&dev_a, BAR2, aa.ap_base),
+        mark(5),
+        "A's entry left the unmapped range"
+    );
     drop(dev_a);
     drop(dev_b);
     // SAFETY: our mapping, no longer DMA-mapped.
@@ -740,7 +914,9 @@ const SCRATCH_PATTERN: u32 = 0x5EC2_E7A5;
 /// Fill the page at graphics address `gma` (an entry that maps scratch)
 /// through the BAR2 region; what the session then reads back there.
 fn fill_scratch(dev: &VfioDevice, gma: u64) -> u32 {
-    let page: Vec<u8> = (0..1024u32).flat_map(|i| (SCRATCH_PATTERN ^ i).to_le_bytes()).collect();
+    let page: Vec<u8> = (0..1024u32)
+        .flat_map(|i| (SCRATCH_PATTERN ^ i).to_le_bytes())
+        .collect();
     assert_eq!(pwrite(dev, BAR2, gma, &page).expect("aperture write"), 4096);
     read32(dev, BAR2, gma)
 }
@@ -749,7 +925,10 @@ fn fill_scratch(dev: &VfioDevice, gma: u64) -> u32 {
 /// through an mmap of it: the number that are not zero.
 fn nonzero(dev: &VfioDevice, gma: u64) -> (usize, usize) {
     let mut page = vec![0u8; 4096];
-    assert_eq!(pread(dev, BAR2, gma, &mut page).expect("aperture read"), 4096);
+    assert_eq!(
+        pread(dev, BAR2, gma, &mut page).expect("aperture read"),
+        4096
+    );
     let region = page.chunks(4).filter(|c| *c != [0, 0, 0, 0]).count();
     let map = Mapping::new(dev, BAR2, gma, 4096).expect("mmap the page");
     let mapped = (0..1024).filter(|i| map.read32(i * 4) != 0).count();
@@ -777,7 +956,10 @@ fn isolation_scratch_is_scrubbed_across_close_open_and_reset() {
     enable_mem(&dev);
     let back = fill_scratch(&dev, g1);
     eprintln!("scratch: session 1 wrote the pattern at unmapped GM {g1:#x}, reads back {back:#x}; GM {g2:#x} reads {:#x}", read32(&dev, BAR2, g2));
-    assert!(back == SCRATCH_PATTERN || back == 0, "scratch reads what was written or zero, got {back:#x}");
+    assert!(
+        back == SCRATCH_PATTERN || back == 0,
+        "scratch reads what was written or zero, got {back:#x}"
+    );
     drop(dev);
     // Session 2, after close/open.
     let dev = open(&m);
@@ -794,8 +976,16 @@ fn isolation_scratch_is_scrubbed_across_close_open_and_reset() {
     let (r1, m1) = nonzero(&dev, g1);
     let (r2, m2) = nonzero(&dev, g2);
     eprintln!("scratch: after RESET: non-zero dwords at GM {g1:#x}: region {r1}, mapping {m1}; at {g2:#x}: {r2}, {m2} (first dword {:#x})", read32(&dev, BAR2, g1));
-    assert_eq!(after_close, (0, 0, 0, 0), "the next session reads zeros where the previous one wrote (close/open)");
-    assert_eq!((r1, m1, r2, m2), (0, 0, 0, 0), "after a reset the scratch page reads zeros");
+    assert_eq!(
+        after_close,
+        (0, 0, 0, 0),
+        "the next session reads zeros where the previous one wrote (close/open)"
+    );
+    assert_eq!(
+        (r1, m1, r2, m2),
+        (0, 0, 0, 0),
+        "after a reset the scratch page reads zeros"
+    );
     drop(dev);
     m.remove().expect("remove vGPU");
 }
@@ -812,7 +1002,12 @@ const FILL_DEPTH: u64 = 4;
 
 /// B's and C's drivers back, what they measured, and every vGPU's engine
 /// time at the start and the end of the window.
-type Window = ([Driver<VfioBackend>; 2], [Victim; 2], Vec<(u64, u64)>, Vec<(u64, u64)>);
+type Window = (
+    [Driver<VfioBackend>; 2],
+    [Victim; 2],
+    Vec<(u64, u64)>,
+    Vec<(u64, u64)>,
+);
 
 /// What one of B and C measured.
 #[derive(Default, Clone, Debug)]
@@ -838,19 +1033,41 @@ fn victim(d: &mut Driver<VfioBackend>, k: u32, stop: &AtomicBool) -> Victim {
         if d.head(BCS).unwrap() == d.tail(BCS) {
             for i in 0..FILL_DEPTH {
                 let c = 0xFF00_0000 | (k << 16) | r;
-                d.submit(BCS, &color_blt(surf + i * u64::from(FILL_ROWS) * PAGE, 4096, (0, 0, 1024, FILL_ROWS), c)).unwrap();
+                d.submit(
+                    BCS,
+                    &color_blt(
+                        surf + i * u64::from(FILL_ROWS) * PAGE,
+                        4096,
+                        (0, 0, 1024, FILL_ROWS),
+                        c,
+                    ),
+                )
+                .unwrap();
                 v.fills += 1;
             }
         }
         let value = 0x5000_0000 | (k << 16) | (r & 0xFFFF);
         let t0 = Instant::now();
-        d.submit(RCS, &[&sdi(Space::Ggtt, jobs::store_addr(d), value)[..], &[MI_USER_INTERRUPT]].concat()).unwrap();
-        let w = d.wait_all(user_irq(RCS), TIMEOUT).unwrap_or_else(|e| panic!("vGPU {k} round {r}: {e}"));
+        d.submit(
+            RCS,
+            &[
+                &sdi(Space::Ggtt, jobs::store_addr(d), value)[..],
+                &[MI_USER_INTERRUPT],
+            ]
+            .concat(),
+        )
+        .unwrap();
+        let w = d
+            .wait_all(user_irq(RCS), TIMEOUT)
+            .unwrap_or_else(|e| panic!("vGPU {k} round {r}: {e}"));
         let l = t0.elapsed();
         v.lat.push(l);
         if l > Duration::from_millis(500) {
             v.slow += 1;
-            eprintln!("noisy: vGPU {k} store round {r}: {:.3} s from TAIL write to user interrupt", l.as_secs_f64());
+            eprintln!(
+                "noisy: vGPU {k} store round {r}: {:.3} s from TAIL write to user interrupt",
+                l.as_secs_f64()
+            );
         }
         d.ack(w.iir & user_irq(RCS)).unwrap();
         jobs::check_store(d, value).unwrap_or_else(|e| panic!("vGPU {k} round {r}: {e}"));
@@ -858,7 +1075,8 @@ fn victim(d: &mut Driver<VfioBackend>, k: u32, stop: &AtomicBool) -> Victim {
         r += 1;
     }
     // Let the queued fills finish (not timed).
-    d.wait_idle(BCS, TIMEOUT).unwrap_or_else(|e| panic!("vGPU {k} blitter: {e}"));
+    d.wait_idle(BCS, TIMEOUT)
+        .unwrap_or_else(|e| panic!("vGPU {k} blitter: {e}"));
     v
 }
 
@@ -872,7 +1090,11 @@ fn p99(l: &[Duration]) -> Duration {
 }
 
 fn weight(m: &Mdev) -> u64 {
-    fs::read_to_string(m.sysfs_path().join("gvt/weight")).expect("gvt/weight").trim().parse().expect("weight")
+    fs::read_to_string(m.sysfs_path().join("gvt/weight"))
+        .expect("gvt/weight")
+        .trim()
+        .parse()
+        .expect("weight")
 }
 
 /// Engine time (ns) of every vGPU: `(rcs, bcs)`.
@@ -887,7 +1109,11 @@ fn engine_ns(ms: &[&Mdev]) -> Vec<(u64, u64)> {
 
 /// All refusals of `m` (every `reject_*` counter the driver has).
 fn rejects(m: &Mdev) -> u64 {
-    stats(m).iter().filter(|(k, _)| k.starts_with("reject_")).map(|(_, v)| *v).sum()
+    stats(m)
+        .iter()
+        .filter(|(k, _)| k.starts_with("reject_"))
+        .map(|(_, v)| *v)
+        .sum()
 }
 
 /// Nice the calling thread (the host's CPU scheduler, not the driver,
@@ -904,10 +1130,12 @@ fn thrash_ppgtt(d: &mut Driver<VfioBackend>, pd: u64, pts: usize, data: &[u64]) 
     let mut pdes = vec![0u32; 1024];
     for i in 0..pts {
         let pt = d.alloc_page().expect("a RAM page for a page table");
-        let ptes: Vec<u32> = (0..512).flat_map(|e| {
-            let g = data[e % data.len()] | 1;
-            [g as u32, (g >> 32) as u32]
-        }).collect();
+        let ptes: Vec<u32> = (0..512)
+            .flat_map(|e| {
+                let g = data[e % data.len()] | 1;
+                [g as u32, (g >> 32) as u32]
+            })
+            .collect();
         d.write_phys(pt, &ptes).unwrap();
         pdes[2 * i] = pt as u32 | 1;
         pdes[2 * i + 1] = (pt >> 32) as u32;
@@ -944,7 +1172,11 @@ fn thrash_ppgtt(d: &mut Driver<VfioBackend>, pd: u64, pts: usize, data: &[u64]) 
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn isolation_noisy_neighbour_keeps_fair_share_and_latency() {
-    supervised("isolation_noisy_neighbour_keeps_fair_share_and_latency", Duration::from_secs(480), noisy_body);
+    supervised(
+        "isolation_noisy_neighbour_keeps_fair_share_and_latency",
+        Duration::from_secs(480),
+        noisy_body,
+    );
 }
 
 fn noisy_body() {
@@ -969,7 +1201,10 @@ fn noisy_body() {
     let pte_gm0 = la.aperture.base / PAGE + 200;
     let ram_iova = ram_a.iova;
 
-    let run = |dv: [Driver<VfioBackend>; 2], window: Duration, with_a: Option<&(dyn Fn() + Sync)>| -> Window {
+    let run = |dv: [Driver<VfioBackend>; 2],
+               window: Duration,
+               with_a: Option<&(dyn Fn() + Sync)>|
+     -> Window {
         let stop = AtomicBool::new(false);
         let go = Barrier::new(3);
         let [mut d1, mut d2] = dv;
@@ -998,7 +1233,13 @@ fn noisy_body() {
     // Alone.
     let (dv, alone, _, _) = run([db, dc], ALONE, None);
     let p99_alone = [p99(&alone[0].lat), p99(&alone[1].lat)];
-    eprintln!("noisy: alone: B {} rounds p99 {:?}, C {} rounds p99 {:?}", alone[0].lat.len(), p99_alone[0], alone[1].lat.len(), p99_alone[1]);
+    eprintln!(
+        "noisy: alone: B {} rounds p99 {:?}, C {} rounds p99 {:?}",
+        alone[0].lat.len(),
+        p99_alone[0],
+        alone[1].lat.len(),
+        p99_alone[1]
+    );
 
     // With A.
     let stop_a = Arc::new(AtomicBool::new(false));
@@ -1017,12 +1258,26 @@ fn noisy_body() {
             while !stop.load(Ordering::SeqCst) {
                 // A refusal may come as an error interrupt or as a failed
                 // TAIL write: both are counted, A goes on.
-                if d.lock().unwrap().submit(BCS, &color_blt(giant_dst, 0, (0, 0, 65535, 65535), 0xFFAA_0000)).is_err() {
+                if d.lock()
+                    .unwrap()
+                    .submit(
+                        BCS,
+                        &color_blt(giant_dst, 0, (0, 0, 65535, 65535), 0xFFAA_0000),
+                    )
+                    .is_err()
+                {
                     n[5].fetch_add(1, Ordering::Relaxed);
                 }
                 n[0].fetch_add(1, Ordering::Relaxed);
                 for _ in 0..2 {
-                    if d.lock().unwrap().submit(BCS, &color_blt(giant_dst, 4096, (0, 0, 1024, slice_rows), 0xFFAA_5500)).is_err() {
+                    if d.lock()
+                        .unwrap()
+                        .submit(
+                            BCS,
+                            &color_blt(giant_dst, 4096, (0, 0, 1024, slice_rows), 0xFFAA_5500),
+                        )
+                        .is_err()
+                    {
                         n[5].fetch_add(1, Ordering::Relaxed);
                     }
                     n[1].fetch_add(1, Ordering::Relaxed);
@@ -1056,7 +1311,13 @@ fn noisy_body() {
             while !stop.load(Ordering::SeqCst) {
                 let mut g = d.lock().unwrap();
                 g.set_ppgtt(if k % 2 == 0 { pd1 } else { pd2 }).unwrap();
-                let mut refused = u64::from(g.submit(RCS, &[&sdi(Space::Ppgtt, 0x40, k as u32)[..], &[MI_NOOP]].concat()).is_err());
+                let mut refused = u64::from(
+                    g.submit(
+                        RCS,
+                        &[&sdi(Space::Ppgtt, 0x40, k as u32)[..], &[MI_NOOP]].concat(),
+                    )
+                    .is_err(),
+                );
                 for _ in 0..4 {
                     refused += u64::from(g.submit(RCS, &[MI_NOOP, MI_NOOP]).is_err());
                 }
@@ -1107,7 +1368,11 @@ fn noisy_body() {
     let (dv, noisy, e0, e1) = run(dv, NOISY, Some(&start_a));
     stop_a.store(true, Ordering::SeqCst);
     let p99_noisy = [p99(&noisy[0].lat), p99(&noisy[1].lat)];
-    let d: Vec<(u64, u64)> = e0.iter().zip(&e1).map(|(a, b)| (b.0 - a.0, b.1 - a.1)).collect();
+    let d: Vec<(u64, u64)> = e0
+        .iter()
+        .zip(&e1)
+        .map(|(a, b)| (b.0 - a.0, b.1 - a.1))
+        .collect();
     let bcs_total: u64 = d.iter().map(|x| x.1).sum();
     let rcs_total: u64 = d.iter().map(|x| x.0).sum();
     let wsum: u64 = w.iter().sum();
@@ -1119,7 +1384,10 @@ fn noisy_body() {
         while !h.is_finished() && t.elapsed() < Duration::from_secs(60) {
             thread::sleep(Duration::from_millis(50));
         }
-        assert!(h.is_finished(), "A's thread stopped within a minute of being told to");
+        assert!(
+            h.is_finished(),
+            "A's thread stopped within a minute of being told to"
+        );
         h.join().unwrap();
     }
     let rej_a = rejects(&ma) - rejects_a0;
@@ -1138,13 +1406,25 @@ fn noisy_body() {
             break;
         }
         drop(g);
-        assert!(t.elapsed() < Duration::from_secs(180), "A's queued work drained within 3 minutes after A stopped");
+        assert!(
+            t.elapsed() < Duration::from_secs(180),
+            "A's queued work drained within 3 minutes after A stopped"
+        );
         thread::sleep(Duration::from_millis(50));
     }
-    eprintln!("noisy: A's queued work drained {:.1} s after A stopped submitting", t.elapsed().as_secs_f64());
+    eprintln!(
+        "noisy: A's queued work drained {:.1} s after A stopped submitting",
+        t.elapsed().as_secs_f64()
+    );
     let (dv, alone2, _, _) = run(dv, ALONE, None);
     let p99_after = [p99(&alone2[0].lat), p99(&alone2[1].lat)];
-    eprintln!("noisy: alone again: B {} rounds p99 {:?}, C {} rounds p99 {:?}", alone2[0].lat.len(), p99_after[0], alone2[1].lat.len(), p99_after[1]);
+    eprintln!(
+        "noisy: alone again: B {} rounds p99 {:?}, C {} rounds p99 {:?}",
+        alone2[0].lat.len(),
+        p99_after[0],
+        alone2[1].lat.len(),
+        p99_after[1]
+    );
     // The bound.  The latency is wall time in a one-vCPU TCG guest: the
     // guest's CPU is shared by B, C, the engine worker and A's four threads
     // (niced, but their traps run in the kernel on A's behalf), and the host
@@ -1159,8 +1439,14 @@ fn noisy_body() {
     // against 14 ms alone (three orders of magnitude over this bound); one CI
     // run of the new one on 2 cores measured 20.8 ms against 12.8 ms alone.
     const STRETCH: u32 = 4;
-    let jitter = [p99_alone[0].abs_diff(p99_after[0]), p99_alone[1].abs_diff(p99_after[1])];
-    let p99_alone = [p99_alone[0].max(p99_after[0]), p99_alone[1].max(p99_after[1])];
+    let jitter = [
+        p99_alone[0].abs_diff(p99_after[0]),
+        p99_alone[1].abs_diff(p99_after[1]),
+    ];
+    let p99_alone = [
+        p99_alone[0].max(p99_after[0]),
+        p99_alone[1].max(p99_after[1]),
+    ];
     let bound = [
         STRETCH * p99_alone[0] + 2 * quantum + jitter[0],
         STRETCH * p99_alone[1] + 2 * quantum + jitter[1],
@@ -1182,7 +1468,10 @@ fn noisy_body() {
         alone[0].fills as f64 / ALONE.as_secs_f64(), alone[1].fills as f64 / ALONE.as_secs_f64(),
         n(0), n(1), n(2), n(3), n(4), n(5), rej_a
     );
-    eprintln!("noisy: engine ns in the window (rcs, bcs): A {:?} B {:?} C {:?}", d[0], d[1], d[2]);
+    eprintln!(
+        "noisy: engine ns in the window (rcs, bcs): A {:?} B {:?} C {:?}",
+        d[0], d[1], d[2]
+    );
     for (i, who) in [(1usize, "B"), (2, "C")] {
         assert!(
             share(d[i].1, bcs_total) >= 0.9 * fair(i),
@@ -1201,7 +1490,11 @@ fn noisy_body() {
     }
     for m in [&mb, &mc] {
         let s = stats(m);
-        assert_eq!((rejects(m), s["hangs_total"]), (0, 0), "the victims were never refused nor blamed for a hang");
+        assert_eq!(
+            (rejects(m), s["hangs_total"]),
+            (0, 0),
+            "the victims were never refused nor blamed for a hang"
+        );
     }
     drop(dv);
     drop(da);
@@ -1234,7 +1527,11 @@ fn trap_ptes(dev: &VfioDevice, ram_iova: u64, gm: u64) -> f64 {
 
 /// Best of 3: (one vGPU after the other, both in parallel) seconds of `f`
 /// on A and B.
-fn serial_parallel(f: fn(&VfioDevice, u64, u64) -> f64, a: (&VfioDevice, u64, u64), b: (&VfioDevice, u64, u64)) -> (f64, f64) {
+fn serial_parallel(
+    f: fn(&VfioDevice, u64, u64) -> f64,
+    a: (&VfioDevice, u64, u64),
+    b: (&VfioDevice, u64, u64),
+) -> (f64, f64) {
     f(a.0, a.1, a.2);
     f(b.0, b.1, b.2);
     let (mut serial, mut parallel) = (f64::MAX, f64::MAX);
@@ -1291,7 +1588,13 @@ impl PteWorker {
     fn start(m: &Mdev) -> PteWorker {
         let exe = std::env::current_exe().expect("current_exe");
         let mut child = Command::new(exe)
-            .args(["isolation_smp2_parallel_bar0_traps_of_two_vgpus_scale", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "isolation_smp2_parallel_bar0_traps_of_two_vgpus_scale",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(PTE_WORKER_ENV, &m.uuid)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -1306,7 +1609,10 @@ impl PteWorker {
         let mut line = String::new();
         loop {
             line.clear();
-            assert!(self.out.read_line(&mut line).expect("worker output") > 0, "the worker ended before {prefix}");
+            assert!(
+                self.out.read_line(&mut line).expect("worker output") > 0,
+                "the worker ended before {prefix}"
+            );
             // The test harness prints `test NAME ... ` without a newline
             // before the worker's first line.
             if let Some(at) = line.find(prefix) {
@@ -1320,7 +1626,10 @@ impl PteWorker {
     }
     fn finish(mut self) {
         self.wait_for("ELAPSED");
-        assert!(self.child.wait().expect("worker exit").success(), "a worker failed");
+        assert!(
+            self.child.wait().expect("worker exit").success(),
+            "a worker failed"
+        );
     }
 }
 
@@ -1373,8 +1682,14 @@ fn isolation_smp2_parallel_bar0_traps_of_two_vgpus_scale() {
     not_wedged();
     // SAFETY: plain sysconf.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-    assert!(cpus >= 2, "this test needs 2 vCPUs ({cpus} online): the rig boots 2 for tests named smp2");
-    let (a, b) = (Mdev::create(PARENT, &type_mb(32)).unwrap(), Mdev::create(PARENT, &type_mb(32)).unwrap());
+    assert!(
+        cpus >= 2,
+        "this test needs 2 vCPUs ({cpus} online): the rig boots 2 for tests named smp2"
+    );
+    let (a, b) = (
+        Mdev::create(PARENT, &type_mb(32)).unwrap(),
+        Mdev::create(PARENT, &type_mb(32)).unwrap(),
+    );
     let mut ratios = Vec::new();
     {
         let (da, ra) = open_with_ram(&a, 2, 0x4000_0000);
@@ -1382,11 +1697,17 @@ fn isolation_smp2_parallel_bar0_traps_of_two_vgpus_scale() {
         enable_mem(&da);
         enable_mem(&db);
         let (ga, gb) = (attrs(&a).ap_base / PAGE + 5, attrs(&b).ap_base / PAGE + 5);
-        let (serial, parallel) = serial_parallel(trap_reads, (&da, ra.iova, ga), (&db, rb.iova, gb));
+        let (serial, parallel) =
+            serial_parallel(trap_reads, (&da, ra.iova, ga), (&db, rb.iova, gb));
         ratios.push(("PVINFO reads", TRAPS, serial, parallel));
     }
     let (serial, parallel) = serial_parallel_processes(&a, &b);
-    ratios.push(("GGTT entry writes (two VMM processes)", PTE_TRAPS, serial, parallel));
+    ratios.push((
+        "GGTT entry writes (two VMM processes)",
+        PTE_TRAPS,
+        serial,
+        parallel,
+    ));
     for &(what, n, serial, parallel) in &ratios {
         println!(
             "bench: parallel BAR0 traps, 2 vGPUs x {n} {what}, best of 3: one after the other {serial:.3} s, in parallel {parallel:.3} s, speed-up {:.2} (2.0: no shared lock; 1.0 or less: serialised)",

@@ -13,22 +13,44 @@ use vfio_bindings::bindings::vfio::VFIO_PCI_BAR2_REGION_INDEX;
 
 fn nested(accel: &str) {
     if accel == "kvm" {
-        assert!(std::path::Path::new("/dev/kvm").exists(), "the rig loads kvm-amd: /dev/kvm must exist");
+        assert!(
+            std::path::Path::new("/dev/kvm").exists(),
+            "the rig loads kvm-amd: /dev/kvm must exist"
+        );
     }
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     let a = attrs(&m);
     let arg = format!("vfio-pci,sysfsdev={}", m.sysfs_path().display());
     let r = run_l2_accel(accel, &["-device", &arg], "vgpu", Duration::from_secs(400));
-    for l in r.output.lines().filter(|l| l.contains("L2:") || l.contains("qemu") || l.contains("vfio")) {
+    for l in r
+        .output
+        .lines()
+        .filter(|l| l.contains("L2:") || l.contains("qemu") || l.contains("vfio"))
+    {
         println!("{l}");
     }
-    assert_eq!(r.status, Some(0), "nested QEMU ({accel}) failed:\n{}", r.output);
-    assert!(r.output.contains("L2: pci 0x1234 0x6776 0x038000"), "L2 sees the vGPU's IDs and class");
-    assert!(r.output.contains("L2: vgpu bars bar0=0x1000000 bar2=0x10000000"), "BAR0 16 MiB, BAR2 256 MiB");
+    assert_eq!(
+        r.status,
+        Some(0),
+        "nested QEMU ({accel}) failed:\n{}",
+        r.output
+    );
+    assert!(
+        r.output.contains("L2: pci 0x1234 0x6776 0x038000"),
+        "L2 sees the vGPU's IDs and class"
+    );
+    assert!(
+        r.output
+            .contains("L2: vgpu bars bar0=0x1000000 bar2=0x10000000"),
+        "BAR0 16 MiB, BAR2 256 MiB"
+    );
     let pv = format!("vgt_id={} mappable={:#x}+{:#x}", a.id, a.ap_base, a.ap_size);
     assert!(r.output.contains(&pv), "L2's PVINFO matches sysfs ({pv})");
     assert!(r.output.contains("L2: vgpu ok"), "the L2 program passed");
-    assert!(r.output.contains("L2: vgpu ballooned read=0x0"), "ballooned outside the slice");
+    assert!(
+        r.output.contains("L2: vgpu ballooned read=0x0"),
+        "ballooned outside the slice"
+    );
     // L2 mapped no GGTT entry, so every page of its slice reached the
     // vGPU's scratch page, which held L2's last write (`vgpu aperture ok`:
     // L2 read it back).  QEMU has closed the device since: the next user of

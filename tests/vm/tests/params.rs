@@ -25,11 +25,19 @@ fn params_with(kvs: &[&str]) -> Vec<String> {
 }
 
 fn load_with(kvs: &[&str]) -> LoadedWith {
-    LoadedWith::new(&params_with(kvs).iter().map(String::as_str).collect::<Vec<_>>())
+    LoadedWith::new(
+        &params_with(kvs)
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    )
 }
 
 fn description(ty: &str) -> String {
-    fs::read_to_string(format!("/sys/class/mdev_bus/{PARENT}/mdev_supported_types/{ty}/description")).unwrap()
+    fs::read_to_string(format!(
+        "/sys/class/mdev_bus/{PARENT}/mdev_supported_types/{ty}/description"
+    ))
+    .unwrap()
 }
 
 #[test]
@@ -55,17 +63,35 @@ fn params_invalid_values_fail_the_load_with_a_log_line() {
         match reload(&p) {
             Ok(()) => panic!("insmod gvt_rs {p:?} succeeded; {kv} must be refused"),
             Err(log) => {
-                assert!(log.contains(line), "insmod gvt_rs {p:?} failed without the line {line:?}; the kernel said:\n{log}");
-                println!("{kv}: refused: {}", log.lines().find(|l| l.contains(line)).unwrap().trim());
+                assert!(
+                    log.contains(line),
+                    "insmod gvt_rs {p:?} failed without the line {line:?}; the kernel said:\n{log}"
+                );
+                println!(
+                    "{kv}: refused: {}",
+                    log.lines().find(|l| l.contains(line)).unwrap().trim()
+                );
             }
         }
-        assert!(!Path::new("/sys/module/gvt_rs").exists(), "{kv}: no module is left loaded");
-        assert!(!Path::new("/sys/class/mdev_bus").join(PARENT).exists(), "{kv}: no parent is left registered");
+        assert!(
+            !Path::new("/sys/module/gvt_rs").exists(),
+            "{kv}: no module is left loaded"
+        );
+        assert!(
+            !Path::new("/sys/class/mdev_bus").join(PARENT).exists(),
+            "{kv}: no parent is left registered"
+        );
     }
     // The boundaries themselves load.
-    for kv in ["fences=1", "max_vgpus=1", "hang_threshold=1000", "hang_threshold=1"] {
+    for kv in [
+        "fences=1",
+        "max_vgpus=1",
+        "hang_threshold=1000",
+        "hang_threshold=1",
+    ] {
         let p = params_with(&[kv]);
-        reload(&p.iter().map(String::as_str).collect::<Vec<_>>()).unwrap_or_else(|log| panic!("{kv} must load:\n{log}"));
+        reload(&p.iter().map(String::as_str).collect::<Vec<_>>())
+            .unwrap_or_else(|log| panic!("{kv} must load:\n{log}"));
     }
 }
 
@@ -76,31 +102,77 @@ fn params_fences_and_max_vgpus_change_the_types() {
     // 32 MiB one with 2 fences, the 64 MiB one with 4.
     {
         let _m = load_with(&[]);
-        assert_eq!(types_of(PARENT), ["gvt_rs-GVTsim_128M", "gvt_rs-GVTsim_256M", "gvt_rs-GVTsim_32M", "gvt_rs-GVTsim_64M"]);
-        assert!(description("gvt_rs-GVTsim_64M").contains("fence: 4\n"), "{}", description("gvt_rs-GVTsim_64M"));
+        assert_eq!(
+            types_of(PARENT),
+            [
+                "gvt_rs-GVTsim_128M",
+                "gvt_rs-GVTsim_256M",
+                "gvt_rs-GVTsim_32M",
+                "gvt_rs-GVTsim_64M"
+            ]
+        );
+        assert!(
+            description("gvt_rs-GVTsim_64M").contains("fence: 4\n"),
+            "{}",
+            description("gvt_rs-GVTsim_64M")
+        );
     }
     // fences=4: eight instances would get no fence, so no 32 MiB type; a
     // 64 MiB vGPU has one fence, and they do not overlap.
     {
         let _m = load_with(&["fences=4"]);
-        assert_eq!(types_of(PARENT), ["gvt_rs-GVTsim_128M", "gvt_rs-GVTsim_256M", "gvt_rs-GVTsim_64M"]);
-        assert!(description("gvt_rs-GVTsim_64M").contains("fence: 1\n"), "{}", description("gvt_rs-GVTsim_64M"));
-        let v: Vec<Mdev> = (0..4).map(|_| Mdev::create(PARENT, "gvt_rs-GVTsim_64M").expect("a 64M vGPU")).collect();
-        let mut fences: Vec<(u64, u64)> = v.iter().map(|m| (attrs(m).fence_base, attrs(m).fence_count)).collect();
+        assert_eq!(
+            types_of(PARENT),
+            [
+                "gvt_rs-GVTsim_128M",
+                "gvt_rs-GVTsim_256M",
+                "gvt_rs-GVTsim_64M"
+            ]
+        );
+        assert!(
+            description("gvt_rs-GVTsim_64M").contains("fence: 1\n"),
+            "{}",
+            description("gvt_rs-GVTsim_64M")
+        );
+        let v: Vec<Mdev> = (0..4)
+            .map(|_| Mdev::create(PARENT, "gvt_rs-GVTsim_64M").expect("a 64M vGPU"))
+            .collect();
+        let mut fences: Vec<(u64, u64)> = v
+            .iter()
+            .map(|m| (attrs(m).fence_base, attrs(m).fence_count))
+            .collect();
         fences.sort();
-        assert_eq!(fences, [(0, 1), (1, 1), (2, 1), (3, 1)], "the four fences, one each");
-        assert!(available().iter().all(|(_, n)| *n == 0), "nothing else fits: {:?}", available());
+        assert_eq!(
+            fences,
+            [(0, 1), (1, 1), (2, 1), (3, 1)],
+            "the four fences, one each"
+        );
+        assert!(
+            available().iter().all(|(_, n)| *n == 0),
+            "nothing else fits: {:?}",
+            available()
+        );
         drop(v);
     }
     // max_vgpus=2: only the types of at most two instances remain (no 32 or
     // 64 MiB type); two vGPUs fill the parent.
     {
         let _m = load_with(&["max_vgpus=2"]);
-        assert_eq!(types_of(PARENT), ["gvt_rs-GVTsim_128M", "gvt_rs-GVTsim_256M"]);
+        assert_eq!(
+            types_of(PARENT),
+            ["gvt_rs-GVTsim_128M", "gvt_rs-GVTsim_256M"]
+        );
         let a = Mdev::create(PARENT, "gvt_rs-GVTsim_128M").expect("first 128M vGPU");
         let b = Mdev::create(PARENT, "gvt_rs-GVTsim_128M").expect("second 128M vGPU");
-        assert!(available().iter().all(|(_, n)| *n == 0), "max_vgpus=2 reached: {:?}", available());
-        assert!(Mdev::create(PARENT, "gvt_rs-GVTsim_128M").is_err(), "a third vGPU is refused");
+        assert!(
+            available().iter().all(|(_, n)| *n == 0),
+            "max_vgpus=2 reached: {:?}",
+            available()
+        );
+        assert!(
+            Mdev::create(PARENT, "gvt_rs-GVTsim_128M").is_err(),
+            "a third vGPU is refused"
+        );
         drop((a, b));
     }
 }

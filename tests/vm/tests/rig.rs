@@ -12,7 +12,10 @@ const CONFIG_REGION: u32 = vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION
 
 fn mtty_type() -> String {
     ensure_module("mtty", &[]);
-    types_of("mtty").into_iter().find(|t| t.ends_with("-2")).expect("mtty type with 2 ports")
+    types_of("mtty")
+        .into_iter()
+        .find(|t| t.ends_with("-2"))
+        .expect("mtty type with 2 ports")
 }
 
 #[test]
@@ -40,6 +43,9 @@ fn mtty_in_nested_qemu() {
     let r = run_l2(&["-device", &arg], "lspci", Duration::from_secs(240));
     println!("{}", r.output);
     assert_eq!(r.status, Some(0), "nested QEMU failed");
-    assert!(r.output.contains("L2: pci 0x4348 0x3253"), "L2 guest does not see the mtty device");
+    assert!(
+        r.output.contains("L2: pci 0x4348 0x3253"),
+        "L2 guest does not see the mtty device"
+    );
     mdev.remove().expect("remove mtty mdev");
 }

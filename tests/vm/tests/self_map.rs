@@ -202,18 +202,34 @@ fn self_map_ggtt_entry_on_own_aperture_goes_to_scratch() {
     // The display region, mapped (read-only, as QEMU maps it) and DMA-mapped
     // the same way: its fault handler has the same guard; the pin cannot
     // succeed (a read-only PFN mapping pinned for write), the entry is scratch.
-    let disp = RoMap::region(&dev, DISPLAY_REGION, AP_PAGES * 4096).expect("mmap the display region");
+    let disp =
+        RoMap::region(&dev, DISPLAY_REGION, AP_PAGES * 4096).expect("mmap the display region");
     // type1 takes it: a container of mdev devices only records the range
     // (it pins nothing until a vendor driver asks).  A refusal here would
     // leave the case below untested, so it fails the test.
     dma_map(&ram, DISPLAY_IOVA, disp.ptr.cast_mut(), AP_PAGES * 4096)
         .expect("VFIO_IOMMU_MAP_DMA of the VMM's display region mapping");
     let rejected2 = stat(&m, "ggtt_rejected");
-    let r = pte_write_guarded(&dev, gm(4), DISPLAY_IOVA | 1, "PTE on the display region mapping");
+    let r = pte_write_guarded(
+        &dev,
+        gm(4),
+        DISPLAY_IOVA | 1,
+        "PTE on the display region mapping",
+    );
     assert_eq!(r.expect("PTE write"), 8);
-    assert_eq!(ap_read(&dev, gm(4)), SCRATCH_MARK, "GM page 4 on the display region resolves to scratch");
-    assert_eq!(stat(&m, "ggtt_rejected"), rejected2 + 1, "the failed pin of the display region page is counted as rejected");
-    ram.container().vfio_dma_unmap(DISPLAY_IOVA, AP_PAGES * 4096).expect("unmap the display IOVA range");
+    assert_eq!(
+        ap_read(&dev, gm(4)),
+        SCRATCH_MARK,
+        "GM page 4 on the display region resolves to scratch"
+    );
+    assert_eq!(
+        stat(&m, "ggtt_rejected"),
+        rejected2 + 1,
+        "the failed pin of the display region page is counted as rejected"
+    );
+    ram.container()
+        .vfio_dma_unmap(DISPLAY_IOVA, AP_PAGES * 4096)
+        .expect("unmap the display IOVA range");
     eprintln!("self_map: display region DMA-mapped; entry is scratch");
     drop(disp);
 

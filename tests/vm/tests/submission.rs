@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use gvt_guest_driver::driver::error_irq;
 use gvt_guest_driver::gvt_core::cmd::encode::{bb_start, color_blt, lri, sdi, src_copy_blt};
-use gvt_guest_driver::gvt_core::cmd::{Space, MI_BATCH_BUFFER_END, MI_NOOP, MI_STORE_DATA_IMM, MI_USE_GGTT};
+use gvt_guest_driver::gvt_core::cmd::{
+    Space, MI_BATCH_BUFFER_END, MI_NOOP, MI_STORE_DATA_IMM, MI_USE_GGTT,
+};
 use gvt_guest_driver::gvt_core::regs::{ring, GDRST};
 use gvt_guest_driver::jobs::{self, Ppgtt};
 use gvt_guest_driver::vfio::VfioBackend;
@@ -30,8 +32,14 @@ const PAGE: u64 = 4096;
 /// Colour/marker/value of round `r` of vGPU `k` (distinct per vGPU).
 fn round(d: &mut Drv, k: u32, r: u32) -> jobs::Round {
     let color = 0xFF00_0000 | (k << 16) | (r & 0xFFFF);
-    jobs::run_round(d, color, 0xD000_0000 | (k << 16) | r, 0x5000_0000 | (k << 16) | r, TIMEOUT)
-        .unwrap_or_else(|e| panic!("vGPU {k} round {r}: {e}"))
+    jobs::run_round(
+        d,
+        color,
+        0xD000_0000 | (k << 16) | r,
+        0x5000_0000 | (k << 16) | r,
+        TIMEOUT,
+    )
+    .unwrap_or_else(|e| panic!("vGPU {k} round {r}: {e}"))
 }
 
 /// Interrupts that reached the eventfd, counted by the driver's waits or
@@ -58,19 +66,36 @@ fn submission_two_vgpus_concurrently_get_their_pixels_and_interrupts() {
                     let mut irqs = 0;
                     for r in 0..ROUNDS {
                         let x = round(&mut d, k as u32, r);
-                        assert_eq!(x.iir & (USER_IRQS | ERROR_IRQS), USER_IRQS, "vGPU {k} round {r}: both user interrupts, no error");
+                        assert_eq!(
+                            x.iir & (USER_IRQS | ERROR_IRQS),
+                            USER_IRQS,
+                            "vGPU {k} round {r}: both user interrupts, no error"
+                        );
                         irqs += x.irqs;
                     }
                     irqs + d.bus_mut().take_msi_count()
                 })
             })
             .collect();
-        hs.into_iter().map(|h| h.join().expect("vGPU thread")).collect()
+        hs.into_iter()
+            .map(|h| h.join().expect("vGPU thread"))
+            .collect()
     });
     for (k, m) in ms.iter().enumerate() {
-        println!("vGPU {k}: {} MSIs for {ROUNDS} rounds; stats {:?}", irqs[k], stats(m));
-        assert!(irqs[k] >= u64::from(ROUNDS), "vGPU {k}: at least one MSI per round (acknowledged in between)");
-        assert_eq!(stat(m, "submissions_accepted"), 2 * u64::from(ROUNDS), "vGPU {k}: every TAIL write accepted once");
+        println!(
+            "vGPU {k}: {} MSIs for {ROUNDS} rounds; stats {:?}",
+            irqs[k],
+            stats(m)
+        );
+        assert!(
+            irqs[k] >= u64::from(ROUNDS),
+            "vGPU {k}: at least one MSI per round (acknowledged in between)"
+        );
+        assert_eq!(
+            stat(m, "submissions_accepted"),
+            2 * u64::from(ROUNDS),
+            "vGPU {k}: every TAIL write accepted once"
+        );
         assert_eq!(stat(m, "submissions_rejected"), 0, "vGPU {k}");
         assert_ne!(state(m), "failed");
     }
@@ -79,7 +104,15 @@ fn submission_two_vgpus_concurrently_get_their_pixels_and_interrupts() {
 /// Refusals of malformed or hostile work, all classes (`gvt/stats`
 /// `reject_*` but flow control and the failed state).
 fn rejections(m: &Mdev) -> u64 {
-    ["reject_unknown_cmd", "reject_privileged", "reject_bad_address", "reject_malformed"].iter().map(|k| stat(m, k)).sum()
+    [
+        "reject_unknown_cmd",
+        "reject_privileged",
+        "reject_bad_address",
+        "reject_malformed",
+    ]
+    .iter()
+    .map(|k| stat(m, k))
+    .sum()
 }
 
 /// A hostile submission of vGPU 0: refused with an error interrupt (MSI,
@@ -98,17 +131,30 @@ impl Arena {
     fn new() -> Arena {
         let m = [vgpu(32), vgpu(32)];
         let d = [driver(&m[0]), driver(&m[1])];
-        Arena { d, m, rounds: 0, attacks: 0 }
+        Arena {
+            d,
+            m,
+            rounds: 0,
+            attacks: 0,
+        }
     }
 
     fn attack(&mut self, what: &str, e: gvt_guest_driver::driver::EngineId, cmds: &[u32]) {
         let rejected0 = rejections(&self.m[0]);
         let msi0 = msis(&mut self.d[0]);
-        self.d[0].submit(e, cmds).unwrap_or_else(|x| panic!("{what}: submit: {x}"));
+        self.d[0]
+            .submit(e, cmds)
+            .unwrap_or_else(|x| panic!("{what}: submit: {x}"));
         self.expect_rejected(what, e, rejected0, msi0);
     }
 
-    fn expect_rejected(&mut self, what: &str, e: gvt_guest_driver::driver::EngineId, rejected0: u64, msi0: u64) {
+    fn expect_rejected(
+        &mut self,
+        what: &str,
+        e: gvt_guest_driver::driver::EngineId,
+        rejected0: u64,
+        msi0: u64,
+    ) {
         self.attacks += 1;
         match self.d[0].wait_idle(e, TIMEOUT) {
             Err(Error::EngineError { engine, iir, eir }) => {
@@ -118,14 +164,27 @@ impl Arena {
             }
             other => panic!("{what}: expected a rejection, got {other:?}"),
         }
-        assert!(msis(&mut self.d[0]) > msi0, "{what}: the error interrupt reached the MSI eventfd");
-        assert_eq!(rejections(&self.m[0]), rejected0 + 1, "{what}: counted once, in one class");
+        assert!(
+            msis(&mut self.d[0]) > msi0,
+            "{what}: the error interrupt reached the MSI eventfd"
+        );
+        assert_eq!(
+            rejections(&self.m[0]),
+            rejected0 + 1,
+            "{what}: counted once, in one class"
+        );
         // The neighbour works meanwhile, exactly.
         self.rounds += 1;
         round(&mut self.d[1], 1, self.rounds);
         // The attacker recovers as a driver does after a GPU error.
-        self.d[0].recover(e).unwrap_or_else(|x| panic!("{what}: recover: {x}"));
-        assert_eq!(self.d[0].eir(e).unwrap(), 0, "{what}: GDRST cleared RING_EIR");
+        self.d[0]
+            .recover(e)
+            .unwrap_or_else(|x| panic!("{what}: recover: {x}"));
+        assert_eq!(
+            self.d[0].eir(e).unwrap(),
+            0,
+            "{what}: GDRST cleared RING_EIR"
+        );
         round(&mut self.d[0], 0, self.rounds);
     }
 }
@@ -142,30 +201,104 @@ fn submission_every_attack_class_is_rejected_and_the_neighbour_is_unaffected() {
     // Unknown opcode (MI opcode 0x1F) and a bad length (MI_STORE_DATA_IMM
     // with length field 7).
     a.attack("unknown opcode", RCS, &[0x1F << 23, MI_NOOP]);
-    a.attack("bad length", RCS, &[MI_STORE_DATA_IMM | MI_USE_GGTT | 7, 0, 0, 0, 0, 0, 0, 0, 0]);
+    a.attack(
+        "bad length",
+        RCS,
+        &[MI_STORE_DATA_IMM | MI_USE_GGTT | 7, 0, 0, 0, 0, 0, 0, 0, 0],
+    );
     // A blit on the render engine.
-    a.attack("blit on the wrong engine", RCS, &color_blt(mine.surfaces(), 512, (0, 0, 4, 4), 1));
+    a.attack(
+        "blit on the wrong engine",
+        RCS,
+        &color_blt(mine.surfaces(), 512, (0, 0, 4, 4), 1),
+    );
     // Addresses outside its graphics memory.
-    a.attack("store into the neighbour", RCS, &sdi(Space::Ggtt, victim, 0x666));
-    a.attack("store into host-reserved GM", BCS, &sdi(Space::Ggtt, 1023 << 20, 0x666));
+    a.attack(
+        "store into the neighbour",
+        RCS,
+        &sdi(Space::Ggtt, victim, 0x666),
+    );
+    a.attack(
+        "store into host-reserved GM",
+        BCS,
+        &sdi(Space::Ggtt, 1023 << 20, 0x666),
+    );
     let end = a.d[0].aperture().end();
-    a.attack("fill running past its slice", BCS, &color_blt(end - 512, 512, (0, 0, 64, 2), 0x666));
-    a.attack("copy from the neighbour", BCS, &src_copy_blt(mine.results(), 512, (0, 0, 8, 8), theirs.results(), 512, (0, 0)));
-    a.attack("batch in the neighbour's memory", BCS, &bb_start(Space::Ggtt, theirs.batches(), false));
-    a.attack("PPGTT store without a PPGTT", RCS, &sdi(Space::Ppgtt, 0x40, 0x666));
+    a.attack(
+        "fill running past its slice",
+        BCS,
+        &color_blt(end - 512, 512, (0, 0, 64, 2), 0x666),
+    );
+    a.attack(
+        "copy from the neighbour",
+        BCS,
+        &src_copy_blt(
+            mine.results(),
+            512,
+            (0, 0, 8, 8),
+            theirs.results(),
+            512,
+            (0, 0),
+        ),
+    );
+    a.attack(
+        "batch in the neighbour's memory",
+        BCS,
+        &bb_start(Space::Ggtt, theirs.batches(), false),
+    );
+    a.attack(
+        "PPGTT store without a PPGTT",
+        RCS,
+        &sdi(Space::Ppgtt, 0x40, 0x666),
+    );
     // A privileged register: reset the whole GPU from the command stream.
     a.attack("LRI to GDRST", RCS, &lri(GDRST, 1));
     // Batch chains: too deep, looping.
-    let (b1, b2, b3) = (mine.batches(), mine.batches() + 0x100, mine.batches() + 0x200);
-    a.d[0].write(b1, &[&bb_start(Space::Ggtt, b2, true)[..], &[MI_BATCH_BUFFER_END]].concat()).unwrap();
-    a.d[0].write(b2, &[&bb_start(Space::Ggtt, b3, true)[..], &[MI_BATCH_BUFFER_END]].concat()).unwrap();
+    let (b1, b2, b3) = (
+        mine.batches(),
+        mine.batches() + 0x100,
+        mine.batches() + 0x200,
+    );
+    a.d[0]
+        .write(
+            b1,
+            &[&bb_start(Space::Ggtt, b2, true)[..], &[MI_BATCH_BUFFER_END]].concat(),
+        )
+        .unwrap();
+    a.d[0]
+        .write(
+            b2,
+            &[&bb_start(Space::Ggtt, b3, true)[..], &[MI_BATCH_BUFFER_END]].concat(),
+        )
+        .unwrap();
     a.d[0].write(b3, &[MI_BATCH_BUFFER_END]).unwrap();
-    a.attack("batch nesting deeper than the hardware allows", RCS, &bb_start(Space::Ggtt, b1, false));
+    a.attack(
+        "batch nesting deeper than the hardware allows",
+        RCS,
+        &bb_start(Space::Ggtt, b1, false),
+    );
     let lp = mine.batches() + 0x400;
-    a.d[0].write(lp, &[&sdi(Space::Ggtt, mine.results(), 1)[..], &bb_start(Space::Ggtt, lp, false)].concat()).unwrap();
-    a.attack("batch chaining to itself", RCS, &bb_start(Space::Ggtt, lp, false));
+    a.d[0]
+        .write(
+            lp,
+            &[
+                &sdi(Space::Ggtt, mine.results(), 1)[..],
+                &bb_start(Space::Ggtt, lp, false),
+            ]
+            .concat(),
+        )
+        .unwrap();
+    a.attack(
+        "batch chaining to itself",
+        RCS,
+        &bb_start(Space::Ggtt, lp, false),
+    );
     // MI_BATCH_BUFFER_END in the ring.
-    a.attack("batch end in the ring", BCS, &[MI_BATCH_BUFFER_END, MI_NOOP]);
+    a.attack(
+        "batch end in the ring",
+        BCS,
+        &[MI_BATCH_BUFFER_END, MI_NOOP],
+    );
     // A runaway stream: more commands than one submission may carry.
     let long = mine.batches() + 0x1000;
     let mut noops = vec![MI_NOOP; 3000];
@@ -176,27 +309,65 @@ fn submission_every_attack_class_is_rejected_and_the_neighbour_is_unaffected() {
     let rejected0 = rejections(&a.m[0]);
     let msi0 = msis(&mut a.d[0]);
     let bus = a.d[0].bus_mut();
-    for (rel, v) in [(ring::CTL, 0), (ring::HEAD, 0), (ring::TAIL, 0), (ring::START, theirs.ring(RCS) as u32), (ring::CTL, 0x3001), (ring::TAIL, 8)] {
-        assert!(bus.bar0_write(u64::from(RCS.reg(rel)), &v.to_le_bytes()), "ring register write");
+    for (rel, v) in [
+        (ring::CTL, 0),
+        (ring::HEAD, 0),
+        (ring::TAIL, 0),
+        (ring::START, theirs.ring(RCS) as u32),
+        (ring::CTL, 0x3001),
+        (ring::TAIL, 8),
+    ] {
+        assert!(
+            bus.bar0_write(u64::from(RCS.reg(rel)), &v.to_le_bytes()),
+            "ring register write"
+        );
     }
     a.expect_rejected("ring in the neighbour's memory", RCS, rejected0, msi0);
 
-    assert_eq!(a.d[1].read(victim).unwrap(), 0x5000_0000 | (1 << 16) | a.rounds, "only the victim's own stores landed");
+    assert_eq!(
+        a.d[1].read(victim).unwrap(),
+        0x5000_0000 | (1 << 16) | a.rounds,
+        "only the victim's own stores landed"
+    );
     let s0 = stats(&a.m[0]);
     println!("attacker stats: {s0:?}");
     println!("victim stats: {:?}", stats(&a.m[1]));
-    assert_eq!(rejections(&a.m[0]), a.attacks, "every rejection in exactly one class");
+    assert_eq!(
+        rejections(&a.m[0]),
+        a.attacks,
+        "every rejection in exactly one class"
+    );
     // The auditor's own count; the runaway stream may instead be refused
     // by flow control as larger than a vGPU may ever queue (then it is a
     // `reject_malformed` but not an audit rejection).
     let audited = stat(&a.m[0], "submissions_rejected");
-    assert!(audited == a.attacks || audited + 1 == a.attacks, "audit rejections {audited} of {} attacks", a.attacks);
+    assert!(
+        audited == a.attacks || audited + 1 == a.attacks,
+        "audit rejections {audited} of {} attacks",
+        a.attacks
+    );
     assert_eq!(stat(&a.m[0], "reject_privileged"), 1, "one LRI");
-    assert_eq!(stat(&a.m[0], "reject_bad_address"), 6, "the address attacks");
-    assert_eq!(stat(&a.m[0], "reject_unknown_cmd"), 2, "unknown opcode, blit on render");
-    assert_eq!((rejections(&a.m[1]), stat(&a.m[1], "submissions_rejected")), (0, 0), "the victim was never refused");
+    assert_eq!(
+        stat(&a.m[0], "reject_bad_address"),
+        6,
+        "the address attacks"
+    );
+    assert_eq!(
+        stat(&a.m[0], "reject_unknown_cmd"),
+        2,
+        "unknown opcode, blit on render"
+    );
+    assert_eq!(
+        (rejections(&a.m[1]), stat(&a.m[1], "submissions_rejected")),
+        (0, 0),
+        "the victim was never refused"
+    );
     assert_eq!(stat(&a.m[1], "engine_faults"), 0);
-    assert_eq!(stat(&a.m[1], "submissions_accepted"), 2 * u64::from(a.rounds + 1), "the victim's work, all accepted");
+    assert_eq!(
+        stat(&a.m[1], "submissions_accepted"),
+        2 * u64::from(a.rounds + 1),
+        "the victim's work, all accepted"
+    );
 }
 
 #[test]
@@ -206,11 +377,14 @@ fn submission_ggtt_and_aperture_reach_only_the_guests_own_ram() {
     // vGPU 0's RAM is two DMA mappings, its first 16 pages and the rest, so
     // the VMM can unmap the first (type1 v2 does not split a mapping).
     let mut bus = VfioBackend::open(&m[0].sysfs_path(), RAM).expect("open");
-    bus.dma_unmap(RAM.iova, RAM.pages * PAGE).expect("UNMAP_DMA");
+    bus.dma_unmap(RAM.iova, RAM.pages * PAGE)
+        .expect("UNMAP_DMA");
     bus.dma_map(RAM.iova, 16 * PAGE).expect("MAP_DMA");
-    bus.dma_map(RAM.iova + 16 * PAGE, (RAM.pages - 16) * PAGE).expect("MAP_DMA");
+    bus.dma_map(RAM.iova + 16 * PAGE, (RAM.pages - 16) * PAGE)
+        .expect("MAP_DMA");
     let mut d0 = Driver::probe(bus).expect("probe");
-    d0.boot(gvt_guest_driver::BootConfig::DEFAULT).expect("boot");
+    d0.boot(gvt_guest_driver::BootConfig::DEFAULT)
+        .expect("boot");
     let mut d = [d0, driver(&m[1])];
     let l0 = d[0].layout();
     // 1. A CPU write through the aperture mapping lands in the RAM page
@@ -219,17 +393,33 @@ fn submission_ggtt_and_aperture_reach_only_the_guests_own_ram() {
     let at = l0.results() + 0x8000;
     let gpa = d[0].gpa_of(at).expect("mapped at boot");
     d[0].write(at, &[0xA0A0_0001]).unwrap();
-    assert_eq!(d[0].read_ram(at).unwrap(), 0xA0A0_0001, "aperture write is in the guest's RAM page");
-    assert_ne!(d[1].read_phys(gpa).unwrap(), 0xA0A0_0001, "not in the other VM's page at that IOVA");
+    assert_eq!(
+        d[0].read_ram(at).unwrap(),
+        0xA0A0_0001,
+        "aperture write is in the guest's RAM page"
+    );
+    assert_ne!(
+        d[1].read_phys(gpa).unwrap(),
+        0xA0A0_0001,
+        "not in the other VM's page at that IOVA"
+    );
     // 2. Re-pointing the PTE moves the aperture page (the old CPU mapping
     //    is invalidated and faults in again).
     let other = d[0].alloc_page().unwrap();
     d[0].write_phys(other, &[0xB0B0_0002]).unwrap();
     d[0].map_page(at, other).unwrap();
-    assert_eq!(d[0].read(at).unwrap(), 0xB0B0_0002, "the aperture now shows the new page");
+    assert_eq!(
+        d[0].read(at).unwrap(),
+        0xB0B0_0002,
+        "the aperture now shows the new page"
+    );
     d[0].write(at + 4, &[0xB0B0_0003]).unwrap();
     assert_eq!(d[0].read_phys(other + 4).unwrap(), 0xB0B0_0003);
-    assert_eq!(d[0].read_phys(gpa + 4).unwrap(), 0, "the old page no longer receives aperture writes");
+    assert_eq!(
+        d[0].read_phys(gpa + 4).unwrap(),
+        0,
+        "the old page no longer receives aperture writes"
+    );
 
     // 3. A PTE outside its slices (the neighbour's first aperture entry):
     //    dropped and counted; the neighbour's entry and work are intact.
@@ -238,7 +428,11 @@ fn submission_ggtt_and_aperture_reach_only_the_guests_own_ram() {
     let dropped0 = stat(&m[0], "ggtt_dropped");
     d[0].poke_pte(theirs, gpa | 1).unwrap();
     assert_eq!(stat(&m[0], "ggtt_dropped"), dropped0 + 1, "counted");
-    assert_eq!(d[0].read_pte(theirs).unwrap(), 0, "another vGPU's entry reads 0");
+    assert_eq!(
+        d[0].read_pte(theirs).unwrap(),
+        0,
+        "another vGPU's entry reads 0"
+    );
     assert_eq!(d[1].read_pte(theirs).unwrap(), theirs_before);
     round(&mut d[1], 1, 1);
 
@@ -250,13 +444,23 @@ fn submission_ggtt_and_aperture_reach_only_the_guests_own_ram() {
     let rejected0 = stat(&m[0], "ggtt_rejected");
     d[0].poke_pte(idx, bad | 1).unwrap();
     assert_eq!(stat(&m[0], "ggtt_rejected"), rejected0 + 1, "counted");
-    assert_eq!(d[0].read_pte(idx).unwrap(), bad | 1, "the guest view keeps what the guest wrote");
+    assert_eq!(
+        d[0].read_pte(idx).unwrap(),
+        bad | 1,
+        "the guest view keeps what the guest wrote"
+    );
     let mut w = [0u8; 4];
-    assert!(d[0].bus_mut().aperture_write(idx * PAGE + 64, &0xC0C0_0004u32.to_le_bytes()));
+    assert!(d[0]
+        .bus_mut()
+        .aperture_write(idx * PAGE + 64, &0xC0C0_0004u32.to_le_bytes()));
     for p in 0..RAM.pages {
         for off in (0..PAGE).step_by(4) {
             assert!(d[0].bus_mut().ram_read(RAM.iova + p * PAGE + off, &mut w));
-            assert_ne!(u32::from_le_bytes(w), 0xC0C0_0004, "the scratch write reached RAM page {p}");
+            assert_ne!(
+                u32::from_le_bytes(w),
+                0xC0C0_0004,
+                "the scratch write reached RAM page {p}"
+            );
         }
     }
 
@@ -265,16 +469,40 @@ fn submission_ggtt_and_aperture_reach_only_the_guests_own_ram() {
     //    rewriting the entries restores everything.
     let pinned0 = stat(&m[0], "ggtt_mapped");
     let first = l0.aperture.base / PAGE;
-    let gpas: Vec<u64> = (0..16).map(|i| d[0].gpa_of(l0.aperture.base + i * PAGE).unwrap()).collect();
-    assert!(gpas.iter().all(|g| (RAM.iova..RAM.iova + 16 * PAGE).contains(g)), "boot mapped the first RAM pages first");
-    d[0].bus_mut().dma_unmap(RAM.iova, 16 * PAGE).expect("UNMAP_DMA");
-    assert_eq!(stat(&m[0], "ggtt_mapped"), pinned0 - 16, "16 pins released by dma_unmap");
-    assert_eq!(d[0].read_pte(first).unwrap(), gpas[0] | 1, "the guest view is unchanged");
-    d[0].write(l0.aperture.base + 0x100, &[0xD0D0_0005]).unwrap();
-    assert_ne!(d[0].read_phys(gpas[0] + 0x100).unwrap(), 0xD0D0_0005, "unmapped RAM is not reached through the aperture");
-    d[0].bus_mut().dma_map(RAM.iova, 16 * PAGE).expect("MAP_DMA again");
+    let gpas: Vec<u64> = (0..16)
+        .map(|i| d[0].gpa_of(l0.aperture.base + i * PAGE).unwrap())
+        .collect();
+    assert!(
+        gpas.iter()
+            .all(|g| (RAM.iova..RAM.iova + 16 * PAGE).contains(g)),
+        "boot mapped the first RAM pages first"
+    );
+    d[0].bus_mut()
+        .dma_unmap(RAM.iova, 16 * PAGE)
+        .expect("UNMAP_DMA");
+    assert_eq!(
+        stat(&m[0], "ggtt_mapped"),
+        pinned0 - 16,
+        "16 pins released by dma_unmap"
+    );
+    assert_eq!(
+        d[0].read_pte(first).unwrap(),
+        gpas[0] | 1,
+        "the guest view is unchanged"
+    );
+    d[0].write(l0.aperture.base + 0x100, &[0xD0D0_0005])
+        .unwrap();
+    assert_ne!(
+        d[0].read_phys(gpas[0] + 0x100).unwrap(),
+        0xD0D0_0005,
+        "unmapped RAM is not reached through the aperture"
+    );
+    d[0].bus_mut()
+        .dma_map(RAM.iova, 16 * PAGE)
+        .expect("MAP_DMA again");
     for (i, g) in gpas.iter().enumerate() {
-        d[0].map_page(l0.aperture.base + i as u64 * PAGE, *g).unwrap();
+        d[0].map_page(l0.aperture.base + i as u64 * PAGE, *g)
+            .unwrap();
     }
     assert_eq!(stat(&m[0], "ggtt_mapped"), pinned0);
     for e in [RCS, gvt_guest_driver::BCS] {
@@ -286,7 +514,11 @@ fn submission_ggtt_and_aperture_reach_only_the_guests_own_ram() {
     let [m0, _m1] = m;
     let [d0, _d1] = d;
     drop(d0);
-    assert_eq!(stat(&m0, "ggtt_mapped"), 0, "no pin survives the VMM closing the device");
+    assert_eq!(
+        stat(&m0, "ggtt_mapped"),
+        0,
+        "no pin survives the VMM closing the device"
+    );
     assert_eq!(stat(&m0, "ppgtt_pinned"), 0);
 }
 
@@ -301,7 +533,11 @@ fn submission_hanging_vgpu_is_reset_alone_and_failed_at_the_limit() {
     // before (checked after each hang) and not after.  (The kernel's Rust
     // module parameters are not in sysfs: the test loads the module itself.)
     const HANG_THRESHOLD: u64 = 2;
-    let _module = LoadedWith::new(&[PARAMS[0], PARAMS[1], &format!("hang_threshold={HANG_THRESHOLD}")]);
+    let _module = LoadedWith::new(&[
+        PARAMS[0],
+        PARAMS[1],
+        &format!("hang_threshold={HANG_THRESHOLD}"),
+    ]);
     let limit = HANG_THRESHOLD;
     let m = [vgpu(32), vgpu(32), vgpu(32)];
     let stop = AtomicBool::new(false);
@@ -332,12 +568,25 @@ fn submission_hanging_vgpu_is_reset_alone_and_failed_at_the_limit() {
         let stopper = StopOnDrop(&stop);
         let g = guilty(&m[0], limit);
         drop(stopper);
-        (g, hs.into_iter().map(|h| h.join().expect("honest vGPU")).collect::<Vec<u32>>())
+        (
+            g,
+            hs.into_iter()
+                .map(|h| h.join().expect("honest vGPU"))
+                .collect::<Vec<u32>>(),
+        )
     });
     for k in 1..3 {
-        println!("vGPU {k}: {} rounds; stats {:?}", rounds[k - 1], stats(&m[k]));
+        println!(
+            "vGPU {k}: {} rounds; stats {:?}",
+            rounds[k - 1],
+            stats(&m[k])
+        );
         assert_eq!(stat(&m[k], "hangs_total"), 0, "vGPU {k} was never blamed");
-        assert_eq!(stat(&m[k], "submissions_accepted"), 2 * u64::from(rounds[k - 1]), "vGPU {k}: stats match the work");
+        assert_eq!(
+            stat(&m[k], "submissions_accepted"),
+            2 * u64::from(rounds[k - 1]),
+            "vGPU {k}: stats match the work"
+        );
         assert_eq!(stat(&m[k], "submissions_rejected"), 0);
         assert_ne!(state(&m[k]), "failed");
     }
@@ -346,8 +595,15 @@ fn submission_hanging_vgpu_is_reset_alone_and_failed_at_the_limit() {
     assert_eq!(stat(&m[0], "hangs_total"), limit);
     // Failed: submissions refused (error interrupt), counted.
     let refused0 = stat(&m[0], "reject_failed");
-    g.submit(gvt_guest_driver::BCS, &jobs::store_job(&g, 1)).unwrap();
-    assert!(matches!(g.wait_idle(gvt_guest_driver::BCS, TIMEOUT), Err(Error::EngineError { .. })), "a failed vGPU's work is refused");
+    g.submit(gvt_guest_driver::BCS, &jobs::store_job(&g, 1))
+        .unwrap();
+    assert!(
+        matches!(
+            g.wait_idle(gvt_guest_driver::BCS, TIMEOUT),
+            Err(Error::EngineError { .. })
+        ),
+        "a failed vGPU's work is refused"
+    );
     assert_eq!(stat(&m[0], "reject_failed"), refused0 + 1);
     // A device reset (what the VMM does on a guest reboot) revives it.
     g.bus().device().reset();
@@ -359,7 +615,8 @@ fn submission_hanging_vgpu_is_reset_alone_and_failed_at_the_limit() {
 /// Reboot the guest's driver on the same device after a reset.
 fn driver_again(d: Drv) -> Drv {
     let mut d = Driver::probe(d.into_bus()).expect("probe after reset");
-    d.boot(gvt_guest_driver::BootConfig::DEFAULT).expect("boot after reset");
+    d.boot(gvt_guest_driver::BootConfig::DEFAULT)
+        .expect("boot after reset");
     d
 }
 
@@ -379,7 +636,10 @@ fn guilty(m: &Mdev, limit: u64) -> Drv {
     let t0 = Instant::now();
     while hangs < limit {
         attempt += 1;
-        assert!(attempt <= 3 * limit as u32 + 5, "{hangs} hangs in {attempt} attempts: the engine keeps running the store first");
+        assert!(
+            attempt <= 3 * limit as u32 + 5,
+            "{hangs} hangs in {attempt} attempts: the engine keeps running the store first"
+        );
         p.set_present(&mut g, true).unwrap();
         g.write_phys(p.data_gpa + 0x40, &[0]).unwrap();
         {
@@ -390,7 +650,11 @@ fn guilty(m: &Mdev, limit: u64) -> Drv {
         }
         match g.wait_idle(RCS, TIMEOUT) {
             Ok(_) => {
-                assert_eq!(g.read_phys(p.data_gpa + 0x40).unwrap(), attempt, "attempt {attempt}: the store ran before the unmap");
+                assert_eq!(
+                    g.read_phys(p.data_gpa + 0x40).unwrap(),
+                    attempt,
+                    "attempt {attempt}: the store ran before the unmap"
+                );
                 lost += 1;
             }
             Err(Error::EngineError { engine: RCS, .. }) => {
@@ -398,12 +662,23 @@ fn guilty(m: &Mdev, limit: u64) -> Drv {
                 // fires (RING_EIR gains the hang bit).
                 let t = Instant::now();
                 while g.eir(RCS).unwrap() & EIR_HANG == 0 {
-                    assert!(t.elapsed() < TIMEOUT, "attempt {attempt}: engine fault but no hang after {TIMEOUT:?}");
+                    assert!(
+                        t.elapsed() < TIMEOUT,
+                        "attempt {attempt}: engine fault but no hang after {TIMEOUT:?}"
+                    );
                     thread::sleep(Duration::from_millis(10));
                 }
                 hangs += 1;
-                assert_eq!(stat(m, "hangs_total"), hangs, "attempt {attempt}: the hang is counted");
-                assert_eq!(g.read_phys(p.data_gpa + 0x40).unwrap(), 0, "the faulting store never landed");
+                assert_eq!(
+                    stat(m, "hangs_total"),
+                    hangs,
+                    "attempt {attempt}: the hang is counted"
+                );
+                assert_eq!(
+                    g.read_phys(p.data_gpa + 0x40).unwrap(),
+                    0,
+                    "the faulting store never landed"
+                );
                 if hangs < limit {
                     assert_ne!(state(m), "failed", "below the limit");
                     g.recover(RCS).unwrap();
@@ -417,9 +692,16 @@ fn guilty(m: &Mdev, limit: u64) -> Drv {
         let iir = g.iir().unwrap();
         g.ack(iir & !error_irq(RCS)).unwrap();
     }
-    println!("guilty vGPU: {hangs} hangs in {attempt} attempts ({lost} lost races) in {:.1} s", t0.elapsed().as_secs_f64());
+    println!(
+        "guilty vGPU: {hangs} hangs in {attempt} attempts ({lost} lost races) in {:.1} s",
+        t0.elapsed().as_secs_f64()
+    );
     // Two TAIL writes per attempt, a round (two) after each recovered hang.
-    assert_eq!(stat(m, "submissions_accepted"), 2 * u64::from(attempt) + 2 * (limit - 1), "stats match what was submitted");
+    assert_eq!(
+        stat(m, "submissions_accepted"),
+        2 * u64::from(attempt) + 2 * (limit - 1),
+        "stats match what was submitted"
+    );
     g
 }
 
@@ -429,20 +711,38 @@ fn submission_nested_qemu_runs_the_guest_driver_in_l2() {
     let m = vgpu(32);
     let arg = format!("vfio-pci,sysfsdev={}", m.sysfs_path().display());
     let r = run_l2(&["-device", &arg], "guestdrv", Duration::from_secs(540));
-    for l in r.output.lines().filter(|l| l.contains("L2:") || l.contains("qemu") || l.contains("vfio")) {
+    for l in r
+        .output
+        .lines()
+        .filter(|l| l.contains("L2:") || l.contains("qemu") || l.contains("vfio"))
+    {
         println!("{l}");
     }
     assert_eq!(r.status, Some(0), "nested QEMU failed:\n{}", r.output);
-    assert!(r.output.contains("L2: guestdrv ok"), "the L2 guest driver passed:\n{}", r.output);
-    for line in ["L2: guestdrv round 2 ok", "L2: guestdrv ppgtt ok", "L2: guestdrv rejected ok"] {
+    assert!(
+        r.output.contains("L2: guestdrv ok"),
+        "the L2 guest driver passed:\n{}",
+        r.output
+    );
+    for line in [
+        "L2: guestdrv round 2 ok",
+        "L2: guestdrv ppgtt ok",
+        "L2: guestdrv rejected ok",
+    ] {
         assert!(r.output.contains(line), "missing {line:?}");
     }
     // What L2 did is what the mediator counted.
     let s = stats(&m);
     println!("stats after L2: {s:?}");
     // Three rounds (two TAILs each), the PPGTT store, the round after recovery.
-    assert!(s.get("submissions_accepted").copied().unwrap_or(0) >= 9, "L2's accepted submissions");
-    assert!(s.get("submissions_rejected").copied().unwrap_or(0) >= 1, "L2's refused submission");
+    assert!(
+        s.get("submissions_accepted").copied().unwrap_or(0) >= 9,
+        "L2's accepted submissions"
+    );
+    assert!(
+        s.get("submissions_rejected").copied().unwrap_or(0) >= 1,
+        "L2's refused submission"
+    );
 }
 
 /// Guest RAM the way QEMU allocates it by default: private anonymous
@@ -456,10 +756,20 @@ fn submission_nested_qemu_runs_the_guest_driver_in_l2() {
 #[ignore = "runs inside the VM rig"]
 fn submission_vmm_private_anonymous_ram_through_the_aperture() {
     let m = vgpu(32);
-    let mut d = gvt_vmtests::guest::driver_with(&m, gvt_guest_driver::vfio::RamConfig { shared: false, ..RAM });
+    let mut d = gvt_vmtests::guest::driver_with(
+        &m,
+        gvt_guest_driver::vfio::RamConfig {
+            shared: false,
+            ..RAM
+        },
+    );
     let at = d.layout().results() + 0x8000;
     d.write(at, &[0xE0E0_0001]).unwrap();
-    assert_eq!(d.read_ram(at).unwrap(), 0xE0E0_0001, "aperture write is in the guest's private RAM page");
+    assert_eq!(
+        d.read_ram(at).unwrap(),
+        0xE0E0_0001,
+        "aperture write is in the guest's private RAM page"
+    );
     round(&mut d, 0, 0);
     drop(d);
     assert_eq!(stat(&m, "ggtt_mapped"), 0, "no pin survives the close");

@@ -12,20 +12,22 @@ use core::cell::Cell;
 use std::vec;
 use std::vec::Vec;
 
-use gvt_core::services::{Clock, CpuMappings, HostMemory};
 use gvt_core::backend::{EngineId, Pte};
 use gvt_core::cfgspace::off as cfgoff;
 use gvt_core::cmd::encode::*;
 use gvt_core::cmd::{Reject, Space, MI_BATCH_BUFFER_END, MI_NOOP, MI_USER_INTERRUPT};
 use gvt_core::fakes::{CheckedLock, FakeGuestMemory, FakeHostMemory, FakeHostPages};
 use gvt_core::ggtt::{AuditReject, PteWrite};
-use gvt_core::gpu::{EngineReport, Gpu, GpuConfig, SubmitOutcome, SubmitReject, WorkBudget, SHADOW_PAGES_PER_VGPU};
-use gvt_guest::{GuestBus, GuestDriver, PteWidth};
+use gvt_core::gpu::{
+    EngineReport, Gpu, GpuConfig, SubmitOutcome, SubmitReject, WorkBudget, SHADOW_PAGES_PER_VGPU,
+};
 use gvt_core::irq;
 use gvt_core::mem::{GmRange, HostPage, PAGE_SIZE};
 use gvt_core::partition::Partition;
+use gvt_core::services::{Clock, CpuMappings, HostMemory};
 use gvt_core::stats::VgpuState;
 use gvt_core::vgpu::{storage_sizes, Bar0Write, Env, Signal, Vgpu, VgpuParams, VgpuStorage};
+use gvt_guest::{GuestBus, GuestDriver, PteWidth};
 
 const NV: usize = 4;
 const TABLES: usize = 8;
@@ -43,7 +45,12 @@ const BCS: EngineId = EngineId::Bcs;
 
 fn part(k: usize) -> Partition {
     let k = k as u64;
-    Partition { aperture: GmRange::new(k * MIB, MIB), high: GmRange::new((8 + k) * MIB, MIB), fence_base: 4 * k as u32, fence_count: 4 }
+    Partition {
+        aperture: GmRange::new(k * MIB, MIB),
+        high: GmRange::new((8 + k) * MIB, MIB),
+        fence_base: 4 * k as u32,
+        fence_count: 4,
+    }
 }
 
 /// Simulated time: every reading advances it a little.
@@ -82,7 +89,14 @@ struct Vm {
 
 /// The services of the harness's calls: the GPU lock checked as the kernel
 /// takes it, fake host and guest memory, the test clock, a recording CPU.
-type Svc<'l> = (CheckedLock<'l, Gpu<NV>>, FakeHostMemory, FakeHostPages, TestClock, FakeGuestMemory, Cpu);
+type Svc<'l> = (
+    CheckedLock<'l, Gpu<NV>>,
+    FakeHostMemory,
+    FakeHostPages,
+    TestClock,
+    FakeGuestMemory,
+    Cpu,
+);
 
 struct World {
     gpu: Gpu<NV>,
@@ -129,10 +143,32 @@ impl World {
                 signals: Vec::new(),
                 last: None,
             };
-            let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(2100 + 128 * k as u64 + i)).collect();
-            let params = VgpuParams { id: k as u32 + 1, part: p, aperture_size: APERTURE, weight: 1, scratch: vm.scratch, shadow_pages: &shadow };
-            let Vm { vregs, gg, gs, snap, ram, cpu, .. } = &mut vm;
-            let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+            let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64)
+                .map(|i| HostPage(2100 + 128 * k as u64 + i))
+                .collect();
+            let params = VgpuParams {
+                id: k as u32 + 1,
+                part: p,
+                aperture_size: APERTURE,
+                weight: 1,
+                scratch: vm.scratch,
+                shadow_pages: &shadow,
+            };
+            let Vm {
+                vregs,
+                gg,
+                gs,
+                snap,
+                ram,
+                cpu,
+                ..
+            } = &mut vm;
+            let st = VgpuStorage {
+                vregs,
+                ggtt_guest: gg,
+                ggtt_shadow: gs,
+                ppgtt_snap: snap,
+            };
             let mut lock = CheckedLock::new(&mut w.gpu, &mut w.phys);
             let mut env = Env::new(st, &mut lock, &mut w.host, &mut w.pages, &w.clock, ram, cpu);
             vm.vgpu = Some(Vgpu::create(params, &mut env).expect("vgpu"));
@@ -151,7 +187,12 @@ impl World {
 
     /// The engine worker, then the signals it asks for.
     fn run(&mut self, rounds: u32) -> EngineReport<NV> {
-        let rep = self.gpu.run_engines(&mut self.phys, &mut self.host, &self.clock, WorkBudget::rounds(rounds));
+        let rep = self.gpu.run_engines(
+            &mut self.phys,
+            &mut self.host,
+            &self.clock,
+            WorkBudget::rounds(rounds),
+        );
         for (slot, d) in rep.pending() {
             for vm in self.vms.iter_mut() {
                 if let Some(v) = vm.vgpu.as_mut().filter(|v| v.slot() == slot) {
@@ -164,24 +205,80 @@ impl World {
     }
 
     fn cfg_write(&mut self, k: usize, off: usize, data: &[u8]) {
-        self.vms[k].vgpu.as_mut().expect("vgpu").cfg_write(off as u32, data).expect("cfg write");
+        self.vms[k]
+            .vgpu
+            .as_mut()
+            .expect("vgpu")
+            .cfg_write(off as u32, data)
+            .expect("cfg write");
     }
 
     /// `f` with VM `k`'s vGPU and a call's [`Env`] (the GPU lock checked).
-    fn with_vm<R>(&mut self, k: usize, f: impl FnOnce(&mut Vgpu<TABLES>, &mut Env<'_, Svc<'_>>) -> R) -> R {
-        let World { gpu, phys, host, pages, clock, vms } = self;
-        let Vm { vgpu, vregs, gg, gs, snap, ram, cpu, .. } = &mut vms[k];
-        let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+    fn with_vm<R>(
+        &mut self,
+        k: usize,
+        f: impl FnOnce(&mut Vgpu<TABLES>, &mut Env<'_, Svc<'_>>) -> R,
+    ) -> R {
+        let World {
+            gpu,
+            phys,
+            host,
+            pages,
+            clock,
+            vms,
+        } = self;
+        let Vm {
+            vgpu,
+            vregs,
+            gg,
+            gs,
+            snap,
+            ram,
+            cpu,
+            ..
+        } = &mut vms[k];
+        let st = VgpuStorage {
+            vregs,
+            ggtt_guest: gg,
+            ggtt_shadow: gs,
+            ppgtt_snap: snap,
+        };
         let mut lock = CheckedLock::new(gpu, phys);
-        f(vgpu.as_mut().expect("vgpu"), &mut Env::new(st, &mut lock, host, pages, clock, ram, cpu))
+        f(
+            vgpu.as_mut().expect("vgpu"),
+            &mut Env::new(st, &mut lock, host, pages, clock, ram, cpu),
+        )
     }
 
     fn destroy(&mut self, k: usize) {
-        let World { gpu, phys, host, pages, clock, vms } = self;
-        let Vm { vgpu, vregs, gg, gs, snap, ram, cpu, .. } = &mut vms[k];
-        let st = VgpuStorage { vregs, ggtt_guest: gg, ggtt_shadow: gs, ppgtt_snap: snap };
+        let World {
+            gpu,
+            phys,
+            host,
+            pages,
+            clock,
+            vms,
+        } = self;
+        let Vm {
+            vgpu,
+            vregs,
+            gg,
+            gs,
+            snap,
+            ram,
+            cpu,
+            ..
+        } = &mut vms[k];
+        let st = VgpuStorage {
+            vregs,
+            ggtt_guest: gg,
+            ggtt_shadow: gs,
+            ppgtt_snap: snap,
+        };
         let mut lock = CheckedLock::new(gpu, phys);
-        vgpu.take().expect("vgpu").destroy(&mut Env::new(st, &mut lock, host, pages, clock, ram, cpu));
+        vgpu.take()
+            .expect("vgpu")
+            .destroy(&mut Env::new(st, &mut lock, host, pages, clock, ram, cpu));
     }
 
     /// The host page a guest's RAM frame lives in.
@@ -198,7 +295,8 @@ struct Bus<'w> {
 
 impl GuestBus for Bus<'_> {
     fn bar0_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        self.w.with_vm(self.k, |v, env| v.bar0_read(env, offset, buf).is_ok())
+        self.w
+            .with_vm(self.k, |v, env| v.bar0_read(env, offset, buf).is_ok())
     }
     fn bar0_write(&mut self, offset: u64, data: &[u8]) -> bool {
         let k = self.k;
@@ -215,19 +313,40 @@ impl GuestBus for Bus<'_> {
         vm.last.is_some()
     }
     fn aperture_write(&mut self, offset: u64, data: &[u8]) -> bool {
-        let page = self.w.with_vm(self.k, |v, env| v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
-        page.is_ok_and(|p| self.w.host.write(p, (offset % PAGE_SIZE) as usize, data).is_ok())
+        let page = self.w.with_vm(self.k, |v, env| {
+            v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1))
+        });
+        page.is_ok_and(|p| {
+            self.w
+                .host
+                .write(p, (offset % PAGE_SIZE) as usize, data)
+                .is_ok()
+        })
     }
     fn aperture_read(&mut self, offset: u64, buf: &mut [u8]) -> bool {
-        let page = self.w.with_vm(self.k, |v, env| v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1)));
-        page.is_ok_and(|p| self.w.host.read(p, (offset % PAGE_SIZE) as usize, buf).is_ok())
+        let page = self.w.with_vm(self.k, |v, env| {
+            v.aperture_fault(&mut env.st, offset & !(PAGE_SIZE - 1))
+        });
+        page.is_ok_and(|p| {
+            self.w
+                .host
+                .read(p, (offset % PAGE_SIZE) as usize, buf)
+                .is_ok()
+        })
     }
     fn ram_write(&mut self, gpa: u64, data: &[u8]) -> bool {
-        let Some(p) = self.w.vms[self.k].ram.backing(gpa >> 12) else { return false };
-        self.w.host.write(p, (gpa % PAGE_SIZE) as usize, data).is_ok()
+        let Some(p) = self.w.vms[self.k].ram.backing(gpa >> 12) else {
+            return false;
+        };
+        self.w
+            .host
+            .write(p, (gpa % PAGE_SIZE) as usize, data)
+            .is_ok()
     }
     fn ram_read(&mut self, gpa: u64, buf: &mut [u8]) -> bool {
-        let Some(p) = self.w.vms[self.k].ram.backing(gpa >> 12) else { return false };
+        let Some(p) = self.w.vms[self.k].ram.backing(gpa >> 12) else {
+            return false;
+        };
         self.w.host.read(p, (gpa % PAGE_SIZE) as usize, buf).is_ok()
     }
 }
@@ -255,17 +374,30 @@ fn boot(w: &mut World, k: usize) -> GuestDriver {
         w.cfg_write(0, cfgoff::MSI_CTRL, &1u16.to_le_bytes());
     }
     w.cfg_write(k, cfgoff::COMMAND, &6u16.to_le_bytes());
-    let width = if k == 0 { PteWidth::Qword } else { PteWidth::Halves };
+    let width = if k == 0 {
+        PteWidth::Qword
+    } else {
+        PteWidth::Halves
+    };
     let mut b = w.bus(k);
     let mut d = GuestDriver::probe(&mut b).expect("probe");
     assert_eq!(d.aperture, part(k).aperture);
     assert_eq!(d.high, part(k).high);
     let ap = d.aperture;
     let hi = d.high;
-    d.map(&mut b, ap.base, RAM_GFN, ap.size / PAGE_SIZE, width).expect("map aperture");
-    d.map(&mut b, hi.base, RAM_GFN + ap.size / PAGE_SIZE, hi.size / PAGE_SIZE, width).expect("map high");
+    d.map(&mut b, ap.base, RAM_GFN, ap.size / PAGE_SIZE, width)
+        .expect("map aperture");
+    d.map(
+        &mut b,
+        hi.base,
+        RAM_GFN + ap.size / PAGE_SIZE,
+        hi.size / PAGE_SIZE,
+        width,
+    )
+    .expect("map high");
     d.init_ring(&mut b, RCS, ap.base, 4).expect("rcs ring");
-    d.init_ring(&mut b, BCS, ap.base + 0x8000, 4).expect("bcs ring");
+    d.init_ring(&mut b, BCS, ap.base + 0x8000, 4)
+        .expect("bcs ring");
     d.enable_irqs(&mut b, USERS | ERRORS).expect("irqs");
     d
 }
@@ -282,7 +414,14 @@ const PITCH: u32 = 512; // 128 pixels of 32 bpp
 /// it into the aperture, post-sync store, user interrupt.
 fn blit_job(d: &GuestDriver, color: u32, marker: u32) -> Vec<u32> {
     let fill = color_blt(d.high.base, PITCH, (0, 0, 64, 16), color);
-    let copy = src_copy_blt(d.aperture.base + 0x40000, PITCH, (0, 0, 32, 8), d.high.base, PITCH, (8, 4));
+    let copy = src_copy_blt(
+        d.aperture.base + 0x40000,
+        PITCH,
+        (0, 0, 32, 8),
+        d.high.base,
+        PITCH,
+        (8, 4),
+    );
     let store = flush_dw_store(Space::Ggtt, d.aperture.base + 0x50000, marker, false);
     [&fill[..], &copy[..], &store[..], &[MI_USER_INTERRUPT]].concat()
 }
@@ -291,18 +430,33 @@ fn check_blit(w: &mut World, k: usize, d: &GuestDriver, color: u32, marker: u32)
     let mut b = w.bus(k);
     for y in 0..20u64 {
         for x in 0..66u64 {
-            let v = d.read_gm(&mut b, d.high.base + y * u64::from(PITCH) + 4 * x).unwrap();
+            let v = d
+                .read_gm(&mut b, d.high.base + y * u64::from(PITCH) + 4 * x)
+                .unwrap();
             let inside = x < 64 && y < 16;
             assert_eq!(v, if inside { color } else { 0 }, "vm{k} fill ({x},{y})");
         }
     }
     for y in 0..9u64 {
         for x in 0..33u64 {
-            let v = d.read_gm(&mut b, d.aperture.base + 0x40000 + y * u64::from(PITCH) + 4 * x).unwrap();
-            assert_eq!(v, if x < 32 && y < 8 { color } else { 0 }, "vm{k} copy ({x},{y})");
+            let v = d
+                .read_gm(
+                    &mut b,
+                    d.aperture.base + 0x40000 + y * u64::from(PITCH) + 4 * x,
+                )
+                .unwrap();
+            assert_eq!(
+                v,
+                if x < 32 && y < 8 { color } else { 0 },
+                "vm{k} copy ({x},{y})"
+            );
         }
     }
-    assert_eq!(d.read_gm(&mut b, d.aperture.base + 0x50000).unwrap(), marker, "vm{k} post-sync store");
+    assert_eq!(
+        d.read_gm(&mut b, d.aperture.base + 0x50000).unwrap(),
+        marker,
+        "vm{k} post-sync store"
+    );
 }
 
 #[test]
@@ -316,26 +470,69 @@ fn two_guests_fill_copy_store_and_get_their_interrupts() {
         let mut b = w.bus(k);
         d[k].run(&mut b, BCS, &job).unwrap();
         assert!(accepted(&b), "accepted");
-        d[k].run(&mut b, RCS, &[&sdi(Space::Ggtt, ap + 0x50010, 0x5000 + k as u32)[..], &[MI_USER_INTERRUPT]].concat()).unwrap();
+        d[k].run(
+            &mut b,
+            RCS,
+            &[
+                &sdi(Space::Ggtt, ap + 0x50010, 0x5000 + k as u32)[..],
+                &[MI_USER_INTERRUPT],
+            ]
+            .concat(),
+        )
+        .unwrap();
         assert!(accepted(&b), "accepted");
-        assert_eq!(w.vms[k].signals.len(), 0, "nothing signalled before the engines ran");
+        assert_eq!(
+            w.vms[k].signals.len(),
+            0,
+            "nothing signalled before the engines ran"
+        );
     }
     let rep = run_idle(&mut w);
     assert_eq!(rep.hangs, 0);
     for k in 0..2 {
-        check_blit(&mut w, k, &d[k], 0x00AA_0000 | k as u32, 0xD0_0E00 + k as u32);
+        check_blit(
+            &mut w,
+            k,
+            &d[k],
+            0x00AA_0000 | k as u32,
+            0xD0_0E00 + k as u32,
+        );
         let mut b = w.bus(k);
-        assert_eq!(d[k].read_gm(&mut b, d[k].aperture.base + 0x50010).unwrap(), 0x5000 + k as u32);
-        assert_eq!(d[k].iir(&mut b).unwrap(), USERS, "vm{k}: both user interrupts, no error");
-        assert!(d[k].idle(&mut b, RCS).unwrap() && d[k].idle(&mut b, BCS).unwrap(), "vm{k}: HEAD reached TAIL");
+        assert_eq!(
+            d[k].read_gm(&mut b, d[k].aperture.base + 0x50010).unwrap(),
+            0x5000 + k as u32
+        );
+        assert_eq!(
+            d[k].iir(&mut b).unwrap(),
+            USERS,
+            "vm{k}: both user interrupts, no error"
+        );
+        assert!(
+            d[k].idle(&mut b, RCS).unwrap() && d[k].idle(&mut b, BCS).unwrap(),
+            "vm{k}: HEAD reached TAIL"
+        );
         d[k].ack(&mut b, USERS).unwrap();
         assert_eq!(d[k].iir(&mut b).unwrap(), 0);
     }
     // VM 0 enabled MSI: one MSI per edge; VM 1 uses INTx: the line went up
     // (and the acknowledgement brought it down).
-    assert!(w.vms[0].signals.iter().any(|s| s.msi) && w.vms[0].signals.iter().all(|s| s.intx.is_none()));
-    assert_eq!(w.vms[1].signals.first(), Some(&Signal { msi: false, intx: Some(true) }));
-    assert_eq!(w.vms[1].signals.last(), Some(&Signal { msi: false, intx: Some(false) }));
+    assert!(
+        w.vms[0].signals.iter().any(|s| s.msi) && w.vms[0].signals.iter().all(|s| s.intx.is_none())
+    );
+    assert_eq!(
+        w.vms[1].signals.first(),
+        Some(&Signal {
+            msi: false,
+            intx: Some(true)
+        })
+    );
+    assert_eq!(
+        w.vms[1].signals.last(),
+        Some(&Signal {
+            msi: false,
+            intx: Some(false)
+        })
+    );
     // The pixels are in each VM's own RAM (host pages of that VM only).
     let gpa = d[1].gpa(d[1].high.base).unwrap();
     let p = w.ram_page(1, gpa);
@@ -351,15 +548,31 @@ fn guest_ggtt_view_reads_back_what_was_written_and_pins_follow() {
     let idx0 = d0.aperture.base / PAGE_SIZE;
     let idx1 = d1.high.base / PAGE_SIZE + 3;
     let mut b = w.bus(0);
-    assert_eq!(d0.read_pte(&mut b, idx0 + 2).unwrap(), ((RAM_GFN + 2) << 12) | 1);
+    assert_eq!(
+        d0.read_pte(&mut b, idx0 + 2).unwrap(),
+        ((RAM_GFN + 2) << 12) | 1
+    );
     // Junk bits are kept in the view (hardware ignores them).
-    d0.write_pte(&mut b, idx0 + 2, ((RAM_GFN + 2) << 12) | 0xFF0_0000_0000_0FF1, PteWidth::Qword).unwrap();
-    assert_eq!(d0.read_pte(&mut b, idx0 + 2).unwrap(), ((RAM_GFN + 2) << 12) | 0xFF0_0000_0000_0FF1);
+    d0.write_pte(
+        &mut b,
+        idx0 + 2,
+        ((RAM_GFN + 2) << 12) | 0xFF0_0000_0000_0FF1,
+        PteWidth::Qword,
+    )
+    .unwrap();
+    assert_eq!(
+        d0.read_pte(&mut b, idx0 + 2).unwrap(),
+        ((RAM_GFN + 2) << 12) | 0xFF0_0000_0000_0FF1
+    );
     // Another vGPU's entry reads 0 here.
     assert_eq!(d0.read_pte(&mut b, idx1).unwrap(), 0);
     let mut b = w.bus(1);
     let gfn = RAM_GFN + 256 + 3;
-    assert_eq!(d1.read_pte(&mut b, idx1).unwrap(), (gfn << 12) | 1, "halves combine");
+    assert_eq!(
+        d1.read_pte(&mut b, idx1).unwrap(),
+        (gfn << 12) | 1,
+        "halves combine"
+    );
     let mut half = [0u8; 4];
     assert!(b.bar0_read(gvt_core::mmio::GGTT_VIEW_BASE + 8 * idx1, &mut half));
     assert_eq!(u32::from_le_bytes(half), ((gfn << 12) | 1) as u32);
@@ -375,28 +588,56 @@ fn guest_ggtt_view_reads_back_what_was_written_and_pins_follow() {
 
 /// Run `attack` as VM 0 while VM 1 does honest blitter work; the attack is
 /// refused, VM 0 gets an error interrupt, VM 1's work and memory are intact.
-fn attack(w: &mut World, d0: &mut GuestDriver, d1: &mut GuestDriver, e: EngineId, cmds: &[u32], expect: Reject) {
+fn attack(
+    w: &mut World,
+    d0: &mut GuestDriver,
+    d1: &mut GuestDriver,
+    e: EngineId,
+    cmds: &[u32],
+    expect: Reject,
+) {
     let mut b = w.bus(0);
     d0.run(&mut b, e, cmds).unwrap();
-    assert_eq!(b.last().submit(), Some(SubmitOutcome::Rejected(SubmitReject::Audit(expect))));
-    assert_ne!(d0.iir(&mut b).unwrap() & irq::GtEvent::Error(e).bit(), 0, "the attacker is told");
+    assert_eq!(
+        b.last().submit(),
+        Some(SubmitOutcome::Rejected(SubmitReject::Audit(expect)))
+    );
+    assert_ne!(
+        d0.iir(&mut b).unwrap() & irq::GtEvent::Error(e).bit(),
+        0,
+        "the attacker is told"
+    );
     assert_ne!(d0.eir(&mut b, e).unwrap(), 0);
     let mut b = w.bus(1);
-    d1.run(&mut b, BCS, &blit_job(d1, 0x0011_2233, 0x7777)).unwrap();
+    d1.run(&mut b, BCS, &blit_job(d1, 0x0011_2233, 0x7777))
+        .unwrap();
     assert!(accepted(&b), "accepted");
     run_idle(w);
     check_blit(w, 1, d1, 0x0011_2233, 0x7777);
     // The attacker's ring is refused until it resets it.
     let mut b = w.bus(0);
     d0.reset_engine(&mut b, e).unwrap();
-    let ring = if e == RCS { d0.aperture.base } else { d0.aperture.base + 0x8000 };
+    let ring = if e == RCS {
+        d0.aperture.base
+    } else {
+        d0.aperture.base + 0x8000
+    };
     d0.init_ring(&mut b, e, ring, 4).unwrap();
     d0.ack(&mut b, ERRORS).unwrap();
-    d0.run(&mut b, e, &sdi(Space::Ggtt, d0.aperture.base + 0x60000, 0x600D)).unwrap();
+    d0.run(
+        &mut b,
+        e,
+        &sdi(Space::Ggtt, d0.aperture.base + 0x60000, 0x600D),
+    )
+    .unwrap();
     assert!(accepted(&b), "accepted");
     run_idle(w);
     let mut b = w.bus(0);
-    assert_eq!(d0.read_gm(&mut b, d0.aperture.base + 0x60000).unwrap(), 0x600D, "the attacker recovers");
+    assert_eq!(
+        d0.read_gm(&mut b, d0.aperture.base + 0x60000).unwrap(),
+        0x600D,
+        "the attacker recovers"
+    );
     assert_eq!(d0.eir(&mut b, e).unwrap(), 0, "GDRST cleared EIR");
 }
 
@@ -417,12 +658,20 @@ fn default_limits_refuse_unadmittable_streams_in_the_auditor() {
         d0.write_gm(&mut b, at, &cmds).unwrap();
     }
     let mut b = w.bus(0);
-    d0.run(&mut b, BCS, &bb_start(Space::Ggtt, long, false)).unwrap();
-    assert_eq!(b.last().submit(), Some(SubmitOutcome::Rejected(SubmitReject::Audit(Reject::Runaway))));
+    d0.run(&mut b, BCS, &bb_start(Space::Ggtt, long, false))
+        .unwrap();
+    assert_eq!(
+        b.last().submit(),
+        Some(SubmitOutcome::Rejected(SubmitReject::Audit(
+            Reject::Runaway
+        )))
+    );
     d0.reset_engine(&mut b, BCS).unwrap();
-    d0.init_ring(&mut b, BCS, d0.aperture.base + 0x8000, 4).unwrap();
+    d0.init_ring(&mut b, BCS, d0.aperture.base + 0x8000, 4)
+        .unwrap();
     d0.ack(&mut b, ERRORS).unwrap();
-    d0.run(&mut b, BCS, &bb_start(Space::Ggtt, fits, false)).unwrap();
+    d0.run(&mut b, BCS, &bb_start(Space::Ggtt, fits, false))
+        .unwrap();
     assert!(accepted(&b), "the longest admissible stream is accepted");
     run_idle(&mut w);
     let st = w.gpu.slot_stats(w.vgpu(0).slot()).unwrap();
@@ -440,33 +689,96 @@ fn every_command_attack_is_rejected_and_the_neighbour_is_unaffected() {
     d1.write_gm(&mut b, victim, &[0x5AFE]).unwrap();
 
     // A store into the neighbour's graphics memory.
-    attack(&mut w, &mut d0, &mut d1, RCS, &sdi(Space::Ggtt, victim, 0x666), Reject::AddressNotAllowed);
+    attack(
+        &mut w,
+        &mut d0,
+        &mut d1,
+        RCS,
+        &sdi(Space::Ggtt, victim, 0x666),
+        Reject::AddressNotAllowed,
+    );
     // A blit reaching past its own slice into the neighbour's.
-    let blt = color_blt(d0.aperture.base + MIB - PITCH as u64, PITCH, (0, 0, 64, 2), 0x666);
-    attack(&mut w, &mut d0, &mut d1, BCS, &blt, Reject::AddressNotAllowed);
+    let blt = color_blt(
+        d0.aperture.base + MIB - PITCH as u64,
+        PITCH,
+        (0, 0, 64, 2),
+        0x666,
+    );
+    attack(
+        &mut w,
+        &mut d0,
+        &mut d1,
+        BCS,
+        &blt,
+        Reject::AddressNotAllowed,
+    );
     // Privileged register: reset the whole GPU from the command stream.
-    attack(&mut w, &mut d0, &mut d1, RCS, &lri(gvt_core::regs::GDRST, 1), Reject::RegisterNotAllowed);
+    attack(
+        &mut w,
+        &mut d0,
+        &mut d1,
+        RCS,
+        &lri(gvt_core::regs::GDRST, 1),
+        Reject::RegisterNotAllowed,
+    );
     // A batch that chains to itself forever.
     let bb = d0.high.base + 0x1000;
     let mut b = w.bus(0);
-    d0.write_gm(&mut b, bb, &[&sdi(Space::Ggtt, d0.high.base, 1)[..], &bb_start(Space::Ggtt, bb, false)].concat()).unwrap();
-    attack(&mut w, &mut d0, &mut d1, RCS, &bb_start(Space::Ggtt, bb, false), Reject::ChainLoop);
+    d0.write_gm(
+        &mut b,
+        bb,
+        &[
+            &sdi(Space::Ggtt, d0.high.base, 1)[..],
+            &bb_start(Space::Ggtt, bb, false),
+        ]
+        .concat(),
+    )
+    .unwrap();
+    attack(
+        &mut w,
+        &mut d0,
+        &mut d1,
+        RCS,
+        &bb_start(Space::Ggtt, bb, false),
+        Reject::ChainLoop,
+    );
     // A runaway stream: more commands than one submission may hold.
     let long = d0.high.base + 0x4000;
     let mut noops = vec![MI_NOOP; 600];
     noops.push(MI_BATCH_BUFFER_END);
     let mut b = w.bus(0);
     d0.write_gm(&mut b, long, &noops).unwrap();
-    attack(&mut w, &mut d0, &mut d1, BCS, &bb_start(Space::Ggtt, long, false), Reject::Runaway);
+    attack(
+        &mut w,
+        &mut d0,
+        &mut d1,
+        BCS,
+        &bb_start(Space::Ggtt, long, false),
+        Reject::Runaway,
+    );
     // A batch buffer in the neighbour's memory.
     let theirs = bb_start(Space::Ggtt, d1.high.base, false);
-    attack(&mut w, &mut d0, &mut d1, BCS, &theirs, Reject::AddressNotAllowed);
+    attack(
+        &mut w,
+        &mut d0,
+        &mut d1,
+        BCS,
+        &theirs,
+        Reject::AddressNotAllowed,
+    );
 
     let mut b = w.bus(1);
-    assert_eq!(d1.read_gm(&mut b, victim).unwrap(), 0x7777, "only the victim's own post-sync store landed");
+    assert_eq!(
+        d1.read_gm(&mut b, victim).unwrap(),
+        0x7777,
+        "only the victim's own post-sync store landed"
+    );
     let st = w.gpu.slot_stats(w.vgpu(0).slot()).unwrap();
     assert_eq!(st.rejected.total(), 6);
-    assert_eq!(w.gpu.slot_stats(w.vgpu(1).slot()).unwrap().rejected.total(), 0);
+    assert_eq!(
+        w.gpu.slot_stats(w.vgpu(1).slot()).unwrap().rejected.total(),
+        0
+    );
 }
 
 #[test]
@@ -478,25 +790,40 @@ fn pte_attacks_are_refused() {
     let before = w.phys[theirs as usize];
     // A PTE into the neighbour's slice: dropped, nothing physical changes.
     let mut b = w.bus(0);
-    d0.write_pte(&mut b, theirs, (RAM_GFN << 12) | 1, PteWidth::Qword).unwrap();
+    d0.write_pte(&mut b, theirs, (RAM_GFN << 12) | 1, PteWidth::Qword)
+        .unwrap();
     assert_eq!(b.last().pte(), Some(PteWrite::Dropped { log: true }));
     assert_eq!(w.phys[theirs as usize], before);
     // A PTE naming a frame that is not the guest's RAM: the entry maps the
     // vGPU's scratch page, never what the frame number would name.
     let mine = d0.aperture.base / PAGE_SIZE + 7;
     let mut b = w.bus(0);
-    d0.write_pte(&mut b, mine, ((RAM_GFN + RAM_PAGES + 5) << 12) | 1, PteWidth::Qword).unwrap();
-    assert_eq!(b.last().pte(), Some(PteWrite::Rejected(AuditReject::FrameNotMapped)));
+    d0.write_pte(
+        &mut b,
+        mine,
+        ((RAM_GFN + RAM_PAGES + 5) << 12) | 1,
+        PteWidth::Qword,
+    )
+    .unwrap();
+    assert_eq!(
+        b.last().pte(),
+        Some(PteWrite::Rejected(AuditReject::FrameNotMapped))
+    );
     assert_eq!(w.phys[mine as usize], Pte::new(w.vms[0].scratch));
     // A low half alone naming a frame of the neighbour's host range is
     // still just a guest frame number: translated through this VM's RAM.
     let mut b = w.bus(0);
-    d0.write_pte(&mut b, mine, (RAM_GFN + 9) << 12 | 1, PteWidth::Halves).unwrap();
+    d0.write_pte(&mut b, mine, (RAM_GFN + 9) << 12 | 1, PteWidth::Halves)
+        .unwrap();
     assert_eq!(b.last().pte(), Some(PteWrite::Mapped));
-    assert_eq!(Some(w.phys[mine as usize].page()), w.vms[0].ram.backing(RAM_GFN + 9));
+    assert_eq!(
+        Some(w.phys[mine as usize].page()),
+        w.vms[0].ram.backing(RAM_GFN + 9)
+    );
     // The neighbour's work is unaffected.
     let mut b = w.bus(1);
-    d1.run(&mut b, BCS, &blit_job(&d1, 0x0033_4455, 0x99)).unwrap();
+    d1.run(&mut b, BCS, &blit_job(&d1, 0x0033_4455, 0x99))
+        .unwrap();
     run_idle(&mut w);
     check_blit(&mut w, 1, &d1, 0x0033_4455, 0x99);
     assert_eq!(w.vgpu(0).counters().pte_dropped, 1);
@@ -508,20 +835,55 @@ fn rewriting_ring_and_batch_after_tail_changes_nothing() {
     let mut w = World::new(test_config());
     let mut d0 = boot(&mut w, 0);
     let d1 = boot(&mut w, 1);
-    let (x, y, z) = (d0.aperture.base + 0x50000, d0.aperture.base + 0x50004, d0.aperture.base + 0x50008);
+    let (x, y, z) = (
+        d0.aperture.base + 0x50000,
+        d0.aperture.base + 0x50004,
+        d0.aperture.base + 0x50008,
+    );
     let bb = d0.high.base + 0x2000;
     let mut b = w.bus(0);
-    d0.write_gm(&mut b, bb, &[&sdi(Space::Ggtt, y, 2)[..], &[MI_BATCH_BUFFER_END]].concat()).unwrap();
+    d0.write_gm(
+        &mut b,
+        bb,
+        &[&sdi(Space::Ggtt, y, 2)[..], &[MI_BATCH_BUFFER_END]].concat(),
+    )
+    .unwrap();
     let ring_at = d0.aperture.base + u64::from(d0.tail(RCS));
-    d0.run(&mut b, RCS, &[&sdi(Space::Ggtt, x, 1)[..], &bb_start(Space::Ggtt, bb, false)].concat()).unwrap();
+    d0.run(
+        &mut b,
+        RCS,
+        &[
+            &sdi(Space::Ggtt, x, 1)[..],
+            &bb_start(Space::Ggtt, bb, false),
+        ]
+        .concat(),
+    )
+    .unwrap();
     assert!(accepted(&b), "accepted");
     // After TAIL, before the engine runs: the guest rewrites both the ring
     // and the batch, to hit its neighbour and another address of its own.
-    d0.write_gm(&mut b, ring_at, &sdi(Space::Ggtt, d1.aperture.base + 0x50000, 0x666)).unwrap();
-    d0.write_gm(&mut b, bb, &[&sdi(Space::Ggtt, z, 0x777)[..], &[MI_BATCH_BUFFER_END]].concat()).unwrap();
+    d0.write_gm(
+        &mut b,
+        ring_at,
+        &sdi(Space::Ggtt, d1.aperture.base + 0x50000, 0x666),
+    )
+    .unwrap();
+    d0.write_gm(
+        &mut b,
+        bb,
+        &[&sdi(Space::Ggtt, z, 0x777)[..], &[MI_BATCH_BUFFER_END]].concat(),
+    )
+    .unwrap();
     run_idle(&mut w);
     let mut b = w.bus(0);
-    assert_eq!((d0.read_gm(&mut b, x).unwrap(), d0.read_gm(&mut b, y).unwrap(), d0.read_gm(&mut b, z).unwrap()), (1, 2, 0));
+    assert_eq!(
+        (
+            d0.read_gm(&mut b, x).unwrap(),
+            d0.read_gm(&mut b, y).unwrap(),
+            d0.read_gm(&mut b, z).unwrap()
+        ),
+        (1, 2, 0)
+    );
     let mut b = w.bus(1);
     assert_eq!(d1.read_gm(&mut b, d1.aperture.base + 0x50000).unwrap(), 0);
 }
@@ -533,8 +895,10 @@ fn setup_ppgtt(w: &mut World, d: &GuestDriver) -> u64 {
     let data_gfn = RAM_GFN + 700; // RAM that is not graphics memory
     let pt_gpa = d.gpa(pt).unwrap();
     let mut b = w.bus(0);
-    d.write_gm(&mut b, pd, &[((pt_gpa >> 12) << 12) as u32 | 1, 0]).unwrap();
-    d.write_gm(&mut b, pt, &[(data_gfn << 12) as u32 | 1, 0]).unwrap();
+    d.write_gm(&mut b, pd, &[((pt_gpa >> 12) << 12) as u32 | 1, 0])
+        .unwrap();
+    d.write_gm(&mut b, pt, &[(data_gfn << 12) as u32 | 1, 0])
+        .unwrap();
     d.set_ppgtt(&mut b, pd).unwrap();
     pt_gpa
 }
@@ -545,11 +909,22 @@ fn ppgtt_store_reaches_the_guest_page_its_tables_name() {
     let mut d0 = boot(&mut w, 0);
     setup_ppgtt(&mut w, &d0);
     let mut b = w.bus(0);
-    d0.run(&mut b, RCS, &[&sdi(Space::Ppgtt, 0x40, 0xABCD)[..], &[MI_USER_INTERRUPT]].concat()).unwrap();
+    d0.run(
+        &mut b,
+        RCS,
+        &[&sdi(Space::Ppgtt, 0x40, 0xABCD)[..], &[MI_USER_INTERRUPT]].concat(),
+    )
+    .unwrap();
     assert!(accepted(&b), "accepted");
     // Unmapped local addresses are refused at audit time.
-    d0.run(&mut b, RCS, &sdi(Space::Ppgtt, 0x20_0000, 1)).unwrap();
-    assert_eq!(b.last().submit(), Some(SubmitOutcome::Rejected(SubmitReject::Audit(Reject::PpgttNotMapped))));
+    d0.run(&mut b, RCS, &sdi(Space::Ppgtt, 0x20_0000, 1))
+        .unwrap();
+    assert_eq!(
+        b.last().submit(),
+        Some(SubmitOutcome::Rejected(SubmitReject::Audit(
+            Reject::PpgttNotMapped
+        )))
+    );
     run_idle(&mut w);
     let mut v = [0u8; 4];
     let mut b = w.bus(0);
@@ -581,18 +956,35 @@ fn a_hanging_guest_is_reset_alone_and_failed_at_the_threshold() {
         hang_vm0(&mut w, &mut d0);
         // The neighbour keeps working on both engines meanwhile.
         let mut b = w.bus(1);
-        d1.run(&mut b, BCS, &blit_job(&d1, 0x0100 + round, 0x200 + round)).unwrap();
-        d1.run(&mut b, RCS, &sdi(Space::Ggtt, d1.aperture.base + 0x50020, 0x300 + round)).unwrap();
+        d1.run(&mut b, BCS, &blit_job(&d1, 0x0100 + round, 0x200 + round))
+            .unwrap();
+        d1.run(
+            &mut b,
+            RCS,
+            &sdi(Space::Ggtt, d1.aperture.base + 0x50020, 0x300 + round),
+        )
+        .unwrap();
         let rep = w.run(2000);
         assert!(rep.idle);
         assert_eq!(rep.hangs, 1, "round {round}: one hang");
         check_blit(&mut w, 1, &d1, 0x0100 + round, 0x200 + round);
         let mut b = w.bus(1);
-        assert_eq!(d1.read_gm(&mut b, d1.aperture.base + 0x50020).unwrap(), 0x300 + round);
-        assert_eq!(d1.iir(&mut b).unwrap() & ERRORS, 0, "the neighbour sees no error");
+        assert_eq!(
+            d1.read_gm(&mut b, d1.aperture.base + 0x50020).unwrap(),
+            0x300 + round
+        );
+        assert_eq!(
+            d1.iir(&mut b).unwrap() & ERRORS,
+            0,
+            "the neighbour sees no error"
+        );
         d1.ack(&mut b, USERS).unwrap();
         let mut b = w.bus(0);
-        assert_ne!(d0.iir(&mut b).unwrap() & irq::RCS_ERROR_INTERRUPT, 0, "the guilty vGPU is told");
+        assert_ne!(
+            d0.iir(&mut b).unwrap() & irq::RCS_ERROR_INTERRUPT,
+            0,
+            "the guilty vGPU is told"
+        );
         assert_ne!(d0.eir(&mut b, RCS).unwrap(), 0);
         assert!(w.vms[0].signals.iter().any(|s| s.msi));
         let sched = w.gpu.scheduler();
@@ -607,18 +999,38 @@ fn a_hanging_guest_is_reset_alone_and_failed_at_the_threshold() {
     // Two hangs: Failed.  A guest GDRST does not clear that.
     assert_eq!(w.gpu.scheduler().state(w.vgpu(0).slot()), VgpuState::Failed);
     let mut b = w.bus(0);
-    d0.run(&mut b, BCS, &sdi(Space::Ggtt, d0.aperture.base + 0x60000, 1)).unwrap();
-    assert_eq!(b.last().submit(), Some(SubmitOutcome::Rejected(SubmitReject::Failed)));
+    d0.run(
+        &mut b,
+        BCS,
+        &sdi(Space::Ggtt, d0.aperture.base + 0x60000, 1),
+    )
+    .unwrap();
+    assert_eq!(
+        b.last().submit(),
+        Some(SubmitOutcome::Rejected(SubmitReject::Failed))
+    );
     // A device reset (VFIO reset) gives the VM a fresh vGPU.
     w.with_vm(0, |v, env| v.reset(env));
-    assert_eq!(w.vms[0].ram.outstanding_pins(), 0, "reset released every pin");
+    assert_eq!(
+        w.vms[0].ram.outstanding_pins(),
+        0,
+        "reset released every pin"
+    );
     let mut d0 = boot(&mut w, 0);
     let mut b = w.bus(0);
-    d0.run(&mut b, BCS, &sdi(Space::Ggtt, d0.aperture.base + 0x60000, 0xA11)).unwrap();
+    d0.run(
+        &mut b,
+        BCS,
+        &sdi(Space::Ggtt, d0.aperture.base + 0x60000, 0xA11),
+    )
+    .unwrap();
     assert!(accepted(&b), "accepted");
     run_idle(&mut w);
     let mut b = w.bus(0);
-    assert_eq!(d0.read_gm(&mut b, d0.aperture.base + 0x60000).unwrap(), 0xA11);
+    assert_eq!(
+        d0.read_gm(&mut b, d0.aperture.base + 0x60000).unwrap(),
+        0xA11
+    );
 }
 
 #[test]
@@ -630,11 +1042,20 @@ fn backpressure_holds_tail_and_the_worker_retries() {
     let base = d0.aperture.base + 0x50000;
     let mut b = w.bus(0);
     for i in 0..4u32 {
-        d0.run(&mut b, RCS, &sdi(Space::Ggtt, base + 4 * u64::from(i), 10 + i)).unwrap();
+        d0.run(
+            &mut b,
+            RCS,
+            &sdi(Space::Ggtt, base + 4 * u64::from(i), 10 + i),
+        )
+        .unwrap();
         if i < 2 {
             assert!(accepted(&b), "submission {i}");
         } else {
-            assert_eq!(b.last().submit(), Some(SubmitOutcome::Held), "submission {i}");
+            assert_eq!(
+                b.last().submit(),
+                Some(SubmitOutcome::Held),
+                "submission {i}"
+            );
         }
     }
     let rep = run_idle(&mut w);
@@ -666,17 +1087,31 @@ fn dma_unmap_releases_pins_and_destroy_leaves_nothing() {
     assert_eq!(n, 16);
     assert_eq!(w.vms[0].ram.outstanding_pins(), pins - 16);
     let first = (d0.aperture.base / PAGE_SIZE) as usize;
-    assert_eq!(w.phys[first], Pte::new(w.vms[0].scratch), "evicted entries map scratch");
-    assert!(w.vms[0].cpu.invalidated.contains(&(first as u64)), "the CPU mapping was zapped");
+    assert_eq!(
+        w.phys[first],
+        Pte::new(w.vms[0].scratch),
+        "evicted entries map scratch"
+    );
+    assert!(
+        w.vms[0].cpu.invalidated.contains(&(first as u64)),
+        "the CPU mapping was zapped"
+    );
     let mut b = w.bus(0);
-    assert_eq!(d0.read_pte(&mut b, first as u64).unwrap(), (RAM_GFN << 12) | 1, "the guest view is unchanged");
+    assert_eq!(
+        d0.read_pte(&mut b, first as u64).unwrap(),
+        (RAM_GFN << 12) | 1,
+        "the guest view is unchanged"
+    );
     // Destroy both: no pin, no shadow page, no physical entry left.
     w.destroy(0);
     w.destroy(1);
     assert_eq!(w.vms[0].ram.outstanding_pins(), 0);
     assert_eq!(w.vms[1].ram.outstanding_pins(), 0);
     assert_eq!(w.pages.live(), 0, "every shadow page table freed");
-    assert!(w.phys.iter().all(|p| *p == Pte::default()), "the physical GGTT is empty");
+    assert!(
+        w.phys.iter().all(|p| *p == Pte::default()),
+        "the physical GGTT is empty"
+    );
 }
 
 mod fuzz {
@@ -686,13 +1121,28 @@ mod fuzz {
     #[derive(Clone, Debug)]
     enum Op {
         /// A BAR0 write of `size` bytes at one of the interesting offsets.
-        Reg { at: usize, size: u8, value: u64 },
+        Reg {
+            at: usize,
+            size: u8,
+            value: u64,
+        },
         /// A GGTT entry write anywhere in the window.
-        Pte { index: u64, value: u64, half: Option<bool> },
+        Pte {
+            index: u64,
+            value: u64,
+            half: Option<bool>,
+        },
         /// CPU writes of arbitrary dwords into its ring/batch area.
-        Mem { off: u64, words: Vec<u32> },
+        Mem {
+            off: u64,
+            words: Vec<u32>,
+        },
         /// A sensible command, to reach the engines.
-        Cmd { e: bool, which: u8, addr: u64 },
+        Cmd {
+            e: bool,
+            which: u8,
+            addr: u64,
+        },
         Run,
     }
 
@@ -736,11 +1186,18 @@ mod fuzz {
         let mut d0 = boot(&mut w, 0);
         let mut d1 = boot(&mut w, 1);
         let mut b = w.bus(1);
-        d1.write_gm(&mut b, d1.high.base + 0x8000, &[0xC0DE; 64]).unwrap();
-        let ram1: Vec<u8> = (RAM_PAGES..2 * RAM_PAGES).flat_map(|p| w.host.page(HostPage(p)).to_vec()).collect();
+        d1.write_gm(&mut b, d1.high.base + 0x8000, &[0xC0DE; 64])
+            .unwrap();
+        let ram1: Vec<u8> = (RAM_PAGES..2 * RAM_PAGES)
+            .flat_map(|p| w.host.page(HostPage(p)).to_vec())
+            .collect();
         let ggtt1: Vec<Pte> = [part(1).aperture, part(1).high]
             .iter()
-            .flat_map(|r| (r.base / PAGE_SIZE..r.end() / PAGE_SIZE).map(|i| w.phys[i as usize]).collect::<Vec<_>>())
+            .flat_map(|r| {
+                (r.base / PAGE_SIZE..r.end() / PAGE_SIZE)
+                    .map(|i| w.phys[i as usize])
+                    .collect::<Vec<_>>()
+            })
             .collect();
         for op in ops {
             let mut b = w.bus(0);
@@ -753,7 +1210,10 @@ mod fuzz {
                     let off = gvt_core::mmio::GGTT_VIEW_BASE + 8 * index;
                     let _ = match half {
                         None => b.bar0_write(off, &value.to_le_bytes()),
-                        Some(h) => b.bar0_write(off + 4 * u64::from(h), &((value >> (32 * u32::from(h))) as u32).to_le_bytes()),
+                        Some(h) => b.bar0_write(
+                            off + 4 * u64::from(h),
+                            &((value >> (32 * u32::from(h))) as u32).to_le_bytes(),
+                        ),
                     };
                 }
                 Op::Mem { off, words } => {
@@ -763,7 +1223,11 @@ mod fuzz {
                     let e = if e { RCS } else { BCS };
                     // Half of them in its own aperture (they run), the rest
                     // anywhere in GM, the neighbour's and the host's included.
-                    let a = if addr & 1 == 0 { d0.aperture.base + 0x10000 + (addr >> 1) % 0xE0000 } else { (addr >> 1) % GM } & !7;
+                    let a = if addr & 1 == 0 {
+                        d0.aperture.base + 0x10000 + (addr >> 1) % 0xE0000
+                    } else {
+                        (addr >> 1) % GM
+                    } & !7;
                     let c: Vec<u32> = match which {
                         0 => sdi(Space::Ggtt, a, 0xBAD).to_vec(),
                         1 => color_blt(a, PITCH, (0, 0, 16, 4), 0xBAD).to_vec(),
@@ -780,11 +1244,17 @@ mod fuzz {
             }
         }
         w.run(3000);
-        let now: Vec<u8> = (RAM_PAGES..2 * RAM_PAGES).flat_map(|p| w.host.page(HostPage(p)).to_vec()).collect();
+        let now: Vec<u8> = (RAM_PAGES..2 * RAM_PAGES)
+            .flat_map(|p| w.host.page(HostPage(p)).to_vec())
+            .collect();
         prop_assert!(now == ram1, "VM 1's RAM changed");
         let g1: Vec<Pte> = [part(1).aperture, part(1).high]
             .iter()
-            .flat_map(|r| (r.base / PAGE_SIZE..r.end() / PAGE_SIZE).map(|i| w.phys[i as usize]).collect::<Vec<_>>())
+            .flat_map(|r| {
+                (r.base / PAGE_SIZE..r.end() / PAGE_SIZE)
+                    .map(|i| w.phys[i as usize])
+                    .collect::<Vec<_>>()
+            })
             .collect();
         prop_assert!(g1 == ggtt1, "VM 1's GGTT entries changed");
         // VM 1 still works.

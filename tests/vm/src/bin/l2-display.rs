@@ -42,7 +42,10 @@ fn reg(d: &mut Dev, off: u64, v: u32) -> Result<()> {
     if d.bus_mut().bar0_write(off, &v.to_le_bytes()) {
         Ok(())
     } else {
-        Err(Error::Refused { what: format!("BAR0 write {off:#x}"), detail: d.bus_mut().take_error().unwrap_or_default() })
+        Err(Error::Refused {
+            what: format!("BAR0 write {off:#x}"),
+            detail: d.bus_mut().take_error().unwrap_or_default(),
+        })
     }
 }
 
@@ -51,13 +54,21 @@ fn rd(d: &mut Dev, off: u64) -> Result<u32> {
     if d.bus_mut().bar0_read(off, &mut b) {
         Ok(u32::from_le_bytes(b))
     } else {
-        Err(Error::Refused { what: format!("BAR0 read {off:#x}"), detail: d.bus_mut().take_error().unwrap_or_default() })
+        Err(Error::Refused {
+            what: format!("BAR0 read {off:#x}"),
+            detail: d.bus_mut().take_error().unwrap_or_default(),
+        })
     }
 }
 
 /// Seconds since boot (progress lines).
 fn uptime() -> String {
-    fs::read_to_string("/proc/uptime").unwrap_or_default().split_whitespace().next().unwrap_or("?").to_string()
+    fs::read_to_string("/proc/uptime")
+        .unwrap_or_default()
+        .split_whitespace()
+        .next()
+        .unwrap_or("?")
+        .to_string()
 }
 
 /// A framebuffer: graphics address, pitch in bytes.
@@ -70,8 +81,18 @@ struct Fb {
 /// The blitter command of one step of the picture.
 fn command(fb: Fb, b: &Blit) -> Vec<u32> {
     match *b {
-        Blit::Fill { x, y, w, h, color } => color_blt(fb.gma, fb.pitch, (x, y, x + w, y + h), color).to_vec(),
-        Blit::Copy { sx, sy, x, y, w, h } => src_copy_blt(fb.gma, fb.pitch, (x, y, x + w, y + h), fb.gma, fb.pitch, (sx, sy)).to_vec(),
+        Blit::Fill { x, y, w, h, color } => {
+            color_blt(fb.gma, fb.pitch, (x, y, x + w, y + h), color).to_vec()
+        }
+        Blit::Copy { sx, sy, x, y, w, h } => src_copy_blt(
+            fb.gma,
+            fb.pitch,
+            (x, y, x + w, y + h),
+            fb.gma,
+            fb.pitch,
+            (sx, sy),
+        )
+        .to_vec(),
     }
 }
 
@@ -85,7 +106,10 @@ fn draw(d: &mut Dev, fb: Fb, frame: u32, w: u32, h: u32) -> Result<(usize, usize
     let mut chunks: Vec<Vec<u32>> = vec![Vec::new()];
     for b in &blits {
         let c = command(fb, b);
-        if chunks.last().is_some_and(|l| l.len() + c.len() > CHUNK_DWORDS) {
+        if chunks
+            .last()
+            .is_some_and(|l| l.len() + c.len() > CHUNK_DWORDS)
+        {
             chunks.push(Vec::new());
         }
         chunks.last_mut().unwrap().extend(c);
@@ -101,7 +125,12 @@ fn draw(d: &mut Dev, fb: Fb, frame: u32, w: u32, h: u32) -> Result<(usize, usize
     d.ack(user_irq(BCS))?;
     let got = d.read(marker_at)?;
     if got != marker {
-        return Err(Error::Mismatch { what: "blitter post-sync marker".into(), at: marker_at, expected: marker, got });
+        return Err(Error::Mismatch {
+            what: "blitter post-sync marker".into(),
+            at: marker_at,
+            expected: marker,
+            got,
+        });
     }
     Ok((blits.len(), chunks.len()))
 }
@@ -120,13 +149,23 @@ fn run() -> Result<()> {
     let fb_pages = (u64::from(pitch) * u64::from(h)).div_ceil(PAGE);
     drop(d);
 
-    let boot = BootConfig { aperture_pages: 0x60, high_pages: 0, width: PteWidth::Qword, verify_ptes: true };
+    let boot = BootConfig {
+        aperture_pages: 0x60,
+        high_pages: 0,
+        width: PteWidth::Qword,
+        verify_ptes: true,
+    };
     let ram = boot.aperture_pages + 2 * fb_pages + 8;
     let mut d = Driver::probe(SysfsBackend::open(&dir, ram as usize)?)?;
     let ap = d.aperture();
-    let fbs = [0, 1].map(|i| Fb { gma: ap.base + FB_OFFSET + i * fb_pages * PAGE, pitch });
+    let fbs = [0, 1].map(|i| Fb {
+        gma: ap.base + FB_OFFSET + i * fb_pages * PAGE,
+        pitch,
+    });
     if !ap.contains(fbs[0].gma, 2 * fb_pages * PAGE) {
-        return Err(Error::BadInput(format!("two {w}x{h} framebuffers do not fit the aperture slice {ap:?}")));
+        return Err(Error::BadInput(format!(
+            "two {w}x{h} framebuffers do not fit the aperture slice {ap:?}"
+        )));
     }
     d.boot(boot)?;
     d.map(fbs[0].gma, 2 * fb_pages)?;
@@ -140,7 +179,10 @@ fn run() -> Result<()> {
     );
 
     let (n, subs) = draw(&mut d, fbs[0], 1, w, h)?;
-    println!("L2: display drew frame 1: {n} blits in {subs} submissions at {}", uptime());
+    println!(
+        "L2: display drew frame 1: {n} blits in {subs} submissions at {}",
+        uptime()
+    );
     reg(&mut d, PIPEASRC, ((w - 1) << 16) | (h - 1))?;
     reg(&mut d, DSPASTRIDE, pitch)?;
     reg(&mut d, DSPASURF, fbs[0].gma as u32)?;
@@ -148,14 +190,20 @@ fn run() -> Result<()> {
     reg(&mut d, DISPLAY_READY, 1)?;
     // Open the command port before saying we are ready: a UART drops what
     // it receives while nobody has it open.
-    let tty = fs::File::open("/dev/ttyS1").map_err(|err| Error::Io { what: "open /dev/ttyS1".into(), err })?;
+    let tty = fs::File::open("/dev/ttyS1").map_err(|err| Error::Io {
+        what: "open /dev/ttyS1".into(),
+        err,
+    })?;
     println!("L2: display A {w}x{h} stride {pitch} frame 1");
 
     for line in BufReader::new(tty).lines() {
         match line.unwrap_or_default().trim() {
             "flip" => {
                 let (n, subs) = draw(&mut d, fbs[1], 2, w, h)?;
-                println!("L2: display drew frame 2: {n} blits in {subs} submissions at {}", uptime());
+                println!(
+                    "L2: display drew frame 2: {n} blits in {subs} submissions at {}",
+                    uptime()
+                );
                 reg(&mut d, DSPASURF, fbs[1].gma as u32)?;
                 println!("L2: display B {w}x{h} frame 2");
             }

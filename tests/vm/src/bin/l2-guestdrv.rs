@@ -35,28 +35,55 @@ fn run() -> Result<()> {
         dir.display()
     );
     // 32-bit PTE halves: one 4-byte MMIO access each, like a 32-bit guest.
-    d.boot(BootConfig { aperture_pages: 96, high_pages: 8, width: PteWidth::Halves, verify_ptes: true })?;
+    d.boot(BootConfig {
+        aperture_pages: 96,
+        high_pages: 8,
+        width: PteWidth::Halves,
+        verify_ptes: true,
+    })?;
     println!("L2: guestdrv booted, {} RAM pages left", d.free_pages());
     for r in 0..3u32 {
         let x = jobs::run_round(&mut d, 0xFF20_0000 | r, 0xD200_0000 | r, 0x5200_0000 | r, T)?;
         println!("L2: guestdrv round {r} ok iir={:#x}", x.iir);
     }
     let p = Ppgtt::setup(&mut d)?;
-    d.submit(RCS, &[&sdi(Space::Ppgtt, 0x80, 0x1234_5678)[..], &[MI_USER_INTERRUPT]].concat())?;
+    d.submit(
+        RCS,
+        &[
+            &sdi(Space::Ppgtt, 0x80, 0x1234_5678)[..],
+            &[MI_USER_INTERRUPT],
+        ]
+        .concat(),
+    )?;
     d.wait_all(user_irq(RCS), T)?;
     d.wait_idle(RCS, T)?;
     let v = d.read_phys(p.data_gpa + 0x80)?;
     if v != 0x1234_5678 {
-        return Err(Error::Mismatch { what: "PPGTT store".into(), at: p.data_gpa + 0x80, expected: 0x1234_5678, got: v });
+        return Err(Error::Mismatch {
+            what: "PPGTT store".into(),
+            at: p.data_gpa + 0x80,
+            expected: 0x1234_5678,
+            got: v,
+        });
     }
     d.ack(user_irq(RCS))?;
     println!("L2: guestdrv ppgtt ok data={:#x}", p.data_gpa);
     // A store outside its graphics memory: refused with an error.
-    let outside = if d.aperture().base > 0 { 0 } else { d.aperture().end() };
+    let outside = if d.aperture().base > 0 {
+        0
+    } else {
+        d.aperture().end()
+    };
     d.submit(RCS, &sdi(Space::Ggtt, outside, 0x666))?;
     match d.wait_idle(RCS, T) {
-        Err(Error::EngineError { iir, eir, .. }) => println!("L2: guestdrv rejected ok iir={iir:#x} eir={eir:#x}"),
-        Ok(_) => return Err(Error::BadInput("a store outside the vGPU's memory was accepted".into())),
+        Err(Error::EngineError { iir, eir, .. }) => {
+            println!("L2: guestdrv rejected ok iir={iir:#x} eir={eir:#x}")
+        }
+        Ok(_) => {
+            return Err(Error::BadInput(
+                "a store outside the vGPU's memory was accepted".into(),
+            ))
+        }
         Err(e) => return Err(e),
     }
     d.recover(RCS)?;

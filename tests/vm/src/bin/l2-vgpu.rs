@@ -18,16 +18,18 @@ fn fail(msg: &str) -> ! {
     exit(1)
 }
 
-
-
-
 use gvt_vmtests::l2::Resource;
 
 fn main() {
     let mut dev = None;
     for e in fs::read_dir("/sys/bus/pci/devices").unwrap_or_else(|e| fail(&e.to_string())) {
         let d = e.unwrap().path();
-        let id = |f: &str| fs::read_to_string(d.join(f)).unwrap_or_default().trim().to_string();
+        let id = |f: &str| {
+            fs::read_to_string(d.join(f))
+                .unwrap_or_default()
+                .trim()
+                .to_string()
+        };
         if id("vendor") == "0x1234" && id("device") == "0x6776" {
             dev = Some(d);
         }
@@ -58,7 +60,8 @@ fn main() {
         fail("memory decode is off");
     }
 
-    let r0 = Resource::map(&dev.join("resource0").to_string_lossy(), 0, 16 << 20).unwrap_or_else(|e| fail(&e));
+    let r0 = Resource::map(&dev.join("resource0").to_string_lossy(), 0, 16 << 20)
+        .unwrap_or_else(|e| fail(&e));
     let magic = u64::from(r0.rd(PVINFO)) | (u64::from(r0.rd(PVINFO + 4)) << 32);
     let (base, len) = (r0.rd(PVINFO + 0x40) as usize, r0.rd(PVINFO + 0x44) as usize);
     let vgt_id = r0.rd(PVINFO + 0x0C);
@@ -72,7 +75,8 @@ fn main() {
 
     // The slice: mapped straight through (no trap in L1).
     let pages = 4;
-    let r2 = Resource::map(&dev.join("resource2").to_string_lossy(), base, pages * 4096).unwrap_or_else(|e| fail(&e));
+    let r2 = Resource::map(&dev.join("resource2").to_string_lossy(), base, pages * 4096)
+        .unwrap_or_else(|e| fail(&e));
     // L2 maps no GGTT entry, so every page of its slice reaches the same
     // scratch page: check each write right away.
     for p in 0..pages {
@@ -86,7 +90,8 @@ fn main() {
     // Outside the slice: ballooned (the VMM traps it; reads 0, writes dropped).
     let out = if base > 0 { 0 } else { base + len };
     if out + 4096 <= bar2 as usize {
-        let o = Resource::map(&dev.join("resource2").to_string_lossy(), out, 4096).unwrap_or_else(|e| fail(&e));
+        let o = Resource::map(&dev.join("resource2").to_string_lossy(), out, 4096)
+            .unwrap_or_else(|e| fail(&e));
         o.wr(0, 0xFFFF_FFFF);
         let v = o.rd(0);
         println!("L2: vgpu ballooned read={v:#x}");
