@@ -386,6 +386,48 @@ pub fn check(house: &House) -> Result<usize, String> {
     Err(msg)
 }
 
+/// The facade rule: every method of `impl … <ty>` in `file` takes the
+/// services as at most one generic type parameter (`S: Services<…>`), not
+/// one parameter per service.  `Err` names each method that takes more.
+pub fn facade(file: &Path, ty: &str) -> Result<usize, String> {
+    let text = fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    facade_of(&text, ty).map_err(|e| format!("{}: {e}", file.display()))
+}
+
+fn facade_of(text: &str, ty: &str) -> Result<usize, String> {
+    let f = syn::parse_file(text).map_err(|e| e.to_string())?;
+    let mut methods = 0;
+    let mut bad = Vec::new();
+    for it in &f.items {
+        let syn::Item::Impl(i) = it else { continue };
+        if i.trait_.is_some() || test_only(&i.attrs) {
+            continue;
+        }
+        let syn::Type::Path(tp) = &*i.self_ty else {
+            continue;
+        };
+        if tp.path.segments.last().is_none_or(|s| s.ident != ty) {
+            continue;
+        }
+        for ii in &i.items {
+            let syn::ImplItem::Fn(m) = ii else { continue };
+            methods += 1;
+            let types = m.sig.generics.type_params().count();
+            if types > 1 {
+                bad.push(format!("{} ({types} type parameters)", m.sig.ident));
+            }
+        }
+    }
+    if bad.is_empty() {
+        Ok(methods)
+    } else {
+        Err(format!(
+            "{ty} methods with more than one generic parameter list of services: {}",
+            bad.join(", ")
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -483,5 +525,17 @@ mod tests {
         })
         .unwrap_err();
         assert!(e.contains("x -> y: A") && e.contains("y -> x: B"), "{e}");
+    }
+
+    #[test]
+    fn a_facade_method_with_a_list_of_services_is_named() {
+        let one = "impl<const P: usize> Vgpu<P> { pub fn a<const N: usize, S: Services>(&mut self) {} fn b(&self) {} }";
+        assert_eq!(facade_of(one, "Vgpu"), Ok(2));
+        let many = "impl<const P: usize> Vgpu<P> { pub fn a<L, H: Host>(&mut self, l: &mut L) where L: GpuLock {} } impl Other { fn c<A, B>() {} }";
+        let e = facade_of(many, "Vgpu").unwrap_err();
+        assert!(
+            e.contains("a (2 type parameters)") && !e.contains("c ("),
+            "{e}"
+        );
     }
 }

@@ -468,6 +468,19 @@ fn host_tests(p: &mut Phases) {
 
 /// `cargo xtask lint`: what a reviewer would otherwise check by hand.
 fn lint(p: &mut Phases) {
+    // A fresh machine's toolchain may lack them (rustup's minimal profile).
+    p.run("lint: rustfmt and clippy present", || {
+        let have = |c: &str| {
+            cargo()
+                .args([c, "--version"])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if have("fmt") && have("clippy") {
+            return Ok(());
+        }
+        sh(Command::new("rustup").args(["component", "add", "rustfmt", "clippy"]))
+    });
     p.run("lint: import circles (core, module)", || {
         let houses = [
             graph::House {
@@ -494,8 +507,29 @@ fn lint(p: &mut Phases) {
             Err(errs)
         }
     });
+    p.run("lint: the core's facade takes one list of services", || {
+        let n = graph::facade(&repo().join("driver/core/src/vgpu.rs"), "Vgpu")?;
+        eprintln!("lint: gvt_core::vgpu::Vgpu: {n} methods, none with more than one generic list of services");
+        Ok(())
+    });
     p.run("lint: cargo fmt --check", || {
         sh(cargo().args(["fmt", "--all", "--check"]))
+    });
+    // The module's files are not a cargo crate: rustfmt itself, same settings.
+    p.run("lint: rustfmt --check driver/kmod", || {
+        let mut c = Command::new("rustfmt");
+        c.args(["--check", "--edition", "2021", "--config-path"])
+            .arg(repo().join("rustfmt.toml"));
+        for e in
+            fs::read_dir(repo().join("driver/kmod")).map_err(|e| format!("driver/kmod: {e}"))?
+        {
+            let path = e.map_err(|e| format!("driver/kmod: {e}"))?.path();
+            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            if name.ends_with(".rs") && !name.ends_with("_generated.rs") {
+                c.arg(&path);
+            }
+        }
+        sh(&mut c)
     });
     p.run("lint: clippy -D warnings", || {
         sh(cargo().args([
@@ -545,6 +579,7 @@ fn main() {
             });
         }
         Some("test") => {
+            lint(&mut p);
             setup(&mut p);
             host_tests(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
