@@ -166,7 +166,7 @@ const VBLANK: usize = 1;
 pub(crate) struct Shared<V> {
     pub(crate) cfg: ParentConfig,
     pub(crate) layout: GmLayout,
-    /// Partitions and ids (`Parent::state` of the lock table).
+    /// Partitions and ids (`Shared::partitions` of the lock table).
     #[pin]
     pub(crate) partitions: Mutex<Partitions>,
     /// The GPU lock: the mediated gvt-sim GPU and the physical GGTT.

@@ -1,8 +1,8 @@
 //! The import-graph check of `cargo xtask lint`: no import circles between
 //! the files of one house (the core, the kernel module).
 //!
-//! A file is a node named by its top-level module (`src/e2e/hostile.rs` is
-//! part of `e2e`); an arrow `a -> b` is any path in `a` that resolves, through
+//! A file is a node named by its top-level module (a file `src/m/x.rs` is
+//! part of `m`); an arrow `a -> b` is any path in `a` that resolves, through
 //! `super::`/`crate::`/`self::`, to a module `b` of the same house: in `use`
 //! trees, in expressions and types, and in macro bodies (as tokens).  Paths
 //! into other crates (and the module's `gvt_core`, which is the core's house)
