@@ -451,7 +451,7 @@ cfg_reads 0\ncfg_writes 0\ncfg_rejected 0\nresets 0\nggtt_mapped 0\nggtt_rejecte
 ppgtt_pinned 0\nvblank_frames 0\nvblank_ticks 0\nflips 0\nsubmissions_accepted 0\nsubmissions_held 0\n\
 submissions_rejected 0\nengine_faults 0\nstate idle\nrcs_time_ns 0\nbcs_time_ns 0\nmediation_ns 0\nsubmissions 0\n\
 cmds_audited 0\nreject_unknown_cmd 0\nreject_privileged 0\nreject_bad_address 0\nreject_malformed 0\n\
-reject_backpressure 0\nreject_failed 0\nreject_bad_geometry 0\ntrap_pm 0\ntrap_tail 0\ntrap_pte 0\ntrap_other 0\n\
+reject_backpressure 0\nreject_failed 0\nreject_bad_geometry 0\n\
 ctx_switches 0\nhangs 0\nhangs_total 0\nself_map_faults 0\npins_refused_unmapping 0\nunmap_retries 0";
 
 /// The driver's placement (gvt-core `partition.rs`): among the free gaps of

@@ -3,42 +3,17 @@
 //!
 //! One [`VgpuStats`] per vGPU.  The scheduler ([`super::sched`]) keeps the
 //! table and updates the fields it owns (engine time, context switches, hangs,
-//! submissions, flow-control refusals, state); the trap handlers and the
-//! command auditor update theirs through `Scheduler::stats_mut` with
-//! [`VgpuStats::count_trap`], [`VgpuStats::count_audited`] and
-//! [`VgpuStats::count_reject`].  [`VgpuStats::format`] renders everything as
+//! submissions, flow-control refusals, state); the command auditor updates
+//! its own through `Scheduler::stats_mut` with [`VgpuStats::count_audited`]
+//! and [`VgpuStats::count_reject`].  Traps are counted where they happen,
+//! per vGPU and without the GPU lock (`mmio::TrapStats`, the `traps_<kind>`
+//! lines of `gvt/stats`), not here.  [`VgpuStats::format`] renders everything as
 //! `key value` lines into any [`core::fmt::Write`], e.g. a
 //! [`super::vgpu_types::SliceWriter`] over a sysfs `show` page.
 
 use core::fmt::{self, Write};
 
 use super::backend::EngineId;
-
-/// Trap classes of the paper's Figure 13.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TrapKind {
-    /// Power-management registers (forcewake and friends, paper §3.6).
-    Pm = 0,
-    /// Ring TAIL writes: command submissions.
-    Tail = 1,
-    /// GGTT PTE writes (and write-protected PPGTT page-table pages).
-    Pte = 2,
-    /// Every other trapped access.
-    Other = 3,
-}
-
-impl TrapKind {
-    pub const COUNT: usize = 4;
-    pub const ALL: [TrapKind; 4] = [TrapKind::Pm, TrapKind::Tail, TrapKind::Pte, TrapKind::Other];
-    pub const fn name(self) -> &'static str {
-        match self {
-            TrapKind::Pm => "pm",
-            TrapKind::Tail => "tail",
-            TrapKind::Pte => "pte",
-            TrapKind::Other => "other",
-        }
-    }
-}
 
 /// Why a submission or a command was refused (paper §3.5: isolation, DoS).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,8 +102,6 @@ pub struct VgpuStats {
     pub cmds_audited: u64,
     /// Refusals per [`RejectClass`].
     pub rejections: [u64; RejectClass::COUNT],
-    /// Trapped accesses per [`TrapKind`].
-    pub traps: [u64; TrapKind::COUNT],
     /// Render/blitter context switches into this vGPU.
     pub ctx_switches: u64,
     /// Engine hangs this vGPU was found guilty of (since its last reset).
@@ -146,18 +119,12 @@ impl VgpuStats {
         submissions: 0,
         cmds_audited: 0,
         rejections: [0; RejectClass::COUNT],
-        traps: [0; TrapKind::COUNT],
         ctx_switches: 0,
         hangs: 0,
         hangs_total: 0,
         state: VgpuState::Absent,
     };
 
-    pub fn count_trap(&mut self, kind: TrapKind) {
-        if let Some(c) = self.traps.get_mut(kind as usize) {
-            *c = c.saturating_add(1);
-        }
-    }
     pub fn count_reject(&mut self, class: RejectClass) {
         if let Some(c) = self.rejections.get_mut(class as usize) {
             *c = c.saturating_add(1);
@@ -170,10 +137,6 @@ impl VgpuStats {
         if let Some(t) = self.engine_ns.get_mut(e.index()) {
             *t = t.saturating_add(ns);
         }
-    }
-    /// All trapped accesses.
-    pub fn traps_total(&self) -> u64 {
-        self.traps.iter().fold(0u64, |a, b| a.saturating_add(*b))
     }
     /// All refusals.
     pub fn rejections_total(&self) -> u64 {
@@ -192,9 +155,6 @@ impl VgpuStats {
         writeln!(w, "cmds_audited {}", self.cmds_audited)?;
         for c in RejectClass::ALL {
             writeln!(w, "reject_{} {}", c.name(), self.rejections[c as usize])?;
-        }
-        for k in TrapKind::ALL {
-            writeln!(w, "trap_{} {}", k.name(), self.traps[k as usize])?;
         }
         writeln!(w, "ctx_switches {}", self.ctx_switches)?;
         writeln!(w, "hangs {}", self.hangs)?;
@@ -221,22 +181,18 @@ mod tests {
     fn counters_and_format() {
         let mut s = VgpuStats::EMPTY;
         s.state = VgpuState::Running;
-        s.count_trap(TrapKind::Pm);
-        s.count_trap(TrapKind::Pm);
-        s.count_trap(TrapKind::Tail);
         s.count_reject(RejectClass::BadAddress);
         s.count_audited(17);
         s.add_engine_time(EngineId::Bcs, 1234);
-        assert_eq!(s.traps_total(), 3);
         assert_eq!(s.rejections_total(), 1);
         let (t, fit) = format::<1024>(&s);
         assert!(fit);
         assert!(t.starts_with("state running\n"));
         assert!(t.contains("\nbcs_time_ns 1234\n"));
         assert!(t.contains("\ncmds_audited 17\n"));
-        assert!(t.contains("\ntrap_pm 2\n"));
-        assert!(t.contains("\ntrap_tail 1\n"));
-        assert!(t.contains("\ntrap_pte 0\n"));
+        // The scheduler counts no traps: `gvt/stats` once showed its
+        // never-fed `trap_*` zeros next to the live `traps_*` counters.
+        assert!(!t.contains("trap_"), "{t}");
         assert!(t.contains("\nreject_bad_address 1\n"));
         assert!(t.ends_with("hangs_total 0\n"));
     }
@@ -260,11 +216,8 @@ mod tests {
     #[test]
     fn counters_saturate() {
         let mut s = VgpuStats::EMPTY;
-        s.traps[TrapKind::Other as usize] = u64::MAX;
-        s.count_trap(TrapKind::Other);
         s.count_audited(u64::MAX);
         s.count_audited(5);
-        assert_eq!(s.traps[3], u64::MAX);
         assert_eq!(s.cmds_audited, u64::MAX);
     }
 }
