@@ -1,7 +1,7 @@
 //! The vGPU register map (paper §3.3 "MMIO ... trap-and-emulate", §3.6 PM
 //! registers), declared once.
 //!
-//! Every register is one row of the [`register!`] table below: its name
+//! Every register is one row of the `register!` table below: its name
 //! (which also becomes a `pub const` with the register's offset), its width,
 //! its offset (and for register arrays the element count and stride), its
 //! documentation, the bit fields of its value (a type with one getter and
