@@ -24,6 +24,7 @@
 //! shared by all types, creating any vGPU lowers every type's count.
 
 use core::fmt::{self, Write};
+use core::num::{NonZeroU32, NonZeroU64};
 
 use super::partition::{GmLayout, PartitionRequest, Partitioner};
 
@@ -180,12 +181,14 @@ impl VgpuTypes {
         let mut types = [None; MAX_TYPES];
         let mut k = 0;
         for n in INSTANCE_COUNTS {
-            if n > max_vgpus {
+            // Divisions by a `NonZero` cannot panic: no divide-by-zero check
+            // (and no panic path) in the module's init, which inlines this.
+            let Some(d) = NonZeroU32::new(n).filter(|_| n <= max_vgpus) else {
                 continue;
-            }
-            let low = round_down_mib(layout.aperture_size / n as u64);
-            let high = round_down_mib(high_pool / n as u64);
-            let fences = layout.fences / n;
+            };
+            let low = round_down_mib(layout.aperture_size / NonZeroU64::from(d));
+            let high = round_down_mib(high_pool / NonZeroU64::from(d));
+            let fences = layout.fences / d;
             if low < MIN_LOW_GM || high < MIN_HIGH_GM || fences == 0 {
                 continue;
             }
@@ -201,7 +204,7 @@ impl VgpuTypes {
                 high_gm_size: high,
                 fences,
                 resolution,
-                weight: VGPU_MAX_WEIGHT / n,
+                weight: VGPU_MAX_WEIGHT / d,
             };
             if let Some(slot) = types.get_mut(k) {
                 *slot = Some(t);
