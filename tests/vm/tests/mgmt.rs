@@ -268,7 +268,7 @@ fn type_of(parent: &str, suffix: &str) -> String {
 #[ignore = "runs inside the VM rig"]
 fn mdevctl_lists_and_starts_a_gvtctl_definition() {
     fresh();
-    let v = mdevctl(&["version"]);
+    let v = mdevctl(&["--version"]);
     assert!(
         v.stdout.contains("1.4") || v.stderr.contains("1.4"),
         "trixie's mdevctl 1.4"
@@ -757,13 +757,14 @@ fn libvirt_domain_with_gvtctl_hostdev_boots_l2() {
     fresh();
     let _lv = start_libvirt();
     // docs/management.md's rule for orchestrators that write no mdev attributes
-    // (KubeVirt): region planes for every new gvt-rs vGPU, set by udev on `add`.
+    // (KubeVirt): region planes for every new gvt-rs vGPU, set by udev on `bind` (the
+    // gvt/ attributes come with the driver, after `add`).
     let rule = Path::new("/run/udev/rules.d/71-gvt-rs-region-display.rules");
     fs::create_dir_all(rule.parent().unwrap()).unwrap();
     let _rule = Scripts(vec![rule.into()]);
     fs::write(
         rule,
-        "ACTION==\"add\", SUBSYSTEM==\"mdev\", TEST==\"gvt/dmabuf\", ATTR{gvt/dmabuf}=\"0\"\n",
+        "ACTION==\"bind\", SUBSYSTEM==\"mdev\", TEST==\"gvt/dmabuf\", ATTR{gvt/dmabuf}=\"0\"\n",
     )
     .unwrap();
     let udevadm = |a: &[&str]| run_in("/usr/bin/udevadm", a, None, Duration::from_secs(90), false);
