@@ -681,6 +681,7 @@ impl MdevVgpu {
             }
             Err(e) => {
                 shared.free_vgpu(id, pid);
+                shared.vgpu_released();
                 Err(e)
             }
         }
@@ -865,6 +866,9 @@ impl MdevVgpu {
         }
         p.free_vgpu(v.id, v.pid);
         pr_info!("vGPU {} destroyed\n", v.id);
+        drop(v);
+        // Last: the parent may go as soon as this is counted.
+        p.vgpu_released();
     }
 
     /// `vfio_device_ops.open_device`.
