@@ -33,6 +33,7 @@
 //! | `MdevVgpu::irqs` | eventfds, INTx mask | anything | `eventfd_signal` |
 //! | `Shared::slots` | slot -> live vGPU | nothing (workers) | nothing: queues work, try-locks |
 //! | `Shared::partitions` | partitions and ids | nothing | nothing |
+//! | `Shared::vgpus` (an atomic count, no lock) | vGPUs whose data exists: the parent waits for 0 before it goes | nothing | nothing |
 //! | `Shared::invalidating` (the registry's lock) | DMA ranges being unmapped | nothing (`dma_unmap`, before `state`), or `state` (a pin checks its frame, only while a range is being unmapped) | nothing |
 //! | the C work item's spinlock (`kapi::CWork::arm`) | the vblank timer's armed deadline | nothing (effects are applied with every lock dropped) | nothing (irqs off) |
 //!

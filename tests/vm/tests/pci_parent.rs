@@ -350,3 +350,87 @@ fn pci_parent_rmmod_with_two_bound_and_virtual_parent_off() {
     assert_eq!(mdev_bus_names(), ["gvt-sim0"]);
     assert_eq!(available(), full());
 }
+
+/// The function hot-unplugged (sysfs `remove`) while a thread keeps creating
+/// and removing vGPUs on it: the creates racing the removal fail cleanly
+/// (the mdev core refuses them once the parent is going, then the type's
+/// `create` file is gone), no vGPU is left, and after a rescan the function
+/// is back, unbound, and binds again to a parent at full capacity.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn pci_parent_hot_unplug_while_creating() {
+    fresh();
+    let spare = spare_functions();
+    let p = PciParent::bind(&spare[1]);
+    let bdf = p.bdf.clone();
+    let ty = type_on(&bdf, 32);
+    let create = parent_dir(&bdf)
+        .join("mdev_supported_types")
+        .join(&ty)
+        .join("create");
+    // A vGPU opened and closed once: the parent's GPU has run.
+    let m = Mdev::create(&bdf, &ty).unwrap();
+    let dev = open(&m);
+    enable_mem(&dev);
+    assert_eq!(read64(&dev, VFIO_PCI_BAR0_REGION_INDEX, PVINFO), VGT_MAGIC);
+    drop(dev);
+    std::mem::forget(m); // goes with the function
+    let (tx, rx) = mpsc::channel();
+    let racer = thread::spawn(move || {
+        let mut made = 0u32;
+        for i in 0..100_000 {
+            let u = gvt_vmtests::new_uuid();
+            match fs::write(&create, &u) {
+                Ok(()) => {
+                    made += 1;
+                    let _ = fs::write(
+                        Path::new("/sys/bus/mdev/devices").join(&u).join("remove"),
+                        "1",
+                    );
+                }
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {
+                    return (made, e.raw_os_error())
+                }
+                Err(e) => {
+                    // ENODEV: the parent is being unregistered.
+                    assert!(
+                        matches!(e.raw_os_error(), Some(libc::ENODEV) | Some(libc::ENOSPC)),
+                        "create #{i}: {e}"
+                    );
+                }
+            }
+            if i == 3 {
+                tx.send(()).unwrap();
+            }
+        }
+        (made, None)
+    });
+    rx.recv().unwrap();
+    fs::write(pci_dir(&bdf).join("remove"), "1").expect("remove the function");
+    let (made, end) = racer.join().unwrap();
+    assert!(made >= 1, "the racer created vGPUs before the unplug");
+    assert_eq!(
+        end,
+        Some(libc::ENOENT),
+        "the type's create file went with the parent"
+    );
+    assert!(!pci_dir(&bdf).exists());
+    assert!(!parent_dir(&bdf).exists());
+    let left: Vec<String> = fs::read_dir("/sys/bus/mdev/devices")
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "no vGPU left: {left:?}");
+    // Back after a rescan: a new device, no override, no driver.
+    fs::write("/sys/bus/pci/rescan", "1").unwrap();
+    assert!(pci_dir(&bdf).exists(), "{bdf} back after the rescan");
+    assert_eq!(driver_of(&bdf), None);
+    assert_eq!(driver_override(&bdf), None);
+    drop(p);
+    let p = PciParent::bind(&bdf);
+    assert_eq!(available_on(p.name()), full());
+    let m = Mdev::create(p.name(), &type_on(p.name(), 64)).unwrap();
+    m.remove().unwrap();
+    drop(p);
+    assert_eq!(available(), full());
+}
