@@ -17,7 +17,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gvt_vmtests::{ensure_module, new_uuid, skip, L2_DIR};
+use gvt_vmtests::pci::{spare_functions, PciParent};
+use gvt_vmtests::{ensure_module, new_uuid, L2_DIR};
 use serde_json::Value;
 
 const PARENT: &str = "gvt-sim0";
@@ -181,66 +182,13 @@ fn gvt_devices() -> Vec<String> {
 
 /// The driver loaded with the rig's parameters, no gvt-rs vGPU and no definition of
 /// ours left over from an earlier test.
-fn fresh() -> String {
+fn fresh() {
     ensure_module("gvt_rs", &PARAMS);
     for u in gvt_devices() {
         fs::write(dev(&u).join("remove"), "1").unwrap();
     }
-    let parent = pci_parent().unwrap_or_else(|| PARENT.to_string());
     let _ = fs::remove_dir_all(Path::new(ETC).join(PARENT));
-    let _ = fs::remove_dir_all(Path::new(ETC).join(&parent));
     assert!(gvt_devices().is_empty());
-    parent
-}
-
-/// The PCI function gvt_rs drives as a parent, if there is one (`0000:00:...`): the
-/// parents in /sys/class/mdev_bus whose device is a PCI function bound to gvt_rs.
-fn pci_parent() -> Option<String> {
-    let mut v: Vec<String> = fs::read_dir("/sys/class/mdev_bus")
-        .ok()?
-        .filter_map(|e| {
-            let n = e.ok()?.file_name().to_string_lossy().into_owned();
-            let drv =
-                fs::read_link(Path::new("/sys/bus/pci/devices").join(&n).join("driver")).ok()?;
-            (drv.file_name()? == "gvt_rs").then_some(n)
-        })
-        .collect();
-    v.sort();
-    v.into_iter().next()
-}
-
-/// A spare PCI function (the rig's pci-testdev at 0000:00:04.0, tools/vm-run.sh) bound
-/// to gvt_rs by `driver_override` for one test, so that gvt_rs has a PCI parent there;
-/// unbound again (override cleared) when dropped.  `None` where the rig has no spare
-/// function or the module no PCI driver.
-struct PciParent(String);
-
-impl PciParent {
-    fn bind() -> Option<PciParent> {
-        if let Some(p) = pci_parent() {
-            return Some(PciParent(p));
-        }
-        let bdf = "0000:00:04.0";
-        let d = Path::new("/sys/bus/pci/devices").join(bdf);
-        if !d.exists() || !Path::new("/sys/bus/pci/drivers/gvt_rs").exists() {
-            return None;
-        }
-        fs::write(d.join("driver_override"), "gvt_rs").ok()?;
-        let _ = fs::write("/sys/bus/pci/drivers_probe", bdf);
-        let p = pci_parent();
-        if p.is_none() {
-            let _ = fs::write(d.join("driver_override"), "\n");
-        }
-        p.map(PciParent)
-    }
-}
-
-impl Drop for PciParent {
-    fn drop(&mut self) {
-        let d = Path::new("/sys/bus/pci/devices").join(&self.0);
-        let _ = fs::write("/sys/bus/pci/drivers/gvt_rs/unbind", &self.0);
-        let _ = fs::write(d.join("driver_override"), "\n");
-    }
 }
 
 /// The first type of `parent` whose name ends with `suffix` (`GVTsim_32M`).
@@ -860,26 +808,49 @@ fn libvirt_domain_with_gvtctl_hostdev_boots_l2() {
 /// --cap mdev_types`, `nodedev-dumpxml`), then an mdev defined and started through
 /// libvirt (`nodedev-define` + `nodedev-start`: libvirt runs mdevctl) that gvtctl and
 /// sysfs see, stopped and undefined through libvirt.  libvirt knows only PCI (CSS, AP)
-/// mdev parents: without gvt_rs's PCI parent this test says so and skips.
+/// mdev parents: the virtual gvt-sim0 is not listed, the rig's spare PCI function
+/// bound to gvt_rs is.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn libvirt_nodedev_lists_types_and_starts_an_mdev() {
     fresh();
-    let bound = PciParent::bind();
     let _lv = start_libvirt();
     let l = virsh(&["nodedev-list", "--cap", "mdev_types"]).ok().stdout;
-    let Some(PciParent(pci)) = &bound else {
-        assert!(!l.contains("gvt"), "libvirt lists no virtual parent: {l}");
-        skip("gvt_rs has no PCI-function parent here: libvirt's node-device driver lists only PCI (CSS, AP) mdev parents");
-        return;
-    };
-    let pci = pci.clone();
+    assert!(
+        !l.contains("gvt"),
+        "libvirt lists no virtual parent (gvt-sim0): {l}"
+    );
+    // The rig's spare PCI function bound to gvt_rs (driver_override) while libvirtd
+    // runs: the mdev core's uevent reaches it through udevd, and the function becomes
+    // an mdev parent in libvirt's view.
+    let bound = PciParent::bind(&spare_functions()[0]);
+    let pci = bound.name().to_string();
     let _ = fs::remove_dir_all(Path::new(ETC).join(&pci));
     let name = format!("pci_{}", pci.replace([':', '.'], "_"));
-    assert!(
-        l.lines().any(|x| x.trim() == name),
-        "{name} in nodedev-list --cap mdev_types: {l}"
+    let t0 = Instant::now();
+    loop {
+        let o = run_in(
+            "/usr/bin/virsh",
+            &["nodedev-list", "--cap", "mdev_types"],
+            None,
+            Duration::from_secs(60),
+            true,
+        );
+        if o.stdout.lines().any(|x| x.trim() == name) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{name} not in nodedev-list --cap mdev_types 60 s after the bind: {}",
+            o.stdout
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    println!(
+        "libvirt saw the new parent {:.1} s after the bind",
+        t0.elapsed().as_secs_f64()
     );
+    virsh(&["nodedev-list", "--cap", "mdev_types"]).ok();
     let x = virsh(&["nodedev-dumpxml", &name]).ok().stdout;
     let ty = type_of(&pci, "GVTsim_32M");
     assert!(x.contains("<capability type='mdev_types'>"), "{x}");
