@@ -785,7 +785,7 @@ fn libvirt_domain_with_gvtctl_hostdev_boots_l2() {
         panic!("the L2 guest did not finish in 400 s:\n{out}");
     }
     assert!(
-        qlog.contains(&format!("sysfsdev=/sys/bus/mdev/devices/{u}")),
+        qlog.contains(&format!("\"sysfsdev\":\"/sys/bus/mdev/devices/{u}\"")),
         "libvirt handed QEMU the vGPU:\n{qlog}"
     );
     assert!(
