@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gvt_vmtests::pci::{spare_functions, PciParent};
-use gvt_vmtests::{ensure_module, new_uuid, L2_DIR};
+use gvt_vmtests::{ensure_module, l2_booted, nested_accel, nested_retry_marker, new_uuid, L2_DIR};
 use serde_json::Value;
 
 const PARENT: &str = "gvt-sim0";
@@ -656,18 +656,14 @@ fn start_libvirt() -> Libvirt {
 /// The L2 domain: the rig's L2 kernel and initramfs (tools/vm/l2-init reports the PCI
 /// functions it sees, then runs /bin/l2-`l2_cmd`), `hostdev` pasted into `<devices>`.
 fn l2_domain_xml(name: &str, hostdev: &str, l2_cmd: &str, console: &str) -> String {
-    let kvm = Path::new("/dev/kvm").exists();
-    let (ty, cpu) = if kvm {
-        (
-            "kvm",
-            "<cpu mode='host-passthrough'><feature policy='disable' name='xsave'/></cpu>",
-        )
-    } else {
-        (
-            "qemu",
-            "<cpu mode='custom' match='exact'><model>qemu64</model></cpu>",
-        )
-    };
+    // TCG: the L2 runs as QEMU code in L1.  (KVM on TCG's emulated SVM ran this
+    // domain once in 116 s and stalled the whole L1 in the next run, as the demo's
+    // nested display did: the domain is the same either way, `type='kvm'` and
+    // `<cpu mode='host-passthrough'>` on a real host.)
+    let (ty, cpu) = (
+        "qemu",
+        "<cpu mode='custom' match='exact'><model>qemu64</model></cpu>",
+    );
     format!(
         "<domain type='{ty}'>
   <name>{name}</name>
@@ -733,42 +729,62 @@ fn libvirt_domain_with_gvtctl_hostdev_boots_l2() {
     fs::write("/run/gvt-l2.xml", &xml).unwrap();
     println!("$ cat /run/gvt-l2.xml\n{xml}");
     virsh(&["define", "/run/gvt-l2.xml"]).ok();
-    let t0 = Instant::now();
-    let started = virsh(&["start", "gvt-l2"]);
-    if started.code != 0 {
-        if let Ok(s) = fs::read_to_string("/var/log/libvirt/qemu/gvt-l2.log") {
-            println!("---- /var/log/libvirt/qemu/gvt-l2.log ----\n{s}");
-        }
-        panic!("virsh start failed: {}", started.stderr);
-    }
+    // Nested virtualization here is KVM on TCG's emulated SVM, where an L2 kernel
+    // sometimes never starts: like run_l2, a domain whose console has no
+    // "Linux version" after 150 s is destroyed and started once more, and the rig
+    // counts the retry (GVT-RIG: nested-retry).
     let mut holder = None;
-    let state = loop {
-        let s = run_in(
-            "/usr/bin/virsh",
-            &["domstate", "gvt-l2"],
-            None,
-            Duration::from_secs(60),
-            true,
-        );
-        let st = s.stdout.trim().to_string();
-        if st != "running" || t0.elapsed() > Duration::from_secs(400) {
-            break st;
+    let mut t0;
+    let mut retried = false;
+    let state = 'boot: loop {
+        t0 = Instant::now();
+        let started = virsh(&["start", "gvt-l2"]);
+        if started.code != 0 {
+            if let Ok(s) = fs::read_to_string("/var/log/libvirt/qemu/gvt-l2.log") {
+                println!("---- /var/log/libvirt/qemu/gvt-l2.log ----\n{s}");
+            }
+            panic!("virsh start failed: {}", started.stderr);
         }
-        if holder.is_none() {
-            let i = run_in(
-                "/usr/bin/gvtctl",
-                &["--json", "info", &u],
+        loop {
+            let s = run_in(
+                "/usr/bin/virsh",
+                &["domstate", "gvt-l2"],
                 None,
                 Duration::from_secs(60),
                 true,
             );
-            if let Ok(v) = serde_json::from_str::<Value>(&i.stdout) {
-                if v["in_use"] == true {
-                    holder = Some(v["holders"][0].clone());
+            let st = s.stdout.trim().to_string();
+            if st != "running" || t0.elapsed() > Duration::from_secs(400) {
+                break 'boot st;
+            }
+            let boot_limit = Duration::from_secs(150);
+            if !retried
+                && t0.elapsed() > boot_limit
+                && !l2_booted(&fs::read_to_string(console).unwrap_or_default())
+            {
+                eprintln!("{}", nested_retry_marker("tcg", boot_limit));
+                virsh(&["destroy", "gvt-l2"]).ok();
+                let _ = fs::remove_file(console);
+                retried = true;
+                continue 'boot;
+            }
+            if holder.is_none() {
+                let i = run_in(
+                    "/usr/bin/gvtctl",
+                    &["--json", "info", &u],
+                    None,
+                    Duration::from_secs(60),
+                    true,
+                );
+                if let Ok(v) = serde_json::from_str::<Value>(&i.stdout) {
+                    if v["in_use"] == true {
+                        holder = Some(v["holders"][0].clone());
+                    }
                 }
             }
+            // One vCPU runs L1 and the nested guest: poll gently.
+            std::thread::sleep(Duration::from_secs(2));
         }
-        std::thread::sleep(Duration::from_millis(200));
     };
     println!(
         "domain state after {:.1} s: {state}",
