@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gvt_vmtests::pci::{spare_functions, PciParent};
-use gvt_vmtests::{ensure_module, l2_booted, nested_accel, nested_retry_marker, new_uuid, L2_DIR};
+use gvt_vmtests::{ensure_module, l2_booted, nested_retry_marker, new_uuid, L2_DIR};
 use serde_json::Value;
 
 const PARENT: &str = "gvt-sim0";
