@@ -754,7 +754,7 @@ fn libvirt_domain_with_gvtctl_hostdev_boots_l2() {
                 true,
             );
             let st = s.stdout.trim().to_string();
-            if st != "running" || t0.elapsed() > Duration::from_secs(400) {
+            if st != "running" || t0.elapsed() > Duration::from_secs(600) {
                 break 'boot st;
             }
             let boot_limit = Duration::from_secs(150);
@@ -798,7 +798,7 @@ fn libvirt_domain_with_gvtctl_hostdev_boots_l2() {
     }
     if state == "running" {
         let _ = virsh(&["destroy", "gvt-l2"]);
-        panic!("the L2 guest did not finish in 400 s:\n{out}");
+        panic!("the L2 guest did not finish in 600 s:\n{out}");
     }
     assert!(
         qlog.contains(&format!("\"sysfsdev\":\"/sys/bus/mdev/devices/{u}\"")),
@@ -890,6 +890,7 @@ fn libvirt_nodedev_lists_types_and_starts_an_mdev() {
     let d = virsh(&["nodedev-define", "/run/gvt-mdev.xml"]).ok().stdout;
     let mdev_name = d
         .split_whitespace()
+        .map(|w| w.trim_matches('\''))
         .find(|w| w.starts_with("mdev_"))
         .unwrap_or_else(|| panic!("the defined node device's name: {d}"))
         .to_string();
