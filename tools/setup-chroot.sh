@@ -25,6 +25,7 @@ mgmt_want="$(echo $MGMT_PKGS | md5sum | cut -c1-12)"
 # (policy-rc.d says no while they install; nothing in the chroot runs).
 install_mgmt() {
   printf '#!/bin/sh\nexit 101\n' > "$CHROOT/usr/sbin/policy-rc.d"; chmod +x "$CHROOT/usr/sbin/policy-rc.d"
+  trap 'rm -f "$CHROOT/usr/sbin/policy-rc.d"' EXIT
   step "installing mdevctl, libvirt and udev in the chroot (for the VM image)" \
     in_chroot "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $MGMT_PKGS >/dev/null"
   rm -f "$CHROOT/usr/sbin/policy-rc.d"
