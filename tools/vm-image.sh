@@ -2,8 +2,9 @@
 # Build the VM rig's initramfs: static busybox, Debian's vfio/vfio_iommu_type1/
 # mdev (+ kvm/kvm-amd for nested guests), the project's modules, the static
 # test binaries given as arguments (a binary named gvtctl becomes /usr/bin/gvtctl,
-# with the udev rules in /etc/udev/rules.d), and the nested-guest kit (trixie's QEMU 10
-# with its libraries and firmware, the L2 kernel and the L2 initramfs).
+# with the udev rules in /etc/udev/rules.d), the nested-guest kit (trixie's QEMU 10
+# with its libraries and firmware, the L2 kernel and the L2 initramfs), and the
+# management stack (trixie's mdevctl, libvirtd + virsh, udevd; tests/vm/tests/mgmt.rs).
 #   tools/vm-image.sh OUT.cpio.gz TEST_BINARY...
 source "$(dirname "$0")/common.sh"
 out="$1"; shift
