@@ -97,6 +97,10 @@ module! {
             default: 3,
             description: "Engine hangs a vGPU may cause before it is put in the failed state (1..=1000)",
         },
+        dmabuf: u32 {
+            default: 0,
+            description: "Initial sysfs gvt/dmabuf of new vGPUs: 0 = display region only (any VMM display, also without OpenGL), 1 = also dma-buf planes (zero-copy; QEMU then requires an OpenGL display)",
+        },
     },
 }
 
@@ -112,6 +116,7 @@ impl kernel::Module for GvtRs {
             fences: module_parameters::fences.value(),
             max_vgpus: module_parameters::max_vgpus.value(),
             hang_threshold: module_parameters::hang_threshold.value(),
+            dmabuf: module_parameters::dmabuf.value(),
         };
         let parent = parent::Parent::register(module, cfg)?;
         Ok(GvtRs { parent })

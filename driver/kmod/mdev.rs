@@ -262,9 +262,14 @@ pub(crate) struct MdevVgpu {
     /// Faults refused by the `pinning` guard (sysfs `gvt/stats`
     /// `self_map_faults`).
     pub(crate) self_faults: AtomicU64,
-    /// dma-buf planes offered (sysfs `gvt/dmabuf`; on by default).  A VMM
-    /// without OpenGL (QEMU `display=on` with no GL display) needs them off:
-    /// QEMU takes dma-buf planes whenever the probe says they exist.
+    /// dma-buf planes offered (sysfs `gvt/dmabuf`; initially the module
+    /// parameter `dmabuf`, 0 by default).  QEMU takes dma-buf planes
+    /// whenever the probe says they exist, and then refuses to start
+    /// without an OpenGL display ("opengl not available"): off by default,
+    /// `display=on` works with any VMM display (KubeVirt's and libvirt's
+    /// defaults: VNC, `ramfb=on`, no GL) through the display region; a
+    /// VMM with GL opts in per vGPU (`gvtctl create --display dmabuf`, an
+    /// mdevctl attribute) or host-wide (`dmabuf=1`).
     pub(crate) dmabuf: AtomicBool,
     /// dma-buf fds handed out by `VFIO_DEVICE_GET_GFX_DMABUF` (sysfs
     /// `gvt/display`: shows which display path the VMM took).
@@ -802,7 +807,7 @@ impl MdevVgpu {
                 failed_told: AtomicBool::new(false),
                 pinning: AtomicUsize::new(0),
                 self_faults: AtomicU64::new(0),
-                dmabuf: AtomicBool::new(true),
+                dmabuf: AtomicBool::new(shared.cfg.dmabuf == 1),
                 dmabufs_exported: AtomicU64::new(0),
                 dmabuf_account,
                 log <- new_mutex!(RateLimit::new()),

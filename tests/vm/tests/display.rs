@@ -90,6 +90,8 @@ struct Rig {
 impl Rig {
     fn new(mb: u64) -> Rig {
         let m = Mdev::create(PARENT, &type_mb(mb)).expect("create vGPU");
+        // This file tests both display paths: dma-buf planes offered.
+        dmabuf_on(&m);
         let a = attrs(&m);
         let (dev, ram) = open_with_ram(&m, RAM_PAGES, 0x4000_0000);
         enable_mem(&dev);
@@ -1030,6 +1032,53 @@ fn display_nested_qemu_screendump() {
     s.finish();
 }
 
+/// The display path works with what orchestrators give a vGPU by default
+/// (issue 16): KubeVirt creates the vGPU by writing its UUID to the type's
+/// `create` (no attributes) and libvirt runs QEMU with `display='on'
+/// ramfb='on'` (`-device vfio-pci-nohotplug,...,display=on,ramfb=on`) and
+/// no OpenGL display.  QEMU takes dma-buf planes whenever the device offers
+/// them and then refuses to start without GL, so the driver's default is
+/// region planes only: this QEMU starts, and its screendump shows L2's
+/// frame.  The second half shows the clash the default avoids: the same
+/// command on the same vGPU with dma-buf planes offered (the driver's
+/// default before) makes QEMU refuse to start.  Against the old default the
+/// first half fails the same way.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn display_nested_qemu_orchestrator_defaults_without_gl() {
+    use gvt_vmtests::expected_frame;
+    use gvt_vmtests::screen::{NestedDisplay, Qemu};
+    use std::time::Duration;
+    let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
+    assert_eq!(
+        fs::read_to_string(m.sysfs_path().join("gvt/dmabuf"))
+            .unwrap()
+            .trim(),
+        "0",
+        "the driver's default: region planes only"
+    );
+    let mut s = NestedDisplay::start_device(&m, "tcg", true, "vfio-pci-nohotplug", ",ramfb=on");
+    let (w, h) = (s.width, s.height);
+    s.screendump()
+        .compare(&expected_frame(1, w, h), w, h)
+        .unwrap_or_else(|e| panic!("screendump of frame 1 with ramfb=on, no GL: {e}"));
+    let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
+    assert_eq!(dmabufs_exported(&d), 0, "{d}");
+    s.finish();
+
+    dmabuf_on(&m);
+    let mut q = Qemu::spawn(&NestedDisplay::command(
+        &m,
+        "tcg",
+        "vfio-pci-nohotplug",
+        ",ramfb=on",
+    ));
+    let l = q.wait_for("opengl not available", Duration::from_secs(120));
+    println!("with dma-buf planes offered and no GL, QEMU says: {l}");
+    let st = q.child.wait().expect("qemu exit");
+    assert!(!st.success(), "QEMU without GL refused the dma-buf vGPU");
+}
+
 /// The pixels of every dma-buf process `pid` holds that is big enough for a
 /// `w × h` XRGB8888 plane (stride `4 w`), read through this process's own
 /// mapping of it: the fds are duplicated with `pidfd_getfd(2)` (root may),
@@ -1124,13 +1173,9 @@ fn display_nested_qemu_gl_dmabuf_edid() {
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     let desc = fs::read_to_string(m.sysfs_path().join("mdev_type/description")).unwrap();
     assert!(desc.contains("resolution: 1024x768"), "{desc}");
-    assert_eq!(
-        fs::read_to_string(m.sysfs_path().join("gvt/dmabuf"))
-            .unwrap()
-            .trim(),
-        "1",
-        "dma-buf planes on by default"
-    );
+    // The GL display takes dma-buf planes: offered for this vGPU (the
+    // driver's default is region planes only).
+    dmabuf_on(&m);
     let exported =
         || dmabufs_exported(&fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap());
     assert_eq!(exported(), 0);
@@ -1422,6 +1467,7 @@ fn display_dmabuf_exports_are_capped_and_never_export_scratch() {
 #[ignore = "runs inside the VM rig"]
 fn display_kept_dmabuf_never_sees_the_next_sessions_writes() {
     let m = Mdev::create(PARENT, &type_mb(64)).expect("create vGPU");
+    dmabuf_on(&m);
     let a = attrs(&m);
     let kept = {
         let dev = open(&m);
