@@ -33,6 +33,7 @@
 //! | `MdevVgpu::irqs` | eventfds, INTx mask | anything | `eventfd_signal` |
 //! | `Shared::slots` | slot -> live vGPU | nothing (workers) | nothing: queues work, try-locks |
 //! | `Shared::partitions` | partitions and ids | nothing | nothing |
+//! | `Shared::vgpus` (an atomic count, no lock) | vGPUs whose data exists: the parent waits for 0 before it goes | nothing | nothing |
 //! | `Shared::invalidating` (the registry's lock) | DMA ranges being unmapped | nothing (`dma_unmap`, before `state`), or `state` (a pin checks its frame, only while a range is being unmapped) | nothing |
 //! | the C work item's spinlock (`kapi::CWork::arm`) | the vblank timer's armed deadline | nothing (effects are applied with every lock dropped) | nothing (irqs off) |
 //!
@@ -686,6 +687,7 @@ impl MdevVgpu {
             }
             Err(e) => {
                 shared.free_vgpu(id, pid);
+                shared.vgpu_released();
                 Err(e)
             }
         }
@@ -870,6 +872,9 @@ impl MdevVgpu {
         }
         p.free_vgpu(v.id, v.pid);
         pr_info!("vGPU {} destroyed\n", v.id);
+        drop(v);
+        // Last: the parent may go as soon as this is counted.
+        p.vgpu_released();
     }
 
     /// `vfio_device_ops.open_device`.

@@ -249,7 +249,8 @@ pub struct ModifyArgs {
 pub enum SimCommand {
     /// Build a simulated sysfs tree under --root
     Init {
-        /// Comma-separated: gvt-rs, i915, mtty
+        /// Comma-separated: gvt-rs (virtual parent gvt-sim0), gvt-rs-pci (PCI parent
+        /// 0000:00:04.0), i915, mtty
         #[arg(long, default_value = "gvt-rs")]
         fixture: String,
     },

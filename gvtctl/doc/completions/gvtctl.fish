@@ -203,7 +203,7 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_s
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -f -a "hold" -d 'Pretend process PID holds the vGPU\'s VFIO node'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -f -a "load" -d 'Program the vGPU\'s simulated load: each statistics reading is one simulated second later and adds N to each named gvt/stats counter (or sets a text value)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l fixture -d 'Comma-separated: gvt-rs, i915, mtty' -r
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l fixture -d 'Comma-separated: gvt-rs (virtual parent gvt-sim0), gvt-rs-pci (PCI parent 0000:00:04.0), i915, mtty' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'

@@ -54,12 +54,17 @@ fn read_num(path: &Path) -> u64 {
 
 /// `available_instances` of every type, by type name.
 pub fn available() -> Vec<(String, u64)> {
-    types_of(PARENT)
+    available_on(PARENT)
+}
+
+/// `available_instances` of every type of `parent`, by type name.
+pub fn available_on(parent: &str) -> Vec<(String, u64)> {
+    types_of(parent)
         .into_iter()
         .map(|t| {
             let n = read_num(
                 &Path::new("/sys/class/mdev_bus")
-                    .join(PARENT)
+                    .join(parent)
                     .join("mdev_supported_types")
                     .join(&t)
                     .join("available_instances"),
