@@ -306,7 +306,7 @@ fn setup(p: &mut Phases) {
         sh(&mut tool("prepare-kernel.sh"))
     });
     p.run("setup: L2 kernel", || sh(&mut tool("build-l2-kernel.sh")));
-    p.run("setup: cloud-hypervisor (static, host cargo)", || {
+    p.run("setup: cloud-hypervisor", || {
         sh(&mut tool("build-cloud-hypervisor.sh"))
     });
 }
