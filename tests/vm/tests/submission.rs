@@ -735,6 +735,7 @@ fn guilty(m: &Mdev, limit: u64) -> Drv {
 /// [`guilty`] on a driver the caller opened (and wired) already.
 fn guilty_with(mut g: Drv, m: &Mdev, limit: u64) -> Drv {
     let accepted0 = stat(m, "submissions_accepted");
+    let hangs0 = stat(m, "hangs_total");
     let p = Ppgtt::setup(&mut g).expect("PPGTT");
     let (mut hangs, mut lost, mut attempt) = (0u64, 0u32, 0u32);
     let t0 = Instant::now();
@@ -774,7 +775,7 @@ fn guilty_with(mut g: Drv, m: &Mdev, limit: u64) -> Drv {
                 }
                 hangs += 1;
                 assert_eq!(
-                    stat(m, "hangs_total"),
+                    stat(m, "hangs_total") - hangs0,
                     hangs,
                     "attempt {attempt}: the hang is counted"
                 );
