@@ -98,6 +98,10 @@ module! {
             default: 3,
             description: "Engine hangs a vGPU may cause before it is put in the failed state (1..=1000)",
         },
+        dmabuf: u32 {
+            default: 0,
+            description: "Initial sysfs gvt/dmabuf of new vGPUs: 0 = display region only (any VMM display, also without OpenGL), 1 = also dma-buf planes (zero-copy; QEMU then requires an OpenGL display)",
+        },
         virtual_parent: bool {
             default: true,
             description: "Register the virtual parent gvt-sim0 (/sys/devices/virtual/gvt_rs/gvt-sim0) at load. PCI functions bound to the gvt_rs PCI driver by driver_override are parents as well, whatever this says",
@@ -113,6 +117,7 @@ pub(crate) fn parent_config() -> parent::ParentConfig {
         fences: module_parameters::fences.value(),
         max_vgpus: module_parameters::max_vgpus.value(),
         hang_threshold: module_parameters::hang_threshold.value(),
+        dmabuf: module_parameters::dmabuf.value(),
     }
 }
 

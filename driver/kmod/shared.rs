@@ -51,6 +51,8 @@ pub(crate) struct ParentConfig {
     pub(crate) fences: u32,
     pub(crate) max_vgpus: u32,
     pub(crate) hang_threshold: u32,
+    /// Initial `gvt/dmabuf` of a new vGPU (0 or 1).
+    pub(crate) dmabuf: u32,
 }
 
 impl ParentConfig {
@@ -79,6 +81,10 @@ impl ParentConfig {
                 "hang_threshold={} is invalid: must be in 1..=1000\n",
                 self.hang_threshold
             );
+            return Err(EINVAL);
+        }
+        if self.dmabuf > 1 {
+            pr_err!("dmabuf={} is invalid: must be 0 or 1\n", self.dmabuf);
             return Err(EINVAL);
         }
         if !(1..=MAX_VGPUS as u32).contains(&self.max_vgpus) {

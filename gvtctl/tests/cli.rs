@@ -288,10 +288,11 @@ fn create_by_type_with_uuid_weight_and_define() {
 #[test]
 fn create_and_define_choose_the_display_path() {
     let t = all();
-    // The driver's default: dma-buf planes on, and gvt/display says why the screen is black.
+    // The driver's default: region planes only (any VMM display), and gvt/display says why
+    // the screen is black.
     let (code, v) = t.json(&["create", "--aperture", "64M"]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v["gvt"]["dmabuf"], 1);
+    assert_eq!(v["gvt"]["dmabuf"], 0);
     let display = v["gvt"]["display"].as_str().unwrap();
     assert!(
         display.contains("guest has not initialized the display"),

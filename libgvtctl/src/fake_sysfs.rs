@@ -192,7 +192,7 @@ impl FakeMdevSysfs {
             ("state", "running".to_string()),
             ("stats", SIM_STATS.to_string()),
             ("ballooned", "0".to_string()),
-            ("dmabuf", "1".to_string()),
+            ("dmabuf", "0".to_string()),
             ("display", sim_display(&desc)),
         ])
     }

@@ -17,14 +17,16 @@ cargo xtask <command> [args]
 
 Commands:
   setup            install host packages, the Debian trixie build chroot, the
-                   pinned Debian kernel packages, a prepared kernel tree and the
-                   L2 kernel (cached in ~/.cache/gvt-rs, idempotent)
+                   pinned Debian kernel packages, a prepared kernel tree, the
+                   L2 kernel and a static cloud-hypervisor (cached in
+                   ~/.cache/gvt-rs, idempotent)
   kmod             build the gvt_rs kernel module (and the mtty peer sample)
   vm-test [FILTER] build everything and run the in-guest tests whose name
                    contains FILTER (all when omitted; a,b,c: any of them) in a
                    QEMU TCG guest
   demo             boot the VM, load the driver, show it working; saves the
-                   nested QEMU's screendump of a vGPU as target/gvt-demo/screen.png
+                   nested QEMU's screendump of a vGPU as target/gvt-demo/screen.png;
+                   last, a vGPU in cloud-hypervisor running the guest driver in L2
   test             all tests: host `cargo test --workspace`, the benches built
                    (--no-run), the gvt-core build with the kernel's rustc
                    1.85.1, fuzzing, the rig self-check, then every VM test
@@ -304,6 +306,9 @@ fn setup(p: &mut Phases) {
         sh(&mut tool("prepare-kernel.sh"))
     });
     p.run("setup: L2 kernel", || sh(&mut tool("build-l2-kernel.sh")));
+    p.run("setup: cloud-hypervisor", || {
+        sh(&mut tool("build-cloud-hypervisor.sh"))
+    });
 }
 
 fn vm_run(p: &mut Phases, filter: &str, what: &str) {

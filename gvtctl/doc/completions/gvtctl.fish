@@ -64,7 +64,7 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l parent -d 'Pare
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l type -d 'Exact mdev type (e.g. gvt_rs-GVTsim_64M, i915-GVTg_V5_4, mtty-1)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l uuid -d 'Use this UUID instead of a random one' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l weight -d 'Scheduler weight (gvt-rs types)' -r
-complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l display -d 'How QEMU\'s display=on gets the screen (gvt-rs types): dmabuf (zero-copy; QEMU needs a GL display such as -display egl-headless or gtk,gl=on) or region (any display, VNC included). Default: the driver\'s (dmabuf)' -r -f -a "dmabuf\t''
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l display -d 'How QEMU\'s display=on gets the screen (gvt-rs types): dmabuf (zero-copy; QEMU needs a GL display such as -display egl-headless or gtk,gl=on) or region (any display, VNC included). Default: the driver\'s (region, unless gvt_rs was loaded with dmabuf=1)' -r -f -a "dmabuf\t''
 region\t''"
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r

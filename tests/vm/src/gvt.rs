@@ -673,6 +673,12 @@ pub fn msi_on(dev: &VfioDevice) -> vmm_sys_util::eventfd::EventFd {
     msi
 }
 
+/// Offer dma-buf planes on `m` (sysfs `gvt/dmabuf` = 1; the driver's
+/// default is 0, region planes only): for the tests of the dma-buf path.
+pub fn dmabuf_on(m: &Mdev) {
+    std::fs::write(m.sysfs_path().join("gvt/dmabuf"), "1").expect("gvt/dmabuf");
+}
+
 /// Unload gvt_rs if it is loaded (no vGPU may exist), then load it with
 /// `params` (the others at their defaults).  `Err` carries what the kernel
 /// logged during the failed load.

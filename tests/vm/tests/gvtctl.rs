@@ -846,17 +846,23 @@ fn gvtctl_create_weight_is_applied() {
     assert!(gvt_devices().is_empty());
 }
 
-/// `--display region` switches the driver's dma-buf planes off (a VMM without GL), and
+/// The driver's default is region planes only (any VMM display); `--display dmabuf`
+/// offers dma-buf planes (a VMM with GL), `--display region` says so explicitly; and
 /// `gvt/display` tells a user why the screen is still black.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn gvtctl_create_display_path_is_applied() {
     fresh();
     let dflt = create(&["--aperture", "32M"]);
+    let dmabuf = create(&["--aperture", "32M", "--display", "dmabuf"]);
     let region = create(&["--aperture", "32M", "--display", "region"]);
     assert_eq!(
-        (gvt_attr(&dflt, "dmabuf"), gvt_attr(&region, "dmabuf")),
-        (1, 0),
+        (
+            gvt_attr(&dflt, "dmabuf"),
+            gvt_attr(&dmabuf, "dmabuf"),
+            gvt_attr(&region, "dmabuf")
+        ),
+        (0, 1, 0),
         "sysfs gvt/dmabuf"
     );
     let info = gvtctl(&["info", &region]).ok().stdout;
@@ -864,7 +870,7 @@ fn gvtctl_create_display_path_is_applied() {
         info.contains("guest has not initialized the display"),
         "{info}"
     );
-    for u in [&dflt, &region] {
+    for u in [&dflt, &dmabuf, &region] {
         gvtctl(&["destroy", u]).ok();
     }
     assert!(gvt_devices().is_empty());
