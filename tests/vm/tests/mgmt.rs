@@ -701,14 +701,14 @@ fn libvirt_domain_with_gvtctl_hostdev_boots_l2() {
     fresh();
     let _lv = start_libvirt();
     // docs/management.md's rule for orchestrators that write no mdev attributes
-    // (KubeVirt): region planes for every new gvt-rs vGPU, set by udev on `bind` (the
-    // gvt/ attributes come with the driver, after `add`).
-    let rule = Path::new("/run/udev/rules.d/71-gvt-rs-region-display.rules");
+    // (KubeVirt, Nova): a weight for every new gvt-rs vGPU, set by udev on `bind`
+    // (the gvt/ attributes come with the driver, after `add`).
+    let rule = Path::new("/run/udev/rules.d/71-gvt-rs-weight.rules");
     fs::create_dir_all(rule.parent().unwrap()).unwrap();
     let _rule = Scripts(vec![rule.into()]);
     fs::write(
         rule,
-        "ACTION==\"bind\", SUBSYSTEM==\"mdev\", TEST==\"gvt/dmabuf\", ATTR{gvt/dmabuf}=\"0\"\n",
+        "ACTION==\"bind\", SUBSYSTEM==\"mdev\", TEST==\"gvt/weight\", ATTR{gvt/weight}=\"12\"\n",
     )
     .unwrap();
     let udevadm = |a: &[&str]| run_in("/usr/bin/udevadm", a, None, Duration::from_secs(90), false);
@@ -718,9 +718,9 @@ fn libvirt_domain_with_gvtctl_hostdev_boots_l2() {
         .first_line();
     udevadm(&["settle", "--timeout=60"]).ok();
     assert_eq!(
-        read(dev(&u).join("gvt/dmabuf")),
-        "0",
-        "the udev rule chose region planes (the default is 1)"
+        read(dev(&u).join("gvt/weight")),
+        "12",
+        "the udev rule set the weight (the type's default is 2)"
     );
     let hostdev = gvtctl(&["vmm-args", &u, "--vmm", "libvirt"]).ok().stdout;
     let console = "/run/l2-libvirt.console";
