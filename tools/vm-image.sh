@@ -2,9 +2,10 @@
 # Build the VM rig's initramfs: static busybox, Debian's vfio/vfio_iommu_type1/
 # mdev (+ kvm/kvm-amd for nested guests), the project's modules, the static
 # test binaries given as arguments (a binary named gvtctl becomes /usr/bin/gvtctl,
-# with the udev rules in /etc/udev/rules.d), and the nested-guest kit (trixie's QEMU 10
-# with its libraries and firmware, the L2 kernel and the L2 initramfs), and
-# the static cloud-hypervisor.
+# with the udev rules in /etc/udev/rules.d), the nested-guest kit (trixie's QEMU 10
+# with its libraries and firmware, the L2 kernel and the L2 initramfs), the static
+# cloud-hypervisor, and the management stack (trixie's mdevctl, libvirtd + virsh,
+# udevd; tests/vm/tests/mgmt.rs).
 #   tools/vm-image.sh OUT.cpio.gz TEST_BINARY...
 source "$(dirname "$0")/common.sh"
 out="$1"; shift
@@ -59,12 +60,14 @@ fi
 # Nested-guest kit: QEMU 10 from the trixie chroot with every library it links.
 qemu="$CHROOT/usr/bin/qemu-system-x86_64"
 [ -x "$qemu" ] || die "no QEMU in the chroot: run tools/setup-chroot.sh"
-# copy_elf DEST FILE: FILE and every library it links, unless $root has it.
+# copy_elf DEST FILE: FILE and every library it links, unless $root or an
+# earlier segment ($gl, $mg) has it.
+gl="$VMDIR/glroot"; mg="$VMDIR/mgmtroot"; rm -rf "$gl" "$mg"; mkdir -p "$gl" "$mg"
 copy_elf() {
   local l
   [ -e "$CHROOT$2" ] || die "$2 not in the chroot: run tools/setup-chroot.sh"
   for l in "$2" $(chroot "$CHROOT" ldd "$2" | grep -o '/[^ ]*'); do
-    [ -e "$root$l" ] || [ -e "$1$l" ] && continue
+    [ -e "$root$l" ] || [ -e "$gl$l" ] || [ -e "$mg$l" ] || [ -e "$1$l" ] && continue
     mkdir -p "$1$(dirname "$l")"; cp -L "$CHROOT$l" "$1$l"
   done
 }
@@ -78,7 +81,7 @@ copy_elf "$root" /usr/bin/qemu-system-x86_64
 # an uncompressed cpio segment ahead of the gzip one (the kernel unpacks
 # concatenated archives): not compressed at every image build, not inflated
 # at every boot.
-gl="$VMDIR/glroot"; rm -rf "$gl"; mkdir -p "$gl/usr/share/glvnd"
+mkdir -p "$gl/usr/share/glvnd"
 lib="/usr/lib/x86_64-linux-gnu"
 for f in "$lib"/qemu/ui-egl-headless.so "$lib"/qemu/ui-opengl.so "$lib"/libEGL.so.1 "$lib"/libOpenGL.so.0 \
   "$lib"/libGLESv2.so.2 "$lib"/libEGL_mesa.so.0 "$lib"/gbm/dri_gbm.so "$lib"/libvulkan.so.1 "$lib"/libvulkan_lvp.so; do
@@ -86,6 +89,25 @@ for f in "$lib"/qemu/ui-egl-headless.so "$lib"/qemu/ui-opengl.so "$lib"/libEGL.s
 done
 cp -r "$CHROOT/usr/share/glvnd/egl_vendor.d" "$gl/usr/share/glvnd/"
 mkdir -p "$gl/usr/share/vulkan/icd.d"; cp "$CHROOT/usr/share/vulkan/icd.d/lvp_icd.json" "$gl/usr/share/vulkan/icd.d/"
+# The management stack (tests/vm/tests/mgmt.rs): trixie's mdevctl, udevd +
+# udevadm, libvirtd with its QEMU and node-device drivers, virsh; the rig's
+# own configuration (tools/vm/mgmt: libvirtd/QEMU settings for a root-only
+# guest without cgroups, namespaces, security drivers or virtlogd; passwd and
+# group for the users libvirt looks up).  No udev rules of Debian's: udevd
+# runs (started by the tests) to re-broadcast the kernel's events to
+# libvirt's node-device driver, with the project's rules only.  ~40 MB, in an
+# uncompressed segment of its own like the GL one.
+for f in /usr/bin/mdevctl /usr/bin/virsh /usr/sbin/libvirtd /usr/lib/systemd/systemd-udevd /usr/bin/udevadm \
+  "$lib"/libvirt/connection-driver/libvirt_driver_qemu.so "$lib"/libvirt/connection-driver/libvirt_driver_nodedev.so; do
+  copy_elf "$mg" "$f"
+done
+mkdir -p "$mg/usr/share/libvirt" "$mg/usr/lib/mdevctl/scripts.d"/{callouts,notifiers} \
+  "$mg/etc/mdevctl.d/scripts.d"/{callouts,notifiers} "$mg/var/lib/libvirt/qemu" "$mg/var/cache/libvirt/qemu" \
+  "$mg/var/log/libvirt/qemu" "$mg/etc/libvirt/qemu"; ln -s /run "$mg/var/run"
+cp -r "$CHROOT/usr/share/libvirt/cpu_map" "$mg/usr/share/libvirt/"
+cp -r "$REPO/tools/vm/mgmt/etc/." "$mg/etc/"
+# QEMU started by libvirt has no -L: its firmware where QEMU looks by default.
+mkdir -p "$mg/usr/share"; ln -s /l2/fw "$mg/usr/share/qemu"
 mkdir -p "$root/lib64"; [ -e "$root/lib64/ld-linux-x86-64.so.2" ] || cp -L "$CHROOT/lib64/ld-linux-x86-64.so.2" "$root/lib64/"
 for fw in bios-256k.bin linuxboot_dma.bin kvmvapic.bin multiboot_dma.bin; do
   f=$(find -L "$CHROOT/usr/share/qemu" "$CHROOT/usr/share/seabios" -name "$fw" -print -quit 2>/dev/null)
@@ -107,5 +129,5 @@ fi
 cp "$CACHE/cloud-hypervisor" "$root/usr/bin/cloud-hypervisor"
 cp "$REPO/tools/vm/init" "$root/init"; chmod +x "$root/init"
 mkdir -p "$(dirname "$out")"
-{ (cd "$gl" && find . | cpio -o -H newc --quiet); (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1); } > "$out"
+{ (cd "$gl" && find . | cpio -o -H newc --quiet); (cd "$mg" && find . | cpio -o -H newc --quiet); (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1); } > "$out"
 log "initramfs $out: $(du -h "$out" | cut -f1), $(ls "$root/tests" | wc -l) test binaries$([ -x "$root/usr/bin/gvtctl" ] && echo ", /usr/bin/gvtctl")"

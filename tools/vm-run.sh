@@ -19,7 +19,7 @@ expect="${GVT_VM_EXPECT:-}"
 [ -n "$expect" ] && [ -f "$expect" ] || die "GVT_VM_EXPECT must name the list of tests the run must report (xtask writes it)"
 kernel="$CACHE/extract-$KREL/usr/lib/modules/$KREL/vmlinuz"
 [ -f "$kernel" ] || die "no kernel at $kernel: run 'cargo xtask setup'"
-limit="${GVT_VM_TIMEOUT:-1200}"
+limit="${GVT_VM_TIMEOUT:-1800}"   # the whole run; the libvirt domain test alone takes 2-5 min (TCG in TCG)
 mkdir -p "$VMDIR"; logf="$VMDIR/last-run.log"
 # loglevel=5: warnings and worse reach the console as they happen (a run that
 # hangs later still shows them); every message stays in a ring large enough

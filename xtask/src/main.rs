@@ -44,7 +44,7 @@ Commands:
 
 Environment:
   GVT_CACHE        cache directory (default ~/.cache/gvt-rs)
-  GVT_VM_TIMEOUT   seconds before a VM run is killed (default 1200)
+  GVT_VM_TIMEOUT   seconds before a VM run is killed (default 1800)
   GVT_VM_SMP       vCPUs of the VM (default 1; 2 when FILTER contains smp2)
   GVT_VM_DIR       where VM images and logs go (default $GVT_CACHE/vm); each
                    run's list of tests made on the host is expected-*.txt there
