@@ -304,6 +304,9 @@ fn setup(p: &mut Phases) {
         sh(&mut tool("prepare-kernel.sh"))
     });
     p.run("setup: L2 kernel", || sh(&mut tool("build-l2-kernel.sh")));
+    p.run("setup: L2 DRM kernel (guest driver)", || {
+        sh(&mut tool("build-l2-drm-kernel.sh"))
+    });
 }
 
 fn vm_run(p: &mut Phases, filter: &str, what: &str) {
