@@ -46,7 +46,6 @@
 //! allocation) is taken by `prepare_fb`/`cleanup_fb`/plane update, never
 //! with another of ours held.
 
-use core::ffi::c_void;
 use core::ptr;
 use kernel::prelude::*;
 use kernel::sync::Mutex;
@@ -62,7 +61,15 @@ use kernel::{device::Core, new_mutex, pci};
 )]
 #[allow(clippy::all, unsafe_op_in_unsafe_fn, missing_docs, improper_ctypes)]
 mod b {
+    // The kernel crate's bindings provide the types rust/bindgen_parameters
+    // blocklists (`__kernel_size_t`, ...); ours shadow the rest.
+    use kernel::bindings::*;
     use kernel::ffi;
+    use pin_init::MaybeZeroable;
+    // Mapped by hand, as rust/bindings does (blocklisted by bindgen_parameters).
+    type __kernel_size_t = usize;
+    type __kernel_ssize_t = isize;
+    type __kernel_ptrdiff_t = isize;
     include!("drm_bindings_generated.rs");
 }
 
@@ -191,7 +198,6 @@ impl GmMaps {
 #[pin_data]
 struct Gpu {
     mmio: usize,
-    vgt_id: u32,
     #[pin]
     maps: Mutex<GmMaps>,
 }
@@ -207,12 +213,8 @@ impl Gpu {
         // SAFETY: as in `rd32`.
         unsafe { b::gvt_drm_wr32(self.mmio as *mut c_void, off, v) }
     }
-    fn rd64(&self, off: u32) -> u64 {
-        // SAFETY: as in `rd32`; `off` is qword aligned.
-        unsafe { b::gvt_drm_rd64(self.mmio as *mut c_void, off) }
-    }
     fn wr64(&self, off: u32, v: u64) {
-        // SAFETY: as in `rd64`.
+        // SAFETY: as in `rd32`; `off` is qword aligned (a GGTT view entry).
         unsafe { b::gvt_drm_wr64(self.mmio as *mut c_void, off, v) }
     }
     fn write_pte(&self, index: u64, v: u64) {
@@ -293,7 +295,7 @@ unsafe fn map_fb(drm: *mut b::drm_device, fb: *mut b::drm_framebuffer) -> c_int 
     // SAFETY: `fb` is a GEM framebuffer (drm_gem_fb_create) with one plane.
     let obj = unsafe { b::drm_gem_fb_get_obj(fb, 0) };
     if obj.is_null() {
-        return -(EINVAL.to_errno().abs());
+        return EINVAL.to_errno();
     }
     let mut maps = g.maps.lock();
     if let Some(i) = maps.find(obj as usize) {
@@ -796,7 +798,7 @@ const VGPU_ID: pci::DeviceId = {
     unsafe { core::mem::transmute::<kernel::bindings::pci_device_id, pci::DeviceId>(raw) }
 };
 
-kernel::pci_device_table!(PCI_TABLE, MODULE_PCI_TABLE, <GvtDrm as pci::Driver>::IdInfo, [(VGPU_ID, ())]);
+kernel::pci_device_table!(PCI_TABLE, <GvtDrm as pci::Driver>::IdInfo, [(VGPU_ID, ())]);
 
 impl pci::Driver for GvtDrm {
     type IdInfo = ();
@@ -877,7 +879,6 @@ fn probe(pdev: &pci::Device<Core<'_>>) -> Result<Bound> {
     let gpu = KBox::pin_init(
         pin_init!(Gpu {
             mmio: mmio as usize,
-            vgt_id,
             maps <- new_mutex!(GmMaps {
                 slices: [high, ap],
                 maps: [Map::default(); MAX_MAPS],
@@ -893,7 +894,7 @@ fn probe(pdev: &pci::Device<Core<'_>>) -> Result<Bound> {
         (*gd).rs = gpu.cast();
         let drm = ptr::addr_of_mut!((*gd).drm);
         check(
-            b::__drmm_add_action_or_reset(drm, Some(gpu_release), gpu.cast(), c"gvt_drm gpu".as_ptr()),
+            b::__drmm_add_action_or_reset(drm, Some(gpu_release), gpu.cast(), c"gvt_drm gpu".as_ptr().cast()),
             "drmm_add_action",
         )?;
         kms_init(gd)?;
