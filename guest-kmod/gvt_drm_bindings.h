@@ -16,4 +16,5 @@
 #include <drm/drm_modeset_helper_vtables.h>
 #include <drm/drm_probe_helper.h>
 #include <drm/drm_print.h>
+#include <drm/drm_vblank.h>
 #include "gvt_drm_helpers.h"

@@ -8,6 +8,7 @@
 #include <drm/drm_gem_shmem_helper.h>
 #include <drm/drm_managed.h>
 #include <drm/clients/drm_client_setup.h>
+#include <drm/drm_vblank.h>
 #include "gvt_drm_helpers.h"
 
 DEFINE_DRM_GEM_FOPS(gvt_drm_fops);
@@ -81,4 +82,40 @@ struct drm_crtc_state *gvt_drm_new_crtc_state(struct drm_atomic_commit *state,
 void gvt_drm_client_setup(struct drm_device *drm)
 {
 	drm_client_setup(drm, NULL);
+}
+
+int gvt_drm_irq_init(struct gvt_drm_dev *g, irq_handler_t handler)
+{
+	int ret, irq;
+
+	ret = pci_alloc_irq_vectors(g->pdev, 1, 1, PCI_IRQ_MSI);
+	if (ret < 0)
+		return ret;
+	irq = pci_irq_vector(g->pdev, 0);
+	ret = request_irq(irq, handler, 0, "gvt_drm", g);
+	if (ret) {
+		pci_free_irq_vectors(g->pdev);
+		return ret;
+	}
+	g->irq = irq;
+	return 0;
+}
+
+void gvt_drm_irq_fini(struct gvt_drm_dev *g)
+{
+	if (!g->irq)
+		return;
+	free_irq(g->irq, g);
+	pci_free_irq_vectors(g->pdev);
+	g->irq = 0;
+}
+
+void gvt_drm_crtc_send_event(struct drm_crtc *crtc, struct drm_pending_vblank_event *e)
+{
+	spin_lock_irq(&crtc->dev->event_lock);
+	if (drm_crtc_vblank_get(crtc) == 0)
+		drm_crtc_arm_vblank_event(crtc, e);
+	else
+		drm_crtc_send_vblank_event(crtc, e);
+	spin_unlock_irq(&crtc->dev->event_lock);
 }

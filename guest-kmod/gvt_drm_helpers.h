@@ -11,6 +11,7 @@
 #define GVT_DRM_HELPERS_H
 #include <linux/pci.h>
 #include <linux/scatterlist.h>
+#include <linux/interrupt.h>
 #include <drm/drm_device.h>
 #include <drm/drm_drv.h>
 #include <drm/drm_plane.h>
@@ -30,6 +31,7 @@ struct gvt_drm_dev {
 	struct pci_dev *pdev;
 	void __iomem *mmio;		/* BAR0: registers, PVINFO, EDID page, GGTT view */
 	void *rs;			/* the Rust state (gvt_drm_main.rs: Gpu) */
+	int irq;			/* the MSI vector's irq, 0 if none */
 };
 
 /* devm_drm_dev_alloc() with our driver; an ERR_PTR on failure. */
@@ -54,6 +56,12 @@ struct drm_plane_state *gvt_drm_old_plane_state(struct drm_atomic_commit *state,
 struct drm_crtc_state *gvt_drm_new_crtc_state(struct drm_atomic_commit *state,
 					      struct drm_crtc *crtc);
 void gvt_drm_client_setup(struct drm_device *drm);
+/* One MSI vector and its handler (data = @g); gvt_drm_irq_fini undoes it. */
+int gvt_drm_irq_init(struct gvt_drm_dev *g, irq_handler_t handler);
+void gvt_drm_irq_fini(struct gvt_drm_dev *g);
+/* Hand a commit's CRTC event to the next vblank (or send it now if vblank
+ * interrupts are off), under the device's event lock. */
+void gvt_drm_crtc_send_event(struct drm_crtc *crtc, struct drm_pending_vblank_event *e);
 
 /* Implemented in Rust (gvt_drm_main.rs), referenced by the driver table. */
 int gvt_drm_rs_dumb_create(struct drm_file *file, struct drm_device *dev,
