@@ -162,8 +162,10 @@ fn gvt_drm_fbcon_nested_display() {
         "the connector is connected with the monitor's EDID mode first:\n{log}"
     );
     assert!(
-        log.contains("L2: drm fb0 gvt_drmdrmfb 1024,768"),
-        "fbdev emulation at the monitor's mode:\n{log}"
+        log.contains(
+            "L2: drm fb0: gvt_drmdrmfb frame buffer device; Console: switching to colour frame buffer device 128x48"
+        ),
+        "fbdev emulation, fbcon at the monitor's mode (1024x768 in 8x16 cells):\n{log}"
     );
     let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
     println!("gvt/display:\n{d}");
