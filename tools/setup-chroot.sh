@@ -2,7 +2,8 @@
 # The Debian trixie build chroot: the kernel's exact rustc (1.85.1), rust-src,
 # bindgen, clang/lld, gcc-14, pahole.  Also trixie's QEMU 10, packed into the
 # VM image for nested tests, with its OpenGL UI modules and Mesa's EGL/GBM and
-# software renderer (zink on lavapipe) for egl-headless displays.  Idempotent:
+# software renderer (zink on lavapipe) for egl-headless displays, and libdrm's
+# modetest (libdrm-tests) for the L2 guest of the native driver.  Idempotent:
 # a stamp file records the package list of a finished setup (a new list
 # reinstalls).
 source "$(dirname "$0")/common.sh"
@@ -11,7 +12,8 @@ need_root
 PKGS="rustc rust-src rustfmt bindgen clang libclang-dev lld llvm gcc-14 gcc make flex bison bc \
 libelf-dev libssl-dev openssl dwarves python3 kmod cpio xz-utils zstd perl rsync file \
 qemu-system-x86 qemu-system-data seabios ipxe-qemu \
-qemu-system-modules-opengl libegl1 libegl-mesa0 libgbm1 libopengl0 libgles2 mesa-vulkan-drivers"
+qemu-system-modules-opengl libegl1 libegl-mesa0 libgbm1 libopengl0 libgles2 mesa-vulkan-drivers \
+libdrm-tests"
 stamp="$CHROOT/.gvt-rs-ready"
 want="$(echo $PKGS | md5sum | cut -c1-12)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then

@@ -106,6 +106,10 @@ if [ -f "$CACHE/l2-bzImage" ]; then
     cp "$VMDIR/l2-modules/gvt_drm.ko" "$l2/lib/modules/"
     cp "$REPO/tools/vm/l2-drm" "$l2/bin/l2-drm"; chmod +x "$l2/bin/l2-drm"
     cp "$CACHE/l2-drm-bzImage" "$root/l2/bzImage-drm"
+    # libdrm's modetest with the libraries it links (into L2's own tree).
+    for l in /usr/bin/modetest $(chroot "$CHROOT" ldd /usr/bin/modetest | grep -o '/[^ ]*'); do
+      mkdir -p "$l2$(dirname "$l")"; cp -L "$CHROOT$l" "$l2$l"
+    done
   fi
   (cd "$l2" && find . | cpio -o -H newc --quiet | gzip -1) > "$root/l2/initrd.gz"
 fi

@@ -7,7 +7,10 @@
 //! (tools/vm/l2-drm) writes a banner to tty1; QMP `screendump` must show it:
 //! the banner's character cells, in its colours, exactly where fbcon puts
 //! row 5 column 10, the same glyph pixels for the same characters, nothing
-//! of those colours elsewhere.  The mediator must have refused nothing.
+//! of those colours elsewhere.  Then libdrm's `modetest` (unmodified user
+//! space: dumb buffer, ADDFB2, SETCRTC) sets 1024x768 and its SMPTE bars
+//! must be on the screen, pixel for pixel.  The mediator must have refused
+//! nothing.
 
 use std::fs;
 use std::io::Write;
@@ -108,6 +111,40 @@ fn check_banner(s: &Ppm) -> Result<(u32, u32), String> {
     Ok((cw, ch))
 }
 
+/// libdrm's SMPTE test pattern (util/pattern.c, RGB formats): the top 6/9
+/// of the screen are seven 75% bars, bar `x * 7 / width` at column `x`.
+const SMPTE_TOP: [[u8; 3]; 7] = [
+    [192, 192, 192],
+    [192, 192, 0],
+    [0, 192, 192],
+    [0, 192, 0],
+    [192, 0, 192],
+    [192, 0, 0],
+    [0, 0, 192],
+];
+
+/// Check the screendump's top 6/9 against modetest's pattern, exactly.
+fn check_smpte(s: &Ppm) -> Result<(), String> {
+    let (w, h) = (s.width, s.height);
+    let mut bad = 0u64;
+    let mut first = None;
+    for y in 0..h * 6 / 9 {
+        for x in 0..w {
+            let want = SMPTE_TOP[(x * 7 / w) as usize];
+            if px(s, x, y) != want {
+                bad += 1;
+                first.get_or_insert((x, y, px(s, x, y), want));
+            }
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some((x, y, got, want)) => Err(format!(
+            "{bad} pixels of the bars differ; first at ({x},{y}): {got:?}, modetest drew {want:?}"
+        )),
+    }
+}
+
 /// The first "done when" line: in nested unmodified QEMU with
 /// `display=on`, L2 loads the driver, `/dev/dri/card0` exists and fbcon
 /// shows the guest's console on the vGPU (checked in the screendump).
@@ -193,7 +230,34 @@ fn gvt_drm_fbcon_nested_display() {
     );
     let png = qmp.screendump_as(DEVICE_ID, &format!("/tmp/gvt-drm-shot-{pid}.png"), "png");
     gvt_vmtests::screen::export_file("gvt-drm-fbcon.png", &png);
+
+    // Unmodified user space: libdrm's modetest sets the mode on our
+    // connector and CRTC with a dumb buffer and draws its SMPTE bars.
+    writeln!(tty, "modetest").unwrap();
+    let ids = q.wait_for("L2: drm modetest connector", STEP);
+    println!("{ids}");
+    q.wait_for("L2: drm modetest started", STEP);
+    let mut last = String::new();
+    let mut shown = false;
+    for _ in 0..30 {
+        let s = qmp.screendump(DEVICE_ID, &shot);
+        assert_eq!((s.width, s.height), (1024, 768), "modetest's mode");
+        match check_smpte(&s) {
+            Ok(()) => {
+                shown = true;
+                break;
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(shown, "modetest's pattern is not on the vGPU's screen: {last}");
+    println!("screendump: the top 6/9 of the screen equal modetest's SMPTE bars, pixel for pixel");
+    let png = qmp.screendump_as(DEVICE_ID, &format!("/tmp/gvt-drm-mt-{pid}.png"), "png");
+    gvt_vmtests::screen::export_file("gvt-drm-modetest.png", &png);
     writeln!(tty, "done").unwrap();
+    let exit = q.wait_for("L2: drm modetest exit", STEP);
+    assert!(exit.contains("exit 0"), "modetest failed:\n{}", q.log.join("\n"));
     q.wait_for("L2: done", STEP);
     let st = q.child.wait().expect("qemu exit");
     let log = q.log.join("\n");
