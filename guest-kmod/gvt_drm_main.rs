@@ -321,7 +321,10 @@ unsafe fn map_fb(drm: *mut b::drm_device, fb: *mut b::drm_framebuffer) -> c_int 
     let size = unsafe { (*obj).size } as u64;
     let pages = size.div_ceil(PAGE);
     let Some(gm) = maps.alloc(pages) else {
-        pr_warn!("gvt_drm: no room for a {} KiB framebuffer in the GM slices\n", size / 1024);
+        pr_warn!(
+            "gvt_drm: no room for a {} KiB framebuffer in the GM slices\n",
+            size / 1024
+        );
         return ENOSPC.to_errno();
     };
     // SAFETY: `obj` is a shmem GEM object (DRM_GEM_SHMEM driver ops).
@@ -348,8 +351,7 @@ unsafe fn map_fb(drm: *mut b::drm_device, fb: *mut b::drm_framebuffer) -> c_int 
                 break;
             }
             // SAFETY: `sg` is an entry of `sgt` (first or sg_next of one).
-            let (addr, len) =
-                unsafe { (b::gvt_drm_sg_dma_address(sg), b::gvt_drm_sg_dma_len(sg)) };
+            let (addr, len) = unsafe { (b::gvt_drm_sg_dma_address(sg), b::gvt_drm_sg_dma_len(sg)) };
             let mut off = 0u64;
             while off < u64::from(len) && index < last {
                 g.write_pte(index, ((addr + off) & !(PAGE - 1)) | PTE_PRESENT);
@@ -362,11 +364,19 @@ unsafe fn map_fb(drm: *mut b::drm_device, fb: *mut b::drm_framebuffer) -> c_int 
     });
     if !ok || index != last {
         if ok {
-            pr_err!("gvt_drm: framebuffer has {} of {} pages\n", index - gm / PAGE, pages);
+            pr_err!(
+                "gvt_drm: framebuffer has {} of {} pages\n",
+                index - gm / PAGE,
+                pages
+            );
         }
         // SAFETY: paired with the pin above.
         unsafe { b::drm_gem_shmem_unpin(shmem) };
-        return if ok { EINVAL.to_errno() } else { ENODEV.to_errno() };
+        return if ok {
+            EINVAL.to_errno()
+        } else {
+            ENODEV.to_errno()
+        };
     }
     maps.maps[slot] = Map {
         obj: obj as usize,
@@ -834,14 +844,27 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
 
         let crtc = ptr::addr_of_mut!((*gd).crtc);
         check(
-            b::drmm_crtc_init_with_planes(drm, crtc, plane, ptr::null_mut(), &CRTC_FUNCS, ptr::null()),
+            b::drmm_crtc_init_with_planes(
+                drm,
+                crtc,
+                plane,
+                ptr::null_mut(),
+                &CRTC_FUNCS,
+                ptr::null(),
+            ),
             "drmm_crtc_init_with_planes",
         )?;
         (*crtc).helper_private = &CRTC_HELPERS;
 
         let enc = ptr::addr_of_mut!((*gd).encoder);
         check(
-            b::drmm_encoder_init(drm, enc, ptr::null(), b::DRM_MODE_ENCODER_VIRTUAL as _, ptr::null()),
+            b::drmm_encoder_init(
+                drm,
+                enc,
+                ptr::null(),
+                b::DRM_MODE_ENCODER_VIRTUAL as _,
+                ptr::null(),
+            ),
             "drmm_encoder_init",
         )?;
         (*enc).possible_crtcs = 1;
@@ -858,7 +881,10 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
             "drmm_connector_init",
         )?;
         (*conn).helper_private = &CONNECTOR_HELPERS;
-        check(b::drm_connector_attach_encoder(conn, enc), "drm_connector_attach_encoder")?;
+        check(
+            b::drm_connector_attach_encoder(conn, enc),
+            "drm_connector_attach_encoder",
+        )?;
 
         if vblank {
             check(b::drm_vblank_init(drm, 1), "drm_vblank_init")?;
@@ -1003,7 +1029,12 @@ fn probe(pdev: &pci::Device<Core<'_>>) -> Result<Bound> {
         (*gd).rs = gpu.cast();
         let drm = ptr::addr_of_mut!((*gd).drm);
         check(
-            b::__drmm_add_action_or_reset(drm, Some(gpu_release), gpu.cast(), c"gvt_drm gpu".as_ptr().cast()),
+            b::__drmm_add_action_or_reset(
+                drm,
+                Some(gpu_release),
+                gpu.cast(),
+                c"gvt_drm gpu".as_ptr().cast(),
+            ),
             "drmm_add_action",
         )?;
         kms_init(gd, module_parameters::vblank.value() != 0)?;

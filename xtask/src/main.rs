@@ -519,17 +519,17 @@ fn lint(p: &mut Phases) {
         sh(cargo().args(["fmt", "--all", "--check"]))
     });
     // The module's files are not a cargo crate: rustfmt itself, same settings.
-    p.run("lint: rustfmt --check driver/kmod", || {
+    p.run("lint: rustfmt --check driver/kmod guest-kmod", || {
         let mut c = Command::new("rustfmt");
         c.args(["--check", "--edition", "2021", "--config-path"])
             .arg(repo().join("rustfmt.toml"));
-        for e in
-            fs::read_dir(repo().join("driver/kmod")).map_err(|e| format!("driver/kmod: {e}"))?
-        {
-            let path = e.map_err(|e| format!("driver/kmod: {e}"))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".rs") && !name.ends_with("_generated.rs") {
-                c.arg(&path);
+        for dir in ["driver/kmod", "guest-kmod"] {
+            for e in fs::read_dir(repo().join(dir)).map_err(|e| format!("{dir}: {e}"))? {
+                let path = e.map_err(|e| format!("{dir}: {e}"))?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.ends_with(".rs") && !name.ends_with("_generated.rs") {
+                    c.arg(&path);
+                }
             }
         }
         sh(&mut c)

@@ -17,7 +17,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use gvt_vmtests::gvt::*;
-use gvt_vmtests::screen::{connect, Qemu, Qmp, Ppm, DEVICE_ID};
+use gvt_vmtests::screen::{connect, Ppm, Qemu, Qmp, DEVICE_ID};
 use gvt_vmtests::{guest::stats, Mdev, L2_DIR};
 
 const BANNER: &str = "GVT-RS GVT-RS";
@@ -251,13 +251,20 @@ fn gvt_drm_fbcon_nested_display() {
         }
         std::thread::sleep(Duration::from_secs(2));
     }
-    assert!(shown, "modetest's pattern is not on the vGPU's screen: {last}");
+    assert!(
+        shown,
+        "modetest's pattern is not on the vGPU's screen: {last}"
+    );
     println!("screendump: the top 6/9 of the screen equal modetest's SMPTE bars, pixel for pixel");
     let png = qmp.screendump_as(DEVICE_ID, &format!("/tmp/gvt-drm-mt-{pid}.png"), "png");
     gvt_vmtests::screen::export_file("gvt-drm-modetest.png", &png);
     writeln!(tty, "done").unwrap();
     let exit = q.wait_for("L2: drm modetest exit", STEP);
-    assert!(exit.contains("exit 0"), "modetest failed:\n{}", q.log.join("\n"));
+    assert!(
+        exit.contains("exit 0"),
+        "modetest failed:\n{}",
+        q.log.join("\n")
+    );
     q.wait_for("L2: done", STEP);
     let st = q.child.wait().expect("qemu exit");
     let log = q.log.join("\n");
