@@ -14,6 +14,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 use gvt_vmtests::gvt::*;
@@ -145,18 +146,15 @@ fn check_smpte(s: &Ppm) -> Result<(), String> {
     }
 }
 
-/// The first "done when" line: in nested unmodified QEMU with
-/// `display=on`, L2 loads the driver, `/dev/dri/card0` exists and fbcon
-/// shows the guest's console on the vGPU (checked in the screendump).
-#[test]
-#[ignore = "runs inside the VM rig"]
-fn gvt_drm_fbcon_nested_display() {
+/// Boot the L2 DRM kernel with vGPU `m` (`display=on`), the driver loaded
+/// with `params` (`a=1,b=2`), up to the banner on fbcon; checks what L2
+/// reports of the driver.
+fn boot(m: &Mdev, params: &str) -> L2Drm {
     let kernel = format!("{L2_DIR}/bzImage-drm");
     assert!(
         std::path::Path::new(&kernel).exists(),
         "the rig packs the L2 DRM kernel as {kernel}"
     );
-    let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     fs::write(m.sysfs_path().join("gvt/dmabuf"), "0").expect("gvt/dmabuf");
     let pid = std::process::id();
     let (qmp_path, tty_path) = (
@@ -167,6 +165,9 @@ fn gvt_drm_fbcon_nested_display() {
     for a in args.iter_mut() {
         if *a == format!("{L2_DIR}/bzImage") {
             a.clone_from(&kernel);
+        }
+        if a.contains("gvt.l2=drm") && !params.is_empty() {
+            a.push_str(&format!(" gvt.drm={params}"));
         }
     }
     let dev = format!(
@@ -185,8 +186,8 @@ fn gvt_drm_fbcon_nested_display() {
         .map(String::from),
     );
     let mut q = Qemu::spawn(&args);
-    let mut qmp = Qmp::new(&qmp_path);
-    let mut tty = connect(&tty_path);
+    let qmp = Qmp::new(&qmp_path);
+    let tty = connect(&tty_path);
     let card = q.wait_for("L2: drm card0", BOOT);
     assert!(
         card.contains("0x1234 0x6776 driver gvt_drm"),
@@ -207,6 +208,58 @@ fn gvt_drm_fbcon_nested_display() {
     let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
     println!("gvt/display:\n{d}");
     assert!(d.contains("plane: 1024x768 XR24 stride 4096"), "{d}");
+    L2Drm { q, qmp, tty, pid }
+}
+
+/// A running L2 DRM guest.
+struct L2Drm {
+    q: Qemu,
+    qmp: Qmp,
+    tty: UnixStream,
+    pid: u32,
+}
+
+impl L2Drm {
+    /// Let L2 finish; check its log and the mediator's refusal counters;
+    /// remove the vGPU.
+    fn finish(self, m: Mdev) {
+        let L2Drm { mut q, .. } = self;
+        q.wait_for("L2: done", STEP);
+        let st = q.child.wait().expect("qemu exit");
+        let log = q.log.join("\n");
+        assert!(st.success(), "QEMU exit status {st}:\n{log}");
+        for bad in ["WARNING:", "BUG:", "Oops", "Call Trace"] {
+            assert!(!log.contains(bad), "L2 kernel splat ({bad}):\n{log}");
+        }
+        let st = stats(&m);
+        let refused: Vec<_> = st
+            .iter()
+            .filter(|(k, v)| {
+                (k.starts_with("reject_")
+                    || *k == "mmio_rejected"
+                    || *k == "ggtt_rejected"
+                    || *k == "ggtt_dropped")
+                    && **v != 0
+            })
+            .collect();
+        assert!(refused.is_empty(), "the mediator refused: {refused:?}");
+        println!(
+            "gvt/stats: ggtt_mapped {:?}, every reject_* 0, mmio_rejected 0, ggtt_rejected 0, ggtt_dropped 0",
+            st.get("ggtt_mapped")
+        );
+        m.remove().expect("remove");
+    }
+}
+
+/// The first "done when" line: in nested unmodified QEMU with
+/// `display=on`, L2 loads the driver, `/dev/dri/card0` exists and fbcon
+/// shows the guest's console on the vGPU (checked in the screendump).
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn gvt_drm_fbcon_nested_display() {
+    let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
+    let mut l2 = boot(&m, "");
+    let (q, qmp, tty, pid) = (&mut l2.q, &mut l2.qmp, &mut l2.tty, l2.pid);
     // fbcon draws on a workqueue and the screen is read at screendump time:
     // try a few times before failing.
     let shot = format!("/tmp/gvt-drm-shot-{pid}.ppm");
@@ -265,28 +318,53 @@ fn gvt_drm_fbcon_nested_display() {
         "modetest failed:\n{}",
         q.log.join("\n")
     );
-    q.wait_for("L2: done", STEP);
-    let st = q.child.wait().expect("qemu exit");
-    let log = q.log.join("\n");
-    assert!(st.success(), "QEMU exit status {st}:\n{log}");
-    for bad in ["WARNING:", "BUG:", "Oops", "Call Trace"] {
-        assert!(!log.contains(bad), "L2 kernel splat ({bad}):\n{log}");
-    }
-    let st = stats(&m);
-    let refused: Vec<_> = st
-        .iter()
-        .filter(|(k, v)| {
-            (k.starts_with("reject_")
-                || *k == "mmio_rejected"
-                || *k == "ggtt_rejected"
-                || *k == "ggtt_dropped")
-                && **v != 0
-        })
-        .collect();
-    assert!(refused.is_empty(), "the mediator refused: {refused:?}");
-    println!(
-        "gvt/stats: ggtt_mapped {:?}, every reject_* 0, mmio_rejected 0, ggtt_rejected 0, ggtt_dropped 0",
-        st.get("ggtt_mapped")
+    l2.finish(m);
+}
+
+/// vblank over MSI (module parameter `vblank=1`): libdrm's `modetest -v`
+/// page-flips with events for a while; every event comes from the pipe A
+/// vblank interrupt (the driver arms the commit's event for the next
+/// vblank), so flips only complete if the MSI arrives.  modetest must
+/// report a non-zero flip rate, L2 must have taken gvt_drm interrupts, and
+/// no commit may have timed out waiting for a vblank.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn gvt_drm_vblank_page_flips() {
+    let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
+    let mut l2 = boot(&m, "vblank=1");
+    writeln!(l2.tty, "flip").unwrap();
+    let ids = l2.q.wait_for("L2: drm modetest connector", STEP);
+    println!("{ids}");
+    l2.q.wait_for("L2: drm modetest started", STEP);
+    // modetest prints its flip rate every 5 s of flipping (to its log, which
+    // L2 prints when it exits).
+    std::thread::sleep(Duration::from_secs(40));
+    writeln!(l2.tty, "done").unwrap();
+    let exit = l2.q.wait_for("L2: drm modetest exit", STEP);
+    let log = l2.q.log.join("\n");
+    assert!(exit.contains("exit 0"), "modetest -v failed:\n{log}");
+    let freq = log
+        .lines()
+        .rfind(|l| l.contains("freq:"))
+        .unwrap_or_else(|| panic!("modetest -v printed no flip rate:\n{log}"))
+        .to_string();
+    let hz: f64 = freq
+        .split("freq:")
+        .nth(1)
+        .and_then(|r| r.trim().trim_end_matches("Hz").trim().parse().ok())
+        .unwrap_or_else(|| panic!("modetest's rate line {freq:?}"));
+    assert!(hz > 0.0, "page flips completed: {freq}");
+    let irq = l2.q.wait_for("L2: drm irq", STEP);
+    let n: u64 = irq
+        .split("L2: drm irq")
+        .nth(1)
+        .and_then(|r| r.trim().parse().ok())
+        .unwrap_or(0);
+    assert!(n > 0, "L2 took gvt_drm interrupts: {irq}");
+    assert!(
+        !log.contains("vblank wait timed out") && !log.contains("flip_done timed out"),
+        "a commit waited for a vblank that never came:\n{log}"
     );
-    m.remove().expect("remove");
+    println!("modetest -v: {hz} Hz of page flips; {n} gvt_drm interrupts (MSI) in L2");
+    l2.finish(m);
 }
