@@ -286,7 +286,7 @@ fn gvt_drm_fbcon_nested_display() {
 
     // Unmodified user space: libdrm's modetest sets the mode on our
     // connector and CRTC with a dumb buffer and draws its SMPTE bars.
-    writeln!(tty, "modetest").unwrap();
+    writeln!(tty, "\nmodetest").unwrap();
     let ids = q.wait_for("L2: drm modetest connector", STEP);
     println!("{ids}");
     q.wait_for("L2: drm modetest started", STEP);
@@ -332,7 +332,7 @@ fn gvt_drm_fbcon_nested_display() {
 fn gvt_drm_vblank_page_flips() {
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     let mut l2 = boot(&m, "vblank=1");
-    writeln!(l2.tty, "flip").unwrap();
+    writeln!(l2.tty, "\nflip").unwrap();
     let ids = l2.q.wait_for("L2: drm modetest connector", STEP);
     println!("{ids}");
     l2.q.wait_for("L2: drm modetest started", STEP);
