@@ -368,3 +368,56 @@ fn gvt_drm_vblank_page_flips() {
     println!("modetest -v: {hz} Hz of page flips; {n} gvt_drm interrupts (MSI) in L2");
     l2.finish(m);
 }
+
+/// The screendump checks on synthetic screens (host): they accept what
+/// they must and refuse a blank screen, a banner box without glyphs, a
+/// misplaced banner and one wrong pixel of the bars.
+#[test]
+fn screen_checks_tell_right_from_wrong() {
+    let (w, h) = (1024u32, 768u32);
+    let blank = || Ppm {
+        width: w,
+        height: h,
+        rgb: vec![0; (3 * w * h) as usize],
+    };
+    let put = |s: &mut Ppm, x: u32, y: u32, p: [u8; 3]| {
+        let i = 3 * (y * w + x) as usize;
+        s.rgb[i..i + 3].copy_from_slice(&p);
+    };
+    assert!(check_banner(&blank()).is_err(), "blank screen");
+    // A banner whose cells carry a distinct mark per character, at the right
+    // place: accepted; the same without marks: refused; shifted: refused.
+    let banner = |x0: u32, y0: u32, ink: bool| {
+        let mut s = blank();
+        for (c, ch) in BANNER.chars().enumerate() {
+            for y in 0..16 {
+                for x in 0..8 {
+                    let glyph = ink && ch != ' ' && x + 8 * y == (ch as u32) % 128;
+                    let p = if glyph { [255, 255, 85] } else { [0, 0, 170] };
+                    put(&mut s, x0 + 8 * c as u32 + x, y0 + y, p);
+                }
+            }
+        }
+        s
+    };
+    let at = ((COL - 1) * 8, (ROW - 1) * 16);
+    assert_eq!(check_banner(&banner(at.0, at.1, true)), Ok((8, 16)));
+    assert!(
+        check_banner(&banner(at.0, at.1, false)).is_err(),
+        "no glyphs"
+    );
+    assert!(
+        check_banner(&banner(at.0 + 8, at.1, true)).is_err(),
+        "moved"
+    );
+    let mut bars = blank();
+    for y in 0..h {
+        for x in 0..w {
+            put(&mut bars, x, y, SMPTE_TOP[(x * 7 / w) as usize]);
+        }
+    }
+    assert_eq!(check_smpte(&bars), Ok(()));
+    put(&mut bars, 500, 100, [0, 0, 0]);
+    assert!(check_smpte(&bars).is_err(), "one wrong pixel");
+    assert!(check_smpte(&blank()).is_err(), "blank screen");
+}
