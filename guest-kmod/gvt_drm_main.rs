@@ -23,9 +23,9 @@
 //!   (the flip).
 //! - **vblank**: the pipe A vblank interrupt (`DEIMR`/`DEIIR`/`DEIER` bit
 //!   0, §8.3) over the vGPU's MSI; enabled by the vblank core while someone
-//!   waits, and page-flip / commit events are sent from it.  Only with the
-//!   module parameter `vblank=1` (not yet validated in the rig); without it
-//!   the atomic helpers send the events at commit (`no_vblank`).
+//!   waits, and page-flip / commit events are sent from it.  The module
+//!   parameter `vblank=0` turns it off: the atomic helpers then send the
+//!   events at commit (`no_vblank`).  The rig tests both.
 //! - **fbdev emulation** (`drm_client_setup`, the shmem fbdev helper), so
 //!   fbcon draws the guest's console on the vGPU.
 //!
@@ -1057,8 +1057,8 @@ kernel::module_pci_driver! {
     license: "GPL",
     params: {
         vblank: u32 {
-            default: 0,
-            description: "1: vblank interrupts (pipe A vblank over MSI) for events and waits",
+            default: 1,
+            description: "vblank interrupts (pipe A vblank over MSI) for events and waits (0: events sent at commit)",
         },
     },
 }
