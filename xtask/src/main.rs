@@ -222,12 +222,23 @@ fn guest_name(bin: &Path) -> String {
 }
 
 /// libtest arguments that select a run's tests: the names containing
-/// `filter` (or any of its comma-separated parts), or every test but the benchmarks and the rig's self-check when
-/// there is no filter.  tools/vm/init applies the same rules in the guest.
+/// `filter` (or any of its comma-separated parts), or every test but the benchmarks, the rig's self-check and
+/// the native guest driver's (`gvt_drm_`: minutes of nested TCG, a VM run of their own in `cargo xtask test`)
+/// when there is no filter.  tools/vm/init applies the same rules in the guest.
 fn selection(filter: &str) -> Vec<String> {
     let mut v: Vec<String> = vec!["--ignored".into()];
     if filter.is_empty() {
-        v.extend(["--skip", "bench_", "--skip", "rig_selftest_"].map(String::from));
+        v.extend(
+            [
+                "--skip",
+                "bench_",
+                "--skip",
+                "rig_selftest_",
+                "--skip",
+                "gvt_drm_",
+            ]
+            .map(String::from),
+        );
     }
     // Tests named smp2 need two vCPUs: a 1-vCPU guest skips them (tools/vm/init).
     if vm_smp(filter) < 2 {
@@ -589,6 +600,9 @@ fn main() {
             vm_run_checked(&mut p, "", "vm: tests", true);
             // The tests that need two vCPUs (named smp2; skipped above).
             vm_run(&mut p, "smp2", "vm: tests on 2 vCPUs");
+            // The native guest driver in nested QEMU (skipped above: its
+            // L2 boots take minutes; a VM run and time limit of their own).
+            vm_run(&mut p, "gvt_drm_", "vm: native guest driver (nested)");
         }
         Some("self-check") => {
             setup(&mut p);
