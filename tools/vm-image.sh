@@ -3,7 +3,8 @@
 # mdev (+ kvm/kvm-amd for nested guests), the project's modules, the static
 # test binaries given as arguments (a binary named gvtctl becomes /usr/bin/gvtctl,
 # with the udev rules in /etc/udev/rules.d), and the nested-guest kit (trixie's QEMU 10
-# with its libraries and firmware, the L2 kernel and the L2 initramfs).
+# with its libraries and firmware, the L2 kernel and the L2 initramfs), and
+# the static cloud-hypervisor.
 #   tools/vm-image.sh OUT.cpio.gz TEST_BINARY...
 source "$(dirname "$0")/common.sh"
 out="$1"; shift
@@ -113,6 +114,9 @@ if [ -f "$CACHE/l2-bzImage" ]; then
   fi
   (cd "$l2" && find . | cpio -o -H newc --quiet | gzip -1) > "$root/l2/initrd.gz"
 fi
+# cloud-hypervisor (static; tools/build-cloud-hypervisor.sh), the second VMM.
+[ -x "$CACHE/cloud-hypervisor" ] || die "no $CACHE/cloud-hypervisor: run 'cargo xtask setup'"
+cp "$CACHE/cloud-hypervisor" "$root/usr/bin/cloud-hypervisor"
 cp "$REPO/tools/vm/init" "$root/init"; chmod +x "$root/init"
 mkdir -p "$(dirname "$out")"
 { (cd "$gl" && find . | cpio -o -H newc --quiet); (cd "$root" && find . | cpio -o -H newc --quiet | gzip -1); } > "$out"

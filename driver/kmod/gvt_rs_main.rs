@@ -8,7 +8,7 @@
 //! | kernel callback                     | glue                  | core                          |
 //! |-------------------------------------|-----------------------|-------------------------------|
 //! | every C callback (vfio ops, mdev probe/remove, type attributes) | [`vfio_dev`] (trampolines) -> [`ops`], [`parent`] | |
-//! | module init / exit                  | [`parent`]            | `partition::Partitioner`, `vgpu_types` |
+//! | module init / exit, PCI probe / remove (parents) | [`parent`] | `partition::Partitioner`, `vgpu_types` |
 //! | mdev type `available_instances` / `description` | [`parent`] | `vgpu_types`            |
 //! | mdev `probe` / `remove`, vfio `init` / `release` / `open` / `close` / `dma_unmap` | [`mdev`] | `vgpu::Vgpu::{create_in,destroy,reset,dma_unmap}` |
 //! | vfio `read` / `write`, region info  | [`region`]            | `vgpu::Vgpu::{cfg,bar0}_*`, `edid::EdidRegion` |
@@ -26,6 +26,7 @@
 //! (what each lock protects, the order, what may sleep under it) is in
 //! [`mdev`]'s documentation.
 
+use kernel::c_str;
 use kernel::prelude::*;
 
 // The core is a library with a public API of its own (host tests, the
@@ -79,7 +80,7 @@ module! {
     params: {
         aperture_mb: u32 {
             default: 256,
-            description: "Mappable graphics memory (aperture, BAR2) of the gvt-sim parent in MiB (power of two, 16..=4096)",
+            description: "Mappable graphics memory (aperture, BAR2) of each gvt-sim parent in MiB (power of two, 16..=4096)",
         },
         gm_mb: u32 {
             default: 4096,
@@ -87,39 +88,88 @@ module! {
         },
         fences: u32 {
             default: 16,
-            description: "Fence registers of the parent (1..=16)",
+            description: "Fence registers of each parent (1..=16)",
         },
         max_vgpus: u32 {
             default: 8,
-            description: "Most vGPUs that may exist at once (1..=8)",
+            description: "Most vGPUs that may exist at once on each parent (1..=8)",
         },
         hang_threshold: u32 {
             default: 3,
             description: "Engine hangs a vGPU may cause before it is put in the failed state (1..=1000)",
         },
+        dmabuf: u32 {
+            default: 0,
+            description: "Initial sysfs gvt/dmabuf of new vGPUs: 0 = display region only (any VMM display, also without OpenGL), 1 = also dma-buf planes (zero-copy; QEMU then requires an OpenGL display)",
+        },
+        virtual_parent: bool {
+            default: true,
+            description: "Register the virtual parent gvt-sim0 (/sys/devices/virtual/gvt_rs/gvt-sim0) at load. PCI functions bound to the gvt_rs PCI driver by driver_override are parents as well, whatever this says",
+        },
     },
 }
 
+/// The configuration of every parent: the module parameters.
+pub(crate) fn parent_config() -> parent::ParentConfig {
+    parent::ParentConfig {
+        aperture_mb: module_parameters::aperture_mb.value(),
+        gm_mb: module_parameters::gm_mb.value(),
+        fences: module_parameters::fences.value(),
+        max_vgpus: module_parameters::max_vgpus.value(),
+        hang_threshold: module_parameters::hang_threshold.value(),
+        dmabuf: module_parameters::dmabuf.value(),
+    }
+}
+
+/// The module: the mdev driver ([`parent::MDEV_DRIVER`], a `static`), the
+/// virtual parent (unless `virtual_parent=0`) and the PCI driver whose
+/// bound functions are parents.  Torn down in reverse: the PCI driver
+/// first (every bound function's parent goes), then the virtual parent,
+/// then the mdev driver.
 struct GvtRs {
-    parent: Pin<KBox<parent::Parent>>,
+    pci: Option<Pin<KBox<kernel::driver::Registration<kernel::pci::Adapter<parent::PciParent>>>>>,
+    virt: Option<parent::VirtualParent>,
 }
 
 impl kernel::Module for GvtRs {
     fn init(module: &'static ThisModule) -> Result<Self> {
-        let cfg = parent::ParentConfig {
-            aperture_mb: module_parameters::aperture_mb.value(),
-            gm_mb: module_parameters::gm_mb.value(),
-            fences: module_parameters::fences.value(),
-            max_vgpus: module_parameters::max_vgpus.value(),
-            hang_threshold: module_parameters::hang_threshold.value(),
+        let cfg = parent_config();
+        parent::check_config(&cfg)?;
+        parent::MDEV_DRIVER.register(module, cfg.max_vgpus)?;
+        let virt = if module_parameters::virtual_parent.value() {
+            match parent::VirtualParent::register(cfg) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    parent::MDEV_DRIVER.unregister();
+                    return Err(e);
+                }
+            }
+        } else {
+            None
         };
-        let parent = parent::Parent::register(module, cfg)?;
-        Ok(GvtRs { parent })
+        // Binds every function whose driver_override says gvt_rs already.
+        let pci = match KBox::pin_init(
+            kernel::driver::Registration::new(c_str!("gvt_rs"), module),
+            GFP_KERNEL,
+        ) {
+            Ok(r) => r,
+            Err(e) => {
+                drop(virt);
+                parent::MDEV_DRIVER.unregister();
+                return Err(e);
+            }
+        };
+        Ok(GvtRs {
+            pci: Some(pci),
+            virt,
+        })
     }
 }
 
 impl Drop for GvtRs {
     fn drop(&mut self) {
-        self.parent.as_ref().unregister();
+        drop(self.pci.take());
+        drop(self.virt.take());
+        parent::MDEV_DRIVER.unregister();
     }
 }

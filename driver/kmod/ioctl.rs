@@ -30,11 +30,13 @@ const VFIO_DEVICE_RESET: u32 = vfio_io(11);
 const VFIO_DEVICE_QUERY_GFX_PLANE: u32 = vfio_io(14);
 const VFIO_DEVICE_GET_GFX_DMABUF: u32 = vfio_io(15);
 
-/// How many vectors each IRQ index offers: INTx 1, MSI 1, MSI-X 0, ERR 0, REQ 1.
+/// How many vectors each IRQ index offers: INTx 1, MSI 1, MSI-X 0, ERR 1
+/// (the vGPU failed: [`MdevVgpu::failed`]), REQ 1.
 fn irq_count(index: u32) -> u32 {
     match index {
         vfio::VFIO_PCI_INTX_IRQ_INDEX
         | vfio::VFIO_PCI_MSI_IRQ_INDEX
+        | vfio::VFIO_PCI_ERR_IRQ_INDEX
         | vfio::VFIO_PCI_REQ_IRQ_INDEX => 1,
         _ => 0,
     }

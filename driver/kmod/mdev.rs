@@ -33,6 +33,7 @@
 //! | `MdevVgpu::irqs` | eventfds, INTx mask | anything | `eventfd_signal` |
 //! | `Shared::slots` | slot -> live vGPU | nothing (workers) | nothing: queues work, try-locks |
 //! | `Shared::partitions` | partitions and ids | nothing | nothing |
+//! | `Shared::vgpus` (an atomic count, no lock) | vGPUs whose data exists: the parent waits for 0 before it goes | nothing | nothing |
 //! | `Shared::invalidating` (the registry's lock) | DMA ranges being unmapped | nothing (`dma_unmap`, before `state`), or `state` (a pin checks its frame, only while a range is being unmapped) | nothing |
 //! | the C work item's spinlock (`kapi::CWork::arm`) | the vblank timer's armed deadline | nothing (effects are applied with every lock dropped) | nothing (irqs off) |
 //!
@@ -251,7 +252,8 @@ pub(crate) struct MdevVgpu {
     pub(crate) decode: AtomicBool,
     /// Aperture accesses outside this vGPU's slice (reads 0, writes dropped).
     pub(crate) ballooned: AtomicU64,
-    /// The VMM was told (REQ irq) that this vGPU failed; cleared on reset.
+    /// The VMM was told (ERR, else REQ irq) that this vGPU failed; cleared
+    /// on reset.
     failed_told: AtomicBool,
     /// The task that is inside `bar0_write` (which may pin guest pages),
     /// or 0.  A guest can point a GGTT entry at the VMM's own mapping of
@@ -262,9 +264,14 @@ pub(crate) struct MdevVgpu {
     /// Faults refused by the `pinning` guard (sysfs `gvt/stats`
     /// `self_map_faults`).
     pub(crate) self_faults: AtomicU64,
-    /// dma-buf planes offered (sysfs `gvt/dmabuf`; on by default).  A VMM
-    /// without OpenGL (QEMU `display=on` with no GL display) needs them off:
-    /// QEMU takes dma-buf planes whenever the probe says they exist.
+    /// dma-buf planes offered (sysfs `gvt/dmabuf`; initially the module
+    /// parameter `dmabuf`, 0 by default).  QEMU takes dma-buf planes
+    /// whenever the probe says they exist, and then refuses to start
+    /// without an OpenGL display ("opengl not available"): off by default,
+    /// `display=on` works with any VMM display (KubeVirt's and libvirt's
+    /// defaults: VNC, `ramfb=on`, no GL) through the display region; a
+    /// VMM with GL opts in per vGPU (`gvtctl create --display dmabuf`, an
+    /// mdevctl attribute) or host-wide (`dmabuf=1`).
     pub(crate) dmabuf: AtomicBool,
     /// dma-buf fds handed out by `VFIO_DEVICE_GET_GFX_DMABUF` (sysfs
     /// `gvt/display`: shows which display path the VMM took).
@@ -330,15 +337,32 @@ impl VirqfdHandler<VIRQFD_UNMASK> for MdevVgpu {
 
 impl MdevVgpu {
     /// The vGPU passed its hang threshold and is failed (submissions
-    /// refused until a reset): ask the VMM, once, through the REQ irq.
+    /// refused until a reset): tell the VMM, once, through the ERR irq (as
+    /// vfio-pci reports an unrecoverable device error: QEMU stops the VM);
+    /// a VMM that wired no ERR eventfd is asked through the REQ irq to
+    /// release the device instead.
     pub(crate) fn failed(&self) {
         if !self.failed_told.swap(true, Ordering::Relaxed) {
-            pr_warn!(
-                "vGPU {}: too many GPU hangs, failed until reset; asking the VMM to release it\n",
-                self.id
-            );
-            self.signal(vfio::VFIO_PCI_REQ_IRQ_INDEX);
+            let err = vfio::VFIO_PCI_ERR_IRQ_INDEX;
+            if self.wired(err) {
+                pr_warn!(
+                    "vGPU {}: too many GPU hangs, failed until reset; signalling the VMM's error eventfd\n",
+                    self.id
+                );
+                self.raise(err);
+            } else {
+                pr_warn!(
+                    "vGPU {}: too many GPU hangs, failed until reset; asking the VMM to release it\n",
+                    self.id
+                );
+                self.raise(vfio::VFIO_PCI_REQ_IRQ_INDEX);
+            }
         }
+    }
+
+    /// Whether the VMM wired an eventfd to interrupt `index`.
+    fn wired(&self, index: u32) -> bool {
+        matches!(self.irqs.lock().ctx.get(index as usize), Some(Some(_)))
     }
 
     /// The engine worker raised `d` for this vGPU: note it and let this
@@ -681,6 +705,7 @@ impl MdevVgpu {
             }
             Err(e) => {
                 shared.free_vgpu(id, pid);
+                shared.vgpu_released();
                 Err(e)
             }
         }
@@ -802,7 +827,7 @@ impl MdevVgpu {
                 failed_told: AtomicBool::new(false),
                 pinning: AtomicUsize::new(0),
                 self_faults: AtomicU64::new(0),
-                dmabuf: AtomicBool::new(true),
+                dmabuf: AtomicBool::new(shared.cfg.dmabuf == 1),
                 dmabufs_exported: AtomicU64::new(0),
                 dmabuf_account,
                 log <- new_mutex!(RateLimit::new()),
@@ -865,6 +890,9 @@ impl MdevVgpu {
         }
         p.free_vgpu(v.id, v.pid);
         pr_info!("vGPU {} destroyed\n", v.id);
+        drop(v);
+        // Last: the parent may go as soon as this is counted.
+        p.vgpu_released();
     }
 
     /// `vfio_device_ops.open_device`.

@@ -19,6 +19,7 @@
 //! time and yields between calls.
 
 use core::marker::PhantomData;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use kernel::new_mutex;
 use kernel::prelude::*;
@@ -50,6 +51,8 @@ pub(crate) struct ParentConfig {
     pub(crate) fences: u32,
     pub(crate) max_vgpus: u32,
     pub(crate) hang_threshold: u32,
+    /// Initial `gvt/dmabuf` of a new vGPU (0 or 1).
+    pub(crate) dmabuf: u32,
 }
 
 impl ParentConfig {
@@ -78,6 +81,10 @@ impl ParentConfig {
                 "hang_threshold={} is invalid: must be in 1..=1000\n",
                 self.hang_threshold
             );
+            return Err(EINVAL);
+        }
+        if self.dmabuf > 1 {
+            pr_err!("dmabuf={} is invalid: must be 0 or 1\n", self.dmabuf);
             return Err(EINVAL);
         }
         if !(1..=MAX_VGPUS as u32).contains(&self.max_vgpus) {
@@ -180,6 +187,10 @@ pub(crate) struct Shared<V> {
     /// DMA ranges being unmapped (see [`crate::invalidate`]).
     #[pin]
     pub(crate) invalidating: Registry,
+    /// vGPUs whose data exists (from a successful `alloc_vgpu` to the end
+    /// of their release): the parent waits for none to be left before it
+    /// goes ([`Shared::wait_vgpus_released`]).
+    vgpus: AtomicUsize,
     /// The engine worker and the vblank timer (set once `self` is pinned).
     engine: SetOnce<CWork>,
     vblank: SetOnce<CWork>,
@@ -200,6 +211,7 @@ impl<V: SlotVgpu> Shared<V> {
             gpu <- new_mutex!(gpu),
             slots <- new_mutex!([0; MAX_VGPUS]),
             invalidating <- Registry::new(),
+            vgpus: AtomicUsize::new(0),
             engine: SetOnce::new(),
             vblank: SetOnce::new(),
             _vgpu: PhantomData,
@@ -314,7 +326,32 @@ impl<V: SlotVgpu> Shared<V> {
         })?;
         let bit = (!st.ids).trailing_zeros();
         st.ids |= 1 << bit;
+        self.vgpus.fetch_add(1, Ordering::AcqRel);
         Ok((bit + 1, pid, part))
+    }
+
+    /// The data of a vGPU that `alloc_vgpu` counted is gone (its release
+    /// has finished, or its creation failed).  The caller touches nothing
+    /// of the parent afterwards: the parent may be freed at once.
+    pub(crate) fn vgpu_released(&self) {
+        self.vgpus.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Wait until every vGPU's data is released (parent removal, after the
+    /// mdev core removed every vGPU; normally at once).  A vGPU points into
+    /// the parent until then, so the parent must not go before.
+    pub(crate) fn wait_vgpus_released(&self, name: &str) {
+        let mut waited_ms = 0u64;
+        while self.vgpus.load(Ordering::Acquire) != 0 {
+            if waited_ms == 1000 {
+                pr_info!(
+                    "gvt-sim parent {name}: waiting for {} removed vGPUs to be released\n",
+                    self.vgpus.load(Ordering::Acquire)
+                );
+            }
+            kapi::sleep_ms(10);
+            waited_ms += 10;
+        }
     }
 
     pub(crate) fn free_vgpu(&self, id: u32, pid: PartitionId) {

@@ -6,15 +6,19 @@
 //! each turns the C pointers it gets into references once, with one
 //! `// SAFETY:` justification, and calls the safe method.  [`VfioDevice`]
 //! is the device handle the methods get: pin and unpin guest pages, zap
-//! CPU mappings of the device file.  [`MdevRegistration`] owns the C
-//! objects the mdev core points into (driver, class, parent device, types).
+//! CPU mappings of the device file.  The C objects the mdev core points
+//! into: [`MdevDriver`] (the one mdev driver of the module, a `static`),
+//! [`MdevRegistration`] (one parent: its `mdev_parent` and types, on a
+//! device someone else owns) and [`ClassDevice`] (a virtual device to put
+//! a parent on where no real one is).
 //!
 //! Lifetimes the trampolines rely on: a device's data exists from `init`
 //! (which calls [`MdevParentOps::create`]) to `release`; the VFIO core
 //! calls no other op outside that window, and a CPU mapping of the device
 //! file holds the file (so the device stays open and its data alive).  The
 //! parent outlives every device: `mdev_unregister_parent` removes every
-//! mdev first.
+//! mdev first, and the owner then waits for every device's `release`
+//! before it frees what the devices point into (`crate::parent`).
 
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
@@ -641,68 +645,42 @@ pub(crate) const MAX_TYPES: usize = crate::gvt_core::vgpu_types::MAX_TYPES;
 /// Bytes of a type's name (NUL included).
 pub(crate) const NAME_LEN: usize = 32;
 
-/// An mdev parent's C objects: its mdev driver, a class device
-/// `gvt_rs/gvt-sim0` as the parent, its types.  Pinned inside its owner
-/// `P`, registered by [`MdevRegistration::register`] and undone by
-/// [`MdevRegistration::unregister`] before the owner goes.
-#[pin_data]
-pub(crate) struct MdevRegistration<P> {
-    owner: AtomicPtr<P>,
-    class: AtomicPtr<bindings::class>,
-    dev: Opaque<bindings::device>,
-    mdev_parent: Opaque<vfio::mdev_parent>,
+/// The module's mdev driver (`struct mdev_driver`): the one driver every
+/// vGPU of every parent binds to.  A `static` of the module, registered at
+/// load ([`MdevDriver::register`]) before any parent and unregistered at
+/// unload ([`MdevDriver::unregister`]) after the last parent is gone.
+pub(crate) struct MdevDriver<P> {
     driver: Opaque<vfio::mdev_driver>,
-    types: [Opaque<vfio::mdev_type>; MAX_TYPES],
-    type_ptrs: Opaque<[*mut vfio::mdev_type; MAX_TYPES]>,
-    names: [[u8; NAME_LEN]; MAX_TYPES],
-    ntypes: usize,
+    _parent: PhantomData<fn(&P)>,
 }
 
-// SAFETY: the C objects are only touched through the kernel APIs that own
-// their synchronisation (driver core, mdev core), after `register`.
-unsafe impl<P: Sync> Sync for MdevRegistration<P> {}
-// SAFETY: as above; nothing is tied to the creating thread.
-unsafe impl<P: Send> Send for MdevRegistration<P> {}
+// SAFETY: the C object is only touched through the driver core and the mdev
+// core, which own its synchronisation, and by `register` before that.
+unsafe impl<P> Sync for MdevDriver<P> {}
 
-/// No-op release for the parent `struct device` (its memory is owned by the
-/// registration, freed after `device_unregister`).
-unsafe extern "C" fn parent_dev_release(_dev: *mut bindings::device) {}
-
-impl<P: MdevParentOps> MdevRegistration<P> {
-    /// The objects of a parent with `ntypes` types named by `names`
-    /// (NUL-terminated); nothing registered yet.
-    pub(crate) fn new(names: [[u8; NAME_LEN]; MAX_TYPES], ntypes: usize) -> Self {
+impl<P: MdevParentOps> MdevDriver<P> {
+    /// An unregistered driver (zeroed), for a `static`.
+    pub(crate) const fn new() -> Self {
         Self {
-            owner: AtomicPtr::new(ptr::null_mut()),
-            class: AtomicPtr::new(ptr::null_mut()),
-            dev: Opaque::zeroed(),
-            mdev_parent: Opaque::zeroed(),
             driver: Opaque::zeroed(),
-            types: [
-                Opaque::zeroed(),
-                Opaque::zeroed(),
-                Opaque::zeroed(),
-                Opaque::zeroed(),
-            ],
-            type_ptrs: Opaque::new([ptr::null_mut(); MAX_TYPES]),
-            names,
-            ntypes: ntypes.min(MAX_TYPES),
+            _parent: PhantomData,
         }
     }
 
-    /// Register driver, class, device and mdev parent; undo on failure.
-    /// `owner` (which holds `self`) is what the callbacks get.
+    fn as_ptr(&self) -> *mut vfio::mdev_driver {
+        self.driver.get()
+    }
+
+    /// Register the driver with the mdev bus.  Called once, at module load,
+    /// before any parent registers; `unregister` undoes it.
     pub(crate) fn register(
-        self: Pin<&Self>,
-        owner: &P,
+        &'static self,
         module: &'static ThisModule,
         max_instances: u32,
     ) -> Result {
-        self.owner
-            .store(ptr::from_ref(owner).cast_mut(), Ordering::Release);
-        let drv = self.driver.get();
-        // SAFETY: `drv` points to zeroed, pinned memory owned by `self` that
-        // lives until `unregister`; the strings are 'static.
+        let drv = self.as_ptr();
+        // SAFETY: `drv` points to the zeroed `static`, which nothing else
+        // touches before it is registered; the strings are 'static.
         unsafe {
             (*drv).device_api = c_str!("vfio-pci").as_char_ptr();
             (*drv).max_instances = max_instances;
@@ -715,33 +693,64 @@ impl<P: MdevParentOps> MdevRegistration<P> {
             (*drv).driver.mod_name = c_str!("gvt_rs").as_char_ptr();
             (*drv).driver.dev_groups = ptr::addr_of!(vfio::gvt_rs_vgpu_groups).cast();
         }
-        // SAFETY: `drv` is fully initialised above and stays pinned.
-        to_result(unsafe { vfio::mdev_register_driver(drv) })?;
+        // SAFETY: `drv` is fully initialised above and, a `static`, never moves.
+        to_result(unsafe { vfio::mdev_register_driver(drv) })
+    }
 
+    /// Undo `register` (module unload, after every parent unregistered).
+    pub(crate) fn unregister(&'static self) {
+        // SAFETY: registered by `register`; no parent points at it any more.
+        unsafe { vfio::mdev_unregister_driver(self.as_ptr()) };
+    }
+}
+
+/// A class device to stand as an mdev parent where no real device does
+/// (`/sys/devices/virtual/<class>/<name>`, e.g. `gvt_rs/gvt-sim0`).
+/// Pinned in its owner; [`ClassDevice::register`] adds it and
+/// [`ClassDevice::unregister`] takes it away again, after the mdev parent
+/// on it is unregistered.
+#[pin_data]
+pub(crate) struct ClassDevice {
+    class: AtomicPtr<bindings::class>,
+    dev: Opaque<bindings::device>,
+}
+
+// SAFETY: the C objects are only touched through the driver core, which
+// owns their synchronisation, after `register`.
+unsafe impl Sync for ClassDevice {}
+// SAFETY: as above; nothing is tied to the creating thread.
+unsafe impl Send for ClassDevice {}
+
+/// No-op release for the class device (its memory is owned by the
+/// `ClassDevice`, freed after `device_unregister`).
+unsafe extern "C" fn class_dev_release(_dev: *mut bindings::device) {}
+
+impl ClassDevice {
+    /// Nothing registered yet.
+    pub(crate) fn new() -> Self {
+        Self {
+            class: AtomicPtr::new(ptr::null_mut()),
+            dev: Opaque::zeroed(),
+        }
+    }
+
+    /// Create class `class` and add the device `name` in it; undo on failure.
+    pub(crate) fn register(self: Pin<&Self>, class: &'static CStr, name: &'static CStr) -> Result {
         // SAFETY: the name is a 'static C string.
-        let class =
-            match from_err_ptr(unsafe { bindings::class_create(c_str!("gvt_rs").as_char_ptr()) }) {
-                Ok(class) if !class.is_null() => class,
-                _ => {
-                    // SAFETY: registered just above.
-                    unsafe { vfio::mdev_unregister_driver(drv) };
-                    return Err(ENOMEM);
-                }
-            };
-        self.class.store(class, Ordering::Relaxed);
-
+        let cls = match from_err_ptr(unsafe { bindings::class_create(class.as_char_ptr()) }) {
+            Ok(c) if !c.is_null() => c,
+            Ok(_) => return Err(ENOMEM),
+            Err(e) => return Err(e),
+        };
+        self.class.store(cls, Ordering::Relaxed);
         let dev = self.dev.get();
         // SAFETY: `dev` is zeroed pinned memory owned by `self`; the class
         // outlives the device (destroyed after it in `unregister`).
         let ret = unsafe {
             bindings::device_initialize(dev);
-            (*dev).class = class;
-            (*dev).release = Some(parent_dev_release);
-            bindings::dev_set_name(
-                dev,
-                c_str!("%s").as_char_ptr(),
-                c_str!("gvt-sim0").as_char_ptr(),
-            );
+            (*dev).class = cls;
+            (*dev).release = Some(class_dev_release);
+            bindings::dev_set_name(dev, c_str!("%s").as_char_ptr(), name.as_char_ptr());
             bindings::device_add(dev)
         };
         if let Err(e) = to_result(ret) {
@@ -749,12 +758,83 @@ impl<P: MdevParentOps> MdevRegistration<P> {
             // device_initialize, the release callback is a no-op.
             unsafe {
                 bindings::put_device(dev);
-                bindings::class_destroy(class);
-                vfio::mdev_unregister_driver(drv);
+                bindings::class_destroy(cls);
             }
             return Err(e);
         }
+        Ok(())
+    }
 
+    /// The device, to register an mdev parent on (valid until `unregister`).
+    pub(crate) fn as_raw(&self) -> *mut bindings::device {
+        self.dev.get()
+    }
+
+    /// Undo `register`.
+    pub(crate) fn unregister(self: Pin<&Self>) {
+        // SAFETY: registered by `register`, undone in reverse order.
+        unsafe {
+            bindings::device_unregister(self.dev.get());
+            bindings::class_destroy(self.class.load(Ordering::Relaxed));
+        }
+    }
+}
+
+/// One mdev parent's C objects: the `mdev_parent` and its types, on a
+/// device that someone else owns (a [`ClassDevice`], or a PCI function
+/// bound to the module's PCI driver).  Pinned inside its owner `P`,
+/// registered by [`MdevRegistration::register`] and undone by
+/// [`MdevRegistration::unregister`] before the owner goes.
+#[pin_data]
+pub(crate) struct MdevRegistration<P> {
+    owner: AtomicPtr<P>,
+    mdev_parent: Opaque<vfio::mdev_parent>,
+    types: [Opaque<vfio::mdev_type>; MAX_TYPES],
+    type_ptrs: Opaque<[*mut vfio::mdev_type; MAX_TYPES]>,
+    names: [[u8; NAME_LEN]; MAX_TYPES],
+    ntypes: usize,
+}
+
+// SAFETY: the C objects are only touched through the kernel APIs that own
+// their synchronisation (driver core, mdev core), after `register`.
+unsafe impl<P: Sync> Sync for MdevRegistration<P> {}
+// SAFETY: as above; nothing is tied to the creating thread.
+unsafe impl<P: Send> Send for MdevRegistration<P> {}
+
+impl<P: MdevParentOps> MdevRegistration<P> {
+    /// The objects of a parent with `ntypes` types named by `names`
+    /// (NUL-terminated); nothing registered yet.
+    pub(crate) fn new(names: [[u8; NAME_LEN]; MAX_TYPES], ntypes: usize) -> Self {
+        Self {
+            owner: AtomicPtr::new(ptr::null_mut()),
+            mdev_parent: Opaque::zeroed(),
+            types: [
+                Opaque::zeroed(),
+                Opaque::zeroed(),
+                Opaque::zeroed(),
+                Opaque::zeroed(),
+            ],
+            type_ptrs: Opaque::new([ptr::null_mut(); MAX_TYPES]),
+            names,
+            ntypes: ntypes.min(MAX_TYPES),
+        }
+    }
+
+    /// Register the mdev parent on `dev`, its vGPUs bound to `driver`.
+    /// `owner` (which holds `self`) is what the callbacks get.
+    ///
+    /// # Safety
+    /// `dev` is a live device that stays registered, and referenced, until
+    /// [`MdevRegistration::unregister`] has returned (the mdev core keeps
+    /// it as the parent and puts the vGPUs under it).
+    pub(crate) unsafe fn register(
+        self: Pin<&Self>,
+        owner: &P,
+        dev: *mut bindings::device,
+        driver: &'static MdevDriver<P>,
+    ) -> Result {
+        self.owner
+            .store(ptr::from_ref(owner).cast_mut(), Ordering::Release);
         let ptrs = self.type_ptrs.get();
         for i in 0..self.ntypes {
             let t = self.types[i].get();
@@ -767,39 +847,24 @@ impl<P: MdevParentOps> MdevRegistration<P> {
             }
         }
         // SAFETY: all pointers are to pinned memory owned by `self`, which
-        // outlives the registration (`unregister` undoes it first).
-        let ret = unsafe {
+        // outlives the registration (`unregister` undoes it first); the
+        // driver is a registered `static`; `dev` outlives the registration
+        // (the caller's guarantee).
+        to_result(unsafe {
             vfio::mdev_register_parent(
                 self.mdev_parent.get(),
                 dev.cast(),
-                drv,
+                driver.as_ptr(),
                 ptrs.cast(),
                 self.ntypes as u32,
             )
-        };
-        if let Err(e) = to_result(ret) {
-            // SAFETY: reverse order of the successful registrations above.
-            unsafe {
-                bindings::device_unregister(dev);
-                bindings::class_destroy(class);
-                vfio::mdev_unregister_driver(drv);
-            }
-            return Err(e);
-        }
-        Ok(())
+        })
     }
 
-    /// Undo `register`: the mdev core removes every remaining device first;
-    /// `after_parent` runs once no device is left, before the driver goes.
-    pub(crate) fn unregister(self: Pin<&Self>, after_parent: impl FnOnce()) {
-        // SAFETY: registered by `register`, undone in reverse order.
+    /// Undo `register`: the mdev core removes every remaining device first
+    /// (waiting, with VFIO's request, for each VMM to let go).
+    pub(crate) fn unregister(self: Pin<&Self>) {
+        // SAFETY: registered by `register`.
         unsafe { vfio::mdev_unregister_parent(self.mdev_parent.get()) };
-        after_parent();
-        // SAFETY: as above.
-        unsafe {
-            bindings::device_unregister(self.dev.get());
-            bindings::class_destroy(self.class.load(Ordering::Relaxed));
-            vfio::mdev_unregister_driver(self.driver.get());
-        }
     }
 }

@@ -185,7 +185,7 @@ pub struct CreateArgs {
     pub weight: Option<u32>,
     /// How QEMU's display=on gets the screen (gvt-rs types): dmabuf (zero-copy; QEMU needs
     /// a GL display such as -display egl-headless or gtk,gl=on) or region (any display,
-    /// VNC included). Default: the driver's (dmabuf)
+    /// VNC included). Default: the driver's (region, unless gvt_rs was loaded with dmabuf=1)
     #[arg(long, value_enum)]
     pub display: Option<DisplayArg>,
     /// Also write a persistent definition that starts it automatically
@@ -249,7 +249,8 @@ pub struct ModifyArgs {
 pub enum SimCommand {
     /// Build a simulated sysfs tree under --root
     Init {
-        /// Comma-separated: gvt-rs, i915, mtty
+        /// Comma-separated: gvt-rs (virtual parent gvt-sim0), gvt-rs-pci (PCI parent
+        /// 0000:00:04.0), i915, mtty
         #[arg(long, default_value = "gvt-rs")]
         fixture: String,
     },

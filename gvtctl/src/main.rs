@@ -315,7 +315,7 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
             let mut fx = Vec::new();
             for f in fixture.split(',').filter(|f| !f.is_empty()) {
                 fx.push(Fixture::parse(f).ok_or_else(|| {
-                    Error::InvalidArgument(format!("unknown fixture '{f}': use gvt-rs, i915, mtty (comma-separated)"))
+                    Error::InvalidArgument(format!("unknown fixture '{f}': use gvt-rs, gvt-rs-pci, i915, mtty (comma-separated)"))
                 })?);
             }
             fake_sysfs::init(&cli.root, &fx).map_err(|e| Error::io(&cli.root, e))?;

@@ -288,10 +288,11 @@ fn create_by_type_with_uuid_weight_and_define() {
 #[test]
 fn create_and_define_choose_the_display_path() {
     let t = all();
-    // The driver's default: dma-buf planes on, and gvt/display says why the screen is black.
+    // The driver's default: region planes only (any VMM display), and gvt/display says why
+    // the screen is black.
     let (code, v) = t.json(&["create", "--aperture", "64M"]);
     assert_eq!(code, 0, "{v}");
-    assert_eq!(v["gvt"]["dmabuf"], 1);
+    assert_eq!(v["gvt"]["dmabuf"], 0);
     let display = v["gvt"]["display"].as_str().unwrap();
     assert!(
         display.contains("guest has not initialized the display"),
@@ -1136,4 +1137,111 @@ fn sim_init_through_the_binary() {
         .assert()
         .code(2);
     let _ = Fixture::GvtRs;
+}
+
+// ---- PCI-function parents --------------------------------------------------------------
+
+/// A vGPU on a PCI parent (a function bound to gvt_rs, `0000:00:04.0`) next to the
+/// virtual parent: found, created, listed, defined, stopped and started, destroyed by
+/// the same commands; the definition goes to the PCI parent's directory; the VMM
+/// arguments are the same form as for any vGPU (by UUID).
+#[test]
+fn pci_parent_create_list_define_vmm_args() {
+    const BDF: &str = "0000:00:04.0";
+    let t = Tree::new(&[Fixture::GvtRs, Fixture::GvtRsPci]);
+    let (code, v) = t.json(&["types", "--parent", BDF]);
+    assert_eq!(code, 0);
+    let types = v["types"].as_array().expect("types");
+    assert_eq!(types.len(), 4);
+    assert!(types.iter().all(|t| t["parent"] == BDF), "{types:?}");
+    let out = t
+        .cmd()
+        .args(["create", "--parent", BDF, "--aperture", "64M"])
+        .args(["--uuid", U1, "--define"])
+        .assert()
+        .success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).to_string();
+    assert!(
+        text.contains(&format!("created gvt_rs-GVTsim_64M on {BDF}")),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("defined in /etc/mdevctl.d/{BDF}/{U1}")),
+        "{text}"
+    );
+    assert!(t.p(&format!("etc/mdevctl.d/{BDF}/{U1}")).is_file());
+    // The device is the PCI function's child; only its parent's capacity went.
+    let canon = std::fs::canonicalize(t.dev(U1)).unwrap();
+    assert!(
+        canon.ends_with(format!("sys/devices/pci0000:00/{BDF}/{U1}")),
+        "{}",
+        canon.display()
+    );
+    assert_eq!(t.avail(BDF, "gvt_rs-GVTsim_64M"), 3);
+    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_64M"), 4);
+    // One on the virtual parent too: each parent places its own vGPUs.
+    t.create(&["--parent", "gvt-sim0", "--aperture", "64M", "--uuid", U2]);
+    let (_, v) = t.json(&["list"]);
+    let list = v["instances"].as_array().unwrap();
+    let parent_of = |u: &str| {
+        list.iter().find(|i| i["uuid"] == u).unwrap()["parent"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(parent_of(U1), BDF);
+    assert_eq!(parent_of(U2), "gvt-sim0");
+    for u in [U1, U2] {
+        let i = list.iter().find(|i| i["uuid"] == u).unwrap();
+        assert_eq!(i["gvt"]["aperture_base"], 0, "{u}");
+        assert_eq!(i["gvt"]["vgpu_id"], 1, "{u}");
+    }
+    let (_, v) = t.json(&["list", "--parent", BDF]);
+    assert_eq!(v["instances"].as_array().map(Vec::len), Some(1));
+    let rows = t.cmd().arg("list").assert().success();
+    let rows = String::from_utf8_lossy(&rows.get_output().stdout).to_string();
+    let r1 = rows.lines().find(|l| l.starts_with(U1)).expect("row");
+    assert!(r1.contains(BDF) && r1.ends_with("auto"), "{r1}");
+    // VMM arguments name the vGPU by UUID, whatever its parent.
+    t.cmd()
+        .args(["vmm-args", U1, "--vmm", "qemu"])
+        .assert()
+        .success()
+        .stdout(format!(
+            "-device vfio-pci,sysfsdev=/sys/bus/mdev/devices/{U1}\n"
+        ));
+    t.cmd()
+        .args(["vmm-args", U1, "--vmm", "libvirt"])
+        .assert()
+        .success()
+        .stdout(contains(format!("<address uuid='{U1}'/>")));
+    // Stop and start from the definition (mdevctl's layout: the parent's directory).
+    t.cmd().args(["stop", U1]).assert().success();
+    assert!(!t.dev(U1).exists());
+    assert_eq!(t.avail(BDF, "gvt_rs-GVTsim_64M"), 4);
+    t.cmd().args(["start", U1]).assert().success();
+    let canon = std::fs::canonicalize(t.dev(U1)).unwrap();
+    assert!(canon.ends_with(format!("sys/devices/pci0000:00/{BDF}/{U1}")));
+    let (code, _) = t.json(&["start", "--parent", BDF, "--auto"]);
+    assert_eq!(code, 0);
+    t.cmd()
+        .args(["destroy", U1, "--undefine"])
+        .assert()
+        .success();
+    assert!(!t.dev(U1).exists());
+    assert!(!t.p(&format!("etc/mdevctl.d/{BDF}/{U1}")).exists());
+    assert_eq!(t.avail(BDF, "gvt_rs-GVTsim_64M"), 4);
+    // Without --parent, vGPUs go wherever a type fits: both parents fill up.
+    for _ in 0..7 {
+        t.create(&["--aperture", "64M"]);
+    }
+    assert_eq!(t.avail(BDF, "gvt_rs-GVTsim_64M"), 0);
+    assert_eq!(t.avail("gvt-sim0", "gvt_rs-GVTsim_64M"), 0);
+    let (code, v) = t.json(&["create", "--aperture", "64M"]);
+    assert_ne!(code, 0);
+    let existing = v["error"]["details"]["existing"].to_string();
+    assert!(
+        existing.contains(BDF) && existing.contains("gvt-sim0"),
+        "{v}"
+    );
 }

@@ -61,7 +61,11 @@ fn run_rule_env(
 #[test]
 fn autostart_rule_starts_auto_definitions_of_the_parent() {
     let runs = rule_values("60-gvt-rs-autostart.rules", "RUN+=");
-    assert_eq!(runs.len(), 2, "change (MDEV_STATE=registered) and add");
+    assert_eq!(
+        runs.len(),
+        4,
+        "change (MDEV_STATE=registered) and add, for gvt-sim* and for PCI functions"
+    );
     let rules = std::fs::read_to_string(udev_dir().join("60-gvt-rs-autostart.rules")).unwrap();
     assert!(rules.contains(r#"ACTION=="change", ENV{MDEV_STATE}=="registered""#));
     assert!(rules.contains(r#"TEST=="/etc/mdevctl.d/$kernel""#));
@@ -106,6 +110,59 @@ fn autostart_rule_starts_auto_definitions_of_the_parent() {
         assert!(out.status.success());
         assert!(String::from_utf8_lossy(&out.stdout).contains("already active"));
     }
+}
+
+/// A PCI-function parent (`0000:00:04.0` bound to gvt_rs): its rules match the
+/// function's driver, and their command starts that parent's definitions only.
+#[test]
+fn autostart_rule_for_a_pci_parent() {
+    const BDF: &str = "0000:00:04.0";
+    let text = std::fs::read_to_string(udev_dir().join("60-gvt-rs-autostart.rules")).unwrap();
+    let pci: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains(r#"SUBSYSTEM=="pci""#))
+        .collect();
+    assert_eq!(pci.len(), 2, "{pci:?}");
+    for l in &pci {
+        assert!(l.contains(r#"DRIVER=="gvt_rs""#), "{l}");
+        assert!(l.contains(r#"TEST=="/etc/mdevctl.d/$kernel""#), "{l}");
+    }
+    assert!(pci[0].contains(r#"ACTION=="change", ENV{MDEV_STATE}=="registered""#));
+    assert!(pci[1].contains(r#"ACTION=="add""#));
+    let cmd = &rule_values("60-gvt-rs-autostart.rules", "RUN+=")[2];
+    let t = Tree::new(&[
+        libgvtctl::fake_sysfs::Fixture::GvtRs,
+        libgvtctl::fake_sysfs::Fixture::GvtRsPci,
+    ]);
+    t.cmd()
+        .args(["define", U1, "--parent", BDF, "--aperture", "64M", "--auto"])
+        .assert()
+        .success();
+    t.cmd()
+        .args([
+            "define",
+            U2,
+            "--parent",
+            "gvt-sim0",
+            "--aperture",
+            "64M",
+            "--auto",
+        ])
+        .assert()
+        .success();
+    assert!(t.p(&format!("etc/mdevctl.d/{BDF}/{U1}")).is_file());
+    let out = run_rule(&t, cmd, BDF);
+    assert!(
+        out.status.success(),
+        "{cmd}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let canon = std::fs::canonicalize(t.dev(U1)).expect("started");
+    assert!(canon.ends_with(format!("sys/devices/pci0000:00/{BDF}/{U1}")));
+    assert!(
+        !t.dev(U2).exists(),
+        "the virtual parent's definitions left alone"
+    );
 }
 
 #[test]

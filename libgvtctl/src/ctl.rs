@@ -73,9 +73,10 @@ pub struct CreateRequest {
 /// VNC included, at the cost of a copy per frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DisplayPath {
-    /// dma-buf planes offered: zero-copy, the VMM needs GL (the driver's default).
+    /// dma-buf planes offered: zero-copy, the VMM needs GL.
     Dmabuf,
-    /// dma-buf planes not offered: the VMM reads the display region.
+    /// dma-buf planes not offered: the VMM reads the display region (the driver's
+    /// default, unless `gvt_rs` was loaded with `dmabuf=1`).
     Region,
 }
 

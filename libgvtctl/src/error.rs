@@ -48,8 +48,9 @@ pub enum Error {
     #[error("no mdev parent device found in {}: is the gvt_rs module loaded? (modprobe gvt_rs)", dir.display())]
     NoParent { dir: PathBuf },
 
-    #[error("mdev parent '{name}' not found; parents present: {}{}", list_or_none(present),
-        if present.is_empty() { " (is the gvt_rs module loaded? modprobe gvt_rs)" } else { "" })]
+    #[error("mdev parent '{name}' not found; parents present: {}{}{}", list_or_none(present),
+        if present.is_empty() { " (is the gvt_rs module loaded? modprobe gvt_rs)" } else { "" },
+        pci_parent_hint(name))]
     UnknownParent { name: String, present: Vec<String> },
 
     #[error("mdev type '{type_id}' not found{}; types present: {}",
@@ -333,6 +334,33 @@ impl Error {
     }
 }
 
+/// Whether `name` is a PCI address as the kernel names functions (`0000:00:04.0`).
+fn is_pci_address(name: &str) -> bool {
+    let b = name.as_bytes();
+    let hex = |r: std::ops::Range<usize>| b[r].iter().all(u8::is_ascii_hexdigit);
+    b.len() == 12
+        && b[4] == b':'
+        && b[7] == b':'
+        && b[10] == b'.'
+        && hex(0..4)
+        && hex(5..7)
+        && hex(8..10)
+        && (b'0'..=b'7').contains(&b[11])
+}
+
+/// How a PCI function becomes a gvt_rs parent, when an absent parent is named like one.
+fn pci_parent_hint(name: &str) -> String {
+    if is_pci_address(name) {
+        format!(
+            "; to make the PCI function {name} a gvt_rs parent: \
+             echo gvt_rs > /sys/bus/pci/devices/{name}/driver_override; \
+             echo {name} > /sys/bus/pci/drivers_probe"
+        )
+    } else {
+        String::new()
+    }
+}
+
 fn list_or_none(v: &[String]) -> String {
     if v.is_empty() {
         "none".to_string()
@@ -425,4 +453,43 @@ fn busy(uuid: &str, holders: &[Holder], driver_refused: bool) -> String {
     }
     s.push_str(": shut down the VM or hot-unplug the device first, then retry");
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absent_pci_parent_says_how_to_bind_it() {
+        assert!(is_pci_address("0000:00:04.0"));
+        assert!(is_pci_address("0000:3b:1f.7"));
+        for n in [
+            "gvt-sim0",
+            "0000:00:04.8",
+            "0000:0g:04.0",
+            "00:04.0",
+            "0000:00:04.0x",
+        ] {
+            assert!(!is_pci_address(n), "{n}");
+        }
+        let e = Error::UnknownParent {
+            name: "0000:00:04.0".into(),
+            present: vec!["gvt-sim0".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "mdev parent '0000:00:04.0' not found; parents present: gvt-sim0; to make the PCI \
+             function 0000:00:04.0 a gvt_rs parent: echo gvt_rs > \
+             /sys/bus/pci/devices/0000:00:04.0/driver_override; echo 0000:00:04.0 > \
+             /sys/bus/pci/drivers_probe"
+        );
+        let e = Error::UnknownParent {
+            name: "gvt-sim1".into(),
+            present: vec!["gvt-sim0".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "mdev parent 'gvt-sim1' not found; parents present: gvt-sim0"
+        );
+    }
 }

@@ -1,7 +1,8 @@
 //! A fake mdev sysfs tree (the kernel's mdev core simulated over a plain directory tree;
 //! not the GPU model, which is gvt-core's `sim.rs`), for tests and demos without the
-//! driver. [`init`] builds a tree with parents shaped like gvt-rs (`gvt-sim0`), i915
-//! GVT-g (`0000:00:02.0`, its four `i915-GVTg_V5_*` types) and the `mtty` sample;
+//! driver. [`init`] builds a tree with parents shaped like gvt-rs (`gvt-sim0`, its virtual
+//! parent, and `0000:00:04.0`, a PCI function bound to it), i915 GVT-g (`0000:00:02.0`,
+//! its four `i915-GVTg_V5_*` types) and the `mtty` sample;
 //! [`FakeMdevSysfs`] is a [`Sysfs`] that reacts to writes as the kernel does:
 //!
 //! - `<type>/create` ← UUID: EINVAL for a bad UUID, EEXIST if taken, ENOSPC when
@@ -191,7 +192,7 @@ impl FakeMdevSysfs {
             ("state", "running".to_string()),
             ("stats", SIM_STATS.to_string()),
             ("ballooned", "0".to_string()),
-            ("dmabuf", "1".to_string()),
+            ("dmabuf", "0".to_string()),
             ("display", sim_display(&desc)),
         ])
     }
@@ -539,6 +540,10 @@ pub enum Fixture {
     /// types `gvt_rs-GVTsim_{32,64,128,256}M`; pool: 256M aperture, 752M high GM,
     /// 16 fences, 8 vGPUs.
     GvtRs,
+    /// `0000:00:04.0`: a PCI function bound to gvt_rs by `driver_override` (the VM rig's
+    /// spare `pci-testdev`, 1b36:0005), a parent of its own with the same types and pool
+    /// as [`Fixture::GvtRs`].
+    GvtRsPci,
     /// `0000:00:02.0`, types `i915-GVTg_V5_{1,2,4,8}`; pool: 1G aperture, 4G high GM, 28 fences.
     I915,
     /// `mtty`, types `mtty-1` and `mtty-2`; 4 ports.
@@ -549,6 +554,7 @@ impl Fixture {
     pub fn parse(s: &str) -> Option<Fixture> {
         match s {
             "gvt-rs" => Some(Fixture::GvtRs),
+            "gvt-rs-pci" => Some(Fixture::GvtRsPci),
             "i915" => Some(Fixture::I915),
             "mtty" => Some(Fixture::Mtty),
             _ => None,
@@ -580,6 +586,49 @@ fn gvt_type(
         ),
         cost: vec![("aperture", low << 20), ("high_gm", high << 20), ("fences", fence)],
     }
+}
+
+/// What a gvt_rs parent registers with `aperture_mb=256 gm_mb=1024` (the VM rig's
+/// parameters): 16 fences, at most 8 vGPUs, high GM 1024 - 256 - 16 (host reserve) =
+/// 752M shared 8/4/2/1 ways.
+const GVT_RS_POOL: [(&str, u64); 4] = [
+    ("aperture", 256 << 20),
+    ("high_gm", 752 << 20),
+    ("fences", 16),
+    ("vgpus", 8),
+];
+
+fn gvt_rs_types() -> Vec<SimType> {
+    vec![
+        gvt_rs_type("gvt_rs-GVTsim_32M", "GVTsim_32M", 32, 94, 2, "1024x768", 2),
+        gvt_rs_type(
+            "gvt_rs-GVTsim_64M",
+            "GVTsim_64M",
+            64,
+            188,
+            4,
+            "1920x1200",
+            4,
+        ),
+        gvt_rs_type(
+            "gvt_rs-GVTsim_128M",
+            "GVTsim_128M",
+            128,
+            376,
+            8,
+            "1920x1200",
+            8,
+        ),
+        gvt_rs_type(
+            "gvt_rs-GVTsim_256M",
+            "GVTsim_256M",
+            256,
+            752,
+            16,
+            "1920x1200",
+            16,
+        ),
+    ]
 }
 
 /// A gvt-rs type: a GVT type that also takes one of the parent's vGPU slots.
@@ -672,43 +721,51 @@ pub fn init(root: &Path, fixtures: &[Fixture]) -> io::Result<()> {
                 root,
                 "virtual/gvt_rs/gvt-sim0",
                 "gvt-sim0",
-                &[
-                    ("aperture", 256 << 20),
-                    ("high_gm", 752 << 20),
-                    ("fences", 16),
-                    ("vgpus", 8),
-                ],
-                vec![
-                    gvt_rs_type("gvt_rs-GVTsim_32M", "GVTsim_32M", 32, 94, 2, "1024x768", 2),
-                    gvt_rs_type(
-                        "gvt_rs-GVTsim_64M",
-                        "GVTsim_64M",
-                        64,
-                        188,
-                        4,
-                        "1920x1200",
-                        4,
-                    ),
-                    gvt_rs_type(
-                        "gvt_rs-GVTsim_128M",
-                        "GVTsim_128M",
-                        128,
-                        376,
-                        8,
-                        "1920x1200",
-                        8,
-                    ),
-                    gvt_rs_type(
-                        "gvt_rs-GVTsim_256M",
-                        "GVTsim_256M",
-                        256,
-                        752,
-                        16,
-                        "1920x1200",
-                        16,
-                    ),
-                ],
+                &GVT_RS_POOL,
+                gvt_rs_types(),
             )?,
+            // What binding a PCI function to gvt_rs registers (`echo gvt_rs >
+            // .../driver_override; echo 0000:00:04.0 > /sys/bus/pci/drivers_probe`): the
+            // function's own directory is the parent, with its PCI attributes and its
+            // `driver` link next to the types.
+            Fixture::GvtRsPci => {
+                let bdf = "0000:00:04.0";
+                add_parent(
+                    root,
+                    &format!("pci0000:00/{bdf}"),
+                    bdf,
+                    &GVT_RS_POOL,
+                    gvt_rs_types(),
+                )?;
+                let dir = root.join("sys/devices/pci0000:00").join(bdf);
+                for (f, v) in [
+                    ("vendor", "0x1b36"),
+                    ("device", "0x0005"),
+                    ("class", "0x00ff00"),
+                    ("driver_override", "gvt_rs"),
+                    ("enable", "0"),
+                ] {
+                    std::fs::write(dir.join(f), format!("{v}\n"))?;
+                }
+                let drv = root.join("sys/bus/pci/drivers/gvt_rs");
+                std::fs::create_dir_all(&drv)?;
+                let bus_dev = root.join("sys/bus/pci/devices");
+                std::fs::create_dir_all(&bus_dev)?;
+                let (cdrv, cdir, cbus) = (
+                    std::fs::canonicalize(&drv)?,
+                    std::fs::canonicalize(&dir)?,
+                    std::fs::canonicalize(&bus_dev)?,
+                );
+                if dir.join("driver").symlink_metadata().is_err() {
+                    symlink(rel(&cdir, &cdrv), dir.join("driver"))?;
+                }
+                if drv.join(bdf).symlink_metadata().is_err() {
+                    symlink(rel(&cdrv, &cdir), drv.join(bdf))?;
+                }
+                if bus_dev.join(bdf).symlink_metadata().is_err() {
+                    symlink(rel(&cbus, &cdir), bus_dev.join(bdf))?;
+                }
+            }
             Fixture::I915 => add_parent(
                 root,
                 "pci0000:00/0000:00:02.0",

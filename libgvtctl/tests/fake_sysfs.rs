@@ -235,3 +235,59 @@ fn gvt_rs_fixture_is_the_real_driver_layout() {
     let ids: Vec<u64> = made.iter().map(|i| g(i, "vgpu_id")).collect();
     assert_eq!(ids, (1..=8).collect::<Vec<_>>());
 }
+
+/// A PCI-function parent (`0000:00:04.0`, bound to gvt_rs) next to the virtual one:
+/// discovered through `/sys/class/mdev_bus`, each with its own capacity, vGPUs named
+/// by their parent, definitions under the parent's name.
+#[test]
+fn pci_parent_next_to_the_virtual_one() {
+    const BDF: &str = "0000:00:04.0";
+    let (d, ctl) = tree(&[Fixture::GvtRs, Fixture::GvtRsPci]);
+    let mut names = ctl.parent_names();
+    names.sort();
+    assert_eq!(names, [BDF, "gvt-sim0"]);
+    let of = |p: &str| -> Vec<(String, Option<u32>)> {
+        ctl.types(Some(p))
+            .unwrap()
+            .into_iter()
+            .map(|t| (t.id, t.available_instances))
+            .collect()
+    };
+    assert_eq!(of(BDF), of("gvt-sim0"));
+    let i = ctl
+        .create(&CreateRequest {
+            parent: Some(BDF.into()),
+            define: Some(StartMode::Auto),
+            ..req(128)
+        })
+        .unwrap();
+    assert_eq!(i.parent, BDF);
+    assert_eq!(i.type_id, "gvt_rs-GVTsim_128M");
+    assert_eq!(
+        i.definition.as_ref().map(|d| d.path.clone()),
+        Some(format!("/etc/mdevctl.d/{BDF}/{}", i.uuid))
+    );
+    assert!(d
+        .path()
+        .join("etc/mdevctl.d")
+        .join(BDF)
+        .join(i.uuid.to_string())
+        .is_file());
+    assert_eq!(
+        i.vmm_args.qemu,
+        format!("-device vfio-pci,sysfsdev=/sys/bus/mdev/devices/{}", i.uuid)
+    );
+    let left = |p: &str| {
+        ctl.types(Some(p))
+            .unwrap()
+            .into_iter()
+            .find(|t| t.id == "gvt_rs-GVTsim_128M")
+            .unwrap()
+            .available_instances
+    };
+    assert_eq!((left(BDF), left("gvt-sim0")), (Some(1), Some(2)));
+    let listed = ctl.instance(&i.uuid).unwrap();
+    assert_eq!(listed.parent, BDF);
+    ctl.destroy(&i.uuid).unwrap();
+    assert_eq!(left(BDF), Some(2));
+}

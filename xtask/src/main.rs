@@ -17,14 +17,17 @@ cargo xtask <command> [args]
 
 Commands:
   setup            install host packages, the Debian trixie build chroot, the
-                   pinned Debian kernel packages, a prepared kernel tree and the
-                   L2 kernel (cached in ~/.cache/gvt-rs, idempotent)
+                   pinned Debian kernel packages, a prepared kernel tree, the
+                   L2 kernels (tiny, and with DRM for the native guest driver)
+                   and a static cloud-hypervisor (cached in ~/.cache/gvt-rs,
+                   idempotent)
   kmod             build the gvt_rs kernel module (and the mtty peer sample)
   vm-test [FILTER] build everything and run the in-guest tests whose name
                    contains FILTER (all when omitted; a,b,c: any of them) in a
                    QEMU TCG guest
   demo             boot the VM, load the driver, show it working; saves the
-                   nested QEMU's screendump of a vGPU as target/gvt-demo/screen.png
+                   nested QEMU's screendump of a vGPU as target/gvt-demo/screen.png;
+                   last, a vGPU in cloud-hypervisor running the guest driver in L2
   test             all tests: host `cargo test --workspace`, the benches built
                    (--no-run), the gvt-core build with the kernel's rustc
                    1.85.1, fuzzing, the rig self-check, then every VM test
@@ -317,6 +320,9 @@ fn setup(p: &mut Phases) {
     p.run("setup: L2 kernel", || sh(&mut tool("build-l2-kernel.sh")));
     p.run("setup: L2 DRM kernel (guest driver)", || {
         sh(&mut tool("build-l2-drm-kernel.sh"))
+    });
+    p.run("setup: cloud-hypervisor", || {
+        sh(&mut tool("build-cloud-hypervisor.sh"))
     });
 }
 

@@ -14,7 +14,11 @@
 //! **VFIO region** ([`EdidRegion::read`]/[`EdidRegion::write`]), laid out like
 //! GVT-g's and mbochs': the six `u32` registers at 0, the blob at
 //! [`EDID_BLOB_OFFSET`] (2 KiB), [`EDID_MAX_SIZE`] bytes, region size
-//! [`EDID_REGION_SIZE`].  Registers take aligned 4-byte accesses only;
+//! [`EDID_REGION_SIZE`] (2560: it ends with the blob).  Every byte of the
+//! region reads, in accesses of any size and alignment: the registers as
+//! their little-endian values, the reserved bytes between them and the blob
+//! as zeros.  Writes to registers take aligned 4-byte accesses only (the
+//! reserved bytes take none);
 //! `edid_offset`, `edid_max_size`, `max_xres`, `max_yres` are read-only
 //! (`-EPERM`, as GVT-g); `edid_size` takes values ≤ `edid_max_size`
 //! (`-EINVAL` otherwise); `link_state` takes `UP` (1) or `DOWN` (2)
@@ -48,8 +52,9 @@ pub const EDID_BLOCK: usize = 128;
 pub const EDID_HEADER: [u8; 8] = [0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x00];
 /// Largest EDID the region takes (base block + 3 extensions).
 pub const EDID_MAX_SIZE: usize = 4 * EDID_BLOCK;
-/// Size of the VFIO EDID region.
-pub const EDID_REGION_SIZE: u64 = 4096;
+/// Size of the VFIO EDID region: the registers, the reserved space up to
+/// the blob, the blob; every byte of it reads ([`EdidRegion::read`]).
+pub const EDID_REGION_SIZE: u64 = EDID_BLOB_OFFSET as u64 + EDID_MAX_SIZE as u64;
 /// Where the blob starts in the region (GVT-g's and mbochs' `PAGE_SIZE / 2`).
 pub const EDID_BLOB_OFFSET: u32 = 2048;
 /// `VFIO_DEVICE_GFX_LINK_STATE_UP`.
@@ -592,16 +597,30 @@ impl EdidRegion {
         Err(EdidRegionError::BadAccess)
     }
 
-    /// A VMM read of the region.
+    /// A VMM read of the region: any bytes inside [`EDID_REGION_SIZE`]
+    /// (registers little-endian, reserved bytes zero, the blob).
     pub fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), EdidRegionError> {
-        match Self::locate(offset, buf.len())? {
-            Target::Reg(rel) => {
-                let v = self.reg(rel).ok_or(EdidRegionError::BadAccess)?;
-                buf.copy_from_slice(&v.to_le_bytes());
-            }
-            Target::Blob(r) => {
-                buf.copy_from_slice(self.blob.get(r).ok_or(EdidRegionError::BadAccess)?)
-            }
+        let end = offset
+            .checked_add(buf.len() as u64)
+            .ok_or(EdidRegionError::BadAccess)?;
+        if end > EDID_REGION_SIZE {
+            return Err(EdidRegionError::BadAccess);
+        }
+        let blob = u64::from(EDID_BLOB_OFFSET);
+        for (at, b) in (offset..end).zip(buf.iter_mut()) {
+            *b = if at < u64::from(regs::SIZE) {
+                let v = self
+                    .reg((at & !3) as u32)
+                    .ok_or(EdidRegionError::BadAccess)?;
+                v.to_le_bytes()[(at & 3) as usize]
+            } else if at >= blob {
+                *self
+                    .blob
+                    .get((at - blob) as usize)
+                    .ok_or(EdidRegionError::BadAccess)?
+            } else {
+                0
+            };
         }
         Ok(())
     }
@@ -1047,29 +1066,29 @@ mod tests {
             Err(EdidRegionError::BadLinkState(3))
         );
         assert_eq!(EdidRegionError::BadLinkState(3).errno(), 22);
-        // access shapes
+        // Access shapes: reads of any shape inside the region, writes to
+        // registers aligned 4-byte only, none to the reserved bytes.
         let mut b2 = [0u8; 2];
+        r.read(0, &mut b2).unwrap();
         assert_eq!(
-            r.read(0, &mut b2),
-            Err(EdidRegionError::BadAccess),
+            b2,
+            EDID_BLOB_OFFSET.to_le_bytes()[..2],
             "2-byte register read"
         );
+        let mut b4 = [0u8; 4];
+        r.read(2, &mut b4).unwrap();
         assert_eq!(
-            r.read(2, &mut [0u8; 4]),
-            Err(EdidRegionError::BadAccess),
-            "misaligned"
+            b4,
+            [0, 0, 0, 2],
+            "misaligned read: edid_offset's high half, edid_max_size's low half"
         );
-        assert_eq!(
-            r.read(24, &mut [0u8; 4]),
-            Err(EdidRegionError::BadAccess),
-            "between registers and blob"
-        );
-        assert_eq!(
-            r.read(20, &mut [0u8; 8]),
-            Err(EdidRegionError::BadAccess),
-            "runs past the registers"
-        );
+        r.read(24, &mut b4).unwrap();
+        assert_eq!(b4, [0; 4], "the reserved bytes read as zero");
+        let mut b8 = [0u8; 8];
+        r.read(20, &mut b8).unwrap();
+        assert_eq!(b8, [1, 0, 0, 0, 0, 0, 0, 0], "link_state, then reserved");
         let end = u64::from(EDID_BLOB_OFFSET) + EDID_MAX_SIZE as u64;
+        assert_eq!(end, EDID_REGION_SIZE, "the region ends with the blob");
         assert_eq!(
             r.read(end - 1, &mut [0u8; 2]),
             Err(EdidRegionError::BadAccess),
@@ -1080,6 +1099,25 @@ mod tests {
             Err(EdidRegionError::BadAccess)
         );
         assert!(r.read(end - 1, &mut [0u8; 1]).is_ok());
+        let mut whole = [0xEEu8; EDID_REGION_SIZE as usize];
+        r.read(0, &mut whole).unwrap();
+        assert_eq!(whole[24..EDID_BLOB_OFFSET as usize], [0; 2024]);
+        assert_eq!(
+            whole[EDID_BLOB_OFFSET as usize..][..128],
+            generate_for(Resolution::R1920X1200, 3).unwrap()
+        );
+        for (off, len) in [(0u64, 2usize), (2, 4), (24, 4), (20, 8), (100, 1)] {
+            assert_eq!(
+                r.write(off, &vec![0u8; len]),
+                Err(EdidRegionError::BadAccess),
+                "write of {len} bytes at {off}"
+            );
+        }
+        assert_eq!(
+            r.write(end - 1, &[0u8; 2]),
+            Err(EdidRegionError::BadAccess),
+            "write past the blob"
+        );
     }
 
     #[test]

@@ -64,7 +64,7 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l parent -d 'Pare
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l type -d 'Exact mdev type (e.g. gvt_rs-GVTsim_64M, i915-GVTg_V5_4, mtty-1)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l uuid -d 'Use this UUID instead of a random one' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l weight -d 'Scheduler weight (gvt-rs types)' -r
-complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l display -d 'How QEMU\'s display=on gets the screen (gvt-rs types): dmabuf (zero-copy; QEMU needs a GL display such as -display egl-headless or gtk,gl=on) or region (any display, VNC included). Default: the driver\'s (dmabuf)' -r -f -a "dmabuf\t''
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l display -d 'How QEMU\'s display=on gets the screen (gvt-rs types): dmabuf (zero-copy; QEMU needs a GL display such as -display egl-headless or gtk,gl=on) or region (any display, VNC included). Default: the driver\'s (region, unless gvt_rs was loaded with dmabuf=1)' -r -f -a "dmabuf\t''
 region\t''"
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
@@ -203,7 +203,7 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_s
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -f -a "hold" -d 'Pretend process PID holds the vGPU\'s VFIO node'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -f -a "load" -d 'Program the vGPU\'s simulated load: each statistics reading is one simulated second later and adds N to each named gvt/stats counter (or sets a text value)'
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and not __fish_seen_subcommand_from init hold load help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l fixture -d 'Comma-separated: gvt-rs, i915, mtty' -r
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l fixture -d 'Comma-separated: gvt-rs (virtual parent gvt-sim0), gvt-rs-pci (PCI parent 0000:00:04.0), i915, mtty' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l root -d 'Resolve /sys, /dev, /proc and /etc under DIR (tests, chroots)' -r -F
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l timeout -d 'Seconds to wait for a created device to appear (or a removed one to go)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand sim; and __fish_seen_subcommand_from init" -l json -d 'Print machine-readable JSON (stable schema, see README.md)'

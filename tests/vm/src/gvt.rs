@@ -54,12 +54,17 @@ fn read_num(path: &Path) -> u64 {
 
 /// `available_instances` of every type, by type name.
 pub fn available() -> Vec<(String, u64)> {
-    types_of(PARENT)
+    available_on(PARENT)
+}
+
+/// `available_instances` of every type of `parent`, by type name.
+pub fn available_on(parent: &str) -> Vec<(String, u64)> {
+    types_of(parent)
         .into_iter()
         .map(|t| {
             let n = read_num(
                 &Path::new("/sys/class/mdev_bus")
-                    .join(PARENT)
+                    .join(parent)
                     .join("mdev_supported_types")
                     .join(&t)
                     .join("available_instances"),
@@ -666,6 +671,12 @@ pub fn msi_on(dev: &VfioDevice) -> vmm_sys_util::eventfd::EventFd {
     let msi = EventFd::new(EFD_NONBLOCK).expect("eventfd");
     dev.enable_msi(vec![&msi]).expect("wire MSI to an eventfd");
     msi
+}
+
+/// Offer dma-buf planes on `m` (sysfs `gvt/dmabuf` = 1; the driver's
+/// default is 0, region planes only): for the tests of the dma-buf path.
+pub fn dmabuf_on(m: &Mdev) {
+    std::fs::write(m.sysfs_path().join("gvt/dmabuf"), "1").expect("gvt/dmabuf");
 }
 
 /// Unload gvt_rs if it is loaded (no vGPU may exist), then load it with

@@ -8,6 +8,7 @@
 
 pub mod guest;
 pub mod gvt;
+pub mod pci;
 pub mod screen;
 
 use std::fs;
@@ -608,6 +609,145 @@ pub fn paint(blits: &[Blit], w: u32, h: u32) -> Vec<u32> {
         }
     }
     px
+}
+
+/// Where the rig installs cloud-hypervisor in L1 (tools/vm-image.sh, from
+/// the static build of tools/build-cloud-hypervisor.sh).
+pub const CLOUD_HYPERVISOR: &str = "/usr/bin/cloud-hypervisor";
+
+/// What `gvtctl vmm-args UUID --vmm cloud-hypervisor` prints, split into
+/// arguments: the VFIO device arguments the cloud-hypervisor tests run with.
+pub fn ch_vmm_args(uuid: &str) -> Vec<String> {
+    let o = Command::new("/usr/bin/gvtctl")
+        .args(["vmm-args", uuid, "--vmm", "cloud-hypervisor"])
+        .output()
+        .expect("run /usr/bin/gvtctl");
+    assert!(
+        o.status.success(),
+        "gvtctl vmm-args {uuid} --vmm cloud-hypervisor: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+/// The command line (program first) that boots the rig's L2 kernel in
+/// cloud-hypervisor with KVM (direct kernel boot of the bzImage, serial on
+/// stdout), without devices; `l2_cmd` is passed as `gvt.l2=`.  `noxsave`:
+/// cloud-hypervisor passes the host's CPUID with XSAVE, on which the L2
+/// kernel faults in xstate init here (KVM on TCG's emulated SVM).
+pub fn l2_ch_command(l2_cmd: &str) -> Vec<String> {
+    [
+        CLOUD_HYPERVISOR,
+        "--kernel",
+        &format!("{L2_DIR}/bzImage"),
+        "--initramfs",
+        &format!("{L2_DIR}/initrd.gz"),
+        "--cmdline",
+        &format!("console=ttyS0 panic=-1 noxsave no_timer_check gvt.l2={l2_cmd}"),
+        "--cpus",
+        "boot=1",
+        "--memory",
+        "size=128M",
+        "--serial",
+        "tty",
+        "--console",
+        "off",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+/// A cloud-hypervisor process started by [`ChVm::start`]; its stdout and
+/// stderr (the L2 serial console) go to a file read back by [`ChVm::output`].
+/// Dropping it ends the process.
+pub struct ChVm {
+    child: std::process::Child,
+    log: String,
+    pub started: Instant,
+}
+
+impl ChVm {
+    /// Start `cmd` (program first) with `extra` arguments appended.
+    pub fn start(cmd: &[String], extra: &[String]) -> ChVm {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let log = format!("/tmp/ch-{}-{n}.log", std::process::id());
+        let out = fs::File::create(&log).expect("log file");
+        eprintln!("starting {} {}", cmd.join(" "), extra.join(" "));
+        let child = Command::new(&cmd[0])
+            .args(&cmd[1..])
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("dup"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {}: {e}", cmd[0]));
+        ChVm {
+            child,
+            log,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything it printed so far.
+    pub fn output(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Its exit status if it exited (`Some(None)`: killed by a signal).
+    pub fn exited(&mut self) -> Option<Option<i32>> {
+        self.child.try_wait().expect("wait").map(|s| s.code())
+    }
+
+    /// Wait until its output contains `line` (true), it exits, or `limit`
+    /// passes (false).
+    pub fn wait_for(&mut self, line: &str, limit: Duration) -> bool {
+        let t0 = Instant::now();
+        loop {
+            if self.output().contains(line) {
+                return true;
+            }
+            if self.exited().is_some() || t0.elapsed() > limit {
+                return self.output().contains(line);
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// End it: SIGTERM, then SIGKILL if it is still there after `grace`.
+    /// Returns how long it took to exit and whether SIGKILL was needed.
+    pub fn stop(&mut self, grace: Duration) -> (Duration, bool) {
+        let t0 = Instant::now();
+        if self.exited().is_some() {
+            return (Duration::ZERO, false);
+        }
+        // SAFETY: kill(2) on our own child, which has not been reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        while t0.elapsed() < grace {
+            if self.exited().is_some() {
+                return (t0.elapsed(), false);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        (t0.elapsed(), true)
+    }
+}
+
+impl Drop for ChVm {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(5));
+        let _ = fs::remove_file(&self.log);
+    }
 }
 
 #[cfg(test)]

@@ -310,34 +310,28 @@ pub struct NestedDisplay {
 impl NestedDisplay {
     /// Boot L2 under `accel` and wait until it shows frame 1 (drawn with
     /// blits, plane programmed, `display_ready` set).  dma-buf planes are
-    /// turned off for the vGPU: QEMU takes them whenever offered, and they
-    /// need an OpenGL display.
+    /// turned off for the vGPU whatever the driver's default: QEMU takes them
+    /// whenever offered, and they need an OpenGL display.
     pub fn start(m: &Mdev, accel: &str, echo: bool) -> NestedDisplay {
         fs::write(m.sysfs_path().join("gvt/dmabuf"), "0").expect("gvt/dmabuf");
-        let pid = std::process::id();
-        let (qmp_path, tty_path) = (
-            format!("/tmp/gvt-qmp-{pid}.sock"),
-            format!("/tmp/gvt-tty-{pid}.sock"),
-        );
-        let mut args = crate::l2_qemu_command_accel(accel, "display");
-        let dev = format!(
-            "vfio-pci,id={DEVICE_ID},sysfsdev={},display=on",
-            m.sysfs_path().display()
-        );
-        for a in [
-            "-device",
-            &dev,
-            "-qmp",
-            &format!("unix:{qmp_path},server=on,wait=off"),
-        ] {
-            args.push(a.to_string());
-        }
-        args.extend([
-            "-serial".to_string(),
-            format!("unix:{tty_path},server=on,wait=off"),
-        ]);
-        let mut q = Qemu::spawn(&args);
+        NestedDisplay::start_device(m, accel, echo, "vfio-pci", "")
+    }
+
+    /// [`NestedDisplay::start`] with the vGPU as it is (`gvt/dmabuf`
+    /// untouched) on QEMU's device `driver` (`vfio-pci`, or
+    /// `vfio-pci-nohotplug`, which libvirt uses for `ramfb='on'`) with
+    /// `extra` device options (e.g. `,ramfb=on`).
+    pub fn start_device(
+        m: &Mdev,
+        accel: &str,
+        echo: bool,
+        driver: &str,
+        extra: &str,
+    ) -> NestedDisplay {
+        let mut q = Qemu::spawn(&Self::command(m, accel, driver, extra));
         q.echo = echo;
+        let pid = std::process::id();
+        let (qmp_path, tty_path) = Self::sockets(pid);
         let qmp = Qmp::new(&qmp_path);
         let tty = connect(&tty_path);
         let edid = q.wait_for("L2: display edid ", STEP);
@@ -355,6 +349,37 @@ impl NestedDisplay {
             width,
             height,
         }
+    }
+
+    fn sockets(pid: u32) -> (String, String) {
+        (
+            format!("/tmp/gvt-qmp-{pid}.sock"),
+            format!("/tmp/gvt-tty-{pid}.sock"),
+        )
+    }
+
+    /// The nested QEMU's command line (what [`NestedDisplay::start_device`]
+    /// runs).
+    pub fn command(m: &Mdev, accel: &str, driver: &str, extra: &str) -> Vec<String> {
+        let (qmp_path, tty_path) = Self::sockets(std::process::id());
+        let mut args = crate::l2_qemu_command_accel(accel, "display");
+        let dev = format!(
+            "{driver},id={DEVICE_ID},sysfsdev={},display=on{extra}",
+            m.sysfs_path().display()
+        );
+        for a in [
+            "-device",
+            &dev,
+            "-qmp",
+            &format!("unix:{qmp_path},server=on,wait=off"),
+        ] {
+            args.push(a.to_string());
+        }
+        args.extend([
+            "-serial".to_string(),
+            format!("unix:{tty_path},server=on,wait=off"),
+        ]);
+        args
     }
 
     /// QMP `screendump` (PPM) of the vGPU's console.

@@ -71,6 +71,8 @@ fn cursor_dmabuf_plane_shows_the_guest_cursor() {
     // check "cursor in another vGPU's memory" below needs memory below.
     let other = Mdev::create(PARENT, &type_mb(32)).expect("create the first vGPU");
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
+    // Cursor planes are dma-buf planes: offered for this vGPU.
+    dmabuf_on(&m);
     let a = attrs(&m);
     let o = attrs(&other);
     assert!(

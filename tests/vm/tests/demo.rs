@@ -11,7 +11,8 @@ use gvt_vmtests::{run_l2, types_of, Mdev};
 /// drive both through the VFIO consumer (vfio-ioctls), then hand one to an
 /// unmodified QEMU and show what its guest sees; finally show a third
 /// vGPU's screen through a nested QEMU with `display=on` (checked pixel for
-/// pixel, saved as a PNG on the host).
+/// pixel, saved as a PNG on the host); last, a fourth vGPU in
+/// cloud-hypervisor running the reference guest driver in its guest.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn demo_gvt_two_vgpus() {
@@ -111,7 +112,62 @@ fn demo_gvt_two_vgpus() {
     );
     m1.remove().expect("remove");
     show_the_screen();
+    cloud_hypervisor();
     println!("demo: removed every vGPU; done");
+}
+
+/// After the QEMU steps: a vGPU in cloud-hypervisor (KVM in L1), with the
+/// arguments gvtctl prints for it, running the reference guest driver in L2.
+fn cloud_hypervisor() {
+    use gvt_vmtests::guest::stat;
+    use gvt_vmtests::{ch_vmm_args, gvt, l2_ch_command, ChVm};
+
+    let m = Mdev::create(gvt::PARENT, &gvt::type_mb(32)).expect("create vGPU 4");
+    let args = ch_vmm_args(&m.uuid);
+    println!(
+        "demo: cloud-hypervisor takes vGPU 4: `gvtctl vmm-args {} --vmm cloud-hypervisor` prints {}",
+        m.uuid,
+        args.join(" ")
+    );
+    let cmd = l2_ch_command("guestdrv");
+    println!(
+        "demo: {} {}",
+        cmd.iter()
+            .map(|a| if a.contains(' ') {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+        args.join(" ")
+    );
+    let mut vm = ChVm::start(&cmd, &args);
+    let done = vm.wait_for("L2: done", Duration::from_secs(240));
+    let secs = vm.started.elapsed().as_secs_f64();
+    vm.stop(Duration::from_secs(10));
+    let out = vm.output();
+    for l in out
+        .lines()
+        .filter(|l| l.starts_with("L2: pci") || l.starts_with("L2: guestdrv"))
+    {
+        println!("demo:   {l}");
+    }
+    assert!(
+        done,
+        "the L2 guest of cloud-hypervisor did not finish:\n{out}"
+    );
+    assert!(
+        out.contains("L2: guestdrv ok"),
+        "the guest driver failed in cloud-hypervisor:\n{out}"
+    );
+    println!(
+        "demo: cloud-hypervisor's guest ran the guest driver in {secs:.1} s: {} submissions accepted, {} refused",
+        stat(&m, "submissions_accepted"),
+        stat(&m, "submissions_rejected")
+    );
+    drop(vm);
+    m.remove().expect("remove");
 }
 
 /// The vGPU's screen: a fresh vGPU in an unmodified QEMU with `display=on`;

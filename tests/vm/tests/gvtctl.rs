@@ -13,6 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use gvt_vmtests::pci::{drivers_probe, spare_functions, PciParent};
 use gvt_vmtests::{ensure_module, new_uuid, run_l2, Ran};
 use serde_json::Value;
 use vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
@@ -445,7 +446,7 @@ fn apply_rules(rules: &str, ev: &Uevent) -> Applied {
             let is = match (k.as_str(), op.as_str()) {
                 (_, "==" | "!=") => {
                     let hit = match k.as_str() {
-                        "ACTION" | "SUBSYSTEM" => glob(v, ev.get(k)),
+                        "ACTION" | "SUBSYSTEM" | "DRIVER" => glob(v, ev.get(k)),
                         "KERNEL" => glob(v, ev.kernel()),
                         e if e.starts_with("ENV{") => glob(v, ev.get(&e[4..e.len() - 1])),
                         "TEST" => {
@@ -845,17 +846,23 @@ fn gvtctl_create_weight_is_applied() {
     assert!(gvt_devices().is_empty());
 }
 
-/// `--display region` switches the driver's dma-buf planes off (a VMM without GL), and
+/// The driver's default is region planes only (any VMM display); `--display dmabuf`
+/// offers dma-buf planes (a VMM with GL), `--display region` says so explicitly; and
 /// `gvt/display` tells a user why the screen is still black.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn gvtctl_create_display_path_is_applied() {
     fresh();
     let dflt = create(&["--aperture", "32M"]);
+    let dmabuf = create(&["--aperture", "32M", "--display", "dmabuf"]);
     let region = create(&["--aperture", "32M", "--display", "region"]);
     assert_eq!(
-        (gvt_attr(&dflt, "dmabuf"), gvt_attr(&region, "dmabuf")),
-        (1, 0),
+        (
+            gvt_attr(&dflt, "dmabuf"),
+            gvt_attr(&dmabuf, "dmabuf"),
+            gvt_attr(&region, "dmabuf")
+        ),
+        (0, 1, 0),
         "sysfs gvt/dmabuf"
     );
     let info = gvtctl(&["info", &region]).ok().stdout;
@@ -863,7 +870,7 @@ fn gvtctl_create_display_path_is_applied() {
         info.contains("guest has not initialized the display"),
         "{info}"
     );
-    for u in [&dflt, &region] {
+    for u in [&dflt, &dmabuf, &region] {
         gvtctl(&["destroy", u]).ok();
     }
     assert!(gvt_devices().is_empty());
@@ -1828,4 +1835,103 @@ fn read_opt(p: &str) -> Option<String> {
     fs::read_to_string(p)
         .ok()
         .map(|s| s.trim_end_matches('\n').to_string())
+}
+
+/// gvtctl on a PCI-function parent (a spare function bound to gvt_rs by
+/// driver_override) next to gvt-sim0: types, create with a definition, list and
+/// info checked against sysfs, vmm-args, then the udev autostart rule on the
+/// kernel's own uevents when the function is unbound and bound again, and
+/// destroy/undefine.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn gvtctl_pci_parent_create_list_define_autostart() {
+    fresh();
+    let p = PciParent::bind(&spare_functions()[0]);
+    let bdf = p.bdf.clone();
+    let defs = format!("/etc/mdevctl.d/{bdf}");
+    let _ = fs::remove_dir_all(&defs);
+    let t = gvtctl(&["--json", "types", "--parent", &bdf]).ok().json();
+    let types = t["types"].as_array().unwrap();
+    assert_eq!(types.len(), TYPES.len());
+    for (ty, n, ..) in TYPES {
+        let j = types.iter().find(|j| j["id"] == ty).expect(ty);
+        assert_eq!(j["parent"], bdf.as_str());
+        assert_eq!(j["available_instances"], n, "{ty}");
+    }
+    let o = gvtctl(&["create", "--parent", &bdf, "--aperture", "64M", "--define"]).ok();
+    let uuid = o.stdout.lines().next().unwrap().to_string();
+    assert!(
+        o.stdout
+            .contains(&format!("created gvt_rs-GVTsim_64M on {bdf}: aperture 64M")),
+        "{}",
+        o.stdout
+    );
+    assert!(o
+        .stdout
+        .contains(&format!("defined in {defs}/{uuid} (start auto)")));
+    assert_eq!(
+        fs::canonicalize(dev(&uuid)).unwrap(),
+        fs::canonicalize(format!("/sys/bus/pci/devices/{bdf}"))
+            .unwrap()
+            .join(&uuid)
+    );
+    assert_eq!(avail("gvt_rs-GVTsim_64M"), 4, "gvt-sim0 untouched");
+    let i = gvtctl(&["--json", "info", &uuid]).ok().json();
+    assert_eq!(i["parent"], bdf.as_str());
+    assert_eq!(i["type"], "gvt_rs-GVTsim_64M");
+    assert_eq!(i["gvt"]["aperture_size"], 64 * MIB);
+    assert_eq!(i["gvt"]["vgpu_id"], gvt_attr(&uuid, "vgpu_id"));
+    let group = link_name(dev(&uuid).join("iommu_group"));
+    assert_eq!(i["vfio_group_node"], format!("/dev/vfio/{group}"));
+    let l = gvtctl(&["--json", "list", "--parent", &bdf]).ok().json();
+    let l = l["instances"].as_array().unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0]["uuid"], uuid.as_str());
+    let v = gvtctl(&["vmm-args", &uuid, "--vmm", "qemu"]).ok();
+    assert_eq!(
+        v.stdout,
+        format!("-device vfio-pci,sysfsdev={MDEV_BUS}/{uuid}\n")
+    );
+
+    // Unbind: the vGPU goes, its definition stays.
+    p.unbind().expect("unbind");
+    assert!(!dev(&uuid).exists());
+    let i = gvtctl(&["--json", "info", &uuid]).ok().json();
+    assert_eq!(i["active"], false);
+    assert_eq!(i["definition"]["start"], "auto");
+    // Bind again, watching the uevents udevd would see; the autostart rules run.
+    let ue = Uevents::open();
+    drivers_probe(&bdf).unwrap();
+    let events = ue.collect(Duration::from_secs(10), |e| {
+        e.get("MDEV_STATE") == "registered"
+    });
+    let reg = events.last().expect("uevents");
+    assert_eq!(reg.get("MDEV_STATE"), "registered", "{events:?}");
+    assert_eq!(reg.get("ACTION"), "change");
+    assert_eq!(reg.get("SUBSYSTEM"), "pci");
+    assert_eq!(reg.get("DRIVER"), "gvt_rs");
+    assert_eq!(reg.kernel(), bdf.as_str());
+    assert!(!dev(&uuid).exists(), "nothing starts vGPUs by itself");
+    let rules = read("/etc/udev/rules.d/60-gvt-rs-autostart.rules");
+    let ap = apply_rules(&rules, reg);
+    assert_eq!(
+        ap.run,
+        [format!(
+            "/usr/bin/gvtctl --syslog start --parent {bdf} --auto"
+        )],
+        "the PCI parent's change rule fires on the real event"
+    );
+    let o = run_udev_command(&ap.run[0]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains(&format!("started {uuid}")));
+    assert_eq!(link_name(dev(&uuid).join("mdev_type")), "gvt_rs-GVTsim_64M");
+    assert_eq!(
+        fs::canonicalize(dev(&uuid)).unwrap().parent().unwrap(),
+        fs::canonicalize(format!("/sys/bus/pci/devices/{bdf}")).unwrap()
+    );
+    gvtctl(&["destroy", &uuid, "--undefine"]).ok();
+    assert!(!dev(&uuid).exists());
+    assert!(!Path::new(&format!("{defs}/{uuid}")).exists());
+    drop(p);
+    let _ = fs::remove_dir_all(&defs);
 }

@@ -39,6 +39,14 @@ fn nested(accel: &str) {
         r.output.contains("L2: pci 0x1234 0x6776 0x038000"),
         "L2 sees the vGPU's IDs and class"
     );
+    // The ERR irq has its vector: QEMU enables its error recovery (it warns
+    // when GET_IRQ_INFO reports no ERR vector).
+    assert!(
+        !r.output
+            .contains("Could not enable error recovery for the device"),
+        "QEMU could not wire the ERR irq:\n{}",
+        r.output
+    );
     assert!(
         r.output
             .contains("L2: vgpu bars bar0=0x1000000 bar2=0x10000000"),

@@ -12,6 +12,12 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use vfio_bindings::bindings::vfio::{
+    VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_DATA_EVENTFD, VFIO_PCI_ERR_IRQ_INDEX,
+    VFIO_PCI_REQ_IRQ_INDEX,
+};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
 use gvt_guest_driver::driver::error_irq;
 use gvt_guest_driver::gvt_core::cmd::encode::{bb_start, color_blt, lri, sdi, src_copy_blt};
 use gvt_guest_driver::gvt_core::cmd::{
@@ -22,7 +28,7 @@ use gvt_guest_driver::jobs::{self, Ppgtt};
 use gvt_guest_driver::vfio::VfioBackend;
 use gvt_guest_driver::{Driver, Error, GuestBus, BCS, ERROR_IRQS, RCS, USER_IRQS};
 use gvt_vmtests::guest::{driver, stat, state, stats, vgpu, Exclusive, RAM, TIMEOUT};
-use gvt_vmtests::gvt::{LoadedWith, PARAMS};
+use gvt_vmtests::gvt::{irq_set, set_irqs, LoadedWith, PARAMS};
 use gvt_vmtests::{run_l2, Mdev};
 
 type Drv = Driver<VfioBackend>;
@@ -612,6 +618,99 @@ fn submission_hanging_vgpu_is_reset_alone_and_failed_at_the_limit() {
     assert_ne!(state(&m[0]), "failed");
 }
 
+/// How many times `e` fired within `within` (0 if it did not).
+fn fired_within(e: &EventFd, within: Duration) -> u64 {
+    let t = Instant::now();
+    loop {
+        if let Ok(n) = e.read() {
+            return n;
+        }
+        if t.elapsed() >= within {
+            return 0;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Wire interrupt `index` of the guest's device to `e` (SET_IRQS, eventfd
+/// trigger), as a VMM does.
+fn wire(g: &Drv, index: u32, e: &EventFd) {
+    let fd = std::os::fd::AsRawFd::as_raw_fd(e).to_le_bytes();
+    set_irqs(
+        g.bus().device(),
+        irq_set(
+            VFIO_IRQ_SET_DATA_EVENTFD | VFIO_IRQ_SET_ACTION_TRIGGER,
+            index,
+            0,
+            1,
+            &fd,
+        ),
+    )
+    .unwrap_or_else(|e| panic!("wire irq {index}: {e}"));
+}
+
+/// A vGPU that reaches its hang threshold (state `failed`) signals the
+/// VMM's ERR eventfd once, as vfio-pci reports an unrecoverable device
+/// error (QEMU then stops the VM with its error-recovery message), and not
+/// REQ; a reset revives it and the next failure signals again.  A VMM that
+/// wired no ERR eventfd (vfio-ioctls consumers) is asked through REQ.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn submission_failed_vgpu_signals_the_err_irq() {
+    let _module = LoadedWith::new(&[PARAMS[0], PARAMS[1], "hang_threshold=1"]);
+    let quiet = Duration::from_millis(300);
+    let m = vgpu(32);
+    let g = driver(&m);
+    let (err, req) = (
+        EventFd::new(EFD_NONBLOCK).unwrap(),
+        EventFd::new(EFD_NONBLOCK).unwrap(),
+    );
+    wire(&g, VFIO_PCI_ERR_IRQ_INDEX, &err);
+    wire(&g, VFIO_PCI_REQ_IRQ_INDEX, &req);
+    let mut g = round_then(g, 0);
+    assert_eq!(fired_within(&err, quiet), 0, "no ERR while the vGPU works");
+    g = guilty_with(g, &m, 1);
+    assert_eq!(state(&m), "failed");
+    assert_eq!(
+        fired_within(&err, TIMEOUT),
+        1,
+        "the failed vGPU signals ERR once"
+    );
+    assert_eq!(fired_within(&req, quiet), 0, "and not REQ (ERR is wired)");
+    // Refused work does not signal again.
+    g.submit(gvt_guest_driver::BCS, &jobs::store_job(&g, 1))
+        .unwrap();
+    assert!(g.wait_idle(gvt_guest_driver::BCS, TIMEOUT).is_err());
+    assert_eq!(fired_within(&err, quiet), 0, "ERR only once per failure");
+    // A reset revives it (the eventfds stay wired); failing again signals again.
+    g.bus().device().reset();
+    let g = round_then(driver_again(g), 1);
+    assert_ne!(state(&m), "failed");
+    let g = guilty_with(g, &m, 1);
+    assert_eq!(fired_within(&err, TIMEOUT), 1, "ERR again after a reset");
+    assert_eq!(fired_within(&req, quiet), 0);
+    drop(g);
+
+    // No ERR eventfd: the VMM is asked to release the device (REQ).
+    let m2 = vgpu(32);
+    let g2 = driver(&m2);
+    let req2 = EventFd::new(EFD_NONBLOCK).unwrap();
+    wire(&g2, VFIO_PCI_REQ_IRQ_INDEX, &req2);
+    let g2 = guilty_with(g2, &m2, 1);
+    assert_eq!(state(&m2), "failed");
+    assert_eq!(
+        fired_within(&req2, TIMEOUT),
+        1,
+        "without an ERR eventfd, REQ"
+    );
+    drop(g2);
+}
+
+fn round_then(mut d: Drv, r: u32) -> Drv {
+    round(&mut d, 0, r);
+    d
+}
+
 /// Reboot the guest's driver on the same device after a reset.
 fn driver_again(d: Drv) -> Drv {
     let mut d = Driver::probe(d.into_bus()).expect("probe after reset");
@@ -630,7 +729,13 @@ fn driver_again(d: Drv) -> Drv {
 /// between (should it still, the store lands, and the guest tries again).
 /// Returns the driver once `limit` hangs were blamed on it.
 fn guilty(m: &Mdev, limit: u64) -> Drv {
-    let mut g = driver(m);
+    guilty_with(driver(m), m, limit)
+}
+
+/// [`guilty`] on a driver the caller opened (and wired) already.
+fn guilty_with(mut g: Drv, m: &Mdev, limit: u64) -> Drv {
+    let accepted0 = stat(m, "submissions_accepted");
+    let hangs0 = stat(m, "hangs_total");
     let p = Ppgtt::setup(&mut g).expect("PPGTT");
     let (mut hangs, mut lost, mut attempt) = (0u64, 0u32, 0u32);
     let t0 = Instant::now();
@@ -670,7 +775,7 @@ fn guilty(m: &Mdev, limit: u64) -> Drv {
                 }
                 hangs += 1;
                 assert_eq!(
-                    stat(m, "hangs_total"),
+                    stat(m, "hangs_total") - hangs0,
                     hangs,
                     "attempt {attempt}: the hang is counted"
                 );
@@ -698,7 +803,7 @@ fn guilty(m: &Mdev, limit: u64) -> Drv {
     );
     // Two TAIL writes per attempt, a round (two) after each recovered hang.
     assert_eq!(
-        stat(m, "submissions_accepted"),
+        stat(m, "submissions_accepted") - accepted0,
         2 * u64::from(attempt) + 2 * (limit - 1),
         "stats match what was submitted"
     );

@@ -132,9 +132,12 @@ fn vfio_device_region_and_irq_info() {
     );
     assert_eq!(irq(VFIO_PCI_MSIX_IRQ_INDEX).count, 0, "no MSI-X");
     assert_eq!(
-        irq(VFIO_PCI_ERR_IRQ_INDEX).count,
-        0,
-        "no ERR (not PCI Express)"
+        (
+            irq(VFIO_PCI_ERR_IRQ_INDEX).count,
+            irq(VFIO_PCI_ERR_IRQ_INDEX).flags
+        ),
+        (1, ev | VFIO_IRQ_INFO_NORESIZE),
+        "ERR: one vector (QEMU enables its error recovery only with count 1)"
     );
     assert_eq!(irq(VFIO_PCI_REQ_IRQ_INDEX).count, 1, "REQ");
     assert_eq!(dev.max_interrupts(), 1);
@@ -939,14 +942,38 @@ fn vfio_bad_requests_get_the_right_errno() {
         libc::EINVAL,
         "MSI-X has no vectors"
     );
+    // ERR, per linux/vfio.h: an eventfd trigger, looped back by DATA_NONE
+    // and DATA_BOOL (true only), unwired by count 0; one vector only.
+    let err = VFIO_PCI_ERR_IRQ_INDEX;
+    let fired = |e: &EventFd| e.read().unwrap_or(0);
+    set_irqs(&dev, irq_set(trig_ev, err, 0, 1, &fd)).expect("wire ERR");
+    set_irqs(&dev, irq_set(trig_none, err, 0, 1, &[])).expect("ERR DATA_NONE");
+    assert_eq!(fired(&ev), 1, "ERR DATA_NONE signals the eventfd");
+    let trig_bool = VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER;
+    set_irqs(&dev, irq_set(trig_bool, err, 0, 1, &[0])).expect("ERR DATA_BOOL false");
+    assert_eq!(fired(&ev), 0, "ERR DATA_BOOL false does not signal");
+    set_irqs(&dev, irq_set(trig_bool, err, 0, 1, &[1])).expect("ERR DATA_BOOL true");
+    assert_eq!(fired(&ev), 1, "ERR DATA_BOOL true signals");
+    assert_eq!(
+        errno(set_irqs(&dev, irq_set(trig_ev, err, 1, 1, &fd))),
+        libc::EINVAL,
+        "ERR vector 1"
+    );
     assert_eq!(
         errno(set_irqs(
             &dev,
-            irq_set(trig_ev, VFIO_PCI_ERR_IRQ_INDEX, 0, 1, &fd)
+            irq_set(trig_ev, err, 0, 2, &[fd, fd].concat())
         )),
         libc::EINVAL,
-        "ERR has no vectors"
+        "two ERR vectors"
     );
+    set_irqs(&dev, irq_set(trig_none, err, 0, 0, &[])).expect("unwire ERR (count 0)");
+    set_irqs(&dev, irq_set(trig_none, err, 0, 1, &[])).expect("ERR DATA_NONE unwired");
+    assert_eq!(fired(&ev), 0, "an unwired ERR signals nothing");
+    set_irqs(&dev, irq_set(trig_ev, err, 0, 1, &fd)).expect("wire ERR again");
+    set_irqs(&dev, irq_set(trig_ev, err, 0, 1, &(-1i32).to_le_bytes())).expect("ERR fd -1");
+    set_irqs(&dev, irq_set(trig_none, err, 0, 1, &[])).expect("ERR DATA_NONE unwired");
+    assert_eq!(fired(&ev), 0, "fd -1 unwires ERR");
     assert_eq!(
         errno(set_irqs(
             &dev,

@@ -1,7 +1,8 @@
 //! L2 program (`gvt.l2=guestdrv`): the reference guest driver
 //! (`examples/guest-driver`, sysfs backend) inside the nested guest of an
 //! unmodified QEMU that was given a gvt_rs vGPU with
-//! `-device vfio-pci,sysfsdev=...`.  It finds the vGPU's PCI function,
+//! `-device vfio-pci,sysfsdev=...`, or of cloud-hypervisor with
+//! `--device path=...`.  It finds the vGPU's PCI function,
 //! binds through `resource0`/`resource2`, backs its graphics memory with
 //! locked pages of L2's RAM (physical addresses from `/proc/self/pagemap`;
 //! L2 runs as root), and checks fills, copies, stores, a PPGTT store and
@@ -23,6 +24,20 @@ const T: Duration = Duration::from_secs(120);
 
 fn run() -> Result<()> {
     let dir = SysfsBackend::find()?;
+    // Enable the device the way a kernel driver's pci_enable_device does
+    // (memory decode on): under QEMU the firmware did it already, under
+    // cloud-hypervisor's direct kernel boot nothing did, and BAR0 reads
+    // fail until it is on.
+    let enable = dir.join("enable");
+    std::fs::write(&enable, "1").map_err(|err| Error::Io {
+        what: format!("write 1 to {}", enable.display()),
+        err,
+    })?;
+    println!(
+        "L2: guestdrv enabled {} (enable={})",
+        dir.display(),
+        std::fs::read_to_string(&enable).unwrap_or_default().trim()
+    );
     let bus = SysfsBackend::open(&dir, 128)?;
     let mut d = Driver::probe(bus)?;
     println!(
