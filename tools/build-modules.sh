@@ -28,3 +28,12 @@ if [ -f "$REPO/driver/kmod/Kbuild" ]; then
   cp "$REPO/driver/kmod/gvt_rs.ko" "$outdir/"
 fi
 ls -la "$outdir" >&2
+# The native guest driver (guest-kmod/), against the L2 DRM kernel when it
+# is built (tools/build-l2-drm-kernel.sh); it goes into the L2 initramfs.
+l2build="$CACHE/l2-drm-build"
+if [ -f "$REPO/guest-kmod/Kbuild" ] && [ -f "$l2build/.built" ]; then
+  mkdir -p "$VMDIR/l2-modules"
+  step "building gvt_drm.ko (guest driver, L2 DRM kernel)" \
+    in_chroot "make -C $l2build CC=x86_64-linux-gnu-gcc-14 HOSTCC=gcc M=$REPO/guest-kmod modules"
+  cp "$REPO/guest-kmod/gvt_drm.ko" "$VMDIR/l2-modules/"
+fi

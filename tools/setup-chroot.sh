@@ -2,10 +2,11 @@
 # The Debian trixie build chroot: the kernel's exact rustc (1.85.1), rust-src,
 # bindgen, clang/lld, gcc-14, pahole.  Also trixie's QEMU 10, packed into the
 # VM image for nested tests, with its OpenGL UI modules and Mesa's EGL/GBM and
-# software renderer (zink on lavapipe) for egl-headless displays.  And the
+# software renderer (zink on lavapipe) for egl-headless displays, and libdrm's
+# modetest (libdrm-tests) for the L2 guest of the native driver.  And the
 # management stack packed into the VM image for the ecosystem tests
-# (tests/vm/tests/mgmt.rs): mdevctl, libvirt's modular daemons (QEMU and
-# node-device drivers) with virsh, and udev (libvirt's node-device driver
+# (tests/vm/tests/mgmt.rs): mdevctl, libvirtd (trixie has no separate modular
+# daemons) with its QEMU and node-device drivers, virsh, and udev (libvirt's node-device driver
 # learns of new devices from udevd's events).  Idempotent: a stamp file per
 # package list records a finished setup (a new list reinstalls); the
 # management set has its own stamp, so branches without it do not reinstall.
@@ -15,7 +16,8 @@ need_root
 PKGS="rustc rust-src rustfmt bindgen clang libclang-dev lld llvm gcc-14 gcc make flex bison bc \
 libelf-dev libssl-dev openssl dwarves python3 kmod cpio xz-utils zstd perl rsync file \
 qemu-system-x86 qemu-system-data seabios ipxe-qemu \
-qemu-system-modules-opengl libegl1 libegl-mesa0 libgbm1 libopengl0 libgles2 mesa-vulkan-drivers"
+qemu-system-modules-opengl libegl1 libegl-mesa0 libgbm1 libopengl0 libgles2 mesa-vulkan-drivers \
+libdrm-tests"
 MGMT_PKGS="mdevctl udev libvirt-clients libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-driver-nodedev"
 stamp="$CHROOT/.gvt-rs-ready"
 want="$(echo $PKGS | md5sum | cut -c1-12)"

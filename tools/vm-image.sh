@@ -122,6 +122,18 @@ if [ -f "$CACHE/l2-bzImage" ]; then
   cp /bin/busybox "$l2/bin/"
   for t in "$@"; do case "$(basename "$t")" in l2-*) cp "$t" "$l2/bin/";; esac; done
   cp "$REPO/tools/vm/l2-init" "$l2/init"; chmod +x "$l2/init"
+  # The native guest driver and its L2 program (tests/vm/tests/gvt_drm.rs),
+  # when the L2 DRM kernel and the module are built.
+  if [ -f "$CACHE/l2-drm-bzImage" ] && [ -f "$VMDIR/l2-modules/gvt_drm.ko" ]; then
+    mkdir -p "$l2/lib/modules"
+    cp "$VMDIR/l2-modules/gvt_drm.ko" "$l2/lib/modules/"
+    cp "$REPO/tools/vm/l2-drm" "$l2/bin/l2-drm"; chmod +x "$l2/bin/l2-drm"
+    cp "$CACHE/l2-drm-bzImage" "$root/l2/bzImage-drm"
+    # libdrm's modetest with the libraries it links (into L2's own tree).
+    for l in /usr/bin/modetest $(chroot "$CHROOT" ldd /usr/bin/modetest | grep -o '/[^ ]*'); do
+      mkdir -p "$l2$(dirname "$l")"; cp -L "$CHROOT$l" "$l2$l"
+    done
+  fi
   (cd "$l2" && find . | cpio -o -H newc --quiet | gzip -1) > "$root/l2/initrd.gz"
 fi
 # cloud-hypervisor (static; tools/build-cloud-hypervisor.sh), the second VMM.

@@ -18,8 +18,9 @@ cargo xtask <command> [args]
 Commands:
   setup            install host packages, the Debian trixie build chroot, the
                    pinned Debian kernel packages, a prepared kernel tree, the
-                   L2 kernel and a static cloud-hypervisor (cached in
-                   ~/.cache/gvt-rs, idempotent)
+                   L2 kernels (tiny, and with DRM for the native guest driver)
+                   and a static cloud-hypervisor (cached in ~/.cache/gvt-rs,
+                   idempotent)
   kmod             build the gvt_rs kernel module (and the mtty peer sample)
   vm-test [FILTER] build everything and run the in-guest tests whose name
                    contains FILTER (all when omitted; a,b,c: any of them) in a
@@ -224,12 +225,23 @@ fn guest_name(bin: &Path) -> String {
 }
 
 /// libtest arguments that select a run's tests: the names containing
-/// `filter` (or any of its comma-separated parts), or every test but the benchmarks and the rig's self-check when
-/// there is no filter.  tools/vm/init applies the same rules in the guest.
+/// `filter` (or any of its comma-separated parts), or every test but the benchmarks, the rig's self-check and
+/// the native guest driver's (`gvt_drm_`: minutes of nested TCG, a VM run of their own in `cargo xtask test`)
+/// when there is no filter.  tools/vm/init applies the same rules in the guest.
 fn selection(filter: &str) -> Vec<String> {
     let mut v: Vec<String> = vec!["--ignored".into()];
     if filter.is_empty() {
-        v.extend(["--skip", "bench_", "--skip", "rig_selftest_"].map(String::from));
+        v.extend(
+            [
+                "--skip",
+                "bench_",
+                "--skip",
+                "rig_selftest_",
+                "--skip",
+                "gvt_drm_",
+            ]
+            .map(String::from),
+        );
     }
     // Tests named smp2 need two vCPUs: a 1-vCPU guest skips them (tools/vm/init).
     if vm_smp(filter) < 2 {
@@ -306,6 +318,9 @@ fn setup(p: &mut Phases) {
         sh(&mut tool("prepare-kernel.sh"))
     });
     p.run("setup: L2 kernel", || sh(&mut tool("build-l2-kernel.sh")));
+    p.run("setup: L2 DRM kernel (guest driver)", || {
+        sh(&mut tool("build-l2-drm-kernel.sh"))
+    });
     p.run("setup: cloud-hypervisor", || {
         sh(&mut tool("build-cloud-hypervisor.sh"))
     });
@@ -521,17 +536,17 @@ fn lint(p: &mut Phases) {
         sh(cargo().args(["fmt", "--all", "--check"]))
     });
     // The module's files are not a cargo crate: rustfmt itself, same settings.
-    p.run("lint: rustfmt --check driver/kmod", || {
+    p.run("lint: rustfmt --check driver/kmod guest-kmod", || {
         let mut c = Command::new("rustfmt");
         c.args(["--check", "--edition", "2021", "--config-path"])
             .arg(repo().join("rustfmt.toml"));
-        for e in
-            fs::read_dir(repo().join("driver/kmod")).map_err(|e| format!("driver/kmod: {e}"))?
-        {
-            let path = e.map_err(|e| format!("driver/kmod: {e}"))?.path();
-            let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            if name.ends_with(".rs") && !name.ends_with("_generated.rs") {
-                c.arg(&path);
+        for dir in ["driver/kmod", "guest-kmod"] {
+            for e in fs::read_dir(repo().join(dir)).map_err(|e| format!("{dir}: {e}"))? {
+                let path = e.map_err(|e| format!("{dir}: {e}"))?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.ends_with(".rs") && !name.ends_with("_generated.rs") {
+                    c.arg(&path);
+                }
             }
         }
         sh(&mut c)
@@ -591,6 +606,9 @@ fn main() {
             vm_run_checked(&mut p, "", "vm: tests", true);
             // The tests that need two vCPUs (named smp2; skipped above).
             vm_run(&mut p, "smp2", "vm: tests on 2 vCPUs");
+            // The native guest driver in nested QEMU (skipped above: its
+            // L2 boots take minutes; a VM run and time limit of their own).
+            vm_run(&mut p, "gvt_drm_", "vm: native guest driver (nested)");
         }
         Some("self-check") => {
             setup(&mut p);

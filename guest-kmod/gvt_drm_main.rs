@@ -1,0 +1,1064 @@
+// SPDX-License-Identifier: GPL-2.0
+//! gvt_drm: the native Linux DRM/KMS driver of the gvt-sim vGPU (PCI
+//! `1234:6776`), for the guests of gvt-rs.  A guest loads it like any GPU
+//! driver: it binds by PCI ID, and gives the guest `/dev/dri/card0` and a
+//! framebuffer console on the vGPU's screen.
+//!
+//! What it does, after i915 on GVT-g (docs/gvt-sim.md):
+//! - **PVINFO** (BAR0 0x78000): checks the `VGT_MAGIC` and reads the two GM
+//!   slices the mediator ballooned for this vGPU (aperture and high);
+//!   allocates graphics memory **only inside them** ([`GmMaps`]).
+//! - **GEM**: shmem objects (guest RAM).  A framebuffer the plane scans out
+//!   is mapped into the vGPU's GGTT at `prepare_fb`: its pages' DMA
+//!   addresses written as present PTEs into BAR0's GGTT view
+//!   (0x800000 + 8·index), in a range of the driver's slices; unmapped (PTEs
+//!   not present) at `cleanup_fb` once no plane state uses it.  Dumb buffers
+//!   (64-byte aligned stride, what the plane needs) and `mmap` come from the
+//!   GEM shmem helper.
+//! - **KMS**: one primary plane (XRGB8888, XBGR8888, RGB565: the opaque
+//!   formats gvt-sim scans out), one CRTC (pipe A), one virtual
+//!   encoder and one connector whose modes come from the monitor's EDID
+//!   page (BAR0 0x79000) and whose status is its connected bit.  A plane
+//!   update writes `PIPEASRC`, `DSPASTRIDE`, `DSPACNTR` and last `DSPASURF`
+//!   (the flip).
+//! - **vblank**: the pipe A vblank interrupt (`DEIMR`/`DEIIR`/`DEIER` bit
+//!   0, §8.3) over the vGPU's MSI; enabled by the vblank core while someone
+//!   waits, and page-flip / commit events are sent from it.  The module
+//!   parameter `vblank=0` turns it off: the atomic helpers then send the
+//!   events at commit (`no_vblank`).  The rig tests both.
+//! - **fbdev emulation** (`drm_client_setup`, the shmem fbdev helper), so
+//!   fbcon draws the guest's console on the vGPU.
+//!
+//! **Binding choice.**  The kernel crate binds the PCI bus (used here:
+//! [`pci::Driver`], the ID table, enabling memory decode and bus mastering)
+//! and `drm_device`/GEM, but no KMS object, atomic helper, fbdev client or
+//! shmem-helper entry point.  So, like the host module does for VFIO, the
+//! driver binds what it calls module-locally: bindgen over the DRM headers
+//! at build time (`Kbuild`, `drm_bindings_generated.rs`) and a small C file
+//! (`gvt_drm_helpers.c`) for the macros (`DEFINE_DRM_GEM_FOPS`,
+//! `devm_drm_dev_alloc`, the driver table) and static inlines (MMIO and
+//! scatterlist accessors).  The DRM device, its KMS objects and every
+//! callback are the C API's own objects; all of their logic is here.
+//!
+//! Lifetimes: the `gvt_drm_dev` (drm_device + KMS objects) is devm/drmm
+//! managed; [`Gpu`] (this file's state) lives until the drm_device is
+//! released (a drmm action frees it); BAR0 is unmapped at unbind, so every
+//! hardware access is inside `drm_dev_enter`/`drm_dev_exit`, and unbind
+//! unplugs the DRM device first.
+//!
+//! Locks: [`Gpu::maps`] (a mutex: the GGTT mappings and the slices'
+//! allocation) is taken by `prepare_fb`/`cleanup_fb`/plane update, never
+//! with another of ours held.
+
+use core::ptr;
+use kernel::prelude::*;
+use kernel::sync::Mutex;
+use kernel::{device::Core, new_mutex, pci};
+
+/// Module-local bindings for the KMS/GEM helper API and the C shims.
+#[allow(
+    non_camel_case_types,
+    non_upper_case_globals,
+    non_snake_case,
+    dead_code,
+    unreachable_pub
+)]
+#[allow(clippy::all, unsafe_op_in_unsafe_fn, missing_docs, improper_ctypes)]
+mod b {
+    // The kernel crate's bindings provide the types rust/bindgen_parameters
+    // blocklists (`__kernel_size_t`, ...); ours shadow the rest.
+    pub use kernel::bindings::*;
+    use kernel::ffi;
+    use pin_init::MaybeZeroable;
+    // Mapped by hand, as rust/bindings does (blocklisted by bindgen_parameters).
+    type __kernel_size_t = usize;
+    type __kernel_ssize_t = isize;
+    type __kernel_ptrdiff_t = isize;
+    include!("drm_bindings_generated.rs");
+}
+
+// ---- the device (docs/gvt-sim.md) --------------------------------------
+
+/// PVINFO page in BAR0 (§4), laid out as Linux's `struct vgt_if`.
+const PVINFO: u32 = 0x78000;
+const VGT_MAGIC: u64 = 0x4776_5447_7654_4776;
+const PV_VERSION_MAJOR: u32 = PVINFO + 0x8;
+const PV_VGT_ID: u32 = PVINFO + 0xC;
+const PV_MAPPABLE_BASE: u32 = PVINFO + 0x40;
+const PV_MAPPABLE_SIZE: u32 = PVINFO + 0x44;
+const PV_NONMAPPABLE_BASE: u32 = PVINFO + 0x48;
+const PV_NONMAPPABLE_SIZE: u32 = PVINFO + 0x4C;
+const PV_DISPLAY_READY: u32 = PVINFO + 0x804;
+/// Guest EDID page (§9.5).
+const EDID_PAGE: u32 = 0x79000;
+const EDID_STATUS: u32 = 0x79200;
+const EDID_SIZE: u32 = 0x79204;
+const EDID_MAX: usize = 512;
+/// Display-engine interrupts (§8.3): bit 0 pipe A vblank.
+const DEIMR: u32 = 0x44004;
+const DEIIR: u32 = 0x44008;
+const DEIER: u32 = 0x4400C;
+const DE_PIPEA_VBLANK: u32 = 1;
+/// Primary plane / pipe A (§9.1).
+const PIPEASRC: u32 = 0x6001C;
+const DSPACNTR: u32 = 0x70180;
+const DSPASTRIDE: u32 = 0x70188;
+const DSPASURF: u32 = 0x7019C;
+const DSPCNTR_ENABLE: u32 = 1 << 31;
+const DSPCNTR_FORMAT_SHIFT: u32 = 26;
+/// Guest GGTT view (§5.1): one 8-byte PTE per 4 KiB of GM.
+const GGTT_VIEW: u32 = 0x80_0000;
+const GGTT_ENTRIES: u64 = 1 << 20;
+const PTE_PRESENT: u64 = 1;
+const PAGE: u64 = 4096;
+/// Plane limits (§9.1).
+const MAX_W: u32 = 8192;
+const MAX_H: u32 = 4096;
+const MAX_STRIDE: u32 = 32768;
+const STRIDE_ALIGN: u32 = 64;
+
+const fn fourcc(a: u8, b: u8, c: u8, d: u8) -> u32 {
+    (a as u32) | (b as u32) << 8 | (c as u32) << 16 | (d as u32) << 24
+}
+const XRGB8888: u32 = fourcc(b'X', b'R', b'2', b'4');
+const ARGB8888: u32 = fourcc(b'A', b'R', b'2', b'4');
+const XBGR8888: u32 = fourcc(b'X', b'B', b'2', b'4');
+const ABGR8888: u32 = fourcc(b'A', b'B', b'2', b'4');
+const RGB565: u32 = fourcc(b'R', b'G', b'1', b'6');
+
+/// The plane formats and their `DSPCNTR` format field (§9.1).
+///
+/// One plane, nothing to blend with: the alpha formats are not offered
+/// (their alpha would be ignored, and DRM wants a blend-mode property then).
+static FORMATS: [u32; 3] = [XRGB8888, XBGR8888, RGB565];
+fn dspcntr_format(fourcc: u32) -> Option<u32> {
+    match fourcc {
+        RGB565 => Some(5),
+        XRGB8888 => Some(6),
+        ARGB8888 => Some(7),
+        XBGR8888 => Some(14),
+        ABGR8888 => Some(15),
+        _ => None,
+    }
+}
+
+/// A GM slice `[base, base + size)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Slice {
+    base: u64,
+    size: u64,
+}
+
+impl Slice {
+    fn end(&self) -> u64 {
+        self.base + self.size
+    }
+}
+
+/// One framebuffer object mapped into the GGTT.
+#[derive(Clone, Copy, Default)]
+struct Map {
+    /// The `drm_gem_object` (its address; 0 = free entry).
+    obj: usize,
+    gm: u64,
+    pages: u64,
+    /// Plane states that hold it (prepare_fb .. cleanup_fb).
+    refs: u32,
+}
+
+/// Most framebuffers mapped at once (a plane uses at most two: the shown
+/// one and the next).
+const MAX_MAPS: usize = 16;
+
+/// The driver's graphics memory: what is mapped where, inside the slices.
+struct GmMaps {
+    slices: [Slice; 2],
+    maps: [Map; MAX_MAPS],
+}
+
+impl GmMaps {
+    fn find(&self, obj: usize) -> Option<usize> {
+        self.maps.iter().position(|m| m.obj == obj && obj != 0)
+    }
+
+    /// First fit of `pages` pages in the slices (the high slice first: the
+    /// CPU never needs the aperture for a shmem framebuffer).
+    fn alloc(&self, pages: u64) -> Option<u64> {
+        let len = pages.checked_mul(PAGE)?;
+        for s in self.slices {
+            let mut at = s.base;
+            'retry: loop {
+                let end = at.checked_add(len)?;
+                if end > s.end() {
+                    break;
+                }
+                for m in self.maps.iter().filter(|m| m.obj != 0) {
+                    let mend = m.gm + m.pages * PAGE;
+                    if at < mend && m.gm < end {
+                        at = mend;
+                        continue 'retry;
+                    }
+                }
+                return Some(at);
+            }
+        }
+        None
+    }
+}
+
+/// The Rust state of one bound vGPU.
+#[pin_data]
+struct Gpu {
+    mmio: usize,
+    #[pin]
+    maps: Mutex<GmMaps>,
+}
+
+impl Gpu {
+    fn rd32(&self, off: u32) -> u32 {
+        // SAFETY: `mmio` is BAR0 (16 MiB) mapped for the bound device; every
+        // caller is inside `drm_dev_enter` (or probe) and `off` is a register
+        // offset of docs/gvt-sim.md, below 16 MiB and dword aligned.
+        unsafe { b::gvt_drm_rd32(self.mmio as *mut c_void, off) }
+    }
+    fn wr32(&self, off: u32, v: u32) {
+        // SAFETY: as in `rd32`.
+        unsafe { b::gvt_drm_wr32(self.mmio as *mut c_void, off, v) }
+    }
+    fn wr64(&self, off: u32, v: u64) {
+        // SAFETY: as in `rd32`; `off` is qword aligned (a GGTT view entry).
+        unsafe { b::gvt_drm_wr64(self.mmio as *mut c_void, off, v) }
+    }
+    fn write_pte(&self, index: u64, v: u64) {
+        if index < GGTT_ENTRIES {
+            self.wr64(GGTT_VIEW + (index as u32) * 8, v);
+        }
+    }
+}
+
+fn is_err<T>(p: *const T) -> bool {
+    (p as usize) >= (-4095isize) as usize
+}
+
+fn err_of<T>(p: *const T) -> c_int {
+    p as isize as c_int
+}
+
+/// The `gvt_drm_dev` of a DRM device of this driver.
+///
+/// # Safety
+/// `drm` is the `drm` member of a live `gvt_drm_dev`.
+unsafe fn gdev(drm: *mut b::drm_device) -> *mut b::gvt_drm_dev {
+    const _: () = assert!(core::mem::offset_of!(b::gvt_drm_dev, drm) == 0);
+    drm.cast()
+}
+
+/// The [`Gpu`] of a DRM device of this driver.
+///
+/// # Safety
+/// `drm` is the `drm` member of a live `gvt_drm_dev` set up by probe.
+unsafe fn gpu<'a>(drm: *mut b::drm_device) -> &'a Gpu {
+    // SAFETY: the caller's contract; `rs` is set before the device is
+    // registered or any KMS object exists, and freed only when the
+    // drm_device is released (drmm action), after every callback.
+    unsafe { &*((*gdev(drm)).rs as *const Gpu) }
+}
+
+/// Runs `f` with the device present (not unplugged); false if it is gone.
+fn with_hw(drm: *mut b::drm_device, f: impl FnOnce()) -> bool {
+    let mut idx: c_int = 0;
+    // SAFETY: `drm` is a live DRM device (a callback argument's device).
+    if !unsafe { b::drm_dev_enter(drm, &mut idx) } {
+        return false;
+    }
+    f();
+    // SAFETY: paired with the successful `drm_dev_enter` above.
+    unsafe { b::drm_dev_exit(idx) };
+    true
+}
+
+// ---- GEM / dumb buffers ----------------------------------------------------
+
+#[no_mangle]
+unsafe extern "C" fn gvt_drm_rs_dumb_create(
+    file: *mut b::drm_file,
+    dev: *mut b::drm_device,
+    args: *mut b::drm_mode_create_dumb,
+) -> c_int {
+    // SAFETY: the DRM core passes its file, device and the ioctl's argument.
+    let ret = unsafe { b::drm_mode_size_dumb(dev, args, STRIDE_ALIGN as _, 0) };
+    if ret != 0 {
+        return ret;
+    }
+    // SAFETY: as above; `args` was just sized by `drm_mode_size_dumb`.
+    unsafe {
+        b::drm_gem_shmem_create_with_handle(file, dev, (*args).size as usize, &mut (*args).handle)
+    }
+}
+
+/// Map the (first) GEM object of `fb` into the GGTT, or take one more
+/// reference to its mapping.
+///
+/// # Safety
+/// `drm` and `fb` are live objects of this driver.
+unsafe fn map_fb(drm: *mut b::drm_device, fb: *mut b::drm_framebuffer) -> c_int {
+    // SAFETY: the caller's contract.
+    let g = unsafe { gpu(drm) };
+    // SAFETY: `fb` is a GEM framebuffer (drm_gem_fb_create) with one plane.
+    let obj = unsafe { b::drm_gem_fb_get_obj(fb, 0) };
+    if obj.is_null() {
+        return EINVAL.to_errno();
+    }
+    let mut maps = g.maps.lock();
+    if let Some(i) = maps.find(obj as usize) {
+        maps.maps[i].refs += 1;
+        return 0;
+    }
+    let Some(slot) = maps.maps.iter().position(|m| m.obj == 0) else {
+        return ENOSPC.to_errno();
+    };
+    // SAFETY: `obj` is a live GEM object of this driver (shmem helper).
+    let size = unsafe { (*obj).size } as u64;
+    let pages = size.div_ceil(PAGE);
+    let Some(gm) = maps.alloc(pages) else {
+        pr_warn!(
+            "gvt_drm: no room for a {} KiB framebuffer in the GM slices\n",
+            size / 1024
+        );
+        return ENOSPC.to_errno();
+    };
+    // SAFETY: `obj` is a shmem GEM object (DRM_GEM_SHMEM driver ops).
+    let shmem = unsafe { b::gvt_drm_to_shmem(obj) };
+    // SAFETY: `shmem` is live; the pin is dropped in `unmap_fb`.
+    let ret = unsafe { b::drm_gem_shmem_pin(shmem) };
+    if ret != 0 {
+        return ret;
+    }
+    // SAFETY: `shmem` is live and pinned; the table stays with the object.
+    let sgt = unsafe { b::drm_gem_shmem_get_pages_sgt(shmem) };
+    if is_err(sgt) {
+        // SAFETY: paired with the pin above.
+        unsafe { b::drm_gem_shmem_unpin(shmem) };
+        return err_of(sgt);
+    }
+    let mut index = gm / PAGE;
+    let last = index + pages;
+    let ok = with_hw(drm, || {
+        // SAFETY: `sgt` is the object's DMA-mapped table (valid while pinned).
+        let (mut sg, n) = unsafe { ((*sgt).sgl, (*sgt).nents) };
+        for _ in 0..n {
+            if sg.is_null() {
+                break;
+            }
+            // SAFETY: `sg` is an entry of `sgt` (first or sg_next of one).
+            let (addr, len) = unsafe { (b::gvt_drm_sg_dma_address(sg), b::gvt_drm_sg_dma_len(sg)) };
+            let mut off = 0u64;
+            while off < u64::from(len) && index < last {
+                g.write_pte(index, ((addr + off) & !(PAGE - 1)) | PTE_PRESENT);
+                index += 1;
+                off += PAGE;
+            }
+            // SAFETY: as above.
+            sg = unsafe { b::gvt_drm_sg_next(sg) };
+        }
+    });
+    if !ok || index != last {
+        if ok {
+            pr_err!(
+                "gvt_drm: framebuffer has {} of {} pages\n",
+                index - gm / PAGE,
+                pages
+            );
+        }
+        // SAFETY: paired with the pin above.
+        unsafe { b::drm_gem_shmem_unpin(shmem) };
+        return if ok {
+            EINVAL.to_errno()
+        } else {
+            ENODEV.to_errno()
+        };
+    }
+    maps.maps[slot] = Map {
+        obj: obj as usize,
+        gm,
+        pages,
+        refs: 1,
+    };
+    0
+}
+
+/// Drop a reference to `fb`'s mapping; the last one unmaps and unpins.
+///
+/// # Safety
+/// `drm` and `fb` are live objects of this driver, `fb` mapped by [`map_fb`].
+unsafe fn unmap_fb(drm: *mut b::drm_device, fb: *mut b::drm_framebuffer) {
+    // SAFETY: the caller's contract.
+    let g = unsafe { gpu(drm) };
+    // SAFETY: as in `map_fb`.
+    let obj = unsafe { b::drm_gem_fb_get_obj(fb, 0) };
+    let mut maps = g.maps.lock();
+    let Some(i) = maps.find(obj as usize) else {
+        return;
+    };
+    maps.maps[i].refs -= 1;
+    if maps.maps[i].refs > 0 {
+        return;
+    }
+    let m = maps.maps[i];
+    maps.maps[i] = Map::default();
+    with_hw(drm, || {
+        for p in 0..m.pages {
+            g.write_pte(m.gm / PAGE + p, 0);
+        }
+    });
+    // SAFETY: `obj` is the shmem object pinned by `map_fb`.
+    unsafe { b::drm_gem_shmem_unpin(b::gvt_drm_to_shmem(obj)) };
+}
+
+/// Where `fb`'s object is mapped.
+fn fb_gm(g: &Gpu, fb: *mut b::drm_framebuffer) -> Option<u64> {
+    // SAFETY: `fb` is a live GEM framebuffer of a plane state.
+    let obj = unsafe { b::drm_gem_fb_get_obj(fb, 0) };
+    let maps = g.maps.lock();
+    maps.find(obj as usize).map(|i| maps.maps[i].gm)
+}
+
+// ---- the primary plane -----------------------------------------------------
+
+unsafe extern "C" fn plane_prepare_fb(
+    plane: *mut b::drm_plane,
+    state: *mut b::drm_plane_state,
+) -> c_int {
+    // SAFETY: the atomic helpers pass live plane and state objects.
+    let fb = unsafe { (*state).fb };
+    if fb.is_null() {
+        return 0;
+    }
+    // SAFETY: as above (implicit fences of the GEM object).
+    let ret = unsafe { b::drm_gem_plane_helper_prepare_fb(plane, state) };
+    if ret != 0 {
+        return ret;
+    }
+    // SAFETY: the plane belongs to a device of this driver.
+    unsafe { map_fb((*plane).dev, fb) }
+}
+
+unsafe extern "C" fn plane_cleanup_fb(plane: *mut b::drm_plane, state: *mut b::drm_plane_state) {
+    // SAFETY: the atomic helpers pass live plane and state objects; a state
+    // gets `cleanup_fb` only after a successful `prepare_fb`.
+    unsafe {
+        let fb = (*state).fb;
+        if !fb.is_null() {
+            unmap_fb((*plane).dev, fb);
+        }
+    }
+}
+
+unsafe extern "C" fn plane_atomic_check(
+    plane: *mut b::drm_plane,
+    state: *mut b::drm_atomic_commit,
+) -> c_int {
+    // SAFETY: the atomic helpers pass a live plane and commit.
+    let new = unsafe { b::gvt_drm_new_plane_state(state, plane) };
+    // SAFETY: `new` is the plane's new state in `state`.
+    let crtc = unsafe { (*new).crtc };
+    let crtc_state = if crtc.is_null() {
+        ptr::null_mut()
+    } else {
+        // SAFETY: `crtc` is in the commit (the plane's CRTC).
+        unsafe { b::gvt_drm_new_crtc_state(state, crtc) }
+    };
+    const NO_SCALING: c_int = 1 << 16;
+    // SAFETY: live states from the commit.
+    let ret = unsafe {
+        b::drm_atomic_helper_check_plane_state(new, crtc_state, NO_SCALING, NO_SCALING, false, true)
+    };
+    // SAFETY: `new` is live.
+    let (visible, fb) = unsafe { ((*new).visible, (*new).fb) };
+    if ret != 0 || !visible || fb.is_null() {
+        return ret;
+    }
+    // SAFETY: a visible plane state's framebuffer is live.
+    let (pitch, offset, w, h) = unsafe {
+        (
+            (*fb).pitches[0],
+            (*fb).offsets[0],
+            (*fb).width,
+            (*fb).height,
+        )
+    };
+    // SAFETY: `new` is live.
+    let (sx, sy) = unsafe { ((*new).src.x1 >> 16, (*new).src.y1 >> 16) };
+    // gvt-sim scans out from a 4 KiB aligned surface with no x/y offset
+    // register: the framebuffer's origin only.
+    if pitch % STRIDE_ALIGN != 0 || pitch > MAX_STRIDE || offset != 0 || sx != 0 || sy != 0 {
+        return EINVAL.to_errno();
+    }
+    if w > MAX_W || h > MAX_H {
+        return EINVAL.to_errno();
+    }
+    0
+}
+
+unsafe extern "C" fn plane_atomic_update(
+    plane: *mut b::drm_plane,
+    state: *mut b::drm_atomic_commit,
+) {
+    // SAFETY: the atomic helpers pass a live plane and commit.
+    let (drm, new) = unsafe { ((*plane).dev, b::gvt_drm_new_plane_state(state, plane)) };
+    // SAFETY: a device of this driver.
+    let g = unsafe { gpu(drm) };
+    // SAFETY: `new` is live for the commit.
+    let (visible, fb) = unsafe { ((*new).visible, (*new).fb) };
+    if !visible || fb.is_null() {
+        with_hw(drm, || g.wr32(DSPACNTR, 0));
+        return;
+    }
+    // SAFETY: a visible state's fb and its format info are live.
+    let (pitch, fourcc) = unsafe { ((*fb).pitches[0], (*(*fb).format).format) };
+    // SAFETY: `new` is live; `dst` is the CRTC area (the whole mode).
+    let (w, h) = unsafe {
+        (
+            ((*new).dst.x2 - (*new).dst.x1) as u32,
+            ((*new).dst.y2 - (*new).dst.y1) as u32,
+        )
+    };
+    let (Some(gm), Some(fmt)) = (fb_gm(g, fb), dspcntr_format(fourcc)) else {
+        pr_err!("gvt_drm: plane update without a mapped framebuffer\n");
+        return;
+    };
+    with_hw(drm, || {
+        g.wr32(PIPEASRC, (w.saturating_sub(1) << 16) | h.saturating_sub(1));
+        g.wr32(DSPASTRIDE, pitch);
+        g.wr32(DSPACNTR, DSPCNTR_ENABLE | (fmt << DSPCNTR_FORMAT_SHIFT));
+        g.wr32(DSPASURF, gm as u32);
+    });
+}
+
+unsafe extern "C" fn plane_atomic_disable(
+    plane: *mut b::drm_plane,
+    _state: *mut b::drm_atomic_commit,
+) {
+    // SAFETY: the atomic helpers pass a live plane of this driver.
+    let drm = unsafe { (*plane).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    with_hw(drm, || g.wr32(DSPACNTR, 0));
+}
+
+// ---- CRTC, encoder, connector ---------------------------------------------
+
+unsafe extern "C" fn crtc_atomic_check(
+    crtc: *mut b::drm_crtc,
+    state: *mut b::drm_atomic_commit,
+) -> c_int {
+    // SAFETY: the atomic helpers pass a live CRTC and commit.
+    unsafe {
+        let cs = b::gvt_drm_new_crtc_state(state, crtc);
+        b::drm_atomic_helper_check_crtc_primary_plane(cs)
+    }
+}
+
+unsafe extern "C" fn crtc_enable_vblank(crtc: *mut b::drm_crtc) -> c_int {
+    // SAFETY: the vblank core passes a live CRTC of this driver.
+    let drm = unsafe { (*crtc).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    let ok = with_hw(drm, || {
+        g.wr32(DEIIR, DE_PIPEA_VBLANK);
+        g.wr32(DEIMR, !DE_PIPEA_VBLANK);
+        g.wr32(DEIER, DE_PIPEA_VBLANK);
+    });
+    if ok {
+        0
+    } else {
+        ENODEV.to_errno()
+    }
+}
+
+unsafe extern "C" fn crtc_disable_vblank(crtc: *mut b::drm_crtc) {
+    // SAFETY: the vblank core passes a live CRTC of this driver.
+    let drm = unsafe { (*crtc).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    with_hw(drm, || {
+        g.wr32(DEIER, 0);
+        g.wr32(DEIMR, !0);
+    });
+}
+
+unsafe extern "C" fn crtc_atomic_enable(crtc: *mut b::drm_crtc, _state: *mut b::drm_atomic_commit) {
+    // SAFETY: the atomic helpers pass a live CRTC; vblank is initialised
+    // when the device has it.
+    unsafe {
+        if b::drm_dev_has_vblank((*crtc).dev) {
+            b::drm_crtc_vblank_on(crtc);
+        }
+    }
+}
+
+unsafe extern "C" fn crtc_atomic_disable(
+    crtc: *mut b::drm_crtc,
+    _state: *mut b::drm_atomic_commit,
+) {
+    // SAFETY: as above.
+    unsafe {
+        if b::drm_dev_has_vblank((*crtc).dev) {
+            b::drm_crtc_vblank_off(crtc);
+        }
+    }
+}
+
+unsafe extern "C" fn crtc_atomic_flush(crtc: *mut b::drm_crtc, state: *mut b::drm_atomic_commit) {
+    // SAFETY: the atomic helpers pass a live CRTC and commit; the event is
+    // taken out of the state (sent once, by the vblank core).
+    unsafe {
+        let cs = b::gvt_drm_new_crtc_state(state, crtc);
+        let e = (*cs).event;
+        if !e.is_null() && b::drm_dev_has_vblank((*crtc).dev) {
+            (*cs).event = ptr::null_mut();
+            b::gvt_drm_crtc_send_event(crtc, e);
+        }
+    }
+}
+
+/// The vGPU's interrupt (MSI): pipe A vblank.
+unsafe extern "C" fn irq_handler(_irq: c_int, data: *mut c_void) -> b::irqreturn_t {
+    let gd = data.cast::<b::gvt_drm_dev>();
+    // SAFETY: `data` is the device `gvt_drm_irq_init` registered; the IRQ is
+    // freed at unbind before BAR0 is unmapped and before the device goes.
+    let (drm, crtc) = unsafe { (ptr::addr_of_mut!((*gd).drm), ptr::addr_of_mut!((*gd).crtc)) };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    let iir = g.rd32(DEIIR) & DE_PIPEA_VBLANK;
+    if iir == 0 {
+        return b::irqreturn::IRQ_NONE;
+    }
+    g.wr32(DEIIR, iir);
+    // SAFETY: the CRTC is live and vblank initialised.
+    unsafe { b::drm_crtc_handle_vblank(crtc) };
+    b::irqreturn::IRQ_HANDLED
+}
+
+unsafe extern "C" fn crtc_mode_valid(
+    _crtc: *mut b::drm_crtc,
+    mode: *const b::drm_display_mode,
+) -> b::drm_mode_status {
+    // SAFETY: the probe helpers pass a live mode.
+    let (w, h) = unsafe { (u32::from((*mode).hdisplay), u32::from((*mode).vdisplay)) };
+    if w > MAX_W || h > MAX_H || w * 4 > MAX_STRIDE {
+        b::drm_mode_status_MODE_BAD
+    } else {
+        b::drm_mode_status_MODE_OK
+    }
+}
+
+/// Read the monitor's EDID from the guest EDID page; `None` while
+/// disconnected or if it is not a whole number of 128-byte blocks.
+fn read_edid(g: &Gpu, drm: *mut b::drm_device, buf: &mut [u8; EDID_MAX]) -> Option<usize> {
+    let mut n = None;
+    with_hw(drm, || {
+        if g.rd32(EDID_STATUS) & 1 == 0 {
+            return;
+        }
+        let size = g.rd32(EDID_SIZE) as usize;
+        if size == 0 || size > EDID_MAX || size % 128 != 0 {
+            return;
+        }
+        for (i, c) in buf[..size].chunks_mut(4).enumerate() {
+            c.copy_from_slice(&g.rd32(EDID_PAGE + 4 * i as u32).to_le_bytes());
+        }
+        n = Some(size);
+    });
+    n
+}
+
+unsafe extern "C" fn connector_get_modes(conn: *mut b::drm_connector) -> c_int {
+    // SAFETY: the probe helpers pass a live connector of this driver.
+    let drm = unsafe { (*conn).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    let mut buf = [0u8; EDID_MAX];
+    let mut count = 0;
+    if let Some(size) = read_edid(g, drm, &mut buf) {
+        // SAFETY: `buf[..size]` is readable; drm_edid_alloc copies it.
+        let edid = unsafe { b::drm_edid_alloc(buf.as_ptr().cast(), size) };
+        if !edid.is_null() {
+            // SAFETY: `conn` is live and `edid` a valid drm_edid we free.
+            unsafe {
+                b::drm_edid_connector_update(conn, edid);
+                count = b::drm_edid_connector_add_modes(conn);
+                b::drm_edid_free(edid);
+            }
+        }
+    }
+    if count == 0 {
+        // SAFETY: `conn` is live (no EDID: a fixed list, 1024x768 preferred).
+        unsafe {
+            b::drm_edid_connector_update(conn, ptr::null());
+            count = b::drm_add_modes_noedid(conn, 1920, 1200);
+            b::drm_set_preferred_mode(conn, 1024, 768);
+        }
+    }
+    count
+}
+
+unsafe extern "C" fn connector_detect_ctx(
+    conn: *mut b::drm_connector,
+    _ctx: *mut b::drm_modeset_acquire_ctx,
+    _force: bool,
+) -> c_int {
+    // SAFETY: the probe helpers pass a live connector of this driver.
+    let drm = unsafe { (*conn).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    let mut connected = false;
+    with_hw(drm, || connected = g.rd32(EDID_STATUS) & 1 != 0);
+    if connected {
+        b::drm_connector_status_connector_status_connected as c_int
+    } else {
+        b::drm_connector_status_connector_status_disconnected as c_int
+    }
+}
+
+// ---- the function tables ---------------------------------------------------
+
+/// All-zero (every hook `None`, every pointer null) C table, to be filled.
+const fn zeroed<T>() -> T {
+    // SAFETY: only used for tables of optional function pointers (and null
+    // pointers), for which all-zero is a valid value.
+    unsafe { core::mem::zeroed() }
+}
+
+static MODE_CONFIG_FUNCS: b::drm_mode_config_funcs = b::drm_mode_config_funcs {
+    fb_create: Some(b::drm_gem_fb_create),
+    atomic_check: Some(b::drm_atomic_helper_check),
+    atomic_commit: Some(b::drm_atomic_helper_commit),
+    ..zeroed()
+};
+
+static PLANE_FUNCS: b::drm_plane_funcs = b::drm_plane_funcs {
+    update_plane: Some(b::drm_atomic_helper_update_plane),
+    disable_plane: Some(b::drm_atomic_helper_disable_plane),
+    destroy: Some(b::drm_plane_cleanup),
+    reset: Some(b::drm_atomic_helper_plane_reset),
+    atomic_duplicate_state: Some(b::drm_atomic_helper_plane_duplicate_state),
+    atomic_destroy_state: Some(b::drm_atomic_helper_plane_destroy_state),
+    ..zeroed()
+};
+
+static PLANE_HELPERS: b::drm_plane_helper_funcs = b::drm_plane_helper_funcs {
+    prepare_fb: Some(plane_prepare_fb),
+    cleanup_fb: Some(plane_cleanup_fb),
+    atomic_check: Some(plane_atomic_check),
+    atomic_update: Some(plane_atomic_update),
+    atomic_disable: Some(plane_atomic_disable),
+    ..zeroed()
+};
+
+static CRTC_FUNCS: b::drm_crtc_funcs = b::drm_crtc_funcs {
+    reset: Some(b::drm_atomic_helper_crtc_reset),
+    set_config: Some(b::drm_atomic_helper_set_config),
+    page_flip: Some(b::drm_atomic_helper_page_flip),
+    atomic_duplicate_state: Some(b::drm_atomic_helper_crtc_duplicate_state),
+    atomic_destroy_state: Some(b::drm_atomic_helper_crtc_destroy_state),
+    enable_vblank: Some(crtc_enable_vblank),
+    disable_vblank: Some(crtc_disable_vblank),
+    ..zeroed()
+};
+
+static CRTC_HELPERS: b::drm_crtc_helper_funcs = b::drm_crtc_helper_funcs {
+    mode_valid: Some(crtc_mode_valid),
+    atomic_check: Some(crtc_atomic_check),
+    atomic_flush: Some(crtc_atomic_flush),
+    atomic_enable: Some(crtc_atomic_enable),
+    atomic_disable: Some(crtc_atomic_disable),
+    ..zeroed()
+};
+
+static CONNECTOR_FUNCS: b::drm_connector_funcs = b::drm_connector_funcs {
+    fill_modes: Some(b::drm_helper_probe_single_connector_modes),
+    reset: Some(b::drm_atomic_helper_connector_reset),
+    atomic_duplicate_state: Some(b::drm_atomic_helper_connector_duplicate_state),
+    atomic_destroy_state: Some(b::drm_atomic_helper_connector_destroy_state),
+    ..zeroed()
+};
+
+static CONNECTOR_HELPERS: b::drm_connector_helper_funcs = b::drm_connector_helper_funcs {
+    get_modes: Some(connector_get_modes),
+    detect_ctx: Some(connector_detect_ctx),
+    ..zeroed()
+};
+
+// ---- probe / unbind -------------------------------------------------------
+
+fn check(ret: c_int, what: &str) -> Result {
+    if ret == 0 {
+        Ok(())
+    } else {
+        pr_err!("gvt_drm: {} failed: {}\n", what, ret);
+        Err(Error::from_errno(ret))
+    }
+}
+
+/// Frees the [`Gpu`] when the DRM device is released (drmm action).
+unsafe extern "C" fn gpu_release(_drm: *mut b::drm_device, data: *mut c_void) {
+    // SAFETY: `data` is the `Gpu` box leaked in `probe`; the DRM device is
+    // being released, so no callback can use it any more.
+    drop(unsafe { Pin::new_unchecked(KBox::from_raw(data.cast::<Gpu>())) });
+}
+
+/// Set up the KMS objects and register the DRM device.
+///
+/// # Safety
+/// `gd` is a fresh `gvt_drm_dev` whose `rs` is set.
+unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
+    // SAFETY: `gd` is live and not yet registered: we are its only user.
+    unsafe {
+        let drm = ptr::addr_of_mut!((*gd).drm);
+        check(b::drmm_mode_config_init(drm), "drmm_mode_config_init")?;
+        let mc = ptr::addr_of_mut!((*drm).mode_config);
+        (*mc).min_width = 1;
+        (*mc).min_height = 1;
+        (*mc).max_width = MAX_W as _;
+        (*mc).max_height = MAX_H as _;
+        (*mc).preferred_depth = 24;
+        (*mc).funcs = &MODE_CONFIG_FUNCS;
+
+        let plane = ptr::addr_of_mut!((*gd).plane);
+        check(
+            b::drm_universal_plane_init(
+                drm,
+                plane,
+                1,
+                &PLANE_FUNCS,
+                FORMATS.as_ptr(),
+                FORMATS.len() as _,
+                ptr::null(),
+                b::drm_plane_type_DRM_PLANE_TYPE_PRIMARY,
+                ptr::null(),
+            ),
+            "drm_universal_plane_init",
+        )?;
+        (*plane).helper_private = &PLANE_HELPERS;
+
+        let crtc = ptr::addr_of_mut!((*gd).crtc);
+        check(
+            b::drmm_crtc_init_with_planes(
+                drm,
+                crtc,
+                plane,
+                ptr::null_mut(),
+                &CRTC_FUNCS,
+                ptr::null(),
+            ),
+            "drmm_crtc_init_with_planes",
+        )?;
+        (*crtc).helper_private = &CRTC_HELPERS;
+
+        let enc = ptr::addr_of_mut!((*gd).encoder);
+        check(
+            b::drmm_encoder_init(
+                drm,
+                enc,
+                ptr::null(),
+                b::DRM_MODE_ENCODER_VIRTUAL as _,
+                ptr::null(),
+            ),
+            "drmm_encoder_init",
+        )?;
+        (*enc).possible_crtcs = 1;
+
+        let conn = ptr::addr_of_mut!((*gd).connector);
+        check(
+            b::drmm_connector_init(
+                drm,
+                conn,
+                &CONNECTOR_FUNCS,
+                b::DRM_MODE_CONNECTOR_VIRTUAL as _,
+                ptr::null_mut(),
+            ),
+            "drmm_connector_init",
+        )?;
+        (*conn).helper_private = &CONNECTOR_HELPERS;
+        check(
+            b::drm_connector_attach_encoder(conn, enc),
+            "drm_connector_attach_encoder",
+        )?;
+
+        if vblank {
+            check(b::drm_vblank_init(drm, 1), "drm_vblank_init")?;
+        }
+        b::drm_mode_config_reset(drm);
+        if vblank {
+            check(b::gvt_drm_irq_init(gd, Some(irq_handler)), "MSI set-up")?;
+        }
+        let ret = b::drm_dev_register(drm, 0);
+        if ret != 0 {
+            b::gvt_drm_irq_fini(gd);
+        }
+        check(ret, "drm_dev_register")?;
+    }
+    Ok(())
+}
+
+/// The bound device: the DRM device (devm/drmm managed).
+struct Bound {
+    gd: *mut b::gvt_drm_dev,
+}
+
+// SAFETY: `gd` is only used from unbind (the driver core's thread), on the
+// device object the DRM core keeps alive until release.
+unsafe impl Send for Bound {}
+
+struct GvtDrm;
+
+/// `1234:6776`.  The kernel crate has no `Vendor` for QEMU's 0x1234 (no
+/// PCI_VENDOR_ID in pci_ids.h), so the entry is built as C's PCI_DEVICE().
+const VGPU_ID: pci::DeviceId = {
+    let raw = kernel::bindings::pci_device_id {
+        vendor: 0x1234,
+        device: 0x6776,
+        subvendor: !0,
+        subdevice: !0,
+        class: 0,
+        class_mask: 0,
+        driver_data: 0,
+        override_only: 0,
+    };
+    // SAFETY: `pci::DeviceId` is `#[repr(transparent)]` over
+    // `struct pci_device_id` and adds no invariant (its own `from_id`
+    // builds exactly this value).
+    unsafe { core::mem::transmute::<kernel::bindings::pci_device_id, pci::DeviceId>(raw) }
+};
+
+kernel::pci_device_table!(PCI_TABLE, <GvtDrm as pci::Driver>::IdInfo, [(VGPU_ID, ())]);
+
+impl pci::Driver for GvtDrm {
+    type IdInfo = ();
+    type Data<'bound> = Bound;
+    const ID_TABLE: pci::IdTable<Self::IdInfo> = &PCI_TABLE;
+
+    fn probe<'bound>(
+        pdev: &'bound pci::Device<Core<'_>>,
+        _info: Option<&'bound Self::IdInfo>,
+    ) -> impl PinInit<Self::Data<'bound>, Error> + 'bound {
+        probe(pdev)
+    }
+
+    fn unbind<'bound>(_pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
+        // SAFETY: `gd` is the device probe registered; unplug first (no new
+        // hardware access), then turn the display off.
+        unsafe {
+            let drm = ptr::addr_of_mut!((*this.gd).drm);
+            b::drm_dev_unplug(drm);
+            b::drm_atomic_helper_shutdown(drm);
+            b::gvt_drm_irq_fini(this.gd);
+        }
+    }
+}
+
+fn probe(pdev: &pci::Device<Core<'_>>) -> Result<Bound> {
+    pdev.enable_device_mem()?;
+    pdev.set_master();
+    // SAFETY: `pci::Device` is `#[repr(transparent)]` over `struct pci_dev`
+    // (the kernel crate's own probe callback casts the other way).
+    let raw: *mut b::pci_dev = (pdev as *const pci::Device<Core<'_>>).cast_mut().cast();
+    // SAFETY: `raw` is the device being probed.
+    check(unsafe { b::gvt_drm_set_dma_mask(raw, 40) }, "dma_set_mask")?;
+    // SAFETY: as above; the mapping lives until the device is unbound.
+    let mmio = unsafe { b::gvt_drm_map_bar0(raw) };
+    if is_err(mmio) {
+        dev_err!(pdev, "cannot map BAR0 ({})\n", err_of(mmio));
+        return Err(Error::from_errno(err_of(mmio)));
+    }
+
+    // PVINFO: a gvt-rs vGPU (the bare gvt-sim model has no PVINFO and is
+    // never exposed without the mediator today).
+    let rd32 = |off: u32| {
+        // SAFETY: BAR0 is mapped (16 MiB) and `off` a PVINFO field.
+        unsafe { b::gvt_drm_rd32(mmio, off) }
+    };
+    // SAFETY: as above.
+    let magic = unsafe { b::gvt_drm_rd64(mmio, PVINFO) };
+    if magic != VGT_MAGIC {
+        dev_err!(pdev, "no PVINFO magic ({:#x}): not a gvt-rs vGPU\n", magic);
+        return Err(ENODEV);
+    }
+    let version = rd32(PV_VERSION_MAJOR) & 0xffff;
+    let vgt_id = rd32(PV_VGT_ID);
+    let ap = Slice {
+        base: u64::from(rd32(PV_MAPPABLE_BASE)),
+        size: u64::from(rd32(PV_MAPPABLE_SIZE)),
+    };
+    let high = Slice {
+        base: u64::from(rd32(PV_NONMAPPABLE_BASE)),
+        size: u64::from(rd32(PV_NONMAPPABLE_SIZE)),
+    };
+    dev_info!(
+        pdev,
+        "gvt-rs vGPU {} (PVINFO v{}): aperture GM {:#x}+{:#x}, high GM {:#x}+{:#x}\n",
+        vgt_id,
+        version,
+        ap.base,
+        ap.size,
+        high.base,
+        high.size
+    );
+
+    // SAFETY: `raw` is the device being probed.
+    let gd = unsafe { b::gvt_drm_dev_alloc(raw) };
+    if is_err(gd) {
+        return Err(Error::from_errno(err_of(gd)));
+    }
+    let gpu = KBox::pin_init(
+        pin_init!(Gpu {
+            mmio: mmio as usize,
+            maps <- new_mutex!(GmMaps {
+                slices: [high, ap],
+                maps: [Map::default(); MAX_MAPS],
+            }),
+        }),
+        GFP_KERNEL,
+    )?;
+    // SAFETY: the box is freed only by `gpu_release`, which rebuilds the pin.
+    let gpu = KBox::into_raw(unsafe { Pin::into_inner_unchecked(gpu) });
+    // SAFETY: `gd` is fresh and ours; `gpu_release` runs at its release.
+    unsafe {
+        (*gd).mmio = mmio;
+        (*gd).rs = gpu.cast();
+        let drm = ptr::addr_of_mut!((*gd).drm);
+        check(
+            b::__drmm_add_action_or_reset(
+                drm,
+                Some(gpu_release),
+                gpu.cast(),
+                c"gvt_drm gpu".as_ptr().cast(),
+            ),
+            "drmm_add_action",
+        )?;
+        kms_init(gd, module_parameters::vblank.value() != 0)?;
+        // The display is ready (i915's VGT_DRV_DISPLAY_READY): the mediator
+        // shows a plane only after this.
+        b::gvt_drm_wr32(mmio, PV_DISPLAY_READY, 1);
+        b::gvt_drm_client_setup(drm);
+    }
+    // SAFETY: registered above: `primary` is its card minor.
+    let minor = unsafe { (*(*gd).drm.primary).index };
+    dev_info!(pdev, "gvt_drm: /dev/dri/card{} on vGPU {}\n", minor, vgt_id);
+    Ok(Bound { gd })
+}
+
+kernel::module_pci_driver! {
+    type: GvtDrm,
+    name: "gvt_drm",
+    authors: ["gvt-rs developers"],
+    description: "DRM/KMS driver for the gvt-sim vGPU (gvt-rs guests)",
+    license: "GPL",
+    params: {
+        vblank: u32 {
+            default: 1,
+            description: "vblank interrupts (pipe A vblank over MSI) for events and waits (0: events sent at commit)",
+        },
+    },
+}
