@@ -40,7 +40,7 @@ use gvt_guest_driver::gvt_core::cmd::{Space, MI_NOOP, MI_USER_INTERRUPT};
 use gvt_guest_driver::gvt_core::gpu::GpuConfig;
 use gvt_guest_driver::jobs;
 use gvt_guest_driver::vfio::{RamConfig, VfioBackend};
-use gvt_guest_driver::{Driver, BCS, RCS};
+use gvt_guest_driver::{Driver, Layout, BCS, RCS};
 use gvt_vmtests::guest::{driver_with, stats, vgpu, RAM, TIMEOUT};
 use gvt_vmtests::gvt::*;
 use gvt_vmtests::Mdev;
@@ -1718,29 +1718,37 @@ fn isolation_smp2_parallel_bar0_traps_of_two_vgpus_scale() {
     b.remove().unwrap();
 }
 
-/// A's or B's blitter kept backlogged until `stop`: whenever its ring is
-/// empty, `FILL_DEPTH * 2` honest fills of its own high GM.  Returns the
-/// fills submitted.
+/// A's or B's blitter kept backlogged until `stop`: between 4 and 8 honest
+/// fills of its own high GM queued in its ring at all times (refilled when
+/// fewer than 4 are left, never waiting for it to drain: a vGPU whose queue
+/// runs dry is idle, and the scheduler gives its turn to the other).
+/// Returns the fills submitted.
 fn backlog(d: &mut Driver<VfioBackend>, k: u32, stop: &AtomicBool) -> u64 {
     let surf = d.layout().surfaces() + (1 << 20);
+    // 4 MiB per fill (1024 rows of 4 KiB): the engine, not the submitting
+    // thread, must be the bottleneck, or neither vGPU is really backlogged.
+    const ROWS: u32 = 4 * FILL_ROWS;
+    let fill = |i: u64, c: u32| {
+        color_blt(
+            surf + (i % FILL_DEPTH) * u64::from(ROWS) * PAGE,
+            4096,
+            (0, 0, 1024, ROWS),
+            c,
+        )
+    };
+    let per = fill(0, 0).len() as u32 * 4;
+    let ring = Layout::RING_PAGES * PAGE as u32;
     let mut n = 0u64;
     while !stop.load(Ordering::SeqCst) {
-        if d.head(BCS).unwrap() != d.tail(BCS) {
+        let queued = (d.tail(BCS) + ring - d.head(BCS).unwrap()) % ring;
+        if queued >= 4 * per {
             thread::sleep(Duration::from_micros(200));
             continue;
         }
-        for i in 0..FILL_DEPTH * 2 {
+        for _ in 0..4 {
             let c = 0xFF00_0000 | (k << 16) | (n as u32 & 0xFFFF);
-            d.submit(
-                BCS,
-                &color_blt(
-                    surf + (i % FILL_DEPTH) * u64::from(FILL_ROWS) * PAGE,
-                    4096,
-                    (0, 0, 1024, FILL_ROWS),
-                    c,
-                ),
-            )
-            .unwrap_or_else(|e| panic!("vGPU {k} fill {n}: {e}"));
+            d.submit(BCS, &fill(n, c))
+                .unwrap_or_else(|e| panic!("vGPU {k} fill {n}: {e}"));
             n += 1;
         }
     }
@@ -1749,11 +1757,12 @@ fn backlog(d: &mut Driver<VfioBackend>, k: u32, stop: &AtomicBool) -> u64 {
     n
 }
 
-/// A's share of the blitter time charged to A and B between `e0` and `e1`.
-fn share_a(e0: &[(u64, u64)], e1: &[(u64, u64)]) -> f64 {
+/// A's share of the blitter time charged to A and B between `e0` and `e1`,
+/// and the blitter's busy fraction of `window` (charged time / wall time).
+fn share_a(e0: &[(u64, u64)], e1: &[(u64, u64)], window: Duration) -> (f64, f64) {
     let a = (e1[0].1 - e0[0].1) as f64;
     let b = (e1[1].1 - e0[1].1) as f64;
-    a / (a + b).max(1.0)
+    (a / (a + b).max(1.0), (a + b) / window.as_nanos() as f64)
 }
 
 /// Issue 16: a live weight change takes effect while the vGPUs run.  A and B
@@ -1817,10 +1826,12 @@ fn live_weight_body() {
         ((e0, e1), (e2, e3), fills)
     });
     assert_eq!(weight(&ma), 4 * w, "the driver took the new weight");
-    let (s0, s1) = (share_a(&before.0, &before.1), share_a(&after.0, &after.1));
+    let (s0, u0) = share_a(&before.0, &before.1, window);
+    let (s1, u1) = share_a(&after.0, &after.1, window);
     println!(
         "bench: live weight change: A's blitter share {s0:.3} at weights {w}:{w} (fair 0.500), \
-         {s1:.3} from one period after {}:{w} (fair 0.800); fills A {} B {}",
+         {s1:.3} from one period after {}:{w} (fair 0.800); blitter busy {u0:.2} and {u1:.2} \
+         of the windows; fills A {} B {}",
         4 * w,
         fills.0,
         fills.1
