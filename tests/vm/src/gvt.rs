@@ -12,7 +12,8 @@ use gvt_guest_driver::gvt_core::backend::EngineId;
 use gvt_guest_driver::gvt_core::regs::{self as core_regs, ring, PlaneCtl};
 use gvt_guest_driver::gvt_core::{irq, vblank};
 use vfio_bindings::bindings::vfio::{
-    VFIO_BASE, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_TYPE,
+    VFIO_BASE, VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_CONFIG_REGION_INDEX, VFIO_PCI_REQ_IRQ_INDEX,
+    VFIO_TYPE,
 };
 use vfio_ioctls::{VfioContainer, VfioDevice};
 
@@ -731,5 +732,70 @@ impl Drop for LoadedWith {
         if let Err(log) = reload(&PARAMS) {
             panic!("gvt_rs with {PARAMS:?} again: {log}");
         }
+    }
+}
+
+/// A VMM holding a vGPU's device until the kernel asks it to let go: its
+/// REQ irq wired to an eventfd that a thread waits on (60 s at most); then,
+/// still its holder, it reads the PVINFO magic (the device works until
+/// closed) and closes the device.  For tests of what makes the kernel ask
+/// (a remove, a parent's unbind).
+pub struct ReqHolder {
+    released: Arc<std::sync::atomic::AtomicBool>,
+    rx: std::sync::mpsc::Receiver<(u64, u64)>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ReqHolder {
+    pub fn start(dev: VfioDevice) -> ReqHolder {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let req = vmm_sys_util::eventfd::EventFd::new(0).unwrap();
+        dev.enable_irq(VFIO_PCI_REQ_IRQ_INDEX, vec![&req])
+            .expect("wire REQ");
+        let released = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = {
+            let released = released.clone();
+            std::thread::spawn(move || {
+                let mut pfd = libc::pollfd {
+                    fd: req.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd.
+                let n = unsafe { libc::poll(&mut pfd, 1, 60_000) };
+                let got = if n == 1 { req.read().unwrap() } else { 0 };
+                enable_mem(&dev);
+                let magic = read64(&dev, VFIO_PCI_BAR0_REGION_INDEX, PVINFO);
+                tx.send((got, magic)).unwrap();
+                released.store(true, Ordering::SeqCst);
+                // Close the device fd ourselves: vfio-ioctls 0.10's Drop looks
+                // the group up through the sysfs path *after* closing the fd,
+                // racing with the removal this close lets complete (it panics
+                // with InvalidPath).  The group stays with the container.
+                let fd = dev.as_raw_fd();
+                std::mem::forget(dev);
+                // SAFETY: `fd` is the device fd we own; nothing uses it after.
+                unsafe { libc::close(fd) };
+            })
+        };
+        ReqHolder {
+            released,
+            rx,
+            thread,
+        }
+    }
+
+    /// Whether the holder has let go (read its last value and closed).
+    pub fn released(&self) -> bool {
+        self.released.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// How often REQ fired (0: never within 60 s) and the magic the holder
+    /// read before closing.
+    pub fn finish(self) -> (u64, u64) {
+        let r = self.rx.recv().expect("the holder's report");
+        self.thread.join().expect("the holder thread");
+        r
     }
 }

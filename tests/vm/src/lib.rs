@@ -750,6 +750,24 @@ impl Drop for ChVm {
     }
 }
 
+/// The gvt-rs vGPUs in `/sys/bus/mdev/devices` (whatever their parent),
+/// sorted.
+pub fn gvt_devices() -> Vec<String> {
+    let bus = Path::new("/sys/bus/mdev/devices");
+    let mut v: Vec<String> = fs::read_dir(bus)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.retain(|u| {
+        fs::read_link(bus.join(u).join("mdev_type"))
+            .is_ok_and(|t| t.to_string_lossy().contains("gvt_rs-"))
+    });
+    v.sort();
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gvt_vmtests::pci::{drivers_probe, spare_functions, PciParent};
-use gvt_vmtests::{ensure_module, new_uuid, run_l2, Ran};
+use gvt_vmtests::{ensure_module, gvt_devices, new_uuid, run_l2, Ran};
 use serde_json::Value;
 use vfio_bindings::bindings::vfio::VFIO_PCI_CONFIG_REGION_INDEX;
 use vfio_ioctls::{VfioContainer, VfioDevice};
@@ -147,22 +147,6 @@ fn avail(ty: &str) -> u64 {
     .trim()
     .parse()
     .unwrap()
-}
-
-/// The gvt-rs vGPUs in /sys/bus/mdev/devices.
-fn gvt_devices() -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(MDEV_BUS)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.retain(|u| {
-        fs::read_link(dev(u).join("mdev_type"))
-            .is_ok_and(|t| t.to_string_lossy().contains("gvt_rs-"))
-    });
-    v.sort();
-    v
 }
 
 /// Driver loaded with the rig's parameters, no gvt-rs vGPU and no gvt-sim0 definition

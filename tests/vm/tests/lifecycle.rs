@@ -4,14 +4,10 @@
 use std::fs;
 use std::io;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
-use std::thread;
 
 use gvt_vmtests::gvt::*;
 use gvt_vmtests::{new_uuid, parent_dir, Mdev};
-use vfio_bindings::bindings::vfio::{VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_REQ_IRQ_INDEX};
-use vmm_sys_util::eventfd::EventFd;
+use vfio_bindings::bindings::vfio::VFIO_PCI_BAR0_REGION_INDEX;
 
 fn create_errno(ty: &str, uuid: &str) -> i32 {
     match Mdev::create_with_uuid(PARENT, ty, uuid) {
@@ -128,46 +124,13 @@ fn life_remove_while_held_signals_req_and_waits() {
     let before = available();
     let m = Mdev::create(PARENT, &ty).unwrap();
     let path = m.sysfs_path();
-    let dev = open_canonical(&m);
-    let req = EventFd::new(0).unwrap();
-    dev.enable_irq(VFIO_PCI_REQ_IRQ_INDEX, vec![&req])
-        .expect("wire REQ");
-    let released = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let holder = {
-        let released = released.clone();
-        thread::spawn(move || {
-            // The VMM: wait (bounded) for the kernel's request to let go.
-            let mut pfd = libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(&req),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, 60_000) };
-            let got = if n == 1 { req.read().unwrap() } else { 0 };
-            // Still ours until we close it: the device answers.
-            enable_mem(&dev);
-            let magic = read64(&dev, VFIO_PCI_BAR0_REGION_INDEX, PVINFO);
-            tx.send((got, magic)).unwrap();
-            released.store(true, Ordering::SeqCst);
-            // Close the device fd ourselves: vfio-ioctls 0.10's Drop looks
-            // the group up through the sysfs path *after* closing the fd,
-            // racing with the remove this close lets complete (it panics
-            // with InvalidPath).  The group stays with the container.
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&dev);
-            std::mem::forget(dev);
-            // SAFETY: `fd` is the device fd we own; nothing uses it after.
-            unsafe { libc::close(fd) };
-        })
-    };
+    let holder = ReqHolder::start(open_canonical(&m));
     m.remove().expect("remove completes once the VMM lets go");
     assert!(
-        released.load(Ordering::SeqCst),
+        holder.released(),
         "remove returned before the holder closed the device"
     );
-    let (got, magic) = rx.recv().unwrap();
-    holder.join().unwrap();
+    let (got, magic) = holder.finish();
     assert!(got >= 1, "REQ eventfd fired");
     assert_eq!(
         magic, VGT_MAGIC,

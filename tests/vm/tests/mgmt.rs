@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gvt_vmtests::pci::{spare_functions, PciParent};
-use gvt_vmtests::{ensure_module, l2_booted, nested_retry_marker, new_uuid, L2_DIR};
+use gvt_vmtests::{ensure_module, gvt_devices, l2_booted, nested_retry_marker, new_uuid, L2_DIR};
 use serde_json::Value;
 
 const PARENT: &str = "gvt-sim0";
@@ -162,22 +162,6 @@ fn mdev_type(uuid: &str) -> String {
         .unwrap()
         .to_string_lossy()
         .into_owned()
-}
-
-/// The gvt-rs vGPUs in /sys/bus/mdev/devices.
-fn gvt_devices() -> Vec<String> {
-    let mut v: Vec<String> = fs::read_dir(MDEV_BUS)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.retain(|u| {
-        fs::read_link(dev(u).join("mdev_type"))
-            .is_ok_and(|t| t.to_string_lossy().contains("gvt_rs-"))
-    });
-    v.sort();
-    v
 }
 
 /// The driver loaded with the rig's parameters, no gvt-rs vGPU and no definition of

@@ -11,15 +11,13 @@ use std::fs;
 use std::io;
 use std::path::Path;
 use std::process::Command;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::thread;
 
 use gvt_vmtests::gvt::*;
 use gvt_vmtests::pci::*;
 use gvt_vmtests::{parent_dir, types_of, Mdev};
-use vfio_bindings::bindings::vfio::{VFIO_PCI_BAR0_REGION_INDEX, VFIO_PCI_REQ_IRQ_INDEX};
-use vmm_sys_util::eventfd::EventFd;
+use vfio_bindings::bindings::vfio::VFIO_PCI_BAR0_REGION_INDEX;
 
 /// What a fresh parent offers with the rig's parameters (aperture_mb=256
 /// gm_mb=1024): instances of the 32M, 64M, 128M and 256M types.
@@ -228,43 +226,13 @@ fn pci_parent_unbind_with_live_vgpus_is_clean_and_rebinds() {
     let closed = Mdev::create(&bdf, &type_on(&bdf, 32)).unwrap();
     let held = Mdev::create(&bdf, &type_on(&bdf, 64)).unwrap();
     let paths = [closed.sysfs_path(), held.sysfs_path()];
-    let dev = open_canonical(&held);
-    let req = EventFd::new(0).unwrap();
-    dev.enable_irq(VFIO_PCI_REQ_IRQ_INDEX, vec![&req])
-        .expect("wire REQ");
-    let released = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = mpsc::channel();
-    let holder = {
-        let released = released.clone();
-        thread::spawn(move || {
-            let mut pfd = libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(&req),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            let n = unsafe { libc::poll(&mut pfd, 1, 60_000) };
-            let got = if n == 1 { req.read().unwrap() } else { 0 };
-            // Still ours until we close it: the device answers.
-            enable_mem(&dev);
-            let magic = read64(&dev, VFIO_PCI_BAR0_REGION_INDEX, PVINFO);
-            tx.send((got, magic)).unwrap();
-            released.store(true, Ordering::SeqCst);
-            // Close the fd ourselves (vfio-ioctls 0.10's Drop re-reads the
-            // sysfs path, which the removal this close lets finish takes away).
-            let fd = std::os::fd::AsRawFd::as_raw_fd(&dev);
-            std::mem::forget(dev);
-            // SAFETY: `fd` is the device fd we own; nothing uses it after.
-            unsafe { libc::close(fd) };
-        })
-    };
+    let holder = ReqHolder::start(open_canonical(&held));
     p.unbind().expect("unbind completes once the VMM lets go");
     assert!(
-        released.load(Ordering::SeqCst),
+        holder.released(),
         "unbind returned before the VMM closed the vGPU"
     );
-    let (got, magic) = rx.recv().unwrap();
-    holder.join().unwrap();
+    let (got, magic) = holder.finish();
     assert!(got >= 1, "the VMM was asked (REQ) to release the vGPU");
     assert_eq!(magic, VGT_MAGIC, "the held vGPU worked until released");
     std::mem::forget(closed); // gone with the parent
