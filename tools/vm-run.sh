@@ -12,7 +12,7 @@
 # Files a test exports on the console (GVT-RIG: file-begin NAME BYTES, base64
 # lines, GVT-RIG: file-end NAME; gvt_vmtests::screen::export_file) are decoded
 # into $GVT_VM_FILES (default $GVT_VM_DIR/files), their size checked.
-#   GVT_VM_EXPECT=LIST tools/vm-run.sh INITRD [FILTER]
+#   GVT_VM_EXPECT=LIST [GVT_VM_BINS=a,b] tools/vm-run.sh INITRD [FILTER]
 source "$(dirname "$0")/common.sh"
 initrd="$1"; filter="${2:-}"
 expect="${GVT_VM_EXPECT:-}"
@@ -28,6 +28,9 @@ mkdir -p "$VMDIR"; logf="$VMDIR/last-run.log"
 # (quiet before loglevel: quiet sets the console level too, the later one wins)
 append="console=ttyS0 panic=-1 oops=panic quiet loglevel=5 log_buf_len=16M"
 [ -n "$filter" ] && append="$append gvt.filter=$filter"
+# GVT_VM_BINS=a,b,c: only these test binaries run (xtask's parallel VM runs;
+# $GVT_VM_EXPECT then lists only their tests).
+[ -n "${GVT_VM_BINS:-}" ] && append="$append gvt.bins=$GVT_VM_BINS"
 [ -n "${GVT_RIG_SELFTEST_WARN:-}" ] && append="$append gvt.selftest_warn=1"
 # vCPUs: 1, or $GVT_VM_SMP; 2 when the filter names the tests that need two
 # (their names contain smp2; with 1 vCPU /init skips them).

@@ -11,6 +11,7 @@ use std::process::{exit, Command};
 use std::time::{Duration, Instant};
 
 mod graph;
+mod lanes;
 
 const HELP: &str = "\
 cargo xtask <command> [args]
@@ -23,8 +24,9 @@ Commands:
                    idempotent)
   kmod             build the gvt_rs kernel module (and the mtty peer sample)
   vm-test [FILTER] build everything and run the in-guest tests whose name
-                   contains FILTER (all when omitted; a,b,c: any of them) in a
-                   QEMU TCG guest
+                   contains FILTER (a,b,c: any of them) in a QEMU TCG guest;
+                   without FILTER, every VM run `test` makes (the rig's
+                   self-check, all tests) in parallel VMs
   demo             boot the VM, load the driver, show it working; saves the
                    nested QEMU's screendump of a vGPU as target/gvt-demo/screen.png;
                    last, a vGPU in cloud-hypervisor running the guest driver in L2
@@ -47,13 +49,18 @@ Environment:
   GVT_CACHE        cache directory (default ~/.cache/gvt-rs)
   GVT_VM_TIMEOUT   seconds before a VM run is killed (default 1800)
   GVT_VM_SMP       vCPUs of the VM (default 1; 2 when FILTER contains smp2)
+  GVT_VM_LANES     VMs `test` runs at once (default: the host's cores; the
+                   main set is split by test binary, longest first, from the
+                   times of earlier runs in $GVT_VM_DIR/vm-times.tsv)
   GVT_VM_DIR       where VM images and logs go (default $GVT_CACHE/vm); each
                    run's list of tests made on the host is expected-*.txt there
   GVT_VM_FILES     where files the guest exports go (default $GVT_VM_DIR/files)
 ";
 
 struct Phases {
-    done: Vec<(String, Duration)>,
+    /// (phase, time, counted in the total: false for runs that overlapped
+    /// inside a phase that is counted)
+    done: Vec<(String, Duration, bool)>,
 }
 
 impl Phases {
@@ -61,19 +68,28 @@ impl Phases {
         let t0 = Instant::now();
         eprintln!("==> {name}");
         let r = f();
-        self.done.push((name.to_string(), t0.elapsed()));
+        self.done.push((name.to_string(), t0.elapsed(), true));
         if let Err(e) = r {
             self.report();
             eprintln!("xtask: {name} failed: {e}");
             exit(1);
         }
     }
+    /// A phase timed by its caller; `counted: false` for one that overlapped
+    /// others inside a counted phase.
+    fn record(&mut self, name: &str, d: Duration, counted: bool) {
+        self.done.push((name.to_string(), d, counted));
+    }
     fn report(&self) {
         eprintln!("\nphase timings:");
         let mut total = Duration::ZERO;
-        for (n, d) in &self.done {
-            eprintln!("  {:<40} {:>7.1} s", n, d.as_secs_f64());
-            total += *d;
+        for (n, d, counted) in &self.done {
+            if *counted {
+                eprintln!("  {:<40} {:>7.1} s", n, d.as_secs_f64());
+                total += *d;
+            } else {
+                eprintln!("    | {:<36} {:>7.1} s", n, d.as_secs_f64());
+            }
         }
         eprintln!("  {:<40} {:>7.1} s", "total", total.as_secs_f64());
     }
@@ -278,24 +294,8 @@ fn vm_smp(filter: &str) -> u32 {
 fn list_expected(tests: &[PathBuf], filter: &str, out: &Path) -> Result<usize, String> {
     let mut lines = Vec::new();
     for bin in tests {
-        let o = Command::new(bin)
-            .args(selection(filter))
-            .arg("--list")
-            .output()
-            .map_err(|e| format!("{}: {e}", bin.display()))?;
-        if !o.status.success() {
-            return Err(format!(
-                "{} --list exited with {}:\n{}",
-                bin.display(),
-                o.status,
-                String::from_utf8_lossy(&o.stderr)
-            ));
-        }
         let name = guest_name(bin);
-        for t in String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter_map(|l| l.strip_suffix(": test"))
-        {
+        for t in list_tests(bin, filter)? {
             lines.push(format!("{name} {t}\n"));
         }
     }
@@ -337,7 +337,17 @@ fn vm_command(initrd: &Path, tests: &[PathBuf], filter: &str) -> Result<Command,
         "expected-{}.txt",
         if filter.is_empty() { "all" } else { filter }
     ));
-    let n = list_expected(tests, filter, &expect)?;
+    vm_command_expect(initrd, tests, filter, &expect)
+}
+
+/// [`vm_command`] with the list of tests written to `expect`.
+fn vm_command_expect(
+    initrd: &Path,
+    tests: &[PathBuf],
+    filter: &str,
+    expect: &Path,
+) -> Result<Command, String> {
+    let n = list_expected(tests, filter, expect)?;
     eprintln!(
         "vm: {n} tests listed on the host for this run ({})",
         expect.display()
@@ -345,7 +355,7 @@ fn vm_command(initrd: &Path, tests: &[PathBuf], filter: &str) -> Result<Command,
     let mut c = tool("vm-run.sh");
     c.arg(initrd)
         .arg(filter)
-        .env("GVT_VM_EXPECT", &expect)
+        .env("GVT_VM_EXPECT", expect)
         .current_dir(repo());
     Ok(c)
 }
@@ -387,6 +397,16 @@ fn vm_run_checked(p: &mut Phases, filter: &str, what: &str, self_check: bool) {
 /// The rig's self-check: runs that must fail, each with the evidence it must
 /// give (tests/vm/tests/selftest.rs, tools/vm/init, tools/vm-run.sh).
 fn rig_self_check(initrd: &Path, tests: &[PathBuf]) -> Result<(), String> {
+    let dir = initrd.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let report = rig_self_check_in(initrd, tests, &dir)?;
+    eprint!("{report}");
+    Ok(())
+}
+
+/// [`rig_self_check`] with its VM runs' logs and lists in `dir`; what it
+/// found, as lines.
+fn rig_self_check_in(initrd: &Path, tests: &[PathBuf], dir: &Path) -> Result<String, String> {
+    let mut report = String::new();
     type Case<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
     let cases: [Case; 4] = [
         (
@@ -430,14 +450,19 @@ fn rig_self_check(initrd: &Path, tests: &[PathBuf]) -> Result<(), String> {
         ),
     ];
     for (n, (what, filter, env, evidence)) in cases.into_iter().enumerate() {
-        let mut c = vm_command(initrd, tests, filter)?;
-        c.envs(env.iter().copied());
+        let mut c = vm_command_expect(
+            initrd,
+            tests,
+            filter,
+            &dir.join(format!("self-check-{}-expected.txt", n + 1)),
+        )?;
+        c.envs(env.iter().copied()).env("GVT_VM_DIR", dir);
         let o = c.output().map_err(|e| format!("vm-run.sh: {e}"))?;
         let (passed, out) = (
             o.status.success(),
             String::from_utf8_lossy(&o.stdout).into_owned(),
         );
-        let saved = initrd.with_file_name(format!("self-check-{}.log", n + 1));
+        let saved = dir.join(format!("self-check-{}.log", n + 1));
         let _ = fs::write(&saved, &out);
         // The evidence must come from the judge (tools/vm-run.sh's own
         // `vm-test: ...` / `vm-tests: ...` lines), not from the guest's output.
@@ -451,12 +476,337 @@ fn rig_self_check(initrd: &Path, tests: &[PathBuf]) -> Result<(), String> {
                 "the rig did not fail the run with {what} as it must (passed: {passed}, evidence missing: {lacking:?}); its output:\n{out}"
             ));
         }
-        eprintln!(
-            "rig self-check: the run with {what} failed, as it must (its output: {})",
+        report.push_str(&format!(
+            "rig self-check: the run with {what} failed, as it must (its output: {})\n",
             saved.display()
+        ));
+    }
+    Ok(report)
+}
+
+/// A whole VM run of `cargo xtask test` besides the main set.
+struct WholeRun {
+    key: &'static str,
+    what: &'static str,
+    filter: &'static str,
+}
+
+/// What `cargo xtask test` runs in VMs: the rig's self-check, the main set
+/// (split by test binary), the 2-vCPU set and the native guest driver's
+/// nested set, in parallel lanes (`lanes.rs`; `$GVT_VM_LANES`, default the
+/// number of host cores).  Each run is judged on its own; the verdict is
+/// every run's, and the main set's binaries are checked to be split without
+/// loss.
+fn vm_test_lanes(p: &mut Phases) {
+    let mut bins = GuestBinaries {
+        tests: Vec::new(),
+        programs: Vec::new(),
+    };
+    p.run("build: static guest binaries", || {
+        bins = build_guest_binaries()?;
+        Ok(())
+    });
+    let initrd = vm_initrd(p, &bins);
+    let vmdir = initrd.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let runs = [
+        WholeRun {
+            key: "self-check",
+            what: "vm: rig self-check (4 runs, each must fail)",
+            filter: "",
+        },
+        // The tests that need two vCPUs (named smp2; not in the main set).
+        WholeRun {
+            key: "smp2",
+            what: "vm: tests on 2 vCPUs",
+            filter: "smp2",
+        },
+        // The native guest driver in nested QEMU (not in the main set: its L2
+        // boots take minutes; a VM run and time limit of their own).
+        WholeRun {
+            key: "gvt_drm",
+            what: "vm: native guest driver (nested)",
+            filter: "gvt_drm_",
+        },
+    ];
+    let n_lanes = env::var("GVT_VM_LANES")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+        .clamp(1, 8);
+    let times_file = vmdir.join("vm-times.tsv");
+    // This machine's last runs, over the estimates checked in with the tests
+    // (tests/vm/vm-times.tsv, for a first run).
+    let mut times = lanes::load_times(&repo().join("tests/vm/vm-times.tsv"));
+    times.extend(lanes::load_times(&times_file));
+    // The main set's binaries: those with a test in it.
+    let mut split: Vec<(String, PathBuf)> = Vec::new();
+    for b in &bins.tests {
+        match list_tests(b, "") {
+            Ok(t) if !t.is_empty() => split.push((guest_name(b), b.clone())),
+            Ok(_) => {}
+            Err(e) => {
+                p.report();
+                eprintln!("xtask: {e}");
+                exit(1);
+            }
+        }
+    }
+    let est_runs: Vec<f64> = runs
+        .iter()
+        .map(|r| {
+            times
+                .get(&format!("run:{}", r.key))
+                .copied()
+                .unwrap_or(lanes::UNKNOWN_RUN_S)
+        })
+        .collect();
+    let est_bins: Vec<(String, f64)> = split
+        .iter()
+        .map(|(n, _)| {
+            let e = times
+                .get(&format!("bin:{n}"))
+                .copied()
+                .unwrap_or(lanes::UNKNOWN_BINARY_S);
+            (n.clone(), e)
+        })
+        .collect();
+    // One VM boot of the rig (TCG, 1 vCPU) to the first test: ~25 s.
+    let plan = lanes::plan(n_lanes, &est_runs, &est_bins, 25.0);
+    let names: Vec<String> = split.iter().map(|(n, _)| n.clone()).collect();
+    if let Err(e) = lanes::check_partition(&plan, &names) {
+        p.report();
+        eprintln!("xtask: {e}");
+        exit(1);
+    }
+    eprintln!(
+        "==> vm: {} runs in {} parallel lanes (estimates from {})",
+        runs.len() + plan.iter().filter(|l| !l.bins.is_empty()).count(),
+        plan.len(),
+        times_file.display()
+    );
+    for (i, l) in plan.iter().enumerate() {
+        let whole: Vec<&str> = l.runs.iter().map(|r| runs[*r].key).collect();
+        eprintln!(
+            "vm: lane {}: ~{:.0} s: {:?} + the main set's binaries {:?}",
+            i + 1,
+            l.load,
+            whole,
+            l.bins
         );
     }
-    Ok(())
+    let files = env::var_os("GVT_VM_FILES")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| vmdir.join("files"));
+    let print = std::sync::Mutex::new(());
+    struct Done {
+        what: String,
+        key: String,
+        took: Duration,
+        ok: Result<(), String>,
+        log: String,
+    }
+    let t0 = Instant::now();
+    let done: Vec<Done> = std::thread::scope(|sc| {
+        let handles: Vec<_> = plan
+            .iter()
+            .enumerate()
+            .map(|(li, lane)| {
+                let (runs, split, initrd, bins, vmdir, files, print) =
+                    (&runs, &split, &initrd, &bins, &vmdir, &files, &print);
+                sc.spawn(move || {
+                    let mut out = Vec::new();
+                    let mut jobs: Vec<(String, String, &str, Vec<PathBuf>, bool)> = lane
+                        .runs
+                        .iter()
+                        .map(|r| {
+                            let w = &runs[*r];
+                            (
+                                w.key.to_string(),
+                                w.what.to_string(),
+                                w.filter,
+                                bins.tests.clone(),
+                                w.key == "self-check",
+                            )
+                        })
+                        .collect();
+                    if !lane.bins.is_empty() {
+                        let sub: Vec<PathBuf> = split
+                            .iter()
+                            .filter(|(n, _)| lane.bins.contains(n))
+                            .map(|(_, b)| b.clone())
+                            .collect();
+                        jobs.insert(
+                            0,
+                            (
+                                format!("tests-{}", li + 1),
+                                format!("vm: tests, lane {} ({} binaries)", li + 1, sub.len()),
+                                "",
+                                sub,
+                                false,
+                            ),
+                        );
+                    }
+                    for (key, what, filter, tests, self_check) in jobs {
+                        let dir = vmdir.join("lanes").join(&key);
+                        let _ = fs::remove_dir_all(&dir);
+                        let t = Instant::now();
+                        let (ok, log) = if self_check {
+                            let _ = fs::create_dir_all(&dir);
+                            match rig_self_check_in(initrd, &tests, &dir) {
+                                Ok(r) => (Ok(()), r),
+                                Err(e) => (Err("the rig self-check failed".into()), e),
+                            }
+                        } else {
+                            let bin_names: Vec<String> =
+                                tests.iter().map(|b| guest_name(b)).collect();
+                            let split_run = key.starts_with("tests-");
+                            lane_vm_run(
+                                initrd,
+                                &tests,
+                                filter,
+                                &dir,
+                                files,
+                                split_run.then_some(bin_names.join(",").as_str()),
+                            )
+                        };
+                        let took = t.elapsed();
+                        {
+                            let _g = print.lock().unwrap_or_else(|e| e.into_inner());
+                            println!("{log}");
+                            eprintln!(
+                                "==> {what}: {} in {:.1} s (lane {})",
+                                if ok.is_ok() { "passed" } else { "FAILED" },
+                                took.as_secs_f64(),
+                                li + 1
+                            );
+                        }
+                        out.push(Done {
+                            what,
+                            key,
+                            took,
+                            ok,
+                            log,
+                        });
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    });
+    let wall = t0.elapsed();
+    // Estimates for the next run, from this one.
+    for d in &done {
+        if d.key.starts_with("tests-") {
+            for (b, t) in lanes::binary_times(&d.log) {
+                times.insert(format!("bin:{b}"), t);
+            }
+        } else {
+            times.insert(format!("run:{}", d.key), d.took.as_secs_f64());
+        }
+    }
+    lanes::save_times(&times_file, &times);
+    p.record(
+        &format!("vm: {} runs in {} lanes", done.len(), plan.len()),
+        wall,
+        true,
+    );
+    let mut all = lanes::Tally::default();
+    eprintln!();
+    for d in &done {
+        p.record(&d.what, d.took, false);
+        match lanes::Tally::from_log(&d.log) {
+            Some(t) => {
+                all.add(t);
+                eprintln!(
+                    "vm-tests ({}): {} passed, {} failed, {} missing, {} skipped",
+                    d.what, t.passed, t.failed, t.missing, t.skipped
+                );
+            }
+            None => eprintln!(
+                "vm-tests ({}): {}",
+                d.what,
+                if d.ok.is_ok() { "passed" } else { "FAILED" }
+            ),
+        }
+    }
+    eprintln!(
+        "vm-tests (all runs): {} passed, {} failed, {} missing, {} skipped",
+        all.passed, all.failed, all.missing, all.skipped
+    );
+    let failed: Vec<String> = done
+        .iter()
+        .filter_map(|d| d.ok.as_ref().err().map(|e| format!("{}: {e}", d.what)))
+        .collect();
+    if !failed.is_empty() {
+        p.report();
+        eprintln!("xtask: VM runs failed:\n  {}", failed.join("\n  "));
+        exit(1);
+    }
+}
+
+/// One VM run in its own directory (`GVT_VM_DIR`: its log and list of tests),
+/// its output captured; `bins`: only these test binaries (`GVT_VM_BINS`).
+fn lane_vm_run(
+    initrd: &Path,
+    tests: &[PathBuf],
+    filter: &str,
+    dir: &Path,
+    files: &Path,
+    bins: Option<&str>,
+) -> (Result<(), String>, String) {
+    if let Err(e) = fs::create_dir_all(dir) {
+        return (Err(format!("{}: {e}", dir.display())), String::new());
+    }
+    let mut c = match vm_command_expect(initrd, tests, filter, &dir.join("expected.txt")) {
+        Ok(c) => c,
+        Err(e) => return (Err(e.clone()), e),
+    };
+    c.env("GVT_VM_DIR", dir).env("GVT_VM_FILES", files);
+    if let Some(b) = bins {
+        c.env("GVT_VM_BINS", b);
+    }
+    // stdout and stderr into one file, in the order they were written.
+    let path = dir.join("run.log");
+    let opened = fs::File::create(&path).and_then(|f| Ok((f.try_clone()?, f)));
+    let (out, err) = match opened {
+        Ok(f) => f,
+        Err(e) => return (Err(format!("{}: {e}", path.display())), String::new()),
+    };
+    let st = c.stdout(out).stderr(err).status();
+    let log = fs::read(&path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    match st {
+        Ok(st) if st.success() => (Ok(()), log),
+        Ok(st) => (Err(format!("tools/vm-run.sh exited with {st}")), log),
+        Err(e) => (Err(format!("vm-run.sh: {e}")), log),
+    }
+}
+
+/// The tests of one guest test binary that a run with `filter` selects.
+fn list_tests(bin: &Path, filter: &str) -> Result<Vec<String>, String> {
+    let o = Command::new(bin)
+        .args(selection(filter))
+        .arg("--list")
+        .output()
+        .map_err(|e| format!("{}: {e}", bin.display()))?;
+    if !o.status.success() {
+        return Err(format!(
+            "{} --list exited with {}:\n{}",
+            bin.display(),
+            o.status,
+            String::from_utf8_lossy(&o.stderr)
+        ));
+    }
+    Ok(String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| l.strip_suffix(": test"))
+        .map(String::from)
+        .collect())
 }
 
 fn host_tests(p: &mut Phases) {
@@ -575,11 +925,11 @@ fn main() {
         Some("vm-test") => {
             setup(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
-            vm_run(
-                &mut p,
-                args.get(1).map(String::as_str).unwrap_or(""),
-                "vm: tests",
-            );
+            match args.get(1).map(String::as_str) {
+                Some(filter) if !filter.is_empty() => vm_run(&mut p, filter, "vm: tests"),
+                // No filter: every VM run of `cargo xtask test`, in lanes.
+                _ => vm_test_lanes(&mut p),
+            }
         }
         Some("demo") => {
             setup(&mut p);
@@ -603,12 +953,7 @@ fn main() {
             setup(&mut p);
             host_tests(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
-            vm_run_checked(&mut p, "", "vm: tests", true);
-            // The tests that need two vCPUs (named smp2; skipped above).
-            vm_run(&mut p, "smp2", "vm: tests on 2 vCPUs");
-            // The native guest driver in nested QEMU (skipped above: its
-            // L2 boots take minutes; a VM run and time limit of their own).
-            vm_run(&mut p, "gvt_drm_", "vm: native guest driver (nested)");
+            vm_test_lanes(&mut p);
         }
         Some("self-check") => {
             setup(&mut p);

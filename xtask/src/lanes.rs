@@ -1,0 +1,244 @@
+//! Parallel VM runs for `cargo xtask test`.
+//!
+//! The rig's guest is QEMU TCG: one busy host core per vCPU.  `cargo xtask
+//! test` has several VM runs (the main set, the 2-vCPU set, the nested guest
+//! driver's set, the rig's self-check) and the main set alone is minutes of
+//! single-threaded emulation, so on a machine with N cores the runs go in N
+//! *lanes* at once: the main set is split by test binary, and the binaries and
+//! the other runs are packed onto the lanes longest first (each lane then runs
+//! its share one after the other; one VM boot per lane for its binaries).
+//!
+//! The estimates come from the previous runs' own logs (`vm-times.tsv` in the
+//! VM directory: seconds per test binary and per run), so the split follows
+//! the tests as they grow; what has never run gets [`UNKNOWN_BINARY_S`].
+//! Nothing here decides a verdict: every VM run is judged by
+//! tools/vm-judge.sh against the list of its tests made on the host, and
+//! [`check_partition`] proves that the lanes' binaries are exactly the set's.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+/// Estimate for a test binary no earlier run has timed (seconds).
+pub const UNKNOWN_BINARY_S: f64 = 60.0;
+/// Estimate for a run no earlier run has timed (seconds).
+pub const UNKNOWN_RUN_S: f64 = 120.0;
+
+/// What one lane runs: the indices of whole runs, and the test binaries of
+/// the split set it runs in one VM boot.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Lane {
+    pub runs: Vec<usize>,
+    pub bins: Vec<String>,
+    pub load: f64,
+}
+
+/// Pack `runs` (estimates, by index) and the split set's `bins` (name,
+/// estimate) onto `lanes` lanes, longest first, each to the least loaded lane
+/// (LPT).  A lane's first binary also costs it `boot` seconds.
+pub fn plan(lanes: usize, runs: &[f64], bins: &[(String, f64)], boot: f64) -> Vec<Lane> {
+    let mut out = vec![Lane::default(); lanes.max(1)];
+    enum Item<'a> {
+        Run(usize),
+        Bin(&'a str),
+    }
+    let mut items: Vec<(f64, Item)> = runs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| (*e, Item::Run(i)))
+        .chain(bins.iter().map(|(b, e)| (*e, Item::Bin(b))))
+        .collect();
+    // Longest first; ties in a fixed order so the plan is reproducible.
+    items.sort_by(|a, b| b.0.total_cmp(&a.0));
+    for (est, item) in items {
+        let cost = |l: &Lane| {
+            l.load
+                + est
+                + match item {
+                    Item::Bin(_) if l.bins.is_empty() => boot,
+                    _ => 0.0,
+                }
+        };
+        let (i, _) = out
+            .iter()
+            .enumerate()
+            .min_by(|a, b| cost(a.1).total_cmp(&cost(b.1)))
+            .expect("at least one lane");
+        let c = cost(&out[i]);
+        let l = &mut out[i];
+        l.load = c;
+        match item {
+            Item::Run(r) => l.runs.push(r),
+            Item::Bin(b) => l.bins.push(b.to_string()),
+        }
+    }
+    out
+}
+
+/// The lanes' binaries are exactly `all`, each once.
+pub fn check_partition(lanes: &[Lane], all: &[String]) -> Result<(), String> {
+    let mut got: Vec<&String> = lanes.iter().flat_map(|l| &l.bins).collect();
+    got.sort();
+    let mut want: Vec<&String> = all.iter().collect();
+    want.sort();
+    if got != want {
+        return Err(format!(
+            "the lanes' test binaries {got:?} are not the set's {want:?}"
+        ));
+    }
+    Ok(())
+}
+
+/// Estimates from earlier runs: `vm-times.tsv` lines `KEY<TAB>SECONDS`
+/// (`bin:NAME` for a test binary, `run:NAME` for a whole VM run).
+pub fn load_times(path: &Path) -> BTreeMap<String, f64> {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once('\t')?;
+            Some((k.to_string(), v.trim().parse::<f64>().ok()?))
+        })
+        .filter(|(_, v)| v.is_finite() && *v >= 0.0)
+        .collect()
+}
+
+pub fn save_times(path: &Path, t: &BTreeMap<String, f64>) {
+    let s: String = t.iter().map(|(k, v)| format!("{k}\t{v:.1}\n")).collect();
+    let _ = fs::write(path, s);
+}
+
+/// Seconds each test binary's tests took in a VM run's output: libtest's
+/// `finished in Xs` after each `GVT-RIG: test-begin BINARY TEST`, plus one
+/// second per test for its process start.
+pub fn binary_times(log: &str) -> BTreeMap<String, f64> {
+    let mut t = BTreeMap::new();
+    let mut cur: Option<&str> = None;
+    for l in log.lines() {
+        if let Some(rest) = l.split("GVT-RIG: test-begin ").nth(1) {
+            cur = rest.split_whitespace().next();
+            continue;
+        }
+        if let (Some(b), Some(rest)) = (cur, l.split("finished in ").nth(1)) {
+            if let Some(s) = rest.strip_suffix('s').and_then(|s| s.parse::<f64>().ok()) {
+                *t.entry(b.to_string()).or_insert(0.0) += s + 1.0;
+                cur = None;
+            }
+        }
+    }
+    t
+}
+
+/// The judge's summary of a VM run (`vm-tests: P passed, F failed, M missing[, S skipped] (...)`).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Tally {
+    pub passed: u32,
+    pub failed: u32,
+    pub missing: u32,
+    pub skipped: u32,
+}
+
+impl Tally {
+    /// The last judge line in `log`, if any.
+    pub fn from_log(log: &str) -> Option<Tally> {
+        let l = log.lines().rev().find(|l| l.starts_with("vm-tests: "))?;
+        let head = l.strip_prefix("vm-tests: ")?.split(" (").next()?;
+        let mut t = Tally::default();
+        for part in head.split(", ") {
+            let (n, what) = part.split_once(' ')?;
+            let n: u32 = n.parse().ok()?;
+            match what {
+                "passed" => t.passed = n,
+                "failed" => t.failed = n,
+                "missing" => t.missing = n,
+                "skipped" => t.skipped = n,
+                _ => return None,
+            }
+        }
+        Some(t)
+    }
+
+    pub fn add(&mut self, o: Tally) {
+        self.passed += o.passed;
+        self.failed += o.failed;
+        self.missing += o.missing;
+        self.skipped += o.skipped;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bins(v: &[(&str, f64)]) -> Vec<(String, f64)> {
+        v.iter().map(|(b, e)| (b.to_string(), *e)).collect()
+    }
+
+    #[test]
+    fn plan_packs_longest_first_and_covers_every_binary() {
+        let b = bins(&[("display", 300.0), ("demo", 80.0), ("mgmt", 120.0), ("irq", 5.0)]);
+        let l = plan(2, &[280.0, 70.0, 30.0], &b, 20.0);
+        let all: Vec<String> = b.iter().map(|x| x.0.clone()).collect();
+        check_partition(&l, &all).unwrap();
+        let runs: usize = l.iter().map(|x| x.runs.len()).sum();
+        assert_eq!(runs, 3);
+        // 300+20 on one lane, 280 on the other, then the rest fill the gaps.
+        let max = l.iter().map(|x| x.load).fold(0.0, f64::max);
+        let min = l.iter().map(|x| x.load).fold(f64::MAX, f64::min);
+        assert!(max - min <= 80.0 + 20.0, "{l:?}");
+        assert!(l.iter().all(|x| !x.runs.is_empty() || !x.bins.is_empty()));
+    }
+
+    #[test]
+    fn one_lane_runs_everything() {
+        let b = bins(&[("a", 1.0), ("b", 2.0)]);
+        let l = plan(1, &[5.0], &b, 20.0);
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].runs, vec![0]);
+        assert_eq!(l[0].bins.len(), 2);
+    }
+
+    #[test]
+    fn partition_check_catches_a_lost_or_doubled_binary() {
+        let all = vec!["a".to_string(), "b".to_string()];
+        let lost = vec![Lane {
+            bins: vec!["a".into()],
+            ..Lane::default()
+        }];
+        assert!(check_partition(&lost, &all).is_err());
+        let doubled = vec![
+            Lane {
+                bins: vec!["a".into(), "b".into()],
+                ..Lane::default()
+            },
+            Lane {
+                bins: vec!["b".into()],
+                ..Lane::default()
+            },
+        ];
+        assert!(check_partition(&doubled, &all).is_err());
+    }
+
+    #[test]
+    fn times_and_tallies_come_from_the_log() {
+        let log = "GVT-RIG: test-begin demo demo_two\nx\ntest result: ok. 1 passed; 0 failed; finished in 76.85s\n\
+                   GVT-RIG: test-end demo demo_two rc=0\nGVT-RIG: test-begin irq irq_a\nfinished in 1.5s\n\
+                   GVT-RIG: test-begin irq irq_b\nfinished in 0.5s\n\
+                   vm-tests: 3 passed, 1 failed, 2 missing, 1 skipped (7 listed on the host)\n";
+        let t = binary_times(log);
+        assert!((t["demo"] - 77.85).abs() < 1e-9);
+        assert!((t["irq"] - 4.0).abs() < 1e-9);
+        let y = Tally::from_log(log).unwrap();
+        assert_eq!(
+            y,
+            Tally {
+                passed: 3,
+                failed: 1,
+                missing: 2,
+                skipped: 1
+            }
+        );
+        assert_eq!(Tally::from_log("no verdict"), None);
+        assert_eq!(Tally::from_log("vm-tests: 3 passed, 9 bogus (x)"), None);
+    }
+}
