@@ -40,7 +40,8 @@ Commands:
   lint-core        check gvt-core with the kernel's compiler and rules
   fuzz [--seconds N]
                    a coverage-guided fuzzing campaign of command submission
-                   (driver/core/fuzz/run-fuzz.sh) for N seconds (default 600);
+                   and migration resume (driver/core/fuzz/run-fuzz.sh) for N
+                   seconds (default 600);
                    prints libFuzzer's executions and any crash
 
 Environment:
@@ -479,7 +480,7 @@ fn host_tests(p: &mut Phases) {
     p.run("host: gvt-core with the kernel's rustc", || {
         sh(&mut tool("check-core-msrv.sh"))
     });
-    p.run("host: fuzz command submission (30 s)", || {
+    p.run("host: fuzz command submission and migration resume (30 s)", || {
         let mut c = Command::new("bash");
         c.arg(repo().join("driver/core/fuzz/run-fuzz.sh")).arg("30");
         sh(&mut c)
@@ -662,7 +663,7 @@ fn main() {
                     exit(2);
                 }
             };
-            p.run(&format!("host: fuzz command submission ({secs} s)"), || {
+            p.run(&format!("host: fuzz command submission and migration resume ({secs} s)"), || {
                 let mut c = Command::new("bash");
                 c.arg(repo().join("driver/core/fuzz/run-fuzz.sh"))
                     .arg(secs.to_string());
