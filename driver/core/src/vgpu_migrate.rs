@@ -172,6 +172,17 @@ impl<const P: usize> Vgpu<P> {
         }
     }
 
+    /// Whether work is admitted or held on any engine (a save needs none:
+    /// the glue lets the engine worker retire it first).
+    pub fn engines_busy<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &self,
+        env: &mut Env<'_, S>,
+    ) -> bool {
+        let slot = self.slot;
+        env.gpu
+            .with(|gpu, _| EngineId::ALL.iter().any(|e| gpu.busy(slot, *e)))
+    }
+
     /// Largest stream a vGPU of this geometry can produce (the glue's
     /// buffer size).
     pub fn max_stream_len(&self) -> usize {
