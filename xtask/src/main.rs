@@ -480,7 +480,7 @@ fn host_tests(p: &mut Phases) {
     p.run("host: gvt-core with the kernel's rustc", || {
         sh(&mut tool("check-core-msrv.sh"))
     });
-    p.run("host: fuzz command submission and migration resume (30 s)", || {
+    p.run("host: fuzz submission and resume (30 s)", || {
         let mut c = Command::new("bash");
         c.arg(repo().join("driver/core/fuzz/run-fuzz.sh")).arg("30");
         sh(&mut c)
@@ -663,12 +663,15 @@ fn main() {
                     exit(2);
                 }
             };
-            p.run(&format!("host: fuzz command submission and migration resume ({secs} s)"), || {
-                let mut c = Command::new("bash");
-                c.arg(repo().join("driver/core/fuzz/run-fuzz.sh"))
-                    .arg(secs.to_string());
-                sh(&mut c)
-            });
+            p.run(
+                &format!("host: fuzz submission and resume ({secs} s)"),
+                || {
+                    let mut c = Command::new("bash");
+                    c.arg(repo().join("driver/core/fuzz/run-fuzz.sh"))
+                        .arg(secs.to_string());
+                    sh(&mut c)
+                },
+            );
         }
         Some("-h") | Some("--help") | Some("help") | None => {
             print!("{HELP}");
