@@ -27,7 +27,7 @@
 //!
 //! | lock | protects | taken after | may sleep under it on |
 //! |---|---|---|---|
-//! | `MdevVgpu::mig` (one per vGPU) | the VFIO migration FSM state and its data files ([`crate::migration`]) | nothing | `state` (drain, save, restore), `kvzalloc`, `anon_inode_getfile`, `fput`, sleeping while the engines drain; never a user copy (the data files copy under their own mutex, no vGPU lock) |
+//! | `MdevVgpu::mig` (one per vGPU) | the VFIO migration FSM state and its data files ([`crate::mig_state`], arcs in [`crate::migration`]) | nothing | `state` (drain, save, restore), `kvzalloc`, `anon_inode_getfile`, `fput`, sleeping while the engines drain; never a user copy (the data files copy under their own mutex, no vGPU lock) |
 //! | `MdevVgpu::state` (one per vGPU) | the core vGPU, vregs, shadow GGTT/PPGTT storage, EDID | nothing, or `mig` | `vfio_pin_pages`/`unpin` (GUP: faults, possibly into *another* vGPU's aperture, the VMM's mm lock, VFIO's container lock), PPGTT shadowing, `GFP_KERNEL` |
 //! | `MdevVgpu::map` (one per vGPU) | what the aperture and display mappings show; orders a zap against a fault | `state` | `unmap_mapping_range`, `vmf_insert_pfn`; never pins, never faults on user memory |
 //! | `Shared::gpu` (the GPU lock, one per parent) | the mediated GPU (engines, scheduler, slots) and the physical GGTT | `state` or `map` (taken by the core through `GpuLock` for bounded sections only) | nothing: one bounded engine step, one audit within the limits, a register, one GGTT store |
@@ -290,7 +290,7 @@ pub(crate) struct MdevVgpu {
     work: SetOnce<CWork>,
     /// The VFIO migration FSM ([`crate::migration`]; taken before `state`).
     #[pin]
-    pub(crate) mig: Mutex<crate::migration::Mig>,
+    pub(crate) mig: Mutex<crate::mig_state::Mig>,
     #[pin]
     pub(crate) state: Mutex<State>,
     #[pin]
@@ -844,7 +844,7 @@ impl MdevVgpu {
                 log <- new_mutex!(RateLimit::new()),
                 pending: AtomicU32::new(0),
                 work: SetOnce::new(),
-                mig <- new_mutex!(crate::migration::Mig::new()),
+                mig <- new_mutex!(crate::mig_state::Mig::new()),
                 state <- new_mutex!(state),
                 map <- new_mutex!(MapState { shown: None }),
                 irqs <- new_mutex!(Irqs { ctx: [const { None }; NUM_IRQS as usize], intx_masked: false }),

@@ -15,7 +15,7 @@
 //! | RUNNING → PRE_COPY, RUNNING_P2P → PRE_COPY_P2P | a saving data file; `VFIO_MIG_GET_PRECOPY_INFO` answers; it carries no bytes before STOP_COPY (the whole state moves at STOP_COPY) |
 //! | STOP → STOP_COPY, PRE_COPY_P2P → STOP_COPY | drain, then the stream is saved into the saving file (a new one from STOP; the PRE_COPY one continues) |
 //! | STOP → RESUMING | a resuming data file of the largest stream a vGPU of this type produces |
-//! | RESUMING → STOP | the stream is checked and restored; a refused stream fails the arc (EINVAL, the reason logged) and leaves the vGPU as it was, or reset if the replay failed part-way |
+//! | RESUMING → STOP | the stream is checked and restored; a refused stream fails the arc (EINVAL, the reason logged), the vGPU is left as it was (or reset, if the replay failed part-way) and the FSM is in ERROR until `VFIO_DEVICE_RESET` |
 //! | PRE_COPY → RUNNING, PRE_COPY_P2P → RUNNING_P2P, STOP_COPY → STOP | the data files are let go (they answer ENODEV) |
 //!
 //! Open, close and `VFIO_DEVICE_RESET` put the FSM back to RUNNING and let
@@ -40,69 +40,10 @@ use crate::gvt_core::edid::EDID_MAX_SIZE;
 use crate::gvt_core::vgpu_migrate::MigrationError;
 use crate::kapi::{self, MigFile};
 use crate::mdev::{env, MdevVgpu};
-use crate::vfio;
-
-pub(crate) const STOP: u32 = vfio::vfio_device_mig_state_VFIO_DEVICE_STATE_STOP;
-pub(crate) const RUNNING: u32 = vfio::vfio_device_mig_state_VFIO_DEVICE_STATE_RUNNING;
-pub(crate) const STOP_COPY: u32 = vfio::vfio_device_mig_state_VFIO_DEVICE_STATE_STOP_COPY;
-pub(crate) const RESUMING: u32 = vfio::vfio_device_mig_state_VFIO_DEVICE_STATE_RESUMING;
-pub(crate) const RUNNING_P2P: u32 = vfio::vfio_device_mig_state_VFIO_DEVICE_STATE_RUNNING_P2P;
-pub(crate) const PRE_COPY: u32 = vfio::vfio_device_mig_state_VFIO_DEVICE_STATE_PRE_COPY;
-pub(crate) const PRE_COPY_P2P: u32 = vfio::vfio_device_mig_state_VFIO_DEVICE_STATE_PRE_COPY_P2P;
+use crate::mig_state::*;
 
 /// How long a drain waits for the engines (ms).
 const DRAIN_MS: u32 = 2000;
-
-/// The FSM of one vGPU (`MdevVgpu::mig`).
-pub(crate) struct Mig {
-    state: u32,
-    saving: Option<MigFile>,
-    resuming: Option<MigFile>,
-    /// Figures of the last save and restore (sysfs `gvt/migration`).
-    pub(crate) saved_bytes: usize,
-    pub(crate) save_ns: u64,
-    pub(crate) restored_bytes: usize,
-    pub(crate) restore_ns: u64,
-    pub(crate) refused: u64,
-}
-
-impl Mig {
-    pub(crate) const fn new() -> Self {
-        Mig {
-            state: RUNNING,
-            saving: None,
-            resuming: None,
-            saved_bytes: 0,
-            save_ns: 0,
-            restored_bytes: 0,
-            restore_ns: 0,
-            refused: 0,
-        }
-    }
-
-    pub(crate) fn state(&self) -> u32 {
-        self.state
-    }
-
-    fn close_files(&mut self) {
-        self.saving = None;
-        self.resuming = None;
-    }
-}
-
-/// The uapi name of an FSM state (sysfs `gvt/migration`).
-pub(crate) fn state_name(s: u32) -> &'static str {
-    match s {
-        STOP => "stop",
-        RUNNING => "running",
-        STOP_COPY => "stop_copy",
-        RESUMING => "resuming",
-        RUNNING_P2P => "running_p2p",
-        PRE_COPY => "pre_copy",
-        PRE_COPY_P2P => "pre_copy_p2p",
-        _ => "error",
-    }
-}
 
 fn errno_of(e: MigrationError) -> Error {
     match e {
@@ -205,6 +146,11 @@ impl MdevVgpu {
             (RESUMING, STOP) => {
                 let r = self.restore_from(m);
                 m.close_files();
+                if r.is_err() {
+                    // The stream was refused: ERROR until VFIO_DEVICE_RESET
+                    // (linux/vfio.h), rather than a RESUMING with no data.
+                    m.state = ERROR;
+                }
                 r.map(|()| None)
             }
             _ => Err(EINVAL),

@@ -123,7 +123,7 @@ impl DeviceAttrs for MdevVgpu {
                 let max = v.mig_data_size();
                 let m = v.mig.lock();
                 writeln!(w, "capabilities stop_copy p2p pre_copy")
-                    .and_then(|()| writeln!(w, "state {}", crate::migration::state_name(m.state())))
+                    .and_then(|()| writeln!(w, "state {}", crate::mig_state::state_name(m.state())))
                     .and_then(|()| writeln!(w, "max_stream_bytes {max}"))
                     .and_then(|()| writeln!(w, "saved_bytes {}", m.saved_bytes))
                     .and_then(|()| writeln!(w, "save_us {}", m.save_ns / 1000))
