@@ -11,6 +11,8 @@
 #include <linux/mutex.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
+#include <linux/anon_inodes.h>
+#include <linux/vfio.h>
 #include "gvt_rs_helpers.h"
 
 struct device *gvt_rs_mdev_dev(struct mdev_device *mdev)
@@ -192,6 +194,7 @@ GVT_RS_RO(stats, GVT_RS_ATTR_STATS);
 GVT_RS_RO(ballooned, GVT_RS_ATTR_BALLOONED);
 GVT_RS_RO(display, GVT_RS_ATTR_DISPLAY);
 GVT_RS_RW(dmabuf, GVT_RS_ATTR_DMABUF);
+GVT_RS_RO(migration, GVT_RS_ATTR_MIGRATION);
 
 static struct attribute *gvt_rs_vgpu_attrs[] = {
 	&dev_attr_vgpu_id.attr,
@@ -207,6 +210,7 @@ static struct attribute *gvt_rs_vgpu_attrs[] = {
 	&dev_attr_ballooned.attr,
 	&dev_attr_display.attr,
 	&dev_attr_dmabuf.attr,
+	&dev_attr_migration.attr,
 	NULL,
 };
 
@@ -388,3 +392,225 @@ void gvt_rs_cond_resched(void)
 	cond_resched();
 }
 
+
+/* ---- VFIO migration v2 data files (issue 14) ------------------------------
+ * One anon-inode file per transfer: O_RDONLY for saving (PRE_COPY /
+ * STOP_COPY), O_WRONLY for resuming.  The file owns a buffer of at most
+ * `cap` bytes and its own mutex; user copies happen only here, under that
+ * mutex and no vGPU lock.  The vGPU fills (saving) or takes (resuming) the
+ * buffer through the functions below, and lets go with gvt_rs_migf_put(),
+ * after which the file answers ENODEV until the VMM closes it. */
+struct gvt_rs_migf {
+	struct file *filp;
+	struct mutex lock;
+	bool disabled;
+	bool precopy;
+	size_t filled;
+	size_t cap;
+	u8 *data;
+};
+
+static int gvt_rs_migf_release(struct inode *inode, struct file *filp)
+{
+	struct gvt_rs_migf *m = filp->private_data;
+
+	mutex_destroy(&m->lock);
+	kvfree(m->data);
+	kfree(m);
+	return 0;
+}
+
+static ssize_t gvt_rs_migf_read(struct file *filp, char __user *buf, size_t len, loff_t *pos)
+{
+	struct gvt_rs_migf *m = filp->private_data;
+	ssize_t ret;
+
+	if (pos)
+		return -ESPIPE;
+	pos = &filp->f_pos;
+	mutex_lock(&m->lock);
+	if (m->disabled) {
+		ret = -ENODEV;
+		goto out;
+	}
+	if (*pos < 0 || *pos > m->filled) {
+		ret = -EINVAL;
+		goto out;
+	}
+	len = min_t(size_t, m->filled - *pos, len);
+	if (len && copy_to_user(buf, m->data + *pos, len)) {
+		ret = -EFAULT;
+		goto out;
+	}
+	*pos += len;
+	ret = len;
+out:
+	mutex_unlock(&m->lock);
+	return ret;
+}
+
+static ssize_t gvt_rs_migf_write(struct file *filp, const char __user *buf, size_t len,
+				 loff_t *pos)
+{
+	struct gvt_rs_migf *m = filp->private_data;
+	ssize_t ret;
+
+	if (pos)
+		return -ESPIPE;
+	pos = &filp->f_pos;
+	mutex_lock(&m->lock);
+	if (m->disabled) {
+		ret = -ENODEV;
+		goto out;
+	}
+	if (len > m->cap - m->filled) {
+		ret = -EFBIG;
+		goto out;
+	}
+	if (copy_from_user(m->data + m->filled, buf, len)) {
+		ret = -EFAULT;
+		goto out;
+	}
+	m->filled += len;
+	*pos += len;
+	ret = len;
+out:
+	mutex_unlock(&m->lock);
+	return ret;
+}
+
+/* VFIO_MIG_GET_PRECOPY_INFO: valid only while the device is in PRE_COPY or
+ * PRE_COPY_P2P (the vGPU says so with gvt_rs_migf_set_precopy). */
+static long gvt_rs_migf_ioctl(struct file *filp, unsigned int cmd, unsigned long arg)
+{
+	struct gvt_rs_migf *m = filp->private_data;
+	unsigned long minsz = offsetofend(struct vfio_precopy_info, dirty_bytes);
+	struct vfio_precopy_info info;
+	long ret = 0;
+
+	if (cmd != VFIO_MIG_GET_PRECOPY_INFO)
+		return -ENOTTY;
+	if (copy_from_user(&info, (void __user *)arg, minsz))
+		return -EFAULT;
+	if (info.argsz < minsz)
+		return -EINVAL;
+	mutex_lock(&m->lock);
+	if (m->disabled) {
+		ret = -ENODEV;
+	} else if (!m->precopy) {
+		ret = -EINVAL;
+	} else {
+		info.initial_bytes = m->filled - min_t(loff_t, filp->f_pos, m->filled);
+		info.dirty_bytes = 0;
+	}
+	mutex_unlock(&m->lock);
+	if (ret)
+		return ret;
+	return copy_to_user((void __user *)arg, &info, minsz) ? -EFAULT : 0;
+}
+
+static const struct file_operations gvt_rs_save_fops = {
+	.owner = THIS_MODULE,
+	.read = gvt_rs_migf_read,
+	.unlocked_ioctl = gvt_rs_migf_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.release = gvt_rs_migf_release,
+};
+
+static const struct file_operations gvt_rs_resume_fops = {
+	.owner = THIS_MODULE,
+	.write = gvt_rs_migf_write,
+	.release = gvt_rs_migf_release,
+};
+
+struct gvt_rs_migf *gvt_rs_migf_new(bool saving, size_t cap)
+{
+	struct gvt_rs_migf *m = kzalloc(sizeof(*m), GFP_KERNEL_ACCOUNT);
+
+	if (!m)
+		return ERR_PTR(-ENOMEM);
+	m->data = kvzalloc(cap, GFP_KERNEL_ACCOUNT);
+	if (!m->data) {
+		kfree(m);
+		return ERR_PTR(-ENOMEM);
+	}
+	m->cap = cap;
+	mutex_init(&m->lock);
+	m->filp = anon_inode_getfile("gvt_rs_mig", saving ? &gvt_rs_save_fops : &gvt_rs_resume_fops,
+				     m, saving ? O_RDONLY : O_WRONLY);
+	if (IS_ERR(m->filp)) {
+		struct file *f = m->filp;
+
+		mutex_destroy(&m->lock);
+		kvfree(m->data);
+		kfree(m);
+		return ERR_CAST(f);
+	}
+	stream_open(m->filp->f_inode, m->filp);
+	return m;
+}
+
+/* A new reference to the file, for the VFIO core to install as the fd. */
+struct file *gvt_rs_migf_file(struct gvt_rs_migf *m)
+{
+	return get_file(m->filp);
+}
+
+/* Saving: append `len` bytes (fails with -EFBIG past the capacity). */
+int gvt_rs_migf_fill(struct gvt_rs_migf *m, const u8 *data, size_t len)
+{
+	int ret = 0;
+
+	mutex_lock(&m->lock);
+	if (m->disabled)
+		ret = -ENODEV;
+	else if (len > m->cap - m->filled)
+		ret = -EFBIG;
+	else {
+		memcpy(m->data + m->filled, data, len);
+		m->filled += len;
+	}
+	mutex_unlock(&m->lock);
+	return ret;
+}
+
+void gvt_rs_migf_set_precopy(struct gvt_rs_migf *m, bool on)
+{
+	mutex_lock(&m->lock);
+	m->precopy = on;
+	mutex_unlock(&m->lock);
+}
+
+/* Resuming: stop accepting writes and hand the buffer over (the caller
+ * frees it with gvt_rs_migf_free_data); returns its length. */
+size_t gvt_rs_migf_take(struct gvt_rs_migf *m, u8 **data)
+{
+	size_t n;
+
+	mutex_lock(&m->lock);
+	m->disabled = true;
+	*data = m->data;
+	n = m->filled;
+	m->data = NULL;
+	m->filled = 0;
+	m->cap = 0;
+	mutex_unlock(&m->lock);
+	return n;
+}
+
+void gvt_rs_migf_free_data(u8 *data)
+{
+	kvfree(data);
+}
+
+/* The vGPU lets go: the file answers ENODEV from now on; the buffer goes
+ * when the VMM closes its fd. */
+void gvt_rs_migf_put(struct gvt_rs_migf *m)
+{
+	struct file *f = m->filp;
+
+	mutex_lock(&m->lock);
+	m->disabled = true;
+	mutex_unlock(&m->lock);
+	fput(f);
+}

@@ -75,6 +75,7 @@ enum gvt_rs_attr {
 	GVT_RS_ATTR_BALLOONED,
 	GVT_RS_ATTR_DISPLAY,
 	GVT_RS_ATTR_DMABUF,
+	GVT_RS_ATTR_MIGRATION,
 	GVT_RS_ATTR_NR,
 };
 extern const struct attribute_group *gvt_rs_vgpu_groups[];
@@ -109,3 +110,12 @@ void gvt_rs_clear_pfn(u64 pfn);
 /* Give the CPU to others if needed (between bounded engine steps). */
 void gvt_rs_cond_resched(void);
 
+/* VFIO migration v2 data files (see gvt_rs_helpers.c). */
+struct gvt_rs_migf;
+struct gvt_rs_migf *gvt_rs_migf_new(bool saving, size_t cap);
+struct file *gvt_rs_migf_file(struct gvt_rs_migf *m);
+int gvt_rs_migf_fill(struct gvt_rs_migf *m, const u8 *data, size_t len);
+void gvt_rs_migf_set_precopy(struct gvt_rs_migf *m, bool on);
+size_t gvt_rs_migf_take(struct gvt_rs_migf *m, u8 **data);
+void gvt_rs_migf_free_data(u8 *data);
+void gvt_rs_migf_put(struct gvt_rs_migf *m);

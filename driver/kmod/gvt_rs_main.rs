@@ -61,6 +61,8 @@ mod invalidate;
 mod ioctl;
 mod kapi;
 mod mdev;
+mod mig_state;
+mod migration;
 mod mmap;
 mod ops;
 mod parent;

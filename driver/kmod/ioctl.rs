@@ -53,7 +53,9 @@ pub(crate) fn ioctl(v: &MdevVgpu, cmd: u32, arg: usize) -> Result<isize> {
         VFIO_DEVICE_RESET => {
             // Reset turns memory decode off and drops the CPU mappings.  The
             // VMM's interrupt setup (eventfds, INTx mask) is its own state
-            // and survives, as with vfio-pci.
+            // and survives, as with vfio-pci.  The migration FSM goes back
+            // to RUNNING (linux/vfio.h).
+            v.mig_reset();
             v.reset(false);
             Ok(())
         }

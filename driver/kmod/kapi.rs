@@ -18,6 +18,7 @@
 //! | [`CWork`] | a `delayed_work` on `system_dfl_wq` |
 //! | [`Vma`], [`VmFault`], [`PfnFault`] | `vm_area_struct` set-up of a PFN mapping, `vmf_insert_pfn` |
 //! | [`export_dmabuf`], [`DmaBufBacking`] | `dma_buf_export`, `dma_buf_fd`, the `dma_buf_ops` |
+//! | [`MigFile`], [`MigData`] | the migration data files of `gvt_rs_helpers.c` (`anon_inode_getfile`, `kvzalloc`, `fput`) |
 
 use core::marker::PhantomData;
 use core::ptr::{self, NonNull};
@@ -296,6 +297,92 @@ impl VirqfdSlot {
         // SAFETY: the slot is only written by vfio's virqfd code, which
         // serialises on its own lock; disabling an empty slot is a no-op.
         unsafe { vfio::vfio_virqfd_disable(self.0.get()) };
+    }
+}
+
+// ---- migration data files -----------------------------------------------------
+
+/// A VFIO migration data file (`gvt_rs_helpers.c`): read by the VMM while
+/// saving, written while resuming; it owns its buffer and its lock.
+/// Dropping it lets go of the vGPU's reference (the file answers ENODEV
+/// until the VMM closes its fd).
+pub(crate) struct MigFile(NonNull<vfio::gvt_rs_migf>);
+
+// SAFETY: the C object is usable from any thread; every function takes its
+// own mutex.
+unsafe impl Send for MigFile {}
+// SAFETY: as above.
+unsafe impl Sync for MigFile {}
+
+impl MigFile {
+    /// A new file (`saving`: read-only for the VMM, else write-only) with a
+    /// buffer of `cap` bytes.
+    pub(crate) fn new(saving: bool, cap: usize) -> Result<Self> {
+        // SAFETY: allocates and initialises the object and its file.
+        let m = from_err_ptr(unsafe { vfio::gvt_rs_migf_new(saving, cap) })?;
+        NonNull::new(m).map(Self).ok_or(ENOMEM)
+    }
+
+    /// A new reference to the file, for the VFIO core to install as the
+    /// VMM's fd (it owns that reference).
+    pub(crate) fn file_ref(&self) -> *mut bindings::file {
+        // SAFETY: a live object (owned by `self`); `get_file` takes a reference.
+        unsafe { vfio::gvt_rs_migf_file(self.0.as_ptr()) }.cast()
+    }
+
+    /// Saving: append `data` to what the VMM may read.
+    pub(crate) fn fill(&self, data: &[u8]) -> Result {
+        // SAFETY: a live object; `data` is valid for its length; the helper copies it.
+        to_result(unsafe { vfio::gvt_rs_migf_fill(self.0.as_ptr(), data.as_ptr(), data.len()) })
+    }
+
+    /// Whether `VFIO_MIG_GET_PRECOPY_INFO` is answered (PRE_COPY states).
+    pub(crate) fn set_precopy(&self, on: bool) {
+        // SAFETY: a live object.
+        unsafe { vfio::gvt_rs_migf_set_precopy(self.0.as_ptr(), on) };
+    }
+
+    /// Resuming: stop accepting writes and take what the VMM wrote.
+    pub(crate) fn take(&self) -> MigData {
+        let mut p: *mut u8 = ptr::null_mut();
+        // SAFETY: a live object; the helper hands over its buffer (or NULL)
+        // and its length, and never touches it again.
+        let len = unsafe { vfio::gvt_rs_migf_take(self.0.as_ptr(), &mut p) };
+        MigData {
+            ptr: p,
+            len: if p.is_null() { 0 } else { len },
+        }
+    }
+}
+
+impl Drop for MigFile {
+    fn drop(&mut self) {
+        // SAFETY: created by `new`; our reference is dropped once.
+        unsafe { vfio::gvt_rs_migf_put(self.0.as_ptr()) };
+    }
+}
+
+/// The bytes a VMM wrote into a resuming [`MigFile`], owned.
+pub(crate) struct MigData {
+    ptr: *mut u8,
+    len: usize,
+}
+
+impl MigData {
+    pub(crate) fn bytes(&self) -> &[u8] {
+        if self.ptr.is_null() {
+            return &[];
+        }
+        // SAFETY: `ptr` is the `kvzalloc` buffer handed over by
+        // `gvt_rs_migf_take`, `len` bytes of it written, owned by `self`.
+        unsafe { core::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl Drop for MigData {
+    fn drop(&mut self) {
+        // SAFETY: the buffer handed over by `gvt_rs_migf_take` (or NULL), freed once.
+        unsafe { vfio::gvt_rs_migf_free_data(self.ptr) };
     }
 }
 

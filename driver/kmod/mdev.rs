@@ -27,7 +27,8 @@
 //!
 //! | lock | protects | taken after | may sleep under it on |
 //! |---|---|---|---|
-//! | `MdevVgpu::state` (one per vGPU) | the core vGPU, vregs, shadow GGTT/PPGTT storage, EDID | nothing | `vfio_pin_pages`/`unpin` (GUP: faults, possibly into *another* vGPU's aperture, the VMM's mm lock, VFIO's container lock), PPGTT shadowing, `GFP_KERNEL` |
+//! | `MdevVgpu::mig` (one per vGPU) | the VFIO migration FSM state and its data files ([`crate::mig_state`], arcs in [`crate::migration`]) | nothing | `state` (drain, save, restore), `kvzalloc`, `anon_inode_getfile`, `fput`, sleeping while the engines drain; never a user copy (the data files copy under their own mutex, no vGPU lock) |
+//! | `MdevVgpu::state` (one per vGPU) | the core vGPU, vregs, shadow GGTT/PPGTT storage, EDID | nothing, or `mig` | `vfio_pin_pages`/`unpin` (GUP: faults, possibly into *another* vGPU's aperture, the VMM's mm lock, VFIO's container lock), PPGTT shadowing, `GFP_KERNEL` |
 //! | `MdevVgpu::map` (one per vGPU) | what the aperture and display mappings show; orders a zap against a fault | `state` | `unmap_mapping_range`, `vmf_insert_pfn`; never pins, never faults on user memory |
 //! | `Shared::gpu` (the GPU lock, one per parent) | the mediated GPU (engines, scheduler, slots) and the physical GGTT | `state` or `map` (taken by the core through `GpuLock` for bounded sections only) | nothing: one bounded engine step, one audit within the limits, a register, one GGTT store |
 //! | `MdevVgpu::irqs` | eventfds, INTx mask | anything | `eventfd_signal` |
@@ -240,6 +241,9 @@ pub(crate) struct MdevVgpu {
     pub(crate) part: Partition,
     #[allow(dead_code)]
     type_idx: usize,
+    /// The type's sysfs name (the migration stream's identity).
+    type_name: [u8; 32],
+    type_name_len: usize,
     /// The type's resolution: the default monitor's mode and the largest
     /// the VMM may set through the EDID region.
     resolution: Resolution,
@@ -284,6 +288,9 @@ pub(crate) struct MdevVgpu {
     /// The work item that delivers them (under `state`, off the worker);
     /// set once at creation, cancelled at release.
     work: SetOnce<CWork>,
+    /// The VFIO migration FSM ([`crate::migration`]; taken before `state`).
+    #[pin]
+    pub(crate) mig: Mutex<crate::mig_state::Mig>,
     #[pin]
     pub(crate) state: Mutex<State>,
     #[pin]
@@ -681,13 +688,15 @@ impl MdevVgpu {
                 return Err(e);
             }
         };
+        let mut name = [0u8; 32];
+        let name_len = ty.sysfs_name(&mut name).unwrap_or(0);
         match Self::new(
             shared,
             dev,
             id,
             pid,
             part,
-            type_idx,
+            (type_idx, name, name_len),
             ty.weight,
             ty.resolution,
         ) {
@@ -718,7 +727,7 @@ impl MdevVgpu {
         id: u32,
         pid: PartitionId,
         part: Partition,
-        type_idx: usize,
+        (type_idx, type_name, type_name_len): (usize, [u8; 32], usize),
         weight: u32,
         resolution: Resolution,
     ) -> Result<Pin<KBox<Self>>> {
@@ -819,6 +828,8 @@ impl MdevVgpu {
                 pid,
                 part,
                 type_idx,
+                type_name,
+                type_name_len,
                 resolution,
                 scratch_pfn: scratch_pfn.0,
                 display_size,
@@ -833,6 +844,7 @@ impl MdevVgpu {
                 log <- new_mutex!(RateLimit::new()),
                 pending: AtomicU32::new(0),
                 work: SetOnce::new(),
+                mig <- new_mutex!(crate::mig_state::Mig::new()),
                 state <- new_mutex!(state),
                 map <- new_mutex!(MapState { shown: None }),
                 irqs <- new_mutex!(Irqs { ctx: [const { None }; NUM_IRQS as usize], intx_masked: false }),
@@ -895,8 +907,14 @@ impl MdevVgpu {
         p.vgpu_released();
     }
 
+    /// The type's sysfs name.
+    pub(crate) fn type_name(&self) -> &[u8] {
+        self.type_name.get(..self.type_name_len).unwrap_or(&[])
+    }
+
     /// `vfio_device_ops.open_device`.
     pub(crate) fn open_device(&self) -> Result {
+        self.mig_reset();
         // A new VMM starts with the type's default monitor (as GVT-g, which
         // sets up its EDID region at open); a device reset keeps the VMM's.
         let e = new_edid(self.resolution, self.id)?;
@@ -908,6 +926,7 @@ impl MdevVgpu {
 
     /// `vfio_device_ops.close_device`.
     pub(crate) fn close_device(&self) {
+        self.mig_reset();
         self.disable_irqs();
         // Drop every pin while the device is still open (VFIO requires it).
         self.reset(true);

@@ -41,4 +41,13 @@ impl VfioDeviceOps for MdevVgpu {
     fn dma_unmap(&self, iova: u64, len: u64) {
         self.unmap_dma(iova, len);
     }
+    fn mig_set_state(&self, new: u32) -> Result<Option<*mut kernel::bindings::file>> {
+        MdevVgpu::mig_set_state(self, new)
+    }
+    fn mig_get_state(&self) -> u32 {
+        MdevVgpu::mig_get_state(self)
+    }
+    fn mig_data_size(&self) -> usize {
+        MdevVgpu::mig_data_size(self)
+    }
 }

@@ -117,6 +117,20 @@ impl DeviceAttrs for MdevVgpu {
                     ),
                 }
             }
+            vfio::gvt_rs_attr_GVT_RS_ATTR_MIGRATION => {
+                // VFIO migration v2 (issue 14): what the device offers, its
+                // FSM state, the last save/restore.
+                let max = v.mig_data_size();
+                let m = v.mig.lock();
+                writeln!(w, "capabilities stop_copy p2p pre_copy")
+                    .and_then(|()| writeln!(w, "state {}", crate::mig_state::state_name(m.state())))
+                    .and_then(|()| writeln!(w, "max_stream_bytes {max}"))
+                    .and_then(|()| writeln!(w, "saved_bytes {}", m.saved_bytes))
+                    .and_then(|()| writeln!(w, "save_us {}", m.save_ns / 1000))
+                    .and_then(|()| writeln!(w, "restored_bytes {}", m.restored_bytes))
+                    .and_then(|()| writeln!(w, "restore_us {}", m.restore_ns / 1000))
+                    .and_then(|()| writeln!(w, "refused {}", m.refused))
+            }
             vfio::gvt_rs_attr_GVT_RS_ATTR_STATS => {
                 let st = v.state.lock();
                 let Ok(core) = st.core() else {

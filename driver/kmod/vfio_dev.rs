@@ -58,6 +58,17 @@ impl VfioDevice {
         }
     }
 
+    /// The next state on the way from `cur` to `new` of the VFIO migration
+    /// FSM (`vfio_mig_get_next_state`: the arcs the uapi requires, through
+    /// the states this device supports).
+    pub(crate) fn mig_next_state(self, cur: u32, new: u32) -> Result<u32> {
+        let mut next: vfio::vfio_device_mig_state = 0;
+        // SAFETY: an initialised device with migration ops; `next` is a
+        // valid out-pointer.
+        to_result(unsafe { vfio::vfio_mig_get_next_state(self.0.as_ptr(), cur, new, &mut next) })?;
+        Ok(next)
+    }
+
     /// Drop a pin of `gfn` taken by [`VfioDevice::pin`].
     pub(crate) fn unpin(self, gfn: u64) {
         // SAFETY: as in `pin`.
@@ -214,6 +225,20 @@ pub(crate) trait VfioDeviceOps: Sized + Send + Sync + 'static {
     fn dma_unmap(&self, _iova: u64, _len: u64) {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
+    /// `vfio_migration_ops.migration_set_state` (VFIO migration v2): move
+    /// to `new`; a data file for the VMM when the arc opens one.  Having
+    /// it makes the device migratable (STOP_COPY, P2P, PRE_COPY).
+    fn mig_set_state(&self, _new: u32) -> Result<Option<*mut bindings::file>> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+    /// `migration_get_state`.
+    fn mig_get_state(&self) -> u32 {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+    /// `migration_get_data_size`: bytes STOP_COPY will produce at most.
+    fn mig_data_size(&self) -> usize {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 }
 
 /// A mapping of the device file being set up: its private data may be the
@@ -318,6 +343,47 @@ impl<P: MdevParentOps> Adapter<P> {
         &Self::OPS
     }
 
+    const MIG_OPS: Ops<vfio::vfio_migration_ops> = Ops(vfio::vfio_migration_ops {
+        migration_set_state: Some(Self::mig_set_state),
+        migration_get_state: Some(Self::mig_get_state),
+        migration_get_data_size: Some(Self::mig_data_size),
+    });
+
+    const fn mig_ops() -> &'static Ops<vfio::vfio_migration_ops> {
+        &Self::MIG_OPS
+    }
+
+    unsafe extern "C" fn mig_set_state(
+        vdev: *mut vfio::vfio_device,
+        new: vfio::vfio_device_mig_state,
+    ) -> *mut bindings::file {
+        // SAFETY: an op between init and release.
+        match unsafe { Self::data(vdev) }.mig_set_state(new) {
+            Ok(Some(f)) => f,
+            Ok(None) => core::ptr::null_mut(),
+            Err(e) => e.to_ptr(),
+        }
+    }
+
+    unsafe extern "C" fn mig_get_state(
+        vdev: *mut vfio::vfio_device,
+        state: *mut vfio::vfio_device_mig_state,
+    ) -> i32 {
+        // SAFETY: an op between init and release; the VFIO core passes a
+        // valid out-pointer.
+        unsafe { *state = Self::data(vdev).mig_get_state() };
+        0
+    }
+
+    unsafe extern "C" fn mig_data_size(
+        vdev: *mut vfio::vfio_device,
+        len: *mut kernel::ffi::c_ulong,
+    ) -> i32 {
+        // SAFETY: as in `mig_get_state`.
+        unsafe { *len = Self::data(vdev).mig_data_size() as _ };
+        0
+    }
+
     /// # Safety
     /// `vdev` is a device of this adapter between `init` and `release` (true
     /// for every op but those two).
@@ -410,6 +476,16 @@ impl<P: MdevParentOps> Adapter<P> {
                 let raw = KBox::into_raw(unsafe { Pin::into_inner_unchecked(data) });
                 // SAFETY: `vdev` is the first field of a zeroed `Holder`.
                 unsafe { (*vdev.cast::<Holder<P::Device>>()).data = raw };
+                if P::Device::HAS_MIG_SET_STATE {
+                    // SAFETY: `vdev` is being initialised by us, before
+                    // registration; the ops table is 'static.
+                    unsafe {
+                        (*vdev).migration_flags = vfio::VFIO_MIGRATION_STOP_COPY
+                            | vfio::VFIO_MIGRATION_P2P
+                            | vfio::VFIO_MIGRATION_PRE_COPY;
+                        (*vdev).mig_ops = &Self::mig_ops().0;
+                    }
+                }
                 0
             }
             Err(e) => e.to_errno(),

@@ -180,6 +180,11 @@ pub struct CreateArgs {
     /// Use this UUID instead of a random one
     #[arg(long)]
     pub uuid: Option<String>,
+    /// A migration target for vGPU UUID: its parent and type (a VFIO migration stream is
+    /// accepted only by a vGPU of the same type and slices), its weight and display path
+    /// (--parent, --weight, --display override them)
+    #[arg(long, value_name = "UUID", conflicts_with_all = ["aperture", "high_gm", "fences", "type"])]
+    pub like: Option<String>,
     /// Scheduler weight (gvt-rs types)
     #[arg(long)]
     pub weight: Option<u32>,

@@ -8,8 +8,8 @@ use clap::{CommandFactory, Parser};
 use cli::{Cli, Command, SimCommand, VmmArg};
 use libgvtctl::fake_sysfs::{self, Fixture};
 use libgvtctl::{
-    exit, parse_size, CreateRequest, DefineRequest, Error, Gvtctl, PartitionRequest, StartMode,
-    Uuid,
+    exit, parse_size, CreateRequest, DefineRequest, DisplayPath, Error, Gvtctl, PartitionRequest,
+    StartMode, Uuid,
 };
 use output::Out;
 use std::time::Duration;
@@ -127,13 +127,18 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
             out.types(&types);
         }
         Command::Create(a) => {
+            // --like UUID: the migration target of that vGPU (same parent and type).
+            let like = a.like.as_deref().map(uuid_arg).transpose()?.map(|u| ctl.instance(&u)).transpose()?;
+            let like_attr = |k: &str| like.as_ref().and_then(|i| i.gvt.as_ref()?.get(k)?.as_u64());
             let req = CreateRequest {
-                parent: a.parent.clone(),
-                type_id: a.r#type.clone(),
+                parent: a.parent.clone().or_else(|| like.as_ref().map(|i| i.parent.clone())),
+                type_id: a.r#type.clone().or_else(|| like.as_ref().map(|i| i.type_id.clone())),
                 partition: partition(&a.aperture, &a.high_gm, a.fences)?,
                 uuid: a.uuid.as_deref().map(uuid_arg).transpose()?,
-                weight: a.weight,
-                display: a.display.map(Into::into),
+                weight: a.weight.or_else(|| like_attr("weight").and_then(|w| u32::try_from(w).ok())),
+                display: a.display.map(Into::into).or_else(|| {
+                    like_attr("dmabuf").map(|d| if d == 1 { DisplayPath::Dmabuf } else { DisplayPath::Region })
+                }),
                 define: a.define.then_some(if a.manual { StartMode::Manual } else { StartMode::Auto }),
             };
             if a.manual && !a.define {

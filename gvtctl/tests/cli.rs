@@ -220,6 +220,38 @@ fn create_skips_exhausted_smallest_type() {
     assert_eq!(v["active"], true);
 }
 
+/// Issue 14: `create --like UUID` makes a migration target of that vGPU:
+/// its parent and type, its weight and display path; --weight overrides.
+#[test]
+fn create_like_copies_parent_type_weight_and_display() {
+    let t = all();
+    let (code, v) = t.json(&[
+        "create",
+        "--type",
+        "gvt_rs-GVTsim_64M",
+        "--weight",
+        "7",
+        "--display",
+        "dmabuf",
+    ]);
+    assert_eq!(code, 0, "{v}");
+    let src = v["uuid"].as_str().unwrap().to_string();
+    let (code, v) = t.json(&["create", "--like", &src]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["type"], "gvt_rs-GVTsim_64M");
+    assert_eq!(v["parent"], "gvt-sim0");
+    assert_eq!(v["gvt"]["weight"], 7);
+    assert_eq!(v["gvt"]["dmabuf"], 1);
+    assert_ne!(v["uuid"], src.as_str());
+    let (_, v) = t.json(&["create", "--like", &src, "--weight", "3"]);
+    assert_eq!(v["gvt"]["weight"], 3);
+    // --like names the type: no partition or type alongside it.
+    t.cmd()
+        .args(["create", "--like", &src, "--aperture", "32M"])
+        .assert()
+        .code(2);
+}
+
 #[test]
 fn create_prefers_gvt_rs_and_honours_parent_and_high_gm_and_fences() {
     let t = all();

@@ -42,7 +42,8 @@ Commands:
   lint-core        check gvt-core with the kernel's compiler and rules
   fuzz [--seconds N]
                    a coverage-guided fuzzing campaign of command submission
-                   (driver/core/fuzz/run-fuzz.sh) for N seconds (default 600);
+                   and migration resume (driver/core/fuzz/run-fuzz.sh) for N
+                   seconds (default 600);
                    prints libFuzzer's executions and any crash
 
 Environment:
@@ -829,7 +830,7 @@ fn host_tests(p: &mut Phases) {
     p.run("host: gvt-core with the kernel's rustc", || {
         sh(&mut tool("check-core-msrv.sh"))
     });
-    p.run("host: fuzz command submission (30 s)", || {
+    p.run("host: fuzz submission and resume (30 s)", || {
         let mut c = Command::new("bash");
         c.arg(repo().join("driver/core/fuzz/run-fuzz.sh")).arg("30");
         sh(&mut c)
@@ -1007,12 +1008,15 @@ fn main() {
                     exit(2);
                 }
             };
-            p.run(&format!("host: fuzz command submission ({secs} s)"), || {
-                let mut c = Command::new("bash");
-                c.arg(repo().join("driver/core/fuzz/run-fuzz.sh"))
-                    .arg(secs.to_string());
-                sh(&mut c)
-            });
+            p.run(
+                &format!("host: fuzz submission and resume ({secs} s)"),
+                || {
+                    let mut c = Command::new("bash");
+                    c.arg(repo().join("driver/core/fuzz/run-fuzz.sh"))
+                        .arg(secs.to_string());
+                    sh(&mut c)
+                },
+            );
         }
         Some("-h") | Some("--help") | Some("help") | None => {
             print!("{HELP}");

@@ -1143,6 +1143,15 @@ impl<const N: usize> Gpu<N> {
         s.irq.write(off, value).unwrap_or_default()
     }
 
+    /// Put back `v`'s virtual GT interrupt registers and `RING_EIR`s as a
+    /// migration stream carried them (nothing is delivered).
+    pub fn restore_irq(&mut self, v: SlotId, irq: GtIrq, eir: [u32; EngineId::COUNT]) {
+        if let Some(s) = self.slot_mut(v) {
+            s.irq = irq;
+            s.eir = eir;
+        }
+    }
+
     /// The guest-visible HEAD of `v`'s ring on `e` (None: not configured).
     pub fn ring_head(&self, v: SlotId, e: EngineId) -> Option<u32> {
         let r = self.slot(v)?.rings.get(e.index())?;

@@ -105,6 +105,12 @@ impl GtIrq {
         }
     }
 
+    /// The registers as saved (migration restore): no event is latched or
+    /// delivered, `iir` is taken as it was, masked bits included.
+    pub const fn from_parts(iir: u32, imr: u32, ier: u32) -> Self {
+        Self { iir, imr, ier }
+    }
+
     pub const fn iir(&self) -> u32 {
         self.iir
     }

@@ -36,6 +36,7 @@ pub mod partition;
 pub mod pvinfo;
 pub mod regs;
 pub mod vgpu;
+pub mod vgpu_migrate;
 pub mod vgpu_types;
 
 pub mod ctx;
@@ -56,6 +57,8 @@ pub mod gpu;
 pub mod gpu_lock;
 pub mod ratelimit;
 pub mod vblank;
+
+pub mod migration;
 
 #[cfg(all(any(test, feature = "fakes"), not(gvt_kmod)))]
 pub mod fakes;

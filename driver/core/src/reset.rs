@@ -247,6 +247,14 @@ impl<const N: usize> HangTracker<N> {
             *l = self.default_limit;
         }
     }
+    /// Set the counter (migration restore): Failed if it reaches the limit.
+    pub fn restore_count(&mut self, slot: usize, count: u32) {
+        let failed = count >= self.limit(slot);
+        if let (Some(c), Some(f)) = (self.count.get_mut(slot), self.failed.get_mut(slot)) {
+            *c = count;
+            *f = failed;
+        }
+    }
     /// vGPU reset that keeps the operator's per-vGPU limit.
     pub fn clear_failure(&mut self, slot: usize) {
         if let (Some(c), Some(f), Some(p)) = (

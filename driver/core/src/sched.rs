@@ -420,6 +420,20 @@ impl<const N: usize> Scheduler<N> {
         Some(self.hangs.limit(v.index()))
     }
 
+    /// Hangs of `v` since it was created or reset.
+    pub fn hang_count(&self, v: SlotId) -> Option<u32> {
+        self.slot(v)?;
+        Some(self.hangs.count(v.index()))
+    }
+
+    /// Put back `v`'s hang count (migration restore); Failed if it reaches
+    /// the limit.
+    pub fn restore_hang_count(&mut self, v: SlotId, count: u32) -> Result<(), SchedError> {
+        self.slot(v).ok_or(SchedError::BadVgpu)?;
+        self.hangs.restore_count(v.index(), count);
+        Ok(())
+    }
+
     pub fn is_failed(&self, v: SlotId) -> bool {
         self.hangs.is_failed(v.index())
     }

@@ -110,6 +110,21 @@ impl Vblank {
         }
     }
 
+    /// A clock resumed on another vGPU (migration restore): `frames`
+    /// vblanks and `flips` flips so far, the next vblank one period after
+    /// `now_ns` if `running`.
+    pub fn resumed(now_ns: u64, period_ns: u64, frames: u64, flips: u32, running: bool) -> Self {
+        Vblank {
+            period_ns: clamp_period(period_ns),
+            epoch_ns: now_ns,
+            base: frames,
+            last_ns: now_ns,
+            reported: frames,
+            flips,
+            running,
+        }
+    }
+
     /// Whether the pipe runs (frames advance).
     pub fn running(&self) -> bool {
         self.running

@@ -287,29 +287,29 @@ pub struct Signal {
 /// A vGPU: identity, partition, emulated device surfaces and mediator state.
 #[derive(Clone)]
 pub struct Vgpu<const P: usize = DEFAULT_PPGTT_TABLES> {
-    id: u32,
-    part: Partition,
-    slot: SlotId,
-    cfg: CfgSpace,
-    mmio: VgpuMmio,
-    counters: VgpuCounters,
-    ggtt: GgttState,
-    ppgtt: PpgttState<P>,
+    pub(crate) id: u32,
+    pub(crate) part: Partition,
+    pub(crate) slot: SlotId,
+    pub(crate) cfg: CfgSpace,
+    pub(crate) mmio: VgpuMmio,
+    pub(crate) counters: VgpuCounters,
+    pub(crate) ggtt: GgttState,
+    pub(crate) ppgtt: PpgttState<P>,
     /// The guest (re)programmed START/CTL/HEAD since the last TAIL.
-    ring_dirty: [bool; EngineId::COUNT],
+    pub(crate) ring_dirty: [bool; EngineId::COUNT],
     /// Guest PP_DIR_BASE (render).
-    pd: Option<u32>,
+    pub(crate) pd: Option<u32>,
     /// Identity of the primary planes reported by QUERY_GFX_PLANE; the
     /// current one is what the display region maps.
-    plane_ids: PlaneIds<PLANE_IDS>,
+    pub(crate) plane_ids: PlaneIds<PLANE_IDS>,
     /// Identity of the cursor planes reported (ids with
     /// [`display::CURSOR_ID_BIT`] set).
-    cursor_ids: PlaneIds<2>,
+    pub(crate) cursor_ids: PlaneIds<2>,
     /// Pipe A's vblank clock and counters ([`super::vblank`]).
-    vblank: Vblank,
+    pub(crate) vblank: Vblank,
     /// The display-engine interrupt block (`DEIMR`/`DEIIR`/`DEIER`): the
     /// vblank interrupt.
-    de: GtIrq,
+    pub(crate) de: GtIrq,
 }
 
 impl<const P: usize> Vgpu<P> {
@@ -548,7 +548,7 @@ impl<const P: usize> Vgpu<P> {
 
     /// The display interrupt block's registers into the vreg file (this
     /// vGPU's own state: no GPU lock).
-    fn refresh_de(&self, vregs: &mut [u32]) {
+    pub(crate) fn refresh_de(&self, vregs: &mut [u32]) {
         for (off, v) in [
             (regs::DE_IIR, self.de.iir()),
             (regs::DE_IMR, self.de.imr()),
@@ -564,7 +564,7 @@ impl<const P: usize> Vgpu<P> {
     /// GT IIR/IMR/IER (the virtual interrupt state lives with the engines),
     /// each ring's HEAD (the shadow ring's retirement point, when the ring
     /// is shadowed) and `RING_EIR`.
-    fn refresh<const N: usize>(&self, gpu: &Gpu<N>, vregs: &mut [u32]) {
+    pub(crate) fn refresh<const N: usize>(&self, gpu: &Gpu<N>, vregs: &mut [u32]) {
         let mut set = |off: u32, v: u32| {
             if let Some(d) = vregs.get_mut((off / 4) as usize) {
                 *d = v;
@@ -929,7 +929,7 @@ impl<const P: usize> Vgpu<P> {
     }
 
     /// The vGPU's own graphics memory slices.
-    fn gm(&self) -> VgpuGm {
+    pub(crate) fn gm(&self) -> VgpuGm {
         VgpuGm {
             aperture: self.part.aperture,
             high: self.part.high,

@@ -178,6 +178,30 @@ impl<B: Backend> Driver<B> {
     pub fn bus_mut(&mut self) -> &mut B {
         &mut self.bus
     }
+    /// The VM moved (live migration, issue 14): the same guest state on
+    /// another device and RAM.  `f` gets the old bus (the source VMM's, to
+    /// save and let go of) and returns the new one (the target's, restored).
+    pub fn rebind(mut self, f: impl FnOnce(B) -> B) -> Self {
+        let Driver {
+            bus,
+            gd,
+            vgt_id,
+            gm,
+            free,
+            width,
+            irqs,
+        } = self;
+        self = Driver {
+            bus: f(bus),
+            gd,
+            vgt_id,
+            gm,
+            free,
+            width,
+            irqs,
+        };
+        self
+    }
     pub fn into_bus(self) -> B {
         self.bus
     }

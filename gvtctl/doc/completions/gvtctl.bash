@@ -240,7 +240,7 @@ _gvtctl() {
             return 0
             ;;
         gvtctl__subcmd__create)
-            opts="-v -h --aperture --high-gm --fences --parent --type --uuid --weight --display --define --manual --root --json --timeout --syslog --verbose --help"
+            opts="-v -h --aperture --high-gm --fences --parent --type --uuid --like --weight --display --define --manual --root --json --timeout --syslog --verbose --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -267,6 +267,10 @@ _gvtctl() {
                     return 0
                     ;;
                 --uuid)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --like)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

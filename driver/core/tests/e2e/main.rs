@@ -1281,3 +1281,4 @@ mod fuzz {
 
 mod charging;
 mod hostile;
+mod migration;

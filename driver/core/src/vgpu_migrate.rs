@@ -1,0 +1,503 @@
+//! Save and restore of a whole vGPU through the migration stream
+//! ([`super::migration`]; issue 14, VFIO migration v2).
+//!
+//! # Save ([`Vgpu::save_state`])
+//! The source is stopped (the VMM's vCPUs no longer trap) and **drained**:
+//! nothing admitted or held on any engine ([`MigrationError::Busy`]
+//! otherwise; the glue lets the engine worker retire the work first).  At
+//! that command boundary the engine context of the vGPU is fully described
+//! by the guest's ring programming (START/CTL/HEAD/TAIL: HEAD = where the
+//! engine stopped) and the PPGTT root, so no submitted-but-unretired work
+//! is carried.  The stream holds the guest-visible state only:
+//! configuration space, the plain vregs that differ from power-on, the
+//! PVINFO page, the guest's GGTT entries (what the guest wrote, not the
+//! shadow), the mediated registers (ring START/CTL/HEAD, PP_DIR_BASE,
+//! display plane and cursor), fences, GT and display interrupt registers and
+//! `RING_EIR`, each ring's TAIL, pipe A's vblank and flip counters, the
+//! VMM's EDID (optional), the weight and the hang count.  Host state
+//! (shadow pages, pins, physical GGTT entries, counters) is rebuilt, never
+//! carried.
+//!
+//! # Restore ([`Vgpu::restore_state`])
+//! The whole stream is parsed and every section's contents checked against
+//! the target first (type, guest GM view, fence count, shadow-table count,
+//! PVINFO read-only view, register offsets and kinds, GGTT pages inside
+//! the view, weight range): a refused stream leaves the target untouched.
+//! Then the target is reset and the state **replayed through the same
+//! mediation a guest's accesses go through**: GGTT entries as guest PTE
+//! writes (audited, pinned, shadowed), mediated registers as BAR0 writes,
+//! fences as fence writes (range-checked), each TAIL as a submission (which
+//! configures the shadow ring from the replayed programming and, for render,
+//! rebuilds the shadow PPGTT from the guest's tables).  So a hostile stream
+//! with a valid checksum can do nothing a guest could not.  Interrupt
+//! registers, vblank counters and the hang count are put back last, without
+//! delivering anything.  If a replay step fails the error is returned and
+//! the target is left for the caller to reset ([`Vgpu::reset`]).
+//!
+//! # Placement
+//! The guest's graphics addresses are host GM addresses (the paper's
+//! address-space ballooning: no translation on the command path).  A target
+//! must therefore hold the same aperture and high GM slices and fence count
+//! ([`MigrationError::OtherPlacement`] otherwise); see docs/migration.md
+//! for the cost of the alternative (a translated guest GM view) and what it
+//! would take.
+
+use super::backend::EngineId;
+use super::cfgspace::CFG_SIZE;
+use super::gpu::Gpu;
+use super::irq::GtIrq;
+use super::mem::PAGE_SHIFT;
+use super::migration::{self, Cursor, Identity, StreamError, Tag, Writer, SECTION_REQUIRED};
+use super::mmio::{set_vreg, vreg, GGTT_VIEW_BASE};
+use super::pvinfo::{PvInfo, PVINFO_BASE, PVINFO_DWORDS, PVINFO_SIZE};
+use super::regs::{self, ring, DisplayReg, RegKind};
+use super::services::{Clock, GpuLock, Services};
+use super::vblank::Vblank;
+use super::vgpu::{AccessError, Env, Routed, Vgpu, VREG_DWORDS};
+
+/// Why a save or restore did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MigrationError {
+    /// The stream itself is malformed, truncated, damaged or too new.
+    Stream(StreamError),
+    /// The stream is of another vGPU type.
+    OtherType,
+    /// Same type, but another guest GM view or fence count: the guest's
+    /// graphics addresses would not be valid on this vGPU.
+    OtherPlacement,
+    /// Written by a core with another shadow page-table count.
+    OtherBuild,
+    /// The PVINFO page's read-only view (ballooning) differs from this vGPU's.
+    PvInfoMismatch,
+    /// The configuration space's identity (vendor/device) differs.
+    ConfigMismatch,
+    /// A section's contents are out of range (section tag).
+    BadContents(u16),
+    /// Save only: work is still admitted or held on an engine.
+    Busy,
+    /// Restore only: a replayed access was refused outright.
+    Replay(AccessError),
+}
+
+impl From<StreamError> for MigrationError {
+    fn from(e: StreamError) -> Self {
+        MigrationError::Stream(e)
+    }
+}
+
+/// What a successful restore reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Restored<'s> {
+    /// Guest GGTT entries replayed, and those the audit refused (they map
+    /// scratch, as they did on the source).
+    pub ptes: u32,
+    pub ptes_rejected: u32,
+    /// Mediated registers replayed.
+    pub registers: u32,
+    /// The VMM's EDID blob, for the glue's EDID region.
+    pub edid: Option<&'s [u8]>,
+}
+
+/// Whether a vreg at `off` is plain state: restored by value.
+fn plain(off: u32) -> bool {
+    if (PVINFO_BASE..PVINFO_BASE + PVINFO_SIZE).contains(&off) {
+        return false;
+    }
+    match regs::lookup(off).map(|h| h.kind()) {
+        None => true,
+        Some(k) => matches!(
+            k,
+            RegKind::Scratch | RegKind::HwsPga(_) | RegKind::ForcewakeReq | RegKind::ForcewakeAck
+        ),
+    }
+}
+
+/// Whether a register at `off` is replayed through the trap path.
+fn replayed(off: u32) -> bool {
+    if off % 4 != 0 {
+        return false;
+    }
+    matches!(
+        regs::lookup(off).map(|h| (h.kind(), h.dword)),
+        Some((
+            RegKind::RingStart(_)
+                | RegKind::RingCtl(_)
+                | RegKind::RingHead(_)
+                | RegKind::PpDirBase(_)
+                | RegKind::Display(
+                    DisplayReg::PlaneCtl
+                        | DisplayReg::PlaneStride
+                        | DisplayReg::PlaneSurf
+                        | DisplayReg::PipeSrc
+                        | DisplayReg::CursorCtl
+                        | DisplayReg::CursorBase
+                        | DisplayReg::CursorPos
+                ),
+            0
+        ))
+    )
+}
+
+/// The mediated registers a save replays, in replay order.
+fn replay_offsets() -> impl Iterator<Item = u32> {
+    let rings = EngineId::ALL
+        .into_iter()
+        .flat_map(|e| [e.reg(ring::START), e.reg(ring::CTL), e.reg(ring::HEAD)]);
+    let pd = EngineId::ALL.into_iter().map(|e| e.reg(ring::PP_DIR_BASE));
+    let display = regs::REGISTERS
+        .iter()
+        .filter(|r| r.count == 1 && replayed(r.offset))
+        .filter(|r| !matches!(r.kind, RegKind::RingStart(_) | RegKind::RingCtl(_)))
+        .filter(|r| !matches!(r.kind, RegKind::RingHead(_) | RegKind::PpDirBase(_)))
+        .map(|r| r.offset);
+    rings.chain(pd).chain(display)
+}
+
+const VBLANK_LEN: usize = 21;
+
+impl<const P: usize> Vgpu<P> {
+    /// The header identity of this vGPU, of type `type_name`.
+    pub fn migration_identity<'n>(&self, type_name: &'n [u8]) -> Identity<'n> {
+        let gm = self.gm();
+        Identity {
+            type_name,
+            gm: [
+                gm.aperture.base,
+                gm.aperture.size,
+                gm.high.base,
+                gm.high.size,
+            ],
+            fence_count: self.part.fence_count,
+            ppgtt_tables: P as u32,
+        }
+    }
+
+    /// Whether work is admitted or held on any engine (a save needs none:
+    /// the glue lets the engine worker retire it first).
+    pub fn engines_busy<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &self,
+        env: &mut Env<'_, S>,
+    ) -> bool {
+        let slot = self.slot;
+        env.gpu
+            .with(|gpu, _| EngineId::ALL.iter().any(|e| gpu.busy(slot, *e)))
+    }
+
+    /// Largest stream a vGPU of this geometry can produce (the glue's
+    /// buffer size).
+    pub fn max_stream_len(&self) -> usize {
+        migration::HEADER_LEN
+            + (Tag::BODY.len() + 1) * migration::SECTION_HEAD
+            + CFG_SIZE
+            + VREG_DWORDS * 8
+            + PVINFO_DWORDS * 4
+            + self.gm().entries() * 12
+            + 64 * 8
+            + regs::FENCE_COUNT as usize * 8
+            + 4 * (6 + 2 * EngineId::COUNT)
+            + VBLANK_LEN
+            + migration::EDID_MAX
+            + 8
+            + 8
+    }
+
+    /// `STOP_COPY`: write this (stopped, drained) vGPU's state, as type
+    /// `type_name`, into `out`; `edid`: the VMM's EDID blob.  Returns the
+    /// stream's length.
+    pub fn save_state<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        type_name: &[u8],
+        edid: Option<&[u8]>,
+        out: &mut [u8],
+    ) -> Result<usize, MigrationError> {
+        let slot = self.slot;
+        let this = &*self;
+        let vregs = &mut *env.st.vregs;
+        let (busy, irq, eir, weight, hangs) = env.gpu.with(|gpu, _| {
+            let busy = EngineId::ALL.iter().any(|e| gpu.busy(slot, *e));
+            this.refresh(gpu, vregs);
+            let mut eir = [0u32; EngineId::COUNT];
+            for e in EngineId::ALL {
+                if let Some(x) = eir.get_mut(e.index()) {
+                    *x = gpu.eir(slot, e);
+                }
+            }
+            let s = gpu.scheduler();
+            (
+                busy,
+                gpu.irq(slot).unwrap_or(GtIrq::new()),
+                eir,
+                s.weight(slot).unwrap_or(1),
+                s.hang_count(slot).unwrap_or(0),
+            )
+        });
+        if busy {
+            return Err(MigrationError::Busy);
+        }
+        self.refresh_de(env.st.vregs);
+        let now = env.clock.now_ns();
+        let vregs = &*env.st.vregs;
+        let mut w = Writer::new(out, &self.migration_identity(type_name))?;
+        w.section(Tag::Config, SECTION_REQUIRED)?;
+        w.bytes(self.cfg.as_bytes())?;
+        w.section(Tag::Vregs, SECTION_REQUIRED)?;
+        for (i, v) in vregs.iter().enumerate() {
+            let off = (i as u32) * 4;
+            if *v != 0 && plain(off) {
+                w.u32(i as u32)?;
+                w.u32(*v)?;
+            }
+        }
+        w.section(Tag::PvInfo, SECTION_REQUIRED)?;
+        let page = vregs
+            .get((PVINFO_BASE / 4) as usize..(PVINFO_BASE / 4) as usize + PVINFO_DWORDS)
+            .unwrap_or(&[]);
+        for i in 0..PVINFO_DWORDS as u32 {
+            w.u32(self.mmio.pvinfo().read(page, i * 4))?;
+        }
+        w.section(Tag::Ggtt, SECTION_REQUIRED)?;
+        let gm = self.gm();
+        let ap_entries = (gm.aperture.size >> PAGE_SHIFT) as usize;
+        for (i, v) in env.st.ggtt_guest.iter().enumerate() {
+            if *v == 0 {
+                continue;
+            }
+            let gma = if i < ap_entries {
+                gm.aperture.base + ((i as u64) << PAGE_SHIFT)
+            } else {
+                gm.high.base + (((i - ap_entries) as u64) << PAGE_SHIFT)
+            };
+            w.u32((gma >> PAGE_SHIFT) as u32)?;
+            w.u64(*v)?;
+        }
+        w.section(Tag::Mmio, SECTION_REQUIRED)?;
+        for off in replay_offsets() {
+            w.u32(off)?;
+            w.u32(vreg(vregs, off))?;
+        }
+        w.section(Tag::Fences, SECTION_REQUIRED)?;
+        for i in 0..self.part.fence_count {
+            let off = regs::FENCE + i * 8;
+            w.u64(u64::from(vreg(vregs, off)) | (u64::from(vreg(vregs, off + 4)) << 32))?;
+        }
+        w.section(Tag::Irq, SECTION_REQUIRED)?;
+        for v in [
+            irq.iir(),
+            irq.imr(),
+            irq.ier(),
+            self.de.iir(),
+            self.de.imr(),
+            self.de.ier(),
+        ] {
+            w.u32(v)?;
+        }
+        for v in eir {
+            w.u32(v)?;
+        }
+        w.section(Tag::Rings, SECTION_REQUIRED)?;
+        for e in EngineId::ALL {
+            w.u32(vreg(vregs, e.reg(ring::TAIL)))?;
+        }
+        w.section(Tag::Vblank, SECTION_REQUIRED)?;
+        w.u64(self.vblank.frames_at(now))?;
+        w.u32(self.vblank.flips())?;
+        w.u64(self.vblank.period_ns())?;
+        w.u8(u8::from(self.vblank.running()))?;
+        if let Some(e) = edid {
+            if e.len() > migration::EDID_MAX {
+                return Err(MigrationError::BadContents(Tag::Edid as u16));
+            }
+            w.section(Tag::Edid, 0)?;
+            w.bytes(e)?;
+        }
+        w.section(Tag::Sched, SECTION_REQUIRED)?;
+        w.u32(weight)?;
+        w.u32(hangs)?;
+        Ok(w.finish()?)
+    }
+
+    /// Check `stream` against this vGPU (of type `type_name`) without
+    /// touching anything: the parsed stream, or why it is refused.
+    pub fn check_stream<'s>(
+        &self,
+        type_name: &[u8],
+        stream: &'s [u8],
+    ) -> Result<migration::Stream<'s>, MigrationError> {
+        let s = migration::parse(stream, EngineId::COUNT)?;
+        let mine = self.migration_identity(type_name);
+        let theirs = s.identity();
+        if theirs.type_name != mine.type_name {
+            return Err(MigrationError::OtherType);
+        }
+        if theirs.ppgtt_tables != mine.ppgtt_tables {
+            return Err(MigrationError::OtherBuild);
+        }
+        if theirs.gm != mine.gm || theirs.fence_count != mine.fence_count {
+            return Err(MigrationError::OtherPlacement);
+        }
+        let sec = |t: Tag| s.section(t).ok_or(StreamError::MissingSection(t as u16));
+        let bad = |t: Tag| MigrationError::BadContents(t as u16);
+        let cfg = sec(Tag::Config)?;
+        if cfg.get(..4) != self.cfg.as_bytes().get(..4) {
+            return Err(MigrationError::ConfigMismatch);
+        }
+        let mut c = Cursor::new(sec(Tag::Vregs)?);
+        while c.remaining() > 0 {
+            let i = c.u32()?;
+            c.u32()?;
+            if i as usize >= VREG_DWORDS || !plain(i.wrapping_mul(4)) {
+                return Err(bad(Tag::Vregs));
+            }
+        }
+        let mut c = Cursor::new(sec(Tag::PvInfo)?);
+        let pv = self.mmio.pvinfo();
+        let empty = [0u32; PVINFO_DWORDS];
+        for i in 0..PVINFO_DWORDS as u32 {
+            let v = c.u32()?;
+            if !PvInfo::guest_writable(i * 4) && v != pv.read(&empty, i * 4) {
+                return Err(MigrationError::PvInfoMismatch);
+            }
+        }
+        let gm = self.gm();
+        let mut c = Cursor::new(sec(Tag::Ggtt)?);
+        while c.remaining() > 0 {
+            let page = u64::from(c.u32()?);
+            c.u64()?;
+            if !gm.contains(page << PAGE_SHIFT) {
+                return Err(bad(Tag::Ggtt));
+            }
+        }
+        let mut c = Cursor::new(sec(Tag::Mmio)?);
+        while c.remaining() > 0 {
+            let off = c.u32()?;
+            c.u32()?;
+            if !replayed(off) {
+                return Err(bad(Tag::Mmio));
+            }
+        }
+        let mut c = Cursor::new(sec(Tag::Vblank)?);
+        c.take(VBLANK_LEN - 1)?;
+        if c.u8()? > 1 {
+            return Err(bad(Tag::Vblank));
+        }
+        let mut c = Cursor::new(sec(Tag::Sched)?);
+        if !(1..=100).contains(&c.u32()?) {
+            return Err(bad(Tag::Sched));
+        }
+        Ok(s)
+    }
+
+    /// `RESUMING` → `STOP`: take the state in `stream` (checked first, see
+    /// [`Vgpu::check_stream`]; refused: nothing changed).  The vGPU is reset,
+    /// then the state replayed through the mediation.  On a replay error the
+    /// vGPU is left for the caller to reset.
+    pub fn restore_state<'s, const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        type_name: &[u8],
+        stream: &'s [u8],
+    ) -> Result<Restored<'s>, MigrationError> {
+        let s = self.check_stream(type_name, stream)?;
+        let sec = |t: Tag| s.section(t).ok_or(StreamError::MissingSection(t as u16));
+        let mut rep = Restored {
+            edid: s.section(Tag::Edid),
+            ..Restored::default()
+        };
+        self.reset(env);
+        // Configuration space: what the guest may write.
+        for (i, d) in sec(Tag::Config)?.chunks_exact(4).enumerate() {
+            let v = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);
+            let _ = self.cfg.write((i * 4) as u32, 4, v);
+        }
+        let mut c = Cursor::new(sec(Tag::Vregs)?);
+        while c.remaining() > 0 {
+            let i = c.u32()?;
+            let v = c.u32()?;
+            set_vreg(env.st.vregs, i * 4, v);
+        }
+        let mut c = Cursor::new(sec(Tag::PvInfo)?);
+        for i in 0..PVINFO_DWORDS as u32 {
+            let v = c.u32()?;
+            if PvInfo::guest_writable(i * 4) {
+                set_vreg(env.st.vregs, PVINFO_BASE + i * 4, v);
+            }
+        }
+        let mut c = Cursor::new(sec(Tag::Ggtt)?);
+        while c.remaining() > 0 {
+            let page = u64::from(c.u32()?);
+            let v = c.u64()?;
+            let w = self
+                .bar0_write(env, GGTT_VIEW_BASE + page * 8, &v.to_le_bytes())
+                .map_err(MigrationError::Replay)?;
+            rep.ptes += 1;
+            if let Some(super::ggtt::PteWrite::Rejected(_)) = w.pte() {
+                rep.ptes_rejected += 1;
+            }
+        }
+        let mut c = Cursor::new(sec(Tag::Mmio)?);
+        while c.remaining() > 0 {
+            let off = c.u32()?;
+            let v = c.u32()?;
+            self.bar0_write(env, u64::from(off), &v.to_le_bytes())
+                .map_err(MigrationError::Replay)?;
+            rep.registers += 1;
+        }
+        let mut c = Cursor::new(sec(Tag::Fences)?);
+        let mut i = 0u32;
+        while c.remaining() > 0 {
+            let v = c.u64()?;
+            let off = u64::from(regs::FENCE + i * 8);
+            let w = self
+                .bar0_write(env, off, &v.to_le_bytes())
+                .map_err(MigrationError::Replay)?;
+            if !w
+                .routed
+                .iter()
+                .flatten()
+                .any(|r| matches!(r, Routed::Fence { .. }))
+            {
+                return Err(MigrationError::BadContents(Tag::Fences as u16));
+            }
+            i += 1;
+        }
+        // Each TAIL last: the submission configures the shadow ring from
+        // the replayed START/CTL/HEAD and syncs the PPGTT.  A drained source
+        // had HEAD = TAIL: nothing runs.
+        let mut c = Cursor::new(sec(Tag::Rings)?);
+        for e in EngineId::ALL {
+            let tail = c.u32()?;
+            self.bar0_write(env, u64::from(e.reg(ring::TAIL)), &tail.to_le_bytes())
+                .map_err(MigrationError::Replay)?;
+        }
+        let mut c = Cursor::new(sec(Tag::Irq)?);
+        let gt = GtIrq::from_parts(c.u32()?, c.u32()?, c.u32()?);
+        self.de = GtIrq::from_parts(c.u32()?, c.u32()?, c.u32()?);
+        let mut eir = [0u32; EngineId::COUNT];
+        for x in eir.iter_mut() {
+            *x = c.u32()?;
+        }
+        let mut c = Cursor::new(sec(Tag::Vblank)?);
+        let frames = c.u64()?;
+        let flips = c.u32()?;
+        let period = c.u64()?;
+        let running = c.u8()? == 1;
+        self.vblank = Vblank::resumed(env.clock.now_ns(), period, frames, flips, running);
+        self.vblank.restore(env.st.vregs);
+        let mut c = Cursor::new(sec(Tag::Sched)?);
+        let weight = c.u32()?;
+        let hangs = c.u32()?;
+        let slot = self.slot;
+        let this = &*self;
+        let vregs = &mut *env.st.vregs;
+        env.gpu.with(|gpu, _| {
+            gpu.restore_irq(slot, gt, eir);
+            let s = gpu.scheduler_mut();
+            let _ = s.set_weight(slot, weight);
+            let _ = s.restore_hang_count(slot, hangs);
+            this.refresh(gpu, vregs);
+        });
+        self.refresh_de(env.st.vregs);
+        Ok(rep)
+    }
+}

@@ -1,0 +1,290 @@
+//! VFIO migration v2 of a vGPU (issue 14) through the raw uapi, as a VMM
+//! drives it: `VFIO_DEVICE_FEATURE` MIGRATION / MIG_DEVICE_STATE /
+//! MIG_DATA_SIZE, the data fds, `VFIO_MIG_GET_PRECOPY_INFO`.  The reference
+//! guest driver runs its jobs on vGPU A; A is stopped and its state saved
+//! to a file; A goes away; a fresh vGPU B of the same type (which gets the
+//! same slices) resumes from the file with the guest's RAM copied; the same
+//! driver carries on on B.  Streams for another type or placement, damaged
+//! or oversized, are refused while the source keeps running.  Every test
+//! name contains `migration` (`cargo xtask vm-test migration`).
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::time::Instant;
+
+use gvt_guest_driver::jobs::{self, Ppgtt};
+use gvt_guest_driver::vfio::VfioBackend;
+use gvt_guest_driver::{Backend, Driver, GuestBus};
+use gvt_vmtests::guest::{driver, vgpu, RAM, TIMEOUT};
+use gvt_vmtests::gvt::*;
+use gvt_vmtests::Mdev;
+use vfio_ioctls::VfioDevice;
+
+type Drv = Driver<VfioBackend>;
+
+const VFIO_DEVICE_FEATURE: libc::c_ulong = vfio_ioc(17);
+const VFIO_MIG_GET_PRECOPY_INFO: libc::c_ulong = vfio_ioc(21);
+const FEATURE_GET: u32 = 1 << 16;
+const FEATURE_SET: u32 = 1 << 17;
+const FEATURE_MIGRATION: u32 = 1;
+const FEATURE_MIG_DEVICE_STATE: u32 = 2;
+const FEATURE_MIG_DATA_SIZE: u32 = 9;
+const MIGRATION_STOP_COPY: u64 = 1;
+const MIGRATION_P2P: u64 = 2;
+const MIGRATION_PRE_COPY: u64 = 4;
+
+const ERROR: u32 = 0;
+const STOP: u32 = 1;
+const RUNNING: u32 = 2;
+const STOP_COPY: u32 = 3;
+const RESUMING: u32 = 4;
+const PRE_COPY: u32 = 6;
+
+/// `VFIO_DEVICE_FEATURE` with `payload` after the header (copied back).
+fn feature(dev: &VfioDevice, flags: u32, payload: &mut [u8]) -> io::Result<()> {
+    let mut buf = vec![0u8; 8 + payload.len()];
+    let argsz = buf.len() as u32;
+    buf[..4].copy_from_slice(&argsz.to_le_bytes());
+    buf[4..8].copy_from_slice(&flags.to_le_bytes());
+    buf[8..].copy_from_slice(payload);
+    ioctl_bytes(dev, VFIO_DEVICE_FEATURE, &mut buf)?;
+    payload.copy_from_slice(&buf[8..]);
+    Ok(())
+}
+
+/// Move to `state`; the data fd the arc returned, if any.
+fn set_state(dev: &VfioDevice, state: u32) -> io::Result<Option<fs::File>> {
+    let mut p = [0u8; 8];
+    p[..4].copy_from_slice(&state.to_le_bytes());
+    p[4..].copy_from_slice(&(-1i32).to_le_bytes());
+    feature(dev, FEATURE_SET | FEATURE_MIG_DEVICE_STATE, &mut p)?;
+    let fd = i32::from_le_bytes(p[4..].try_into().unwrap());
+    // SAFETY: a data fd the kernel just installed for us, owned from here.
+    Ok((fd >= 0).then(|| unsafe { fs::File::from_raw_fd(fd) }))
+}
+
+fn get_state(dev: &VfioDevice) -> u32 {
+    let mut p = [0u8; 8];
+    feature(dev, FEATURE_GET | FEATURE_MIG_DEVICE_STATE, &mut p).expect("GET MIG_DEVICE_STATE");
+    u32::from_le_bytes(p[..4].try_into().unwrap())
+}
+
+fn errno_of<T>(r: io::Result<T>) -> i32 {
+    r.err().and_then(|e| e.raw_os_error()).unwrap_or(0)
+}
+
+/// `gvt/migration` as `key → value`.
+fn mig_sysfs(m: &Mdev) -> Vec<(String, String)> {
+    let s = fs::read_to_string(m.sysfs_path().join("gvt/migration")).expect("gvt/migration");
+    s.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+fn mig_num(m: &Mdev, key: &str) -> u64 {
+    mig_sysfs(m)
+        .into_iter()
+        .find(|(k, _)| k == key)
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or_else(|| panic!("gvt/migration has no {key}"))
+}
+
+/// Everything the guest can read back that a restore must reproduce: the
+/// GGTT view of its slices' first pages and the mediated registers.
+fn guest_view(dev: &VfioDevice, a: &Attrs) -> Vec<u64> {
+    use gvt_guest_driver::gvt_core::regs::{self, ring};
+    use gvt_guest_driver::{BCS, RCS};
+    let mut v = Vec::new();
+    for base in [a.ap_base, a.high_base] {
+        for i in 0..128u64 {
+            v.push(read64(dev, 0, GGTT_BAR0 + ((base >> 12) + i) * 8));
+        }
+    }
+    let mut regs32 = vec![regs::GT_IMR, regs::GT_IER, regs::FENCE, regs::FENCE + 4];
+    for e in [RCS, BCS] {
+        for r in [ring::START, ring::CTL, ring::HEAD, ring::TAIL] {
+            regs32.push(e.reg(r));
+        }
+    }
+    regs32.push(RCS.reg(ring::PP_DIR_BASE));
+    for r in regs32 {
+        v.push(u64::from(read32(dev, 0, u64::from(r))));
+    }
+    v
+}
+
+/// Save a stopped-and-drained copy of `d`'s vGPU through PRE_COPY and
+/// STOP_COPY (one data fd), as QEMU does; returns the stream and the
+/// wall time of the STOP_COPY arc.
+fn save(d: &Drv) -> (Vec<u8>, u128) {
+    let dev = d.bus().device();
+    let mut f = set_state(dev, PRE_COPY)
+        .expect("RUNNING -> PRE_COPY")
+        .expect("a data fd");
+    let mut info = [0u8; 24];
+    info[..4].copy_from_slice(&24u32.to_le_bytes());
+    // SAFETY: a 24-byte vfio_precopy_info with argsz 24.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), VFIO_MIG_GET_PRECOPY_INFO, info.as_mut_ptr()) };
+    assert_eq!(r, 0, "PRECOPY_INFO in PRE_COPY");
+    let t = Instant::now();
+    // PRE_COPY -> PRE_COPY_P2P -> STOP_COPY: the fd of PRE_COPY continues.
+    assert!(set_state(dev, STOP_COPY).expect("-> STOP_COPY").is_none());
+    let us = t.elapsed().as_micros();
+    // PRECOPY_INFO is for PRE_COPY states only.
+    // SAFETY: as above.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), VFIO_MIG_GET_PRECOPY_INFO, info.as_mut_ptr()) };
+    assert_eq!(r, -1, "PRECOPY_INFO refused in STOP_COPY");
+    let mut s = Vec::new();
+    f.read_to_end(&mut s).expect("read the stream");
+    assert!(set_state(dev, STOP).expect("STOP_COPY -> STOP").is_none());
+    (s, us)
+}
+
+/// Resume `dev` from `s` (STOP -> RESUMING, write, -> STOP); the errno of
+/// the RESUMING -> STOP arc, or 0.
+fn resume(dev: &VfioDevice, s: &[u8]) -> i32 {
+    set_state(dev, STOP).expect("-> STOP");
+    let mut f = set_state(dev, RESUMING)
+        .expect("STOP -> RESUMING")
+        .expect("a data fd");
+    f.write_all(s).expect("write the stream");
+    let e = errno_of(set_state(dev, STOP));
+    if e != 0 {
+        // A refused stream leaves the FSM in ERROR until a reset.
+        assert_eq!(get_state(dev), ERROR, "ERROR after a refused stream");
+        // SAFETY: VFIO_DEVICE_RESET takes no argument.
+        unsafe { ioctl_raw(dev, VFIO_DEVICE_RESET, std::ptr::null_mut()) }.expect("reset");
+        assert_eq!(get_state(dev), RUNNING, "RUNNING after the reset");
+    }
+    e
+}
+
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn migration_stop_save_to_file_and_restore_into_a_fresh_vgpu() {
+    load();
+    let a = vgpu(64);
+    let attrs_a = attrs(&a);
+    let mut d = driver(&a);
+    let pp = Ppgtt::setup(&mut d).expect("PPGTT");
+    let dev = d.bus().device();
+    let mut p = [0u8; 8];
+    feature(dev, FEATURE_GET | FEATURE_MIGRATION, &mut p).expect("MIGRATION feature");
+    assert_eq!(
+        u64::from_le_bytes(p),
+        MIGRATION_STOP_COPY | MIGRATION_P2P | MIGRATION_PRE_COPY
+    );
+    let mut p = [0u8; 8];
+    feature(dev, FEATURE_GET | FEATURE_MIG_DATA_SIZE, &mut p).expect("MIG_DATA_SIZE");
+    let max = u64::from_le_bytes(p);
+    assert!(max > 0);
+    assert_eq!(get_state(dev), RUNNING);
+    jobs::run_round(&mut d, 0xFF11_2233, 0xA1, 0xB1, TIMEOUT).expect("round 1 on A");
+    let before = guest_view(d.bus().device(), &attrs_a);
+    let (stream, save_us) = save(&d);
+    assert!(stream.len() as u64 <= max);
+    assert_eq!(mig_num(&a, "saved_bytes"), stream.len() as u64);
+    let device_save_us = mig_num(&a, "save_us");
+    let path = "/tmp/vgpu-a.mig";
+    fs::write(path, &stream).expect("save to file");
+    // The guest's RAM as the VMM moves it.
+    let mut ram = Vec::new();
+    for gpa in d.bus().ram_pages() {
+        let mut b = vec![0u8; 4096];
+        assert!(d.bus_mut().ram_read(gpa, &mut b));
+        ram.push((gpa, b));
+    }
+    let mut b_mdev = None;
+    let mut restore_us = 0;
+    let d = d.rebind(|bus_a| {
+        // The source lets go; its slices are free again.
+        drop(bus_a);
+        a.remove().expect("remove A");
+        let b = vgpu(64);
+        let attrs_b = attrs(&b);
+        assert_eq!(
+            (attrs_b.ap_base, attrs_b.high_base),
+            (attrs_a.ap_base, attrs_a.high_base),
+            "the fresh vGPU got the same slices"
+        );
+        let mut bus = VfioBackend::open(&b.sysfs_path(), RAM).expect("open B");
+        bus.enable().expect("B: decode, MSI");
+        for (gpa, data) in &ram {
+            assert!(bus.ram_write(*gpa, data));
+        }
+        let s = fs::read(path).expect("read the file");
+        let t = Instant::now();
+        assert_eq!(resume(bus.device(), &s), 0, "RESUMING -> STOP");
+        restore_us = t.elapsed().as_micros();
+        assert!(set_state(bus.device(), RUNNING)
+            .expect("-> RUNNING")
+            .is_none());
+        assert_eq!(guest_view(bus.device(), &attrs_b), before, "guest view");
+        b_mdev = Some(b);
+        bus
+    });
+    let b = b_mdev.expect("target");
+    let mut d = d;
+    jobs::check_blit(&mut d, 0xFF11_2233, 0xA1).expect("round 1's pixels on B");
+    jobs::run_round(&mut d, 0xFF44_5566, 0xA2, 0xB2, TIMEOUT).expect("round 2 on B");
+    pp.set_present(&mut d, true).expect("PPGTT still usable");
+    assert_eq!(mig_num(&b, "restored_bytes"), stream.len() as u64);
+    println!(
+        "BENCH migration type=GVTsim_64M stop_copy_bytes={} pre_copy_bytes=0 save_arc_us={save_us} \
+         device_save_us={} restore_arc_us={restore_us} device_restore_us={}",
+        stream.len(),
+        device_save_us,
+        mig_num(&b, "restore_us")
+    );
+}
+
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn migration_refuses_other_types_placements_and_damage_while_the_source_runs() {
+    load();
+    let a = vgpu(64);
+    let mut d = driver(&a);
+    jobs::run_round(&mut d, 0xFF00_0001, 0xC1, 0xD1, TIMEOUT).expect("round on A");
+    let (stream, _) = save(&d);
+    // The source goes back to running and carries on.
+    assert!(set_state(d.bus().device(), RUNNING).unwrap().is_none());
+    jobs::run_round(&mut d, 0xFF00_0002, 0xC2, 0xD2, TIMEOUT).expect("source runs after saving");
+    // Another type.
+    let other = vgpu(32);
+    let (dev_o, _ram_o) = open_with_ram(&other, 64, 1 << 30);
+    assert_eq!(resume(&dev_o, &stream), libc::EINVAL, "another type");
+    // Same type, other slices (A holds them).
+    let same = vgpu(64);
+    let (dev_s, _ram_s) = open_with_ram(&same, 64, 1 << 30);
+    assert_eq!(resume(&dev_s, &stream), libc::EINVAL, "another placement");
+    // Damaged, and larger than any stream of the type.
+    let mut bad = stream.clone();
+    let mid = bad.len() / 2;
+    bad[mid] ^= 0x55;
+    assert_eq!(resume(&dev_s, &bad), libc::EINVAL, "damaged");
+    set_state(&dev_s, STOP).ok();
+    let mut f = set_state(&dev_s, RESUMING).unwrap().expect("fd");
+    let huge = vec![0u8; 64 << 20];
+    let e = f.write_all(&huge).err().and_then(|e| e.raw_os_error());
+    assert_eq!(e, Some(libc::EFBIG), "oversized stream");
+    assert!(mig_num(&same, "refused") >= 2);
+    // The source was never disturbed.
+    jobs::run_round(&mut d, 0xFF00_0003, 0xC3, 0xD3, TIMEOUT).expect("source still runs");
+    assert!(fs::read_to_string(a.sysfs_path().join("gvt/migration"))
+        .unwrap()
+        .starts_with("capabilities stop_copy p2p pre_copy"));
+    // `gvtctl info` shows the migration capability and state (gvt/migration).
+    let o = std::process::Command::new("/usr/bin/gvtctl")
+        .args(["info", &a.uuid])
+        .output()
+        .expect("run /usr/bin/gvtctl");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        out.contains("gvt/migration:") && out.contains("capabilities stop_copy p2p pre_copy"),
+        "gvtctl info: {out}"
+    );
+}
