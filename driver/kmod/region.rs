@@ -116,8 +116,9 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
                     let out = out.map_err(access_err)?;
                     let sig = core.signal(out.delivery);
                     // A register write may have enabled the vblank interrupt
-                    // or the plane: the vblank timer runs while one is wanted.
-                    let vblank = if off < GGTT_BAR0 {
+                    // or the plane: the vblank timer runs while one is wanted
+                    // (the clock is read only then).
+                    let vblank = if off < GGTT_BAR0 && core.vblank_wanted() {
                         let now = KClock.now_ns();
                         core.vblank_deadline(now).map(|d| (d, now))
                     } else {
@@ -247,10 +248,19 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
     if index == CONFIG && dir == Dir::Write && !matches!(count, 1 | 2 | 4) {
         return errno(EINVAL);
     }
-    let mut bounce = [0u8; CHUNK];
+    // A register access (at most 8 bytes) bounces through 8 bytes, not a
+    // whole zeroed chunk.
+    let mut small = [0u8; 8];
+    let mut chunk;
+    let bounce: &mut [u8] = if count <= small.len() {
+        &mut small
+    } else {
+        chunk = [0u8; CHUNK];
+        &mut chunk
+    };
     let mut done = 0usize;
     while done < count {
-        let n = (count - done).min(CHUNK);
+        let n = (count - done).min(bounce.len());
         let user = UserSlice::new(UserPtr::from_addr(ubuf + done), n);
         let piece = &mut bounce[..n];
         let r = match dir {
