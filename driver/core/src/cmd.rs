@@ -1101,6 +1101,7 @@ impl Window {
     }
 
     /// The `n` dwords at `addr`, if the window holds all of them.
+    #[inline]
     fn get(&self, space: Space, addr: u64, n: usize) -> Option<&[u32]> {
         if space != self.space || addr < self.addr {
             return None;
@@ -1140,6 +1141,7 @@ impl Window {
 
     /// The header dword at `addr`: from the window, refilled at `addr` when
     /// it does not hold it, else read alone.
+    #[inline]
     fn header<E: AuditEnv + ?Sized>(
         &mut self,
         env: &mut E,

@@ -105,7 +105,7 @@ fn bench_trapped_bar0_vs_mtty() {
     ensure_module("mbochs", &[]);
     let ty = types_of("mbochs")
         .into_iter()
-        .find(|t| t.ends_with("-1"))
+        .find(|t| t.ends_with("-small"))
         .expect("mbochs type");
     let mb = Mdev::create("mbochs", &ty).expect("mbochs mdev");
     let bochs = open(&mb);
