@@ -266,11 +266,9 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
         let r = match dir {
             Dir::Read => access(v, index, off + done as u64, piece, dir).and_then(|fx| {
                 v.apply(fx);
-                user.writer().write_slice(piece)
+                copy_out(user, piece)
             }),
-            Dir::Write => user
-                .reader()
-                .read_slice(piece)
+            Dir::Write => copy_in(user, piece)
                 .and_then(|()| access(v, index, off + done as u64, piece, dir))
                 .map(|fx| v.apply(fx)),
         };
@@ -281,6 +279,34 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
     }
     *ppos += done as i64;
     done as isize
+}
+
+/// User bytes into `piece`.  A register-sized access (1, 2, 4 or 8 bytes)
+/// is one fixed-size copy, like C's constant-size `copy_from_user`, which
+/// skips the hardened-usercopy object check a variable-length copy pays on
+/// every access; other lengths go by slice.
+fn copy_in(user: UserSlice, piece: &mut [u8]) -> Result {
+    let mut r = user.reader();
+    match piece.len() {
+        1 => piece.copy_from_slice(&r.read::<u8>()?.to_ne_bytes()),
+        2 => piece.copy_from_slice(&r.read::<u16>()?.to_ne_bytes()),
+        4 => piece.copy_from_slice(&r.read::<u32>()?.to_ne_bytes()),
+        8 => piece.copy_from_slice(&r.read::<u64>()?.to_ne_bytes()),
+        _ => r.read_slice(piece)?,
+    }
+    Ok(())
+}
+
+/// `piece` out to user memory, the way [`copy_in`] reads it.
+fn copy_out(user: UserSlice, piece: &[u8]) -> Result {
+    let mut w = user.writer();
+    match *piece {
+        [a] => w.write(&a),
+        [a, b] => w.write(&u16::from_ne_bytes([a, b])),
+        [a, b, c, d] => w.write(&u32::from_ne_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => w.write(&u64::from_ne_bytes([a, b, c, d, e, f, g, h])),
+        _ => w.write_slice(piece),
+    }
 }
 
 /// `vfio_device_ops.read`.

@@ -1177,7 +1177,9 @@ impl Window {
             self.fill(env, space, addr);
         }
         if let Some(src) = self.get(space, addr, n) {
-            buf.get_mut(1..n)?.copy_from_slice(src.get(1..)?);
+            for (d, s) in buf.iter_mut().zip(src).take(n).skip(1) {
+                *d = *s;
+            }
             return Some(());
         }
         for i in 1..n {
@@ -1281,7 +1283,8 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
                 }
                 buf[0] = h;
                 win.body(env, Space::Ggtt, at, n, &mut buf, |i| {
-                    Some(ring.start + (off as u64 + 4 * i as u64) % size as u64)
+                    let o = (off as u64 + 4 * i as u64).checked_rem(size as u64)?;
+                    ring.start.checked_add(o)
                 })
                 .ok_or(Reject::BadRing)?;
                 (op, n)
