@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Build the project's kernel module (driver/kmod) and the kernel's C sample
-# mtty (the peer baseline) against the prepared tree, in the chroot.
+# Build the project's kernel module (driver/kmod) and the kernel's C samples
+# mtty and mbochs (the peer baselines) against the prepared tree, in the chroot.
 # Output: $VMDIR/modules/*.ko ($GVT_VM_DIR, default $CACHE/vm)
 source "$(dirname "$0")/common.sh"
 need_root
@@ -14,6 +14,15 @@ if [ ! -f "$outdir/mtty.ko" ] || [ "$KSRC/samples/vfio-mdev/mtty.c" -nt "$outdir
   echo 'obj-m := mtty.o' > "$mtty/Kbuild"
   step "building the mtty sample module" in_chroot "$KMAKE M=$mtty modules >/dev/null"
   cp "$mtty/mtty.ko" "$outdir/"
+fi
+# mbochs: the C sample with a display (the second peer baseline of the trap
+# benchmark), built the same way.
+mbochs="$CACHE/mbochs-build"
+if [ ! -f "$outdir/mbochs.ko" ] || [ "$KSRC/samples/vfio-mdev/mbochs.c" -nt "$outdir/mbochs.ko" ]; then
+  mkdir -p "$mbochs"; cp "$KSRC/samples/vfio-mdev/mbochs.c" "$mbochs/"
+  echo 'obj-m := mbochs.o' > "$mbochs/Kbuild"
+  step "building the mbochs sample module" in_chroot "$KMAKE M=$mbochs modules >/dev/null"
+  cp "$mbochs/mbochs.ko" "$outdir/"
 fi
 # The rig's self-check module (WARNs on load; see tools/vm/selftest).
 st="$CACHE/selftest-build"

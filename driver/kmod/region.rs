@@ -116,8 +116,9 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
                     let out = out.map_err(access_err)?;
                     let sig = core.signal(out.delivery);
                     // A register write may have enabled the vblank interrupt
-                    // or the plane: the vblank timer runs while one is wanted.
-                    let vblank = if off < GGTT_BAR0 {
+                    // or the plane: the vblank timer runs while one is wanted
+                    // (the clock is read only then).
+                    let vblank = if off < GGTT_BAR0 && core.vblank_wanted() {
                         let now = KClock.now_ns();
                         core.vblank_deadline(now).map(|d| (d, now))
                     } else {
@@ -247,20 +248,27 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
     if index == CONFIG && dir == Dir::Write && !matches!(count, 1 | 2 | 4) {
         return errno(EINVAL);
     }
-    let mut bounce = [0u8; CHUNK];
+    // A register access (at most 8 bytes) bounces through 8 bytes, not a
+    // whole zeroed chunk.
+    let mut small = [0u8; 8];
+    let mut chunk;
+    let bounce: &mut [u8] = if count <= small.len() {
+        &mut small
+    } else {
+        chunk = [0u8; CHUNK];
+        &mut chunk
+    };
     let mut done = 0usize;
     while done < count {
-        let n = (count - done).min(CHUNK);
+        let n = (count - done).min(bounce.len());
         let user = UserSlice::new(UserPtr::from_addr(ubuf + done), n);
         let piece = &mut bounce[..n];
         let r = match dir {
             Dir::Read => access(v, index, off + done as u64, piece, dir).and_then(|fx| {
                 v.apply(fx);
-                user.writer().write_slice(piece)
+                copy_out(user, piece)
             }),
-            Dir::Write => user
-                .reader()
-                .read_slice(piece)
+            Dir::Write => copy_in(user, piece)
                 .and_then(|()| access(v, index, off + done as u64, piece, dir))
                 .map(|fx| v.apply(fx)),
         };
@@ -271,6 +279,34 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
     }
     *ppos += done as i64;
     done as isize
+}
+
+/// User bytes into `piece`.  A register-sized access (1, 2, 4 or 8 bytes)
+/// is one fixed-size copy, like C's constant-size `copy_from_user`, which
+/// skips the hardened-usercopy object check a variable-length copy pays on
+/// every access; other lengths go by slice.
+fn copy_in(user: UserSlice, piece: &mut [u8]) -> Result {
+    let mut r = user.reader();
+    match piece.len() {
+        1 => piece.copy_from_slice(&r.read::<u8>()?.to_ne_bytes()),
+        2 => piece.copy_from_slice(&r.read::<u16>()?.to_ne_bytes()),
+        4 => piece.copy_from_slice(&r.read::<u32>()?.to_ne_bytes()),
+        8 => piece.copy_from_slice(&r.read::<u64>()?.to_ne_bytes()),
+        _ => r.read_slice(piece)?,
+    }
+    Ok(())
+}
+
+/// `piece` out to user memory, the way [`copy_in`] reads it.
+fn copy_out(user: UserSlice, piece: &[u8]) -> Result {
+    let mut w = user.writer();
+    match *piece {
+        [a] => w.write(&a),
+        [a, b] => w.write(&u16::from_ne_bytes([a, b])),
+        [a, b, c, d] => w.write(&u32::from_ne_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => w.write(&u64::from_ne_bytes([a, b, c, d, e, f, g, h])),
+        _ => w.write_slice(piece),
+    }
 }
 
 /// `vfio_device_ops.read`.

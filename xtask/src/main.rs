@@ -22,7 +22,7 @@ Commands:
                    L2 kernels (tiny, and with DRM for the native guest driver)
                    and a static cloud-hypervisor (cached in ~/.cache/gvt-rs,
                    idempotent)
-  kmod             build the gvt_rs kernel module (and the mtty peer sample)
+  kmod             build the gvt_rs kernel module (and the mtty and mbochs peer samples)
   vm-test [FILTER] build everything and run the in-guest tests whose name
                    contains FILTER (a,b,c: any of them) in a QEMU TCG guest;
                    without FILTER, every VM run `test` makes (the rig's

@@ -33,7 +33,9 @@
 
 use super::backend::EngineId;
 use super::pvinfo::{PvEvent, PvInfo, PvWrite, PVINFO_BASE, PVINFO_DWORDS, PVINFO_SIZE};
-use super::regs::{self, ring, DisplayReg, Gdrst, RegKind, RingCtl, REG_RANGE, VREG_DWORDS};
+use super::regs::{
+    self, ring, DisplayReg, Gdrst, RegHit, RegKind, RingCtl, REG_RANGE, VREG_DWORDS,
+};
 
 /// Size of BAR0.
 pub const BAR0_SIZE: u64 = 16 << 20;
@@ -224,15 +226,31 @@ enum Category {
     Other { unknown: bool },
 }
 
-fn category(off: u32) -> Category {
-    if (PVINFO_BASE..PVINFO_BASE + PVINFO_SIZE).contains(&off) {
+/// The trap category of an access at `off`, whose table row is `hit`
+/// (looked up once per access, see [`lookup`]).
+fn category(off: u32, hit: Option<RegHit>) -> Category {
+    if in_pvinfo(off) {
         return Category::Other { unknown: false };
     }
-    match regs::lookup(off).map(|h| h.kind()) {
+    match hit.map(|h| h.kind()) {
         Some(RegKind::ForcewakeReq) | Some(RegKind::ForcewakeAck) => Category::Pm,
         Some(RegKind::RingTail(_)) => Category::Tail,
         Some(_) => Category::Other { unknown: false },
         None => Category::Other { unknown: true },
+    }
+}
+
+fn in_pvinfo(off: u32) -> bool {
+    (PVINFO_BASE..PVINFO_BASE + PVINFO_SIZE).contains(&off)
+}
+
+/// The table row of the dword at `off` (none in the PVINFO page, which has
+/// its own emulation).
+fn lookup(off: u32) -> Option<RegHit> {
+    if in_pvinfo(off) {
+        None
+    } else {
+        regs::lookup(off)
     }
 }
 
@@ -344,11 +362,12 @@ impl VgpuMmio {
         }
     }
 
-    fn read_dword(&self, vregs: &[u32], off: u32) -> u32 {
+    /// The dword at `off`, whose table row is `hit` (from [`lookup`]).
+    fn read_dword(&self, vregs: &[u32], off: u32, hit: Option<RegHit>) -> u32 {
         if let Some(rel) = off.checked_sub(PVINFO_BASE).filter(|r| *r < PVINFO_SIZE) {
             return self.pvinfo.read(pvinfo_page(vregs).unwrap_or(&[]), rel);
         }
-        match regs::lookup(off) {
+        match hit {
             Some(h) => match h.kind() {
                 RegKind::ReadOnly(v) => v,
                 RegKind::Fence if h.index >= self.fence_count() => 0,
@@ -358,7 +377,16 @@ impl VgpuMmio {
         }
     }
 
-    fn write_dword(&self, vregs: &mut [u32], off: u32, value: u32, mask: u32) -> DwordWrite {
+    /// A write of the `mask` bits of `value` to the dword at `off`, whose
+    /// table row is `hit` (from [`lookup`]).
+    fn write_dword(
+        &self,
+        vregs: &mut [u32],
+        off: u32,
+        value: u32,
+        mask: u32,
+        hit: Option<RegHit>,
+    ) -> DwordWrite {
         if let Some(rel) = off.checked_sub(PVINFO_BASE).filter(|r| *r < PVINFO_SIZE) {
             let Some(page) = pvinfo_page_mut(vregs) else {
                 return DwordWrite::Dropped;
@@ -371,7 +399,7 @@ impl VgpuMmio {
         }
         let old = vreg(vregs, off);
         let new = merge(old, value, mask);
-        let Some(hit) = regs::lookup(off) else {
+        let Some(hit) = hit else {
             set_vreg(vregs, off, new);
             return DwordWrite::Stored;
         };
@@ -456,8 +484,8 @@ impl VgpuMmio {
         }
     }
 
-    fn count(&mut self, off: u32, write: bool) {
-        match category(off) {
+    fn count(&mut self, off: u32, hit: Option<RegHit>, write: bool) {
+        match category(off, hit) {
             Category::Pm => self.stats.pm += 1,
             Category::Tail => self.stats.tail += 1,
             Category::Other { unknown } => {
@@ -512,12 +540,15 @@ impl VgpuMmio {
             Region::Regs(off) => off,
             Region::Ggtt => return Err(MmioError::GgttWindow),
         };
-        self.count(off, false);
+        // One table lookup serves the counters and the emulation.
+        let hit = lookup(off);
+        self.count(off, hit, false);
         Ok(if size == 8 {
-            (self.read_dword(vregs, off) as u64) | ((self.read_dword(vregs, off + 4) as u64) << 32)
+            let hi = self.read_dword(vregs, off + 4, lookup(off + 4));
+            (self.read_dword(vregs, off, hit) as u64) | ((hi as u64) << 32)
         } else {
             let byte = off & 3;
-            let d = self.read_dword(vregs, off & !3);
+            let d = self.read_dword(vregs, off & !3, hit);
             ((d & lane_mask(size, byte)) >> (byte * 8)) as u64
         })
     }
@@ -534,16 +565,17 @@ impl VgpuMmio {
             Region::Regs(off) => off,
             Region::Ggtt => return Err(MmioError::GgttWindow),
         };
-        self.count(off, true);
+        let hit = lookup(off);
+        self.count(off, hit, true);
         let out = if size == 8 {
-            let a = self.write_dword(vregs, off, value as u32, !0);
-            let b = self.write_dword(vregs, off + 4, (value >> 32) as u32, !0);
+            let a = self.write_dword(vregs, off, value as u32, !0, hit);
+            let b = self.write_dword(vregs, off + 4, (value >> 32) as u32, !0, lookup(off + 4));
             combine(a, b)
         } else {
             let byte = off & 3;
             let v = (value as u32) << (byte * 8);
             combine(
-                self.write_dword(vregs, off & !3, v, lane_mask(size, byte)),
+                self.write_dword(vregs, off & !3, v, lane_mask(size, byte), hit),
                 DwordWrite::Dropped,
             )
         };

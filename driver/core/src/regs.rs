@@ -551,10 +551,40 @@ pub const fn table_is_valid(t: &[RegDesc]) -> bool {
 // A misplaced, overlapping or unsorted line does not build.
 const _: () = assert!(table_is_valid(REGISTERS));
 
+/// 4 KiB pages of the register range.
+const REG_PAGES: usize = (REG_RANGE / 4096) as usize;
+
+/// One bit per 4 KiB page of [`REG_RANGE`]: whether any row of `t` reaches
+/// into it (computed by the compiler).
+const fn page_map(t: &[RegDesc]) -> [u64; REG_PAGES / 64] {
+    let mut m = [0u64; REG_PAGES / 64];
+    let mut i = 0;
+    while i < t.len() {
+        let mut p = t[i].offset / 4096;
+        let last = (t[i].end() - 1) / 4096;
+        while p <= last {
+            m[(p / 64) as usize] |= 1 << (p % 64);
+            p += 1;
+        }
+        i += 1;
+    }
+    m
+}
+
+/// Pages that hold a row of [`REGISTERS`]: most BAR0 offsets are plain vregs
+/// in a page without any, and their lookup ends on this one bit.
+static REG_PAGE_MAP: [u64; REG_PAGES / 64] = page_map(REGISTERS);
+
 /// The table entry covering the dword at BAR0 offset `offset` (any byte
-/// offset; the dword containing it is looked up), if any.  O(log n).
+/// offset; the dword containing it is looked up), if any.  O(1) for a page
+/// without registers, O(log n) otherwise.
 pub fn lookup(offset: u32) -> Option<RegHit> {
     let offset = offset & !3;
+    let page = (offset / 4096) as usize;
+    let word = REG_PAGE_MAP.get(page / 64)?;
+    if word & (1 << (page % 64)) == 0 {
+        return None;
+    }
     let idx = REGISTERS.partition_point(|r| r.offset <= offset);
     let desc = REGISTERS.get(idx.checked_sub(1)?)?;
     let rel = offset.checked_sub(desc.offset)?;
@@ -584,6 +614,29 @@ pub fn by_name(name: &str) -> Option<&'static RegDesc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The page map only ever short-cuts to "no register": every dword of
+    /// the range finds the row a linear scan of the table finds.
+    #[test]
+    fn page_map_agrees_with_a_linear_scan() {
+        let mut hits = 0;
+        for off in (0..REG_RANGE).step_by(4) {
+            let slow = REGISTERS.iter().find(|r| {
+                let rel = off.wrapping_sub(r.offset);
+                off >= r.offset
+                    && rel < r.span()
+                    && (r.count <= 1 || r.stride == 0 || rel % r.stride < r.width.dwords() * 4)
+            });
+            let fast = lookup(off);
+            assert_eq!(
+                fast.map(|h| h.desc.offset),
+                slow.map(|r| r.offset),
+                "offset {off:#x}"
+            );
+            hits += fast.is_some() as u32;
+        }
+        assert!(hits > 0);
+    }
 
     #[test]
     fn table_sorted_and_disjoint() {

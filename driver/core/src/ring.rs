@@ -195,7 +195,17 @@ struct Env<'x, B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> {
     l1: u64,
     l2: u64,
     last_page: Option<(Space, u64)>,
+    /// Emitted bytes not yet written: `pend[..pend_len]` lands at GGTT
+    /// address `pend_at` (consecutive commands gather into one write).
+    pend: [u8; PEND_BYTES],
+    pend_len: usize,
+    pend_at: Gma,
 }
+
+/// Bytes of emitted commands gathered before one shadow write (at least the
+/// longest command).
+const PEND_BYTES: usize = 512;
+const _: () = assert!(PEND_BYTES >= 4 * MAX_CMD_DWORDS);
 
 /// Write bytes at a GGTT address through the backend's GGTT.
 fn write_gm<B: Backend, H: HostMemory>(
@@ -222,6 +232,31 @@ fn write_gm<B: Backend, H: HostMemory>(
         done += n;
     }
     Ok(())
+}
+
+impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> Env<'_, B, H, P, G> {
+    /// Gather `dwords`, to land at `at`, after what is pending if they
+    /// follow it; otherwise write out what is pending first.
+    fn push(&mut self, at: Gma, dwords: &[u32]) -> Result<(), SinkFull> {
+        let len = 4 * dwords.len();
+        if self.pend_len > 0
+            && (self.pend_at + self.pend_len as u64 != at || self.pend_len + len > PEND_BYTES)
+        {
+            self.flush()?;
+        }
+        if self.pend_len == 0 {
+            self.pend_at = at;
+        }
+        let dst = self
+            .pend
+            .get_mut(self.pend_len..self.pend_len + len)
+            .ok_or(SinkFull)?;
+        for (c, d) in dst.chunks_exact_mut(4).zip(dwords) {
+            c.copy_from_slice(&d.to_le_bytes());
+        }
+        self.pend_len += len;
+        Ok(())
+    }
 }
 
 impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env<'_, B, H, P, G> {
@@ -251,6 +286,12 @@ impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env
         true
     }
     fn read_dword(&mut self, space: Space, addr: u64) -> Option<u32> {
+        let mut b = [0u8; 4];
+        self.read_span(space, addr, &mut b)?;
+        Some(u32::from_le_bytes(b))
+    }
+    fn read_span(&mut self, space: Space, addr: u64, out: &mut [u8]) -> Option<()> {
+        // The ring is whole pages: a span (within one page) is in it or not.
         let in_ring = space == Space::Ggtt
             && GmRange::new(self.guest_ring.start, self.guest_ring.size as u64).contains(addr, 4);
         if !in_ring {
@@ -264,36 +305,23 @@ impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env
             Space::Ggtt => engine::BackendGgtt(self.backend).translate(&*self.host, addr)?,
             Space::Ppgtt => self.ppgtt?.translate(&*self.host, addr)?,
         };
-        let mut b = [0u8; 4];
-        self.host.read(page, off, &mut b).ok()?;
-        Some(u32::from_le_bytes(b))
+        self.host.read(page, off, out).ok()
+    }
+    fn flush(&mut self) -> Result<(), SinkFull> {
+        let len = core::mem::take(&mut self.pend_len);
+        let bytes = self.pend.get(..len).ok_or(SinkFull)?;
+        write_gm(self.backend, self.host, self.pend_at, bytes)
     }
     fn emit(&mut self, level: Level, dwords: &[u32]) -> Result<(), SinkFull> {
-        let mut bytes = [0u8; 4 * MAX_CMD_DWORDS];
         let len = 4 * dwords.len();
-        for (i, d) in dwords.iter().enumerate() {
-            if let Some(s) = bytes.get_mut(4 * i..4 * i + 4) {
-                s.copy_from_slice(&d.to_le_bytes());
-            }
-        }
-        let bytes = bytes.get(..len).ok_or(SinkFull)?;
         match level {
             Level::Ring => {
                 let size = self.guest_ring.size;
-                let first = (size - self.ring_off).min(len as u32) as usize;
-                write_gm(
-                    self.backend,
-                    self.host,
-                    self.layout.ring_gma() + self.ring_off as u64,
-                    &bytes[..first],
-                )?;
-                if first < len {
-                    write_gm(
-                        self.backend,
-                        self.host,
-                        self.layout.ring_gma(),
-                        &bytes[first..],
-                    )?;
+                let first = ((size - self.ring_off) / 4).min(dwords.len() as u32) as usize;
+                let (a, b) = dwords.split_at(first);
+                self.push(self.layout.ring_gma() + self.ring_off as u64, a)?;
+                if !b.is_empty() {
+                    self.push(self.layout.ring_gma(), b)?;
                 }
                 self.ring_off = ((self.ring_off as u64 + len as u64) % size as u64) as u32;
                 Ok(())
@@ -315,7 +343,7 @@ impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env
                 if cur + len as u64 > cap {
                     return Err(SinkFull);
                 }
-                write_gm(self.backend, self.host, base + cur, bytes)?;
+                self.push(base + cur, dwords)?;
                 if level == Level::First {
                     self.l1 += len as u64;
                 } else {
@@ -474,6 +502,9 @@ impl RingShadow {
                 l1: self.l1,
                 l2: self.l2,
                 last_page: None,
+                pend: [0; PEND_BYTES],
+                pend_len: 0,
+                pend_at: 0,
             };
             match cmd::audit_ring(&mut env, ring, self.tail, new_tail, limits) {
                 Ok(sum) => {

@@ -546,6 +546,14 @@ impl<const P: usize> Vgpu<P> {
                 .any(|e| hit(e.reg(ring::HEAD)) || hit(e.mmio_base() + ring::EIR))
     }
 
+    /// Whether a BAR0 access of `size` bytes at `offset` touches the display
+    /// interrupt block (`DEIMR`, `DEIIR`, `DEIER`), whose values live in
+    /// [`Vgpu::refresh_de`]'s source: only those accesses copy them.
+    fn touches_de(offset: u64, size: u32) -> bool {
+        let (lo, hi) = (u64::from(regs::DE_IMR), u64::from(regs::DE_IER) + 4);
+        offset < hi && offset.saturating_add(u64::from(size)) > lo
+    }
+
     /// The display interrupt block's registers into the vreg file (this
     /// vGPU's own state: no GPU lock).
     pub(crate) fn refresh_de(&self, vregs: &mut [u32]) {
@@ -605,7 +613,9 @@ impl<const P: usize> Vgpu<P> {
                 Ok(())
             }
             Ok(Bar0Region::Registers) => {
-                self.refresh_de(env.st.vregs);
+                if Self::touches_de(offset, size) {
+                    self.refresh_de(env.st.vregs);
+                }
                 if Self::reads_mediated(offset, size) {
                     let this = &*self;
                     env.gpu.with(|gpu, _| this.refresh(gpu, env.st.vregs));
@@ -688,7 +698,11 @@ impl<const P: usize> Vgpu<P> {
                 *slot = Some(r);
             }
         }
-        self.refresh_de(env.st.vregs);
+        // Only an event (a display or interrupt write, a reset...) or a
+        // write to the block itself changes what the DE registers show.
+        if out.routed[0].is_some() || Self::touches_de(offset, size) {
+            self.refresh_de(env.st.vregs);
+        }
         if out.routed[0].is_some() || Self::reads_mediated(offset, size) {
             let this = &*self;
             env.gpu.with(|gpu, _| this.refresh(gpu, env.st.vregs));
@@ -1114,13 +1128,21 @@ impl<const P: usize> Vgpu<P> {
         self.de_delivery(env, d)
     }
 
+    /// Whether the vblank timer is wanted at all (the vblank interrupt
+    /// enabled and unmasked, the pipe running): a caller that would read the
+    /// clock only for [`Vgpu::vblank_deadline`] asks this first.
+    pub fn vblank_wanted(&self) -> bool {
+        self.de.ier() & DE_PIPEA_VBLANK != 0
+            && self.de.imr() & DE_PIPEA_VBLANK == 0
+            && self.vblank.running()
+    }
+
     /// When the vblank timer must next run for this vGPU: the next vblank,
     /// if the pipe runs and the guest enabled and unmasked the vblank
     /// interrupt; `None` otherwise (then nothing needs a timer: the counter
     /// is brought up to date when the guest reads it).
     pub fn vblank_deadline(&self, now_ns: u64) -> Option<u64> {
-        let wanted = self.de.ier() & DE_PIPEA_VBLANK != 0 && self.de.imr() & DE_PIPEA_VBLANK == 0;
-        if wanted && self.vblank.running() {
+        if self.vblank_wanted() {
             Some(self.vblank.next_vblank_ns(now_ns))
         } else {
             None
