@@ -329,7 +329,6 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
     fn check(req: &PartitionRequest) -> Result<(), PartitionError> {
         if req.aperture_size == 0
             || req.high_size == 0
-            || req.fences == 0
             || !page_multiple(req.aperture_size)
             || !page_multiple(req.high_size)
         {
@@ -348,7 +347,11 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
         free_slots
             .min(self.aperture.count_fit(req.aperture_size))
             .min(self.high.count_fit(req.high_size))
-            .min(self.fences.count_fit(req.fences as u64))
+            .min(if req.fences == 0 {
+                u64::MAX
+            } else {
+                self.fences.count_fit(req.fences as u64)
+            })
     }
     /// Allocate a partition: all of it or nothing.
     pub fn create(
@@ -369,10 +372,14 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
             .high
             .find(req.high_size)
             .ok_or(PartitionError::NoHighGm)?;
-        let fe = self
-            .fences
-            .find(req.fences as u64)
-            .ok_or(PartitionError::NoFences)?;
+        // A fence-less vGPU (more vGPUs than fences) takes no extent.
+        let fe = if req.fences == 0 {
+            0
+        } else {
+            self.fences
+                .find(req.fences as u64)
+                .ok_or(PartitionError::NoFences)?
+        };
         let fence_base = u32::try_from(fe).map_err(|_| PartitionError::NoFences)?;
         // Every `find` succeeded on distinct allocators with a free slot, so the
         // inserts cannot fail; check anyway and roll back rather than leak.
@@ -386,10 +393,11 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
                 size: req.high_size,
             });
         let ok_f = ok_h
-            && self.fences.insert(Extent {
-                base: fe,
-                size: req.fences as u64,
-            });
+            && (req.fences == 0
+                || self.fences.insert(Extent {
+                    base: fe,
+                    size: req.fences as u64,
+                }));
         if !ok_f {
             if ok_h {
                 self.high.free(hi, req.high_size);
@@ -419,7 +427,9 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
             .ok_or(PartitionError::NotAllocated)?;
         self.aperture.free(p.aperture.base, p.aperture.size);
         self.high.free(p.high.base, p.high.size);
-        self.fences.free(p.fence_base as u64, p.fence_count as u64);
+        if p.fence_count > 0 {
+            self.fences.free(p.fence_base as u64, p.fence_count as u64);
+        }
         Ok(p)
     }
 }
@@ -555,10 +565,16 @@ mod tests {
             p.create(&req(0, 512, 1)).err(),
             Some(PartitionError::BadRequest)
         );
-        assert_eq!(
-            p.create(&req(1, 512, 0)).err(),
-            Some(PartitionError::BadRequest)
-        );
+        // A fence-less vGPU still fits when every fence is taken, and
+        // gives no fence back when it goes.
+        let fences_free = p.fence_allocator().total_free();
+        assert_eq!(p.fit_count(&req(1, 1, 0)), 7);
+        let (id0, f0) = p.create(&req(1, 1, 0)).unwrap();
+        assert_eq!(f0.fence_count, 0);
+        assert_eq!(p.fence_allocator().total_free(), fences_free);
+        p.destroy(id0).unwrap();
+        assert_eq!(p.fence_allocator().total_free(), fences_free);
+        assert_eq!(p.live(), 1);
         assert_eq!(
             p.create(&PartitionRequest {
                 aperture_size: 100,
