@@ -55,7 +55,8 @@ pub(crate) static MDEV_DRIVER: MdevDriver<Parent> = MdevDriver::new();
 /// What a configuration makes of a parent: its GM layout and types.
 struct Plan {
     layout: GmLayout,
-    partitioner: Partitioner<MAX_VGPUS>,
+    /// Boxed: 6 KiB for 64 slots, too big to pass around on a kernel stack.
+    partitioner: KBox<Partitioner<MAX_VGPUS>>,
     type_info: VgpuTypes,
     type_names: [[u8; NAME_LEN]; MAX_TYPES],
     ntypes: usize,
@@ -66,10 +67,13 @@ impl Plan {
     /// why) and derive the types.
     fn new(cfg: &ParentConfig) -> Result<Self> {
         let layout = cfg.layout()?;
-        let partitioner = Partitioner::new(layout).map_err(|e| {
-            pr_err!("unusable graphics memory layout: {e:?}\n");
-            EINVAL
-        })?;
+        let partitioner = KBox::new(
+            Partitioner::new(layout).map_err(|e| {
+                pr_err!("unusable graphics memory layout: {e:?}\n");
+                EINVAL
+            })?,
+            GFP_KERNEL,
+        )?;
         let type_info = VgpuTypes::derive(&layout, cfg.max_vgpus);
         let ntypes = type_info.len().min(MAX_TYPES);
         if ntypes == 0 {
@@ -129,7 +133,7 @@ impl Parent {
         let mut pname = [0u8; NAME_LEN];
         let n = name.to_bytes().len().min(NAME_LEN - 1);
         pname[..n].copy_from_slice(&name.to_bytes()[..n]);
-        let gpu = MediatedGpu::new(plan.layout.total_gm)?;
+        let gpu = MediatedGpu::new(plan.layout.total_gm, cfg.max_vgpus as usize)?;
         let parent = KBox::pin_init(
             try_pin_init!(Parent {
                 reg: MdevRegistration::new(plan.type_names, plan.ntypes),
