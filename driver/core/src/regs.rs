@@ -753,9 +753,11 @@ mod tests {
         }
         assert!(fixed_vreg_index(super::super::pvinfo::PVINFO_BASE + 0xFFC).is_some());
         assert!(fixed_vreg_index(super::super::edid::guest::BASE).is_some());
-        assert!(FIXED_PAGES < 20, "{FIXED_PAGES} fixed pages");
-        assert!(VREG_DWORDS * 4 < 128 << 10, "{} bytes", VREG_DWORDS * 4);
-        assert!(VREG_DWORDS < (REG_RANGE / 4) as usize / 16);
+        const {
+            assert!(FIXED_PAGES < 20);
+            assert!(VREG_DWORDS * 4 < 128 << 10);
+            assert!(VREG_DWORDS < (REG_RANGE / 4) as usize / 16);
+        }
         // Distinct offsets get distinct places.
         let mut seen = vec![false; VREG_DWORDS];
         for off in (0..REG_RANGE).step_by(4) {
