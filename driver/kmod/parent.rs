@@ -152,14 +152,23 @@ impl Parent {
                 .reg_pinned()
                 .register(parent.as_ref().get_ref(), dev, &MDEV_DRIVER)?
         };
+        // Host memory the parent holds before any vGPU: the physical GGTT
+        // (8 bytes per GM page), the mediated GPU's state, the parent.
+        let held = {
+            let g = parent.shared.gpu.lock();
+            g.phys.capacity() * core::mem::size_of::<crate::gvt_core::backend::Pte>()
+                + core::mem::size_of_val(&*g.gpu)
+        } + core::mem::size_of::<Parent>()
+            + core::mem::size_of::<Partitioner<MAX_VGPUS>>();
         pr_info!(
-            "gvt-sim parent {}: aperture {} MiB, GM {} MiB, {} fences, up to {} vGPUs, {} types\n",
+            "gvt-sim parent {}: aperture {} MiB, GM {} MiB, {} fences, up to {} vGPUs, {} types, host memory {} KiB\n",
             parent.name(),
             cfg.aperture_mb,
             cfg.gm_mb,
             cfg.fences,
             cfg.max_vgpus,
-            plan.ntypes
+            plan.ntypes,
+            held >> 10
         );
         Ok(parent)
     }
