@@ -25,7 +25,9 @@ fn main() {
         host_reserved_high: host_reserved_size(64),
     };
     let types = VgpuTypes::derive(&layout, 64);
-    println!("bench: host memory per vGPU, default parent (aperture 512 MiB, GM 4 GiB), max_vgpus=64:");
+    println!(
+        "bench: host memory per vGPU, default parent (aperture 512 MiB, GM 4 GiB), max_vgpus=64:"
+    );
     for t in types.iter() {
         let mut p = Partitioner::<64>::new(layout).unwrap();
         let (_, part) = p.create(&t.request()).unwrap();

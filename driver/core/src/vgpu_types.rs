@@ -10,9 +10,10 @@
 //! [`MIN_HIGH_GM`] of high GM):
 //! - `low_gm_size` = aperture / n, `high_gm_size` = (high GM − host
 //!   reservation) / n, both rounded down to whole MiB; `fences` = fences / n,
-//!   which is 0 for the types with more instances than the parent has fences
-//!   (a fence is only needed for tiled CPU access through the aperture; the
-//!   guest reads its count from PVINFO `avail_rs.fence_num`);
+//!   at least one for GVT-g's types (n ≤ 8), and 0 for the larger counts
+//!   when they have more instances than the parent has fences (a fence is
+//!   only needed for tiled CPU access through the aperture; the guest reads
+//!   its count from PVINFO `avail_rs.fence_num`);
 //! - resolution 1024x768 for the 8-instance type or when a double-buffered
 //!   1920x1200 framebuffer does not fit the aperture share, else 1920x1200
 //!   (GVT-g gives 1024x768 to its smallest type only);
@@ -42,6 +43,9 @@ pub const MIN_HIGH_GM: u64 = 4 * MIB;
 pub const VGPU_MAX_WEIGHT: u32 = 16;
 /// Instance counts, in the order types are listed.
 pub const INSTANCE_COUNTS: [u32; 7] = [64, 32, 16, 8, 4, 2, 1];
+/// GVT-g's largest instance count: its types (8, 4, 2, 1) need a fence
+/// each; only the larger counts may be fence-less.
+pub const GVTG_MAX_INSTANCES: u32 = 8;
 /// At most this many types.
 pub const MAX_TYPES: usize = INSTANCE_COUNTS.len();
 
@@ -194,7 +198,7 @@ impl VgpuTypes {
             let low = round_down_mib(layout.aperture_size / NonZeroU64::from(d));
             let high = round_down_mib(high_pool / NonZeroU64::from(d));
             let fences = layout.fences / d;
-            if low < MIN_LOW_GM || high < MIN_HIGH_GM {
+            if low < MIN_LOW_GM || high < MIN_HIGH_GM || (fences == 0 && n <= GVTG_MAX_INSTANCES) {
                 continue;
             }
             let big = Resolution::R1920X1200;
@@ -359,8 +363,23 @@ mod tests {
                 .iter()
                 .map(|t| (t.instances, t.fences))
                 .collect::<Vec<_>>(),
-            [(8, 0), (4, 0), (2, 1), (1, 2)],
-            "more instances than fences: fence-less vGPUs"
+            [(2, 1), (1, 2)],
+            "GVT-g's types need a fence"
+        );
+        let no_fences = VgpuTypes::derive(
+            &GmLayout {
+                fences: 8,
+                ..layout()
+            },
+            64,
+        );
+        assert_eq!(
+            no_fences
+                .iter()
+                .map(|t| (t.instances, t.fences))
+                .collect::<Vec<_>>(),
+            [(64, 0), (32, 0), (16, 0), (8, 1), (4, 2), (2, 4), (1, 8)],
+            "more than 8 instances: fence-less when there are too few"
         );
     }
 
