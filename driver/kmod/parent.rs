@@ -67,13 +67,7 @@ impl Plan {
     /// why) and derive the types.
     fn new(cfg: &ParentConfig) -> Result<Self> {
         let layout = cfg.layout()?;
-        let partitioner = KBox::new(
-            Partitioner::new(layout).map_err(|e| {
-                pr_err!("unusable graphics memory layout: {e:?}\n");
-                EINVAL
-            })?,
-            GFP_KERNEL,
-        )?;
+        let partitioner = new_partitioner(layout)?;
         let type_info = VgpuTypes::derive(&layout, cfg.max_vgpus);
         let ntypes = type_info.len().min(MAX_TYPES);
         if ntypes == 0 {
@@ -97,6 +91,29 @@ impl Plan {
             ntypes,
         })
     }
+}
+
+/// An unset partitioner in read-only data: copied into the heap, then
+/// reset there ([`new_partitioner`]).
+const UNSET_PARTITIONER: Partitioner<MAX_VGPUS> = Partitioner::unset();
+
+/// The partitioner for `layout`, built in the heap: for 64 slots it is 6
+/// KiB, and a `Partitioner` value (with its `Result` and the box's argument)
+/// on the stack overflowed the 16 KiB kernel stack of `insmod`.
+fn new_partitioner(layout: GmLayout) -> Result<KBox<Partitioner<MAX_VGPUS>>> {
+    let mut b = KBox::<Partitioner<MAX_VGPUS>>::new_uninit(GFP_KERNEL)?;
+    // SAFETY: `UNSET_PARTITIONER` is a promoted 'static value of the same
+    // type (no `Drop`); the copy fully initialises the allocation.
+    let mut b = unsafe {
+        b.as_mut_ptr()
+            .copy_from_nonoverlapping(&UNSET_PARTITIONER, 1);
+        b.assume_init()
+    };
+    b.reset(layout).map_err(|e| {
+        pr_err!("unusable graphics memory layout: {e:?}\n");
+        EINVAL
+    })?;
+    Ok(b)
 }
 
 /// Check the configuration of the module's parents (at load: bad

@@ -84,6 +84,11 @@ impl<const N: usize> ExtentAllocator<N> {
             len: 0,
         }
     }
+    /// Start over on `[base, base + size)`, all free (in place).
+    fn reset(&mut self, base: u64, size: u64) {
+        self.range = Extent { base, size };
+        self.len = 0;
+    }
     /// The managed range.
     pub const fn range(&self) -> Extent {
         self.range
@@ -258,6 +263,32 @@ const fn page_multiple(x: u64) -> bool {
 
 impl<const SLOTS: usize> Partitioner<SLOTS> {
     pub fn new(layout: GmLayout) -> Result<Self, PartitionError> {
+        let mut p = Self::unset();
+        p.reset(layout)?;
+        Ok(p)
+    }
+
+    /// A partitioner of no GM, to [`reset`](Self::reset) in place: the
+    /// kernel glue copies it into a heap slot (64 slots are 6 KiB, too big
+    /// for a `Self` on a kernel stack) and resets it there.
+    pub const fn unset() -> Self {
+        Self {
+            layout: GmLayout {
+                aperture_size: 0,
+                total_gm: 0,
+                fences: 0,
+                host_reserved_high: 0,
+            },
+            aperture: ExtentAllocator::new(0, 0),
+            high: ExtentAllocator::new(0, 0),
+            fences: ExtentAllocator::new(0, 0),
+            slots: [None; SLOTS],
+        }
+    }
+
+    /// Start over with `layout`, every resource free and no partition (in
+    /// place; on a bad layout nothing changes).
+    pub fn reset(&mut self, layout: GmLayout) -> Result<(), PartitionError> {
         let l = layout;
         let high_size = l
             .total_gm
@@ -271,13 +302,14 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
         {
             return Err(PartitionError::BadLayout);
         }
-        Ok(Self {
-            layout,
-            aperture: ExtentAllocator::new(0, l.aperture_size),
-            high: ExtentAllocator::new(l.aperture_size, high_size),
-            fences: ExtentAllocator::new(0, l.fences as u64),
-            slots: [None; SLOTS],
-        })
+        self.layout = layout;
+        self.aperture.reset(0, l.aperture_size);
+        self.high.reset(l.aperture_size, high_size);
+        self.fences.reset(0, l.fences as u64);
+        for s in self.slots.iter_mut() {
+            *s = None;
+        }
+        Ok(())
     }
     pub fn layout(&self) -> GmLayout {
         self.layout
@@ -592,6 +624,29 @@ mod tests {
             p.destroy(PartitionId(usize::MAX)).err(),
             Some(PartitionError::NotAllocated)
         );
+    }
+
+    #[test]
+    fn reset_in_place_is_new() {
+        let mut p = Partitioner::<8>::new(layout()).unwrap();
+        p.create(&req(64, 512, 4)).unwrap();
+        let mut q = Partitioner::<8>::unset();
+        assert_eq!(q.fit_count(&req(1, 1, 1)), 0, "no GM yet");
+        q.reset(layout()).unwrap();
+        p.reset(layout()).unwrap();
+        let fresh = Partitioner::<8>::new(layout()).unwrap();
+        for r in [&p, &q] {
+            assert_eq!(r.live(), 0);
+            assert_eq!(r.largest_free(), fresh.largest_free());
+            assert_eq!(r.high_pool(), fresh.high_pool());
+            assert_eq!(r.layout(), fresh.layout());
+        }
+        let bad = GmLayout {
+            aperture_size: 0,
+            ..layout()
+        };
+        assert_eq!(p.reset(bad).err(), Some(PartitionError::BadLayout));
+        assert_eq!(p.layout(), layout(), "a bad layout changes nothing");
     }
 
     #[test]
