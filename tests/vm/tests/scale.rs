@@ -35,8 +35,13 @@ const N: usize = 64;
 /// engine's cost model).
 const ROWS: u32 = 64;
 /// Fills kept queued per vGPU: refilled by `BATCH` when fewer than this.
-const LOW: u32 = 4;
-const BATCH: u32 = 4;
+/// More than a scheduling quantum (1 ms) of work: 24 fills are 1.6 ms of
+/// the cost model, so a vGPU never runs dry within its turn (with 4, each
+/// drained its queue in its turn and its share was how much it had queued
+/// then, not its weight: shares 0.85..1.15 of fair).  At most 32 queued
+/// submissions, within the scheduler's 64.
+const LOW: u32 = 24;
+const BATCH: u32 = 8;
 
 /// One fill of vGPU `k`, its `i`-th, into its own high GM.
 fn fill(d: &Drv, k: usize, i: u64) -> [u32; 7] {
@@ -169,7 +174,7 @@ fn scale_body() {
     let w: Vec<u64> = ms.iter().map(weight).collect();
     let acc0: Vec<u64> = ms.iter().map(|m| stat(m, "submissions_accepted")).collect();
     let mut sent = vec![0u64; N];
-    let window64 = Duration::from_secs(20);
+    let window64 = Duration::from_secs(30);
     let d = measure(&ms, &mut ds, &mut sent, window64);
     let total: u64 = d.iter().sum();
     let wsum: u64 = w.iter().sum();
