@@ -510,8 +510,8 @@ pub mod guest {
     pub const PREFERRED_MODE: u32 = 0x7920C;
     /// The preferred mode's refresh rate, mHz.
     pub const REFRESH_MHZ: u32 = 0x79210;
-    /// The page.
-    pub const BASE: u32 = 0x79000;
+    /// The page (a fixed page of the sparse vreg file).
+    pub const BASE: u32 = super::super::regs::GUEST_EDID_PAGE;
     pub const SIZE: u32 = 0x1000;
     /// `STATUS` bit 0.
     pub const STATUS_CONNECTED: u32 = 1;

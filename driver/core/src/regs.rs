@@ -73,6 +73,9 @@ pub const VREG_PAGES: usize = FIXED_PAGES + SPARE_PAGES;
 /// make a vGPU hold more than this.  About 114 KiB instead of 2 MiB.
 pub const VREG_DWORDS: usize = REG_PAGES + VREG_PAGES * VREG_PAGE_DWORDS;
 
+/// The guest EDID page (`edid::guest::BASE`), a fixed page of the vreg file.
+pub const GUEST_EDID_PAGE: u32 = 0x79000;
+
 /// Per page of the register range, its fixed page of the vreg file plus
 /// one (0: none).
 pub const FIXED_SLOT: [u8; REG_PAGES] = fixed_slots();
@@ -90,7 +93,7 @@ const fn fixed_slots() -> [u8; REG_PAGES] {
         i += 1;
     }
     mark[(super::pvinfo::PVINFO_BASE / VREG_PAGE_SIZE) as usize] = true;
-    mark[(super::edid::guest::BASE / VREG_PAGE_SIZE) as usize] = true;
+    mark[(GUEST_EDID_PAGE / VREG_PAGE_SIZE) as usize] = true;
     let mut slots = [0u8; REG_PAGES];
     let mut n = 0u8;
     let mut p = 0;
@@ -752,7 +755,7 @@ mod tests {
             }
         }
         assert!(fixed_vreg_index(super::super::pvinfo::PVINFO_BASE + 0xFFC).is_some());
-        assert!(fixed_vreg_index(super::super::edid::guest::BASE).is_some());
+        assert!(fixed_vreg_index(GUEST_EDID_PAGE).is_some());
         const {
             assert!(FIXED_PAGES < 20);
             assert!(VREG_DWORDS * 4 < 128 << 10);
