@@ -97,19 +97,35 @@ fn mem_available_kib() -> u64 {
         .expect("MemAvailable")
 }
 
-/// What `ms` (driven by `ds`) did in a window of `window` once all were
-/// backlogged: the blitter time charged to each.
-fn measure(ms: &[Mdev], ds: &mut [Drv], sent: &mut [u64], window: Duration) -> Vec<u64> {
+/// What `ms` (driven by `ds`) did once all were backlogged, over a window
+/// of at least `window` that lasts until the blitter time charged to them
+/// reaches `target_ns` (or `limit` passed): the blitter time charged to each,
+/// and the window.  A share is exact to about one quantum (1 ms) at each
+/// end of the window: `target_ns` sets how many quanta each vGPU gets.
+fn measure(
+    ms: &[Mdev],
+    ds: &mut [Drv],
+    sent: &mut [u64],
+    window: Duration,
+    target_ns: u64,
+    limit: Duration,
+) -> (Vec<u64>, Duration) {
     // Everyone backlogged before anything is measured.
     keep_backlogged(ds, sent, Instant::now() + Duration::from_millis(500));
     let e0 = bcs_ns(ms);
-    keep_backlogged(ds, sent, Instant::now() + window);
-    let e1 = bcs_ns(ms);
+    let t0 = Instant::now();
+    keep_backlogged(ds, sent, t0 + window);
+    let mut e1 = bcs_ns(ms);
+    while e1.iter().sum::<u64>() - e0.iter().sum::<u64>() < target_ns && t0.elapsed() < limit {
+        keep_backlogged(ds, sent, Instant::now() + Duration::from_secs(5));
+        e1 = bcs_ns(ms);
+    }
+    let took = t0.elapsed();
     for (k, d) in ds.iter_mut().enumerate() {
         d.wait_idle(BCS, TIMEOUT)
             .unwrap_or_else(|e| panic!("vGPU {k}: its fills did not complete: {e}"));
     }
-    e0.iter().zip(&e1).map(|(a, b)| b - a).collect()
+    (e0.iter().zip(&e1).map(|(a, b)| b - a).collect(), took)
 }
 
 /// Jain's fairness index of `x`: 1 when all equal, 1/n when one has all.
@@ -136,13 +152,13 @@ fn scale_body() {
 
     // The baseline: one vGPU alone.
     let window = Duration::from_secs(4);
-    let one_ns = {
+    let single = {
         let m = vec![Mdev::create(PARENT, &small).expect("a vGPU")];
         let mut d = vec![driver(&m[0])];
         let mut sent = vec![0u64];
-        let ns = measure(&m, &mut d, &mut sent, window)[0];
+        let (ns, took) = measure(&m, &mut d, &mut sent, window, 0, window);
         drop(d);
-        ns
+        ns[0] as f64 / took.as_secs_f64()
     };
 
     // 64 at once.
@@ -174,8 +190,15 @@ fn scale_body() {
     let w: Vec<u64> = ms.iter().map(weight).collect();
     let acc0: Vec<u64> = ms.iter().map(|m| stat(m, "submissions_accepted")).collect();
     let mut sent = vec![0u64; N];
-    let window64 = Duration::from_secs(30);
-    let d = measure(&ms, &mut ds, &mut sent, window64);
+    // 150 quanta (1 ms) each: a share exact to about 1%.
+    let (d, window64) = measure(
+        &ms,
+        &mut ds,
+        &mut sent,
+        Duration::from_secs(30),
+        150 * N as u64 * 1_000_000,
+        Duration::from_secs(240),
+    );
     let total: u64 = d.iter().sum();
     let wsum: u64 = w.iter().sum();
     // Each vGPU's share over its fair share (weight / sum of weights).
@@ -189,12 +212,12 @@ fn scale_body() {
         .iter()
         .fold((f64::MAX, 0f64), |(a, b), &v| (a.min(v), b.max(v)));
     let agg = total as f64 / window64.as_secs_f64();
-    let single = one_ns as f64 / window.as_secs_f64();
     println!(
-        "bench: 64 vGPUs on one parent, blitters backlogged with {} KiB fills for {:.0} s: shares / fair share min {lo:.3} max {hi:.3}, Jain {j:.4}; \
+        "bench: 64 vGPUs on one parent, blitters backlogged with {} KiB fills for {:.0} s ({:.0} ms of blitter time each): shares / fair share min {lo:.3} max {hi:.3}, Jain {j:.4}; \
          blitter time delivered {:.0} ms/s in all vs {:.0} ms/s for 1 vGPU alone: scaling ratio {:.2} (1.0: no loss from 64); fills {} (min {} per vGPU)",
         ROWS * 4,
         window64.as_secs_f64(),
+        total as f64 / N as f64 / 1e6,
         agg / 1e6,
         single / 1e6,
         agg / single,
