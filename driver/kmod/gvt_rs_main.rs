@@ -81,8 +81,8 @@ module! {
     imports_ns: ["DMA_BUF"],
     params: {
         aperture_mb: u32 {
-            default: 256,
-            description: "Mappable graphics memory (aperture, BAR2) of each gvt-sim parent in MiB (power of two, 16..=4096)",
+            default: 512,
+            description: "Mappable graphics memory (aperture, BAR2) of each gvt-sim parent in MiB (power of two, 16..=4096; 512 as a GVT-g host, whose largest type has 512 MB)",
         },
         gm_mb: u32 {
             default: 4096,
@@ -94,7 +94,7 @@ module! {
         },
         max_vgpus: u32 {
             default: 8,
-            description: "Most vGPUs that may exist at once on each parent (1..=8)",
+            description: "Most vGPUs that may exist at once on each parent (1..=64; 8 as GVT-g; above 8 the types of 16, 32 and 64 instances appear, and above 32 the host keeps 32 MiB of GM instead of 16)",
         },
         hang_threshold: u32 {
             default: 3,

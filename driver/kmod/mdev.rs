@@ -84,7 +84,7 @@ use crate::gvt_core::sched::SlotId;
 use crate::gvt_core::services::{CpuMappings, GuestMemory};
 use crate::gvt_core::vblank::DEFAULT_PERIOD_NS;
 use crate::gvt_core::vgpu::{
-    storage_sizes, Env, Vgpu as CoreVgpu, VgpuParams, VgpuStorage, DEFAULT_PPGTT_TABLES,
+    storage_sizes, Env, Vgpu as CoreVgpu, VgpuMemory, VgpuParams, VgpuStorage, DEFAULT_PPGTT_TABLES,
 };
 use crate::gvt_core::vgpu_types::{Resolution, VgpuType};
 use crate::invalidate::Registry;
@@ -149,7 +149,8 @@ pub(crate) struct State {
     /// Boxed (3 KiB): `MdevVgpu::create` runs deep in the mdev create path, on a
     /// 16 KiB kernel stack.
     pub(crate) core: Option<KBox<CoreVgpu>>,
-    /// Virtual registers: 2 MiB, as GVT-g's vreg.
+    /// Virtual registers: the sparse file (`regs::VREG_DWORDS`, 114 KiB;
+    /// GVT-g's vreg is 2 MiB).
     vregs: KVVec<u32>,
     /// What the guest wrote in its GGTT slices, and the physical entries.
     ggtt_guest: KVVec<u64>,
@@ -193,6 +194,28 @@ impl State {
             ggtt_guest: &mut self.ggtt_guest,
             ggtt_shadow: &mut self.ggtt_shadow,
             ppgtt_snap: &mut self.ppgtt_snap,
+        }
+    }
+
+    /// The host memory this vGPU holds now, measured from what was
+    /// allocated (sysfs `gvt/stats`): the storage lent to the core, the
+    /// shadow and scratch pages, the core's lazily allocated shadow PPGTT
+    /// tables, and the vGPU's own structures.
+    pub(crate) fn host_memory(&self) -> VgpuMemory {
+        let page = PAGE_SIZE;
+        let tables = self
+            .core
+            .as_deref()
+            .map_or(0, |c| c.host_memory().ppgtt_tables);
+        VgpuMemory {
+            vregs: (self.vregs.capacity() * 4) as u64,
+            ggtt: ((self.ggtt_guest.capacity() + self.ggtt_shadow.capacity()) * 8) as u64,
+            ppgtt_snapshot: (self.ppgtt_snap.capacity() * 8) as u64,
+            ppgtt_tables: tables,
+            shadow: (self.shadow.len() as u64 + 1) * page,
+            state: (core::mem::size_of::<MdevVgpu>()
+                + core::mem::size_of::<CoreVgpu>()
+                + core::mem::size_of::<EdidRegion>()) as u64,
         }
     }
 

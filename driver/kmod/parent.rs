@@ -55,7 +55,8 @@ pub(crate) static MDEV_DRIVER: MdevDriver<Parent> = MdevDriver::new();
 /// What a configuration makes of a parent: its GM layout and types.
 struct Plan {
     layout: GmLayout,
-    partitioner: Partitioner<MAX_VGPUS>,
+    /// Boxed: 6 KiB for 64 slots, too big to pass around on a kernel stack.
+    partitioner: KBox<Partitioner<MAX_VGPUS>>,
     type_info: VgpuTypes,
     type_names: [[u8; NAME_LEN]; MAX_TYPES],
     ntypes: usize,
@@ -66,10 +67,7 @@ impl Plan {
     /// why) and derive the types.
     fn new(cfg: &ParentConfig) -> Result<Self> {
         let layout = cfg.layout()?;
-        let partitioner = Partitioner::new(layout).map_err(|e| {
-            pr_err!("unusable graphics memory layout: {e:?}\n");
-            EINVAL
-        })?;
+        let partitioner = new_partitioner(layout)?;
         let type_info = VgpuTypes::derive(&layout, cfg.max_vgpus);
         let ntypes = type_info.len().min(MAX_TYPES);
         if ntypes == 0 {
@@ -93,6 +91,29 @@ impl Plan {
             ntypes,
         })
     }
+}
+
+/// An unset partitioner in read-only data: copied into the heap, then
+/// reset there ([`new_partitioner`]).
+const UNSET_PARTITIONER: Partitioner<MAX_VGPUS> = Partitioner::unset();
+
+/// The partitioner for `layout`, built in the heap: for 64 slots it is 6
+/// KiB, and a `Partitioner` value (with its `Result` and the box's argument)
+/// on the stack overflowed the 16 KiB kernel stack of `insmod`.
+fn new_partitioner(layout: GmLayout) -> Result<KBox<Partitioner<MAX_VGPUS>>> {
+    let mut b = KBox::<Partitioner<MAX_VGPUS>>::new_uninit(GFP_KERNEL)?;
+    // SAFETY: `UNSET_PARTITIONER` is a promoted 'static value of the same
+    // type (no `Drop`); the copy fully initialises the allocation.
+    let mut b = unsafe {
+        b.as_mut_ptr()
+            .copy_from_nonoverlapping(&UNSET_PARTITIONER, 1);
+        b.assume_init()
+    };
+    b.reset(layout).map_err(|e| {
+        pr_err!("unusable graphics memory layout: {e:?}\n");
+        EINVAL
+    })?;
+    Ok(b)
 }
 
 /// Check the configuration of the module's parents (at load: bad
@@ -129,7 +150,7 @@ impl Parent {
         let mut pname = [0u8; NAME_LEN];
         let n = name.to_bytes().len().min(NAME_LEN - 1);
         pname[..n].copy_from_slice(&name.to_bytes()[..n]);
-        let gpu = MediatedGpu::new(plan.layout.total_gm)?;
+        let gpu = MediatedGpu::new(plan.layout.total_gm, cfg.max_vgpus as usize)?;
         let parent = KBox::pin_init(
             try_pin_init!(Parent {
                 reg: MdevRegistration::new(plan.type_names, plan.ntypes),
@@ -148,14 +169,23 @@ impl Parent {
                 .reg_pinned()
                 .register(parent.as_ref().get_ref(), dev, &MDEV_DRIVER)?
         };
+        // Host memory the parent holds before any vGPU: the physical GGTT
+        // (8 bytes per GM page), the mediated GPU's state, the parent.
+        let held = {
+            let g = parent.shared.gpu.lock();
+            g.phys.capacity() * core::mem::size_of::<crate::gvt_core::backend::Pte>()
+                + core::mem::size_of_val(&*g.gpu)
+        } + core::mem::size_of::<Parent>()
+            + core::mem::size_of::<Partitioner<MAX_VGPUS>>();
         pr_info!(
-            "gvt-sim parent {}: aperture {} MiB, GM {} MiB, {} fences, up to {} vGPUs, {} types\n",
+            "gvt-sim parent {}: aperture {} MiB, GM {} MiB, {} fences, up to {} vGPUs, {} types, host memory {} KiB\n",
             parent.name(),
             cfg.aperture_mb,
             cfg.gm_mb,
             cfg.fences,
             cfg.max_vgpus,
-            plan.ntypes
+            plan.ntypes,
+            held >> 10
         );
         Ok(parent)
     }

@@ -26,7 +26,7 @@ use kernel::prelude::*;
 use kernel::sync::{Mutex, SetOnce};
 
 use crate::gvt_core::backend::Pte;
-use crate::gvt_core::gpu::{EngineReport, Gpu, GpuConfig, WorkBudget};
+use crate::gvt_core::gpu::{host_reserved_size, EngineReport, Gpu, GpuConfig, WorkBudget};
 use crate::gvt_core::irq::Delivery;
 use crate::gvt_core::partition::{GmLayout, Partition, PartitionError, PartitionId, Partitioner};
 use crate::gvt_core::sched::SlotId;
@@ -36,10 +36,9 @@ use crate::gvt_core::vgpu_types::VgpuType;
 use crate::invalidate::Registry;
 use crate::kapi::{self, CWork, KClock, KHost, WorkHandler};
 
-/// Most vGPUs (and so partition slots) a parent can hold.
-pub(crate) const MAX_VGPUS: usize = 8;
-/// Bytes at the top of the non-mappable GM that stay with the host.
-const HOST_RESERVED_HIGH: u64 = 16 << 20;
+/// Most vGPUs (and so partition slots) a parent can hold (the range of the
+/// `max_vgpus` module parameter).
+pub(crate) const MAX_VGPUS: usize = 64;
 
 pub(crate) type CoreGpu = Gpu<MAX_VGPUS>;
 
@@ -63,12 +62,20 @@ impl ParentConfig {
             pr_err!("aperture_mb={a} is invalid: must be a power of two in 16..=4096\n");
             return Err(EINVAL);
         }
-        if self.gm_mb > 4096
-            || u64::from(self.gm_mb) < u64::from(a) + (HOST_RESERVED_HIGH >> 20) + 1
-        {
+        if !(1..=MAX_VGPUS as u32).contains(&self.max_vgpus) {
             pr_err!(
-                "gm_mb={} is invalid: must be <= 4096 and leave room above aperture_mb={a} for 16 MiB of host GM\n",
-                self.gm_mb
+                "max_vgpus={} is invalid: must be in 1..={MAX_VGPUS}\n",
+                self.max_vgpus
+            );
+            return Err(EINVAL);
+        }
+        // The host's shadow rings and batches: 16 MiB, 32 MiB for 64 vGPUs.
+        let reserved = host_reserved_size(self.max_vgpus as usize);
+        if self.gm_mb > 4096 || u64::from(self.gm_mb) < u64::from(a) + (reserved >> 20) + 1 {
+            pr_err!(
+                "gm_mb={} is invalid: must be <= 4096 and leave room above aperture_mb={a} for {} MiB of host GM\n",
+                self.gm_mb,
+                reserved >> 20
             );
             return Err(EINVAL);
         }
@@ -87,18 +94,11 @@ impl ParentConfig {
             pr_err!("dmabuf={} is invalid: must be 0 or 1\n", self.dmabuf);
             return Err(EINVAL);
         }
-        if !(1..=MAX_VGPUS as u32).contains(&self.max_vgpus) {
-            pr_err!(
-                "max_vgpus={} is invalid: must be in 1..={MAX_VGPUS}\n",
-                self.max_vgpus
-            );
-            return Err(EINVAL);
-        }
         Ok(GmLayout {
             aperture_size: u64::from(a) << 20,
             total_gm: u64::from(self.gm_mb) << 20,
             fences: self.fences,
-            host_reserved_high: HOST_RESERVED_HIGH,
+            host_reserved_high: reserved,
         })
     }
 }
@@ -109,13 +109,14 @@ pub(crate) struct MediatedGpu {
     pub(crate) phys: KVVec<Pte>,
 }
 
-/// The power-on GPU, in read-only data: `Gpu<8>` is ~19 KiB, too big to
+/// The power-on GPU, in read-only data: `Gpu<64>` is too big to
 /// build on a kernel stack, so it is copied from here into the heap.
 const UNPOWERED: CoreGpu = CoreGpu::unpowered(GpuConfig::DEFAULT);
 
 impl MediatedGpu {
-    /// The GPU for a GM of `gm_size` bytes (one physical GGTT entry per page).
-    pub(crate) fn new(gm_size: u64) -> Result<Self> {
+    /// The GPU for a GM of `gm_size` bytes (one physical GGTT entry per
+    /// page) and at most `slots` live vGPUs.
+    pub(crate) fn new(gm_size: u64, slots: usize) -> Result<Self> {
         let entries = (gm_size >> 12) as usize;
         let mut phys = KVVec::with_capacity(entries, GFP_KERNEL)?;
         phys.resize(entries, Pte(0), GFP_KERNEL)?;
@@ -126,7 +127,7 @@ impl MediatedGpu {
             gpu.as_mut_ptr().copy_from_nonoverlapping(&UNPOWERED, 1);
             gpu.assume_init()
         };
-        gpu.power_on(&mut phys).map_err(|e| {
+        gpu.power_on_for(&mut phys, slots).map_err(|e| {
             pr_err!("gvt-sim failed to power on: {e:?}\n");
             EINVAL
         })?;
@@ -159,9 +160,9 @@ pub(crate) trait SlotVgpu: Sync {
 
 /// What the parent's partition lock protects.
 pub(crate) struct Partitions {
-    pub(crate) partitioner: Partitioner<MAX_VGPUS>,
+    pub(crate) partitioner: KBox<Partitioner<MAX_VGPUS>>,
     /// vGPU ids in use (bit n: id n + 1).
-    ids: u32,
+    ids: u64,
 }
 
 const ENGINE: usize = 0;
@@ -201,7 +202,7 @@ impl<V: SlotVgpu> Shared<V> {
     pub(crate) fn new(
         cfg: ParentConfig,
         layout: GmLayout,
-        partitioner: Partitioner<MAX_VGPUS>,
+        partitioner: KBox<Partitioner<MAX_VGPUS>>,
         gpu: MediatedGpu,
     ) -> impl PinInit<Self, Error> {
         try_pin_init!(Self {
@@ -289,7 +290,7 @@ impl<V: SlotVgpu> Shared<V> {
 
     /// Signal what the engines raised (engine worker, GPU lock dropped);
     /// `failed` has a bit per slot that is now past its hang threshold.
-    fn deliver(&self, report: &EngineReport<MAX_VGPUS>, failed: u32) {
+    fn deliver(&self, report: &EngineReport<MAX_VGPUS>, failed: u64) {
         let slots = self.slots.lock();
         let live = |addr: usize| {
             // SAFETY: a non-zero entry is a live `V`: it clears its entry
@@ -359,7 +360,7 @@ impl<V: SlotVgpu> Shared<V> {
         if st.partitioner.destroy(pid).is_err() {
             pr_err!("vGPU {id}: partition {pid:?} was not allocated\n");
         }
-        if (1..=32).contains(&id) {
+        if (1..=64).contains(&id) {
             st.ids &= !(1 << (id - 1));
         }
     }
@@ -382,7 +383,7 @@ impl<V: SlotVgpu> WorkHandler<ENGINE> for Shared<V> {
                 let report = gpu.run_engines(phys, &mut KHost, &KClock, WorkBudget::WORKER);
                 // Slots past their hang threshold (paper §3.5.1): their VMMs
                 // hear about it through the REQ irq.
-                let mut failed = 0u32;
+                let mut failed = 0u64;
                 if report.hangs > 0 {
                     for i in 0..MAX_VGPUS {
                         if gpu.scheduler().state(SlotId(i as u16)) == VgpuState::Failed {

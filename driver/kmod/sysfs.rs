@@ -159,6 +159,15 @@ impl DeviceAttrs for MdevVgpu {
                             invalidate::RETRIES.load(Ordering::Relaxed)
                         )
                     })
+                    .and_then(|()| {
+                        let m = st.host_memory();
+                        writeln!(w, "host_memory_bytes {}", m.total())?;
+                        writeln!(w, "host_memory_vregs {}", m.vregs)?;
+                        writeln!(w, "host_memory_ggtt {}", m.ggtt)?;
+                        writeln!(w, "host_memory_ppgtt {}", m.ppgtt_snapshot + m.ppgtt_tables)?;
+                        writeln!(w, "host_memory_shadow {}", m.shadow)?;
+                        writeln!(w, "host_memory_state {}", m.state)
+                    })
             }
             _ => return Err(EINVAL),
         };

@@ -884,12 +884,7 @@ impl<P: MdevParentOps> MdevRegistration<P> {
         Self {
             owner: AtomicPtr::new(ptr::null_mut()),
             mdev_parent: Opaque::zeroed(),
-            types: [
-                Opaque::zeroed(),
-                Opaque::zeroed(),
-                Opaque::zeroed(),
-                Opaque::zeroed(),
-            ],
+            types: [const { Opaque::zeroed() }; MAX_TYPES],
             type_ptrs: Opaque::new([ptr::null_mut(); MAX_TYPES]),
             names,
             ntypes: ntypes.min(MAX_TYPES),

@@ -176,7 +176,12 @@ mod tests {
 
     #[test]
     fn plan_packs_longest_first_and_covers_every_binary() {
-        let b = bins(&[("display", 300.0), ("demo", 80.0), ("mgmt", 120.0), ("irq", 5.0)]);
+        let b = bins(&[
+            ("display", 300.0),
+            ("demo", 80.0),
+            ("mgmt", 120.0),
+            ("irq", 5.0),
+        ]);
         let l = plan(2, &[280.0, 70.0, 30.0], &b, 20.0);
         let all: Vec<String> = b.iter().map(|x| x.0.clone()).collect();
         check_partition(&l, &all).unwrap();

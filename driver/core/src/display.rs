@@ -73,7 +73,7 @@ use super::ggtt::{Ggtt, VgpuGm};
 use super::mem::{GmRange, Gma, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
 use super::pvinfo::{vgtif, PVINFO_BASE};
 use super::regs::{
-    PipeSrc, PlaneCtl, CURABASE, CURACNTR, CURAPOS, DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC,
+    self, PipeSrc, PlaneCtl, CURABASE, CURACNTR, CURAPOS, DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC,
 };
 use super::services::HostMemory;
 
@@ -90,7 +90,7 @@ pub const MAX_WIDTH: u32 = 8192;
 /// Largest plane in bytes: [`MAX_STRIDE`] × [`MAX_HEIGHT`] (128 MiB).
 pub const MAX_PLANE_BYTES: u64 = MAX_STRIDE as u64 * MAX_HEIGHT as u64;
 /// vreg index (dword) of PVINFO `display_ready`.
-pub const DISPLAY_READY_VREG: usize = ((PVINFO_BASE + vgtif::DISPLAY_READY) / 4) as usize;
+pub const DISPLAY_READY_VREG: usize = regs::fixed_index(PVINFO_BASE + vgtif::DISPLAY_READY);
 
 /// A DRM fourcc code (`fourcc_code()` of `drm_fourcc.h`).
 pub const fn fourcc(a: u8, b: u8, c: u8, d: u8) -> u32 {
@@ -195,7 +195,7 @@ impl DisplayRegs {
     /// Read them from the vGPU's vreg file (`vregs[offset / 4]`, the layout
     /// of [`super::mmio`]); a register beyond a short slice reads as 0.
     pub fn from_vregs(vregs: &[u32]) -> Self {
-        let r = |off: u32| vregs.get((off / 4) as usize).copied().unwrap_or(0);
+        let r = |off: u32| regs::vreg_get(vregs, off);
         DisplayRegs {
             ctl: PlaneCtl(r(DSPACNTR)),
             stride: r(DSPASTRIDE),
@@ -465,7 +465,7 @@ pub fn cursor_position(pos: u32) -> (i32, i32) {
 /// The plane is what the image is (identity, dma-buf pages); the position
 /// is not part of it.
 pub fn decode_cursor(vregs: &[u32], gm: &VgpuGm) -> Result<(Plane, (i32, i32)), NoPlane> {
-    let r = |off: u32| vregs.get((off / 4) as usize).copied().unwrap_or(0);
+    let r = |off: u32| regs::vreg_get(vregs, off);
     if vregs.get(DISPLAY_READY_VREG).copied().unwrap_or(0) == 0 {
         return Err(NoPlane::DisplayNotReady);
     }
@@ -1171,10 +1171,10 @@ mod tests {
         v[DISPLAY_READY_VREG] = super::super::pvinfo::VGT_DRV_DISPLAY_READY;
         assert_eq!(decode_vregs(&v, &gm_a()), Err(NoPlane::PlaneDisabled));
         let r = xrgb(640, 480, MIB);
-        v[(DSPACNTR / 4) as usize] = r.ctl.0;
-        v[(DSPASTRIDE / 4) as usize] = r.stride;
-        v[(DSPASURF / 4) as usize] = r.surf;
-        v[(PIPEASRC / 4) as usize] = r.src.0;
+        v[regs::fixed_index(DSPACNTR)] = r.ctl.0;
+        v[regs::fixed_index(DSPASTRIDE)] = r.stride;
+        v[regs::fixed_index(DSPASURF)] = r.surf;
+        v[regs::fixed_index(PIPEASRC)] = r.src.0;
         let p = decode_vregs(&v, &gm_a()).unwrap();
         assert_eq!((p.width(), p.height(), p.surface()), (640, 480, MIB));
         assert_eq!(DisplayRegs::from_vregs(&v), r);
@@ -1507,10 +1507,10 @@ mod tests {
         );
         v[DISPLAY_READY_VREG] = 1;
         let r = xrgb(1024, 768, 64 * MIB);
-        v[(DSPACNTR / 4) as usize] = r.ctl.0;
-        v[(DSPASTRIDE / 4) as usize] = r.stride;
-        v[(DSPASURF / 4) as usize] = r.surf;
-        v[(PIPEASRC / 4) as usize] = r.src.0;
+        v[regs::fixed_index(DSPACNTR)] = r.ctl.0;
+        v[regs::fixed_index(DSPASTRIDE)] = r.stride;
+        v[regs::fixed_index(DSPASURF)] = r.surf;
+        v[regs::fixed_index(PIPEASRC)] = r.src.0;
         let a = q(
             &v,
             &mut ids,
@@ -1571,7 +1571,7 @@ mod tests {
             }
         );
         // a flip to another vGPU's memory: no plane, and the reason
-        v[(DSPASURF / 4) as usize] = (80 * MIB) as u32;
+        v[regs::fixed_index(DSPASURF)] = (80 * MIB) as u32;
         let f = q(
             &v,
             &mut ids,

@@ -510,8 +510,8 @@ pub mod guest {
     pub const PREFERRED_MODE: u32 = 0x7920C;
     /// The preferred mode's refresh rate, mHz.
     pub const REFRESH_MHZ: u32 = 0x79210;
-    /// The page.
-    pub const BASE: u32 = 0x79000;
+    /// The page (a fixed page of the sparse vreg file).
+    pub const BASE: u32 = super::super::regs::GUEST_EDID_PAGE;
     pub const SIZE: u32 = 0x1000;
     /// `STATUS` bit 0.
     pub const STATUS_CONNECTED: u32 = 1;
@@ -715,10 +715,11 @@ impl EdidRegion {
     }
 
     /// Write the guest's view ([`guest`]) into the vGPU's vreg file
-    /// (`vregs[offset / 4]`); a short slice is filled as far as it goes.
+    /// (its fixed page, [`super::regs::fixed_vreg_index`]); a short slice
+    /// is filled as far as it goes.
     pub fn mirror_into(&self, vregs: &mut [u32]) {
         let mut put = |off: u32, v: u32| {
-            if let Some(d) = vregs.get_mut((off / 4) as usize) {
+            if let Some(d) = super::regs::fixed_vreg_index(off).and_then(|i| vregs.get_mut(i)) {
                 *d = v;
             }
         };
@@ -1125,7 +1126,7 @@ mod tests {
         let mut r = EdidRegion::new(Resolution::R1920X1200, 1).unwrap();
         let mut vregs = vec![0u32; VREG_DWORDS];
         r.mirror_into(&mut vregs);
-        let rd = |v: &[u32], off: u32| v[(off / 4) as usize];
+        let rd = |v: &[u32], off: u32| super::super::regs::vreg_get(v, off);
         assert_eq!(rd(&vregs, guest::STATUS), guest::STATUS_CONNECTED);
         assert_eq!(
             PipeSrc(rd(&vregs, guest::PREFERRED_MODE)).width_minus_1(),

@@ -8,8 +8,9 @@
 //!   page: a vmalloc'ed array in the kernel);
 //! - the GPU scheduler ([`super::sched`]: credit policy, context switch,
 //!   flow control, hang detection and per-engine reset);
-//! - the host-reserved shadow memory: the top 16 MiB of GM
-//!   ([`super::ring::host_reserved_range`]) holds, per vGPU slot and engine,
+//! - the host-reserved shadow memory: the top 16 MiB of GM (more when more
+//!   than 32 vGPU slots need shadow areas, [`host_reserved_size`];
+//!   [`super::ring::host_reserved_range_of`]) holds, per vGPU slot and engine,
 //!   a shadow ring and the batch-buffer pools ([`super::ring::ShadowLayout`],
 //!   [`SHADOW_PAGES_PER_ENGINE`] pages), backed by host pages the caller
 //!   allocates and hands to [`Gpu::create_slot`];
@@ -80,7 +81,8 @@ use super::mmio::IrqReg;
 use super::ppgtt::{PpgttError, ShadowRoot};
 use super::regs::ring;
 use super::ring::{
-    host_reserved_range, map_shadow, MapError, RingShadow, ShadowLayout, SubmitError,
+    host_reserved_range_of, map_shadow, MapError, RingShadow, ShadowLayout, SubmitError,
+    HOST_RESERVED_SIZE,
 };
 use super::sched::{
     Engines, Preemption, RunBudget, RunReport, SchedConfig, SchedError, Scheduler, SlotId,
@@ -105,6 +107,22 @@ pub const SHADOW_PAGES_PER_VGPU: usize = SHADOW_PAGES_PER_ENGINE * EngineId::COU
 /// Submissions tracked per vGPU and engine (admitted, not yet retired); the
 /// scheduler's `max_pending_submissions` may not exceed it.
 pub const MAX_QUEUED: usize = 64;
+
+/// Bytes of GM the host reserves for `slots` vGPU slots' shadow areas: 16
+/// MiB ([`HOST_RESERVED_SIZE`], room for 32 slots), or whole MiB enough for
+/// `slots` when more (32 MiB for 64).
+pub const fn host_reserved_size(slots: usize) -> u64 {
+    const MIB: u64 = 1 << 20;
+    let need = (slots as u64)
+        .saturating_mul(SHADOW_PAGES_PER_VGPU as u64)
+        .saturating_mul(PAGE_SIZE);
+    let need = need.saturating_add(MIB - 1) / MIB * MIB;
+    if need > HOST_RESERVED_SIZE {
+        need
+    } else {
+        HOST_RESERVED_SIZE
+    }
+}
 
 /// Parameters of the mediated GPU.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -638,7 +656,16 @@ impl<const N: usize> Gpu<N> {
     /// place the host-reserved range and program the physical interrupt
     /// registers.
     pub fn power_on(&mut self, phys: &mut [Pte]) -> Result<(), GpuError> {
+        self.power_on_for(phys, N)
+    }
+
+    /// [`power_on`](Self::power_on) for at most `slots` (≤ `N`) live vGPUs:
+    /// the host reserves [`host_reserved_size`]`(slots)` of GM.
+    pub fn power_on_for(&mut self, phys: &mut [Pte], slots: usize) -> Result<(), GpuError> {
         let cfg = self.cfg;
+        if slots == 0 || slots > N {
+            return Err(GpuError::BadConfig);
+        }
         if cfg.cost.cmd_ns == 0
             || cfg.sched.max_pending_submissions as usize > MAX_QUEUED
             || cfg.limits.max_commands > cfg.sched.max_pending_cmds
@@ -646,8 +673,8 @@ impl<const N: usize> Gpu<N> {
             return Err(GpuError::BadConfig);
         }
         let gm_size = (phys.len() as u64) << PAGE_SHIFT;
-        let reserved = host_reserved_range(gm_size);
-        let need = (N * SHADOW_PAGES_PER_VGPU) as u64 * PAGE_SIZE;
+        let reserved = host_reserved_range_of(gm_size, host_reserved_size(slots));
+        let need = (slots * SHADOW_PAGES_PER_VGPU) as u64 * PAGE_SIZE;
         if gm_size < reserved.size || need > reserved.size {
             return Err(GpuError::ReservedTooSmall);
         }
@@ -713,6 +740,22 @@ impl<const N: usize> Gpu<N> {
         let v = self.sched.create_vgpu(weight).map_err(GpuError::Sched)?;
         let i = v.index();
         let reserved = self.reserved;
+        // Powered on for fewer slots than `N`: a slot whose shadow area
+        // would lie past the reserved range is refused.
+        let end = (i as u64 + 1) * (SHADOW_PAGES_PER_VGPU as u64) * PAGE_SIZE;
+        if end > reserved.size {
+            let Gpu {
+                sim,
+                sched,
+                slots,
+                cfg,
+                ..
+            } = self;
+            let _ = with_hw_nohost(sim, phys, slots, cfg.cost.cmd_ns, |hw| {
+                sched.destroy_vgpu(hw, &NoClock, v)
+            });
+            return Err(GpuError::ReservedTooSmall);
+        }
         let mapped = self.with_backend(phys, |b| {
             for e in EngineId::ALL {
                 let lo = e.index() * SHADOW_PAGES_PER_ENGINE;
@@ -1371,6 +1414,7 @@ fn with_hw_nohost<R, const N: usize>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::boxed::Box;
     use std::vec;
     use std::vec::Vec;
 
@@ -1386,10 +1430,45 @@ mod tests {
             Some(GpuError::ReservedTooSmall)
         );
         let mut p = phys(32);
-        // 16 MiB reserved hold 32 slots of 128 pages, not 33.
-        assert!(Gpu::<32>::new(GpuConfig::DEFAULT, &mut p).is_ok());
+        // 16 MiB reserved hold 32 slots of 128 pages; 33 need 17 MiB, 64
+        // need 32 MiB.
+        assert_eq!(host_reserved_size(1), 16 << 20);
+        assert_eq!(host_reserved_size(32), 16 << 20);
+        assert_eq!(host_reserved_size(33), 17 << 20);
+        assert_eq!(host_reserved_size(64), 32 << 20);
+        let g = Gpu::<32>::new(GpuConfig::DEFAULT, &mut p).unwrap();
+        assert_eq!(g.host_reserved(), GmRange::new(16 << 20, 16 << 20));
+        let g = Gpu::<33>::new(GpuConfig::DEFAULT, &mut p).unwrap();
+        assert_eq!(g.host_reserved(), GmRange::new(15 << 20, 17 << 20));
+        let mut p16 = phys(16);
         assert_eq!(
-            Gpu::<33>::new(GpuConfig::DEFAULT, &mut p).err(),
+            Gpu::<64>::new(GpuConfig::DEFAULT, &mut p16).err(),
+            Some(GpuError::ReservedTooSmall)
+        );
+        // Powered on for 32 of 64 slots: 16 MiB, and the 33rd slot is refused.
+        let mut big = phys(64);
+        let mut g = Box::new(Gpu::<64>::unpowered(GpuConfig::DEFAULT));
+        assert_eq!(g.power_on_for(&mut big, 0).err(), Some(GpuError::BadConfig));
+        assert_eq!(
+            g.power_on_for(&mut big, 65).err(),
+            Some(GpuError::BadConfig)
+        );
+        g.power_on_for(&mut big, 32).unwrap();
+        assert_eq!(g.host_reserved(), GmRange::new(48 << 20, 16 << 20));
+        let pages: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(HostPage).collect();
+        for i in 0..32u64 {
+            let gm = [
+                GmRange::new(i << 20, 1 << 20),
+                GmRange::new((32 + i / 2) << 20, 512 << 10),
+            ];
+            g.create_slot(&mut big, gm, 1, &pages).unwrap();
+        }
+        let gm = [
+            GmRange::new(40 << 20, 1 << 20),
+            GmRange::new(47 << 20, 1 << 20),
+        ];
+        assert_eq!(
+            g.create_slot(&mut big, gm, 1, &pages).err(),
             Some(GpuError::ReservedTooSmall)
         );
         let mut c = GpuConfig::DEFAULT;

@@ -275,15 +275,21 @@ const fn lane_mask(size: u32, byte: u32) -> u32 {
     m << (byte * 8)
 }
 
-/// The vreg at BAR0 offset `offset` (its dword); 0 if outside the file.
+/// The vreg at BAR0 offset `offset` (its dword); 0 if outside the file
+/// (or on a page of the sparse file that has no place, [`regs::vreg_get`]).
 pub fn vreg(vregs: &[u32], offset: u32) -> u32 {
-    vregs.get((offset / 4) as usize).copied().unwrap_or(0)
+    regs::vreg_get(vregs, offset)
 }
 
 /// Set the vreg at `offset` (for mediators that update virtual state, e.g.
-/// HEAD after execution or IIR bits on an interrupt); `false` if outside.
+/// HEAD after execution or IIR bits on an interrupt); `false` if outside,
+/// or if a non-zero value finds no spare page ([`regs::vreg_mut`]).  Zero
+/// on a page without a place is already what it reads: nothing is taken.
 pub fn set_vreg(vregs: &mut [u32], offset: u32, value: u32) -> bool {
-    match vregs.get_mut((offset / 4) as usize) {
+    if value == 0 && offset < REG_RANGE && regs::vreg_index(vregs, offset).is_none() {
+        return vregs.len() >= VREG_DWORDS;
+    }
+    match regs::vreg_mut(vregs, offset) {
         Some(v) => {
             *v = value;
             true
@@ -400,8 +406,14 @@ impl VgpuMmio {
         let old = vreg(vregs, off);
         let new = merge(old, value, mask);
         let Some(hit) = hit else {
-            set_vreg(vregs, off, new);
-            return DwordWrite::Stored;
+            // A plain register: kept unless its page finds no spare page
+            // of the sparse vreg file (then it reads 0, and the write is
+            // counted as dropped).
+            return if set_vreg(vregs, off, new) {
+                DwordWrite::Stored
+            } else {
+                DwordWrite::Dropped
+            };
         };
         let store = |vregs: &mut [u32], v: u32| {
             set_vreg(vregs, off, v);
@@ -627,12 +639,12 @@ impl VgpuMmio {
 }
 
 fn pvinfo_page(vregs: &[u32]) -> Option<&[u32]> {
-    let lo = (PVINFO_BASE / 4) as usize;
+    let lo = regs::fixed_index(PVINFO_BASE);
     vregs.get(lo..lo + PVINFO_DWORDS)
 }
 
 fn pvinfo_page_mut(vregs: &mut [u32]) -> Option<&mut [u32]> {
-    let lo = (PVINFO_BASE / 4) as usize;
+    let lo = regs::fixed_index(PVINFO_BASE);
     vregs.get_mut(lo..lo + PVINFO_DWORDS)
 }
 
@@ -761,9 +773,38 @@ mod tests {
     }
 
     #[test]
+    fn a_guest_cannot_grow_the_sparse_vreg_file() {
+        let mut g = Vgpu::new();
+        // One dword on every page of the register range that has no fixed
+        // place: the first SPARE_PAGES are kept, the rest dropped (read 0).
+        let pages: Vec<u64> = (0..REG_PAGES as u64)
+            .map(|p| p * 0x1000 + 0x20)
+            .filter(|&o| regs::fixed_vreg_index(o as u32).is_none() && o != 0x4020)
+            .collect();
+        let kept = pages
+            .iter()
+            .filter(|&&o| g.w(o, 4, o | 1) == Ok(MmioOutcome::Written))
+            .count();
+        assert_eq!(kept, SPARE_PAGES);
+        assert_eq!(g.m.stats().dropped, (pages.len() - SPARE_PAGES) as u64);
+        assert_eq!(g.r(pages[0], 4), Ok(pages[0] | 1));
+        assert_eq!(g.r(pages[SPARE_PAGES], 4), Ok(0));
+        // zero needs no page
+        assert_eq!(g.w(pages[SPARE_PAGES] + 4, 4, 0), Ok(MmioOutcome::Written));
+        // registers of the table keep working, and a reset gives the spares back
+        g.w(u64::from(EngineId::Rcs.reg(ring::HWSTAM)), 4, 7)
+            .unwrap();
+        assert_eq!(g.r(u64::from(EngineId::Rcs.reg(ring::HWSTAM)), 4), Ok(7));
+        g.m.reset_vregs(&mut g.vregs);
+        assert_eq!(regs::spare_pages_used(&g.vregs), 0);
+        assert_eq!(g.r(pages[0], 4), Ok(0));
+        assert_eq!(g.w(pages[SPARE_PAGES], 4, 3), Ok(MmioOutcome::Written));
+    }
+
+    #[test]
     fn read_only_registers() {
         let mut g = Vgpu::new();
-        g.vregs[(GT_THREAD_STATUS / 4) as usize] = 0x55; // even a corrupted vreg reads right
+        g.vregs[regs::fixed_index(GT_THREAD_STATUS)] = 0x55; // even a corrupted vreg reads right
         assert_eq!(
             g.w(GT_THREAD_STATUS as u64, 4, 0xFFFF),
             Ok(MmioOutcome::Dropped)
@@ -995,7 +1036,7 @@ mod tests {
         // fence 4 is not this vGPU's (fence_count 4)
         assert_eq!(g.w(fence_offset(4) as u64, 8, 1), Ok(MmioOutcome::Dropped));
         assert_eq!(g.r(fence_offset(4) as u64, 8), Ok(0));
-        g.vregs[(fence_offset(15) / 4) as usize] = 9;
+        g.vregs[regs::fixed_index(fence_offset(15))] = 9;
         assert_eq!(g.r(fence_offset(15) as u64, 4), Ok(0));
     }
 

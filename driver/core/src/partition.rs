@@ -84,6 +84,11 @@ impl<const N: usize> ExtentAllocator<N> {
             len: 0,
         }
     }
+    /// Start over on `[base, base + size)`, all free (in place).
+    fn reset(&mut self, base: u64, size: u64) {
+        self.range = Extent { base, size };
+        self.len = 0;
+    }
     /// The managed range.
     pub const fn range(&self) -> Extent {
         self.range
@@ -258,6 +263,32 @@ const fn page_multiple(x: u64) -> bool {
 
 impl<const SLOTS: usize> Partitioner<SLOTS> {
     pub fn new(layout: GmLayout) -> Result<Self, PartitionError> {
+        let mut p = Self::unset();
+        p.reset(layout)?;
+        Ok(p)
+    }
+
+    /// A partitioner of no GM, to [`reset`](Self::reset) in place: the
+    /// kernel glue copies it into a heap slot (64 slots are 6 KiB, too big
+    /// for a `Self` on a kernel stack) and resets it there.
+    pub const fn unset() -> Self {
+        Self {
+            layout: GmLayout {
+                aperture_size: 0,
+                total_gm: 0,
+                fences: 0,
+                host_reserved_high: 0,
+            },
+            aperture: ExtentAllocator::new(0, 0),
+            high: ExtentAllocator::new(0, 0),
+            fences: ExtentAllocator::new(0, 0),
+            slots: [None; SLOTS],
+        }
+    }
+
+    /// Start over with `layout`, every resource free and no partition (in
+    /// place; on a bad layout nothing changes).
+    pub fn reset(&mut self, layout: GmLayout) -> Result<(), PartitionError> {
         let l = layout;
         let high_size = l
             .total_gm
@@ -271,13 +302,14 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
         {
             return Err(PartitionError::BadLayout);
         }
-        Ok(Self {
-            layout,
-            aperture: ExtentAllocator::new(0, l.aperture_size),
-            high: ExtentAllocator::new(l.aperture_size, high_size),
-            fences: ExtentAllocator::new(0, l.fences as u64),
-            slots: [None; SLOTS],
-        })
+        self.layout = layout;
+        self.aperture.reset(0, l.aperture_size);
+        self.high.reset(l.aperture_size, high_size);
+        self.fences.reset(0, l.fences as u64);
+        for s in self.slots.iter_mut() {
+            *s = None;
+        }
+        Ok(())
     }
     pub fn layout(&self) -> GmLayout {
         self.layout
@@ -329,7 +361,6 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
     fn check(req: &PartitionRequest) -> Result<(), PartitionError> {
         if req.aperture_size == 0
             || req.high_size == 0
-            || req.fences == 0
             || !page_multiple(req.aperture_size)
             || !page_multiple(req.high_size)
         {
@@ -348,7 +379,11 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
         free_slots
             .min(self.aperture.count_fit(req.aperture_size))
             .min(self.high.count_fit(req.high_size))
-            .min(self.fences.count_fit(req.fences as u64))
+            .min(if req.fences == 0 {
+                u64::MAX
+            } else {
+                self.fences.count_fit(req.fences as u64)
+            })
     }
     /// Allocate a partition: all of it or nothing.
     pub fn create(
@@ -369,10 +404,14 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
             .high
             .find(req.high_size)
             .ok_or(PartitionError::NoHighGm)?;
-        let fe = self
-            .fences
-            .find(req.fences as u64)
-            .ok_or(PartitionError::NoFences)?;
+        // A fence-less vGPU (more vGPUs than fences) takes no extent.
+        let fe = if req.fences == 0 {
+            0
+        } else {
+            self.fences
+                .find(req.fences as u64)
+                .ok_or(PartitionError::NoFences)?
+        };
         let fence_base = u32::try_from(fe).map_err(|_| PartitionError::NoFences)?;
         // Every `find` succeeded on distinct allocators with a free slot, so the
         // inserts cannot fail; check anyway and roll back rather than leak.
@@ -386,10 +425,11 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
                 size: req.high_size,
             });
         let ok_f = ok_h
-            && self.fences.insert(Extent {
-                base: fe,
-                size: req.fences as u64,
-            });
+            && (req.fences == 0
+                || self.fences.insert(Extent {
+                    base: fe,
+                    size: req.fences as u64,
+                }));
         if !ok_f {
             if ok_h {
                 self.high.free(hi, req.high_size);
@@ -419,7 +459,9 @@ impl<const SLOTS: usize> Partitioner<SLOTS> {
             .ok_or(PartitionError::NotAllocated)?;
         self.aperture.free(p.aperture.base, p.aperture.size);
         self.high.free(p.high.base, p.high.size);
-        self.fences.free(p.fence_base as u64, p.fence_count as u64);
+        if p.fence_count > 0 {
+            self.fences.free(p.fence_base as u64, p.fence_count as u64);
+        }
         Ok(p)
     }
 }
@@ -555,10 +597,16 @@ mod tests {
             p.create(&req(0, 512, 1)).err(),
             Some(PartitionError::BadRequest)
         );
-        assert_eq!(
-            p.create(&req(1, 512, 0)).err(),
-            Some(PartitionError::BadRequest)
-        );
+        // A fence-less vGPU still fits when every fence is taken, and
+        // gives no fence back when it goes.
+        let fences_free = p.fence_allocator().total_free();
+        assert_eq!(p.fit_count(&req(1, 1, 0)), 7);
+        let (id0, f0) = p.create(&req(1, 1, 0)).unwrap();
+        assert_eq!(f0.fence_count, 0);
+        assert_eq!(p.fence_allocator().total_free(), fences_free);
+        p.destroy(id0).unwrap();
+        assert_eq!(p.fence_allocator().total_free(), fences_free);
+        assert_eq!(p.live(), 1);
         assert_eq!(
             p.create(&PartitionRequest {
                 aperture_size: 100,
@@ -576,6 +624,29 @@ mod tests {
             p.destroy(PartitionId(usize::MAX)).err(),
             Some(PartitionError::NotAllocated)
         );
+    }
+
+    #[test]
+    fn reset_in_place_is_new() {
+        let mut p = Partitioner::<8>::new(layout()).unwrap();
+        p.create(&req(64, 512, 4)).unwrap();
+        let mut q = Partitioner::<8>::unset();
+        assert_eq!(q.fit_count(&req(1, 1, 1)), 0, "no GM yet");
+        q.reset(layout()).unwrap();
+        p.reset(layout()).unwrap();
+        let fresh = Partitioner::<8>::new(layout()).unwrap();
+        for r in [&p, &q] {
+            assert_eq!(r.live(), 0);
+            assert_eq!(r.largest_free(), fresh.largest_free());
+            assert_eq!(r.high_pool(), fresh.high_pool());
+            assert_eq!(r.layout(), fresh.layout());
+        }
+        let bad = GmLayout {
+            aperture_size: 0,
+            ..layout()
+        };
+        assert_eq!(p.reset(bad).err(), Some(PartitionError::BadLayout));
+        assert_eq!(p.layout(), layout(), "a bad layout changes nothing");
     }
 
     #[test]

@@ -319,6 +319,11 @@ impl<const N: usize> PpgttState<N> {
     pub fn pinned_pages(&self) -> u64 {
         self.pinned
     }
+    /// Host pages of shadow tables held now (allocated when a sync needs
+    /// them): the used page tables and the root.
+    pub fn host_pages(&self) -> usize {
+        self.slots.iter().filter(|s| s.used).count() + usize::from(self.root.is_some())
+    }
     /// Counters.
     pub fn stats(&self) -> PpgttStats {
         self.stats

@@ -13,7 +13,9 @@
 //! instantiated for every engine.  Everything else inside the 2 MiB register
 //! range is a plain virtual register (GVT-g behaviour: unknown registers are
 //! kept in the vreg file and never reach hardware); the MMIO dispatcher
-//! counts such accesses.
+//! counts such accesses.  The vreg file is sparse ([`VREG_DWORDS`]): the
+//! pages of the table's registers always have a place, other pages take one
+//! of [`SPARE_PAGES`] spare pages when first written.
 //!
 //! Lookup is a binary search over the table ([`lookup`]); the table is sorted
 //! by the compiler, and its disjointness, alignment and bounds are checked at
@@ -46,9 +48,163 @@ use super::backend::EngineId;
 
 /// Size of the register part of BAR0: `[0, 2 MiB)`.
 pub const REG_RANGE: u32 = 0x20_0000;
-/// Dwords of virtual register state per vGPU (the glue allocates
-/// `VREG_DWORDS` `u32`s, 2 MiB, like GVT-g's `vreg`).
-pub const VREG_DWORDS: usize = (REG_RANGE / 4) as usize;
+/// Bytes of one page of the register range.
+pub const VREG_PAGE_SIZE: u32 = 0x1000;
+/// Dwords of one page of the vreg file.
+pub const VREG_PAGE_DWORDS: usize = (VREG_PAGE_SIZE / 4) as usize;
+/// Pages of the register range (512).
+pub const REG_PAGES: usize = (REG_RANGE / VREG_PAGE_SIZE) as usize;
+/// Pages of spare room for plain registers outside the fixed pages.
+pub const SPARE_PAGES: usize = 16;
+/// Pages of the register range the vreg file always holds
+/// ([`FIXED_SLOT`]).
+pub const FIXED_PAGES: usize = count_fixed(&FIXED_SLOT);
+/// Pages the vreg file holds: the fixed ones and the spares.
+pub const VREG_PAGES: usize = FIXED_PAGES + SPARE_PAGES;
+/// Dwords of virtual register state per vGPU, a sparse file (GVT-g's
+/// `vreg` is the whole 2 MiB range): a directory of [`REG_PAGES`] dwords
+/// (which spare page holds each page of the range, 1-based; 0 for none),
+/// then [`VREG_PAGES`] pages — first the fixed pages (every page holding a
+/// register of the table, the PVINFO page and the guest EDID page), then the
+/// spares, taken by the first non-zero write to a page of plain registers
+/// outside the fixed ones and given back only when the file is reset.  A
+/// page that has none reads as zero; a non-zero write to a page when every
+/// spare is taken is dropped ([`vreg_mut`] says `None`), so a guest cannot
+/// make a vGPU hold more than this.  About 114 KiB instead of 2 MiB.
+pub const VREG_DWORDS: usize = REG_PAGES + VREG_PAGES * VREG_PAGE_DWORDS;
+
+/// The guest EDID page (`edid::guest::BASE`), a fixed page of the vreg file.
+pub const GUEST_EDID_PAGE: u32 = 0x79000;
+
+/// Per page of the register range, its fixed page of the vreg file plus
+/// one (0: none).
+pub const FIXED_SLOT: [u8; REG_PAGES] = fixed_slots();
+
+const fn fixed_slots() -> [u8; REG_PAGES] {
+    let mut mark = [false; REG_PAGES];
+    let mut i = 0;
+    while i < REGISTERS.len() {
+        let r = &REGISTERS[i];
+        let mut p = r.offset / VREG_PAGE_SIZE;
+        while p <= (r.end() - 1) / VREG_PAGE_SIZE {
+            mark[p as usize] = true;
+            p += 1;
+        }
+        i += 1;
+    }
+    mark[(super::pvinfo::PVINFO_BASE / VREG_PAGE_SIZE) as usize] = true;
+    mark[(GUEST_EDID_PAGE / VREG_PAGE_SIZE) as usize] = true;
+    let mut slots = [0u8; REG_PAGES];
+    let mut n = 0u8;
+    let mut p = 0;
+    while p < REG_PAGES {
+        if mark[p] {
+            n += 1;
+            slots[p] = n;
+        }
+        p += 1;
+    }
+    slots
+}
+
+const fn count_fixed(slots: &[u8; REG_PAGES]) -> usize {
+    let mut n = 0;
+    let mut p = 0;
+    while p < REG_PAGES {
+        if slots[p] != 0 {
+            n += 1;
+        }
+        p += 1;
+    }
+    n
+}
+
+// The directory's entries and the fixed slots fit their types.
+const _: () = assert!(VREG_PAGES < 255 && SPARE_PAGES > 0);
+
+/// Where the dword at BAR0 offset `offset` (any byte of it) lives in the
+/// vreg file if its page is a fixed one: a constant place, whatever the
+/// file holds.
+pub const fn fixed_vreg_index(offset: u32) -> Option<usize> {
+    if offset >= REG_RANGE {
+        return None;
+    }
+    let s = FIXED_SLOT[(offset / VREG_PAGE_SIZE) as usize] as usize;
+    if s == 0 {
+        return None;
+    }
+    Some(REG_PAGES + (s - 1) * VREG_PAGE_DWORDS + ((offset % VREG_PAGE_SIZE) / 4) as usize)
+}
+
+/// [`fixed_vreg_index`] of a constant offset that must be fixed (a
+/// non-fixed one does not build).
+pub const fn fixed_index(offset: u32) -> usize {
+    match fixed_vreg_index(offset) {
+        Some(i) => i,
+        None => panic!("not on a fixed vreg page"),
+    }
+}
+
+/// Where the dword at `offset` lives in `vregs`, if its page has a place.
+pub fn vreg_index(vregs: &[u32], offset: u32) -> Option<usize> {
+    if let Some(i) = fixed_vreg_index(offset) {
+        return Some(i);
+    }
+    let d = *vregs.get((offset / VREG_PAGE_SIZE) as usize)? as usize;
+    if d == 0 || d > SPARE_PAGES {
+        return None;
+    }
+    Some(
+        REG_PAGES
+            + (FIXED_PAGES + d - 1) * VREG_PAGE_DWORDS
+            + ((offset % VREG_PAGE_SIZE) / 4) as usize,
+    )
+}
+
+/// The vreg at `offset` (its dword); 0 if its page has no place.
+pub fn vreg_get(vregs: &[u32], offset: u32) -> u32 {
+    vreg_index(vregs, offset)
+        .and_then(|i| vregs.get(i))
+        .copied()
+        .unwrap_or(0)
+}
+
+/// The vreg at `offset`, to write: a page of plain registers without a
+/// place takes a spare page; `None` when none is left (or `offset` is
+/// outside the register range, or `vregs` is shorter than
+/// [`VREG_DWORDS`]).
+pub fn vreg_mut(vregs: &mut [u32], offset: u32) -> Option<&mut u32> {
+    if vregs.len() < VREG_DWORDS || offset >= REG_RANGE {
+        return None;
+    }
+    let i = match vreg_index(vregs, offset) {
+        Some(i) => i,
+        None => {
+            let mut used = [false; SPARE_PAGES];
+            for &d in vregs.get(..REG_PAGES)? {
+                if let Some(u) = (d as usize).checked_sub(1).and_then(|k| used.get_mut(k)) {
+                    *u = true;
+                }
+            }
+            let free = used.iter().position(|u| !u)?;
+            // A spare page is zero: the file is zeroed on reset, the only
+            // time a spare is given back.
+            *vregs.get_mut((offset / VREG_PAGE_SIZE) as usize)? = free as u32 + 1;
+            vreg_index(vregs, offset)?
+        }
+    };
+    vregs.get_mut(i)
+}
+
+/// Spare pages in use.
+pub fn spare_pages_used(vregs: &[u32]) -> usize {
+    vregs
+        .get(..REG_PAGES)
+        .unwrap_or(&[])
+        .iter()
+        .filter(|&&d| d != 0)
+        .count()
+}
 
 /// Which display register (one primary plane per vGPU, docs/gvt-sim.md §9).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -551,9 +707,6 @@ pub const fn table_is_valid(t: &[RegDesc]) -> bool {
 // A misplaced, overlapping or unsorted line does not build.
 const _: () = assert!(table_is_valid(REGISTERS));
 
-/// 4 KiB pages of the register range.
-const REG_PAGES: usize = (REG_RANGE / 4096) as usize;
-
 /// One bit per 4 KiB page of [`REG_RANGE`]: whether any row of `t` reaches
 /// into it (computed by the compiler).
 const fn page_map(t: &[RegDesc]) -> [u64; REG_PAGES / 64] {
@@ -614,6 +767,71 @@ pub fn by_name(name: &str) -> Option<&'static RegDesc> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::vec;
+    use std::vec::Vec;
+
+    #[test]
+    fn sparse_vreg_file() {
+        // Every register of the table, PVINFO and the guest EDID page have
+        // a fixed place; the file is a small fraction of the 2 MiB range.
+        for r in REGISTERS {
+            for i in 0..r.count {
+                let o = r.offset + i * r.stride;
+                assert!(fixed_vreg_index(o).is_some(), "{}", r.name);
+                assert!(fixed_vreg_index(o + r.width.dwords() * 4 - 4).is_some());
+            }
+        }
+        assert!(fixed_vreg_index(super::super::pvinfo::PVINFO_BASE + 0xFFC).is_some());
+        assert!(fixed_vreg_index(GUEST_EDID_PAGE).is_some());
+        const {
+            assert!(FIXED_PAGES < 20);
+            assert!(VREG_DWORDS * 4 < 128 << 10);
+            assert!(VREG_DWORDS < (REG_RANGE / 4) as usize / 16);
+        }
+        // Distinct offsets get distinct places.
+        let mut seen = vec![false; VREG_DWORDS];
+        for off in (0..REG_RANGE).step_by(4) {
+            if let Some(i) = fixed_vreg_index(off) {
+                assert!(i >= REG_PAGES && !seen[i], "{off:#x}");
+                seen[i] = true;
+            }
+        }
+        let mut v = vec![0u32; VREG_DWORDS];
+        // A plain register on a page of its own: reads 0, takes a spare
+        // page on its first write, keeps its value.
+        let plain = 0x4000u32;
+        assert!(fixed_vreg_index(plain).is_none());
+        assert_eq!(vreg_get(&v, plain), 0);
+        assert_eq!(spare_pages_used(&v), 0);
+        *vreg_mut(&mut v, plain).unwrap() = 7;
+        *vreg_mut(&mut v, plain + 4).unwrap() = 8;
+        assert_eq!((vreg_get(&v, plain), vreg_get(&v, plain + 4)), (7, 8));
+        assert_eq!(spare_pages_used(&v), 1);
+        // Spares run out: the next new page gets no place, reads 0; the
+        // pages that have one and the fixed ones keep working.
+        let untracked: Vec<u32> = (0..REG_PAGES as u32)
+            .map(|p| p * VREG_PAGE_SIZE + 0x10)
+            .filter(|&o| fixed_vreg_index(o).is_none())
+            .collect();
+        assert!(untracked.len() > SPARE_PAGES + 1);
+        for (k, &o) in untracked.iter().enumerate() {
+            let got = vreg_mut(&mut v, o).map(|d| *d = o);
+            assert_eq!(got.is_some(), k < SPARE_PAGES, "page {k} at {o:#x}");
+        }
+        assert_eq!(spare_pages_used(&v), SPARE_PAGES);
+        assert_eq!(vreg_get(&v, plain), 7);
+        assert_eq!(
+            vreg_get(&v, untracked[SPARE_PAGES - 1]),
+            untracked[SPARE_PAGES - 1]
+        );
+        assert_eq!(vreg_get(&v, untracked[SPARE_PAGES]), 0);
+        *vreg_mut(&mut v, FENCE + 8).unwrap() = 5;
+        assert_eq!(vreg_get(&v, FENCE + 8), 5);
+        // Out of range, or a short file: no place.
+        assert!(vreg_mut(&mut v, REG_RANGE).is_none());
+        assert_eq!(vreg_get(&v, REG_RANGE), 0);
+        assert!(vreg_mut(&mut [0u32; 8], FENCE).is_none());
+    }
 
     /// The page map only ever short-cuts to "no register": every dword of
     /// the range finds the row a linear scan of the table finds.

@@ -63,10 +63,12 @@ pub const HOST_RESERVED_SIZE: u64 = 16 << 20;
 
 /// The host-reserved GGTT range of a device with `gm_size` bytes of GM.
 pub const fn host_reserved_range(gm_size: u64) -> GmRange {
-    GmRange::new(
-        gm_size.saturating_sub(HOST_RESERVED_SIZE),
-        HOST_RESERVED_SIZE,
-    )
+    host_reserved_range_of(gm_size, HOST_RESERVED_SIZE)
+}
+
+/// The top `size` bytes of a GM of `gm_size` bytes, reserved for the host.
+pub const fn host_reserved_range_of(gm_size: u64, size: u64) -> GmRange {
+    GmRange::new(gm_size.saturating_sub(size), size)
 }
 
 /// One vGPU-engine's shadow area inside the host-reserved GM.

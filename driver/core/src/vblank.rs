@@ -43,7 +43,7 @@
 //! Both keep the guest's view exact because the counter is computed from the
 //! clock, not incremented per timer shot.
 
-use super::regs::DSPACNTR;
+use super::regs::{self, DSPACNTR};
 
 /// `PIPE_FRMCOUNT_G4X(PIPE_A)`.
 pub const PIPEA_FRMCOUNT: u32 = 0x70040;
@@ -81,7 +81,7 @@ fn clamp_period(p: u64) -> u64 {
 }
 
 fn put(vregs: &mut [u32], off: u32, v: u32) {
-    if let Some(d) = vregs.get_mut((off / 4) as usize) {
+    if let Some(d) = regs::vreg_mut(vregs, off) {
         *d = v;
     }
 }
@@ -246,7 +246,7 @@ mod tests {
     const MS: u64 = 1_000_000;
 
     fn rd(v: &[u32], off: u32) -> u32 {
-        v[(off / 4) as usize]
+        regs::vreg_get(v, off)
     }
 
     #[test]

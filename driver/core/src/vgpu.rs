@@ -134,7 +134,7 @@ impl VgpuStorage<'_> {
 /// GVT-g's `populate_pvinfo_page`) until the guest writes them.
 fn no_cursor_hotspot(vregs: &mut [u32]) {
     for off in [vgtif::CURSOR_X_HOT, vgtif::CURSOR_Y_HOT] {
-        if let Some(d) = vregs.get_mut(((PVINFO_BASE + off) / 4) as usize) {
+        if let Some(d) = regs::vreg_mut(vregs, PVINFO_BASE + off) {
             *d = u32::MAX;
         }
     }
@@ -148,6 +148,44 @@ pub const fn storage_sizes<const P: usize>(part: &Partition) -> (usize, usize, u
         high: part.high,
     };
     (VREG_DWORDS, gm.entries(), P * ENTRIES)
+}
+
+/// Host memory one vGPU holds, in bytes, by what holds it (sysfs
+/// `gvt/stats` `host_memory_*` lines, the host memory bench).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct VgpuMemory {
+    /// The sparse vreg file ([`VREG_DWORDS`] dwords).
+    pub vregs: u64,
+    /// The shadow GGTT's two arrays (16 bytes per GM page of the slices).
+    pub ggtt: u64,
+    /// The shadow PPGTT's snapshot (`P * 512` entries).
+    pub ppgtt_snapshot: u64,
+    /// Shadow PPGTT tables held now (allocated lazily, at most `P + 1`
+    /// pages).
+    pub ppgtt_tables: u64,
+    /// Shadow rings and batch pools ([`super::gpu::SHADOW_PAGES_PER_VGPU`]
+    /// pages) and the scratch page.
+    pub shadow: u64,
+    /// The facade itself ([`Vgpu`]).
+    pub state: u64,
+}
+
+impl VgpuMemory {
+    /// What a vGPU owning `part` holds before any shadow PPGTT table.
+    pub const fn of<const P: usize>(part: &Partition) -> Self {
+        let (nregs, nggtt, nsnap) = storage_sizes::<P>(part);
+        VgpuMemory {
+            vregs: nregs as u64 * 4,
+            ggtt: nggtt as u64 * 16,
+            ppgtt_snapshot: nsnap as u64 * 8,
+            ppgtt_tables: 0,
+            shadow: (super::gpu::SHADOW_PAGES_PER_VGPU as u64 + 1) * super::mem::PAGE_SIZE,
+            state: core::mem::size_of::<Vgpu<P>>() as u64,
+        }
+    }
+    pub const fn total(&self) -> u64 {
+        self.vregs + self.ggtt + self.ppgtt_snapshot + self.ppgtt_tables + self.shadow + self.state
+    }
 }
 
 /// Everything one facade call works with besides the vGPU itself: the
@@ -562,7 +600,7 @@ impl<const P: usize> Vgpu<P> {
             (regs::DE_IMR, self.de.imr()),
             (regs::DE_IER, self.de.ier()),
         ] {
-            if let Some(d) = vregs.get_mut((off / 4) as usize) {
+            if let Some(d) = regs::vreg_mut(vregs, off) {
                 *d = v;
             }
         }
@@ -574,7 +612,7 @@ impl<const P: usize> Vgpu<P> {
     /// is shadowed) and `RING_EIR`.
     pub(crate) fn refresh<const N: usize>(&self, gpu: &Gpu<N>, vregs: &mut [u32]) {
         let mut set = |off: u32, v: u32| {
-            if let Some(d) = vregs.get_mut((off / 4) as usize) {
+            if let Some(d) = regs::vreg_mut(vregs, off) {
                 *d = v;
             }
         };
@@ -744,7 +782,7 @@ impl<const P: usize> Vgpu<P> {
                             gpu.guest_engine_reset(phys, env.host, env.clock, slot, e)
                         });
                         for rel in [ring::START, ring::CTL, ring::HEAD, ring::TAIL] {
-                            if let Some(d) = env.st.vregs.get_mut((e.reg(rel) / 4) as usize) {
+                            if let Some(d) = regs::vreg_mut(env.st.vregs, e.reg(rel)) {
                                 *d = 0;
                             }
                         }
@@ -993,8 +1031,8 @@ impl<const P: usize> Vgpu<P> {
             && display::GfxQuery::from_flags(flags, caps)? == display::GfxQuery::DmaBuf
         {
             let r = |off: u32| {
-                st.vregs
-                    .get(((PVINFO_BASE + off) / 4) as usize)
+                regs::fixed_vreg_index(PVINFO_BASE + off)
+                    .and_then(|i| st.vregs.get(i))
                     .copied()
                     .unwrap_or(u32::MAX)
             };
@@ -1187,6 +1225,14 @@ impl<const P: usize> Vgpu<P> {
         Signal {
             msi: false,
             intx: d.intx,
+        }
+    }
+
+    /// The host memory this vGPU holds now ([`VgpuMemory`]).
+    pub fn host_memory(&self) -> VgpuMemory {
+        VgpuMemory {
+            ppgtt_tables: self.ppgtt.host_pages() as u64 * super::mem::PAGE_SIZE,
+            ..VgpuMemory::of::<P>(&self.part)
         }
     }
 

@@ -242,17 +242,25 @@ impl<const P: usize> Vgpu<P> {
         w.section(Tag::Config, SECTION_REQUIRED)?;
         w.bytes(self.cfg.as_bytes())?;
         w.section(Tag::Vregs, SECTION_REQUIRED)?;
-        for (i, v) in vregs.iter().enumerate() {
-            let off = (i as u32) * 4;
-            if *v != 0 && plain(off) {
-                w.u32(i as u32)?;
-                w.u32(*v)?;
+        // By guest offset (dword index), whatever the vreg file's layout:
+        // only pages that have a place in it can hold a non-zero value.
+        for page in 0..regs::REG_PAGES as u32 {
+            let base = page * regs::VREG_PAGE_SIZE;
+            if regs::vreg_index(vregs, base).is_none() {
+                continue;
+            }
+            for k in 0..regs::VREG_PAGE_DWORDS as u32 {
+                let off = base + k * 4;
+                let v = vreg(vregs, off);
+                if v != 0 && plain(off) {
+                    w.u32(off / 4)?;
+                    w.u32(v)?;
+                }
             }
         }
         w.section(Tag::PvInfo, SECTION_REQUIRED)?;
-        let page = vregs
-            .get((PVINFO_BASE / 4) as usize..(PVINFO_BASE / 4) as usize + PVINFO_DWORDS)
-            .unwrap_or(&[]);
+        let lo = regs::fixed_index(PVINFO_BASE);
+        let page = vregs.get(lo..lo + PVINFO_DWORDS).unwrap_or(&[]);
         for i in 0..PVINFO_DWORDS as u32 {
             w.u32(self.mmio.pvinfo().read(page, i * 4))?;
         }
@@ -343,11 +351,20 @@ impl<const P: usize> Vgpu<P> {
             return Err(MigrationError::ConfigMismatch);
         }
         let mut c = Cursor::new(sec(Tag::Vregs)?);
+        // Pages of plain registers the vreg file has no fixed place for: each
+        // takes one of its spare pages, of which a guest can fill no more.
+        let mut spare = [u32::MAX; regs::SPARE_PAGES];
         while c.remaining() > 0 {
             let i = c.u32()?;
             c.u32()?;
-            if i as usize >= VREG_DWORDS || !plain(i.wrapping_mul(4)) {
+            let off = i.wrapping_mul(4);
+            if i >= regs::REG_RANGE / 4 || !plain(off) {
                 return Err(bad(Tag::Vregs));
+            }
+            let page = off / regs::VREG_PAGE_SIZE;
+            if regs::fixed_vreg_index(off).is_none() && !spare.contains(&page) {
+                let free = spare.iter_mut().find(|p| **p == u32::MAX);
+                *free.ok_or(bad(Tag::Vregs))? = page;
             }
         }
         let mut c = Cursor::new(sec(Tag::PvInfo)?);

@@ -4,15 +4,21 @@
 //! number of vGPUs — all module parameters) the way GVT-g's
 //! `intel_vgpu_configs[]` table is laid out.
 //!
-//! One type per instance count n in 8, 4, 2, 1 (smallest first, GVT-g's
-//! order), kept only if `n <= max_vgpus` and each share is sane (at least
-//! [`MIN_LOW_GM`] of aperture, [`MIN_HIGH_GM`] of high GM, one fence):
+//! One type per instance count n in 64, 32, 16, 8, 4, 2, 1 (smallest first,
+//! GVT-g's order; GVT-g itself stops at 8), kept only if `n <= max_vgpus`
+//! and each share is sane (at least [`MIN_LOW_GM`] of aperture and
+//! [`MIN_HIGH_GM`] of high GM):
 //! - `low_gm_size` = aperture / n, `high_gm_size` = (high GM − host
-//!   reservation) / n, both rounded down to whole MiB; `fences` = fences / n;
+//!   reservation) / n, both rounded down to whole MiB; `fences` = fences / n,
+//!   at least one for GVT-g's types (n ≤ 8), and 0 for the larger counts
+//!   when they have more instances than the parent has fences (a fence is
+//!   only needed for tiled CPU access through the aperture; the guest reads
+//!   its count from PVINFO `avail_rs.fence_num`);
 //! - resolution 1024x768 for the 8-instance type or when a double-buffered
 //!   1920x1200 framebuffer does not fit the aperture share, else 1920x1200
 //!   (GVT-g gives 1024x768 to its smallest type only);
-//! - weight `16 / n` (GVT-g's `VGPU_WEIGHT(n)` = `VGPU_MAX_WEIGHT / n`).
+//! - weight `16 / n` (GVT-g's `VGPU_WEIGHT(n)` = `VGPU_MAX_WEIGHT / n`), at
+//!   least 1 (the types of 16, 32 and 64 instances all weigh 1).
 //!
 //! Names: `sysfs_name` is `GVTsim_<low_gm MiB>M` (the mdev core shows it as
 //! `<parent driver>-GVTsim_64M`, e.g. `gvt_rs-GVTsim_64M`); the description is
@@ -36,7 +42,10 @@ pub const MIN_HIGH_GM: u64 = 4 * MIB;
 /// GVT-g's `VGPU_MAX_WEIGHT`.
 pub const VGPU_MAX_WEIGHT: u32 = 16;
 /// Instance counts, in the order types are listed.
-pub const INSTANCE_COUNTS: [u32; 4] = [8, 4, 2, 1];
+pub const INSTANCE_COUNTS: [u32; 7] = [64, 32, 16, 8, 4, 2, 1];
+/// GVT-g's largest instance count: its types (8, 4, 2, 1) need a fence
+/// each; only the larger counts may be fence-less.
+pub const GVTG_MAX_INSTANCES: u32 = 8;
 /// At most this many types.
 pub const MAX_TYPES: usize = INSTANCE_COUNTS.len();
 
@@ -189,7 +198,7 @@ impl VgpuTypes {
             let low = round_down_mib(layout.aperture_size / NonZeroU64::from(d));
             let high = round_down_mib(high_pool / NonZeroU64::from(d));
             let fences = layout.fences / d;
-            if low < MIN_LOW_GM || high < MIN_HIGH_GM || fences == 0 {
+            if low < MIN_LOW_GM || high < MIN_HIGH_GM || (fences == 0 && n <= GVTG_MAX_INSTANCES) {
                 continue;
             }
             let big = Resolution::R1920X1200;
@@ -204,7 +213,7 @@ impl VgpuTypes {
                 high_gm_size: high,
                 fences,
                 resolution,
-                weight: VGPU_MAX_WEIGHT / d,
+                weight: (VGPU_MAX_WEIGHT / d).max(1),
             };
             if let Some(slot) = types.get_mut(k) {
                 *slot = Some(t);
@@ -350,9 +359,69 @@ mod tests {
             8,
         );
         assert_eq!(
-            no_fences.iter().map(|t| t.instances).collect::<Vec<_>>(),
-            [2, 1]
+            no_fences
+                .iter()
+                .map(|t| (t.instances, t.fences))
+                .collect::<Vec<_>>(),
+            [(2, 1), (1, 2)],
+            "GVT-g's types need a fence"
         );
+        let no_fences = VgpuTypes::derive(
+            &GmLayout {
+                fences: 8,
+                ..layout()
+            },
+            64,
+        );
+        assert_eq!(
+            no_fences
+                .iter()
+                .map(|t| (t.instances, t.fences))
+                .collect::<Vec<_>>(),
+            [(64, 0), (32, 0), (16, 0), (8, 1), (4, 2), (2, 4), (1, 8)],
+            "more than 8 instances: fence-less when there are too few"
+        );
+    }
+
+    #[test]
+    fn sixty_four_vgpus() {
+        // The default parent (512 MiB aperture, 4 GiB GM) with max_vgpus=64.
+        let types = VgpuTypes::derive(&layout(), 64);
+        let v: Vec<_> = types
+            .iter()
+            .map(|t| {
+                (
+                    t.instances,
+                    t.low_gm_size / MIB,
+                    t.high_gm_size / MIB,
+                    t.fences,
+                    t.weight,
+                )
+            })
+            .collect();
+        assert_eq!(
+            v,
+            [
+                (64, 8, 55, 0, 1),
+                (32, 16, 111, 0, 1),
+                (16, 32, 223, 1, 1),
+                (8, 64, 446, 2, 2),
+                (4, 128, 892, 4, 4),
+                (2, 256, 1784, 8, 8),
+                (1, 512, 3568, 16, 16)
+            ]
+        );
+        assert_eq!(types.len(), MAX_TYPES);
+        assert_eq!(types.get(0).unwrap().resolution, Resolution::R1024X768);
+        // 64 of the smallest type really fit, and not a 65th
+        let mut p = Partitioner::<64>::new(layout()).unwrap();
+        let small = *types.get(0).unwrap();
+        assert_eq!(available_instances(&small, &p, 0, 64), 64);
+        for i in 0..64 {
+            assert!(p.create(&small.request()).is_ok(), "vGPU {i}");
+        }
+        assert_eq!(available_instances(&small, &p, 64, 64), 0);
+        assert!(p.create(&small.request()).is_err());
     }
 
     #[test]

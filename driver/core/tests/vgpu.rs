@@ -472,9 +472,9 @@ proptest::proptest! {
     fn any_cursor_registers_stay_inside_the_vgpu(ctl in proptest::prelude::any::<u32>(), base in proptest::prelude::any::<u32>(), pos in proptest::prelude::any::<u32>()) {
         let mut vregs = vec![0u32; VREG_DWORDS];
         vregs[display::DISPLAY_READY_VREG] = 1;
-        vregs[(regs::CURACNTR / 4) as usize] = ctl;
-        vregs[(regs::CURABASE / 4) as usize] = base;
-        vregs[(regs::CURAPOS / 4) as usize] = pos;
+        vregs[regs::fixed_index(regs::CURACNTR)] = ctl;
+        vregs[regs::fixed_index(regs::CURABASE)] = base;
+        vregs[regs::fixed_index(regs::CURAPOS)] = pos;
         let gm = VgpuGm { aperture: part().aperture, high: part().high };
         if let Ok((p, (x, y))) = display::decode_cursor(&vregs, &gm) {
             proptest::prop_assert!(gm.aperture.contains(p.surface(), p.mapped_size()) || gm.high.contains(p.surface(), p.mapped_size()));

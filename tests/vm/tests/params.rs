@@ -52,7 +52,7 @@ fn params_invalid_values_fail_the_load_with_a_log_line() {
         ("fences=0", "fences=0 is invalid"),
         ("fences=17", "fences=17 is invalid"),
         ("max_vgpus=0", "max_vgpus=0 is invalid"),
-        ("max_vgpus=9", "max_vgpus=9 is invalid"),
+        ("max_vgpus=65", "max_vgpus=65 is invalid"),
         ("hang_threshold=0", "hang_threshold=0 is invalid"),
         ("hang_threshold=1001", "hang_threshold=1001 is invalid"),
     ];
@@ -86,6 +86,7 @@ fn params_invalid_values_fail_the_load_with_a_log_line() {
     for kv in [
         "fences=1",
         "max_vgpus=1",
+        "max_vgpus=64",
         "hang_threshold=1000",
         "hang_threshold=1",
     ] {
