@@ -22,15 +22,20 @@ Commands:
                    and a static cloud-hypervisor (cached in ~/.cache/gvt-rs,
                    idempotent)
   kmod             build the gvt_rs kernel module (and the mtty peer sample)
-  vm-test [FILTER] build everything and run the in-guest tests whose name
+  vm-test [--kernel debian|distro] [FILTER]
+                   build everything and run the in-guest tests whose name
                    contains FILTER (all when omitted; a,b,c: any of them) in a
-                   QEMU TCG guest
+                   QEMU TCG guest; --kernel distro boots the second L1 kernel
+                   (Debian's config + IOMMUFD, the VFIO cdev, MODVERSIONS with
+                   GENDWARFKSYMS) with the module built against it, and its
+                   FILTER defaults to the distro set (DISTRO_SET)
   demo             boot the VM, load the driver, show it working; saves the
                    nested QEMU's screendump of a vGPU as target/gvt-demo/screen.png;
                    last, a vGPU in cloud-hypervisor running the guest driver in L2
   test             all tests: host `cargo test --workspace`, the benches built
                    (--no-run), the gvt-core build with the kernel's rustc
-                   1.85.1, fuzzing, the rig self-check, then every VM test
+                   1.85.1, fuzzing, the rig self-check, then every VM test,
+                   last the distro set on the distro kernel
   self-check       only the rig's self-check (VM runs it must fail, each for
                    its own reason; `test` runs it too)
   bench            benchmarks (host and in-guest), printing ratios
@@ -224,6 +229,56 @@ fn guest_name(bin: &Path) -> String {
     }
 }
 
+/// The tests `cargo xtask test` runs on the distro kernel (tools/build-distro-kernel.sh):
+/// the iommufd/cdev ones (named `iommufd`: left out of the Debian kernel's unfiltered run,
+/// where they have no /dev/iommu), the vGPU lifecycle, the legacy group/type1 consumer
+/// path, and nested QEMU over the group.
+const DISTRO_SET: &str =
+    "iommufd,life_,vfio_aperture_mmap_and_region_agree,vfio_bad_requests,nested_qemu_kvm_vgpu";
+
+/// Which L1 kernel the tools boot and build against (`GVT_KERNEL` of tools/common.sh).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kernel {
+    Debian,
+    Distro,
+}
+
+impl Kernel {
+    fn name(self) -> &'static str {
+        match self {
+            Kernel::Debian => "debian",
+            Kernel::Distro => "distro",
+        }
+    }
+}
+
+/// Point the tools at `k` (every later tool() run inherits it).
+fn use_kernel(k: Kernel) {
+    env::set_var("GVT_KERNEL", k.name());
+}
+
+fn current_kernel() -> Kernel {
+    match env::var("GVT_KERNEL").as_deref() {
+        Ok("distro") => Kernel::Distro,
+        _ => Kernel::Debian,
+    }
+}
+
+/// The distro kernel's VM run: its modules, then `filter` (the distro set when empty).
+fn distro_run(p: &mut Phases, filter: &str) {
+    use_kernel(Kernel::Distro);
+    p.run("kmod: build modules (distro kernel)", || {
+        sh(&mut tool("build-modules.sh"))
+    });
+    let f = if filter.is_empty() {
+        DISTRO_SET
+    } else {
+        filter
+    };
+    vm_run(p, f, "vm: distro kernel (iommufd, cdev, MODVERSIONS)");
+    use_kernel(Kernel::Debian);
+}
+
 /// libtest arguments that select a run's tests: the names containing
 /// `filter` (or any of its comma-separated parts), or every test but the benchmarks, the rig's self-check and
 /// the native guest driver's (`gvt_drm_`: minutes of nested TCG, a VM run of their own in `cargo xtask test`)
@@ -239,6 +294,8 @@ fn selection(filter: &str) -> Vec<String> {
                 "rig_selftest_",
                 "--skip",
                 "gvt_drm_",
+                "--skip",
+                "iommufd",
             ]
             .map(String::from),
         );
@@ -324,6 +381,9 @@ fn setup(p: &mut Phases) {
     p.run("setup: cloud-hypervisor", || {
         sh(&mut tool("build-cloud-hypervisor.sh"))
     });
+    p.run("setup: distro kernel (iommufd)", || {
+        sh(&mut tool("build-distro-kernel.sh"))
+    });
 }
 
 fn vm_run(p: &mut Phases, filter: &str, what: &str) {
@@ -352,9 +412,13 @@ fn vm_command(initrd: &Path, tests: &[PathBuf], filter: &str) -> Result<Command,
 
 /// Build the VM's initramfs with `bins`; returns its path.
 fn vm_initrd(p: &mut Phases, bins: &GuestBinaries) -> PathBuf {
-    let vmdir = env::var_os("GVT_VM_DIR")
+    let mut vmdir = env::var_os("GVT_VM_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| cache().join("vm"));
+    // tools/common.sh: the distro kernel's images live in $VMDIR/distro.
+    if current_kernel() == Kernel::Distro {
+        vmdir = vmdir.join("distro");
+    }
     let initrd = vmdir.join("initrd.cpio.gz");
     p.run("build: VM initramfs", || {
         let mut c = tool("vm-image.sh");
@@ -573,13 +637,29 @@ fn main() {
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
         }
         Some("vm-test") => {
-            setup(&mut p);
-            p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
-            vm_run(
-                &mut p,
-                args.get(1).map(String::as_str).unwrap_or(""),
-                "vm: tests",
-            );
+            let (kernel, filter) = match (args.get(1).map(String::as_str), args.get(2)) {
+                (Some("--kernel"), Some(k)) => (Some(k.as_str()), args.get(3)),
+                (Some(a), _) if a.starts_with("--kernel=") => {
+                    (a.strip_prefix("--kernel="), args.get(2))
+                }
+                (_, _) => (None, args.get(1)),
+            };
+            let filter = filter.map(String::as_str).unwrap_or("");
+            match kernel {
+                None | Some("debian") => {
+                    setup(&mut p);
+                    p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
+                    vm_run(&mut p, filter, "vm: tests");
+                }
+                Some("distro") => {
+                    setup(&mut p);
+                    distro_run(&mut p, filter);
+                }
+                Some(other) => {
+                    eprintln!("xtask: vm-test --kernel: 'debian' or 'distro', not '{other}'");
+                    exit(2);
+                }
+            }
         }
         Some("demo") => {
             setup(&mut p);
@@ -609,6 +689,9 @@ fn main() {
             // The native guest driver in nested QEMU (skipped above: its
             // L2 boots take minutes; a VM run and time limit of their own).
             vm_run(&mut p, "gvt_drm_", "vm: native guest driver (nested)");
+            // The second L1 kernel (IOMMUFD, VFIO cdev, MODVERSIONS): the
+            // distro set, with the module built against that kernel.
+            distro_run(&mut p, "");
         }
         Some("self-check") => {
             setup(&mut p);
