@@ -374,22 +374,25 @@ struct RawMap(Ram);
 
 /// The module's taint flags and the kernel log's module-loader complaints:
 /// with MODVERSIONS every import of gvt_rs.ko must carry a version that
-/// matches the kernel's (a missing one taints it 'F'-style "no symbol
-/// version", a wrong one refuses the load).
+/// matches the kernel's ("no symbol version for X" when one is missing, a
+/// load refused with "disagrees about version of symbol X" when one differs,
+/// a forced load ('F') when the module has none).  Allowed: 'O' (out of
+/// tree) and 'E' (unsigned: the kernel has CONFIG_MODULE_SIG, not enforced,
+/// as Debian's; the rig signs nothing).
 fn assert_clean_module_load() {
     let taint = fs::read_to_string("/sys/module/gvt_rs/taint").expect("/sys/module/gvt_rs/taint");
     println!("gvt_rs taint flags: {:?}", taint.trim());
     assert!(
-        taint.trim().chars().all(|c| c == 'O'),
-        "gvt_rs taints the kernel with more than out-of-tree: {taint:?}"
+        taint.trim().contains('O') && taint.trim().chars().all(|c| c == 'O' || c == 'E'),
+        "gvt_rs taint flags other than out-of-tree/unsigned: {taint:?}"
     );
     let log = kernel_log();
     for bad in [
         "no symbol version",
         "disagrees about version",
         "Unknown symbol",
-        "module verification failed",
         "version magic",
+        "forcing",
     ] {
         assert!(
             !log.lines().any(|l| l.contains(bad) && l.contains("gvt_rs")),
