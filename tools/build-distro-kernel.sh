@@ -103,7 +103,7 @@ while read -r l; do
 done < <(grep -E "$flavor" "$KSRC/.config" | grep -v '^#')
 log "distro kernel config: $kept of Debian's build-wide settings kept; not applicable here:${lost:- none}"
 log "distro kernel config: $(grep -c '=y' "$DKBUILD/.config") =y, $(grep -c '=m' "$DKBUILD/.config") =m"
-step "building the distro kernel (Debian config + IOMMUFD, VFIO cdev, MODVERSIONS/GENDWARFKSYMS, Rust; $(nproc) jobs)" \
+step "building the distro kernel (Debian build-wide settings, tiny base + IOMMUFD, VFIO cdev, MODVERSIONS/GENDWARFKSYMS, Rust; $(nproc) jobs)" \
   in_chroot "$DKMAKE -j$(nproc) bzImage modules >/dev/null"
 rm -rf "$DKMODS"
 # Unsigned (no key; CONFIG_MODULE_SIG_ALL would sign them here).

@@ -460,9 +460,15 @@ fn iommufd_cdev_consumer_maps_pins_unmaps_and_closes() {
     // Guest RAM pages 0..4 behind the first four aperture pages of the slice:
     // each PTE write pins its page through the iommufd access.
     let gm0 = a.ap_base / 4096;
+    let mapped0 = stat(&m, "ggtt_mapped");
     for p in 0..4 {
         vmm.pte(gm0 + p, iova + p * 4096);
     }
+    assert_eq!(
+        stat(&m, "ggtt_mapped"),
+        mapped0 + 4,
+        "four GGTT entries pinned through the iommufd access"
+    );
     let map = vmm
         .map_region(BAR2, a.ap_base, 4 * 4096)
         .expect("mmap the aperture slice");
@@ -497,6 +503,11 @@ fn iommufd_cdev_consumer_maps_pins_unmaps_and_closes() {
         .unmap(iova, ram.len as u64)
         .expect("IOMMU_IOAS_UNMAP with pinned pages");
     assert_eq!(n, ram.len as u64, "the whole range unmapped");
+    assert_eq!(
+        stat(&m, "ggtt_mapped"),
+        mapped0,
+        "dma_unmap dropped every pin into the range"
+    );
     let mut seen = [0u8; 4];
     for p in [0usize, 2, 3] {
         pread_fd(&vmm.dev, BAR2, a.ap_base + p as u64 * 4096 + 12, &mut seen)
@@ -525,6 +536,7 @@ fn iommufd_cdev_consumer_maps_pins_unmaps_and_closes() {
         0x2222,
         "the new RAM behind page 0"
     );
+    assert_eq!(stat(&m, "ggtt_mapped"), mapped0 + 1, "pinned again");
     drop(map);
     // Detach while pinned, then close everything: the access goes away with
     // its pins (nothing left for the remove below to wait for).
@@ -534,6 +546,12 @@ fn iommufd_cdev_consumer_maps_pins_unmaps_and_closes() {
     };
     ioctl_raw(&vmm.dev, VFIO_DEVICE_DETACH_IOMMUFD_PT, &mut d)
         .expect("VFIO_DEVICE_DETACH_IOMMUFD_PT");
+    // iommufd asks the access to unmap everything (0..ULONG_MAX) first.
+    assert_eq!(
+        stat(&m, "ggtt_mapped"),
+        mapped0,
+        "the detach dropped the last pin"
+    );
     let mut des = Destroy {
         size: std::mem::size_of::<Destroy>() as u32,
         id: vmm.ioas,
