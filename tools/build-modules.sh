@@ -10,7 +10,9 @@ if [ "$GVT_KERNEL" = distro ]; then
   # mtty comes from the kernel's own build (SAMPLE_VFIO_MDEV_MTTY=m).
   [ -f "$DKBUILD/.built" ] || die "distro kernel not built: run 'cargo xtask setup'"
   outdir="$VMDIR/modules"; mkdir -p "$outdir"
-  find "$DKMODS/lib/modules/$DKREL" -name 'mtty.ko*' -exec cp {} "$outdir/" \;
+  m=$(find "$DKMODS/lib/modules/$DKREL" -name 'mtty.ko*' -print -quit)
+  [ -n "$m" ] || die "no mtty.ko in $DKMODS (SAMPLE_VFIO_MDEV_MTTY)"
+  case "$m" in *.xz) xz -dc "$m" > "$outdir/mtty.ko" ;; *.zst) zstd -qdc "$m" > "$outdir/mtty.ko" ;; *) cp "$m" "$outdir/mtty.ko" ;; esac
   st="$VMDIR/selftest-build"; mkdir -p "$st"
   cp "$REPO"/tools/vm/selftest/{Kbuild,gvt_selftest_warn.c} "$st/"
   step "building the rig self-check module (distro kernel)" in_chroot "make -C $DKBUILD $(dkmake_vars) M=$st modules >/dev/null"
