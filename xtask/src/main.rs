@@ -282,7 +282,7 @@ fn distro_run(p: &mut Phases, filter: &str) {
 /// libtest arguments that select a run's tests: the names containing
 /// `filter` (or any of its comma-separated parts), or every test but the benchmarks, the rig's self-check and
 /// the native guest driver's (`gvt_drm_`: minutes of nested TCG, a VM run of their own in `cargo xtask test`)
-/// when there is no filter.  tools/vm/init applies the same rules in the guest.
+/// and the distro kernel's (`iommufd`: [`DISTRO_SET`], run on that kernel) when there is no filter.  tools/vm/init applies the same rules in the guest.
 fn selection(filter: &str) -> Vec<String> {
     let mut v: Vec<String> = vec!["--ignored".into()];
     if filter.is_empty() {
