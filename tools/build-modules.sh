@@ -13,7 +13,7 @@ if [ "$GVT_KERNEL" = distro ]; then
   m=$(find "$DKMODS/lib/modules/$DKREL" -name 'mtty.ko*' -print -quit)
   [ -n "$m" ] || die "no mtty.ko in $DKMODS (SAMPLE_VFIO_MDEV_MTTY)"
   case "$m" in *.xz) xz -dc "$m" > "$outdir/mtty.ko" ;; *.zst) zstd -qdc "$m" > "$outdir/mtty.ko" ;; *) cp "$m" "$outdir/mtty.ko" ;; esac
-  st="$VMDIR/selftest-build"; mkdir -p "$st"
+  st="$REPO/target/distro-kmod/selftest"; mkdir -p "$st"   # the chroot sees the repository
   cp "$REPO"/tools/vm/selftest/{Kbuild,gvt_selftest_warn.c} "$st/"
   step "building the rig self-check module (distro kernel)" in_chroot "make -C $DKBUILD $(dkmake_vars) M=$st modules >/dev/null"
   cp "$st/gvt_selftest_warn.ko" "$outdir/"
