@@ -27,7 +27,9 @@ if [ "$GVT_KERNEL" = distro ]; then
   step "building gvt_rs.ko (distro kernel $DKREL)" in_chroot "make -C $DKBUILD $(dkmake_vars) M=$km modules"
   cp "$km/gvt_rs.ko" "$outdir/"
   # With MODVERSIONS the module must carry a version for every import.
-  readelf -S -W "$km/gvt_rs.ko" | grep -q '__version' \
+  # (readelf's whole output first: grep -q closing the pipe early fails it under pipefail)
+  secs=$(readelf -S -W "$km/gvt_rs.ko")
+  grep -q '__version' <<<"$secs" \
     || die "gvt_rs.ko built against the distro kernel has no symbol versions (MODVERSIONS)"
   ls -la "$outdir" >&2
   exit 0
