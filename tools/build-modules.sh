@@ -4,6 +4,36 @@
 # Output: $VMDIR/modules/*.ko ($GVT_VM_DIR, default $CACHE/vm)
 source "$(dirname "$0")/common.sh"
 need_root
+if [ "$GVT_KERNEL" = distro ]; then
+  # The distro kernel (tools/build-distro-kernel.sh): gvt_rs.ko is built in a
+  # copy of driver/kmod (the Debian build's objects stay where they are);
+  # mtty comes from the kernel's own build (SAMPLE_VFIO_MDEV_MTTY=m).
+  [ -f "$DKBUILD/.built" ] || die "distro kernel not built: run 'cargo xtask setup'"
+  outdir="$VMDIR/modules"; mkdir -p "$outdir"
+  m=$(find "$DKMODS/lib/modules/$DKREL" -name 'mtty.ko*' -print -quit)
+  [ -n "$m" ] || die "no mtty.ko in $DKMODS (SAMPLE_VFIO_MDEV_MTTY)"
+  case "$m" in *.xz) xz -dc "$m" > "$outdir/mtty.ko" ;; *.zst) zstd -qdc "$m" > "$outdir/mtty.ko" ;; *) cp "$m" "$outdir/mtty.ko" ;; esac
+  st="$REPO/target/distro-kmod/selftest"; mkdir -p "$st"   # the chroot sees the repository
+  cp "$REPO"/tools/vm/selftest/{Kbuild,gvt_selftest_warn.c} "$st/"
+  step "building the rig self-check module (distro kernel)" in_chroot "make -C $DKBUILD $(dkmake_vars) M=$st modules >/dev/null"
+  cp "$st/gvt_selftest_warn.ko" "$outdir/"
+  # A copy of the sources (the Debian build's objects stay in driver/kmod),
+  # inside the repository (the chroot sees it at the same path), the core
+  # sources next to it where gvt_rs_main.rs expects them.
+  km="$REPO/target/distro-kmod/kmod"; mkdir -p "$km"
+  ln -sfn "$REPO/driver/core" "$REPO/target/distro-kmod/core"
+  (cd "$REPO/driver/kmod" && find . -maxdepth 1 -type f \( -name '*.rs' -o -name '*.c' -o -name '*.h' \
+    -o -name Kbuild -o -name Makefile -o -name '*.toml' \) -exec cp -p --update {} "$km/" \;)
+  step "building gvt_rs.ko (distro kernel $DKREL)" in_chroot "make -C $DKBUILD $(dkmake_vars) M=$km modules"
+  cp "$km/gvt_rs.ko" "$outdir/"
+  # With MODVERSIONS the module must carry a version for every import.
+  # (readelf's whole output first: grep -q closing the pipe early fails it under pipefail)
+  secs=$(readelf -S -W "$km/gvt_rs.ko")
+  grep -q '__version' <<<"$secs" \
+    || die "gvt_rs.ko built against the distro kernel has no symbol versions (MODVERSIONS)"
+  ls -la "$outdir" >&2
+  exit 0
+fi
 [ -f "$KSRC/.gvt-rs-prepared" ] || die "kernel tree not prepared: run 'cargo xtask setup'"
 outdir="$VMDIR/modules"; mkdir -p "$outdir"
 KMAKE="make -C $KSRC $(kmake_vars)"

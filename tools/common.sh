@@ -14,6 +14,11 @@ CHROOT="$CACHE/chroot-trixie"
 DEBS="$CACHE/debs"
 KSRC="$CACHE/linux-$KREL"                     # prepared kernel tree
 VMDIR="${GVT_VM_DIR:-$CACHE/vm}"              # VM images and logs (one rig user at a time per dir)
+# The second L1 kernel (tools/build-distro-kernel.sh): Debian's config plus
+# IOMMUFD, the VFIO cdev and MODVERSIONS/GENDWARFKSYMS, its own release string.
+DKREL="${KREL%%+*}-gvt-iommufd"
+DKBUILD="$CACHE/distro-build"                  # its output tree (prepared for M= builds)
+DKMODS="$CACHE/distro-modules"                 # its modules, installed (lib/modules/$DKREL)
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 log()  { printf '[gvt-rs %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -70,6 +75,19 @@ mount_chroot() {
 # Make variables that keep the kernel config identical to Debian's.
 kmake_vars() {
   echo "CC=x86_64-linux-gnu-gcc-14 HOSTCC=gcc RUSTC=rustc BINDGEN=bindgen KERNELRELEASE=$KREL"
+}
+
+# GVT_KERNEL=distro: the rig's L1 is the distro kernel (modules built against
+# $DKBUILD, modules from $DKMODS, images and modules in $VMDIR/distro).
+GVT_KERNEL="${GVT_KERNEL:-debian}"
+case "$GVT_KERNEL" in
+  debian) ;;
+  distro) VMDIR="$VMDIR/distro" ;;
+  *) die "GVT_KERNEL must be debian or distro, not '$GVT_KERNEL'" ;;
+esac
+
+dkmake_vars() {
+  echo "CC=x86_64-linux-gnu-gcc-14 HOSTCC=gcc RUSTC=rustc BINDGEN=bindgen KERNELRELEASE=$DKREL"
 }
 
 # serialize NAME: hold an exclusive lock for the rest of the calling script,

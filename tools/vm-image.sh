@@ -10,6 +10,7 @@
 source "$(dirname "$0")/common.sh"
 out="$1"; shift
 MODDIR="$CACHE/extract-$KREL/usr/lib/modules/$KREL"
+[ "$GVT_KERNEL" = distro ] && MODDIR="$DKMODS/lib/modules/$DKREL"   # tools/build-distro-kernel.sh
 [ -d "$MODDIR" ] || die "kernel packages not unpacked: run 'cargo xtask setup'"
 root="$VMDIR/root"
 rm -rf "$root"; mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,lib/modules,etc/rig,proc,sys,dev,tmp,run,root,tests,l2/fw}
@@ -38,7 +39,7 @@ order=()
 for m in kvm-amd; do add_mod "$m"; done      # nested VMMs: KVM on TCG's emulated SVM
 printf '%s\n' "${order[@]}" > "$root/etc/rig/kvm-modules"
 order=()
-for m in vgem; do add_mod "$m"; done         # a DRM render node for nested QEMU's OpenGL display
+[ "$GVT_KERNEL" = distro ] || for m in vgem; do add_mod "$m"; done         # a DRM render node for nested QEMU's OpenGL display
 printf '%s\n' "${order[@]}" > "$root/etc/rig/gl-modules"
 # The project's modules (built by tools/build-modules.sh); loaded by the tests.
 cp "$VMDIR"/modules/*.ko "$root/lib/modules/" 2>/dev/null || true

@@ -18,6 +18,7 @@ initrd="$1"; filter="${2:-}"
 expect="${GVT_VM_EXPECT:-}"
 [ -n "$expect" ] && [ -f "$expect" ] || die "GVT_VM_EXPECT must name the list of tests the run must report (xtask writes it)"
 kernel="$CACHE/extract-$KREL/usr/lib/modules/$KREL/vmlinuz"
+[ "$GVT_KERNEL" = distro ] && kernel="$DKBUILD/arch/x86/boot/bzImage"   # tools/build-distro-kernel.sh
 [ -f "$kernel" ] || die "no kernel at $kernel: run 'cargo xtask setup'"
 limit="${GVT_VM_TIMEOUT:-1800}"   # the whole run; the libvirt domain test alone takes 2-5 min (TCG in TCG)
 mkdir -p "$VMDIR"; logf="$VMDIR/last-run.log"
@@ -31,6 +32,7 @@ append="console=ttyS0 panic=-1 oops=panic quiet loglevel=5 log_buf_len=16M"
 # GVT_VM_BINS=a,b,c: only these test binaries run (xtask's parallel VM runs;
 # $GVT_VM_EXPECT then lists only their tests).
 [ -n "${GVT_VM_BINS:-}" ] && append="$append gvt.bins=$GVT_VM_BINS"
+append="$append gvt.kernel=$GVT_KERNEL"
 [ -n "${GVT_RIG_SELFTEST_WARN:-}" ] && append="$append gvt.selftest_warn=1"
 # vCPUs: 1, or $GVT_VM_SMP; 2 when the filter names the tests that need two
 # (their names contain smp2; with 1 vCPU /init skips them).

@@ -912,6 +912,84 @@ fn gvtctl_destroy_refuses_while_a_vfio_user_holds_it() {
     assert!(!dev(&u).exists());
 }
 
+/// The same refusal when the VMM holds the vGPU through its VFIO cdev
+/// (`/dev/vfio/devices/vfioN`, bound to an iommufd: QEMU's `-object iommufd`
+/// path) instead of the group: gvtctl names the cdev as the node held.  Only
+/// on the distro kernel (CONFIG_VFIO_DEVICE_CDEV; tests/vm/tests/iommufd.rs);
+/// the Debian kernel has no cdev and skips.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn gvtctl_iommufd_cdev_holder_is_named() {
+    if !fs::read_to_string("/proc/cmdline")
+        .unwrap_or_default()
+        .split_whitespace()
+        .any(|a| a == "gvt.kernel=distro")
+    {
+        gvt_vmtests::skip("this kernel is the Debian one (no VFIO cdev): the distro kernel's set runs this (cargo xtask vm-test --kernel distro iommufd)");
+        return;
+    }
+    fresh();
+    let u = create(&["--aperture", "32M"]);
+    let cdevs: Vec<String> = fs::read_dir(dev(&u).join("vfio-dev"))
+        .expect("vfio-dev/ (CONFIG_VFIO_DEVICE_CDEV)")
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(cdevs.len(), 1, "{cdevs:?}");
+    let node = format!("/dev/vfio/devices/{}", cdevs[0]);
+    let open = |p: &str| {
+        let c = std::ffi::CString::new(p).unwrap();
+        // SAFETY: a NUL-terminated path; the descriptor is owned below.
+        let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+        assert!(fd >= 0, "open {p}: {}", io::Error::last_os_error());
+        // SAFETY: a fresh descriptor nobody else owns.
+        unsafe { OwnedFd::from_raw_fd(fd) }
+    };
+    let cdev = open(&node);
+    let iommufd = open("/dev/iommu");
+    // VFIO_DEVICE_BIND_IOMMUFD (linux/vfio.h): argsz, flags, iommufd, out_devid, token ptr.
+    let mut bind = [0u32; 6];
+    bind[0] = 24;
+    bind[2] = iommufd.as_raw_fd() as u32;
+    // SAFETY: a 24-byte buffer of struct vfio_device_bind_iommufd's layout.
+    let r = unsafe {
+        libc::ioctl(
+            cdev.as_raw_fd(),
+            ((b';' as u32) << 8 | (100 + 18)) as libc::c_ulong,
+            bind.as_mut_ptr(),
+        )
+    };
+    assert_eq!(
+        r,
+        0,
+        "VFIO_DEVICE_BIND_IOMMUFD: {}",
+        io::Error::last_os_error()
+    );
+    let me = std::process::id();
+    let comm = name_process("cdev-user");
+    let e = gvtctl(&["destroy", &u]);
+    assert_eq!(e.code, 5, "busy exit code");
+    assert!(
+        e.stderr
+            .contains(&format!("vGPU {u} is in use by {comm} (pid {me})")),
+        "{}",
+        e.stderr
+    );
+    assert!(dev(&u).exists(), "still there");
+    let i = gvtctl(&["--json", "info", &u]).ok().json();
+    assert_eq!(i["in_use"], true);
+    assert_eq!(
+        i["holders"],
+        serde_json::json!([{"pid": me, "command": comm, "node": node, "vm_name": null}])
+    );
+    drop(cdev);
+    drop(iommufd);
+    let i = gvtctl(&["--json", "info", &u]).ok().json();
+    assert_eq!(i["holders"], serde_json::json!([]));
+    let x = gvtctl(&["destroy", &u]).ok();
+    assert!(x.stdout.starts_with(&format!("destroyed {u}")));
+    assert!(!dev(&u).exists());
+}
+
 /// `gvtctl top --json` while a guest workload runs (issue 16). The reference guest
 /// driver drives the vGPU through VFIO from a thread of this process (its VMM, as far
 /// as the driver can tell): rounds of blits and stores on both engines, without pause.
