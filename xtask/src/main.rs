@@ -19,9 +19,10 @@ cargo xtask <command> [args]
 Commands:
   setup            install host packages, the Debian trixie build chroot, the
                    pinned Debian kernel packages, a prepared kernel tree, the
-                   L2 kernels (tiny, and with DRM for the native guest driver)
-                   and a static cloud-hypervisor (cached in ~/.cache/gvt-rs,
-                   idempotent)
+                   L2 kernels (tiny, and with DRM for the native guest driver),
+                   a static cloud-hypervisor and the second L1 kernel (distro
+                   settings + IOMMUFD; built only by the commands that boot
+                   it) (cached in ~/.cache/gvt-rs, idempotent)
   kmod             build the gvt_rs kernel module (and the mtty and mbochs peer samples)
   vm-test [--kernel debian|distro] [FILTER]
                    build everything and run the in-guest tests whose name
@@ -387,6 +388,11 @@ fn setup(p: &mut Phases) {
     p.run("setup: cloud-hypervisor", || {
         sh(&mut tool("build-cloud-hypervisor.sh"))
     });
+}
+
+/// The second L1 kernel (only the runs that boot it build it: `test`,
+/// `vm-test` without a filter or with `--kernel distro`, and `setup`).
+fn setup_distro(p: &mut Phases) {
     p.run("setup: distro kernel (iommufd)", || {
         sh(&mut tool("build-distro-kernel.sh"))
     });
@@ -611,6 +617,7 @@ fn vm_test_lanes(p: &mut Phases) {
         },
     ];
     // The distro kernel's modules and image (the same guest binaries).
+    setup_distro(p);
     use_kernel(Kernel::Distro);
     p.run("kmod: build modules (distro kernel)", || {
         sh(&mut tool("build-modules.sh"))
@@ -1025,7 +1032,10 @@ fn main() {
     let args: Vec<String> = env::args().skip(1).collect();
     let mut p = Phases { done: Vec::new() };
     match args.first().map(String::as_str) {
-        Some("setup") => setup(&mut p),
+        Some("setup") => {
+            setup(&mut p);
+            setup_distro(&mut p);
+        }
         Some("kmod") => {
             setup(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
@@ -1052,6 +1062,7 @@ fn main() {
                 }
                 Some("distro") => {
                     setup(&mut p);
+                    setup_distro(&mut p);
                     distro_run(&mut p, filter);
                 }
                 Some(other) => {
