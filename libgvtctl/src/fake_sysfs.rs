@@ -146,7 +146,7 @@ impl FakeMdevSysfs {
         &self,
         parent_dir: &Path,
         type_dir: &Path,
-    ) -> io::Result<[(&'static str, String); 13]> {
+    ) -> io::Result<[(&'static str, String); 14]> {
         let desc = std::fs::read_to_string(type_dir.join("description")).unwrap_or_default();
         let p = Partition::from_description(&desc).ok_or_else(|| errno(EINVAL))?;
         let pool = read_pool(parent_dir);
@@ -194,6 +194,7 @@ impl FakeMdevSysfs {
             ("ballooned", "0".to_string()),
             ("dmabuf", "0".to_string()),
             ("display", sim_display(&desc)),
+            ("migration", SIM_MIGRATION.to_string()),
         ])
     }
 
@@ -453,7 +454,16 @@ ppgtt_pinned 0\nvblank_frames 0\nvblank_ticks 0\nflips 0\nsubmissions_accepted 0
 submissions_rejected 0\nengine_faults 0\nstate idle\nrcs_time_ns 0\nbcs_time_ns 0\nmediation_ns 0\nsubmissions 0\n\
 cmds_audited 0\nreject_unknown_cmd 0\nreject_privileged 0\nreject_bad_address 0\nreject_malformed 0\n\
 reject_backpressure 0\nreject_failed 0\nreject_bad_geometry 0\n\
-ctx_switches 0\nhangs 0\nhangs_total 0\nself_map_faults 0\npins_refused_unmapping 0\nunmap_retries 0";
+ctx_switches 0\nhangs 0\nhangs_total 0\nself_map_faults 0\npins_refused_unmapping 0\nunmap_retries 0\n\
+host_memory_bytes 0\nhost_memory_vregs 0\nhost_memory_ggtt 0\nhost_memory_ppgtt 0\nhost_memory_shadow 0\n\
+host_memory_state 0";
+
+/// `gvt/migration` of a new vGPU (the module's `migration.rs`): what it offers, its
+/// VFIO migration state, the largest stream (0 here: the driver's depends on the type)
+/// and the last save/restore.  Compared by its keys with the driver's in the VM.
+const SIM_MIGRATION: &str =
+    "capabilities stop_copy p2p pre_copy\nstate running\nmax_stream_bytes 0\n\
+saved_bytes 0\nsave_us 0\nrestored_bytes 0\nrestore_us 0\nrefused 0";
 
 /// The driver's placement (gvt-core `partition.rs`): among the free gaps of
 /// `[start, end)` between the `used` extents, the smallest that holds `size`, the

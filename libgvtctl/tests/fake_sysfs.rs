@@ -207,6 +207,7 @@ fn gvt_rs_fixture_is_the_real_driver_layout() {
             "fence_count",
             "high_gm_base",
             "high_gm_size",
+            "migration",
             "state",
             "stats",
             "vgpu_id",
