@@ -251,13 +251,10 @@ fn guest_name(bin: &Path) -> String {
 /// The tests `cargo xtask test` runs on the distro kernel (tools/build-distro-kernel.sh):
 /// the iommufd/cdev ones (named `iommufd`: left out of the Debian kernel's unfiltered run,
 /// where they have no /dev/iommu), the vGPU lifecycle, the legacy group/type1 consumer
-/// path.  Not yet in it: nested QEMU on this kernel (`nested_qemu_kvm_vgpu` and
-/// `iommufd_nested_qemu_cdev_runs_the_guest_driver`): QEMU starts but the L2 kernel does
-/// not boot within its limit (the distro kernel's L1 clock is the suspect: no ACPI, no HPET,
-/// "tsc: Unable to calibrate against PIT"); run them with
-/// `cargo xtask vm-test --kernel distro iommufd_nested,nested_qemu_kvm_vgpu`.
-const DISTRO_SET: &str = "iommufd_kernel_module,iommufd_cdev_consumer,gvtctl_iommufd,life_,\
-vfio_aperture_mmap_and_region_agree,vfio_bad_requests";
+/// path, and nested unmodified QEMU over the group and over the cdev with `-object iommufd`
+/// (`nested_qemu_kvm_vgpu`, `iommufd_nested_qemu_cdev_runs_the_guest_driver`).
+const DISTRO_SET: &str =
+    "iommufd,life_,vfio_aperture_mmap_and_region_agree,vfio_bad_requests,nested_qemu_kvm_vgpu";
 
 /// Which L1 kernel the tools boot and build against (`GVT_KERNEL` of tools/common.sh).
 #[derive(Clone, Copy, PartialEq, Eq)]
