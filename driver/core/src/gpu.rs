@@ -744,16 +744,7 @@ impl<const N: usize> Gpu<N> {
         // would lie past the reserved range is refused.
         let end = (i as u64 + 1) * (SHADOW_PAGES_PER_VGPU as u64) * PAGE_SIZE;
         if end > reserved.size {
-            let Gpu {
-                sim,
-                sched,
-                slots,
-                cfg,
-                ..
-            } = self;
-            let _ = with_hw_nohost(sim, phys, slots, cfg.cost.cmd_ns, |hw| {
-                sched.destroy_vgpu(hw, &NoClock, v)
-            });
+            self.drop_new_slot(phys, v);
             return Err(GpuError::ReservedTooSmall);
         }
         let mapped = self.with_backend(phys, |b| {
@@ -768,16 +759,7 @@ impl<const N: usize> Gpu<N> {
         });
         if let Err(m) = mapped {
             self.unmap_shadows(phys, i);
-            let Gpu {
-                sim,
-                sched,
-                slots,
-                cfg,
-                ..
-            } = self;
-            let _ = with_hw_nohost(sim, phys, slots, cfg.cost.cmd_ns, |hw| {
-                sched.destroy_vgpu(hw, &NoClock, v)
-            });
+            self.drop_new_slot(phys, v);
             return Err(GpuError::Shadow(m));
         }
         match self.slots.get_mut(i) {
@@ -785,6 +767,21 @@ impl<const N: usize> Gpu<N> {
             None => return Err(GpuError::Sched(SchedError::BadVgpu)),
         }
         Ok(v)
+    }
+
+    /// Give back the scheduler slot `v` that [`Gpu::create_slot`] took and
+    /// could not finish setting up.
+    fn drop_new_slot(&mut self, phys: &mut [Pte], v: SlotId) {
+        let Gpu {
+            sim,
+            sched,
+            slots,
+            cfg,
+            ..
+        } = self;
+        let _ = with_hw_nohost(sim, phys, slots, cfg.cost.cmd_ns, |hw| {
+            sched.destroy_vgpu(hw, &NoClock, v)
+        });
     }
 
     fn unmap_shadows(&mut self, phys: &mut [Pte], i: usize) {

@@ -278,10 +278,9 @@ mod tests {
         s
     }
 
-    #[test]
-    fn derived_types() {
-        let types = VgpuTypes::derive(&layout(), 8);
-        let v: Vec<_> = types
+    /// (instances, aperture MiB, high GM MiB, fences, weight) of each type.
+    fn shape(types: &VgpuTypes) -> Vec<(u32, u64, u64, u32, u32)> {
+        types
             .iter()
             .map(|t| {
                 (
@@ -292,7 +291,13 @@ mod tests {
                     t.weight,
                 )
             })
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn derived_types() {
+        let types = VgpuTypes::derive(&layout(), 8);
+        let v = shape(&types);
         // high pool: 4096 - 512 - 16 = 3568 MiB
         assert_eq!(
             v,
@@ -387,18 +392,7 @@ mod tests {
     fn sixty_four_vgpus() {
         // The default parent (512 MiB aperture, 4 GiB GM) with max_vgpus=64.
         let types = VgpuTypes::derive(&layout(), 64);
-        let v: Vec<_> = types
-            .iter()
-            .map(|t| {
-                (
-                    t.instances,
-                    t.low_gm_size / MIB,
-                    t.high_gm_size / MIB,
-                    t.fences,
-                    t.weight,
-                )
-            })
-            .collect();
+        let v = shape(&types);
         assert_eq!(
             v,
             [
