@@ -35,7 +35,9 @@ Commands:
                    its FILTER defaults to the distro set (DISTRO_SET)
   demo             boot the VM, load the driver, show it working; saves the
                    nested QEMU's screendump of a vGPU as target/gvt-demo/screen.png;
-                   last, a vGPU in cloud-hypervisor running the guest driver in L2
+                   a vGPU in cloud-hypervisor running the guest driver in L2;
+                   last, a Linux guest on the native driver gvt_drm, its
+                   console on the vGPU saved as target/gvt-demo/console.png
   test             all tests: host `cargo test --workspace`, the benches built
                    (--no-run), the gvt-core build with the kernel's rustc
                    1.85.1, fuzzing, the rig self-check, then every VM test,
@@ -1074,14 +1076,35 @@ fn main() {
             // The demo exports the nested QEMU's screendump of the vGPU
             // (a PNG); tools/vm-run.sh decodes it here.
             let out = repo().join("target").join("gvt-demo");
-            let png = out.join("screen.png");
-            let _ = fs::remove_file(&png);
+            // The two screens the demo exports: the reference guest
+            // driver's blitted picture, and the native driver's console.
+            let shots = [
+                (
+                    "screen.png",
+                    "the vGPU's screen as the nested QEMU showed it",
+                ),
+                (
+                    "console.png",
+                    "the guest's console on the vGPU (native driver gvt_drm, fbcon)",
+                ),
+            ];
+            for (f, _) in shots {
+                let _ = fs::remove_file(out.join(f));
+            }
             env::set_var("GVT_VM_FILES", &out);
             vm_run(&mut p, "demo", "vm: demo");
-            p.run("demo: the vGPU's screen", || {
-                let n = fs::metadata(&png).map_err(|e| format!("{}: {e}", png.display()))?.len();
-                let shown = png.strip_prefix(repo()).unwrap_or(&png);
-                eprintln!("demo: the vGPU's screen as the nested QEMU showed it (QMP screendump, PNG, {n} bytes): {}", shown.display());
+            p.run("demo: the vGPU's screens", || {
+                for (f, what) in shots {
+                    let png = out.join(f);
+                    let n = fs::metadata(&png)
+                        .map_err(|e| format!("{}: {e}", png.display()))?
+                        .len();
+                    let shown = png.strip_prefix(repo()).unwrap_or(&png);
+                    eprintln!(
+                        "demo: {what} (QMP screendump, PNG, {n} bytes): {}",
+                        shown.display()
+                    );
+                }
                 Ok(())
             });
         }

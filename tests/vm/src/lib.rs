@@ -6,8 +6,10 @@
 //! Every test here is `#[ignore]`d on the host (there is no mdev parent there)
 //! and run by the rig with `--ignored`.
 
+pub mod drm;
 pub mod guest;
 pub mod gvt;
+pub mod l2;
 pub mod pci;
 pub mod screen;
 
@@ -310,72 +312,6 @@ pub fn ensure_module(name: &str, params: &[&str]) {
 /// checks QEMU's screendump against it.
 pub fn display_pixel(seed: u32, x: u32, y: u32) -> u32 {
     (seed.wrapping_mul(0x9E37_79B1) ^ (y << 12) ^ x ^ 0x5A00_0000) | 0xFF00_0000
-}
-
-/// Helpers for the programs that run inside L2 (`src/bin/l2-*.rs`).
-pub mod l2 {
-    use std::fs;
-    use std::os::fd::AsRawFd;
-
-    /// A shared mapping of a PCI resource file (`/sys/bus/pci/devices/*/resourceN`),
-    /// with bounds-checked 32/64-bit volatile accesses.
-    pub struct Resource {
-        ptr: *mut u8,
-        len: usize,
-    }
-
-    impl Resource {
-        /// Map `len` bytes of `path` from byte `off`.
-        pub fn map(path: &str, off: usize, len: usize) -> Result<Resource, String> {
-            let f = fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(path)
-                .map_err(|e| format!("{path}: {e}"))?;
-            // SAFETY: a fresh shared mapping of the resource file; the kernel checks the range.
-            let p = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    f.as_raw_fd(),
-                    off as i64,
-                )
-            };
-            if p == libc::MAP_FAILED {
-                return Err(format!(
-                    "mmap {path} at {off:#x}+{len:#x}: {}",
-                    std::io::Error::last_os_error()
-                ));
-            }
-            Ok(Resource { ptr: p.cast(), len })
-        }
-
-        fn at(&self, off: usize, size: usize) -> *mut u8 {
-            assert!(
-                off % size == 0 && off.checked_add(size).is_some_and(|e| e <= self.len),
-                "access {off:#x}/{size} outside the mapping"
-            );
-            // SAFETY: inside the mapping (checked above).
-            unsafe { self.ptr.add(off) }
-        }
-
-        pub fn rd(&self, off: usize) -> u32 {
-            // SAFETY: `at` returned an aligned address inside the mapping.
-            unsafe { std::ptr::read_volatile(self.at(off, 4).cast::<u32>()) }
-        }
-
-        pub fn wr(&self, off: usize, v: u32) {
-            // SAFETY: as in `rd`.
-            unsafe { std::ptr::write_volatile(self.at(off, 4).cast::<u32>(), v) }
-        }
-
-        pub fn wr64(&self, off: usize, v: u64) {
-            // SAFETY: as in `rd`.
-            unsafe { std::ptr::write_volatile(self.at(off, 8).cast::<u64>(), v) }
-        }
-    }
 }
 
 /// One drawing step of the display test picture ([`frame_blits`]), in

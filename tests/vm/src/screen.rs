@@ -89,6 +89,25 @@ impl Qemu {
             }
         }
     }
+
+    /// The lines that arrive within `d` (kept in the log too).
+    pub fn lines_within(&mut self, d: Duration) -> Vec<String> {
+        let t0 = Instant::now();
+        let mut v = Vec::new();
+        while let Some(left) = d.checked_sub(t0.elapsed()) {
+            match self.lines.recv_timeout(left) {
+                Ok(l) => {
+                    if self.echo {
+                        println!("{l}");
+                    }
+                    self.log.push(l.clone());
+                    v.push(l);
+                }
+                Err(_) => break,
+            }
+        }
+        v
+    }
 }
 
 impl Drop for Qemu {

@@ -11,8 +11,10 @@ use gvt_vmtests::{run_l2, types_of, Mdev};
 /// drive both through the VFIO consumer (vfio-ioctls), then hand one to an
 /// unmodified QEMU and show what its guest sees; finally show a third
 /// vGPU's screen through a nested QEMU with `display=on` (checked pixel for
-/// pixel, saved as a PNG on the host); last, a fourth vGPU in
-/// cloud-hypervisor running the reference guest driver in its guest.
+/// pixel, saved as a PNG on the host); a fourth vGPU in cloud-hypervisor
+/// running the reference guest driver in its guest; last, a fifth vGPU in a
+/// nested QEMU whose Linux guest drives it with the native driver
+/// `gvt_drm.ko` and shows its console on the vGPU's screen (saved as a PNG).
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn demo_gvt_two_vgpus() {
@@ -113,6 +115,7 @@ fn demo_gvt_two_vgpus() {
     m1.remove().expect("remove");
     show_the_screen();
     cloud_hypervisor();
+    native_console();
     println!("demo: removed every vGPU; done");
 }
 
@@ -242,4 +245,65 @@ fn show_the_screen() {
         stat(&m, "cmds_audited") - audited0
     );
     m.remove().expect("remove");
+}
+
+/// Last: the native guest driver.  A fifth vGPU in an unmodified QEMU with
+/// `display=on`; its Linux guest (the L2 DRM kernel) loads `gvt_drm.ko`
+/// (guest-kmod/), gets `/dev/dri/card0` and fbcon on the vGPU, and its
+/// console shows a few commands and their output (tools/vm/l2-drm,
+/// `console`).  The screendump must show the banner the guest wrote where
+/// fbcon puts it (the same check as the `gvt_drm` tests); the PNG is
+/// exported to the host (`target/gvt-demo/console.png`).
+fn native_console() {
+    use gvt_vmtests::drm::{boot, check_banner, STEP};
+    use gvt_vmtests::gvt;
+    use gvt_vmtests::screen::{export_file, DEVICE_ID};
+    use std::io::Write;
+
+    let m = Mdev::create(gvt::PARENT, &gvt::type_mb(32)).expect("create vGPU 5");
+    println!(
+        "demo: the native guest driver: vGPU 5 in QEMU -accel tcg ... -device vfio-pci,sysfsdev={},display=on; its Linux guest loads gvt_drm.ko",
+        m.sysfs_path().display()
+    );
+    let mut l2 = boot(&m, "");
+    for l in l2.q.log.iter().filter(|l| {
+        l.starts_with("L2: drm card0")
+            || l.starts_with("L2: drm connector")
+            || l.starts_with("L2: drm fb0")
+    }) {
+        println!("demo:   {l}");
+    }
+    writeln!(l2.tty, "\nconsole").unwrap();
+    l2.q.wait_for("L2: drm console shown", STEP);
+    // fbcon draws on a workqueue and the screen is read at screendump
+    // time: a few tries.
+    let shot = format!("/tmp/gvt-demo-console-{}.ppm", l2.pid);
+    let mut last = String::new();
+    let mut ok = false;
+    for _ in 0..20 {
+        match check_banner(&l2.qmp.screendump(DEVICE_ID, &shot)) {
+            Ok(_) => {
+                ok = true;
+                break;
+            }
+            Err(e) => last = e,
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    assert!(
+        ok,
+        "the guest's console is not on the vGPU's screen: {last}"
+    );
+    let png = l2.qmp.screendump_as(
+        DEVICE_ID,
+        &format!("/tmp/gvt-demo-console-{}.png", l2.pid),
+        "png",
+    );
+    println!(
+        "demo: the guest's console on the vGPU's screen (fbcon on gvt_drm; banner checked where fbcon puts it): PNG {} bytes, exported to the host",
+        png.len()
+    );
+    export_file("console.png", &png);
+    writeln!(l2.tty, "done").unwrap();
+    l2.finish(m);
 }

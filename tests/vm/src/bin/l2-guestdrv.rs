@@ -17,46 +17,12 @@ use gvt_guest_driver::driver::{user_irq, RCS};
 use gvt_guest_driver::gvt_core::cmd::encode::sdi;
 use gvt_guest_driver::gvt_core::cmd::{Space, MI_USER_INTERRUPT};
 use gvt_guest_driver::jobs::{self, Ppgtt};
-use gvt_guest_driver::sysfs::SysfsBackend;
-use gvt_guest_driver::{BootConfig, Driver, Error, PteWidth, Result};
+use gvt_guest_driver::{Error, Result};
 
 const T: Duration = Duration::from_secs(120);
 
 fn run() -> Result<()> {
-    let dir = SysfsBackend::find()?;
-    // Enable the device the way a kernel driver's pci_enable_device does
-    // (memory decode on): under QEMU the firmware did it already, under
-    // cloud-hypervisor's direct kernel boot nothing did, and BAR0 reads
-    // fail until it is on.
-    let enable = dir.join("enable");
-    std::fs::write(&enable, "1").map_err(|err| Error::Io {
-        what: format!("write 1 to {}", enable.display()),
-        err,
-    })?;
-    println!(
-        "L2: guestdrv enabled {} (enable={})",
-        dir.display(),
-        std::fs::read_to_string(&enable).unwrap_or_default().trim()
-    );
-    let bus = SysfsBackend::open(&dir, 128)?;
-    let mut d = Driver::probe(bus)?;
-    println!(
-        "L2: guestdrv pvinfo vgt_id={} aperture={:#x}+{:#x} high={:#x}+{:#x} on {}",
-        d.vgt_id(),
-        d.aperture().base,
-        d.aperture().size,
-        d.high().base,
-        d.high().size,
-        dir.display()
-    );
-    // 32-bit PTE halves: one 4-byte MMIO access each, like a 32-bit guest.
-    d.boot(BootConfig {
-        aperture_pages: 96,
-        high_pages: 8,
-        width: PteWidth::Halves,
-        verify_ptes: true,
-    })?;
-    println!("L2: guestdrv booted, {} RAM pages left", d.free_pages());
+    let mut d = gvt_vmtests::l2::boot_vgpu("guestdrv", 128)?;
     for r in 0..3u32 {
         let x = jobs::run_round(&mut d, 0xFF20_0000 | r, 0xD200_0000 | r, 0x5200_0000 | r, T)?;
         println!("L2: guestdrv round {r} ok iir={:#x}", x.iir);

@@ -1,0 +1,209 @@
+//! The native guest driver in a nested QEMU (shared by the `gvt_drm` tests
+//! and the demo): boot the L2 DRM kernel with a vGPU (`display=on`),
+//! `gvt_drm.ko` loaded by the L2 program tools/vm/l2-drm, which draws a
+//! banner on fbcon (tty1) and then takes commands on its second serial
+//! port; and the screendump check of that banner.
+
+use std::fs;
+use std::os::unix::net::UnixStream;
+use std::time::Duration;
+
+use crate::guest::stats;
+use crate::screen::{connect, Ppm, Qemu, Qmp, DEVICE_ID};
+use crate::{Mdev, L2_DIR};
+
+pub const BANNER: &str = "GVT-RS GVT-RS";
+pub const ROW: u32 = 5;
+pub const COL: u32 = 10;
+/// Deadlines (not timed assertions): L2 boots the DRM kernel under TCG
+/// inside the rig's TCG guest, which takes minutes on a loaded host.
+pub const BOOT: Duration = Duration::from_secs(900);
+pub const STEP: Duration = Duration::from_secs(300);
+
+fn is_yellow(p: [u8; 3]) -> bool {
+    p[0] > 200 && p[1] > 200 && p[2] < 120
+}
+
+fn is_blue(p: [u8; 3]) -> bool {
+    p[0] < 40 && p[1] < 40 && p[2] > 130
+}
+
+pub fn px(s: &Ppm, x: u32, y: u32) -> [u8; 3] {
+    let i = 3 * (y * s.width + x) as usize;
+    [s.rgb[i], s.rgb[i + 1], s.rgb[i + 2]]
+}
+
+/// Check the banner in the screendump; returns the cell size found.
+pub fn check_banner(s: &Ppm) -> Result<(u32, u32), String> {
+    // The bounding box of everything in the banner's colours.
+    let (mut x0, mut y0, mut x1, mut y1) = (u32::MAX, u32::MAX, 0, 0);
+    let mut n = 0u64;
+    for y in 0..s.height {
+        for x in 0..s.width {
+            let p = px(s, x, y);
+            if is_yellow(p) || is_blue(p) {
+                n += 1;
+                x0 = x0.min(x);
+                y0 = y0.min(y);
+                x1 = x1.max(x + 1);
+                y1 = y1.max(y + 1);
+            }
+        }
+    }
+    if n == 0 {
+        return Err("no banner-coloured pixel on the screen".into());
+    }
+    let len = BANNER.len() as u32;
+    let (w, h) = (x1 - x0, y1 - y0);
+    if w % len != 0 {
+        return Err(format!(
+            "banner box {w}x{h} at ({x0},{y0}) is not {len} cells wide"
+        ));
+    }
+    let (cw, ch) = (w / len, h);
+    if (cw, ch) != (8, 16) && (cw, ch) != (8, 8) {
+        return Err(format!("character cell {cw}x{ch}: not a console font"));
+    }
+    if (x0, y0) != ((COL - 1) * cw, (ROW - 1) * ch) {
+        return Err(format!(
+            "banner at ({x0},{y0}), fbcon puts row {ROW} column {COL} at ({},{})",
+            (COL - 1) * cw,
+            (ROW - 1) * ch
+        ));
+    }
+    if u64::from(w * h) != n {
+        return Err(format!(
+            "{n} banner-coloured pixels in a {w}x{h} box: the cells are not solid"
+        ));
+    }
+    // Per cell: the glyph (yellow pixels) as a bitmap.
+    let cells: Vec<Vec<bool>> = (0..len)
+        .map(|c| {
+            (0..ch)
+                .flat_map(|y| (0..cw).map(move |x| (x0 + c * cw + x, y0 + y)))
+                .map(|(x, y)| is_yellow(px(s, x, y)))
+                .collect()
+        })
+        .collect();
+    let chars: Vec<char> = BANNER.chars().collect();
+    for (i, a) in chars.iter().enumerate() {
+        let ink = cells[i].iter().filter(|b| **b).count();
+        if (*a == ' ') != (ink == 0) {
+            return Err(format!("cell {i} ('{a}') has {ink} glyph pixels"));
+        }
+        for (j, b) in chars.iter().enumerate() {
+            if (a == b) != (cells[i] == cells[j]) {
+                return Err(format!(
+                    "cells {i} ('{a}') and {j} ('{b}'): glyphs {}",
+                    if a == b { "differ" } else { "equal" }
+                ));
+            }
+        }
+    }
+    Ok((cw, ch))
+}
+
+/// Boot the L2 DRM kernel with vGPU `m` (`display=on`), the driver loaded
+/// with `params` (`a=1,b=2`), up to the banner on fbcon; checks what L2
+/// reports of the driver.
+pub fn boot(m: &Mdev, params: &str) -> L2Drm {
+    let kernel = format!("{L2_DIR}/bzImage-drm");
+    assert!(
+        std::path::Path::new(&kernel).exists(),
+        "the rig packs the L2 DRM kernel as {kernel}"
+    );
+    fs::write(m.sysfs_path().join("gvt/dmabuf"), "0").expect("gvt/dmabuf");
+    let pid = std::process::id();
+    let (qmp_path, tty_path) = (
+        format!("/tmp/gvt-drm-qmp-{pid}.sock"),
+        format!("/tmp/gvt-drm-tty-{pid}.sock"),
+    );
+    let mut args = crate::l2_qemu_command_accel("tcg", "drm");
+    for a in args.iter_mut() {
+        if *a == format!("{L2_DIR}/bzImage") {
+            a.clone_from(&kernel);
+        }
+        if a.contains("gvt.l2=drm") && !params.is_empty() {
+            a.push_str(&format!(" gvt.drm={params}"));
+        }
+    }
+    let dev = format!(
+        "vfio-pci,id={DEVICE_ID},sysfsdev={},display=on",
+        m.sysfs_path().display()
+    );
+    args.extend(
+        [
+            "-device",
+            &dev,
+            "-qmp",
+            &format!("unix:{qmp_path},server=on,wait=off"),
+            "-serial",
+            &format!("unix:{tty_path},server=on,wait=off"),
+        ]
+        .map(String::from),
+    );
+    let mut q = Qemu::spawn(&args);
+    let qmp = Qmp::new(&qmp_path);
+    let tty = connect(&tty_path);
+    let card = q.wait_for("L2: drm card0", BOOT);
+    assert!(
+        card.contains("0x1234 0x6776 driver gvt_drm"),
+        "gvt_drm binds the vGPU: {card}"
+    );
+    q.wait_for("L2: drm banner", STEP);
+    let log = q.log.join("\n");
+    assert!(
+        log.contains("L2: drm connector card0-Virtual-1 connected modes 1024x768"),
+        "the connector is connected with the monitor's EDID mode first:\n{log}"
+    );
+    assert!(
+        log.contains(
+            "L2: drm fb0: gvt_drmdrmfb frame buffer device; Console: switching to colour frame buffer device 128x48"
+        ),
+        "fbdev emulation, fbcon at the monitor's mode (1024x768 in 8x16 cells):\n{log}"
+    );
+    let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
+    println!("gvt/display:\n{d}");
+    assert!(d.contains("plane: 1024x768 XR24 stride 4096"), "{d}");
+    L2Drm { q, qmp, tty, pid }
+}
+
+/// A running L2 DRM guest.
+pub struct L2Drm {
+    pub q: Qemu,
+    pub qmp: Qmp,
+    pub tty: UnixStream,
+    pub pid: u32,
+}
+
+impl L2Drm {
+    /// Let L2 finish; check its log and the mediator's refusal counters;
+    /// remove the vGPU.
+    pub fn finish(self, m: Mdev) {
+        let L2Drm { mut q, .. } = self;
+        q.wait_for("L2: done", STEP);
+        let st = q.child.wait().expect("qemu exit");
+        let log = q.log.join("\n");
+        assert!(st.success(), "QEMU exit status {st}:\n{log}");
+        for bad in ["WARNING:", "BUG:", "Oops", "Call Trace"] {
+            assert!(!log.contains(bad), "L2 kernel splat ({bad}):\n{log}");
+        }
+        let st = stats(&m);
+        let refused: Vec<_> = st
+            .iter()
+            .filter(|(k, v)| {
+                (k.starts_with("reject_")
+                    || *k == "mmio_rejected"
+                    || *k == "ggtt_rejected"
+                    || *k == "ggtt_dropped")
+                    && **v != 0
+            })
+            .collect();
+        assert!(refused.is_empty(), "the mediator refused: {refused:?}");
+        println!(
+            "gvt/stats: ggtt_mapped {:?}, every reject_* 0, mmio_rejected 0, ggtt_rejected 0, ggtt_dropped 0",
+            st.get("ggtt_mapped")
+        );
+        m.remove().expect("remove");
+    }
+}
