@@ -4,8 +4,11 @@
 //! cloud-hypervisor` prints (`--device path=/sys/bus/mdev/devices/$uuid/`),
 //! direct kernel boot of the rig's L2 kernel (`noxsave`), and the reference
 //! guest driver inside L2 (`l2-guestdrv`: it enables the PCI device itself,
-//! since no firmware runs).  And a remove while cloud-hypervisor holds the
-//! vGPU: what it does when the REQ irq fires, and that nothing hangs.
+//! since no firmware runs).  The native guest driver there too: the L2 DRM
+//! kernel loads `gvt_drm.ko` (no display in cloud-hypervisor: the plane the
+//! driver programs is checked through the module's `gvt/display`).  And a
+//! remove while cloud-hypervisor holds the vGPU: what it does when the REQ
+//! irq fires, and that nothing hangs.
 
 use std::fs;
 use std::path::Path;
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use gvt_vmtests::guest::stats;
 use gvt_vmtests::gvt::{kernel_log, type_mb, PARENT};
-use gvt_vmtests::{ch_vmm_args, l2_ch_command, ChVm, Mdev, CLOUD_HYPERVISOR};
+use gvt_vmtests::{ch_vmm_args, l2_ch_command, ChVm, Mdev, CLOUD_HYPERVISOR, L2_DIR};
 
 /// L2 under KVM on TCG's SVM boots in seconds; the guest driver's work
 /// takes a few more.
@@ -102,6 +105,72 @@ fn cloud_hypervisor_runs_the_guest_driver_in_l2() {
         s.get("submissions_rejected").copied().unwrap_or(0) >= 1,
         "L2's refused submission"
     );
+    drop(vm);
+    m.remove().expect("remove after cloud-hypervisor exited");
+}
+
+/// Issue 13's "once under cloud-hypervisor, no display": the L2 DRM
+/// kernel in cloud-hypervisor with the vGPU; L2 loads the native driver
+/// `gvt_drm.ko` (tools/vm/l2-drm, `gvt.drmcmd=console`: no second serial
+/// port here), `/dev/dri/card0` appears with the EDID's modes, the fbdev
+/// emulation puts fbcon on the vGPU and the guest's console output is drawn
+/// into its framebuffer; the module's `gvt/display` shows the plane the
+/// driver programmed; the mediator refused nothing.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn cloud_hypervisor_runs_the_native_driver_in_l2() {
+    preconditions();
+    let kernel = format!("{L2_DIR}/bzImage-drm");
+    assert!(
+        Path::new(&kernel).exists(),
+        "the rig packs the L2 DRM kernel as {kernel}"
+    );
+    let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
+    let mut cmd = l2_ch_command("drm");
+    for a in cmd.iter_mut() {
+        if *a == format!("{L2_DIR}/bzImage") {
+            a.clone_from(&kernel);
+        }
+        if a.contains("gvt.l2=drm") {
+            a.push_str(" gvt.drmcmd=console");
+        }
+    }
+    let mut vm = ChVm::start(&cmd, &ch_vmm_args(&m.uuid));
+    let shown = vm.wait_for("L2: drm console shown", L2_LIMIT);
+    let display = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap_or_default();
+    let done = vm.wait_for("L2: done", L2_LIMIT);
+    let (_, killed) = vm.stop(Duration::from_secs(10));
+    let out = vm.output();
+    show(&out);
+    println!("gvt/display while L2 ran:\n{display}");
+    assert!(
+        shown && done,
+        "L2 did not finish within {L2_LIMIT:?}:\n{out}"
+    );
+    for line in [
+        "L2: drm card0 0x1234 0x6776 driver gvt_drm",
+        "L2: drm connector card0-Virtual-1 connected modes 1024x768",
+        "L2: drm fb0: gvt_drmdrmfb frame buffer device; Console: switching to colour frame buffer device 128x48",
+        "L2: drm banner",
+        "L2: drm ok",
+    ] {
+        assert!(out.contains(line), "missing {line:?}:\n{out}");
+    }
+    for bad in ["WARNING:", "BUG:", "Oops", "Call Trace"] {
+        assert!(!out.contains(bad), "L2 kernel splat ({bad}):\n{out}");
+    }
+    assert!(
+        display.contains("plane: 1024x768 XR24 stride 4096"),
+        "the driver's plane in the module's view:\n{display}"
+    );
+    assert!(!killed, "cloud-hypervisor ignored SIGTERM");
+    let refused: Vec<_> = stats(&m)
+        .into_iter()
+        .filter(|(k, v)| {
+            (k.starts_with("reject_") || k == "mmio_rejected" || k == "ggtt_rejected") && *v != 0
+        })
+        .collect();
+    assert!(refused.is_empty(), "the mediator refused: {refused:?}");
     drop(vm);
     m.remove().expect("remove after cloud-hypervisor exited");
 }
