@@ -28,7 +28,8 @@ EXTRACT="$CACHE/extract-$KREL"
 tarball=$(ls "$EXTRACT"/usr/src/linux-source-"$KSERIES".tar.* 2>/dev/null | head -1)
 [ -n "$tarball" ] || die "no linux-source tarball: run tools/prepare-kernel.sh first"
 # The unpacked source is the L2 kernels' (same tree, other output dir);
-# unpack it under that script's lock.
+# unpack it under the lock all three take for that (the builds themselves
+# run side by side: xtask starts them together).
 src="$CACHE/l2-src"
 (
   flock 8
@@ -37,7 +38,7 @@ src="$CACHE/l2-src"
     step "unpacking linux-source for the L2 kernels" tar -C "$src" --strip-components=1 -xf "$tarball"
     touch "$src/.unpacked"
   fi
-) 8>"$CACHE/.lock-build-l2-kernel"
+) 8>"$CACHE/.lock-l2-src"
 # gendwarfksyms (scripts/gendwarfksyms) links libdw: the chroot gets its
 # headers, under the chroot set-up's lock, with a stamp of its own.
 (

@@ -23,7 +23,8 @@ EXTRACT="$CACHE/extract-$KREL"
 tarball=$(ls "$EXTRACT"/usr/src/linux-source-"$KSERIES".tar.* 2>/dev/null | head -1)
 [ -n "$tarball" ] || die "no linux-source tarball: run tools/prepare-kernel.sh first"
 # The unpacked source is the tiny L2 kernel's (same tree, other output dir);
-# unpack it under that script's lock.
+# unpack it under the lock all three take for that (the builds themselves
+# run side by side: xtask starts them together).
 src="$CACHE/l2-src"
 (
   flock 8
@@ -32,7 +33,7 @@ src="$CACHE/l2-src"
     step "unpacking linux-source for the L2 kernels" tar -C "$src" --strip-components=1 -xf "$tarball"
     touch "$src/.unpacked"
   fi
-) 8>"$CACHE/.lock-build-l2-kernel"
+) 8>"$CACHE/.lock-l2-src"
 opts="64BIT PCI PCI_MSI SERIAL_8250 SERIAL_8250_CONSOLE TTY PRINTK BLK_DEV_INITRD RD_GZIP \
 BINFMT_ELF BINFMT_SCRIPT DEVTMPFS DEVTMPFS_MOUNT PROC_FS SYSFS FUTEX EPOLL SIGNALFD TIMERFD \
 EVENTFD SHMEM MULTIUSER POSIX_TIMERS HYPERVISOR_GUEST PARAVIRT KVM_GUEST X86_TSC PCI_QUIRKS \

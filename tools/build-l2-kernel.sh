@@ -14,11 +14,17 @@ EXTRACT="$CACHE/extract-$KREL"
 tarball=$(ls "$EXTRACT"/usr/src/linux-source-"$KSERIES".tar.* 2>/dev/null | head -1)
 [ -n "$tarball" ] || die "no linux-source tarball: run tools/prepare-kernel.sh first"
 src="$CACHE/l2-src"
-if [ ! -f "$src/.unpacked" ]; then
-  rm -rf "$src"; mkdir -p "$src"
-  step "unpacking linux-source for the L2 kernel" tar -C "$src" --strip-components=1 -xf "$tarball"
-  touch "$src/.unpacked"
-fi
+# The unpacked source is shared with the L2 DRM and distro kernels (other
+# output dirs); it is unpacked under a lock of its own, so the three builds
+# can run side by side (xtask starts them together).
+(
+  flock 8
+  if [ ! -f "$src/.unpacked" ]; then
+    rm -rf "$src"; mkdir -p "$src"
+    step "unpacking linux-source for the L2 kernels" tar -C "$src" --strip-components=1 -xf "$tarball"
+    touch "$src/.unpacked"
+  fi
+) 8>"$CACHE/.lock-l2-src"
 opts="64BIT PCI PCI_MSI SERIAL_8250 SERIAL_8250_CONSOLE TTY PRINTK BLK_DEV_INITRD RD_GZIP \
 BINFMT_ELF BINFMT_SCRIPT DEVTMPFS DEVTMPFS_MOUNT PROC_FS SYSFS FUTEX EPOLL SIGNALFD TIMERFD \
 EVENTFD SHMEM MULTIUSER POSIX_TIMERS HYPERVISOR_GUEST PARAVIRT KVM_GUEST X86_TSC PCI_QUIRKS \

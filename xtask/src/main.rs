@@ -369,8 +369,18 @@ fn list_expected(tests: &[PathBuf], filter: &str, out: &Path) -> Result<usize, S
     Ok(lines.len())
 }
 
-fn setup(p: &mut Phases) {
+/// The set-up: what every command needs, built once into the cache (each
+/// script returns at once when its product is cached).  The chroot, the
+/// kernel packages and the prepared tree come one after the other; the
+/// builds that only need the host's cargo (cloud-hypervisor, from the
+/// start) or the unpacked linux-source (the L2 kernels and, with `distro`,
+/// the second L1 kernel) run side by side, so the serial parts of each
+/// (apt, rustc on the kernel crate, links, compression) overlap the others'
+/// parallel ones on a 2-core machine.
+fn setup(p: &mut Phases, distro: bool) {
     p.run("setup: host packages", || sh(&mut tool("setup-host.sh")));
+    eprintln!("==> setup: cloud-hypervisor (beside the next phases; its log when it ends)");
+    let ch = background_tool("build-cloud-hypervisor.sh");
     p.run("setup: trixie chroot (rustc 1.85.1)", || {
         sh(&mut tool("setup-chroot.sh"))
     });
@@ -380,17 +390,73 @@ fn setup(p: &mut Phases) {
     p.run("setup: prepared kernel tree", || {
         sh(&mut tool("prepare-kernel.sh"))
     });
-    p.run("setup: L2 kernel", || sh(&mut tool("build-l2-kernel.sh")));
-    p.run("setup: L2 DRM kernel (guest driver)", || {
-        sh(&mut tool("build-l2-drm-kernel.sh"))
-    });
-    p.run("setup: cloud-hypervisor", || {
-        sh(&mut tool("build-cloud-hypervisor.sh"))
-    });
+    let t0 = Instant::now();
+    let mut jobs = vec![
+        ("setup: L2 kernel", background_tool("build-l2-kernel.sh")),
+        (
+            "setup: L2 DRM kernel (guest driver)",
+            background_tool("build-l2-drm-kernel.sh"),
+        ),
+    ];
+    if distro {
+        jobs.push((
+            "setup: distro kernel (iommufd)",
+            background_tool("build-distro-kernel.sh"),
+        ));
+    }
+    jobs.push(("setup: cloud-hypervisor", ch));
+    eprintln!(
+        "==> setup: {} builds side by side (their logs as each ends)",
+        jobs.len()
+    );
+    let mut ran = Vec::new();
+    let mut failed = None;
+    for (name, job) in jobs {
+        let (r, took, log) = job.join().unwrap_or_else(|_| {
+            (
+                Err("its thread panicked".into()),
+                Duration::ZERO,
+                String::new(),
+            )
+        });
+        eprintln!("==> {name}: {:.1} s", took.as_secs_f64());
+        eprint!("{log}");
+        if let Err(e) = r {
+            failed.get_or_insert(format!("{name} failed: {e}"));
+        }
+        ran.push((name, took));
+    }
+    p.record("setup: builds side by side", t0.elapsed(), true);
+    for (name, took) in ran {
+        p.record(name, took, false);
+    }
+    if let Some(e) = failed {
+        p.report();
+        eprintln!("xtask: {e}");
+        exit(1);
+    }
 }
 
-/// The second L1 kernel (only the runs that boot it build it: `test`,
-/// `vm-test` without a filter or with `--kernel distro`, and `setup`).
+/// A tools/ script started in its own thread, its output kept in a log in
+/// the cache; the thread returns its result, run time and that output.
+fn background_tool(
+    script: &'static str,
+) -> std::thread::JoinHandle<(Result<(), String>, Duration, String)> {
+    std::thread::spawn(move || {
+        let t0 = Instant::now();
+        let log = cache().join(format!("setup-{}.log", script.trim_end_matches(".sh")));
+        let r = fs::create_dir_all(cache())
+            .and_then(|_| fs::File::create(&log))
+            .and_then(|f| Ok((f.try_clone()?, f)))
+            .map_err(|e| format!("{}: {e}", log.display()))
+            .and_then(|(out, err)| sh(tool(script).stdout(out).stderr(err)));
+        let out = fs::read_to_string(&log).unwrap_or_default();
+        (r, t0.elapsed(), out)
+    })
+}
+
+/// The second L1 kernel alone (after [`setup`] without it; `setup` with
+/// `distro` builds it beside the others).
 fn setup_distro(p: &mut Phases) {
     p.run("setup: distro kernel (iommufd)", || {
         sh(&mut tool("build-distro-kernel.sh"))
@@ -1032,11 +1098,10 @@ fn main() {
     let mut p = Phases { done: Vec::new() };
     match args.first().map(String::as_str) {
         Some("setup") => {
-            setup(&mut p);
-            setup_distro(&mut p);
+            setup(&mut p, true);
         }
         Some("kmod") => {
-            setup(&mut p);
+            setup(&mut p, false);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
         }
         Some("vm-test") => {
@@ -1050,7 +1115,9 @@ fn main() {
             let filter = filter.map(String::as_str).unwrap_or("");
             match kernel {
                 None | Some("debian") => {
-                    setup(&mut p);
+                    // Without a filter: every run `test` makes, the distro
+                    // kernel's too.
+                    setup(&mut p, filter.is_empty());
                     p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
                     if filter.is_empty() {
                         // No filter: every VM run of `cargo xtask test`, in lanes.
@@ -1060,8 +1127,7 @@ fn main() {
                     }
                 }
                 Some("distro") => {
-                    setup(&mut p);
-                    setup_distro(&mut p);
+                    setup(&mut p, true);
                     distro_run(&mut p, filter);
                 }
                 Some(other) => {
@@ -1071,7 +1137,7 @@ fn main() {
             }
         }
         Some("demo") => {
-            setup(&mut p);
+            setup(&mut p, false);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             // The demo exports the nested QEMU's screendump of the vGPU
             // (a PNG); tools/vm-run.sh decodes it here.
@@ -1110,13 +1176,13 @@ fn main() {
         }
         Some("test") => {
             lint(&mut p);
-            setup(&mut p);
+            setup(&mut p, true);
             host_tests(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             vm_test_lanes(&mut p);
         }
         Some("self-check") => {
-            setup(&mut p);
+            setup(&mut p, false);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             let mut bins = GuestBinaries {
                 tests: Vec::new(),
@@ -1135,7 +1201,7 @@ fn main() {
             p.run("host: gvt-core benchmarks", || {
                 sh(cargo().args(["bench", "-p", "gvt-core", "--features", "fakes"]))
             });
-            setup(&mut p);
+            setup(&mut p, false);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             vm_run(&mut p, "bench_", "vm: benchmarks");
         }
