@@ -105,8 +105,13 @@ pub fn check_banner(s: &Ppm) -> Result<(u32, u32), String> {
 
 /// Boot the L2 DRM kernel with vGPU `m` (`display=on`), the driver loaded
 /// with `params` (`a=1,b=2`), up to the banner on fbcon; checks what L2
-/// reports of the driver.
+/// reports of the driver.  QEMU's output is printed as it arrives.
 pub fn boot(m: &Mdev, params: &str) -> L2Drm {
+    boot_with(m, params, true)
+}
+
+/// [`boot`], QEMU's output printed (`echo`) or only kept in the log.
+pub fn boot_with(m: &Mdev, params: &str, echo: bool) -> L2Drm {
     let kernel = format!("{L2_DIR}/bzImage-drm");
     assert!(
         std::path::Path::new(&kernel).exists(),
@@ -143,6 +148,7 @@ pub fn boot(m: &Mdev, params: &str) -> L2Drm {
         .map(String::from),
     );
     let mut q = Qemu::spawn(&args);
+    q.echo = echo;
     let qmp = Qmp::new(&qmp_path);
     let tty = connect(&tty_path);
     let card = q.wait_for("L2: drm card0", BOOT);

@@ -255,7 +255,7 @@ fn show_the_screen() {
 /// fbcon puts it (the same check as the `gvt_drm` tests); the PNG is
 /// exported to the host (`target/gvt-demo/console.png`).
 fn native_console() {
-    use gvt_vmtests::drm::{boot, check_banner, STEP};
+    use gvt_vmtests::drm::{boot_with, check_banner, STEP};
     use gvt_vmtests::gvt;
     use gvt_vmtests::screen::{export_file, DEVICE_ID};
     use std::io::Write;
@@ -265,7 +265,7 @@ fn native_console() {
         "demo: the native guest driver: vGPU 5 in QEMU -accel tcg ... -device vfio-pci,sysfsdev={},display=on; its Linux guest loads gvt_drm.ko",
         m.sysfs_path().display()
     );
-    let mut l2 = boot(&m, "");
+    let mut l2 = boot_with(&m, "", false);
     for l in l2.q.log.iter().filter(|l| {
         l.starts_with("L2: drm card0")
             || l.starts_with("L2: drm connector")
