@@ -238,8 +238,19 @@ fn write_gm<B: Backend, H: HostMemory>(
 
 impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> Env<'_, B, H, P, G> {
     /// Gather `dwords`, to land at `at`, after what is pending if they
-    /// follow it; otherwise write out what is pending first.
+    /// follow it; otherwise write out what is pending first.  A run longer
+    /// than the gather buffer goes through it in pieces.
     fn push(&mut self, at: Gma, dwords: &[u32]) -> Result<(), SinkFull> {
+        let mut at = at;
+        for piece in dwords.chunks(PEND_BYTES / 4) {
+            self.push_piece(at, piece)?;
+            at += 4 * piece.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// [`Env::push`] of at most [`PEND_BYTES`].
+    fn push_piece(&mut self, at: Gma, dwords: &[u32]) -> Result<(), SinkFull> {
         let len = 4 * dwords.len();
         if self.pend_len > 0
             && (self.pend_at + self.pend_len as u64 != at || self.pend_len + len > PEND_BYTES)
