@@ -2003,6 +2003,9 @@ mod tests {
         cap: usize,
         /// GGTT pages whose reads fail (an unmapped page).
         holes: Vec<u64>,
+        /// The guest rewrites the GGTT dword at `.0` with `.1` right after
+        /// the auditor first read it.
+        flip: Option<(u64, u32)>,
     }
 
     impl Env {
@@ -2016,6 +2019,7 @@ mod tests {
                 out: [vec![], vec![], vec![]],
                 cap: usize::MAX,
                 holes: vec![],
+                flip: None,
             }
         }
         fn put(&mut self, addr: u64, d: &[u32]) {
@@ -2067,7 +2071,13 @@ mod tests {
             } else {
                 &self.ppgtt
             };
-            Some(m.get(&addr).copied().unwrap_or(0))
+            let v = m.get(&addr).copied().unwrap_or(0);
+            if space == Space::Ggtt && self.flip.is_some_and(|(a, _)| a == addr) {
+                if let Some((a, w)) = self.flip.take() {
+                    self.ggtt.insert(a, w);
+                }
+            }
+            Some(v)
         }
         fn emit(&mut self, level: Level, dwords: &[u32]) -> Result<(), SinkFull> {
             if self.out.iter().map(|o| o.len()).sum::<usize>() + dwords.len() > self.cap {
@@ -2835,6 +2845,79 @@ mod tests {
         assert_eq!(
             e.run(&bb_start(Space::Ggtt, BB, false)),
             Err(AuditError::ShadowFull)
+        );
+    }
+
+    /// A batch's audited commands are emitted in runs; when the run
+    /// overflows the shadow before a later command is refused, the answer
+    /// is the per-command walker's: the shadow filled first.
+    #[test]
+    fn shadow_full_before_a_later_rejection_is_shadow_full() {
+        let mut e = Env::new(EngineId::Rcs);
+        e.cap = 8;
+        let s = sdi(Space::Ggtt, DATA, 1);
+        e.put(BB, &cat(&[&s, &s, &s, &[0x1f << 23]]));
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, BB, false)),
+            Err(AuditError::ShadowFull)
+        );
+        // With room for all three, the fourth is refused.
+        e.cap = usize::MAX;
+        e.out = [vec![], vec![], vec![]];
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, BB, false)),
+            rej(Reject::UnknownOpcode)
+        );
+        assert_eq!(e.out[1], cat(&[&s, &s, &s]), "audited before the refusal");
+    }
+
+    /// A header the guest rewrites between the auditor's two reads of it
+    /// (a command across the end of a read-ahead window, read again from
+    /// its own address) is audited and emitted as first read: the length
+    /// the auditor walked is the length the engine will decode.
+    #[test]
+    fn a_header_rewritten_between_two_reads_is_emitted_as_audited() {
+        let mut e = Env::new(EngineId::Rcs);
+        let noops = vec![MI_NOOP; FETCH_DWORDS - 2];
+        let lri3 = [MI_LOAD_REGISTER_IMM | 5, 0x2600, 1, 0x2604, 2, 0x2608, 3];
+        let batch = cat(&[&noops, &lri3, &[MI_BATCH_BUFFER_END]]);
+        e.put(BB, &batch);
+        let at = BB + 4 * noops.len() as u64;
+        e.flip = Some((at, MI_LOAD_REGISTER_IMM | 1));
+        ok(e.run(&bb_start(Space::Ggtt, BB, false)));
+        assert_eq!(e.flip, None, "the guest did rewrite it");
+        assert_eq!(e.out[1], batch);
+    }
+
+    /// A batch whose read-ahead window runs past the vGPU's memory is
+    /// checked command by command: everything up to the end is accepted,
+    /// the first command past it refused.
+    #[test]
+    fn a_window_partly_outside_the_vgpu_is_checked_per_command() {
+        let mut e = Env::new(EngineId::Rcs);
+        let end = BB + 0x80;
+        e.ranges = vec![GmRange::new(0, end)];
+        let inside = cat(&[&vec![MI_NOOP; 31], &[MI_BATCH_BUFFER_END]]);
+        e.put(BB, &inside);
+        ok(e.run(&bb_start(Space::Ggtt, BB, false)));
+        assert_eq!(e.out[1], inside);
+        e.put(BB, &cat(&[&vec![MI_NOOP; 32], &[MI_BATCH_BUFFER_END]]));
+        assert_eq!(
+            e.run(&bb_start(Space::Ggtt, BB, false)),
+            rej(Reject::AddressNotAllowed)
+        );
+        // The same bounds for the PPGTT.
+        let mut p = Env::new(EngineId::Rcs);
+        p.pp_mapped = vec![(BB, 0x80)];
+        for (i, w) in inside.iter().enumerate() {
+            p.ppgtt.insert(BB + 4 * i as u64, *w);
+        }
+        ok(p.run(&bb_start(Space::Ppgtt, BB, false)));
+        p.ppgtt.insert(BB + 0x7C, MI_NOOP);
+        p.ppgtt.insert(BB + 0x80, MI_BATCH_BUFFER_END);
+        assert_eq!(
+            p.run(&bb_start(Space::Ppgtt, BB, false)),
+            rej(Reject::PpgttNotMapped)
         );
     }
 
