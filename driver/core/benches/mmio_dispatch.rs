@@ -12,17 +12,78 @@ use gvt_core::partition::Partition;
 use gvt_core::pvinfo::{PvInfo, PVINFO_BASE};
 use gvt_core::regs::{self, REGISTERS, VREG_DWORDS};
 
-const N: u32 = 2_000_000;
+/// Calls per figure; `GVT_BENCH_CALLS=N` sets another count (under
+/// `valgrind --tool=callgrind`, where each access's instructions are
+/// counted: every figure is one named function below, called N + N/10
+/// times).
+fn calls() -> u32 {
+    std::env::var("GVT_BENCH_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2_000_000)
+}
 
 fn time(mut f: impl FnMut(u32)) -> f64 {
-    for i in 0..N / 10 {
+    let n = calls();
+    for i in 0..n / 10 {
         f(i);
     }
     let t = Instant::now();
-    for i in 0..N {
+    for i in 0..n {
         f(i);
     }
-    t.elapsed().as_nanos() as f64 / N as f64
+    t.elapsed().as_nanos() as f64 / n as f64
+}
+
+// One function per measured access (their own symbols for callgrind).
+#[inline(never)]
+fn forcewake_write(m: &mut VgpuMmio, vregs: &mut [u32], i: u32) {
+    black_box(
+        m.write(
+            vregs,
+            regs::FORCEWAKE_REQ as u64,
+            4,
+            0x1_0001 ^ (i as u64 & 1),
+        )
+        .ok(),
+    );
+}
+
+#[inline(never)]
+fn tail_write(m: &mut VgpuMmio, vregs: &mut [u32], i: u32) {
+    black_box(
+        m.write(
+            vregs,
+            u64::from(EngineId::Rcs.reg(regs::ring::TAIL)),
+            4,
+            (i as u64 * 8) & 0xFFF,
+        )
+        .ok(),
+    );
+}
+
+#[inline(never)]
+fn pte_classify(i: u32) {
+    let idx = (i as u64) & 0xFFFFF;
+    black_box(mmio::classify(black_box(GGTT_VIEW_BASE + idx * 8), 8).ok());
+}
+
+#[inline(never)]
+fn scratch_read(m: &mut VgpuMmio, vregs: &[u32], i: u32) {
+    black_box(m.read(vregs, 0x4000 + (i as u64 & 0xFF) * 4, 4).ok());
+}
+
+#[inline(never)]
+fn pvinfo_read(m: &mut VgpuMmio, vregs: &[u32], i: u32) {
+    black_box(
+        m.read(vregs, PVINFO_BASE as u64 + (i as u64 & 0x1F) * 4, 4)
+            .ok(),
+    );
+}
+
+#[inline(never)]
+fn binary_lookup(off: u32) {
+    black_box(regs::lookup(black_box(off)));
 }
 
 fn main() {
@@ -50,50 +111,18 @@ fn main() {
             })
         })
     };
-    let t_bin = time(|i| {
-        black_box(regs::lookup(black_box(offs[i as usize % offs.len()])));
-    });
+    let t_bin = time(|i| binary_lookup(offs[i as usize % offs.len()]));
     let t_lin = time(|i| {
         black_box(linear(black_box(offs[i as usize % offs.len()])));
     });
 
-    let t_fw = time(|i| {
-        black_box(
-            m.write(
-                &mut vregs,
-                regs::FORCEWAKE_REQ as u64,
-                4,
-                0x1_0001 ^ (i as u64 & 1),
-            )
-            .ok(),
-        );
-    });
-    let t_tail = time(|i| {
-        black_box(
-            m.write(
-                &mut vregs,
-                u64::from(EngineId::Rcs.reg(regs::ring::TAIL)),
-                4,
-                (i as u64 * 8) & 0xFFF,
-            )
-            .ok(),
-        );
-    });
+    let t_fw = time(|i| forcewake_write(&mut m, &mut vregs, i));
+    let t_tail = time(|i| tail_write(&mut m, &mut vregs, i));
     // A PTE write is only classified here; its emulation (audit, pin,
     // physical write) is the shadow GGTT's, measured by benches/ggtt.rs.
-    let t_pte = time(|i| {
-        let idx = (i as u64) & 0xFFFFF;
-        black_box(mmio::classify(black_box(GGTT_VIEW_BASE + idx * 8), 8).ok());
-    });
-    let t_rd = time(|i| {
-        black_box(m.read(&vregs, 0x4000 + (i as u64 & 0xFF) * 4, 4).ok());
-    });
-    let t_pv = time(|i| {
-        black_box(
-            m.read(&vregs, PVINFO_BASE as u64 + (i as u64 & 0x1F) * 4, 4)
-                .ok(),
-        );
-    });
+    let t_pte = time(pte_classify);
+    let t_rd = time(|i| scratch_read(&mut m, &vregs, i));
+    let t_pv = time(|i| pvinfo_read(&mut m, &vregs, i));
 
     println!("register table: {} entries", REGISTERS.len());
     println!(

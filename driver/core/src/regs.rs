@@ -707,37 +707,62 @@ pub const fn table_is_valid(t: &[RegDesc]) -> bool {
 // A misplaced, overlapping or unsorted line does not build.
 const _: () = assert!(table_is_valid(REGISTERS));
 
-/// One bit per 4 KiB page of [`REG_RANGE`]: whether any row of `t` reaches
-/// into it (computed by the compiler).
-const fn page_map(t: &[RegDesc]) -> [u64; REG_PAGES / 64] {
-    let mut m = [0u64; REG_PAGES / 64];
+/// Per fixed page of the vreg file ([`FIXED_SLOT`]), per dword of it: the
+/// row of [`REGISTERS`] that covers it, plus one (0: none).  Built by the
+/// compiler from the table, so [`lookup`] is two loads, not a search.
+static REG_AT: [[u8; VREG_PAGE_DWORDS]; FIXED_PAGES] = reg_at(REGISTERS);
+
+const fn reg_at(t: &[RegDesc]) -> [[u8; VREG_PAGE_DWORDS]; FIXED_PAGES] {
+    let mut m = [[0u8; VREG_PAGE_DWORDS]; FIXED_PAGES];
+    assert!(t.len() < 255, "REG_AT holds a row index in a u8");
     let mut i = 0;
     while i < t.len() {
-        let mut p = t[i].offset / 4096;
-        let last = (t[i].end() - 1) / 4096;
-        while p <= last {
-            m[(p / 64) as usize] |= 1 << (p % 64);
-            p += 1;
+        let r = &t[i];
+        let mut e = 0;
+        while e < r.count {
+            let mut d = 0;
+            while d < r.width.dwords() {
+                let off = r.offset + e * r.stride + 4 * d;
+                // Every page of a row is a fixed one (fixed_slots).
+                let slot = FIXED_SLOT[(off / VREG_PAGE_SIZE) as usize] as usize;
+                m[slot - 1][((off % VREG_PAGE_SIZE) / 4) as usize] = i as u8 + 1;
+                d += 1;
+            }
+            e += 1;
         }
         i += 1;
     }
     m
 }
 
-/// Pages that hold a row of [`REGISTERS`]: most BAR0 offsets are plain vregs
-/// in a page without any, and their lookup ends on this one bit.
-static REG_PAGE_MAP: [u64; REG_PAGES / 64] = page_map(REGISTERS);
-
 /// The table entry covering the dword at BAR0 offset `offset` (any byte
-/// offset; the dword containing it is looked up), if any.  O(1) for a page
-/// without registers, O(log n) otherwise.
+/// offset; the dword containing it is looked up), if any: constant time
+/// (the page's slot, then the dword's row in [`REG_AT`]).
+#[inline]
 pub fn lookup(offset: u32) -> Option<RegHit> {
     let offset = offset & !3;
-    let page = (offset / 4096) as usize;
-    let word = REG_PAGE_MAP.get(page / 64)?;
-    if word & (1 << (page % 64)) == 0 {
-        return None;
-    }
+    let slot = *FIXED_SLOT.get((offset / VREG_PAGE_SIZE) as usize)? as usize;
+    let rows = REG_AT.get(slot.checked_sub(1)?)?;
+    let row = *rows.get(((offset % VREG_PAGE_SIZE) / 4) as usize)? as usize;
+    let desc = REGISTERS.get(row.checked_sub(1)?)?;
+    let rel = offset.checked_sub(desc.offset)?;
+    let (index, within) = if desc.count > 1 && desc.stride > 0 {
+        (rel / desc.stride, rel % desc.stride)
+    } else {
+        (0, rel)
+    };
+    Some(RegHit {
+        desc,
+        index,
+        dword: within / 4,
+    })
+}
+
+/// [`lookup`] as it was, a binary search of the table: the oracle of the
+/// test that compares the two on every dword of the register range.
+#[cfg(test)]
+fn lookup_search(offset: u32) -> Option<RegHit> {
+    let offset = offset & !3;
     let idx = REGISTERS.partition_point(|r| r.offset <= offset);
     let desc = REGISTERS.get(idx.checked_sub(1)?)?;
     let rel = offset.checked_sub(desc.offset)?;
@@ -769,6 +794,19 @@ mod tests {
     use super::*;
     use std::vec;
     use std::vec::Vec;
+
+    /// The lookup table answers exactly what the binary search of the
+    /// table did, on every dword of the register range and beyond it.
+    #[test]
+    fn table_lookup_matches_the_search() {
+        let beyond = [REG_RANGE, REG_RANGE + 4, 0x80_0000, u32::MAX - 3];
+        for off in (0..REG_RANGE).step_by(4).chain(beyond) {
+            for b in 0..4 {
+                assert_eq!(lookup(off + b), lookup_search(off + b), "{:#x}", off + b);
+            }
+        }
+        assert!(REGISTERS.iter().all(|r| lookup(r.offset).map(|h| h.desc) == Some(r)));
+    }
 
     #[test]
     fn sparse_vreg_file() {
