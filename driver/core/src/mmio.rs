@@ -177,6 +177,7 @@ enum Region {
 }
 
 /// Check size, alignment and range of an access.
+#[inline]
 fn decode(offset: u64, size: u32) -> Result<Region, MmioError> {
     if !matches!(size, 1 | 2 | 4 | 8) {
         return Err(MmioError::BadSize);
@@ -228,6 +229,7 @@ enum Category {
 
 /// The trap category of an access at `off`, whose table row is `hit`
 /// (looked up once per access, see [`lookup`]).
+#[inline]
 fn category(off: u32, hit: Option<RegHit>) -> Category {
     if in_pvinfo(off) {
         return Category::Other { unknown: false };
@@ -240,12 +242,14 @@ fn category(off: u32, hit: Option<RegHit>) -> Category {
     }
 }
 
+#[inline]
 fn in_pvinfo(off: u32) -> bool {
     (PVINFO_BASE..PVINFO_BASE + PVINFO_SIZE).contains(&off)
 }
 
 /// The table row of the dword at `off` (none in the PVINFO page, which has
 /// its own emulation).
+#[inline]
 fn lookup(off: u32) -> Option<RegHit> {
     if in_pvinfo(off) {
         None
@@ -254,6 +258,9 @@ fn lookup(off: u32) -> Option<RegHit> {
     }
 }
 
+/// Where `FORCEWAKE_ACK` lives in the vreg file (a fixed page).
+const FORCEWAKE_ACK_AT: usize = regs::fixed_index(regs::FORCEWAKE_ACK);
+
 /// Result of one dword write.
 enum DwordWrite {
     Stored,
@@ -261,11 +268,13 @@ enum DwordWrite {
     Event(TrapEvent),
 }
 
+#[inline]
 const fn merge(old: u32, value: u32, mask: u32) -> u32 {
     (old & !mask) | (value & mask)
 }
 
 /// Byte mask of a `size`-byte access at byte `shift` of a dword.
+#[inline]
 const fn lane_mask(size: u32, byte: u32) -> u32 {
     let m: u32 = match size {
         1 => 0xFF,
@@ -277,6 +286,7 @@ const fn lane_mask(size: u32, byte: u32) -> u32 {
 
 /// The vreg at BAR0 offset `offset` (its dword); 0 if outside the file
 /// (or on a page of the sparse file that has no place, [`regs::vreg_get`]).
+#[inline]
 pub fn vreg(vregs: &[u32], offset: u32) -> u32 {
     regs::vreg_get(vregs, offset)
 }
@@ -369,6 +379,7 @@ impl VgpuMmio {
     }
 
     /// The dword at `off`, whose table row is `hit` (from [`lookup`]).
+    #[inline]
     fn read_dword(&self, vregs: &[u32], off: u32, hit: Option<RegHit>) -> u32 {
         if let Some(rel) = off.checked_sub(PVINFO_BASE).filter(|r| *r < PVINFO_SIZE) {
             return self.pvinfo.read(pvinfo_page(vregs).unwrap_or(&[]), rel);
@@ -385,6 +396,7 @@ impl VgpuMmio {
 
     /// A write of the `mask` bits of `value` to the dword at `off`, whose
     /// table row is `hit` (from [`lookup`]).
+    #[inline]
     fn write_dword(
         &self,
         vregs: &mut [u32],
@@ -403,7 +415,10 @@ impl VgpuMmio {
                 PvWrite::Event(e) => DwordWrite::Event(TrapEvent::PvInfo(e)),
             };
         }
-        let old = vreg(vregs, off);
+        // The dword's place in the vreg file, found once: a table row's
+        // page is a fixed one, so it always has a place.
+        let at = regs::vreg_index(vregs, off);
+        let old = at.and_then(|i| vregs.get(i)).copied().unwrap_or(0);
         let new = merge(old, value, mask);
         let Some(hit) = hit else {
             // A plain register: kept unless its page finds no spare page
@@ -415,8 +430,11 @@ impl VgpuMmio {
                 DwordWrite::Dropped
             };
         };
-        let store = |vregs: &mut [u32], v: u32| {
-            set_vreg(vregs, off, v);
+        let store = |vregs: &mut [u32], v: u32| match at.and_then(|i| vregs.get_mut(i)) {
+            Some(d) => *d = v,
+            None => {
+                set_vreg(vregs, off, v);
+            }
         };
         match hit.kind() {
             RegKind::Scratch
@@ -473,7 +491,9 @@ impl VgpuMmio {
                 // masked register: bytes not written carry no mask bits
                 let v = regs::masked_write(old, value & mask);
                 store(vregs, v);
-                set_vreg(vregs, regs::FORCEWAKE_ACK, v & 0xFFFF);
+                if let Some(d) = vregs.get_mut(FORCEWAKE_ACK_AT) {
+                    *d = v & 0xFFFF;
+                }
                 DwordWrite::Stored
             }
             RegKind::Fence => {
@@ -496,6 +516,7 @@ impl VgpuMmio {
         }
     }
 
+    #[inline]
     fn count(&mut self, off: u32, hit: Option<RegHit>, write: bool) {
         match category(off, hit) {
             Category::Pm => self.stats.pm += 1,
@@ -519,6 +540,7 @@ impl VgpuMmio {
         }
     }
 
+    #[inline]
     fn count_rw(&mut self, write: bool) {
         if write {
             self.stats.writes += 1;
@@ -527,6 +549,7 @@ impl VgpuMmio {
         }
     }
 
+    #[inline]
     fn decode_checked(
         &mut self,
         vregs: &[u32],
@@ -648,6 +671,7 @@ fn pvinfo_page_mut(vregs: &mut [u32]) -> Option<&mut [u32]> {
     vregs.get_mut(lo..lo + PVINFO_DWORDS)
 }
 
+#[inline]
 fn combine(a: DwordWrite, b: DwordWrite) -> MmioOutcome {
     use DwordWrite::*;
     match (a, b) {

@@ -146,6 +146,7 @@ pub const fn fixed_index(offset: u32) -> usize {
 }
 
 /// Where the dword at `offset` lives in `vregs`, if its page has a place.
+#[inline]
 pub fn vreg_index(vregs: &[u32], offset: u32) -> Option<usize> {
     if let Some(i) = fixed_vreg_index(offset) {
         return Some(i);
@@ -162,6 +163,7 @@ pub fn vreg_index(vregs: &[u32], offset: u32) -> Option<usize> {
 }
 
 /// The vreg at `offset` (its dword); 0 if its page has no place.
+#[inline]
 pub fn vreg_get(vregs: &[u32], offset: u32) -> u32 {
     vreg_index(vregs, offset)
         .and_then(|i| vregs.get(i))
@@ -343,10 +345,12 @@ pub struct RegHit {
 }
 
 impl RegHit {
+    #[inline]
     pub fn kind(&self) -> RegKind {
         self.desc.kind
     }
     /// BAR0 offset of the element's first dword.
+    #[inline]
     pub fn element_offset(&self) -> u32 {
         self.desc
             .offset
