@@ -128,6 +128,7 @@ pub const LRI_WHITELIST: &[(EngineId, u32, u32)] = &[
 ];
 
 /// Whether `reg` is on the LRI whitelist for `engine`.
+#[inline]
 pub fn lri_allowed(engine: EngineId, reg: u32) -> bool {
     reg & 3 == 0
         && LRI_WHITELIST
@@ -574,6 +575,7 @@ pub enum PostSync {
 
 impl PostSync {
     /// The range written, if any.
+    #[inline]
     pub fn target(&self) -> Option<(Space, u64, u64)> {
         match *self {
             PostSync::None => None,
@@ -596,6 +598,7 @@ pub struct Surface {
 
 impl Surface {
     /// Address of byte column `x*cpp` of row `y + row` (overflow-checked).
+    #[inline]
     pub fn row_addr(&self, row: u32, cpp: u32) -> Option<u64> {
         let y = (self.y as u64).checked_add(row as u64)?;
         self.base
@@ -607,6 +610,7 @@ impl Surface {
     /// touches `w * cpp * h` distinct bytes, all inside [`Surface::span`],
     /// and that is at most [`MAX_BLIT_BYTES`].  The engine's work is then
     /// bounded by the span the auditor checks.
+    #[inline]
     pub fn geometry_ok(&self, w: u32, h: u32, cpp: u32) -> bool {
         let row = u64::from(w) * u64::from(cpp);
         let rows_apart = h <= 1 || u64::from(self.pitch) >= row;
@@ -614,6 +618,7 @@ impl Surface {
     }
     /// The byte range `[first, first + len)` that holds every byte of a
     /// `w × h` rectangle of `cpp`-byte pixels (None when empty or overflowing).
+    #[inline]
     pub fn span(&self, w: u32, h: u32, cpp: u32) -> Option<(u64, u64)> {
         if w == 0 || h == 0 {
             return None;
@@ -1065,6 +1070,56 @@ fn check_rect<E: AuditEnv + ?Sized>(
     }
 }
 
+/// Whether [`parse`] and [`audit_command`] accept the command `d` (its
+/// [`decode`]d `op` and length): the walker's question about a command it
+/// does not need to look into further.  For the commands whose checks are
+/// a table lookup and at most one range or a register list (MI_NOOP,
+/// MI_USER_INTERRUPT, MI_STORE_DATA_IMM, MI_LOAD_REGISTER_IMM, MI_FLUSH_DW)
+/// it reads the fields straight from the dwords instead of building a
+/// [`Command`]; a test holds it to the same verdict as the two on every
+/// input.  A refusal is found again, with its reason, by the walker's
+/// one-command path.
+#[inline(always)]
+fn accepts<E: AuditEnv + ?Sized>(env: &E, op: Opcode, d: &[u32]) -> bool {
+    let engine = env.engine();
+    let touch = |space: Space, addr: u64, len: u64| check_touch(env, space, addr, len).is_ok();
+    match (op, d) {
+        (Opcode::Noop | Opcode::UserInterrupt, _) => op.runs_on(engine),
+        (Opcode::StoreDataImm, &[h, lo, hi, ..]) => {
+            let space = if h & MI_USE_GGTT != 0 {
+                Space::Ggtt
+            } else {
+                Space::Ppgtt
+            };
+            let len = 4 * (d.len() as u64 - 3);
+            op.runs_on(engine) && touch(space, addr48(lo, hi, 3), len)
+        }
+        (Opcode::LoadRegisterImm, &[_, ref pairs @ ..]) => {
+            op.runs_on(engine)
+                && pairs
+                    .chunks_exact(2)
+                    .all(|p| p.first().is_some_and(|&r| lri_allowed(engine, r)))
+        }
+        (Opcode::FlushDw, &[h, lo, hi, ..]) => {
+            let space = if lo & MI_FLUSH_DW_USE_GTT != 0 {
+                Space::Ggtt
+            } else {
+                Space::Ppgtt
+            };
+            let addr = addr48(lo, hi, 7);
+            h & MI_FLUSH_DW_STORE_INDEX == 0
+                && op.runs_on(engine)
+                && match (h >> 14) & 3 {
+                    0 => true,
+                    1 => touch(space, addr, 4 * (d.len() as u64 - 3)),
+                    3 => touch(space, addr, 8),
+                    _ => false,
+                }
+        }
+        _ => parse(op, d).is_ok_and(|cmd| audit_command(env, op, &cmd, d).is_ok()),
+    }
+}
+
 /// Where the walker fetches from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Cursor {
@@ -1376,8 +1431,7 @@ impl Walker {
             let Some(d) = self.win.d.get(i..end) else {
                 break;
             };
-            let Ok(cmd) = parse(op, d) else { break };
-            if audit_command(env, op, &cmd, d).is_err() {
+            if !accepts(env, op, d) {
                 break;
             }
             i = end;
@@ -2956,6 +3010,134 @@ mod tests {
             2 => (1u32..=32).prop_map(long_lri),
             1 => (0u64..0x2000).prop_map(|o| sdi(Space::Ggtt, DATA + o * 4, 3).to_vec()),
         ]
+    }
+
+    /// A range of the test vGPU that ends off a qword boundary (no real
+    /// slice does, but the shortcut must not depend on it).
+    const ODD: GmRange = GmRange::new(0x60000, 0x104);
+
+    /// A dword for the body of a command: anything, an address near an
+    /// edge of what the test vGPU may touch (with any of the low flag
+    /// bits), a register near the LRI whitelist, or 0 (a high address
+    /// dword).
+    fn body_dword() -> impl proptest::strategy::Strategy<Value = u32> {
+        use proptest::prelude::*;
+        let edges = [
+            0u64,
+            DATA,
+            GM.end(),
+            HIGH.base,
+            HIGH.end(),
+            ODD.base,
+            ODD.end(),
+            DATA + 0x2000,
+        ];
+        prop_oneof![
+            2 => any::<u32>(),
+            4 => (0..edges.len(), -4i64..4, 0u32..8).prop_map(move |(e, d, f)| {
+                (edges[e] as i64 + 4 * d) as u32 | f
+            }),
+            2 => (0..LRI_WHITELIST.len(), -2i32..34).prop_map(|(k, d)| {
+                (LRI_WHITELIST[k].1 as i32 + 4 * d) as u32 | (d as u32 & 1)
+            }),
+            3 => Just(0u32),
+        ]
+    }
+
+    /// [`accepts`] against [`parse`] and [`audit_command`] on every
+    /// combination of the flag bits the shortcut reads, every legal length,
+    /// addresses at every edge of the test vGPU's ranges (± two dwords,
+    /// every low bit), either engine, PPGTT or not; and single-register
+    /// loads around every end of the whitelist.
+    #[test]
+    fn accepts_is_parse_and_audit_at_every_edge() {
+        let edges = [0u64, DATA, GM.end(), HIGH.base, HIGH.end(), ODD.base, ODD.end(), DATA + 0x2000];
+        let flags = [MI_USE_GGTT, MI_FLUSH_DW_STORE_INDEX, 1 << 15, 1 << 14, MI_FLUSH_DW_NOTIFY];
+        let mut envs = vec![];
+        for engine in EngineId::ALL {
+            for pp in [false, true] {
+                let mut e = Env::new(engine);
+                e.ranges.push(ODD);
+                if pp {
+                    e.pp_mapped.push((DATA, 0x2000));
+                }
+                envs.push(e);
+            }
+        }
+        let mut checked = [0usize; 2];
+        let mut check = |d: &[u32]| {
+            let (op, n) = decode(d[0]).unwrap();
+            assert_eq!(n, d.len());
+            for e in &envs {
+                let full = parse(op, d).and_then(|c| audit_command(e, op, &c, d));
+                assert_eq!(accepts(e, op, d), full.is_ok(), "{op:?} {d:x?} {:?} {full:?}", e.engine);
+                checked[full.is_ok() as usize] += 1;
+            }
+        };
+        for base in [MI_STORE_DATA_IMM, MI_FLUSH_DW] {
+            for len in [2u32, 3] {
+                for f in 0u32..1 << flags.len() {
+                    let h = flags
+                        .iter()
+                        .enumerate()
+                        .filter(|&(i, _)| f & (1 << i) != 0)
+                        .fold(base | len, |h, (_, &b)| h | b);
+                    for &edge in &edges {
+                        for delta in -2i64..=2 {
+                            for low in 0..8u32 {
+                                for hi in [0u32, 1] {
+                                    let lo = (edge as i64 + 4 * delta) as u32 | low;
+                                    check(&[h, lo, hi, 7, 8][..len as usize + 2]);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for &(_, first, last) in LRI_WHITELIST {
+            for reg in (first - 8..=last + 8).chain([0, 0x2034, u32::MAX]) {
+                check(&lri(reg, 1));
+                check(&[MI_LOAD_REGISTER_IMM | 3, first, 0, reg, 1]);
+            }
+        }
+        assert!(checked[0] > 1000 && checked[1] > 1000, "{checked:?}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 4000, ..Default::default() })]
+
+        /// The walker's shortcut ([`accepts`]) gives the verdict of
+        /// [`parse`] and [`audit_command`] on every command of the table:
+        /// any header bits and legal length, any body, either engine,
+        /// PPGTT or not.
+        #[test]
+        fn accepts_is_parse_and_audit(
+            row in 0usize..COMMANDS.len(),
+            low in proptest::prelude::any::<u32>(),
+            pick in 0usize..64,
+            body in proptest::collection::vec(body_dword(), MAX_CMD_DWORDS),
+            rcs in proptest::bool::ANY,
+            pp in proptest::bool::ANY,
+        ) {
+            let spec = &COMMANDS[row];
+            let lens: Vec<usize> = (0..=MAX_CMD_DWORDS).filter(|&n| spec.len.allows(n)).collect();
+            let n = lens[pick % lens.len()];
+            let field = (n as u32).wrapping_sub(spec.len.bias as u32) & spec.len.field;
+            let h = spec.header | (low & !spec.mask & !spec.len.field) | field;
+            proptest::prop_assert_eq!(decode(h), Ok((spec.op, n)));
+            let op = spec.op;
+            let mut d = body;
+            d[0] = h;
+            let d = &d[..n];
+            let mut e = Env::new(if rcs { EngineId::Rcs } else { EngineId::Bcs });
+            e.ranges.push(ODD);
+            if pp {
+                e.pp_mapped.push((DATA, 0x2000));
+            }
+            let full = parse(op, d).and_then(|c| audit_command(&e, op, &c, d));
+            proptest::prop_assert_eq!(accepts(&e, op, d), full.is_ok(), "{} {:x?} {:?}", spec.name, d, full);
+        }
     }
 
     proptest::proptest! {
