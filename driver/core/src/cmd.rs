@@ -70,6 +70,23 @@
 //! control flow is a function of the (shadowed) content; re-entering the same
 //! batch address at the same level under the same call frames is an infinite
 //! loop.  Each level keeps the chain targets entered since the frame began.
+//!
+//! # One pass, at memory speed
+//! The walker ([`audit_ring`]) reads the commands in windows of up to
+//! [`FETCH_DWORDS`] dwords within a page ([`AuditEnv::read_span`]) and never
+//! reads a dword twice for the same use: what it emits is what it audited.
+//! A batch window is checked against the vGPU's memory once, so a command
+//! wholly inside it needs no range check of its own ([`AuditEnv`]'s checks
+//! are monotonic).  Straight runs of commands that need nothing of the
+//! walker but their checks go through a tight loop: the header's row of
+//! the decode table gives the command and its length, [`accepts`] the
+//! verdict; the commands join a run that is emitted with one
+//! [`AuditEnv::emit`] when the walker leaves the window, changes level,
+//! emits a rewritten batch start, or ends.  Everything else (batch starts
+//! and ends, a command across a window, any refusal) takes the one-command
+//! path, which is the walker of [`reference`] with the same window.  The
+//! two walkers are held to the same verdicts and emission by a differential
+//! property test, and the fuzz target checks the result on the engine.
 
 use super::backend::EngineId;
 use super::mem::{Gma, PAGE_SIZE};
@@ -1308,7 +1325,11 @@ impl Walker {
         n: usize,
     ) -> Result<(), AuditError> {
         match src {
-            Src::Win(i) if self.run_end == i && self.run_end > self.run_start && self.run_level == level => {
+            Src::Win(i)
+                if self.run_end == i
+                    && self.run_end > self.run_start
+                    && self.run_level == level =>
+            {
                 self.run_end = i + n;
                 Ok(())
             }
@@ -2951,11 +2972,11 @@ mod tests {
         let mut e = Env::new(EngineId::Rcs);
         let end = BB + 0x80;
         e.ranges = vec![GmRange::new(0, end)];
-        let inside = cat(&[&vec![MI_NOOP; 31], &[MI_BATCH_BUFFER_END]]);
+        let inside = cat(&[&[MI_NOOP; 31], &[MI_BATCH_BUFFER_END]]);
         e.put(BB, &inside);
         ok(e.run(&bb_start(Space::Ggtt, BB, false)));
         assert_eq!(e.out[1], inside);
-        e.put(BB, &cat(&[&vec![MI_NOOP; 32], &[MI_BATCH_BUFFER_END]]));
+        e.put(BB, &cat(&[&[MI_NOOP; 32], &[MI_BATCH_BUFFER_END]]));
         assert_eq!(
             e.run(&bb_start(Space::Ggtt, BB, false)),
             rej(Reject::AddressNotAllowed)
@@ -3051,8 +3072,23 @@ mod tests {
     /// loads around every end of the whitelist.
     #[test]
     fn accepts_is_parse_and_audit_at_every_edge() {
-        let edges = [0u64, DATA, GM.end(), HIGH.base, HIGH.end(), ODD.base, ODD.end(), DATA + 0x2000];
-        let flags = [MI_USE_GGTT, MI_FLUSH_DW_STORE_INDEX, 1 << 15, 1 << 14, MI_FLUSH_DW_NOTIFY];
+        let edges = [
+            0u64,
+            DATA,
+            GM.end(),
+            HIGH.base,
+            HIGH.end(),
+            ODD.base,
+            ODD.end(),
+            DATA + 0x2000,
+        ];
+        let flags = [
+            MI_USE_GGTT,
+            MI_FLUSH_DW_STORE_INDEX,
+            1 << 15,
+            1 << 14,
+            MI_FLUSH_DW_NOTIFY,
+        ];
         let mut envs = vec![];
         for engine in EngineId::ALL {
             for pp in [false, true] {
@@ -3070,7 +3106,12 @@ mod tests {
             assert_eq!(n, d.len());
             for e in &envs {
                 let full = parse(op, d).and_then(|c| audit_command(e, op, &c, d));
-                assert_eq!(accepts(e, op, d), full.is_ok(), "{op:?} {d:x?} {:?} {full:?}", e.engine);
+                assert_eq!(
+                    accepts(e, op, d),
+                    full.is_ok(),
+                    "{op:?} {d:x?} {:?} {full:?}",
+                    e.engine
+                );
                 checked[full.is_ok() as usize] += 1;
             }
         };

@@ -809,7 +809,9 @@ mod tests {
                 assert_eq!(lookup(off + b), lookup_search(off + b), "{:#x}", off + b);
             }
         }
-        assert!(REGISTERS.iter().all(|r| lookup(r.offset).map(|h| h.desc) == Some(r)));
+        assert!(REGISTERS
+            .iter()
+            .all(|r| lookup(r.offset).map(|h| h.desc) == Some(r)));
     }
 
     #[test]
