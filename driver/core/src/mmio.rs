@@ -182,7 +182,8 @@ fn decode(offset: u64, size: u32) -> Result<Region, MmioError> {
     if !matches!(size, 1 | 2 | 4 | 8) {
         return Err(MmioError::BadSize);
     }
-    if offset % (size as u64) != 0 {
+    // A power of two (checked above): a mask, not a division.
+    if offset & (size as u64 - 1) != 0 {
         return Err(MmioError::Misaligned);
     }
     let end = offset
