@@ -1561,7 +1561,155 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
         return Err(Reject::BadTail.into());
     }
     let mut w = Walker::new();
-    match walk(env, &mut w, ring, head, tail, limits) {
+    // The walk; its result is finished below, with the run it leaves.
+    let walked = (|| -> Result<AuditSummary, AuditError> {
+        let w = &mut w;
+        let env = &mut *env;
+        let size = ring.size;
+        let mut sum = AuditSummary::default();
+        let mut remaining = if tail >= head {
+            tail - head
+        } else {
+            size - head + tail
+        };
+        let mut off = head;
+        let mut level = Level::Ring;
+        let mut b1 = Cursor {
+            space: Space::Ggtt,
+            addr: 0,
+        };
+        let mut b2 = b1;
+        let mut v1 = Visited::new();
+        let mut v2 = Visited::new();
+        loop {
+            if level == Level::Ring && remaining == 0 {
+                return Ok(sum);
+            }
+            // Straight runs of plain commands first.
+            let (cur, max_bytes) = match level {
+                Level::Ring => (
+                    Cursor {
+                        space: Space::Ggtt,
+                        addr: ring.start + off as u64,
+                    },
+                    remaining as u64,
+                ),
+                Level::First => (b1, u64::MAX),
+                Level::Second => (b2, u64::MAX),
+            };
+            let budget = limits.max_commands.saturating_sub(sum.commands);
+            let (cmds, dwords) = w.straight(env, level, cur, budget, max_bytes)?;
+            if cmds > 0 {
+                sum.commands += cmds;
+                sum.dwords += dwords as u64;
+                let step = 4 * dwords as u64;
+                match level {
+                    Level::Ring => {
+                        off = ((off as u64 + step) % size as u64) as u32;
+                        remaining -= step as u32;
+                    }
+                    Level::First => b1.addr = b1.addr.wrapping_add(step),
+                    Level::Second => b2.addr = b2.addr.wrapping_add(step),
+                }
+                continue;
+            }
+            // Then one command at a time: control flow, commands across a
+            // window, and rejections.
+            if sum.commands >= limits.max_commands {
+                return Err(Reject::Runaway.into());
+            }
+            let (op, n, src) = match level {
+                Level::Ring => w.fetch_ring(env, ring, off, remaining)?,
+                Level::First => w.fetch_batch(env, b1)?,
+                Level::Second => w.fetch_batch(env, b2)?,
+            };
+            let d = w.dwords(src, n);
+            let cmd = parse(op, d)?;
+            audit_command(env, op, &cmd, d)?;
+            let header = d.first().copied().unwrap_or(0);
+            sum.commands += 1;
+            sum.dwords += n as u64;
+            let step = 4 * n as u64;
+            // Control flow and emission.
+            match (cmd, level) {
+                (Command::BatchEnd, Level::Ring) => return Err(Reject::BatchEndInRing.into()),
+                (Command::BatchEnd, Level::First) => {
+                    w.emit(env, level, src, n)?;
+                    level = Level::Ring;
+                }
+                (Command::BatchEnd, Level::Second) => {
+                    w.emit(env, level, src, n)?;
+                    level = Level::First;
+                }
+                (
+                    Command::BatchStart {
+                        space,
+                        addr,
+                        second_level,
+                    },
+                    _,
+                ) => {
+                    let target = Cursor { space, addr };
+                    sum.batches += 1;
+                    let call_into = match (level, second_level) {
+                        (Level::Ring, false) => Some(Level::First),
+                        (Level::Ring, true) => return Err(Reject::ChainTooDeep.into()),
+                        (Level::First, true) => Some(Level::Second),
+                        (Level::Second, true) => return Err(Reject::ChainTooDeep.into()),
+                        (_, false) => None,
+                    };
+                    match call_into {
+                        Some(child) => {
+                            w.flush_run(env)?;
+                            let shadow = env.next_addr(child);
+                            let hdr = header & !MI_BATCH_PPGTT;
+                            let patched = [hdr, shadow as u32, ((shadow >> 32) & 0xffff) as u32];
+                            env.emit(level, &patched)
+                                .map_err(|_| AuditError::ShadowFull)?;
+                            if level == Level::First {
+                                b1.addr = b1.addr.wrapping_add(step);
+                            }
+                            if child == Level::First {
+                                v1.reset();
+                                v1.enter(target)?;
+                                b1 = target;
+                            } else {
+                                v2.reset();
+                                v2.enter(target)?;
+                                b2 = target;
+                            }
+                        }
+                        None if level == Level::First => {
+                            v1.enter(target)?;
+                            b1 = target;
+                        }
+                        None => {
+                            v2.enter(target)?;
+                            b2 = target;
+                        }
+                    }
+                    if level == Level::Ring {
+                        off = ((off as u64 + step) % size as u64) as u32;
+                        remaining -= step as u32;
+                    }
+                    level = call_into.unwrap_or(level);
+                    continue;
+                }
+                _ => w.emit(env, level, src, n)?,
+            }
+            // Advance the cursor of the level the command came from.
+            match (cmd, level) {
+                (Command::BatchEnd, _) => {}
+                (_, Level::Ring) => {
+                    off = ((off as u64 + step) % size as u64) as u32;
+                    remaining -= step as u32;
+                }
+                (_, Level::First) => b1.addr = b1.addr.wrapping_add(step),
+                (_, Level::Second) => b2.addr = b2.addr.wrapping_add(step),
+            }
+        }
+    })();
+    match walked {
         Ok(sum) => {
             w.flush_run(env)?;
             env.flush().map_err(|_| AuditError::ShadowFull)?;
@@ -1574,161 +1722,6 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
             Err(AuditError::Rejected(r))
         }
         Err(AuditError::ShadowFull) => Err(AuditError::ShadowFull),
-    }
-}
-
-/// [`audit_ring`]'s walk, after its checks of the ring and the tail.
-#[inline]
-fn walk<E: AuditEnv + ?Sized>(
-    env: &mut E,
-    w: &mut Walker,
-    ring: RingWindow,
-    head: u32,
-    tail: u32,
-    limits: &Limits,
-) -> Result<AuditSummary, AuditError> {
-    let size = ring.size;
-    let mut sum = AuditSummary::default();
-    let mut remaining = if tail >= head {
-        tail - head
-    } else {
-        size - head + tail
-    };
-    let mut off = head;
-    let mut level = Level::Ring;
-    let mut b1 = Cursor {
-        space: Space::Ggtt,
-        addr: 0,
-    };
-    let mut b2 = b1;
-    let mut v1 = Visited::new();
-    let mut v2 = Visited::new();
-    loop {
-        if level == Level::Ring && remaining == 0 {
-            return Ok(sum);
-        }
-        // Straight runs of plain commands first.
-        let (cur, max_bytes) = match level {
-            Level::Ring => (
-                Cursor {
-                    space: Space::Ggtt,
-                    addr: ring.start + off as u64,
-                },
-                remaining as u64,
-            ),
-            Level::First => (b1, u64::MAX),
-            Level::Second => (b2, u64::MAX),
-        };
-        let budget = limits.max_commands.saturating_sub(sum.commands);
-        let (cmds, dwords) = w.straight(env, level, cur, budget, max_bytes)?;
-        if cmds > 0 {
-            sum.commands += cmds;
-            sum.dwords += dwords as u64;
-            let step = 4 * dwords as u64;
-            match level {
-                Level::Ring => {
-                    off = ((off as u64 + step) % size as u64) as u32;
-                    remaining -= step as u32;
-                }
-                Level::First => b1.addr = b1.addr.wrapping_add(step),
-                Level::Second => b2.addr = b2.addr.wrapping_add(step),
-            }
-            continue;
-        }
-        // Then one command at a time: control flow, commands across a
-        // window, and rejections.
-        if sum.commands >= limits.max_commands {
-            return Err(Reject::Runaway.into());
-        }
-        let (op, n, src) = match level {
-            Level::Ring => w.fetch_ring(env, ring, off, remaining)?,
-            Level::First => w.fetch_batch(env, b1)?,
-            Level::Second => w.fetch_batch(env, b2)?,
-        };
-        let d = w.dwords(src, n);
-        let cmd = parse(op, d)?;
-        audit_command(env, op, &cmd, d)?;
-        let header = d.first().copied().unwrap_or(0);
-        sum.commands += 1;
-        sum.dwords += n as u64;
-        let step = 4 * n as u64;
-        // Control flow and emission.
-        match (cmd, level) {
-            (Command::BatchEnd, Level::Ring) => return Err(Reject::BatchEndInRing.into()),
-            (Command::BatchEnd, Level::First) => {
-                w.emit(env, level, src, n)?;
-                level = Level::Ring;
-            }
-            (Command::BatchEnd, Level::Second) => {
-                w.emit(env, level, src, n)?;
-                level = Level::First;
-            }
-            (
-                Command::BatchStart {
-                    space,
-                    addr,
-                    second_level,
-                },
-                _,
-            ) => {
-                let target = Cursor { space, addr };
-                sum.batches += 1;
-                let call_into = match (level, second_level) {
-                    (Level::Ring, false) => Some(Level::First),
-                    (Level::Ring, true) => return Err(Reject::ChainTooDeep.into()),
-                    (Level::First, true) => Some(Level::Second),
-                    (Level::Second, true) => return Err(Reject::ChainTooDeep.into()),
-                    (_, false) => None,
-                };
-                match call_into {
-                    Some(child) => {
-                        w.flush_run(env)?;
-                        let shadow = env.next_addr(child);
-                        let hdr = header & !MI_BATCH_PPGTT;
-                        let patched = [hdr, shadow as u32, ((shadow >> 32) & 0xffff) as u32];
-                        env.emit(level, &patched)
-                            .map_err(|_| AuditError::ShadowFull)?;
-                        if level == Level::First {
-                            b1.addr = b1.addr.wrapping_add(step);
-                        }
-                        if child == Level::First {
-                            v1.reset();
-                            v1.enter(target)?;
-                            b1 = target;
-                        } else {
-                            v2.reset();
-                            v2.enter(target)?;
-                            b2 = target;
-                        }
-                    }
-                    None if level == Level::First => {
-                        v1.enter(target)?;
-                        b1 = target;
-                    }
-                    None => {
-                        v2.enter(target)?;
-                        b2 = target;
-                    }
-                }
-                if level == Level::Ring {
-                    off = ((off as u64 + step) % size as u64) as u32;
-                    remaining -= step as u32;
-                }
-                level = call_into.unwrap_or(level);
-                continue;
-            }
-            _ => w.emit(env, level, src, n)?,
-        }
-        // Advance the cursor of the level the command came from.
-        match (cmd, level) {
-            (Command::BatchEnd, _) => {}
-            (_, Level::Ring) => {
-                off = ((off as u64 + step) % size as u64) as u32;
-                remaining -= step as u32;
-            }
-            (_, Level::First) => b1.addr = b1.addr.wrapping_add(step),
-            (_, Level::Second) => b2.addr = b2.addr.wrapping_add(step),
-        }
     }
 }
 
@@ -3037,22 +3030,36 @@ mod tests {
     /// slice does, but the shortcut must not depend on it).
     const ODD: GmRange = GmRange::new(0x60000, 0x104);
 
+    /// The edges of what the test vGPU may touch (its ranges, [`ODD`] and
+    /// the mapped PPGTT of [`edge_env`]).
+    const EDGES: [u64; 8] = [
+        0,
+        DATA,
+        GM.end(),
+        HIGH.base,
+        HIGH.end(),
+        ODD.base,
+        ODD.end(),
+        DATA + 0x2000,
+    ];
+
+    /// The test vGPU with [`ODD`] and, if `pp`, a mapped PPGTT range.
+    fn edge_env(engine: EngineId, pp: bool) -> Env {
+        let mut e = Env::new(engine);
+        e.ranges.push(ODD);
+        if pp {
+            e.pp_mapped.push((DATA, 0x2000));
+        }
+        e
+    }
+
     /// A dword for the body of a command: anything, an address near an
     /// edge of what the test vGPU may touch (with any of the low flag
     /// bits), a register near the LRI whitelist, or 0 (a high address
     /// dword).
     fn body_dword() -> impl proptest::strategy::Strategy<Value = u32> {
         use proptest::prelude::*;
-        let edges = [
-            0u64,
-            DATA,
-            GM.end(),
-            HIGH.base,
-            HIGH.end(),
-            ODD.base,
-            ODD.end(),
-            DATA + 0x2000,
-        ];
+        let edges = EDGES;
         prop_oneof![
             2 => any::<u32>(),
             4 => (0..edges.len(), -4i64..4, 0u32..8).prop_map(move |(e, d, f)| {
@@ -3072,16 +3079,7 @@ mod tests {
     /// loads around every end of the whitelist.
     #[test]
     fn accepts_is_parse_and_audit_at_every_edge() {
-        let edges = [
-            0u64,
-            DATA,
-            GM.end(),
-            HIGH.base,
-            HIGH.end(),
-            ODD.base,
-            ODD.end(),
-            DATA + 0x2000,
-        ];
+        let edges = EDGES;
         let flags = [
             MI_USE_GGTT,
             MI_FLUSH_DW_STORE_INDEX,
@@ -3092,12 +3090,7 @@ mod tests {
         let mut envs = vec![];
         for engine in EngineId::ALL {
             for pp in [false, true] {
-                let mut e = Env::new(engine);
-                e.ranges.push(ODD);
-                if pp {
-                    e.pp_mapped.push((DATA, 0x2000));
-                }
-                envs.push(e);
+                envs.push(edge_env(engine, pp));
             }
         }
         let mut checked = [0usize; 2];
@@ -3171,11 +3164,7 @@ mod tests {
             let mut d = body;
             d[0] = h;
             let d = &d[..n];
-            let mut e = Env::new(if rcs { EngineId::Rcs } else { EngineId::Bcs });
-            e.ranges.push(ODD);
-            if pp {
-                e.pp_mapped.push((DATA, 0x2000));
-            }
+            let e = edge_env(if rcs { EngineId::Rcs } else { EngineId::Bcs }, pp);
             let full = parse(op, d).and_then(|c| audit_command(&e, op, &c, d));
             proptest::prop_assert_eq!(accepts(&e, op, d), full.is_ok(), "{} {:x?} {:?}", spec.name, d, full);
         }
