@@ -192,6 +192,8 @@ struct Env<'x, B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> {
     gm: &'x [GmRange],
     guard: &'x mut G,
     layout: ShadowLayout,
+    /// `layout.range()`, computed once (every range check asks).
+    shadow: GmRange,
     guest_ring: RingWindow,
     ring_off: u32,
     l1: u64,
@@ -278,7 +280,7 @@ impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env
     }
     fn gm_allowed(&self, addr: Gma, len: u64) -> bool {
         let r = GmRange::new(addr, len.max(1));
-        !self.layout.range().overlaps(&r) && self.gm.iter().any(|g| g.contains(addr, len))
+        self.gm.iter().any(|g| g.contains(addr, len)) && !self.shadow.overlaps(&r)
     }
     fn ppgtt_mapped(&self, addr: u64, len: u64) -> bool {
         let Some(p) = self.ppgtt else { return false };
@@ -510,6 +512,7 @@ impl RingShadow {
                 gm,
                 guard,
                 layout: self.layout,
+                shadow: self.layout.range(),
                 guest_ring: ring,
                 ring_off: self.tail,
                 l1: self.l1,
