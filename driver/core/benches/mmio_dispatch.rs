@@ -1,6 +1,6 @@
 //! BAR0 trap emulation cost (paper §3.3 / §4: every trapped MMIO access pays
 //! this on top of the VM exit).  Prints ns per emulated access for the
-//! common kinds and the ratio of the binary-search register lookup to a
+//! common kinds and the ratio of the table-driven register lookup to a
 //! linear scan of the same table, all measured in this one run.
 use std::hint::black_box;
 use std::time::Instant;
@@ -82,7 +82,7 @@ fn pvinfo_read(m: &mut VgpuMmio, vregs: &[u32], i: u32) {
 }
 
 #[inline(never)]
-fn binary_lookup(off: u32) {
+fn table_lookup(off: u32) {
     black_box(regs::lookup(black_box(off)));
 }
 
@@ -111,7 +111,7 @@ fn main() {
             })
         })
     };
-    let t_bin = time(|i| binary_lookup(offs[i as usize % offs.len()]));
+    let t_bin = time(|i| table_lookup(offs[i as usize % offs.len()]));
     let t_lin = time(|i| {
         black_box(linear(black_box(offs[i as usize % offs.len()])));
     });
@@ -126,7 +126,7 @@ fn main() {
 
     println!("register table: {} entries", REGISTERS.len());
     println!(
-        "lookup: binary {t_bin:.1} ns, linear {t_lin:.1} ns, linear/binary = {:.2}",
+        "lookup: table {t_bin:.1} ns, linear {t_lin:.1} ns, linear/table = {:.2}",
         t_lin / t_bin
     );
     println!("emulated access (ns): forcewake write {t_fw:.1}, TAIL write {t_tail:.1}, PTE classify {t_pte:.1}, scratch read {t_rd:.1}, PVINFO read {t_pv:.1}");
