@@ -35,55 +35,69 @@ fn time(mut f: impl FnMut(u32)) -> f64 {
     t.elapsed().as_nanos() as f64 / n as f64
 }
 
-// One function per measured access (their own symbols for callgrind).
+// One function per figure, each timing its access in the loop of `time`
+// as before (their own symbols for callgrind: a function's instructions
+// divided by its N + N/10 calls of the access).
 #[inline(never)]
-fn forcewake_write(m: &mut VgpuMmio, vregs: &mut [u32], i: u32) {
-    black_box(
-        m.write(
-            vregs,
-            regs::FORCEWAKE_REQ as u64,
-            4,
-            0x1_0001 ^ (i as u64 & 1),
-        )
-        .ok(),
-    );
-}
-
-#[inline(never)]
-fn tail_write(m: &mut VgpuMmio, vregs: &mut [u32], i: u32) {
-    black_box(
-        m.write(
-            vregs,
-            u64::from(EngineId::Rcs.reg(regs::ring::TAIL)),
-            4,
-            (i as u64 * 8) & 0xFFF,
-        )
-        .ok(),
-    );
-}
-
-#[inline(never)]
-fn pte_classify(i: u32) {
-    let idx = (i as u64) & 0xFFFFF;
-    black_box(mmio::classify(black_box(GGTT_VIEW_BASE + idx * 8), 8).ok());
-}
-
-#[inline(never)]
-fn scratch_read(m: &mut VgpuMmio, vregs: &[u32], i: u32) {
-    black_box(m.read(vregs, 0x4000 + (i as u64 & 0xFF) * 4, 4).ok());
-}
-
-#[inline(never)]
-fn pvinfo_read(m: &mut VgpuMmio, vregs: &[u32], i: u32) {
-    black_box(
-        m.read(vregs, PVINFO_BASE as u64 + (i as u64 & 0x1F) * 4, 4)
+fn forcewake_write(m: &mut VgpuMmio, vregs: &mut [u32]) -> f64 {
+    time(|i| {
+        black_box(
+            m.write(
+                vregs,
+                regs::FORCEWAKE_REQ as u64,
+                4,
+                0x1_0001 ^ (i as u64 & 1),
+            )
             .ok(),
-    );
+        );
+    })
 }
 
 #[inline(never)]
-fn table_lookup(off: u32) {
-    black_box(regs::lookup(black_box(off)));
+fn tail_write(m: &mut VgpuMmio, vregs: &mut [u32]) -> f64 {
+    time(|i| {
+        black_box(
+            m.write(
+                vregs,
+                u64::from(EngineId::Rcs.reg(regs::ring::TAIL)),
+                4,
+                (i as u64 * 8) & 0xFFF,
+            )
+            .ok(),
+        );
+    })
+}
+
+#[inline(never)]
+fn pte_classify() -> f64 {
+    time(|i| {
+        let idx = (i as u64) & 0xFFFFF;
+        black_box(mmio::classify(black_box(GGTT_VIEW_BASE + idx * 8), 8).ok());
+    })
+}
+
+#[inline(never)]
+fn scratch_read(m: &mut VgpuMmio, vregs: &[u32]) -> f64 {
+    time(|i| {
+        black_box(m.read(vregs, 0x4000 + (i as u64 & 0xFF) * 4, 4).ok());
+    })
+}
+
+#[inline(never)]
+fn pvinfo_read(m: &mut VgpuMmio, vregs: &[u32]) -> f64 {
+    time(|i| {
+        black_box(
+            m.read(vregs, PVINFO_BASE as u64 + (i as u64 & 0x1F) * 4, 4)
+                .ok(),
+        );
+    })
+}
+
+#[inline(never)]
+fn table_lookup(offs: &[u32]) -> f64 {
+    time(|i| {
+        black_box(regs::lookup(black_box(offs[i as usize % offs.len()])));
+    })
 }
 
 fn main() {
@@ -111,18 +125,18 @@ fn main() {
             })
         })
     };
-    let t_bin = time(|i| table_lookup(offs[i as usize % offs.len()]));
+    let t_bin = table_lookup(&offs);
     let t_lin = time(|i| {
         black_box(linear(black_box(offs[i as usize % offs.len()])));
     });
 
-    let t_fw = time(|i| forcewake_write(&mut m, &mut vregs, i));
-    let t_tail = time(|i| tail_write(&mut m, &mut vregs, i));
+    let t_fw = forcewake_write(&mut m, &mut vregs);
+    let t_tail = tail_write(&mut m, &mut vregs);
     // A PTE write is only classified here; its emulation (audit, pin,
     // physical write) is the shadow GGTT's, measured by benches/ggtt.rs.
-    let t_pte = time(pte_classify);
-    let t_rd = time(|i| scratch_read(&mut m, &vregs, i));
-    let t_pv = time(|i| pvinfo_read(&mut m, &vregs, i));
+    let t_pte = pte_classify();
+    let t_rd = scratch_read(&mut m, &vregs);
+    let t_pv = pvinfo_read(&mut m, &vregs);
 
     println!("register table: {} entries", REGISTERS.len());
     println!(
