@@ -397,7 +397,7 @@ impl VgpuMmio {
 
     /// A write of the `mask` bits of `value` to the dword at `off`, whose
     /// table row is `hit` (from [`lookup`]).
-    #[inline]
+    #[inline(always)]
     fn write_dword(
         &self,
         vregs: &mut [u32],
