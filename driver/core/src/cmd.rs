@@ -79,12 +79,12 @@
 //! wholly inside it needs no range check of its own ([`AuditEnv`]'s checks
 //! are monotonic).  Straight runs of commands that need nothing of the
 //! walker but their checks go through a tight loop: the header's row of
-//! the decode table gives the command and its length, [`accepts`] the
+//! the decode table gives the command and its length, `accepts` the
 //! verdict; the commands join a run that is emitted with one
 //! [`AuditEnv::emit`] when the walker leaves the window, changes level,
 //! emits a rewritten batch start, or ends.  Everything else (batch starts
 //! and ends, a command across a window, any refusal) takes the one-command
-//! path, which is the walker of [`reference`] with the same window.  The
+//! path, which is the walker of `cmd::reference` with the same window.  The
 //! two walkers are held to the same verdicts and emission by a differential
 //! property test, and the fuzz target checks the result on the engine.
 

@@ -17,9 +17,12 @@
 //! pages of the table's registers always have a place, other pages take one
 //! of [`SPARE_PAGES`] spare pages when first written.
 //!
-//! Lookup is a binary search over the table ([`lookup`]); the table is sorted
-//! by the compiler, and its disjointness, alignment and bounds are checked at
-//! compile time (a `const` assertion), so a badly placed row does not build.
+//! Lookup ([`lookup`]) takes constant time: the compiler builds, from the
+//! table, the row of every dword of the pages that hold registers
+//! (`REG_AT`, one byte a dword of each fixed page), so an access costs the
+//! page's slot and one load.  The table is sorted by the compiler, and its
+//! disjointness, alignment and bounds are checked at compile time (a `const`
+//! assertion), so a badly placed row does not build.
 //!
 //! Offsets follow Intel's (Gen7/Gen8 naming) where gvt-sim has a counterpart,
 //! see docs/gvt-sim.md §3 "Register map":
@@ -741,7 +744,7 @@ const fn reg_at(t: &[RegDesc]) -> [[u8; VREG_PAGE_DWORDS]; FIXED_PAGES] {
 
 /// The table entry covering the dword at BAR0 offset `offset` (any byte
 /// offset; the dword containing it is looked up), if any: constant time
-/// (the page's slot, then the dword's row in [`REG_AT`]).
+/// (the page's slot, then the dword's row in `REG_AT`).
 #[inline]
 pub fn lookup(offset: u32) -> Option<RegHit> {
     let offset = offset & !3;
