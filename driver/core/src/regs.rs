@@ -178,26 +178,32 @@ pub fn vreg_get(vregs: &[u32], offset: u32) -> u32 {
 /// place takes a spare page; `None` when none is left (or `offset` is
 /// outside the register range, or `vregs` is shorter than
 /// [`VREG_DWORDS`]).
+#[inline]
 pub fn vreg_mut(vregs: &mut [u32], offset: u32) -> Option<&mut u32> {
     if vregs.len() < VREG_DWORDS || offset >= REG_RANGE {
         return None;
     }
-    let i = match vreg_index(vregs, offset) {
-        Some(i) => i,
-        None => {
-            let mut used = [false; SPARE_PAGES];
-            for &d in vregs.get(..REG_PAGES)? {
-                if let Some(u) = (d as usize).checked_sub(1).and_then(|k| used.get_mut(k)) {
-                    *u = true;
-                }
-            }
-            let free = used.iter().position(|u| !u)?;
-            // A spare page is zero: the file is zeroed on reset, the only
-            // time a spare is given back.
-            *vregs.get_mut((offset / VREG_PAGE_SIZE) as usize)? = free as u32 + 1;
-            vreg_index(vregs, offset)?
+    match vreg_index(vregs, offset) {
+        Some(i) => vregs.get_mut(i),
+        None => vreg_mut_spare(vregs, offset),
+    }
+}
+
+/// [`vreg_mut`] of a page that has no place yet: it takes a spare page.
+#[cold]
+#[inline(never)]
+fn vreg_mut_spare(vregs: &mut [u32], offset: u32) -> Option<&mut u32> {
+    let mut used = [false; SPARE_PAGES];
+    for &d in vregs.get(..REG_PAGES)? {
+        if let Some(u) = (d as usize).checked_sub(1).and_then(|k| used.get_mut(k)) {
+            *u = true;
         }
-    };
+    }
+    let free = used.iter().position(|u| !u)?;
+    // A spare page is zero: the file is zeroed on reset, the only
+    // time a spare is given back.
+    *vregs.get_mut((offset / VREG_PAGE_SIZE) as usize)? = free as u32 + 1;
+    let i = vreg_index(vregs, offset)?;
     vregs.get_mut(i)
 }
 
