@@ -215,6 +215,7 @@ pub enum Bar0Region {
 
 /// Check size, alignment and range of an access of `size` bytes at BAR0
 /// `offset`, and say which emulation serves it.
+#[inline]
 pub fn classify(offset: u64, size: u32) -> Result<Bar0Region, MmioError> {
     decode(offset, size).map(|r| match r {
         Region::Regs(_) => Bar0Region::Registers,
@@ -626,6 +627,7 @@ impl VgpuMmio {
 
     /// [`read`](Self::read) into a little-endian byte buffer of 1, 2, 4 or 8
     /// bytes (what a VFIO region read hands over).
+    #[inline]
     pub fn read_bytes(
         &mut self,
         vregs: &[u32],
@@ -643,6 +645,7 @@ impl VgpuMmio {
 
     /// [`write`](Self::write) from a little-endian byte buffer of 1, 2, 4 or 8
     /// bytes (what a VFIO region write hands over).
+    #[inline]
     pub fn write_bytes(
         &mut self,
         vregs: &mut [u32],
