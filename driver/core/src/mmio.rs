@@ -177,11 +177,13 @@ enum Region {
 }
 
 /// Check size, alignment and range of an access.
+#[inline]
 fn decode(offset: u64, size: u32) -> Result<Region, MmioError> {
     if !matches!(size, 1 | 2 | 4 | 8) {
         return Err(MmioError::BadSize);
     }
-    if offset % (size as u64) != 0 {
+    // A power of two (checked above): a mask, not a division.
+    if offset & (size as u64 - 1) != 0 {
         return Err(MmioError::Misaligned);
     }
     let end = offset
@@ -213,6 +215,7 @@ pub enum Bar0Region {
 
 /// Check size, alignment and range of an access of `size` bytes at BAR0
 /// `offset`, and say which emulation serves it.
+#[inline]
 pub fn classify(offset: u64, size: u32) -> Result<Bar0Region, MmioError> {
     decode(offset, size).map(|r| match r {
         Region::Regs(_) => Bar0Region::Registers,
@@ -228,6 +231,7 @@ enum Category {
 
 /// The trap category of an access at `off`, whose table row is `hit`
 /// (looked up once per access, see [`lookup`]).
+#[inline]
 fn category(off: u32, hit: Option<RegHit>) -> Category {
     if in_pvinfo(off) {
         return Category::Other { unknown: false };
@@ -240,12 +244,14 @@ fn category(off: u32, hit: Option<RegHit>) -> Category {
     }
 }
 
+#[inline]
 fn in_pvinfo(off: u32) -> bool {
     (PVINFO_BASE..PVINFO_BASE + PVINFO_SIZE).contains(&off)
 }
 
 /// The table row of the dword at `off` (none in the PVINFO page, which has
 /// its own emulation).
+#[inline]
 fn lookup(off: u32) -> Option<RegHit> {
     if in_pvinfo(off) {
         None
@@ -254,6 +260,9 @@ fn lookup(off: u32) -> Option<RegHit> {
     }
 }
 
+/// Where `FORCEWAKE_ACK` lives in the vreg file (a fixed page).
+const FORCEWAKE_ACK_AT: usize = regs::fixed_index(regs::FORCEWAKE_ACK);
+
 /// Result of one dword write.
 enum DwordWrite {
     Stored,
@@ -261,11 +270,13 @@ enum DwordWrite {
     Event(TrapEvent),
 }
 
+#[inline]
 const fn merge(old: u32, value: u32, mask: u32) -> u32 {
     (old & !mask) | (value & mask)
 }
 
 /// Byte mask of a `size`-byte access at byte `shift` of a dword.
+#[inline]
 const fn lane_mask(size: u32, byte: u32) -> u32 {
     let m: u32 = match size {
         1 => 0xFF,
@@ -277,6 +288,7 @@ const fn lane_mask(size: u32, byte: u32) -> u32 {
 
 /// The vreg at BAR0 offset `offset` (its dword); 0 if outside the file
 /// (or on a page of the sparse file that has no place, [`regs::vreg_get`]).
+#[inline]
 pub fn vreg(vregs: &[u32], offset: u32) -> u32 {
     regs::vreg_get(vregs, offset)
 }
@@ -369,6 +381,7 @@ impl VgpuMmio {
     }
 
     /// The dword at `off`, whose table row is `hit` (from [`lookup`]).
+    #[inline]
     fn read_dword(&self, vregs: &[u32], off: u32, hit: Option<RegHit>) -> u32 {
         if let Some(rel) = off.checked_sub(PVINFO_BASE).filter(|r| *r < PVINFO_SIZE) {
             return self.pvinfo.read(pvinfo_page(vregs).unwrap_or(&[]), rel);
@@ -385,6 +398,7 @@ impl VgpuMmio {
 
     /// A write of the `mask` bits of `value` to the dword at `off`, whose
     /// table row is `hit` (from [`lookup`]).
+    #[inline(always)]
     fn write_dword(
         &self,
         vregs: &mut [u32],
@@ -403,7 +417,10 @@ impl VgpuMmio {
                 PvWrite::Event(e) => DwordWrite::Event(TrapEvent::PvInfo(e)),
             };
         }
-        let old = vreg(vregs, off);
+        // The dword's place in the vreg file, found once: a table row's
+        // page is a fixed one, so it always has a place.
+        let at = regs::vreg_index(vregs, off);
+        let old = at.and_then(|i| vregs.get(i)).copied().unwrap_or(0);
         let new = merge(old, value, mask);
         let Some(hit) = hit else {
             // A plain register: kept unless its page finds no spare page
@@ -415,8 +432,11 @@ impl VgpuMmio {
                 DwordWrite::Dropped
             };
         };
-        let store = |vregs: &mut [u32], v: u32| {
-            set_vreg(vregs, off, v);
+        let store = |vregs: &mut [u32], v: u32| match at.and_then(|i| vregs.get_mut(i)) {
+            Some(d) => *d = v,
+            None => {
+                set_vreg(vregs, off, v);
+            }
         };
         match hit.kind() {
             RegKind::Scratch
@@ -473,7 +493,9 @@ impl VgpuMmio {
                 // masked register: bytes not written carry no mask bits
                 let v = regs::masked_write(old, value & mask);
                 store(vregs, v);
-                set_vreg(vregs, regs::FORCEWAKE_ACK, v & 0xFFFF);
+                if let Some(d) = vregs.get_mut(FORCEWAKE_ACK_AT) {
+                    *d = v & 0xFFFF;
+                }
                 DwordWrite::Stored
             }
             RegKind::Fence => {
@@ -496,6 +518,7 @@ impl VgpuMmio {
         }
     }
 
+    #[inline]
     fn count(&mut self, off: u32, hit: Option<RegHit>, write: bool) {
         match category(off, hit) {
             Category::Pm => self.stats.pm += 1,
@@ -519,6 +542,7 @@ impl VgpuMmio {
         }
     }
 
+    #[inline]
     fn count_rw(&mut self, write: bool) {
         if write {
             self.stats.writes += 1;
@@ -527,6 +551,7 @@ impl VgpuMmio {
         }
     }
 
+    #[inline]
     fn decode_checked(
         &mut self,
         vregs: &[u32],
@@ -602,6 +627,7 @@ impl VgpuMmio {
 
     /// [`read`](Self::read) into a little-endian byte buffer of 1, 2, 4 or 8
     /// bytes (what a VFIO region read hands over).
+    #[inline]
     pub fn read_bytes(
         &mut self,
         vregs: &[u32],
@@ -619,6 +645,7 @@ impl VgpuMmio {
 
     /// [`write`](Self::write) from a little-endian byte buffer of 1, 2, 4 or 8
     /// bytes (what a VFIO region write hands over).
+    #[inline]
     pub fn write_bytes(
         &mut self,
         vregs: &mut [u32],
@@ -648,6 +675,7 @@ fn pvinfo_page_mut(vregs: &mut [u32]) -> Option<&mut [u32]> {
     vregs.get_mut(lo..lo + PVINFO_DWORDS)
 }
 
+#[inline]
 fn combine(a: DwordWrite, b: DwordWrite) -> MmioOutcome {
     use DwordWrite::*;
     match (a, b) {

@@ -17,9 +17,12 @@
 //! pages of the table's registers always have a place, other pages take one
 //! of [`SPARE_PAGES`] spare pages when first written.
 //!
-//! Lookup is a binary search over the table ([`lookup`]); the table is sorted
-//! by the compiler, and its disjointness, alignment and bounds are checked at
-//! compile time (a `const` assertion), so a badly placed row does not build.
+//! Lookup ([`lookup`]) takes constant time: the compiler builds, from the
+//! table, the row of every dword of the pages that hold registers
+//! (`REG_AT`, one byte a dword of each fixed page), so an access costs the
+//! page's slot and one load.  The table is sorted by the compiler, and its
+//! disjointness, alignment and bounds are checked at compile time (a `const`
+//! assertion), so a badly placed row does not build.
 //!
 //! Offsets follow Intel's (Gen7/Gen8 naming) where gvt-sim has a counterpart,
 //! see docs/gvt-sim.md §3 "Register map":
@@ -146,6 +149,7 @@ pub const fn fixed_index(offset: u32) -> usize {
 }
 
 /// Where the dword at `offset` lives in `vregs`, if its page has a place.
+#[inline]
 pub fn vreg_index(vregs: &[u32], offset: u32) -> Option<usize> {
     if let Some(i) = fixed_vreg_index(offset) {
         return Some(i);
@@ -162,6 +166,7 @@ pub fn vreg_index(vregs: &[u32], offset: u32) -> Option<usize> {
 }
 
 /// The vreg at `offset` (its dword); 0 if its page has no place.
+#[inline]
 pub fn vreg_get(vregs: &[u32], offset: u32) -> u32 {
     vreg_index(vregs, offset)
         .and_then(|i| vregs.get(i))
@@ -173,26 +178,32 @@ pub fn vreg_get(vregs: &[u32], offset: u32) -> u32 {
 /// place takes a spare page; `None` when none is left (or `offset` is
 /// outside the register range, or `vregs` is shorter than
 /// [`VREG_DWORDS`]).
+#[inline]
 pub fn vreg_mut(vregs: &mut [u32], offset: u32) -> Option<&mut u32> {
     if vregs.len() < VREG_DWORDS || offset >= REG_RANGE {
         return None;
     }
-    let i = match vreg_index(vregs, offset) {
-        Some(i) => i,
-        None => {
-            let mut used = [false; SPARE_PAGES];
-            for &d in vregs.get(..REG_PAGES)? {
-                if let Some(u) = (d as usize).checked_sub(1).and_then(|k| used.get_mut(k)) {
-                    *u = true;
-                }
-            }
-            let free = used.iter().position(|u| !u)?;
-            // A spare page is zero: the file is zeroed on reset, the only
-            // time a spare is given back.
-            *vregs.get_mut((offset / VREG_PAGE_SIZE) as usize)? = free as u32 + 1;
-            vreg_index(vregs, offset)?
+    match vreg_index(vregs, offset) {
+        Some(i) => vregs.get_mut(i),
+        None => vreg_mut_spare(vregs, offset),
+    }
+}
+
+/// [`vreg_mut`] of a page that has no place yet: it takes a spare page.
+#[cold]
+#[inline(never)]
+fn vreg_mut_spare(vregs: &mut [u32], offset: u32) -> Option<&mut u32> {
+    let mut used = [false; SPARE_PAGES];
+    for &d in vregs.get(..REG_PAGES)? {
+        if let Some(u) = (d as usize).checked_sub(1).and_then(|k| used.get_mut(k)) {
+            *u = true;
         }
-    };
+    }
+    let free = used.iter().position(|u| !u)?;
+    // A spare page is zero: the file is zeroed on reset, the only
+    // time a spare is given back.
+    *vregs.get_mut((offset / VREG_PAGE_SIZE) as usize)? = free as u32 + 1;
+    let i = vreg_index(vregs, offset)?;
     vregs.get_mut(i)
 }
 
@@ -343,10 +354,12 @@ pub struct RegHit {
 }
 
 impl RegHit {
+    #[inline]
     pub fn kind(&self) -> RegKind {
         self.desc.kind
     }
     /// BAR0 offset of the element's first dword.
+    #[inline]
     pub fn element_offset(&self) -> u32 {
         self.desc
             .offset
@@ -707,37 +720,62 @@ pub const fn table_is_valid(t: &[RegDesc]) -> bool {
 // A misplaced, overlapping or unsorted line does not build.
 const _: () = assert!(table_is_valid(REGISTERS));
 
-/// One bit per 4 KiB page of [`REG_RANGE`]: whether any row of `t` reaches
-/// into it (computed by the compiler).
-const fn page_map(t: &[RegDesc]) -> [u64; REG_PAGES / 64] {
-    let mut m = [0u64; REG_PAGES / 64];
+/// Per fixed page of the vreg file ([`FIXED_SLOT`]), per dword of it: the
+/// row of [`REGISTERS`] that covers it, plus one (0: none).  Built by the
+/// compiler from the table, so [`lookup`] is two loads, not a search.
+static REG_AT: [[u8; VREG_PAGE_DWORDS]; FIXED_PAGES] = reg_at(REGISTERS);
+
+const fn reg_at(t: &[RegDesc]) -> [[u8; VREG_PAGE_DWORDS]; FIXED_PAGES] {
+    let mut m = [[0u8; VREG_PAGE_DWORDS]; FIXED_PAGES];
+    assert!(t.len() < 255, "REG_AT holds a row index in a u8");
     let mut i = 0;
     while i < t.len() {
-        let mut p = t[i].offset / 4096;
-        let last = (t[i].end() - 1) / 4096;
-        while p <= last {
-            m[(p / 64) as usize] |= 1 << (p % 64);
-            p += 1;
+        let r = &t[i];
+        let mut e = 0;
+        while e < r.count {
+            let mut d = 0;
+            while d < r.width.dwords() {
+                let off = r.offset + e * r.stride + 4 * d;
+                // Every page of a row is a fixed one (fixed_slots).
+                let slot = FIXED_SLOT[(off / VREG_PAGE_SIZE) as usize] as usize;
+                m[slot - 1][((off % VREG_PAGE_SIZE) / 4) as usize] = i as u8 + 1;
+                d += 1;
+            }
+            e += 1;
         }
         i += 1;
     }
     m
 }
 
-/// Pages that hold a row of [`REGISTERS`]: most BAR0 offsets are plain vregs
-/// in a page without any, and their lookup ends on this one bit.
-static REG_PAGE_MAP: [u64; REG_PAGES / 64] = page_map(REGISTERS);
-
 /// The table entry covering the dword at BAR0 offset `offset` (any byte
-/// offset; the dword containing it is looked up), if any.  O(1) for a page
-/// without registers, O(log n) otherwise.
+/// offset; the dword containing it is looked up), if any: constant time
+/// (the page's slot, then the dword's row in `REG_AT`).
+#[inline]
 pub fn lookup(offset: u32) -> Option<RegHit> {
     let offset = offset & !3;
-    let page = (offset / 4096) as usize;
-    let word = REG_PAGE_MAP.get(page / 64)?;
-    if word & (1 << (page % 64)) == 0 {
-        return None;
-    }
+    let slot = *FIXED_SLOT.get((offset / VREG_PAGE_SIZE) as usize)? as usize;
+    let rows = REG_AT.get(slot.checked_sub(1)?)?;
+    let row = *rows.get(((offset % VREG_PAGE_SIZE) / 4) as usize)? as usize;
+    let desc = REGISTERS.get(row.checked_sub(1)?)?;
+    let rel = offset.checked_sub(desc.offset)?;
+    let (index, within) = if desc.count > 1 && desc.stride > 0 {
+        (rel / desc.stride, rel % desc.stride)
+    } else {
+        (0, rel)
+    };
+    Some(RegHit {
+        desc,
+        index,
+        dword: within / 4,
+    })
+}
+
+/// [`lookup`] as it was, a binary search of the table: the oracle of the
+/// test that compares the two on every dword of the register range.
+#[cfg(test)]
+fn lookup_search(offset: u32) -> Option<RegHit> {
+    let offset = offset & !3;
     let idx = REGISTERS.partition_point(|r| r.offset <= offset);
     let desc = REGISTERS.get(idx.checked_sub(1)?)?;
     let rel = offset.checked_sub(desc.offset)?;
@@ -769,6 +807,21 @@ mod tests {
     use super::*;
     use std::vec;
     use std::vec::Vec;
+
+    /// The lookup table answers exactly what the binary search of the
+    /// table did, on every dword of the register range and beyond it.
+    #[test]
+    fn table_lookup_matches_the_search() {
+        let beyond = [REG_RANGE, REG_RANGE + 4, 0x80_0000, u32::MAX - 3];
+        for off in (0..REG_RANGE).step_by(4).chain(beyond) {
+            for b in 0..4 {
+                assert_eq!(lookup(off + b), lookup_search(off + b), "{:#x}", off + b);
+            }
+        }
+        assert!(REGISTERS
+            .iter()
+            .all(|r| lookup(r.offset).map(|h| h.desc) == Some(r)));
+    }
 
     #[test]
     fn sparse_vreg_file() {

@@ -192,6 +192,8 @@ struct Env<'x, B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> {
     gm: &'x [GmRange],
     guard: &'x mut G,
     layout: ShadowLayout,
+    /// `layout.range()`, computed once (every range check asks).
+    shadow: GmRange,
     guest_ring: RingWindow,
     ring_off: u32,
     l1: u64,
@@ -238,8 +240,19 @@ fn write_gm<B: Backend, H: HostMemory>(
 
 impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> Env<'_, B, H, P, G> {
     /// Gather `dwords`, to land at `at`, after what is pending if they
-    /// follow it; otherwise write out what is pending first.
+    /// follow it; otherwise write out what is pending first.  A run longer
+    /// than the gather buffer goes through it in pieces.
     fn push(&mut self, at: Gma, dwords: &[u32]) -> Result<(), SinkFull> {
+        let mut at = at;
+        for piece in dwords.chunks(PEND_BYTES / 4) {
+            self.push_piece(at, piece)?;
+            at += 4 * piece.len() as u64;
+        }
+        Ok(())
+    }
+
+    /// [`Env::push`] of at most [`PEND_BYTES`].
+    fn push_piece(&mut self, at: Gma, dwords: &[u32]) -> Result<(), SinkFull> {
         let len = 4 * dwords.len();
         if self.pend_len > 0
             && (self.pend_at + self.pend_len as u64 != at || self.pend_len + len > PEND_BYTES)
@@ -267,7 +280,7 @@ impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env
     }
     fn gm_allowed(&self, addr: Gma, len: u64) -> bool {
         let r = GmRange::new(addr, len.max(1));
-        !self.layout.range().overlaps(&r) && self.gm.iter().any(|g| g.contains(addr, len))
+        self.gm.iter().any(|g| g.contains(addr, len)) && !self.shadow.overlaps(&r)
     }
     fn ppgtt_mapped(&self, addr: u64, len: u64) -> bool {
         let Some(p) = self.ppgtt else { return false };
@@ -499,6 +512,7 @@ impl RingShadow {
                 gm,
                 guard,
                 layout: self.layout,
+                shadow: self.layout.range(),
                 guest_ring: ring,
                 ring_off: self.tail,
                 l1: self.l1,

@@ -47,7 +47,7 @@ use super::gpu::{Gpu, GpuError, RingSetup, SubmitOutcome};
 use super::gpu_lock::Locked;
 use super::irq::{Delivery, GtIrq, DE_PIPEA_VBLANK, GTIER, GTIIR, GTIMR};
 use super::mem::{GmRange, HostPage, MemError};
-use super::mmio::{self, ring_regs, Bar0Region, MmioError, TrapEvent, VgpuMmio};
+use super::mmio::{self, ring_regs, Bar0Region, MmioError, MmioOutcome, TrapEvent, VgpuMmio};
 use super::partition::Partition;
 use super::ppgtt::{Ppgtt, PpgttError, PpgttState, ENTRIES};
 use super::pvinfo::{vgtif, PvEvent, PvInfo, PvInfoError, PVINFO_BASE, VGT_CAPS_FULL_PPGTT};
@@ -573,6 +573,19 @@ impl<const P: usize> Vgpu<P> {
     /// whose value lives with the engines ([`Vgpu::refresh`]): only those
     /// reads take the GPU lock; every other register is this vGPU's own.
     fn reads_mediated(offset: u64, size: u32) -> bool {
+        // A well-formed access (the only kind asked about) stays in its
+        // page: most pages hold none of these registers, and say so first.
+        let page = offset >> 12;
+        let in_page = |r: u32| u64::from(r) >> 12 == page;
+        if !in_page(regs::GT_IIR)
+            && !in_page(regs::GT_IMR)
+            && !in_page(regs::GT_IER)
+            && !EngineId::ALL
+                .iter()
+                .any(|e| in_page(e.reg(ring::HEAD)) || in_page(e.mmio_base() + ring::EIR))
+        {
+            return false;
+        }
         let hit = |r: u32| {
             offset < u64::from(r) + 4 && offset.saturating_add(u64::from(size)) > u64::from(r)
         };
@@ -730,10 +743,13 @@ impl<const P: usize> Vgpu<P> {
             (offset, data)
         };
         let outcome = self.mmio.write_bytes(env.st.vregs, offset, data)?;
-        for (i, ev) in outcome.events().enumerate() {
-            let r = self.route(env, ev, &mut out.delivery);
-            if let Some(slot) = out.routed.get_mut(i) {
-                *slot = Some(r);
+        // Most writes raise no event: no iterator for them.
+        if let MmioOutcome::Event(_) | MmioOutcome::Events(..) = outcome {
+            for (i, ev) in outcome.events().enumerate() {
+                let r = self.route(env, ev, &mut out.delivery);
+                if let Some(slot) = out.routed.get_mut(i) {
+                    *slot = Some(r);
+                }
             }
         }
         // Only an event (a display or interrupt write, a reset...) or a
