@@ -72,6 +72,7 @@
 //! loop.  Each level keeps the chain targets entered since the frame began.
 
 use super::backend::EngineId;
+use super::gm_view::GmView;
 use super::mem::{Gma, PAGE_SIZE};
 
 /// Longest command gvt-sim accepts (LRI with 32 registers).
@@ -853,6 +854,129 @@ pub fn parse(op: Opcode, d: &[u32]) -> Result<Command, Reject> {
     })
 }
 
+/// Store address `v` into the 48-bit address field `d[lo]` (bits 31:0, the
+/// bits under `keep` left as they are: flags) and `d[hi]` (bits 15:0 = address
+/// 47:32).
+fn set_addr48(d: &mut [u32], lo: usize, hi: usize, keep: u32, v: u64) -> Option<()> {
+    let l = d.get_mut(lo)?;
+    *l = (*l & keep) | (v as u32 & !keep);
+    let h = d.get_mut(hi)?;
+    *h = (*h & !0xffff) | ((v >> 32) as u32 & 0xffff);
+    Some(())
+}
+
+/// Store a blit surface base `v` into `d[at]` (and `d[at + 1]` for the
+/// 48-bit forms): a 32-bit field must hold it.
+fn set_blit_base(d: &mut [u32], at: usize, wide: bool, v: u64) -> Option<()> {
+    if wide {
+        set_addr48(d, at, at + 1, 0, v)
+    } else {
+        *d.get_mut(at)? = u32::try_from(v).ok()?;
+        Some(())
+    }
+}
+
+/// A blit surface's base moved to the host: by the offset of the view slice
+/// that holds the whole rectangle (checked like [`audit_command`] checks it:
+/// the geometry first, then the span).  An empty rectangle touches nothing
+/// and keeps its base.
+fn blit_base_to_host(
+    view: &GmView,
+    s: &Surface,
+    w: u32,
+    h: u32,
+    cpp: u32,
+) -> Result<Option<u64>, Reject> {
+    if w == 0 || h == 0 {
+        return Ok(None);
+    }
+    if !s.geometry_ok(w, h, cpp) {
+        return Err(Reject::BadGeometry);
+    }
+    let (first, len) = s.span(w, h, cpp).ok_or(Reject::AddressNotAllowed)?;
+    view.to_host_base(s.base, first, len)
+        .map(Some)
+        .ok_or(Reject::AddressNotAllowed)
+}
+
+/// Move every GGTT address command `cmd` (parsed from `d`, opcode `op`)
+/// carries from the guest's GM view to the host, in `d` itself: store and
+/// post-sync targets, batch buffer starts, blit surfaces (PPGTT addresses
+/// are the guest's own address space and stay).  An address (with the range
+/// the command touches from it) outside one slice of the view has no
+/// translation: [`Reject::AddressNotAllowed`].  The caller parses `d` again
+/// and audits the result against the host slices as for any command, so a
+/// missed field cannot reach beyond the vGPU's own memory: at worst a
+/// command is refused or lands in its own slice.
+///
+/// Which dwords hold an address follows from the command's row of
+/// [`COMMANDS`] and its parse: [`AuditClass::Write`] rows carry one target
+/// (MI_STORE_DATA_IMM at DW1–2; MI_FLUSH_DW at DW1–2, bits 2:0 flags;
+/// PIPE_CONTROL at DW2–3, bits 2:0 reserved), [`AuditClass::Blit`] rows a
+/// destination (DW4, 48-bit forms DW4–5) and XY_SRC_COPY_BLT a source (DW7,
+/// or DW8–9), and the one control command with an address is
+/// MI_BATCH_BUFFER_START (DW1–2).  The table test below checks every row is
+/// covered.
+pub fn translate_command(
+    view: &GmView,
+    op: Opcode,
+    cmd: &Command,
+    d: &mut [u32],
+) -> Result<(), Reject> {
+    let denied = Reject::AddressNotAllowed;
+    let to_host = |a: u64, len: u64| view.to_host(a, len).ok_or(denied);
+    match *cmd {
+        Command::StoreData {
+            space: Space::Ggtt,
+            addr,
+            n,
+            ..
+        } => set_addr48(d, 1, 2, 3, to_host(addr, 4 * u64::from(n))?).ok_or(denied),
+        Command::FlushDw { post, .. } | Command::PipeControl { post, .. } => {
+            let Some((Space::Ggtt, a, len)) = post.target() else {
+                return Ok(());
+            };
+            let lo = if op == Opcode::PipeControl { 2 } else { 1 };
+            set_addr48(d, lo, lo + 1, 7, to_host(a, len)?).ok_or(denied)
+        }
+        Command::BatchStart {
+            space: Space::Ggtt,
+            addr,
+            ..
+        } => set_addr48(d, 1, 2, 3, to_host(addr, 4)?).ok_or(denied),
+        Command::ColorBlt { dst, w, h, cpp, .. } => {
+            if let Some(b) = blit_base_to_host(view, &dst, w, h, cpp)? {
+                set_blit_base(d, 4, d.len() == 7, b).ok_or(denied)?;
+            }
+            Ok(())
+        }
+        Command::SrcCopyBlt {
+            dst,
+            src,
+            w,
+            h,
+            cpp,
+        } => {
+            let wide = d.len() == 10;
+            let db = blit_base_to_host(view, &dst, w, h, cpp)?;
+            let sb = blit_base_to_host(view, &src, w, h, cpp)?;
+            if let Some(b) = db {
+                set_blit_base(d, 4, wide, b).ok_or(denied)?;
+            }
+            if let Some(b) = sb {
+                set_blit_base(d, if wide { 8 } else { 7 }, wide, b).ok_or(denied)?;
+            }
+            Ok(())
+        }
+        Command::StoreData { .. }
+        | Command::BatchStart { .. }
+        | Command::Noop
+        | Command::UserInterrupt
+        | Command::BatchEnd
+        | Command::LoadRegs { .. } => Ok(()),
+    }
+}
+
 /// Per-submission limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -911,6 +1035,15 @@ pub trait AuditEnv {
     fn emit(&mut self, level: Level, dwords: &[u32]) -> Result<(), SinkFull>;
     /// GGTT address where the next command emitted at `level` will land.
     fn next_addr(&self, level: Level) -> Gma;
+    /// The guest's GM view when it is not the vGPU's placement (a migrated
+    /// vGPU, [`GmView`]): every GGTT address a command carries is then
+    /// moved to the host ([`translate_command`]) before the command is
+    /// audited, so the audit, the emitted copy and the engine see host
+    /// addresses only.  `None` (the default): the guest's addresses are the
+    /// host's (the paper's ballooning), nothing is translated.
+    fn gm_view(&self) -> Option<GmView> {
+        None
+    }
     /// Called once the whole submission was audited and emitted, before
     /// [`audit_ring`] returns it accepted: an environment that gathers its
     /// emission into larger writes finishes them here.  The default has
@@ -1262,6 +1395,7 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
     let mut v1 = Visited::new();
     let mut v2 = Visited::new();
     let mut win = Window::new();
+    let view = env.gm_view();
     loop {
         if level == Level::Ring && remaining == 0 {
             env.flush().map_err(|_| AuditError::ShadowFull)?;
@@ -1292,8 +1426,13 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
             Level::First => fetch_batch(env, &mut win, b1, &mut buf)?,
             Level::Second => fetch_batch(env, &mut win, b2, &mut buf)?,
         };
+        let mut cmd = parse(op, buf.get(..n).unwrap_or(&[]))?;
+        if let Some(v) = &view {
+            let d = buf.get_mut(..n).unwrap_or(&mut []);
+            translate_command(v, op, &cmd, d)?;
+            cmd = parse(op, d)?;
+        }
         let d = buf.get(..n).unwrap_or(&[]);
-        let cmd = parse(op, d)?;
         audit_command(env, op, &cmd, d)?;
         sum.commands += 1;
         sum.dwords += n as u64;
@@ -1458,6 +1597,7 @@ pub mod reference {
         let mut b2 = b1;
         let mut v1 = Visited::new();
         let mut v2 = Visited::new();
+        let view = env.gm_view();
         loop {
             if level == Level::Ring && remaining == 0 {
                 return Ok(sum);
@@ -1489,8 +1629,13 @@ pub mod reference {
                 Level::First => fetch_batch(env, b1, &mut buf)?,
                 Level::Second => fetch_batch(env, b2, &mut buf)?,
             };
+            let mut cmd = parse(op, buf.get(..n).unwrap_or(&[]))?;
+            if let Some(v) = &view {
+                let d = buf.get_mut(..n).unwrap_or(&mut []);
+                translate_command(v, op, &cmd, d)?;
+                cmd = parse(op, d)?;
+            }
             let d = buf.get(..n).unwrap_or(&[]);
-            let cmd = parse(op, d)?;
             audit_command(env, op, &cmd, d)?;
             sum.commands += 1;
             sum.dwords += n as u64;
