@@ -1427,7 +1427,8 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
             Level::Second => fetch_batch(env, &mut win, b2, &mut buf)?,
         };
         let mut cmd = parse(op, buf.get(..n).unwrap_or(&[]))?;
-        if let Some(v) = &view {
+        // (A command on the wrong engine is refused as such by the audit.)
+        if let Some(v) = view.as_ref().filter(|_| op.runs_on(env.engine())) {
             let d = buf.get_mut(..n).unwrap_or(&mut []);
             translate_command(v, op, &cmd, d)?;
             cmd = parse(op, d)?;
@@ -1630,7 +1631,8 @@ pub mod reference {
                 Level::Second => fetch_batch(env, b2, &mut buf)?,
             };
             let mut cmd = parse(op, buf.get(..n).unwrap_or(&[]))?;
-            if let Some(v) = &view {
+            // (A command on the wrong engine is refused as such by the audit.)
+            if let Some(v) = view.as_ref().filter(|_| op.runs_on(env.engine())) {
                 let d = buf.get_mut(..n).unwrap_or(&mut []);
                 translate_command(v, op, &cmd, d)?;
                 cmd = parse(op, d)?;
@@ -1868,6 +1870,8 @@ mod tests {
         cap: usize,
         /// GGTT pages whose reads fail (an unmapped page).
         holes: Vec<u64>,
+        /// The guest's GM view, when it is not the placement.
+        view: Option<GmView>,
     }
 
     impl Env {
@@ -1881,6 +1885,7 @@ mod tests {
                 out: [vec![], vec![], vec![]],
                 cap: usize::MAX,
                 holes: vec![],
+                view: None,
             }
         }
         fn put(&mut self, addr: u64, d: &[u32]) {
@@ -1943,6 +1948,9 @@ mod tests {
         }
         fn next_addr(&self, level: Level) -> Gma {
             SHADOW[level as usize] + 4 * self.out[level as usize].len() as u64
+        }
+        fn gm_view(&self) -> Option<GmView> {
+            self.view
         }
     }
 
@@ -2789,6 +2797,301 @@ mod tests {
             let rb = reference::audit_ring(&mut b, win, head, tail, &Limits::DEFAULT);
             proptest::prop_assert_eq!(ra, rb);
             proptest::prop_assert_eq!(&a.out, &b.out);
+        }
+    }
+
+    mod view {
+        use super::super::super::gm_view::{GmView, VgpuGm};
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The guest's view: the test slices ([`GM`], [`HIGH`]); the host's:
+        /// the same sizes elsewhere, each slice moved by its own offset.
+        const HOST_GM: GmRange = GmRange::new(0x4000_0000, GM.size);
+        const HOST_HIGH: GmRange = GmRange::new(0x2000_0000, HIGH.size);
+
+        fn view() -> GmView {
+            GmView::new(
+                VgpuGm {
+                    aperture: GM,
+                    high: HIGH,
+                },
+                VgpuGm {
+                    aperture: HOST_GM,
+                    high: HOST_HIGH,
+                },
+                1 << 32,
+            )
+            .unwrap()
+        }
+
+        /// One command of every row with GGTT addresses `ap` (in the
+        /// aperture slice) and `hi` (in the high slice), both forms where a
+        /// row has two.
+        fn samples(ap: u64, hi: u64) -> Vec<(Opcode, Vec<u32>)> {
+            let mut narrow_fill = color_blt(hi, 512, (4, 2, 20, 10), 7).to_vec();
+            narrow_fill.remove(5);
+            narrow_fill[0] -= 1;
+            let mut narrow_copy =
+                src_copy_blt(ap + 0x100, 512, (0, 0, 8, 8), hi, 256, (2, 1)).to_vec();
+            narrow_copy.remove(9);
+            narrow_copy.remove(5);
+            narrow_copy[0] -= 2;
+            let flush_ts = {
+                let mut f = flush_dw_store(Space::Ggtt, ap + 0x40, 0, true).to_vec();
+                f[0] = (f[0] & !MI_FLUSH_DW_OP_TIMESTAMP) | MI_FLUSH_DW_OP_TIMESTAMP;
+                f
+            };
+            vec![
+                (Opcode::Noop, vec![MI_NOOP]),
+                (Opcode::UserInterrupt, vec![MI_USER_INTERRUPT]),
+                (Opcode::BatchBufferEnd, vec![MI_BATCH_BUFFER_END]),
+                (
+                    Opcode::StoreDataImm,
+                    sdi(Space::Ggtt, ap + 0x24, 5).to_vec(),
+                ),
+                (
+                    Opcode::StoreDataImm,
+                    sdi_qw(Space::Ggtt, hi + 0x8, [1, 2]).to_vec(),
+                ),
+                (Opcode::LoadRegisterImm, lri(0x2600, 3).to_vec()),
+                (
+                    Opcode::FlushDw,
+                    flush_dw_store(Space::Ggtt, hi + 0x10, 9, false).to_vec(),
+                ),
+                (Opcode::FlushDw, flush_ts),
+                (
+                    Opcode::BatchBufferStart,
+                    bb_start(Space::Ggtt, ap + 0x1000, false).to_vec(),
+                ),
+                (
+                    Opcode::BatchBufferStart,
+                    bb_start(Space::Ggtt, hi, true).to_vec(),
+                ),
+                (
+                    Opcode::XyColorBlt,
+                    color_blt(ap, 512, (0, 0, 16, 4), 0xff).to_vec(),
+                ),
+                (Opcode::XyColorBlt, narrow_fill),
+                (
+                    Opcode::XySrcCopyBlt,
+                    src_copy_blt(hi + 0x200, 512, (1, 1, 9, 9), ap, 512, (0, 0)).to_vec(),
+                ),
+                (Opcode::XySrcCopyBlt, narrow_copy),
+                (
+                    Opcode::PipeControl,
+                    pipe_control_qw(Space::Ggtt, ap + 0x80, [3, 4]).to_vec(),
+                ),
+            ]
+        }
+
+        fn translated(op: Opcode, d: &[u32]) -> Result<Vec<u32>, Reject> {
+            let mut d = d.to_vec();
+            let cmd = parse(op, &d)?;
+            translate_command(&view(), op, &cmd, &mut d)?;
+            Ok(d)
+        }
+
+        #[test]
+        fn every_address_of_every_row_moves_by_its_slice_offset() {
+            let guest = samples(GM.base, HIGH.base);
+            let host = samples(HOST_GM.base, HOST_HIGH.base);
+            let mut seen = [false; COMMANDS.len()];
+            for ((op, g), (_, h)) in guest.iter().zip(&host) {
+                assert_eq!(decode(g[0]).map(|x| x.0), Ok(*op));
+                assert_eq!(translated(*op, g).as_ref(), Ok(h), "{op:?}");
+                seen[*op as usize] = true;
+            }
+            assert!(seen.iter().all(|s| *s), "a row of COMMANDS has no sample");
+            // PPGTT addresses are the guest's own address space: untouched.
+            for d in [
+                sdi(Space::Ppgtt, 0x24, 1).to_vec(),
+                bb_start(Space::Ppgtt, 0x1000, false).to_vec(),
+                pipe_control_qw(Space::Ppgtt, 0x80, [0, 0]).to_vec(),
+            ] {
+                let op = decode(d[0]).unwrap().0;
+                assert_eq!(translated(op, &d), Ok(d.clone()));
+            }
+            // Outside the view, or across the end of a slice: refused.
+            for (op, d) in [
+                (
+                    Opcode::StoreDataImm,
+                    sdi(Space::Ggtt, HOST_GM.base, 1).to_vec(),
+                ),
+                (
+                    Opcode::StoreDataImm,
+                    sdi_qw(Space::Ggtt, GM.end() - 4, [0, 0]).to_vec(),
+                ),
+                (
+                    Opcode::BatchBufferStart,
+                    bb_start(Space::Ggtt, GM.end(), false).to_vec(),
+                ),
+                (
+                    Opcode::XyColorBlt,
+                    color_blt(HIGH.end() - 512, 512, (0, 0, 4, 2), 0).to_vec(),
+                ),
+            ] {
+                assert_eq!(translated(op, &d), Err(Reject::AddressNotAllowed), "{d:x?}");
+            }
+        }
+
+        /// The view env: the guest's slices are allowed; the host env: the
+        /// host's, with the view set (the walker translates).
+        fn envs() -> (Env, Env) {
+            let g = Env::new(EngineId::Bcs);
+            let mut h = g.clone();
+            h.ranges = vec![HOST_GM, HOST_HIGH];
+            h.view = Some(view());
+            (g, h)
+        }
+
+        #[test]
+        fn a_moved_view_emits_host_addresses_and_both_walkers_agree() {
+            // Guest ring at GM 0 calling a batch at GM BB that stores and
+            // blits; the host holds them at the moved addresses.
+            let batch = cat(&[
+                &sdi(Space::Ggtt, DATA, 1),
+                &color_blt(HIGH.base, 512, (0, 0, 8, 8), 3),
+                &[MI_BATCH_BUFFER_END],
+            ]);
+            let ring = cat(&[
+                &bb_start(Space::Ggtt, BB, false),
+                &flush_dw_store(Space::Ggtt, DATA + 8, 2, true),
+            ]);
+            let (mut g, mut h) = envs();
+            g.put(BB, &batch);
+            h.put(HOST_GM.base + BB, &batch);
+            let mut r = ring.clone();
+            r.push(MI_NOOP);
+            g.put(RING, &r);
+            h.put(HOST_GM.base + RING, &r);
+            let lim = Limits::DEFAULT;
+            let gw = RingWindow {
+                start: RING,
+                size: RING_SIZE,
+            };
+            let hw = RingWindow {
+                start: HOST_GM.base + RING,
+                size: RING_SIZE,
+            };
+            let tail = 4 * r.len() as u32;
+            let rg = audit_ring(&mut g, gw, 0, tail, &lim);
+            let mut h2 = h.clone();
+            let rh = audit_ring(&mut h, hw, 0, tail, &lim);
+            let rr = reference::audit_ring(&mut h2, hw, 0, tail, &lim);
+            assert!(rg.is_ok());
+            assert_eq!(rh, rg);
+            assert_eq!(rr, rg);
+            assert_eq!(h.out, h2.out);
+            let want_batch = cat(&[
+                &sdi(Space::Ggtt, HOST_GM.base + DATA, 1),
+                &color_blt(HOST_HIGH.base, 512, (0, 0, 8, 8), 3),
+                &[MI_BATCH_BUFFER_END],
+            ]);
+            assert_eq!(h.out[Level::First as usize], want_batch);
+            assert_eq!(
+                h.out[Level::Ring as usize][3..7],
+                flush_dw_store(Space::Ggtt, HOST_GM.base + DATA + 8, 2, true)
+            );
+            // A store the view does not hold is refused, even at an address
+            // the host slices hold.
+            let (_, mut h) = envs();
+            let bad = cat(&[&sdi(Space::Ggtt, HOST_GM.base, 1), &[MI_NOOP, MI_NOOP]]);
+            h.put(HOST_GM.base + RING, &bad);
+            assert_eq!(
+                audit_ring(&mut h, hw, 0, 4 * bad.len() as u32, &lim),
+                rej(Reject::AddressNotAllowed)
+            );
+        }
+
+        fn any_cmd() -> impl Strategy<Value = Vec<u32>> {
+            // Addresses around and inside both slices, any geometry.
+            let addr = prop_oneof![
+                (0u64..GM.size + 0x2000).prop_map(|a| a & !3),
+                (HIGH.base - 0x2000..HIGH.end() + 0x2000).prop_map(|a| a & !3),
+                (0u64..1 << 34).prop_map(|a| a & !3),
+            ];
+            let rect = (0u32..64, 0u32..64, 0u32..96, 0u32..96);
+            prop_oneof![
+                addr.clone().prop_map(|a| sdi(Space::Ggtt, a, 0).to_vec()),
+                addr.clone()
+                    .prop_map(|a| sdi_qw(Space::Ggtt, a, [0, 0]).to_vec()),
+                addr.clone()
+                    .prop_map(|a| flush_dw_store(Space::Ggtt, a & !7, 0, false).to_vec()),
+                addr.clone()
+                    .prop_map(|a| pipe_control_qw(Space::Ggtt, a & !7, [0, 0]).to_vec()),
+                (addr.clone(), 0u32..2048, rect.clone())
+                    .prop_map(|(a, p, r)| color_blt(a, p, r, 0).to_vec()),
+                (
+                    addr.clone(),
+                    0u32..2048,
+                    rect,
+                    addr,
+                    0u32..2048,
+                    (0u32..64, 0u32..64)
+                )
+                    .prop_map(|(d, dp, r, s, sp, sxy)| src_copy_blt(d, dp, r, s, sp, sxy).to_vec()),
+            ]
+        }
+
+        proptest::proptest! {
+            #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+            /// A command the guest's view allows is allowed on the host
+            /// once translated, one it refuses is refused for the same
+            /// reason, and a translated command never touches anything but
+            /// the host slices.
+            #[test]
+            fn translation_preserves_the_audit_and_stays_in_the_host_slices(
+                d in any_cmd(),
+                rcs in proptest::bool::ANY,
+            ) {
+                let (mut g, mut h) = envs();
+                if rcs {
+                    (g.engine, h.engine) = (EngineId::Rcs, EngineId::Rcs);
+                }
+                let Ok((op, n)) = decode(d[0]) else { return Ok(()); };
+                proptest::prop_assume!(n == d.len());
+                let Ok(cmd) = parse(op, &d) else { return Ok(()); };
+                let guest = audit_command(&g, op, &cmd, &d);
+                let mut t = d.clone();
+                // As the walkers do: the audit refuses a command on the
+                // wrong engine before any address matters.
+                let moved = if op.runs_on(h.engine) {
+                    translate_command(&view(), op, &cmd, &mut t)
+                } else {
+                    Ok(())
+                };
+                let host = moved
+                    .and_then(|()| parse(op, &t))
+                    .and_then(|c| audit_command(&h, op, &c, &t));
+                proptest::prop_assert_eq!(guest, host);
+                if host.is_ok() {
+                    // What the engine will touch: inside the host slices.
+                    let c = parse(op, &t).unwrap();
+                    let inside = |a: u64, l: u64| HOST_GM.contains(a, l) || HOST_HIGH.contains(a, l);
+                    match c {
+                        Command::StoreData { addr, n, .. } => proptest::prop_assert!(inside(addr, 4 * u64::from(n))),
+                        Command::FlushDw { post, .. } | Command::PipeControl { post, .. } => {
+                            if let Some((_, a, l)) = post.target() {
+                                proptest::prop_assert!(inside(a, l));
+                            }
+                        }
+                        Command::ColorBlt { dst, w, h, cpp, .. } => {
+                            if let Some((a, l)) = dst.span(w, h, cpp) {
+                                proptest::prop_assert!(inside(a, l));
+                            }
+                        }
+                        Command::SrcCopyBlt { dst, src, w, h, cpp } => {
+                            for s in [dst, src] {
+                                if let Some((a, l)) = s.span(w, h, cpp) {
+                                    proptest::prop_assert!(inside(a, l));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
         }
     }
 }
