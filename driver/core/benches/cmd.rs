@@ -61,7 +61,12 @@ fn batch_at(k: u64, delta: u64) -> Vec<u32> {
             0 => v.extend(sdi(Space::Ggtt, a, i as u32)),
             1 => v.extend(flush_dw_store(Space::Ggtt, a + 4, i as u32, false)),
             2 => v.extend(lri(0x22600 + 4 * (i as u32 % 32), i as u32)),
-            3 => v.extend(color_blt(DATA + delta + 0x20000, 256, (0, 0, 8, 8), i as u32)),
+            3 => v.extend(color_blt(
+                DATA + delta + 0x20000,
+                256,
+                (0, 0, 8, 8),
+                i as u32,
+            )),
             4 => v.extend(sdi_qw(Space::Ggtt, a, [1, 2])),
             _ => v.extend([MI_NOOP, MI_NOOP]),
         }
@@ -330,7 +335,11 @@ fn main() {
     let mut vring = Vec::new();
     for k in 0..BATCHES {
         write_dwords(&mut host, VBATCH + k * BATCH_STRIDE, &batch_at(k, delta));
-        vring.extend(bb_start(Space::Ggtt, VBATCH + delta + k * BATCH_STRIDE, false));
+        vring.extend(bb_start(
+            Space::Ggtt,
+            VBATCH + delta + k * BATCH_STRIDE,
+            false,
+        ));
         vring.push(MI_NOOP);
     }
     write_dwords(&mut host, VRING, &vring);
@@ -346,17 +355,29 @@ fn main() {
             gm: &gm,
             view: Some(view),
         };
-        let s = cmd::audit_ring(&mut env, vwindow, 0, vtail, &Limits::DEFAULT).expect("valid stream");
+        let s =
+            cmd::audit_ring(&mut env, vwindow, 0, vtail, &Limits::DEFAULT).expect("valid stream");
         assert_eq!(s, sum);
     });
     let per_view_audit = dv.as_secs_f64() / nv as f64;
     let (nvs, dvs) = time(Duration::from_millis(800), || {
         let s = &mut g.shadows[E.index()];
         s.set_view(Some(view));
-        s.configure((VRING + delta) as u32, engine::ring_ctl(GUEST_RING_PAGES), 0)
-            .unwrap();
-        s.submit(&sim, &mut host, None::<&NoPpgtt>, &gm, vtail, &Limits::DEFAULT)
-            .expect("accepted");
+        s.configure(
+            (VRING + delta) as u32,
+            engine::ring_ctl(GUEST_RING_PAGES),
+            0,
+        )
+        .unwrap();
+        s.submit(
+            &sim,
+            &mut host,
+            None::<&NoPpgtt>,
+            &gm,
+            vtail,
+            &Limits::DEFAULT,
+        )
+        .expect("accepted");
         s.set_view(None);
     });
     let per_view_shadow = dvs.as_secs_f64() / nvs as f64;

@@ -576,6 +576,16 @@ fn a_vgpu_moves_to_another_placement_and_its_guest_sees_no_difference() {
     let mut bus = other.bus(1);
     assert!(bus.bar0_write(host_entry, &((RAM_GFN << 12) | 1).to_le_bytes()));
     assert_eq!(bus.last().pte(), Some(PteWrite::Dropped { log: true }));
+    // A second move, from the translated vGPU back to a vGPU at the
+    // source's placement: the stream carries the view, and there it is the
+    // identity again.
+    let again = save(&mut other, 1).expect("save from a translated vGPU");
+    let mut back = World::new(test_config());
+    copy_ram_to(&other, 1, &mut back, 0);
+    back.with_vm(0, |v, env| v.restore_state(env, TYPE, &again))
+        .expect("restore at the source's placement");
+    assert!(back.vgpu(0).gm_view().is_identity());
+    assert_eq!(observed(&mut back, 0), observed(&mut other, 1));
     // A reset keeps the view (a guest reboot reads the same PVINFO); a new
     // owner gets the placement back.
     other.with_vm(1, |v, env| v.reset(env));
