@@ -977,6 +977,16 @@ pub fn translate_command(
     }
 }
 
+/// What the walkers audit of a command under a GM view that is not the
+/// placement: `d` rewritten by [`translate_command`] and parsed again (so
+/// the audit sees exactly what is emitted).  Out of line: for the identity
+/// view the walkers' loop is what it was.
+#[inline(never)]
+fn translated(view: &GmView, op: Opcode, cmd: &Command, d: &mut [u32]) -> Result<Command, Reject> {
+    translate_command(view, op, cmd, d)?;
+    parse(op, d)
+}
+
 /// Per-submission limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -1367,6 +1377,41 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
     tail: u32,
     limits: &Limits,
 ) -> Result<AuditSummary, AuditError> {
+    // Two instances of the walker: for the identity view (every vGPU that
+    // never moved) the translation is compiled out, so it is the walker
+    // the paper's no-translation argument describes.
+    match env.gm_view() {
+        None => walk::<E, false>(env, ring, head, tail, limits, None),
+        view => walk::<E, true>(env, ring, head, tail, limits, view),
+    }
+}
+
+/// [`audit_ring`] for a guest whose GM view is `view` (not its placement):
+/// every GGTT address of the commands is translated first
+/// ([`translate_command`]).  The same as `audit_ring` with an environment
+/// whose [`AuditEnv::gm_view`] is `view`.
+pub fn audit_ring_in_view<E: AuditEnv + ?Sized>(
+    env: &mut E,
+    view: GmView,
+    ring: RingWindow,
+    head: u32,
+    tail: u32,
+    limits: &Limits,
+) -> Result<AuditSummary, AuditError> {
+    walk::<E, true>(env, ring, head, tail, limits, Some(view))
+}
+
+/// [`audit_ring`] proper; `TRANSLATE`: `view` may be set.  Inlined into
+/// both entry points, as the one walker was before there were two.
+#[inline(always)]
+fn walk<E: AuditEnv + ?Sized, const TRANSLATE: bool>(
+    env: &mut E,
+    ring: RingWindow,
+    head: u32,
+    tail: u32,
+    limits: &Limits,
+    view: Option<GmView>,
+) -> Result<AuditSummary, AuditError> {
     let size = ring.size;
     if size == 0
         || size as u64 % PAGE_SIZE != 0
@@ -1395,7 +1440,6 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
     let mut v1 = Visited::new();
     let mut v2 = Visited::new();
     let mut win = Window::new();
-    let view = env.gm_view();
     loop {
         if level == Level::Ring && remaining == 0 {
             env.flush().map_err(|_| AuditError::ShadowFull)?;
@@ -1428,10 +1472,10 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
         };
         let mut cmd = parse(op, buf.get(..n).unwrap_or(&[]))?;
         // (A command on the wrong engine is refused as such by the audit.)
-        if let Some(v) = view.as_ref().filter(|_| op.runs_on(env.engine())) {
-            let d = buf.get_mut(..n).unwrap_or(&mut []);
-            translate_command(v, op, &cmd, d)?;
-            cmd = parse(op, d)?;
+        if TRANSLATE {
+            if let Some(v) = view.as_ref().filter(|_| op.runs_on(env.engine())) {
+                cmd = translated(v, op, &cmd, buf.get_mut(..n).unwrap_or(&mut []))?;
+            }
         }
         let d = buf.get(..n).unwrap_or(&[]);
         audit_command(env, op, &cmd, d)?;
@@ -1633,9 +1677,7 @@ pub mod reference {
             let mut cmd = parse(op, buf.get(..n).unwrap_or(&[]))?;
             // (A command on the wrong engine is refused as such by the audit.)
             if let Some(v) = view.as_ref().filter(|_| op.runs_on(env.engine())) {
-                let d = buf.get_mut(..n).unwrap_or(&mut []);
-                translate_command(v, op, &cmd, d)?;
-                cmd = parse(op, d)?;
+                cmd = translated(v, op, &cmd, buf.get_mut(..n).unwrap_or(&mut []))?;
             }
             let d = buf.get(..n).unwrap_or(&[]);
             audit_command(env, op, &cmd, d)?;

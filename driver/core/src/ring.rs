@@ -195,7 +195,6 @@ struct Env<'x, B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> {
     ppgtt: Option<&'x P>,
     gm: &'x [GmRange],
     guard: &'x mut G,
-    view: Option<GmView>,
     layout: ShadowLayout,
     guest_ring: RingWindow,
     ring_off: u32,
@@ -359,9 +358,6 @@ impl<B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> AuditEnv for Env
                 Ok(())
             }
         }
-    }
-    fn gm_view(&self) -> Option<GmView> {
-        self.view
     }
     fn next_addr(&self, level: Level) -> Gma {
         match level {
@@ -528,7 +524,6 @@ impl RingShadow {
                 ppgtt,
                 gm,
                 guard,
-                view: self.view,
                 layout: self.layout,
                 guest_ring: ring,
                 ring_off: self.tail,
@@ -539,7 +534,13 @@ impl RingShadow {
                 pend_len: 0,
                 pend_at: 0,
             };
-            match cmd::audit_ring(&mut env, ring, self.tail, new_tail, limits) {
+            // A guest whose GM view is not its placement has every address
+            // translated; the identity walker is the paper's.
+            let audited = match self.view {
+                None => cmd::audit_ring(&mut env, ring, self.tail, new_tail, limits),
+                Some(v) => cmd::audit_ring_in_view(&mut env, v, ring, self.tail, new_tail, limits),
+            };
+            match audited {
                 Ok(sum) => {
                     self.tail = new_tail;
                     self.l1 = env.l1;
