@@ -80,7 +80,6 @@ struct Audit<'a> {
     sim: &'a GvtSim<'a>,
     host: &'a FakeHostMemory,
     gm: &'a [GmRange],
-    view: Option<GmView>,
 }
 
 impl AuditEnv for Audit<'_> {
@@ -108,9 +107,6 @@ impl AuditEnv for Audit<'_> {
     }
     fn next_addr(&self, _level: Level) -> Gma {
         0
-    }
-    fn gm_view(&self) -> Option<GmView> {
-        self.view
     }
 }
 
@@ -156,7 +152,6 @@ fn main() {
             sim: &sim,
             host: &host,
             gm: &gm,
-            view: None,
         };
         sum = cmd::audit_ring(&mut env, window, 0, tail, &Limits::DEFAULT).expect("valid stream");
     });
@@ -168,7 +163,6 @@ fn main() {
             sim: &sim,
             host: &host,
             gm: &gm,
-            view: None,
         };
         let s = cmd::reference::audit_ring(&mut env, window, 0, tail, &Limits::DEFAULT)
             .expect("valid stream");
@@ -353,10 +347,9 @@ fn main() {
             sim: &sim,
             host: &host,
             gm: &gm,
-            view: Some(view),
         };
-        let s =
-            cmd::audit_ring(&mut env, vwindow, 0, vtail, &Limits::DEFAULT).expect("valid stream");
+        let s = cmd::audit_ring_in_view(&mut env, view, vwindow, 0, vtail, &Limits::DEFAULT)
+            .expect("valid stream");
         assert_eq!(s, sum);
     });
     let per_view_audit = dv.as_secs_f64() / nv as f64;

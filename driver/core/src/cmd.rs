@@ -1377,41 +1377,6 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
     tail: u32,
     limits: &Limits,
 ) -> Result<AuditSummary, AuditError> {
-    // Two instances of the walker: for the identity view (every vGPU that
-    // never moved) the translation is compiled out, so it is the walker
-    // the paper's no-translation argument describes.
-    match env.gm_view() {
-        None => walk::<E, false>(env, ring, head, tail, limits, None),
-        view => walk::<E, true>(env, ring, head, tail, limits, view),
-    }
-}
-
-/// [`audit_ring`] for a guest whose GM view is `view` (not its placement):
-/// every GGTT address of the commands is translated first
-/// ([`translate_command`]).  The same as `audit_ring` with an environment
-/// whose [`AuditEnv::gm_view`] is `view`.
-pub fn audit_ring_in_view<E: AuditEnv + ?Sized>(
-    env: &mut E,
-    view: GmView,
-    ring: RingWindow,
-    head: u32,
-    tail: u32,
-    limits: &Limits,
-) -> Result<AuditSummary, AuditError> {
-    walk::<E, true>(env, ring, head, tail, limits, Some(view))
-}
-
-/// [`audit_ring`] proper; `TRANSLATE`: `view` may be set.  Inlined into
-/// both entry points, as the one walker was before there were two.
-#[inline(always)]
-fn walk<E: AuditEnv + ?Sized, const TRANSLATE: bool>(
-    env: &mut E,
-    ring: RingWindow,
-    head: u32,
-    tail: u32,
-    limits: &Limits,
-    view: Option<GmView>,
-) -> Result<AuditSummary, AuditError> {
     let size = ring.size;
     if size == 0
         || size as u64 % PAGE_SIZE != 0
@@ -1440,6 +1405,9 @@ fn walk<E: AuditEnv + ?Sized, const TRANSLATE: bool>(
     let mut v1 = Visited::new();
     let mut v2 = Visited::new();
     let mut win = Window::new();
+    // `None` for every vGPU that never moved: an environment without a view
+    // (the default) compiles the translation out.
+    let view = env.gm_view();
     loop {
         if level == Level::Ring && remaining == 0 {
             env.flush().map_err(|_| AuditError::ShadowFull)?;
@@ -1472,10 +1440,8 @@ fn walk<E: AuditEnv + ?Sized, const TRANSLATE: bool>(
         };
         let mut cmd = parse(op, buf.get(..n).unwrap_or(&[]))?;
         // (A command on the wrong engine is refused as such by the audit.)
-        if TRANSLATE {
-            if let Some(v) = view.as_ref().filter(|_| op.runs_on(env.engine())) {
-                cmd = translated(v, op, &cmd, buf.get_mut(..n).unwrap_or(&mut []))?;
-            }
+        if let Some(v) = view.as_ref().filter(|_| op.runs_on(env.engine())) {
+            cmd = translated(v, op, &cmd, buf.get_mut(..n).unwrap_or(&mut []))?;
         }
         let d = buf.get(..n).unwrap_or(&[]);
         audit_command(env, op, &cmd, d)?;
@@ -1559,6 +1525,60 @@ fn walk<E: AuditEnv + ?Sized, const TRANSLATE: bool>(
             (_, Level::Second) => b2.addr = b2.addr.wrapping_add(step),
         }
     }
+}
+
+/// An [`AuditEnv`] seen through a GM view: everything as `env` has it,
+/// and [`AuditEnv::gm_view`] is `view`.
+struct InView<'e, E: ?Sized> {
+    env: &'e mut E,
+    view: GmView,
+}
+
+impl<E: AuditEnv + ?Sized> AuditEnv for InView<'_, E> {
+    fn engine(&self) -> EngineId {
+        self.env.engine()
+    }
+    fn gm_allowed(&self, addr: Gma, len: u64) -> bool {
+        self.env.gm_allowed(addr, len)
+    }
+    fn ppgtt_mapped(&self, addr: u64, len: u64) -> bool {
+        self.env.ppgtt_mapped(addr, len)
+    }
+    fn read_dword(&mut self, space: Space, addr: u64) -> Option<u32> {
+        self.env.read_dword(space, addr)
+    }
+    fn read_span(&mut self, space: Space, addr: u64, out: &mut [u8]) -> Option<()> {
+        self.env.read_span(space, addr, out)
+    }
+    fn emit(&mut self, level: Level, dwords: &[u32]) -> Result<(), SinkFull> {
+        self.env.emit(level, dwords)
+    }
+    fn next_addr(&self, level: Level) -> Gma {
+        self.env.next_addr(level)
+    }
+    fn gm_view(&self) -> Option<GmView> {
+        Some(self.view)
+    }
+    fn flush(&mut self) -> Result<(), SinkFull> {
+        self.env.flush()
+    }
+}
+
+/// [`audit_ring`] for a guest whose GM view is `view` (not its placement):
+/// every GGTT address of the commands is translated first
+/// ([`translate_command`]).  Its own instance of the walker, out of line:
+/// the identity walker (an environment without a view) stays the one the
+/// paper's no-translation argument describes.
+#[inline(never)]
+pub fn audit_ring_in_view<E: AuditEnv + ?Sized>(
+    env: &mut E,
+    view: GmView,
+    ring: RingWindow,
+    head: u32,
+    tail: u32,
+    limits: &Limits,
+) -> Result<AuditSummary, AuditError> {
+    audit_ring(&mut InView { env, view }, ring, head, tail, limits)
 }
 
 /// The walker as it was before the read-ahead window ([`FETCH_DWORDS`]):
