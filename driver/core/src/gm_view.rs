@@ -241,8 +241,8 @@ mod tests {
         assert_eq!(v.to_host(32 * MIB, 4), None);
         assert_eq!(v.to_host(32 * MIB - 4, 8), None);
         assert_eq!(v.to_host(64 * MIB, 4), None);
-        assert_eq!(v.host_index(1), Some((64 * MIB >> 12) + 1));
-        assert_eq!(v.host_index(32 * MIB >> 12), None);
+        assert_eq!(v.host_index(1), Some(((64 * MIB) >> 12) + 1));
+        assert_eq!(v.host_index((32 * MIB) >> 12), None);
         // A blit base below its slice whose span is inside it.
         assert_eq!(v.to_host_base(0, 0x1000, 0x100), Some(64 * MIB));
         let fence = (0x1000u64 | 1) | ((0x3000u64 | 0x5) << 32);
@@ -279,7 +279,7 @@ mod tests {
                 ViewError::OutOfRange,
             ),
             (
-                gm(u64::MAX & !0xfff, 32 * MIB, 512 * MIB, 94 * MIB),
+                gm(!0xfff, 32 * MIB, 512 * MIB, 94 * MIB),
                 ViewError::OutOfRange,
             ),
         ];
