@@ -304,21 +304,22 @@ impl<'a> Ggtt<'a> {
 
     /// Guest-visible GGTT entry index of storage index `l`.
     fn global(&self, l: usize) -> u64 {
-        let l = l as u64;
-        if l < self.st.ap_len {
-            self.st.ap_first + l
-        } else {
-            self.st.hi_first + (l - self.st.ap_len)
-        }
+        self.entry_of(l, self.st.ap_first, self.st.hi_first)
     }
 
     /// Physical GGTT entry of storage index `l` (in the placement).
     fn physical(&self, l: usize) -> u64 {
+        self.entry_of(l, self.st.host_ap_first, self.st.host_hi_first)
+    }
+
+    /// Entry of storage index `l` in slices starting at entries `ap_first`
+    /// and `hi_first`.
+    fn entry_of(&self, l: usize, ap_first: u64, hi_first: u64) -> u64 {
         let l = l as u64;
         if l < self.st.ap_len {
-            self.st.host_ap_first + l
+            ap_first + l
         } else {
-            self.st.host_hi_first + (l - self.st.ap_len)
+            hi_first + (l - self.st.ap_len)
         }
     }
 
