@@ -166,6 +166,28 @@ fn resume(dev: &VfioDevice, s: &[u8]) -> i32 {
     e
 }
 
+/// The guest's RAM as the VMM moves it: every page of `d`'s RAM.
+fn guest_ram(d: &mut Drv) -> Vec<(u64, Vec<u8>)> {
+    let mut ram = Vec::new();
+    for gpa in d.bus().ram_pages() {
+        let mut b = vec![0u8; 4096];
+        assert!(d.bus_mut().ram_read(gpa, &mut b));
+        ram.push((gpa, b));
+    }
+    ram
+}
+
+/// The target VMM: `m` opened with [`RAM`] holding `ram`, decode and MSI on.
+fn open_target(m: &Mdev, ram: &[(u64, Vec<u8>)]) -> VfioBackend {
+    let mut bus = VfioBackend::open(&m.sysfs_path(), RAM)
+        .unwrap_or_else(|e| panic!("open the target {}: {e}", m.uuid));
+    bus.enable().expect("target: decode, MSI");
+    for (gpa, data) in ram {
+        assert!(bus.ram_write(*gpa, data));
+    }
+    bus
+}
+
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn migration_stop_save_to_file_and_restore_into_a_fresh_vgpu() {
@@ -195,12 +217,7 @@ fn migration_stop_save_to_file_and_restore_into_a_fresh_vgpu() {
     let path = "/tmp/vgpu-a.mig";
     fs::write(path, &stream).expect("save to file");
     // The guest's RAM as the VMM moves it.
-    let mut ram = Vec::new();
-    for gpa in d.bus().ram_pages() {
-        let mut b = vec![0u8; 4096];
-        assert!(d.bus_mut().ram_read(gpa, &mut b));
-        ram.push((gpa, b));
-    }
+    let ram = guest_ram(&mut d);
     let mut b_mdev = None;
     let mut restore_us = 0;
     let d = d.rebind(|bus_a| {
@@ -214,11 +231,7 @@ fn migration_stop_save_to_file_and_restore_into_a_fresh_vgpu() {
             (attrs_a.ap_base, attrs_a.high_base),
             "the fresh vGPU got the same slices"
         );
-        let mut bus = VfioBackend::open(&b.sysfs_path(), RAM).expect("open B");
-        bus.enable().expect("B: decode, MSI");
-        for (gpa, data) in &ram {
-            assert!(bus.ram_write(*gpa, data));
-        }
+        let bus = open_target(&b, &ram);
         let s = fs::read(path).expect("read the file");
         let t = Instant::now();
         assert_eq!(resume(bus.device(), &s), 0, "RESUMING -> STOP");
@@ -304,12 +317,7 @@ fn migration_to_another_placement_the_guest_keeps_its_view_and_carries_on() {
     jobs::run_round(&mut d, 0xFF21_4365, 0xE1, 0xF1, TIMEOUT).expect("round 1 on A");
     let before = guest_view(d.bus().device(), &attrs_a);
     let (stream, save_us) = save(&d);
-    let mut ram = Vec::new();
-    for gpa in d.bus().ram_pages() {
-        let mut b = vec![0u8; 4096];
-        assert!(d.bus_mut().ram_read(gpa, &mut b));
-        ram.push((gpa, b));
-    }
+    let ram = guest_ram(&mut d);
     let mut c_mdev = None;
     let mut restore_us = 0;
     let d = d.rebind(|bus_a| {
@@ -320,11 +328,7 @@ fn migration_to_another_placement_the_guest_keeps_its_view_and_carries_on() {
         assert_ne!(attrs_c.high_base, attrs_a.high_base, "C got other slices");
         // The source's VMM lets go (A goes idle, its device reset).
         drop(bus_a);
-        let mut bus = VfioBackend::open(&c.sysfs_path(), RAM).expect("open C");
-        bus.enable().expect("C: decode, MSI");
-        for (gpa, data) in &ram {
-            assert!(bus.ram_write(*gpa, data));
-        }
+        let bus = open_target(&c, &ram);
         let t = Instant::now();
         assert_eq!(resume(bus.device(), &stream), 0, "RESUMING -> STOP at C");
         restore_us = t.elapsed().as_micros();
