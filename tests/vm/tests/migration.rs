@@ -371,3 +371,125 @@ fn migration_to_another_placement_the_guest_keeps_its_view_and_carries_on() {
         mig_num(&c, "restore_us")
     );
 }
+
+/// Issue 14's nested migration: two unmodified nested QEMUs in L1.  QEMU A
+/// runs L2's display program on vGPU 1 (a picture drawn with audited blits,
+/// the plane programmed); QEMU B waits with `-incoming` on vGPU 2, which has
+/// other slices.  QMP `migrate` moves the running guest from A to B: B's
+/// screendump equals A's, and the guest keeps running on B (it draws
+/// picture 2 with blits audited on vGPU 2, waits for their interrupt and
+/// flips; the screendump equals picture 2).  vGPU 1 is idle and reusable
+/// afterwards.  Prints QEMU's downtime as a BENCH line.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn migration_nested_qemu_to_another_placement() {
+    use gvt_vmtests::expected_frame;
+    use gvt_vmtests::guest::stat;
+    use gvt_vmtests::screen::{connect, NestedDisplay, Qemu, Qmp, DEVICE_ID, STEP};
+    use serde_json::json;
+    load();
+    let m1 = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU 1");
+    let m2 = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU 2");
+    let (a1, a2) = (attrs(&m1), attrs(&m2));
+    assert_ne!(a1.ap_base, a2.ap_base, "vGPU 2 has another aperture slice");
+    assert_ne!(a1.high_base, a2.high_base, "vGPU 2 has another high slice");
+    fs::write(m2.sysfs_path().join("gvt/dmabuf"), "0").expect("gvt/dmabuf");
+    // A: boots L2, which draws picture 1 and shows it.
+    let mut s = NestedDisplay::start(&m1, "tcg", true);
+    let (w, h) = (s.width, s.height);
+    let before = s.screendump();
+    before
+        .compare(&expected_frame(1, w, h), w, h)
+        .unwrap_or_else(|e| panic!("A's screendump of frame 1: {e}"));
+    // B: the same machine on vGPU 2, its own sockets, waiting for A.
+    let pid = std::process::id();
+    let (qmp_a, tty_a) = (
+        format!("/tmp/gvt-qmp-{pid}.sock"),
+        format!("/tmp/gvt-tty-{pid}.sock"),
+    );
+    let (qmp_b, tty_b, mig) = (
+        format!("/tmp/gvt-qmp-b-{pid}.sock"),
+        format!("/tmp/gvt-tty-b-{pid}.sock"),
+        format!("/tmp/gvt-mig-{pid}.sock"),
+    );
+    let mut args: Vec<String> = NestedDisplay::command(&m2, "tcg", "vfio-pci", "")
+        .into_iter()
+        .map(|a| a.replace(&qmp_a, &qmp_b).replace(&tty_a, &tty_b))
+        .collect();
+    args.extend(["-incoming".to_string(), format!("unix:{mig}")]);
+    let mut qb = Qemu::spawn(&args);
+    let mut qb_qmp = Qmp::new(&qmp_b);
+    let mut qb_tty = connect(&tty_b);
+    for _ in 0..600 {
+        if std::path::Path::new(&mig).exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let restored0 = mig_num(&m2, "restored_bytes");
+    // Move the running guest.
+    s.qmp
+        .cmd(json!({"execute": "migrate", "arguments": {"uri": format!("unix:{mig}")}}));
+    let t0 = Instant::now();
+    let info = loop {
+        let r = s.qmp.cmd(json!({"execute": "query-migrate"}));
+        match r.get("status").and_then(|v| v.as_str()) {
+            Some("completed") => break r,
+            Some("failed") | Some("cancelled") => panic!("migration failed: {r}"),
+            _ => {}
+        }
+        assert!(t0.elapsed() < STEP, "migration did not complete: {r}");
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let downtime = info.get("downtime").and_then(|v| v.as_u64()).unwrap_or(0);
+    let total = info.get("total-time").and_then(|v| v.as_u64()).unwrap_or(0);
+    loop {
+        let st = qb_qmp.cmd(json!({"execute": "query-status"}));
+        if st.get("status").and_then(|v| v.as_str()) == Some("running") {
+            break;
+        }
+        assert!(t0.elapsed() < STEP, "B never ran: {st}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let stream = mig_num(&m2, "restored_bytes");
+    assert!(stream > 0 && stream != restored0, "vGPU 2 took a stream");
+    // The screen moved: B shows exactly what A showed.
+    let after = qb_qmp.screendump(DEVICE_ID, &format!("/tmp/gvt-shot-b-{pid}.ppm"));
+    assert!(after == before, "B's screendump equals A's");
+    // The guest keeps running on B: picture 2, drawn with blits that vGPU
+    // 2 audits, their interrupt, the flip.
+    let audited = stat(&m2, "cmds_audited");
+    writeln!(qb_tty, "flip").unwrap();
+    qb.wait_for("L2: display B", STEP);
+    assert!(
+        stat(&m2, "cmds_audited") > audited,
+        "vGPU 2 audited the guest's blits"
+    );
+    let flipped = qb_qmp.screendump(DEVICE_ID, &format!("/tmp/gvt-shot-b-{pid}.ppm"));
+    flipped
+        .compare(&expected_frame(2, w, h), w, h)
+        .unwrap_or_else(|e| panic!("B's screendump after the flip to frame 2: {e}"));
+    // A lets go; vGPU 1 is idle and reusable, with its own slices again.
+    s.qmp.cmd(json!({"execute": "quit"}));
+    drop(s);
+    let dev = open(&m1);
+    enable_mem(&dev);
+    assert_eq!(
+        u64::from(read32(&dev, 0, 0x78000 + 0x40)),
+        a1.ap_base,
+        "vGPU 1's PVINFO shows its own aperture slice"
+    );
+    drop(dev);
+    println!(
+        "BENCH migration_nested type=GVTsim_32M downtime_ms={downtime} total_ms={total} \
+         device_stream_bytes={stream} device_restore_us={}",
+        mig_num(&m2, "restore_us")
+    );
+    writeln!(qb_tty, "done").unwrap();
+    qb.wait_for("L2: display ok", STEP);
+    qb.wait_for("L2: done", STEP);
+    let st = qb.child.wait().expect("qemu B exit");
+    assert!(st.success(), "QEMU B exit status {st}");
+    m1.remove().expect("remove vGPU 1");
+    m2.remove().expect("remove vGPU 2");
+}
