@@ -13,7 +13,6 @@ use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
 
-use crate::gvt_core::mem::PAGE_SIZE;
 use crate::kapi::{current_task, PfnFault, VmFault, VmFaultT, SIGBUS};
 use crate::mdev::{MdevVgpu, BAR2, DISPLAY_REGION, PAGE_SHIFT, REGION_MASK, REGION_SHIFT};
 use crate::vfio_dev::DeviceVma;
