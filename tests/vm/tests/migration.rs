@@ -393,9 +393,16 @@ fn migration_nested_qemu_to_another_placement() {
     let (a1, a2) = (attrs(&m1), attrs(&m2));
     assert_ne!(a1.ap_base, a2.ap_base, "vGPU 2 has another aperture slice");
     assert_ne!(a1.high_base, a2.high_base, "vGPU 2 has another high slice");
-    fs::write(m2.sysfs_path().join("gvt/dmabuf"), "0").expect("gvt/dmabuf");
+    for m in [&m1, &m2] {
+        fs::write(m.sysfs_path().join("gvt/dmabuf"), "0").expect("gvt/dmabuf");
+    }
+    // QEMU migrates a VFIO device only with dirty tracking of the device
+    // or the IOMMU, or when told to (`enable-migration=on`: it then counts
+    // every guest page dirty).  The mdev's container (type1 over no IOMMU
+    // in L1) reports none here.
+    const DEV_OPTS: &str = ",enable-migration=on";
     // A: boots L2, which draws picture 1 and shows it.
-    let mut s = NestedDisplay::start(&m1, "tcg", true);
+    let mut s = NestedDisplay::start_device(&m1, "tcg", true, "vfio-pci", DEV_OPTS);
     let (w, h) = (s.width, s.height);
     let before = s.screendump();
     before
@@ -412,7 +419,7 @@ fn migration_nested_qemu_to_another_placement() {
         format!("/tmp/gvt-tty-b-{pid}.sock"),
         format!("/tmp/gvt-mig-{pid}.sock"),
     );
-    let mut args: Vec<String> = NestedDisplay::command(&m2, "tcg", "vfio-pci", "")
+    let mut args: Vec<String> = NestedDisplay::command(&m2, "tcg", "vfio-pci", DEV_OPTS)
         .into_iter()
         .map(|a| a.replace(&qmp_a, &qmp_b).replace(&tty_a, &tty_b))
         .collect();
