@@ -233,8 +233,13 @@ impl State {
 /// entries it shows (`map` lock).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ShownPlane {
-    /// First GGTT index of the surface.
+    /// First GGTT index of the surface, as the guest addresses it (its GM
+    /// view: what `CpuMappings::entry_changed` reports).
     pub(crate) first: u64,
+    /// The physical GGTT entry behind `first` (the same index unless the
+    /// guest's view was moved by a migration; the plane lies in one slice,
+    /// so the pages follow on).
+    pub(crate) phys_first: u64,
     /// Pages of the plane; region pages past them show scratch.
     pub(crate) pages: u64,
 }
@@ -615,6 +620,9 @@ impl MdevVgpu {
         let base = core.mmap_area().base;
         if self.aperture_view.swap(base, Ordering::AcqRel) != base {
             self.zap_aperture();
+            // The shown plane's physical pages were found through the old
+            // view: the VMM queries the plane again.
+            self.show_plane(None);
         }
     }
 

@@ -113,7 +113,7 @@ impl PfnFault<MdevVgpu> for DisplayFault {
         let map = v.map.lock();
         let pfn = match map.shown {
             Some(p) if page_index < p.pages => match p
-                .first
+                .phys_first
                 .checked_add(page_index)
                 .and_then(|i| v.shared.phys_page(i))
             {

@@ -460,6 +460,10 @@ fn migration_nested_qemu_to_another_placement() {
     }
     let stream = mig_num(&m2, "restored_bytes");
     assert!(stream > 0 && stream != restored0, "vGPU 2 took a stream");
+    // A lets go first (vGPU 1 is reset: its pages leave the GGTT), so what
+    // B shows can only come from vGPU 2.
+    s.qmp.cmd(json!({"execute": "quit"}));
+    drop(s);
     // The screen moved: B shows exactly what A showed.
     let after = qb_qmp.screendump(DEVICE_ID, &format!("/tmp/gvt-shot-b-{pid}.ppm"));
     assert!(after == before, "B's screendump equals A's");
@@ -476,9 +480,7 @@ fn migration_nested_qemu_to_another_placement() {
     flipped
         .compare(&expected_frame(2, w, h), w, h)
         .unwrap_or_else(|e| panic!("B's screendump after the flip to frame 2: {e}"));
-    // A lets go; vGPU 1 is idle and reusable, with its own slices again.
-    s.qmp.cmd(json!({"execute": "quit"}));
-    drop(s);
+    // vGPU 1 is idle and reusable, with its own slices again.
     let dev = open(&m1);
     enable_mem(&dev);
     assert_eq!(
