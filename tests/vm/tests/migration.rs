@@ -22,6 +22,7 @@ use gvt_guest_driver::{Backend, Driver, GuestBus};
 use gvt_vmtests::guest::{driver, vgpu, RAM, TIMEOUT};
 use gvt_vmtests::gvt::*;
 use gvt_vmtests::Mdev;
+use vfio_bindings::bindings::vfio::VFIO_PCI_BAR2_REGION_INDEX;
 use vfio_ioctls::VfioDevice;
 
 type Drv = Driver<VfioBackend>;
@@ -350,6 +351,32 @@ fn migration_to_another_placement_the_guest_keeps_its_view_and_carries_on() {
         );
         assert_eq!(pv(vgtif::VGT_ID), attrs_a.id, "PVINFO: A's id");
         assert_eq!(guest_view(bus.device(), &attrs_a), before, "guest view");
+        // BAR2 follows the view: a mapping of A's aperture offsets on C
+        // faults in the pages C's physical GGTT has behind them, the ones
+        // the region's read path shows.
+        let pages = 32usize;
+        let m = gvt_guest_driver::mmap::Mmap::shared(
+            bus.device().as_raw_fd(),
+            region_off(VFIO_PCI_BAR2_REGION_INDEX) + attrs_a.ap_base,
+            pages * 4096,
+            "C's BAR2 at A's aperture",
+        )
+        .expect("mmap A's aperture offsets on C");
+        for p in 0..pages {
+            let mut via_map = vec![0u8; 4096];
+            let mut via_read = vec![0u8; 4096];
+            assert!(m.read(p * 4096, &mut via_map));
+            let off = attrs_a.ap_base + (p * 4096) as u64;
+            assert_eq!(
+                pread(bus.device(), VFIO_PCI_BAR2_REGION_INDEX, off, &mut via_read).expect("pread"),
+                4096
+            );
+            assert!(
+                via_map == via_read,
+                "aperture page {p}: mapping and region differ"
+            );
+        }
+        drop(m);
         c_mdev = Some(c);
         bus
     });
