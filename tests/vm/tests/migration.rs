@@ -6,7 +6,8 @@
 //! same slices) resumes from the file with the guest's RAM copied; the same
 //! driver carries on on B.  A vGPU C of the same type with other slices
 //! (A still holds its own) takes A's stream too: the guest keeps A's GM
-//! view, translated to C's placement, and carries on there.  Streams for
+//! view, translated to C's placement, and carries on there; the same with
+//! two unmodified nested QEMUs and QMP `migrate`.  Streams for
 //! another type, damaged or oversized, are refused while the source keeps
 //! running.  Every test name contains `migration` (`cargo xtask vm-test
 //! migration`).
