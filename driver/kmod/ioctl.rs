@@ -117,9 +117,16 @@ fn ioctl_query_gfx_plane(v: &MdevVgpu, arg: usize) -> Result {
             // The region now shows another plane (or none): the fault
             // handler's view changes and the old pages leave every mapping,
             // under the `map` lock the fault takes.
-            let shown = core.shown_plane().map(|p| ShownPlane {
-                first: p.surface() >> 12,
-                pages: p.pages(),
+            let shown = core.shown_plane().and_then(|p| {
+                let first = p.surface() >> 12;
+                // The physical entries behind the guest's surface (its GM
+                // view is not the placement after a migration).
+                let phys_first = core.gm_view().host_index(first)?;
+                Some(ShownPlane {
+                    first,
+                    phys_first,
+                    pages: p.pages(),
+                })
             });
             v.show_plane(shown);
         }

@@ -77,7 +77,7 @@ use crate::gvt_core::display::NoPlane;
 use crate::gvt_core::edid::EdidRegion;
 use crate::gvt_core::gpu::SHADOW_PAGES_PER_VGPU;
 use crate::gvt_core::irq::Delivery;
-use crate::gvt_core::mem::{Gfn, HostPage, MemError, PAGE_SIZE};
+use crate::gvt_core::mem::{Gfn, GmRange, HostPage, MemError, PAGE_SIZE};
 use crate::gvt_core::partition::{Partition, PartitionId};
 use crate::gvt_core::ratelimit::RateLimit;
 use crate::gvt_core::sched::SlotId;
@@ -233,8 +233,13 @@ impl State {
 /// entries it shows (`map` lock).
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ShownPlane {
-    /// First GGTT index of the surface.
+    /// First GGTT index of the surface, as the guest addresses it (its GM
+    /// view: what `CpuMappings::entry_changed` reports).
     pub(crate) first: u64,
+    /// The physical GGTT entry behind `first` (the same index unless the
+    /// guest's view was moved by a migration; the plane lies in one slice,
+    /// so the pages follow on).
+    pub(crate) phys_first: u64,
     /// Pages of the plane; region pages past them show scratch.
     pub(crate) pages: u64,
 }
@@ -279,6 +284,11 @@ pub(crate) struct MdevVgpu {
     pub(crate) decode: AtomicBool,
     /// Aperture accesses outside this vGPU's slice (reads 0, writes dropped).
     pub(crate) ballooned: AtomicU64,
+    /// Base of the aperture slice of the guest's GM view (BAR2 offsets the
+    /// guest uses): `part.aperture.base` unless a migration stream from
+    /// another placement was restored ([`MdevVgpu::sync_view`]).  Read by
+    /// the fault handler, which must not take `state`.
+    pub(crate) aperture_view: AtomicU64,
     /// The VMM was told (ERR, else REQ irq) that this vGPU failed; cleared
     /// on reset.
     failed_told: AtomicBool,
@@ -583,6 +593,39 @@ impl MdevVgpu {
             .zap(u64::from(BAR2) << REGION_SHIFT, 1u64 << REGION_SHIFT);
     }
 
+    /// The BAR2 range the guest's view gives it (its aperture slice, or the
+    /// source's after a migration from another placement).
+    pub(crate) fn aperture_view(&self) -> GmRange {
+        GmRange::new(
+            self.aperture_view.load(Ordering::Acquire),
+            self.part.aperture.size,
+        )
+    }
+
+    /// The physical GGTT entry behind BAR2 offset `off` of the guest's view
+    /// (`None` outside it): the same constant offset the core's GM view
+    /// applies.
+    pub(crate) fn aperture_host_index(&self, off: u64) -> Option<u64> {
+        let view = self.aperture_view();
+        if !view.contains(off, 0) {
+            return None;
+        }
+        Some((off - view.base + self.part.aperture.base) >> PAGE_SHIFT)
+    }
+
+    /// Publish the core's GM view to the fault path (after a restore or a
+    /// reset, under `state`) and drop every BAR2 mapping made under the old
+    /// one.
+    pub(crate) fn sync_view(&self, core: &CoreVgpu) {
+        let base = core.mmap_area().base;
+        if self.aperture_view.swap(base, Ordering::AcqRel) != base {
+            self.zap_aperture();
+            // The shown plane's physical pages were found through the old
+            // view: the VMM queries the plane again.
+            self.show_plane(None);
+        }
+    }
+
     /// Zap one aperture page's mappings (a GGTT entry of the slice changed).
     pub(crate) fn zap_aperture_page(&self, index: u64) {
         let _m = self.map.lock();
@@ -638,6 +681,7 @@ impl MdevVgpu {
             }
             self.decode
                 .store(core.cfg().memory_enabled(), Ordering::Release);
+            self.sync_view(core);
             // Reset cleared the vregs: show the monitor again.
             st.mirror_edid();
             // The engines dropped this vGPU's work and every entry is on
@@ -858,6 +902,7 @@ impl MdevVgpu {
                 display_size,
                 decode: AtomicBool::new(false),
                 ballooned: AtomicU64::new(0),
+                aperture_view: AtomicU64::new(part.aperture.base),
                 failed_told: AtomicBool::new(false),
                 pinning: AtomicUsize::new(0),
                 self_faults: AtomicU64::new(0),

@@ -227,6 +227,8 @@ impl MdevVgpu {
                     core.cfg().memory_enabled(),
                     core::sync::atomic::Ordering::Release,
                 );
+                // The guest keeps the source's GM view: BAR2 follows it.
+                self.sync_view(core);
                 let now = kapi::now_ns();
                 if let Some(d) = core.vblank_deadline(now) {
                     self.shared.arm_vblank(d, now);

@@ -13,7 +13,6 @@ use core::sync::atomic::Ordering;
 
 use kernel::prelude::*;
 
-use crate::gvt_core::mem::PAGE_SIZE;
 use crate::kapi::{current_task, PfnFault, VmFault, VmFaultT, SIGBUS};
 use crate::mdev::{MdevVgpu, BAR2, DISPLAY_REGION, PAGE_SHIFT, REGION_MASK, REGION_SHIFT};
 use crate::vfio_dev::DeviceVma;
@@ -39,7 +38,7 @@ pub(crate) fn mmap(v: &MdevVgpu, dvma: &DeviceVma<'_, MdevVgpu>) -> Result {
     if index != u64::from(BAR2) || !shared {
         return Err(EINVAL);
     }
-    if len == 0 || !v.part.aperture.contains(off, len) {
+    if len == 0 || !v.aperture_view().contains(off, len) {
         return Err(EINVAL);
     }
     // A PFN mapping: the frames are guest RAM (the VMM's anonymous or shmem
@@ -69,7 +68,10 @@ struct ApertureFault;
 impl PfnFault<MdevVgpu> for ApertureFault {
     fn fault(v: &MdevVgpu, f: &VmFault<'_>) -> VmFaultT {
         let off = (f.pgoff() & (REGION_MASK >> PAGE_SHIFT)) << PAGE_SHIFT;
-        if !v.part.aperture.contains(off, PAGE_SIZE) || self_fault(v) {
+        let Some(index) = v.aperture_host_index(off) else {
+            return SIGBUS;
+        };
+        if self_fault(v) {
             return SIGBUS;
         }
         let _map = v.map.lock();
@@ -78,9 +80,11 @@ impl PfnFault<MdevVgpu> for ApertureFault {
         if !v.decode.load(Ordering::Acquire) {
             return SIGBUS;
         }
-        // Aperture offset A is graphics address A: the page GGTT entry A/4096
-        // maps (the guest's pinned page, or this vGPU's scratch page).
-        match v.shared.phys_page(off >> PAGE_SHIFT) {
+        // Aperture offset A is guest graphics address A: the page the
+        // physical GGTT entry behind it maps (the guest's pinned page, or
+        // this vGPU's scratch page); A/4096 itself unless the guest's view
+        // was moved by a migration.
+        match v.shared.phys_page(index) {
             // SAFETY: the page is pinned (or is our scratch page) while the
             // GGTT maps it; the entry cannot be rewritten and its page
             // unpinned before the zap that follows the rewrite, which waits
@@ -109,7 +113,7 @@ impl PfnFault<MdevVgpu> for DisplayFault {
         let map = v.map.lock();
         let pfn = match map.shown {
             Some(p) if page_index < p.pages => match p
-                .first
+                .phys_first
                 .checked_add(page_index)
                 .and_then(|i| v.shared.phys_page(i))
             {

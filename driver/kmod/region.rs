@@ -206,7 +206,7 @@ fn aperture_access(v: &MdevVgpu, off: u64, buf: &mut [u8], dir: Dir) -> Result {
         let a = off + done as u64;
         let in_page = (PAGE_SIZE - a % PAGE_SIZE).min((buf.len() - done) as u64) as usize;
         let piece = &mut buf[done..done + in_page];
-        if v.part.aperture.contains(a, in_page as u64) {
+        if v.aperture_view().contains(a, in_page as u64) {
             let po = (a % PAGE_SIZE) as usize;
             let mut st = v.state.lock();
             let (core, mut storage) = st.split()?;
@@ -353,7 +353,8 @@ pub(crate) fn region_info(
     info.flags = flags;
     if info.index == BAR2 {
         // Only this vGPU's slice may be mapped: everything else is ballooned.
-        caps.add_sparse_mmap(v.part.aperture.base, v.part.aperture.size)?;
+        let ap = v.aperture_view();
+        caps.add_sparse_mmap(ap.base, ap.size)?;
     }
     if info.index == EDID_REGION {
         return caps.add_type(

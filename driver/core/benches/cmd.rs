@@ -10,6 +10,11 @@
 //!    against the time it took, as a ratio (above 1: the model charges more
 //!    than the host took).
 //!
+//! 4. the guest GM view (issue 14, a vGPU migrated to another placement):
+//!    the same audit and audit + shadow copy with every GGTT address of the
+//!    stream in a view the walker translates, against the identity view
+//!    (the paper's no-translation case), as a ratio.
+//!
 //! Run: `cargo bench -p gvt-core --features fakes --bench cmd`.
 //! Nothing is asserted on time.  Each figure is the fastest of many calls
 //! (see `time`), so other load on the machine does not move it.
@@ -23,6 +28,8 @@ use gvt_core::cmd::{
 };
 use gvt_core::engine::{self, AddressSpace, BackendGgtt, NoPpgtt, StepStatus};
 use gvt_core::fakes::FakeHostMemory;
+use gvt_core::ggtt::VgpuGm;
+use gvt_core::gm_view::GmView;
 use gvt_core::mem::{GmRange, Gma};
 use gvt_core::services::HostMemory;
 use gvt_core::sim::kit::*;
@@ -33,17 +40,33 @@ const BATCH: u64 = 0x40000;
 const DATA: u64 = 0x80000;
 const BATCHES: u64 = 4;
 const BATCH_STRIDE: u64 = 0x3000;
+/// Where the view stream's batches and ring lie on the host, and how far
+/// above the placement its guest view is.
+const VBATCH: u64 = 0x60000;
+const VRING: u64 = 0xC0000;
+const VIEW_DELTA: u64 = 4 << 20;
 
 /// One batch: a mix of stores, flushes, register loads, small fills, noops.
 fn batch(k: u64) -> Vec<u32> {
+    batch_at(k, 0)
+}
+
+/// [`batch`] with every GGTT address moved by `delta` (the guest's view of
+/// a vGPU whose placement is `delta` below it).
+fn batch_at(k: u64, delta: u64) -> Vec<u32> {
     let mut v = Vec::new();
     for i in 0..96u64 {
-        let a = DATA + ((k * 96 + i) * 8) % 0x10000;
+        let a = DATA + delta + ((k * 96 + i) * 8) % 0x10000;
         match i % 6 {
             0 => v.extend(sdi(Space::Ggtt, a, i as u32)),
             1 => v.extend(flush_dw_store(Space::Ggtt, a + 4, i as u32, false)),
             2 => v.extend(lri(0x22600 + 4 * (i as u32 % 32), i as u32)),
-            3 => v.extend(color_blt(DATA + 0x20000, 256, (0, 0, 8, 8), i as u32)),
+            3 => v.extend(color_blt(
+                DATA + delta + 0x20000,
+                256,
+                (0, 0, 8, 8),
+                i as u32,
+            )),
             4 => v.extend(sdi_qw(Space::Ggtt, a, [1, 2])),
             _ => v.extend([MI_NOOP, MI_NOOP]),
         }
@@ -319,6 +342,81 @@ fn main() {
     println!(
         "ratio mediated/unaudited: {:.2}x",
         per_mediated / per_direct
+    );
+
+    // 4. The guest GM view: the same stream with every GGTT address in a
+    // view 4 MiB above the placement (batches and ring at other host
+    // addresses, same contents but the addresses), the walker translating.
+    let delta = VIEW_DELTA;
+    let view = GmView::new(
+        VgpuGm {
+            aperture: GmRange::new(gm[0].base + delta, gm[0].size),
+            high: GmRange::new(gm[1].base + delta, gm[1].size),
+        },
+        VgpuGm {
+            aperture: gm[0],
+            high: gm[1],
+        },
+        1 << 32,
+    )
+    .expect("view");
+    let mut vring = Vec::new();
+    for k in 0..BATCHES {
+        write_dwords(&mut host, VBATCH + k * BATCH_STRIDE, &batch_at(k, delta));
+        vring.extend(bb_start(
+            Space::Ggtt,
+            VBATCH + delta + k * BATCH_STRIDE,
+            false,
+        ));
+        vring.push(MI_NOOP);
+    }
+    write_dwords(&mut host, VRING, &vring);
+    let vtail = 4 * vring.len() as u32;
+    let vwindow = RingWindow {
+        start: VRING,
+        size: GUEST_RING_PAGES * 4096,
+    };
+    let (nv, dv) = time(Duration::from_millis(800), || {
+        let mut env = Audit {
+            sim: &sim,
+            host: &host,
+            gm: &gm,
+        };
+        let s = cmd::audit_ring_in_view(&mut env, view, vwindow, 0, vtail, &Limits::DEFAULT)
+            .expect("valid stream");
+        assert_eq!(s, sum);
+    });
+    let per_view_audit = dv.as_secs_f64() / nv as f64;
+    let (nvs, dvs) = time(Duration::from_millis(800), || {
+        let s = &mut g.shadows[E.index()];
+        s.set_view(Some(view));
+        s.configure(
+            (VRING + delta) as u32,
+            engine::ring_ctl(GUEST_RING_PAGES),
+            0,
+        )
+        .unwrap();
+        s.submit(
+            &sim,
+            &mut host,
+            None::<&NoPpgtt>,
+            &gm,
+            vtail,
+            &Limits::DEFAULT,
+        )
+        .expect("accepted");
+        s.set_view(None);
+    });
+    let per_view_shadow = dvs.as_secs_f64() / nvs as f64;
+    println!(
+        "GM view translated, audit only:        {:>8.1} MB/s; ratio translated / identity = {:.3} (time)",
+        (sum.dwords * 4) as f64 / per_view_audit / 1e6,
+        per_view_audit / per_audit
+    );
+    println!(
+        "GM view translated, audit + shadow:    {:>8.1} MB/s; ratio translated / identity = {:.3} (time)",
+        (sum.dwords * 4) as f64 / per_view_shadow / 1e6,
+        per_view_shadow / per_shadow
     );
 
     // 3. Cost model vs measured time (the engine directly, no audit).

@@ -89,6 +89,7 @@
 //! property test, and the fuzz target checks the result on the engine.
 
 use super::backend::EngineId;
+use super::gm_view::GmView;
 use super::mem::{Gma, PAGE_SIZE};
 
 /// Longest command gvt-sim accepts (LRI with 32 registers).
@@ -885,6 +886,139 @@ pub fn parse(op: Opcode, d: &[u32]) -> Result<Command, Reject> {
     })
 }
 
+/// Store address `v` into the 48-bit address field `d[lo]` (bits 31:0, the
+/// bits under `keep` left as they are: flags) and `d[hi]` (bits 15:0 = address
+/// 47:32).
+fn set_addr48(d: &mut [u32], lo: usize, hi: usize, keep: u32, v: u64) -> Option<()> {
+    let l = d.get_mut(lo)?;
+    *l = (*l & keep) | (v as u32 & !keep);
+    let h = d.get_mut(hi)?;
+    *h = (*h & !0xffff) | ((v >> 32) as u32 & 0xffff);
+    Some(())
+}
+
+/// Store a blit surface base `v` into `d[at]` (and `d[at + 1]` for the
+/// 48-bit forms): a 32-bit field must hold it.
+fn set_blit_base(d: &mut [u32], at: usize, wide: bool, v: u64) -> Option<()> {
+    if wide {
+        set_addr48(d, at, at + 1, 0, v)
+    } else {
+        *d.get_mut(at)? = u32::try_from(v).ok()?;
+        Some(())
+    }
+}
+
+/// A blit surface's base moved to the host: by the offset of the view slice
+/// that holds the whole rectangle (checked like [`audit_command`] checks it:
+/// the geometry first, then the span).  An empty rectangle touches nothing
+/// and keeps its base.
+fn blit_base_to_host(
+    view: &GmView,
+    s: &Surface,
+    w: u32,
+    h: u32,
+    cpp: u32,
+) -> Result<Option<u64>, Reject> {
+    if w == 0 || h == 0 {
+        return Ok(None);
+    }
+    if !s.geometry_ok(w, h, cpp) {
+        return Err(Reject::BadGeometry);
+    }
+    let (first, len) = s.span(w, h, cpp).ok_or(Reject::AddressNotAllowed)?;
+    view.to_host_base(s.base, first, len)
+        .map(Some)
+        .ok_or(Reject::AddressNotAllowed)
+}
+
+/// Move every GGTT address command `cmd` (parsed from `d`, opcode `op`)
+/// carries from the guest's GM view to the host, in `d` itself: store and
+/// post-sync targets, batch buffer starts, blit surfaces (PPGTT addresses
+/// are the guest's own address space and stay).  An address (with the range
+/// the command touches from it) outside one slice of the view has no
+/// translation: [`Reject::AddressNotAllowed`].  The caller parses `d` again
+/// and audits the result against the host slices as for any command, so a
+/// missed field cannot reach beyond the vGPU's own memory: at worst a
+/// command is refused or lands in its own slice.
+///
+/// Which dwords hold an address follows from the command's row of
+/// [`COMMANDS`] and its parse: [`AuditClass::Write`] rows carry one target
+/// (MI_STORE_DATA_IMM at DW1–2; MI_FLUSH_DW at DW1–2, bits 2:0 flags;
+/// PIPE_CONTROL at DW2–3, bits 2:0 reserved), [`AuditClass::Blit`] rows a
+/// destination (DW4, 48-bit forms DW4–5) and XY_SRC_COPY_BLT a source (DW7,
+/// or DW8–9), and the one control command with an address is
+/// MI_BATCH_BUFFER_START (DW1–2).  The table test below checks every row is
+/// covered.
+pub fn translate_command(
+    view: &GmView,
+    op: Opcode,
+    cmd: &Command,
+    d: &mut [u32],
+) -> Result<(), Reject> {
+    let denied = Reject::AddressNotAllowed;
+    let to_host = |a: u64, len: u64| view.to_host(a, len).ok_or(denied);
+    match *cmd {
+        Command::StoreData {
+            space: Space::Ggtt,
+            addr,
+            n,
+            ..
+        } => set_addr48(d, 1, 2, 3, to_host(addr, 4 * u64::from(n))?).ok_or(denied),
+        Command::FlushDw { post, .. } | Command::PipeControl { post, .. } => {
+            let Some((Space::Ggtt, a, len)) = post.target() else {
+                return Ok(());
+            };
+            let lo = if op == Opcode::PipeControl { 2 } else { 1 };
+            set_addr48(d, lo, lo + 1, 7, to_host(a, len)?).ok_or(denied)
+        }
+        Command::BatchStart {
+            space: Space::Ggtt,
+            addr,
+            ..
+        } => set_addr48(d, 1, 2, 3, to_host(addr, 4)?).ok_or(denied),
+        Command::ColorBlt { dst, w, h, cpp, .. } => {
+            if let Some(b) = blit_base_to_host(view, &dst, w, h, cpp)? {
+                set_blit_base(d, 4, d.len() == 7, b).ok_or(denied)?;
+            }
+            Ok(())
+        }
+        Command::SrcCopyBlt {
+            dst,
+            src,
+            w,
+            h,
+            cpp,
+        } => {
+            let wide = d.len() == 10;
+            let db = blit_base_to_host(view, &dst, w, h, cpp)?;
+            let sb = blit_base_to_host(view, &src, w, h, cpp)?;
+            if let Some(b) = db {
+                set_blit_base(d, 4, wide, b).ok_or(denied)?;
+            }
+            if let Some(b) = sb {
+                set_blit_base(d, if wide { 8 } else { 7 }, wide, b).ok_or(denied)?;
+            }
+            Ok(())
+        }
+        Command::StoreData { .. }
+        | Command::BatchStart { .. }
+        | Command::Noop
+        | Command::UserInterrupt
+        | Command::BatchEnd
+        | Command::LoadRegs { .. } => Ok(()),
+    }
+}
+
+/// What the walkers audit of a command under a GM view that is not the
+/// placement: `d` rewritten by [`translate_command`] and parsed again (so
+/// the audit sees exactly what is emitted).  Out of line: for the identity
+/// view the walkers' loop is what it was.
+#[inline(never)]
+fn translated(view: &GmView, op: Opcode, cmd: &Command, d: &mut [u32]) -> Result<Command, Reject> {
+    translate_command(view, op, cmd, d)?;
+    parse(op, d)
+}
+
 /// Per-submission limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
@@ -954,6 +1088,15 @@ pub trait AuditEnv {
     fn emit(&mut self, level: Level, dwords: &[u32]) -> Result<(), SinkFull>;
     /// GGTT address where the next command emitted at `level` will land.
     fn next_addr(&self, level: Level) -> Gma;
+    /// The guest's GM view when it is not the vGPU's placement (a migrated
+    /// vGPU, [`GmView`]): every GGTT address a command carries is then
+    /// moved to the host ([`translate_command`]) before the command is
+    /// audited, so the audit, the emitted copy and the engine see host
+    /// addresses only.  `None` (the default): the guest's addresses are the
+    /// host's (the paper's ballooning), nothing is translated.
+    fn gm_view(&self) -> Option<GmView> {
+        None
+    }
     /// Called once the whole submission was audited and emitted, before
     /// [`audit_ring`] returns it accepted: an environment that gathers its
     /// emission into larger writes finishes them here.  The default has
@@ -1581,11 +1724,15 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
         let mut b2 = b1;
         let mut v1 = Visited::new();
         let mut v2 = Visited::new();
+        // `None` for every vGPU that never moved (an environment without a
+        // view: the translation is compiled out of that instance).
+        let view = env.gm_view();
         loop {
             if level == Level::Ring && remaining == 0 {
                 return Ok(sum);
             }
-            // Straight runs of plain commands first.
+            // Straight runs of plain commands first (not under a view: there
+            // every command is translated, one at a time, below).
             let (cur, max_bytes) = match level {
                 Level::Ring => (
                     Cursor {
@@ -1598,7 +1745,11 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
                 Level::Second => (b2, u64::MAX),
             };
             let budget = limits.max_commands.saturating_sub(sum.commands);
-            let (cmds, dwords) = w.straight(env, level, cur, budget, max_bytes)?;
+            let (cmds, dwords) = if view.is_none() {
+                w.straight(env, level, cur, budget, max_bytes)?
+            } else {
+                (0, 0)
+            };
             if cmds > 0 {
                 sum.commands += cmds;
                 sum.dwords += dwords as u64;
@@ -1618,13 +1769,31 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
             if sum.commands >= limits.max_commands {
                 return Err(Reject::Runaway.into());
             }
-            let (op, n, src) = match level {
+            let (op, n, mut src) = match level {
                 Level::Ring => w.fetch_ring(env, ring, off, remaining)?,
                 Level::First => w.fetch_batch(env, b1)?,
                 Level::Second => w.fetch_batch(env, b2)?,
             };
+            // Under a GM view the command is copied into the walker's buffer
+            // and its GGTT addresses moved to the host there, then parsed
+            // again and audited: nothing is emitted from the untranslated
+            // window.  (A command on the wrong engine is refused as such by
+            // the audit.)
+            let cmd = match view.as_ref().filter(|_| op.runs_on(env.engine())) {
+                Some(v) => {
+                    if let Src::Win(i) = src {
+                        let Walker { win, buf, .. } = &mut *w;
+                        if let (Some(to), Some(from)) = (buf.get_mut(..n), win.d.get(i..i + n)) {
+                            to.copy_from_slice(from);
+                        }
+                        src = Src::Buf;
+                    }
+                    let raw = parse(op, w.buf.get(..n).unwrap_or(&[]))?;
+                    translated(v, op, &raw, w.buf.get_mut(..n).unwrap_or(&mut []))?
+                }
+                None => parse(op, w.dwords(src, n))?,
+            };
             let d = w.dwords(src, n);
-            let cmd = parse(op, d)?;
             audit_command(env, op, &cmd, d)?;
             let header = d.first().copied().unwrap_or(0);
             sum.commands += 1;
@@ -1725,6 +1894,60 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
     }
 }
 
+/// An [`AuditEnv`] seen through a GM view: everything as `env` has it,
+/// and [`AuditEnv::gm_view`] is `view`.
+struct InView<'e, E: ?Sized> {
+    env: &'e mut E,
+    view: GmView,
+}
+
+impl<E: AuditEnv + ?Sized> AuditEnv for InView<'_, E> {
+    fn engine(&self) -> EngineId {
+        self.env.engine()
+    }
+    fn gm_allowed(&self, addr: Gma, len: u64) -> bool {
+        self.env.gm_allowed(addr, len)
+    }
+    fn ppgtt_mapped(&self, addr: u64, len: u64) -> bool {
+        self.env.ppgtt_mapped(addr, len)
+    }
+    fn read_dword(&mut self, space: Space, addr: u64) -> Option<u32> {
+        self.env.read_dword(space, addr)
+    }
+    fn read_span(&mut self, space: Space, addr: u64, out: &mut [u8]) -> Option<()> {
+        self.env.read_span(space, addr, out)
+    }
+    fn emit(&mut self, level: Level, dwords: &[u32]) -> Result<(), SinkFull> {
+        self.env.emit(level, dwords)
+    }
+    fn next_addr(&self, level: Level) -> Gma {
+        self.env.next_addr(level)
+    }
+    fn gm_view(&self) -> Option<GmView> {
+        Some(self.view)
+    }
+    fn flush(&mut self) -> Result<(), SinkFull> {
+        self.env.flush()
+    }
+}
+
+/// [`audit_ring`] for a guest whose GM view is `view` (not its placement):
+/// every GGTT address of the commands is translated first
+/// ([`translate_command`]).  Its own instance of the walker, out of line:
+/// the identity walker (an environment without a view) stays the one the
+/// paper's no-translation argument describes.
+#[inline(never)]
+pub fn audit_ring_in_view<E: AuditEnv + ?Sized>(
+    env: &mut E,
+    view: GmView,
+    ring: RingWindow,
+    head: u32,
+    tail: u32,
+    limits: &Limits,
+) -> Result<AuditSummary, AuditError> {
+    audit_ring(&mut InView { env, view }, ring, head, tail, limits)
+}
+
 /// The walker as it was before the read-ahead window ([`FETCH_DWORDS`]):
 /// every dword read alone through [`AuditEnv::read_dword`].  Kept as the
 /// oracle of the differential tests and of the fuzz target: both walkers
@@ -1806,6 +2029,7 @@ pub mod reference {
         let mut b2 = b1;
         let mut v1 = Visited::new();
         let mut v2 = Visited::new();
+        let view = env.gm_view();
         loop {
             if level == Level::Ring && remaining == 0 {
                 return Ok(sum);
@@ -1837,8 +2061,12 @@ pub mod reference {
                 Level::First => fetch_batch(env, b1, &mut buf)?,
                 Level::Second => fetch_batch(env, b2, &mut buf)?,
             };
+            let mut cmd = parse(op, buf.get(..n).unwrap_or(&[]))?;
+            // (A command on the wrong engine is refused as such by the audit.)
+            if let Some(v) = view.as_ref().filter(|_| op.runs_on(env.engine())) {
+                cmd = translated(v, op, &cmd, buf.get_mut(..n).unwrap_or(&mut []))?;
+            }
             let d = buf.get(..n).unwrap_or(&[]);
-            let cmd = parse(op, d)?;
             audit_command(env, op, &cmd, d)?;
             sum.commands += 1;
             sum.dwords += n as u64;
@@ -2074,6 +2302,8 @@ mod tests {
         /// The guest rewrites the GGTT dword at `.0` with `.1` right after
         /// the auditor first read it.
         flip: Option<(u64, u32)>,
+        /// The guest's GM view, when it is not the placement.
+        view: Option<GmView>,
     }
 
     impl Env {
@@ -2088,6 +2318,7 @@ mod tests {
                 cap: usize::MAX,
                 holes: vec![],
                 flip: None,
+                view: None,
             }
         }
         fn put(&mut self, addr: u64, d: &[u32]) {
@@ -2156,6 +2387,9 @@ mod tests {
         }
         fn next_addr(&self, level: Level) -> Gma {
             SHADOW[level as usize] + 4 * self.out[level as usize].len() as u64
+        }
+        fn gm_view(&self) -> Option<GmView> {
+            self.view
         }
     }
 
@@ -3227,6 +3461,301 @@ mod tests {
                 }
             } else {
                 proptest::prop_assert_eq!(&a.out, &b.out);
+            }
+        }
+    }
+
+    mod view {
+        use super::super::super::gm_view::{GmView, VgpuGm};
+        use super::*;
+        use proptest::prelude::*;
+
+        /// The guest's view: the test slices ([`GM`], [`HIGH`]); the host's:
+        /// the same sizes elsewhere, each slice moved by its own offset.
+        const HOST_GM: GmRange = GmRange::new(0x4000_0000, GM.size);
+        const HOST_HIGH: GmRange = GmRange::new(0x2000_0000, HIGH.size);
+
+        fn view() -> GmView {
+            GmView::new(
+                VgpuGm {
+                    aperture: GM,
+                    high: HIGH,
+                },
+                VgpuGm {
+                    aperture: HOST_GM,
+                    high: HOST_HIGH,
+                },
+                1 << 32,
+            )
+            .unwrap()
+        }
+
+        /// One command of every row with GGTT addresses `ap` (in the
+        /// aperture slice) and `hi` (in the high slice), both forms where a
+        /// row has two.
+        fn samples(ap: u64, hi: u64) -> Vec<(Opcode, Vec<u32>)> {
+            let mut narrow_fill = color_blt(hi, 512, (4, 2, 20, 10), 7).to_vec();
+            narrow_fill.remove(5);
+            narrow_fill[0] -= 1;
+            let mut narrow_copy =
+                src_copy_blt(ap + 0x100, 512, (0, 0, 8, 8), hi, 256, (2, 1)).to_vec();
+            narrow_copy.remove(9);
+            narrow_copy.remove(5);
+            narrow_copy[0] -= 2;
+            let flush_ts = {
+                let mut f = flush_dw_store(Space::Ggtt, ap + 0x40, 0, true).to_vec();
+                f[0] = (f[0] & !MI_FLUSH_DW_OP_TIMESTAMP) | MI_FLUSH_DW_OP_TIMESTAMP;
+                f
+            };
+            vec![
+                (Opcode::Noop, vec![MI_NOOP]),
+                (Opcode::UserInterrupt, vec![MI_USER_INTERRUPT]),
+                (Opcode::BatchBufferEnd, vec![MI_BATCH_BUFFER_END]),
+                (
+                    Opcode::StoreDataImm,
+                    sdi(Space::Ggtt, ap + 0x24, 5).to_vec(),
+                ),
+                (
+                    Opcode::StoreDataImm,
+                    sdi_qw(Space::Ggtt, hi + 0x8, [1, 2]).to_vec(),
+                ),
+                (Opcode::LoadRegisterImm, lri(0x2600, 3).to_vec()),
+                (
+                    Opcode::FlushDw,
+                    flush_dw_store(Space::Ggtt, hi + 0x10, 9, false).to_vec(),
+                ),
+                (Opcode::FlushDw, flush_ts),
+                (
+                    Opcode::BatchBufferStart,
+                    bb_start(Space::Ggtt, ap + 0x1000, false).to_vec(),
+                ),
+                (
+                    Opcode::BatchBufferStart,
+                    bb_start(Space::Ggtt, hi, true).to_vec(),
+                ),
+                (
+                    Opcode::XyColorBlt,
+                    color_blt(ap, 512, (0, 0, 16, 4), 0xff).to_vec(),
+                ),
+                (Opcode::XyColorBlt, narrow_fill),
+                (
+                    Opcode::XySrcCopyBlt,
+                    src_copy_blt(hi + 0x200, 512, (1, 1, 9, 9), ap, 512, (0, 0)).to_vec(),
+                ),
+                (Opcode::XySrcCopyBlt, narrow_copy),
+                (
+                    Opcode::PipeControl,
+                    pipe_control_qw(Space::Ggtt, ap + 0x80, [3, 4]).to_vec(),
+                ),
+            ]
+        }
+
+        fn translated(op: Opcode, d: &[u32]) -> Result<Vec<u32>, Reject> {
+            let mut d = d.to_vec();
+            let cmd = parse(op, &d)?;
+            translate_command(&view(), op, &cmd, &mut d)?;
+            Ok(d)
+        }
+
+        #[test]
+        fn every_address_of_every_row_moves_by_its_slice_offset() {
+            let guest = samples(GM.base, HIGH.base);
+            let host = samples(HOST_GM.base, HOST_HIGH.base);
+            let mut seen = [false; COMMANDS.len()];
+            for ((op, g), (_, h)) in guest.iter().zip(&host) {
+                assert_eq!(decode(g[0]).map(|x| x.0), Ok(*op));
+                assert_eq!(translated(*op, g).as_ref(), Ok(h), "{op:?}");
+                seen[*op as usize] = true;
+            }
+            assert!(seen.iter().all(|s| *s), "a row of COMMANDS has no sample");
+            // PPGTT addresses are the guest's own address space: untouched.
+            for d in [
+                sdi(Space::Ppgtt, 0x24, 1).to_vec(),
+                bb_start(Space::Ppgtt, 0x1000, false).to_vec(),
+                pipe_control_qw(Space::Ppgtt, 0x80, [0, 0]).to_vec(),
+            ] {
+                let op = decode(d[0]).unwrap().0;
+                assert_eq!(translated(op, &d), Ok(d.clone()));
+            }
+            // Outside the view, or across the end of a slice: refused.
+            for (op, d) in [
+                (
+                    Opcode::StoreDataImm,
+                    sdi(Space::Ggtt, HOST_GM.base, 1).to_vec(),
+                ),
+                (
+                    Opcode::StoreDataImm,
+                    sdi_qw(Space::Ggtt, GM.end() - 4, [0, 0]).to_vec(),
+                ),
+                (
+                    Opcode::BatchBufferStart,
+                    bb_start(Space::Ggtt, GM.end(), false).to_vec(),
+                ),
+                (
+                    Opcode::XyColorBlt,
+                    color_blt(HIGH.end() - 512, 512, (0, 0, 4, 2), 0).to_vec(),
+                ),
+            ] {
+                assert_eq!(translated(op, &d), Err(Reject::AddressNotAllowed), "{d:x?}");
+            }
+        }
+
+        /// The view env: the guest's slices are allowed; the host env: the
+        /// host's, with the view set (the walker translates).
+        fn envs() -> (Env, Env) {
+            let g = Env::new(EngineId::Bcs);
+            let mut h = g.clone();
+            h.ranges = vec![HOST_GM, HOST_HIGH];
+            h.view = Some(view());
+            (g, h)
+        }
+
+        #[test]
+        fn a_moved_view_emits_host_addresses_and_both_walkers_agree() {
+            // Guest ring at GM 0 calling a batch at GM BB that stores and
+            // blits; the host holds them at the moved addresses.
+            let batch = cat(&[
+                &sdi(Space::Ggtt, DATA, 1),
+                &color_blt(HIGH.base, 512, (0, 0, 8, 8), 3),
+                &[MI_BATCH_BUFFER_END],
+            ]);
+            let ring = cat(&[
+                &bb_start(Space::Ggtt, BB, false),
+                &flush_dw_store(Space::Ggtt, DATA + 8, 2, true),
+            ]);
+            let (mut g, mut h) = envs();
+            g.put(BB, &batch);
+            h.put(HOST_GM.base + BB, &batch);
+            let mut r = ring.clone();
+            r.push(MI_NOOP);
+            g.put(RING, &r);
+            h.put(HOST_GM.base + RING, &r);
+            let lim = Limits::DEFAULT;
+            let gw = RingWindow {
+                start: RING,
+                size: RING_SIZE,
+            };
+            let hw = RingWindow {
+                start: HOST_GM.base + RING,
+                size: RING_SIZE,
+            };
+            let tail = 4 * r.len() as u32;
+            let rg = audit_ring(&mut g, gw, 0, tail, &lim);
+            let mut h2 = h.clone();
+            let rh = audit_ring(&mut h, hw, 0, tail, &lim);
+            let rr = reference::audit_ring(&mut h2, hw, 0, tail, &lim);
+            assert!(rg.is_ok());
+            assert_eq!(rh, rg);
+            assert_eq!(rr, rg);
+            assert_eq!(h.out, h2.out);
+            let want_batch = cat(&[
+                &sdi(Space::Ggtt, HOST_GM.base + DATA, 1),
+                &color_blt(HOST_HIGH.base, 512, (0, 0, 8, 8), 3),
+                &[MI_BATCH_BUFFER_END],
+            ]);
+            assert_eq!(h.out[Level::First as usize], want_batch);
+            assert_eq!(
+                h.out[Level::Ring as usize][3..7],
+                flush_dw_store(Space::Ggtt, HOST_GM.base + DATA + 8, 2, true)
+            );
+            // A store the view does not hold is refused, even at an address
+            // the host slices hold.
+            let (_, mut h) = envs();
+            let bad = cat(&[&sdi(Space::Ggtt, HOST_GM.base, 1), &[MI_NOOP, MI_NOOP]]);
+            h.put(HOST_GM.base + RING, &bad);
+            assert_eq!(
+                audit_ring(&mut h, hw, 0, 4 * bad.len() as u32, &lim),
+                rej(Reject::AddressNotAllowed)
+            );
+        }
+
+        fn any_cmd() -> impl Strategy<Value = Vec<u32>> {
+            // Addresses around and inside both slices, any geometry.
+            let addr = prop_oneof![
+                (0u64..GM.size + 0x2000).prop_map(|a| a & !3),
+                (HIGH.base - 0x2000..HIGH.end() + 0x2000).prop_map(|a| a & !3),
+                (0u64..1 << 34).prop_map(|a| a & !3),
+            ];
+            let rect = (0u32..64, 0u32..64, 0u32..96, 0u32..96);
+            prop_oneof![
+                addr.clone().prop_map(|a| sdi(Space::Ggtt, a, 0).to_vec()),
+                addr.clone()
+                    .prop_map(|a| sdi_qw(Space::Ggtt, a, [0, 0]).to_vec()),
+                addr.clone()
+                    .prop_map(|a| flush_dw_store(Space::Ggtt, a & !7, 0, false).to_vec()),
+                addr.clone()
+                    .prop_map(|a| pipe_control_qw(Space::Ggtt, a & !7, [0, 0]).to_vec()),
+                (addr.clone(), 0u32..2048, rect.clone())
+                    .prop_map(|(a, p, r)| color_blt(a, p, r, 0).to_vec()),
+                (
+                    addr.clone(),
+                    0u32..2048,
+                    rect,
+                    addr,
+                    0u32..2048,
+                    (0u32..64, 0u32..64)
+                )
+                    .prop_map(|(d, dp, r, s, sp, sxy)| src_copy_blt(d, dp, r, s, sp, sxy).to_vec()),
+            ]
+        }
+
+        proptest::proptest! {
+            #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+            /// A command the guest's view allows is allowed on the host
+            /// once translated, one it refuses is refused for the same
+            /// reason, and a translated command never touches anything but
+            /// the host slices.
+            #[test]
+            fn translation_preserves_the_audit_and_stays_in_the_host_slices(
+                d in any_cmd(),
+                rcs in proptest::bool::ANY,
+            ) {
+                let (mut g, mut h) = envs();
+                if rcs {
+                    (g.engine, h.engine) = (EngineId::Rcs, EngineId::Rcs);
+                }
+                let Ok((op, n)) = decode(d[0]) else { return Ok(()); };
+                proptest::prop_assume!(n == d.len());
+                let Ok(cmd) = parse(op, &d) else { return Ok(()); };
+                let guest = audit_command(&g, op, &cmd, &d);
+                let mut t = d.clone();
+                // As the walkers do: the audit refuses a command on the
+                // wrong engine before any address matters.
+                let moved = if op.runs_on(h.engine) {
+                    translate_command(&view(), op, &cmd, &mut t)
+                } else {
+                    Ok(())
+                };
+                let host = moved
+                    .and_then(|()| parse(op, &t))
+                    .and_then(|c| audit_command(&h, op, &c, &t));
+                proptest::prop_assert_eq!(guest, host);
+                if host.is_ok() {
+                    // What the engine will touch: inside the host slices.
+                    let c = parse(op, &t).unwrap();
+                    let inside = |a: u64, l: u64| HOST_GM.contains(a, l) || HOST_HIGH.contains(a, l);
+                    match c {
+                        Command::StoreData { addr, n, .. } => proptest::prop_assert!(inside(addr, 4 * u64::from(n))),
+                        Command::FlushDw { post, .. } | Command::PipeControl { post, .. } => {
+                            if let Some((_, a, l)) = post.target() {
+                                proptest::prop_assert!(inside(a, l));
+                            }
+                        }
+                        Command::ColorBlt { dst, w, h, cpp, .. } => {
+                            if let Some((a, l)) = dst.span(w, h, cpp) {
+                                proptest::prop_assert!(inside(a, l));
+                            }
+                        }
+                        Command::SrcCopyBlt { dst, src, w, h, cpp } => {
+                            for s in [dst, src] {
+                                if let Some((a, l)) = s.span(w, h, cpp) {
+                                    proptest::prop_assert!(inside(a, l));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
             }
         }
     }

@@ -35,6 +35,8 @@
 //! values, `shadow` the physical PTE written for a mapped entry (0 = scratch).
 
 use super::backend::{Backend, Pte};
+use super::gm_view::GmView;
+pub use super::gm_view::VgpuGm;
 use super::mem::{Gfn, GmRange, Gma, HostPage, MemError, PAGE_SHIFT, PAGE_SIZE};
 use super::services::{CpuMappings, GuestMemory};
 
@@ -62,25 +64,6 @@ pub const fn guest_pte_present(value: u64) -> bool {
 /// Whether BAR0 offset `offset` falls in the guest GGTT window.
 pub const fn in_window(offset: u64) -> bool {
     offset >= GGTT_BAR0_BASE && offset < GGTT_BAR0_END
-}
-
-/// A vGPU's share of global graphics memory: its aperture (CPU-mappable) slice
-/// and its high (non-mappable) slice, as the partitioner handed them out.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct VgpuGm {
-    pub aperture: GmRange,
-    pub high: GmRange,
-}
-
-impl VgpuGm {
-    /// Number of GGTT entries the two slices cover (the storage length).
-    pub const fn entries(&self) -> usize {
-        ((self.aperture.size >> PAGE_SHIFT) + (self.high.size >> PAGE_SHIFT)) as usize
-    }
-    /// Whether graphics address `gma` lies in either slice.
-    pub fn contains(&self, gma: Gma) -> bool {
-        self.aperture.contains(gma, 0) || self.high.contains(gma, 0)
-    }
 }
 
 /// Why a shadow GGTT could not be set up.
@@ -154,11 +137,18 @@ pub struct GgttStats {
 /// storage itself stays with the caller (vmalloc'ed arrays in the kernel).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct GgttState {
+    /// The guest-visible slices (the view; = the placement for a fresh
+    /// vGPU).  Entry indices of the GGTT window, BAR2 offsets, display
+    /// surfaces and the CPU-mapping callbacks are in this space.
     gm: VgpuGm,
     ap_first: u64,
     ap_len: u64,
     hi_first: u64,
     hi_len: u64,
+    /// First physical entries of the host slices (the placement): where
+    /// storage index `l` is written in the physical GGTT.
+    host_ap_first: u64,
+    host_hi_first: u64,
     scratch: HostPage,
     mapped: u64,
     in_drop_burst: bool,
@@ -166,7 +156,7 @@ pub struct GgttState {
 }
 
 impl GgttState {
-    /// The vGPU's slices.
+    /// The vGPU's guest-visible slices (its view).
     pub fn slices(&self) -> VgpuGm {
         self.gm
     }
@@ -241,6 +231,8 @@ impl<'a> Ggtt<'a> {
                 ap_len: gm.aperture.size >> PAGE_SHIFT,
                 hi_first: gm.high.base >> PAGE_SHIFT,
                 hi_len: gm.high.size >> PAGE_SHIFT,
+                host_ap_first: gm.aperture.base >> PAGE_SHIFT,
+                host_hi_first: gm.high.base >> PAGE_SHIFT,
                 scratch,
                 mapped: 0,
                 in_drop_burst: false,
@@ -253,14 +245,38 @@ impl<'a> Ggtt<'a> {
         g.shadow.fill(0);
         let pte = Pte::new(scratch);
         for l in 0..n {
-            be.write_ggtt(g.global(l) as u32, pte);
+            be.write_ggtt(g.physical(l) as u32, pte);
         }
         Ok(g)
     }
 
-    /// The vGPU's slices.
+    /// The vGPU's guest-visible slices (its view: its placement unless
+    /// [`Ggtt::set_view`] moved it).
     pub fn slices(&self) -> VgpuGm {
         self.st.gm
+    }
+
+    /// Let the guest see `view` from now on (a migration target adopting
+    /// the source's GM view): entry `i` of the GGTT window, BAR2 offset
+    /// `i * 4096` and every other guest-facing index now name storage entry
+    /// `i - view base` of the same slice, whose physical entry stays in the
+    /// placement.  Only an empty GGTT (after [`Ggtt::reset`]) can move:
+    /// otherwise nothing changes and `false` is returned.
+    pub fn set_view(&mut self, view: &GmView) -> bool {
+        let host = view.host();
+        if self.st.mapped != 0
+            || self.guest.iter().any(|v| *v != 0)
+            || host.aperture.base >> PAGE_SHIFT != self.st.host_ap_first
+            || host.high.base >> PAGE_SHIFT != self.st.host_hi_first
+            || view.view().entries() != self.st.gm.entries()
+        {
+            return false;
+        }
+        let v = view.view();
+        self.st.gm = v;
+        self.st.ap_first = v.aperture.base >> PAGE_SHIFT;
+        self.st.hi_first = v.high.base >> PAGE_SHIFT;
+        true
     }
     /// The vGPU's scratch page.
     pub fn scratch(&self) -> HostPage {
@@ -286,13 +302,24 @@ impl<'a> Ggtt<'a> {
         None
     }
 
-    /// GGTT entry index of storage index `l`.
+    /// Guest-visible GGTT entry index of storage index `l`.
     fn global(&self, l: usize) -> u64 {
+        self.entry_of(l, self.st.ap_first, self.st.hi_first)
+    }
+
+    /// Physical GGTT entry of storage index `l` (in the placement).
+    fn physical(&self, l: usize) -> u64 {
+        self.entry_of(l, self.st.host_ap_first, self.st.host_hi_first)
+    }
+
+    /// Entry of storage index `l` in slices starting at entries `ap_first`
+    /// and `hi_first`.
+    fn entry_of(&self, l: usize, ap_first: u64, hi_first: u64) -> u64 {
         let l = l as u64;
         if l < self.st.ap_len {
-            self.st.ap_first + l
+            ap_first + l
         } else {
-            self.st.hi_first + (l - self.st.ap_len)
+            hi_first + (l - self.st.ap_len)
         }
     }
 
@@ -486,7 +513,7 @@ impl<'a> Ggtt<'a> {
             } else {
                 Pte(new_shadow)
             };
-            be.write_ggtt(index as u32, pte);
+            be.write_ggtt(self.physical(l) as u32, pte);
             if let Some(s) = self.shadow.get_mut(l) {
                 *s = new_shadow;
             }
@@ -564,7 +591,7 @@ impl<'a> Ggtt<'a> {
         self.reset(gmem, be, cpu);
         for l in 0..self.shadow.len() {
             let index = self.global(l);
-            be.write_ggtt(index as u32, Pte::default());
+            be.write_ggtt(self.physical(l) as u32, Pte::default());
             if (l as u64) < self.st.ap_len {
                 cpu.invalidate(index);
             }

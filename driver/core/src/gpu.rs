@@ -75,6 +75,7 @@
 use super::backend::{Backend, EngineId, Pte};
 use super::cmd::{Level, Limits, Reject, RejectCounters};
 use super::engine::{Budget, CostModel, ExecState, StepStatus, EIR_INSTRUCTION};
+use super::gm_view::GmView;
 use super::irq::{self, Delivery, GtEvent, GtIrq};
 use super::mem::{GmRange, HostPage, PAGE_SHIFT, PAGE_SIZE};
 use super::mmio::IrqReg;
@@ -282,9 +283,20 @@ struct Slot {
     exec: [ExecState; EngineId::COUNT],
     out: Delivery,
     stats: SlotStats,
+    /// The guest's GM view when it is not the placement (a migrated vGPU;
+    /// [`Gpu::set_gm_view`]): its rings translate START and commands.
+    view: Option<GmView>,
 }
 
 impl Slot {
+    /// Let both rings see `view` (kept over resets of the slot).
+    fn set_view(&mut self, view: Option<GmView>) {
+        self.view = view.filter(|v| !v.is_identity());
+        for r in self.rings.iter_mut() {
+            r.set_view(self.view);
+        }
+    }
+
     fn new(slot: usize, gm: [GmRange; 2], reserved: GmRange) -> Slot {
         Slot {
             present: true,
@@ -308,6 +320,7 @@ impl Slot {
                 rejected: RejectCounters::new(),
                 ..SLOT_STATS_ZERO
             },
+            view: None,
         }
     }
 
@@ -849,9 +862,10 @@ impl<const N: usize> Gpu<N> {
             sched.reset_vgpu(hw, clock, v)
         });
         if let Some(s) = slots.get_mut(v.index()) {
-            let stats = s.stats;
+            let (stats, view) = (s.stats, s.view);
             *s = Slot::new(v.index(), s.gm, *reserved);
             s.stats = stats;
+            s.set_view(view);
         }
         r.map_err(GpuError::Sched)
     }
@@ -887,6 +901,7 @@ impl<const N: usize> Gpu<N> {
         if let Some(s) = slots.get_mut(v.index()) {
             if let Some(r) = s.rings.get_mut(e.index()) {
                 *r = RingShadow::new(e, layout(*reserved, v.index(), e));
+                r.set_view(s.view);
             }
             if let Some(q) = s.queue.get_mut(e.index()) {
                 q.clear();
@@ -1225,6 +1240,18 @@ impl<const N: usize> Gpu<N> {
         self.slot(v).map(|s| s.stats)
     }
 
+    /// The guest of slot `v` sees `view` of its graphics memory from now on
+    /// (a migration target adopting the source's view; `None` or an
+    /// identity view: its placement).  Ring START and every GGTT address
+    /// of its commands are translated from the next ring programming and
+    /// submission on; kept over resets of the slot.  Call while its rings
+    /// are unprogrammed (after [`Gpu::reset_slot`]).
+    pub fn set_gm_view(&mut self, v: SlotId, view: Option<GmView>) {
+        if let Some(s) = self.slot_mut(v) {
+            s.set_view(view);
+        }
+    }
+
     /// Count a refused fence write of `v`.
     pub fn note_fence_refused(&mut self, v: SlotId) {
         if let Some(s) = self.slot_mut(v) {
@@ -1277,6 +1304,7 @@ const EMPTY_SLOT: Slot = Slot {
         intx: None,
     },
     stats: SLOT_STATS_ZERO,
+    view: None,
 };
 
 /// Audit and shadow `[tail, new tail)`, then admit it; roll the shadow back

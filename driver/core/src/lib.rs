@@ -26,6 +26,7 @@ extern crate std;
 pub mod aperture;
 pub mod backend;
 pub mod ggtt;
+pub mod gm_view;
 pub mod mem;
 pub mod ppgtt;
 pub mod services;

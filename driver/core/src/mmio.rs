@@ -352,6 +352,20 @@ impl VgpuMmio {
     pub fn pvinfo(&self) -> &PvInfo {
         &self.pvinfo
     }
+    /// Advertise `pvinfo` from now on (a migration target taking the
+    /// source's GM view and id): its read-only fields go into the page in
+    /// `vregs`; what the guest wrote there stays.
+    pub fn set_pvinfo(&mut self, pvinfo: PvInfo, vregs: &mut [u32]) {
+        self.pvinfo = pvinfo;
+        if let Some(page) = pvinfo_page_mut(vregs) {
+            for (i, d) in page.iter_mut().take(PVINFO_DWORDS).enumerate() {
+                let rel = (i as u32) * 4;
+                if !PvInfo::guest_writable(rel) {
+                    *d = self.pvinfo.read(&[], rel);
+                }
+            }
+        }
+    }
     pub fn stats(&self) -> &TrapStats {
         &self.stats
     }

@@ -55,6 +55,7 @@ use super::cmd::{
     SinkFull, Space, MAX_CMD_DWORDS,
 };
 use super::engine::{self, AddressSpace, RING_CTL, RING_HEAD, RING_START, RING_TAIL};
+use super::gm_view::GmView;
 use super::mem::{GmRange, Gma, HostPage, PAGE_SHIFT, PAGE_SIZE};
 use super::services::HostMemory;
 
@@ -182,6 +183,9 @@ pub struct RingShadow {
     l2: u64,
     rejects: RejectCounters,
     stats: SubmitStats,
+    /// The guest's GM view when it is not the placement (a migrated vGPU):
+    /// START and every GGTT address in the commands are translated.
+    view: Option<GmView>,
 }
 
 struct Env<'x, B: Backend, H: HostMemory, P: AddressSpace, G: BatchGuard> {
@@ -395,7 +399,20 @@ impl RingShadow {
                 batches: 0,
                 busy: 0,
             },
+            view: None,
         }
+    }
+
+    /// The guest sees `view` of its graphics memory from now on (`None`,
+    /// or an identity view: its placement).  Applies from the next
+    /// [`RingShadow::configure`] and submission.
+    pub fn set_view(&mut self, view: Option<GmView>) {
+        self.view = view.filter(|v| !v.is_identity());
+    }
+
+    /// The guest's GM view, when it is not the placement.
+    pub const fn view(&self) -> Option<GmView> {
+        self.view
     }
 
     pub const fn engine(&self) -> EngineId {
@@ -444,10 +461,19 @@ impl RingShadow {
             self.rejects.record(Reject::BadRing);
             return Err(Reject::BadRing);
         }
-        self.ring = Some(RingWindow {
-            start: (start & !0xfff) as u64,
-            size,
-        });
+        // START is a guest graphics address: in the view's terms.
+        let start = (start & !0xfff) as u64;
+        let start = match &self.view {
+            None => start,
+            Some(v) => match v.to_host(start, u64::from(size)) {
+                Some(s) => s,
+                None => {
+                    self.rejects.record(Reject::BadRing);
+                    return Err(Reject::BadRing);
+                }
+            },
+        };
+        self.ring = Some(RingWindow { start, size });
         self.head = head;
         self.tail = head;
         Ok(())
@@ -522,7 +548,13 @@ impl RingShadow {
                 pend_len: 0,
                 pend_at: 0,
             };
-            match cmd::audit_ring(&mut env, ring, self.tail, new_tail, limits) {
+            // A guest whose GM view is not its placement has every address
+            // translated; the identity walker is the paper's.
+            let audited = match self.view {
+                None => cmd::audit_ring(&mut env, ring, self.tail, new_tail, limits),
+                Some(v) => cmd::audit_ring_in_view(&mut env, v, ring, self.tail, new_tail, limits),
+            };
+            match audited {
                 Ok(sum) => {
                     self.tail = new_tail;
                     self.l1 = env.l1;

@@ -43,6 +43,7 @@ use super::backend::EngineId;
 use super::cfgspace::{CfgError, CfgSpace, CFG_SIZE};
 use super::display::{self, GfxCaps, InvalidQuery, NoPlane, Plane, PlaneIds, QueryAnswer};
 use super::ggtt::{Ggtt, GgttError, GgttState, PteWrite, VgpuGm};
+use super::gm_view::GmView;
 use super::gpu::{Gpu, GpuError, RingSetup, SubmitOutcome};
 use super::gpu_lock::Locked;
 use super::irq::{Delivery, GtIrq, DE_PIPEA_VBLANK, GTIER, GTIIR, GTIMR};
@@ -348,6 +349,9 @@ pub struct Vgpu<const P: usize = DEFAULT_PPGTT_TABLES> {
     /// The display-engine interrupt block (`DEIMR`/`DEIIR`/`DEIER`): the
     /// vblank interrupt.
     pub(crate) de: GtIrq,
+    /// The guest's GM view and this vGPU's placement ([`GmView`]): the
+    /// identity for a fresh vGPU; a migration target takes the source's.
+    pub(crate) view: GmView,
 }
 
 impl<const P: usize> Vgpu<P> {
@@ -412,6 +416,7 @@ impl<const P: usize> Vgpu<P> {
             cursor_ids: PlaneIds::new(),
             vblank: Vblank::stopped(env.clock.now_ns(), DEFAULT_PERIOD_NS),
             de: GtIrq::new(),
+            view: GmView::identity(gm),
         })
     }
 
@@ -521,6 +526,8 @@ impl<const P: usize> Vgpu<P> {
         env: &mut Env<'_, S>,
     ) {
         self.reset(env);
+        // A migrated guest's view does not outlive its owner.
+        let _ = self.set_view(env, GmView::identity(self.placement()), self.id);
         self.vblank = Vblank::stopped(env.clock.now_ns(), self.vblank.period_ns());
         self.vblank.restore(env.st.vregs);
         self.plane_ids = PlaneIds::new();
@@ -815,13 +822,15 @@ impl<const P: usize> Vgpu<P> {
                 Routed::Irq
             }
             TrapEvent::Fence { index, value } => {
-                let accepted = self.fence_allowed(value);
+                // The fence's range in the guest's view, moved to the host.
+                let host = self.fence_to_host(value);
+                let accepted = host.is_some();
                 let (slot, phys_index) = (self.slot, self.part.fence_base.saturating_add(index));
                 env.gpu.with(|gpu, phys| {
                     if !accepted {
                         gpu.note_fence_refused(slot);
                     }
-                    gpu.write_fence(phys, phys_index, if accepted { value } else { 0 });
+                    gpu.write_fence(phys, phys_index, host.unwrap_or(0));
                 });
                 Routed::Fence { index, accepted }
             }
@@ -864,17 +873,21 @@ impl<const P: usize> Vgpu<P> {
 
     /// A fence (Intel gen6 layout: low dword bits 31:12 start and bit 0
     /// valid, high dword bits 31:12 last page) may only cover the vGPU's
-    /// own graphics memory.
-    fn fence_allowed(&self, value: u64) -> bool {
-        if value & 1 == 0 {
-            return true;
+    /// own graphics memory, one slice of its view: the value the physical
+    /// fence gets (its range moved to the placement), or `None`.
+    fn fence_to_host(&self, value: u64) -> Option<u64> {
+        if self.view.is_identity() {
+            // The paper's case: the guest's range is the host's.
+            let start = value & 0xFFFF_F000;
+            let last = ((value >> 32) & 0xFFFF_F000) | 0xFFF;
+            let len = last.checked_sub(start).and_then(|l| l.checked_add(1));
+            let ok = value & 1 == 0
+                || len.is_some_and(|len| {
+                    self.part.aperture.contains(start, len) || self.part.high.contains(start, len)
+                });
+            return ok.then_some(value);
         }
-        let start = value & 0xFFFF_F000;
-        let last = ((value >> 32) & 0xFFFF_F000) | 0xFFF;
-        let Some(len) = last.checked_sub(start).and_then(|l| l.checked_add(1)) else {
-            return false;
-        };
-        self.part.aperture.contains(start, len) || self.part.high.contains(start, len)
+        self.view.fence_to_host(value)
     }
 
     /// A guest TAIL write: PPGTT sync for render, then the physical side.
@@ -951,10 +964,62 @@ impl<const P: usize> Vgpu<P> {
         (o, d)
     }
 
-    /// The BAR2 range that may be mmapped (the sparse-mmap area): the vGPU's
-    /// aperture slice.
+    /// The BAR2 range that may be mmapped (the sparse-mmap area): the
+    /// aperture slice of the guest's view (its placement's unless it was
+    /// migrated here from another placement).
     pub fn mmap_area(&self) -> GmRange {
-        self.part.aperture
+        self.view.view().aperture
+    }
+
+    /// The guest's GM view of this vGPU ([`GmView`]).
+    pub fn gm_view(&self) -> &GmView {
+        &self.view
+    }
+
+    /// Let the guest see `view` of its graphics memory and PVINFO show it
+    /// with id `vgt_id` (a migration target taking the source's view; the
+    /// identity view of [`Vgpu::placement`] undoes it).  Only right after a
+    /// [`Vgpu::reset`]: the GGTT must hold nothing and the rings be
+    /// unprogrammed; `false` (nothing changed) otherwise.
+    pub(crate) fn set_view<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        view: GmView,
+        vgt_id: u32,
+    ) -> bool {
+        if view.host() != self.placement() {
+            return false;
+        }
+        let v = view.view();
+        let shown = Partition {
+            aperture: v.aperture,
+            high: v.high,
+            ..self.part
+        };
+        let Ok(pv) = PvInfo::new(vgt_id, self.mmio.pvinfo().caps, &shown) else {
+            return false;
+        };
+        let Ok(mut g) = env.st.ggtt(self.ggtt) else {
+            return false;
+        };
+        if !g.set_view(&view) {
+            return false;
+        }
+        self.ggtt = g.state();
+        self.mmio.set_pvinfo(pv, env.st.vregs);
+        self.view = view;
+        let slot = self.slot;
+        env.gpu.with(|gpu, _| gpu.set_gm_view(slot, Some(view)));
+        true
+    }
+
+    /// The vGPU's host slices (its placement; the guest sees
+    /// [`Vgpu::gm_view`]).
+    pub fn placement(&self) -> VgpuGm {
+        VgpuGm {
+            aperture: self.part.aperture,
+            high: self.part.high,
+        }
     }
 
     /// Aperture fault (`vm_operations.fault` of the BAR2 mapping, and the
@@ -996,12 +1061,11 @@ impl<const P: usize> Vgpu<P> {
         n
     }
 
-    /// The vGPU's own graphics memory slices.
+    /// The vGPU's own graphics memory slices as its guest sees them (the
+    /// view: guest addresses in registers, the GGTT window, BAR2 and the
+    /// display are in these terms).
     pub(crate) fn gm(&self) -> VgpuGm {
-        VgpuGm {
-            aperture: self.part.aperture,
-            high: self.part.high,
-        }
+        self.view.view()
     }
 
     /// The primary plane as the guest has programmed it now (decoded from

@@ -44,11 +44,14 @@
 
 use super::backend::EngineId;
 use super::cfgspace::CFG_SIZE;
+use super::ggtt::VgpuGm;
+use super::gm_view::GmView;
 use super::gpu::Gpu;
 use super::irq::GtIrq;
-use super::mem::PAGE_SHIFT;
+use super::mem::{GmRange, PAGE_SHIFT};
 use super::migration::{self, Cursor, Identity, StreamError, Tag, Writer, SECTION_REQUIRED};
 use super::mmio::{set_vreg, vreg, GGTT_VIEW_BASE};
+use super::partition::Partition;
 use super::pvinfo::{PvInfo, PVINFO_BASE, PVINFO_DWORDS, PVINFO_SIZE};
 use super::regs::{self, ring, DisplayReg, RegKind};
 use super::services::{Clock, GpuLock, Services};
@@ -154,6 +157,16 @@ fn replay_offsets() -> impl Iterator<Item = u32> {
 }
 
 const VBLANK_LEN: usize = 21;
+
+/// Byte offset of `vgt_id` in the PVINFO section.
+const VGT_ID_AT: usize = super::pvinfo::vgtif::VGT_ID as usize;
+
+/// A stream checked against a target, with what the target takes from it.
+struct Checked<'s> {
+    stream: migration::Stream<'s>,
+    view: GmView,
+    vgt_id: u32,
+}
 
 impl<const P: usize> Vgpu<P> {
     /// The header identity of this vGPU, of type `type_name`.
@@ -332,6 +345,12 @@ impl<const P: usize> Vgpu<P> {
         type_name: &[u8],
         stream: &'s [u8],
     ) -> Result<migration::Stream<'s>, MigrationError> {
+        self.check(type_name, stream).map(|c| c.stream)
+    }
+
+    /// [`Vgpu::check_stream`], with what the target takes besides the
+    /// sections: the guest's GM view and its PVINFO id.
+    fn check<'s>(&self, type_name: &[u8], stream: &'s [u8]) -> Result<Checked<'s>, MigrationError> {
         let s = migration::parse(stream, EngineId::COUNT)?;
         let mine = self.migration_identity(type_name);
         let theirs = s.identity();
@@ -341,9 +360,20 @@ impl<const P: usize> Vgpu<P> {
         if theirs.ppgtt_tables != mine.ppgtt_tables {
             return Err(MigrationError::OtherBuild);
         }
-        if theirs.gm != mine.gm || theirs.fence_count != mine.fence_count {
+        if theirs.fence_count != mine.fence_count {
             return Err(MigrationError::OtherPlacement);
         }
+        // The guest keeps the source's view of its graphics memory: this
+        // vGPU's placement must be able to stand behind it (same slice
+        // sizes, a view that is page aligned, disjoint, inside BAR2 and the
+        // GGTT window).
+        let [ab, asz, hb, hsz] = theirs.gm;
+        let view = VgpuGm {
+            aperture: GmRange::new(ab, asz),
+            high: GmRange::new(hb, hsz),
+        };
+        let view = GmView::new(view, self.placement(), self.cfg.aperture_size())
+            .map_err(|_| MigrationError::OtherPlacement)?;
         let sec = |t: Tag| s.section(t).ok_or(StreamError::MissingSection(t as u16));
         let bad = |t: Tag| MigrationError::BadContents(t as u16);
         let cfg = sec(Tag::Config)?;
@@ -367,8 +397,21 @@ impl<const P: usize> Vgpu<P> {
                 *free.ok_or(bad(Tag::Vregs))? = page;
             }
         }
-        let mut c = Cursor::new(sec(Tag::PvInfo)?);
-        let pv = self.mmio.pvinfo();
+        // PVINFO: what this vGPU will advertise, the view and the source's
+        // id, must be what the guest read on the source.
+        let pvinfo = sec(Tag::PvInfo)?;
+        let vgt_id = Cursor::new(pvinfo.get(VGT_ID_AT..).unwrap_or(&[])).u32()?;
+        if vgt_id == 0 {
+            return Err(MigrationError::PvInfoMismatch);
+        }
+        let shown = Partition {
+            aperture: view.view().aperture,
+            high: view.view().high,
+            ..self.part
+        };
+        let pv = PvInfo::new(vgt_id, self.mmio.pvinfo().caps, &shown)
+            .map_err(|_| MigrationError::PvInfoMismatch)?;
+        let mut c = Cursor::new(pvinfo);
         let empty = [0u32; PVINFO_DWORDS];
         for i in 0..PVINFO_DWORDS as u32 {
             let v = c.u32()?;
@@ -376,7 +419,7 @@ impl<const P: usize> Vgpu<P> {
                 return Err(MigrationError::PvInfoMismatch);
             }
         }
-        let gm = self.gm();
+        let gm = view.view();
         let mut c = Cursor::new(sec(Tag::Ggtt)?);
         while c.remaining() > 0 {
             let page = u64::from(c.u32()?);
@@ -402,7 +445,11 @@ impl<const P: usize> Vgpu<P> {
         if !(1..=100).contains(&c.u32()?) {
             return Err(bad(Tag::Sched));
         }
-        Ok(s)
+        Ok(Checked {
+            stream: s,
+            view,
+            vgt_id,
+        })
     }
 
     /// `RESUMING` → `STOP`: take the state in `stream` (checked first, see
@@ -415,13 +462,23 @@ impl<const P: usize> Vgpu<P> {
         type_name: &[u8],
         stream: &'s [u8],
     ) -> Result<Restored<'s>, MigrationError> {
-        let s = self.check_stream(type_name, stream)?;
+        let Checked {
+            stream: s,
+            view,
+            vgt_id,
+        } = self.check(type_name, stream)?;
         let sec = |t: Tag| s.section(t).ok_or(StreamError::MissingSection(t as u16));
         let mut rep = Restored {
             edid: s.section(Tag::Edid),
             ..Restored::default()
         };
         self.reset(env);
+        // The guest's addresses from here on are the source's view's: the
+        // GGTT window, BAR2, registers and commands are translated to this
+        // vGPU's placement (the identity when the placements agree).
+        if !self.set_view(env, view, vgt_id) {
+            return Err(MigrationError::OtherPlacement);
+        }
         // Configuration space: what the guest may write.
         for (i, d) in sec(Tag::Config)?.chunks_exact(4).enumerate() {
             let v = u32::from_le_bytes([d[0], d[1], d[2], d[3]]);

@@ -4,10 +4,14 @@
 //! even) or a valid stream from a vGPU with GGTT entries, ring programming,
 //! a fence and a display plane, edited by the input's `(offset: u16, xor:
 //! u8)` triples and resealed with a correct checksum (first byte odd: the
-//! contents, not the checksum, are tested).  Oracle: never a panic; a
-//! stream refused before the replay ([`MigrationError`] other than
+//! contents, not the checksum, are tested).  The target has the source's
+//! placement (bit 1 of the first byte clear) or another one of the same
+//! sizes (set: the stream's GM view is then translated).  Oracle: never a
+//! panic; a stream refused before the replay ([`MigrationError`] other than
 //! `Replay`) leaves the target's registers, guest GGTT and pins as they
-//! were; after any outcome a reset releases every pin (no leak).
+//! were; whatever the outcome, no physical GGTT entry outside the target's
+//! own placement (and the host's shadow area) changed, whatever view the
+//! stream names; after any outcome a reset releases every pin (no leak).
 #![no_main]
 
 use std::cell::Cell;
@@ -50,6 +54,20 @@ fn part() -> Partition {
     }
 }
 
+/// Another placement of the same sizes (the source's view is then
+/// translated).
+fn other_part() -> Partition {
+    Partition {
+        aperture: GmRange::new(3 << 20, 1 << 20),
+        high: GmRange::new(11 << 20, 1 << 20),
+        fence_base: 0,
+        fence_count: 4,
+    }
+}
+
+/// The host-reserved top of the 32 MiB GM (shadow rings and batches).
+const RESERVED_FROM: usize = (16 << 20) / PAGE_SIZE as usize;
+
 struct Rig {
     gpu: Gpu<2>,
     phys: Vec<Pte>,
@@ -82,9 +100,13 @@ macro_rules! call {
 }
 
 fn rig() -> Rig {
+    rig_at(part())
+}
+
+fn rig_at(at: Partition) -> Rig {
     let mut phys = vec![Pte::default(); 8192];
     let mut gpu = Gpu::new(GpuConfig::DEFAULT, &mut phys).unwrap();
-    let (nv, ng, ns) = storage_sizes::<4>(&part());
+    let (nv, ng, ns) = storage_sizes::<4>(&at);
     let (mut vregs, mut gg, mut gs, mut snap) = (vec![0; nv], vec![0; ng], vec![0; ng], vec![0; ns]);
     let mut host = FakeHostMemory::new(700);
     let mut pages = FakeHostPages::new(600, 100);
@@ -93,7 +115,7 @@ fn rig() -> Rig {
     let shadow: Vec<HostPage> = (0..SHADOW_PAGES_PER_VGPU as u64).map(|i| HostPage(100 + i)).collect();
     let p = VgpuParams {
         id: 3,
-        part: part(),
+        part: at,
         aperture_size: 4 << 20,
         weight: 1,
         scratch: HostPage(99),
@@ -151,8 +173,10 @@ fuzz_target!(|data: &[u8]| {
         let sum = migration::fnv1a64(&stream[..n - 16]);
         stream[n - 8..].copy_from_slice(&sum.to_le_bytes());
     }
-    let mut r = rig();
+    let at = if mode & 2 == 0 { part() } else { other_part() };
+    let mut r = rig_at(at);
     let before = (r.vregs.clone(), r.gg.clone(), r.ram.outstanding_pins());
+    let phys_before = r.phys.clone();
     let res = call!(&mut r, |v, env| v.restore_state(&mut env, TYPE, &stream).map(|_| ()));
     match res {
         Ok(()) | Err(MigrationError::Replay(_)) => {}
@@ -160,6 +184,17 @@ fuzz_target!(|data: &[u8]| {
             (r.vregs.clone(), r.gg.clone(), r.ram.outstanding_pins()) == before,
             "a refused stream changed the target"
         ),
+    }
+    let own = |i: usize| {
+        let a = i as u64 * PAGE_SIZE;
+        at.aperture.contains(a, 0) || at.high.contains(a, 0) || i >= RESERVED_FROM
+    };
+    for (i, (p, q)) in r.phys.iter().zip(&phys_before).enumerate() {
+        assert!(own(i) || p == q, "physical GGTT entry {i} outside the placement changed");
+    }
+    if mode & 1 == 1 && rest.len() < 3 {
+        // The unedited stream goes in at either placement.
+        assert!(res.is_ok(), "a valid stream was refused: {res:?}");
     }
     call!(&mut r, |v, env| v.reset(&mut env));
     assert_eq!(r.ram.outstanding_pins(), 0, "pins leaked");

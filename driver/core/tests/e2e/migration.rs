@@ -7,6 +7,7 @@
 //! type or placement, newer, truncated, damaged or hostile are refused and
 //! leave the target untouched.
 
+use gvt_core::backend::Backend;
 use gvt_core::migration::{self, StreamError, Tag};
 use gvt_core::regs::{self, ring, DE_IER, DE_IMR, DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC};
 use gvt_core::vblank::{PIPEA_FLIPCOUNT, PIPEA_FRMCOUNT};
@@ -27,12 +28,29 @@ fn save(w: &mut World, k: usize) -> Result<Vec<u8>, MigrationError> {
 
 /// The guest's RAM as the VMM moves it: VM `k`'s frames, page by page.
 fn copy_ram(a: &World, b: &mut World, k: usize) {
+    copy_ram_to(a, k, b, k);
+}
+
+/// VM `ka`'s RAM of world `a` into VM `kb`'s of world `b` (the same guest
+/// frames; other host pages).
+fn copy_ram_to(a: &World, ka: usize, b: &mut World, kb: usize) {
     for gfn in RAM_GFN..RAM_GFN + RAM_PAGES {
-        let pa = a.vms[k].ram.backing(gfn).expect("source RAM");
-        let pb = b.vms[k].ram.backing(gfn).expect("target RAM");
+        let pa = a.vms[ka].ram.backing(gfn).expect("source RAM");
+        let pb = b.vms[kb].ram.backing(gfn).expect("target RAM");
         let data = a.host.page(pa).to_vec();
         b.host.write(pb, 0, &data).expect("copy");
     }
+}
+
+/// VM `k`'s RAM as the guest reads it.
+fn ram_of(w: &World, k: usize) -> Vec<u8> {
+    (RAM_GFN..RAM_GFN + RAM_PAGES)
+        .flat_map(|gfn| {
+            w.host
+                .page(w.vms[k].ram.backing(gfn).expect("RAM"))
+                .to_vec()
+        })
+        .collect()
 }
 
 fn w32(w: &mut World, k: usize, off: u32, v: u32) {
@@ -51,6 +69,37 @@ fn reseal(s: &mut [u8]) {
     let n = s.len();
     let sum = migration::fnv1a64(&s[..n - 16]);
     s[n - 8..].copy_from_slice(&sum.to_le_bytes());
+}
+
+/// Offset of the guest GM view in the header (aperture base, size, high
+/// base, size; u64 each).
+const VIEW_AT: usize = 8 + 2 + 2 + 1 + migration::TYPE_NAME_MAX + 5;
+
+/// `s` with its header's view and PVINFO's ballooning set to `gm`, resealed
+/// (a hostile writer's consistent stream).
+fn with_view(s: &[u8], gm: [u64; 4]) -> Vec<u8> {
+    use gvt_core::pvinfo::vgtif::{
+        MAPPABLE_BASE, MAPPABLE_SIZE, NONMAPPABLE_BASE, NONMAPPABLE_SIZE,
+    };
+    let mut s = s.to_vec();
+    for (i, g) in gm.iter().enumerate() {
+        s[VIEW_AT + 8 * i..VIEW_AT + 8 * i + 8].copy_from_slice(&g.to_le_bytes());
+    }
+    let pv = section_at(&s, Tag::PvInfo);
+    for (f, g) in [
+        MAPPABLE_BASE,
+        MAPPABLE_SIZE,
+        NONMAPPABLE_BASE,
+        NONMAPPABLE_SIZE,
+    ]
+    .into_iter()
+    .zip(gm)
+    {
+        let at = pv + f as usize;
+        s[at..at + 4].copy_from_slice(&(g as u32).to_le_bytes());
+    }
+    reseal(&mut s);
+    s
 }
 
 /// Offset of section `tag`'s payload in a stream.
@@ -161,33 +210,9 @@ fn a_running_vgpu_moves_to_another_host_and_carries_on() {
         plane
     );
     assert!(r32(&mut b, 0, PIPEA_FRMCOUNT) >= frames);
-    let mut bus = b.bus(0);
-    assert_eq!(d.iir(&mut bus).unwrap(), USERS, "pending interrupts moved");
-    d.ack(&mut bus, USERS).unwrap();
-    check_blit(&mut b, 0, &d, 0x00AA_0000, 0xD0_0E00);
     // ... and it carries on: new blits, a PPGTT store through the shadow
     // the target rebuilt, their interrupts.
-    let job = blit_job(&d, 0x0000_BB00, 0xD0_0E01);
-    let mut bus = b.bus(0);
-    d.run(&mut bus, BCS, &job).unwrap();
-    assert!(accepted(&bus), "blit accepted on the target");
-    d.run(
-        &mut bus,
-        RCS,
-        &[&sdi(Space::Ppgtt, 0x44, 0xBEEF)[..], &[MI_USER_INTERRUPT]].concat(),
-    )
-    .unwrap();
-    assert!(accepted(&bus), "PPGTT store accepted on the target");
-    b.vms[0].signals.clear();
-    run_idle(&mut b);
-    check_blit(&mut b, 0, &d, 0x0000_BB00, 0xD0_0E01);
-    let mut v = [0u8; 4];
-    let mut bus = b.bus(0);
-    assert!(bus.ram_read(((RAM_GFN + 700) << 12) + 0x44, &mut v));
-    assert_eq!(u32::from_le_bytes(v), 0xBEEF);
-    assert_eq!(d.iir(&mut bus).unwrap(), USERS);
-    assert!(d.idle(&mut bus, RCS).unwrap() && d.idle(&mut bus, BCS).unwrap());
-    assert!(b.vms[0].signals.iter().any(|s| s.msi), "MSI after the move");
+    carry_on(&mut b, 0, &mut d);
     // Weight moved too.
     let slot = b.vgpu(0).slot();
     assert_eq!(b.gpu.scheduler().weight(slot), Some(1));
@@ -226,10 +251,35 @@ fn other_type_placement_version_and_damage_are_refused_untouched() {
         restore(&mut b, 0, b"gvt_rs-other", &stream),
         Err(MigrationError::OtherType)
     );
-    // VM 1's vGPU has the same type and another slice.
+    // Views this vGPU cannot stand behind (PVINFO edited to agree, so the
+    // view itself is what is refused): other sizes, misaligned, slices
+    // that overlap, an aperture beyond BAR2, a high slice beyond the GGTT
+    // window, one that wraps.
+    let p = part(0);
+    let (ab, asz, hb, hsz) = (p.aperture.base, p.aperture.size, p.high.base, p.high.size);
+    for view in [
+        [ab, 2 * asz, hb, hsz],
+        [ab, asz, hb, hsz / 2],
+        [ab + 0x800, asz, hb, hsz],
+        [ab, asz, ab, hsz],
+        [APERTURE, asz, hb, hsz],
+        [ab, asz, (1 << 32) - PAGE_SIZE, hsz],
+        [ab, asz, !(PAGE_SIZE - 1), hsz],
+    ] {
+        assert_eq!(
+            restore(&mut b, 0, TYPE, &with_view(&stream, view)),
+            Err(MigrationError::OtherPlacement),
+            "view {view:x?}"
+        );
+    }
+    // A sane view whose PVINFO says otherwise.
+    let mut h = with_view(&stream, [2 * MIB, asz, hb, hsz]);
+    let at = section_at(&h, Tag::PvInfo) + gvt_core::pvinfo::vgtif::MAPPABLE_BASE as usize;
+    h[at..at + 4].copy_from_slice(&0u32.to_le_bytes());
+    reseal(&mut h);
     assert_eq!(
-        restore(&mut b, 1, TYPE, &stream),
-        Err(MigrationError::OtherPlacement)
+        restore(&mut b, 0, TYPE, &h),
+        Err(MigrationError::PvInfoMismatch)
     );
     let mut newer = stream.clone();
     newer[8] = 2;
@@ -311,4 +361,217 @@ proptest! {
         b.with_vm(0, |v, env| v.reset(env));
         prop_assert_eq!(b.vms[0].ram.outstanding_pins(), 0);
     }
+}
+
+/// Physical GGTT entries of `gm`'s pages in world `w`.
+fn phys_entries(w: &World, r: GmRange) -> Vec<Pte> {
+    let first = (r.base / PAGE_SIZE) as usize;
+    w.phys[first..first + (r.size / PAGE_SIZE) as usize].to_vec()
+}
+
+/// The physical fence registers of a vGPU whose fences start at `base`.
+fn phys_fence(w: &mut World, index: u32) -> u64 {
+    let off = regs::fence_offset(index);
+    let World { gpu, phys, .. } = w;
+    gpu.with_backend(phys, |b| {
+        u64::from(b.read_reg(off)) | (u64::from(b.read_reg(off + 4)) << 32)
+    })
+}
+
+/// What a guest can observe of its vGPU and memory, for comparing two
+/// targets: registers and GGTT view ([`guest_view`]), its RAM, the displayed
+/// plane and the bytes of its framebuffer.
+fn observed(w: &mut World, k: usize) -> (Vec<u32>, Vec<u8>, String, Vec<u8>) {
+    let regs = guest_view(w, k);
+    let ram = ram_of(w, k);
+    let plane = w
+        .with_vm(k, |v, env| v.display_plane(&env.st))
+        .expect("plane");
+    let mut pages = vec![HostPage(0); plane.pages() as usize];
+    let n = w
+        .with_vm(k, |v, env| {
+            v.framebuffer_pages(&mut env.st, &plane, &mut pages)
+        })
+        .expect("framebuffer");
+    let fb: Vec<u8> = pages[..n]
+        .iter()
+        .flat_map(|p| w.host.page(*p).to_vec())
+        .collect();
+    (regs, ram, format!("{plane:?}"), fb)
+}
+
+/// The same guest, after the move, on either target: the interrupts it left
+/// pending, its old and new blits, a PPGTT store, a remapped aperture page
+/// written by the CPU and by the engine, a fence, a flip.
+fn carry_on(w: &mut World, k: usize, d: &mut GuestDriver) {
+    let mut bus = w.bus(k);
+    assert_eq!(d.iir(&mut bus).unwrap(), USERS, "pending interrupts moved");
+    d.ack(&mut bus, USERS).unwrap();
+    check_blit(w, k, d, 0x00AA_0000, 0xD0_0E00);
+    let job = blit_job(d, 0x0000_BB00, 0xD0_0E01);
+    let mut bus = w.bus(k);
+    d.run(&mut bus, BCS, &job).unwrap();
+    assert!(accepted(&bus), "blit accepted on the target");
+    d.run(
+        &mut bus,
+        RCS,
+        &[&sdi(Space::Ppgtt, 0x44, 0xBEEF)[..], &[MI_USER_INTERRUPT]].concat(),
+    )
+    .unwrap();
+    assert!(accepted(&bus), "PPGTT store accepted on the target");
+    w.vms[k].signals.clear();
+    run_idle(w);
+    assert!(w.vms[k].signals.iter().any(|s| s.msi), "MSI after the move");
+    check_blit(w, k, d, 0x0000_BB00, 0xD0_0E01);
+    let mut v = [0u8; 4];
+    let mut bus = w.bus(k);
+    assert!(bus.ram_read(((RAM_GFN + 700) << 12) + 0x44, &mut v));
+    assert_eq!(u32::from_le_bytes(v), 0xBEEF);
+    assert_eq!(d.iir(&mut bus).unwrap(), USERS);
+    d.ack(&mut bus, USERS).unwrap();
+    assert!(d.idle(&mut bus, RCS).unwrap() && d.idle(&mut bus, BCS).unwrap());
+    // A PTE write: an aperture page moves to RAM frame 900; the CPU writes
+    // it through BAR2, the engine stores next to it through the GGTT.
+    let page = d.aperture.base + 0x60000;
+    d.map(&mut bus, page, RAM_GFN + 900, 1, PteWidth::Qword)
+        .unwrap();
+    assert!(bus.aperture_write(page + 8, &0x1234_5678u32.to_le_bytes()));
+    d.run(
+        &mut bus,
+        BCS,
+        &[
+            &sdi(Space::Ggtt, page + 16, 0x0DDC_0FFE)[..],
+            &[MI_USER_INTERRUPT],
+        ]
+        .concat(),
+    )
+    .unwrap();
+    assert!(accepted(&bus), "store accepted");
+    run_idle(w);
+    let mut bus = w.bus(k);
+    for (at, want) in [(8u64, 0x1234_5678u32), (16, 0x0DDC_0FFE)] {
+        assert!(bus.ram_read(((RAM_GFN + 900) << 12) + at, &mut v));
+        assert_eq!(u32::from_le_bytes(v), want, "frame 900 +{at}");
+    }
+    // A fence over the high slice, a flip to the copied rectangle.
+    let hi = d.high;
+    assert!(bus.bar0_write(
+        u64::from(regs::FENCE + 8),
+        &(((hi.end() - PAGE_SIZE) << 32) | hi.base | 1).to_le_bytes()
+    ));
+    assert!(matches!(
+        bus.last().routed[0],
+        Some(gvt_core::vgpu::Routed::Fence { accepted: true, .. })
+    ));
+    w32(w, k, DSPASURF, d.aperture.base as u32 + 0x40000);
+}
+
+#[test]
+fn a_vgpu_moves_to_another_placement_and_its_guest_sees_no_difference() {
+    let (mut a, d) = busy_source();
+    let before = guest_view(&mut a, 0);
+    let plane = a.with_vm(0, |v, env| v.display_plane(&env.st)).unwrap();
+    let stream = save(&mut a, 0).expect("save");
+    // Target 1: the source's placement (VM 0 of a fresh host).
+    let mut same = World::new(test_config());
+    copy_ram_to(&a, 0, &mut same, 0);
+    same.with_vm(0, |v, env| v.restore_state(env, TYPE, &stream))
+        .expect("restore, same placement");
+    assert!(same.vgpu(0).gm_view().is_identity());
+    // Target 2: VM 1 of another host, other slices; its VM 0 runs a guest
+    // of its own at the very addresses the moved guest keeps using.
+    let mut other = World::new(test_config());
+    let mut neighbour = boot(&mut other, 0);
+    let job = blit_job(&neighbour, 0x0011_2233, 0xFEED);
+    let mut bus = other.bus(0);
+    neighbour.run(&mut bus, BCS, &job).unwrap();
+    assert!(accepted(&bus));
+    run_idle(&mut other);
+    check_blit(&mut other, 0, &neighbour, 0x0011_2233, 0xFEED);
+    let neighbour_ggtt = (
+        phys_entries(&other, part(0).aperture),
+        phys_entries(&other, part(0).high),
+    );
+    copy_ram_to(&a, 0, &mut other, 1);
+    let rep = other
+        .with_vm(1, |v, env| v.restore_state(env, TYPE, &stream))
+        .expect("restore, other placement");
+    assert_eq!(rep.ptes_rejected, 0);
+    let view = *other.vgpu(1).gm_view();
+    assert!(!view.is_identity());
+    assert_eq!(view.view().aperture, part(0).aperture);
+    assert_eq!(view.host().aperture, part(1).aperture);
+    assert_eq!(other.vgpu(1).mmap_area(), part(0).aperture);
+    // PVINFO shows the source's view and id: a guest probing now sees what
+    // it saw on the source.
+    let fresh = GuestDriver::probe(&mut other.bus(1)).expect("probe");
+    assert_eq!(
+        (fresh.aperture, fresh.high),
+        (part(0).aperture, part(0).high)
+    );
+    assert_eq!(r32(&mut other, 1, gvt_core::pvinfo::PVINFO_BASE + 0x0C), 1);
+    // Everything the guest can read is as it was, on both targets.
+    assert_eq!(guest_view(&mut same, 0), before);
+    assert_eq!(guest_view(&mut other, 1), before);
+    assert_eq!(
+        other.with_vm(1, |v, env| v.display_plane(&env.st)).unwrap(),
+        plane
+    );
+    // The same work on both: what the guest observes is identical.
+    let (mut d1, mut d2) = (d.clone(), d);
+    carry_on(&mut same, 0, &mut d1);
+    carry_on(&mut other, 1, &mut d2);
+    assert_eq!(observed(&mut same, 0), observed(&mut other, 1));
+    // The physical side is the placement's: VM 1's host slices map the
+    // moved guest's pages, its fence covers its own high slice...
+    let vm1_pages = |p: Pte| {
+        p.page() == other.vms[1].scratch
+            || (RAM_GFN..RAM_GFN + RAM_PAGES).any(|g| other.vms[1].ram.backing(g) == Some(p.page()))
+    };
+    for r in [part(1).aperture, part(1).high] {
+        assert!(phys_entries(&other, r)
+            .into_iter()
+            .all(|p| p.present() && vm1_pages(p)));
+    }
+    let f = phys_fence(&mut other, part(1).fence_base + 1);
+    let hi = part(1).high;
+    assert_eq!(f, ((hi.end() - PAGE_SIZE) << 32) | hi.base | 1);
+    // ... and the neighbour whose placement the moved guest's view names
+    // lost nothing: its GGTT, its pixels, its RAM.
+    assert_eq!(
+        (
+            phys_entries(&other, part(0).aperture),
+            phys_entries(&other, part(0).high)
+        ),
+        neighbour_ggtt
+    );
+    check_blit(&mut other, 0, &neighbour, 0x0011_2233, 0xFEED);
+    // The moved guest's GGTT window answers in its view only: its host
+    // placement's entries read 0 and writes there are dropped.
+    let host_entry = gvt_core::mmio::GGTT_VIEW_BASE + (part(1).aperture.base / PAGE_SIZE) * 8;
+    let mut b8 = [0u8; 8];
+    assert!(other.bus(1).bar0_read(host_entry, &mut b8));
+    assert_eq!(u64::from_le_bytes(b8), 0);
+    let mut bus = other.bus(1);
+    assert!(bus.bar0_write(host_entry, &((RAM_GFN << 12) | 1).to_le_bytes()));
+    assert_eq!(bus.last().pte(), Some(PteWrite::Dropped { log: true }));
+    // A second move, from the translated vGPU back to a vGPU at the
+    // source's placement: the stream carries the view, and there it is the
+    // identity again.
+    let again = save(&mut other, 1).expect("save from a translated vGPU");
+    let mut back = World::new(test_config());
+    copy_ram_to(&other, 1, &mut back, 0);
+    back.with_vm(0, |v, env| v.restore_state(env, TYPE, &again))
+        .expect("restore at the source's placement");
+    assert!(back.vgpu(0).gm_view().is_identity());
+    assert_eq!(observed(&mut back, 0), observed(&mut other, 1));
+    // A reset keeps the view (a guest reboot reads the same PVINFO); a new
+    // owner gets the placement back.
+    other.with_vm(1, |v, env| v.reset(env));
+    assert_eq!(other.vgpu(1).gm_view().view().aperture, part(0).aperture);
+    other.with_vm(1, |v, env| v.reset_for_new_owner(env));
+    assert!(other.vgpu(1).gm_view().is_identity());
+    let fresh = GuestDriver::probe(&mut other.bus(1)).expect("probe");
+    assert_eq!(fresh.aperture, part(1).aperture);
+    assert_eq!(other.vms[1].ram.outstanding_pins(), 0);
 }
