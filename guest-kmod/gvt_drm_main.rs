@@ -106,6 +106,12 @@ const DSPASTRIDE: u32 = 0x70188;
 const DSPASURF: u32 = 0x7019C;
 const DSPCNTR_ENABLE: u32 = 1 << 31;
 const DSPCNTR_FORMAT_SHIFT: u32 = 26;
+/// Cursor A (§9.2): mode (bits 5:0), GGTT address, position.
+const CURACNTR: u32 = 0x70080;
+const CURABASE: u32 = 0x70084;
+const CURAPOS: u32 = 0x70088;
+/// The cursor sizes gvt-sim scans out (square, 32-bit ARGB), largest last.
+const CURSOR_SIZES: [u32; 3] = [64, 128, 256];
 /// Guest GGTT view (§5.1): one 8-byte PTE per 4 KiB of GM.
 const GGTT_VIEW: u32 = 0x80_0000;
 const GGTT_ENTRIES: u64 = 1 << 20;
@@ -131,6 +137,30 @@ const RGB565: u32 = fourcc(b'R', b'G', b'1', b'6');
 /// One plane, nothing to blend with: the alpha formats are not offered
 /// (their alpha would be ignored, and DRM wants a blend-mode property then).
 static FORMATS: [u32; 3] = [XRGB8888, XBGR8888, RGB565];
+/// The cursor plane's one format: 32-bit ARGB, the alpha blended.
+static CURSOR_FORMATS: [u32; 1] = [ARGB8888];
+
+/// `CURACNTR`'s mode for an `n`×`n` ARGB cursor (i915's
+/// `MCURSOR_MODE_*_ARGB_AX`).
+fn curacntr_mode(n: u32) -> Option<u32> {
+    match n {
+        64 => Some(0x27),
+        128 => Some(0x22),
+        256 => Some(0x23),
+        _ => None,
+    }
+}
+
+/// `CURAPOS` for a position: sign and magnitude per axis (x bits 14:0,
+/// sign 15; y bits 30:16, sign 31).  `None` past the 15-bit magnitude.
+fn curapos(x: i32, y: i32) -> Option<u32> {
+    let axis = |v: i32| {
+        let m = v.unsigned_abs();
+        (m <= 0x7FFF).then_some(m | if v < 0 { 0x8000 } else { 0 })
+    };
+    Some(axis(x)? | axis(y)? << 16)
+}
+
 fn dspcntr_format(fourcc: u32) -> Option<u32> {
     match fourcc {
         RGB565 => Some(5),
@@ -546,6 +576,104 @@ unsafe extern "C" fn plane_atomic_disable(
     with_hw(drm, || g.wr32(DSPACNTR, 0));
 }
 
+// ---- the cursor plane -----------------------------------------------------
+
+unsafe extern "C" fn cursor_atomic_check(
+    plane: *mut b::drm_plane,
+    state: *mut b::drm_atomic_commit,
+) -> c_int {
+    // SAFETY: the atomic helpers pass a live plane and commit.
+    let new = unsafe { b::gvt_drm_new_plane_state(state, plane) };
+    // SAFETY: `new` is the plane's new state in `state`.
+    let crtc = unsafe { (*new).crtc };
+    let crtc_state = if crtc.is_null() {
+        ptr::null_mut()
+    } else {
+        // SAFETY: `crtc` is in the commit (the plane's CRTC).
+        unsafe { b::gvt_drm_new_crtc_state(state, crtc) }
+    };
+    const NO_SCALING: c_int = 1 << 16;
+    // SAFETY: live states from the commit.  A cursor may hang off any edge
+    // (can_position), and be updated while the CRTC is off.
+    let ret = unsafe {
+        b::drm_atomic_helper_check_plane_state(new, crtc_state, NO_SCALING, NO_SCALING, true, true)
+    };
+    // SAFETY: `new` is live.
+    let fb = unsafe { (*new).fb };
+    if ret != 0 || fb.is_null() {
+        return ret;
+    }
+    // SAFETY: `new` and its framebuffer are live.
+    let (w, h, pitch, offset, cw, ch, sx, sy, sw, sh, x, y) = unsafe {
+        (
+            (*fb).width,
+            (*fb).height,
+            (*fb).pitches[0],
+            (*fb).offsets[0],
+            (*new).crtc_w,
+            (*new).crtc_h,
+            (*new).src_x,
+            (*new).src_y,
+            (*new).src_w >> 16,
+            (*new).src_h >> 16,
+            (*new).crtc_x,
+            (*new).crtc_y,
+        )
+    };
+    // gvt-sim scans out a whole square n×n ARGB image, n·4 bytes a row,
+    // from a 4 KiB aligned surface: the framebuffer whole, unscaled.
+    let n = w;
+    if h != n
+        || curacntr_mode(n).is_none()
+        || pitch != n * 4
+        || offset != 0
+        || (sx, sy, sw, sh) != (0, 0, n, n)
+        || (cw, ch) != (n, n)
+        || curapos(x, y).is_none()
+    {
+        return EINVAL.to_errno();
+    }
+    0
+}
+
+unsafe extern "C" fn cursor_atomic_update(
+    plane: *mut b::drm_plane,
+    state: *mut b::drm_atomic_commit,
+) {
+    // SAFETY: the atomic helpers pass a live plane and commit.
+    let (drm, new) = unsafe { ((*plane).dev, b::gvt_drm_new_plane_state(state, plane)) };
+    // SAFETY: a device of this driver.
+    let g = unsafe { gpu(drm) };
+    // SAFETY: `new` is live for the commit.
+    let (visible, fb, x, y) = unsafe { ((*new).visible, (*new).fb, (*new).crtc_x, (*new).crtc_y) };
+    if !visible || fb.is_null() {
+        with_hw(drm, || g.wr32(CURACNTR, 0));
+        return;
+    }
+    // SAFETY: a visible state's framebuffer is live.
+    let n = unsafe { (*fb).width };
+    let (Some(gm), Some(mode), Some(pos)) = (fb_gm(g, fb), curacntr_mode(n), curapos(x, y)) else {
+        pr_err!("gvt_drm: cursor update without a mapped framebuffer\n");
+        return;
+    };
+    with_hw(drm, || {
+        g.wr32(CURAPOS, pos);
+        g.wr32(CURACNTR, mode);
+        g.wr32(CURABASE, gm as u32);
+    });
+}
+
+unsafe extern "C" fn cursor_atomic_disable(
+    plane: *mut b::drm_plane,
+    _state: *mut b::drm_atomic_commit,
+) {
+    // SAFETY: the atomic helpers pass a live plane of this driver.
+    let drm = unsafe { (*plane).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    with_hw(drm, || g.wr32(CURACNTR, 0));
+}
+
 // ---- CRTC, encoder, connector ---------------------------------------------
 
 unsafe extern "C" fn crtc_atomic_check(
@@ -756,6 +884,15 @@ static PLANE_HELPERS: b::drm_plane_helper_funcs = b::drm_plane_helper_funcs {
     ..zeroed()
 };
 
+static CURSOR_HELPERS: b::drm_plane_helper_funcs = b::drm_plane_helper_funcs {
+    prepare_fb: Some(plane_prepare_fb),
+    cleanup_fb: Some(plane_cleanup_fb),
+    atomic_check: Some(cursor_atomic_check),
+    atomic_update: Some(cursor_atomic_update),
+    atomic_disable: Some(cursor_atomic_disable),
+    ..zeroed()
+};
+
 static CRTC_FUNCS: b::drm_crtc_funcs = b::drm_crtc_funcs {
     reset: Some(b::drm_atomic_helper_crtc_reset),
     set_config: Some(b::drm_atomic_helper_set_config),
@@ -842,13 +979,33 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
         )?;
         (*plane).helper_private = &PLANE_HELPERS;
 
+        let cursor = ptr::addr_of_mut!((*gd).cursor);
+        check(
+            b::drm_universal_plane_init(
+                drm,
+                cursor,
+                1,
+                &PLANE_FUNCS,
+                CURSOR_FORMATS.as_ptr(),
+                CURSOR_FORMATS.len() as _,
+                ptr::null(),
+                b::drm_plane_type_DRM_PLANE_TYPE_CURSOR,
+                ptr::null(),
+            ),
+            "drm_universal_plane_init (cursor)",
+        )?;
+        (*cursor).helper_private = &CURSOR_HELPERS;
+        // The largest cursor (DRM_CAP_CURSOR_WIDTH/HEIGHT).
+        (*mc).cursor_width = CURSOR_SIZES[2];
+        (*mc).cursor_height = CURSOR_SIZES[2];
+
         let crtc = ptr::addr_of_mut!((*gd).crtc);
         check(
             b::drmm_crtc_init_with_planes(
                 drm,
                 crtc,
                 plane,
-                ptr::null_mut(),
+                cursor,
                 &CRTC_FUNCS,
                 ptr::null(),
             ),

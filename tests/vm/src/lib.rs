@@ -8,6 +8,7 @@
 
 pub mod guest;
 pub mod gvt;
+pub mod igt;
 pub mod pci;
 pub mod screen;
 
