@@ -852,9 +852,11 @@ fn vm_test_lanes(p: &mut Phases) {
                                 filter,
                                 &dir,
                                 files,
-                                only.as_deref(),
-                                kernel,
-                                timeout_s,
+                                RunHow {
+                                    bins: only.as_deref(),
+                                    kernel,
+                                    timeout_s,
+                                },
                             )
                         };
                         let took = t.elapsed();
@@ -936,18 +938,29 @@ fn vm_test_lanes(p: &mut Phases) {
     }
 }
 
+/// How a lane's VM run boots: `bins`, only these test binaries
+/// (`GVT_VM_BINS`); the L1 kernel; the run's time limit (`GVT_VM_TIMEOUT`).
+struct RunHow<'a> {
+    bins: Option<&'a str>,
+    kernel: Kernel,
+    timeout_s: Option<u64>,
+}
+
 /// One VM run in its own directory (`GVT_VM_DIR`: its log and list of tests),
-/// its output captured; `bins`: only these test binaries (`GVT_VM_BINS`).
+/// its output captured.
 fn lane_vm_run(
     initrd: &Path,
     tests: &[PathBuf],
     filter: &str,
     dir: &Path,
     files: &Path,
-    bins: Option<&str>,
-    kernel: Kernel,
-    timeout_s: Option<u64>,
+    how: RunHow,
 ) -> (Result<(), String>, String) {
+    let RunHow {
+        bins,
+        kernel,
+        timeout_s,
+    } = how;
     if let Err(e) = fs::create_dir_all(dir) {
         return (Err(format!("{}: {e}", dir.display())), String::new());
     }
