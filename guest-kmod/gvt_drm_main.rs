@@ -16,14 +16,20 @@
 //!   (64-byte aligned stride, what the plane needs) and `mmap` come from the
 //!   GEM shmem helper.
 //! - **KMS**: one primary plane (XRGB8888, XBGR8888, RGB565: the opaque
-//!   formats gvt-sim scans out), one CRTC (pipe A), one virtual
-//!   encoder and one connector whose modes come from the monitor's EDID
-//!   page (BAR0 0x79000) and whose status is its connected bit.  A plane
-//!   update writes `PIPEASRC`, `DSPASTRIDE`, `DSPACNTR` and last `DSPASURF`
-//!   (the flip).
+//!   formats gvt-sim scans out), one cursor plane (ARGB8888, 64×64,
+//!   128×128 or 256×256: i9xx cursor A, §9.2), one CRTC (pipe A), one
+//!   virtual encoder and one connector whose modes come from the monitor's
+//!   EDID page (BAR0 0x79000) and whose status is its connected bit.  A
+//!   plane update writes `PIPEASRC`, `DSPASTRIDE`, `DSPACNTR` and last
+//!   `DSPASURF` (the flip); a cursor update `CURAPOS`, `CURACNTR` and last
+//!   `CURABASE`.
 //! - **vblank**: the pipe A vblank interrupt (`DEIMR`/`DEIIR`/`DEIER` bit
 //!   0, §8.3) over the vGPU's MSI; enabled by the vblank core while someone
-//!   waits, and page-flip / commit events are sent from it.  The module
+//!   waits, and page-flip / commit events are sent from it.  The count is
+//!   the hardware frame counter (`PIPE_FRMCOUNT_G4X`, §9.4: every vblank,
+//!   also those whose interrupts merged while the guest was slow), the
+//!   timestamps gvt-sim's vblank times (`PIPE_FRMTMSTMP`) moved into the
+//!   guest's clock ([`crtc_get_vblank_timestamp`]).  The module
 //!   parameter `vblank=0` turns it off: the atomic helpers then send the
 //!   events at commit (`no_vblank`).  The rig tests both.
 //! - **fbdev emulation** (`drm_client_setup`, the shmem fbdev helper), so
@@ -51,6 +57,7 @@
 //! with another of ours held.
 
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Mutex;
 use kernel::{device::Core, new_mutex, pci};
@@ -99,6 +106,18 @@ const DEIMR: u32 = 0x44004;
 const DEIIR: u32 = 0x44008;
 const DEIER: u32 = 0x4400C;
 const DE_PIPEA_VBLANK: u32 = 1;
+/// Pipe A's frame counter and the time of its latest vblank (§9.4):
+/// `PIPE_FRMCOUNT_G4X`, `PIPE_FRMTMSTMP` (µs of the host's clock, low 32
+/// bits); both brought up to date when read.
+const PIPEA_FRMCOUNT: u32 = 0x70040;
+const PIPEA_FRMTMSTMP: u32 = 0x70048;
+/// A timestamp sample taken this long (µs) after the vblank it reads says
+/// nothing about the clocks' offset (the pipe was stopped, or the guest
+/// was not running): not used to move the estimate up.
+const TS_SAMPLE_MAX_US: i64 = 100_000;
+/// How fast the offset estimate follows samples above it (1/2^n of the
+/// difference per sample; a lower sample replaces it at once).
+const TS_LEAK_SHIFT: u32 = 10;
 /// Primary plane / pipe A (§9.1).
 const PIPEASRC: u32 = 0x6001C;
 const DSPACNTR: u32 = 0x70180;
@@ -236,12 +255,55 @@ impl GmMaps {
     }
 }
 
+/// The offset between the guest's clock and the host clock gvt-sim
+/// timestamps vblanks with, estimated from samples (see
+/// [`crtc_get_vblank_timestamp`]): µs in the upper 32 bits (wrapping, like
+/// `PIPE_FRMTMSTMP`), a fraction of a µs in the lower 32; 0 = none yet
+/// (an estimate of exactly 0 is taken as none: one more sample).
+struct ClockOffset(AtomicU64);
+
+impl ClockOffset {
+    /// Take the sample `s` (guest time − vblank time, µs, wrapping; an upper
+    /// bound of the offset, the excess being how late the guest read it):
+    /// the lowest sample wins at once, a higher one pulls the estimate up
+    /// by 1/2^[`TS_LEAK_SHIFT`] of the difference (the two clocks drift).
+    /// Returns the new estimate's excess below `s` in µs (≥ 0) with its
+    /// fraction, as a 32.32 fixed-point number.
+    fn sample(&self, s: u32) -> u64 {
+        let s_fp = u64::from(s) << 32;
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let d = if cur == 0 {
+                -1
+            } else {
+                i64::from(s.wrapping_sub((cur >> 32) as u32) as i32)
+            };
+            let new = if d < 0 {
+                s_fp.max(1)
+            } else if d <= TS_SAMPLE_MAX_US {
+                cur.wrapping_add(((d as u64) << 32) >> TS_LEAK_SHIFT)
+            } else {
+                cur
+            };
+            match self
+                .0
+                .compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return (s_fp.wrapping_sub(new) as i64).max(0) as u64,
+                Err(c) => cur = c,
+            }
+        }
+    }
+}
+
 /// The Rust state of one bound vGPU.
 #[pin_data]
 struct Gpu {
     mmio: usize,
     #[pin]
     maps: Mutex<GmMaps>,
+    /// Guest clock − host vblank clock (vblank timestamps).
+    clock: ClockOffset,
 }
 
 impl Gpu {
@@ -715,6 +777,59 @@ unsafe extern "C" fn crtc_disable_vblank(crtc: *mut b::drm_crtc) {
     });
 }
 
+/// The hardware frame counter (`PIPE_FRMCOUNT_G4X`): vblanks of pipe A,
+/// counted by gvt-sim from the host's clock whether or not the guest took
+/// their interrupts; it stands still while the pipe is off.
+unsafe extern "C" fn crtc_get_vblank_counter(crtc: *mut b::drm_crtc) -> u32 {
+    // SAFETY: the vblank core passes a live CRTC of this driver.
+    let drm = unsafe { (*crtc).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    let mut n = 0;
+    with_hw(drm, || n = g.rd32(PIPEA_FRMCOUNT));
+    n
+}
+
+/// The time of the latest vblank, in the guest's clock.
+///
+/// gvt-sim gives it in the host's clock (`PIPE_FRMTMSTMP`, µs), brought up
+/// to date when read; the guest's clock is offset from it (another
+/// machine's monotonic clock).  Every read is a sample of that offset:
+/// `now − vblank` is the offset plus how late the guest reads it, so the
+/// lowest sample is the best estimate ([`ClockOffset`]); the timestamp is
+/// the host's vblank time plus the estimate.  Vblank intervals are then the
+/// host's exactly (the display's clock), whenever the guest takes the
+/// interrupt, and a timestamp is never later than the read.  The vblank
+/// core reads the counter before and after, so the time belongs to the
+/// count it reports.
+unsafe extern "C" fn crtc_get_vblank_timestamp(
+    crtc: *mut b::drm_crtc,
+    max_error: *mut c_int,
+    vblank_time: *mut b::ktime_t,
+    _in_vblank_irq: bool,
+) -> bool {
+    // SAFETY: the vblank core passes a live CRTC of this driver.
+    let drm = unsafe { (*crtc).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    let mut t_host = 0u32;
+    if !with_hw(drm, || t_host = g.rd32(PIPEA_FRMTMSTMP)) {
+        return false;
+    }
+    // SAFETY: reads the monotonic clock; callable in any context.
+    let now = unsafe { b::ktime_get() };
+    let now_us = (now / 1000) as u64;
+    let late_fp = g.clock.sample((now_us as u32).wrapping_sub(t_host));
+    // `late_fp` µs (32.32) before now; sub-µs part of now kept.
+    let late_ns = ((u128::from(late_fp) * 1000) >> 32) as i64;
+    // SAFETY: out-parameters of the vblank core.
+    unsafe {
+        *vblank_time = now - late_ns;
+        *max_error = 1000;
+    }
+    true
+}
+
 unsafe extern "C" fn crtc_atomic_enable(crtc: *mut b::drm_crtc, _state: *mut b::drm_atomic_commit) {
     // SAFETY: the atomic helpers pass a live CRTC; vblank is initialised
     // when the device has it.
@@ -901,6 +1016,8 @@ static CRTC_FUNCS: b::drm_crtc_funcs = b::drm_crtc_funcs {
     atomic_destroy_state: Some(b::drm_atomic_helper_crtc_destroy_state),
     enable_vblank: Some(crtc_enable_vblank),
     disable_vblank: Some(crtc_disable_vblank),
+    get_vblank_counter: Some(crtc_get_vblank_counter),
+    get_vblank_timestamp: Some(crtc_get_vblank_timestamp),
     ..zeroed()
 };
 
@@ -1044,6 +1161,8 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
         )?;
 
         if vblank {
+            // The hardware counter is 32 bits wide.
+            (*drm).max_vblank_count = u32::MAX;
             check(b::drm_vblank_init(drm, 1), "drm_vblank_init")?;
         }
         b::drm_mode_config_reset(drm);
@@ -1175,6 +1294,7 @@ fn probe(pdev: &pci::Device<Core<'_>>) -> Result<Bound> {
                 slices: [high, ap],
                 maps: [Map::default(); MAX_MAPS],
             }),
+            clock: ClockOffset(AtomicU64::new(0)),
         }),
         GFP_KERNEL,
     )?;
