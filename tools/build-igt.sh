@@ -6,7 +6,7 @@
 # the cache, never the repository.  Packed as a cpio segment the rig appends
 # to the L2 initramfs (tools/vm-image.sh makes /l2/initrd-igt.gz of it):
 #   /igt/igt_runner, /igt/igt_results, /igt/tests/<the tests of
-#   tests/vm/igt/tests.txt>, /igt/test-list.txt, /igt/lib/libigt.so, and
+#   tests/vm/igt/tests.txt> with their list test-list.txt, /igt/lib/libigt.so, and
 #   every library they link, at its path in the chroot.
 # Output: $CACHE/igt/igt.cpio.gz; the stamp ($CACHE/igt/igt.cpio.gz.id) is
 # the snapshot's and the patch's sha256, the test list, the build packages
@@ -34,7 +34,7 @@ list="$REPO/tests/vm/igt/tests.txt"
 TESTS=$(sed 's/#.*//' "$list" | tr -s ' \n' ' ')
 [ -n "${TESTS// /}" ] || die "no test in $list"
 out="$CACHE/igt/igt.cpio.gz"
-id="igt-v1 $(cd "$vendor" && sha256sum "$IGT_TAR" "$IGT_PATCH" | cut -d' ' -f1 | tr '\n' ' ')tests:$TESTS| deps:$(echo $DEPS | md5sum | cut -c1-12) | $MESON_OPTS"
+id="igt-v2 $(cd "$vendor" && sha256sum "$IGT_TAR" "$IGT_PATCH" | cut -d' ' -f1 | tr '\n' ' ')tests:$TESTS| deps:$(echo $DEPS | md5sum | cut -c1-12) | $MESON_OPTS"
 if [ -f "$out" ] && [ "$(cat "$out.id" 2>/dev/null)" = "$id" ]; then
   log "IGT cached at $out ($(du -h "$out" | cut -f1))"; exit 0
 fi
@@ -83,10 +83,12 @@ step "building IGT: igt_runner, igt_results and $(echo $TESTS | wc -w) tests" \
 # sets LD_LIBRARY_PATH), every other library where the chroot has it.
 stage="$CACHE/igt/root"; rm -rf "$stage"; mkdir -p "$stage/igt/tests" "$stage/igt/lib"
 cp "$build/runner/igt_runner" "$build/runner/igt_results" "$stage/igt/"
-: > "$stage/igt/test-list.txt"
+# The runner's list of test binaries (it lists each one's subtests and runs
+# every subtest in a process of its own).
+: > "$stage/igt/tests/test-list.txt"
 for t in $TESTS; do
   cp "$build/tests/$t" "$stage/igt/tests/"
-  echo "igt@$t" >> "$stage/igt/test-list.txt"
+  echo "$t" >> "$stage/igt/tests/test-list.txt"
 done
 [ -f "$build/lib/libigt.so.0" ] || die "no libigt.so.0 in $build/lib"
 cp -L "$build/lib/libigt.so.0" "$stage/igt/lib/"
@@ -104,4 +106,4 @@ mkdir -p "$(dirname "$out")"
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -9) > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "$id" > "$out.id"
-log "IGT: $out ($(du -h "$out" | cut -f1)): igt_runner, igt_results, $(ls "$stage/igt/tests" | wc -l) tests, $(find "$stage" -name '*.so*' | wc -l) libraries"
+log "IGT: $out ($(du -h "$out" | cut -f1)): igt_runner, igt_results, $(grep -c . "$stage/igt/tests/test-list.txt") tests, $(find "$stage" -name '*.so*' | wc -l) libraries"
