@@ -1118,14 +1118,7 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
 
         let crtc = ptr::addr_of_mut!((*gd).crtc);
         check(
-            b::drmm_crtc_init_with_planes(
-                drm,
-                crtc,
-                plane,
-                cursor,
-                &CRTC_FUNCS,
-                ptr::null(),
-            ),
+            b::drmm_crtc_init_with_planes(drm, crtc, plane, cursor, &CRTC_FUNCS, ptr::null()),
             "drmm_crtc_init_with_planes",
         )?;
         (*crtc).helper_private = &CRTC_HELPERS;
