@@ -1112,6 +1112,11 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
             "drm_universal_plane_init (cursor)",
         )?;
         (*cursor).helper_private = &CURSOR_HELPERS;
+        // Its alpha: premultiplied (DRM's default for ARGB; the only mode).
+        check(
+            b::drm_plane_create_blend_mode_property(cursor, 1 << b::DRM_MODE_BLEND_PREMULTI),
+            "drm_plane_create_blend_mode_property",
+        )?;
         // The largest cursor (DRM_CAP_CURSOR_WIDTH/HEIGHT).
         (*mc).cursor_width = CURSOR_SIZES[2];
         (*mc).cursor_height = CURSOR_SIZES[2];
