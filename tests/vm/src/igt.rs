@@ -10,7 +10,9 @@
 //!   device lacks what the test needs);
 //! - `gvt_drm-fails.txt`: `NAME,Result` lines (drm-ci's words: `Fail`,
 //!   `Crash`, `Timeout`, `DmesgWarn`, `DmesgFail`, `Warn`, `Abort`,
-//!   `Incomplete`, `NotRun`), results that must be exactly that.
+//!   `Incomplete`, `NotRun`), results that must be exactly that;
+//! - `gvt_drm-flakes.txt`: `NAME` lines, results that vary from run to run
+//!   (timing under nested virtualization): any result, but there must be one.
 //!
 //! Every entry has its reason: the files are groups separated by blank
 //! lines, and a group with entries starts with the comment lines (`#`) that
@@ -50,16 +52,25 @@ pub fn igt_word(drm_ci: &str) -> Option<&'static str> {
     RESULTS.iter().find(|(d, _)| *d == drm_ci).map(|(_, i)| *i)
 }
 
-/// Parse the two expectation files (`name`s for the messages) into one map
-/// from result name to what it must be.  Errors: an entry without a
-/// reason, a malformed line, an unknown result word, a name twice.
+/// [`Expected::result`] of a flake: any result.
+pub const FLAKE: &str = "flake";
+
+/// Parse the expectation files (`name`s for the messages: skips, fails,
+/// flakes) into one map from result name to what it must be.  Errors: an
+/// entry without a reason, a malformed line, an unknown result word, a
+/// name twice.
 pub fn parse_expectations(
     skips: (&str, &str),
     fails: (&str, &str),
+    flakes: (&str, &str),
 ) -> Result<BTreeMap<String, Expected>, String> {
     let mut out = BTreeMap::new();
     let mut errs = Vec::new();
-    for (file, text, is_skips) in [(skips.0, skips.1, true), (fails.0, fails.1, false)] {
+    for (file, text, only_name) in [
+        (skips.0, skips.1, Some("skip")),
+        (fails.0, fails.1, None),
+        (flakes.0, flakes.1, Some(FLAKE)),
+    ] {
         let mut reason = String::new();
         let mut in_group = false;
         for (i, raw) in text.lines().enumerate() {
@@ -89,14 +100,14 @@ pub fn parse_expectations(
                 ));
                 continue;
             }
-            let (name, result) = if is_skips {
+            let (name, result) = if let Some(word) = only_name {
                 if line.contains(',') || line.contains(char::is_whitespace) {
                     errs.push(format!(
-                        "{at}: '{line}': a skips entry is a result name alone"
+                        "{at}: '{line}': a {file} entry is a result name alone"
                     ));
                     continue;
                 }
-                (line, "skip")
+                (line, word)
             } else {
                 let Some((n, r)) = line.split_once(',') else {
                     errs.push(format!("{at}: '{line}': a fails entry is NAME,Result"));
@@ -170,7 +181,7 @@ pub fn compare(
             None => d.push(format!(
                 "{name}: {got}, expected pass (not in the expectations)"
             )),
-            Some(e) if e.result == *got => {}
+            Some(e) if e.result == *got || e.result == FLAKE => {}
             Some(e) => d.push(format!(
                 "{name}: {got}, expected {} ({}: {})",
                 e.result, e.at, e.reason
@@ -215,14 +226,18 @@ mod tests {
             .collect()
     }
 
+    const FLAKES: &str = "# header\n\n# timing\nkms_flip@flip-vs-panning\n";
+
     fn exp() -> BTreeMap<String, Expected> {
-        parse_expectations(("skips", SKIPS), ("fails", FAILS)).expect("valid files")
+        parse_expectations(("skips", SKIPS), ("fails", FAILS), ("flakes", FLAKES))
+            .expect("valid files")
     }
 
     #[test]
     fn expectations_parse_with_their_reasons() {
         let e = exp();
-        assert_eq!(e.len(), 5);
+        assert_eq!(e.len(), 6);
+        assert_eq!(e["kms_flip@flip-vs-panning"].result, FLAKE);
         assert_eq!(e["kms_cursor_legacy@flip"].result, "skip");
         assert_eq!(e["kms_cursor_legacy@flip"].reason, "no cursor plane");
         assert_eq!(e["kms_flip@2x-plain-flip"].reason, "one pipe only");
@@ -237,7 +252,9 @@ mod tests {
 
     #[test]
     fn expectations_refuse_entries_without_reason_and_bad_lines() {
-        let bad = |s: &str, f: &str| parse_expectations(("s", s), ("f", f)).unwrap_err();
+        let bad = |s: &str, f: &str| parse_expectations(("s", s), ("f", f), ("k", "")).unwrap_err();
+        let flakes = parse_expectations(("s", ""), ("f", ""), ("k", "kms_a@b\n"));
+        assert!(flakes.unwrap_err().contains("no reason"));
         assert!(bad("kms_a@b\n", "").contains("no reason"));
         assert!(bad("# r\nkms_a@b\n\nkms_c@d\n", "").contains("s:4"));
         assert!(bad("", "# r\nkms_a@b\n").contains("NAME,Result"));
@@ -258,6 +275,7 @@ mod tests {
             ("kms_flip@plain-flip", "timeout"),
             ("kms_flip@plain-flip@A-Virtual-1", "timeout"),
             ("kms_vblank@query", "fail"),
+            ("kms_flip@flip-vs-panning", "fail"),
         ]);
         let mut e = exp();
         // The parent of a dynamic subtest is a result of its own.
@@ -276,7 +294,11 @@ mod tests {
             "kms_vblank",
         ];
         assert_eq!(compare(&r, &e, &bins), Vec::<String>::new());
-        assert_eq!(tally(&r), "skip 3, timeout 2, fail 1, pass 1");
+        assert_eq!(tally(&r), "skip 3, fail 2, timeout 2, pass 1");
+        // A flake may also pass.
+        let mut r2 = r.clone();
+        r2.insert("kms_flip@flip-vs-panning".into(), "pass".into());
+        assert_eq!(compare(&r2, &e, &bins), Vec::<String>::new());
     }
 
     #[test]
@@ -288,6 +310,7 @@ mod tests {
             ("kms_flip@2x-plain-flip", "skip"),
             ("kms_flip@plain-flip@A-Virtual-1", "timeout"),
             ("kms_vblank@query", "fail"),
+            ("kms_flip@flip-vs-panning", "timeout"),
         ];
         let bins = ["kms_cursor_legacy", "kms_flip", "kms_vblank"];
         assert!(compare(&results(&base), &e, &bins).is_empty());
@@ -314,6 +337,8 @@ mod tests {
         let d = changed("kms_cursor_legacy@flip", Some("pass"));
         assert!(d[0].contains("pass, expected skip"), "{d:?}");
         let d = changed("kms_flip@2x-plain-flip", None);
+        assert!(d[0].contains("stale entry"), "{d:?}");
+        let d = changed("kms_flip@flip-vs-panning", None);
         assert!(d[0].contains("stale entry"), "{d:?}");
         let d = compare(&results(&base), &e, &["kms_plane"]);
         assert!(d[0].contains("kms_plane: no result"), "{d:?}");

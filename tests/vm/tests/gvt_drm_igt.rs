@@ -4,7 +4,7 @@
 //! segment (tools/build-igt.sh, `/l2/initrd-igt.gz`); the L2 program
 //! (tools/vm/l2-igt) loads `gvt_drm.ko` and runs IGT's runner over the
 //! tests of `tests/vm/igt/tests.txt`.  Every result must be what the
-//! checked-in expectations say (`tests/vm/igt/gvt_drm-{skips,fails}.txt`,
+//! checked-in expectations say (`tests/vm/igt/gvt_drm-{skips,fails,flakes}.txt`,
 //! drm-ci style, each entry with its reason; `gvt_vmtests::igt`): pass
 //! unless listed.  Any change fails the test, a fix included (update the
 //! files).  The results are exported as `gvt_drm_igt-results.txt`.
@@ -20,6 +20,7 @@ use gvt_vmtests::{guest::stats, Mdev, L2_DIR};
 const TESTS: &str = include_str!("../igt/tests.txt");
 const SKIPS: &str = include_str!("../igt/gvt_drm-skips.txt");
 const FAILS: &str = include_str!("../igt/gvt_drm-fails.txt");
+const FLAKES: &str = include_str!("../igt/gvt_drm-flakes.txt");
 
 /// Deadlines (not timed assertions): the L2 boot, and the whole IGT run,
 /// nested TCG inside the rig's TCG guest.
@@ -50,9 +51,12 @@ fn gvt_drm_igt() {
             "the rig packs {f} (tools/build-l2-drm-kernel.sh, tools/build-igt.sh)"
         );
     }
-    let expected =
-        igt::parse_expectations(("gvt_drm-skips.txt", SKIPS), ("gvt_drm-fails.txt", FAILS))
-            .unwrap_or_else(|e| panic!("the expectations files:\n{e}"));
+    let expected = igt::parse_expectations(
+        ("gvt_drm-skips.txt", SKIPS),
+        ("gvt_drm-fails.txt", FAILS),
+        ("gvt_drm-flakes.txt", FLAKES),
+    )
+    .unwrap_or_else(|e| panic!("the expectations files:\n{e}"));
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     fs::write(m.sysfs_path().join("gvt/dmabuf"), "0").expect("gvt/dmabuf");
     // KVM when the rig has it (TCG's emulated SVM: the L2 runs one level of
@@ -124,15 +128,19 @@ fn gvt_drm_igt() {
     let diffs = igt::compare(&results, &expected, &binaries());
     assert!(
         diffs.is_empty(),
-        "IGT's results differ from tests/vm/igt/gvt_drm-{{skips,fails}}.txt ({} differences):\n{}",
+        "IGT's results differ from tests/vm/igt/gvt_drm-{{skips,fails,flakes}}.txt ({} differences):\n{}",
         diffs.len(),
         diffs.join("\n")
     );
     println!(
-        "igt: every result as expected ({} listed: {} skips, {} other)",
+        "igt: every result as expected ({} listed: {} skips, {} flakes, {} other)",
         expected.len(),
         expected.values().filter(|e| e.result == "skip").count(),
-        expected.values().filter(|e| e.result != "skip").count()
+        expected.values().filter(|e| e.result == igt::FLAKE).count(),
+        expected
+            .values()
+            .filter(|e| e.result != "skip" && e.result != igt::FLAKE)
+            .count()
     );
     let st = stats(&m);
     let refused: Vec<_> = st
@@ -153,8 +161,12 @@ fn gvt_drm_igt() {
 /// name only tests of the list (host).
 #[test]
 fn igt_expectations_are_well_formed() {
-    let e = igt::parse_expectations(("gvt_drm-skips.txt", SKIPS), ("gvt_drm-fails.txt", FAILS))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let e = igt::parse_expectations(
+        ("gvt_drm-skips.txt", SKIPS),
+        ("gvt_drm-fails.txt", FAILS),
+        ("gvt_drm-flakes.txt", FLAKES),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let bins = binaries();
     assert_eq!(bins.len(), 13, "issue 13's list: {bins:?}");
     for (name, x) in &e {
