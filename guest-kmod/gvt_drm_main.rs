@@ -745,6 +745,13 @@ unsafe extern "C" fn crtc_atomic_check(
     // SAFETY: the atomic helpers pass a live CRTC and commit.
     unsafe {
         let cs = b::gvt_drm_new_crtc_state(state, crtc);
+        // An enabled CRTC scans out its primary plane; a disabled one has
+        // none (the helper refuses a plane mask without one, so asking it
+        // then refused every CRTC disable: legacy SETCRTC with no fb,
+        // atomic commits that turn the pipe off; IGT found it).
+        if !(*cs).enable {
+            return 0;
+        }
         b::drm_atomic_helper_check_crtc_primary_plane(cs)
     }
 }
