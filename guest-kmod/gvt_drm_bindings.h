@@ -3,6 +3,7 @@
  * helper API gvt_drm.ko calls, which the kernel crate does not bind. */
 #include <drm/drm_atomic.h>
 #include <drm/drm_atomic_helper.h>
+#include <drm/drm_blend.h>
 #include <drm/drm_crtc.h>
 #include <drm/drm_dumb_buffers.h>
 #include <drm/drm_edid.h>

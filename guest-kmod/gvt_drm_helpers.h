@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /*
- * C side of gvt_drm.ko: the device structure (a drm_device with its one
- * plane, CRTC, encoder and connector embedded, as every KMS driver has),
+ * C side of gvt_drm.ko: the device structure (a drm_device with its
+ * primary and cursor planes, CRTC, encoder and connector embedded, as
+ * every KMS driver has),
  * and shims for what Rust cannot call: macros (DEFINE_DRM_GEM_FOPS,
  * DRM_GEM_SHMEM_DRIVER_OPS, devm_drm_dev_alloc, container_of), static
  * inlines (MMIO accessors, scatterlist and atomic-state accessors).
@@ -24,7 +25,8 @@
 
 struct gvt_drm_dev {
 	struct drm_device drm;		/* first: a drm_device * is a gvt_drm_dev * */
-	struct drm_plane plane;
+	struct drm_plane plane;		/* primary */
+	struct drm_plane cursor;
 	struct drm_crtc crtc;
 	struct drm_encoder encoder;
 	struct drm_connector connector;

@@ -16,14 +16,20 @@
 //!   (64-byte aligned stride, what the plane needs) and `mmap` come from the
 //!   GEM shmem helper.
 //! - **KMS**: one primary plane (XRGB8888, XBGR8888, RGB565: the opaque
-//!   formats gvt-sim scans out), one CRTC (pipe A), one virtual
-//!   encoder and one connector whose modes come from the monitor's EDID
-//!   page (BAR0 0x79000) and whose status is its connected bit.  A plane
-//!   update writes `PIPEASRC`, `DSPASTRIDE`, `DSPACNTR` and last `DSPASURF`
-//!   (the flip).
+//!   formats gvt-sim scans out), one cursor plane (ARGB8888, 64×64,
+//!   128×128 or 256×256: i9xx cursor A, §9.2), one CRTC (pipe A), one
+//!   virtual encoder and one connector whose modes come from the monitor's
+//!   EDID page (BAR0 0x79000) and whose status is its connected bit.  A
+//!   plane update writes `PIPEASRC`, `DSPASTRIDE`, `DSPACNTR` and last
+//!   `DSPASURF` (the flip); a cursor update `CURAPOS`, `CURACNTR` and last
+//!   `CURABASE`.
 //! - **vblank**: the pipe A vblank interrupt (`DEIMR`/`DEIIR`/`DEIER` bit
 //!   0, §8.3) over the vGPU's MSI; enabled by the vblank core while someone
-//!   waits, and page-flip / commit events are sent from it.  The module
+//!   waits, and page-flip / commit events are sent from it.  The count is
+//!   the hardware frame counter (`PIPE_FRMCOUNT_G4X`, §9.4: every vblank,
+//!   also those whose interrupts merged while the guest was slow), the
+//!   timestamps gvt-sim's vblank times (`PIPE_FRMTMSTMP`) moved into the
+//!   guest's clock ([`crtc_get_vblank_timestamp`]).  The module
 //!   parameter `vblank=0` turns it off: the atomic helpers then send the
 //!   events at commit (`no_vblank`).  The rig tests both.
 //! - **fbdev emulation** (`drm_client_setup`, the shmem fbdev helper), so
@@ -51,6 +57,7 @@
 //! with another of ours held.
 
 use core::ptr;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Mutex;
 use kernel::{device::Core, new_mutex, pci};
@@ -99,6 +106,18 @@ const DEIMR: u32 = 0x44004;
 const DEIIR: u32 = 0x44008;
 const DEIER: u32 = 0x4400C;
 const DE_PIPEA_VBLANK: u32 = 1;
+/// Pipe A's frame counter and the time of its latest vblank (§9.4):
+/// `PIPE_FRMCOUNT_G4X`, `PIPE_FRMTMSTMP` (µs of the host's clock, low 32
+/// bits); both brought up to date when read.
+const PIPEA_FRMCOUNT: u32 = 0x70040;
+const PIPEA_FRMTMSTMP: u32 = 0x70048;
+/// A timestamp sample taken this long (µs) after the vblank it reads says
+/// nothing about the clocks' offset (the pipe was stopped, or the guest
+/// was not running): not used to move the estimate up.
+const TS_SAMPLE_MAX_US: i64 = 100_000;
+/// How fast the offset estimate follows samples above it (1/2^n of the
+/// difference per sample; a lower sample replaces it at once).
+const TS_LEAK_SHIFT: u32 = 10;
 /// Primary plane / pipe A (§9.1).
 const PIPEASRC: u32 = 0x6001C;
 const DSPACNTR: u32 = 0x70180;
@@ -106,6 +125,12 @@ const DSPASTRIDE: u32 = 0x70188;
 const DSPASURF: u32 = 0x7019C;
 const DSPCNTR_ENABLE: u32 = 1 << 31;
 const DSPCNTR_FORMAT_SHIFT: u32 = 26;
+/// Cursor A (§9.2): mode (bits 5:0), GGTT address, position.
+const CURACNTR: u32 = 0x70080;
+const CURABASE: u32 = 0x70084;
+const CURAPOS: u32 = 0x70088;
+/// The cursor sizes gvt-sim scans out (square, 32-bit ARGB), largest last.
+const CURSOR_SIZES: [u32; 3] = [64, 128, 256];
 /// Guest GGTT view (§5.1): one 8-byte PTE per 4 KiB of GM.
 const GGTT_VIEW: u32 = 0x80_0000;
 const GGTT_ENTRIES: u64 = 1 << 20;
@@ -131,6 +156,30 @@ const RGB565: u32 = fourcc(b'R', b'G', b'1', b'6');
 /// One plane, nothing to blend with: the alpha formats are not offered
 /// (their alpha would be ignored, and DRM wants a blend-mode property then).
 static FORMATS: [u32; 3] = [XRGB8888, XBGR8888, RGB565];
+/// The cursor plane's one format: 32-bit ARGB, the alpha blended.
+static CURSOR_FORMATS: [u32; 1] = [ARGB8888];
+
+/// `CURACNTR`'s mode for an `n`×`n` ARGB cursor (i915's
+/// `MCURSOR_MODE_*_ARGB_AX`).
+fn curacntr_mode(n: u32) -> Option<u32> {
+    match n {
+        64 => Some(0x27),
+        128 => Some(0x22),
+        256 => Some(0x23),
+        _ => None,
+    }
+}
+
+/// `CURAPOS` for a position: sign and magnitude per axis (x bits 14:0,
+/// sign 15; y bits 30:16, sign 31).  `None` past the 15-bit magnitude.
+fn curapos(x: i32, y: i32) -> Option<u32> {
+    let axis = |v: i32| {
+        let m = v.unsigned_abs();
+        (m <= 0x7FFF).then_some(m | if v < 0 { 0x8000 } else { 0 })
+    };
+    Some(axis(x)? | axis(y)? << 16)
+}
+
 fn dspcntr_format(fourcc: u32) -> Option<u32> {
     match fourcc {
         RGB565 => Some(5),
@@ -206,12 +255,55 @@ impl GmMaps {
     }
 }
 
+/// The offset between the guest's clock and the host clock gvt-sim
+/// timestamps vblanks with, estimated from samples (see
+/// [`crtc_get_vblank_timestamp`]): µs in the upper 32 bits (wrapping, like
+/// `PIPE_FRMTMSTMP`), a fraction of a µs in the lower 32; 0 = none yet
+/// (an estimate of exactly 0 is taken as none: one more sample).
+struct ClockOffset(AtomicU64);
+
+impl ClockOffset {
+    /// Take the sample `s` (guest time − vblank time, µs, wrapping; an upper
+    /// bound of the offset, the excess being how late the guest read it):
+    /// the lowest sample wins at once, a higher one pulls the estimate up
+    /// by 1/2^[`TS_LEAK_SHIFT`] of the difference (the two clocks drift).
+    /// Returns the new estimate's excess below `s` in µs (≥ 0) with its
+    /// fraction, as a 32.32 fixed-point number.
+    fn sample(&self, s: u32) -> u64 {
+        let s_fp = u64::from(s) << 32;
+        let mut cur = self.0.load(Ordering::Relaxed);
+        loop {
+            let d = if cur == 0 {
+                -1
+            } else {
+                i64::from(s.wrapping_sub((cur >> 32) as u32) as i32)
+            };
+            let new = if d < 0 {
+                s_fp.max(1)
+            } else if d <= TS_SAMPLE_MAX_US {
+                cur.wrapping_add(((d as u64) << 32) >> TS_LEAK_SHIFT)
+            } else {
+                cur
+            };
+            match self
+                .0
+                .compare_exchange_weak(cur, new, Ordering::Relaxed, Ordering::Relaxed)
+            {
+                Ok(_) => return (s_fp.wrapping_sub(new) as i64).max(0) as u64,
+                Err(c) => cur = c,
+            }
+        }
+    }
+}
+
 /// The Rust state of one bound vGPU.
 #[pin_data]
 struct Gpu {
     mmio: usize,
     #[pin]
     maps: Mutex<GmMaps>,
+    /// Guest clock − host vblank clock (vblank timestamps).
+    clock: ClockOffset,
 }
 
 impl Gpu {
@@ -546,6 +638,104 @@ unsafe extern "C" fn plane_atomic_disable(
     with_hw(drm, || g.wr32(DSPACNTR, 0));
 }
 
+// ---- the cursor plane -----------------------------------------------------
+
+unsafe extern "C" fn cursor_atomic_check(
+    plane: *mut b::drm_plane,
+    state: *mut b::drm_atomic_commit,
+) -> c_int {
+    // SAFETY: the atomic helpers pass a live plane and commit.
+    let new = unsafe { b::gvt_drm_new_plane_state(state, plane) };
+    // SAFETY: `new` is the plane's new state in `state`.
+    let crtc = unsafe { (*new).crtc };
+    let crtc_state = if crtc.is_null() {
+        ptr::null_mut()
+    } else {
+        // SAFETY: `crtc` is in the commit (the plane's CRTC).
+        unsafe { b::gvt_drm_new_crtc_state(state, crtc) }
+    };
+    const NO_SCALING: c_int = 1 << 16;
+    // SAFETY: live states from the commit.  A cursor may hang off any edge
+    // (can_position), and be updated while the CRTC is off.
+    let ret = unsafe {
+        b::drm_atomic_helper_check_plane_state(new, crtc_state, NO_SCALING, NO_SCALING, true, true)
+    };
+    // SAFETY: `new` is live.
+    let fb = unsafe { (*new).fb };
+    if ret != 0 || fb.is_null() {
+        return ret;
+    }
+    // SAFETY: `new` and its framebuffer are live.
+    let (w, h, pitch, offset, cw, ch, sx, sy, sw, sh, x, y) = unsafe {
+        (
+            (*fb).width,
+            (*fb).height,
+            (*fb).pitches[0],
+            (*fb).offsets[0],
+            (*new).crtc_w,
+            (*new).crtc_h,
+            (*new).src_x,
+            (*new).src_y,
+            (*new).src_w >> 16,
+            (*new).src_h >> 16,
+            (*new).crtc_x,
+            (*new).crtc_y,
+        )
+    };
+    // gvt-sim scans out a whole square n×n ARGB image, n·4 bytes a row,
+    // from a 4 KiB aligned surface: the framebuffer whole, unscaled.
+    let n = w;
+    if h != n
+        || curacntr_mode(n).is_none()
+        || pitch != n * 4
+        || offset != 0
+        || (sx, sy, sw, sh) != (0, 0, n, n)
+        || (cw, ch) != (n, n)
+        || curapos(x, y).is_none()
+    {
+        return EINVAL.to_errno();
+    }
+    0
+}
+
+unsafe extern "C" fn cursor_atomic_update(
+    plane: *mut b::drm_plane,
+    state: *mut b::drm_atomic_commit,
+) {
+    // SAFETY: the atomic helpers pass a live plane and commit.
+    let (drm, new) = unsafe { ((*plane).dev, b::gvt_drm_new_plane_state(state, plane)) };
+    // SAFETY: a device of this driver.
+    let g = unsafe { gpu(drm) };
+    // SAFETY: `new` is live for the commit.
+    let (visible, fb, x, y) = unsafe { ((*new).visible, (*new).fb, (*new).crtc_x, (*new).crtc_y) };
+    if !visible || fb.is_null() {
+        with_hw(drm, || g.wr32(CURACNTR, 0));
+        return;
+    }
+    // SAFETY: a visible state's framebuffer is live.
+    let n = unsafe { (*fb).width };
+    let (Some(gm), Some(mode), Some(pos)) = (fb_gm(g, fb), curacntr_mode(n), curapos(x, y)) else {
+        pr_err!("gvt_drm: cursor update without a mapped framebuffer\n");
+        return;
+    };
+    with_hw(drm, || {
+        g.wr32(CURAPOS, pos);
+        g.wr32(CURACNTR, mode);
+        g.wr32(CURABASE, gm as u32);
+    });
+}
+
+unsafe extern "C" fn cursor_atomic_disable(
+    plane: *mut b::drm_plane,
+    _state: *mut b::drm_atomic_commit,
+) {
+    // SAFETY: the atomic helpers pass a live plane of this driver.
+    let drm = unsafe { (*plane).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    with_hw(drm, || g.wr32(CURACNTR, 0));
+}
+
 // ---- CRTC, encoder, connector ---------------------------------------------
 
 unsafe extern "C" fn crtc_atomic_check(
@@ -555,6 +745,13 @@ unsafe extern "C" fn crtc_atomic_check(
     // SAFETY: the atomic helpers pass a live CRTC and commit.
     unsafe {
         let cs = b::gvt_drm_new_crtc_state(state, crtc);
+        // An enabled CRTC scans out its primary plane; a disabled one has
+        // none (the helper refuses a plane mask without one, so asking it
+        // then refused every CRTC disable: legacy SETCRTC with no fb,
+        // atomic commits that turn the pipe off; IGT found it).
+        if !(*cs).enable {
+            return 0;
+        }
         b::drm_atomic_helper_check_crtc_primary_plane(cs)
     }
 }
@@ -585,6 +782,59 @@ unsafe extern "C" fn crtc_disable_vblank(crtc: *mut b::drm_crtc) {
         g.wr32(DEIER, 0);
         g.wr32(DEIMR, !0);
     });
+}
+
+/// The hardware frame counter (`PIPE_FRMCOUNT_G4X`): vblanks of pipe A,
+/// counted by gvt-sim from the host's clock whether or not the guest took
+/// their interrupts; it stands still while the pipe is off.
+unsafe extern "C" fn crtc_get_vblank_counter(crtc: *mut b::drm_crtc) -> u32 {
+    // SAFETY: the vblank core passes a live CRTC of this driver.
+    let drm = unsafe { (*crtc).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    let mut n = 0;
+    with_hw(drm, || n = g.rd32(PIPEA_FRMCOUNT));
+    n
+}
+
+/// The time of the latest vblank, in the guest's clock.
+///
+/// gvt-sim gives it in the host's clock (`PIPE_FRMTMSTMP`, µs), brought up
+/// to date when read; the guest's clock is offset from it (another
+/// machine's monotonic clock).  Every read is a sample of that offset:
+/// `now − vblank` is the offset plus how late the guest reads it, so the
+/// lowest sample is the best estimate ([`ClockOffset`]); the timestamp is
+/// the host's vblank time plus the estimate.  Vblank intervals are then the
+/// host's exactly (the display's clock), whenever the guest takes the
+/// interrupt, and a timestamp is never later than the read.  The vblank
+/// core reads the counter before and after, so the time belongs to the
+/// count it reports.
+unsafe extern "C" fn crtc_get_vblank_timestamp(
+    crtc: *mut b::drm_crtc,
+    max_error: *mut c_int,
+    vblank_time: *mut b::ktime_t,
+    _in_vblank_irq: bool,
+) -> bool {
+    // SAFETY: the vblank core passes a live CRTC of this driver.
+    let drm = unsafe { (*crtc).dev };
+    // SAFETY: as above.
+    let g = unsafe { gpu(drm) };
+    let mut t_host = 0u32;
+    if !with_hw(drm, || t_host = g.rd32(PIPEA_FRMTMSTMP)) {
+        return false;
+    }
+    // SAFETY: reads the monotonic clock; callable in any context.
+    let now = unsafe { b::ktime_get() };
+    let now_us = (now / 1000) as u64;
+    let late_fp = g.clock.sample((now_us as u32).wrapping_sub(t_host));
+    // `late_fp` µs (32.32) before now; sub-µs part of now kept.
+    let late_ns = ((u128::from(late_fp) * 1000) >> 32) as i64;
+    // SAFETY: out-parameters of the vblank core.
+    unsafe {
+        *vblank_time = now - late_ns;
+        *max_error = 1000;
+    }
+    true
 }
 
 unsafe extern "C" fn crtc_atomic_enable(crtc: *mut b::drm_crtc, _state: *mut b::drm_atomic_commit) {
@@ -756,6 +1006,15 @@ static PLANE_HELPERS: b::drm_plane_helper_funcs = b::drm_plane_helper_funcs {
     ..zeroed()
 };
 
+static CURSOR_HELPERS: b::drm_plane_helper_funcs = b::drm_plane_helper_funcs {
+    prepare_fb: Some(plane_prepare_fb),
+    cleanup_fb: Some(plane_cleanup_fb),
+    atomic_check: Some(cursor_atomic_check),
+    atomic_update: Some(cursor_atomic_update),
+    atomic_disable: Some(cursor_atomic_disable),
+    ..zeroed()
+};
+
 static CRTC_FUNCS: b::drm_crtc_funcs = b::drm_crtc_funcs {
     reset: Some(b::drm_atomic_helper_crtc_reset),
     set_config: Some(b::drm_atomic_helper_set_config),
@@ -764,6 +1023,8 @@ static CRTC_FUNCS: b::drm_crtc_funcs = b::drm_crtc_funcs {
     atomic_destroy_state: Some(b::drm_atomic_helper_crtc_destroy_state),
     enable_vblank: Some(crtc_enable_vblank),
     disable_vblank: Some(crtc_disable_vblank),
+    get_vblank_counter: Some(crtc_get_vblank_counter),
+    get_vblank_timestamp: Some(crtc_get_vblank_timestamp),
     ..zeroed()
 };
 
@@ -842,16 +1103,34 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
         )?;
         (*plane).helper_private = &PLANE_HELPERS;
 
-        let crtc = ptr::addr_of_mut!((*gd).crtc);
+        let cursor = ptr::addr_of_mut!((*gd).cursor);
         check(
-            b::drmm_crtc_init_with_planes(
+            b::drm_universal_plane_init(
                 drm,
-                crtc,
-                plane,
-                ptr::null_mut(),
-                &CRTC_FUNCS,
+                cursor,
+                1,
+                &PLANE_FUNCS,
+                CURSOR_FORMATS.as_ptr(),
+                CURSOR_FORMATS.len() as _,
+                ptr::null(),
+                b::drm_plane_type_DRM_PLANE_TYPE_CURSOR,
                 ptr::null(),
             ),
+            "drm_universal_plane_init (cursor)",
+        )?;
+        (*cursor).helper_private = &CURSOR_HELPERS;
+        // Its alpha: premultiplied (DRM's default for ARGB; the only mode).
+        check(
+            b::drm_plane_create_blend_mode_property(cursor, 1 << b::DRM_MODE_BLEND_PREMULTI),
+            "drm_plane_create_blend_mode_property",
+        )?;
+        // The largest cursor (DRM_CAP_CURSOR_WIDTH/HEIGHT).
+        (*mc).cursor_width = CURSOR_SIZES[2];
+        (*mc).cursor_height = CURSOR_SIZES[2];
+
+        let crtc = ptr::addr_of_mut!((*gd).crtc);
+        check(
+            b::drmm_crtc_init_with_planes(drm, crtc, plane, cursor, &CRTC_FUNCS, ptr::null()),
             "drmm_crtc_init_with_planes",
         )?;
         (*crtc).helper_private = &CRTC_HELPERS;
@@ -887,6 +1166,8 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
         )?;
 
         if vblank {
+            // The hardware counter is 32 bits wide.
+            (*drm).max_vblank_count = u32::MAX;
             check(b::drm_vblank_init(drm, 1), "drm_vblank_init")?;
         }
         b::drm_mode_config_reset(drm);
@@ -1018,6 +1299,7 @@ fn probe(pdev: &pci::Device<Core<'_>>) -> Result<Bound> {
                 slices: [high, ap],
                 maps: [Map::default(); MAX_MAPS],
             }),
+            clock: ClockOffset(AtomicU64::new(0)),
         }),
         GFP_KERNEL,
     )?;

@@ -5,7 +5,11 @@
 # DRM with the KMS helpers, the GEM shmem helper, the fbdev emulation and the
 # framebuffer console (on a VT).  Built once from the same linux-source into
 # its own output tree, kept in the cache: the guest module is built against
-# it ($CACHE/l2-drm-build), the kernel image is $CACHE/l2-drm-bzImage.
+# it ($L2DRM_BUILD), the kernel image is $L2DRM_IMAGE (tools/common.sh: both
+# named after the config version).  v3 adds what IGT's runner and tests need
+# (tests/vm/tests/gvt_drm_igt.rs): UNIX sockets (the runner's comms with
+# each test), debugfs (DRM's CRC interface), tmpfs and memfd, sysctl (the
+# taint file), file locks and high-resolution timers (vblank waits).
 #
 # DRM_GEM_SHMEM_HELPER and DRM_CLIENT_SELECTION have no prompt: only a driver
 # can select them, so the smallest in-tree one that does (cirrus-qemu, one
@@ -13,9 +17,9 @@
 source "$(dirname "$0")/common.sh"
 serialize build-l2-drm-kernel
 need_root
-out="$CACHE/l2-drm-bzImage"
-build="$CACHE/l2-drm-build"
-cfg_id="l2-drm-v2-$KVER_PKG"
+out="$L2DRM_IMAGE"
+build="$L2DRM_BUILD"
+cfg_id="$L2DRM_CFG-$KVER_PKG"
 if [ -f "$out" ] && [ -f "$build/.built" ] && [ "$(cat "$out.id" 2>/dev/null)" = "$cfg_id" ]; then
   log "L2 DRM kernel cached at $out"; exit 0
 fi
@@ -39,10 +43,11 @@ BINFMT_ELF BINFMT_SCRIPT DEVTMPFS DEVTMPFS_MOUNT PROC_FS SYSFS FUTEX EPOLL SIGNA
 EVENTFD SHMEM MULTIUSER POSIX_TIMERS HYPERVISOR_GUEST PARAVIRT KVM_GUEST X86_TSC PCI_QUIRKS \
 PRINTK_TIME EARLY_PRINTK \
 MODULES MODULE_UNLOAD RUST VT VT_CONSOLE DRM DRM_CIRRUS_QEMU DRM_FBDEV_EMULATION \
-FRAMEBUFFER_CONSOLE"
+FRAMEBUFFER_CONSOLE \
+NET UNIX DEBUG_FS DEBUG_FS_ALLOW_ALL TMPFS MEMFD_CREATE SYSCTL FILE_LOCKING HIGH_RES_TIMERS"
 # What must come out =y (a dependency that olddefconfig silently drops fails here).
 must="KERNEL_GZIP MODULES RUST DRM DRM_KMS_HELPER DRM_GEM_SHMEM_HELPER DRM_CLIENT_SETUP DRM_FBDEV_EMULATION \
-FB_CORE FRAMEBUFFER_CONSOLE VT PCI_MSI"
+FB_CORE FRAMEBUFFER_CONSOLE VT PCI_MSI UNIX DEBUG_FS TMPFS MEMFD_CREATE SYSCTL"
 rm -rf "$build"; mkdir -p "$build"
 in_chroot "set -e; cd $src; make O=$build tinyconfig >/dev/null
   for o in $opts; do scripts/config --file $build/.config -e \$o; done

@@ -69,7 +69,7 @@ fi
 ls -la "$outdir" >&2
 # The native guest driver (guest-kmod/), against the L2 DRM kernel when it
 # is built (tools/build-l2-drm-kernel.sh); it goes into the L2 initramfs.
-l2build="$CACHE/l2-drm-build"
+l2build="$L2DRM_BUILD"
 if [ -f "$REPO/guest-kmod/Kbuild" ] && [ -f "$l2build/.built" ]; then
   mkdir -p "$VMDIR/l2-modules"
   step "building gvt_drm.ko (guest driver, L2 DRM kernel)" \

@@ -125,17 +125,25 @@ if [ -f "$CACHE/l2-bzImage" ]; then
   cp "$REPO/tools/vm/l2-init" "$l2/init"; chmod +x "$l2/init"
   # The native guest driver and its L2 program (tests/vm/tests/gvt_drm.rs),
   # when the L2 DRM kernel and the module are built.
-  if [ -f "$CACHE/l2-drm-bzImage" ] && [ -f "$VMDIR/l2-modules/gvt_drm.ko" ]; then
+  if [ -f "$L2DRM_IMAGE" ] && [ -f "$VMDIR/l2-modules/gvt_drm.ko" ]; then
     mkdir -p "$l2/lib/modules"
     cp "$VMDIR/l2-modules/gvt_drm.ko" "$l2/lib/modules/"
     cp "$REPO/tools/vm/l2-drm" "$l2/bin/l2-drm"; chmod +x "$l2/bin/l2-drm"
-    cp "$CACHE/l2-drm-bzImage" "$root/l2/bzImage-drm"
+    cp "$REPO/tools/vm/l2-igt" "$l2/bin/l2-igt"; chmod +x "$l2/bin/l2-igt"
+    cp "$L2DRM_IMAGE" "$root/l2/bzImage-drm"
     # libdrm's modetest with the libraries it links (into L2's own tree).
     for l in /usr/bin/modetest $(chroot "$CHROOT" ldd /usr/bin/modetest | grep -o '/[^ ]*'); do
       mkdir -p "$l2$(dirname "$l")"; cp -L "$CHROOT$l" "$l2$l"
     done
   fi
   (cd "$l2" && find . | cpio -o -H newc --quiet | gzip -1) > "$root/l2/initrd.gz"
+  # IGT (tools/build-igt.sh) for the native guest driver's IGT run
+  # (tests/vm/tests/gvt_drm_igt.rs): the L2 initramfs with IGT's segment
+  # appended (the kernel unpacks concatenated archives), a file of its own
+  # so the other L2 boots do not unpack 23 MB they never use.
+  if [ -f "$L2DRM_IMAGE" ] && [ -f "$VMDIR/l2-modules/gvt_drm.ko" ] && [ -f "$CACHE/igt/igt.cpio.gz" ]; then
+    cat "$root/l2/initrd.gz" "$CACHE/igt/igt.cpio.gz" > "$root/l2/initrd-igt.gz"
+  fi
 fi
 # cloud-hypervisor (static; tools/build-cloud-hypervisor.sh), the second VMM.
 [ -x "$CACHE/cloud-hypervisor" ] || die "no $CACHE/cloud-hypervisor: run 'cargo xtask setup'"

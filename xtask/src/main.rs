@@ -258,6 +258,10 @@ fn guest_name(bin: &Path) -> String {
 const DISTRO_SET: &str =
     "iommufd,life_,vfio_aperture_mmap_and_region_agree,vfio_bad_requests,nested_qemu_kvm_vgpu";
 
+/// The time limit of the VM run of IGT against the guest driver
+/// (`gvt_drm_igt`): IGT's 13 tests in nested TCG inside the rig's TCG guest.
+const IGT_RUN_TIMEOUT_S: u64 = 5400;
+
 /// Which L1 kernel the tools boot and build against (`GVT_KERNEL` of tools/common.sh).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Kernel {
@@ -397,6 +401,12 @@ fn setup(p: &mut Phases, distro: bool) {
             "setup: L2 DRM kernel (guest driver)",
             background_tool("build-l2-drm-kernel.sh"),
         ),
+        // IGT for the guest driver's IGT run (gvt_drm_igt): built once in
+        // the chroot into the cache, packed as a segment of the L2 initramfs.
+        (
+            "setup: IGT (guest driver's KMS tests)",
+            background_tool("build-igt.sh"),
+        ),
     ];
     if distro {
         jobs.push((
@@ -494,6 +504,14 @@ fn vm_command_expect(
         .arg(filter)
         .env("GVT_VM_EXPECT", expect)
         .current_dir(repo());
+    // A run with the IGT test gets its time on top of vm-run.sh's default
+    // (unless GVT_VM_TIMEOUT says otherwise; the lanes set their own).
+    let listed = fs::read_to_string(expect).unwrap_or_default();
+    if env::var_os("GVT_VM_TIMEOUT").is_none()
+        && listed.lines().any(|l| l.ends_with(" gvt_drm_igt"))
+    {
+        c.env("GVT_VM_TIMEOUT", (1800 + IGT_RUN_TIMEOUT_S).to_string());
+    }
     Ok(c)
 }
 
@@ -631,6 +649,10 @@ struct WholeRun {
     what: &'static str,
     filter: &'static str,
     kernel: Kernel,
+    /// Only these test binaries (comma-separated; `GVT_VM_BINS`), or all.
+    bins: Option<&'static str>,
+    /// The run's time limit (`GVT_VM_TIMEOUT`), or tools/vm-run.sh's default.
+    timeout_s: Option<u64>,
 }
 
 /// What `cargo xtask test` runs in VMs: the rig's self-check, the main set
@@ -656,6 +678,8 @@ fn vm_test_lanes(p: &mut Phases) {
             what: "vm: rig self-check (4 runs, each must fail)",
             filter: "",
             kernel: Kernel::Debian,
+            bins: None,
+            timeout_s: None,
         },
         // The tests that need two vCPUs (named smp2; not in the main set).
         WholeRun {
@@ -663,6 +687,8 @@ fn vm_test_lanes(p: &mut Phases) {
             what: "vm: tests on 2 vCPUs",
             filter: "smp2",
             kernel: Kernel::Debian,
+            bins: None,
+            timeout_s: None,
         },
         // The native guest driver in nested QEMU (not in the main set: its L2
         // boots take minutes; a VM run and time limit of their own).
@@ -671,6 +697,18 @@ fn vm_test_lanes(p: &mut Phases) {
             what: "vm: native guest driver (nested)",
             filter: "gvt_drm_",
             kernel: Kernel::Debian,
+            bins: Some("gvt_drm"),
+            timeout_s: None,
+        },
+        // IGT against the native guest driver (tests/vm/tests/gvt_drm_igt.rs):
+        // its own run (and lane), the longest nested one.
+        WholeRun {
+            key: "gvt_drm_igt",
+            what: "vm: native guest driver under IGT (nested)",
+            filter: "gvt_drm_igt",
+            kernel: Kernel::Debian,
+            bins: Some("gvt_drm_igt"),
+            timeout_s: Some(IGT_RUN_TIMEOUT_S),
         },
         // The second L1 kernel (IOMMUFD, VFIO cdev, MODVERSIONS): the distro
         // set, with the module built against that kernel.
@@ -679,6 +717,8 @@ fn vm_test_lanes(p: &mut Phases) {
             what: "vm: distro kernel (iommufd, cdev, MODVERSIONS)",
             filter: DISTRO_SET,
             kernel: Kernel::Distro,
+            bins: None,
+            timeout_s: None,
         },
     ];
     // The distro kernel's modules and image (the same guest binaries).
@@ -784,20 +824,41 @@ fn vm_test_lanes(p: &mut Phases) {
                 );
                 sc.spawn(move || {
                     let mut out = Vec::new();
-                    type Job<'a> = (String, String, &'a str, Vec<PathBuf>, bool, Kernel);
+                    struct Job<'a> {
+                        key: String,
+                        what: String,
+                        filter: &'a str,
+                        tests: Vec<PathBuf>,
+                        self_check: bool,
+                        kernel: Kernel,
+                        /// `GVT_VM_BINS`: only these binaries run.
+                        only: Option<String>,
+                        timeout_s: Option<u64>,
+                    }
                     let mut jobs: Vec<Job> = lane
                         .runs
                         .iter()
                         .map(|r| {
                             let w = &runs[*r];
-                            (
-                                w.key.to_string(),
-                                w.what.to_string(),
-                                w.filter,
-                                bins.tests.clone(),
-                                w.key == "self-check",
-                                w.kernel,
-                            )
+                            let tests = match w.bins {
+                                Some(only) => bins
+                                    .tests
+                                    .iter()
+                                    .filter(|b| only.split(',').any(|n| guest_name(b) == n))
+                                    .cloned()
+                                    .collect(),
+                                None => bins.tests.clone(),
+                            };
+                            Job {
+                                key: w.key.to_string(),
+                                what: w.what.to_string(),
+                                filter: w.filter,
+                                tests,
+                                self_check: w.key == "self-check",
+                                kernel: w.kernel,
+                                only: w.bins.map(String::from),
+                                timeout_s: w.timeout_s,
+                            }
                         })
                         .collect();
                     if !lane.bins.is_empty() {
@@ -806,19 +867,40 @@ fn vm_test_lanes(p: &mut Phases) {
                             .filter(|(n, _)| lane.bins.contains(n))
                             .map(|(_, b)| b.clone())
                             .collect();
+                        let only = sub
+                            .iter()
+                            .map(|b| guest_name(b))
+                            .collect::<Vec<_>>()
+                            .join(",");
                         jobs.insert(
                             0,
-                            (
-                                format!("tests-{}", li + 1),
-                                format!("vm: tests, lane {} ({} binaries)", li + 1, sub.len()),
-                                "",
-                                sub,
-                                false,
-                                Kernel::Debian,
-                            ),
+                            Job {
+                                key: format!("tests-{}", li + 1),
+                                what: format!(
+                                    "vm: tests, lane {} ({} binaries)",
+                                    li + 1,
+                                    sub.len()
+                                ),
+                                filter: "",
+                                tests: sub,
+                                self_check: false,
+                                kernel: Kernel::Debian,
+                                only: Some(only),
+                                timeout_s: None,
+                            },
                         );
                     }
-                    for (key, what, filter, tests, self_check, kernel) in jobs {
+                    for Job {
+                        key,
+                        what,
+                        filter,
+                        tests,
+                        self_check,
+                        kernel,
+                        only,
+                        timeout_s,
+                    } in jobs
+                    {
                         let dir = vmdir.join("lanes").join(&key);
                         let _ = fs::remove_dir_all(&dir);
                         let t = Instant::now();
@@ -829,9 +911,6 @@ fn vm_test_lanes(p: &mut Phases) {
                                 Err(e) => (Err("the rig self-check failed".into()), e),
                             }
                         } else {
-                            let bin_names: Vec<String> =
-                                tests.iter().map(|b| guest_name(b)).collect();
-                            let split_run = key.starts_with("tests-");
                             lane_vm_run(
                                 if kernel == Kernel::Distro {
                                     distro_initrd
@@ -842,8 +921,11 @@ fn vm_test_lanes(p: &mut Phases) {
                                 filter,
                                 &dir,
                                 files,
-                                split_run.then_some(bin_names.join(",").as_str()),
-                                kernel,
+                                RunHow {
+                                    bins: only.as_deref(),
+                                    kernel,
+                                    timeout_s,
+                                },
                             )
                         };
                         let took = t.elapsed();
@@ -925,17 +1007,29 @@ fn vm_test_lanes(p: &mut Phases) {
     }
 }
 
+/// How a lane's VM run boots: `bins`, only these test binaries
+/// (`GVT_VM_BINS`); the L1 kernel; the run's time limit (`GVT_VM_TIMEOUT`).
+struct RunHow<'a> {
+    bins: Option<&'a str>,
+    kernel: Kernel,
+    timeout_s: Option<u64>,
+}
+
 /// One VM run in its own directory (`GVT_VM_DIR`: its log and list of tests),
-/// its output captured; `bins`: only these test binaries (`GVT_VM_BINS`).
+/// its output captured.
 fn lane_vm_run(
     initrd: &Path,
     tests: &[PathBuf],
     filter: &str,
     dir: &Path,
     files: &Path,
-    bins: Option<&str>,
-    kernel: Kernel,
+    how: RunHow,
 ) -> (Result<(), String>, String) {
+    let RunHow {
+        bins,
+        kernel,
+        timeout_s,
+    } = how;
     if let Err(e) = fs::create_dir_all(dir) {
         return (Err(format!("{}: {e}", dir.display())), String::new());
     }
@@ -948,6 +1042,9 @@ fn lane_vm_run(
         .env("GVT_KERNEL", kernel.name());
     if let Some(b) = bins {
         c.env("GVT_VM_BINS", b);
+    }
+    if let Some(t) = timeout_s {
+        c.env("GVT_VM_TIMEOUT", t.to_string());
     }
     // stdout and stderr into one file, in the order they were written.
     let path = dir.join("run.log");

@@ -9,6 +9,7 @@
 pub mod drm;
 pub mod guest;
 pub mod gvt;
+pub mod igt;
 pub mod l2;
 pub mod pci;
 pub mod screen;

@@ -58,6 +58,13 @@ impl Qemu {
     /// a hung nested guest must fail the test rather than hang the rig).
     /// Panics on an `L2: display error` / `FAILED` line.
     pub fn wait_for(&mut self, marker: &str, limit: Duration) -> String {
+        self.try_wait_for(marker, limit)
+            .unwrap_or_else(|e| panic!("{e}:\n{}", self.log.join("\n")))
+    }
+
+    /// [`Qemu::wait_for`] that returns why it found no such line (the
+    /// deadline passed, or QEMU's output ended) instead of panicking.
+    pub fn try_wait_for(&mut self, marker: &str, limit: Duration) -> Result<String, String> {
         let t0 = Instant::now();
         loop {
             let left = limit.checked_sub(t0.elapsed()).unwrap_or_default();
@@ -71,20 +78,14 @@ impl Qemu {
                         panic!("the L2 program failed: {l}\n{}", self.log.join("\n"));
                     }
                     if l.contains(marker) {
-                        return l;
+                        return Ok(l);
                     }
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    panic!(
-                        "no {marker:?} from the nested guest in {limit:?}:\n{}",
-                        self.log.join("\n")
-                    )
+                    return Err(format!("no {marker:?} from the nested guest in {limit:?}"))
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    panic!(
-                        "QEMU's output ended before {marker:?}:\n{}",
-                        self.log.join("\n")
-                    )
+                    return Err(format!("QEMU's output ended before {marker:?}"))
                 }
             }
         }
