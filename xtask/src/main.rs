@@ -381,7 +381,7 @@ fn list_expected(tests: &[PathBuf], filter: &str, out: &Path) -> Result<usize, S
 /// the second L1 kernel) run side by side, so the serial parts of each
 /// (apt, rustc on the kernel crate, links, compression) overlap the others'
 /// parallel ones on a 2-core machine.
-fn setup(p: &mut Phases, distro: bool) {
+fn setup(p: &mut Phases, distro: bool, igt: bool) {
     p.run("setup: host packages", || sh(&mut tool("setup-host.sh")));
     eprintln!("==> setup: cloud-hypervisor (beside the next phases; its log when it ends)");
     let ch = background_tool("build-cloud-hypervisor.sh");
@@ -401,13 +401,16 @@ fn setup(p: &mut Phases, distro: bool) {
             "setup: L2 DRM kernel (guest driver)",
             background_tool("build-l2-drm-kernel.sh"),
         ),
-        // IGT for the guest driver's IGT run (gvt_drm_igt): built once in
-        // the chroot into the cache, packed as a segment of the L2 initramfs.
-        (
+    ];
+    // IGT for the guest driver's IGT run (gvt_drm_igt, only `vm-test` with a
+    // filter naming it, for now): built once in the chroot into the cache,
+    // packed as a segment of the L2 initramfs.
+    if igt {
+        jobs.push((
             "setup: IGT (guest driver's KMS tests)",
             background_tool("build-igt.sh"),
-        ),
-    ];
+        ));
+    }
     if distro {
         jobs.push((
             "setup: distro kernel (iommufd)",
@@ -700,16 +703,9 @@ fn vm_test_lanes(p: &mut Phases) {
             bins: Some("gvt_drm"),
             timeout_s: None,
         },
-        // IGT against the native guest driver (tests/vm/tests/gvt_drm_igt.rs):
-        // its own run (and lane), the longest nested one.
-        WholeRun {
-            key: "gvt_drm_igt",
-            what: "vm: native guest driver under IGT (nested)",
-            filter: "gvt_drm_igt",
-            kernel: Kernel::Debian,
-            bins: Some("gvt_drm_igt"),
-            timeout_s: Some(IGT_RUN_TIMEOUT_S),
-        },
+        // (IGT against the native guest driver, tests/vm/tests/gvt_drm_igt.rs,
+        // is not a run of `test` yet: its expectations have not been
+        // confirmed by a whole passing run; `cargo xtask vm-test gvt_drm_igt`.)
         // The second L1 kernel (IOMMUFD, VFIO cdev, MODVERSIONS): the distro
         // set, with the module built against that kernel.
         WholeRun {
@@ -1195,10 +1191,10 @@ fn main() {
     let mut p = Phases { done: Vec::new() };
     match args.first().map(String::as_str) {
         Some("setup") => {
-            setup(&mut p, true);
+            setup(&mut p, true, false);
         }
         Some("kmod") => {
-            setup(&mut p, false);
+            setup(&mut p, false, false);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
         }
         Some("vm-test") => {
@@ -1214,7 +1210,7 @@ fn main() {
                 None | Some("debian") => {
                     // Without a filter: every run `test` makes, the distro
                     // kernel's too.
-                    setup(&mut p, filter.is_empty());
+                    setup(&mut p, filter.is_empty(), filter.contains("igt"));
                     p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
                     if filter.is_empty() {
                         // No filter: every VM run of `cargo xtask test`, in lanes.
@@ -1224,7 +1220,7 @@ fn main() {
                     }
                 }
                 Some("distro") => {
-                    setup(&mut p, true);
+                    setup(&mut p, true, false);
                     distro_run(&mut p, filter);
                 }
                 Some(other) => {
@@ -1234,7 +1230,7 @@ fn main() {
             }
         }
         Some("demo") => {
-            setup(&mut p, false);
+            setup(&mut p, false, false);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             // The demo exports the nested QEMU's screendump of the vGPU
             // (a PNG); tools/vm-run.sh decodes it here.
@@ -1273,13 +1269,13 @@ fn main() {
         }
         Some("test") => {
             lint(&mut p);
-            setup(&mut p, true);
+            setup(&mut p, true, false);
             host_tests(&mut p);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             vm_test_lanes(&mut p);
         }
         Some("self-check") => {
-            setup(&mut p, false);
+            setup(&mut p, false, false);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             let mut bins = GuestBinaries {
                 tests: Vec::new(),
@@ -1298,7 +1294,7 @@ fn main() {
             p.run("host: gvt-core benchmarks", || {
                 sh(cargo().args(["bench", "-p", "gvt-core", "--features", "fakes"]))
             });
-            setup(&mut p, false);
+            setup(&mut p, false, false);
             p.run("kmod: build modules", || sh(&mut tool("build-modules.sh")));
             vm_run(&mut p, "bench_", "vm: benchmarks");
         }
