@@ -195,16 +195,7 @@ impl L2Drm {
             assert!(!log.contains(bad), "L2 kernel splat ({bad}):\n{log}");
         }
         let st = stats(&m);
-        let refused: Vec<_> = st
-            .iter()
-            .filter(|(k, v)| {
-                (k.starts_with("reject_")
-                    || *k == "mmio_rejected"
-                    || *k == "ggtt_rejected"
-                    || *k == "ggtt_dropped")
-                    && **v != 0
-            })
-            .collect();
+        let refused = crate::guest::refusals(&st);
         assert!(refused.is_empty(), "the mediator refused: {refused:?}");
         println!(
             "gvt/stats: ggtt_mapped {:?}, every reject_* 0, mmio_rejected 0, ggtt_rejected 0, ggtt_dropped 0",

@@ -57,6 +57,22 @@ pub fn stats(m: &Mdev) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The mediator's refusal counters of `gvt/stats` that are not zero
+/// (`reject_*`, `mmio_rejected`, `ggtt_rejected`, `ggtt_dropped`): what a
+/// well-behaved guest driver must never cause.
+pub fn refusals(st: &BTreeMap<String, u64>) -> Vec<(&str, u64)> {
+    st.iter()
+        .filter(|(k, v)| {
+            (k.starts_with("reject_")
+                || *k == "mmio_rejected"
+                || *k == "ggtt_rejected"
+                || *k == "ggtt_dropped")
+                && **v != 0
+        })
+        .map(|(k, v)| (k.as_str(), *v))
+        .collect()
+}
+
 /// One counter of `gvt/stats`; panics (naming the counters there are) if
 /// the driver does not export it.
 pub fn stat(m: &Mdev, key: &str) -> u64 {

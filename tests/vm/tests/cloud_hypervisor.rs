@@ -164,12 +164,8 @@ fn cloud_hypervisor_runs_the_native_driver_in_l2() {
         "the driver's plane in the module's view:\n{display}"
     );
     assert!(!killed, "cloud-hypervisor ignored SIGTERM");
-    let refused: Vec<_> = stats(&m)
-        .into_iter()
-        .filter(|(k, v)| {
-            (k.starts_with("reject_") || k == "mmio_rejected" || k == "ggtt_rejected") && *v != 0
-        })
-        .collect();
+    let st = stats(&m);
+    let refused = gvt_vmtests::guest::refusals(&st);
     assert!(refused.is_empty(), "the mediator refused: {refused:?}");
     drop(vm);
     m.remove().expect("remove after cloud-hypervisor exited");

@@ -147,16 +147,7 @@ fn gvt_drm_igt() {
             .count()
     );
     let st = stats(&m);
-    let refused: Vec<_> = st
-        .iter()
-        .filter(|(k, v)| {
-            (k.starts_with("reject_")
-                || *k == "mmio_rejected"
-                || *k == "ggtt_rejected"
-                || *k == "ggtt_dropped")
-                && **v != 0
-        })
-        .collect();
+    let refused = gvt_vmtests::guest::refusals(&st);
     assert!(refused.is_empty(), "the mediator refused: {refused:?}");
     m.remove().expect("remove");
 }
