@@ -47,9 +47,13 @@ case "$filter" in *smp2*) smp="${GVT_VM_SMP:-2}";; esac
 # driver_override.
 spare="-device pci-testdev,addr=04.0 -device pci-testdev,addr=05.0"
 t0=$SECONDS
-log "booting the VM (QEMU TCG, -cpu max, $smp vCPU, 2 GiB; timeout ${limit} s)"
+# 3 GiB: the guest's root is the initramfs, unpacked into a tmpfs that may
+# take half the RAM the kernel has once the initramfs itself is loaded; at
+# 2 GiB the image (~770 MB unpacked, ~455 MB packed) no longer fit and the
+# kernel stopped unpacking it ("Initramfs unpacking failed: write error").
+log "booting the VM (QEMU TCG, -cpu max, $smp vCPU, 3 GiB; timeout ${limit} s)"
 set +e
-timeout --foreground -k 10 "$limit" qemu-system-x86_64 -accel tcg -cpu max -smp "$smp" -m 2G \
+timeout --foreground -k 10 "$limit" qemu-system-x86_64 -accel tcg -cpu max -smp "$smp" -m 3G \
   -nodefaults $spare -display none -serial stdio -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append" </dev/null 2>&1 \
   | stdbuf -o0 tr -d '\r' | tee "$logf" \
   | awk '/GVT-RIG: (dmesg|file)-begin/ {q=1; if ($2 == "file-begin") print} !q {print; fflush()} /GVT-RIG: (dmesg|file)-end/ {q=0}'
