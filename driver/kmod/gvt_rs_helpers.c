@@ -408,6 +408,17 @@ struct gvt_rs_migf {
 	size_t filled;
 	size_t cap;
 	u8 *data;
+	/* PRE_COPY: where the initial data ends; a round of what changed is
+	 * appended by refill(owner, dst, room) (under the mutex, so never after
+	 * gvt_rs_migf_put) when the VMM has read everything. */
+	size_t initial_end;
+	ssize_t (*refill)(const void *owner, u8 *dst, size_t room);
+	const void *owner;
+	/* Resuming: bytes the stream must hold at expect_at (the type), checked
+	 * as they arrive; a mismatch refuses the write (and every later one). */
+	u8 expect[64];
+	size_t expect_at, expect_len;
+	bool refused;
 };
 
 static int gvt_rs_migf_release(struct inode *inode, struct file *filp)
@@ -463,6 +474,10 @@ static ssize_t gvt_rs_migf_write(struct file *filp, const char __user *buf, size
 		ret = -ENODEV;
 		goto out;
 	}
+	if (m->refused) {
+		ret = -EINVAL;
+		goto out;
+	}
 	if (len > m->cap - m->filled) {
 		ret = -EFBIG;
 		goto out;
@@ -470,6 +485,17 @@ static ssize_t gvt_rs_migf_write(struct file *filp, const char __user *buf, size
 	if (copy_from_user(m->data + m->filled, buf, len)) {
 		ret = -EFAULT;
 		goto out;
+	}
+	if (m->expect_len) {
+		/* The part of [expect_at, expect_at + expect_len) these bytes cover. */
+		size_t lo = max(m->filled, m->expect_at);
+		size_t hi = min(m->filled + len, m->expect_at + m->expect_len);
+
+		if (lo < hi && memcmp(m->data + lo, m->expect + (lo - m->expect_at), hi - lo)) {
+			m->refused = true;
+			ret = -EINVAL;
+			goto out;
+		}
 	}
 	m->filled += len;
 	*pos += len;
@@ -500,8 +526,18 @@ static long gvt_rs_migf_ioctl(struct file *filp, unsigned int cmd, unsigned long
 	} else if (!m->precopy) {
 		ret = -EINVAL;
 	} else {
-		info.initial_bytes = m->filled - min_t(loff_t, filp->f_pos, m->filled);
-		info.dirty_bytes = 0;
+		size_t pos = min_t(loff_t, filp->f_pos, m->filled);
+
+		/* Everything read: the device writes a round of what changed since
+		 * (0 bytes when nothing did: the temporary end of the stream). */
+		if (pos == m->filled && pos >= m->initial_end && m->refill) {
+			ssize_t n = m->refill(m->owner, m->data + m->filled, m->cap - m->filled);
+
+			if (n > 0 && n <= m->cap - m->filled)
+				m->filled += n;
+		}
+		info.initial_bytes = m->initial_end - min(pos, m->initial_end);
+		info.dirty_bytes = m->filled - max(pos, m->initial_end);
 	}
 	mutex_unlock(&m->lock);
 	if (ret)
@@ -574,11 +610,50 @@ int gvt_rs_migf_fill(struct gvt_rs_migf *m, const u8 *data, size_t len)
 	return ret;
 }
 
+/* PRE_COPY on (what is filled now is the initial data) or off. */
 void gvt_rs_migf_set_precopy(struct gvt_rs_migf *m, bool on)
 {
 	mutex_lock(&m->lock);
 	m->precopy = on;
+	if (on)
+		m->initial_end = m->filled;
 	mutex_unlock(&m->lock);
+}
+
+/* PRE_COPY rounds: refill(owner, ...) as described at struct gvt_rs_migf;
+ * owner must outlive the vGPU's reference (gvt_rs_migf_put). */
+void gvt_rs_migf_set_refill(struct gvt_rs_migf *m,
+			    ssize_t (*refill)(const void *owner, u8 *dst, size_t room),
+			    const void *owner)
+{
+	mutex_lock(&m->lock);
+	m->refill = refill;
+	m->owner = owner;
+	mutex_unlock(&m->lock);
+}
+
+/* Resuming: the stream must hold `bytes` at offset `at`. */
+int gvt_rs_migf_expect(struct gvt_rs_migf *m, size_t at, const u8 *bytes, size_t len)
+{
+	if (len > sizeof(m->expect))
+		return -EINVAL;
+	mutex_lock(&m->lock);
+	memcpy(m->expect, bytes, len);
+	m->expect_at = at;
+	m->expect_len = len;
+	mutex_unlock(&m->lock);
+	return 0;
+}
+
+/* Whether a write was refused by the expected bytes. */
+bool gvt_rs_migf_refused(struct gvt_rs_migf *m)
+{
+	bool r;
+
+	mutex_lock(&m->lock);
+	r = m->refused;
+	mutex_unlock(&m->lock);
+	return r;
 }
 
 /* Resuming: stop accepting writes and hand the buffer over (the caller
@@ -611,6 +686,8 @@ void gvt_rs_migf_put(struct gvt_rs_migf *m)
 
 	mutex_lock(&m->lock);
 	m->disabled = true;
+	m->refill = NULL;
+	m->owner = NULL;
 	mutex_unlock(&m->lock);
 	fput(f);
 }

@@ -116,6 +116,11 @@ struct gvt_rs_migf *gvt_rs_migf_new(bool saving, size_t cap);
 struct file *gvt_rs_migf_file(struct gvt_rs_migf *m);
 int gvt_rs_migf_fill(struct gvt_rs_migf *m, const u8 *data, size_t len);
 void gvt_rs_migf_set_precopy(struct gvt_rs_migf *m, bool on);
+void gvt_rs_migf_set_refill(struct gvt_rs_migf *m,
+			    ssize_t (*refill)(const void *owner, u8 *dst, size_t room),
+			    const void *owner);
+int gvt_rs_migf_expect(struct gvt_rs_migf *m, size_t at, const u8 *bytes, size_t len);
+bool gvt_rs_migf_refused(struct gvt_rs_migf *m);
 size_t gvt_rs_migf_take(struct gvt_rs_migf *m, u8 **data);
 void gvt_rs_migf_free_data(u8 *data);
 void gvt_rs_migf_put(struct gvt_rs_migf *m);

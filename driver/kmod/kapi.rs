@@ -342,6 +342,55 @@ impl MigFile {
         unsafe { vfio::gvt_rs_migf_set_precopy(self.0.as_ptr(), on) };
     }
 
+    /// PRE_COPY: let `owner.refill` append a round of what changed when
+    /// the VMM read everything and asks how much is left.
+    ///
+    /// # Safety
+    /// `owner` stays valid (at the same address) while this file is held
+    /// (until it is dropped: `gvt_rs_migf_put` waits for a running refill
+    /// under the file's mutex and clears the callback).
+    pub(crate) unsafe fn set_refill<T: MigRefill>(&self, owner: &T) {
+        unsafe extern "C" fn refill<T: MigRefill>(
+            owner: *const core::ffi::c_void,
+            dst: *mut u8,
+            room: usize,
+        ) -> isize {
+            // SAFETY: `owner` is the `T` of `set_refill`, alive while the
+            // file is held (the caller's guarantee); `dst` is the file's
+            // buffer past what is filled, `room` bytes, under its mutex.
+            let (owner, dst) = unsafe {
+                (
+                    &*owner.cast::<T>(),
+                    core::slice::from_raw_parts_mut(dst, room),
+                )
+            };
+            isize::try_from(owner.refill(dst)).unwrap_or(0)
+        }
+        // SAFETY: a live object; `owner` is only handed back to `refill::<T>`.
+        unsafe {
+            vfio::gvt_rs_migf_set_refill(
+                self.0.as_ptr(),
+                Some(refill::<T>),
+                ptr::from_ref(owner).cast(),
+            )
+        };
+    }
+
+    /// Resuming: the stream must hold `bytes` at offset `at` (checked as
+    /// the VMM writes; a mismatch fails that write with EINVAL).
+    pub(crate) fn expect(&self, at: usize, bytes: &[u8]) -> Result {
+        // SAFETY: a live object; `bytes` is valid for its length and copied.
+        to_result(unsafe {
+            vfio::gvt_rs_migf_expect(self.0.as_ptr(), at, bytes.as_ptr(), bytes.len())
+        })
+    }
+
+    /// Whether a write was refused by [`MigFile::expect`].
+    pub(crate) fn refused(&self) -> bool {
+        // SAFETY: a live object.
+        unsafe { vfio::gvt_rs_migf_refused(self.0.as_ptr()) }
+    }
+
     /// Resuming: stop accepting writes and take what the VMM wrote.
     pub(crate) fn take(&self) -> MigData {
         let mut p: *mut u8 = ptr::null_mut();
@@ -360,6 +409,12 @@ impl Drop for MigFile {
         // SAFETY: created by `new`; our reference is dropped once.
         unsafe { vfio::gvt_rs_migf_put(self.0.as_ptr()) };
     }
+}
+
+/// Who writes the PRE_COPY rounds of a saving [`MigFile`].
+pub(crate) trait MigRefill: Sync {
+    /// Write a round into `dst` (the file's free space); its length (0: none).
+    fn refill(&self, dst: &mut [u8]) -> usize;
 }
 
 /// The bytes a VMM wrote into a resuming [`MigFile`], owned.

@@ -170,6 +170,10 @@ pub(crate) struct State {
     pub(crate) edid: KBox<EdidRegion>,
     /// Why the last primary-plane query found no plane (logged on change).
     pub(crate) no_plane: Option<NoPlane>,
+    /// The migration stream being saved in PRE_COPY (its initial part and
+    /// rounds so far); under this lock, as the rounds are written from the
+    /// data file's `VFIO_MIG_GET_PRECOPY_INFO` (no `mig` lock there).
+    pub(crate) pre: crate::gvt_core::vgpu_migrate::Precopy,
 }
 
 impl State {
@@ -884,6 +888,7 @@ impl MdevVgpu {
             shadow,
             edid,
             no_plane: None,
+            pre: crate::gvt_core::vgpu_migrate::Precopy::default(),
         };
         state.mirror_edid();
         let v = KBox::pin_init(

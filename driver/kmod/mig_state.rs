@@ -4,6 +4,8 @@
 //! figures of the last save and restore.  The arcs are in
 //! [`crate::migration`].
 
+use kernel::prelude::*;
+
 use crate::kapi::MigFile;
 use crate::vfio;
 
@@ -23,10 +25,19 @@ pub(crate) struct Mig {
     pub(crate) resuming: Option<MigFile>,
     /// Figures of the last save and restore (sysfs `gvt/migration`).
     pub(crate) saved_bytes: usize,
+    /// Of them, moved in PRE_COPY (initial part and rounds) and at STOP_COPY.
+    pub(crate) precopy_bytes: usize,
+    pub(crate) stop_copy_bytes: usize,
     pub(crate) save_ns: u64,
     pub(crate) restored_bytes: usize,
     pub(crate) restore_ns: u64,
     pub(crate) refused: u64,
+    /// The buffer the parts of a save are written into before they go into
+    /// the data file: allocated (and zeroed) for the initial part while the
+    /// guest runs, reused for the final part at STOP_COPY, so the downtime
+    /// does not pay for a buffer of the largest stream's size (megabytes
+    /// for the big types).  Freed when the files close.
+    pub(crate) scratch: Option<KVVec<u8>>,
 }
 
 impl Mig {
@@ -36,10 +47,13 @@ impl Mig {
             saving: None,
             resuming: None,
             saved_bytes: 0,
+            precopy_bytes: 0,
+            stop_copy_bytes: 0,
             save_ns: 0,
             restored_bytes: 0,
             restore_ns: 0,
             refused: 0,
+            scratch: None,
         }
     }
 
@@ -48,8 +62,13 @@ impl Mig {
     }
 
     pub(crate) fn close_files(&mut self) {
+        if self.resuming.as_ref().is_some_and(MigFile::refused) {
+            // The VMM's first bytes named another type (refused as written).
+            self.refused += 1;
+        }
         self.saving = None;
         self.resuming = None;
+        self.scratch = None;
     }
 }
 

@@ -12,9 +12,10 @@
 //! |---|---|
 //! | RUNNING ↔ RUNNING_P2P, PRE_COPY ↔ PRE_COPY_P2P, STOP → RUNNING_P2P | nothing (a vGPU does no peer-to-peer DMA) |
 //! | RUNNING_P2P → STOP | the vGPU's engines are drained: its admitted and held work retires (the engine worker runs it; bounded wait) |
-//! | RUNNING → PRE_COPY, RUNNING_P2P → PRE_COPY_P2P | a saving data file; `VFIO_MIG_GET_PRECOPY_INFO` answers; it carries no bytes before STOP_COPY (the whole state moves at STOP_COPY) |
-//! | STOP → STOP_COPY, PRE_COPY_P2P → STOP_COPY | drain, then the stream is saved into the saving file (a new one from STOP; the PRE_COPY one continues) |
-//! | STOP → RESUMING | a resuming data file of the largest stream a vGPU of this type produces |
+//! | RUNNING → PRE_COPY, RUNNING_P2P → PRE_COPY_P2P | a saving data file holding the stream's initial part (config, vregs, PVINFO, the guest GGTT, EDID: the bulk), saved while the guest runs; `VFIO_MIG_GET_PRECOPY_INFO` reports its unread bytes as `initial_bytes`, and once everything was read appends a round of what changed since (GGTT delta records, changed sections) and reports it as `dirty_bytes` (0: nothing changed, the temporary end of the stream) |
+//! | PRE_COPY_P2P → STOP_COPY | drain, then the final part (what changed since the last part, the volatile state, the trailer) is appended to the PRE_COPY file |
+//! | STOP → STOP_COPY | drain, then the whole stream into a new saving file |
+//! | STOP → RESUMING | a resuming data file of the largest stream a vGPU of this type produces; a stream whose header names another type is refused as its first bytes are written (EINVAL), so the VMM's load fails while the source still runs |
 //! | RESUMING → STOP | the stream is checked and restored; a refused stream fails the arc (EINVAL, the reason logged), the vGPU is left as it was (or reset, if the replay failed part-way) and the FSM is in ERROR until `VFIO_DEVICE_RESET` |
 //! | PRE_COPY → RUNNING, PRE_COPY_P2P → RUNNING_P2P, STOP_COPY → STOP | the data files are let go (they answer ENODEV) |
 //!
@@ -37,8 +38,9 @@ use kernel::bindings;
 use kernel::prelude::*;
 
 use crate::gvt_core::edid::EDID_MAX_SIZE;
+use crate::gvt_core::migration;
 use crate::gvt_core::vgpu_migrate::MigrationError;
-use crate::kapi::{self, MigFile};
+use crate::kapi::{self, MigFile, MigRefill};
 use crate::mdev::{env, MdevVgpu};
 use crate::mig_state::*;
 
@@ -115,7 +117,12 @@ impl MdevVgpu {
             }
             (RUNNING, PRE_COPY) | (RUNNING_P2P, PRE_COPY_P2P) => {
                 let f = MigFile::new(true, self.stream_cap()?)?;
+                let n = self.save_part_into(&f, Part::Initial, &mut m.scratch)?;
+                // SAFETY: `self` owns `m.saving` (its `mig` field): the file's
+                // reference is dropped before `self` goes.
+                unsafe { f.set_refill(self) };
                 f.set_precopy(true);
+                m.precopy_bytes = n;
                 m.saving = Some(f);
                 Ok(Some(true))
             }
@@ -124,23 +131,37 @@ impl MdevVgpu {
                 let opened = m.saving.is_none();
                 if opened {
                     m.saving = Some(MigFile::new(true, self.stream_cap()?)?);
+                    m.precopy_bytes = 0;
                 }
                 let f = m.saving.as_ref().ok_or(EINVAL)?;
+                // From here no round is written (the file's mutex orders it).
                 f.set_precopy(false);
                 let t0 = kapi::now_ns();
-                let n = self.save_into(f)?;
-                m.saved_bytes = n;
+                let part = if opened { Part::Whole } else { Part::Final };
+                let n = self.save_part_into(f, part, &mut m.scratch)?;
+                if !opened {
+                    // The rounds written since the initial part.
+                    let p = self.state.lock().pre;
+                    m.precopy_bytes = p.initial + p.rounds;
+                }
+                m.stop_copy_bytes = n;
+                m.saved_bytes = m.precopy_bytes + n;
                 m.save_ns = kapi::now_ns().saturating_sub(t0);
                 pr_info!(
-                    "vGPU {}: migration state saved: {} bytes in {} us\n",
+                    "vGPU {}: migration state saved: {} bytes in PRE_COPY, {} at STOP_COPY in {} us\n",
                     self.id,
+                    m.precopy_bytes,
                     n,
                     m.save_ns / 1000
                 );
                 Ok(opened.then_some(true))
             }
             (STOP, RESUMING) => {
-                m.resuming = Some(MigFile::new(false, self.stream_cap()?)?);
+                let f = MigFile::new(false, self.stream_cap()?)?;
+                // Another type's stream is refused as its header arrives.
+                let t = migration::type_field(self.type_name()).ok_or(EINVAL)?;
+                f.expect(migration::TYPE_FIELD_AT, &t)?;
+                m.resuming = Some(f);
                 Ok(Some(false))
             }
             (RESUMING, STOP) => {
@@ -179,29 +200,39 @@ impl MdevVgpu {
         Err(ETIMEDOUT)
     }
 
-    /// Save the stream into `f`; its length.
-    fn save_into(&self, f: &MigFile) -> Result<usize> {
+    /// Save a part of the stream into `f` (appended), through `scratch`
+    /// (allocated here if it is missing or too small, then kept); its
+    /// length.
+    fn save_part_into(
+        &self,
+        f: &MigFile,
+        part: Part,
+        scratch: &mut Option<KVVec<u8>>,
+    ) -> Result<usize> {
         let cap = self.stream_cap()?;
-        let mut buf = KVVec::<u8>::with_capacity(cap, GFP_KERNEL)?;
-        buf.resize(cap, 0, GFP_KERNEL)?;
+        if scratch.as_ref().is_none_or(|b| b.len() < cap) {
+            *scratch = None;
+            let mut b = KVVec::<u8>::with_capacity(cap, GFP_KERNEL)?;
+            b.resize(cap, 0, GFP_KERNEL)?;
+            *scratch = Some(b);
+        }
+        let buf = scratch.as_mut().ok_or(ENOMEM)?.as_mut_slice();
         let n = {
             let mut st = self.state.lock();
             let mut edid = [0u8; EDID_MAX_SIZE];
-            let elen = match st.edid.active_edid() {
-                Some(e) if e.len() <= EDID_MAX_SIZE => {
-                    edid[..e.len()].copy_from_slice(e);
-                    e.len()
-                }
-                _ => 0,
-            };
+            let elen = active_edid(&st, &mut edid);
+            let mut pre = st.pre;
             let (core, storage) = st.split()?;
             let name = self.type_name();
-            core.save_state(
-                &mut env!(self, storage),
-                name,
-                (elen > 0).then_some(&edid[..elen]),
-                &mut buf,
-            )
+            let edid = (elen > 0).then_some(&edid[..elen]);
+            let env = &mut env!(self, storage);
+            let r = match part {
+                Part::Whole => core.save_state(env, name, edid, buf),
+                Part::Initial => core.save_initial(env, name, edid, buf, &mut pre),
+                Part::Final => core.save_final(env, edid, buf, &mut pre),
+            };
+            st.pre = pre;
+            r
         };
         let n = n.map_err(|e| {
             pr_warn!("vGPU {}: migration save failed: {:?}\n", self.id, e);
@@ -258,5 +289,54 @@ impl MdevVgpu {
                 Err(errno_of(e))
             }
         }
+    }
+}
+
+/// Which part of the stream [`MdevVgpu::save_part_into`] writes.
+#[derive(Clone, Copy)]
+enum Part {
+    /// STOP → STOP_COPY: the whole stream.
+    Whole,
+    /// RUNNING → PRE_COPY: the initial part.
+    Initial,
+    /// PRE_COPY_P2P → STOP_COPY: the final part.
+    Final,
+}
+
+/// The VMM's EDID blob into `out`; its length (0: none).
+fn active_edid(st: &crate::mdev::State, out: &mut [u8; EDID_MAX_SIZE]) -> usize {
+    match st.edid.active_edid() {
+        Some(e) if e.len() <= EDID_MAX_SIZE => {
+            out[..e.len()].copy_from_slice(e);
+            e.len()
+        }
+        _ => 0,
+    }
+}
+
+impl MigRefill for MdevVgpu {
+    /// A PRE_COPY round (`VFIO_MIG_GET_PRECOPY_INFO` after everything was
+    /// read), written while the guest runs, leaving room for the largest
+    /// final part; 0 when nothing changed or it would not fit (then it
+    /// goes in the final part).
+    fn refill(&self, dst: &mut [u8]) -> usize {
+        let mut st = self.state.lock();
+        let mut edid = [0u8; EDID_MAX_SIZE];
+        let elen = active_edid(&st, &mut edid);
+        let mut pre = st.pre;
+        let Ok((core, storage)) = st.split() else {
+            return 0;
+        };
+        let reserve = core.max_stream_len() / 2;
+        let room = dst.len().saturating_sub(reserve);
+        let Some(out) = dst.get_mut(..room) else {
+            return 0;
+        };
+        let edid = (elen > 0).then_some(&edid[..elen]);
+        let n = core
+            .save_round(&mut env!(self, storage), edid, out, &mut pre)
+            .unwrap_or(0);
+        st.pre = pre;
+        n
     }
 }

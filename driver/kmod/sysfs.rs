@@ -126,6 +126,8 @@ impl DeviceAttrs for MdevVgpu {
                     .and_then(|()| writeln!(w, "state {}", crate::mig_state::state_name(m.state())))
                     .and_then(|()| writeln!(w, "max_stream_bytes {max}"))
                     .and_then(|()| writeln!(w, "saved_bytes {}", m.saved_bytes))
+                    .and_then(|()| writeln!(w, "precopy_bytes {}", m.precopy_bytes))
+                    .and_then(|()| writeln!(w, "stop_copy_bytes {}", m.stop_copy_bytes))
                     .and_then(|()| writeln!(w, "save_us {}", m.save_ns / 1000))
                     .and_then(|()| writeln!(w, "restored_bytes {}", m.restored_bytes))
                     .and_then(|()| writeln!(w, "restore_us {}", m.restore_ns / 1000))

@@ -180,9 +180,10 @@ pub struct CreateArgs {
     /// Use this UUID instead of a random one
     #[arg(long)]
     pub uuid: Option<String>,
-    /// A migration target for vGPU UUID: its parent and type (a VFIO migration stream is
-    /// accepted only by a vGPU of the same type and slices), its weight and display path
-    /// (--parent, --weight, --display override them)
+    /// A migration target for vGPU UUID: its type (a VFIO migration stream is accepted only
+    /// by a vGPU of the same type), on --parent, else on UUID's parent, else on another
+    /// parent offering the type (none: exit 3, no-migration-target); its weight and display
+    /// path (--weight, --display override them)
     #[arg(long, value_name = "UUID", conflicts_with_all = ["aperture", "high_gm", "fences", "type"])]
     pub like: Option<String>,
     /// Scheduler weight (gvt-rs types)

@@ -127,12 +127,14 @@ fn run(cli: &Cli, out: &Out) -> Result<i32, Error> {
             out.types(&types);
         }
         Command::Create(a) => {
-            // --like UUID: the migration target of that vGPU (same parent and type).
+            // --like UUID: the migration target of that vGPU (same type, its weight and display).
             let like = a.like.as_deref().map(uuid_arg).transpose()?.map(|u| ctl.instance(&u)).transpose()?;
             let like_attr = |k: &str| like.as_ref().and_then(|i| i.gvt.as_ref()?.get(k)?.as_u64());
+            // Its type, on --parent or on a parent offering that type (the source's first).
+            let target = like.as_ref().map(|i| ctl.migration_target(i, a.parent.as_deref())).transpose()?;
             let req = CreateRequest {
-                parent: a.parent.clone().or_else(|| like.as_ref().map(|i| i.parent.clone())),
-                type_id: a.r#type.clone().or_else(|| like.as_ref().map(|i| i.type_id.clone())),
+                parent: target.as_ref().map(|t| t.parent.clone()).or_else(|| a.parent.clone()),
+                type_id: target.as_ref().map(|t| t.id.clone()).or_else(|| a.r#type.clone()),
                 partition: partition(&a.aperture, &a.high_gm, a.fences)?,
                 uuid: a.uuid.as_deref().map(uuid_arg).transpose()?,
                 weight: a.weight.or_else(|| like_attr("weight").and_then(|w| u32::try_from(w).ok())),

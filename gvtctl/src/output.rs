@@ -598,6 +598,19 @@ impl Out {
                 kv("resolution:", e(r));
             }
         }
+        if let Some(m) = &i.migration {
+            // Issue 14: what a VMM's VFIO migration can use, and where it stands.
+            kv(
+                "migration:",
+                format!(
+                    "{} (state {}); a target: gvtctl create --like {} (type {})",
+                    e(&m.capabilities.join(" ")),
+                    e(&m.state),
+                    i.uuid,
+                    e(&m.target_type)
+                ),
+            );
+        }
         if let Some(g) = &i.gvt {
             for (k, v) in g {
                 let shown = match (k.as_str(), v.as_u64()) {

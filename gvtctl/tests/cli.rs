@@ -252,6 +252,69 @@ fn create_like_copies_parent_type_weight_and_display() {
         .code(2);
 }
 
+/// Issue 14: `create --like` finds a parent offering the source's type when the
+/// source's parent has no room; a `--parent` (or a host) without that type is a typed
+/// error naming the parents that offer it; `info` shows the migration capability and
+/// state, and the type a target must have.
+#[test]
+fn create_like_finds_a_parent_with_the_type_or_says_none_does() {
+    let t = Tree::new(&[Fixture::GvtRs, Fixture::GvtRsPci, Fixture::I915]);
+    let src = t.create(&["--type", "gvt_rs-GVTsim_64M", "--parent", "gvt-sim0"]);
+    // The source's parent has room: the target goes there.
+    let (code, v) = t.json(&["create", "--like", &src]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["parent"], "gvt-sim0");
+    // No room left there: the other parent offering the type.
+    std::fs::write(
+        t.p("sys/class/mdev_bus/gvt-sim0/mdev_supported_types/gvt_rs-GVTsim_64M/available_instances"),
+        "0\n",
+    )
+    .unwrap();
+    let (code, v) = t.json(&["create", "--like", &src]);
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["parent"], "0000:00:04.0");
+    assert_eq!(v["type"], "gvt_rs-GVTsim_64M");
+    // A --parent that does not offer the type.
+    let (code, v) = t.json(&["create", "--like", &src, "--parent", "0000:00:02.0"]);
+    assert_eq!(code, 3, "{v}");
+    assert_eq!(v["error"]["kind"], "no-migration-target");
+    assert_eq!(v["error"]["details"]["uuid"], src.as_str());
+    assert_eq!(
+        v["error"]["details"]["present"],
+        serde_json::json!(["0000:00:04.0", "gvt-sim0"])
+    );
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("no parent named 0000:00:02.0 offers type gvt_rs-GVTsim_64M"),
+        "{msg}"
+    );
+    // A GVT-g source: no gvt-rs parent offers its type.
+    let g = t.create(&["--type", "i915-GVTg_V5_4"]);
+    let (code, v) = t.json(&["create", "--like", &g, "--parent", "gvt-sim0"]);
+    assert_eq!(code, 3, "{v}");
+    assert_eq!(v["error"]["kind"], "no-migration-target");
+    assert_eq!(
+        v["error"]["details"]["present"],
+        serde_json::json!(["0000:00:02.0"])
+    );
+    // info: the capability, the state and the target's type.
+    let (code, v) = t.json(&["info", &src]);
+    assert_eq!(code, 0);
+    assert_eq!(
+        v["migration"]["capabilities"],
+        serde_json::json!(["stop_copy", "p2p", "pre_copy"])
+    );
+    assert_eq!(v["migration"]["state"], "running");
+    assert_eq!(v["migration"]["target_type"], "gvt_rs-GVTsim_64M");
+    assert_eq!(v["migration"]["figures"]["refused"], 0);
+    t.cmd().args(["info", &src]).assert().success().stdout(contains(format!(
+        "migration:          stop_copy p2p pre_copy (state running); a target: gvtctl create --like {src} (type gvt_rs-GVTsim_64M)"
+    )));
+    // Not a gvt-rs vGPU: no migration information.
+    let (_, v) = t.json(&["info", &g]);
+    assert!(v["migration"].is_null(), "{v}");
+}
+
 #[test]
 fn create_prefers_gvt_rs_and_honours_parent_and_high_gm_and_fences() {
     let t = all();

@@ -38,6 +38,8 @@ pub struct Instance {
     pub partition: Option<Partition>,
     /// The driver's `gvt/` attribute group (gvt-rs): decimal values as numbers.
     pub gvt: Option<BTreeMap<String, serde_json::Value>>,
+    /// VFIO migration (gvt-rs, `gvt/migration`): what the device offers and its state.
+    pub migration: Option<Migration>,
     pub iommu_group: Option<u32>,
     /// The VFIO group node a VMM opens (`/dev/vfio/N`).
     pub vfio_group_node: Option<String>,
@@ -49,6 +51,55 @@ pub struct Instance {
     /// The persistent definition, if any.
     pub definition: Option<Definition>,
     pub vmm_args: VmmArgs,
+}
+
+/// A vGPU's VFIO migration (issue 14), from its `gvt/migration` attribute.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
+pub struct Migration {
+    /// The VFIO migration v2 features it offers (`stop_copy`, `p2p`, `pre_copy`).
+    pub capabilities: Vec<String>,
+    /// Its device state (`running`, `pre_copy`, `stop_copy`, `resuming`, `stop`, `error`, ...).
+    pub state: String,
+    /// The driver's figures (`max_stream_bytes`, `saved_bytes`, `save_us`, `refused`, ...).
+    pub figures: BTreeMap<String, u64>,
+    /// A migration target must be a vGPU of this type (`gvtctl create --like UUID`).
+    pub target_type: String,
+}
+
+impl Migration {
+    /// Parse `gvt/migration` (`capabilities A B ...`, `state S`, then `key N` lines);
+    /// `None` without a capabilities and a state line.
+    pub fn parse(text: &str, type_id: &str) -> Option<Migration> {
+        let mut caps = None;
+        let mut state = None;
+        let mut figures = BTreeMap::new();
+        for line in text.lines() {
+            let mut w = line.split_whitespace();
+            match (w.next(), w.next()) {
+                (Some("capabilities"), _) => {
+                    caps = Some(
+                        line.split_whitespace()
+                            .skip(1)
+                            .map(str::to_string)
+                            .collect(),
+                    )
+                }
+                (Some("state"), Some(s)) => state = Some(s.to_string()),
+                (Some(k), Some(v)) => {
+                    if let Ok(n) = v.parse::<u64>() {
+                        figures.insert(k.to_string(), n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(Migration {
+            capabilities: caps?,
+            state: state?,
+            figures,
+            target_type: type_id.to_string(),
+        })
+    }
 }
 
 /// What `create` asks for.
@@ -391,6 +442,10 @@ impl Gvtctl {
             ),
             None => (Vec::new(), Vec::new(), Some(false)),
         };
+        let migration = active
+            .as_ref()
+            .and_then(|a| a.gvt.as_ref()?.get("migration")?.as_str())
+            .and_then(|t| Migration::parse(t, &type_id));
         Instance {
             uuid: *uuid,
             parent,
@@ -403,6 +458,7 @@ impl Gvtctl {
                 .as_ref()
                 .and_then(|a| a.iommu_group)
                 .map(|g| format!("/dev/vfio/{g}")),
+            migration,
             gvt: active.and_then(|a| a.gvt),
             in_use,
             holders,
@@ -612,6 +668,48 @@ impl Gvtctl {
                 Err(exhausted(format!("{req}"), &gvt_types))
             }
         }
+    }
+
+    /// Where a migration target of vGPU `src` can be created (`gvtctl create --like`): a
+    /// type with `src`'s type id (a VFIO migration stream is accepted only by a vGPU of the
+    /// same type), on `parent` if given, else on `src`'s parent when it has an instance
+    /// left, else on the first other parent that has one (else on `src`'s parent or the
+    /// first offering one, whose creation then reports the exhaustion).
+    /// [`Error::NoMigrationTarget`] when no parent (or not `parent`) offers the type.
+    pub fn migration_target(
+        &self,
+        src: &Instance,
+        parent: Option<&str>,
+    ) -> Result<MdevType, Error> {
+        let offering: Vec<MdevType> = self
+            .types(parent)?
+            .into_iter()
+            .filter(|t| t.id == src.type_id)
+            .collect();
+        if offering.is_empty() {
+            let mut offered_by: Vec<String> = self
+                .types(None)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|t| t.id == src.type_id)
+                .map(|t| t.parent)
+                .collect();
+            offered_by.sort();
+            offered_by.dedup();
+            return Err(Error::NoMigrationTarget {
+                uuid: src.uuid.to_string(),
+                type_id: src.type_id.clone(),
+                parent: parent.map(str::to_string),
+                offered_by,
+            });
+        }
+        let own = offering.iter().find(|t| t.parent == src.parent);
+        let pick = own
+            .filter(|t| t.left() > 0)
+            .or_else(|| offering.iter().find(|t| t.left() > 0))
+            .or(own)
+            .unwrap_or(&offering[0]);
+        Ok(pick.clone())
     }
 
     // ---- create / destroy ------------------------------------------------------------

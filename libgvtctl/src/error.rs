@@ -69,6 +69,20 @@ pub enum Error {
         parent: Option<String>,
     },
 
+    #[error(
+        "no parent{} offers type {type_id} of vGPU {uuid}: a VFIO migration stream is accepted \
+        only by a vGPU of the same type{}",
+        parent.as_ref().map(|p| format!(" named {p}")).unwrap_or_default(),
+        if offered_by.is_empty() { String::new() } else { format!("; parents offering it: {}", offered_by.join(", ")) })]
+    NoMigrationTarget {
+        uuid: String,
+        type_id: String,
+        /// The parent the target was restricted to (`--parent`), if any.
+        parent: Option<String>,
+        /// The parents that offer the type.
+        offered_by: Vec<String>,
+    },
+
     #[error("{}", exhausted(what, left, existing))]
     Exhausted {
         what: String,
@@ -200,7 +214,8 @@ impl Error {
             | Error::UnknownType { .. }
             | Error::UnknownUuid { .. }
             | Error::NotDefined { .. }
-            | Error::NotActive { .. } => exit::NOT_FOUND,
+            | Error::NotActive { .. }
+            | Error::NoMigrationTarget { .. } => exit::NOT_FOUND,
             Error::NoTypeFits { .. } | Error::Exhausted { .. } => exit::NO_RESOURCES,
             Error::Busy { .. } => exit::BUSY,
             Error::PermissionDenied { .. } => exit::PERMISSION,
@@ -224,6 +239,7 @@ impl Error {
             Error::UnknownType { .. } => "unknown-type",
             Error::NoTypeFits { .. } => "no-type-fits",
             Error::Exhausted { .. } => "exhausted",
+            Error::NoMigrationTarget { .. } => "no-migration-target",
             Error::PermissionDenied { .. } => "permission-denied",
             Error::UnknownUuid { .. } => "unknown-uuid",
             Error::InvalidUuid { .. } => "invalid-uuid",
@@ -308,6 +324,13 @@ impl Error {
                     ..d
                 }
             }
+            Error::NoMigrationTarget {
+                uuid, offered_by, ..
+            } => ErrorDetails {
+                uuid: Some(uuid.clone()),
+                present: Some(offered_by.clone()),
+                ..d
+            },
             Error::InvalidDefinition { path: p, .. }
             | Error::PermissionDenied { path: p, .. }
             | Error::Io { path: p, .. } => ErrorDetails { path: path(p), ..d },

@@ -463,7 +463,7 @@ host_memory_state 0";
 /// and the last save/restore.  Compared by its keys with the driver's in the VM.
 const SIM_MIGRATION: &str =
     "capabilities stop_copy p2p pre_copy\nstate running\nmax_stream_bytes 0\n\
-saved_bytes 0\nsave_us 0\nrestored_bytes 0\nrestore_us 0\nrefused 0";
+saved_bytes 0\nprecopy_bytes 0\nstop_copy_bytes 0\nsave_us 0\nrestored_bytes 0\nrestore_us 0\nrefused 0";
 
 /// The driver's placement (gvt-core `partition.rs`): among the free gaps of
 /// `[start, end)` between the `used` extents, the smallest that holds `size`, the

@@ -31,8 +31,8 @@ pub mod uuid;
 pub mod vmm;
 
 pub use ctl::{
-    CreateRequest, DefineRequest, DisplayPath, Gvtctl, Instance, StartOutcome, StartStatus,
-    DEFAULT_TIMEOUT,
+    CreateRequest, DefineRequest, DisplayPath, Gvtctl, Instance, Migration, StartOutcome,
+    StartStatus, DEFAULT_TIMEOUT,
 };
 pub use defs::{DamagedDefinition, Definition, StartMode};
 pub use error::{exit, Error, ErrorDetails, ExistingInstance};

@@ -153,6 +153,26 @@ pub struct GgttState {
     mapped: u64,
     in_drop_burst: bool,
     stats: GgttStats,
+    /// Chunks of guest entries written since the last [`GgttState::clear_dirty`]
+    /// (migration's PRE_COPY: what changed after it was sent), one bit per
+    /// `1 << dirty_shift` storage entries.
+    dirty: [u64; DIRTY_WORDS],
+    dirty_shift: u32,
+}
+
+/// Words of the dirty-chunk bitmap: at most `64 * DIRTY_WORDS` chunks.
+pub const DIRTY_WORDS: usize = 8;
+/// Smallest dirty chunk: 64 entries (256 KiB of graphics memory, 512 bytes of PTEs).
+pub const DIRTY_MIN_SHIFT: u32 = 6;
+
+/// The chunk size (log2, in entries) for `n` storage entries: the smallest
+/// from [`DIRTY_MIN_SHIFT`] that needs no more than `64 * DIRTY_WORDS` chunks.
+const fn dirty_shift_for(n: usize) -> u32 {
+    let mut s = DIRTY_MIN_SHIFT;
+    while s < 63 && (n >> s) >= 64 * DIRTY_WORDS {
+        s += 1;
+    }
+    s
 }
 
 impl GgttState {
@@ -167,6 +187,48 @@ impl GgttState {
     /// Counters.
     pub fn stats(&self) -> GgttStats {
         self.stats
+    }
+
+    /// Entries per dirty chunk.
+    pub fn dirty_chunk_len(&self) -> usize {
+        1usize << self.dirty_shift
+    }
+
+    /// Forget what was written: every chunk clean (its entries were sent).
+    pub fn clear_dirty(&mut self) {
+        self.dirty = [0; DIRTY_WORDS];
+    }
+
+    /// Every chunk dirty (nothing sent can be trusted any more).
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty = [u64::MAX; DIRTY_WORDS];
+    }
+
+    fn mark_dirty(&mut self, l: usize) {
+        let c = l >> self.dirty_shift;
+        if let Some(w) = self.dirty.get_mut(c / 64) {
+            *w |= 1 << (c % 64);
+        }
+    }
+
+    /// The storage ranges `[first, end)` of the dirty chunks, ascending (a
+    /// chunk past the last entry is not listed).
+    pub fn dirty_ranges(&self) -> impl Iterator<Item = (usize, usize)> + '_ {
+        let n = self.gm.entries();
+        let shift = self.dirty_shift;
+        (0..64 * DIRTY_WORDS)
+            .filter(move |c| {
+                self.dirty
+                    .get(c / 64)
+                    .is_some_and(|w| w & (1 << (c % 64)) != 0)
+            })
+            .map(move |c| (c << shift, ((c + 1) << shift).min(n)))
+            .filter(|(a, b)| a < b)
+    }
+
+    /// How many storage entries lie in dirty chunks.
+    pub fn dirty_entries(&self) -> usize {
+        self.dirty_ranges().map(|(a, b)| b - a).sum()
     }
 }
 
@@ -237,6 +299,8 @@ impl<'a> Ggtt<'a> {
                 mapped: 0,
                 in_drop_burst: false,
                 stats: GgttStats::default(),
+                dirty: [u64::MAX; DIRTY_WORDS],
+                dirty_shift: dirty_shift_for(n),
             },
             guest,
             shadow,
@@ -457,6 +521,9 @@ impl<'a> Ggtt<'a> {
         if let Some(g) = self.guest.get_mut(l) {
             *g = value;
         }
+        if value != old_value {
+            self.st.mark_dirty(l);
+        }
         let gfn = guest_pte_frame(value);
         let present = guest_pte_present(value);
         if present && old_shadow != 0 && guest_pte_frame(old_value) == gfn {
@@ -572,7 +639,10 @@ impl<'a> Ggtt<'a> {
             };
             self.replace(gmem, be, cpu, l, 0, v, s);
             if let Some(g) = self.guest.get_mut(l) {
-                *g = 0;
+                if *g != 0 {
+                    *g = 0;
+                    self.st.mark_dirty(l);
+                }
             }
         }
         self.st.in_drop_burst = false;

@@ -49,7 +49,9 @@ use super::gm_view::GmView;
 use super::gpu::Gpu;
 use super::irq::GtIrq;
 use super::mem::{GmRange, PAGE_SHIFT};
-use super::migration::{self, Cursor, Identity, StreamError, Tag, Writer, SECTION_REQUIRED};
+use super::migration::{
+    self, Cursor, Identity, Paused, StreamError, Tag, Writer, SECTION_REQUIRED,
+};
 use super::mmio::{set_vreg, vreg, GGTT_VIEW_BASE};
 use super::partition::Partition;
 use super::pvinfo::{PvInfo, PVINFO_BASE, PVINFO_DWORDS, PVINFO_SIZE};
@@ -80,6 +82,8 @@ pub enum MigrationError {
     Busy,
     /// Restore only: a replayed access was refused outright.
     Replay(AccessError),
+    /// Save only: a final part without an initial part.
+    NotStarted,
 }
 
 impl From<StreamError> for MigrationError {
@@ -161,6 +165,37 @@ const VBLANK_LEN: usize = 21;
 /// Byte offset of `vgt_id` in the PVINFO section.
 const VGT_ID_AT: usize = super::pvinfo::vgtif::VGT_ID as usize;
 
+/// The sections an initial part carries that the final part sends again
+/// if they changed (compared by their FNV-1a fingerprint).
+const RESENT: [Tag; 4] = [Tag::Config, Tag::Vregs, Tag::PvInfo, Tag::Edid];
+/// The fingerprint of a section the initial part did not carry.
+const ABSENT: u64 = 0;
+
+/// A stream being saved in two parts (VFIO PRE_COPY then STOP_COPY),
+/// kept by the glue between [`Vgpu::save_initial`] and [`Vgpu::save_final`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Precopy {
+    /// Where the initial part ended (`None`: no initial part yet).
+    at: Option<Paused>,
+    /// Fingerprints of the [`RESENT`] sections as the initial part sent them.
+    fp: [u64; 4],
+    /// Bytes of the initial part.
+    pub initial: usize,
+    /// Bytes of the rounds after it ([`Vgpu::save_round`]).
+    pub rounds: usize,
+}
+
+/// The guest GM page number of storage entry `i` in view `gm` whose
+/// aperture holds `ap_entries` entries.
+fn view_page(gm: &VgpuGm, ap_entries: usize, i: usize) -> u32 {
+    let gma = if i < ap_entries {
+        gm.aperture.base + ((i as u64) << PAGE_SHIFT)
+    } else {
+        gm.high.base + (((i - ap_entries) as u64) << PAGE_SHIFT)
+    };
+    (gma >> PAGE_SHIFT) as u32
+}
+
 /// A stream checked against a target, with what the target takes from it.
 struct Checked<'s> {
     stream: migration::Stream<'s>,
@@ -198,25 +233,28 @@ impl<const P: usize> Vgpu<P> {
 
     /// Largest stream a vGPU of this geometry can produce (the glue's
     /// buffer size).
+    /// (Both parts of a PRE_COPY stream: the resent sections and the GGTT
+    /// may each appear twice, the GGTT's second time as delta records.)
     pub fn max_stream_len(&self) -> usize {
+        let chunks = self.gm().entries() / self.ggtt.dirty_chunk_len() + 2;
         migration::HEADER_LEN
-            + (Tag::BODY.len() + 1) * migration::SECTION_HEAD
-            + CFG_SIZE
-            + VREG_DWORDS * 8
-            + PVINFO_DWORDS * 4
-            + self.gm().entries() * 12
+            + (Tag::BODY.len() + 1 + RESENT.len()) * migration::SECTION_HEAD
+            + 2 * (CFG_SIZE + VREG_DWORDS * 8 + PVINFO_DWORDS * 4 + migration::EDID_MAX)
+            + 2 * self.gm().entries() * 12
+            + chunks * migration::DELTA_HEAD
             + 64 * 8
             + regs::FENCE_COUNT as usize * 8
             + 4 * (6 + 2 * EngineId::COUNT)
             + VBLANK_LEN
-            + migration::EDID_MAX
             + 8
             + 8
     }
 
-    /// `STOP_COPY`: write this (stopped, drained) vGPU's state, as type
-    /// `type_name`, into `out`; `edid`: the VMM's EDID blob.  Returns the
-    /// stream's length.
+    /// `STOP_COPY` from `STOP`: write this (stopped, drained) vGPU's whole
+    /// state, as type `type_name`, into `out`; `edid`: the VMM's EDID blob.
+    /// Returns the stream's length.  (The initial and the final part of
+    /// [`Vgpu::save_initial`] and [`Vgpu::save_final`] back to back: nothing
+    /// changed in between, so the final part carries no delta.)
     pub fn save_state<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
         env: &mut Env<'_, S>,
@@ -224,6 +262,112 @@ impl<const P: usize> Vgpu<P> {
         edid: Option<&[u8]>,
         out: &mut [u8],
     ) -> Result<usize, MigrationError> {
+        if self.engines_busy(env) {
+            return Err(MigrationError::Busy);
+        }
+        let mut pre = Precopy::default();
+        let n = self.save_initial(env, type_name, edid, out, &mut pre)?;
+        let rest = out.get_mut(n..).ok_or(StreamError::NoSpace)?;
+        Ok(n + self.save_final(env, edid, rest, &mut pre)?)
+    }
+
+    /// Before a part is written while the guest runs: the EDID's size
+    /// checked, the vregs brought up to date with the GPU and the display.
+    fn fresh_vregs<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &self,
+        env: &mut Env<'_, S>,
+        edid: Option<&[u8]>,
+    ) -> Result<(), MigrationError> {
+        if edid.is_some_and(|e| e.len() > migration::EDID_MAX) {
+            return Err(MigrationError::BadContents(Tag::Edid as u16));
+        }
+        let vregs = &mut *env.st.vregs;
+        env.gpu.with(|gpu, _| self.refresh(gpu, vregs));
+        self.refresh_de(env.st.vregs);
+        Ok(())
+    }
+
+    /// `RUNNING` → `PRE_COPY`: the initial part of a version-2 stream while
+    /// the guest runs: the header, Config, Vregs, PvInfo, the guest's whole
+    /// GGTT and the EDID, the bulk of the state.  From here the GGTT's
+    /// dirty chunks and the sections' fingerprints in `pre` say what the
+    /// final part must send again.  Returns the part's length.
+    pub fn save_initial<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        type_name: &[u8],
+        edid: Option<&[u8]>,
+        out: &mut [u8],
+        pre: &mut Precopy,
+    ) -> Result<usize, MigrationError> {
+        self.fresh_vregs(env, edid)?;
+        let mut w = Writer::new(out, &self.migration_identity(type_name))?;
+        let mut fp = [0u64; 4];
+        for (i, tag) in RESENT.into_iter().enumerate() {
+            let m = w.mark()?;
+            if self.write_resent(env, tag, edid, &mut w)? {
+                fp[i] = migration::fnv1a64(w.since(m));
+            } else {
+                w.rollback(m);
+                fp[i] = ABSENT;
+            }
+        }
+        w.section(Tag::Ggtt, SECTION_REQUIRED)?;
+        let gm = self.gm();
+        let ap_entries = (gm.aperture.size >> PAGE_SHIFT) as usize;
+        for (i, v) in env.st.ggtt_guest.iter().enumerate() {
+            if *v == 0 {
+                continue;
+            }
+            w.u32(view_page(&gm, ap_entries, i))?;
+            w.u64(*v)?;
+        }
+        self.ggtt.clear_dirty();
+        let (n, at) = w.pause(Paused {
+            hash: migration::FNV_BASIS,
+            bytes: 0,
+        })?;
+        *pre = Precopy {
+            at: Some(at),
+            fp,
+            initial: n,
+            rounds: 0,
+        };
+        Ok(n)
+    }
+
+    /// Entries per GGTT dirty chunk (what one delta record covers at most).
+    pub fn ggtt_dirty_chunk_len(&self) -> usize {
+        self.ggtt.dirty_chunk_len()
+    }
+
+    /// What the final part would carry of the GGTT now (bytes of its
+    /// delta records), for `VFIO_MIG_GET_PRECOPY_INFO`-style estimates.
+    pub fn precopy_dirty_bytes(&self) -> usize {
+        let gm = self.gm();
+        let ap_entries = (gm.aperture.size >> PAGE_SHIFT) as usize;
+        self.ggtt
+            .dirty_ranges()
+            .map(|(a, b)| {
+                let split = usize::from(a < ap_entries && b > ap_entries);
+                migration::DELTA_HEAD * (1 + split) + 12 * (b - a)
+            })
+            .sum()
+    }
+
+    /// `STOP_COPY` after `PRE_COPY`: the final part of the stream begun by
+    /// [`Vgpu::save_initial`] with `pre`, from the stopped, drained vGPU:
+    /// GGTT delta records for the chunks written since, Config, Vregs,
+    /// PvInfo and EDID again only if they changed, then the small volatile
+    /// state and the trailer.  Returns the part's length.
+    pub fn save_final<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        edid: Option<&[u8]>,
+        out: &mut [u8],
+        pre: &mut Precopy,
+    ) -> Result<usize, MigrationError> {
+        let at = pre.at.take().ok_or(MigrationError::NotStarted)?;
         let slot = self.slot;
         let this = &*self;
         let vregs = &mut *env.st.vregs;
@@ -246,52 +390,17 @@ impl<const P: usize> Vgpu<P> {
             )
         });
         if busy {
+            pre.at = Some(at);
             return Err(MigrationError::Busy);
+        }
+        if edid.is_some_and(|e| e.len() > migration::EDID_MAX) {
+            return Err(MigrationError::BadContents(Tag::Edid as u16));
         }
         self.refresh_de(env.st.vregs);
         let now = env.clock.now_ns();
+        let mut w = Writer::resume(out, at);
+        self.write_changes(env, edid, &mut w, &pre.fp)?;
         let vregs = &*env.st.vregs;
-        let mut w = Writer::new(out, &self.migration_identity(type_name))?;
-        w.section(Tag::Config, SECTION_REQUIRED)?;
-        w.bytes(self.cfg.as_bytes())?;
-        w.section(Tag::Vregs, SECTION_REQUIRED)?;
-        // By guest offset (dword index), whatever the vreg file's layout:
-        // only pages that have a place in it can hold a non-zero value.
-        for page in 0..regs::REG_PAGES as u32 {
-            let base = page * regs::VREG_PAGE_SIZE;
-            if regs::vreg_index(vregs, base).is_none() {
-                continue;
-            }
-            for k in 0..regs::VREG_PAGE_DWORDS as u32 {
-                let off = base + k * 4;
-                let v = vreg(vregs, off);
-                if v != 0 && plain(off) {
-                    w.u32(off / 4)?;
-                    w.u32(v)?;
-                }
-            }
-        }
-        w.section(Tag::PvInfo, SECTION_REQUIRED)?;
-        let lo = regs::fixed_index(PVINFO_BASE);
-        let page = vregs.get(lo..lo + PVINFO_DWORDS).unwrap_or(&[]);
-        for i in 0..PVINFO_DWORDS as u32 {
-            w.u32(self.mmio.pvinfo().read(page, i * 4))?;
-        }
-        w.section(Tag::Ggtt, SECTION_REQUIRED)?;
-        let gm = self.gm();
-        let ap_entries = (gm.aperture.size >> PAGE_SHIFT) as usize;
-        for (i, v) in env.st.ggtt_guest.iter().enumerate() {
-            if *v == 0 {
-                continue;
-            }
-            let gma = if i < ap_entries {
-                gm.aperture.base + ((i as u64) << PAGE_SHIFT)
-            } else {
-                gm.high.base + (((i - ap_entries) as u64) << PAGE_SHIFT)
-            };
-            w.u32((gma >> PAGE_SHIFT) as u32)?;
-            w.u64(*v)?;
-        }
         w.section(Tag::Mmio, SECTION_REQUIRED)?;
         for off in replay_offsets() {
             w.u32(off)?;
@@ -325,17 +434,157 @@ impl<const P: usize> Vgpu<P> {
         w.u32(self.vblank.flips())?;
         w.u64(self.vblank.period_ns())?;
         w.u8(u8::from(self.vblank.running()))?;
-        if let Some(e) = edid {
-            if e.len() > migration::EDID_MAX {
-                return Err(MigrationError::BadContents(Tag::Edid as u16));
-            }
-            w.section(Tag::Edid, 0)?;
-            w.bytes(e)?;
-        }
         w.section(Tag::Sched, SECTION_REQUIRED)?;
         w.u32(weight)?;
         w.u32(hangs)?;
-        Ok(w.finish()?)
+        let n = w.finish()?;
+        self.ggtt.clear_dirty();
+        Ok(n)
+    }
+
+    /// Write what changed since the parts before (`fp`: their fingerprints
+    /// of the [`RESENT`] sections): those sections again if they changed,
+    /// a GGTT delta record per slice of each dirty chunk.  The new
+    /// fingerprints.
+    fn write_changes<S: Services>(
+        &self,
+        env: &mut Env<'_, S>,
+        edid: Option<&[u8]>,
+        w: &mut Writer<'_>,
+        fp: &[u64; 4],
+    ) -> Result<[u64; 4], MigrationError> {
+        let mut now = *fp;
+        // What changed since the parts before, and only that.
+        for (i, tag) in RESENT.into_iter().enumerate() {
+            let m = w.mark()?;
+            let present = self.write_resent(env, tag, edid, w)?;
+            if !present && fp[i] != ABSENT {
+                // The EDID went away: an empty section says so.
+                w.section(tag, 0)?;
+            }
+            if let Some(x) = now.get_mut(i) {
+                *x = if present {
+                    migration::fnv1a64(w.since(m))
+                } else {
+                    ABSENT
+                };
+            }
+            if now.get(i) == fp.get(i) {
+                w.rollback(m);
+            }
+        }
+        let gm = self.gm();
+        let ap_entries = (gm.aperture.size >> PAGE_SHIFT) as usize;
+        let mut opened = false;
+        for (a, b) in self.ggtt.dirty_ranges() {
+            // One record per slice the chunk touches.
+            let split = if a < ap_entries && b > ap_entries {
+                ap_entries
+            } else {
+                b
+            };
+            for (lo, hi) in [(a, split), (split, b)] {
+                if lo >= hi {
+                    continue;
+                }
+                if !opened {
+                    w.section(Tag::GgttDelta, SECTION_REQUIRED)?;
+                    opened = true;
+                }
+                let range = env.st.ggtt_guest.get(lo..hi).unwrap_or(&[]);
+                let count = range.iter().filter(|v| **v != 0).count();
+                w.u32(view_page(&gm, ap_entries, lo))?;
+                w.u32((hi - lo) as u32)?;
+                w.u32(count as u32)?;
+                for (k, v) in range.iter().enumerate() {
+                    if *v != 0 {
+                        w.u32(view_page(&gm, ap_entries, lo + k))?;
+                        w.u64(*v)?;
+                    }
+                }
+            }
+        }
+        Ok(now)
+    }
+
+    /// `PRE_COPY`, after the initial part: one more round of what changed
+    /// since the parts before (the VMM asked how much precopy data is left
+    /// and read everything so far), written while the guest runs into
+    /// `out`; 0: nothing changed (or `out` is too small: it stays for the
+    /// final part).  Nothing is marked sent unless the round was written.
+    pub fn save_round<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        edid: Option<&[u8]>,
+        out: &mut [u8],
+        pre: &mut Precopy,
+    ) -> Result<usize, MigrationError> {
+        let at = pre.at.ok_or(MigrationError::NotStarted)?;
+        self.fresh_vregs(env, edid)?;
+        let mut w = Writer::resume(out, at);
+        let fp = self.write_changes(env, edid, &mut w, &pre.fp)?;
+        let (n, next) = w.pause(at)?;
+        if n > 0 {
+            pre.at = Some(next);
+            pre.fp = fp;
+            pre.rounds += n;
+            self.ggtt.clear_dirty();
+        }
+        Ok(n)
+    }
+
+    /// Write section `tag` (one of [`RESENT`]) as it is now; `false`: it
+    /// has nothing to say (no EDID) and nothing was written.
+    fn write_resent<S: Services>(
+        &self,
+        env: &mut Env<'_, S>,
+        tag: Tag,
+        edid: Option<&[u8]>,
+        w: &mut Writer<'_>,
+    ) -> Result<bool, MigrationError> {
+        let vregs = &*env.st.vregs;
+        match tag {
+            Tag::Config => {
+                w.section(Tag::Config, SECTION_REQUIRED)?;
+                w.bytes(self.cfg.as_bytes())?;
+            }
+            Tag::Vregs => {
+                w.section(Tag::Vregs, SECTION_REQUIRED)?;
+                // By guest offset (dword index), whatever the vreg file's
+                // layout: only pages that have a place in it can hold a
+                // non-zero value.
+                for page in 0..regs::REG_PAGES as u32 {
+                    let base = page * regs::VREG_PAGE_SIZE;
+                    if regs::vreg_index(vregs, base).is_none() {
+                        continue;
+                    }
+                    for k in 0..regs::VREG_PAGE_DWORDS as u32 {
+                        let off = base + k * 4;
+                        let v = vreg(vregs, off);
+                        if v != 0 && plain(off) {
+                            w.u32(off / 4)?;
+                            w.u32(v)?;
+                        }
+                    }
+                }
+            }
+            Tag::PvInfo => {
+                w.section(Tag::PvInfo, SECTION_REQUIRED)?;
+                let lo = regs::fixed_index(PVINFO_BASE);
+                let page = vregs.get(lo..lo + PVINFO_DWORDS).unwrap_or(&[]);
+                for i in 0..PVINFO_DWORDS as u32 {
+                    w.u32(self.mmio.pvinfo().read(page, i * 4))?;
+                }
+            }
+            _ => match edid {
+                Some(e) => {
+                    w.section(Tag::Edid, 0)?;
+                    w.bytes(e)?;
+                }
+                None => return Ok(false),
+            },
+        }
+        Ok(true)
     }
 
     /// Check `stream` against this vGPU (of type `type_name`) without
@@ -428,6 +677,17 @@ impl<const P: usize> Vgpu<P> {
                 return Err(bad(Tag::Ggtt));
             }
         }
+        // GGTT deltas: each record's range inside one slice of the view
+        // (its entries are inside the range: the parser checked).
+        for p in s.all(Tag::GgttDelta) {
+            for r in migration::delta_records(p) {
+                let first = u64::from(r.first) << PAGE_SHIFT;
+                let len = u64::from(r.pages) << PAGE_SHIFT;
+                if !gm.aperture.contains(first, len) && !gm.high.contains(first, len) {
+                    return Err(bad(Tag::GgttDelta));
+                }
+            }
+        }
         let mut c = Cursor::new(sec(Tag::Mmio)?);
         while c.remaining() > 0 {
             let off = c.u32()?;
@@ -469,7 +729,8 @@ impl<const P: usize> Vgpu<P> {
         } = self.check(type_name, stream)?;
         let sec = |t: Tag| s.section(t).ok_or(StreamError::MissingSection(t as u16));
         let mut rep = Restored {
-            edid: s.section(Tag::Edid),
+            // An empty EDID section: the EDID went away after PRE_COPY.
+            edid: s.section(Tag::Edid).filter(|e| !e.is_empty()),
             ..Restored::default()
         };
         self.reset(env);
@@ -507,6 +768,37 @@ impl<const P: usize> Vgpu<P> {
             rep.ptes += 1;
             if let Some(super::ggtt::PteWrite::Rejected(_)) = w.pte() {
                 rep.ptes_rejected += 1;
+            }
+        }
+        // Then what changed during PRE_COPY, in stream order: each record's
+        // range holds exactly its entries afterwards.
+        for p in s.all(Tag::GgttDelta) {
+            for r in migration::delta_records(p) {
+                let mut listed = r.entries().peekable();
+                for page in r.first..r.first.saturating_add(r.pages) {
+                    let v = match listed.peek() {
+                        Some((p, v)) if *p == page => {
+                            let v = *v;
+                            listed.next();
+                            v
+                        }
+                        _ => 0,
+                    };
+                    let at = GGTT_VIEW_BASE + u64::from(page) * 8;
+                    let mut cur = [0u8; 8];
+                    self.bar0_read(env, at, &mut cur)
+                        .map_err(MigrationError::Replay)?;
+                    if u64::from_le_bytes(cur) == v {
+                        continue;
+                    }
+                    let w = self
+                        .bar0_write(env, at, &v.to_le_bytes())
+                        .map_err(MigrationError::Replay)?;
+                    rep.ptes += 1;
+                    if let Some(super::ggtt::PteWrite::Rejected(_)) = w.pte() {
+                        rep.ptes_rejected += 1;
+                    }
+                }
             }
         }
         let mut c = Cursor::new(sec(Tag::Mmio)?);

@@ -63,7 +63,7 @@ complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l fences -d 'Mini
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l parent -d 'Parent device (default: any with room)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l type -d 'Exact mdev type (e.g. gvt_rs-GVTsim_64M, i915-GVTg_V5_4, mtty-1)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l uuid -d 'Use this UUID instead of a random one' -r
-complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l like -d 'A migration target for vGPU UUID: its parent and type (a VFIO migration stream is accepted only by a vGPU of the same type and slices), its weight and display path (--parent, --weight, --display override them)' -r
+complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l like -d 'A migration target for vGPU UUID: its type (a VFIO migration stream is accepted only by a vGPU of the same type), on --parent, else on UUID\'s parent, else on another parent offering the type (none: exit 3, no-migration-target); its weight and display path (--weight, --display override them)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l weight -d 'Scheduler weight (gvt-rs types)' -r
 complete -c gvtctl -n "__fish_gvtctl_using_subcommand create" -l display -d 'How QEMU\'s display=on gets the screen (gvt-rs types): dmabuf (zero-copy; QEMU needs a GL display such as -display egl-headless or gtk,gl=on) or region (any display, VNC included). Default: the driver\'s (region, unless gvt_rs was loaded with dmabuf=1)' -r -f -a "dmabuf\t''
 region\t''"

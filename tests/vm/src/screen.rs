@@ -214,6 +214,37 @@ pub struct Qmp {
 }
 
 impl Qmp {
+    /// QMP `migrate` to `uri`, then `query-migrate` until it ends
+    /// (`completed`, `failed` or `cancelled`; panics after `deadline`):
+    /// that status and the last answer (downtime, total time, ...).
+    pub fn migrate(&mut self, uri: &str, deadline: Duration) -> (String, serde_json::Value) {
+        self.cmd(serde_json::json!({"execute": "migrate", "arguments": {"uri": uri}}));
+        let t0 = Instant::now();
+        loop {
+            let r = self.cmd(serde_json::json!({"execute": "query-migrate"}));
+            let st = r.get("status").and_then(|v| v.as_str()).unwrap_or("");
+            if matches!(st, "completed" | "failed" | "cancelled") {
+                return (st.to_string(), r);
+            }
+            assert!(t0.elapsed() < deadline, "the migration did not end: {r}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// `query-status` until the VM runs (an incoming migration's target
+    /// once it took over); panics after `deadline`.
+    pub fn wait_running(&mut self, deadline: Duration) {
+        let t0 = Instant::now();
+        loop {
+            let st = self.cmd(serde_json::json!({"execute": "query-status"}));
+            if st.get("status").and_then(|v| v.as_str()) == Some("running") {
+                return;
+            }
+            assert!(t0.elapsed() < deadline, "the VM never ran: {st}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     pub fn new(path: &str) -> Qmp {
         let s = connect(path);
         let mut q = Qmp {

@@ -2,7 +2,8 @@
 //!
 //! A fresh target vGPU takes either the raw input as a stream (first byte
 //! even) or a valid stream from a vGPU with GGTT entries, ring programming,
-//! a fence and a display plane, edited by the input's `(offset: u16, xor:
+//! a fence and a display plane (bit 2 of the first byte: written in PRE_COPY
+//! parts, with GGTT delta records and resent sections), edited by the input's `(offset: u16, xor:
 //! u8)` triples and resealed with a correct checksum (first byte odd: the
 //! contents, not the checksum, are tested).  The target has the source's
 //! placement (bit 1 of the first byte clear) or another one of the same
@@ -27,7 +28,7 @@ use gvt_core::partition::Partition;
 use gvt_core::regs::{self, ring, DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC};
 use gvt_core::services::{Clock, CpuMappings, Held};
 use gvt_core::vgpu::{storage_sizes, Env, Vgpu, VgpuParams, VgpuStorage};
-use gvt_core::vgpu_migrate::MigrationError;
+use gvt_core::vgpu_migrate::{MigrationError, Precopy};
 use libfuzzer_sys::fuzz_target;
 
 const TYPE: &[u8] = b"gvt_rs-fuzz";
@@ -130,10 +131,13 @@ fn rig_at(at: Partition) -> Rig {
     Rig { gpu, phys, host, pages, clock, ram, vregs, gg, gs, snap, v }
 }
 
-/// A valid stream: GGTT entries, a ring, a fence, a plane, PP_DIR_BASE.
-fn valid() -> &'static [u8] {
+/// A valid stream: GGTT entries, a ring, a fence, a plane, PP_DIR_BASE;
+/// `precopy`: written as PRE_COPY writes it (an initial part, GGTT writes,
+/// a round, more GGTT writes and a register, the final part).
+fn valid(precopy: bool) -> &'static [u8] {
     static S: OnceLock<Vec<u8>> = OnceLock::new();
-    S.get_or_init(|| {
+    static P: OnceLock<Vec<u8>> = OnceLock::new();
+    (if precopy { &P } else { &S }).get_or_init(|| {
         let mut r = rig();
         let w = |r: &mut Rig, off: u64, d: &[u8]| {
             call!(r, |v, env| v.bar0_write(&mut env, off, d)).unwrap();
@@ -151,10 +155,30 @@ fn valid() -> &'static [u8] {
         w(&mut r, u64::from(DSPASTRIDE), &256u32.to_le_bytes());
         w(&mut r, u64::from(DSPASURF), &(1u32 << 20).to_le_bytes());
         w(&mut r, u64::from(DSPACNTR), &((1u32 << 31) | (6 << 26)).to_le_bytes());
+        let edid = [7u8; 128];
         let mut buf = vec![0u8; r.v.max_stream_len()];
-        let n = call!(&mut r, |v, env| v.save_state(&mut env, TYPE, Some(&[7u8; 128]), &mut buf)).unwrap();
-        buf.truncate(n);
-        buf
+        if !precopy {
+            let n = call!(&mut r, |v, env| v.save_state(&mut env, TYPE, Some(&edid), &mut buf)).unwrap();
+            buf.truncate(n);
+            return buf;
+        }
+        let pte = |i: u64| GGTT_VIEW_BASE + ((1u64 << 20) / PAGE_SIZE + i) * 8;
+        let hi = |i: u64| GGTT_VIEW_BASE + ((8u64 << 20) / PAGE_SIZE + i) * 8;
+        let mut pre = Precopy::default();
+        let mut out = Vec::new();
+        let n = call!(&mut r, |v, env| v.save_initial(&mut env, TYPE, Some(&edid), &mut buf, &mut pre)).unwrap();
+        out.extend_from_slice(&buf[..n]);
+        w(&mut r, pte(1), &0u64.to_le_bytes());
+        w(&mut r, hi(3), &((0x110u64 << 12) | 1).to_le_bytes());
+        let n = call!(&mut r, |v, env| v.save_round(&mut env, Some(&edid), &mut buf, &mut pre)).unwrap();
+        out.extend_from_slice(&buf[..n]);
+        w(&mut r, pte(1), &((0x111u64 << 12) | 1).to_le_bytes());
+        w(&mut r, pte(200), &((0x112u64 << 12) | 1).to_le_bytes());
+        let bcs = gvt_core::backend::EngineId::Bcs;
+        w(&mut r, u64::from(bcs.reg(0x98)), &0x55u32.to_le_bytes());
+        let n = call!(&mut r, |v, env| v.save_final(&mut env, Some(&edid), &mut buf, &mut pre)).unwrap();
+        out.extend_from_slice(&buf[..n]);
+        out
     })
 }
 
@@ -164,7 +188,7 @@ fuzz_target!(|data: &[u8]| {
     if mode & 1 == 0 {
         stream = rest.to_vec();
     } else {
-        stream = valid().to_vec();
+        stream = valid(mode & 4 != 0).to_vec();
         let n = stream.len();
         for e in rest.chunks_exact(3) {
             let at = usize::from(u16::from_le_bytes([e[0], e[1]])) % (n - 16);

@@ -11,7 +11,7 @@ use gvt_core::backend::Backend;
 use gvt_core::migration::{self, StreamError, Tag};
 use gvt_core::regs::{self, ring, DE_IER, DE_IMR, DSPACNTR, DSPASTRIDE, DSPASURF, PIPEASRC};
 use gvt_core::vblank::{PIPEA_FLIPCOUNT, PIPEA_FRMCOUNT};
-use gvt_core::vgpu_migrate::MigrationError;
+use gvt_core::vgpu_migrate::{MigrationError, Precopy};
 use proptest::prelude::*;
 
 use super::*;
@@ -282,10 +282,12 @@ fn other_type_placement_version_and_damage_are_refused_untouched() {
         Err(MigrationError::PvInfoMismatch)
     );
     let mut newer = stream.clone();
-    newer[8] = 2;
+    newer[8] = migration::VERSION as u8 + 1;
     assert_eq!(
         restore(&mut b, 0, TYPE, &newer),
-        Err(MigrationError::Stream(StreamError::NewerVersion(2)))
+        Err(MigrationError::Stream(StreamError::NewerVersion(
+            migration::VERSION + 1
+        )))
     );
     assert_eq!(
         restore(&mut b, 0, TYPE, &stream[..stream.len() - 1]),
@@ -574,4 +576,189 @@ fn a_vgpu_moves_to_another_placement_and_its_guest_sees_no_difference() {
     let fresh = GuestDriver::probe(&mut other.bus(1)).expect("probe");
     assert_eq!(fresh.aperture, part(1).aperture);
     assert_eq!(other.vms[1].ram.outstanding_pins(), 0);
+}
+
+/// The guest's GGTT entry for GM page `page` through the window.
+fn pte(w: &mut World, k: usize, page: u64) -> u64 {
+    let mut b = [0u8; 8];
+    assert!(w
+        .bus(k)
+        .bar0_read(gvt_core::mmio::GGTT_VIEW_BASE + page * 8, &mut b));
+    u64::from_le_bytes(b)
+}
+
+fn set_pte(w: &mut World, k: usize, page: u64, v: u64) {
+    assert!(w
+        .bus(k)
+        .bar0_write(gvt_core::mmio::GGTT_VIEW_BASE + page * 8, &v.to_le_bytes()));
+}
+
+/// Issue 14, PRE_COPY: the initial part (header, config space, vregs,
+/// PVINFO, the whole guest GGTT, EDID) is written while the guest runs; the
+/// guest then writes GGTT entries (one mapped anew, one unmapped), a plain
+/// register and its PVINFO; the final part, written stopped, carries only
+/// the chunks it wrote (delta records), the sections that changed and the
+/// volatile state.  A target that takes both parts ends exactly where a
+/// target of a whole stream saved at the same moment does; a final part
+/// whose GGTT delta is dropped (an old, stale GGTT) does not.
+#[test]
+fn precopy_moves_the_bulk_first_and_stop_copy_only_what_changed() {
+    let (mut a, _d) = busy_source();
+    let cap = a.vgpu(0).max_stream_len();
+    let mut initial = vec![0u8; cap];
+    let mut pre = Precopy::default();
+    let n1 = a
+        .with_vm(0, |v, env| {
+            v.save_initial(env, TYPE, Some(&EDID), &mut initial, &mut pre)
+        })
+        .expect("initial part");
+    initial.truncate(n1);
+    assert_eq!(pre.initial, n1);
+    assert_eq!(a.vgpu(0).precopy_dirty_bytes(), 0, "nothing dirty yet");
+    // The guest runs on.
+    let gm = a.vgpu(0).gm_view().view();
+    let pages: Vec<u64> = (gm.aperture.base / PAGE_SIZE..gm.aperture.end() / PAGE_SIZE)
+        .chain(gm.high.base / PAGE_SIZE..gm.high.end() / PAGE_SIZE)
+        .collect();
+    let mapped: Vec<u64> = pages
+        .iter()
+        .copied()
+        .filter(|p| pte(&mut a, 0, *p) != 0)
+        .collect();
+    assert!(mapped.len() >= 3);
+    // Remap the last mapped entry to the first one's frame, unmap the second.
+    let free = *mapped.last().unwrap();
+    let v = pte(&mut a, 0, mapped[0]);
+    assert_ne!(pte(&mut a, 0, free), v);
+    set_pte(&mut a, 0, free, v);
+    set_pte(&mut a, 0, mapped[1], 0);
+    use gvt_core::pvinfo::{vgtif, PVINFO_BASE};
+    w32(&mut a, 0, PVINFO_BASE + vgtif::DISPLAY_READY, 0);
+    w32(&mut a, 0, RCS.reg(ring::HWSTAM), 0x1234_5678);
+    let dirty = a.vgpu(0).precopy_dirty_bytes();
+    assert!(dirty > 0, "the written chunks are dirty");
+    // A PRE_COPY round while it runs: what changed so far.
+    let mut round = vec![0u8; cap];
+    let nr = a
+        .with_vm(0, |v, env| {
+            v.save_round(env, Some(&EDID), &mut round, &mut pre)
+        })
+        .expect("round");
+    round.truncate(nr);
+    assert!(nr > 0 && pre.rounds == nr);
+    assert_eq!(a.vgpu(0).precopy_dirty_bytes(), 0, "sent in the round");
+    let nothing = a
+        .with_vm(0, |v, env| {
+            v.save_round(env, Some(&EDID), &mut vec![0u8; cap], &mut pre)
+        })
+        .expect("empty round");
+    assert_eq!(nothing, 0, "nothing changed since the round");
+    // The guest writes on: the entry it unmapped is mapped again (its chunk
+    // goes twice: the later record counts), a register changes again.
+    let was1 = initial_pte(&initial, mapped[1]);
+    set_pte(&mut a, 0, mapped[1], was1);
+    set_pte(&mut a, 0, mapped[2], 0);
+    w32(&mut a, 0, RCS.reg(ring::HWSTAM), 0x1234_5679);
+    let dirty = a.vgpu(0).precopy_dirty_bytes();
+    // Stop: the final part.
+    let mut fin = vec![0u8; cap];
+    let n2 = a
+        .with_vm(0, |v, env| {
+            v.save_final(env, Some(&EDID), &mut fin, &mut pre)
+        })
+        .expect("final part");
+    fin.truncate(n2);
+    assert_eq!(a.vgpu(0).precopy_dirty_bytes(), 0, "sent");
+    let whole = save(&mut a, 0).expect("whole stream, same moment");
+    let two = [&initial[..], &round[..], &fin[..]].concat();
+    let st = migration::parse(&two, 2).expect("one stream");
+    // The final part: no Ggtt, Config or EDID again; Vregs and PvInfo
+    // (changed), delta records for at most the two written chunks.
+    let tags: Vec<u16> = {
+        let mut at = 0;
+        let mut t = Vec::new();
+        while at < fin.len() {
+            t.push(u16::from_le_bytes([fin[at], fin[at + 1]]));
+            at += 8 + u32::from_le_bytes(fin[at + 4..at + 8].try_into().unwrap()) as usize;
+        }
+        t
+    };
+    for (tag, want) in [
+        (Tag::Ggtt, false),
+        (Tag::Config, false),
+        (Tag::Edid, false),
+        (Tag::Vregs, true),
+        (Tag::PvInfo, false),
+        (Tag::GgttDelta, true),
+        (Tag::Mmio, true),
+    ] {
+        assert_eq!(
+            tags.contains(&(tag as u16)),
+            want,
+            "{tag:?} in the final part: {tags:?}"
+        );
+    }
+    let delta = st.section(Tag::GgttDelta).unwrap();
+    let covered: u32 = migration::delta_records(delta).map(|r| r.pages).sum();
+    assert!(covered as usize <= 2 * a.vgpu(0).ggtt_dirty_chunk_len());
+    assert!(n2 < whole.len(), "final {n2} bytes, whole {}", whole.len());
+    assert!(
+        delta.len() <= dirty && dirty - delta.len() <= 12 * 2,
+        "the estimate bounds the delta: {dirty} vs {}",
+        delta.len()
+    );
+    eprintln!(
+        "PRE_COPY: initial {n1} bytes, round {nr}, final {n2} bytes (whole stream {})",
+        whole.len()
+    );
+    // Both targets end in the same state.
+    let mut b1 = World::new(test_config());
+    let mut b2 = World::new(test_config());
+    copy_ram(&a, &mut b1, 0);
+    copy_ram(&a, &mut b2, 0);
+    b1.with_vm(0, |v, env| v.restore_state(env, TYPE, &two))
+        .expect("restore the two parts");
+    b2.with_vm(0, |v, env| v.restore_state(env, TYPE, &whole))
+        .expect("restore the whole stream");
+    assert_eq!(pte(&mut b1, 0, free), v);
+    assert_eq!(pte(&mut b1, 0, mapped[1]), was1);
+    assert_eq!(pte(&mut b1, 0, mapped[2]), 0);
+    assert_eq!(r32(&mut b1, 0, RCS.reg(ring::HWSTAM)), 0x1234_5679);
+    assert_eq!(guest_view(&mut b1, 0), guest_view(&mut b2, 0));
+    assert_eq!(target_state(&mut b1, 0), target_state(&mut b2, 0));
+    // Without the delta records the target would keep the stale entries.
+    let mut stale = World::new(test_config());
+    copy_ram(&a, &mut stale, 0);
+    let cut = {
+        // The final part's delta (the last one) dropped.
+        let d = (0..two.len() - 8)
+            .rev()
+            .find(|at| {
+                two[*at..*at + 2] == (Tag::GgttDelta as u16).to_le_bytes()
+                    && u32::from_le_bytes(two[at + 4..at + 8].try_into().unwrap()) as usize
+                        == delta.len()
+                    && two[at + 8..at + 8 + delta.len()] == *delta
+            })
+            .unwrap();
+        let mut s = [&two[..d], &two[d + 8 + delta.len()..]].concat();
+        reseal(&mut s);
+        s
+    };
+    stale
+        .with_vm(0, |v, env| v.restore_state(env, TYPE, &cut))
+        .expect("a stream without the delta");
+    assert_ne!(target_state(&mut stale, 0), target_state(&mut b2, 0));
+    assert_ne!(was1, 0);
+    assert_eq!(pte(&mut stale, 0, mapped[1]), 0, "the round's stale entry");
+}
+
+/// The PTE of GM page `page` in the Ggtt section of an initial part.
+fn initial_pte(initial: &[u8], page: u64) -> u64 {
+    let at = section_at(initial, Tag::Ggtt);
+    let len = u32::from_le_bytes(initial[at - 4..at].try_into().unwrap()) as usize;
+    initial[at..at + len]
+        .chunks_exact(12)
+        .find(|e| u64::from(u32::from_le_bytes(e[..4].try_into().unwrap())) == page)
+        .map(|e| u64::from_le_bytes(e[4..].try_into().unwrap()))
+        .unwrap_or(0)
 }

@@ -17,12 +17,16 @@ use std::io::{BufRead, BufReader};
 use std::process::exit;
 use std::time::Duration;
 
-use gvt_guest_driver::driver::{user_irq, BCS, PAGE};
-use gvt_guest_driver::gvt_core::cmd::encode::{color_blt, flush_dw_store, src_copy_blt};
+use gvt_guest_driver::driver::{user_irq, BCS, PAGE, RCS};
+use gvt_guest_driver::gvt_core::cmd::encode::{color_blt, flush_dw_store, sdi, src_copy_blt};
 use gvt_guest_driver::gvt_core::cmd::{Space, MI_USER_INTERRUPT};
+use gvt_guest_driver::jobs::Ppgtt;
 use gvt_guest_driver::sysfs::SysfsBackend;
 use gvt_guest_driver::{Backend, BootConfig, Driver, Error, GuestBus, PteWidth, Result};
-use gvt_vmtests::gvt::{DSPACNTR, DSPASTRIDE, DSPASURF, FMT_XRGB8888, PIPEASRC, PLANE_ENABLE};
+use gvt_vmtests::gvt::{
+    DEIER, DEIIR, DEIMR, DSPACNTR, DSPASTRIDE, DSPASURF, FMT_XRGB8888, FRMCOUNT, PIPEASRC,
+    PLANE_ENABLE,
+};
 use gvt_vmtests::{frame_blits, Blit};
 
 const PVINFO: u64 = 0x78000;
@@ -135,6 +139,37 @@ fn draw(d: &mut Dev, fb: Fb, frame: u32, w: u32, h: u32) -> Result<(usize, usize
     Ok((blits.len(), chunks.len()))
 }
 
+/// A store through the guest's PPGTT (render engine), checked in the data
+/// page's RAM: the PPGTT's root and tables are the guest's own, so they
+/// must work the same after a migration.
+fn ppgtt_store(d: &mut Dev, p: &Ppgtt, value: u32) -> Result<()> {
+    d.submit(RCS, &sdi(Space::Ppgtt, 0x80, value))?;
+    d.wait_idle(RCS, T)?;
+    let got = d.read_phys(p.data_gpa + 0x80)?;
+    if got != value {
+        return Err(Error::Mismatch {
+            what: "PPGTT store".into(),
+            at: p.data_gpa + 0x80,
+            expected: value,
+            got,
+        });
+    }
+    Ok(())
+}
+
+/// Pipe A's vblank event: cleared in DEIIR, then latched again after a
+/// while (unmasked in DEIMR, not enabled in DEIER: no interrupt reaches L2,
+/// whose vGPU function has no kernel driver); and the frame counter.
+fn vblank_latched(d: &mut Dev) -> Result<u32> {
+    reg(d, DEIIR, 1)?;
+    std::thread::sleep(Duration::from_millis(200));
+    let count = rd(d, FRMCOUNT)?;
+    if rd(d, DEIIR)? & 1 == 0 {
+        return Err(Error::BadInput("no pipe A vblank latched in DEIIR".into()));
+    }
+    Ok(count)
+}
+
 fn run() -> Result<()> {
     let dir = SysfsBackend::find()?;
     // Probe with a small pool first to learn the mode, then size the RAM.
@@ -155,7 +190,8 @@ fn run() -> Result<()> {
         width: PteWidth::Qword,
         verify_ptes: true,
     };
-    let ram = boot.aperture_pages + 2 * fb_pages + 8;
+    // + the PPGTT's page directory, page table and data page.
+    let ram = boot.aperture_pages + 2 * fb_pages + 8 + 3;
     let mut d = Driver::probe(SysfsBackend::open(&dir, ram as usize)?)?;
     let ap = d.aperture();
     let fbs = [0, 1].map(|i| Fb {
@@ -188,6 +224,13 @@ fn run() -> Result<()> {
     reg(&mut d, DSPASURF, fbs[0].gma as u32)?;
     reg(&mut d, DSPACNTR, PLANE_ENABLE | FMT_XRGB8888)?;
     reg(&mut d, DISPLAY_READY, 1)?;
+    // The rest of the workload: a PPGTT store, vblank events on.
+    let p = Ppgtt::setup(&mut d)?;
+    ppgtt_store(&mut d, &p, 0x5100_0001)?;
+    reg(&mut d, DEIER, 0)?;
+    reg(&mut d, DEIMR, !1)?;
+    let frames = vblank_latched(&mut d)?;
+    println!("L2: display ppgtt store ok, vblank latched, frame counter {frames}");
     // Open the command port before saying we are ready: a UART drops what
     // it receives while nobody has it open.
     let tty = fs::File::open("/dev/ttyS1").map_err(|err| Error::Io {
@@ -199,6 +242,16 @@ fn run() -> Result<()> {
     for line in BufReader::new(tty).lines() {
         match line.unwrap_or_default().trim() {
             "flip" => {
+                // Where the guest runs now (after a migration: the
+                // target), its PPGTT and vblank still work.
+                ppgtt_store(&mut d, &p, 0x5100_0002)?;
+                let now = vblank_latched(&mut d)?;
+                println!("L2: display ppgtt store ok, vblank latched, frame counter {now} (was {frames})");
+                if now <= frames {
+                    return Err(Error::BadInput(format!(
+                        "the frame counter went from {frames} to {now}"
+                    )));
+                }
                 let (n, subs) = draw(&mut d, fbs[1], 2, w, h)?;
                 println!(
                     "L2: display drew frame 2: {n} blits in {subs} submissions at {}",
