@@ -22,6 +22,8 @@
 #include <drm/drm_atomic.h>
 #include <drm/drm_gem.h>
 #include <drm/drm_gem_shmem_helper.h>
+#include <linux/fb.h>
+#include <linux/wait.h>
 
 struct gvt_drm_dev {
 	struct drm_device drm;		/* first: a drm_device * is a gvt_drm_dev * */
@@ -34,6 +36,13 @@ struct gvt_drm_dev {
 	void __iomem *mmio;		/* BAR0: registers, PVINFO, EDID page, GGTT view */
 	void *rs;			/* the Rust state (gvt_drm_main.rs: Gpu) */
 	int irq;			/* the MSI vector's irq, 0 if none */
+	/* The blitter (gvt_drm_main.rs, Blitter): woken by the BCS user and
+	 * error interrupts; fbcon's fills and copies go to it when fb_accel. */
+	wait_queue_head_t bcs_wq;
+	bool fb_accel;
+	struct fb_ops fbops;		/* the shmem fbdev ops, fill/copy ours */
+	const struct fb_ops *fbops_orig;
+	struct dentry *debugfs;
 };
 
 /* devm_drm_dev_alloc() with our driver; an ERR_PTR on failure. */
@@ -65,7 +74,36 @@ void gvt_drm_irq_fini(struct gvt_drm_dev *g);
  * interrupts are off), under the device's event lock. */
 void gvt_drm_crtc_send_event(struct drm_crtc *crtc, struct drm_pending_vblank_event *e);
 
+/* Coherent DMA memory for the device's lifetime (dmam); NULL on failure. */
+void *gvt_drm_dma_alloc(struct gvt_drm_dev *g, size_t size, u64 *dma);
+/* The blitter's wait queue: wake it (IRQ handler); wait until
+ * done(arg) or @timeout_ms passed, 0 = timed out, else the time left. */
+void gvt_drm_bcs_wake(struct gvt_drm_dev *g);
+long gvt_drm_bcs_wait(struct gvt_drm_dev *g, bool (*done)(void *), void *arg,
+		      unsigned int timeout_ms);
+/* The fbdev emulation's framebuffer: its GEM object, CPU address, pitch
+ * and size; false if there is none. */
+bool gvt_drm_fbdev_target(struct drm_device *drm, struct drm_gem_object **obj,
+			  void **vaddr, u32 *pitch, u32 *width, u32 *height);
+/* debugfs: <debugfs>/gvt_drm-<pci device>/{blit_stats,blit_bench,blit_fill} */
+void gvt_drm_debugfs_init(struct gvt_drm_dev *g);
+void gvt_drm_debugfs_fini(struct gvt_drm_dev *g);
+u64 gvt_drm_ktime_ns(void);
+void gvt_drm_msleep(unsigned int ms);
+void gvt_drm_udelay(unsigned int us);
+bool gvt_drm_may_sleep(void);
+
 /* Implemented in Rust (gvt_drm_main.rs), referenced by the driver table. */
 int gvt_drm_rs_dumb_create(struct drm_file *file, struct drm_device *dev,
 			   struct drm_mode_create_dumb *args);
+/* fbcon's fill / copy on the blitter: 0 if done, else draw on the CPU. */
+int gvt_drm_rs_fillrect(struct drm_device *drm, struct drm_gem_object *obj, u32 pitch,
+			u32 x, u32 y, u32 w, u32 h, u32 color);
+int gvt_drm_rs_copyarea(struct drm_device *drm, struct drm_gem_object *obj, u32 pitch,
+			u32 dx, u32 dy, u32 sx, u32 sy, u32 w, u32 h);
+/* debugfs: the blitter's counters as text (length written, at most @len);
+ * a command written to blit_bench / blit_fill (results in the kernel log). */
+size_t gvt_drm_rs_stats(struct drm_device *drm, char *buf, size_t len);
+int gvt_drm_rs_bench(struct drm_device *drm, u32 arg);
+int gvt_drm_rs_fill_test(struct drm_device *drm, u32 arg);
 #endif

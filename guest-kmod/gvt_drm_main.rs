@@ -34,6 +34,24 @@
 //!   events at commit (`no_vblank`).  The rig tests both.
 //! - **fbdev emulation** (`drm_client_setup`, the shmem fbdev helper), so
 //!   fbcon draws the guest's console on the vGPU.
+//! - **The mediated blitter** ([`Blitter`]): a 4-page BCS ring and a status
+//!   page in coherent DMA memory, mapped into the GGTT inside the driver's
+//!   slices.  A blit is `XY_COLOR_BLT` / `XY_SRC_COPY_BLT`, then
+//!   `MI_STORE_DATA_IMM` of the next seqno into the status page and
+//!   `MI_USER_INTERRUPT`, submitted by a TAIL write (audited and shadowed
+//!   by the mediator, §7.3); it completes on the BCS user interrupt over
+//!   the same MSI as vblank (a sleeping wait where the caller may sleep,
+//!   else the seqno is polled), with a timeout.  A BCS error interrupt
+//!   (refusal, fault, hang) or a timeout resets the blitter (GDRST bit 3)
+//!   and programs its ring again; after 3 failures in a row it is given up
+//!   and everything is drawn on the CPU, never wedging the guest.  fbcon's
+//!   fills and copies (scrolling: `FBINFO_HWACCEL_COPYAREA` makes it
+//!   SCROLL_MOVE) go to it (`gvt_drm_helpers.c` wraps the shmem fbdev
+//!   ops; the CPU draws whenever the blitter is busy, off or the
+//!   framebuffer is not mapped).  debugfs `gvt_drm-<pci>/blit_stats`,
+//!   `blit_fill` (a checked fill) and `blit_bench` (blitter vs CPU
+//!   throughput, a `BENCH` line in the kernel log).  Module parameter
+//!   `blit=0`: CPU only.
 //!
 //! **Binding choice.**  The kernel crate binds the PCI bus (used here:
 //! [`pci::Driver`], the ID table, enabling memory decode and bus mastering)
@@ -57,7 +75,7 @@
 //! with another of ours held.
 
 use core::ptr;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use kernel::prelude::*;
 use kernel::sync::Mutex;
 use kernel::{device::Core, new_mutex, pci};
@@ -300,6 +318,11 @@ impl ClockOffset {
 #[pin_data]
 struct Gpu {
     mmio: usize,
+    /// The `gvt_drm_dev` (its blitter wait queue).
+    gd: usize,
+    /// vblank interrupts are on (the module parameter).
+    vblank: bool,
+    blt: Blitter,
     #[pin]
     maps: Mutex<GmMaps>,
     /// Guest clock − host vblank clock (vblank timestamps).
@@ -367,6 +390,835 @@ fn with_hw(drm: *mut b::drm_device, f: impl FnOnce()) -> bool {
     // SAFETY: paired with the successful `drm_dev_enter` above.
     unsafe { b::drm_dev_exit(idx) };
     true
+}
+
+// ---- the blitter (BCS: docs/gvt-sim.md §3.1, §7, §8.1, §10.1) --------------
+
+/// The blitter's ring registers (BCS block at 0x22000).
+const BCS_TAIL: u32 = 0x22030;
+const BCS_HEAD: u32 = 0x22034;
+const BCS_START: u32 = 0x22038;
+const BCS_CTL: u32 = 0x2203C;
+const BCS_EIR: u32 = 0x220B0;
+/// GT interrupts (§8.1): bit 22 BCS user interrupt, bit 25 BCS error
+/// (refused submission, engine fault, hang).
+const GTIMR: u32 = 0x44014;
+const GTIIR: u32 = 0x44018;
+const GTIER: u32 = 0x4401C;
+const GT_BCS_USER: u32 = 1 << 22;
+const GT_BCS_ERROR: u32 = 1 << 25;
+/// GDRST bit 3: reset this vGPU's blitter (§10.1).
+const GDRST: u32 = 0x941C;
+const GDRST_BCS: u32 = 1 << 3;
+/// Commands (§7.2).
+const MI_NOOP: u32 = 0;
+const MI_USER_INTERRUPT: u32 = 0x02 << 23;
+/// MI_STORE_DATA_IMM, GGTT, one dword (4 dwords).
+const MI_SDI_GGTT: u32 = (0x20 << 23) | (1 << 22) | 2;
+/// XY_COLOR_BLT, write alpha and RGB, 7 dwords.
+const XY_COLOR_BLT: u32 = (2 << 29) | (0x50 << 22) | (3 << 20) | 5;
+/// XY_SRC_COPY_BLT, write alpha and RGB, 10 dwords.
+const XY_SRC_COPY_BLT: u32 = (2 << 29) | (0x53 << 22) | (3 << 20) | 8;
+/// DW1: 32 bpp and the ROP (0xF0 pattern copy: fill; 0xCC source copy).
+const BLT_FILL_32: u32 = (3 << 24) | (0xF0 << 16);
+const BLT_COPY_32: u32 = (3 << 24) | (0xCC << 16);
+/// The ring: 4 pages; then one status page (the seqno at +0).
+const RING_PAGES: u64 = 4;
+const RING_BYTES: u32 = (RING_PAGES * PAGE) as u32;
+const BLT_PAGES: u64 = RING_PAGES + 1;
+/// How long a blit may take (wall clock, nested TCG included) before the
+/// driver takes it for a hang and resets its blitter.
+const BLT_TIMEOUT_MS: u32 = 3000;
+/// Failed blits in a row after which the blitter is given up (CPU only):
+/// a vGPU the mediator put in the failed state refuses everything.
+const BLT_MAX_FAILURES: u32 = 3;
+/// Blit coordinates are 16 bits, the pitch 15 (§7.2).
+const BLT_MAX_COORD: u32 = 0xFFFF;
+const BLT_MAX_PITCH: u32 = 0x7FFF;
+/// The GM map entry of the driver's own ring and status page.
+const OWN_MAP: usize = usize::MAX;
+
+/// A framebuffer object the blitter may address: mapped in the GGTT.
+#[derive(Default)]
+struct Target {
+    /// The `drm_gem_object` (0 = free entry).
+    obj: AtomicUsize,
+    gm: AtomicU64,
+    pages: AtomicU64,
+}
+
+/// Why a blit was not done.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BltErr {
+    /// Not for the blitter (off, busy, unmapped, a shape it cannot do):
+    /// the caller draws on the CPU.
+    NotHere,
+    /// The vGPU reported an error (refusal, fault, hang) or the blit did
+    /// not complete in time: the blitter was reset.
+    Failed,
+}
+
+/// The driver's blitter: one ring of its own in its GM slices, used
+/// synchronously by one owner at a time ([`Blitter::try_own`]).
+///
+/// Submission: the commands, `MI_STORE_DATA_IMM` of the next seqno to the
+/// status page, `MI_USER_INTERRUPT`, then TAIL.  Completion: the seqno in
+/// the status page, on the BCS user interrupt over MSI (a sleeping wait
+/// woken by [`irq_handler`]) or polled (fbcon draws where it may not
+/// sleep).  Recovery: on the BCS error interrupt or a timeout the blitter
+/// is reset (GDRST) and its ring programmed again; after
+/// [`BLT_MAX_FAILURES`] failures in a row it is given up.
+#[derive(Default)]
+struct Blitter {
+    /// Usable (set up, not given up, device bound).
+    up: AtomicBool,
+    /// The engine's owner holds it: ring, tail and seqno are the owner's.
+    busy: AtomicBool,
+    /// CPU address of the ring and status page (coherent DMA memory).
+    cpu: AtomicUsize,
+    /// Their GGTT address.
+    gm: AtomicU64,
+    tail: AtomicU32,
+    seqno: AtomicU32,
+    /// Set by the IRQ handler on a BCS error interrupt.
+    error: AtomicBool,
+    failures: AtomicU32,
+    targets: [Target; MAX_MAPS],
+    // Counters (debugfs blit_stats).
+    submissions: AtomicU64,
+    completed: AtomicU64,
+    irq_user: AtomicU64,
+    irq_error: AtomicU64,
+    timeouts: AtomicU64,
+    errors: AtomicU64,
+    resets: AtomicU64,
+    fb_fills: AtomicU64,
+    fb_copies: AtomicU64,
+    fb_cpu: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl Blitter {
+    fn try_own(&self) -> bool {
+        self.busy
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+    /// Own the engine, sleeping while someone else does.
+    fn own(&self) {
+        while !self.try_own() {
+            // SAFETY: only called where the caller may sleep.
+            unsafe { b::gvt_drm_msleep(1) };
+        }
+    }
+    fn release(&self) {
+        self.busy.store(false, Ordering::Release);
+    }
+    fn status_ptr(&self) -> *const u32 {
+        (self.cpu.load(Ordering::Relaxed) + RING_BYTES as usize) as *const u32
+    }
+    /// Whether seqno `want` was written (or an error came).
+    fn done(&self, want: u32) -> bool {
+        // SAFETY: the status page is the driver's coherent DMA page (set up
+        // before `up`), written by the device: a volatile aligned read.
+        let cur = unsafe { ptr::read_volatile(self.status_ptr()) };
+        (cur.wrapping_sub(want) as i32) >= 0 || self.error.load(Ordering::Acquire)
+    }
+    /// Where `obj` is mapped: `(gm, bytes)`.  The caller owns the engine.
+    fn target(&self, obj: usize) -> Option<(u64, u64)> {
+        self.targets.iter().find_map(|t| {
+            (obj != 0 && t.obj.load(Ordering::Acquire) == obj).then(|| {
+                (
+                    t.gm.load(Ordering::Relaxed),
+                    t.pages.load(Ordering::Relaxed) * PAGE,
+                )
+            })
+        })
+    }
+    /// `obj` is mapped at `gm`: the blitter may address it.
+    fn publish(&self, obj: usize, gm: u64, pages: u64) {
+        if let Some(t) = self
+            .targets
+            .iter()
+            .find(|t| t.obj.load(Ordering::Relaxed) == 0)
+        {
+            t.gm.store(gm, Ordering::Relaxed);
+            t.pages.store(pages, Ordering::Relaxed);
+            t.obj.store(obj, Ordering::Release);
+        }
+    }
+    /// `obj` is about to be unmapped: once this returns no blit uses it.
+    fn withdraw(&self, obj: usize) {
+        self.own();
+        for t in &self.targets {
+            if t.obj.load(Ordering::Relaxed) == obj {
+                t.obj.store(0, Ordering::Release);
+            }
+        }
+        self.release();
+    }
+}
+
+/// Wait-queue condition of a sleeping blit wait.
+struct Waiter<'a> {
+    blt: &'a Blitter,
+    seqno: u32,
+}
+
+unsafe extern "C" fn blt_done(arg: *mut c_void) -> bool {
+    // SAFETY: `arg` is the `Waiter` on the stack of `Gpu::blt_wait`, alive
+    // for the whole `gvt_drm_bcs_wait` call that passes it here.
+    let w = unsafe { &*arg.cast::<Waiter<'_>>() };
+    w.blt.done(w.seqno)
+}
+
+impl Gpu {
+    /// Program the blitter's ring (empty) at its GM address.
+    fn blt_ring_init(&self) {
+        let gm = self.blt.gm.load(Ordering::Relaxed) as u32;
+        self.wr32(BCS_CTL, 0);
+        self.wr32(BCS_HEAD, 0);
+        self.wr32(BCS_TAIL, 0);
+        self.wr32(BCS_START, gm);
+        self.wr32(BCS_CTL, (((RING_PAGES as u32) - 1) << 12) | 1);
+        self.blt.tail.store(0, Ordering::Relaxed);
+    }
+
+    /// Set the blitter up: its ring and status page in coherent DMA memory,
+    /// mapped into the GGTT inside the driver's slices; GT interrupts.
+    fn blt_init(&self, gd: *mut b::gvt_drm_dev) -> Result {
+        let mut dma = 0u64;
+        // SAFETY: `gd` is the bound device; the memory lives until unbind
+        // (dmam), and unbind stops the ring and unmaps it first.
+        let cpu = unsafe { b::gvt_drm_dma_alloc(gd, (BLT_PAGES * PAGE) as usize, &mut dma) };
+        if cpu.is_null() {
+            return Err(ENOMEM);
+        }
+        let mut maps = self.maps.lock();
+        let Some(slot) = maps.maps.iter().position(|m| m.obj == 0) else {
+            return Err(ENOSPC);
+        };
+        let Some(gm) = maps.alloc(BLT_PAGES) else {
+            return Err(ENOSPC);
+        };
+        for p in 0..BLT_PAGES {
+            self.write_pte(gm / PAGE + p, (dma + p * PAGE) | PTE_PRESENT);
+        }
+        maps.maps[slot] = Map {
+            obj: OWN_MAP,
+            gm,
+            pages: BLT_PAGES,
+            refs: 1,
+        };
+        drop(maps);
+        self.blt.cpu.store(cpu as usize, Ordering::Relaxed);
+        self.blt.gm.store(gm, Ordering::Relaxed);
+        self.blt.seqno.store(0, Ordering::Relaxed);
+        self.blt_ring_init();
+        self.wr32(GTIIR, GT_BCS_USER | GT_BCS_ERROR);
+        self.wr32(GTIMR, !(GT_BCS_USER | GT_BCS_ERROR));
+        self.wr32(GTIER, GT_BCS_USER | GT_BCS_ERROR);
+        self.blt.up.store(true, Ordering::Release);
+        pr_info!(
+            "gvt_drm: blitter ring at GM {:#x} ({} pages), status page at {:#x}\n",
+            gm,
+            RING_PAGES,
+            gm + u64::from(RING_BYTES)
+        );
+        Ok(())
+    }
+
+    /// Stop the blitter for good (unbind): nobody owns it after this.
+    fn blt_fini(&self) {
+        if self.blt.cpu.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.blt.up.store(false, Ordering::Release);
+        self.blt.own();
+        self.wr32(GTIER, 0);
+        self.wr32(GTIMR, !0);
+        self.wr32(BCS_CTL, 0);
+        self.wr32(GDRST, GDRST_BCS);
+        let gm = self.blt.gm.load(Ordering::Relaxed);
+        for p in 0..BLT_PAGES {
+            self.write_pte(gm / PAGE + p, 0);
+        }
+        // Keeps `busy`: no blit after unbind.
+    }
+
+    /// The vGPU reported an error or a blit timed out: reset the blitter
+    /// (GDRST, which also drops whatever the mediator still had queued)
+    /// and program the ring again; give it up after too many in a row.
+    fn blt_recover(&self, why: &str) {
+        self.blt.resets.fetch_add(1, Ordering::Relaxed);
+        let eir = self.rd32(BCS_EIR);
+        self.wr32(GDRST, GDRST_BCS);
+        self.wr32(BCS_EIR, eir);
+        self.wr32(GTIIR, GT_BCS_USER | GT_BCS_ERROR);
+        self.blt_ring_init();
+        self.blt.error.store(false, Ordering::Release);
+        let n = self.blt.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        pr_warn!(
+            "gvt_drm: blitter {} (RING_EIR {:#x}): reset ({} in a row)\n",
+            why,
+            eir,
+            n
+        );
+        if n >= BLT_MAX_FAILURES {
+            self.blt.up.store(false, Ordering::Release);
+            pr_err!(
+                "gvt_drm: blitter given up after {} failures: drawing on the CPU\n",
+                n
+            );
+        }
+    }
+
+    /// Put `cmds` in the ring followed by the seqno store and the user
+    /// interrupt, submit (TAIL) and wait.  The caller owns the engine and
+    /// is inside `drm_dev_enter`; `sleep`: wait on the interrupt (else poll).
+    fn blt_run(&self, cmds: &[u32], sleep: bool) -> core::result::Result<(), BltErr> {
+        let seqno = self.blt.seqno.load(Ordering::Relaxed).wrapping_add(1);
+        let status_gm = self.blt.gm.load(Ordering::Relaxed) + u64::from(RING_BYTES);
+        let tail_cmds = [
+            MI_SDI_GGTT,
+            status_gm as u32,
+            (status_gm >> 32) as u32,
+            seqno,
+            MI_USER_INTERRUPT,
+        ];
+        let n = (cmds.len() + tail_cmds.len()) as u32;
+        let n = n + (n & 1); // a qword: TAIL is 8-byte aligned
+        let ring = self.blt.cpu.load(Ordering::Relaxed) as *mut u32;
+        let mut t = self.blt.tail.load(Ordering::Relaxed);
+        let put = |t: &mut u32, d: u32| {
+            // SAFETY: `ring` is the driver's 4-page coherent ring, `*t` a
+            // dword offset below RING_BYTES (kept so by the wrap below);
+            // only the engine's owner writes it.
+            unsafe { ptr::write_volatile(ring.add((*t / 4) as usize), d) };
+            *t = (*t + 4) % RING_BYTES;
+        };
+        // No command across the end of the ring: NOOPs up to it first.
+        if t + 4 * n > RING_BYTES {
+            while t != 0 {
+                put(&mut t, MI_NOOP);
+            }
+        }
+        for &d in Iterator::chain(cmds.iter(), tail_cmds.iter()) {
+            put(&mut t, d);
+        }
+        if n as usize > cmds.len() + tail_cmds.len() {
+            put(&mut t, MI_NOOP);
+        }
+        self.blt.tail.store(t, Ordering::Relaxed);
+        self.blt.seqno.store(seqno, Ordering::Relaxed);
+        self.blt.submissions.fetch_add(1, Ordering::Relaxed);
+        // The ring's dwords reach memory before the TAIL write (writel
+        // orders after the CPU's earlier stores).
+        self.wr32(BCS_TAIL, t);
+        self.blt_wait(seqno, sleep)
+    }
+
+    fn blt_wait(&self, seqno: u32, sleep: bool) -> core::result::Result<(), BltErr> {
+        // SAFETY: reads the clock.
+        let start = unsafe { b::gvt_drm_ktime_ns() };
+        if sleep {
+            let w = Waiter {
+                blt: &self.blt,
+                seqno,
+            };
+            // SAFETY: `gd` is the bound device (its wait queue); `w` lives
+            // across the call, `blt_done` only reads it.
+            unsafe {
+                b::gvt_drm_bcs_wait(
+                    self.gd as *mut b::gvt_drm_dev,
+                    Some(blt_done),
+                    ptr::addr_of!(w).cast_mut().cast(),
+                    BLT_TIMEOUT_MS,
+                )
+            };
+        } else {
+            let limit = u64::from(BLT_TIMEOUT_MS) * 1_000_000;
+            // SAFETY: reads the clock / busy-waits (any context).
+            while !self.blt.done(seqno) && unsafe { b::gvt_drm_ktime_ns() } - start < limit {
+                // SAFETY: as above.
+                unsafe { b::gvt_drm_udelay(2) };
+            }
+        }
+        if self.blt.error.load(Ordering::Acquire) {
+            self.blt.errors.fetch_add(1, Ordering::Relaxed);
+            self.blt_recover("error interrupt");
+            return Err(BltErr::Failed);
+        }
+        if !self.blt.done(seqno) {
+            self.blt.timeouts.fetch_add(1, Ordering::Relaxed);
+            self.blt_recover("timeout");
+            return Err(BltErr::Failed);
+        }
+        self.blt.failures.store(0, Ordering::Relaxed);
+        self.blt.completed.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Fill `[x, x+w) × [y, y+h)` of the 32-bpp surface at `gm` (`size`
+    /// bytes, `pitch` bytes a row) with `color`.  The caller owns the engine.
+    #[allow(clippy::too_many_arguments)]
+    fn blt_fill(
+        &self,
+        (gm, size): (u64, u64),
+        pitch: u32,
+        (x, y, w, h): (u32, u32, u32, u32),
+        color: u32,
+        sleep: bool,
+    ) -> core::result::Result<(), BltErr> {
+        if !rect_ok(size, pitch, x, y, w, h) {
+            return Err(BltErr::NotHere);
+        }
+        let cmds = [
+            XY_COLOR_BLT,
+            BLT_FILL_32 | pitch,
+            (y << 16) | x,
+            ((y + h) << 16) | (x + w),
+            gm as u32,
+            (gm >> 32) as u32,
+            color,
+        ];
+        self.blt_run(&cmds, sleep)?;
+        self.blt
+            .bytes
+            .fetch_add(u64::from(w) * u64::from(h) * 4, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Copy `w × h` pixels from `(sx, sy)` to `(dx, dy)` within the surface.
+    /// The blitter copies rows top to bottom, left to right: an overlap
+    /// that needs another order is not for it.
+    #[allow(clippy::too_many_arguments)]
+    fn blt_copy(
+        &self,
+        (gm, size): (u64, u64),
+        pitch: u32,
+        (dx, dy): (u32, u32),
+        (sx, sy): (u32, u32),
+        (w, h): (u32, u32),
+        sleep: bool,
+    ) -> core::result::Result<(), BltErr> {
+        if !rect_ok(size, pitch, dx, dy, w, h) || !rect_ok(size, pitch, sx, sy, w, h) {
+            return Err(BltErr::NotHere);
+        }
+        if !copy_order_ok((dx, dy), (sx, sy), (w, h)) {
+            return Err(BltErr::NotHere);
+        }
+        let cmds = [
+            XY_SRC_COPY_BLT,
+            BLT_COPY_32 | pitch,
+            (dy << 16) | dx,
+            ((dy + h) << 16) | (dx + w),
+            gm as u32,
+            (gm >> 32) as u32,
+            (sy << 16) | sx,
+            pitch,
+            gm as u32,
+            (gm >> 32) as u32,
+        ];
+        self.blt_run(&cmds, sleep)?;
+        self.blt
+            .bytes
+            .fetch_add(u64::from(w) * u64::from(h) * 4, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Run `f` as the blitter's owner, inside `drm_dev_enter`, on the
+    /// framebuffer object `obj`'s mapping; `NotHere` if the blitter is off,
+    /// busy (`wait`: false) or `obj` not mapped.
+    fn with_blitter(
+        &self,
+        drm: *mut b::drm_device,
+        obj: usize,
+        wait: bool,
+        f: impl FnOnce((u64, u64)) -> core::result::Result<(), BltErr>,
+    ) -> core::result::Result<(), BltErr> {
+        if !self.blt.up.load(Ordering::Acquire) {
+            return Err(BltErr::NotHere);
+        }
+        if wait {
+            self.blt.own();
+        } else if !self.blt.try_own() {
+            return Err(BltErr::NotHere);
+        }
+        let mut r = Err(BltErr::NotHere);
+        if self.blt.up.load(Ordering::Acquire) {
+            if let Some(t) = self.blt.target(obj) {
+                with_hw(drm, || r = f(t));
+            }
+        }
+        self.blt.release();
+        r
+    }
+}
+
+/// A rectangle the blitter can draw inside a `size`-byte 32-bpp surface.
+fn rect_ok(size: u64, pitch: u32, x: u32, y: u32, w: u32, h: u32) -> bool {
+    let (x2, y2) = (u64::from(x) + u64::from(w), u64::from(y) + u64::from(h));
+    w > 0
+        && h > 0
+        && pitch > 0
+        && pitch <= BLT_MAX_PITCH
+        && x2 <= u64::from(BLT_MAX_COORD)
+        && y2 <= u64::from(BLT_MAX_COORD)
+        && x2 * 4 <= u64::from(pitch)
+        && (y2 - 1) * u64::from(pitch) + x2 * 4 <= size
+}
+
+/// Whether a top-to-bottom, left-to-right copy gives the right result.
+fn copy_order_ok((dx, dy): (u32, u32), (sx, sy): (u32, u32), (w, h): (u32, u32)) -> bool {
+    let apart = dx + w <= sx || sx + w <= dx || dy + h <= sy || sy + h <= dy;
+    apart || dy < sy || (dy == sy && dx <= sx)
+}
+
+/// One of fbcon's draws on the blitter, counted in `done` (or `fb_cpu`
+/// when the CPU must draw it): 0 if the blitter did it.  Never waits for
+/// the engine (fbcon may draw from its owner's own context, e.g. a
+/// printk): busy means the CPU draws.
+///
+/// # Safety
+/// `drm` is a live device of this driver, `obj` its fbdev framebuffer's
+/// GEM object.
+unsafe fn fbcon_blit(
+    drm: *mut b::drm_device,
+    obj: *mut b::drm_gem_object,
+    done: fn(&Blitter) -> &AtomicU64,
+    f: impl FnOnce(&Gpu, (u64, u64), bool) -> core::result::Result<(), BltErr>,
+) -> c_int {
+    // SAFETY: the caller's contract; `gvt_drm_may_sleep` reads the context.
+    let (g, sleep) = unsafe { (gpu(drm), b::gvt_drm_may_sleep()) };
+    if g.with_blitter(drm, obj as usize, false, |t| f(g, t, sleep))
+        .is_ok()
+    {
+        done(&g.blt).fetch_add(1, Ordering::Relaxed);
+        0
+    } else {
+        g.blt.fb_cpu.fetch_add(1, Ordering::Relaxed);
+        1
+    }
+}
+
+/// fbcon's solid fill (gvt_drm_helpers.c): 0 if the blitter drew it.
+#[no_mangle]
+unsafe extern "C" fn gvt_drm_rs_fillrect(
+    drm: *mut b::drm_device,
+    obj: *mut b::drm_gem_object,
+    pitch: u32,
+    x: u32,
+    y: u32,
+    w: u32,
+    h: u32,
+    color: u32,
+) -> c_int {
+    // SAFETY: the fbdev emulation's device and framebuffer object.
+    unsafe {
+        fbcon_blit(
+            drm,
+            obj,
+            |b| &b.fb_fills,
+            |g, t, sleep| g.blt_fill(t, pitch, (x, y, w, h), color, sleep),
+        )
+    }
+}
+
+/// fbcon's copy (scrolling): 0 if the blitter did it.
+#[no_mangle]
+unsafe extern "C" fn gvt_drm_rs_copyarea(
+    drm: *mut b::drm_device,
+    obj: *mut b::drm_gem_object,
+    pitch: u32,
+    dx: u32,
+    dy: u32,
+    sx: u32,
+    sy: u32,
+    w: u32,
+    h: u32,
+) -> c_int {
+    // SAFETY: as in `gvt_drm_rs_fillrect`.
+    unsafe {
+        fbcon_blit(
+            drm,
+            obj,
+            |b| &b.fb_copies,
+            |g, t, sleep| g.blt_copy(t, pitch, (dx, dy), (sx, sy), (w, h), sleep),
+        )
+    }
+}
+
+/// `blit_stats` (debugfs): the blitter's counters, `key value` lines.
+#[no_mangle]
+unsafe extern "C" fn gvt_drm_rs_stats(drm: *mut b::drm_device, buf: *mut u8, len: usize) -> usize {
+    // SAFETY: debugfs files exist while the device is bound.
+    let g = unsafe { gpu(drm) };
+    // SAFETY: `buf` is the caller's `len`-byte buffer.
+    let out = unsafe { core::slice::from_raw_parts_mut(buf, len) };
+    let mut w = SliceWriter { buf: out, at: 0 };
+    let bl = &g.blt;
+    let r = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let _ = core::fmt::write(
+        &mut w,
+        format_args!(
+            "up {}\nsubmissions {}\ncompleted {}\nirq_user {}\nirq_error {}\ntimeouts {}\nerrors {}\nresets {}\nfb_fills {}\nfb_copies {}\nfb_cpu {}\nbytes {}\n",
+            u32::from(bl.up.load(Ordering::Relaxed)),
+            r(&bl.submissions),
+            r(&bl.completed),
+            r(&bl.irq_user),
+            r(&bl.irq_error),
+            r(&bl.timeouts),
+            r(&bl.errors),
+            r(&bl.resets),
+            r(&bl.fb_fills),
+            r(&bl.fb_copies),
+            r(&bl.fb_cpu),
+            r(&bl.bytes),
+        ),
+    );
+    w.at
+}
+
+/// `core::fmt` into a byte buffer, cut at its end.
+struct SliceWriter<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl core::fmt::Write for SliceWriter<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let n = s.len().min(self.buf.len() - self.at);
+        self.buf[self.at..self.at + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.at += n;
+        Ok(())
+    }
+}
+
+/// The fbdev emulation's framebuffer: object, CPU address, pitch, size.
+struct FbTarget {
+    obj: usize,
+    vaddr: *mut u8,
+    pitch: u32,
+    w: u32,
+    h: u32,
+}
+
+fn fbdev_target(drm: *mut b::drm_device) -> Option<FbTarget> {
+    let mut obj = ptr::null_mut();
+    let mut vaddr = ptr::null_mut();
+    let (mut pitch, mut w, mut h) = (0, 0, 0);
+    // SAFETY: `drm` is a bound device of this driver; out-parameters.
+    let ok =
+        unsafe { b::gvt_drm_fbdev_target(drm, &mut obj, &mut vaddr, &mut pitch, &mut w, &mut h) };
+    (ok && w > 0 && h > 16 && pitch >= w * 4).then_some(FbTarget {
+        obj: obj as usize,
+        vaddr: vaddr.cast(),
+        pitch,
+        w,
+        h,
+    })
+}
+
+fn now_ns() -> u64 {
+    // SAFETY: reads the clock.
+    unsafe { b::gvt_drm_ktime_ns() }
+}
+
+/// MB/s (10⁶ bytes) ×10 of `bytes` in `ns`.
+fn mbps10(bytes: u64, ns: u64) -> u64 {
+    bytes.saturating_mul(10_000) / ns.max(1)
+}
+
+/// `blit_fill` (debugfs): fill a 256×128 rectangle at (64, 64) of the
+/// console's framebuffer with colour `arg` inside a one-pixel ring of its
+/// complement on the blitter (`XY_COLOR_BLT`), copy the whole (ring
+/// included) 320 pixels to the right (`XY_SRC_COPY_BLT`), then check every
+/// pixel of both on the CPU.  They stay on the screen (the VM test looks
+/// for them in a screendump).  With bit 31 of `arg` set, a blit the
+/// mediator refuses first (the recovery path).
+#[no_mangle]
+unsafe extern "C" fn gvt_drm_rs_fill_test(drm: *mut b::drm_device, arg: u32) -> c_int {
+    // SAFETY: debugfs files exist while the device is bound.
+    let g = unsafe { gpu(drm) };
+    let Some(fb) = fbdev_target(drm) else {
+        return ENODEV.to_errno();
+    };
+    let (x0, y0, w, h) = (64u32, 64u32, 256u32, 128u32);
+    const COPY_DX: u32 = 320;
+    if fb.w < x0 + COPY_DX + w + 1 || fb.h < y0 + h + 1 {
+        return EINVAL.to_errno();
+    }
+    let px = |x: u32, y: u32| {
+        // SAFETY: `(x, y)` is inside the framebuffer (checked above), whose
+        // vmap lives as long as the fbdev emulation.
+        unsafe { ptr::read_volatile(fb.vaddr.add((y * fb.pitch + x * 4) as usize).cast::<u32>()) }
+    };
+    // Bit 31: first a blit the mediator must refuse (a fill just past the
+    // driver's high GM slice, outside its slices): the error interrupt
+    // comes, the blitter is reset and its ring programmed again, and the
+    // checked fill below runs on the recovered blitter.
+    if arg & (1 << 31) != 0 {
+        let outside = g.maps.lock().slices[0].end();
+        let resets = g.blt.resets.load(Ordering::Relaxed);
+        let r = g.with_blitter(drm, fb.obj, true, |t| {
+            g.blt_fill((outside, t.1), fb.pitch, (0, 0, 64, 1), 0, true)
+        });
+        let reset = g.blt.resets.load(Ordering::Relaxed) - resets;
+        pr_info!(
+            "gvt_drm: blit_fill: a blit outside the slices at {:#x}: {:?}, {} reset\n",
+            outside,
+            r,
+            reset
+        );
+        if r != Err(BltErr::Failed) || reset != 1 {
+            return EIO.to_errno();
+        }
+    }
+    let color = arg & 0x00FF_FFFF;
+    let r = g.with_blitter(drm, fb.obj, true, |t| {
+        g.blt_fill(
+            t,
+            fb.pitch,
+            (x0 - 1, y0 - 1, w + 2, h + 2),
+            color ^ 0x00FF_FFFF,
+            true,
+        )?;
+        g.blt_fill(t, fb.pitch, (x0, y0, w, h), color, true)?;
+        g.blt_copy(
+            t,
+            fb.pitch,
+            (x0 - 1 + COPY_DX, y0 - 1),
+            (x0 - 1, y0 - 1),
+            (w + 2, h + 2),
+            true,
+        )
+    });
+    if let Err(e) = r {
+        pr_err!("gvt_drm: blit_fill: the blitter did not fill ({:?})\n", e);
+        return EIO.to_errno();
+    }
+    let mut bad = 0u32;
+    for y in y0 - 1..y0 + h + 1 {
+        for x in x0 - 1..x0 + w + 1 {
+            let inside = (x0..x0 + w).contains(&x) && (y0..y0 + h).contains(&y);
+            let want = if inside { color } else { color ^ 0x00FF_FFFF };
+            for dx in [0, COPY_DX] {
+                if px(x + dx, y) & 0x00FF_FFFF != want {
+                    bad += 1;
+                }
+            }
+        }
+    }
+    pr_info!(
+        "gvt_drm: blit_fill {:#08x} at ({},{}) {}x{} and its copy: {} wrong pixels\n",
+        color,
+        x0,
+        y0,
+        w,
+        h,
+        bad
+    );
+    if bad == 0 {
+        0
+    } else {
+        EIO.to_errno()
+    }
+}
+
+/// `blit_bench` (debugfs): `arg` MiB (at least one screen) of whole-screen
+/// fills and of scrolls (a copy of the screen 16 rows up, fbcon's
+/// SCROLL_MOVE) on the console's framebuffer, by the blitter (through the
+/// mediator: ring, audit, MSI) and by the CPU; a `BENCH` line in the
+/// kernel log with MB/s of each.
+#[no_mangle]
+unsafe extern "C" fn gvt_drm_rs_bench(drm: *mut b::drm_device, arg: u32) -> c_int {
+    // SAFETY: debugfs files exist while the device is bound.
+    let g = unsafe { gpu(drm) };
+    let Some(fb) = fbdev_target(drm) else {
+        pr_err!("gvt_drm: blit_bench: no fbdev framebuffer\n");
+        return ENODEV.to_errno();
+    };
+    let (w, h, pitch) = (fb.w, fb.h, fb.pitch);
+    let screen = u64::from(w) * u64::from(h) * 4;
+    let scroll = u64::from(w) * u64::from(h - 16) * 4;
+    let n = ((u64::from(arg.max(1)) << 20) / screen).max(1) as u32;
+    let irq0 = g.blt.irq_user.load(Ordering::Relaxed);
+    let mut t = [0u64; 4];
+    let r = g.with_blitter(drm, fb.obj, true, |tg| {
+        let s = now_ns();
+        for i in 0..n {
+            g.blt_fill(tg, pitch, (0, 0, w, h), 0x0010_1010 * (i % 8), true)?;
+        }
+        t[0] = now_ns() - s;
+        let s = now_ns();
+        for _ in 0..n {
+            g.blt_copy(tg, pitch, (0, 0), (0, 16), (w, h - 16), true)?;
+        }
+        t[1] = now_ns() - s;
+        Ok(())
+    });
+    if let Err(e) = r {
+        pr_err!("gvt_drm: blit_bench: the blitter failed ({:?})\n", e);
+        return EIO.to_errno();
+    }
+    let irqs = g.blt.irq_user.load(Ordering::Relaxed) - irq0;
+    // The CPU, on the same framebuffer (as the shmem fbdev helper draws).
+    let s = now_ns();
+    for i in 0..n {
+        let v = 0x0001_0101 * (i % 8);
+        for y in 0..h {
+            // SAFETY: row `y` of the framebuffer's vmap (w·4 ≤ pitch bytes).
+            let row = unsafe {
+                core::slice::from_raw_parts_mut(
+                    fb.vaddr.add((y * pitch) as usize).cast::<u32>(),
+                    w as usize,
+                )
+            };
+            row.fill(v);
+        }
+    }
+    t[2] = now_ns() - s;
+    let s = now_ns();
+    for _ in 0..n {
+        // SAFETY: both ranges are inside the framebuffer's vmap; `copy`
+        // allows the overlap.
+        unsafe {
+            ptr::copy(
+                fb.vaddr.add((16 * pitch) as usize),
+                fb.vaddr,
+                ((h - 16) * pitch) as usize,
+            )
+        };
+    }
+    t[3] = now_ns() - s;
+    let f = |bytes: u64, ns: u64| {
+        let v = mbps10(bytes * u64::from(n), ns);
+        (v / 10, v % 10)
+    };
+    let (bf, bc, cf, cc) = (
+        f(screen, t[0]),
+        f(scroll, t[1]),
+        f(screen, t[2]),
+        f(scroll, t[3]),
+    );
+    pr_info!(
+        "BENCH gvt_drm_blit {}x{} ops {} fill_blitter_MBps {}.{} fill_cpu_MBps {}.{} scroll_blitter_MBps {}.{} scroll_cpu_MBps {}.{} blit_us {} user_irqs {}\n",
+        w,
+        h,
+        n,
+        bf.0,
+        bf.1,
+        cf.0,
+        cf.1,
+        bc.0,
+        bc.1,
+        cc.0,
+        cc.1,
+        (t[0] + t[1]) / 1000 / u64::from(2 * n),
+        irqs
+    );
+    0
 }
 
 // ---- GEM / dumb buffers ----------------------------------------------------
@@ -476,6 +1328,7 @@ unsafe fn map_fb(drm: *mut b::drm_device, fb: *mut b::drm_framebuffer) -> c_int 
         pages,
         refs: 1,
     };
+    g.blt.publish(obj as usize, gm, pages);
     0
 }
 
@@ -498,6 +1351,8 @@ unsafe fn unmap_fb(drm: *mut b::drm_device, fb: *mut b::drm_framebuffer) {
     }
     let m = maps.maps[i];
     maps.maps[i] = Map::default();
+    // No blit may write it once its pages go.
+    g.blt.withdraw(obj as usize);
     with_hw(drm, || {
         for p in 0..m.pages {
             g.write_pte(m.gm / PAGE + p, 0);
@@ -872,7 +1727,9 @@ unsafe extern "C" fn crtc_atomic_flush(crtc: *mut b::drm_crtc, state: *mut b::dr
     }
 }
 
-/// The vGPU's interrupt (MSI): pipe A vblank.
+/// The vGPU's interrupt (MSI): pipe A vblank, the blitter's user
+/// interrupt (a blit's seqno landed) and its error interrupt (refused,
+/// faulted or hung: the waiter resets the blitter).
 unsafe extern "C" fn irq_handler(_irq: c_int, data: *mut c_void) -> b::irqreturn_t {
     let gd = data.cast::<b::gvt_drm_dev>();
     // SAFETY: `data` is the device `gvt_drm_irq_init` registered; the IRQ is
@@ -880,14 +1737,37 @@ unsafe extern "C" fn irq_handler(_irq: c_int, data: *mut c_void) -> b::irqreturn
     let (drm, crtc) = unsafe { (ptr::addr_of_mut!((*gd).drm), ptr::addr_of_mut!((*gd).crtc)) };
     // SAFETY: as above.
     let g = unsafe { gpu(drm) };
-    let iir = g.rd32(DEIIR) & DE_PIPEA_VBLANK;
-    if iir == 0 {
-        return b::irqreturn::IRQ_NONE;
+    let mut handled = false;
+    if g.blt.cpu.load(Ordering::Relaxed) != 0 {
+        let gt = g.rd32(GTIIR) & (GT_BCS_USER | GT_BCS_ERROR);
+        if gt != 0 {
+            g.wr32(GTIIR, gt);
+            if gt & GT_BCS_USER != 0 {
+                g.blt.irq_user.fetch_add(1, Ordering::Relaxed);
+            }
+            if gt & GT_BCS_ERROR != 0 {
+                g.blt.irq_error.fetch_add(1, Ordering::Relaxed);
+                g.blt.error.store(true, Ordering::Release);
+            }
+            // SAFETY: `gd` is live (above); wakes the blit waiter.
+            unsafe { b::gvt_drm_bcs_wake(gd) };
+            handled = true;
+        }
     }
-    g.wr32(DEIIR, iir);
-    // SAFETY: the CRTC is live and vblank initialised.
-    unsafe { b::drm_crtc_handle_vblank(crtc) };
-    b::irqreturn::IRQ_HANDLED
+    if g.vblank {
+        let iir = g.rd32(DEIIR) & DE_PIPEA_VBLANK;
+        if iir != 0 {
+            g.wr32(DEIIR, iir);
+            // SAFETY: the CRTC is live and vblank initialised.
+            unsafe { b::drm_crtc_handle_vblank(crtc) };
+            handled = true;
+        }
+    }
+    if handled {
+        b::irqreturn::IRQ_HANDLED
+    } else {
+        b::irqreturn::IRQ_NONE
+    }
 }
 
 unsafe extern "C" fn crtc_mode_valid(
@@ -1073,7 +1953,7 @@ unsafe extern "C" fn gpu_release(_drm: *mut b::drm_device, data: *mut c_void) {
 ///
 /// # Safety
 /// `gd` is a fresh `gvt_drm_dev` whose `rs` is set.
-unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
+unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool, blit: bool) -> Result {
     // SAFETY: `gd` is live and not yet registered: we are its only user.
     unsafe {
         let drm = ptr::addr_of_mut!((*gd).drm);
@@ -1171,7 +2051,7 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool) -> Result {
             check(b::drm_vblank_init(drm, 1), "drm_vblank_init")?;
         }
         b::drm_mode_config_reset(drm);
-        if vblank {
+        if vblank || blit {
             check(b::gvt_drm_irq_init(gd, Some(irq_handler)), "MSI set-up")?;
         }
         let ret = b::drm_dev_register(drm, 0);
@@ -1228,10 +2108,14 @@ impl pci::Driver for GvtDrm {
     }
 
     fn unbind<'bound>(_pdev: &'bound pci::Device<Core<'_>>, this: Pin<&Self::Data<'bound>>) {
-        // SAFETY: `gd` is the device probe registered; unplug first (no new
-        // hardware access), then turn the display off.
+        // SAFETY: `gd` is the device probe registered; debugfs goes first
+        // (its removal waits for a running bench), then the blitter stops
+        // (BAR0 is still mapped), then unplug (no new hardware access),
+        // then turn the display off.
         unsafe {
             let drm = ptr::addr_of_mut!((*this.gd).drm);
+            b::gvt_drm_debugfs_fini(this.gd);
+            gpu(drm).blt_fini();
             b::drm_dev_unplug(drm);
             b::drm_atomic_helper_shutdown(drm);
             b::gvt_drm_irq_fini(this.gd);
@@ -1295,6 +2179,9 @@ fn probe(pdev: &pci::Device<Core<'_>>) -> Result<Bound> {
     let gpu = KBox::pin_init(
         pin_init!(Gpu {
             mmio: mmio as usize,
+            gd: gd as usize,
+            vblank: module_parameters::vblank.value() != 0,
+            blt: Blitter::default(),
             maps <- new_mutex!(GmMaps {
                 slices: [high, ap],
                 maps: [Map::default(); MAX_MAPS],
@@ -1319,11 +2206,24 @@ fn probe(pdev: &pci::Device<Core<'_>>) -> Result<Bound> {
             ),
             "drmm_add_action",
         )?;
-        kms_init(gd, module_parameters::vblank.value() != 0)?;
+        let blit = module_parameters::blit.value() != 0;
+        kms_init(gd, module_parameters::vblank.value() != 0, blit)?;
+        // The blitter, before the fbdev emulation (fbcon's fills and copies
+        // go to it when it is up).
+        if blit && (*gd).irq != 0 {
+            match (*gpu).blt_init(gd) {
+                Ok(()) => (*gd).fb_accel = true,
+                Err(e) => pr_warn!(
+                    "gvt_drm: no blitter ({}): fbcon draws on the CPU\n",
+                    e.to_errno()
+                ),
+            }
+        }
         // The display is ready (i915's VGT_DRV_DISPLAY_READY): the mediator
         // shows a plane only after this.
         b::gvt_drm_wr32(mmio, PV_DISPLAY_READY, 1);
         b::gvt_drm_client_setup(drm);
+        b::gvt_drm_debugfs_init(gd);
     }
     // SAFETY: registered above: `primary` is its card minor.
     let minor = unsafe { (*(*gd).drm.primary).index };
@@ -1341,6 +2241,10 @@ kernel::module_pci_driver! {
         vblank: u32 {
             default: 1,
             description: "vblank interrupts (pipe A vblank over MSI) for events and waits (0: events sent at commit)",
+        },
+        blit: u32 {
+            default: 1,
+            description: "the mediated blitter (a BCS ring, user interrupts over MSI) for fbcon's fills and copies and debugfs blit_bench / blit_fill (0: the CPU draws everything)",
         },
     },
 }

@@ -42,17 +42,7 @@ fi
 
 # Build packages, in the chroot, with their own stamp (apt under
 # setup-chroot's lock: one apt in the chroot at a time).
-deps_stamp="$CHROOT/.gvt-rs-igt-ready"
-deps_want="$(echo $DEPS | md5sum | cut -c1-12)"
-(
-  flock 8
-  if [ "$(cat "$deps_stamp" 2>/dev/null)" != "$deps_want" ]; then
-    in_chroot "apt-get update -qq"
-    step "installing IGT's build packages in the chroot" \
-      in_chroot "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $DEPS >/dev/null"
-    echo "$deps_want" > "$deps_stamp"
-  fi
-) 8>"$CACHE/.lock-setup-chroot"
+chroot_packages igt $DEPS
 
 # Sources: unpacked and patched once per snapshot; the build tree stays
 # until the segment is cached (an interrupted build resumes).

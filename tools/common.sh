@@ -62,6 +62,24 @@ in_chroot() {
     bash -c "$1"
 }
 
+# chroot_packages NAME PKGS...: install PKGS in the trixie chroot once (the
+# stamp $CHROOT/.gvt-rs-NAME-ready holds the list's hash, so a changed list
+# installs again), under setup-chroot's lock (one apt in the chroot at a time).
+chroot_packages() {
+  local name="$1"; shift
+  local stamp="$CHROOT/.gvt-rs-$name-ready" want
+  want="$(echo "$@" | md5sum | cut -c1-12)"
+  (
+    flock 8
+    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+      in_chroot "apt-get update -qq"
+      step "installing $name's packages in the chroot" \
+        in_chroot "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $* >/dev/null"
+      echo "$want" > "$stamp"
+    fi
+  ) 8>"$CACHE/.lock-setup-chroot"
+}
+
 mount_chroot() {
   local d
   for d in proc dev sys; do

@@ -144,6 +144,12 @@ if [ -f "$CACHE/l2-bzImage" ]; then
   if [ -f "$L2DRM_IMAGE" ] && [ -f "$VMDIR/l2-modules/gvt_drm.ko" ] && [ -f "$CACHE/igt/igt.cpio.gz" ]; then
     cat "$root/l2/initrd.gz" "$CACHE/igt/igt.cpio.gz" > "$root/l2/initrd-igt.gz"
   fi
+  # weston (tools/build-weston.sh) for the weston check
+  # (tests/vm/tests/gvt_drm.rs): only its segment (12 MB), which the test
+  # appends to a copy of initrd.gz in the guest's /tmp when it runs.
+  if [ -f "$L2DRM_IMAGE" ] && [ -f "$VMDIR/l2-modules/gvt_drm.ko" ] && [ -f "$CACHE/weston/weston.cpio.gz" ]; then
+    cp "$CACHE/weston/weston.cpio.gz" "$root/l2/weston.cpio.gz"
+  fi
 fi
 # cloud-hypervisor (static; tools/build-cloud-hypervisor.sh), the second VMM.
 [ -x "$CACHE/cloud-hypervisor" ] || die "no $CACHE/cloud-hypervisor: run 'cargo xtask setup'"

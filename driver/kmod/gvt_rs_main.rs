@@ -104,6 +104,10 @@ module! {
             default: 0,
             description: "Initial sysfs gvt/dmabuf of new vGPUs: 0 = display region only (any VMM display, also without OpenGL), 1 = also dma-buf planes (zero-copy; QEMU then requires an OpenGL display)",
         },
+        bench_no_audit: u32 {
+            default: 0,
+            description: "BENCHMARK SWITCH, never for untrusted guests: 1 = submissions are not audited (commands still decoded and shadow-copied, no policy check: engine, register whitelist, addresses), to measure what the audit costs (the paper's gVirt_base vs gVirt_sec). Root sets it at load only; no guest can change it. Default 0: every command audited",
+        },
         virtual_parent: bool {
             default: true,
             description: "Register the virtual parent gvt-sim0 (/sys/devices/virtual/gvt_rs/gvt-sim0) at load. PCI functions bound to the gvt_rs PCI driver by driver_override are parents as well, whatever this says",
@@ -120,6 +124,7 @@ pub(crate) fn parent_config() -> parent::ParentConfig {
         max_vgpus: module_parameters::max_vgpus.value(),
         hang_threshold: module_parameters::hang_threshold.value(),
         dmabuf: module_parameters::dmabuf.value(),
+        bench_no_audit: module_parameters::bench_no_audit.value(),
     }
 }
 

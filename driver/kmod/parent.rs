@@ -150,7 +150,11 @@ impl Parent {
         let mut pname = [0u8; NAME_LEN];
         let n = name.to_bytes().len().min(NAME_LEN - 1);
         pname[..n].copy_from_slice(&name.to_bytes()[..n]);
-        let gpu = MediatedGpu::new(plan.layout.total_gm, cfg.max_vgpus as usize)?;
+        let gpu = MediatedGpu::new(
+            plan.layout.total_gm,
+            cfg.max_vgpus as usize,
+            cfg.bench_no_audit == 0,
+        )?;
         let parent = KBox::pin_init(
             try_pin_init!(Parent {
                 reg: MdevRegistration::new(plan.type_names, plan.ntypes),

@@ -52,6 +52,8 @@ pub(crate) struct ParentConfig {
     pub(crate) hang_threshold: u32,
     /// Initial `gvt/dmabuf` of a new vGPU (0 or 1).
     pub(crate) dmabuf: u32,
+    /// The benchmark switch: 1 = submissions not audited (0 or 1).
+    pub(crate) bench_no_audit: u32,
 }
 
 impl ParentConfig {
@@ -94,6 +96,13 @@ impl ParentConfig {
             pr_err!("dmabuf={} is invalid: must be 0 or 1\n", self.dmabuf);
             return Err(EINVAL);
         }
+        if self.bench_no_audit > 1 {
+            pr_err!(
+                "bench_no_audit={} is invalid: must be 0 or 1\n",
+                self.bench_no_audit
+            );
+            return Err(EINVAL);
+        }
         Ok(GmLayout {
             aperture_size: u64::from(a) << 20,
             total_gm: u64::from(self.gm_mb) << 20,
@@ -116,7 +125,8 @@ const UNPOWERED: CoreGpu = CoreGpu::unpowered(GpuConfig::DEFAULT);
 impl MediatedGpu {
     /// The GPU for a GM of `gm_size` bytes (one physical GGTT entry per
     /// page) and at most `slots` live vGPUs.
-    pub(crate) fn new(gm_size: u64, slots: usize) -> Result<Self> {
+    /// `audit`: false only for the `bench_no_audit` benchmark switch.
+    pub(crate) fn new(gm_size: u64, slots: usize, audit: bool) -> Result<Self> {
         let entries = (gm_size >> 12) as usize;
         let mut phys = KVVec::with_capacity(entries, GFP_KERNEL)?;
         phys.resize(entries, Pte(0), GFP_KERNEL)?;
@@ -131,6 +141,10 @@ impl MediatedGpu {
             pr_err!("gvt-sim failed to power on: {e:?}\n");
             EINVAL
         })?;
+        if !audit {
+            pr_warn!("bench_no_audit=1: command audit OFF (benchmark switch): guests' submissions are not checked\n");
+            gpu.set_audit_checks(false);
+        }
         Ok(Self { gpu, phys })
     }
 }

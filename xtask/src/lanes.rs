@@ -129,6 +129,16 @@ pub fn binary_times(log: &str) -> BTreeMap<String, f64> {
     t
 }
 
+/// The IGT run's own summary (tests/vm/tests/gvt_drm_igt.rs prints
+/// `igt: N results in T s of IGT (U s in all): pass P, skip S, ...`), without
+/// its `igt: ` prefix: the last such line in `log`, if any.
+pub fn igt_summary(log: &str) -> Option<&str> {
+    log.lines()
+        .rev()
+        .filter_map(|l| l.trim().strip_prefix("igt: "))
+        .find(|l| l.contains(" results in "))
+}
+
 /// The judge's summary of a VM run (`vm-tests: P passed, F failed, M missing[, S skipped] (...)`).
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct Tally {
@@ -169,6 +179,21 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn igt_summary_is_the_last_results_line() {
+        let log = "igt: 3 results in 9 s of IGT (20 s in all): pass 2, skip 1\n\
+                   igt: every result as expected (1 listed: 1 skips, 0 flakes, 0 other)\n\
+                   vm-tests: 1 passed, 0 failed, 0 missing (x)\n";
+        assert_eq!(
+            igt_summary(log),
+            Some("3 results in 9 s of IGT (20 s in all): pass 2, skip 1")
+        );
+        assert_eq!(
+            igt_summary("vm-tests: 1 passed, 0 failed, 0 missing\n"),
+            None
+        );
+    }
 
     fn bins(v: &[(&str, f64)]) -> Vec<(String, f64)> {
         v.iter().map(|(b, e)| (b.to_string(), *e)).collect()

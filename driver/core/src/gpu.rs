@@ -147,6 +147,7 @@ impl GpuConfig {
         sched: SchedConfig::DEFAULT,
         limits: Limits {
             max_commands: SchedConfig::DEFAULT.max_pending_cmds,
+            checks: true,
         },
         cost: CostModel::DEFAULT,
     };
@@ -663,6 +664,19 @@ impl<const N: usize> Gpu<N> {
             slots: [EMPTY_SLOT; N],
             reserved: GmRange::new(0, 0),
         }
+    }
+
+    /// Turn the per-command policy checks of every later submission on or
+    /// off ([`Limits::checks`]).  Off is a benchmark switch only (the
+    /// kmod's root-set `bench_no_audit` load parameter): nothing a guest
+    /// can reach calls it.
+    pub fn set_audit_checks(&mut self, on: bool) {
+        self.cfg.limits.checks = on;
+    }
+
+    /// Whether submissions are audited ([`Gpu::set_audit_checks`]).
+    pub fn audit_checks(&self) -> bool {
+        self.cfg.limits.checks
     }
 
     /// Check the configuration against `phys` (its length is the GM size),

@@ -112,41 +112,34 @@ pub fn boot(m: &Mdev, params: &str) -> L2Drm {
 
 /// [`boot`], QEMU's output printed (`echo`) or only kept in the log.
 pub fn boot_with(m: &Mdev, params: &str, echo: bool) -> L2Drm {
-    let kernel = format!("{L2_DIR}/bzImage-drm");
-    assert!(
-        std::path::Path::new(&kernel).exists(),
-        "the rig packs the L2 DRM kernel as {kernel}"
-    );
-    fs::write(m.sysfs_path().join("gvt/dmabuf"), "0").expect("gvt/dmabuf");
+    boot_initrd(m, params, echo, None)
+}
+
+/// [`boot_with`], L2 booting `initrd` instead of the rig's `initrd.gz`
+/// (with 512 MiB of RAM instead of 128).
+pub fn boot_initrd(m: &Mdev, params: &str, echo: bool, initrd: Option<&str>) -> L2Drm {
     let pid = std::process::id();
+    // Several L2 guests may run at once (bench_native_blitter): sockets of
+    // their own.
+    static BOOTS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = BOOTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (qmp_path, tty_path) = (
-        format!("/tmp/gvt-drm-qmp-{pid}.sock"),
-        format!("/tmp/gvt-drm-tty-{pid}.sock"),
+        format!("/tmp/gvt-drm-qmp-{pid}-{n}.sock"),
+        format!("/tmp/gvt-drm-tty-{pid}-{n}.sock"),
     );
-    let mut args = crate::l2_qemu_command_accel("tcg", "drm");
-    for a in args.iter_mut() {
-        if *a == format!("{L2_DIR}/bzImage") {
-            a.clone_from(&kernel);
-        }
-        if a.contains("gvt.l2=drm") && !params.is_empty() {
-            a.push_str(&format!(" gvt.drm={params}"));
+    let mut args = command(m, params, &qmp_path, &tty_path, "");
+    if let Some(i) = initrd {
+        for a in args.iter_mut() {
+            if *a == format!("{L2_DIR}/initrd.gz") {
+                *a = i.to_string();
+            } else if *a == "128M" {
+                // The bigger initramfs unpacks into L2's RAM (weston's
+                // segment: 128 MiB gave "Initramfs unpacking failed:
+                // write error"), and its programs run there.
+                *a = "512M".into();
+            }
         }
     }
-    let dev = format!(
-        "vfio-pci,id={DEVICE_ID},sysfsdev={},display=on",
-        m.sysfs_path().display()
-    );
-    args.extend(
-        [
-            "-device",
-            &dev,
-            "-qmp",
-            &format!("unix:{qmp_path},server=on,wait=off"),
-            "-serial",
-            &format!("unix:{tty_path},server=on,wait=off"),
-        ]
-        .map(String::from),
-    );
     let mut q = Qemu::spawn(&args);
     q.echo = echo;
     let qmp = Qmp::new(&qmp_path);
@@ -174,6 +167,110 @@ pub fn boot_with(m: &Mdev, params: &str, echo: bool) -> L2Drm {
     L2Drm { q, qmp, tty, pid }
 }
 
+/// The nested QEMU command line of an L2 DRM guest on vGPU `m`
+/// (`display=on`, plus `dev_opts` on the `vfio-pci` device), gvt_drm
+/// loaded with `params`, its QMP and command port on the given sockets.
+pub fn command(m: &Mdev, params: &str, qmp: &str, tty: &str, dev_opts: &str) -> Vec<String> {
+    let kernel = format!("{L2_DIR}/bzImage-drm");
+    assert!(
+        std::path::Path::new(&kernel).exists(),
+        "the rig packs the L2 DRM kernel as {kernel}"
+    );
+    fs::write(m.sysfs_path().join("gvt/dmabuf"), "0").expect("gvt/dmabuf");
+    let mut args = crate::l2_qemu_command_accel("tcg", "drm");
+    for a in args.iter_mut() {
+        if *a == format!("{L2_DIR}/bzImage") {
+            a.clone_from(&kernel);
+        }
+        if a.contains("gvt.l2=drm") && !params.is_empty() {
+            a.push_str(&format!(" gvt.drm={params}"));
+        }
+    }
+    let dev = format!(
+        "vfio-pci,id={DEVICE_ID},sysfsdev={},display=on{dev_opts}",
+        m.sysfs_path().display()
+    );
+    args.extend(
+        [
+            "-device",
+            &dev,
+            "-qmp",
+            &format!("unix:{qmp},server=on,wait=off"),
+            "-serial",
+            &format!("unix:{tty},server=on,wait=off"),
+        ]
+        .map(String::from),
+    );
+    args
+}
+
+/// Screendumps of `qmp` into `shot`, `tries` times `pause` apart, until
+/// `check` accepts one (fbcon, modetest and weston draw asynchronously and
+/// the screen is read at screendump time): what it returned, or its last
+/// error.
+pub fn wait_screen<T>(
+    qmp: &mut Qmp,
+    shot: &str,
+    tries: u32,
+    pause: Duration,
+    mut check: impl FnMut(&Ppm) -> Result<T, String>,
+) -> Result<T, String> {
+    let mut last = String::from("no screendump taken");
+    for i in 0..tries {
+        if i > 0 {
+            std::thread::sleep(pause);
+        }
+        match check(&qmp.screendump(DEVICE_ID, shot)) {
+            Ok(v) => return Ok(v),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+/// libdrm's SMPTE test pattern (util/pattern.c, RGB formats): the top 6/9
+/// of the screen are seven 75% bars, bar `x * 7 / width` at column `x`.
+pub const SMPTE_TOP: [[u8; 3]; 7] = [
+    [192, 192, 192],
+    [192, 192, 0],
+    [0, 192, 192],
+    [0, 192, 0],
+    [192, 0, 192],
+    [192, 0, 0],
+    [0, 0, 192],
+];
+
+/// Compare the screendump's pixels at `points` (x, y, wanted colour):
+/// `Err` says how many differ and the first, in `what`'s words.
+pub fn compare(
+    s: &Ppm,
+    points: impl Iterator<Item = (u32, u32, [u8; 3])>,
+    what: &str,
+) -> Result<(), String> {
+    let mut bad = 0u64;
+    let mut first = None;
+    for (x, y, want) in points {
+        if px(s, x, y) != want {
+            bad += 1;
+            first.get_or_insert((x, y, px(s, x, y), want));
+        }
+    }
+    match first {
+        None => Ok(()),
+        Some((x, y, got, want)) => Err(format!(
+            "{bad} pixels of {what} differ; first at ({x},{y}): {got:?}, want {want:?}"
+        )),
+    }
+}
+
+/// Check the screendump's top 6/9 against modetest's pattern, exactly.
+pub fn check_smpte(s: &Ppm) -> Result<(), String> {
+    let (w, h) = (s.width, s.height);
+    let points =
+        (0..h * 6 / 9).flat_map(|y| (0..w).map(move |x| (x, y, SMPTE_TOP[(x * 7 / w) as usize])));
+    compare(s, points, "modetest's bars")
+}
+
 /// A running L2 DRM guest.
 pub struct L2Drm {
     pub q: Qemu,
@@ -186,6 +283,14 @@ impl L2Drm {
     /// Let L2 finish; check its log and the mediator's refusal counters;
     /// remove the vGPU.
     pub fn finish(self, m: Mdev) {
+        self.finish_refused(m, 0)
+    }
+
+    /// [`L2Drm::finish`] for a test that made the guest submit `refused`
+    /// commands the auditor must refuse: exactly that many audit
+    /// refusals (`submissions_rejected`, the `reject_*` classes), nothing
+    /// else refused.
+    pub fn finish_refused(self, m: Mdev, refused: u64) {
         let L2Drm { mut q, .. } = self;
         q.wait_for("L2: done", STEP);
         let st = q.child.wait().expect("qemu exit");
@@ -195,10 +300,20 @@ impl L2Drm {
             assert!(!log.contains(bad), "L2 kernel splat ({bad}):\n{log}");
         }
         let st = stats(&m);
-        let refused = crate::guest::refusals(&st);
-        assert!(refused.is_empty(), "the mediator refused: {refused:?}");
+        let got = crate::guest::refusals(&st);
+        let audit: u64 = got
+            .iter()
+            .filter(|(k, _)| k.starts_with("reject_"))
+            .map(|(_, v)| v)
+            .sum();
+        assert!(
+            audit == refused
+                && st.get("submissions_rejected") == Some(&refused)
+                && got.iter().all(|(k, _)| k.starts_with("reject_")),
+            "the mediator refused (expected {refused} audit refusals): {got:?}"
+        );
         println!(
-            "gvt/stats: ggtt_mapped {:?}, every reject_* 0, mmio_rejected 0, ggtt_rejected 0, ggtt_dropped 0",
+            "gvt/stats: ggtt_mapped {:?}, audit refusals {refused} (as expected), mmio_rejected 0, ggtt_rejected 0, ggtt_dropped 0",
             st.get("ggtt_mapped")
         );
         m.remove().expect("remove");
