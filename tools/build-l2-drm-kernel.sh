@@ -9,7 +9,11 @@
 # named after the config version).  v3 adds what IGT's runner and tests need
 # (tests/vm/tests/gvt_drm_igt.rs): UNIX sockets (the runner's comms with
 # each test), debugfs (DRM's CRC interface), tmpfs and memfd, sysctl (the
-# taint file), file locks and high-resolution timers (vblank waits).
+# taint file), file locks and high-resolution timers (vblank waits).  v4
+# turns on fbcon's use of a driver's accelerated copy
+# (FRAMEBUFFER_CONSOLE_LEGACY_ACCELERATION, default off on x86): fbcon then
+# scrolls by moving the screen with fb_copyarea, which gvt_drm does on the
+# mediated blitter, instead of redrawing every glyph with the CPU.
 #
 # DRM_GEM_SHMEM_HELPER and DRM_CLIENT_SELECTION have no prompt: only a driver
 # can select them, so the smallest in-tree one that does (cirrus-qemu, one
@@ -43,11 +47,11 @@ BINFMT_ELF BINFMT_SCRIPT DEVTMPFS DEVTMPFS_MOUNT PROC_FS SYSFS FUTEX EPOLL SIGNA
 EVENTFD SHMEM MULTIUSER POSIX_TIMERS HYPERVISOR_GUEST PARAVIRT KVM_GUEST X86_TSC PCI_QUIRKS \
 PRINTK_TIME EARLY_PRINTK \
 MODULES MODULE_UNLOAD RUST VT VT_CONSOLE DRM DRM_CIRRUS_QEMU DRM_FBDEV_EMULATION \
-FRAMEBUFFER_CONSOLE \
+FRAMEBUFFER_CONSOLE FRAMEBUFFER_CONSOLE_LEGACY_ACCELERATION \
 NET UNIX DEBUG_FS DEBUG_FS_ALLOW_ALL TMPFS MEMFD_CREATE SYSCTL FILE_LOCKING HIGH_RES_TIMERS"
 # What must come out =y (a dependency that olddefconfig silently drops fails here).
 must="KERNEL_GZIP MODULES RUST DRM DRM_KMS_HELPER DRM_GEM_SHMEM_HELPER DRM_CLIENT_SETUP DRM_FBDEV_EMULATION \
-FB_CORE FRAMEBUFFER_CONSOLE VT PCI_MSI UNIX DEBUG_FS TMPFS MEMFD_CREATE SYSCTL"
+FB_CORE FRAMEBUFFER_CONSOLE FRAMEBUFFER_CONSOLE_LEGACY_ACCELERATION VT PCI_MSI UNIX DEBUG_FS TMPFS MEMFD_CREATE SYSCTL"
 rm -rf "$build"; mkdir -p "$build"
 in_chroot "set -e; cd $src; make O=$build tinyconfig >/dev/null
   for o in $opts; do scripts/config --file $build/.config -e \$o; done

@@ -23,7 +23,7 @@ REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # The L2 DRM kernel (tools/build-l2-drm-kernel.sh, the native guest driver's
 # L2): its config version names its files, so a branch with another config
 # keeps its own build next to this one in a shared cache.
-L2DRM_CFG="l2-drm-v3"
+L2DRM_CFG="l2-drm-v4"
 L2DRM_IMAGE="$CACHE/$L2DRM_CFG-bzImage"       # the kernel image
 L2DRM_BUILD="$CACHE/$L2DRM_CFG-build"         # its output tree (gvt_drm.ko builds against it)
 
