@@ -19,7 +19,10 @@
 //!   formats gvt-sim scans out), one cursor plane (ARGB8888, 64×64,
 //!   128×128 or 256×256: i9xx cursor A, §9.2), one CRTC (pipe A), one
 //!   virtual encoder and one connector whose modes come from the monitor's
-//!   EDID page (BAR0 0x79000) and whose status is its connected bit.  A
+//!   EDID page (BAR0 0x79000) and whose status is its connected bit,
+//!   polled every 10 s by DRM's output poll helper (no hotplug interrupt):
+//!   a moved hotplug counter makes the driver take the new EDID, and DRM
+//!   then sends the hotplug uevent ([`connector_detect_ctx`]).  A
 //!   plane update writes `PIPEASRC`, `DSPASTRIDE`, `DSPACNTR` and last
 //!   `DSPASURF` (the flip); a cursor update `CURAPOS`, `CURACNTR` and last
 //!   `CURABASE`.
@@ -46,7 +49,8 @@
 //!   and programs its ring again; after 3 failures in a row it is given up
 //!   and everything is drawn on the CPU, never wedging the guest.  fbcon's
 //!   fills and copies (scrolling: `FBINFO_HWACCEL_COPYAREA` makes it
-//!   SCROLL_MOVE) go to it (`gvt_drm_helpers.c` wraps the shmem fbdev
+//!   SCROLL_MOVE where the kernel has
+//!   `CONFIG_FRAMEBUFFER_CONSOLE_LEGACY_ACCELERATION`) go to it (`gvt_drm_helpers.c` wraps the shmem fbdev
 //!   ops; the CPU draws whenever the blitter is busy, off or the
 //!   framebuffer is not mapped).  debugfs `gvt_drm-<pci>/blit_stats`,
 //!   `blit_fill` (a checked fill) and `blit_bench` (blitter vs CPU
@@ -118,6 +122,9 @@ const PV_DISPLAY_READY: u32 = PVINFO + 0x804;
 const EDID_PAGE: u32 = 0x79000;
 const EDID_STATUS: u32 = 0x79200;
 const EDID_SIZE: u32 = 0x79204;
+/// The monitor's hotplug counter: one more on every plug, unplug or EDID
+/// change by the VMM (docs/gvt-sim.md, the EDID page).
+const EDID_HOTPLUGS: u32 = 0x79208;
 const EDID_MAX: usize = 512;
 /// Display-engine interrupts (§8.3): bit 0 pipe A vblank.
 const DEIMR: u32 = 0x44004;
@@ -327,6 +334,9 @@ struct Gpu {
     maps: Mutex<GmMaps>,
     /// Guest clock − host vblank clock (vblank timestamps).
     clock: ClockOffset,
+    /// The hotplug counter the connector's EDID was last read at
+    /// (`connector_detect_ctx`); `u32::MAX` + 1 states before the first.
+    hotplugs: AtomicU64,
 }
 
 impl Gpu {
@@ -1833,6 +1843,17 @@ unsafe extern "C" fn connector_get_modes(conn: *mut b::drm_connector) -> c_int {
     count
 }
 
+/// `Gpu::hotplugs` before the connector was first probed.
+const NO_HOTPLUGS: u64 = 1 << 32;
+
+/// The connector's status, polled by DRM's output poll helper every 10 s
+/// (`DRM_CONNECTOR_POLL_CONNECT | _DISCONNECT`: gvt-sim has no hotplug
+/// interrupt, its EDID page has a hotplug counter).  When the counter moved
+/// since the last look, the VMM plugged, unplugged or changed the monitor
+/// (vfio.h's EDID region: link down, new blob, link up): the connector
+/// takes the new EDID here, which moves its epoch counter when the EDID
+/// differs, so the poll helper sends a hotplug uevent (and the fbdev
+/// emulation picks the new mode) even when the status stays connected.
 unsafe extern "C" fn connector_detect_ctx(
     conn: *mut b::drm_connector,
     _ctx: *mut b::drm_modeset_acquire_ctx,
@@ -1842,8 +1863,40 @@ unsafe extern "C" fn connector_detect_ctx(
     let drm = unsafe { (*conn).dev };
     // SAFETY: as above.
     let g = unsafe { gpu(drm) };
-    let mut connected = false;
-    with_hw(drm, || connected = g.rd32(EDID_STATUS) & 1 != 0);
+    let (mut connected, mut count) = (false, 0u32);
+    if !with_hw(drm, || {
+        connected = g.rd32(EDID_STATUS) & 1 != 0;
+        count = g.rd32(EDID_HOTPLUGS);
+    }) {
+        return b::drm_connector_status_connector_status_disconnected as c_int;
+    }
+    let last = g.hotplugs.swap(u64::from(count), Ordering::Relaxed);
+    if last != NO_HOTPLUGS && last != u64::from(count) {
+        let mut buf = [0u8; EDID_MAX];
+        let edid = match read_edid(g, drm, &mut buf) {
+            // SAFETY: `buf[..size]` is readable; drm_edid_alloc copies it.
+            Some(size) => unsafe { b::drm_edid_alloc(buf.as_ptr().cast(), size) },
+            None => ptr::null(),
+        };
+        // SAFETY: the helpers call detect with mode_config.mutex held, as
+        // drm_edid_connector_update needs; `edid` is ours (or null).
+        unsafe {
+            b::drm_edid_connector_update(conn, edid);
+            if !edid.is_null() {
+                b::drm_edid_free(edid);
+            }
+        }
+        pr_info!(
+            "gvt_drm: hotplug {} ({}): monitor {}\n",
+            count,
+            last,
+            if connected {
+                "connected"
+            } else {
+                "disconnected"
+            }
+        );
+    }
     if connected {
         b::drm_connector_status_connector_status_connected as c_int
     } else {
@@ -2040,6 +2093,10 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool, blit: bool) -> Result 
             "drmm_connector_init",
         )?;
         (*conn).helper_private = &CONNECTOR_HELPERS;
+        // No hotplug interrupt: DRM's output poll helper asks
+        // `connector_detect_ctx` every 10 s (started by
+        // drm_kms_helper_poll_init below, stopped at unbind).
+        (*conn).polled = (b::DRM_CONNECTOR_POLL_CONNECT | b::DRM_CONNECTOR_POLL_DISCONNECT) as _;
         check(
             b::drm_connector_attach_encoder(conn, enc),
             "drm_connector_attach_encoder",
@@ -2059,6 +2116,7 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool, blit: bool) -> Result 
             b::gvt_drm_irq_fini(gd);
         }
         check(ret, "drm_dev_register")?;
+        b::drm_kms_helper_poll_init(drm);
     }
     Ok(())
 }
@@ -2115,6 +2173,7 @@ impl pci::Driver for GvtDrm {
         unsafe {
             let drm = ptr::addr_of_mut!((*this.gd).drm);
             b::gvt_drm_debugfs_fini(this.gd);
+            b::drm_kms_helper_poll_fini(drm);
             gpu(drm).blt_fini();
             b::drm_dev_unplug(drm);
             b::drm_atomic_helper_shutdown(drm);
@@ -2187,6 +2246,7 @@ fn probe(pdev: &pci::Device<Core<'_>>) -> Result<Bound> {
                 maps: [Map::default(); MAX_MAPS],
             }),
             clock: ClockOffset(AtomicU64::new(0)),
+            hotplugs: AtomicU64::new(NO_HOTPLUGS),
         }),
         GFP_KERNEL,
     )?;

@@ -118,6 +118,17 @@ pub fn boot_with(m: &Mdev, params: &str, echo: bool) -> L2Drm {
 /// [`boot_with`], L2 booting `initrd` instead of the rig's `initrd.gz`
 /// (with 512 MiB of RAM instead of 128).
 pub fn boot_initrd(m: &Mdev, params: &str, echo: bool, initrd: Option<&str>) -> L2Drm {
+    boot_opts(m, params, echo, initrd, &[])
+}
+
+/// [`boot_initrd`] with `extra` arguments for the nested QEMU.
+pub fn boot_opts(
+    m: &Mdev,
+    params: &str,
+    echo: bool,
+    initrd: Option<&str>,
+    extra: &[String],
+) -> L2Drm {
     let pid = std::process::id();
     // Several L2 guests may run at once (bench_native_blitter): sockets of
     // their own.
@@ -140,17 +151,28 @@ pub fn boot_initrd(m: &Mdev, params: &str, echo: bool, initrd: Option<&str>) -> 
             }
         }
     }
+    args.extend_from_slice(extra);
     let mut q = Qemu::spawn(&args);
     q.echo = echo;
     let qmp = Qmp::new(&qmp_path);
     let tty = connect(&tty_path);
+    up(&mut q, m);
+    L2Drm { q, qmp, tty, pid }
+}
+
+/// Wait for L2 (just started, or rebooted) to load the driver and draw
+/// its banner on fbcon; check what it reports of the driver (PCI binding,
+/// the connector connected with the monitor's 1024x768 mode first, fbcon
+/// on the fbdev emulation at that mode) and the plane the host shows.
+pub fn up(q: &mut Qemu, m: &Mdev) {
     let card = q.wait_for("L2: drm card0", BOOT);
+    let from = q.log.len() - 1;
     assert!(
         card.contains("0x1234 0x6776 driver gvt_drm"),
         "gvt_drm binds the vGPU: {card}"
     );
     q.wait_for("L2: drm banner", STEP);
-    let log = q.log.join("\n");
+    let log = q.log[from..].join("\n");
     assert!(
         log.contains("L2: drm connector card0-Virtual-1 connected modes 1024x768"),
         "the connector is connected with the monitor's EDID mode first:\n{log}"
@@ -164,7 +186,6 @@ pub fn boot_initrd(m: &Mdev, params: &str, echo: bool, initrd: Option<&str>) -> 
     let d = fs::read_to_string(m.sysfs_path().join("gvt/display")).unwrap();
     println!("gvt/display:\n{d}");
     assert!(d.contains("plane: 1024x768 XR24 stride 4096"), "{d}");
-    L2Drm { q, qmp, tty, pid }
 }
 
 /// The nested QEMU command line of an L2 DRM guest on vGPU `m`

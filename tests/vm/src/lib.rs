@@ -13,6 +13,7 @@ pub mod igt;
 pub mod l2;
 pub mod pci;
 pub mod screen;
+pub mod vnc;
 
 use std::fs;
 use std::io;
