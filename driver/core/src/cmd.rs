@@ -1569,7 +1569,9 @@ impl Walker {
     /// submitted) and needs nothing of the walker but its checks: no batch
     /// start or end, no rejection (the one-command path handles those and
     /// finds the same), at most `max_cmds` of them.  They join the run at
-    /// `level`.  Returns how many commands and dwords it took.
+    /// `level`.  Returns how many commands and dwords it took.  `checks`
+    /// false ([`Limits::checks`], the benchmark switch): a command needs
+    /// only to parse, as on the one-command path.
     #[inline]
     fn straight<E: AuditEnv + ?Sized>(
         &mut self,
@@ -1578,6 +1580,7 @@ impl Walker {
         cur: Cursor,
         max_cmds: u32,
         max_bytes: u64,
+        checks: bool,
     ) -> Result<(u32, usize), AuditError> {
         let Some(start) = self.win.holds(cur.space, cur.addr, 1) else {
             return Ok((0, 0));
@@ -1603,7 +1606,12 @@ impl Walker {
             let Some(d) = self.win.d.get(i..end) else {
                 break;
             };
-            if !accepts(env, op, d) {
+            let ok = if checks {
+                accepts(env, op, d)
+            } else {
+                parse(op, d).is_ok()
+            };
+            if !ok {
                 break;
             }
             i = end;
@@ -1754,7 +1762,7 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
             };
             let budget = limits.max_commands.saturating_sub(sum.commands);
             let (cmds, dwords) = if view.is_none() {
-                w.straight(env, level, cur, budget, max_bytes)?
+                w.straight(env, level, cur, budget, max_bytes, limits.checks)?
             } else {
                 (0, 0)
             };
@@ -2314,6 +2322,8 @@ mod tests {
         flip: Option<(u64, u32)>,
         /// The guest's GM view, when it is not the placement.
         view: Option<GmView>,
+        /// How often the walker asked `gm_allowed` (a policy check).
+        asked: core::cell::Cell<u32>,
     }
 
     impl Env {
@@ -2329,6 +2339,7 @@ mod tests {
                 holes: vec![],
                 flip: None,
                 view: None,
+                asked: core::cell::Cell::new(0),
             }
         }
         fn put(&mut self, addr: u64, d: &[u32]) {
@@ -2364,6 +2375,7 @@ mod tests {
             self.engine
         }
         fn gm_allowed(&self, addr: Gma, len: u64) -> bool {
+            self.asked.set(self.asked.get() + 1);
             self.ranges.iter().any(|r| r.contains(addr, len))
         }
         fn ppgtt_mapped(&self, addr: u64, len: u64) -> bool {
@@ -2645,6 +2657,28 @@ mod tests {
         assert!(e.out[0].starts_with(&outside), "shadowed: {:x?}", e.out[0]);
         let mut e = Env::new(EngineId::Bcs);
         assert!(e.run_limits(&[0xE000_0000], &off).is_err(), "undecodable");
+        // Allowed commands: the straight runs ask the policy with the
+        // checks on and never with them off (else the switch would measure
+        // nothing: the fast path would still audit).
+        let inside: Vec<u32> = (0..8)
+            .flat_map(|i| sdi(Space::Ggtt, GM.base + 64 * i, i as u32))
+            .collect();
+        let mut on = Env::new(EngineId::Bcs);
+        ok(on.run(&inside));
+        assert!(on.asked.get() >= 8, "audited: {} asks", on.asked.get());
+        // What a submission asks whatever it holds (the ring's placement).
+        let mut noops = Env::new(EngineId::Bcs);
+        ok(noops.run_limits(&vec![MI_NOOP; inside.len()], &off));
+        let mut e = Env::new(EngineId::Bcs);
+        let s = ok(e.run_limits(&inside, &off));
+        assert_eq!(
+            e.asked.get(),
+            noops.asked.get(),
+            "no command's policy asked with the checks off"
+        );
+        assert!(on.asked.get() >= noops.asked.get() + 8);
+        assert_eq!(e.out, on.out, "the same shadow");
+        assert_eq!(s.commands, 8);
     }
 
     #[test]
