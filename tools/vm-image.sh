@@ -115,11 +115,6 @@ for fw in bios-256k.bin linuxboot_dma.bin kvmvapic.bin multiboot_dma.bin; do
   [ -n "$f" ] && cp -L "$f" "$root/l2/fw/$fw"
 done
 [ -f "$root/l2/fw/bios-256k.bin" ] || die "bios-256k.bin not found in the chroot (seabios)"
-# QEMU's VNC server loads a keyboard layout at start (-vnc fails without
-# it): the default one, where -L looks (keymaps/ under the data dir).
-mkdir -p "$root/l2/fw/keymaps"
-cp -L "$CHROOT/usr/share/qemu/keymaps/en-us" "$root/l2/fw/keymaps/en-us" \
-  || die "no QEMU keymap en-us in the chroot"
 if [ -f "$CACHE/l2-bzImage" ]; then
   cp "$CACHE/l2-bzImage" "$root/l2/bzImage"
   # The L2 initramfs: busybox, an /init that reports what L2 sees, and the

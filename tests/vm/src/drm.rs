@@ -118,17 +118,6 @@ pub fn boot_with(m: &Mdev, params: &str, echo: bool) -> L2Drm {
 /// [`boot_with`], L2 booting `initrd` instead of the rig's `initrd.gz`
 /// (with 512 MiB of RAM instead of 128).
 pub fn boot_initrd(m: &Mdev, params: &str, echo: bool, initrd: Option<&str>) -> L2Drm {
-    boot_opts(m, params, echo, initrd, &[])
-}
-
-/// [`boot_initrd`] with `extra` arguments for the nested QEMU.
-pub fn boot_opts(
-    m: &Mdev,
-    params: &str,
-    echo: bool,
-    initrd: Option<&str>,
-    extra: &[String],
-) -> L2Drm {
     let pid = std::process::id();
     // Several L2 guests may run at once (bench_native_blitter): sockets of
     // their own.
@@ -151,7 +140,6 @@ pub fn boot_opts(
             }
         }
     }
-    args.extend_from_slice(extra);
     let mut q = Qemu::spawn(&args);
     q.echo = echo;
     let qmp = Qmp::new(&qmp_path);

@@ -7,13 +7,13 @@
 //! and run by the rig with `--ignored`.
 
 pub mod drm;
+pub mod edid;
 pub mod guest;
 pub mod gvt;
 pub mod igt;
 pub mod l2;
 pub mod pci;
 pub mod screen;
-pub mod vnc;
 
 use std::fs;
 use std::io;

@@ -738,57 +738,6 @@ fn display_dmabuf_plane_maps_the_framebuffer() {
     assert_pixels(&pixels(&ma), &expected(5), "dma-buf after the vGPU is gone");
 }
 
-/// A 128-byte EDID 1.4 with one detailed timing: VESA DMT 1024x768@60
-/// (65.00 MHz, 1344x806 total), written independently of the driver's
-/// generator.
-fn edid_1024x768() -> [u8; 128] {
-    let mut e = [0u8; 128];
-    e[..8].copy_from_slice(&[0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0]);
-    let l = |c: u8| u16::from(c - b'A' + 1);
-    e[8..10].copy_from_slice(&((l(b'T') << 10) | (l(b'S') << 5) | l(b'T')).to_be_bytes());
-    e[10] = 0x34;
-    e[16] = 1;
-    e[17] = 34;
-    e[18] = 1;
-    e[19] = 4;
-    e[20] = 0xA5;
-    (e[21], e[22], e[23], e[24]) = (26, 20, 120, 0x06);
-    for i in 0..8 {
-        e[38 + 2 * i] = 1;
-        e[39 + 2 * i] = 1;
-    }
-    let (clock, ha, hb, va, vb, hfp, hs, vfp, vs) = (
-        6500u32, 1024u32, 320u32, 768u32, 38u32, 24u32, 136u32, 3u32, 6u32,
-    );
-    let d = [
-        clock as u8,
-        (clock >> 8) as u8,
-        ha as u8,
-        hb as u8,
-        (((ha >> 8) << 4) | (hb >> 8)) as u8,
-        va as u8,
-        vb as u8,
-        (((va >> 8) << 4) | (vb >> 8)) as u8,
-        hfp as u8,
-        hs as u8,
-        ((vfp << 4) | vs) as u8,
-        0,
-        0x04,
-        0x03,
-        0,
-        0,
-        0,
-        0x18,
-    ];
-    e[54..72].copy_from_slice(&d);
-    // Dummy descriptors (tag 0x10) in the other three slots.
-    for s in 1..4 {
-        e[54 + 18 * s + 3] = 0x10;
-    }
-    e[127] = 0u8.wrapping_sub(e[..127].iter().fold(0u8, |a, &b| a.wrapping_add(b)));
-    e
-}
-
 /// The EDID region advertises exactly what it serves: every byte inside
 /// the size `GET_REGION_INFO` reports reads (one byte at a time, aligned
 /// dwords, all at once, and misaligned), and nothing past it does.
@@ -928,7 +877,8 @@ fn display_edid_region_follows_qemus_update_sequence() {
         (0, 0, 0, 1),
         "unplugged"
     );
-    let edid = edid_1024x768();
+    // DMT 1024x768@60, written independently of the driver's generator.
+    let edid = gvt_vmtests::edid::edid(&gvt_vmtests::edid::DMT_1024X768);
     assert_eq!(pwrite(&dev, EDID_REGION, 2048, &edid).unwrap(), 128);
     set(8, 128).expect("edid_size");
     assert_eq!(guest(G_STATUS), 0, "nothing shows before link up");

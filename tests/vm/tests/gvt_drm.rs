@@ -22,7 +22,6 @@ use gvt_vmtests::drm::{
 };
 use gvt_vmtests::gvt::*;
 use gvt_vmtests::screen::{Ppm, DEVICE_ID};
-use gvt_vmtests::vnc::{self, Vnc};
 use gvt_vmtests::{Mdev, L2_DIR};
 
 /// The issue's first "done when" line: in nested unmodified QEMU with
@@ -417,44 +416,43 @@ fn gvt_drm_blitter_fbcon_and_fill() {
 
 /// The rest of the driver's life cycle (issue 13: "modes from the
 /// monitor's EDID page (and a hotplug when the VMM changes the EDID)",
-/// "clean unbind/rebind, and survives ... a VMM RESET").  A VNC client
-/// resizes its view (RFB SetDesktopSize): unmodified QEMU writes a new EDID
-/// with that size through the vGPU's EDID region (link down, blob, link
-/// up); gvt_drm's output polling sees the hotplug counter move, takes the
-/// new EDID, and the fbdev emulation sets the new preferred mode: the
-/// screendump and the host's plane get that size (800x600, then back to
-/// 1024x768).  Then L2 unbinds and rebinds the driver (card0 goes and comes
-/// back, fbcon shows the banner again), and QMP `system_reset` resets the
-/// VM (VFIO_DEVICE_RESET on the vGPU): L2 boots again, the driver binds and
-/// fbcon shows the banner.  The mediator refuses nothing.
+/// "clean unbind/rebind, and survives ... a VMM RESET").
+///
+/// The monitor change: the VMM's side of it is vfio.h's EDID region update
+/// (link down, blob, size, link up).  Unmodified QEMU 10 does that only
+/// when a UI resizes a dma-buf console (its region-display ops have no
+/// `ui_info`, and its VNC server refuses a dma-buf console), so the test
+/// runs QEMU's own sequence (hw/vfio/display.c, `vfio_display_edid_update`)
+/// on QEMU's open device fd, duplicated with `pidfd_getfd(2)`: an 800x600
+/// monitor, then 1024x768 again.  gvt_drm's output polling sees the
+/// hotplug counter move and takes the new EDID; the fbdev emulation sets
+/// the new preferred mode: the connector's modes, QEMU's screendump and
+/// the host's plane follow.  Then L2 unbinds and rebinds the driver (card0
+/// goes and comes back, fbcon shows the banner again), and QMP
+/// `system_reset` resets the VM (VFIO_DEVICE_RESET on the vGPU): L2 boots
+/// again, the driver binds and fbcon shows the banner.  The mediator
+/// refuses nothing.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn gvt_drm_hotplug_rebind_and_vmm_reset() {
+    use gvt_vmtests::edid::{edid, DMT_1024X768, DMT_800X600};
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
+    let mut l2 = boot(&m, "");
+    let dev = qemu_vfio_device_fd(l2.q.child.id());
     let pid = std::process::id();
-    let vnc_path = format!("/tmp/gvt-drm-vnc-{pid}.sock");
-    let extra = ["-vnc".to_string(), format!("unix:{vnc_path}")];
-    let mut l2 = gvt_vmtests::drm::boot_opts(&m, "", true, None, &extra);
-    let mut vnc = Vnc::connect(&vnc_path).expect("VNC handshake with the nested QEMU");
-    assert_eq!(vnc.size, (1024, 768), "QEMU's console is the vGPU's screen");
     let shot = format!("/tmp/gvt-drm-hp-{pid}.ppm");
-    for (w, h) in [(800u16, 600u16), (1024, 768)] {
+    for t in [DMT_800X600, DMT_1024X768] {
+        let (w, h) = (t.ha, t.va);
         writeln!(l2.tty, "\nhotplug {w}x{h}").unwrap();
-        let st = vnc.set_desktop_size(w, h).expect("SetDesktopSize");
-        assert_eq!(
-            st,
-            vnc::FORWARDED,
-            "QEMU passed the size on to the vGPU's display"
-        );
+        vmm_edid_update(&dev, &edid(&t));
         let line = l2.q.wait_for("L2: drm hotplug", STEP);
         println!("{line}");
         assert!(
             line.contains(&format!("hotplug connected modes {w}x{h} ")),
             "the connector's preferred mode is the new EDID's: {line}"
         );
-        let (sw, sh) = (u32::from(w), u32::from(h));
         wait_screen(&mut l2.qmp, &shot, 30, Duration::from_secs(2), |s| {
-            if (s.width, s.height) == (sw, sh) {
+            if (s.width, s.height) == (w, h) {
                 Ok(())
             } else {
                 Err(format!("the screen is {}x{}", s.width, s.height))
@@ -470,9 +468,10 @@ fn gvt_drm_hotplug_rebind_and_vmm_reset() {
     }
     let log = l2.q.log.join("\n");
     assert!(
-        log.contains("L2: dmesg") && log.contains("gvt_drm: hotplug"),
+        log.contains("gvt_drm: hotplug"),
         "the driver logged the hotplugs:\n{log}"
     );
+    drop(dev);
 
     writeln!(l2.tty, "\nrebind").unwrap();
     println!("{}", l2.q.wait_for("L2: drm unbound", STEP));
@@ -497,6 +496,69 @@ fn gvt_drm_hotplug_rebind_and_vmm_reset() {
     println!("after system_reset: L2 booted again, gvt_drm bound, the banner on fbcon");
     writeln!(l2.tty, "\ndone").unwrap();
     l2.finish(m);
+}
+
+/// QEMU's VFIO device fd (`anon_inode:[vfio-device]` in its fd table),
+/// duplicated into this process with `pidfd_getfd(2)` (root may).
+fn qemu_vfio_device_fd(pid: u32) -> std::os::fd::OwnedFd {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain syscall; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) } as i32;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open({pid}): {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: a fresh fd this function owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+    {
+        let is_dev = std::fs::read_link(e.path())
+            .is_ok_and(|t| t.to_string_lossy() == "anon_inode:[vfio-device]");
+        let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !is_dev {
+            continue;
+        }
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), n, 0) } as i32;
+        assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh fd this function owns.
+        return unsafe { OwnedFd::from_raw_fd(fd) };
+    }
+    panic!("QEMU {pid} holds no VFIO device fd");
+}
+
+/// What QEMU's `vfio_display_edid_update` does with the EDID region
+/// (`struct vfio_region_gfx_edid`: edid_size at 8, link_state at 20, the
+/// blob at 2048): link down, the blob, its size, link up.
+fn vmm_edid_update(dev: &std::os::fd::OwnedFd, blob: &[u8]) {
+    use std::os::fd::AsRawFd;
+    let region = gvt_vmtests::gvt::region_off(vfio_bindings::bindings::vfio::VFIO_PCI_NUM_REGIONS);
+    let put = |off: u64, b: &[u8]| {
+        // SAFETY: `b` is valid for its length; the fd is ours.
+        let n = unsafe {
+            libc::pwrite(
+                dev.as_raw_fd(),
+                b.as_ptr().cast(),
+                b.len(),
+                (region + off) as libc::off_t,
+            )
+        };
+        assert_eq!(
+            n,
+            b.len() as isize,
+            "EDID region write at {off}: {}",
+            std::io::Error::last_os_error()
+        );
+    };
+    put(20, &2u32.to_le_bytes()); // VFIO_DEVICE_GFX_LINK_STATE_DOWN
+    put(2048, blob);
+    put(8, &(blob.len() as u32).to_le_bytes());
+    put(20, &1u32.to_le_bytes()); // VFIO_DEVICE_GFX_LINK_STATE_UP
 }
 
 /// The issue's benchmark (not a test: `cargo xtask bench`; the names must
