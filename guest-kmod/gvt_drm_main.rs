@@ -1833,6 +1833,7 @@ unsafe extern "C" fn connector_get_modes(conn: *mut b::drm_connector) -> c_int {
         }
     }
     if count == 0 {
+        pr_info!("gvt_drm: no modes from the monitor's EDID: the fixed list\n");
         // SAFETY: `conn` is live (no EDID: a fixed list, 1024x768 preferred).
         unsafe {
             b::drm_edid_connector_update(conn, ptr::null());
@@ -1873,11 +1874,17 @@ unsafe extern "C" fn connector_detect_ctx(
     let last = g.hotplugs.swap(u64::from(count), Ordering::Relaxed);
     if last != NO_HOTPLUGS && last != u64::from(count) {
         let mut buf = [0u8; EDID_MAX];
-        let edid = match read_edid(g, drm, &mut buf) {
+        let size = read_edid(g, drm, &mut buf);
+        let edid = match size {
             // SAFETY: `buf[..size]` is readable; drm_edid_alloc copies it.
             Some(size) => unsafe { b::drm_edid_alloc(buf.as_ptr().cast(), size) },
             None => ptr::null(),
         };
+        // The first detailed timing (the preferred mode), for the log.
+        let (w, h) = (
+            u32::from(buf[56]) | (u32::from(buf[58] >> 4) << 8),
+            u32::from(buf[59]) | (u32::from(buf[61] >> 4) << 8),
+        );
         // SAFETY: the helpers call detect with mode_config.mutex held, as
         // drm_edid_connector_update needs; `edid` is ours (or null).
         unsafe {
@@ -1887,14 +1894,17 @@ unsafe extern "C" fn connector_detect_ctx(
             }
         }
         pr_info!(
-            "gvt_drm: hotplug {} ({}): monitor {}\n",
+            "gvt_drm: hotplug {} ({}): monitor {}, EDID {} bytes, first timing {}x{}\n",
             count,
             last,
             if connected {
                 "connected"
             } else {
                 "disconnected"
-            }
+            },
+            size.unwrap_or(0),
+            w,
+            h
         );
     }
     if connected {

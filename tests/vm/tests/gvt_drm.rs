@@ -414,27 +414,21 @@ fn gvt_drm_blitter_fbcon_and_fill() {
     l2.finish_refused(m, 1);
 }
 
-/// The rest of the driver's life cycle (issue 13: "modes from the
-/// monitor's EDID page (and a hotplug when the VMM changes the EDID)",
-/// "clean unbind/rebind, and survives ... a VMM RESET").
-///
-/// The monitor change: the VMM's side of it is vfio.h's EDID region update
-/// (link down, blob, size, link up).  Unmodified QEMU 10 does that only
-/// when a UI resizes a dma-buf console (its region-display ops have no
-/// `ui_info`, and its VNC server refuses a dma-buf console), so the test
-/// runs QEMU's own sequence (hw/vfio/display.c, `vfio_display_edid_update`)
-/// on QEMU's open device fd, duplicated with `pidfd_getfd(2)`: an 800x600
-/// monitor, then 1024x768 again.  gvt_drm's output polling sees the
-/// hotplug counter move and takes the new EDID; the fbdev emulation sets
-/// the new preferred mode: the connector's modes, QEMU's screendump and
-/// the host's plane follow.  Then L2 unbinds and rebinds the driver (card0
-/// goes and comes back, fbcon shows the banner again), and QMP
-/// `system_reset` resets the VM (VFIO_DEVICE_RESET on the vGPU): L2 boots
-/// again, the driver binds and fbcon shows the banner.  The mediator
-/// refuses nothing.
+/// A monitor change (issue 13: "modes from the monitor's EDID page (and a
+/// hotplug when the VMM changes the EDID)").  The VMM's side of it is
+/// vfio.h's EDID region update (link down, blob, size, link up).
+/// Unmodified QEMU 10 does that only when a UI resizes a dma-buf console
+/// (its region-display ops have no `ui_info`, and its VNC server refuses a
+/// dma-buf console), so the test runs QEMU's own sequence
+/// (hw/vfio/display.c, `vfio_display_edid_update`) on QEMU's open device
+/// fd, duplicated with `pidfd_getfd(2)`: an 800x600 monitor, then 1024x768
+/// again.  gvt_drm's output polling sees the hotplug counter move and
+/// takes the new EDID; the fbdev emulation sets the new preferred mode: the
+/// connector's modes, QEMU's screendump and the host's plane follow.  The
+/// mediator refuses nothing.
 #[test]
 #[ignore = "runs inside the VM rig"]
-fn gvt_drm_hotplug_rebind_and_vmm_reset() {
+fn gvt_drm_edid_hotplug() {
     use gvt_vmtests::edid::{edid, DMT_1024X768, DMT_800X600};
     let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
     let mut l2 = boot(&m, "");
@@ -445,7 +439,8 @@ fn gvt_drm_hotplug_rebind_and_vmm_reset() {
         let (w, h) = (t.ha, t.va);
         writeln!(l2.tty, "\nhotplug {w}x{h}").unwrap();
         vmm_edid_update(&dev, &edid(&t));
-        let line = l2.q.wait_for("L2: drm hotplug", STEP);
+        println!("{}", l2.q.wait_for("L2: drm hotplug-edid", STEP));
+        let line = l2.q.wait_for("L2: drm hotplug ", STEP);
         println!("{line}");
         assert!(
             line.contains(&format!("hotplug connected modes {w}x{h} ")),
@@ -472,7 +467,22 @@ fn gvt_drm_hotplug_rebind_and_vmm_reset() {
         "the driver logged the hotplugs:\n{log}"
     );
     drop(dev);
+    writeln!(l2.tty, "\ndone").unwrap();
+    l2.finish(m);
+}
 
+/// The rest of the driver's life cycle (issue 13: "clean unbind/rebind,
+/// and survives ... a VMM RESET"): L2 unbinds and rebinds the driver (card0
+/// goes and comes back, fbcon shows the banner again), then QMP
+/// `system_reset` resets the VM (VFIO_DEVICE_RESET on the vGPU): L2 boots
+/// again, the driver binds and fbcon shows the banner.  The mediator
+/// refuses nothing.
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn gvt_drm_rebind_and_vmm_reset() {
+    let m = Mdev::create(PARENT, &type_mb(32)).expect("create vGPU");
+    let mut l2 = boot(&m, "");
+    let shot = format!("/tmp/gvt-drm-rb-{}.ppm", std::process::id());
     writeln!(l2.tty, "\nrebind").unwrap();
     println!("{}", l2.q.wait_for("L2: drm unbound", STEP));
     let line = l2.q.wait_for("L2: drm rebound", STEP);
