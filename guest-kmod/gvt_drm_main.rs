@@ -1820,20 +1820,29 @@ unsafe extern "C" fn connector_get_modes(conn: *mut b::drm_connector) -> c_int {
     let g = unsafe { gpu(drm) };
     let mut buf = [0u8; EDID_MAX];
     let mut count = 0;
-    if let Some(size) = read_edid(g, drm, &mut buf) {
-        // SAFETY: `buf[..size]` is readable; drm_edid_alloc copies it.
-        let edid = unsafe { b::drm_edid_alloc(buf.as_ptr().cast(), size) };
+    let (mut size, mut valid, mut upd) = (None, false, 0);
+    if let Some(n) = read_edid(g, drm, &mut buf) {
+        size = Some(n);
+        // SAFETY: `buf[..n]` is readable; drm_edid_alloc copies it.
+        let edid = unsafe { b::drm_edid_alloc(buf.as_ptr().cast(), n) };
         if !edid.is_null() {
             // SAFETY: `conn` is live and `edid` a valid drm_edid we free.
             unsafe {
-                b::drm_edid_connector_update(conn, edid);
+                valid = b::drm_edid_valid(edid);
+                upd = b::drm_edid_connector_update(conn, edid);
                 count = b::drm_edid_connector_add_modes(conn);
                 b::drm_edid_free(edid);
             }
         }
     }
     if count == 0 {
-        pr_info!("gvt_drm: no modes from the monitor's EDID: the fixed list\n");
+        pr_info!(
+            "gvt_drm: no modes from the monitor's EDID ({:?} bytes, header {:02x?}, valid {}, update {}): the fixed list\n",
+            size,
+            &buf[..8],
+            valid,
+            upd
+        );
         // SAFETY: `conn` is live (no EDID: a fixed list, 1024x768 preferred).
         unsafe {
             b::drm_edid_connector_update(conn, ptr::null());
