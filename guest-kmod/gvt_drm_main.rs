@@ -2112,6 +2112,11 @@ unsafe fn kms_init(gd: *mut b::gvt_drm_dev, vblank: bool, blit: bool) -> Result 
             "drmm_connector_init",
         )?;
         (*conn).helper_private = &CONNECTOR_HELPERS;
+        // The EDID property: the DRM core attaches it to every connector
+        // type but virtual ones, and drm_edid_connector_update() stores the
+        // EDID (which drm_edid_connector_add_modes() reads the modes from)
+        // only through it (without it: -EINVAL, no modes from the EDID).
+        b::drm_connector_attach_edid_property(conn);
         // No hotplug interrupt: DRM's output poll helper asks
         // `connector_detect_ctx` every 10 s (started by
         // drm_kms_helper_poll_init below, stopped at unbind).
