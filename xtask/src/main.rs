@@ -716,7 +716,7 @@ fn vm_test_lanes(p: &mut Phases) {
         WholeRun {
             key: "gvt_drm",
             what: "vm: native guest driver (nested)",
-            filter: "gvt_drm_fbcon,gvt_drm_vblank,gvt_drm_blitter,gvt_drm_weston,gvt_drm_edid_hotplug,gvt_drm_vmm_reset",
+            filter: "gvt_drm_fbcon,gvt_drm_vblank,gvt_drm_blitter,gvt_drm_weston,gvt_drm_edid_hotplug",
             kernel: Kernel::Debian,
             bins: Some("gvt_drm"),
             timeout_s: None,
