@@ -31,6 +31,42 @@ pub fn skip(reason: &str) {
     println!("GVT-RIG: skip: {reason}");
 }
 
+/// The fds process `pid` holds whose `/proc/PID/fd` link names what `want`
+/// accepts (`/dmabuf:`, `anon_inode:[vfio-device]`, ...), duplicated into
+/// this process with `pidfd_getfd(2)` (root may): the very objects it
+/// holds, not copies.  An fd closed meanwhile is skipped.
+pub fn grab_fds(pid: u32, want: impl Fn(&str) -> bool) -> Vec<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: plain syscall; the result is checked.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) } as i32;
+    assert!(
+        pidfd >= 0,
+        "pidfd_open({pid}): {}",
+        io::Error::last_os_error()
+    );
+    // SAFETY: a fresh fd this function owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    let mut out = Vec::new();
+    for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
+        let Ok(target) = fs::read_link(e.path()) else {
+            continue;
+        };
+        let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if !want(&target.to_string_lossy()) {
+            continue;
+        }
+        // SAFETY: plain syscall; the result is checked.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), n, 0) } as i32;
+        if fd >= 0 {
+            // SAFETY: a fresh fd this function owns.
+            out.push(unsafe { OwnedFd::from_raw_fd(fd) });
+        }
+    }
+    out
+}
+
 /// A fresh random (v4) UUID from the kernel.
 pub fn new_uuid() -> String {
     fs::read_to_string("/proc/sys/kernel/random/uuid")

@@ -1108,35 +1108,10 @@ fn display_nested_qemu_orchestrator_defaults_without_gl() {
 /// mapping of it: the fds are duplicated with `pidfd_getfd(2)` (root may),
 /// so this is exactly the memory QEMU imported, not a copy the driver made.
 fn dmabuf_pictures(pid: u32, w: u32, h: u32) -> Vec<Vec<u32>> {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::fd::AsRawFd;
     let len = (w * h * 4) as usize;
-    // SAFETY: plain syscall; the result is checked.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) } as i32;
-    assert!(
-        pidfd >= 0,
-        "pidfd_open({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: a fresh fd this function owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let mut pictures = Vec::new();
-    for e in fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten() {
-        let Ok(target) = fs::read_link(e.path()) else {
-            continue;
-        };
-        let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if !target.to_string_lossy().starts_with("/dmabuf:") {
-            continue;
-        }
-        // SAFETY: plain syscall; the result is checked.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), n, 0) } as i32;
-        if fd < 0 {
-            continue; // closed meanwhile
-        }
-        // SAFETY: a fresh fd this function owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    for fd in gvt_vmtests::grab_fds(pid, |t| t.starts_with("/dmabuf:")) {
         // SAFETY: plain syscall on an fd we own.
         let size = unsafe { libc::lseek(fd.as_raw_fd(), 0, libc::SEEK_END) };
         if size < len as i64 {

@@ -527,35 +527,10 @@ fn gvt_drm_unbind_rebind() {
 /// QEMU's VFIO device fd (`anon_inode:[vfio-device]` in its fd table),
 /// duplicated into this process with `pidfd_getfd(2)` (root may).
 fn qemu_vfio_device_fd(pid: u32) -> std::os::fd::OwnedFd {
-    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-    // SAFETY: plain syscall; the result is checked.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) } as i32;
-    assert!(
-        pidfd >= 0,
-        "pidfd_open({pid}): {}",
-        std::io::Error::last_os_error()
-    );
-    // SAFETY: a fresh fd this function owns.
-    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    for e in std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-    {
-        let is_dev = std::fs::read_link(e.path())
-            .is_ok_and(|t| t.to_string_lossy() == "anon_inode:[vfio-device]");
-        let Some(n) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if !is_dev {
-            continue;
-        }
-        // SAFETY: plain syscall; the result is checked.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), n, 0) } as i32;
-        assert!(fd >= 0, "pidfd_getfd: {}", std::io::Error::last_os_error());
-        // SAFETY: a fresh fd this function owns.
-        return unsafe { OwnedFd::from_raw_fd(fd) };
-    }
-    panic!("QEMU {pid} holds no VFIO device fd");
+    gvt_vmtests::grab_fds(pid, |t| t == "anon_inode:[vfio-device]")
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("QEMU {pid} holds no VFIO device fd"))
 }
 
 /// What QEMU's `vfio_display_edid_update` does with the EDID region
