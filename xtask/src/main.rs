@@ -716,7 +716,8 @@ fn vm_test_lanes(p: &mut Phases) {
         WholeRun {
             key: "gvt_drm",
             what: "vm: native guest driver (nested)",
-            filter: "gvt_drm_fbcon,gvt_drm_vblank,gvt_drm_blitter,gvt_drm_weston,gvt_drm_edid_hotplug",
+            filter:
+                "gvt_drm_fbcon,gvt_drm_vblank,gvt_drm_blitter,gvt_drm_weston,gvt_drm_edid_hotplug",
             kernel: Kernel::Debian,
             bins: Some("gvt_drm"),
             timeout_s: None,
