@@ -484,6 +484,9 @@ struct Blitter {
     up: AtomicBool,
     /// The engine's owner holds it: ring, tail and seqno are the owner's.
     busy: AtomicBool,
+    /// Stopped for good ([`Gpu::blt_fini`], unbind): `busy` stays set, no
+    /// blit runs again and nobody may wait to own the engine.
+    finished: AtomicBool,
     /// CPU address of the ring and status page (coherent DMA memory).
     cpu: AtomicUsize,
     /// Their GGTT address.
@@ -558,14 +561,29 @@ impl Blitter {
         }
     }
     /// `obj` is about to be unmapped: once this returns no blit uses it.
+    /// After [`Gpu::blt_fini`] (unbind unmaps the framebuffers after it)
+    /// no blit runs any more and the engine is never released: nothing to
+    /// wait for (waiting to own it hung unbind for good).
     fn withdraw(&self, obj: usize) {
-        self.own();
+        let owned = loop {
+            if self.finished.load(Ordering::Acquire) {
+                break false;
+            }
+            if self.try_own() {
+                break true;
+            }
+            // SAFETY: unmapping runs where it may sleep (atomic commits,
+            // object release).
+            unsafe { b::gvt_drm_msleep(1) };
+        };
         for t in &self.targets {
             if t.obj.load(Ordering::Relaxed) == obj {
                 t.obj.store(0, Ordering::Release);
             }
         }
-        self.release();
+        if owned {
+            self.release();
+        }
     }
 }
 
@@ -653,7 +671,8 @@ impl Gpu {
         for p in 0..BLT_PAGES {
             self.write_pte(gm / PAGE + p, 0);
         }
-        // Keeps `busy`: no blit after unbind.
+        // Keeps `busy`: no blit after unbind; withdrawing no longer waits.
+        self.blt.finished.store(true, Ordering::Release);
     }
 
     /// The vGPU reported an error or a blit timed out: reset the blitter

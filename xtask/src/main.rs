@@ -716,8 +716,8 @@ fn vm_test_lanes(p: &mut Phases) {
         WholeRun {
             key: "gvt_drm",
             what: "vm: native guest driver (nested)",
-            filter:
-                "gvt_drm_fbcon,gvt_drm_vblank,gvt_drm_blitter,gvt_drm_weston,gvt_drm_edid_hotplug",
+            filter: "gvt_drm_fbcon,gvt_drm_vblank,gvt_drm_blitter,gvt_drm_weston,\
+                     gvt_drm_edid_hotplug,gvt_drm_unbind_rebind,gvt_drm_vmm_reset",
             kernel: Kernel::Debian,
             bins: Some("gvt_drm"),
             timeout_s: None,

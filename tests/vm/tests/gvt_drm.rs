@@ -474,12 +474,7 @@ fn gvt_drm_edid_hotplug() {
 /// A VMM reset (issue 13: "survives ... a VMM RESET"): QMP `system_reset`
 /// resets the VM (QEMU resets the vfio-pci device: VFIO_DEVICE_RESET on the
 /// vGPU) and L2 boots again: the driver binds to the reset vGPU and fbcon
-/// shows the banner.  The mediator refuses nothing.  **Open bug, not in
-/// `cargo xtask test`:** in the 2026-12-04 run L2 rebooted and the driver
-/// bound to the reset vGPU, then L2 stopped printing right after fbcon
-/// took the console (suspect: fbcon's first blit after the reset never
-/// completes and its atomic-context wait does not time out);
-/// `cargo xtask vm-test gvt_drm_vmm_reset` reproduces it.
+/// shows the banner.  The mediator refuses nothing.
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn gvt_drm_vmm_reset() {
@@ -491,6 +486,10 @@ fn gvt_drm_vmm_reset() {
         .cmd(serde_json::json!({"execute": "set-action", "arguments": {"reboot": "reset"}}));
     l2.qmp.cmd(serde_json::json!({"execute": "system_reset"}));
     gvt_vmtests::drm::up(&mut l2.q, &m);
+    // Back to the rig's -no-reboot, or L2's final `reboot -f` resets it
+    // again and QEMU never exits (the hang this test first ran into).
+    l2.qmp
+        .cmd(serde_json::json!({"execute": "set-action", "arguments": {"reboot": "shutdown"}}));
     wait_screen(&mut l2.qmp, &shot, 20, Duration::from_secs(2), check_banner)
         .unwrap_or_else(|last| panic!("no banner after the VMM reset: {last}"));
     println!("after system_reset: L2 booted again, gvt_drm bound, the banner on fbcon");
@@ -500,9 +499,9 @@ fn gvt_drm_vmm_reset() {
 
 /// Unbind and rebind (issue 13: "clean unbind/rebind"): L2 unbinds the
 /// driver (card0 and fbcon's fb0 go), binds it again and draws the banner
-/// on the new fbcon.  **Open bug, not in `cargo xtask test`:** in the
-/// 2026-12-04 runs the unbind never returned (no "unbound" in 300 s);
-/// `cargo xtask vm-test gvt_drm_unbind_rebind` reproduces it.
+/// on the new fbcon.  Regression test: until 2026-12-04 the unbind never
+/// returned (the stopped blitter stays owned, and unmapping the fbdev
+/// framebuffer after it waited to own it).
 #[test]
 #[ignore = "runs inside the VM rig"]
 fn gvt_drm_unbind_rebind() {
