@@ -788,6 +788,20 @@ impl Gpu {
         Ok(())
     }
 
+    /// Run one blit of a `w × h` 32-bpp rectangle, counted in `bytes`.
+    fn blt_rect(
+        &self,
+        cmds: &[u32],
+        (w, h): (u32, u32),
+        sleep: bool,
+    ) -> core::result::Result<(), BltErr> {
+        self.blt_run(cmds, sleep)?;
+        self.blt
+            .bytes
+            .fetch_add(u64::from(w) * u64::from(h) * 4, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Fill `[x, x+w) × [y, y+h)` of the 32-bpp surface at `gm` (`size`
     /// bytes, `pitch` bytes a row) with `color`.  The caller owns the engine.
     #[allow(clippy::too_many_arguments)]
@@ -811,11 +825,7 @@ impl Gpu {
             (gm >> 32) as u32,
             color,
         ];
-        self.blt_run(&cmds, sleep)?;
-        self.blt
-            .bytes
-            .fetch_add(u64::from(w) * u64::from(h) * 4, Ordering::Relaxed);
-        Ok(())
+        self.blt_rect(&cmds, (w, h), sleep)
     }
 
     /// Copy `w × h` pixels from `(sx, sy)` to `(dx, dy)` within the surface.
@@ -849,11 +859,7 @@ impl Gpu {
             gm as u32,
             (gm >> 32) as u32,
         ];
-        self.blt_run(&cmds, sleep)?;
-        self.blt
-            .bytes
-            .fetch_add(u64::from(w) * u64::from(h) * 4, Ordering::Relaxed);
-        Ok(())
+        self.blt_rect(&cmds, (w, h), sleep)
     }
 
     /// Run `f` as the blitter's owner, inside `drm_dev_enter`, on the

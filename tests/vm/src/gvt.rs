@@ -219,6 +219,19 @@ pub fn enable_mem(dev: &VfioDevice) {
     set_cfg16(dev, 4, c | CMD_MEMORY);
 }
 
+/// A vGPU whose guest moved away (migration) is idle and reusable: it
+/// opens, decodes, and its PVINFO shows its own aperture slice at `ap_base`.
+pub fn assert_reusable_with_own_slice(m: &Mdev, ap_base: u64) {
+    let dev = open(m);
+    enable_mem(&dev);
+    assert_eq!(
+        u64::from(read32(&dev, 0, PVINFO + 0x40)),
+        ap_base,
+        "vGPU {}'s PVINFO shows its own aperture slice",
+        m.uuid
+    );
+}
+
 /// `_IO(VFIO_TYPE, VFIO_BASE + n)`
 pub const fn vfio_ioc(n: u32) -> libc::c_ulong {
     (((VFIO_TYPE as u32) << 8) | (VFIO_BASE + n)) as libc::c_ulong

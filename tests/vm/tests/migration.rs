@@ -664,15 +664,8 @@ fn nested_move(mb: u64) {
     flipped
         .compare(&expected_frame(2, w, h), w, h)
         .unwrap_or_else(|e| panic!("B's screendump after the flip to frame 2: {e}"));
-    // vGPU 1 is idle and reusable, with its own slices again.
-    let dev = open(&m1);
-    enable_mem(&dev);
-    assert_eq!(
-        u64::from(read32(&dev, 0, 0x78000 + 0x40)),
-        a1.ap_base,
-        "vGPU 1's PVINFO shows its own aperture slice"
-    );
-    drop(dev);
+    // vGPU 1 is idle and reusable, with its own slices.
+    gvt_vmtests::gvt::assert_reusable_with_own_slice(&m1, a1.ap_base);
     println!(
         "BENCH migration_nested type=GVTsim_{mb}M downtime_ms={downtime} total_ms={total} \
          device_stream_bytes={stream} pre_copy_bytes={pre_bytes} stop_copy_bytes={stop_bytes} \

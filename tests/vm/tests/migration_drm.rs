@@ -152,13 +152,6 @@ fn migration_of_a_guest_whose_fbcon_is_on_the_vgpu() {
     l2.finish(m2);
 
     // vGPU 1 is idle and reusable, with its own slices.
-    let dev = open(&m1);
-    enable_mem(&dev);
-    assert_eq!(
-        u64::from(read32(&dev, 0, 0x78000 + 0x40)),
-        a1.ap_base,
-        "vGPU 1's PVINFO shows its own aperture slice"
-    );
-    drop(dev);
+    gvt_vmtests::gvt::assert_reusable_with_own_slice(&m1, a1.ap_base);
     m1.remove().expect("remove vGPU 1");
 }
