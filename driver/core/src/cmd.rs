@@ -1348,6 +1348,10 @@ struct Window {
     /// `4 * len` bytes), so every command inside it passes both of its own
     /// (the environment's checks are monotonic: see [`AuditEnv`]).
     allowed: bool,
+    /// `len` is set to 0 when commands in `d` were translated in place (a
+    /// straight run under a GM view): `d` is then no longer what memory
+    /// holds, so the window holds nothing for a fetch until it is filled
+    /// again (the run emitted from it still reads `d`).
     d: [u32; FETCH_DWORDS],
 }
 
@@ -1572,8 +1576,21 @@ impl Walker {
     /// `level`.  Returns how many commands and dwords it took.  `checks`
     /// false ([`Limits::checks`], the benchmark switch): a command needs
     /// only to parse, as on the one-command path.
+    ///
+    /// Under a GM `view` each command runs on the engine and is translated
+    /// first, as on the one-command path: copied, its GGTT addresses moved
+    /// to the host ([`translated`]), audited as translated, and only then
+    /// written back over its dwords in the window, from where the run is
+    /// emitted.  A command that does not translate or pass stops the run
+    /// untouched (the one-command path refuses it for the same reason).
+    /// Once anything was rewritten the window is stale (its `len` 0): it is read again
+    /// before another command is fetched from it, so nothing is translated
+    /// twice and every fetch sees what memory holds.
+    /// `VIEW` false: the identity walker's loop, with no view to look at
+    /// (`view` is then ignored): an unmoved vGPU pays nothing for views.
     #[inline]
-    fn straight<E: AuditEnv + ?Sized>(
+    #[allow(clippy::too_many_arguments)]
+    fn straight<const VIEW: bool, E: AuditEnv + ?Sized>(
         &mut self,
         env: &mut E,
         level: Level,
@@ -1581,6 +1598,7 @@ impl Walker {
         max_cmds: u32,
         max_bytes: u64,
         checks: bool,
+        view: Option<&GmView>,
     ) -> Result<(u32, usize), AuditError> {
         let Some(start) = self.win.holds(cur.space, cur.addr, 1) else {
             return Ok((0, 0));
@@ -1606,13 +1624,20 @@ impl Walker {
             let Some(d) = self.win.d.get(i..end) else {
                 break;
             };
-            let ok = if checks {
-                accepts(env, op, d)
+            if VIEW {
+                let Some(v) = view else { break };
+                if !op.runs_on(env.engine()) || !self.straight_in_view(env, v, op, i, end, checks) {
+                    break;
+                }
             } else {
-                parse(op, d).is_ok()
-            };
-            if !ok {
-                break;
+                let ok = if checks {
+                    accepts(env, op, d)
+                } else {
+                    parse(op, d).is_ok()
+                };
+                if !ok {
+                    break;
+                }
             }
             i = end;
             cmds += 1;
@@ -1621,6 +1646,50 @@ impl Walker {
             self.emit(env, level, Src::Win(start), i - start)?;
         }
         Ok((cmds, i - start))
+    }
+
+    /// One command of a straight run under `view`: `win.d[i..end]`
+    /// translated in the walker's buffer, checked there, and written back
+    /// only if it passes (the window is then stale when anything changed).
+    #[inline(never)]
+    fn straight_in_view<E: AuditEnv + ?Sized>(
+        &mut self,
+        env: &E,
+        view: &GmView,
+        op: Opcode,
+        i: usize,
+        end: usize,
+        checks: bool,
+    ) -> bool {
+        let Walker { win, buf, .. } = self;
+        let (Some(from), Some(t)) = (win.d.get(i..end), buf.get_mut(..end - i)) else {
+            return false;
+        };
+        t.copy_from_slice(from);
+        let Ok(raw) = parse(op, t) else {
+            return false;
+        };
+        // What the one-command path audits is the translated dwords parsed
+        // again; `accepts` is that parse and the audit in one.
+        if translate_command(view, op, &raw, t).is_err() {
+            return false;
+        }
+        let ok = if checks {
+            accepts(env, op, t)
+        } else {
+            parse(op, t).is_ok()
+        };
+        if !ok {
+            return false;
+        }
+        if let Some(to) = win.d.get_mut(i..end) {
+            if to != t {
+                to.copy_from_slice(t);
+                // Stale: no fetch from this window any more.
+                win.len = 0;
+            }
+        }
+        true
     }
 
     /// Fetch the ring command at offset `off` (`remaining` bytes submitted
@@ -1747,8 +1816,8 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
             if level == Level::Ring && remaining == 0 {
                 return Ok(sum);
             }
-            // Straight runs of plain commands first (not under a view: there
-            // every command is translated, one at a time, below).
+            // Straight runs of plain commands first (under a view each one
+            // translated as the one-command path below does).
             let (cur, max_bytes) = match level {
                 Level::Ring => (
                     Cursor {
@@ -1761,10 +1830,11 @@ pub fn audit_ring<E: AuditEnv + ?Sized>(
                 Level::Second => (b2, u64::MAX),
             };
             let budget = limits.max_commands.saturating_sub(sum.commands);
-            let (cmds, dwords) = if view.is_none() {
-                w.straight(env, level, cur, budget, max_bytes, limits.checks)?
-            } else {
-                (0, 0)
+            let (cmds, dwords) = match view.as_ref() {
+                None => {
+                    w.straight::<false, E>(env, level, cur, budget, max_bytes, limits.checks, None)?
+                }
+                v => w.straight::<true, E>(env, level, cur, budget, max_bytes, limits.checks, v)?,
             };
             if cmds > 0 {
                 sum.commands += cmds;
@@ -3821,6 +3891,100 @@ mod tests {
                         }
                         _ => {}
                     }
+                }
+            }
+        }
+
+        /// A straight run translates a batch's commands in the read-ahead
+        /// window; a second-level call back into those dwords must read
+        /// them from memory again, not translate the window's copy twice
+        /// (which would move the store out of the view and refuse it for
+        /// the wrong reason).
+        #[test]
+        fn a_call_back_into_translated_dwords_reads_them_again() {
+            // (The first command after a window fill goes the one-command
+            // way; the store is in the straight run that follows.)
+            let batch = cat(&[
+                &[MI_NOOP],
+                &sdi(Space::Ggtt, DATA, 1),
+                &bb_start(Space::Ggtt, BB + 4, true),
+            ]);
+            let ring = cat(&[&bb_start(Space::Ggtt, BB, false), &[MI_NOOP]]);
+            let (_, mut h) = envs();
+            h.put(HOST_GM.base + BB, &batch);
+            h.put(HOST_GM.base + RING, &ring);
+            let hw = RingWindow {
+                start: HOST_GM.base + RING,
+                size: RING_SIZE,
+            };
+            let tail = 4 * ring.len() as u32;
+            let mut h2 = h.clone();
+            let r = audit_ring(&mut h, hw, 0, tail, &Limits::DEFAULT);
+            let rr = reference::audit_ring(&mut h2, hw, 0, tail, &Limits::DEFAULT);
+            assert_eq!(rr, rej(Reject::ChainTooDeep));
+            assert_eq!(r, rr);
+            assert_eq!(h.out, h2.out);
+        }
+
+        proptest::proptest! {
+            #![proptest_config(proptest::prelude::ProptestConfig { cases: 1000, ..Default::default() })]
+
+            /// Under a moved view the windowed walker (straight runs
+            /// translated in place) and the per-dword walker (every command
+            /// translated alone) accept, reject and emit exactly alike: the
+            /// same random streams as the identity test, ring and batches at
+            /// their host addresses, chains back into batch dwords a straight
+            /// run already translated, pages that cannot be read, a small
+            /// shadow.
+            #[test]
+            fn under_a_view_the_windowed_walker_matches_the_per_dword_walker(
+                ring in proptest::collection::vec(piece(), 0..24),
+                batch in proptest::collection::vec(piece(), 0..200),
+                head in 0u32..(RING_SIZE / 8),
+                hole in proptest::option::of(0u64..4),
+                cap in proptest::option::of(0usize..300),
+                rcs in proptest::bool::ANY,
+            ) {
+                let (_, mut e) = envs();
+                e.engine = if rcs { EngineId::Rcs } else { EngineId::Bcs };
+                e.pp_mapped = vec![(BB, 0x2000)];
+                let mut b: Vec<u32> = batch.concat();
+                b.push(MI_BATCH_BUFFER_END);
+                e.put(HOST_GM.base + BB, &b);
+                for (i, w) in b.iter().enumerate() {
+                    e.ppgtt.insert(BB + 4 * i as u64, *w);
+                }
+                if let Some(h) = hole {
+                    e.holes.push(HOST_GM.base + BB + h * PAGE_SIZE);
+                }
+                if let Some(c) = cap {
+                    e.cap = c;
+                }
+                let mut r: Vec<u32> = ring.concat();
+                if r.len() % 2 == 1 {
+                    r.push(MI_NOOP);
+                }
+                r.truncate(RING_SIZE as usize / 4 - 2);
+                let head = head * 8;
+                let start = HOST_GM.base + RING;
+                for (i, w) in r.iter().enumerate() {
+                    let o = (head as u64 + 4 * i as u64) % RING_SIZE as u64;
+                    e.ggtt.insert(start + o, *w);
+                }
+                let tail = ((head as u64 + 4 * r.len() as u64) % RING_SIZE as u64) as u32;
+                let win = RingWindow { start, size: RING_SIZE };
+                // The per-dword walker always audits (no `checks` switch).
+                let lim = Limits::DEFAULT;
+                let (mut a, mut b) = (e.clone(), e);
+                let ra = audit_ring(&mut a, win, head, tail, &lim);
+                let rb = reference::audit_ring(&mut b, win, head, tail, &lim);
+                proptest::prop_assert_eq!(ra, rb);
+                if ra == Err(AuditError::ShadowFull) {
+                    for (x, y) in a.out.iter().zip(&b.out) {
+                        proptest::prop_assert!(y.starts_with(x));
+                    }
+                } else {
+                    proptest::prop_assert_eq!(&a.out, &b.out);
                 }
             }
         }
