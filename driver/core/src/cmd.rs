@@ -3396,6 +3396,68 @@ mod tests {
         ]
     }
 
+    /// The windowed walker and the per-dword one ([`reference`]) on `e`
+    /// with the ring (from `8 * head`) and a batch at GM `RING` and `BB`
+    /// (held at `base` above them: a moved view's host addresses; the
+    /// batch's PPGTT copy at `BB`), a page of the batch unreadable, a shadow
+    /// of `cap` dwords: the same result and, unless the shadow filled, the
+    /// same output.
+    fn walkers_agree(
+        mut e: Env,
+        base: u64,
+        ring: &[Vec<u32>],
+        batch: &[Vec<u32>],
+        head: u32,
+        hole: Option<u64>,
+        cap: Option<usize>,
+    ) -> Result<(), proptest::test_runner::TestCaseError> {
+        e.pp_mapped = vec![(BB, 0x2000)];
+        let mut b: Vec<u32> = batch.concat();
+        b.push(MI_BATCH_BUFFER_END);
+        e.put(base + BB, &b);
+        for (i, w) in b.iter().enumerate() {
+            e.ppgtt.insert(BB + 4 * i as u64, *w);
+        }
+        if let Some(h) = hole {
+            e.holes.push(base + BB + h * PAGE_SIZE);
+        }
+        if let Some(c) = cap {
+            e.cap = c;
+        }
+        let mut r: Vec<u32> = ring.concat();
+        if r.len() % 2 == 1 {
+            r.push(MI_NOOP);
+        }
+        r.truncate(RING_SIZE as usize / 4 - 2);
+        let head = head * 8;
+        let start = base + RING;
+        for (i, w) in r.iter().enumerate() {
+            let o = (head as u64 + 4 * i as u64) % RING_SIZE as u64;
+            e.ggtt.insert(start + o, *w);
+        }
+        let tail = ((head as u64 + 4 * r.len() as u64) % RING_SIZE as u64) as u32;
+        let win = RingWindow {
+            start,
+            size: RING_SIZE,
+        };
+        // (The per-dword walker always audits: no `checks` switch.)
+        let (mut a, mut b) = (e.clone(), e);
+        let ra = audit_ring(&mut a, win, head, tail, &Limits::DEFAULT);
+        let rb = reference::audit_ring(&mut b, win, head, tail, &Limits::DEFAULT);
+        proptest::prop_assert_eq!(ra, rb);
+        if ra == Err(AuditError::ShadowFull) {
+            // Emission in runs stops at the run that did not fit, the
+            // per-command walker at its command: the caller discards
+            // both, and neither emitted anything the other did not.
+            for (x, y) in a.out.iter().zip(&b.out) {
+                proptest::prop_assert!(y.starts_with(x));
+            }
+        } else {
+            proptest::prop_assert_eq!(&a.out, &b.out);
+        }
+        Ok(())
+    }
+
     /// A range of the test vGPU that ends off a qword boundary (no real
     /// slice does, but the shortcut must not depend on it).
     const ODD: GmRange = GmRange::new(0x60000, 0x104);
@@ -3558,46 +3620,8 @@ mod tests {
             cap in proptest::option::of(0usize..300),
             rcs in proptest::bool::ANY,
         ) {
-            let mut e = Env::new(if rcs { EngineId::Rcs } else { EngineId::Bcs });
-            e.pp_mapped = vec![(BB, 0x2000)];
-            let mut b: Vec<u32> = batch.concat();
-            b.push(MI_BATCH_BUFFER_END);
-            e.put(BB, &b);
-            for (i, w) in b.iter().enumerate() {
-                e.ppgtt.insert(BB + 4 * i as u64, *w);
-            }
-            if let Some(h) = hole {
-                e.holes.push(BB + h * PAGE_SIZE);
-            }
-            if let Some(c) = cap {
-                e.cap = c;
-            }
-            let mut r: Vec<u32> = ring.concat();
-            if r.len() % 2 == 1 {
-                r.push(MI_NOOP);
-            }
-            r.truncate(RING_SIZE as usize / 4 - 2);
-            let head = head * 8;
-            for (i, w) in r.iter().enumerate() {
-                let o = (head as u64 + 4 * i as u64) % RING_SIZE as u64;
-                e.ggtt.insert(RING + o, *w);
-            }
-            let tail = ((head as u64 + 4 * r.len() as u64) % RING_SIZE as u64) as u32;
-            let win = RingWindow { start: RING, size: RING_SIZE };
-            let (mut a, mut b) = (e.clone(), e);
-            let ra = audit_ring(&mut a, win, head, tail, &Limits::DEFAULT);
-            let rb = reference::audit_ring(&mut b, win, head, tail, &Limits::DEFAULT);
-            proptest::prop_assert_eq!(ra, rb);
-            if ra == Err(AuditError::ShadowFull) {
-                // Emission in runs stops at the run that did not fit, the
-                // per-command walker at its command: the caller discards
-                // both, and neither emitted anything the other did not.
-                for (x, y) in a.out.iter().zip(&b.out) {
-                    proptest::prop_assert!(y.starts_with(x));
-                }
-            } else {
-                proptest::prop_assert_eq!(&a.out, &b.out);
-            }
+            let e = Env::new(if rcs { EngineId::Rcs } else { EngineId::Bcs });
+            walkers_agree(e, 0, &ring, &batch, head, hole, cap)?;
         }
     }
 
@@ -3947,45 +3971,7 @@ mod tests {
             ) {
                 let (_, mut e) = envs();
                 e.engine = if rcs { EngineId::Rcs } else { EngineId::Bcs };
-                e.pp_mapped = vec![(BB, 0x2000)];
-                let mut b: Vec<u32> = batch.concat();
-                b.push(MI_BATCH_BUFFER_END);
-                e.put(HOST_GM.base + BB, &b);
-                for (i, w) in b.iter().enumerate() {
-                    e.ppgtt.insert(BB + 4 * i as u64, *w);
-                }
-                if let Some(h) = hole {
-                    e.holes.push(HOST_GM.base + BB + h * PAGE_SIZE);
-                }
-                if let Some(c) = cap {
-                    e.cap = c;
-                }
-                let mut r: Vec<u32> = ring.concat();
-                if r.len() % 2 == 1 {
-                    r.push(MI_NOOP);
-                }
-                r.truncate(RING_SIZE as usize / 4 - 2);
-                let head = head * 8;
-                let start = HOST_GM.base + RING;
-                for (i, w) in r.iter().enumerate() {
-                    let o = (head as u64 + 4 * i as u64) % RING_SIZE as u64;
-                    e.ggtt.insert(start + o, *w);
-                }
-                let tail = ((head as u64 + 4 * r.len() as u64) % RING_SIZE as u64) as u32;
-                let win = RingWindow { start, size: RING_SIZE };
-                // The per-dword walker always audits (no `checks` switch).
-                let lim = Limits::DEFAULT;
-                let (mut a, mut b) = (e.clone(), e);
-                let ra = audit_ring(&mut a, win, head, tail, &lim);
-                let rb = reference::audit_ring(&mut b, win, head, tail, &lim);
-                proptest::prop_assert_eq!(ra, rb);
-                if ra == Err(AuditError::ShadowFull) {
-                    for (x, y) in a.out.iter().zip(&b.out) {
-                        proptest::prop_assert!(y.starts_with(x));
-                    }
-                } else {
-                    proptest::prop_assert_eq!(&a.out, &b.out);
-                }
+                walkers_agree(e, HOST_GM.base, &ring, &batch, head, hole, cap)?;
             }
         }
     }
