@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The VM rig's verdict on one run's console log (tools/vm-run.sh runs it; it
 # can judge a saved log again):
-#   tools/vm-judge.sh LOG EXPECTED QEMU_EXIT LIMIT_S ELAPSED_S
+#   [GVT_VM_HUNG=REASON] tools/vm-judge.sh LOG EXPECTED QEMU_EXIT LIMIT_S ELAPSED_S
 # EXPECTED lists the tests the run must report ("BINARY TEST" lines, made on
 # the host by xtask before the VM booted).  Non-zero exit on any failed test,
 # any listed test without a result (a binary that is missing or cannot start,
@@ -16,6 +16,8 @@ logf="$1"; expect="$2"; qrc="$3"; limit="$4"; elapsed="$5"
 [ -f "$logf" ] && [ -f "$expect" ] || die "usage: vm-judge.sh LOG EXPECTED QEMU_EXIT LIMIT_S ELAPSED_S"
 fail=()
 if [ "$qrc" = 124 ] || [ "$qrc" = 137 ]; then fail+=("the VM timed out after ${limit} s"); fi
+# tools/vm-run.sh's hang watchdog stopped the VM (its reason; not from the log).
+[ -n "${GVT_VM_HUNG:-}" ] && fail+=("the VM hung: ${GVT_VM_HUNG}")
 exit_line=$(grep -a 'GVT-RIG: exit=' "$logf" | tail -1 || true)
 case "$exit_line" in
   *exit=0) ;;

@@ -40,12 +40,37 @@ smp="${GVT_VM_SMP:-1}"
 case "$filter" in *smp2*) smp="${GVT_VM_SMP:-2}";; esac
 [ -n "${GVT_RIG_SELFTEST_BREAK:-}" ] && append="$append gvt.selftest_break=$GVT_RIG_SELFTEST_BREAK"
 [ -n "${GVT_RIG_SELFTEST_HIDE:-}" ] && append="$append gvt.selftest_hide=$GVT_RIG_SELFTEST_HIDE"
+[ -n "${GVT_RIG_SELFTEST_HANG:-}" ] && append="$append gvt.selftest_hang=$GVT_RIG_SELFTEST_HANG"
 # Two spare PCI functions for the PCI-parent tests (tests/vm/tests/pci_parent.rs):
 # QEMU's pci-testdev (1b36:0005, class 00ff00), which no driver of the stock
 # Debian kernel claims (none has its ID or class in modules.alias), so it sits
 # unbound at 0000:00:04.0 and 0000:00:05.0 until a test binds gvt_rs to it by
 # driver_override.
 spare="-device pci-testdev,addr=04.0 -device pci-testdev,addr=05.0"
+# The hang watchdog: /init beats every 10 s on the guest's second serial port
+# (ttyS1, into $beat); when no beat arrives for $GVT_VM_SILENCE seconds (from
+# the start, then from the last one) the VM is hung — L1 under TCG can wedge
+# for good in its emulated SVM as a nested guest starts, silent, until the
+# run's whole limit — and is stopped, with the reason in $hung for the judge
+# (a file of the host's: nothing the guest prints can fake it).
+silence="${GVT_VM_SILENCE:-300}"
+beat="$VMDIR/heartbeat"; hung="$VMDIR/hung"; pidf="$VMDIR/qemu.pid"
+rm -f "$beat" "$hung" "$pidf"; : > "$beat"
+watchdog() {
+  local size=0 now last
+  last=$(date +%s)
+  while sleep 5; do
+    now=$(date +%s)
+    if [ "$(stat -c %s "$beat")" != "$size" ]; then size=$(stat -c %s "$beat"); last=$now; continue; fi
+    [ $((now - last)) -ge "$silence" ] || continue
+    local when="none since the VM started"
+    [ "$size" = 0 ] || when="the last at uptime $(tail -n1 "$beat" | tr -d '\r') s"
+    echo "no heartbeat from the guest for $((now - last)) s ($when): the VM was stopped" > "$hung"
+    [ -s "$pidf" ] && kill "$(cat "$pidf")"
+    return
+  done
+}
+watchdog & wdog=$!
 t0=$SECONDS
 # 3 GiB: the guest's root is the initramfs, unpacked into a tmpfs that may
 # take half the RAM the kernel has once the initramfs itself is loaded; at
@@ -54,11 +79,14 @@ t0=$SECONDS
 log "booting the VM (QEMU TCG, -cpu max, $smp vCPU, 3 GiB; timeout ${limit} s)"
 set +e
 timeout --foreground -k 10 "$limit" qemu-system-x86_64 -accel tcg -cpu max -smp "$smp" -m 3G \
-  -nodefaults $spare -display none -serial stdio -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append" </dev/null 2>&1 \
+  -nodefaults $spare -display none -serial stdio -serial "file:$beat" -pidfile "$pidf" -no-reboot -kernel "$kernel" -initrd "$initrd" -append "$append" </dev/null 2>&1 \
   | stdbuf -o0 tr -d '\r' | tee "$logf" \
   | awk '/GVT-RIG: (dmesg|file)-begin/ {q=1; if ($2 == "file-begin") print} !q {print; fflush()} /GVT-RIG: (dmesg|file)-end/ {q=0}'
 qrc=${PIPESTATUS[0]}
+kill "$wdog" 2>/dev/null; wait "$wdog" 2>/dev/null
 set -e
 elapsed=$((SECONDS - t0))
-# The verdict: tools/vm-judge.sh (it can also judge a saved log again).
-exec bash "$(dirname "$0")/vm-judge.sh" "$logf" "$expect" "$qrc" "$limit" "$elapsed"
+# The verdict: tools/vm-judge.sh (it can also judge a saved log again; the
+# watchdog's finding, if any, in GVT_VM_HUNG).
+GVT_VM_HUNG="$(cat "$hung" 2>/dev/null || true)" \
+  exec bash "$(dirname "$0")/vm-judge.sh" "$logf" "$expect" "$qrc" "$limit" "$elapsed"

@@ -176,9 +176,165 @@ impl Tally {
     }
 }
 
+/// The judge's failure lines a hung VM leaves (tools/vm-judge.sh): the hang
+/// itself, no exit marker, the test it was running and the tests after it.
+fn is_hang_failure(f: &str) -> bool {
+    f.starts_with("the VM hung: ")
+        || f == "the guest never reported its exit status (kernel crash, hang or timeout)"
+        || (f.starts_with("missing: ")
+            && f.ends_with("(listed on the host, never reported by the guest)"))
+        || f.ends_with("(never finished: the guest crashed, hung or timed out)")
+}
+
+/// A run that tools/vm-run.sh's watchdog stopped as hung (`hung`: its file is
+/// there) and that failed for nothing else — no test failed, no kernel splat,
+/// no binary that cannot start: the tests it never finished (`expected`'s
+/// lines without an ok or skipped result in the judge's `results`), which
+/// may run once more in a new VM.  `None` for any other run.
+pub fn unfinished_after_hang(
+    hung: bool,
+    log: &str,
+    results: &str,
+    expected: &str,
+) -> Option<Vec<(String, String)>> {
+    if !hung {
+        return None;
+    }
+    let mut failures = log
+        .lines()
+        .filter_map(|l| l.strip_prefix("vm-test: FAILED: "))
+        .peekable();
+    failures.peek()?;
+    if !failures.all(is_hang_failure) {
+        return None;
+    }
+    let done = results_by_test(results);
+    let left: Vec<(String, String)> = expected
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .filter(|t| {
+            !matches!(
+                done.get(&(t.0, t.1)).map(|r| r.split(' ').next()),
+                Some(Some("ok" | "skipped"))
+            )
+        })
+        .map(|(b, t)| (b.to_string(), t.to_string()))
+        .collect();
+    (!left.is_empty()).then_some(left)
+}
+
+/// tools/vm-judge.sh's results file (`BINARY TEST RESULT...` lines) by test.
+fn results_by_test(results: &str) -> BTreeMap<(&str, &str), &str> {
+    results
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.splitn(3, ' ');
+            Some(((f.next()?, f.next()?), f.next().unwrap_or("")))
+        })
+        .filter(|((_, t), _)| *t != "-")
+        .collect()
+}
+
+/// The verdict over a hung run and its retry: each test of the first run's
+/// `expected` list by its result in the retry's `retry` results if it ran
+/// there, else in the first run's `first`.
+pub fn tally_after_retry(expected: &str, first: &str, retry: &str) -> Tally {
+    let (a, b) = (results_by_test(first), results_by_test(retry));
+    let mut t = Tally::default();
+    for (bin, test) in expected.lines().filter_map(|l| l.split_once(' ')) {
+        let r = b.get(&(bin, test)).or_else(|| a.get(&(bin, test)));
+        match r.and_then(|r| r.split(' ').next()) {
+            Some("ok") => t.passed += 1,
+            Some("skipped") => t.skipped += 1,
+            Some(_) => t.failed += 1,
+            None => t.missing += 1,
+        }
+    }
+    t
+}
+
+impl std::fmt::Display for Tally {
+    /// As the judge prints it (without the parenthesis that follows).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "vm-tests: {} passed, {} failed, {} missing",
+            self.passed, self.failed, self.missing
+        )?;
+        if self.skipped > 0 {
+            write!(f, ", {} skipped", self.skipped)?;
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const HUNG_LOG: &str = "\
+vm-test: FAILED: the VM hung: no heartbeat from the guest for 300 s (the last at uptime 235.1 s): the VM was stopped
+vm-test: FAILED: the guest never reported its exit status (kernel crash, hang or timeout)
+vm-test: FAILED: rig mtty_in_nested_qemu (never finished: the guest crashed, hung or timed out)
+vm-test: FAILED: missing: rig mtty_opens_with_vfio_ioctls (listed on the host, never reported by the guest)
+vm-tests: 1 passed, 1 failed, 1 missing (3 listed on the host)
+";
+    const EXPECTED: &str = "mgmt a\nrig mtty_in_nested_qemu\nrig mtty_opens_with_vfio_ioctls\n";
+    const RESULTS: &str = "mgmt a ok\nrig mtty_in_nested_qemu FAILED (never finished: the guest crashed, hung or timed out)\n";
+
+    #[test]
+    fn a_hung_run_leaves_the_test_it_ran_and_those_after_it() {
+        let left = unfinished_after_hang(true, HUNG_LOG, RESULTS, EXPECTED).unwrap();
+        let names: Vec<&str> = left.iter().map(|(_, t)| t.as_str()).collect();
+        assert_eq!(
+            names,
+            ["mtty_in_nested_qemu", "mtty_opens_with_vfio_ioctls"]
+        );
+    }
+
+    #[test]
+    fn only_a_run_the_watchdog_stopped_and_that_failed_for_nothing_else_is_retried() {
+        // Not stopped by the watchdog (a crash or a time-out): no retry.
+        assert_eq!(
+            unfinished_after_hang(false, HUNG_LOG, RESULTS, EXPECTED),
+            None
+        );
+        // A failed test besides the hang: no retry.
+        let failed = format!("vm-test: FAILED: mgmt a (exit 101)\n{HUNG_LOG}");
+        assert_eq!(
+            unfinished_after_hang(true, &failed, RESULTS, EXPECTED),
+            None
+        );
+        // A kernel splat besides the hang: no retry.
+        let splat = format!("{HUNG_LOG}vm-test: FAILED: kernel splat: 12: BUG: soft lockup\n");
+        assert_eq!(unfinished_after_hang(true, &splat, RESULTS, EXPECTED), None);
+        // A binary that cannot start: no retry.
+        let broken = format!(
+            "{HUNG_LOG}vm-test: FAILED: missing: rig x (binary rig cannot list its tests: it cannot start)\n"
+        );
+        assert_eq!(
+            unfinished_after_hang(true, &broken, RESULTS, EXPECTED),
+            None
+        );
+        // No failure at all: nothing to retry.
+        assert_eq!(
+            unfinished_after_hang(true, "vm-tests: 3 passed\n", RESULTS, EXPECTED),
+            None
+        );
+    }
+
+    #[test]
+    fn the_verdict_after_a_retry_takes_each_test_from_its_last_run() {
+        let retry = "rig mtty_in_nested_qemu ok\nrig mtty_opens_with_vfio_ioctls ok\n";
+        let t = tally_after_retry(EXPECTED, RESULTS, retry);
+        assert_eq!((t.passed, t.failed, t.missing), (3, 0, 0));
+        // The retry fails one and never reports the other.
+        let retry = "rig mtty_in_nested_qemu FAILED (exit 101)\n";
+        let t = tally_after_retry(EXPECTED, RESULTS, retry);
+        assert_eq!((t.passed, t.failed, t.missing), (1, 1, 1));
+        assert_eq!(t.to_string(), "vm-tests: 1 passed, 1 failed, 1 missing");
+        assert_eq!(Tally::from_log(&format!("{t} (3 listed)\n")), Some(t));
+    }
 
     #[test]
     fn igt_summary_is_the_last_results_line() {

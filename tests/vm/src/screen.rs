@@ -68,15 +68,8 @@ impl Qemu {
         let t0 = Instant::now();
         loop {
             let left = limit.checked_sub(t0.elapsed()).unwrap_or_default();
-            match self.lines.recv_timeout(left) {
+            match self.try_wait_for_line(left) {
                 Ok(l) => {
-                    if self.echo {
-                        println!("{l}");
-                    }
-                    self.log.push(l.clone());
-                    if l.contains("L2: display error") || l.contains("L2: display FAILED") {
-                        panic!("the L2 program failed: {l}\n{}", self.log.join("\n"));
-                    }
                     if l.contains(marker) {
                         return Ok(l);
                     }
@@ -89,6 +82,47 @@ impl Qemu {
                 }
             }
         }
+    }
+
+    /// [`Qemu::wait_for`] that also fails once the nested guest prints
+    /// nothing for `silence`: a long run that reports its progress (IGT's
+    /// runner) and goes quiet is hung, and fails then rather than at `limit`.
+    pub fn wait_for_talking(&mut self, marker: &str, limit: Duration, silence: Duration) -> String {
+        let t0 = Instant::now();
+        loop {
+            let left = limit.checked_sub(t0.elapsed()).unwrap_or_default();
+            // Each line restarts the silence; the whole wait keeps `limit`.
+            let why = match self.try_wait_for_line(left.min(silence)) {
+                Ok(l) if l.contains(marker) => return l,
+                Ok(_) => continue,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) if left <= silence => {
+                    format!("no {marker:?} from the nested guest in {limit:?}")
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => format!(
+                    "the nested guest printed nothing for {silence:?} while running toward {marker:?} (hung)"
+                ),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    format!("QEMU's output ended before {marker:?}")
+                }
+            };
+            panic!("{why}:\n{}", self.log.join("\n"));
+        }
+    }
+
+    /// The next line, echoed and logged as [`Qemu::try_wait_for`] does.
+    fn try_wait_for_line(
+        &mut self,
+        d: Duration,
+    ) -> Result<String, std::sync::mpsc::RecvTimeoutError> {
+        let l = self.lines.recv_timeout(d)?;
+        if self.echo {
+            println!("{l}");
+        }
+        self.log.push(l.clone());
+        if l.contains("L2: display error") || l.contains("L2: display FAILED") {
+            panic!("the L2 program failed: {l}\n{}", self.log.join("\n"));
+        }
+        Ok(l)
     }
 
     /// The lines that arrive within `d` (kept in the log too).

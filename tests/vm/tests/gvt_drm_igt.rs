@@ -27,6 +27,10 @@ const FLAKES: &str = include_str!("../igt/gvt_drm-flakes.txt");
 const BOOT: Duration = Duration::from_secs(900);
 const RUN: Duration = Duration::from_secs(5400);
 const STEP: Duration = Duration::from_secs(300);
+/// The runner reports each subtest as it starts and ends, and stops one at
+/// its own per-test limit (2 min): an L2 that says nothing for this long is
+/// hung (it fails the test then, not at `RUN`).
+const QUIET: Duration = Duration::from_secs(600);
 /// The L2 program's report after the results.
 const DUMP: Duration = Duration::from_secs(1200);
 /// An L2 kernel that printed nothing by then never started.
@@ -101,7 +105,7 @@ fn gvt_drm_igt() {
     );
     q.wait_for("L2: igt runner start", STEP);
     let t1 = Instant::now();
-    q.wait_for("L2: igt runner end", RUN);
+    q.wait_for_talking("L2: igt runner end", RUN, QUIET);
     let ran = t1.elapsed();
     q.wait_for("L2: igt-results ", STEP);
     // What IGT said of each failure, over L2's serial console (slow under
