@@ -38,6 +38,28 @@ fn fd3_reads(pid: u32, text: &str) -> bool {
     false
 }
 
+/// Whether a child of `pid` runs `comm` (waits up to 10 s): a shell's child
+/// is the shell itself, with its command line, from its fork to its exec.
+fn child_runs(pid: u32, comm: &str) -> bool {
+    let ppid = format!("PPid:\t{pid}\n");
+    for _ in 0..1000 {
+        let found = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                let p = e.path();
+                std::fs::read_to_string(p.join("status")).is_ok_and(|s| s.contains(&ppid))
+                    && std::fs::read_to_string(p.join("comm")).is_ok_and(|c| c.trim() == comm)
+            });
+        if found {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    false
+}
+
 /// A tree whose `proc` is the host's `/proc` and whose `dev/vfio/0` is a file of ours.
 fn tree() -> (tempfile::TempDir, std::path::PathBuf) {
     let d = tempfile::tempdir().unwrap();
@@ -191,6 +213,9 @@ fn the_holders_vm_name_comes_from_its_command_line() {
         fd3_reads(pid, &node.to_string_lossy()),
         "the holder did not start"
     );
+    // Until its child has become `sleep`, the child is a second `sh` with
+    // the VMM's command line (seen once under load).
+    assert!(child_runs(pid, "sleep"), "the holder's child did not start");
     let scan = holders::scan(&RealSysfs, root, &["/dev/vfio/0".to_string()]);
     let h = scan
         .holders

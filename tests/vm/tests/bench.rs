@@ -9,6 +9,10 @@
 //!   The same for mbochs (its MMIO BAR), config-space reads of all three,
 //!   and a zero-byte read of each (the syscall + VFIO floor every access
 //!   pays) to split each cost into the floor and the driver's own share;
+//! - where a trapped read's time goes: the kernel's function_graph tracer
+//!   over `vfio_device_fops_read` for each driver (the C functions each
+//!   access calls, per access; the module's Rust code has no ftrace entry,
+//!   so its own time is what a level leaves unexplained);
 //! - audited GGTT PTE updates through BAR0 with the real `vfio_pin_pages`
 //!   (guest RAM DMA-mapped in the container) vs an unaudited 8-byte
 //!   register write on the same trap path;
@@ -431,5 +435,211 @@ fn bench_aperture_mmap_vs_anon() {
     drop(ap);
     drop(ram);
     drop(dev);
+    m.remove().unwrap();
+}
+
+/// The kernel's function_graph tracer (tracefs), limited to this process
+/// and to the calls under `vfio_device_fops_read`/`_write`: where a trapped
+/// access spends its time, function by function.  The module's Rust code
+/// has no ftrace entry (the kernel builds Rust without `-Zinstrument-mcount`):
+/// its time is what a level leaves unexplained by the C functions it calls.
+struct Graph {
+    dir: &'static str,
+}
+
+impl Graph {
+    fn open() -> Option<Graph> {
+        let dir = "/sys/kernel/tracing";
+        if !std::path::Path::new(dir).join("trace").exists() {
+            let c = std::ffi::CString::new(dir).unwrap();
+            let t = std::ffi::CString::new("tracefs").unwrap();
+            // SAFETY: NUL-terminated strings; no data argument.
+            unsafe { libc::mount(t.as_ptr(), c.as_ptr(), t.as_ptr(), 0, std::ptr::null()) };
+        }
+        let tracers = std::fs::read_to_string(format!("{dir}/available_tracers")).ok()?;
+        tracers.contains("function_graph").then_some(Graph { dir })
+    }
+
+    fn set(&self, file: &str, v: &str) {
+        std::fs::write(format!("{}/{file}", self.dir), v)
+            .unwrap_or_else(|e| panic!("tracefs {file} = {v}: {e}"));
+    }
+
+    /// The trace of `f`, under the graph functions `entry`.
+    fn capture(&self, entry: &str, f: impl FnOnce()) -> String {
+        self.set("tracing_on", "0");
+        self.set("current_tracer", "nop");
+        self.set("trace", "");
+        self.set("buffer_size_kb", "8192");
+        self.set("set_graph_function", entry);
+        // The calling thread (libtest runs the test in one of its own).
+        // SAFETY: gettid has no preconditions.
+        self.set("set_ftrace_pid", &unsafe { libc::gettid() }.to_string());
+        self.set("max_graph_depth", "5");
+        // The tracer's own options exist once it is the current one.
+        self.set("current_tracer", "function_graph");
+        for o in [
+            "funcgraph-tail",
+            "nofuncgraph-irqs",
+            "funcgraph-duration",
+            "nofuncgraph-proc",
+        ] {
+            self.set("trace_options", o);
+        }
+        self.set("trace", "");
+        self.set("tracing_on", "1");
+        f();
+        self.set("tracing_on", "0");
+        let t = std::fs::read_to_string(format!("{}/trace", self.dir)).expect("trace");
+        self.set("current_tracer", "nop");
+        self.set("set_graph_function", "");
+        self.set("set_ftrace_pid", "");
+        t
+    }
+}
+
+/// function_graph's text as a call tree: (path of names from the graph
+/// function down, total µs, calls), in first-seen order.
+fn graph_profile(trace: &str) -> Vec<(Vec<String>, f64, u64)> {
+    let mut order: Vec<(Vec<String>, f64, u64)> = Vec::new();
+    let mut add = |path: &[String], us: f64| match order.iter_mut().find(|(p, _, _)| p == path) {
+        Some(e) => {
+            e.1 += us;
+            e.2 += 1;
+        }
+        None => order.push((path.to_vec(), us, 1)),
+    };
+    let mut stack: Vec<String> = Vec::new();
+    for l in trace.lines() {
+        if l.starts_with('#') {
+            continue;
+        }
+        let Some((left, right)) = l.split_once('|') else {
+            continue;
+        };
+        let us = left
+            .split_whitespace()
+            .rev()
+            .skip_while(|w| *w != "us")
+            .nth(1)
+            .and_then(|w| w.parse::<f64>().ok());
+        let call = right.trim();
+        if let Some(name) = call.strip_suffix("() {") {
+            stack.push(name.split_whitespace().next().unwrap_or(name).to_string());
+        } else if let Some(name) = call.strip_suffix("();") {
+            let mut p = stack.clone();
+            p.push(name.split_whitespace().next().unwrap_or(name).to_string());
+            if let Some(us) = us {
+                add(&p, us);
+            }
+        } else if call.starts_with('}') {
+            if let Some(us) = us {
+                if !stack.is_empty() {
+                    add(&stack, us);
+                }
+            }
+            stack.pop();
+        }
+    }
+    order
+}
+
+/// Where a trapped 4-byte read spends its time in the kernel, per driver
+/// (gvt_rs, mtty, mbochs), from the function_graph tracer: the C functions
+/// under `vfio_device_fops_read`, each with its mean time per access (the
+/// tracer's own cost included: compare the drivers, not the absolute times).
+#[test]
+#[ignore = "runs inside the VM rig"]
+fn bench_trap_path_profile() {
+    let Some(g) = Graph::open() else {
+        println!("GVT-RIG: skip: no function_graph tracer in this kernel");
+        return;
+    };
+    let m = Mdev::create(PARENT, &type_mb(32)).expect("vGPU");
+    let ours = open(&m);
+    enable_mem(&ours);
+    ensure_module("mtty", &[]);
+    let ty = types_of("mtty")
+        .into_iter()
+        .find(|t| t.ends_with("-2"))
+        .expect("mtty type");
+    let mt = Mdev::create("mtty", &ty).expect("mtty mdev");
+    let peer = open(&mt);
+    ensure_module("mbochs", &[]);
+    let ty = types_of("mbochs")
+        .into_iter()
+        .find(|t| t.ends_with("-small"))
+        .expect("mbochs type");
+    let mb = Mdev::create("mbochs", &ty).expect("mbochs mdev");
+    let bochs = open(&mb);
+    let cfg = u64::from(VFIO_PCI_CONFIG_REGION_INDEX);
+    const N: usize = 300;
+    let cases: [(&str, &VfioDevice, u64); 6] = [
+        (
+            "gvt_rs BAR0 read",
+            &ours,
+            region_off(VFIO_PCI_BAR0_REGION_INDEX) + 0x4000,
+        ),
+        (
+            "mtty   BAR0 read",
+            &peer,
+            region_off(VFIO_PCI_BAR0_REGION_INDEX) + 4,
+        ),
+        (
+            "mbochs BAR2 read",
+            &bochs,
+            bochs.get_region_offset(VFIO_PCI_BAR2_REGION_INDEX),
+        ),
+        ("gvt_rs config read", &ours, region_off(cfg as u32)),
+        ("mtty   config read", &peer, region_off(cfg as u32)),
+        (
+            "mbochs config read",
+            &bochs,
+            bochs.get_region_offset(VFIO_PCI_CONFIG_REGION_INDEX),
+        ),
+    ];
+    for (what, dev, pos) in cases {
+        let mut b = [0u8; 4];
+        // Warm, then traced.
+        for _ in 0..N {
+            pread_at(dev, pos, &mut b);
+        }
+        let t = g.capture("vfio_device_fops_read", || {
+            for _ in 0..N {
+                assert_eq!(pread_at(dev, pos, &mut b), 4);
+            }
+        });
+        let prof = graph_profile(&t);
+        let calls = prof
+            .iter()
+            .find(|(p, _, _)| p.len() == 1)
+            .map_or(0, |e| e.2);
+        if calls == 0 {
+            println!("bench: trap profile, {what}: nothing traced; the trace began:");
+            for l in t.lines().take(20) {
+                println!("bench:   | {l}");
+            }
+        }
+        println!("bench: trap profile, {what}: {calls} traced calls of vfio_device_fops_read (mean per access; the tracer's cost included)");
+        for (path, us, n) in &prof {
+            // Interrupts that hit a traced call show under it: only what
+            // every access calls.
+            if calls == 0 || path.len() > 4 || (*n as f64) < calls as f64 * 0.9 {
+                continue;
+            }
+            println!(
+                "bench:   {:>7.0} ns {:>5.2}x  {}{}",
+                us * 1000.0 / calls as f64,
+                *n as f64 / calls as f64,
+                "  ".repeat(path.len() - 1),
+                path.last().unwrap()
+            );
+        }
+    }
+    drop(bochs);
+    drop(peer);
+    drop(ours);
+    mb.remove().unwrap();
+    mt.remove().unwrap();
     m.remove().unwrap();
 }
