@@ -21,3 +21,15 @@ pub(crate) struct Effects {
     /// A submission was admitted (or held): run the engines.
     pub(crate) kick: bool,
 }
+
+impl Effects {
+    /// Nothing to do.
+    #[inline(always)]
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.sig.msi
+            && self.sig.intx.is_none()
+            && !self.zap_aperture
+            && self.vblank.is_none()
+            && !self.kick
+    }
+}

@@ -13,6 +13,7 @@
 #include <linux/sched/mm.h>
 #include <linux/anon_inodes.h>
 #include <linux/vfio.h>
+#include <linux/uaccess.h>
 #include "gvt_rs_helpers.h"
 
 struct device *gvt_rs_mdev_dev(struct mdev_device *mdev)
@@ -690,4 +691,66 @@ void gvt_rs_migf_put(struct gvt_rs_migf *m)
 	m->owner = NULL;
 	mutex_unlock(&m->lock);
 	fput(f);
+}
+
+/*
+ * A trapped register's bytes to or from user memory: one store or load of
+ * the access's width inside user_*_access_begin/end (access_ok, then the
+ * access with its fault fixup, inline), where _copy_to_user/_copy_from_user
+ * take the generic copy loop and put_user/get_user an out-of-line call.
+ */
+#define GVT_PUT(type)                                                   \
+	do {                                                            \
+		if (!user_write_access_begin(p, sizeof(type)))          \
+			return -EFAULT;                                 \
+		unsafe_put_user((type)v, (type __user *)p, fault_w);    \
+		user_write_access_end();                                \
+		return 0;                                               \
+	} while (0)
+
+int gvt_rs_put_user(void __user *p, u64 v, unsigned int size)
+{
+	switch (size) {
+	case 1:
+		GVT_PUT(u8);
+	case 2:
+		GVT_PUT(u16);
+	case 4:
+		GVT_PUT(u32);
+	case 8:
+		GVT_PUT(u64);
+	}
+	return -EINVAL;
+fault_w:
+	user_write_access_end();
+	return -EFAULT;
+}
+
+#define GVT_GET(type)                                                   \
+	do {                                                            \
+		type x;                                                 \
+		if (!user_read_access_begin(p, sizeof(type)))           \
+			return -EFAULT;                                 \
+		unsafe_get_user(x, (const type __user *)p, fault_r);    \
+		user_read_access_end();                                 \
+		*v = x;                                                 \
+		return 0;                                               \
+	} while (0)
+
+int gvt_rs_get_user(const void __user *p, u64 *v, unsigned int size)
+{
+	switch (size) {
+	case 1:
+		GVT_GET(u8);
+	case 2:
+		GVT_GET(u16);
+	case 4:
+		GVT_GET(u32);
+	case 8:
+		GVT_GET(u64);
+	}
+	return -EINVAL;
+fault_r:
+	user_read_access_end();
+	return -EFAULT;
 }

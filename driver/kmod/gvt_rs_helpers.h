@@ -124,3 +124,8 @@ bool gvt_rs_migf_refused(struct gvt_rs_migf *m);
 size_t gvt_rs_migf_take(struct gvt_rs_migf *m, u8 **data);
 void gvt_rs_migf_free_data(u8 *data);
 void gvt_rs_migf_put(struct gvt_rs_migf *m);
+
+/* One register-sized (1, 2, 4 or 8 bytes) user access: 0 or -EFAULT
+ * (-EINVAL for another size). */
+int gvt_rs_put_user(void __user *p, u64 v, unsigned int size);
+int gvt_rs_get_user(const void __user *p, u64 *v, unsigned int size);

@@ -70,6 +70,44 @@ pub(crate) fn cond_resched() {
     unsafe { vfio::gvt_rs_cond_resched() };
 }
 
+// ---- user memory -----------------------------------------------------------
+
+/// A register's bytes (1, 2, 4 or 8 of them, little-endian as VFIO hands
+/// them over on the little-endian machines the module builds for) to user
+/// address `addr`: one store of that width, not the generic copy.
+pub(crate) fn put_user_reg(addr: usize, bytes: &[u8]) -> Result {
+    let v = match *bytes {
+        [a] => u64::from(a),
+        [a, b] => u64::from(u16::from_le_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => return Err(EINVAL),
+    };
+    // SAFETY: the helper checks the address (access_ok) and recovers from
+    // a fault: any address is acceptable; any other size is -EINVAL.
+    to_result(unsafe {
+        vfio::gvt_rs_put_user(addr as *mut core::ffi::c_void, v, bytes.len() as u32)
+    })
+}
+
+/// [`put_user_reg`]'s reverse: `bytes.len()` (1, 2, 4 or 8) bytes from user
+/// address `addr`, one load of that width.
+pub(crate) fn get_user_reg(addr: usize, bytes: &mut [u8]) -> Result {
+    let mut v = 0u64;
+    // SAFETY: as for `put_user_reg`; `v` is a valid u64 to write.
+    to_result(unsafe {
+        vfio::gvt_rs_get_user(addr as *const core::ffi::c_void, &mut v, bytes.len() as u32)
+    })?;
+    match bytes {
+        [a] => *a = v as u8,
+        [_, _] => bytes.copy_from_slice(&(v as u16).to_le_bytes()),
+        [_, _, _, _] => bytes.copy_from_slice(&(v as u32).to_le_bytes()),
+        [_, _, _, _, _, _, _, _] => bytes.copy_from_slice(&v.to_le_bytes()),
+        _ => return Err(EINVAL),
+    }
+    Ok(())
+}
+
 /// The running task, as an address (a key; never dereferenced).
 pub(crate) fn current_task() -> usize {
     kernel::task::Task::current_raw() as usize

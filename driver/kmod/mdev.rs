@@ -699,8 +699,17 @@ impl MdevVgpu {
         self.failed_told.store(false, Ordering::Relaxed);
     }
 
-    /// Do what a trap left to do, its locks dropped.
+    /// Do what a trap left to do, its locks dropped.  Most register
+    /// accesses leave nothing: they pay one test here, not a call.
+    #[inline(always)]
     pub(crate) fn apply(&self, fx: Effects) {
+        if !fx.is_empty() {
+            self.apply_effects(fx);
+        }
+    }
+
+    #[inline(never)]
+    fn apply_effects(&self, fx: Effects) {
         if fx.zap_aperture {
             self.zap_aperture();
         }

@@ -19,7 +19,7 @@ use crate::gvt_core::mem::PAGE_SIZE;
 use crate::gvt_core::services::{Clock as _, HostMemory};
 use crate::gvt_core::vblank::{PIPEA_FRMCOUNT, PIPEA_FRMTMSTMP};
 use crate::gvt_core::vgpu::{AccessError, BAR0_SIZE, CONFIG_SIZE};
-use crate::kapi::{current_task, KClock, KHost};
+use crate::kapi::{current_task, get_user_reg, put_user_reg, KClock, KHost};
 use crate::mdev::{
     env, errno, MdevVgpu, ALL_REGIONS, BAR0, BAR2, CONFIG, DISPLAY_REGION, EDID_REGION,
     NUM_REGIONS, REGION_MASK, REGION_SHIFT,
@@ -44,7 +44,12 @@ enum Dir {
 }
 
 /// One region access of at most `CHUNK` bytes, on a kernel buffer; returns
-/// what is left to do once the locks are dropped.
+/// what is left to do once the locks are dropped.  Inlined into [`rw`],
+/// itself inlined into `read` and `write` with its direction known: a
+/// trapped access makes no call of ours between the VFIO core and the
+/// vGPU's lock (every call and return is a translation-block change under
+/// TCG, where the rig's L1 runs; `cargo xtask bench`'s trap profile).
+#[inline(always)]
 fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Result<Effects> {
     let none = || Effects::default();
     let len = buf.len() as u64;
@@ -114,7 +119,13 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
                     let out = core.bar0_write(&mut env, off, buf);
                     v.pinning.store(0, Ordering::Relaxed);
                     let out = out.map_err(access_err)?;
-                    let sig = core.signal(out.delivery);
+                    // Most writes deliver nothing (`signal` of nothing
+                    // changes nothing): no call for them.
+                    let sig = if out.delivery != Delivery::default() {
+                        core.signal(out.delivery)
+                    } else {
+                        Default::default()
+                    };
                     // A register write may have enabled the vblank interrupt
                     // or the plane: the vblank timer runs while one is wanted
                     // (the clock is read only then).
@@ -229,6 +240,7 @@ fn aperture_access(v: &MdevVgpu, off: u64, buf: &mut [u8], dir: Dir) -> Result {
 
 /// Split a VFIO read/write into region accesses, bouncing through a kernel
 /// buffer so no user memory is touched under the state lock.
+#[inline(always)]
 fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isize {
     let pos = *ppos as u64;
     let index = (pos >> REGION_SHIFT) as u32;
@@ -261,7 +273,7 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
     let mut done = 0usize;
     while done < count {
         let n = (count - done).min(bounce.len());
-        let user = UserSlice::new(UserPtr::from_addr(ubuf + done), n);
+        let user = ubuf + done;
         let piece = &mut bounce[..n];
         let r = match dir {
             Dir::Read => access(v, index, off + done as u64, piece, dir).and_then(|fx| {
@@ -281,31 +293,26 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
     done as isize
 }
 
-/// User bytes into `piece`.  A register-sized access (1, 2, 4 or 8 bytes)
-/// is one fixed-size copy, like C's constant-size `copy_from_user`, which
-/// skips the hardened-usercopy object check a variable-length copy pays on
-/// every access; other lengths go by slice.
-fn copy_in(user: UserSlice, piece: &mut [u8]) -> Result {
-    let mut r = user.reader();
+/// User bytes at `user` into `piece`.  A register-sized access (1, 2, 4 or
+/// 8 bytes) is one `get_user` of its width (`kapi::get_user_reg`): no
+/// generic copy loop, no hardened-usercopy object check; other lengths go
+/// by slice.
+fn copy_in(user: usize, piece: &mut [u8]) -> Result {
     match piece.len() {
-        1 => piece.copy_from_slice(&r.read::<u8>()?.to_ne_bytes()),
-        2 => piece.copy_from_slice(&r.read::<u16>()?.to_ne_bytes()),
-        4 => piece.copy_from_slice(&r.read::<u32>()?.to_ne_bytes()),
-        8 => piece.copy_from_slice(&r.read::<u64>()?.to_ne_bytes()),
-        _ => r.read_slice(piece)?,
+        1 | 2 | 4 | 8 => get_user_reg(user, piece),
+        n => UserSlice::new(UserPtr::from_addr(user), n)
+            .reader()
+            .read_slice(piece),
     }
-    Ok(())
 }
 
-/// `piece` out to user memory, the way [`copy_in`] reads it.
-fn copy_out(user: UserSlice, piece: &[u8]) -> Result {
-    let mut w = user.writer();
-    match *piece {
-        [a] => w.write(&a),
-        [a, b] => w.write(&u16::from_ne_bytes([a, b])),
-        [a, b, c, d] => w.write(&u32::from_ne_bytes([a, b, c, d])),
-        [a, b, c, d, e, f, g, h] => w.write(&u64::from_ne_bytes([a, b, c, d, e, f, g, h])),
-        _ => w.write_slice(piece),
+/// `piece` out to user memory at `user`, the way [`copy_in`] reads it.
+fn copy_out(user: usize, piece: &[u8]) -> Result {
+    match piece.len() {
+        1 | 2 | 4 | 8 => put_user_reg(user, piece),
+        n => UserSlice::new(UserPtr::from_addr(user), n)
+            .writer()
+            .write_slice(piece),
     }
 }
 

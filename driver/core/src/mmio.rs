@@ -395,7 +395,7 @@ impl VgpuMmio {
     }
 
     /// The dword at `off`, whose table row is `hit` (from [`lookup`]).
-    #[inline]
+    #[inline(always)]
     fn read_dword(&self, vregs: &[u32], off: u32, hit: Option<RegHit>) -> u32 {
         if let Some(rel) = off.checked_sub(PVINFO_BASE).filter(|r| *r < PVINFO_SIZE) {
             return self.pvinfo.read(pvinfo_page(vregs).unwrap_or(&[]), rel);
