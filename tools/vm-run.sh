@@ -50,7 +50,7 @@ spare="-device pci-testdev,addr=04.0 -device pci-testdev,addr=05.0"
 # The hang watchdog: /init beats every 10 s on the guest's second serial port
 # (ttyS1, into $beat); when no beat arrives for $GVT_VM_SILENCE seconds (from
 # the start, then from the last one) the VM is hung — L1 under TCG can wedge
-# for good in its emulated SVM as a nested guest starts, silent, until the
+# for good in its emulated SVM while a nested guest runs, silent, until the
 # run's whole limit — and is stopped, with the reason in $hung for the judge
 # (a file of the host's: nothing the guest prints can fake it).
 silence="${GVT_VM_SILENCE:-300}"

@@ -1111,8 +1111,8 @@ struct RunHow<'a> {
 /// hung, and that failed for nothing else, runs the tests it never finished
 /// once more in a new VM (in `DIR/retry`); the verdict is then each test's
 /// last result, and the log says so.  L1 runs under TCG here, and TCG's
-/// emulated SVM can wedge L1 for good as a nested guest starts (seen in 2 of
-/// 6 whole runs on the rig's machine, in different tests): that is the
+/// emulated SVM can wedge L1 for good while a nested guest runs (3 of 8
+/// whole runs on the rig's machine, in different tests): that is the
 /// machine's, not a test's; a test that hangs its VM twice fails.
 fn lane_vm_run(
     initrd: &Path,
