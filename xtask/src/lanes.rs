@@ -235,6 +235,15 @@ fn results_by_test(results: &str) -> BTreeMap<(&str, &str), &str> {
         .collect()
 }
 
+/// Whether `log` is a hung run's and its retry's (the last judge line says
+/// so: [`tally_after_retry`]'s line, as `lane_vm_run` writes it).
+pub fn retried_after_hang(log: &str) -> bool {
+    log.lines()
+        .rev()
+        .find(|l| l.starts_with("vm-tests: "))
+        .is_some_and(|l| l.contains("a hung VM's"))
+}
+
 /// The verdict over a hung run and its retry: each test of the first run's
 /// `expected` list by its result in the retry's `retry` results if it ran
 /// there, else in the first run's `first`.
@@ -334,6 +343,12 @@ vm-tests: 1 passed, 1 failed, 1 missing (3 listed on the host)
         assert_eq!((t.passed, t.failed, t.missing), (1, 1, 1));
         assert_eq!(t.to_string(), "vm-tests: 1 passed, 1 failed, 1 missing");
         assert_eq!(Tally::from_log(&format!("{t} (3 listed)\n")), Some(t));
+        // Such a run's time is not an estimate for the next.
+        let log = format!(
+            "{HUNG_LOG}{t} (3 listed on the host; a hung VM's 2 unfinished tests ran again)\n"
+        );
+        assert!(retried_after_hang(&log));
+        assert!(!retried_after_hang(HUNG_LOG));
     }
 
     #[test]

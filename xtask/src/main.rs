@@ -1042,8 +1042,9 @@ fn vm_test_lanes(p: &mut Phases) {
             .collect()
     });
     let wall = t0.elapsed();
-    // Estimates for the next run, from this one.
-    for d in &done {
+    // Estimates for the next run, from this one (not from a run that hung
+    // and ran again: its time is two runs' and a wait).
+    for d in done.iter().filter(|d| !lanes::retried_after_hang(&d.log)) {
         if d.key.starts_with("tests-") {
             for (b, t) in lanes::binary_times(&d.log) {
                 times.insert(format!("bin:{b}"), t);
