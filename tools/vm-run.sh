@@ -47,7 +47,7 @@ case "$filter" in *smp2*) smp="${GVT_VM_SMP:-2}";; esac
 # unbound at 0000:00:04.0 and 0000:00:05.0 until a test binds gvt_rs to it by
 # driver_override.
 spare="-device pci-testdev,addr=04.0 -device pci-testdev,addr=05.0"
-# The hang watchdog: /init beats every 10 s on the guest's second serial port
+# The hang watchdog: /init beats every 20 s on the guest's second serial port
 # (ttyS1, into $beat); when no beat arrives for $GVT_VM_SILENCE seconds (from
 # the start, then from the last one) the VM is hung — L1 under TCG can wedge
 # for good in its emulated SVM while a nested guest runs, silent, until the
