@@ -294,7 +294,7 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
 }
 
 /// User bytes at `user` into `piece`.  A register-sized access (1, 2, 4 or
-/// 8 bytes) is one `get_user` of its width (`kapi::get_user_reg`): no
+/// 8 bytes) is one load of its width (`kapi::get_user_reg`): no
 /// generic copy loop, no hardened-usercopy object check; other lengths go
 /// by slice.
 fn copy_in(user: usize, piece: &mut [u8]) -> Result {

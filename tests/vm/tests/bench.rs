@@ -495,8 +495,9 @@ impl Sampler {
         attr[1] = 0; // PERF_COUNT_SW_CPU_CLOCK
         attr[2] = period_ns; // sample_period
         attr[3] = 1; // sample_type PERF_SAMPLE_IP
-        attr[5] = 1 | (1 << 6); // disabled, exclude_hv
-                                // SAFETY: a valid attr of the size it states; this thread, any CPU.
+                     // disabled, exclude_hv
+        attr[5] = 1 | (1 << 6);
+        // SAFETY: a valid attr of the size it states; this thread, any CPU.
         let fd =
             unsafe { libc::syscall(libc::SYS_perf_event_open, attr.as_ptr(), 0, -1, -1, 0) } as i32;
         if fd < 0 {
