@@ -20,9 +20,13 @@ impl VfioDeviceOps for MdevVgpu {
     fn close(&self) {
         self.close_device();
     }
+    // A trapped access is the hot path: inlined into the VFIO
+    // trampoline, so the core's `read`/`write` makes one call into us.
+    #[inline(always)]
     fn read(&self, ubuf: usize, count: usize, pos: &mut i64) -> isize {
         region::read(self, ubuf, count, pos)
     }
+    #[inline(always)]
     fn write(&self, ubuf: usize, count: usize, pos: &mut i64) -> isize {
         region::write(self, ubuf, count, pos)
     }

@@ -91,22 +91,34 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
             if dir == Dir::Write && edid_page(off, len) {
                 return Ok(none());
             }
+            // The frame counters are brought up to date when read (no timer
+            // runs for a guest that only polls them).
+            let lazy = (u64::from(PIPEA_FRMCOUNT)..u64::from(PIPEA_FRMTMSTMP) + 4).contains(&off);
+            // A plain register (most of BAR0: no table row, no mediated
+            // value) is this vGPU's vreg and nothing else: no GPU lock, no
+            // event, nothing left to do.
+            if !lazy {
+                let plain = match dir {
+                    Dir::Read => core.bar0_read_plain(storage.vregs, off, buf),
+                    Dir::Write => core.bar0_write_plain(storage.vregs, off, buf),
+                };
+                if plain {
+                    return Ok(none());
+                }
+            }
             // The GPU lock, for the core's bounded sections.  A GGTT write
             // pins and unpins with it free; the display region and the
             // aperture are zapped (KCpu) between the new entry and the unpin.
             let mut env = env!(v, storage);
             match dir {
                 Dir::Read => {
-                    // The frame counters are brought up to date when read
-                    // (no timer runs for a guest that only polls them).
-                    let lazy =
-                        (u64::from(PIPEA_FRMCOUNT)..u64::from(PIPEA_FRMTMSTMP) + 4).contains(&off);
                     let d = if lazy {
                         core.vblank_tick(&mut env, KClock.now_ns())
                     } else {
                         Delivery::default()
                     };
-                    core.bar0_read(&mut env, off, buf).map_err(access_err)?;
+                    core.bar0_read_full(&mut env, off, buf)
+                        .map_err(access_err)?;
                     let sig = if d != Delivery::default() {
                         core.signal(d)
                     } else {
@@ -116,7 +128,7 @@ fn access(v: &MdevVgpu, index: u32, off: u64, buf: &mut [u8], dir: Dir) -> Resul
                 }
                 Dir::Write => {
                     v.pinning.store(current_task(), Ordering::Relaxed);
-                    let out = core.bar0_write(&mut env, off, buf);
+                    let out = core.bar0_write_full(&mut env, off, buf);
                     v.pinning.store(0, Ordering::Relaxed);
                     let out = out.map_err(access_err)?;
                     // Most writes deliver nothing (`signal` of nothing
@@ -317,11 +329,13 @@ fn copy_out(user: usize, piece: &[u8]) -> Result {
 }
 
 /// `vfio_device_ops.read`.
+#[inline(always)]
 pub(crate) fn read(v: &MdevVgpu, ubuf: usize, count: usize, pos: &mut i64) -> isize {
     rw(v, ubuf, count, pos, Dir::Read)
 }
 
 /// `vfio_device_ops.write`.
+#[inline(always)]
 pub(crate) fn write(v: &MdevVgpu, ubuf: usize, count: usize, pos: &mut i64) -> isize {
     rw(v, ubuf, count, pos, Dir::Write)
 }

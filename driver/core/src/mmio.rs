@@ -260,6 +260,82 @@ fn lookup(off: u32) -> Option<RegHit> {
     }
 }
 
+/// Whether the dword at `off` is a plain register: in the register range,
+/// named by no table row ([`regs::lookup`]), outside the PVINFO page and not
+/// an engine's `RING_EIR` (whose value lives with the engines).  Reading
+/// one returns its vreg; writing one stores its vreg; neither raises an
+/// event nor needs another mediator: the trap path's fast path
+/// ([`VgpuMmio::read_plain`], [`VgpuMmio::write_plain`]).
+#[inline(always)]
+pub fn plain(off: u32) -> bool {
+    off < REG_RANGE
+        && !in_pvinfo(off)
+        && !regs::is_named(off)
+        && !EngineId::ALL
+            .iter()
+            .any(|e| off & !3 == e.mmio_base() + ring::EIR)
+}
+
+/// The offset of a well-formed register access of `len` bytes at `offset`
+/// whose dwords are all [`plain`]; `None` for anything else.
+#[inline(always)]
+fn plain_span(vregs: &[u32], offset: u64, len: usize) -> Option<u32> {
+    let size = len as u64;
+    if !matches!(len, 1 | 2 | 4 | 8)
+        || offset & (size - 1) != 0
+        || offset
+            .checked_add(size)
+            .is_none_or(|end| end > u64::from(REG_RANGE))
+        || vregs.len() < VREG_DWORDS
+    {
+        return None;
+    }
+    let off = offset as u32;
+    (plain(off) && (len != 8 || plain(off + 4))).then_some(off)
+}
+
+/// The `mask` bits of `value` into the plain dword at `off`, its place in
+/// the vreg file found once; a page without a place goes the way of
+/// [`set_vreg`] (a spare page, or dropped: `false`).
+#[inline(always)]
+fn store_plain(vregs: &mut [u32], off: u32, value: u32, mask: u32) -> bool {
+    match regs::vreg_index(vregs, off).and_then(|i| vregs.get_mut(i)) {
+        Some(d) => {
+            *d = merge(*d, value, mask);
+            true
+        }
+        None => set_vreg(vregs, off, merge(0, value, mask)),
+    }
+}
+
+/// The little-endian value of a register-sized buffer (1, 2, 4 or 8 bytes;
+/// 0 for any other): one load of its width, not a byte loop (which the
+/// compiler makes a call to `memcpy`).
+#[inline(always)]
+fn le_value(buf: &[u8]) -> u64 {
+    match *buf {
+        [a] => u64::from(a),
+        [a, b] => u64::from(u16::from_le_bytes([a, b])),
+        [a, b, c, d] => u64::from(u32::from_le_bytes([a, b, c, d])),
+        [a, b, c, d, e, f, g, h] => u64::from_le_bytes([a, b, c, d, e, f, g, h]),
+        _ => 0,
+    }
+}
+
+/// The low `buf.len()` bytes of `v` into a register-sized buffer, as
+/// [`le_value`] reads them.
+#[inline(always)]
+fn put_le(buf: &mut [u8], v: u64) {
+    let b = v.to_le_bytes();
+    match buf {
+        [a] => *a = b[0],
+        [x, y] => [*x, *y] = [b[0], b[1]],
+        [_, _, _, _] => buf.copy_from_slice(&b[..4]),
+        [_, _, _, _, _, _, _, _] => buf.copy_from_slice(&b),
+        _ => {}
+    }
+}
+
 /// Where `FORCEWAKE_ACK` lives in the vreg file (a fixed page).
 const FORCEWAKE_ACK_AT: usize = regs::fixed_index(regs::FORCEWAKE_ACK);
 
@@ -655,6 +731,67 @@ impl VgpuMmio {
             *d = *s;
         }
         Ok(())
+    }
+
+    /// The fast path of [`read_bytes`](Self::read_bytes): a well-formed
+    /// read of [`plain`] dwords only is served here, with the same result
+    /// and counters; `false` (nothing read, nothing counted) sends the
+    /// caller to the full path.
+    #[inline(always)]
+    pub fn read_plain(&mut self, vregs: &[u32], offset: u64, buf: &mut [u8]) -> bool {
+        let Some(off) = plain_span(vregs, offset, buf.len()) else {
+            return false;
+        };
+        let lo = vreg(vregs, off & !3);
+        let v = if buf.len() == 8 {
+            u64::from(lo) | (u64::from(vreg(vregs, off + 4)) << 32)
+        } else {
+            u64::from(lo >> ((off & 3) * 8))
+        };
+        put_le(buf, v);
+        self.count_plain(false);
+        true
+    }
+
+    /// The fast path of [`write_bytes`](Self::write_bytes), as
+    /// [`read_plain`](Self::read_plain): a plain register raises no event,
+    /// so there is nothing for the caller to route.
+    #[inline(always)]
+    pub fn write_plain(&mut self, vregs: &mut [u32], offset: u64, buf: &[u8]) -> bool {
+        let Some(off) = plain_span(vregs, offset, buf.len()) else {
+            return false;
+        };
+        let value = le_value(buf);
+        let stored = if buf.len() == 8 {
+            // Both halves, as the full path does, each kept or dropped.
+            let a = store_plain(vregs, off, value as u32, !0);
+            let b = store_plain(vregs, off + 4, (value >> 32) as u32, !0);
+            a || b
+        } else {
+            let byte = off & 3;
+            let mask = lane_mask(buf.len() as u32, byte);
+            store_plain(vregs, off & !3, (value as u32) << (byte * 8), mask)
+        };
+        self.count_plain(true);
+        if !stored {
+            self.stats.dropped += 1;
+        }
+        true
+    }
+
+    /// What [`count`](Self::count) counts for a plain register.
+    #[inline(always)]
+    fn count_plain(&mut self, write: bool) {
+        // A u64 count of traps does not wrap: no overflow check (a branch
+        // on every access of a kernel built with them).
+        let s = &mut self.stats;
+        s.other = s.other.wrapping_add(1);
+        s.unknown = s.unknown.wrapping_add(1);
+        if write {
+            s.writes = s.writes.wrapping_add(1);
+        } else {
+            s.reads = s.reads.wrapping_add(1);
+        }
     }
 
     /// [`write`](Self::write) from a little-endian byte buffer of 1, 2, 4 or 8
@@ -1168,6 +1305,31 @@ mod tests {
         assert_eq!(g.m.stats().total(), 0);
     }
 
+    /// The registers whose values live elsewhere ([`super::super::vgpu`]'s
+    /// refresh: interrupts, HEAD, EIR; PVINFO; every table row) never take
+    /// the fast path; a register the table does not name does.
+    #[test]
+    fn mediated_registers_are_not_plain() {
+        for e in EngineId::ALL {
+            for rel in [ring::HEAD, ring::TAIL, ring::START, ring::CTL, ring::EIR] {
+                assert!(!plain(e.reg(rel)), "{e:?} {rel:#x}");
+            }
+        }
+        for off in [
+            GT_IIR,
+            GT_IMR,
+            GT_IER,
+            GDRST,
+            FORCEWAKE_REQ,
+            PVINFO_BASE,
+            PVINFO_BASE + 0x7FC,
+        ] {
+            assert!(!plain(off), "{off:#x}");
+        }
+        assert!(plain(0x4000) && plain(0x1_0000));
+        assert!(!plain(REG_RANGE));
+    }
+
     proptest! {
         /// Arbitrary accesses anywhere (including bad ones) never panic, never
         /// change read-only state, and reads after writes of scratch
@@ -1192,6 +1354,50 @@ mod tests {
             let ack = g.r(FORCEWAKE_ACK as u64, 4).unwrap();
             let req = g.r(FORCEWAKE_REQ as u64, 4).unwrap();
             prop_assert_eq!(ack, req & 0xFFFF);
+        }
+
+        /// The trap path's fast path ([`VgpuMmio::read_plain`],
+        /// [`VgpuMmio::write_plain`], then the full path when it declines)
+        /// and the full path alone give the same results, the same vreg
+        /// file (spare pages running out included) and the same counters.
+        #[test]
+        fn plain_fast_path_is_the_full_path(ops in proptest::collection::vec(
+            (any::<bool>(), prop_oneof![0u64..0x20_0010, 0x2000u64..0x2100, 0x22000u64..0x22100, 0x44000u64..0x44010, 0x78000u64..0x79000, any::<u64>()],
+             prop_oneof![Just(1usize), Just(2), Just(4), Just(8), 0usize..12], any::<u64>()), 1..400)) {
+            let mut fast = Vgpu::new();
+            let mut full = Vgpu::new();
+            for (write, off, len, v) in ops {
+                let bytes = v.to_le_bytes();
+                if write {
+                    let data = &bytes[..len.min(8)];
+                    let a = if fast.m.write_plain(&mut fast.vregs, off, data) {
+                        Ok(None)
+                    } else {
+                        fast.m.write_bytes(&mut fast.vregs, off, data).map(Some)
+                    };
+                    let b = full.m.write_bytes(&mut full.vregs, off, data);
+                    match (a, b) {
+                        (Ok(None), Ok(o)) => prop_assert!(
+                            matches!(o, MmioOutcome::Written | MmioOutcome::Dropped),
+                            "a plain write at {:#x} raised {:?}", off, o
+                        ),
+                        (a, b) => prop_assert_eq!(a, b.map(Some)),
+                    }
+                } else {
+                    let mut x = [0u8; 12];
+                    let mut y = [0u8; 12];
+                    let a = if fast.m.read_plain(&fast.vregs, off, &mut x[..len]) {
+                        Ok(())
+                    } else {
+                        fast.m.read_bytes(&fast.vregs, off, &mut x[..len])
+                    };
+                    let b = full.m.read_bytes(&full.vregs, off, &mut y[..len]);
+                    prop_assert_eq!(a, b);
+                    prop_assert_eq!(x, y);
+                }
+                prop_assert_eq!(fast.m.stats(), full.m.stats());
+            }
+            prop_assert!(fast.vregs == full.vregs);
         }
 
         #[test]

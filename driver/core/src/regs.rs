@@ -128,6 +128,7 @@ const _: () = assert!(VREG_PAGES < 255 && SPARE_PAGES > 0);
 /// Where the dword at BAR0 offset `offset` (any byte of it) lives in the
 /// vreg file if its page is a fixed one: a constant place, whatever the
 /// file holds.
+#[inline(always)]
 pub const fn fixed_vreg_index(offset: u32) -> Option<usize> {
     if offset >= REG_RANGE {
         return None;
@@ -149,7 +150,8 @@ pub const fn fixed_index(offset: u32) -> usize {
 }
 
 /// Where the dword at `offset` lives in `vregs`, if its page has a place.
-#[inline]
+/// On every register access: inlined, so it costs no call.
+#[inline(always)]
 pub fn vreg_index(vregs: &[u32], offset: u32) -> Option<usize> {
     if let Some(i) = fixed_vreg_index(offset) {
         return Some(i);
@@ -771,6 +773,21 @@ pub fn lookup(offset: u32) -> Option<RegHit> {
     })
 }
 
+/// Whether a row of [`REGISTERS`] covers the dword at `offset`
+/// (`lookup(offset).is_some()`, without building the hit): the trap path's
+/// first question, two loads and no call.
+#[inline(always)]
+pub fn is_named(offset: u32) -> bool {
+    let Some(&slot) = FIXED_SLOT.get((offset / VREG_PAGE_SIZE) as usize) else {
+        return false;
+    };
+    let Some(rows) = (slot as usize).checked_sub(1).and_then(|s| REG_AT.get(s)) else {
+        return false;
+    };
+    rows.get(((offset % VREG_PAGE_SIZE) / 4) as usize)
+        .is_some_and(|&row| row != 0)
+}
+
 /// [`lookup`] as it was, a binary search of the table: the oracle of the
 /// test that compares the two on every dword of the register range.
 #[cfg(test)]
@@ -816,6 +833,12 @@ mod tests {
         for off in (0..REG_RANGE).step_by(4).chain(beyond) {
             for b in 0..4 {
                 assert_eq!(lookup(off + b), lookup_search(off + b), "{:#x}", off + b);
+                assert_eq!(
+                    is_named(off + b),
+                    lookup(off + b).is_some(),
+                    "{:#x}",
+                    off + b
+                );
             }
         }
         assert!(REGISTERS

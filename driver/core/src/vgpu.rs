@@ -660,6 +660,37 @@ impl<const P: usize> Vgpu<P> {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<(), AccessError> {
+        if self.bar0_read_plain(env.st.vregs, offset, buf) {
+            return Ok(());
+        }
+        self.bar0_read_full(env, offset, buf)
+    }
+
+    /// The fast path of [`Vgpu::bar0_read`]: a read of plain registers
+    /// ([`mmio::plain`]: no table row, no mediated value) is served from the
+    /// vreg file alone, with no GPU lock and no services; `false` (nothing
+    /// done) for any other access.  The trap glue asks this first.
+    #[inline(always)]
+    pub fn bar0_read_plain(&mut self, vregs: &[u32], offset: u64, buf: &mut [u8]) -> bool {
+        self.mmio.read_plain(vregs, offset, buf)
+    }
+
+    /// The fast path of [`Vgpu::bar0_write`], as [`Vgpu::bar0_read_plain`]:
+    /// a plain register's write has nothing to route (its
+    /// [`Bar0Write`] would be empty).
+    #[inline(always)]
+    pub fn bar0_write_plain(&mut self, vregs: &mut [u32], offset: u64, data: &[u8]) -> bool {
+        self.mmio.write_plain(vregs, offset, data)
+    }
+
+    /// [`Vgpu::bar0_read`] without its fast path: for the glue, once
+    /// [`Vgpu::bar0_read_plain`] said no.
+    pub fn bar0_read_full<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<(), AccessError> {
         let size = u32::try_from(buf.len()).map_err(|_| MmioError::BadSize)?;
         match mmio::classify(offset, size) {
             Ok(Bar0Region::GgttWindow) => {
@@ -689,6 +720,20 @@ impl<const P: usize> Vgpu<P> {
     /// interrupt registers; GDRST; fences).  Signal `delivery` afterwards and
     /// kick the engine worker when a submission was accepted.
     pub fn bar0_write<const N: usize, S: Services<Gpu = Gpu<N>>>(
+        &mut self,
+        env: &mut Env<'_, S>,
+        offset: u64,
+        data: &[u8],
+    ) -> Result<Bar0Write, AccessError> {
+        if self.bar0_write_plain(env.st.vregs, offset, data) {
+            return Ok(Bar0Write::default());
+        }
+        self.bar0_write_full(env, offset, data)
+    }
+
+    /// [`Vgpu::bar0_write`] without its fast path: for the glue, once
+    /// [`Vgpu::bar0_write_plain`] said no.
+    pub fn bar0_write_full<const N: usize, S: Services<Gpu = Gpu<N>>>(
         &mut self,
         env: &mut Env<'_, S>,
         offset: u64,
