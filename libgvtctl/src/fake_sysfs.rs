@@ -454,7 +454,7 @@ ppgtt_pinned 0\nvblank_frames 0\nvblank_ticks 0\nflips 0\nsubmissions_accepted 0
 submissions_rejected 0\nengine_faults 0\nstate idle\nrcs_time_ns 0\nbcs_time_ns 0\nmediation_ns 0\nsubmissions 0\n\
 cmds_audited 0\nreject_unknown_cmd 0\nreject_privileged 0\nreject_bad_address 0\nreject_malformed 0\n\
 reject_backpressure 0\nreject_failed 0\nreject_bad_geometry 0\n\
-ctx_switches 0\nhangs 0\nhangs_total 0\nself_map_faults 0\npins_refused_unmapping 0\nunmap_retries 0\n\
+ctx_switches 0\npicks 0\nrefills_without_work 0\nhangs 0\nhangs_total 0\nself_map_faults 0\npins_refused_unmapping 0\nunmap_retries 0\n\
 host_memory_bytes 0\nhost_memory_vregs 0\nhost_memory_ggtt 0\nhost_memory_ppgtt 0\nhost_memory_shadow 0\n\
 host_memory_state 0";
 

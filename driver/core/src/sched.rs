@@ -649,7 +649,20 @@ impl<const N: usize> Scheduler<N> {
         }
         for e in EngineId::ALL {
             if let (Some(p), Some(w)) = (self.policy.get_mut(e.index()), eff.get(e.index())) {
-                p.tick(now, w);
+                let mut was_active = [false; N];
+                for (i, a) in was_active.iter_mut().enumerate() {
+                    *a = p.active(i);
+                }
+                if p.tick(now, w) {
+                    // Had work this period, none at the refill: counted (a
+                    // fairness diagnosis, see `VgpuStats`).
+                    for (i, st) in self.stats.iter_mut().enumerate() {
+                        let idle = !w.get(i).copied().unwrap_or(false);
+                        if idle && was_active.get(i).copied().unwrap_or(false) {
+                            st.refills_without_work = st.refills_without_work.saturating_add(1);
+                        }
+                    }
+                }
             }
         }
 
@@ -708,6 +721,9 @@ impl<const N: usize> Scheduler<N> {
             };
             if let Some(pk) = pick {
                 self.decisions = self.decisions.wrapping_add(1);
+                if let Some(st) = self.stats.get_mut(pk.slot) {
+                    st.picks = st.picks.saturating_add(1);
+                }
                 if let Some(a) = assign.get_mut(e.index()) {
                     *a = Some((pk.slot, pk.slice_ns, pk.spare));
                 }
@@ -1877,6 +1893,31 @@ mod tests {
         while !rig.round().idle {}
         rig.assert_all_retired(1);
         rig.assert_clean();
+    }
+
+    /// A vGPU that had work during a period and none at its refill is
+    /// counted; one that had work throughout, or none at all, is not.
+    #[test]
+    fn stats_count_refills_without_work() {
+        let mut rig = Rig::<4>::new(cfg(GVTG_QUANTUM_NS, Preemption::Command), &[10, 10, 10]);
+        let mut rng = Rng(7);
+        // The first round starts the period (its refill finds nobody).
+        rig.round();
+        // v0: a little work, done long before the period ends; v1: kept
+        // backlogged across the boundary; v2: never any work.
+        rig.submit(0, EngineId::Bcs, vec![(10_000, 0)], false)
+            .unwrap();
+        while rig.clk.now() < P + P / 2 {
+            rig.fill(&mut rng, 1, EngineId::Bcs, false);
+            rig.round();
+        }
+        let n = |rig: &Rig<4>, v: usize| rig.s.stats(rig.ids[v]).unwrap().refills_without_work;
+        assert_eq!((n(&rig, 0), n(&rig, 1), n(&rig, 2)), (1, 0, 0));
+        // Picks: v0 once (its one submission), v1 every round it had work.
+        let picks = |v: usize| rig.s.stats(rig.ids[v]).unwrap().picks;
+        assert_eq!(picks(0), 1);
+        assert_eq!(picks(2), 0);
+        assert!(picks(1) >= rig.s.stats(rig.ids[1]).unwrap().ctx_switches && picks(1) > 100);
     }
 
     #[test]

@@ -191,6 +191,12 @@ impl<const N: usize> CreditPolicy<N> {
         self.slots.get(slot).filter(|s| s.present).map(|s| s.weight)
     }
 
+    /// Whether `slot` had work at some point of the current period (what
+    /// the next refill allocates by).
+    pub fn active(&self, slot: usize) -> bool {
+        self.slots.get(slot).is_some_and(|s| s.present && s.active)
+    }
+
     pub fn credit(&self, slot: usize) -> Option<i64> {
         self.slots.get(slot).filter(|s| s.present).map(|s| s.credit)
     }

@@ -104,6 +104,14 @@ pub struct VgpuStats {
     pub rejections: [u64; RejectClass::COUNT],
     /// Render/blitter context switches into this vGPU.
     pub ctx_switches: u64,
+    /// Scheduling decisions that picked this vGPU (a pick of the engine's
+    /// owner needs no switch: `picks >= ctx_switches`).
+    pub picks: u64,
+    /// Period refills at which this vGPU had had work during the period
+    /// but had none at that instant (the policy kept at most one allocation
+    /// of its credit and left it out of the normalisation): a vGPU that is
+    /// backlogged from its guest's view should show none.
+    pub refills_without_work: u64,
     /// Engine hangs this vGPU was found guilty of (since its last reset).
     pub hangs: u32,
     /// Hangs, all time.
@@ -120,6 +128,8 @@ impl VgpuStats {
         cmds_audited: 0,
         rejections: [0; RejectClass::COUNT],
         ctx_switches: 0,
+        picks: 0,
+        refills_without_work: 0,
         hangs: 0,
         hangs_total: 0,
         state: VgpuState::Absent,
@@ -157,6 +167,8 @@ impl VgpuStats {
             writeln!(w, "reject_{} {}", c.name(), self.rejections[c as usize])?;
         }
         writeln!(w, "ctx_switches {}", self.ctx_switches)?;
+        writeln!(w, "picks {}", self.picks)?;
+        writeln!(w, "refills_without_work {}", self.refills_without_work)?;
         writeln!(w, "hangs {}", self.hangs)?;
         writeln!(w, "hangs_total {}", self.hangs_total)
     }
