@@ -75,6 +75,7 @@ pub(crate) fn cond_resched() {
 /// A register's bytes (1, 2, 4 or 8 of them, little-endian as VFIO hands
 /// them over on the little-endian machines the module builds for) to user
 /// address `addr`: one store of that width, not the generic copy.
+#[inline(always)]
 pub(crate) fn put_user_reg(addr: usize, bytes: &[u8]) -> Result {
     let v = match *bytes {
         [a] => u64::from(a),
@@ -103,6 +104,7 @@ fn errno_result(r: core::ffi::c_int) -> Result {
 
 /// [`put_user_reg`]'s reverse: `bytes.len()` (1, 2, 4 or 8) bytes from user
 /// address `addr`, one load of that width.
+#[inline(always)]
 pub(crate) fn get_user_reg(addr: usize, bytes: &mut [u8]) -> Result {
     let mut v = 0u64;
     // SAFETY: as for `put_user_reg`; `v` is a valid u64 to write.

@@ -272,31 +272,60 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
     if index == CONFIG && dir == Dir::Write && !matches!(count, 1 | 2 | 4) {
         return errno(EINVAL);
     }
-    // A register access (at most 8 bytes) bounces through 8 bytes, not a
-    // whole zeroed chunk.
-    let mut small = [0u8; 8];
-    let mut chunk;
-    let bounce: &mut [u8] = if count <= small.len() {
-        &mut small
-    } else {
-        chunk = [0u8; CHUNK];
-        &mut chunk
-    };
+    // A register access (at most 8 bytes) is one access through 8 bytes
+    // on the stack: no loop, no chunk to zero.
+    if count <= 8 {
+        let mut small = [0u8; 8];
+        let piece = &mut small[..count];
+        if let Err(e) = one(v, index, off, ubuf, piece, dir) {
+            return errno(e);
+        }
+        *ppos += count as i64;
+        return count as isize;
+    }
+    rw_chunks(v, index, off, ubuf, count, ppos, dir)
+}
+
+/// One access of `piece.len()` bytes at `off` of region `index`, its user
+/// memory at `user`: copied in before a write, out after a read, never
+/// under a lock.
+#[inline(always)]
+fn one(v: &MdevVgpu, index: u32, off: u64, user: usize, piece: &mut [u8], dir: Dir) -> Result {
+    match dir {
+        Dir::Read => access(v, index, off, piece, dir).and_then(|fx| {
+            v.apply(fx);
+            copy_out(user, piece)
+        }),
+        Dir::Write => copy_in(user, piece)
+            .and_then(|()| access(v, index, off, piece, dir))
+            .map(|fx| v.apply(fx)),
+    }
+}
+
+/// [`rw`] of more than 8 bytes (the config space's read spans, the
+/// aperture and the display regions): `CHUNK` bytes at a time.
+#[inline(never)]
+fn rw_chunks(
+    v: &MdevVgpu,
+    index: u32,
+    off: u64,
+    ubuf: usize,
+    count: usize,
+    ppos: &mut i64,
+    dir: Dir,
+) -> isize {
+    let mut chunk = [0u8; CHUNK];
     let mut done = 0usize;
     while done < count {
-        let n = (count - done).min(bounce.len());
-        let user = ubuf + done;
-        let piece = &mut bounce[..n];
-        let r = match dir {
-            Dir::Read => access(v, index, off + done as u64, piece, dir).and_then(|fx| {
-                v.apply(fx);
-                copy_out(user, piece)
-            }),
-            Dir::Write => copy_in(user, piece)
-                .and_then(|()| access(v, index, off + done as u64, piece, dir))
-                .map(|fx| v.apply(fx)),
-        };
-        if let Err(e) = r {
+        let n = (count - done).min(CHUNK);
+        if let Err(e) = one(
+            v,
+            index,
+            off + done as u64,
+            ubuf + done,
+            &mut chunk[..n],
+            dir,
+        ) {
             return if done > 0 { done as isize } else { errno(e) };
         }
         done += n;
@@ -309,6 +338,7 @@ fn rw(v: &MdevVgpu, ubuf: usize, count: usize, ppos: &mut i64, dir: Dir) -> isiz
 /// 8 bytes) is one load of its width (`kapi::get_user_reg`): no
 /// generic copy loop, no hardened-usercopy object check; other lengths go
 /// by slice.
+#[inline(always)]
 fn copy_in(user: usize, piece: &mut [u8]) -> Result {
     match piece.len() {
         1 | 2 | 4 | 8 => get_user_reg(user, piece),
@@ -319,6 +349,7 @@ fn copy_in(user: usize, piece: &mut [u8]) -> Result {
 }
 
 /// `piece` out to user memory at `user`, the way [`copy_in`] reads it.
+#[inline(always)]
 fn copy_out(user: usize, piece: &[u8]) -> Result {
     match piece.len() {
         1 | 2 | 4 | 8 => put_user_reg(user, piece),

@@ -222,7 +222,9 @@ impl CfgSpace {
         if !matches!(size, 1 | 2 | 4) {
             return Err(CfgError::BadSize);
         }
-        if offset % size != 0 {
+        // A power of two (checked above): a mask, not a division (a helper
+        // call under TCG, where the rig's L1 runs).
+        if offset & (size - 1) != 0 {
             return Err(CfgError::Misaligned);
         }
         match offset.checked_add(size) {
@@ -231,12 +233,16 @@ impl CfgSpace {
         }
     }
 
+    /// The `n` (1, 2 or 4) bytes at `at`, little-endian; 0 outside.  One
+    /// load of the width, not a variable-length copy (a `memcpy` call).
+    #[inline]
     fn get(&self, at: usize, n: usize) -> u32 {
-        let mut v = [0u8; 4];
-        if let (Some(src), Some(dst)) = (self.data.get(at..at + n), v.get_mut(..n)) {
-            dst.copy_from_slice(src);
+        match (n, self.data.get(at..)) {
+            (1, Some(&[a, ..])) => u32::from(a),
+            (2, Some(&[a, b, ..])) => u32::from(u16::from_le_bytes([a, b])),
+            (4, Some(&[a, b, c, d, ..])) => u32::from_le_bytes([a, b, c, d]),
+            _ => 0,
         }
-        u32::from_le_bytes(v)
     }
 
     fn u16_at(&self, at: usize) -> u16 {
@@ -283,8 +289,11 @@ impl CfgSpace {
     pub fn read_bytes(&self, offset: u32, buf: &mut [u8]) -> Result<(), CfgError> {
         let size = u32::try_from(buf.len()).map_err(|_| CfgError::BadSize)?;
         let v = self.read(offset, size)?.to_le_bytes();
-        for (d, s) in buf.iter_mut().zip(v.iter()) {
-            *d = *s;
+        match buf {
+            [a] => *a = v[0],
+            [a, b] => [*a, *b] = [v[0], v[1]],
+            [_, _, _, _] => buf.copy_from_slice(&v),
+            _ => {}
         }
         Ok(())
     }

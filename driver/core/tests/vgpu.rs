@@ -496,6 +496,27 @@ fn config_span_reads_whole_space_and_rejects_overrun() {
     assert!(v.cfg_read_span(255, &mut [0u8; 2]).is_err());
     assert!(v.cfg_read_span(u32::MAX, &mut [0u8; 2]).is_err());
     assert_eq!(v.counters().cfg_rejected, 2);
+    // Every span that fits, the one-register fast path's included, reads
+    // exactly the bytes of the space.
+    let reads = v.counters().cfg_reads;
+    let mut n = 0;
+    for off in 0..256u32 {
+        for len in 1..=8usize {
+            let mut b = [0xA5u8; 8];
+            if off as usize + len > 256 {
+                assert!(v.cfg_read_span(off, &mut b[..len]).is_err());
+                continue;
+            }
+            v.cfg_read_span(off, &mut b[..len]).unwrap();
+            n += 1;
+            assert_eq!(
+                b[..len],
+                all[off as usize..off as usize + len],
+                "{off:#x}+{len}"
+            );
+        }
+    }
+    assert_eq!(v.counters().cfg_reads, reads + n);
 }
 
 #[test]
