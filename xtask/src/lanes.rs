@@ -262,6 +262,27 @@ pub fn tally_after_retry(expected: &str, first: &str, retry: &str) -> Tally {
     t
 }
 
+/// The results of a hung run and its retry as one results file: the retry's
+/// lines, and the first run's lines of the tests the retry did not run (so
+/// a retry of a retry is judged over all three).
+pub fn merge_results(first: &str, retry: &str) -> String {
+    let again = results_by_test(retry);
+    let mut out = String::new();
+    for l in first.lines() {
+        let mut f = l.splitn(3, ' ');
+        let key = (f.next().unwrap_or(""), f.next().unwrap_or(""));
+        if !again.contains_key(&key) {
+            out.push_str(l);
+            out.push('\n');
+        }
+    }
+    for l in retry.lines() {
+        out.push_str(l);
+        out.push('\n');
+    }
+    out
+}
+
 impl std::fmt::Display for Tally {
     /// As the judge prints it (without the parenthesis that follows).
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -349,6 +370,32 @@ vm-tests: 1 passed, 1 failed, 1 missing (3 listed on the host)
         );
         assert!(retried_after_hang(&log));
         assert!(!retried_after_hang(HUNG_LOG));
+    }
+
+    /// A retry that hung too and was retried: the three runs' results merge
+    /// into each test's last one, and the verdict is over all three.
+    #[test]
+    fn a_retry_of_a_retry_is_judged_over_all_three_runs() {
+        // Run 1 passed one test and hung; run 2 hung on the second before
+        // running the third; run 3 ran the third.
+        let second = "rig mtty_in_nested_qemu FAILED (the VM hung)\n";
+        let third = "rig mtty_opens_with_vfio_ioctls ok\n";
+        let merged = merge_results(second, third);
+        assert_eq!(
+            merged,
+            "rig mtty_in_nested_qemu FAILED (the VM hung)\nrig mtty_opens_with_vfio_ioctls ok\n"
+        );
+        let t = tally_after_retry(EXPECTED, RESULTS, &merged);
+        assert_eq!((t.passed, t.failed, t.missing), (2, 1, 0));
+        // The second retry passes the test the first retry hung on.
+        let merged = merge_results(
+            second,
+            "rig mtty_in_nested_qemu ok\nrig mtty_opens_with_vfio_ioctls ok\n",
+        );
+        let t = tally_after_retry(EXPECTED, RESULTS, &merged);
+        assert_eq!((t.passed, t.failed, t.missing), (3, 0, 0));
+        // A test the retry did not run keeps its first result.
+        assert_eq!(merge_results(RESULTS, ""), RESULTS);
     }
 
     #[test]
