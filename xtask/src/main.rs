@@ -1116,7 +1116,7 @@ const HANG_RETRIES: u32 = 2;
 /// again in a new VM (in `DIR/retry`, then `DIR/retry/retry`), up to
 /// [`HANG_RETRIES`] times; the verdict is then each test's last result, and
 /// the log says so.  L1 runs under TCG here, and TCG's emulated SVM can
-/// wedge L1 for good while a nested guest runs (the IGT run's VM: 4 of 7 on
+/// wedge L1 for good while a nested guest runs (the IGT run's VM: 5 of 7 on
 /// the rig's machine in sessions 12-13, always silent, never a splat): that
 /// is the machine's, not a test's; a test that hangs its VM three times
 /// fails.

@@ -234,6 +234,13 @@ impl<const N: usize> CreditPolicy<N> {
             self.level_waking(&waking, has_work);
             return false;
         }
+        // A slot that got work just as the period ended is levelled as one
+        // waking mid-period is, before the refill: else it alone would start
+        // the new period from nothing while every slot that woke earlier
+        // carries the level it was raised to, a gap the normalisation keeps
+        // (the 64-vGPU test's outliers: the vGPU whose first work met the
+        // first refill got ~0.65 of its share for tens of seconds).
+        self.level_waking(&waking, has_work);
         // Keep period boundaries on the grid; after a long idle gap, one
         // refill is enough (idle time is not banked anyway).
         let periods = elapsed / self.period_ns;
