@@ -31,7 +31,10 @@
 //!   period's allocation (issue 12: a neighbour's submission-to-interrupt
 //!   latency must stay within a couple of quanta).  Once per period and
 //!   bounded by the best-placed credit, so it buys no more than one
-//!   allocation.
+//!   allocation.  A vGPU whose work arrives on the tick that ends the period
+//!   is levelled too, before the refill (else it alone would start the new
+//!   period from one allocation, behind every vGPU that woke earlier, a gap
+//!   the normalisation keeps).
 //! * **Pick** (O(n)): the eligible vGPU with the highest credit per weight
 //!   unit, ties to the least recently run (GVT-g's LRU order), for one
 //!   quantum (overshoot is carried as debt).  GVT-g picks LRU among all vGPUs with credit

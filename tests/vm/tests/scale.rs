@@ -263,10 +263,11 @@ fn scale_body() {
         assert_eq!(s.get("submissions_rejected").copied(), Some(0), "vGPU {k}");
     }
     if j < 0.99 || lo < 0.98 || hi > 1.02 {
-        // What the driver says of the two ends (a lone outlier, twice: 0.598
-        // and 0.527 of its share, half the context switches, the others
-        // equal; `picks` and `refills_without_work` are there to tell a
-        // vGPU the policy passed over from one it found idle).
+        // What the driver says of the two ends: `picks` and
+        // `refills_without_work` tell a vGPU the policy passed over from one
+        // it found idle (before 8c1ff75, vGPUs whose first work met a period
+        // refill got 0.53-0.65 of their share, passed over: the policy did
+        // not level them).
         for (what, v) in [(lo, "lowest"), (hi, "highest")].map(|(v, w)| (w, v)) {
             let k = x.iter().position(|&s| s == v).unwrap_or(0);
             println!(
