@@ -699,6 +699,7 @@ fn rig_self_check_in(initrd: &Path, tests: &[PathBuf], dir: &Path) -> Result<Str
                 ("GVT_RIG_SELFTEST_HANG", "rig_selftest_passing_test"),
                 ("GVT_VM_SILENCE", "30"),
             ],
+            hang_retries: HANG_RETRIES,
         },
     );
     let evidence = [
@@ -1010,6 +1011,7 @@ fn vm_test_lanes(p: &mut Phases) {
                                     kernel,
                                     timeout_s,
                                     first_env: &[],
+                                    hang_retries: HANG_RETRIES,
                                 },
                             )
                         };
@@ -1105,6 +1107,8 @@ struct RunHow<'a> {
     /// The rig self-check's switches, for the first run only (a retry runs
     /// as the lanes' runs do).
     first_env: &'a [(&'a str, &'a str)],
+    /// How many more times a run that hung may run what it left.
+    hang_retries: u32,
 }
 
 /// How many times a lane's run that hung runs its unfinished tests again.
@@ -1114,12 +1118,15 @@ const HANG_RETRIES: u32 = 2;
 /// its output captured.  A run that tools/vm-run.sh's watchdog stopped as
 /// hung, and that failed for nothing else, runs the tests it never finished
 /// again in a new VM (in `DIR/retry`, then `DIR/retry/retry`), up to
-/// [`HANG_RETRIES`] times; the verdict is then each test's last result, and
+/// `how.hang_retries` times (every caller: [`HANG_RETRIES`]); the verdict is then each test's last result, and
 /// the log says so.  L1 runs under TCG here, and TCG's emulated SVM can
 /// wedge L1 for good while a nested guest runs (the IGT run's VM: 5 of 7 on
 /// the rig's machine in sessions 12-13, always silent, never a splat): that
 /// is the machine's, not a test's; a test that hangs its VM three times
 /// fails.
+///
+/// Leaves `results.merged` in `dir` (each test's last result over this run
+/// and its retries).
 fn lane_vm_run(
     initrd: &Path,
     tests: &[PathBuf],
@@ -1127,20 +1134,6 @@ fn lane_vm_run(
     dir: &Path,
     files: &Path,
     how: RunHow,
-) -> (Result<(), String>, String) {
-    lane_vm_run_tries(initrd, tests, filter, dir, files, how, HANG_RETRIES)
-}
-
-/// [`lane_vm_run`] with `tries` retries left; leaves `results.merged` in
-/// `dir` (each test's last result over this run and its retries).
-fn lane_vm_run_tries(
-    initrd: &Path,
-    tests: &[PathBuf],
-    filter: &str,
-    dir: &Path,
-    files: &Path,
-    how: RunHow,
-    tries: u32,
 ) -> (Result<(), String>, String) {
     let (ok, log) = lane_vm_run_once(initrd, tests, filter, dir, files, &how);
     // tools/common.sh: a distro-kernel run keeps its files (results, the
@@ -1151,7 +1144,7 @@ fn lane_vm_run_tries(
     };
     let merged = dir.join("results.merged");
     let _ = fs::copy(vdir.join("results"), &merged);
-    if ok.is_ok() || tries == 0 {
+    if ok.is_ok() || how.hang_retries == 0 {
         return (ok, log);
     }
     let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap_or_default();
@@ -1205,7 +1198,7 @@ fn lane_vm_run_tries(
     let rdir = dir.join("retry");
     let _ = fs::remove_dir_all(&rdir);
     eprintln!("{banner}");
-    let (rok, rlog) = lane_vm_run_tries(
+    let (rok, rlog) = lane_vm_run(
         initrd,
         &retry_tests,
         retry_filter,
@@ -1214,9 +1207,9 @@ fn lane_vm_run_tries(
         RunHow {
             bins: Some(&bins),
             first_env: &[],
+            hang_retries: how.hang_retries - 1,
             ..how
         },
-        tries - 1,
     );
     let rresults = fs::read_to_string(rdir.join("results.merged")).unwrap_or_default();
     let _ = fs::write(&merged, lanes::merge_results(&first, &rresults));
@@ -1250,6 +1243,7 @@ fn lane_vm_run_once(
         kernel,
         timeout_s,
         first_env,
+        hang_retries: _,
     } = how;
     if let Err(e) = fs::create_dir_all(dir) {
         return (Err(format!("{}: {e}", dir.display())), String::new());
